@@ -1,0 +1,58 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "YOLOSwap",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "yoloswap", targets: ["yoloswap"]),
+        .library(name: "YOLO", targets: ["YOLO"]),
+        .library(name: "ONNXRuntime", targets: ["ONNXRuntime"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+    ],
+    targets: [
+        // MARK: C modules (headers only; nothing third-party is committed)
+        /// ORT's C API header, fetched by scripts/setup into .ort/include. No link: the library is dlopen'ed.
+        .systemLibrary(name: "CONNXRuntime", path: "Sources/CONNXRuntime"),
+        .systemLibrary(
+            name: "CTurboJPEG", path: "Sources/CTurboJPEG", pkgConfig: "libturbojpeg",
+            providers: [.apt(["libturbojpeg0-dev"])]),
+        .systemLibrary(
+            name: "CSPNG", path: "Sources/CSPNG", pkgConfig: "spng", providers: [.apt(["libspng-dev"])]),
+
+        // MARK: Libraries
+        .target(
+            name: "ONNXRuntime", dependencies: ["CONNXRuntime"],
+            linkerSettings: [.linkedLibrary("dl")]),
+        .target(name: "ImageCodecs", dependencies: ["CTurboJPEG", "CSPNG"]),
+        /// Pure-Swift YOLO pipeline: letterbox, model signature, output decoders, NMS, drawing. No ORT types.
+        .target(name: "YOLO", dependencies: ["ImageCodecs"]),
+        /// The ORT implementation of YOLO's `InferenceBackend`, and model loading from verified bytes.
+        .target(
+            name: "ORTBackend",
+            dependencies: [
+                "YOLO", "ONNXRuntime",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]),
+
+        // MARK: Executable
+        .executableTarget(
+            name: "yoloswap",
+            dependencies: [
+                "YOLO", "ORTBackend", "ONNXRuntime", "ImageCodecs",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+
+        // MARK: Tests
+        .testTarget(name: "ImageCodecsTests", dependencies: ["ImageCodecs"]),
+        .testTarget(name: "ONNXRuntimeTests", dependencies: ["ONNXRuntime"]),
+        .testTarget(name: "YOLOTests", dependencies: ["YOLO", "ImageCodecs"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["YOLO", "ImageCodecs", "ONNXRuntime", "ORTBackend"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,129 @@
+/// Decodes JPEG (libjpeg-turbo) and PNG (libspng) files into ``RGBImage``s.
+///
+/// Thread-safe: every call creates and frees its own codec handle, so any number of threads may decode at
+/// once. Calls block while decoding; run them off Swift's cooperative pool for large images.
+/// Results match OpenCV's `cv2.imread(path, cv2.IMREAD_COLOR)` (converted to RGB) pixel for pixel on JPEGs,
+/// EXIF orientation included.
+public enum ImageDecoder {
+    /// The format named by the file signature, or nil when it is neither JPEG (`FF D8 FF`) nor PNG.
+    public static func detectFormat(_ bytes: [UInt8]) -> ImageFormat? {
+        if bytes.starts(with: [0xFF, 0xD8, 0xFF]) { return .jpeg }
+        if bytes.starts(with: [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]) { return .png }
+        return nil
+    }
+
+    /// Decodes a JPEG or PNG file to 8-bit RGB.
+    ///
+    /// - Parameters:
+    ///   - bytes: the whole file.
+    ///   - options: pixel limit, EXIF orientation and JPEG DCT scaling; see ``DecodeOptions``.
+    /// - Throws: ``ImageDecodeError``: `.empty`, `.unsupportedFormat`, `.tooLarge`/`.invalidDimensions`
+    ///   (checked from the header before any pixel memory is allocated), `.truncated`, `.corrupt`.
+    public static func decode(_ bytes: [UInt8], options: DecodeOptions = .init()) throws(ImageDecodeError)
+        -> RGBImage
+    {
+        let format = try format(of: bytes)
+        return try bytes.withUnsafeBufferPointer { (data) throws(ImageDecodeError) -> RGBImage in
+            switch format {
+            case .jpeg: return try decodeJPEG(data, options: options)
+            case .png: return try decodePNG(data, options: options)
+            }
+        }
+    }
+
+    /// The format and the size ``decode(_:options:)`` would return with default options (EXIF orientation
+    /// applied, so a portrait phone photo reports its upright size), read from the header only. For PNG only an
+    /// eXIf chunk placed before the image data is seen here (decoding also sees one placed after it).
+    ///
+    /// - Throws: ``ImageDecodeError`` as for decoding, except that the pixel limit is not applied.
+    public static func header(_ bytes: [UInt8]) throws(ImageDecodeError) -> (
+        format: ImageFormat, width: Int, height: Int
+    ) {
+        let format = try format(of: bytes)
+        return try bytes.withUnsafeBufferPointer { (data) throws(ImageDecodeError) in
+            switch format {
+            case .jpeg:
+                let (width, height) = try JPEGDecompressor().header(data)
+                let upright = EXIFOrientation.inJPEG(data).swapsAxes
+                return (.jpeg, upright ? height : width, upright ? width : height)
+            case .png:
+                let context = try PNGDecoderContext(data: data, maxDimension: Int(Int32.max))
+                let (width, height) = try context.header()
+                // libspng reads the chunks before the image data here; an eXIf placed after it is not seen.
+                let orientation = context.exif().map { $0.withUnsafeBufferPointer { EXIFOrientation.inTIFF($0) } }
+                let upright = orientation?.swapsAxes ?? false
+                return (.png, upright ? height : width, upright ? width : height)
+            }
+        }
+    }
+
+    // MARK: - Formats
+
+    private static func format(of bytes: [UInt8]) throws(ImageDecodeError) -> ImageFormat {
+        guard !bytes.isEmpty else { throw .empty }
+        guard let format = detectFormat(bytes) else {
+            let magic = bytes.prefix(8).map { String($0, radix: 16, uppercase: true) }
+                .map { $0.count == 1 ? "0" + $0 : $0 }.joined(separator: " ")
+            throw .unsupportedFormat(magic: magic)
+        }
+        return format
+    }
+
+    private static func checkSize(width: Int, height: Int, options: DecodeOptions) throws(ImageDecodeError) {
+        guard width > 0, height > 0 else { throw .invalidDimensions(width: width, height: height) }
+        guard width * height <= options.maxPixels else {
+            throw .tooLarge(width: width, height: height, maxPixels: options.maxPixels)
+        }
+    }
+
+    private static func decodeJPEG(_ data: UnsafeBufferPointer<UInt8>, options: DecodeOptions)
+        throws(ImageDecodeError) -> RGBImage
+    {
+        let decompressor = JPEGDecompressor()
+        let (width, height) = try decompressor.header(data)
+        try checkSize(width: width, height: height, options: options)
+        let orientation = options.applyEXIFOrientation ? EXIFOrientation.inJPEG(data) : .up
+
+        var factor = (num: 1, denom: 1)
+        if let minimum = options.minimumDecodedSize {
+            // Compare in the coded orientation: a portrait (rotated) photo needs the minimum's axes swapped.
+            let (minWidth, minHeight) = orientation.swapsAxes ? (minimum.height, minimum.width) : minimum
+            for candidate in JPEGDecompressor.downscalingFactors
+            where JPEGDecompressor.scaled(width, candidate) >= minWidth
+                && JPEGDecompressor.scaled(height, candidate) >= minHeight
+            {
+                factor = candidate  // factors run largest to smallest: keep the last that is big enough
+            }
+        }
+        let (outWidth, outHeight) = (JPEGDecompressor.scaled(width, factor), JPEGDecompressor.scaled(height, factor))
+        let pixels = try decompressor.decodeRGB(data, width: outWidth, height: outHeight)
+        return orientation.apply(to: RGBImage(width: outWidth, height: outHeight, pixels: pixels))
+    }
+
+    private static func decodePNG(_ data: UnsafeBufferPointer<UInt8>, options: DecodeOptions)
+        throws(ImageDecodeError) -> RGBImage
+    {
+        // Check the declared size ourselves first so a bomb gets `.tooLarge` with its dimensions.
+        let (width, height) = try pngDimensions(data)
+        try checkSize(width: width, height: height, options: options)
+        let context = try PNGDecoderContext(data: data, maxDimension: options.maxPixels)
+        _ = try context.header()
+        let pixels = try context.decodeRGB(width: width, height: height)
+        let image = RGBImage(width: width, height: height, pixels: pixels)
+        guard options.applyEXIFOrientation, let exif = context.exif() else { return image }
+        let orientation = exif.withUnsafeBufferPointer { EXIFOrientation.inTIFF($0) }
+        return orientation.apply(to: image)
+    }
+
+    /// Width and height from the IHDR chunk, which the PNG spec requires to come first.
+    private static func pngDimensions(_ data: UnsafeBufferPointer<UInt8>) throws(ImageDecodeError) -> (Int, Int) {
+        guard data.count >= 24 else {
+            throw .truncated(format: .png, reason: "file ends inside the IHDR chunk (\(data.count) bytes)")
+        }
+        guard data[12] == 0x49, data[13] == 0x48, data[14] == 0x44, data[15] == 0x52 else {
+            throw .corrupt(format: .png, reason: "first chunk is not IHDR")
+        }
+        func u32(_ at: Int) -> Int { (16...19).reduce(0) { $0 << 8 | Int(data[at + $1 - 16]) } }
+        return (u32(16), u32(20))
+    }
+}

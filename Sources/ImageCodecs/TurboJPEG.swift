@@ -1,0 +1,122 @@
+internal import CTurboJPEG
+
+// MARK: - Decompressor
+
+/// Owns one TurboJPEG decompressor handle and releases it in `deinit`.
+///
+/// Not thread-safe: a handle keeps per-image state, so ``ImageDecoder`` makes one per call
+/// (creating one costs a few microseconds against milliseconds of decoding).
+final class JPEGDecompressor {
+    private let handle: tjhandle
+
+    init() {
+        guard let handle = tjInitDecompress() else {
+            fatalError("TurboJPEG could not allocate a decompressor (out of memory)")
+        }
+        self.handle = handle
+    }
+
+    deinit { tjDestroy(handle) }
+
+    /// The coded size of the JPEG in `data` (before EXIF orientation).
+    func header(_ data: UnsafeBufferPointer<UInt8>) throws(ImageDecodeError) -> (width: Int, height: Int) {
+        var width: Int32 = 0
+        var height: Int32 = 0
+        var subsampling: Int32 = 0
+        var colorspace: Int32 = 0
+        let status = tjDecompressHeader3(
+            handle, data.baseAddress, UInt(data.count), &width, &height, &subsampling, &colorspace)
+        try check(status, doing: "reading the JPEG header")
+        return (Int(width), Int(height))
+    }
+
+    /// Decodes `data` to RGB at `width`×`height`, which must be the header size or one of its DCT-scaled sizes.
+    ///
+    /// Writes straight into the returned array's storage. Uses TurboJPEG's default flags: accurate integer IDCT
+    /// and fancy upsampling, the libjpeg-turbo defaults that OpenCV's `imread` uses too.
+    func decodeRGB(_ data: UnsafeBufferPointer<UInt8>, width: Int, height: Int) throws(ImageDecodeError) -> [UInt8] {
+        var status: Int32 = 0
+        let pixels = [UInt8](unsafeUninitializedCapacity: width * height * 3) { buffer, count in
+            status = tjDecompress2(
+                handle, data.baseAddress, UInt(data.count), buffer.baseAddress,
+                Int32(width), 0, Int32(height), Int32(TJPF_RGB.rawValue), 0)
+            // TurboJPEG fills every row even on a warning (missing data is grey); on a fatal error the
+            // contents are unspecified but UInt8 needs no initialisation, and the array is discarded.
+            count = buffer.count
+        }
+        try check(status, doing: "decoding the JPEG")
+        return pixels
+    }
+
+    /// The one place a TurboJPEG status becomes a Swift error.
+    ///
+    /// Fatal errors are `.corrupt` (or `.truncated` when the data ran out). Warnings: libjpeg reports a cut-off
+    /// file as the warning "Premature end of JPEG file" and pads the image with grey, which we reject as
+    /// `.truncated`; entropy-data damage ("premature end of data segment", "bad Huffman code") is `.corrupt`.
+    /// Other warnings (e.g. "extraneous bytes before marker", common in camera files) are accepted, as OpenCV
+    /// does. libjpeg records only the first warning of an image.
+    private func check(_ status: Int32, doing what: String) throws(ImageDecodeError) {
+        guard status != 0 else { return }
+        let message = String(cString: tjGetErrorStr2(handle))
+        let isWarning = tjGetErrorCode(handle) == Int32(TJERR_WARNING.rawValue)
+        let lowered = message.lowercased()
+        if lowered.contains("premature end of jpeg file") {
+            throw .truncated(format: .jpeg, reason: "\(what): \(message)")
+        }
+        if !isWarning || lowered.contains("premature end of data segment") || lowered.contains("bad huffman code") {
+            throw .corrupt(format: .jpeg, reason: "\(what): \(message)")
+        }
+    }
+
+    /// libjpeg-turbo's DCT scaling factors no larger than 1, largest first (1/1, 7/8, 3/4, ..., 1/8).
+    static let downscalingFactors: [(num: Int, denom: Int)] = {
+        var count: Int32 = 0
+        guard let factors = tjGetScalingFactors(&count) else { return [(1, 1)] }
+        return UnsafeBufferPointer(start: factors, count: Int(count))
+            .map { (num: Int($0.num), denom: Int($0.denom)) }
+            .filter { $0.num <= $0.denom }
+            .sorted { $0.num * $1.denom > $1.num * $0.denom }
+    }()
+
+    /// `TJSCALED`: the size of `dimension` decoded at `num/denom` (rounded up, as libjpeg does).
+    static func scaled(_ dimension: Int, _ factor: (num: Int, denom: Int)) -> Int {
+        (dimension * factor.num + factor.denom - 1) / factor.denom
+    }
+}
+
+// MARK: - Compressor
+
+/// Owns one TurboJPEG compressor handle and releases it in `deinit`. Not thread-safe: one per call.
+final class JPEGCompressor {
+    private let handle: tjhandle
+
+    init() {
+        guard let handle = tjInitCompress() else {
+            fatalError("TurboJPEG could not allocate a compressor (out of memory)")
+        }
+        self.handle = handle
+    }
+
+    deinit { tjDestroy(handle) }
+
+    /// Baseline JPEG, 4:2:0 chroma subsampling, written into a worst-case-sized array then trimmed.
+    func encode(_ image: RGBImage, quality: Int) throws(ImageEncodeError) -> [UInt8] {
+        let capacity = Int(tjBufSize(Int32(image.width), Int32(image.height), Int32(TJSAMP_420.rawValue)))
+        var status: Int32 = 0
+        let jpeg = image.pixels.withUnsafeBufferPointer { source in
+            [UInt8](unsafeUninitializedCapacity: capacity) { buffer, count in
+                var destination = buffer.baseAddress
+                var size = UInt(capacity)
+                status = tjCompress2(
+                    handle, source.baseAddress, Int32(image.width), 0, Int32(image.height),
+                    Int32(TJPF_RGB.rawValue), &destination, &size, Int32(TJSAMP_420.rawValue), Int32(quality),
+                    TJFLAG_NOREALLOC)
+                count = status == 0 ? Int(size) : 0
+            }
+        }
+        guard status == 0 else {
+            throw .encoderFailed(format: .jpeg, reason: String(cString: tjGetErrorStr2(handle)))
+        }
+        return jpeg
+    }
+}

@@ -1,0 +1,156 @@
+internal import CONNXRuntime
+import Foundation
+
+/// Where a session's graph runs.
+public enum ExecutionProvider: Sendable, Equatable, CustomStringConvertible {
+    case cpu
+    case cuda(deviceID: Int)
+    case tensorRT(deviceID: Int)
+
+    /// Parses `cpu`, `cuda`, `cuda:1`, `tensorrt`, `tensorrt:0`.
+    public init?(parsing text: String) {
+        let parts = text.lowercased().split(separator: ":", maxSplits: 1).map(String.init)
+        let device = parts.count > 1 ? Int(parts[1]) : 0
+        guard let device else { return nil }
+        switch parts.first {
+        case "cpu": self = .cpu
+        case "cuda": self = .cuda(deviceID: device)
+        case "tensorrt", "trt": self = .tensorRT(deviceID: device)
+        default: return nil
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .cpu: "cpu"
+        case .cuda(let id): "cuda:\(id)"
+        case .tensorRT(let id): "tensorrt:\(id)"
+        }
+    }
+
+    var ortName: String {
+        switch self {
+        case .cpu: "CPUExecutionProvider"
+        case .cuda: "CUDAExecutionProvider"
+        case .tensorRT: "TensorrtExecutionProvider"
+        }
+    }
+}
+
+/// How ORT optimizes the graph before running it.
+public enum GraphOptimizationLevel: String, Sendable, CaseIterable {
+    case disabled, basic, extended, all
+
+    var ortValue: GraphOptimizationLevel_C {
+        switch self {
+        case .disabled: ORT_DISABLE_ALL
+        case .basic: ORT_ENABLE_BASIC
+        case .extended: ORT_ENABLE_EXTENDED
+        case .all: ORT_ENABLE_ALL
+        }
+    }
+}
+
+typealias GraphOptimizationLevel_C = CONNXRuntime.GraphOptimizationLevel
+
+/// Settings for one inference session (one isolated inference context).
+///
+/// Keys and defaults:
+/// - `intraOpThreads`: threads inside one Run; `0` lets ORT choose (one per core). Default 0.
+/// - `interOpThreads`: threads across independent graph nodes; default 1 (YOLO graphs are sequential).
+/// - `optimization`: graph optimization level; default `.all`.
+/// - `provider`: execution provider; default `.cpu`.
+/// - `allowSpinning`: whether idle intra-op threads spin; default `true` (lower latency, more CPU while idle).
+/// - `memoryPattern`: ORT's memory-pattern optimisation for fixed shapes; default `true`.
+public struct SessionOptions: Sendable, Equatable {
+    public var intraOpThreads: Int
+    public var interOpThreads: Int
+    public var optimization: GraphOptimizationLevel
+    public var provider: ExecutionProvider
+    public var allowSpinning: Bool
+    public var memoryPattern: Bool
+
+    public init(
+        intraOpThreads: Int = 0, interOpThreads: Int = 1, optimization: GraphOptimizationLevel = .all,
+        provider: ExecutionProvider = .cpu, allowSpinning: Bool = true, memoryPattern: Bool = true
+    ) {
+        self.intraOpThreads = intraOpThreads
+        self.interOpThreads = interOpThreads
+        self.optimization = optimization
+        self.provider = provider
+        self.allowSpinning = allowSpinning
+        self.memoryPattern = memoryPattern
+    }
+}
+
+/// Owns an `OrtSessionOptions` built from `SessionOptions`; used only while a session is created.
+final class NativeSessionOptions {
+    let library: ORTLibrary
+    let handle: OpaquePointer
+
+    init(_ options: SessionOptions, library: ORTLibrary) throws(ORTError) {
+        self.library = library
+        let api = library.api.pointee
+        var handle: OpaquePointer?
+        try library.check(api.CreateSessionOptions!(&handle), "creating session options")
+        self.handle = handle!
+        try library.check(api.SetIntraOpNumThreads!(handle, Int32(options.intraOpThreads)), "setting intra-op threads")
+        try library.check(api.SetInterOpNumThreads!(handle, Int32(options.interOpThreads)), "setting inter-op threads")
+        try library.check(
+            api.SetSessionGraphOptimizationLevel!(handle, options.optimization.ortValue), "setting optimization level")
+        if !options.memoryPattern {
+            try library.check(api.DisableMemPattern!(handle), "disabling the memory pattern")
+        }
+        try library.check(
+            api.AddSessionConfigEntry!(handle, "session.intra_op.allow_spinning", options.allowSpinning ? "1" : "0"),
+            "setting intra-op spinning")
+        try appendProvider(options.provider)
+    }
+
+    private func appendProvider(_ provider: ExecutionProvider) throws(ORTError) {
+        guard provider != .cpu else { return }
+        let operation = "enabling execution provider \(provider)"
+        let available = (try? library.availableProviders()) ?? []
+        guard available.contains(provider.ortName) else {
+            throw ORTError(
+                .providerUnavailable(requested: provider.description, available: available),
+                operation: operation, message: "")
+        }
+        let api = library.api.pointee
+        switch provider {
+        case .cpu:
+            return
+        case .cuda(let device):
+            var cuda: OpaquePointer?
+            try library.check(api.CreateCUDAProviderOptions!(&cuda), operation)
+            defer { api.ReleaseCUDAProviderOptions!(cuda) }
+            try updateOptions(keys: ["device_id"], values: ["\(device)"], operation: operation) { keys, values, n in
+                api.UpdateCUDAProviderOptions!(cuda, keys, values, n)
+            }
+            try library.check(api.SessionOptionsAppendExecutionProvider_CUDA_V2!(handle, cuda), operation)
+        case .tensorRT(let device):
+            var trt: OpaquePointer?
+            try library.check(api.CreateTensorRTProviderOptions!(&trt), operation)
+            defer { api.ReleaseTensorRTProviderOptions!(trt) }
+            try updateOptions(keys: ["device_id"], values: ["\(device)"], operation: operation) { keys, values, n in
+                api.UpdateTensorRTProviderOptions!(trt, keys, values, n)
+            }
+            try library.check(api.SessionOptionsAppendExecutionProvider_TensorRT_V2!(handle, trt), operation)
+        }
+    }
+
+    private func updateOptions(
+        keys: [String], values: [String], operation: String,
+        _ update: (UnsafePointer<UnsafePointer<CChar>?>, UnsafePointer<UnsafePointer<CChar>?>, Int) -> OpaquePointer?
+    ) throws(ORTError) {
+        let cKeys = keys.map { UnsafePointer(strdup($0)) }
+        let cValues = values.map { UnsafePointer(strdup($0)) }
+        defer { (cKeys + cValues).forEach { free(UnsafeMutablePointer(mutating: $0)) } }
+        let status = cKeys.withUnsafeBufferPointer { k in
+            cValues.withUnsafeBufferPointer { v in update(k.baseAddress!, v.baseAddress!, keys.count) }
+        }
+        try library.check(status, operation)
+    }
+
+    deinit { library.api.pointee.ReleaseSessionOptions!(handle) }
+}

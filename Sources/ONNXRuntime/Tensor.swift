@@ -1,0 +1,138 @@
+internal import CONNXRuntime
+
+/// A tensor element type, as ORT reports it.
+public enum TensorElementType: Sendable, Equatable, CustomStringConvertible {
+    case float, float16, double, uint8, int8, int32, int64, bool
+    case other(Int)
+
+    init(_ raw: ONNXTensorElementDataType) {
+        switch raw {
+        case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT: self = .float
+        case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16: self = .float16
+        case ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE: self = .double
+        case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8: self = .uint8
+        case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8: self = .int8
+        case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32: self = .int32
+        case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64: self = .int64
+        case ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL: self = .bool
+        default: self = .other(Int(raw.rawValue))
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .float: "float32"
+        case .float16: "float16"
+        case .double: "float64"
+        case .uint8: "uint8"
+        case .int8: "int8"
+        case .int32: "int32"
+        case .int64: "int64"
+        case .bool: "bool"
+        case .other(let raw): "onnx-type-\(raw)"
+        }
+    }
+}
+
+/// Name, element type and shape of a model input or output. A dynamic dimension is `-1`, with its symbolic name
+/// (e.g. "height") in `symbolicShape` when the model gives one.
+public struct TensorInfo: Sendable, Equatable {
+    public var name: String
+    public var elementType: TensorElementType
+    public var shape: [Int]
+    public var symbolicShape: [String]
+
+    public init(name: String, elementType: TensorElementType, shape: [Int], symbolicShape: [String] = []) {
+        self.name = name
+        self.elementType = elementType
+        self.shape = shape
+        self.symbolicShape = symbolicShape
+    }
+
+    /// True when any dimension is dynamic.
+    public var isDynamic: Bool { shape.contains { $0 < 0 } }
+}
+
+/// Input data for `ORTSession.run`. Arrays are passed to ORT without copying (float32) or converted once (float16).
+public enum TensorInput: Sendable {
+    case float([Float], shape: [Int])
+    case float16([Float16], shape: [Int])
+
+    public var shape: [Int] {
+        switch self {
+        case .float(_, let shape), .float16(_, let shape): shape
+        }
+    }
+}
+
+/// A session output, owned by ORT's value until this object is released. Read it without copying through
+/// `withFloats` (float32 outputs) or as a converted copy through `floats()`.
+///
+/// Thread-safety: immutable; reading from several threads is safe.
+public final class TensorOutput: @unchecked Sendable {
+    // @unchecked: `value` is an OrtValue this object owns alone; its data is never written after Run returns.
+    let library: ORTLibrary
+    let value: OpaquePointer
+    public let name: String
+    public let elementType: TensorElementType
+    public let shape: [Int]
+    private let data: UnsafeRawPointer
+    public let count: Int
+
+    init(library: ORTLibrary, value: OpaquePointer, name: String) throws(ORTError) {
+        self.library = library
+        self.value = value
+        self.name = name
+        let api = library.api.pointee
+        var info: OpaquePointer?
+        do {
+            try library.check(api.GetTensorTypeAndShape!(value, &info), "reading output '\(name)'")
+        } catch {
+            api.ReleaseValue!(value)
+            throw error
+        }
+        defer { api.ReleaseTensorTypeAndShapeInfo!(info) }
+        var type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED
+        var dimCount = 0
+        var elementCount = 0
+        var raw: UnsafeMutableRawPointer?
+        _ = api.GetTensorElementType!(info, &type)
+        _ = api.GetDimensionsCount!(info, &dimCount)
+        var dims = [Int64](repeating: 0, count: dimCount)
+        _ = api.GetDimensions!(info, &dims, dimCount)
+        _ = api.GetTensorShapeElementCount!(info, &elementCount)
+        _ = api.GetTensorMutableData!(value, &raw)
+        self.elementType = TensorElementType(type)
+        self.shape = dims.map(Int.init)
+        self.count = elementCount
+        self.data = UnsafeRawPointer(raw ?? UnsafeMutableRawPointer(bitPattern: 0x1)!)
+    }
+
+    deinit { library.api.pointee.ReleaseValue!(value) }
+
+    /// Calls `body` with the float32 elements in place (no copy).
+    /// - Throws: `ORTError.invalidTensor` when the output is not float32.
+    public func withFloats<R>(_ body: (Span<Float>) throws -> R) throws -> R {
+        guard elementType == .float else {
+            throw ORTError(.invalidTensor, operation: "reading output '\(name)'",
+                message: "element type is \(elementType), not float32")
+        }
+        let buffer = UnsafeBufferPointer(start: data.assumingMemoryBound(to: Float.self), count: count)
+        return try body(buffer.span)
+    }
+
+    /// The elements as float32: float32 copied, float16 and float64 converted.
+    public func floats() throws -> [Float] {
+        switch elementType {
+        case .float:
+            return Array(UnsafeBufferPointer(start: data.assumingMemoryBound(to: Float.self), count: count))
+        case .float16:
+            return UnsafeBufferPointer(start: data.assumingMemoryBound(to: Float16.self), count: count).map(Float.init)
+        case .double:
+            return UnsafeBufferPointer(start: data.assumingMemoryBound(to: Double.self), count: count).map(Float.init)
+        default:
+            throw ORTError(.invalidTensor, operation: "reading output '\(name)'",
+                message: "element type \(elementType) is not a floating-point type")
+        }
+    }
+}

@@ -1,0 +1,133 @@
+import Crypto
+import Foundation
+import ONNXRuntime
+import YOLO
+
+/// YOLO's `InferenceBackend` over an ONNX Runtime session.
+///
+/// Thread-safety: `run` may be called concurrently (ORT sessions allow concurrent Run); everything else is immutable.
+public final class ORTInferenceBackend: InferenceBackend {
+    public let session: ORTSession
+    public let inputs: [TensorSpec]
+    public let outputs: [TensorSpec]
+    public var metadata: [String: String] { session.metadata.custom }
+    private let inputIsHalf: Bool
+
+    public init(session: ORTSession) {
+        self.session = session
+        inputs = session.inputs.map(TensorSpec.init)
+        outputs = session.outputs.map(TensorSpec.init)
+        inputIsHalf = session.inputs.first?.elementType == .float16
+    }
+
+    public func run(_ input: InputTensor) throws -> any OutputTensorView {
+        let tensor: TensorInput =
+            inputIsHalf
+            ? .float16(input.values.map(Float16.init), shape: input.shape)
+            : .float(input.values, shape: input.shape)
+        let results = try session.run(tensor)
+        guard let first = results.first else {
+            throw ORTError(.invalidTensor, operation: "running the model", message: "the model returned no output")
+        }
+        if first.elementType == .float { return ORTOutput(tensor: first) }
+        return ArrayOutput(shape: first.shape, values: try first.floats())
+    }
+}
+
+/// A float32 ORT output read in place.
+struct ORTOutput: OutputTensorView {
+    let tensor: TensorOutput
+    var shape: [Int] { tensor.shape }
+    func withFloats<R>(_ body: (Span<Float>) throws -> R) throws -> R { try tensor.withFloats(body) }
+}
+
+extension TensorSpec {
+    init(_ info: TensorInfo) {
+        let type: TensorDataType =
+            switch info.elementType {
+            case .float: .float32
+            case .float16: .float16
+            default: .other
+            }
+        self.init(name: info.name, dataType: type, shape: info.shape)
+    }
+}
+
+/// A model file read once into memory with its SHA-256: the bytes that are verified are the bytes that are loaded.
+public struct ModelBytes: Sendable {
+    public var path: String
+    public var bytes: [UInt8]
+    /// Lower-case hex SHA-256 of `bytes`.
+    public var sha256: String
+
+    /// Reads the whole file.
+    /// - Throws: `ModelLoadError.unreadable` with the path and the system's reason.
+    public init(contentsOf path: String) throws(ModelLoadError) {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            let reason = FileManager.default.fileExists(atPath: path) ? "cannot read the file" : "no such file"
+            throw ModelLoadError.unreadable(path: path, reason: reason)
+        }
+        self.init(path: path, bytes: [UInt8](data))
+    }
+
+    public init(path: String, bytes: [UInt8]) {
+        self.path = path
+        self.bytes = bytes
+        self.sha256 = SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+    }
+}
+
+/// Why a model could not be loaded.
+public enum ModelLoadError: Error, CustomStringConvertible {
+    case unreadable(path: String, reason: String)
+    case runtime(path: String, ORTError)
+    case signature(path: String, SignatureError)
+
+    public var description: String {
+        switch self {
+        case .unreadable(let path, let reason): "cannot read model \(path): \(reason)"
+        case .runtime(let path, let error): "cannot load model \(path): \(error)"
+        case .signature(let path, let error): "model \(path) is not a supported YOLO detector: \(error)"
+        }
+    }
+}
+
+/// A loaded model: its bytes' digest, ORT session and YOLO detector.
+///
+/// Thread-safety: immutable; `detector.detect` may be called concurrently.
+public final class LoadedModel: Sendable {
+    public let path: String
+    public let sha256: String
+    public let byteCount: Int
+    public let backend: ORTInferenceBackend
+    public let detector: Detector
+    public var signature: ModelSignature { detector.signature }
+
+    /// Creates a session from verified bytes and derives the model's signature.
+    public init(bytes: ModelBytes, environment: ORTEnvironment, options: SessionOptions = .init(),
+                imgsz: ImageSize? = nil, format: OutputFormat? = nil) throws(ModelLoadError) {
+        let session: ORTSession
+        do {
+            session = try ORTSession(bytes: bytes.bytes, environment: environment, options: options, label: bytes.path)
+        } catch {
+            throw .runtime(path: bytes.path, error)
+        }
+        let backend = ORTInferenceBackend(session: session)
+        do {
+            detector = try Detector(backend: backend, imgsz: imgsz, format: format)
+        } catch {
+            throw .signature(path: bytes.path, error)
+        }
+        self.backend = backend
+        self.path = bytes.path
+        self.sha256 = bytes.sha256
+        self.byteCount = bytes.bytes.count
+    }
+
+    /// Reads and loads a model file.
+    public convenience init(path: String, environment: ORTEnvironment, options: SessionOptions = .init(),
+                            imgsz: ImageSize? = nil, format: OutputFormat? = nil) throws(ModelLoadError) {
+        try self.init(bytes: ModelBytes(contentsOf: path), environment: environment, options: options, imgsz: imgsz,
+            format: format)
+    }
+}

@@ -1,0 +1,60 @@
+/// An axis-aligned box in pixels: (x1, y1) top-left, (x2, y2) bottom-right.
+public struct Box: Sendable, Equatable, Codable {
+    public var x1: Double, y1: Double, x2: Double, y2: Double
+    public init(x1: Double, y1: Double, x2: Double, y2: Double) {
+        self.x1 = x1
+        self.y1 = y1
+        self.x2 = x2
+        self.y2 = y2
+    }
+
+    public var area: Double { max(0, x2 - x1) * max(0, y2 - y1) }
+
+    /// Intersection over union with `other` (0 when either box is empty).
+    public func iou(_ other: Box) -> Double {
+        let iw = max(0, min(x2, other.x2) - max(x1, other.x1))
+        let ih = max(0, min(y2, other.y2) - max(y1, other.y1))
+        let inter = iw * ih
+        let union = area + other.area - inter
+        return union > 0 ? inter / union : 0
+    }
+}
+
+/// One detected object, in original-image pixels.
+public struct Detection: Sendable, Equatable {
+    public var classID: Int
+    public var className: String
+    public var confidence: Float
+    public var box: Box
+
+    public init(classID: Int, className: String, confidence: Float, box: Box) {
+        self.classID = classID
+        self.className = className
+        self.confidence = confidence
+        self.box = box
+    }
+}
+
+/// Post-processing thresholds, Ultralytics' defaults.
+///
+/// - `confidence`: keep candidates scoring strictly above this (0.25).
+/// - `iou`: suppress a box whose IoU with a kept box of the same class is strictly above this (0.7).
+/// - `maxDetections`: keep at most this many, best first (300).
+/// - `classes`: keep only these class ids (nil = all).
+/// - `agnostic`: suppress across classes.
+public struct DetectionOptions: Sendable, Equatable {
+    public var confidence: Float
+    public var iou: Float
+    public var maxDetections: Int
+    public var classes: Set<Int>?
+    public var agnostic: Bool
+
+    public init(confidence: Float = 0.25, iou: Float = 0.7, maxDetections: Int = 300, classes: Set<Int>? = nil,
+                agnostic: Bool = false) {
+        self.confidence = confidence
+        self.iou = iou
+        self.maxDetections = maxDetections
+        self.classes = classes
+        self.agnostic = agnostic
+    }
+}

@@ -1,0 +1,135 @@
+import ImageCodecs
+
+/// Per-stage wall-clock timings of one detection, in milliseconds.
+public struct StageTimings: Sendable, Equatable {
+    public var decode: Double = 0
+    public var preprocess: Double = 0
+    public var inference: Double = 0
+    public var postprocess: Double = 0
+    public init() {}
+    public var total: Double { decode + preprocess + inference + postprocess }
+}
+
+/// Detections for one image with the image's size and the stage timings.
+public struct DetectionResult: Sendable {
+    public var imageSize: ImageSize
+    public var detections: [Detection]
+    public var timings: StageTimings
+}
+
+/// Error from the detection pipeline, with the stage it happened in.
+public enum DetectionError: Error, CustomStringConvertible {
+    case decode(ImageDecodeError)
+    case inference(any Error)
+    case output(OutputDecodeError)
+
+    public var description: String {
+        switch self {
+        case .decode(let e): "image decode failed: \(e)"
+        case .inference(let e): "inference failed: \(e)"
+        case .output(let e): "output decode failed: \(e)"
+        }
+    }
+}
+
+/// The YOLO pipeline for one model: decode → letterbox → run → decode output → NMS → map boxes back.
+///
+/// Thread-safety: immutable; `detect` may be called concurrently (the backend must allow concurrent runs).
+public struct Detector: Sendable {
+    public let backend: any InferenceBackend
+    public let signature: ModelSignature
+    public var decodeOptions: DecodeOptions
+
+    public init(backend: any InferenceBackend, signature: ModelSignature, decodeOptions: DecodeOptions = .init()) {
+        self.backend = backend
+        self.signature = signature
+        self.decodeOptions = decodeOptions
+    }
+
+    /// Builds the signature from the backend's tensors and metadata.
+    public init(backend: any InferenceBackend, imgsz: ImageSize? = nil, format: OutputFormat? = nil,
+                decodeOptions: DecodeOptions = .init()) throws(SignatureError) {
+        let signature = try ModelSignature.make(
+            inputs: backend.inputs, outputs: backend.outputs, metadata: backend.metadata, imgsz: imgsz, format: format)
+        self.init(backend: backend, signature: signature, decodeOptions: decodeOptions)
+    }
+
+    /// Detects objects in encoded image bytes (JPEG or PNG).
+    public func detect(imageBytes: [UInt8], options: DetectionOptions = .init()) throws(DetectionError)
+        -> DetectionResult
+    {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let image: RGBImage
+        do { image = try ImageDecoder.decode(imageBytes, options: decodeOptions) } catch {
+            throw .decode(error)
+        }
+        var result = try detect(image: image, options: options)
+        result.timings.decode = (clock.now - start).milliseconds
+        return result
+    }
+
+    /// Detects objects in a decoded image.
+    public func detect(image: RGBImage, options: DetectionOptions = .init()) throws(DetectionError) -> DetectionResult {
+        let clock = ContinuousClock()
+        var timings = StageTimings()
+        var t = clock.now
+        let (tensor, geometry) = preprocess(image)
+        timings.preprocess = (clock.now - t).milliseconds
+        t = clock.now
+        let output: any OutputTensorView
+        do { output = try backend.run(tensor) } catch { throw .inference(error) }
+        timings.inference = (clock.now - t).milliseconds
+        t = clock.now
+        let detections = try postprocess(output, geometry: geometry, options: options)
+        timings.postprocess = (clock.now - t).milliseconds
+        return DetectionResult(imageSize: geometry.source, detections: detections, timings: timings)
+    }
+
+    /// Letterboxes an image into the model's input tensor.
+    public func preprocess(_ image: RGBImage) -> (InputTensor, LetterboxGeometry) {
+        var transform = LetterboxTransform(target: signature.inputSize)
+        transform.channelOrder = signature.channelOrder
+        let (values, geometry) = transform.tensor(from: image)
+        let shape = [1, 3, signature.inputSize.height, signature.inputSize.width]
+        return (InputTensor(values: values, shape: shape), geometry)
+    }
+
+    /// Decodes an output, runs NMS and maps boxes back to the source image.
+    public func postprocess(_ output: any OutputTensorView, geometry: LetterboxGeometry, options: DetectionOptions)
+        throws(DetectionError) -> [Detection]
+    {
+        let format = signature.outputFormat
+        var candidates: [Candidate]
+        do {
+            candidates = try output.withFloats { values in
+                try OutputDecoder.candidates(values, shape: output.shape, format: format, options: options)
+            }
+        } catch let error as OutputDecodeError {
+            throw .output(error)
+        } catch {
+            throw .inference(error)
+        }
+        if format == .yolov10 {
+            candidates.sort { $0.score > $1.score }
+            if candidates.count > options.maxDetections { candidates.removeLast(candidates.count - options.maxDetections) }
+        } else {
+            candidates = NonMaxSuppression.apply(candidates, iou: options.iou, maxDetections: options.maxDetections,
+                agnostic: options.agnostic)
+        }
+        let names = signature.classNames
+        return candidates.map { c in
+            let box = geometry.mapToSource(Box(x1: Double(c.x1), y1: Double(c.y1), x2: Double(c.x2), y2: Double(c.y2)))
+            let name = names.indices.contains(c.classID) ? names[c.classID] : "class\(c.classID)"
+            return Detection(classID: c.classID, className: name, confidence: c.score, box: box)
+        }
+    }
+}
+
+extension Duration {
+    /// The duration in milliseconds, as a Double.
+    public var milliseconds: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) * 1000 + Double(attoseconds) / 1e15
+    }
+}

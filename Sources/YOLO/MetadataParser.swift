@@ -1,0 +1,60 @@
+import Foundation
+
+/// Parses Ultralytics-style `metadata_props` values (Python reprs).
+enum MetadataParser {
+    /// Parses `{0: 'person', 1: 'bicycle', ...}` (or a JSON object / list) into names ordered by index.
+    static func names(_ text: String) -> [String]? {
+        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        if trimmed.hasPrefix("[") {
+            return listItems(trimmed).map(unquote)
+        }
+        guard trimmed.hasPrefix("{"), trimmed.hasSuffix("}") else { return nil }
+        var byIndex: [Int: String] = [:]
+        for item in listItems(trimmed) {
+            guard let colon = item.firstIndex(of: ":") else { return nil }
+            let key = unquote(String(item[..<colon]))
+            guard let index = Int(key) else { return nil }
+            byIndex[index] = unquote(String(item[item.index(after: colon)...]))
+        }
+        guard !byIndex.isEmpty, byIndex.keys.sorted() == Array(0..<byIndex.count) else { return nil }
+        return (0..<byIndex.count).map { byIndex[$0]! }
+    }
+
+    /// Parses `[640, 640]`, `640` or `(640, 480)` as (height, width).
+    static func imageSize(_ text: String) -> ImageSize? {
+        let numbers = text.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
+        switch numbers.count {
+        case 1: return ImageSize(width: numbers[0], height: numbers[0])
+        case 2: return ImageSize(width: numbers[1], height: numbers[0])
+        default: return nil
+        }
+    }
+
+    /// Splits the inside of `{...}` / `[...]` at top-level commas, respecting quotes.
+    private static func listItems(_ text: String) -> [String] {
+        var items: [String] = []
+        var current = ""
+        var quote: Character?
+        var escaped = false
+        for ch in text.dropFirst().dropLast() {
+            if let q = quote {
+                current.append(ch)
+                if escaped { escaped = false } else if ch == "\\" { escaped = true } else if ch == q { quote = nil }
+                continue
+            }
+            switch ch {
+            case "'", "\"": quote = ch; current.append(ch)
+            case ",": items.append(current); current = ""
+            default: current.append(ch)
+            }
+        }
+        if !current.trimmingCharacters(in: .whitespaces).isEmpty { items.append(current) }
+        return items.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+    }
+
+    private static func unquote(_ text: String) -> String {
+        let t = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard t.count >= 2, let first = t.first, first == "'" || first == "\"", t.last == first else { return t }
+        return String(t.dropFirst().dropLast()).replacingOccurrences(of: "\\'", with: "'")
+    }
+}

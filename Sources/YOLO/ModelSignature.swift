@@ -1,0 +1,228 @@
+/// The element type of a model's input or output tensor.
+public enum TensorDataType: String, Sendable, Equatable, Codable {
+    case float32, float16, other
+}
+
+/// A tensor's name, element type and shape as the model declares it (`-1` marks a dynamic dimension).
+public struct TensorSpec: Sendable, Equatable {
+    public var name: String
+    public var dataType: TensorDataType
+    public var shape: [Int]
+
+    public init(name: String, dataType: TensorDataType, shape: [Int]) {
+        self.name = name
+        self.dataType = dataType
+        self.shape = shape
+    }
+}
+
+/// How a model's single output tensor is laid out.
+public enum OutputFormat: String, Sendable, Equatable, Codable, CaseIterable {
+    /// `[1, N, 5 + nc]`: cx, cy, w, h, objectness, class probabilities (score = objectness × class).
+    case yolov5
+    /// `[1, 4 + nc, N]`: cx, cy, w, h, class scores (YOLOv8 / YOLO11).
+    case yolov8
+    /// `[1, K, 6]`: x1, y1, x2, y2, score, class — end-to-end, no NMS (YOLOv10).
+    case yolov10
+}
+
+/// Colour channel order the model expects.
+public enum ChannelOrder: String, Sendable, Equatable, Codable { case rgb, bgr }
+
+/// How pixel values are scaled before inference.
+public enum Normalization: String, Sendable, Equatable, Codable {
+    /// value / 255 → [0, 1] (Ultralytics).
+    case unitScale = "divide-by-255"
+}
+
+/// Everything about a model that preprocessing, decoding and hot-swap compatibility depend on.
+///
+/// Built from a model's declared tensors and Ultralytics-style metadata (`names`, `stride`, `imgsz`, `task`).
+public struct ModelSignature: Sendable, Equatable {
+    public var input: TensorSpec
+    public var output: TensorSpec
+    /// True when the input's height or width is dynamic; the size then comes from `imgsz`.
+    public var dynamicInput: Bool
+    /// The network input size used for letterboxing, (height, width).
+    public var inputSize: ImageSize
+    public var channelOrder: ChannelOrder
+    public var normalization: Normalization
+    public var outputFormat: OutputFormat
+    /// Number of classes.
+    public var classCount: Int
+    public var classNames: [String]
+    public var stride: Int
+    public var task: String
+
+    public init(
+        input: TensorSpec, output: TensorSpec, dynamicInput: Bool, inputSize: ImageSize, channelOrder: ChannelOrder,
+        normalization: Normalization, outputFormat: OutputFormat, classCount: Int, classNames: [String], stride: Int,
+        task: String
+    ) {
+        self.input = input
+        self.output = output
+        self.dynamicInput = dynamicInput
+        self.inputSize = inputSize
+        self.channelOrder = channelOrder
+        self.normalization = normalization
+        self.outputFormat = outputFormat
+        self.classCount = classCount
+        self.classNames = classNames
+        self.stride = stride
+        self.task = task
+    }
+
+    /// Derives a signature from the model's tensors and custom metadata.
+    /// - Parameters:
+    ///   - inputs: the model's inputs (the first is the image).
+    ///   - outputs: the model's outputs (the first is decoded).
+    ///   - metadata: custom `metadata_props` (`names`, `imgsz`, `stride`, `task`, `end2end`).
+    ///   - imgsz: input size for dynamic models when metadata has none (or to override it).
+    ///   - format: forces an output format instead of detecting it.
+    /// - Throws: `SignatureError` naming what is missing or malformed.
+    public static func make(
+        inputs: [TensorSpec], outputs: [TensorSpec], metadata: [String: String], imgsz: ImageSize? = nil,
+        format: OutputFormat? = nil
+    ) throws(SignatureError) -> ModelSignature {
+        guard let input = inputs.first else { throw SignatureError.noInput }
+        guard let output = outputs.first else { throw SignatureError.noOutput }
+        guard input.shape.count == 4, input.shape[1] == 3 || input.shape[1] < 0 else {
+            throw SignatureError.unsupportedInput(shape: input.shape, reason: "expected NCHW [1, 3, H, W]")
+        }
+        guard input.dataType != .other else {
+            throw SignatureError.unsupportedInput(shape: input.shape, reason: "input must be float32 or float16")
+        }
+        let names = metadata["names"].flatMap(MetadataParser.names) ?? []
+        let dynamic = input.shape[2] < 0 || input.shape[3] < 0
+        let size: ImageSize
+        if !dynamic {
+            size = ImageSize(width: input.shape[3], height: input.shape[2])
+        } else if let imgsz {
+            size = imgsz
+        } else if let text = metadata["imgsz"], let parsed = MetadataParser.imageSize(text) {
+            size = parsed
+        } else {
+            throw SignatureError.missingInputSize
+        }
+        guard output.shape.count == 3 else {
+            throw SignatureError.unsupportedOutput(shape: output.shape, reason: "expected a rank-3 output")
+        }
+        let detected: OutputFormat
+        if let format {
+            detected = format
+        } else {
+            detected = try detectFormat(shape: output.shape, classCount: names.isEmpty ? nil : names.count,
+                endToEnd: metadata["end2end"].map { $0.lowercased() == "true" } ?? false)
+        }
+        let classCount: Int
+        switch detected {
+        case .yolov5: classCount = output.shape[2] - 5
+        case .yolov8: classCount = output.shape[1] - 4
+        case .yolov10: classCount = names.isEmpty ? 80 : names.count
+        }
+        guard classCount > 0 else {
+            throw SignatureError.unsupportedOutput(shape: output.shape, reason: "no class scores for \(detected)")
+        }
+        if !names.isEmpty, names.count != classCount, detected != .yolov10 {
+            throw SignatureError.classCountMismatch(names: names.count, output: classCount)
+        }
+        return ModelSignature(
+            input: input, output: output, dynamicInput: dynamic, inputSize: size, channelOrder: .rgb,
+            normalization: .unitScale, outputFormat: detected, classCount: classCount,
+            classNames: names.isEmpty ? (0..<classCount).map { "class\($0)" } : names,
+            stride: metadata["stride"].flatMap { Int($0.trimmingCharacters(in: .whitespaces)) } ?? 32,
+            task: metadata["task"] ?? "detect")
+    }
+
+    /// Detects the output layout from its shape `[1, A, B]`.
+    static func detectFormat(shape: [Int], classCount: Int?, endToEnd: Bool) throws(SignatureError) -> OutputFormat {
+        let (a, b) = (shape[1], shape[2])
+        if b == 6, endToEnd || (classCount.map { $0 != 1 } ?? (a <= 300)) { return .yolov10 }
+        if let nc = classCount {
+            if b == nc + 5 { return .yolov5 }
+            if a == nc + 4 { return .yolov8 }
+            throw SignatureError.unsupportedOutput(shape: shape, reason: "does not fit \(nc) classes in any layout")
+        }
+        if a > 0, b > 0 { return a < b ? .yolov8 : .yolov5 }
+        throw SignatureError.unsupportedOutput(shape: shape, reason: "dynamic output shape without class names")
+    }
+
+    /// Every difference between this signature and `other`, by field.
+    public func differences(from other: ModelSignature) -> [SignatureDifference] {
+        var diffs: [SignatureDifference] = []
+        func compare<T: Equatable>(_ field: SignatureDifference.Field, _ a: T, _ b: T) {
+            if a != b { diffs.append(SignatureDifference(field: field, old: "\(a)", new: "\(b)")) }
+        }
+        compare(.inputName, other.input.name, input.name)
+        compare(.inputDataType, other.input.dataType.rawValue, input.dataType.rawValue)
+        compare(.inputSize, other.inputSize.description, inputSize.description)
+        compare(.dynamicInput, other.dynamicInput, dynamicInput)
+        compare(.channelOrder, other.channelOrder.rawValue, channelOrder.rawValue)
+        compare(.normalization, other.normalization.rawValue, normalization.rawValue)
+        compare(.outputFormat, other.outputFormat.rawValue, outputFormat.rawValue)
+        compare(.classCount, other.classCount, classCount)
+        if other.classNames != classNames {
+            let changed = zip(other.classNames, classNames).enumerated().filter { $0.element.0 != $0.element.1 }
+            let detail = changed.prefix(5).map { "\($0.offset): \($0.element.0) → \($0.element.1)" }
+                .joined(separator: ", ")
+            diffs.append(SignatureDifference(field: .classNames, old: "\(other.classNames.count) names",
+                new: detail.isEmpty ? "\(classNames.count) names" : detail + (changed.count > 5 ? ", …" : "")))
+        }
+        compare(.stride, other.stride, stride)
+        compare(.task, other.task, task)
+        return diffs
+    }
+
+    /// The differences that make `self` unable to replace `active` in a slot: classes, task, output format, channel
+    /// order, normalization. Input size, stride and dtype are per-model preprocessing, so they are compatible.
+    public func incompatibilities(replacing active: ModelSignature) -> [SignatureDifference] {
+        differences(from: active).filter(\.field.breaksCompatibility)
+    }
+}
+
+/// One field that differs between two signatures.
+public struct SignatureDifference: Sendable, Equatable, CustomStringConvertible {
+    public enum Field: String, Sendable, Equatable, CaseIterable {
+        case inputName = "input name", inputDataType = "input dtype", inputSize = "input size",
+            dynamicInput = "dynamic input", channelOrder = "channel order", normalization, outputFormat = "output format",
+            classCount = "class count", classNames = "class names", stride, task
+
+        /// Whether a difference in this field makes a model an incompatible replacement.
+        public var breaksCompatibility: Bool {
+            switch self {
+            case .channelOrder, .normalization, .outputFormat, .classCount, .classNames, .task: true
+            case .inputName, .inputDataType, .inputSize, .dynamicInput, .stride: false
+            }
+        }
+    }
+
+    public var field: Field
+    public var old: String
+    public var new: String
+
+    public var description: String { "\(field.rawValue): \(old) → \(new)" }
+}
+
+/// Why a model's signature could not be derived.
+public enum SignatureError: Error, Equatable, CustomStringConvertible {
+    case noInput, noOutput
+    case unsupportedInput(shape: [Int], reason: String)
+    case unsupportedOutput(shape: [Int], reason: String)
+    case missingInputSize
+    case classCountMismatch(names: Int, output: Int)
+
+    public var description: String {
+        switch self {
+        case .noInput: "the model has no input"
+        case .noOutput: "the model has no output"
+        case .unsupportedInput(let shape, let reason): "unsupported input shape \(shape): \(reason)"
+        case .unsupportedOutput(let shape, let reason): "unsupported output shape \(shape): \(reason)"
+        case .missingInputSize:
+            "the model's input size is dynamic and its metadata has no imgsz: pass an input size (--imgsz)"
+        case .classCountMismatch(let names, let output):
+            "metadata names \(names) classes but the output holds \(output)"
+        }
+    }
+}
+
+import Foundation

@@ -1,0 +1,133 @@
+/// A candidate box in network-input pixels, before NMS.
+public struct Candidate: Sendable, Equatable {
+    public var x1: Float, y1: Float, x2: Float, y2: Float
+    public var score: Float
+    public var classID: Int
+
+    public init(x1: Float, y1: Float, x2: Float, y2: Float, score: Float, classID: Int) {
+        self.x1 = x1
+        self.y1 = y1
+        self.x2 = x2
+        self.y2 = y2
+        self.score = score
+        self.classID = classID
+    }
+}
+
+/// Error raised when an output tensor does not fit the layout it is decoded as.
+public struct OutputDecodeError: Error, Equatable, CustomStringConvertible {
+    public var format: OutputFormat
+    public var shape: [Int]
+    public var reason: String
+    public var description: String { "cannot decode output \(shape) as \(format.rawValue): \(reason)" }
+}
+
+/// Decodes raw YOLO outputs into candidates (confidence-filtered, single best class per box), then runs NMS.
+///
+/// Thread-safety: stateless; all functions are pure.
+public enum OutputDecoder {
+    /// Candidates scoring above `options.confidence`, in network-input pixels.
+    /// - Parameters:
+    ///   - values: the output tensor's elements, row-major.
+    ///   - shape: the output's shape, `[1, A, B]`.
+    ///   - format: its layout.
+    public static func candidates(
+        _ values: Span<Float>, shape: [Int], format: OutputFormat, options: DetectionOptions
+    ) throws(OutputDecodeError) -> [Candidate] {
+        guard shape.count == 3, shape[0] == 1, values.count == shape[1] * shape[2] else {
+            throw OutputDecodeError(format: format, shape: shape, reason: "expected [1, A, B] with A·B elements")
+        }
+        let threshold = options.confidence
+        var out: [Candidate] = []
+        switch format {
+        case .yolov5:
+            let (rows, width) = (shape[1], shape[2])
+            guard width > 5 else { throw OutputDecodeError(format: format, shape: shape, reason: "fewer than 6 columns") }
+            for r in 0..<rows {
+                let base = r * width
+                let objectness = values[base + 4]
+                // Any class score obj·cls above threshold needs obj above it too (cls ≤ 1).
+                guard objectness > threshold || !(objectness <= 1) else { continue }
+                var best: Float = -.infinity
+                var bestClass = 0
+                for c in 0..<(width - 5) {
+                    let s = objectness * values[base + 5 + c]
+                    if s > best, options.classes?.contains(c) ?? true { best = s; bestClass = c }
+                }
+                guard best > threshold else { continue }
+                out.append(fromCenter(values[base], values[base + 1], values[base + 2], values[base + 3], best, bestClass))
+            }
+        case .yolov8:
+            let (channels, anchors) = (shape[1], shape[2])
+            guard channels > 4 else { throw OutputDecodeError(format: format, shape: shape, reason: "fewer than 5 rows") }
+            // Class-major layout: scan each class row, keeping the best per anchor.
+            var best = [Float](repeating: -.infinity, count: anchors)
+            var bestClass = [Int32](repeating: 0, count: anchors)
+            for c in 0..<(channels - 4) where options.classes?.contains(c) ?? true {
+                let base = (4 + c) * anchors
+                for a in 0..<anchors {
+                    let s = values[base + a]
+                    if s > best[a] { best[a] = s; bestClass[a] = Int32(c) }
+                }
+            }
+            for a in 0..<anchors where best[a] > threshold {
+                out.append(fromCenter(values[a], values[anchors + a], values[2 * anchors + a], values[3 * anchors + a],
+                    best[a], Int(bestClass[a])))
+            }
+        case .yolov10:
+            let (rows, width) = (shape[1], shape[2])
+            guard width == 6 else { throw OutputDecodeError(format: format, shape: shape, reason: "expected 6 columns") }
+            for r in 0..<rows {
+                let b = r * 6
+                let score = values[b + 4]
+                let cls = Int(values[b + 5])
+                guard score > threshold, options.classes?.contains(cls) ?? true else { continue }
+                out.append(Candidate(x1: values[b], y1: values[b + 1], x2: values[b + 2], y2: values[b + 3],
+                    score: score, classID: cls))
+            }
+        }
+        return out
+    }
+
+    @inline(__always)
+    private static func fromCenter(_ cx: Float, _ cy: Float, _ w: Float, _ h: Float, _ s: Float, _ c: Int) -> Candidate {
+        Candidate(x1: cx - w / 2, y1: cy - h / 2, x2: cx + w / 2, y2: cy + h / 2, score: s, classID: c)
+    }
+}
+
+/// Non-maximum suppression with Ultralytics' semantics.
+public enum NonMaxSuppression {
+    /// Ultralytics' `max_wh`: class offset that keeps boxes of different classes apart.
+    public static let classOffset: Float = 7680
+    /// Ultralytics' `max_nms`: most candidates considered, best first.
+    public static let maxCandidates = 30_000
+
+    /// Greedy NMS: best score first; a box is suppressed when its IoU with a kept box exceeds `iou` (strictly).
+    /// Class-aware through class offsets unless `agnostic`. Returns at most `maxDetections`, best first.
+    public static func apply(_ candidates: [Candidate], iou: Float, maxDetections: Int, agnostic: Bool) -> [Candidate] {
+        var sorted = candidates.sorted { $0.score > $1.score }
+        if sorted.count > maxCandidates { sorted.removeLast(sorted.count - maxCandidates) }
+        // Offset boxes as Ultralytics does (float32 arithmetic included).
+        let boxes = sorted.map { c -> (Float, Float, Float, Float, Float) in
+            let o = agnostic ? 0 : Float(c.classID) * classOffset
+            let (x1, y1, x2, y2) = (c.x1 + o, c.y1 + o, c.x2 + o, c.y2 + o)
+            return (x1, y1, x2, y2, (x2 - x1) * (y2 - y1))
+        }
+        var suppressed = [Bool](repeating: false, count: sorted.count)
+        var kept: [Candidate] = []
+        for i in sorted.indices where !suppressed[i] {
+            kept.append(sorted[i])
+            if kept.count >= maxDetections { break }
+            let a = boxes[i]
+            for j in (i + 1)..<sorted.count where !suppressed[j] {
+                let b = boxes[j]
+                let iw = max(0, min(a.2, b.2) - max(a.0, b.0))
+                let ih = max(0, min(a.3, b.3) - max(a.1, b.1))
+                let inter = iw * ih
+                let overlap = inter / (a.4 + b.4 - inter)
+                if overlap > iou { suppressed[j] = true }
+            }
+        }
+        return kept
+    }
+}

@@ -1,0 +1,94 @@
+import ArgumentParser
+import Foundation
+import ImageCodecs
+import ORTBackend
+import YOLO
+
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Time each pipeline stage on one image and compare end-to-end with the raw ORT Run.")
+
+    @OptionGroup var modelOptions: ModelOptions
+    @Option(help: "Timed runs (after warm-up).") var runs: Int = 100
+    @Option(help: "Warm-up runs, not timed.") var warmup: Int = 5
+    @Flag(help: "Decode large JPEGs with libjpeg-turbo DCT scaling (fast path).") var dctScale = false
+    @Flag(help: "Print one JSON object instead of a table.") var json = false
+    @Argument(help: "A JPEG or PNG image.") var image: String
+
+    func validate() throws {
+        guard runs > 0, warmup >= 0 else { throw ValidationError("--runs must be positive, --warmup non-negative") }
+    }
+
+    func run() throws {
+        let (model, environment) = try modelOptions.load()
+        guard let data = FileManager.default.contents(atPath: image) else {
+            throw ValidationError("cannot read image \(image)")
+        }
+        let bytes = [UInt8](data)
+        var detector = model.detector
+        if dctScale {
+            let size = detector.signature.inputSize
+            detector.decodeOptions.minimumDecodedSize = (size.width, size.height)
+        }
+        var stages: [String: [Double]] = [:]
+        let clock = ContinuousClock()
+        for i in 0..<(warmup + runs) {
+            let result = try detector.detect(imageBytes: bytes)
+            guard i >= warmup else { continue }
+            let t = result.timings
+            stages["decode", default: []].append(t.decode)
+            stages["preprocess", default: []].append(t.preprocess)
+            stages["inference", default: []].append(t.inference)
+            stages["postprocess", default: []].append(t.postprocess)
+            stages["end_to_end", default: []].append(t.total)
+        }
+        // The raw ORT Run on the same input tensor, nothing else.
+        let decoded = try ImageDecoder.decode(bytes, options: detector.decodeOptions)
+        let (tensor, _) = detector.preprocess(decoded)
+        for i in 0..<(warmup + runs) {
+            let start = clock.now
+            _ = try model.backend.run(tensor)
+            if i >= warmup { stages["raw_run", default: []].append((clock.now - start).milliseconds) }
+        }
+        let order = ["decode", "preprocess", "inference", "postprocess", "end_to_end", "raw_run"]
+        let summary = order.map { ($0, Percentiles(stages[$0]!)) }
+        let ratio = summary[4].1.median / summary[5].1.median
+        let prePost = (summary[1].1.median + summary[3].1.median) / summary[5].1.median
+        if json {
+            var object: [String: Any] = [
+                "model": model.path, "image": image, "runs": runs, "threads": modelOptions.threads,
+                "ort_version": environment.library.version, "dct_scale": dctScale,
+                "end_to_end_over_raw": ratio, "pre_post_over_raw": prePost,
+            ]
+            for (name, p) in summary {
+                object[name] = ["median_ms": p.median, "p90_ms": p.p90, "p99_ms": p.p99]
+            }
+            let out = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+            print(String(decoding: out, as: UTF8.self))
+        } else {
+            print("\(model.path) on \(image), \(runs) runs, ORT \(environment.library.version), "
+                + "threads \(modelOptions.threads == 0 ? "auto" : String(modelOptions.threads))")
+            print("stage              median     p90      p99   (ms)")
+            for (name, p) in summary {
+                print(String(format: "%-16@ %8.3f %8.3f %8.3f", name as NSString, p.median, p.p90, p.p99))
+            }
+            print(String(format: "end-to-end / raw Run: %.3f   (preprocess + postprocess) / raw Run: %.3f", ratio,
+                prePost))
+        }
+    }
+}
+
+/// Median, p90 and p99 of a sample (nearest-rank).
+struct Percentiles {
+    var median: Double, p90: Double, p99: Double
+    init(_ samples: [Double]) {
+        let sorted = samples.sorted()
+        func rank(_ q: Double) -> Double {
+            sorted[min(sorted.count - 1, max(0, Int((q * Double(sorted.count)).rounded(.up)) - 1))]
+        }
+        median = rank(0.5)
+        p90 = rank(0.9)
+        p99 = rank(0.99)
+    }
+}

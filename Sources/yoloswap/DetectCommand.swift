@@ -1,0 +1,140 @@
+import ArgumentParser
+import Foundation
+import ImageCodecs
+import ORTBackend
+import YOLO
+
+struct DetectCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "detect", abstract: "Detect objects in images and print the detections.")
+
+    @OptionGroup var modelOptions: ModelOptions
+
+    @Option(help: "Confidence threshold.") var conf: Float = 0.25
+    @Option(help: "NMS IoU threshold.") var iou: Float = 0.7
+    @Option(help: "Maximum detections per image.") var maxDet: Int = 300
+    @Option(help: "Keep only these class ids (comma-separated).") var classes: String?
+    @Flag(help: "Class-agnostic NMS.") var agnostic = false
+    @Option(help: "Output: json (one object per line) or text.") var format: OutputStyle = .text
+    @Option(help: "Write annotated JPEGs into this folder.") var save: String?
+    @Option(help: "Refuse images with more pixels than this.") var maxPixels: Int = 50_000_000
+
+    @Argument(help: "JPEG or PNG images.") var images: [String]
+
+    enum OutputStyle: String, ExpressibleByArgument { case json, text }
+
+    func validate() throws {
+        guard !images.isEmpty else { throw ValidationError("give at least one image") }
+        guard (0...1).contains(conf), (0...1).contains(iou) else { throw ValidationError("--conf and --iou lie in [0, 1]") }
+        guard maxDet > 0 else { throw ValidationError("--max-det must be positive") }
+    }
+
+    func run() throws {
+        let (model, _) = try modelOptions.load()
+        var detector = model.detector
+        detector.decodeOptions.maxPixels = maxPixels
+        let options = DetectionOptions(
+            confidence: conf, iou: iou, maxDetections: maxDet,
+            classes: try classes.map(parseClasses), agnostic: agnostic)
+        if let save { try FileManager.default.createDirectory(atPath: save, withIntermediateDirectories: true) }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.withoutEscapingSlashes]
+        var failures = 0
+        for path in images {
+            do {
+                guard let data = FileManager.default.contents(atPath: path) else {
+                    throw ValidationError("cannot read image \(path)")
+                }
+                let bytes = [UInt8](data)
+                let decodeStart = ContinuousClock.now
+                let image = try ImageDecoder.decode(bytes, options: detector.decodeOptions)
+                let decodeMs = (ContinuousClock.now - decodeStart).milliseconds
+                var result = try detector.detect(image: image, options: options)
+                result.timings.decode = decodeMs
+                switch format {
+                case .json:
+                    let record = DetectionRecord(path: path, result: result, model: model)
+                    print(String(decoding: try encoder.encode(record), as: UTF8.self))
+                case .text:
+                    printText(path: path, result: result)
+                }
+                if let save { try saveAnnotated(image: image, result: result, path: path, folder: save) }
+            } catch {
+                failures += 1
+                printError("yoloswap: \(path): \(error)")
+            }
+        }
+        if failures > 0 { throw ExitCode(1) }
+    }
+
+    private func parseClasses(_ text: String) throws -> Set<Int> {
+        let ids = text.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !ids.isEmpty, ids.allSatisfy({ $0 != nil && $0! >= 0 }) else {
+            throw ValidationError("--classes takes comma-separated class ids, got '\(text)'")
+        }
+        return Set(ids.compactMap { $0 })
+    }
+
+    private func printText(path: String, result: DetectionResult) {
+        let t = result.timings
+        print(
+            "\(path): \(result.imageSize.width)x\(result.imageSize.height), \(result.detections.count) detections "
+                + String(format: "(decode %.1f ms, preprocess %.1f ms, inference %.1f ms, postprocess %.1f ms)",
+                    t.decode, t.preprocess, t.inference, t.postprocess))
+        for d in result.detections {
+            print(
+                String(format: "  %-16@ %.3f  [%.1f, %.1f, %.1f, %.1f]", d.className as NSString, d.confidence,
+                    d.box.x1, d.box.y1, d.box.x2, d.box.y2))
+        }
+    }
+
+    private func saveAnnotated(image: RGBImage, result: DetectionResult, path: String, folder: String) throws {
+        var canvas = image
+        let annotations = result.detections.map {
+            Annotation(
+                x1: $0.box.x1, y1: $0.box.y1, x2: $0.box.x2, y2: $0.box.y2,
+                label: String(format: "%@ %.2f", $0.className as NSString, $0.confidence), classID: $0.classID)
+        }
+        Annotator.draw(annotations, on: &canvas)
+        let name = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent + ".jpg"
+        let out = URL(fileURLWithPath: folder).appendingPathComponent(name).path
+        let jpeg = try ImageEncoder.jpeg(canvas, quality: 90)
+        guard FileManager.default.createFile(atPath: out, contents: Data(jpeg)) else {
+            throw ValidationError("cannot write \(out)")
+        }
+    }
+}
+
+/// The JSON line printed per image by `detect --format json`.
+struct DetectionRecord: Encodable {
+    struct Image: Encodable { var path: String; var width: Int; var height: Int }
+    struct Model: Encodable { var path: String; var sha256: String; var format: String; var nc: Int; var imgsz: [Int] }
+    struct BoxDTO: Encodable { var x1: Double; var y1: Double; var x2: Double; var y2: Double }
+    struct DetectionDTO: Encodable {
+        var class_id: Int
+        var class_name: String
+        var confidence: Float
+        var box: BoxDTO
+    }
+    struct Timings: Encodable { var decode: Double; var preprocess: Double; var inference: Double; var postprocess: Double }
+
+    var image: Image
+    var model: Model
+    var detections: [DetectionDTO]
+    var timings_ms: Timings
+
+    init(path: String, result: DetectionResult, model: LoadedModel) {
+        image = Image(path: path, width: result.imageSize.width, height: result.imageSize.height)
+        let sig = model.signature
+        self.model = Model(
+            path: model.path, sha256: model.sha256, format: sig.outputFormat.rawValue, nc: sig.classCount,
+            imgsz: [sig.inputSize.height, sig.inputSize.width])
+        detections = result.detections.map {
+            DetectionDTO(
+                class_id: $0.classID, class_name: $0.className, confidence: $0.confidence,
+                box: BoxDTO(x1: $0.box.x1, y1: $0.box.y1, x2: $0.box.x2, y2: $0.box.y2))
+        }
+        let t = result.timings
+        timings_ms = Timings(decode: t.decode, preprocess: t.preprocess, inference: t.inference, postprocess: t.postprocess)
+    }
+}

@@ -1,0 +1,67 @@
+import ArgumentParser
+import Foundation
+import ONNXRuntime
+import ORTBackend
+import YOLO
+
+/// Options shared by every command that loads a model.
+struct ModelOptions: ParsableArguments {
+    @Option(name: .shortAndLong, help: "Path to a YOLO ONNX model.")
+    var model: String
+
+    @Option(help: "Input size for dynamic-input models, N or HxW (default: the model's metadata imgsz).")
+    var imgsz: String?
+
+    @Option(name: .customLong("output-format"), help: "Force the output layout: yolov5, yolov8 or yolov10.")
+    var outputFormat: String?
+
+    @Option(help: "Intra-op threads for ONNX Runtime (0 = one per core).")
+    var threads: Int = 0
+
+    @Option(help: "Execution provider: cpu, cuda[:id] or tensorrt[:id].")
+    var provider: String = "cpu"
+
+    @Option(help: "Path to libonnxruntime.so (else ORT_DYLIB_PATH, beside the binary, .ort/lib, the system).")
+    var ortLibrary: String?
+
+    func parsedImageSize() throws -> ImageSize? {
+        guard let imgsz else { return nil }
+        let parts = imgsz.lowercased().split(separator: "x").compactMap { Int($0) }
+        switch parts.count {
+        case 1 where parts[0] > 0: return ImageSize(width: parts[0], height: parts[0])
+        case 2 where parts[0] > 0 && parts[1] > 0: return ImageSize(width: parts[1], height: parts[0])
+        default: throw ValidationError("--imgsz must be N or HxW with positive integers, got '\(imgsz)'")
+        }
+    }
+
+    func parsedFormat() throws -> OutputFormat? {
+        guard let outputFormat else { return nil }
+        guard let format = OutputFormat(rawValue: outputFormat.lowercased()) else {
+            throw ValidationError("--output-format must be one of yolov5, yolov8, yolov10; got '\(outputFormat)'")
+        }
+        return format
+    }
+
+    func sessionOptions() throws -> SessionOptions {
+        guard let provider = ExecutionProvider(parsing: provider) else {
+            throw ValidationError("--provider must be cpu, cuda[:id] or tensorrt[:id]; got '\(self.provider)'")
+        }
+        guard threads >= 0 else { throw ValidationError("--threads must be 0 or more") }
+        return SessionOptions(intraOpThreads: threads, provider: provider)
+    }
+
+    /// Loads ORT and the model.
+    func load() throws -> (LoadedModel, ORTEnvironment) {
+        let library = try ORTLibrary.load(explicitPath: ortLibrary)
+        let environment = try ORTEnvironment(library: library)
+        let model = try LoadedModel(
+            path: model, environment: environment, options: try sessionOptions(), imgsz: try parsedImageSize(),
+            format: try parsedFormat())
+        return (model, environment)
+    }
+}
+
+/// Writes a line to standard error.
+func printError(_ message: String) {
+    FileHandle.standardError.write(Data((message + "\n").utf8))
+}

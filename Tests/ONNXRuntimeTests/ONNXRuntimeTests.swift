@@ -1,0 +1,134 @@
+import Foundation
+import Testing
+
+@testable import ONNXRuntime
+
+private let repoRoot: URL = {
+    var url = URL(fileURLWithPath: #filePath)
+    while url.path != "/" {
+        url.deleteLastPathComponent()
+        if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) { return url }
+    }
+    return url
+}()
+
+private func modelBytes(_ name: String) throws -> [UInt8] {
+    [UInt8](try Data(contentsOf: repoRoot.appendingPathComponent("models/\(name)")))
+}
+
+private let environment: ORTEnvironment = {
+    do { return try ORTEnvironment(library: ORTLibrary.load()) } catch { fatalError("run scripts/setup: \(error)") }
+}()
+
+@Suite("ONNX Runtime binding")
+struct ONNXRuntimeTests {
+    @Test("the library loads from .ort/lib with a C API at least the header's")
+    func loads() throws {
+        let library = try ORTLibrary.load()
+        #expect(library.version == "1.32.0")
+        #expect(library.path.hasSuffix(".ort/lib/libonnxruntime.so.1") || library.path.contains("libonnxruntime"))
+        #expect(try library.availableProviders().contains("CPUExecutionProvider"))
+    }
+
+    @Test("a missing library names every path tried")
+    func missingLibrary() {
+        do {
+            _ = try ORTLibrary.load(explicitPath: "/nonexistent/libonnxruntime.so.1")
+            // The explicit path failed but a fallback loaded: the explicit path must still be first in the list.
+            #expect(ORTLibrary.candidatePaths(explicitPath: "/nonexistent/x.so").first == "/nonexistent/x.so")
+        } catch let error as ORTError {
+            Issue.record("fallbacks should have loaded: \(error)")
+        } catch {
+            Issue.record("unexpected \(error)")
+        }
+        let paths = ORTLibrary.candidatePaths(explicitPath: "/a/b.so")
+        #expect(paths.first == "/a/b.so")
+        #expect(paths.last == "libonnxruntime.so.1")
+        let error = ORTError(.libraryNotFound(tried: ["/a/b.so: cannot open"]), operation: "loading", message: "")
+        #expect(error.description.contains("/a/b.so: cannot open"))
+        #expect(error.description.contains("ORT_DYLIB_PATH"))
+    }
+
+    @Test("session from bytes: names, shapes, types, metadata")
+    func introspection() throws {
+        let session = try ORTSession(bytes: try modelBytes("yolov3-tiny-coco-416.onnx"), environment: environment)
+        #expect(session.inputs == [TensorInfo(name: "images", elementType: .float, shape: [1, 3, 416, 416],
+            symbolicShape: session.inputs[0].symbolicShape)])
+        #expect(session.outputs.count == 1)
+        #expect(session.outputs[0].shape == [1, 2535, 85])
+        #expect(session.metadata.custom["names"]?.hasPrefix("{0: 'person', 1: 'bicycle'") == true)
+        #expect(session.metadata.custom["imgsz"] == "[416, 416]")
+
+        let dynamic = try ORTSession(bytes: try modelBytes("nudenet-320n.onnx"), environment: environment)
+        #expect(dynamic.inputs[0].isDynamic)
+        #expect(dynamic.inputs[0].shape[2] == -1)
+    }
+
+    @Test("run returns outputs of the declared shape; concurrent runs agree")
+    func run() async throws {
+        let session = try ORTSession(bytes: try modelBytes("yolov3-tiny-coco-416.onnx"), environment: environment,
+            options: SessionOptions(intraOpThreads: 1))
+        let input = (0..<(3 * 416 * 416)).map { Float($0 % 255) / 255 }
+        let first = try session.run(.float(input, shape: [1, 3, 416, 416]))
+        #expect(first[0].shape == [1, 2535, 85])
+        let reference = try first[0].floats()
+        #expect(reference.allSatisfy { $0.isFinite })
+        let sums = await withTaskGroup(of: Float.self) { group in
+            for _ in 0..<4 {
+                group.addTask {
+                    let out = try? session.run(.float(input, shape: [1, 3, 416, 416]))
+                    return (try? out?[0].withFloats { span in (0..<span.count).reduce(Float(0)) { $0 + span[$1] } })
+                        ?? .nan
+                }
+            }
+            return await group.reduce(into: []) { $0.append($1) }
+        }
+        let expected = reference.reduce(0, +)
+        #expect(sums.allSatisfy { $0 == expected })
+    }
+
+    @Test("float16 tensors: fp16 input fed as float16, fp16 output converted")
+    func float16() throws {
+        let session = try ORTSession(bytes: try modelBytes("synthetic/yolov5-nc80-416-fp16.onnx"),
+            environment: environment, options: SessionOptions(intraOpThreads: 1))
+        #expect(session.inputs[0].elementType == .float16)
+        #expect(session.outputs[0].elementType == .float16)
+        let shape = session.inputs[0].shape
+        let input = [Float16](repeating: 0.5, count: shape.reduce(1, *))
+        let out = try session.run(.float16(input, shape: shape))
+        let values = try out[0].floats()
+        #expect(values.count == out[0].shape.reduce(1, *))
+        #expect(values.allSatisfy { $0.isFinite })
+        #expect(throws: ORTError.self) { try out[0].withFloats { $0.count } }
+        #expect(throws: ORTError.self) { try session.run(.float([Float](repeating: 0, count: input.count), shape: shape)) }
+    }
+
+    @Test("ORT errors carry ORT's message and what was being done")
+    func errors() throws {
+        do {
+            _ = try ORTSession(bytes: [1, 2, 3, 4], environment: environment, label: "garbage.onnx")
+            Issue.record("garbage loaded")
+        } catch {
+            #expect(error.operation.contains("garbage.onnx"))
+            #expect(!error.message.isEmpty)
+        }
+        let session = try ORTSession(bytes: try modelBytes("yolov3-tiny-coco-416.onnx"), environment: environment)
+        #expect(throws: ORTError.self) { try session.run(.float([0, 1], shape: [1, 3, 416, 416])) }
+    }
+
+    @Test("asking for CUDA or TensorRT on a CPU-only library is a clear error")
+    func providers() throws {
+        let providers = try environment.library.availableProviders()
+        try #require(!providers.contains("CUDAExecutionProvider"), "this test assumes the CPU-only wheel")
+        let bytes = try modelBytes("yolov3-tiny-coco-416.onnx")
+        do {
+            _ = try ORTSession(bytes: bytes, environment: environment, options: SessionOptions(provider: .cuda(deviceID: 0)))
+            Issue.record("CUDA session created on a CPU-only build")
+        } catch {
+            #expect(error.kind == .providerUnavailable(requested: "cuda:0", available: providers))
+            #expect(error.description.contains("not available"))
+        }
+        #expect(ExecutionProvider(parsing: "tensorrt:1") == .tensorRT(deviceID: 1))
+        #expect(ExecutionProvider(parsing: "gpu") == nil)
+    }
+}
