@@ -13,6 +13,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     ],
     targets: [
         // MARK: C modules (headers only; nothing third-party is committed)
@@ -39,11 +40,20 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
 
+        /// Slots, verified background loads, atomic switch, drain-then-release, rollback, persisted state.
+        .target(
+            name: "HotSwap",
+            dependencies: [
+                "YOLO", "ORTBackend",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
+
         // MARK: Executable
         .executableTarget(
             name: "yoloswap",
             dependencies: [
-                "YOLO", "ORTBackend", "ONNXRuntime", "ImageCodecs",
+                "YOLO", "ORTBackend", "ONNXRuntime", "ImageCodecs", "HotSwap",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -52,6 +62,7 @@ let package = Package(
         .testTarget(name: "ImageCodecsTests", dependencies: ["ImageCodecs"]),
         .testTarget(name: "ONNXRuntimeTests", dependencies: ["ONNXRuntime"]),
         .testTarget(name: "YOLOTests", dependencies: ["YOLO", "ImageCodecs"]),
+        .testTarget(name: "HotSwapTests", dependencies: ["HotSwap", "YOLO", "ORTBackend", "ImageCodecs"]),
         .testTarget(name: "IntegrationTests", dependencies: ["YOLO", "ImageCodecs", "ONNXRuntime", "ORTBackend"]),
     ],
     swiftLanguageModes: [.v6]

@@ -64,8 +64,9 @@ public struct Detector: Sendable {
         do { image = try ImageDecoder.decode(imageBytes, options: decodeOptions) } catch {
             throw .decode(error)
         }
+        let decodeTime = clock.now - start
         var result = try detect(image: image, options: options)
-        result.timings.decode = (clock.now - start).milliseconds
+        result.timings.decode = decodeTime.milliseconds
         return result
     }
 

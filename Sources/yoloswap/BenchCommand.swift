@@ -71,7 +71,8 @@ struct BenchCommand: ParsableCommand {
                 + "threads \(modelOptions.threads == 0 ? "auto" : String(modelOptions.threads))")
             print("stage              median     p90      p99   (ms)")
             for (name, p) in summary {
-                print(String(format: "%-16@ %8.3f %8.3f %8.3f", name as NSString, p.median, p.p90, p.p99))
+                print(name.padding(toLength: 16, withPad: " ", startingAt: 0)
+                    + String(format: " %8.3f %8.3f %8.3f", p.median, p.p90, p.p99))
             }
             print(String(format: "end-to-end / raw Run: %.3f   (preprocess + postprocess) / raw Run: %.3f", ratio,
                 prePost))

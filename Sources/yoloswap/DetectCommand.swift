@@ -82,9 +82,8 @@ struct DetectCommand: ParsableCommand {
                 + String(format: "(decode %.1f ms, preprocess %.1f ms, inference %.1f ms, postprocess %.1f ms)",
                     t.decode, t.preprocess, t.inference, t.postprocess))
         for d in result.detections {
-            print(
-                String(format: "  %-16@ %.3f  [%.1f, %.1f, %.1f, %.1f]", d.className as NSString, d.confidence,
-                    d.box.x1, d.box.y1, d.box.x2, d.box.y2))
+            print("  " + d.className.padding(toLength: max(16, d.className.count), withPad: " ", startingAt: 0)
+                + String(format: " %.3f  [%.1f, %.1f, %.1f, %.1f]", d.confidence, d.box.x1, d.box.y1, d.box.x2, d.box.y2))
         }
     }
 

@@ -1,0 +1,138 @@
+import Foundation
+import ImageCodecs
+import Testing
+
+/// The real `yoloswap` binary (built by `swift build`), end to end.
+@Suite("yoloswap CLI", .serialized)
+struct CLITests {
+    let model = Repo.model("yolov3-tiny-coco-416.onnx")
+
+    @Test("detect --format json: one object per image with model, image, detections, timings")
+    func detectJSON() throws {
+        let r = try runProcess(Repo.binary, ["detect", "--model", model, "--format", "json", "--threads", "1",
+            Repo.image("bus.jpg"), Repo.image("zidane.jpg")])
+        try #require(r.status == 0, "\(r.stderr)")
+        let lines = r.stdout.split(separator: "\n")
+        #expect(lines.count == 2)
+        let object = try #require(
+            try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as? [String: Any])
+        #expect(Set(object.keys) == ["image", "model", "detections", "timings_ms"])
+        let modelInfo = try #require(object["model"] as? [String: Any])
+        #expect((modelInfo["sha256"] as? String)?.count == 64)
+        #expect(modelInfo["format"] as? String == "yolov5")
+        #expect(modelInfo["nc"] as? Int == 80)
+        #expect(modelInfo["imgsz"] as? [Int] == [416, 416])
+        let timings = try #require(object["timings_ms"] as? [String: Double])
+        #expect(Set(timings.keys) == ["decode", "preprocess", "inference", "postprocess"])
+        let parsed = try decodeJSONLines(r.stdout)
+        #expect(parsed[0].image.width == 810 && parsed[0].image.height == 1080)
+        #expect(parsed[0].detections.contains { $0.class_name == "bus" })
+    }
+
+    @Test("bad images are reported per file with a clear message and a non-zero exit; good ones still print")
+    func badImages() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cli-\(UUID())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let empty = dir.appendingPathComponent("empty.jpg").path
+        let truncated = dir.appendingPathComponent("truncated.jpg").path
+        let text = dir.appendingPathComponent("notes.png").path
+        FileManager.default.createFile(atPath: empty, contents: Data())
+        let bus = try Data(contentsOf: URL(fileURLWithPath: Repo.image("bus.jpg")))
+        FileManager.default.createFile(atPath: truncated, contents: bus.prefix(bus.count / 2))
+        FileManager.default.createFile(atPath: text, contents: Data("hello, not an image".utf8))
+        let r = try runProcess(Repo.binary, ["detect", "--model", model, "--format", "json", empty, truncated,
+            Repo.image("dog.jpg"), text, dir.appendingPathComponent("missing.jpg").path])
+        #expect(r.status == 1)
+        #expect(try decodeJSONLines(r.stdout).count == 1)
+        #expect(r.stderr.contains("empty.jpg") && r.stderr.lowercased().contains("empty"))
+        #expect(r.stderr.contains("truncated.jpg") && r.stderr.lowercased().contains("truncated"))
+        #expect(r.stderr.contains("notes.png") && r.stderr.lowercased().contains("unsupported"))
+        #expect(r.stderr.contains("missing.jpg"))
+        #expect(!r.stderr.contains("Fatal error"))
+    }
+
+    @Test("--save writes annotated JPEGs of the original size")
+    func save() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("save-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let r = try runProcess(Repo.binary, ["detect", "--model", model, "--save", dir, Repo.image("bus.jpg")])
+        try #require(r.status == 0, "\(r.stderr)")
+        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: dir + "/bus.jpg")))
+        let annotated = try ImageDecoder.decode(bytes)
+        let original = try ImageDecoder.decode([UInt8](try Data(contentsOf: URL(fileURLWithPath: Repo.image("bus.jpg")))))
+        #expect(annotated.width == 810 && annotated.height == 1080)
+        // Boxes and labels were drawn: a sizeable share of pixels changed beyond JPEG noise.
+        let changed = zip(annotated.pixels, original.pixels).filter { abs(Int($0) - Int($1)) > 60 }.count
+        #expect(changed > 10_000)
+    }
+
+    @Test("inspect prints the signature")
+    func inspect() throws {
+        let r = try runProcess(Repo.binary, ["inspect", "--model", Repo.model("nudenet-320n.onnx")])
+        try #require(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("format:        yolov8"))
+        #expect(r.stdout.contains("classes:       18"))
+        #expect(r.stdout.contains("dynamic; using 320x320"))
+        #expect(r.stdout.contains("c15d8273adad2d0a92f014cc69ab2d6c311a06777a55545f2c4eb46f51911f0f"))
+    }
+
+    @Test("bench --json reports every stage and the end-to-end / raw ratio")
+    func bench() throws {
+        let r = try runProcess(Repo.binary, ["bench", "--model", model, "--runs", "3", "--warmup", "1", "--json",
+            Repo.image("bus.jpg")])
+        try #require(r.status == 0, "\(r.stderr)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        for stage in ["decode", "preprocess", "inference", "postprocess", "end_to_end", "raw_run"] {
+            let s = try #require(object[stage] as? [String: Double], "\(stage)")
+            #expect((s["median_ms"] ?? 0) > 0)
+        }
+        #expect((object["end_to_end_over_raw"] as? Double ?? 0) > 1)
+    }
+
+    @Test("usage errors and a missing model exit non-zero with a message")
+    func errors() throws {
+        let missing = try runProcess(Repo.binary, ["detect", "--model", "/nonexistent.onnx", Repo.image("bus.jpg")])
+        #expect(missing.status != 0)
+        #expect(missing.stderr.contains("/nonexistent.onnx"))
+        let badImgsz = try runProcess(Repo.binary, ["detect", "--model", model, "--imgsz", "abc", Repo.image("bus.jpg")])
+        #expect(badImgsz.status != 0 && badImgsz.stderr.contains("--imgsz"))
+        let badProvider = try runProcess(Repo.binary, ["detect", "--model", model, "--provider", "cuda",
+            Repo.image("bus.jpg")])
+        #expect(badProvider.status != 0 && badProvider.stderr.contains("not available"))
+    }
+
+    @Test("without any ONNX Runtime library the error names every path tried")
+    func missingLibrary() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("nolib-\(UUID())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let copy = dir.appendingPathComponent("yoloswap").path
+        try FileManager.default.copyItem(atPath: Repo.binary, toPath: copy)
+        var env = ProcessInfo.processInfo.environment
+        env["ORT_DYLIB_PATH"] = "/nonexistent/libonnxruntime.so"
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: copy)
+        process.arguments = ["inspect", "--model", model, "--ort-library", "/also/missing.so"]
+        process.currentDirectoryURL = dir
+        process.environment = env
+        let err = Pipe()
+        process.standardError = err
+        process.standardOutput = Pipe()
+        try process.run()
+        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        // A system-wide libonnxruntime.so.1 would make this load; this machine has none (setup installs none).
+        #expect(process.terminationStatus != 0)
+        #expect(stderr.contains("/also/missing.so"))
+        #expect(stderr.contains("/nonexistent/libonnxruntime.so"))
+        #expect(stderr.contains(dir.path + "/libonnxruntime.so.1"))
+        #expect(stderr.contains("scripts/setup"))
+    }
+
+    @Test("our Darknet converter matches OpenCV's Darknet reader within 1e-4")
+    func converterMatchesOpenCV() throws {
+        let r = try runProcess(Repo.python, [Repo.path("tools/check_converter.py")])
+        #expect(r.status == 0, "check_converter.py: \(r.stdout)\n\(r.stderr)")
+    }
+}
