@@ -90,7 +90,9 @@ public final class ORTSession: @unchecked Sendable {
     ///   - input: the tensor; its shape must fit the model's input.
     ///   - name: the input's name; defaults to the model's first input.
     /// - Throws: `ORTError` with ORT's message (wrong shape, wrong type, ...).
-    public func run(_ input: TensorInput, name: String? = nil) throws(ORTError) -> [TensorOutput] {
+    public func run(_ input: TensorInput, name: String? = nil, terminator: RunTerminator? = nil) throws(ORTError)
+        -> [TensorOutput]
+    {
         let inputName = name ?? inputs.first?.name ?? "images"
         let api = library.api.pointee
         var value: OpaquePointer?
@@ -108,7 +110,7 @@ public final class ORTSession: @unchecked Sendable {
                 var inputValue: OpaquePointer? = value
                 return cNames.withUnsafeBufferPointer { names in
                     api.Run!(
-                        self.handle, nil, names.baseAddress, &inputValue, 1, names.baseAddress! + 1,
+                        self.handle, terminator?.handle, names.baseAddress, &inputValue, 1, names.baseAddress! + 1,
                         self.outputNames.count, &outputValues)
                 }
             }
@@ -144,6 +146,30 @@ public final class ORTSession: @unchecked Sendable {
         }
         return results
     }
+}
+
+/// Lets another thread abort a `run` in flight (ORT's `RunOptionsSetTerminate`): the run then fails with an error.
+///
+/// Thread-safety: `terminate()` may be called from any thread, before or during the run it is passed to.
+public final class RunTerminator: @unchecked Sendable {
+    // @unchecked: OrtRunOptions' terminate flag is designed to be set from another thread while Run reads it; the
+    // handle itself is immutable and released in deinit, after the run that holds this object has returned.
+    let library: ORTLibrary
+    let handle: OpaquePointer
+
+    public init(library: ORTLibrary) throws(ORTError) {
+        self.library = library
+        var options: OpaquePointer?
+        try library.check(library.api.pointee.CreateRunOptions!(&options), "creating run options")
+        self.handle = options!
+    }
+
+    /// Asks the run using this terminator to stop as soon as possible.
+    public func terminate() {
+        _ = library.api.pointee.RunOptionsSetTerminate!(handle).map { library.api.pointee.ReleaseStatus!($0) }
+    }
+
+    deinit { library.api.pointee.ReleaseRunOptions!(handle) }
 }
 
 /// Calls `body` with C strings for `strings`, freed afterwards.

@@ -20,12 +20,18 @@ public final class ORTInferenceBackend: InferenceBackend {
         inputIsHalf = session.inputs.first?.elementType == .float16
     }
 
-    public func run(_ input: InputTensor) throws -> any OutputTensorView {
+    public func run(_ input: InputTensor, cancellation: RunCancellation?) throws -> any OutputTensorView {
         let tensor: TensorInput =
             inputIsHalf
             ? .float16(input.values.map(Float16.init), shape: input.shape)
             : .float(input.values, shape: input.shape)
-        let results = try session.run(tensor)
+        var terminator: RunTerminator?
+        if let cancellation {
+            let t = try RunTerminator(library: session.environment.library)
+            cancellation.onCancel { t.terminate() }
+            terminator = t
+        }
+        let results = try session.run(tensor, terminator: terminator)
         guard let first = results.first else {
             throw ORTError(.invalidTensor, operation: "running the model", message: "the model returned no output")
         }

@@ -71,7 +71,9 @@ public struct Detector: Sendable {
     }
 
     /// Detects objects in a decoded image.
-    public func detect(image: RGBImage, options: DetectionOptions = .init()) throws(DetectionError) -> DetectionResult {
+    public func detect(image: RGBImage, options: DetectionOptions = .init(), cancellation: RunCancellation? = nil)
+        throws(DetectionError) -> DetectionResult
+    {
         let clock = ContinuousClock()
         var timings = StageTimings()
         var t = clock.now
@@ -79,7 +81,7 @@ public struct Detector: Sendable {
         timings.preprocess = (clock.now - t).milliseconds
         t = clock.now
         let output: any OutputTensorView
-        do { output = try backend.run(tensor) } catch { throw .inference(error) }
+        do { output = try backend.run(tensor, cancellation: cancellation) } catch { throw .inference(error) }
         timings.inference = (clock.now - t).milliseconds
         t = clock.now
         let detections = try postprocess(output, geometry: geometry, options: options)

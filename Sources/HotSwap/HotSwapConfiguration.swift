@@ -1,0 +1,64 @@
+/// How a switch trades memory against availability.
+public enum SwapPolicy: String, Sendable, Equatable, Codable, CaseIterable {
+    /// Load the new model, then switch: no gap in service, old + new memory for a while (default).
+    case availabilityPreserving = "availability-preserving"
+    /// Drain and release the old model, then load the new one: never two models in memory; requests arriving in the
+    /// gap wait up to their deadline and are then answered "unavailable".
+    case resourcePreserving = "resource-preserving"
+    /// Resource-preserving when the memory budget cannot hold both models, otherwise availability-preserving.
+    case auto
+}
+
+/// What happens to the previous active model after a switch.
+public enum StandbyRetention: Sendable, Equatable {
+    /// Keep it warm as the standby until the next switch replaces it (default: instant rollback).
+    case keep
+    /// Keep it for this long, then release it.
+    case keepFor(Duration)
+    /// Release it once drained.
+    case release
+}
+
+/// Settings of the hot-swap manager.
+///
+/// Keys and defaults:
+/// - `servingThreads`: worker threads per slot running inference (2).
+/// - `queueCapacity`: requests waiting per slot before new ones fail fast as overloaded (64).
+/// - `intraOpThreads`: ORT threads inside one inference, per model (1: parallelism comes from the workers).
+/// - `loadThreads`: background threads for verify/load/warm-up, shared by all slots, at lowered OS priority (1).
+/// - `warmupRuns`: inferences a new model must pass before it is ready (3).
+/// - `warmupTimeout`: a warm-up that takes longer aborts the load (30 s).
+/// - `warmupImage`: encoded image bytes to warm up on; nil = a synthetic grey image of the model's input size.
+/// - `standbyRetention`: what happens to the previous model after a switch (`.keep`).
+/// - `memoryBudgetBytes`: models may not grow RSS past this (nil = no budget).
+/// - `policy`: swap policy (`.availabilityPreserving`).
+public struct HotSwapConfiguration: Sendable {
+    public var servingThreads: Int
+    public var queueCapacity: Int
+    public var intraOpThreads: Int
+    public var loadThreads: Int
+    public var warmupRuns: Int
+    public var warmupTimeout: Duration
+    public var warmupImage: [UInt8]?
+    public var standbyRetention: StandbyRetention
+    public var memoryBudgetBytes: Int?
+    public var policy: SwapPolicy
+
+    public init(
+        servingThreads: Int = 2, queueCapacity: Int = 64, intraOpThreads: Int = 1, loadThreads: Int = 1,
+        warmupRuns: Int = 3, warmupTimeout: Duration = .seconds(30), warmupImage: [UInt8]? = nil,
+        standbyRetention: StandbyRetention = .keep, memoryBudgetBytes: Int? = nil,
+        policy: SwapPolicy = .availabilityPreserving
+    ) {
+        self.servingThreads = servingThreads
+        self.queueCapacity = queueCapacity
+        self.intraOpThreads = intraOpThreads
+        self.loadThreads = loadThreads
+        self.warmupRuns = warmupRuns
+        self.warmupTimeout = warmupTimeout
+        self.warmupImage = warmupImage
+        self.standbyRetention = standbyRetention
+        self.memoryBudgetBytes = memoryBudgetBytes
+        self.policy = policy
+    }
+}

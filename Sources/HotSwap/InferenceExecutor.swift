@@ -1,0 +1,409 @@
+import Dispatch
+import Foundation
+import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+// MARK: - Errors
+
+/// Why an ``InferenceExecutor`` refused or abandoned a piece of work without running it.
+public enum ExecutorError: Error, Equatable, CustomStringConvertible {
+    /// The queue was full when the work was submitted; nothing was queued.
+    ///
+    /// `retryAfter` is a hint (mean recent service time × waiting items / threads, at least 10 ms).
+    case overloaded(queueDepth: Int, retryAfter: Duration)
+    /// The work's deadline passed while it waited in the queue; it never started.
+    case deadlineExceeded(waited: Duration)
+    /// The executor was shut down before the work was submitted.
+    case shutDown
+
+    public var description: String {
+        switch self {
+        case .overloaded(let depth, let retryAfter):
+            "inference executor overloaded: \(depth) items waiting; retry after \(retryAfter)"
+        case .deadlineExceeded(let waited):
+            "deadline exceeded after waiting \(waited) in the inference queue"
+        case .shutDown:
+            "inference executor is shut down"
+        }
+    }
+}
+
+// MARK: - Executor
+
+/// Runs blocking work (ORT `Run`, model loads, warm-ups) on dedicated OS threads with a bounded FIFO queue.
+///
+/// Blocking calls must not run on Swift's cooperative pool: a few of them would starve every other task.
+/// Each executor owns `threads` `Thread`s named `"<label>-<n>"` (label shortened to fit Linux's 15-byte thread
+/// names; see ``threadName(label:index:)``); callers suspend (``run(deadline:_:)``) or block
+/// (``runBlocking(deadline:_:)``) until their work finishes on one of them.
+///
+/// - Back-pressure: at most `queueCapacity` items wait (running ones do not count). Submitting beyond that
+///   fails at once with ``ExecutorError/overloaded(queueDepth:retryAfter:)``.
+/// - Deadlines: a queued item whose deadline passes is answered with
+///   ``ExecutorError/deadlineExceeded(waited:)`` promptly, even while every worker is busy: each item with a
+///   deadline arms a one-shot Dispatch timer that removes it from the queue when it expires. Workers check the
+///   deadline again when they dequeue. Work that has started is never interrupted.
+/// - Cancellation: cancelling the calling task while its work is still queued removes it and throws
+///   `CancellationError`; once started, the work runs to completion and its result is returned.
+/// - Priority: ``Priority/background`` workers lower their OS priority (nice 10 on Linux), for loads and
+///   warm-ups that must not starve serving threads.
+///
+/// Thread-safety: all members are thread-safe. State lives behind one `Mutex`; continuations are resumed
+/// outside it, exactly once, by whoever removes the item from the queue (worker, timer, cancellation).
+/// If the executor is released without ``shutdown()``, its threads finish the queued work and exit.
+public final class InferenceExecutor: Sendable {
+    /// OS scheduling priority of the worker threads.
+    public enum Priority: Sendable {
+        /// The process's default priority: serving.
+        case normal
+        /// Nice value 10 on Linux: model loads and warm-ups that should yield to serving.
+        case background
+    }
+
+    /// The label given at creation; worker threads are named `"<label>-<index>"`, shortened to 15 bytes.
+    public let label: String
+    /// Number of worker threads.
+    public let threads: Int
+    /// Maximum number of waiting (not yet running) items.
+    public let queueCapacity: Int
+    /// OS priority of the worker threads.
+    public let priority: Priority
+
+    private let core: ExecutorCore
+
+    /// Starts `threads` worker threads.
+    ///
+    /// - Parameters:
+    ///   - label: Names the threads (`"<label>-0"`, …, shortened to 15 bytes) and appears in logs.
+    ///   - threads: Dedicated worker threads (at least 1).
+    ///   - queueCapacity: Maximum waiting items, not counting running ones (at least 1).
+    ///   - priority: ``Priority/normal`` or ``Priority/background``.
+    ///   - stackSize: Stack size of each worker thread in bytes (default 8 MiB, the Linux default).
+    public init(
+        label: String, threads: Int, queueCapacity: Int, priority: Priority = .normal, stackSize: Int = 8 << 20
+    ) {
+        precondition(threads >= 1, "InferenceExecutor '\(label)' needs at least one thread")
+        precondition(queueCapacity >= 1, "InferenceExecutor '\(label)' needs a queueCapacity of at least 1")
+        self.label = label
+        self.threads = threads
+        self.queueCapacity = queueCapacity
+        self.priority = priority
+        self.core = ExecutorCore(threads: threads, queueCapacity: queueCapacity)
+        for index in 0..<threads {
+            let core = self.core
+            let name = Self.threadName(label: label, index: index)
+            let started = DispatchSemaphore(value: 0)
+            let thread = Thread {
+                // On Linux a name set before `start()` does not reach the OS thread, and one set by the new
+                // thread before `start()` has returned may not either (Foundation records the pthread handle
+                // then): name it from inside, once `start()` has returned.
+                started.wait()
+                Thread.current.name = name
+                core.workerLoop(priority: priority)
+            }
+            thread.name = name
+            thread.stackSize = stackSize
+            thread.start()
+            started.signal()
+        }
+    }
+
+    deinit {
+        core.beginShutdown()
+    }
+
+    /// The name of worker `index`: `"<label>-<index>"`, with the label shortened so that the whole fits the
+    /// 15 bytes Linux allows for a thread name (longer names are refused by the OS, not truncated).
+    static func threadName(label: String, index: Int) -> String {
+        let suffix = "-\(index)"
+        var prefix = Substring(label)
+        while prefix.utf8.count + suffix.utf8.count > 15 { prefix = prefix.dropLast() }
+        return prefix + suffix
+    }
+
+    /// Runs `work` on a worker thread and suspends the caller until it finishes.
+    ///
+    /// - Parameters:
+    ///   - deadline: If the work is still queued at this instant it is dropped (never started).
+    ///   - work: The blocking work. It runs on a dedicated thread, never on the cooperative pool.
+    /// - Returns: What `work` returned.
+    /// - Throws: What `work` threw; ``ExecutorError/overloaded(queueDepth:retryAfter:)`` at once when the queue is
+    ///   full; ``ExecutorError/deadlineExceeded(waited:)``; ``ExecutorError/shutDown``; `CancellationError` if the
+    ///   calling task is cancelled before the work starts.
+    public func run<T: Sendable>(
+        deadline: ContinuousClock.Instant? = nil, _ work: @escaping @Sendable () throws -> T
+    ) async throws -> T {
+        try Task.checkCancellation()
+        let id = core.makeID()
+        let core = self.core
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+                let job = Job(
+                    id: id, enqueuedAt: .now, deadline: deadline,
+                    execute: {
+                        let result = Result { try work() }
+                        return { continuation.resume(with: result) }
+                    },
+                    reject: { continuation.resume(throwing: $0) })
+                core.submit(job, checkTaskCancellation: true)
+            }
+        } onCancel: {
+            core.cancel(id: id)
+        }
+    }
+
+    /// Runs `work` on a worker thread, blocking the calling thread until it finishes.
+    ///
+    /// For tools and non-async callers; never call it from the cooperative pool.
+    /// - Throws: Same as ``run(deadline:_:)`` except `CancellationError`.
+    public func runBlocking<T: Sendable>(
+        deadline: ContinuousClock.Instant? = nil, _ work: @escaping @Sendable () throws -> T
+    ) throws -> T {
+        let done = DispatchSemaphore(value: 0)
+        let box = ResultBox<T>()
+        let job = Job(
+            id: core.makeID(), enqueuedAt: .now, deadline: deadline,
+            execute: {
+                box.set(Result { try work() })
+                return { done.signal() }
+            },
+            reject: {
+                box.set(.failure($0))
+                done.signal()
+            })
+        core.submit(job, checkTaskCancellation: false)
+        done.wait()
+        return try box.take().get()
+    }
+
+    /// Items waiting in the queue (not yet running).
+    public var queueDepth: Int { core.state.withLock { $0.queue.count } }
+    /// Items executing now.
+    public var running: Int { core.state.withLock { $0.running } }
+    /// Total items that ran to completion (returned or threw) since creation.
+    public var completed: Int { core.state.withLock { $0.completed } }
+    /// Whether ``shutdown()`` has begun: new work is refused with ``ExecutorError/shutDown``.
+    public var isShuttingDown: Bool { core.state.withLock { $0.isShuttingDown } }
+
+    /// Stops accepting work, lets queued and running items finish, and waits until every thread has left its loop
+    /// (the OS threads end a moment later; nothing of the executor runs on them any more).
+    ///
+    /// Work submitted afterwards fails with ``ExecutorError/shutDown``. Calling it again waits for the same end.
+    public func shutdown() async {
+        let core = self.core
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            core.beginShutdown(waiter: continuation)
+        }
+    }
+}
+
+// MARK: - Internals
+
+/// One unit of submitted work. Exactly one of `execute` / `reject` is called, by whoever dequeues it.
+private struct Job: Sendable {
+    let id: UInt64
+    let enqueuedAt: ContinuousClock.Instant
+    let deadline: ContinuousClock.Instant?
+    /// Runs the work and returns what delivers its result; the worker updates its counters in between, so that
+    /// a caller who got its result sees `running` / `completed` already updated.
+    let execute: @Sendable () -> @Sendable () -> Void
+    /// Delivers an error without running the work.
+    let reject: @Sendable (any Error) -> Void
+}
+
+/// Holds a `runBlocking` result between the worker and the blocked caller.
+private final class ResultBox<T: Sendable>: Sendable {
+    private let value = Mutex<Result<T, any Error>?>(nil)
+    func set(_ result: Result<T, any Error>) { value.withLock { $0 = result } }
+    func take() -> Result<T, any Error> { value.withLock { $0.take()! } }
+}
+
+/// The shared state of an executor. Its threads, timers and in-flight calls hold it, the ``InferenceExecutor``
+/// does not let them hold itself, so releasing the executor can shut the threads down.
+///
+/// Thread-safety: `state` is behind a `Mutex`; `wakeups` is a counting semaphore holding at least one permit per
+/// queued item (items removed by timers or cancellation leave extra permits, which cause harmless empty wake-ups).
+private final class ExecutorCore: Sendable {
+    struct State {
+        /// FIFO of waiting items. Small and bounded by `queueCapacity`, so an array is fine.
+        var queue: [Job] = []
+        var running = 0
+        var completed = 0
+        var nextID: UInt64 = 0
+        var liveThreads: Int
+        var isShuttingDown = false
+        var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
+        /// Exponentially weighted mean service time in seconds, for `retryAfter` hints.
+        var meanServiceSeconds: Double?
+    }
+
+    let state: Mutex<State>
+    let wakeups = DispatchSemaphore(value: 0)
+    let threads: Int
+    let queueCapacity: Int
+
+    init(threads: Int, queueCapacity: Int) {
+        self.threads = threads
+        self.queueCapacity = queueCapacity
+        self.state = Mutex(State(liveThreads: threads))
+    }
+
+    func makeID() -> UInt64 {
+        state.withLock { state in
+            state.nextID &+= 1
+            return state.nextID
+        }
+    }
+
+    /// Queues `job`, or rejects it at once (overloaded, shut down, past deadline, task cancelled).
+    func submit(_ job: Job, checkTaskCancellation: Bool) {
+        let now = ContinuousClock.now
+        let refusal: (any Error)? = state.withLock { state in
+            if state.isShuttingDown { return ExecutorError.shutDown }
+            // Checked under the lock: a concurrent `cancel(id:)` either ran before (and the flag is visible
+            // here) or runs after and finds the job in the queue.
+            if checkTaskCancellation && Task.isCancelled { return CancellationError() }
+            if let deadline = job.deadline, now >= deadline { return ExecutorError.deadlineExceeded(waited: .zero) }
+            if state.queue.count >= queueCapacity {
+                return ExecutorError.overloaded(
+                    queueDepth: state.queue.count, retryAfter: retryAfter(state, waiting: state.queue.count))
+            }
+            state.queue.append(job)
+            return nil
+        }
+        if let refusal {
+            job.reject(refusal)
+            return
+        }
+        wakeups.signal()
+        if let deadline = job.deadline { armTimer(id: job.id, deadline: deadline) }
+    }
+
+    private func retryAfter(_ state: State, waiting: Int) -> Duration {
+        let floor = 0.010
+        let mean = state.meanServiceSeconds ?? floor
+        let seconds = max(floor, mean * Double(waiting + 1) / Double(threads))
+        return .milliseconds(Int64((seconds * 1000).rounded(.up)))
+    }
+
+    /// Answers the job with `deadlineExceeded` when its deadline passes, if it is still queued then.
+    private func armTimer(id: UInt64, deadline: ContinuousClock.Instant) {
+        let remaining = max(.zero, deadline - .now)
+        let (seconds, attoseconds) = remaining.components
+        let nanoseconds = Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000) + 1
+        DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(nanoseconds)) { [weak self] in
+            self?.expire(id: id, deadline: deadline)
+        }
+    }
+
+    private func expire(id: UInt64, deadline: ContinuousClock.Instant) {
+        let now = ContinuousClock.now
+        guard now >= deadline else {
+            // Dispatch's clock ran slightly ahead of ContinuousClock: try again.
+            armTimer(id: id, deadline: deadline)
+            return
+        }
+        let expired: Job? = state.withLock { state in
+            guard let index = state.queue.firstIndex(where: { $0.id == id }) else { return nil }
+            return state.queue.remove(at: index)
+        }
+        if let expired {
+            expired.reject(ExecutorError.deadlineExceeded(waited: now - expired.enqueuedAt))
+        }
+    }
+
+    /// Removes a still-queued job and answers it with `CancellationError`; no effect once it has started.
+    func cancel(id: UInt64) {
+        let cancelled: Job? = state.withLock { state in
+            guard let index = state.queue.firstIndex(where: { $0.id == id }) else { return nil }
+            return state.queue.remove(at: index)
+        }
+        cancelled?.reject(CancellationError())
+    }
+
+    /// Refuses new work and wakes every thread so that each exits once the queue is empty.
+    func beginShutdown(waiter: CheckedContinuation<Void, Never>? = nil) {
+        let (wake, resumeNow): (Bool, Bool) = state.withLock { state in
+            let first = !state.isShuttingDown
+            state.isShuttingDown = true
+            guard let waiter else { return (first, false) }
+            if state.liveThreads == 0 { return (first, true) }
+            state.shutdownWaiters.append(waiter)
+            return (first, false)
+        }
+        if wake {
+            for _ in 0..<threads { wakeups.signal() }
+        }
+        if resumeNow { waiter?.resume() }
+    }
+
+    private enum Next {
+        case run(Job)
+        case idle
+        case exit([CheckedContinuation<Void, Never>])
+    }
+
+    /// The body of each worker thread.
+    func workerLoop(priority: InferenceExecutor.Priority) {
+        if priority == .background { lowerThreadPriority() }
+        while true {
+            wakeups.wait()
+            var expired: [(Job, Duration)] = []
+            let now = ContinuousClock.now
+            let next: Next = state.withLock { state in
+                while !state.queue.isEmpty {
+                    let job = state.queue.removeFirst()
+                    if let deadline = job.deadline, now >= deadline {
+                        expired.append((job, now - job.enqueuedAt))
+                        continue
+                    }
+                    state.running += 1
+                    return .run(job)
+                }
+                if state.isShuttingDown {
+                    state.liveThreads -= 1
+                    if state.liveThreads == 0 {
+                        defer { state.shutdownWaiters = [] }
+                        return .exit(state.shutdownWaiters)
+                    }
+                    return .exit([])
+                }
+                return .idle
+            }
+            for (job, waited) in expired { job.reject(ExecutorError.deadlineExceeded(waited: waited)) }
+            switch next {
+            case .idle:
+                continue
+            case .exit(let waiters):
+                for waiter in waiters { waiter.resume() }
+                return
+            case .run(let job):
+                let start = ContinuousClock.now
+                let deliver = job.execute()
+                let elapsed = ContinuousClock.now - start
+                let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+                state.withLock { state in
+                    state.running -= 1
+                    state.completed += 1
+                    state.meanServiceSeconds = state.meanServiceSeconds.map { 0.8 * $0 + 0.2 * seconds } ?? seconds
+                }
+                deliver()
+            }
+        }
+    }
+
+    /// Sets the calling thread's nice value to 10.
+    ///
+    /// On Linux the nice value is per thread, and `setpriority(PRIO_PROCESS, 0, …)` applies to the calling
+    /// thread only (`who == 0` means the caller, i.e. the current task), so the other threads keep theirs.
+    private func lowerThreadPriority() {
+        #if os(Linux)
+            _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
+        #else
+            Thread.current.threadPriority = 0.25
+        #endif
+    }
+}

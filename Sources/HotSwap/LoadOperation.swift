@@ -1,0 +1,174 @@
+import Foundation
+import Synchronization
+import YOLO
+
+/// The stages of a load, in order; `ready` means staged (or active when the load activates).
+public enum LoadStage: String, Sendable, Codable {
+    case queued, verifying, loading, validating, warming, ready, failed, cancelled
+
+    /// True once the load has ended.
+    public var isTerminal: Bool { self == .ready || self == .failed || self == .cancelled }
+}
+
+/// What to load into a slot.
+public struct LoadRequest: Sendable, Equatable {
+    public var slot: String
+    /// Path of the model file.
+    public var path: String
+    /// Model name; default: the file name without extension.
+    public var name: String?
+    /// Version label; default: the first 12 hex digits of the SHA-256.
+    public var version: String?
+    /// When set, the bytes must hash to this (lower-case hex).
+    public var expectedSHA256: String?
+    /// Switch the model in as soon as it is ready.
+    public var activate: Bool
+    /// Accept a model whose classes, task, output format, channel order or normalization differ from the active one.
+    public var allowSchemaChange: Bool
+    /// Overrides the manager's swap policy for this load (only matters when `activate`).
+    public var policy: SwapPolicy?
+
+    public init(slot: String, path: String, name: String? = nil, version: String? = nil,
+                expectedSHA256: String? = nil, activate: Bool = false, allowSchemaChange: Bool = false,
+                policy: SwapPolicy? = nil) {
+        self.slot = slot
+        self.path = path
+        self.name = name
+        self.version = version
+        self.expectedSHA256 = expectedSHA256?.lowercased()
+        self.activate = activate
+        self.allowSchemaChange = allowSchemaChange
+        self.policy = policy
+    }
+
+    /// Loads of the same slot, file and expected digest share one operation.
+    var sharingKey: String { "\(slot)|\(path)|\(expectedSHA256 ?? "")|\(version ?? "")|\(activate)" }
+}
+
+/// Durations of a load's stages, in milliseconds.
+public struct LoadTimings: Sendable, Equatable, Codable {
+    public var verify: Double?
+    public var load: Double?
+    public var validate: Double?
+    public var warmup: Double?
+    /// Time to flip the model in, in microseconds (loads that activate).
+    public var flipMicroseconds: Double?
+    public var total: Double?
+    public init() {}
+}
+
+/// Why a load failed; the slot's active model is untouched in every case.
+public enum LoadFailure: Error, Equatable, CustomStringConvertible {
+    case unreadable(path: String, reason: String)
+    case digestMismatch(path: String, expected: String, actual: String)
+    case signatureRejected(path: String, reason: String)
+    case overMemoryBudget(path: String, neededBytes: Int, budgetBytes: Int, inUseBytes: Int)
+    case runtime(path: String, reason: String)
+    case unsupportedModel(path: String, reason: String)
+    case incompatible(path: String, differences: [String])
+    case warmupFailed(path: String, reason: String)
+    case warmupTimeout(path: String, after: Duration)
+    case cancelled(path: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case .unreadable(let path, let reason): "cannot read \(path): \(reason)"
+        case .digestMismatch(let path, let expected, let actual):
+            "sha256 mismatch for \(path): expected \(expected), got \(actual)"
+        case .signatureRejected(let path, let reason): "signature check failed for \(path): \(reason)"
+        case .overMemoryBudget(let path, let needed, let budget, let inUse):
+            "loading \(path) needs about \(needed / 1_048_576) MiB but the memory budget is \(budget / 1_048_576) MiB "
+                + "with \(inUse / 1_048_576) MiB in use"
+        case .runtime(let path, let reason): "ONNX Runtime could not load \(path): \(reason)"
+        case .unsupportedModel(let path, let reason): "\(path) is not a supported YOLO detector: \(reason)"
+        case .incompatible(let path, let differences):
+            "\(path) is incompatible with the active model: " + differences.joined(separator: "; ")
+        case .warmupFailed(let path, let reason): "warm-up of \(path) failed: \(reason)"
+        case .warmupTimeout(let path, let after):
+            "warm-up of \(path) timed out after \(after.formatted(.units(allowed: [.seconds, .milliseconds])))"
+        case .cancelled(let path, let reason): "load of \(path) cancelled: \(reason)"
+        }
+    }
+}
+
+/// One load, observable while it runs: `queued → verifying → loading → validating → warming → ready`, or `failed`
+/// / `cancelled`. Concurrent requests for the same model share one operation.
+///
+/// Thread-safety: all members may be used from any thread.
+public final class LoadOperation: Sendable {
+    public let id: String
+    public let request: LoadRequest
+    public let createdAt: Date
+
+    /// A snapshot of the operation's progress.
+    public struct Status: Sendable {
+        public var stage: LoadStage
+        public var failure: LoadFailure?
+        public var timings: LoadTimings
+        /// Known once the bytes are verified.
+        public var identity: ModelIdentity?
+        public var signatureKeyID: String?
+        /// The slot's generation after an activating load.
+        public var generation: Int?
+        public var finishedAt: Date?
+    }
+
+    private let state: Mutex<(status: Status, waiters: [CheckedContinuation<Status, Never>])>
+    /// Cancels a warm-up run in flight when the load is cancelled or times out.
+    let runCancellation = RunCancellation()
+
+    init(request: LoadRequest) {
+        self.id = UUID().uuidString.lowercased()
+        self.request = request
+        self.createdAt = Date()
+        state = Mutex((Status(stage: .queued, timings: LoadTimings()), []))
+    }
+
+    public var status: Status { state.withLock { $0.status } }
+    public var isCancelled: Bool { state.withLock { $0.status.stage == .cancelled } || runCancellation.isCancelled }
+
+    /// Seconds since the operation was created (or until it finished).
+    public var elapsed: TimeInterval {
+        (state.withLock { $0.status.finishedAt } ?? Date()).timeIntervalSince(createdAt)
+    }
+
+    /// Suspends until the load has ended; returns its final status.
+    public func wait() async -> Status {
+        await withCheckedContinuation { continuation in
+            let done = state.withLock { s -> Status? in
+                if s.status.stage.isTerminal { return s.status }
+                s.waiters.append(continuation)
+                return nil
+            }
+            if let done { continuation.resume(returning: done) }
+        }
+    }
+
+    /// Asks the load to stop; it ends `cancelled` at its next check (a warm-up Run in flight is aborted).
+    public func cancel(reason: String = "cancelled") {
+        runCancellation.cancel()
+        finish(.cancelled, failure: .cancelled(path: request.path, reason: reason))
+    }
+
+    func update(_ body: (inout Status) -> Void) {
+        state.withLock { s in
+            guard !s.status.stage.isTerminal else { return }
+            body(&s.status)
+        }
+    }
+
+    func enter(_ stage: LoadStage) { update { $0.stage = stage } }
+
+    func finish(_ stage: LoadStage, failure: LoadFailure? = nil) {
+        let (waiters, status) = state.withLock { s -> ([CheckedContinuation<Status, Never>], Status) in
+            guard !s.status.stage.isTerminal else { return ([], s.status) }
+            s.status.stage = stage
+            s.status.failure = failure
+            s.status.finishedAt = Date()
+            s.status.timings.total = Date().timeIntervalSince(createdAt) * 1000
+            defer { s.waiters = [] }
+            return (s.waiters, s.status)
+        }
+        waiters.forEach { $0.resume(returning: status) }
+    }
+}

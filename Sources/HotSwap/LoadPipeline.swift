@@ -1,0 +1,189 @@
+import Foundation
+import ImageCodecs
+import ORTBackend
+import YOLO
+
+/// Runs one load through verifying → loading → validating → warming, entirely on background threads.
+///
+/// Nothing here touches a slot: the result is a ready `ModelInstance` or a `LoadFailure`, and everything a failed
+/// load allocated is freed when the pipeline returns (after any Run in flight has been aborted and has ended).
+struct LoadPipeline: Sendable {
+    let loader: any ModelLoader
+    let verifier: (any ModelVerifier)?
+    let executor: InferenceExecutor
+    let configuration: HotSwapConfiguration
+    let onRelease: @Sendable (ModelRelease) -> Void
+    /// Throws `LoadFailure.overMemoryBudget` when a model of this digest and size does not fit.
+    let checkBudget: @Sendable (_ sha256: String, _ byteCount: Int, _ path: String) throws(LoadFailure) -> Void
+    /// Records the measured memory cost of a digest.
+    let recordCost: @Sendable (_ sha256: String, _ bytes: Int) -> Void
+
+    func run(_ op: LoadOperation, active: ModelSignature?) async throws(LoadFailure) -> ModelInstance {
+        let request = op.request
+        let path = request.path
+        let clock = ContinuousClock()
+        func check() throws(LoadFailure) {
+            if op.isCancelled { throw .cancelled(path: path, reason: "superseded or cancelled") }
+        }
+        func background<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws(LoadFailure) -> T {
+            do { return try await executor.run(work) } catch let failure as LoadFailure { throw failure } catch {
+                throw .runtime(path: path, reason: "\(error)")
+            }
+        }
+
+        // verifying: one read, one digest of exactly those bytes, before any ORT allocation.
+        try check()
+        op.enter(.verifying)
+        var t = clock.now
+        let verified: (ModelBytes, String?) = try await background { [verifier] in
+            let bytes: ModelBytes
+            do { bytes = try ModelBytes(contentsOf: path) } catch {
+                if case .unreadable(_, let reason) = error as? ModelLoadError {
+                    throw LoadFailure.unreadable(path: path, reason: reason)
+                }
+                throw LoadFailure.unreadable(path: path, reason: "\(error)")
+            }
+            if let expected = request.expectedSHA256, expected != bytes.sha256 {
+                throw LoadFailure.digestMismatch(path: path, expected: expected, actual: bytes.sha256)
+            }
+            var keyID: String?
+            if let verifier {
+                do { keyID = try verifier.verify(path: path, bytes: bytes.bytes, sha256: bytes.sha256,
+                    version: request.version) }
+                catch { throw LoadFailure.signatureRejected(path: path, reason: "\(error)") }
+            }
+            return (bytes, keyID)
+        }
+        let (bytes, keyID) = verified
+        let name = request.name ?? URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
+        let identity = ModelIdentity(name: name, version: request.version ?? String(bytes.sha256.prefix(12)),
+            sha256: bytes.sha256, path: path)
+        op.update {
+            $0.identity = identity
+            $0.signatureKeyID = keyID
+            $0.timings.verify = (clock.now - t).milliseconds
+        }
+        try check()
+        try checkBudget(bytes.sha256, bytes.bytes.count, path)
+
+        // loading: a new session (its own inference context) from the verified bytes.
+        op.enter(.loading)
+        t = clock.now
+        let rssBefore = ProcessMemory.residentBytes() ?? 0
+        let threads = configuration.intraOpThreads
+        let detector: Detector = try await background { [loader] in
+            let backend: any InferenceBackend
+            do { backend = try loader.makeBackend(bytes: bytes.bytes, label: path, intraOpThreads: threads) } catch {
+                throw LoadFailure.runtime(path: path, reason: "\(error)")
+            }
+            do { return try Detector(backend: backend) } catch {
+                throw LoadFailure.unsupportedModel(path: path, reason: "\(error)")
+            }
+        }
+        op.update { $0.timings.load = (clock.now - t).milliseconds }
+        try check()
+
+        // validating: compatible with what the slot serves now?
+        op.enter(.validating)
+        t = clock.now
+        if let active, !request.allowSchemaChange {
+            let differences = detector.signature.incompatibilities(replacing: active)
+            if !differences.isEmpty { throw .incompatible(path: path, differences: differences.map(\.description)) }
+        }
+        op.update { $0.timings.validate = (clock.now - t).milliseconds }
+
+        // warming: N inferences that must produce well-formed outputs, within the timeout.
+        op.enter(.warming)
+        t = clock.now
+        try await warmUp(detector, op: op)
+        op.update { $0.timings.warmup = (clock.now - t).milliseconds }
+        try check()
+
+        let cost = max(0, (ProcessMemory.residentBytes() ?? 0) - rssBefore)
+        recordCost(bytes.sha256, cost)
+        return ModelInstance(identity: identity, detector: detector, memoryBytes: cost, signatureKeyID: keyID,
+            onRelease: onRelease)
+    }
+
+    /// Runs the warm-up inferences on the background executor, racing the timeout; a timeout aborts the Run in
+    /// flight through ORT's terminate flag.
+    private func warmUp(_ detector: Detector, op: LoadOperation) async throws(LoadFailure) {
+        let path = op.request.path
+        let runs = configuration.warmupRuns
+        let image: RGBImage
+        if let sample = configuration.warmupImage, let decoded = try? ImageDecoder.decode(sample) {
+            image = decoded
+        } else {
+            let size = detector.signature.inputSize
+            image = RGBImage(width: size.width, height: size.height, fill: (114, 114, 114))
+        }
+        let cancellation = op.runCancellation
+        let timeout = configuration.warmupTimeout
+        let executor = self.executor
+        let outcome: Result<Void, LoadFailure> = await withTaskGroup(of: Result<Void, LoadFailure>?.self) { group in
+            group.addTask {
+                do {
+                    try await executor.run {
+                        for _ in 0..<runs {
+                            try Self.validateOutput(detector, image: image, cancellation: cancellation, path: path)
+                        }
+                    }
+                    return .success(())
+                } catch let failure as LoadFailure {
+                    return .failure(failure)
+                } catch {
+                    return .failure(cancellation.isCancelled && !op.isCancelled
+                        ? .warmupTimeout(path: path, after: timeout)
+                        : .warmupFailed(path: path, reason: "\(error)"))
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return Task.isCancelled ? nil : .failure(.warmupTimeout(path: path, after: timeout))
+            }
+            let first = await group.next()!!
+            if case .failure(.warmupTimeout) = first {
+                cancellation.cancel()  // abort the Run in flight; the group waits for it to end
+            }
+            group.cancelAll()
+            return first
+        }
+        if case .failure(let failure) = outcome {
+            if op.isCancelled { throw .cancelled(path: path, reason: "superseded or cancelled") }
+            throw failure
+        }
+    }
+
+    /// One warm-up inference: the output must have the declared shape, finite values and scores in [0, 1].
+    static func validateOutput(_ detector: Detector, image: RGBImage, cancellation: RunCancellation, path: String)
+        throws
+    {
+        let (tensor, _) = detector.preprocess(image)
+        let output = try detector.backend.run(tensor, cancellation: cancellation)
+        let signature = detector.signature
+        let declared = signature.output.shape
+        guard output.shape.count == declared.count,
+            zip(output.shape, declared).allSatisfy({ $1 < 0 || $0 == $1 })
+        else {
+            throw LoadFailure.warmupFailed(path: path, reason: "output shape \(output.shape) differs from declared \(declared)")
+        }
+        try output.withFloats { values in
+            let (a, b) = (output.shape[1], output.shape[2])
+            for i in 0..<values.count where !values[i].isFinite {
+                throw LoadFailure.warmupFailed(path: path, reason: "output holds a non-finite value at index \(i)")
+            }
+            // Score columns: objectness and class probabilities (v5), class scores (v8), score (v10).
+            let isScore: (Int) -> Bool
+            switch signature.outputFormat {
+            case .yolov5: isScore = { i in i % b >= 4 }
+            case .yolov8: isScore = { i in i / b >= 4 }
+            case .yolov10: isScore = { i in i % b == 4 }
+            }
+            _ = a
+            for i in 0..<values.count where isScore(i) && !(0...1).contains(values[i]) {
+                throw LoadFailure.warmupFailed(
+                    path: path, reason: "score \(values[i]) at index \(i) lies outside [0, 1]")
+            }
+        }
+    }
+}

@@ -1,0 +1,101 @@
+import Foundation
+import Synchronization
+import YOLO
+
+/// Who a model is: where it came from, its version, and the SHA-256 of the exact bytes that were loaded.
+public struct ModelIdentity: Sendable, Equatable, Hashable, Codable {
+    /// Model name: the file name without extension unless given.
+    public var name: String
+    /// Version label: as given by the operator, else the first 12 hex digits of the SHA-256.
+    public var version: String
+    public var sha256: String
+    /// Path the bytes were read from.
+    public var path: String
+
+    public init(name: String, version: String, sha256: String, path: String) {
+        self.name = name
+        self.version = version
+        self.sha256 = sha256
+        self.path = path
+    }
+
+    /// `name@version`.
+    public var id: String { "\(name)@\(version)" }
+
+    var record: ModelRecord { ModelRecord(path: path, sha256: sha256, version: version) }
+}
+
+/// Counts the requests running on a model. Shared by the model and the leases taken on it, so that a lease can
+/// end (count down) after its strong reference to the model is gone.
+final class InFlightCounter: Sendable {
+    let value = Atomic<Int>(0)
+    func increment() { value.add(1, ordering: .acquiringAndReleasing) }
+    func decrement() { value.subtract(1, ordering: .acquiringAndReleasing) }
+    var current: Int { value.load(ordering: .acquiring) }
+}
+
+/// What happened when a model was released; reported to observers (tests, metrics, logs).
+public struct ModelRelease: Sendable {
+    public var identity: ModelIdentity
+    /// Requests in flight on the model when it was released (always 0 unless something is wrong).
+    public var inFlightAtRelease: Int
+    /// Name of the thread that released it.
+    public var threadName: String
+    public var releasedAt: Date
+}
+
+/// One loaded, verified, warmed-up model: an isolated inference context (its own ORT session and threads).
+///
+/// Immutable. Requests hold a lease (a strong reference plus an in-flight count) while they run; the model's
+/// session is released in `deinit`, which `ModelReleaser` arranges to happen on its own thread once the in-flight
+/// count is zero.
+///
+/// Thread-safety: all members are immutable or atomic; `detector.detect` may be called concurrently.
+public final class ModelInstance: Sendable {
+    public let identity: ModelIdentity
+    public let detector: Detector
+    /// RSS growth measured while this model loaded and warmed up, in bytes (an estimate of its memory).
+    public let memoryBytes: Int
+    /// Key id of the signature that verified it, if any.
+    public let signatureKeyID: String?
+    public let loadedAt: Date
+    let inFlight = InFlightCounter()
+    private let onRelease: @Sendable (ModelRelease) -> Void
+
+    public var signature: ModelSignature { detector.signature }
+    /// Requests running on this model now.
+    public var inFlightCount: Int { inFlight.current }
+
+    init(identity: ModelIdentity, detector: Detector, memoryBytes: Int, signatureKeyID: String?,
+         onRelease: @escaping @Sendable (ModelRelease) -> Void) {
+        self.identity = identity
+        self.detector = detector
+        self.memoryBytes = memoryBytes
+        self.signatureKeyID = signatureKeyID
+        self.loadedAt = Date()
+        self.onRelease = onRelease
+    }
+
+    deinit {
+        onRelease(ModelRelease(identity: identity, inFlightAtRelease: inFlight.current,
+            threadName: Thread.current.name ?? (Thread.isMainThread ? "main" : "unnamed"), releasedAt: Date()))
+    }
+}
+
+/// The model that served a request, stamped on every result.
+public struct ModelStamp: Sendable, Equatable, Codable {
+    public var slot: String
+    public var id: String
+    public var version: String
+    public var sha256: String
+    /// The slot's generation when the request took its lease; it increases with every switch of that slot.
+    public var generation: Int
+
+    public init(slot: String, identity: ModelIdentity, generation: Int) {
+        self.slot = slot
+        self.id = identity.id
+        self.version = identity.version
+        self.sha256 = identity.sha256
+        self.generation = generation
+    }
+}

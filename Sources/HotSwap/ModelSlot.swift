@@ -1,0 +1,301 @@
+import Foundation
+import ImageCodecs
+import Synchronization
+import YOLO
+
+/// Decides which of a slot's models serves a request — the one replaceable step where canary, shadow and A/B
+/// routing will plug in. The default serves the active model.
+public protocol ModelRouter: Sendable {
+    /// Picks a model from the slot's current roles; nil when none can serve.
+    func route(_ roles: SlotRoles, request: RequestContext) -> ModelInstance?
+}
+
+/// Serves every request from the active model.
+public struct ActiveModelRouter: ModelRouter {
+    public init() {}
+    public func route(_ roles: SlotRoles, request: RequestContext) -> ModelInstance? { roles.active }
+}
+
+/// What a router can see of a request.
+public struct RequestContext: Sendable {
+    public var product: String?
+    public init(product: String? = nil) { self.product = product }
+}
+
+/// The models a slot holds, by role.
+public struct SlotRoles: Sendable {
+    public var active: ModelInstance?
+    /// Loaded, verified and warmed up; switched in by `switch`.
+    public var staged: ModelInstance?
+    /// The previous active model, kept warm for an instant rollback.
+    public var standby: ModelInstance?
+    /// Increases with every change of the active model.
+    public var generation: Int
+}
+
+/// A detection and the model that produced it.
+public struct SlotDetection: Sendable {
+    public var result: DetectionResult
+    public var model: ModelStamp
+    /// Time spent waiting for a worker thread (and for a model during a resource-preserving swap).
+    public var queueMilliseconds: Double
+}
+
+/// Errors a request to a slot can end with.
+public enum SlotError: Error, Equatable, CustomStringConvertible {
+    /// No model became active before the request's deadline (e.g. during a resource-preserving swap).
+    case unavailable(slot: String, waited: Duration)
+    /// The slot's queue is full; retry after the hint.
+    case overloaded(slot: String, queueDepth: Int, retryAfter: Duration)
+    /// The slot is shutting down.
+    case shutDown(slot: String)
+
+    public var description: String {
+        switch self {
+        case .unavailable(let slot, let waited):
+            "slot '\(slot)' has no active model (waited \(waited.formatted(.units(allowed: [.milliseconds]))))"
+        case .overloaded(let slot, let depth, let retry):
+            "slot '\(slot)' is overloaded (\(depth) requests queued); retry after "
+                + retry.formatted(.units(allowed: [.milliseconds]))
+        case .shutDown(let slot): "slot '\(slot)' is shutting down"
+        }
+    }
+}
+
+/// Measures of one flip of a slot's active model.
+public struct FlipResult: Sendable {
+    public var generation: Int
+    /// Time the slot's lock was held to swap the reference, in microseconds.
+    public var microseconds: Double
+    public var previous: ModelInstance?
+}
+
+/// A named slot serving one active model, with its own bounded queue and worker threads.
+///
+/// The roles live behind one lock held only to read or swap references (microseconds). A request takes a lease —
+/// the chosen model and an in-flight count — under that lock, runs on a worker thread, and ends the lease after
+/// dropping its reference; a request that started before a flip finishes on the model it started with. Models
+/// leaving every role go to the `ModelReleaser`.
+///
+/// Thread-safety: all methods may be called from any thread or task.
+public final class ModelSlot: Sendable {
+    public let name: String
+    public let executor: InferenceExecutor
+    let releaser: ModelReleaser
+    private let router: Mutex<any ModelRouter>
+
+    private struct State {
+        var roles = SlotRoles(generation: 0)
+        /// Requests waiting for an active model, resumed when one is switched in.
+        var waiters: [UUID: CheckedContinuation<Void, Never>] = [:]
+    }
+    private let state = Mutex(State())
+
+    public init(name: String, executor: InferenceExecutor, releaser: ModelReleaser,
+                router: any ModelRouter = ActiveModelRouter()) {
+        self.name = name
+        self.executor = executor
+        self.releaser = releaser
+        self.router = Mutex(router)
+    }
+
+    /// The models by role, as of now.
+    public var roles: SlotRoles { state.withLock { $0.roles } }
+
+    /// Replaces the routing step.
+    public func setRouter(_ newRouter: any ModelRouter) { router.withLock { $0 = newRouter } }
+
+    // MARK: Requests
+
+    /// Detects objects in encoded image bytes on the model the router picks, on a worker thread.
+    /// - Parameters:
+    ///   - deadline: the latest time the request may start (waiting in the queue or for a model); nil = no limit.
+    /// - Throws: `SlotError` (overloaded, unavailable, shut down), `DetectionError` (bad image, inference failure).
+    public func detect(imageBytes: [UInt8], options: DetectionOptions = .init(), context: RequestContext = .init(),
+                       deadline: ContinuousClock.Instant? = nil) async throws -> SlotDetection {
+        let enqueued = ContinuousClock.now
+        while true {
+            try await waitForModel(deadline: deadline, since: enqueued)
+            let outcome: (Result<SlotDetection, DetectionError>, InFlightCounter)?
+            do {
+                outcome = try await executor.run(deadline: deadline) { [self] in
+                    self.runLeased(imageBytes: imageBytes, options: options, context: context, since: enqueued)
+                }
+            } catch let error as ExecutorError {
+                throw map(error, since: enqueued)
+            }
+            if let (result, counter) = outcome {
+                counter.decrement()
+                return try result.get()
+            }
+            // The model went away between the wait and the worker (resource-preserving swap): wait again.
+        }
+    }
+
+    /// Takes a lease, runs the detection, and returns the counter to decrement. The model reference dies with this
+    /// function's frame, before the caller counts the request down — so the releaser can never see a zero count
+    /// while a request still holds the model.
+    private func runLeased(imageBytes: [UInt8], options: DetectionOptions, context: RequestContext,
+                           since enqueued: ContinuousClock.Instant)
+        -> (Result<SlotDetection, DetectionError>, InFlightCounter)?
+    {
+        let started = ContinuousClock.now
+        guard let (model, generation) = lease(context) else { return nil }
+        let stamp = ModelStamp(slot: name, identity: model.identity, generation: generation)
+        let result = Result { () throws(DetectionError) in
+            let result = try model.detector.detect(imageBytes: imageBytes, options: options)
+            return SlotDetection(result: result, model: stamp, queueMilliseconds: (started - enqueued).milliseconds)
+        }
+        return (result, model.inFlight)
+    }
+
+    /// Picks the model under the lock and counts the request in.
+    private func lease(_ context: RequestContext) -> (ModelInstance, Int)? {
+        let router = self.router.withLock { $0 }
+        return state.withLock { s in
+            guard let model = router.route(s.roles, request: context) else { return nil }
+            model.inFlight.increment()
+            return (model, s.roles.generation)
+        }
+    }
+
+    private func waitForModel(deadline: ContinuousClock.Instant?, since enqueued: ContinuousClock.Instant) async throws {
+        if state.withLock({ $0.roles.active != nil }) { return }
+        let id = UUID()
+        let timeout: Task<Void, Never>? = deadline.map { deadline in
+            Task { [self] in
+                try? await Task.sleep(until: deadline, clock: .continuous)
+                state.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
+            }
+        }
+        defer { timeout?.cancel() }
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let ready = state.withLock { s -> Bool in
+                if s.roles.active != nil { return true }
+                s.waiters[id] = continuation
+                return false
+            }
+            if ready { continuation.resume() }
+        }
+        if state.withLock({ $0.roles.active == nil }), let deadline, ContinuousClock.now >= deadline {
+            throw SlotError.unavailable(slot: name, waited: ContinuousClock.now - enqueued)
+        }
+    }
+
+    private func map(_ error: ExecutorError, since enqueued: ContinuousClock.Instant) -> any Error {
+        switch error {
+        case .overloaded(let depth, let retry): SlotError.overloaded(slot: name, queueDepth: depth, retryAfter: retry)
+        case .deadlineExceeded: SlotError.unavailable(slot: name, waited: ContinuousClock.now - enqueued)
+        case .shutDown: SlotError.shutDown(slot: name)
+        }
+    }
+
+    // MARK: Role changes (called by the control plane, serialized per slot)
+
+    /// Puts a loaded model in the staged role; a model it replaces is retired.
+    func stage(_ model: ModelInstance) {
+        let replaced = state.withLock { s -> ModelInstance? in
+            defer { s.roles.staged = model }
+            return s.roles.staged
+        }
+        if let replaced, replaced !== model { releaser.retire(replaced) }
+    }
+
+    /// Drops the staged model, if any; returns it (retired).
+    @discardableResult
+    func discardStaged() -> ModelIdentity? {
+        guard let staged = state.withLock({ s -> ModelInstance? in
+            defer { s.roles.staged = nil }
+            return s.roles.staged
+        }) else { return nil }
+        releaser.retire(staged)
+        return staged.identity
+    }
+
+    /// Flips `model` in as the active model. The previous active model becomes the standby when `keepStandby`,
+    /// otherwise it is retired; a replaced standby is retired. Requests waiting for a model are resumed.
+    func activate(_ model: ModelInstance, keepStandby: Bool) -> FlipResult {
+        let clock = ContinuousClock()
+        var previous: ModelInstance?
+        var displaced: [ModelInstance] = []
+        var waiters: [CheckedContinuation<Void, Never>] = []
+        var generation = 0
+        let start = clock.now
+        state.withLock { s in
+            previous = s.roles.active
+            s.roles.active = model
+            s.roles.generation += 1
+            generation = s.roles.generation
+            if s.roles.staged === model { s.roles.staged = nil }
+            if s.roles.standby === model { s.roles.standby = nil }
+            if let previous, keepStandby {
+                if let old = s.roles.standby { displaced.append(old) }
+                s.roles.standby = previous
+            } else if let previous {
+                displaced.append(previous)
+            }
+            waiters = Array(s.waiters.values)
+            s.waiters.removeAll()
+        }
+        let elapsed = clock.now - start
+        waiters.forEach { $0.resume() }
+        displaced.forEach(releaser.retire)
+        return FlipResult(generation: generation, microseconds: elapsed.milliseconds * 1000, previous: previous)
+    }
+
+    /// Takes the active model out (resource-preserving swaps): requests wait until a model is activated.
+    func deactivate() -> ModelInstance? {
+        state.withLock { s in
+            defer { s.roles.active = nil }
+            return s.roles.active
+        }
+    }
+
+    /// Swaps the active and standby models: a rollback without loading anything.
+    func flipToStandby() -> FlipResult? {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let flipped = state.withLock { s -> (Int, ModelInstance?)? in
+            guard let standby = s.roles.standby else { return nil }
+            let previous = s.roles.active
+            s.roles.active = standby
+            s.roles.standby = previous
+            s.roles.generation += 1
+            return (s.roles.generation, previous)
+        }
+        let elapsed = clock.now - start
+        guard let (generation, previous) = flipped else { return nil }
+        return FlipResult(generation: generation, microseconds: elapsed.milliseconds * 1000, previous: previous)
+    }
+
+    /// Puts a loaded model in the standby role (restoring a committed standby at start).
+    func setStandby(_ model: ModelInstance) {
+        let replaced = state.withLock { s -> ModelInstance? in
+            defer { s.roles.standby = model }
+            return s.roles.standby
+        }
+        if let replaced, replaced !== model { releaser.retire(replaced) }
+    }
+
+    /// Releases the standby (retention expired, or memory is needed); when `only` is given, only if the standby is
+    /// still that model.
+    @discardableResult
+    func dropStandby(only: ModelInstance? = nil) -> ModelIdentity? {
+        guard let standby = state.withLock({ s -> ModelInstance? in
+            guard let current = s.roles.standby, only == nil || only === current else { return nil }
+            s.roles.standby = nil
+            return current
+        }) else { return nil }
+        releaser.retire(standby)
+        return standby.identity
+    }
+
+    /// Retires every model (shutdown).
+    func retireAll() {
+        let all = state.withLock { s -> [ModelInstance] in
+            defer { s.roles = SlotRoles(generation: s.roles.generation) }
+            return [s.roles.active, s.roles.staged, s.roles.standby].compactMap { $0 }
+        }
+        all.forEach(releaser.retire)
+    }
+}

@@ -1,0 +1,160 @@
+import Foundation
+import Testing
+
+@testable import HotSwap
+
+@Suite("StateStore")
+struct StateStoreTests {
+    // MARK: Helpers
+
+    private static let modelA = ModelRecord(
+        path: "/models/a.onnx", sha256: String(repeating: "a", count: 64), version: "1")
+    private static let modelB = ModelRecord(path: "/models/b.onnx", sha256: String(repeating: "b", count: 64))
+
+    /// A fresh directory under the system temp directory; removed by `body`'s end.
+    private func withTemporaryDirectory<T>(_ body: (String) throws -> T) throws -> T {
+        let directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("statestore-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        return try body(directory)
+    }
+
+    private static let python: String? = ["/work/main/.venv/bin/python", "/usr/bin/python3"]
+        .first { FileManager.default.isExecutableFile(atPath: $0) }
+
+    // MARK: Committed slots
+
+    @Test("committed slots round-trip, with and without standby")
+    func committedSlotRoundTrip() throws {
+        let store = try StateStore(inMemory: ())
+        #expect(try store.committedSlots().isEmpty)
+        #expect(try store.committedSlot("default") == nil)
+
+        let withStandby = CommittedSlot(slot: "default", active: Self.modelB, standby: Self.modelA, generation: 2)
+        let alone = CommittedSlot(
+            slot: "edge", active: Self.modelA, generation: 1, updatedAt: Date(timeIntervalSince1970: 1))
+        try store.commit(withStandby)
+        try store.commit(alone)
+
+        #expect(try store.committedSlot("default") == withStandby)  // dates round-trip exactly
+        #expect(try store.committedSlot("edge") == alone)
+        #expect(try store.committedSlots() == [withStandby, alone])
+        #expect(store.path == ":memory:")
+    }
+
+    @Test("commit replaces the slot's state; removeSlot deletes it")
+    func commitReplaces() throws {
+        let store = try StateStore(inMemory: ())
+        try store.commit(CommittedSlot(slot: "default", active: Self.modelA, generation: 1))
+        let next = CommittedSlot(slot: "default", active: Self.modelB, standby: Self.modelA, generation: 2)
+        try store.commit(next)
+        #expect(try store.committedSlots() == [next])
+
+        // Replacing back to no standby clears it.
+        let rolledBack = CommittedSlot(slot: "default", active: Self.modelA, standby: nil, generation: 3)
+        try store.commit(rolledBack)
+        #expect(try store.committedSlot("default") == rolledBack)
+
+        try store.removeSlot("default")
+        try store.removeSlot("missing")
+        #expect(try store.committedSlots().isEmpty)
+    }
+
+    // MARK: Events
+
+    @Test("events come back newest first, limited and filtered by slot")
+    func eventsNewestFirst() throws {
+        let store = try StateStore(inMemory: ())
+        var appended: [SwapEventRecord] = []
+        for index in 0..<5 {
+            let event = SwapEventRecord(
+                slot: index.isMultiple(of: 2) ? "a" : "b", operation: "switch", result: "succeeded",
+                reason: "test \(index)", fromModel: Self.modelA.path, fromSHA256: Self.modelA.sha256,
+                toModel: Self.modelB.path, toSHA256: Self.modelB.sha256, generation: index, verifyMs: 1.5,
+                loadMs: 20.25, warmupMs: 3, flipMicroseconds: 0.75, totalMs: 25.5)
+            let stored = try store.append(event)
+            #expect(stored.id != nil)
+            var expected = event
+            expected.id = stored.id
+            #expect(stored == expected)
+            appended.append(stored)
+        }
+        #expect(appended.map { $0.id! } == appended.map { $0.id! }.sorted())
+
+        #expect(try store.recentEvents() == appended.reversed())
+        #expect(try store.recentEvents(limit: 2) == Array(appended.reversed().prefix(2)))
+        #expect(try store.recentEvents(slot: "a").map(\.reason) == ["test 4", "test 2", "test 0"])
+        #expect(try store.recentEvents(slot: "b", limit: 1).map(\.reason) == ["test 3"])
+        #expect(try store.recentEvents(slot: "none").isEmpty)
+
+        let minimal = try store.append(SwapEventRecord(slot: "a", operation: "unload", result: "failed"))
+        #expect(try store.recentEvents(limit: 1) == [minimal])
+    }
+
+    // MARK: Durability
+
+    @Test("state persists across re-opening the directory, in WAL mode with synchronous FULL")
+    func persistsAcrossReopen() throws {
+        try withTemporaryDirectory { directory in
+            let committed = CommittedSlot(slot: "default", active: Self.modelB, standby: Self.modelA, generation: 7)
+            let event: SwapEventRecord
+            do {
+                let store = try StateStore(directory: directory)
+                #expect(store.path == directory + "/state.sqlite")
+                #expect(try store.pragma("journal_mode") == "wal")
+                #expect(try store.pragma("synchronous") == "2")  // FULL
+                try store.commit(committed)
+                event = try store.append(SwapEventRecord(slot: "default", operation: "switch", result: "succeeded"))
+            }
+            let reopened = try StateStore(directory: directory)
+            #expect(try reopened.committedSlots() == [committed])
+            #expect(try reopened.recentEvents() == [event])
+            #expect(try reopened.pragma("journal_mode") == "wal")
+        }
+    }
+
+    /// What a restarted process after SIGKILL sees is what is on disk: read it from a second connection and from
+    /// another process while the writer is still open (nothing checkpointed or closed).
+    @Test("a commit is visible on disk to another connection and another process before the writer closes")
+    func commitIsOnDisk() throws {
+        try withTemporaryDirectory { directory in
+            let writer = try StateStore(directory: directory)
+            let committed = CommittedSlot(slot: "default", active: Self.modelA, generation: 3)
+            try writer.commit(committed)
+
+            let reader = try StateStore(directory: directory)
+            #expect(try reader.committedSlot("default") == committed)
+
+            guard let python = Self.python else { return }
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: python)
+            process.arguments = [
+                "-c",
+                """
+                import sqlite3, sys
+                db = sqlite3.connect(sys.argv[1])
+                print(db.execute("SELECT activePath, generation FROM committedSlot WHERE slot='default'").fetchone())
+                """,
+                writer.path,
+            ]
+            let output = Pipe()
+            process.standardOutput = output
+            try process.run()
+            process.waitUntilExit()
+            let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            #expect(process.terminationStatus == 0)
+            #expect(text.trimmingCharacters(in: .whitespacesAndNewlines) == "('/models/a.onnx', 3)")
+            #expect(try writer.committedSlot("default") == committed)
+        }
+    }
+
+    // MARK: Errors
+
+    @Test("errors carry the operation and the path")
+    func errorsCarryContext() throws {
+        let error = try #require(throws: StateStoreError.self) { try StateStore(directory: "/proc/no-such/state") }
+        #expect(error.path == "/proc/no-such/state/state.sqlite")
+        #expect(error.operation == "create state directory")
+        #expect(error.description.contains("/proc/no-such/state"))
+    }
+}
