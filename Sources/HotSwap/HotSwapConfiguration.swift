@@ -32,6 +32,8 @@ public enum StandbyRetention: Sendable, Equatable {
 /// - `standbyRetention`: what happens to the previous model after a switch (`.keep`).
 /// - `memoryBudgetBytes`: models may not grow RSS past this (nil = no budget).
 /// - `policy`: swap policy (`.availabilityPreserving`).
+/// - `beforeCommit`: called after a flip and before the new state is committed to the store (nil). For diagnostics
+///   and crash tests: a process killed here restarts into the previously committed model.
 public struct HotSwapConfiguration: Sendable {
     public var servingThreads: Int
     public var queueCapacity: Int
@@ -43,12 +45,13 @@ public struct HotSwapConfiguration: Sendable {
     public var standbyRetention: StandbyRetention
     public var memoryBudgetBytes: Int?
     public var policy: SwapPolicy
+    public var beforeCommit: (@Sendable (_ slot: String) -> Void)?
 
     public init(
         servingThreads: Int = 2, queueCapacity: Int = 64, intraOpThreads: Int = 1, loadThreads: Int = 1,
         warmupRuns: Int = 3, warmupTimeout: Duration = .seconds(30), warmupImage: [UInt8]? = nil,
         standbyRetention: StandbyRetention = .keep, memoryBudgetBytes: Int? = nil,
-        policy: SwapPolicy = .availabilityPreserving
+        policy: SwapPolicy = .availabilityPreserving, beforeCommit: (@Sendable (_ slot: String) -> Void)? = nil
     ) {
         self.servingThreads = servingThreads
         self.queueCapacity = queueCapacity
@@ -60,5 +63,6 @@ public struct HotSwapConfiguration: Sendable {
         self.standbyRetention = standbyRetention
         self.memoryBudgetBytes = memoryBudgetBytes
         self.policy = policy
+        self.beforeCommit = beforeCommit
     }
 }

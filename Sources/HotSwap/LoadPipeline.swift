@@ -35,7 +35,7 @@ struct LoadPipeline: Sendable {
         try check()
         op.enter(.verifying)
         var t = clock.now
-        let verified: (ModelBytes, String?) = try await background { [verifier] in
+        var verified: (ModelBytes, String?)? = try await background { [verifier] in
             let bytes: ModelBytes
             do { bytes = try ModelBytes(contentsOf: path) } catch {
                 if case .unreadable(_, let reason) = error as? ModelLoadError {
@@ -54,26 +54,33 @@ struct LoadPipeline: Sendable {
             }
             return (bytes, keyID)
         }
-        let (bytes, keyID) = verified
+        // The bytes are dropped as soon as the session holds its own copy (ORT copies them).
+        var loadedBytes: ModelBytes? = verified!.0
+        let keyID = verified!.1
+        verified = nil
+        let digest = loadedBytes!.sha256
+        let byteCount = loadedBytes!.bytes.count
         let name = request.name ?? URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
-        let identity = ModelIdentity(name: name, version: request.version ?? String(bytes.sha256.prefix(12)),
-            sha256: bytes.sha256, path: path)
+        let identity = ModelIdentity(name: name, version: request.version ?? String(digest.prefix(12)),
+            sha256: digest, path: path)
         op.update {
             $0.identity = identity
             $0.signatureKeyID = keyID
             $0.timings.verify = (clock.now - t).milliseconds
         }
         try check()
-        try checkBudget(bytes.sha256, bytes.bytes.count, path)
+        try checkBudget(digest, byteCount, path)
 
         // loading: a new session (its own inference context) from the verified bytes.
         op.enter(.loading)
         t = clock.now
         let rssBefore = ProcessMemory.residentBytes() ?? 0
         let threads = configuration.intraOpThreads
-        let detector: Detector = try await background { [loader] in
+        let bytes = loadedBytes!.bytes
+        loadedBytes = nil
+        let detector: Detector = try await background { [loader, bytes] in
             let backend: any InferenceBackend
-            do { backend = try loader.makeBackend(bytes: bytes.bytes, label: path, intraOpThreads: threads) } catch {
+            do { backend = try loader.makeBackend(bytes: bytes, label: path, intraOpThreads: threads) } catch {
                 throw LoadFailure.runtime(path: path, reason: "\(error)")
             }
             do { return try Detector(backend: backend) } catch {
@@ -100,7 +107,7 @@ struct LoadPipeline: Sendable {
         try check()
 
         let cost = max(0, (ProcessMemory.residentBytes() ?? 0) - rssBefore)
-        recordCost(bytes.sha256, cost)
+        recordCost(digest, cost)
         return ModelInstance(identity: identity, detector: detector, memoryBytes: cost, signatureKeyID: keyID,
             onRelease: onRelease)
     }

@@ -192,14 +192,21 @@ public actor ModelManager {
                 await manager.performLoad(op, slot: slot, operation: .restore)
             }
             events.append(event)
-            if let standby = entry.standby, event.result == .succeeded {
+            guard event.result == .succeeded else { continue }
+            // The restored model keeps its committed generation; the standby comes back too (best effort).
+            slot.setGeneration(entry.generation)
+            if let standby = entry.standby {
                 let standbyOp = LoadOperation(request: LoadRequest(slot: entry.slot, path: standby.path,
                     version: standby.version, expectedSHA256: standby.sha256, allowSchemaChange: true))
-                if let model = try? await pipeline.run(standbyOp, active: nil) {
-                    slot.setStandby(model)
+                do {
+                    slot.setStandby(try await pipeline.run(standbyOp, active: nil))
                     standbyOp.finish(.ready)
+                } catch {
+                    standbyOp.finish(.failed, failure: error)
+                    logger.warning("standby not restored", metadata: ["slot": "\(entry.slot)", "error": "\(error)"])
                 }
             }
+            commit(slot)
         }
         return events
     }
@@ -384,6 +391,7 @@ public actor ModelManager {
     }
 
     private func commit(_ slot: ModelSlot) {
+        configuration.beforeCommit?(slot.name)
         guard let store else { return }
         let roles = slot.roles
         guard let active = roles.active else { return }

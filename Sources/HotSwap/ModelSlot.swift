@@ -268,6 +268,9 @@ public final class ModelSlot: Sendable {
         return FlipResult(generation: generation, microseconds: elapsed.milliseconds * 1000, previous: previous)
     }
 
+    /// Sets the generation (restoring a committed state at start).
+    func setGeneration(_ generation: Int) { state.withLock { $0.roles.generation = generation } }
+
     /// Puts a loaded model in the standby role (restoring a committed standby at start).
     func setStandby(_ model: ModelInstance) {
         let replaced = state.withLock { s -> ModelInstance? in

@@ -62,6 +62,8 @@ typealias GraphOptimizationLevel_C = CONNXRuntime.GraphOptimizationLevel
 /// - `provider`: execution provider; default `.cpu`.
 /// - `allowSpinning`: whether idle intra-op threads spin; default `true` (lower latency, more CPU while idle).
 /// - `memoryPattern`: ORT's memory-pattern optimisation for fixed shapes; default `true`.
+/// - `cpuMemoryArena`: ORT's CPU arena allocator (keeps freed buffers for reuse; faster, but holds memory until the
+///   session is released); default `true`.
 public struct SessionOptions: Sendable, Equatable {
     public var intraOpThreads: Int
     public var interOpThreads: Int
@@ -69,10 +71,12 @@ public struct SessionOptions: Sendable, Equatable {
     public var provider: ExecutionProvider
     public var allowSpinning: Bool
     public var memoryPattern: Bool
+    public var cpuMemoryArena: Bool
 
     public init(
         intraOpThreads: Int = 0, interOpThreads: Int = 1, optimization: GraphOptimizationLevel = .all,
-        provider: ExecutionProvider = .cpu, allowSpinning: Bool = true, memoryPattern: Bool = true
+        provider: ExecutionProvider = .cpu, allowSpinning: Bool = true, memoryPattern: Bool = true,
+        cpuMemoryArena: Bool = true
     ) {
         self.intraOpThreads = intraOpThreads
         self.interOpThreads = interOpThreads
@@ -80,6 +84,7 @@ public struct SessionOptions: Sendable, Equatable {
         self.provider = provider
         self.allowSpinning = allowSpinning
         self.memoryPattern = memoryPattern
+        self.cpuMemoryArena = cpuMemoryArena
     }
 }
 
@@ -98,6 +103,9 @@ final class NativeSessionOptions {
         try library.check(api.SetInterOpNumThreads!(handle, Int32(options.interOpThreads)), "setting inter-op threads")
         try library.check(
             api.SetSessionGraphOptimizationLevel!(handle, options.optimization.ortValue), "setting optimization level")
+        if !options.cpuMemoryArena {
+            try library.check(api.DisableCpuMemArena!(handle), "disabling the CPU memory arena")
+        }
         if !options.memoryPattern {
             try library.check(api.DisableMemPattern!(handle), "disabling the memory pattern")
         }

@@ -1,9 +1,32 @@
 import ArgumentParser
+import Foundation
+import Logging
 
 @main
 struct YOLOSwapCommand: AsyncParsableCommand {
+    /// The only place logging is bootstrapped: to stderr, so stdout carries results (JSON) alone.
+    /// The level comes from `YOLOSWAP_LOG_LEVEL` (trace, debug, info, notice, warning, error, critical; default info).
+    static func main() async {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = ProcessInfo.processInfo.environment["YOLOSWAP_LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0) }
+                ?? .info
+            return handler
+        }
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "yoloswap",
         abstract: "YOLO object detection on ONNX Runtime, with seamless model hot-swap.",
-        subcommands: [DetectCommand.self, InspectCommand.self, BenchCommand.self])
+        subcommands: [DetectCommand.self, InspectCommand.self, BenchCommand.self, SwapCommand.self, BenchSwapCommand.self])
 }

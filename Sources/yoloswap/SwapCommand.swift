@@ -1,0 +1,117 @@
+import ArgumentParser
+import Foundation
+import HotSwap
+import ONNXRuntime
+import YOLO
+
+/// Applies one control-plane operation to a slot whose committed state lives in a state directory, then prints the
+/// slot's state as JSON. Restores the committed state first (re-verified by SHA-256), as the server does at start.
+struct SwapCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "swap",
+        abstract: "Restore a slot from its state directory, apply one operation (load, switch, rollback), print the state.")
+
+    @Option(help: "Folder of the SQLite state (created if missing).") var stateDir: String = "var"
+    @Option(help: "Slot name.") var slot: String = "default"
+    @Option(help: "Model to activate when the slot has no committed state.") var initial: String?
+    @Option(help: "Load this model in the background (staged unless --activate).") var load: String?
+    @Option(help: "Expected SHA-256 of the model to load.") var sha256: String?
+    @Option(help: "Version label of the model to load.") var version: String?
+    @Flag(help: "Switch the loaded model in as soon as it is ready.") var activate = false
+    @Flag(help: "Accept a model whose classes, task or output format differ.") var allowSchemaChange = false
+    @Flag(name: .customLong("switch"), help: "Switch the staged model in.") var switchStaged = false
+    @Flag(help: "Roll back to the standby (or the previous model).") var rollback = false
+    @Option(help: "Swap policy: availability-preserving, resource-preserving or auto.") var policy: String?
+    @Option(help: "Intra-op threads per model.") var threads: Int = 1
+    @Option(help: "Path to libonnxruntime.so.") var ortLibrary: String?
+    @Option(help: .hidden) var pauseBeforeCommitMs: Int = 0
+
+    func validate() throws {
+        let operations = [load != nil, switchStaged, rollback].filter { $0 }.count
+        guard operations <= 1 else { throw ValidationError("give at most one of --load, --switch, --rollback") }
+        if let policy, SwapPolicy(rawValue: policy) == nil {
+            throw ValidationError("--policy must be one of \(SwapPolicy.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+    }
+
+    func run() async throws {
+        try FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true)
+        let store = try StateStore(directory: stateDir)
+        var configuration = HotSwapConfiguration(intraOpThreads: threads)
+        configuration.policy = policy.flatMap(SwapPolicy.init(rawValue:)) ?? .availabilityPreserving
+        let pause = pauseBeforeCommitMs
+        if pause > 0 {
+            configuration.beforeCommit = { slot in
+                printError("yoloswap: flipped slot '\(slot)'; pausing \(pause) ms before commit")
+                Thread.sleep(forTimeInterval: Double(pause) / 1000)
+            }
+        }
+        let library = try ORTLibrary.load(explicitPath: ortLibrary)
+        let loader = ORTModelLoader(environment: try ORTEnvironment(library: library))
+        let manager = ModelManager(configuration: configuration, loader: loader, store: store)
+        var failed = false
+        for event in await manager.restore() {
+            printError("yoloswap: restore \(event.slot): \(event.result.rawValue)"
+                + (event.to.map { " \($0.id) (\($0.sha256.prefix(12)))" } ?? "") + (event.reason.map { ": \($0)" } ?? ""))
+            failed = failed || event.result != .succeeded
+        }
+        if manager.slot(slot) == nil {
+            try await manager.createSlot(slot)
+            if let initial {
+                _ = try await manager.loadAndActivate(LoadRequest(slot: slot, path: initial))
+            }
+        }
+        if let load {
+            let op = try await manager.load(LoadRequest(
+                slot: slot, path: load, version: version, expectedSHA256: sha256, activate: activate,
+                allowSchemaChange: allowSchemaChange))
+            let status = await ProgressReporter.follow(op)
+            failed = failed || status.stage != .ready
+        } else if switchStaged {
+            _ = try await manager.switchStaged(slot: slot)
+        } else if rollback {
+            _ = try await manager.rollback(slot: slot)
+        }
+        print(try SlotStateJSON.encode(manager.slot(slot)!))
+        await manager.shutdown()
+        if failed { throw ExitCode(1) }
+    }
+}
+
+/// Prints a load's stage and elapsed time to stderr while it runs.
+enum ProgressReporter {
+    static func follow(_ op: LoadOperation) async -> LoadOperation.Status {
+        let waiter = Task { await op.wait() }
+        var last: LoadStage?
+        while true {
+            let status = op.status
+            if status.stage != last {
+                printError(String(format: "yoloswap: load %@: %@ (%.2f s)", op.request.path, status.stage.rawValue,
+                    op.elapsed))
+                last = status.stage
+            }
+            if status.stage.isTerminal { break }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        let status = await waiter.value
+        if let failure = status.failure { printError("yoloswap: load failed: \(failure)") }
+        return status
+    }
+}
+
+/// A slot's roles as JSON.
+enum SlotStateJSON {
+    static func encode(_ slot: ModelSlot) throws -> String {
+        let roles = slot.roles
+        func model(_ m: ModelInstance?) -> Any {
+            guard let m else { return NSNull() }
+            return ["id": m.identity.id, "path": m.identity.path, "version": m.identity.version,
+                "sha256": m.identity.sha256, "memory_bytes": m.memoryBytes] as [String: Any]
+        }
+        let object: [String: Any] = [
+            "slot": slot.name, "generation": roles.generation, "active": model(roles.active),
+            "staged": model(roles.staged), "standby": model(roles.standby),
+        ]
+        return String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self)
+    }
+}
