@@ -23,14 +23,17 @@ run: build
 	.build/release/yoloswap detect --model $(MODEL) --save out $(IMAGES)
 	@echo "annotated images written to out/"
 
-# The whole suite (Swift Testing), after set-up. Integration tests run the real binary and the Python reference.
+# The whole suite (Swift Testing), after set-up. Integration tests run the real binary and the Python reference;
+# the hot-swap suite then runs again under ThreadSanitizer (its own build folder).
 test: build-debug
 	$(SWIFT) test --skip-build
+	$(SWIFT) test --sanitize=thread --scratch-path .build-tsan --filter HotSwapTests
 
 # Performance figures for the README (see README → Performance).
 bench: build
-	.build/release/yoloswap bench --model $(MODEL) --threads 2 models/images/bus.jpg
-	.venv/bin/python tools/reference.py --model $(MODEL) --threads 2 --bench 100 models/images/bus.jpg
+	.build/release/yoloswap bench --model $(MODEL) --threads 2 --runs 200 models/images/bus.jpg
+	.venv/bin/python tools/reference.py --model $(MODEL) --threads 2 --bench 200 models/images/bus.jpg
+	.build/release/yoloswap bench-swap --swaps 20 --rollbacks 5 --concurrency 4 --interval-ms 500
 
 clean:
-	rm -rf .build out
+	rm -rf .build .build-tsan out

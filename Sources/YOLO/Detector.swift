@@ -67,6 +67,17 @@ public struct Detector: Sendable {
         let decodeTime = clock.now - start
         var result = try detect(image: image, options: options)
         result.timings.decode = decodeTime.milliseconds
+        if decodeOptions.minimumDecodedSize != nil, let full = try? ImageDecoder.header(imageBytes),
+            full.width != image.width || full.height != image.height
+        {
+            // Decoded at a reduced DCT scale: report boxes and size in the original image's pixels.
+            let sx = Double(full.width) / Double(image.width), sy = Double(full.height) / Double(image.height)
+            result.imageSize = ImageSize(width: full.width, height: full.height)
+            for i in result.detections.indices {
+                let b = result.detections[i].box
+                result.detections[i].box = Box(x1: b.x1 * sx, y1: b.y1 * sy, x2: b.x2 * sx, y2: b.y2 * sy)
+            }
+        }
         return result
     }
 

@@ -18,6 +18,8 @@ struct DetectCommand: ParsableCommand {
     @Option(help: "Output: json (one object per line) or text.") var format: OutputStyle = .text
     @Option(help: "Write annotated JPEGs into this folder.") var save: String?
     @Option(help: "Refuse images with more pixels than this.") var maxPixels: Int = 50_000_000
+    @Flag(help: "Decode large JPEGs with libjpeg-turbo DCT scaling to about the model's input size (faster, not exact).")
+    var dctScale = false
 
     @Argument(help: "JPEG or PNG images.") var images: [String]
 
@@ -33,6 +35,10 @@ struct DetectCommand: ParsableCommand {
         let (model, _) = try modelOptions.load()
         var detector = model.detector
         detector.decodeOptions.maxPixels = maxPixels
+        if dctScale {
+            let size = detector.signature.inputSize
+            detector.decodeOptions.minimumDecodedSize = (size.width, size.height)
+        }
         let options = DetectionOptions(
             confidence: conf, iou: iou, maxDetections: maxDet,
             classes: try classes.map(parseClasses), agnostic: agnostic)
@@ -46,11 +52,7 @@ struct DetectCommand: ParsableCommand {
                     throw ValidationError("cannot read image \(path)")
                 }
                 let bytes = [UInt8](data)
-                let decodeStart = ContinuousClock.now
-                let image = try ImageDecoder.decode(bytes, options: detector.decodeOptions)
-                let decodeMs = (ContinuousClock.now - decodeStart).milliseconds
-                var result = try detector.detect(image: image, options: options)
-                result.timings.decode = decodeMs
+                let result = try detector.detect(imageBytes: bytes, options: options)
                 switch format {
                 case .json:
                     let record = DetectionRecord(path: path, result: result, model: model)
@@ -58,7 +60,12 @@ struct DetectCommand: ParsableCommand {
                 case .text:
                     printText(path: path, result: result)
                 }
-                if let save { try saveAnnotated(image: image, result: result, path: path, folder: save) }
+                if let save {
+                    var full = DecodeOptions()
+                    full.maxPixels = maxPixels
+                    let image = try ImageDecoder.decode(bytes, options: full)
+                    try saveAnnotated(image: image, result: result, path: path, folder: save)
+                }
             } catch {
                 failures += 1
                 printError("yoloswap: \(path): \(error)")
