@@ -14,6 +14,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // MARK: C modules (headers only; nothing third-party is committed)
@@ -49,11 +54,39 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]),
 
+        /// Ed25519 model signatures: key files, `MODEL.sig`, and a `ModelVerifier` for the load pipeline.
+        .target(
+            name: "ModelSigning",
+            dependencies: ["HotSwap", .product(name: "Crypto", package: "swift-crypto")]),
+        /// Tamper-evident audit log: hash-chained rows in SQLite.
+        .target(
+            name: "AuditLog",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ]),
+
+        /// The HTTP service: Hummingbird app, routes, DTOs, auth, audit and metrics wiring, error → HTTP mapping.
+        .target(
+            name: "Server",
+            dependencies: [
+                "HotSwap", "YOLO", "ImageCodecs", "ModelSigning", "AuditLog",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Yams", package: "Yams"),
+            ]),
+
         // MARK: Executable
         .executableTarget(
             name: "yoloswap",
             dependencies: [
-                "YOLO", "ORTBackend", "ONNXRuntime", "ImageCodecs", "HotSwap",
+                "YOLO", "ORTBackend", "ONNXRuntime", "ImageCodecs", "HotSwap", "ModelSigning", "AuditLog", "Server",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -63,6 +96,15 @@ let package = Package(
         .testTarget(name: "ONNXRuntimeTests", dependencies: ["ONNXRuntime"]),
         .testTarget(name: "YOLOTests", dependencies: ["YOLO", "ImageCodecs"]),
         .testTarget(name: "HotSwapTests", dependencies: ["HotSwap", "YOLO", "ORTBackend", "ImageCodecs"]),
+        .testTarget(name: "ModelSigningTests", dependencies: ["ModelSigning", "HotSwap"]),
+        .testTarget(name: "AuditLogTests", dependencies: ["AuditLog"]),
+        .testTarget(
+            name: "ServerTests",
+            dependencies: [
+                "Server", "HotSwap", "YOLO",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ]),
         .testTarget(name: "IntegrationTests", dependencies: ["YOLO", "ImageCodecs", "ONNXRuntime", "ORTBackend"]),
     ],
     swiftLanguageModes: [.v6]

@@ -132,6 +132,9 @@ public actor ModelManager {
     /// A load operation by id (the most recent few hundred are kept).
     public func operation(_ id: String) -> LoadOperation? { operations[id] }
 
+    /// The slot's most recent load operation (running or finished).
+    public func latestOperation(slot: String) -> LoadOperation? { currentLoad[slot] }
+
     /// Loads the slot's initial model and activates it; waits for the result.
     public func loadAndActivate(_ request: LoadRequest) async throws -> LoadOperation.Status {
         var request = request
@@ -295,8 +298,13 @@ public actor ModelManager {
         if request.activate, policy == .resourcePreserving, let previous {
             return await performResourcePreservingLoad(op, slot: slot, previous: previous, operation: operation)
         }
-        do {
+        do throws(LoadFailure) {
             let model = try await pipeline.run(op, active: previous?.signature)
+            if op.isCancelled {
+                // Cancelled after the pipeline's last check: the model never takes a role.
+                releaser.retire(model)
+                throw LoadFailure.cancelled(path: request.path, reason: "superseded or cancelled")
+            }
             if request.activate {
                 let flip = activate(model, in: slot)
                 op.update {

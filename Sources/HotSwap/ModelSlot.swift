@@ -7,17 +7,17 @@ import YOLO
 /// routing will plug in. The default serves the active model.
 public protocol ModelRouter: Sendable {
     /// Picks a model from the slot's current roles; nil when none can serve.
-    func route(_ roles: SlotRoles, request: RequestContext) -> ModelInstance?
+    func route(_ roles: SlotRoles, request: RoutingContext) -> ModelInstance?
 }
 
 /// Serves every request from the active model.
 public struct ActiveModelRouter: ModelRouter {
     public init() {}
-    public func route(_ roles: SlotRoles, request: RequestContext) -> ModelInstance? { roles.active }
+    public func route(_ roles: SlotRoles, request: RoutingContext) -> ModelInstance? { roles.active }
 }
 
 /// What a router can see of a request.
-public struct RequestContext: Sendable {
+public struct RoutingContext: Sendable {
     public var product: String?
     public init(product: String? = nil) { self.product = product }
 }
@@ -111,7 +111,7 @@ public final class ModelSlot: Sendable {
     /// - Parameters:
     ///   - deadline: the latest time the request may start (waiting in the queue or for a model); nil = no limit.
     /// - Throws: `SlotError` (overloaded, unavailable, shut down), `DetectionError` (bad image, inference failure).
-    public func detect(imageBytes: [UInt8], options: DetectionOptions = .init(), context: RequestContext = .init(),
+    public func detect(imageBytes: [UInt8], options: DetectionOptions = .init(), context: RoutingContext = .init(),
                        deadline: ContinuousClock.Instant? = nil) async throws -> SlotDetection {
         let enqueued = ContinuousClock.now
         while true {
@@ -135,7 +135,7 @@ public final class ModelSlot: Sendable {
     /// Takes a lease, runs the detection, and returns the counter to decrement. The model reference dies with this
     /// function's frame, before the caller counts the request down — so the releaser can never see a zero count
     /// while a request still holds the model.
-    private func runLeased(imageBytes: [UInt8], options: DetectionOptions, context: RequestContext,
+    private func runLeased(imageBytes: [UInt8], options: DetectionOptions, context: RoutingContext,
                            since enqueued: ContinuousClock.Instant)
         -> (Result<SlotDetection, DetectionError>, InFlightCounter)?
     {
@@ -150,7 +150,7 @@ public final class ModelSlot: Sendable {
     }
 
     /// Picks the model under the lock and counts the request in.
-    private func lease(_ context: RequestContext) -> (ModelInstance, Int)? {
+    private func lease(_ context: RoutingContext) -> (ModelInstance, Int)? {
         let router = self.router.withLock { $0 }
         return state.withLock { s in
             guard let model = router.route(s.roles, request: context) else { return nil }

@@ -97,6 +97,7 @@ struct BenchSwapCommand: AsyncParsableCommand {
         var flips: [Double] = []
         var swapFailures: [String] = []
         var rssFirstCycle: Int?
+        var rssCycle200: Int?
         let rollbackEvery = rollbacks > 0 ? max(1, swaps / (rollbacks + 1)) : Int.max
         var rollbacksDone = 0
         let interval = Duration.milliseconds(intervalMs)
@@ -108,10 +109,12 @@ struct BenchSwapCommand: AsyncParsableCommand {
             windows.append((start, .now))
             if let failure = status.failure { swapFailures.append(failure.description) }
             if let flip = status.timings.flipMicroseconds { flips.append(flip) }
-            if i == 1 {
-                try await Task.sleep(for: interval)
+            if i % 2 == 1, (i + 1) / 2 == 1 || (i + 1) / 2 == 200 {
+                // RSS after the first and the 200th swap cycle (A → B → A), once the retired model is released.
+                while manager.releaser.pendingCount > 0 { try await Task.sleep(for: .milliseconds(5)) }
                 ProcessMemory.trim()
-                rssFirstCycle = ProcessMemory.residentBytes()
+                let rss = ProcessMemory.residentBytes()
+                if (i + 1) / 2 == 1 { rssFirstCycle = rss } else { rssCycle200 = rss }
             }
             try await Task.sleep(for: interval)
             if rollbacksDone < rollbacks, (i + 1) % rollbackEvery == 0 {
@@ -151,6 +154,7 @@ struct BenchSwapCommand: AsyncParsableCommand {
             "flip_p99_us": flipP.p99, "flip_max_us": flips.max() ?? 0,
             "rss_before_mb": mb(rssBefore), "rss_peak_mb": mb(shared.peak.load(ordering: .relaxed)),
             "rss_first_cycle_mb": mb(rssFirstCycle ?? rssAfter), "rss_after_mb": mb(rssAfter),
+            "rss_cycle_200_mb": rssCycle200.map { mb($0) as Any } ?? NSNull(),
             "model_costs_mb": costs.mapValues(mb).sorted { $0.key < $1.key }.map { "\($0.key.prefix(12)): \($0.value)" },
             "models_released": manager.releaser.releasedCount,
         ]

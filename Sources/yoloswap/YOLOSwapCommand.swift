@@ -28,5 +28,8 @@ struct YOLOSwapCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "yoloswap",
         abstract: "YOLO object detection on ONNX Runtime, with seamless model hot-swap.",
-        subcommands: [DetectCommand.self, InspectCommand.self, BenchCommand.self, SwapCommand.self, BenchSwapCommand.self])
+        subcommands: [
+            ServeCommand.self, DetectCommand.self, InspectCommand.self, BenchCommand.self, SwapCommand.self,
+            BenchSwapCommand.self,
+        ])
 }

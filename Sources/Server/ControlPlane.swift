@@ -1,0 +1,167 @@
+import Foundation
+import HotSwap
+import Logging
+import Metrics
+import Synchronization
+import YOLO
+
+/// One management call and its outcome, as the audit log records it.
+public struct AuditRecord: Sendable {
+    public var time: Date
+    public var actor: String
+    public var remoteAddress: String?
+    public var action: String
+    public var slot: String?
+    public var modelPath: String?
+    public var version: String?
+    public var sha256: String?
+    public var signatureKeyID: String?
+    public var result: String
+    public var reason: String?
+    public var durationMs: Double
+}
+
+/// Where audit records go (the hash-chained SQLite log in production).
+public protocol AuditSink: Sendable {
+    func record(_ record: AuditRecord) throws
+}
+
+/// The server's view of the control plane: the hot-swap manager plus the product → slot routes, the model
+/// repository and the audit trail. Route handlers stay thin and call only this.
+///
+/// Thread-safety: all members may be used concurrently.
+public final class ControlPlane: Sendable {
+    public let manager: ModelManager
+    public let repository: ModelRepository
+    let audit: (any AuditSink)?
+    let logger: Logger
+    private let routeTable: Mutex<[String: String]>
+
+    public init(manager: ModelManager, repository: ModelRepository, routes: [String: String],
+                audit: (any AuditSink)?, logger: Logger) {
+        self.manager = manager
+        self.repository = repository
+        self.routeTable = Mutex(routes)
+        self.audit = audit
+        self.logger = logger
+    }
+
+    // MARK: Routes (product / work order → slot)
+
+    public var routes: [String: String] { routeTable.withLock { $0 } }
+
+    /// The slot for a request: explicit `slot`, else the product's route, else `default` (or the only slot).
+    func slotName(explicit: String?, product: String?) throws -> String {
+        if let explicit, !explicit.isEmpty { return explicit }
+        if let product, !product.isEmpty {
+            guard let slot = routeTable.withLock({ $0[product] }) else {
+                throw Problem.notFound("no route for product / work order '\(product)'")
+            }
+            return slot
+        }
+        let names = manager.slotNames
+        if names.contains("default") || names.count != 1 { return "default" }
+        return names[0]
+    }
+
+    /// Replaces the routes; every target must be an existing slot.
+    func replaceRoutes(_ routes: [String: String], by principal: Principal, from remote: String?) throws {
+        let started = Date()
+        let unknown = routes.filter { manager.slot($0.value) == nil }
+        guard unknown.isEmpty else {
+            let reason = "unknown slots: " + unknown.map { "\($0.key) → \($0.value)" }.sorted().joined(separator: ", ")
+            try audit(principal, remote, "routes.replace", nil, result: "rejected", reason: reason, started: started)
+            throw Problem.notFound(reason)
+        }
+        routeTable.withLock { $0 = routes }
+        try audit(principal, remote, "routes.replace", nil, result: "succeeded",
+            reason: routes.map { "\($0.key) → \($0.value)" }.sorted().joined(separator: ", "), started: started)
+    }
+
+    // MARK: Operations
+
+    func load(slot: String, body: LoadBody, by principal: Principal, from remote: String?) async throws
+        -> LoadOperation
+    {
+        let started = Date()
+        do {
+            let path = try repository.resolve(body.model)
+            let op = try await manager.load(LoadRequest(
+                slot: slot, path: path, version: body.version, expectedSHA256: body.sha256,
+                activate: body.activate ?? false, allowSchemaChange: body.allow_schema_change ?? false))
+            // The outcome is audited when the load ends.
+            Task { [self] in
+                let status = await op.wait()
+                try? audit(principal, remote, "load", slot, modelPath: body.model, version: body.version,
+                    sha256: status.identity?.sha256 ?? body.sha256, keyID: status.signatureKeyID,
+                    result: status.stage == .ready ? "succeeded" : status.stage.rawValue,
+                    reason: status.failure?.description, started: started)
+            }
+            return op
+        } catch {
+            try? audit(principal, remote, "load", slot, modelPath: body.model, version: body.version,
+                sha256: body.sha256, result: "rejected", reason: Problem.from(error).detail, started: started)
+            throw error
+        }
+    }
+
+    func switchStaged(slot: String, by principal: Principal, from remote: String?) async throws -> SwapEvent {
+        try await audited("switch", slot, principal, remote) { try await manager.switchStaged(slot: slot) }
+    }
+
+    func rollback(slot: String, by principal: Principal, from remote: String?) async throws -> SwapEvent {
+        try await audited("rollback", slot, principal, remote) { try await manager.rollback(slot: slot) }
+    }
+
+    func discardStaged(slot: String, by principal: Principal, from remote: String?) async throws -> SwapEvent {
+        try await audited("discard", slot, principal, remote) { try await manager.discardStaged(slot: slot) }
+    }
+
+    private func audited(_ action: String, _ slot: String, _ principal: Principal, _ remote: String?,
+                         _ body: () async throws -> SwapEvent) async throws -> SwapEvent {
+        let started = Date()
+        do {
+            let event = try await body()
+            try audit(principal, remote, action, slot, modelPath: event.to.map { repository.relative($0.path) },
+                version: event.to?.version, sha256: event.to?.sha256, result: event.result.rawValue,
+                reason: event.reason, started: started)
+            return event
+        } catch {
+            try? audit(principal, remote, action, slot, result: "failed", reason: Problem.from(error).detail,
+                started: started)
+            throw error
+        }
+    }
+
+    private func audit(_ principal: Principal, _ remote: String?, _ action: String, _ slot: String?,
+                       modelPath: String? = nil, version: String? = nil, sha256: String? = nil, keyID: String? = nil,
+                       result: String, reason: String?, started: Date) throws {
+        guard let audit else { return }
+        do {
+            try audit.record(AuditRecord(
+                time: started, actor: principal.name, remoteAddress: remote, action: action, slot: slot,
+                modelPath: modelPath, version: version, sha256: sha256, signatureKeyID: keyID, result: result,
+                reason: reason, durationMs: Date().timeIntervalSince(started) * 1000))
+        } catch {
+            logger.error("audit write failed", metadata: ["action": "\(action)", "error": "\(error)"])
+            throw Problem(.internalServerError, "Audit Failed", detail: "the audit log could not be written: \(error)")
+        }
+    }
+
+    // MARK: Views
+
+    func slotDTO(_ name: String) async throws -> SlotDTO {
+        guard let slot = manager.slot(name) else { throw ControlError.unknownSlot(name) }
+        let roles = slot.roles
+        let op = await manager.latestOperation(slot: name)
+        let lastFailure = await manager.recentEvents(slot: name, limit: 50).first { $0.result == .failed }
+        func model(_ m: ModelInstance?) -> ModelDTO? { m.map { ModelDTO($0, repository: repository) } }
+        let inFlight = [roles.active, roles.staged, roles.standby].compactMap { $0?.inFlightCount }.reduce(0, +)
+        return SlotDTO(
+            name: name, generation: roles.generation, active: model(roles.active), staged: model(roles.staged),
+            standby: model(roles.standby), in_flight: inFlight, queue_depth: slot.executor.queueDepth,
+            operation: op.map { OperationDTO($0, repository: repository) },
+            last_failure: lastFailure.map { FailureDTO(time: $0.time, operation: $0.operation.rawValue,
+                reason: $0.reason ?? "") })
+    }
+}

@@ -1,0 +1,40 @@
+import Foundation
+
+/// The folder every model path in the API is relative to. Paths may not leave it: no absolute paths, no `..`, no
+/// symbolic links pointing outside.
+///
+/// Thread-safety: immutable.
+public struct ModelRepository: Sendable {
+    public let root: String
+
+    public init(root: String) {
+        self.root = URL(fileURLWithPath: root).standardizedFileURL.resolvingSymlinksInPath().path
+    }
+
+    /// The absolute path of a model inside the repository.
+    /// - Throws: `Problem` 400 for a path that leaves the repository, 404 for a missing file.
+    public func resolve(_ relative: String) throws -> String {
+        guard !relative.isEmpty else { throw Problem.badRequest("model path is empty") }
+        guard !relative.hasPrefix("/") else {
+            throw Problem.badRequest("model path '\(relative)' must be relative to the model repository")
+        }
+        guard !relative.split(separator: "/").contains("..") else {
+            throw Problem.badRequest("model path '\(relative)' may not contain '..'")
+        }
+        let candidate = URL(fileURLWithPath: root).appendingPathComponent(relative).standardizedFileURL
+        let real = candidate.resolvingSymlinksInPath().path
+        guard real == root || real.hasPrefix(root + "/") else {
+            throw Problem.badRequest("model path '\(relative)' leaves the model repository")
+        }
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: real, isDirectory: &isDirectory), !isDirectory.boolValue else {
+            throw Problem.notFound("no model '\(relative)' in the model repository")
+        }
+        return real
+    }
+
+    /// A path inside the repository shown relative to it.
+    public func relative(_ absolute: String) -> String {
+        absolute.hasPrefix(root + "/") ? String(absolute.dropFirst(root.count + 1)) : absolute
+    }
+}

@@ -1,0 +1,97 @@
+import AuditLog
+import Foundation
+import HTTPTypes
+import HotSwap
+import Hummingbird
+import ImageCodecs
+import NIOCore
+import YOLO
+
+/// An error answered as RFC 9457 problem details: `application/problem+json` with type, title, status, detail.
+public struct Problem: HTTPResponseError, CustomStringConvertible {
+    public var status: HTTPResponse.Status
+    public var title: String
+    public var detail: String
+    /// Seconds, for 503 overloaded.
+    public var retryAfter: Int?
+
+    public init(_ status: HTTPResponse.Status, _ title: String, detail: String, retryAfter: Int? = nil) {
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.retryAfter = retryAfter
+    }
+
+    public var description: String { "\(status.code) \(title): \(detail)" }
+
+    public func response(from request: Request, context: some RequestContext) throws -> Response {
+        let body: [String: Any] = [
+            "type": "about:blank", "title": title, "status": Int(status.code), "detail": detail,
+            "instance": request.uri.path,
+        ]
+        let data = try JSONSerialization.data(withJSONObject: body, options: [.sortedKeys, .withoutEscapingSlashes])
+        var headers: HTTPFields = [.contentType: "application/problem+json"]
+        if let retryAfter { headers[.retryAfter] = String(retryAfter) }
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    static func badRequest(_ detail: String) -> Problem { Problem(.badRequest, "Bad Request", detail: detail) }
+    static func notFound(_ detail: String) -> Problem { Problem(.notFound, "Not Found", detail: detail) }
+    static func conflict(_ detail: String) -> Problem { Problem(.conflict, "Conflict", detail: detail) }
+
+    /// The one place errors of the layers below become HTTP statuses.
+    static func from(_ error: any Error) -> Problem {
+        switch error {
+        case let problem as Problem:
+            return problem
+        case let error as HTTPError:
+            return Problem(error.status, error.status.reasonPhrase, detail: error.body ?? error.status.reasonPhrase)
+        case let error as DetectionError:
+            switch error {
+            case .decode(let decode):
+                if case .tooLarge = decode {
+                    return Problem(.unprocessableContent, "Image Too Large", detail: decode.description)
+                }
+                return badRequest(decode.description)
+            case .inference, .output:
+                return Problem(.internalServerError, "Inference Failed", detail: error.description)
+            }
+        case let error as SlotError:
+            switch error {
+            case .overloaded(_, _, let retry):
+                let seconds = max(1, Int((Double(retry.components.seconds) + Double(retry.components.attoseconds) / 1e18)
+                    .rounded(.up)))
+                return Problem(.serviceUnavailable, "Overloaded", detail: error.description, retryAfter: seconds)
+            case .unavailable, .shutDown:
+                return Problem(.serviceUnavailable, "Unavailable", detail: error.description, retryAfter: 1)
+            }
+        case let error as ControlError:
+            switch error {
+            case .unknownSlot: return notFound(error.description)
+            case .slotExists, .nothingStaged, .nothingToRollBackTo: return conflict(error.description)
+            case .loadFailed(_, let failure): return from(failure)
+            }
+        case let failure as LoadFailure:
+            switch failure {
+            case .unreadable: return notFound(failure.description)
+            case .cancelled: return conflict(failure.description)
+            default: return Problem(.unprocessableContent, "Load Failed", detail: failure.description)
+            }
+        case let error as DecodingError:
+            return badRequest("invalid JSON: \(error)")
+        default:
+            return Problem(.internalServerError, "Internal Server Error", detail: "\(error)")
+        }
+    }
+}
+
+/// Turns every error thrown by a route into problem details, and nothing into a crash.
+struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
+        do { return try await next(request, context) } catch {
+            return try Problem.from(error).response(from: request, context: context)
+        }
+    }
+}

@@ -1,0 +1,309 @@
+import Foundation
+import HTTPTypes
+import HotSwap
+import Hummingbird
+import NIOCore
+import YOLO
+
+/// An audit entry as `GET /v1/audit` shows it.
+public struct AuditEntryView: Encodable, Sendable {
+    public var id: Int64
+    public var time: Date
+    public var actor: String
+    public var remote_address: String?
+    public var action: String
+    public var slot: String?
+    public var model_path: String?
+    public var version: String?
+    public var sha256: String?
+    public var signature_key_id: String?
+    public var result: String
+    public var reason: String?
+    public var duration_ms: Double?
+    public var previous_hash: String
+    public var hash: String
+
+    public init(id: Int64, time: Date, actor: String, remoteAddress: String?, action: String, slot: String?,
+                modelPath: String?, version: String?, sha256: String?, signatureKeyID: String?, result: String,
+                reason: String?, durationMs: Double?, previousHash: String, hash: String) {
+        self.id = id
+        self.time = time
+        self.actor = actor
+        self.remote_address = remoteAddress
+        self.action = action
+        self.slot = slot
+        self.model_path = modelPath
+        self.version = version
+        self.sha256 = sha256
+        self.signature_key_id = signatureKeyID
+        self.result = result
+        self.reason = reason
+        self.duration_ms = durationMs
+        self.previous_hash = previousHash
+        self.hash = hash
+    }
+}
+
+/// Reads the audit trail for `GET /v1/audit`.
+public protocol AuditReader: Sendable {
+    func entries(slot: String?, since: Date?, limit: Int) throws -> [AuditEntryView]
+}
+
+struct AuditListDTO: ResponseEncodable { var entries: [AuditEntryView] }
+
+/// Authenticates `Authorization: Bearer <token>` when present; handlers then require a role.
+struct AuthMiddleware: RouterMiddleware {
+    typealias Context = YOLOSwapRequestContext
+    let authenticator: TokenAuthenticator
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
+        var context = context
+        if let header = request.headers[.authorization] {
+            let parts = header.split(separator: " ", maxSplits: 1)
+            guard parts.count == 2, parts[0].lowercased() == "bearer",
+                let principal = authenticator.authenticate(token: parts[1].trimmingCharacters(in: .whitespaces))
+            else { throw Problem(.unauthorized, "Unauthorized", detail: "unknown or malformed bearer token") }
+            context.principal = principal
+        }
+        return try await next(request, context)
+    }
+}
+
+/// The HTTP API. Handlers parse, authorize and call the `ControlPlane`; nothing else.
+struct APIRoutes: Sendable {
+    let control: ControlPlane
+    let configuration: ServerConfiguration
+    let authenticator: TokenAuthenticator
+    let auditReader: (any AuditReader)?
+    let metricsText: (@Sendable () -> String)?
+    let configuredSlots: [String]
+
+    static let productHeaders = [HTTPField.Name("X-Product")!, HTTPField.Name("X-Work-Order")!]
+
+    func register(on router: Router<YOLOSwapRequestContext>) {
+        router.get("healthz") { _, _ in HealthDTO(status: "ok") }
+        router.get("readyz") { _, _ in try ready() }
+        router.get("metrics") { _, _ in
+            guard let metricsText else { throw Problem.notFound("metrics are not enabled") }
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(string: metricsText())))
+        }
+        let v1 = router.group("v1")
+        v1.post("detect") { request, context in try await detect(request, context) }
+        v1.get("slots") { _, context in
+            _ = try require(.viewer, context)
+            var slots: [SlotDTO] = []
+            for name in control.manager.slotNames { slots.append(try await control.slotDTO(name)) }
+            return SlotListDTO(slots: slots)
+        }
+        v1.get("slots/:slot") { _, context in
+            _ = try require(.viewer, context)
+            return try await control.slotDTO(try context.parameters.require("slot"))
+        }
+        v1.post("slots/:slot/load") { request, context in
+            let principal = try require(.operator, context)
+            let slot = try context.parameters.require("slot")
+            let body = try await decode(LoadBody.self, request, context)
+            let op = try await control.load(slot: slot, body: body, by: principal, from: context.remoteAddress)
+            if request.uri.queryParameters.get("wait") == "true" {
+                _ = await op.wait()
+                let dto = OperationDTO(op, repository: control.repository)
+                return try json(dto, status: op.status.stage == .ready ? .ok : .unprocessableContent, request, context)
+            }
+            return try json(OperationDTO(op, repository: control.repository), status: .accepted, request, context)
+        }
+        v1.get("operations/:id") { _, context in
+            _ = try require(.viewer, context)
+            let id = try context.parameters.require("id")
+            guard let op = await control.manager.operation(id) else { throw Problem.notFound("no operation '\(id)'") }
+            return OperationDTO(op, repository: control.repository)
+        }
+        v1.post("slots/:slot/switch") { _, context in
+            let principal = try require(.operator, context)
+            let event = try await control.switchStaged(slot: try context.parameters.require("slot"), by: principal,
+                from: context.remoteAddress)
+            return EventDTO(event)
+        }
+        v1.post("slots/:slot/rollback") { _, context in
+            let principal = try require(.operator, context)
+            let event = try await control.rollback(slot: try context.parameters.require("slot"), by: principal,
+                from: context.remoteAddress)
+            return EventDTO(event)
+        }
+        v1.delete("slots/:slot/staged") { _, context in
+            let principal = try require(.operator, context)
+            let event = try await control.discardStaged(slot: try context.parameters.require("slot"), by: principal,
+                from: context.remoteAddress)
+            return EventDTO(event)
+        }
+        v1.get("routes") { _, context in
+            _ = try require(.viewer, context)
+            return RoutesDTO(routes: control.routes)
+        }
+        v1.put("routes") { request, context in
+            let principal = try require(.operator, context)
+            let body = try await decode(RoutesDTO.self, request, context)
+            try control.replaceRoutes(body.routes, by: principal, from: context.remoteAddress)
+            return RoutesDTO(routes: control.routes)
+        }
+        v1.get("events") { request, context in
+            _ = try require(.viewer, context)
+            let q = request.uri.queryParameters
+            let limit = try intParameter(q.get("limit"), name: "limit", default: 100, range: 1...1000)
+            let events = await control.manager.recentEvents(slot: q.get("slot"), limit: limit)
+            return EventListDTO(events: events.map(EventDTO.init))
+        }
+        v1.get("audit") { request, context in
+            _ = try require(.viewer, context)
+            guard let auditReader else { throw Problem.notFound("the audit log is not enabled") }
+            let q = request.uri.queryParameters
+            let limit = try intParameter(q.get("limit"), name: "limit", default: 100, range: 1...10_000)
+            var since: Date?
+            if let text = q.get("since") {
+                guard let date = ISO8601DateFormatter().date(from: text) else {
+                    throw Problem.badRequest("since must be an ISO 8601 time such as 2026-01-31T12:00:00Z")
+                }
+                since = date
+            }
+            return AuditListDTO(entries: try auditReader.entries(slot: q.get("slot"), since: since, limit: limit))
+        }
+    }
+
+    // MARK: Handlers
+
+    private func ready() throws -> Response {
+        var states: [String: String] = [:]
+        for name in configuredSlots {
+            states[name] = control.manager.slot(name)?.roles.active == nil ? "no active model" : "ready"
+        }
+        let allReady = states.values.allSatisfy { $0 == "ready" }
+        let data = try JSONEncoder().encode(HealthDTO(status: allReady ? "ready" : "not ready", slots: states))
+        return Response(status: allReady ? .ok : .serviceUnavailable, headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    private func detect(_ request: Request, _ context: YOLOSwapRequestContext) async throws -> Response {
+        let started = ContinuousClock.now
+        if context.principal == nil, !configuration.anonymousDetect { _ = try require(.viewer, context) }
+        let q = request.uri.queryParameters
+        let product = Self.productHeaders.lazy.compactMap { request.headers[$0] }.first
+        let slotName = try control.slotName(explicit: q.get("slot"), product: product)
+        guard let slot = control.manager.slot(slotName) else { throw ControlError.unknownSlot(slotName) }
+        var options = DetectionOptions()
+        options.confidence = Float(try doubleParameter(q.get("conf"), name: "conf", default: 0.25))
+        options.iou = Float(try doubleParameter(q.get("iou"), name: "iou", default: 0.7))
+        options.maxDetections = try intParameter(q.get("max_det"), name: "max_det", default: 300, range: 1...10_000)
+        if let classes = q.get("classes"), !classes.isEmpty {
+            let ids = classes.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+            guard ids.allSatisfy({ ($0 ?? -1) >= 0 }) else {
+                throw Problem.badRequest("classes must be comma-separated class ids, got '\(classes)'")
+            }
+            options.classes = Set(ids.compactMap { $0 })
+        }
+        let bytes = try await imageBytes(request)
+        do {
+            let result = try await slot.detect(imageBytes: bytes, options: options,
+                context: RoutingContext(product: product),
+                deadline: .now + .milliseconds(configuration.requestTimeoutMilliseconds))
+            let total = (ContinuousClock.now - started).milliseconds
+            ServerMetrics.request(slot: slotName, model: result.model.id, status: 200, seconds: total / 1000)
+            let t = result.result.timings
+            ServerMetrics.stages(slot: slotName, preprocess: t.preprocess, inference: t.inference,
+                postprocess: t.postprocess, queue: result.queueMilliseconds)
+            return try json(DetectResponseDTO(result, totalMilliseconds: total), status: .ok, request, context)
+        } catch {
+            ServerMetrics.failedRequest(slot: slotName, status: Int(Problem.from(error).status.code))
+            throw error
+        }
+    }
+
+    /// The image: the raw body (image/jpeg, image/png, application/octet-stream) or the multipart field `image`.
+    private func imageBytes(_ request: Request) async throws -> [UInt8] {
+        let contentType = request.headers[.contentType]?.lowercased() ?? ""
+        let mediaType = contentType.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+        let raw = ["image/jpeg", "image/jpg", "image/png", "application/octet-stream"]
+        guard raw.contains(mediaType) || mediaType == "multipart/form-data" else {
+            throw Problem(.unsupportedMediaType, "Unsupported Media Type",
+                detail: "send image/jpeg, image/png or multipart/form-data with a field 'image' (got '\(mediaType)')")
+        }
+        var buffer = try await request.body.collect(upTo: configuration.maxBodyBytes)
+        let body = buffer.readBytes(length: buffer.readableBytes) ?? []
+        guard mediaType == "multipart/form-data" else {
+            guard !body.isEmpty else { throw Problem.badRequest("the request body is empty: send an image") }
+            return body
+        }
+        guard let boundary = Multipart.boundary(contentType: contentType) else {
+            throw Problem.badRequest("multipart/form-data without a boundary")
+        }
+        guard let image = Multipart.field("image", in: body, boundary: boundary), !image.isEmpty else {
+            throw Problem.badRequest("multipart/form-data without a non-empty field 'image'")
+        }
+        return image
+    }
+
+    // MARK: Helpers
+
+    private func require(_ role: Role, _ context: YOLOSwapRequestContext) throws -> Principal {
+        guard let principal = context.principal else {
+            if authenticator.isEmpty {
+                throw Problem(.forbidden, "Forbidden",
+                    detail: "no tokens are configured: this endpoint is disabled (add tokens to the configuration)")
+            }
+            throw Problem(.unauthorized, "Unauthorized", detail: "this endpoint needs a bearer token")
+        }
+        guard principal.role >= role else {
+            throw Problem(.forbidden, "Forbidden",
+                detail: "'\(principal.name)' has role \(principal.role.rawValue); this needs \(role.rawValue)")
+        }
+        return principal
+    }
+
+    private func decode<T: Decodable>(_ type: T.Type, _ request: Request, _ context: YOLOSwapRequestContext)
+        async throws -> T
+    {
+        var buffer = try await request.body.collect(upTo: 1 << 20)
+        let data = Data(buffer.readBytes(length: buffer.readableBytes) ?? [])
+        do { return try JSONDecoder().decode(T.self, from: data) } catch {
+            throw Problem.badRequest("invalid JSON body: \(Self.describe(error))")
+        }
+    }
+
+    private func json<T: Encodable>(_ value: T, status: HTTPResponse.Status, _ request: Request,
+                                    _ context: YOLOSwapRequestContext) throws -> Response {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .iso8601
+        let data = try encoder.encode(value)
+        return Response(status: status, headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    private func doubleParameter(_ text: String?, name: String, default value: Double) throws -> Double {
+        guard let text else { return value }
+        guard let parsed = Double(text), (0...1).contains(parsed) else {
+            throw Problem.badRequest("\(name) must be a number in [0, 1], got '\(text)'")
+        }
+        return parsed
+    }
+
+    private func intParameter(_ text: String?, name: String, default value: Int, range: ClosedRange<Int>) throws
+        -> Int
+    {
+        guard let text else { return value }
+        guard let parsed = Int(text), range.contains(parsed) else {
+            throw Problem.badRequest("\(name) must be an integer in \(range.lowerBound)...\(range.upperBound), got '\(text)'")
+        }
+        return parsed
+    }
+
+    static func describe(_ error: any Error) -> String {
+        switch error {
+        case DecodingError.keyNotFound(let key, _): "missing field '\(key.stringValue)'"
+        case DecodingError.typeMismatch(_, let c), DecodingError.valueNotFound(_, let c):
+            "wrong type at '\(c.codingPath.map(\.stringValue).joined(separator: "."))'"
+        case DecodingError.dataCorrupted(let c): c.debugDescription
+        default: "\(error)"
+        }
+    }
+}

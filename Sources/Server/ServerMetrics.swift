@@ -1,0 +1,83 @@
+import Foundation
+import HotSwap
+import Metrics
+
+/// The service's metrics through swift-metrics (the executable bootstraps the Prometheus backend).
+///
+/// Names follow Prometheus conventions with units: `_total` counters, `_seconds` durations, `_bytes` sizes.
+enum ServerMetrics {
+    static func request(slot: String, model: String, status: Int, seconds: Double) {
+        Counter(label: "yoloswap_requests_total",
+            dimensions: [("slot", slot), ("model", model), ("status", String(status))]).increment()
+        Timer(label: "yoloswap_request_duration_seconds", dimensions: [("slot", slot), ("model", model)],
+            preferredDisplayUnit: .seconds).recordSeconds(seconds)
+    }
+
+    static func stages(slot: String, preprocess: Double, inference: Double, postprocess: Double, queue: Double) {
+        let dims = [("slot", slot)]
+        Timer(label: "yoloswap_preprocess_duration_seconds", dimensions: dims, preferredDisplayUnit: .seconds)
+            .recordMilliseconds(preprocess)
+        Timer(label: "yoloswap_inference_duration_seconds", dimensions: dims, preferredDisplayUnit: .seconds)
+            .recordMilliseconds(inference)
+        Timer(label: "yoloswap_postprocess_duration_seconds", dimensions: dims, preferredDisplayUnit: .seconds)
+            .recordMilliseconds(postprocess)
+        Timer(label: "yoloswap_queue_wait_duration_seconds", dimensions: dims, preferredDisplayUnit: .seconds)
+            .recordMilliseconds(queue)
+    }
+
+    static func failedRequest(slot: String, status: Int) {
+        Counter(label: "yoloswap_requests_total", dimensions: [("slot", slot), ("model", ""), ("status", String(status))])
+            .increment()
+    }
+
+    static func swapEvent(_ event: SwapEvent) {
+        Counter(label: "yoloswap_swap_events_total",
+            dimensions: [("slot", event.slot), ("operation", event.operation.rawValue),
+                ("result", event.result.rawValue)]).increment()
+        let dims = [("slot", event.slot)]
+        if let v = event.timings.verify {
+            Timer(label: "yoloswap_model_verify_duration_seconds", dimensions: dims, preferredDisplayUnit: .seconds)
+                .recordMilliseconds(v)
+        }
+        if let v = event.timings.load {
+            Timer(label: "yoloswap_model_load_duration_seconds", dimensions: dims, preferredDisplayUnit: .seconds)
+                .recordMilliseconds(v)
+        }
+        if let v = event.timings.warmup {
+            Timer(label: "yoloswap_model_warmup_duration_seconds", dimensions: dims, preferredDisplayUnit: .seconds)
+                .recordMilliseconds(v)
+        }
+        if let v = event.timings.flipMicroseconds {
+            Timer(label: "yoloswap_model_flip_duration_seconds", dimensions: dims, preferredDisplayUnit: .seconds)
+                .recordNanoseconds(Int64(v * 1000))
+        }
+    }
+
+    /// Gauges sampled periodically: queue depth, in-flight, model info and memory, process RSS.
+    static func sample(manager: ModelManager, previousInfo: inout [String: [(String, String)]]) {
+        for name in manager.slotNames {
+            guard let slot = manager.slot(name) else { continue }
+            let roles = slot.roles
+            Gauge(label: "yoloswap_queue_depth", dimensions: [("slot", name)]).record(slot.executor.queueDepth)
+            Gauge(label: "yoloswap_in_flight_requests", dimensions: [("slot", name)])
+                .record(slot.executor.running)
+            for (role, model) in [("active", roles.active), ("staged", roles.staged), ("standby", roles.standby)] {
+                Gauge(label: "yoloswap_model_memory_bytes", dimensions: [("slot", name), ("role", role)])
+                    .record(model?.memoryBytes ?? 0)
+            }
+            if let active = roles.active {
+                let dims = [("slot", name), ("id", active.identity.id), ("version", active.identity.version),
+                    ("sha256", active.identity.sha256)]
+                if let old = previousInfo[name], old.map(\.1) != dims.map(\.1) {
+                    Gauge(label: "yoloswap_active_model_info", dimensions: old).record(0)
+                }
+                Gauge(label: "yoloswap_active_model_info", dimensions: dims).record(1)
+                Gauge(label: "yoloswap_slot_generation", dimensions: [("slot", name)]).record(roles.generation)
+                previousInfo[name] = dims
+            }
+        }
+        if let rss = ProcessMemory.residentBytes() {
+            Gauge(label: "yoloswap_process_resident_memory_bytes").record(rss)
+        }
+    }
+}

@@ -1,0 +1,91 @@
+import ArgumentParser
+import Foundation
+import HotSwap
+import Hummingbird
+import Logging
+import Metrics
+import ONNXRuntime
+import Prometheus
+import Server
+import ServiceLifecycle
+
+/// `yoloswap serve`: the HTTP service, as a `Service` in a `ServiceGroup` that drains on SIGTERM / SIGINT.
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve", abstract: "Run the HTTP inference service with hot-swappable model slots.")
+
+    @Option(help: "YAML configuration file (without one: the default slot with yolov3-tiny COCO on 127.0.0.1:8080).")
+    var config: String?
+    @Option(help: "Listen address (overrides the configuration and YOLOSWAP_HOST).") var host: String?
+    @Option(help: "Listen port; 0 picks a free one (overrides the configuration and YOLOSWAP_PORT).") var port: Int?
+    @Option(help: "Folder of the SQLite state and audit log (overrides state_dir).") var stateDir: String?
+    @Option(help: "Folder models are loaded from (overrides model_repository).") var modelRepository: String?
+    @Option(help: "Path to libonnxruntime.so.") var ortLibrary: String?
+    @Option(help: "Write the bound port to this file once listening (for scripts and tests).") var portFile: String?
+
+    func run() async throws {
+        var logger = Logger(label: "yoloswap")
+        logger.logLevel = ProcessInfo.processInfo.environment["YOLOSWAP_LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0) }
+            ?? .info
+        var configuration: ServerConfiguration
+        if let config {
+            configuration = try ServerConfiguration.load(path: config)
+        } else {
+            configuration = ServerConfiguration()
+            configuration.anonymousDetect = true  // the built-in default has no tokens: detect stays usable
+        }
+        try configuration.applyEnvironment()
+        let cwd = FileManager.default.currentDirectoryPath
+        if let host { configuration.host = host }
+        if let port { configuration.port = port }
+        if let stateDir { configuration.stateDirectory = URL(fileURLWithPath: stateDir, relativeTo:
+            URL(fileURLWithPath: cwd + "/")).standardizedFileURL.path }
+        if let modelRepository { configuration.modelRepository = URL(fileURLWithPath: modelRepository, relativeTo:
+            URL(fileURLWithPath: cwd + "/")).standardizedFileURL.path }
+
+        // Metrics: bootstrapped here, the only place that does.
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.defaultDurationHistogramBuckets = [
+            .microseconds(10), .microseconds(100), .milliseconds(1), .milliseconds(2), .milliseconds(5),
+            .milliseconds(10), .milliseconds(20), .milliseconds(50), .milliseconds(100), .milliseconds(200),
+            .milliseconds(500), .seconds(1), .seconds(2), .seconds(5), .seconds(10), .seconds(30),
+        ]
+        MetricsSystem.bootstrap(factory)
+
+        try FileManager.default.createDirectory(atPath: configuration.stateDirectory, withIntermediateDirectories: true)
+        let store = try StateStore(directory: configuration.stateDirectory)
+        let services = try ServiceWiring.make(configuration: configuration, logger: logger)
+        let library = try ORTLibrary.load(explicitPath: ortLibrary)
+        let loader = ORTModelLoader(environment: try ORTEnvironment(library: library))
+        let manager = ModelManager(configuration: configuration.hotSwap, loader: loader, verifier: services.verifier,
+            store: store, logger: logger)
+        let control = ControlPlane(manager: manager, repository: ModelRepository(root: configuration.modelRepository),
+            routes: configuration.routes, audit: services.audit, logger: logger)
+        let portFile = self.portFile
+        let host = configuration.host
+        let app = YOLOSwapServer.makeApplication(
+            control: control, configuration: configuration, auditReader: services.auditReader,
+            metricsText: { registry.emitToString() }, logger: logger,
+            onServerRunning: { port in
+                if let portFile { try? "\(port)\n".write(toFile: portFile, atomically: true, encoding: .utf8) }
+                let banner = """
+                    yoloswap serving on http://\(host):\(port)
+                      detect:  curl -X POST --data-binary @models/images/bus.jpg -H 'Content-Type: image/jpeg' \
+                    http://\(host):\(port)/v1/detect
+                      health:  http://\(host):\(port)/healthz   ready: /readyz   metrics: /metrics   slots: /v1/slots
+
+                    """
+                FileHandle.standardOutput.write(Data(banner.utf8))
+            })
+        let startup = Task { await YOLOSwapServer.startSlots(control: control, configuration: configuration,
+            logger: logger) }
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: app), .init(service: MetricsSampler(manager: manager))],
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+        startup.cancel()
+        logger.info("server stopped; releasing models")
+        await manager.shutdown()
+    }
+}
