@@ -5,7 +5,7 @@ MODEL ?= models/yolov3-tiny-coco-416.onnx
 IMAGES ?= models/images/bus.jpg models/images/zidane.jpg models/images/dog.jpg models/images/person.jpg \
           models/images/horses.jpg models/images/eagle.jpg models/images/giraffe.jpg models/images/kite.jpg
 
-.PHONY: all setup build build-debug run test bench clean
+.PHONY: all setup build build-debug run detect-samples test bench clean
 
 all: build
 
@@ -18,8 +18,12 @@ build: setup
 build-debug: setup
 	$(SWIFT) build --build-tests
 
-# Runs the main job: detection on the sample photos with the default COCO model; annotated images go to out/.
+# Runs the main job: the HTTP service with the default slot (yolov3-tiny COCO) on 127.0.0.1:8080, state in ./var.
 run: build
+	.build/release/yoloswap serve
+
+# The detection CLI on the sample photos; annotated images go to out/.
+detect-samples: build
 	.build/release/yoloswap detect --model $(MODEL) --save out $(IMAGES)
 	@echo "annotated images written to out/"
 

@@ -29,7 +29,7 @@ struct YOLOSwapCommand: AsyncParsableCommand {
         commandName: "yoloswap",
         abstract: "YOLO object detection on ONNX Runtime, with seamless model hot-swap.",
         subcommands: [
-            ServeCommand.self, DetectCommand.self, InspectCommand.self, BenchCommand.self, SwapCommand.self,
+            ServeCommand.self, ModelsCommand.self, DetectCommand.self, InspectCommand.self, BenchCommand.self, SwapCommand.self,
             BenchSwapCommand.self,
         ])
 }
