@@ -79,6 +79,8 @@ public struct Problem: HTTPResponseError, CustomStringConvertible {
             }
         case let error as DecodingError:
             return badRequest("invalid JSON: \(error)")
+        case let error as any HTTPResponseError:
+            return Problem(error.status, error.status.reasonPhrase, detail: "\(error)")
         default:
             return Problem(.internalServerError, "Internal Server Error", detail: "\(error)")
         }

@@ -221,14 +221,19 @@ struct APIRoutes: Sendable {
 
     /// The image: the raw body (image/jpeg, image/png, application/octet-stream) or the multipart field `image`.
     private func imageBytes(_ request: Request) async throws -> [UInt8] {
-        let contentType = request.headers[.contentType]?.lowercased() ?? ""
-        let mediaType = contentType.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+        let contentType = request.headers[.contentType] ?? ""
+        let mediaType = contentType.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces) }?
+            .lowercased() ?? ""
         let raw = ["image/jpeg", "image/jpg", "image/png", "application/octet-stream"]
         guard raw.contains(mediaType) || mediaType == "multipart/form-data" else {
             throw Problem(.unsupportedMediaType, "Unsupported Media Type",
                 detail: "send image/jpeg, image/png or multipart/form-data with a field 'image' (got '\(mediaType)')")
         }
-        var buffer = try await request.body.collect(upTo: configuration.maxBodyBytes)
+        var buffer: ByteBuffer
+        do { buffer = try await request.body.collect(upTo: configuration.maxBodyBytes) } catch is NIOTooManyBytesError {
+            throw Problem(.contentTooLarge, "Content Too Large",
+                detail: "the body is larger than the limit of \(configuration.maxBodyBytes) bytes")
+        }
         let body = buffer.readBytes(length: buffer.readableBytes) ?? []
         guard mediaType == "multipart/form-data" else {
             guard !body.isEmpty else { throw Problem.badRequest("the request body is empty: send an image") }

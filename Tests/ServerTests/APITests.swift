@@ -1,0 +1,240 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import NIOCore
+import Server
+import Testing
+
+@Suite("HTTP API (in-process, real models)", .serialized)
+struct APITests {
+    typealias H = ServerHarness
+
+    @Test("health and readiness")
+    func health() async throws {
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        try await harness.test { client in
+            try await client.execute(uri: "/healthz", method: .get) { #expect($0.status == .ok) }
+            try await client.execute(uri: "/readyz", method: .get) { response in
+                #expect(response.status == .ok)
+                let body = try H.json(response)
+                #expect((body["slots"] as? [String: String]) == ["default": "ready", "line2": "ready"])
+            }
+            try await client.execute(uri: "/metrics", method: .get) { #expect($0.status == .ok) }
+        }
+    }
+
+    @Test("detect: raw JPEG and multipart, stamped with the model; routing by product header")
+    func detect() async throws {
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        try await harness.test { client in
+            try await client.execute(uri: "/v1/detect", method: .post,
+                headers: H.headers(token: "carol-token", contentType: "image/jpeg"), body: H.busJPEG) { response in
+                #expect(response.status == .ok)
+                let body = try H.json(response)
+                let model = try #require(body["model"] as? [String: Any])
+                #expect(model["slot"] as? String == "default")
+                #expect((model["id"] as? String)?.hasPrefix("yolov5-nc80-416-identity@") == true)
+                #expect((model["sha256"] as? String)?.count == 64)
+                #expect(model["generation"] as? Int == 1)
+                #expect((body["image"] as? [String: Int]) == ["width": 810, "height": 1080])
+                #expect(body["detections"] is [[String: Any]])
+                #expect(Set((body["timings_ms"] as? [String: Double])?.keys ?? [:].keys)
+                    == ["queue", "decode", "preprocess", "inference", "postprocess", "total"])
+            }
+            var multipart = ByteBuffer()
+            multipart.writeString("--XyZ\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n")
+            multipart.writeString("--XyZ\r\nContent-Disposition: form-data; name=\"image\"; filename=\"bus.jpg\"\r\n")
+            multipart.writeString("Content-Type: image/jpeg\r\n\r\n")
+            var jpeg = H.busJPEG
+            multipart.writeBuffer(&jpeg)
+            multipart.writeString("\r\n--XyZ--\r\n")
+            try await client.execute(uri: "/v1/detect", method: .post,
+                headers: H.headers(token: "carol-token", contentType: "multipart/form-data; boundary=XyZ"),
+                body: multipart) { response in
+                #expect(response.status == .ok)
+                let json = try H.json(response)
+                #expect((json["image"] as? [String: Int])?["width"] == 810)
+            }
+            var routed = H.headers(token: "carol-token", contentType: "image/jpeg")
+            routed[HTTPField.Name("X-Product")!] = "metal-case"
+            try await client.execute(uri: "/v1/detect", method: .post, headers: routed, body: H.busJPEG) { response in
+                #expect(response.status == .ok)
+                let json = try H.json(response)
+                #expect((json["model"] as? [String: Any])?["slot"] as? String == "line2")
+            }
+            routed[HTTPField.Name("X-Product")!] = "unknown-product"
+            try await client.execute(uri: "/v1/detect", method: .post, headers: routed, body: H.busJPEG) {
+                #expect($0.status == .notFound)
+            }
+        }
+    }
+
+    @Test("bad input gets problem details, never a crash")
+    func badInput() async throws {
+        let harness = try await ServerHarness(maxBodyBytes: 100_000)
+        defer { Task { await harness.cleanUp() } }
+        let hugePNG = ByteBuffer(bytes: PNGFixture.declaring(width: 100_000, height: 100_000))
+        let cases: [(String, String?, ByteBuffer, HTTPResponse.Status)] = [
+            ("/v1/detect", "image/jpeg", ByteBuffer(string: "definitely not a jpeg"), .badRequest),
+            ("/v1/detect", "image/jpeg", ByteBuffer(), .badRequest),
+            ("/v1/detect", "text/plain", ByteBuffer(string: "hello"), .unsupportedMediaType),
+            ("/v1/detect", nil, ByteBuffer(string: "hello"), .unsupportedMediaType),
+            ("/v1/detect", "image/jpeg", H.busJPEG, .contentTooLarge),  // 137 kB > 100 kB limit
+            ("/v1/detect", "image/png", hugePNG, .unprocessableContent),
+            ("/v1/detect?conf=2", "image/jpeg", ByteBuffer(string: "x"), .badRequest),
+            ("/v1/detect?max_det=0", "image/jpeg", ByteBuffer(string: "x"), .badRequest),
+            ("/v1/detect?classes=a,b", "image/jpeg", ByteBuffer(string: "x"), .badRequest),
+            ("/v1/detect?slot=nope", "image/jpeg", ByteBuffer(string: "x"), .notFound),
+            ("/v1/detect", "multipart/form-data; boundary=q", ByteBuffer(string: "--q\r\n\r\n--q--"), .badRequest),
+        ]
+        try await harness.test { client in
+            for (uri, type, body, expected) in cases {
+                try await client.execute(uri: uri, method: .post,
+                    headers: H.headers(token: "carol-token", contentType: type), body: body) { response in
+                    #expect(response.status == expected, "\(uri) \(type ?? "-")")
+                    #expect(response.headers[.contentType] == "application/problem+json", "\(uri)")
+                    let problem = try H.json(response)
+                    #expect(problem["status"] as? Int == Int(expected.code))
+                    #expect(!((problem["detail"] as? String) ?? "").isEmpty)
+                }
+            }
+            try await client.execute(uri: "/v1/slots/default/load", method: .post,
+                headers: H.headers(token: "alice-token", contentType: "application/json"),
+                body: ByteBuffer(string: "{not json")) { #expect($0.status == .badRequest) }
+            try await client.execute(uri: "/v1/operations/nope", method: .get, headers: H.headers(token: "carol-token")) {
+                #expect($0.status == .notFound)
+            }
+            try await client.execute(uri: "/v1/no-such-route", method: .get) { #expect($0.status == .notFound) }
+        }
+    }
+
+    @Test("model paths cannot leave the repository", arguments: [
+        ("../etc/passwd", HTTPResponse.Status.badRequest), ("/etc/passwd", .badRequest), ("escape.onnx", .badRequest),
+        ("synthetic/../../x.onnx", .badRequest), ("missing.onnx", .notFound),
+    ])
+    func pathTraversal(path: String, expected: HTTPResponse.Status) async throws {
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        try await harness.test { client in
+            let body = try JSONSerialization.data(withJSONObject: ["model": path])
+            try await client.execute(uri: "/v1/slots/default/load", method: .post,
+                headers: H.headers(token: "alice-token", contentType: "application/json"),
+                body: ByteBuffer(bytes: body)) { #expect($0.status == expected, "\(path)") }
+        }
+        #expect(harness.audit.all.contains { $0.action == "load" && $0.result == "rejected" && $0.actor == "alice" })
+    }
+
+    @Test("load (wait), switch, rollback, discard through the API, audited")
+    func controlPlane() async throws {
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        let alice = H.headers(token: "alice-token", contentType: "application/json")
+        try await harness.test { client in
+            try await client.execute(uri: "/v1/slots/default/switch", method: .post, headers: alice) {
+                #expect($0.status == .conflict)  // nothing staged
+            }
+            let load = try JSONSerialization.data(withJSONObject: ["model": "synthetic/yolov5-nc80-320-identity.onnx"])
+            try await client.execute(uri: "/v1/slots/default/load?wait=true", method: .post, headers: alice,
+                body: ByteBuffer(bytes: load)) { response in
+                #expect(response.status == .ok)
+                let op = try H.json(response)
+                #expect(op["state"] as? String == "ready")
+                #expect((op["timings"] as? [String: Double])?["warmup_ms"] != nil)
+            }
+            try await client.execute(uri: "/v1/slots/default", method: .get, headers: alice) { response in
+                let slot = try H.json(response)
+                #expect((slot["staged"] as? [String: Any])?["path"] as? String == "synthetic/yolov5-nc80-320-identity.onnx")
+            }
+            try await client.execute(uri: "/v1/slots/default/switch", method: .post, headers: alice) { response in
+                #expect(response.status == .ok)
+                let event = try H.json(response)
+                #expect(event["generation"] as? Int == 2)
+                #expect(event["operation"] as? String == "switch")
+                #expect((event["timings"] as? [String: Double])?["flip_us"] != nil)
+            }
+            try await client.execute(uri: "/v1/slots/default/rollback", method: .post, headers: alice) { response in
+                #expect(response.status == .ok)
+                let json = try H.json(response)
+                #expect((json["to_model"] as? String)?.hasPrefix("yolov5-nc80-416-identity") == true)
+            }
+            try await client.execute(uri: "/v1/slots/default/staged", method: .delete, headers: alice) {
+                #expect($0.status == .conflict)
+            }
+            let incompatible = try JSONSerialization.data(withJSONObject: ["model": "synthetic/yolov5-nc80-320-other-names.onnx"])
+            try await client.execute(uri: "/v1/slots/default/load?wait=true", method: .post, headers: alice,
+                body: ByteBuffer(bytes: incompatible)) { response in
+                #expect(response.status == .unprocessableContent)
+                let json = try H.json(response)
+                #expect((json["reason"] as? String)?.contains("class names") == true)
+            }
+            try await client.execute(uri: "/v1/slots/default", method: .get, headers: alice) { response in
+                let slot = try H.json(response)
+                #expect((slot["last_failure"] as? [String: Any])?["reason"] != nil)
+                #expect((slot["active"] as? [String: Any])?["path"] as? String == "synthetic/yolov5-nc80-416-identity.onnx")
+            }
+            try await client.execute(uri: "/v1/events?slot=default&limit=10", method: .get, headers: alice) { response in
+                let events = try #require(try H.json(response)["events"] as? [[String: Any]])
+                #expect(events.count >= 4)
+            }
+        }
+        try await Task.sleep(for: .milliseconds(100))  // the load's audit entry is written when it ends
+        let actions = harness.audit.all.map { "\($0.action):\($0.result)" }
+        #expect(actions.contains("switch:failed") && actions.contains("switch:succeeded"))
+        #expect(actions.contains("rollback:succeeded") && actions.contains("load:succeeded"))
+        #expect(actions.contains("load:failed"))
+        #expect(harness.audit.all.allSatisfy { $0.actor == "alice" })
+    }
+
+    @Test("routes: read, replace, unknown slots refused")
+    func routes() async throws {
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        try await harness.test { client in
+            try await client.execute(uri: "/v1/routes", method: .get, headers: H.headers(token: "carol-token")) {
+                let json = try H.json($0)
+                #expect((json["routes"] as? [String: String]) == ["metal-case": "line2"])
+            }
+            let good = try JSONSerialization.data(withJSONObject: ["routes": ["pill-bottle": "default"]])
+            try await client.execute(uri: "/v1/routes", method: .put,
+                headers: H.headers(token: "alice-token", contentType: "application/json"), body: ByteBuffer(bytes: good)) {
+                #expect($0.status == .ok)
+            }
+            let bad = try JSONSerialization.data(withJSONObject: ["routes": ["x": "no-such-slot"]])
+            try await client.execute(uri: "/v1/routes", method: .put,
+                headers: H.headers(token: "alice-token", contentType: "application/json"), body: ByteBuffer(bytes: bad)) {
+                #expect($0.status == .notFound)
+            }
+            try await client.execute(uri: "/v1/routes", method: .get, headers: H.headers(token: "carol-token")) {
+                let json = try H.json($0)
+                #expect((json["routes"] as? [String: String]) == ["pill-bottle": "default"])
+            }
+        }
+    }
+}
+
+/// Builds a PNG whose header declares a size, with valid CRCs and no image data worth decoding.
+enum PNGFixture {
+    static func declaring(width: UInt32, height: UInt32) -> [UInt8] {
+        var ihdr: [UInt8] = Array("IHDR".utf8)
+        for value in [width, height] { ihdr += withUnsafeBytes(of: value.bigEndian, Array.init) }
+        ihdr += [8, 2, 0, 0, 0]  // 8-bit RGB
+        var png: [UInt8] = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]
+        png += withUnsafeBytes(of: UInt32(13).bigEndian, Array.init) + ihdr
+        png += withUnsafeBytes(of: crc32(ihdr).bigEndian, Array.init)
+        let iend: [UInt8] = Array("IEND".utf8)
+        png += [0, 0, 0, 0] + iend + withUnsafeBytes(of: crc32(iend).bigEndian, Array.init)
+        return png
+    }
+
+    static func crc32(_ bytes: [UInt8]) -> UInt32 {
+        var crc: UInt32 = 0xFFFF_FFFF
+        for byte in bytes {
+            crc ^= UInt32(byte)
+            for _ in 0..<8 { crc = (crc >> 1) ^ (0xEDB8_8320 & (0 &- (crc & 1))) }
+        }
+        return ~crc
+    }
+}

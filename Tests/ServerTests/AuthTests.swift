@@ -1,0 +1,139 @@
+import Foundation
+import HTTPTypes
+import HummingbirdTesting
+import NIOCore
+import Server
+import Testing
+
+@Suite("Tokens and roles", .serialized)
+struct AuthTests {
+    typealias H = ServerHarness
+
+    /// (method, uri, minimum role; nil = open to anyone)
+    static let endpoints: [(HTTPRequest.Method, String, Role?)] = [
+        (.get, "/healthz", nil), (.get, "/readyz", nil), (.get, "/metrics", nil),
+        (.post, "/v1/detect", .viewer), (.get, "/v1/slots", .viewer), (.get, "/v1/slots/default", .viewer),
+        (.get, "/v1/routes", .viewer), (.get, "/v1/events", .viewer),
+        (.post, "/v1/slots/default/load", .operator), (.post, "/v1/slots/default/switch", .operator),
+        (.post, "/v1/slots/default/rollback", .operator), (.delete, "/v1/slots/default/staged", .operator),
+        (.put, "/v1/routes", .operator),
+    ]
+
+    static func body(for uri: String) -> (ByteBuffer?, String?) {
+        switch uri {
+        case "/v1/detect": (H.busJPEG, "image/jpeg")
+        case "/v1/slots/default/load":
+            (ByteBuffer(string: #"{"model": "missing.onnx"}"#), "application/json")
+        case "/v1/routes": (ByteBuffer(string: #"{"routes": {}}"#), "application/json")
+        default: (nil, nil)
+        }
+    }
+
+    @Test("the whole matrix: none → 401, unknown → 401, too low → 403, enough → not 401/403")
+    func matrix() async throws {
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        let callers: [(String, String?, Role?)] = [
+            ("no token", nil, nil), ("unknown token", "wrong-token", nil), ("carol", "carol-token", .viewer),
+            ("alice", "alice-token", .operator), ("root", "root-token", .admin),
+        ]
+        try await harness.test { client in
+            for (method, uri, needed) in Self.endpoints {
+                for (who, token, role) in callers {
+                    let (body, type) = Self.body(for: uri)
+                    try await client.execute(uri: uri, method: method, headers: H.headers(token: token, contentType: type),
+                        body: body) { response in
+                        let status = response.status
+                        if token == "wrong-token" {
+                            #expect(status == .unauthorized, "\(who) \(method) \(uri)")
+                        } else if let needed {
+                            if role == nil {
+                                #expect(status == .unauthorized, "\(who) \(method) \(uri)")
+                            } else if role! < needed {
+                                #expect(status == .forbidden, "\(who) \(method) \(uri)")
+                            } else {
+                                #expect(status != .unauthorized && status != .forbidden, "\(who) \(method) \(uri): \(status)")
+                            }
+                        } else {
+                            #expect(status == .ok, "\(who) \(method) \(uri)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    @Test("without tokens configured management is refused; detect only when opened to anonymous callers")
+    func noTokens() async throws {
+        for anonymous in [false, true] {
+            let harness = try await ServerHarness(tokens: [], anonymousDetect: anonymous)
+            try await harness.test { client in
+                try await client.execute(uri: "/v1/slots/default/switch", method: .post) { #expect($0.status == .forbidden) }
+                try await client.execute(uri: "/v1/slots", method: .get) { #expect($0.status == .forbidden) }
+                try await client.execute(uri: "/v1/detect", method: .post, headers: H.headers(contentType: "image/jpeg"),
+                    body: H.busJPEG) { #expect($0.status == (anonymous ? .ok : .forbidden)) }
+            }
+            await harness.cleanUp()
+        }
+    }
+
+    @Test("tokens are stored as SHA-256 and compared in full")
+    func digests() {
+        let auth = TokenAuthenticator(H.tokens)
+        #expect(auth.authenticate(token: "alice-token")?.role == .operator)
+        #expect(auth.authenticate(token: "alice-token ") == nil)
+        #expect(auth.authenticate(token: "alice-toke") == nil)
+        #expect(auth.authenticate(token: "") == nil)
+        #expect(TokenAuthenticator.digest(of: "alice-demo-token")
+            == "bba775a1794a2ccaa524798e32cea98187c9a32d80433d760a92d449bfddff66")
+    }
+}
+
+@Suite("Configuration")
+struct ConfigurationTests {
+    @Test("the issue's YAML works as is; relative paths resolve against the file's folder")
+    func issueYAML() throws {
+        let yaml = """
+            server: { host: 127.0.0.1, port: 8080 }
+            model_repository: ./models          # every model path in the API is relative to this folder
+            state_dir: ./var                    # SQLite state + audit
+            tokens:                             # sha256 hex of the bearer token, never the token itself
+              - { name: alice, role: operator, sha256: "\(TokenAuthenticator.digest(of: "a"))" }
+              - { name: carol, role: viewer,   sha256: "\(TokenAuthenticator.digest(of: "c"))" }
+            slots:
+              default: { model: yolov3-tiny-coco-416.onnx }
+            routes: { metal-case: default }     # product / work order → slot
+            """
+        let config = try ServerConfiguration.parse(yaml, base: "/srv/yoloswap")
+        #expect(config.modelRepository == "/srv/yoloswap/models")
+        #expect(config.stateDirectory == "/srv/yoloswap/var")
+        #expect(config.tokens.map(\.role) == [.operator, .viewer])
+        #expect(config.slots["default"]?.model == "yolov3-tiny-coco-416.onnx")
+        #expect(config.routes == ["metal-case": "default"])
+        #expect(config.port == 8080)
+    }
+
+    @Test("the repository's example configuration parses")
+    func example() throws {
+        let config = try ServerConfiguration.load(path: ServerHarness.root.appendingPathComponent("yoloswap.example.yaml").path)
+        #expect(config.tokens.count == 3)
+        #expect(config.modelRepository == ServerHarness.root.appendingPathComponent("models").path)
+    }
+
+    @Test("clear errors for bad values", arguments: [
+        "server: { port: 99999 }", "tokens: [{ name: a, role: operator, sha256: abc }]",
+        "tokens: [{ name: a, role: king, sha256: abc }]", "routes: { x: nowhere }", "hotswap: { policy: yolo }",
+        "require_signature: true", "slots: {}", "server: [",
+    ])
+    func errors(yaml: String) {
+        #expect(throws: (any Error).self) { try ServerConfiguration.parse(yaml) }
+    }
+
+    @Test("environment overrides")
+    func environment() throws {
+        var config = ServerConfiguration(base: "/x")
+        try config.applyEnvironment(["YOLOSWAP_PORT": "9090", "YOLOSWAP_HOST": "0.0.0.0", "YOLOSWAP_STATE_DIR": "/tmp/s"])
+        #expect(config.port == 9090 && config.host == "0.0.0.0" && config.stateDirectory == "/tmp/s")
+        #expect(throws: ConfigurationError.self) { try config.applyEnvironment(["YOLOSWAP_PORT": "http"]) }
+    }
+}
