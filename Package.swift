@@ -95,13 +95,13 @@ let package = Package(
         .testTarget(name: "ImageCodecsTests", dependencies: ["ImageCodecs"]),
         .testTarget(name: "ONNXRuntimeTests", dependencies: ["ONNXRuntime"]),
         .testTarget(name: "YOLOTests", dependencies: ["YOLO", "ImageCodecs"]),
-        .testTarget(name: "HotSwapTests", dependencies: ["HotSwap", "YOLO", "ORTBackend", "ImageCodecs"]),
+        .testTarget(name: "HotSwapTests", dependencies: ["HotSwap", "YOLO", "ORTBackend", "ONNXRuntime", "ImageCodecs"]),
         .testTarget(name: "ModelSigningTests", dependencies: ["ModelSigning", "HotSwap"]),
         .testTarget(name: "AuditLogTests", dependencies: ["AuditLog"]),
         .testTarget(
             name: "ServerTests",
             dependencies: [
-                "Server", "HotSwap", "YOLO",
+                "Server", "HotSwap", "YOLO", "ONNXRuntime",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]),

@@ -1,0 +1,114 @@
+import Crypto
+import Foundation
+
+/// One management call and its outcome, as stored in the audit log.
+///
+/// `hash` is the lower-case hex SHA-256 of ``canonicalEncoding``: every content field, the row id and
+/// `previousHash`, so changing any of them (or moving the row) changes the hash, and each row's `previousHash`
+/// ties it to the row before it.
+///
+/// Canonical encoding (`yoloswap-audit-v1`), UTF-8: the line `yoloswap-audit-v1`, then one line per field, in
+/// this order: `id`, `time_us`, `actor`, `remote_address`, `action`, `slot`, `model_path`, `version`, `sha256`,
+/// `signature_key_id`, `result`, `reason`, `duration_ms`, `previous_hash`. Each line is `<name>=` followed by
+/// `-` for a null field, or by `<UTF-8 byte count>:<value>`, and ends with `\n`. Values are written as stored:
+/// `id` and `time_us` (microseconds since 1970-01-01 UTC) in decimal, strings verbatim (the length prefix makes
+/// escaping unnecessary), `duration_ms` as the 16 lower-case hex digits of its IEEE 754 binary64 bit pattern
+/// (big-endian), so every value round-trips through SQLite exactly and the hash can be recomputed from the raw
+/// row by any tool.
+///
+/// Thread-safety: a value.
+public struct AuditEntry: Sendable, Codable, Equatable {
+    /// Row id: 1, 2, 3, … in append order (nil before insertion).
+    public var id: Int64?
+    /// When the call was made, to the microsecond.
+    public var time: Date
+    /// Who made it (token name).
+    public var actor: String
+    public var remoteAddress: String?
+    /// What was asked: `load`, `switch`, `rollback`, `discard`, `routes.replace`, ….
+    public var action: String
+    public var slot: String?
+    public var modelPath: String?
+    public var version: String?
+    public var sha256: String?
+    public var signatureKeyID: String?
+    /// Outcome: `succeeded`, `failed`, `rejected`, ….
+    public var result: String
+    public var reason: String?
+    public var durationMs: Double?
+    /// The hash of the previous entry (64 zeros for the first).
+    public var previousHash: String
+    public var hash: String
+
+    public init(
+        id: Int64?, time: Date, actor: String, remoteAddress: String?, action: String, slot: String?,
+        modelPath: String?, version: String?, sha256: String?, signatureKeyID: String?, result: String,
+        reason: String?, durationMs: Double?, previousHash: String, hash: String
+    ) {
+        self.id = id
+        self.time = time
+        self.actor = actor
+        self.remoteAddress = remoteAddress
+        self.action = action
+        self.slot = slot
+        self.modelPath = modelPath
+        self.version = version
+        self.sha256 = sha256
+        self.signatureKeyID = signatureKeyID
+        self.result = result
+        self.reason = reason
+        self.durationMs = durationMs
+        self.previousHash = previousHash
+        self.hash = hash
+    }
+
+    /// `previousHash` of the first entry.
+    public static let genesisHash = String(repeating: "0", count: 64)
+
+    /// `time` as stored: whole microseconds since 1970-01-01 UTC.
+    public var timeMicroseconds: Int64 { Self.microseconds(time) }
+
+    static func microseconds(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1_000_000).rounded()) }
+
+    static func date(microseconds: Int64) -> Date { Date(timeIntervalSince1970: Double(microseconds) / 1_000_000) }
+
+    // MARK: Hashing
+
+    /// The bytes `hash` is computed over (see the type's documentation).
+    public var canonicalEncoding: Data {
+        func line(_ name: String, _ value: String?) -> String {
+            guard let value else { return "\(name)=-\n" }
+            return "\(name)=\(value.utf8.count):\(value)\n"
+        }
+        var text = "yoloswap-audit-v1\n"
+        text += line("id", id.map { String($0) })
+        text += line("time_us", String(timeMicroseconds))
+        text += line("actor", actor)
+        text += line("remote_address", remoteAddress)
+        text += line("action", action)
+        text += line("slot", slot)
+        text += line("model_path", modelPath)
+        text += line("version", version)
+        text += line("sha256", sha256)
+        text += line("signature_key_id", signatureKeyID)
+        text += line("result", result)
+        text += line("reason", reason)
+        text += line("duration_ms", durationMs.map { Self.hex64($0.bitPattern) })
+        text += line("previous_hash", previousHash)
+        return Data(text.utf8)
+    }
+
+    /// SHA-256 of ``canonicalEncoding``, lower-case hex.
+    public var computedHash: String {
+        SHA256.hash(data: canonicalEncoding).map { Self.hex8($0) }.joined()
+    }
+
+    private static func hex64(_ value: UInt64) -> String {
+        let digits = String(value, radix: 16)
+        return String(repeating: "0", count: 16 - digits.count) + digits
+    }
+
+    private static func hex8(_ value: UInt8) -> String {
+        value < 16 ? "0" + String(value, radix: 16) : String(value, radix: 16)
+    }
+}

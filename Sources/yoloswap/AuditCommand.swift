@@ -1,0 +1,83 @@
+import ArgumentParser
+import AuditLog
+import Foundation
+
+/// `yoloswap audit verify|list --state-dir DIR`: reads the server's audit log.
+struct AuditCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "audit", abstract: "Verify or list the tamper-evident audit log.",
+        subcommands: [Verify.self, List.self])
+
+    struct StateDirectory: ParsableArguments {
+        @Option(name: .customLong("state-dir"), help: "The server's state directory (holds audit.sqlite).")
+        var stateDir = "./var"
+
+        func open() throws -> AuditLog {
+            do { return try AuditLog(directory: stateDir, readOnly: true) } catch {
+                printError("\(error)")
+                throw ExitCode.failure
+            }
+        }
+    }
+
+    struct Verify: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Walk the hash chain; report the first broken link (exit 1) or OK.")
+        @OptionGroup var state: StateDirectory
+
+        func run() throws {
+            let log = try state.open()
+            let outcome: AuditVerification
+            do { outcome = try log.verify() } catch {
+                printError("audit verify failed: \(error)")
+                throw ExitCode.failure
+            }
+            print(outcome.description)
+            if case .intact(_, let head) = outcome { print("head hash: \(head)") }
+            if !outcome.isIntact { throw ExitCode.failure }
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print entries, newest first.")
+        @OptionGroup var state: StateDirectory
+        @Option(help: "Only entries about this slot.") var slot: String?
+        @Option(help: "At most this many entries.") var limit = 100
+        @Flag(help: "One JSON object per line.") var json = false
+
+        func run() throws {
+            let log = try state.open()
+            let entries: [AuditEntry]
+            do { entries = try log.entries(slot: slot, limit: limit) } catch {
+                printError("audit list failed: \(error)")
+                throw ExitCode.failure
+            }
+            let timeFormat = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+            let encoder = JSONEncoder()
+            encoder.keyEncodingStrategy = .convertToSnakeCase
+            encoder.dateEncodingStrategy = .custom { date, encoder in
+                var container = encoder.singleValueContainer()
+                try container.encode(date.formatted(timeFormat))
+            }
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            for entry in entries {
+                if json {
+                    print(String(decoding: try encoder.encode(entry), as: UTF8.self))
+                    continue
+                }
+                var line = "#\(entry.id ?? 0)  \(entry.time.formatted(timeFormat))  \(entry.actor)"
+                if let remote = entry.remoteAddress { line += "@\(remote)" }
+                line += "  \(entry.action)"
+                if let slot = entry.slot { line += "  slot=\(slot)" }
+                if let model = entry.modelPath { line += "  model=\(model)" }
+                if let version = entry.version { line += "  version=\(version)" }
+                if let sha = entry.sha256 { line += "  sha256=\(sha.prefix(12))" }
+                if let key = entry.signatureKeyID { line += "  key=\(key)" }
+                line += "  \(entry.result)"
+                if let reason = entry.reason { line += ": \(reason)" }
+                if let ms = entry.durationMs { line += String(format: "  (%.1f ms)", ms) }
+                print(line)
+            }
+        }
+    }
+}

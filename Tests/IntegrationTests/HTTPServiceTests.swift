@@ -1,0 +1,186 @@
+import Foundation
+import Testing
+
+/// The real binary on a loopback port: detection with every real model, hot swap under HTTP load, restart, drain,
+/// and the API contract (openapi-spec-validator, schemathesis).
+@Suite("HTTP service (real binary)", .serialized)
+struct HTTPServiceTests {
+    static let bus = try! Data(contentsOf: URL(fileURLWithPath: Repo.image("bus.jpg")))
+
+    func detect(_ server: ServerProcess, _ image: Data, query: String = "", type: String = "image/jpeg",
+                headers: [String: String] = [:]) async throws -> (Int, [String: Any]) {
+        let (status, data) = try await server.request("POST", "/v1/detect" + query, token: ServerProcess.viewerToken,
+            body: image, contentType: type, headers: headers)
+        return (status, (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:])
+    }
+
+    @Test("detect with each real model over HTTP")
+    func realModels() async throws {
+        let server = try await ServerProcess(yaml: """
+            \(ServerProcess.demoTokens)
+            slots:
+              default: { model: yolov3-tiny-coco-416.onnx }
+              nudenet: { model: nudenet-320n.onnx }
+              fall: { model: fall-detection-fp16.onnx }
+              doclaynet: { model: yolov8n-doclaynet.onnx }
+            routes: { metal-case: default, page-scanner: doclaynet }
+            hotswap: { warmup_runs: 1 }
+            """)
+        defer { server.stop() }
+        let (status, body) = try await detect(server, Self.bus, headers: ["X-Product": "metal-case"])
+        #expect(status == 200)
+        let names = (body["detections"] as? [[String: Any]])?.compactMap { $0["class_name"] as? String } ?? []
+        #expect(names.contains("bus") && names.filter { $0 == "person" }.count >= 3)
+        for slot in ["nudenet", "fall"] {
+            let (status, body) = try await detect(server, Self.bus, query: "?slot=\(slot)")
+            #expect(status == 200, "\(slot)")
+            #expect((body["model"] as? [String: Any])?["slot"] as? String == slot)
+            #expect((body["detections"] as? [[String: Any]])?.isEmpty == false, "\(slot) found nothing on bus.jpg")
+        }
+        let page = try Data(contentsOf: URL(fileURLWithPath: Repo.image("tasn1-page-5.png")))
+        let (pageStatus, pageBody) = try await detect(server, page, type: "image/png",
+            headers: ["X-Work-Order": "page-scanner"])
+        #expect(pageStatus == 200)
+        #expect(((pageBody["detections"] as? [[String: Any]])?.count ?? 0) >= 5)
+    }
+
+    @Test("hot swap under HTTP load: 4 clients, 20 switches and rollbacks, every response 200 from an active model")
+    func swapUnderLoad() async throws {
+        let state = FileManager.default.temporaryDirectory.appendingPathComponent("state-\(UUID())")
+        defer { try? FileManager.default.removeItem(at: state) }
+        let yaml = """
+            \(ServerProcess.demoTokens)
+            slots:
+              default: { model: yolov3-tiny-coco-416.onnx }
+            hotswap: { warmup_runs: 1 }
+            """
+        let server = try await ServerProcess(yaml: yaml, stateDirectory: state)
+        let stop = ManagedFlag()
+        let clients = (0..<4).map { _ in
+            Task { () -> [(Int, Int, String)] in
+                var seen: [(Int, Int, String)] = []
+                while !stop.value {
+                    let (status, body) = (try? await detect(server, Self.bus)) ?? (0, [:])
+                    let model = body["model"] as? [String: Any]
+                    seen.append((status, model?["generation"] as? Int ?? -1, model?["sha256"] as? String ?? ""))
+                }
+                return seen
+            }
+        }
+        var operations = 0
+        for i in 0..<20 {
+            if i % 3 == 2 {
+                let (status, _) = try await server.json("POST", "/v1/slots/default/rollback",
+                    token: ServerProcess.operatorToken)
+                #expect(status == 200)
+            } else {
+                let (_, slot) = try await server.json("GET", "/v1/slots/default", token: ServerProcess.viewerToken)
+                let active = (slot["active"] as? [String: Any])?["path"] as? String
+                let next = active == "yolov3-tiny-coco-416.onnx" ? "yolov3-tiny-coco-320.onnx" : "yolov3-tiny-coco-416.onnx"
+                let (status, op) = try await server.json("POST", "/v1/slots/default/load?wait=true",
+                    token: ServerProcess.operatorToken, body: ["model": next, "activate": true])
+                #expect(status == 200, "\(op)")
+            }
+            operations += 1
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        stop.set()
+        var responses: [[(Int, Int, String)]] = []
+        for client in clients { responses.append(await client.value) }
+        let all = responses.flatMap { $0 }
+        #expect(operations == 20)
+        #expect(all.count > 20)
+        #expect(all.allSatisfy { $0.0 == 200 }, "non-200: \(all.filter { $0.0 != 200 }.prefix(5))")
+        for loop in responses {
+            let generations = loop.map(\.1)
+            #expect(generations == generations.sorted(), "a client saw generations go backwards")
+        }
+        // Every (generation, sha256) stamped on a response is the model that generation activated.
+        let (_, eventsBody) = try await server.json("GET", "/v1/events?slot=default&limit=1000",
+            token: ServerProcess.viewerToken)
+        var activeByGeneration: [Int: String] = [:]
+        for event in (eventsBody["events"] as? [[String: Any]]) ?? [] where event["result"] as? String == "succeeded" {
+            if let g = event["generation"] as? Int, let sha = event["to_sha256"] as? String { activeByGeneration[g] = sha }
+        }
+        #expect(activeByGeneration.count >= 20)
+        for (_, generation, sha) in all {
+            #expect(activeByGeneration[generation] == sha, "generation \(generation) served by \(sha.prefix(12))")
+        }
+        let (_, slot) = try await server.json("GET", "/v1/slots/default", token: ServerProcess.viewerToken)
+        let activeSHA = (slot["active"] as? [String: Any])?["sha256"] as? String
+        let generation = slot["generation"] as? Int
+
+        // A restart restores the committed active model and generation.
+        #expect(server.stop() == 0)
+        let restarted = try await ServerProcess(yaml: yaml, stateDirectory: state)
+        defer { restarted.stop() }
+        var (_, after) = try await restarted.json("GET", "/v1/slots/default", token: ServerProcess.viewerToken)
+        #expect((after["active"] as? [String: Any])?["sha256"] as? String == activeSHA)
+        #expect(after["generation"] as? Int == generation)
+        // The standby is restored after the active model (the slot is ready before it).
+        for _ in 0..<100 where after["standby"] == nil {
+            try await Task.sleep(for: .milliseconds(100))
+            (_, after) = try await restarted.json("GET", "/v1/slots/default", token: ServerProcess.viewerToken)
+        }
+        #expect(after["standby"] is [String: Any])
+    }
+
+    @Test("SIGTERM drains in-flight requests, then exits 0")
+    func drain() async throws {
+        let server = try await ServerProcess(yaml: """
+            \(ServerProcess.demoTokens)
+            slots:
+              default: { model: synthetic/yolov5-nc80-416-identity.onnx }
+              slow: { model: synthetic/slow.onnx }
+            hotswap: { warmup_runs: 1 }
+            """)
+        let inFlight = Task { () -> (Int, String?) in
+            let (status, body) = try await detect(server, Self.bus, query: "?slot=slow")
+            return (status, (body["model"] as? [String: Any])?["slot"] as? String)
+        }
+        try await Task.sleep(for: .milliseconds(400))  // the slow Run (≈1.5 s) is under way
+        let started = Date()
+        kill(server.process.processIdentifier, SIGTERM)
+        let (status, slot) = try await inFlight.value
+        #expect(status == 200)
+        #expect(slot == "slow")
+        server.process.waitUntilExit()
+        #expect(server.process.terminationStatus == 0, "\(server.log)")
+        #expect(Date().timeIntervalSince(started) < 20)
+    }
+
+    @Test("openapi.yaml is a valid OpenAPI document")
+    func openAPIValid() throws {
+        let r = try runProcess(Repo.path(".venv/bin/openapi-spec-validator"), [Repo.path("openapi.yaml")])
+        #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
+    }
+
+    @Test("schemathesis fuzzes the live server: no 5xx, responses match the spec")
+    func schemathesis() async throws {
+        let server = try await ServerProcess(yaml: """
+            \(ServerProcess.demoTokens)
+            slots:
+              default: { model: synthetic/yolov5-nc80-416-identity.onnx }
+            routes: { metal-case: default }
+            hotswap: { warmup_runs: 1 }
+            """)
+        defer { server.stop() }
+        let r = try runProcess(Repo.path(".venv/bin/schemathesis"), [
+            "run", Repo.path("openapi.yaml"), "--url", server.base.absoluteString,
+            "-H", "Authorization: Bearer \(ServerProcess.adminToken)",
+            "-c", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+            "-n", "10", "--max-time", "40", "-w", "1", "--seed", "1",
+        ])
+        #expect(r.status == 0, "\(r.stdout.suffix(4000))\(r.stderr.suffix(2000))")
+        #expect(r.stdout.contains("passed"))
+    }
+}
+
+/// A flag set once, read by many tasks.
+final class ManagedFlag: @unchecked Sendable {
+    // @unchecked: guarded by the lock.
+    private let lock = NSLock()
+    private var flag = false
+    var value: Bool { lock.withLock { flag } }
+    func set() { lock.withLock { flag = true } }
+}

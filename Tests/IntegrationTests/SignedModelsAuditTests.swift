@@ -1,0 +1,89 @@
+import Foundation
+import Testing
+
+/// Signed models and the tamper-evident audit log, through the real binary.
+@Suite("Signed models and audit (real binary)", .serialized)
+struct SignedModelsAuditTests {
+    @Test("unsigned and tampered models are rejected before loading; the audit chain verifies, then breaks on an edit")
+    func signaturesAndAudit() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("signed-\(UUID())")
+        let repo = dir.appendingPathComponent("models")
+        let state = dir.appendingPathComponent("var")
+        try FileManager.default.createDirectory(at: repo, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let key = dir.appendingPathComponent("release.key").path
+        let keygen = try runProcess(Repo.binary, ["keygen", "--out", key])
+        try #require(keygen.status == 0, "\(keygen.stderr)")
+
+        let a = Repo.model("synthetic/yolov5-nc80-416-identity.onnx")
+        let b = Repo.model("synthetic/yolov5-nc80-320-identity.onnx")
+        for (name, source) in [("signed.onnx", a), ("signed-b.onnx", b), ("unsigned.onnx", b), ("tampered.onnx", b)] {
+            try FileManager.default.copyItem(atPath: source, toPath: repo.appendingPathComponent(name).path)
+        }
+        for name in ["signed.onnx", "signed-b.onnx"] {
+            let sign = try runProcess(Repo.binary, ["sign", repo.appendingPathComponent(name).path, "--key", key,
+                "--version", "1.0"])
+            try #require(sign.status == 0, "\(sign.stderr)")
+        }
+        // A signature made for other bytes.
+        try FileManager.default.copyItem(atPath: repo.appendingPathComponent("signed.onnx.sig").path,
+            toPath: repo.appendingPathComponent("tampered.onnx.sig").path)
+        let verify = try runProcess(Repo.binary, ["verify", repo.appendingPathComponent("signed.onnx").path,
+            "--pub", key + ".pub"])
+        #expect(verify.status == 0 && verify.stdout.contains("OK"))
+
+        let server = try await ServerProcess(yaml: """
+            \(ServerProcess.demoTokens)
+            model_repository: \(repo.path)
+            trusted_keys: [\(key).pub]
+            require_signature: true
+            slots:
+              default: { model: signed.onnx, version: "1.0" }
+            hotswap: { warmup_runs: 1 }
+            """, stateDirectory: state)
+        let (_, slot) = try await server.json("GET", "/v1/slots/default", token: ServerProcess.viewerToken)
+        #expect((slot["active"] as? [String: Any])?["signature_key_id"] is String)
+
+        for (model, phrase) in [("unsigned.onnx", "unsigned"), ("tampered.onnx", "modified")] {
+            let (status, op) = try await server.json("POST", "/v1/slots/default/load?wait=true",
+                token: ServerProcess.operatorToken, body: ["model": model, "activate": true])
+            #expect(status == 422, "\(model): \(op)")
+            #expect(op["state"] as? String == "failed")
+            let reason = (op["reason"] as? String ?? "").lowercased()
+            #expect(reason.contains("signature") && reason.contains(phrase), "\(model): \(reason)")
+            #expect((op["timings"] as? [String: Any])?["load_ms"] == nil, "\(model) reached the loading stage")
+        }
+        let (okStatus, ok) = try await server.json("POST", "/v1/slots/default/load?wait=true",
+            token: ServerProcess.operatorToken, body: ["model": "signed-b.onnx", "version": "1.0", "activate": true])
+        #expect(okStatus == 200, "\(ok)")
+        let (rollback, _) = try await server.json("POST", "/v1/slots/default/rollback", token: ServerProcess.operatorToken)
+        #expect(rollback == 200)
+        let (_, audit) = try await server.json("GET", "/v1/audit?slot=default&limit=50", token: ServerProcess.viewerToken)
+        let entries = (audit["entries"] as? [[String: Any]]) ?? []
+        #expect(entries.count >= 4)
+        #expect(entries.contains { $0["action"] as? String == "load" && $0["result"] as? String == "failed"
+            && $0["actor"] as? String == "alice" })
+        #expect(entries.contains { $0["action"] as? String == "rollback" && $0["result"] as? String == "succeeded" })
+        #expect(server.stop() == 0)
+
+        let intact = try runProcess(Repo.binary, ["audit", "verify", "--state-dir", state.path])
+        #expect(intact.status == 0, "\(intact.stdout)\(intact.stderr)")
+        #expect(intact.stdout.contains("OK"))
+        // Edit one row behind the log's back.
+        let edit = try runProcess("/usr/bin/python3", ["-c", """
+            import sqlite3, sys
+            db = sqlite3.connect(sys.argv[1])
+            tables = [r[0] for r in db.execute("select name from sqlite_master where type='table'")]
+            table = next(t for t in tables if 'audit' in t.lower() and 'head' not in t.lower())
+            row = db.execute(f"select min(id) from {table} where result = 'failed'").fetchone()[0]
+            db.execute(f"update {table} set result = 'succeeded' where id = ?", (row,))
+            db.commit()
+            print(row)
+            """, state.appendingPathComponent("audit.sqlite").path])
+        try #require(edit.status == 0, "\(edit.stderr)")
+        let broken = try runProcess(Repo.binary, ["audit", "verify", "--state-dir", state.path])
+        #expect(broken.status == 1)
+        #expect((broken.stdout + broken.stderr).contains("BROKEN at entry #\(edit.stdout.trimmed)"),
+            "\(broken.stdout)\(broken.stderr)")
+    }
+}
