@@ -88,7 +88,7 @@ struct APIRoutes: Sendable {
         router.get("metrics") { _, _ in
             guard let metricsText else { throw Problem.notFound("metrics are not enabled") }
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                body: .init(byteBuffer: ByteBuffer(string: metricsText())))
+                body: .init(byteBuffer: ByteBuffer(string: ServerMetrics.addingHelp(to: metricsText()))))
         }
         let v1 = router.group("v1")
         v1.post("detect") { request, context in try await detect(request, context) }

@@ -6,6 +6,44 @@ import Metrics
 ///
 /// Names follow Prometheus conventions with units: `_total` counters, `_seconds` durations, `_bytes` sizes.
 enum ServerMetrics {
+    /// `# HELP` text per metric family. swift-prometheus registers families with empty help (and cannot change it),
+    /// so `/metrics` adds these lines; a family missing here fails `promtool check metrics` in the tests.
+    static let helpTexts: [String: String] = [
+        "yoloswap_requests_total": "Detection requests by slot, model and HTTP status.",
+        "yoloswap_request_duration_seconds": "End-to-end duration of successful detection requests.",
+        "yoloswap_preprocess_duration_seconds": "Letterbox and tensor preparation time per request.",
+        "yoloswap_inference_duration_seconds": "ONNX Runtime Run time per request.",
+        "yoloswap_postprocess_duration_seconds": "Output decoding and NMS time per request.",
+        "yoloswap_queue_wait_duration_seconds": "Time a request waited for a worker thread (or a model).",
+        "yoloswap_swap_events_total": "Completed control-plane operations by slot, operation and result.",
+        "yoloswap_model_verify_duration_seconds": "Verifying stage of model loads (read, SHA-256, signature).",
+        "yoloswap_model_load_duration_seconds": "Loading stage of model loads (ONNX Runtime session creation).",
+        "yoloswap_model_warmup_duration_seconds": "Warm-up stage of model loads.",
+        "yoloswap_model_flip_duration_seconds": "Time the slot lock was held to flip the active model.",
+        "yoloswap_queue_depth": "Requests waiting in the slot's queue.",
+        "yoloswap_in_flight_requests": "Requests running on the slot's worker threads.",
+        "yoloswap_model_memory_bytes": "Measured memory of the slot's models by role.",
+        "yoloswap_active_model_info": "The active model per slot (1), with id, version and sha256 labels.",
+        "yoloswap_slot_generation": "Generation of the slot: increases with every change of the active model.",
+        "yoloswap_process_resident_memory_bytes": "Resident set size of the process.",
+    ]
+
+    /// Inserts a `# HELP` line before each `# TYPE` line of a Prometheus exposition.
+    static func addingHelp(to text: String) -> String {
+        var out = ""
+        out.reserveCapacity(text.utf8.count + 2048)
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            if line.hasPrefix("# TYPE ") {
+                let name = line.dropFirst(7).split(separator: " ").first.map(String.init) ?? ""
+                if let help = helpTexts[name] { out += "# HELP \(name) \(help)\n" }
+            }
+            out += line
+            out += "\n"
+        }
+        if out.hasSuffix("\n\n") { out.removeLast() }
+        return out
+    }
+
     static func request(slot: String, model: String, status: Int, seconds: Double) {
         Counter(label: "yoloswap_requests_total",
             dimensions: [("slot", slot), ("model", model), ("status", String(status))]).increment()

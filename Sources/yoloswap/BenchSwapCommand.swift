@@ -101,6 +101,7 @@ struct BenchSwapCommand: AsyncParsableCommand {
         let rollbackEvery = rollbacks > 0 ? max(1, swaps / (rollbacks + 1)) : Int.max
         var rollbacksDone = 0
         let interval = Duration.milliseconds(intervalMs)
+        let loopsStarted = ContinuousClock.now
         try await Task.sleep(for: interval)
         for i in 0..<swaps {
             let target = slot.roles.active?.identity.path == modelA ? modelB : modelA
@@ -129,6 +130,7 @@ struct BenchSwapCommand: AsyncParsableCommand {
         shared.stop.store(true, ordering: .relaxed)
         var samples: [Sample] = []
         for loop in loops { samples += await loop.value }
+        let duration = (ContinuousClock.now - loopsStarted).milliseconds / 1000
         await sampler.value
         while manager.releaser.pendingCount > 0 { try await Task.sleep(for: .milliseconds(10)) }
         try await Task.sleep(for: .milliseconds(50))
@@ -145,6 +147,7 @@ struct BenchSwapCommand: AsyncParsableCommand {
         let costs = manager.memoryCosts
         let result: [String: Any] = [
             "requests": samples.count, "failures": samples.filter(\.failed).count, "swaps": swaps,
+            "duration_s": duration, "requests_per_second": Double(samples.count) / max(duration, 1e-9),
             "swap_failures": swapFailures.count, "rollbacks": rollbacksDone, "concurrency": concurrency,
             "policy": policy, "model_a": modelA, "model_b": modelB,
             "steady_requests": steady.count, "swap_requests": overlapping.count,
