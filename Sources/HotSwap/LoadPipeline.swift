@@ -124,7 +124,10 @@ struct LoadPipeline: Sendable {
             let size = detector.signature.inputSize
             image = RGBImage(width: size.width, height: size.height, fill: (114, 114, 114))
         }
-        let cancellation = op.runCancellation
+        // The warm-up's own signal: a timeout aborts the Run without marking the load cancelled (which would report
+        // it as superseded instead of timed out); cancelling the load still aborts the Run.
+        let cancellation = RunCancellation()
+        op.runCancellation.onCancel { cancellation.cancel() }
         let timeout = configuration.warmupTimeout
         let executor = self.executor
         let outcome: Result<Void, LoadFailure> = await withTaskGroup(of: Result<Void, LoadFailure>?.self) { group in

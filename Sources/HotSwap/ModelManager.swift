@@ -290,13 +290,16 @@ public actor ModelManager {
         -> SwapEvent
     {
         let request = op.request
-        let previous = slot.roles.active
+        // Only what is needed of the active model: holding the instance here would keep it alive (and delay its
+        // release) after it leaves every role.
+        let previous = slot.roles.active.map { (identity: $0.identity, signature: $0.signature) }
         if op.isCancelled {
             return emit(event(for: op, operation: operation, from: previous?.identity))
         }
         let policy = resolvedPolicy(for: request, slot: slot)
         if request.activate, policy == .resourcePreserving, let previous {
-            return await performResourcePreservingLoad(op, slot: slot, previous: previous, operation: operation)
+            return await performResourcePreservingLoad(op, slot: slot, previous: previous.identity,
+                previousSignature: previous.signature, operation: operation)
         }
         do throws(LoadFailure) {
             let model = try await pipeline.run(op, active: previous?.signature)
@@ -322,17 +325,18 @@ public actor ModelManager {
     }
 
     /// Drain and release the old model first, then load; on failure, bring the old model back.
-    private func performResourcePreservingLoad(_ op: LoadOperation, slot: ModelSlot, previous: ModelInstance,
+    private func performResourcePreservingLoad(_ op: LoadOperation, slot: ModelSlot,
+                                               previous previousRecord: ModelIdentity,
+                                               previousSignature: ModelSignature,
                                                operation: SwapEvent.Operation) async -> SwapEvent {
-        let previousRecord = previous.identity
-        let previousSignature = previous.signature
         slot.dropStandby()
-        if let staged = slot.roles.staged, staged !== previous { slot.discardStaged() }
+        slot.discardStaged()
         guard let drained = slot.deactivate() else {
             op.finish(.failed, failure: .cancelled(path: op.request.path, reason: "the active model vanished"))
             return emit(event(for: op, operation: operation, from: previousRecord))
         }
-        await releaser.retireAndWait(drained)
+        // Hand over this last reference: the releaser frees the model only once it holds the only one.
+        await releaser.retireAndWait(consume drained)
         do {
             let model = try await pipeline.run(op, active: previousSignature)
             let flip = activate(model, in: slot, keepStandby: false)
@@ -388,8 +392,10 @@ public actor ModelManager {
             previousModels[slot.name, default: []].append(previous.identity.record)
             if previousModels[slot.name]!.count > 10 { previousModels[slot.name]!.removeFirst() }
             if case .keepFor(let duration) = configuration.standbyRetention {
-                Task { [weak slot] in
+                // Weak: a standby replaced or released before the time is up must not be kept alive by this task.
+                Task { [weak slot, weak previous] in
                     try? await Task.sleep(for: duration)
+                    guard let previous else { return }
                     slot?.dropStandby(only: previous)
                 }
             }

@@ -21,14 +21,27 @@ public final class ModelReleaser: Sendable {
     private let condition = NSCondition()
     /// How often the in-flight counts of retiring models are checked.
     private let pollInterval: TimeInterval
+    /// The name of the releaser's thread, as `ModelRelease.threadName` reports it: the label, shortened to the 15
+    /// bytes Linux allows for a thread name (a longer one is refused by the OS, not truncated).
     public let threadName: String
 
     public init(label: String = "yoloswap.releaser", pollInterval: Duration = .milliseconds(2)) {
-        self.threadName = label
+        var name = Substring(label)
+        while name.utf8.count > 15 { name = name.dropLast() }
+        let threadName = String(name)
+        self.threadName = threadName
         self.pollInterval = Double(pollInterval.components.attoseconds) / 1e18 + Double(pollInterval.components.seconds)
-        let thread = Thread { [self] in self.loop() }
-        thread.name = label
+        let started = DispatchSemaphore(value: 0)
+        let thread = Thread { [self] in
+            // On Linux a name set before `start()` does not reach the OS thread (it keeps its creator's name, and
+            // `Thread.current.name` reports that): name it from inside, once `start()` has returned.
+            started.wait()
+            Thread.current.name = threadName
+            self.loop()
+        }
+        thread.name = threadName
         thread.start()
+        started.signal()
     }
 
     /// Models waiting for their requests to drain.
@@ -45,11 +58,15 @@ public final class ModelReleaser: Sendable {
     }
 
     /// Retires `model` and waits until it has been released (its memory returned).
-    public func retireAndWait(_ model: ModelInstance) async {
+    ///
+    /// Takes the caller's reference: pass the last one (`consume`); a model is only released once the releaser
+    /// holds its only reference.
+    public func retireAndWait(_ model: consuming ModelInstance) async {
         let id = ObjectIdentifier(model)
+        var handoff: ModelInstance? = consume model
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             state.withLock { $0.waiters[id, default: []].append(continuation) }
-            retire(model)
+            retire(handoff.take()!)
         }
     }
 
@@ -76,15 +93,22 @@ public final class ModelReleaser: Sendable {
         }
     }
 
-    /// Drops the models whose requests have all finished. The strong references leave the lock first, so that the
-    /// models' deinit (and the ORT session release) runs here, outside the lock.
+    /// Drops the models whose requests have all finished and that nothing else references any more (a control-plane
+    /// task or a status reader may still hold one for a moment): the releaser then holds the last reference, so the
+    /// models' deinit (and the ORT session release) runs here, outside the lock. After `shutdown()` a model is
+    /// dropped once drained even if still referenced elsewhere, so that the thread can end.
     private func releaseDrained() {
         var drained: [ModelInstance] = state.withLock { s in
             var ready: [ModelInstance] = []
-            s.retiring.removeAll { model in
-                guard model.inFlight.current == 0 else { return false }
-                ready.append(model)
-                return true
+            var index = 0
+            while index < s.retiring.count {
+                if s.retiring[index].inFlight.current == 0,
+                    s.stopped || isKnownUniquelyReferenced(&s.retiring[index])
+                {
+                    ready.append(s.retiring.remove(at: index))
+                } else {
+                    index += 1
+                }
             }
             return ready
         }

@@ -26,9 +26,9 @@ struct InferenceExecutorTests {
         var current: Value { value.withLock { $0 } }
     }
 
-    /// Polls `condition` every 2 ms for up to `timeout`.
+    /// Polls `condition` every 2 ms for up to `timeout` (generous: the suite shares two cores with model-heavy tests).
     private func waitUntil(
-        timeout: Duration = .seconds(2), _ condition: () -> Bool, sourceLocation: SourceLocation = #_sourceLocation
+        timeout: Duration = .seconds(30), _ condition: () -> Bool, sourceLocation: SourceLocation = #_sourceLocation
     ) async throws {
         let end = ContinuousClock.now + timeout
         while !condition() {
@@ -110,9 +110,9 @@ struct InferenceExecutorTests {
             }
             try await group.waitForAll()
         }
-        let elapsed = ContinuousClock.now - start
+        // Both jobs were inside their work at the same moment: the two threads ran them concurrently.
         #expect(peak.current.peak == 2)
-        #expect(elapsed < .milliseconds(550), "two 300 ms jobs on two threads took \(elapsed)")
+        _ = start
         await executor.shutdown()
     }
 
@@ -132,7 +132,9 @@ struct InferenceExecutorTests {
         } catch let error as ExecutorError {
             refusal = error
         }
-        #expect(ContinuousClock.now - start < .milliseconds(50))
+        // Refused while the worker is still blocked and the queue still full: it did not wait for room.
+        #expect(executor.running == 1 && executor.queueDepth == 1)
+        _ = start
         guard case .overloaded(let depth, let retryAfter) = try #require(refusal) else {
             Issue.record("expected overloaded, got \(String(describing: refusal))")
             return
@@ -161,9 +163,11 @@ struct InferenceExecutorTests {
         await #expect(throws: ExecutorError.self) {
             try await executor.run(deadline: start + .milliseconds(200)) { ran.withLock { $0 = true } }
         }
+        // Answered at its deadline while the worker is still blocked (the gate opens only below): the refusal did
+        // not wait for the running job.
         let elapsed = ContinuousClock.now - start
         #expect(elapsed >= .milliseconds(195))
-        #expect(elapsed < .milliseconds(300), "deadline of 200 ms answered after \(elapsed)")
+        #expect(executor.running == 1, "the blocking job finished before the deadline was answered")
         #expect(executor.queueDepth == 0)
 
         gate.open()
@@ -182,7 +186,7 @@ struct InferenceExecutorTests {
             _ = try await executor.run(deadline: .now + .milliseconds(50)) { 1 }
             Issue.record("expected deadlineExceeded")
         } catch let ExecutorError.deadlineExceeded(waited) {
-            #expect(waited >= .milliseconds(45) && waited < .seconds(1))
+            #expect(waited >= .milliseconds(45) && waited < .seconds(30))
         }
         // Already past at submission: refused at once, having waited nothing.
         await #expect(throws: ExecutorError.deadlineExceeded(waited: .zero)) {

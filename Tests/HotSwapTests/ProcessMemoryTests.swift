@@ -34,13 +34,14 @@ struct ProcessMemoryTests {
             }
             ProcessMemory.trim()
             let after = try #require(ProcessMemory.residentBytes())
+            // Other suites allocate in this process at the same time: judge what this buffer added and returned.
             let rise = during - before
-            let residue = after - before
-            if rise >= 60 * Self.mib && abs(residue) <= 8 * Self.mib { return }
+            let returned = during - after
+            if rise >= 60 * Self.mib && returned >= 56 * Self.mib { return }
             attempts.append(
                 "before \(before / Self.mib) MiB, during \(during / Self.mib) MiB, after \(after / Self.mib) MiB")
         }
-        Issue.record("RSS did not rise by >= 60 MiB and return within 8 MiB: \(attempts.joined(separator: "; "))")
+        Issue.record("RSS did not rise by >= 60 MiB and give back >= 56 MiB: \(attempts.joined(separator: "; "))")
     }
 
     @Test("trim can be called repeatedly")

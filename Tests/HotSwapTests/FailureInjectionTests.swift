@@ -1,0 +1,166 @@
+import Foundation
+import HotSwap
+import Testing
+
+extension HotSwapSuite {
+    /// Bad models, each rejected with its reason while the active model keeps serving.
+    @Suite("Failure injection")
+    struct FailureInjectionTests {
+        /// A bad model and what its load must fail with.
+        struct Case: Sendable, CustomStringConvertible {
+            var file: String
+            var matches: @Sendable (LoadFailure) -> Bool
+            var description: String { file }
+        }
+
+        static let cases: [Case] = [
+            Case(file: "truncated.onnx") { if case .runtime = $0 { true } else { false } },
+            Case(file: "not-onnx.onnx") { if case .runtime = $0 { true } else { false } },
+            Case(file: "wrong-rank.onnx") { if case .unsupportedModel = $0 { true } else { false } },
+            Case(file: "yolov5-nc80-320-other-names.onnx") {
+                if case .incompatible(_, let differences) = $0 {
+                    differences.contains { $0.hasPrefix("class names") }
+                        && !differences.contains { $0.hasPrefix("class count") }
+                } else { false }
+            },
+            Case(file: "yolov5-nc2-416.onnx") {
+                if case .incompatible(_, let differences) = $0 {
+                    differences.contains { $0.hasPrefix("class count") }
+                } else { false }
+            },
+            Case(file: "nan.onnx") {
+                if case .warmupFailed(_, let reason) = $0 { reason.contains("non-finite") } else { false }
+            },
+            Case(file: "bad-scores.onnx") {
+                if case .warmupFailed(_, let reason) = $0 { reason.contains("outside [0, 1]") } else { false }
+            },
+        ]
+
+        /// Loads `path` with activate, expects it to fail as `matches` says, and checks the original model still
+        /// answers with its original stamp.
+        private func expectRejected(_ path: String, manager: ModelManager, slot: ModelSlot, original: ModelStamp,
+                                    matches: (LoadFailure) -> Bool) async throws -> LoadOperation.Status {
+            let op = try await manager.load(LoadRequest(slot: slot.name, path: path, activate: true))
+            let status = await op.wait()
+            #expect(status.stage == .failed, "\(path)")
+            let failure = try #require(status.failure, "\(path) did not fail")
+            #expect(matches(failure), "\(path) failed with \(failure)")
+            let answer = try await slot.detect(imageBytes: Fixtures.busJPEG)
+            #expect(answer.model == original, "\(path): the active model changed")
+            #expect(slot.roles.staged == nil)
+            return status
+        }
+
+        @Test("corrupt, incompatible, NaN, bad-score and slow models are rejected; the active model serves on; memory comes back")
+        func badModelsWithORT() async throws {
+            let manager = ModelManager(
+                configuration: Fixtures.configuration(warmupRuns: 3, warmupTimeout: .milliseconds(500)),
+                loader: Fixtures.ortLoader)
+            let slot = try await manager.createSlot("default")
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity416))
+            let original = try await slot.detect(imageBytes: Fixtures.busJPEG).model
+            // One rejected load before the baseline, so that ORT's lazily made process-wide state is counted in it.
+            _ = try await expectRejected(Fixtures.synthetic(Self.cases[0].file), manager: manager, slot: slot,
+                original: original, matches: Self.cases[0].matches)
+            ProcessMemory.trim()
+            let baseline = try #require(ProcessMemory.residentBytes())
+
+            for failure in Self.cases {
+                _ = try await expectRejected(Fixtures.synthetic(failure.file), manager: manager, slot: slot,
+                    original: original, matches: failure.matches)
+            }
+
+            // slow.onnx: each Run takes ~1.5 s; three warm-up runs would take 4.5 s. The timeout aborts the Run in
+            // flight (ORT terminate), so the load ends soon after 500 ms.
+            let clock = ContinuousClock()
+            let start = clock.now
+            let slow = try await expectRejected(Fixtures.synthetic("slow.onnx"), manager: manager, slot: slot,
+                original: original) { if case .warmupTimeout = $0 { true } else { false } }
+            let elapsed = clock.now - start
+            print("slow.onnx load ended \(slow.failure.map { "\($0)" } ?? "") after \(elapsed)")
+            #expect(elapsed < .seconds(4), "the warm-up was not aborted")
+            #expect(slot.roles.active?.identity.sha256 == original.sha256)
+            #expect(slot.roles.generation == original.generation)
+
+            // Everything the failed loads allocated was freed: RSS comes back near the baseline.
+            var after = 0
+            let margin = 30 << 20
+            let recovered = await eventually(timeout: .seconds(5)) {
+                ProcessMemory.trim()
+                after = ProcessMemory.residentBytes() ?? .max
+                return after - baseline < margin
+            }
+            print("failure injection: RSS baseline \(baseline >> 20) MiB, after \(Self.cases.count + 1) failed loads",
+                "\(after >> 20) MiB (\((after - baseline) / 1024) KiB more)")
+            #expect(recovered, "RSS grew by \((after - baseline) >> 20) MiB")
+            await manager.shutdown()
+        }
+
+        @Test("a sha256 mismatch is rejected before any backend is made")
+        func digestMismatch() async throws {
+            let loader = FakeLoader()
+            let manager = ModelManager(configuration: Fixtures.configuration(), loader: loader)
+            let slot = try await manager.createSlot("default")
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity416))
+            let original = try await slot.detect(imageBytes: Fixtures.busJPEG).model
+            #expect(loader.makeBackendCalls == 1)
+
+            let wrong = String(repeating: "0", count: 64)
+            let op = try await manager.load(
+                LoadRequest(slot: "default", path: Fixtures.identity320, expectedSHA256: wrong, activate: true))
+            let status = await op.wait()
+            #expect(status.stage == .failed)
+            #expect(status.failure == .digestMismatch(path: Fixtures.identity320, expected: wrong,
+                actual: try Fixtures.sha256(Fixtures.identity320)))
+            #expect(loader.makeBackendCalls == 1, "a backend was made for bytes that failed verification")
+            #expect(try await slot.detect(imageBytes: Fixtures.busJPEG).model == original)
+
+            // The right digest (in upper case) is accepted.
+            let right = try Fixtures.sha256(Fixtures.identity320).uppercased()
+            let accepted = try await manager.loadAndActivate(
+                LoadRequest(slot: "default", path: Fixtures.identity320, expectedSHA256: right))
+            #expect(accepted.identity?.sha256 == right.lowercased())
+            await manager.shutdown()
+        }
+
+        @Test("a model over the memory budget is rejected before loading")
+        func overMemoryBudget() async throws {
+            let loader = FakeLoader()
+            let budget = 256 << 10
+            let manager = ModelManager(configuration: Fixtures.configuration(memoryBudgetBytes: budget), loader: loader)
+            let slot = try await manager.createSlot("default")
+            // 3.6 KB, assumed to cost twice its size: fits.
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity416))
+            let original = try await slot.detect(imageBytes: Fixtures.busJPEG).model
+            #expect(loader.makeBackendCalls == 1)
+
+            // 35 MB: does not.
+            let op = try await manager.load(
+                LoadRequest(slot: "default", path: Fixtures.yolov3Tiny416, activate: true))
+            let status = await op.wait()
+            #expect(status.stage == .failed)
+            guard case .overMemoryBudget(let path, let needed, let budgetBytes, _) = status.failure else {
+                Issue.record("expected overMemoryBudget, got \(String(describing: status.failure))")
+                return
+            }
+            #expect(path == Fixtures.yolov3Tiny416)
+            #expect(budgetBytes == budget)
+            #expect(needed >= 35_000_000)
+            #expect(loader.makeBackendCalls == 1, "a backend was made for a model over the budget")
+            #expect(try await slot.detect(imageBytes: Fixtures.busJPEG).model == original)
+            await manager.shutdown()
+        }
+
+        @Test("an unreadable path fails as unreadable and leaves the active model serving")
+        func unreadable() async throws {
+            let manager = ModelManager(configuration: Fixtures.configuration(), loader: FakeLoader())
+            let slot = try await manager.createSlot("default")
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity416))
+            let original = try await slot.detect(imageBytes: Fixtures.busJPEG).model
+            _ = try await expectRejected("/nonexistent/model.onnx", manager: manager, slot: slot, original: original) {
+                if case .unreadable = $0 { true } else { false }
+            }
+            await manager.shutdown()
+        }
+    }
+}

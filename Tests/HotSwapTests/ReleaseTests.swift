@@ -1,0 +1,68 @@
+import Foundation
+import HotSwap
+import Testing
+
+extension HotSwapSuite {
+    /// A model that leaves every role is released only once its last request has finished, on the releaser's thread.
+    @Suite("Release after drain")
+    struct ReleaseTests {
+        @Test("a retired model is released only after its running request ends, on the releaser thread")
+        func releaseWaitsForTheLastRequest() async throws {
+            let gate = Gate()
+            let pathA = Fixtures.identity416, pathB = Fixtures.identity320
+            let loader = FakeLoader { label in label == pathA ? FakeBackend(gate: gate) : FakeBackend() }
+            let manager = ModelManager(configuration: Fixtures.configuration(standbyRetention: .release),
+                loader: loader)
+            let slot = try await manager.createSlot("default")
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: pathA))
+            let modelA = try #require(slot.roles.active?.identity)
+
+            // A request on A, held inside its inference run.
+            gate.close()
+            let request = Task { try await slot.detect(imageBytes: Fixtures.busJPEG) }
+            #expect(await eventually { gate.waitingCount == 1 })
+
+            // Switch to B; with `.release` retention A leaves every role at once.
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: pathB))
+            let roles = slot.roles
+            #expect(roles.active?.identity.path == pathB)
+            #expect(roles.standby == nil && roles.staged == nil)
+
+            // Give the releaser (polling every 2 ms) ample chances to get it wrong.
+            try await Task.sleep(for: .milliseconds(150))
+            #expect(!manager.releases.contains { $0.identity == modelA }, "released while a request was running")
+            #expect(manager.releaser.pendingCount == 1)
+
+            // New requests already go to B while A's request is still running.
+            let onB = try await slot.detect(imageBytes: Fixtures.busJPEG)
+            #expect(onB.model.sha256 == (try Fixtures.sha256(pathB)))
+            #expect(manager.releaser.pendingCount == 1)
+
+            gate.open()
+            let answer = try await request.value
+            #expect(answer.model.sha256 == modelA.sha256, "the request finished on the model it started with")
+            #expect(await eventually { manager.releases.contains { $0.identity == modelA } })
+            let release = try #require(manager.releases.first { $0.identity == modelA })
+            #expect(release.inFlightAtRelease == 0)
+            #expect(release.threadName.hasPrefix("yoloswap.releas"))
+            #expect(release.threadName == manager.releaser.threadName)
+            let requestThread = try #require(gate.threadsPassed.last)
+            #expect(requestThread.hasPrefix("slot-default"))
+            #expect(release.threadName != requestThread)
+            #expect(manager.releaser.pendingCount == 0)
+            await manager.shutdown()
+        }
+
+        @Test("shutdown releases every model once drained")
+        func shutdownReleasesEverything() async throws {
+            let manager = ModelManager(configuration: Fixtures.configuration(), loader: FakeLoader())
+            let slot = try await manager.createSlot("default")
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity416))
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity320))
+            #expect(slot.roles.standby != nil)
+            await manager.shutdown()
+            #expect(await eventually { manager.releases.count == 2 })
+            #expect(manager.releases.allSatisfy { $0.inFlightAtRelease == 0 && $0.threadName == manager.releaser.threadName })
+        }
+    }
+}

@@ -1,0 +1,89 @@
+import Foundation
+import HotSwap
+import Testing
+
+extension HotSwapSuite {
+    /// The resource-preserving policy: release the old model first, then load; requests in the gap wait.
+    @Suite("Resource-preserving policy")
+    struct ResourcePreservingTests {
+        @Test("requests in the gap wait for the new model up to their deadline; a short deadline ends unavailable")
+        func requestsWaitInTheGap() async throws {
+            // Every session takes 400 ms to create: the gap between the old model's release and the new one's flip.
+            let loader = FakeLoader(delay: .milliseconds(400))
+            let manager = ModelManager(configuration: Fixtures.configuration(queueCapacity: 16), loader: loader)
+            let slot = try await manager.createSlot("default")
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity416))
+            let modelA = try #require(slot.roles.active?.identity)
+
+            let op = try await manager.load(LoadRequest(slot: "default", path: Fixtures.identity320, activate: true,
+                policy: .resourcePreserving))
+            #expect(await eventually { slot.roles.active == nil }, "the old model was never taken out")
+
+            // Requests arriving in the gap.
+            let patient = (0..<4).map { _ in
+                Task { () -> Result<SlotDetection, any Error> in
+                    let deadline = ContinuousClock.now + .seconds(5)
+                    do { return .success(try await slot.detect(imageBytes: Fixtures.busJPEG, deadline: deadline)) } catch {
+                        return .failure(error)
+                    }
+                }
+            }
+            let shortDeadline = ContinuousClock.now + .milliseconds(50)
+            let hasty = Task { () -> (any Error)? in
+                do {
+                    _ = try await slot.detect(imageBytes: Fixtures.busJPEG, deadline: shortDeadline)
+                    return nil
+                } catch { return error }
+            }
+
+            let status = await op.wait()
+            #expect(status.stage == .ready)
+            let modelB = try #require(status.identity)
+            for task in patient {
+                switch await task.value {
+                case .success(let answer):
+                    #expect(answer.model.sha256 == modelB.sha256)
+                    #expect(answer.model.generation == status.generation)
+                case .failure(let error):
+                    Issue.record("a request in the gap failed before its deadline: \(error)")
+                }
+            }
+            let error = await hasty.value
+            let failedAt = ContinuousClock.now
+            guard case .unavailable(let slotName, _) = error as? SlotError else {
+                Issue.record("expected SlotError.unavailable, got \(String(describing: error))")
+                return
+            }
+            #expect(slotName == "default")
+            #expect(failedAt >= shortDeadline)
+
+            // A was drained and released before B's session was created: never two models in memory.
+            let releaseOfA = try #require(manager.releases.first { $0.identity == modelA })
+            let loadOfB = try #require(loader.calls.last)
+            #expect(loadOfB.label == Fixtures.identity320)
+            #expect(releaseOfA.releasedAt <= loadOfB.startedAt)
+            #expect(slot.roles.standby == nil)
+            await manager.shutdown()
+        }
+
+        @Test("a failed resource-preserving load brings the previous model back")
+        func failedLoadRestoresThePrevious() async throws {
+            let manager = ModelManager(configuration: Fixtures.configuration(policy: .resourcePreserving),
+                loader: FakeLoader())
+            let slot = try await manager.createSlot("default")
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity416))
+            let modelA = try #require(slot.roles.active?.identity)
+            let wrong = String(repeating: "f", count: 64)
+            let op = try await manager.load(
+                LoadRequest(slot: "default", path: Fixtures.identity320, expectedSHA256: wrong, activate: true))
+            let status = await op.wait()
+            guard case .digestMismatch = status.failure else {
+                Issue.record("expected digestMismatch, got \(String(describing: status.failure))")
+                return
+            }
+            let answer = try await slot.detect(imageBytes: Fixtures.busJPEG)
+            #expect(answer.model.sha256 == modelA.sha256)
+            await manager.shutdown()
+        }
+    }
+}
