@@ -31,7 +31,9 @@ detect-samples: build
 # the hot-swap suite then runs again under ThreadSanitizer (its own build folder).
 test: build-debug
 	$(SWIFT) test --skip-build
-	$(SWIFT) test --sanitize=thread --scratch-path .build-tsan --filter HotSwapTests
+	$(SWIFT) build --sanitize=thread --scratch-path .build-tsan --build-tests
+	TSAN_OPTIONS="suppressions=$(CURDIR)/tsan.supp halt_on_error=1" \
+		$(SWIFT) test --sanitize=thread --scratch-path .build-tsan --skip-build --filter HotSwapTests
 
 # Performance figures for the README (see README → Performance).
 bench: build

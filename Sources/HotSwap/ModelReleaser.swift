@@ -4,9 +4,9 @@ import Synchronization
 /// Releases retired models on its own thread, each only after its last request has finished.
 ///
 /// A model that leaves every role in its slot (active, staged, standby) is handed to `retire(_:)`. The releaser
-/// holds the last strong reference; once the model's in-flight count is zero it drops that reference on the
-/// releaser thread, so the ORT session is freed there — never on a request thread, never while a Run is in flight —
-/// and then returns freed heap to the OS (`malloc_trim`).
+/// holds a strong reference; once the model's in-flight count is zero and that reference is the only one left, it
+/// drops it on the releaser thread, so the ORT session is freed there — never on a request thread, never while a Run
+/// is in flight — and then returns freed heap to the OS (`malloc_trim`).
 ///
 /// Thread-safety: all methods may be called from any thread.
 public final class ModelReleaser: Sendable {

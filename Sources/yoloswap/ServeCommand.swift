@@ -78,8 +78,10 @@ struct ServeCommand: AsyncParsableCommand {
                     """
                 FileHandle.standardOutput.write(Data(banner.utf8))
             })
-        let startup = Task { await YOLOSwapServer.startSlots(control: control, configuration: configuration,
-            logger: logger) }
+        let (finalConfiguration, startupLogger) = (configuration, logger)
+        let startup = Task {
+            await YOLOSwapServer.startSlots(control: control, configuration: finalConfiguration, logger: startupLogger)
+        }
         let group = ServiceGroup(configuration: .init(
             services: [.init(service: app), .init(service: MetricsSampler(manager: manager))],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
