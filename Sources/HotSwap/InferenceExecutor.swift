@@ -1,3 +1,4 @@
+import YOLO
 import Dispatch
 import Foundation
 import Synchronization
@@ -216,7 +217,7 @@ private struct Job: Sendable {
 
 /// Holds a `runBlocking` result between the worker and the blocked caller.
 private final class ResultBox<T: Sendable>: Sendable {
-    private let value = Mutex<Result<T, any Error>?>(nil)
+    private let value = Locked<Result<T, any Error>?>(nil)
     func set(_ result: Result<T, any Error>) { value.withLock { $0 = result } }
     func take() -> Result<T, any Error> { value.withLock { $0.take()! } }
 }
@@ -240,7 +241,7 @@ private final class ExecutorCore: Sendable {
         var meanServiceSeconds: Double?
     }
 
-    let state: Mutex<State>
+    let state: Locked<State>
     let wakeups = DispatchSemaphore(value: 0)
     let threads: Int
     let queueCapacity: Int
@@ -248,7 +249,7 @@ private final class ExecutorCore: Sendable {
     init(threads: Int, queueCapacity: Int) {
         self.threads = threads
         self.queueCapacity = queueCapacity
-        self.state = Mutex(State(liveThreads: threads))
+        self.state = Locked(State(liveThreads: threads))
     }
 
     func makeID() -> UInt64 {

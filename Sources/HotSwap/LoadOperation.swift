@@ -113,7 +113,7 @@ public final class LoadOperation: Sendable {
         public var finishedAt: Date?
     }
 
-    private let state: Mutex<(status: Status, waiters: [CheckedContinuation<Status, Never>])>
+    private let state: Locked<(status: Status, waiters: [CheckedContinuation<Status, Never>])>
     /// Cancels a warm-up run in flight when the load is cancelled or times out.
     let runCancellation = RunCancellation()
 
@@ -121,7 +121,7 @@ public final class LoadOperation: Sendable {
         self.id = UUID().uuidString.lowercased()
         self.request = request
         self.createdAt = Date()
-        state = Mutex((Status(stage: .queued, timings: LoadTimings()), []))
+        state = Locked((Status(stage: .queued, timings: LoadTimings()), []))
     }
 
     public var status: Status { state.withLock { $0.status } }

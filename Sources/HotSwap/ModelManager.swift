@@ -38,9 +38,9 @@ public actor ModelManager {
     private nonisolated let pipeline: LoadPipeline
     private nonisolated let store: StateStore?
     private nonisolated let logger: Logger
-    private nonisolated let registry = LockedBox<[String: ModelSlot]>([:])
+    private nonisolated let registry = Locked<[String: ModelSlot]>([:])
     private nonisolated let ledger: MemoryLedger
-    private nonisolated let releaseLog = LockedBox<[ModelRelease]>([])
+    private nonisolated let releaseLog = Locked<[ModelRelease]>([])
 
     private var operations: [String: LoadOperation] = [:]
     private var operationOrder: [String] = []
@@ -72,7 +72,10 @@ public actor ModelManager {
         self.pipeline = LoadPipeline(
             loader: loader, verifier: verifier, executor: loadExecutor, configuration: configuration,
             onRelease: { release in
-                releaseLog.withLock { $0.append(release) }
+                releaseLog.withLock {
+                    $0.append(release)
+                    if $0.count > 1000 { $0.removeFirst($0.count - 1000) }
+                }
                 logger.debug("model released", metadata: ["model": "\(release.identity.id)",
                     "thread": "\(release.threadName)"])
             },
@@ -103,7 +106,8 @@ public actor ModelManager {
 
     public nonisolated var slotNames: [String] { registry.withLock { $0.keys.sorted() } }
 
-    /// Every model release so far (identity, thread, in-flight count at release): for tests and diagnostics.
+    /// The most recent model releases (identity, thread, in-flight count at release; up to 1000): for tests and
+    /// diagnostics.
     public nonisolated var releases: [ModelRelease] { releaseLog.withLock { $0 } }
 
     /// Measured memory cost per model digest, in bytes.
@@ -459,15 +463,6 @@ public actor ModelManager {
     }
 }
 
-/// A mutex-protected value that closures can share (a `Mutex` itself cannot be copied into them).
-final class LockedBox<Value: Sendable>: Sendable {
-    private let mutex: Mutex<Value>
-    init(_ value: Value) { mutex = Mutex(value) }
-    func withLock<R, E: Error>(_ body: (inout Value) throws(E) -> R) throws(E) -> R {
-        try mutex.withLock { value throws(E) in try body(&value) }
-    }
-}
-
 extension ModelSlot {
     /// Measured memory of the models this slot holds in any role.
     var memoryInUse: Int {
@@ -485,7 +480,7 @@ extension LoadFailure {
 /// Thread-safety: guarded by a mutex.
 final class MemoryLedger: Sendable {
     let budget: Int?
-    private let measured = Mutex<[String: Int]>([:])
+    private let measured = Locked<[String: Int]>([:])
     /// A model not measured yet is assumed to cost this many times its file size (weights plus ORT's buffers).
     static let unknownCostFactor = 2
 

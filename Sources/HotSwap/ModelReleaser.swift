@@ -1,3 +1,4 @@
+import YOLO
 import Foundation
 import Synchronization
 
@@ -17,7 +18,7 @@ public final class ModelReleaser: Sendable {
         var released = 0
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
     private let condition = NSCondition()
     /// How often the in-flight counts of retiring models are checked.
     private let pollInterval: TimeInterval

@@ -82,21 +82,21 @@ public final class ModelSlot: Sendable {
     public let name: String
     public let executor: InferenceExecutor
     let releaser: ModelReleaser
-    private let router: Mutex<any ModelRouter>
+    private let router: Locked<any ModelRouter>
 
     private struct State {
         var roles = SlotRoles(generation: 0)
         /// Requests waiting for an active model, resumed when one is switched in.
         var waiters: [UUID: CheckedContinuation<Void, Never>] = [:]
     }
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     public init(name: String, executor: InferenceExecutor, releaser: ModelReleaser,
                 router: any ModelRouter = ActiveModelRouter()) {
         self.name = name
         self.executor = executor
         self.releaser = releaser
-        self.router = Mutex(router)
+        self.router = Locked(router)
     }
 
     /// The models by role, as of now.

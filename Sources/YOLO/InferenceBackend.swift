@@ -40,7 +40,7 @@ extension InferenceBackend {
 ///
 /// Thread-safety: all members may be used from any thread.
 public final class RunCancellation: Sendable {
-    private let state = Mutex<(cancelled: Bool, handlers: [@Sendable () -> Void])>((false, []))
+    private let state = Locked<(cancelled: Bool, handlers: [@Sendable () -> Void])>((false, []))
 
     public init() {}
 

@@ -137,7 +137,7 @@ public struct LetterboxTransform: Sendable {
             return Band(firstRow: first, rows: rows)
         }
         guard bands > 1 else { return [resizeBand(0)] }
-        let results = Mutex<[Band]>([])
+        let results = Locked<[Band]>([])
         DispatchQueue.concurrentPerform(iterations: bands) { index in
             let band = resizeBand(index)
             results.withLock { $0.append(band) }

@@ -131,7 +131,7 @@ final class FakeLoader: ModelLoader {
 
     private let delay: Duration?
     private let backend: @Sendable (_ label: String) -> FakeBackend
-    private let log = Mutex<[Call]>([])
+    private let log = Locked<[Call]>([])
 
     /// - Parameters:
     ///   - delay: how long each `makeBackend` sleeps (a slow session creation).

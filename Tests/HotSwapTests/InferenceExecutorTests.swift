@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import Synchronization
 import Testing
+import YOLO
 
 @testable import HotSwap
 
@@ -20,8 +21,8 @@ struct InferenceExecutorTests {
 
     /// A value shared between the test and its work.
     private final class Shared<Value: Sendable>: Sendable {
-        private let value: Mutex<Value>
-        init(_ value: Value) { self.value = Mutex(value) }
+        private let value: Locked<Value>
+        init(_ value: Value) { self.value = Locked(value) }
         func withLock<R: Sendable>(_ body: (inout Value) -> R) -> R { value.withLock { body(&$0) } }
         var current: Value { value.withLock { $0 } }
     }

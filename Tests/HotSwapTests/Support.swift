@@ -4,6 +4,7 @@ import ONNXRuntime
 import ORTBackend
 import Synchronization
 import Testing
+import YOLO
 
 /// The hot-swap tests, run one at a time: several measure process memory, several create many threads, and the
 /// machine they run on may have two cores.
@@ -75,10 +76,11 @@ func eventually(timeout: Duration = .seconds(10), _ condition: () -> Bool) async
     return condition()
 }
 
-/// A value behind a mutex that closures and tasks can share.
+/// A value behind a lock that closures and tasks can share (YOLO's `Locked`, which ThreadSanitizer understands,
+/// plus a `value` reader).
 final class Locked<Value: Sendable>: Sendable {
-    private let mutex: Mutex<Value>
-    init(_ value: Value) { mutex = Mutex(value) }
+    private let mutex: YOLO.Locked<Value>
+    init(_ value: Value) { mutex = YOLO.Locked(value) }
     func withLock<R>(_ body: (inout Value) -> R) -> R { mutex.withLock { body(&$0) } }
     var value: Value { mutex.withLock { $0 } }
 }
