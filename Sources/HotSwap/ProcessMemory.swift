@@ -48,6 +48,21 @@ public enum ProcessMemory {
         #endif
     }
 
+    /// Caps the number of glibc malloc arenas (`mallopt(M_ARENA_MAX, n)`). Call once at process start.
+    ///
+    /// glibc gives threads their own arenas; with worker, loader and releaser threads each allocating and freeing
+    /// ORT sessions, freed memory stays scattered across arenas and RSS creeps up swap after swap (measured here:
+    /// +15 % after 10 swap cycles of yolov3-tiny by default, none with 2 arenas).
+    /// - Returns: `true` if the allocator accepted the setting.
+    @discardableResult
+    public static func limitAllocatorArenas(_ count: Int) -> Bool {
+        #if canImport(Glibc)
+            return glibcMallopt(-8, Int32(count)) == 1  // M_ARENA_MAX
+        #else
+            return false
+        #endif
+    }
+
     private static var pageSize: Int? {
         #if canImport(Glibc)
             let size = sysconf(Int32(_SC_PAGESIZE))
@@ -64,4 +79,8 @@ public enum ProcessMemory {
     /// passed the same way by the Swift and C calling conventions on x86_64 and arm64.
     @_silgen_name("malloc_trim")
     private func glibcMallocTrim(_ pad: Int) -> Int32
+
+    /// glibc's `int mallopt(int param, int value)`, bound by name for the same reason.
+    @_silgen_name("mallopt")
+    private func glibcMallopt(_ param: Int32, _ value: Int32) -> Int32
 #endif

@@ -24,6 +24,9 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Path to libonnxruntime.so (else ORT_DYLIB_PATH, beside the binary, .ort/lib, the system).")
     var ortLibrary: String?
 
+    @Flag(help: "Let idle ORT intra-op threads spin-wait for work (off by default).")
+    var spin = false
+
     func parsedImageSize() throws -> ImageSize? {
         guard let imgsz else { return nil }
         let parts = imgsz.lowercased().split(separator: "x").compactMap { Int($0) }
@@ -47,7 +50,7 @@ struct ModelOptions: ParsableArguments {
             throw ValidationError("--provider must be cpu, cuda[:id] or tensorrt[:id]; got '\(self.provider)'")
         }
         guard threads >= 0 else { throw ValidationError("--threads must be 0 or more") }
-        return SessionOptions(intraOpThreads: threads, provider: provider)
+        return SessionOptions(intraOpThreads: threads, provider: provider, allowSpinning: spin)
     }
 
     /// Loads ORT and the model.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import HotSwap
 import Logging
 
 @main
@@ -7,6 +8,8 @@ struct YOLOSwapCommand: AsyncParsableCommand {
     /// The only place logging is bootstrapped: to stderr, so stdout carries results (JSON) alone.
     /// The level comes from `YOLOSWAP_LOG_LEVEL` (trace, debug, info, notice, warning, error, critical; default info).
     static func main() async {
+        // Fewer malloc arenas keep RSS flat across model swaps (see ProcessMemory.limitAllocatorArenas).
+        ProcessMemory.limitAllocatorArenas(2)
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = ProcessInfo.processInfo.environment["YOLOSWAP_LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0) }
