@@ -95,7 +95,7 @@ public final class ControlPlane: Sendable {
                 try? audit(principal, remote, "load", slot, modelPath: body.model, version: body.version,
                     sha256: status.identity?.sha256 ?? body.sha256, keyID: status.signatureKeyID,
                     result: status.stage == .ready ? "succeeded" : status.stage.rawValue,
-                    reason: status.failure?.description, started: started)
+                    reason: status.failure.map { repository.hidingRoot($0.description) }, started: started)
             }
             return op
         } catch {
@@ -162,6 +162,6 @@ public final class ControlPlane: Sendable {
             standby: model(roles.standby), in_flight: inFlight, queue_depth: slot.executor.queueDepth,
             operation: op.map { OperationDTO($0, repository: repository) },
             last_failure: lastFailure.map { FailureDTO(time: $0.time, operation: $0.operation.rawValue,
-                reason: $0.reason ?? "") })
+                reason: repository.hidingRoot($0.reason ?? "")) })
     }
 }

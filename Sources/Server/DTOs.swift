@@ -65,7 +65,7 @@ struct OperationDTO: ResponseEncodable {
         activate = op.request.activate
         state = status.stage.rawValue
         elapsed_s = op.elapsed
-        reason = status.failure?.description
+        reason = status.failure.map { repository.hidingRoot($0.description) }
         model_id = status.identity?.id
         sha256 = status.identity?.sha256
         signature_key_id = status.signatureKeyID

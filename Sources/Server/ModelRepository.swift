@@ -33,6 +33,10 @@ public struct ModelRepository: Sendable {
         return real
     }
 
+    /// Text (an error message) with the repository's absolute location replaced by paths relative to it, so answers
+    /// do not reveal the server's file layout.
+    public func hidingRoot(_ text: String) -> String { text.replacingOccurrences(of: root + "/", with: "") }
+
     /// A path inside the repository shown relative to it.
     public func relative(_ absolute: String) -> String {
         absolute.hasPrefix(root + "/") ? String(absolute.dropFirst(root.count + 1)) : absolute

@@ -153,7 +153,11 @@ struct APIRoutes: Sendable {
             let q = request.uri.queryParameters
             let limit = try intParameter(q.get("limit"), name: "limit", default: 100, range: 1...1000)
             let events = await control.manager.recentEvents(slot: q.get("slot"), limit: limit)
-            return EventListDTO(events: events.map(EventDTO.init))
+            return EventListDTO(events: events.map { event in
+                var dto = EventDTO(event)
+                dto.reason = dto.reason.map(control.repository.hidingRoot)
+                return dto
+            })
         }
         v1.get("audit") { request, context in
             _ = try require(.viewer, context)
