@@ -195,13 +195,15 @@ public actor ModelManager {
                 expectedSHA256: entry.active.sha256, activate: true, allowSchemaChange: true)
             let op = LoadOperation(request: request)
             remember(op)
+            // The activation below adds one: the restored model comes back with its committed generation, in the
+            // same flip that makes the slot ready.
+            slot.setGeneration(max(0, entry.generation - 1))
             let event: SwapEvent = await serialized(entry.slot) { manager in
                 await manager.performLoad(op, slot: slot, operation: .restore)
             }
             events.append(event)
             guard event.result == .succeeded else { continue }
-            // The restored model keeps its committed generation; the standby comes back too (best effort).
-            slot.setGeneration(entry.generation)
+            // The standby comes back too (best effort).
             if let standby = entry.standby {
                 let standbyOp = LoadOperation(request: LoadRequest(slot: entry.slot, path: standby.path,
                     version: standby.version, expectedSHA256: standby.sha256, allowSchemaChange: true))
