@@ -96,7 +96,7 @@ let package = Package(
         .testTarget(name: "ONNXRuntimeTests", dependencies: ["ONNXRuntime"]),
         .testTarget(name: "YOLOTests", dependencies: ["YOLO", "ImageCodecs"]),
         .testTarget(name: "HotSwapTests", dependencies: ["HotSwap", "YOLO", "ORTBackend", "ONNXRuntime", "ImageCodecs"]),
-        .testTarget(name: "ModelSigningTests", dependencies: ["ModelSigning", "HotSwap"]),
+        .testTarget(name: "ModelSigningTests", dependencies: ["ModelSigning", "HotSwap", "ORTBackend"]),
         .testTarget(name: "AuditLogTests", dependencies: ["AuditLog"]),
         .testTarget(
             name: "ServerTests",

@@ -30,6 +30,10 @@ public enum StandbyRetention: Sendable, Equatable {
 /// - `warmupTimeout`: a warm-up that takes longer aborts the load (30 s).
 /// - `warmupImage`: encoded image bytes to warm up on; nil = a synthetic grey image of the model's input size.
 /// - `standbyRetention`: what happens to the previous model after a switch (`.keep`).
+/// - `releaseStandbyBeforeLoad`: a load that will switch releases the slot's standby — the model the switch would
+///   displace — once the new model has passed verification and before its session is created, so that a swap holds
+///   two models (old + new), not three (`true`). With `false` the standby stays until the flip: a rollback during the
+///   load is still a flip, at the cost of a third model in memory. If such a load fails, rollback reloads from disk.
 /// - `memoryBudgetBytes`: models may not grow RSS past this (nil = no budget).
 /// - `policy`: swap policy (`.availabilityPreserving`).
 /// - `beforeCommit`: called after a flip and before the new state is committed to the store (nil). For diagnostics
@@ -43,6 +47,7 @@ public struct HotSwapConfiguration: Sendable {
     public var warmupTimeout: Duration
     public var warmupImage: [UInt8]?
     public var standbyRetention: StandbyRetention
+    public var releaseStandbyBeforeLoad: Bool
     public var memoryBudgetBytes: Int?
     public var policy: SwapPolicy
     public var beforeCommit: (@Sendable (_ slot: String) -> Void)?
@@ -50,7 +55,7 @@ public struct HotSwapConfiguration: Sendable {
     public init(
         servingThreads: Int = 2, queueCapacity: Int = 64, intraOpThreads: Int = 1, loadThreads: Int = 1,
         warmupRuns: Int = 3, warmupTimeout: Duration = .seconds(30), warmupImage: [UInt8]? = nil,
-        standbyRetention: StandbyRetention = .keep, memoryBudgetBytes: Int? = nil,
+        standbyRetention: StandbyRetention = .keep, releaseStandbyBeforeLoad: Bool = true, memoryBudgetBytes: Int? = nil,
         policy: SwapPolicy = .availabilityPreserving, beforeCommit: (@Sendable (_ slot: String) -> Void)? = nil
     ) {
         self.servingThreads = servingThreads
@@ -61,6 +66,7 @@ public struct HotSwapConfiguration: Sendable {
         self.warmupTimeout = warmupTimeout
         self.warmupImage = warmupImage
         self.standbyRetention = standbyRetention
+        self.releaseStandbyBeforeLoad = releaseStandbyBeforeLoad
         self.memoryBudgetBytes = memoryBudgetBytes
         self.policy = policy
         self.beforeCommit = beforeCommit

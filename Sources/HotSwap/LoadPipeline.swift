@@ -18,7 +18,15 @@ struct LoadPipeline: Sendable {
     /// Records the measured memory cost of a digest.
     let recordCost: @Sendable (_ sha256: String, _ bytes: Int) -> Void
 
-    func run(_ op: LoadOperation, active: ModelSignature?) async throws(LoadFailure) -> ModelInstance {
+    /// Runs the load.
+    /// - Parameters:
+    ///   - op: the operation (request, stage, cancellation).
+    ///   - active: the signature of the slot's active model, to check compatibility against (nil: none).
+    ///   - beforeLoading: runs once the model has passed verification, before the budget check and the session
+    ///     (the manager releases a standby that the switch would displace, so that memory is free first).
+    func run(_ op: LoadOperation, active: ModelSignature?, beforeLoading: @Sendable () async -> Void = {})
+        async throws(LoadFailure) -> ModelInstance
+    {
         let request = op.request
         let path = request.path
         let clock = ContinuousClock()
@@ -31,35 +39,30 @@ struct LoadPipeline: Sendable {
             }
         }
 
-        // verifying: one read, one digest of exactly those bytes, before any ORT allocation.
+        // verifying: the file's digest (streamed: no whole-file buffer), checked before any ORT allocation. The
+        // loader reads the bytes later only if it needs them, and then only bytes with this digest.
         try check()
         op.enter(.verifying)
         var t = clock.now
-        var verified: (ModelBytes, String?)? = try await background { [verifier] in
-            let bytes: ModelBytes
-            do { bytes = try ModelBytes(contentsOf: path) } catch {
+        let (file, keyID): (ModelFile, String?) = try await background { [verifier] in
+            let file: ModelFile
+            do { file = try ModelFile(verifying: path) } catch {
                 if case .unreadable(_, let reason) = error as? ModelLoadError {
                     throw LoadFailure.unreadable(path: path, reason: reason)
                 }
                 throw LoadFailure.unreadable(path: path, reason: "\(error)")
             }
-            if let expected = request.expectedSHA256, expected != bytes.sha256 {
-                throw LoadFailure.digestMismatch(path: path, expected: expected, actual: bytes.sha256)
+            if let expected = request.expectedSHA256, expected != file.sha256 {
+                throw LoadFailure.digestMismatch(path: path, expected: expected, actual: file.sha256)
             }
             var keyID: String?
             if let verifier {
-                do { keyID = try verifier.verify(path: path, bytes: bytes.bytes, sha256: bytes.sha256,
-                    version: request.version) }
+                do { keyID = try verifier.verify(path: path, sha256: file.sha256, version: request.version) }
                 catch { throw LoadFailure.signatureRejected(path: path, reason: "\(error)") }
             }
-            return (bytes, keyID)
+            return (file, keyID)
         }
-        // The bytes are dropped as soon as the session holds its own copy (ORT copies them).
-        var loadedBytes: ModelBytes? = verified!.0
-        let keyID = verified!.1
-        verified = nil
-        let digest = loadedBytes!.sha256
-        let byteCount = loadedBytes!.bytes.count
+        let digest = file.sha256
         let name = request.name ?? URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
         let identity = ModelIdentity(name: name, version: request.version ?? String(digest.prefix(12)),
             sha256: digest, path: path)
@@ -69,18 +72,20 @@ struct LoadPipeline: Sendable {
             $0.timings.verify = (clock.now - t).milliseconds
         }
         try check()
-        try checkBudget(digest, byteCount, path)
+        await beforeLoading()
+        try checkBudget(digest, file.byteCount, path)
 
-        // loading: a new session (its own inference context) from the verified bytes.
+        // loading: a new session (its own inference context) for the verified file.
         op.enter(.loading)
         t = clock.now
         let rssBefore = ProcessMemory.residentBytes() ?? 0
         let threads = configuration.intraOpThreads
-        let bytes = loadedBytes!.bytes
-        loadedBytes = nil
-        let detector: Detector = try await background { [loader, bytes] in
+        let detector: Detector = try await background { [loader] in
             let backend: any InferenceBackend
-            do { backend = try loader.makeBackend(bytes: bytes, label: path, intraOpThreads: threads) } catch {
+            do { backend = try loader.makeBackend(for: file, label: path, intraOpThreads: threads) } catch {
+                if case .changedSinceVerification(_, let verified, let now) = error as? ModelLoadError {
+                    throw LoadFailure.digestMismatch(path: path, expected: verified, actual: now)
+                }
                 throw LoadFailure.runtime(path: path, reason: "\(error)")
             }
             do { return try Detector(backend: backend) } catch {

@@ -2,32 +2,41 @@ import ONNXRuntime
 import ORTBackend
 import YOLO
 
-/// Makes an inference backend from verified model bytes. The ORT implementation is `ORTModelLoader`; unit tests
+/// Makes an inference backend from a verified model file. The ORT implementation is `ORTModelLoader`; unit tests
 /// use fakes.
 public protocol ModelLoader: Sendable {
-    /// Creates a backend (an isolated inference context) from the model's bytes.
+    /// Creates a backend (an isolated inference context) for the model.
     /// - Parameters:
-    ///   - bytes: the exact bytes that were hashed and verified.
+    ///   - file: the verified model: path, digest, size. A loader that reads the bytes uses
+    ///     `file.readVerifiedBytes()`, which refuses content that no longer has the verified digest.
     ///   - label: names the model in errors.
     ///   - intraOpThreads: threads inside one inference.
-    func makeBackend(bytes: [UInt8], label: String, intraOpThreads: Int) throws -> any InferenceBackend
+    func makeBackend(for file: ModelFile, label: String, intraOpThreads: Int) throws -> any InferenceBackend
 }
 
-/// Loads models into ONNX Runtime sessions.
+/// Loads models into ONNX Runtime sessions, through the optimized-model cache when one is given.
 public struct ORTModelLoader: ModelLoader {
     public let environment: ORTEnvironment
     public var options: SessionOptions
+    /// Where optimized models are kept between loads (nil: every load optimizes from the original bytes).
+    public var cache: OptimizedModelCache?
 
-    public init(environment: ORTEnvironment, options: SessionOptions = .init()) {
+    public init(environment: ORTEnvironment, options: SessionOptions = .init(), cache: OptimizedModelCache? = nil) {
         self.environment = environment
         self.options = options
+        self.cache = cache
     }
 
-    public func makeBackend(bytes: [UInt8], label: String, intraOpThreads: Int) throws -> any InferenceBackend {
+    public func makeBackend(for file: ModelFile, label: String, intraOpThreads: Int) throws -> any InferenceBackend {
         var options = self.options
         options.intraOpThreads = intraOpThreads
-        return ORTInferenceBackend(
-            session: try ORTSession(bytes: bytes, environment: environment, options: options, label: label))
+        guard let cache else {
+            let bytes = try file.readVerifiedBytes()
+            return ORTInferenceBackend(
+                session: try ORTSession(bytes: bytes, environment: environment, options: options, label: label))
+        }
+        let (session, outcome) = try cache.session(for: file, environment: environment, options: options, label: label)
+        return ORTInferenceBackend(session: session, cacheOutcome: outcome)
     }
 }
 
@@ -35,5 +44,10 @@ public struct ORTModelLoader: ModelLoader {
 /// signatures in here).
 public protocol ModelVerifier: Sendable {
     /// Throws to reject the model; returns the key id that vouched for it, or nil when no signature applies.
-    func verify(path: String, bytes: [UInt8], sha256: String, version: String?) throws -> String?
+    /// - Parameters:
+    ///   - path: the model file.
+    ///   - sha256: lower-case hex SHA-256 of the file's content, as hashed by the pipeline (the bytes that will be
+    ///     loaded must have this digest).
+    ///   - version: the version label the load asks for.
+    func verify(path: String, sha256: String, version: String?) throws -> String?
 }

@@ -308,7 +308,11 @@ public actor ModelManager {
                 previousSignature: previous.signature, operation: operation)
         }
         do throws(LoadFailure) {
-            let model = try await pipeline.run(op, active: previous?.signature)
+            // A switch displaces the standby anyway: free it before the new session exists (old + new, not three).
+            let releaseStandby = request.activate && configuration.releaseStandbyBeforeLoad
+            let model = try await pipeline.run(op, active: previous?.signature) {
+                if releaseStandby { await slot.releaseStandbyAndWait() }
+            }
             if op.isCancelled {
                 // Cancelled after the pipeline's last check: the model never takes a role.
                 releaser.retire(model)

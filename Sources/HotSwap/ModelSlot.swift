@@ -293,6 +293,15 @@ public final class ModelSlot: Sendable {
         return standby.identity
     }
 
+    /// Releases the standby and returns once its memory is freed (after its last request, if any is still running).
+    func releaseStandbyAndWait() async {
+        guard let standby = state.withLock({ s -> ModelInstance? in
+            defer { s.roles.standby = nil }
+            return s.roles.standby
+        }) else { return }
+        await releaser.retireAndWait(consume standby)
+    }
+
     /// Retires every model (shutdown).
     func retireAll() {
         let all = state.withLock { s -> [ModelInstance] in

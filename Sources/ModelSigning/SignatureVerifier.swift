@@ -53,12 +53,12 @@ public struct SignatureVerifier: ModelVerifier {
     /// Verifies the signature of the model being loaded.
     /// - Parameters:
     ///   - path: the model file; its signature is read from `path + ".sig"`.
-    ///   - bytes: the bytes being loaded (not re-hashed: `sha256` is their digest, computed by the pipeline).
-    ///   - sha256: lower-case hex SHA-256 of `bytes`.
+    ///   - sha256: lower-case hex SHA-256 of the file's content, computed by the pipeline (which loads only bytes
+    ///     with this digest).
     ///   - version: the version the load request names, if any.
     /// - Returns: the key id that vouched for the model, or nil for an unsigned model when signatures are optional.
     /// - Throws: `SignatureError`.
-    public func verify(path: String, bytes: [UInt8], sha256: String, version: String?) throws(SignatureError)
+    public func verify(path: String, sha256: String, version: String?) throws(SignatureError)
         -> String?
     {
         let signaturePath = SignatureFile.path(forModel: path)

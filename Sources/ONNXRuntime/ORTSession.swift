@@ -23,7 +23,7 @@ public struct ModelMetadata: Sendable, Equatable {
 /// An ONNX Runtime inference session: one loaded model with its own thread pool and memory.
 ///
 /// Created from an in-memory byte buffer, so a checksum or signature verified on those bytes covers exactly what is
-/// loaded (ORT copies the bytes; the caller may free them afterwards).
+/// loaded (ORT copies the bytes; the caller may free them afterwards), or from a file this process wrote itself.
 ///
 /// Thread-safety: ORT allows concurrent `Run` calls on one session, so `run` may be called from many threads at once.
 /// Everything else is immutable after init. The session is released in `deinit`, which therefore must not run while a
@@ -48,19 +48,38 @@ public final class ORTSession: @unchecked Sendable {
     ///   - options: threads, optimization level, execution provider.
     ///   - label: names the model in error messages (a path or id).
     /// - Throws: `ORTError` with ORT's message (invalid model, unsupported operator, provider not available, ...).
-    public init(bytes: [UInt8], environment: ORTEnvironment, options: SessionOptions = .init(), label: String = "model")
-        throws(ORTError)
-    {
+    public convenience init(bytes: [UInt8], environment: ORTEnvironment, options: SessionOptions = .init(),
+                            label: String = "model") throws(ORTError) {
+        try self.init(environment: environment, options: options, label: label,
+            operation: "creating a session for \(label) from \(bytes.count) bytes") { api, env, native, session in
+            bytes.withUnsafeBytes { raw in api.CreateSessionFromArray!(env, raw.baseAddress, raw.count, native, &session) }
+        }
+    }
+
+    /// Creates a session from a model file that ORT reads itself (streamed, without a whole-file buffer).
+    ///
+    /// For files this process wrote and checked, such as optimized models (see `SessionOptions.optimizedModelPath`):
+    /// unlike `init(bytes:)`, nothing ties what ORT reads to bytes the caller verified.
+    /// - Throws: `ORTError` with ORT's message (missing file, invalid model, ...).
+    public convenience init(path: String, environment: ORTEnvironment, options: SessionOptions = .init(),
+                            label: String? = nil) throws(ORTError) {
+        try self.init(environment: environment, options: options, label: label ?? path,
+            operation: "creating a session from \(path)") { api, env, native, session in
+            api.CreateSession!(env, path, native, &session)
+        }
+    }
+
+    private init(
+        environment: ORTEnvironment, options: SessionOptions, label: String, operation: String,
+        create: (OrtApi, OpaquePointer, OpaquePointer, inout OpaquePointer?) -> OpaquePointer?
+    ) throws(ORTError) {
         self.environment = environment
         self.options = options
         let library = environment.library
         let api = library.api.pointee
         let native = try NativeSessionOptions(options, library: library)
         var session: OpaquePointer?
-        let status = bytes.withUnsafeBytes { raw in
-            api.CreateSessionFromArray!(environment.handle, raw.baseAddress, raw.count, native.handle, &session)
-        }
-        try library.check(status, "creating a session for \(label) from \(bytes.count) bytes")
+        try library.check(create(api, environment.handle, native.handle, &session), operation)
         self.handle = session!
 
         var memoryInfo: OpaquePointer?

@@ -65,6 +65,8 @@ typealias GraphOptimizationLevel_C = CONNXRuntime.GraphOptimizationLevel
 /// - `memoryPattern`: ORT's memory-pattern optimisation for fixed shapes; default `true`.
 /// - `cpuMemoryArena`: ORT's CPU arena allocator (keeps freed buffers for reuse; faster, but holds memory until the
 ///   session is released); default `true`.
+/// - `optimizedModelPath`: where ORT writes the graph it optimized while creating the session (an ONNX file that
+///   later sessions can load without optimizing again); default `nil` (nothing written).
 public struct SessionOptions: Sendable, Equatable {
     public var intraOpThreads: Int
     public var interOpThreads: Int
@@ -73,11 +75,12 @@ public struct SessionOptions: Sendable, Equatable {
     public var allowSpinning: Bool
     public var memoryPattern: Bool
     public var cpuMemoryArena: Bool
+    public var optimizedModelPath: String?
 
     public init(
         intraOpThreads: Int = 0, interOpThreads: Int = 1, optimization: GraphOptimizationLevel = .all,
         provider: ExecutionProvider = .cpu, allowSpinning: Bool = false, memoryPattern: Bool = true,
-        cpuMemoryArena: Bool = true
+        cpuMemoryArena: Bool = true, optimizedModelPath: String? = nil
     ) {
         self.intraOpThreads = intraOpThreads
         self.interOpThreads = interOpThreads
@@ -86,6 +89,7 @@ public struct SessionOptions: Sendable, Equatable {
         self.allowSpinning = allowSpinning
         self.memoryPattern = memoryPattern
         self.cpuMemoryArena = cpuMemoryArena
+        self.optimizedModelPath = optimizedModelPath
     }
 }
 
@@ -113,6 +117,9 @@ final class NativeSessionOptions {
         try library.check(
             api.AddSessionConfigEntry!(handle, "session.intra_op.allow_spinning", options.allowSpinning ? "1" : "0"),
             "setting intra-op spinning")
+        if let path = options.optimizedModelPath {
+            try library.check(api.SetOptimizedModelFilePath!(handle, path), "setting the optimized model path \(path)")
+        }
         try appendProvider(options.provider)
     }
 

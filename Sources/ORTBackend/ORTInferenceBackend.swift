@@ -11,10 +11,13 @@ public final class ORTInferenceBackend: InferenceBackend {
     public let inputs: [TensorSpec]
     public let outputs: [TensorSpec]
     public var metadata: [String: String] { session.metadata.custom }
+    /// How the session was made when the optimized-model cache was involved (nil: loaded without it).
+    public let cacheOutcome: OptimizedModelCache.Outcome?
     private let inputIsHalf: Bool
 
-    public init(session: ORTSession) {
+    public init(session: ORTSession, cacheOutcome: OptimizedModelCache.Outcome? = nil) {
         self.session = session
+        self.cacheOutcome = cacheOutcome
         inputs = session.inputs.map(TensorSpec.init)
         outputs = session.outputs.map(TensorSpec.init)
         inputIsHalf = session.inputs.first?.elementType == .float16
@@ -66,20 +69,28 @@ public struct ModelBytes: Sendable {
     /// Lower-case hex SHA-256 of `bytes`.
     public var sha256: String
 
-    /// Reads the whole file.
+    /// Reads the whole file into one buffer, chunk by chunk (no second whole-file copy), hashing as it goes.
     /// - Throws: `ModelLoadError.unreadable` with the path and the system's reason.
     public init(contentsOf path: String) throws(ModelLoadError) {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            let reason = FileManager.default.fileExists(atPath: path) ? "cannot read the file" : "no such file"
-            throw ModelLoadError.unreadable(path: path, reason: reason)
+        var bytes: [UInt8] = []
+        let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        bytes.reserveCapacity(size)
+        var hasher = SHA256()
+        try ModelFile.readChunks(of: path) { chunk in
+            hasher.update(data: chunk)
+            bytes.append(contentsOf: chunk)
         }
-        self.init(path: path, bytes: [UInt8](data))
+        self.init(path: path, bytes: bytes, sha256: hasher.finalize().hexString)
     }
 
     public init(path: String, bytes: [UInt8]) {
+        self.init(path: path, bytes: bytes, sha256: SHA256.hash(data: bytes).hexString)
+    }
+
+    private init(path: String, bytes: [UInt8], sha256: String) {
         self.path = path
         self.bytes = bytes
-        self.sha256 = SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+        self.sha256 = sha256
     }
 }
 
@@ -88,10 +99,14 @@ public enum ModelLoadError: Error, CustomStringConvertible {
     case unreadable(path: String, reason: String)
     case runtime(path: String, ORTError)
     case signature(path: String, SignatureError)
+    /// The file's content no longer has the digest it was verified with.
+    case changedSinceVerification(path: String, verified: String, now: String)
 
     public var description: String {
         switch self {
         case .unreadable(let path, let reason): "cannot read model \(path): \(reason)"
+        case .changedSinceVerification(let path, let verified, let now):
+            "model \(path) changed after it was verified (sha256 \(verified.prefix(12)) then, \(now.prefix(12)) now)"
         case .runtime(let path, let error): "cannot load model \(path): \(error)"
         case .signature(let path, let error): "model \(path) is not a supported YOLO detector: \(error)"
         }

@@ -14,7 +14,9 @@ import Yams
 /// - `routes`: `{product or work order: slot}`
 /// - `trusted_keys`: public key files; `require_signature` (false)
 /// - `hotswap`: `serving_threads` (2), `queue_capacity` (64), `intra_op_threads` (1), `warmup_runs` (3),
-///   `warmup_timeout_s` (30), `standby` (`keep` | `release` | seconds to keep), `memory_budget_mb` (none),
+///   `warmup_timeout_s` (30), `standby` (`keep` | `release` | seconds to keep), `standby_during_load` (`release`:
+///   a switching load frees the standby it will displace before creating its session | `keep`),
+///   `optimized_cache` (true: graph-optimized models kept in `<state_dir>/optimized-models`), `memory_budget_mb` (none),
 ///   `policy` (`availability-preserving` | `resource-preserving` | `auto`), `request_timeout_ms` (10000: how long a
 ///   request may wait for a worker or, during a resource-preserving swap, for a model)
 ///
@@ -60,6 +62,8 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var warmupRuns = 3
     public var warmupTimeoutSeconds = 30.0
     public var standby: StandbyRetention = .keep
+    public var releaseStandbyBeforeLoad = true
+    public var optimizedCache = true
     public var memoryBudgetBytes: Int?
     public var policy: SwapPolicy = .availabilityPreserving
     public var requestTimeoutMilliseconds = 10_000
@@ -140,6 +144,13 @@ public struct ServerConfiguration: Sendable, Equatable {
                 guard let policy = SwapPolicy(rawValue: v) else { throw fail("hotswap.policy '\(v)' is unknown") }
                 config.policy = policy
             }
+            if let v = h.optimized_cache { config.optimizedCache = v }
+            if let v = h.standby_during_load {
+                guard ["keep", "release"].contains(v) else {
+                    throw fail("hotswap.standby_during_load must be keep or release")
+                }
+                config.releaseStandbyBeforeLoad = v == "release"
+            }
             if let v = h.standby {
                 switch v {
                 case "keep": config.standby = .keep
@@ -172,12 +183,18 @@ public struct ServerConfiguration: Sendable, Equatable {
         if let state = environment["YOLOSWAP_STATE_DIR"] { stateDirectory = Self.resolve(state, against: cwd) }
     }
 
+    /// Where optimized models are cached (`<state_dir>/optimized-models`), or nil when `optimized_cache` is off.
+    public var optimizedCacheDirectory: String? {
+        optimizedCache ? URL(fileURLWithPath: stateDirectory).appendingPathComponent("optimized-models").path : nil
+    }
+
     /// The hot-swap manager's settings.
     public var hotSwap: HotSwapConfiguration {
         HotSwapConfiguration(
             servingThreads: servingThreads, queueCapacity: queueCapacity, intraOpThreads: intraOpThreads,
             warmupRuns: warmupRuns, warmupTimeout: .milliseconds(Int(warmupTimeoutSeconds * 1000)),
-            standbyRetention: standby, memoryBudgetBytes: memoryBudgetBytes, policy: policy)
+            standbyRetention: standby, releaseStandbyBeforeLoad: releaseStandbyBeforeLoad,
+            memoryBudgetBytes: memoryBudgetBytes, policy: policy)
     }
 
     static func resolve(_ path: String, against base: String) -> String {
@@ -205,6 +222,8 @@ private struct RawConfiguration: Decodable {
         var warmup_runs: Int?
         var warmup_timeout_s: Double?
         var standby: String?
+        var standby_during_load: String?
+        var optimized_cache: Bool?
         var memory_budget_mb: Int?
         var policy: String?
         var request_timeout_ms: Int?

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import HotSwap
+import ORTBackend
 import ONNXRuntime
 import Synchronization
 import YOLO
@@ -28,6 +29,11 @@ struct BenchSwapCommand: AsyncParsableCommand {
     @Option(help: "Path to libonnxruntime.so.") var ortLibrary: String?
     @Flag(inversion: .prefixedNo, help: "ORT's CPU memory arena (faster reuse; holds memory until release).")
     var arena = true
+    @Option(help: "Folder of the optimized-model cache (default: a fresh temporary folder, removed at the end, so the first load of each model is a cold miss).")
+    var cacheDir: String?
+    @Flag(inversion: .prefixedNo, help: "Load through the optimized-model cache.") var optimizedCache = true
+    @Flag(help: "Keep the standby until the flip instead of releasing it before the new session is created.")
+    var keepStandbyDuringLoad = false
     @Flag(help: "Print one JSON object at the end.") var json = false
 
     func validate() throws {
@@ -56,10 +62,16 @@ struct BenchSwapCommand: AsyncParsableCommand {
             policy: SwapPolicy(rawValue: policy)!)
         configuration.memoryBudgetBytes = memoryBudgetMb.map { $0 << 20 }
         configuration.queueCapacity = max(64, concurrency * 2)
+        configuration.releaseStandbyBeforeLoad = !keepStandbyDuringLoad
         let library = try ORTLibrary.load(explicitPath: ortLibrary)
+        let temporaryCache = optimizedCache && cacheDir == nil
+            ? FileManager.default.temporaryDirectory.appendingPathComponent("yoloswap-bench-\(UUID().uuidString)").path
+            : nil
+        defer { if let temporaryCache { try? FileManager.default.removeItem(atPath: temporaryCache) } }
+        let cache = optimizedCache ? (cacheDir ?? temporaryCache).map { OptimizedModelCache(directory: $0) } : nil
         let manager = ModelManager(configuration: configuration,
             loader: ORTModelLoader(environment: try ORTEnvironment(library: library),
-                options: SessionOptions(cpuMemoryArena: arena)))
+                options: SessionOptions(cpuMemoryArena: arena), cache: cache))
         let slot = try await manager.createSlot("bench")
         _ = try await manager.loadAndActivate(LoadRequest(slot: "bench", path: modelA))
         for bytes in images { _ = try await slot.detect(imageBytes: bytes) }
@@ -71,6 +83,8 @@ struct BenchSwapCommand: AsyncParsableCommand {
             while !shared.stop.load(ordering: .relaxed) {
                 let rss = ProcessMemory.residentBytes() ?? 0
                 shared.peak.max(rss, ordering: .relaxed)
+                shared.windowPeak.max(rss, ordering: .relaxed)
+                if shared.steadyWithPair.load(ordering: .relaxed) { shared.steadyPeak.max(rss, ordering: .relaxed) }
                 try? await Task.sleep(for: .milliseconds(5))
             }
         }
@@ -97,6 +111,10 @@ struct BenchSwapCommand: AsyncParsableCommand {
         var flips: [Double] = []
         var swapFailures: [String] = []
         var rssFirstCycle: Int?
+        // Peak RSS within each swap, split by whether the model had been loaded before in this run (a warm
+        // optimized-model cache) or not (a cold miss: ORT optimizes the graph).
+        var loadedBefore: Set<String> = [modelA]
+        var coldPeak = 0, warmPeak = 0
         var rssCycle200: Int?
         let rollbackEvery = rollbacks > 0 ? max(1, swaps / (rollbacks + 1)) : Int.max
         var rollbacksDone = 0
@@ -106,8 +124,13 @@ struct BenchSwapCommand: AsyncParsableCommand {
         for i in 0..<swaps {
             let target = slot.roles.active?.identity.path == modelA ? modelB : modelA
             let start = ContinuousClock.now
+            shared.steadyWithPair.store(false, ordering: .relaxed)
+            shared.windowPeak.store(ProcessMemory.residentBytes() ?? 0, ordering: .relaxed)
             let status = await (try await manager.load(LoadRequest(slot: "bench", path: target, activate: true))).wait()
             windows.append((start, .now))
+            let windowPeak = max(shared.windowPeak.load(ordering: .relaxed), ProcessMemory.residentBytes() ?? 0)
+            if loadedBefore.insert(target).inserted { coldPeak = max(coldPeak, windowPeak) }
+            else { warmPeak = max(warmPeak, windowPeak) }
             if let failure = status.failure { swapFailures.append(failure.description) }
             if let flip = status.timings.flipMicroseconds { flips.append(flip) }
             if i % 2 == 1, (i + 1) / 2 == 1 || (i + 1) / 2 == 200 {
@@ -117,11 +140,18 @@ struct BenchSwapCommand: AsyncParsableCommand {
                 let rss = ProcessMemory.residentBytes()
                 if (i + 1) / 2 == 1 { rssFirstCycle = rss } else { rssCycle200 = rss }
             }
+            // From the second swap on, both models (active and standby) are resident between operations.
+            if i >= 1 {
+                while manager.releaser.pendingCount > 0 { try await Task.sleep(for: .milliseconds(5)) }
+                shared.steadyWithPair.store(true, ordering: .relaxed)
+            }
             try await Task.sleep(for: interval)
             if rollbacksDone < rollbacks, (i + 1) % rollbackEvery == 0 {
                 let start = ContinuousClock.now
+                let steady = shared.steadyWithPair.exchange(false, ordering: .relaxed)
                 let event = try await manager.rollback(slot: "bench")
                 windows.append((start, .now))
+                shared.steadyWithPair.store(steady, ordering: .relaxed)
                 if let flip = event.timings.flipMicroseconds { flips.append(flip) }
                 rollbacksDone += 1
                 try await Task.sleep(for: interval)
@@ -143,6 +173,7 @@ struct BenchSwapCommand: AsyncParsableCommand {
         let steadyP = Percentiles(ms(steady.isEmpty ? samples : steady))
         let swapP = Percentiles(ms(overlapping.isEmpty ? samples : overlapping))
         let flipP = Percentiles(flips.isEmpty ? [0] : flips)
+        let steadyPeak = shared.steadyPeak.load(ordering: .relaxed)
         let mb = { (bytes: Int) in (Double(bytes) / 1_048_576 * 10).rounded() / 10 }
         let costs = manager.memoryCosts
         let result: [String: Any] = [
@@ -157,6 +188,10 @@ struct BenchSwapCommand: AsyncParsableCommand {
             "flip_p99_us": flipP.p99, "flip_max_us": flips.max() ?? 0,
             "rss_before_mb": mb(rssBefore), "rss_peak_mb": mb(shared.peak.load(ordering: .relaxed)),
             "rss_first_cycle_mb": mb(rssFirstCycle ?? rssAfter), "rss_after_mb": mb(rssAfter),
+            "rss_peak_cold_mb": mb(coldPeak), "rss_peak_warm_mb": mb(warmPeak),
+            "rss_steady_pair_mb": mb(steadyPeak),
+            "warm_peak_over_steady_pair": steadyPeak > 0 ? Double(warmPeak) / Double(steadyPeak) as Any : NSNull(),
+            "optimized_cache": cache != nil, "standby_during_load": keepStandbyDuringLoad ? "keep" : "release",
             "rss_cycle_200_mb": rssCycle200.map { mb($0) as Any } ?? NSNull(),
             "model_costs_mb": costs.mapValues(mb).sorted { $0.key < $1.key }.map { "\($0.key.prefix(12)): \($0.value)" },
             "models_released": manager.releaser.releasedCount,
@@ -177,5 +212,14 @@ struct BenchSwapCommand: AsyncParsableCommand {
 final class SharedCounters: Sendable {
     let stop = Atomic<Bool>(false)
     let peak: Atomic<Int>
-    init(rss: Int) { peak = Atomic(rss) }
+    /// The peak since the current swap began.
+    let windowPeak: Atomic<Int>
+    /// Whether both models (active and standby) are resident and no operation is running: the "old + new" steady
+    /// state under the same traffic, and its peak.
+    let steadyWithPair = Atomic<Bool>(false)
+    let steadyPeak = Atomic<Int>(0)
+    init(rss: Int) {
+        peak = Atomic(rss)
+        windowPeak = Atomic(rss)
+    }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import HotSwap
+import ORTBackend
 import Hummingbird
 import Logging
 import Metrics
@@ -57,7 +58,8 @@ struct ServeCommand: AsyncParsableCommand {
         let store = try StateStore(directory: configuration.stateDirectory)
         let services = try ServiceWiring.make(configuration: configuration, logger: logger)
         let library = try ORTLibrary.load(explicitPath: ortLibrary)
-        let loader = ORTModelLoader(environment: try ORTEnvironment(library: library))
+        let loader = ORTModelLoader(environment: try ORTEnvironment(library: library),
+            cache: configuration.optimizedCacheDirectory.map { OptimizedModelCache(directory: $0) })
         let manager = ModelManager(configuration: configuration.hotSwap, loader: loader, verifier: services.verifier,
             store: store, logger: logger)
         let control = ControlPlane(manager: manager, repository: ModelRepository(root: configuration.modelRepository),

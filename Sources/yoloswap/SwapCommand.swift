@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import HotSwap
+import ORTBackend
 import ONNXRuntime
 import YOLO
 
@@ -47,7 +48,8 @@ struct SwapCommand: AsyncParsableCommand {
             }
         }
         let library = try ORTLibrary.load(explicitPath: ortLibrary)
-        let loader = ORTModelLoader(environment: try ORTEnvironment(library: library))
+        let loader = ORTModelLoader(environment: try ORTEnvironment(library: library),
+            cache: OptimizedModelCache(directory: URL(fileURLWithPath: stateDir).appendingPathComponent("optimized-models").path))
         let manager = ModelManager(configuration: configuration, loader: loader, store: store)
         var failed = false
         for event in await manager.restore() {

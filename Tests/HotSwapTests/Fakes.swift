@@ -1,5 +1,6 @@
 import Foundation
 import HotSwap
+import ORTBackend
 import Synchronization
 import YOLO
 
@@ -145,7 +146,7 @@ final class FakeLoader: ModelLoader {
     var makeBackendCalls: Int { log.withLock { $0.count } }
     var calls: [Call] { log.withLock { $0 } }
 
-    func makeBackend(bytes: [UInt8], label: String, intraOpThreads: Int) throws -> any InferenceBackend {
+    func makeBackend(for file: ModelFile, label: String, intraOpThreads: Int) throws -> any InferenceBackend {
         log.withLock { $0.append(Call(label: label, startedAt: Date())) }
         if let delay { Thread.sleep(forTimeInterval: delay.seconds) }
         return backend(label)

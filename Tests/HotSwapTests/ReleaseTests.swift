@@ -66,3 +66,48 @@ extension HotSwapSuite {
         }
     }
 }
+
+extension HotSwapSuite {
+    /// A switching load frees the standby it will displace before its own session exists (old + new, not three).
+    @Suite("Standby during a load")
+    struct StandbyDuringLoadTests {
+        /// Loads A, then B (A becomes the standby), then switches to a third model and reports when the standby was
+        /// released relative to the third model's session creation.
+        private func standbyReleasedBeforeLoad(release: Bool) async throws -> Bool {
+            let directory = try Fixtures.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let copy = directory.appendingPathComponent("third.onnx").path
+            try FileManager.default.copyItem(atPath: Fixtures.identity416, toPath: copy)
+            var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: copy)))
+            bytes.append(0)  // a different digest, the same model (trailing bytes are ignored by the fake)
+            try Data(bytes).write(to: URL(fileURLWithPath: copy))
+
+            let loader = FakeLoader()
+            var configuration = Fixtures.configuration()
+            configuration.releaseStandbyBeforeLoad = release
+            let manager = ModelManager(configuration: configuration, loader: loader)
+            let slot = try await manager.createSlot("default")
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity416))
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity320))
+            let standby = try #require(slot.roles.standby?.identity)
+            #expect(standby.path == Fixtures.identity416)
+
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: copy))
+            #expect(await eventually { manager.releases.contains { $0.identity == standby } })
+            let released = try #require(manager.releases.first { $0.identity == standby }).releasedAt
+            let loadStarted = try #require(loader.calls.last { $0.label == copy }).startedAt
+            await manager.shutdown()
+            return released <= loadStarted
+        }
+
+        @Test("by default the displaced standby is released before the new session is created")
+        func releasedFirst() async throws {
+            #expect(try await standbyReleasedBeforeLoad(release: true))
+        }
+
+        @Test("standby_during_load keep: the standby stays until the flip")
+        func keptUntilFlip() async throws {
+            #expect(try await !standbyReleasedBeforeLoad(release: false))
+        }
+    }
+}

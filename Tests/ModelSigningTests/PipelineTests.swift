@@ -1,5 +1,6 @@
 import Foundation
 import HotSwap
+import ORTBackend
 import Synchronization
 import Testing
 import YOLO
@@ -14,7 +15,7 @@ struct PipelineTests {
     /// Counts `makeBackend` calls and then fails them: a call means the model got past verifying.
     final class CountingLoader: ModelLoader {
         let calls = Atomic<Int>(0)
-        func makeBackend(bytes: [UInt8], label: String, intraOpThreads: Int) throws -> any InferenceBackend {
+        func makeBackend(for file: ModelFile, label: String, intraOpThreads: Int) throws -> any InferenceBackend {
             calls.add(1, ordering: .relaxed)
             throw NoBackend()
         }

@@ -26,11 +26,10 @@ struct SignatureTests {
 
         var signaturePath: String { model + ".sig" }
 
-        /// Runs the verifier as the load pipeline does: bytes read, digest computed, requested version.
+        /// Runs the verifier as the load pipeline does: digest computed, requested version.
         func verifyAsLoaded(version: String? = nil) throws(SignatureError) -> String? {
-            let loaded = (try? bytes(model)) ?? []
             let digest = (try? sha256sum(model)) ?? ""
-            return try verifier.verify(path: model, bytes: loaded, sha256: digest, version: version)
+            return try verifier.verify(path: model, sha256: digest, version: version)
         }
     }
 
@@ -159,7 +158,7 @@ struct SignatureTests {
 
         let optional = SignatureVerifier(trustedKeys: [f.key.verificationKey], requireSignature: false)
         let digest = try sha256sum(f.model)
-        #expect(try optional.verify(path: f.model, bytes: try bytes(f.model), sha256: digest, version: nil) == nil)
+        #expect(try optional.verify(path: f.model, sha256: digest, version: nil) == nil)
         // `yoloswap verify` always wants a signature.
         #expect(throws: SignatureError.self) { try optional.verifyModel(at: f.model) }
     }
@@ -169,7 +168,7 @@ struct SignatureTests {
         let f = try Fixture()
         let optional = SignatureVerifier(trustedKeys: [SigningKey().verificationKey], requireSignature: false)
         #expect(throws: SignatureError.self) {
-            try optional.verify(path: f.model, bytes: [], sha256: f.signature.modelSHA256, version: nil)
+            try optional.verify(path: f.model, sha256: f.signature.modelSHA256, version: nil)
         }
     }
 

@@ -111,6 +111,17 @@ struct ConfigurationTests {
         #expect(config.slots["default"]?.model == "yolov3-tiny-coco-416.onnx")
         #expect(config.routes == ["metal-case": "default"])
         #expect(config.port == 8080)
+        // Defaults of the memory-related hot-swap keys.
+        #expect(config.hotSwap.releaseStandbyBeforeLoad)
+        #expect(config.optimizedCacheDirectory == "/srv/yoloswap/var/optimized-models")
+    }
+
+    @Test("hotswap.standby_during_load and hotswap.optimized_cache")
+    func memoryKeys() throws {
+        let config = try ServerConfiguration.parse(
+            "hotswap: { standby_during_load: keep, optimized_cache: false }", base: "/srv")
+        #expect(!config.hotSwap.releaseStandbyBeforeLoad)
+        #expect(config.optimizedCacheDirectory == nil)
     }
 
     @Test("the repository's example configuration parses")
@@ -123,6 +134,7 @@ struct ConfigurationTests {
     @Test("clear errors for bad values", arguments: [
         "server: { port: 99999 }", "tokens: [{ name: a, role: operator, sha256: abc }]",
         "tokens: [{ name: a, role: king, sha256: abc }]", "routes: { x: nowhere }", "hotswap: { policy: yolo }",
+        "hotswap: { standby_during_load: sometimes }",
         "require_signature: true", "slots: {}", "server: [",
     ])
     func errors(yaml: String) {

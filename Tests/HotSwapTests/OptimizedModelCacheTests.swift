@@ -1,0 +1,145 @@
+import Foundation
+import HotSwap
+import ImageCodecs
+import ONNXRuntime
+import ORTBackend
+import Testing
+import YOLO
+
+extension HotSwapSuite {
+    /// Loads through the optimized-model cache: miss then hit, identical outputs, corrupt entries rebuilt, no cache
+    /// problem ever failing a load, and bytes re-checked against the verified digest.
+    @Suite("Optimized-model cache")
+    struct OptimizedModelCacheTests {
+        let environment = Fixtures.ortLoader.environment
+        let model = Fixtures.path("models/yolov3-tiny-coco-320.onnx")
+
+        /// The model's raw output for bus.jpg.
+        private func output(_ session: ORTSession) throws -> [Float] {
+            let detector = try Detector(backend: ORTInferenceBackend(session: session))
+            let (input, _) = detector.preprocess(try ImageDecoder.decode(Fixtures.busJPEG))
+            let outputs = try session.run(.float(input.values, shape: input.shape))
+            return try outputs[0].floats()
+        }
+
+        private func entries(_ directory: URL) throws -> [String] {
+            try FileManager.default.contentsOfDirectory(atPath: directory.path).sorted()
+        }
+
+        @Test("first load optimizes and writes the entry, the next loads it; outputs equal a plain session's bit for bit")
+        func missThenHit() throws {
+            let directory = try Fixtures.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let cache = OptimizedModelCache(directory: directory.path)
+            let file = try ModelFile(verifying: model)
+            let options = SessionOptions(intraOpThreads: 1)
+
+            let (first, firstOutcome) = try cache.session(for: file, environment: environment, options: options,
+                label: model)
+            #expect(firstOutcome == .miss)
+            let names = try entries(directory)
+            #expect(names.count == 2 && names.contains { $0.hasSuffix(".onnx") } && names.contains { $0.hasSuffix(".json") })
+            let (second, secondOutcome) = try cache.session(for: file, environment: environment, options: options,
+                label: model)
+            #expect(secondOutcome == .hit)
+            #expect(second.metadata.custom["names"] == first.metadata.custom["names"])
+            #expect(second.inputs.map(\.shape) == [[1, 3, 320, 320]])
+
+            let plain = try ORTSession(bytes: try file.readVerifiedBytes(), environment: environment, options: options)
+            let expected = try output(plain)
+            #expect(try output(first) == expected)
+            #expect(try output(second) == expected)
+        }
+
+        @Test("an entry whose bytes changed is removed and rebuilt from the verified model")
+        func corruptEntryRebuilt() throws {
+            let directory = try Fixtures.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let cache = OptimizedModelCache(directory: directory.path)
+            let file = try ModelFile(verifying: model)
+            _ = try cache.session(for: file, environment: environment, options: .init(), label: model)
+            let entry = directory.appendingPathComponent(try #require(try entries(directory).first { $0.hasSuffix(".onnx") }))
+            var bytes = try [UInt8](Data(contentsOf: entry))
+            bytes[bytes.count / 2] ^= 0xff
+            try Data(bytes).write(to: entry)
+
+            let (_, outcome) = try cache.session(for: file, environment: environment, options: .init(), label: model)
+            #expect(outcome == .miss)
+            let (_, again) = try cache.session(for: file, environment: environment, options: .init(), label: model)
+            #expect(again == .hit)
+        }
+
+        @Test("a cache that cannot be written falls back to a plain load")
+        func unwritableBypasses() throws {
+            let directory = try Fixtures.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(at: directory) }
+            // The cache "directory" is a regular file: nothing can be created in it.
+            let blocker = directory.appendingPathComponent("not-a-directory")
+            try Data("x".utf8).write(to: blocker)
+            let cache = OptimizedModelCache(directory: blocker.path)
+            let (session, outcome) = try cache.session(for: try ModelFile(verifying: model), environment: environment,
+                options: .init(), label: model)
+            #expect(outcome == .bypassed)
+            #expect(session.outputs.first?.shape == [1, 1500, 85])
+        }
+
+        @Test("entries are per optimization level; a disabled level bypasses the cache")
+        func keyedByOptions() throws {
+            let directory = try Fixtures.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let cache = OptimizedModelCache(directory: directory.path)
+            let file = try ModelFile(verifying: model)
+            _ = try cache.session(for: file, environment: environment, options: .init(optimization: .all), label: model)
+            let (_, basic) = try cache.session(for: file, environment: environment, options: .init(optimization: .basic),
+                label: model)
+            #expect(basic == .miss)
+            #expect(try entries(directory).count == 4)
+            let (_, disabled) = try cache.session(for: file, environment: environment,
+                options: .init(optimization: .disabled), label: model)
+            #expect(disabled == .bypassed)
+        }
+
+        @Test("a model file replaced after verification is refused on a miss (digest re-checked on the bytes loaded)")
+        func changedAfterVerification() throws {
+            let directory = try Fixtures.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let copy = directory.appendingPathComponent("model.onnx")
+            try FileManager.default.copyItem(atPath: model, toPath: copy.path)
+            let file = try ModelFile(verifying: copy.path)
+            try FileManager.default.removeItem(at: copy)
+            try FileManager.default.copyItem(atPath: Fixtures.path("models/yolov3-tiny-coco-416.onnx"), toPath: copy.path)
+
+            let cache = OptimizedModelCache(directory: directory.appendingPathComponent("cache").path)
+            let error = #expect(throws: ModelLoadError.self) {
+                _ = try cache.session(for: file, environment: environment, options: .init(), label: copy.path)
+            }
+            guard case .changedSinceVerification(_, let verified, _) = error else {
+                Issue.record("expected changedSinceVerification, got \(String(describing: error))")
+                return
+            }
+            #expect(verified == file.sha256)
+        }
+
+        @Test("through the manager: a swap back to a model loaded before hits the cache")
+        func managerHits() async throws {
+            let directory = try Fixtures.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(at: directory) }
+            var loader = Fixtures.ortLoader
+            loader.cache = OptimizedModelCache(directory: directory.path)
+            let manager = ModelManager(configuration: Fixtures.configuration(), loader: loader)
+            let slot = try await manager.createSlot("default")
+            func outcome() -> OptimizedModelCache.Outcome? {
+                (slot.roles.active?.detector.backend as? ORTInferenceBackend)?.cacheOutcome
+            }
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity416))
+            #expect(outcome() == .miss)
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity320))
+            #expect(outcome() == .miss)
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity416))
+            #expect(outcome() == .hit)
+            let result = try await slot.detect(imageBytes: Fixtures.busJPEG)
+            #expect(result.model.sha256 == (try Fixtures.sha256(Fixtures.identity416)))
+            await manager.shutdown()
+        }
+    }
+}
