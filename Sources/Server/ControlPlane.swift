@@ -124,12 +124,14 @@ public final class ControlPlane: Sendable {
             let event = try await body()
             try audit(principal, remote, action, slot, modelPath: event.to.map { repository.relative($0.path) },
                 version: event.to?.version, sha256: event.to?.sha256, result: event.result.rawValue,
-                reason: event.reason, started: started)
+                reason: event.reason.map(repository.hidingRoot), started: started)
             return event
         } catch {
-            try? audit(principal, remote, action, slot, result: "failed", reason: Problem.from(error).detail,
-                started: started)
-            throw error
+            // Errors name model files (a rollback whose reload failed): show them relative to the repository.
+            var problem = Problem.from(error)
+            problem.detail = repository.hidingRoot(problem.detail)
+            try? audit(principal, remote, action, slot, result: "failed", reason: problem.detail, started: started)
+            throw problem
         }
     }
 

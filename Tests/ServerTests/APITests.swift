@@ -188,6 +188,35 @@ struct APITests {
         #expect(harness.audit.all.allSatisfy { $0.actor == "alice" })
     }
 
+    @Test("a rollback whose reload fails answers with repository-relative paths, in the answer and the audit")
+    func failedRollbackHidesRoot() async throws {
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        let alice = H.headers(token: "alice-token", contentType: "application/json")
+        try await harness.test { client in
+            for (model, expected) in [("synthetic/yolov5-nc80-320-identity.onnx", HTTPResponse.Status.ok),
+                // Passes verification (so the standby is released), then fails its warm-up.
+                ("synthetic/nan.onnx", .unprocessableContent)]
+            {
+                let load = try JSONSerialization.data(withJSONObject: ["model": model, "activate": true])
+                try await client.execute(uri: "/v1/slots/default/load?wait=true", method: .post, headers: alice,
+                    body: ByteBuffer(bytes: load)) { #expect($0.status == expected, "\(model)") }
+            }
+            // No standby now: a rollback reloads the previous model from disk, which is gone.
+            try FileManager.default.removeItem(
+                at: harness.repository.appendingPathComponent("synthetic/yolov5-nc80-416-identity.onnx"))
+            try await client.execute(uri: "/v1/slots/default/rollback", method: .post, headers: alice) { response in
+                #expect(response.status.code >= 400)
+                let detail = try #require(try H.json(response)["detail"] as? String)
+                #expect(detail.contains("synthetic/yolov5-nc80-416-identity.onnx"), "\(detail)")
+                #expect(!detail.contains(harness.repository.path), "\(detail)")
+            }
+        }
+        let rollback = try #require(harness.audit.all.last { $0.action == "rollback" })
+        #expect(rollback.result == "failed")
+        #expect(rollback.reason?.contains(harness.repository.path) == false)
+    }
+
     @Test("routes: read, replace, unknown slots refused")
     func routes() async throws {
         let harness = try await ServerHarness()
