@@ -44,6 +44,39 @@ public struct ModelFile: Sendable, Equatable {
         return bytes.bytes
     }
 
+    /// Copies the file to `destination` (created readable and writable by this user only), chunk by chunk, and
+    /// checks that what was copied has the verified digest — a private copy of verified bytes, without a whole-file
+    /// buffer.
+    /// - Throws: `ModelLoadError.unreadable` (reading or writing), or `.changedSinceVerification` (the copy is then
+    ///   removed).
+    public func copyVerified(to destination: String) throws(ModelLoadError) {
+        guard FileManager.default.createFile(atPath: destination, contents: nil, attributes: [.posixPermissions: 0o600]),
+            let output = FileHandle(forWritingAtPath: destination)
+        else { throw .unreadable(path: destination, reason: "cannot create the file") }
+        var hasher = SHA256()
+        var writeError: (any Error)?
+        do {
+            defer { try? output.close() }
+            try Self.readChunks(of: path) { chunk in
+                guard writeError == nil else { return }
+                hasher.update(data: chunk)
+                do { try output.write(contentsOf: chunk) } catch { writeError = error }
+            }
+        } catch {
+            try? FileManager.default.removeItem(atPath: destination)
+            throw error
+        }
+        let digest = hasher.finalize().hexString
+        if let writeError {
+            try? FileManager.default.removeItem(atPath: destination)
+            throw .unreadable(path: destination, reason: "cannot write: \(writeError)")
+        }
+        guard digest == sha256 else {
+            try? FileManager.default.removeItem(atPath: destination)
+            throw .changedSinceVerification(path: path, verified: sha256, now: digest)
+        }
+    }
+
     /// Calls `body` with the file's content in chunks of at most 1 MiB.
     static func readChunks(of path: String, _ body: (Data) -> Void) throws(ModelLoadError) {
         guard let handle = FileHandle(forReadingAtPath: path) else {

@@ -52,7 +52,7 @@ public struct OptimizedModelCache: Sendable {
 
     /// Creates a session for a verified model file, from its optimized entry when there is a valid one.
     /// - Parameters:
-    ///   - file: the verified model; its bytes are read (and their digest re-checked) only on a miss.
+    ///   - file: the verified model; its content is read (and its digest re-checked) only on a miss.
     ///   - environment: the ORT environment.
     ///   - options: the session's options; entries exist for CPU sessions with graph optimizations on.
     ///   - label: names the model in errors.
@@ -78,19 +78,28 @@ public struct OptimizedModelCache: Sendable {
             return (session, .hit)
         }
 
-        // Miss: optimize from the verified bytes, writing the entry; then load the entry itself, which leaves less
-        // resident than the session that did the optimizing. Anything wrong on the way falls back to a plain load.
-        let temporary = "\(entry).\(UUID().uuidString).tmp"
+        // Miss: ORT optimizes a private copy of the verified file (read by path, so no whole-model buffer of ours
+        // sits beside ORT's own while it optimizes) and writes the entry; then the entry itself is loaded, which
+        // leaves less resident than the session that did the optimizing. Anything wrong on the way (other than the
+        // model file having changed) falls back to a plain load from the verified bytes.
+        let unique = UUID().uuidString
+        let sourceCopy = "\(entry).\(unique).source.tmp", temporary = "\(entry).\(unique).tmp"
+        defer { try? FileManager.default.removeItem(atPath: sourceCopy) }
         var writing = options
         writing.optimizedModelPath = temporary
-        if (try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)) != nil,
-            (try? fromBytes(try file.readVerifiedBytes(), options: writing)) != nil,
-            store(temporary, as: entry, manifest: manifest, source: file, ortVersion: environment.library.version),
-            let session = loadEntry(entry, manifest: manifest, source: file, environment: environment,
-                options: options, label: label)
-        {
-            prune()
-            return (session, .miss)
+        if (try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)) != nil {
+            do { try file.copyVerified(to: sourceCopy) } catch {
+                if case .changedSinceVerification = error { throw error }
+            }
+            if FileManager.default.fileExists(atPath: sourceCopy),
+                (try? ORTSession(path: sourceCopy, environment: environment, options: writing, label: label)) != nil,
+                store(temporary, as: entry, manifest: manifest, source: file, ortVersion: environment.library.version),
+                let session = loadEntry(entry, manifest: manifest, source: file, environment: environment,
+                    options: options, label: label)
+            {
+                prune()
+                return (session, .miss)
+            }
         }
         try? FileManager.default.removeItem(atPath: temporary)
         return (try fromBytes(try file.readVerifiedBytes(), options: options), .bypassed)

@@ -191,6 +191,7 @@ struct BenchSwapCommand: AsyncParsableCommand {
             "rss_peak_cold_mb": mb(coldPeak), "rss_peak_warm_mb": mb(warmPeak),
             "rss_steady_pair_mb": mb(steadyPeak),
             "warm_peak_over_steady_pair": steadyPeak > 0 ? Double(warmPeak) / Double(steadyPeak) as Any : NSNull(),
+            "cold_peak_over_steady_pair": steadyPeak > 0 ? Double(coldPeak) / Double(steadyPeak) as Any : NSNull(),
             "optimized_cache": cache != nil, "standby_during_load": keepStandbyDuringLoad ? "keep" : "release",
             "rss_cycle_200_mb": rssCycle200.map { mb($0) as Any } ?? NSNull(),
             "model_costs_mb": costs.mapValues(mb).sorted { $0.key < $1.key }.map { "\($0.key.prefix(12)): \($0.value)" },
