@@ -92,20 +92,27 @@ let package = Package(
             ]),
 
         // MARK: Tests
-        .testTarget(name: "ImageCodecsTests", dependencies: ["ImageCodecs"]),
-        .testTarget(name: "ONNXRuntimeTests", dependencies: ["ONNXRuntime"]),
+        /// What the test targets share: the repository's files (found from Package.swift), temporary directories,
+        /// running a program to completion. Foundation only, so any test target can use it.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "ImageCodecsTests", dependencies: ["ImageCodecs", "TestSupport"]),
+        .testTarget(name: "ONNXRuntimeTests", dependencies: ["ONNXRuntime", "TestSupport"]),
         .testTarget(name: "YOLOTests", dependencies: ["YOLO", "ImageCodecs"]),
-        .testTarget(name: "HotSwapTests", dependencies: ["HotSwap", "YOLO", "ORTBackend", "ONNXRuntime", "ImageCodecs"]),
-        .testTarget(name: "ModelSigningTests", dependencies: ["ModelSigning", "HotSwap", "ORTBackend"]),
-        .testTarget(name: "AuditLogTests", dependencies: ["AuditLog"]),
+        .testTarget(
+            name: "HotSwapTests",
+            dependencies: ["HotSwap", "YOLO", "ORTBackend", "ONNXRuntime", "ImageCodecs", "TestSupport"]),
+        .testTarget(name: "ModelSigningTests", dependencies: ["ModelSigning", "HotSwap", "ORTBackend", "TestSupport"]),
+        .testTarget(name: "AuditLogTests", dependencies: ["AuditLog", "TestSupport"]),
         .testTarget(
             name: "ServerTests",
             dependencies: [
-                "Server", "HotSwap", "YOLO", "ONNXRuntime",
+                "Server", "HotSwap", "YOLO", "ONNXRuntime", "TestSupport",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]),
-        .testTarget(name: "IntegrationTests", dependencies: ["YOLO", "ImageCodecs", "ONNXRuntime", "ORTBackend"]),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["YOLO", "ImageCodecs", "ONNXRuntime", "ORTBackend", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

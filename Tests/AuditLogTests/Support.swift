@@ -1,17 +1,9 @@
 import Foundation
+import TestSupport
 
-/// A fresh temporary state directory, removed when the value is dropped.
-final class TemporaryDirectory: Sendable {
-    let path: String
-
-    init() throws {
-        path = FileManager.default.temporaryDirectory.appendingPathComponent("yoloswap-audit-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-
-    var database: String { path + "/audit.sqlite" }
+extension TemporaryDirectory {
+    /// Where the tests keep the audit database, inside the directory.
+    var database: String { file("audit.sqlite") }
 }
 
 /// Tampers with the database from outside, as an attacker with file access would: Python's sqlite3 module, a
@@ -53,21 +45,9 @@ enum ExternalSQLite {
     /// Runs the script; returns its standard output.
     @discardableResult
     static func run(_ database: String, _ arguments: String...) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        process.arguments = ["-c", script, database] + arguments
-        let output = Pipe()
-        let errors = Pipe()
-        process.standardOutput = output
-        process.standardError = errors
-        try process.run()
-        let text = output.fileHandleForReading.readDataToEndOfFile()
-        let errorText = errors.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw ScriptFailed(message: String(decoding: errorText, as: UTF8.self))
-        }
-        return String(decoding: text, as: UTF8.self)
+        let result = try runProcess("/usr/bin/python3", ["-c", script, database] + arguments)
+        guard result.status == 0 else { throw ScriptFailed(message: result.stderr) }
+        return result.stdout
     }
 
     static func execute(_ database: String, _ sql: String) throws { try run(database, "execute", sql) }

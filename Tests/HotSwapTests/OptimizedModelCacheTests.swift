@@ -3,6 +3,7 @@ import HotSwap
 import ImageCodecs
 import ONNXRuntime
 import ORTBackend
+import TestSupport
 import Testing
 import YOLO
 
@@ -12,7 +13,7 @@ extension HotSwapSuite {
     @Suite("Optimized-model cache")
     struct OptimizedModelCacheTests {
         let environment = Fixtures.ortLoader.environment
-        let model = Fixtures.path("models/yolov3-tiny-coco-320.onnx")
+        let model = Repository.path("models/yolov3-tiny-coco-320.onnx")
 
         /// The model's raw output for bus.jpg.
         private func output(_ session: ORTSession) throws -> [Float] {
@@ -107,7 +108,7 @@ extension HotSwapSuite {
             try FileManager.default.copyItem(atPath: model, toPath: copy.path)
             let file = try ModelFile(verifying: copy.path)
             try FileManager.default.removeItem(at: copy)
-            try FileManager.default.copyItem(atPath: Fixtures.path("models/yolov3-tiny-coco-416.onnx"), toPath: copy.path)
+            try FileManager.default.copyItem(atPath: Fixtures.yolov3Tiny416, toPath: copy.path)
 
             let cache = OptimizedModelCache(directory: directory.appendingPathComponent("cache").path)
             let error = #expect(throws: ModelLoadError.self) {

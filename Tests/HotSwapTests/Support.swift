@@ -3,6 +3,7 @@ import HotSwap
 import ONNXRuntime
 import ORTBackend
 import Synchronization
+import TestSupport
 import Testing
 import YOLO
 
@@ -13,30 +14,14 @@ struct HotSwapSuite {}
 
 /// Files and shared objects the hot-swap tests use: the models and images from `scripts/setup`, ONNX Runtime.
 enum Fixtures {
-    /// The repository root (the folder holding Package.swift).
-    static let root: URL = {
-        var url = URL(fileURLWithPath: #filePath)
-        while url.path != "/" {
-            url.deleteLastPathComponent()
-            if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) { return url }
-        }
-        fatalError("no Package.swift above \(#filePath)")
-    }()
-
-    static func path(_ relative: String) -> String { root.appendingPathComponent(relative).path }
-    static func synthetic(_ name: String) -> String { path("models/synthetic/\(name)") }
+    static func synthetic(_ name: String) -> String { Repository.path("models/synthetic/\(name)") }
 
     /// Cheap real models with yolov3-tiny-coco's signature and class names (compatible with each other).
     static let identity416 = synthetic("yolov5-nc80-416-identity.onnx")
     static let identity320 = synthetic("yolov5-nc80-320-identity.onnx")
-    static let yolov3Tiny416 = path("models/yolov3-tiny-coco-416.onnx")
+    static let yolov3Tiny416 = Repository.path("models/yolov3-tiny-coco-416.onnx")
 
-    static let busJPEG: [UInt8] = {
-        guard let data = FileManager.default.contents(atPath: path("models/images/bus.jpg")) else {
-            fatalError("models/images/bus.jpg is missing (run scripts/setup)")
-        }
-        return [UInt8](data)
-    }()
+    static let busJPEG = Repository.bytes("models/images/bus.jpg")
 
     /// Loads models into real ONNX Runtime sessions.
     static let ortLoader: ORTModelLoader = {

@@ -1,15 +1,10 @@
 import Foundation
 import ImageCodecs
+import TestSupport
 
 /// Files and tools the tests read: the repository's sample photos and its Python venv (for OpenCV references).
 enum TestSupport {
-    /// The repository root, found from this file's path (Tests/ImageCodecsTests/TestSupport.swift).
-    static let repositoryRoot = URL(fileURLWithPath: #filePath).resolvingSymlinksInPath()
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-
-    static func photoURL(_ name: String) -> URL {
-        repositoryRoot.appendingPathComponent("models/images/\(name)")
-    }
+    static func photoURL(_ name: String) -> URL { Repository.url("models/images/\(name)") }
 
     static func hasPhoto(_ name: String) -> Bool {
         FileManager.default.fileExists(atPath: photoURL(name).path)
@@ -19,7 +14,7 @@ enum TestSupport {
         [UInt8](try Data(contentsOf: photoURL(name)))
     }
 
-    static let python = repositoryRoot.appendingPathComponent(".venv/bin/python")
+    static let python = Repository.url(".venv/bin/python")
 
     static var hasOpenCV: Bool { FileManager.default.isExecutableFile(atPath: python.path) }
 
@@ -48,22 +43,11 @@ enum TestSupport {
     /// Runs a Python script with the repository venv; returns its stdout.
     @discardableResult
     static func runPython(_ script: String, arguments: [String] = []) throws -> String {
-        let process = Process()
-        process.executableURL = python
-        process.arguments = ["-c", script] + arguments
-        let stdout = Pipe()
-        let stderr = Pipe()
-        process.standardOutput = stdout
-        process.standardError = stderr
-        try process.run()
-        let out = stdout.fileHandleForReading.readDataToEndOfFile()
-        let err = stderr.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw PythonFailed(
-                description: "python exited \(process.terminationStatus): \(String(decoding: err, as: UTF8.self))")
+        let result = try runProcess(python.path, ["-c", script] + arguments)
+        guard result.status == 0 else {
+            throw PythonFailed(description: "python exited \(result.status): \(result.stderr)")
         }
-        return String(decoding: out, as: UTF8.self)
+        return result.stdout
     }
 
     /// The largest per-byte difference between two equally sized images.

@@ -1,5 +1,6 @@
 import Foundation
 import ImageCodecs
+import TestSupport
 import Testing
 
 /// The real `yoloswap` binary (built by `swift build`), end to end.
@@ -38,7 +39,7 @@ struct CLITests {
         let truncated = dir.appendingPathComponent("truncated.jpg").path
         let text = dir.appendingPathComponent("notes.png").path
         FileManager.default.createFile(atPath: empty, contents: Data())
-        let bus = try Data(contentsOf: URL(fileURLWithPath: Repo.image("bus.jpg")))
+        let bus = Data(Repository.bytes("models/images/bus.jpg"))
         FileManager.default.createFile(atPath: truncated, contents: bus.prefix(bus.count / 2))
         FileManager.default.createFile(atPath: text, contents: Data("hello, not an image".utf8))
         let r = try runProcess(Repo.binary, ["detect", "--model", model, "--format", "json", empty, truncated,
@@ -60,7 +61,7 @@ struct CLITests {
         try #require(r.status == 0, "\(r.stderr)")
         let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: dir + "/bus.jpg")))
         let annotated = try ImageDecoder.decode(bytes)
-        let original = try ImageDecoder.decode([UInt8](try Data(contentsOf: URL(fileURLWithPath: Repo.image("bus.jpg")))))
+        let original = try ImageDecoder.decode(Repository.bytes("models/images/bus.jpg"))
         #expect(annotated.width == 810 && annotated.height == 1080)
         // Boxes and labels were drawn: a sizeable share of pixels changed beyond JPEG noise.
         let changed = zip(annotated.pixels, original.pixels).filter { abs(Int($0) - Int($1)) > 60 }.count
@@ -132,7 +133,7 @@ struct CLITests {
 
     @Test("our Darknet converter matches OpenCV's Darknet reader within 1e-4")
     func converterMatchesOpenCV() throws {
-        let r = try runProcess(Repo.python, [Repo.path("tools/check_converter.py")])
+        let r = try runProcess(Repo.python, [Repository.path("tools/check_converter.py")])
         #expect(r.status == 0, "check_converter.py: \(r.stdout)\n\(r.stderr)")
     }
 }

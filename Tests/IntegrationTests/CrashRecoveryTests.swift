@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// The real binary killed with SIGKILL in the middle of a swap restarts into the last committed model.
@@ -27,7 +28,7 @@ struct CrashRecoveryTests {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Repo.binary)
         process.arguments = ["swap", "--state-dir", stateDir] + arguments
-        process.currentDirectoryURL = Repo.root
+        process.currentDirectoryURL = Repository.root
         process.standardOutput = FileHandle.nullDevice
         process.standardError = try FileHandle(forWritingTo: log)
         try process.run()

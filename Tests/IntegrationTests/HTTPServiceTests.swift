@@ -1,11 +1,12 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// The real binary on a loopback port: detection with every real model, hot swap under HTTP load, restart, drain,
 /// and the API contract (openapi-spec-validator, schemathesis).
 @Suite("HTTP service (real binary)", .serialized)
 struct HTTPServiceTests {
-    static let bus = try! Data(contentsOf: URL(fileURLWithPath: Repo.image("bus.jpg")))
+    static let bus = Data(Repository.bytes("models/images/bus.jpg"))
 
     func detect(_ server: ServerProcess, _ image: Data, query: String = "", type: String = "image/jpeg",
                 headers: [String: String] = [:]) async throws -> (Int, [String: Any]) {
@@ -37,7 +38,7 @@ struct HTTPServiceTests {
             #expect((body["model"] as? [String: Any])?["slot"] as? String == slot)
             #expect((body["detections"] as? [[String: Any]])?.isEmpty == false, "\(slot) found nothing on bus.jpg")
         }
-        let page = try Data(contentsOf: URL(fileURLWithPath: Repo.image("tasn1-page-5.png")))
+        let page = Data(Repository.bytes("models/images/tasn1-page-5.png"))
         let (pageStatus, pageBody) = try await detect(server, page, type: "image/png",
             headers: ["X-Work-Order": "page-scanner"])
         #expect(pageStatus == 200)
@@ -151,7 +152,7 @@ struct HTTPServiceTests {
 
     @Test("openapi.yaml is a valid OpenAPI document")
     func openAPIValid() throws {
-        let r = try runProcess(Repo.path(".venv/bin/openapi-spec-validator"), [Repo.path("openapi.yaml")])
+        let r = try runProcess(Repository.path(".venv/bin/openapi-spec-validator"), [Repository.path("openapi.yaml")])
         #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
     }
 
@@ -165,8 +166,8 @@ struct HTTPServiceTests {
             hotswap: { warmup_runs: 1 }
             """)
         defer { server.stop() }
-        let r = try runProcess(Repo.path(".venv/bin/schemathesis"), [
-            "run", Repo.path("openapi.yaml"), "--url", server.base.absoluteString,
+        let r = try runProcess(Repository.path(".venv/bin/schemathesis"), [
+            "run", Repository.path("openapi.yaml"), "--url", server.base.absoluteString,
             "-H", "Authorization: Bearer \(ServerProcess.adminToken)",
             "-c", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
             "-n", "10", "--max-time", "40", "-w", "1", "--seed", "1",

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 #if canImport(FoundationNetworking)
@@ -34,7 +35,7 @@ struct PrometheusTests {
         let config = temp.appendingPathComponent("yoloswap.yaml")
         try """
             server: { host: 127.0.0.1, port: 0 }
-            model_repository: \(Repo.path("models"))
+            model_repository: \(Repository.path("models"))
             state_dir: \(temp.appendingPathComponent("state").path)
             tokens:
               - { name: alice, role: operator, sha256: "\(Self.aliceDigest)" }
@@ -223,7 +224,7 @@ extension PrometheusTests {
             _ = FileManager.default.createFile(atPath: log.path, contents: nil)
             process.executableURL = URL(fileURLWithPath: executable)
             process.arguments = arguments
-            process.currentDirectoryURL = Repo.root
+            process.currentDirectoryURL = Repository.root
             let handle = try FileHandle(forWritingTo: log)
             process.standardOutput = handle
             process.standardError = handle

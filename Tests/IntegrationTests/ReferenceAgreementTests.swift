@@ -1,5 +1,6 @@
 import Foundation
 import ImageCodecs
+import TestSupport
 import Testing
 import YOLO
 
@@ -29,7 +30,7 @@ struct ReferenceAgreementTests {
         let conf = 0.25
         let model = try Runtime.load(testCase.model)
         let paths = testCase.images.map(Repo.image)
-        let reference = try runProcess(Repo.python, [Repo.path("tools/reference.py"), "--model", model.path,
+        let reference = try runProcess(Repo.python, [Repository.path("tools/reference.py"), "--model", model.path,
             "--threads", "1"] + paths)
         try #require(reference.status == 0, "reference.py failed: \(reference.stderr)")
         let expected = try decodeJSONLines(reference.stdout)
@@ -64,7 +65,7 @@ struct ReferenceAgreementTests {
     @Test("bus.jpg with yolov3-tiny: a bus and at least three persons")
     func busSemantics() throws {
         let model = try Runtime.load("yolov3-tiny-coco-416.onnx")
-        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: Repo.image("bus.jpg"))))
+        let bytes = Repository.bytes("models/images/bus.jpg")
         let result = try model.detector.detect(imageBytes: bytes)
         let names = result.detections.map(\.className)
         #expect(names.contains("bus"))
@@ -88,7 +89,7 @@ struct ReferenceAgreementTests {
             lb = letterbox(img, (int(sys.argv[2]), int(sys.argv[2])))
             open(sys.argv[3], 'wb').write(np.ascontiguousarray(lb[..., ::-1]).tobytes())
             """
-        let result = try runProcess(Repo.python, ["-c", script, path, "\(size)", out, Repo.path("tools")])
+        let result = try runProcess(Repo.python, ["-c", script, path, "\(size)", out, Repository.path("tools")])
         try #require(result.status == 0, "python failed: \(result.stderr)")
         let theirs = [UInt8](try Data(contentsOf: URL(fileURLWithPath: out)))
         try #require(theirs.count == ours.pixels.count)

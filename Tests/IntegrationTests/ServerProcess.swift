@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 #if canImport(FoundationNetworking)
@@ -31,7 +32,7 @@ final class ServerProcess: @unchecked Sendable {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let state = stateDirectory ?? directory.appendingPathComponent("var")
         var config = yaml
-        if !config.contains("model_repository:") { config += "\nmodel_repository: \(Repo.path("models"))" }
+        if !config.contains("model_repository:") { config += "\nmodel_repository: \(Repository.path("models"))" }
         if !config.contains("state_dir:") { config += "\nstate_dir: \(state.path)" }
         let configPath = directory.appendingPathComponent("config.yaml")
         try config.write(to: configPath, atomically: true, encoding: .utf8)
@@ -40,7 +41,7 @@ final class ServerProcess: @unchecked Sendable {
         FileManager.default.createFile(atPath: logFile.path, contents: nil)
         process.executableURL = URL(fileURLWithPath: Repo.binary)
         process.arguments = ["serve", "--config", configPath.path, "--port", "0", "--port-file", portFile.path]
-        process.currentDirectoryURL = Repo.root
+        process.currentDirectoryURL = Repository.root
         let log = try FileHandle(forWritingTo: logFile)
         process.standardOutput = log
         process.standardError = log

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// Signed models and the tamper-evident audit log, through the real binary.

@@ -1,24 +1,16 @@
 import Foundation
 import ONNXRuntime
 import ORTBackend
+import TestSupport
 import Testing
 import YOLO
 
-/// Paths of the repository and of what scripts/setup fetched.
+/// Paths of what scripts/setup fetched and `swift build` built, under the repository root.
 enum Repo {
-    static let root: URL = {
-        var url = URL(fileURLWithPath: #filePath)
-        while url.path != "/" {
-            url.deleteLastPathComponent()
-            if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) { return url }
-        }
-        fatalError("Package.swift not found above \(#filePath)")
-    }()
-    static func path(_ relative: String) -> String { root.appendingPathComponent(relative).path }
-    static var python: String { path(".venv/bin/python") }
-    static func model(_ name: String) -> String { path("models/\(name)") }
-    static func image(_ name: String) -> String { path("models/images/\(name)") }
-    static var binary: String { path(".build/debug/yoloswap") }
+    static var python: String { Repository.path(".venv/bin/python") }
+    static func model(_ name: String) -> String { Repository.path("models/\(name)") }
+    static func image(_ name: String) -> String { Repository.path("models/images/\(name)") }
+    static var binary: String { Repository.path(".build/debug/yoloswap") }
 }
 
 /// ORT, loaded once for the suite.
@@ -33,41 +25,6 @@ enum Runtime {
         try LoadedModel(path: Repo.model(name), environment: environment,
             options: SessionOptions(intraOpThreads: threads), imgsz: imgsz)
     }
-}
-
-/// Result of running a program to completion.
-struct ProcessResult {
-    var status: Int32
-    var stdout: String
-    var stderr: String
-}
-
-/// Runs a program and waits for it, collecting its output.
-func runProcess(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws
-    -> ProcessResult
-{
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    process.currentDirectoryURL = Repo.root
-    if let environment { process.environment = environment }
-    let out = Pipe(), err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    try process.run()
-    // Read both pipes while the process runs, so neither fills up.
-    let group = DispatchGroup()
-    nonisolated(unsafe) var errData = Data()
-    group.enter()
-    DispatchQueue.global().async {
-        errData = err.fileHandleForReading.readDataToEndOfFile()
-        group.leave()
-    }
-    let outData = out.fileHandleForReading.readDataToEndOfFile()
-    group.wait()
-    process.waitUntilExit()
-    return ProcessResult(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-        stderr: String(decoding: errData, as: UTF8.self))
 }
 
 /// One image's detections as printed by tools/reference.py and `yoloswap detect --format json`.

@@ -1,6 +1,7 @@
 import Foundation
 import ImageCodecs
 import ORTBackend
+import TestSupport
 import Testing
 import YOLO
 
@@ -26,7 +27,7 @@ struct SyntheticModelTests {
     }
 
     static let manifest: Manifest = {
-        let url = Repo.root.appendingPathComponent("models/synthetic/manifest.json")
+        let url = Repository.url("models/synthetic/manifest.json")
         guard let data = try? Data(contentsOf: url), let m = try? JSONDecoder().decode(Manifest.self, from: data) else {
             fatalError("models/synthetic/manifest.json missing or unreadable: run scripts/setup")
         }

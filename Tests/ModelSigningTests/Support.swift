@@ -1,27 +1,12 @@
 import Foundation
+import TestSupport
 
-/// A fresh temporary directory, removed when the value is dropped.
-final class TemporaryDirectory: Sendable {
-    let path: String
-
-    init() throws {
-        path =
-            FileManager.default.temporaryDirectory
-            .appendingPathComponent("yoloswap-signing-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-
-    func file(_ name: String) -> String { path + "/" + name }
-
+extension TemporaryDirectory {
     /// Copies the synthetic YOLOv5 model (built by scripts/setup) into the directory as `name`; falls back to
     /// random bytes when the model is absent, since signing does not parse the model.
     func model(_ name: String = "model.onnx") throws -> String {
         let destination = file(name)
-        let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent()
-        let source = repository.appendingPathComponent("models/synthetic/yolov5-nc80-416-identity.onnx").path
+        let source = Repository.path("models/synthetic/yolov5-nc80-416-identity.onnx")
         if FileManager.default.fileExists(atPath: source) {
             try FileManager.default.copyItem(atPath: source, toPath: destination)
         } else {
@@ -36,15 +21,7 @@ func bytes(_ path: String) throws -> [UInt8] { [UInt8](try Data(contentsOf: URL(
 
 /// Lower-case hex SHA-256 of a file, computed independently of the library (by coreutils).
 func sha256sum(_ path: String) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/sha256sum")
-    process.arguments = [path]
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    try process.run()
-    let output = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return String(String(decoding: output, as: UTF8.self).prefix(64))
+    String(try runProcess("/usr/bin/sha256sum", [path]).stdout.prefix(64))
 }
 
 /// Edits a JSON file's top-level fields.

@@ -1,20 +1,8 @@
 import Foundation
+import TestSupport
 import Testing
 
 @testable import ONNXRuntime
-
-private let repoRoot: URL = {
-    var url = URL(fileURLWithPath: #filePath)
-    while url.path != "/" {
-        url.deleteLastPathComponent()
-        if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) { return url }
-    }
-    return url
-}()
-
-private func modelBytes(_ name: String) throws -> [UInt8] {
-    [UInt8](try Data(contentsOf: repoRoot.appendingPathComponent("models/\(name)")))
-}
 
 private let environment: ORTEnvironment = {
     do { return try ORTEnvironment(library: ORTLibrary.load()) } catch { fatalError("run scripts/setup: \(error)") }
@@ -51,7 +39,8 @@ struct ONNXRuntimeTests {
 
     @Test("session from bytes: names, shapes, types, metadata")
     func introspection() throws {
-        let session = try ORTSession(bytes: try modelBytes("yolov3-tiny-coco-416.onnx"), environment: environment)
+        let session = try ORTSession(
+            bytes: Repository.bytes("models/yolov3-tiny-coco-416.onnx"), environment: environment)
         #expect(session.inputs == [TensorInfo(name: "images", elementType: .float, shape: [1, 3, 416, 416],
             symbolicShape: session.inputs[0].symbolicShape)])
         #expect(session.outputs.count == 1)
@@ -59,14 +48,15 @@ struct ONNXRuntimeTests {
         #expect(session.metadata.custom["names"]?.hasPrefix("{0: 'person', 1: 'bicycle'") == true)
         #expect(session.metadata.custom["imgsz"] == "[416, 416]")
 
-        let dynamic = try ORTSession(bytes: try modelBytes("nudenet-320n.onnx"), environment: environment)
+        let dynamic = try ORTSession(bytes: Repository.bytes("models/nudenet-320n.onnx"), environment: environment)
         #expect(dynamic.inputs[0].isDynamic)
         #expect(dynamic.inputs[0].shape[2] == -1)
     }
 
     @Test("run returns outputs of the declared shape; concurrent runs agree")
     func run() async throws {
-        let session = try ORTSession(bytes: try modelBytes("yolov3-tiny-coco-416.onnx"), environment: environment,
+        let session = try ORTSession(
+            bytes: Repository.bytes("models/yolov3-tiny-coco-416.onnx"), environment: environment,
             options: SessionOptions(intraOpThreads: 1))
         let input = (0..<(3 * 416 * 416)).map { Float($0 % 255) / 255 }
         let first = try session.run(.float(input, shape: [1, 3, 416, 416]))
@@ -89,7 +79,7 @@ struct ONNXRuntimeTests {
 
     @Test("float16 tensors: fp16 input fed as float16, fp16 output converted")
     func float16() throws {
-        let session = try ORTSession(bytes: try modelBytes("synthetic/yolov5-nc80-416-fp16.onnx"),
+        let session = try ORTSession(bytes: Repository.bytes("models/synthetic/yolov5-nc80-416-fp16.onnx"),
             environment: environment, options: SessionOptions(intraOpThreads: 1))
         #expect(session.inputs[0].elementType == .float16)
         #expect(session.outputs[0].elementType == .float16)
@@ -112,7 +102,8 @@ struct ONNXRuntimeTests {
             #expect(error.operation.contains("garbage.onnx"))
             #expect(!error.message.isEmpty)
         }
-        let session = try ORTSession(bytes: try modelBytes("yolov3-tiny-coco-416.onnx"), environment: environment)
+        let session = try ORTSession(
+            bytes: Repository.bytes("models/yolov3-tiny-coco-416.onnx"), environment: environment)
         #expect(throws: ORTError.self) { try session.run(.float([0, 1], shape: [1, 3, 416, 416])) }
     }
 
@@ -120,7 +111,7 @@ struct ONNXRuntimeTests {
     func providers() throws {
         let providers = try environment.library.availableProviders()
         try #require(!providers.contains("CUDAExecutionProvider"), "this test assumes the CPU-only wheel")
-        let bytes = try modelBytes("yolov3-tiny-coco-416.onnx")
+        let bytes = Repository.bytes("models/yolov3-tiny-coco-416.onnx")
         do {
             _ = try ORTSession(bytes: bytes, environment: environment, options: SessionOptions(provider: .cuda(deviceID: 0)))
             Issue.record("CUDA session created on a CPU-only build")

@@ -3,6 +3,7 @@ import HTTPTypes
 import HummingbirdTesting
 import NIOCore
 import Server
+import TestSupport
 import Testing
 
 @Suite("Tokens and roles", .serialized)
@@ -126,9 +127,9 @@ struct ConfigurationTests {
 
     @Test("the repository's example configuration parses")
     func example() throws {
-        let config = try ServerConfiguration.load(path: ServerHarness.root.appendingPathComponent("yoloswap.example.yaml").path)
+        let config = try ServerConfiguration.load(path: Repository.path("yoloswap.example.yaml"))
         #expect(config.tokens.count == 3)
-        #expect(config.modelRepository == ServerHarness.root.appendingPathComponent("models").path)
+        #expect(config.modelRepository == Repository.path("models"))
     }
 
     @Test("clear errors for bad values", arguments: [

@@ -8,19 +8,11 @@ import NIOCore
 import ONNXRuntime
 import Server
 import Synchronization
+import TestSupport
 import Testing
 
 /// Builds a real server (real ORT, real slots, small synthetic models) for in-process router tests.
 struct ServerHarness {
-    static let root: URL = {
-        var url = URL(fileURLWithPath: #filePath)
-        while url.path != "/" {
-            url.deleteLastPathComponent()
-            if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) { return url }
-        }
-        fatalError("no Package.swift above \(#filePath)")
-    }()
-
     static let loader: ORTModelLoader = {
         do { return ORTModelLoader(environment: try ORTEnvironment(library: ORTLibrary.load())) } catch {
             fatalError("ONNX Runtime could not be loaded (run scripts/setup): \(error)")
@@ -54,7 +46,7 @@ struct ServerHarness {
         for name in ["yolov5-nc80-416-identity.onnx", "yolov5-nc80-320-identity.onnx",
             "yolov5-nc80-320-other-names.onnx", "nan.onnx"]
         {
-            try FileManager.default.copyItem(at: Self.root.appendingPathComponent("models/synthetic/\(name)"),
+            try FileManager.default.copyItem(at: Repository.url("models/synthetic/\(name)"),
                 to: repo.appendingPathComponent("synthetic/\(name)"))
         }
         try FileManager.default.createSymbolicLink(atPath: repo.appendingPathComponent("escape.onnx").path,
@@ -96,9 +88,7 @@ struct ServerHarness {
         return fields
     }
 
-    static var busJPEG: ByteBuffer {
-        ByteBuffer(bytes: (try? Data(contentsOf: root.appendingPathComponent("models/images/bus.jpg"))) ?? Data())
-    }
+    static var busJPEG: ByteBuffer { ByteBuffer(bytes: Repository.bytes("models/images/bus.jpg")) }
 
     static func json(_ response: TestResponse) throws -> [String: Any] {
         let data = Data(response.body.readableBytesView)

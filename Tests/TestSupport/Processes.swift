@@ -1,0 +1,58 @@
+import Foundation
+import Synchronization
+
+/// What a program that ran to completion left: its exit status and everything it wrote.
+public struct ProcessResult: Sendable {
+    /// The exit status (or the signal number, when the program was killed by one).
+    public var status: Int32
+    /// Standard output, decoded as UTF-8.
+    public var stdout: String
+    /// Standard error, decoded as UTF-8.
+    public var stderr: String
+}
+
+/// Runs a program to completion and collects its output; for tests that check a tool's answer (the CLI, Python
+/// references, coreutils) against the library's.
+///
+/// - Parameters:
+///   - executable: the program's path (no PATH lookup).
+///   - arguments: its arguments.
+///   - environment: its whole environment; `nil` inherits the test process's.
+///   - directory: its working directory, the repository root unless given, so relative paths in arguments mean
+///     the same wherever the tests were started from.
+/// - Throws: when the program cannot be started; a non-zero exit is not an error but a `status` to check.
+public func runProcess(
+    _ executable: String, _ arguments: [String], environment: [String: String]? = nil,
+    in directory: URL = Repository.root
+) throws -> ProcessResult {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    process.currentDirectoryURL = directory
+    if let environment { process.environment = environment }
+    let out = Pipe()
+    let err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    try process.run()
+    // Read both pipes while the program runs, so that neither fills up and blocks it.
+    let errors = Collected()
+    let group = DispatchGroup()
+    group.enter()
+    DispatchQueue.global().async {
+        let data = err.fileHandleForReading.readDataToEndOfFile()
+        errors.data.withLock { $0 = data }
+        group.leave()
+    }
+    let output = out.fileHandleForReading.readDataToEndOfFile()
+    group.wait()
+    process.waitUntilExit()
+    return ProcessResult(
+        status: process.terminationStatus, stdout: String(decoding: output, as: UTF8.self),
+        stderr: String(decoding: errors.data.withLock { $0 }, as: UTF8.self))
+}
+
+/// Bytes handed from the thread that drains standard error to the caller.
+private final class Collected: Sendable {
+    let data = Mutex(Data())
+}
