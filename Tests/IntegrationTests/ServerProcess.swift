@@ -38,7 +38,9 @@ final class ServerProcess: @unchecked Sendable {
         try config.write(to: configPath, atomically: true, encoding: .utf8)
         let portFile = directory.appendingPathComponent("port")
         logFile = directory.appendingPathComponent("server.log")
-        FileManager.default.createFile(atPath: logFile.path, contents: nil)
+        guard FileManager.default.createFile(atPath: logFile.path, contents: nil) else {
+            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: logFile.path])
+        }
         process.executableURL = URL(fileURLWithPath: Repo.binary)
         process.arguments = ["serve", "--config", configPath.path, "--port", "0", "--port-file", portFile.path]
         process.currentDirectoryURL = Repository.root
