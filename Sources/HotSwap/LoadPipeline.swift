@@ -113,6 +113,9 @@ struct LoadPipeline: Sendable {
 
         let cost = max(0, (ProcessMemory.residentBytes() ?? 0) - rssBefore)
         recordCost(digest, cost)
+        // What the load allocated and freed (file chunks, ORT's load-time buffers, warm-up inputs) goes back to the
+        // OS now rather than at the next release, so RSS between swaps is the models' own.
+        ProcessMemory.trim()
         return ModelInstance(identity: identity, detector: detector, memoryBytes: cost, signatureKeyID: keyID,
             onRelease: onRelease)
     }

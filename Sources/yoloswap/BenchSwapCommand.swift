@@ -140,18 +140,16 @@ struct BenchSwapCommand: AsyncParsableCommand {
                 let rss = ProcessMemory.residentBytes()
                 if (i + 1) / 2 == 1 { rssFirstCycle = rss } else { rssCycle200 = rss }
             }
-            // From the second swap on, both models (active and standby) are resident between operations.
-            if i >= 1 {
-                while manager.releaser.pendingCount > 0 { try await Task.sleep(for: .milliseconds(5)) }
-                shared.steadyWithPair.store(true, ordering: .relaxed)
-            }
+            // "Old + new": from the first cycle on, both models are resident between operations; the pauses (traffic,
+            // no operation, freed memory trimmed when the load ended) give the RSS of the pair under the same load.
+            shared.steadyWithPair.store(i >= 1, ordering: .relaxed)
             try await Task.sleep(for: interval)
             if rollbacksDone < rollbacks, (i + 1) % rollbackEvery == 0 {
                 let start = ContinuousClock.now
-                let steady = shared.steadyWithPair.exchange(false, ordering: .relaxed)
+                shared.steadyWithPair.store(false, ordering: .relaxed)
                 let event = try await manager.rollback(slot: "bench")
                 windows.append((start, .now))
-                shared.steadyWithPair.store(steady, ordering: .relaxed)
+                shared.steadyWithPair.store(true, ordering: .relaxed)
                 if let flip = event.timings.flipMicroseconds { flips.append(flip) }
                 rollbacksDone += 1
                 try await Task.sleep(for: interval)
@@ -192,6 +190,7 @@ struct BenchSwapCommand: AsyncParsableCommand {
             "rss_steady_pair_mb": mb(steadyPeak),
             "warm_peak_over_steady_pair": steadyPeak > 0 ? Double(warmPeak) / Double(steadyPeak) as Any : NSNull(),
             "cold_peak_over_steady_pair": steadyPeak > 0 ? Double(coldPeak) / Double(steadyPeak) as Any : NSNull(),
+            "warm_peak_over_first_cycle": rssFirstCycle.map { Double(warmPeak) / Double($0) as Any } ?? NSNull(),
             "optimized_cache": cache != nil, "standby_during_load": keepStandbyDuringLoad ? "keep" : "release",
             "rss_cycle_200_mb": rssCycle200.map { mb($0) as Any } ?? NSNull(),
             "model_costs_mb": costs.mapValues(mb).sorted { $0.key < $1.key }.map { "\($0.key.prefix(12)): \($0.value)" },
