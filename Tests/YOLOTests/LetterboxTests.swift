@@ -98,4 +98,64 @@ struct LetterboxTests {
             return
         }
     }
+
+    /// Deterministic pseudo-random pixels (xorshift), so resizes exercise every weight.
+    static func noise(width: Int, height: Int) -> RGBImage {
+        var state: UInt32 = 2_463_534_242
+        let pixels = (0..<(width * height * 3)).map { _ -> UInt8 in
+            state ^= state << 13
+            state ^= state >> 17
+            state ^= state << 5
+            return UInt8(truncatingIfNeeded: state)
+        }
+        return RGBImage(width: width, height: height, pixels: pixels)
+    }
+
+    @Test("the tensor does not depend on how many threads resize", arguments: [
+        (ImageSize(width: 401, height: 299), 320), (ImageSize(width: 150, height: 211), 608),
+    ])
+    func threadsDoNotMatter(source: ImageSize, size: Int) {
+        let image = Self.noise(width: source.width, height: source.height)
+        var transform = LetterboxTransform(target: ImageSize(width: size, height: size))
+        transform.parallelism = 1
+        let single = transform.tensor(from: image).tensor
+        for threads in [2, 3] {
+            transform.parallelism = threads
+            let tensor = transform.tensor(from: image).tensor
+            #expect(tensor.elementsEqual(single) { $0.bitPattern == $1.bitPattern }, "\(threads) threads")
+        }
+    }
+
+    @Test("the tensor holds the letterboxed image's bytes / 255, planar, in the channel order", arguments: [
+        ChannelOrder.rgb, .bgr,
+    ])
+    func tensorMatchesImage(order: ChannelOrder) {
+        let image = Self.noise(width: 97, height: 61)
+        var transform = LetterboxTransform(target: ImageSize(width: 75, height: 75))
+        transform.channelOrder = order
+        let bytes = transform.image(from: image).pixels
+        let tensor = transform.tensor(from: image).tensor
+        let plane = 75 * 75
+        let planes = order == .rgb ? [0, plane, 2 * plane] : [2 * plane, plane, 0]
+        var mismatches = 0
+        for i in 0..<plane {
+            for c in 0..<3 where tensor[planes[c] + i] != Float(bytes[3 * i + c]) / 255 { mismatches += 1 }
+        }
+        #expect(mismatches == 0)
+    }
+
+    @Test("one-pixel-wide and one-pixel-tall sources stretch their only column or row", arguments: [
+        ImageSize(width: 1, height: 7), ImageSize(width: 7, height: 1),
+    ])
+    func thinSources(source: ImageSize) {
+        let image = Self.noise(width: source.width, height: source.height)
+        var transform = LetterboxTransform(target: ImageSize(width: 14, height: 14))
+        transform.padValue = 0
+        let out = transform.image(from: image)
+        // 1×7 → 2×14 (columns 6 and 7), 7×1 → 14×2 (rows 6 and 7): the two copies of each source pixel agree.
+        for i in 0..<14 {
+            let (a, b) = source.width == 1 ? ((i * 14 + 6) * 3, (i * 14 + 7) * 3) : ((6 * 14 + i) * 3, (7 * 14 + i) * 3)
+            #expect(out.pixels[a..<(a + 3)] == out.pixels[b..<(b + 3)], "index \(i)")
+        }
+    }
 }
