@@ -27,10 +27,12 @@ public struct LoadRequest: Sendable, Equatable {
     public var allowSchemaChange: Bool
     /// Overrides the manager's swap policy for this load (only matters when `activate`).
     public var policy: SwapPolicy?
+    /// Overrides the manager's warm-up timeout for this load (a model known to warm up slowly, or quickly).
+    public var warmupTimeout: Duration?
 
     public init(slot: String, path: String, name: String? = nil, version: String? = nil,
                 expectedSHA256: String? = nil, activate: Bool = false, allowSchemaChange: Bool = false,
-                policy: SwapPolicy? = nil) {
+                policy: SwapPolicy? = nil, warmupTimeout: Duration? = nil) {
         self.slot = slot
         self.path = path
         self.name = name
@@ -39,6 +41,7 @@ public struct LoadRequest: Sendable, Equatable {
         self.activate = activate
         self.allowSchemaChange = allowSchemaChange
         self.policy = policy
+        self.warmupTimeout = warmupTimeout
     }
 
     /// Loads of the same slot, file and expected digest share one operation.

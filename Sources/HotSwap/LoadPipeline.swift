@@ -136,7 +136,7 @@ struct LoadPipeline: Sendable {
         // it as superseded instead of timed out); cancelling the load still aborts the Run.
         let cancellation = RunCancellation()
         op.runCancellation.onCancel { cancellation.cancel() }
-        let timeout = configuration.warmupTimeout
+        let timeout = op.request.warmupTimeout ?? configuration.warmupTimeout
         let executor = self.executor
         let outcome: Result<Void, LoadFailure> = await withTaskGroup(of: Result<Void, LoadFailure>?.self) { group in
             group.addTask {
