@@ -99,6 +99,25 @@ struct LetterboxTests {
         }
     }
 
+    @Test("extreme channel values stay exact through upscaling, downscaling and halving", arguments: [
+        ImageSize(width: 37, height: 23), ImageSize(width: 200, height: 150), ImageSize(width: 128, height: 128),
+    ])
+    func extremes(source: ImageSize) {
+        // 255 next to 0 in every pixel: the horizontal pass's packed sums must not spill between channels.
+        let image = RGBImage(width: source.width, height: source.height, fill: (255, 0, 255))
+        var transform = LetterboxTransform(target: ImageSize(width: 64, height: 64))
+        transform.padValue = 255
+        let out = transform.image(from: image)
+        let resized = LetterboxGeometry(source: source, target: transform.target).resized
+        var wrong = 0, zeros = 0
+        for i in stride(from: 0, to: out.pixels.count, by: 3) {
+            if out.pixels[i] != 255 || out.pixels[i + 2] != 255 { wrong += 1 }
+            if out.pixels[i + 1] == 0 { zeros += 1 }
+        }
+        #expect(wrong == 0)
+        #expect(zeros == resized.width * resized.height)
+    }
+
     /// Deterministic pseudo-random pixels (xorshift), so resizes exercise every weight.
     static func noise(width: Int, height: Int) -> RGBImage {
         var state: UInt32 = 2_463_534_242
