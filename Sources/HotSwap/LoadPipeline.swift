@@ -93,6 +93,9 @@ struct LoadPipeline: Sendable {
             }
         }
         op.update { $0.timings.load = (clock.now - t).milliseconds }
+        // What creating the session freed (the parsed graph, ORT's load-time buffers) goes back to the OS before the
+        // warm-up grows the new session's arena on top of it.
+        ProcessMemory.trim()
         try check()
 
         // validating: compatible with what the slot serves now?

@@ -101,9 +101,16 @@ public enum ModelLoadError: Error, CustomStringConvertible {
     case signature(path: String, SignatureError)
     /// The file's content no longer has the digest it was verified with.
     case changedSinceVerification(path: String, verified: String, now: String)
+    /// The child process optimizing the model's graph was killed by `signal` (ORT crashed on the model, or the
+    /// kernel ran out of memory); `detail` is the end of its stderr.
+    case optimizerCrashed(path: String, signal: Int32, detail: String)
 
     public var description: String {
         switch self {
+        case .optimizerCrashed(let path, let signal, let detail):
+            "ONNX Runtime's graph optimizer was killed by signal \(signal) on model \(path)"
+                + (signal == 9 ? " (out of memory?)" : "") + " and the model was not loaded"
+                + (detail.isEmpty ? "" : ": \(detail)")
         case .unreadable(let path, let reason): "cannot read model \(path): \(reason)"
         case .changedSinceVerification(let path, let verified, let now):
             "model \(path) changed after it was verified (sha256 \(verified.prefix(12)) then, \(now.prefix(12)) now)"

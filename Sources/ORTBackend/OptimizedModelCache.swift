@@ -30,6 +30,10 @@ public struct OptimizedModelCache: Sendable {
     public let directory: String
     /// Entries kept; the least recently used beyond this are removed after a new one is written.
     public var maxEntries: Int
+    /// Where a miss's graph optimization runs (default: in this process).
+    public var optimizer: GraphOptimizer = .inProcess
+    /// What the optimizer did; shared by copies of this value.
+    public let statistics = OptimizerStatistics()
 
     /// How a session was made.
     public enum Outcome: String, Sendable {
@@ -56,7 +60,8 @@ public struct OptimizedModelCache: Sendable {
     ///   - environment: the ORT environment.
     ///   - options: the session's options; entries exist for CPU sessions with graph optimizations on.
     ///   - label: names the model in errors.
-    /// - Throws: `ModelLoadError` when the model cannot be read or ORT refuses it.
+    /// - Throws: `ModelLoadError` when the model cannot be read or ORT refuses it; `.optimizerCrashed` when a child
+    ///   optimizer was killed by a signal (the model is not loaded in this process then).
     public func session(for file: ModelFile, environment: ORTEnvironment, options: SessionOptions, label: String)
         throws(ModelLoadError) -> (session: ORTSession, outcome: Outcome)
     {
@@ -79,12 +84,16 @@ public struct OptimizedModelCache: Sendable {
         }
 
         // Miss: ORT optimizes a private copy of the verified file (read by path, so no whole-model buffer of ours
-        // sits beside ORT's own while it optimizes) and writes the entry; then the entry itself is loaded, which
-        // leaves less resident than the session that did the optimizing. Anything wrong on the way (other than the
-        // model file having changed) falls back to a plain load from the verified bytes.
+        // sits beside ORT's own while it optimizes), here or in a child process (`optimizer`), and writes the entry;
+        // then the entry itself is loaded, which leaves less resident than the session that did the optimizing.
+        // Anything wrong on the way (other than the model file having changed, or a child optimizer crashing on it)
+        // falls back to a plain load from the verified bytes.
         let unique = UUID().uuidString
         let sourceCopy = "\(entry).\(unique).source.tmp", temporary = "\(entry).\(unique).tmp"
-        defer { try? FileManager.default.removeItem(atPath: sourceCopy) }
+        defer {
+            try? FileManager.default.removeItem(atPath: sourceCopy)
+            try? FileManager.default.removeItem(atPath: temporary)  // moved into place on success
+        }
         var writing = options
         writing.optimizedModelPath = temporary
         if (try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)) != nil {
@@ -92,7 +101,7 @@ public struct OptimizedModelCache: Sendable {
                 if case .changedSinceVerification = error { throw error }
             }
             if FileManager.default.fileExists(atPath: sourceCopy),
-                (try? ORTSession(path: sourceCopy, environment: environment, options: writing, label: label)) != nil,
+                try optimize(sourceCopy, environment: environment, options: writing, label: label),
                 store(temporary, as: entry, manifest: manifest, source: file, ortVersion: environment.library.version),
                 let session = loadEntry(entry, manifest: manifest, source: file, environment: environment,
                     options: options, label: label)
@@ -101,8 +110,29 @@ public struct OptimizedModelCache: Sendable {
                 return (session, .miss)
             }
         }
-        try? FileManager.default.removeItem(atPath: temporary)
         return (try fromBytes(try file.readVerifiedBytes(), options: options), .bypassed)
+    }
+
+    /// Has ORT optimize the model at `path` and write the result to `options.optimizedModelPath`, with the configured
+    /// optimizer (a child that cannot be started is replaced by an in-process run). Returns whether it succeeded.
+    private func optimize(_ path: String, environment: ORTEnvironment, options: SessionOptions, label: String)
+        throws(ModelLoadError) -> Bool
+    {
+        if case .childProcess(let command) = optimizer, let output = options.optimizedModelPath {
+            switch GraphOptimizer.runChild(command, input: path, output: output, optimization: options.optimization,
+                library: environment.library.path)
+            {
+            case .succeeded(let peak):
+                statistics.recordChild(peakBytes: peak)
+                return FileManager.default.fileExists(atPath: output)
+            case .failed: return false
+            case .crashed(let signal, let stderr):
+                throw .optimizerCrashed(path: label, signal: signal, detail: stderr)
+            case .notStarted: break
+            }
+        }
+        statistics.recordInProcess()
+        return (try? ORTSession(path: path, environment: environment, options: options, label: label)) != nil
     }
 
     /// The entry's key (hex SHA-256).

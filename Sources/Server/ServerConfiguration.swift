@@ -16,7 +16,8 @@ import Yams
 /// - `hotswap`: `serving_threads` (2), `queue_capacity` (64), `intra_op_threads` (1), `warmup_runs` (3),
 ///   `warmup_timeout_s` (30), `standby` (`keep` | `release` | seconds to keep), `standby_during_load` (`release`:
 ///   a switching load frees the standby it will displace before creating its session | `keep`),
-///   `optimized_cache` (true: graph-optimized models kept in `<state_dir>/optimized-models`), `memory_budget_mb` (none),
+///   `optimized_cache` (true: graph-optimized models kept in `<state_dir>/optimized-models`), `optimizer` (`child`: a
+///   cache miss has ORT optimize the model in a child process | `in-process`), `memory_budget_mb` (none),
 ///   `policy` (`availability-preserving` | `resource-preserving` | `auto`), `request_timeout_ms` (10000: how long a
 ///   request may wait for a worker or, during a resource-preserving swap, for a model)
 ///
@@ -64,6 +65,8 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var standby: StandbyRetention = .keep
     public var releaseStandbyBeforeLoad = true
     public var optimizedCache = true
+    /// Whether a cache miss optimizes the model in a child process (`optimizer: child`) or in this one.
+    public var optimizeInChild = true
     public var memoryBudgetBytes: Int?
     public var policy: SwapPolicy = .availabilityPreserving
     public var requestTimeoutMilliseconds = 10_000
@@ -145,6 +148,10 @@ public struct ServerConfiguration: Sendable, Equatable {
                 config.policy = policy
             }
             if let v = h.optimized_cache { config.optimizedCache = v }
+            if let v = h.optimizer {
+                guard ["child", "in-process"].contains(v) else { throw fail("hotswap.optimizer must be child or in-process") }
+                config.optimizeInChild = v == "child"
+            }
             if let v = h.standby_during_load {
                 guard ["keep", "release"].contains(v) else {
                     throw fail("hotswap.standby_during_load must be keep or release")
@@ -224,6 +231,7 @@ private struct RawConfiguration: Decodable {
         var standby: String?
         var standby_during_load: String?
         var optimized_cache: Bool?
+        var optimizer: String?
         var memory_budget_mb: Int?
         var policy: String?
         var request_timeout_ms: Int?

@@ -32,6 +32,7 @@ struct BenchSwapCommand: AsyncParsableCommand {
     @Option(help: "Folder of the optimized-model cache (default: a fresh temporary folder, removed at the end, so the first load of each model is a cold miss).")
     var cacheDir: String?
     @Flag(inversion: .prefixedNo, help: "Load through the optimized-model cache.") var optimizedCache = true
+    @Flag(help: "Optimize cache misses in this process instead of a child process.") var optimizeInProcess = false
     @Flag(help: "Keep the standby until the flip instead of releasing it before the new session is created.")
     var keepStandbyDuringLoad = false
     @Flag(help: "Print one JSON object at the end.") var json = false
@@ -68,7 +69,9 @@ struct BenchSwapCommand: AsyncParsableCommand {
             ? FileManager.default.temporaryDirectory.appendingPathComponent("yoloswap-bench-\(UUID().uuidString)").path
             : nil
         defer { if let temporaryCache { try? FileManager.default.removeItem(atPath: temporaryCache) } }
-        let cache = optimizedCache ? (cacheDir ?? temporaryCache).map { OptimizedModelCache(directory: $0) } : nil
+        let cache = optimizedCache ? (cacheDir ?? temporaryCache).map {
+            OptimizedModelCache.yoloswap(directory: $0, inChild: !optimizeInProcess)
+        } : nil
         let manager = ModelManager(configuration: configuration,
             loader: ORTModelLoader(environment: try ORTEnvironment(library: library),
                 options: SessionOptions(cpuMemoryArena: arena), cache: cache))
@@ -85,6 +88,7 @@ struct BenchSwapCommand: AsyncParsableCommand {
                 shared.peak.max(rss, ordering: .relaxed)
                 shared.windowPeak.max(rss, ordering: .relaxed)
                 if shared.steadyWithPair.load(ordering: .relaxed) { shared.steadyPeak.max(rss, ordering: .relaxed) }
+                shared.recordStagePeak(rss)
                 try? await Task.sleep(for: .milliseconds(5))
             }
         }
@@ -115,6 +119,7 @@ struct BenchSwapCommand: AsyncParsableCommand {
         // optimized-model cache) or not (a cold miss: ORT optimizes the graph).
         var loadedBefore: Set<String> = [modelA]
         var coldPeak = 0, warmPeak = 0
+        var coldStagePeaks: [String: Int] = [:], warmStagePeaks: [String: Int] = [:]
         var rssCycle200: Int?
         let rollbackEvery = rollbacks > 0 ? max(1, swaps / (rollbacks + 1)) : Int.max
         var rollbacksDone = 0
@@ -126,11 +131,19 @@ struct BenchSwapCommand: AsyncParsableCommand {
             let start = ContinuousClock.now
             shared.steadyWithPair.store(false, ordering: .relaxed)
             shared.windowPeak.store(ProcessMemory.residentBytes() ?? 0, ordering: .relaxed)
-            let status = await (try await manager.load(LoadRequest(slot: "bench", path: target, activate: true))).wait()
+            let operation = try await manager.load(LoadRequest(slot: "bench", path: target, activate: true))
+            shared.watch(operation)
+            let status = await operation.wait()
             windows.append((start, .now))
             let windowPeak = max(shared.windowPeak.load(ordering: .relaxed), ProcessMemory.residentBytes() ?? 0)
-            if loadedBefore.insert(target).inserted { coldPeak = max(coldPeak, windowPeak) }
-            else { warmPeak = max(warmPeak, windowPeak) }
+            let stagePeaks = shared.watch(nil)
+            if loadedBefore.insert(target).inserted {
+                coldPeak = max(coldPeak, windowPeak)
+                coldStagePeaks.merge(stagePeaks, uniquingKeysWith: max)
+            } else {
+                warmPeak = max(warmPeak, windowPeak)
+                warmStagePeaks.merge(stagePeaks, uniquingKeysWith: max)
+            }
             if let failure = status.failure { swapFailures.append(failure.description) }
             if let flip = status.timings.flipMicroseconds { flips.append(flip) }
             if i % 2 == 1, (i + 1) / 2 == 1 || (i + 1) / 2 == 200 {
@@ -188,10 +201,14 @@ struct BenchSwapCommand: AsyncParsableCommand {
             "rss_first_cycle_mb": mb(rssFirstCycle ?? rssAfter), "rss_after_mb": mb(rssAfter),
             "rss_peak_cold_mb": mb(coldPeak), "rss_peak_warm_mb": mb(warmPeak),
             "rss_steady_pair_mb": mb(steadyPeak),
+            "rss_peak_warm_by_stage_mb": warmStagePeaks.mapValues(mb),
+            "rss_peak_cold_by_stage_mb": coldStagePeaks.mapValues(mb),
             "warm_peak_over_steady_pair": steadyPeak > 0 ? Double(warmPeak) / Double(steadyPeak) as Any : NSNull(),
             "cold_peak_over_steady_pair": steadyPeak > 0 ? Double(coldPeak) / Double(steadyPeak) as Any : NSNull(),
             "warm_peak_over_first_cycle": rssFirstCycle.map { Double(warmPeak) / Double($0) as Any } ?? NSNull(),
-            "optimized_cache": cache != nil, "standby_during_load": keepStandbyDuringLoad ? "keep" : "release",
+            "optimized_cache": cache != nil, "optimizer": optimizeInProcess ? "in-process" : "child",
+            "optimizer_child_runs": cache?.statistics.childRuns ?? 0,
+            "optimizer_child_peak_mb": mb(cache?.statistics.childPeakBytes ?? 0), "standby_during_load": keepStandbyDuringLoad ? "keep" : "release",
             "rss_cycle_200_mb": rssCycle200.map { mb($0) as Any } ?? NSNull(),
             "model_costs_mb": costs.mapValues(mb).sorted { $0.key < $1.key }.map { "\($0.key.prefix(12)): \($0.value)" },
             "models_released": manager.releaser.releasedCount,
@@ -218,6 +235,26 @@ final class SharedCounters: Sendable {
     /// state under the same traffic, and its peak.
     let steadyWithPair = Atomic<Bool>(false)
     let steadyPeak = Atomic<Int>(0)
+    /// The swap being watched and the peak RSS seen in each of its stages (where in a swap the peak happens).
+    private let stages = Mutex<(operation: LoadOperation?, peaks: [String: Int])>((nil, [:]))
+
+    /// Starts watching `operation` (nil: stops); returns the stage peaks of the one watched until now.
+    @discardableResult
+    func watch(_ operation: LoadOperation?) -> [String: Int] {
+        stages.withLock { state in
+            defer { state = (operation, [:]) }
+            return state.peaks
+        }
+    }
+
+    /// Records `rss` against the watched operation's current stage.
+    func recordStagePeak(_ rss: Int) {
+        stages.withLock { state in
+            guard let stage = state.operation?.status.stage.rawValue else { return }
+            state.peaks[stage] = max(state.peaks[stage] ?? 0, rss)
+        }
+    }
+
     init(rss: Int) {
         peak = Atomic(rss)
         windowPeak = Atomic(rss)

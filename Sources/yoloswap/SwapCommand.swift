@@ -49,7 +49,7 @@ struct SwapCommand: AsyncParsableCommand {
         }
         let library = try ORTLibrary.load(explicitPath: ortLibrary)
         let loader = ORTModelLoader(environment: try ORTEnvironment(library: library),
-            cache: OptimizedModelCache(directory: URL(fileURLWithPath: stateDir).appendingPathComponent("optimized-models").path))
+            cache: .yoloswap(directory: URL(fileURLWithPath: stateDir).appendingPathComponent("optimized-models").path))
         let manager = ModelManager(configuration: configuration, loader: loader, store: store)
         var failed = false
         for event in await manager.restore() {

@@ -33,6 +33,6 @@ struct YOLOSwapCommand: AsyncParsableCommand {
         abstract: "YOLO object detection on ONNX Runtime, with seamless model hot-swap.",
         subcommands: [
             ServeCommand.self, ModelsCommand.self, DetectCommand.self, InspectCommand.self, BenchCommand.self, SwapCommand.self,
-            BenchSwapCommand.self, KeygenCommand.self, SignCommand.self, VerifyCommand.self, AuditCommand.self,
+            BenchSwapCommand.self, OptimizeModelCommand.self, KeygenCommand.self, SignCommand.self, VerifyCommand.self, AuditCommand.self,
         ])
 }

@@ -115,14 +115,17 @@ struct ConfigurationTests {
         // Defaults of the memory-related hot-swap keys.
         #expect(config.hotSwap.releaseStandbyBeforeLoad)
         #expect(config.optimizedCacheDirectory == "/srv/yoloswap/var/optimized-models")
+        #expect(config.optimizeInChild)
     }
 
-    @Test("hotswap.standby_during_load and hotswap.optimized_cache")
+    @Test("hotswap.standby_during_load, hotswap.optimized_cache and hotswap.optimizer")
     func memoryKeys() throws {
         let config = try ServerConfiguration.parse(
-            "hotswap: { standby_during_load: keep, optimized_cache: false }", base: "/srv")
+            "hotswap: { standby_during_load: keep, optimized_cache: false, optimizer: in-process }", base: "/srv")
         #expect(!config.hotSwap.releaseStandbyBeforeLoad)
         #expect(config.optimizedCacheDirectory == nil)
+        #expect(!config.optimizeInChild)
+        #expect(throws: (any Error).self) { try ServerConfiguration.parse("hotswap: { optimizer: fork }", base: "/srv") }
     }
 
     @Test("the repository's example configuration parses")

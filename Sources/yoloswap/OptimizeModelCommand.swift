@@ -1,0 +1,54 @@
+import ArgumentParser
+import Foundation
+import HotSwap
+import ONNXRuntime
+import ORTBackend
+
+/// Writes ONNX Runtime's optimized graph of a model: what the optimized-model cache runs in a child process on a miss,
+/// so that the optimizer's memory peak (and any crash of ORT on the model) stays out of the serving process.
+struct OptimizeModelCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "optimize-model",
+        abstract: "Write ONNX Runtime's optimized graph of a model (the optimized-model cache runs this in a child process).",
+        discussion: "Prints {\"peak_rss_bytes\": n, \"seconds\": s} on stdout. The output is specific to this ORT "
+            + "version and this kind of CPU.")
+
+    @Option(help: "The ONNX model to optimize.") var input: String
+    @Option(help: "Where to write the optimized model.") var output: String
+    @Option(help: "Graph optimization level: disabled, basic, extended or all.") var optimization = "all"
+    @Option(help: "Path to libonnxruntime.so.") var ortLibrary: String?
+
+    func validate() throws {
+        guard GraphOptimizationLevel(rawValue: optimization) != nil else {
+            throw ValidationError("--optimization must be one of "
+                + GraphOptimizationLevel.allCases.map(\.rawValue).joined(separator: ", "))
+        }
+    }
+
+    func run() throws {
+        let start = ContinuousClock.now
+        let environment = try ORTEnvironment(library: try ORTLibrary.load(explicitPath: ortLibrary))
+        var options = SessionOptions(intraOpThreads: 1)
+        options.optimization = GraphOptimizationLevel(rawValue: optimization)!
+        options.optimizedModelPath = output
+        _ = try ORTSession(path: input, environment: environment, options: options, label: input)
+        let report: [String: Any] = [
+            "peak_rss_bytes": ProcessMemory.peakResidentBytes() ?? 0,
+            "seconds": (ContinuousClock.now - start).milliseconds / 1000,
+        ]
+        print(String(decoding: try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys]), as: UTF8.self))
+    }
+}
+
+extension OptimizedModelCache {
+    /// A cache in `directory` whose misses are optimized by this executable's `optimize-model` in a child process
+    /// (`inChild`), or in this process.
+    static func yoloswap(directory: String, inChild: Bool = true) -> OptimizedModelCache {
+        var cache = OptimizedModelCache(directory: directory)
+        if inChild {
+            let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+            cache.optimizer = .childProcess(command: [executable, "optimize-model"])
+        }
+        return cache
+    }
+}
