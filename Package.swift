@@ -29,12 +29,15 @@ let package = Package(
             providers: [.apt(["libturbojpeg0-dev"])]),
         .systemLibrary(
             name: "CSPNG", path: "Sources/CSPNG", pkgConfig: "spng", providers: [.apt(["libspng-dev"])]),
+        /// libjpeg's decompression API (jpeglib.h, Debian's libjpeg62-turbo-dev) behind a small C shim that turns its
+        /// longjmp error exits into return codes, which Swift cannot do itself. Used for decoding a JPEG in two bands.
+        .target(name: "CJPEG", path: "Sources/CJPEG", linkerSettings: [.linkedLibrary("jpeg")]),
 
         // MARK: Libraries
         .target(
             name: "ONNXRuntime", dependencies: ["CONNXRuntime"],
             linkerSettings: [.linkedLibrary("dl")]),
-        .target(name: "ImageCodecs", dependencies: ["CTurboJPEG", "CSPNG"]),
+        .target(name: "ImageCodecs", dependencies: ["CTurboJPEG", "CSPNG", "CJPEG"]),
         /// Pure-Swift YOLO pipeline: letterbox, model signature, output decoders, NMS, drawing. No ORT types.
         .target(name: "YOLO", dependencies: ["ImageCodecs"]),
         /// The ORT implementation of YOLO's `InferenceBackend`, and model loading from verified bytes.
@@ -97,7 +100,7 @@ let package = Package(
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "ImageCodecsTests", dependencies: ["ImageCodecs", "TestSupport"]),
         .testTarget(name: "ONNXRuntimeTests", dependencies: ["ONNXRuntime", "TestSupport"]),
-        .testTarget(name: "YOLOTests", dependencies: ["YOLO", "ImageCodecs"]),
+        .testTarget(name: "YOLOTests", dependencies: ["YOLO", "ImageCodecs", "TestSupport"]),
         .testTarget(
             name: "HotSwapTests",
             dependencies: ["HotSwap", "YOLO", "ORTBackend", "ONNXRuntime", "ImageCodecs", "TestSupport"]),

@@ -58,7 +58,12 @@ final class JPEGDecompressor {
     private func check(_ status: Int32, doing what: String) throws(ImageDecodeError) {
         guard status != 0 else { return }
         let message = String(cString: tjGetErrorStr2(handle))
-        let isWarning = tjGetErrorCode(handle) == Int32(TJERR_WARNING.rawValue)
+        try Self.judge(message: message, isWarning: tjGetErrorCode(handle) == Int32(TJERR_WARNING.rawValue), doing: what)
+    }
+
+    /// The rule of ``check(_:doing:)`` for a libjpeg message (TurboJPEG's or ``LibJPEGDecoder``'s): throws for a fatal
+    /// error and for the warnings that mean missing or damaged data, returns for the other warnings.
+    static func judge(message: String, isWarning: Bool, doing what: String) throws(ImageDecodeError) {
         let lowered = message.lowercased()
         if lowered.contains("premature end of jpeg file") {
             throw .truncated(format: .jpeg, reason: "\(what): \(message)")

@@ -1,6 +1,11 @@
 import ImageCodecs
 
 /// Per-stage wall-clock timings of one detection, in milliseconds.
+///
+/// For a JPEG that ``Detector/detect(imageBytes:options:)`` decodes and letterboxes in one pass (see
+/// ``LetterboxTransform/tensor(fromJPEG:options:)``), the two stages overlap: `decode` runs until the last source row
+/// is decoded (it includes the resizing done meanwhile) and `preprocess` is the tail after it, the resize of the last
+/// rows. Their sum is the wall time of both. Otherwise `decode` is the decode alone and `preprocess` the letterbox.
 public struct StageTimings: Sendable, Equatable {
     public var decode: Double = 0
     public var preprocess: Double = 0
@@ -55,11 +60,25 @@ public struct Detector: Sendable {
     }
 
     /// Detects objects in encoded image bytes (JPEG or PNG).
+    ///
+    /// A baseline JPEG is decoded and letterboxed in one pass on two threads
+    /// (``LetterboxTransform/tensor(fromJPEG:options:)``, the same tensor as decoding then letterboxing); other images
+    /// are decoded, then letterboxed.
     public func detect(imageBytes: [UInt8], options: DetectionOptions = .init()) throws(DetectionError)
         -> DetectionResult
     {
         let clock = ContinuousClock()
         let start = clock.now
+        let fused: FusedLetterbox?
+        do { fused = try letterbox.tensor(fromJPEG: imageBytes, options: decodeOptions) } catch { throw .decode(error) }
+        if let fused {
+            var timings = StageTimings()
+            timings.decode = (fused.rowsDecodedAt - start).milliseconds
+            timings.preprocess = (clock.now - fused.rowsDecodedAt).milliseconds
+            return try detect(
+                InputTensor(values: fused.tensor, shape: inputShape), geometry: fused.geometry, timings: timings,
+                options: options)
+        }
         let image: RGBImage
         do { image = try ImageDecoder.decode(imageBytes, options: decodeOptions) } catch {
             throw .decode(error)
@@ -87,10 +106,20 @@ public struct Detector: Sendable {
     {
         let clock = ContinuousClock()
         var timings = StageTimings()
-        var t = clock.now
+        let t = clock.now
         let (tensor, geometry) = preprocess(image)
         timings.preprocess = (clock.now - t).milliseconds
-        t = clock.now
+        return try detect(tensor, geometry: geometry, timings: timings, options: options, cancellation: cancellation)
+    }
+
+    /// Runs the model on a letterboxed tensor and postprocesses its output, adding those stages to `timings`.
+    private func detect(
+        _ tensor: InputTensor, geometry: LetterboxGeometry, timings: StageTimings, options: DetectionOptions,
+        cancellation: RunCancellation? = nil
+    ) throws(DetectionError) -> DetectionResult {
+        let clock = ContinuousClock()
+        var timings = timings
+        var t = clock.now
         let output: any OutputTensorView
         do { output = try backend.run(tensor, cancellation: cancellation) } catch { throw .inference(error) }
         timings.inference = (clock.now - t).milliseconds
@@ -102,12 +131,18 @@ public struct Detector: Sendable {
 
     /// Letterboxes an image into the model's input tensor.
     public func preprocess(_ image: RGBImage) -> (InputTensor, LetterboxGeometry) {
+        let (values, geometry) = letterbox.tensor(from: image)
+        return (InputTensor(values: values, shape: inputShape), geometry)
+    }
+
+    /// The letterbox into the model's input.
+    public var letterbox: LetterboxTransform {
         var transform = LetterboxTransform(target: signature.inputSize)
         transform.channelOrder = signature.channelOrder
-        let (values, geometry) = transform.tensor(from: image)
-        let shape = [1, 3, signature.inputSize.height, signature.inputSize.width]
-        return (InputTensor(values: values, shape: shape), geometry)
+        return transform
     }
+
+    private var inputShape: [Int] { [1, 3, signature.inputSize.height, signature.inputSize.width] }
 
     /// Decodes an output, runs NMS and maps boxes back to the source image.
     public func postprocess(_ output: any OutputTensorView, geometry: LetterboxGeometry, options: DetectionOptions)

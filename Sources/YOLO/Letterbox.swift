@@ -116,7 +116,7 @@ public struct LetterboxTransform: Sendable {
     }
 
     /// Writes `Float(value) / 255` for each of `values` into `out` from `start` on (a loop the optimiser vectorises).
-    private static func unitFloats(_ values: Span<UInt8>, into out: inout MutableSpan<Float>, at start: Int) {
+    static func unitFloats(_ values: Span<UInt8>, into out: inout MutableSpan<Float>, at start: Int) {
         precondition(start >= 0 && start + values.count <= out.count)
         for i in 0..<values.count {
             out[start + i] = Float(values[i]) / 255

@@ -1,0 +1,162 @@
+import Foundation
+import ImageCodecs
+import TestSupport
+import Testing
+
+@testable import YOLO
+
+/// The one-pass decode-and-letterbox against decoding then letterboxing: the same tensor, bit for bit.
+@Suite("Fused JPEG decode and letterbox")
+struct FusedLetterboxTests {
+    static let photoNames = ["bus.jpg", "zidane.jpg", "dog.jpg", "person.jpg", "horses.jpg", "eagle.jpg", "giraffe.jpg",
+        "kite.jpg"]
+    static var havePhotos: Bool { FileManager.default.fileExists(atPath: Repository.path("models/images/kite.jpg")) }
+
+    /// Expects the fused and the two-step tensors of `bytes` into `target` to be equal.
+    static func expectSameTensor(
+        _ bytes: [UInt8], target: ImageSize, channelOrder: ChannelOrder = .rgb, _ label: String,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) throws {
+        var transform = LetterboxTransform(target: target)
+        transform.channelOrder = channelOrder
+        let expected = transform.tensor(from: try ImageDecoder.decode(bytes))
+        let fused = try #require(try transform.tensor(fromJPEG: bytes), sourceLocation: sourceLocation)
+        #expect(fused.geometry == expected.geometry, "\(label)", sourceLocation: sourceLocation)
+        let mismatch = zip(fused.tensor, expected.tensor).enumerated().first { $0.element.0 != $0.element.1 }?.offset
+        #expect(
+            fused.tensor.count == expected.tensor.count && mismatch == nil,
+            "\(label): first difference at \(mismatch ?? -1) of \(expected.tensor.count)", sourceLocation: sourceLocation)
+    }
+
+    @Test(
+        "Real photos (and BGR models, other sizes): the same tensor",
+        .enabled(if: havePhotos, "models/images missing: run scripts/setup"), arguments: photoNames)
+    func photos(name: String) throws {
+        let bytes = Repository.bytes("models/images/\(name)")
+        try Self.expectSameTensor(bytes, target: ImageSize(width: 416, height: 416), "\(name) → 416")
+        if name == "bus.jpg" || name == "zidane.jpg" {
+            try Self.expectSameTensor(bytes, target: ImageSize(width: 640, height: 384), channelOrder: .bgr, "\(name) bgr")
+        }
+    }
+
+    @Test(
+        "Generated JPEGs (subsamplings, grayscale, restart markers, odd and tiny sizes): the same tensor",
+        .enabled(if: GeneratedJPEGs.available, "no .venv with OpenCV: run scripts/setup"),
+        arguments: GeneratedJPEGs.files.filter { !$0.isProgressive })
+    func generated(file: GeneratedJPEGs.File) throws {
+        // Tiny ones upscaled, the others downscaled (640x481 → 320: nearly halved).
+        for target in [ImageSize(width: 320, height: 320), ImageSize(width: 128, height: 96)] {
+            try Self.expectSameTensor(file.bytes, target: target, "\(file.name) → \(target)")
+        }
+    }
+
+    @Test("An exact halving (OpenCV's 2×2 average) gives the same tensor; a photo-sized image gets two bands")
+    func halvingAndSplits() throws {
+        let jpeg = try ImageEncoder.jpeg(gradientWithNoise(width: 640, height: 480), quality: 90)
+        try Self.expectSameTensor(jpeg, target: ImageSize(width: 320, height: 320), "640x480 → 320 (halving)")
+        let transform = LetterboxTransform(target: ImageSize(width: 416, height: 416))
+        let rows = transform.upperBandRows(
+            width: 640, height: 480, fileBytes: jpeg.count, resized: ImageSize(width: 416, height: 312))
+        #expect(rows > 0 && rows < 480, "a 640x480 photo is split between two threads")
+    }
+
+    @Test(
+        "Any split and any interleaving of the two threads gives the same tensor",
+        arguments: [LetterboxTransform.LowerBandWorker.beforeCaller, .never, .dispatched, .stalling])
+    func interleavings(worker: LetterboxTransform.LowerBandWorker) throws {
+        let jpeg = try ImageEncoder.jpeg(gradientWithNoise(width: 500, height: 375), quality: 90)
+        for target in [ImageSize(width: 320, height: 320), ImageSize(width: 640, height: 640)] {
+            let transform = LetterboxTransform(target: target)
+            let expected = transform.tensor(from: try ImageDecoder.decode(jpeg))
+            for split in [1, 17, 100, 187, 300, 374, 375] {
+                let fused = try #require(
+                    try transform.tensor(fromJPEG: jpeg, options: .init(), split: { _, _, _, _ in split }, worker: worker))
+                #expect(fused.tensor == expected.tensor, "split at \(split) into \(target)")
+            }
+        }
+    }
+
+    @Test(
+        "Not taken: PNG, progressive and EXIF-rotated JPEGs, DCT-scaled decodes",
+        .enabled(if: GeneratedJPEGs.available && havePhotos))
+    func fallbacks() throws {
+        let transform = LetterboxTransform(target: ImageSize(width: 416, height: 416))
+        let png = try ImageEncoder.png(gradientWithNoise(width: 40, height: 30))
+        let progressive = try #require(GeneratedJPEGs.files.first { $0.isProgressive })
+        let bus = Repository.bytes("models/images/bus.jpg")
+        let exif: [UInt8] = Array("Exif".utf8) + [0, 0, 0x49, 0x49, 42, 0, 8, 0, 0, 0, 1, 0, 0x12, 0x01, 3, 0, 1, 0, 0, 0,
+            6, 0, 0, 0, 0, 0, 0, 0]
+        let rotated = [0xFF, 0xD8, 0xFF, 0xE1, 0, UInt8(exif.count + 2)] + exif + bus.dropFirst(2)
+        #expect(try transform.tensor(fromJPEG: png) == nil)
+        #expect(try transform.tensor(fromJPEG: progressive.bytes) == nil)
+        #expect(try transform.tensor(fromJPEG: rotated) == nil)
+        #expect(try transform.tensor(fromJPEG: bus, options: .init(minimumDecodedSize: (416, 416))) == nil)
+    }
+
+    @Test("Truncated and corrupt JPEGs keep their typed errors", .enabled(if: havePhotos))
+    func errors() throws {
+        let bus = Repository.bytes("models/images/bus.jpg")
+        let transform = LetterboxTransform(target: ImageSize(width: 416, height: 416))
+        for cut in [0.3, 0.6, 0.95] {
+            let bytes = Array(bus.prefix(Int(Double(bus.count) * cut)))
+            let expected = Result { () throws(ImageDecodeError) in try ImageDecoder.decode(bytes) }
+            guard case .failure(.truncated(.jpeg, _)) = expected else {
+                Issue.record("expected .truncated at \(cut), got \(expected)")
+                continue
+            }
+            let fused = Result { () throws(ImageDecodeError) in try transform.tensor(fromJPEG: bytes) }
+            #expect(fused.map { _ in 0 } == expected.map { _ in 0 }, "cut at \(cut)")
+        }
+        #expect(throws: ImageDecodeError.tooLarge(width: 810, height: 1080, maxPixels: 1000)) {
+            _ = try transform.tensor(fromJPEG: bus, options: .init(maxPixels: 1000))
+        }
+    }
+
+    @Test("The detector's tensor for a JPEG is the decode-then-letterbox tensor", .enabled(if: havePhotos))
+    func detectorUsesFusedPath() throws {
+        let bytes = Repository.bytes("models/images/zidane.jpg")
+        let backend = RecordingBackend()
+        let detector = try Detector(backend: backend)
+        let result = try detector.detect(imageBytes: bytes)
+        let (expected, _) = detector.preprocess(try ImageDecoder.decode(bytes))
+        #expect(backend.inputsSeen == [expected.values])
+        #expect(result.imageSize == ImageSize(width: 1280, height: 720))
+        #expect(result.timings.decode > 0 && result.timings.preprocess >= 0)
+    }
+
+    func gradientWithNoise(width: Int, height: Int) -> RGBImage {
+        var generator = SystemRandomNumberGenerator()
+        var pixels: [UInt8] = []
+        for y in 0..<height {
+            for x in 0..<width {
+                let noise = Int.random(in: -30...30, using: &generator)
+                pixels += [x * 255 / width, y * 255 / height, (x + y) * 255 / (width + height)].map {
+                    UInt8(clamping: $0 + noise)
+                }
+            }
+        }
+        return RGBImage(width: width, height: height, pixels: pixels)
+    }
+}
+
+/// A backend with a 416×416 input and an all-zero YOLOv5 output that records every input tensor it runs on.
+final class RecordingBackend: InferenceBackend {
+    let inputs = [TensorSpec(name: "images", dataType: .float32, shape: [1, 3, 416, 416])]
+    let outputs = [TensorSpec(name: "output0", dataType: .float32, shape: [1, 4, 6])]
+    let metadata = ["names": "{0: 'person'}", "imgsz": "[416, 416]", "stride": "32"]
+    let recorded = Locked<[[Float]]>([])
+    var inputsSeen: [[Float]] { recorded.withLock { $0 } }
+
+    func run(_ input: InputTensor, cancellation: RunCancellation?) throws -> any OutputTensorView {
+        recorded.withLock { $0.append(input.values) }
+        return ZeroOutput(shape: [1, 4, 6])
+    }
+}
+
+/// An output of zeros.
+struct ZeroOutput: OutputTensorView {
+    let shape: [Int]
+    func withFloats<R>(_ body: (Span<Float>) throws -> R) throws -> R {
+        try body([Float](repeating: 0, count: shape.reduce(1, *)).span)
+    }
+}
