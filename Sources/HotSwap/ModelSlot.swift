@@ -143,7 +143,10 @@ public final class ModelSlot: Sendable {
         guard let (model, generation) = lease(context) else { return nil }
         let stamp = ModelStamp(slot: name, identity: model.identity, generation: generation)
         let result = Result { () throws(DetectionError) in
-            let result = try model.detector.detect(imageBytes: imageBytes, options: options)
+            // The two-thread JPEG decode only while this is the slot's one request (nothing else running or queued):
+            // under load its extra CPU would cost throughput and tail latency (measured: −2.5 % req/s, p99 +10 %).
+            let alone = executor.running <= 1 && executor.queueDepth == 0
+            let result = try model.detector.detect(imageBytes: imageBytes, options: options, decodeInParallel: alone)
             return SlotDetection(result: result, model: stamp, queueMilliseconds: (started - enqueued).milliseconds)
         }
         return (result, model.inFlight)

@@ -122,6 +122,10 @@ struct FusedLetterboxTests {
         #expect(backend.inputsSeen == [expected.values])
         #expect(result.imageSize == ImageSize(width: 1280, height: 720))
         #expect(result.timings.decode > 0 && result.timings.preprocess >= 0)
+        // Without the parallel decode (what a busy slot asks for), the same tensor by decode then letterbox.
+        let sequential = try detector.detect(imageBytes: bytes, decodeInParallel: false)
+        #expect(backend.inputsSeen == [expected.values, expected.values])
+        #expect(sequential.detections == result.detections && sequential.imageSize == result.imageSize)
     }
 
     func gradientWithNoise(width: Int, height: Int) -> RGBImage {
