@@ -118,7 +118,11 @@ struct BandedJPEGDecodingTests {
                     Thread.sleep(forTimeInterval: 0.05)
                 }))
         let workerDecodedToTheEnd = Flag()
-        let worker = Thread { workerDecodedToTheEnd.set(decoding.decodeLowerBand() != nil) }
+        let workerReturned = DispatchSemaphore(value: 0)
+        let worker = Thread {
+            workerDecodedToTheEnd.set(decoding.decodeLowerBand() != nil)
+            workerReturned.signal()
+        }
         worker.start()
         #expect(stalled.wait(timeout: .now() + 10) == .success)
         let result = Result { () throws(ImageDecodeError) -> RGBImage in
@@ -128,7 +132,9 @@ struct BandedJPEGDecodingTests {
             return decoding.image()
         }
         #expect(result == expected)
-        // The worker ended (finish waited for it) without decoding to the end: its band was taken over.
+        // The worker ended without decoding to the end: its band was taken over. (finish() waits for the worker's
+        // verdict, which it records before `decodeLowerBand` returns: wait for the thread to have set the flag too.)
+        #expect(workerReturned.wait(timeout: .now() + 10) == .success)
         #expect(workerDecodedToTheEnd.value == false)
     }
 
