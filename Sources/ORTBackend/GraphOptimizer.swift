@@ -15,8 +15,9 @@ public enum GraphOptimizer: Sendable, Equatable {
     case inProcess
     /// `command` (an executable and its leading arguments, e.g. `[yoloswap, "optimize-model"]`) is run with
     /// `--input <model> --output <file> --optimization <level> --ort-library <path>`; it must write the optimized model
-    /// and exit 0, and may print one JSON object `{"peak_rss_bytes": n}` on stdout.
-    case childProcess(command: [String])
+    /// and exit 0 within `timeout` (else it is killed and the load fails), and may print one JSON object
+    /// `{"peak_rss_bytes": n}` on stdout.
+    case childProcess(command: [String], timeout: Duration = .seconds(600))
 }
 
 /// What a child optimizer ended with.
@@ -30,37 +31,45 @@ enum ChildOptimization {
     /// It was killed by a signal: ORT crashed on the model, or the kernel's OOM killer stopped it. Never retried in
     /// process.
     case crashed(signal: Int32, stderr: String)
+    /// It ran past its timeout and was killed. Never retried in process.
+    case timedOut(stderr: String)
 }
 
 extension GraphOptimizer {
     /// Runs the child optimizer for `input`, writing `output`. Blocks until the child exits.
-    static func runChild(_ command: [String], input: String, output: String, optimization: GraphOptimizationLevel,
-                         library: String) -> ChildOptimization {
+    static func runChild(_ command: [String], timeout: Duration, input: String, output: String,
+                         optimization: GraphOptimizationLevel, library: String) -> ChildOptimization {
         guard let executable = command.first else { return .notStarted(reason: "empty command") }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = Array(command.dropFirst()) + [
             "--input", input, "--output", output, "--optimization", optimization.rawValue, "--ort-library", library,
         ]
-        // stderr goes to a file (ORT's warnings, a crash report): a pipe nobody drains while the child runs could
-        // fill up and block it. stdout is one short JSON line.
-        let errorPath = "\(output).stderr"
-        guard FileManager.default.createFile(atPath: errorPath, contents: nil),
-            let errorFile = FileHandle(forWritingAtPath: errorPath)
-        else { return .notStarted(reason: "cannot create \(errorPath)") }
-        defer {
-            try? errorFile.close()
-            try? FileManager.default.removeItem(atPath: errorPath)
-        }
-        let stdout = Pipe()
-        process.standardOutput = stdout
-        process.standardError = errorFile
+        // Both outputs go to files, read once the child has exited: a pipe nobody drains could fill up and block the
+        // child, and one inherited by a process the child started could keep a reader waiting after the child died.
+        guard let stdoutFile = ChildOutputFile("\(output).stdout"), let stderrFile = ChildOutputFile("\(output).stderr")
+        else { return .notStarted(reason: "cannot create its output files beside \(output)") }
+        process.standardOutput = stdoutFile.handle
+        process.standardError = stderrFile.handle
         process.standardInput = FileHandle.nullDevice
         do { try process.run() } catch { return .notStarted(reason: "\(executable): \(error)") }
-        let printed = stdout.fileHandleForReading.readDataToEndOfFile()
+        // The watchdog kills the child at the deadline and is cancelled as soon as the child has exited. (Only a
+        // deadline falling in the microseconds between the child's exit and the cancel could signal a reused pid.)
+        let pid = process.processIdentifier
+        let killed = TimeoutFlag()
+        let watchdog = DispatchWorkItem {
+            killed.set()
+            kill(pid, SIGKILL)
+        }
+        let (seconds, attoseconds) = timeout.components
+        DispatchQueue.global().asyncAfter(
+            deadline: .now() + Double(seconds) + Double(attoseconds) / 1e18, execute: watchdog)
         process.waitUntilExit()
-        let stderr = String(decoding: (FileManager.default.contents(atPath: errorPath) ?? Data()).suffix(2000),
-            as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        watchdog.cancel()
+        let printed = stdoutFile.contents()
+        let stderr = String(decoding: stderrFile.contents().suffix(2000), as: UTF8.self)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        if killed.isSet { return .timedOut(stderr: stderr) }
         if process.terminationReason == .uncaughtSignal {
             return .crashed(signal: process.terminationStatus, stderr: stderr)
         }
@@ -68,6 +77,34 @@ extension GraphOptimizer {
         let report = try? JSONSerialization.jsonObject(with: printed) as? [String: Any]
         return .succeeded(peakBytes: report?["peak_rss_bytes"] as? Int)
     }
+}
+
+/// A file a child process writes its stdout or stderr to; removed when this is deinitialised.
+private final class ChildOutputFile {
+    let path: String
+    let handle: FileHandle
+
+    init?(_ path: String) {
+        guard FileManager.default.createFile(atPath: path, contents: nil),
+            let handle = FileHandle(forWritingAtPath: path)
+        else { return nil }
+        self.path = path
+        self.handle = handle
+    }
+
+    deinit {
+        try? handle.close()
+        try? FileManager.default.removeItem(atPath: path)
+    }
+
+    func contents() -> Data { FileManager.default.contents(atPath: path) ?? Data() }
+}
+
+/// Set once by the watchdog that killed a child optimizer. Thread-safety: atomic.
+private final class TimeoutFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+    func set() { value.store(true, ordering: .sequentiallyConsistent) }
+    var isSet: Bool { value.load(ordering: .sequentiallyConsistent) }
 }
 
 /// Counts what the cache's optimizer did, for benchmarks and metrics.

@@ -104,6 +104,8 @@ public enum ModelLoadError: Error, CustomStringConvertible {
     /// The child process optimizing the model's graph was killed by `signal` (ORT crashed on the model, or the
     /// kernel ran out of memory); `detail` is the end of its stderr.
     case optimizerCrashed(path: String, signal: Int32, detail: String)
+    /// The child process optimizing the model's graph ran longer than `timeout` and was killed.
+    case optimizerTimedOut(path: String, timeout: Duration, detail: String)
 
     public var description: String {
         switch self {
@@ -111,6 +113,9 @@ public enum ModelLoadError: Error, CustomStringConvertible {
             "ONNX Runtime's graph optimizer was killed by signal \(signal) on model \(path)"
                 + (signal == 9 ? " (out of memory?)" : "") + " and the model was not loaded"
                 + (detail.isEmpty ? "" : ": \(detail)")
+        case .optimizerTimedOut(let path, let timeout, let detail):
+            "ONNX Runtime's graph optimizer ran longer than \(timeout) on model \(path) and was killed; the model was not "
+                + "loaded" + (detail.isEmpty ? "" : ": \(detail)")
         case .unreadable(let path, let reason): "cannot read model \(path): \(reason)"
         case .changedSinceVerification(let path, let verified, let now):
             "model \(path) changed after it was verified (sha256 \(verified.prefix(12)) then, \(now.prefix(12)) now)"

@@ -60,8 +60,9 @@ public struct OptimizedModelCache: Sendable {
     ///   - environment: the ORT environment.
     ///   - options: the session's options; entries exist for CPU sessions with graph optimizations on.
     ///   - label: names the model in errors.
-    /// - Throws: `ModelLoadError` when the model cannot be read or ORT refuses it; `.optimizerCrashed` when a child
-    ///   optimizer was killed by a signal (the model is not loaded in this process then).
+    /// - Throws: `ModelLoadError` when the model cannot be read or ORT refuses it; `.optimizerCrashed` or
+    ///   `.optimizerTimedOut` when a child optimizer was killed by a signal or ran past its timeout (the model is not
+    ///   loaded in this process then).
     public func session(for file: ModelFile, environment: ORTEnvironment, options: SessionOptions, label: String)
         throws(ModelLoadError) -> (session: ORTSession, outcome: Outcome)
     {
@@ -118,9 +119,9 @@ public struct OptimizedModelCache: Sendable {
     private func optimize(_ path: String, environment: ORTEnvironment, options: SessionOptions, label: String)
         throws(ModelLoadError) -> Bool
     {
-        if case .childProcess(let command) = optimizer, let output = options.optimizedModelPath {
-            switch GraphOptimizer.runChild(command, input: path, output: output, optimization: options.optimization,
-                library: environment.library.path)
+        if case .childProcess(let command, let timeout) = optimizer, let output = options.optimizedModelPath {
+            switch GraphOptimizer.runChild(command, timeout: timeout, input: path, output: output,
+                optimization: options.optimization, library: environment.library.path)
             {
             case .succeeded(let peak):
                 statistics.recordChild(peakBytes: peak)
@@ -128,6 +129,8 @@ public struct OptimizedModelCache: Sendable {
             case .failed: return false
             case .crashed(let signal, let stderr):
                 throw .optimizerCrashed(path: label, signal: signal, detail: stderr)
+            case .timedOut(let stderr):
+                throw .optimizerTimedOut(path: label, timeout: timeout, detail: stderr)
             case .notStarted: break
             }
         }

@@ -47,7 +47,7 @@ extension OptimizedModelCache {
         var cache = OptimizedModelCache(directory: directory)
         if inChild {
             let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
-            cache.optimizer = .childProcess(command: [executable, "optimize-model"])
+            cache.optimizer = .childProcess(command: [executable, "optimize-model"])  // 10 minutes at most
         }
         return cache
     }

@@ -72,6 +72,28 @@ struct ChildOptimizerTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path).isEmpty)
     }
 
+    @Test("a child that runs past its timeout is killed and fails the load; nothing is cached")
+    func hungChildIsKilled() throws {
+        let directory = try TemporaryDirectory()
+        var cache = OptimizedModelCache(directory: directory.path)
+        cache.optimizer = .childProcess(command: ["/bin/sh", "-c", "echo 'optimizing...' >&2; exec sleep 60", "sh"],
+            timeout: .seconds(1))
+        let file = try ModelFile(verifying: model)
+        let clock = ContinuousClock()
+        let start = clock.now
+        let error = #expect(throws: ModelLoadError.self) {
+            _ = try cache.session(for: file, environment: Runtime.environment, options: options, label: model)
+        }
+        #expect(clock.now - start < .seconds(30), "the child was not killed at its timeout")
+        if case .optimizerTimedOut(let path, let timeout, let detail)? = error {
+            #expect(path == model && timeout == .seconds(1) && detail.contains("optimizing..."))
+        } else {
+            Issue.record("expected optimizerTimedOut, got \(String(describing: error))")
+        }
+        #expect(cache.statistics.inProcessRuns == 0)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path).isEmpty)
+    }
+
     @Test("a child that cannot start is replaced by an in-process optimization")
     func missingExecutableFallsBack() throws {
         let directory = try TemporaryDirectory()
