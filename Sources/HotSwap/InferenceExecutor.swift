@@ -184,6 +184,9 @@ public final class InferenceExecutor: Sendable {
     public var queueDepth: Int { core.state.withLock { $0.queue.count } }
     /// Items executing now.
     public var running: Int { core.state.withLock { $0.running } }
+    /// Whether more than one item is running, or any is waiting: asked from inside an item, whether it has company
+    /// (one snapshot under the lock).
+    public var hasWorkBesidesOne: Bool { core.state.withLock { $0.running > 1 || !$0.queue.isEmpty } }
     /// Total items that ran to completion (returned or threw) since creation.
     public var completed: Int { core.state.withLock { $0.completed } }
     /// Whether ``shutdown()`` has begun: new work is refused with ``ExecutorError/shutDown``.

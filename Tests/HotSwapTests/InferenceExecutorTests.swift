@@ -123,8 +123,10 @@ struct InferenceExecutorTests {
         let gate = Gate()
         let first = Task { try await executor.run { gate.wait() } }
         try await waitUntil { executor.running == 1 }
+        #expect(!executor.hasWorkBesidesOne)  // one running item, nothing waiting
         let second = Task { try await executor.run { 2 } }
         try await waitUntil { executor.queueDepth == 1 }
+        #expect(executor.hasWorkBesidesOne)
 
         let start = ContinuousClock.now
         var refusal: ExecutorError?
