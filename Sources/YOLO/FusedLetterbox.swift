@@ -137,8 +137,7 @@ private final class FusedRun: Sendable {
     // MARK: Calling thread
 
     func callerDecodesAndResizes() throws(ImageDecodeError) -> FusedLetterbox {
-        let plane = transform.target.width * transform.target.height
-        var tensor = [Float](repeating: Float(transform.padValue) / 255, count: 3 * plane)
+        var tensor = transform.paddedTensor(geometry)
         var scratch = LinearResizer.Scratch(width: geometry.resized.width)
         var row = [UInt8](repeating: 0, count: 3 * geometry.resized.width)
         var ready = 0  // output rows 0..<ready have both their source rows decoded

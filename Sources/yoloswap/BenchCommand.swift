@@ -70,7 +70,7 @@ struct BenchCommand: ParsableCommand {
         if json {
             var object: [String: Any] = [
                 "model": model.path, "image": image, "runs": runs, "threads": modelOptions.threads,
-                "ort_version": environment.library.version, "dct_scale": dctScale,
+                "ort_version": environment.library.version, "dct_scale": dctScale, "spin": modelOptions.spin.rawValue,
                 "end_to_end_over_raw": ratio, "pre_post_over_raw": prePost,
             ]
             for (name, p) in summary {
@@ -80,7 +80,7 @@ struct BenchCommand: ParsableCommand {
             print(String(decoding: out, as: UTF8.self))
         } else {
             print("\(model.path) on \(image), \(runs) runs, ORT \(environment.library.version), "
-                + "threads \(modelOptions.threads == 0 ? "auto" : String(modelOptions.threads))")
+                + "threads \(modelOptions.threads == 0 ? "auto" : String(modelOptions.threads)), spin \(modelOptions.spin.rawValue)")
             print("stage              median     p90      p99   (ms)")
             for (name, p) in summary {
                 print(name.padding(toLength: 16, withPad: " ", startingAt: 0)

@@ -24,8 +24,10 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Path to libonnxruntime.so (else ORT_DYLIB_PATH, beside the binary, .ort/lib, the system).")
     var ortLibrary: String?
 
-    @Flag(help: "Let idle ORT intra-op threads spin-wait for work (off by default).")
-    var spin = false
+    @Option(help: ArgumentHelp(
+        "When idle ORT intra-op threads spin-wait for work: never, during-run (stop when a Run returns) or always.",
+        valueName: "when"))
+    var spin: IntraOpSpinning = .duringRun
 
     func parsedImageSize() throws -> ImageSize? {
         guard let imgsz else { return nil }
@@ -50,7 +52,7 @@ struct ModelOptions: ParsableArguments {
             throw ValidationError("--provider must be cpu, cuda[:id] or tensorrt[:id]; got '\(self.provider)'")
         }
         guard threads >= 0 else { throw ValidationError("--threads must be 0 or more") }
-        return SessionOptions(intraOpThreads: threads, provider: provider, allowSpinning: spin)
+        return SessionOptions(intraOpThreads: threads, provider: provider, spinning: spin)
     }
 
     /// Loads ORT and the model.
@@ -63,6 +65,8 @@ struct ModelOptions: ParsableArguments {
         return (model, environment)
     }
 }
+
+extension IntraOpSpinning: ExpressibleByArgument {}
 
 /// Writes a line to standard error.
 func printError(_ message: String) {

@@ -89,6 +89,11 @@ struct CLITests {
             #expect((s["median_ms"] ?? 0) > 0)
         }
         #expect((object["end_to_end_over_raw"] as? Double ?? 0) > 1)
+        #expect(object["spin"] as? String == "during-run")
+        let never = try runProcess(Repo.binary, ["bench", "--model", model, "--runs", "2", "--warmup", "0", "--json",
+            "--threads", "2", "--spin", "never", Repo.image("bus.jpg")])
+        try #require(never.status == 0, "\(never.stderr)")
+        #expect(never.stdout.contains("\"spin\":\"never\""))
     }
 
     @Test("usage errors and a missing model exit non-zero with a message")
@@ -101,6 +106,9 @@ struct CLITests {
         let badProvider = try runProcess(Repo.binary, ["detect", "--model", model, "--provider", "cuda",
             Repo.image("bus.jpg")])
         #expect(badProvider.status != 0 && badProvider.stderr.contains("not available"))
+        let badSpin = try runProcess(Repo.binary, ["bench", "--model", model, "--spin", "sometimes",
+            Repo.image("bus.jpg")])
+        #expect(badSpin.status != 0 && badSpin.stderr.contains("--spin") && badSpin.stderr.contains("during-run"))
     }
 
     @Test("without any ONNX Runtime library the error names every path tried")

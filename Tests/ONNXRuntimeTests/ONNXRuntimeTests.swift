@@ -77,6 +77,27 @@ struct ONNXRuntimeTests {
         #expect(sums.allSatisfy { $0 == expected })
     }
 
+    @Test("every spinning policy is taken by ORT and leaves the outputs unchanged")
+    func spinning() throws {
+        #expect(IntraOpSpinning(rawValue: "during-run") == .duringRun)
+        #expect(SessionOptions().spinning == .never)
+        let bytes = try Repository.bytes("models/yolov3-tiny-coco-416.onnx")
+        let input = (0..<(3 * 416 * 416)).map { Float($0 % 251) / 251 }
+        var outputs: [IntraOpSpinning: [Float]] = [:]
+        for policy in IntraOpSpinning.allCases {
+            let session = try ORTSession(
+                bytes: bytes, environment: environment, options: SessionOptions(intraOpThreads: 2, spinning: policy))
+            // Twice: with `.duringRun` the second Run starts after ORT stopped the threads' spinning.
+            let first = try session.run(.float(input, shape: [1, 3, 416, 416]))[0].floats()
+            let second = try session.run(.float(input, shape: [1, 3, 416, 416]))[0].floats()
+            #expect(first == second, "\(policy)")
+            outputs[policy] = first
+        }
+        #expect(outputs[.duringRun] == outputs[.never])
+        #expect(outputs[.always] == outputs[.never])
+        #expect(outputs[.never]?.count == 2535 * 85)
+    }
+
     @Test("float16 tensors: fp16 input fed as float16, fp16 output converted")
     func float16() throws {
         let session = try ORTSession(bytes: Repository.bytes("models/synthetic/yolov5-nc80-416-fp16.onnx"),
