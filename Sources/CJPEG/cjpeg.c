@@ -11,17 +11,21 @@
 struct cjpeg_decoder {
     struct jpeg_decompress_struct info;
     struct jpeg_error_mgr errors;  // libjpeg's standard manager, with the three hooks below
-    jmp_buf escape;
     int created;
     int has_warning;
-    char message[JMSG_LENGTH_MAX];
+    char message[JMSG_LENGTH_MAX];         // the input side's (and every single-threaded call's) fatal error
+    char output_message[JMSG_LENGTH_MAX];  // the output side's, in buffered-image mode
     char warning[JMSG_LENGTH_MAX];
 };
 
+// Where a fatal error escapes to, and its message, per thread: in buffered-image mode two threads call libjpeg on one
+// decompressor at once (see cjpeg.h), so the escape cannot live in the decoder.
+static _Thread_local jmp_buf *escape;
+static _Thread_local char thread_message[JMSG_LENGTH_MAX];
+
 static void on_error_exit(j_common_ptr info) {
-    cjpeg_decoder *decoder = (cjpeg_decoder *)info->client_data;
-    (*info->err->format_message)(info, decoder->message);
-    longjmp(decoder->escape, 1);
+    (*info->err->format_message)(info, thread_message);
+    longjmp(*escape, 1);
 }
 
 // Keeps the first warning (msg_level -1) and drops trace messages; never prints.
@@ -45,7 +49,9 @@ cjpeg_decoder *cjpeg_create(const unsigned char *data, size_t size) {
     decoder->errors.emit_message = on_emit_message;
     decoder->errors.output_message = on_output_message;
     decoder->info.client_data = decoder;
-    if (setjmp(decoder->escape)) {  // jpeg_create_decompress fails only when out of memory
+    jmp_buf here;
+    escape = &here;
+    if (setjmp(here)) {  // jpeg_create_decompress fails only when out of memory
         free(decoder);
         return NULL;
     }
@@ -61,12 +67,19 @@ void cjpeg_destroy(cjpeg_decoder *decoder) {
     free(decoder);
 }
 
-// Runs one libjpeg call with the escape armed. The jmp_buf must be set in the function that calls libjpeg.
-#define GUARDED(decoder, call)                          \
-    do {                                                \
-        if (setjmp((decoder)->escape)) return CJPEG_ERROR; \
-        call;                                           \
+// Runs libjpeg calls with this thread's escape armed; a fatal error copies its message to `slot` and returns
+// CJPEG_ERROR. The jmp_buf must be set in the function that calls libjpeg.
+#define GUARDED_INTO(slot, call)                                        \
+    do {                                                                \
+        jmp_buf here;                                                   \
+        escape = &here;                                                 \
+        if (setjmp(here)) {                                             \
+            memcpy((slot), thread_message, JMSG_LENGTH_MAX);            \
+            return CJPEG_ERROR;                                         \
+        }                                                               \
+        call;                                                           \
     } while (0)
+#define GUARDED(decoder, call) GUARDED_INTO((decoder)->message, call)
 
 int cjpeg_read_header(cjpeg_decoder *decoder, cjpeg_header *header) {
     GUARDED(decoder, jpeg_read_header(&decoder->info, TRUE));
@@ -77,24 +90,10 @@ int cjpeg_read_header(cjpeg_decoder *decoder, cjpeg_header *header) {
     return CJPEG_OK;
 }
 
-int cjpeg_start_rgb(cjpeg_decoder *decoder) {
-    decoder->info.out_color_space = JCS_EXT_RGB;
-    GUARDED(decoder, jpeg_start_decompress(&decoder->info));
-    return CJPEG_OK;
-}
-
-int cjpeg_skip_rows(cjpeg_decoder *decoder, int rows, int *skipped) {
-    *skipped = 0;
-    if (rows <= 0) return CJPEG_OK;
-    GUARDED(decoder, *skipped = (int)jpeg_skip_scanlines(&decoder->info, (JDIMENSION)rows));
-    return CJPEG_OK;
-}
-
-int cjpeg_read_rows(cjpeg_decoder *decoder, unsigned char *out, size_t stride, int rows, int *read) {
+// jpeg_read_scanlines in batches; the caller has armed the escape.
+static void read_rows(cjpeg_decoder *decoder, unsigned char *out, size_t stride, int rows, int *read) {
     enum { BATCH = 16 };
     JSAMPROW pointers[BATCH];
-    *read = 0;
-    if (setjmp(decoder->escape)) return CJPEG_ERROR;
     while (*read < rows && decoder->info.output_scanline < decoder->info.output_height) {
         int count = rows - *read < BATCH ? rows - *read : BATCH;
         for (int i = 0; i < count; i++) pointers[i] = out + (size_t)(*read + i) * stride;
@@ -102,17 +101,49 @@ int cjpeg_read_rows(cjpeg_decoder *decoder, unsigned char *out, size_t stride, i
         if (got == 0) break;  // suspension cannot happen with a memory source; stop rather than spin
         *read += (int)got;
     }
+}
+
+int cjpeg_start_buffered_rgb(cjpeg_decoder *decoder, cjpeg_buffered_layout *layout) {
+    decoder->info.out_color_space = JCS_EXT_RGB;
+    decoder->info.buffered_image = TRUE;
+    GUARDED(decoder, {
+        jpeg_start_decompress(&decoder->info);
+        jpeg_start_output(&decoder->info, 1);
+    });
+    layout->imcu_rows = (int)decoder->info.total_iMCU_rows;
+    layout->rows_per_imcu = decoder->info.max_v_samp_factor * DCTSIZE;
     return CJPEG_OK;
 }
 
-int cjpeg_finish(cjpeg_decoder *decoder) {
-    GUARDED(decoder, jpeg_finish_decompress(&decoder->info));
+int cjpeg_consume(cjpeg_decoder *decoder, int *imcu_rows, int *finished) {
+    int status = 0;
+    GUARDED(decoder, status = jpeg_consume_input(&decoder->info));
+    *imcu_rows = (int)decoder->info.input_iMCU_row;
+    *finished = status == JPEG_REACHED_EOI;
+    if (status == JPEG_SUSPENDED) {  // a memory source never suspends: it inserts an EOI (with a warning) at the end
+        memcpy(decoder->message, "libjpeg suspended reading from memory", 38);
+        return CJPEG_ERROR;
+    }
     return CJPEG_OK;
 }
 
-int cjpeg_next_row(const cjpeg_decoder *decoder) { return (int)decoder->info.output_scanline; }
+int cjpeg_read_output_rows(cjpeg_decoder *decoder, unsigned char *out, size_t stride, int rows, int *read) {
+    *read = 0;
+    GUARDED_INTO(decoder->output_message, read_rows(decoder, out, stride, rows, read));
+    return CJPEG_OK;
+}
+
+int cjpeg_finish_buffered(cjpeg_decoder *decoder) {
+    GUARDED(decoder, {
+        jpeg_finish_output(&decoder->info);
+        jpeg_finish_decompress(&decoder->info);
+    });
+    return CJPEG_OK;
+}
 
 const char *cjpeg_message(const cjpeg_decoder *decoder) { return decoder->message; }
+
+const char *cjpeg_output_message(const cjpeg_decoder *decoder) { return decoder->output_message; }
 
 const char *cjpeg_first_warning(const cjpeg_decoder *decoder) {
     return decoder->has_warning ? decoder->warning : NULL;

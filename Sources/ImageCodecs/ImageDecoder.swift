@@ -59,14 +59,14 @@ public enum ImageDecoder {
         }
     }
 
-    /// Decodes like ``decode(_:options:)``, with the same pixels and errors, a baseline JPEG on two threads: the
-    /// calling one decodes the upper `upperFraction` of the rows while a Dispatch worker skips them and decodes the
-    /// rest (see ``BandedJPEGDecoding``). Faster when a core is free, at the cost of the entropy decoding the worker
-    /// repeats over the skipped rows; the calling thread never waits for a worker that has not started. Other images
-    /// (PNG, progressive or EXIF-rotated JPEGs, DCT-scaled decoding) are decoded by ``decode(_:options:)``.
+    /// Decodes like ``decode(_:options:)``, with the same pixels and errors, a single-scan JPEG on two threads: the
+    /// calling one reads the entropy-coded data while a Dispatch worker decodes the rows read so far, a little behind
+    /// it (see ``PipelinedJPEGDecoding``); the calling thread then decodes what is left with it. Faster when a core is
+    /// free, at no extra CPU; the calling thread never waits for a worker that has not started. Other images (PNG,
+    /// progressive or EXIF-rotated JPEGs, DCT-scaled decoding) are decoded by ``decode(_:options:)``.
     ///
     /// - Throws: ``ImageDecodeError``, as ``decode(_:options:)``.
-    public static func decodeInBands(_ bytes: [UInt8], options: DecodeOptions = .init(), upperFraction: Double = 0.72)
+    public static func decodeOnTwoThreads(_ bytes: [UInt8], options: DecodeOptions = .init())
         throws(ImageDecodeError) -> RGBImage
     {
         guard detectFormat(bytes) == .jpeg, options.minimumDecodedSize == nil else {
@@ -79,13 +79,15 @@ public enum ImageDecoder {
         let pixels = [UInt8](unsafeUninitializedCapacity: width * height * 3) { buffer, count in
             count = buffer.count  // UInt8 needs no initialisation; the array is dropped unless every row is decoded
             do throws(ImageDecodeError) {
-                guard
-                    let decoding = try BandedJPEGDecoding(
-                        bytes, options: options, pixels: buffer,
-                        splitRow: { _, rows in Int((Double(rows) * upperFraction).rounded()) })
-                else { return }
-                DispatchQueue.global().async { decoding.decodeLowerBand() }
-                if try !decoding.decodeUpperBand({ _ in }) { try decoding.finish() }
+                guard let decoding = try PipelinedJPEGDecoding(bytes, options: options, pixels: buffer) else { return }
+                DispatchQueue.global().async { decoding.helpDecode() }
+                // Both stop the decoding before they throw or return, so no batch of the worker's writes into `buffer`
+                // after this.
+                do throws(ImageDecodeError) { try decoding.readCoefficients() } catch {
+                    decoding.stop()
+                    throw error
+                }
+                try decoding.decodeRemainingRows()
                 decoded = true
             } catch {
                 failure = error

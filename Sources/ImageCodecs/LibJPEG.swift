@@ -2,9 +2,11 @@ internal import CJPEG
 
 /// Owns one libjpeg decompressor (through the CJPEG shim) reading one JPEG in memory, and destroys it in `deinit`.
 ///
-/// Not thread-safe: one thread at a time (two decoders on the same bytes may run on two threads). Bound to its input:
-/// libjpeg reads `data` lazily, so the buffer passed to `init` must outlive the decoder. ``BandedJPEGDecoding`` owns
-/// both.
+/// Not thread-safe: one thread at a time (two decoders on the same bytes may run on two threads), except in a
+/// buffered-image decode, whose input and output sides may run on two threads under the rules of `cjpeg.h`
+/// (``PipelinedJPEGDecoding`` keeps them). Bound to its input:
+/// libjpeg reads `data` lazily, so the buffer passed to `init` must outlive the decoder. ``PipelinedJPEGDecoding``
+/// owns both.
 final class LibJPEGDecoder {
     private let decoder: OpaquePointer
 
@@ -30,34 +32,40 @@ final class LibJPEGDecoder {
         return Header(width: Int(header.width), height: Int(header.height), multipleScans: header.multiple_scans != 0)
     }
 
-    /// Starts decompression to RGB with TurboJPEG's defaults (accurate integer IDCT, fancy upsampling).
-    func startRGB() throws(ImageDecodeError) {
-        try check(cjpeg_start_rgb(decoder), doing: "decoding the JPEG")
+    /// Starts a buffered-image decode to RGB (see ``PipelinedJPEGDecoding``): returns the iMCU rows the input side reads
+    /// and the output rows per iMCU row.
+    func startBufferedRGB() throws(ImageDecodeError) -> (imcuRows: Int, rowsPerIMCU: Int) {
+        var layout = cjpeg_buffered_layout()
+        try check(cjpeg_start_buffered_rgb(decoder, &layout), doing: "decoding the JPEG")
+        return (Int(layout.imcu_rows), Int(layout.rows_per_imcu))
     }
 
-    /// Skips `rows` rows (libjpeg still reads their entropy-coded data); returns how many it skipped.
-    func skip(_ rows: Int) throws(ImageDecodeError) -> Int {
-        var skipped: Int32 = 0
-        try check(cjpeg_skip_rows(decoder, Int32(clamping: rows), &skipped), doing: "decoding the JPEG")
-        return Int(skipped)
+    /// Input side of a buffered-image decode: reads one more iMCU row of coefficients (or the file's end); returns how
+    /// many are read and whether the end of the image is reached.
+    func consume() throws(ImageDecodeError) -> (imcuRows: Int, finished: Bool) {
+        var rows: Int32 = 0, finished: Int32 = 0
+        try check(cjpeg_consume(decoder, &rows, &finished), doing: "decoding the JPEG")
+        return (Int(rows), finished != 0)
     }
 
-    /// Reads up to `rows` rows into `out` (3 × width bytes each, back to back); returns how many it read.
-    func read(rows: Int, into out: UnsafeMutableBufferPointer<UInt8>, rowBytes: Int) throws(ImageDecodeError) -> Int {
+    /// Output side of a buffered-image decode: ``read(rows:into:rowBytes:)`` for rows whose coefficients are read.
+    func readOutput(rows: Int, into out: UnsafeMutableBufferPointer<UInt8>, rowBytes: Int) throws(ImageDecodeError)
+        -> Int
+    {
         precondition(rows * rowBytes <= out.count, "row buffer too small")
         var read: Int32 = 0
-        try check(
-            cjpeg_read_rows(decoder, out.baseAddress, rowBytes, Int32(clamping: rows), &read), doing: "decoding the JPEG")
+        let status = cjpeg_read_output_rows(decoder, out.baseAddress, rowBytes, Int32(clamping: rows), &read)
+        if status != 0 {
+            try JPEGDecompressor.judge(
+                message: String(cString: cjpeg_output_message(decoder)), isWarning: false, doing: "decoding the JPEG")
+        }
         return Int(read)
     }
 
-    /// Reads the rest of the file to its end (EOI), once every row has been read.
-    func finish() throws(ImageDecodeError) {
-        try check(cjpeg_finish(decoder), doing: "decoding the JPEG")
+    /// Ends a buffered-image decode, once the input side has reached the end and every row has been read.
+    func finishBuffered() throws(ImageDecodeError) {
+        try check(cjpeg_finish_buffered(decoder), doing: "decoding the JPEG")
     }
-
-    /// The next row ``read(rows:into:rowBytes:)`` reads.
-    var nextRow: Int { Int(cjpeg_next_row(decoder)) }
 
     /// Judges the image's first warning as ``JPEGDecompressor`` judges TurboJPEG's (the same rule, the same messages).
     func checkWarnings(doing what: String) throws(ImageDecodeError) {

@@ -7,228 +7,230 @@ import ImageCodecs
 public struct FusedLetterbox: Sendable {
     public var tensor: [Float]
     public var geometry: LetterboxGeometry
-    /// When the calling thread learnt that every source row was decoded; what follows is the resize's tail.
+    /// When the last source row was decoded; what follows is the resize's tail.
     public var rowsDecodedAt: ContinuousClock.Instant
 }
 
 extension LetterboxTransform {
-    /// Decodes a JPEG and letterboxes it in one pass on up to two threads, the resize following the decoder row by row;
-    /// the tensor equals `tensor(from: ImageDecoder.decode(bytes, options: options))` exactly.
+    /// Decodes a JPEG and letterboxes it in one pass on up to two threads; the tensor equals
+    /// `tensor(from: ImageDecoder.decode(bytes, options: options))` exactly.
     ///
-    /// The calling thread decodes an upper band of source rows, resizing every output row as soon as its two source
-    /// rows are decoded, while a Dispatch worker decodes the lower band (``BandedJPEGDecoding``); the calling thread
-    /// then resizes the rows of the lower band as the worker publishes them, and the worker, once it has decoded its
-    /// band, resizes output rows from the bottom up (those whose source rows all lie in its band) until the two meet.
-    /// The split is chosen so that both threads end together (``upperBandRows(width:height:fileBytes:resized:)``). The
-    /// calling thread never waits for a worker that has not started: it then decodes the lower band itself.
+    /// The calling thread reads the entropy-coded data (the sequential part of a decode) into libjpeg's coefficient
+    /// buffer, while a Dispatch worker turns the coefficient rows read so far into pixel rows a little behind it
+    /// (``PipelinedJPEGDecoding``) and, whenever it has to wait for the next coefficient row, resizes the output rows
+    /// whose two source rows are decoded, writing them straight into the tensor. Once the data is read, both threads
+    /// decode and resize what is left, a chunk of rows at a time. The calling thread never waits for a worker that has
+    /// not started: it then does everything itself (and keeps the late worker from starting), at about the cost of a
+    /// one-thread decode.
     ///
-    /// - Returns: nil for images ``BandedJPEGDecoding`` does not take (PNG, progressive or EXIF-rotated JPEGs,
+    /// - Returns: nil for images ``PipelinedJPEGDecoding`` does not take (PNG, progressive or EXIF-rotated JPEGs,
     ///   DCT-scaled decoding): decode them with `ImageDecoder.decode` and letterbox with ``tensor(from:)``.
     /// - Throws: ``ImageDecodeError``, as `ImageDecoder.decode` throws it.
     public func tensor(fromJPEG bytes: [UInt8], options: DecodeOptions = .init()) throws(ImageDecodeError)
         -> FusedLetterbox?
     {
-        try tensor(fromJPEG: bytes, options: options, split: upperBandRows, worker: .dispatched)
+        try tensor(fromJPEG: bytes, options: options, worker: .dispatched)
     }
 
-    /// How the lower band's worker runs: on Dispatch's global queue (the real thing), or, for tests that need a
-    /// given interleaving, to the end on the calling thread before it starts, not at all, or dispatched but stalled
-    /// for 50 ms after its first batch (the calling thread starts once it is stalled, and takes the band over).
-    enum LowerBandWorker { case dispatched, beforeCaller, never, stalling }
+    /// How the worker runs: on Dispatch's global queue (the real thing); or, for tests that need a given interleaving,
+    /// not at all, dispatched only once the calling thread has read every coefficient row, or dispatched but paused
+    /// for 20 ms after its first batch of rows.
+    enum DecodeWorker { case dispatched, never, afterInput, stalling }
 
-    /// ``tensor(fromJPEG:options:)`` with the split and the worker's scheduling given.
-    func tensor(
-        fromJPEG bytes: [UInt8], options: DecodeOptions,
-        split: (_ width: Int, _ height: Int, _ fileBytes: Int, _ resized: ImageSize) -> Int, worker: LowerBandWorker
-    ) throws(ImageDecodeError) -> FusedLetterbox? {
-        var geometry = LetterboxGeometry(source: ImageSize(width: 1, height: 1), target: target)
-        let stalled = DispatchSemaphore(value: 0)
-        var stall: (@Sendable (Int) -> Void)?
-        if worker == .stalling {
-            stall = { rows in
-                guard rows <= BandedJPEGDecoding.batchRows else { return }
-                stalled.signal()
-                Thread.sleep(forTimeInterval: 0.05)
+    /// ``tensor(fromJPEG:options:)`` with the worker's scheduling given.
+    func tensor(fromJPEG bytes: [UInt8], options: DecodeOptions, worker: DecodeWorker) throws(ImageDecodeError)
+        -> FusedLetterbox?
+    {
+        guard let decoding = try PipelinedJPEGDecoding(bytes, options: options) else { return nil }
+        let geometry = LetterboxGeometry(source: ImageSize(width: decoding.width, height: decoding.height), target: target)
+        // Small images are not worth a hand-off.
+        let useWorker = parallelism > 1 && decoding.width * decoding.height >= 65_536 && worker != .never
+        var outcome: Result<ContinuousClock.Instant, ImageDecodeError> = .failure(.empty)
+        let tensor = paddedTensor(geometry) { buffer in
+            let run = PipelinedRun(
+                transform: self, geometry: geometry, decoding: decoding, tensor: SharedTensor(buffer: buffer),
+                stallAfterFirstBatch: worker == .stalling)
+            if useWorker, worker != .afterInput { DispatchQueue.global().async { run.workerDecodesAndResizes() } }
+            outcome = Result { () throws(ImageDecodeError) in
+                try run.callerDecodesAndResizes(afterInput: {
+                    if useWorker, worker == .afterInput { DispatchQueue.global().async { run.workerDecodesAndResizes() } }
+                })
             }
         }
-        let splitRow = { (width: Int, height: Int) -> Int in
-            geometry = LetterboxGeometry(source: ImageSize(width: width, height: height), target: target)
-            return split(width, height, bytes.count, geometry.resized)
-        }
-        guard
-            let decoding = try BandedJPEGDecoding(
-                bytes, options: options, pixels: nil, splitRow: splitRow, afterLowerBatch: stall)
-        else { return nil }
-        let run = FusedRun(transform: self, geometry: geometry, decoding: decoding)
-        if decoding.split < decoding.height {
-            switch worker {
-            case .dispatched: DispatchQueue.global().async { run.workerDecodesLowerBand() }
-            case .beforeCaller: run.workerDecodesLowerBand()
-            case .never: break
-            case .stalling:
-                DispatchQueue.global().async { run.workerDecodesLowerBand() }
-                _ = stalled.wait(timeout: .now() + 5)
-            }
-        }
-        return try run.callerDecodesAndResizes()
+        return FusedLetterbox(tensor: tensor, geometry: geometry, rowsDecodedAt: try outcome.get())
     }
-
-    /// The first row of the lower band: where the calling thread, which decodes the upper band and then resizes,
-    /// should end together with the worker, which skips the upper band and decodes the lower one.
-    ///
-    /// With D the time to decode the image, K to skip all of it (the entropy decoding), R to resize it and W for the
-    /// worker to start, the caller spends a·D + R and the worker W + a·K + (1 − a)·D for an upper fraction a, equal at
-    /// a = (D + W − R) / (2D − K). The costs are estimated from the file size (entropy decoding), the pixel count (IDCT,
-    /// upsampling, colour conversion) and the resized size, with constants measured on this project's photos; a worker
-    /// that ends early helps with the resize, so an estimate off by a little costs little. Small images and one-core
-    /// machines get no lower band.
-    public func upperBandRows(width: Int, height: Int, fileBytes: Int, resized: ImageSize) -> Int {
-        let pixels = Double(width * height)
-        guard parallelism > 1, pixels >= 65_536, height >= 64 else { return height }
-        let entropy = Self.entropyNanosecondsPerByte * Double(fileBytes)
-        let decode = entropy + Self.decodeNanosecondsPerPixel * pixels
-        let resize = Self.resizeNanosecondsPerOutputPixel * Double(resized.width * resized.height)
-            + Self.resizeNanosecondsPerSourceRowPixel * Double(resized.width * min(height, 2 * resized.height))
-        let balanced = (decode + Self.workerStartNanoseconds - resize) / (2 * decode - entropy)
-        let fraction = min(max(balanced, 0.15), 0.85)
-        return Int((fraction * Double(height)).rounded())
-    }
-
-    // Cost constants (nanoseconds), measured on this project's 2-core development machine with bus.jpg and zidane.jpg.
-    static let entropyNanosecondsPerByte = 8.0
-    static let decodeNanosecondsPerPixel = 0.9
-    static let workerStartNanoseconds = 100_000.0
-    static let resizeNanosecondsPerOutputPixel = 3.0
-    static let resizeNanosecondsPerSourceRowPixel = 1.5
 }
 
-/// One fused decode-and-letterbox: the output rows, taken from the top by the calling thread and from the bottom by the
-/// worker, and the tensor the calling thread fills.
+/// The tensor's memory, written by both threads of a ``PipelinedRun`` in disjoint rows and regions.
+private struct SharedTensor: @unchecked Sendable {
+    // @unchecked: each element is written by one thread only (the one that took its row), and read by nobody
+    // until both threads are done (the worker's end is awaited through `PipelinedRun.workerEnded`).
+    let buffer: UnsafeMutableBufferPointer<Float>
+
+    func withSpan<R>(_ body: (inout MutableSpan<Float>) -> R) -> R {
+        var span = MutableSpan(_unsafeElements: buffer)
+        return body(&span)
+    }
+}
+
+/// One pipelined decode-and-letterbox: output rows are taken from the top, a chunk at a time, by whichever thread is
+/// free once their source rows are decoded, and written straight into the tensor (whose padding is written before).
 ///
-/// Thread-safety: `callerDecodesAndResizes` runs on the calling thread, `workerDecodesLowerBand` on one worker; they
-/// share only `rows` (behind its lock), `finishedChunk` and the decoding (thread-safe as documented there).
-private final class FusedRun: Sendable {
+/// Thread-safety: `callerDecodesAndResizes` runs on the calling thread, `workerDecodesAndResizes` on at most one worker;
+/// they share `state` (behind its lock), the decoding (thread-safe as documented there) and the tensor, in which each
+/// writes only the rows it took. The caller returns only once the worker has ended
+/// or is kept from starting, so no write outlives the tensor's memory.
+private final class PipelinedRun: Sendable {
     let transform: LetterboxTransform
     let geometry: LetterboxGeometry
-    let decoding: BandedJPEGDecoding
+    let decoding: PipelinedJPEGDecoding
     let resizer: LinearResizer
-    let rows: Locked<OutputRows>
-    let finishedChunk = DispatchSemaphore(value: 0)
-    /// Output rows the worker takes at a time.
+    let tensor: SharedTensor
+    let state = Locked(RunState())
+    let workerEnded = DispatchSemaphore(value: 0)
+    /// Output rows a thread takes at a time.
     static let chunkRows = 8
 
-    init(transform: LetterboxTransform, geometry: LetterboxGeometry, decoding: BandedJPEGDecoding) {
+    /// For tests: the worker pauses for 20 ms after its first batch of rows.
+    let stallAfterFirstBatch: Bool
+
+    init(
+        transform: LetterboxTransform, geometry: LetterboxGeometry, decoding: PipelinedJPEGDecoding,
+        tensor: SharedTensor, stallAfterFirstBatch: Bool = false
+    ) {
+        self.stallAfterFirstBatch = stallAfterFirstBatch
         self.transform = transform
         self.geometry = geometry
         self.decoding = decoding
+        self.tensor = tensor
         resizer = LinearResizer(
             source: ImageSize(width: decoding.width, height: decoding.height), target: geometry.resized)
-        rows = Locked(OutputRows(bottom: geometry.resized.height))
     }
 
-    /// Output rows not taken yet are `top..<bottom`; the chunks the worker has resized wait in `finished`.
-    struct OutputRows {
+    enum Worker { case notStarted, running, ended, excluded }
+    struct RunState {
+        /// Output rows `top...` are not taken yet.
         var top = 0
-        var bottom: Int
-        var takenByWorker = 0
-        var finished: [(first: Int, rows: [UInt8])] = []
+        var worker = Worker.notStarted
     }
+
+    /// Takes up to ``chunkRows`` output rows from the top whose source rows are among the first `decodedRows`.
+    private func takeReadyRows(decodedRows: Int) -> Range<Int>? {
+        let height = resizer.yRows.count
+        return state.withLock { state in
+            var end = state.top
+            let limit = min(state.top + Self.chunkRows, height)
+            while end < limit, resizer.yRows[end].1 < decodedRows { end += 1 }
+            guard end > state.top else { return nil }
+            defer { state.top = end }
+            return state.top..<end
+        }
+    }
+
+    private var allTaken: Bool { state.withLock { $0.top == resizer.yRows.count } }
 
     // MARK: Calling thread
 
-    func callerDecodesAndResizes() throws(ImageDecodeError) -> FusedLetterbox {
-        var tensor = transform.paddedTensor(geometry)
-        var scratch = LinearResizer.Scratch(width: geometry.resized.width)
-        var row = [UInt8](repeating: 0, count: 3 * geometry.resized.width)
-        var ready = 0  // output rows 0..<ready have both their source rows decoded
-        var handedOver = 0  // chunks of the worker's written into the tensor
-        func resize(decodedRows: Int) {
-            while ready < resizer.yRows.count, resizer.yRows[ready].1 < decodedRows { ready += 1 }
-            let taken = rows.withLock { state in
-                let taken = state.top..<max(state.top, min(ready, state.bottom))
-                state.top = taken.upperBound
-                return taken
-            }
-            decoding.withRows(decodedRows) { pixels in
-                for y in taken {
-                    var span = row.mutableSpan
-                    resizer.resizeRow(y, from: pixels, into: &span, at: 0, scratch: &scratch)
-                    _ = consume span
-                    write(row: y, row.span, into: &tensor)
+    /// Reads the coefficients, calls `afterInput`, then decodes and resizes with the worker what is left; returns when
+    /// the last source row was decoded.
+    func callerDecodesAndResizes(afterInput: () -> Void) throws(ImageDecodeError) -> ContinuousClock.Instant {
+        defer { waitForWorker() }
+        do {
+            try decoding.readCoefficients()
+            afterInput()
+            var scratch = LinearResizer.Scratch(width: geometry.resized.width)
+            var row = [UInt8](repeating: 0, count: 3 * geometry.resized.width)
+            while true {
+                var worked = try decoding.decodeNextRows()
+                let decoded = decoding.current.rowsDecoded
+                if let taken = takeReadyRows(decodedRows: decoded) {
+                    resize(taken, decodedRows: decoded, row: &row, scratch: &scratch)
+                    worked = true
+                }
+                if decoded == decoding.height, allTaken { break }
+                if !worked {  // the worker is decoding a batch
+                    try decoding.wait { $0.outputBusy && $0.rowsDecoded == decoded }
                 }
             }
-            handedOver += handOverFinished(into: &tensor)
-        }
-        if try !decoding.decodeUpperBand({ resize(decodedRows: $0) }) {
-            while let next = rows.withLock({ $0.top < $0.bottom ? $0.top : nil }) {
-                resize(decodedRows: try decoding.waitForRows(through: resizer.yRows[next].1))
-            }
+            decoding.stop()  // wakes a waiting worker: nothing is left for it
+            waitForWorker()
             try decoding.finish()
-        }
-        // Every row is taken, so the count of chunks the worker took is final.
-        while handedOver < rows.withLock({ $0.takenByWorker }) {
-            finishedChunk.wait()
-            handedOver += handOverFinished(into: &tensor)
+        } catch {
+            decoding.stop()
+            throw error
         }
         guard let decodedAt = decoding.rowsDecodedAt else { preconditionFailure("every row is decoded by now") }
-        return FusedLetterbox(tensor: tensor, geometry: geometry, rowsDecodedAt: decodedAt)
+        return decodedAt
     }
 
-    /// Writes the worker's finished chunks into the tensor; returns how many there were.
-    private func handOverFinished(into tensor: inout [Float]) -> Int {
-        let rowBytes = 3 * geometry.resized.width
-        let chunks = rows.withLock { state in
-            defer { state.finished.removeAll() }
-            return state.finished
+    /// Keeps a worker that has not started from starting, or waits for the running one to end.
+    private func waitForWorker() {
+        let running = state.withLock { state in
+            if state.worker == .notStarted { state.worker = .excluded }
+            return state.worker == .running
         }
-        for chunk in chunks {
-            let bytes = chunk.rows.span
-            for y in 0..<(bytes.count / rowBytes) {
-                write(row: chunk.first + y, bytes.extracting((y * rowBytes)..<((y + 1) * rowBytes)), into: &tensor)
-            }
-        }
-        return chunks.count
-    }
-
-    /// Converts one resized row (planar R, G, B bytes) into the tensor's planes, value / 255.
-    private func write(row y: Int, _ row: Span<UInt8>, into tensor: inout [Float]) {
-        let target = transform.target, width = geometry.resized.width
-        let origin = (geometry.top + y) * target.width + geometry.left
-        var out = tensor.mutableSpan
-        for channel in 0..<3 {
-            let plane = transform.channelOrder == .rgb ? channel : 2 - channel
-            LetterboxTransform.unitFloats(
-                row.extracting((channel * width)..<((channel + 1) * width)), into: &out,
-                at: plane * target.width * target.height + origin)
+        if running {
+            workerEnded.wait()
+            workerEnded.signal()  // for a second call (the deferred one)
         }
     }
 
     // MARK: Worker
 
-    /// Decodes the lower band if the calling thread has not taken it, then resizes output rows from the bottom up: only
-    /// rows whose source rows all lie in the lower band, since the calling thread may still be decoding the upper one.
-    func workerDecodesLowerBand() {
-        guard case .success = decoding.decodeLowerBand() else { return }
-        let rowBytes = 3 * geometry.resized.width
+    func workerDecodesAndResizes() {
+        guard state.withLock({ state in
+            guard state.worker == .notStarted else { return false }
+            state.worker = .running
+            return true
+        }) else { return }
+        defer {
+            state.withLock { $0.worker = .ended }
+            workerEnded.signal()
+        }
         var scratch = LinearResizer.Scratch(width: geometry.resized.width)
-        let firstLowerOnly = resizer.yRows.firstIndex { $0.0 >= decoding.split } ?? resizer.yRows.count
-        decoding.withRows(decoding.height) { pixels in
-            while let taken = rows.withLock({ state -> Range<Int>? in
-                let floor = max(state.top, firstLowerOnly)
-                guard floor < state.bottom else { return nil }
-                let taken = max(floor, state.bottom - Self.chunkRows)..<state.bottom
-                state.bottom = taken.lowerBound
-                state.takenByWorker += 1
-                return taken
-            }) {
-                var buffer = [UInt8](repeating: 0, count: taken.count * rowBytes)
-                var span = buffer.mutableSpan
-                for y in taken {
-                    resizer.resizeRow(y, from: pixels, into: &span, at: (y - taken.lowerBound) * rowBytes, scratch: &scratch)
-                }
+        var row = [UInt8](repeating: 0, count: 3 * geometry.resized.width)
+        var stalled = !stallAfterFirstBatch
+        while true {
+            guard let decodedMore = try? decoding.decodeNextRows() else { return }
+            if decodedMore, !stalled {
+                stalled = true
+                Thread.sleep(forTimeInterval: 0.02)
+            }
+            if decodedMore { continue }
+            let progress = decoding.current
+            if progress.stopped { return }
+            if let taken = takeReadyRows(decodedRows: progress.rowsDecoded) {
+                resize(taken, decodedRows: progress.rowsDecoded, row: &row, scratch: &scratch)
+                continue
+            }
+            if allTaken { return }
+            guard (try? decoding.wait(while: { $0 == progress })) != nil else { return }
+        }
+    }
+
+    // MARK: Shared
+
+    private func resize(_ rows: Range<Int>, decodedRows: Int, row: inout [UInt8], scratch: inout LinearResizer.Scratch) {
+        decoding.withRows(decodedRows) { pixels in
+            for y in rows {
+                var span = row.mutableSpan
+                resizer.resizeRow(y, from: pixels, into: &span, at: 0, scratch: &scratch)
                 _ = consume span
-                rows.withLock { $0.finished.append((taken.lowerBound, buffer)) }
-                finishedChunk.signal()
+                write(row: y, row.span)
+            }
+        }
+    }
+
+    /// Converts one resized row (planar R, G, B bytes) into the tensor's planes, value / 255.
+    private func write(row y: Int, _ row: Span<UInt8>) {
+        let target = transform.target, width = geometry.resized.width
+        let origin = (geometry.top + y) * target.width + geometry.left
+        tensor.withSpan { out in
+            for channel in 0..<3 {
+                let plane = transform.channelOrder == .rgb ? channel : 2 - channel
+                LetterboxTransform.unitFloats(
+                    row.extracting((channel * width)..<((channel + 1) * width)), into: &out,
+                    at: plane * target.width * target.height + origin)
             }
         }
     }

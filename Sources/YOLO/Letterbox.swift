@@ -119,7 +119,13 @@ public struct LetterboxTransform: Sendable {
     /// columns left and right of it) holds the pad value / 255, and whose resized region is left for the caller to
     /// write, every element of it, before the tensor is read: writing it twice (the pad value, then the pixels) cost
     /// 0.05–0.1 ms per 416 × 416 tensor on the critical path of a decode.
-    func paddedTensor(_ geometry: LetterboxGeometry) -> [Float] {
+    func paddedTensor(_ geometry: LetterboxGeometry) -> [Float] { paddedTensor(geometry) { _ in } }
+
+    /// ``paddedTensor(_:)``, then `writeResized` writes the resized region (every element of it) into the tensor's
+    /// memory before the tensor is returned.
+    func paddedTensor(_ geometry: LetterboxGeometry, _ writeResized: (UnsafeMutableBufferPointer<Float>) -> Void)
+        -> [Float]
+    {
         let plane = target.width * target.height, pad = Float(padValue) / 255
         let resized = geometry.resized
         return [Float](unsafeUninitializedCapacity: 3 * plane) { buffer, initialized in
@@ -137,6 +143,7 @@ public struct LetterboxTransform: Sendable {
                     fill((y * target.width + geometry.left + resized.width)..<((y + 1) * target.width))
                 }
             }
+            writeResized(buffer)
             initialized = 3 * plane
         }
     }
