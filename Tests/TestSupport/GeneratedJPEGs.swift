@@ -7,7 +7,7 @@ public enum GeneratedJPEGs {
     public struct File: Sendable, CustomStringConvertible {
         public var name: String
         public var bytes: [UInt8]
-        /// Progressive: libjpeg reads every scan before the first row, so a banded decode does not take it.
+        /// Progressive: libjpeg reads every scan before the first row, so the two-thread decode does not take it.
         public var isProgressive: Bool { name.hasPrefix("progressive") }
         public var description: String { name }
     }
