@@ -153,7 +153,6 @@ private final class PipelinedRun: Sendable {
                 }
             }
             decoding.stop()  // wakes a waiting worker: nothing is left for it
-            waitForWorker()
             try decoding.finish()
         } catch {
             decoding.stop()
@@ -163,16 +162,14 @@ private final class PipelinedRun: Sendable {
         return decodedAt
     }
 
-    /// Keeps a worker that has not started from starting, or waits for the running one to end.
+    /// Keeps a worker that has not started from starting, or waits for the running one to end (it may still be writing
+    /// its last rows into the tensor). Called once, as the calling thread leaves.
     private func waitForWorker() {
         let running = state.withLock { state in
             if state.worker == .notStarted { state.worker = .excluded }
             return state.worker == .running
         }
-        if running {
-            workerEnded.wait()
-            workerEnded.signal()  // for a second call (the deferred one)
-        }
+        if running { workerEnded.wait() }
     }
 
     // MARK: Worker
@@ -216,21 +213,7 @@ private final class PipelinedRun: Sendable {
                 var span = row.mutableSpan
                 resizer.resizeRow(y, from: pixels, into: &span, at: 0, scratch: &scratch)
                 _ = consume span
-                write(row: y, row.span)
-            }
-        }
-    }
-
-    /// Converts one resized row (planar R, G, B bytes) into the tensor's planes, value / 255.
-    private func write(row y: Int, _ row: Span<UInt8>) {
-        let target = transform.target, width = geometry.resized.width
-        let origin = (geometry.top + y) * target.width + geometry.left
-        tensor.withSpan { out in
-            for channel in 0..<3 {
-                let plane = transform.channelOrder == .rgb ? channel : 2 - channel
-                LetterboxTransform.unitFloats(
-                    row.extracting((channel * width)..<((channel + 1) * width)), into: &out,
-                    at: plane * target.width * target.height + origin)
+                tensor.withSpan { transform.write(resizedRow: y, row.span, geometry: geometry, into: &$0) }
             }
         }
     }

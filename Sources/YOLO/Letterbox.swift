@@ -80,23 +80,25 @@ public struct LetterboxTransform: Sendable {
     /// it (value / 255) as soon as the calling thread has it, so no resized image is kept.
     public func tensor(from image: RGBImage) -> (tensor: [Float], geometry: LetterboxGeometry) {
         let geometry = LetterboxGeometry(source: ImageSize(width: image.width, height: image.height), target: target)
-        let plane = target.width * target.height
         var tensor: [Float] = []
-        let width = geometry.resized.width
-        let origin = geometry.top * target.width + geometry.left
-        // Where each channel's (R, G, B) first resized value goes.
-        let starts = channelOrder == .rgb
-            ? [origin, plane + origin, 2 * plane + origin] : [2 * plane + origin, plane + origin, origin]
         let fill = { tensor = paddedTensor(geometry) }
         forEachResizedRow(image, geometry: geometry, whileWorkersStart: fill) { y, row in
             var out = tensor.mutableSpan
-            for channel in 0..<3 {
-                Self.unitFloats(
-                    row.extracting((channel * width)..<((channel + 1) * width)), into: &out,
-                    at: starts[channel] + y * target.width)
-            }
+            write(resizedRow: y, row, geometry: geometry, into: &out)
         }
         return (tensor, geometry)
+    }
+
+    /// Converts resized row `y` (planar R, G, B bytes, `geometry.resized.width` each) into the tensor's planes in the
+    /// model's channel order, value / 255.
+    func write(resizedRow y: Int, _ row: Span<UInt8>, geometry: LetterboxGeometry, into out: inout MutableSpan<Float>) {
+        let width = geometry.resized.width, plane = target.width * target.height
+        let origin = (geometry.top + y) * target.width + geometry.left
+        for channel in 0..<3 {
+            let index = channelOrder == .rgb ? channel : 2 - channel
+            Self.unitFloats(
+                row.extracting((channel * width)..<((channel + 1) * width)), into: &out, at: index * plane + origin)
+        }
     }
 
     /// Letterboxes `image` into an RGB image of the target size (for inspection and tests against OpenCV).
