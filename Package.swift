@@ -19,6 +19,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         // MARK: C modules (headers only; nothing third-party is committed)
@@ -33,60 +35,71 @@ let package = Package(
         /// longjmp error exits into return codes, which Swift cannot do itself. Used for decoding a JPEG in two bands.
         .target(name: "CJPEG", path: "Sources/CJPEG", linkerSettings: [.linkedLibrary("jpeg")]),
 
-        // MARK: Libraries
+        // MARK: Libraries (each imports only what it declares; the graph runs one way, top to bottom)
+        /// What every module may share: `Locked`, the hex codec, streaming SHA-256 of a file, `Duration` helpers,
+        /// a queue for blocking work.
+        .target(name: "Primitives", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
         .target(
             name: "ONNXRuntime", dependencies: ["CONNXRuntime"],
             linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "ImageCodecs", dependencies: ["CTurboJPEG", "CSPNG", "CJPEG"]),
-        /// Pure-Swift YOLO pipeline: letterbox, model signature, output decoders, NMS, drawing. No ORT types.
-        .target(name: "YOLO", dependencies: ["ImageCodecs"]),
-        /// The ORT implementation of YOLO's `InferenceBackend`, and model loading from verified bytes.
-        .target(
-            name: "ORTBackend",
-            dependencies: [
-                "YOLO", "ONNXRuntime",
-                .product(name: "Crypto", package: "swift-crypto"),
-            ]),
-
-        /// Slots, verified background loads, atomic switch, drain-then-release, rollback, persisted state.
+        /// Pure-Swift YOLO pipeline: letterbox, model schema, output decoders, NMS, drawing. No ORT types.
+        .target(name: "YOLO", dependencies: ["ImageCodecs", "Primitives"]),
+        /// Slots, verified background loads, atomic switch, drain-then-release, rollback, persisted state. Defines
+        /// the loader and verifier protocols it needs; knows nothing of ONNX Runtime.
         .target(
             name: "HotSwap",
             dependencies: [
-                "YOLO", "ORTBackend",
+                "YOLO", "ImageCodecs", "Primitives",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
-
-        /// Ed25519 model signatures: key files, `MODEL.sig`, and a `ModelVerifier` for the load pipeline.
+        /// The ORT implementation of YOLO's `InferenceBackend` and of HotSwap's `ModelLoader`; the optimized-model
+        /// cache.
+        .target(
+            name: "ORTBackend",
+            dependencies: [
+                "HotSwap", "YOLO", "ONNXRuntime", "Primitives",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]),
+        /// Ed25519 model signatures: key files, `MODEL.sig`, and a verifier of a model file's digest.
         .target(
             name: "ModelSigning",
-            dependencies: ["HotSwap", .product(name: "Crypto", package: "swift-crypto")]),
+            dependencies: ["Primitives", .product(name: "Crypto", package: "swift-crypto")]),
         /// Tamper-evident audit log: hash-chained rows in SQLite.
         .target(
             name: "AuditLog",
             dependencies: [
+                "Primitives",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRDB", package: "GRDB.swift"),
             ]),
-
         /// The HTTP service: Hummingbird app, routes, DTOs, auth, audit and metrics wiring, error → HTTP mapping.
         .target(
             name: "Server",
             dependencies: [
-                "HotSwap", "YOLO", "ImageCodecs", "ModelSigning", "AuditLog",
+                "HotSwap", "YOLO", "ImageCodecs", "AuditLog", "Primitives",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Yams", package: "Yams"),
             ]),
+        /// Test doubles for the layers above ONNX Runtime: a fake backend and loader, gates, a slow state store.
+        /// Lets the HotSwap, Server and ModelSigning tests build and run without ORT.
+        .target(name: "HotSwapTesting", dependencies: ["HotSwap", "YOLO", "Primitives"]),
 
         // MARK: Executable
         .executableTarget(
             name: "yoloswap",
             dependencies: [
                 "YOLO", "ORTBackend", "ONNXRuntime", "ImageCodecs", "HotSwap", "ModelSigning", "AuditLog", "Server",
+                "Primitives",
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -95,27 +108,43 @@ let package = Package(
             ]),
 
         // MARK: Tests
-        /// What the test targets share: the repository's files (found from Package.swift), temporary directories,
-        /// running a program to completion. Foundation only, so any test target can use it.
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        /// What the test targets share: the repository's files (found from Package.swift), the fixture models and
+        /// photos, temporary directories, running a program to completion, polling with a deadline.
+        .target(name: "TestSupport", dependencies: ["Primitives"], path: "Tests/TestSupport"),
         .testTarget(name: "ImageCodecsTests", dependencies: ["ImageCodecs", "TestSupport"]),
         .testTarget(name: "ONNXRuntimeTests", dependencies: ["ONNXRuntime", "TestSupport"]),
-        .testTarget(name: "YOLOTests", dependencies: ["YOLO", "ImageCodecs", "TestSupport"]),
+        .testTarget(name: "YOLOTests", dependencies: ["YOLO", "ImageCodecs", "Primitives", "TestSupport"]),
+        // HotSwap, ModelSigning, AuditLog and Server tests build and run without ONNX Runtime.
         .testTarget(
             name: "HotSwapTests",
-            dependencies: ["HotSwap", "YOLO", "ORTBackend", "ONNXRuntime", "ImageCodecs", "TestSupport"]),
-        .testTarget(name: "ModelSigningTests", dependencies: ["ModelSigning", "HotSwap", "ORTBackend", "TestSupport"]),
+            dependencies: ["HotSwap", "HotSwapTesting", "YOLO", "ImageCodecs", "Primitives", "TestSupport"]),
+        .testTarget(
+            name: "ModelSigningTests",
+            dependencies: [
+                "ModelSigning", "HotSwap", "HotSwapTesting", "YOLO", "Primitives", "TestSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]),
         .testTarget(name: "AuditLogTests", dependencies: ["AuditLog", "TestSupport"]),
         .testTarget(
             name: "ServerTests",
             dependencies: [
-                "Server", "HotSwap", "YOLO", "ONNXRuntime", "TestSupport",
+                "Server", "HotSwap", "HotSwapTesting", "YOLO", "AuditLog", "Primitives", "TestSupport",
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ]),
+        /// Hot swapping real ONNX Runtime sessions, and the optimized-model cache.
+        .testTarget(
+            name: "ORTBackendTests",
+            dependencies: [
+                "ORTBackend", "HotSwap", "HotSwapTesting", "ONNXRuntime", "YOLO", "Primitives", "TestSupport",
             ]),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["YOLO", "ImageCodecs", "ONNXRuntime", "ORTBackend", "TestSupport"]),
+            dependencies: ["YOLO", "ImageCodecs", "ONNXRuntime", "ORTBackend", "HotSwap", "TestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

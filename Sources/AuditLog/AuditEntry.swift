@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Primitives
 
 /// One management call and its outcome, as stored in the audit log.
 ///
@@ -16,8 +17,21 @@ import Foundation
 /// (big-endian), so every value round-trips through SQLite exactly and the hash can be recomputed from the raw
 /// row by any tool.
 ///
+/// The one shape of an audit record: what the server records (a draft: `id` nil, hashes empty, until
+/// `AuditLog.append(_:)` returns the stored entry), what the log stores and verifies, and — Codable with the snake_case
+/// keys below — what `GET /v1/audit` and `yoloswap audit list` print.
+///
 /// Thread-safety: a value.
 public struct AuditEntry: Sendable, Codable, Equatable {
+    enum CodingKeys: String, CodingKey {
+        case id, time, actor, action, slot, version, sha256, result, reason, hash
+        case remoteAddress = "remote_address"
+        case modelPath = "model_path"
+        case signatureKeyID = "signature_key_id"
+        case durationMs = "duration_ms"
+        case previousHash = "previous_hash"
+    }
+
     /// Row id: 1, 2, 3, … in append order (nil before insertion).
     public var id: Int64?
     /// When the call was made, to the microsecond.
@@ -41,9 +55,10 @@ public struct AuditEntry: Sendable, Codable, Equatable {
     public var hash: String
 
     public init(
-        id: Int64?, time: Date, actor: String, remoteAddress: String?, action: String, slot: String?,
-        modelPath: String?, version: String?, sha256: String?, signatureKeyID: String?, result: String,
-        reason: String?, durationMs: Double?, previousHash: String, hash: String
+        id: Int64? = nil, time: Date = Date(), actor: String, remoteAddress: String? = nil, action: String,
+        slot: String? = nil, modelPath: String? = nil, version: String? = nil, sha256: String? = nil,
+        signatureKeyID: String? = nil, result: String, reason: String? = nil, durationMs: Double? = nil,
+        previousHash: String = "", hash: String = ""
     ) {
         self.id = id
         self.time = time
@@ -93,22 +108,11 @@ public struct AuditEntry: Sendable, Codable, Equatable {
         text += line("signature_key_id", signatureKeyID)
         text += line("result", result)
         text += line("reason", reason)
-        text += line("duration_ms", durationMs.map { Self.hex64($0.bitPattern) })
+        text += line("duration_ms", durationMs.map { Hex.string(withUnsafeBytes(of: $0.bitPattern.bigEndian, Array.init)) })
         text += line("previous_hash", previousHash)
         return Data(text.utf8)
     }
 
     /// SHA-256 of ``canonicalEncoding``, lower-case hex.
-    public var computedHash: String {
-        SHA256.hash(data: canonicalEncoding).map { Self.hex8($0) }.joined()
-    }
-
-    private static func hex64(_ value: UInt64) -> String {
-        let digits = String(value, radix: 16)
-        return String(repeating: "0", count: 16 - digits.count) + digits
-    }
-
-    private static func hex8(_ value: UInt8) -> String {
-        value < 16 ? "0" + String(value, radix: 16) : String(value, radix: 16)
-    }
+    public var computedHash: String { Hex.string(SHA256.hash(data: canonicalEncoding)) }
 }

@@ -134,24 +134,34 @@ public final class AuditLog: Sendable {
         version: String? = nil, sha256: String? = nil, signatureKeyID: String? = nil, result: String,
         reason: String? = nil, durationMs: Double? = nil, time: Date = Date()
     ) throws -> AuditEntry {
+        try append(AuditEntry(
+            time: time, actor: actor, remoteAddress: remoteAddress, action: action, slot: slot, modelPath: modelPath,
+            version: version, sha256: sha256, signatureKeyID: signatureKeyID, result: result, reason: reason,
+            durationMs: durationMs))
+    }
+
+    /// Appends the content fields of `draft` (its id and hashes are ignored), chained to the head, and returns the
+    /// stored entry.
+    /// - Throws: as `append(actor:...)`.
+    @discardableResult
+    public func append(_ draft: AuditEntry) throws -> AuditEntry {
         let texts: [(String, String?)] = [
-            ("actor", actor), ("remote_address", remoteAddress), ("action", action),
-            ("slot", slot), ("model_path", modelPath), ("version", version), ("sha256", sha256),
-            ("signature_key_id", signatureKeyID), ("result", result), ("reason", reason),
+            ("actor", draft.actor), ("remote_address", draft.remoteAddress), ("action", draft.action),
+            ("slot", draft.slot), ("model_path", draft.modelPath), ("version", draft.version),
+            ("sha256", draft.sha256), ("signature_key_id", draft.signatureKeyID), ("result", draft.result),
+            ("reason", draft.reason),
         ]
         for case (let name, let value?) in texts where value.utf8.contains(0) {
             throw AuditLogError(operation: "append entry", path: path, reason: "\(name) holds a NUL character")
         }
-        if let durationMs, !durationMs.isFinite {
+        if let durationMs = draft.durationMs, !durationMs.isFinite {
             throw AuditLogError(
                 operation: "append entry", path: path, reason: "duration_ms \(durationMs) is not finite")
         }
-        var entry = AuditEntry(
-            id: nil, time: AuditEntry.date(microseconds: AuditEntry.microseconds(time)), actor: actor,
-            remoteAddress: remoteAddress, action: action, slot: slot, modelPath: modelPath, version: version,
-            sha256: sha256, signatureKeyID: signatureKeyID, result: result, reason: reason,
-            // SQLite may store a REAL -0.0 as integer 0: store +0.0 so the hashed bit pattern round-trips.
-            durationMs: durationMs.map { $0 == 0 ? 0 : $0 }, previousHash: "", hash: "")
+        var entry = draft
+        entry.time = AuditEntry.date(microseconds: AuditEntry.microseconds(draft.time))
+        // SQLite may store a REAL -0.0 as integer 0: store +0.0 so the hashed bit pattern round-trips.
+        entry.durationMs = draft.durationMs.map { $0 == 0 ? 0 : $0 }
         try attempt("append entry") {
             try database.writeWithoutTransaction { db in
                 try db.inTransaction(.immediate) {

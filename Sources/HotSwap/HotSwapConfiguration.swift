@@ -36,9 +36,7 @@ public enum StandbyRetention: Sendable, Equatable {
 ///   load is still a flip, at the cost of a third model in memory. If such a load fails, rollback reloads from disk.
 /// - `memoryBudgetBytes`: models may not grow RSS past this (nil = no budget).
 /// - `policy`: swap policy (`.availabilityPreserving`).
-/// - `beforeCommit`: called after a flip and before the new state is committed to the store (nil). For diagnostics
-///   and crash tests: a process killed here restarts into the previously committed model.
-public struct HotSwapConfiguration: Sendable {
+public struct HotSwapConfiguration: Sendable, Equatable {
     public var servingThreads: Int
     public var queueCapacity: Int
     public var intraOpThreads: Int
@@ -50,13 +48,12 @@ public struct HotSwapConfiguration: Sendable {
     public var releaseStandbyBeforeLoad: Bool
     public var memoryBudgetBytes: Int?
     public var policy: SwapPolicy
-    public var beforeCommit: (@Sendable (_ slot: String) -> Void)?
 
     public init(
         servingThreads: Int = 2, queueCapacity: Int = 64, intraOpThreads: Int = 1, loadThreads: Int = 1,
         warmupRuns: Int = 3, warmupTimeout: Duration = .seconds(30), warmupImage: [UInt8]? = nil,
         standbyRetention: StandbyRetention = .keep, releaseStandbyBeforeLoad: Bool = true, memoryBudgetBytes: Int? = nil,
-        policy: SwapPolicy = .availabilityPreserving, beforeCommit: (@Sendable (_ slot: String) -> Void)? = nil
+        policy: SwapPolicy = .availabilityPreserving
     ) {
         self.servingThreads = servingThreads
         self.queueCapacity = queueCapacity
@@ -69,6 +66,5 @@ public struct HotSwapConfiguration: Sendable {
         self.releaseStandbyBeforeLoad = releaseStandbyBeforeLoad
         self.memoryBudgetBytes = memoryBudgetBytes
         self.policy = policy
-        self.beforeCommit = beforeCommit
     }
 }

@@ -2,6 +2,7 @@ import YOLO
 import Dispatch
 import Foundation
 import Synchronization
+import Primitives
 
 #if canImport(Glibc)
     import Glibc

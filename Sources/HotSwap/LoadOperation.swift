@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import YOLO
+import Primitives
 
 /// The stages of a load, in order; `ready` means staged (or active when the load activates).
 public enum LoadStage: String, Sendable, Codable {
@@ -48,8 +49,18 @@ public struct LoadRequest: Sendable, Equatable {
     var sharingKey: String { "\(slot)|\(path)|\(expectedSHA256 ?? "")|\(version ?? "")|\(activate)" }
 }
 
-/// Durations of a load's stages, in milliseconds.
+/// Durations of a load's stages, in milliseconds. Codable as `{"verify_ms", "load_ms", "validate_ms", "warmup_ms",
+/// "flip_us", "total_ms"}` (absent stages omitted).
 public struct LoadTimings: Sendable, Equatable, Codable {
+    enum CodingKeys: String, CodingKey {
+        case verify = "verify_ms"
+        case load = "load_ms"
+        case validate = "validate_ms"
+        case warmup = "warmup_ms"
+        case flipMicroseconds = "flip_us"
+        case total = "total_ms"
+    }
+
     public var verify: Double?
     public var load: Double?
     public var validate: Double?

@@ -1,6 +1,6 @@
 import Foundation
 import ImageCodecs
-import ORTBackend
+import Primitives
 import YOLO
 
 /// Runs one load through verifying → loading → validating → warming, entirely on background threads.
@@ -21,10 +21,10 @@ struct LoadPipeline: Sendable {
     /// Runs the load.
     /// - Parameters:
     ///   - op: the operation (request, stage, cancellation).
-    ///   - active: the signature of the slot's active model, to check compatibility against (nil: none).
+    ///   - active: the schema of the slot's active model, to check compatibility against (nil: none).
     ///   - beforeLoading: runs once the model has passed verification, before the budget check and the session
     ///     (the manager releases a standby that the switch would displace, so that memory is free first).
-    func run(_ op: LoadOperation, active: ModelSignature?, beforeLoading: @Sendable () async -> Void = {})
+    func run(_ op: LoadOperation, active: ModelSchema?, beforeLoading: @Sendable () async -> Void = {})
         async throws(LoadFailure) -> ModelInstance
     {
         let request = op.request
@@ -46,11 +46,9 @@ struct LoadPipeline: Sendable {
         var t = clock.now
         let (file, keyID): (ModelFile, String?) = try await background { [verifier] in
             let file: ModelFile
-            do { file = try ModelFile(verifying: path) } catch {
-                if case .unreadable(_, let reason) = error as? ModelLoadError {
-                    throw LoadFailure.unreadable(path: path, reason: reason)
-                }
-                throw LoadFailure.unreadable(path: path, reason: "\(error)")
+            do { file = try ModelFile(verifying: path) } catch let error as ModelFileError {
+                if case .unreadable(_, let reason) = error { throw LoadFailure.unreadable(path: path, reason: reason) }
+                throw LoadFailure.unreadable(path: path, reason: error.description)
             }
             if let expected = request.expectedSHA256, expected != file.sha256 {
                 throw LoadFailure.digestMismatch(path: path, expected: expected, actual: file.sha256)
@@ -78,31 +76,33 @@ struct LoadPipeline: Sendable {
         // loading: a new session (its own inference context) for the verified file.
         op.enter(.loading)
         t = clock.now
-        let rssBefore = ProcessMemory.residentBytes() ?? 0
         let threads = configuration.intraOpThreads
-        let detector: Detector = try await background { [loader] in
+        let (detector, rssBefore): (Detector, Int) = try await background { [loader] in
+            let rssBefore = ProcessMemory.residentBytes() ?? 0
             let backend: any InferenceBackend
             do { backend = try loader.makeBackend(for: file, label: path, intraOpThreads: threads) } catch {
-                if case .changedSinceVerification(_, let verified, let now) = error as? ModelLoadError {
+                if case .changedSinceVerification(_, let verified, let now) = error as? ModelFileError {
                     throw LoadFailure.digestMismatch(path: path, expected: verified, actual: now)
                 }
                 throw LoadFailure.runtime(path: path, reason: "\(error)")
             }
-            do { return try Detector(backend: backend) } catch {
+            let detector: Detector
+            do { detector = try Detector(backend: backend) } catch {
                 throw LoadFailure.unsupportedModel(path: path, reason: "\(error)")
             }
+            // What creating the session freed (the parsed graph, ORT's load-time buffers) goes back to the OS before
+            // the warm-up grows the new session's arena on top of it.
+            ProcessMemory.trim()
+            return (detector, rssBefore)
         }
         op.update { $0.timings.load = (clock.now - t).milliseconds }
-        // What creating the session freed (the parsed graph, ORT's load-time buffers) goes back to the OS before the
-        // warm-up grows the new session's arena on top of it.
-        ProcessMemory.trim()
         try check()
 
         // validating: compatible with what the slot serves now?
         op.enter(.validating)
         t = clock.now
         if let active, !request.allowSchemaChange {
-            let differences = detector.signature.incompatibilities(replacing: active)
+            let differences = detector.schema.incompatibilities(replacing: active)
             if !differences.isEmpty { throw .incompatible(path: path, differences: differences.map(\.description)) }
         }
         op.update { $0.timings.validate = (clock.now - t).milliseconds }
@@ -114,11 +114,14 @@ struct LoadPipeline: Sendable {
         op.update { $0.timings.warmup = (clock.now - t).milliseconds }
         try check()
 
-        let cost = max(0, (ProcessMemory.residentBytes() ?? 0) - rssBefore)
+        let cost: Int = try await background {
+            let cost = max(0, (ProcessMemory.residentBytes() ?? 0) - rssBefore)
+            // What the load allocated and freed (file chunks, ORT's load-time buffers, warm-up inputs) goes back to
+            // the OS now rather than at the next release, so RSS between swaps is the models' own.
+            ProcessMemory.trim()
+            return cost
+        }
         recordCost(digest, cost)
-        // What the load allocated and freed (file chunks, ORT's load-time buffers, warm-up inputs) goes back to the
-        // OS now rather than at the next release, so RSS between swaps is the models' own.
-        ProcessMemory.trim()
         return ModelInstance(identity: identity, detector: detector, memoryBytes: cost, signatureKeyID: keyID,
             onRelease: onRelease)
     }
@@ -128,13 +131,7 @@ struct LoadPipeline: Sendable {
     private func warmUp(_ detector: Detector, op: LoadOperation) async throws(LoadFailure) {
         let path = op.request.path
         let runs = configuration.warmupRuns
-        let image: RGBImage
-        if let sample = configuration.warmupImage, let decoded = try? ImageDecoder.decode(sample) {
-            image = decoded
-        } else {
-            let size = detector.signature.inputSize
-            image = RGBImage(width: size.width, height: size.height, fill: (114, 114, 114))
-        }
+        let sample = configuration.warmupImage
         // The warm-up's own signal: a timeout aborts the Run without marking the load cancelled (which would report
         // it as superseded instead of timed out); cancelling the load still aborts the Run.
         let cancellation = RunCancellation()
@@ -145,6 +142,7 @@ struct LoadPipeline: Sendable {
             group.addTask {
                 do {
                     try await executor.run {
+                        let image = Self.warmupImage(sample, for: detector)
                         for _ in 0..<runs {
                             try Self.validateOutput(detector, image: image, cancellation: cancellation, path: path)
                         }
@@ -175,32 +173,39 @@ struct LoadPipeline: Sendable {
         }
     }
 
+    /// The image to warm up on: the configured sample, else (or when it does not decode) a grey image of the model's
+    /// input size. Blocking (decodes): runs on the load executor.
+    private static func warmupImage(_ sample: [UInt8]?, for detector: Detector) -> RGBImage {
+        if let sample, let decoded = try? ImageDecoder.decode(sample) { return decoded }
+        let size = detector.schema.inputSize
+        return RGBImage(width: size.width, height: size.height, fill: (114, 114, 114))
+    }
+
     /// One warm-up inference: the output must have the declared shape, finite values and scores in [0, 1].
     static func validateOutput(_ detector: Detector, image: RGBImage, cancellation: RunCancellation, path: String)
         throws
     {
         let (tensor, _) = detector.preprocess(image)
         let output = try detector.backend.run(tensor, cancellation: cancellation)
-        let signature = detector.signature
-        let declared = signature.output.shape
+        let schema = detector.schema
+        let declared = schema.output.shape
         guard output.shape.count == declared.count,
             zip(output.shape, declared).allSatisfy({ $1 < 0 || $0 == $1 })
         else {
             throw LoadFailure.warmupFailed(path: path, reason: "output shape \(output.shape) differs from declared \(declared)")
         }
         try output.withFloats { values in
-            let (a, b) = (output.shape[1], output.shape[2])
+            let b = output.shape[2]
             for i in 0..<values.count where !values[i].isFinite {
                 throw LoadFailure.warmupFailed(path: path, reason: "output holds a non-finite value at index \(i)")
             }
             // Score columns: objectness and class probabilities (v5), class scores (v8), score (v10).
             let isScore: (Int) -> Bool
-            switch signature.outputFormat {
+            switch schema.outputFormat {
             case .yolov5: isScore = { i in i % b >= 4 }
             case .yolov8: isScore = { i in i / b >= 4 }
             case .yolov10: isScore = { i in i % b == 4 }
             }
-            _ = a
             for i in 0..<values.count where isScore(i) && !(0...1).contains(values[i]) {
                 throw LoadFailure.warmupFailed(
                     path: path, reason: "score \(values[i]) at index \(i) lies outside [0, 1]")

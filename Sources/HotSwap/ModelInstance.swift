@@ -3,7 +3,11 @@ import Synchronization
 import YOLO
 
 /// Who a model is: where it came from, its version, and the SHA-256 of the exact bytes that were loaded.
+///
+/// Codable as `{"id", "name", "version", "sha256", "path"}` (`id` is written for readers and ignored when decoding).
 public struct ModelIdentity: Sendable, Equatable, Hashable, Codable {
+    enum CodingKeys: String, CodingKey { case id, name, version, sha256, path }
+
     /// Model name: the file name without extension unless given.
     public var name: String
     /// Version label: as given by the operator, else the first 12 hex digits of the SHA-256.
@@ -21,6 +25,23 @@ public struct ModelIdentity: Sendable, Equatable, Hashable, Codable {
 
     /// `name@version`.
     public var id: String { "\(name)@\(version)" }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        name = try container.decode(String.self, forKey: .name)
+        version = try container.decode(String.self, forKey: .version)
+        sha256 = try container.decode(String.self, forKey: .sha256)
+        path = try container.decode(String.self, forKey: .path)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(id, forKey: .id)
+        try container.encode(name, forKey: .name)
+        try container.encode(version, forKey: .version)
+        try container.encode(sha256, forKey: .sha256)
+        try container.encode(path, forKey: .path)
+    }
 
     var record: ModelRecord { ModelRecord(path: path, sha256: sha256, version: version) }
 }
@@ -62,7 +83,7 @@ public final class ModelInstance: Sendable {
     let inFlight = InFlightCounter()
     private let onRelease: @Sendable (ModelRelease) -> Void
 
-    public var signature: ModelSignature { detector.signature }
+    public var schema: ModelSchema { detector.schema }
     /// Requests running on this model now.
     public var inFlightCount: Int { inFlight.current }
 

@@ -1,9 +1,7 @@
-import ONNXRuntime
-import ORTBackend
 import YOLO
 
-/// Makes an inference backend from a verified model file. The ORT implementation is `ORTModelLoader`; unit tests
-/// use fakes.
+/// Makes an inference backend from a verified model file. The ORT implementation is `ORTBackend.ORTModelLoader`;
+/// unit tests use `HotSwapTesting.FakeLoader`.
 public protocol ModelLoader: Sendable {
     /// Creates a backend (an isolated inference context) for the model.
     /// - Parameters:
@@ -12,32 +10,6 @@ public protocol ModelLoader: Sendable {
     ///   - label: names the model in errors.
     ///   - intraOpThreads: threads inside one inference.
     func makeBackend(for file: ModelFile, label: String, intraOpThreads: Int) throws -> any InferenceBackend
-}
-
-/// Loads models into ONNX Runtime sessions, through the optimized-model cache when one is given.
-public struct ORTModelLoader: ModelLoader {
-    public let environment: ORTEnvironment
-    public var options: SessionOptions
-    /// Where optimized models are kept between loads (nil: every load optimizes from the original bytes).
-    public var cache: OptimizedModelCache?
-
-    public init(environment: ORTEnvironment, options: SessionOptions = .init(), cache: OptimizedModelCache? = nil) {
-        self.environment = environment
-        self.options = options
-        self.cache = cache
-    }
-
-    public func makeBackend(for file: ModelFile, label: String, intraOpThreads: Int) throws -> any InferenceBackend {
-        var options = self.options
-        options.intraOpThreads = intraOpThreads
-        guard let cache else {
-            let bytes = try file.readVerifiedBytes()
-            return ORTInferenceBackend(
-                session: try ORTSession(bytes: bytes, environment: environment, options: options, label: label))
-        }
-        let (session, outcome) = try cache.session(for: file, environment: environment, options: options, label: label)
-        return ORTInferenceBackend(session: session, cacheOutcome: outcome)
-    }
 }
 
 /// Checks a model's authenticity in the verifying stage, before any ORT allocation (the serving layer plugs Ed25519

@@ -1,6 +1,6 @@
 import Foundation
 import Logging
-import Synchronization
+import Primitives
 import YOLO
 
 /// Errors of control-plane operations (the load failures themselves are in `LoadFailure`).
@@ -27,36 +27,46 @@ public enum ControlError: Error, Equatable, CustomStringConvertible {
 ///
 /// Operations on one slot are serialized (each waits for the previous one); slots are independent. Concurrent loads
 /// of the same model share one operation, and a newer load supersedes an older one still in progress. Every
-/// completed operation emits a `SwapEvent` (stored when a `StateStore` is given, and streamed to `events()`), and
-/// every change of the active model is committed to the store, so a restart restores the last committed state.
+/// completed operation emits a `SwapEvent` (stored when a store is given, and streamed to `events()`), and every
+/// change of the active model is committed to the store, so a restart restores the last committed state.
+///
+/// The store's calls block (SQLite, fsync): they run on the manager's own serial queue, in order, and the actor only
+/// awaits them — it never blocks a thread of Swift's cooperative pool. The operations themselves are in
+/// `ModelManager+Operations.swift`.
 ///
 /// Thread-safety: an actor; serving requests go straight to the `ModelSlot`s and never wait on it.
 public actor ModelManager {
     public nonisolated let configuration: HotSwapConfiguration
     public nonisolated let releaser: ModelReleaser
     nonisolated let loadExecutor: InferenceExecutor
-    private nonisolated let pipeline: LoadPipeline
-    private nonisolated let store: StateStore?
-    private nonisolated let logger: Logger
-    private nonisolated let registry = Locked<[String: ModelSlot]>([:])
-    private nonisolated let ledger: MemoryLedger
-    private nonisolated let releaseLog = Locked<[ModelRelease]>([])
+    nonisolated let pipeline: LoadPipeline
+    nonisolated let store: (any SlotStateStore)?
+    /// Runs the store's blocking calls, one at a time, in the order they were made.
+    nonisolated let storeQueue = BlockingQueue(label: "yoloswap.state")
+    nonisolated let logger: Logger
+    nonisolated let registry = Locked<[String: ModelSlot]>([:])
+    nonisolated let ledger: MemoryLedger
+    nonisolated let eventLog = SwapEventLog()
 
-    private var operations: [String: LoadOperation] = [:]
-    private var operationOrder: [String] = []
-    private var currentLoad: [String: LoadOperation] = [:]
-    private var tails: [String: Task<Void, Never>] = [:]
-    private var previousModels: [String: [ModelRecord]] = [:]
-    private var recent: [SwapEvent] = []
-    private var subscribers: [UUID: AsyncStream<SwapEvent>.Continuation] = [:]
+    var operations: [String: LoadOperation] = [:]
+    var operationOrder: [String] = []
+    var currentLoad: [String: LoadOperation] = [:]
+    /// Per slot, the last operation queued: the next one waits for it.
+    var tails: [String: Task<Void, Never>] = [:]
+    /// Per slot, the models that were active before (newest last, up to 10): what a rollback without a standby
+    /// reloads.
+    var previousModels: [String: [ModelRecord]] = [:]
 
     /// - Parameters:
-    ///   - loader: makes inference backends from verified bytes (`ORTModelLoader` in production).
+    ///   - loader: makes inference backends from verified model files (`ORTBackend.ORTModelLoader` in production).
     ///   - verifier: checks signatures in the verifying stage.
     ///   - store: where committed state and events persist; nil keeps everything in memory.
+    ///   - releaseObserver: told of every model released (identity, thread, in-flight count), on the releaser's
+    ///     thread; for logs, metrics and tests.
     public init(configuration: HotSwapConfiguration = .init(), loader: any ModelLoader,
-                verifier: (any ModelVerifier)? = nil, store: StateStore? = nil,
-                logger: Logger = Logger(label: "yoloswap.hotswap")) {
+                verifier: (any ModelVerifier)? = nil, store: (any SlotStateStore)? = nil,
+                logger: Logger = Logger(label: "yoloswap.hotswap"),
+                releaseObserver: (@Sendable (ModelRelease) -> Void)? = nil) {
         self.configuration = configuration
         self.store = store
         self.logger = logger
@@ -68,16 +78,12 @@ public actor ModelManager {
         let ledger = MemoryLedger(budget: configuration.memoryBudgetBytes)
         self.ledger = ledger
         let registry = self.registry
-        let releaseLog = self.releaseLog
         self.pipeline = LoadPipeline(
             loader: loader, verifier: verifier, executor: loadExecutor, configuration: configuration,
             onRelease: { release in
-                releaseLog.withLock {
-                    $0.append(release)
-                    if $0.count > 1000 { $0.removeFirst($0.count - 1000) }
-                }
                 logger.debug("model released", metadata: ["model": "\(release.identity.id)",
                     "thread": "\(release.threadName)"])
+                releaseObserver?(release)
             },
             checkBudget: { sha, size, path throws(LoadFailure) in
                 let inUse = registry.withLock { $0.values.reduce(0) { $0 + $1.memoryInUse } }
@@ -106,10 +112,6 @@ public actor ModelManager {
 
     public nonisolated var slotNames: [String] { registry.withLock { $0.keys.sorted() } }
 
-    /// The most recent model releases (identity, thread, in-flight count at release; up to 1000): for tests and
-    /// diagnostics.
-    public nonisolated var releases: [ModelRelease] { releaseLog.withLock { $0 } }
-
     /// Measured memory cost per model digest, in bytes.
     public nonisolated var memoryCosts: [String: Int] { ledger.costs }
 
@@ -129,7 +131,7 @@ public actor ModelManager {
         let op = LoadOperation(request: request)
         remember(op)
         currentLoad[request.slot] = op
-        enqueue(request.slot) { manager in await manager.performLoad(op, slot: slot) }
+        enqueue(request.slot) { manager in _ = await manager.performLoad(op, slot: slot) }
         return op
     }
 
@@ -152,14 +154,7 @@ public actor ModelManager {
     /// - Throws: `ControlError.nothingStaged` when nothing is staged.
     public func switchStaged(slot name: String) async throws -> SwapEvent {
         guard let slot = slot(name) else { throw ControlError.unknownSlot(name) }
-        return try await serialized(name) { manager in
-            guard let staged = slot.roles.staged else { throw ControlError.nothingStaged(slot: name) }
-            let flip = await manager.activate(staged, in: slot)
-            var timings = LoadTimings()
-            timings.flipMicroseconds = flip.microseconds
-            return await manager.emit(SwapEvent(slot: name, operation: .switch, result: .succeeded,
-                from: flip.previous?.identity, to: staged.identity, generation: flip.generation, timings: timings))
-        }
+        return try await serialized(name) { manager in try await manager.performSwitch(slot) }
     }
 
     /// Rolls back: flips the warm standby in (microseconds), or, without one, reloads the previous model from its
@@ -179,61 +174,30 @@ public actor ModelManager {
     }
 
     /// Restores every committed slot from the store: the active model re-verified against its recorded digest, then
-    /// the standby. Returns one event per slot.
+    /// the standby, each slot through its operation queue like any other operation. Returns one event per slot.
     public func restore() async -> [SwapEvent] {
         guard let store else { return [] }
         let committed: [CommittedSlot]
-        do { committed = try store.committedSlots() } catch {
+        do { committed = try await storeQueue.run { try store.committedSlots() } } catch {
             logger.error("cannot read committed state", metadata: ["error": "\(error)"])
             return []
         }
         var events: [SwapEvent] = []
         for entry in committed {
-            let slot = self.slot(entry.slot) ?? (try? createSlot(entry.slot))
-            guard let slot else { continue }
-            let request = LoadRequest(slot: entry.slot, path: entry.active.path, version: entry.active.version,
-                expectedSHA256: entry.active.sha256, activate: true, allowSchemaChange: true)
-            let op = LoadOperation(request: request)
-            remember(op)
-            // The activation below adds one: the restored model comes back with its committed generation, in the
-            // same flip that makes the slot ready.
-            slot.setGeneration(max(0, entry.generation - 1))
-            let event: SwapEvent = await serialized(entry.slot) { manager in
-                await manager.performLoad(op, slot: slot, operation: .restore)
-            }
-            events.append(event)
-            guard event.result == .succeeded else { continue }
-            // The standby comes back too (best effort).
-            if let standby = entry.standby {
-                let standbyOp = LoadOperation(request: LoadRequest(slot: entry.slot, path: standby.path,
-                    version: standby.version, expectedSHA256: standby.sha256, allowSchemaChange: true))
-                do {
-                    slot.setStandby(try await pipeline.run(standbyOp, active: nil))
-                    standbyOp.finish(.ready)
-                } catch {
-                    standbyOp.finish(.failed, failure: error)
-                    logger.warning("standby not restored", metadata: ["slot": "\(entry.slot)", "error": "\(error)"])
-                }
-            }
-            commit(slot)
+            guard let slot = self.slot(entry.slot) ?? (try? createSlot(entry.slot)) else { continue }
+            events.append(await serialized(entry.slot) { manager in await manager.performRestore(entry, slot: slot) })
         }
         return events
     }
 
-    /// A stream of every event from now on.
-    public func events() -> AsyncStream<SwapEvent> {
-        let (stream, continuation) = AsyncStream<SwapEvent>.makeStream(bufferingPolicy: .bufferingNewest(1000))
-        let id = UUID()
-        subscribers[id] = continuation
-        continuation.onTermination = { [weak self] _ in
-            Task { await self?.unsubscribe(id) }
-        }
-        return stream
-    }
+    // MARK: Events
 
-    /// The most recent events, newest first.
-    public func recentEvents(slot: String? = nil, limit: Int = 100) -> [SwapEvent] {
-        Array(recent.reversed().filter { slot == nil || $0.slot == slot }.prefix(limit))
+    /// A stream of every event from now on.
+    public nonisolated func events() -> AsyncStream<SwapEvent> { eventLog.subscribe() }
+
+    /// The most recent events (up to 1000 are kept), newest first.
+    public nonisolated func recentEvents(slot: String? = nil, limit: Int = 100) -> [SwapEvent] {
+        eventLog.recent(slot: slot, limit: limit)
     }
 
     /// Cancels loads in progress, stops the slots' workers after their queued requests, and releases every model.
@@ -246,21 +210,19 @@ public actor ModelManager {
         }
         await loadExecutor.shutdown()
         releaser.shutdown()
-        subscribers.values.forEach { $0.finish() }
+        eventLog.finish()
     }
 
-    // MARK: Implementation
+    // MARK: Serialization per slot
 
-    private func unsubscribe(_ id: UUID) { subscribers[id] = nil }
-
-    private func remember(_ op: LoadOperation) {
+    func remember(_ op: LoadOperation) {
         operations[op.id] = op
         operationOrder.append(op.id)
         if operationOrder.count > 500 { operations[operationOrder.removeFirst()] = nil }
     }
 
-    /// Runs `body` after every operation queued before it on the same slot.
-    private func serialized<T: Sendable>(_ slot: String, _ body: @escaping @Sendable (ModelManager) async throws -> T)
+    /// Runs `body` after every operation queued before it on the same slot, and returns its result.
+    func serialized<T: Sendable>(_ slot: String, _ body: @escaping @Sendable (ModelManager) async throws -> T)
         async throws -> T
     {
         let previous = tails[slot]
@@ -272,9 +234,7 @@ public actor ModelManager {
         return try await task.value
     }
 
-    private func serialized<T: Sendable>(_ slot: String, _ body: @escaping @Sendable (ModelManager) async -> T)
-        async -> T
-    {
+    func serialized<T: Sendable>(_ slot: String, _ body: @escaping @Sendable (ModelManager) async -> T) async -> T {
         let previous = tails[slot]
         let task = Task { [self] in
             await previous?.value
@@ -284,188 +244,13 @@ public actor ModelManager {
         return await task.value
     }
 
-    private func enqueue(_ slot: String, _ body: @escaping @Sendable (ModelManager) async -> SwapEvent) {
+    /// Queues `body` behind the slot's operations without waiting for it (`shutdown()` waits for the queue).
+    private func enqueue(_ slot: String, _ body: @escaping @Sendable (ModelManager) async -> Void) {
         let previous = tails[slot]
         tails[slot] = Task { [self] in
             await previous?.value
-            _ = await body(self)
+            await body(self)
         }
-    }
-
-    private func performLoad(_ op: LoadOperation, slot: ModelSlot, operation: SwapEvent.Operation = .load) async
-        -> SwapEvent
-    {
-        let request = op.request
-        // Only what is needed of the active model: holding the instance here would keep it alive (and delay its
-        // release) after it leaves every role.
-        let previous = slot.roles.active.map { (identity: $0.identity, signature: $0.signature) }
-        if op.isCancelled {
-            return emit(event(for: op, operation: operation, from: previous?.identity))
-        }
-        let policy = resolvedPolicy(for: request, slot: slot)
-        if request.activate, policy == .resourcePreserving, let previous {
-            return await performResourcePreservingLoad(op, slot: slot, previous: previous.identity,
-                previousSignature: previous.signature, operation: operation)
-        }
-        do throws(LoadFailure) {
-            // A switch displaces the standby anyway: free it before the new session exists (old + new, not three).
-            let releaseStandby = request.activate && configuration.releaseStandbyBeforeLoad
-            let model = try await pipeline.run(op, active: previous?.signature) {
-                if releaseStandby { await slot.releaseStandbyAndWait() }
-            }
-            if op.isCancelled {
-                // Cancelled after the pipeline's last check: the model never takes a role.
-                releaser.retire(model)
-                throw LoadFailure.cancelled(path: request.path, reason: "superseded or cancelled")
-            }
-            if request.activate {
-                let flip = activate(model, in: slot)
-                op.update {
-                    $0.timings.flipMicroseconds = flip.microseconds
-                    $0.generation = flip.generation
-                }
-            } else {
-                slot.stage(model)
-            }
-            op.finish(.ready)
-        } catch {
-            op.finish(error.isCancellation ? .cancelled : .failed, failure: error)
-        }
-        return emit(event(for: op, operation: operation, from: previous?.identity))
-    }
-
-    /// Drain and release the old model first, then load; on failure, bring the old model back.
-    private func performResourcePreservingLoad(_ op: LoadOperation, slot: ModelSlot,
-                                               previous previousRecord: ModelIdentity,
-                                               previousSignature: ModelSignature,
-                                               operation: SwapEvent.Operation) async -> SwapEvent {
-        slot.dropStandby()
-        slot.discardStaged()
-        guard let drained = slot.deactivate() else {
-            op.finish(.failed, failure: .cancelled(path: op.request.path, reason: "the active model vanished"))
-            return emit(event(for: op, operation: operation, from: previousRecord))
-        }
-        // Hand over this last reference: the releaser frees the model only once it holds the only one.
-        await releaser.retireAndWait(consume drained)
-        do {
-            let model = try await pipeline.run(op, active: previousSignature)
-            let flip = activate(model, in: slot, keepStandby: false)
-            op.update {
-                $0.timings.flipMicroseconds = flip.microseconds
-                $0.generation = flip.generation
-            }
-            op.finish(.ready)
-            return emit(event(for: op, operation: operation, from: previousRecord))
-        } catch {
-            op.finish(error.isCancellation ? .cancelled : .failed, failure: error)
-            var failed = event(for: op, operation: operation, from: previousRecord)
-            // Bring the previous model back through the same verified pipeline.
-            let restore = LoadOperation(request: LoadRequest(slot: slot.name, path: previousRecord.path,
-                name: previousRecord.name, version: previousRecord.version, expectedSHA256: previousRecord.sha256,
-                allowSchemaChange: true))
-            do {
-                let model = try await pipeline.run(restore, active: nil)
-                _ = activate(model, in: slot, keepStandby: false)
-                failed.reason = (failed.reason ?? "") + "; previous model \(previousRecord.id) restored"
-            } catch {
-                failed.reason = (failed.reason ?? "") + "; restoring \(previousRecord.id) failed too: \(error)"
-                logger.critical("slot has no active model", metadata: ["slot": "\(slot.name)"])
-            }
-            return emit(failed)
-        }
-    }
-
-    private func performRollback(_ slot: ModelSlot) async throws -> SwapEvent {
-        if let standby = slot.roles.standby, let flip = slot.flipToStandby() {
-            commit(slot)
-            var timings = LoadTimings()
-            timings.flipMicroseconds = flip.microseconds
-            return emit(SwapEvent(slot: slot.name, operation: .rollback, result: .succeeded,
-                from: flip.previous?.identity, to: standby.identity, generation: flip.generation, timings: timings))
-        }
-        guard let record = previousModels[slot.name]?.last else {
-            throw ControlError.nothingToRollBackTo(slot: slot.name)
-        }
-        let op = LoadOperation(request: LoadRequest(slot: slot.name, path: record.path, version: record.version,
-            expectedSHA256: record.sha256, activate: true, allowSchemaChange: true))
-        remember(op)
-        let event = await performLoad(op, slot: slot, operation: .rollback)
-        if let failure = op.status.failure { throw ControlError.loadFailed(slot: slot.name, failure) }
-        return event
-    }
-
-    /// Flips a model in, applies the standby retention, records the previous model and commits the new state.
-    private func activate(_ model: ModelInstance, in slot: ModelSlot, keepStandby: Bool? = nil) -> FlipResult {
-        let keep = keepStandby ?? (configuration.standbyRetention != .release)
-        let flip = slot.activate(model, keepStandby: keep)
-        if let previous = flip.previous {
-            previousModels[slot.name, default: []].append(previous.identity.record)
-            if previousModels[slot.name]!.count > 10 { previousModels[slot.name]!.removeFirst() }
-            if case .keepFor(let duration) = configuration.standbyRetention {
-                // Weak: a standby replaced or released before the time is up must not be kept alive by this task.
-                Task { [weak slot, weak previous] in
-                    try? await Task.sleep(for: duration)
-                    guard let previous else { return }
-                    slot?.dropStandby(only: previous)
-                }
-            }
-        }
-        commit(slot)
-        return flip
-    }
-
-    private func commit(_ slot: ModelSlot) {
-        configuration.beforeCommit?(slot.name)
-        guard let store else { return }
-        let roles = slot.roles
-        guard let active = roles.active else { return }
-        do {
-            try store.commit(CommittedSlot(slot: slot.name, active: active.identity.record,
-                standby: roles.standby?.identity.record, generation: roles.generation))
-        } catch {
-            logger.error("cannot commit slot state", metadata: ["slot": "\(slot.name)", "error": "\(error)"])
-        }
-    }
-
-    private func resolvedPolicy(for request: LoadRequest, slot: ModelSlot) -> SwapPolicy {
-        let policy = request.policy ?? configuration.policy
-        guard policy == .auto else { return policy }
-        guard let budget = configuration.memoryBudgetBytes else { return .availabilityPreserving }
-        let inUse = registry.withLock { $0.values.reduce(0) { $0 + $1.memoryInUse } }
-        let estimate = ledger.estimate(sha256: request.expectedSHA256, path: request.path)
-        return inUse + estimate <= budget ? .availabilityPreserving : .resourcePreserving
-    }
-
-    private func event(for op: LoadOperation, operation: SwapEvent.Operation, from: ModelIdentity?) -> SwapEvent {
-        let status = op.status
-        let result: SwapEvent.Outcome =
-            switch status.stage {
-            case .ready: .succeeded
-            case .cancelled: .cancelled
-            default: .failed
-            }
-        return SwapEvent(slot: op.request.slot, operation: op.request.activate && operation == .load ? .activate
-            : operation, result: result, reason: status.failure?.description, from: from, to: status.identity,
-            generation: status.generation, timings: status.timings, operationID: op.id)
-    }
-
-    @discardableResult
-    private func emit(_ event: SwapEvent) -> SwapEvent {
-        recent.append(event)
-        if recent.count > 1000 { recent.removeFirst(recent.count - 1000) }
-        if let store {
-            do { try store.append(event.record) } catch {
-                logger.error("cannot store event", metadata: ["error": "\(error)"])
-            }
-        }
-        subscribers.values.forEach { $0.yield(event) }
-        var metadata: Logger.Metadata = ["slot": "\(event.slot)", "operation": "\(event.operation.rawValue)",
-            "result": "\(event.result.rawValue)"]
-        if let to = event.to { metadata["model"] = "\(to.id)" }
-        if let reason = event.reason { metadata["reason"] = "\(reason)" }
-        if event.result == .failed { logger.warning("swap operation failed", metadata: metadata) }
-        else { logger.info("swap operation", metadata: metadata) }
-        return event
     }
 }
 
@@ -479,34 +264,4 @@ extension ModelSlot {
 
 extension LoadFailure {
     var isCancellation: Bool { if case .cancelled = self { true } else { false } }
-}
-
-/// Memory costs per model digest and the budget check.
-///
-/// Thread-safety: guarded by a mutex.
-final class MemoryLedger: Sendable {
-    let budget: Int?
-    private let measured = Locked<[String: Int]>([:])
-    /// A model not measured yet is assumed to cost this many times its file size (weights plus ORT's buffers).
-    static let unknownCostFactor = 2
-
-    init(budget: Int?) { self.budget = budget }
-
-    var costs: [String: Int] { measured.withLock { $0 } }
-
-    func record(sha256: String, bytes: Int) { measured.withLock { $0[sha256] = bytes } }
-
-    func estimate(sha256: String?, path: String) -> Int {
-        if let sha256, let known = measured.withLock({ $0[sha256] }) { return known }
-        let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
-        return size * Self.unknownCostFactor
-    }
-
-    func check(sha256: String, byteCount: Int, inUse: Int, path: String) throws(LoadFailure) {
-        guard let budget else { return }
-        let needed = measured.withLock { $0[sha256] } ?? byteCount * Self.unknownCostFactor
-        if inUse + needed > budget {
-            throw .overMemoryBudget(path: path, neededBytes: needed, budgetBytes: budget, inUseBytes: inUse)
-        }
-    }
 }

@@ -1,6 +1,6 @@
-import YOLO
 import Foundation
-import Synchronization
+import Primitives
+import YOLO
 
 /// Releases retired models on its own thread, each only after its last request has finished.
 ///
@@ -9,8 +9,10 @@ import Synchronization
 /// drops it on the releaser thread, so the ORT session is freed there — never on a request thread, never while a Run
 /// is in flight — and then returns freed heap to the OS (`malloc_trim`).
 ///
-/// Thread-safety: all methods may be called from any thread.
-public final class ModelReleaser: Sendable {
+/// Thread-safety: all methods may be called from any thread. One condition guards all state and is what the thread
+/// waits on, so a `retire` or `shutdown` can never slip in between the thread's check and its wait.
+public final class ModelReleaser: @unchecked Sendable {
+    // @unchecked: `state` is only read or written with `condition` locked.
     private struct State {
         var retiring: [ModelInstance] = []
         var waiters: [ObjectIdentifier: [CheckedContinuation<Void, Never>]] = [:]
@@ -18,8 +20,8 @@ public final class ModelReleaser: Sendable {
         var released = 0
     }
 
-    private let state = Locked(State())
     private let condition = NSCondition()
+    private var state = State()
     /// How often the in-flight counts of retiring models are checked.
     private let pollInterval: TimeInterval
     /// The name of the releaser's thread, as `ModelRelease.threadName` reports it: the label, shortened to the 15
@@ -31,7 +33,7 @@ public final class ModelReleaser: Sendable {
         while name.utf8.count > 15 { name = name.dropLast() }
         let threadName = String(name)
         self.threadName = threadName
-        self.pollInterval = Double(pollInterval.components.attoseconds) / 1e18 + Double(pollInterval.components.seconds)
+        self.pollInterval = pollInterval.timeInterval
         let started = DispatchSemaphore(value: 0)
         let thread = Thread { [self] in
             // On Linux a name set before `start()` does not reach the OS thread (it keeps its creator's name, and
@@ -46,16 +48,13 @@ public final class ModelReleaser: Sendable {
     }
 
     /// Models waiting for their requests to drain.
-    public var pendingCount: Int { state.withLock { $0.retiring.count } }
+    public var pendingCount: Int { withState { $0.retiring.count } }
     /// Models released so far.
-    public var releasedCount: Int { state.withLock { $0.released } }
+    public var releasedCount: Int { withState { $0.released } }
 
     /// Takes a model that has left every role; it is released once its in-flight count is zero.
     public func retire(_ model: ModelInstance) {
-        state.withLock { $0.retiring.append(model) }
-        condition.lock()
-        condition.signal()
-        condition.unlock()
+        withState { $0.retiring.append(model) }
     }
 
     /// Retires `model` and waits until it has been released (its memory returned).
@@ -66,31 +65,43 @@ public final class ModelReleaser: Sendable {
         let id = ObjectIdentifier(model)
         var handoff: ModelInstance? = consume model
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            state.withLock { $0.waiters[id, default: []].append(continuation) }
-            retire(handoff.take()!)
+            let model = handoff.take()!
+            withState {
+                $0.waiters[id, default: []].append(continuation)
+                $0.retiring.append(model)
+            }
         }
     }
 
     /// Stops the thread after releasing everything retired so far (waiting for their requests).
     public func shutdown() {
-        state.withLock { $0.stopped = true }
+        withState { $0.stopped = true }
+    }
+
+    /// Runs `body` on the state with the condition locked, then wakes the thread (every change may concern it).
+    private func withState<R>(_ body: (inout State) -> R) -> R {
         condition.lock()
-        condition.signal()
-        condition.unlock()
+        defer {
+            condition.signal()
+            condition.unlock()
+        }
+        return body(&state)
     }
 
     private func loop() {
         while true {
-            let (idle, stopped) = state.withLock { ($0.retiring.isEmpty, $0.stopped) }
-            if idle && stopped { return }
             condition.lock()
-            if idle {
-                condition.wait()
-            } else {
-                _ = condition.wait(until: Date(timeIntervalSinceNow: pollInterval))
-            }
+            // Checked and waited on under the same lock: no wake-up is lost.
+            while state.retiring.isEmpty && !state.stopped { condition.wait() }
+            let finished = state.retiring.isEmpty && state.stopped
             condition.unlock()
-            releaseDrained()
+            if finished { return }
+            if releaseDrained() { continue }
+            // In-flight counts drop without a signal: look again after the poll interval, or sooner when a model is
+            // retired or the releaser is shut down.
+            condition.lock()
+            _ = condition.wait(until: Date(timeIntervalSinceNow: pollInterval))
+            condition.unlock()
         }
     }
 
@@ -98,8 +109,9 @@ public final class ModelReleaser: Sendable {
     /// task or a status reader may still hold one for a moment): the releaser then holds the last reference, so the
     /// models' deinit (and the ORT session release) runs here, outside the lock. After `shutdown()` a model is
     /// dropped once drained even if still referenced elsewhere, so that the thread can end.
-    private func releaseDrained() {
-        var drained: [ModelInstance] = state.withLock { s in
+    /// - Returns: whether any model was released.
+    private func releaseDrained() -> Bool {
+        var drained: [ModelInstance] = withState { s in
             var ready: [ModelInstance] = []
             var index = 0
             while index < s.retiring.count {
@@ -113,14 +125,15 @@ public final class ModelReleaser: Sendable {
             }
             return ready
         }
-        guard !drained.isEmpty else { return }
+        guard !drained.isEmpty else { return false }
         let ids = drained.map(ObjectIdentifier.init)
         drained.removeAll()  // the last references: sessions are freed here, on this thread
         ProcessMemory.trim()
-        let continuations = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+        let continuations = withState { s -> [CheckedContinuation<Void, Never>] in
             s.released += ids.count
             return ids.flatMap { s.waiters.removeValue(forKey: $0) ?? [] }
         }
         continuations.forEach { $0.resume() }
+        return true
     }
 }

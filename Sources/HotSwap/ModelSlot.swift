@@ -2,6 +2,7 @@ import Foundation
 import ImageCodecs
 import Synchronization
 import YOLO
+import Primitives
 
 /// Decides which of a slot's models serves a request — the one replaceable step where canary, shadow and A/B
 /// routing will plug in. The default serves the active model.

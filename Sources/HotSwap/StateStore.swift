@@ -1,5 +1,6 @@
 import Foundation
 internal import GRDB
+import Primitives
 
 // MARK: - Values
 
@@ -45,56 +46,17 @@ public struct CommittedSlot: Codable, Sendable, Equatable {
     }
 }
 
-/// One completed control-plane operation on a slot, for the audit trail and `/events`.
-public struct SwapEventRecord: Codable, Sendable, Equatable {
-    /// Assigned by ``StateStore/append(_:)``; `nil` before.
-    public var id: Int64?
-    public var time: Date
-    public var slot: String
-    /// `load`, `switch`, `rollback`, `unload`, `cancel` or `restore`.
-    public var operation: String
-    /// `succeeded`, `failed` or `cancelled`.
-    public var result: String
-    /// Why it failed or was cancelled, or what triggered it.
-    public var reason: String?
-    public var fromModel: String?
-    public var fromSHA256: String?
-    public var toModel: String?
-    public var toSHA256: String?
-    /// The slot's generation after the operation.
-    public var generation: Int?
-    /// Stage timings: hash verification, session creation, warm-up (milliseconds).
-    public var verifyMs: Double?
-    public var loadMs: Double?
-    public var warmupMs: Double?
-    /// Duration of the reference flip itself, in microseconds.
-    public var flipMicroseconds: Double?
-    /// Whole operation, in milliseconds.
-    public var totalMs: Double?
-
-    public init(
-        id: Int64? = nil, time: Date = Date(), slot: String, operation: String, result: String,
-        reason: String? = nil, fromModel: String? = nil, fromSHA256: String? = nil, toModel: String? = nil,
-        toSHA256: String? = nil, generation: Int? = nil, verifyMs: Double? = nil, loadMs: Double? = nil,
-        warmupMs: Double? = nil, flipMicroseconds: Double? = nil, totalMs: Double? = nil
-    ) {
-        self.id = id
-        self.time = time
-        self.slot = slot
-        self.operation = operation
-        self.result = result
-        self.reason = reason
-        self.fromModel = fromModel
-        self.fromSHA256 = fromSHA256
-        self.toModel = toModel
-        self.toSHA256 = toSHA256
-        self.generation = generation
-        self.verifyMs = verifyMs
-        self.loadMs = loadMs
-        self.warmupMs = warmupMs
-        self.flipMicroseconds = flipMicroseconds
-        self.totalMs = totalMs
-    }
+/// Where the manager persists what must survive a restart: the committed slots and the log of swap events.
+///
+/// Blocking: implementations may block (SQLite with an fsync per write); `ModelManager` calls them on a thread of its
+/// own, never on Swift's cooperative pool. `StateStore` is the SQLite implementation.
+public protocol SlotStateStore: Sendable {
+    /// All committed slots, ordered by slot name.
+    func committedSlots() throws -> [CommittedSlot]
+    /// Atomically replaces the slot's committed state; durable when it returns.
+    func commit(_ state: CommittedSlot) throws
+    /// Appends an event to the log.
+    func append(_ event: SwapEvent) throws
 }
 
 // MARK: - Errors
@@ -122,17 +84,20 @@ public struct StateStoreError: Error, CustomStringConvertible {
 /// Schema (migration `v1`):
 /// - `committedSlot(slot TEXT PRIMARY KEY, activePath, activeSHA256, activeVersion, standbyPath, standbySHA256,
 ///   standbyVersion, generation INTEGER, updatedAt REAL)`
-/// - `swapEvent(id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL, slot, operation, result, reason, fromModel,
-///   fromSHA256, toModel, toSHA256, generation, verifyMs, loadMs, warmupMs, flipMicroseconds, totalMs)`
+/// - `swapEvent(...)`: the event log of v1 (flattened columns); kept as it was, no longer written.
+///
+/// Migration `v2`:
+/// - `event(id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL, slot TEXT, json TEXT)`: each ``SwapEvent`` as its one
+///   JSON shape (`SwapEvent`'s Codable), with its time and slot as columns for queries.
 ///
 /// Dates are stored as REAL seconds since 2001-01-01 UTC (`Date.timeIntervalSinceReferenceDate`) so that they
 /// round-trip exactly; in SQL, `datetime(updatedAt + 978307200, 'unixepoch')` reads them.
 ///
 /// Thread-safety: all members are thread-safe. Every access goes through one GRDB `DatabaseQueue`, which
 /// serializes them on its own dispatch queue. Calls block while SQLite works (milliseconds, plus an fsync
-/// per commit), so async callers with many calls should use a dedicated thread. Several stores (or processes)
+/// per commit): async callers run them on a thread of their own (`ModelManager` does). Several stores (or processes)
 /// may open the same directory; a busy database is waited on for up to 5 s.
-public final class StateStore: Sendable {
+public final class StateStore: SlotStateStore {
     /// The database file, or `":memory:"`.
     public let path: String
     private let database: DatabaseQueue
@@ -200,7 +165,7 @@ public final class StateStore: Sendable {
                 t.column("generation", .integer).notNull()
                 t.column("updatedAt", .double).notNull()
             }
-            try db.create(table: SwapEventRow.databaseTableName) { t in
+            try db.create(table: "swapEvent") { t in
                 t.autoIncrementedPrimaryKey("id")
                 t.column("time", .double).notNull()
                 t.column("slot", .text).notNull()
@@ -218,7 +183,16 @@ public final class StateStore: Sendable {
                 t.column("flipMicroseconds", .double)
                 t.column("totalMs", .double)
             }
-            try db.create(index: "swapEvent_slot_id", on: SwapEventRow.databaseTableName, columns: ["slot", "id"])
+            try db.create(index: "swapEvent_slot_id", on: "swapEvent", columns: ["slot", "id"])
+        }
+        migrator.registerMigration("v2") { db in
+            try db.create(table: EventRow.databaseTableName) { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("time", .double).notNull()
+                t.column("slot", .text).notNull()
+                t.column("json", .text).notNull()
+            }
+            try db.create(index: "event_slot_id", on: EventRow.databaseTableName, columns: ["slot", "id"])
         }
         try attempt("migrate database") { try migrator.migrate(database) }
     }
@@ -258,16 +232,12 @@ public final class StateStore: Sendable {
     // MARK: Events
 
     /// Appends an event to the log.
-    ///
-    /// - Returns: The event with its assigned ``SwapEventRecord/id``.
-    @discardableResult
-    public func append(_ event: SwapEventRecord) throws -> SwapEventRecord {
-        try attempt("append \(event.operation) event for slot '\(event.slot)'") {
+    public func append(_ event: SwapEvent) throws {
+        try attempt("append \(event.operation.rawValue) event for slot '\(event.slot)'") {
+            let json = String(decoding: try JSONEncoder.yoloswap.encode(event), as: UTF8.self)
             try database.write { db in
-                var row = SwapEventRow(event)
-                row.id = nil
-                try row.insert(db)
-                return row.value
+                try EventRow(id: nil, time: event.time.timeIntervalSinceReferenceDate, slot: event.slot, json: json)
+                    .insert(db)
             }
         }
     }
@@ -277,12 +247,18 @@ public final class StateStore: Sendable {
     /// - Parameters:
     ///   - slot: Only this slot's events; all slots if `nil`.
     ///   - limit: At most this many events.
-    public func recentEvents(slot: String? = nil, limit: Int = 100) throws -> [SwapEventRecord] {
+    public func recentEvents(slot: String? = nil, limit: Int = 100) throws -> [SwapEvent] {
         try attempt("read recent events" + (slot.map { " for slot '\($0)'" } ?? "")) {
-            try database.read { db in
-                var request = SwapEventRow.all()
+            let rows = try database.read { db in
+                var request = EventRow.all()
                 if let slot { request = request.filter(Column("slot") == slot) }
-                return try request.order(Column("id").desc).limit(max(0, limit)).fetchAll(db).map(\.value)
+                return try request.order(Column("id").desc).limit(max(0, limit)).fetchAll(db)
+            }
+            let decoder = JSONDecoder.yoloswap
+            return try rows.map { row in
+                var event = try decoder.decode(SwapEvent.self, from: Data(row.json.utf8))
+                event.time = Date(timeIntervalSinceReferenceDate: row.time)  // exact, where the JSON has milliseconds
+                return event
             }
         }
     }
@@ -344,55 +320,12 @@ private struct CommittedSlotRow: Codable, FetchableRecord, PersistableRecord {
     }
 }
 
-/// `swapEvent` row: ``SwapEventRecord`` with its date as a REAL.
-private struct SwapEventRow: Codable, FetchableRecord, MutablePersistableRecord {
-    static let databaseTableName = "swapEvent"
+/// `event` row: a ``SwapEvent`` as its JSON, with its time (REAL) and slot as columns.
+private struct EventRow: Codable, FetchableRecord, PersistableRecord {
+    static let databaseTableName = "event"
 
     var id: Int64?
     var time: Double
     var slot: String
-    var operation: String
-    var result: String
-    var reason: String?
-    var fromModel: String?
-    var fromSHA256: String?
-    var toModel: String?
-    var toSHA256: String?
-    var generation: Int?
-    var verifyMs: Double?
-    var loadMs: Double?
-    var warmupMs: Double?
-    var flipMicroseconds: Double?
-    var totalMs: Double?
-
-    init(_ value: SwapEventRecord) {
-        id = value.id
-        time = value.time.timeIntervalSinceReferenceDate
-        slot = value.slot
-        operation = value.operation
-        result = value.result
-        reason = value.reason
-        fromModel = value.fromModel
-        fromSHA256 = value.fromSHA256
-        toModel = value.toModel
-        toSHA256 = value.toSHA256
-        generation = value.generation
-        verifyMs = value.verifyMs
-        loadMs = value.loadMs
-        warmupMs = value.warmupMs
-        flipMicroseconds = value.flipMicroseconds
-        totalMs = value.totalMs
-    }
-
-    mutating func didInsert(_ inserted: InsertionSuccess) {
-        id = inserted.rowID
-    }
-
-    var value: SwapEventRecord {
-        SwapEventRecord(
-            id: id, time: Date(timeIntervalSinceReferenceDate: time), slot: slot, operation: operation,
-            result: result, reason: reason, fromModel: fromModel, fromSHA256: fromSHA256, toModel: toModel,
-            toSHA256: toSHA256, generation: generation, verifyMs: verifyMs, loadMs: loadMs, warmupMs: warmupMs,
-            flipMicroseconds: flipMicroseconds, totalMs: totalMs)
-    }
+    var json: String
 }

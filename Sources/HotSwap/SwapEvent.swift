@@ -1,9 +1,21 @@
 import Foundation
 
-/// A completed control-plane operation, emitted to audit, metrics, logs (and later MQTT) and stored.
-public struct SwapEvent: Sendable, Equatable {
+/// A completed control-plane operation: what the manager emits to its subscribers (metrics, logs, the HTTP API, later
+/// MQTT) and appends to the state store.
+///
+/// One Codable shape everywhere (the store keeps exactly this JSON; `GET /v1/events` answers with it):
+/// `{"time", "slot", "operation", "result", "reason"?, "from"?: ModelIdentity, "to"?: ModelIdentity, "generation"?,
+/// "operation_id"?, "timings": LoadTimings}`.
+///
+/// Thread-safety: a value.
+public struct SwapEvent: Sendable, Equatable, Codable {
     public enum Operation: String, Sendable, Codable { case load, activate, `switch`, rollback, discard, release, restore }
     public enum Outcome: String, Sendable, Codable { case succeeded, failed, cancelled }
+
+    enum CodingKeys: String, CodingKey {
+        case time, slot, operation, result, reason, from, to, generation, timings
+        case operationID = "operation_id"
+    }
 
     public var time: Date
     public var slot: String
@@ -34,11 +46,13 @@ public struct SwapEvent: Sendable, Equatable {
         self.operationID = operationID
     }
 
-    var record: SwapEventRecord {
-        SwapEventRecord(
-            time: time, slot: slot, operation: operation.rawValue, result: result.rawValue, reason: reason,
-            fromModel: from?.id, fromSHA256: from?.sha256, toModel: to?.id, toSHA256: to?.sha256,
-            generation: generation, verifyMs: timings.verify, loadMs: timings.load, warmupMs: timings.warmup,
-            flipMicroseconds: timings.flipMicroseconds, totalMs: timings.total)
+    /// The same event with every model path and the reason passed through `transform` (the API shows paths relative
+    /// to the model repository).
+    public func mappingPaths(_ transform: (String) -> String) -> SwapEvent {
+        var event = self
+        if let from { event.from?.path = transform(from.path) }
+        if let to { event.to?.path = transform(to.path) }
+        event.reason = reason.map(transform)
+        return event
     }
 }

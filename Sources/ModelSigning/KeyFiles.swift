@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Primitives
 
 #if canImport(Glibc)
     import Glibc
@@ -211,22 +212,5 @@ public struct SigningKey: Sendable {
             try? FileManager.default.removeItem(atPath: path)
             throw KeyFileError(operation: "write private key", path: path, reason: error.localizedDescription)
         }
-    }
-}
-
-// MARK: - Hex
-
-enum Hex {
-    private static let digits = Array("0123456789abcdef".utf8)
-
-    /// Lower-case hex of a byte sequence.
-    static func string<Bytes: Sequence>(_ bytes: Bytes) -> String where Bytes.Element == UInt8 {
-        var out: [UInt8] = []
-        out.reserveCapacity(64)
-        for byte in bytes {
-            out.append(digits[Int(byte >> 4)])
-            out.append(digits[Int(byte & 0x0f)])
-        }
-        return String(decoding: out, as: UTF8.self)
     }
 }

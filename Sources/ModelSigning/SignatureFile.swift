@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Primitives
 
 /// `MODEL.sig`: a signature over a model file's SHA-256, with its version label and signing time.
 ///
@@ -159,13 +160,11 @@ extension SigningKey {
     }
 }
 
-/// SHA-256 of model files.
+/// SHA-256 of model files, streamed (no whole-file buffer).
 enum ModelDigest {
     static func sha256(ofFileAt path: String) throws(SignatureError) -> String {
-        let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: path), options: .mappedIfSafe) } catch {
-            throw .unreadable(path: path, reason: error.localizedDescription)
+        do { return try FileDigest.sha256(ofFileAt: path).sha256 } catch {
+            throw .unreadable(path: path, reason: error.reason)
         }
-        return Hex.string(SHA256.hash(data: data))
     }
 }

@@ -1,5 +1,4 @@
 import Foundation
-import HotSwap
 
 /// What a successful verification vouches for.
 public struct VerifiedModel: Sendable, Equatable {
@@ -13,8 +12,9 @@ public struct VerifiedModel: Sendable, Equatable {
     public var signedAt: String
 }
 
-/// Checks `MODEL.sig` against a set of trusted Ed25519 public keys; plugs into the hot-swap load pipeline's
-/// verifying stage (before any ORT allocation) as its `ModelVerifier`.
+/// Checks `MODEL.sig` against a set of trusted Ed25519 public keys. `verify(path:sha256:version:)` has the shape of
+/// the hot-swap load pipeline's `ModelVerifier`, which the service wires it in as (in `yoloswap`), so that it runs in
+/// the verifying stage, before any ORT allocation.
 ///
 /// A model is accepted when its signature file
 /// 1. decodes and has format `yoloswap-signature-v1`,
@@ -30,7 +30,7 @@ public struct VerifiedModel: Sendable, Equatable {
 /// a signature that is present is always checked.
 ///
 /// Thread-safety: an immutable value; `verify` may be called from any thread.
-public struct SignatureVerifier: ModelVerifier {
+public struct SignatureVerifier: Sendable {
     /// Trusted keys by key id.
     public let trustedKeys: [String: VerificationKey]
     public let requireSignature: Bool
@@ -48,7 +48,7 @@ public struct SignatureVerifier: ModelVerifier {
         self.init(trustedKeys: keys, requireSignature: requireSignature)
     }
 
-    // MARK: ModelVerifier
+    // MARK: Verifying a load
 
     /// Verifies the signature of the model being loaded.
     /// - Parameters:

@@ -1,5 +1,5 @@
-import Crypto
 import Foundation
+import HotSwap
 import ONNXRuntime
 import YOLO
 
@@ -62,45 +62,11 @@ extension TensorSpec {
     }
 }
 
-/// A model file read once into memory with its SHA-256: the bytes that are verified are the bytes that are loaded.
-public struct ModelBytes: Sendable {
-    public var path: String
-    public var bytes: [UInt8]
-    /// Lower-case hex SHA-256 of `bytes`.
-    public var sha256: String
-
-    /// Reads the whole file into one buffer, chunk by chunk (no second whole-file copy), hashing as it goes.
-    /// - Throws: `ModelLoadError.unreadable` with the path and the system's reason.
-    public init(contentsOf path: String) throws(ModelLoadError) {
-        var bytes: [UInt8] = []
-        let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
-        bytes.reserveCapacity(size)
-        var hasher = SHA256()
-        try ModelFile.readChunks(of: path) { chunk in
-            hasher.update(data: chunk)
-            bytes.append(contentsOf: chunk)
-        }
-        self.init(path: path, bytes: bytes, sha256: hasher.finalize().hexString)
-    }
-
-    public init(path: String, bytes: [UInt8]) {
-        self.init(path: path, bytes: bytes, sha256: SHA256.hash(data: bytes).hexString)
-    }
-
-    private init(path: String, bytes: [UInt8], sha256: String) {
-        self.path = path
-        self.bytes = bytes
-        self.sha256 = sha256
-    }
-}
-
 /// Why a model could not be loaded.
 public enum ModelLoadError: Error, CustomStringConvertible {
-    case unreadable(path: String, reason: String)
+    /// The model file could not be read, or no longer has its verified content.
+    case file(ModelFileError)
     case runtime(path: String, ORTError)
-    case signature(path: String, SignatureError)
-    /// The file's content no longer has the digest it was verified with.
-    case changedSinceVerification(path: String, verified: String, now: String)
     /// The child process optimizing the model's graph was killed by `signal` (ORT crashed on the model, or the
     /// kernel ran out of memory); `detail` is the end of its stderr.
     case optimizerCrashed(path: String, signal: Int32, detail: String)
@@ -116,51 +82,8 @@ public enum ModelLoadError: Error, CustomStringConvertible {
         case .optimizerTimedOut(let path, let timeout, let detail):
             "ONNX Runtime's graph optimizer ran longer than \(timeout) on model \(path) and was killed; the model was not "
                 + "loaded" + (detail.isEmpty ? "" : ": \(detail)")
-        case .unreadable(let path, let reason): "cannot read model \(path): \(reason)"
-        case .changedSinceVerification(let path, let verified, let now):
-            "model \(path) changed after it was verified (sha256 \(verified.prefix(12)) then, \(now.prefix(12)) now)"
+        case .file(let error): error.description
         case .runtime(let path, let error): "cannot load model \(path): \(error)"
-        case .signature(let path, let error): "model \(path) is not a supported YOLO detector: \(error)"
         }
-    }
-}
-
-/// A loaded model: its bytes' digest, ORT session and YOLO detector.
-///
-/// Thread-safety: immutable; `detector.detect` may be called concurrently.
-public final class LoadedModel: Sendable {
-    public let path: String
-    public let sha256: String
-    public let byteCount: Int
-    public let backend: ORTInferenceBackend
-    public let detector: Detector
-    public var signature: ModelSignature { detector.signature }
-
-    /// Creates a session from verified bytes and derives the model's signature.
-    public init(bytes: ModelBytes, environment: ORTEnvironment, options: SessionOptions = .init(),
-                imgsz: ImageSize? = nil, format: OutputFormat? = nil) throws(ModelLoadError) {
-        let session: ORTSession
-        do {
-            session = try ORTSession(bytes: bytes.bytes, environment: environment, options: options, label: bytes.path)
-        } catch {
-            throw .runtime(path: bytes.path, error)
-        }
-        let backend = ORTInferenceBackend(session: session)
-        do {
-            detector = try Detector(backend: backend, imgsz: imgsz, format: format)
-        } catch {
-            throw .signature(path: bytes.path, error)
-        }
-        self.backend = backend
-        self.path = bytes.path
-        self.sha256 = bytes.sha256
-        self.byteCount = bytes.bytes.count
-    }
-
-    /// Reads and loads a model file.
-    public convenience init(path: String, environment: ORTEnvironment, options: SessionOptions = .init(),
-                            imgsz: ImageSize? = nil, format: OutputFormat? = nil) throws(ModelLoadError) {
-        try self.init(bytes: ModelBytes(contentsOf: path), environment: environment, options: options, imgsz: imgsz,
-            format: format)
     }
 }

@@ -3,7 +3,9 @@ import Foundation
 #if canImport(Glibc)
     import Glibc
 #endif
+import HotSwap
 import ONNXRuntime
+import Primitives
 
 /// Graph-optimized copies of verified models, written by ONNX Runtime the first time a model is loaded and loaded from
 /// disk on every later load of the same model (a swap back, a rollback that reloads, a restart).
@@ -70,8 +72,11 @@ public struct OptimizedModelCache: Sendable {
             do { return try ORTSession(bytes: bytes, environment: environment, options: options, label: label) }
             catch { throw .runtime(path: file.path, error) }
         }
+        func verifiedBytes() throws(ModelLoadError) -> [UInt8] {
+            do { return try file.readVerifiedBytes() } catch { throw .file(error) }
+        }
         guard options.provider == .cpu, options.optimization != .disabled, options.optimizedModelPath == nil else {
-            return (try fromBytes(try file.readVerifiedBytes(), options: options), .bypassed)
+            return (try fromBytes(try verifiedBytes(), options: options), .bypassed)
         }
         let key = Self.key(sourceSHA256: file.sha256, ortVersion: environment.library.version,
             optimization: options.optimization)
@@ -99,7 +104,7 @@ public struct OptimizedModelCache: Sendable {
         writing.optimizedModelPath = temporary
         if (try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)) != nil {
             do { try file.copyVerified(to: sourceCopy) } catch {
-                if case .changedSinceVerification = error { throw error }
+                if case .changedSinceVerification = error { throw .file(error) }
             }
             if FileManager.default.fileExists(atPath: sourceCopy),
                 try optimize(sourceCopy, environment: environment, options: writing, label: label),
@@ -111,7 +116,7 @@ public struct OptimizedModelCache: Sendable {
                 return (session, .miss)
             }
         }
-        return (try fromBytes(try file.readVerifiedBytes(), options: options), .bypassed)
+        return (try fromBytes(try verifiedBytes(), options: options), .bypassed)
     }
 
     /// Has ORT optimize the model at `path` and write the result to `options.optimizedModelPath`, with the configured

@@ -1,5 +1,7 @@
 import Crypto
 import Foundation
+import Hummingbird
+import Primitives
 
 /// What a token may do. viewer: detect and reads; operator: also load, switch, rollback, routes; admin: everything.
 public enum Role: String, Sendable, Codable, Comparable, CaseIterable {
@@ -31,7 +33,7 @@ public struct TokenAuthenticator: Sendable {
 
     public init(_ tokens: [ServerConfiguration.Token]) {
         self.tokens = tokens.compactMap { token in
-            guard let digest = Self.bytes(fromHex: token.sha256) else { return nil }
+            guard let digest = Hex.bytes(token.sha256) else { return nil }
             return (digest, Principal(name: token.name, role: token.role))
         }
     }
@@ -56,21 +58,28 @@ public struct TokenAuthenticator: Sendable {
         return difference == 0
     }
 
-    static func bytes(fromHex hex: String) -> [UInt8]? {
-        guard hex.count % 2 == 0 else { return nil }
-        var out: [UInt8] = []
-        var index = hex.startIndex
-        while index < hex.endIndex {
-            let next = hex.index(index, offsetBy: 2)
-            guard let byte = UInt8(hex[index..<next], radix: 16) else { return nil }
-            out.append(byte)
-            index = next
-        }
-        return out
-    }
-
     /// Lower-case hex SHA-256 of a token: what goes into the configuration.
     public static func digest(of token: String) -> String {
-        SHA256.hash(data: Data(token.utf8)).map { String(format: "%02x", $0) }.joined()
+        Hex.string(SHA256.hash(data: Data(token.utf8)))
+    }
+}
+
+/// Authenticates `Authorization: Bearer <token>` when present; handlers then require a role.
+struct AuthMiddleware: RouterMiddleware {
+    typealias Context = YOLOSwapRequestContext
+    let authenticator: TokenAuthenticator
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
+        var context = context
+        if let header = request.headers[.authorization] {
+            let parts = header.split(separator: " ", maxSplits: 1)
+            guard parts.count == 2, parts[0].lowercased() == "bearer",
+                let principal = authenticator.authenticate(token: parts[1].trimmingCharacters(in: .whitespaces))
+            else { throw Problem(.unauthorized, "Unauthorized", detail: "unknown or malformed bearer token") }
+            context.principal = principal
+        }
+        return try await next(request, context)
     }
 }

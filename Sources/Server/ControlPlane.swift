@@ -1,49 +1,43 @@
+import AuditLog
 import Foundation
 import HotSwap
 import Logging
-import Metrics
-import Synchronization
+import Primitives
 import YOLO
-
-/// One management call and its outcome, as the audit log records it.
-public struct AuditRecord: Sendable {
-    public var time: Date
-    public var actor: String
-    public var remoteAddress: String?
-    public var action: String
-    public var slot: String?
-    public var modelPath: String?
-    public var version: String?
-    public var sha256: String?
-    public var signatureKeyID: String?
-    public var result: String
-    public var reason: String?
-    public var durationMs: Double
-}
-
-/// Where audit records go (the hash-chained SQLite log in production).
-public protocol AuditSink: Sendable {
-    func record(_ record: AuditRecord) throws
-}
 
 /// The server's view of the control plane: the hot-swap manager plus the product → slot routes, the model
 /// repository and the audit trail. Route handlers stay thin and call only this.
+///
+/// A load's outcome is audited when the load ends, by a task the control plane keeps until it has written its entry;
+/// `drain()` waits for all of them (the service calls it before it stops).
 ///
 /// Thread-safety: all members may be used concurrently.
 public final class ControlPlane: Sendable {
     public let manager: ModelManager
     public let repository: ModelRepository
-    let audit: (any AuditSink)?
+    public let audit: AuditTrail?
     let logger: Logger
-    private let routeTable: Mutex<[String: String]>
+    private let routeTable: Locked<[String: String]>
+    private let pendingAudits = Locked<[UUID: Task<Void, Never>]>([:])
+    private let started = Locked(false)
 
     public init(manager: ModelManager, repository: ModelRepository, routes: [String: String],
-                audit: (any AuditSink)?, logger: Logger) {
+                audit: AuditTrail?, logger: Logger) {
         self.manager = manager
         self.repository = repository
-        self.routeTable = Mutex(routes)
+        self.routeTable = Locked(routes)
         self.audit = audit
         self.logger = logger
+    }
+
+    /// Whether the slots have been brought up (`YOLOSwapServer.startSlots` has finished): `/readyz` is 503 before.
+    public var hasStarted: Bool { started.value }
+
+    func markStarted() { started.withLock { $0 = true } }
+
+    /// Waits until every load outcome still to be audited has been written.
+    public func drain() async {
+        while let task = pendingAudits.withLock({ $0.values.first }) { await task.value }
     }
 
     // MARK: Routes (product / work order → slot)
@@ -65,16 +59,17 @@ public final class ControlPlane: Sendable {
     }
 
     /// Replaces the routes; every target must be an existing slot.
-    func replaceRoutes(_ routes: [String: String], by principal: Principal, from remote: String?) throws {
+    func replaceRoutes(_ routes: [String: String], by principal: Principal, from remote: String?) async throws {
         let started = Date()
         let unknown = routes.filter { manager.slot($0.value) == nil }
         guard unknown.isEmpty else {
             let reason = "unknown slots: " + unknown.map { "\($0.key) → \($0.value)" }.sorted().joined(separator: ", ")
-            try audit(principal, remote, "routes.replace", nil, result: "rejected", reason: reason, started: started)
+            try await audit(principal, remote, "routes.replace", nil, result: "rejected", reason: reason,
+                started: started)
             throw Problem.notFound(reason)
         }
         routeTable.withLock { $0 = routes }
-        try audit(principal, remote, "routes.replace", nil, result: "succeeded",
+        try await audit(principal, remote, "routes.replace", nil, result: "succeeded",
             reason: routes.map { "\($0.key) → \($0.value)" }.sorted().joined(separator: ", "), started: started)
     }
 
@@ -89,17 +84,21 @@ public final class ControlPlane: Sendable {
             let op = try await manager.load(LoadRequest(
                 slot: slot, path: path, version: body.version, expectedSHA256: body.sha256,
                 activate: body.activate ?? false, allowSchemaChange: body.allow_schema_change ?? false))
-            // The outcome is audited when the load ends.
-            Task { [self] in
-                let status = await op.wait()
-                try? audit(principal, remote, "load", slot, modelPath: body.model, version: body.version,
-                    sha256: status.identity?.sha256 ?? body.sha256, keyID: status.signatureKeyID,
-                    result: status.stage == .ready ? "succeeded" : status.stage.rawValue,
-                    reason: status.failure.map { repository.hidingRoot($0.description) }, started: started)
+            // The outcome is audited when the load ends, by a task kept until its entry is written (see `drain()`).
+            let id = UUID()
+            pendingAudits.withLock { pending in
+                pending[id] = Task { [self] in
+                    let status = await op.wait()
+                    try? await audit(principal, remote, "load", slot, modelPath: body.model, version: body.version,
+                        sha256: status.identity?.sha256 ?? body.sha256, keyID: status.signatureKeyID,
+                        result: status.stage == .ready ? "succeeded" : status.stage.rawValue,
+                        reason: status.failure.map { repository.hidingRoot($0.description) }, started: started)
+                    pendingAudits.withLock { _ = $0.removeValue(forKey: id) }
+                }
             }
             return op
         } catch {
-            try? audit(principal, remote, "load", slot, modelPath: body.model, version: body.version,
+            try? await audit(principal, remote, "load", slot, modelPath: body.model, version: body.version,
                 sha256: body.sha256, result: "rejected", reason: Problem.from(error).detail, started: started)
             throw error
         }
@@ -122,7 +121,7 @@ public final class ControlPlane: Sendable {
         let started = Date()
         do {
             let event = try await body()
-            try audit(principal, remote, action, slot, modelPath: event.to.map { repository.relative($0.path) },
+            try await audit(principal, remote, action, slot, modelPath: event.to.map { repository.relative($0.path) },
                 version: event.to?.version, sha256: event.to?.sha256, result: event.result.rawValue,
                 reason: event.reason.map(repository.hidingRoot), started: started)
             return event
@@ -130,17 +129,17 @@ public final class ControlPlane: Sendable {
             // Errors name model files (a rollback whose reload failed): show them relative to the repository.
             var problem = Problem.from(error)
             problem.detail = repository.hidingRoot(problem.detail)
-            try? audit(principal, remote, action, slot, result: "failed", reason: problem.detail, started: started)
+            try? await audit(principal, remote, action, slot, result: "failed", reason: problem.detail, started: started)
             throw problem
         }
     }
 
     private func audit(_ principal: Principal, _ remote: String?, _ action: String, _ slot: String?,
                        modelPath: String? = nil, version: String? = nil, sha256: String? = nil, keyID: String? = nil,
-                       result: String, reason: String?, started: Date) throws {
+                       result: String, reason: String?, started: Date) async throws {
         guard let audit else { return }
         do {
-            try audit.record(AuditRecord(
+            try await audit.record(AuditEntry(
                 time: started, actor: principal.name, remoteAddress: remote, action: action, slot: slot,
                 modelPath: modelPath, version: version, sha256: sha256, signatureKeyID: keyID, result: result,
                 reason: reason, durationMs: Date().timeIntervalSince(started) * 1000))

@@ -25,24 +25,6 @@ struct ModelDTO: ResponseEncodable, Equatable {
     }
 }
 
-struct TimingsDTO: ResponseEncodable {
-    var verify_ms: Double?
-    var load_ms: Double?
-    var validate_ms: Double?
-    var warmup_ms: Double?
-    var flip_us: Double?
-    var total_ms: Double?
-
-    init(_ t: LoadTimings) {
-        verify_ms = t.verify
-        load_ms = t.load
-        validate_ms = t.validate
-        warmup_ms = t.warmup
-        flip_us = t.flipMicroseconds
-        total_ms = t.total
-    }
-}
-
 struct OperationDTO: ResponseEncodable {
     var id: String
     var slot: String
@@ -55,7 +37,7 @@ struct OperationDTO: ResponseEncodable {
     var sha256: String?
     var signature_key_id: String?
     var generation: Int?
-    var timings: TimingsDTO
+    var timings: LoadTimings
 
     init(_ op: LoadOperation, repository: ModelRepository) {
         let status = op.status
@@ -70,7 +52,7 @@ struct OperationDTO: ResponseEncodable {
         sha256 = status.identity?.sha256
         signature_key_id = status.signatureKeyID
         generation = status.generation
-        timings = TimingsDTO(status.timings)
+        timings = status.timings
     }
 }
 
@@ -94,37 +76,7 @@ struct SlotDTO: ResponseEncodable {
 
 struct SlotListDTO: ResponseEncodable { var slots: [SlotDTO] }
 
-struct EventDTO: ResponseEncodable {
-    var time: Date
-    var slot: String
-    var operation: String
-    var result: String
-    var reason: String?
-    var from_model: String?
-    var from_sha256: String?
-    var to_model: String?
-    var to_sha256: String?
-    var generation: Int?
-    var operation_id: String?
-    var timings: TimingsDTO
-
-    init(_ e: SwapEvent) {
-        time = e.time
-        slot = e.slot
-        operation = e.operation.rawValue
-        result = e.result.rawValue
-        reason = e.reason
-        from_model = e.from?.id
-        from_sha256 = e.from?.sha256
-        to_model = e.to?.id
-        to_sha256 = e.to?.sha256
-        generation = e.generation
-        operation_id = e.operationID
-        timings = TimingsDTO(e.timings)
-    }
-}
-
-struct EventListDTO: ResponseEncodable { var events: [EventDTO] }
+struct EventListDTO: Encodable { var events: [SwapEvent] }
 
 struct RoutesDTO: ResponseEncodable, Decodable { var routes: [String: String] }
 
@@ -136,16 +88,9 @@ struct LoadBody: Decodable {
     var allow_schema_change: Bool?
 }
 
+/// `POST /v1/detect`'s answer; `detections` is the detection JSON the CLI writes too (`Detection`'s Codable).
 struct DetectResponseDTO: ResponseEncodable {
-    struct Model: Encodable { var slot: String; var id: String; var version: String; var sha256: String; var generation: Int }
     struct Image: Encodable { var width: Int; var height: Int }
-    struct BoxDTO: Encodable { var x1: Double; var y1: Double; var x2: Double; var y2: Double }
-    struct DetectionDTO: Encodable {
-        var class_id: Int
-        var class_name: String
-        var confidence: Float
-        var box: BoxDTO
-    }
     struct Timings: Encodable {
         var queue: Double
         var decode: Double
@@ -154,19 +99,15 @@ struct DetectResponseDTO: ResponseEncodable {
         var postprocess: Double
         var total: Double
     }
-    var model: Model
+    var model: ModelStamp
     var image: Image
-    var detections: [DetectionDTO]
+    var detections: [Detection]
     var timings_ms: Timings
 
     init(_ d: SlotDetection, totalMilliseconds: Double) {
-        model = Model(slot: d.model.slot, id: d.model.id, version: d.model.version, sha256: d.model.sha256,
-            generation: d.model.generation)
+        model = d.model
         image = Image(width: d.result.imageSize.width, height: d.result.imageSize.height)
-        detections = d.result.detections.map {
-            DetectionDTO(class_id: $0.classID, class_name: $0.className, confidence: $0.confidence,
-                box: BoxDTO(x1: $0.box.x1, y1: $0.box.y1, x2: $0.box.x2, y2: $0.box.y2))
-        }
+        detections = d.result.detections
         let t = d.result.timings
         timings_ms = Timings(queue: d.queueMilliseconds, decode: t.decode, preprocess: t.preprocess,
             inference: t.inference, postprocess: t.postprocess, total: totalMilliseconds)

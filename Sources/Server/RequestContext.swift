@@ -1,5 +1,7 @@
+import Foundation
 import Hummingbird
 import NIOCore
+import Primitives
 
 /// Per-request context: Hummingbird's core storage, the authenticated principal and the peer's address.
 public struct YOLOSwapRequestContext: RequestContext {
@@ -9,6 +11,8 @@ public struct YOLOSwapRequestContext: RequestContext {
     public var remoteAddress: String?
     /// Bodies are collected explicitly (with the configured limit), not through this.
     public var maxUploadSize: Int { 1 << 20 }
+    /// Every JSON answer is written by the project's one encoder (sorted keys, ISO 8601 dates).
+    public var responseEncoder: JSONEncoder { .yoloswap }
 
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)

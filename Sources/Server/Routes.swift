@@ -3,86 +3,30 @@ import HTTPTypes
 import HotSwap
 import Hummingbird
 import NIOCore
+import Primitives
 import YOLO
-
-/// An audit entry as `GET /v1/audit` shows it.
-public struct AuditEntryView: Encodable, Sendable {
-    public var id: Int64
-    public var time: Date
-    public var actor: String
-    public var remote_address: String?
-    public var action: String
-    public var slot: String?
-    public var model_path: String?
-    public var version: String?
-    public var sha256: String?
-    public var signature_key_id: String?
-    public var result: String
-    public var reason: String?
-    public var duration_ms: Double?
-    public var previous_hash: String
-    public var hash: String
-
-    public init(id: Int64, time: Date, actor: String, remoteAddress: String?, action: String, slot: String?,
-                modelPath: String?, version: String?, sha256: String?, signatureKeyID: String?, result: String,
-                reason: String?, durationMs: Double?, previousHash: String, hash: String) {
-        self.id = id
-        self.time = time
-        self.actor = actor
-        self.remote_address = remoteAddress
-        self.action = action
-        self.slot = slot
-        self.model_path = modelPath
-        self.version = version
-        self.sha256 = sha256
-        self.signature_key_id = signatureKeyID
-        self.result = result
-        self.reason = reason
-        self.duration_ms = durationMs
-        self.previous_hash = previousHash
-        self.hash = hash
-    }
-}
-
-/// Reads the audit trail for `GET /v1/audit`.
-public protocol AuditReader: Sendable {
-    func entries(slot: String?, since: Date?, limit: Int) throws -> [AuditEntryView]
-}
-
-struct AuditListDTO: ResponseEncodable { var entries: [AuditEntryView] }
-
-/// Authenticates `Authorization: Bearer <token>` when present; handlers then require a role.
-struct AuthMiddleware: RouterMiddleware {
-    typealias Context = YOLOSwapRequestContext
-    let authenticator: TokenAuthenticator
-
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
-        -> Response
-    {
-        var context = context
-        if let header = request.headers[.authorization] {
-            let parts = header.split(separator: " ", maxSplits: 1)
-            guard parts.count == 2, parts[0].lowercased() == "bearer",
-                let principal = authenticator.authenticate(token: parts[1].trimmingCharacters(in: .whitespaces))
-            else { throw Problem(.unauthorized, "Unauthorized", detail: "unknown or malformed bearer token") }
-            context.principal = principal
-        }
-        return try await next(request, context)
-    }
-}
 
 /// The HTTP API. Handlers parse, authorize and call the `ControlPlane`; nothing else.
 struct APIRoutes: Sendable {
     let control: ControlPlane
     let configuration: ServerConfiguration
     let authenticator: TokenAuthenticator
-    let auditReader: (any AuditReader)?
     let metricsText: (@Sendable () -> String)?
     let configuredSlots: [String]
 
     static let productHeaders = [HTTPField.Name("X-Product")!, HTTPField.Name("X-Work-Order")!]
 
     func register(on router: Router<YOLOSwapRequestContext>) {
+        registerHealth(on: router)
+        let v1 = router.group("v1")
+        v1.post("detect") { request, context in try await detect(request, context) }
+        registerSlots(on: v1)
+        registerOperations(on: v1)
+        registerRoutesEventsAudit(on: v1)
+    }
+
+    /// `/healthz`, `/readyz`, `/metrics`.
+    private func registerHealth(on router: Router<YOLOSwapRequestContext>) {
         router.get("healthz") { _, _ in HealthDTO(status: "ok") }
         router.get("readyz") { _, _ in try ready() }
         router.get("metrics") { _, _ in
@@ -90,8 +34,10 @@ struct APIRoutes: Sendable {
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                 body: .init(byteBuffer: ByteBuffer(string: ServerMetrics.addingHelp(to: metricsText()))))
         }
-        let v1 = router.group("v1")
-        v1.post("detect") { request, context in try await detect(request, context) }
+    }
+
+    /// Reading slots and operations, and loading into a slot.
+    private func registerSlots(on v1: RouterGroup<YOLOSwapRequestContext>) {
         v1.get("slots") { _, context in
             _ = try require(.viewer, context)
             var slots: [SlotDTO] = []
@@ -110,9 +56,9 @@ struct APIRoutes: Sendable {
             if request.uri.queryParameters.get("wait") == "true" {
                 _ = await op.wait()
                 let dto = OperationDTO(op, repository: control.repository)
-                return try json(dto, status: op.status.stage == .ready ? .ok : .unprocessableContent, request, context)
+                return try json(dto, status: op.status.stage == .ready ? .ok : .unprocessableContent)
             }
-            return try json(OperationDTO(op, repository: control.repository), status: .accepted, request, context)
+            return try json(OperationDTO(op, repository: control.repository), status: .accepted)
         }
         v1.get("operations/:id") { _, context in
             _ = try require(.viewer, context)
@@ -120,24 +66,33 @@ struct APIRoutes: Sendable {
             guard let op = await control.manager.operation(id) else { throw Problem.notFound("no operation '\(id)'") }
             return OperationDTO(op, repository: control.repository)
         }
+    }
+
+    /// Switch, rollback, discard: each answers with the event it produced (paths relative to the repository).
+    private func registerOperations(on v1: RouterGroup<YOLOSwapRequestContext>) {
+        let hide = control.repository.hidingRoot
         v1.post("slots/:slot/switch") { _, context in
             let principal = try require(.operator, context)
             let event = try await control.switchStaged(slot: try context.parameters.require("slot"), by: principal,
                 from: context.remoteAddress)
-            return EventDTO(event)
+            return try json(event.mappingPaths(hide), status: .ok)
         }
         v1.post("slots/:slot/rollback") { _, context in
             let principal = try require(.operator, context)
             let event = try await control.rollback(slot: try context.parameters.require("slot"), by: principal,
                 from: context.remoteAddress)
-            return EventDTO(event)
+            return try json(event.mappingPaths(hide), status: .ok)
         }
         v1.delete("slots/:slot/staged") { _, context in
             let principal = try require(.operator, context)
             let event = try await control.discardStaged(slot: try context.parameters.require("slot"), by: principal,
                 from: context.remoteAddress)
-            return EventDTO(event)
+            return try json(event.mappingPaths(hide), status: .ok)
         }
+    }
+
+    /// Product routes, the event log, the audit log.
+    private func registerRoutesEventsAudit(on v1: RouterGroup<YOLOSwapRequestContext>) {
         v1.get("routes") { _, context in
             _ = try require(.viewer, context)
             return RoutesDTO(routes: control.routes)
@@ -145,23 +100,20 @@ struct APIRoutes: Sendable {
         v1.put("routes") { request, context in
             let principal = try require(.operator, context)
             let body = try await decode(RoutesDTO.self, request, context)
-            try control.replaceRoutes(body.routes, by: principal, from: context.remoteAddress)
+            try await control.replaceRoutes(body.routes, by: principal, from: context.remoteAddress)
             return RoutesDTO(routes: control.routes)
         }
         v1.get("events") { request, context in
             _ = try require(.viewer, context)
             let q = request.uri.queryParameters
             let limit = try intParameter(q.get("limit"), name: "limit", default: 100, range: 1...1000)
-            let events = await control.manager.recentEvents(slot: q.get("slot"), limit: limit)
-            return EventListDTO(events: events.map { event in
-                var dto = EventDTO(event)
-                dto.reason = dto.reason.map(control.repository.hidingRoot)
-                return dto
-            })
+            let events = control.manager.recentEvents(slot: q.get("slot"), limit: limit)
+            let hide = control.repository.hidingRoot
+            return try json(EventListDTO(events: events.map { $0.mappingPaths(hide) }), status: .ok)
         }
         v1.get("audit") { request, context in
             _ = try require(.viewer, context)
-            guard let auditReader else { throw Problem.notFound("the audit log is not enabled") }
+            guard let audit = control.audit else { throw Problem.notFound("the audit log is not enabled") }
             let q = request.uri.queryParameters
             let limit = try intParameter(q.get("limit"), name: "limit", default: 100, range: 1...10_000)
             var since: Date?
@@ -171,21 +123,24 @@ struct APIRoutes: Sendable {
                 }
                 since = date
             }
-            return AuditListDTO(entries: try auditReader.entries(slot: q.get("slot"), since: since, limit: limit))
+            let entries = try await audit.entries(slot: q.get("slot"), since: since, limit: limit)
+            return try json(AuditListDTO(entries: entries), status: .ok)
         }
     }
 
     // MARK: Handlers
 
     private func ready() throws -> Response {
+        guard control.hasStarted else {
+            return try json(HealthDTO(status: "starting", slots: nil), status: .serviceUnavailable)
+        }
         var states: [String: String] = [:]
         for name in configuredSlots {
             states[name] = control.manager.slot(name)?.roles.active == nil ? "no active model" : "ready"
         }
         let allReady = states.values.allSatisfy { $0 == "ready" }
-        let data = try JSONEncoder().encode(HealthDTO(status: allReady ? "ready" : "not ready", slots: states))
-        return Response(status: allReady ? .ok : .serviceUnavailable, headers: [.contentType: "application/json"],
-            body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        return try json(HealthDTO(status: allReady ? "ready" : "not ready", slots: states),
+            status: allReady ? .ok : .serviceUnavailable)
     }
 
     private func detect(_ request: Request, _ context: YOLOSwapRequestContext) async throws -> Response {
@@ -216,7 +171,7 @@ struct APIRoutes: Sendable {
             let t = result.result.timings
             ServerMetrics.stages(slot: slotName, preprocess: t.preprocess, inference: t.inference,
                 postprocess: t.postprocess, queue: result.queueMilliseconds)
-            return try json(DetectResponseDTO(result, totalMilliseconds: total), status: .ok, request, context)
+            return try json(DetectResponseDTO(result, totalMilliseconds: total), status: .ok)
         } catch {
             ServerMetrics.failedRequest(slot: slotName, status: Int(Problem.from(error).status.code))
             throw error
@@ -279,11 +234,9 @@ struct APIRoutes: Sendable {
         }
     }
 
-    private func json<T: Encodable>(_ value: T, status: HTTPResponse.Status, _ request: Request,
-                                    _ context: YOLOSwapRequestContext) throws -> Response {
-        let encoder = JSONEncoder()
-        encoder.dateEncodingStrategy = .iso8601
-        let data = try encoder.encode(value)
+    /// A JSON answer written by the project's one encoder.
+    private func json<T: Encodable>(_ value: T, status: HTTPResponse.Status) throws -> Response {
+        let data = try JSONEncoder.yoloswap.encode(value)
         return Response(status: status, headers: [.contentType: "application/json"],
             body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }

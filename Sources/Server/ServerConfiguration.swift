@@ -57,18 +57,11 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var routes: [String: String] = [:]
     public var trustedKeys: [String] = []
     public var requireSignature = false
-    public var servingThreads = 2
-    public var queueCapacity = 64
-    public var intraOpThreads = 1
-    public var warmupRuns = 3
-    public var warmupTimeoutSeconds = 30.0
-    public var standby: StandbyRetention = .keep
-    public var releaseStandbyBeforeLoad = true
+    /// The hot-swap manager's settings (the `hotswap` section, less the keys below).
+    public var hotSwap = HotSwapConfiguration()
     public var optimizedCache = true
     /// Whether a cache miss optimizes the model in a child process (`optimizer: child`) or in this one.
     public var optimizeInChild = true
-    public var memoryBudgetBytes: Int?
-    public var policy: SwapPolicy = .availabilityPreserving
     public var requestTimeoutMilliseconds = 10_000
 
     /// Defaults, with paths relative to `base` (the working directory when nil).
@@ -99,81 +92,104 @@ public struct ServerConfiguration: Sendable, Equatable {
             throw ConfigurationError(file: file, message: "\(error)")
         }
         func fail(_ message: String) -> ConfigurationError { ConfigurationError(file: file, message: message) }
-        if let server = raw.server {
-            if let host = server.host { config.host = host }
-            if let port = server.port {
-                guard (0...65535).contains(port) else { throw fail("server.port \(port) is not a port") }
-                config.port = port
-            }
-            if let mb = server.max_body_mb {
-                guard mb > 0 else { throw fail("server.max_body_mb must be positive") }
-                config.maxBodyBytes = mb << 20
-            }
-        }
+        if let server = raw.server { try config.apply(server, fail: fail) }
         if let repo = raw.model_repository { config.modelRepository = resolve(repo, against: base) }
         if let state = raw.state_dir { config.stateDirectory = resolve(state, against: base) }
+        try config.applyAccess(raw, base: base, fail: fail)
+        try config.applySlots(raw, fail: fail)
+        if let hotswap = raw.hotswap { try config.apply(hotswap, fail: fail) }
+        return config
+    }
+
+    // MARK: Sections
+
+    private mutating func apply(_ server: RawConfiguration.Server, fail: (String) -> ConfigurationError) throws {
+        if let host = server.host { self.host = host }
+        if let port = server.port {
+            guard (0...65535).contains(port) else { throw fail("server.port \(port) is not a port") }
+            self.port = port
+        }
+        if let mb = server.max_body_mb {
+            guard mb > 0 else { throw fail("server.max_body_mb must be positive") }
+            maxBodyBytes = mb << 20
+        }
+    }
+
+    /// `tokens`, `anonymous_detect`, `trusted_keys`, `require_signature`.
+    private mutating func applyAccess(_ raw: RawConfiguration, base: String, fail: (String) -> ConfigurationError)
+        throws
+    {
         for token in raw.tokens ?? [] {
             guard token.sha256.count == 64, token.sha256.allSatisfy(\.isHexDigit) else {
                 throw fail("token '\(token.name)': sha256 must be 64 hex digits (the SHA-256 of the token)")
             }
         }
-        config.tokens = raw.tokens ?? []
-        if Set(config.tokens.map(\.name)).count != config.tokens.count { throw fail("token names must be unique") }
-        if let anonymous = raw.anonymous_detect { config.anonymousDetect = anonymous }
+        tokens = raw.tokens ?? []
+        if Set(tokens.map(\.name)).count != tokens.count { throw fail("token names must be unique") }
+        if let anonymous = raw.anonymous_detect { anonymousDetect = anonymous }
+        trustedKeys = (raw.trusted_keys ?? []).map { Self.resolve($0, against: base) }
+        if let require = raw.require_signature { requireSignature = require }
+        if requireSignature && trustedKeys.isEmpty { throw fail("require_signature is true but trusted_keys is empty") }
+    }
+
+    /// `slots`, `routes`.
+    private mutating func applySlots(_ raw: RawConfiguration, fail: (String) -> ConfigurationError) throws {
         if let slots = raw.slots {
             guard !slots.isEmpty else { throw fail("slots: at least one slot is needed") }
-            config.slots = slots
+            self.slots = slots
         }
         if let routes = raw.routes {
-            for (product, slot) in routes where config.slots[slot] == nil {
+            for (product, slot) in routes where slots[slot] == nil {
                 throw fail("routes: '\(product)' points to unknown slot '\(slot)'")
             }
-            config.routes = routes
+            self.routes = routes
         }
-        config.trustedKeys = (raw.trusted_keys ?? []).map { resolve($0, against: base) }
-        if let require = raw.require_signature { config.requireSignature = require }
-        if config.requireSignature && config.trustedKeys.isEmpty {
-            throw fail("require_signature is true but trusted_keys is empty")
+    }
+
+    private mutating func apply(_ h: RawConfiguration.HotSwap, fail: (String) -> ConfigurationError) throws {
+        if let v = h.serving_threads { hotSwap.servingThreads = v }
+        if let v = h.queue_capacity { hotSwap.queueCapacity = v }
+        if let v = h.intra_op_threads { hotSwap.intraOpThreads = v }
+        if let v = h.warmup_runs { hotSwap.warmupRuns = v }
+        if let v = h.warmup_timeout_s {
+            guard v.isFinite, v > 0, v <= 86_400 else {
+                throw fail("hotswap.warmup_timeout_s must be a number of seconds in (0, 86400], got \(v)")
+            }
+            hotSwap.warmupTimeout = .milliseconds(Int(v * 1000))
         }
-        if let h = raw.hotswap {
-            if let v = h.serving_threads { config.servingThreads = v }
-            if let v = h.queue_capacity { config.queueCapacity = v }
-            if let v = h.intra_op_threads { config.intraOpThreads = v }
-            if let v = h.warmup_runs { config.warmupRuns = v }
-            if let v = h.warmup_timeout_s { config.warmupTimeoutSeconds = v }
-            if let v = h.memory_budget_mb { config.memoryBudgetBytes = v << 20 }
-            if let v = h.request_timeout_ms { config.requestTimeoutMilliseconds = v }
-            if let v = h.policy {
-                guard let policy = SwapPolicy(rawValue: v) else { throw fail("hotswap.policy '\(v)' is unknown") }
-                config.policy = policy
-            }
-            if let v = h.optimized_cache { config.optimizedCache = v }
-            if let v = h.optimizer {
-                guard ["child", "in-process"].contains(v) else { throw fail("hotswap.optimizer must be child or in-process") }
-                config.optimizeInChild = v == "child"
-            }
-            if let v = h.standby_during_load {
-                guard ["keep", "release"].contains(v) else {
-                    throw fail("hotswap.standby_during_load must be keep or release")
-                }
-                config.releaseStandbyBeforeLoad = v == "release"
-            }
-            if let v = h.standby {
-                switch v {
-                case "keep": config.standby = .keep
-                case "release": config.standby = .release
-                default:
-                    guard let seconds = Double(v), seconds > 0 else {
-                        throw fail("hotswap.standby must be keep, release or a number of seconds")
-                    }
-                    config.standby = .keepFor(.milliseconds(Int(seconds * 1000)))
-                }
-            }
-            guard config.servingThreads > 0, config.queueCapacity > 0, config.intraOpThreads > 0,
-                config.warmupRuns >= 0, config.warmupTimeoutSeconds > 0, config.requestTimeoutMilliseconds > 0
-            else { throw fail("hotswap: thread counts, queue capacity and timeouts must be positive") }
+        if let v = h.memory_budget_mb { hotSwap.memoryBudgetBytes = v << 20 }
+        if let v = h.request_timeout_ms { requestTimeoutMilliseconds = v }
+        if let v = h.policy {
+            guard let policy = SwapPolicy(rawValue: v) else { throw fail("hotswap.policy '\(v)' is unknown") }
+            hotSwap.policy = policy
         }
-        return config
+        if let v = h.optimized_cache { optimizedCache = v }
+        if let v = h.optimizer {
+            guard ["child", "in-process"].contains(v) else { throw fail("hotswap.optimizer must be child or in-process") }
+            optimizeInChild = v == "child"
+        }
+        if let v = h.standby_during_load {
+            guard ["keep", "release"].contains(v) else { throw fail("hotswap.standby_during_load must be keep or release") }
+            hotSwap.releaseStandbyBeforeLoad = v == "release"
+        }
+        if let v = h.standby { hotSwap.standbyRetention = try Self.standbyRetention(v, fail: fail) }
+        guard hotSwap.servingThreads > 0, hotSwap.queueCapacity > 0, hotSwap.intraOpThreads > 0,
+            hotSwap.warmupRuns >= 0, requestTimeoutMilliseconds > 0
+        else { throw fail("hotswap: thread counts, queue capacity and timeouts must be positive") }
+    }
+
+    private static func standbyRetention(_ text: String, fail: (String) -> ConfigurationError) throws
+        -> StandbyRetention
+    {
+        switch text {
+        case "keep": return .keep
+        case "release": return .release
+        default:
+            guard let seconds = Double(text), seconds.isFinite, seconds > 0, seconds <= 31_536_000 else {
+                throw fail("hotswap.standby must be keep, release or a number of seconds")
+            }
+            return .keepFor(.milliseconds(Int(seconds * 1000)))
+        }
     }
 
     /// Applies `YOLOSWAP_*` environment overrides.
@@ -193,15 +209,6 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// Where optimized models are cached (`<state_dir>/optimized-models`), or nil when `optimized_cache` is off.
     public var optimizedCacheDirectory: String? {
         optimizedCache ? URL(fileURLWithPath: stateDirectory).appendingPathComponent("optimized-models").path : nil
-    }
-
-    /// The hot-swap manager's settings.
-    public var hotSwap: HotSwapConfiguration {
-        HotSwapConfiguration(
-            servingThreads: servingThreads, queueCapacity: queueCapacity, intraOpThreads: intraOpThreads,
-            warmupRuns: warmupRuns, warmupTimeout: .milliseconds(Int(warmupTimeoutSeconds * 1000)),
-            standbyRetention: standby, releaseStandbyBeforeLoad: releaseStandbyBeforeLoad,
-            memoryBudgetBytes: memoryBudgetBytes, policy: policy)
     }
 
     static func resolve(_ path: String, against base: String) -> String {

@@ -92,7 +92,8 @@ enum ServerMetrics {
     }
 
     /// Gauges sampled periodically: queue depth, in-flight, model info and memory, process RSS.
-    static func sample(manager: ModelManager, previousInfo: inout [String: [(String, String)]]) {
+    /// - Parameter residentBytes: the process's RSS, read by the caller off the cooperative pool (nil: unknown).
+    static func sample(manager: ModelManager, residentBytes: Int?, previousInfo: inout [String: [(String, String)]]) {
         for name in manager.slotNames {
             guard let slot = manager.slot(name) else { continue }
             let roles = slot.roles
@@ -114,7 +115,7 @@ enum ServerMetrics {
                 previousInfo[name] = dims
             }
         }
-        if let rss = ProcessMemory.residentBytes() {
+        if let rss = residentBytes {
             Gauge(label: "yoloswap_process_resident_memory_bytes").record(rss)
         }
     }

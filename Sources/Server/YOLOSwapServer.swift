@@ -2,23 +2,22 @@ import Foundation
 import HotSwap
 import Hummingbird
 import Logging
+import Primitives
 import ServiceLifecycle
 
 /// Builds the HTTP application and the services that run beside it.
 public enum YOLOSwapServer {
     /// The Hummingbird application: problem-details errors, bearer authentication, the API routes.
     public static func makeApplication(
-        control: ControlPlane, configuration: ServerConfiguration, auditReader: (any AuditReader)?,
-        metricsText: (@Sendable () -> String)?, logger: Logger,
-        onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+        control: ControlPlane, configuration: ServerConfiguration, metricsText: (@Sendable () -> String)?,
+        logger: Logger, onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
         let router = Router(context: YOLOSwapRequestContext.self)
         let authenticator = TokenAuthenticator(configuration.tokens)
         router.add(middleware: ProblemMiddleware())
         router.add(middleware: AuthMiddleware(authenticator: authenticator))
         APIRoutes(control: control, configuration: configuration, authenticator: authenticator,
-            auditReader: auditReader, metricsText: metricsText,
-            configuredSlots: configuration.slots.keys.sorted()).register(on: router)
+            metricsText: metricsText, configuredSlots: configuration.slots.keys.sorted()).register(on: router)
         return Application(
             router: router,
             configuration: .init(address: .hostname(configuration.host, port: configuration.port),
@@ -47,6 +46,32 @@ public enum YOLOSwapServer {
                     "error": "\(Problem.from(error).detail)"])
             }
         }
+        control.markStarted()
+    }
+}
+
+/// The slots' lifetime as a service: brings them up when the group starts (until then `/readyz` answers 503), and at
+/// graceful shutdown — after the HTTP server, which the group stops first, has drained — writes the audit entries
+/// still pending and shuts the manager down (loads cancelled, workers stopped, models released).
+///
+/// Put it before the HTTP application in the `ServiceGroup`: services stop in reverse order.
+public struct SlotService: Service {
+    let control: ControlPlane
+    let configuration: ServerConfiguration
+    let logger: Logger
+
+    public init(control: ControlPlane, configuration: ServerConfiguration, logger: Logger) {
+        self.control = control
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        await YOLOSwapServer.startSlots(control: control, configuration: configuration, logger: logger)
+        try? await gracefulShutdown()
+        logger.info("releasing models")
+        await control.drain()
+        await control.manager.shutdown()
     }
 }
 
@@ -54,6 +79,8 @@ public enum YOLOSwapServer {
 public struct MetricsSampler: Service {
     let manager: ModelManager
     let interval: Duration
+    /// Reads `/proc` off the cooperative pool.
+    private let procReader = BlockingQueue(label: "yoloswap.metrics")
 
     public init(manager: ModelManager, interval: Duration = .seconds(1)) {
         self.manager = manager
@@ -61,13 +88,17 @@ public struct MetricsSampler: Service {
     }
 
     public func run() async throws {
-        let events = await manager.events()
-        let consumer = Task { for await event in events { ServerMetrics.swapEvent(event) } }
-        defer { consumer.cancel() }
-        var info: [String: [(String, String)]] = [:]
-        while !Task.isShuttingDownGracefully && !Task.isCancelled {
-            ServerMetrics.sample(manager: manager, previousInfo: &info)
-            try? await Task.sleep(for: interval)
+        let events = manager.events()
+        await withTaskGroup(of: Void.self) { group in
+            // Counts events until the sampling loop ends and cancels it.
+            group.addTask { for await event in events { ServerMetrics.swapEvent(event) } }
+            var info: [String: [(String, String)]] = [:]
+            while !Task.isShuttingDownGracefully && !Task.isCancelled {
+                let rss = await procReader.run { ProcessMemory.residentBytes() }
+                ServerMetrics.sample(manager: manager, residentBytes: rss, previousInfo: &info)
+                try? await Task.sleep(for: interval)
+            }
+            group.cancelAll()
         }
     }
 }

@@ -21,7 +21,17 @@ public struct Box: Sendable, Equatable, Codable {
 }
 
 /// One detected object, in original-image pixels.
-public struct Detection: Sendable, Equatable {
+///
+/// Codable as the detection JSON that the CLI (`detect --format json`) and the service (`POST /v1/detect`) both
+/// write: `{"box": {"x1", "x2", "y1", "y2"}, "class_id", "class_name", "confidence"}` (keys in the sorted order
+/// that `JSONEncoder.yoloswap` writes).
+public struct Detection: Sendable, Equatable, Codable {
+    enum CodingKeys: String, CodingKey {
+        case classID = "class_id"
+        case className = "class_name"
+        case confidence, box
+    }
+
     public var classID: Int
     public var className: String
     public var confidence: Float

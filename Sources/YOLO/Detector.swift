@@ -1,4 +1,5 @@
 import ImageCodecs
+import Primitives
 
 /// Per-stage wall-clock timings of one detection, in milliseconds.
 ///
@@ -42,21 +43,21 @@ public enum DetectionError: Error, CustomStringConvertible {
 /// Thread-safety: immutable; `detect` may be called concurrently (the backend must allow concurrent runs).
 public struct Detector: Sendable {
     public let backend: any InferenceBackend
-    public let signature: ModelSignature
+    public let schema: ModelSchema
     public var decodeOptions: DecodeOptions
 
-    public init(backend: any InferenceBackend, signature: ModelSignature, decodeOptions: DecodeOptions = .init()) {
+    public init(backend: any InferenceBackend, schema: ModelSchema, decodeOptions: DecodeOptions = .init()) {
         self.backend = backend
-        self.signature = signature
+        self.schema = schema
         self.decodeOptions = decodeOptions
     }
 
-    /// Builds the signature from the backend's tensors and metadata.
+    /// Builds the schema from the backend's tensors and metadata.
     public init(backend: any InferenceBackend, imgsz: ImageSize? = nil, format: OutputFormat? = nil,
-                decodeOptions: DecodeOptions = .init()) throws(SignatureError) {
-        let signature = try ModelSignature.make(
+                decodeOptions: DecodeOptions = .init()) throws(ModelSchemaError) {
+        let schema = try ModelSchema.make(
             inputs: backend.inputs, outputs: backend.outputs, metadata: backend.metadata, imgsz: imgsz, format: format)
-        self.init(backend: backend, signature: signature, decodeOptions: decodeOptions)
+        self.init(backend: backend, schema: schema, decodeOptions: decodeOptions)
     }
 
     /// Detects objects in encoded image bytes (JPEG or PNG).
@@ -143,18 +144,18 @@ public struct Detector: Sendable {
 
     /// The letterbox into the model's input.
     public var letterbox: LetterboxTransform {
-        var transform = LetterboxTransform(target: signature.inputSize)
-        transform.channelOrder = signature.channelOrder
+        var transform = LetterboxTransform(target: schema.inputSize)
+        transform.channelOrder = schema.channelOrder
         return transform
     }
 
-    private var inputShape: [Int] { [1, 3, signature.inputSize.height, signature.inputSize.width] }
+    private var inputShape: [Int] { [1, 3, schema.inputSize.height, schema.inputSize.width] }
 
     /// Decodes an output, runs NMS and maps boxes back to the source image.
     public func postprocess(_ output: any OutputTensorView, geometry: LetterboxGeometry, options: DetectionOptions)
         throws(DetectionError) -> [Detection]
     {
-        let format = signature.outputFormat
+        let format = schema.outputFormat
         var candidates: [Candidate]
         do {
             candidates = try output.withFloats { values in
@@ -172,19 +173,11 @@ public struct Detector: Sendable {
             candidates = NonMaxSuppression.apply(candidates, iou: options.iou, maxDetections: options.maxDetections,
                 agnostic: options.agnostic)
         }
-        let names = signature.classNames
+        let names = schema.classNames
         return candidates.map { c in
             let box = geometry.mapToSource(Box(x1: Double(c.x1), y1: Double(c.y1), x2: Double(c.x2), y2: Double(c.y2)))
             let name = names.indices.contains(c.classID) ? names[c.classID] : "class\(c.classID)"
             return Detection(classID: c.classID, className: name, confidence: c.score, box: box)
         }
-    }
-}
-
-extension Duration {
-    /// The duration in milliseconds, as a Double.
-    public var milliseconds: Double {
-        let (seconds, attoseconds) = components
-        return Double(seconds) * 1000 + Double(attoseconds) / 1e15
     }
 }

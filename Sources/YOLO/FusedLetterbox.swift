@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import ImageCodecs
+import Primitives
 
 /// A JPEG decoded and letterboxed in one pass: the network's input tensor, its geometry, and when the last source row
 /// was decoded (for the stage timings).

@@ -1,4 +1,5 @@
 import Synchronization
+import Primitives
 
 /// A model output the pipeline can read in place.
 public protocol OutputTensorView: Sendable {

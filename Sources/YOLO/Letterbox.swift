@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import ImageCodecs
 import Synchronization
+import Primitives
 
 /// A width × height pair in pixels.
 public struct ImageSize: Sendable, Equatable, Hashable, CustomStringConvertible, Codable {

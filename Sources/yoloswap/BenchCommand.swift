@@ -26,14 +26,14 @@ struct BenchCommand: ParsableCommand {
     }
 
     func run() throws {
-        let (model, environment) = try modelOptions.load()
+        let (file, loadedDetector, environment) = try modelOptions.load()
         guard let data = FileManager.default.contents(atPath: image) else {
             throw ValidationError("cannot read image \(image)")
         }
         let bytes = [UInt8](data)
-        var detector = model.detector
+        var detector = loadedDetector
         if dctScale {
-            let size = detector.signature.inputSize
+            let size = detector.schema.inputSize
             detector.decodeOptions.minimumDecodedSize = (size.width, size.height)
         }
         var stages: [String: [Double]] = [:]
@@ -53,7 +53,7 @@ struct BenchCommand: ParsableCommand {
         let (tensor, _) = detector.preprocess(decoded)
         for i in 0..<(warmup + runs) {
             let start = clock.now
-            _ = try model.backend.run(tensor)
+            _ = try detector.backend.run(tensor)
             if i >= warmup { stages["raw_run", default: []].append((clock.now - start).milliseconds) }
         }
         // The decode alone, on two threads as the pipeline runs it (to compare with cv2.imread): in the pipeline a
@@ -69,7 +69,7 @@ struct BenchCommand: ParsableCommand {
         let prePost = (summary[1].1.median + summary[3].1.median) / summary[5].1.median
         if json {
             var object: [String: Any] = [
-                "model": model.path, "image": image, "runs": runs, "threads": modelOptions.threads,
+                "model": file.path, "image": image, "runs": runs, "threads": modelOptions.threads,
                 "ort_version": environment.library.version, "dct_scale": dctScale, "spin": modelOptions.spin.rawValue,
                 "end_to_end_over_raw": ratio, "pre_post_over_raw": prePost,
             ]
@@ -79,7 +79,7 @@ struct BenchCommand: ParsableCommand {
             let out = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
             print(String(decoding: out, as: UTF8.self))
         } else {
-            print("\(model.path) on \(image), \(runs) runs, ORT \(environment.library.version), "
+            print("\(file.path) on \(image), \(runs) runs, ORT \(environment.library.version), "
                 + "threads \(modelOptions.threads == 0 ? "auto" : String(modelOptions.threads)), spin \(modelOptions.spin.rawValue)")
             print("stage              median     p90      p99   (ms)")
             for (name, p) in summary {

@@ -1,7 +1,8 @@
 import ArgumentParser
 import Foundation
+import HotSwap
 import ImageCodecs
-import ORTBackend
+import Primitives
 import YOLO
 
 struct DetectCommand: ParsableCommand {
@@ -32,19 +33,18 @@ struct DetectCommand: ParsableCommand {
     }
 
     func run() throws {
-        let (model, _) = try modelOptions.load()
-        var detector = model.detector
+        let (file, loadedDetector, _) = try modelOptions.load()
+        var detector = loadedDetector
         detector.decodeOptions.maxPixels = maxPixels
         if dctScale {
-            let size = detector.signature.inputSize
+            let size = detector.schema.inputSize
             detector.decodeOptions.minimumDecodedSize = (size.width, size.height)
         }
         let options = DetectionOptions(
             confidence: conf, iou: iou, maxDetections: maxDet,
             classes: try classes.map(parseClasses), agnostic: agnostic)
         if let save { try FileManager.default.createDirectory(atPath: save, withIntermediateDirectories: true) }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.withoutEscapingSlashes]
+        let encoder = JSONEncoder.yoloswap
         var failures = 0
         for path in images {
             do {
@@ -55,7 +55,7 @@ struct DetectCommand: ParsableCommand {
                 let result = try detector.detect(imageBytes: bytes, options: options)
                 switch format {
                 case .json:
-                    let record = DetectionRecord(path: path, result: result, model: model)
+                    let record = DetectionRecord(path: path, result: result, file: file, schema: detector.schema)
                     print(String(decoding: try encoder.encode(record), as: UTF8.self))
                 case .text:
                     printText(path: path, result: result)
@@ -111,35 +111,28 @@ struct DetectCommand: ParsableCommand {
     }
 }
 
-/// The JSON line printed per image by `detect --format json`.
+/// The JSON line printed per image by `detect --format json`; `detections` is the service's detection JSON.
 struct DetectionRecord: Encodable {
     struct Image: Encodable { var path: String; var width: Int; var height: Int }
     struct Model: Encodable { var path: String; var sha256: String; var format: String; var nc: Int; var imgsz: [Int] }
-    struct BoxDTO: Encodable { var x1: Double; var y1: Double; var x2: Double; var y2: Double }
-    struct DetectionDTO: Encodable {
-        var class_id: Int
-        var class_name: String
-        var confidence: Float
-        var box: BoxDTO
+    struct Timings: Encodable {
+        var decode: Double
+        var preprocess: Double
+        var inference: Double
+        var postprocess: Double
     }
-    struct Timings: Encodable { var decode: Double; var preprocess: Double; var inference: Double; var postprocess: Double }
 
     var image: Image
     var model: Model
-    var detections: [DetectionDTO]
+    var detections: [Detection]
     var timings_ms: Timings
 
-    init(path: String, result: DetectionResult, model: LoadedModel) {
+    init(path: String, result: DetectionResult, file: ModelFile, schema: ModelSchema) {
         image = Image(path: path, width: result.imageSize.width, height: result.imageSize.height)
-        let sig = model.signature
-        self.model = Model(
-            path: model.path, sha256: model.sha256, format: sig.outputFormat.rawValue, nc: sig.classCount,
-            imgsz: [sig.inputSize.height, sig.inputSize.width])
-        detections = result.detections.map {
-            DetectionDTO(
-                class_id: $0.classID, class_name: $0.className, confidence: $0.confidence,
-                box: BoxDTO(x1: $0.box.x1, y1: $0.box.y1, x2: $0.box.x2, y2: $0.box.y2))
-        }
+        model = Model(
+            path: file.path, sha256: file.sha256, format: schema.outputFormat.rawValue, nc: schema.classCount,
+            imgsz: [schema.inputSize.height, schema.inputSize.width])
+        detections = result.detections
         let t = result.timings
         timings_ms = Timings(decode: t.decode, preprocess: t.preprocess, inference: t.inference, postprocess: t.postprocess)
     }

@@ -1,21 +1,20 @@
 import ArgumentParser
 import Foundation
-import ORTBackend
 import YOLO
 
 struct InspectCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "inspect", abstract: "Print a model's signature: tensors, layout, classes, metadata.")
+        commandName: "inspect", abstract: "Print a model's schema: tensors, layout, classes, metadata.")
 
     @OptionGroup var modelOptions: ModelOptions
 
     func run() throws {
-        let (model, environment) = try modelOptions.load()
-        let sig = model.signature
+        let (file, detector, environment) = try modelOptions.load()
+        let sig = detector.schema
         func dims(_ shape: [Int]) -> String { "[" + shape.map { $0 < 0 ? "?" : "\($0)" }.joined(separator: ", ") + "]" }
-        print("model:         \(model.path)")
-        print("sha256:        \(model.sha256)")
-        print("size:          \(model.byteCount) bytes")
+        print("model:         \(file.path)")
+        print("sha256:        \(file.sha256)")
+        print("size:          \(file.byteCount) bytes")
         print("runtime:       ONNX Runtime \(environment.library.version) (\(environment.library.path))")
         print("input:         \(sig.input.name) \(sig.input.dataType.rawValue) \(dims(sig.input.shape))"
             + (sig.dynamicInput ? " (dynamic; using \(sig.inputSize.height)x\(sig.inputSize.width))" : ""))
@@ -26,7 +25,7 @@ struct InspectCommand: ParsableCommand {
         print("task:          \(sig.task)")
         print("classes:       \(sig.classCount)")
         for (i, name) in sig.classNames.enumerated() { print(String(format: "  %3d  %@", i, name as NSString)) }
-        let custom = model.backend.session.metadata.custom.filter { $0.key != "names" }
+        let custom = detector.backend.metadata.filter { $0.key != "names" }
         if !custom.isEmpty {
             print("metadata:")
             for (key, value) in custom.sorted(by: { $0.key < $1.key }) { print("  \(key): \(value)") }

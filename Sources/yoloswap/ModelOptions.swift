@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import HotSwap
 import ONNXRuntime
 import ORTBackend
 import YOLO
@@ -55,14 +56,22 @@ struct ModelOptions: ParsableArguments {
         return SessionOptions(intraOpThreads: threads, provider: provider, spinning: spin)
     }
 
-    /// Loads ORT and the model.
-    func load() throws -> (LoadedModel, ORTEnvironment) {
+    /// Loads ORT and the model the way the service does: the file's digest, then a session made by `ORTModelLoader`
+    /// from bytes with that digest, then the YOLO detector over it.
+    /// - Returns: the verified file, the detector and the ORT environment.
+    func load() throws -> (file: ModelFile, detector: Detector, environment: ORTEnvironment) {
         let library = try ORTLibrary.load(explicitPath: ortLibrary)
         let environment = try ORTEnvironment(library: library)
-        let model = try LoadedModel(
-            path: model, environment: environment, options: try sessionOptions(), imgsz: try parsedImageSize(),
-            format: try parsedFormat())
-        return (model, environment)
+        let options = try sessionOptions()
+        let file = try ModelFile(verifying: model)
+        let backend = try ORTModelLoader(environment: environment, options: options)
+            .makeBackend(for: file, label: model, intraOpThreads: options.intraOpThreads)
+        do {
+            let detector = try Detector(backend: backend, imgsz: try parsedImageSize(), format: try parsedFormat())
+            return (file, detector, environment)
+        } catch let error as ModelSchemaError {
+            throw ValidationError("model \(model) is not a supported YOLO detector: \(error)")
+        }
     }
 }
 

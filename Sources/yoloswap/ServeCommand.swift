@@ -69,7 +69,7 @@ struct ServeCommand: AsyncParsableCommand {
         let portFile = self.portFile
         let host = configuration.host
         let app = YOLOSwapServer.makeApplication(
-            control: control, configuration: configuration, auditReader: services.auditReader,
+            control: control, configuration: configuration,
             metricsText: { registry.emitToString() }, logger: logger,
             onServerRunning: { port in
                 if let portFile { try? "\(port)\n".write(toFile: portFile, atomically: true, encoding: .utf8) }
@@ -82,16 +82,14 @@ struct ServeCommand: AsyncParsableCommand {
                     """
                 FileHandle.standardOutput.write(Data(banner.utf8))
             })
-        let (finalConfiguration, startupLogger) = (configuration, logger)
-        let startup = Task {
-            await YOLOSwapServer.startSlots(control: control, configuration: finalConfiguration, logger: startupLogger)
-        }
+        // Services stop in reverse order: the sampler, then the HTTP server (draining its requests), then the slots.
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: app), .init(service: MetricsSampler(manager: manager))],
+            services: [
+                .init(service: SlotService(control: control, configuration: configuration, logger: logger)),
+                .init(service: app), .init(service: MetricsSampler(manager: manager)),
+            ],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
-        startup.cancel()
-        logger.info("server stopped; releasing models")
-        await manager.shutdown()
+        logger.info("server stopped")
     }
 }

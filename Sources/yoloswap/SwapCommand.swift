@@ -25,7 +25,6 @@ struct SwapCommand: AsyncParsableCommand {
     @Option(help: "Swap policy: availability-preserving, resource-preserving or auto.") var policy: String?
     @Option(help: "Intra-op threads per model.") var threads: Int = 1
     @Option(help: "Path to libonnxruntime.so.") var ortLibrary: String?
-    @Option(help: .hidden) var pauseBeforeCommitMs: Int = 0
 
     func validate() throws {
         let operations = [load != nil, switchStaged, rollback].filter { $0 }.count
@@ -40,13 +39,6 @@ struct SwapCommand: AsyncParsableCommand {
         let store = try StateStore(directory: stateDir)
         var configuration = HotSwapConfiguration(intraOpThreads: threads)
         configuration.policy = policy.flatMap(SwapPolicy.init(rawValue:)) ?? .availabilityPreserving
-        let pause = pauseBeforeCommitMs
-        if pause > 0 {
-            configuration.beforeCommit = { slot in
-                printError("yoloswap: flipped slot '\(slot)'; pausing \(pause) ms before commit")
-                Thread.sleep(forTimeInterval: Double(pause) / 1000)
-            }
-        }
         let library = try ORTLibrary.load(explicitPath: ortLibrary)
         let loader = ORTModelLoader(environment: try ORTEnvironment(library: library),
             cache: .yoloswap(directory: URL(fileURLWithPath: stateDir).appendingPathComponent("optimized-models").path))

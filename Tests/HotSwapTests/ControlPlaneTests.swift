@@ -1,5 +1,7 @@
 import Foundation
 import HotSwap
+import HotSwapTesting
+import TestSupport
 import Testing
 
 extension HotSwapSuite {
@@ -9,9 +11,11 @@ extension HotSwapSuite {
         private static let pathA = Fixtures.identity416
         private static let pathB = Fixtures.identity320
 
-        private func makeManager(_ configuration: HotSwapConfiguration = Fixtures.configuration(),
-                                 loader: FakeLoader = FakeLoader()) async throws -> (ModelManager, ModelSlot) {
-            let manager = ModelManager(configuration: configuration, loader: loader)
+        private func makeManager(_ configuration: HotSwapConfiguration = HotSwapConfiguration.testing(),
+                                 loader: FakeLoader = FakeLoader(), releases: ReleaseRecorder = ReleaseRecorder())
+            async throws -> (ModelManager, ModelSlot)
+        {
+            let manager = ModelManager(configuration: configuration, loader: loader, releaseObserver: releases.observer)
             return (manager, try await manager.createSlot("default"))
         }
 
@@ -182,13 +186,14 @@ extension HotSwapSuite {
         @Test("rollback without a standby reloads the previous model by its path and sha256")
         func rollbackReloadsThePrevious() async throws {
             let loader = FakeLoader()
-            let (manager, slot) = try await makeManager(Fixtures.configuration(standbyRetention: .release),
-                loader: loader)
+            let releases = ReleaseRecorder()
+            let (manager, slot) = try await makeManager(HotSwapConfiguration.testing(standbyRetention: .release),
+                loader: loader, releases: releases)
             _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Self.pathA, version: "1"))
             let modelA = try #require(slot.roles.active?.identity)
             _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Self.pathB))
             #expect(slot.roles.standby == nil)
-            #expect(await eventually { manager.releases.contains { $0.identity == modelA } })
+            #expect(await eventually { releases.all.contains { $0.identity == modelA } })
 
             let event = try await manager.rollback(slot: "default")
             #expect(event.operation == .rollback && event.result == .succeeded)
@@ -202,9 +207,9 @@ extension HotSwapSuite {
             #expect(answer.model.generation == 3)
 
             // B left every role: released once drained, on the releaser thread like every release.
-            #expect(await eventually { manager.releases.count == 2 })
-            #expect(manager.releases.allSatisfy { $0.threadName == manager.releaser.threadName },
-                "released on \(manager.releases.map(\.threadName))")
+            #expect(await eventually { releases.all.count == 2 })
+            #expect(releases.all.allSatisfy { $0.threadName == manager.releaser.threadName },
+                "released on \(releases.all.map(\.threadName))")
             await manager.shutdown()
         }
 
@@ -214,7 +219,7 @@ extension HotSwapSuite {
             defer { try? FileManager.default.removeItem(at: directory) }
             let copyOfA = directory.appendingPathComponent("a.onnx").path
             try FileManager.default.copyItem(atPath: Self.pathA, toPath: copyOfA)
-            let (manager, slot) = try await makeManager(Fixtures.configuration(standbyRetention: .release))
+            let (manager, slot) = try await makeManager(HotSwapConfiguration.testing(standbyRetention: .release))
             _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: copyOfA))
             let modelA = try #require(slot.roles.active?.identity)
             _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Self.pathB))

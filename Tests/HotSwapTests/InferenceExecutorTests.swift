@@ -1,10 +1,13 @@
 import Dispatch
 import Foundation
 import Synchronization
+import Primitives
 import Testing
 import YOLO
 
 @testable import HotSwap
+import HotSwapTesting
+import TestSupport
 
 @Suite("InferenceExecutor")
 struct InferenceExecutorTests {

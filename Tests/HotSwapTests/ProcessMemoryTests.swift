@@ -2,6 +2,8 @@ import Foundation
 import Testing
 
 @testable import HotSwap
+import HotSwapTesting
+import TestSupport
 
 @Suite("ProcessMemory", .serialized)
 struct ProcessMemoryTests {

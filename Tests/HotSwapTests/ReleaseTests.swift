@@ -1,5 +1,7 @@
 import Foundation
 import HotSwap
+import HotSwapTesting
+import TestSupport
 import Testing
 
 extension HotSwapSuite {
@@ -11,8 +13,9 @@ extension HotSwapSuite {
             let gate = Gate()
             let pathA = Fixtures.identity416, pathB = Fixtures.identity320
             let loader = FakeLoader { label in label == pathA ? FakeBackend(gate: gate) : FakeBackend() }
-            let manager = ModelManager(configuration: Fixtures.configuration(standbyRetention: .release),
-                loader: loader)
+            let releases = ReleaseRecorder()
+            let manager = ModelManager(configuration: HotSwapConfiguration.testing(standbyRetention: .release),
+                loader: loader, releaseObserver: releases.observer)
             let slot = try await manager.createSlot("default")
             _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: pathA))
             let modelA = try #require(slot.roles.active?.identity)
@@ -30,7 +33,7 @@ extension HotSwapSuite {
 
             // Give the releaser (polling every 2 ms) ample chances to get it wrong.
             try await Task.sleep(for: .milliseconds(150))
-            #expect(!manager.releases.contains { $0.identity == modelA }, "released while a request was running")
+            #expect(!releases.all.contains { $0.identity == modelA }, "released while a request was running")
             #expect(manager.releaser.pendingCount == 1)
 
             // New requests already go to B while A's request is still running.
@@ -41,8 +44,8 @@ extension HotSwapSuite {
             gate.open()
             let answer = try await request.value
             #expect(answer.model.sha256 == modelA.sha256, "the request finished on the model it started with")
-            #expect(await eventually { manager.releases.contains { $0.identity == modelA } })
-            let release = try #require(manager.releases.first { $0.identity == modelA })
+            #expect(await eventually { releases.all.contains { $0.identity == modelA } })
+            let release = try #require(releases.all.first { $0.identity == modelA })
             #expect(release.inFlightAtRelease == 0)
             #expect(release.threadName.hasPrefix("yoloswap.releas"))
             #expect(release.threadName == manager.releaser.threadName)
@@ -55,14 +58,15 @@ extension HotSwapSuite {
 
         @Test("shutdown releases every model once drained")
         func shutdownReleasesEverything() async throws {
-            let manager = ModelManager(configuration: Fixtures.configuration(), loader: FakeLoader())
+            let releases = ReleaseRecorder()
+            let manager = ModelManager(configuration: HotSwapConfiguration.testing(), loader: FakeLoader(), releaseObserver: releases.observer)
             let slot = try await manager.createSlot("default")
             _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity416))
             _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity320))
             #expect(slot.roles.standby != nil)
             await manager.shutdown()
-            #expect(await eventually { manager.releases.count == 2 })
-            #expect(manager.releases.allSatisfy { $0.inFlightAtRelease == 0 && $0.threadName == manager.releaser.threadName })
+            #expect(await eventually { releases.all.count == 2 })
+            #expect(releases.all.allSatisfy { $0.inFlightAtRelease == 0 && $0.threadName == manager.releaser.threadName })
         }
     }
 }
@@ -83,9 +87,10 @@ extension HotSwapSuite {
             try Data(bytes).write(to: URL(fileURLWithPath: copy))
 
             let loader = FakeLoader()
-            var configuration = Fixtures.configuration()
+            var configuration = HotSwapConfiguration.testing()
             configuration.releaseStandbyBeforeLoad = release
-            let manager = ModelManager(configuration: configuration, loader: loader)
+            let releases = ReleaseRecorder()
+            let manager = ModelManager(configuration: configuration, loader: loader, releaseObserver: releases.observer)
             let slot = try await manager.createSlot("default")
             _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity416))
             _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity320))
@@ -93,8 +98,8 @@ extension HotSwapSuite {
             #expect(standby.path == Fixtures.identity416)
 
             _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: copy))
-            #expect(await eventually { manager.releases.contains { $0.identity == standby } })
-            let released = try #require(manager.releases.first { $0.identity == standby }).releasedAt
+            #expect(await eventually { releases.all.contains { $0.identity == standby } })
+            let released = try #require(releases.all.first { $0.identity == standby }).releasedAt
             let loadStarted = try #require(loader.calls.last { $0.label == copy }).startedAt
             await manager.shutdown()
             return released <= loadStarted

@@ -1,5 +1,7 @@
 import Foundation
 import HotSwap
+import HotSwapTesting
+import TestSupport
 import Testing
 
 extension HotSwapSuite {
@@ -10,7 +12,8 @@ extension HotSwapSuite {
         func requestsWaitInTheGap() async throws {
             // Every session takes 400 ms to create: the gap between the old model's release and the new one's flip.
             let loader = FakeLoader(delay: .milliseconds(400))
-            let manager = ModelManager(configuration: Fixtures.configuration(queueCapacity: 16), loader: loader)
+            let releases = ReleaseRecorder()
+            let manager = ModelManager(configuration: HotSwapConfiguration.testing(queueCapacity: 16), loader: loader, releaseObserver: releases.observer)
             let slot = try await manager.createSlot("default")
             _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity416))
             let modelA = try #require(slot.roles.active?.identity)
@@ -58,7 +61,7 @@ extension HotSwapSuite {
             #expect(failedAt >= shortDeadline)
 
             // A was drained and released before B's session was created: never two models in memory.
-            let releaseOfA = try #require(manager.releases.first { $0.identity == modelA })
+            let releaseOfA = try #require(releases.all.first { $0.identity == modelA })
             let loadOfB = try #require(loader.calls.last)
             #expect(loadOfB.label == Fixtures.identity320)
             #expect(releaseOfA.releasedAt <= loadOfB.startedAt)
@@ -68,8 +71,9 @@ extension HotSwapSuite {
 
         @Test("a failed resource-preserving load brings the previous model back")
         func failedLoadRestoresThePrevious() async throws {
-            let manager = ModelManager(configuration: Fixtures.configuration(policy: .resourcePreserving),
-                loader: FakeLoader())
+            let releases = ReleaseRecorder()
+            let manager = ModelManager(configuration: HotSwapConfiguration.testing(policy: .resourcePreserving),
+                loader: FakeLoader(), releaseObserver: releases.observer)
             let slot = try await manager.createSlot("default")
             _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity416))
             let modelA = try #require(slot.roles.active?.identity)

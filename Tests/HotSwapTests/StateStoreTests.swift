@@ -2,6 +2,8 @@ import Foundation
 import Testing
 
 @testable import HotSwap
+import HotSwapTesting
+import TestSupport
 
 @Suite("StateStore")
 struct StateStoreTests {
@@ -65,21 +67,20 @@ struct StateStoreTests {
     @Test("events come back newest first, limited and filtered by slot")
     func eventsNewestFirst() throws {
         let store = try StateStore(inMemory: ())
-        var appended: [SwapEventRecord] = []
+        let from = ModelIdentity(name: "a", version: "1", sha256: Self.modelA.sha256, path: Self.modelA.path)
+        let to = ModelIdentity(name: "b", version: "2", sha256: Self.modelB.sha256, path: Self.modelB.path)
+        var timings = LoadTimings()
+        (timings.verify, timings.load, timings.warmup, timings.flipMicroseconds, timings.total) = (1.5, 20.25, 3, 0.75,
+            25.5)
+        var appended: [SwapEvent] = []
         for index in 0..<5 {
-            let event = SwapEventRecord(
-                slot: index.isMultiple(of: 2) ? "a" : "b", operation: "switch", result: "succeeded",
-                reason: "test \(index)", fromModel: Self.modelA.path, fromSHA256: Self.modelA.sha256,
-                toModel: Self.modelB.path, toSHA256: Self.modelB.sha256, generation: index, verifyMs: 1.5,
-                loadMs: 20.25, warmupMs: 3, flipMicroseconds: 0.75, totalMs: 25.5)
-            let stored = try store.append(event)
-            #expect(stored.id != nil)
-            var expected = event
-            expected.id = stored.id
-            #expect(stored == expected)
-            appended.append(stored)
+            let event = SwapEvent(
+                slot: index.isMultiple(of: 2) ? "a" : "b", operation: .switch, result: .succeeded,
+                reason: "test \(index)", from: from, to: to, generation: index, timings: timings,
+                operationID: "op-\(index)")
+            try store.append(event)
+            appended.append(event)
         }
-        #expect(appended.map { $0.id! } == appended.map { $0.id! }.sorted())
 
         #expect(try store.recentEvents() == appended.reversed())
         #expect(try store.recentEvents(limit: 2) == Array(appended.reversed().prefix(2)))
@@ -87,7 +88,8 @@ struct StateStoreTests {
         #expect(try store.recentEvents(slot: "b", limit: 1).map(\.reason) == ["test 3"])
         #expect(try store.recentEvents(slot: "none").isEmpty)
 
-        let minimal = try store.append(SwapEventRecord(slot: "a", operation: "unload", result: "failed"))
+        let minimal = SwapEvent(slot: "a", operation: .release, result: .failed)
+        try store.append(minimal)
         #expect(try store.recentEvents(limit: 1) == [minimal])
     }
 
@@ -97,14 +99,14 @@ struct StateStoreTests {
     func persistsAcrossReopen() throws {
         try withTemporaryDirectory { directory in
             let committed = CommittedSlot(slot: "default", active: Self.modelB, standby: Self.modelA, generation: 7)
-            let event: SwapEventRecord
+            let event = SwapEvent(slot: "default", operation: .switch, result: .succeeded)
             do {
                 let store = try StateStore(directory: directory)
                 #expect(store.path == directory + "/state.sqlite")
                 #expect(try store.pragma("journal_mode") == "wal")
                 #expect(try store.pragma("synchronous") == "2")  // FULL
                 try store.commit(committed)
-                event = try store.append(SwapEventRecord(slot: "default", operation: "switch", result: "succeeded"))
+                try store.append(event)
             }
             let reopened = try StateStore(directory: directory)
             #expect(try reopened.committedSlots() == [committed])

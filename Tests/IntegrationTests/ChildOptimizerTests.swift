@@ -1,5 +1,6 @@
 import Foundation
 import ImageCodecs
+import HotSwap
 import ONNXRuntime
 import ORTBackend
 import TestSupport

@@ -30,7 +30,7 @@ struct ReferenceAgreementTests {
         let conf = 0.25
         let model = try Runtime.load(testCase.model)
         let paths = testCase.images.map(Repo.image)
-        let reference = try runProcess(Repo.python, [Repository.path("tools/reference.py"), "--model", model.path,
+        let reference = try runProcess(Repo.python, [Repository.path("tools/reference.py"), "--model", Repo.model(testCase.model),
             "--threads", "1"] + paths)
         try #require(reference.status == 0, "reference.py failed: \(reference.stderr)")
         let expected = try decodeJSONLines(reference.stdout)
@@ -39,7 +39,7 @@ struct ReferenceAgreementTests {
         var compared = 0
         for (path, ref) in zip(paths, expected) {
             let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
-            let ours = try model.detector.detect(imageBytes: bytes, options: DetectionOptions(confidence: Float(conf)))
+            let ours = try model.detect(imageBytes: bytes, options: DetectionOptions(confidence: Float(conf)))
             #expect(ours.imageSize == ImageSize(width: ref.image.width, height: ref.image.height), "\(path)")
             let name = URL(fileURLWithPath: path).lastPathComponent
             // Every reference detection clear of the threshold has a match in ours, and the other way round.
@@ -66,7 +66,7 @@ struct ReferenceAgreementTests {
     func busSemantics() throws {
         let model = try Runtime.load("yolov3-tiny-coco-416.onnx")
         let bytes = Repository.bytes("models/images/bus.jpg")
-        let result = try model.detector.detect(imageBytes: bytes)
+        let result = try model.detect(imageBytes: bytes)
         let names = result.detections.map(\.className)
         #expect(names.contains("bus"))
         #expect(names.filter { $0 == "person" }.count >= 3)

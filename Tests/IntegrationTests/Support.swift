@@ -1,4 +1,5 @@
 import Foundation
+import HotSwap
 import ONNXRuntime
 import ORTBackend
 import TestSupport
@@ -21,9 +22,12 @@ enum Runtime {
         }
     }()
 
-    static func load(_ name: String, threads: Int = 1, imgsz: ImageSize? = nil) throws -> LoadedModel {
-        try LoadedModel(path: Repo.model(name), environment: environment,
-            options: SessionOptions(intraOpThreads: threads), imgsz: imgsz)
+    /// A detector over a session made the way the service makes it: the file's digest, then `ORTModelLoader`.
+    static func load(_ name: String, threads: Int = 1, imgsz: ImageSize? = nil) throws -> Detector {
+        let file = try ModelFile(verifying: Repo.model(name))
+        let backend = try ORTModelLoader(environment: environment)
+            .makeBackend(for: file, label: file.path, intraOpThreads: threads)
+        return try Detector(backend: backend, imgsz: imgsz)
     }
 }
 

@@ -40,7 +40,7 @@ struct SyntheticModelTests {
     func expectedDetections(_ file: String) throws {
         let entry = try #require(Self.manifest.models.first { $0.file == file })
         let model = try Runtime.load("synthetic/\(file)")
-        let sig = model.signature
+        let sig = model.schema
         #expect(sig.outputFormat.rawValue == entry.format)
         #expect(sig.classCount == entry.nc)
         #expect(sig.classNames == entry.names)
@@ -51,7 +51,7 @@ struct SyntheticModelTests {
         let expected = try #require(entry.expected)
         for agnostic in [false, true] {
             guard let want = agnostic ? expected.agnostic_detections : expected.detections else { continue }
-            let got = try model.detector.detect(image: image, options: DetectionOptions(agnostic: agnostic))
+            let got = try model.detect(image: image, options: DetectionOptions(agnostic: agnostic))
                 .detections
             #expect(got.count == want.count, "\(file) agnostic=\(agnostic)")
             for (g, w) in zip(got, want) {
@@ -85,7 +85,7 @@ struct SyntheticModelTests {
         #expect {
             _ = try Runtime.load("synthetic/wrong-rank.onnx")
         } throws: { error in
-            guard case .signature(_, .unsupportedOutput(let shape, _)) = error as? ModelLoadError else { return false }
+            guard case .unsupportedOutput(let shape, _) = error as? ModelSchemaError else { return false }
             return shape == [2535, 85]
         }
     }

@@ -1,11 +1,13 @@
 import Foundation
 import HotSwap
-import ORTBackend
 import Synchronization
 import Testing
 import YOLO
 
 @testable import ModelSigning
+
+/// The service's wiring (`yoloswap`'s `ServiceWiring`) makes the verifier the pipeline's `ModelVerifier` the same way.
+extension SignatureVerifier: ModelVerifier {}
 
 /// The signature check runs in the load pipeline's verifying stage, before anything is allocated for the model.
 @Suite("SignatureVerifier in the load pipeline")

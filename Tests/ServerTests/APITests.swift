@@ -124,7 +124,7 @@ struct APITests {
                 headers: H.headers(token: "alice-token", contentType: "application/json"),
                 body: ByteBuffer(bytes: body)) { #expect($0.status == expected, "\(path)") }
         }
-        #expect(harness.audit.all.contains { $0.action == "load" && $0.result == "rejected" && $0.actor == "alice" })
+        #expect(try await harness.auditEntries().contains { $0.action == "load" && $0.result == "rejected" && $0.actor == "alice" })
     }
 
     @Test("load (wait), switch, rollback, discard through the API, audited")
@@ -158,7 +158,7 @@ struct APITests {
             try await client.execute(uri: "/v1/slots/default/rollback", method: .post, headers: alice) { response in
                 #expect(response.status == .ok)
                 let json = try H.json(response)
-                #expect((json["to_model"] as? String)?.hasPrefix("yolov5-nc80-416-identity") == true)
+                #expect(((json["to"] as? [String: Any])?["id"] as? String)?.hasPrefix("yolov5-nc80-416-identity") == true)
             }
             try await client.execute(uri: "/v1/slots/default/staged", method: .delete, headers: alice) {
                 #expect($0.status == .conflict)
@@ -180,12 +180,12 @@ struct APITests {
                 #expect(events.count >= 4)
             }
         }
-        try await Task.sleep(for: .milliseconds(100))  // the load's audit entry is written when it ends
-        let actions = harness.audit.all.map { "\($0.action):\($0.result)" }
+        let entries = try await harness.auditEntries()  // once the load's entry, written when it ended, is in
+        let actions = entries.map { "\($0.action):\($0.result)" }
         #expect(actions.contains("switch:failed") && actions.contains("switch:succeeded"))
         #expect(actions.contains("rollback:succeeded") && actions.contains("load:succeeded"))
         #expect(actions.contains("load:failed"))
-        #expect(harness.audit.all.allSatisfy { $0.actor == "alice" })
+        #expect(entries.allSatisfy { $0.actor == "alice" })
     }
 
     @Test("a rollback whose reload fails answers with repository-relative paths, in the answer and the audit")
@@ -212,7 +212,7 @@ struct APITests {
                 #expect(!detail.contains(harness.repository.path), "\(detail)")
             }
         }
-        let rollback = try #require(harness.audit.all.last { $0.action == "rollback" })
+        let rollback = try #require(try await harness.auditEntries().last { $0.action == "rollback" })
         #expect(rollback.result == "failed")
         #expect(rollback.reason?.contains(harness.repository.path) == false)
     }

@@ -1,23 +1,33 @@
+import AuditLog
 import Foundation
 import HTTPTypes
 import HotSwap
+import HotSwapTesting
 import Hummingbird
 import HummingbirdTesting
 import Logging
 import NIOCore
-import ONNXRuntime
 import Server
-import Synchronization
 import TestSupport
 import Testing
 
-/// Builds a real server (real ORT, real slots, small synthetic models) for in-process router tests.
+/// Builds a real server (real slots, real audit log in SQLite) over fake inference backends for in-process router
+/// tests: no ONNX Runtime. The model repository holds small placeholder files, each standing for a kind of model.
 struct ServerHarness {
-    static let loader: ORTModelLoader = {
-        do { return ORTModelLoader(environment: try ORTEnvironment(library: ORTLibrary.load())) } catch {
-            fatalError("ONNX Runtime could not be loaded (run scripts/setup): \(error)")
-        }
-    }()
+    /// The repository's models and the fake backend each stands for.
+    static let models: [String: FakeBackend] = [
+        "synthetic/yolov5-nc80-416-identity.onnx": FakeBackend(inputSize: 416),
+        "synthetic/yolov5-nc80-320-identity.onnx": FakeBackend(inputSize: 320),
+        // Same schema as the others but other class names: refused as incompatible unless a schema change is allowed.
+        "synthetic/yolov5-nc80-320-other-names.onnx": FakeBackend(
+            inputSize: 320, names: FakeBackend.cocoNames.map { $0 + "-x" }),
+        // Outputs NaN: refused by the warm-up.
+        "synthetic/nan.onnx": FakeBackend(nonFinite: true),
+    ]
+
+    static let loader = FakeLoader { label in
+        models.first { label.hasSuffix("/" + $0.key) }?.value ?? FakeBackend()
+    }
 
     static let tokens = [
         ServerConfiguration.Token(name: "alice", role: .operator, sha256: TokenAuthenticator.digest(of: "alice-token")),
@@ -25,17 +35,10 @@ struct ServerHarness {
         ServerConfiguration.Token(name: "root", role: .admin, sha256: TokenAuthenticator.digest(of: "root-token")),
     ]
 
-    /// Records audit entries in memory.
-    final class MemoryAudit: AuditSink {
-        let records = Mutex<[AuditRecord]>([])
-        func record(_ record: AuditRecord) throws { records.withLock { $0.append(record) } }
-        var all: [AuditRecord] { records.withLock { $0 } }
-    }
-
     let repository: URL
     let configuration: ServerConfiguration
     let control: ControlPlane
-    let audit = MemoryAudit()
+    let audit: AuditTrail
 
     /// A model repository in a temp folder with copies of the synthetic models, plus a symlink that escapes it.
     init(tokens: [ServerConfiguration.Token] = Self.tokens, anonymousDetect: Bool = false,
@@ -43,11 +46,8 @@ struct ServerHarness {
         let repo = FileManager.default.temporaryDirectory.appendingPathComponent("repo-\(UUID())")
         try FileManager.default.createDirectory(at: repo.appendingPathComponent("synthetic"),
             withIntermediateDirectories: true)
-        for name in ["yolov5-nc80-416-identity.onnx", "yolov5-nc80-320-identity.onnx",
-            "yolov5-nc80-320-other-names.onnx", "nan.onnx"]
-        {
-            try FileManager.default.copyItem(at: Repository.url("models/synthetic/\(name)"),
-                to: repo.appendingPathComponent("synthetic/\(name)"))
+        for name in Self.models.keys {
+            try Data("placeholder for \(name)".utf8).write(to: repo.appendingPathComponent(name))
         }
         try FileManager.default.createSymbolicLink(atPath: repo.appendingPathComponent("escape.onnx").path,
             withDestinationPath: "/etc/passwd")
@@ -60,11 +60,11 @@ struct ServerHarness {
         config.slots = ["default": .init(model: "synthetic/yolov5-nc80-416-identity.onnx"),
             "line2": .init(model: "synthetic/yolov5-nc80-320-identity.onnx")]
         config.routes = ["metal-case": "line2"]
-        config.warmupRuns = 1
+        config.hotSwap.warmupRuns = 1
+        config.hotSwap.servingThreads = 2
         configuration = config
-        var hotSwap = config.hotSwap
-        hotSwap.servingThreads = 2
-        let manager = ModelManager(configuration: hotSwap, loader: Self.loader)
+        audit = AuditTrail(log: try AuditLog(directory: repo.appendingPathComponent("state").path))
+        let manager = ModelManager(configuration: config.hotSwap, loader: Self.loader)
         control = ControlPlane(manager: manager, repository: ModelRepository(root: repo.path), routes: config.routes,
             audit: audit, logger: Logger(label: "test"))
         await YOLOSwapServer.startSlots(control: control, configuration: config, logger: Logger(label: "test"))
@@ -77,8 +77,14 @@ struct ServerHarness {
 
     func test<Value: Sendable>(_ body: @Sendable (any TestClientProtocol) async throws -> Value) async throws -> Value {
         let app = YOLOSwapServer.makeApplication(control: control, configuration: configuration,
-            auditReader: nil, metricsText: { "# metrics\n" }, logger: Logger(label: "test"))
+            metricsText: { "# metrics\n" }, logger: Logger(label: "test"))
         return try await app.test(.router, body)
+    }
+
+    /// Every audit entry, oldest first, once the pending ones (load outcomes) are written.
+    func auditEntries() async throws -> [AuditEntry] {
+        await control.drain()
+        return try await audit.entries(slot: nil, since: nil, limit: 10_000).reversed()
     }
 
     static func headers(token: String? = nil, contentType: String? = nil) -> HTTPFields {

@@ -1,6 +1,7 @@
 import Foundation
 import ImageCodecs
 import TestSupport
+import Primitives
 import Testing
 
 @testable import YOLO

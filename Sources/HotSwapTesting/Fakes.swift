@@ -1,7 +1,6 @@
 import Foundation
 import HotSwap
-import ORTBackend
-import Synchronization
+import Primitives
 import YOLO
 
 // MARK: - Gate
@@ -9,24 +8,24 @@ import YOLO
 /// A gate that fake inference runs pass through: open by default; while closed, `pass()` blocks the calling thread.
 ///
 /// Thread-safety: all members may be used from any thread.
-final class Gate: @unchecked Sendable {
+public final class Gate: @unchecked Sendable {
     // @unchecked: `isOpen`, `waiting` and `passedThreads` are only read or written with `condition` locked.
     private let condition = NSCondition()
     private var isOpen: Bool
     private var waiting = 0
     private var passedThreads: [String] = []
 
-    init(open: Bool = true) { isOpen = open }
+    public init(open: Bool = true) { isOpen = open }
 
     /// Makes later (and waiting) `pass()` calls block until `open()`.
-    func close() {
+    public func close() {
         condition.lock()
         isOpen = false
         condition.unlock()
     }
 
     /// Lets every blocked and later `pass()` through.
-    func open() {
+    public func open() {
         condition.lock()
         isOpen = true
         condition.broadcast()
@@ -34,7 +33,7 @@ final class Gate: @unchecked Sendable {
     }
 
     /// Blocks while the gate is closed; records the calling thread's name.
-    func pass() {
+    public func pass() {
         condition.lock()
         waiting += 1
         while !isOpen { condition.wait() }
@@ -44,14 +43,14 @@ final class Gate: @unchecked Sendable {
     }
 
     /// Threads blocked in `pass()` now.
-    var waitingCount: Int {
+    public var waitingCount: Int {
         condition.lock()
         defer { condition.unlock() }
         return waiting
     }
 
     /// Names of the threads that went through, in order.
-    var threadsPassed: [String] {
+    public var threadsPassed: [String] {
         condition.lock()
         defer { condition.unlock() }
         return passedThreads
@@ -67,8 +66,8 @@ final class Gate: @unchecked Sendable {
 /// elsewhere. Runs may be held at a `Gate` or slowed by a delay.
 ///
 /// Thread-safety: immutable; `run` may be called concurrently.
-struct FakeBackend: InferenceBackend {
-    static let cocoNames = [
+public struct FakeBackend: InferenceBackend {
+    public static let cocoNames = [
         "person", "bicycle", "car", "motorbike", "aeroplane", "bus", "train", "truck", "boat", "traffic light",
         "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
         "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
@@ -81,24 +80,27 @@ struct FakeBackend: InferenceBackend {
     ]
 
     /// Thrown by a run whose cancellation was signalled.
-    struct Cancelled: Error {}
+    public struct Cancelled: Error {}
 
-    let inputs: [TensorSpec]
-    let outputs: [TensorSpec]
-    let metadata: [String: String]
-    let inputSize: Int
-    let rows: Int
-    let classCount: Int
-    let gate: Gate?
-    let runDelay: Duration?
+    public let inputs: [TensorSpec]
+    public let outputs: [TensorSpec]
+    public let metadata: [String: String]
+    public let inputSize: Int
+    public let rows: Int
+    public let classCount: Int
+    public let gate: Gate?
+    public let runDelay: Duration?
+    /// Makes every output value NaN (a broken model that warm-up must refuse).
+    public let nonFinite: Bool
 
-    init(inputSize: Int = 416, rows: Int = 16, names: [String] = Self.cocoNames, gate: Gate? = nil,
-         runDelay: Duration? = nil) {
+    public init(inputSize: Int = 416, rows: Int = 16, names: [String] = Self.cocoNames, gate: Gate? = nil,
+                runDelay: Duration? = nil, nonFinite: Bool = false) {
         self.inputSize = inputSize
         self.rows = rows
         self.classCount = names.count
         self.gate = gate
         self.runDelay = runDelay
+        self.nonFinite = nonFinite
         inputs = [TensorSpec(name: "images", dataType: .float32, shape: [1, 3, inputSize, inputSize])]
         outputs = [TensorSpec(name: "output0", dataType: .float32, shape: [1, rows, 5 + names.count])]
         let dictionary = names.enumerated().map { "\($0.offset): '\($0.element)'" }.joined(separator: ", ")
@@ -106,7 +108,7 @@ struct FakeBackend: InferenceBackend {
             "imgsz": "[\(inputSize), \(inputSize)]"]
     }
 
-    func run(_ input: InputTensor, cancellation: RunCancellation?) throws -> any OutputTensorView {
+    public func run(_ input: InputTensor, cancellation: RunCancellation?) throws -> any OutputTensorView {
         gate?.pass()
         if let runDelay { Thread.sleep(forTimeInterval: runDelay.seconds) }
         if cancellation?.isCancelled == true { throw Cancelled() }
@@ -114,6 +116,7 @@ struct FakeBackend: InferenceBackend {
         var values = [Float](repeating: 0, count: rows * width)
         let centre = Float(inputSize) / 2, side = Float(inputSize) / 4
         values.replaceSubrange(0..<6, with: [centre, centre, side, side, 0.9, 0.8])
+        if nonFinite { values = values.map { _ in .nan } }
         return ArrayOutput(shape: [1, rows, width], values: values)
     }
 }
@@ -123,11 +126,11 @@ struct FakeBackend: InferenceBackend {
 /// A `ModelLoader` that ignores the bytes and returns `FakeBackend`s; counts and records its calls.
 ///
 /// Thread-safety: all members may be used from any thread.
-final class FakeLoader: ModelLoader {
+public final class FakeLoader: ModelLoader {
     /// One `makeBackend` call: which model (the label is the file path) and when it began.
-    struct Call: Sendable {
-        var label: String
-        var startedAt: Date
+    public struct Call: Sendable {
+        public var label: String
+        public var startedAt: Date
     }
 
     private let delay: Duration?
@@ -137,23 +140,46 @@ final class FakeLoader: ModelLoader {
     /// - Parameters:
     ///   - delay: how long each `makeBackend` sleeps (a slow session creation).
     ///   - backend: the backend for a model, by label (file path).
-    init(delay: Duration? = nil,
+    public init(delay: Duration? = nil,
          backend: @escaping @Sendable (_ label: String) -> FakeBackend = { _ in FakeBackend() }) {
         self.delay = delay
         self.backend = backend
     }
 
-    var makeBackendCalls: Int { log.withLock { $0.count } }
-    var calls: [Call] { log.withLock { $0 } }
+    public var makeBackendCalls: Int { log.withLock { $0.count } }
+    public var calls: [Call] { log.withLock { $0 } }
 
-    func makeBackend(for file: ModelFile, label: String, intraOpThreads: Int) throws -> any InferenceBackend {
+    public func makeBackend(for file: ModelFile, label: String, intraOpThreads: Int) throws -> any InferenceBackend {
         log.withLock { $0.append(Call(label: label, startedAt: Date())) }
         if let delay { Thread.sleep(forTimeInterval: delay.seconds) }
         return backend(label)
     }
 }
 
-extension Duration {
-    /// The duration in seconds, as a `Double`.
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
+// MARK: - State store
+
+/// A `SlotStateStore` in front of a real one whose commits block the calling thread — at a gate, or for a delay —
+/// the way a slow or stalled disk would. Reads and appends pass straight through.
+///
+/// Thread-safety: immutable; the wrapped store's guarantees apply.
+public struct SlowStateStore: SlotStateStore {
+    public let inner: any SlotStateStore
+    public let commitDelay: Duration?
+    public let commitGate: Gate?
+
+    public init(_ inner: any SlotStateStore, commitDelay: Duration? = nil, commitGate: Gate? = nil) {
+        self.inner = inner
+        self.commitDelay = commitDelay
+        self.commitGate = commitGate
+    }
+
+    public func committedSlots() throws -> [CommittedSlot] { try inner.committedSlots() }
+
+    public func commit(_ state: CommittedSlot) throws {
+        commitGate?.pass()
+        if let commitDelay { Thread.sleep(forTimeInterval: commitDelay.seconds) }
+        try inner.commit(state)
+    }
+
+    public func append(_ event: SwapEvent) throws { try inner.append(event) }
 }

@@ -21,3 +21,8 @@ public final class Locked<Value>: @unchecked Sendable {
         return try body(&value)
     }
 }
+
+extension Locked where Value: Sendable {
+    /// A copy of the value, read under the lock.
+    public var value: Value { withLock { $0 } }
+}

@@ -1,9 +1,12 @@
 import Foundation
 import HotSwap
+import HotSwapTesting
+import TestSupport
 import YOLO
+import Primitives
 import Testing
 
-extension HotSwapSuite {
+extension ORTSwapSuite {
     /// Many request loops on one slot while its model is swapped and rolled back again and again (real ORT).
     @Suite("Stress")
     struct StressTests {
@@ -29,7 +32,8 @@ extension HotSwapSuite {
 
         @Test("8 request loops during 50 swaps and 10 rollbacks: no errors, every answer from a model active during its request, generations never go back")
         func swapsUnderLoad() async throws {
-            let manager = ModelManager(configuration: Fixtures.configuration(), loader: Fixtures.ortLoader)
+            let releases = ReleaseRecorder()
+            let manager = ModelManager(configuration: HotSwapConfiguration.testing(), loader: ortLoader, releaseObserver: releases.observer)
             let slot = try await manager.createSlot("line")
             let first = try await manager.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity416))
             let shaA = try Fixtures.sha256(Fixtures.identity416)
@@ -96,7 +100,7 @@ extension HotSwapSuite {
             }
 
             print("stress: \(samples.count) requests, \(errors.count) errors, \(activations.count) generations,",
-                "\(manager.releases.count) releases, in \(ContinuousClock.now - started)")
+                "\(releases.all.count) releases, in \(ContinuousClock.now - started)")
             let mean = { (stage: KeyPath<StageTimings, Double>) in
                 samples.map { $0.timings[keyPath: stage] }.reduce(0, +) / Double(max(1, samples.count))
             }
@@ -133,11 +137,11 @@ extension HotSwapSuite {
 
             // Each load displaced a standby: those models were released, drained, on the releaser's thread.
             #expect(await eventually { manager.releaser.pendingCount == 0 })
-            let releases = manager.releases
-            #expect(!releases.isEmpty)
-            #expect(releases.allSatisfy { $0.inFlightAtRelease == 0 })
-            #expect(releases.allSatisfy { $0.threadName == manager.releaser.threadName },
-                "released on \(Set(releases.map(\.threadName)))")
+            let released = releases.all
+            #expect(!released.isEmpty)
+            #expect(released.allSatisfy { $0.inFlightAtRelease == 0 })
+            #expect(released.allSatisfy { $0.threadName == manager.releaser.threadName },
+                "released on \(Set(released.map(\.threadName)))")
             await manager.shutdown()
         }
     }

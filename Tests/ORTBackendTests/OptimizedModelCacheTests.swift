@@ -1,5 +1,7 @@
 import Foundation
 import HotSwap
+import HotSwapTesting
+import TestSupport
 import ImageCodecs
 import ONNXRuntime
 import ORTBackend
@@ -7,12 +9,12 @@ import TestSupport
 import Testing
 import YOLO
 
-extension HotSwapSuite {
+extension ORTSwapSuite {
     /// Loads through the optimized-model cache: miss then hit, identical outputs, corrupt entries rebuilt, no cache
     /// problem ever failing a load, and bytes re-checked against the verified digest.
     @Suite("Optimized-model cache")
     struct OptimizedModelCacheTests {
-        let environment = Fixtures.ortLoader.environment
+        let environment = ortLoader.environment
         let model = Repository.path("models/yolov3-tiny-coco-320.onnx")
 
         /// The model's raw output for bus.jpg.
@@ -114,7 +116,7 @@ extension HotSwapSuite {
             let error = #expect(throws: ModelLoadError.self) {
                 _ = try cache.session(for: file, environment: environment, options: .init(), label: copy.path)
             }
-            guard case .changedSinceVerification(_, let verified, _) = error else {
+            guard case .file(.changedSinceVerification(_, let verified, _)) = error else {
                 Issue.record("expected changedSinceVerification, got \(String(describing: error))")
                 return
             }
@@ -125,9 +127,9 @@ extension HotSwapSuite {
         func managerHits() async throws {
             let directory = try Fixtures.temporaryDirectory()
             defer { try? FileManager.default.removeItem(at: directory) }
-            var loader = Fixtures.ortLoader
+            var loader = ortLoader
             loader.cache = OptimizedModelCache(directory: directory.path)
-            let manager = ModelManager(configuration: Fixtures.configuration(), loader: loader)
+            let manager = ModelManager(configuration: HotSwapConfiguration.testing(), loader: loader)
             let slot = try await manager.createSlot("default")
             func outcome() -> OptimizedModelCache.Outcome? {
                 (slot.roles.active?.detector.backend as? ORTInferenceBackend)?.cacheOutcome

@@ -38,7 +38,7 @@ public enum Normalization: String, Sendable, Equatable, Codable {
 /// Everything about a model that preprocessing, decoding and hot-swap compatibility depend on.
 ///
 /// Built from a model's declared tensors and Ultralytics-style metadata (`names`, `stride`, `imgsz`, `task`).
-public struct ModelSignature: Sendable, Equatable {
+public struct ModelSchema: Sendable, Equatable {
     public var input: TensorSpec
     public var output: TensorSpec
     /// True when the input's height or width is dynamic; the size then comes from `imgsz`.
@@ -72,25 +72,25 @@ public struct ModelSignature: Sendable, Equatable {
         self.task = task
     }
 
-    /// Derives a signature from the model's tensors and custom metadata.
+    /// Derives a schema from the model's tensors and custom metadata.
     /// - Parameters:
     ///   - inputs: the model's inputs (the first is the image).
     ///   - outputs: the model's outputs (the first is decoded).
     ///   - metadata: custom `metadata_props` (`names`, `imgsz`, `stride`, `task`, `end2end`).
     ///   - imgsz: input size for dynamic models when metadata has none (or to override it).
     ///   - format: forces an output format instead of detecting it.
-    /// - Throws: `SignatureError` naming what is missing or malformed.
+    /// - Throws: `ModelSchemaError` naming what is missing or malformed.
     public static func make(
         inputs: [TensorSpec], outputs: [TensorSpec], metadata: [String: String], imgsz: ImageSize? = nil,
         format: OutputFormat? = nil
-    ) throws(SignatureError) -> ModelSignature {
-        guard let input = inputs.first else { throw SignatureError.noInput }
-        guard let output = outputs.first else { throw SignatureError.noOutput }
+    ) throws(ModelSchemaError) -> ModelSchema {
+        guard let input = inputs.first else { throw ModelSchemaError.noInput }
+        guard let output = outputs.first else { throw ModelSchemaError.noOutput }
         guard input.shape.count == 4, input.shape[1] == 3 || input.shape[1] < 0 else {
-            throw SignatureError.unsupportedInput(shape: input.shape, reason: "expected NCHW [1, 3, H, W]")
+            throw ModelSchemaError.unsupportedInput(shape: input.shape, reason: "expected NCHW [1, 3, H, W]")
         }
         guard input.dataType != .other else {
-            throw SignatureError.unsupportedInput(shape: input.shape, reason: "input must be float32 or float16")
+            throw ModelSchemaError.unsupportedInput(shape: input.shape, reason: "input must be float32 or float16")
         }
         let names = metadata["names"].flatMap(MetadataParser.names) ?? []
         let dynamic = input.shape[2] < 0 || input.shape[3] < 0
@@ -102,10 +102,10 @@ public struct ModelSignature: Sendable, Equatable {
         } else if let text = metadata["imgsz"], let parsed = MetadataParser.imageSize(text) {
             size = parsed
         } else {
-            throw SignatureError.missingInputSize
+            throw ModelSchemaError.missingInputSize
         }
         guard output.shape.count == 3 else {
-            throw SignatureError.unsupportedOutput(shape: output.shape, reason: "expected a rank-3 output")
+            throw ModelSchemaError.unsupportedOutput(shape: output.shape, reason: "expected a rank-3 output")
         }
         let detected: OutputFormat
         if let format {
@@ -121,12 +121,12 @@ public struct ModelSignature: Sendable, Equatable {
         case .yolov10: classCount = names.isEmpty ? 80 : names.count
         }
         guard classCount > 0 else {
-            throw SignatureError.unsupportedOutput(shape: output.shape, reason: "no class scores for \(detected)")
+            throw ModelSchemaError.unsupportedOutput(shape: output.shape, reason: "no class scores for \(detected)")
         }
         if !names.isEmpty, names.count != classCount, detected != .yolov10 {
-            throw SignatureError.classCountMismatch(names: names.count, output: classCount)
+            throw ModelSchemaError.classCountMismatch(names: names.count, output: classCount)
         }
-        return ModelSignature(
+        return ModelSchema(
             input: input, output: output, dynamicInput: dynamic, inputSize: size, channelOrder: .rgb,
             normalization: .unitScale, outputFormat: detected, classCount: classCount,
             classNames: names.isEmpty ? (0..<classCount).map { "class\($0)" } : names,
@@ -135,23 +135,23 @@ public struct ModelSignature: Sendable, Equatable {
     }
 
     /// Detects the output layout from its shape `[1, A, B]`.
-    static func detectFormat(shape: [Int], classCount: Int?, endToEnd: Bool) throws(SignatureError) -> OutputFormat {
+    static func detectFormat(shape: [Int], classCount: Int?, endToEnd: Bool) throws(ModelSchemaError) -> OutputFormat {
         let (a, b) = (shape[1], shape[2])
         if b == 6, endToEnd || (classCount.map { $0 != 1 } ?? (a <= 300)) { return .yolov10 }
         if let nc = classCount {
             if b == nc + 5 { return .yolov5 }
             if a == nc + 4 { return .yolov8 }
-            throw SignatureError.unsupportedOutput(shape: shape, reason: "does not fit \(nc) classes in any layout")
+            throw ModelSchemaError.unsupportedOutput(shape: shape, reason: "does not fit \(nc) classes in any layout")
         }
         if a > 0, b > 0 { return a < b ? .yolov8 : .yolov5 }
-        throw SignatureError.unsupportedOutput(shape: shape, reason: "dynamic output shape without class names")
+        throw ModelSchemaError.unsupportedOutput(shape: shape, reason: "dynamic output shape without class names")
     }
 
-    /// Every difference between this signature and `other`, by field.
-    public func differences(from other: ModelSignature) -> [SignatureDifference] {
-        var diffs: [SignatureDifference] = []
-        func compare<T: Equatable>(_ field: SignatureDifference.Field, _ a: T, _ b: T) {
-            if a != b { diffs.append(SignatureDifference(field: field, old: "\(a)", new: "\(b)")) }
+    /// Every difference between this schema and `other`, by field.
+    public func differences(from other: ModelSchema) -> [SchemaDifference] {
+        var diffs: [SchemaDifference] = []
+        func compare<T: Equatable>(_ field: SchemaDifference.Field, _ a: T, _ b: T) {
+            if a != b { diffs.append(SchemaDifference(field: field, old: "\(a)", new: "\(b)")) }
         }
         compare(.inputName, other.input.name, input.name)
         compare(.inputDataType, other.input.dataType.rawValue, input.dataType.rawValue)
@@ -165,7 +165,7 @@ public struct ModelSignature: Sendable, Equatable {
             let changed = zip(other.classNames, classNames).enumerated().filter { $0.element.0 != $0.element.1 }
             let detail = changed.prefix(5).map { "\($0.offset): \($0.element.0) → \($0.element.1)" }
                 .joined(separator: ", ")
-            diffs.append(SignatureDifference(field: .classNames, old: "\(other.classNames.count) names",
+            diffs.append(SchemaDifference(field: .classNames, old: "\(other.classNames.count) names",
                 new: detail.isEmpty ? "\(classNames.count) names" : detail + (changed.count > 5 ? ", …" : "")))
         }
         compare(.stride, other.stride, stride)
@@ -175,13 +175,13 @@ public struct ModelSignature: Sendable, Equatable {
 
     /// The differences that make `self` unable to replace `active` in a slot: classes, task, output format, channel
     /// order, normalization. Input size, stride and dtype are per-model preprocessing, so they are compatible.
-    public func incompatibilities(replacing active: ModelSignature) -> [SignatureDifference] {
+    public func incompatibilities(replacing active: ModelSchema) -> [SchemaDifference] {
         differences(from: active).filter(\.field.breaksCompatibility)
     }
 }
 
-/// One field that differs between two signatures.
-public struct SignatureDifference: Sendable, Equatable, CustomStringConvertible {
+/// One field that differs between two schemas.
+public struct SchemaDifference: Sendable, Equatable, CustomStringConvertible {
     public enum Field: String, Sendable, Equatable, CaseIterable {
         case inputName = "input name", inputDataType = "input dtype", inputSize = "input size",
             dynamicInput = "dynamic input", channelOrder = "channel order", normalization, outputFormat = "output format",
@@ -203,8 +203,8 @@ public struct SignatureDifference: Sendable, Equatable, CustomStringConvertible 
     public var description: String { "\(field.rawValue): \(old) → \(new)" }
 }
 
-/// Why a model's signature could not be derived.
-public enum SignatureError: Error, Equatable, CustomStringConvertible {
+/// Why a model's schema could not be derived.
+public enum ModelSchemaError: Error, Equatable, CustomStringConvertible {
     case noInput, noOutput
     case unsupportedInput(shape: [Int], reason: String)
     case unsupportedOutput(shape: [Int], reason: String)

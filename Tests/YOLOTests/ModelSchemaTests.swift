@@ -2,15 +2,15 @@ import Testing
 
 @testable import YOLO
 
-@Suite("Model signature")
+@Suite("Model schema")
 struct SignatureTests {
     static let coco3 = "{0: 'person', 1: 'bicycle', 2: 'car'}"
 
     func make(output: [Int], names: String? = coco3, input: [Int] = [1, 3, 416, 416],
-              extra: [String: String] = [:]) throws -> ModelSignature {
+              extra: [String: String] = [:]) throws -> ModelSchema {
         var meta = extra
         if let names { meta["names"] = names }
-        return try ModelSignature.make(
+        return try ModelSchema.make(
             inputs: [TensorSpec(name: "images", dataType: .float32, shape: input)],
             outputs: [TensorSpec(name: "output0", dataType: .float32, shape: output)], metadata: meta)
     }
@@ -34,15 +34,15 @@ struct SignatureTests {
         #expect(try make(output: [1, 300, 6]).outputFormat == .yolov10)
         #expect(try make(output: [1, 84, 8400], names: nil).classCount == 80)
         #expect(try make(output: [1, 25200, 85], names: nil).outputFormat == .yolov5)
-        #expect(throws: SignatureError.self) { try make(output: [1, 10, 10]) }
-        #expect(throws: SignatureError.self) { try make(output: [1, 85]) }
+        #expect(throws: ModelSchemaError.self) { try make(output: [1, 10, 10]) }
+        #expect(throws: ModelSchemaError.self) { try make(output: [1, 85]) }
     }
 
     @Test("dynamic input takes imgsz from metadata, else needs one")
     func dynamicInput() throws {
         let sig = try make(output: [1, 7, -1], input: [1, 3, -1, -1], extra: ["imgsz": "[320, 320]"])
         #expect(sig.dynamicInput && sig.inputSize == ImageSize(width: 320, height: 320))
-        #expect(throws: SignatureError.missingInputSize) { try make(output: [1, 7, -1], input: [1, 3, -1, -1]) }
+        #expect(throws: ModelSchemaError.missingInputSize) { try make(output: [1, 7, -1], input: [1, 3, -1, -1]) }
     }
 
     @Test("differences list every field; input size alone stays compatible")

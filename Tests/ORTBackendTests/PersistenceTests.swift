@@ -1,8 +1,10 @@
 import Foundation
 import HotSwap
+import HotSwapTesting
+import TestSupport
 import Testing
 
-extension HotSwapSuite {
+extension ORTSwapSuite {
     /// The committed state survives a restart, re-verified by sha256 (real ORT, state in a temp directory).
     @Suite("Persistence")
     struct PersistenceTests {
@@ -24,7 +26,7 @@ extension HotSwapSuite {
 
             /// A manager as a fresh process would make it, on the same state directory.
             func makeManager() throws -> ModelManager {
-                ModelManager(configuration: Fixtures.configuration(), loader: Fixtures.ortLoader,
+                ModelManager(configuration: HotSwapConfiguration.testing(), loader: ortLoader,
                     store: try StateStore(directory: stateDirectory))
             }
 

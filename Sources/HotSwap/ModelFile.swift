@@ -1,0 +1,107 @@
+import Crypto
+import Foundation
+import Primitives
+
+/// Why a model file could not be read, or no longer has the content it was verified with.
+public enum ModelFileError: Error, Equatable, CustomStringConvertible {
+    case unreadable(path: String, reason: String)
+    /// The file's content no longer has the digest it was verified with.
+    case changedSinceVerification(path: String, verified: String, now: String)
+
+    public var description: String {
+        switch self {
+        case .unreadable(let path, let reason): "cannot read model \(path): \(reason)"
+        case .changedSinceVerification(let path, let verified, let now):
+            "model \(path) changed after it was verified (sha256 \(verified.prefix(12)) then, \(now.prefix(12)) now)"
+        }
+    }
+
+    init(_ error: FileReadError) { self = .unreadable(path: error.path, reason: error.reason) }
+}
+
+/// A model file whose SHA-256 has been computed, streamed in 1 MiB chunks (no whole-file buffer): what the load
+/// pipeline hands a `ModelLoader`.
+///
+/// Verification (expected digest, signature over the digest) works on this value before anything is loaded; a loader
+/// that needs the bytes reads them with `readVerifiedBytes()`, which hashes them again and refuses them when they no
+/// longer match — so the bytes a session is created from are always bytes with the verified digest, even if the file
+/// was replaced in between.
+///
+/// Blocking: the initializer and the methods read the file; call them on a thread made for blocking work.
+/// Thread-safety: an immutable value.
+public struct ModelFile: Sendable, Equatable {
+    public let path: String
+    /// Lower-case hex SHA-256 of the file's content.
+    public let sha256: String
+    public let byteCount: Int
+
+    /// Hashes the file at `path`.
+    /// - Throws: `ModelFileError.unreadable` with the path and the system's reason.
+    public init(verifying path: String) throws(ModelFileError) {
+        do {
+            let (sha256, count) = try FileDigest.sha256(ofFileAt: path)
+            self.init(path: path, sha256: sha256, byteCount: count)
+        } catch {
+            throw ModelFileError(error)
+        }
+    }
+
+    public init(path: String, sha256: String, byteCount: Int) {
+        self.path = path
+        self.sha256 = sha256
+        self.byteCount = byteCount
+    }
+
+    /// Reads the whole file into memory (one buffer, filled chunk by chunk) and checks that it still has the verified
+    /// digest.
+    /// - Throws: `ModelFileError.unreadable`, or `.changedSinceVerification` when the content differs now.
+    public func readVerifiedBytes() throws(ModelFileError) -> [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(byteCount)
+        var hasher = SHA256()
+        do {
+            try FileDigest.readChunks(of: path) { chunk in
+                hasher.update(data: chunk)
+                bytes.append(contentsOf: chunk)
+            }
+        } catch {
+            throw ModelFileError(error)
+        }
+        let digest = hasher.finalize().hexString
+        guard digest == sha256 else { throw .changedSinceVerification(path: path, verified: sha256, now: digest) }
+        return bytes
+    }
+
+    /// Copies the file to `destination` (created readable and writable by this user only), chunk by chunk, and
+    /// checks that what was copied has the verified digest — a private copy of verified bytes, without a whole-file
+    /// buffer.
+    /// - Throws: `ModelFileError.unreadable` (reading or writing), or `.changedSinceVerification` (the copy is then
+    ///   removed).
+    public func copyVerified(to destination: String) throws(ModelFileError) {
+        guard FileManager.default.createFile(atPath: destination, contents: nil, attributes: [.posixPermissions: 0o600]),
+            let output = FileHandle(forWritingAtPath: destination)
+        else { throw .unreadable(path: destination, reason: "cannot create the file") }
+        var hasher = SHA256()
+        var writeError: (any Error)?
+        do {
+            defer { try? output.close() }
+            try FileDigest.readChunks(of: path) { chunk in
+                guard writeError == nil else { return }
+                hasher.update(data: chunk)
+                do { try output.write(contentsOf: chunk) } catch { writeError = error }
+            }
+        } catch {
+            try? FileManager.default.removeItem(atPath: destination)
+            throw ModelFileError(error)
+        }
+        let digest = hasher.finalize().hexString
+        if let writeError {
+            try? FileManager.default.removeItem(atPath: destination)
+            throw .unreadable(path: destination, reason: "cannot write: \(writeError)")
+        }
+        guard digest == sha256 else {
+            try? FileManager.default.removeItem(atPath: destination)
+            throw .changedSinceVerification(path: path, verified: sha256, now: digest)
+        }
+    }
+}

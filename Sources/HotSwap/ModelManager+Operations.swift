@@ -1,0 +1,224 @@
+import Foundation
+import Logging
+import YOLO
+
+// The operations behind `ModelManager`'s API. Each runs in its slot's operation queue (see `serialized`), so two of
+// them never overlap on one slot.
+extension ModelManager {
+    func performLoad(_ op: LoadOperation, slot: ModelSlot, operation: SwapEvent.Operation = .load) async
+        -> SwapEvent
+    {
+        let request = op.request
+        // Only what is needed of the active model: holding the instance here would keep it alive (and delay its
+        // release) after it leaves every role.
+        let previous = slot.roles.active.map { (identity: $0.identity, schema: $0.schema) }
+        if op.isCancelled {
+            return await emit(event(for: op, operation: operation, from: previous?.identity))
+        }
+        let policy = resolvedPolicy(for: request, slot: slot)
+        if request.activate, policy == .resourcePreserving, let previous {
+            return await performResourcePreservingLoad(op, slot: slot, previous: previous.identity,
+                previousSchema: previous.schema, operation: operation)
+        }
+        do throws(LoadFailure) {
+            // A switch displaces the standby anyway: free it before the new session exists (old + new, not three).
+            let releaseStandby = request.activate && configuration.releaseStandbyBeforeLoad
+            let model = try await pipeline.run(op, active: previous?.schema) {
+                if releaseStandby { await slot.releaseStandbyAndWait() }
+            }
+            if op.isCancelled {
+                // Cancelled after the pipeline's last check: the model never takes a role.
+                releaser.retire(model)
+                throw LoadFailure.cancelled(path: request.path, reason: "superseded or cancelled")
+            }
+            if request.activate {
+                let flip = await activate(model, in: slot)
+                op.update {
+                    $0.timings.flipMicroseconds = flip.microseconds
+                    $0.generation = flip.generation
+                }
+            } else {
+                slot.stage(model)
+            }
+            op.finish(.ready)
+        } catch {
+            op.finish(error.isCancellation ? .cancelled : .failed, failure: error)
+        }
+        return await emit(event(for: op, operation: operation, from: previous?.identity))
+    }
+
+    /// Drain and release the old model first, then load; on failure, bring the old model back.
+    private func performResourcePreservingLoad(_ op: LoadOperation, slot: ModelSlot,
+                                               previous previousRecord: ModelIdentity,
+                                               previousSchema: ModelSchema,
+                                               operation: SwapEvent.Operation) async -> SwapEvent {
+        slot.dropStandby()
+        slot.discardStaged()
+        guard let drained = slot.deactivate() else {
+            op.finish(.failed, failure: .cancelled(path: op.request.path, reason: "the active model vanished"))
+            return await emit(event(for: op, operation: operation, from: previousRecord))
+        }
+        // Hand over this last reference: the releaser frees the model only once it holds the only one.
+        await releaser.retireAndWait(consume drained)
+        do {
+            let model = try await pipeline.run(op, active: previousSchema)
+            let flip = await activate(model, in: slot, keepStandby: false)
+            op.update {
+                $0.timings.flipMicroseconds = flip.microseconds
+                $0.generation = flip.generation
+            }
+            op.finish(.ready)
+            return await emit(event(for: op, operation: operation, from: previousRecord))
+        } catch {
+            op.finish(error.isCancellation ? .cancelled : .failed, failure: error)
+            var failed = event(for: op, operation: operation, from: previousRecord)
+            // Bring the previous model back through the same verified pipeline.
+            let restore = LoadOperation(request: LoadRequest(slot: slot.name, path: previousRecord.path,
+                name: previousRecord.name, version: previousRecord.version, expectedSHA256: previousRecord.sha256,
+                allowSchemaChange: true))
+            do {
+                let model = try await pipeline.run(restore, active: nil)
+                _ = await activate(model, in: slot, keepStandby: false)
+                failed.reason = (failed.reason ?? "") + "; previous model \(previousRecord.id) restored"
+            } catch {
+                failed.reason = (failed.reason ?? "") + "; restoring \(previousRecord.id) failed too: \(error)"
+                logger.critical("slot has no active model", metadata: ["slot": "\(slot.name)"])
+            }
+            return await emit(failed)
+        }
+    }
+
+    func performSwitch(_ slot: ModelSlot) async throws -> SwapEvent {
+        guard let staged = slot.roles.staged else { throw ControlError.nothingStaged(slot: slot.name) }
+        let flip = await activate(staged, in: slot)
+        var timings = LoadTimings()
+        timings.flipMicroseconds = flip.microseconds
+        return await emit(SwapEvent(slot: slot.name, operation: .switch, result: .succeeded,
+            from: flip.previous?.identity, to: staged.identity, generation: flip.generation, timings: timings))
+    }
+
+    func performRollback(_ slot: ModelSlot) async throws -> SwapEvent {
+        if let standby = slot.roles.standby, let flip = slot.flipToStandby() {
+            await commit(slot)
+            var timings = LoadTimings()
+            timings.flipMicroseconds = flip.microseconds
+            return await emit(SwapEvent(slot: slot.name, operation: .rollback, result: .succeeded,
+                from: flip.previous?.identity, to: standby.identity, generation: flip.generation, timings: timings))
+        }
+        guard let record = previousModels[slot.name]?.last else {
+            throw ControlError.nothingToRollBackTo(slot: slot.name)
+        }
+        let op = LoadOperation(request: LoadRequest(slot: slot.name, path: record.path, version: record.version,
+            expectedSHA256: record.sha256, activate: true, allowSchemaChange: true))
+        remember(op)
+        let event = await performLoad(op, slot: slot, operation: .rollback)
+        if let failure = op.status.failure { throw ControlError.loadFailed(slot: slot.name, failure) }
+        return event
+    }
+
+    /// Brings one committed slot back: the active model (the activation restores its committed generation), then the
+    /// standby (best effort), then commits what came back.
+    func performRestore(_ entry: CommittedSlot, slot: ModelSlot) async -> SwapEvent {
+        let request = LoadRequest(slot: entry.slot, path: entry.active.path, version: entry.active.version,
+            expectedSHA256: entry.active.sha256, activate: true, allowSchemaChange: true)
+        let op = LoadOperation(request: request)
+        remember(op)
+        // The activation adds one: the restored model comes back with its committed generation, in the same flip
+        // that makes the slot ready.
+        slot.setGeneration(max(0, entry.generation - 1))
+        let event = await performLoad(op, slot: slot, operation: .restore)
+        guard event.result == .succeeded else { return event }
+        if let standby = entry.standby {
+            let standbyOp = LoadOperation(request: LoadRequest(slot: entry.slot, path: standby.path,
+                version: standby.version, expectedSHA256: standby.sha256, allowSchemaChange: true))
+            do {
+                slot.setStandby(try await pipeline.run(standbyOp, active: nil))
+                standbyOp.finish(.ready)
+            } catch {
+                standbyOp.finish(.failed, failure: error)
+                logger.warning("standby not restored", metadata: ["slot": "\(entry.slot)", "error": "\(error)"])
+            }
+        }
+        await commit(slot)
+        return event
+    }
+
+    // MARK: Flip, commit, events
+
+    /// Flips a model in, applies the standby retention, records the previous model and commits the new state.
+    func activate(_ model: ModelInstance, in slot: ModelSlot, keepStandby: Bool? = nil) async -> FlipResult {
+        let keep = keepStandby ?? (configuration.standbyRetention != .release)
+        let flip = slot.activate(model, keepStandby: keep)
+        if let previous = flip.previous {
+            previousModels[slot.name, default: []].append(previous.identity.record)
+            if previousModels[slot.name]!.count > 10 { previousModels[slot.name]!.removeFirst() }
+            if case .keepFor(let duration) = configuration.standbyRetention {
+                // A timer, not work that must finish: weak, so that a standby replaced or released before the time
+                // is up is not kept alive by it.
+                Task { [weak slot, weak previous] in
+                    try? await Task.sleep(for: duration)
+                    guard let previous else { return }
+                    slot?.dropStandby(only: previous)
+                }
+            }
+        }
+        await commit(slot)
+        return flip
+    }
+
+    /// Commits the slot's roles to the store, on the store's queue.
+    func commit(_ slot: ModelSlot) async {
+        guard let store else { return }
+        // Only the records: holding the models across the wait would delay the release of one that leaves its role.
+        let state: CommittedSlot? = {
+            let roles = slot.roles
+            guard let active = roles.active else { return nil }
+            return CommittedSlot(slot: slot.name, active: active.identity.record,
+                standby: roles.standby?.identity.record, generation: roles.generation)
+        }()
+        guard let state else { return }
+        do { try await storeQueue.run { try store.commit(state) } } catch {
+            logger.error("cannot commit slot state", metadata: ["slot": "\(slot.name)", "error": "\(error)"])
+        }
+    }
+
+    func resolvedPolicy(for request: LoadRequest, slot: ModelSlot) -> SwapPolicy {
+        let policy = request.policy ?? configuration.policy
+        guard policy == .auto else { return policy }
+        guard let budget = configuration.memoryBudgetBytes else { return .availabilityPreserving }
+        let inUse = registry.withLock { $0.values.reduce(0) { $0 + $1.memoryInUse } }
+        let estimate = ledger.estimate(sha256: request.expectedSHA256, path: request.path)
+        return inUse + estimate <= budget ? .availabilityPreserving : .resourcePreserving
+    }
+
+    func event(for op: LoadOperation, operation: SwapEvent.Operation, from: ModelIdentity?) -> SwapEvent {
+        let status = op.status
+        let result: SwapEvent.Outcome =
+            switch status.stage {
+            case .ready: .succeeded
+            case .cancelled: .cancelled
+            default: .failed
+            }
+        return SwapEvent(slot: op.request.slot, operation: op.request.activate && operation == .load ? .activate
+            : operation, result: result, reason: status.failure?.description, from: from, to: status.identity,
+            generation: status.generation, timings: status.timings, operationID: op.id)
+    }
+
+    /// Records the event (memory, subscribers, log), then appends it to the store on the store's queue.
+    @discardableResult
+    func emit(_ event: SwapEvent) async -> SwapEvent {
+        eventLog.record(event)
+        var metadata: Logger.Metadata = ["slot": "\(event.slot)", "operation": "\(event.operation.rawValue)",
+            "result": "\(event.result.rawValue)"]
+        if let to = event.to { metadata["model"] = "\(to.id)" }
+        if let reason = event.reason { metadata["reason"] = "\(reason)" }
+        if event.result == .failed { logger.warning("swap operation failed", metadata: metadata) }
+        else { logger.info("swap operation", metadata: metadata) }
+        if let store {
+            do { try await storeQueue.run { try store.append(event) } } catch {
+                logger.error("cannot store event", metadata: ["error": "\(error)"])
+            }
+        }
+        return event
+    }
+}

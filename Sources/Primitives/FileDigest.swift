@@ -1,0 +1,53 @@
+import Crypto
+import Foundation
+
+/// Why a file could not be read.
+public struct FileReadError: Error, Equatable, CustomStringConvertible {
+    public var path: String
+    /// What went wrong, in the system's words ("no such file", "it is a directory", ...).
+    public var reason: String
+
+    public init(path: String, reason: String) {
+        self.path = path
+        self.reason = reason
+    }
+
+    public var description: String { "cannot read \(path): \(reason)" }
+}
+
+/// Streaming SHA-256 of files, read in chunks of at most 1 MiB (never a whole-file buffer): the one file hasher of
+/// the code base.
+///
+/// Blocking: each call reads the file. Call it on a thread made for blocking work, never on Swift's cooperative pool.
+/// Thread-safety: stateless.
+public enum FileDigest {
+    /// The digest of the file at `path`.
+    /// - Returns: the lower-case hex SHA-256 and the number of bytes hashed.
+    /// - Throws: `FileReadError` with the path and the system's reason.
+    public static func sha256(ofFileAt path: String) throws(FileReadError) -> (sha256: String, byteCount: Int) {
+        var hasher = SHA256()
+        var count = 0
+        try readChunks(of: path) { chunk in
+            hasher.update(data: chunk)
+            count += chunk.count
+        }
+        return (hasher.finalize().hexString, count)
+    }
+
+    /// Calls `body` with the file's content in order, in chunks of at most 1 MiB.
+    /// - Throws: `FileReadError` when the file cannot be opened or read.
+    public static func readChunks(of path: String, _ body: (Data) -> Void) throws(FileReadError) {
+        guard let handle = FileHandle(forReadingAtPath: path) else {
+            var isDirectory: ObjCBool = false
+            let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
+            throw FileReadError(path: path, reason: !exists ? "no such file" : isDirectory.boolValue
+                ? "it is a directory" : "cannot open the file")
+        }
+        defer { try? handle.close() }
+        do {
+            while let chunk = try handle.read(upToCount: 1 << 20), !chunk.isEmpty { body(chunk) }
+        } catch {
+            throw FileReadError(path: path, reason: "\(error)")
+        }
+    }
+}
