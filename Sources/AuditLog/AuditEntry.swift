@@ -18,8 +18,8 @@ import Primitives
 /// row by any tool.
 ///
 /// The one shape of an audit record: what the server records (a draft: `id` nil, hashes empty, until
-/// `AuditLog.append(_:)` returns the stored entry), what the log stores and verifies, and — Codable with the snake_case
-/// keys below — what `GET /v1/audit` and `yoloswap audit list` print.
+/// `AuditLog.append(_:)` returns the stored entry), what the log stores and verifies, and — Codable with the
+/// snake_case keys below — what `GET /v1/audit` and `yoloswap audit list` print.
 ///
 /// Thread-safety: a value.
 public struct AuditEntry: Sendable, Codable, Equatable {
@@ -108,7 +108,8 @@ public struct AuditEntry: Sendable, Codable, Equatable {
         text += line("signature_key_id", signatureKeyID)
         text += line("result", result)
         text += line("reason", reason)
-        text += line("duration_ms", durationMs.map { Hex.string(withUnsafeBytes(of: $0.bitPattern.bigEndian, Array.init)) })
+        text += line(
+            "duration_ms", durationMs.map { Hex.string(withUnsafeBytes(of: $0.bitPattern.bigEndian, Array.init)) })
         text += line("previous_hash", previousHash)
         return Data(text.utf8)
     }

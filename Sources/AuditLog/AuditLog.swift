@@ -289,8 +289,8 @@ public final class AuditLog: Sendable {
                             id, .linkMismatch,
                             id == 1
                                 ? "previous_hash is not the genesis value (the first entry was replaced)"
-                                : "previous_hash does not match the hash of entry #\(id - 1) (that entry was edited and "
-                                    + "re-hashed, or replaced)")
+                                : "previous_hash does not match the hash of entry #\(id - 1) (that entry was edited "
+                                    + "and re-hashed, or replaced)")
                     }
                     verified += 1
                     expectedID = id + 1
@@ -302,7 +302,8 @@ public final class AuditLog: Sendable {
                     return .intact(entries: 0, headHash: AuditEntry.genesisHash)
                 case (let head?, let last) where head.entryID > (last?.entryID ?? 0):
                     let first = (last?.entryID ?? 0) + 1
-                    let range = first == head.entryID ? "entry #\(first) is" : "entries #\(first)–#\(head.entryID) are"
+                    let range =
+                        first == head.entryID ? "entry #\(first) is" : "entries #\(first)–#\(head.entryID) are"
                     return broken(
                         first, .truncated,
                         "\(range) missing from the end (deleted; the head records entry #\(head.entryID))")

@@ -52,8 +52,8 @@ public struct HotSwapConfiguration: Sendable, Equatable {
     public init(
         servingThreads: Int = 2, queueCapacity: Int = 64, intraOpThreads: Int = 1, loadThreads: Int = 1,
         warmupRuns: Int = 3, warmupTimeout: Duration = .seconds(30), warmupImage: [UInt8]? = nil,
-        standbyRetention: StandbyRetention = .keep, releaseStandbyBeforeLoad: Bool = true, memoryBudgetBytes: Int? = nil,
-        policy: SwapPolicy = .availabilityPreserving
+        standbyRetention: StandbyRetention = .keep, releaseStandbyBeforeLoad: Bool = true,
+        memoryBudgetBytes: Int? = nil, policy: SwapPolicy = .availabilityPreserving
     ) {
         self.servingThreads = servingThreads
         self.queueCapacity = queueCapacity

@@ -105,8 +105,8 @@ public enum LoadFailure: Error, Equatable, CustomStringConvertible {
     }
 }
 
-/// One load, observable while it runs: `queued → verifying → loading → validating → warming → ready`, or `failed`
-/// / `cancelled`. Concurrent requests for the same model share one operation.
+/// One load, observable while it runs: `queued → verifying → loading → validating → warming → ready`, or
+/// `failed` / `cancelled`. Concurrent requests for the same model share one operation.
 ///
 /// Thread-safety: all members may be used from any thread.
 public final class LoadOperation: Sendable {

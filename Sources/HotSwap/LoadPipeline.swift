@@ -192,7 +192,8 @@ struct LoadPipeline: Sendable {
         guard output.shape.count == declared.count,
             zip(output.shape, declared).allSatisfy({ $1 < 0 || $0 == $1 })
         else {
-            throw LoadFailure.warmupFailed(path: path, reason: "output shape \(output.shape) differs from declared \(declared)")
+            throw LoadFailure.warmupFailed(
+                path: path, reason: "output shape \(output.shape) differs from declared \(declared)")
         }
         try output.withFloats { values in
             let b = output.shape[2]

@@ -78,7 +78,8 @@ public struct ModelFile: Sendable, Equatable {
     /// - Throws: `ModelFileError.unreadable` (reading or writing), or `.changedSinceVerification` (the copy is then
     ///   removed).
     public func copyVerified(to destination: String) throws(ModelFileError) {
-        guard FileManager.default.createFile(atPath: destination, contents: nil, attributes: [.posixPermissions: 0o600]),
+        guard
+            FileManager.default.createFile(atPath: destination, contents: nil, attributes: [.posixPermissions: 0o600]),
             let output = FileHandle(forWritingAtPath: destination)
         else { throw .unreadable(path: destination, reason: "cannot create the file") }
         var hasher = SHA256()

@@ -145,7 +145,7 @@ public final class ModelSlot: Sendable {
         let stamp = ModelStamp(slot: name, identity: model.identity, generation: generation)
         let result = Result { () throws(DetectionError) in
             // The two-thread JPEG decode only while this is the slot's one request (nothing else running or queued):
-            // under load its extra CPU would cost throughput and tail latency (measured: −2.5 % req/s, p99 +10 %).
+            // under load the second thread would only take a core from another request.
             let result = try model.detector.detect(imageBytes: imageBytes, options: options,
                 decodeInParallel: !executor.hasWorkBesidesOne)
             return SlotDetection(result: result, model: stamp, queueMilliseconds: (started - enqueued).milliseconds)
@@ -163,7 +163,9 @@ public final class ModelSlot: Sendable {
         }
     }
 
-    private func waitForModel(deadline: ContinuousClock.Instant?, since enqueued: ContinuousClock.Instant) async throws {
+    private func waitForModel(
+        deadline: ContinuousClock.Instant?, since enqueued: ContinuousClock.Instant
+    ) async throws {
         if state.withLock({ $0.roles.active != nil }) { return }
         let id = UUID()
         let timeout: Task<Void, Never>? = deadline.map { deadline in

@@ -51,8 +51,8 @@ public enum ProcessMemory {
     /// Caps the number of glibc malloc arenas (`mallopt(M_ARENA_MAX, n)`). Call once at process start.
     ///
     /// glibc gives threads their own arenas; with worker, loader and releaser threads each allocating and freeing
-    /// ORT sessions, freed memory stays scattered across arenas and RSS creeps up swap after swap (measured here:
-    /// +15 % after 10 swap cycles of yolov3-tiny by default, none with 2 arenas).
+    /// ORT sessions, freed memory stays scattered across arenas and RSS creeps up swap after swap (README, Performance:
+    /// the hot-swap figures).
     /// - Returns: `true` if the allocator accepted the setting.
     @discardableResult
     public static func limitAllocatorArenas(_ count: Int) -> Bool {

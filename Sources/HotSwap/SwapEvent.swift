@@ -9,7 +9,9 @@ import Foundation
 ///
 /// Thread-safety: a value.
 public struct SwapEvent: Sendable, Equatable, Codable {
-    public enum Operation: String, Sendable, Codable { case load, activate, `switch`, rollback, discard, release, restore }
+    public enum Operation: String, Sendable, Codable {
+        case load, activate, `switch`, rollback, discard, release, restore
+    }
     public enum Outcome: String, Sendable, Codable { case succeeded, failed, cancelled }
 
     enum CodingKeys: String, CodingKey {

@@ -161,24 +161,36 @@ public final class FakeLoader: ModelLoader {
 /// A `SlotStateStore` in front of a real one whose commits block the calling thread — at a gate, or for a delay —
 /// the way a slow or stalled disk would. Reads and appends pass straight through.
 ///
-/// Thread-safety: immutable; the wrapped store's guarantees apply.
-public struct SlowStateStore: SlotStateStore {
+/// Thread-safety: all members may be used from any thread; the wrapped store's guarantees apply.
+public final class SlowStateStore: SlotStateStore {
     public let inner: any SlotStateStore
-    public let commitDelay: Duration?
+    /// Commits pass this gate first (nil: none).
     public let commitGate: Gate?
+    private let delay: Locked<Duration?>
+    private let commits = Locked(0)
 
     public init(_ inner: any SlotStateStore, commitDelay: Duration? = nil, commitGate: Gate? = nil) {
         self.inner = inner
-        self.commitDelay = commitDelay
         self.commitGate = commitGate
+        self.delay = Locked(commitDelay)
     }
+
+    /// How long each commit blocks its thread before it is written (nil: not at all); may be changed at any time.
+    public var commitDelay: Duration? {
+        get { delay.value }
+        set { delay.withLock { $0 = newValue } }
+    }
+
+    /// Commits written so far.
+    public var commitCount: Int { commits.value }
 
     public func committedSlots() throws -> [CommittedSlot] { try inner.committedSlots() }
 
     public func commit(_ state: CommittedSlot) throws {
         commitGate?.pass()
-        if let commitDelay { Thread.sleep(forTimeInterval: commitDelay.seconds) }
+        if let delay = delay.value { Thread.sleep(forTimeInterval: delay.seconds) }
         try inner.commit(state)
+        commits.withLock { $0 += 1 }
     }
 
     public func append(_ event: SwapEvent) throws { try inner.append(event) }

@@ -32,8 +32,8 @@ final class LibJPEGDecoder {
         return Header(width: Int(header.width), height: Int(header.height), multipleScans: header.multiple_scans != 0)
     }
 
-    /// Starts a buffered-image decode to RGB (see ``PipelinedJPEGDecoding``): returns the iMCU rows the input side reads
-    /// and the output rows per iMCU row.
+    /// Starts a buffered-image decode to RGB (see ``PipelinedJPEGDecoding``): returns the iMCU rows the input side
+    /// reads and the output rows per iMCU row.
     func startBufferedRGB() throws(ImageDecodeError) -> (imcuRows: Int, rowsPerIMCU: Int) {
         var layout = cjpeg_buffered_layout()
         try check(cjpeg_start_buffered_rgb(decoder, &layout), doing: "decoding the JPEG")

@@ -58,7 +58,8 @@ final class JPEGDecompressor {
     private func check(_ status: Int32, doing what: String) throws(ImageDecodeError) {
         guard status != 0 else { return }
         let message = String(cString: tjGetErrorStr2(handle))
-        try Self.judge(message: message, isWarning: tjGetErrorCode(handle) == Int32(TJERR_WARNING.rawValue), doing: what)
+        try Self.judge(
+            message: message, isWarning: tjGetErrorCode(handle) == Int32(TJERR_WARNING.rawValue), doing: what)
     }
 
     /// The rule of ``check(_:doing:)`` for a libjpeg message (TurboJPEG's or ``LibJPEGDecoder``'s): throws for a fatal

@@ -52,7 +52,9 @@ public final class ORTSession: @unchecked Sendable {
                             label: String = "model") throws(ORTError) {
         try self.init(environment: environment, options: options, label: label,
             operation: "creating a session for \(label) from \(bytes.count) bytes") { api, env, native, session in
-            bytes.withUnsafeBytes { raw in api.CreateSessionFromArray!(env, raw.baseAddress, raw.count, native, &session) }
+            bytes.withUnsafeBytes { raw in
+                api.CreateSessionFromArray!(env, raw.baseAddress, raw.count, native, &session)
+            }
         }
     }
 

@@ -62,11 +62,11 @@ public enum IntraOpSpinning: String, Sendable, Equatable, CaseIterable {
     case never
     /// Threads spin between the parallel sections of a Run and stop when the last concurrent Run on the session returns
     /// (ORT's `session.force_spinning_stop`), leaving the cores to whatever runs between Runs (the next image's
-    /// decoding). For one Run at a time: measured here, a Run of yolov3-tiny 416 on 2 threads 0.25–0.35 ms faster than
-    /// with `.never`, with nothing taken from the decoding.
+    /// decoding): a Run's parallel sections pick up work without a wake-up, and nothing is taken from the decoding
+    /// (README, Performance: the measured difference).
     case duringRun = "during-run"
     /// Threads spin whenever idle for a while (ORT's own default): the fastest Runs back to back, but the spinning
-    /// threads take the cores from work between Runs (here, 1 ms more per image end to end).
+    /// threads take the cores from work between Runs.
     case always
 }
 

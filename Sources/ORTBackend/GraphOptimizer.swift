@@ -4,12 +4,11 @@ import Synchronization
 
 /// Where ONNX Runtime optimizes a model's graph on an optimized-model cache miss.
 ///
-/// Optimizing is the most memory-hungry thing ORT does with a model: on yolov3-tiny-coco-416 (35 MB) with ORT 1.32.0
-/// the session that optimizes peaks at about twice what a session made from the optimized file does (+141 against
-/// +68 MB; the NCHWc layout transform alone adds ~60 MB). In a child process that transient never touches the serving
-/// process: its RSS during a first-time swap stays near "old + new", its allocator is not fragmented by a 140 MB
-/// burst, and a model that crashes ORT's optimizer kills the child, not the service. A container's memory limit still
-/// counts the child; ``OptimizerStatistics`` reports its peak.
+/// Optimizing is the most memory-hungry thing ORT does with a model: the session that optimizes peaks at about twice
+/// what a session made from the optimized file does (README, Performance). In a child process that transient never
+/// touches the serving process: its RSS during a first-time swap stays near "old + new", its allocator is not
+/// fragmented by the burst, and a model that crashes ORT's optimizer kills the child, not the service. A container's
+/// memory limit still counts the child; ``OptimizerStatistics`` reports its peak.
 public enum GraphOptimizer: Sendable, Equatable {
     /// A session is created (never run) and destroyed in this process.
     case inProcess

@@ -80,8 +80,8 @@ public enum ModelLoadError: Error, CustomStringConvertible {
                 + (signal == 9 ? " (out of memory?)" : "") + " and the model was not loaded"
                 + (detail.isEmpty ? "" : ": \(detail)")
         case .optimizerTimedOut(let path, let timeout, let detail):
-            "ONNX Runtime's graph optimizer ran longer than \(timeout) on model \(path) and was killed; the model was not "
-                + "loaded" + (detail.isEmpty ? "" : ": \(detail)")
+            "ONNX Runtime's graph optimizer ran longer than \(timeout) on model \(path) and was killed; the model was "
+                + "not loaded" + (detail.isEmpty ? "" : ": \(detail)")
         case .file(let error): error.description
         case .runtime(let path, let error): "cannot load model \(path): \(error)"
         }

@@ -11,9 +11,8 @@ import Primitives
 /// disk on every later load of the same model (a swap back, a rollback that reloads, a restart).
 ///
 /// Why: creating a session from the original ONNX makes ORT optimize the graph (fusions, NCHWc layout), and that
-/// costs memory twice over — measured on yolov3-tiny-coco-416 (35 MB) with ORT 1.32.0: +141 MB peak and +78 MB
-/// resident, against +68 MB peak and +64 MB resident when the already optimized file is loaded, which is also
-/// faster to load. Swaps between known models therefore stay close to "old + new" in memory.
+/// costs about twice the memory of loading the already optimized file, which is also faster to load (README,
+/// Performance). Swaps between known models therefore stay close to "old + new" in memory.
 ///
 /// Layout: `<key>.onnx` (written by ORT through `SessionOptions.optimizedModelPath`) and `<key>.json` (what it was
 /// made from and the file's own SHA-256). The key hashes the source model's SHA-256, the ORT version, the

@@ -63,7 +63,8 @@ public final class ControlPlane: Sendable {
         let started = Date()
         let unknown = routes.filter { manager.slot($0.value) == nil }
         guard unknown.isEmpty else {
-            let reason = "unknown slots: " + unknown.map { "\($0.key) → \($0.value)" }.sorted().joined(separator: ", ")
+            let reason =
+                "unknown slots: " + unknown.map { "\($0.key) → \($0.value)" }.sorted().joined(separator: ", ")
             try await audit(principal, remote, "routes.replace", nil, result: "rejected", reason: reason,
                 started: started)
             throw Problem.notFound(reason)
@@ -129,7 +130,8 @@ public final class ControlPlane: Sendable {
             // Errors name model files (a rollback whose reload failed): show them relative to the repository.
             var problem = Problem.from(error)
             problem.detail = repository.hidingRoot(problem.detail)
-            try? await audit(principal, remote, action, slot, result: "failed", reason: problem.detail, started: started)
+            try? await audit(principal, remote, action, slot, result: "failed", reason: problem.detail,
+                started: started)
             throw problem
         }
     }

@@ -59,8 +59,8 @@ public struct Problem: HTTPResponseError, CustomStringConvertible {
         case let error as SlotError:
             switch error {
             case .overloaded(_, _, let retry):
-                let seconds = max(1, Int((Double(retry.components.seconds) + Double(retry.components.attoseconds) / 1e18)
-                    .rounded(.up)))
+                let seconds = max(1, Int(
+                    (Double(retry.components.seconds) + Double(retry.components.attoseconds) / 1e18).rounded(.up)))
                 return Problem(.serviceUnavailable, "Overloaded", detail: error.description, retryAfter: seconds)
             case .unavailable, .shutDown:
                 return Problem(.serviceUnavailable, "Unavailable", detail: error.description, retryAfter: 1)

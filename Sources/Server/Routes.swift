@@ -254,7 +254,8 @@ struct APIRoutes: Sendable {
     {
         guard let text else { return value }
         guard let parsed = Int(text), range.contains(parsed) else {
-            throw Problem.badRequest("\(name) must be an integer in \(range.lowerBound)...\(range.upperBound), got '\(text)'")
+            throw Problem.badRequest(
+                "\(name) must be an integer in \(range.lowerBound)...\(range.upperBound), got '\(text)'")
         }
         return parsed
     }

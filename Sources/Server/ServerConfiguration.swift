@@ -165,11 +165,15 @@ public struct ServerConfiguration: Sendable, Equatable {
         }
         if let v = h.optimized_cache { optimizedCache = v }
         if let v = h.optimizer {
-            guard ["child", "in-process"].contains(v) else { throw fail("hotswap.optimizer must be child or in-process") }
+            guard ["child", "in-process"].contains(v) else {
+                throw fail("hotswap.optimizer must be child or in-process")
+            }
             optimizeInChild = v == "child"
         }
         if let v = h.standby_during_load {
-            guard ["keep", "release"].contains(v) else { throw fail("hotswap.standby_during_load must be keep or release") }
+            guard ["keep", "release"].contains(v) else {
+                throw fail("hotswap.standby_during_load must be keep or release")
+            }
             hotSwap.releaseStandbyBeforeLoad = v == "release"
         }
         if let v = h.standby { hotSwap.standbyRetention = try Self.standbyRetention(v, fail: fail) }
@@ -193,7 +197,9 @@ public struct ServerConfiguration: Sendable, Equatable {
     }
 
     /// Applies `YOLOSWAP_*` environment overrides.
-    public mutating func applyEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) throws {
+    public mutating func applyEnvironment(
+        _ environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws {
         if let host = environment["YOLOSWAP_HOST"] { self.host = host }
         if let port = environment["YOLOSWAP_PORT"] {
             guard let value = Int(port), (0...65535).contains(value) else {

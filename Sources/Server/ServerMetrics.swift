@@ -64,8 +64,8 @@ enum ServerMetrics {
     }
 
     static func failedRequest(slot: String, status: Int) {
-        Counter(label: "yoloswap_requests_total", dimensions: [("slot", slot), ("model", ""), ("status", String(status))])
-            .increment()
+        Counter(label: "yoloswap_requests_total",
+            dimensions: [("slot", slot), ("model", ""), ("status", String(status))]).increment()
     }
 
     static func swapEvent(_ event: SwapEvent) {

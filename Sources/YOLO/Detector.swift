@@ -65,8 +65,8 @@ public struct Detector: Sendable {
     /// With `decodeInParallel`, a baseline JPEG is decoded and letterboxed in one pass on two threads
     /// (``LetterboxTransform/tensor(fromJPEG:options:)``, the same tensor as decoding then letterboxing); other images,
     /// or without it, are decoded, then letterboxed.
-    /// - Parameter decodeInParallel: worth it only when a core is idle: the second thread re-reads the compressed rows
-    ///   it skips (about +20 % CPU for the decode), which a fully loaded server pays in throughput and tail latency.
+    /// - Parameter decodeInParallel: worth it only when a core is idle: on a fully loaded server the second thread
+    ///   competes with other requests for the cores.
     public func detect(imageBytes: [UInt8], options: DetectionOptions = .init(), decodeInParallel: Bool = true)
         throws(DetectionError) -> DetectionResult
     {
@@ -168,7 +168,9 @@ public struct Detector: Sendable {
         }
         if format == .yolov10 {
             candidates.sort { $0.score > $1.score }
-            if candidates.count > options.maxDetections { candidates.removeLast(candidates.count - options.maxDetections) }
+            if candidates.count > options.maxDetections {
+                candidates.removeLast(candidates.count - options.maxDetections)
+            }
         } else {
             candidates = NonMaxSuppression.apply(candidates, iou: options.iou, maxDetections: options.maxDetections,
                 agnostic: options.agnostic)

@@ -33,28 +33,39 @@ extension LetterboxTransform {
         try tensor(fromJPEG: bytes, options: options, worker: .dispatched)
     }
 
-    /// How the worker runs: on Dispatch's global queue (the real thing); or, for tests that need a given interleaving,
-    /// not at all, dispatched only once the calling thread has read every coefficient row, or dispatched but paused
-    /// for 20 ms after its first batch of rows.
-    enum DecodeWorker { case dispatched, never, afterInput, stalling }
+    /// When and where a pipelined run's worker starts, and what it does after each batch of rows it decoded: the
+    /// seam through which tests force the interleavings the run must survive (a worker that never starts, starts
+    /// late, or pauses). The service runs ``dispatched``.
+    struct DecodeWorker: Sendable {
+        /// Starts the worker's work on another thread; not calling it leaves everything to the calling thread.
+        var start: @Sendable (_ work: @escaping @Sendable () -> Void) -> Void
+        /// Start it once the calling thread has read every coefficient row, rather than when the run begins.
+        var startsAfterInput = false
+        /// Runs on the worker thread after each batch of rows it decoded.
+        var afterBatch: @Sendable () -> Void = {}
+
+        /// On Dispatch's global queue, as soon as the run begins.
+        static let dispatched = DecodeWorker(start: { DispatchQueue.global().async(execute: $0) })
+    }
 
     /// ``tensor(fromJPEG:options:)`` with the worker's scheduling given.
     func tensor(fromJPEG bytes: [UInt8], options: DecodeOptions, worker: DecodeWorker) throws(ImageDecodeError)
         -> FusedLetterbox?
     {
         guard let decoding = try PipelinedJPEGDecoding(bytes, options: options) else { return nil }
-        let geometry = LetterboxGeometry(source: ImageSize(width: decoding.width, height: decoding.height), target: target)
+        let geometry = LetterboxGeometry(
+            source: ImageSize(width: decoding.width, height: decoding.height), target: target)
         // Small images are not worth a hand-off.
-        let useWorker = parallelism > 1 && decoding.width * decoding.height >= 65_536 && worker != .never
+        let useWorker = parallelism > 1 && decoding.width * decoding.height >= 65_536
         var outcome: Result<ContinuousClock.Instant, ImageDecodeError> = .failure(.empty)
         let tensor = paddedTensor(geometry) { buffer in
             let run = PipelinedRun(
                 transform: self, geometry: geometry, decoding: decoding, tensor: SharedTensor(buffer: buffer),
-                stallAfterFirstBatch: worker == .stalling)
-            if useWorker, worker != .afterInput { DispatchQueue.global().async { run.workerDecodesAndResizes() } }
+                afterBatch: worker.afterBatch)
+            if useWorker, !worker.startsAfterInput { worker.start { run.workerDecodesAndResizes() } }
             outcome = Result { () throws(ImageDecodeError) in
                 try run.callerDecodesAndResizes(afterInput: {
-                    if useWorker, worker == .afterInput { DispatchQueue.global().async { run.workerDecodesAndResizes() } }
+                    if useWorker, worker.startsAfterInput { worker.start { run.workerDecodesAndResizes() } }
                 })
             }
         }
@@ -77,9 +88,9 @@ private struct SharedTensor: @unchecked Sendable {
 /// One pipelined decode-and-letterbox: output rows are taken from the top, a chunk at a time, by whichever thread is
 /// free once their source rows are decoded, and written straight into the tensor (whose padding is written before).
 ///
-/// Thread-safety: `callerDecodesAndResizes` runs on the calling thread, `workerDecodesAndResizes` on at most one worker;
-/// they share `state` (behind its lock), the decoding (thread-safe as documented there) and the tensor, in which each
-/// writes only the rows it took. The caller returns only once the worker has ended
+/// Thread-safety: `callerDecodesAndResizes` runs on the calling thread, `workerDecodesAndResizes` on at most one
+/// worker; they share `state` (behind its lock), the decoding (thread-safe as documented there) and the tensor, in
+/// which each writes only the rows it took. The caller returns only once the worker has ended
 /// or is kept from starting, so no write outlives the tensor's memory.
 private final class PipelinedRun: Sendable {
     let transform: LetterboxTransform
@@ -92,14 +103,14 @@ private final class PipelinedRun: Sendable {
     /// Output rows a thread takes at a time.
     static let chunkRows = 8
 
-    /// For tests: the worker pauses for 20 ms after its first batch of rows.
-    let stallAfterFirstBatch: Bool
+    /// Runs on the worker thread after each batch of rows it decoded (`LetterboxTransform.DecodeWorker.afterBatch`).
+    let afterBatch: @Sendable () -> Void
 
     init(
         transform: LetterboxTransform, geometry: LetterboxGeometry, decoding: PipelinedJPEGDecoding,
-        tensor: SharedTensor, stallAfterFirstBatch: Bool = false
+        tensor: SharedTensor, afterBatch: @escaping @Sendable () -> Void = {}
     ) {
-        self.stallAfterFirstBatch = stallAfterFirstBatch
+        self.afterBatch = afterBatch
         self.transform = transform
         self.geometry = geometry
         self.decoding = decoding
@@ -187,14 +198,12 @@ private final class PipelinedRun: Sendable {
         }
         var scratch = LinearResizer.Scratch(width: geometry.resized.width)
         var row = [UInt8](repeating: 0, count: 3 * geometry.resized.width)
-        var stalled = !stallAfterFirstBatch
         while true {
             guard let decodedMore = try? decoding.decodeNextRows() else { return }
-            if decodedMore, !stalled {
-                stalled = true
-                Thread.sleep(forTimeInterval: 0.02)
+            if decodedMore {
+                afterBatch()
+                continue
             }
-            if decodedMore { continue }
             let progress = decoding.current
             if progress.stopped { return }
             if let taken = takeReadyRows(decodedRows: progress.rowsDecoded) {
@@ -208,7 +217,9 @@ private final class PipelinedRun: Sendable {
 
     // MARK: Shared
 
-    private func resize(_ rows: Range<Int>, decodedRows: Int, row: inout [UInt8], scratch: inout LinearResizer.Scratch) {
+    private func resize(
+        _ rows: Range<Int>, decodedRows: Int, row: inout [UInt8], scratch: inout LinearResizer.Scratch
+    ) {
         decoding.withRows(decodedRows) { pixels in
             for y in rows {
                 var span = row.mutableSpan

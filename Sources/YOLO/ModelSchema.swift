@@ -184,8 +184,8 @@ public struct ModelSchema: Sendable, Equatable {
 public struct SchemaDifference: Sendable, Equatable, CustomStringConvertible {
     public enum Field: String, Sendable, Equatable, CaseIterable {
         case inputName = "input name", inputDataType = "input dtype", inputSize = "input size",
-            dynamicInput = "dynamic input", channelOrder = "channel order", normalization, outputFormat = "output format",
-            classCount = "class count", classNames = "class names", stride, task
+            dynamicInput = "dynamic input", channelOrder = "channel order", normalization,
+            outputFormat = "output format", classCount = "class count", classNames = "class names", stride, task
 
         /// Whether a difference in this field makes a model an incompatible replacement.
         public var breaksCompatibility: Bool {

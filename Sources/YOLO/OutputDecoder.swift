@@ -42,7 +42,9 @@ public enum OutputDecoder {
         switch format {
         case .yolov5:
             let (rows, width) = (shape[1], shape[2])
-            guard width > 5 else { throw OutputDecodeError(format: format, shape: shape, reason: "fewer than 6 columns") }
+            guard width > 5 else {
+                throw OutputDecodeError(format: format, shape: shape, reason: "fewer than 6 columns")
+            }
             for r in 0..<rows {
                 let base = r * width
                 let objectness = values[base + 4]
@@ -55,11 +57,14 @@ public enum OutputDecoder {
                     if s > best, options.classes?.contains(c) ?? true { best = s; bestClass = c }
                 }
                 guard best > threshold else { continue }
-                out.append(fromCenter(values[base], values[base + 1], values[base + 2], values[base + 3], best, bestClass))
+                out.append(fromCenter(values[base], values[base + 1], values[base + 2], values[base + 3],
+                    best, bestClass))
             }
         case .yolov8:
             let (channels, anchors) = (shape[1], shape[2])
-            guard channels > 4 else { throw OutputDecodeError(format: format, shape: shape, reason: "fewer than 5 rows") }
+            guard channels > 4 else {
+                throw OutputDecodeError(format: format, shape: shape, reason: "fewer than 5 rows")
+            }
             // Class-major layout: scan each class row, keeping the best per anchor.
             var best = [Float](repeating: -.infinity, count: anchors)
             var bestClass = [Int32](repeating: 0, count: anchors)
@@ -76,7 +81,9 @@ public enum OutputDecoder {
             }
         case .yolov10:
             let (rows, width) = (shape[1], shape[2])
-            guard width == 6 else { throw OutputDecodeError(format: format, shape: shape, reason: "expected 6 columns") }
+            guard width == 6 else {
+                throw OutputDecodeError(format: format, shape: shape, reason: "expected 6 columns")
+            }
             for r in 0..<rows {
                 let b = r * 6
                 let score = values[b + 4]
@@ -90,7 +97,9 @@ public enum OutputDecoder {
     }
 
     @inline(__always)
-    private static func fromCenter(_ cx: Float, _ cy: Float, _ w: Float, _ h: Float, _ s: Float, _ c: Int) -> Candidate {
+    private static func fromCenter(
+        _ cx: Float, _ cy: Float, _ w: Float, _ h: Float, _ s: Float, _ c: Int
+    ) -> Candidate {
         Candidate(x1: cx - w / 2, y1: cy - h / 2, x2: cx + w / 2, y2: cy + h / 2, score: s, classID: c)
     }
 }

@@ -80,7 +80,8 @@ struct BenchCommand: ParsableCommand {
             print(String(decoding: out, as: UTF8.self))
         } else {
             print("\(file.path) on \(image), \(runs) runs, ORT \(environment.library.version), "
-                + "threads \(modelOptions.threads == 0 ? "auto" : String(modelOptions.threads)), spin \(modelOptions.spin.rawValue)")
+                + "threads \(modelOptions.threads == 0 ? "auto" : String(modelOptions.threads)), "
+                + "spin \(modelOptions.spin.rawValue)")
             print("stage              median     p90      p99   (ms)")
             for (name, p) in summary {
                 print(name.padding(toLength: 16, withPad: " ", startingAt: 0)

@@ -19,7 +19,8 @@ struct DetectCommand: ParsableCommand {
     @Option(help: "Output: json (one object per line) or text.") var format: OutputStyle = .text
     @Option(help: "Write annotated JPEGs into this folder.") var save: String?
     @Option(help: "Refuse images with more pixels than this.") var maxPixels: Int = 50_000_000
-    @Flag(help: "Decode large JPEGs with libjpeg-turbo DCT scaling to about the model's input size (faster, not exact).")
+    @Flag(
+        help: "Decode large JPEGs with libjpeg-turbo DCT scaling to about the model's input size (faster, not exact).")
     var dctScale = false
 
     @Argument(help: "JPEG or PNG images.") var images: [String]
@@ -28,7 +29,9 @@ struct DetectCommand: ParsableCommand {
 
     func validate() throws {
         guard !images.isEmpty else { throw ValidationError("give at least one image") }
-        guard (0...1).contains(conf), (0...1).contains(iou) else { throw ValidationError("--conf and --iou lie in [0, 1]") }
+        guard (0...1).contains(conf), (0...1).contains(iou) else {
+            throw ValidationError("--conf and --iou lie in [0, 1]")
+        }
         guard maxDet > 0 else { throw ValidationError("--max-det must be positive") }
     }
 
@@ -90,7 +93,8 @@ struct DetectCommand: ParsableCommand {
                     t.decode, t.preprocess, t.inference, t.postprocess))
         for d in result.detections {
             print("  " + d.className.padding(toLength: max(16, d.className.count), withPad: " ", startingAt: 0)
-                + String(format: " %.3f  [%.1f, %.1f, %.1f, %.1f]", d.confidence, d.box.x1, d.box.y1, d.box.x2, d.box.y2))
+                + String(format: " %.3f  [%.1f, %.1f, %.1f, %.1f]",
+                    d.confidence, d.box.x1, d.box.y1, d.box.x2, d.box.y2))
         }
     }
 
@@ -134,6 +138,7 @@ struct DetectionRecord: Encodable {
             imgsz: [schema.inputSize.height, schema.inputSize.width])
         detections = result.detections
         let t = result.timings
-        timings_ms = Timings(decode: t.decode, preprocess: t.preprocess, inference: t.inference, postprocess: t.postprocess)
+        timings_ms = Timings(
+            decode: t.decode, preprocess: t.preprocess, inference: t.inference, postprocess: t.postprocess)
     }
 }

@@ -21,7 +21,8 @@ struct InspectCommand: ParsableCommand {
         print("output:        \(sig.output.name) \(sig.output.dataType.rawValue) \(dims(sig.output.shape))")
         print("format:        \(sig.outputFormat.rawValue)")
         print("input size:    \(sig.inputSize.height)x\(sig.inputSize.width) (HxW), stride \(sig.stride)")
-        print("preprocessing: \(sig.channelOrder.rawValue.uppercased()), \(sig.normalization.rawValue), letterbox pad 114")
+        print("preprocessing: \(sig.channelOrder.rawValue.uppercased()), \(sig.normalization.rawValue), "
+            + "letterbox pad 114")
         print("task:          \(sig.task)")
         print("classes:       \(sig.classCount)")
         for (i, name) in sig.classNames.enumerated() { print(String(format: "  %3d  %@", i, name as NSString)) }

@@ -9,7 +9,8 @@ import ORTBackend
 struct OptimizeModelCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "optimize-model",
-        abstract: "Write ONNX Runtime's optimized graph of a model (the optimized-model cache runs this in a child process).",
+        abstract: "Write ONNX Runtime's optimized graph of a model (the optimized-model cache runs this in a child "
+            + "process).",
         discussion: "Prints {\"peak_rss_bytes\": n, \"seconds\": s} on stdout. The output is specific to this ORT "
             + "version and this kind of CPU.")
 
@@ -36,7 +37,8 @@ struct OptimizeModelCommand: ParsableCommand {
             "peak_rss_bytes": ProcessMemory.peakResidentBytes() ?? 0,
             "seconds": (ContinuousClock.now - start).milliseconds / 1000,
         ]
-        print(String(decoding: try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys]), as: UTF8.self))
+        print(String(
+            decoding: try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys]), as: UTF8.self))
     }
 }
 

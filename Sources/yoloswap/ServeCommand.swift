@@ -26,8 +26,8 @@ struct ServeCommand: AsyncParsableCommand {
 
     func run() async throws {
         var logger = Logger(label: "yoloswap")
-        logger.logLevel = ProcessInfo.processInfo.environment["YOLOSWAP_LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0) }
-            ?? .info
+        logger.logLevel = ProcessInfo.processInfo.environment["YOLOSWAP_LOG_LEVEL"]
+            .flatMap { Logger.Level(rawValue: $0) } ?? .info
         var configuration: ServerConfiguration
         if let config {
             configuration = try ServerConfiguration.load(path: config)

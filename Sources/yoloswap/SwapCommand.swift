@@ -10,7 +10,8 @@ import YOLO
 struct SwapCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swap",
-        abstract: "Restore a slot from its state directory, apply one operation (load, switch, rollback), print the state.")
+        abstract: "Restore a slot from its state directory, apply one operation (load, switch, rollback), "
+            + "print the state.")
 
     @Option(help: "Folder of the SQLite state (created if missing).") var stateDir: String = "var"
     @Option(help: "Slot name.") var slot: String = "default"
@@ -30,7 +31,8 @@ struct SwapCommand: AsyncParsableCommand {
         let operations = [load != nil, switchStaged, rollback].filter { $0 }.count
         guard operations <= 1 else { throw ValidationError("give at most one of --load, --switch, --rollback") }
         if let policy, SwapPolicy(rawValue: policy) == nil {
-            throw ValidationError("--policy must be one of \(SwapPolicy.allCases.map(\.rawValue).joined(separator: ", "))")
+            throw ValidationError(
+                "--policy must be one of \(SwapPolicy.allCases.map(\.rawValue).joined(separator: ", "))")
         }
     }
 
@@ -46,7 +48,8 @@ struct SwapCommand: AsyncParsableCommand {
         var failed = false
         for event in await manager.restore() {
             printError("yoloswap: restore \(event.slot): \(event.result.rawValue)"
-                + (event.to.map { " \($0.id) (\($0.sha256.prefix(12)))" } ?? "") + (event.reason.map { ": \($0)" } ?? ""))
+                + (event.to.map { " \($0.id) (\($0.sha256.prefix(12)))" } ?? "")
+                + (event.reason.map { ": \($0)" } ?? ""))
             failed = failed || event.result != .succeeded
         }
         if manager.slot(slot) == nil {
@@ -106,6 +109,7 @@ enum SlotStateJSON {
             "slot": slot.name, "generation": roles.generation, "active": model(roles.active),
             "staged": model(roles.staged), "standby": model(roles.standby),
         ]
-        return String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self)
+        return String(
+            decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self)
     }
 }

@@ -12,8 +12,8 @@ struct YOLOSwapCommand: AsyncParsableCommand {
         ProcessMemory.limitAllocatorArenas(2)
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = ProcessInfo.processInfo.environment["YOLOSWAP_LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0) }
-                ?? .info
+            handler.logLevel = ProcessInfo.processInfo.environment["YOLOSWAP_LOG_LEVEL"]
+                .flatMap { Logger.Level(rawValue: $0) } ?? .info
             return handler
         }
         do {
@@ -32,7 +32,8 @@ struct YOLOSwapCommand: AsyncParsableCommand {
         commandName: "yoloswap",
         abstract: "YOLO object detection on ONNX Runtime, with seamless model hot-swap.",
         subcommands: [
-            ServeCommand.self, ModelsCommand.self, DetectCommand.self, InspectCommand.self, BenchCommand.self, SwapCommand.self,
-            BenchSwapCommand.self, OptimizeModelCommand.self, KeygenCommand.self, SignCommand.self, VerifyCommand.self, AuditCommand.self,
+            ServeCommand.self, ModelsCommand.self, DetectCommand.self, InspectCommand.self, BenchCommand.self,
+            SwapCommand.self, BenchSwapCommand.self, OptimizeModelCommand.self, KeygenCommand.self, SignCommand.self,
+            VerifyCommand.self, AuditCommand.self,
         ])
 }

@@ -97,26 +97,24 @@ struct InferenceExecutorTests {
     @Test("work on two threads overlaps")
     func reachesThreadCount() async throws {
         let executor = InferenceExecutor(label: "t-conc", threads: 2, queueCapacity: 4)
-        let peak = Shared((now: 0, peak: 0))
-        let start = ContinuousClock.now
+        // A rendezvous: each job arrives, then waits (up to 10 s) for the other to arrive. Both can only meet if the
+        // two threads run them at the same time; one thread would run them one after the other and both would time out.
+        let arrivals = Shared(0)
+        let met = Shared(0)
         try await withThrowingTaskGroup(of: Void.self) { group in
             for _ in 0..<2 {
                 group.addTask {
                     try await executor.run {
-                        peak.withLock {
-                            $0.now += 1
-                            $0.peak = max($0.peak, $0.now)
-                        }
-                        Thread.sleep(forTimeInterval: 0.3)
-                        peak.withLock { $0.now -= 1 }
+                        arrivals.withLock { $0 += 1 }
+                        let deadline = Date().addingTimeInterval(10)
+                        while arrivals.current < 2, Date() < deadline { Thread.sleep(forTimeInterval: 0.001) }
+                        if arrivals.current == 2 { met.withLock { $0 += 1 } }
                     }
                 }
             }
             try await group.waitForAll()
         }
-        // Both jobs were inside their work at the same moment: the two threads ran them concurrently.
-        #expect(peak.current.peak == 2)
-        _ = start
+        #expect(met.current == 2, "the two jobs never ran at the same time")
         await executor.shutdown()
     }
 

@@ -66,19 +66,6 @@ struct CrashRecoveryTests {
         #expect(restart.stderr.contains("restore default: succeeded"))
     }
 
-    @Test("killed between the flip and the commit: restarts into the previously committed model")
-    func midSwitch() throws {
-        let dir = try freshStateDir()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let (first, before) = try swap(dir, ["--initial", initial])
-        try #require(first.status == 0, "\(first.stderr)")
-        try killWhen("pausing", stateDir: dir, ["--load", other, "--activate", "--pause-before-commit-ms", "30000"])
-        let (restart, after) = try swap(dir, [])
-        #expect(restart.status == 0, "\(restart.stderr)")
-        #expect(after?.active?.sha256 == before?.active?.sha256)
-        #expect(after?.active?.path == initial)
-    }
-
     @Test("a completed switch survives a restart, with the previous model as standby")
     func completedSwitch() throws {
         let dir = try freshStateDir()

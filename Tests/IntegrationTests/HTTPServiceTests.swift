@@ -101,7 +101,9 @@ struct HTTPServiceTests {
             token: ServerProcess.viewerToken)
         var activeByGeneration: [Int: String] = [:]
         for event in (eventsBody["events"] as? [[String: Any]]) ?? [] where event["result"] as? String == "succeeded" {
-            if let g = event["generation"] as? Int, let sha = event["to_sha256"] as? String { activeByGeneration[g] = sha }
+            if let g = event["generation"] as? Int, let sha = (event["to"] as? [String: Any])?["sha256"] as? String {
+                activeByGeneration[g] = sha
+            }
         }
         #expect(activeByGeneration.count >= 20)
         for (_, generation, sha) in all {
@@ -139,7 +141,14 @@ struct HTTPServiceTests {
             let (status, body) = try await detect(server, Self.bus, query: "?slot=slow")
             return (status, (body["model"] as? [String: Any])?["slot"] as? String)
         }
-        try await Task.sleep(for: .milliseconds(400))  // the slow Run (≈1.5 s) is under way
+        // Wait until the slow Run is under way: the slot reports one request in flight.
+        var running = false
+        for _ in 0..<500 where !running {
+            let (_, slot) = try await server.json("GET", "/v1/slots/slow", token: ServerProcess.viewerToken)
+            running = slot["in_flight"] as? Int == 1
+            if !running { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        try #require(running, "the request never started running")
         let started = Date()
         kill(server.process.processIdentifier, SIGTERM)
         let (status, slot) = try await inFlight.value

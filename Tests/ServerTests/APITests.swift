@@ -6,7 +6,7 @@ import NIOCore
 import Server
 import Testing
 
-@Suite("HTTP API (in-process, real models)", .serialized)
+@Suite("HTTP API (in-process, fake inference backends)", .serialized)
 struct APITests {
     typealias H = ServerHarness
 

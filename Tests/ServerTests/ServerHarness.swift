@@ -41,8 +41,9 @@ struct ServerHarness {
     let audit: AuditTrail
 
     /// A model repository in a temp folder with copies of the synthetic models, plus a symlink that escapes it.
+    /// - Parameter store: where the manager commits (nil: nothing persisted).
     init(tokens: [ServerConfiguration.Token] = Self.tokens, anonymousDetect: Bool = false,
-         maxBodyBytes: Int = 20 << 20) async throws {
+         maxBodyBytes: Int = 20 << 20, store: (any SlotStateStore)? = nil) async throws {
         let repo = FileManager.default.temporaryDirectory.appendingPathComponent("repo-\(UUID())")
         try FileManager.default.createDirectory(at: repo.appendingPathComponent("synthetic"),
             withIntermediateDirectories: true)
@@ -64,7 +65,7 @@ struct ServerHarness {
         config.hotSwap.servingThreads = 2
         configuration = config
         audit = AuditTrail(log: try AuditLog(directory: repo.appendingPathComponent("state").path))
-        let manager = ModelManager(configuration: config.hotSwap, loader: Self.loader)
+        let manager = ModelManager(configuration: config.hotSwap, loader: Self.loader, store: store)
         control = ControlPlane(manager: manager, repository: ModelRepository(root: repo.path), routes: config.routes,
             audit: audit, logger: Logger(label: "test"))
         await YOLOSwapServer.startSlots(control: control, configuration: config, logger: Logger(label: "test"))

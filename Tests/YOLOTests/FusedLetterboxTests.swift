@@ -59,15 +59,16 @@ struct FusedLetterboxTests {
 
     @Test(
         "Any interleaving of the two threads gives the same tensor (worker alongside, none, late, stalled)",
-        arguments: [LetterboxTransform.DecodeWorker.dispatched, .never, .afterInput, .stalling])
-    func interleavings(worker: LetterboxTransform.DecodeWorker) throws {
+        arguments: ["dispatched", "never", "afterInput", "stalling"])
+    func interleavings(workerName: String) throws {
+        let worker = try #require(LetterboxTransform.DecodeWorker.named(workerName))
         let jpeg = try ImageEncoder.jpeg(gradientWithNoise(width: 500, height: 375), quality: 90)
         for target in [ImageSize(width: 320, height: 320), ImageSize(width: 640, height: 640)] {
             let transform = LetterboxTransform(target: target)
             let expected = transform.tensor(from: try ImageDecoder.decode(jpeg))
-            for _ in 0..<(worker == .dispatched ? 20 : 3) {
+            for _ in 0..<(workerName == "dispatched" ? 20 : 3) {
                 let fused = try #require(try transform.tensor(fromJPEG: jpeg, options: .init(), worker: worker))
-                #expect(fused.tensor == expected.tensor, "\(worker) into \(target)")
+                #expect(fused.tensor == expected.tensor, "\(workerName) into \(target)")
             }
         }
     }
@@ -100,11 +101,13 @@ struct FusedLetterboxTests {
                 Issue.record("expected .truncated at \(cut), got \(expected)")
                 continue
             }
-            for worker in [LetterboxTransform.DecodeWorker.dispatched, .never, .afterInput] {
+            for (workerName, worker) in [("dispatched", LetterboxTransform.DecodeWorker.dispatched), ("never", .never),
+                ("afterInput", .afterInput)]
+            {
                 let fused = Result { () throws(ImageDecodeError) in
                     try transform.tensor(fromJPEG: bytes, options: .init(), worker: worker)
                 }
-                #expect(fused.map { _ in 0 } == expected.map { _ in 0 }, "cut at \(cut), \(worker)")
+                #expect(fused.map { _ in 0 } == expected.map { _ in 0 }, "cut at \(cut), \(workerName)")
             }
         }
         // Damaged entropy-coded data: libjpeg fails (or warns) while the worker may be decoding rows.
@@ -176,5 +179,28 @@ struct ZeroOutput: OutputTensorView {
     let shape: [Int]
     func withFloats<R>(_ body: (Span<Float>) throws -> R) throws -> R {
         try body([Float](repeating: 0, count: shape.reduce(1, *)).span)
+    }
+}
+
+/// The interleavings the tests force on a pipelined run's worker.
+extension LetterboxTransform.DecodeWorker {
+    /// Never started: the calling thread does everything.
+    static let never = Self(start: { _ in })
+    /// Started only once the calling thread has read every coefficient row.
+    static let afterInput = Self(start: { DispatchQueue.global().async(execute: $0) }, startsAfterInput: true)
+    /// Started at once, then paused for 20 ms after its first batch of rows.
+    static var stalling: Self {
+        let paused = Locked(false)
+        return Self(start: { DispatchQueue.global().async(execute: $0) }, afterBatch: {
+            let first = paused.withLock { done in
+                defer { done = true }
+                return !done
+            }
+            if first { Thread.sleep(forTimeInterval: 0.02) }
+        })
+    }
+
+    static func named(_ name: String) -> Self? {
+        ["dispatched": .dispatched, "never": .never, "afterInput": .afterInput, "stalling": stalling][name]
     }
 }

@@ -1,0 +1,76 @@
+import Foundation
+import HTTPTypes
+import HotSwap
+import HotSwapTesting
+import Hummingbird
+import HummingbirdTesting
+import NIOCore
+import Server
+import TestSupport
+import Testing
+
+/// The state store's writes (SQLite, an fsync each) run on a thread of their own: while they crawl, requests and the
+/// other slots go on as if nothing happened.
+@Suite("A slow state store stalls nothing else", .serialized)
+struct SlowStoreTests {
+    typealias H = ServerHarness
+
+    @Test("while rollbacks commit to a store taking 500 ms a write, /healthz, /v1/detect and other slots' flips do not wait")
+    func requestsDuringSlowCommits() async throws {
+        let store = SlowStateStore(try StateStore(inMemory: ()))
+        let harness = try await ServerHarness(store: store)
+        let manager = harness.control.manager
+        // Every slot gets a standby, so that a rollback is a flip plus a commit.
+        for (slot, model) in [("default", "synthetic/yolov5-nc80-320-identity.onnx"),
+            ("line2", "synthetic/yolov5-nc80-416-identity.onnx")]
+        {
+            _ = try await manager.loadAndActivate(LoadRequest(slot: slot, path: harness.repository.appendingPathComponent(model).path,
+                allowSchemaChange: true))
+        }
+        let clock = ContinuousClock()
+        try await harness.test { client in
+            func timed(_ uri: String, _ method: HTTPRequest.Method, body: ByteBuffer? = nil) async throws -> Duration {
+                let start = clock.now
+                try await client.execute(uri: uri, method: method,
+                    headers: H.headers(token: "carol-token", contentType: body == nil ? nil : "image/jpeg"),
+                    body: body) { #expect($0.status == .ok, "\(uri)") }
+                return clock.now - start
+            }
+            // Normal latency, with the store at full speed.
+            var normal: Duration = .zero
+            for _ in 0..<5 {
+                normal = max(normal, try await timed("/healthz", .get))
+                normal = max(normal, try await timed("/v1/detect", .post, body: H.busJPEG))
+            }
+
+            store.commitDelay = .milliseconds(500)
+            let started = clock.now
+            let generationBefore = try #require(manager.slot("line2")?.roles.generation)
+            let slowRollback = Task { try await manager.rollback(slot: "default") }
+            // The default slot has flipped and its commit is under way.
+            #expect(await eventually { manager.slot("default")?.roles.generation == 3 })
+            // Another slot flips at once: it does not wait for the first slot's commit.
+            let flipStart = clock.now
+            let otherRollback = Task { try await manager.rollback(slot: "line2") }
+            #expect(await eventually { manager.slot("line2")?.roles.generation == generationBefore + 1 })
+            let otherFlip = clock.now - flipStart
+            // Requests answer at their usual speed while both commits crawl.
+            var during: Duration = .zero
+            for _ in 0..<5 {
+                during = max(during, try await timed("/healthz", .get))
+                during = max(during, try await timed("/v1/detect", .post, body: H.busJPEG))
+            }
+            let probesEnded = clock.now
+            _ = try await slowRollback.value
+            _ = try await otherRollback.value
+            let operations = clock.now - started
+            print("slow store: requests \(normal) normally, \(during) during the commits; other slot flipped in",
+                "\(otherFlip); the two rollbacks took \(operations)")
+            #expect(operations >= .milliseconds(1000), "the two commits were not slowed down")
+            #expect(probesEnded - started < operations, "the probes did not overlap the commits")
+            #expect(otherFlip < .milliseconds(250), "the second slot's flip waited \(otherFlip) for the first's commit")
+            #expect(during < max(.milliseconds(250), normal * 5), "requests took \(during) during the commits")
+        }
+        await harness.cleanUp()
+    }
+}
