@@ -45,6 +45,46 @@ struct HTTPServiceTests {
         #expect(((pageBody["detections"] as? [[String: Any]])?.count ?? 0) >= 5)
     }
 
+    @Test("the CLI's detect --format json and POST /v1/detect write the same detections, keys in one order")
+    func cliAndServerAgree() async throws {
+        let server = try await ServerProcess(yaml: """
+            \(ServerProcess.demoTokens)
+            slots:
+              default: { model: yolov3-tiny-coco-416.onnx }
+            hotswap: { warmup_runs: 1 }
+            """)
+        defer { server.stop() }
+        // The service runs one ORT thread per request: so does the CLI here, for the same arithmetic.
+        let cli = try runProcess(Repo.binary, ["detect", "--format", "json", "--threads", "1", "--model",
+            Repo.model("yolov3-tiny-coco-416.onnx"), Repo.image("bus.jpg")])
+        try #require(cli.status == 0, "\(cli.stderr)")
+        var served: [Data] = []
+        for _ in 0..<2 {
+            let (status, data) = try await server.request("POST", "/v1/detect", token: ServerProcess.viewerToken,
+                body: Self.bus, contentType: "image/jpeg")
+            #expect(status == 200)
+            served.append(data)
+        }
+        /// The text of the top-level `"detections": [...]` array, as written.
+        func detectionsText(_ json: String) throws -> Substring {
+            let start = try #require(json.range(of: "\"detections\":[")).lowerBound
+            let end = try #require(json[start...].range(of: "]")).upperBound
+            return json[start..<end]
+        }
+        let fromCLI = try detectionsText(cli.stdout)
+        let fromServer = try detectionsText(String(decoding: served[0], as: UTF8.self))
+        #expect(fromCLI.contains("\"class_name\":\"bus\""), "\(fromCLI)")
+        #expect(fromCLI == fromServer)
+        let again = try detectionsText(String(decoding: served[1], as: UTF8.self))
+        #expect(again == fromServer, "two answers for the same image differ")
+        // Keys come out sorted, the same in every answer.
+        #expect(fromServer.contains("\"box\":{\"x1\":"))
+        let first = try #require(fromServer.range(of: "\"box\":{")).upperBound
+        let box = fromServer[first...].prefix { $0 != "}" }
+        let keys = box.split(separator: ",").map { $0.split(separator: ":")[0] }
+        #expect(keys == ["\"x1\"", "\"x2\"", "\"y1\"", "\"y2\""])
+    }
+
     @Test("hot swap under HTTP load: 4 clients, 20 switches and rollbacks, every response 200 from an active model")
     func swapUnderLoad() async throws {
         let state = FileManager.default.temporaryDirectory.appendingPathComponent("state-\(UUID())")
