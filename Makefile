@@ -28,12 +28,13 @@ detect-samples: build
 	@echo "annotated images written to out/"
 
 # The whole suite (Swift Testing), after set-up. Integration tests run the real binary and the Python reference;
-# the hot-swap suite and the two-thread JPEG decode then run again under ThreadSanitizer (its own build folder).
+# the hot-swap suites (fake backends and real ONNX Runtime) and the two-thread JPEG decode then run again under
+# ThreadSanitizer (its own build folder).
 test: build-debug
 	$(SWIFT) test --skip-build
 	$(SWIFT) build --sanitize=thread --scratch-path .build-tsan --build-tests
 	TSAN_OPTIONS="suppressions=$(CURDIR)/tsan.supp halt_on_error=1" \
-		$(SWIFT) test --sanitize=thread --scratch-path .build-tsan --skip-build --filter HotSwapTests
+		$(SWIFT) test --sanitize=thread --scratch-path .build-tsan --skip-build --filter 'HotSwapTests|ORTBackendTests'
 	# Separately: their CPU-bound tests, slowed down by TSan, would hold the test runner's threads for seconds and
 	# starve the hot-swap suite's timing-sensitive ones.
 	TSAN_OPTIONS="suppressions=$(CURDIR)/tsan.supp halt_on_error=1" \

@@ -1,6 +1,5 @@
 import Foundation
 import ImageCodecs
-import Synchronization
 import YOLO
 import Primitives
 
@@ -199,13 +198,7 @@ public final class ModelSlot: Sendable {
     // MARK: Role changes (called by the control plane, serialized per slot)
 
     /// Puts a loaded model in the staged role; a model it replaces is retired.
-    func stage(_ model: ModelInstance) {
-        let replaced = state.withLock { s -> ModelInstance? in
-            defer { s.roles.staged = model }
-            return s.roles.staged
-        }
-        if let replaced, replaced !== model { releaser.retire(replaced) }
-    }
+    func stage(_ model: ModelInstance) { put(model, in: \.staged) }
 
     /// Drops the staged model, if any; returns it (retired).
     @discardableResult
@@ -278,10 +271,13 @@ public final class ModelSlot: Sendable {
     func setGeneration(_ generation: Int) { state.withLock { $0.roles.generation = generation } }
 
     /// Puts a loaded model in the standby role (restoring a committed standby at start).
-    func setStandby(_ model: ModelInstance) {
+    func setStandby(_ model: ModelInstance) { put(model, in: \.standby) }
+
+    /// Puts `model` in a role; the model it replaces there, if another, is retired.
+    private func put(_ model: ModelInstance, in role: WritableKeyPath<SlotRoles, ModelInstance?>) {
         let replaced = state.withLock { s -> ModelInstance? in
-            defer { s.roles.standby = model }
-            return s.roles.standby
+            defer { s.roles[keyPath: role] = model }
+            return s.roles[keyPath: role]
         }
         if let replaced, replaced !== model { releaser.retire(replaced) }
     }

@@ -88,16 +88,23 @@ struct LoadBody: Decodable {
     var allow_schema_change: Bool?
 }
 
-/// `POST /v1/detect`'s answer; `detections` is the detection JSON the CLI writes too (`Detection`'s Codable).
+/// `POST /v1/detect`'s answer; `detections` and the stage timings are the detection JSON the CLI writes too.
 struct DetectResponseDTO: ResponseEncodable {
     struct Image: Encodable { var width: Int; var height: Int }
+    /// The pipeline's stage timings, plus the wait for a worker and the whole request (milliseconds).
     struct Timings: Encodable {
+        var stages: StageTimings
         var queue: Double
-        var decode: Double
-        var preprocess: Double
-        var inference: Double
-        var postprocess: Double
         var total: Double
+
+        enum CodingKeys: String, CodingKey { case queue, total }
+
+        func encode(to encoder: any Encoder) throws {
+            try stages.encode(to: encoder)
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(queue, forKey: .queue)
+            try container.encode(total, forKey: .total)
+        }
     }
     var model: ModelStamp
     var image: Image
@@ -108,9 +115,7 @@ struct DetectResponseDTO: ResponseEncodable {
         model = d.model
         image = Image(width: d.result.imageSize.width, height: d.result.imageSize.height)
         detections = d.result.detections
-        let t = d.result.timings
-        timings_ms = Timings(queue: d.queueMilliseconds, decode: t.decode, preprocess: t.preprocess,
-            inference: t.inference, postprocess: t.postprocess, total: totalMilliseconds)
+        timings_ms = Timings(stages: d.result.timings, queue: d.queueMilliseconds, total: totalMilliseconds)
     }
 }
 

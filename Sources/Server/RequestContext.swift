@@ -1,6 +1,5 @@
 import Foundation
 import Hummingbird
-import NIOCore
 import Primitives
 
 /// Per-request context: Hummingbird's core storage, the authenticated principal and the peer's address.

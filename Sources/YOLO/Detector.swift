@@ -7,7 +7,10 @@ import Primitives
 /// ``LetterboxTransform/tensor(fromJPEG:options:)``), the two stages overlap: `decode` runs until the last source row
 /// is decoded (it includes the resizing done meanwhile) and `preprocess` is the tail after it, the resize of the last
 /// rows. Their sum is the wall time of both. Otherwise `decode` is the decode alone and `preprocess` the letterbox.
-public struct StageTimings: Sendable, Equatable {
+///
+/// Codable as `{"decode", "preprocess", "inference", "postprocess"}` (milliseconds): the `timings_ms` of the detection
+/// JSON, which the service extends with its queue wait and total.
+public struct StageTimings: Sendable, Equatable, Codable {
     public var decode: Double = 0
     public var preprocess: Double = 0
     public var inference: Double = 0

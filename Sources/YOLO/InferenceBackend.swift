@@ -1,4 +1,3 @@
-import Synchronization
 import Primitives
 
 /// A model output the pipeline can read in place.

@@ -119,17 +119,10 @@ struct DetectCommand: ParsableCommand {
 struct DetectionRecord: Encodable {
     struct Image: Encodable { var path: String; var width: Int; var height: Int }
     struct Model: Encodable { var path: String; var sha256: String; var format: String; var nc: Int; var imgsz: [Int] }
-    struct Timings: Encodable {
-        var decode: Double
-        var preprocess: Double
-        var inference: Double
-        var postprocess: Double
-    }
-
     var image: Image
     var model: Model
     var detections: [Detection]
-    var timings_ms: Timings
+    var timings_ms: StageTimings
 
     init(path: String, result: DetectionResult, file: ModelFile, schema: ModelSchema) {
         image = Image(path: path, width: result.imageSize.width, height: result.imageSize.height)
@@ -137,8 +130,6 @@ struct DetectionRecord: Encodable {
             path: file.path, sha256: file.sha256, format: schema.outputFormat.rawValue, nc: schema.classCount,
             imgsz: [schema.inputSize.height, schema.inputSize.width])
         detections = result.detections
-        let t = result.timings
-        timings_ms = Timings(
-            decode: t.decode, preprocess: t.preprocess, inference: t.inference, postprocess: t.postprocess)
+        timings_ms = result.timings
     }
 }
