@@ -51,7 +51,6 @@ let package = Package(
             name: "HotSwap",
             dependencies: [
                 "YOLO", "ImageCodecs", "Primitives",
-                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -117,30 +116,30 @@ let package = Package(
         // HotSwap, ModelSigning, AuditLog and Server tests build and run without ONNX Runtime.
         .testTarget(
             name: "HotSwapTests",
-            dependencies: ["HotSwap", "HotSwapTesting", "YOLO", "ImageCodecs", "Primitives", "TestSupport"]),
+            dependencies: ["HotSwap", "HotSwapTesting", "YOLO", "Primitives", "TestSupport"]),
         .testTarget(
             name: "ModelSigningTests",
             dependencies: [
-                "ModelSigning", "HotSwap", "HotSwapTesting", "YOLO", "Primitives", "TestSupport",
+                "ModelSigning", "HotSwap", "YOLO", "TestSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
         .testTarget(name: "AuditLogTests", dependencies: ["AuditLog", "TestSupport"]),
         .testTarget(
             name: "ServerTests",
             dependencies: [
-                "Server", "HotSwap", "HotSwapTesting", "YOLO", "AuditLog", "Primitives", "TestSupport",
+                "Server", "HotSwap", "HotSwapTesting", "AuditLog", "TestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]),
         /// Hot swapping real ONNX Runtime sessions, and the optimized-model cache.
         .testTarget(
             name: "ORTBackendTests",
             dependencies: [
-                "ORTBackend", "HotSwap", "HotSwapTesting", "ONNXRuntime", "YOLO", "Primitives", "TestSupport",
+                "ORTBackend", "HotSwap", "HotSwapTesting", "ONNXRuntime", "YOLO", "ImageCodecs", "Primitives",
+                "TestSupport",
             ]),
         .testTarget(
             name: "IntegrationTests",

@@ -52,7 +52,7 @@ public enum ExecutorError: Error, Equatable, CustomStringConvertible {
 /// - Priority: ``Priority/background`` workers lower their OS priority (nice 10 on Linux), for loads and
 ///   warm-ups that must not starve serving threads.
 ///
-/// Thread-safety: all members are thread-safe. State lives behind one `Mutex`; continuations are resumed
+/// Thread-safety: all members are thread-safe. State lives behind one lock (`Locked`); continuations are resumed
 /// outside it, exactly once, by whoever removes the item from the queue (worker, timer, cancellation).
 /// If the executor is released without ``shutdown()``, its threads finish the queued work and exit.
 public final class InferenceExecutor: Sendable {

@@ -31,7 +31,7 @@ final class ResultBox<T: Sendable>: Sendable {
 /// The shared state of an executor. Its threads, timers and in-flight calls hold it, the ``InferenceExecutor``
 /// does not let them hold itself, so releasing the executor can shut the threads down.
 ///
-/// Thread-safety: `state` is behind a `Mutex`; `wakeups` is a counting semaphore holding at least one permit per
+/// Thread-safety: `state` is behind a lock; `wakeups` is a counting semaphore holding at least one permit per
 /// queued item (items removed by timers or cancellation leave extra permits, which cause harmless empty wake-ups).
 final class ExecutorCore: Sendable {
     struct State {

@@ -127,6 +127,8 @@ public final class LoadOperation: Sendable {
     }
 
     private let state: Locked<(status: Status, waiters: [CheckedContinuation<Status, Never>])>
+    /// Set by whichever comes first: a cancellation, or the model being switched in (`beginActivation`).
+    private let settled = Locked(false)
     /// Cancels a warm-up run in flight when the load is cancelled or times out.
     let runCancellation = RunCancellation()
 
@@ -158,9 +160,25 @@ public final class LoadOperation: Sendable {
     }
 
     /// Asks the load to stop; it ends `cancelled` at its next check (a warm-up Run in flight is aborted).
+    /// Does nothing once the model is being switched in (the flip has happened or is happening): the load then
+    /// ends `ready`.
     public func cancel(reason: String = "cancelled") {
+        let cancellable = settled.withLock { done in
+            defer { done = true }
+            return !done
+        }
+        guard cancellable else { return }
         runCancellation.cancel()
         finish(.cancelled, failure: .cancelled(path: request.path, reason: reason))
+    }
+
+    /// Marks the point of no return, just before the model is switched in.
+    /// - Returns: false when the load was cancelled first (the model must then take no role).
+    func beginActivation() -> Bool {
+        settled.withLock { done in
+            defer { done = true }
+            return !done
+        } && !isCancelled
     }
 
     func update(_ body: (inout Status) -> Void) {

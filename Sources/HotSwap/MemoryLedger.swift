@@ -16,6 +16,7 @@ final class MemoryLedger: Sendable {
 
     func record(sha256: String, bytes: Int) { measured.withLock { $0[sha256] = bytes } }
 
+    /// The measured cost of the digest, else `unknownCostFactor` × the file's size. Blocking (reads the file's size).
     func estimate(sha256: String?, path: String) -> Int {
         if let sha256, let known = measured.withLock({ $0[sha256] }) { return known }
         let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0

@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 import Primitives
 
@@ -58,16 +57,10 @@ public struct ModelFile: Sendable, Equatable {
     public func readVerifiedBytes() throws(ModelFileError) -> [UInt8] {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(byteCount)
-        var hasher = SHA256()
-        do {
-            try FileDigest.readChunks(of: path) { chunk in
-                hasher.update(data: chunk)
-                bytes.append(contentsOf: chunk)
-            }
-        } catch {
+        let digest: String
+        do { digest = try FileDigest.sha256(ofFileAt: path) { bytes.append(contentsOf: $0) }.sha256 } catch {
             throw ModelFileError(error)
         }
-        let digest = hasher.finalize().hexString
         guard digest == sha256 else { throw .changedSinceVerification(path: path, verified: sha256, now: digest) }
         return bytes
     }
@@ -82,20 +75,18 @@ public struct ModelFile: Sendable, Equatable {
             FileManager.default.createFile(atPath: destination, contents: nil, attributes: [.posixPermissions: 0o600]),
             let output = FileHandle(forWritingAtPath: destination)
         else { throw .unreadable(path: destination, reason: "cannot create the file") }
-        var hasher = SHA256()
         var writeError: (any Error)?
+        let digest: String
         do {
             defer { try? output.close() }
-            try FileDigest.readChunks(of: path) { chunk in
+            digest = try FileDigest.sha256(ofFileAt: path) { chunk in
                 guard writeError == nil else { return }
-                hasher.update(data: chunk)
                 do { try output.write(contentsOf: chunk) } catch { writeError = error }
-            }
+            }.sha256
         } catch {
             try? FileManager.default.removeItem(atPath: destination)
             throw ModelFileError(error)
         }
-        let digest = hasher.finalize().hexString
         if let writeError {
             try? FileManager.default.removeItem(atPath: destination)
             throw .unreadable(path: destination, reason: "cannot write: \(writeError)")

@@ -15,7 +15,7 @@ extension ModelManager {
         if op.isCancelled {
             return await emit(event(for: op, operation: operation, from: previous?.identity))
         }
-        let policy = resolvedPolicy(for: request, slot: slot)
+        let policy = await resolvedPolicy(for: request, slot: slot)
         if request.activate, policy == .resourcePreserving, let previous {
             return await performResourcePreservingLoad(op, slot: slot, previous: previous.identity,
                 previousSchema: previous.schema, operation: operation)
@@ -26,8 +26,9 @@ extension ModelManager {
             let model = try await pipeline.run(op, active: previous?.schema) {
                 if releaseStandby { await slot.releaseStandbyAndWait() }
             }
-            if op.isCancelled {
-                // Cancelled after the pipeline's last check: the model never takes a role.
+            // Cancelled after the pipeline's last check: the model never takes a role. Past `beginActivation` the
+            // load can no longer be cancelled (it ends ready with the model switched in and committed).
+            guard request.activate ? op.beginActivation() : !op.isCancelled else {
                 releaser.retire(model)
                 throw LoadFailure.cancelled(path: request.path, reason: "superseded or cancelled")
             }
@@ -60,8 +61,12 @@ extension ModelManager {
         }
         // Hand over this last reference: the releaser frees the model only once it holds the only one.
         await releaser.retireAndWait(consume drained)
-        do {
+        do throws(LoadFailure) {
             let model = try await pipeline.run(op, active: previousSchema)
+            guard op.beginActivation() else {
+                releaser.retire(model)
+                throw LoadFailure.cancelled(path: op.request.path, reason: "superseded or cancelled")
+            }
             let flip = await activate(model, in: slot, keepStandby: false)
             op.update {
                 $0.timings.flipMicroseconds = flip.microseconds
@@ -94,16 +99,16 @@ extension ModelManager {
         var timings = LoadTimings()
         timings.flipMicroseconds = flip.microseconds
         return await emit(SwapEvent(slot: slot.name, operation: .switch, result: .succeeded,
-            from: flip.previous?.identity, to: staged.identity, generation: flip.generation, timings: timings))
+            from: flip.previous, to: staged.identity, generation: flip.generation, timings: timings))
     }
 
     func performRollback(_ slot: ModelSlot) async throws -> SwapEvent {
-        if let standby = slot.roles.standby, let flip = slot.flipToStandby() {
+        if let standby = slot.roles.standby?.identity, let flip = slot.flipToStandby().map(Flip.init) {
             await commit(slot)
             var timings = LoadTimings()
             timings.flipMicroseconds = flip.microseconds
             return await emit(SwapEvent(slot: slot.name, operation: .rollback, result: .succeeded,
-                from: flip.previous?.identity, to: standby.identity, generation: flip.generation, timings: timings))
+                from: flip.previous, to: standby, generation: flip.generation, timings: timings))
         }
         guard let record = previousModels[slot.name]?.last else {
             throw ControlError.nothingToRollBackTo(slot: slot.name)
@@ -116,39 +121,51 @@ extension ModelManager {
         return event
     }
 
-    /// Brings one committed slot back: the active model (the activation restores its committed generation), then the
-    /// standby (best effort), then commits what came back.
+    /// Brings one committed slot's active model back; the activation restores its committed generation.
     func performRestore(_ entry: CommittedSlot, slot: ModelSlot) async -> SwapEvent {
         let request = LoadRequest(slot: entry.slot, path: entry.active.path, version: entry.active.version,
             expectedSHA256: entry.active.sha256, activate: true, allowSchemaChange: true)
         let op = LoadOperation(request: request)
         remember(op)
+        restoring[entry.slot] = op
+        defer { restoring[entry.slot] = nil }
+        if isShuttingDown { op.cancel(reason: "shutting down") }
         // The activation adds one: the restored model comes back with its committed generation, in the same flip
         // that makes the slot ready.
         slot.setGeneration(max(0, entry.generation - 1))
-        let event = await performLoad(op, slot: slot, operation: .restore)
-        guard event.result == .succeeded else { return event }
-        if let standby = entry.standby {
-            let standbyOp = LoadOperation(request: LoadRequest(slot: entry.slot, path: standby.path,
-                version: standby.version, expectedSHA256: standby.sha256, allowSchemaChange: true))
-            do {
-                slot.setStandby(try await pipeline.run(standbyOp, active: nil))
-                standbyOp.finish(.ready)
-            } catch {
-                standbyOp.finish(.failed, failure: error)
-                logger.warning("standby not restored", metadata: ["slot": "\(entry.slot)", "error": "\(error)"])
-            }
+        return await performLoad(op, slot: slot, operation: .restore)
+    }
+
+    /// Brings a committed standby back (best effort: a failure is logged), then commits what came back.
+    func performRestoreStandby(_ standby: ModelRecord, slot: ModelSlot) async {
+        let op = LoadOperation(request: LoadRequest(slot: slot.name, path: standby.path, version: standby.version,
+            expectedSHA256: standby.sha256, allowSchemaChange: true))
+        restoring[slot.name] = op
+        defer { restoring[slot.name] = nil }
+        if isShuttingDown { op.cancel(reason: "shutting down") }
+        do {
+            slot.setStandby(try await pipeline.run(op, active: nil))
+            op.finish(.ready)
+        } catch {
+            op.finish(error.isCancellation ? .cancelled : .failed, failure: error)
+            logger.warning("standby not restored", metadata: ["slot": "\(slot.name)", "error": "\(error)"])
         }
         await commit(slot)
-        return event
     }
 
     // MARK: Flip, commit, events
 
     /// Flips a model in, applies the standby retention, records the previous model and commits the new state.
-    func activate(_ model: ModelInstance, in slot: ModelSlot, keepStandby: Bool? = nil) async -> FlipResult {
-        let keep = keepStandby ?? (configuration.standbyRetention != .release)
-        let flip = slot.activate(model, keepStandby: keep)
+    func activate(_ model: ModelInstance, in slot: ModelSlot, keepStandby: Bool? = nil) async -> Flip {
+        let flip = flip(model, in: slot, keepStandby: keepStandby ?? (configuration.standbyRetention != .release))
+        await commit(slot)
+        return flip
+    }
+
+    /// The flip itself: no model instance outlives it here, so a previous model released by it is not kept alive
+    /// across the commit's wait.
+    private func flip(_ model: ModelInstance, in slot: ModelSlot, keepStandby: Bool) -> Flip {
+        let flip = slot.activate(model, keepStandby: keepStandby)
         if let previous = flip.previous {
             previousModels[slot.name, default: []].append(previous.identity.record)
             if previousModels[slot.name]!.count > 10 { previousModels[slot.name]!.removeFirst() }
@@ -162,8 +179,7 @@ extension ModelManager {
                 }
             }
         }
-        await commit(slot)
-        return flip
+        return Flip(flip)
     }
 
     /// Commits the slot's roles to the store, on the store's queue.
@@ -177,17 +193,18 @@ extension ModelManager {
                 standby: roles.standby?.identity.record, generation: roles.generation)
         }()
         guard let state else { return }
-        do { try await storeQueue.run { try store.commit(state) } } catch {
+        do { try await ioQueue.run { try store.commit(state) } } catch {
             logger.error("cannot commit slot state", metadata: ["slot": "\(slot.name)", "error": "\(error)"])
         }
     }
 
-    func resolvedPolicy(for request: LoadRequest, slot: ModelSlot) -> SwapPolicy {
+    func resolvedPolicy(for request: LoadRequest, slot: ModelSlot) async -> SwapPolicy {
         let policy = request.policy ?? configuration.policy
         guard policy == .auto else { return policy }
         guard let budget = configuration.memoryBudgetBytes else { return .availabilityPreserving }
         let inUse = registry.withLock { $0.values.reduce(0) { $0 + $1.memoryInUse } }
-        let estimate = ledger.estimate(sha256: request.expectedSHA256, path: request.path)
+        let ledger = self.ledger
+        let estimate = await ioQueue.run { ledger.estimate(sha256: request.expectedSHA256, path: request.path) }
         return inUse + estimate <= budget ? .availabilityPreserving : .resourcePreserving
     }
 
@@ -204,9 +221,15 @@ extension ModelManager {
             generation: status.generation, timings: status.timings, operationID: op.id)
     }
 
-    /// Records the event (memory, subscribers, log), then appends it to the store on the store's queue.
+    /// Appends the event to the store (on the store's queue), then records it (memory, subscribers, log): what a client
+    /// sees has been stored.
     @discardableResult
     func emit(_ event: SwapEvent) async -> SwapEvent {
+        if let store {
+            do { try await ioQueue.run { try store.append(event) } } catch {
+                logger.error("cannot store event", metadata: ["error": "\(error)"])
+            }
+        }
         eventLog.record(event)
         var metadata: Logger.Metadata = ["slot": "\(event.slot)", "operation": "\(event.operation.rawValue)",
             "result": "\(event.result.rawValue)"]
@@ -214,11 +237,19 @@ extension ModelManager {
         if let reason = event.reason { metadata["reason"] = "\(reason)" }
         if event.result == .failed { logger.warning("swap operation failed", metadata: metadata) }
         else { logger.info("swap operation", metadata: metadata) }
-        if let store {
-            do { try await storeQueue.run { try store.append(event) } } catch {
-                logger.error("cannot store event", metadata: ["error": "\(error)"])
-            }
-        }
         return event
+    }
+}
+
+/// One flip of a slot's active model as the manager reports it: identities only, no model instances.
+struct Flip: Sendable {
+    var generation: Int
+    var microseconds: Double
+    var previous: ModelIdentity?
+
+    init(_ result: FlipResult) {
+        generation = result.generation
+        microseconds = result.microseconds
+        previous = result.previous?.identity
     }
 }

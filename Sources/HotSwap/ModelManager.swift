@@ -31,7 +31,8 @@ public enum ControlError: Error, Equatable, CustomStringConvertible {
 /// change of the active model is committed to the store, so a restart restores the last committed state.
 ///
 /// The store's calls block (SQLite, fsync): they run on the manager's own serial queue, in order, and the actor only
-/// awaits them — it never blocks a thread of Swift's cooperative pool. The operations themselves are in
+/// awaits them — it never blocks a thread of Swift's cooperative pool. The queue is shared by all slots (one SQLite
+/// file): a slow commit delays the end of other slots' operations, never their flips or their requests. The operations themselves are in
 /// `ModelManager+Operations.swift`.
 ///
 /// Thread-safety: an actor; serving requests go straight to the `ModelSlot`s and never wait on it.
@@ -41,8 +42,9 @@ public actor ModelManager {
     nonisolated let loadExecutor: InferenceExecutor
     nonisolated let pipeline: LoadPipeline
     nonisolated let store: (any SlotStateStore)?
-    /// Runs the store's blocking calls, one at a time, in the order they were made.
-    nonisolated let storeQueue = BlockingQueue(label: "yoloswap.state")
+    /// Runs the manager's blocking calls — the store's (SQLite, fsync) and file metadata reads — one at a time, in the
+    /// order they were made, off the cooperative pool.
+    nonisolated let ioQueue = BlockingQueue(label: "yoloswap.state")
     nonisolated let logger: Logger
     nonisolated let registry = Locked<[String: ModelSlot]>([:])
     nonisolated let ledger: MemoryLedger
@@ -56,6 +58,10 @@ public actor ModelManager {
     /// Per slot, the models that were active before (newest last, up to 10): what a rollback without a standby
     /// reloads.
     var previousModels: [String: [ModelRecord]] = [:]
+    /// Restores under way (not superseded by other loads; cancelled only by shutdown).
+    var restoring: [String: LoadOperation] = [:]
+    /// Set by `cancelLoads`/`shutdown`: no new restore starts.
+    public private(set) var isShuttingDown = false
 
     /// - Parameters:
     ///   - loader: makes inference backends from verified model files (`ORTBackend.ORTModelLoader` in production).
@@ -173,19 +179,25 @@ public actor ModelManager {
         }
     }
 
-    /// Restores every committed slot from the store: the active model re-verified against its recorded digest, then
-    /// the standby, each slot through its operation queue like any other operation. Returns one event per slot.
+    /// Restores every committed slot from the store, each through its operation queue like any other operation: the
+    /// active model re-verified against its recorded digest; then, queued behind it, the standby (best effort).
+    /// Returns one event per slot once the active models are back.
     public func restore() async -> [SwapEvent] {
         guard let store else { return [] }
         let committed: [CommittedSlot]
-        do { committed = try await storeQueue.run { try store.committedSlots() } } catch {
+        do { committed = try await ioQueue.run { try store.committedSlots() } } catch {
             logger.error("cannot read committed state", metadata: ["error": "\(error)"])
             return []
         }
         var events: [SwapEvent] = []
-        for entry in committed {
+        for entry in committed where !isShuttingDown {
             guard let slot = self.slot(entry.slot) ?? (try? createSlot(entry.slot)) else { continue }
-            events.append(await serialized(entry.slot) { manager in await manager.performRestore(entry, slot: slot) })
+            let event = await serialized(entry.slot) { manager in await manager.performRestore(entry, slot: slot) }
+            events.append(event)
+            // The standby comes back after every active model, in the slot's queue like any operation.
+            if event.result == .succeeded, let standby = entry.standby {
+                enqueue(entry.slot) { manager in await manager.performRestoreStandby(standby, slot: slot) }
+            }
         }
         return events
     }
@@ -200,9 +212,17 @@ public actor ModelManager {
         eventLog.recent(slot: slot, limit: limit)
     }
 
+    /// Cancels every load and restore in progress (a load already switching its model in completes), and keeps new
+    /// restores from starting.
+    public func cancelLoads(reason: String) {
+        isShuttingDown = true
+        currentLoad.values.forEach { $0.cancel(reason: reason) }
+        restoring.values.forEach { $0.cancel(reason: reason) }
+    }
+
     /// Cancels loads in progress, stops the slots' workers after their queued requests, and releases every model.
     public func shutdown() async {
-        currentLoad.values.forEach { $0.cancel(reason: "shutting down") }
+        cancelLoads(reason: "shutting down")
         for task in tails.values { await task.value }
         for slot in registry.withLock({ Array($0.values) }) {
             await slot.executor.shutdown()

@@ -18,6 +18,8 @@ public final class ModelReleaser: @unchecked Sendable {
         var waiters: [ObjectIdentifier: [CheckedContinuation<Void, Never>]] = [:]
         var stopped = false
         var released = 0
+        /// Counts retires and the shutdown: the thread waits a poll interval only if nothing changed since it looked.
+        var changes = 0
     }
 
     private let condition = NSCondition()
@@ -54,7 +56,10 @@ public final class ModelReleaser: @unchecked Sendable {
 
     /// Takes a model that has left every role; it is released once its in-flight count is zero.
     public func retire(_ model: ModelInstance) {
-        withState { $0.retiring.append(model) }
+        withState {
+            $0.retiring.append(model)
+            $0.changes += 1
+        }
     }
 
     /// Retires `model` and waits until it has been released (its memory returned).
@@ -69,13 +74,17 @@ public final class ModelReleaser: @unchecked Sendable {
             withState {
                 $0.waiters[id, default: []].append(continuation)
                 $0.retiring.append(model)
+                $0.changes += 1
             }
         }
     }
 
     /// Stops the thread after releasing everything retired so far (waiting for their requests).
     public func shutdown() {
-        withState { $0.stopped = true }
+        withState {
+            $0.stopped = true
+            $0.changes += 1
+        }
     }
 
     /// Runs `body` on the state with the condition locked, then wakes the thread (every change may concern it).
@@ -96,11 +105,12 @@ public final class ModelReleaser: @unchecked Sendable {
             let finished = state.retiring.isEmpty && state.stopped
             condition.unlock()
             if finished { return }
-            if releaseDrained() { continue }
-            // In-flight counts drop without a signal: look again after the poll interval, or sooner when a model is
-            // retired or the releaser is shut down.
+            let (released, seen) = releaseDrained()
+            if released { continue }
+            // In-flight counts drop without a signal: look again after the poll interval, or at once when a model was
+            // retired (or the releaser shut down) since the look, or during the wait.
             condition.lock()
-            _ = condition.wait(until: Date(timeIntervalSinceNow: pollInterval))
+            if state.changes == seen { _ = condition.wait(until: Date(timeIntervalSinceNow: pollInterval)) }
             condition.unlock()
         }
     }
@@ -109,9 +119,11 @@ public final class ModelReleaser: @unchecked Sendable {
     /// task or a status reader may still hold one for a moment): the releaser then holds the last reference, so the
     /// models' deinit (and the ORT session release) runs here, outside the lock. After `shutdown()` a model is
     /// dropped once drained even if still referenced elsewhere, so that the thread can end.
-    /// - Returns: whether any model was released.
-    private func releaseDrained() -> Bool {
-        var drained: [ModelInstance] = withState { s in
+    /// - Returns: whether any model was released, and the state's change count when the models were looked at.
+    private func releaseDrained() -> (released: Bool, seen: Int) {
+        // The waiters are taken with their models, before the models are freed: a model allocated later at the same
+        // address must not take them.
+        let (ready, continuations, seen) = withState { s in
             var ready: [ModelInstance] = []
             var index = 0
             while index < s.retiring.count {
@@ -123,17 +135,16 @@ public final class ModelReleaser: @unchecked Sendable {
                     index += 1
                 }
             }
-            return ready
+            let continuations = ready.flatMap { s.waiters.removeValue(forKey: ObjectIdentifier($0)) ?? [] }
+            return (ready, continuations, s.changes)
         }
-        guard !drained.isEmpty else { return false }
-        let ids = drained.map(ObjectIdentifier.init)
+        guard !ready.isEmpty else { return (false, seen) }
+        var drained = consume ready
+        let count = drained.count
         drained.removeAll()  // the last references: sessions are freed here, on this thread
         ProcessMemory.trim()
-        let continuations = withState { s -> [CheckedContinuation<Void, Never>] in
-            s.released += ids.count
-            return ids.flatMap { s.waiters.removeValue(forKey: $0) ?? [] }
-        }
+        withState { $0.released += count }
         continuations.forEach { $0.resume() }
-        return true
+        return (true, seen)
     }
 }

@@ -59,7 +59,7 @@ public final class Gate: @unchecked Sendable {
 
 // MARK: - Backend
 
-/// An in-memory `InferenceBackend` shaped like a yolov5-layout, 80-class COCO detector (the signature of
+/// An in-memory `InferenceBackend` shaped like a yolov5-layout, 80-class COCO detector (the schema of
 /// yolov3-tiny-coco-416): `images [1, 3, S, S]` → `output0 [1, rows, 85]`, with Ultralytics-style `names` metadata.
 ///
 /// Every run returns the same output: one box in the middle of the input (objectness 0.9, class 0 at 0.8), zeros

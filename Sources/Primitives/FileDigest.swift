@@ -22,14 +22,19 @@ public struct FileReadError: Error, Equatable, CustomStringConvertible {
 /// Thread-safety: stateless.
 public enum FileDigest {
     /// The digest of the file at `path`.
+    /// - Parameter forEachChunk: also called with each chunk, in order, as it is hashed (to copy or keep the bytes
+    ///   that were hashed, without reading the file twice).
     /// - Returns: the lower-case hex SHA-256 and the number of bytes hashed.
     /// - Throws: `FileReadError` with the path and the system's reason.
-    public static func sha256(ofFileAt path: String) throws(FileReadError) -> (sha256: String, byteCount: Int) {
+    public static func sha256(ofFileAt path: String, forEachChunk: (Data) -> Void = { _ in })
+        throws(FileReadError) -> (sha256: String, byteCount: Int)
+    {
         var hasher = SHA256()
         var count = 0
         try readChunks(of: path) { chunk in
             hasher.update(data: chunk)
             count += chunk.count
+            forEachChunk(chunk)
         }
         return (hasher.finalize().hexString, count)
     }

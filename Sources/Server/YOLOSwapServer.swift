@@ -35,6 +35,7 @@ public enum YOLOSwapServer {
                 "model": "\(event.to?.id ?? "-")", "reason": "\(event.reason ?? "")"])
         }
         for (name, slot) in configuration.slots.sorted(by: { $0.key < $1.key }) {
+            if await manager.isShuttingDown { break }
             if manager.slot(name)?.roles.active != nil { continue }
             if manager.slot(name) == nil { _ = try? await manager.createSlot(name) }
             do {
@@ -50,9 +51,10 @@ public enum YOLOSwapServer {
     }
 }
 
-/// The slots' lifetime as a service: brings them up when the group starts (until then `/readyz` answers 503), and at
-/// graceful shutdown — after the HTTP server, which the group stops first, has drained — writes the audit entries
-/// still pending and shuts the manager down (loads cancelled, workers stopped, models released).
+/// The slots' lifetime as a service: brings them up when the group starts (until then `/readyz` answers 503; a
+/// graceful shutdown during start-up cancels the loads under way), and at graceful shutdown — after the HTTP server,
+/// which the group stops first, has drained — shuts the manager down (loads cancelled, workers stopped, models
+/// released) and writes the audit entries still pending.
 ///
 /// Put it before the HTTP application in the `ServiceGroup`: services stop in reverse order.
 public struct SlotService: Service {
@@ -67,11 +69,18 @@ public struct SlotService: Service {
     }
 
     public func run() async throws {
-        await YOLOSwapServer.startSlots(control: control, configuration: configuration, logger: logger)
+        let manager = control.manager
+        await withGracefulShutdownHandler {
+            await YOLOSwapServer.startSlots(control: control, configuration: configuration, logger: logger)
+        } onGracefulShutdown: {
+            // A signal only: loads under way (restores, configured models) end cancelled and the start-up returns;
+            // `shutdown()` below cancels again and waits.
+            Task { await manager.cancelLoads(reason: "shutting down") }
+        }
         try? await gracefulShutdown()
         logger.info("releasing models")
+        await manager.shutdown()
         await control.drain()
-        await control.manager.shutdown()
     }
 }
 

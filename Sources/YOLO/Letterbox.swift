@@ -62,8 +62,8 @@ public struct LetterboxGeometry: Sendable, Equatable {
 /// faster still where the compiler specialises them, but their generic operations make unoptimised (test) builds
 /// several times slower than this whole transform.
 ///
-/// Thread-safety: a value type with no shared state. `tensor(from:)` and `image(from:)` may resize parts of the image on
-/// Dispatch's global queue; they return only when every part they wait for is written.
+/// Thread-safety: a value type with no shared state. `tensor(from:)` and `image(from:)` may resize parts of the image
+/// on Dispatch's global queue; they return only when every part they wait for is written.
 public struct LetterboxTransform: Sendable {
     public var target: ImageSize
     public var padValue: UInt8 = 114
@@ -171,7 +171,8 @@ public struct LetterboxTransform: Sendable {
         _ image: RGBImage, geometry: LetterboxGeometry, whileWorkersStart prepare: () -> Void = {},
         _ body: (Int, Span<UInt8>) -> Void
     ) {
-        let resizer = LinearResizer(source: ImageSize(width: image.width, height: image.height), target: geometry.resized)
+        let resizer = LinearResizer(
+            source: ImageSize(width: image.width, height: image.height), target: geometry.resized)
         let height = geometry.resized.height, rowBytes = 3 * geometry.resized.width
         // Small images are not worth a thread hand-off.
         let workers = height * geometry.resized.width >= 32_768 ? max(0, min(parallelism, height) - 1) : 0

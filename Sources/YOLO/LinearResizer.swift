@@ -55,7 +55,8 @@ struct LinearResizer: Sendable {
             yWeights = Array(repeating: (1024, 1024), count: target.height)
             return
         }
-        let (columns, columnWeights) = Self.coefficients(source: source.width, target: target.width, clampAtBorders: true)
+        let (columns, columnWeights) = Self.coefficients(
+            source: source.width, target: target.width, clampAtBorders: true)
         let last = source.width - 1
         let rightClamped = columns.map { $0 == last && last > 0 }
         xOffsets = zip(columns, rightClamped).map { s, clamped in UInt32(clamped ? 3 * (s - 1) : 3 * s) }

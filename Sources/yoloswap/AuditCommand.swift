@@ -1,6 +1,7 @@
 import ArgumentParser
 import AuditLog
 import Foundation
+import Primitives
 
 /// `yoloswap audit verify|list --state-dir DIR`: reads the server's audit log.
 struct AuditCommand: ParsableCommand {
@@ -53,13 +54,7 @@ struct AuditCommand: ParsableCommand {
                 throw ExitCode.failure
             }
             let timeFormat = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
-            let encoder = JSONEncoder()
-            encoder.keyEncodingStrategy = .convertToSnakeCase
-            encoder.dateEncodingStrategy = .custom { date, encoder in
-                var container = encoder.singleValueContainer()
-                try container.encode(date.formatted(timeFormat))
-            }
-            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            let encoder = JSONEncoder.yoloswap
             for entry in entries {
                 if json {
                     print(String(decoding: try encoder.encode(entry), as: UTF8.self))

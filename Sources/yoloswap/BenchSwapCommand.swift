@@ -172,7 +172,10 @@ struct BenchSwapCommand: AsyncParsableCommand {
         let flipP = Percentiles(driver.flips.isEmpty ? [0] : driver.flips)
         let steadyPeak = shared.steadyPeak.load(ordering: .relaxed)
         let mb = BenchSwapCommand.megabytes
-        func ratio(_ a: Int, _ b: Int?) -> Any { b.map { $0 > 0 ? Double(a) / Double($0) as Any : NSNull() } ?? NSNull() }
+        func ratio(_ a: Int, _ b: Int?) -> Any {
+            guard let b, b > 0 else { return NSNull() }
+            return Double(a) / Double(b)
+        }
         return [
             "requests": samples.count, "failures": samples.filter(\.failed).count, "swaps": swaps,
             "duration_s": duration, "requests_per_second": Double(samples.count) / max(duration, 1e-9),

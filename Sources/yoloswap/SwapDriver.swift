@@ -40,7 +40,8 @@ struct SwapDriver {
         try await Task.sleep(for: interval)
         for i in 0..<swaps {
             let target = slot.roles.active?.identity.path == modelA ? modelB : modelA
-            try await swap(to: target, manager: manager, shared: shared, firstLoad: loadedBefore.insert(target).inserted)
+            let firstLoad = loadedBefore.insert(target).inserted
+            try await swap(to: target, manager: manager, shared: shared, firstLoad: firstLoad)
             if i % 2 == 1, (i + 1) / 2 == 1 || (i + 1) / 2 == 200 {
                 while manager.releaser.pendingCount > 0 { try await Task.sleep(for: .milliseconds(5)) }
                 ProcessMemory.trim()

@@ -21,22 +21,46 @@ extension HotSwapSuite {
                 detector: detector, memoryBytes: 0, signatureKeyID: nil, onRelease: { _ in })
         }
 
-        @Test("8 releasers, each handed 20 000 models one retireAndWait after another: every wait returns")
+        @Test("8 threads, each with its releaser, retire 20 000 models one after another: each is released")
         func backToBack() async {
-            // Each call starts right after the previous release, as the releaser's thread goes back to waiting: the
-            // moment where a retire landing between the thread's check and its wait would be lost and the wait would
-            // hang. Eight releasers at once on a small machine get their threads preempted at every possible point.
-            let releasers = (0..<8).map { _ in ModelReleaser(pollInterval: .milliseconds(1)) }
+            // Each model is retired right after the previous one was released, as the releaser's thread goes back to
+            // waiting: the moment where a retire landing between the thread's check and its wait would be lost, and
+            // the model never released. Eight releasers and eight threads on a small machine get preempted at every
+            // possible point. OS threads, not tasks: the rounds do not depend on the cooperative pool's other work.
             let rounds = 20_000
+            let outcomes = Locked<[String]>([])
+            for thread in 0..<8 {
+                Thread.detachNewThread {
+                    let releaser = ModelReleaser(pollInterval: .milliseconds(1))
+                    defer { releaser.shutdown() }
+                    for index in 0..<rounds {
+                        releaser.retire(Self.model(index))
+                        let deadline = Date().addingTimeInterval(10)
+                        while releaser.releasedCount <= index, Date() < deadline { sched_yield() }
+                        if releaser.releasedCount <= index {
+                            outcomes.withLock { $0.append("thread \(thread): model \(index) not released in 10 s") }
+                            return
+                        }
+                    }
+                    outcomes.withLock { $0.append("ok") }
+                }
+            }
+            #expect(await eventually(timeout: .seconds(300)) { outcomes.value.count == 8 })
+            #expect(outcomes.value.filter { $0 != "ok" } == [])
+        }
+
+        @Test("8 tasks, each with its releaser, retireAndWait 500 models one after another: every wait returns")
+        func retireAndWaitBackToBack() async {
+            let releasers = (0..<8).map { _ in ModelReleaser(pollInterval: .milliseconds(1)) }
             let finished = Locked(0)
             for releaser in releasers {
                 Task {
-                    for index in 0..<rounds { await releaser.retireAndWait(Self.model(index)) }
+                    for index in 0..<500 { await releaser.retireAndWait(Self.model(index)) }
                     finished.withLock { $0 += 1 }
                 }
             }
             let allReturned = await eventually(timeout: .seconds(120)) { finished.value == releasers.count }
-            #expect(allReturned, "a retireAndWait hung: released \(releasers.map(\.releasedCount)) of \(rounds) each")
+            #expect(allReturned, "a retireAndWait hung: released \(releasers.map(\.releasedCount)) of 500 each")
             releasers.forEach { $0.shutdown() }
         }
 

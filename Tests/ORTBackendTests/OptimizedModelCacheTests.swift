@@ -5,7 +5,6 @@ import TestSupport
 import ImageCodecs
 import ONNXRuntime
 import ORTBackend
-import TestSupport
 import Testing
 import YOLO
 
