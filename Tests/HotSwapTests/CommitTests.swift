@@ -42,5 +42,29 @@ extension HotSwapSuite {
             _ = try await switching.value
             await first.shutdown()
         }
+
+        @Test("a load whose model is being switched in ends ready, even when a newer load supersedes it meanwhile")
+        func supersededWhileCommitting() async throws {
+            let gate = Gate()
+            let store = SlowStateStore(try StateStore(inMemory: ()), commitGate: gate)
+            let manager = ModelManager(configuration: .testing(), loader: FakeLoader(), store: store)
+            let slot = try await manager.createSlot("line")
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity416))
+
+            gate.close()
+            let first = try await manager.load(LoadRequest(slot: "line", path: Fixtures.identity320, activate: true))
+            // Flipped, now committing (held at the gate).
+            #expect(await eventually { slot.roles.active?.identity.path == Fixtures.identity320 })
+            #expect(await eventually { gate.waitingCount == 1 })
+            // A newer load of the slot would cancel a load still in progress: not one past its flip.
+            let second = try await manager.load(LoadRequest(slot: "line", path: Fixtures.identity416, activate: true))
+            gate.open()
+            let status = await first.wait()
+            #expect(status.stage == .ready, "\(String(describing: status.failure))")
+            #expect(status.generation == 2)
+            #expect(await second.wait().stage == .ready)
+            #expect(slot.roles.active?.identity.path == Fixtures.identity416)
+            await manager.shutdown()
+        }
     }
 }

@@ -25,6 +25,25 @@ struct APITests {
         }
     }
 
+    @Test("/readyz answers 503 \"starting\" until the slots have been brought up")
+    func readinessWhileStarting() async throws {
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        // A control plane whose slots were never started, in front of the same manager.
+        let control = ControlPlane(manager: harness.control.manager, repository: harness.control.repository,
+            routes: [:], audit: nil, logger: .init(label: "test"))
+        let app = YOLOSwapServer.makeApplication(control: control, configuration: harness.configuration,
+            metricsText: nil, logger: .init(label: "test"))
+        try await app.test(.router) { client in
+            try await client.execute(uri: "/readyz", method: .get) { response in
+                #expect(response.status == .serviceUnavailable)
+                let body = try H.json(response)
+                #expect(body["status"] as? String == "starting")
+            }
+            try await client.execute(uri: "/healthz", method: .get) { #expect($0.status == .ok) }
+        }
+    }
+
     @Test("detect: raw JPEG and multipart, stamped with the model; routing by product header")
     func detect() async throws {
         let harness = try await ServerHarness()
