@@ -82,6 +82,8 @@ public enum LoadFailure: Error, Equatable, CustomStringConvertible {
     case warmupFailed(path: String, reason: String)
     case warmupTimeout(path: String, after: Duration)
     case cancelled(path: String, reason: String)
+    /// The model was ready but the state store could not record the switch: nothing was switched.
+    case notCommitted(path: String, reason: String)
 
     public var description: String {
         switch self {
@@ -100,6 +102,8 @@ public enum LoadFailure: Error, Equatable, CustomStringConvertible {
         case .warmupTimeout(let path, let after):
             "warm-up of \(path) timed out after \(after.formatted(.units(allowed: [.seconds, .milliseconds])))"
         case .cancelled(let path, let reason): "load of \(path) cancelled: \(reason)"
+        case .notCommitted(let path, let reason):
+            "\(path) was not switched in: the state store could not record it (\(reason)); the active model is unchanged"
         }
     }
 }

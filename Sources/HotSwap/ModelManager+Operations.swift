@@ -33,7 +33,16 @@ extension ModelManager {
                 throw LoadFailure.cancelled(path: request.path, reason: "superseded or cancelled")
             }
             if request.activate {
-                let flip = await activate(model, in: slot)
+                let flip: Flip
+                if operation == .restore {
+                    // The committed state already says this model: nothing to record first.
+                    flip = self.flip(model, in: slot, keepStandby: false)
+                } else {
+                    do { flip = try await activate(model, in: slot) } catch {
+                        releaser.retire(model)
+                        throw LoadFailure.notCommitted(path: request.path, reason: "\(error)")
+                    }
+                }
                 op.update {
                     $0.timings.flipMicroseconds = flip.microseconds
                     $0.generation = flip.generation
@@ -67,7 +76,11 @@ extension ModelManager {
                 releaser.retire(model)
                 throw LoadFailure.cancelled(path: op.request.path, reason: "superseded or cancelled")
             }
-            let flip = await activate(model, in: slot, keepStandby: false)
+            let flip: Flip
+            do { flip = try await activate(model, in: slot, keepStandby: false) } catch {
+                releaser.retire(model)
+                throw LoadFailure.notCommitted(path: op.request.path, reason: "\(error)")
+            }
             op.update {
                 $0.timings.flipMicroseconds = flip.microseconds
                 $0.generation = flip.generation
@@ -83,7 +96,10 @@ extension ModelManager {
                 allowSchemaChange: true))
             do {
                 let model = try await pipeline.run(restore, active: nil)
-                _ = await activate(model, in: slot, keepStandby: false)
+                // The store still holds the previous model's state: flip it back even if recording fails again.
+                if (try? await activate(model, in: slot, keepStandby: false)) == nil {
+                    _ = flip(model, in: slot, keepStandby: false)
+                }
                 failed.reason = (failed.reason ?? "") + "; previous model \(previousRecord.id) restored"
             } catch {
                 failed.reason = (failed.reason ?? "") + "; restoring \(previousRecord.id) failed too: \(error)"
@@ -95,7 +111,10 @@ extension ModelManager {
 
     func performSwitch(_ slot: ModelSlot) async throws -> SwapEvent {
         guard let staged = slot.roles.staged else { throw ControlError.nothingStaged(slot: slot.name) }
-        let flip = await activate(staged, in: slot)
+        let flip: Flip
+        do { flip = try await activate(staged, in: slot) } catch {
+            throw ControlError.notCommitted(slot: slot.name, reason: "\(error)")
+        }
         var timings = LoadTimings()
         timings.flipMicroseconds = flip.microseconds
         return await emit(SwapEvent(slot: slot.name, operation: .switch, result: .succeeded,
@@ -103,8 +122,16 @@ extension ModelManager {
     }
 
     func performRollback(_ slot: ModelSlot) async throws -> SwapEvent {
-        if let standby = slot.roles.standby?.identity, let flip = slot.flipToStandby().map(Flip.init) {
-            await commit(slot)
+        if let standby = slot.roles.standby?.identity {
+            let roles = slot.roles
+            let state = CommittedSlot(slot: slot.name, active: standby.record, standby: roles.active?.identity.record,
+                generation: roles.generation + 1)
+            do { try await commit(state) } catch {
+                throw ControlError.notCommitted(slot: slot.name, reason: "\(error)")
+            }
+            guard let flip = slot.flipToStandby().map(Flip.init) else {
+                throw ControlError.nothingToRollBackTo(slot: slot.name)
+            }
             var timings = LoadTimings()
             timings.flipMicroseconds = flip.microseconds
             return await emit(SwapEvent(slot: slot.name, operation: .rollback, result: .succeeded,
@@ -149,22 +176,41 @@ extension ModelManager {
         } catch {
             op.finish(error.isCancellation ? .cancelled : .failed, failure: error)
             logger.warning("standby not restored", metadata: ["slot": "\(slot.name)", "error": "\(error)"])
+            // The store should no longer offer it for a rollback after a restart.
+            let roles = slot.roles
+            guard let active = roles.active else { return }
+            let state = CommittedSlot(slot: slot.name, active: active.identity.record, generation: roles.generation)
+            do { try await commit(state) } catch {
+                logger.error("cannot commit slot state", metadata: ["slot": "\(slot.name)", "error": "\(error)"])
+            }
         }
-        await commit(slot)
     }
 
     // MARK: Flip, commit, events
 
-    /// Flips a model in, applies the standby retention, records the previous model and commits the new state.
-    func activate(_ model: ModelInstance, in slot: ModelSlot, keepStandby: Bool? = nil) async -> Flip {
-        let flip = flip(model, in: slot, keepStandby: keepStandby ?? (configuration.standbyRetention != .release))
-        await commit(slot)
-        return flip
+    /// Commits the state the flip will produce, then flips the model in (applying the standby retention and
+    /// recording the previous model): a change the store cannot record is not made.
+    /// - Throws: the store's error; nothing was flipped then.
+    func activate(_ model: ModelInstance, in slot: ModelSlot, keepStandby: Bool? = nil) async throws -> Flip {
+        let keep = keepStandby ?? (configuration.standbyRetention != .release)
+        try await commit(Self.state(afterActivating: model, in: slot, keepStandby: keep))
+        return flip(model, in: slot, keepStandby: keep)
+    }
+
+    /// What the slot's roles will be once `model` is flipped in (as `ModelSlot.activate` changes them).
+    private static func state(afterActivating model: ModelInstance, in slot: ModelSlot, keepStandby: Bool)
+        -> CommittedSlot
+    {
+        let roles = slot.roles
+        var standby = roles.standby === model ? nil : roles.standby?.identity
+        if keepStandby, let previous = roles.active { standby = previous.identity }
+        return CommittedSlot(slot: slot.name, active: model.identity.record, standby: standby?.record,
+            generation: roles.generation + 1)
     }
 
     /// The flip itself: no model instance outlives it here, so a previous model released by it is not kept alive
-    /// across the commit's wait.
-    private func flip(_ model: ModelInstance, in slot: ModelSlot, keepStandby: Bool) -> Flip {
+    /// by the caller.
+    func flip(_ model: ModelInstance, in slot: ModelSlot, keepStandby: Bool) -> Flip {
         let flip = slot.activate(model, keepStandby: keepStandby)
         if let previous = flip.previous {
             previousModels[slot.name, default: []].append(previous.identity.record)
@@ -182,20 +228,10 @@ extension ModelManager {
         return Flip(flip)
     }
 
-    /// Commits the slot's roles to the store, on the store's queue.
-    func commit(_ slot: ModelSlot) async {
+    /// Writes `state` to the store on the manager's I/O queue (nothing without a store); durable when it returns.
+    func commit(_ state: CommittedSlot) async throws {
         guard let store else { return }
-        // Only the records: holding the models across the wait would delay the release of one that leaves its role.
-        let state: CommittedSlot? = {
-            let roles = slot.roles
-            guard let active = roles.active else { return nil }
-            return CommittedSlot(slot: slot.name, active: active.identity.record,
-                standby: roles.standby?.identity.record, generation: roles.generation)
-        }()
-        guard let state else { return }
-        do { try await ioQueue.run { try store.commit(state) } } catch {
-            logger.error("cannot commit slot state", metadata: ["slot": "\(slot.name)", "error": "\(error)"])
-        }
+        try await ioQueue.run { try store.commit(state) }
     }
 
     func resolvedPolicy(for request: LoadRequest, slot: ModelSlot) async -> SwapPolicy {

@@ -10,6 +10,8 @@ public enum ControlError: Error, Equatable, CustomStringConvertible {
     case nothingStaged(slot: String)
     case nothingToRollBackTo(slot: String)
     case loadFailed(slot: String, LoadFailure)
+    /// The state store could not record the change: nothing was changed.
+    case notCommitted(slot: String, reason: String)
 
     public var description: String {
         switch self {
@@ -18,6 +20,8 @@ public enum ControlError: Error, Equatable, CustomStringConvertible {
         case .nothingStaged(let slot): "slot '\(slot)' has no staged model to switch to"
         case .nothingToRollBackTo(let slot): "slot '\(slot)' has no standby and no previous model to roll back to"
         case .loadFailed(let slot, let failure): "slot '\(slot)': \(failure)"
+        case .notCommitted(let slot, let reason):
+            "slot '\(slot)' is unchanged: the state store could not record the change (\(reason))"
         }
     }
 }
@@ -28,7 +32,8 @@ public enum ControlError: Error, Equatable, CustomStringConvertible {
 /// Operations on one slot are serialized (each waits for the previous one); slots are independent. Concurrent loads
 /// of the same model share one operation, and a newer load supersedes an older one still in progress. Every
 /// completed operation emits a `SwapEvent` (stored when a store is given, and streamed to `events()`), and every
-/// change of the active model is committed to the store, so a restart restores the last committed state.
+/// change of the active model is committed to the store before it is made: a change the store cannot record is not
+/// made (the operation fails, the active model keeps serving), and a restart restores the last committed state.
 ///
 /// The store's calls block (SQLite, fsync): they run on the manager's own serial queue, in order, and the actor only
 /// awaits them — it never blocks a thread of Swift's cooperative pool. The queue is shared by all slots (one SQLite

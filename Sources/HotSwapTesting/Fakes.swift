@@ -159,7 +159,7 @@ public final class FakeLoader: ModelLoader {
 // MARK: - State store
 
 /// A `SlotStateStore` in front of a real one whose commits block the calling thread — at a gate, or for a delay —
-/// the way a slow or stalled disk would. Reads and appends pass straight through.
+/// the way a slow or stalled disk would, or fail, the way a full disk would. Reads and appends pass straight through.
 ///
 /// Thread-safety: all members may be used from any thread; the wrapped store's guarantees apply.
 public final class SlowStateStore: SlotStateStore {
@@ -167,7 +167,20 @@ public final class SlowStateStore: SlotStateStore {
     /// Commits pass this gate first (nil: none).
     public let commitGate: Gate?
     private let delay: Locked<Duration?>
+    private let failing = Locked(false)
     private let commits = Locked(0)
+    private let started = Locked(0)
+
+    /// What a failing commit throws.
+    public struct Unavailable: Error, CustomStringConvertible {
+        public var description: String { "disk full (injected)" }
+    }
+
+    /// Whether commits fail (after the gate and the delay); may be changed at any time.
+    public var failCommits: Bool {
+        get { failing.value }
+        set { failing.withLock { $0 = newValue } }
+    }
 
     public init(_ inner: any SlotStateStore, commitDelay: Duration? = nil, commitGate: Gate? = nil) {
         self.inner = inner
@@ -184,12 +197,23 @@ public final class SlowStateStore: SlotStateStore {
     /// Commits written so far.
     public var commitCount: Int { commits.value }
 
+    /// Commits begun and not yet ended (written or failed).
+    public var commitsInProgress: Int { started.value - commits.value - failures.value }
+    private let failures = Locked(0)
+
     public func committedSlots() throws -> [CommittedSlot] { try inner.committedSlots() }
 
     public func commit(_ state: CommittedSlot) throws {
+        started.withLock { $0 += 1 }
         commitGate?.pass()
         if let delay = delay.value { Thread.sleep(forTimeInterval: delay.seconds) }
-        try inner.commit(state)
+        do {
+            if failing.value { throw Unavailable() }
+            try inner.commit(state)
+        } catch {
+            failures.withLock { $0 += 1 }
+            throw error
+        }
         commits.withLock { $0 += 1 }
     }
 

@@ -69,11 +69,13 @@ public struct Problem: HTTPResponseError, CustomStringConvertible {
             case .unknownSlot: return notFound(error.description)
             case .slotExists, .nothingStaged, .nothingToRollBackTo: return conflict(error.description)
             case .loadFailed(_, let failure): return from(failure)
+            case .notCommitted: return Problem(.serviceUnavailable, "Not Committed", detail: error.description)
             }
         case let failure as LoadFailure:
             switch failure {
             case .unreadable: return notFound(failure.description)
             case .cancelled: return conflict(failure.description)
+            case .notCommitted: return Problem(.serviceUnavailable, "Not Committed", detail: failure.description)
             default: return Problem(.unprocessableContent, "Load Failed", detail: failure.description)
             }
         case let error as DecodingError:

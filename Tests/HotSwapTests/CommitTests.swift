@@ -8,8 +8,8 @@ extension HotSwapSuite {
     /// What the store holds is what a restart brings back: a flip whose commit never landed is not.
     @Suite("Commits")
     struct CommitTests {
-        @Test("a process that dies after a flip but before its commit restarts into the previously committed model")
-        func flipWithoutCommit() async throws {
+        @Test("nothing is switched before it is committed: a process that dies mid-commit restarts into the old model")
+        func switchWaitsForItsCommit() async throws {
             let directory = try Fixtures.temporaryDirectory()
             defer { try? FileManager.default.removeItem(at: directory) }
             let state = directory.appendingPathComponent("state").path
@@ -20,13 +20,13 @@ extension HotSwapSuite {
             let committed = try await first.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity416))
             _ = try await (try await first.load(LoadRequest(slot: "line", path: Fixtures.identity320))).wait()
 
-            // The switch flips at once; its commit then blocks on the gate, as a process killed right there would.
+            // The switch's commit blocks on the gate, as a disk that stalls, or a process killed right there, would.
             gate.close()
             let switching = Task { try await first.switchStaged(slot: "line") }
-            #expect(await eventually { slot.roles.active?.identity.path == Fixtures.identity320 })
             #expect(await eventually { gate.waitingCount == 1 })
-            #expect(try await slot.detect(imageBytes: Fixtures.busJPEG).model.sha256
-                == (try Fixtures.sha256(Fixtures.identity320)))
+            // Until it is durable, the slot serves the committed model.
+            #expect(slot.roles.active?.identity.path == Fixtures.identity416)
+            #expect(try await slot.detect(imageBytes: Fixtures.busJPEG).model.sha256 == committed.identity?.sha256)
 
             // A fresh process on the same state directory: the last committed model comes back.
             let restarted = ModelManager(configuration: .testing(), loader: FakeLoader(),
@@ -38,12 +38,46 @@ extension HotSwapSuite {
             #expect(restarted.slot("line")?.roles.generation == 1)
             await restarted.shutdown()
 
+            // Once the commit lands, the switch is made.
             gate.open()
-            _ = try await switching.value
+            let event = try await switching.value
+            #expect(event.generation == 2)
+            #expect(slot.roles.active?.identity.path == Fixtures.identity320)
             await first.shutdown()
         }
 
-        @Test("a load whose model is being switched in ends ready, even when a newer load supersedes it meanwhile")
+        @Test("a change the store cannot record is refused and changes nothing; once the store works, it goes through")
+        func failedCommitsChangeNothing() async throws {
+            let store = SlowStateStore(try StateStore(inMemory: ()))
+            let manager = ModelManager(configuration: .testing(), loader: FakeLoader(), store: store)
+            let slot = try await manager.createSlot("line")
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity416))
+            _ = try await (try await manager.load(LoadRequest(slot: "line", path: Fixtures.identity320))).wait()
+            let before = try await slot.detect(imageBytes: Fixtures.busJPEG).model
+
+            store.failCommits = true
+            await #expect(throws: ControlError.self) { try await manager.switchStaged(slot: "line") }
+            let load = await (try await manager.load(
+                LoadRequest(slot: "line", path: Fixtures.identity320, version: "b", activate: true))).wait()
+            guard case .notCommitted(_, let reason)? = load.failure else {
+                Issue.record("expected notCommitted, got \(String(describing: load.failure))")
+                return
+            }
+            #expect(reason.contains("disk full"))
+            #expect(try await slot.detect(imageBytes: Fixtures.busJPEG).model == before)
+            #expect(slot.roles.generation == before.generation)
+            #expect(slot.roles.staged?.identity.path == Fixtures.identity320, "the staged model stays staged")
+            let failures = manager.recentEvents(limit: 1)
+            #expect(failures.first?.result == .failed)
+
+            store.failCommits = false
+            let event = try await manager.switchStaged(slot: "line")
+            #expect(event.generation == before.generation + 1)
+            #expect(try store.committedSlots().first?.generation == before.generation + 1)
+            await manager.shutdown()
+        }
+
+        @Test("a load whose model is being committed ends ready, even when a newer load supersedes it meanwhile")
         func supersededWhileCommitting() async throws {
             let gate = Gate()
             let store = SlowStateStore(try StateStore(inMemory: ()), commitGate: gate)
@@ -53,10 +87,9 @@ extension HotSwapSuite {
 
             gate.close()
             let first = try await manager.load(LoadRequest(slot: "line", path: Fixtures.identity320, activate: true))
-            // Flipped, now committing (held at the gate).
-            #expect(await eventually { slot.roles.active?.identity.path == Fixtures.identity320 })
+            // Past the point of no return: committing (held at the gate), then it flips.
             #expect(await eventually { gate.waitingCount == 1 })
-            // A newer load of the slot would cancel a load still in progress: not one past its flip.
+            // A newer load of the slot would cancel a load still in progress: not one that is switching its model in.
             let second = try await manager.load(LoadRequest(slot: "line", path: Fixtures.identity416, activate: true))
             gate.open()
             let status = await first.wait()
