@@ -64,10 +64,13 @@ public struct TokenAuthenticator: Sendable {
     }
 }
 
-/// Authenticates `Authorization: Bearer <token>` when present; handlers then require a role.
+/// Authenticates `Authorization: Bearer <token>` when present; handlers then require a role. An unknown token on a
+/// call that would change the service (any method but GET, other than `POST /v1/detect`) is recorded in the audit
+/// log as refused.
 struct AuthMiddleware: RouterMiddleware {
     typealias Context = YOLOSwapRequestContext
     let authenticator: TokenAuthenticator
+    let control: ControlPlane
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
         -> Response
@@ -77,7 +80,14 @@ struct AuthMiddleware: RouterMiddleware {
             let parts = header.split(separator: " ", maxSplits: 1)
             guard parts.count == 2, parts[0].lowercased() == "bearer",
                 let principal = authenticator.authenticate(token: parts[1].trimmingCharacters(in: .whitespaces))
-            else { throw Problem(.unauthorized, "Unauthorized", detail: "unknown or malformed bearer token") }
+            else {
+                let problem = Problem(.unauthorized, "Unauthorized", detail: "unknown or malformed bearer token")
+                if request.method != .get, request.uri.path != "/v1/detect" {
+                    await control.auditRefusal(nil, context.remoteAddress,
+                        action: "\(request.method.rawValue) \(request.uri.path)", reason: "401 \(problem.detail)")
+                }
+                throw problem
+            }
             context.principal = principal
         }
         return try await next(request, context)

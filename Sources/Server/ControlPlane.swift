@@ -61,81 +61,133 @@ public final class ControlPlane: Sendable {
     /// Replaces the routes; every target must be an existing slot.
     func replaceRoutes(_ routes: [String: String], by principal: Principal, from remote: String?) async throws {
         let started = Date()
+        let described = routes.map { "\($0.key) → \($0.value)" }.sorted().joined(separator: ", ")
         let unknown = routes.filter { manager.slot($0.value) == nil }
         guard unknown.isEmpty else {
-            let reason =
-                "unknown slots: " + unknown.map { "\($0.key) → \($0.value)" }.sorted().joined(separator: ", ")
+            let reason = "unknown slots: "
+                + unknown.map { "\($0.key) → \($0.value)" }.sorted().joined(separator: ", ")
             try await audit(principal, remote, "routes.replace", nil, result: "rejected", reason: reason,
                 started: started)
             throw Problem.notFound(reason)
         }
+        try await audit(principal, remote, "routes.replace", nil, result: "intent", reason: described, started: started)
         routeTable.withLock { $0 = routes }
-        try await audit(principal, remote, "routes.replace", nil, result: "succeeded",
-            reason: routes.map { "\($0.key) → \($0.value)" }.sorted().joined(separator: ", "), started: started)
+        try await auditOutcome(principal, remote, "routes.replace", nil, result: "succeeded", reason: described,
+            started: started)
     }
 
     // MARK: Operations
 
+    /// Starts a load. Its intent is recorded before the load starts (a load that cannot be recorded is refused), its
+    /// outcome when it ends, by a task kept until the entry is written (see `drain()`).
     func load(slot: String, body: LoadBody, by principal: Principal, from remote: String?) async throws
         -> LoadOperation
     {
         let started = Date()
+        let path: String
+        do { path = try repository.resolve(body.model) } catch {
+            try? await audit(principal, remote, "load", slot, modelPath: body.model, version: body.version,
+                sha256: body.sha256, result: "rejected", reason: Problem.from(error).detail, started: started)
+            throw error
+        }
+        try await audit(principal, remote, "load", slot, modelPath: body.model, version: body.version,
+            sha256: body.sha256, result: "intent", reason: body.activate == true ? "activate" : "stage",
+            started: started)
+        let op: LoadOperation
         do {
-            let path = try repository.resolve(body.model)
-            let op = try await manager.load(LoadRequest(
+            op = try await manager.load(LoadRequest(
                 slot: slot, path: path, version: body.version, expectedSHA256: body.sha256,
                 activate: body.activate ?? false, allowSchemaChange: body.allow_schema_change ?? false))
-            // The outcome is audited when the load ends, by a task kept until its entry is written (see `drain()`).
-            let id = UUID()
-            pendingAudits.withLock { pending in
-                pending[id] = Task { [self] in
-                    let status = await op.wait()
-                    try? await audit(principal, remote, "load", slot, modelPath: body.model, version: body.version,
-                        sha256: status.identity?.sha256 ?? body.sha256, keyID: status.signatureKeyID,
-                        result: status.stage == .ready ? "succeeded" : status.stage.rawValue,
-                        reason: status.failure.map { repository.hidingRoot($0.description) }, started: started)
-                    pendingAudits.withLock { _ = $0.removeValue(forKey: id) }
-                }
-            }
-            return op
         } catch {
             try? await audit(principal, remote, "load", slot, modelPath: body.model, version: body.version,
                 sha256: body.sha256, result: "rejected", reason: Problem.from(error).detail, started: started)
             throw error
         }
+        let id = UUID()
+        pendingAudits.withLock { pending in
+            pending[id] = Task { [self] in
+                let status = await op.wait()
+                try? await audit(principal, remote, "load", slot, modelPath: body.model, version: body.version,
+                    sha256: status.identity?.sha256 ?? body.sha256, keyID: status.signatureKeyID,
+                    result: status.stage == .ready ? "succeeded" : status.stage.rawValue,
+                    reason: status.failure.map { repository.hidingRoot($0.description) }, started: started)
+                pendingAudits.withLock { _ = $0.removeValue(forKey: id) }
+            }
+        }
+        return op
     }
 
     func switchStaged(slot: String, by principal: Principal, from remote: String?) async throws -> SwapEvent {
-        try await audited("switch", slot, principal, remote) { try await manager.switchStaged(slot: slot) }
+        let staged = manager.slot(slot)?.roles.staged?.identity
+        return try await audited("switch", slot, model: staged, principal, remote) {
+            try await manager.switchStaged(slot: slot)
+        }
     }
 
     func rollback(slot: String, by principal: Principal, from remote: String?) async throws -> SwapEvent {
-        try await audited("rollback", slot, principal, remote) { try await manager.rollback(slot: slot) }
+        let standby = manager.slot(slot)?.roles.standby?.identity
+        return try await audited("rollback", slot, model: standby, principal, remote) {
+            try await manager.rollback(slot: slot)
+        }
     }
 
     func discardStaged(slot: String, by principal: Principal, from remote: String?) async throws -> SwapEvent {
-        try await audited("discard", slot, principal, remote) { try await manager.discardStaged(slot: slot) }
+        let staged = manager.slot(slot)?.roles.staged?.identity
+        return try await audited("discard", slot, model: staged, principal, remote) {
+            try await manager.discardStaged(slot: slot)
+        }
     }
 
-    private func audited(_ action: String, _ slot: String, _ principal: Principal, _ remote: String?,
-                         _ body: () async throws -> SwapEvent) async throws -> SwapEvent {
+    /// Records a refused management call (no token, an unknown token, too low a role). Best effort: a refusal that
+    /// cannot be recorded is still a refusal.
+    func auditRefusal(_ principal: Principal?, _ remote: String?, action: String, reason: String) async {
+        try? await audit(principal ?? Principal(name: "unauthenticated", role: .viewer), remote, action, nil,
+            result: "refused", reason: reason, started: Date())
+    }
+
+    /// Records the intent, makes the change, records the outcome. A change whose intent cannot be recorded is refused
+    /// (503) before anything happens.
+    /// - Parameter model: the model the change is about (the staged model a switch activates, the standby a rollback
+    ///   activates, the staged model a discard drops), when the slot has one.
+    private func audited(_ action: String, _ slot: String, model: ModelIdentity?, _ principal: Principal,
+                         _ remote: String?, _ body: () async throws -> SwapEvent) async throws -> SwapEvent {
         let started = Date()
-        do {
-            let event = try await body()
-            try await audit(principal, remote, action, slot, modelPath: event.to.map { repository.relative($0.path) },
-                version: event.to?.version, sha256: event.to?.sha256, result: event.result.rawValue,
-                reason: event.reason.map(repository.hidingRoot), started: started)
-            return event
-        } catch {
+        let path = model.map { repository.relative($0.path) }
+        try await audit(principal, remote, action, slot, modelPath: path, version: model?.version,
+            sha256: model?.sha256, result: "intent", reason: nil, started: started)
+        let event: SwapEvent
+        do { event = try await body() } catch {
             // Errors name model files (a rollback whose reload failed): show them relative to the repository.
             var problem = Problem.from(error)
             problem.detail = repository.hidingRoot(problem.detail)
-            try? await audit(principal, remote, action, slot, result: "failed", reason: problem.detail,
-                started: started)
+            try? await audit(principal, remote, action, slot, modelPath: path, version: model?.version,
+                sha256: model?.sha256, result: "failed", reason: problem.detail, started: started)
+            throw problem
+        }
+        let changed = event.to ?? event.from
+        try await auditOutcome(principal, remote, action, slot,
+            modelPath: changed.map { repository.relative($0.path) }, version: changed?.version,
+            sha256: changed?.sha256, result: event.result.rawValue, reason: event.reason.map(repository.hidingRoot),
+            started: started)
+        return event
+    }
+
+    /// Records the outcome of a change already made. When that fails the change stands (its intent is recorded):
+    /// the caller is told so, with 503.
+    private func auditOutcome(_ principal: Principal, _ remote: String?, _ action: String, _ slot: String?,
+                              modelPath: String? = nil, version: String? = nil, sha256: String? = nil,
+                              result: String, reason: String?, started: Date) async throws {
+        do {
+            try await audit(principal, remote, action, slot, modelPath: modelPath, version: version, sha256: sha256,
+                result: result, reason: reason, started: started)
+        } catch var problem as Problem {
+            problem.detail = "the \(action) was made and its intent recorded, but its outcome was not: "
+                + problem.detail
             throw problem
         }
     }
 
+    /// Appends an entry. A log that cannot be written makes the call fail with 503 (Audit Unavailable).
     private func audit(_ principal: Principal, _ remote: String?, _ action: String, _ slot: String?,
                        modelPath: String? = nil, version: String? = nil, sha256: String? = nil, keyID: String? = nil,
                        result: String, reason: String?, started: Date) async throws {
@@ -147,7 +199,8 @@ public final class ControlPlane: Sendable {
                 reason: reason, durationMs: Date().timeIntervalSince(started) * 1000))
         } catch {
             logger.error("audit write failed", metadata: ["action": "\(action)", "error": "\(error)"])
-            throw Problem(.internalServerError, "Audit Failed", detail: "the audit log could not be written: \(error)")
+            throw Problem(.serviceUnavailable, "Audit Unavailable",
+                detail: "the audit log could not be written: \(repository.hidingRoot("\(error)"))")
         }
     }
 

@@ -49,7 +49,7 @@ struct APIRoutes: Sendable {
             return try await control.slotDTO(try context.parameters.require("slot"))
         }
         v1.post("slots/:slot/load") { request, context in
-            let principal = try require(.operator, context)
+            let principal = try await requireOperator(request, context)
             let slot = try context.parameters.require("slot")
             let body = try await decode(LoadBody.self, request, context)
             let op = try await control.load(slot: slot, body: body, by: principal, from: context.remoteAddress)
@@ -71,20 +71,20 @@ struct APIRoutes: Sendable {
     /// Switch, rollback, discard: each answers with the event it produced (paths relative to the repository).
     private func registerOperations(on v1: RouterGroup<YOLOSwapRequestContext>) {
         let hide = control.repository.hidingRoot
-        v1.post("slots/:slot/switch") { _, context in
-            let principal = try require(.operator, context)
+        v1.post("slots/:slot/switch") { request, context in
+            let principal = try await requireOperator(request, context)
             let event = try await control.switchStaged(slot: try context.parameters.require("slot"), by: principal,
                 from: context.remoteAddress)
             return try json(event.mappingPaths(hide), status: .ok)
         }
-        v1.post("slots/:slot/rollback") { _, context in
-            let principal = try require(.operator, context)
+        v1.post("slots/:slot/rollback") { request, context in
+            let principal = try await requireOperator(request, context)
             let event = try await control.rollback(slot: try context.parameters.require("slot"), by: principal,
                 from: context.remoteAddress)
             return try json(event.mappingPaths(hide), status: .ok)
         }
-        v1.delete("slots/:slot/staged") { _, context in
-            let principal = try require(.operator, context)
+        v1.delete("slots/:slot/staged") { request, context in
+            let principal = try await requireOperator(request, context)
             let event = try await control.discardStaged(slot: try context.parameters.require("slot"), by: principal,
                 from: context.remoteAddress)
             return try json(event.mappingPaths(hide), status: .ok)
@@ -98,7 +98,7 @@ struct APIRoutes: Sendable {
             return RoutesDTO(routes: control.routes)
         }
         v1.put("routes") { request, context in
-            let principal = try require(.operator, context)
+            let principal = try await requireOperator(request, context)
             let body = try await decode(RoutesDTO.self, request, context)
             try await control.replaceRoutes(body.routes, by: principal, from: context.remoteAddress)
             return RoutesDTO(routes: control.routes)
@@ -208,6 +208,16 @@ struct APIRoutes: Sendable {
     }
 
     // MARK: Helpers
+
+    /// `require(.operator, context)` for a call that changes the service: a refusal is recorded in the audit log.
+    private func requireOperator(_ request: Request, _ context: YOLOSwapRequestContext) async throws -> Principal {
+        do { return try require(.operator, context) } catch let problem as Problem {
+            await control.auditRefusal(context.principal, context.remoteAddress,
+                action: "\(request.method.rawValue) \(request.uri.path)",
+                reason: "\(problem.status.code) \(problem.detail)")
+            throw problem
+        }
+    }
 
     private func require(_ role: Role, _ context: YOLOSwapRequestContext) throws -> Principal {
         guard let principal = context.principal else {

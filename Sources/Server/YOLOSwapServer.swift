@@ -15,7 +15,7 @@ public enum YOLOSwapServer {
         let router = Router(context: YOLOSwapRequestContext.self)
         let authenticator = TokenAuthenticator(configuration.tokens)
         router.add(middleware: ProblemMiddleware())
-        router.add(middleware: AuthMiddleware(authenticator: authenticator))
+        router.add(middleware: AuthMiddleware(authenticator: authenticator, control: control))
         APIRoutes(control: control, configuration: configuration, authenticator: authenticator,
             metricsText: metricsText, configuredSlots: configuration.slots.keys.sorted()).register(on: router)
         return Application(

@@ -1,0 +1,103 @@
+import AuditLog
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import NIOCore
+import Server
+import TestSupport
+import Testing
+
+/// Every change is recorded before it is made; a change that cannot be recorded is not made.
+@Suite("Audit before change", .serialized)
+struct AuditTests {
+    typealias H = ServerHarness
+    static let alice = H.headers(token: "alice-token", contentType: "application/json")
+    static let stage = ByteBuffer(bytes: try! JSONSerialization.data(
+        withJSONObject: ["model": "synthetic/yolov5-nc80-320-identity.onnx"]))
+
+    /// Another process holding the database's write lock until its standard input closes: appends wait out the
+    /// log's busy timeout, then fail.
+    final class WriteLockHolder {
+        let process = Process()
+        let input = Pipe()
+        init(database: String) throws {
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+            process.arguments = ["-c", """
+                import sqlite3, sys
+                c = sqlite3.connect(sys.argv[1], timeout=5, isolation_level=None)
+                c.execute("BEGIN IMMEDIATE")
+                print("locked", flush=True)
+                sys.stdin.read()
+                """, database]
+            let output = Pipe()
+            process.standardOutput = output
+            process.standardInput = input
+            try process.run()
+            let line = output.fileHandleForReading.readData(ofLength: 7)
+            try #require(String(decoding: line, as: UTF8.self) == "locked\n", "the lock holder did not start")
+        }
+        func release() {
+            try? input.fileHandleForWriting.close()
+            process.waitUntilExit()
+        }
+    }
+
+    @Test("a switch whose intent cannot be recorded is refused with 503 and changes nothing; then it goes through")
+    func refusedWhenTheLogCannotBeWritten() async throws {
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        let slot = try #require(harness.control.manager.slot("default"))
+        try await harness.test { client in
+            try await client.execute(uri: "/v1/slots/default/load?wait=true", method: .post, headers: Self.alice,
+                body: Self.stage) { #expect($0.status == .ok) }
+            let before = slot.roles.active?.identity
+            let holder = try WriteLockHolder(database: harness.audit.log.path)
+            let clock = ContinuousClock()
+            let start = clock.now
+            try await client.execute(uri: "/v1/slots/default/switch", method: .post, headers: Self.alice) { response in
+                #expect(response.status == .serviceUnavailable)
+                let problem = try H.json(response)
+                #expect(problem["title"] as? String == "Audit Unavailable")
+                #expect((problem["detail"] as? String)?.contains(harness.repository.path) == false)
+            }
+            print("audit unavailable: the switch was refused after \(clock.now - start)")
+            holder.release()
+            #expect(slot.roles.active?.identity == before, "switched without a record")
+            #expect(slot.roles.staged != nil)
+            try await client.execute(uri: "/v1/slots/default/switch", method: .post, headers: Self.alice) {
+                #expect($0.status == .ok)
+            }
+        }
+        let entries = try await harness.auditEntries().map { "\($0.action):\($0.result)" }
+        #expect(entries.suffix(2) == ["switch:intent", "switch:succeeded"], "\(entries)")
+        #expect(!entries.contains("switch:failed"))
+    }
+
+    @Test("refused management calls are recorded; a discard records the model it dropped")
+    func refusalsAndDiscards() async throws {
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        try await harness.test { client in
+            try await client.execute(uri: "/v1/slots/default/rollback", method: .post,
+                headers: H.headers(token: "carol-token")) { #expect($0.status == .forbidden) }
+            try await client.execute(uri: "/v1/slots/default/rollback", method: .post,
+                headers: H.headers(token: "no-such-token")) { #expect($0.status == .unauthorized) }
+            try await client.execute(uri: "/v1/slots/default/rollback", method: .post) {
+                #expect($0.status == .unauthorized)
+            }
+            try await client.execute(uri: "/v1/slots/default/load?wait=true", method: .post, headers: Self.alice,
+                body: Self.stage) { #expect($0.status == .ok) }
+            try await client.execute(uri: "/v1/slots/default/staged", method: .delete, headers: Self.alice) {
+                #expect($0.status == .ok)
+            }
+        }
+        let entries = try await harness.auditEntries()
+        let refusals = entries.filter { $0.result == "refused" }
+        #expect(refusals.map(\.actor) == ["carol", "unauthenticated", "unauthenticated"])
+        #expect(refusals.allSatisfy { $0.action == "POST /v1/slots/default/rollback" })
+        let discard = try #require(entries.last { $0.action == "discard" && $0.result == "succeeded" })
+        #expect(discard.modelPath == "synthetic/yolov5-nc80-320-identity.onnx")
+        #expect(discard.sha256?.count == 64)
+    }
+}
