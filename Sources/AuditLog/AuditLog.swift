@@ -14,9 +14,31 @@ public struct AuditLogError: Error, CustomStringConvertible {
 
 /// The last entry the log has written, recorded apart from the entries (so that removing entries from the end
 /// shows), and worth publishing elsewhere as an anchor.
-public struct AuditHead: Sendable, Equatable {
+public struct AuditHead: Sendable, Equatable, Codable {
     public var entryID: Int64
     public var hash: String
+
+    enum CodingKeys: String, CodingKey {
+        case entryID = "sequence"
+        case hash
+    }
+
+    public init(entryID: Int64, hash: String) {
+        self.entryID = entryID
+        self.hash = hash
+    }
+
+    /// Parses `SEQ:HASH`, as `yoloswap audit verify --expect-head` takes it.
+    public init?(_ text: String) {
+        let parts = text.split(separator: ":", maxSplits: 1)
+        guard parts.count == 2, let id = Int64(parts[0]), id > 0, parts[1].count == 64,
+            parts[1].allSatisfy(\.isHexDigit)
+        else { return nil }
+        self.init(entryID: id, hash: parts[1].lowercased())
+    }
+
+    /// `SEQ:HASH`.
+    public var description: String { "\(entryID):\(hash)" }
 }
 
 /// A tamper-evident log of management calls: hash-chained rows in SQLite.
@@ -222,6 +244,31 @@ public final class AuditLog: Sendable {
                 ).map { try AuditEntry(row: $0) }
             }
         }
+    }
+
+    /// The entry with this id, if the log has it.
+    public func entry(id: Int64) throws -> AuditEntry? {
+        try attempt("read entry #\(id)") {
+            try database.read { db in
+                try Row.fetchOne(db, sql: "SELECT * FROM audit_entry WHERE id = ?", arguments: [id])
+                    .map { try AuditEntry(row: $0) }
+            }
+        }
+    }
+
+    /// Whether the log still holds a head recorded earlier (published elsewhere as an anchor): the entry `head.entryID`
+    /// with exactly that hash. A log cut back behind it (and its head rewritten) no longer does, even if its own chain
+    /// verifies.
+    /// - Returns: nil when it does, else the reason.
+    public func check(expectedHead head: AuditHead) throws -> String? {
+        guard let entry = try entry(id: head.entryID) else {
+            let last = try self.head()?.entryID ?? 0
+            return "the log ends at entry #\(last), before the expected head #\(head.entryID): entries were removed"
+        }
+        guard entry.hash == head.hash else {
+            return "entry #\(head.entryID) has hash \(entry.hash.prefix(16)), not the expected \(head.hash.prefix(16))"
+        }
+        return nil
     }
 
     /// The number of entries.

@@ -1,5 +1,7 @@
 import AuditLog
 import Foundation
+import Logging
+import Metrics
 import Primitives
 
 // What the server uses of the audit log, in one place: the entry type is `AuditLog.AuditEntry` (one shape for what is
@@ -8,14 +10,20 @@ import Primitives
 /// The server's access to the hash-chained audit log.
 ///
 /// Every append and read runs on one serial `BlockingQueue` (SQLite with an fsync per append must not hold a thread
-/// of Swift's cooperative pool), in the order the calls were made.
+/// of Swift's cooperative pool), in the order the calls were made. Each append publishes the chain's new head — in the
+/// log and as the `yoloswap_audit_head_sequence` metric — so that a log cut back behind it can be shown later
+/// (`yoloswap audit verify --expect-head SEQ:HASH`).
 ///
 /// Thread-safety: all members may be used from any task.
 public final class AuditTrail: Sendable {
     public let log: AuditLog
     private let queue = BlockingQueue(label: "yoloswap.audit")
+    private let logger: Logger
 
-    public init(log: AuditLog) { self.log = log }
+    public init(log: AuditLog, logger: Logger = Logger(label: "yoloswap.audit")) {
+        self.log = log
+        self.logger = logger
+    }
 
     /// Appends an entry (its id and hashes are assigned by the log) and returns it as stored.
     ///
@@ -35,7 +43,19 @@ public final class AuditTrail: Sendable {
         if let duration = entry.durationMs, !duration.isFinite { entry.durationMs = nil }
         let log = self.log
         let toStore = entry
-        return try await queue.run { try log.append(toStore) }
+        let stored = try await queue.run { try log.append(toStore) }
+        if let id = stored.id {
+            Gauge(label: "yoloswap_audit_head_sequence").record(id)
+            logger.info("audit", metadata: ["head": "\(id):\(stored.hash)", "action": "\(stored.action)",
+                "result": "\(stored.result)", "actor": "\(stored.actor)"])
+        }
+        return stored
+    }
+
+    /// The chain's head: the latest entry's sequence number and hash (nil for an empty log).
+    public func head() async throws -> AuditHead? {
+        let log = self.log
+        return try await queue.run { try log.head() }
     }
 
     /// Entries, newest first (see `AuditLog.entries`).

@@ -111,8 +111,15 @@ struct APIRoutes: Sendable {
             let hide = control.repository.hidingRoot
             return try json(EventListDTO(events: events.map { $0.mappingPaths(hide) }), status: .ok)
         }
-        v1.get("audit") { request, context in
+        v1.get("audit/head") { _, context in
             _ = try require(.viewer, context)
+            guard let audit = control.audit else { throw Problem.notFound("the audit log is not enabled") }
+            guard let head = try await audit.head() else { throw Problem.notFound("the audit log is empty") }
+            return try json(head, status: .ok)
+        }
+        v1.get("audit") { request, context in
+            // Who did what to which model is for the people who run the service, not every viewer.
+            _ = try require(.operator, context)
             guard let audit = control.audit else { throw Problem.notFound("the audit log is not enabled") }
             let q = request.uri.queryParameters
             let limit = try intParameter(q.get("limit"), name: "limit", default: 100, range: 1...10_000)

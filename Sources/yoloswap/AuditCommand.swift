@@ -25,6 +25,17 @@ struct AuditCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Walk the hash chain; report the first broken link (exit 1) or OK.")
         @OptionGroup var state: StateDirectory
+        @Option(help: ArgumentHelp(
+            "A head recorded earlier (GET /v1/audit/head, the log, the yoloswap_audit_head_sequence metric): the log "
+                + "must still hold that entry with that hash, which shows a log cut back behind it.",
+            valueName: "SEQ:HASH"))
+        var expectHead: String?
+
+        func validate() throws {
+            if let expectHead, AuditHead(expectHead) == nil {
+                throw ValidationError("--expect-head takes SEQ:HASH (an entry number and its 64-digit hash)")
+            }
+        }
 
         func run() throws {
             let log = try state.open()
@@ -36,6 +47,18 @@ struct AuditCommand: ParsableCommand {
             print(outcome.description)
             if case .intact(_, let head) = outcome { print("head hash: \(head)") }
             if !outcome.isIntact { throw ExitCode.failure }
+            if let expected = expectHead.flatMap(AuditHead.init) {
+                let problem: String?
+                do { problem = try log.check(expectedHead: expected) } catch {
+                    printError("audit verify failed: \(error)")
+                    throw ExitCode.failure
+                }
+                if let problem {
+                    print("audit log does not hold the expected head \(expected.description): \(problem)")
+                    throw ExitCode.failure
+                }
+                print("expected head \(expected.entryID) present")
+            }
         }
     }
 

@@ -59,17 +59,47 @@ struct SignedModelsAuditTests {
         #expect(okStatus == 200, "\(ok)")
         let (rollback, _) = try await server.json("POST", "/v1/slots/default/rollback", token: ServerProcess.operatorToken)
         #expect(rollback == 200)
-        let (_, audit) = try await server.json("GET", "/v1/audit?slot=default&limit=50", token: ServerProcess.viewerToken)
+        let (_, audit) = try await server.json("GET", "/v1/audit?slot=default&limit=50",
+            token: ServerProcess.operatorToken)
         let entries = (audit["entries"] as? [[String: Any]]) ?? []
         #expect(entries.count >= 4)
         #expect(entries.contains { $0["action"] as? String == "load" && $0["result"] as? String == "failed"
             && $0["actor"] as? String == "alice" })
         #expect(entries.contains { $0["action"] as? String == "rollback" && $0["result"] as? String == "succeeded" })
+        // The head, as a monitoring system would keep it.
+        let (headStatus, head) = try await server.json("GET", "/v1/audit/head", token: ServerProcess.viewerToken)
+        #expect(headStatus == 200)
+        let sequence = try #require(head["sequence"] as? Int)
+        let headHash = try #require(head["hash"] as? String)
+        #expect(sequence == entries.compactMap { $0["id"] as? Int }.max())
         #expect(server.stop() == 0)
 
-        let intact = try runProcess(Repo.binary, ["audit", "verify", "--state-dir", state.path])
+        let intact = try runProcess(Repo.binary, ["audit", "verify", "--state-dir", state.path,
+            "--expect-head", "\(sequence):\(headHash)"])
         #expect(intact.status == 0, "\(intact.stdout)\(intact.stderr)")
-        #expect(intact.stdout.contains("OK"))
+        #expect(intact.stdout.contains("OK") && intact.stdout.contains("expected head \(sequence) present"))
+
+        // Cut the last two entries and rewrite the head to match: the chain alone still verifies, the recorded head
+        // shows the cut.
+        let copy = state.deletingLastPathComponent().appendingPathComponent("cut-\(UUID())")
+        try FileManager.default.copyItem(at: state, to: copy)
+        defer { try? FileManager.default.removeItem(at: copy) }
+        let cut = try runProcess("/usr/bin/python3", ["-c", """
+            import sqlite3, sys
+            db = sqlite3.connect(sys.argv[1])
+            last = db.execute("select max(id) from audit_entry").fetchone()[0]
+            db.execute("delete from audit_entry where id > ?", (last - 2,))
+            new_last, new_hash = db.execute("select id, hash from audit_entry order by id desc limit 1").fetchone()
+            db.execute("update audit_head set last_id = ?, hash = ?", (new_last, new_hash))
+            db.commit()
+            """, copy.appendingPathComponent("audit.sqlite").path])
+        try #require(cut.status == 0, "\(cut.stderr)")
+        let chainOnly = try runProcess(Repo.binary, ["audit", "verify", "--state-dir", copy.path])
+        #expect(chainOnly.status == 0, "a consistent cut is invisible to the chain alone: \(chainOnly.stdout)")
+        let anchored = try runProcess(Repo.binary, ["audit", "verify", "--state-dir", copy.path,
+            "--expect-head", "\(sequence):\(headHash)"])
+        #expect(anchored.status == 1)
+        #expect(anchored.stdout.contains("before the expected head #\(sequence)"), "\(anchored.stdout)")
         // Edit one row behind the log's back.
         let edit = try runProcess("/usr/bin/python3", ["-c", """
             import sqlite3, sys

@@ -14,7 +14,8 @@ struct AuthTests {
     static let endpoints: [(HTTPRequest.Method, String, Role?)] = [
         (.get, "/healthz", nil), (.get, "/readyz", nil), (.get, "/metrics", nil),
         (.post, "/v1/detect", .viewer), (.get, "/v1/slots", .viewer), (.get, "/v1/slots/default", .viewer),
-        (.get, "/v1/routes", .viewer), (.get, "/v1/events", .viewer),
+        (.get, "/v1/routes", .viewer), (.get, "/v1/events", .viewer), (.get, "/v1/audit/head", .viewer),
+        (.get, "/v1/audit", .operator),
         (.post, "/v1/slots/default/load", .operator), (.post, "/v1/slots/default/switch", .operator),
         (.post, "/v1/slots/default/rollback", .operator), (.delete, "/v1/slots/default/staged", .operator),
         (.put, "/v1/routes", .operator),
