@@ -27,11 +27,13 @@ detect-samples: build
 	.build/release/yoloswap detect --model $(MODEL) --save out $(IMAGES)
 	@echo "annotated images written to out/"
 
-# The whole suite (Swift Testing), after set-up. Integration tests run the real binary and the Python reference;
-# the hot-swap suites (fake backends and real ONNX Runtime) and the two-thread JPEG decode then run again under
-# ThreadSanitizer (its own build folder).
+# The whole suite (Swift Testing), after set-up, in two runs. Integration tests run the real binary and the Python
+# reference; the hot-swap suites (fake backends and real ONNX Runtime) and the two-thread JPEG decode then run again
+# under ThreadSanitizer (its own build folder).
 test: build-debug
-	$(SWIFT) test --skip-build
+	$(SWIFT) test --skip-build --skip ORTBackendTests
+	# Apart: its tests measure the process's memory, which the other suites, running in parallel, would move.
+	$(SWIFT) test --skip-build --filter ORTBackendTests
 	$(SWIFT) build --sanitize=thread --scratch-path .build-tsan --build-tests
 	TSAN_OPTIONS="suppressions=$(CURDIR)/tsan.supp halt_on_error=1" \
 		$(SWIFT) test --sanitize=thread --scratch-path .build-tsan --skip-build --filter HotSwapTests

@@ -185,9 +185,12 @@ public actor ModelManager {
     }
 
     /// Restores every committed slot from the store, each through its operation queue like any other operation: the
-    /// active model re-verified against its recorded digest; then, queued behind it, the standby (best effort).
-    /// Returns one event per slot once the active models are back.
-    public func restore() async -> [SwapEvent] {
+    /// active model re-verified against its recorded digest; then, queued behind every active model, the standby
+    /// (best effort).
+    /// - Parameter standbysInBackground: return once the active models are back (a service is ready then), leaving the
+    ///   standbys to come back in their slots' queues; else return once they are back too.
+    /// - Returns: one event per slot (the active model's restore).
+    public func restore(standbysInBackground: Bool = false) async -> [SwapEvent] {
         guard let store else { return [] }
         let committed: [CommittedSlot]
         do { committed = try await ioQueue.run { try store.committedSlots() } } catch {
@@ -195,13 +198,18 @@ public actor ModelManager {
             return []
         }
         var events: [SwapEvent] = []
+        var standbys: [(ModelSlot, ModelRecord)] = []
         for entry in committed where !isShuttingDown {
             guard let slot = self.slot(entry.slot) ?? (try? createSlot(entry.slot)) else { continue }
             let event = await serialized(entry.slot) { manager in await manager.performRestore(entry, slot: slot) }
             events.append(event)
-            // The standby comes back after every active model, in the slot's queue like any operation.
-            if event.result == .succeeded, let standby = entry.standby {
-                enqueue(entry.slot) { manager in await manager.performRestoreStandby(standby, slot: slot) }
+            if event.result == .succeeded, let standby = entry.standby { standbys.append((slot, standby)) }
+        }
+        for (slot, standby) in standbys {
+            if standbysInBackground {
+                enqueue(slot.name) { manager in await manager.performRestoreStandby(standby, slot: slot) }
+            } else {
+                await serialized(slot.name) { manager in await manager.performRestoreStandby(standby, slot: slot) }
             }
         }
         return events

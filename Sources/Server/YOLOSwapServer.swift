@@ -30,7 +30,8 @@ public enum YOLOSwapServer {
     /// committed state load their configured model. Failures are logged and leave the slot not ready.
     public static func startSlots(control: ControlPlane, configuration: ServerConfiguration, logger: Logger) async {
         let manager = control.manager
-        for event in await manager.restore() {
+        // Ready once the active models are back; the standbys follow in their slots' queues.
+        for event in await manager.restore(standbysInBackground: true) {
             logger.info("slot restored", metadata: ["slot": "\(event.slot)", "result": "\(event.result.rawValue)",
                 "model": "\(event.to?.id ?? "-")", "reason": "\(event.reason ?? "")"])
         }
