@@ -138,6 +138,15 @@ public final class ControlPlane: Sendable {
         }
     }
 
+    /// Records a slot brought back at start-up (actor `system`). Best effort: the restore changes nothing that was
+    /// not committed, and recorded, before.
+    func auditRestore(_ event: SwapEvent) async {
+        try? await audit(Principal(name: "system", role: .admin), nil, "restore", event.slot,
+            modelPath: event.to.map { repository.relative($0.path) }, version: event.to?.version,
+            sha256: event.to?.sha256, result: event.result.rawValue,
+            reason: event.reason.map(repository.hidingRoot), started: event.time)
+    }
+
     /// Records a refused management call (no token, an unknown token, too low a role). Best effort: a refusal that
     /// cannot be recorded is still a refusal.
     func auditRefusal(_ principal: Principal?, _ remote: String?, action: String, reason: String) async {

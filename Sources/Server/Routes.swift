@@ -29,7 +29,8 @@ struct APIRoutes: Sendable {
     private func registerHealth(on router: Router<YOLOSwapRequestContext>) {
         router.get("healthz") { _, _ in HealthDTO(status: "ok") }
         router.get("readyz") { _, _ in try ready() }
-        router.get("metrics") { _, _ in
+        router.get("metrics") { _, context in
+            if configuration.metricsRequireToken { _ = try require(.viewer, context) }
             guard let metricsText else { throw Problem.notFound("metrics are not enabled") }
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                 body: .init(byteBuffer: ByteBuffer(string: ServerMetrics.addingHelp(to: metricsText()))))

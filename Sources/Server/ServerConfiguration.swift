@@ -5,7 +5,8 @@ import Yams
 /// The service's configuration: a YAML file (`--config`), then environment variables, then flags.
 ///
 /// Keys (YAML) and defaults:
-/// - `server.host` (127.0.0.1), `server.port` (8080), `server.max_body_mb` (20)
+/// - `server.host` (127.0.0.1), `server.port` (8080), `server.max_body_mb` (20), `server.metrics_require_token`
+///   (false: `/metrics` is open to the scraper; true: it needs a bearer token of any role)
 /// - `model_repository` (`./models`): every model path in the API is relative to it and may not leave it
 /// - `state_dir` (`./var`): SQLite state and audit log
 /// - `tokens`: `[{name, role: viewer|operator|admin, sha256: <hex of the bearer token>}]` (none: management refuses)
@@ -49,6 +50,8 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var host = "127.0.0.1"
     public var port = 8080
     public var maxBodyBytes = 20 << 20
+    /// Whether `/metrics` needs a bearer token (`server.metrics_require_token`).
+    public var metricsRequireToken = false
     public var modelRepository: String
     public var stateDirectory: String
     public var tokens: [Token] = []
@@ -105,6 +108,7 @@ public struct ServerConfiguration: Sendable, Equatable {
 
     private mutating func apply(_ server: RawConfiguration.Server, fail: (String) -> ConfigurationError) throws {
         if let host = server.host { self.host = host }
+        if let require = server.metrics_require_token { metricsRequireToken = require }
         if let port = server.port {
             guard (0...65535).contains(port) else { throw fail("server.port \(port) is not a port") }
             self.port = port
@@ -234,7 +238,12 @@ public struct ConfigurationError: Error, CustomStringConvertible {
 
 /// The YAML shape, decoded as written.
 private struct RawConfiguration: Decodable {
-    struct Server: Decodable { var host: String?; var port: Int?; var max_body_mb: Int? }
+    struct Server: Decodable {
+        var host: String?
+        var port: Int?
+        var max_body_mb: Int?
+        var metrics_require_token: Bool?
+    }
     struct HotSwap: Decodable {
         var serving_threads: Int?
         var queue_capacity: Int?

@@ -32,6 +32,7 @@ public enum YOLOSwapServer {
         let manager = control.manager
         // Ready once the active models are back; the standbys follow in their slots' queues.
         for event in await manager.restore(standbysInBackground: true) {
+            await control.auditRestore(event)
             logger.info("slot restored", metadata: ["slot": "\(event.slot)", "result": "\(event.result.rawValue)",
                 "model": "\(event.to?.id ?? "-")", "reason": "\(event.reason ?? "")"])
         }

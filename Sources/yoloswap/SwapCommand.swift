@@ -1,7 +1,9 @@
 import ArgumentParser
+import AuditLog
 import Foundation
 import HotSwap
 import ORTBackend
+import Server
 import ONNXRuntime
 import YOLO
 
@@ -45,6 +47,7 @@ struct SwapCommand: AsyncParsableCommand {
         let loader = ORTModelLoader(environment: try ORTEnvironment(library: library),
             cache: .yoloswap(directory: URL(fileURLWithPath: stateDir).appendingPathComponent("optimized-models").path))
         let manager = ModelManager(configuration: configuration, loader: loader, store: store)
+        let audit = CommandAudit(trail: AuditTrail(log: try AuditLog(directory: stateDir)), slot: slot)
         var failed = false
         for event in await manager.restore() {
             printError("yoloswap: restore \(event.slot): \(event.result.rawValue)"
@@ -59,19 +62,54 @@ struct SwapCommand: AsyncParsableCommand {
             }
         }
         if let load {
+            try await audit.record("load", "intent", path: load, reason: activate ? "activate" : "stage")
             let op = try await manager.load(LoadRequest(
                 slot: slot, path: load, version: version, expectedSHA256: sha256, activate: activate,
                 allowSchemaChange: allowSchemaChange))
             let status = await ProgressReporter.follow(op)
+            try await audit.record("load", status.stage == .ready ? "succeeded" : status.stage.rawValue, path: load,
+                sha256: status.identity?.sha256, reason: status.failure?.description)
             failed = failed || status.stage != .ready
         } else if switchStaged {
-            _ = try await manager.switchStaged(slot: slot)
+            try await audit.change("switch", model: manager.slot(slot)?.roles.staged?.identity) {
+                try await manager.switchStaged(slot: slot)
+            }
         } else if rollback {
-            _ = try await manager.rollback(slot: slot)
+            try await audit.change("rollback", model: manager.slot(slot)?.roles.standby?.identity) {
+                try await manager.rollback(slot: slot)
+            }
         }
         print(try SlotStateJSON.encode(manager.slot(slot)!))
         await manager.shutdown()
         if failed { throw ExitCode(1) }
+    }
+}
+
+/// The audit trail of `yoloswap swap`: the same log as the server's, the actor `cli:<user>`; an intent before each
+/// change (a change that cannot be recorded is not made), its outcome after.
+struct CommandAudit {
+    let trail: AuditTrail
+    let slot: String
+    let actor = "cli:" + (ProcessInfo.processInfo.environment["USER"] ?? "unknown")
+
+    func record(_ action: String, _ result: String, path: String?, sha256: String? = nil, reason: String? = nil)
+        async throws
+    {
+        try await trail.record(AuditEntry(actor: actor, action: action, slot: slot, modelPath: path, sha256: sha256,
+            result: result, reason: reason))
+    }
+
+    /// Records the intent, makes the change, records its outcome.
+    func change(_ action: String, model: ModelIdentity?, _ body: () async throws -> SwapEvent) async throws {
+        try await record(action, "intent", path: model?.path, sha256: model?.sha256)
+        do {
+            let event = try await body()
+            try await record(action, event.result.rawValue, path: event.to?.path, sha256: event.to?.sha256,
+                reason: event.reason)
+        } catch {
+            try? await record(action, "failed", path: model?.path, sha256: model?.sha256, reason: "\(error)")
+            throw error
+        }
     }
 }
 

@@ -81,6 +81,15 @@ struct CrashRecoveryTests {
         let (_, rolledBack) = try swap(dir, ["--rollback"])
         #expect(rolledBack?.active?.path == initial)
         #expect(rolledBack?.generation == 3)
+        // Each change is in the audit log, intent then outcome, by the command's user.
+        let list = try runProcess(Repo.binary, ["audit", "list", "--state-dir", dir, "--json"])
+        try #require(list.status == 0, "\(list.stderr)")
+        let entries = list.stdout.split(separator: "\n").compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+        let actions = entries.reversed().map { "\($0["action"] as? String ?? ""):\($0["result"] as? String ?? "")" }
+        #expect(actions == ["load:intent", "load:succeeded", "rollback:intent", "rollback:succeeded"], "\(actions)")
+        #expect(entries.allSatisfy { ($0["actor"] as? String)?.hasPrefix("cli:") == true })
     }
 
     @Test("a committed model whose file changed on disk is refused at restart (sha256 re-verified)")

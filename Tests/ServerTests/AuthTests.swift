@@ -65,6 +65,25 @@ struct AuthTests {
         }
     }
 
+    @Test("server.metrics_require_token: /metrics needs a token of any role")
+    func metricsToken() async throws {
+        let config = try ServerConfiguration.parse("server: { metrics_require_token: true }")
+        #expect(config.metricsRequireToken)
+        #expect(try ServerConfiguration.parse("").metricsRequireToken == false)
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        var configuration = harness.configuration
+        configuration.metricsRequireToken = true
+        let app = YOLOSwapServer.makeApplication(control: harness.control, configuration: configuration,
+            metricsText: { "# metrics\n" }, logger: .init(label: "test"))
+        try await app.test(.router) { client in
+            try await client.execute(uri: "/metrics", method: .get) { #expect($0.status == .unauthorized) }
+            try await client.execute(uri: "/metrics", method: .get, headers: H.headers(token: "carol-token")) {
+                #expect($0.status == .ok)
+            }
+        }
+    }
+
     @Test("without tokens configured management is refused; detect only when opened to anonymous callers")
     func noTokens() async throws {
         for anonymous in [false, true] {
