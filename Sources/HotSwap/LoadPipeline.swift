@@ -160,12 +160,15 @@ struct LoadPipeline: Sendable {
                 try? await Task.sleep(for: timeout)
                 return Task.isCancelled ? nil : .failure(.warmupTimeout(path: path, after: timeout))
             }
-            let first = await group.next()!!
-            if case .failure(.warmupTimeout) = first {
+            // The timer answers nil when the load's task is cancelled (a shutdown): the warm-up's own answer decides.
+            var first: Result<Void, LoadFailure>?
+            while first == nil, let next = await group.next() { first = next }
+            let outcome = first ?? .failure(.cancelled(path: path, reason: "shutting down"))
+            if case .failure(.warmupTimeout) = outcome {
                 cancellation.cancel()  // abort the Run in flight; the group waits for it to end
             }
             group.cancelAll()
-            return first
+            return outcome
         }
         if case .failure(let failure) = outcome {
             if op.isCancelled { throw .cancelled(path: path, reason: "superseded or cancelled") }

@@ -187,10 +187,14 @@ public actor ModelManager {
     /// Restores every committed slot from the store, each through its operation queue like any other operation: the
     /// active model re-verified against its recorded digest; then, queued behind every active model, the standby
     /// (best effort).
-    /// - Parameter standbysInBackground: return once the active models are back (a service is ready then), leaving the
-    ///   standbys to come back in their slots' queues; else return once they are back too.
+    /// - Parameters:
+    ///   - standbysInBackground: return once the active models are back (a service is ready then), leaving the
+    ///     standbys to come back in their slots' queues; else return once they are back too.
+    ///   - refusal: why a committed model may not be loaded (e.g. its path now lies outside the model repository),
+    ///     or nil when it may: a refused active model leaves its slot empty, a refused standby is dropped.
     /// - Returns: one event per slot (the active model's restore).
-    public func restore(standbysInBackground: Bool = false) async -> [SwapEvent] {
+    public func restore(standbysInBackground: Bool = false,
+                        refusal: @Sendable (ModelRecord) -> String? = { _ in nil }) async -> [SwapEvent] {
         guard let store else { return [] }
         let committed: [CommittedSlot]
         do { committed = try await ioQueue.run { try store.committedSlots() } } catch {
@@ -201,9 +205,16 @@ public actor ModelManager {
         var standbys: [(ModelSlot, ModelRecord)] = []
         for entry in committed where !isShuttingDown {
             guard let slot = self.slot(entry.slot) ?? (try? createSlot(entry.slot)) else { continue }
+            if let reason = refusal(entry.active) {
+                events.append(await emit(SwapEvent(slot: entry.slot, operation: .restore, result: .failed,
+                    reason: "committed model \(entry.active.path) refused: \(reason)")))
+                continue
+            }
             let event = await serialized(entry.slot) { manager in await manager.performRestore(entry, slot: slot) }
             events.append(event)
-            if event.result == .succeeded, let standby = entry.standby { standbys.append((slot, standby)) }
+            if event.result == .succeeded, let standby = entry.standby, refusal(standby) == nil {
+                standbys.append((slot, standby))
+            }
         }
         for (slot, standby) in standbys {
             if standbysInBackground {

@@ -38,6 +38,13 @@ public struct ModelRepository: Sendable {
     public func hidingRoot(_ text: String) -> String { text.replacingOccurrences(of: root + "/", with: "") }
 
     /// A path inside the repository shown relative to it.
+    /// Whether `absolute` (a committed model's path) lies inside the repository, symbolic links resolved.
+    public func contains(_ absolute: String) -> Bool {
+        let real = URL(fileURLWithPath: absolute).standardizedFileURL.resolvingSymlinksInPath().path
+        let realRoot = URL(fileURLWithPath: root).resolvingSymlinksInPath().path
+        return real.hasPrefix(realRoot + "/")
+    }
+
     public func relative(_ absolute: String) -> String {
         absolute.hasPrefix(root + "/") ? String(absolute.dropFirst(root.count + 1)) : absolute
     }

@@ -31,7 +31,11 @@ public enum YOLOSwapServer {
     public static func startSlots(control: ControlPlane, configuration: ServerConfiguration, logger: Logger) async {
         let manager = control.manager
         // Ready once the active models are back; the standbys follow in their slots' queues.
-        for event in await manager.restore(standbysInBackground: true) {
+        let repository = control.repository
+        let restored = await manager.restore(standbysInBackground: true) { record in
+            repository.contains(record.path) ? nil : "it lies outside the model repository"
+        }
+        for event in restored {
             await control.auditRestore(event)
             logger.info("slot restored", metadata: ["slot": "\(event.slot)", "result": "\(event.result.rawValue)",
                 "model": "\(event.to?.id ?? "-")", "reason": "\(event.reason ?? "")"])

@@ -99,5 +99,27 @@ extension HotSwapSuite {
             #expect(slot.roles.active?.identity.path == Fixtures.identity416)
             await manager.shutdown()
         }
+
+        @Test("restore refuses a committed model the caller refuses (a path outside the repository): its slot stays empty")
+        func restoreRefusal() async throws {
+            let directory = try Fixtures.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let state = directory.appendingPathComponent("state").path
+            let first = ModelManager(configuration: .testing(), loader: FakeLoader(),
+                store: try StateStore(directory: state))
+            try await first.createSlot("line")
+            _ = try await first.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity416))
+            await first.shutdown()
+
+            let restarted = ModelManager(configuration: .testing(), loader: FakeLoader(),
+                store: try StateStore(directory: state))
+            let events = await restarted.restore { record in
+                record.path == Fixtures.identity416 ? "outside the model repository" : nil
+            }
+            #expect(events.map(\.result) == [.failed])
+            #expect(events.first?.reason?.contains("outside the model repository") == true)
+            #expect(restarted.slot("line")?.roles.active == nil)
+            await restarted.shutdown()
+        }
     }
 }

@@ -199,6 +199,30 @@ struct HTTPServiceTests {
         #expect(Date().timeIntervalSince(started) < 20)
     }
 
+    @Test("SIGTERM during start-up, while a slow model warms up: the load is cancelled and the server exits 0")
+    func sigtermDuringStartup() async throws {
+        let server = try await ServerProcess(yaml: """
+            \(ServerProcess.demoTokens)
+            slots:
+              default: { model: synthetic/slow.onnx }
+            hotswap: { warmup_runs: 3 }
+            """, waitReady: false)
+        // Listening, still starting: the slow model's warm-up (three Runs of over a second each) is under way.
+        var starting = false
+        for _ in 0..<200 where !starting {
+            let (status, body) = try await server.json("GET", "/readyz")
+            starting = status == 503 && body["status"] as? String == "starting"
+            if !starting { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        try #require(starting, "never saw the server starting: \(server.log)")
+        let started = Date()
+        kill(server.process.processIdentifier, SIGTERM)
+        server.process.waitUntilExit()
+        #expect(server.process.terminationReason == .exit, "\(server.log)")
+        #expect(server.process.terminationStatus == 0, "\(server.log)")
+        #expect(Date().timeIntervalSince(started) < 10, "shutdown waited for the warm-up")
+    }
+
     @Test("openapi.yaml is a valid OpenAPI document")
     func openAPIValid() throws {
         let r = try runProcess(Repository.path(".venv/bin/openapi-spec-validator"), [Repository.path("openapi.yaml")])
