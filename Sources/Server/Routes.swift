@@ -15,6 +15,8 @@ struct APIRoutes: Sendable {
     let configuredSlots: [String]
 
     static let productHeaders = [HTTPField.Name("X-Product")!, HTTPField.Name("X-Work-Order")!]
+    /// The largest JSON request body (load, routes).
+    static let maxJSONBytes = 1 << 20
 
     func register(on router: Router<YOLOSwapRequestContext>) {
         registerHealth(on: router)
@@ -173,7 +175,8 @@ struct APIRoutes: Sendable {
         do {
             let result = try await slot.detect(imageBytes: bytes, options: options,
                 context: RoutingContext(product: product),
-                deadline: .now + .milliseconds(configuration.requestTimeoutMilliseconds))
+                // The deadline counts from the request's arrival: reading the body spends it too.
+                deadline: started + .milliseconds(configuration.requestTimeoutMilliseconds))
             let total = (ContinuousClock.now - started).milliseconds
             ServerMetrics.request(slot: slotName, model: result.model.id, status: 200, seconds: total / 1000)
             let t = result.result.timings
@@ -245,7 +248,11 @@ struct APIRoutes: Sendable {
     private func decode<T: Decodable>(_ type: T.Type, _ request: Request, _ context: YOLOSwapRequestContext)
         async throws -> T
     {
-        var buffer = try await request.body.collect(upTo: 1 << 20)
+        var buffer: ByteBuffer
+        do { buffer = try await request.body.collect(upTo: Self.maxJSONBytes) } catch is NIOTooManyBytesError {
+            throw Problem(.contentTooLarge, "Content Too Large",
+                detail: "a JSON body may have at most \(Self.maxJSONBytes) bytes")
+        }
         let data = Data(buffer.readBytes(length: buffer.readableBytes) ?? [])
         do { return try JSONDecoder().decode(T.self, from: data) } catch {
             throw Problem.badRequest("invalid JSON body: \(Self.describe(error))")

@@ -6,7 +6,8 @@ import Yams
 ///
 /// Keys (YAML) and defaults:
 /// - `server.host` (127.0.0.1), `server.port` (8080), `server.max_body_mb` (20), `server.metrics_require_token`
-///   (false: `/metrics` is open to the scraper; true: it needs a bearer token of any role)
+///   (false: `/metrics` is open to the scraper; true: it needs a bearer token of any role), `server.idle_timeout_s`
+///   (30: a connection silent for longer is closed)
 /// - `model_repository` (`./models`): every model path in the API is relative to it and may not leave it
 /// - `state_dir` (`./var`): SQLite state and audit log
 /// - `tokens`: `[{name, role: viewer|operator|admin, sha256: <hex of the bearer token>}]` (none: management refuses)
@@ -52,6 +53,8 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var maxBodyBytes = 20 << 20
     /// Whether `/metrics` needs a bearer token (`server.metrics_require_token`).
     public var metricsRequireToken = false
+    /// Seconds a connection may stay silent before it is closed (`server.idle_timeout_s`, 1…3600).
+    public var idleTimeoutSeconds = 30
     public var modelRepository: String
     public var stateDirectory: String
     public var tokens: [Token] = []
@@ -109,6 +112,10 @@ public struct ServerConfiguration: Sendable, Equatable {
     private mutating func apply(_ server: RawConfiguration.Server, fail: (String) -> ConfigurationError) throws {
         if let host = server.host { self.host = host }
         if let require = server.metrics_require_token { metricsRequireToken = require }
+        if let seconds = server.idle_timeout_s {
+            guard (1...3600).contains(seconds) else { throw fail("server.idle_timeout_s must lie in 1...3600") }
+            idleTimeoutSeconds = seconds
+        }
         if let port = server.port {
             guard (0...65535).contains(port) else { throw fail("server.port \(port) is not a port") }
             self.port = port
@@ -243,6 +250,7 @@ private struct RawConfiguration: Decodable {
         var port: Int?
         var max_body_mb: Int?
         var metrics_require_token: Bool?
+        var idle_timeout_s: Int?
     }
     struct HotSwap: Decodable {
         var serving_threads: Int?

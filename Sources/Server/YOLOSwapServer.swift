@@ -20,6 +20,8 @@ public enum YOLOSwapServer {
             metricsText: metricsText, configuredSlots: configuration.slots.keys.sorted()).register(on: router)
         return Application(
             router: router,
+            // A connection that sends nothing for this long is closed: idle clients do not hold connections forever.
+            server: .http1(configuration: .init(idleTimeout: .seconds(Int64(configuration.idleTimeoutSeconds)))),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port),
                 serverName: "yoloswap"),
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.port) },

@@ -223,6 +223,38 @@ struct HTTPServiceTests {
         #expect(Date().timeIntervalSince(started) < 10, "shutdown waited for the warm-up")
     }
 
+    @Test("a connection that stays silent past server.idle_timeout_s is closed by the server")
+    func idleConnectionsClosed() async throws {
+        let server = try await ServerProcess(yaml: """
+            \(ServerProcess.demoTokens)
+            server: { idle_timeout_s: 1 }
+            slots:
+              default: { model: synthetic/yolov5-nc80-416-identity.onnx }
+            hotswap: { warmup_runs: 1 }
+            """)
+        defer { server.stop() }
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        try #require(fd >= 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(server.port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        try #require(connected == 0)
+        var wait = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
+        let started = Date()
+        var byte: UInt8 = 0
+        let read = recv(fd, &byte, 1, 0)  // blocks until the server closes the connection (0) or 10 s pass (-1)
+        #expect(read == 0, "the silent connection was not closed")
+        #expect(Date().timeIntervalSince(started) < 5)
+    }
+
     @Test("openapi.yaml is a valid OpenAPI document")
     func openAPIValid() throws {
         let r = try runProcess(Repository.path(".venv/bin/openapi-spec-validator"), [Repository.path("openapi.yaml")])

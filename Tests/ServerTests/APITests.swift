@@ -130,6 +130,21 @@ struct APITests {
         }
     }
 
+    @Test("a JSON body over its limit is 413 with problem details, not 500")
+    func jsonTooLarge() async throws {
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        try await harness.test { client in
+            let huge = ByteBuffer(string: "{\"routes\": {\"" + String(repeating: "x", count: 2 << 20) + "\": \"default\"}}")
+            try await client.execute(uri: "/v1/routes", method: .put,
+                headers: H.headers(token: "alice-token", contentType: "application/json"), body: huge) { response in
+                #expect(response.status == .contentTooLarge)
+                let problem = try H.json(response)
+                #expect(problem["title"] as? String == "Content Too Large")
+            }
+        }
+    }
+
     @Test("model paths cannot leave the repository", arguments: [
         ("../etc/passwd", HTTPResponse.Status.badRequest), ("/etc/passwd", .badRequest), ("escape.onnx", .badRequest),
         ("synthetic/../../x.onnx", .badRequest), ("missing.onnx", .notFound),
