@@ -24,6 +24,12 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Path to libonnxruntime.so.") var ortLibrary: String?
     @Option(help: "Write the bound port to this file once listening (for scripts and tests).") var portFile: String?
 
+    func validate() throws {
+        if let port, !ServerConfiguration.Limits.port.contains(port) {
+            throw ValidationError("--port \(port) is not a port in 0...65535")
+        }
+    }
+
     func run() async throws {
         var logger = Logger(label: "yoloswap")
         logger.logLevel = ProcessInfo.processInfo.environment["YOLOSWAP_LOG_LEVEL"]
