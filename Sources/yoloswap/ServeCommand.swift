@@ -6,6 +6,7 @@ import Hummingbird
 import Logging
 import Metrics
 import ONNXRuntime
+import Primitives
 import Prometheus
 import Server
 import ServiceLifecycle
@@ -60,7 +61,7 @@ struct ServeCommand: AsyncParsableCommand {
         ]
         MetricsSystem.bootstrap(factory)
 
-        try FileManager.default.createDirectory(atPath: configuration.stateDirectory, withIntermediateDirectories: true)
+        try PrivateFiles.createDirectory(atPath: configuration.stateDirectory)
         let store = try StateStore(directory: configuration.stateDirectory)
         let services = try ServiceWiring.make(configuration: configuration, logger: logger)
         let library = try ORTLibrary.load(explicitPath: ortLibrary)

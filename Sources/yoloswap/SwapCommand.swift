@@ -3,6 +3,7 @@ import Foundation
 import HotSwap
 import ORTBackend
 import ONNXRuntime
+import Primitives
 import YOLO
 
 /// Applies one control-plane operation to a slot whose committed state lives in a state directory, then prints the
@@ -37,7 +38,7 @@ struct SwapCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        try FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true)
+        try PrivateFiles.createDirectory(atPath: stateDir)
         let store = try StateStore(directory: stateDir)
         var configuration = HotSwapConfiguration(intraOpThreads: threads)
         configuration.policy = policy.flatMap(SwapPolicy.init(rawValue:)) ?? .availabilityPreserving
