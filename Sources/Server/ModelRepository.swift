@@ -43,7 +43,7 @@ public struct ModelRepository: Sendable {
         }
         let leaves = Problem.badRequest("model path '\(relative)' leaves the model repository")
         let candidate = URL(fileURLWithPath: root).appendingPathComponent(relative).standardizedFileURL.path
-        guard contains(URL(fileURLWithPath: candidate).resolvingSymlinksInPath().path) else { throw leaves }
+        guard holds(URL(fileURLWithPath: candidate).resolvingSymlinksInPath().path) else { throw leaves }
         let file: RegularFile
         do { file = try RegularFile(openingForReading: candidate) } catch {
             var isDirectory: ObjCBool = false
@@ -51,12 +51,12 @@ public struct ModelRepository: Sendable {
             else { throw Problem.notFound("no model '\(relative)' in the model repository") }
             throw Problem.badRequest("model path '\(relative)' cannot be used: \(error.reason)")
         }
-        guard let opened = file.realPath, contains(opened) else { throw leaves }
+        guard let opened = file.realPath, holds(opened) else { throw leaves }
         return opened
     }
 
-    /// Whether an absolute path without links lies inside the repository.
-    private func contains(_ path: String) -> Bool { path == root || path.hasPrefix(root + "/") }
+    /// Whether `path`, absolute and free of links already, lies inside the repository.
+    private func holds(_ path: String) -> Bool { path == root || path.hasPrefix(root + "/") }
 
     /// Text (an error message) with the repository's absolute location replaced by paths relative to it, so answers
     /// do not reveal the server's file layout.
