@@ -20,11 +20,11 @@ import Primitives
 /// hardware, so an entry is never used by another ORT or another kind of CPU.
 ///
 /// Trust: an entry is derived from bytes that passed verification (digest, signature) and is as trusted as the
-/// directory that holds it (keep it beside the state database, writable by the service only). What the cache creates
-/// only this user may open: folders 0700, entries 0600 (`PrivateFiles`). Its digest is checked
+/// directory that holds it (keep it beside the state database, writable by the service only). Its digest is checked
 /// before every use; an entry that does not match, or that ORT cannot load, is removed and rebuilt from the verified
 /// source. Any cache problem (a read-only directory, a full disk) falls back to an ordinary load from the verified
-/// bytes: the cache never makes a load fail.
+/// bytes: the cache never makes a load fail. What the cache creates only this user may open: folders 0700, files 0600
+/// (`PrivateFiles`).
 ///
 /// Thread-safety: a stateless value. Concurrent loads of one model may both build an entry; each writes its own
 /// temporary files and renames them into place, so readers see either no entry or a complete one.

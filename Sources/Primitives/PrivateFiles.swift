@@ -40,12 +40,13 @@ public enum PrivateFiles {
         let parent = url.deletingLastPathComponent()
         if parent.path != url.path { try createDirectory(atPath: parent.path) }
         guard mkdir(url.path, 0o700) == 0 else {
-            if errno == EEXIST, FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory),
+            let code = errno
+            if code == EEXIST, FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory),
                 isDirectory.boolValue
             {
                 return  // made by someone else meanwhile
             }
-            throw FileCreationError(path: url.path, reason: String(cString: strerror(errno)))
+            throw FileCreationError(path: url.path, reason: String(cString: strerror(code)))
         }
         // mkdir's mode passes through the umask, which may take away more than others' access.
         _ = chmod(url.path, 0o700)
@@ -57,15 +58,16 @@ public enum PrivateFiles {
     public static func createFileIfMissing(atPath path: String) throws(FileCreationError) {
         let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else {
-            if errno == EEXIST { return }
-            throw FileCreationError(path: path, reason: String(cString: strerror(errno)))
+            let code = errno
+            if code == EEXIST { return }
+            throw FileCreationError(path: path, reason: String(cString: strerror(code)))
         }
         _ = fchmod(descriptor, 0o600)
         close(descriptor)
     }
 
-    /// Gives the file at `path` mode 0600 (for files written by others' code, such as ONNX Runtime's optimized
-    /// models, before they are moved into a private folder's view).
+    /// Gives the file at `path` mode 0600: for a file that other code created with the umask's mode (ONNX Runtime
+    /// writing an optimized model), before it gets its final name.
     /// - Returns: whether the mode was set.
     @discardableResult
     public static func restrict(fileAtPath path: String) -> Bool { chmod(path, 0o600) == 0 }
