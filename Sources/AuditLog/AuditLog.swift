@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Primitives
 
 /// Why the audit log could not be opened, written or read.
 public struct AuditLogError: Error, CustomStringConvertible {
@@ -67,7 +68,7 @@ public final class AuditLog: Sendable {
 
     /// Opens `<directory>/audit.sqlite`.
     /// - Parameters:
-    ///   - directory: the state directory; created (with the database) unless `readOnly`.
+    ///   - directory: the state directory; created 0700 (with the database, 0600) unless `readOnly`.
     ///   - readOnly: open an existing log without writing to it (`yoloswap audit verify|list`).
     /// - Throws: `AuditLogError` when the directory or database cannot be created or opened, or a read-only log
     ///   does not exist.
@@ -82,8 +83,13 @@ public final class AuditLog: Sendable {
                 throw AuditLogError(operation: "open audit log", path: path, reason: "no audit log there")
             }
         } else {
-            do { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) } catch {
+            // Only this user may open what is created here: folders 0700, the database 0600 (SQLite passes the mode
+            // on to its -wal and -shm files).
+            do { try PrivateFiles.createDirectory(atPath: directory) } catch {
                 throw fail("create state directory", error)
+            }
+            do { try PrivateFiles.createFileIfMissing(atPath: path) } catch {
+                throw fail("create audit log", error)
             }
         }
         var configuration = Configuration()

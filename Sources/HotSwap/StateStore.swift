@@ -104,15 +104,22 @@ public final class StateStore: SlotStateStore {
 
     /// Opens `<directory>/state.sqlite`, creating the directory and the database if needed, and migrates it.
     ///
+    /// What it creates only this user may open (`PrivateFiles`): folders 0700, the database 0600, which SQLite passes
+    /// on to its `-wal` and `-shm` files.
     /// - Throws: ``StateStoreError`` if the directory cannot be created or the database cannot be opened
     ///   or migrated.
     public init(directory: String) throws {
         let path = URL(fileURLWithPath: directory).appendingPathComponent("state.sqlite").path
         self.path = path
         do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try PrivateFiles.createDirectory(atPath: directory)
         } catch {
             throw StateStoreError(operation: "create state directory", path: path, underlying: error)
+        }
+        do {
+            try PrivateFiles.createFileIfMissing(atPath: path)
+        } catch {
+            throw StateStoreError(operation: "create database", path: path, underlying: error)
         }
         var configuration = Configuration()
         configuration.busyMode = .timeout(5)

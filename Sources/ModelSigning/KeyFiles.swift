@@ -30,6 +30,10 @@ struct KeyFileContents: Codable, Equatable {
     static let privateType = "ed25519-private"
     static let publicType = "ed25519-public"
 
+    /// The most bytes a key file may hold. A key file is about a hundred bytes; a file far larger is not one, and is
+    /// refused before it is read into memory.
+    static let maximumByteCount = 64 << 10
+
     var type: String
     var keyID: String
     var key: String
@@ -48,12 +52,15 @@ struct KeyFileContents: Codable, Equatable {
     }
 
     /// Reads and decodes a key file of the given type; the raw key bytes are returned.
+    ///
+    /// Only a regular file of at most ``maximumByteCount`` bytes is read: a FIFO, a device (say, a link to
+    /// `/dev/zero`) or a larger file is refused at once, without waiting on it or reading it into memory.
     static func read(_ path: String, type: String, operation: String) throws(KeyFileError) -> (keyID: String, raw: Data)
     {
         func fail(_ reason: String) -> KeyFileError { KeyFileError(operation: operation, path: path, reason: reason) }
         let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
-            throw fail("cannot read the file (\(error.localizedDescription))")
+        do { data = try RegularFile(openingForReading: path).readAll(limit: Self.maximumByteCount) } catch {
+            throw fail("cannot read the file (\(error.reason))")
         }
         let contents: KeyFileContents
         do { contents = try JSONDecoder().decode(KeyFileContents.self, from: data) } catch {

@@ -22,6 +22,9 @@ import Primitives
 /// Thread-safety: an immutable value.
 public struct SignatureFile: Sendable, Equatable, Codable {
     public static let currentFormat = "yoloswap-signature-v1"
+    /// The most bytes a signature file may hold. A signature document is a few hundred bytes; a file far larger is
+    /// not one, and is refused before it is read into memory.
+    public static let maximumByteCount = 64 << 10
 
     public var format: String
     public var keyID: String
@@ -79,13 +82,16 @@ public struct SignatureFile: Sendable, Equatable, Codable {
     // MARK: Files
 
     /// Reads and decodes a signature file.
+    ///
+    /// Only a regular file of at most ``maximumByteCount`` bytes is read: a FIFO, a device (say, a link to
+    /// `/dev/zero`) or a larger file is refused at once, without waiting on it or reading it into memory.
     /// - Throws: `SignatureError.unsigned` when the file does not exist, `.unreadable` when it cannot be read or
-    ///   decoded.
+    ///   decoded, is not a regular file or is too large.
     public init(contentsOf path: String, model: String) throws(SignatureError) {
         let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
+        do { data = try RegularFile(openingForReading: path).readAll(limit: Self.maximumByteCount) } catch {
             if !FileManager.default.fileExists(atPath: path) { throw .unsigned(model: model, signaturePath: path) }
-            throw .unreadable(path: path, reason: error.localizedDescription)
+            throw .unreadable(path: path, reason: error.reason)
         }
         do { self = try JSONDecoder().decode(SignatureFile.self, from: data) } catch {
             throw .unreadable(

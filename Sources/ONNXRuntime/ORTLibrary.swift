@@ -12,9 +12,14 @@ import Glibc
 /// C API version is at least the header's `ORT_API_VERSION`. Lookup order (first that loads wins):
 /// 1. an explicit path (`--ort-library`),
 /// 2. `ORT_DYLIB_PATH`,
-/// 3. `libonnxruntime.so*` beside the executable,
-/// 4. the repository's `.ort/lib` (found by walking up from the executable and the working directory),
+/// 3. `libonnxruntime.so.1` beside the executable,
+/// 4. the package's own `.ort/lib`, for an executable built in the package: one under its build folder
+///    (`<package>/.build…/`, e.g. `.build/debug/yoloswap`, or the test bundle beside it), where `scripts/setup` put
+///    the library in `<package>/.ort/lib`,
 /// 5. the system's `libonnxruntime.so.1` (the dynamic loader's search path).
+///
+/// Never the working directory or a folder above it: whoever can write there would choose the code this process runs.
+/// The executable's location is the system's (`/proc/self/exe`), not `argv[0]`, which a caller may set to anything.
 ///
 /// Thread-safety: immutable after loading; safe to share between threads. The library is never unloaded.
 public final class ORTLibrary: @unchecked Sendable {
@@ -75,31 +80,40 @@ public final class ORTLibrary: @unchecked Sendable {
         throw ORTError(.libraryNotFound(tried: tried), operation: "loading ONNX Runtime", message: "")
     }
 
-    /// The paths `load(explicitPath:)` tries, in order.
-    public static func candidatePaths(explicitPath: String?) -> [String] {
+    /// The paths `load(explicitPath:)` tries, in order (see the type's documentation).
+    /// - Parameters:
+    ///   - explicitPath: a path given by the user.
+    ///   - environment: where `ORT_DYLIB_PATH` is read (the process's environment).
+    ///   - executable: the running executable's absolute path, links resolved (nil when the system cannot tell).
+    public static func candidatePaths(
+        explicitPath: String?, environment: [String: String] = ProcessInfo.processInfo.environment,
+        executable: String? = executablePath
+    ) -> [String] {
         var paths: [String] = []
         if let explicitPath, !explicitPath.isEmpty { paths.append(explicitPath) }
-        if let env = ProcessInfo.processInfo.environment["ORT_DYLIB_PATH"], !env.isEmpty { paths.append(env) }
-        let executableDir = URL(fileURLWithPath: CommandLine.arguments.first ?? ".").resolvingSymlinksInPath()
-            .deletingLastPathComponent()
-        paths.append(executableDir.appendingPathComponent("libonnxruntime.so.1").path)
-        var seen = Set<String>()
-        for start in [executableDir, URL(fileURLWithPath: FileManager.default.currentDirectoryPath)] {
-            var dir = start
-            for _ in 0..<8 {
-                let lib = dir.appendingPathComponent(".ort/lib/libonnxruntime.so.1").path
-                if FileManager.default.fileExists(atPath: lib), seen.insert(lib).inserted {
-                    paths.append(lib)
-                    break
-                }
-                let parent = dir.deletingLastPathComponent()
-                if parent.path == dir.path { break }
-                dir = parent
+        if let env = environment["ORT_DYLIB_PATH"], !env.isEmpty { paths.append(env) }
+        if let executable {
+            let folder = URL(fileURLWithPath: executable).deletingLastPathComponent()
+            paths.append(folder.appendingPathComponent("libonnxruntime.so.1").path)
+            let components = folder.pathComponents
+            if let build = components.lastIndex(where: { $0.hasPrefix(".build") }), build > 0 {
+                let package = NSString.path(withComponents: Array(components[..<build]))
+                paths.append(URL(fileURLWithPath: package).appendingPathComponent(".ort/lib/libonnxruntime.so.1").path)
             }
         }
         paths.append("libonnxruntime.so.1")
         return paths
     }
+
+    /// The running executable's absolute path with links resolved, as the system knows it; nil when it cannot tell.
+    public static let executablePath: String? = {
+        #if os(Linux)
+            if let path = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
+                return path
+            }
+        #endif
+        return Bundle.main.executableURL?.resolvingSymlinksInPath().path
+    }()
 
     /// Execution providers compiled into this library, e.g. `["CPUExecutionProvider"]`.
     public func availableProviders() throws -> [String] {

@@ -78,13 +78,14 @@ extension GraphOptimizer {
     }
 }
 
-/// A file a child process writes its stdout or stderr to; removed when this is deinitialised.
+/// A file a child process writes its stdout or stderr to, readable by this user only (it sits in the cache's
+/// folder); removed when this is deinitialised.
 private final class ChildOutputFile {
     let path: String
     let handle: FileHandle
 
     init?(_ path: String) {
-        guard FileManager.default.createFile(atPath: path, contents: nil),
+        guard FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]),
             let handle = FileHandle(forWritingAtPath: path)
         else { return nil }
         self.path = path

@@ -23,7 +23,8 @@ import Primitives
 /// directory that holds it (keep it beside the state database, writable by the service only). Its digest is checked
 /// before every use; an entry that does not match, or that ORT cannot load, is removed and rebuilt from the verified
 /// source. Any cache problem (a read-only directory, a full disk) falls back to an ordinary load from the verified
-/// bytes: the cache never makes a load fail.
+/// bytes: the cache never makes a load fail. What the cache creates only this user may open: folders 0700, files 0600
+/// (`PrivateFiles`).
 ///
 /// Thread-safety: a stateless value. Concurrent loads of one model may both build an entry; each writes its own
 /// temporary files and renames them into place, so readers see either no entry or a complete one.
@@ -101,7 +102,7 @@ public struct OptimizedModelCache: Sendable {
         }
         var writing = options
         writing.optimizedModelPath = temporary
-        if (try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)) != nil {
+        if (try? PrivateFiles.createDirectory(atPath: directory)) != nil {
             do { try file.copyVerified(to: sourceCopy) } catch {
                 if case .changedSinceVerification = error { throw .file(error) }
             }
@@ -204,8 +205,11 @@ public struct OptimizedModelCache: Sendable {
             return false
         }
         let manifestTemporary = "\(manifest).\(UUID().uuidString).tmp"
-        // The model first: a manifest only ever sits next to a complete model file (rename is atomic).
-        guard (try? json.write(to: URL(fileURLWithPath: manifestTemporary))) != nil,
+        // Both files 0600 before they get their names (ORT wrote the model with the umask's mode). The model first: a
+        // manifest only ever sits next to a complete model file (rename is atomic).
+        guard PrivateFiles.restrict(fileAtPath: temporary),
+            (try? PrivateFiles.createFileIfMissing(atPath: manifestTemporary)) != nil,
+            (try? json.write(to: URL(fileURLWithPath: manifestTemporary))) != nil,
             rename(temporary, entry) == 0, rename(manifestTemporary, manifest) == 0
         else {
             try? FileManager.default.removeItem(atPath: temporary)

@@ -40,19 +40,11 @@ public enum FileDigest {
     }
 
     /// Calls `body` with the file's content in order, in chunks of at most 1 MiB.
-    /// - Throws: `FileReadError` when the file cannot be opened or read.
+    ///
+    /// Only a regular file is read, and opening never waits: a FIFO, a device such as `/dev/zero` or a folder is
+    /// refused at once (see `RegularFile`), so a model repository holding one cannot block or exhaust a load.
+    /// - Throws: `FileReadError` when the file is not a regular file or cannot be opened or read.
     public static func readChunks(of path: String, _ body: (Data) -> Void) throws(FileReadError) {
-        guard let handle = FileHandle(forReadingAtPath: path) else {
-            var isDirectory: ObjCBool = false
-            let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
-            throw FileReadError(path: path, reason: !exists ? "no such file" : isDirectory.boolValue
-                ? "it is a directory" : "cannot open the file")
-        }
-        defer { try? handle.close() }
-        do {
-            while let chunk = try handle.read(upToCount: 1 << 20), !chunk.isEmpty { body(chunk) }
-        } catch {
-            throw FileReadError(path: path, reason: "\(error)")
-        }
+        try RegularFile(openingForReading: path).readChunks { chunk in body(chunk) }
     }
 }

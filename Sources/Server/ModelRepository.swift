@@ -1,18 +1,38 @@
 import Foundation
+import Primitives
 
 /// The folder every model path in the API is relative to. Paths may not leave it: no absolute paths, no `..`, no
-/// symbolic links pointing outside.
+/// symbolic links pointing outside. A path must name a regular file: a FIFO, a device or a folder is refused.
 ///
 /// Thread-safety: immutable.
 public struct ModelRepository: Sendable {
     public let root: String
 
     public init(root: String) {
-        self.root = URL(fileURLWithPath: root).standardizedFileURL.resolvingSymlinksInPath().path
+        let standardized = URL(fileURLWithPath: root).standardizedFileURL
+        // The system's own canonical path when the folder exists, as `/proc/self/fd` names opened files.
+        self.root = standardized.withUnsafeFileSystemRepresentation { path in
+            path.flatMap { realpath($0, nil) }.map { resolved in
+                defer { free(resolved) }
+                return String(cString: resolved)
+            }
+        } ?? standardized.resolvingSymlinksInPath().path
     }
 
-    /// The absolute path of a model inside the repository.
-    /// - Throws: `Problem` 400 for a path that leaves the repository, 404 for a missing file.
+    /// The absolute path of a model inside the repository: the real path (symbolic links resolved) of the regular
+    /// file that `relative` names.
+    ///
+    /// The file is opened once (`RegularFile`: without waiting, and refused unless it is a regular file), and the
+    /// path returned is where the opened file itself lies, which must be inside the repository: a link swapped
+    /// between checking the path and opening it cannot point the answer elsewhere. Before that, a path whose links
+    /// lead outside is refused without being opened at all (opening a device may act on it).
+    ///
+    /// What remains: the load pipeline opens the returned path again (it knows nothing of repositories), so a folder
+    /// on that path replaced by a link in between could still redirect the later open. That open too reads regular
+    /// files only, and what it loads is what it hashed: a digest given with the load, or a required signature,
+    /// still decides what may be loaded.
+    /// - Throws: `Problem` 400 for a path that leaves the repository or names something other than a regular file,
+    ///   404 for a missing file or a folder.
     public func resolve(_ relative: String) throws -> String {
         guard !relative.isEmpty else { throw Problem.badRequest("model path is empty") }
         guard !relative.hasPrefix("/") else {
@@ -21,17 +41,22 @@ public struct ModelRepository: Sendable {
         guard !relative.split(separator: "/").contains("..") else {
             throw Problem.badRequest("model path '\(relative)' may not contain '..'")
         }
-        let candidate = URL(fileURLWithPath: root).appendingPathComponent(relative).standardizedFileURL
-        let real = candidate.resolvingSymlinksInPath().path
-        guard real == root || real.hasPrefix(root + "/") else {
-            throw Problem.badRequest("model path '\(relative)' leaves the model repository")
+        let leaves = Problem.badRequest("model path '\(relative)' leaves the model repository")
+        let candidate = URL(fileURLWithPath: root).appendingPathComponent(relative).standardizedFileURL.path
+        guard holds(URL(fileURLWithPath: candidate).resolvingSymlinksInPath().path) else { throw leaves }
+        let file: RegularFile
+        do { file = try RegularFile(openingForReading: candidate) } catch {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: candidate, isDirectory: &isDirectory), !isDirectory.boolValue
+            else { throw Problem.notFound("no model '\(relative)' in the model repository") }
+            throw Problem.badRequest("model path '\(relative)' cannot be used: \(error.reason)")
         }
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: real, isDirectory: &isDirectory), !isDirectory.boolValue else {
-            throw Problem.notFound("no model '\(relative)' in the model repository")
-        }
-        return real
+        guard let opened = file.realPath, holds(opened) else { throw leaves }
+        return opened
     }
+
+    /// Whether `path`, absolute and free of links already, lies inside the repository.
+    private func holds(_ path: String) -> Bool { path == root || path.hasPrefix(root + "/") }
 
     /// Text (an error message) with the repository's absolute location replaced by paths relative to it, so answers
     /// do not reveal the server's file layout.

@@ -23,6 +23,9 @@ import Yams
 ///   `policy` (`availability-preserving` | `resource-preserving` | `auto`), `request_timeout_ms` (10000: how long a
 ///   request may wait for a worker or, during a resource-preserving swap, for a model)
 ///
+/// Every number is range-checked when parsed (``Limits`` gives each key's range and why it ends there); a value outside
+/// is refused with the key and the range, never stored to overflow or exhaust something later.
+///
 /// Relative paths resolve against the configuration file's folder (the working directory without a file).
 /// Environment overrides: `YOLOSWAP_HOST`, `YOLOSWAP_PORT`, `YOLOSWAP_MODEL_REPOSITORY`, `YOLOSWAP_STATE_DIR`.
 public struct ServerConfiguration: Sendable, Equatable {
@@ -113,16 +116,11 @@ public struct ServerConfiguration: Sendable, Equatable {
         if let host = server.host { self.host = host }
         if let require = server.metrics_require_token { metricsRequireToken = require }
         if let seconds = server.idle_timeout_s {
-            guard (1...3600).contains(seconds) else { throw fail("server.idle_timeout_s must lie in 1...3600") }
-            idleTimeoutSeconds = seconds
+            idleTimeoutSeconds = try Limits.check(seconds, "server.idle_timeout_s", Limits.idleTimeoutSeconds, fail: fail)
         }
-        if let port = server.port {
-            guard (0...65535).contains(port) else { throw fail("server.port \(port) is not a port") }
-            self.port = port
-        }
+        if let port = server.port { self.port = try Limits.check(port, "server.port", Limits.port, fail: fail) }
         if let mb = server.max_body_mb {
-            guard mb > 0 else { throw fail("server.max_body_mb must be positive") }
-            maxBodyBytes = mb << 20
+            maxBodyBytes = try Limits.check(mb, "server.max_body_mb", Limits.maxBodyMB, fail: fail) << 20
         }
     }
 
@@ -158,18 +156,33 @@ public struct ServerConfiguration: Sendable, Equatable {
     }
 
     private mutating func apply(_ h: RawConfiguration.HotSwap, fail: (String) -> ConfigurationError) throws {
-        if let v = h.serving_threads { hotSwap.servingThreads = v }
-        if let v = h.queue_capacity { hotSwap.queueCapacity = v }
-        if let v = h.intra_op_threads { hotSwap.intraOpThreads = v }
-        if let v = h.warmup_runs { hotSwap.warmupRuns = v }
+        if let v = h.serving_threads {
+            hotSwap.servingThreads = try Limits.check(v, "hotswap.serving_threads", Limits.threads, fail: fail)
+        }
+        if let v = h.queue_capacity {
+            hotSwap.queueCapacity = try Limits.check(v, "hotswap.queue_capacity", Limits.queueCapacity, fail: fail)
+        }
+        if let v = h.intra_op_threads {
+            hotSwap.intraOpThreads = try Limits.check(v, "hotswap.intra_op_threads", Limits.threads, fail: fail)
+        }
+        if let v = h.warmup_runs {
+            hotSwap.warmupRuns = try Limits.check(v, "hotswap.warmup_runs", Limits.warmupRuns, fail: fail)
+        }
         if let v = h.warmup_timeout_s {
-            guard v.isFinite, v > 0, v <= 86_400 else {
-                throw fail("hotswap.warmup_timeout_s must be a number of seconds in (0, 86400], got \(v)")
+            guard v.isFinite, v > 0, v <= Limits.warmupTimeoutSeconds else {
+                throw fail("hotswap.warmup_timeout_s must be a number of seconds in "
+                    + "(0, \(Int(Limits.warmupTimeoutSeconds))], got \(v)")
             }
             hotSwap.warmupTimeout = .milliseconds(Int(v * 1000))
         }
-        if let v = h.memory_budget_mb { hotSwap.memoryBudgetBytes = v << 20 }
-        if let v = h.request_timeout_ms { requestTimeoutMilliseconds = v }
+        if let v = h.memory_budget_mb {
+            hotSwap.memoryBudgetBytes =
+                try Limits.check(v, "hotswap.memory_budget_mb", Limits.memoryBudgetMB, fail: fail) << 20
+        }
+        if let v = h.request_timeout_ms {
+            requestTimeoutMilliseconds =
+                try Limits.check(v, "hotswap.request_timeout_ms", Limits.requestTimeoutMilliseconds, fail: fail)
+        }
         if let v = h.policy {
             guard let policy = SwapPolicy(rawValue: v) else { throw fail("hotswap.policy '\(v)' is unknown") }
             hotSwap.policy = policy
@@ -188,9 +201,6 @@ public struct ServerConfiguration: Sendable, Equatable {
             hotSwap.releaseStandbyBeforeLoad = v == "release"
         }
         if let v = h.standby { hotSwap.standbyRetention = try Self.standbyRetention(v, fail: fail) }
-        guard hotSwap.servingThreads > 0, hotSwap.queueCapacity > 0, hotSwap.intraOpThreads > 0,
-            hotSwap.warmupRuns >= 0, requestTimeoutMilliseconds > 0
-        else { throw fail("hotswap: thread counts, queue capacity and timeouts must be positive") }
     }
 
     private static func standbyRetention(_ text: String, fail: (String) -> ConfigurationError) throws
@@ -200,8 +210,9 @@ public struct ServerConfiguration: Sendable, Equatable {
         case "keep": return .keep
         case "release": return .release
         default:
-            guard let seconds = Double(text), seconds.isFinite, seconds > 0, seconds <= 31_536_000 else {
-                throw fail("hotswap.standby must be keep, release or a number of seconds")
+            guard let seconds = Double(text), seconds.isFinite, seconds > 0, seconds <= Limits.standbySeconds else {
+                throw fail("hotswap.standby must be keep, release or a number of seconds in "
+                    + "(0, \(Int(Limits.standbySeconds))], got '\(text)'")
             }
             return .keepFor(.milliseconds(Int(seconds * 1000)))
         }
@@ -213,8 +224,9 @@ public struct ServerConfiguration: Sendable, Equatable {
     ) throws {
         if let host = environment["YOLOSWAP_HOST"] { self.host = host }
         if let port = environment["YOLOSWAP_PORT"] {
-            guard let value = Int(port), (0...65535).contains(value) else {
-                throw ConfigurationError(file: "environment", message: "YOLOSWAP_PORT '\(port)' is not a port")
+            guard let value = Int(port), Limits.port.contains(value) else {
+                throw ConfigurationError(file: "environment",
+                    message: "YOLOSWAP_PORT '\(port)' is not a port in \(Limits.text(Limits.port))")
             }
             self.port = value
         }
@@ -233,6 +245,54 @@ public struct ServerConfiguration: Sendable, Equatable {
         let url = expanded.hasPrefix("/") ? URL(fileURLWithPath: expanded)
             : URL(fileURLWithPath: base).appendingPathComponent(expanded)
         return url.standardizedFileURL.path
+    }
+}
+
+// MARK: - Limits
+
+extension ServerConfiguration {
+    /// The allowed range of each numeric key. Each ends where a larger value stops meaning anything a deployment
+    /// could want and starts to overflow arithmetic done with it later (`<< 20`, deadlines in nanoseconds) or to
+    /// exhaust the machine (threads, memory reserved up front).
+    public enum Limits {
+        /// `server.port`: a TCP port; 0 lets the system pick a free one.
+        public static let port = 0...65535
+        /// `server.idle_timeout_s`: at least a second, so that a client between two requests is not cut off; an hour
+        /// keeps a silent client from holding a connection for longer.
+        public static let idleTimeoutSeconds = 1...3600
+        /// `server.max_body_mb`: a request body is held whole in memory while its image is decoded, so the limit is
+        /// memory per request; a gigabyte is far past any image the detector can take, and far from overflowing
+        /// the conversion to bytes.
+        public static let maxBodyMB = 1...1024
+        /// `hotswap.serving_threads` and `hotswap.intra_op_threads`: each is an OS thread (per slot, per model)
+        /// with its own stack; more threads than the largest machines have cores only adds contention.
+        public static let threads = 1...256
+        /// `hotswap.queue_capacity`: requests waiting per slot, each holding its body; beyond this a client waits
+        /// longer than any request timeout allows, so failing fast as overloaded is the better answer.
+        public static let queueCapacity = 1...100_000
+        /// `hotswap.warmup_runs`: inferences run before a model is ready; past a hundred they only delay the swap.
+        public static let warmupRuns = 0...100
+        /// `hotswap.warmup_timeout_s`: a warm-up taking a day has failed.
+        public static let warmupTimeoutSeconds = 86_400.0
+        /// `hotswap.memory_budget_mb`: one tebibyte is beyond the memory of any machine this serves on, and its
+        /// conversion to bytes stays far from overflowing.
+        public static let memoryBudgetMB = 1...1_048_576
+        /// `hotswap.request_timeout_ms`: how long a request may wait; an hour is past any client's patience and
+        /// keeps deadlines computed in nanoseconds far from overflowing.
+        public static let requestTimeoutMilliseconds = 1...3_600_000
+        /// `hotswap.standby` as seconds: a standby kept for a year is kept; use `keep`.
+        public static let standbySeconds = 31_536_000.0
+
+        /// The range as written in errors, e.g. `1...256`.
+        static func text(_ range: ClosedRange<Int>) -> String { "\(range.lowerBound)...\(range.upperBound)" }
+
+        /// `value` when `range` holds it.
+        /// - Throws: the error `fail` makes from a message naming `key`, the range and the value.
+        static func check(_ value: Int, _ key: String, _ range: ClosedRange<Int>,
+                          fail: (String) -> ConfigurationError) throws -> Int {
+            guard range.contains(value) else { throw fail("\(key) must be in \(text(range)), got \(value)") }
+            return value
+        }
     }
 }
 

@@ -22,7 +22,9 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Execution provider: cpu, cuda[:id] or tensorrt[:id].")
     var provider: String = "cpu"
 
-    @Option(help: "Path to libonnxruntime.so (else ORT_DYLIB_PATH, beside the binary, .ort/lib, the system).")
+    @Option(help: """
+        Path to libonnxruntime.so (else ORT_DYLIB_PATH, beside the binary, its package's .ort/lib, the system).
+        """)
     var ortLibrary: String?
 
     @Option(help: ArgumentHelp(

@@ -6,6 +6,7 @@ import Hummingbird
 import Logging
 import Metrics
 import ONNXRuntime
+import Primitives
 import Prometheus
 import Server
 import ServiceLifecycle
@@ -23,6 +24,12 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Folder models are loaded from (overrides model_repository).") var modelRepository: String?
     @Option(help: "Path to libonnxruntime.so.") var ortLibrary: String?
     @Option(help: "Write the bound port to this file once listening (for scripts and tests).") var portFile: String?
+
+    func validate() throws {
+        if let port, !ServerConfiguration.Limits.port.contains(port) {
+            throw ValidationError("--port \(port) is not a port in 0...65535")
+        }
+    }
 
     func run() async throws {
         var logger = Logger(label: "yoloswap")
@@ -54,7 +61,7 @@ struct ServeCommand: AsyncParsableCommand {
         ]
         MetricsSystem.bootstrap(factory)
 
-        try FileManager.default.createDirectory(atPath: configuration.stateDirectory, withIntermediateDirectories: true)
+        try PrivateFiles.createDirectory(atPath: configuration.stateDirectory)
         let store = try StateStore(directory: configuration.stateDirectory)
         let services = try ServiceWiring.make(configuration: configuration, logger: logger)
         let library = try ORTLibrary.load(explicitPath: ortLibrary)

@@ -5,6 +5,7 @@ import HotSwap
 import ORTBackend
 import Server
 import ONNXRuntime
+import Primitives
 import YOLO
 
 /// Applies one control-plane operation to a slot whose committed state lives in a state directory, then prints the
@@ -39,7 +40,7 @@ struct SwapCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        try FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true)
+        try PrivateFiles.createDirectory(atPath: stateDir)
         let store = try StateStore(directory: stateDir)
         var configuration = HotSwapConfiguration(intraOpThreads: threads)
         configuration.policy = policy.flatMap(SwapPolicy.init(rawValue:)) ?? .availabilityPreserving

@@ -6,6 +6,20 @@ import Testing
 
 @Suite("Audit log: appending and reading")
 struct AuditLogTests {
+    @Test("the state directory is created 0700 and the database files 0600, whatever the umask lets through")
+    func privateModes() throws {
+        let dir = try TemporaryDirectory()
+        let state = dir.file("var/state")
+        let log = try AuditLog(directory: state)
+        try log.append(actor: "alice", action: "load", slot: "default", result: "succeeded")
+        #expect(try permissions(of: dir.file("var")) == 0o700)
+        #expect(try permissions(of: state) == 0o700)
+        let files = try permissionsOfEntries(in: state)
+        #expect(files.keys.contains("audit.sqlite"))
+        #expect(files.keys.contains("audit.sqlite-wal"))
+        for (name, mode) in files { #expect(mode == 0o600, "\(name) is \(String(mode, radix: 8))") }
+    }
+
     @Test("concurrent appends from many tasks keep one intact chain with consecutive ids")
     func concurrentAppends() async throws {
         let dir = try TemporaryDirectory()

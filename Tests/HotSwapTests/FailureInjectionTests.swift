@@ -80,5 +80,32 @@ extension HotSwapSuite {
             #expect(slot.roles.staged == nil)
             await manager.shutdown()
         }
+
+        @Test("a FIFO as the model fails at once as unreadable instead of blocking the load thread for ever")
+        func fifo() async throws {
+            let dir = try TemporaryDirectory()
+            let fifo = dir.file("pipe.onnx")
+            try makeFIFO(at: fifo)
+            let manager = ModelManager(configuration: HotSwapConfiguration.testing(), loader: FakeLoader())
+            let slot = try await manager.createSlot("default")
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity416))
+            let original = try await slot.detect(imageBytes: Fixtures.busJPEG).model
+
+            let op = try await manager.load(LoadRequest(slot: "default", path: fifo, activate: true))
+            let ended = await eventually(timeout: .seconds(5)) { op.status.stage.isTerminal }
+            // Past the deadline, a writer lets the blocked open return so that the suite goes on.
+            if !ended { releaseFIFOReaders(at: fifo) }
+            #expect(ended, "the load of a FIFO was still \(op.status.stage) after 5 s")
+            let status = await op.wait()
+            guard case .unreadable(let path, let reason) = status.failure else {
+                Issue.record("expected unreadable, got \(String(describing: status.failure))")
+                await manager.shutdown()
+                return
+            }
+            #expect(path == fifo)
+            #expect(reason.contains("not a regular file"), "\(reason)")
+            #expect(try await slot.detect(imageBytes: Fixtures.busJPEG).model == original)
+            await manager.shutdown()
+        }
     }
 }

@@ -24,6 +24,23 @@ struct StateStoreTests {
     private static let python: String? = ["/work/main/.venv/bin/python", "/usr/bin/python3"]
         .first { FileManager.default.isExecutableFile(atPath: $0) }
 
+    // MARK: Files
+
+    @Test("the state directory is created 0700 and the database files 0600, whatever the umask lets through")
+    func privateModes() throws {
+        try withTemporaryDirectory { directory in
+            let state = directory + "/var/state"
+            let store = try StateStore(directory: state)
+            try store.commit(CommittedSlot(slot: "default", active: Self.modelA, generation: 1))
+            #expect(try permissions(of: directory) == 0o700)
+            #expect(try permissions(of: state) == 0o700)
+            let files = try permissionsOfEntries(in: state)
+            #expect(files.keys.contains("state.sqlite"))
+            #expect(files.keys.contains("state.sqlite-wal"))
+            for (name, mode) in files { #expect(mode == 0o600, "\(name) is \(String(mode, radix: 8))") }
+        }
+    }
+
     // MARK: Committed slots
 
     @Test("committed slots round-trip, with and without standby")

@@ -139,6 +139,32 @@ struct CLITests {
         #expect(stderr.contains("scripts/setup"))
     }
 
+    /// Whoever can write above the working directory must not get code run in the service: the library planted there
+    /// is a working ONNX Runtime, so a lookup that tried it would load it and print its path.
+    @Test("a library planted above the working directory is never tried")
+    func libraryAboveWorkingDirectory() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("planted-\(UUID())")
+        let bin = dir.appendingPathComponent("bin"), untrusted = dir.appendingPathComponent("untrusted")
+        let planted = untrusted.appendingPathComponent(".ort/lib")
+        let work = untrusted.appendingPathComponent("work")
+        for folder in [bin, planted, work] {
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        }
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try FileManager.default.createSymbolicLink(atPath: planted.appendingPathComponent("libonnxruntime.so.1").path,
+            withDestinationPath: Repository.path(".ort/lib/libonnxruntime.so.1"))
+        let copy = bin.appendingPathComponent("yoloswap").path
+        try FileManager.default.copyItem(atPath: Repo.binary, toPath: copy)
+        var env = ProcessInfo.processInfo.environment
+        env["ORT_DYLIB_PATH"] = nil
+        let result = try runProcess(copy, ["inspect", "--model", model], environment: env, in: work)
+        #expect(!result.stdout.contains(untrusted.path), "\(result.stdout)")
+        #expect(!result.stderr.contains(untrusted.path), "\(result.stderr)")
+        // A system-wide libonnxruntime.so.1 would make this load; this machine has none (setup installs none).
+        #expect(result.status != 0)
+        #expect(result.stderr.contains(bin.path + "/libonnxruntime.so.1"), "\(result.stderr)")
+    }
+
     @Test("our Darknet converter matches OpenCV's Darknet reader within 1e-4")
     func converterMatchesOpenCV() throws {
         let r = try runProcess(Repo.python, [Repository.path("tools/check_converter.py")])

@@ -37,6 +37,33 @@ struct ONNXRuntimeTests {
         #expect(error.description.contains("ORT_DYLIB_PATH"))
     }
 
+    @Test("the library is looked for where it was asked for, beside the executable, in its package, in the system's")
+    func lookupOrder() {
+        let executable = "/srv/app/.build/x86_64-unknown-linux-gnu/debug/yoloswap"
+        #expect(ORTLibrary.candidatePaths(explicitPath: "/opt/ort.so", environment: ["ORT_DYLIB_PATH": "/env/ort.so"],
+            executable: executable) == [
+                "/opt/ort.so", "/env/ort.so", "/srv/app/.build/x86_64-unknown-linux-gnu/debug/libonnxruntime.so.1",
+                "/srv/app/.ort/lib/libonnxruntime.so.1", "libonnxruntime.so.1",
+            ])
+        #expect(ORTLibrary.candidatePaths(explicitPath: nil, environment: [:],
+            executable: "/srv/app/.build-tsan/debug/YOLOSwapPackageTests.xctest")
+            .contains("/srv/app/.ort/lib/libonnxruntime.so.1"))
+        // Installed outside a package: nothing but beside it and the system's, whatever the working directory.
+        #expect(ORTLibrary.candidatePaths(explicitPath: nil, environment: [:], executable: "/usr/local/bin/yoloswap")
+            == ["/usr/local/bin/libonnxruntime.so.1", "libonnxruntime.so.1"])
+        #expect(ORTLibrary.candidatePaths(explicitPath: nil, environment: [:], executable: nil)
+            == ["libonnxruntime.so.1"])
+    }
+
+    @Test("this test process finds the package's own library from its own location")
+    func packageLibraryFromTheTestBundle() throws {
+        let executable = try #require(ORTLibrary.executablePath)
+        #expect(executable.hasPrefix(Repository.root.resolvingSymlinksInPath().path + "/.build"), "\(executable)")
+        let paths = ORTLibrary.candidatePaths(explicitPath: nil, environment: [:])
+        #expect(paths.contains(Repository.root.resolvingSymlinksInPath().path + "/.ort/lib/libonnxruntime.so.1"),
+            "\(paths)")
+    }
+
     @Test("session from bytes: names, shapes, types, metadata")
     func introspection() throws {
         let session = try ORTSession(

@@ -53,6 +53,22 @@ extension ORTSwapSuite {
             #expect(try output(second) == expected)
         }
 
+        @Test("the cache folder is created 0700 and its entries 0600, whatever the umask lets through")
+        func privateModes() throws {
+            let parent = try Fixtures.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(at: parent) }
+            let directory = parent.appendingPathComponent("state/optimized-models").path
+            let cache = OptimizedModelCache(directory: directory)
+            let (_, outcome) = try cache.session(for: try ModelFile(verifying: model), environment: environment,
+                options: SessionOptions(intraOpThreads: 1), label: model)
+            #expect(outcome == .miss)
+            #expect(try permissions(of: parent.appendingPathComponent("state").path) == 0o700)
+            #expect(try permissions(of: directory) == 0o700)
+            let files = try permissionsOfEntries(in: directory)
+            #expect(files.count == 2)
+            for (name, mode) in files { #expect(mode == 0o600, "\(name) is \(String(mode, radix: 8))") }
+        }
+
         @Test("an entry whose bytes changed is removed and rebuilt from the verified model")
         func corruptEntryRebuilt() throws {
             let directory = try Fixtures.temporaryDirectory()

@@ -165,6 +165,51 @@ struct ConfigurationTests {
         #expect(throws: (any Error).self) { try ServerConfiguration.parse(yaml) }
     }
 
+    /// Numbers that would overflow later arithmetic (`<< 20`, a deadline in nanoseconds) or start a million threads.
+    @Test("out-of-range numbers are refused with the key and its allowed range", arguments: [
+        ("server: { max_body_mb: 17592186044416 }", "server.max_body_mb", "1...1024"),
+        ("server: { max_body_mb: 1025 }", "server.max_body_mb", "1...1024"),
+        ("server: { max_body_mb: 0 }", "server.max_body_mb", "1...1024"),
+        ("hotswap: { request_timeout_ms: 9200000000000 }", "hotswap.request_timeout_ms", "1...3600000"),
+        ("hotswap: { request_timeout_ms: 0 }", "hotswap.request_timeout_ms", "1...3600000"),
+        ("hotswap: { memory_budget_mb: 17592186044416 }", "hotswap.memory_budget_mb", "1...1048576"),
+        ("hotswap: { memory_budget_mb: -1 }", "hotswap.memory_budget_mb", "1...1048576"),
+        ("hotswap: { serving_threads: 1000000 }", "hotswap.serving_threads", "1...256"),
+        ("hotswap: { serving_threads: 0 }", "hotswap.serving_threads", "1...256"),
+        ("hotswap: { intra_op_threads: 1000000 }", "hotswap.intra_op_threads", "1...256"),
+        ("hotswap: { queue_capacity: 100000000 }", "hotswap.queue_capacity", "1...100000"),
+        ("hotswap: { warmup_runs: 1000000 }", "hotswap.warmup_runs", "0...100"),
+        ("hotswap: { warmup_runs: -1 }", "hotswap.warmup_runs", "0...100"),
+        ("hotswap: { warmup_timeout_s: 1e300 }", "hotswap.warmup_timeout_s", "(0, 86400]"),
+        ("hotswap: { standby: 1e300 }", "hotswap.standby", "(0, 31536000]"),
+        ("hotswap: { standby: .inf }", "hotswap.standby", "(0, 31536000]"),
+        ("hotswap: { standby: inf }", "hotswap.standby", "(0, 31536000]"),
+        ("server: { port: -1 }", "server.port", "0...65535"),
+    ])
+    func outOfRange(yaml: String, key: String, range: String) {
+        let error = #expect(throws: ConfigurationError.self) { try ServerConfiguration.parse(yaml, base: "/srv") }
+        #expect(error?.message.contains(key) == true, "\(String(describing: error))")
+        #expect(error?.message.contains(range) == true, "\(String(describing: error))")
+    }
+
+    @Test("the largest allowed values are accepted as given")
+    func upperBounds() throws {
+        let yaml = """
+            server: { max_body_mb: 1024 }
+            hotswap: { serving_threads: 256, intra_op_threads: 256, queue_capacity: 100000, warmup_runs: 100,
+                       request_timeout_ms: 3600000, memory_budget_mb: 1048576, warmup_timeout_s: 86400,
+                       standby: 31536000 }
+            """
+        let config = try ServerConfiguration.parse(yaml, base: "/srv")
+        #expect(config.maxBodyBytes == 1024 << 20)
+        #expect(config.hotSwap.servingThreads == 256 && config.hotSwap.intraOpThreads == 256)
+        #expect(config.hotSwap.queueCapacity == 100_000 && config.hotSwap.warmupRuns == 100)
+        #expect(config.requestTimeoutMilliseconds == 3_600_000)
+        #expect(config.hotSwap.memoryBudgetBytes == 1 << 40)
+        #expect(config.hotSwap.warmupTimeout == .seconds(86_400))
+        #expect(config.hotSwap.standbyRetention == .keepFor(.seconds(31_536_000)))
+    }
+
     @Test("environment overrides")
     func environment() throws {
         var config = ServerConfiguration(base: "/x")

@@ -1,0 +1,52 @@
+import Foundation
+import HotSwap
+import TestSupport
+import Testing
+
+extension HotSwapSuite {
+    /// Opening a model file: only regular files are read, and anything else is refused without waiting on it.
+    @Suite("Model files")
+    struct ModelFileTests {
+        @Test("a FIFO, a link to /dev/zero and a folder are refused at once as unreadable, naming the path")
+        func notRegularFiles() async throws {
+            let dir = try TemporaryDirectory()
+            try makeFIFO(at: dir.file("pipe.onnx"))
+            defer { releaseFIFOReaders(at: dir.file("pipe.onnx")) }
+            try FileManager.default.createSymbolicLink(atPath: dir.file("zero.onnx"), withDestinationPath: "/dev/zero")
+            try FileManager.default.createDirectory(atPath: dir.file("folder.onnx"), withIntermediateDirectories: true)
+            let cases = [
+                (dir.file("pipe.onnx"), "not a regular file"), (dir.file("zero.onnx"), "not a regular file"),
+                (dir.file("folder.onnx"), "it is a directory"), (dir.file("missing.onnx"), "no such file"),
+            ]
+            for (path, expected) in cases {
+                let outcome = await finishing(within: .seconds(5)) {
+                    Result { () throws(ModelFileError) -> ModelFile in try ModelFile(verifying: path) }
+                }
+                guard let outcome else {
+                    Issue.record("opening \(path) did not finish within 5 s")
+                    continue
+                }
+                guard case .failure(.unreadable(let failedPath, let reason)) = outcome else {
+                    Issue.record("\(path): expected unreadable, got \(outcome)")
+                    continue
+                }
+                #expect(failedPath == path)
+                #expect(reason.contains(expected), "\(path): \(reason)")
+            }
+        }
+
+        @Test("a regular file and a link to one still hash to the bytes' SHA-256")
+        func regularFiles() throws {
+            let dir = try TemporaryDirectory()
+            try Data("model bytes".utf8).write(to: URL(fileURLWithPath: dir.file("model.onnx")))
+            try FileManager.default.createSymbolicLink(atPath: dir.file("link.onnx"), withDestinationPath: "model.onnx")
+            let expected = String(try runProcess("/usr/bin/sha256sum", [dir.file("model.onnx")]).stdout.prefix(64))
+            for path in [dir.file("model.onnx"), dir.file("link.onnx")] {
+                let file = try ModelFile(verifying: path)
+                #expect(file.sha256 == expected)
+                #expect(file.byteCount == 11)
+                #expect(try file.readVerifiedBytes() == Array("model bytes".utf8))
+            }
+        }
+    }
+}

@@ -1,0 +1,56 @@
+import Foundation
+import Server
+import TestSupport
+import Testing
+
+@Suite("Model repository")
+struct ModelRepositoryTests {
+    /// A repository with one model file, a symbolic link to it, and a sub-folder.
+    struct Fixture {
+        let dir: TemporaryDirectory
+        let repository: ModelRepository
+
+        init() throws {
+            dir = try TemporaryDirectory(prefix: "model-repository")
+            try FileManager.default.createDirectory(atPath: dir.file("sub"), withIntermediateDirectories: true)
+            try Data("model bytes".utf8).write(to: URL(fileURLWithPath: dir.file("sub/model.onnx")))
+            try FileManager.default.createSymbolicLink(
+                atPath: dir.file("alias.onnx"), withDestinationPath: "sub/model.onnx")
+            repository = ModelRepository(root: dir.path)
+        }
+
+        /// What `resolve` answers for `relative`, within a deadline: nil when it had not answered by then.
+        func resolve(_ relative: String) async -> Result<String, any Error>? {
+            await finishing(within: .seconds(5)) { [repository] in Result { try repository.resolve(relative) } }
+        }
+    }
+
+    @Test("a model and a link to it inside the repository resolve to the model's real path")
+    func resolvesInside() async throws {
+        let f = try Fixture()
+        let real = URL(fileURLWithPath: f.dir.file("sub/model.onnx")).resolvingSymlinksInPath().path
+        #expect(try await f.resolve("sub/model.onnx")?.get() == real)
+        #expect(try await f.resolve("alias.onnx")?.get() == real)
+    }
+
+    @Test("a FIFO, a link to /dev/zero and a folder are refused at once, naming the path")
+    func refusesWhatIsNotARegularFile() async throws {
+        let f = try Fixture()
+        try makeFIFO(at: f.dir.file("pipe.onnx"))
+        defer { releaseFIFOReaders(at: f.dir.file("pipe.onnx")) }
+        try FileManager.default.createSymbolicLink(atPath: f.dir.file("zero.onnx"), withDestinationPath: "/dev/zero")
+        for (path, status) in [("pipe.onnx", 400), ("zero.onnx", 400), ("sub", 404)] {
+            let answer = await f.resolve(path)
+            guard let answer else {
+                Issue.record("resolving \(path) did not answer within the deadline")
+                continue
+            }
+            guard case .failure(let error) = answer, let problem = error as? Problem else {
+                Issue.record("\(path) resolved to \(answer), expected a refusal")
+                continue
+            }
+            #expect(problem.status.code == status, "\(path): \(problem.detail)")
+            #expect(problem.detail.contains("'\(path)'"), "\(problem.detail)")
+        }
+    }
+}
