@@ -103,7 +103,8 @@ public enum LoadFailure: Error, Equatable, CustomStringConvertible {
             "warm-up of \(path) timed out after \(after.formatted(.units(allowed: [.seconds, .milliseconds])))"
         case .cancelled(let path, let reason): "load of \(path) cancelled: \(reason)"
         case .notCommitted(let path, let reason):
-            "\(path) was not switched in: the state store could not record it (\(reason)); the active model is unchanged"
+            "\(path) was not switched in: the state store could not record it (\(reason)); "
+                + "the active model is unchanged"
         }
     }
 }

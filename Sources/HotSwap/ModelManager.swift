@@ -37,8 +37,8 @@ public enum ControlError: Error, Equatable, CustomStringConvertible {
 ///
 /// The store's calls block (SQLite, fsync): they run on the manager's own serial queue, in order, and the actor only
 /// awaits them — it never blocks a thread of Swift's cooperative pool. The queue is shared by all slots (one SQLite
-/// file): a slow commit delays the end of other slots' operations, never their flips or their requests. The operations themselves are in
-/// `ModelManager+Operations.swift`.
+/// file): a slow commit delays other slots' changes too (each waits for its own commit), never their requests. The
+/// operations themselves are in `ModelManager+Operations.swift`.
 ///
 /// Thread-safety: an actor; serving requests go straight to the `ModelSlot`s and never wait on it.
 public actor ModelManager {
@@ -47,8 +47,8 @@ public actor ModelManager {
     nonisolated let loadExecutor: InferenceExecutor
     nonisolated let pipeline: LoadPipeline
     nonisolated let store: (any SlotStateStore)?
-    /// Runs the manager's blocking calls — the store's (SQLite, fsync) and file metadata reads — one at a time, in the
-    /// order they were made, off the cooperative pool.
+    /// Runs the manager's blocking calls — the store's (SQLite, fsync) and file metadata reads — one at a time, in
+    /// the order they were made, off the cooperative pool.
     nonisolated let ioQueue = BlockingQueue(label: "yoloswap.state")
     nonisolated let logger: Logger
     nonisolated let registry = Locked<[String: ModelSlot]>([:])

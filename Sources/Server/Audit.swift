@@ -10,8 +10,8 @@ import Primitives
 /// The server's access to the hash-chained audit log.
 ///
 /// Every append and read runs on one serial `BlockingQueue` (SQLite with an fsync per append must not hold a thread
-/// of Swift's cooperative pool), in the order the calls were made. Each append publishes the chain's new head — in the
-/// log and as the `yoloswap_audit_head_sequence` metric — so that a log cut back behind it can be shown later
+/// of Swift's cooperative pool), in the order the calls were made. Each append publishes the chain's new head — in
+/// the log and as the `yoloswap_audit_head_sequence` metric — so that a log cut back behind it can be shown later
 /// (`yoloswap audit verify --expect-head SEQ:HASH`).
 ///
 /// Thread-safety: all members may be used from any task.

@@ -116,7 +116,8 @@ public struct ServerConfiguration: Sendable, Equatable {
         if let host = server.host { self.host = host }
         if let require = server.metrics_require_token { metricsRequireToken = require }
         if let seconds = server.idle_timeout_s {
-            idleTimeoutSeconds = try Limits.check(seconds, "server.idle_timeout_s", Limits.idleTimeoutSeconds, fail: fail)
+            idleTimeoutSeconds = try Limits.check(
+                seconds, "server.idle_timeout_s", Limits.idleTimeoutSeconds, fail: fail)
         }
         if let port = server.port { self.port = try Limits.check(port, "server.port", Limits.port, fail: fail) }
         if let mb = server.max_body_mb {
