@@ -88,7 +88,7 @@ public final class PipelinedJPEGDecoding: @unchecked Sendable {
             return size
         }
         guard width > 0 else { return nil }  // an orientation to apply
-        try ImageDecoder.checkSize(width: width, height: height, options: options)
+        let byteCount = try ImageDecoder.checkSize(width: width, height: height, options: options)
         let data = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: bytes.count)
         _ = data.initialize(from: bytes)
         let decoder = LibJPEGDecoder(UnsafeBufferPointer(data))
@@ -106,11 +106,11 @@ public final class PipelinedJPEGDecoding: @unchecked Sendable {
         self.data = data
         self.decoder = decoder
         if let external {
-            precondition(external.count >= width * height * 3, "pixel buffer too small for \(width)x\(height)")
+            precondition(external.count >= byteCount, "pixel buffer too small for \(width)x\(height)")
             pixels = external
             ownsPixels = false
         } else {
-            pixels = .allocate(capacity: width * height * 3)
+            pixels = .allocate(capacity: byteCount)
             ownsPixels = true
         }
     }

@@ -35,8 +35,12 @@ final class JPEGDecompressor {
     /// Writes straight into the returned array's storage. Uses TurboJPEG's default flags: accurate integer IDCT
     /// and fancy upsampling, the libjpeg-turbo defaults that OpenCV's `imread` uses too.
     func decodeRGB(_ data: UnsafeBufferPointer<UInt8>, width: Int, height: Int) throws(ImageDecodeError) -> [UInt8] {
+        // The caller checked the header size (`ImageDecoder.checkSize`); a DCT-scaled size is no larger.
+        guard let byteCount = RGBImage.byteCount(width: width, height: height) else {
+            throw .invalidDimensions(width: width, height: height)
+        }
         var status: Int32 = 0
-        let pixels = [UInt8](unsafeUninitializedCapacity: width * height * 3) { buffer, count in
+        let pixels = [UInt8](unsafeUninitializedCapacity: byteCount) { buffer, count in
             status = tjDecompress2(
                 handle, data.baseAddress, UInt(data.count), buffer.baseAddress,
                 Int32(width), 0, Int32(height), Int32(TJPF_RGB.rawValue), 0)
