@@ -22,4 +22,48 @@ struct HostileImageTests {
         #expect(throws: expected) { _ = try ImageDecoder.decodeOnTwoThreads(png, options: .init(maxPixels: maxPixels)) }
         #expect(expected.description.contains("\(width)x\(height)"))
     }
+
+    @Test("A progressive JPEG of a few hundred scans decodes (the crafted file is a valid image)")
+    func fewScans() throws {
+        let jpeg = HostileImages.progressiveJPEG(scans: 100)
+        let image = try ImageDecoder.decode(jpeg)
+        #expect(image == RGBImage(width: 8, height: 8, fill: (128, 128, 128)))
+        #expect(try ImageDecoder.decodeOnTwoThreads(jpeg) == image)
+    }
+
+    @Test("A progressive JPEG of thousands of scans is .corrupt, without reading them all, on either decode path")
+    func manyScans() throws {
+        let jpeg = HostileImages.progressiveJPEG(scans: 10_000)
+        let errors = [
+            #expect(throws: ImageDecodeError.self) { try ImageDecoder.decode(jpeg) },
+            #expect(throws: ImageDecodeError.self) { try ImageDecoder.decodeOnTwoThreads(jpeg) },
+        ]
+        for error in errors {
+            guard case .corrupt(.jpeg, let reason) = error else {
+                Issue.record("expected .corrupt(.jpeg, _), got \(String(describing: error))")
+                continue
+            }
+            #expect(reason.contains("scans"), "\(reason)")
+        }
+        // The libjpeg path (two threads) takes no multi-scan file: the decodes above were TurboJPEG's.
+        #expect(try PipelinedJPEGDecoding(jpeg) == nil)
+    }
+
+    @Test("A baseline JPEG with a scan its header does not announce is .corrupt on the two-thread path too")
+    func unannouncedScan() throws {
+        let baseline = try ImageEncoder.jpeg(RGBImage(width: 64, height: 48, fill: (10, 200, 30)))
+        let jpeg = HostileImages.baselineWithSecondScan(baseline)
+        let oneThread = #expect(throws: ImageDecodeError.self) { try ImageDecoder.decode(jpeg) }
+        // libjpeg, which the two-thread decode runs, refuses the second scan rather than reading it.
+        let decoding = try #require(try PipelinedJPEGDecoding(jpeg), "libjpeg takes a baseline header")
+        let pipelined = #expect(throws: ImageDecodeError.self) { try decoding.readCoefficients() }
+        decoding.stop()
+        let twoThreads = #expect(throws: ImageDecodeError.self) { try ImageDecoder.decodeOnTwoThreads(jpeg) }
+        for error in [oneThread, pipelined, twoThreads] {
+            guard case .corrupt(.jpeg, _) = error else {
+                Issue.record("expected .corrupt(.jpeg, _), got \(String(describing: error))")
+                continue
+            }
+        }
+    }
 }
