@@ -82,6 +82,104 @@ struct HostileModelTests {
         #expect(throws: ModelSchemaError.self) { try Detector(backend: backend) }
         #expect(backend.runs.withLock { $0 } == 0)
     }
+
+    // MARK: - Output values
+
+    @Test(
+        "a YOLOv10 class column that is no integer is an output error",
+        arguments: [Float.nan, .infinity, -.infinity, 9.3e18, -9.3e18, 1e30])
+    func yolov10BadClass(_ cls: Float) {
+        let values: [Float] = [1, 2, 3, 4, 0.9, cls]
+        let error = #expect(throws: OutputDecodeError.self) {
+            try OutputDecoder.candidates(values.span, shape: [1, 1, 6], format: .yolov10, options: .init())
+        }
+        #expect(error?.reason.contains("class") == true, "\(String(describing: error))")
+    }
+
+    @Test("a YOLOv10 row below the threshold is skipped without reading its class")
+    func yolov10BadClassBelowThreshold() throws {
+        let values: [Float] = [1, 2, 3, 4, 0.1, .nan, 1, 2, 3, 4, 0.9, 2]
+        let candidates = try OutputDecoder.candidates(
+            values.span, shape: [1, 2, 6], format: .yolov10, options: .init())
+        #expect(candidates.map(\.classID) == [2])
+    }
+
+    @Test(
+        "output shapes that are negative or overflow are output errors",
+        arguments: [[1, -1, -6], [1, Int.max, 2], [1, 1 << 62, 4]])
+    func badOutputShape(_ shape: [Int]) {
+        let values = [Float](repeating: 0, count: 6)
+        for format in OutputFormat.allCases {
+            #expect(throws: OutputDecodeError.self) {
+                try OutputDecoder.candidates(values.span, shape: shape, format: format, options: .init())
+            }
+        }
+    }
+
+    @Test("a YOLOv8 output with no anchors yields nothing, whatever its channel count")
+    func yolov8NoAnchors() throws {
+        let values: [Float] = []
+        #expect(
+            try OutputDecoder.candidates(values.span, shape: [1, 1 << 40, 0], format: .yolov8, options: .init())
+                .isEmpty)
+    }
+
+    @Test("a detector whose YOLOv10 model outputs a NaN class fails the detection, not the process")
+    func detectorNaNClass() throws {
+        let backend = ScriptedBackend(
+            output: [1, 1, 6], metadata: ["names": Self.names3, "end2end": "True"],
+            values: [10, 10, 20, 20, 0.9, .nan])
+        let detector = try Detector(backend: backend)
+        #expect(detector.schema.outputFormat == .yolov10)
+        #expect {
+            try detector.detect(image: RGBImage(width: 32, height: 32, fill: (1, 2, 3)))
+        } throws: { error in
+            guard case .output(let output) = error as? DetectionError else { return false }
+            return output.reason.contains("class")
+        }
+    }
+
+    // MARK: - Images
+
+    @Test("an empty image is refused by the detector and letterboxes to padding")
+    func emptyImage() throws {
+        let detector = try Detector(backend: ScriptedBackend())
+        for (width, height) in [(0, 0), (0, 5), (5, 0)] {
+            #expect {
+                try detector.detect(image: RGBImage(width: width, height: height, pixels: []))
+            } throws: { error in
+                guard case .decode(.invalidDimensions(width, height)) = error as? DetectionError else { return false }
+                return true
+            }
+            let geometry = LetterboxGeometry(
+                source: ImageSize(width: width, height: height), target: ImageSize(width: 64, height: 32))
+            #expect(geometry.resized == ImageSize(width: 0, height: 0))
+            #expect(geometry.left + geometry.right == 64 && geometry.top + geometry.bottom == 32)
+        }
+    }
+
+    @Test("hostile image files reach the detector as decode errors")
+    func hostileFiles() throws {
+        let backend = ScriptedBackend()
+        let detector = try Detector(backend: backend)
+        for parallel in [true, false] {
+            #expect {
+                try detector.detect(
+                    imageBytes: HostileImages.pngHeader(width: .max, height: .max), decodeInParallel: parallel)
+            } throws: { error in
+                guard case .decode(.tooLarge) = error as? DetectionError else { return false }
+                return true
+            }
+            #expect {
+                try detector.detect(
+                    imageBytes: HostileImages.progressiveJPEG(scans: 10_000), decodeInParallel: parallel)
+            } throws: { error in
+                guard case .decode(.corrupt(.jpeg, let reason)) = error as? DetectionError else { return false }
+                return reason.contains("scans")
+            }
+        }
+        #expect(backend.runs.withLock { $0 } == 0)
+    }
 }
 
 /// A backend with the tensors, metadata and output values it is given; counts its runs.
