@@ -37,10 +37,7 @@ public enum OutputDecoder {
     public static func candidates(
         _ values: Span<Float>, shape: [Int], format: OutputFormat, options: DetectionOptions
     ) throws(OutputDecodeError) -> [Candidate] {
-        guard shape.count == 3, shape[0] == 1, shape[1] >= 0, shape[2] >= 0,
-            case let (elements, overflow) = shape[1].multipliedReportingOverflow(by: shape[2]), !overflow,
-            values.count == elements
-        else {
+        guard shape.count == 3, shape[0] == 1, values.count == elementCount(shape[1], shape[2]) else {
             throw OutputDecodeError(format: format, shape: shape, reason: "expected [1, A, B] with A·B elements")
         }
         let threshold = options.confidence
@@ -108,6 +105,13 @@ public enum OutputDecoder {
             }
         }
         return out
+    }
+
+    /// `a · b`, the elements of an `[1, a, b]` output; nil when a dimension is negative or the product overflows.
+    private static func elementCount(_ a: Int, _ b: Int) -> Int? {
+        guard a >= 0, b >= 0 else { return nil }
+        let (product, overflow) = a.multipliedReportingOverflow(by: b)
+        return overflow ? nil : product
     }
 
     @inline(__always)

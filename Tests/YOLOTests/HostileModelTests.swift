@@ -43,7 +43,9 @@ struct HostileModelTests {
 
     @Test(
         "a declared input side outside 1...8192 is refused",
-        arguments: [[1, 3, 0, 0], [1, 3, 640, 0], [1, 3, 100_000, 100_000], [1, 3, 8193, 640], [1, 3, Int.max, 640]])
+        arguments: [
+            [1, 3, 0, 0], [1, 3, 640, 0], [1, 3, 100_000, 100_000], [1, 3, 8193, 640], [1, 3, Int.max, 640],
+        ])
     func badStaticInput(_ shape: [Int]) {
         let error = #expect(throws: ModelSchemaError.self) { try schema(input: shape, metadata: ["imgsz": "640"]) }
         #expect(error?.description.contains("1...8192") == true, "\(String(describing: error))")
@@ -51,9 +53,11 @@ struct HostileModelTests {
 
     @Test("an input size passed by the caller is held to 1...8192 too")
     func badImgszArgument() throws {
-        for size in [ImageSize(width: 0, height: 640), ImageSize(width: 640, height: -1),
-            ImageSize(width: 100_000, height: 100_000)]
-        {
+        let sizes = [
+            ImageSize(width: 0, height: 640), ImageSize(width: 640, height: -1),
+            ImageSize(width: 100_000, height: 100_000),
+        ]
+        for size in sizes {
             let error = #expect(throws: ModelSchemaError.self) { try schema(imgsz: size) }
             #expect(error?.description.contains("\(size)") == true, "\(String(describing: error))")
         }
