@@ -238,8 +238,8 @@ public enum ModelSchemaError: Error, Equatable, CustomStringConvertible {
     case unsupportedInput(shape: [Int], reason: String)
     case unsupportedOutput(shape: [Int], reason: String)
     case missingInputSize
-    /// The input size (declared, from metadata `imgsz`, or asked for) is malformed or out of bounds; `reason` says
-    /// which and why.
+    /// The input size (declared, from metadata `imgsz`, or passed as `imgsz`) is malformed or out of bounds; `reason`
+    /// says which and why.
     case invalidInputSize(reason: String)
     case classCountMismatch(names: Int, output: Int)
 
