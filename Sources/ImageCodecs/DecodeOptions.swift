@@ -3,6 +3,7 @@
 /// Fields and defaults:
 /// - `maxPixels` (50 000 000): images whose header declares more pixels (width × height, before any DCT
 ///   scaling) are rejected with ``ImageDecodeError/tooLarge(width:height:maxPixels:)`` before anything is allocated.
+///   A limit above `Int.max / 3` (the most pixels whose RGB bytes an `Int` can count) is applied as `Int.max / 3`.
 /// - `applyEXIFOrientation` (true): rotate/flip the decoded image as its EXIF orientation tag (2–8) says,
 ///   as OpenCV's `cv2.imread(path, IMREAD_COLOR)` does. Applies to JPEG APP1/Exif and PNG eXIf.
 /// - `minimumDecodedSize` (nil): when set, JPEGs much larger than this are decoded with libjpeg-turbo's DCT

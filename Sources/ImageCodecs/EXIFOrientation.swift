@@ -95,7 +95,7 @@ enum EXIFOrientation: Int, Sendable {
         }
         let (outWidth, outHeight) = swapsAxes ? (h, w) : (w, h)
         let pixels = image.pixels.withUnsafeBufferPointer { source in
-            [UInt8](unsafeUninitializedCapacity: w * h * 3) { output, count in
+            [UInt8](unsafeUninitializedCapacity: source.count) { output, count in
                 var o = 0
                 for y in 0..<outHeight {
                     var s = (start + y * stepY) * 3

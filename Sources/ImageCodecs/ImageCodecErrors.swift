@@ -8,9 +8,10 @@ public enum ImageDecodeError: Error, Equatable, CustomStringConvertible {
     case corrupt(format: ImageFormat, reason: String)
     /// The data ends before the image does (a cut-off upload or file).
     case truncated(format: ImageFormat, reason: String)
-    /// The header declares more than `maxPixels` pixels; nothing was allocated.
+    /// The header declares more than `maxPixels` pixels (the limit applied, see ``DecodeOptions/maxPixels``); nothing
+    /// was allocated.
     case tooLarge(width: Int, height: Int, maxPixels: Int)
-    /// The header declares a zero or negative dimension.
+    /// The header declares a zero or negative dimension, or a size whose bytes an `Int` cannot count.
     case invalidDimensions(width: Int, height: Int)
 
     public var description: String {
@@ -24,7 +25,10 @@ public enum ImageDecodeError: Error, Equatable, CustomStringConvertible {
         case .truncated(let format, let reason):
             return "truncated \(format.rawValue.uppercased()) data (file ends early): \(reason)"
         case .tooLarge(let width, let height, let maxPixels):
-            return "image too large: \(width)x\(height) = \(width * height) pixels exceeds the limit of \(maxPixels)"
+            // Header sizes are untrusted: their product may not fit in an Int.
+            let (pixels, overflow) = width.multipliedReportingOverflow(by: height)
+            let count = overflow ? "more than \(Int.max)" : "\(pixels)"
+            return "image too large: \(width)x\(height) = \(count) pixels exceeds the limit of \(maxPixels)"
         case .invalidDimensions(let width, let height):
             return "invalid image dimensions \(width)x\(height)"
         }

@@ -73,10 +73,10 @@ public enum ImageDecoder {
             return try decode(bytes, options: options)
         }
         let (_, width, height) = try header(bytes)
-        try checkSize(width: width, height: height, options: options)
+        let byteCount = try checkSize(width: width, height: height, options: options)
         var failure: ImageDecodeError?
         var decoded = false
-        let pixels = [UInt8](unsafeUninitializedCapacity: width * height * 3) { buffer, count in
+        let pixels = [UInt8](unsafeUninitializedCapacity: byteCount) { buffer, count in
             count = buffer.count  // UInt8 needs no initialisation; the array is dropped unless every row is decoded
             do throws(ImageDecodeError) {
                 guard let decoding = try PipelinedJPEGDecoding(bytes, options: options, pixels: buffer) else { return }
@@ -110,11 +110,23 @@ public enum ImageDecoder {
         return format
     }
 
-    static func checkSize(width: Int, height: Int, options: DecodeOptions) throws(ImageDecodeError) {
+    /// The most pixels ``checkSize(width:height:options:)`` lets through, whatever the options: the most whose RGB
+    /// bytes an `Int` can count.
+    static let pixelLimit = Int.max / 3
+
+    /// Checks a header's size against the pixel limit, before anything is allocated; returns the decoded image's bytes
+    /// (width × height × 3).
+    ///
+    /// The size is untrusted (a PNG header declares up to 2³² − 1 per side), so the product is overflow-checked.
+    /// - Throws: `.invalidDimensions` for a side under 1; `.tooLarge` with the limit applied (`options.maxPixels`, at
+    ///   most ``pixelLimit``) for more pixels than it.
+    @discardableResult
+    static func checkSize(width: Int, height: Int, options: DecodeOptions) throws(ImageDecodeError) -> Int {
         guard width > 0, height > 0 else { throw .invalidDimensions(width: width, height: height) }
-        guard width * height <= options.maxPixels else {
-            throw .tooLarge(width: width, height: height, maxPixels: options.maxPixels)
-        }
+        let limit = min(options.maxPixels, pixelLimit)
+        let (pixels, overflow) = width.multipliedReportingOverflow(by: height)
+        guard !overflow, pixels <= limit else { throw .tooLarge(width: width, height: height, maxPixels: limit) }
+        return pixels * 3
     }
 
     private static func decodeJPEG(_ data: UnsafeBufferPointer<UInt8>, options: DecodeOptions)

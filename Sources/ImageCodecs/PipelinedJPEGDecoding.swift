@@ -16,7 +16,9 @@ import Foundation
 /// the same IDCT and upsampling as its one-pass output), the file read to its end, and the first warning judged by
 /// TurboJPEG's rule. Images this class does not take — not a JPEG, EXIF orientation other than up, DCT-scaled
 /// decoding, several scans, anything failing before the first row — make the initialiser return nil, and the caller
-/// decodes them the usual way.
+/// decodes them the usual way. So libjpeg reads one scan here, whatever the file holds: a scan its header did not
+/// announce fails the decode as `.corrupt` (libjpeg expects the end of the image after the only scan), and a
+/// progressive or multi-scan file goes to TurboJPEG, whose scan limit applies.
 ///
 /// Thread-safety: ``readCoefficients()`` and ``finish()`` belong to the thread that created the decoding; the other
 /// members may be called from any thread. The two sides share the decompressor under the rules of `cjpeg.h`, their
@@ -88,7 +90,7 @@ public final class PipelinedJPEGDecoding: @unchecked Sendable {
             return size
         }
         guard width > 0 else { return nil }  // an orientation to apply
-        try ImageDecoder.checkSize(width: width, height: height, options: options)
+        let byteCount = try ImageDecoder.checkSize(width: width, height: height, options: options)
         let data = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: bytes.count)
         _ = data.initialize(from: bytes)
         let decoder = LibJPEGDecoder(UnsafeBufferPointer(data))
@@ -106,11 +108,11 @@ public final class PipelinedJPEGDecoding: @unchecked Sendable {
         self.data = data
         self.decoder = decoder
         if let external {
-            precondition(external.count >= width * height * 3, "pixel buffer too small for \(width)x\(height)")
+            precondition(external.count >= byteCount, "pixel buffer too small for \(width)x\(height)")
             pixels = external
             ownsPixels = false
         } else {
-            pixels = .allocate(capacity: width * height * 3)
+            pixels = .allocate(capacity: byteCount)
             ownsPixels = true
         }
     }

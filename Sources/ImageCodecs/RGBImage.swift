@@ -15,8 +15,8 @@ public struct RGBImage: Sendable, Equatable {
     public init(width: Int, height: Int, pixels: [UInt8]) {
         precondition(width >= 0 && height >= 0, "RGBImage dimensions must be non-negative, got \(width)x\(height)")
         precondition(
-            pixels.count == width * height * 3,
-            "RGBImage \(width)x\(height) needs \(width * height * 3) bytes, got \(pixels.count)")
+            Self.byteCount(width: width, height: height) == pixels.count,
+            "RGBImage \(width)x\(height) needs width × height × 3 bytes, got \(pixels.count)")
         self.width = width
         self.height = height
         self.pixels = pixels
@@ -24,8 +24,10 @@ public struct RGBImage: Sendable, Equatable {
 
     /// An image of one colour.
     public init(width: Int, height: Int, fill: (UInt8, UInt8, UInt8)) {
-        precondition(width >= 0 && height >= 0, "RGBImage dimensions must be non-negative, got \(width)x\(height)")
-        var pixels = [UInt8](repeating: 0, count: width * height * 3)
+        guard let count = Self.byteCount(width: width, height: height) else {
+            preconditionFailure("RGBImage \(width)x\(height): dimensions must be non-negative, their bytes countable")
+        }
+        var pixels = [UInt8](repeating: 0, count: count)
         var index = 0
         while index < pixels.count {
             pixels[index] = fill.0
@@ -36,6 +38,16 @@ public struct RGBImage: Sendable, Equatable {
         self.width = width
         self.height = height
         self.pixels = pixels
+    }
+
+    /// The bytes of a `width` × `height` image, `width * height * 3`; nil when a side is negative or the count
+    /// overflows `Int`. Sizes read from a file are counted through this (or ``ImageDecoder``'s size check), never by
+    /// plain multiplication.
+    package static func byteCount(width: Int, height: Int) -> Int? {
+        guard width >= 0, height >= 0 else { return nil }
+        let (pixels, pixelsOverflow) = width.multipliedReportingOverflow(by: height)
+        let (bytes, bytesOverflow) = pixels.multipliedReportingOverflow(by: 3)
+        return pixelsOverflow || bytesOverflow ? nil : bytes
     }
 }
 

@@ -45,7 +45,7 @@ final class PNGDecoderContext {
         let format = Int32(SPNG_FMT_RGB8.rawValue)
         var size = 0
         try check(spng_decoded_image_size(context, format, &size), doing: "sizing the PNG")
-        guard size == width * height * 3 else {
+        guard size == RGBImage.byteCount(width: width, height: height) else {
             throw .corrupt(format: .png, reason: "libspng sizes the RGB image at \(size) bytes for \(width)x\(height)")
         }
         var status: Int32 = 0

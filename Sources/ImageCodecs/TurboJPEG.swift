@@ -32,14 +32,21 @@ final class JPEGDecompressor {
 
     /// Decodes `data` to RGB at `width`×`height`, which must be the header size or one of its DCT-scaled sizes.
     ///
-    /// Writes straight into the returned array's storage. Uses TurboJPEG's default flags: accurate integer IDCT
-    /// and fancy upsampling, the libjpeg-turbo defaults that OpenCV's `imread` uses too.
+    /// Writes straight into the returned array's storage. Uses TurboJPEG's default decoding: accurate integer IDCT
+    /// and fancy upsampling, the libjpeg-turbo defaults that OpenCV's `imread` uses too. With `TJFLAG_LIMITSCANS`:
+    /// a progressive file of more scans than TurboJPEG's limit fails as `.corrupt` instead of being read, since every
+    /// scan makes libjpeg pass over the whole image's coefficients again, and a crafted file of thousands of cheap
+    /// scans would hold the decoding thread for as long as it takes to read them all.
     func decodeRGB(_ data: UnsafeBufferPointer<UInt8>, width: Int, height: Int) throws(ImageDecodeError) -> [UInt8] {
+        // The caller checked the header size (`ImageDecoder.checkSize`); a DCT-scaled size is no larger.
+        guard let byteCount = RGBImage.byteCount(width: width, height: height) else {
+            throw .invalidDimensions(width: width, height: height)
+        }
         var status: Int32 = 0
-        let pixels = [UInt8](unsafeUninitializedCapacity: width * height * 3) { buffer, count in
+        let pixels = [UInt8](unsafeUninitializedCapacity: byteCount) { buffer, count in
             status = tjDecompress2(
                 handle, data.baseAddress, UInt(data.count), buffer.baseAddress,
-                Int32(width), 0, Int32(height), Int32(TJPF_RGB.rawValue), 0)
+                Int32(width), 0, Int32(height), Int32(TJPF_RGB.rawValue), TJFLAG_LIMITSCANS)
             // TurboJPEG fills every row even on a warning (missing data is grey); on a fatal error the
             // contents are unspecified but UInt8 needs no initialisation, and the array is discarded.
             count = buffer.count

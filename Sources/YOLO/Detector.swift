@@ -111,9 +111,15 @@ public struct Detector: Sendable {
     }
 
     /// Detects objects in a decoded image.
+    ///
+    /// - Throws: `.decode(.invalidDimensions)` for an image with no pixels (nothing to map boxes back to); the
+    ///   errors of inference and output decoding.
     public func detect(image: RGBImage, options: DetectionOptions = .init(), cancellation: RunCancellation? = nil)
         throws(DetectionError) -> DetectionResult
     {
+        guard image.width > 0, image.height > 0 else {
+            throw .decode(.invalidDimensions(width: image.width, height: image.height))
+        }
         let clock = ContinuousClock()
         var timings = StageTimings()
         let t = clock.now

@@ -17,7 +17,8 @@ public struct ImageSize: Sendable, Equatable, Hashable, CustomStringConvertible,
 /// The geometry of Ultralytics' `LetterBox(auto=False, center=True)`: scale to fit, keep aspect ratio, pad evenly.
 ///
 /// r = min(H/h, W/w); the unpadded size is (round(w·r), round(h·r)); the padding (d = (W − w')/2) is split as
-/// round(d − 0.1) before and round(d + 0.1) after, Python's round-half-to-even included.
+/// round(d − 0.1) before and round(d + 0.1) after, Python's round-half-to-even included. An empty source or target
+/// (a side under 1), which has no such ratio, gets r = 0: the image is not drawn and the result is all padding.
 public struct LetterboxGeometry: Sendable, Equatable {
     public var source: ImageSize
     public var target: ImageSize
@@ -28,7 +29,11 @@ public struct LetterboxGeometry: Sendable, Equatable {
     public init(source: ImageSize, target: ImageSize) {
         self.source = source
         self.target = target
-        ratio = min(Double(target.height) / Double(source.height), Double(target.width) / Double(source.width))
+        if min(source.width, source.height, target.width, target.height) < 1 {
+            ratio = 0  // H/h or W/w would be infinite or NaN, and so would the sizes rounded to Int below
+        } else {
+            ratio = min(Double(target.height) / Double(source.height), Double(target.width) / Double(source.width))
+        }
         resized = ImageSize(
             width: Int((Double(source.width) * ratio).rounded(.toNearestOrEven)),
             height: Int((Double(source.height) * ratio).rounded(.toNearestOrEven)))

@@ -20,9 +20,17 @@ enum MetadataParser {
         return (0..<byIndex.count).map { byIndex[$0]! }
     }
 
-    /// Parses `[640, 640]`, `640` or `(640, 480)` as (height, width).
+    /// Parses `[640, 640]`, `640` or `(640, 480)` as (height, width): one or two unsigned whole numbers, separated by
+    /// commas or spaces, in brackets or parentheses or bare. Nil for anything else (a sign, an exponent, a fraction, a
+    /// third number, a number past `Int`'s range) rather than reading whatever digits it holds; the schema checks the
+    /// range.
     static func imageSize(_ text: String) -> ImageSize? {
-        let numbers = text.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
+        let tokens = text.split(whereSeparator: { "[](),".contains($0) || $0.isWhitespace })
+        var numbers: [Int] = []
+        for token in tokens {
+            guard token.allSatisfy({ $0.isASCII && $0.isNumber }), let number = Int(token) else { return nil }
+            numbers.append(number)
+        }
         switch numbers.count {
         case 1: return ImageSize(width: numbers[0], height: numbers[0])
         case 2: return ImageSize(width: numbers[1], height: numbers[0])

@@ -39,6 +39,16 @@ public enum Normalization: String, Sendable, Equatable, Codable {
 ///
 /// Built from a model's declared tensors and Ultralytics-style metadata (`names`, `stride`, `imgsz`, `task`).
 public struct ModelSchema: Sendable, Equatable {
+    /// The largest input height or width a schema takes. Every request is letterboxed into a float32 tensor of
+    /// 3 × height × width (and a load warms up on an image of that size), so the input size a model declares is memory
+    /// the service allocates per request: a model must not be able to make that gigabytes. YOLO exports use sides well
+    /// under this bound.
+    public static let maxInputSide = 8192
+    /// The most classes a schema takes: it names every class (a default name when the metadata has none) and the
+    /// output decoders go over every class of every box, so a declared output shape must not be able to make that
+    /// unbounded. Detection vocabularies are far smaller.
+    public static let maxClassCount = 65_536
+
     public var input: TensorSpec
     public var output: TensorSpec
     /// True when the input's height or width is dynamic; the size then comes from `imgsz`.
@@ -79,7 +89,8 @@ public struct ModelSchema: Sendable, Equatable {
     ///   - metadata: custom `metadata_props` (`names`, `imgsz`, `stride`, `task`, `end2end`).
     ///   - imgsz: input size for dynamic models when metadata has none (or to override it).
     ///   - format: forces an output format instead of detecting it.
-    /// - Throws: `ModelSchemaError` naming what is missing or malformed.
+    /// - Throws: `ModelSchemaError` naming what is missing or malformed, or out of the bounds above (an input side
+    ///   outside 1...``maxInputSide``, more than ``maxClassCount`` classes).
     public static func make(
         inputs: [TensorSpec], outputs: [TensorSpec], metadata: [String: String], imgsz: ImageSize? = nil,
         format: OutputFormat? = nil
@@ -95,14 +106,26 @@ public struct ModelSchema: Sendable, Equatable {
         let names = metadata["names"].flatMap(MetadataParser.names) ?? []
         let dynamic = input.shape[2] < 0 || input.shape[3] < 0
         let size: ImageSize
+        let origin: String
         if !dynamic {
             size = ImageSize(width: input.shape[3], height: input.shape[2])
+            origin = "declared by input \(input.shape)"
         } else if let imgsz {
             size = imgsz
-        } else if let text = metadata["imgsz"], let parsed = MetadataParser.imageSize(text) {
+            origin = "passed as imgsz"
+        } else if let text = metadata["imgsz"] {
+            guard let parsed = MetadataParser.imageSize(text) else {
+                throw ModelSchemaError.invalidInputSize(
+                    reason: "metadata imgsz '\(text)' is not one or two whole numbers")
+            }
             size = parsed
+            origin = "from metadata imgsz '\(text)'"
         } else {
             throw ModelSchemaError.missingInputSize
+        }
+        guard (1...maxInputSide).contains(size.width), (1...maxInputSide).contains(size.height) else {
+            throw ModelSchemaError.invalidInputSize(
+                reason: "\(size), \(origin): each side must lie in 1...\(maxInputSide)")
         }
         guard output.shape.count == 3 else {
             throw ModelSchemaError.unsupportedOutput(shape: output.shape, reason: "expected a rank-3 output")
@@ -115,13 +138,19 @@ public struct ModelSchema: Sendable, Equatable {
                 endToEnd: metadata["end2end"].map { $0.lowercased() == "true" } ?? false)
         }
         let classCount: Int
+        // A dynamic (negative) dimension holds no class: counted as 0, which also keeps the subtraction from
+        // overflowing on a declared Int.min.
         switch detected {
-        case .yolov5: classCount = output.shape[2] - 5
-        case .yolov8: classCount = output.shape[1] - 4
+        case .yolov5: classCount = max(output.shape[2], 0) - 5
+        case .yolov8: classCount = max(output.shape[1], 0) - 4
         case .yolov10: classCount = names.isEmpty ? 80 : names.count
         }
         guard classCount > 0 else {
             throw ModelSchemaError.unsupportedOutput(shape: output.shape, reason: "no class scores for \(detected)")
+        }
+        guard classCount <= maxClassCount else {
+            throw ModelSchemaError.unsupportedOutput(
+                shape: output.shape, reason: "\(classCount) classes for \(detected), more than \(maxClassCount)")
         }
         if !names.isEmpty, names.count != classCount, detected != .yolov10 {
             throw ModelSchemaError.classCountMismatch(names: names.count, output: classCount)
@@ -209,6 +238,9 @@ public enum ModelSchemaError: Error, Equatable, CustomStringConvertible {
     case unsupportedInput(shape: [Int], reason: String)
     case unsupportedOutput(shape: [Int], reason: String)
     case missingInputSize
+    /// The input size (declared, from metadata `imgsz`, or passed as `imgsz`) is malformed or out of bounds; `reason`
+    /// says which and why.
+    case invalidInputSize(reason: String)
     case classCountMismatch(names: Int, output: Int)
 
     public var description: String {
@@ -219,6 +251,7 @@ public enum ModelSchemaError: Error, Equatable, CustomStringConvertible {
         case .unsupportedOutput(let shape, let reason): "unsupported output shape \(shape): \(reason)"
         case .missingInputSize:
             "the model's input size is dynamic and its metadata has no imgsz: pass an input size (--imgsz)"
+        case .invalidInputSize(let reason): "unusable input size: \(reason)"
         case .classCountMismatch(let names, let output):
             "metadata names \(names) classes but the output holds \(output)"
         }

@@ -31,10 +31,13 @@ public enum OutputDecoder {
     ///   - values: the output tensor's elements, row-major.
     ///   - shape: the output's shape, `[1, A, B]`.
     ///   - format: its layout.
+    /// - Throws: ``OutputDecodeError`` when the shape does not fit the values or the layout, or when a YOLOv10 box
+    ///   above the threshold holds no class index (NaN, infinite, past `Int`'s range): outputs come from the model,
+    ///   untrusted.
     public static func candidates(
         _ values: Span<Float>, shape: [Int], format: OutputFormat, options: DetectionOptions
     ) throws(OutputDecodeError) -> [Candidate] {
-        guard shape.count == 3, shape[0] == 1, values.count == shape[1] * shape[2] else {
+        guard shape.count == 3, shape[0] == 1, values.count == elementCount(shape[1], shape[2]) else {
             throw OutputDecodeError(format: format, shape: shape, reason: "expected [1, A, B] with A·B elements")
         }
         let threshold = options.confidence
@@ -65,6 +68,7 @@ public enum OutputDecoder {
             guard channels > 4 else {
                 throw OutputDecodeError(format: format, shape: shape, reason: "fewer than 5 rows")
             }
+            guard anchors > 0 else { break }  // no box, however many class rows the shape declares
             // Class-major layout: scan each class row, keeping the best per anchor.
             var best = [Float](repeating: -.infinity, count: anchors)
             var bestClass = [Int32](repeating: 0, count: anchors)
@@ -87,13 +91,27 @@ public enum OutputDecoder {
             for r in 0..<rows {
                 let b = r * 6
                 let score = values[b + 4]
-                let cls = Int(values[b + 5])
-                guard score > threshold, options.classes?.contains(cls) ?? true else { continue }
+                guard score > threshold else { continue }
+                // The class column is a float, truncated to the model's integer class; NaN, an infinity or a value
+                // past Int's range is no class at all.
+                guard let cls = Int(exactly: values[b + 5].rounded(.towardZero)) else {
+                    throw OutputDecodeError(
+                        format: format, shape: shape,
+                        reason: "row \(r) holds class \(values[b + 5]), not a class index")
+                }
+                guard options.classes?.contains(cls) ?? true else { continue }
                 out.append(Candidate(x1: values[b], y1: values[b + 1], x2: values[b + 2], y2: values[b + 3],
                     score: score, classID: cls))
             }
         }
         return out
+    }
+
+    /// `a · b`, the elements of an `[1, a, b]` output; nil when a dimension is negative or the product overflows.
+    private static func elementCount(_ a: Int, _ b: Int) -> Int? {
+        guard a >= 0, b >= 0 else { return nil }
+        let (product, overflow) = a.multipliedReportingOverflow(by: b)
+        return overflow ? nil : product
     }
 
     @inline(__always)

@@ -63,6 +63,23 @@ extension HotSwapSuite {
             await manager.shutdown()
         }
 
+        @Test(
+            "a model declaring an unusable input size fails in loading, before any warm-up run",
+            arguments: [0, 100_000])
+        func unusableInputSize(side: Int) async throws {
+            let bad = Fixtures.identity320
+            let loader = FakeLoader { $0 == bad ? FakeBackend(inputSize: side) : FakeBackend() }
+            let manager = ModelManager(configuration: HotSwapConfiguration.testing(), loader: loader)
+            let slot = try await manager.createSlot("default")
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity416))
+            let original = try await slot.detect(imageBytes: Fixtures.busJPEG).model
+            let status = try await expectRejected(bad, manager: manager, slot: slot, original: original) {
+                if case .unsupportedModel(bad, let reason) = $0 { reason.contains("\(side)x\(side)") } else { false }
+            }
+            #expect(status.timings.warmup == nil, "a warm-up ran on the unusable model")
+            await manager.shutdown()
+        }
+
         @Test("an unreadable path fails as unreadable and leaves the active model serving")
         func unreadable() async throws {
             let manager = ModelManager(configuration: HotSwapConfiguration.testing(), loader: FakeLoader())

@@ -56,7 +56,9 @@ typedef struct cjpeg_buffered_layout {
 /// Buffered-image mode for a single-scan file: asks for RGB output (3 bytes a pixel, libjpeg's default accurate integer
 /// IDCT and fancy upsampling, as TurboJPEG decodes), starts decompression and the one output pass
 /// (jpeg_start_decompress, jpeg_start_output), reading no coefficient yet. Then, on the input side, cjpeg_consume until
-/// finished; on the output side, cjpeg_read_output_rows; at the end, cjpeg_finish_buffered.
+/// finished; on the output side, cjpeg_read_output_rows; at the end, cjpeg_finish_buffered. A second scan fails
+/// cjpeg_consume (libjpeg, told by the header that the file has one scan, expects the end of the image after it), so
+/// the input side never reads more than one scan and needs no scan limit.
 int cjpeg_start_buffered_rgb(cjpeg_decoder *decoder, cjpeg_buffered_layout *layout);
 /// Input side: jpeg_consume_input once (one iMCU row of coefficients, or the markers after the last); `*imcu_rows` is
 /// how many iMCU rows are read, `*finished` non-zero once the end of the image (EOI) is reached.

@@ -1,0 +1,69 @@
+import ImageCodecs
+import TestSupport
+import Testing
+
+/// Files crafted to crash or stall a decoder: each must end in a typed error, never a trap or a decode of every scan.
+@Suite("Hostile images")
+struct HostileImageTests {
+    @Test(
+        "A PNG header whose dimensions overflow a pixel or byte count is .tooLarge",
+        arguments: [
+            (UInt32.max, UInt32.max, 50_000_000),  // width × height overflows
+            (UInt32.max, UInt32.max, Int.max),  // ... whatever the limit
+            (UInt32.max, UInt32(Int32.max), Int.max),  // width × height fits, × 3 bytes does not
+        ])
+    func pngDimensionOverflow(width: UInt32, height: UInt32, maxPixels: Int) {
+        let png = HostileImages.pngHeader(width: width, height: height)
+        #expect(png.count == 24)
+        // The limit reported is the one applied: never more pixels than an Int can count the bytes of.
+        let expected = ImageDecodeError.tooLarge(
+            width: Int(width), height: Int(height), maxPixels: min(maxPixels, Int.max / 3))
+        #expect(throws: expected) { _ = try ImageDecoder.decode(png, options: .init(maxPixels: maxPixels)) }
+        #expect(throws: expected) { _ = try ImageDecoder.decodeOnTwoThreads(png, options: .init(maxPixels: maxPixels)) }
+        #expect(expected.description.contains("\(width)x\(height)"))
+    }
+
+    @Test("A progressive JPEG of a few hundred scans decodes (the crafted file is a valid image)")
+    func fewScans() throws {
+        let jpeg = HostileImages.progressiveJPEG(scans: 100)
+        let image = try ImageDecoder.decode(jpeg)
+        #expect(image == RGBImage(width: 8, height: 8, fill: (128, 128, 128)))
+        #expect(try ImageDecoder.decodeOnTwoThreads(jpeg) == image)
+    }
+
+    @Test("A progressive JPEG of thousands of scans is .corrupt, without reading them all, on either decode path")
+    func manyScans() throws {
+        let jpeg = HostileImages.progressiveJPEG(scans: 10_000)
+        let errors = [
+            #expect(throws: ImageDecodeError.self) { try ImageDecoder.decode(jpeg) },
+            #expect(throws: ImageDecodeError.self) { try ImageDecoder.decodeOnTwoThreads(jpeg) },
+        ]
+        for error in errors {
+            guard case .corrupt(.jpeg, let reason) = error else {
+                Issue.record("expected .corrupt(.jpeg, _), got \(String(describing: error))")
+                continue
+            }
+            #expect(reason.contains("scans"), "\(reason)")
+        }
+        // The libjpeg path (two threads) takes no multi-scan file: the decodes above were TurboJPEG's.
+        #expect(try PipelinedJPEGDecoding(jpeg) == nil)
+    }
+
+    @Test("A baseline JPEG with a scan its header does not announce is .corrupt on the two-thread path too")
+    func unannouncedScan() throws {
+        let baseline = try ImageEncoder.jpeg(RGBImage(width: 64, height: 48, fill: (10, 200, 30)))
+        let jpeg = HostileImages.baselineWithSecondScan(baseline)
+        let oneThread = #expect(throws: ImageDecodeError.self) { try ImageDecoder.decode(jpeg) }
+        // libjpeg, which the two-thread decode runs, refuses the second scan rather than reading it.
+        let decoding = try #require(try PipelinedJPEGDecoding(jpeg), "libjpeg takes a baseline header")
+        let pipelined = #expect(throws: ImageDecodeError.self) { try decoding.readCoefficients() }
+        decoding.stop()
+        let twoThreads = #expect(throws: ImageDecodeError.self) { try ImageDecoder.decodeOnTwoThreads(jpeg) }
+        for error in [oneThread, pipelined, twoThreads] {
+            guard case .corrupt(.jpeg, _) = error else {
+                Issue.record("expected .corrupt(.jpeg, _), got \(String(describing: error))")
+                continue
+            }
+        }
+    }
+}
