@@ -8,6 +8,21 @@ extension HotSwapSuite {
     /// Loads that must fail (digest, budget, unreadable), each with its reason, while the active model keeps serving.
     @Suite("Failure injection")
     struct FailureInjectionTests {
+        /// Loads `path` with activate, expects it to fail as `matches` says, and checks the original model still
+        /// answers with its original stamp.
+        private func expectRejected(_ path: String, manager: ModelManager, slot: ModelSlot, original: ModelStamp,
+                                    matches: (LoadFailure) -> Bool) async throws -> LoadOperation.Status {
+            let op = try await manager.load(LoadRequest(slot: slot.name, path: path, activate: true))
+            let status = await op.wait()
+            #expect(status.stage == .failed, "\(path)")
+            let failure = try #require(status.failure, "\(path) did not fail")
+            #expect(matches(failure), "\(path) failed with \(failure)")
+            let answer = try await slot.detect(imageBytes: Fixtures.busJPEG)
+            #expect(answer.model == original, "\(path): the active model changed")
+            #expect(slot.roles.staged == nil)
+            return status
+        }
+
         @Test("a sha256 mismatch is rejected before any backend is made")
         func digestMismatch() async throws {
             let loader = FakeLoader()
@@ -86,15 +101,9 @@ extension HotSwapSuite {
             let slot = try await manager.createSlot("default")
             _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity416))
             let original = try await slot.detect(imageBytes: Fixtures.busJPEG).model
-            let status = await (try await manager.load(LoadRequest(slot: "default", path: "/nonexistent/model.onnx",
-                activate: true))).wait()
-            #expect(status.stage == .failed)
-            guard case .unreadable? = status.failure else {
-                Issue.record("expected unreadable, got \(String(describing: status.failure))")
-                return
+            _ = try await expectRejected("/nonexistent/model.onnx", manager: manager, slot: slot, original: original) {
+                if case .unreadable = $0 { true } else { false }
             }
-            #expect(try await slot.detect(imageBytes: Fixtures.busJPEG).model == original)
-            #expect(slot.roles.staged == nil)
             await manager.shutdown()
         }
 
