@@ -138,6 +138,31 @@ public final class ControlPlane: Sendable {
         }
     }
 
+    /// Closes the intents a previous run left without an outcome (it ended between the two): each gets an entry with
+    /// result `interrupted`, saying what its slot serves now. Only entries from before `startedAt` count, so calls made
+    /// since this process started are never taken for interrupted ones. Best effort, like the restore entries.
+    /// - Returns: the intents closed.
+    @discardableResult
+    func reconcileInterruptedIntents(before startedAt: Date) async -> Int {
+        guard let audit, let entries = try? await audit.entries(slot: nil, since: nil, limit: 10_000) else { return 0 }
+        var open: [String: AuditEntry] = [:]
+        for entry in entries.reversed() where entry.time < startedAt {
+            let key = "\(entry.action)|\(entry.slot ?? "")|\(entry.actor)"
+            if entry.result == "intent" { open[key] = entry } else { open[key] = nil }
+        }
+        for intent in open.values.sorted(by: { ($0.id ?? 0) < ($1.id ?? 0) }) {
+            let serving = intent.slot.flatMap { manager.slot($0)?.roles.active?.identity }
+            let now = serving.map { "slot '\(intent.slot ?? "")' serves \($0.id) (\($0.sha256.prefix(12)))" }
+                ?? "nothing is served by its slot"
+            try? await audit.record(AuditEntry(
+                actor: intent.actor, remoteAddress: intent.remoteAddress, action: intent.action, slot: intent.slot,
+                modelPath: intent.modelPath, version: intent.version, sha256: intent.sha256, result: "interrupted",
+                reason: "the process ended before the outcome of entry #\(intent.id ?? 0) was recorded; after the "
+                    + "restart " + now))
+        }
+        return open.count
+    }
+
     /// Records a slot brought back at start-up (actor `system`). Best effort: the restore changes nothing that was
     /// not committed, and recorded, before.
     func auditRestore(_ event: SwapEvent) async {

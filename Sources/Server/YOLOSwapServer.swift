@@ -32,6 +32,7 @@ public enum YOLOSwapServer {
     /// committed state load their configured model. Failures are logged and leave the slot not ready.
     public static func startSlots(control: ControlPlane, configuration: ServerConfiguration, logger: Logger) async {
         let manager = control.manager
+        let startedAt = Date()
         // Ready once the active models are back; the standbys follow in their slots' queues.
         let repository = control.repository
         let restored = await manager.restore(standbysInBackground: true) { record in
@@ -54,6 +55,10 @@ public enum YOLOSwapServer {
                 logger.error("slot has no model", metadata: ["slot": "\(name)", "model": "\(slot.model)",
                     "error": "\(Problem.from(error).detail)"])
             }
+        }
+        let closed = await control.reconcileInterruptedIntents(before: startedAt)
+        if closed > 0 {
+            logger.warning("audit: intents left open by the previous run closed", metadata: ["count": "\(closed)"])
         }
         control.markStarted()
     }

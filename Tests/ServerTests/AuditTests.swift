@@ -4,7 +4,7 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import NIOCore
-import Server
+@testable import Server
 import TestSupport
 import Testing
 
@@ -99,5 +99,31 @@ struct AuditTests {
         let discard = try #require(entries.last { $0.action == "discard" && $0.result == "succeeded" })
         #expect(discard.modelPath == "synthetic/yolov5-nc80-320-identity.onnx")
         #expect(discard.sha256?.count == 64)
+    }
+
+    @Test("an intent a previous run left without an outcome is closed at start-up as interrupted")
+    func interruptedIntents() async throws {
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        let earlier = Date().addingTimeInterval(-60)
+        // A previous run: one switch completed, one killed between its intent and its outcome.
+        for result in ["intent", "succeeded", "intent"] {
+            try await harness.audit.record(AuditEntry(time: earlier, actor: "alice", action: "switch",
+                slot: "default", result: result))
+        }
+        // A call of this run, still in progress: not interrupted.
+        try await harness.audit.record(AuditEntry(actor: "alice", action: "rollback", slot: "line2", result: "intent"))
+        let closed = await harness.control.reconcileInterruptedIntents(before: Date().addingTimeInterval(-1))
+        #expect(closed == 1)
+        let entries = try await harness.auditEntries()
+        let interrupted = entries.filter { $0.result == "interrupted" }
+        #expect(interrupted.count == 1)
+        #expect(interrupted.first?.action == "switch" && interrupted.first?.slot == "default")
+        #expect(interrupted.first?.reason?.contains("serves yolov5-nc80-416-identity@") == true,
+            "\(String(describing: interrupted.first?.reason))")
+        // Closed once: a later start closes only what is still open (this run's rollback, if it never ended).
+        #expect(await harness.control.reconcileInterruptedIntents(before: Date().addingTimeInterval(1)) == 1)
+        let again = try await harness.auditEntries().filter { $0.result == "interrupted" }
+        #expect(again.map(\.action) == ["switch", "rollback"])
     }
 }
