@@ -75,7 +75,7 @@ final class MultipartFieldReader {
             let named = HeaderParameters.value(of: "name", in: value)?.lowercased() == wanted
             collecting = named ? ByteBuffer() : nil
         }
-        parser.onBody = { [unowned self] chunk in collecting?.writeBuffer(&chunk) }
+        parser.onBody = { [unowned self] chunk in _ = collecting?.writeBuffer(&chunk) }
         parser.onPartComplete = { [unowned self] in
             if found == nil, let collecting { found = collecting }
             collecting = nil
