@@ -21,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/vapor/multipart-kit", from: "4.7.1"),
     ],
     targets: [
         // MARK: C modules (headers only; nothing third-party is committed)
@@ -87,6 +88,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Yams", package: "Yams"),
+                .product(name: "MultipartKit", package: "multipart-kit"),
             ]),
         /// Test doubles for the layers above ONNX Runtime: a fake backend and loader, gates, a slow state store.
         /// Lets the HotSwap, Server and ModelSigning tests build and run without ORT.
@@ -127,7 +129,7 @@ let package = Package(
         .testTarget(
             name: "ServerTests",
             dependencies: [
-                "Server", "HotSwap", "HotSwapTesting", "AuditLog", "TestSupport",
+                "Server", "HotSwap", "HotSwapTesting", "AuditLog", "Primitives", "TestSupport",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),

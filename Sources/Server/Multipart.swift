@@ -1,49 +1,166 @@
-/// Extracts one field's content from a `multipart/form-data` body (RFC 7578), without copying the rest.
-enum Multipart {
-    /// The boundary parameter of a multipart content type, or nil.
-    static func boundary(contentType: String) -> String? {
-        for part in contentType.split(separator: ";").dropFirst() {
-            let kv = part.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
-            guard kv.count == 2, kv[0].lowercased() == "boundary" else { continue }
-            let value = kv[1]
-            return value.hasPrefix("\"") && value.hasSuffix("\"") && value.count >= 2
-                ? String(value.dropFirst().dropLast()) : value
+import Foundation
+import MultipartKit
+import NIOCore
+
+/// Why a `multipart/form-data` request body (RFC 7578) gave no image.
+enum MultipartError: Error, CustomStringConvertible {
+    /// The content type has no `boundary` parameter.
+    case missingBoundary
+    /// The boundary is empty, longer than RFC 2046's 70 characters, or has a character outside its set.
+    case invalidBoundary(length: Int)
+    /// The parser met bytes that are not a delimiter, a part header or the blank line after the headers.
+    case malformed(field: String, from: Int, to: Int)
+    /// No part is named `field`.
+    case fieldMissing(String)
+    /// The part named `field` has no content.
+    case fieldEmpty(String)
+    /// The part named `field` is not closed by a delimiter before the body ends.
+    case fieldUnterminated(String)
+
+    var description: String {
+        switch self {
+        case .missingBoundary:
+            return "multipart/form-data without a boundary"
+        case .invalidBoundary(let length):
+            return "multipart/form-data with an invalid boundary (\(length) characters): RFC 2046 allows 1 to 70 "
+                + "digits, letters and '()+_,-./:=? (a space, but not at the end)"
+        case .malformed(let field, let from, let to):
+            return "malformed multipart/form-data body (looking for the field '\(field)'): bytes \(from)..<\(to) "
+                + "hold something other than a delimiter, 'Name: value' part headers or the blank line after them"
+        case .fieldMissing(let field):
+            return "multipart/form-data without a non-empty field '\(field)'"
+        case .fieldEmpty(let field):
+            return "multipart/form-data with an empty field '\(field)': it must hold the image"
+        case .fieldUnterminated(let field):
+            return "multipart/form-data whose field '\(field)' is not closed by a delimiter: the body is truncated"
         }
-        return nil
+    }
+}
+
+/// Takes one field's content out of a `multipart/form-data` body (RFC 7578) as the body streams in.
+///
+/// Parsing is multipart-kit's `MultipartParser`, a state machine that looks at each byte once whatever the boundary,
+/// so a body costs time in proportion to its length. Only the wanted field's bytes are kept; other parts are skipped.
+/// The first complete part whose `Content-Disposition` names the field (compared without regard to case) wins, and
+/// nothing after it is parsed.
+///
+/// Thread-safety: none (`MultipartParser` is a mutable class). One request's task creates a reader, feeds it the body
+/// in order and then asks for the field.
+final class MultipartFieldReader {
+    /// The most bytes parsed between two suspensions, so that one large body buffer does not hold a thread of the
+    /// cooperative pool for the whole of its parse.
+    static let step = 64 << 10
+
+    let field: String
+    private let parser: MultipartParser
+    /// The content of the current part while it is the wanted field.
+    private var collecting: ByteBuffer?
+    private var found: ByteBuffer?
+    private var fed = 0
+
+    /// - Parameters:
+    ///   - contentType: the request's `Content-Type`, whose `boundary` parameter separates the parts.
+    ///   - field: the name of the part to keep.
+    /// - Throws: `MultipartError.missingBoundary` or `.invalidBoundary`.
+    init(contentType: String, field: String) throws(MultipartError) {
+        guard let boundary = HeaderParameters.value(of: "boundary", in: contentType) else {
+            throw .missingBoundary
+        }
+        guard Self.isValid(boundary: boundary) else { throw .invalidBoundary(length: boundary.count) }
+        self.field = field
+        parser = MultipartParser(boundary: boundary)
+        let wanted = field.lowercased()
+        parser.onHeader = { [unowned self] name, value in
+            guard name.lowercased() == "content-disposition" else { return }
+            let named = HeaderParameters.value(of: "name", in: value)?.lowercased() == wanted
+            collecting = named ? ByteBuffer() : nil
+        }
+        parser.onBody = { [unowned self] chunk in _ = collecting?.writeBuffer(&chunk) }
+        parser.onPartComplete = { [unowned self] in
+            if found == nil, let collecting { found = collecting }
+            collecting = nil
+        }
     }
 
-    /// The bytes of the part whose Content-Disposition names `field`, or nil when there is none.
-    static func field(_ field: String, in body: [UInt8], boundary: String) -> [UInt8]? {
-        let delimiter = Array(("--" + boundary).utf8)
-        var position = 0
-        while let start = find(delimiter, in: body, from: position) {
-            var cursor = start + delimiter.count
-            // "--" after the delimiter ends the body.
-            if cursor + 1 < body.count, body[cursor] == UInt8(ascii: "-"), body[cursor + 1] == UInt8(ascii: "-") {
-                return nil
+    /// Parses the next bytes of the body, suspending between steps of ``step`` bytes. Does nothing once the field
+    /// has been found.
+    /// - Throws: `MultipartError.malformed` with the offsets of the step that failed.
+    func feed(_ chunk: ByteBuffer) async throws(MultipartError) {
+        var rest = chunk
+        while found == nil, let piece = rest.readSlice(length: min(rest.readableBytes, Self.step)),
+            piece.readableBytes > 0
+        {
+            do { try parser.execute(piece) } catch {
+                throw .malformed(field: field, from: fed, to: fed + piece.readableBytes)
             }
-            guard let headerEnd = find(Array("\r\n\r\n".utf8), in: body, from: cursor) else { return nil }
-            let headers = String(decoding: body[cursor..<headerEnd], as: UTF8.self).lowercased()
-            cursor = headerEnd + 4
-            guard let next = find(Array(("\r\n--" + boundary).utf8), in: body, from: cursor) else { return nil }
-            if headers.contains("name=\"\(field.lowercased())\"") { return Array(body[cursor..<next]) }
-            position = next + 2
+            fed += piece.readableBytes
+            if rest.readableBytes > 0 { await Task.yield() }
         }
-        return nil
     }
 
-    private static func find(_ needle: [UInt8], in haystack: [UInt8], from: Int) -> Int? {
-        guard !needle.isEmpty, haystack.count >= needle.count, from <= haystack.count - needle.count else { return nil }
-        let first = needle[0]
-        var i = from
-        let last = haystack.count - needle.count
-        while i <= last {
-            if haystack[i] == first {
-                var j = 1
-                while j < needle.count, haystack[i + j] == needle[j] { j += 1 }
-                if j == needle.count { return i }
+    /// The field's content, once the whole body has been fed.
+    /// - Throws: `MultipartError.fieldMissing`, `.fieldEmpty` or `.fieldUnterminated`.
+    func content() throws(MultipartError) -> [UInt8] {
+        guard var found else { throw collecting == nil ? .fieldMissing(field) : .fieldUnterminated(field) }
+        guard found.readableBytes > 0 else { throw .fieldEmpty(field) }
+        return found.readBytes(length: found.readableBytes) ?? []
+    }
+
+    /// RFC 2046's `boundary := 0*69<bchars> bcharsnospace`.
+    static func isValid(boundary: String) -> Bool {
+        let bytes = Array(boundary.utf8)
+        guard (1...70).contains(bytes.count), bytes.last != UInt8(ascii: " ") else { return false }
+        return bytes.allSatisfy { byte in
+            switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "a")...UInt8(ascii: "z"),
+                UInt8(ascii: "A")...UInt8(ascii: "Z"):
+                return true
+            default:
+                return Array("'()+_,-./:=? ".utf8).contains(byte)
             }
-            i += 1
+        }
+    }
+}
+
+/// The parameters of a header value such as `form-data; name="image"` or `multipart/form-data; boundary=x`
+/// (RFC 9110 section 5.6.6): `;`-separated `name=value` pairs, the value a token or a quoted string.
+///
+/// Thread-safety: stateless.
+enum HeaderParameters {
+    /// The value of the parameter `name` (compared without regard to case), unquoted; nil when it is absent.
+    static func value(of name: String, in header: String) -> String? {
+        var scanner = Substring(header)
+        // Skip the leading type ("form-data", "multipart/form-data").
+        guard let firstSemicolon = scanner.firstIndex(of: ";") else { return nil }
+        scanner = scanner[scanner.index(after: firstSemicolon)...]
+        while !scanner.isEmpty {
+            scanner = scanner.drop { $0 == " " || $0 == "\t" }
+            let key = scanner.prefix { $0 != "=" && $0 != ";" }
+            scanner = scanner[key.endIndex...]
+            var value = ""
+            if scanner.first == "=" {
+                scanner = scanner.dropFirst()
+                if scanner.first == "\"" {
+                    scanner = scanner.dropFirst()
+                    while let character = scanner.first, character != "\"" {
+                        scanner = scanner.dropFirst()
+                        if character == "\\", let escaped = scanner.first {
+                            value.append(escaped)
+                            scanner = scanner.dropFirst()
+                        } else {
+                            value.append(character)
+                        }
+                    }
+                    scanner = scanner.dropFirst()
+                    scanner = scanner.drop { $0 != ";" }
+                } else {
+                    let token = scanner.prefix { $0 != ";" }
+                    value = token.trimmingCharacters(in: .whitespaces)
+                    scanner = scanner[token.endIndex...]
+                }
+            }
+            if key.trimmingCharacters(in: .whitespaces).lowercased() == name.lowercased() { return value }
+            scanner = scanner.dropFirst()  // the ";"
         }
         return nil
     }

@@ -78,6 +78,8 @@ public struct Problem: HTTPResponseError, CustomStringConvertible {
             case .notCommitted: return Problem(.serviceUnavailable, "Not Committed", detail: failure.description)
             default: return Problem(.unprocessableContent, "Load Failed", detail: failure.description)
             }
+        case let error as MultipartError:
+            return badRequest(error.description)
         case let error as DecodingError:
             return badRequest("invalid JSON: \(error)")
         case let error as any HTTPResponseError:

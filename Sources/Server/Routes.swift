@@ -199,23 +199,26 @@ struct APIRoutes: Sendable {
             throw Problem(.unsupportedMediaType, "Unsupported Media Type",
                 detail: "send image/jpeg, image/png or multipart/form-data with a field 'image' (got '\(mediaType)')")
         }
-        var buffer: ByteBuffer
-        do { buffer = try await request.body.collect(upTo: configuration.maxBodyBytes) } catch is NIOTooManyBytesError {
-            throw Problem(.contentTooLarge, "Content Too Large",
-                detail: "the body is larger than the limit of \(configuration.maxBodyBytes) bytes")
-        }
-        let body = buffer.readBytes(length: buffer.readableBytes) ?? []
+        let tooLarge = Problem(.contentTooLarge, "Content Too Large",
+            detail: "the body is larger than the limit of \(configuration.maxBodyBytes) bytes")
         guard mediaType == "multipart/form-data" else {
+            var buffer: ByteBuffer
+            do {
+                buffer = try await request.body.collect(upTo: configuration.maxBodyBytes)
+            } catch is NIOTooManyBytesError { throw tooLarge }
+            let body = buffer.readBytes(length: buffer.readableBytes) ?? []
             guard !body.isEmpty else { throw Problem.badRequest("the request body is empty: send an image") }
             return body
         }
-        guard let boundary = Multipart.boundary(contentType: contentType) else {
-            throw Problem.badRequest("multipart/form-data without a boundary")
+        // Parsed as it arrives, in bounded steps; the whole body is still read so that the size limit holds.
+        let reader = try MultipartFieldReader(contentType: contentType, field: "image")
+        var received = 0
+        for try await chunk in request.body {
+            received += chunk.readableBytes
+            guard received <= configuration.maxBodyBytes else { throw tooLarge }
+            try await reader.feed(chunk)
         }
-        guard let image = Multipart.field("image", in: body, boundary: boundary), !image.isEmpty else {
-            throw Problem.badRequest("multipart/form-data without a non-empty field 'image'")
-        }
-        return image
+        return try reader.content()
     }
 
     // MARK: Helpers
