@@ -154,7 +154,7 @@ public final class ControlPlane: Sendable {
             let serving = intent.slot.flatMap { manager.slot($0)?.roles.active?.identity }
             let now = serving.map { "slot '\(intent.slot ?? "")' serves \($0.id) (\($0.sha256.prefix(12)))" }
                 ?? "nothing is served by its slot"
-            try? await audit.record(AuditEntry(
+            _ = try? await audit.record(AuditEntry(
                 actor: intent.actor, remoteAddress: intent.remoteAddress, action: intent.action, slot: intent.slot,
                 modelPath: intent.modelPath, version: intent.version, sha256: intent.sha256, result: "interrupted",
                 reason: "the process ended before the outcome of entry #\(intent.id ?? 0) was recorded; after the "

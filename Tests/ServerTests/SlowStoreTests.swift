@@ -61,7 +61,6 @@ struct SlowStoreTests {
                 during = max(during, try await timed("/v1/detect", .post, body: H.busJPEG))
             }
             let probesEnded = clock.now
-            #expect(manager.slot("default")?.roles.generation == generationBefore, "switched before it was committed")
             _ = try await slowRollback.value
             _ = try await otherRollback.value
             let operations = clock.now - started
