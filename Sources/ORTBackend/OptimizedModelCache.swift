@@ -15,21 +15,26 @@ import Primitives
 /// Performance). Swaps between known models therefore stay close to "old + new" in memory.
 ///
 /// Layout: `<key>.onnx` (written by ORT through `SessionOptions.optimizedModelPath`) and `<key>.json` (what it was
-/// made from and the file's own SHA-256). The key hashes the source model's SHA-256, the ORT version, the
-/// optimization level and this CPU's model name and feature flags: ORT's layout optimizations are specific to the
-/// hardware, so an entry is never used by another ORT or another kind of CPU.
+/// made from, the file's own SHA-256 and size, and an HMAC-SHA256 binding them together). The key hashes the source
+/// model's SHA-256, the ORT version, the optimization level and this CPU's model name and feature flags: ORT's layout
+/// optimizations are specific to the hardware, so an entry is never used by another ORT or another kind of CPU.
 ///
-/// Trust: an entry is derived from bytes that passed verification (digest, signature) and is as trusted as the
-/// directory that holds it (keep it beside the state database, writable by the service only). Its digest is checked
-/// before every use; an entry that does not match, or that ORT cannot load, is removed and rebuilt from the verified
-/// source. Any cache problem (a read-only directory, a full disk) falls back to an ordinary load from the verified
-/// bytes: the cache never makes a load fail. What the cache creates only this user may open: folders 0700, files 0600
-/// (`PrivateFiles`).
+/// Trust: an entry is derived from bytes that passed verification (digest, signature). Its manifest carries an
+/// HMAC-SHA256, under a secret kept outside the cache folder (`Secret`), of the verified source's digest, the
+/// optimized file's digest and size, the ORT version, the optimization level and the CPU fingerprint; someone who can
+/// write the cache folder but not read the secret cannot make another graph pass for a verified model's. Before every
+/// use the entry is read once into memory, its digest and the manifest's code are checked, and the session is created
+/// from those bytes, never by re-opening the path (which may name another file by then). An entry that does not
+/// match, or that ORT cannot load, is removed and rebuilt from the verified source. Any cache problem (a read-only
+/// directory, a full disk) falls back to an ordinary load from the verified bytes: the cache never makes a load fail.
+/// What the cache creates only this user may open: folders 0700, files 0600 (`PrivateFiles`).
 ///
 /// Thread-safety: a stateless value. Concurrent loads of one model may both build an entry; each writes its own
 /// temporary files and renames them into place, so readers see either no entry or a complete one.
 public struct OptimizedModelCache: Sendable {
     public let directory: String
+    /// Authenticates the manifests; kept outside `directory`.
+    public let secret: Secret
     /// Entries kept; the least recently used beyond this are removed after a new one is written.
     public var maxEntries: Int
     /// Where a miss's graph optimization runs (default: in this process).
@@ -50,9 +55,12 @@ public struct OptimizedModelCache: Sendable {
 
     /// - Parameters:
     ///   - directory: created on first use.
+    ///   - secret: authenticates the manifests. Keep it outside `directory` (`Secret.loadOrCreate(atPath:)` beside
+    ///     it); entries written under another secret are rebuilt.
     ///   - maxEntries: entries kept (default 32).
-    public init(directory: String, maxEntries: Int = 32) {
+    public init(directory: String, secret: Secret, maxEntries: Int = 32) {
         self.directory = directory
+        self.secret = secret
         self.maxEntries = maxEntries
     }
 
@@ -108,7 +116,8 @@ public struct OptimizedModelCache: Sendable {
             }
             if FileManager.default.fileExists(atPath: sourceCopy),
                 try optimize(sourceCopy, environment: environment, options: writing, label: label),
-                store(temporary, as: entry, manifest: manifest, source: file, ortVersion: environment.library.version),
+                store(temporary, as: entry, manifest: manifest, source: file, ortVersion: environment.library.version,
+                    optimization: options.optimization),
                 let session = loadEntry(entry, manifest: manifest, source: file, environment: environment,
                     options: options, label: label)
             {
@@ -166,25 +175,47 @@ public struct OptimizedModelCache: Sendable {
         return parts.isEmpty ? "unknown" : parts.joined(separator: "\n")
     }()
 
-    /// What an entry's manifest records.
+    /// What an entry's manifest records. `mac` is the hex HMAC-SHA256 of `boundFields`, under `secret`.
     struct Manifest: Codable {
         var source_sha256: String
         var optimized_sha256: String
+        var optimized_byte_count: Int
         var ort_version: String
+        var optimization: String
         var cpu: String
+        var mac: String
     }
 
+    /// What a manifest's code authenticates, in order.
+    static func boundFields(sourceSHA256: String, optimizedSHA256: String, optimizedByteCount: Int, ortVersion: String,
+                            optimization: GraphOptimizationLevel) -> [String] {
+        [sourceSHA256, optimizedSHA256, String(optimizedByteCount), ortVersion, optimization.rawValue, cpuFingerprint]
+    }
+
+    /// Bytes of a manifest read at most.
+    private static let manifestLimit = 1 << 16
+
     /// Loads a valid entry; removes an invalid one. Nil when there is none (or it was invalid).
+    ///
+    /// Valid: the manifest's code verifies under `secret` for the verified source's digest, this ORT, this
+    /// optimization level and this CPU, and the entry's bytes — read once, no more than the size the code vouches
+    /// for — have the digest it vouches for. The session is created from those bytes.
     private func loadEntry(_ entry: String, manifest: String, source: ModelFile, environment: ORTEnvironment,
                            options: SessionOptions, label: String) -> ORTSession? {
         guard FileManager.default.fileExists(atPath: entry), FileManager.default.fileExists(atPath: manifest) else {
             return nil
         }
-        guard let data = FileManager.default.contents(atPath: manifest),
+        guard let data = try? RegularFile(openingForReading: manifest).readAll(limit: Self.manifestLimit),
             let recorded = try? JSONDecoder().decode(Manifest.self, from: data),
-            recorded.source_sha256 == source.sha256,
-            let optimized = try? ModelFile(verifying: entry), optimized.sha256 == recorded.optimized_sha256,
-            let session = try? ORTSession(path: entry, environment: environment, options: options, label: label)
+            let code = Hex.bytes(recorded.mac),
+            secret.isValid(code, for: Self.boundFields(sourceSHA256: source.sha256,
+                optimizedSHA256: recorded.optimized_sha256, optimizedByteCount: recorded.optimized_byte_count,
+                ortVersion: environment.library.version, optimization: options.optimization)),
+            let bytes = try? RegularFile(openingForReading: entry).readAll(limit: recorded.optimized_byte_count),
+            bytes.count == recorded.optimized_byte_count,
+            SHA256.hash(data: bytes).hexString == recorded.optimized_sha256,
+            let session = try? ORTSession(bytes: [UInt8](bytes), environment: environment, options: options,
+                label: label)
         else {
             remove(entry, manifest)
             return nil
@@ -194,12 +225,20 @@ public struct OptimizedModelCache: Sendable {
         return session
     }
 
-    /// Moves a freshly written optimized model into place with its manifest. False if that failed.
+    /// Moves a freshly written optimized model into place with its authenticated manifest. False if that failed.
     private func store(_ temporary: String, as entry: String, manifest: String, source: ModelFile,
-                       ortVersion: String) -> Bool {
-        guard let optimized = try? ModelFile(verifying: temporary),
-            let json = try? JSONEncoder().encode(Manifest(source_sha256: source.sha256,
-                optimized_sha256: optimized.sha256, ort_version: ortVersion, cpu: Self.cpuFingerprint))
+                       ortVersion: String, optimization: GraphOptimizationLevel) -> Bool {
+        guard let optimized = try? ModelFile(verifying: temporary) else {
+            try? FileManager.default.removeItem(atPath: temporary)
+            return false
+        }
+        let code = secret.authenticationCode(for: Self.boundFields(sourceSHA256: source.sha256,
+            optimizedSHA256: optimized.sha256, optimizedByteCount: optimized.byteCount, ortVersion: ortVersion,
+            optimization: optimization))
+        guard let json = try? JSONEncoder().encode(Manifest(source_sha256: source.sha256,
+                optimized_sha256: optimized.sha256, optimized_byte_count: optimized.byteCount,
+                ort_version: ortVersion, optimization: optimization.rawValue, cpu: Self.cpuFingerprint,
+                mac: Hex.string(code)))
         else {
             try? FileManager.default.removeItem(atPath: temporary)
             return false

@@ -66,8 +66,9 @@ struct BenchSwapCommand: AsyncParsableCommand {
             ? FileManager.default.temporaryDirectory.appendingPathComponent("yoloswap-bench-\(UUID().uuidString)").path
             : nil
         defer { if let temporaryCache { try? FileManager.default.removeItem(atPath: temporaryCache) } }
-        let cache = optimizedCache ? (cacheDir ?? temporaryCache).map {
-            OptimizedModelCache.yoloswap(directory: $0, inChild: !optimizeInProcess)
+        let cache = optimizedCache ? try (cacheDir ?? temporaryCache).map {
+            try OptimizedModelCache.yoloswap(directory: $0, inChild: !optimizeInProcess,
+                persistentSecret: temporaryCache == nil)
         } : nil
         let manager = try makeManager(cache: cache)
         let slot = try await manager.createSlot("bench")

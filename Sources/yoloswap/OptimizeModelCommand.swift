@@ -45,8 +45,18 @@ struct OptimizeModelCommand: ParsableCommand {
 extension OptimizedModelCache {
     /// A cache in `directory` whose misses are optimized by this executable's `optimize-model` in a child process
     /// (`inChild`), or in this process.
-    static func yoloswap(directory: String, inChild: Bool = true) -> OptimizedModelCache {
-        var cache = OptimizedModelCache(directory: directory)
+    ///
+    /// Its secret is the file `<directory>.key` beside the folder (`<state_dir>/optimized-models.key`), created 0600
+    /// on first use, so that restarts keep their entries and the cache folder holds nothing that vouches for itself;
+    /// with `persistentSecret` false (a cache removed when the process ends), a random key kept in memory.
+    /// - Throws: `CacheSecretError` when the secret file cannot be read or created.
+    static func yoloswap(directory: String, inChild: Bool = true, persistentSecret: Bool = true)
+        throws(CacheSecretError) -> OptimizedModelCache
+    {
+        let secret = persistentSecret
+            ? try Secret.loadOrCreate(atPath: URL(fileURLWithPath: directory).standardizedFileURL.path + ".key")
+            : Secret.random()
+        var cache = OptimizedModelCache(directory: directory, secret: secret)
         if inChild {
             let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
             cache.optimizer = .childProcess(command: [executable, "optimize-model"])  // 10 minutes at most

@@ -66,8 +66,8 @@ struct ServeCommand: AsyncParsableCommand {
         let services = try ServiceWiring.make(configuration: configuration, logger: logger)
         let library = try ORTLibrary.load(explicitPath: ortLibrary)
         let loader = ORTModelLoader(environment: try ORTEnvironment(library: library),
-            cache: configuration.optimizedCacheDirectory.map {
-                OptimizedModelCache.yoloswap(directory: $0, inChild: configuration.optimizeInChild)
+            cache: try configuration.optimizedCacheDirectory.map {
+                try OptimizedModelCache.yoloswap(directory: $0, inChild: configuration.optimizeInChild)
             })
         let manager = ModelManager(configuration: configuration.hotSwap, loader: loader, verifier: services.verifier,
             store: store, logger: logger)

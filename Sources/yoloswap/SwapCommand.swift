@@ -46,7 +46,8 @@ struct SwapCommand: AsyncParsableCommand {
         configuration.policy = policy.flatMap(SwapPolicy.init(rawValue:)) ?? .availabilityPreserving
         let library = try ORTLibrary.load(explicitPath: ortLibrary)
         let loader = ORTModelLoader(environment: try ORTEnvironment(library: library),
-            cache: .yoloswap(directory: URL(fileURLWithPath: stateDir).appendingPathComponent("optimized-models").path))
+            cache: try .yoloswap(
+                directory: URL(fileURLWithPath: stateDir).appendingPathComponent("optimized-models").path))
         let manager = ModelManager(configuration: configuration, loader: loader, store: store)
         let audit = CommandAudit(trail: AuditTrail(log: try AuditLog(directory: stateDir)), slot: slot)
         var failed = false

@@ -23,7 +23,7 @@ struct ChildOptimizerTests {
     }
 
     private func cache(_ directory: TemporaryDirectory, command: [String]) -> OptimizedModelCache {
-        var cache = OptimizedModelCache(directory: directory.path)
+        var cache = OptimizedModelCache(directory: directory.path, secret: .random())
         cache.optimizer = .childProcess(command: command)
         return cache
     }
@@ -76,7 +76,7 @@ struct ChildOptimizerTests {
     @Test("a child that runs past its timeout is killed and fails the load; nothing is cached")
     func hungChildIsKilled() throws {
         let directory = try TemporaryDirectory()
-        var cache = OptimizedModelCache(directory: directory.path)
+        var cache = OptimizedModelCache(directory: directory.path, secret: .random())
         cache.optimizer = .childProcess(command: ["/bin/sh", "-c", "echo 'optimizing...' >&2; exec sleep 60", "sh"],
             timeout: .seconds(1))
         let file = try ModelFile(verifying: model)

@@ -15,6 +15,7 @@ extension ORTSwapSuite {
     struct OptimizedModelCacheTests {
         let environment = ortLoader.environment
         let model = Repository.path("models/yolov3-tiny-coco-320.onnx")
+        let secret = OptimizedModelCache.Secret.random()
 
         /// The model's raw output for bus.jpg.
         private func output(_ session: ORTSession) throws -> [Float] {
@@ -32,7 +33,7 @@ extension ORTSwapSuite {
         func missThenHit() throws {
             let directory = try Fixtures.temporaryDirectory()
             defer { try? FileManager.default.removeItem(at: directory) }
-            let cache = OptimizedModelCache(directory: directory.path)
+            let cache = OptimizedModelCache(directory: directory.path, secret: secret)
             let file = try ModelFile(verifying: model)
             let options = SessionOptions(intraOpThreads: 1)
 
@@ -58,7 +59,7 @@ extension ORTSwapSuite {
             let parent = try Fixtures.temporaryDirectory()
             defer { try? FileManager.default.removeItem(at: parent) }
             let directory = parent.appendingPathComponent("state/optimized-models").path
-            let cache = OptimizedModelCache(directory: directory)
+            let cache = OptimizedModelCache(directory: directory, secret: secret)
             let (_, outcome) = try cache.session(for: try ModelFile(verifying: model), environment: environment,
                 options: SessionOptions(intraOpThreads: 1), label: model)
             #expect(outcome == .miss)
@@ -73,7 +74,7 @@ extension ORTSwapSuite {
         func corruptEntryRebuilt() throws {
             let directory = try Fixtures.temporaryDirectory()
             defer { try? FileManager.default.removeItem(at: directory) }
-            let cache = OptimizedModelCache(directory: directory.path)
+            let cache = OptimizedModelCache(directory: directory.path, secret: secret)
             let file = try ModelFile(verifying: model)
             _ = try cache.session(for: file, environment: environment, options: .init(), label: model)
             let entry = directory.appendingPathComponent(try #require(try entries(directory).first { $0.hasSuffix(".onnx") }))
@@ -87,6 +88,93 @@ extension ORTSwapSuite {
             #expect(again == .hit)
         }
 
+        /// The entry and manifest file names in `directory`.
+        private func entryFiles(_ directory: URL) throws -> (entry: URL, manifest: URL) {
+            let name = try #require(try entries(directory).first { $0.hasSuffix(".onnx") })
+            let entry = directory.appendingPathComponent(name)
+            return (entry, entry.deletingPathExtension().appendingPathExtension("json"))
+        }
+
+        @Test("an entry swapped for another model's optimized graph, its manifest rewritten to match, is rebuilt")
+        func swappedEntryWithRewrittenManifestRebuilt() throws {
+            let directory = try Fixtures.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let options = SessionOptions(intraOpThreads: 1)
+            let cache = OptimizedModelCache(directory: directory.appendingPathComponent("cache").path, secret: secret)
+            let file = try ModelFile(verifying: model)
+            _ = try cache.session(for: file, environment: environment, options: options, label: model)
+            let (entry, manifest) = try entryFiles(URL(fileURLWithPath: cache.directory))
+
+            // What an attacker who can write the cache folder does: put another valid model's optimized graph in
+            // place of the entry, and rewrite the manifest's digest and size of the optimized file to match it.
+            let other = OptimizedModelCache(directory: directory.appendingPathComponent("other").path, secret: secret)
+            _ = try other.session(for: try ModelFile(verifying: Fixtures.yolov3Tiny416), environment: environment,
+                options: options, label: Fixtures.yolov3Tiny416)
+            let otherEntry = try entryFiles(URL(fileURLWithPath: other.directory)).entry
+            let swapped = try Data(contentsOf: otherEntry)
+            try swapped.write(to: entry)
+            var fields = try #require(
+                try JSONSerialization.jsonObject(with: Data(contentsOf: manifest)) as? [String: Any])
+            fields["optimized_sha256"] = try Fixtures.sha256(entry.path)
+            if fields["optimized_byte_count"] != nil { fields["optimized_byte_count"] = swapped.count }
+            try JSONSerialization.data(withJSONObject: fields).write(to: manifest)
+
+            let (session, outcome) = try cache.session(for: file, environment: environment, options: options,
+                label: model)
+            #expect(outcome == .miss)
+            let plain = try ORTSession(bytes: try file.readVerifiedBytes(), environment: environment, options: options)
+            #expect(try output(session) == output(plain))
+            #expect(try Fixtures.sha256(entry.path) != Fixtures.sha256(otherEntry.path), "the swapped entry was kept")
+            let (_, again) = try cache.session(for: file, environment: environment, options: options, label: model)
+            #expect(again == .hit)
+        }
+
+        @Test("an entry whose manifest was authenticated with another cache's key is refused and rebuilt")
+        func manifestFromAnotherKeyRefused() throws {
+            let directory = try Fixtures.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let options = SessionOptions(intraOpThreads: 1)
+            let file = try ModelFile(verifying: model)
+            let foreign = OptimizedModelCache(directory: directory.path, secret: .random())
+            let (_, written) = try foreign.session(for: file, environment: environment, options: options, label: model)
+            #expect(written == .miss)
+
+            let cache = OptimizedModelCache(directory: directory.path, secret: secret)
+            let (session, outcome) = try cache.session(for: file, environment: environment, options: options,
+                label: model)
+            #expect(outcome == .miss)
+            let plain = try ORTSession(bytes: try file.readVerifiedBytes(), environment: environment, options: options)
+            #expect(try output(session) == output(plain))
+            let (_, again) = try cache.session(for: file, environment: environment, options: options, label: model)
+            #expect(again == .hit)
+        }
+
+        @Test("the secret file is made 0600 outside the cache, read back as the same key; a malformed one is refused")
+        func secretFile() throws {
+            let state = try Fixtures.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(at: state) }
+            let path = state.appendingPathComponent("optimized-models.key").path
+            let first = try OptimizedModelCache.Secret.loadOrCreate(atPath: path)
+            #expect(try permissions(of: path) == 0o600)
+            #expect(try Data(contentsOf: URL(fileURLWithPath: path)).count == OptimizedModelCache.Secret.byteCount)
+            let file = try ModelFile(verifying: model)
+            let directory = state.appendingPathComponent("optimized-models").path
+            let (_, written) = try OptimizedModelCache(directory: directory, secret: first).session(for: file,
+                environment: environment, options: .init(), label: model)
+            #expect(written == .miss)
+            // Another process (a restart) reads the same key, so the entry is still valid.
+            let second = try OptimizedModelCache.Secret.loadOrCreate(atPath: path)
+            let (_, reused) = try OptimizedModelCache(directory: directory, secret: second).session(for: file,
+                environment: environment, options: .init(), label: model)
+            #expect(reused == .hit)
+
+            try Data("short".utf8).write(to: URL(fileURLWithPath: path))
+            let error = #expect(throws: CacheSecretError.self) {
+                _ = try OptimizedModelCache.Secret.loadOrCreate(atPath: path)
+            }
+            #expect(error?.path == path)
+        }
+
         @Test("a cache that cannot be written falls back to a plain load")
         func unwritableBypasses() throws {
             let directory = try Fixtures.temporaryDirectory()
@@ -94,7 +182,7 @@ extension ORTSwapSuite {
             // The cache "directory" is a regular file: nothing can be created in it.
             let blocker = directory.appendingPathComponent("not-a-directory")
             try Data("x".utf8).write(to: blocker)
-            let cache = OptimizedModelCache(directory: blocker.path)
+            let cache = OptimizedModelCache(directory: blocker.path, secret: secret)
             let (session, outcome) = try cache.session(for: try ModelFile(verifying: model), environment: environment,
                 options: .init(), label: model)
             #expect(outcome == .bypassed)
@@ -105,7 +193,7 @@ extension ORTSwapSuite {
         func keyedByOptions() throws {
             let directory = try Fixtures.temporaryDirectory()
             defer { try? FileManager.default.removeItem(at: directory) }
-            let cache = OptimizedModelCache(directory: directory.path)
+            let cache = OptimizedModelCache(directory: directory.path, secret: secret)
             let file = try ModelFile(verifying: model)
             _ = try cache.session(for: file, environment: environment, options: .init(optimization: .all), label: model)
             let (_, basic) = try cache.session(for: file, environment: environment, options: .init(optimization: .basic),
@@ -127,7 +215,7 @@ extension ORTSwapSuite {
             try FileManager.default.removeItem(at: copy)
             try FileManager.default.copyItem(atPath: Fixtures.yolov3Tiny416, toPath: copy.path)
 
-            let cache = OptimizedModelCache(directory: directory.appendingPathComponent("cache").path)
+            let cache = OptimizedModelCache(directory: directory.appendingPathComponent("cache").path, secret: secret)
             let error = #expect(throws: ModelLoadError.self) {
                 _ = try cache.session(for: file, environment: environment, options: .init(), label: copy.path)
             }
@@ -143,7 +231,7 @@ extension ORTSwapSuite {
             let directory = try Fixtures.temporaryDirectory()
             defer { try? FileManager.default.removeItem(at: directory) }
             var loader = ortLoader
-            loader.cache = OptimizedModelCache(directory: directory.path)
+            loader.cache = OptimizedModelCache(directory: directory.path, secret: secret)
             let manager = ModelManager(configuration: HotSwapConfiguration.testing(), loader: loader)
             let slot = try await manager.createSlot("default")
             func outcome() -> OptimizedModelCache.Outcome? {
