@@ -81,11 +81,26 @@ public struct Problem: HTTPResponseError, CustomStringConvertible {
         case let error as MultipartError:
             return badRequest(error.description)
         case let error as DecodingError:
-            return badRequest("invalid JSON: \(error)")
+            return badRequest("invalid JSON: \(describe(error))")
         case let error as any HTTPResponseError:
             return Problem(error.status, error.status.reasonPhrase, detail: "\(error)")
         default:
-            return Problem(.internalServerError, "Internal Server Error", detail: "\(error)")
+            // An error no layer describes for clients: its text may hold server paths or a Swift dump, so it goes to
+            // the log (see `ProblemMiddleware`) and the client gets the request's id to find it there.
+            return Problem(.internalServerError, "Internal Server Error",
+                detail: "the request failed with an internal error; the server log has the details")
+        }
+    }
+
+    /// A JSON decoding error in the client's terms: the field and what was wrong, without Swift's dump of the
+    /// decoder's context.
+    static func describe(_ error: any Error) -> String {
+        switch error {
+        case DecodingError.keyNotFound(let key, _): "missing field '\(key.stringValue)'"
+        case DecodingError.typeMismatch(_, let c), DecodingError.valueNotFound(_, let c):
+            "wrong type at '\(c.codingPath.map(\.stringValue).joined(separator: "."))'"
+        case DecodingError.dataCorrupted(let c): c.debugDescription
+        default: "malformed JSON"
         }
     }
 }
@@ -96,7 +111,14 @@ struct ProblemMiddleware<Context: RequestContext>: RouterMiddleware {
         -> Response
     {
         do { return try await next(request, context) } catch {
-            return try Problem.from(error).response(from: request, context: context)
+            var problem = Problem.from(error)
+            if problem.status == .internalServerError {
+                // The log line carries the request id (`hb.request.id`); the answer names it.
+                context.logger.error("request failed", metadata: [
+                    "method": "\(request.method.rawValue)", "path": "\(request.uri.path)", "error": "\(error)"])
+                problem.detail += " (request \(context.id))"
+            }
+            return try problem.response(from: request, context: context)
         }
     }
 }

@@ -171,12 +171,18 @@ struct APIRoutes: Sendable {
             }
             options.classes = Set(ids.compactMap { $0 })
         }
-        let bytes = try await imageBytes(request)
+        // The deadline counts from the request's arrival: reading the body spends it too.
+        let deadline = started + .milliseconds(configuration.requestTimeoutMilliseconds)
+        let bytes: [UInt8]
+        do {
+            bytes = try await withDeadline(deadline) { [self] in try await imageBytes(request) }
+        } catch is DeadlineExceeded {
+            throw Problem(.requestTimeout, "Request Timeout", detail: "the request body did not arrive within the "
+                + "request timeout of \(configuration.requestTimeoutMilliseconds) ms")
+        }
         do {
             let result = try await slot.detect(imageBytes: bytes, options: options,
-                context: RoutingContext(product: product),
-                // The deadline counts from the request's arrival: reading the body spends it too.
-                deadline: started + .milliseconds(configuration.requestTimeoutMilliseconds))
+                context: RoutingContext(product: product), deadline: deadline)
             let total = (ContinuousClock.now - started).milliseconds
             ServerMetrics.request(slot: slotName, model: result.model.id, status: 200, seconds: total / 1000)
             let t = result.result.timings
@@ -258,7 +264,7 @@ struct APIRoutes: Sendable {
         }
         let data = Data(buffer.readBytes(length: buffer.readableBytes) ?? [])
         do { return try JSONDecoder().decode(T.self, from: data) } catch {
-            throw Problem.badRequest("invalid JSON body: \(Self.describe(error))")
+            throw Problem.badRequest("invalid JSON body: \(Problem.describe(error))")
         }
     }
 
@@ -286,15 +292,5 @@ struct APIRoutes: Sendable {
                 "\(name) must be an integer in \(range.lowerBound)...\(range.upperBound), got '\(text)'")
         }
         return parsed
-    }
-
-    static func describe(_ error: any Error) -> String {
-        switch error {
-        case DecodingError.keyNotFound(let key, _): "missing field '\(key.stringValue)'"
-        case DecodingError.typeMismatch(_, let c), DecodingError.valueNotFound(_, let c):
-            "wrong type at '\(c.codingPath.map(\.stringValue).joined(separator: "."))'"
-        case DecodingError.dataCorrupted(let c): c.debugDescription
-        default: "\(error)"
-        }
     }
 }

@@ -58,6 +58,10 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var metricsRequireToken = false
     /// Seconds a connection may stay silent before it is closed (`server.idle_timeout_s`, 1…3600).
     public var idleTimeoutSeconds = 30
+    /// Seconds a request may take to arrive in full once its head has (`server.read_timeout_s`), whatever the route.
+    public var readTimeoutSeconds = 60
+    /// Connections held open at once (`server.max_connections`); more wait in the listen backlog.
+    public var maxConnections = 4096
     public var modelRepository: String
     public var stateDirectory: String
     public var tokens: [Token] = []
@@ -118,6 +122,13 @@ public struct ServerConfiguration: Sendable, Equatable {
         if let seconds = server.idle_timeout_s {
             idleTimeoutSeconds = try Limits.check(
                 seconds, "server.idle_timeout_s", Limits.idleTimeoutSeconds, fail: fail)
+        }
+        if let seconds = server.read_timeout_s {
+            readTimeoutSeconds = try Limits.check(
+                seconds, "server.read_timeout_s", Limits.readTimeoutSeconds, fail: fail)
+        }
+        if let count = server.max_connections {
+            maxConnections = try Limits.check(count, "server.max_connections", Limits.maxConnections, fail: fail)
         }
         if let port = server.port { self.port = try Limits.check(port, "server.port", Limits.port, fail: fail) }
         if let mb = server.max_body_mb {
@@ -261,6 +272,11 @@ extension ServerConfiguration {
         /// `server.idle_timeout_s`: at least a second, so that a client between two requests is not cut off; an hour
         /// keeps a silent client from holding a connection for longer.
         public static let idleTimeoutSeconds = 1...3600
+        /// `server.read_timeout_s`: a request that takes over an hour to arrive is not coming.
+        public static let readTimeoutSeconds = 1...3600
+        /// `server.max_connections`: each connection is a file descriptor and a little memory; a million is beyond
+        /// what one process serves and what `RLIMIT_NOFILE` usually allows (the server raises its soft limit to fit).
+        public static let maxConnections = 1...1_000_000
         /// `server.max_body_mb`: a request body is held whole in memory while its image is decoded, so the limit is
         /// memory per request; a gigabyte is far past any image the detector can take, and far from overflowing
         /// the conversion to bytes.
@@ -312,6 +328,8 @@ private struct RawConfiguration: Decodable {
         var max_body_mb: Int?
         var metrics_require_token: Bool?
         var idle_timeout_s: Int?
+        var read_timeout_s: Int?
+        var max_connections: Int?
     }
     struct HotSwap: Decodable {
         var serving_threads: Int?

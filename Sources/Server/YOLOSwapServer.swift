@@ -1,6 +1,7 @@
 import Foundation
 import HotSwap
 import Hummingbird
+import HummingbirdCore
 import Logging
 import Primitives
 import ServiceLifecycle
@@ -20,10 +21,17 @@ public enum YOLOSwapServer {
             metricsText: metricsText, configuredSlots: configuration.slots.keys.sorted()).register(on: router)
         return Application(
             router: router,
-            // A connection that sends nothing for this long is closed: idle clients do not hold connections forever.
-            server: .http1(configuration: .init(idleTimeout: .seconds(Int64(configuration.idleTimeoutSeconds)))),
+            // A connection that sends nothing for this long is closed, and so is one whose request, once begun, does
+            // not arrive in full within the read timeout: neither a silent nor a trickling client holds a connection.
+            server: .http1(configuration: .init(
+                additionalChannelHandlers: [
+                    RequestReadTimeoutHandler(limit: .seconds(Int64(configuration.readTimeoutSeconds)))
+                ],
+                idleTimeout: .seconds(Int64(configuration.idleTimeoutSeconds)))),
+            // Past the connection limit, new connections wait in the listen backlog until one closes.
             configuration: .init(address: .hostname(configuration.host, port: configuration.port),
-                serverName: "yoloswap"),
+                serverName: "yoloswap",
+                availableConnectionsDelegate: MaximumAvailableConnections(configuration.maxConnections, logger: logger)),
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.port) },
             logger: logger)
     }

@@ -50,6 +50,17 @@ struct ServeCommand: AsyncParsableCommand {
             URL(fileURLWithPath: cwd + "/")).standardizedFileURL.path }
         if let modelRepository { configuration.modelRepository = URL(fileURLWithPath: modelRepository, relativeTo:
             URL(fileURLWithPath: cwd + "/")).standardizedFileURL.path }
+        // Each connection is a descriptor: make room for the limit beside what the process itself keeps open
+        // (models, databases, logs, the optimizer child's pipes), or keep the connections within the room there is.
+        let reserved = 256
+        if let room = OpenFileLimit.raise(toAtLeast: configuration.maxConnections + reserved),
+           room - reserved < configuration.maxConnections
+        {
+            let fitting = max(room - reserved, 1)
+            logger.warning("server.max_connections lowered to fit the open-file limit (RLIMIT_NOFILE)", metadata: [
+                "configured": "\(configuration.maxConnections)", "limit": "\(room)", "max_connections": "\(fitting)"])
+            configuration.maxConnections = fitting
+        }
 
         // Metrics: bootstrapped here, the only place that does.
         let registry = PrometheusCollectorRegistry()

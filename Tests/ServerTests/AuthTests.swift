@@ -185,6 +185,11 @@ struct ConfigurationTests {
         ("hotswap: { standby: .inf }", "hotswap.standby", "(0, 31536000]"),
         ("hotswap: { standby: inf }", "hotswap.standby", "(0, 31536000]"),
         ("server: { port: -1 }", "server.port", "0...65535"),
+        ("server: { idle_timeout_s: 0 }", "server.idle_timeout_s", "1...3600"),
+        ("server: { read_timeout_s: 0 }", "server.read_timeout_s", "1...3600"),
+        ("server: { read_timeout_s: 9223372036854775807 }", "server.read_timeout_s", "1...3600"),
+        ("server: { max_connections: 0 }", "server.max_connections", "1...1000000"),
+        ("server: { max_connections: 1000001 }", "server.max_connections", "1...1000000"),
     ])
     func outOfRange(yaml: String, key: String, range: String) {
         let error = #expect(throws: ConfigurationError.self) { try ServerConfiguration.parse(yaml, base: "/srv") }
@@ -195,13 +200,14 @@ struct ConfigurationTests {
     @Test("the largest allowed values are accepted as given")
     func upperBounds() throws {
         let yaml = """
-            server: { max_body_mb: 1024 }
+            server: { max_body_mb: 1024, read_timeout_s: 3600, max_connections: 1000000 }
             hotswap: { serving_threads: 256, intra_op_threads: 256, queue_capacity: 100000, warmup_runs: 100,
                        request_timeout_ms: 3600000, memory_budget_mb: 1048576, warmup_timeout_s: 86400,
                        standby: 31536000 }
             """
         let config = try ServerConfiguration.parse(yaml, base: "/srv")
         #expect(config.maxBodyBytes == 1024 << 20)
+        #expect(config.readTimeoutSeconds == 3600 && config.maxConnections == 1_000_000)
         #expect(config.hotSwap.servingThreads == 256 && config.hotSwap.intraOpThreads == 256)
         #expect(config.hotSwap.queueCapacity == 100_000 && config.hotSwap.warmupRuns == 100)
         #expect(config.requestTimeoutMilliseconds == 3_600_000)

@@ -1,0 +1,203 @@
+import Foundation
+import TestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Clients that hold connections without finishing their requests (slow-loris), and more clients than the connection
+/// limit, against the real binary: the server keeps answering, and cuts such connections off by itself.
+@Suite("Slow clients and the connection limit (real binary)", .serialized)
+struct SlowClientTests {
+    @Test("1000 connections trickling request heads: /healthz answers meanwhile, and the server closes them all")
+    func slowLoris() async throws {
+        let server = try await ServerProcess(yaml: "server: { idle_timeout_s: 3, read_timeout_s: 3 }")
+        defer { server.stop() }
+        var connections: [RawConnection] = []
+        defer { connections.forEach { $0.close() } }
+        for _ in 0..<1000 {
+            let connection = try RawConnection(port: server.port)
+            try connection.send("GET /healthz HTTP/1.1\r\nHost: yoloswap\r\nX-Slow: ")
+            connections.append(connection)
+        }
+        // All held, none finished: the service still answers others.
+        for _ in 0..<3 {
+            let (status, _) = try await server.request("GET", "/healthz")
+            #expect(status == 200)
+            for connection in connections { try? connection.send("a") }
+        }
+        // Trickling does not keep a connection: each is closed by the server, not by this test.
+        var open = connections
+        let deadline = Date().addingTimeInterval(60)
+        while !open.isEmpty, Date() < deadline {
+            for connection in open { try? connection.send("a") }
+            open.removeAll { $0.isClosedByPeer() }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        #expect(open.isEmpty, "\(open.count) of 1000 trickling connections still open after 60 s")
+        let (status, _) = try await server.request("GET", "/healthz")
+        #expect(status == 200)
+        #expect(server.process.isRunning)
+    }
+
+    @Test("a body trickling in: 408 once the request timeout passes, then the connection is closed")
+    func slowBody() async throws {
+        let server = try await ServerProcess(yaml: """
+            anonymous_detect: true
+            server: { read_timeout_s: 4 }
+            hotswap: { request_timeout_ms: 1500 }
+            """)
+        defer { server.stop() }
+        let connection = try RawConnection(port: server.port)
+        defer { connection.close() }
+        try connection.send("POST /v1/detect HTTP/1.1\r\nHost: yoloswap\r\nContent-Type: image/jpeg\r\n"
+            + "Content-Length: 100000\r\n\r\n")
+        var received = ""
+        var closed = false
+        let deadline = Date().addingTimeInterval(60)
+        while !closed, Date() < deadline {
+            try? connection.send(String(repeating: "x", count: 10))
+            try await Task.sleep(for: .milliseconds(250))
+            switch connection.receiveAvailable() {
+            case .data(let text): received += text
+            case .closed: closed = true
+            case .nothing: break
+            }
+        }
+        #expect(received.hasPrefix("HTTP/1.1 408"), "answer: \(received.prefix(200))")
+        #expect(received.contains("request timeout of 1500 ms"))
+        #expect(closed, "the connection stayed open while the body kept trickling")
+        #expect(server.process.isRunning)
+    }
+
+    @Test("past max_connections, new connections wait until one closes; none is refused or lost")
+    func connectionLimit() async throws {
+        // Readiness is polled here on connections closed after each answer: URLSession would keep one open, and it
+        // would count against the limit.
+        let server = try await ServerProcess(yaml: "server: { max_connections: 10 }", waitReady: false)
+        defer { server.stop() }
+        var ready = false
+        for _ in 0..<600 where !ready {
+            let probe = try RawConnection(port: server.port)
+            try probe.send("GET /readyz HTTP/1.1\r\nHost: yoloswap\r\nConnection: close\r\n\r\n")
+            ready = try await probe.receiveResponse().hasPrefix("HTTP/1.1 200")
+            probe.close()
+            if !ready { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        try #require(ready, "the server never became ready")
+        let request = "GET /healthz HTTP/1.1\r\nHost: yoloswap\r\n\r\n"
+        var held: [RawConnection] = []
+        defer { held.forEach { $0.close() } }
+        for _ in 0..<10 {
+            let connection = try RawConnection(port: server.port)
+            try connection.send(request)
+            #expect(try await connection.receiveResponse().hasPrefix("HTTP/1.1 200"))
+            held.append(connection)  // kept alive: each still counts against the limit
+        }
+        var waiting: [RawConnection] = []
+        defer { waiting.forEach { $0.close() } }
+        for _ in 0..<5 {
+            let connection = try RawConnection(port: server.port)
+            try connection.send(request)
+            waiting.append(connection)
+        }
+        // While the ten are open, the five are not served (without a limit they would be within milliseconds).
+        try await Task.sleep(for: .milliseconds(1500))
+        for connection in waiting {
+            let received = connection.receiveAvailable()
+            guard case .nothing = received else {
+                Issue.record("a connection past the limit of 10 was served while 10 were open: \(received)")
+                return
+            }
+        }
+        // Five close: the five waiting are accepted and answered. (When a slot frees, the accept loop may take up
+        // to a batch of waiting connections at once: the limit holds to within that batch, see README.)
+        for connection in held.prefix(5) { connection.close() }
+        held.removeFirst(5)
+        for connection in waiting {
+            #expect(try await connection.receiveResponse().hasPrefix("HTTP/1.1 200"))
+        }
+    }
+}
+
+/// A blocking TCP connection to the loopback interface, written byte by byte as a client would.
+///
+/// Thread-safety: none; each test uses its connections from its own task.
+final class RawConnection {
+    private var fd: Int32
+
+    init(port: Int) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard result == 0 else {
+            let code = errno
+            Glibc.close(fd)
+            throw POSIXError(.init(rawValue: code) ?? .EIO)
+        }
+    }
+
+    func send(_ text: String) throws {
+        let bytes = Array(text.utf8)
+        var sent = 0
+        while sent < bytes.count {
+            let n = bytes[sent...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard n > 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+            sent += n
+        }
+    }
+
+    enum Received { case data(String), closed, nothing }
+
+    /// What has arrived, without waiting.
+    func receiveAvailable() -> Received {
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+        if n > 0 { return .data(String(decoding: buffer[..<n], as: UTF8.self)) }
+        if n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK) { return .closed }
+        return .nothing
+    }
+
+    /// Whether the server has closed the connection (data it sent first is read and dropped).
+    func isClosedByPeer() -> Bool {
+        while true {
+            switch receiveAvailable() {
+            case .closed: return true
+            case .nothing: return false
+            case .data: continue
+            }
+        }
+    }
+
+    /// The next response's bytes once a whole head has arrived (within 60 s).
+    func receiveResponse() async throws -> String {
+        var text = ""
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            switch receiveAvailable() {
+            case .data(let more):
+                text += more
+                if text.contains("\r\n\r\n") { return text }
+            case .closed: return text
+            case .nothing: try await Task.sleep(for: .milliseconds(20))
+            }
+        }
+        return text
+    }
+
+    func close() {
+        if fd >= 0 { Glibc.close(fd) }
+        fd = -1
+    }
+
+    deinit { close() }
+}
