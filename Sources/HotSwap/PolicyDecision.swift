@@ -12,16 +12,16 @@ public struct DeviceMemoryFigures: Sendable, Equatable, Codable {
         case budgetBytes = "budget_bytes"
     }
 
-    public var device: ComputeDevice
+    public let device: ComputeDevice
     /// Memory of every model held on the device now, in any slot and role.
-    public var inUseBytes: Int
+    public let inUseBytes: Int
     /// The new model's measured cost on the device, else its estimate.
-    public var estimateBytes: Int
+    public let estimateBytes: Int
     /// The device's budget (nil: none).
-    public var budgetBytes: Int?
+    public let budgetBytes: Int?
 
     /// In use + estimate within the budget (true without one).
-    public var fits: Bool
+    public let fits: Bool
 
     public init(device: ComputeDevice, inUseBytes: Int, estimateBytes: Int, budgetBytes: Int?) {
         self.device = device
