@@ -13,8 +13,8 @@ extension ORTSwapSuite {
         /// ORT's own message when asked for `provider` in a session of the library the tests use.
         static func ortMessage(_ provider: ExecutionProvider) throws -> String {
             do {
-                _ = try ORTSession(bytes: Repository.bytes("models/synthetic/yolov5-nc80-416-identity.onnx"), environment: ortLoader.environment,
-                    options: SessionOptions(provider: provider))
+                _ = try ORTSession(bytes: Repository.bytes("models/synthetic/yolov5-nc80-416-identity.onnx"),
+                    environment: ortLoader.environment, options: SessionOptions(provider: provider))
             } catch {
                 return error.message
             }

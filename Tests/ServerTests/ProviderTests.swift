@@ -83,8 +83,8 @@ struct ProviderTests {
                 #expect(response.status == .badRequest)
             }
             try await client.execute(uri: "/v1/slots/default/load?wait=true", method: .post, headers: alice,
-                body: try Self.body(["model": model320, "activate": true, "provider": "cpu", "allow_device_change": true,
-                    "policy": "resource-preserving"])) { response in
+                body: try Self.body(["model": model320, "activate": true, "provider": "cpu",
+                    "allow_device_change": true, "policy": "resource-preserving"])) { response in
                 #expect(response.status == .ok)
                 let op = try H.json(response)
                 #expect(op["provider"] as? String == "cpu" && op["device"] as? String == "host")
@@ -97,7 +97,8 @@ struct ProviderTests {
                 let active = try #require(try H.json(response)["active"] as? [String: Any])
                 #expect(active["provider"] as? String == "cpu" && active["device_memory_bytes"] as? Int == 0)
             }
-            try await client.execute(uri: "/v1/events?slot=default&limit=10", method: .get, headers: alice) { response in
+            try await client.execute(uri: "/v1/events?slot=default&limit=10", method: .get,
+                headers: alice) { response in
                 let events = try #require(try H.json(response)["events"] as? [[String: Any]])
                 let moved = try #require(events.first { $0["result"] as? String == "succeeded"
                     && $0["operation"] as? String == "activate" })
