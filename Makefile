@@ -5,7 +5,7 @@ MODEL ?= models/yolov3-tiny-coco-416.onnx
 IMAGES ?= models/images/bus.jpg models/images/zidane.jpg models/images/dog.jpg models/images/person.jpg \
           models/images/horses.jpg models/images/eagle.jpg models/images/giraffe.jpg models/images/kite.jpg
 
-.PHONY: all setup build build-debug run detect-samples test bench clean
+.PHONY: all setup build build-debug run detect-samples test test-asan bench clean
 
 all: build
 
@@ -46,6 +46,13 @@ test: build-debug
 		$(SWIFT) test --sanitize=thread --scratch-path .build-tsan --skip-build \
 		--filter 'PipelinedJPEGDecodingTests|FusedLetterboxTests'
 
+# The whole suite under AddressSanitizer (its own build folder; not part of `make test`: the build alone takes longer
+# than the rest of CI). Suites run one at a time, so that memory-measuring and timing-sensitive tests see no neighbours.
+test-asan: setup
+	$(SWIFT) build --sanitize=address --scratch-path .build-asan --build-tests
+	ASAN_OPTIONS="detect_leaks=0 halt_on_error=1" \
+		$(SWIFT) test --sanitize=address --scratch-path .build-asan --skip-build --no-parallel
+
 # Performance figures for the README (see README → Performance).
 bench: build
 	.build/release/yoloswap bench --model $(MODEL) --threads 2 --runs 200 models/images/bus.jpg
@@ -53,4 +60,4 @@ bench: build
 	.build/release/yoloswap bench-swap --swaps 20 --rollbacks 5 --concurrency 4 --interval-ms 500
 
 clean:
-	rm -rf .build .build-tsan out
+	rm -rf .build .build-tsan .build-asan out
