@@ -2,10 +2,11 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 MODEL ?= models/yolov3-tiny-coco-416.onnx
+HOSTILE_DIR ?= out/hostile-models
 IMAGES ?= models/images/bus.jpg models/images/zidane.jpg models/images/dog.jpg models/images/person.jpg \
           models/images/horses.jpg models/images/eagle.jpg models/images/giraffe.jpg models/images/kite.jpg
 
-.PHONY: all setup build build-debug run detect-samples test test-asan bench clean
+.PHONY: all setup build build-debug run detect-samples test test-asan test-hostile hostile-models bench clean
 
 all: build
 
@@ -52,6 +53,16 @@ test-asan: setup
 	$(SWIFT) build --sanitize=address --scratch-path .build-asan --build-tests
 	ASAN_OPTIONS="detect_leaks=0 halt_on_error=1" \
 		$(SWIFT) test --sanitize=address --scratch-path .build-asan --skip-build --no-parallel
+
+# Hostile ONNX models (imgsz 0, NaN outputs, external data outside the repository, ...) and their manifest, for a look
+# by hand; the tests generate their own.
+hostile-models: setup
+	.venv/bin/python tools/make_hostile_models.py --output $(HOSTILE_DIR)
+
+# The hostile-model tests alone (they run in `make test` too): schemas and decoders, then every hostile model loaded
+# into a slot of the real server under traffic, and opened by the CLI.
+test-hostile: build-debug
+	$(SWIFT) test --skip-build --filter 'HostileModel'
 
 # Performance figures for the README (see README → Performance).
 bench: build

@@ -189,7 +189,8 @@ struct LoadPipeline: Sendable {
         return RGBImage(width: size.width, height: size.height, fill: (114, 114, 114))
     }
 
-    /// One warm-up inference: the output must have the declared shape, finite values and scores in [0, 1].
+    /// One warm-up inference: the output must have the declared shape, finite values, scores in [0, 1] and (YOLOv10)
+    /// class indices of the model's classes.
     static func validateOutput(_ detector: Detector, image: RGBImage, cancellation: RunCancellation, path: String)
         throws
     {
@@ -218,6 +219,17 @@ struct LoadPipeline: Sendable {
             for i in 0..<values.count where isScore(i) && !(0...1).contains(values[i]) {
                 throw LoadFailure.warmupFailed(
                     path: path, reason: "score \(values[i]) at index \(i) lies outside [0, 1]")
+            }
+            // YOLOv10's class column is read as an index into the model's classes: every row's must be one.
+            if schema.outputFormat == .yolov10, b > 0 {
+                let classes = Float(schema.classCount)
+                for i in stride(from: 5, to: values.count, by: b) {
+                    let cls = values[i]
+                    guard cls >= 0, cls < classes, cls == cls.rounded(.towardZero) else {
+                        throw LoadFailure.warmupFailed(path: path,
+                            reason: "class \(cls) in row \(i / b) is not one of the model's \(schema.classCount) classes")
+                    }
+                }
             }
         }
     }

@@ -82,6 +82,8 @@ public enum IntraOpSpinning: String, Sendable, Equatable, CaseIterable {
 ///   session is released); default `true`.
 /// - `optimizedModelPath`: where ORT writes the graph it optimized while creating the session (an ONNX file that
 ///   later sessions can load without optimizing again); default `nil` (nothing written).
+///
+/// Whatever the options, a session never reads external data: a model must hold all its tensors in its own file.
 public struct SessionOptions: Sendable, Equatable {
     public var intraOpThreads: Int
     public var interOpThreads: Int
@@ -140,11 +142,23 @@ final class NativeSessionOptions {
                 api.AddSessionConfigEntry!(handle, "session.force_spinning_stop", "1"),
                 "stopping intra-op spinning after each Run")
         }
+        // External data (an initializer whose bytes lie in another file, `location` relative to the model's folder,
+        // or to the working directory for a model loaded from bytes) is never read: a digest or signature covers the
+        // model file alone, and a hostile `location` would read what it names into the graph, and from there into
+        // detections. ORT looks for every external file in this folder; nothing can lie under a path that is not a
+        // folder, so each reference fails the session with ORT's "External data path validation failed" error.
+        try library.check(
+            api.AddSessionConfigEntry!(handle, "session.model_external_initializers_file_folder_path",
+                Self.noExternalDataFolder),
+            "refusing external data")
         if let path = options.optimizedModelPath {
             try library.check(api.SetOptimizedModelFilePath!(handle, path), "setting the optimized model path \(path)")
         }
         try appendProvider(options.provider, options: options.providerOptions)
     }
+
+    /// The folder ORT is told external data files lie in: one that cannot hold any (a device, not a folder).
+    static let noExternalDataFolder = "/dev/null"
 
     /// Appends the provider with its `device_id` and `options`. A provider this build lacks fails with ORT's own
     /// message, as kind `.providerUnavailable` listing the providers it has.
