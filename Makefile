@@ -6,7 +6,7 @@ HOSTILE_DIR ?= out/hostile-models
 IMAGES ?= models/images/bus.jpg models/images/zidane.jpg models/images/dog.jpg models/images/person.jpg \
           models/images/horses.jpg models/images/eagle.jpg models/images/giraffe.jpg models/images/kite.jpg
 
-.PHONY: all setup build build-debug run detect-samples test test-asan test-hostile hostile-models bench clean
+.PHONY: all setup build build-debug run detect-samples test test-asan test-hostile hostile-models chaos faults bench clean
 
 all: build
 
@@ -63,6 +63,17 @@ hostile-models: setup
 # into a slot of the real server under traffic, and opened by the CLI.
 test-hostile: build-debug
 	$(SWIFT) test --skip-build --filter 'HostileModel'
+
+# The kill -9 chaos loop (README → Tests): the real server under detection load, killed with SIGKILL at random moments
+# of load / switch / rollback and restarted, CHAOS_ITERATIONS times; `make test` runs it with 10.
+CHAOS_ITERATIONS ?= 200
+chaos: build-debug
+	CHAOS_ITERATIONS=$(CHAOS_ITERATIONS) $(SWIFT) test --skip-build --filter ChaosTests
+
+# Storage faults alone (also part of `make test`): the state directory on a full tmpfs, the state and audit databases
+# locked by another process past the busy timeout.
+faults: build-debug
+	$(SWIFT) test --skip-build --filter StorageFaultTests
 
 # Performance figures for the README (see README → Performance).
 bench: build

@@ -82,7 +82,8 @@ struct ServeCommand: AsyncParsableCommand {
             })
         let manager = ModelManager(configuration: configuration.hotSwap, loader: loader, verifier: services.verifier,
             store: store, logger: logger)
-        let control = ControlPlane(manager: manager, repository: ModelRepository(root: configuration.modelRepository),
+        let control = ControlPlane(manager: manager,
+            repository: ModelRepository(root: configuration.modelRepository, stateDirectory: configuration.stateDirectory),
             routes: configuration.routes, audit: services.audit, logger: logger)
         let portFile = self.portFile
         let host = configuration.host
