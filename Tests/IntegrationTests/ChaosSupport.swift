@@ -37,7 +37,9 @@ struct ChaosWorld {
         model_repository: \(repository.path)
         slots:
           default: { model: a.onnx }
-        hotswap: { warmup_runs: 1 }
+        # The warm-up's own timeout is not under test: on a loaded machine the slow model's warm-up can pass the
+        # default 30 s, and a load failing on it would be a calibration failure, not a finding.
+        hotswap: { warmup_runs: 1, warmup_timeout_s: 600 }
         """
     }
 
