@@ -11,7 +11,13 @@ enum Repo {
     static var python: String { Repository.path(".venv/bin/python") }
     static func model(_ name: String) -> String { Repository.path("models/\(name)") }
     static func image(_ name: String) -> String { Repository.path("models/images/\(name)") }
-    static var binary: String { Repository.path(".build/debug/yoloswap") }
+    /// The `yoloswap` built beside this test bundle — under `make test-asan`, the AddressSanitizer build's — or, when
+    /// there is none, the debug build's.
+    static let binary: String = {
+        let beside = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+            .deletingLastPathComponent().appendingPathComponent("yoloswap").path
+        return FileManager.default.isExecutableFile(atPath: beside) ? beside : Repository.path(".build/debug/yoloswap")
+    }()
 }
 
 /// ORT, loaded once for the suite.
