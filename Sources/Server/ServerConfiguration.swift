@@ -14,6 +14,7 @@ import Yams
 /// - `anonymous_detect` (false): let callers without a token detect
 /// - `slots`: `{name: {model, version?, sha256?}}` (default: `default` with `yolov3-tiny-coco-416.onnx`)
 /// - `routes`: `{product or work order: slot}`
+/// - `desired_state` (none): a desired-state document to apply and watch (`serve --desired-state`; a ConfigMap key)
 /// - `trusted_keys`: public key files; `require_signature` (false)
 /// - `hotswap`: `serving_threads` (2), `queue_capacity` (64), `intra_op_threads` (1), `warmup_runs` (3),
 ///   `warmup_timeout_s` (30), `standby` (`keep` | `release` | seconds to keep), `standby_during_load` (`release`:
@@ -76,6 +77,8 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// Whether a cache miss optimizes the model in a child process (`optimizer: child`) or in this one.
     public var optimizeInChild = true
     public var requestTimeoutMilliseconds = 10_000
+    /// The desired-state file applied at start and on every change (`desired_state`), if any.
+    public var desiredStatePath: String?
 
     /// Defaults, with paths relative to `base` (the working directory when nil).
     public init(base: String? = nil) {
@@ -108,6 +111,7 @@ public struct ServerConfiguration: Sendable, Equatable {
         if let server = raw.server { try config.apply(server, fail: fail) }
         if let repo = raw.model_repository { config.modelRepository = resolve(repo, against: base) }
         if let state = raw.state_dir { config.stateDirectory = resolve(state, against: base) }
+        if let desired = raw.desired_state { config.desiredStatePath = resolve(desired, against: base) }
         try config.applyAccess(raw, base: base, fail: fail)
         try config.applySlots(raw, fail: fail)
         if let hotswap = raw.hotswap { try config.apply(hotswap, fail: fail) }
@@ -347,6 +351,7 @@ private struct RawConfiguration: Decodable {
     }
     var server: Server?
     var model_repository: String?
+    var desired_state: String?
     var state_dir: String?
     var tokens: [ServerConfiguration.Token]?
     var anonymous_detect: Bool?
