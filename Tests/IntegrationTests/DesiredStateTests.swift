@@ -95,6 +95,24 @@ struct DesiredStateTests {
         #expect(await eventuallyAsync(timeout: .seconds(60)) { (try? await Self.activeSHA(server)) == largeSHA })
     }
 
+    @Test("two replicas watching one ConfigMap both converge and report the document's generation")
+    func replicasConverge() async throws {
+        let folder = try TemporaryDirectory(prefix: "configmap")
+        let volume = ConfigMapVolume(directory: folder.path)
+        try volume.publish(Self.document(Self.large))
+        let replicas = [try await Self.server(watching: volume), try await Self.server(watching: volume)]
+        defer { for replica in replicas { replica.stop() } }
+        let smallSHA = try Self.sha(Self.small)
+        try volume.publish("metadata: {name: fleet, generation: 5}\n" + Self.document(Self.small, sha256: smallSHA))
+        for replica in replicas {
+            #expect(await eventuallyAsync(timeout: .seconds(60)) { (try? await Self.activeSHA(replica)) == smallSHA })
+            #expect(await eventuallyAsync {
+                let (_, body) = (try? await replica.request("GET", "/metrics")) ?? (0, Data())
+                return String(decoding: body, as: UTF8.self).contains("yoloswap_desired_observed_generation 5")
+            })
+        }
+    }
+
     @Test("yoloswap diff shows what apply would change; apply converges; diff is empty afterwards")
     func cliApplyAndDiff() async throws {
         let server = try await ServerProcess(yaml: """
