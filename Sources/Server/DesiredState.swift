@@ -196,7 +196,8 @@ private struct DocumentReader {
         var version: String?
         if let node = fields["version"] {
             version = try string(node, "\(field).version")
-            try checkText(version ?? "", "\(field).version", limit: DesiredState.Limits.versionLength, what: "a version")
+            try checkText(version ?? "", "\(field).version", limit: DesiredState.Limits.versionLength,
+                what: "a version")
         }
         var sha256: String?
         if let node = fields["sha256"] {

@@ -253,7 +253,8 @@ public final class DesiredStateReconciler: Sendable {
             _ = try await control.switchStaged(slot: name, by: principal, from: nil)
             return .converged
         } catch {
-            return .failed(reason: "OperationFailed", message: control.repository.hidingRoot(Problem.from(error).detail))
+            let detail = control.repository.hidingRoot(Problem.from(error).detail)
+            return .failed(reason: "OperationFailed", message: detail)
         }
     }
 

@@ -13,7 +13,8 @@ public enum YOLOSwapServer {
     ///   one when nil.
     public static func makeApplication(
         control: ControlPlane, configuration: ServerConfiguration, metricsText: (@Sendable () -> String)?,
-        logger: Logger, desired: DesiredStateReconciler? = nil, onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+        logger: Logger, desired: DesiredStateReconciler? = nil,
+        onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
         let router = Router(context: YOLOSwapRequestContext.self)
         let authenticator = TokenAuthenticator(configuration.tokens)

@@ -112,7 +112,8 @@ struct ServeCommand: AsyncParsableCommand {
             .init(service: app), .init(service: MetricsSampler(manager: manager)),
         ]
         if let path = configuration.desiredStatePath {
-            groupServices.append(.init(service: DesiredStateFileService(path: path, reconciler: desired, logger: logger)))
+            groupServices.append(.init(service: DesiredStateFileService(path: path, reconciler: desired,
+                logger: logger)))
         }
         let group = ServiceGroup(configuration: .init(
             services: groupServices,

@@ -42,13 +42,15 @@ private typealias H = ServerHarness
             kind: DesiredState
             metadata: {name: line-a, generation: 7}
             slots:
-              default: {model: a.onnx, version: "1.2", sha256: \(String(repeating: "AB", count: 32)), require_signature: true}
+              default:
+                {model: a.onnx, version: "1.2", sha256: \(String(repeating: "AB", count: 32)), require_signature: true}
             routes: {metal-case: default}
             """
         let json = """
             {"apiVersion": "yoloswap/v1", "kind": "DesiredState", "metadata": {"name": "line-a", "generation": 7},
-             "slots": {"default": {"model": "a.onnx", "version": "1.2", "sha256": "\(String(repeating: "ab", count: 32))",
-             "require_signature": true}}, "routes": {"metal-case": "default"}}
+             "slots": {"default": {"model": "a.onnx", "version": "1.2",
+             "sha256": "\(String(repeating: "ab", count: 32))", "require_signature": true}},
+             "routes": {"metal-case": "default"}}
             """
         let fromYAML = try DesiredState.parse(Array(yaml.utf8))
         #expect(fromYAML == (try DesiredState.parse(Array(json.utf8))))
