@@ -2,10 +2,12 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 MODEL ?= models/yolov3-tiny-coco-416.onnx
+HOSTILE_DIR ?= out/hostile-models
 IMAGES ?= models/images/bus.jpg models/images/zidane.jpg models/images/dog.jpg models/images/person.jpg \
           models/images/horses.jpg models/images/eagle.jpg models/images/giraffe.jpg models/images/kite.jpg
 
-.PHONY: all setup build build-debug run detect-samples test bench bench-configmap clean
+.PHONY: all setup build build-debug run detect-samples test test-asan test-hostile hostile-models chaos faults bench \
+	bench-configmap clean
 
 all: build
 
@@ -46,6 +48,34 @@ test: build-debug
 		$(SWIFT) test --sanitize=thread --scratch-path .build-tsan --skip-build \
 		--filter 'PipelinedJPEGDecodingTests|FusedLetterboxTests'
 
+# The whole suite under AddressSanitizer (its own build folder; not part of `make test`: the build alone takes longer
+# than the rest of CI). Suites run one at a time, so that memory-measuring and timing-sensitive tests see no neighbours.
+test-asan: setup
+	$(SWIFT) build --sanitize=address --scratch-path .build-asan --build-tests
+	ASAN_OPTIONS="detect_leaks=0 halt_on_error=1" \
+		$(SWIFT) test --sanitize=address --scratch-path .build-asan --skip-build --no-parallel
+
+# Hostile ONNX models (imgsz 0, NaN outputs, external data outside the repository, ...) and their manifest, for a look
+# by hand; the tests generate their own.
+hostile-models: setup
+	.venv/bin/python tools/make_hostile_models.py --output $(HOSTILE_DIR)
+
+# The hostile-model tests alone (they run in `make test` too): schemas and decoders, then every hostile model loaded
+# into a slot of the real server under traffic, and opened by the CLI.
+test-hostile: build-debug
+	$(SWIFT) test --skip-build --filter 'HostileModel'
+
+# The kill -9 chaos loop (README → Tests): the real server under detection load, killed with SIGKILL at random moments
+# of load / switch / rollback and restarted, CHAOS_ITERATIONS times; `make test` runs it with 10.
+CHAOS_ITERATIONS ?= 200
+chaos: build-debug
+	CHAOS_ITERATIONS=$(CHAOS_ITERATIONS) $(SWIFT) test --skip-build --filter ChaosTests
+
+# Storage faults alone (also part of `make test`): the state directory on a full tmpfs, the state and audit databases
+# locked by another process past the busy timeout.
+faults: build-debug
+	$(SWIFT) test --skip-build --filter StorageFaultTests
+
 # Performance figures for the README (see README → Performance).
 bench: build
 	.build/release/yoloswap bench --model $(MODEL) --threads 2 --runs 200 models/images/bus.jpg
@@ -59,4 +89,4 @@ bench-configmap: build-debug
 	YOLOSWAP_CONFIGMAP_SWAPS=$(SWAPS) $(SWIFT) test --skip-build --filter ConfigMapBenchmark
 
 clean:
-	rm -rf .build .build-tsan out
+	rm -rf .build .build-tsan .build-asan out

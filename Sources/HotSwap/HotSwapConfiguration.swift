@@ -35,7 +35,10 @@ public enum StandbyRetention: Sendable, Equatable {
 ///   two models (old + new), not three (`true`). With `false` the standby stays until the flip: a rollback during the
 ///   load is still a flip, at the cost of a third model in memory. If such a load fails, rollback reloads from disk.
 /// - `memoryBudgetBytes`: models may not grow RSS past this (nil = no budget).
+/// - `gpuMemoryBudgets`: per GPU id, the bytes its models may take (none: GPUs are not limited).
 /// - `policy`: swap policy (`.availabilityPreserving`).
+/// - `slotExecution`: per slot name, the providers its models may run on and their session settings; a slot not
+///   listed runs on the CPU with `intraOpThreads` (`[:]`).
 public struct HotSwapConfiguration: Sendable, Equatable {
     public var servingThreads: Int
     public var queueCapacity: Int
@@ -48,12 +51,15 @@ public struct HotSwapConfiguration: Sendable, Equatable {
     public var releaseStandbyBeforeLoad: Bool
     public var memoryBudgetBytes: Int?
     public var policy: SwapPolicy
+    public var gpuMemoryBudgets: [Int: Int]
+    public var slotExecution: [String: SlotExecution]
 
     public init(
         servingThreads: Int = 2, queueCapacity: Int = 64, intraOpThreads: Int = 1, loadThreads: Int = 1,
         warmupRuns: Int = 3, warmupTimeout: Duration = .seconds(30), warmupImage: [UInt8]? = nil,
         standbyRetention: StandbyRetention = .keep, releaseStandbyBeforeLoad: Bool = true,
-        memoryBudgetBytes: Int? = nil, policy: SwapPolicy = .availabilityPreserving
+        memoryBudgetBytes: Int? = nil, policy: SwapPolicy = .availabilityPreserving,
+        gpuMemoryBudgets: [Int: Int] = [:], slotExecution: [String: SlotExecution] = [:]
     ) {
         self.servingThreads = servingThreads
         self.queueCapacity = queueCapacity
@@ -66,5 +72,10 @@ public struct HotSwapConfiguration: Sendable, Equatable {
         self.releaseStandbyBeforeLoad = releaseStandbyBeforeLoad
         self.memoryBudgetBytes = memoryBudgetBytes
         self.policy = policy
+        self.gpuMemoryBudgets = gpuMemoryBudgets
+        self.slotExecution = slotExecution
     }
+
+    /// The execution settings of the slot named `slot`.
+    public func execution(forSlot slot: String) -> SlotExecution { slotExecution[slot] ?? SlotExecution() }
 }

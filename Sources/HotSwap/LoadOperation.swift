@@ -29,10 +29,17 @@ public struct LoadRequest: Sendable, Equatable {
     public var policy: SwapPolicy?
     /// Overrides the manager's warm-up timeout for this load (a model known to warm up slowly, or quickly).
     public var warmupTimeout: Duration?
+    /// Where the model runs: one of the targets the slot permits (`SlotExecution`); nil = where the slot's active
+    /// model runs, else the slot's configured target.
+    public var target: ExecutionTarget?
+    /// Accept a target whose provider or device differs from the active model's (moving the slot); without it such a
+    /// load is refused before anything is loaded.
+    public var allowDeviceChange: Bool
 
     public init(slot: String, path: String, name: String? = nil, version: String? = nil,
                 expectedSHA256: String? = nil, activate: Bool = false, allowSchemaChange: Bool = false,
-                policy: SwapPolicy? = nil, warmupTimeout: Duration? = nil) {
+                policy: SwapPolicy? = nil, warmupTimeout: Duration? = nil, target: ExecutionTarget? = nil,
+                allowDeviceChange: Bool = false) {
         self.slot = slot
         self.path = path
         self.name = name
@@ -42,10 +49,14 @@ public struct LoadRequest: Sendable, Equatable {
         self.allowSchemaChange = allowSchemaChange
         self.policy = policy
         self.warmupTimeout = warmupTimeout
+        self.target = target
+        self.allowDeviceChange = allowDeviceChange
     }
 
-    /// Loads of the same slot, file and expected digest share one operation.
-    var sharingKey: String { "\(slot)|\(path)|\(expectedSHA256 ?? "")|\(version ?? "")|\(activate)" }
+    /// Loads of the same slot, file, expected digest and target share one operation.
+    var sharingKey: String {
+        "\(slot)|\(path)|\(expectedSHA256 ?? "")|\(version ?? "")|\(activate)|\(target?.description ?? "")"
+    }
 }
 
 /// Durations of a load's stages, in milliseconds. Codable as `{"verify_ms", "load_ms", "validate_ms", "warmup_ms",
@@ -76,6 +87,12 @@ public enum LoadFailure: Error, Equatable, CustomStringConvertible {
     case digestMismatch(path: String, expected: String, actual: String)
     case signatureRejected(path: String, reason: String)
     case overMemoryBudget(path: String, neededBytes: Int, budgetBytes: Int, inUseBytes: Int)
+    /// The model does not fit in a GPU's budget (`device` is `gpu:N`).
+    case overDeviceMemoryBudget(path: String, device: String, neededBytes: Int, budgetBytes: Int, inUseBytes: Int)
+    /// The load asked for an execution target its slot does not permit.
+    case providerNotAllowed(path: String, requested: String, allowed: [String])
+    /// The load's target differs from the active model's and the load did not allow moving the slot.
+    case deviceChange(path: String, active: String, requested: String)
     case runtime(path: String, reason: String)
     case unsupportedModel(path: String, reason: String)
     case incompatible(path: String, differences: [String])
@@ -94,6 +111,14 @@ public enum LoadFailure: Error, Equatable, CustomStringConvertible {
         case .overMemoryBudget(let path, let needed, let budget, let inUse):
             "loading \(path) needs about \(needed / 1_048_576) MiB but the memory budget is \(budget / 1_048_576) MiB "
                 + "with \(inUse / 1_048_576) MiB in use"
+        case .overDeviceMemoryBudget(let path, let device, let needed, let budget, let inUse):
+            "loading \(path) needs about \(needed / 1_048_576) MiB on \(device) but its memory budget is "
+                + "\(budget / 1_048_576) MiB with \(inUse / 1_048_576) MiB in use"
+        case .providerNotAllowed(let path, let requested, let allowed):
+            "\(path) may not run on \(requested) in this slot (allowed: \(allowed.joined(separator: ", ")))"
+        case .deviceChange(let path, let active, let requested):
+            "\(path) would run on \(requested) but the slot's active model runs on \(active); a swap keeps the "
+                + "device unless the load allows a device change (allow_device_change)"
         case .runtime(let path, let reason): "ONNX Runtime could not load \(path): \(reason)"
         case .unsupportedModel(let path, let reason): "\(path) is not a supported YOLO detector: \(reason)"
         case .incompatible(let path, let differences):
@@ -128,6 +153,10 @@ public final class LoadOperation: Sendable {
         public var signatureKeyID: String?
         /// The slot's generation after an activating load.
         public var generation: Int?
+        /// Where the model runs, once the load's target is resolved.
+        public var execution: ModelExecution?
+        /// The swap policy that ran and why, once chosen.
+        public var policy: PolicyDecision?
         public var finishedAt: Date?
     }
 

@@ -13,18 +13,22 @@ struct LoadPipeline: Sendable {
     let executor: InferenceExecutor
     let configuration: HotSwapConfiguration
     let onRelease: @Sendable (ModelRelease) -> Void
-    /// Throws `LoadFailure.overMemoryBudget` when a model of this digest and size does not fit.
-    let checkBudget: @Sendable (_ sha256: String, _ byteCount: Int, _ path: String) throws(LoadFailure) -> Void
-    /// Records the measured memory cost of a digest.
-    let recordCost: @Sendable (_ sha256: String, _ bytes: Int) -> Void
+    /// Throws `LoadFailure.overMemoryBudget` / `.overDeviceMemoryBudget` when a model of this digest and size does
+    /// not fit on the devices `execution` needs.
+    let checkBudget: @Sendable (_ sha256: String, _ byteCount: Int, _ execution: ModelExecution, _ path: String)
+        throws(LoadFailure) -> Void
+    /// Records the measured host memory cost of a digest run on a target.
+    let recordCost: @Sendable (_ sha256: String, _ target: ExecutionTarget, _ bytes: Int) -> Void
 
     /// Runs the load.
     /// - Parameters:
     ///   - op: the operation (request, stage, cancellation).
+    ///   - execution: the provider, device and session settings the model runs with (resolved by the manager).
     ///   - active: the schema of the slot's active model, to check compatibility against (nil: none).
     ///   - beforeLoading: runs once the model has passed verification, before the budget check and the session
     ///     (the manager releases a standby that the switch would displace, so that memory is free first).
-    func run(_ op: LoadOperation, active: ModelSchema?, beforeLoading: @Sendable () async -> Void = {})
+    func run(_ op: LoadOperation, execution: ModelExecution, active: ModelSchema?,
+             beforeLoading: @Sendable () async -> Void = {})
         async throws(LoadFailure) -> ModelInstance
     {
         let request = op.request
@@ -71,16 +75,15 @@ struct LoadPipeline: Sendable {
         }
         try check()
         await beforeLoading()
-        try checkBudget(digest, file.byteCount, path)
+        try checkBudget(digest, file.byteCount, execution, path)
 
         // loading: a new session (its own inference context) for the verified file.
         op.enter(.loading)
         t = clock.now
-        let threads = configuration.intraOpThreads
         let (detector, rssBefore): (Detector, Int) = try await background { [loader] in
             let rssBefore = ProcessMemory.residentBytes() ?? 0
             let backend: any InferenceBackend
-            do { backend = try loader.makeBackend(for: file, label: path, intraOpThreads: threads) } catch {
+            do { backend = try loader.makeBackend(for: file, label: path, execution: execution) } catch {
                 if case .changedSinceVerification(_, let verified, let now) = error as? ModelFileError {
                     throw LoadFailure.digestMismatch(path: path, expected: verified, actual: now)
                 }
@@ -121,9 +124,11 @@ struct LoadPipeline: Sendable {
             ProcessMemory.trim()
             return cost
         }
-        recordCost(digest, cost)
+        recordCost(digest, execution.target, cost)
+        let deviceCost = execution.target.device == .host ? 0
+            : MemoryLedger.deviceCost(byteCount: file.byteCount, execution: execution)
         return ModelInstance(identity: identity, detector: detector, memoryBytes: cost, signatureKeyID: keyID,
-            onRelease: onRelease)
+            execution: execution, deviceMemoryBytes: deviceCost, onRelease: onRelease)
     }
 
     /// Runs the warm-up inferences on the background executor, racing the timeout; a timeout aborts the Run in
@@ -184,7 +189,8 @@ struct LoadPipeline: Sendable {
         return RGBImage(width: size.width, height: size.height, fill: (114, 114, 114))
     }
 
-    /// One warm-up inference: the output must have the declared shape, finite values and scores in [0, 1].
+    /// One warm-up inference: the output must have the declared shape, finite values, scores in [0, 1] and (YOLOv10)
+    /// class indices of the model's classes.
     static func validateOutput(_ detector: Detector, image: RGBImage, cancellation: RunCancellation, path: String)
         throws
     {
@@ -213,6 +219,17 @@ struct LoadPipeline: Sendable {
             for i in 0..<values.count where isScore(i) && !(0...1).contains(values[i]) {
                 throw LoadFailure.warmupFailed(
                     path: path, reason: "score \(values[i]) at index \(i) lies outside [0, 1]")
+            }
+            // YOLOv10's class column is read as an index into the model's classes: every row's must be one.
+            if schema.outputFormat == .yolov10, b > 0 {
+                let classes = Float(schema.classCount)
+                for i in stride(from: 5, to: values.count, by: b) {
+                    let cls = values[i]
+                    guard cls >= 0, cls < classes, cls == cls.rounded(.towardZero) else {
+                        throw LoadFailure.warmupFailed(path: path,
+                            reason: "class \(cls) in row \(i / b) is not one of the model's \(schema.classCount) classes")
+                    }
+                }
             }
         }
     }

@@ -1,33 +1,85 @@
 import Foundation
 import Primitives
 
-/// Memory costs per model digest and the budget check.
+/// Memory costs per model and device, the budget per device (the host's RAM and each GPU's memory), and the check a
+/// load must pass.
+///
+/// A model's host cost is measured (RSS growth over its load and warm-up) and remembered per digest and execution
+/// target; until measured it is estimated as `unknownCostFactor` × the file's size. A GPU model's cost on its GPU is
+/// not measured (ORT does not report it): it is the slot's CUDA arena cap when one is set (what the session may grow
+/// to), else the same file-size estimate.
 ///
 /// Thread-safety: guarded by a mutex.
 final class MemoryLedger: Sendable {
-    let budget: Int?
-    private let measured = Locked<[String: Int]>([:])
+    /// Budgets by device; a device without one is not limited.
+    let budgets: [ComputeDevice: Int]
+    private let measured = Locked<[Key: Int]>([:])
     /// A model not measured yet is assumed to cost this many times its file size (weights plus ORT's buffers).
     static let unknownCostFactor = 2
 
-    init(budget: Int?) { self.budget = budget }
-
-    var costs: [String: Int] { measured.withLock { $0 } }
-
-    func record(sha256: String, bytes: Int) { measured.withLock { $0[sha256] = bytes } }
-
-    /// The measured cost of the digest, else `unknownCostFactor` × the file's size. Blocking (reads the file's size).
-    func estimate(sha256: String?, path: String) -> Int {
-        if let sha256, let known = measured.withLock({ $0[sha256] }) { return known }
-        let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
-        return size * Self.unknownCostFactor
+    private struct Key: Hashable {
+        var sha256: String
+        var target: ExecutionTarget
     }
 
-    func check(sha256: String, byteCount: Int, inUse: Int, path: String) throws(LoadFailure) {
-        guard let budget else { return }
-        let needed = measured.withLock { $0[sha256] } ?? byteCount * Self.unknownCostFactor
-        if inUse + needed > budget {
-            throw .overMemoryBudget(path: path, neededBytes: needed, budgetBytes: budget, inUseBytes: inUse)
+    init(hostBudget: Int?, gpuBudgets: [Int: Int] = [:]) {
+        var budgets: [ComputeDevice: Int] = [:]
+        budgets[.host] = hostBudget
+        for (id, bytes) in gpuBudgets { budgets[.gpu(id)] = bytes }
+        self.budgets = budgets
+    }
+
+    /// Measured host costs of models run on the CPU, by digest.
+    var costs: [String: Int] {
+        measured.withLock { m in
+            Dictionary(m.filter { $0.key.target == .cpu }.map { ($0.key.sha256, $0.value) }, uniquingKeysWith: max)
         }
+    }
+
+    func record(sha256: String, target: ExecutionTarget, bytes: Int) {
+        measured.withLock { $0[Key(sha256: sha256, target: target)] = bytes }
+    }
+
+    /// What a model would take on each device it needs: the host always, its GPU when it runs on one.
+    /// - Parameters:
+    ///   - sha256: the model's digest, when known (a measured cost is used then).
+    ///   - byteCount: the file's size.
+    func estimate(sha256: String?, byteCount: Int, execution: ModelExecution) -> [ComputeDevice: Int] {
+        let host = sha256.flatMap { sha in measured.withLock { $0[Key(sha256: sha, target: execution.target)] } }
+        var estimate: [ComputeDevice: Int] = [.host: host ?? byteCount * Self.unknownCostFactor]
+        if case .gpu = execution.target.device {
+            estimate[execution.target.device] = Self.deviceCost(byteCount: byteCount, execution: execution)
+        }
+        return estimate
+    }
+
+    /// A GPU model's cost on its GPU (see the type's comment).
+    static func deviceCost(byteCount: Int, execution: ModelExecution) -> Int {
+        execution.gpuMemoryLimitBytes ?? byteCount * unknownCostFactor
+    }
+
+    /// The figures compared for each device in `estimate`, host first.
+    func figures(estimate: [ComputeDevice: Int], inUse: [ComputeDevice: Int]) -> [DeviceMemoryFigures] {
+        estimate.keys.sorted().map { device in
+            DeviceMemoryFigures(device: device, inUseBytes: inUse[device] ?? 0, estimateBytes: estimate[device] ?? 0,
+                budgetBytes: budgets[device])
+        }
+    }
+
+    /// Throws for the first device whose budget the figures exceed.
+    /// - Throws: `LoadFailure.overMemoryBudget` (the host) or `.overDeviceMemoryBudget` (a GPU).
+    static func check(_ figures: [DeviceMemoryFigures], path: String) throws(LoadFailure) {
+        guard let over = figures.first(where: { !$0.fits }), let budget = over.budgetBytes else { return }
+        if over.device == .host {
+            throw .overMemoryBudget(path: path, neededBytes: over.estimateBytes, budgetBytes: budget,
+                inUseBytes: over.inUseBytes)
+        }
+        throw .overDeviceMemoryBudget(path: path, device: over.device.description, neededBytes: over.estimateBytes,
+            budgetBytes: budget, inUseBytes: over.inUseBytes)
+    }
+
+    /// The size of the file at `path` (0 when it cannot be read). Blocking.
+    static func fileSize(_ path: String) -> Int {
+        (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
     }
 }

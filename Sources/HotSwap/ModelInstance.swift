@@ -79,6 +79,10 @@ public final class ModelInstance: Sendable {
     public let memoryBytes: Int
     /// Key id of the signature that verified it, if any.
     public let signatureKeyID: String?
+    /// The provider and device its session runs on, and the session settings it was made with.
+    public let execution: ModelExecution
+    /// What it is taken to hold on its GPU, in bytes (0 on the CPU): the ledger's estimate (`MemoryLedger`).
+    public let deviceMemoryBytes: Int
     public let loadedAt: Date
     let inFlight = InFlightCounter()
     private let onRelease: @Sendable (ModelRelease) -> Void
@@ -88,11 +92,14 @@ public final class ModelInstance: Sendable {
     public var inFlightCount: Int { inFlight.current }
 
     init(identity: ModelIdentity, detector: Detector, memoryBytes: Int, signatureKeyID: String?,
+         execution: ModelExecution = .init(), deviceMemoryBytes: Int = 0,
          onRelease: @escaping @Sendable (ModelRelease) -> Void) {
         self.identity = identity
         self.detector = detector
         self.memoryBytes = memoryBytes
         self.signatureKeyID = signatureKeyID
+        self.execution = execution
+        self.deviceMemoryBytes = deviceMemoryBytes
         self.loadedAt = Date()
         self.onRelease = onRelease
     }
@@ -111,12 +118,18 @@ public struct ModelStamp: Sendable, Equatable, Codable {
     public var sha256: String
     /// The slot's generation when the request took its lease; it increases with every switch of that slot.
     public var generation: Int
+    /// The execution provider the model ran on (`cpu`, `cuda:0`, `tensorrt:1`).
+    public var provider: String
+    /// The device that holds its session (`host`, `gpu:0`).
+    public var device: String
 
-    public init(slot: String, identity: ModelIdentity, generation: Int) {
+    public init(slot: String, identity: ModelIdentity, generation: Int, target: ExecutionTarget = .cpu) {
         self.slot = slot
         self.id = identity.id
         self.version = identity.version
         self.sha256 = identity.sha256
         self.generation = generation
+        self.provider = target.description
+        self.device = target.device.description
     }
 }

@@ -8,8 +8,10 @@ public protocol ModelLoader: Sendable {
     ///   - file: the verified model: path, digest, size. A loader that reads the bytes uses
     ///     `file.readVerifiedBytes()`, which refuses content that no longer has the verified digest.
     ///   - label: names the model in errors.
-    ///   - intraOpThreads: threads inside one inference.
-    func makeBackend(for file: ModelFile, label: String, intraOpThreads: Int) throws -> any InferenceBackend
+    ///   - execution: the provider and device the session runs on, its intra-op threads and provider options.
+    /// - Throws: when the backend cannot be made, with the runtime's own message (a provider the runtime lacks
+    ///   included).
+    func makeBackend(for file: ModelFile, label: String, execution: ModelExecution) throws -> any InferenceBackend
 }
 
 /// Checks a model's authenticity in the verifying stage, before any ORT allocation (the serving layer plugs Ed25519

@@ -11,19 +11,34 @@ extension ModelManager {
         let request = op.request
         // Only what is needed of the active model: holding the instance here would keep it alive (and delay its
         // release) after it leaves every role.
-        let previous = slot.roles.active.map { (identity: $0.identity, schema: $0.schema) }
+        let previous = slot.roles.active.map {
+            (identity: $0.identity, schema: $0.schema, execution: $0.execution)
+        }
         if op.isCancelled {
             return await emit(event(for: op, operation: operation, from: previous?.identity))
         }
-        let policy = await resolvedPolicy(for: request, slot: slot)
-        if request.activate, policy == .resourcePreserving, let previous {
-            return await performResourcePreservingLoad(op, slot: slot, previous: previous.identity,
-                previousSchema: previous.schema, operation: operation)
+        // Where the model runs (within what the slot permits, on the active model's device unless the load allows a
+        // change), then the policy: both are settled, and reported, before anything is loaded.
+        let execution: ModelExecution
+        do throws(LoadFailure) {
+            execution = try resolveExecution(request, slot: slot, current: previous?.execution.target)
+        } catch {
+            op.finish(.failed, failure: error)
+            return await emit(event(for: op, operation: operation, from: previous?.identity))
+        }
+        let decision = await decidePolicy(for: request, execution: execution, hasActive: previous != nil)
+        op.update {
+            $0.execution = execution
+            $0.policy = decision
+        }
+        if request.activate, decision.policy == .resourcePreserving, let previous {
+            return await performResourcePreservingLoad(op, slot: slot, execution: execution,
+                previous: (previous.identity, previous.schema, previous.execution), operation: operation)
         }
         do throws(LoadFailure) {
             // A switch displaces the standby anyway: free it before the new session exists (old + new, not three).
             let releaseStandby = request.activate && configuration.releaseStandbyBeforeLoad
-            let model = try await pipeline.run(op, active: previous?.schema) {
+            let model = try await pipeline.run(op, execution: execution, active: previous?.schema) {
                 if releaseStandby { await slot.releaseStandbyAndWait() }
             }
             // Cancelled after the pipeline's last check: the model never takes a role. Past `beginActivation` the
@@ -58,10 +73,12 @@ extension ModelManager {
     }
 
     /// Drain and release the old model first, then load; on failure, bring the old model back.
-    private func performResourcePreservingLoad(_ op: LoadOperation, slot: ModelSlot,
-                                               previous previousRecord: ModelIdentity,
-                                               previousSchema: ModelSchema,
-                                               operation: SwapEvent.Operation) async -> SwapEvent {
+    private func performResourcePreservingLoad(
+        _ op: LoadOperation, slot: ModelSlot, execution: ModelExecution,
+        previous: (identity: ModelIdentity, schema: ModelSchema, execution: ModelExecution),
+        operation: SwapEvent.Operation
+    ) async -> SwapEvent {
+        let previousRecord = previous.identity
         slot.dropStandby()
         slot.discardStaged()
         guard let drained = slot.deactivate() else {
@@ -71,7 +88,7 @@ extension ModelManager {
         // Hand over this last reference: the releaser frees the model only once it holds the only one.
         await releaser.retireAndWait(consume drained)
         do throws(LoadFailure) {
-            let model = try await pipeline.run(op, active: previousSchema)
+            let model = try await pipeline.run(op, execution: execution, active: previous.schema)
             guard op.beginActivation() else {
                 releaser.retire(model)
                 throw LoadFailure.cancelled(path: op.request.path, reason: "superseded or cancelled")
@@ -90,12 +107,12 @@ extension ModelManager {
         } catch {
             op.finish(error.isCancellation ? .cancelled : .failed, failure: error)
             var failed = event(for: op, operation: operation, from: previousRecord)
-            // Bring the previous model back through the same verified pipeline.
+            // Bring the previous model back through the same verified pipeline, where it ran.
             let restore = LoadOperation(request: LoadRequest(slot: slot.name, path: previousRecord.path,
                 name: previousRecord.name, version: previousRecord.version, expectedSHA256: previousRecord.sha256,
-                allowSchemaChange: true))
+                allowSchemaChange: true, target: previous.execution.target, allowDeviceChange: true))
             do {
-                let model = try await pipeline.run(restore, active: nil)
+                let model = try await pipeline.run(restore, execution: previous.execution, active: nil)
                 // The store still holds the previous model's state: flip it back even if recording fails again.
                 if (try? await activate(model, in: slot, keepStandby: false)) == nil {
                     _ = flip(model, in: slot, keepStandby: false)
@@ -118,11 +135,14 @@ extension ModelManager {
         var timings = LoadTimings()
         timings.flipMicroseconds = flip.microseconds
         return await emit(SwapEvent(slot: slot.name, operation: .switch, result: .succeeded,
-            from: flip.previous, to: staged.identity, generation: flip.generation, timings: timings))
+            from: flip.previous, to: staged.identity, generation: flip.generation, timings: timings,
+            target: staged.execution.target,
+            policy: flipDecision("a switch flips in the staged model, loaded already")))
     }
 
     func performRollback(_ slot: ModelSlot) async throws -> SwapEvent {
-        if let standby = slot.roles.standby?.identity {
+        if let standbyPlace = slot.roles.standby.map({ (identity: $0.identity, target: $0.execution.target) }) {
+            let standby = standbyPlace.identity
             let roles = slot.roles
             let state = CommittedSlot(slot: slot.name, active: standby.record, standby: roles.active?.identity.record,
                 generation: roles.generation + 1)
@@ -135,13 +155,17 @@ extension ModelManager {
             var timings = LoadTimings()
             timings.flipMicroseconds = flip.microseconds
             return await emit(SwapEvent(slot: slot.name, operation: .rollback, result: .succeeded,
-                from: flip.previous, to: standby, generation: flip.generation, timings: timings))
+                from: flip.previous, to: standby, generation: flip.generation, timings: timings,
+                target: standbyPlace.target, policy: flipDecision("a rollback flips in the warm standby")))
         }
-        guard let record = previousModels[slot.name]?.last else {
+        guard let previous = previousModels[slot.name]?.last else {
             throw ControlError.nothingToRollBackTo(slot: slot.name)
         }
+        let record = previous.record
+        // Back to where the previous model ran: a rollback undoes a device change too.
         let op = LoadOperation(request: LoadRequest(slot: slot.name, path: record.path, version: record.version,
-            expectedSHA256: record.sha256, activate: true, allowSchemaChange: true))
+            expectedSHA256: record.sha256, activate: true, allowSchemaChange: true, target: previous.target,
+            allowDeviceChange: true))
         remember(op)
         let event = await performLoad(op, slot: slot, operation: .rollback)
         if let failure = op.status.failure { throw ControlError.loadFailed(slot: slot.name, failure) }
@@ -171,7 +195,9 @@ extension ModelManager {
         defer { restoring[slot.name] = nil }
         if isShuttingDown { op.cancel(reason: "shutting down") }
         do {
-            slot.setStandby(try await pipeline.run(op, active: nil))
+            // The standby comes back beside the active model, on its device.
+            let execution = try resolveExecution(op.request, slot: slot, current: slot.roles.active?.execution.target)
+            slot.setStandby(try await pipeline.run(op, execution: execution, active: nil))
             op.finish(.ready)
         } catch {
             op.finish(error.isCancellation ? .cancelled : .failed, failure: error)
@@ -213,7 +239,7 @@ extension ModelManager {
     func flip(_ model: ModelInstance, in slot: ModelSlot, keepStandby: Bool) -> Flip {
         let flip = slot.activate(model, keepStandby: keepStandby)
         if let previous = flip.previous {
-            previousModels[slot.name, default: []].append(previous.identity.record)
+            previousModels[slot.name, default: []].append((previous.identity.record, previous.execution.target))
             if previousModels[slot.name]!.count > 10 { previousModels[slot.name]!.removeFirst() }
             if case .keepFor(let duration) = configuration.standbyRetention {
                 // A timer, not work that must finish: weak, so that a standby replaced or released before the time
@@ -234,16 +260,6 @@ extension ModelManager {
         try await ioQueue.run { try store.commit(state) }
     }
 
-    func resolvedPolicy(for request: LoadRequest, slot: ModelSlot) async -> SwapPolicy {
-        let policy = request.policy ?? configuration.policy
-        guard policy == .auto else { return policy }
-        guard let budget = configuration.memoryBudgetBytes else { return .availabilityPreserving }
-        let inUse = registry.withLock { $0.values.reduce(0) { $0 + $1.memoryInUse } }
-        let ledger = self.ledger
-        let estimate = await ioQueue.run { ledger.estimate(sha256: request.expectedSHA256, path: request.path) }
-        return inUse + estimate <= budget ? .availabilityPreserving : .resourcePreserving
-    }
-
     func event(for op: LoadOperation, operation: SwapEvent.Operation, from: ModelIdentity?) -> SwapEvent {
         let status = op.status
         let result: SwapEvent.Outcome =
@@ -254,7 +270,8 @@ extension ModelManager {
             }
         return SwapEvent(slot: op.request.slot, operation: op.request.activate && operation == .load ? .activate
             : operation, result: result, reason: status.failure?.description, from: from, to: status.identity,
-            generation: status.generation, timings: status.timings, operationID: op.id)
+            generation: status.generation, timings: status.timings, operationID: op.id,
+            target: status.execution?.target, policy: status.policy)
     }
 
     /// Appends the event to the store (on the store's queue), then records it (memory, subscribers, log): what a client

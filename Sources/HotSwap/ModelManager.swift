@@ -60,9 +60,9 @@ public actor ModelManager {
     var currentLoad: [String: LoadOperation] = [:]
     /// Per slot, the last operation queued: the next one waits for it.
     var tails: [String: Task<Void, Never>] = [:]
-    /// Per slot, the models that were active before (newest last, up to 10): what a rollback without a standby
-    /// reloads.
-    var previousModels: [String: [ModelRecord]] = [:]
+    /// Per slot, the models that were active before and where they ran (newest last, up to 10): what a rollback
+    /// without a standby reloads.
+    var previousModels: [String: [(record: ModelRecord, target: ExecutionTarget)]] = [:]
     /// Restores under way (not superseded by other loads; cancelled only by shutdown).
     var restoring: [String: LoadOperation] = [:]
     /// Set by `cancelLoads`/`shutdown`: no new restore starts.
@@ -86,7 +86,8 @@ public actor ModelManager {
         let loadExecutor = InferenceExecutor(label: "yoloswap.load", threads: max(1, configuration.loadThreads),
             queueCapacity: 256, priority: .background)
         self.loadExecutor = loadExecutor
-        let ledger = MemoryLedger(budget: configuration.memoryBudgetBytes)
+        let ledger = MemoryLedger(hostBudget: configuration.memoryBudgetBytes,
+            gpuBudgets: configuration.gpuMemoryBudgets)
         self.ledger = ledger
         let registry = self.registry
         self.pipeline = LoadPipeline(
@@ -96,11 +97,12 @@ public actor ModelManager {
                     "thread": "\(release.threadName)"])
                 releaseObserver?(release)
             },
-            checkBudget: { sha, size, path throws(LoadFailure) in
-                let inUse = registry.withLock { $0.values.reduce(0) { $0 + $1.memoryInUse } }
-                try ledger.check(sha256: sha, byteCount: size, inUse: inUse, path: path)
+            checkBudget: { sha, size, execution, path throws(LoadFailure) in
+                let estimate = ledger.estimate(sha256: sha, byteCount: size, execution: execution)
+                let inUse = ModelManager.memoryHeld(in: registry)
+                try MemoryLedger.check(ledger.figures(estimate: estimate, inUse: inUse), path: path)
             },
-            recordCost: { sha, bytes in ledger.record(sha256: sha, bytes: bytes) })
+            recordCost: { sha, target, bytes in ledger.record(sha256: sha, target: target, bytes: bytes) })
     }
 
     // MARK: Slots
@@ -123,8 +125,17 @@ public actor ModelManager {
 
     public nonisolated var slotNames: [String] { registry.withLock { $0.keys.sorted() } }
 
-    /// Measured memory cost per model digest, in bytes.
+    /// Measured memory cost per model digest (models run on the CPU), in bytes.
     public nonisolated var memoryCosts: [String: Int] { ledger.costs }
+
+    /// Memory the models of every slot hold now, per device (bytes): measured on the host, estimated on GPUs.
+    public nonisolated var memoryInUse: [ComputeDevice: Int] { Self.memoryHeld(in: registry) }
+
+    static func memoryHeld(in registry: Locked<[String: ModelSlot]>) -> [ComputeDevice: Int] {
+        registry.withLock { slots in
+            slots.values.reduce(into: [:]) { total, slot in total.merge(slot.memoryByDevice, uniquingKeysWith: +) }
+        }
+    }
 
     // MARK: Operations
 
@@ -299,10 +310,17 @@ public actor ModelManager {
 }
 
 extension ModelSlot {
-    /// Measured memory of the models this slot holds in any role.
-    var memoryInUse: Int {
+    /// Memory of the models this slot holds in any role, per device: each model's measured host cost, and a GPU
+    /// model's estimated cost on its GPU.
+    var memoryByDevice: [ComputeDevice: Int] {
         let roles = self.roles
-        return [roles.active, roles.staged, roles.standby].compactMap { $0 }.reduce(0) { $0 + $1.memoryBytes }
+        var bytes: [ComputeDevice: Int] = [:]
+        for model in [roles.active, roles.staged, roles.standby].compactMap({ $0 }) {
+            bytes[.host, default: 0] += model.memoryBytes
+            let device = model.execution.target.device
+            if device != .host { bytes[device, default: 0] += model.deviceMemoryBytes }
+        }
+        return bytes
     }
 }
 

@@ -141,7 +141,8 @@ public final class ModelSlot: Sendable {
     {
         let started = ContinuousClock.now
         guard let (model, generation) = lease(context) else { return nil }
-        let stamp = ModelStamp(slot: name, identity: model.identity, generation: generation)
+        let stamp = ModelStamp(slot: name, identity: model.identity, generation: generation,
+            target: model.execution.target)
         let result = Result { () throws(DetectionError) in
             // The two-thread JPEG decode only while this is the slot's one request (nothing else running or queued):
             // under load the second thread would only take a core from another request.

@@ -5,7 +5,7 @@ import Foundation
 ///
 /// One Codable shape everywhere (the store keeps exactly this JSON; `GET /v1/events` answers with it):
 /// `{"time", "slot", "operation", "result", "reason"?, "from"?: ModelIdentity, "to"?: ModelIdentity, "generation"?,
-/// "operation_id"?, "timings": LoadTimings}`.
+/// "operation_id"?, "timings": LoadTimings, "provider"?, "device"?, "policy"?: PolicyDecision}`.
 ///
 /// Thread-safety: a value.
 public struct SwapEvent: Sendable, Equatable, Codable {
@@ -15,7 +15,7 @@ public struct SwapEvent: Sendable, Equatable, Codable {
     public enum Outcome: String, Sendable, Codable { case succeeded, failed, cancelled }
 
     enum CodingKeys: String, CodingKey {
-        case time, slot, operation, result, reason, from, to, generation, timings
+        case time, slot, operation, result, reason, from, to, generation, timings, provider, device, policy
         case operationID = "operation_id"
     }
 
@@ -32,10 +32,17 @@ public struct SwapEvent: Sendable, Equatable, Codable {
     public var timings: LoadTimings
     /// The load operation this event ends, if any.
     public var operationID: String?
+    /// The execution provider `to` runs (or was to run) on, when the event concerns a model (`cuda:0`).
+    public var provider: String?
+    /// The device that holds `to`'s session (`host`, `gpu:0`).
+    public var device: String?
+    /// The swap policy a load ran with and why (loads, activations, rollbacks and restores).
+    public var policy: PolicyDecision?
 
     public init(slot: String, operation: Operation, result: Outcome, reason: String? = nil, from: ModelIdentity? = nil,
                 to: ModelIdentity? = nil, generation: Int? = nil, timings: LoadTimings = LoadTimings(),
-                operationID: String? = nil, time: Date = Date()) {
+                operationID: String? = nil, target: ExecutionTarget? = nil, policy: PolicyDecision? = nil,
+                time: Date = Date()) {
         self.time = time
         self.slot = slot
         self.operation = operation
@@ -46,6 +53,9 @@ public struct SwapEvent: Sendable, Equatable, Codable {
         self.generation = generation
         self.timings = timings
         self.operationID = operationID
+        self.provider = target?.description
+        self.device = target?.device.description
+        self.policy = policy
     }
 
     /// The same event with every model path and the reason passed through `transform` (the API shows paths relative

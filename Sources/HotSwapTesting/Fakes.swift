@@ -127,9 +127,10 @@ public struct FakeBackend: InferenceBackend {
 ///
 /// Thread-safety: all members may be used from any thread.
 public final class FakeLoader: ModelLoader {
-    /// One `makeBackend` call: which model (the label is the file path) and when it began.
+    /// One `makeBackend` call: which model (the label is the file path), where it was to run, and when it began.
     public struct Call: Sendable {
         public var label: String
+        public var execution: ModelExecution
         public var startedAt: Date
     }
 
@@ -149,8 +150,10 @@ public final class FakeLoader: ModelLoader {
     public var makeBackendCalls: Int { log.withLock { $0.count } }
     public var calls: [Call] { log.withLock { $0 } }
 
-    public func makeBackend(for file: ModelFile, label: String, intraOpThreads: Int) throws -> any InferenceBackend {
-        log.withLock { $0.append(Call(label: label, startedAt: Date())) }
+    public func makeBackend(for file: ModelFile, label: String, execution: ModelExecution) throws
+        -> any InferenceBackend
+    {
+        log.withLock { $0.append(Call(label: label, execution: execution, startedAt: Date())) }
         if let delay { Thread.sleep(forTimeInterval: delay.seconds) }
         return backend(label)
     }

@@ -40,6 +40,7 @@ public struct ORTError: Error, CustomStringConvertible, Sendable {
         case .providerUnavailable(let requested, let available):
             return "execution provider '\(requested)' is not available in this ONNX Runtime build "
                 + "(available: \(available.joined(separator: ", "))) while \(operation)"
+                + (message.isEmpty ? "" : ": \(message)")
         case .invalidTensor:
             return "invalid tensor while \(operation): \(message)"
         }

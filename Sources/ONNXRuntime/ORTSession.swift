@@ -47,7 +47,8 @@ public final class ORTSession: @unchecked Sendable {
     ///   - environment: the ORT environment.
     ///   - options: threads, optimization level, execution provider.
     ///   - label: names the model in error messages (a path or id).
-    /// - Throws: `ORTError` with ORT's message (invalid model, unsupported operator, provider not available, ...).
+    /// - Throws: `ORTError` with ORT's message (invalid model, unsupported operator, provider not available, tensor
+    ///   data in external files, ...).
     public convenience init(bytes: [UInt8], environment: ORTEnvironment, options: SessionOptions = .init(),
                             label: String = "model") throws(ORTError) {
         try self.init(environment: environment, options: options, label: label,
@@ -81,7 +82,9 @@ public final class ORTSession: @unchecked Sendable {
         let api = library.api.pointee
         let native = try NativeSessionOptions(options, library: library)
         var session: OpaquePointer?
-        try library.check(create(api, environment.handle, native.handle, &session), operation)
+        do { try library.check(create(api, environment.handle, native.handle, &session), operation) } catch {
+            throw Self.explainingExternalData(error)
+        }
         self.handle = session!
 
         var memoryInfo: OpaquePointer?
@@ -99,6 +102,15 @@ public final class ORTSession: @unchecked Sendable {
         }
         self.memoryInfo = memoryInfo!
         self.outputNames = outputs.map(\.name)
+    }
+
+    /// ORT's refusal of a model with external data (see `NativeSessionOptions`), with why it is refused in front.
+    private static func explainingExternalData(_ error: ORTError) -> ORTError {
+        guard error.message.contains("External data") else { return error }
+        var explained = error
+        explained.message = "the model keeps tensor data in external files, which are never read (a model must hold "
+            + "all its tensors in the file that was verified): " + error.message
+        return explained
     }
 
     deinit {

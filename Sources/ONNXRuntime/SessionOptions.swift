@@ -1,30 +1,26 @@
 internal import CONNXRuntime
 import Foundation
 
-/// Where a session's graph runs.
+/// Where a session's graph runs. (The CLI and the service parse `cpu | cuda[:id] | tensorrt[:id]` as
+/// `HotSwap.ExecutionTarget`; `ORTBackend` turns that into this.)
 public enum ExecutionProvider: Sendable, Equatable, CustomStringConvertible {
     case cpu
     case cuda(deviceID: Int)
     case tensorRT(deviceID: Int)
-
-    /// Parses `cpu`, `cuda`, `cuda:1`, `tensorrt`, `tensorrt:0`.
-    public init?(parsing text: String) {
-        let parts = text.lowercased().split(separator: ":", maxSplits: 1).map(String.init)
-        let device = parts.count > 1 ? Int(parts[1]) : 0
-        guard let device else { return nil }
-        switch parts.first {
-        case "cpu": self = .cpu
-        case "cuda": self = .cuda(deviceID: device)
-        case "tensorrt", "trt": self = .tensorRT(deviceID: device)
-        default: return nil
-        }
-    }
 
     public var description: String {
         switch self {
         case .cpu: "cpu"
         case .cuda(let id): "cuda:\(id)"
         case .tensorRT(let id): "tensorrt:\(id)"
+        }
+    }
+
+    /// The GPU's id (0 for `.cpu`).
+    public var deviceID: Int {
+        switch self {
+        case .cpu: 0
+        case .cuda(let id), .tensorRT(let id): id
         }
     }
 
@@ -77,6 +73,8 @@ public enum IntraOpSpinning: String, Sendable, Equatable, CaseIterable {
 /// - `interOpThreads`: threads across independent graph nodes; default 1 (YOLO graphs are sequential).
 /// - `optimization`: graph optimization level; default `.all`.
 /// - `provider`: execution provider; default `.cpu`.
+/// - `providerOptions`: more of the provider's own options, by ORT's key (`gpu_mem_limit`, `trt_engine_cache_path`,
+///   …), set beside its `device_id`; ignored for `.cpu`. Default none.
 /// - `spinning`: when idle intra-op threads spin-wait for work instead of sleeping (``IntraOpSpinning``); default
 ///   `.never`, for sessions that share the cores with other Runs.
 /// - `memoryPattern`: ORT's memory-pattern optimisation for fixed shapes; default `true`.
@@ -84,11 +82,14 @@ public enum IntraOpSpinning: String, Sendable, Equatable, CaseIterable {
 ///   session is released); default `true`.
 /// - `optimizedModelPath`: where ORT writes the graph it optimized while creating the session (an ONNX file that
 ///   later sessions can load without optimizing again); default `nil` (nothing written).
+///
+/// Whatever the options, a session never reads external data: a model must hold all its tensors in its own file.
 public struct SessionOptions: Sendable, Equatable {
     public var intraOpThreads: Int
     public var interOpThreads: Int
     public var optimization: GraphOptimizationLevel
     public var provider: ExecutionProvider
+    public var providerOptions: [String: String]
     public var spinning: IntraOpSpinning
     public var memoryPattern: Bool
     public var cpuMemoryArena: Bool
@@ -97,12 +98,13 @@ public struct SessionOptions: Sendable, Equatable {
     public init(
         intraOpThreads: Int = 0, interOpThreads: Int = 1, optimization: GraphOptimizationLevel = .all,
         provider: ExecutionProvider = .cpu, spinning: IntraOpSpinning = .never, memoryPattern: Bool = true,
-        cpuMemoryArena: Bool = true, optimizedModelPath: String? = nil
+        cpuMemoryArena: Bool = true, optimizedModelPath: String? = nil, providerOptions: [String: String] = [:]
     ) {
         self.intraOpThreads = intraOpThreads
         self.interOpThreads = interOpThreads
         self.optimization = optimization
         self.provider = provider
+        self.providerOptions = providerOptions
         self.spinning = spinning
         self.memoryPattern = memoryPattern
         self.cpuMemoryArena = cpuMemoryArena
@@ -140,38 +142,62 @@ final class NativeSessionOptions {
                 api.AddSessionConfigEntry!(handle, "session.force_spinning_stop", "1"),
                 "stopping intra-op spinning after each Run")
         }
+        // External data (an initializer whose bytes lie in another file, `location` relative to the model's folder,
+        // or to the working directory for a model loaded from bytes) is never read: a digest or signature covers the
+        // model file alone, and a hostile `location` would read what it names into the graph, and from there into
+        // detections. ORT looks for every external file in this folder; nothing can lie under a path that is not a
+        // folder, so each reference fails the session with ORT's "External data path validation failed" error.
+        try library.check(
+            api.AddSessionConfigEntry!(handle, "session.model_external_initializers_file_folder_path",
+                Self.noExternalDataFolder),
+            "refusing external data")
         if let path = options.optimizedModelPath {
             try library.check(api.SetOptimizedModelFilePath!(handle, path), "setting the optimized model path \(path)")
         }
-        try appendProvider(options.provider)
+        try appendProvider(options.provider, options: options.providerOptions)
     }
 
-    private func appendProvider(_ provider: ExecutionProvider) throws(ORTError) {
+    /// The folder ORT is told external data files lie in: one that cannot hold any (a device, not a folder).
+    static let noExternalDataFolder = "/dev/null"
+
+    /// Appends the provider with its `device_id` and `options`. A provider this build lacks fails with ORT's own
+    /// message, as kind `.providerUnavailable` listing the providers it has.
+    private func appendProvider(_ provider: ExecutionProvider, options: [String: String]) throws(ORTError) {
         guard provider != .cpu else { return }
         let operation = "enabling execution provider \(provider)"
-        let available = (try? library.availableProviders()) ?? []
-        guard available.contains(provider.ortName) else {
-            throw ORTError(
-                .providerUnavailable(requested: provider.description, available: available),
-                operation: operation, message: "")
+        do { try appendNonCPU(provider, options: options, operation: operation) } catch {
+            let available = (try? library.availableProviders()) ?? []
+            guard available.contains(provider.ortName) else {
+                throw ORTError(
+                    .providerUnavailable(requested: provider.description, available: available),
+                    operation: operation, message: error.message)
+            }
+            throw error
         }
+    }
+
+    private func appendNonCPU(_ provider: ExecutionProvider, options: [String: String], operation: String)
+        throws(ORTError)
+    {
         let api = library.api.pointee
+        let keys = ["device_id"] + options.keys.sorted()
+        let values = keys.map { key in key == "device_id" ? "\(provider.deviceID)" : options[key]! }
         switch provider {
         case .cpu:
             return
-        case .cuda(let device):
+        case .cuda:
             var cuda: OpaquePointer?
             try library.check(api.CreateCUDAProviderOptions!(&cuda), operation)
             defer { api.ReleaseCUDAProviderOptions!(cuda) }
-            try updateOptions(keys: ["device_id"], values: ["\(device)"], operation: operation) { keys, values, n in
+            try updateOptions(keys: keys, values: values, operation: operation) { keys, values, n in
                 api.UpdateCUDAProviderOptions!(cuda, keys, values, n)
             }
             try library.check(api.SessionOptionsAppendExecutionProvider_CUDA_V2!(handle, cuda), operation)
-        case .tensorRT(let device):
+        case .tensorRT:
             var trt: OpaquePointer?
             try library.check(api.CreateTensorRTProviderOptions!(&trt), operation)
             defer { api.ReleaseTensorRTProviderOptions!(trt) }
-            try updateOptions(keys: ["device_id"], values: ["\(device)"], operation: operation) { keys, values, n in
+            try updateOptions(keys: keys, values: values, operation: operation) { keys, values, n in
                 api.UpdateTensorRTProviderOptions!(trt, keys, values, n)
             }
             try library.check(api.SessionOptionsAppendExecutionProvider_TensorRT_V2!(handle, trt), operation)

@@ -76,7 +76,9 @@ public final class TensorOutput: @unchecked Sendable {
     public let name: String
     public let elementType: TensorElementType
     public let shape: [Int]
-    private let data: UnsafeRawPointer
+    /// The elements; nil for an empty tensor (ORT may give no buffer for one, and a placeholder address would not
+    /// be aligned for the element type, which a `Span` requires).
+    private let data: UnsafeRawPointer?
     public let count: Int
 
     init(library: ORTLibrary, value: OpaquePointer, name: String) throws(ORTError) {
@@ -102,10 +104,16 @@ public final class TensorOutput: @unchecked Sendable {
         _ = api.GetDimensions!(info, &dims, dimCount)
         _ = api.GetTensorShapeElementCount!(info, &elementCount)
         _ = api.GetTensorMutableData!(value, &raw)
+        // Checked before the last stored property is set: `deinit` (which releases the value) does not run then.
+        guard elementCount == 0 || raw != nil else {
+            api.ReleaseValue!(value)
+            throw ORTError(.invalidTensor, operation: "reading output '\(name)'",
+                message: "\(elementCount) elements but no data")
+        }
         self.elementType = TensorElementType(type)
         self.shape = dims.map(Int.init)
         self.count = elementCount
-        self.data = UnsafeRawPointer(raw ?? UnsafeMutableRawPointer(bitPattern: 0x1)!)
+        self.data = elementCount == 0 ? nil : raw.map(UnsafeRawPointer.init)
     }
 
     deinit { library.api.pointee.ReleaseValue!(value) }
@@ -117,19 +125,23 @@ public final class TensorOutput: @unchecked Sendable {
             throw ORTError(.invalidTensor, operation: "reading output '\(name)'",
                 message: "element type is \(elementType), not float32")
         }
-        let buffer = UnsafeBufferPointer(start: data.assumingMemoryBound(to: Float.self), count: count)
-        return try body(buffer.span)
+        return try body(elements(of: Float.self).span)
+    }
+
+    /// The elements as `T` (nil start and no elements for an empty tensor).
+    private func elements<T>(of: T.Type) -> UnsafeBufferPointer<T> {
+        UnsafeBufferPointer(start: data?.assumingMemoryBound(to: T.self), count: count)
     }
 
     /// The elements as float32: float32 copied, float16 and float64 converted.
     public func floats() throws -> [Float] {
         switch elementType {
         case .float:
-            return Array(UnsafeBufferPointer(start: data.assumingMemoryBound(to: Float.self), count: count))
+            return Array(elements(of: Float.self))
         case .float16:
-            return UnsafeBufferPointer(start: data.assumingMemoryBound(to: Float16.self), count: count).map(Float.init)
+            return elements(of: Float16.self).map(Float.init)
         case .double:
-            return UnsafeBufferPointer(start: data.assumingMemoryBound(to: Double.self), count: count).map(Float.init)
+            return elements(of: Double.self).map(Float.init)
         default:
             throw ORTError(.invalidTensor, operation: "reading output '\(name)'",
                 message: "element type \(elementType) is not a floating-point type")

@@ -18,9 +18,50 @@ public struct ORTModelLoader: ModelLoader {
         self.cache = cache
     }
 
+    /// A backend whose session runs where `execution` says, with its provider options; the other settings are
+    /// `options`'.
+    public func makeBackend(for file: ModelFile, label: String, execution: ModelExecution) throws
+        -> any InferenceBackend
+    {
+        var options = self.options
+        options.intraOpThreads = execution.intraOpThreads
+        options.provider = ExecutionProvider(execution.target)
+        options.providerOptions = Self.providerOptions(execution)
+        return try makeBackend(for: file, label: label, options: options)
+    }
+
+    /// A backend with `options` as given (provider included) and `intraOpThreads`: what the CLI loads with.
     public func makeBackend(for file: ModelFile, label: String, intraOpThreads: Int) throws -> any InferenceBackend {
         var options = self.options
         options.intraOpThreads = intraOpThreads
+        return try makeBackend(for: file, label: label, options: options)
+    }
+
+    /// ORT's provider options for the settings that matter for swaps: the CUDA arena's cap (`gpu_mem_limit`, with
+    /// `arena_extend_strategy` `kSameAsRequested` so that the arena does not round its growth up past what a model
+    /// needs) and TensorRT's engine cache, which lets a swap back to a model reuse the engine built for it.
+    static func providerOptions(_ execution: ModelExecution) -> [String: String] {
+        var options: [String: String] = [:]
+        switch execution.target.provider {
+        case .cpu:
+            break
+        case .cuda:
+            if let limit = execution.gpuMemoryLimitBytes {
+                options["gpu_mem_limit"] = "\(limit)"
+                options["arena_extend_strategy"] = "kSameAsRequested"
+            }
+        case .tensorrt:
+            if let directory = execution.tensorRTEngineCacheDirectory {
+                options["trt_engine_cache_enable"] = "1"
+                options["trt_engine_cache_path"] = directory
+            }
+        }
+        return options
+    }
+
+    private func makeBackend(for file: ModelFile, label: String, options: SessionOptions) throws
+        -> any InferenceBackend
+    {
         guard let cache else {
             let bytes = try file.readVerifiedBytes()
             do {
@@ -36,6 +77,17 @@ public struct ORTModelLoader: ModelLoader {
             return ORTInferenceBackend(session: session, cacheOutcome: outcome)
         } catch .file(let error) {
             throw error  // the pipeline reports file problems (a changed file) as such
+        }
+    }
+}
+
+extension ExecutionProvider {
+    /// The binding's provider for a hot-swap execution target.
+    public init(_ target: ExecutionTarget) {
+        switch target.provider {
+        case .cpu: self = .cpu
+        case .cuda: self = .cuda(deviceID: target.deviceID)
+        case .tensorrt: self = .tensorRT(deviceID: target.deviceID)
         }
     }
 }

@@ -102,7 +102,7 @@ public struct OptimizedModelCache: Sendable {
         // then the entry itself is loaded, which leaves less resident than the session that did the optimizing.
         // Anything wrong on the way (other than the model file having changed, or a child optimizer crashing on it)
         // falls back to a plain load from the verified bytes.
-        let unique = UUID().uuidString
+        let unique = Self.temporaryTag()
         let sourceCopy = "\(entry).\(unique).source.tmp", temporary = "\(entry).\(unique).tmp"
         defer {
             try? FileManager.default.removeItem(atPath: sourceCopy)
@@ -243,7 +243,7 @@ public struct OptimizedModelCache: Sendable {
             try? FileManager.default.removeItem(atPath: temporary)
             return false
         }
-        let manifestTemporary = "\(manifest).\(UUID().uuidString).tmp"
+        let manifestTemporary = "\(manifest).\(Self.temporaryTag()).tmp"
         // Both files 0600 before they get their names (ORT wrote the model with the umask's mode). The model first: a
         // manifest only ever sits next to a complete model file (rename is atomic).
         guard PrivateFiles.restrict(fileAtPath: temporary),
@@ -263,21 +263,56 @@ public struct OptimizedModelCache: Sendable {
         try? FileManager.default.removeItem(atPath: entry)
     }
 
-    /// Removes the least recently used entries beyond `maxEntries`, and temporary files older than an hour (left by
-    /// a process that died while writing).
+    /// Removes the least recently used entries beyond `maxEntries`, and the temporary files of writers that are gone.
     private func prune() {
+        removeAbandonedFiles()
         let fm = FileManager.default
         guard let names = try? fm.contentsOfDirectory(atPath: directory) else { return }
         func modified(_ name: String) -> Date {
             ((try? fm.attributesOfItem(atPath: "\(directory)/\(name)"))?[.modificationDate] as? Date) ?? .distantPast
         }
-        for name in names where name.hasSuffix(".tmp") && modified(name) < Date(timeIntervalSinceNow: -3600) {
-            try? fm.removeItem(atPath: "\(directory)/\(name)")
-        }
         let manifests = names.filter { $0.hasSuffix(".json") }.sorted { modified($0) > modified($1) }
         for name in manifests.dropFirst(maxEntries) {
             let key = name.dropLast(".json".count)
             remove("\(directory)/\(key).onnx", "\(directory)/\(name)")
+        }
+    }
+
+    // MARK: Temporary files
+
+    /// What names a writer's temporary files: `<key>.onnx.<pid>-<uuid>.tmp` (with `.source.tmp` for the source copy,
+    /// `.tmp.stdout` / `.tmp.stderr` for a child optimizer's output) and `<key>.json.<pid>-<uuid>.tmp`.
+    static func temporaryTag() -> String { "\(getpid())-\(UUID().uuidString)" }
+
+    /// The process that wrote a temporary file, from its name (`nil` when the name is not a temporary one, or has no
+    /// process id).
+    static func writer(ofTemporary name: String) -> (pid: Int32?, isTemporary: Bool) {
+        let isTemporary = name.hasSuffix(".tmp") || name.hasSuffix(".tmp.stdout") || name.hasSuffix(".tmp.stderr")
+        let parts = name.split(separator: ".")
+        guard isTemporary, parts.count >= 4 else { return (nil, isTemporary) }
+        return (Int32(parts[2].prefix { $0 != "-" }), true)
+    }
+
+    /// Removes the temporary files a writer left behind when it died (SIGKILL, a crash, power loss) in the middle of
+    /// writing an entry: those whose writing process no longer runs, and those without a process id in their name
+    /// once they are an hour old. A writer that is still running keeps its files. Call it when a service starts; every
+    /// new entry also calls it.
+    public func removeAbandonedFiles() {
+        let fm = FileManager.default
+        guard let names = try? fm.contentsOfDirectory(atPath: directory) else { return }
+        for name in names {
+            let (pid, isTemporary) = Self.writer(ofTemporary: name)
+            guard isTemporary else { continue }
+            let path = "\(directory)/\(name)"
+            let abandoned: Bool
+            if let pid, pid > 0 {
+                // ESRCH: no such process. (EPERM means it runs under another user: it is alive.)
+                abandoned = pid != getpid() && kill(pid, 0) != 0 && errno == ESRCH
+            } else {
+                let modified = (try? fm.attributesOfItem(atPath: path))?[.modificationDate] as? Date ?? .distantPast
+                abandoned = modified < Date(timeIntervalSinceNow: -3600)
+            }
+            if abandoned { try? fm.removeItem(atPath: path) }
         }
     }
 }

@@ -85,7 +85,24 @@ public final class ControlPlane: Sendable {
     {
         let started = Date()
         let path: String
-        do { path = try repository.resolve(body.model) } catch {
+        var target: ExecutionTarget?
+        var policy: SwapPolicy?
+        do {
+            path = try repository.resolve(body.model)
+            if let provider = body.provider {
+                guard let parsed = ExecutionTarget(parsing: provider) else {
+                    throw Problem.badRequest("provider '\(provider)' is not cpu, cuda[:id] or tensorrt[:id]")
+                }
+                target = parsed
+            }
+            if let name = body.policy {
+                guard let parsed = SwapPolicy(rawValue: name) else {
+                    throw Problem.badRequest("policy '\(name)' is not availability-preserving, resource-preserving "
+                        + "or auto")
+                }
+                policy = parsed
+            }
+        } catch {
             try? await audit(principal, remote, "load", slot, modelPath: body.model, version: body.version,
                 sha256: body.sha256, result: "rejected", reason: Problem.from(error).detail, started: started)
             throw error
@@ -97,7 +114,8 @@ public final class ControlPlane: Sendable {
         do {
             op = try await manager.load(LoadRequest(
                 slot: slot, path: path, version: body.version, expectedSHA256: body.sha256,
-                activate: body.activate ?? false, allowSchemaChange: body.allow_schema_change ?? false))
+                activate: body.activate ?? false, allowSchemaChange: body.allow_schema_change ?? false,
+                policy: policy, target: target, allowDeviceChange: body.allow_device_change ?? false))
         } catch {
             try? await audit(principal, remote, "load", slot, modelPath: body.model, version: body.version,
                 sha256: body.sha256, result: "rejected", reason: Problem.from(error).detail, started: started)

@@ -13,6 +13,12 @@ struct ModelDTO: ResponseEncodable, Equatable {
     var signature_key_id: String?
     var memory_bytes: Int
     var in_flight: Int
+    /// Where the session runs: `cpu`, `cuda:0`, `tensorrt:1`.
+    var provider: String
+    /// The device that holds the session: `host`, `gpu:0`.
+    var device: String
+    /// What the model is taken to hold on its GPU (0 on the CPU).
+    var device_memory_bytes: Int
 
     init(_ model: ModelInstance, repository: ModelRepository) {
         id = model.identity.id
@@ -22,6 +28,9 @@ struct ModelDTO: ResponseEncodable, Equatable {
         signature_key_id = model.signatureKeyID
         memory_bytes = model.memoryBytes
         in_flight = model.inFlightCount
+        provider = model.execution.target.description
+        device = model.execution.target.device.description
+        device_memory_bytes = model.deviceMemoryBytes
     }
 }
 
@@ -38,6 +47,12 @@ struct OperationDTO: ResponseEncodable {
     var signature_key_id: String?
     var generation: Int?
     var timings: LoadTimings
+    /// Where the model runs, once resolved.
+    var provider: String?
+    var device: String?
+    var allow_device_change: Bool
+    /// The swap policy the load runs with and why, once chosen.
+    var policy: PolicyDecision?
 
     init(_ op: LoadOperation, repository: ModelRepository) {
         let status = op.status
@@ -53,6 +68,10 @@ struct OperationDTO: ResponseEncodable {
         signature_key_id = status.signatureKeyID
         generation = status.generation
         timings = status.timings
+        provider = status.execution?.target.description ?? op.request.target?.description
+        device = (status.execution?.target ?? op.request.target)?.device.description
+        allow_device_change = op.request.allowDeviceChange
+        policy = status.policy
     }
 }
 
@@ -86,6 +105,12 @@ struct LoadBody: Decodable {
     var sha256: String?
     var activate: Bool?
     var allow_schema_change: Bool?
+    /// `cpu` | `cuda[:id]` | `tensorrt[:id]`, one the slot permits (default: where the active model runs).
+    var provider: String?
+    /// Move the slot to another provider or device than its active model's.
+    var allow_device_change: Bool?
+    /// `availability-preserving` | `resource-preserving` | `auto` (default: `hotswap.policy`).
+    var policy: String?
 }
 
 /// `POST /v1/detect`'s answer; `detections` and the stage timings are the detection JSON the CLI writes too.

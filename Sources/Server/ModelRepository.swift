@@ -7,8 +7,16 @@ import Primitives
 /// Thread-safety: immutable.
 public struct ModelRepository: Sendable {
     public let root: String
+    /// The server's state directory (databases, optimized-model cache), hidden like the root in text shown to
+    /// clients; `nil` when not known.
+    public let stateDirectory: String?
 
-    public init(root: String) {
+    /// - Parameters:
+    ///   - root: the repository's folder.
+    ///   - stateDirectory: the server's state directory, whose absolute path errors (a database that is full or
+    ///     locked) must not show either.
+    public init(root: String, stateDirectory: String? = nil) {
+        self.stateDirectory = stateDirectory.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
         let standardized = URL(fileURLWithPath: root).standardizedFileURL
         // The system's own canonical path when the folder exists, as `/proc/self/fd` names opened files.
         self.root = standardized.withUnsafeFileSystemRepresentation { path in
@@ -58,9 +66,14 @@ public struct ModelRepository: Sendable {
     /// Whether `path`, absolute and free of links already, lies inside the repository.
     private func holds(_ path: String) -> Bool { path == root || path.hasPrefix(root + "/") }
 
-    /// Text (an error message) with the repository's absolute location replaced by paths relative to it, so answers
-    /// do not reveal the server's file layout.
-    public func hidingRoot(_ text: String) -> String { text.replacingOccurrences(of: root + "/", with: "") }
+    /// Text (an error message) with the repository's absolute location replaced by paths relative to it, and the state
+    /// directory's by `state_dir/` (`state_dir/audit.sqlite`: which database, not where), so answers do not reveal
+    /// the server's file layout.
+    public func hidingRoot(_ text: String) -> String {
+        let relative = text.replacingOccurrences(of: root + "/", with: "")
+        guard let stateDirectory else { return relative }
+        return relative.replacingOccurrences(of: stateDirectory + "/", with: "state_dir/")
+    }
 
     /// A path inside the repository shown relative to it.
     /// Whether `absolute` (a committed model's path) lies inside the repository, symbolic links resolved.

@@ -12,7 +12,13 @@ import Yams
 /// - `state_dir` (`./var`): SQLite state and audit log
 /// - `tokens`: `[{name, role: viewer|operator|admin, sha256: <hex of the bearer token>}]` (none: management refuses)
 /// - `anonymous_detect` (false): let callers without a token detect
-/// - `slots`: `{name: {model, version?, sha256?}}` (default: `default` with `yolov3-tiny-coco-416.onnx`)
+/// - `slots`: `{name: {model, version?, sha256?, provider?, providers?, intra_op_threads?, cuda_mem_limit_mb?,
+///   trt_engine_cache?}}` (default: `default` with `yolov3-tiny-coco-416.onnx`); the execution keys are
+///   `HotSwap.SlotExecution`'s: `provider` (`cpu` | `cuda[:id]` | `tensorrt[:id]`, default `cpu`), `providers` (the
+///   others a load may ask for), `intra_op_threads` (default `hotswap.intra_op_threads`), `cuda_mem_limit_mb` (the CUDA
+///   arena's cap), `trt_engine_cache` (TensorRT's engine cache folder)
+/// - `ort_library`: path of `libonnxruntime.so` (default: `--ort-library`, else `ORT_DYLIB_PATH`, else beside the
+///   binary, the package's `.ort/lib`, the system; the flag wins over this key)
 /// - `routes`: `{product or work order: slot}`
 /// - `desired_state` (none): a desired-state document to apply and watch (`serve --desired-state`; a ConfigMap key)
 /// - `trusted_keys`: public key files; `require_signature` (false)
@@ -21,8 +27,9 @@ import Yams
 ///   a switching load frees the standby it will displace before creating its session | `keep`),
 ///   `optimized_cache` (true: graph-optimized models kept in `<state_dir>/optimized-models`), `optimizer` (`child`: a
 ///   cache miss has ORT optimize the model in a child process | `in-process`), `memory_budget_mb` (none),
-///   `policy` (`availability-preserving` | `resource-preserving` | `auto`), `request_timeout_ms` (10000: how long a
-///   request may wait for a worker or, during a resource-preserving swap, for a model)
+///   `gpu_memory_budget_mb` (`{gpu id: MiB}`, none: GPUs are not limited), `policy` (`availability-preserving` |
+///   `resource-preserving` | `auto`), `request_timeout_ms` (10000: how long a request may wait for a worker or,
+///   during a resource-preserving swap, for a model)
 ///
 /// Every number is range-checked when parsed (``Limits`` gives each key's range and why it ends there); a value outside
 /// is refused with the key and the range, never stored to overflow or exhaust something later.
@@ -41,14 +48,29 @@ public struct ServerConfiguration: Sendable, Equatable {
         }
     }
 
+    /// A slot's initial model, and the execution keys as written (checked into `hotSwap.slotExecution`).
     public struct SlotModel: Sendable, Equatable, Codable {
         public var model: String
         public var version: String?
         public var sha256: String?
-        public init(model: String, version: String? = nil, sha256: String? = nil) {
+        public var provider: String?
+        public var providers: [String]?
+        public var intraOpThreads: Int?
+        public var cudaMemLimitMB: Int?
+        public var trtEngineCache: String?
+
+        enum CodingKeys: String, CodingKey {
+            case model, version, sha256, provider, providers
+            case intraOpThreads = "intra_op_threads"
+            case cudaMemLimitMB = "cuda_mem_limit_mb"
+            case trtEngineCache = "trt_engine_cache"
+        }
+
+        public init(model: String, version: String? = nil, sha256: String? = nil, provider: String? = nil) {
             self.model = model
             self.version = version
             self.sha256 = sha256
+            self.provider = provider
         }
     }
 
@@ -77,6 +99,8 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// Whether a cache miss optimizes the model in a child process (`optimizer: child`) or in this one.
     public var optimizeInChild = true
     public var requestTimeoutMilliseconds = 10_000
+    /// `ort_library`: the ONNX Runtime library to load (nil: the usual lookup).
+    public var ortLibrary: String?
     /// The desired-state file applied at start and on every change (`desired_state`), if any.
     public var desiredStatePath: String?
 
@@ -113,8 +137,9 @@ public struct ServerConfiguration: Sendable, Equatable {
         if let state = raw.state_dir { config.stateDirectory = resolve(state, against: base) }
         if let desired = raw.desired_state { config.desiredStatePath = resolve(desired, against: base) }
         try config.applyAccess(raw, base: base, fail: fail)
-        try config.applySlots(raw, fail: fail)
+        if let library = raw.ort_library { config.ortLibrary = resolve(library, against: base) }
         if let hotswap = raw.hotswap { try config.apply(hotswap, fail: fail) }
+        try config.applySlots(raw, base: base, fail: fail)
         return config
     }
 
@@ -157,11 +182,16 @@ public struct ServerConfiguration: Sendable, Equatable {
         if requireSignature && trustedKeys.isEmpty { throw fail("require_signature is true but trusted_keys is empty") }
     }
 
-    /// `slots`, `routes`.
-    private mutating func applySlots(_ raw: RawConfiguration, fail: (String) -> ConfigurationError) throws {
+    /// `slots` (with each slot's execution keys), `routes`.
+    private mutating func applySlots(_ raw: RawConfiguration, base: String, fail: (String) -> ConfigurationError)
+        throws
+    {
         if let slots = raw.slots {
             guard !slots.isEmpty else { throw fail("slots: at least one slot is needed") }
             self.slots = slots
+            for (name, slot) in slots {
+                hotSwap.slotExecution[name] = try Self.execution(of: slot, named: name, base: base, fail: fail)
+            }
         }
         if let routes = raw.routes {
             for (product, slot) in routes where slots[slot] == nil {
@@ -199,6 +229,13 @@ public struct ServerConfiguration: Sendable, Equatable {
             requestTimeoutMilliseconds =
                 try Limits.check(v, "hotswap.request_timeout_ms", Limits.requestTimeoutMilliseconds, fail: fail)
         }
+        for (id, mb) in h.gpu_memory_budget_mb ?? [:] {
+            guard let gpu = Int(id), (0...1023).contains(gpu) else {
+                throw fail("hotswap.gpu_memory_budget_mb: '\(id)' is not a GPU id in 0...1023")
+            }
+            hotSwap.gpuMemoryBudgets[gpu] =
+                try Limits.check(mb, "hotswap.gpu_memory_budget_mb.\(id)", Limits.memoryBudgetMB, fail: fail) << 20
+        }
         if let v = h.policy {
             guard let policy = SwapPolicy(rawValue: v) else { throw fail("hotswap.policy '\(v)' is unknown") }
             hotSwap.policy = policy
@@ -217,6 +254,30 @@ public struct ServerConfiguration: Sendable, Equatable {
             hotSwap.releaseStandbyBeforeLoad = v == "release"
         }
         if let v = h.standby { hotSwap.standbyRetention = try Self.standbyRetention(v, fail: fail) }
+    }
+
+    /// A slot's `SlotExecution` from its keys, each checked.
+    private static func execution(of slot: SlotModel, named name: String, base: String,
+                                  fail: (String) -> ConfigurationError) throws -> SlotExecution {
+        func target(_ text: String, _ key: String) throws -> ExecutionTarget {
+            guard let target = ExecutionTarget(parsing: text) else {
+                throw fail("slots.\(name).\(key): '\(text)' is not cpu, cuda[:id] or tensorrt[:id]")
+            }
+            return target
+        }
+        var execution = SlotExecution()
+        if let provider = slot.provider { execution.target = try target(provider, "provider") }
+        execution.allowedTargets = try (slot.providers ?? []).map { try target($0, "providers") }
+        if let threads = slot.intraOpThreads {
+            execution.intraOpThreads = try Limits.check(threads, "slots.\(name).intra_op_threads", Limits.threads,
+                fail: fail)
+        }
+        if let mb = slot.cudaMemLimitMB {
+            execution.gpuMemoryLimitBytes = try Limits.check(mb, "slots.\(name).cuda_mem_limit_mb",
+                Limits.memoryBudgetMB, fail: fail) << 20
+        }
+        execution.tensorRTEngineCacheDirectory = slot.trtEngineCache.map { resolve($0, against: base) }
+        return execution
     }
 
     private static func standbyRetention(_ text: String, fail: (String) -> ConfigurationError) throws
@@ -346,6 +407,7 @@ private struct RawConfiguration: Decodable {
         var optimized_cache: Bool?
         var optimizer: String?
         var memory_budget_mb: Int?
+        var gpu_memory_budget_mb: [String: Int]?
         var policy: String?
         var request_timeout_ms: Int?
     }
@@ -360,4 +422,5 @@ private struct RawConfiguration: Decodable {
     var trusted_keys: [String]?
     var require_signature: Bool?
     var hotswap: HotSwap?
+    var ort_library: String?
 }

@@ -89,15 +89,18 @@ public struct ModelSchema: Sendable, Equatable {
     ///   - metadata: custom `metadata_props` (`names`, `imgsz`, `stride`, `task`, `end2end`).
     ///   - imgsz: input size for dynamic models when metadata has none (or to override it).
     ///   - format: forces an output format instead of detecting it.
-    /// - Throws: `ModelSchemaError` naming what is missing or malformed, or out of the bounds above (an input side
-    ///   outside 1...``maxInputSide``, more than ``maxClassCount`` classes).
+    /// - Throws: `ModelSchemaError` naming what is missing or malformed (a batch other than 1, an output that is not
+    ///   floating-point or declares 0 boxes), or out of the bounds above (an input side outside 1...``maxInputSide``,
+    ///   more than ``maxClassCount`` classes).
     public static func make(
         inputs: [TensorSpec], outputs: [TensorSpec], metadata: [String: String], imgsz: ImageSize? = nil,
         format: OutputFormat? = nil
     ) throws(ModelSchemaError) -> ModelSchema {
         guard let input = inputs.first else { throw ModelSchemaError.noInput }
         guard let output = outputs.first else { throw ModelSchemaError.noOutput }
-        guard input.shape.count == 4, input.shape[1] == 3 || input.shape[1] < 0 else {
+        // One image per request: a batch dimension other than 1 (or dynamic) would fail every run.
+        guard input.shape.count == 4, input.shape[0] == 1 || input.shape[0] < 0, input.shape[1] == 3 || input.shape[1] < 0
+        else {
             throw ModelSchemaError.unsupportedInput(shape: input.shape, reason: "expected NCHW [1, 3, H, W]")
         }
         guard input.dataType != .other else {
@@ -130,6 +133,10 @@ public struct ModelSchema: Sendable, Equatable {
         guard output.shape.count == 3 else {
             throw ModelSchemaError.unsupportedOutput(shape: output.shape, reason: "expected a rank-3 output")
         }
+        guard output.dataType != .other else {
+            throw ModelSchemaError.unsupportedOutput(
+                shape: output.shape, reason: "the output's element type must be float32 or float16")
+        }
         let detected: OutputFormat
         if let format {
             detected = format
@@ -151,6 +158,10 @@ public struct ModelSchema: Sendable, Equatable {
         guard classCount <= maxClassCount else {
             throw ModelSchemaError.unsupportedOutput(
                 shape: output.shape, reason: "\(classCount) classes for \(detected), more than \(maxClassCount)")
+        }
+        // A static box count of 0: a detector that can never detect anything.
+        guard (detected == .yolov8 ? output.shape[2] : output.shape[1]) != 0 else {
+            throw ModelSchemaError.unsupportedOutput(shape: output.shape, reason: "no boxes: the output declares 0")
         }
         if !names.isEmpty, names.count != classCount, detected != .yolov10 {
             throw ModelSchemaError.classCountMismatch(names: names.count, output: classCount)

@@ -4,6 +4,11 @@ public struct Candidate: Sendable, Equatable {
     public var score: Float
     public var classID: Int
 
+    /// Whether the box's corners and the score are finite numbers (a model's output may hold NaN or infinities).
+    public var isFinite: Bool {
+        x1.isFinite && y1.isFinite && x2.isFinite && y2.isFinite && score.isFinite
+    }
+
     public init(x1: Float, y1: Float, x2: Float, y2: Float, score: Float, classID: Int) {
         self.x1 = x1
         self.y1 = y1
@@ -27,6 +32,10 @@ public struct OutputDecodeError: Error, Equatable, CustomStringConvertible {
 /// Thread-safety: stateless; all functions are pure.
 public enum OutputDecoder {
     /// Candidates scoring above `options.confidence`, in network-input pixels.
+    ///
+    /// A box whose corners or score are not finite (NaN, an infinity, or a centre and size whose corners overflow) is
+    /// no detection and is left out: NaN compares false with every threshold, so it cannot pass one, and an infinite
+    /// score or corner has no place in a detection's JSON.
     /// - Parameters:
     ///   - values: the output tensor's elements, row-major.
     ///   - shape: the output's shape, `[1, A, B]`.
@@ -60,8 +69,9 @@ public enum OutputDecoder {
                     if s > best, options.classes?.contains(c) ?? true { best = s; bestClass = c }
                 }
                 guard best > threshold else { continue }
-                out.append(fromCenter(values[base], values[base + 1], values[base + 2], values[base + 3],
-                    best, bestClass))
+                let candidate = fromCenter(values[base], values[base + 1], values[base + 2], values[base + 3],
+                    best, bestClass)
+                if candidate.isFinite { out.append(candidate) }
             }
         case .yolov8:
             let (channels, anchors) = (shape[1], shape[2])
@@ -69,6 +79,9 @@ public enum OutputDecoder {
                 throw OutputDecodeError(format: format, shape: shape, reason: "fewer than 5 rows")
             }
             guard anchors > 0 else { break }  // no box, however many class rows the shape declares
+            guard channels - 4 <= Int(Int32.max) else {
+                throw OutputDecodeError(format: format, shape: shape, reason: "more than 2^31 class rows")
+            }
             // Class-major layout: scan each class row, keeping the best per anchor.
             var best = [Float](repeating: -.infinity, count: anchors)
             var bestClass = [Int32](repeating: 0, count: anchors)
@@ -80,8 +93,9 @@ public enum OutputDecoder {
                 }
             }
             for a in 0..<anchors where best[a] > threshold {
-                out.append(fromCenter(values[a], values[anchors + a], values[2 * anchors + a], values[3 * anchors + a],
-                    best[a], Int(bestClass[a])))
+                let candidate = fromCenter(values[a], values[anchors + a], values[2 * anchors + a],
+                    values[3 * anchors + a], best[a], Int(bestClass[a]))
+                if candidate.isFinite { out.append(candidate) }
             }
         case .yolov10:
             let (rows, width) = (shape[1], shape[2])
@@ -100,8 +114,9 @@ public enum OutputDecoder {
                         reason: "row \(r) holds class \(values[b + 5]), not a class index")
                 }
                 guard options.classes?.contains(cls) ?? true else { continue }
-                out.append(Candidate(x1: values[b], y1: values[b + 1], x2: values[b + 2], y2: values[b + 3],
-                    score: score, classID: cls))
+                let candidate = Candidate(x1: values[b], y1: values[b + 1], x2: values[b + 2], y2: values[b + 3],
+                    score: score, classID: cls)
+                if candidate.isFinite { out.append(candidate) }
             }
         }
         return out

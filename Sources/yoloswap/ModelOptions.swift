@@ -51,7 +51,7 @@ struct ModelOptions: ParsableArguments {
     }
 
     func sessionOptions() throws -> SessionOptions {
-        guard let provider = ExecutionProvider(parsing: provider) else {
+        guard let provider = ExecutionTarget(parsing: provider).map(ExecutionProvider.init) else {
             throw ValidationError("--provider must be cpu, cuda[:id] or tensorrt[:id]; got '\(self.provider)'")
         }
         guard threads >= 0 else { throw ValidationError("--threads must be 0 or more") }

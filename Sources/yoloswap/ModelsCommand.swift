@@ -34,6 +34,7 @@ struct ModelsCommand: AsyncParsableCommand {
                 let active = slot["active"] as? [String: Any]
                 let standby = slot["standby"] as? [String: Any]
                 print("\(slot["name"] ?? "?")  generation \(slot["generation"] ?? "?")  active \(active?["id"] ?? "-")"
+                    + (active.map { "  on \($0["provider"] ?? "?")" } ?? "")
                     + "  standby \(standby?["id"] ?? "-")  in-flight \(slot["in_flight"] ?? 0)")
             }
         }
@@ -55,6 +56,10 @@ struct ModelsCommand: AsyncParsableCommand {
         @Option(help: "Expected SHA-256 of the model file.") var sha256: String?
         @Flag(help: "Switch it in as soon as it is ready.") var activate = false
         @Flag(help: "Accept different classes, task or output format.") var allowSchemaChange = false
+        @Option(help: "Execution provider, one the slot permits: cpu, cuda[:id] or tensorrt[:id].")
+        var provider: String?
+        @Flag(help: "Accept another provider or device than the active model's.") var allowDeviceChange = false
+        @Option(help: "Swap policy: availability-preserving, resource-preserving or auto.") var policy: String?
         @Argument(help: "Model path relative to the server's model repository.") var model: String
 
         func run() async throws {
@@ -62,6 +67,9 @@ struct ModelsCommand: AsyncParsableCommand {
             var body: [String: Any] = ["model": model, "activate": activate, "allow_schema_change": allowSchemaChange]
             if let version { body["version"] = version }
             if let sha256 { body["sha256"] = sha256 }
+            if let provider { body["provider"] = provider }
+            if allowDeviceChange { body["allow_device_change"] = true }
+            if let policy { body["policy"] = policy }
             var op = try await client.json("POST", "/v1/slots/\(slot.pathEscaped)/load", body: body)
             guard let id = op["id"] as? String else { throw ValidationError("the server answered without an id") }
             var last = ""

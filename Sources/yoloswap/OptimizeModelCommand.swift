@@ -18,6 +18,8 @@ struct OptimizeModelCommand: ParsableCommand {
     @Option(help: "Where to write the optimized model.") var output: String
     @Option(help: "Graph optimization level: disabled, basic, extended or all.") var optimization = "all"
     @Option(help: "Path to libonnxruntime.so.") var ortLibrary: String?
+    @Option(help: "Exit as soon as this process is no longer the parent (the process that started it died).")
+    var parentPid: Int32?
 
     func validate() throws {
         guard GraphOptimizationLevel(rawValue: optimization) != nil else {
@@ -28,6 +30,7 @@ struct OptimizeModelCommand: ParsableCommand {
 
     func run() throws {
         let start = ContinuousClock.now
+        if let parentPid { Self.exitWhenOrphaned(parent: parentPid) }
         let environment = try ORTEnvironment(library: try ORTLibrary.load(explicitPath: ortLibrary))
         var options = SessionOptions(intraOpThreads: 1)
         options.optimization = GraphOptimizationLevel(rawValue: optimization)!
@@ -39,6 +42,21 @@ struct OptimizeModelCommand: ParsableCommand {
         ]
         print(String(
             decoding: try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys]), as: UTF8.self))
+    }
+}
+
+extension OptimizeModelCommand {
+    /// Ends this process (status 75, EX_TEMPFAIL) once `parent` is no longer its parent: a serving process killed with
+    /// SIGKILL cannot stop its child, and an orphaned optimizer would go on writing into the cache for nobody. Linux
+    /// re-parents an orphan at once, so a thread of its own polls `getppid()` every 50 ms (a variadic `prctl`, which
+    /// would have the kernel send a signal instead, cannot be called from Swift).
+    static func exitWhenOrphaned(parent: Int32) {
+        let watcher = Thread {
+            while getppid() == parent { usleep(50_000) }
+            _exit(75)
+        }
+        watcher.name = "parent-watch"
+        watcher.start()
     }
 }
 
@@ -59,8 +77,11 @@ extension OptimizedModelCache {
         var cache = OptimizedModelCache(directory: directory, secret: secret)
         if inChild {
             let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
-            cache.optimizer = .childProcess(command: [executable, "optimize-model"])  // 10 minutes at most
+            // 10 minutes at most; the child ends with this process.
+            cache.optimizer = .childProcess(command: [executable, "optimize-model", "--parent-pid", "\(getpid())"])
         }
+        // Temporary files of a previous run killed while it wrote an entry.
+        cache.removeAbandonedFiles()
         return cache
     }
 }

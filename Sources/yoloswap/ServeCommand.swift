@@ -22,7 +22,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Listen port; 0 picks a free one (overrides the configuration and YOLOSWAP_PORT).") var port: Int?
     @Option(help: "Folder of the SQLite state and audit log (overrides state_dir).") var stateDir: String?
     @Option(help: "Folder models are loaded from (overrides model_repository).") var modelRepository: String?
-    @Option(help: "Path to libonnxruntime.so.") var ortLibrary: String?
+    @Option(help: "Path to libonnxruntime.so (overrides ort_library).") var ortLibrary: String?
     @Option(help: "Desired-state document to apply and watch (a ConfigMap key; overrides desired_state).")
     var desiredState: String?
     @Option(help: "Write the bound port to this file once listening (for scripts and tests).") var portFile: String?
@@ -79,14 +79,15 @@ struct ServeCommand: AsyncParsableCommand {
         try PrivateFiles.createDirectory(atPath: configuration.stateDirectory)
         let store = try StateStore(directory: configuration.stateDirectory)
         let services = try ServiceWiring.make(configuration: configuration, logger: logger)
-        let library = try ORTLibrary.load(explicitPath: ortLibrary)
+        let library = try ORTLibrary.load(explicitPath: ortLibrary ?? configuration.ortLibrary)
         let loader = ORTModelLoader(environment: try ORTEnvironment(library: library),
             cache: try configuration.optimizedCacheDirectory.map {
                 try OptimizedModelCache.yoloswap(directory: $0, inChild: configuration.optimizeInChild)
             })
         let manager = ModelManager(configuration: configuration.hotSwap, loader: loader, verifier: services.verifier,
             store: store, logger: logger)
-        let control = ControlPlane(manager: manager, repository: ModelRepository(root: configuration.modelRepository),
+        let control = ControlPlane(manager: manager,
+            repository: ModelRepository(root: configuration.modelRepository, stateDirectory: configuration.stateDirectory),
             routes: configuration.routes, audit: services.audit, logger: logger)
         let desired = DesiredStateReconciler(control: control)
         let portFile = self.portFile

@@ -17,7 +17,7 @@ struct PipelineTests {
     /// Counts `makeBackend` calls and then fails them: a call means the model got past verifying.
     final class CountingLoader: ModelLoader {
         let calls = Atomic<Int>(0)
-        func makeBackend(for file: ModelFile, label: String, intraOpThreads: Int) throws -> any InferenceBackend {
+        func makeBackend(for file: ModelFile, label: String, execution: ModelExecution) throws -> any InferenceBackend {
             calls.add(1, ordering: .relaxed)
             throw NoBackend()
         }

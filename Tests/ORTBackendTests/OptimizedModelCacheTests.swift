@@ -175,6 +175,32 @@ extension ORTSwapSuite {
             #expect(error?.path == path)
         }
 
+        @Test("temporary files of a writer that is gone are removed; a live writer's, and recent unnamed ones, are kept")
+        func abandonedTemporaries() throws {
+            let directory = try Fixtures.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(at: directory) }
+            // A process that has exited: its pid is free (reuse within this test is unlikely on a 4M pid space).
+            let exited = Process()
+            exited.executableURL = URL(fileURLWithPath: "/bin/true")
+            try exited.run()
+            exited.waitUntilExit()
+            let dead = exited.processIdentifier, alive = getpid(), key = String(repeating: "ab", count: 32)
+            let names = [
+                "\(key).onnx.\(dead)-A.tmp", "\(key).onnx.\(dead)-A.source.tmp", "\(key).onnx.\(dead)-A.tmp.stdout",
+                "\(key).onnx.\(dead)-A.tmp.stderr", "\(key).json.\(dead)-B.tmp",
+                "\(key).onnx.\(alive)-C.tmp", "\(key).onnx.OLD-UNNAMED.tmp", "\(key).onnx.NEW-UNNAMED.tmp",
+                "\(key).onnx", "\(key).json",
+            ]
+            for name in names {
+                #expect(FileManager.default.createFile(atPath: directory.appendingPathComponent(name).path, contents: Data()))
+            }
+            try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSinceNow: -7200)],
+                ofItemAtPath: directory.appendingPathComponent("\(key).onnx.OLD-UNNAMED.tmp").path)
+            OptimizedModelCache(directory: directory.path, secret: secret).removeAbandonedFiles()
+            #expect(try entries(directory) == ["\(key).json", "\(key).onnx", "\(key).onnx.\(alive)-C.tmp",
+                "\(key).onnx.NEW-UNNAMED.tmp"].sorted())
+        }
+
         @Test("a cache that cannot be written falls back to a plain load")
         func unwritableBypasses() throws {
             let directory = try Fixtures.temporaryDirectory()

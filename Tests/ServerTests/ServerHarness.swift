@@ -41,9 +41,12 @@ struct ServerHarness {
     let audit: AuditTrail
 
     /// A model repository in a temp folder with copies of the synthetic models, plus a symlink that escapes it.
-    /// - Parameter store: where the manager commits (nil: nothing persisted).
+    /// - Parameters:
+    ///   - store: where the manager commits (nil: nothing persisted).
+    ///   - slotExecution: providers and settings per slot (none: every slot on the CPU).
     init(tokens: [ServerConfiguration.Token] = Self.tokens, anonymousDetect: Bool = false,
-         maxBodyBytes: Int = 20 << 20, store: (any SlotStateStore)? = nil) async throws {
+         maxBodyBytes: Int = 20 << 20, store: (any SlotStateStore)? = nil,
+         slotExecution: [String: SlotExecution] = [:]) async throws {
         let repo = FileManager.default.temporaryDirectory.appendingPathComponent("repo-\(UUID())")
         try FileManager.default.createDirectory(at: repo.appendingPathComponent("synthetic"),
             withIntermediateDirectories: true)
@@ -63,6 +66,7 @@ struct ServerHarness {
         config.routes = ["metal-case": "line2"]
         config.hotSwap.warmupRuns = 1
         config.hotSwap.servingThreads = 2
+        config.hotSwap.slotExecution = slotExecution
         configuration = config
         audit = AuditTrail(log: try AuditLog(directory: repo.appendingPathComponent("state").path))
         let manager = ModelManager(configuration: config.hotSwap, loader: Self.loader, store: store)

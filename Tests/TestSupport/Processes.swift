@@ -5,6 +5,8 @@ import Synchronization
 public struct ProcessResult: Sendable {
     /// The exit status (or the signal number, when the program was killed by one).
     public var status: Int32
+    /// Whether a signal ended the program (a crash, a trap, a kill) rather than an exit.
+    public var killedBySignal: Bool
     /// Standard output, decoded as UTF-8.
     public var stdout: String
     /// Standard error, decoded as UTF-8.
@@ -48,7 +50,8 @@ public func runProcess(
     group.wait()
     process.waitUntilExit()
     return ProcessResult(
-        status: process.terminationStatus, stdout: String(decoding: output, as: UTF8.self),
+        status: process.terminationStatus, killedBySignal: process.terminationReason == .uncaughtSignal,
+        stdout: String(decoding: output, as: UTF8.self),
         stderr: String(decoding: errors.data.withLock { $0 }, as: UTF8.self))
 }
 

@@ -79,6 +79,27 @@ struct HostileModelTests {
         #expect(throws: ModelSchemaError.self) { try schema(output: [1, Int.min, 100], format: .yolov8) }
     }
 
+    @Test("a batch other than 1, a non-float output and an output of 0 boxes are refused, naming the problem")
+    func unusableSignatures() {
+        var error = #expect(throws: ModelSchemaError.self) { try schema(input: [8, 3, 64, 64]) }
+        #expect(error?.description.contains("[8, 3, 64, 64]") == true, "\(String(describing: error))")
+        error = #expect(throws: ModelSchemaError.self) {
+            try ModelSchema.make(
+                inputs: [TensorSpec(name: "images", dataType: .float32, shape: [1, 3, 64, 64])],
+                outputs: [TensorSpec(name: "output0", dataType: .other, shape: [1, 7, 100])],
+                metadata: ["names": Self.names3])
+        }
+        #expect(error?.description.contains("float32 or float16") == true, "\(String(describing: error))")
+        for (output, format) in [([1, 0, 8], OutputFormat.yolov5), ([1, 7, 0], .yolov8), ([1, 0, 6], .yolov10)] {
+            error = #expect(throws: ModelSchemaError.self) {
+                try schema(input: [1, 3, 64, 64], output: output, format: format)
+            }
+            #expect(error?.description.contains("no boxes") == true, "\(String(describing: error))")
+        }
+        // Dynamic batch and box counts stay accepted.
+        #expect(throws: Never.self) { try schema(input: [-1, 3, 64, 64], output: [1, 7, -1], format: .yolov8) }
+    }
+
     @Test("a bad model fails when the detector is made from its backend, before any run")
     func detectorRefusesBadModel() {
         let backend = ScriptedBackend(
@@ -98,6 +119,37 @@ struct HostileModelTests {
             try OutputDecoder.candidates(values.span, shape: [1, 1, 6], format: .yolov10, options: .init())
         }
         #expect(error?.reason.contains("class") == true, "\(String(describing: error))")
+    }
+
+    @Test("boxes or scores that are NaN or infinite give no candidate, in every layout; finite rows still do")
+    func nonFiniteCandidates() throws {
+        let nan = Float.nan, inf = Float.infinity
+        // yolov5 [1, 5, 7]: cx, cy, w, h, obj, p0, p1
+        let v5: [Float] = [
+            nan, 10, 4, 4, 1, 0.9, 0,  // NaN centre
+            10, 10, inf, 4, 1, 0.9, 0,  // infinite width
+            10, 10, 4, 4, inf, 0.9, 0,  // infinite objectness: infinite score
+            10, 10, 4, 4, inf, 0, 0,  // inf × 0 = NaN scores
+            20, 20, 4, 4, 1, 0, 0.75,  // a real box
+        ]
+        let five = try OutputDecoder.candidates(v5.span, shape: [1, 5, 7], format: .yolov5, options: .init())
+        #expect(five.map(\.classID) == [1] && five.allSatisfy(\.isFinite))
+        // yolov8 [1, 6, 4]: rows cx, cy, w, h, s0, s1 over 4 anchors
+        let v8: [Float] = [
+            nan, 10, 10, 40,  // cx
+            10, 10, 10, 40,  // cy
+            4, -inf, 4, 4,  // w
+            4, 4, 4, 4,  // h
+            0.9, 0.9, inf, 0,  // s0
+            0, 0, nan, 0.75,  // s1
+        ]
+        let eight = try OutputDecoder.candidates(v8.span, shape: [1, 6, 4], format: .yolov8, options: .init())
+        #expect(eight.map(\.classID) == [1] && eight.allSatisfy(\.isFinite))
+        let v10: [Float] = [nan, 1, 2, 3, 0.9, 0, 1, 2, 3, 4, inf, 1, 1, 2, 3, 4, 0.5, 2]
+        let ten = try OutputDecoder.candidates(v10.span, shape: [1, 3, 6], format: .yolov10, options: .init())
+        #expect(ten.map(\.classID) == [2])
+        let kept = NonMaxSuppression.apply(five + eight + ten, iou: 0.7, maxDetections: 300, agnostic: false)
+        #expect(kept.count == 3 && kept.allSatisfy(\.isFinite))
     }
 
     @Test("a YOLOv10 row below the threshold is skipped without reading its class")
