@@ -6,7 +6,8 @@ HOSTILE_DIR ?= out/hostile-models
 IMAGES ?= models/images/bus.jpg models/images/zidane.jpg models/images/dog.jpg models/images/person.jpg \
           models/images/horses.jpg models/images/eagle.jpg models/images/giraffe.jpg models/images/kite.jpg
 
-.PHONY: all setup build build-debug run detect-samples test test-asan test-hostile hostile-models chaos faults bench clean
+.PHONY: all setup build build-debug run detect-samples test test-asan test-hostile hostile-models chaos faults bench \
+	bench-configmap clean
 
 all: build
 
@@ -80,6 +81,12 @@ bench: build
 	.build/release/yoloswap bench --model $(MODEL) --threads 2 --runs 200 models/images/bus.jpg
 	.venv/bin/python tools/reference.py --model $(MODEL) --threads 2 --bench 200 models/images/bus.jpg
 	.build/release/yoloswap bench-swap --swaps 20 --rollbacks 5 --concurrency 4 --interval-ms 500
+
+# Time from a ConfigMap swap (kubelet's atomic-writer rename) to a converged slot, against the real server (README →
+# Desired state). SWAPS swaps, alternating two models.
+SWAPS ?= 20
+bench-configmap: build-debug
+	YOLOSWAP_CONFIGMAP_SWAPS=$(SWAPS) $(SWIFT) test --skip-build --filter ConfigMapBenchmark
 
 clean:
 	rm -rf .build .build-tsan .build-asan out

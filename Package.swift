@@ -45,6 +45,9 @@ let package = Package(
             name: "ONNXRuntime", dependencies: ["CONNXRuntime"],
             linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "ImageCodecs", dependencies: ["CTurboJPEG", "CSPNG", "CJPEG"]),
+        /// Linux inotify (Glibc) behind a small Swift type: a directory watched on its own thread, debounced changes
+        /// of named entries as an `AsyncStream` (a ConfigMap volume's atomic swaps, an editor's rename).
+        .target(name: "FileWatch", dependencies: ["Primitives"]),
         /// Pure-Swift YOLO pipeline: letterbox, model schema, output decoders, NMS, drawing. No ORT types.
         .target(name: "YOLO", dependencies: ["ImageCodecs", "Primitives"]),
         /// Slots, verified background loads, atomic switch, drain-then-release, rollback, persisted state. Defines
@@ -80,7 +83,7 @@ let package = Package(
         .target(
             name: "Server",
             dependencies: [
-                "HotSwap", "YOLO", "ImageCodecs", "AuditLog", "Primitives",
+                "HotSwap", "YOLO", "ImageCodecs", "AuditLog", "Primitives", "FileWatch",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -129,6 +132,7 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
         .testTarget(name: "AuditLogTests", dependencies: ["AuditLog", "TestSupport"]),
+        .testTarget(name: "FileWatchTests", dependencies: ["FileWatch", "Primitives", "TestSupport"]),
         .testTarget(
             name: "ServerTests",
             dependencies: [

@@ -13,6 +13,7 @@ struct APIRoutes: Sendable {
     let authenticator: TokenAuthenticator
     let metricsText: (@Sendable () -> String)?
     let configuredSlots: [String]
+    let desired: DesiredStateReconciler
 
     static let productHeaders = [HTTPField.Name("X-Product")!, HTTPField.Name("X-Work-Order")!]
     /// The largest JSON request body (load, routes).
@@ -25,6 +26,7 @@ struct APIRoutes: Sendable {
         registerSlots(on: v1)
         registerOperations(on: v1)
         registerRoutesEventsAudit(on: v1)
+        registerDesired(on: v1)
     }
 
     /// `/healthz`, `/readyz`, `/metrics`.
@@ -230,7 +232,7 @@ struct APIRoutes: Sendable {
     // MARK: Helpers
 
     /// `require(.operator, context)` for a call that changes the service: a refusal is recorded in the audit log.
-    private func requireOperator(_ request: Request, _ context: YOLOSwapRequestContext) async throws -> Principal {
+    func requireOperator(_ request: Request, _ context: YOLOSwapRequestContext) async throws -> Principal {
         do { return try require(.operator, context) } catch let problem as Problem {
             await control.auditRefusal(context.principal, context.remoteAddress,
                 action: "\(request.method.rawValue) \(request.uri.path)",
@@ -239,7 +241,7 @@ struct APIRoutes: Sendable {
         }
     }
 
-    private func require(_ role: Role, _ context: YOLOSwapRequestContext) throws -> Principal {
+    func require(_ role: Role, _ context: YOLOSwapRequestContext) throws -> Principal {
         guard let principal = context.principal else {
             if authenticator.isEmpty {
                 throw Problem(.forbidden, "Forbidden",
@@ -269,7 +271,7 @@ struct APIRoutes: Sendable {
     }
 
     /// A JSON answer written by the project's one encoder.
-    private func json<T: Encodable>(_ value: T, status: HTTPResponse.Status) throws -> Response {
+    func json<T: Encodable>(_ value: T, status: HTTPResponse.Status) throws -> Response {
         let data = try JSONEncoder.yoloswap.encode(value)
         return Response(status: status, headers: [.contentType: "application/json"],
             body: .init(byteBuffer: ByteBuffer(bytes: data)))

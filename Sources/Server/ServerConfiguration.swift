@@ -20,6 +20,7 @@ import Yams
 /// - `ort_library`: path of `libonnxruntime.so` (default: `--ort-library`, else `ORT_DYLIB_PATH`, else beside the
 ///   binary, the package's `.ort/lib`, the system; the flag wins over this key)
 /// - `routes`: `{product or work order: slot}`
+/// - `desired_state` (none): a desired-state document to apply and watch (`serve --desired-state`; a ConfigMap key)
 /// - `trusted_keys`: public key files; `require_signature` (false)
 /// - `hotswap`: `serving_threads` (2), `queue_capacity` (64), `intra_op_threads` (1), `warmup_runs` (3),
 ///   `warmup_timeout_s` (30), `standby` (`keep` | `release` | seconds to keep), `standby_during_load` (`release`:
@@ -100,6 +101,8 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var requestTimeoutMilliseconds = 10_000
     /// `ort_library`: the ONNX Runtime library to load (nil: the usual lookup).
     public var ortLibrary: String?
+    /// The desired-state file applied at start and on every change (`desired_state`), if any.
+    public var desiredStatePath: String?
 
     /// Defaults, with paths relative to `base` (the working directory when nil).
     public init(base: String? = nil) {
@@ -132,6 +135,7 @@ public struct ServerConfiguration: Sendable, Equatable {
         if let server = raw.server { try config.apply(server, fail: fail) }
         if let repo = raw.model_repository { config.modelRepository = resolve(repo, against: base) }
         if let state = raw.state_dir { config.stateDirectory = resolve(state, against: base) }
+        if let desired = raw.desired_state { config.desiredStatePath = resolve(desired, against: base) }
         try config.applyAccess(raw, base: base, fail: fail)
         if let library = raw.ort_library { config.ortLibrary = resolve(library, against: base) }
         if let hotswap = raw.hotswap { try config.apply(hotswap, fail: fail) }
@@ -409,6 +413,7 @@ private struct RawConfiguration: Decodable {
     }
     var server: Server?
     var model_repository: String?
+    var desired_state: String?
     var state_dir: String?
     var tokens: [ServerConfiguration.Token]?
     var anonymous_detect: Bool?

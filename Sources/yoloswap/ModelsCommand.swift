@@ -132,7 +132,13 @@ struct APIClient {
     let token: String?
 
     func json(_ method: String, _ path: String, body: [String: Any]? = nil) async throws -> [String: Any] {
-        let (data, status) = try await send(method, path, body: body)
+        try await json(method, path, data: try body.map { try JSONSerialization.data(withJSONObject: $0) },
+            contentType: "application/json")
+    }
+
+    /// Sends `data` as the body (with `contentType`) and answers the JSON object the server returns.
+    func json(_ method: String, _ path: String, data body: Data?, contentType: String) async throws -> [String: Any] {
+        let (data, status) = try await send(method, path, body: body, contentType: contentType)
         let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
         guard (200..<300).contains(status) || (status == 422 && object["state"] != nil) else {
             let detail = object["detail"] as? String ?? String(decoding: data, as: UTF8.self)
@@ -148,13 +154,21 @@ struct APIClient {
         Swift.print(String(decoding: data, as: UTF8.self))
     }
 
-    private func send(_ method: String, _ path: String, body: [String: Any]?) async throws -> (Data, Int) {
-        var request = URLRequest(url: base.appendingPathComponent(path))
+    private func send(_ method: String, _ path: String, body: Data?, contentType: String) async throws
+        -> (Data, Int)
+    {
+        // A query (`?dry_run=true`) is kept as it is: appendingPathComponent would escape its `?`.
+        let parts = path.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        var components = URLComponents(url: base.appendingPathComponent(String(parts[0])),
+            resolvingAgainstBaseURL: false)
+        if parts.count == 2 { components?.percentEncodedQuery = String(parts[1]) }
+        guard let url = components?.url else { throw ValidationError("cannot form a URL for \(path)") }
+        var request = URLRequest(url: url)
         request.httpMethod = method
         if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
         if let body {
-            request.httpBody = try JSONSerialization.data(withJSONObject: body)
-            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+            request.httpBody = body
+            request.setValue(contentType, forHTTPHeaderField: "Content-Type")
         }
         do {
             let (data, response) = try await URLSession.shared.data(for: request)

@@ -23,6 +23,8 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Folder of the SQLite state and audit log (overrides state_dir).") var stateDir: String?
     @Option(help: "Folder models are loaded from (overrides model_repository).") var modelRepository: String?
     @Option(help: "Path to libonnxruntime.so (overrides ort_library).") var ortLibrary: String?
+    @Option(help: "Desired-state document to apply and watch (a ConfigMap key; overrides desired_state).")
+    var desiredState: String?
     @Option(help: "Write the bound port to this file once listening (for scripts and tests).") var portFile: String?
 
     func validate() throws {
@@ -49,6 +51,8 @@ struct ServeCommand: AsyncParsableCommand {
         if let stateDir { configuration.stateDirectory = URL(fileURLWithPath: stateDir, relativeTo:
             URL(fileURLWithPath: cwd + "/")).standardizedFileURL.path }
         if let modelRepository { configuration.modelRepository = URL(fileURLWithPath: modelRepository, relativeTo:
+            URL(fileURLWithPath: cwd + "/")).standardizedFileURL.path }
+        if let desiredState { configuration.desiredStatePath = URL(fileURLWithPath: desiredState, relativeTo:
             URL(fileURLWithPath: cwd + "/")).standardizedFileURL.path }
         // Each connection is a descriptor: make room for the limit beside what the process itself keeps open
         // (models, databases, logs, the optimizer child's pipes), or keep the connections within the room there is.
@@ -85,11 +89,12 @@ struct ServeCommand: AsyncParsableCommand {
         let control = ControlPlane(manager: manager,
             repository: ModelRepository(root: configuration.modelRepository, stateDirectory: configuration.stateDirectory),
             routes: configuration.routes, audit: services.audit, logger: logger)
+        let desired = DesiredStateReconciler(control: control)
         let portFile = self.portFile
         let host = configuration.host
         let app = YOLOSwapServer.makeApplication(
             control: control, configuration: configuration,
-            metricsText: { registry.emitToString() }, logger: logger,
+            metricsText: { registry.emitToString() }, logger: logger, desired: desired,
             onServerRunning: { port in
                 if let portFile { try? "\(port)\n".write(toFile: portFile, atomically: true, encoding: .utf8) }
                 let banner = """
@@ -101,12 +106,18 @@ struct ServeCommand: AsyncParsableCommand {
                     """
                 FileHandle.standardOutput.write(Data(banner.utf8))
             })
-        // Services stop in reverse order: the sampler, then the HTTP server (draining its requests), then the slots.
+        // Services stop in reverse order: the desired-state watcher and the sampler, then the HTTP server (draining
+        // its requests), then the slots.
+        var groupServices: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: SlotService(control: control, configuration: configuration, logger: logger)),
+            .init(service: app), .init(service: MetricsSampler(manager: manager)),
+        ]
+        if let path = configuration.desiredStatePath {
+            groupServices.append(.init(service: DesiredStateFileService(path: path, reconciler: desired,
+                logger: logger)))
+        }
         let group = ServiceGroup(configuration: .init(
-            services: [
-                .init(service: SlotService(control: control, configuration: configuration, logger: logger)),
-                .init(service: app), .init(service: MetricsSampler(manager: manager)),
-            ],
+            services: groupServices,
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         logger.info("server stopped")

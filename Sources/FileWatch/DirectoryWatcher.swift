@@ -1,0 +1,188 @@
+import Foundation
+import Glibc
+import Primitives
+
+/// Watches one directory with Linux inotify and reports, debounced, when entries with given names change.
+///
+/// Made for files that are replaced rather than edited in place: a Kubernetes ConfigMap volume (kubelet's atomic
+/// writer renames a new `..data_tmp` symlink over `..data`, so the key file `desired.yaml -> ..data/desired.yaml`
+/// changes without an event of its own: watch `..data` too) and a file an editor saves by renaming a temporary file
+/// over it. The directory itself is watched, not the file: a watch on a file follows its inode, which a rename
+/// replaces. Events for other names (unrelated files, kubelet's timestamped folders) are ignored.
+///
+/// Events are read by a dedicated thread blocked in `poll(2)`, never on Swift's cooperative pool. A burst (the
+/// several renames of one swap, an editor's write-then-rename) is reported once: after the first relevant event the
+/// thread waits until `quiet` passes with no further relevant event, but never longer than `maximumDelay`.
+///
+/// Thread-safety: all members may be used from any thread. `changes` is meant for one consumer.
+public final class DirectoryWatcher: Sendable {
+    /// Why a watch could not be set up.
+    public struct WatchError: Error, CustomStringConvertible {
+        public var directory: String
+        public var call: String
+        public var errno: Int32
+        public var description: String {
+            "cannot watch \(directory): \(call) failed: \(String(cString: strerror(errno))) (errno \(errno))"
+        }
+    }
+
+    public let directory: String
+    /// One element per debounced burst: the watched names that changed in it (all of them after an inotify queue
+    /// overflow, when what changed is unknown). Finishes when the watcher stops or the directory goes away.
+    public let changes: AsyncStream<Set<String>>
+    private let descriptors: Descriptors
+
+    /// Starts watching.
+    /// - Parameters:
+    ///   - directory: the folder holding the entries.
+    ///   - names: the entry names to report (e.g. `["desired.yaml", "..data"]`).
+    ///   - quiet: how long a burst must stay silent before it is reported.
+    ///   - maximumDelay: the longest a burst is held back, however long it goes on.
+    /// - Throws: `WatchError` when inotify cannot be set up or the directory cannot be watched.
+    public init(directory: String, names: Set<String>, quiet: Duration = .milliseconds(50),
+                maximumDelay: Duration = .milliseconds(300)) throws(WatchError) {
+        self.directory = directory
+        let inotify = inotify_init1(Int32(IN_CLOEXEC))
+        guard inotify >= 0 else { throw WatchError(directory: directory, call: "inotify_init1", errno: errno) }
+        var pipeEnds: [Int32] = [-1, -1]
+        guard pipe(&pipeEnds) == 0 else {
+            let code = errno
+            close(inotify)
+            throw WatchError(directory: directory, call: "pipe", errno: code)
+        }
+        for end in pipeEnds { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
+        let descriptors = Descriptors(inotify: inotify, wakeReader: pipeEnds[0], wakeWriter: pipeEnds[1])
+        let mask = UInt32(IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_CLOSE_WRITE | IN_DELETE | IN_ATTRIB
+            | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
+        guard inotify_add_watch(inotify, directory, mask) >= 0 else {
+            throw WatchError(directory: directory, call: "inotify_add_watch", errno: errno)
+        }
+        self.descriptors = descriptors
+        let (stream, continuation) = AsyncStream.makeStream(of: Set<String>.self, bufferingPolicy: .bufferingNewest(1))
+        changes = stream
+        let reader = EventReader(descriptors: descriptors, names: names, quietMilliseconds: Int(quiet.milliseconds),
+            maximumMilliseconds: Int(maximumDelay.milliseconds), continuation: continuation)
+        let thread = Thread { reader.run() }
+        thread.name = "yoloswap.filewatch"
+        thread.start()
+    }
+
+    /// Stops the reading thread and finishes `changes`. Idempotent.
+    public func stop() { descriptors.wakeReader() }
+
+    deinit { descriptors.wakeReader() }
+}
+
+// MARK: - Descriptors
+
+/// The inotify descriptor and the pipe whose write wakes the reader to stop; closed when the last owner (the watcher
+/// or its thread) lets go, so none is ever used after being closed.
+///
+/// Thread-safety: `wakeReader` may be called from any thread; the descriptors are only read.
+final class Descriptors: Sendable {
+    let inotify: Int32
+    let wake: Int32
+    private let wakeWriter: Int32
+
+    init(inotify: Int32, wakeReader: Int32, wakeWriter: Int32) {
+        self.inotify = inotify
+        self.wake = wakeReader
+        self.wakeWriter = wakeWriter
+    }
+
+    /// Makes the reader's `poll` return and the reader stop. A byte stays in the pipe: later calls find it there.
+    func wakeReader() {
+        var one: UInt8 = 1
+        _ = write(wakeWriter, &one, 1)
+    }
+
+    deinit {
+        close(inotify)
+        close(wake)
+        close(wakeWriter)
+    }
+}
+
+// MARK: - Reader
+
+/// The reading loop, run on the watcher's own thread.
+///
+/// Thread-safety: used by that one thread only (`Sendable` to be handed to it; all its fields are immutable).
+private struct EventReader: Sendable {
+    let descriptors: Descriptors
+    let names: Set<String>
+    let quietMilliseconds: Int
+    let maximumMilliseconds: Int
+    let continuation: AsyncStream<Set<String>>.Continuation
+
+    func run() {
+        defer { continuation.finish() }
+        var pending: Set<String> = []
+        var burstStart: ContinuousClock.Instant?
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            var timeout: Int32 = -1
+            if let burstStart {
+                let held = Int((ContinuousClock.now - burstStart).milliseconds)
+                timeout = Int32(max(0, min(quietMilliseconds, maximumMilliseconds - held)))
+            }
+            var fds = [pollfd(fd: descriptors.inotify, events: Int16(POLLIN), revents: 0),
+                pollfd(fd: descriptors.wake, events: Int16(POLLIN), revents: 0)]
+            let ready = poll(&fds, 2, timeout)
+            if ready < 0 {
+                if errno == EINTR { continue }
+                return
+            }
+            if fds[1].revents != 0 { return }
+            if ready == 0 || (burstStart.map { Int((ContinuousClock.now - $0).milliseconds) >= maximumMilliseconds }
+                ?? false)
+            {
+                if !pending.isEmpty { continuation.yield(pending) }
+                pending = []
+                burstStart = nil
+                if ready == 0 { continue }
+            }
+            guard fds[0].revents & Int16(POLLIN) != 0 else { return }
+            let count = buffer.withUnsafeMutableBytes { read(descriptors.inotify, $0.baseAddress, $0.count) }
+            if count < 0 {
+                if errno == EINTR || errno == EAGAIN { continue }
+                return
+            }
+            let parsed = Self.parse(buffer, count: count)
+            if parsed.directoryGone {
+                if !pending.isEmpty { continuation.yield(pending) }
+                return
+            }
+            let relevant = parsed.overflowed ? names : parsed.names.intersection(names)
+            if !relevant.isEmpty {
+                pending.formUnion(relevant)
+                if burstStart == nil { burstStart = .now }
+            }
+        }
+    }
+
+    /// The names in a buffer of `struct inotify_event` records, and whether the queue overflowed or the watched
+    /// directory was removed or moved.
+    static func parse(_ buffer: [UInt8], count: Int) -> (names: Set<String>, overflowed: Bool, directoryGone: Bool) {
+        var names: Set<String> = []
+        var overflowed = false
+        var gone = false
+        let header = MemoryLayout<inotify_event>.size
+        buffer.withUnsafeBytes { raw in
+            var offset = 0
+            while offset + header <= count {
+                let mask = raw.loadUnaligned(fromByteOffset: offset + 4, as: UInt32.self)
+                let length = Int(raw.loadUnaligned(fromByteOffset: offset + 12, as: UInt32.self))
+                let end = min(offset + header + length, count)
+                if mask & UInt32(IN_Q_OVERFLOW) != 0 { overflowed = true }
+                if mask & UInt32(IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED) != 0 { gone = true }
+                if length > 0 {
+                    let bytes = raw[(offset + header)..<end].prefix { $0 != 0 }
+                    names.insert(String(decoding: bytes, as: UTF8.self))
+                }
+                offset += header + length
+            }
+        }
+        return (names, overflowed, gone)
+    }
+}

@@ -1,0 +1,75 @@
+import Crypto
+import FileWatch
+import Foundation
+import Logging
+import Primitives
+import ServiceLifecycle
+
+/// Applies the desired-state document in a file, and again whenever the file changes: `serve --desired-state PATH`.
+///
+/// Made for a Kubernetes ConfigMap volume, where `PATH` is a symlink `desired.yaml -> ..data/desired.yaml` and kubelet
+/// swaps `..data` by renaming a new symlink over it; a plain file that an editor replaces by a rename works the same.
+/// The folder is watched with inotify (`DirectoryWatcher`: the key's name and `..data`, nothing else), bursts are
+/// debounced, and each change is read through the path after the swap has completed (the rename is atomic, so what
+/// is read is a complete document, old or new). Content whose SHA-256 is the one last read is not applied again: a
+/// no-op change (kubelet rewriting the same data, a `touch`) does nothing.
+///
+/// The first apply waits until the slots have been brought up. File reads run off the cooperative pool.
+///
+/// Thread-safety: a `Service`, run once by the service group.
+public struct DesiredStateFileService: Service {
+    let path: String
+    let reconciler: DesiredStateReconciler
+    let logger: Logger
+    private let reader = BlockingQueue(label: "yoloswap.desired-file")
+
+    public init(path: String, reconciler: DesiredStateReconciler, logger: Logger) {
+        self.path = path
+        self.reconciler = reconciler
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        let url = URL(fileURLWithPath: path)
+        let watcher = try DirectoryWatcher(directory: url.deletingLastPathComponent().path,
+            names: [url.lastPathComponent, "..data"])
+        defer { watcher.stop() }
+        logger.info("watching the desired state", metadata: ["path": "\(path)"])
+        while !reconciler.control.hasStarted {
+            try? await Task.sleep(for: .milliseconds(50))
+            if Task.isShuttingDownGracefully || Task.isCancelled { return }
+        }
+        await withGracefulShutdownHandler {
+            var last = await applyIfChanged(after: nil)
+            for await _ in watcher.changes { last = await applyIfChanged(after: last) }
+        } onGracefulShutdown: {
+            watcher.stop()
+        }
+    }
+
+    /// Reads the file and applies it unless it reads as it did last time.
+    /// - Parameter last: what the previous read found (the content's SHA-256, or the read error).
+    /// - Returns: what this read found.
+    private func applyIfChanged(after last: String?) async -> String {
+        let path = self.path
+        let read: Result<[UInt8], FileReadError> = await reader.run {
+            do throws(FileReadError) {
+                return .success([UInt8](try RegularFile(openingForReading: path)
+                    .readAll(limit: DesiredState.Limits.bytes)))
+            } catch { return .failure(error) }
+        }
+        switch read {
+        case .success(let bytes):
+            let sha = Hex.string(SHA256.hash(data: bytes))
+            guard sha != last else { return sha }
+            let accepted = await reconciler.applyFile(bytes, path: path)
+            logger.info("desired state read", metadata: ["path": "\(path)", "sha256": "\(sha)",
+                "accepted": "\(accepted)"])
+            return sha
+        case .failure(let error):
+            let reason = error.description
+            if reason != last { await reconciler.refuseUnreadableFile(path: path, reason: reason) }
+            return reason
+        }
+    }
+}

@@ -1,0 +1,314 @@
+import AuditLog
+import Crypto
+import Foundation
+import HotSwap
+import Primitives
+
+/// Brings the server to a desired-state document through the control plane's own operations.
+///
+/// A document is checked whole before anything happens: its format (`DesiredState.parse`), then against this server
+/// (every slot exists, every model path resolves inside the model repository, every route targets a slot). A refused
+/// document changes nothing; the refusal is kept in the status, counted and audited.
+///
+/// An accepted document becomes a plan: for each slot whose active model differs from the document's, `load+switch`
+/// (a load that stages the model through the full pipeline — digest, signature, warm-up — then a switch), and
+/// `routes.replace` when the document has routes that differ. The steps run through `ControlPlane` exactly as the
+/// HTTP calls do — the same verification, the same per-slot serialization, audit entries whose actor is the source
+/// (`http:<token>`, `configmap:<path>@<sha256>`) — different slots at once. A slot that already serves the document's
+/// model is not touched, so applying a document again changes nothing and records nothing.
+///
+/// Applies run one after another, in the order they arrive.
+///
+/// Thread-safety: all members may be used from any task.
+public final class DesiredStateReconciler: Sendable {
+    let control: ControlPlane
+    private let state = Locked(State())
+    /// The apply under way: the next one waits for it.
+    private let tail = Locked<Task<Void, Never>?>(nil)
+
+    struct State {
+        var document: DesiredState?
+        var contentSHA256: String?
+        var source: String?
+        var appliedAt: Date?
+        var generation = 0
+        var slots: [String: DesiredSlotState] = [:]
+        var routesConverged: Bool?
+        var lastRejection: DesiredRejectionDTO?
+    }
+
+    public init(control: ControlPlane) {
+        self.control = control
+    }
+
+    // MARK: Reading
+
+    var status: DesiredStatusDTO {
+        state.withLock { s in
+            DesiredStatusDTO(observed_generation: s.generation, content_sha256: s.contentSHA256, source: s.source,
+                applied_at: s.appliedAt, slots: s.slots.mapValues(\.dto), routes_converged: s.routesConverged,
+                last_rejection: s.lastRejection)
+        }
+    }
+
+    var document: DesiredDocumentDTO? {
+        state.withLock { s in
+            guard let document = s.document, let sha = s.contentSHA256, let source = s.source,
+                  let time = s.appliedAt
+            else { return nil }
+            return DesiredDocumentDTO(generation: s.generation, content_sha256: sha, source: source,
+                applied_at: time, document: document)
+        }
+    }
+
+    /// The SHA-256 of the document last accepted.
+    public var appliedContentSHA256: String? { state.withLock { $0.contentSHA256 } }
+
+    // MARK: Applying
+
+    /// Checks a document and, unless `dryRun`, brings the server to it; returns once every step has ended.
+    /// - Throws: `Problem` 422 for a refused document (naming the field), 503 when the audit log cannot be written.
+    func apply(_ bytes: [UInt8], from source: DesiredStateSource, dryRun: Bool = false) async throws
+        -> DesiredApplyDTO
+    {
+        let result: Result<DesiredApplyDTO, Problem> = await serialized { [self] in
+            do { return .success(try await applyNow(bytes, from: source, dryRun: dryRun)) } catch {
+                return .failure(Problem.from(error))
+            }
+        }
+        return try result.get()
+    }
+
+    /// Applies the document a file holds (the ConfigMap watcher's entry point): a refusal is in the status.
+    /// - Returns: whether the document was accepted.
+    @discardableResult
+    public func applyFile(_ bytes: [UInt8], path: String) async -> Bool {
+        (try? await apply(bytes, from: .configMap(path: path))) != nil
+    }
+
+    /// Records that the watched file could not be read (missing, too large, not a regular file) as a refusal.
+    public func refuseUnreadableFile(path: String, reason: String) async {
+        await serialized { [self] in
+            await reject(DesiredStateError(field: "", reason: reason), sha: "", source: .configMap(path: path),
+                actor: "configmap:\(path)")
+        }
+    }
+
+    private func applyNow(_ bytes: [UInt8], from source: DesiredStateSource, dryRun: Bool) async throws
+        -> DesiredApplyDTO
+    {
+        let started = Date()
+        let sha = Hex.string(SHA256.hash(data: bytes))
+        let actor = source.actor(contentSHA256: sha)
+        let document: DesiredState
+        let resolved: [String: String]
+        do throws(DesiredStateError) {
+            document = try DesiredState.parse(bytes)
+            resolved = try check(document)
+        } catch {
+            if !dryRun { await reject(error, sha: sha, source: source, actor: actor) }
+            throw Problem(.unprocessableContent, "Invalid Desired State", detail: error.description)
+        }
+        let plan = self.plan(document, resolved: resolved)
+        let current = state.withLock { ($0.contentSHA256, $0.generation) }
+        let generation = current.0 == sha ? current.1 : (document.metadata?.generation ?? current.1 + 1)
+        if dryRun || (current.0 == sha && plan.isEmpty) {
+            return DesiredApplyDTO(changed: !plan.isEmpty, dry_run: dryRun, converged: plan.isEmpty,
+                generation: generation, content_sha256: sha, plan: plan, status: status)
+        }
+        try await record(actor, result: "intent", reason: "generation \(generation): "
+            + (plan.isEmpty ? "no change" : plan.map(Self.describe).joined(separator: "; ")), started: started)
+        let planned = Set(plan.compactMap(\.slot))
+        state.withLock { s in
+            s.document = document
+            s.contentSHA256 = sha
+            s.source = actor
+            s.appliedAt = started
+            s.generation = generation
+            for name in document.slots.keys {
+                let phase: DesiredSlotState.Phase = planned.contains(name) ? .progressing : .converged
+                let previous = s.slots[name]
+                s.slots[name] = DesiredSlotState(phase: phase,
+                    reason: phase == .progressing ? "Loading" : "ModelActive", message: nil, generation: generation,
+                    since: previous?.phase == phase ? previous!.since : started, lastError: previous?.lastError)
+            }
+            s.routesConverged = document.routes == nil ? nil : !plan.contains { $0.action == "routes.replace" }
+        }
+        DesiredMetrics.generation(generation)
+        for name in document.slots.keys {
+            DesiredMetrics.condition(slot: name, planned.contains(name) ? .progressing : .converged)
+        }
+
+        let principal = Principal(name: actor, role: .operator)
+        await withTaskGroup(of: Void.self) { group in
+            for step in plan where step.action == "load+switch" {
+                guard let name = step.slot, let slot = document.slots[name] else { continue }
+                group.addTask { [self] in
+                    let outcome = await converge(name, to: slot, by: principal)
+                    finish(name, outcome, generation: generation)
+                }
+            }
+        }
+        if let routes = document.routes, plan.contains(where: { $0.action == "routes.replace" }) {
+            do {
+                try await control.replaceRoutes(routes, by: principal, from: nil)
+                state.withLock { $0.routesConverged = true }
+            } catch {
+                state.withLock { $0.routesConverged = false }
+            }
+        }
+        let final = status
+        let failed = final.slots.filter { document.slots[$0.key] != nil && $0.value.conditions.contains {
+            $0.type == "Failed" && $0.status == "True" } }
+        let converged = failed.isEmpty && final.routes_converged != false
+        try? await record(actor, result: converged ? "succeeded" : "failed",
+            reason: "generation \(generation)" + (failed.isEmpty ? "" : ": failed slots "
+                + failed.keys.sorted().joined(separator: ", ")), started: started)
+        return DesiredApplyDTO(changed: true, dry_run: false, converged: converged, generation: generation,
+            content_sha256: sha, plan: plan, status: final)
+    }
+
+    // MARK: Checking and planning
+
+    /// Checks a parsed document against this server.
+    /// - Returns: each slot's model path, resolved inside the repository.
+    /// - Throws: `DesiredStateError` naming the field.
+    private func check(_ document: DesiredState) throws(DesiredStateError) -> [String: String] {
+        let manager = control.manager
+        var resolved: [String: String] = [:]
+        for (name, slot) in document.slots.sorted(by: { $0.key < $1.key }) {
+            guard manager.slot(name) != nil else {
+                throw DesiredStateError(field: "slots.\(name)", reason: "no such slot on this server (slots: "
+                    + manager.slotNames.joined(separator: ", ") + ")")
+            }
+            do { resolved[name] = try control.repository.resolve(slot.model) } catch {
+                throw DesiredStateError(field: "slots.\(name).model",
+                    reason: control.repository.hidingRoot(Problem.from(error).detail))
+            }
+        }
+        for (product, target) in (document.routes ?? [:]).sorted(by: { $0.key < $1.key })
+        where manager.slot(target) == nil {
+            throw DesiredStateError(field: "routes.\(product)", reason: "no such slot '\(target)' on this server")
+        }
+        return resolved
+    }
+
+    /// The steps from what the server runs now to the document.
+    private func plan(_ document: DesiredState, resolved: [String: String]) -> [DesiredPlanStep] {
+        var steps: [DesiredPlanStep] = []
+        for (name, slot) in document.slots.sorted(by: { $0.key < $1.key }) {
+            let active = control.manager.slot(name)?.roles.active
+            if let active, let path = resolved[name], Self.serves(active, slot, path: path) { continue }
+            let to = [slot.model, slot.version.map { "version \($0)" }, slot.sha256.map { "sha256 \($0.prefix(12))" }]
+                .compactMap { $0 }.joined(separator: ", ")
+            steps.append(DesiredPlanStep(action: "load+switch", slot: name,
+                from: active.map { "\(control.repository.relative($0.identity.path)) (\($0.identity.id), sha256 "
+                    + "\($0.identity.sha256.prefix(12)))" }, to: to))
+        }
+        if let routes = document.routes, routes != control.routes {
+            func text(_ table: [String: String]) -> String {
+                table.map { "\($0.key) → \($0.value)" }.sorted().joined(separator: ", ")
+            }
+            steps.append(DesiredPlanStep(action: "routes.replace", slot: nil, from: text(control.routes),
+                to: text(routes)))
+        }
+        return steps
+    }
+
+    /// Whether the active model is the document's: the same file, and the digest, version and signature asked for.
+    static func serves(_ active: ModelInstance, _ slot: DesiredState.Slot, path: String) -> Bool {
+        active.identity.path == path && (slot.sha256 == nil || slot.sha256 == active.identity.sha256)
+            && (slot.version == nil || slot.version == active.identity.version)
+            && (!slot.require_signature || active.signatureKeyID != nil)
+    }
+
+    private static func describe(_ step: DesiredPlanStep) -> String {
+        "\(step.action)\(step.slot.map { " \($0)" } ?? ""): \(step.from ?? "-") → \(step.to)"
+    }
+
+    // MARK: Converging a slot
+
+    private enum Outcome {
+        case converged
+        case failed(reason: String, message: String)
+    }
+
+    /// Stages the slot's model through the control plane, checks the signature requirement, switches it in.
+    private func converge(_ name: String, to slot: DesiredState.Slot, by principal: Principal) async -> Outcome {
+        let body = LoadBody(model: slot.model, version: slot.version, sha256: slot.sha256, activate: false,
+            allow_schema_change: slot.allow_schema_change)
+        do {
+            let op = try await control.load(slot: name, body: body, by: principal, from: nil)
+            let status = await op.wait()
+            guard status.stage == .ready else {
+                let reason = status.failure.map { control.repository.hidingRoot($0.description) } ?? status.stage
+                    .rawValue
+                return .failed(reason: "LoadFailed", message: reason)
+            }
+            if slot.require_signature && status.signatureKeyID == nil {
+                _ = try? await control.discardStaged(slot: name, by: principal, from: nil)
+                return .failed(reason: "SignatureRequired",
+                    message: "'\(slot.model)' has no signature by a trusted key (require_signature is set)")
+            }
+            _ = try await control.switchStaged(slot: name, by: principal, from: nil)
+            return .converged
+        } catch {
+            let detail = control.repository.hidingRoot(Problem.from(error).detail)
+            return .failed(reason: "OperationFailed", message: detail)
+        }
+    }
+
+    private func finish(_ name: String, _ outcome: Outcome, generation: Int) {
+        let now = Date()
+        let phase: DesiredSlotState.Phase
+        switch outcome {
+        case .converged:
+            phase = .converged
+            state.withLock { $0.slots[name] = DesiredSlotState(phase: .converged, reason: "ModelActive",
+                message: nil, generation: generation, since: now, lastError: $0.slots[name]?.lastError) }
+        case .failed(let reason, let message):
+            phase = .failed
+            state.withLock { $0.slots[name] = DesiredSlotState(phase: .failed, reason: reason, message: message,
+                generation: generation, since: now, lastError: message) }
+        }
+        DesiredMetrics.condition(slot: name, phase)
+    }
+
+    // MARK: Refusals, audit, serialization
+
+    private func reject(_ error: DesiredStateError, sha: String, source: DesiredStateSource, actor: String) async {
+        control.logger.warning("desired state refused", metadata: ["source": "\(actor)", "reason": "\(error)"])
+        state.withLock {
+            $0.lastRejection = DesiredRejectionDTO(time: Date(), source: actor, content_sha256: sha,
+                reason: error.description)
+        }
+        DesiredMetrics.rejected(source: source)
+        try? await record(actor, result: "rejected", reason: error.description, started: Date())
+    }
+
+    /// Appends a `desired.apply` entry. A log that cannot be written refuses the apply (503) before any change.
+    private func record(_ actor: String, result: String, reason: String, started: Date) async throws {
+        guard let audit = control.audit else { return }
+        do {
+            try await audit.record(AuditEntry(time: started, actor: actor, action: "desired.apply", result: result,
+                reason: reason, durationMs: Date().timeIntervalSince(started) * 1000))
+        } catch {
+            throw Problem(.serviceUnavailable, "Audit Unavailable",
+                detail: "the audit log could not be written: \(control.repository.hidingRoot("\(error)"))")
+        }
+    }
+
+    /// Runs `body` after every apply that arrived before it has ended.
+    private func serialized<T: Sendable>(_ body: @escaping @Sendable () async -> T) async -> T {
+        let task: Task<T, Never> = tail.withLock { tail in
+            let previous = tail
+            let task = Task {
+                _ = await previous?.value
+                return await body()
+            }
+            tail = Task { _ = await task.value }
+            return task
+        }
+        return await task.value
+    }
+}

@@ -1,0 +1,159 @@
+import Foundation
+import HotSwap
+import TestSupport
+import Testing
+
+/// `serve --desired-state` against a folder laid out and updated exactly as kubelet updates a ConfigMap volume, and
+/// `yoloswap apply` / `yoloswap diff` against the real server.
+@Suite("Desired state: ConfigMap watcher and CLI against the real server", .serialized, .timeLimit(.minutes(5)))
+struct DesiredStateTests {
+    static let small = "yolov3-tiny-coco-320.onnx"
+    static let large = "yolov3-tiny-coco-416.onnx"
+
+    static func document(_ model: String, sha256: String? = nil, extra: String = "") -> String {
+        """
+        apiVersion: yoloswap/v1
+        kind: DesiredState
+        slots:
+          default:
+            model: \(model)
+        \(sha256.map { "    sha256: \($0)" } ?? "")
+        \(extra)
+        """
+    }
+
+    static func sha(_ model: String) throws -> String { try ModelFile(verifying: Repo.model(model)).sha256 }
+
+    /// A server whose configuration watches `volume`'s key.
+    static func server(watching volume: ConfigMapVolume) async throws -> ServerProcess {
+        try await ServerProcess(yaml: """
+            \(ServerProcess.demoTokens)
+            slots: {default: {model: \(large)}}
+            desired_state: \(volume.keyPath)
+            hotswap: {warmup_runs: 1, standby: release}
+            """)
+    }
+
+    static func activeSHA(_ server: ServerProcess) async throws -> String? {
+        let (_, slot) = try await server.json("GET", "/v1/slots/default", token: ServerProcess.viewerToken)
+        return (slot["active"] as? [String: Any])?["sha256"] as? String
+    }
+
+    static func status(_ server: ServerProcess) async throws -> [String: Any] {
+        try await server.json("GET", "/v1/desired/status", token: ServerProcess.viewerToken).1
+    }
+
+    @Test("a ConfigMap swap converges the slot; a bad document is refused (old state kept); unrelated files do nothing")
+    func configMapSwaps() async throws {
+        let folder = try TemporaryDirectory(prefix: "configmap")
+        let volume = ConfigMapVolume(directory: folder.path)
+        try volume.publish(Self.document(Self.large))
+        let server = try await Self.server(watching: volume)
+        defer { server.stop() }
+        let largeSHA = try Self.sha(Self.large)
+        let smallSHA = try Self.sha(Self.small)
+        #expect(await eventuallyAsync { (try? await Self.status(server))?["observed_generation"] as? Int == 1 })
+        #expect(try await Self.activeSHA(server) == largeSHA)
+
+        // Swap: the slot comes to serve the new model, pinned by its digest.
+        try volume.publish(Self.document(Self.small, sha256: smallSHA))
+        #expect(await eventuallyAsync(timeout: .seconds(60)) { (try? await Self.activeSHA(server)) == smallSHA })
+        #expect(await eventuallyAsync { (try? await Self.status(server))?["observed_generation"] as? Int == 2 })
+        let status = try await Self.status(server)
+        let source = status["source"] as? String ?? ""
+        #expect(source == "configmap:\(volume.keyPath)@\(status["content_sha256"] as? String ?? "?")")
+        let (_, audit) = try await server.json("GET", "/v1/audit?limit=50", token: ServerProcess.operatorToken)
+        let entries = audit["entries"] as? [[String: Any]] ?? []
+        #expect(entries.contains { $0["actor"] as? String == source && $0["action"] as? String == "switch" })
+
+        // A bad document: refused whole, the slot keeps serving, the refusal is in the status and the metrics.
+        try volume.publish(Self.document(Self.large, extra: "    replicas: 3"))
+        #expect(await eventuallyAsync {
+            ((try? await Self.status(server))?["last_rejection"] as? [String: Any])?["reason"] as? String
+                == "slots.default.replicas: unknown key (allowed: allow_schema_change, model, require_signature, "
+                + "sha256, version)"
+        })
+        #expect(try await Self.activeSHA(server) == smallSHA)
+        #expect(try await Self.status(server)["observed_generation"] as? Int == 2)
+        let (_, metricsData) = try await server.request("GET", "/metrics")
+        let metrics = String(decoding: metricsData, as: UTF8.self)
+        #expect(metrics.contains("yoloswap_desired_rejected_total{source=\"configmap\"} 1"))
+        #expect(metrics.contains("yoloswap_desired_observed_generation 2"))
+        #expect(metrics.contains("yoloswap_desired_slot_condition{slot=\"default\",condition=\"Converged\"} 1"))
+
+        // Unrelated files in the volume's folder: no read, no apply, nothing audited.
+        let (_, before) = try await server.json("GET", "/v1/audit/head", token: ServerProcess.viewerToken)
+        try "x".write(toFile: folder.file("other.yaml"), atomically: true, encoding: .utf8)
+        try FileManager.default.createDirectory(atPath: folder.file("..2026_01_01_00_00_00.1"),
+            withIntermediateDirectories: false)
+        try await Task.sleep(for: .seconds(2))
+        let (_, after) = try await server.json("GET", "/v1/audit/head", token: ServerProcess.viewerToken)
+        #expect(before["sequence"] as? Int == after["sequence"] as? Int)
+
+        // Back to a good document: converges again.
+        try volume.publish(Self.document(Self.large, sha256: largeSHA))
+        #expect(await eventuallyAsync(timeout: .seconds(60)) { (try? await Self.activeSHA(server)) == largeSHA })
+    }
+
+    @Test("two replicas watching one ConfigMap both converge and report the document's generation")
+    func replicasConverge() async throws {
+        let folder = try TemporaryDirectory(prefix: "configmap")
+        let volume = ConfigMapVolume(directory: folder.path)
+        try volume.publish(Self.document(Self.large))
+        let replicas = [try await Self.server(watching: volume), try await Self.server(watching: volume)]
+        defer { for replica in replicas { replica.stop() } }
+        let smallSHA = try Self.sha(Self.small)
+        try volume.publish("metadata: {name: fleet, generation: 5}\n" + Self.document(Self.small, sha256: smallSHA))
+        for replica in replicas {
+            #expect(await eventuallyAsync(timeout: .seconds(60)) { (try? await Self.activeSHA(replica)) == smallSHA })
+            #expect(await eventuallyAsync {
+                let (_, body) = (try? await replica.request("GET", "/metrics")) ?? (0, Data())
+                return String(decoding: body, as: UTF8.self).contains("yoloswap_desired_observed_generation 5")
+            })
+        }
+    }
+
+    @Test("yoloswap diff shows what apply would change; apply converges; diff is empty afterwards")
+    func cliApplyAndDiff() async throws {
+        let server = try await ServerProcess(yaml: """
+            \(ServerProcess.demoTokens)
+            slots: {default: {model: \(Self.large)}}
+            hotswap: {warmup_runs: 1}
+            """)
+        defer { server.stop() }
+        let folder = try TemporaryDirectory(prefix: "apply")
+        let file = folder.file("desired.yaml")
+        try Self.document(Self.small).write(toFile: file, atomically: true, encoding: .utf8)
+        let connection = ["--server", server.base.absoluteString, "--token", ServerProcess.operatorToken]
+
+        let diff = try runProcess(Repo.binary, ["diff", "-f", file] + connection)
+        #expect(diff.status == 1, "\(diff.stderr)")
+        #expect(diff.stdout.contains("would load+switch default"))
+        #expect(diff.stdout.contains("+ \(Self.small)"))
+        #expect(try await Self.activeSHA(server) == (try Self.sha(Self.large)))
+
+        let apply = try runProcess(Repo.binary, ["apply", "-f", file] + connection)
+        #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
+        #expect(apply.stdout.contains("slot default: Converged"))
+        #expect(try await Self.activeSHA(server) == (try Self.sha(Self.small)))
+
+        let again = try runProcess(Repo.binary, ["diff", "-f", file] + connection)
+        #expect(again.status == 0, "\(again.stdout)\(again.stderr)")
+        #expect(again.stdout.contains("no changes"))
+
+        try Self.document("../etc/passwd").write(toFile: file, atomically: true, encoding: .utf8)
+        let refused = try runProcess(Repo.binary, ["apply", "-f", file] + connection)
+        #expect(refused.status == 1)
+        #expect(refused.stderr.contains("slots.default.model"))
+    }
+}
+
+/// Polls an async condition until it holds or `timeout` passes.
+func eventuallyAsync(timeout: Duration = .seconds(20), _ condition: () async -> Bool) async -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(10))
+    }
+    return false
+}

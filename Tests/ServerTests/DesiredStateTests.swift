@@ -1,0 +1,281 @@
+import AuditLog
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import NIOCore
+import Primitives
+import Server
+import TestSupport
+import Testing
+
+private typealias H = ServerHarness
+
+/// The desired-state document: parsing and validation (untrusted input), and reconciling through the control plane
+/// over `/v1/desired` (real slots over fake backends, the real audit log).
+@Suite struct DesiredStateTests {
+    static let m320 = "synthetic/yolov5-nc80-320-identity.onnx"
+    static let m416 = "synthetic/yolov5-nc80-416-identity.onnx"
+    /// The SHA-256 of a model file in the harness's repository.
+    static func sha(_ model: String, in harness: ServerHarness) throws -> String {
+        try FileDigest.sha256(ofFileAt: harness.repository.appendingPathComponent(model).path).sha256
+    }
+
+    static func document(_ model: String = m320, extra: String = "", routes: String = "") -> ByteBuffer {
+        ByteBuffer(string: """
+            apiVersion: yoloswap/v1
+            kind: DesiredState
+            slots:
+              default:
+                model: \(model)
+            \(extra)
+            \(routes)
+            """)
+    }
+
+    // MARK: Parsing
+
+    @Test("YAML and JSON forms parse to the same document")
+    func parsesYAMLAndJSON() throws {
+        let yaml = """
+            apiVersion: yoloswap/v1
+            kind: DesiredState
+            metadata: {name: line-a, generation: 7}
+            slots:
+              default:
+                {model: a.onnx, version: "1.2", sha256: \(String(repeating: "AB", count: 32)), require_signature: true}
+            routes: {metal-case: default}
+            """
+        let json = """
+            {"apiVersion": "yoloswap/v1", "kind": "DesiredState", "metadata": {"name": "line-a", "generation": 7},
+             "slots": {"default": {"model": "a.onnx", "version": "1.2",
+             "sha256": "\(String(repeating: "ab", count: 32))", "require_signature": true}},
+             "routes": {"metal-case": "default"}}
+            """
+        let fromYAML = try DesiredState.parse(Array(yaml.utf8))
+        #expect(fromYAML == (try DesiredState.parse(Array(json.utf8))))
+        #expect(fromYAML.metadata?.generation == 7)
+        #expect(fromYAML.slots["default"]?.sha256 == String(repeating: "ab", count: 32))
+        #expect(fromYAML.slots["default"]?.require_signature == true)
+        #expect(fromYAML.slots["default"]?.allow_schema_change == false)
+        #expect(fromYAML.routes == ["metal-case": "default"])
+    }
+
+    @Test("a bad document is refused with the field named", arguments: [
+        ("kind: DesiredState\nslots: {}", "apiVersion"),
+        ("apiVersion: yoloswap/v2\nkind: DesiredState\nslots: {}", "apiVersion"),
+        ("apiVersion: yoloswap/v1\nkind: Deployment\nslots: {}", "kind"),
+        ("apiVersion: yoloswap/v1\nkind: DesiredState", "slots"),
+        ("apiVersion: yoloswap/v1\nkind: DesiredState\nslots: {default: {modle: a.onnx}}", "slots.default.modle"),
+        ("apiVersion: yoloswap/v1\nkind: DesiredState\nslots: {default: {model: a.onnx}}\nextra: 1", "extra"),
+        ("apiVersion: yoloswap/v1\nkind: DesiredState\nslots: {default: {model: /etc/passwd}}", "slots.default.model"),
+        ("apiVersion: yoloswap/v1\nkind: DesiredState\nslots: {default: {model: ../x.onnx}}", "slots.default.model"),
+        ("apiVersion: yoloswap/v1\nkind: DesiredState\nslots: {default: {model: a.onnx, sha256: abc}}",
+         "slots.default.sha256"),
+        ("apiVersion: yoloswap/v1\nkind: DesiredState\nslots: {default: {model: a.onnx, require_signature: maybe}}",
+         "slots.default.require_signature"),
+        ("apiVersion: yoloswap/v1\nkind: DesiredState\nslots: {'a/b': {model: a.onnx}}", "slots.a/b"),
+        ("apiVersion: yoloswap/v1\nkind: DesiredState\nslots: {default: {model: a.onnx}}\nroutes: {x: [1]}",
+         "routes.x"),
+        ("apiVersion: yoloswap/v1\nkind: DesiredState\nslots: [a]", "slots"),
+        ("apiVersion: yoloswap/v1\nkind: DesiredState\nmetadata: {generation: -3}\nslots: {}", "metadata.generation"),
+    ])
+    func refusesNamingTheField(text: String, field: String) {
+        #expect(throws: DesiredStateError.self) { try DesiredState.parse(Array(text.utf8)) }
+        do { _ = try DesiredState.parse(Array(text.utf8)) } catch { #expect(error.field == field, "\(error)") }
+    }
+
+    @Test("hostile documents: too large, too many slots, deep nesting, not UTF-8, aliases — refused, no crash")
+    func hostileDocuments() {
+        let header = "apiVersion: yoloswap/v1\nkind: DesiredState\n"
+        let huge = header + "slots: {default: {model: a.onnx}}\n#" + String(repeating: "x", count: 300 << 10)
+        let many = header + "slots:\n" + (0..<100).map { "  s\($0): {model: a.onnx}" }.joined(separator: "\n")
+        let deepFlow = header + "slots: " + String(repeating: "[", count: 100_000)
+        let deepBlock = header + "slots:\n" + String(repeating: "- ", count: 50_000) + "x"
+        let aliases = header + "a: &a [x, x, x, x]\nb: &b [*a, *a, *a, *a]\nslots: {default: *b}"
+        for text in [huge, many, deepFlow, deepBlock, aliases] {
+            #expect(throws: DesiredStateError.self) { try DesiredState.parse(Array(text.utf8)) }
+        }
+        #expect(throws: DesiredStateError.self) { try DesiredState.parse([0xff, 0xfe, 0x00]) }
+        #expect(throws: DesiredStateError.self) { try DesiredState.parse([]) }
+    }
+
+    // MARK: Reconciling over HTTP
+
+    @Test("PUT converges the slot through load + switch, audited as http:<token>; applying again changes nothing")
+    func appliesAndIsIdempotent() async throws {
+        let harness = try await H()
+        defer { Task { await harness.cleanUp() } }
+        try await harness.test { client in
+            try await client.execute(uri: "/v1/desired", method: .put,
+                headers: H.headers(token: "alice-token", contentType: "application/yaml"),
+                body: Self.document(Self.m320)) { response in
+                #expect(response.status == .ok)
+                let body = try H.json(response)
+                #expect(body["changed"] as? Bool == true)
+                #expect(body["converged"] as? Bool == true)
+                #expect(body["generation"] as? Int == 1)
+                let plan = try #require(body["plan"] as? [[String: Any]])
+                #expect(plan.count == 1)
+                #expect(plan.first?["action"] as? String == "load+switch")
+                let slot = try #require(((body["status"] as? [String: Any])?["slots"] as? [String: Any])?["default"]
+                    as? [String: Any])
+                let conditions = try #require(slot["conditions"] as? [[String: Any]])
+                #expect(conditions.first { $0["status"] as? String == "True" }?["type"] as? String == "Converged")
+            }
+            let viewer = H.headers(token: "carol-token")
+            try await client.execute(uri: "/v1/slots/default", method: .get, headers: viewer) { response in
+                let active = try #require(try H.json(response)["active"] as? [String: Any])
+                #expect(active["sha256"] as? String == (try Self.sha(Self.m320, in: harness)))
+            }
+            let entries = try await harness.auditEntries()
+            let mine = entries.filter { $0.actor == "http:alice" }
+            #expect(mine.map(\.action).contains("load"))
+            #expect(mine.map(\.action).contains("switch"))
+            #expect(mine.contains { $0.action == "desired.apply" && $0.result == "succeeded" })
+
+            // Again: nothing to do, nothing recorded.
+            try await client.execute(uri: "/v1/desired", method: .put,
+                headers: H.headers(token: "alice-token", contentType: "application/yaml"),
+                body: Self.document(Self.m320)) { response in
+                #expect(response.status == .ok)
+                let body = try H.json(response)
+                #expect(body["changed"] as? Bool == false)
+                #expect((body["plan"] as? [Any])?.isEmpty == true)
+                #expect(body["generation"] as? Int == 1)
+            }
+            #expect(try await harness.auditEntries().count == entries.count)
+            try await client.execute(uri: "/v1/desired", method: .get, headers: H.headers(token: "carol-token")) {
+                response in
+                #expect(response.status == .ok)
+                let body = try H.json(response)
+                #expect(body["source"] as? String == "http:alice")
+                #expect((body["document"] as? [String: Any])?["kind"] as? String == "DesiredState")
+            }
+        }
+    }
+
+    @Test("dry run plans without changing anything; routes are part of the plan")
+    func dryRun() async throws {
+        let harness = try await H()
+        defer { Task { await harness.cleanUp() } }
+        let before = try await harness.auditEntries().count
+        try await harness.test { client in
+            try await client.execute(uri: "/v1/desired?dry_run=true", method: .put,
+                headers: H.headers(token: "alice-token"),
+                body: Self.document(Self.m320, routes: "routes: {metal-case: default}")) { response in
+                #expect(response.status == .ok)
+                let body = try H.json(response)
+                #expect(body["dry_run"] as? Bool == true)
+                let actions = (body["plan"] as? [[String: Any]])?.compactMap { $0["action"] as? String }
+                #expect(actions == ["load+switch", "routes.replace"])
+            }
+            let viewer = H.headers(token: "carol-token")
+            try await client.execute(uri: "/v1/desired/status", method: .get, headers: viewer) { response in
+                let body = try H.json(response)
+                #expect(body["observed_generation"] as? Int == 0)
+            }
+            try await client.execute(uri: "/v1/desired", method: .get, headers: H.headers(token: "carol-token")) {
+                #expect($0.status == .notFound)
+            }
+        }
+        #expect(harness.control.routes == ["metal-case": "line2"])
+        #expect(try await harness.auditEntries().count == before)
+    }
+
+    @Test("routes in the document replace the routes")
+    func routes() async throws {
+        let harness = try await H()
+        defer { Task { await harness.cleanUp() } }
+        try await harness.test { client in
+            try await client.execute(uri: "/v1/desired", method: .put, headers: H.headers(token: "alice-token"),
+                body: Self.document(Self.m416, routes: "routes: {metal-case: default, wood: line2}")) { response in
+                #expect(response.status == .ok)
+                let body = try H.json(response)
+                #expect((body["status"] as? [String: Any])?["routes_converged"] as? Bool == true)
+            }
+        }
+        #expect(harness.control.routes == ["metal-case": "default", "wood": "line2"])
+        #expect(try await harness.auditEntries().contains { $0.action == "routes.replace" && $0.actor == "http:alice" })
+    }
+
+    @Test("a refused document changes nothing: 422 naming the field, the rejection in the status")
+    func refusedDocumentKeepsState() async throws {
+        let harness = try await H()
+        defer { Task { await harness.cleanUp() } }
+        let active = harness.control.manager.slot("default")?.roles.active?.identity
+        try await harness.test { client in
+            for (body, field) in [
+                (Self.document("escape.onnx"), "slots.default.model"),
+                (Self.document("missing.onnx"), "slots.default.model"),
+                (Self.document(Self.m320, extra: "  nowhere:\n    model: \(Self.m320)"), "slots.nowhere"),
+                (Self.document(Self.m320, routes: "routes: {metal-case: nowhere}"), "routes.metal-case"),
+                (ByteBuffer(string: "{not yaml"), ""),
+            ] {
+                try await client.execute(uri: "/v1/desired", method: .put, headers: H.headers(token: "alice-token"),
+                    body: body) { response in
+                    #expect(response.status == .unprocessableContent)
+                    let detail = try H.json(response)["detail"] as? String ?? ""
+                    #expect(detail.hasPrefix(field), "\(detail)")
+                    #expect(!detail.contains(harness.repository.path))
+                }
+            }
+            let viewer = H.headers(token: "carol-token")
+            try await client.execute(uri: "/v1/desired/status", method: .get, headers: viewer) { response in
+                let body = try H.json(response)
+                let rejection = try #require(body["last_rejection"] as? [String: Any])
+                #expect(rejection["source"] as? String == "http:alice")
+                #expect(body["observed_generation"] as? Int == 0)
+            }
+        }
+        #expect(harness.control.manager.slot("default")?.roles.active?.identity == active)
+        #expect(harness.control.routes == ["metal-case": "line2"])
+        #expect(try await harness.auditEntries().filter { $0.action == "desired.apply" && $0.result == "rejected" }
+            .count == 5)
+    }
+
+    @Test("a slot whose load fails is Failed with the reason; the old model keeps serving")
+    func failedLoad() async throws {
+        let harness = try await H()
+        defer { Task { await harness.cleanUp() } }
+        let active = harness.control.manager.slot("default")?.roles.active?.identity
+        try await harness.test { client in
+            let cases = [
+                ("synthetic/nan.onnx", "", "LoadFailed"),
+                (Self.m320, "    sha256: \(String(repeating: "0", count: 64))", "LoadFailed"),
+                (Self.m320, "    require_signature: true", "SignatureRequired"),
+            ]
+            for (model, extra, reason) in cases {
+                try await client.execute(uri: "/v1/desired", method: .put, headers: H.headers(token: "alice-token"),
+                    body: Self.document(model, extra: extra)) { response in
+                    #expect(response.status == .ok)
+                    let body = try H.json(response)
+                    #expect(body["converged"] as? Bool == false)
+                    let slot = try #require(((body["status"] as? [String: Any])?["slots"] as? [String: Any])?[
+                        "default"] as? [String: Any])
+                    let failed = (slot["conditions"] as? [[String: Any]])?.first { $0["type"] as? String == "Failed" }
+                    #expect(failed?["status"] as? String == "True")
+                    #expect(failed?["reason"] as? String == reason)
+                    #expect((slot["last_error"] as? String)?.isEmpty == false)
+                }
+            }
+        }
+        #expect(harness.control.manager.slot("default")?.roles.active?.identity == active)
+        #expect(harness.control.manager.slot("default")?.roles.staged == nil)
+    }
+
+    @Test("PUT needs the operator role; reading needs a viewer")
+    func roles() async throws {
+        let harness = try await H()
+        defer { Task { await harness.cleanUp() } }
+        try await harness.test { client in
+            try await client.execute(uri: "/v1/desired", method: .put, headers: H.headers(token: "carol-token"),
+                body: Self.document()) { #expect($0.status == .forbidden) }
+            try await client.execute(uri: "/v1/desired/status", method: .get) { #expect($0.status == .unauthorized) }
+            try await client.execute(uri: "/v1/desired", method: .put, headers: H.headers(token: "alice-token"),
+                body: ByteBuffer(repeating: UInt8(ascii: "#"), count: DesiredState.Limits.bytes + 1)) {
+                #expect($0.status == .contentTooLarge)
+            }
+        }
+    }
+}
