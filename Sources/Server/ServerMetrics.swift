@@ -26,6 +26,7 @@ enum ServerMetrics {
         "yoloswap_active_model_info": "The active model per slot (1), with id, version and sha256 labels.",
         "yoloswap_slot_generation": "Generation of the slot: increases with every change of the active model.",
         "yoloswap_process_resident_memory_bytes": "Resident set size of the process.",
+        "yoloswap_audit_head_sequence": "Sequence number of the audit log's last entry (its head).",
     ]
 
     /// Inserts a `# HELP` line before each `# TYPE` line of a Prometheus exposition.

@@ -97,9 +97,14 @@ struct PrometheusTests {
         #expect(swap.body.contains(#""state":"ready""#), "\(swap.body)")
 
         // What the service itself now counts, then the same figure through Prometheus' query API.
-        let exposed = try #require(Self.succeededSwaps(inExposition: try await Self.get("\(base)/metrics").body),
+        let afterSwap = try await Self.get("\(base)/metrics").body
+        let exposed = try #require(Self.succeededSwaps(inExposition: afterSwap),
             "no yoloswap_swap_events_total{result=\"succeeded\"} in /metrics after a swap")
         #expect(exposed >= 1)
+        // The swap brought new series (the swap counters, the audit head): the exposition still lints.
+        #expect(afterSwap.contains("yoloswap_audit_head_sequence"))
+        let relint = try Self.promtoolCheck(afterSwap, scratch: temp.appendingPathComponent("metrics-after.txt"))
+        #expect(relint.status == 0, "promtool check metrics failed after the swap (exit \(relint.status)):\n\(relint.output)")
         let query = "\(prometheusBase)/api/v1/query?query=yoloswap_swap_events_total"
         let scraped = try await waitFor("Prometheus to report yoloswap_swap_events_total{result=\"succeeded\"} ≥ \(exposed)",
             seconds: 30, process: prometheus)
