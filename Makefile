@@ -5,7 +5,7 @@ MODEL ?= models/yolov3-tiny-coco-416.onnx
 IMAGES ?= models/images/bus.jpg models/images/zidane.jpg models/images/dog.jpg models/images/person.jpg \
           models/images/horses.jpg models/images/eagle.jpg models/images/giraffe.jpg models/images/kite.jpg
 
-.PHONY: all setup build build-debug run detect-samples test bench clean
+.PHONY: all setup build build-debug run detect-samples test bench fuzz fuzz-build fuzz-smoke fuzz-seeds clean
 
 all: build
 
@@ -46,6 +46,23 @@ test: build-debug
 		$(SWIFT) test --sanitize=thread --scratch-path .build-tsan --skip-build \
 		--filter 'PipelinedJPEGDecodingTests|FusedLetterboxTests'
 
+# libFuzzer targets, one per parser of untrusted bytes (README → Fuzzing), built with coverage and AddressSanitizer in
+# .build-fuzz; each runs FUZZ_SECONDS from the committed seeds plus earlier runs' corpus (.build-fuzz/corpus).
+FUZZ_SECONDS ?= 600
+fuzz-build: setup
+	Fuzz/fuzz.sh build
+
+fuzz: fuzz-build
+	Fuzz/fuzz.sh run $(FUZZ_SECONDS)
+
+# The short run `make test` ends with: each target for 20 s.
+fuzz-smoke: fuzz-build
+	Fuzz/fuzz.sh run 20
+
+# Rewrites the committed seed corpora (Fuzz/Corpus) from generated images, the example configuration and signing keys.
+fuzz-seeds: fuzz-build
+	Fuzz/fuzz.sh seeds
+
 # Performance figures for the README (see README → Performance).
 bench: build
 	.build/release/yoloswap bench --model $(MODEL) --threads 2 --runs 200 models/images/bus.jpg
@@ -53,4 +70,4 @@ bench: build
 	.build/release/yoloswap bench-swap --swaps 20 --rollbacks 5 --concurrency 4 --interval-ms 500
 
 clean:
-	rm -rf .build .build-tsan out
+	rm -rf .build .build-tsan .build-fuzz out
