@@ -12,6 +12,7 @@
 set -euo pipefail
 
 SWIFT=${SWIFT:-swift}
+# FUZZ_SCRATCH: another build folder, to build or run one target while a build holds .build-fuzz.
 SCRATCH=${FUZZ_SCRATCH:-.build-fuzz}
 TARGETS=(FuzzImageDecode FuzzFusedLetterbox FuzzMultipart FuzzSigningFiles FuzzConfiguration FuzzModelOutput)
 

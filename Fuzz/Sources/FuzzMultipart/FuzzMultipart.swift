@@ -15,9 +15,10 @@ import Server
             let chunkSize = input.integer(in: 1...256)
             let contentType = String(decoding: input.bytes(upTo: UInt8(ascii: "\n")), as: UTF8.self)
             let body = input.rest()
-            // `feed` is async, as it is in the request's task; the fuzzer's thread waits for it.
+            // `feed` is async, as it is in the request's task; the fuzzer's thread (the main thread) waits for it. A
+            // detached task: a plain one would inherit `main`'s main-actor isolation and wait for the blocked thread.
             let done = DispatchSemaphore(value: 0)
-            Task {
+            Task.detached {
                 defer { done.signal() }
                 guard let reader = try? MultipartFieldReader(contentType: contentType, field: "image") else { return }
                 var offset = 0

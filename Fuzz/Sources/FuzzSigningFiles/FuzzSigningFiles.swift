@@ -13,8 +13,7 @@ import ModelSigning
 @main enum FuzzSigningFiles {
     /// A fixed key pair, so that seed signatures verify: the fuzzer can then reach the checks after the signature's.
     /// The seeds are signed with the private key (32 bytes of 42); the fuzzing process trusts its public half, written
-    /// out here rather than derived, because swift-crypto's `PrivateKey.rawRepresentation` (which `SigningKey` calls)
-    /// allocates a buffer LeakSanitizer reports as leaked once the process ends.
+    /// out here rather than derived from a `SigningKey` kept for the whole run (see below).
     static let privateKeyBytes = [UInt8](repeating: 42, count: 32)
     static let publicKeyBytes: [UInt8] = [
         25, 127, 107, 35, 225, 108, 133, 50, 198, 171, 200, 56, 250, 205, 94, 167, 137, 190, 12, 118, 178, 146, 3, 52,
@@ -30,9 +29,11 @@ import ModelSigning
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fuzz-signing-\(getpid())").path
         try! FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let path = directory + "/input"
-        let trusted = VerificationKey(try! Curve25519.Signing.PublicKey(rawRepresentation: publicKeyBytes))
-        let verifier = SignatureVerifier(trustedKeys: [trusted], requireSignature: true)
         runFuzzer { data in
+            // Made for each input, so that it is freed before the process exits: LeakSanitizer reports the buffer
+            // behind a key's `rawRepresentation` as leaked when a key lives until the end.
+            let trusted = VerificationKey(try! Curve25519.Signing.PublicKey(rawRepresentation: publicKeyBytes))
+            let verifier = SignatureVerifier(trustedKeys: [trusted], requireSignature: true)
             guard FileManager.default.createFile(atPath: path, contents: Data(data)) else {
                 fatalError("cannot write \(path)")
             }
