@@ -7,7 +7,7 @@ IMAGES ?= models/images/bus.jpg models/images/zidane.jpg models/images/dog.jpg m
           models/images/horses.jpg models/images/eagle.jpg models/images/giraffe.jpg models/images/kite.jpg
 
 .PHONY: all setup build build-debug run detect-samples test test-asan test-hostile hostile-models chaos faults bench \
-	bench-configmap clean
+	bench-configmap fuzz fuzz-build fuzz-smoke fuzz-seeds clean
 
 all: build
 
@@ -76,6 +76,23 @@ chaos: build-debug
 faults: build-debug
 	$(SWIFT) test --skip-build --filter StorageFaultTests
 
+# libFuzzer targets, one per parser of untrusted bytes (README → Fuzzing), built with coverage and AddressSanitizer in
+# .build-fuzz; each runs FUZZ_SECONDS from the committed seeds plus earlier runs' corpus (.build-fuzz/corpus).
+FUZZ_SECONDS ?= 600
+fuzz-build: setup
+	Fuzz/fuzz.sh build
+
+fuzz: fuzz-build
+	Fuzz/fuzz.sh run $(FUZZ_SECONDS)
+
+# A short run: each target for 20 s (not part of `make test`: the instrumented build alone takes longer than CI allows).
+fuzz-smoke: fuzz-build
+	Fuzz/fuzz.sh run 20
+
+# Rewrites the committed seed corpora (Fuzz/Corpus) from generated images, the example configuration and signing keys.
+fuzz-seeds: fuzz-build
+	Fuzz/fuzz.sh seeds
+
 # Performance figures for the README (see README → Performance).
 bench: build
 	.build/release/yoloswap bench --model $(MODEL) --threads 2 --runs 200 models/images/bus.jpg
@@ -89,4 +106,4 @@ bench-configmap: build-debug
 	YOLOSWAP_CONFIGMAP_SWAPS=$(SWAPS) $(SWIFT) test --skip-build --filter ConfigMapBenchmark
 
 clean:
-	rm -rf .build .build-tsan .build-asan out
+	rm -rf .build .build-tsan .build-asan .build-fuzz out

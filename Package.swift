@@ -118,7 +118,7 @@ let package = Package(
         /// What the test targets share: the repository's files (found from Package.swift), the fixture models and
         /// photos, temporary directories, running a program to completion, polling with a deadline.
         .target(name: "TestSupport", dependencies: ["Primitives"], path: "Tests/TestSupport"),
-        .testTarget(name: "ImageCodecsTests", dependencies: ["ImageCodecs", "TestSupport"]),
+        .testTarget(name: "ImageCodecsTests", dependencies: ["ImageCodecs", "TestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "ONNXRuntimeTests", dependencies: ["ONNXRuntime", "TestSupport"]),
         .testTarget(name: "YOLOTests", dependencies: ["YOLO", "ImageCodecs", "Primitives", "TestSupport"]),
         // HotSwap, ModelSigning, AuditLog and Server tests build and run without ONNX Runtime.
@@ -156,3 +156,26 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+// MARK: Fuzzing (only with YOLOSWAP_FUZZ=1; see README → Fuzzing and Fuzz/)
+/// libFuzzer targets, one per parser that sees untrusted bytes. They link only when built with
+/// `-sanitize=fuzzer` (`make fuzz`), so they are declared only when YOLOSWAP_FUZZ is set: the plain and test builds
+/// never see them. Being in this package, they reach `package` entry points.
+if Context.environment["YOLOSWAP_FUZZ"] != nil {
+    package.targets.append(.target(name: "FuzzSupport", path: "Fuzz/Sources/FuzzSupport"))
+    let fuzzTargets: [(name: String, dependencies: [Target.Dependency])] = [
+        ("FuzzImageDecode", ["ImageCodecs"]),
+        ("FuzzFusedLetterbox", ["YOLO", "ImageCodecs"]),
+        ("FuzzMultipart", ["Server", .product(name: "NIOCore", package: "swift-nio")]),
+        ("FuzzSigningFiles", ["ModelSigning", .product(name: "Crypto", package: "swift-crypto")]),
+        ("FuzzConfiguration", ["Server"]),
+        ("FuzzModelOutput", ["YOLO"]),
+    ]
+    for target in fuzzTargets {
+        package.targets.append(
+            .executableTarget(
+                name: target.name, dependencies: ["FuzzSupport"] + target.dependencies,
+                path: "Fuzz/Sources/\(target.name)"))
+        package.products.append(.executable(name: target.name, targets: [target.name]))
+    }
+}

@@ -8,8 +8,9 @@ import Foundation
 /// The output side, ``decodeNextRows()``, is taken one batch of rows at a time by whichever thread calls it first (the
 /// other gets `false`), so a worker that starts late, or not at all, leaves it to the calling thread, and the two can
 /// share it. Each batch lies within one iMCU row and only reads coefficient rows already read, the next one included
-/// (fancy upsampling's context): the rule `cjpeg.h` sets for the two sides to run at once. No work is done twice; the
-/// price is the whole-image coefficient buffer (128 bytes per 8×8 block of each component).
+/// (fancy upsampling's context), and none runs while the input side reads the markers after the scan: the rules
+/// `cjpeg.h` sets for the two sides to run at once. No work is done twice; the price is the whole-image coefficient
+/// buffer (128 bytes per 8×8 block of each component).
 ///
 /// The pixels and the verdict are those of ``ImageDecoder/decode(_:options:)``: the same libjpeg-turbo, the same
 /// settings (accurate integer IDCT, fancy upsampling, RGB; libjpeg's buffered-image output of a single-scan file runs
@@ -51,6 +52,8 @@ public final class PipelinedJPEGDecoding: @unchecked Sendable {
         public var rowsDecoded = 0
         /// Whether a thread is decoding a batch of rows.
         public var outputBusy = false
+        /// Whether the input side is reading the markers after the scan: no batch of rows runs meanwhile.
+        public var inputReadsMarkers = false
         /// Whether ``stop()`` was called: the output side decodes no more rows.
         public var stopped = false
         /// Whether either side failed (the error is thrown by ``readCoefficients()``, ``decodeNextRows()``,
@@ -130,20 +133,39 @@ public final class PipelinedJPEGDecoding: @unchecked Sendable {
     /// - Throws: ``ImageDecodeError``: a fatal error in the entropy-coded data (the output side then stops too).
     public func readCoefficients() throws(ImageDecodeError) {
         while true {
+            // Past the scan's last row, libjpeg reads the markers up to the end of the image, and a marker there can
+            // rewrite fields of the decompressor that the output side reads: a second SOF stores its image size and
+            // component count before libjpeg fails on it ("two SOF markers"), and an output side decoding rows at
+            // that moment reads past its buffers (found by FuzzImageDecode). So those reads wait for the batch of
+            // rows being decoded, and no batch starts until they end.
+            let readsMarkers = holdOutputSideIfScanRead()
             let consumed: (imcuRows: Int, finished: Bool)
             do {
                 consumed = try decoder.consume()
             } catch {
-                fail(error)
+                fail(error, releasingOutputSide: readsMarkers)
                 throw error
             }
             condition.lock()
             progress.coefficientRows = consumed.imcuRows
             progress.inputFinished = consumed.finished
+            if readsMarkers { progress.inputReadsMarkers = false }
             condition.broadcast()
             condition.unlock()
             if consumed.finished { return }
         }
+    }
+
+    /// Before a read past the scan's last coefficient row: waits for the output side's batch, if one is running, and
+    /// keeps new ones from starting (`inputReadsMarkers`). Returns whether it did so.
+    private func holdOutputSideIfScanRead() -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        guard progress.coefficientRows >= imcuRows else { return false }
+        while progress.outputBusy { condition.wait() }
+        progress.inputReadsMarkers = true
+        condition.broadcast()
+        return true
     }
 
     /// Once every row is decoded and the input side has finished: ends the decode and throws the verdict on the file.
@@ -170,7 +192,7 @@ public final class PipelinedJPEGDecoding: @unchecked Sendable {
         }
         let next = progress.rowsDecoded
         let end = min(next + Self.batchRows, (next / rowsPerIMCU + 1) * rowsPerIMCU, decodableRows(progress))
-        guard !progress.outputBusy, !progress.stopped, end > next else {
+        guard !progress.outputBusy, !progress.inputReadsMarkers, !progress.stopped, end > next else {
             condition.unlock()
             return false
         }
@@ -277,10 +299,11 @@ public final class PipelinedJPEGDecoding: @unchecked Sendable {
         RGBImage(width: width, height: height, pixels: Array(pixels[0..<(height * rowBytes)]))
     }
 
-    private func fail(_ error: ImageDecodeError) {
+    private func fail(_ error: ImageDecodeError, releasingOutputSide: Bool = false) {
         condition.lock()
         if failure == nil { failure = error }
         progress.failed = true
+        if releasingOutputSide { progress.inputReadsMarkers = false }
         condition.broadcast()
         condition.unlock()
     }

@@ -62,11 +62,30 @@ final class JPEGDecompressor {
     /// `.truncated`; entropy-data damage ("premature end of data segment", "bad Huffman code") is `.corrupt`.
     /// Other warnings (e.g. "extraneous bytes before marker", common in camera files) are accepted, as OpenCV
     /// does. libjpeg records only the first warning of an image.
+    ///
+    /// TurboJPEG's error code cannot tell on its own: once an image has had a warning, `tjGetErrorCode` reports
+    /// `TJERR_WARNING` for every later error too, fatal ones included (its warning flag is sticky). So a fatal error
+    /// after a warning — a second SOF after the scan behind stray bytes before a marker, found by FuzzImageDecode —
+    /// passed as a warning, and the decode returned an image whose rows after the error are unspecified memory. An
+    /// error counts as a warning only when its message is one of libjpeg's warnings too.
     private func check(_ status: Int32, doing what: String) throws(ImageDecodeError) {
         guard status != 0 else { return }
         let message = String(cString: tjGetErrorStr2(handle))
-        try Self.judge(
-            message: message, isWarning: tjGetErrorCode(handle) == Int32(TJERR_WARNING.rawValue), doing: what)
+        let isWarning = tjGetErrorCode(handle) == Int32(TJERR_WARNING.rawValue) && Self.isLibJPEGWarning(message)
+        try Self.judge(message: message, isWarning: isWarning, doing: what)
+    }
+
+    /// libjpeg's warning messages (`jerror.h`'s `JWRN_` entries), each by a part of its text without parameters.
+    static let libJPEGWarnings = [
+        "Unknown Adobe color transform code", "bad arithmetic code", "Inconsistent progression sequence",
+        "extraneous bytes before marker", "premature end of data segment", "bad Huffman code",
+        "unknown JFIF revision number", "Premature end of JPEG file", "instead of RST",
+        "Invalid SOS parameters for sequential JPEG", "Application transferred too many scanlines", "bad ICC marker",
+    ]
+
+    /// Whether `message` is one of libjpeg's warnings (``libJPEGWarnings``) rather than a fatal error's.
+    static func isLibJPEGWarning(_ message: String) -> Bool {
+        libJPEGWarnings.contains { message.contains($0) }
     }
 
     /// The rule of ``check(_:doing:)`` for a libjpeg message (TurboJPEG's or ``LibJPEGDecoder``'s): throws for a fatal

@@ -3,7 +3,7 @@ import MultipartKit
 import NIOCore
 
 /// Why a `multipart/form-data` request body (RFC 7578) gave no image.
-enum MultipartError: Error, CustomStringConvertible {
+package enum MultipartError: Error, CustomStringConvertible {
     /// The content type has no `boundary` parameter.
     case missingBoundary
     /// The boundary is empty, longer than RFC 2046's 70 characters, or has a character outside its set.
@@ -17,7 +17,7 @@ enum MultipartError: Error, CustomStringConvertible {
     /// The part named `field` is not closed by a delimiter before the body ends.
     case fieldUnterminated(String)
 
-    var description: String {
+    package var description: String {
         switch self {
         case .missingBoundary:
             return "multipart/form-data without a boundary"
@@ -46,7 +46,9 @@ enum MultipartError: Error, CustomStringConvertible {
 ///
 /// Thread-safety: none (`MultipartParser` is a mutable class). One request's task creates a reader, feeds it the body
 /// in order and then asks for the field.
-final class MultipartFieldReader {
+///
+/// `package` (with `init`, `feed` and `content`) for the fuzz target that drives it as the server does.
+package final class MultipartFieldReader {
     /// The most bytes parsed between two suspensions, so that one large body buffer does not hold a thread of the
     /// cooperative pool for the whole of its parse.
     static let step = 64 << 10
@@ -62,7 +64,7 @@ final class MultipartFieldReader {
     ///   - contentType: the request's `Content-Type`, whose `boundary` parameter separates the parts.
     ///   - field: the name of the part to keep.
     /// - Throws: `MultipartError.missingBoundary` or `.invalidBoundary`.
-    init(contentType: String, field: String) throws(MultipartError) {
+    package init(contentType: String, field: String) throws(MultipartError) {
         guard let boundary = HeaderParameters.value(of: "boundary", in: contentType) else {
             throw .missingBoundary
         }
@@ -85,7 +87,7 @@ final class MultipartFieldReader {
     /// Parses the next bytes of the body, suspending between steps of ``step`` bytes. Does nothing once the field
     /// has been found.
     /// - Throws: `MultipartError.malformed` with the offsets of the step that failed.
-    func feed(_ chunk: ByteBuffer) async throws(MultipartError) {
+    package func feed(_ chunk: ByteBuffer) async throws(MultipartError) {
         var rest = chunk
         while found == nil, let piece = rest.readSlice(length: min(rest.readableBytes, Self.step)),
             piece.readableBytes > 0
@@ -100,7 +102,7 @@ final class MultipartFieldReader {
 
     /// The field's content, once the whole body has been fed.
     /// - Throws: `MultipartError.fieldMissing`, `.fieldEmpty` or `.fieldUnterminated`.
-    func content() throws(MultipartError) -> [UInt8] {
+    package func content() throws(MultipartError) -> [UInt8] {
         guard var found else { throw collecting == nil ? .fieldMissing(field) : .fieldUnterminated(field) }
         guard found.readableBytes > 0 else { throw .fieldEmpty(field) }
         return found.readBytes(length: found.readableBytes) ?? []

@@ -166,6 +166,62 @@ struct PipelinedJPEGDecodingTests {
             #expect(Result { () throws(ImageDecodeError) in try ImageDecoder.decodeOnTwoThreads(bytes) } == expected)
         }
     }
+
+    // MARK: Fuzzing findings
+
+    /// FuzzImageDecode's first finding: a JPEG whose entropy-coded data holds an SOF0 marker (the mutation), so
+    /// that libjpeg, reading the markers after the scan, meets a second SOF. It stores that SOF's image size and
+    /// component count in the decompressor before failing ("two SOF markers"), while the output side, decoding the
+    /// last rows on the other thread, reads them: a SEGV in libjpeg's row decoding (under AddressSanitizer: a wild read
+    /// of 0xbebebebe…). The output side now waits while the input side reads past the scan. The same file showed the
+    /// one-pass decode accepting it: its stray bytes before a marker are a warning, and TurboJPEG then reports the
+    /// fatal "two SOF markers" as a warning too; both decodes now reject it.
+    @Test("Fuzz finding: a second SOF after the scan fails the decode, never the output side running beside it")
+    func secondSOFAfterScan() throws {
+        let finding = Repository.bytes("Tests/ImageCodecsTests/Fixtures/Fuzz/second-sof-after-scan.jpg")
+        // The same file made here, wider, so that the output side has rows to decode when the input side reads the
+        // markers: a baseline JPEG with an SOF0 declaring 9356 × 13321 and 127 components (the finding's values)
+        // spliced in before its EOI. libjpeg stores them before it checks anything; an output side still running
+        // then walks 127 entries of a 3-entry component array.
+        let jpeg = try ImageEncoder.jpeg(TestSupport.gradient(width: 2048, height: 64), quality: 90)
+        let secondSOF: [UInt8] = [
+            0xFF, 0xC0, 0x00, 0x11, 8, 0x34, 0x09, 0x24, 0x8C, 0x7F, 1, 0x22, 0, 2, 0x11, 1, 3, 0x11, 1,
+        ]
+        let spliced = Array(jpeg.dropLast(2)) + secondSOF + [0xFF, 0xD9]
+        for bytes in [finding, spliced] {
+            #expect(try PipelinedJPEGDecoding(bytes) != nil, "the pipelined decode must take this file")
+            // A worker that asks for rows without pause, so that a batch is running when the input side reaches the
+            // markers unless the decoding holds it back. Before the fix this crashed the process.
+            for _ in 0..<30 {
+                let decoding = try #require(try PipelinedJPEGDecoding(bytes))
+                let worker = Thread {
+                    while true {
+                        let seen = decoding.current
+                        if seen.failed || seen.stopped || seen.rowsDecoded == decoding.height { return }
+                        _ = try? decoding.decodeNextRows()
+                    }
+                }
+                worker.start()
+                let read = Result { () throws(ImageDecodeError) in try decoding.readCoefficients() }
+                decoding.stop()
+                #expect(!decoding.current.outputBusy && !decoding.current.inputReadsMarkers)
+                if case .failure(let error) = read {
+                    #expect("\(error)".contains("two SOF markers"), "\(error)")
+                }
+            }
+            // And the whole decode, every way, many times: the verdict of the one-pass decode, a rejection.
+            let expected = Result { () throws(ImageDecodeError) in try ImageDecoder.decode(bytes) }
+            guard case .failure(.corrupt(.jpeg, let reason)) = expected, reason.contains("two SOF markers") else {
+                Issue.record("expected the one-pass decode to reject the second SOF, got \(expected)")
+                continue
+            }
+            for _ in 0..<10 {
+                for order in Order.allCases {
+                    #expect(Self.decode(bytes, order: order) == expected, "\(order)")
+                }
+            }
+        }
+    }
 }
 
 /// A small deterministic generator (SplitMix64), so a failing corruption test can be replayed.

@@ -15,7 +15,9 @@
 // side's counters (input_scan_number, input_iMCU_row, and the coefficient array's first undefined row) to check that
 // row k has been read, and reads more input itself if not. So the caller must keep the output side behind the input:
 // a read of output rows in iMCU row k (each read within one iMCU row) needs iMCU rows 0...k+1 consumed (k+1 for the
-// context rows of fancy upsampling), or the whole file. Then those checks only ever see values past what they test
+// context rows of fancy upsampling), or the whole file. And no output call may run while the input side reads past the
+// scan's last row: it then parses the markers up to EOI, and a marker there (a second SOF) rewrites fields the output
+// side reads (image size, component count) before libjpeg rejects it. Then those checks only ever see values past what they test
 // (int-sized fields, written by the input side as it advances), and libjpeg never reads input on the output side. Calls
 // of one side must be ordered with respect to each other (one thread at a time per side), and the caller's own
 // synchronisation must make a consumed row's coefficients visible to the output side before it reads them.

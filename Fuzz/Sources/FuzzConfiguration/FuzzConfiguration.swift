@@ -1,0 +1,12 @@
+import FuzzSupport
+import Server
+
+/// The YAML configuration file, as `yoloswap serve --config` reads it (`ServerConfiguration.parse`): every value is
+/// range-checked, so any document either parses or throws a `ConfigurationError`; none may trap.
+@main enum FuzzConfiguration {
+    static func main() {
+        runFuzzer { data in
+            _ = try? ServerConfiguration.parse(String(decoding: data, as: UTF8.self), file: "fuzz.yaml", base: "/srv")
+        }
+    }
+}
