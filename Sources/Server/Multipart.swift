@@ -59,6 +59,7 @@ package final class MultipartFieldReader {
     private var collecting: ByteBuffer?
     private var found: ByteBuffer?
     private var fed = 0
+    private var headerNames: HeaderNameGuard
 
     /// - Parameters:
     ///   - contentType: the request's `Content-Type`, whose `boundary` parameter separates the parts.
@@ -71,6 +72,7 @@ package final class MultipartFieldReader {
         guard Self.isValid(boundary: boundary) else { throw .invalidBoundary(length: boundary.count) }
         self.field = field
         parser = MultipartParser(boundary: boundary)
+        headerNames = HeaderNameGuard(boundary: boundary)
         let wanted = field.lowercased()
         parser.onHeader = { [unowned self] name, value in
             guard name.lowercased() == "content-disposition" else { return }
@@ -92,6 +94,9 @@ package final class MultipartFieldReader {
         while found == nil, let piece = rest.readSlice(length: min(rest.readableBytes, Self.step)),
             piece.readableBytes > 0
         {
+            if let offset = headerNames.firstTrap(in: piece) {
+                throw .malformed(field: field, from: fed + offset, to: fed + offset + 1)
+            }
             do { try parser.execute(piece) } catch {
                 throw .malformed(field: field, from: fed, to: fed + piece.readableBytes)
             }
@@ -122,6 +127,96 @@ package final class MultipartFieldReader {
             }
         }
     }
+}
+
+/// Finds the bytes multipart-kit 4.7.1 would trap on, before it sees them.
+///
+/// `MultipartParser` looks each byte of a part header's name up in a 128-entry table: a byte of 0x80 or more there is
+/// an index out of range, which kills the process. This guard follows the body as the parser will and reports the
+/// first such byte, so that the body is refused as malformed instead.
+///
+/// It errs towards looking at more bytes than the parser reads as names, never fewer: a header block is assumed after
+/// every `--boundary` followed by CRLF (the parser needs the CRLF before it outside the preamble), and the search for
+/// the next one never stops, also inside a header block. A header block that starts while another is being followed
+/// replaces it: both are at the start of a line there, so the new one sees all the old one would. Names are followed
+/// as the parser does: token bytes until a colon, the value until CR, LF, the next name; CR at the start of a name
+/// ends the block. What would make the parser throw ends the block here (the parser stops there anyway).
+///
+/// Linear: each byte is looked at once, with a Knuth–Morris–Pratt search for the delimiter. Thread-safety: none, a
+/// value owned by its reader.
+struct HeaderNameGuard {
+    private enum State { case body, expectCR, expectLF, name(empty: Bool), value, valueLF }
+
+    private let delimiter: [UInt8]
+    /// KMP failure function of `delimiter`.
+    private let fallback: [Int]
+    private var matched = 0
+    private var state = State.body
+
+    init(boundary: String) {
+        delimiter = Array("--\(boundary)".utf8)
+        var fallback = [Int](repeating: 0, count: delimiter.count)
+        var k = 0
+        for i in delimiter.indices.dropFirst() {
+            while k > 0, delimiter[i] != delimiter[k] { k = fallback[k - 1] }
+            if delimiter[i] == delimiter[k] { k += 1 }
+            fallback[i] = k
+        }
+        self.fallback = fallback
+    }
+
+    /// The offset in `bytes` of the first byte the parser would trap on, or nil; the state carries over to the next
+    /// call, as the parser's does.
+    mutating func firstTrap(in bytes: ByteBuffer) -> Int? {
+        bytes.withUnsafeReadableBytes { raw in
+            for (offset, byte) in raw.enumerated() {
+                if advance(byte) { return offset }
+            }
+            return nil
+        }
+    }
+
+    /// Takes one byte; true when the parser would read it as part of a header name and trap.
+    private mutating func advance(_ byte: UInt8) -> Bool {
+        var trap = false
+        switch state {
+        case .body:
+            break
+        case .expectCR:
+            state = byte == 13 ? .expectLF : .body
+        case .expectLF:
+            state = byte == 10 ? .name(empty: true) : .body
+        case .name(let empty):
+            if byte >= 0x80 {
+                trap = true
+            } else if byte == UInt8(ascii: ":") {
+                state = empty ? .body : .value
+            } else if byte == 13 {
+                state = .body  // the blank line that ends the headers, or (within a name) a syntax error
+            } else {
+                state = Self.isTokenByte(byte) ? .name(empty: false) : .body
+            }
+        case .value:
+            if byte == 13 { state = .valueLF }
+        case .valueLF:
+            state = byte == 10 ? .name(empty: true) : .body
+        }
+        // The delimiter search runs on every byte, whatever the state.
+        while matched > 0, byte != delimiter[matched] { matched = fallback[matched - 1] }
+        if byte == delimiter[matched] { matched += 1 }
+        if matched == delimiter.count {
+            matched = fallback[matched - 1]
+            state = .expectCR
+        }
+        return trap
+    }
+
+    /// RFC 822's token bytes, as multipart-kit's table has them: visible ASCII but `()<>@,;:\"/[]?={}` and DEL.
+    private static func isTokenByte(_ byte: UInt8) -> Bool {
+        byte > 32 && byte < 127 && !separators.contains(byte)
+    }
+
+    private static let separators = Set(#"()<>@,;:\"/[]?={}"#.utf8)
 }
 
 /// The parameters of a header value such as `form-data; name="image"` or `multipart/form-data; boundary=x`

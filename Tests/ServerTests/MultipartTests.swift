@@ -50,6 +50,9 @@ struct MultipartTests {
                 body: part("XyZ", name: "photo", [9, 9], filename: "image") + part("XyZ", name: "IMAGE", bus)
                     + Array("--XyZ--".utf8),
                 image: bus),
+            Shape(name: "UTF-8 in a header value (a filename)", contentType: "multipart/form-data; boundary=XyZ",
+                body: part("XyZ", name: "image", bus, filename: "Bürger-Straße.jpg") + Array("--XyZ--\r\n".utf8),
+                image: bus),
             Shape(name: "near-delimiters inside the image", contentType: "multipart/form-data; boundary=XyZ",
                 body: part("XyZ", name: "before", Array("\r\n--XyQ".utf8)) + part("XyZ", name: "image", image)
                     + Array("--XyZ--\r\n".utf8),
@@ -70,6 +73,29 @@ struct MultipartTests {
             size = size * 3 % 997 + 1
         }
         #expect(try reader.content() == shape.image)
+    }
+
+    /// multipart-kit 4.7.1 looks each byte of a header name up in a 128-entry table: a byte of 0x80 or more there
+    /// trapped (index out of range) and killed the process. Found by the fuzz target `FuzzMultipart`.
+    @Test("a byte of 0x80 or more in a part header's name is refused as malformed, whole or byte by byte",
+          arguments: [
+              "preamble text\r\n--a b:c?\r\nContent-Dispositio\u{DD}n: form-data; name=\"note\"\r\n\r\nhello\r\n",
+              "--a b:c?\r\nContent-Disposition: form-data; name=\"note\"\r\n\u{80}: x\r\n\r\nhi\r\n",
+              "--a b:c?\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n--a b:c?\r\nX\u{FF}: y\r\n",
+          ], [1, 4096])
+    func highByteInHeaderName(text: String, chunk: Int) async throws {
+        // The high byte as one raw byte (U+0080...U+00FF written as Latin-1), not as its UTF-8 encoding.
+        let body = text.unicodeScalars.map { UInt8(truncatingIfNeeded: $0.value) }
+            + Array("--a b:c?\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\nJPEG\r\n--a b:c?--".utf8)
+        let reader = try MultipartFieldReader(contentType: "multipart/form-data; boundary=\"a b:c?\"", field: "image")
+        await #expect(throws: MultipartError.self) {
+            var offset = 0
+            while offset < body.count {
+                let end = min(body.count, offset + chunk)
+                try await reader.feed(ByteBuffer(bytes: body[offset..<end]))
+                offset = end
+            }
+        }
     }
 
     @Test("each shape is accepted by POST /v1/detect", arguments: shapes.prefix(3))
