@@ -45,8 +45,8 @@ struct ServerHarness {
     ///   - store: where the manager commits (nil: nothing persisted).
     ///   - slotExecution: providers and settings per slot (none: every slot on the CPU).
     init(tokens: [ServerConfiguration.Token] = Self.tokens, anonymousDetect: Bool = false,
-         maxBodyBytes: Int = 20 << 20, store: (any SlotStateStore)? = nil,
-         slotExecution: [String: SlotExecution] = [:]) async throws {
+         maxBodyBytes: Int = 20 << 20, requestTimeoutMilliseconds: Int = 10_000,
+         store: (any SlotStateStore)? = nil, slotExecution: [String: SlotExecution] = [:]) async throws {
         let repo = FileManager.default.temporaryDirectory.appendingPathComponent("repo-\(UUID())")
         try FileManager.default.createDirectory(at: repo.appendingPathComponent("synthetic"),
             withIntermediateDirectories: true)
@@ -61,6 +61,7 @@ struct ServerHarness {
         config.tokens = tokens
         config.anonymousDetect = anonymousDetect
         config.maxBodyBytes = maxBodyBytes
+        config.requestTimeoutMilliseconds = requestTimeoutMilliseconds
         config.slots = ["default": .init(model: "synthetic/yolov5-nc80-416-identity.onnx"),
             "line2": .init(model: "synthetic/yolov5-nc80-320-identity.onnx")]
         config.routes = ["metal-case": "line2"]
