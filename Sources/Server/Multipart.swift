@@ -132,26 +132,32 @@ package final class MultipartFieldReader {
 /// Finds the bytes multipart-kit 4.7.1 would trap on, before it sees them.
 ///
 /// `MultipartParser` looks each byte of a part header's name up in a 128-entry table: a byte of 0x80 or more there is
-/// an index out of range, which kills the process. This guard follows the body as the parser will and reports the
-/// first such byte, so that the body is refused as malformed instead.
+/// an index out of range, which kills the process. This guard follows the body as the parser may read it and reports
+/// the first such byte, so that the body is refused as malformed instead.
 ///
-/// It errs towards looking at more bytes than the parser reads as names, never fewer: a header block is assumed after
-/// every `--boundary` followed by CRLF (the parser needs the CRLF before it outside the preamble), and the search for
-/// the next one never stops, also inside a header block. A header block that starts while another is being followed
-/// replaces it: both are at the start of a line there, so the new one sees all the old one would. Names are followed
-/// as the parser does: token bytes until a colon, the value until CR, LF, the next name; CR at the start of a name
-/// ends the block. What would make the parser throw ends the block here (the parser stops there anyway).
+/// It errs towards looking at more bytes than the parser reads as names, never fewer. It runs as a small
+/// nondeterministic automaton: the set of states the parser could be in, among "in a body" (the empty set), "CR then
+/// LF expected after a delimiter", "in a header name" (empty or not), "in a value", "LF expected after a value". A
+/// header block may begin after every `--boundary` (the parser needs CRLF before it outside the preamble, the guard
+/// does not), and the search for the next one runs on every byte, also inside a header block — where the parser reads
+/// `--boundary` as bytes of a name or a value, so the block already followed goes on beside the new one. Names are
+/// followed as the parser reads them: token bytes until a colon, the value until CR, LF, the next name; CR at the
+/// start of a name ends the block; what would make the parser throw ends that path (the parser stops there anyway).
 ///
-/// Linear: each byte is looked at once, with a Knuth–Morris–Pratt search for the delimiter. Thread-safety: none, a
-/// value owned by its reader.
+/// Linear: each byte is looked at once, with a Knuth–Morris–Pratt search for the delimiter and at most six states.
+/// Thread-safety: none, a value owned by its reader.
 struct HeaderNameGuard {
-    private enum State { case body, expectCR, expectLF, name(empty: Bool), value, valueLF }
+    /// The states, as bits of a set.
+    private enum Bit {
+        static let expectCR: UInt8 = 1, expectLF: UInt8 = 2, emptyName: UInt8 = 4, name: UInt8 = 8, value: UInt8 = 16,
+            valueLF: UInt8 = 32
+    }
 
     private let delimiter: [UInt8]
     /// KMP failure function of `delimiter`.
     private let fallback: [Int]
     private var matched = 0
-    private var state = State.body
+    private var states: UInt8 = 0
 
     init(boundary: String) {
         delimiter = Array("--\(boundary)".utf8)
@@ -165,7 +171,7 @@ struct HeaderNameGuard {
         self.fallback = fallback
     }
 
-    /// The offset in `bytes` of the first byte the parser would trap on, or nil; the state carries over to the next
+    /// The offset in `bytes` of the first byte the parser could trap on, or nil; the state carries over to the next
     /// call, as the parser's does.
     mutating func firstTrap(in bytes: ByteBuffer) -> Int? {
         bytes.withUnsafeReadableBytes { raw in
@@ -176,39 +182,34 @@ struct HeaderNameGuard {
         }
     }
 
-    /// Takes one byte; true when the parser would read it as part of a header name and trap.
+    /// Takes one byte; true when the parser could read it as part of a header name and trap.
     private mutating func advance(_ byte: UInt8) -> Bool {
-        var trap = false
-        switch state {
-        case .body:
-            break
-        case .expectCR:
-            state = byte == 13 ? .expectLF : .body
-        case .expectLF:
-            state = byte == 10 ? .name(empty: true) : .body
-        case .name(let empty):
-            if byte >= 0x80 {
-                trap = true
-            } else if byte == UInt8(ascii: ":") {
-                state = empty ? .body : .value
-            } else if byte == 13 {
-                state = .body  // the blank line that ends the headers, or (within a name) a syntax error
-            } else {
-                state = Self.isTokenByte(byte) ? .name(empty: false) : .body
+        var next: UInt8 = 0
+        if states != 0 {
+            if states & Bit.expectCR != 0, byte == 13 { next |= Bit.expectLF }
+            if states & Bit.expectLF != 0, byte == 10 { next |= Bit.emptyName }
+            if states & (Bit.emptyName | Bit.name) != 0 {
+                if byte >= 0x80 { return true }
+                if byte == UInt8(ascii: ":") {
+                    if states & Bit.name != 0 { next |= Bit.value }
+                } else if Self.isTokenByte(byte) {
+                    next |= Bit.name
+                }
+                // CR: the blank line that ends the headers (or, within a name, a syntax error); anything else: the
+                // parser throws. Either way that path ends.
             }
-        case .value:
-            if byte == 13 { state = .valueLF }
-        case .valueLF:
-            state = byte == 10 ? .name(empty: true) : .body
+            if states & Bit.value != 0 { next |= byte == 13 ? Bit.valueLF : Bit.value }
+            if states & Bit.valueLF != 0, byte == 10 { next |= Bit.emptyName }
         }
-        // The delimiter search runs on every byte, whatever the state.
+        // The delimiter search runs on every byte, whatever the states.
         while matched > 0, byte != delimiter[matched] { matched = fallback[matched - 1] }
         if byte == delimiter[matched] { matched += 1 }
         if matched == delimiter.count {
             matched = fallback[matched - 1]
-            state = .expectCR
+            next |= Bit.expectCR
         }
-        return trap
+        states = next
+        return false
     }
 
     /// RFC 822's token bytes, as multipart-kit's table has them: visible ASCII but `()<>@,;:\"/[]?={}` and DEL.

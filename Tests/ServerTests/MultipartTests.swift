@@ -82,6 +82,8 @@ struct MultipartTests {
               "preamble text\r\n--a b:c?\r\nContent-Dispositio\u{DD}n: form-data; name=\"note\"\r\n\r\nhello\r\n",
               "--a b:c?\r\nContent-Disposition: form-data; name=\"note\"\r\n\u{80}: x\r\n\r\nhi\r\n",
               "--a b:c?\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n--a b:c?\r\nX\u{FF}: y\r\n",
+              // The second fuzz finding: a value's CRLF, then the delimiter's own bytes read as a name, then 0x87.
+              "--a b:c?\r\nContent-Disposition: form\u{FF}\u{DB}\r\n--a b:c?\u{87}--\r\n",
           ], [1, 4096])
     func highByteInHeaderName(text: String, chunk: Int) async throws {
         // The high byte as one raw byte (U+0080...U+00FF written as Latin-1), not as its UTF-8 encoding.
