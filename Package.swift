@@ -99,6 +99,16 @@ let package = Package(
         /// Test doubles for the layers above ONNX Runtime: a fake backend and loader, gates, a slow state store.
         /// Lets the HotSwap, Server and ModelSigning tests build and run without ORT.
         .target(name: "HotSwapTesting", dependencies: ["HotSwap", "YOLO", "Primitives"]),
+        /// The bodies of the libFuzzer targets (one per parser of untrusted bytes), as plain code: the fuzz build
+        /// drives them with libFuzzer, the test suite replays the committed corpus through them (see Fuzzing below).
+        .target(
+            name: "FuzzHarnesses",
+            dependencies: [
+                "ImageCodecs", "YOLO", "Server", "ModelSigning",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Fuzz/Sources/FuzzHarnesses"),
 
         // MARK: Executable
         .executableTarget(
@@ -150,6 +160,7 @@ let package = Package(
                 "ORTBackend", "HotSwap", "HotSwapTesting", "ONNXRuntime", "YOLO", "ImageCodecs", "Primitives",
                 "TestSupport",
             ]),
+        .testTarget(name: "FuzzReplayTests", dependencies: ["FuzzHarnesses", "Primitives", "TestSupport"]),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["YOLO", "ImageCodecs", "ONNXRuntime", "ORTBackend", "HotSwap", "TestSupport"]),
@@ -158,24 +169,19 @@ let package = Package(
 )
 
 // MARK: Fuzzing (only with YOLOSWAP_FUZZ=1; see README → Fuzzing and Fuzz/)
-/// libFuzzer targets, one per parser that sees untrusted bytes. They link only when built with
-/// `-sanitize=fuzzer` (`make fuzz`), so they are declared only when YOLOSWAP_FUZZ is set: the plain and test builds
-/// never see them. Being in this package, they reach `package` entry points.
+/// libFuzzer targets, one per parser that sees untrusted bytes: each drives its harness (`FuzzHarnesses`, above)
+/// with libFuzzer. They link only when built with `-sanitize=fuzzer` (`make fuzz`), so they are declared only when
+/// YOLOSWAP_FUZZ is set: the plain and test builds never see them.
 if Context.environment["YOLOSWAP_FUZZ"] != nil {
     package.targets.append(.target(name: "FuzzSupport", path: "Fuzz/Sources/FuzzSupport"))
-    let fuzzTargets: [(name: String, dependencies: [Target.Dependency])] = [
-        ("FuzzImageDecode", ["ImageCodecs"]),
-        ("FuzzFusedLetterbox", ["YOLO", "ImageCodecs"]),
-        ("FuzzMultipart", ["Server", .product(name: "NIOCore", package: "swift-nio")]),
-        ("FuzzSigningFiles", ["ModelSigning", .product(name: "Crypto", package: "swift-crypto")]),
-        ("FuzzConfiguration", ["Server"]),
-        ("FuzzModelOutput", ["YOLO"]),
+    let fuzzTargets = [
+        "FuzzImageDecode", "FuzzFusedLetterbox", "FuzzMultipart", "FuzzSigningFiles", "FuzzConfiguration",
+        "FuzzModelOutput",
     ]
     for target in fuzzTargets {
         package.targets.append(
             .executableTarget(
-                name: target.name, dependencies: ["FuzzSupport"] + target.dependencies,
-                path: "Fuzz/Sources/\(target.name)"))
-        package.products.append(.executable(name: target.name, targets: [target.name]))
+                name: target, dependencies: ["FuzzSupport", "FuzzHarnesses"], path: "Fuzz/Sources/\(target)"))
+        package.products.append(.executable(name: target, targets: [target]))
     }
 }

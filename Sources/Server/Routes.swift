@@ -165,7 +165,8 @@ struct APIRoutes: Sendable {
         var options = DetectionOptions()
         options.confidence = Float(try doubleParameter(q.get("conf"), name: "conf", default: 0.25))
         options.iou = Float(try doubleParameter(q.get("iou"), name: "iou", default: 0.7))
-        options.maxDetections = try intParameter(q.get("max_det"), name: "max_det", default: 300, range: 1...10_000)
+        options.maxDetections = try intParameter(q.get("max_det"), name: "max_det", default: 300,
+            range: 1...DetectionOptions.maxDetectionsLimit)
         if let classes = q.get("classes"), !classes.isEmpty {
             let ids = classes.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
             guard ids.allSatisfy({ ($0 ?? -1) >= 0 }) else {

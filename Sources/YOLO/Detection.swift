@@ -67,4 +67,9 @@ public struct DetectionOptions: Sendable, Equatable {
         self.classes = classes
         self.agnostic = agnostic
     }
+
+    /// The most detections a request may ask for (the HTTP API's `max_det`). NMS makes up to 30 000 ×
+    /// `maxDetections` IoU tests when the candidates do not suppress each other, so the limit bounds one request's
+    /// work; it is above Ultralytics' default (300) and COCO's evaluation (100).
+    public static let maxDetectionsLimit = 1000
 }

@@ -146,7 +146,21 @@ public enum NonMaxSuppression {
 
     /// Greedy NMS: best score first; a box is suppressed when its IoU with a kept box exceeds `iou` (strictly).
     /// Class-aware through class offsets unless `agnostic`. Returns at most `maxDetections`, best first.
+    ///
+    /// Work: each kept box is compared with the boxes after it, so at most `maxCandidates` × `maxDetections` IoU
+    /// tests (the API caps `maxDetections` at `DetectionOptions.maxDetectionsLimit`). Boxes that cannot overlap
+    /// anything — a non-finite coordinate, or an empty, inverted or non-finite area — are kept or dropped by rank
+    /// alone and take no IoU test: their IoU with any box is 0 or NaN, never above a threshold in [0, 1], so the
+    /// result is the one the full comparison gives. A hostile model's output of such boxes is therefore linear.
     public static func apply(_ candidates: [Candidate], iou: Float, maxDetections: Int, agnostic: Bool) -> [Candidate] {
+        var iouTests = 0
+        return apply(candidates, iou: iou, maxDetections: maxDetections, agnostic: agnostic, iouTests: &iouTests)
+    }
+
+    /// `apply`, counting the IoU tests it makes into `iouTests` (for the tests of its work bound).
+    package static func apply(
+        _ candidates: [Candidate], iou: Float, maxDetections: Int, agnostic: Bool, iouTests: inout Int
+    ) -> [Candidate] {
         var sorted = candidates.sorted { $0.score > $1.score }
         if sorted.count > maxCandidates { sorted.removeLast(sorted.count - maxCandidates) }
         // Offset boxes as Ultralytics does (float32 arithmetic included).
@@ -155,13 +169,25 @@ public enum NonMaxSuppression {
             let (x1, y1, x2, y2) = (c.x1 + o, c.y1 + o, c.x2 + o, c.y2 + o)
             return (x1, y1, x2, y2, (x2 - x1) * (y2 - y1))
         }
+        // The boxes that can overlap another, in rank order; `next[i]`: the first of them ranked after box i.
+        var overlapping: [Int] = []
+        var next = [Int](repeating: 0, count: sorted.count)
+        for (i, b) in boxes.enumerated() {
+            next[i] = overlapping.count
+            if b.0.isFinite, b.1.isFinite, b.2.isFinite, b.3.isFinite, b.4.isFinite, b.4 > 0 {
+                overlapping.append(i)
+                next[i] = overlapping.count
+            }
+        }
         var suppressed = [Bool](repeating: false, count: sorted.count)
         var kept: [Candidate] = []
         for i in sorted.indices where !suppressed[i] {
             kept.append(sorted[i])
             if kept.count >= maxDetections { break }
             let a = boxes[i]
-            for j in (i + 1)..<sorted.count where !suppressed[j] {
+            guard a.4.isFinite, a.4 > 0, a.0.isFinite, a.1.isFinite, a.2.isFinite, a.3.isFinite else { continue }
+            for j in overlapping[next[i]...] where !suppressed[j] {
+                iouTests += 1
                 let b = boxes[j]
                 let iw = max(0, min(a.2, b.2) - max(a.0, b.0))
                 let ih = max(0, min(a.3, b.3) - max(a.1, b.1))

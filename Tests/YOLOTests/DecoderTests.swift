@@ -1,3 +1,4 @@
+import TestSupport
 import Testing
 
 @testable import YOLO
@@ -110,5 +111,79 @@ struct DecoderTests {
         let kept = NonMaxSuppression.apply([box(0, 0.9, size: 0), box(0, 0.8, size: 0)], iou: 0.5,
             maxDetections: 10, agnostic: false)
         #expect(kept.count == 2)
+    }
+    /// The comparison of every kept box with every box ranked after it, as NMS was written before boxes that cannot
+    /// overlap skipped it: the reference the faster version must agree with.
+    static func fullComparisonNMS(_ candidates: [Candidate], iou: Float, maxDetections: Int, agnostic: Bool)
+        -> [Candidate]
+    {
+        let sorted = Array(candidates.sorted { $0.score > $1.score }.prefix(NonMaxSuppression.maxCandidates))
+        let boxes = sorted.map { c -> (Float, Float, Float, Float, Float) in
+            let o = agnostic ? 0 : Float(c.classID) * NonMaxSuppression.classOffset
+            return (c.x1 + o, c.y1 + o, c.x2 + o, c.y2 + o, (c.x2 - c.x1) * (c.y2 - c.y1))
+        }
+        var suppressed = [Bool](repeating: false, count: sorted.count)
+        var kept: [Candidate] = []
+        for i in sorted.indices where !suppressed[i] {
+            kept.append(sorted[i])
+            if kept.count >= maxDetections { break }
+            for j in (i + 1)..<sorted.count where !suppressed[j] {
+                let (a, b) = (boxes[i], boxes[j])
+                let iw = max(0, min(a.2, b.2) - max(a.0, b.0))
+                let ih = max(0, min(a.3, b.3) - max(a.1, b.1))
+                let inter = iw * ih
+                if inter / (a.4 + b.4 - inter) > iou { suppressed[j] = true }
+            }
+        }
+        return kept
+    }
+
+    @Test("boxes that cannot overlap skip the IoU tests and change nothing", arguments: [0, 1, 2, 3, 4, 5, 6, 7])
+    func nmsSkipsBoxesThatCannotOverlap(seed: UInt64) {
+        var random = SeededGenerator(seed: seed)
+        let specials: [Float] = [.nan, .infinity, -.infinity, 0, -5, 3e38, -3e38, 1e-30]
+        let candidates = (0..<600).map { _ -> Candidate in
+            var v = (0..<4).map { _ in Float(random.next() % 400) / 4 }
+            // About one box in three gets a special coordinate: NaN, ±∞, an inverted or empty side, an overflowing
+            // area.
+            if random.next() % 3 == 0 { v[Int(random.next() % 4)] = specials[Int(random.next() % 8)] }
+            if random.next() % 5 == 0 { v[2] = v[0] }
+            return Candidate(x1: v[0], y1: v[1], x2: v[0] + v[2], y2: v[1] + v[3],
+                score: Float(random.next() % 1000) / 1000, classID: Int(random.next() % 3))
+        }
+        for (iou, agnostic) in [(Float(0.7), false), (0.3, true), (0, false), (1, false)] {
+            let reference = Self.fullComparisonNMS(candidates, iou: iou, maxDetections: 300, agnostic: agnostic)
+            let kept = NonMaxSuppression.apply(candidates, iou: iou, maxDetections: 300, agnostic: agnostic)
+            // Compared by bit pattern: NaN is a value the result may carry.
+            let bits = { (c: [Candidate]) in c.map { [$0.x1, $0.y1, $0.x2, $0.y2, $0.score].map(\.bitPattern) } }
+            #expect(bits(kept) == bits(reference), "iou \(iou), agnostic \(agnostic)")
+            #expect(kept.map(\.classID) == reference.map(\.classID))
+        }
+    }
+
+    @Test("a hostile model's 30 000 boxes that cannot overlap cost no IoU test (fuzzer finding)")
+    func nmsHostileOutputIsLinear() {
+        // What FuzzModelOutput found taking seconds (Fuzz/Findings/FuzzModelOutput): 30 000 candidates that never
+        // suppress each other, NaN and empty boxes, with a large max_det.
+        let nan = (0..<15_000).map { Candidate(x1: .nan, y1: 0, x2: 10, y2: 10, score: Float($0) / 15_000, classID: 0) }
+        let empty = (0..<15_000).map {
+            Candidate(x1: Float($0), y1: 5, x2: Float($0), y2: 50, score: Float($0) / 15_000, classID: 1)
+        }
+        var iouTests = 0
+        let kept = NonMaxSuppression.apply(nan + empty, iou: 0.7, maxDetections: DetectionOptions.maxDetectionsLimit,
+            agnostic: false, iouTests: &iouTests)
+        #expect(kept.count == DetectionOptions.maxDetectionsLimit)
+        #expect(iouTests == 0)
+        // Real boxes that do not overlap: the bound is maxCandidates × maxDetections IoU tests.
+        let grid = (0..<30_000).map { i -> Candidate in
+            let (x, y) = (Float(i % 200) * 3, Float(i / 200) * 3)
+            return Candidate(x1: x, y1: y, x2: x + 2, y2: y + 2, score: 1 - Float(i) / 30_000, classID: 0)
+        }
+        iouTests = 0
+        let keptGrid = NonMaxSuppression.apply(grid, iou: 0.7, maxDetections: DetectionOptions.maxDetectionsLimit,
+            agnostic: false, iouTests: &iouTests)
+        #expect(keptGrid.count == DetectionOptions.maxDetectionsLimit)
+        #expect(iouTests <= NonMaxSuppression.maxCandidates * DetectionOptions.maxDetectionsLimit)
+        #expect(iouTests > 0)
     }
 }

@@ -1,12 +1,7 @@
+import FuzzHarnesses
 import FuzzSupport
-import Server
 
-/// The YAML configuration file, as `yoloswap serve --config` reads it (`ServerConfiguration.parse`): every value is
-/// range-checked, so any document either parses or throws a `ConfigurationError`; none may trap.
+/// libFuzzer on `ConfigurationHarness` (Fuzz/Sources/FuzzHarnesses), which the test suite also replays on the corpus.
 @main enum FuzzConfiguration {
-    static func main() {
-        runFuzzer { data in
-            _ = try? ServerConfiguration.parse(String(decoding: data, as: UTF8.self), file: "fuzz.yaml", base: "/srv")
-        }
-    }
+    static func main() { runFuzzer(ConfigurationHarness.run) }
 }
