@@ -71,6 +71,9 @@ let package = Package(
         .target(
             name: "ModelSigning",
             dependencies: ["Primitives", .product(name: "Crypto", package: "swift-crypto")]),
+        /// COCO-format ground truth and COCO's detection metrics (mAP@[.5:.95], per-class AP), as pycocotools
+        /// computes them; no model code: it scores detections it is given.
+        .target(name: "Evaluation", dependencies: ["Primitives"]),
         /// Tamper-evident audit log: hash-chained rows in SQLite.
         .target(
             name: "AuditLog",
@@ -115,7 +118,7 @@ let package = Package(
             name: "yoloswap",
             dependencies: [
                 "YOLO", "ORTBackend", "ONNXRuntime", "ImageCodecs", "HotSwap", "ModelSigning", "AuditLog", "Server",
-                "Primitives",
+                "Primitives", "Evaluation",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -160,6 +163,7 @@ let package = Package(
                 "ORTBackend", "HotSwap", "HotSwapTesting", "ONNXRuntime", "YOLO", "ImageCodecs", "Primitives",
                 "TestSupport",
             ]),
+        .testTarget(name: "EvaluationTests", dependencies: ["Evaluation", "TestSupport"]),
         .testTarget(name: "FuzzReplayTests", dependencies: ["FuzzHarnesses", "Primitives", "TestSupport"]),
         .testTarget(
             name: "IntegrationTests",

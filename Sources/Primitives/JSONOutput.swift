@@ -32,3 +32,20 @@ extension JSONDecoder {
         return decoder
     }
 }
+
+extension DecodingError {
+    /// The error as one line for a message: where in the document (`.annotations[3].bbox`) and what was wrong.
+    public var summary: String {
+        func path(_ context: Context) -> String {
+            context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
+        }
+        switch self {
+        case .typeMismatch(_, let context), .valueNotFound(_, let context), .dataCorrupted(let context):
+            return "\(path(context)): \(context.debugDescription)"
+        case .keyNotFound(let key, let context):
+            return "\(path(context)): missing \(key.stringValue)"
+        @unknown default:
+            return "\(self)"
+        }
+    }
+}

@@ -1,0 +1,174 @@
+import ArgumentParser
+import Evaluation
+import Foundation
+import Primitives
+import YOLO
+
+/// `yoloswap eval`: a model's COCO figures on a labelled data set, offline — what the golden-set gate of a release
+/// computes before a candidate takes traffic.
+struct EvalCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "eval",
+        abstract: "Evaluate a model on a COCO-format data set (mAP@[.5:.95], mAP@.5, per-class AP, as pycocotools).",
+        discussion: """
+            The data set is a COCO instances file; its images are read from the file's folder (or --images). A model
+            class counts as a data-set category of the same name; VOC's names (aeroplane, motorbike, sofa, tvmonitor,
+            diningtable, pottedplant) also match COCO's, and --class-map NAME=CATEGORY adds more. Detections use COCO's
+            evaluation settings by default: confidence 0.001, at most 100 per image.
+            """)
+
+    @OptionGroup var modelOptions: ModelOptions
+
+    @Option(help: "COCO instances file (JSON) with the ground truth.") var dataset: String
+    @Option(help: "Folder the images' file_name is relative to (default: the data set file's folder).")
+    var images: String?
+    @Option(help: "Confidence threshold.") var conf: Float = 0.001
+    @Option(help: "NMS IoU threshold.") var iou: Float = 0.7
+    @Option(help: "Maximum detections per image.") var maxDet: Int = 100
+    @Option(
+        parsing: .singleValue,
+        help: ArgumentHelp("A model class name counted as a data-set category name.", valueName: "name=category"))
+    var classMap: [String] = []
+    @Option(help: "Write the detections in COCO's results format to this file.") var saveDetections: String?
+    @Flag(help: "Print the figures as one JSON object.") var json = false
+
+    func validate() throws {
+        guard (0...1).contains(conf), (0...1).contains(iou) else {
+            throw ValidationError("--conf and --iou lie in [0, 1]")
+        }
+        guard (1...DetectionOptions.maxDetectionsLimit).contains(maxDet) else {
+            throw ValidationError("--max-det lies in 1...\(DetectionOptions.maxDetectionsLimit)")
+        }
+    }
+
+    func run() throws {
+        let data: COCODataset
+        do { data = try COCODataset.load(contentsOf: dataset) } catch { throw ValidationError("\(error)") }
+        let (file, detector, _) = try modelOptions.load()
+        let categories = try CategoryMatcher(
+            dataset: data, modelClasses: detector.schema.classNames, extra: classMap)
+        if categories.unmatchedModelClasses.count == detector.schema.classNames.count {
+            throw ValidationError("no model class matches a category of \(dataset); use --class-map")
+        }
+        let root = images ?? URL(fileURLWithPath: dataset).deletingLastPathComponent().path
+        let options = DetectionOptions(confidence: conf, iou: iou, maxDetections: maxDet)
+        var detections: [COCODetection] = []
+        let started = ContinuousClock.now
+        for (index, image) in data.images.enumerated() {
+            let path = URL(fileURLWithPath: root).appendingPathComponent(image.fileName).path
+            let bytes: [UInt8]
+            do {
+                bytes = [UInt8](try RegularFile(openingForReading: path).readAll(limit: 256 << 20))
+            } catch {
+                throw ValidationError("image \(image.id): \(error)")
+            }
+            let result: DetectionResult
+            do { result = try detector.detect(imageBytes: bytes, options: options) } catch {
+                throw ValidationError("image \(image.id) (\(path)): \(error)")
+            }
+            for d in result.detections {
+                guard let category = categories.category(forClass: d.classID) else { continue }
+                detections.append(COCODetection(
+                    imageID: image.id, categoryID: category,
+                    bbox: COCOBox(x: d.box.x1, y: d.box.y1, width: d.box.x2 - d.box.x1, height: d.box.y2 - d.box.y1),
+                    score: Double(d.confidence)))
+            }
+            if !json && (index + 1) % 100 == 0 { printError("eval: \(index + 1)/\(data.images.count) images") }
+        }
+        let detectSeconds = (ContinuousClock.now - started).seconds
+        if let saveDetections {
+            let encoded = try JSONEncoder.yoloswap.encode(detections)
+            guard FileManager.default.createFile(atPath: saveDetections, contents: encoded) else {
+                throw ValidationError("cannot write \(saveDetections)")
+            }
+        }
+        let evaluation = try COCOEvaluator.evaluate(detections, on: data)
+        let report = EvalReport(
+            model: .init(path: file.path, sha256: file.sha256), dataset: dataset, images: data.images.count,
+            detections: detections.count, detectSeconds: detectSeconds,
+            figures: Dictionary(uniqueKeysWithValues: zip(COCOEvaluation.statNames, evaluation.stats)),
+            perCategory: evaluation.perCategory, unmatchedClasses: categories.unmatchedModelClasses.count,
+            warnings: evaluation.warnings)
+        if json {
+            print(String(decoding: try JSONEncoder.yoloswap.encode(report), as: UTF8.self))
+        } else {
+            printText(report, evaluation)
+        }
+    }
+
+    private func printText(_ report: EvalReport, _ evaluation: COCOEvaluation) {
+        func figure(_ v: Double?) -> String { v.map { String(format: "%.4f", $0) } ?? "   n/a" }
+        print("\(report.model.path) on \(report.dataset): \(report.images) images, \(report.detections) detections, "
+            + String(format: "%.1f s", report.detectSeconds))
+        for (name, value) in zip(COCOEvaluation.statNames, evaluation.stats) {
+            print("  " + name.padding(toLength: 10, withPad: " ", startingAt: 0) + figure(value))
+        }
+        print("  per category (ground truth, detections, AP@[.5:.95], AP@.5):")
+        for c in evaluation.perCategory where c.groundTruth > 0 || c.detections > 0 {
+            print("    " + c.name.padding(toLength: max(14, c.name.count), withPad: " ", startingAt: 0)
+                + String(format: " %4d %5d  ", c.groundTruth, c.detections) + figure(c.ap) + "  " + figure(c.ap50))
+        }
+        for warning in evaluation.warnings { printError("eval: warning: \(warning)") }
+    }
+}
+
+/// What `eval --json` prints.
+struct EvalReport: Encodable {
+    struct Model: Encodable { var path: String; var sha256: String }
+    var model: Model
+    var dataset: String
+    var images: Int
+    var detections: Int
+    var detectSeconds: Double
+    /// COCOeval's twelve figures by name (`AP`, `AP50`, ..., `AR_large`); null where undefined.
+    var figures: [String: Double?]
+    var perCategory: [COCOEvaluation.CategoryResult]
+    var unmatchedClasses: Int
+    var warnings: [String]
+
+    enum CodingKeys: String, CodingKey {
+        case model, dataset, images, detections, figures, warnings
+        case detectSeconds = "detect_seconds"
+        case perCategory = "per_category"
+        case unmatchedClasses = "unmatched_classes"
+    }
+}
+
+/// Which data-set category a model class counts as: the same name, case and separators aside, or VOC's name for a
+/// COCO class, or what the user maps.
+struct CategoryMatcher {
+    /// VOC's category names (labelme's examples and many plant data sets use them) for COCO's class names.
+    static let aliases = [
+        "airplane": ["aeroplane"], "motorcycle": ["motorbike"], "couch": ["sofa"], "tv": ["tvmonitor", "tv/monitor"],
+        "dining table": ["diningtable"], "potted plant": ["pottedplant"],
+    ]
+
+    private let byClass: [Int: Int]
+    let unmatchedModelClasses: [String]
+
+    init(dataset: COCODataset, modelClasses: [String], extra: [String]) throws {
+        func key(_ name: String) -> String { name.lowercased().filter { $0.isLetter || $0.isNumber } }
+        let categories = Dictionary(dataset.categories.map { (key($0.name), $0.id) }, uniquingKeysWith: { a, _ in a })
+        var mapped: [String: String] = [:]
+        for entry in extra {
+            let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, categories[key(parts[1])] != nil else {
+                throw ValidationError("--class-map \(entry): expected NAME=CATEGORY with a category of the data set")
+            }
+            mapped[key(parts[0])] = parts[1]
+        }
+        var byClass: [Int: Int] = [:], unmatched: [String] = []
+        for (id, name) in modelClasses.enumerated() {
+            let candidates = [mapped[key(name)], name].compactMap { $0 } + (Self.aliases[name] ?? [])
+            if let category = candidates.lazy.compactMap({ categories[key($0)] }).first {
+                byClass[id] = category
+            } else {
+                unmatched.append(name)
+            }
+        }
+        self.byClass = byClass
+        unmatchedModelClasses = unmatched
+    }
+
+    func category(forClass id: Int) -> Int? { byClass[id] }
+}
