@@ -72,8 +72,8 @@ let package = Package(
             name: "ModelSigning",
             dependencies: ["Primitives", .product(name: "Crypto", package: "swift-crypto")]),
         /// COCO-format ground truth and COCO's detection metrics (mAP@[.5:.95], per-class AP), as pycocotools
-        /// computes them; no model code: it scores detections it is given.
-        .target(name: "Evaluation", dependencies: ["Primitives"]),
+        /// computes them; golden sets (a data set a `Detector` is run on and scored).
+        .target(name: "Evaluation", dependencies: ["YOLO", "Primitives"]),
         /// Tamper-evident audit log: hash-chained rows in SQLite.
         .target(
             name: "AuditLog",

@@ -27,6 +27,10 @@ public struct COCOEvaluation: Sendable, Equatable, Codable {
     /// What the user should know about the input (see `COCOEvaluator.evaluate`).
     public var warnings: [String]
 
+    public init(stats: [Double?], perCategory: [CategoryResult], warnings: [String]) {
+        (self.stats, self.perCategory, self.warnings) = (stats, perCategory, warnings)
+    }
+
     public struct CategoryResult: Sendable, Equatable, Codable {
         public var id: Int
         public var name: String

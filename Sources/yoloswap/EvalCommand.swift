@@ -42,52 +42,29 @@ struct EvalCommand: ParsableCommand {
     }
 
     func run() throws {
-        let data: COCODataset
-        do { data = try COCODataset.load(contentsOf: dataset) } catch { throw ValidationError("\(error)") }
+        let golden: GoldenSet
+        do { golden = try GoldenSet(contentsOf: dataset, imagesRoot: images) } catch {
+            throw ValidationError("\(error)")
+        }
         let (file, detector, _) = try modelOptions.load()
-        let categories = try CategoryMatcher(
-            dataset: data, modelClasses: detector.schema.classNames, extra: classMap)
-        if categories.unmatchedModelClasses.count == detector.schema.classNames.count {
-            throw ValidationError("no model class matches a category of \(dataset); use --class-map")
-        }
-        let root = images ?? URL(fileURLWithPath: dataset).deletingLastPathComponent().path
-        let options = DetectionOptions(confidence: conf, iou: iou, maxDetections: maxDet)
-        var detections: [COCODetection] = []
-        let started = ContinuousClock.now
-        for (index, image) in data.images.enumerated() {
-            let path = URL(fileURLWithPath: root).appendingPathComponent(image.fileName).path
-            let bytes: [UInt8]
-            do {
-                bytes = [UInt8](try RegularFile(openingForReading: path).readAll(limit: 256 << 20))
-            } catch {
-                throw ValidationError("image \(image.id): \(error)")
-            }
-            let result: DetectionResult
-            do { result = try detector.detect(imageBytes: bytes, options: options) } catch {
-                throw ValidationError("image \(image.id) (\(path)): \(error)")
-            }
-            for d in result.detections {
-                guard let category = categories.category(forClass: d.classID) else { continue }
-                detections.append(COCODetection(
-                    imageID: image.id, categoryID: category,
-                    bbox: COCOBox(x: d.box.x1, y: d.box.y1, width: d.box.x2 - d.box.x1, height: d.box.y2 - d.box.y1),
-                    score: Double(d.confidence)))
-            }
-            if !json && (index + 1) % 100 == 0 { printError("eval: \(index + 1)/\(data.images.count) images") }
-        }
-        let detectSeconds = (ContinuousClock.now - started).seconds
+        let result: GoldenSet.Result
+        do {
+            result = try golden.evaluate(
+                detector, options: DetectionOptions(confidence: conf, iou: iou, maxDetections: maxDet),
+                classMap: classMap)
+        } catch { throw ValidationError("\(error)") }
         if let saveDetections {
-            let encoded = try JSONEncoder.yoloswap.encode(detections)
+            let encoded = try JSONEncoder.yoloswap.encode(result.detections)
             guard FileManager.default.createFile(atPath: saveDetections, contents: encoded) else {
                 throw ValidationError("cannot write \(saveDetections)")
             }
         }
-        let evaluation = try COCOEvaluator.evaluate(detections, on: data)
+        let evaluation = result.evaluation
         let report = EvalReport(
-            model: .init(path: file.path, sha256: file.sha256), dataset: dataset, images: data.images.count,
-            detections: detections.count, detectSeconds: detectSeconds,
+            model: .init(path: file.path, sha256: file.sha256), dataset: dataset, images: golden.dataset.images.count,
+            detections: result.detections.count, detectSeconds: result.seconds,
             figures: Dictionary(uniqueKeysWithValues: zip(COCOEvaluation.statNames, evaluation.stats)),
-            perCategory: evaluation.perCategory, unmatchedClasses: categories.unmatchedModelClasses.count,
+            perCategory: evaluation.perCategory, unmatchedClasses: result.unmatchedClasses.count,
             warnings: evaluation.warnings)
         if json {
             print(String(decoding: try JSONEncoder.yoloswap.encode(report), as: UTF8.self))
@@ -132,43 +109,4 @@ struct EvalReport: Encodable {
         case perCategory = "per_category"
         case unmatchedClasses = "unmatched_classes"
     }
-}
-
-/// Which data-set category a model class counts as: the same name, case and separators aside, or VOC's name for a
-/// COCO class, or what the user maps.
-struct CategoryMatcher {
-    /// VOC's category names (labelme's examples and many plant data sets use them) for COCO's class names.
-    static let aliases = [
-        "airplane": ["aeroplane"], "motorcycle": ["motorbike"], "couch": ["sofa"], "tv": ["tvmonitor", "tv/monitor"],
-        "dining table": ["diningtable"], "potted plant": ["pottedplant"],
-    ]
-
-    private let byClass: [Int: Int]
-    let unmatchedModelClasses: [String]
-
-    init(dataset: COCODataset, modelClasses: [String], extra: [String]) throws {
-        func key(_ name: String) -> String { name.lowercased().filter { $0.isLetter || $0.isNumber } }
-        let categories = Dictionary(dataset.categories.map { (key($0.name), $0.id) }, uniquingKeysWith: { a, _ in a })
-        var mapped: [String: String] = [:]
-        for entry in extra {
-            let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
-            guard parts.count == 2, categories[key(parts[1])] != nil else {
-                throw ValidationError("--class-map \(entry): expected NAME=CATEGORY with a category of the data set")
-            }
-            mapped[key(parts[0])] = parts[1]
-        }
-        var byClass: [Int: Int] = [:], unmatched: [String] = []
-        for (id, name) in modelClasses.enumerated() {
-            let candidates = [mapped[key(name)], name].compactMap { $0 } + (Self.aliases[name] ?? [])
-            if let category = candidates.lazy.compactMap({ categories[key($0)] }).first {
-                byClass[id] = category
-            } else {
-                unmatched.append(name)
-            }
-        }
-        self.byClass = byClass
-        unmatchedModelClasses = unmatched
-    }
-
-    func category(forClass id: Int) -> Int? { byClass[id] }
 }

@@ -189,3 +189,27 @@ struct COCOEvaluatorTests {
         #expect(nan.map == nil)  // no ground truth: nothing to average, as pycocotools' -1
     }
 }
+
+@Suite("Golden-set rules")
+struct GoldenSetRulesTests {
+    static func evaluation(map: Double?) -> COCOEvaluation {
+        COCOEvaluation(stats: [map] + Array(repeating: nil, count: 11), perCategory: [], warnings: [])
+    }
+
+    @Test("min_map and max_drop_vs_baseline: a breach names the rule and the figures; absent rules pass")
+    func rules() {
+        let rules = GoldenSetRules(minMAP: 0.3, maxDropVsBaseline: 0.02)
+        #expect(rules.breach(candidate: Self.evaluation(map: 0.40), baseline: Self.evaluation(map: 0.41)) == nil)
+        #expect(rules.breach(candidate: Self.evaluation(map: 0.29), baseline: nil)?.contains("min_map 0.3000") == true)
+        let drop = rules.breach(candidate: Self.evaluation(map: 0.35), baseline: Self.evaluation(map: 0.40))
+        #expect(drop?.contains("0.0500 below the baseline's 0.4000") == true)
+        #expect(rules.breach(candidate: Self.evaluation(map: nil), baseline: nil)?.contains("undefined") == true)
+        #expect(GoldenSetRules().breach(candidate: Self.evaluation(map: 0.01), baseline: Self.evaluation(map: 0.9)) == nil)
+    }
+
+    @Test("the rules' JSON uses the release API's names")
+    func coding() throws {
+        let rules = try JSONDecoder().decode(GoldenSetRules.self, from: Data(#"{"min_map": 0.2, "max_drop_vs_baseline": 0.01}"#.utf8))
+        #expect(rules == GoldenSetRules(minMAP: 0.2, maxDropVsBaseline: 0.01))
+    }
+}

@@ -1,0 +1,160 @@
+import Foundation
+import Primitives
+import YOLO
+
+/// A labelled data set a model is scored on before it takes traffic (a release's golden-set gate) or offline
+/// (`yoloswap eval`): a COCO instances file and the folder its images are in.
+///
+/// Thread-safety: a value. `evaluate` blocks (it reads images and runs the model): call it off the cooperative pool.
+public struct GoldenSet: Sendable {
+    public let dataset: COCODataset
+    public let path: String
+    public let imagesRoot: String
+
+    /// The largest image read.
+    public static let maxImageBytes = 256 << 20
+
+    /// COCO's evaluation settings: every candidate above confidence 0.001, at most 100 per image.
+    public static let detectionOptions = DetectionOptions(confidence: 0.001, iou: 0.7, maxDetections: 100)
+
+    /// Reads the instances file; images are looked up under `imagesRoot`, the file's folder by default.
+    public init(contentsOf path: String, imagesRoot: String? = nil) throws(COCODatasetError) {
+        dataset = try COCODataset.load(contentsOf: path)
+        self.path = path
+        self.imagesRoot = imagesRoot ?? URL(fileURLWithPath: path).deletingLastPathComponent().path
+    }
+
+    /// What scoring a model gave.
+    public struct Result: Sendable {
+        public var evaluation: COCOEvaluation
+        public var detections: [COCODetection]
+        /// Model classes that count as no category of the data set (their detections are left out).
+        public var unmatchedClasses: [String]
+        public var seconds: Double
+    }
+
+    /// Runs `detector` on every image and scores its detections.
+    /// - Parameter classMap: extra `NAME=CATEGORY` pairs (see `CategoryMatcher`).
+    public func evaluate(_ detector: Detector, options: DetectionOptions = detectionOptions, classMap: [String] = [])
+        throws(GoldenSetError) -> Result
+    {
+        let categories: CategoryMatcher
+        do {
+            categories = try CategoryMatcher(dataset: dataset, modelClasses: detector.schema.classNames, extra: classMap)
+        } catch { throw .noMatchingClasses(path: path, reason: "\(error)") }
+        guard categories.unmatchedModelClasses.count < detector.schema.classNames.count else {
+            throw .noMatchingClasses(path: path, reason: "no model class is a category of the data set")
+        }
+        let started = ContinuousClock.now
+        var detections: [COCODetection] = []
+        for image in dataset.images {
+            let file = URL(fileURLWithPath: imagesRoot).appendingPathComponent(image.fileName).path
+            let result: DetectionResult
+            do {
+                let bytes = [UInt8](try RegularFile(openingForReading: file).readAll(limit: Self.maxImageBytes))
+                result = try detector.detect(imageBytes: bytes, options: options)
+            } catch {
+                throw .image(id: image.id, path: file, reason: "\(error)")
+            }
+            for d in result.detections {
+                guard let category = categories.category(forClass: d.classID) else { continue }
+                detections.append(COCODetection(
+                    imageID: image.id, categoryID: category,
+                    bbox: COCOBox(x: d.box.x1, y: d.box.y1, width: d.box.x2 - d.box.x1, height: d.box.y2 - d.box.y1),
+                    score: Double(d.confidence)))
+            }
+        }
+        let evaluation: COCOEvaluation
+        do { evaluation = try COCOEvaluator.evaluate(detections, on: dataset) } catch {
+            throw .image(id: -1, path: path, reason: "\(error)")
+        }
+        return Result(evaluation: evaluation, detections: detections,
+            unmatchedClasses: categories.unmatchedModelClasses, seconds: (ContinuousClock.now - started).seconds)
+    }
+}
+
+/// A golden-set gate's rules: the candidate's AP@[.5:.95] at least `minMAP`, and no more than `maxDropVsBaseline`
+/// below the baseline's (absolute, on the same set). Either may be absent.
+public struct GoldenSetRules: Sendable, Codable, Equatable {
+    public var minMAP: Double?
+    public var maxDropVsBaseline: Double?
+
+    public init(minMAP: Double? = nil, maxDropVsBaseline: Double? = nil) {
+        (self.minMAP, self.maxDropVsBaseline) = (minMAP, maxDropVsBaseline)
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case minMAP = "min_map"
+        case maxDropVsBaseline = "max_drop_vs_baseline"
+    }
+
+    /// nil when the candidate passes; else the rule it breaks, with the figures.
+    public func breach(candidate: COCOEvaluation, baseline: COCOEvaluation?) -> String? {
+        guard let map = candidate.map else { return "the candidate's mAP is undefined (no ground truth it could find)" }
+        if let minMAP, map < minMAP {
+            return String(format: "mAP %.4f is below min_map %.4f", map, minMAP)
+        }
+        if let maxDropVsBaseline, let base = baseline?.map, base - map > maxDropVsBaseline {
+            return String(format: "mAP %.4f is %.4f below the baseline's %.4f (max_drop_vs_baseline %.4f)",
+                map, base - map, base, maxDropVsBaseline)
+        }
+        return nil
+    }
+}
+
+/// Why a model could not be scored on a golden set.
+public enum GoldenSetError: Error, Equatable, CustomStringConvertible {
+    case noMatchingClasses(path: String, reason: String)
+    case image(id: Int, path: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case .noMatchingClasses(let path, let reason): "golden set \(path): \(reason)"
+        case .image(let id, let path, let reason): "golden set image \(id) (\(path)): \(reason)"
+        }
+    }
+}
+
+/// Which data-set category a model class counts as: the same name (case, spaces and punctuation aside), or VOC's
+/// name for a COCO class, or what the user maps.
+public struct CategoryMatcher: Sendable {
+    /// VOC's category names (labelme's examples and many plant data sets use them) for COCO's class names.
+    public static let aliases = [
+        "airplane": ["aeroplane"], "motorcycle": ["motorbike"], "couch": ["sofa"], "tv": ["tvmonitor", "tv/monitor"],
+        "dining table": ["diningtable"], "potted plant": ["pottedplant"],
+    ]
+
+    private let byClass: [Int: Int]
+    public let unmatchedModelClasses: [String]
+
+    /// - Parameter extra: `NAME=CATEGORY` pairs, checked first.
+    public init(dataset: COCODataset, modelClasses: [String], extra: [String] = []) throws(CategoryMapError) {
+        func key(_ name: String) -> String { name.lowercased().filter { $0.isLetter || $0.isNumber } }
+        let categories = Dictionary(dataset.categories.map { (key($0.name), $0.id) }, uniquingKeysWith: { a, _ in a })
+        var mapped: [String: String] = [:]
+        for entry in extra {
+            let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, categories[key(parts[1])] != nil else { throw CategoryMapError(entry: entry) }
+            mapped[key(parts[0])] = parts[1]
+        }
+        var byClass: [Int: Int] = [:], unmatched: [String] = []
+        for (id, name) in modelClasses.enumerated() {
+            let candidates = [mapped[key(name)], name].compactMap { $0 } + (Self.aliases[name] ?? [])
+            if let category = candidates.lazy.compactMap({ categories[key($0)] }).first {
+                byClass[id] = category
+            } else {
+                unmatched.append(name)
+            }
+        }
+        self.byClass = byClass
+        unmatchedModelClasses = unmatched
+    }
+
+    public func category(forClass id: Int) -> Int? { byClass[id] }
+}
+
+/// A class map entry that is not `NAME=CATEGORY` with a category of the data set.
+public struct CategoryMapError: Error, Equatable, CustomStringConvertible {
+    public var entry: String
+    public var description: String { "class map \(entry): expected NAME=CATEGORY with a category of the data set" }
+}
