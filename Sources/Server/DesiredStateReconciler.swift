@@ -19,12 +19,22 @@ import Primitives
 ///
 /// Applies run one after another, in the order they arrive.
 ///
+/// A document that leaves a slot failed (a load refused by the memory budget, a file not yet copied, a full disk) is
+/// applied again after `retryDelay`, then after twice that, up to `maxRetryDelay`, until every slot has converged or
+/// another document is accepted — level-triggered, as a Kubernetes controller retries. A retry plans only what is
+/// still off the document, so converged slots are not touched; each retry is audited like the first apply.
+///
 /// Thread-safety: all members may be used from any task.
 public final class DesiredStateReconciler: Sendable {
     let control: ControlPlane
     private let state = Locked(State())
     /// The apply under way: the next one waits for it.
     private let tail = Locked<Task<Void, Never>?>(nil)
+    /// The first delay before a document with failed slots is applied again; it doubles with each retry.
+    let retryDelay: Duration
+    let maxRetryDelay: Duration
+    /// The retry waiting to run, if any.
+    private let pendingRetry = Locked<Task<Void, Never>?>(nil)
 
     struct State {
         var document: DesiredState?
@@ -35,11 +45,19 @@ public final class DesiredStateReconciler: Sendable {
         var slots: [String: DesiredSlotState] = [:]
         var routesConverged: Bool?
         var lastRejection: DesiredRejectionDTO?
+        var retry: DesiredRetryDTO?
     }
 
-    public init(control: ControlPlane) {
+    /// - Parameters:
+    ///   - retryDelay: the first delay before a document that left slots failed is applied again (30 s).
+    ///   - maxRetryDelay: the longest delay between retries (10 min).
+    public init(control: ControlPlane, retryDelay: Duration = .seconds(30), maxRetryDelay: Duration = .seconds(600)) {
         self.control = control
+        self.retryDelay = retryDelay
+        self.maxRetryDelay = max(retryDelay, maxRetryDelay)
     }
+
+    deinit { pendingRetry.withLock { $0?.cancel() } }
 
     // MARK: Reading
 
@@ -47,7 +65,7 @@ public final class DesiredStateReconciler: Sendable {
         state.withLock { s in
             DesiredStatusDTO(observed_generation: s.generation, content_sha256: s.contentSHA256, source: s.source,
                 applied_at: s.appliedAt, slots: s.slots.mapValues(\.dto), routes_converged: s.routesConverged,
-                last_rejection: s.lastRejection)
+                last_rejection: s.lastRejection, retry: s.retry)
         }
     }
 
@@ -68,11 +86,11 @@ public final class DesiredStateReconciler: Sendable {
 
     /// Checks a document and, unless `dryRun`, brings the server to it; returns once every step has ended.
     /// - Throws: `Problem` 422 for a refused document (naming the field), 503 when the audit log cannot be written.
-    func apply(_ bytes: [UInt8], from source: DesiredStateSource, dryRun: Bool = false) async throws
-        -> DesiredApplyDTO
+    func apply(_ bytes: [UInt8], from source: DesiredStateSource, dryRun: Bool = false, attempt: Int = 0)
+        async throws -> DesiredApplyDTO
     {
         let result: Result<DesiredApplyDTO, Problem> = await serialized { [self] in
-            do { return .success(try await applyNow(bytes, from: source, dryRun: dryRun)) } catch {
+            do { return .success(try await applyNow(bytes, from: source, dryRun: dryRun, attempt: attempt)) } catch {
                 return .failure(Problem.from(error))
             }
         }
@@ -94,8 +112,8 @@ public final class DesiredStateReconciler: Sendable {
         }
     }
 
-    private func applyNow(_ bytes: [UInt8], from source: DesiredStateSource, dryRun: Bool) async throws
-        -> DesiredApplyDTO
+    private func applyNow(_ bytes: [UInt8], from source: DesiredStateSource, dryRun: Bool, attempt: Int)
+        async throws -> DesiredApplyDTO
     {
         let started = Date()
         let sha = Hex.string(SHA256.hash(data: bytes))
@@ -112,12 +130,13 @@ public final class DesiredStateReconciler: Sendable {
         let plan = self.plan(document, resolved: resolved)
         let current = state.withLock { ($0.contentSHA256, $0.generation) }
         let generation = current.0 == sha ? current.1 : (document.metadata?.generation ?? current.1 + 1)
+        if !dryRun { cancelRetry() }
         if dryRun || (current.0 == sha && plan.isEmpty) {
             return DesiredApplyDTO(changed: !plan.isEmpty, dry_run: dryRun, converged: plan.isEmpty,
                 generation: generation, content_sha256: sha, plan: plan, status: status)
         }
-        try await record(actor, result: "intent", reason: "generation \(generation): "
-            + (plan.isEmpty ? "no change" : plan.map(Self.describe).joined(separator: "; ")), started: started)
+        try await record(actor, result: "intent", reason: (attempt > 0 ? "retry \(attempt), " : "")
+            + "generation \(generation): " + (plan.isEmpty ? "no change" : plan.map(Self.describe).joined(separator: "; ")), started: started)
         let planned = Set(plan.compactMap(\.slot))
         state.withLock { s in
             s.document = document
@@ -164,8 +183,36 @@ public final class DesiredStateReconciler: Sendable {
         try? await record(actor, result: converged ? "succeeded" : "failed",
             reason: "generation \(generation)" + (failed.isEmpty ? "" : ": failed slots "
                 + failed.keys.sorted().joined(separator: ", ")), started: started)
+        if !converged { scheduleRetry(bytes, from: source, attempt: attempt + 1) }
         return DesiredApplyDTO(changed: true, dry_run: false, converged: converged, generation: generation,
-            content_sha256: sha, plan: plan, status: final)
+            content_sha256: sha, plan: plan, status: status)
+    }
+
+    // MARK: Retries
+
+    /// Applies the same document again after the attempt's delay (`retryDelay` doubled per attempt, at most
+    /// `maxRetryDelay`), unless another apply comes first.
+    private func scheduleRetry(_ bytes: [UInt8], from source: DesiredStateSource, attempt: Int) {
+        let doublings = min(attempt - 1, 30)
+        let delay = min(retryDelay * (1 << doublings), maxRetryDelay)
+        let at = Date().addingTimeInterval(delay.seconds)
+        state.withLock { $0.retry = DesiredRetryDTO(attempt: attempt, at: at, delay_s: delay.seconds) }
+        DesiredMetrics.retryScheduled()
+        let task = Task { [weak self] in
+            try? await Task.sleep(for: delay)
+            guard !Task.isCancelled, let self else { return }
+            control.logger.info("desired state: retrying failed slots", metadata: ["attempt": "\(attempt)"])
+            _ = try? await apply(bytes, from: source, attempt: attempt)
+        }
+        pendingRetry.withLock { previous in
+            previous?.cancel()
+            previous = task
+        }
+    }
+
+    private func cancelRetry() {
+        pendingRetry.withLock { $0?.cancel(); $0 = nil }
+        state.withLock { $0.retry = nil }
     }
 
     // MARK: Checking and planning

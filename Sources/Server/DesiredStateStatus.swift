@@ -74,6 +74,16 @@ struct DesiredStatusDTO: Codable, Sendable, Equatable {
     /// Whether the routes are the document's (nil when the document has none).
     var routes_converged: Bool?
     var last_rejection: DesiredRejectionDTO?
+    /// The next apply of this document, when slots failed (see `DesiredStateReconciler`).
+    var retry: DesiredRetryDTO?
+}
+
+/// When the document that left slots failed is applied again.
+struct DesiredRetryDTO: Codable, Sendable, Equatable {
+    /// 1 for the first retry.
+    var attempt: Int
+    var at: Date
+    var delay_s: Double
 }
 
 /// `PUT /v1/desired`'s answer.
@@ -145,5 +155,10 @@ enum DesiredMetrics {
 
     static func rejected(source: DesiredStateSource) {
         Counter(label: "yoloswap_desired_rejected_total", dimensions: [("source", source.kind)]).increment()
+    }
+
+    /// A document that left slots failed will be applied again.
+    static func retryScheduled() {
+        Counter(label: "yoloswap_desired_retries_total").increment()
     }
 }

@@ -264,6 +264,59 @@ private typealias H = ServerHarness
         #expect(harness.control.manager.slot("default")?.roles.staged == nil)
     }
 
+    @Test("a document that left a slot failed is applied again, with growing delays, until it converges")
+    func retryUntilConverged() async throws {
+        let harness = try await H()
+        defer { Task { await harness.cleanUp() } }
+        let reconciler = DesiredStateReconciler(
+            control: harness.control, retryDelay: .milliseconds(100), maxRetryDelay: .milliseconds(400))
+        // The document pins a digest the file does not have yet (a copy still under way): the load fails.
+        let file = harness.repository.appendingPathComponent(Self.m320)
+        let final = Data("the finished copy of \(Self.m320)".utf8)
+        let finished = harness.repository.appendingPathComponent("finished.onnx")
+        try final.write(to: finished)
+        let digest = try Self.sha("finished.onnx", in: harness)
+        let document = Array(Self.document(Self.m320, extra: "    sha256: \(digest)").readableBytesView)
+        let slot = try #require(harness.control.manager.slot("default"))
+        let before = slot.roles.active?.identity
+        #expect(await reconciler.applyFile(document, path: "/etc/yoloswap/desired.yaml"))
+        #expect(slot.roles.active?.identity == before)
+        // Retries keep failing while the file is wrong, then converge once it is right; nobody applies again.
+        #expect(await eventuallyAsync(timeout: .seconds(20)) {
+            (try? await harness.auditEntries().contains { $0.reason?.hasPrefix("retry 2,") == true }) == true
+        })
+        try final.write(to: file)
+        #expect(await eventually(timeout: .seconds(20)) { slot.roles.active?.identity.sha256 == digest })
+        let retries = try await harness.auditEntries().filter {
+            $0.action == "desired.apply" && $0.result == "intent" && $0.reason?.hasPrefix("retry") == true
+        }
+        #expect(retries.count >= 2)
+        // Converged: no retry is pending, and a later change of the file is not picked up by one.
+        try Data("changed again".utf8).write(to: file)
+        try await Task.sleep(for: .seconds(1))
+        #expect(slot.roles.active?.identity.sha256 == digest)
+        #expect(try await harness.auditEntries().filter { $0.reason?.hasPrefix("retry") == true }.count == retries.count)
+    }
+
+    @Test("a new document cancels the retry of the one before")
+    func newDocumentCancelsRetry() async throws {
+        let harness = try await H()
+        defer { Task { await harness.cleanUp() } }
+        let reconciler = DesiredStateReconciler(
+            control: harness.control, retryDelay: .milliseconds(300), maxRetryDelay: .milliseconds(300))
+        let slot = try #require(harness.control.manager.slot("default"))
+        let before = slot.roles.active?.identity
+        let failing = Array(Self.document("synthetic/nan.onnx").readableBytesView)
+        #expect(await reconciler.applyFile(failing, path: "/etc/yoloswap/desired.yaml"))
+        // The slot's own model: nothing to do, and the failing document's retry is dropped.
+        let current = Array(Self.document(Self.m416).readableBytesView)
+        #expect(await reconciler.applyFile(current, path: "/etc/yoloswap/desired.yaml"))
+        try await Task.sleep(for: .seconds(1.5))
+        let retries = try await harness.auditEntries().filter { $0.reason?.hasPrefix("retry") == true }
+        #expect(retries.isEmpty, "\(retries)")
+        #expect(slot.roles.active?.identity == before)
+    }
+
     @Test("PUT needs the operator role; reading needs a viewer")
     func roles() async throws {
         let harness = try await H()

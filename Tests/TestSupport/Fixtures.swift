@@ -23,6 +23,16 @@ public enum Fixtures {
     }
 }
 
+/// Polls an async `condition` every few milliseconds until it holds or `timeout` passes; returns its last value.
+public func eventuallyAsync(timeout: Duration = .seconds(10), _ condition: () async -> Bool) async -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(20))
+    }
+    return await condition()
+}
+
 /// Polls `condition` every few milliseconds until it holds or `timeout` passes; returns its last value.
 public func eventually(timeout: Duration = .seconds(10), _ condition: () -> Bool) async -> Bool {
     let deadline = ContinuousClock.now + timeout
