@@ -15,10 +15,12 @@ struct InferenceExecutorTests {
 
     // MARK: Helpers
 
-    /// A latch the test opens to let blocked work finish. Work waits at most 5 s, so a failing test cannot hang.
+    /// A latch the test opens to let blocked work finish. Work waits at most 120 s, so a failing test cannot hang; the
+    /// bound is far above any test's own waits, since a test that polls for the blocked state must see it before the
+    /// latch gives up (under load the polling task can be starved for seconds).
     private final class Gate: Sendable {
         private let semaphore = DispatchSemaphore(value: 0)
-        func wait() { _ = semaphore.wait(timeout: .now() + 5) }
+        func wait() { _ = semaphore.wait(timeout: .now() + 120) }
         func open(_ count: Int = 1) { for _ in 0..<count { semaphore.signal() } }
     }
 

@@ -22,7 +22,9 @@ struct SlowStoreTests {
         // stalled disk would, for as long as the test needs: nothing here depends on how fast the machine is.
         let gate = Gate()
         let store = SlowStateStore(try StateStore(inMemory: ()), commitGate: gate)
-        let harness = try await ServerHarness(store: store)
+        // The request deadline as long as the test's own: on a loaded machine a detect may wait seconds for a core,
+        // and a 503 for that would hide what is tested here (waiting for a held commit).
+        let harness = try await ServerHarness(requestTimeoutMilliseconds: 60_000, store: store)
         let manager = harness.control.manager
         // Every slot gets a standby, so that a rollback is a flip plus a commit.
         for (slot, model) in [("default", "synthetic/yolov5-nc80-320-identity.onnx"),
