@@ -154,108 +154,6 @@ extension ControlPlane {
         })
     }
 
-    // MARK: Requests
-
-    /// The sticky header the slot's release assigns variants by, if any.
-    func releaseStickyHeader(slot: String) -> String? {
-        guard let run = releaseRun(slot), !run.engine.phase.isTerminal else { return nil }
-        return run.engine.spec.sticky_header
-    }
-
-    /// Counts an answer of a release's variant, mirrors it to a shadow candidate when chosen (never waiting for it),
-    /// and carries out what the gates decide.
-    func observeRelease(slot: String, detection: SlotDetection, imageBytes: [UInt8], options: DetectionOptions,
-                        key: String?) {
-        guard let variant = detection.variant, let run = releaseRun(slot) else { return }
-        let engine = run.engine
-        handle(engine.record(variant: variant, VariantSample(detection.result)), of: run)
-        ReleaseMetrics.answer(slot: slot, variant: variant, failed: false,
-            milliseconds: detection.result.timings.total)
-        guard engine.shouldMirror(key: key), let slotRef = manager.slot(slot) else { return }
-        // Saturated: serving has requests waiting for a worker. The copy would only take a core from them.
-        if slotRef.executor.queueDepth > 0 {
-            engine.recordShed(saturated: true)
-            ReleaseMetrics.mirror(slot: slot, outcome: "shed_saturated")
-            return
-        }
-        let baseline = detection.result
-        Task.detached(priority: .background) { [self] in
-            await mirrorRun(run, slot: slotRef, baseline: baseline, imageBytes: imageBytes, options: options)
-        }
-    }
-
-    /// Detects on the slot during (or outside) a release (what `POST /v1/detect` and `bench-release` run): counts the answer for its variant, mirrors it to a shadow
-    /// candidate, and answers a request the candidate failed from the baseline (the failure is the release's to count,
-    /// not the client's).
-    public func detect(on slot: ModelSlot, bytes: [UInt8], options: DetectionOptions, context: RoutingContext,
-                       deadline: ContinuousClock.Instant?) async throws -> SlotDetection {
-        let slotName = slot.name
-        do {
-            let result = try await slot.detect(imageBytes: bytes, options: options, context: context,
-                deadline: deadline)
-            observeRelease(slot: slotName, detection: result, imageBytes: bytes, options: options,
-                key: context.key)
-            return result
-        } catch let routed as RoutedDetectionError {
-            // An image that cannot be decoded is the client's error, whichever variant saw it.
-            if case .decode = routed.error { throw routed.error }
-            observeReleaseFailure(slot: slotName, variant: routed.variant, error: routed.error)
-            guard !context.preferActive, routed.variant == releaseRun(slotName)?.engine.spec.candidateName
-            else { throw routed.error }
-            var retry = context
-            retry.preferActive = true
-            return try await detect(on: slot, bytes: bytes, options: options, context: retry, deadline: deadline)
-        }
-    }
-
-    /// Counts a failed answer of a variant.
-    func observeReleaseFailure(slot: String, variant: String, error: DetectionError) {
-        guard let run = releaseRun(slot) else { return }
-        let nonFinite = "\(error)".localizedCaseInsensitiveContains("nan")
-            || "\(error)".localizedCaseInsensitiveContains("finite")
-        handle(run.engine.record(variant: variant, .failure(nonFinite: nonFinite)), of: run)
-        ReleaseMetrics.answer(slot: slot, variant: variant, failed: true, milliseconds: nil)
-    }
-
-    private func mirrorRun(_ run: ReleaseRun, slot: ModelSlot, baseline: DetectionResult, imageBytes: [UInt8],
-                           options: DetectionOptions) async {
-        let engine = run.engine
-        let candidate: SlotDetection?
-        do {
-            candidate = try await slot.detectOnStaged(imageBytes: imageBytes, options: options,
-                executor: run.mirror)
-        } catch is ExecutorError {
-            engine.recordShed(saturated: false)
-            ReleaseMetrics.mirror(slot: slot.name, outcome: "shed_queue_full")
-            return
-        } catch {
-            let nonFinite = "\(error)".localizedCaseInsensitiveContains("nan")
-            handle(engine.recordMirrorFailure(nonFinite: nonFinite), of: run)
-            ReleaseMetrics.mirror(slot: slot.name, outcome: "failed")
-            return
-        }
-        guard let candidate else { return }
-        let (pair, decisions) = engine.recordPair(baseline: baseline, candidate: candidate.result)
-        ReleaseMetrics.mirror(slot: slot.name, outcome: "mirrored")
-        ReleaseMetrics.answer(slot: slot.name, variant: engine.spec.candidateName, failed: false,
-            milliseconds: candidate.result.timings.total)
-        if !pair.agrees {
-            let id = UUID().uuidString.lowercased()
-            run.disagreements.add(Disagreement(id: id, time: Date(), content_type: Self.contentType(imageBytes),
-                image_bytes: imageBytes.count, baseline: baseline.detections,
-                candidate: candidate.result.detections, matched: pair.matched,
-                unmatched_confusion: pair.confusion), image: imageBytes)
-        }
-        ReleaseMetrics.agreement(slot: slot.name, f1: engine.status().agreement?.f1)
-        handle(decisions, of: run)
-    }
-
-    static func contentType(_ bytes: [UInt8]) -> String {
-        if bytes.starts(with: [0xFF, 0xD8]) { return "image/jpeg" }
-        if bytes.starts(with: [0x89, 0x50, 0x4E, 0x47]) { return "image/png" }
-        return "application/octet-stream"
-    }
-
     // MARK: Automatic decisions
 
     /// Carries out the engine's decisions in the release's action chain (a rollback has already re-routed traffic).
@@ -308,20 +206,8 @@ extension ControlPlane {
     }
 
     func promoteRelease(slot: String, by principal: Principal, from remote: String?) async throws -> ReleaseStatus {
-        let run = try currentRun(slot)
-        let started = Date()
-        try await audit(principal, remote, "release.promote", slot,
-            modelPath: repository.relative(run.engine.record.candidatePath),
-            version: run.engine.record.candidate?.version, sha256: run.engine.record.candidate?.sha256,
-            result: "intent", reason: nil, started: started)
-        guard run.engine.transition(from: [.running, .paused], to: .promoting, action: "promote",
-            by: principal.name) != nil else {
-            let phase = run.engine.phase.rawValue
-            try? await audit(principal, remote, "release.promote", slot, result: "rejected",
-                reason: "the release is \(phase)", started: started)
-            throw ReleaseError.conflict("slot '\(slot)': the release is \(phase); only a running or paused "
-                + "release can be promoted")
-        }
+        let (run, started) = try await manualStep(slot, "promote", by: principal, from: remote,
+            phases: [.running, .paused], to: .promoting, detail: nil)
         try await run.actions.run { [self] in
             await promote(run, by: principal, from: remote, reason: "promoted by \(principal.name)",
                 started: started)
@@ -330,22 +216,12 @@ extension ControlPlane {
     }
 
     func abortRelease(slot: String, by principal: Principal, from remote: String?) async throws -> ReleaseStatus {
-        let run = try currentRun(slot)
-        let started = Date()
-        try await audit(principal, remote, "release.abort", slot,
-            modelPath: repository.relative(run.engine.record.candidatePath),
-            version: run.engine.record.candidate?.version, sha256: run.engine.record.candidate?.sha256,
-            result: "intent", reason: nil, started: started)
-        guard run.engine.transition(from: [.loading, .running, .paused], to: .aborted, action: "abort",
-            by: principal.name, detail: "aborted by \(principal.name)") != nil else {
-            let phase = run.engine.phase.rawValue
-            try? await audit(principal, remote, "release.abort", slot, result: "rejected",
-                reason: "the release is \(phase)", started: started)
-            throw ReleaseError.conflict("slot '\(slot)': the release is \(phase) and cannot be aborted")
-        }
+        let reason = "aborted by \(principal.name)"
+        let (run, started) = try await manualStep(slot, "abort", by: principal, from: remote,
+            phases: [.loading, .running, .paused], to: .aborted, detail: reason)
         try await run.actions.run { [self] in
             await endWithBaseline(run, operation: .releaseAbort, action: "release.abort", by: principal,
-                from: remote, reason: "aborted by \(principal.name)", started: started)
+                from: remote, reason: reason, started: started)
         }
         return run.engine.status(energy: run.energy.reading())
     }
@@ -353,29 +229,43 @@ extension ControlPlane {
     func pauseRelease(slot: String, by principal: Principal, from remote: String?, pause: Bool) async throws
         -> ReleaseStatus
     {
-        let run = try currentRun(slot)
-        let started = Date()
-        let action = pause ? "release.pause" : "release.resume"
-        try await audit(principal, remote, action, slot, modelPath: repository.relative(run.engine.record
-            .candidatePath), sha256: run.engine.record.candidate?.sha256, result: "intent", reason: nil,
-            started: started)
-        let (from, to): (ReleasePhase, ReleasePhase) = pause ? (.running, .paused) : (.paused, .running)
-        guard run.engine.transition(from: [from], to: to, action: pause ? "pause" : "resume",
-            by: principal.name) != nil else {
-            let phase = run.engine.phase.rawValue
-            try? await audit(principal, remote, action, slot, result: "rejected", reason: "the release is \(phase)",
-                started: started)
-            throw ReleaseError.conflict("slot '\(slot)': the release is \(phase), not \(from.rawValue)")
-        }
+        let action = pause ? "pause" : "resume"
+        let (run, started) = try await manualStep(slot, action, by: principal, from: remote,
+            phases: [pause ? .running : .paused], to: pause ? .paused : .running, detail: nil)
         let record = run.engine.record
         persist(record)
         ReleaseMetrics.phase(record)
         let reason = "\(pause ? "paused" : "resumed") by \(principal.name) at step \(record.stepIndex + 1)"
         await manager.record(SwapEvent(slot: slot, operation: pause ? .releasePause : .releaseResume,
             result: .succeeded, reason: reason, from: record.baseline, to: record.candidate))
-        try await auditOutcome(principal, remote, action, slot, sha256: record.candidate?.sha256,
+        try await auditOutcome(principal, remote, "release." + action, slot, sha256: record.candidate?.sha256,
             result: "succeeded", reason: reason, started: started)
         return run.engine.status(energy: run.energy.reading())
+    }
+
+    /// A manual step's start: its intent recorded (a step that cannot be recorded is refused), then the phase changed
+    /// if it is one of `phases` — atomically, so that an automatic decision racing it finds the phase changed — or
+    /// the refusal recorded and thrown (409).
+    private func manualStep(_ slot: String, _ action: String, by principal: Principal, from remote: String?,
+                            phases: Set<ReleasePhase>, to phase: ReleasePhase, detail: String?) async throws
+        -> (ReleaseRun, Date)
+    {
+        let run = try currentRun(slot)
+        let started = Date()
+        let record = run.engine.record
+        try await audit(principal, remote, "release." + action, slot,
+            modelPath: repository.relative(record.candidatePath), version: record.candidate?.version,
+            sha256: record.candidate?.sha256, result: "intent", reason: nil, started: started)
+        guard run.engine.transition(from: phases, to: phase, action: action, by: principal.name,
+            detail: detail) != nil else {
+            let current = run.engine.phase.rawValue
+            try? await audit(principal, remote, "release." + action, slot, result: "rejected",
+                reason: "the release is \(current)", started: started)
+            let allowed = phases.map(\.rawValue).sorted().joined(separator: " or ")
+            throw ReleaseError.conflict("slot '\(slot)': the release is \(current); to \(action) it, it must be "
+                + allowed)
+        }
+        return (run, started)
     }
 
     /// The slot's current (or last) release with its live figures.

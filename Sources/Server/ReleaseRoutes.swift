@@ -13,7 +13,7 @@ extension APIRoutes {
         v1.post("slots/:slot/release") { request, context in
             let principal = try await requireOperator(request, context)
             let slot = try context.parameters.require("slot")
-            let spec = try await decodeJSON(ReleaseSpec.self, request)
+            let spec = try await decode(ReleaseSpec.self, request, context)
             let run = try await control.startRelease(slot: slot, spec: spec, by: principal,
                 from: context.remoteAddress)
             if request.uri.queryParameters.get("wait") == "true" {
@@ -60,19 +60,6 @@ extension APIRoutes {
     func releaseDTO(slot: String, run: ReleaseRun) -> ReleaseDTO {
         ReleaseDTO(run.engine.status(energy: run.energy.reading()), disagreements: run.disagreements.ids,
             repository: control.repository)
-    }
-
-    /// Decodes a JSON body of at most `maxJSONBytes`.
-    func decodeJSON<T: Decodable>(_ type: T.Type, _ request: Request) async throws -> T {
-        var buffer: ByteBuffer
-        do { buffer = try await request.body.collect(upTo: Self.maxJSONBytes) } catch is NIOTooManyBytesError {
-            throw Problem(.contentTooLarge, "Content Too Large",
-                detail: "a JSON body may have at most \(Self.maxJSONBytes) bytes")
-        }
-        let data = Data(buffer.readBytes(length: buffer.readableBytes) ?? [])
-        do { return try JSONDecoder().decode(T.self, from: data) } catch {
-            throw Problem.badRequest("invalid JSON body: \(Problem.describe(error))")
-        }
     }
 }
 

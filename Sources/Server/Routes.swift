@@ -259,7 +259,7 @@ struct APIRoutes: Sendable {
         return principal
     }
 
-    private func decode<T: Decodable>(_ type: T.Type, _ request: Request, _ context: YOLOSwapRequestContext)
+    func decode<T: Decodable>(_ type: T.Type, _ request: Request, _ context: YOLOSwapRequestContext)
         async throws -> T
     {
         var buffer: ByteBuffer
