@@ -7,7 +7,7 @@ IMAGES ?= models/images/bus.jpg models/images/zidane.jpg models/images/dog.jpg m
           models/images/horses.jpg models/images/eagle.jpg models/images/giraffe.jpg models/images/kite.jpg
 
 .PHONY: all setup build build-debug run detect-samples test test-asan test-hostile hostile-models chaos faults bench \
-	bench-configmap fuzz fuzz-build fuzz-smoke fuzz-seeds clean
+	bench-configmap bench-release fuzz fuzz-build fuzz-smoke fuzz-seeds clean
 
 all: build
 
@@ -107,6 +107,11 @@ bench: build
 SWAPS ?= 20
 bench-configmap: build-debug
 	YOLOSWAP_CONFIGMAP_SWAPS=$(SWAPS) $(SWIFT) test --skip-build --filter ConfigMapBenchmark
+
+# What a 100 % shadow release costs the baseline's answers, at a load with headroom and under saturation (README →
+# Performance): alternating blocks without and with the release, p50/p99 and the mirror's shed counts.
+bench-release: build
+	.build/release/yoloswap bench-release --requests 200 --rounds 3 --saturation 6
 
 clean:
 	rm -rf .build .build-tsan .build-asan .build-fuzz out

@@ -23,6 +23,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         .package(url: "https://github.com/vapor/multipart-kit", from: "4.7.1"),
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         // MARK: C modules (headers only; nothing third-party is committed)
@@ -82,11 +83,19 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRDB", package: "GRDB.swift"),
             ]),
+        /// Safe releases to real traffic: a candidate beside the active model, routed by canary, shadow or A/B;
+        /// per-variant figures (HDR histograms), detection agreement, sliding-window gates, persisted records.
+        .target(
+            name: "Releases",
+            dependencies: [
+                "HotSwap", "YOLO", "Primitives",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ]),
         /// The HTTP service: Hummingbird app, routes, DTOs, auth, audit and metrics wiring, error → HTTP mapping.
         .target(
             name: "Server",
             dependencies: [
-                "HotSwap", "YOLO", "ImageCodecs", "AuditLog", "Primitives", "FileWatch",
+                "HotSwap", "YOLO", "ImageCodecs", "AuditLog", "Primitives", "FileWatch", "Releases",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -118,7 +127,7 @@ let package = Package(
             name: "yoloswap",
             dependencies: [
                 "YOLO", "ORTBackend", "ONNXRuntime", "ImageCodecs", "HotSwap", "ModelSigning", "AuditLog", "Server",
-                "Primitives", "Evaluation",
+                "Primitives", "Evaluation", "Releases",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -147,9 +156,12 @@ let package = Package(
         .testTarget(name: "AuditLogTests", dependencies: ["AuditLog", "TestSupport"]),
         .testTarget(name: "FileWatchTests", dependencies: ["FileWatch", "Primitives", "TestSupport"]),
         .testTarget(
+            name: "ReleasesTests",
+            dependencies: ["Releases", "HotSwap", "HotSwapTesting", "YOLO", "Primitives", "TestSupport"]),
+        .testTarget(
             name: "ServerTests",
             dependencies: [
-                "Server", "HotSwap", "HotSwapTesting", "AuditLog", "Primitives", "TestSupport",
+                "Server", "HotSwap", "HotSwapTesting", "AuditLog", "Primitives", "TestSupport", "Releases",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),

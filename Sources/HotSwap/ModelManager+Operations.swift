@@ -126,10 +126,10 @@ extension ModelManager {
         }
     }
 
-    func performSwitch(_ slot: ModelSlot) async throws -> SwapEvent {
+    func performSwitch(_ slot: ModelSlot, keepStandby: Bool? = nil) async throws -> SwapEvent {
         guard let staged = slot.roles.staged else { throw ControlError.nothingStaged(slot: slot.name) }
         let flip: Flip
-        do { flip = try await activate(staged, in: slot) } catch {
+        do { flip = try await activate(staged, in: slot, keepStandby: keepStandby) } catch {
             throw ControlError.notCommitted(slot: slot.name, reason: "\(error)")
         }
         var timings = LoadTimings()

@@ -179,6 +179,19 @@ public actor ModelManager {
         return try await serialized(name) { manager in try await manager.performSwitch(slot) }
     }
 
+    /// Promotes the staged model (a release's candidate): it becomes active and the previous active model the warm
+    /// standby, whatever the standby retention, so that an instant manual rollback stays possible.
+    /// - Throws: `ControlError.nothingStaged` when nothing is staged.
+    public func promoteStaged(slot name: String) async throws -> SwapEvent {
+        guard let slot = slot(name) else { throw ControlError.unknownSlot(name) }
+        return try await serialized(name) { manager in try await manager.performSwitch(slot, keepStandby: true) }
+    }
+
+    /// Records an event that another module's operation produced (a release's steps): stored, streamed, logged like
+    /// the manager's own.
+    @discardableResult
+    public func record(_ event: SwapEvent) async -> SwapEvent { await emit(event) }
+
     /// Rolls back: flips the warm standby in (microseconds), or, without one, reloads the previous model from its
     /// recorded path and digest through the full pipeline.
     public func rollback(slot name: String) async throws -> SwapEvent {

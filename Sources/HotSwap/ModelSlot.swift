@@ -4,10 +4,31 @@ import YOLO
 import Primitives
 
 /// Decides which of a slot's models serves a request — the one replaceable step where canary, shadow and A/B
-/// routing will plug in. The default serves the active model.
+/// routing plug in (module `Releases`). The default serves the active model.
+///
+/// The slot calls it under its roles lock, once per request: it must be quick and must not block.
 public protocol ModelRouter: Sendable {
     /// Picks a model from the slot's current roles; nil when none can serve.
     func route(_ roles: SlotRoles, request: RoutingContext) -> ModelInstance?
+    /// Picks a model and names the variant it stands for in a release (`baseline`, `candidate`, an A/B name); the
+    /// default names none.
+    func choose(_ roles: SlotRoles, request: RoutingContext) -> RoutedModel?
+}
+
+extension ModelRouter {
+    public func choose(_ roles: SlotRoles, request: RoutingContext) -> RoutedModel? {
+        route(roles, request: request).map { RoutedModel(model: $0, variant: nil) }
+    }
+}
+
+/// A router's choice: the model and, during a release, the variant it stands for.
+public struct RoutedModel: Sendable {
+    public var model: ModelInstance
+    public var variant: String?
+    public init(model: ModelInstance, variant: String?) {
+        self.model = model
+        self.variant = variant
+    }
 }
 
 /// Serves every request from the active model.
@@ -19,7 +40,15 @@ public struct ActiveModelRouter: ModelRouter {
 /// What a router can see of a request.
 public struct RoutingContext: Sendable {
     public var product: String?
-    public init(product: String? = nil) { self.product = product }
+    /// The value of the header a release assigns variants by (e.g. `X-Work-Order`), when the request has it.
+    public var key: String?
+    /// The active model must serve: a retry after a release's candidate failed the request.
+    public var preferActive: Bool
+    public init(product: String? = nil, key: String? = nil, preferActive: Bool = false) {
+        self.product = product
+        self.key = key
+        self.preferActive = preferActive
+    }
 }
 
 /// The models a slot holds, by role.
@@ -37,8 +66,19 @@ public struct SlotRoles: Sendable {
 public struct SlotDetection: Sendable {
     public var result: DetectionResult
     public var model: ModelStamp
+    /// The release variant that answered (`baseline`, `candidate`, an A/B name); nil outside a release.
+    public var variant: String?
     /// Time spent waiting for a worker thread (and for a model during a resource-preserving swap).
     public var queueMilliseconds: Double
+}
+
+/// A detection that failed on the model a release's router chose: the variant, and the pipeline's error. Thrown only
+/// while a router names variants, so that the caller can count the failure against the variant (and retry a failed
+/// candidate request on the baseline).
+public struct RoutedDetectionError: Error, CustomStringConvertible {
+    public var variant: String
+    public var error: DetectionError
+    public var description: String { "\(error) (variant \(variant))" }
 }
 
 /// Errors a request to a slot can end with.
@@ -116,7 +156,7 @@ public final class ModelSlot: Sendable {
         let enqueued = ContinuousClock.now
         while true {
             try await waitForModel(deadline: deadline, since: enqueued)
-            let outcome: (Result<SlotDetection, DetectionError>, InFlightCounter)?
+            let outcome: (Result<SlotDetection, DetectionError>, InFlightCounter, String?)?
             do {
                 outcome = try await executor.run(deadline: deadline) { [self] in
                     self.runLeased(imageBytes: imageBytes, options: options, context: context, since: enqueued)
@@ -124,9 +164,14 @@ public final class ModelSlot: Sendable {
             } catch let error as ExecutorError {
                 throw map(error, since: enqueued)
             }
-            if let (result, counter) = outcome {
+            if let (result, counter, variant) = outcome {
                 counter.decrement()
-                return try result.get()
+                switch result {
+                case .success(let detection): return detection
+                case .failure(let error):
+                    if let variant { throw RoutedDetectionError(variant: variant, error: error) }
+                    throw error
+                }
             }
             // The model went away between the wait and the worker (resource-preserving swap): wait again.
         }
@@ -137,10 +182,10 @@ public final class ModelSlot: Sendable {
     /// while a request still holds the model.
     private func runLeased(imageBytes: [UInt8], options: DetectionOptions, context: RoutingContext,
                            since enqueued: ContinuousClock.Instant)
-        -> (Result<SlotDetection, DetectionError>, InFlightCounter)?
+        -> (Result<SlotDetection, DetectionError>, InFlightCounter, String?)?
     {
         let started = ContinuousClock.now
-        guard let (model, generation) = lease(context) else { return nil }
+        guard let (model, variant, generation) = lease(context) else { return nil }
         let stamp = ModelStamp(slot: name, identity: model.identity, generation: generation,
             target: model.execution.target)
         let result = Result { () throws(DetectionError) in
@@ -148,19 +193,52 @@ public final class ModelSlot: Sendable {
             // under load the second thread would only take a core from another request.
             let result = try model.detector.detect(imageBytes: imageBytes, options: options,
                 decodeInParallel: !executor.hasWorkBesidesOne)
-            return SlotDetection(result: result, model: stamp, queueMilliseconds: (started - enqueued).milliseconds)
+            return SlotDetection(result: result, model: stamp, variant: variant,
+                queueMilliseconds: (started - enqueued).milliseconds)
         }
-        return (result, model.inFlight)
+        return (result, model.inFlight, variant)
     }
 
     /// Picks the model under the lock and counts the request in.
-    private func lease(_ context: RoutingContext) -> (ModelInstance, Int)? {
+    private func lease(_ context: RoutingContext) -> (ModelInstance, String?, Int)? {
         let router = self.router.withLock { $0 }
         return state.withLock { s in
-            guard let model = router.route(s.roles, request: context) else { return nil }
-            model.inFlight.increment()
-            return (model, s.roles.generation)
+            guard let choice = router.choose(s.roles, request: context) else { return nil }
+            choice.model.inFlight.increment()
+            return (choice.model, choice.variant, s.roles.generation)
         }
+    }
+
+    // MARK: Mirrored requests
+
+    /// Runs a copy of a request on the staged model (a release's shadow candidate) on `executor` — a separate,
+    /// lower-priority pool — and never waits for a model: nil when nothing is staged.
+    /// - Throws: `ExecutorError` (the mirror pool is full: the caller sheds the copy), `DetectionError`.
+    public func detectOnStaged(imageBytes: [UInt8], options: DetectionOptions, executor: InferenceExecutor)
+        async throws -> SlotDetection?
+    {
+        let enqueued = ContinuousClock.now
+        let outcome = try await executor.run { [self] () -> (Result<SlotDetection, DetectionError>, InFlightCounter)? in
+            let started = ContinuousClock.now
+            let leased = state.withLock { s -> (ModelInstance, Int)? in
+                guard let staged = s.roles.staged else { return nil }
+                staged.inFlight.increment()
+                return (staged, s.roles.generation)
+            }
+            guard let (model, generation) = leased else { return nil }
+            let stamp = ModelStamp(slot: name, identity: model.identity, generation: generation,
+                target: model.execution.target)
+            let result = Result { () throws(DetectionError) in
+                let result = try model.detector.detect(imageBytes: imageBytes, options: options,
+                    decodeInParallel: false)
+                return SlotDetection(result: result, model: stamp, variant: "candidate",
+                    queueMilliseconds: (started - enqueued).milliseconds)
+            }
+            return (result, model.inFlight)
+        }
+        guard let (result, counter) = outcome else { return nil }
+        counter.decrement()
+        return try result.get()
     }
 
     private func waitForModel(

@@ -11,6 +11,10 @@ import Foundation
 public struct SwapEvent: Sendable, Equatable, Codable {
     public enum Operation: String, Sendable, Codable {
         case load, activate, `switch`, rollback, discard, release, restore
+        /// The steps of a release of a candidate beside the active model (module `Releases`).
+        case releaseStart = "release-start", releaseStep = "release-step", releasePause = "release-pause"
+        case releaseResume = "release-resume", releasePromote = "release-promote"
+        case releaseRollback = "release-rollback", releaseAbort = "release-abort"
     }
     public enum Outcome: String, Sendable, Codable { case succeeded, failed, cancelled }
 

@@ -3,6 +3,7 @@ import Foundation
 import HotSwap
 import Logging
 import Primitives
+import Releases
 import YOLO
 
 /// The server's view of the control plane: the hot-swap manager plus the product → slot routes, the model
@@ -20,6 +21,12 @@ public final class ControlPlane: Sendable {
     private let routeTable: Locked<[String: String]>
     private let pendingAudits = Locked<[UUID: Task<Void, Never>]>([:])
     private let started = Locked(false)
+    /// Each slot's release, the latest one (see `ControlPlane+Releases.swift`).
+    let releaseRuns = Locked<[String: ReleaseRun]>([:])
+    /// Checks a candidate before it takes traffic (the golden-set gate); none by default.
+    let candidateGate = Locked<(any CandidateGate)?>(nil)
+    /// Where release records persist: `<state_dir>/releases` (nothing persists without a state directory).
+    let releaseStore: ReleaseStore
 
     public init(manager: ModelManager, repository: ModelRepository, routes: [String: String],
                 audit: AuditTrail?, logger: Logger) {
@@ -28,6 +35,7 @@ public final class ControlPlane: Sendable {
         self.routeTable = Locked(routes)
         self.audit = audit
         self.logger = logger
+        self.releaseStore = ReleaseStore(directory: repository.stateDirectory.map { $0 + "/releases" })
     }
 
     /// Whether the slots have been brought up (`YOLOSwapServer.startSlots` has finished): `/readyz` is 503 before.
@@ -88,6 +96,7 @@ public final class ControlPlane: Sendable {
         var target: ExecutionTarget?
         var policy: SwapPolicy?
         do {
+            try refuseDuringRelease(slot, "load")
             path = try repository.resolve(body.model)
             if let provider = body.provider {
                 guard let parsed = ExecutionTarget(parsing: provider) else {
@@ -136,6 +145,7 @@ public final class ControlPlane: Sendable {
     }
 
     func switchStaged(slot: String, by principal: Principal, from remote: String?) async throws -> SwapEvent {
+        try refuseDuringRelease(slot, "switch")
         let staged = manager.slot(slot)?.roles.staged?.identity
         return try await audited("switch", slot, model: staged, principal, remote) {
             try await manager.switchStaged(slot: slot)
@@ -143,6 +153,7 @@ public final class ControlPlane: Sendable {
     }
 
     func rollback(slot: String, by principal: Principal, from remote: String?) async throws -> SwapEvent {
+        try refuseDuringRelease(slot, "rollback")
         let standby = manager.slot(slot)?.roles.standby?.identity
         return try await audited("rollback", slot, model: standby, principal, remote) {
             try await manager.rollback(slot: slot)
@@ -150,6 +161,7 @@ public final class ControlPlane: Sendable {
     }
 
     func discardStaged(slot: String, by principal: Principal, from remote: String?) async throws -> SwapEvent {
+        try refuseDuringRelease(slot, "discard")
         let staged = manager.slot(slot)?.roles.staged?.identity
         return try await audited("discard", slot, model: staged, principal, remote) {
             try await manager.discardStaged(slot: slot)
@@ -226,7 +238,7 @@ public final class ControlPlane: Sendable {
 
     /// Records the outcome of a change already made. When that fails the change stands (its intent is recorded):
     /// the caller is told so, with 503.
-    private func auditOutcome(_ principal: Principal, _ remote: String?, _ action: String, _ slot: String?,
+    func auditOutcome(_ principal: Principal, _ remote: String?, _ action: String, _ slot: String?,
                               modelPath: String? = nil, version: String? = nil, sha256: String? = nil,
                               result: String, reason: String?, started: Date) async throws {
         do {
@@ -240,7 +252,7 @@ public final class ControlPlane: Sendable {
     }
 
     /// Appends an entry. A log that cannot be written makes the call fail with 503 (Audit Unavailable).
-    private func audit(_ principal: Principal, _ remote: String?, _ action: String, _ slot: String?,
+    func audit(_ principal: Principal, _ remote: String?, _ action: String, _ slot: String?,
                        modelPath: String? = nil, version: String? = nil, sha256: String? = nil, keyID: String? = nil,
                        result: String, reason: String?, started: Date) async throws {
         guard let audit else { return }

@@ -132,12 +132,15 @@ struct DetectResponseDTO: ResponseEncodable {
         }
     }
     var model: ModelStamp
+    /// During a release: the variant that answered (`baseline`, `candidate`, an A/B name).
+    var variant: String?
     var image: Image
     var detections: [Detection]
     var timings_ms: Timings
 
     init(_ d: SlotDetection, totalMilliseconds: Double) {
         model = d.model
+        variant = d.variant
         image = Image(width: d.result.imageSize.width, height: d.result.imageSize.height)
         detections = d.result.detections
         timings_ms = Timings(stages: d.result.timings, queue: d.queueMilliseconds, total: totalMilliseconds)

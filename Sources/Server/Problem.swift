@@ -4,6 +4,7 @@ import HotSwap
 import Hummingbird
 import ImageCodecs
 import NIOCore
+import Releases
 import YOLO
 
 /// An error answered as RFC 9457 problem details: `application/problem+json` with type, title, status, detail.
@@ -45,6 +46,15 @@ public struct Problem: HTTPResponseError, CustomStringConvertible {
             return problem
         case let error as HTTPError:
             return Problem(error.status, error.status.reasonPhrase, detail: error.body ?? error.status.reasonPhrase)
+        case let routed as RoutedDetectionError:
+            return from(routed.error)
+        case let error as ReleaseError:
+            switch error {
+            case .invalid(let m): return .badRequest(m)
+            case .notFound(let m): return .notFound(m)
+            case .conflict(let m): return Problem(.conflict, "Conflict", detail: m)
+            case .refused(let m): return Problem(.unprocessableContent, "Unprocessable Content", detail: m)
+            }
         case let error as DetectionError:
             switch error {
             case .decode(let decode):

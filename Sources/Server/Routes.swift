@@ -24,6 +24,7 @@ struct APIRoutes: Sendable {
         let v1 = router.group("v1")
         v1.post("detect") { request, context in try await detect(request, context) }
         registerSlots(on: v1)
+        registerReleases(on: v1)
         registerOperations(on: v1)
         registerRoutesEventsAudit(on: v1)
         registerDesired(on: v1)
@@ -184,8 +185,10 @@ struct APIRoutes: Sendable {
                 + "request timeout of \(configuration.requestTimeoutMilliseconds) ms")
         }
         do {
-            let result = try await slot.detect(imageBytes: bytes, options: options,
-                context: RoutingContext(product: product), deadline: deadline)
+            let key = control.releaseStickyHeader(slot: slotName).flatMap { HTTPField.Name($0) }
+                .flatMap { request.headers[$0] }
+            let result = try await control.detect(on: slot, bytes: bytes, options: options,
+                context: RoutingContext(product: product, key: key), deadline: deadline)
             let total = (ContinuousClock.now - started).milliseconds
             ServerMetrics.request(slot: slotName, model: result.model.id, status: 200, seconds: total / 1000)
             let t = result.result.timings
@@ -257,7 +260,7 @@ struct APIRoutes: Sendable {
         return principal
     }
 
-    private func decode<T: Decodable>(_ type: T.Type, _ request: Request, _ context: YOLOSwapRequestContext)
+    func decode<T: Decodable>(_ type: T.Type, _ request: Request, _ context: YOLOSwapRequestContext)
         async throws -> T
     {
         var buffer: ByteBuffer

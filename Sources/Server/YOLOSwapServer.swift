@@ -68,6 +68,7 @@ public enum YOLOSwapServer {
                     "error": "\(Problem.from(error).detail)"])
             }
         }
+        await control.resumeReleases()
         let closed = await control.reconcileInterruptedIntents(before: startedAt)
         if closed > 0 {
             logger.warning("audit: intents left open by the previous run closed", metadata: ["count": "\(closed)"])
@@ -104,6 +105,7 @@ public struct SlotService: Service {
         }
         try? await gracefulShutdown()
         logger.info("releasing models")
+        await control.stopReleases()
         await manager.shutdown()
         await control.drain()
     }

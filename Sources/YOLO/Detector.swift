@@ -24,6 +24,12 @@ public struct DetectionResult: Sendable {
     public var imageSize: ImageSize
     public var detections: [Detection]
     public var timings: StageTimings
+
+    public init(imageSize: ImageSize, detections: [Detection], timings: StageTimings) {
+        self.imageSize = imageSize
+        self.detections = detections
+        self.timings = timings
+    }
 }
 
 /// Error from the detection pipeline, with the stage it happened in.

@@ -9,7 +9,8 @@ import FoundationNetworking
 struct ModelsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "models", abstract: "Manage a running server's model slots.",
-        subcommands: [List.self, Status.self, Load.self, Switch.self, Rollback.self, Routes.self])
+        subcommands: [List.self, Status.self, Load.self, Switch.self, Rollback.self, Routes.self,
+            ReleaseCommand.self])
 
     struct Connection: ParsableArguments {
         @Option(help: "Server URL.") var server = "http://127.0.0.1:8080"

@@ -46,11 +46,12 @@ struct ServerHarness {
     ///   - slotExecution: providers and settings per slot (none: every slot on the CPU).
     init(tokens: [ServerConfiguration.Token] = Self.tokens, anonymousDetect: Bool = false,
          maxBodyBytes: Int = 20 << 20, requestTimeoutMilliseconds: Int = 10_000,
-         store: (any SlotStateStore)? = nil, slotExecution: [String: SlotExecution] = [:]) async throws {
+         store: (any SlotStateStore)? = nil, slotExecution: [String: SlotExecution] = [:],
+         loader: (any ModelLoader)? = nil, extraModels: [String] = []) async throws {
         let repo = FileManager.default.temporaryDirectory.appendingPathComponent("repo-\(UUID())")
         try FileManager.default.createDirectory(at: repo.appendingPathComponent("synthetic"),
             withIntermediateDirectories: true)
-        for name in Self.models.keys {
+        for name in Array(Self.models.keys) + extraModels {
             try Data("placeholder for \(name)".utf8).write(to: repo.appendingPathComponent(name))
         }
         try FileManager.default.createSymbolicLink(atPath: repo.appendingPathComponent("escape.onnx").path,
@@ -70,7 +71,7 @@ struct ServerHarness {
         config.hotSwap.slotExecution = slotExecution
         configuration = config
         audit = AuditTrail(log: try AuditLog(directory: repo.appendingPathComponent("state").path))
-        let manager = ModelManager(configuration: config.hotSwap, loader: Self.loader, store: store)
+        let manager = ModelManager(configuration: config.hotSwap, loader: loader ?? Self.loader, store: store)
         control = ControlPlane(manager: manager, repository: ModelRepository(root: repo.path), routes: config.routes,
             audit: audit, logger: Logger(label: "test"))
         await YOLOSwapServer.startSlots(control: control, configuration: config, logger: Logger(label: "test"))

@@ -1,0 +1,110 @@
+import Foundation
+import HotSwap
+import Releases
+import YOLO
+
+// The request path of a release: the sticky key, the detection with its variant counted, the candidate's failures
+// answered by the baseline, and the shadow's mirrored copies (never waited for) compared with the answers.
+extension ControlPlane {
+    // MARK: Requests
+
+    /// The sticky header the slot's release assigns variants by, if any.
+    func releaseStickyHeader(slot: String) -> String? {
+        guard let run = releaseRun(slot), !run.engine.phase.isTerminal else { return nil }
+        return run.engine.spec.sticky_header
+    }
+
+    /// Counts an answer of a release's variant, mirrors it to a shadow candidate when chosen (never waiting for it),
+    /// and carries out what the gates decide.
+    func observeRelease(slot: String, detection: SlotDetection, imageBytes: [UInt8], options: DetectionOptions,
+                        key: String?) {
+        guard let variant = detection.variant, let run = releaseRun(slot) else { return }
+        let engine = run.engine
+        handle(engine.record(variant: variant, VariantSample(detection.result)), of: run)
+        ReleaseMetrics.answer(slot: slot, variant: variant, failed: false,
+            milliseconds: detection.result.timings.total)
+        guard engine.shouldMirror(key: key), let slotRef = manager.slot(slot) else { return }
+        // Saturated: serving has requests waiting for a worker. The copy would only take a core from them.
+        if slotRef.executor.queueDepth > 0 {
+            engine.recordShed(saturated: true)
+            ReleaseMetrics.mirror(slot: slot, outcome: "shed_saturated")
+            return
+        }
+        let baseline = detection.result
+        Task.detached(priority: .background) { [self] in
+            await mirrorRun(run, slot: slotRef, baseline: baseline, imageBytes: imageBytes, options: options)
+        }
+    }
+
+    /// Detects on the slot during (or outside) a release (what `POST /v1/detect` and `bench-release` run): counts the answer for its variant, mirrors it to a shadow
+    /// candidate, and answers a request the candidate failed from the baseline (the failure is the release's to count,
+    /// not the client's).
+    public func detect(on slot: ModelSlot, bytes: [UInt8], options: DetectionOptions, context: RoutingContext,
+                       deadline: ContinuousClock.Instant?) async throws -> SlotDetection {
+        let slotName = slot.name
+        do {
+            let result = try await slot.detect(imageBytes: bytes, options: options, context: context,
+                deadline: deadline)
+            observeRelease(slot: slotName, detection: result, imageBytes: bytes, options: options,
+                key: context.key)
+            return result
+        } catch let routed as RoutedDetectionError {
+            // An image that cannot be decoded is the client's error, whichever variant saw it.
+            if case .decode = routed.error { throw routed.error }
+            observeReleaseFailure(slot: slotName, variant: routed.variant, error: routed.error)
+            guard !context.preferActive, routed.variant == releaseRun(slotName)?.engine.spec.candidateName
+            else { throw routed.error }
+            var retry = context
+            retry.preferActive = true
+            return try await detect(on: slot, bytes: bytes, options: options, context: retry, deadline: deadline)
+        }
+    }
+
+    /// Counts a failed answer of a variant.
+    func observeReleaseFailure(slot: String, variant: String, error: DetectionError) {
+        guard let run = releaseRun(slot) else { return }
+        let nonFinite = "\(error)".localizedCaseInsensitiveContains("nan")
+            || "\(error)".localizedCaseInsensitiveContains("finite")
+        handle(run.engine.record(variant: variant, .failure(nonFinite: nonFinite)), of: run)
+        ReleaseMetrics.answer(slot: slot, variant: variant, failed: true, milliseconds: nil)
+    }
+
+    private func mirrorRun(_ run: ReleaseRun, slot: ModelSlot, baseline: DetectionResult, imageBytes: [UInt8],
+                           options: DetectionOptions) async {
+        let engine = run.engine
+        let candidate: SlotDetection?
+        do {
+            candidate = try await slot.detectOnStaged(imageBytes: imageBytes, options: options,
+                executor: run.mirror)
+        } catch is ExecutorError {
+            engine.recordShed(saturated: false)
+            ReleaseMetrics.mirror(slot: slot.name, outcome: "shed_queue_full")
+            return
+        } catch {
+            let nonFinite = "\(error)".localizedCaseInsensitiveContains("nan")
+            handle(engine.recordMirrorFailure(nonFinite: nonFinite), of: run)
+            ReleaseMetrics.mirror(slot: slot.name, outcome: "failed")
+            return
+        }
+        guard let candidate else { return }
+        let (pair, decisions) = engine.recordPair(baseline: baseline, candidate: candidate.result)
+        ReleaseMetrics.mirror(slot: slot.name, outcome: "mirrored")
+        ReleaseMetrics.answer(slot: slot.name, variant: engine.spec.candidateName, failed: false,
+            milliseconds: candidate.result.timings.total)
+        if !pair.agrees {
+            let id = UUID().uuidString.lowercased()
+            run.disagreements.add(Disagreement(id: id, time: Date(), content_type: Self.contentType(imageBytes),
+                image_bytes: imageBytes.count, baseline: baseline.detections,
+                candidate: candidate.result.detections, matched: pair.matched,
+                unmatched_confusion: pair.confusion), image: imageBytes)
+        }
+        ReleaseMetrics.agreement(slot: slot.name, f1: engine.status().agreement?.f1)
+        handle(decisions, of: run)
+    }
+
+    static func contentType(_ bytes: [UInt8]) -> String {
+        if bytes.starts(with: [0xFF, 0xD8]) { return "image/jpeg" }
+        if bytes.starts(with: [0x89, 0x50, 0x4E, 0x47]) { return "image/png" }
+        return "application/octet-stream"
+    }
+}

@@ -1,0 +1,385 @@
+import AuditLog
+import Foundation
+import HotSwap
+import Logging
+import Primitives
+import Releases
+import YOLO
+
+// Releases through the control plane: a candidate loaded beside the active model through the verified pipeline, the
+// slot's router handed to the release's engine, and every step — start, each canary step, pause, resume, promotion,
+// rollback, abort — an event, a metric and an audit record (intent before the change for manual steps; the rule and
+// figures behind an automatic one).
+extension ControlPlane {
+    static let system = Principal(name: "system", role: .admin)
+
+    /// Sets the check a candidate must pass before it takes traffic (module `Evaluation`'s golden-set gate).
+    public func setCandidateGate(_ gate: (any CandidateGate)?) { candidateGate.withLock { $0 = gate } }
+
+    /// The slot's current (or last) release.
+    func releaseRun(_ slot: String) -> ReleaseRun? { releaseRuns.withLock { $0[slot] } }
+
+    /// 409 when the slot has a release that is not over: its roles belong to the release until then.
+    func refuseDuringRelease(_ slot: String, _ action: String) throws {
+        if let run = releaseRun(slot), !run.engine.phase.isTerminal {
+            throw ReleaseError.conflict("slot '\(slot)' has a release in progress (\(run.engine.phase.rawValue)); "
+                + "promote or abort it before a \(action)")
+        }
+    }
+
+    // MARK: Start
+
+    /// Starts a release: validates, records the intent, and brings the candidate up in the background (load,
+    /// verify, warm up, the candidate gate), after which the strategy routes traffic.
+    /// - Returns: the run (its engine's phase is `loading`).
+    func startRelease(slot: String, spec: ReleaseSpec, by principal: Principal, from remote: String?,
+                      clock: any ReleaseClock = SystemReleaseClock()) async throws -> ReleaseRun {
+        let started = Date()
+        let path: String
+        let baseline: ModelInstance
+        do {
+            try spec.validate()
+            guard let slotRef = manager.slot(slot) else { throw ControlError.unknownSlot(slot) }
+            try refuseDuringRelease(slot, "new release")
+            guard let active = slotRef.roles.active else {
+                throw ReleaseError.conflict("slot '\(slot)' has no active model to compare a candidate with")
+            }
+            guard slotRef.roles.staged == nil else {
+                throw ReleaseError.conflict("slot '\(slot)' has a staged model: switch it in or discard it first "
+                    + "(a release's candidate takes the staged role)")
+            }
+            baseline = active
+            path = try repository.resolve(spec.model)
+        } catch {
+            try? await audit(principal, remote, "release.start", slot, modelPath: spec.model, version: spec.version,
+                sha256: spec.sha256, result: "rejected", reason: Problem.from(error).detail, started: started)
+            throw error
+        }
+        try await audit(principal, remote, "release.start", slot, modelPath: spec.model, version: spec.version,
+            sha256: spec.sha256, result: "intent", reason: "strategy \(spec.strategy.rawValue); baseline "
+                + "\(baseline.identity.id) sha256 \(baseline.identity.sha256)", started: started)
+        var record = ReleaseRecord(slot: slot, spec: spec, candidatePath: path, startedBy: principal.name,
+            createdAt: clock.now)
+        record.baseline = baseline.identity
+        let run = try installRun(record, clock: clock)
+        let task = Task { [self] in await bringUp(run, by: principal, from: remote, started: started, resumed: false) }
+        run.bringUp.withLock { $0 = task }
+        run.keep(task)
+        return run
+    }
+
+    /// Registers a new run for the slot (refused when another is not over) and persists its record.
+    private func installRun(_ record: ReleaseRecord, clock: any ReleaseClock) throws -> ReleaseRun {
+        let folder = releaseStore.folder(slot: record.slot).map { $0 + "-disagreements" }
+        let engine = ReleaseEngine(record: record, clock: clock)
+        let run = ReleaseRun(engine: engine, disagreementsFolder: folder)
+        let previous = try releaseRuns.withLock { runs -> ReleaseRun? in
+            if let current = runs[record.slot], !current.engine.phase.isTerminal {
+                throw ReleaseError.conflict("slot '\(record.slot)' has a release in progress")
+            }
+            defer { runs[record.slot] = run }
+            return runs[record.slot]
+        }
+        if let previous, previous.engine.record.id != record.id {
+            // A new release's disagreements replace the last one's.
+            Task { await previous.stop() }
+        }
+        persist(record)
+        return run
+    }
+
+    /// Loads the candidate into the staged role, checks it, and starts routing.
+    private func bringUp(_ run: ReleaseRun, by principal: Principal, from remote: String?, started: Date,
+                         resumed: Bool) async {
+        let record = run.engine.record
+        let spec = record.spec
+        let slot = record.slot
+        guard let slotRef = manager.slot(slot) else { return }
+        let failure: String?
+        do {
+            let op = try await manager.load(LoadRequest(
+                slot: slot, path: record.candidatePath, version: spec.version,
+                expectedSHA256: record.candidate?.sha256 ?? spec.sha256, activate: false,
+                allowSchemaChange: spec.allow_schema_change ?? false))
+            let status = await op.wait()
+            if let reason = status.failure {
+                failure = "the candidate did not load: " + repository.hidingRoot(reason.description)
+            } else if let staged = slotRef.roles.staged, staged.identity.sha256 == status.identity?.sha256 {
+                let gate = candidateGate.withLock { $0 }
+                failure = await gate?.refusal(candidate: staged, baseline: slotRef.roles.active, spec: spec)
+                    .map { "the candidate gate refused it: \($0)" }
+            } else {
+                failure = "the candidate left the staged role before it took traffic"
+            }
+        } catch {
+            failure = Problem.from(error).detail
+        }
+        if let failure {
+            guard run.engine.transition(from: [.loading, .running, .paused], to: .failed, action: "failed",
+                by: "system", detail: failure) != nil else { return }
+            if slotRef.roles.staged?.identity.path == record.candidatePath {
+                _ = try? await manager.discardStaged(slot: slot)
+            }
+            await finish(run, operation: .releaseStart, result: .failed, reason: failure, by: principal,
+                from: remote, action: "release.start", started: started)
+            return
+        }
+        let candidate = slotRef.roles.staged?.identity
+        let now = run.engine.clock.now
+        let updated = run.engine.update { r in
+            r.candidate = candidate
+            if r.phase == .loading { r.phase = .running }
+            r.trafficSince = r.trafficSince ?? now
+            r.stepStartedAt = r.stepStartedAt ?? now
+            r.note(resumed ? "resumed-after-restart" : "traffic", by: "system", at: now, candidate?.id)
+        }
+        if updated.phase.isTerminal { return }  // aborted while loading
+        slotRef.setRouter(run.engine)
+        persist(updated)
+        ReleaseMetrics.phase(updated)
+        let reason = "\(spec.strategy.rawValue) release of \(candidate?.id ?? spec.model) (sha256 "
+            + "\(candidate?.sha256 ?? "?")) beside \(updated.baseline?.id ?? "?") (sha256 "
+            + "\(updated.baseline?.sha256 ?? "?"))" + (resumed ? ", resumed after a restart" : "")
+        await manager.record(SwapEvent(slot: slot, operation: .releaseStart, result: .succeeded, reason: reason,
+            from: updated.baseline, to: candidate))
+        try? await auditOutcome(principal, remote, "release.start", slot,
+            modelPath: repository.relative(record.candidatePath), version: candidate?.version,
+            sha256: candidate?.sha256, result: "succeeded", reason: reason, started: started)
+        run.keep(Task { [self, weak run] in
+            // The time-based conditions (a step's hold, promote_after.min_s) are judged every second.
+            while !Task.isCancelled, let run, !run.engine.phase.isTerminal {
+                handle(run.engine.tick(), of: run)
+                try? await Task.sleep(for: .seconds(1))
+            }
+        })
+    }
+
+    // MARK: Automatic decisions
+
+    /// Carries out the engine's decisions in the release's action chain (a rollback has already re-routed traffic).
+    func handle(_ decisions: [ReleaseDecision], of run: ReleaseRun) {
+        guard !decisions.isEmpty else { return }
+        run.keep(Task { [self] in
+            for decision in decisions {
+                _ = try? await run.actions.run { [self] in await carryOut(decision, of: run) }
+            }
+        })
+    }
+
+    private func carryOut(_ decision: ReleaseDecision, of run: ReleaseRun) async {
+        let record = run.engine.record
+        let started = Date()
+        switch decision {
+        case .advanced(let index, let percent):
+            persist(record)
+            ReleaseMetrics.phase(record)
+            let reason = "step \(index + 1) of \(record.spec.canarySteps.count): the candidate answers "
+                + "\(percent) % (the previous step held)"
+            await manager.record(SwapEvent(slot: record.slot, operation: .releaseStep, result: .succeeded,
+                reason: reason, from: record.baseline, to: record.candidate))
+            try? await audit(Self.system, nil, "release.step", record.slot,
+                modelPath: repository.relative(record.candidatePath), version: record.candidate?.version,
+                sha256: record.candidate?.sha256, result: "succeeded", reason: reason, started: started)
+        case .rolledBack(let breach):
+            await endWithBaseline(run, operation: .releaseRollback, action: "release.rollback", by: Self.system,
+                from: nil, reason: "automatic rollback: " + breach.text, started: started)
+        case .promote(let reason, let figures):
+            let text = RuleBreach(rule: reason, value: figures["candidate_requests"] ?? 0, figures: figures).text
+            await promote(run, by: Self.system, from: nil, reason: "automatic promotion: " + text, started: started)
+        }
+    }
+
+    // MARK: Manual actions
+
+    /// Starts a release as `actor` (an admin principal; for tools such as `bench-release`) and waits until the candidate
+    /// takes traffic or has failed.
+    public func startRelease(slot: String, spec: ReleaseSpec, actor: String) async throws -> ReleaseStatus {
+        let run = try await startRelease(slot: slot, spec: spec, by: Principal(name: actor, role: .admin), from: nil)
+        await run.bringUp.withLock({ $0 })?.value
+        return run.engine.status(energy: run.energy.reading())
+    }
+
+    /// Aborts the slot's release as `actor` (see `startRelease(slot:spec:actor:)`).
+    @discardableResult
+    public func abortRelease(slot: String, actor: String) async throws -> ReleaseStatus {
+        try await abortRelease(slot: slot, by: Principal(name: actor, role: .admin), from: nil)
+    }
+
+    func promoteRelease(slot: String, by principal: Principal, from remote: String?) async throws -> ReleaseStatus {
+        let (run, started) = try await manualStep(slot, "promote", by: principal, from: remote,
+            phases: [.running, .paused], to: .promoting, detail: nil)
+        try await run.actions.run { [self] in
+            await promote(run, by: principal, from: remote, reason: "promoted by \(principal.name)",
+                started: started)
+        }
+        return run.engine.status(energy: run.energy.reading())
+    }
+
+    func abortRelease(slot: String, by principal: Principal, from remote: String?) async throws -> ReleaseStatus {
+        let reason = "aborted by \(principal.name)"
+        let (run, started) = try await manualStep(slot, "abort", by: principal, from: remote,
+            phases: [.loading, .running, .paused], to: .aborted, detail: reason)
+        try await run.actions.run { [self] in
+            await endWithBaseline(run, operation: .releaseAbort, action: "release.abort", by: principal,
+                from: remote, reason: reason, started: started)
+        }
+        return run.engine.status(energy: run.energy.reading())
+    }
+
+    func pauseRelease(slot: String, by principal: Principal, from remote: String?, pause: Bool) async throws
+        -> ReleaseStatus
+    {
+        let action = pause ? "pause" : "resume"
+        let (run, started) = try await manualStep(slot, action, by: principal, from: remote,
+            phases: [pause ? .running : .paused], to: pause ? .paused : .running, detail: nil)
+        let record = run.engine.record
+        persist(record)
+        ReleaseMetrics.phase(record)
+        let reason = "\(pause ? "paused" : "resumed") by \(principal.name) at step \(record.stepIndex + 1)"
+        await manager.record(SwapEvent(slot: slot, operation: pause ? .releasePause : .releaseResume,
+            result: .succeeded, reason: reason, from: record.baseline, to: record.candidate))
+        try await auditOutcome(principal, remote, "release." + action, slot, sha256: record.candidate?.sha256,
+            result: "succeeded", reason: reason, started: started)
+        return run.engine.status(energy: run.energy.reading())
+    }
+
+    /// A manual step's start: its intent recorded (a step that cannot be recorded is refused), then the phase changed
+    /// if it is one of `phases` — atomically, so that an automatic decision racing it finds the phase changed — or
+    /// the refusal recorded and thrown (409).
+    private func manualStep(_ slot: String, _ action: String, by principal: Principal, from remote: String?,
+                            phases: Set<ReleasePhase>, to phase: ReleasePhase, detail: String?) async throws
+        -> (ReleaseRun, Date)
+    {
+        let run = try currentRun(slot)
+        let started = Date()
+        let record = run.engine.record
+        try await audit(principal, remote, "release." + action, slot,
+            modelPath: repository.relative(record.candidatePath), version: record.candidate?.version,
+            sha256: record.candidate?.sha256, result: "intent", reason: nil, started: started)
+        guard run.engine.transition(from: phases, to: phase, action: action, by: principal.name,
+            detail: detail) != nil else {
+            let current = run.engine.phase.rawValue
+            try? await audit(principal, remote, "release." + action, slot, result: "rejected",
+                reason: "the release is \(current)", started: started)
+            let allowed = phases.map(\.rawValue).sorted().joined(separator: " or ")
+            throw ReleaseError.conflict("slot '\(slot)': the release is \(current); to \(action) it, it must be "
+                + allowed)
+        }
+        return (run, started)
+    }
+
+    /// The slot's current (or last) release with its live figures.
+    public func releaseStatus(slot: String) throws -> ReleaseStatus {
+        guard manager.slot(slot) != nil else { throw ControlError.unknownSlot(slot) }
+        guard let run = releaseRun(slot) else { throw ReleaseError.notFound("slot '\(slot)' has had no release") }
+        return run.engine.status(energy: run.energy.reading())
+    }
+
+    func disagreement(slot: String, id: String) throws -> (Disagreement, [UInt8]) {
+        guard let run = releaseRun(slot) else { throw ReleaseError.notFound("slot '\(slot)' has had no release") }
+        guard let found = run.disagreements.get(id) else {
+            throw ReleaseError.notFound("no disagreement '\(id)' is kept for slot '\(slot)'")
+        }
+        return found
+    }
+
+    private func currentRun(_ slot: String) throws -> ReleaseRun {
+        guard manager.slot(slot) != nil else { throw ControlError.unknownSlot(slot) }
+        guard let run = releaseRun(slot) else { throw ReleaseError.notFound("slot '\(slot)' has no release") }
+        return run
+    }
+
+    // MARK: Endings
+
+    /// Promotion: the candidate becomes active and the baseline the warm standby (committed first).
+    private func promote(_ run: ReleaseRun, by principal: Principal, from remote: String?, reason: String,
+                         started: Date) async {
+        let record = run.engine.record
+        do {
+            _ = try await manager.promoteStaged(slot: record.slot)
+        } catch {
+            // Nothing changed: the release goes on as it was.
+            run.engine.update { $0.phase = .running }
+            let detail = repository.hidingRoot(Problem.from(error).detail)
+            await manager.record(SwapEvent(slot: record.slot, operation: .releasePromote, result: .failed,
+                reason: detail, from: record.baseline, to: record.candidate))
+            try? await audit(principal, remote, "release.promote", record.slot, sha256: record.candidate?.sha256,
+                result: "failed", reason: detail, started: started)
+            return
+        }
+        run.engine.transition(from: [.promoting], to: .promoted, action: "promoted", by: principal.name,
+            detail: reason)
+        manager.slot(record.slot)?.setRouter(ActiveModelRouter())
+        await finish(run, operation: .releasePromote, result: .succeeded, reason: reason, by: principal,
+            from: remote, action: "release.promote", started: started)
+    }
+
+    /// Rollback or abort: the engine routes to the baseline already; the candidate is dropped and the router reset.
+    private func endWithBaseline(_ run: ReleaseRun, operation: SwapEvent.Operation, action: String,
+                                 by principal: Principal, from remote: String?, reason: String,
+                                 started: Date) async {
+        let record = run.engine.record
+        if let slot = manager.slot(record.slot) {
+            slot.setRouter(ActiveModelRouter())
+            if let candidate = record.candidate, slot.roles.staged?.identity == candidate {
+                _ = try? await manager.discardStaged(slot: record.slot)
+            }
+        }
+        await finish(run, operation: operation, result: .succeeded, reason: reason, by: principal, from: remote,
+            action: action, started: started)
+    }
+
+    private func finish(_ run: ReleaseRun, operation: SwapEvent.Operation, result: SwapEvent.Outcome,
+                        reason: String, by principal: Principal, from remote: String?, action: String,
+                        started: Date) async {
+        let record = run.engine.record
+        persist(record)
+        ReleaseMetrics.phase(record)
+        await manager.record(SwapEvent(slot: record.slot, operation: operation, result: result,
+            reason: repository.hidingRoot(reason), from: record.baseline, to: record.candidate))
+        try? await auditOutcome(principal, remote, action, record.slot,
+            modelPath: repository.relative(record.candidatePath), version: record.candidate?.version,
+            sha256: record.candidate?.sha256, result: result == .succeeded ? "succeeded" : "failed",
+            reason: repository.hidingRoot(reason) + "; baseline \(record.baseline?.id ?? "?") sha256 "
+                + "\(record.baseline?.sha256 ?? "?")", started: started)
+    }
+
+    // MARK: Persistence and restart
+
+    func persist(_ record: ReleaseRecord) {
+        do { try releaseStore.save(record) } catch {
+            logger.error("cannot persist the release", metadata: ["slot": "\(record.slot)", "error": "\(error)"])
+        }
+    }
+
+    /// Resumes the releases a previous run left unfinished, each in the phase and step it had: the candidate is loaded
+    /// again (its recorded sha256 verified) and routing starts once it is back. Called once the slots are up.
+    func resumeReleases(clock: any ReleaseClock = SystemReleaseClock()) async {
+        let (records, unreadable) = releaseStore.load()
+        for name in unreadable {
+            logger.error("release record unreadable: skipped", metadata: ["file": "\(name)"])
+        }
+        for var record in records where !record.phase.isTerminal {
+            guard manager.slot(record.slot)?.roles.active != nil else {
+                logger.warning("release not resumed: its slot has no active model", metadata: [
+                    "slot": "\(record.slot)"])
+                continue
+            }
+            if record.phase == .promoting { record.phase = .running }
+            guard let run = try? installRun(record, clock: clock) else { continue }
+            try? await audit(Self.system, nil, "release.resume", record.slot,
+                modelPath: repository.relative(record.candidatePath), version: record.candidate?.version,
+                sha256: record.candidate?.sha256, result: "intent",
+                reason: "resuming the \(record.phase.rawValue) release after a restart", started: Date())
+            let task = Task { [self] in await bringUp(run, by: Self.system, from: nil, started: Date(), resumed: true) }
+            run.bringUp.withLock { $0 = task }
+            run.keep(task)
+        }
+    }
+
+    /// Stops every release's ticker and mirror pool and waits for the work under way (at shutdown; the records stay
+    /// as they are, to be resumed by the next start).
+    public func stopReleases() async {
+        for run in releaseRuns.withLock({ Array($0.values) }) { await run.stop() }
+    }
+}

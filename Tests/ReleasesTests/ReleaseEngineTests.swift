@@ -1,0 +1,334 @@
+import Foundation
+import HotSwap
+import Releases
+import TestSupport
+import Testing
+import YOLO
+
+@Suite("Release engine: canary, A/B schedule, gates", .serialized)
+struct ReleaseEngineTests {
+    static let start = Date(timeIntervalSince1970: 1_780_000_000)
+
+    static func canary(_ steps: [ReleaseSpec.Step], sticky: Bool = true) -> ReleaseSpec {
+        var spec = ReleaseSpec(model: "cand.onnx", strategy: .canary)
+        spec.steps = steps
+        if sticky { spec.sticky_header = "X-Work-Order" }
+        return spec
+    }
+
+    @Test("canary at 5 %: 2000 random work orders give the candidate a share within the binomial bound")
+    func canaryShare() async throws {
+        let models = try await TwoModels.make()
+        defer { Task { await models.manager.shutdown() } }
+        let engine = ReleaseEngine(record: record(Self.canary([.init(percent: 5)]), at: Self.start),
+            clock: ManualClock(Self.start))
+        let roles = models.roles
+        var candidate = 0
+        for _ in 0..<2000 {
+            let key = "WO-\(UInt64.random(in: 0...UInt64.max))"
+            let choice = try #require(engine.choose(roles, request: RoutingContext(key: key)))
+            if choice.variant == "candidate" {
+                candidate += 1
+                #expect(choice.model === roles.staged)
+            } else {
+                #expect(choice.model === roles.active)
+            }
+        }
+        // n = 2000, p = 0.05: mean 100, σ ≈ 9.75; 4.5 σ either side (a false failure about once in 150 000 runs).
+        #expect((56...144).contains(candidate), "candidate answered \(candidate) of 2000")
+    }
+
+    @Test("the same work order gets the same variant while the step is unchanged; a candidate key stays on it")
+    func stickiness() async throws {
+        let models = try await TwoModels.make()
+        defer { Task { await models.manager.shutdown() } }
+        let clock = ManualClock(Self.start)
+        let engine = ReleaseEngine(record: record(Self.canary([.init(percent: 20, hold_s: 10),
+            .init(percent: 50, hold_s: 10)]), at: Self.start), clock: clock)
+        let roles = models.roles
+        let keys = (0..<300).map { "order-\($0)" }
+        let first = keys.map { engine.choose(roles, request: RoutingContext(key: $0))?.variant }
+        for _ in 0..<5 {
+            #expect(keys.map { engine.choose(roles, request: RoutingContext(key: $0))?.variant } == first)
+        }
+        #expect(first.contains("candidate") && first.contains("baseline"))
+        clock.advance(by: 10)
+        #expect(engine.tick() == [.advanced(index: 1, percent: 50)])
+        let second = keys.map { engine.choose(roles, request: RoutingContext(key: $0))?.variant }
+        for (a, b) in zip(first, second) where a == "candidate" { #expect(b == "candidate") }
+        #expect(second.filter { $0 == "candidate" }.count > first.filter { $0 == "candidate" }.count)
+    }
+
+    @Test("a ramp advances only once its hold and its minimum requests are both reached")
+    func rampAfterHold() {
+        let clock = ManualClock(Self.start)
+        let engine = ReleaseEngine(record: record(Self.canary([.init(percent: 1, hold_s: 600, min_requests: 3),
+            .init(percent: 25, hold_s: 600)]), at: Self.start), clock: clock)
+        clock.advance(by: 599)
+        for _ in 0..<3 { #expect(engine.record(variant: "candidate", VariantSample(result([]))).isEmpty) }
+        #expect(engine.tick().isEmpty)
+        #expect(engine.record.stepIndex == 0)
+        clock.advance(by: 1)
+        #expect(engine.tick() == [.advanced(index: 1, percent: 25)])
+        #expect(engine.record.candidatePercent(at: clock.now) == 25)
+        // The new step's hold starts now: nothing more until 600 s later.
+        clock.advance(by: 599)
+        #expect(engine.tick().isEmpty)
+        #expect(!engine.record.stepsComplete)
+        clock.advance(by: 1)
+        #expect(engine.tick().isEmpty)
+        #expect(engine.record.stepsComplete)
+    }
+
+    @Test("a paused canary holds its step, and the pause does not count towards the hold")
+    func pauseHolds() {
+        let clock = ManualClock(Self.start)
+        let engine = ReleaseEngine(record: record(Self.canary([.init(percent: 5, hold_s: 100),
+            .init(percent: 50)]), at: Self.start), clock: clock)
+        clock.advance(by: 50)
+        #expect(engine.transition(from: [.running], to: .paused, action: "pause", by: "op") != nil)
+        clock.advance(by: 500)
+        #expect(engine.tick().isEmpty)
+        #expect(engine.transition(from: [.paused], to: .running, action: "resume", by: "op") != nil)
+        clock.advance(by: 49)
+        #expect(engine.tick().isEmpty)
+        clock.advance(by: 1)
+        #expect(engine.tick() == [.advanced(index: 1, percent: 50)])
+    }
+
+    @Test("abort returns all traffic to the baseline at once")
+    func abortReturnsTraffic() async throws {
+        let models = try await TwoModels.make()
+        defer { Task { await models.manager.shutdown() } }
+        let engine = ReleaseEngine(record: record(Self.canary([.init(percent: 100)]), at: Self.start),
+            clock: ManualClock(Self.start))
+        let roles = models.roles
+        #expect(engine.choose(roles, request: RoutingContext(key: "a"))?.variant == "candidate")
+        #expect(engine.transition(from: [.running, .paused], to: .aborted, action: "abort", by: "op") != nil)
+        for i in 0..<200 {
+            let choice = engine.choose(roles, request: RoutingContext(key: "k\(i)"))
+            #expect(choice?.variant == "baseline" && choice?.model === roles.active)
+        }
+        // A failed candidate request is retried on the baseline even while the candidate serves.
+        let running = ReleaseEngine(record: record(Self.canary([.init(percent: 100)]), at: Self.start))
+        #expect(running.choose(roles, request: RoutingContext(key: "a", preferActive: true))?.variant == "baseline")
+    }
+
+    // MARK: A/B
+
+    static func ab(_ schedule: ABSchedule) -> ReleaseSpec {
+        var spec = ReleaseSpec(model: "cand.onnx", strategy: .ab)
+        spec.variant_names = .init(baseline: "v8s", candidate: "v10n")
+        spec.schedule = schedule
+        return spec
+    }
+
+    /// 2026-06-01 at `hh:mm:ss` in Berlin (UTC+2 in summer).
+    static func berlin(_ h: Int, _ m: Int, _ s: Int = 0) -> Date {
+        var c = DateComponents(year: 2026, month: 6, day: 1, hour: h, minute: m, second: s)
+        c.timeZone = TimeZone(identifier: "Europe/Berlin")
+        return Calendar(identifier: .gregorian).date(from: c)!
+    }
+
+    @Test("A/B windows in a time zone pick the right variant at the edges, across a restart")
+    func abWindowsAcrossRestart() async throws {
+        let models = try await TwoModels.make()
+        defer { Task { await models.manager.shutdown() } }
+        let spec = Self.ab(ABSchedule(timeZone: "Europe/Berlin",
+            windows: [.init(from: "08:00", to: "20:00", variant: "v10n")], default: "v8s"))
+        try spec.validate()
+        let clock = ManualClock(Self.berlin(7, 59, 59))
+        let engine = ReleaseEngine(record: record(spec, at: clock.now), clock: clock)
+        let roles = models.roles
+        func variant(_ e: ReleaseEngine) -> String? { e.choose(roles, request: RoutingContext())?.variant }
+        #expect(variant(engine) == "v8s")
+        clock.set(Self.berlin(8, 0))
+        #expect(variant(engine) == "v10n")
+        // A restart: the record goes through the store and a new engine reads it.
+        let store = ReleaseStore(directory: models.directory.file("releases"))
+        try store.save(engine.record)
+        let reloaded = try #require(store.load().records.first)
+        #expect(reloaded == engine.record)
+        let restarted = ReleaseEngine(record: reloaded, clock: clock)
+        #expect(variant(restarted) == "v10n")
+        clock.set(Self.berlin(19, 59, 59))
+        #expect(variant(restarted) == "v10n")
+        clock.set(Self.berlin(20, 0))
+        #expect(variant(restarted) == "v8s")
+        clock.set(Self.berlin(23, 59, 59))
+        #expect(variant(restarted) == "v8s")
+    }
+
+    @Test("A/B rotation every 30 minutes flips exactly at the edges, the same after a restart")
+    func abRotation() async throws {
+        let models = try await TwoModels.make()
+        defer { Task { await models.manager.shutdown() } }
+        let spec = Self.ab(ABSchedule(timeZone: "Europe/Berlin", rotateEveryMinutes: 30))
+        let clock = ManualClock(Self.berlin(10, 29, 59))
+        let roles = models.roles
+        let first = ReleaseEngine(record: record(spec, at: clock.now), clock: clock)
+        let before = first.choose(roles, request: RoutingContext())?.variant
+        clock.set(Self.berlin(10, 30))
+        let after = first.choose(roles, request: RoutingContext())?.variant
+        #expect(before != after)
+        #expect(Set([before, after]) == Set(["v8s", "v10n"]))
+        let restarted = ReleaseEngine(record: first.record, clock: clock)
+        #expect(restarted.choose(roles, request: RoutingContext())?.variant == after)
+        clock.set(Self.berlin(11, 0))
+        #expect(restarted.choose(roles, request: RoutingContext())?.variant == before)
+    }
+
+    // MARK: Gates
+
+    @Test("an error rate past the rule rolls back once the window has its minimum samples, with the figures")
+    func errorRateRollback() {
+        var spec = Self.canary([.init(percent: 50)])
+        spec.rules = ReleaseRules(window: 20, min_samples: 10, rollback_if: .init(error_rate: 0.2))
+        let engine = ReleaseEngine(record: record(spec, at: Self.start), clock: ManualClock(Self.start))
+        for _ in 0..<9 { #expect(engine.record(variant: "candidate", .failure()).isEmpty) }
+        let decisions = engine.record(variant: "candidate", .failure())
+        guard case .rolledBack(let breach) = decisions.first else {
+            Issue.record("expected a rollback, got \(decisions)")
+            return
+        }
+        #expect(breach.rule == "error_rate > 0.2")
+        #expect(breach.value == 1)
+        #expect(breach.figures["candidate_samples"] == 10)
+        #expect(engine.phase == .rolledBack)
+        #expect(engine.record.reason?.contains("error_rate") == true)
+    }
+
+    @Test("a candidate whose detections disagree rolls back on agreement_f1; promote_after promotes a good one")
+    func agreementGate() {
+        var spec = ReleaseSpec(model: "c.onnx", strategy: .shadow)
+        spec.rules = ReleaseRules(window: 50, min_samples: 5, rollback_if: .init(agreement_f1: 0.9),
+            promote_after: .init(min_requests: 8))
+        let good = ReleaseEngine(record: record(spec, at: Self.start), clock: ManualClock(Self.start))
+        let bad = ReleaseEngine(record: record(spec, at: Self.start), clock: ManualClock(Self.start))
+        let base = result([detection("bolt", 10, 10), detection("nut", 50, 50)])
+        var promoted = false
+        for i in 0..<8 {
+            let (pair, decisions) = good.recordPair(baseline: base, candidate: base)
+            #expect(pair.agrees)
+            if i == 7 { promoted = decisions.contains { if case .promote = $0 { true } else { false } } }
+        }
+        #expect(promoted)
+        #expect(good.phase == .promoting)
+        #expect(good.status().agreement?.f1 == 1)
+        var rolledBack = false
+        for _ in 0..<5 {
+            let wrong = result([detection("washer", 10, 10), detection("nut", 50, 50)])
+            let (_, decisions) = bad.recordPair(baseline: base, candidate: wrong)
+            rolledBack = rolledBack || decisions.contains { if case .rolledBack = $0 { true } else { false } }
+        }
+        #expect(rolledBack)
+        #expect(bad.phase == .rolledBack)
+        #expect(bad.record.breach?.rule == "agreement_f1 < 0.9")
+        #expect(bad.status().agreement?.unmatched_confusion == ["bolt → washer": 5])
+    }
+
+    @Test("p99 ratio and detections drift rules compare the variants' windows")
+    func latencyAndDrift() {
+        var spec = Self.canary([.init(percent: 50)])
+        spec.rules = ReleaseRules(window: 100, min_samples: 20, rollback_if: .init(p99_ratio: 1.5))
+        let slow = ReleaseEngine(record: record(spec, at: Self.start), clock: ManualClock(Self.start))
+        for _ in 0..<20 { _ = slow.record(variant: "baseline", VariantSample(result([], ms: 10))) }
+        var decisions: [ReleaseDecision] = []
+        for _ in 0..<20 { decisions += slow.record(variant: "candidate", VariantSample(result([], ms: 16))) }
+        #expect(decisions.count == 1)
+        #expect(slow.record.breach?.rule == "p99_ratio > 1.5")
+        #expect(abs((slow.record.breach?.value ?? 0) - 1.6) < 1e-9)
+
+        spec.rules = ReleaseRules(window: 100, min_samples: 20, rollback_if: .init(detections_per_image_drift: 0.3))
+        let drifting = ReleaseEngine(record: record(spec, at: Self.start), clock: ManualClock(Self.start))
+        let two = result([detection("a", 0, 0), detection("a", 30, 30)])
+        let one = result([detection("a", 0, 0)])
+        for _ in 0..<20 { _ = drifting.record(variant: "baseline", VariantSample(two)) }
+        for _ in 0..<19 { #expect(drifting.record(variant: "candidate", VariantSample(one)).isEmpty) }
+        #expect(drifting.record(variant: "candidate", VariantSample(one)).count == 1)
+        #expect(drifting.record.breach?.rule == "detections_per_image_drift > 0.3")
+    }
+
+    @Test("per-variant figures: requests, errors, percentiles, detections per image, class counts")
+    func figures() {
+        let engine = ReleaseEngine(record: record(Self.canary([.init(percent: 50)]), at: Self.start),
+            clock: ManualClock(Self.start))
+        for ms in 1...100 {
+            _ = engine.record(variant: "candidate", VariantSample(result([detection("nut", 0, 0, conf: 0.5)],
+                ms: Double(ms))))
+        }
+        _ = engine.record(variant: "candidate", .failure())
+        let status = engine.status()
+        let c = status.variants["candidate"]
+        #expect(c?.requests == 101)
+        #expect(c?.errors == 1)
+        #expect(abs((c?.p50_ms ?? 0) - 50) < 0.1)
+        #expect(abs((c?.p99_ms ?? 0) - 99) < 0.1)
+        #expect(c?.detections_per_image == 1)
+        #expect(abs((c?.mean_confidence ?? 0) - 0.5) < 1e-6)
+        #expect(c?.class_counts == ["nut": 100])
+        #expect(status.variants["baseline"]?.requests == 0)
+        #expect(status.energy.available == false && status.energy.reason != nil)
+    }
+
+    // MARK: Agreement and validation
+
+    @Test("greedy matching per class at the IoU threshold: precision, recall, mean IoU, confusion")
+    func matching() {
+        let base = [detection("bolt", 0, 0), detection("bolt", 100, 100), detection("nut", 200, 200)]
+        // One exact bolt, one bolt shifted by half its side (IoU 1/3: no match at 0.5), one nut called a washer.
+        let cand = [detection("bolt", 0, 0, conf: 0.8), detection("bolt", 105, 100, conf: 0.7),
+            detection("washer", 200, 200)]
+        let pair = PairComparison(baseline: base, candidate: cand, iouThreshold: 0.5)
+        #expect(pair.matched == 1)
+        #expect(!pair.agrees)
+        #expect(abs(pair.confidenceDeltaSum - 0.1) < 1e-6)
+        #expect(pair.confusion == ["nut → washer": 1, "(none) → bolt": 1, "bolt → (none)": 1])
+        var totals = AgreementTotals()
+        totals.add(pair, baselineMs: 10, candidateMs: 15)
+        #expect(abs(totals.precision - 1.0 / 3) < 1e-12)
+        #expect(abs(totals.recall - 1.0 / 3) < 1e-12)
+        #expect(totals.latencyRatio == 1.5)
+        #expect(totals.meanIoU == 1)
+        // At IoU 0.3 the shifted bolt matches too.
+        #expect(PairComparison(baseline: base, candidate: cand, iouThreshold: 0.3).matched == 2)
+        // Nothing on either side agrees.
+        var empty = AgreementTotals()
+        empty.add(PairComparison(baseline: [], candidate: [], iouThreshold: 0.5), baselineMs: 1, candidateMs: 1)
+        #expect(empty.f1 == 1)
+    }
+
+    @Test("invalid release requests are refused with the field named", arguments: [
+        #"{"model": "m.onnx", "strategy": "canary", "steps": [{"percent": 50}, {"percent": 5}]}"#,
+        #"{"model": "m.onnx", "strategy": "canary", "steps": [{"percent": 101}]}"#,
+        #"{"model": "m.onnx", "strategy": "shadow", "mirror_percent": -1}"#,
+        #"{"model": "m.onnx", "strategy": "canary", "mirror_percent": 10}"#,
+        #"{"model": "m.onnx", "strategy": "ab", "schedule": {"rotate_every_min": 0}}"#,
+        #"{"model": "m.onnx", "strategy": "ab", "schedule": {"windows": [{"from": "25:00", "to": "08:00", "variant": "baseline"}]}}"#,
+        #"{"model": "m.onnx", "strategy": "ab", "schedule": {"time_zone": "Mars/Olympus", "rotate_every_min": 5}}"#,
+        #"{"model": "m.onnx", "strategy": "ab", "weights": {"nobody": 1}}"#,
+        #"{"model": "m.onnx", "strategy": "shadow", "sticky_header": "X Bad"}"#,
+        #"{"model": "m.onnx", "strategy": "shadow", "rules": {"window": 10, "min_samples": 11}}"#,
+        #"{"model": "m.onnx", "strategy": "shadow", "iou_threshold": 0}"#,
+    ])
+    func validation(_ body: String) throws {
+        let spec = try JSONDecoder().decode(ReleaseSpec.self, from: Data(body.utf8))
+        #expect(throws: ReleaseError.self) { try spec.validate() }
+    }
+
+    @Test("RAPL energy: read from a powercap folder, wrapping counters handled; unavailable without one")
+    func energy() throws {
+        let dir = try TemporaryDirectory(prefix: "rapl")
+        let zone = dir.file("intel-rapl:0")
+        try FileManager.default.createDirectory(atPath: zone, withIntermediateDirectories: true)
+        try "1000000\n".write(toFile: zone + "/energy_uj", atomically: true, encoding: .utf8)
+        try "10000000\n".write(toFile: zone + "/max_energy_range_uj", atomically: true, encoding: .utf8)
+        let meter = EnergyMeter(root: dir.path)
+        try "3500000\n".write(toFile: zone + "/energy_uj", atomically: true, encoding: .utf8)
+        #expect(meter.reading().joules == 2.5)
+        try "500000\n".write(toFile: zone + "/energy_uj", atomically: true, encoding: .utf8)
+        #expect(meter.reading().joules == 9.5)
+        let none = EnergyMeter(root: dir.file("absent"))
+        #expect(none.reading().joules == nil && none.reading().unavailable != nil)
+    }
+}

@@ -1,0 +1,339 @@
+import AuditLog
+import Foundation
+import HTTPTypes
+import HotSwap
+import HotSwapTesting
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NIOCore
+import Primitives
+import Server
+import TestSupport
+import Testing
+import YOLO
+
+/// A backend that answers like `FakeBackend` until `failing` is set, then throws on every run (a candidate that breaks
+/// in production after passing its warm-up).
+struct FlakyBackend: InferenceBackend {
+    struct Injected: Error, CustomStringConvertible { var description: String { "injected failure" } }
+    let inner = FakeBackend(inputSize: 416)
+    let failing: Locked<Bool>
+    var inputs: [TensorSpec] { inner.inputs }
+    var outputs: [TensorSpec] { inner.outputs }
+    var metadata: [String: String] { inner.metadata }
+    func run(_ input: InputTensor, cancellation: RunCancellation?) throws -> any OutputTensorView {
+        if failing.value { throw Injected() }
+        return try inner.run(input, cancellation: cancellation)
+    }
+}
+
+/// The harness's models plus `synthetic/flaky.onnx`.
+struct ReleaseLoader: ModelLoader {
+    let failing = Locked(false)
+    func makeBackend(for file: ModelFile, label: String, execution: ModelExecution) throws -> any InferenceBackend {
+        if label.hasSuffix("/synthetic/flaky.onnx") { return FlakyBackend(failing: failing) }
+        return try ServerHarness.loader.makeBackend(for: file, label: label, execution: execution)
+    }
+}
+
+@Suite("Releases over HTTP (in-process, fake inference backends)", .serialized)
+struct ReleaseAPITests {
+    typealias H = ServerHarness
+    static let operatorToken = "alice-token"
+
+    static func body(_ object: [String: Any]) throws -> ByteBuffer {
+        ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: object))
+    }
+
+    static func post(_ client: any TestClientProtocol, _ uri: String, _ object: [String: Any]? = nil) async throws
+        -> (HTTPResponse.Status, [String: Any])
+    {
+        try await client.execute(uri: uri, method: .post,
+            headers: H.headers(token: operatorToken, contentType: "application/json"),
+            body: try object.map(body)) { response in
+            (response.status, (try? H.json(response)) ?? [:])
+        }
+    }
+
+    static func status(_ client: any TestClientProtocol, _ slot: String = "default") async throws -> [String: Any] {
+        try await client.execute(uri: "/v1/slots/\(slot)/release", method: .get,
+            headers: H.headers(token: operatorToken)) { try H.json($0) }
+    }
+
+    /// One detection request; its status and variant.
+    static func detect(_ client: any TestClientProtocol, key: String? = nil) async throws
+        -> (HTTPResponse.Status, String?)
+    {
+        var headers = H.headers(token: operatorToken, contentType: "image/jpeg")
+        if let key { headers[HTTPField.Name("X-Camera-Id")!] = key }
+        return try await client.execute(uri: "/v1/detect", method: .post, headers: headers, body: H.busJPEG) {
+            ($0.status, (try? H.json($0))?["variant"] as? String)
+        }
+    }
+
+    @Test("shadow with the same model: answers from the baseline, agreement 1.0, no disagreement; abort ends it")
+    func shadowSameModel() async throws {
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        try await harness.test { client in
+            let (code, started) = try await Self.post(client, "/v1/slots/default/release?wait=true",
+                ["model": "synthetic/yolov5-nc80-416-identity.onnx", "strategy": "shadow", "mirror_percent": 100])
+            #expect(code == .ok)
+            #expect(started["phase"] as? String == "running")
+            #expect(started["strategy"] as? String == "shadow")
+            for _ in 0..<12 {
+                let (status, variant) = try await Self.detect(client)
+                #expect(status == .ok)
+                #expect(variant == "baseline")
+            }
+            var release: [String: Any] = [:]
+            let deadline = ContinuousClock.now + .seconds(60)
+            while ContinuousClock.now < deadline {
+                release = try await Self.status(client)
+                let mirror = release["mirror"] as? [String: Int] ?? [:]
+                if mirror.values.reduce(0, +) >= 12 { break }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            let mirror = try #require(release["mirror"] as? [String: Int])
+            #expect(mirror.values.reduce(0, +) == 12, "\(mirror)")
+            #expect((mirror["mirrored"] ?? 0) >= 1)
+            let agreement = try #require(release["agreement"] as? [String: Any])
+            #expect(agreement["f1"] as? Double == 1)
+            #expect(agreement["precision"] as? Double == 1)
+            #expect(agreement["disagreeing"] as? Int == 0)
+            #expect((release["disagreements"] as? [String])?.isEmpty == true)
+            let variants = try #require(release["variants"] as? [String: [String: Any]])
+            #expect(variants["baseline"]?["requests"] as? Int == 12)
+            #expect(variants["candidate"]?["requests"] as? Int == mirror["mirrored"])
+
+            let (abortCode, aborted) = try await Self.post(client, "/v1/slots/default/release/abort")
+            #expect(abortCode == .ok)
+            #expect(aborted["phase"] as? String == "aborted")
+            #expect(harness.control.manager.slot("default")?.roles.staged == nil)
+            let (after, variant) = try await Self.detect(client)
+            #expect(after == .ok && variant == nil)
+        }
+        let entries = try await harness.auditEntries().filter { $0.action.hasPrefix("release.") }
+        #expect(entries.map { "\($0.action):\($0.result)" } == ["release.start:intent", "release.start:succeeded",
+            "release.abort:intent", "release.abort:succeeded"])
+        #expect(entries.allSatisfy { $0.actor == "alice" })
+        #expect(entries[1].sha256?.count == 64)
+        let events = harness.control.manager.recentEvents(slot: "default").map(\.operation)
+        #expect(events.contains(.releaseStart) && events.contains(.releaseAbort))
+    }
+
+    @Test("a shadow candidate with a bad class mapping is rolled back by agreement_f1, with the figures audited")
+    func badClassMappingRolledBack() async throws {
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        try await harness.test { client in
+            let (code, _) = try await Self.post(client, "/v1/slots/line2/release?wait=true", [
+                "model": "synthetic/yolov5-nc80-320-other-names.onnx", "strategy": "shadow",
+                "allow_schema_change": true, "disagreements_kept": 3,
+                "rules": ["window": 10, "min_samples": 4, "rollback_if": ["agreement_f1": 0.9]]])
+            #expect(code == .ok)
+            var phase = "running"
+            var failed = 0
+            for _ in 0..<200 where phase == "running" {
+                let status = try await client.execute(uri: "/v1/detect", method: .post,
+                    headers: [.authorization: "Bearer alice-token", .contentType: "image/jpeg",
+                        HTTPField.Name("X-Product")!: "metal-case"], body: H.busJPEG) { $0.status }
+                if status != .ok { failed += 1 }
+                phase = try await Self.status(client, "line2")["phase"] as? String ?? "?"
+                if phase == "running" { try await Task.sleep(for: .milliseconds(10)) }
+            }
+            #expect(failed == 0)
+            #expect(phase == "rolled_back")
+            let release = try await Self.status(client, "line2")
+            let breach = try #require(release["breach"] as? [String: Any])
+            #expect(breach["rule"] as? String == "agreement_f1 < 0.9")
+            #expect((breach["value"] as? Double ?? 1) < 0.9)
+            let kept = try #require(release["disagreements"] as? [String])
+            #expect((1...3).contains(kept.count))
+            let id = try #require(kept.first)
+            try await client.execute(uri: "/v1/slots/line2/release/disagreements/\(id)", method: .get,
+                headers: H.headers(token: Self.operatorToken)) { response in
+                #expect(response.status == .ok)
+                let body = try H.json(response)
+                let d = try #require(body["disagreement"] as? [String: Any])
+                #expect((d["baseline"] as? [Any])?.isEmpty == false)
+                #expect(((d["candidate"] as? [[String: Any]])?.first?["class_name"] as? String)?.hasSuffix("-x")
+                    == true)
+                #expect((body["image_base64"] as? String).flatMap { Data(base64Encoded: $0) }?.count
+                    == H.busJPEG.readableBytes)
+            }
+            try await client.execute(uri: "/v1/slots/line2/release/disagreements/\(id)?part=image", method: .get,
+                headers: H.headers(token: Self.operatorToken)) { response in
+                #expect(response.headers[.contentType] == "image/jpeg")
+                #expect(response.body.readableBytes == H.busJPEG.readableBytes)
+            }
+        }
+        let rollback = try await harness.auditEntries().first { $0.action == "release.rollback" }
+        #expect(rollback?.actor == "system")
+        #expect(rollback?.reason?.contains("agreement_f1") == true)
+        #expect(rollback?.reason?.contains("agreement_pairs=") == true)
+        #expect(await eventually { harness.control.manager.slot("line2")?.roles.staged == nil })
+    }
+
+    @Test("a canary candidate that starts failing is rolled back with no failed client request")
+    func failingCanaryRolledBack() async throws {
+        let loader = ReleaseLoader()
+        let harness = try await ServerHarness(loader: loader, extraModels: ["synthetic/flaky.onnx"])
+        defer { Task { await harness.cleanUp() } }
+        try await harness.test { client in
+            let (code, _) = try await Self.post(client, "/v1/slots/default/release?wait=true", [
+                "model": "synthetic/flaky.onnx", "strategy": "canary", "steps": [["percent": 50]],
+                "rules": ["window": 20, "min_samples": 5, "rollback_if": ["error_rate": 0.05]]])
+            #expect(code == .ok)
+            loader.failing.withLock { $0 = true }
+            var variants: [String?] = []
+            var phase = "running"
+            for i in 0..<80 where phase == "running" {
+                let (status, variant) = try await Self.detect(client, key: "order-\(i)")
+                #expect(status == .ok)
+                variants.append(variant)
+                phase = try await Self.status(client)["phase"] as? String ?? "?"
+            }
+            // After the rollback the baseline answers everything.
+            for i in 0..<5 {
+                let (status, variant) = try await Self.detect(client, key: "after-\(i)")
+                #expect(status == .ok && (variant == nil || variant == "baseline"))
+            }
+            // Every answer came from the baseline: the candidate's failures were answered by it.
+            #expect(variants.allSatisfy { $0 == "baseline" || $0 == nil })
+            let release = try await Self.status(client)
+            #expect(release["phase"] as? String == "rolled_back")
+            #expect((release["breach"] as? [String: Any])?["rule"] as? String == "error_rate > 0.05")
+            let candidate = (release["variants"] as? [String: [String: Any]])?["candidate"]
+            #expect((candidate?["errors"] as? Int ?? 0) >= 5)
+        }
+    }
+
+    @Test("a good canary ramps through its steps (sticky by work order) and is promoted; the baseline stays warm")
+    func goodCanaryPromoted() async throws {
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        let baseline = try #require(harness.control.manager.slot("default")?.roles.active?.identity)
+        try await harness.test { client in
+            let (code, _) = try await Self.post(client, "/v1/slots/default/release?wait=true", [
+                "model": "synthetic/yolov5-nc80-320-identity.onnx", "strategy": "canary",
+                "sticky_header": "X-Camera-Id",
+                "steps": [["percent": 50, "min_requests": 3], ["percent": 100, "min_requests": 3]],
+                "rules": ["min_samples": 3, "window": 50, "rollback_if": ["error_rate": 0.01],
+                    "promote_after": ["steps_complete": true]]])
+            #expect(code == .ok)
+            // Sticky: a work order keeps its variant while the step is unchanged.
+            let first = try await Self.detect(client, key: "WO-17").1
+            #expect(try await Self.detect(client, key: "WO-17").1 == first)
+            var phase = "running"
+            for i in 0..<300 where phase != "promoted" {
+                let (status, _) = try await Self.detect(client, key: "WO-\(i)")
+                #expect(status == .ok)
+                phase = try await Self.status(client)["phase"] as? String ?? "?"
+            }
+            #expect(phase == "promoted")
+        }
+        let roles = try #require(harness.control.manager.slot("default")?.roles)
+        #expect(roles.active?.identity.path.hasSuffix("yolov5-nc80-320-identity.onnx") == true)
+        #expect(roles.standby?.identity == baseline)
+        #expect(roles.staged == nil)
+        let events = harness.control.manager.recentEvents(slot: "default").map(\.operation)
+        #expect(events.contains(.releaseStep) && events.contains(.releasePromote))
+        let promote = try await harness.auditEntries().last { $0.action == "release.promote" }
+        #expect(promote?.result == "succeeded" && promote?.actor == "system")
+    }
+
+    @Test("conflicts and refusals: a second release, loads during a release, unknown slots, bad bodies")
+    func conflicts() async throws {
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        try await harness.test { client in
+            #expect(try await client.execute(uri: "/v1/slots/default/release", method: .get,
+                headers: H.headers(token: Self.operatorToken)) { $0.status } == .notFound)
+            #expect(try await Self.post(client, "/v1/slots/default/release",
+                ["model": "synthetic/yolov5-nc80-320-identity.onnx", "strategy": "canary",
+                 "steps": [["percent": 150]]]).0 == .badRequest)
+            #expect(try await Self.post(client, "/v1/slots/nope/release",
+                ["model": "synthetic/yolov5-nc80-320-identity.onnx", "strategy": "shadow"]).0 == .notFound)
+            #expect(try await Self.post(client, "/v1/slots/default/release",
+                ["model": "escape.onnx", "strategy": "shadow"]).0 != .accepted)
+            let (code, started) = try await Self.post(client, "/v1/slots/default/release",
+                ["model": "synthetic/yolov5-nc80-320-identity.onnx", "strategy": "shadow"])
+            #expect(code == .accepted)
+            #expect(["loading", "running"].contains(started["phase"] as? String ?? ""))
+            #expect(try await Self.post(client, "/v1/slots/default/release",
+                ["model": "synthetic/yolov5-nc80-320-identity.onnx", "strategy": "shadow"]).0 == .conflict)
+            #expect(try await Self.post(client, "/v1/slots/default/load",
+                ["model": "synthetic/yolov5-nc80-320-identity.onnx"]).0 == .conflict)
+            #expect(try await client.execute(uri: "/v1/slots/default/release/pause", method: .post,
+                headers: H.headers(token: "carol-token")) { $0.status } == .forbidden)
+            #expect(await eventually(timeout: .seconds(30)) {
+                harness.control.manager.slot("default")?.roles.staged != nil
+            })
+            #expect(try await Self.post(client, "/v1/slots/default/release/resume").0 == .conflict)
+            #expect(try await Self.post(client, "/v1/slots/default/release/abort").0 == .ok)
+            #expect(try await Self.post(client, "/v1/slots/default/release/abort").0 == .conflict)
+        }
+    }
+
+    @Test("a restart resumes the release in its phase and step: the candidate is verified, loaded and routed again")
+    func resumeAfterRestart() async throws {
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        let state = harness.repository.appendingPathComponent("state").path
+        let configuration = harness.configuration
+        @Sendable func boot() async -> ControlPlane {
+            let manager = ModelManager(configuration: configuration.hotSwap, loader: ServerHarness.loader)
+            let control = ControlPlane(manager: manager,
+                repository: ModelRepository(root: harness.repository.path, stateDirectory: state), routes: [:],
+                audit: nil, logger: Logger(label: "test"))
+            await YOLOSwapServer.startSlots(control: control, configuration: configuration, logger: Logger(label: "t"))
+            return control
+        }
+        let first = await boot()
+        try await YOLOSwapServer.makeApplication(control: first, configuration: configuration, metricsText: nil,
+            logger: Logger(label: "test")).test(.router) { client in
+            let (code, _) = try await Self.post(client, "/v1/slots/default/release?wait=true", [
+                "model": "synthetic/yolov5-nc80-320-identity.onnx", "strategy": "canary",
+                "sticky_header": "X-Camera-Id",
+                "steps": [["percent": 10], ["percent": 40, "hold_s": 3600]]])
+            #expect(code == .ok)
+            var step = 0
+            let deadline = ContinuousClock.now + .seconds(30)
+            while step == 0, ContinuousClock.now < deadline {
+                step = (try await Self.status(client)["step"] as? [String: Any])?["index"] as? Int ?? 0
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(step == 1)
+            #expect(try await Self.post(client, "/v1/slots/default/release/pause").0 == .ok)
+        }
+        await first.stopReleases()
+        await first.manager.shutdown()
+
+        let second = await boot()
+        defer { Task { await second.manager.shutdown() } }
+        try await YOLOSwapServer.makeApplication(control: second, configuration: configuration, metricsText: nil,
+            logger: Logger(label: "test")).test(.router) { client in
+            var release: [String: Any] = [:]
+            let deadline = ContinuousClock.now + .seconds(30)
+            while ContinuousClock.now < deadline {
+                release = try await Self.status(client)
+                if second.manager.slot("default")?.roles.staged != nil,
+                   (release["history"] as? [[String: Any]])?.last?["action"] as? String == "resumed-after-restart" {
+                    break
+                }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(release["phase"] as? String == "paused")
+            #expect((release["step"] as? [String: Any])?["index"] as? Int == 1)
+            #expect(release["candidate_percent"] as? Double == 40)
+            #expect(second.manager.slot("default")?.roles.staged?.identity.path.hasSuffix("320-identity.onnx")
+                == true)
+            var answers: [String?] = []
+            for i in 0..<30 { answers.append(try await Self.detect(client, key: "order-\(i)").1) }
+            #expect(answers.contains("candidate") && answers.contains("baseline"))
+        }
+        await second.stopReleases()
+    }
+}
