@@ -19,8 +19,11 @@ const state = {
   stream: null,           // AbortController of the event stream
   timers: [],
   cards: new Map(),       // slot name -> card elements
-  optional: {releases: false, streams: false},
+  session: 0,             // bumped at each sign-in and sign-out: answers to an earlier session's calls are dropped
 };
+
+/// Whether the session that made a call is still the current one (nothing of a signed-out session is shown).
+const current = (session) => session === state.session && state.token !== null;
 
 const $ = (id) => document.getElementById(id);
 
@@ -150,8 +153,11 @@ async function start() {
 }
 
 function stop() {
+  state.session += 1;
   state.timers.forEach(clearInterval);
   state.timers = [];
+  clearTimeout(refreshPending);
+  refreshPending = null;
   if (state.stream) state.stream.abort();
   state.stream = null;
   state.lastEventId = null;
@@ -248,8 +254,10 @@ function scheduleRefresh() {
 const eventKey = (e) => [e.time, e.slot, e.operation, e.result, e.generation, e.operation_id].join("|");
 
 async function loadTimeline() {
+  const session = state.session;
+  if (!current(session)) return;
   const result = await api("GET", "/v1/events?limit=" + TIMELINE_LIMIT);
-  if (result.status !== 200) return;
+  if (!current(session) || result.status !== 200) return;
   // Oldest first, so that the newest ends on top.
   for (const event of result.body.events.slice().reverse()) addEvent(event, null, false);
 }
@@ -292,7 +300,10 @@ function addEvent(event, id, fresh) {
 // MARK: Slots
 
 async function refreshSlots() {
+  const session = state.session;
+  if (!current(session)) return;
   const result = await api("GET", "/v1/slots");
+  if (!current(session)) return;
   if (result.status !== 200) {
     $("slots-hint").textContent = "Slots: " + problem(result);
     return;
@@ -369,8 +380,10 @@ function fillRepository(card) {
 }
 
 async function refreshRepository() {
+  const session = state.session;
+  if (!current(session)) return;
   const result = await api("GET", "/v1/repository");
-  if (result.status !== 200) return;
+  if (!current(session) || result.status !== 200) return;
   state.repository = result.body.models;
   for (const card of state.cards.values()) fillRepository(card);
   updateControls();
@@ -440,9 +453,11 @@ async function load(card) {
     return;
   }
   let operation = result.body;
+  const session = state.session;
   while (!["ready", "failed", "cancelled"].includes(operation.state)) {
     showStages(card, operation.state);
     await sleep(250);
+    if (!current(session)) return;
     result = await api("GET", "/v1/operations/" + encodeURIComponent(operation.id));
     if (result.status !== 200) break;
     operation = result.body;
@@ -459,8 +474,10 @@ async function load(card) {
 // MARK: Request statistics
 
 async function refreshStats() {
+  const session = state.session;
+  if (!current(session)) return;
   const result = await api("GET", "/v1/stats?window=" + STATS_WINDOW);
-  if (result.status !== 200) return;
+  if (!current(session) || result.status !== 200) return;
   const container = $("stats");
   const names = new Set(result.body.slots.map((s) => s.slot));
   for (const slot of state.slots) {
@@ -544,8 +561,10 @@ async function refreshAudit() {
     setBadge($("audit-state"), "unknown", "not shown");
     return;
   }
+  const session = state.session;
   const [entries, verification] = await Promise.all([
     api("GET", "/v1/audit?limit=20"), api("GET", "/v1/audit/verify")]);
+  if (!current(session)) return;
   if (verification.status === 200) {
     const v = verification.body;
     setBadge($("audit-state"), v.intact ? "intact" : "broken", v.intact
@@ -634,15 +653,19 @@ function drawDetections(bitmap, image, detections, model) {
 // MARK: Optional panels (releases, streams): shown when their endpoints answer
 
 async function probeOptionalPanels() {
+  const session = state.session;
   const releases = [];
   for (const slot of state.slots) {
+    if (!current(session)) return;
     const result = await api("GET", "/v1/slots/" + encodeURIComponent(slot.name) + "/release");
     if (result.status === 200 && result.body) releases.push([slot.name, result.body]);
   }
+  if (!current(session)) return;
   $("releases").replaceChildren(...releases.map(([name, body]) => el("div", {}, el("h3", {}, name),
     renderJSON(body))));
   $("releases-panel").hidden = releases.length === 0;
   const streams = await api("GET", "/v1/streams");
+  if (!current(session)) return;
   $("streams-panel").hidden = streams.status !== 200 || !streams.body;
   if (streams.status === 200 && streams.body) $("streams").replaceChildren(renderJSON(streams.body));
 }
