@@ -135,11 +135,12 @@ struct EventStream: Sendable {
                     data: try JSONEncoder.yoloswap.encode(feed.ready))
                 try await writer.write(ByteBuffer(string: text))
                 for await item in feed.items {
+                    let message: String
                     switch item {
-                    case .event(let event): try await writer.write(ByteBuffer(string: Self.format(event, run: run,
-                        hidePaths)))
-                    case .keepAlive: try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                    case .event(let event): message = try Self.format(event, run: run, hidePaths)
+                    case .keepAlive: message = ": keep-alive\n\n"
                     }
+                    try await writer.write(ByteBuffer(string: message))
                 }
             } onGracefulShutdown: {
                 continuation.finish()

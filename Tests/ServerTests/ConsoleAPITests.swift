@@ -164,4 +164,20 @@ struct ConsoleAPITests {
             }
         }
     }
+
+    @Test("server.events_keepalive_s, events_buffer and console: defaults, parsed, out of range refused by key")
+    func configuration() throws {
+        let defaults = try ServerConfiguration.parse("")
+        #expect(defaults.eventsKeepAliveSeconds == 15 && defaults.eventsClientBuffer == 256 && defaults.console)
+        let set = try ServerConfiguration.parse("server: { events_keepalive_s: 5, events_buffer: 16, console: false }")
+        #expect(set.eventsKeepAliveSeconds == 5 && set.eventsClientBuffer == 16 && !set.console)
+        for (key, value) in [("events_keepalive_s", 0), ("events_keepalive_s", 3601), ("events_buffer", 0),
+            ("events_buffer", 100_001)]
+        {
+            let error = #expect(throws: ConfigurationError.self) {
+                try ServerConfiguration.parse("server: { \(key): \(value) }")
+            }
+            #expect(error?.message.contains("server.\(key)") == true)
+        }
+    }
 }
