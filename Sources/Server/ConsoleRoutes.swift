@@ -16,7 +16,7 @@ extension APIRoutes {
             let principal = try require(.viewer, context)
             return try json(WhoAmIDTO(name: principal.name, role: principal.role.rawValue), status: .ok)
         }
-        let stream = EventStream(manager: control.manager, hidePaths: control.repository.hidingRoot,
+        let stream = EventStream(manager: control.manager, repository: control.repository,
             keepAlive: .seconds(configuration.eventsKeepAliveSeconds), bufferLimit: configuration.eventsClientBuffer)
         v1.get("events/stream") { request, context in
             _ = try require(.viewer, context)

@@ -17,6 +17,8 @@ import ServiceLifecycle
 ///   could not be honoured (another run of the server, or events dropped from memory since) — the client should then
 ///   read the state afresh (`GET /v1/slots`, `GET /v1/events`);
 /// - each new event as `event: swap`, `id: <run>-<sequence>`, `data: <the SwapEvent JSON of GET /v1/events>`;
+/// - each stage a load started through the API enters as `event: load`, `data: <the operation JSON of
+///   GET /v1/operations/{id}>` (no id: progress is not replayed on reconnection);
 /// - a comment line (`: keep-alive`) every `server.events_keepalive_s`, which keeps proxies from closing a quiet
 ///   stream and lets the server notice a client that has gone.
 ///
@@ -28,13 +30,15 @@ import ServiceLifecycle
 /// Thread-safety: immutable; each response has its own subscription and buffer.
 struct EventStream: Sendable {
     let manager: ModelManager
-    /// Paths in events shown relative to the model repository.
-    let hidePaths: @Sendable (String) -> String
+    /// Paths in events and operations are shown relative to it.
+    let repository: ModelRepository
     let keepAlive: Duration
     let bufferLimit: Int
 
     enum Item: Sendable {
         case event(SequencedSwapEvent)
+        /// A load changed stage (no id: progress is not replayed).
+        case load(LoadOperation)
         case keepAlive
     }
 
@@ -47,7 +51,15 @@ struct EventStream: Sendable {
         let items: AsyncStream<Item>
         let continuation: AsyncStream<Item>.Continuation
         let subscription: SwapEventSubscription
+        /// Ends the load-progress subscription.
+        let cancelProgress: @Sendable () -> Void
         let ready: ReadyDTO
+
+        /// Ends both subscriptions (the response is over).
+        func cancel() {
+            subscription.cancel()
+            cancelProgress()
+        }
     }
 
     /// What the subscription collects while it replays, before the response starts writing.
@@ -86,15 +98,12 @@ struct EventStream: Sendable {
                 return r.replaying
             }
             if replayed { return true }
-            switch continuation.yield(.event(sequenced)) {
-            case .enqueued: return true
-            case .dropped:
-                // Too slow: the stream ends after what it holds; the client reconnects and resumes.
-                continuation.finish()
-                return false
-            case .terminated: return false
-            @unknown default: return false
-            }
+            return Self.offer(.event(sequenced), to: continuation)
+        }
+        // Load progress shares the buffer, live only.
+        let cancelProgress = manager.subscribeLoadProgress { operation in
+            if let slot, operation.request.slot != slot { return true }
+            return Self.offer(.load(operation), to: continuation)
         }
         // Every event the subscription handed over while it replayed, and any that came since, in order; later ones
         // go through the bounded buffer.
@@ -105,7 +114,21 @@ struct EventStream: Sendable {
         let run = subscription.run
         let head = max(subscription.head, replayed.last?.sequence ?? 0)
         return Feed(replayed: replayed, items: stream, continuation: continuation, subscription: subscription,
+            cancelProgress: cancelProgress,
             ready: ReadyDTO(run: run, head: Self.eventID(run: run, sequence: head), resumed: subscription.resumed))
+    }
+
+    /// Hands `item` to the client's buffer without waiting. A full buffer means the client reads too slowly: its
+    /// stream ends after what it holds (it reconnects and resumes). Returns whether to go on delivering.
+    private static func offer(_ item: Item, to continuation: AsyncStream<Item>.Continuation) -> Bool {
+        switch continuation.yield(item) {
+        case .enqueued: return true
+        case .dropped:
+            continuation.finish()
+            return false
+        case .terminated: return false
+        @unknown default: return false
+        }
     }
 
     /// The streaming response.
@@ -114,13 +137,14 @@ struct EventStream: Sendable {
     ///   - slot: only this slot's events (all when nil).
     func response(lastEventID: String?, slot: String?) -> Response {
         let feed = open(lastEventID: lastEventID, slot: slot)
-        let (run, continuation, subscription) = (feed.subscription.run, feed.continuation, feed.subscription)
-        let hidePaths = hidePaths
+        let (run, continuation) = (feed.subscription.run, feed.continuation)
+        let repository = repository
+        let hidePaths: @Sendable (String) -> String = { repository.hidingRoot($0) }
         let keepAlive = keepAlive
         var headers: HTTPFields = [.contentType: "text/event-stream; charset=utf-8", .cacheControl: "no-store"]
         headers[HTTPField.Name("X-Accel-Buffering")!] = "no"
         return Response(status: .ok, headers: headers, body: ResponseBody { writer in
-            defer { subscription.cancel() }
+            defer { feed.cancel() }
             let ticker = Task {
                 while !Task.isCancelled {
                     try? await Task.sleep(for: keepAlive)
@@ -138,6 +162,9 @@ struct EventStream: Sendable {
                     let message: String
                     switch item {
                     case .event(let event): message = try Self.format(event, run: run, hidePaths)
+                    case .load(let operation):
+                        message = Self.format(name: "load", id: nil,
+                            data: try JSONEncoder.yoloswap.encode(OperationDTO(operation, repository: repository)))
                     case .keepAlive: message = ": keep-alive\n\n"
                     }
                     try await writer.write(ByteBuffer(string: message))
@@ -166,8 +193,8 @@ struct EventStream: Sendable {
     }
 
     /// One message; each line of `data` gets its own `data:` field, as the format requires.
-    static func format(name: String, id: String, data: Data) -> String {
-        var text = "event: \(name)\nid: \(id)\n"
+    static func format(name: String, id: String?, data: Data) -> String {
+        var text = "event: \(name)\n" + (id.map { "id: \($0)\n" } ?? "")
         for line in String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false) {
             text += "data: \(line)\n"
         }

@@ -67,7 +67,8 @@ struct ConsoleAPITests {
         defer { Task { await harness.cleanUp() } }
         try await harness.test { client in
             for (token, role) in [("alice-token", "operator"), ("carol-token", "viewer"), ("root-token", "admin")] {
-                try await client.execute(uri: "/v1/whoami", method: .get, headers: H.headers(token: token)) { response in
+                try await client.execute(uri: "/v1/whoami", method: .get, headers: H.headers(token: token)) {
+                    response in
                     #expect(response.status == .ok)
                     let body = try H.json(response)
                     #expect(body["role"] as? String == role)

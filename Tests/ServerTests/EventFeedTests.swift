@@ -8,7 +8,7 @@ import Testing
 @Suite("Event stream feed: a slow client is dropped, swaps never wait", .serialized)
 struct EventFeedTests {
     private static func feed(_ harness: ServerHarness, buffer: Int, lastEventID: String? = nil) -> EventStream.Feed {
-        EventStream(manager: harness.control.manager, hidePaths: { $0 }, keepAlive: .seconds(60),
+        EventStream(manager: harness.control.manager, repository: harness.control.repository, keepAlive: .seconds(60),
             bufferLimit: buffer).open(lastEventID: lastEventID, slot: nil)
     }
 
@@ -37,13 +37,13 @@ struct EventFeedTests {
         #expect(await Self.drain(slow) == Array((head + 1)...(head + 4)))
         roomy.continuation.finish()
         #expect(await Self.drain(roomy) == Array((head + 1)...(head + 20)))
-        roomy.subscription.cancel()
+        roomy.cancel()
         // The dropped client reconnects with the last id it got and resumes where it was cut off.
         let resumed = Self.feed(harness, buffer: 4, lastEventID: EventStream.eventID(run: slow.subscription.run,
             sequence: head + 4))
         #expect(resumed.ready.resumed)
         #expect(resumed.replayed.map(\.sequence) == Array((head + 5)...(head + 20)))
-        resumed.subscription.cancel()
+        resumed.cancel()
     }
 
     @Test("Last-Event-ID: parsed only in the form the stream writes")

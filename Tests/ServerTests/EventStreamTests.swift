@@ -34,7 +34,7 @@ struct EventStreamTests {
         { #expect($0.status == .ok) }
     }
 
-    @Test("a viewer sees each swap as it happens, with keep-alives between; no token, no stream")
+    @Test("a viewer sees each load's stages and each swap as they happen, with keep-alives; no token, no stream")
     func liveEvents() async throws {
         let harness = try await ServerHarness()
         defer { Task { await harness.cleanUp() } }
@@ -52,6 +52,12 @@ struct EventStreamTests {
             try await client.execute(uri: "/v1/slots/default/switch", method: .post,
                 headers: H.headers(token: "alice-token")) { #expect($0.status == .ok) }
             #expect(await stream.read(until: { $0.contains("\"operation\":\"switch\"") }))
+            // The load's progress came first, stage by stage, without ids.
+            let loads = stream.messages.filter { $0.event == "load" }
+            #expect(loads.allSatisfy { $0.id == nil })
+            #expect(loads.contains { $0.data.contains("\"state\":\"warming\"") })
+            #expect(loads.last?.data.contains("\"state\":\"ready\"") == true)
+            #expect(loads.last?.data.contains("\"model\":\"synthetic/yolov5-nc80-320-identity.onnx\"") == true)
             let swaps = stream.messages.filter { $0.event == "swap" }
             #expect(swaps.map { $0.data.contains("\"operation\":\"load\"") } == [true, false])
             let switched = try #require(swaps.last)

@@ -236,6 +236,13 @@ function handleMessage(message) {
   } else if (message.event === "swap") {
     addEvent(data, message.id, true);
     scheduleRefresh();
+  } else if (message.event === "load") {
+    // Progress of a load, whoever started it; this page's own loads show theirs as they poll.
+    const card = state.cards.get(data.slot);
+    if (card && !card.busy) {
+      showStages(card, data.state, data.reason);
+      setStatus(card, "loading " + data.model + ": " + data.state, data.state === "failed" ? "error" : "info");
+    }
   }
 }
 
