@@ -376,7 +376,14 @@ function renderSlot(container, slot) {
       el("td", {}, model.provider + (model.device && model.device !== "host" ? " (" + model.device + ")" : "")));
   });
   card.roles.replaceChildren(...rows);
-  if (slot.operation && !card.busy) showStages(card, slot.operation.state, slot.operation.reason);
+  if (slot.operation && !card.busy) {
+    const op = slot.operation;
+    showStages(card, op.state, op.reason);
+    if (!card.status.textContent || card.status.dataset.last === "yes") {
+      setStatus(card, "last load: " + op.model + " " + op.state, op.state === "failed" ? "error" : "info");
+      card.status.dataset.last = "yes";
+    }
+  }
 }
 
 function fillRepository(card) {
@@ -416,6 +423,7 @@ function updateControls() {
 function setStatus(card, text, kind = "info") {
   card.status.textContent = text;
   card.status.dataset.kind = kind;
+  card.status.dataset.last = "no";
 }
 
 async function act(card, method, path, done) {
@@ -582,6 +590,10 @@ async function refreshAudit() {
   }
   if (entries.status !== 200) {
     body.replaceChildren(el("tr", {}, el("td", {colspan: "7", class: "hint"}, problem(entries))));
+    return;
+  }
+  if (entries.body.entries.length === 0) {
+    body.replaceChildren(el("tr", {}, el("td", {colspan: "7", class: "hint"}, "No entries yet.")));
     return;
   }
   body.replaceChildren(...entries.body.entries.map((e) => el("tr", {dataset: {result: e.result}},
