@@ -114,7 +114,8 @@ class Run:
         active = api(args.base, "GET", "/v1/slots/" + expected[0], args.operator_token)[1]["active"]
         row = driver.find_element(By.CSS_SELECTOR,
                                   f'article.slot[data-slot="{expected[0]}"] tr[data-role="active"]')
-        time.sleep(0.5)  # let the first stats and optional-panel probes finish before reading the log
+        # The optional panels' endpoints have been asked (their 404s, if any, are in the log by now).
+        self.wait(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-optional-panels") == "probed")
         errors = self.browser_errors(allowed=("/release ", "/v1/streams "))
         self.shot("console-operator")
         self.check("page", not errors and row.get_attribute("data-sha256") == active["sha256"]

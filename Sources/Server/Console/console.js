@@ -687,6 +687,7 @@ async function probeOptionalPanels() {
   if (!current(session)) return;
   $("streams-panel").hidden = streams.status !== 200 || !streams.body;
   if (streams.status === 200 && streams.body) $("streams").replaceChildren(renderJSON(streams.body));
+  document.body.dataset.optionalPanels = "probed";
 }
 
 /// A defensive rendering of any JSON value: objects as key/value tables, arrays of objects as tables with the union
