@@ -7,7 +7,7 @@ IMAGES ?= models/images/bus.jpg models/images/zidane.jpg models/images/dog.jpg m
           models/images/horses.jpg models/images/eagle.jpg models/images/giraffe.jpg models/images/kite.jpg
 
 .PHONY: all setup build build-debug run detect-samples test test-asan test-hostile hostile-models chaos faults bench \
-	bench-configmap bench-release fuzz fuzz-build fuzz-smoke fuzz-seeds clean
+	bench-configmap bench-release fuzz fuzz-build fuzz-smoke fuzz-seeds test-console clean
 
 all: build
 
@@ -67,6 +67,11 @@ hostile-models: setup
 # into a slot of the real server under traffic, and opened by the CLI.
 test-hostile: build-debug
 	$(SWIFT) test --skip-build --filter 'HostileModel'
+
+# The web console's tests alone (they run in `make test` too): its API in process, the event stream over a socket, and
+# the page in Debian's headless Chromium against the real binary (screenshots in out/console).
+test-console: build-debug
+	$(SWIFT) test --skip-build --filter 'ConsoleAPITests|EventStreamTests|EventFeedTests|ConsoleBrowserTests'
 
 # The kill -9 chaos loop (README → Tests): the real server under detection load, killed with SIGKILL at random moments
 # of load / switch / rollback and restarted, CHAOS_ITERATIONS times; `make test` runs it with 10.

@@ -107,6 +107,11 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "MultipartKit", package: "multipart-kit"),
+            ],
+            // The web console, compiled into the binary (`PackageResources`): nothing to ship beside it.
+            resources: [
+                .embedInCode("Console/index.html"), .embedInCode("Console/console.js"),
+                .embedInCode("Console/console.css"),
             ]),
         /// Test doubles for the layers above ONNX Runtime: a fake backend and loader, gates, a slow state store.
         /// Lets the HotSwap, Server and ModelSigning tests build and run without ORT.

@@ -165,6 +165,8 @@ public final class LoadOperation: Sendable {
     private let settled = Locked(false)
     /// Cancels a warm-up run in flight when the load is cancelled or times out.
     let runCancellation = RunCancellation()
+    /// Told of each change of stage (`observeStages`).
+    private let stageObserver = Locked<(@Sendable (LoadOperation) -> Void)?>(nil)
 
     init(request: LoadRequest) {
         self.id = UUID().uuidString.lowercased()
@@ -222,7 +224,20 @@ public final class LoadOperation: Sendable {
         }
     }
 
-    func enter(_ stage: LoadStage) { update { $0.stage = stage } }
+    func enter(_ stage: LoadStage) {
+        update { $0.stage = stage }
+        notifyStage()
+    }
+
+    /// Calls `observer` after each change of stage, on the thread that made it (it must not block); one observer,
+    /// set before the load starts.
+    func observeStages(_ observer: @escaping @Sendable (LoadOperation) -> Void) {
+        stageObserver.withLock { $0 = observer }
+    }
+
+    private func notifyStage() {
+        stageObserver.withLock { $0 }?(self)
+    }
 
     func finish(_ stage: LoadStage, failure: LoadFailure? = nil) {
         let (waiters, status) = state.withLock { s -> ([CheckedContinuation<Status, Never>], Status) in
@@ -235,5 +250,6 @@ public final class LoadOperation: Sendable {
             return (s.waiters, s.status)
         }
         waiters.forEach { $0.resume(returning: status) }
+        notifyStage()
     }
 }

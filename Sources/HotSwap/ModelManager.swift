@@ -54,6 +54,8 @@ public actor ModelManager {
     nonisolated let registry = Locked<[String: ModelSlot]>([:])
     nonisolated let ledger: MemoryLedger
     nonisolated let eventLog = SwapEventLog()
+    /// Loads' stage changes, for subscribers that show progress (`subscribeLoadProgress`).
+    nonisolated let loadProgress = LoadProgressLog()
 
     var operations: [String: LoadOperation] = [:]
     var operationOrder: [String] = []
@@ -151,6 +153,7 @@ public actor ModelManager {
             current.cancel(reason: "superseded by a newer load of \(request.path)")
         }
         let op = LoadOperation(request: request)
+        op.observeStages { [loadProgress] in loadProgress.record($0) }
         remember(op)
         currentLoad[request.slot] = op
         enqueue(request.slot) { manager in _ = await manager.performLoad(op, slot: slot) }

@@ -58,6 +58,12 @@ public final class AuditTrail: Sendable {
         return try await queue.run { try log.head() }
     }
 
+    /// Walks the whole chain (see `AuditLog.verify`).
+    public func verify() async throws -> AuditVerification {
+        let log = self.log
+        return try await queue.run { try log.verify() }
+    }
+
     /// Entries, newest first (see `AuditLog.entries`).
     public func entries(slot: String?, since: Date?, limit: Int) async throws -> [AuditEntry] {
         let log = self.log

@@ -14,6 +14,8 @@ struct APIRoutes: Sendable {
     let metricsText: (@Sendable () -> String)?
     let configuredSlots: [String]
     let desired: DesiredStateReconciler
+    /// Per-slot request rate and latency for `GET /v1/stats` (the console).
+    let stats: RequestStats
 
     static let productHeaders = [HTTPField.Name("X-Product")!, HTTPField.Name("X-Work-Order")!]
     /// The largest JSON request body (load, routes).
@@ -28,6 +30,8 @@ struct APIRoutes: Sendable {
         registerOperations(on: v1)
         registerRoutesEventsAudit(on: v1)
         registerDesired(on: v1)
+        registerConsoleAPI(on: v1)
+        registerConsole(on: router)
     }
 
     /// `/healthz`, `/readyz`, `/metrics`.
@@ -191,12 +195,14 @@ struct APIRoutes: Sendable {
                 context: RoutingContext(product: product, key: key), deadline: deadline)
             let total = (ContinuousClock.now - started).milliseconds
             ServerMetrics.request(slot: slotName, model: result.model.id, status: 200, seconds: total / 1000)
+            stats.record(slot: slotName, milliseconds: total, succeeded: true)
             let t = result.result.timings
             ServerMetrics.stages(slot: slotName, preprocess: t.preprocess, inference: t.inference,
                 postprocess: t.postprocess, queue: result.queueMilliseconds)
             return try json(DetectResponseDTO(result, totalMilliseconds: total), status: .ok)
         } catch {
             ServerMetrics.failedRequest(slot: slotName, status: Int(Problem.from(error).status.code))
+            stats.record(slot: slotName, milliseconds: (ContinuousClock.now - started).milliseconds, succeeded: false)
             throw error
         }
     }
@@ -289,7 +295,7 @@ struct APIRoutes: Sendable {
         return parsed
     }
 
-    private func intParameter(_ text: String?, name: String, default value: Int, range: ClosedRange<Int>) throws
+    func intParameter(_ text: String?, name: String, default value: Int, range: ClosedRange<Int>) throws
         -> Int
     {
         guard let text else { return value }

@@ -7,7 +7,10 @@ import Yams
 /// Keys (YAML) and defaults:
 /// - `server.host` (127.0.0.1), `server.port` (8080), `server.max_body_mb` (20), `server.metrics_require_token`
 ///   (false: `/metrics` is open to the scraper; true: it needs a bearer token of any role), `server.idle_timeout_s`
-///   (30: a connection silent for longer is closed)
+///   (30: a connection silent for longer is closed), `server.events_keepalive_s` (15: a comment line on each
+///   `GET /v1/events/stream` that has been quiet this long), `server.events_buffer` (256: events held for a stream
+///   client that reads slowly; one more drops the client, which reconnects and resumes), `server.console` (true: the
+///   web console at `/`)
 /// - `model_repository` (`./models`): every model path in the API is relative to it and may not leave it
 /// - `state_dir` (`./var`): SQLite state and audit log
 /// - `tokens`: `[{name, role: viewer|operator|admin, sha256: <hex of the bearer token>}]` (none: management refuses)
@@ -85,6 +88,12 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var readTimeoutSeconds = 60
     /// Connections held open at once (`server.max_connections`); more wait in the listen backlog.
     public var maxConnections = 4096
+    /// Seconds of silence after which an event stream sends a keep-alive comment (`server.events_keepalive_s`).
+    public var eventsKeepAliveSeconds = 15
+    /// Events buffered per event-stream client before it is dropped as too slow (`server.events_buffer`).
+    public var eventsClientBuffer = 256
+    /// Whether the web console is served at `/` (`server.console`).
+    public var console = true
     public var modelRepository: String
     public var stateDirectory: String
     public var tokens: [Token] = []
@@ -160,6 +169,14 @@ public struct ServerConfiguration: Sendable, Equatable {
             maxConnections = try Limits.check(count, "server.max_connections", Limits.maxConnections, fail: fail)
         }
         if let port = server.port { self.port = try Limits.check(port, "server.port", Limits.port, fail: fail) }
+        if let seconds = server.events_keepalive_s {
+            eventsKeepAliveSeconds = try Limits.check(
+                seconds, "server.events_keepalive_s", Limits.eventsKeepAliveSeconds, fail: fail)
+        }
+        if let count = server.events_buffer {
+            eventsClientBuffer = try Limits.check(count, "server.events_buffer", Limits.eventsClientBuffer, fail: fail)
+        }
+        if let console = server.console { self.console = console }
         if let mb = server.max_body_mb {
             maxBodyBytes = try Limits.check(mb, "server.max_body_mb", Limits.maxBodyMB, fail: fail) << 20
         }
@@ -342,6 +359,12 @@ extension ServerConfiguration {
         /// `server.max_connections`: each connection is a file descriptor and a little memory; a million is beyond
         /// what one process serves and what `RLIMIT_NOFILE` usually allows (the server raises its soft limit to fit).
         public static let maxConnections = 1...1_000_000
+        /// `server.events_keepalive_s`: proxies close connections silent for about a minute; an hour is the idle
+        /// timeout's own limit.
+        public static let eventsKeepAliveSeconds = 1...3600
+        /// `server.events_buffer`: events (a kilobyte or so each) held per stream client; past this a reader is
+        /// not keeping up, and memory per client stays bounded.
+        public static let eventsClientBuffer = 1...100_000
         /// `server.max_body_mb`: a request body is held whole in memory while its image is decoded, so the limit is
         /// memory per request; a gigabyte is far past any image the detector can take, and far from overflowing
         /// the conversion to bytes.
@@ -395,6 +418,9 @@ private struct RawConfiguration: Decodable {
         var idle_timeout_s: Int?
         var read_timeout_s: Int?
         var max_connections: Int?
+        var events_keepalive_s: Int?
+        var events_buffer: Int?
+        var console: Bool?
     }
     struct HotSwap: Decodable {
         var serving_threads: Int?

@@ -22,7 +22,7 @@ public enum YOLOSwapServer {
         router.add(middleware: AuthMiddleware(authenticator: authenticator, control: control))
         APIRoutes(control: control, configuration: configuration, authenticator: authenticator,
             metricsText: metricsText, configuredSlots: configuration.slots.keys.sorted(),
-            desired: desired ?? DesiredStateReconciler(control: control)).register(on: router)
+            desired: desired ?? DesiredStateReconciler(control: control), stats: RequestStats()).register(on: router)
         return Application(
             router: router,
             // A connection that sends nothing for this long is closed, and so is one whose request, once begun, does

@@ -1,0 +1,748 @@
+// YOLOSwap console: standards-only JavaScript, no framework, no build step. Everything it shows comes from the
+// service's own API (openapi.yaml); everything it does goes through the same calls, with the operator's token as a
+// Bearer header. Text from the server is always set with textContent, never parsed as HTML.
+"use strict";
+
+const TOKEN_KEY = "yoloswap.token";
+const STAGES = ["queued", "verifying", "loading", "validating", "warming", "ready"];
+const STATS_WINDOW = 120;
+const TIMELINE_LIMIT = 200;
+
+const state = {
+  token: null,
+  principal: null,        // {name, role} once signed in
+  slots: [],
+  repository: [],
+  events: [],             // newest first: {id?, event}
+  seenEvents: new Set(),
+  lastEventId: null,
+  stream: null,           // AbortController of the event stream
+  timers: [],
+  cards: new Map(),       // slot name -> card elements
+  session: 0,             // bumped at each sign-in and sign-out: answers to an earlier session's calls are dropped
+};
+
+/// Whether the session that made a call is still the current one (nothing of a signed-out session is shown).
+const current = (session) => session === state.session && state.token !== null;
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attributes)) {
+    if (value === undefined || value === null) continue;
+    if (key === "class") node.className = value;
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) {
+    if (child === undefined || child === null) continue;
+    node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+const canAct = () => state.principal !== null && state.principal.role !== "viewer";
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function showMessage(text, kind = "error") {
+  const box = $("message");
+  box.textContent = text;
+  box.dataset.kind = kind;
+  box.hidden = !text;
+}
+
+// MARK: API
+
+/// One call; resolves to {status, body} (body: parsed JSON, or null). Never throws for an HTTP status.
+async function api(method, path, {json, body, contentType, token = state.token} = {}) {
+  const headers = {};
+  if (token) headers.Authorization = "Bearer " + token;
+  let payload = body;
+  if (json !== undefined) {
+    headers["Content-Type"] = "application/json";
+    payload = JSON.stringify(json);
+  } else if (contentType) {
+    headers["Content-Type"] = contentType;
+  }
+  let response;
+  try {
+    response = await fetch(path, {method, headers, body: payload, cache: "no-store"});
+  } catch (error) {
+    return {status: 0, body: {detail: "the service cannot be reached (" + error.message + ")"}};
+  }
+  let parsed = null;
+  const text = await response.text();
+  if (text) {
+    try { parsed = JSON.parse(text); } catch { parsed = {detail: text}; }
+  }
+  return {status: response.status, body: parsed};
+}
+
+const problem = (result) => (result.body && (result.body.detail || result.body.title)) || "HTTP " + result.status;
+
+// MARK: Signing in
+
+async function signIn(token, {fromStorage = false} = {}) {
+  const result = await api("GET", "/v1/whoami", {token});
+  if (result.status !== 200) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    const why = result.status === 401
+      ? "The token was not accepted: " + problem(result) + ". Check it and sign in again."
+      : "Cannot sign in: " + problem(result);
+    showMessage(fromStorage ? "Your session has ended. " + why : why);
+    signedOut();
+    return false;
+  }
+  state.token = token;
+  state.principal = result.body;
+  sessionStorage.setItem(TOKEN_KEY, token);
+  showMessage("");
+  $("token").value = "";
+  $("token").hidden = true;
+  $("sign-in-button").hidden = true;
+  $("sign-out-button").hidden = false;
+  $("who").textContent = "signed in as " + state.principal.name + " (" + state.principal.role + ")"
+    + (canAct() ? "" : " — read only");
+  $("slots-hint").textContent = canAct() ? "" : "Viewers see the slots but cannot change them.";
+  await start();
+  return true;
+}
+
+function signedOut() {
+  stop();
+  state.token = null;
+  state.principal = null;
+  $("token").hidden = false;
+  $("sign-in-button").hidden = false;
+  $("sign-out-button").hidden = true;
+  $("who").textContent = "";
+  $("slots-hint").textContent = "Sign in with a token to see the slots. Anyone may try an image where the service "
+    + "allows anonymous detection.";
+  $("slots").replaceChildren();
+  state.cards.clear();
+  $("timeline").replaceChildren();
+  $("stats").replaceChildren();
+  $("audit").tBodies[0].replaceChildren();
+  setBadge($("audit-state"), "unknown", "");
+  setBadge($("connection"), "offline", "offline");
+  $("stream-state").textContent = "not connected";
+  $("releases-panel").hidden = true;
+  $("streams-panel").hidden = true;
+  updateControls();
+}
+
+function setBadge(node, stateName, text) {
+  node.dataset.state = stateName;
+  node.textContent = text;
+}
+
+// MARK: Lifecycle
+
+async function start() {
+  stop();
+  await Promise.all([refreshSlots(), refreshRepository()]);
+  await loadTimeline();
+  refreshAudit();
+  refreshStats();
+  probeOptionalPanels();
+  state.timers.push(setInterval(refreshStats, 2000));
+  state.timers.push(setInterval(refreshSlots, 5000));
+  state.timers.push(setInterval(probeOptionalPanels, 10000));
+  runStream();
+}
+
+function stop() {
+  state.session += 1;
+  state.timers.forEach(clearInterval);
+  state.timers = [];
+  clearTimeout(refreshPending);
+  refreshPending = null;
+  if (state.stream) state.stream.abort();
+  state.stream = null;
+  state.lastEventId = null;
+  state.events = [];
+  state.seenEvents.clear();
+}
+
+// MARK: Event stream (server-sent events over fetch, so that the token goes in a header)
+
+async function runStream() {
+  const controller = new AbortController();
+  state.stream = controller;
+  let retry = 2000;
+  while (state.stream === controller) {
+    const headers = {Authorization: "Bearer " + state.token};
+    if (state.lastEventId) headers["Last-Event-ID"] = state.lastEventId;
+    try {
+      const response = await fetch("/v1/events/stream", {headers, signal: controller.signal, cache: "no-store"});
+      if (response.status === 401) {
+        signedOut();
+        showMessage("Your token is no longer accepted; sign in again.");
+        return;
+      }
+      if (!response.ok) throw new Error("HTTP " + response.status);
+      setBadge($("connection"), "live", "live");
+      $("stream-state").textContent = "live";
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const {value, done} = await reader.read();
+        if (done) break;
+        buffer += value.replace(/\r\n?/g, "\n");
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const message = parseMessage(buffer.slice(0, end));
+          buffer = buffer.slice(end + 2);
+          if (message.retry) retry = message.retry;
+          if (message.id) state.lastEventId = message.id;
+          if (message.event) handleMessage(message);
+        }
+      }
+    } catch (error) {
+      if (controller.signal.aborted) return;
+    }
+    if (state.stream !== controller) return;
+    setBadge($("connection"), "offline", "reconnecting");
+    $("stream-state").textContent = "reconnecting…";
+    await sleep(retry);
+  }
+}
+
+/// One server-sent message: {event, data, id, retry}; comment lines are ignored.
+function parseMessage(block) {
+  const message = {event: null, data: [], id: null, retry: null};
+  for (const line of block.split("\n")) {
+    if (line === "" || line.startsWith(":")) continue;
+    const colon = line.indexOf(":");
+    const field = colon < 0 ? line : line.slice(0, colon);
+    let value = colon < 0 ? "" : line.slice(colon + 1);
+    if (value.startsWith(" ")) value = value.slice(1);
+    if (field === "event") message.event = value;
+    else if (field === "data") message.data.push(value);
+    else if (field === "id") message.id = value;
+    else if (field === "retry" && /^\d+$/.test(value)) message.retry = Number(value);
+  }
+  if (message.data.length && !message.event) message.event = "message";
+  message.data = message.data.join("\n");
+  return message;
+}
+
+function handleMessage(message) {
+  let data;
+  try { data = JSON.parse(message.data); } catch { return; }
+  if (message.event === "ready" && !data.resumed) {
+    loadTimeline();  // missed events (or a restarted server): read the log afresh
+  } else if (message.event === "swap") {
+    addEvent(data, message.id, true);
+    scheduleRefresh();
+  } else if (message.event === "load") {
+    // Progress of a load, whoever started it; this page's own loads show theirs as they poll.
+    const card = state.cards.get(data.slot);
+    if (card && !card.busy) {
+      showStages(card, data.state, data.reason);
+      setStatus(card, "loading " + data.model + ": " + data.state, data.state === "failed" ? "error" : "info");
+    }
+  }
+}
+
+let refreshPending = null;
+function scheduleRefresh() {
+  if (refreshPending) return;
+  refreshPending = setTimeout(() => {
+    refreshPending = null;
+    refreshSlots();
+    refreshAudit();
+  }, 150);
+}
+
+// MARK: Timeline
+
+const eventKey = (e) => [e.time, e.slot, e.operation, e.result, e.generation, e.operation_id].join("|");
+
+async function loadTimeline() {
+  const session = state.session;
+  if (!current(session)) return;
+  const result = await api("GET", "/v1/events?limit=" + TIMELINE_LIMIT);
+  if (!current(session) || result.status !== 200) return;
+  // Oldest first, so that the newest ends on top.
+  for (const event of result.body.events.slice().reverse()) addEvent(event, null, false);
+}
+
+function describeModel(model) {
+  if (!model) return null;
+  return model.id + (model.sha256 ? " (" + model.sha256.slice(0, 12) + ")" : "");
+}
+
+function addEvent(event, id, fresh) {
+  const key = eventKey(event);
+  if (state.seenEvents.has(key)) return;
+  state.seenEvents.add(key);
+  state.events.unshift({id, event});
+  if (state.events.length > TIMELINE_LIMIT) state.events.pop();
+  const from = describeModel(event.from);
+  const to = describeModel(event.to);
+  const change = from && to ? from + " → " + to : (to || from || "");
+  const time = new Date(event.time);
+  const item = el("li", {
+    dataset: {id: id || "", slot: event.slot, operation: event.operation, result: event.result},
+    class: fresh ? "fresh" : null,
+  },
+  el("time", {datetime: event.time}, time.toLocaleTimeString()),
+  el("strong", {}, event.slot), " · ", event.operation, " · ", event.result,
+  change ? " · " + change : "",
+  event.generation !== undefined && event.generation !== null ? " · generation " + event.generation : "",
+  event.timings && event.timings.total_ms !== undefined ? " · " + event.timings.total_ms.toFixed(0) + " ms" : "",
+  event.reason ? el("div", {class: "hint"}, event.reason) : null);
+  const list = $("timeline");
+  // Newest first, by time (a replayed or loaded event may be older than what is shown).
+  const before = Array.from(list.children).find((li) => {
+    const shown = li.querySelector("time");
+    return shown && new Date(shown.getAttribute("datetime")) < time;
+  });
+  list.insertBefore(item, before || null);
+  while (list.children.length > TIMELINE_LIMIT) list.lastElementChild.remove();
+}
+
+// MARK: Slots
+
+async function refreshSlots() {
+  const session = state.session;
+  if (!current(session)) return;
+  const result = await api("GET", "/v1/slots");
+  if (!current(session)) return;
+  if (result.status !== 200) {
+    $("slots-hint").textContent = "Slots: " + problem(result);
+    return;
+  }
+  state.slots = result.body.slots;
+  const container = $("slots");
+  for (const slot of state.slots) renderSlot(container, slot);
+  for (const [name, card] of state.cards) {
+    if (!state.slots.some((s) => s.name === name)) { card.root.remove(); state.cards.delete(name); }
+  }
+  const select = $("try-slot");
+  const chosen = select.value;
+  select.replaceChildren(...state.slots.map((s) => el("option", {value: s.name}, s.name)));
+  if (state.slots.some((s) => s.name === chosen)) select.value = chosen;
+  updateControls();
+}
+
+function slotCard(container, name) {
+  let card = state.cards.get(name);
+  if (card) return card;
+  const root = $("slot-template").content.firstElementChild.cloneNode(true);
+  root.dataset.slot = name;
+  card = {
+    root,
+    name: root.querySelector(".slot-name"),
+    generation: root.querySelector(".generation"),
+    roles: root.querySelector(".roles tbody"),
+    switch: root.querySelector(".switch"),
+    rollback: root.querySelector(".rollback"),
+    discard: root.querySelector(".discard"),
+    load: root.querySelector(".load"),
+    model: root.querySelector(".load-model"),
+    activate: root.querySelector(".load-activate"),
+    stages: root.querySelector(".stages"),
+    status: root.querySelector(".slot-status"),
+    busy: false,
+    slot: null,
+  };
+  card.name.textContent = name;
+  card.switch.addEventListener("click", () => act(card, "POST", "switch", "switched"));
+  card.rollback.addEventListener("click", () => act(card, "POST", "rollback", "rolled back"));
+  card.discard.addEventListener("click", () => act(card, "DELETE", "staged", "staged model discarded"));
+  card.load.addEventListener("submit", (event) => { event.preventDefault(); load(card); });
+  fillRepository(card);
+  container.append(root);
+  state.cards.set(name, card);
+  return card;
+}
+
+function renderSlot(container, slot) {
+  const card = slotCard(container, slot.name);
+  card.slot = slot;
+  card.generation.textContent = "generation " + slot.generation;
+  const rows = ["active", "staged", "standby"].map((role) => {
+    const model = slot[role];
+    if (!model) return el("tr", {dataset: {role}}, el("td", {}, role), el("td", {colspan: "5", class: "hint"}, "—"));
+    return el("tr", {dataset: {role, sha256: model.sha256}},
+      el("td", {}, role),
+      el("td", {title: model.path}, model.id.split("@")[0]),
+      el("td", {class: "mono"}, model.version),
+      el("td", {class: "mono", title: model.sha256}, model.sha256.slice(0, 12)),
+      el("td", {}, (model.memory_bytes / 1048576).toFixed(1) + " MiB"),
+      el("td", {}, model.provider + (model.device && model.device !== "host" ? " (" + model.device + ")" : "")));
+  });
+  card.roles.replaceChildren(...rows);
+  if (slot.operation && !card.busy) {
+    const op = slot.operation;
+    showStages(card, op.state, op.reason);
+    if (!card.status.textContent || card.status.dataset.last === "yes") {
+      setStatus(card, "last load: " + op.model + " " + op.state, op.state === "failed" ? "error" : "info");
+      card.status.dataset.last = "yes";
+    }
+  }
+}
+
+function fillRepository(card) {
+  const chosen = card.model.value;
+  card.model.replaceChildren(...state.repository.map((m) =>
+    el("option", {value: m.path}, m.path + (m.signed ? " (signed)" : ""))));
+  if (state.repository.some((m) => m.path === chosen)) card.model.value = chosen;
+}
+
+async function refreshRepository() {
+  const session = state.session;
+  if (!current(session)) return;
+  const result = await api("GET", "/v1/repository");
+  if (!current(session) || result.status !== 200) return;
+  state.repository = result.body.models;
+  for (const card of state.cards.values()) fillRepository(card);
+  updateControls();
+}
+
+/// Operator controls are enabled only for an operator, and only where the action applies.
+function updateControls() {
+  const operator = canAct();
+  for (const card of state.cards.values()) {
+    const slot = card.slot || {};
+    card.switch.disabled = !operator || card.busy || !slot.staged;
+    card.rollback.disabled = !operator || card.busy || !slot.standby;
+    card.discard.disabled = !operator || card.busy || !slot.staged;
+    for (const control of card.load.querySelectorAll(".op-control")) {
+      control.disabled = !operator || card.busy || state.repository.length === 0;
+    }
+    card.root.querySelectorAll(".op-control").forEach((c) => {
+      c.title = operator ? "" : "Needs an operator token";
+    });
+  }
+}
+
+function setStatus(card, text, kind = "info") {
+  card.status.textContent = text;
+  card.status.dataset.kind = kind;
+  card.status.dataset.last = "no";
+}
+
+async function act(card, method, path, done) {
+  card.busy = true;
+  updateControls();
+  const result = await api(method, "/v1/slots/" + encodeURIComponent(card.name.textContent) + "/" + path);
+  card.busy = false;
+  if (result.status === 200) setStatus(card, done + ": generation " + (result.body.generation ?? "?"));
+  else setStatus(card, problem(result), "error");
+  await refreshSlots();
+}
+
+function showStages(card, stage, reason) {
+  card.stages.hidden = false;
+  const failed = stage === "failed" || stage === "cancelled";
+  let reached = true;
+  card.stages.replaceChildren(...STAGES.map((name) => {
+    let itemState = "todo";
+    if (name === stage) { itemState = "current"; reached = false; }
+    else if (reached) itemState = "done";
+    if (stage === "ready" && name === "ready") itemState = "done";
+    return el("li", {dataset: {stage: name, state: itemState}}, name);
+  }));
+  if (failed) card.stages.append(el("li", {dataset: {stage, state: "failed"}}, stage));
+  if (failed && reason) setStatus(card, reason, "error");
+}
+
+async function load(card) {
+  const model = card.model.value;
+  if (!model) return;
+  card.busy = true;
+  updateControls();
+  setStatus(card, "loading " + model + "…");
+  showStages(card, "queued");
+  const slot = encodeURIComponent(card.name.textContent);
+  let result = await api("POST", "/v1/slots/" + slot + "/load", {json: {model, activate: card.activate.checked}});
+  if (result.status !== 202 && result.status !== 200) {
+    card.busy = false;
+    setStatus(card, problem(result), "error");
+    card.stages.hidden = true;
+    updateControls();
+    return;
+  }
+  let operation = result.body;
+  const session = state.session;
+  while (!["ready", "failed", "cancelled"].includes(operation.state)) {
+    showStages(card, operation.state);
+    await sleep(250);
+    if (!current(session)) return;
+    result = await api("GET", "/v1/operations/" + encodeURIComponent(operation.id));
+    if (result.status !== 200) break;
+    operation = result.body;
+  }
+  showStages(card, operation.state, operation.reason);
+  card.busy = false;
+  if (operation.state === "ready") {
+    setStatus(card, (operation.activate ? "switched to " : "staged ") + (operation.model_id || model)
+      + " in " + (operation.timings.total_ms || 0).toFixed(0) + " ms");
+  }
+  await refreshSlots();
+}
+
+// MARK: Request statistics
+
+async function refreshStats() {
+  const session = state.session;
+  if (!current(session)) return;
+  const result = await api("GET", "/v1/stats?window=" + STATS_WINDOW);
+  if (!current(session) || result.status !== 200) return;
+  const container = $("stats");
+  const names = new Set(result.body.slots.map((s) => s.slot));
+  for (const slot of state.slots) {
+    if (!names.has(slot.name)) result.body.slots.push({slot: slot.name, requests: 0, series: [], rate_rps: 0});
+  }
+  for (const slot of result.body.slots) {
+    let box = container.querySelector('[data-slot="' + CSS.escape(slot.slot) + '"]');
+    if (!box) {
+      box = el("div", {class: "stats-slot", dataset: {slot: slot.slot}},
+        el("h3", {}, slot.slot), el("p", {class: "stats-figures"}), el("canvas", {width: "600", height: "120"}));
+      container.append(box);
+    }
+    const ms = (v) => (v === undefined || v === null ? "–" : v.toFixed(1) + " ms");
+    box.querySelector(".stats-figures").textContent = slot.rate_rps.toFixed(2) + " req/s · p50 " + ms(slot.p50_ms)
+      + " · p99 " + ms(slot.p99_ms) + " · " + slot.requests + " requests"
+      + (slot.errors ? " · " + slot.errors + " failed" : "");
+    drawStats(box.querySelector("canvas"), slot, result.body.end, result.body.window_s);
+  }
+}
+
+function drawStats(canvas, slot, end, span) {
+  const ratio = window.devicePixelRatio || 1;
+  const width = canvas.clientWidth || 600;
+  const height = canvas.clientHeight || 120;
+  canvas.width = Math.round(width * ratio);
+  canvas.height = Math.round(height * ratio);
+  const g = canvas.getContext("2d");
+  g.scale(ratio, ratio);
+  g.clearRect(0, 0, width, height);
+  const start = end - span + 1;
+  const x = (t) => ((t - start) / span) * width;
+  const barWidth = Math.max(1, width / span - 1);
+  const maxRate = Math.max(1, ...slot.series.map((p) => p.requests));
+  const maxLatency = Math.max(1, ...slot.series.map((p) => p.p99_ms || 0));
+  g.fillStyle = "#c8dcf0";
+  for (const p of slot.series) {
+    const h = (p.requests / maxRate) * (height - 14);
+    g.fillRect(x(p.t), height - h, barWidth, h);
+  }
+  const line = (key, color) => {
+    g.strokeStyle = color;
+    g.lineWidth = 1.5;
+    g.beginPath();
+    let drawing = false;
+    for (const p of slot.series) {
+      if (p[key] === undefined || p[key] === null) { drawing = false; continue; }
+      const px = x(p.t) + barWidth / 2;
+      const py = height - (p[key] / maxLatency) * (height - 14);
+      if (drawing) g.lineTo(px, py); else g.moveTo(px, py);
+      drawing = true;
+    }
+    g.stroke();
+  };
+  line("p50_ms", "#1a7f37");
+  line("p99_ms", "#c0362c");
+  // Swap markers: this slot's events in the window.
+  g.strokeStyle = "#8250df";
+  g.fillStyle = "#8250df";
+  g.font = "10px system-ui, sans-serif";
+  for (const {event} of state.events) {
+    if (event.slot !== slot.slot || event.result !== "succeeded") continue;
+    const t = new Date(event.time).getTime() / 1000;
+    if (t < start || t > end + 1) continue;
+    g.beginPath();
+    g.moveTo(x(t), 0);
+    g.lineTo(x(t), height);
+    g.stroke();
+    g.fillText(event.operation, Math.min(x(t) + 2, width - 40), 10);
+  }
+  g.fillStyle = "#5d6874";
+  g.fillText(maxRate + " req/s · p99 max " + maxLatency.toFixed(0) + " ms", 4, height - 3);
+}
+
+// MARK: Audit trail
+
+async function refreshAudit() {
+  const body = $("audit").tBodies[0];
+  if (!canAct()) {
+    body.replaceChildren(el("tr", {}, el("td", {colspan: "7", class: "hint"},
+      "The audit trail is for operators: sign in with an operator token to see it.")));
+    setBadge($("audit-state"), "unknown", "not shown");
+    return;
+  }
+  const session = state.session;
+  const [entries, verification] = await Promise.all([
+    api("GET", "/v1/audit?limit=20"), api("GET", "/v1/audit/verify")]);
+  if (!current(session)) return;
+  if (verification.status === 200) {
+    const v = verification.body;
+    setBadge($("audit-state"), v.intact ? "intact" : "broken", v.intact
+      ? "chain verified: " + v.entries + " entries"
+      : "chain BROKEN at #" + v.break.sequence + ": " + v.break.reason);
+  } else {
+    setBadge($("audit-state"), "unknown", problem(verification));
+  }
+  if (entries.status !== 200) {
+    body.replaceChildren(el("tr", {}, el("td", {colspan: "7", class: "hint"}, problem(entries))));
+    return;
+  }
+  if (entries.body.entries.length === 0) {
+    body.replaceChildren(el("tr", {}, el("td", {colspan: "7", class: "hint"}, "No entries yet.")));
+    return;
+  }
+  body.replaceChildren(...entries.body.entries.map((e) => el("tr", {dataset: {result: e.result}},
+    el("td", {class: "mono", title: e.hash}, e.id),
+    el("td", {}, new Date(e.time).toLocaleString()),
+    el("td", {}, e.actor),
+    el("td", {}, e.action),
+    el("td", {}, e.slot || ""),
+    el("td", {title: e.sha256 || ""}, e.model_path || ""),
+    el("td", {title: e.reason || ""}, e.result))));
+}
+
+// MARK: Try an image
+
+async function tryImage(file) {
+  if (!file) return;
+  const slot = $("try-slot").value;
+  const conf = $("try-conf").value || "0.25";
+  const query = "?conf=" + encodeURIComponent(conf) + (slot ? "&slot=" + encodeURIComponent(slot) : "");
+  $("try-stamp").textContent = "detecting…";
+  const type = file.type === "image/png" ? "image/png" : "image/jpeg";
+  const [result, bitmap] = await Promise.all([
+    api("POST", "/v1/detect" + query, {body: file, contentType: type}),
+    createImageBitmap(file).catch(() => null),
+  ]);
+  const table = $("try-detections");
+  if (result.status !== 200) {
+    $("try-stamp").textContent = "";
+    table.hidden = true;
+    showMessage("Detection failed: " + problem(result)
+      + (result.status === 401 ? " (sign in, or allow anonymous detection)" : ""));
+    return;
+  }
+  showMessage("");
+  const {model, detections, image, timings_ms: timings} = result.body;
+  $("try-stamp").textContent = model.slot + " · " + model.id + " · sha256 " + model.sha256.slice(0, 12)
+    + " · generation " + model.generation + " · " + model.provider + " · " + timings.total.toFixed(1) + " ms";
+  drawDetections(bitmap, image, detections, model);
+  table.tBodies[0].replaceChildren(...detections.map((d, i) => el("tr", {dataset: {
+    classId: d.class_id, confidence: d.confidence, x1: d.box.x1, y1: d.box.y1, x2: d.box.x2, y2: d.box.y2}},
+  el("td", {}, i + 1), el("td", {}, d.class_name), el("td", {}, d.confidence.toFixed(3)),
+  ...["x1", "y1", "x2", "y2"].map((k) => el("td", {class: "mono"}, d.box[k].toFixed(1))))));
+  table.hidden = false;
+}
+
+function drawDetections(bitmap, image, detections, model) {
+  const canvas = $("try-canvas");
+  canvas.width = image.width;
+  canvas.height = image.height;
+  const g = canvas.getContext("2d");
+  g.fillStyle = "#ddd";
+  g.fillRect(0, 0, image.width, image.height);
+  if (bitmap) g.drawImage(bitmap, 0, 0, image.width, image.height);
+  const scale = Math.max(1, image.width / 640);
+  g.lineWidth = 2 * scale;
+  g.font = (12 * scale).toFixed(0) + "px system-ui, sans-serif";
+  detections.forEach((d) => {
+    const hue = (d.class_id * 47) % 360;
+    g.strokeStyle = "hsl(" + hue + " 90% 45%)";
+    g.strokeRect(d.box.x1, d.box.y1, d.box.x2 - d.box.x1, d.box.y2 - d.box.y1);
+    const label = d.class_name + " " + d.confidence.toFixed(2);
+    const w = g.measureText(label).width + 6 * scale;
+    g.fillStyle = "hsl(" + hue + " 90% 45%)";
+    g.fillRect(d.box.x1, Math.max(0, d.box.y1 - 16 * scale), w, 16 * scale);
+    g.fillStyle = "#fff";
+    g.fillText(label, d.box.x1 + 3 * scale, Math.max(12 * scale, d.box.y1 - 4 * scale));
+  });
+  const stamp = model.id + " · " + model.sha256.slice(0, 12) + " · gen " + model.generation;
+  const w = g.measureText(stamp).width + 10 * scale;
+  g.fillStyle = "rgba(0,0,0,.65)";
+  g.fillRect(0, image.height - 20 * scale, w, 20 * scale);
+  g.fillStyle = "#fff";
+  g.fillText(stamp, 5 * scale, image.height - 6 * scale);
+}
+
+// MARK: Optional panels (releases, streams): shown when their endpoints answer
+
+async function probeOptionalPanels() {
+  const session = state.session;
+  const releases = [];
+  for (const slot of state.slots) {
+    if (!current(session)) return;
+    const result = await api("GET", "/v1/slots/" + encodeURIComponent(slot.name) + "/release");
+    if (result.status === 200 && result.body) releases.push([slot.name, result.body]);
+  }
+  if (!current(session)) return;
+  $("releases").replaceChildren(...releases.map(([name, body]) => el("div", {}, el("h3", {}, name),
+    renderJSON(body))));
+  $("releases-panel").hidden = releases.length === 0;
+  const streams = await api("GET", "/v1/streams");
+  if (!current(session)) return;
+  $("streams-panel").hidden = streams.status !== 200 || !streams.body;
+  if (streams.status === 200 && streams.body) $("streams").replaceChildren(renderJSON(streams.body));
+  document.body.dataset.optionalPanels = "probed";
+}
+
+/// A defensive rendering of any JSON value: objects as key/value tables, arrays of objects as tables with the union
+/// of their keys, nesting bounded.
+function renderJSON(value, depth = 0) {
+  if (value === null || value === undefined) return el("span", {class: "hint"}, "—");
+  if (typeof value !== "object") {
+    const text = typeof value === "number" && !Number.isInteger(value) ? value.toFixed(4) : String(value);
+    return el("span", {class: typeof value === "string" && /^[0-9a-f]{64}$/.test(value) ? "mono" : null},
+      /^[0-9a-f]{64}$/.test(text) ? text.slice(0, 12) : text);
+  }
+  if (depth > 4) return el("span", {class: "mono"}, JSON.stringify(value).slice(0, 200));
+  if (Array.isArray(value)) {
+    if (value.length === 0) return el("span", {class: "hint"}, "none");
+    if (value.every((v) => v && typeof v === "object" && !Array.isArray(v))) {
+      const keys = [...new Set(value.flatMap((v) => Object.keys(v)))].slice(0, 12);
+      return el("table", {class: "json-table"},
+        el("thead", {}, el("tr", {}, ...keys.map((k) => el("th", {}, k)))),
+        el("tbody", {}, ...value.slice(0, 100).map((v) => el("tr", {},
+          ...keys.map((k) => el("td", {}, renderJSON(v[k], depth + 1)))))));
+    }
+    return el("span", {}, value.slice(0, 50).map((v) => (typeof v === "object" ? JSON.stringify(v) : v)).join(", "));
+  }
+  return el("table", {class: "json-table"}, el("tbody", {}, ...Object.entries(value).slice(0, 50).map(([k, v]) =>
+    el("tr", {}, el("td", {}, k), el("td", {}, renderJSON(v, depth + 1))))));
+}
+
+// MARK: Wiring
+
+function wire() {
+  $("sign-in").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const token = $("token").value.trim();
+    if (!token) { showMessage("Type a token first."); return; }
+    signIn(token);
+  });
+  $("sign-out-button").addEventListener("click", () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    signedOut();
+    showMessage("Signed out.", "info");
+  });
+  $("image-input").addEventListener("change", (event) => tryImage(event.target.files[0]));
+  const zone = $("drop-zone");
+  zone.addEventListener("dragover", (event) => { event.preventDefault(); zone.classList.add("over"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    zone.classList.remove("over");
+    tryImage(event.dataTransfer.files[0]);
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  wire();
+  signedOut();
+  const saved = sessionStorage.getItem(TOKEN_KEY);
+  if (saved) signIn(saved, {fromStorage: true});
+});

@@ -1,0 +1,111 @@
+import Foundation
+import HTTPTypes
+import HotSwap
+import Hummingbird
+import HummingbirdTesting
+import Logging
+import NIOCore
+import Server
+import TestSupport
+import Testing
+
+/// `GET /v1/events/stream` over a real socket (HummingbirdTesting's live server; a plain TCP client reads the stream
+/// while it is open).
+@Suite("Event stream (server-sent events)", .serialized)
+struct EventStreamTests {
+    typealias H = ServerHarness
+
+    /// Runs `body` against a live server whose event streams send keep-alives every second.
+    private func live(_ harness: ServerHarness,
+                      _ body: @Sendable (_ port: Int, _ client: any TestClientProtocol) async throws -> Void)
+        async throws
+    {
+        var configuration = harness.configuration
+        configuration.eventsKeepAliveSeconds = 1
+        let app = YOLOSwapServer.makeApplication(control: harness.control, configuration: configuration,
+            metricsText: nil, logger: Logger(label: "test"))
+        try await app.test(.live) { client in try await body(try #require(client.port), client) }
+    }
+
+    private static func stage(_ client: any TestClientProtocol) async throws {
+        let load = try JSONSerialization.data(withJSONObject: ["model": "synthetic/yolov5-nc80-320-identity.onnx"])
+        try await client.execute(uri: "/v1/slots/default/load?wait=true", method: .post,
+            headers: H.headers(token: "alice-token", contentType: "application/json"), body: ByteBuffer(bytes: load))
+        { #expect($0.status == .ok) }
+    }
+
+    @Test("a viewer sees each load's stages and each swap as they happen, with keep-alives; no token, no stream")
+    func liveEvents() async throws {
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        try await live(harness) { port, client in
+            try await client.execute(uri: "/v1/events/stream", method: .get) { #expect($0.status == .unauthorized) }
+            let stream = try EventStreamClient(port: port, path: "/v1/events/stream",
+                headers: ["Authorization": "Bearer carol-token"])
+            #expect(await stream.read(until: { $0.contains("event: ready") }))
+            #expect(stream.text.hasPrefix("HTTP/1.1 200"))
+            #expect(stream.text.lowercased().contains("content-type: text/event-stream"))
+            #expect(stream.text.contains("retry: 2000"))
+            let ready = try #require(stream.messages.first { $0.event == "ready" })
+            #expect(ready.data.contains("\"resumed\":false"))
+            try await Self.stage(client)
+            try await client.execute(uri: "/v1/slots/default/switch", method: .post,
+                headers: H.headers(token: "alice-token")) { #expect($0.status == .ok) }
+            #expect(await stream.read(until: { $0.contains("\"operation\":\"switch\"") }))
+            // The load's progress came first, stage by stage, without ids.
+            let loads = stream.messages.filter { $0.event == "load" }
+            #expect(loads.allSatisfy { $0.id == nil })
+            #expect(loads.contains { $0.data.contains("\"state\":\"warming\"") })
+            #expect(loads.last?.data.contains("\"state\":\"ready\"") == true)
+            #expect(loads.last?.data.contains("\"model\":\"synthetic/yolov5-nc80-320-identity.onnx\"") == true)
+            let swaps = stream.messages.filter { $0.event == "swap" }
+            #expect(swaps.map { $0.data.contains("\"operation\":\"load\"") } == [true, false])
+            let switched = try #require(swaps.last)
+            #expect(switched.data.contains("\"generation\":2"))
+            // Paths relative to the repository, as in GET /v1/events.
+            #expect(switched.data.contains("\"path\":\"synthetic/yolov5-nc80-320-identity.onnx\""))
+            // Ids increase by one per event.
+            let numbers = swaps.compactMap { $0.id?.split(separator: "-").last.flatMap { UInt64($0) } }
+            #expect(numbers.count == 2 && numbers[1] == numbers[0] + 1)
+            #expect(await stream.read(until: { $0.contains(": keep-alive") }, timeout: .seconds(10)))
+        }
+    }
+
+    @Test("Last-Event-ID resumes with the events missed; an unknown one is answered resumed: false")
+    func resume() async throws {
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        try await live(harness) { port, client in
+            let first = try EventStreamClient(port: port, path: "/v1/events/stream",
+                headers: ["Authorization": "Bearer carol-token"])
+            #expect(await first.read(until: { $0.contains("event: ready") }))
+            let seen = try #require(first.messages.first { $0.event == "ready" }?.id)
+            // Events happen while the client is away.
+            try await Self.stage(client)
+            try await client.execute(uri: "/v1/slots/default/switch", method: .post,
+                headers: H.headers(token: "alice-token")) { #expect($0.status == .ok) }
+            let again = try EventStreamClient(port: port, path: "/v1/events/stream",
+                headers: ["Authorization": "Bearer carol-token", "Last-Event-ID": seen])
+            #expect(await again.read(until: { $0.contains("event: ready") }))
+            let messages = again.messages
+            #expect(messages.map(\.event) == ["swap", "swap", "ready"])
+            #expect(messages[1].data.contains("\"operation\":\"switch\""))
+            #expect(messages[2].data.contains("\"resumed\":true"))
+            #expect(messages[2].id == messages[1].id)
+            // Up to date: nothing to replay.
+            let current = try EventStreamClient(port: port, path: "/v1/events/stream",
+                headers: ["Authorization": "Bearer carol-token", "Last-Event-ID": try #require(messages[2].id)])
+            #expect(await current.read(until: { $0.contains("event: ready") }))
+            #expect(current.messages.map(\.event) == ["ready"])
+            #expect(current.messages[0].data.contains("\"resumed\":true"))
+            // Another run's id, or a made-up one: the client must re-read the state.
+            for stale in ["0badc0de-1", "garbage", try #require(messages[2].id) + "9"] {
+                let other = try EventStreamClient(port: port, path: "/v1/events/stream",
+                    headers: ["Authorization": "Bearer carol-token", "Last-Event-ID": stale])
+                #expect(await other.read(until: { $0.contains("event: ready") }))
+                #expect(other.messages.map(\.event) == ["ready"])
+                #expect(other.messages[0].data.contains("\"resumed\":false"))
+            }
+        }
+    }
+}
