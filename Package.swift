@@ -36,6 +36,10 @@ let package = Package(
         /// libjpeg's decompression API (jpeglib.h, Debian's libjpeg62-turbo-dev) behind a small C shim that turns its
         /// longjmp error exits into return codes, which Swift cannot do itself. Used for decoding a JPEG in two bands.
         .target(name: "CJPEG", path: "Sources/CJPEG", linkerSettings: [.linkedLibrary("jpeg")]),
+        /// libmosquitto, the Eclipse Mosquitto project's MQTT client library.
+        .systemLibrary(
+            name: "CMosquitto", path: "Sources/CMosquitto", pkgConfig: "libmosquitto",
+            providers: [.apt(["libmosquitto-dev"])]),
 
         // MARK: Libraries (each imports only what it declares; the graph runs one way, top to bottom)
         /// What every module may share: `Locked`, the hex codec, streaming SHA-256 of a file, `Duration` helpers,
@@ -48,6 +52,9 @@ let package = Package(
         /// Linux inotify (Glibc) behind a small Swift type: a directory watched on its own thread, debounced changes
         /// of named entries as an `AsyncStream` (a ConfigMap volume's atomic swaps, an editor's rename).
         .target(name: "FileWatch", dependencies: ["Primitives"]),
+        /// An MQTT 3.1.1 / 5 client over libmosquitto: TLS, credentials, QoS 1, persistent sessions, reconnection with
+        /// backoff, last will; its network loop on a thread of its own, messages and events as `AsyncStream`s.
+        .target(name: "MQTT", dependencies: ["CMosquitto", "Primitives"]),
         /// Pure-Swift YOLO pipeline: letterbox, model schema, output decoders, NMS, drawing. No ORT types.
         .target(name: "YOLO", dependencies: ["ImageCodecs", "Primitives"]),
         /// Slots, verified background loads, atomic switch, drain-then-release, rollback, persisted state. Defines
@@ -133,6 +140,8 @@ let package = Package(
             ]),
         .testTarget(name: "AuditLogTests", dependencies: ["AuditLog", "TestSupport"]),
         .testTarget(name: "FileWatchTests", dependencies: ["FileWatch", "Primitives", "TestSupport"]),
+        /// The MQTT client against a real Mosquitto broker the tests start (TLS, password file).
+        .testTarget(name: "MQTTTests", dependencies: ["MQTT", "TestSupport"]),
         .testTarget(
             name: "ServerTests",
             dependencies: [
