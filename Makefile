@@ -7,7 +7,7 @@ IMAGES ?= models/images/bus.jpg models/images/zidane.jpg models/images/dog.jpg m
           models/images/horses.jpg models/images/eagle.jpg models/images/giraffe.jpg models/images/kite.jpg
 
 .PHONY: all setup build build-debug run detect-samples test test-asan test-hostile hostile-models chaos faults bench \
-	bench-configmap fuzz fuzz-build fuzz-smoke fuzz-seeds clean
+	bench-configmap bench-mqtt fuzz fuzz-build fuzz-smoke fuzz-seeds clean
 
 all: build
 
@@ -107,6 +107,12 @@ bench: build
 SWAPS ?= 20
 bench-configmap: build-debug
 	YOLOSWAP_CONFIGMAP_SWAPS=$(SWAPS) $(SWIFT) test --skip-build --filter ConfigMapBenchmark
+
+# Time for a three-device MQTT fleet to converge on a new retained group document (README → Running at scale), against
+# a real Mosquitto broker: ROLLOUTS rollouts, alternating two models.
+ROLLOUTS ?= 20
+bench-mqtt: build-debug
+	YOLOSWAP_MQTT_ROLLOUTS=$(ROLLOUTS) $(SWIFT) test --skip-build --filter MQTTFleetBenchmark
 
 clean:
 	rm -rf .build .build-tsan .build-asan .build-fuzz out

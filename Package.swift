@@ -78,6 +78,11 @@ let package = Package(
         .target(
             name: "ModelSigning",
             dependencies: ["Primitives", .product(name: "Crypto", package: "swift-crypto")]),
+        /// The fleet's wire protocol over MQTT: topics, operator-signed envelopes (Ed25519, ModelSigning's key files),
+        /// commands, desired-state documents and results, and the guard against stale and replayed messages.
+        .target(
+            name: "Fleet",
+            dependencies: ["ModelSigning", "Primitives", .product(name: "Crypto", package: "swift-crypto")]),
         /// Tamper-evident audit log: hash-chained rows in SQLite.
         .target(
             name: "AuditLog",
@@ -90,7 +95,7 @@ let package = Package(
         .target(
             name: "Server",
             dependencies: [
-                "HotSwap", "YOLO", "ImageCodecs", "AuditLog", "Primitives", "FileWatch",
+                "HotSwap", "YOLO", "ImageCodecs", "AuditLog", "Primitives", "FileWatch", "MQTT", "Fleet", "ModelSigning",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -112,7 +117,7 @@ let package = Package(
             name: "yoloswap",
             dependencies: [
                 "YOLO", "ORTBackend", "ONNXRuntime", "ImageCodecs", "HotSwap", "ModelSigning", "AuditLog", "Server",
-                "Primitives",
+                "Primitives", "Fleet",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -142,6 +147,7 @@ let package = Package(
         .testTarget(name: "FileWatchTests", dependencies: ["FileWatch", "Primitives", "TestSupport"]),
         /// The MQTT client against a real Mosquitto broker the tests start (TLS, password file).
         .testTarget(name: "MQTTTests", dependencies: ["MQTT", "TestSupport"]),
+        .testTarget(name: "FleetTests", dependencies: ["Fleet", "ModelSigning"]),
         .testTarget(
             name: "ServerTests",
             dependencies: [
