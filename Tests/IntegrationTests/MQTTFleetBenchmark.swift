@@ -19,7 +19,10 @@ struct MQTTFleetBenchmark {
         defer { for device in devices { device.stop() } }
         // Devices start on the large model; rollouts alternate small, large, ….
         let models = (1...rollouts).map { $0 % 2 == 1 ? MQTTFleet.small : MQTTFleet.large }
-        let files = try models.enumerated().map { try fleet.signDocument($0.element, generation: $0.offset + 1) }
+        let start = Int(Date().timeIntervalSince1970) - rollouts
+        let files = try models.enumerated().map {
+            try fleet.signDocument($0.element, generation: $0.offset + 1, issuedAt: start + $0.offset)
+        }
         let result = try fleet.peer(["rollout", "--devices", names.joined(separator: ","), "--topic",
             fleet.desiredTopic, "--files", files.joined(separator: ","), "--sha256s",
             try models.map(MQTTFleet.sha).joined(separator: ",")], timeout: 120)

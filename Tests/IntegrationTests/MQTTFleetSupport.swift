@@ -77,11 +77,13 @@ final class MQTTFleet: @unchecked Sendable {
         return out
     }
 
-    /// A group document, signed, in a file.
-    func signDocument(_ model: String, generation: Int) throws -> String {
+    /// A group document, signed, in a file. Documents signed in one second need `issuedAt`s in order: a device
+    /// applies only a document issued after the last one it applied.
+    func signDocument(_ model: String, generation: Int, issuedAt: Int? = nil) throws -> String {
         let file = folder.file("desired-\(generation).yaml")
         try Self.document(model, generation: generation).write(toFile: file, atomically: true, encoding: .utf8)
-        return try sign("desired-\(generation).json", ["--group", Self.group, "--desired", file])
+        return try sign("desired-\(generation).json", ["--group", Self.group, "--desired", file]
+            + (issuedAt.map { ["--issued-at", "\($0)"] } ?? []))
     }
 
     /// Runs `tools/fleet_peer.py` with the broker's connection options.
