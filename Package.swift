@@ -95,7 +95,8 @@ let package = Package(
         .target(
             name: "Server",
             dependencies: [
-                "HotSwap", "YOLO", "ImageCodecs", "AuditLog", "Primitives", "FileWatch", "MQTT", "Fleet", "ModelSigning",
+                "HotSwap", "YOLO", "ImageCodecs", "AuditLog", "Primitives", "FileWatch", "MQTT", "Fleet",
+                "ModelSigning",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),

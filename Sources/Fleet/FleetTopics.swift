@@ -1,12 +1,11 @@
 /// The MQTT topics of a fleet, under a configurable prefix (`yoloswap/v1` by default):
 ///
-/// | topic | direction | retained | holds |
-/// |---|---|---|---|
-/// | `<prefix>/<device>/command` | operator → device | no | a signed command (`FleetCommand`) |
-/// | `<prefix>/<device>/command/result` | device → operator | no | the outcome per command id (`FleetCommandResult`) |
-/// | `<prefix>/<device>/status` | device → all | yes | slots, models, generations; `offline` as last will |
-/// | `<prefix>/<device>/events` | device → all | no | swap events as they happen |
-/// | `<prefix>/fleet/<group>/desired` | operator → group | yes | a signed desired-state document (`FleetDesiredDocument`) |
+/// - `<prefix>/<device>/command`: operator → device, a signed command (`FleetCommand`)
+/// - `<prefix>/<device>/command/result`: device → operator, the outcome per command id (`FleetCommandResult`)
+/// - `<prefix>/<device>/status`: device → all, retained: slots, models, generations; `offline` as the last will
+/// - `<prefix>/<device>/events`: device → all, swap events as they happen
+/// - `<prefix>/fleet/<group>/desired`: operator → group, retained: a signed desired-state document
+///   (`FleetDesiredDocument`)
 ///
 /// Thread-safety: a value.
 public struct FleetTopics: Sendable, Equatable {

@@ -9,7 +9,8 @@ import Primitives
 /// - `host` (required), `port` (1883; 8883 is usual with TLS), `protocol` (`3.1.1` | `5`, default `3.1.1`)
 /// - `device` (required): this device's id, one topic level (`A-Z a-z 0-9 . _ -`, 1…64); `client_id` (the device id):
 ///   the MQTT client id, which names the persistent session and the audit actor `mqtt:<client id>`
-/// - `group` (none): the fleet group whose retained desired state (`<prefix>/fleet/<group>/desired`) this device follows
+/// - `group` (none): the fleet group whose retained desired state (`<prefix>/fleet/<group>/desired`) this device
+///   follows
 /// - `topic_prefix` (`yoloswap/v1`)
 /// - `tls` (none): `{ca_file, cert_file?, key_file?}`: TLS to the broker, its certificate checked against `ca_file`
 /// - `username`, `password` or `password_file` (none)

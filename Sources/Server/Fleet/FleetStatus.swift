@@ -100,7 +100,8 @@ enum FleetMetrics {
     static let helpTexts: [String: String] = [
         "yoloswap_mqtt_connected": "Whether the MQTT fleet connection is up (1) or not (0).",
         "yoloswap_mqtt_messages_total": "Fleet messages received, by kind (command, desired) and outcome.",
-        "yoloswap_mqtt_refused_total": "Fleet messages refused, by kind and reason (unsigned, bad_signature, stale, ...).",
+        "yoloswap_mqtt_refused_total":
+            "Fleet messages refused, by kind and reason (unsigned, bad_signature, stale, ...).",
     ]
 
     static func connected(_ up: Bool) {
