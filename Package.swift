@@ -152,7 +152,8 @@ let package = Package(
         .testTarget(
             name: "ServerTests",
             dependencies: [
-                "Server", "HotSwap", "HotSwapTesting", "AuditLog", "Primitives", "TestSupport",
+                "Server", "HotSwap", "HotSwapTesting", "AuditLog", "Primitives", "TestSupport", "MQTT", "Fleet",
+                "ModelSigning",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),

@@ -20,6 +20,10 @@ public protocol FleetCommandHandler: Sendable {
         -> FleetJSON?
 }
 
+/// Adds a section to the device's status (the releases API reports a release's progress this way): called each time
+/// the status is published; its value goes under `extensions.<name>`.
+public typealias FleetStatusContributor = @Sendable () async -> FleetJSON?
+
 /// This instance as a device of an MQTT fleet (`mqtt:` in the configuration).
 ///
 /// It subscribes to its command topic and its group's retained desired-state topic (`FleetTopics`), with a persistent
@@ -44,17 +48,23 @@ public struct FleetAgent: Service {
     let reconciler: DesiredStateReconciler
     let keys: [VerificationKey]
     let handlers: [String: any FleetCommandHandler]
+    let statusContributors: [String: FleetStatusContributor]
     let memoryPath: String
     let logger: Logger
 
+    /// - Parameters:
+    ///   - handlers: command actions beyond the built-in ones, by action name.
+    ///   - statusContributors: sections added to the status, by name.
     /// - Throws: `KeyFileError` when a trusted key file cannot be read.
     public init(settings: FleetSettings, control: ControlPlane, reconciler: DesiredStateReconciler,
-                stateDirectory: String, handlers: [String: any FleetCommandHandler] = [:], logger: Logger) throws {
+                stateDirectory: String, handlers: [String: any FleetCommandHandler] = [:],
+                statusContributors: [String: FleetStatusContributor] = [:], logger: Logger) throws {
         self.settings = settings
         self.control = control
         self.reconciler = reconciler
         self.keys = try settings.trustedKeys.map { try VerificationKey(contentsOf: $0) }
         self.handlers = handlers
+        self.statusContributors = statusContributors
         self.memoryPath = URL(fileURLWithPath: stateDirectory).appendingPathComponent("mqtt-replay-guard.json").path
         self.logger = logger
     }
@@ -171,7 +181,7 @@ final class FleetSession: Sendable {
     /// Publishes the newest status on each request; requests made meanwhile collapse into one.
     private func publishStatusOnRequest() async {
         for await _ in statusStream {
-            await send(settings.topics.status(device: settings.device), FleetJSONCoding.encode(status()),
+            await send(settings.topics.status(device: settings.device), FleetJSONCoding.encode(await status()),
                 retain: true, within: .seconds(30))
         }
     }
@@ -214,7 +224,7 @@ final class FleetSession: Sendable {
 
     // MARK: Status
 
-    func status() -> FleetStatusDTO {
+    func status() async -> FleetStatusDTO {
         let repository = control.repository
         let slots = control.manager.slotNames.sorted().compactMap { name -> FleetSlotStatusDTO? in
             guard let roles = control.manager.slot(name)?.roles else { return nil }
@@ -229,9 +239,11 @@ final class FleetSession: Sendable {
                 FleetDocumentStatusDTO(topic: topic, issued_at: $0.issuedAt, nonce: $0.nonce)
             }
         }
+        var extensions: [String: FleetJSON] = [:]
+        for (name, contributor) in agent.statusContributors { extensions[name] = await contributor() }
         return FleetStatusDTO(device: settings.device, state: "online", time: Date(), group: settings.group,
             client_id: settings.clientID, slots: slots, desired: FleetDesiredStatusDTO(agent.reconciler.status),
-            fleet_document: document)
+            fleet_document: document, extensions: extensions.isEmpty ? nil : extensions)
     }
 
     // MARK: Results and the guard's memory

@@ -129,7 +129,7 @@ extension FleetSession {
                 applied.converged ? nil : "not every slot converged", nil, FleetJSON.from(applied))
         case "status":
             requestStatus()
-            return result("succeeded", nil, nil, FleetJSON.from(status()))
+            return result("succeeded", nil, nil, FleetJSON.from(await status()))
         default:
             guard let handler = agent.handlers[command.action] else {
                 throw FleetRefusal(.unknownAction, "no action '\(command.action.prefix(64))' (actions: "

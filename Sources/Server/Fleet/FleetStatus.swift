@@ -53,6 +53,8 @@ struct FleetStatusDTO: Codable, Sendable, Equatable {
     var slots: [FleetSlotStatusDTO]?
     var desired: FleetDesiredStatusDTO?
     var fleet_document: FleetDocumentStatusDTO?
+    /// Sections added by `FleetStatusContributor`s (a release's progress), by name.
+    var extensions: [String: FleetJSON]?
 
     static func offline(device: String, time: Date?) -> FleetStatusDTO {
         FleetStatusDTO(device: device, state: "offline", time: time)
