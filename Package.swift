@@ -118,7 +118,7 @@ let package = Package(
             name: "yoloswap",
             dependencies: [
                 "YOLO", "ORTBackend", "ONNXRuntime", "ImageCodecs", "HotSwap", "ModelSigning", "AuditLog", "Server",
-                "Primitives", "Fleet",
+                "Primitives", "Fleet", "MQTT",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),

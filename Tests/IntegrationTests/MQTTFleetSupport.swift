@@ -93,6 +93,12 @@ final class MQTTFleet: @unchecked Sendable {
             "--timeout", "\(timeout)"] + arguments)
     }
 
+    /// Runs `yoloswap fleet publish` against the broker.
+    func publish(_ arguments: [String]) throws -> ProcessResult {
+        try runProcess(Repo.binary, ["fleet", "publish", "--port", "\(broker.port)", "--ca-file", broker.caFile,
+            "--username", MosquittoBroker.username, "--password-file", passwordFile] + arguments)
+    }
+
     /// Waits until every device reports `generation`, converged, serving `model` in slot `default`.
     func waitConverged(_ devices: [String], generation: Int, model: String, timeout: Int = 120) throws
         -> [String: Any]

@@ -14,7 +14,8 @@ struct MQTTFleetTests {
 
         // Generation 1: the retained document reaches both devices; each reports it converged on its status topic.
         let first = try fleet.signDocument(MQTTFleet.small, generation: 1)
-        #expect(try fleet.peer(["publish", fleet.desiredTopic, first, "--retain"]).status == 0)
+        let published = try fleet.publish(["--topic", fleet.desiredTopic, "--retain", first])
+        #expect(published.status == 0, "\(published.stderr)")
         let statuses = try fleet.waitConverged(["dev-1", "dev-2"], generation: 1, model: MQTTFleet.small)
         let status = statuses["dev-1"] as? [String: Any] ?? [:]
         #expect((status["desired"] as? [String: Any])?["source"] as? String == "mqtt:dev-1")
@@ -38,6 +39,12 @@ struct MQTTFleetTests {
         let late = try await fleet.device("dev-3")
         defer { late.stop() }
         _ = try fleet.waitConverged(["dev-1", "dev-2", "dev-3"], generation: 2, model: MQTTFleet.large)
+
+        // A command published with the CLI, which waits for its result.
+        let statusCommand = try fleet.sign("status.json", ["--device", "dev-3", "--action", "status", "--id", "st-1"])
+        let answered = try fleet.publish(["--topic", "yoloswap/v1/dev-3/command", "--wait-result", "60", statusCommand])
+        #expect(answered.status == 0, "\(answered.stdout)\(answered.stderr)")
+        #expect(answered.stdout.contains(#""id":"st-1""#) && answered.stdout.contains(#""status":"succeeded""#))
 
         // Killed without a goodbye: the broker publishes its will, `offline`, on its status topic.
         late.stop(signal: SIGKILL)
