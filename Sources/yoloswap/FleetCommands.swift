@@ -145,7 +145,8 @@ struct FleetPublishCommand: AsyncParsableCommand {
             printError("fleet publish: cannot read \(file): \(error.localizedDescription)")
             throw ExitCode.failure
         }
-        var c = MQTTClientConfiguration(host: host, port: port, clientID: "yoloswap-cli-\(FleetSignCommand.randomHex(6))")
+        var c = MQTTClientConfiguration(host: host, port: port,
+            clientID: "yoloswap-cli-\(FleetSignCommand.randomHex(6))")
         c.protocolVersion = MQTTClientConfiguration.ProtocolVersion(rawValue: `protocol`) ?? .v311
         c.cleanSession = true
         c.username = username
