@@ -109,7 +109,7 @@ bench-configmap: build-debug
 	YOLOSWAP_CONFIGMAP_SWAPS=$(SWAPS) $(SWIFT) test --skip-build --filter ConfigMapBenchmark
 
 # Time for a three-device MQTT fleet to converge on a new retained group document (README → Running at scale), against
-# a real Mosquitto broker: ROLLOUTS rollouts, alternating two models.
+# a real Mosquitto broker: ROLLOUTS rollouts, alternating two models. With ROLLOUTS=500 it is the fleet's soak run.
 ROLLOUTS ?= 20
 bench-mqtt: build-debug
 	YOLOSWAP_MQTT_ROLLOUTS=$(ROLLOUTS) $(SWIFT) test --skip-build --filter MQTTFleetBenchmark

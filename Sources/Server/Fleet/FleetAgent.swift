@@ -225,14 +225,9 @@ final class FleetSession: Sendable {
     // MARK: Status
 
     func status() async -> FleetStatusDTO {
-        let repository = control.repository
-        let slots = control.manager.slotNames.sorted().compactMap { name -> FleetSlotStatusDTO? in
-            guard let roles = control.manager.slot(name)?.roles else { return nil }
-            func model(_ m: ModelInstance?) -> FleetModelStatusDTO? {
-                m.map { FleetModelStatusDTO($0, repository: repository) }
-            }
-            return FleetSlotStatusDTO(name: name, generation: roles.generation, active: model(roles.active),
-                staged: model(roles.staged), standby: model(roles.standby))
+        var slots: [SlotDTO] = []
+        for name in control.manager.slotNames.sorted() {
+            if let slot = try? await control.slotDTO(name) { slots.append(slot) }
         }
         let document = desiredTopic.flatMap { topic in
             replayGuard.lastDocument(topic: topic).map {

@@ -1,29 +1,9 @@
 import Fleet
 import Foundation
-import HotSwap
 import Metrics
 
 // What a device publishes about itself: the retained status (`<prefix>/<device>/status`) and the metrics of its
 // fleet connection. Field names are snake_case on the wire, as everywhere in the API.
-
-/// A model as the status shows it.
-struct FleetModelStatusDTO: Codable, Sendable, Equatable {
-    var id: String
-    /// Relative to the model repository.
-    var path: String
-    var version: String
-    var sha256: String
-    var signature_key_id: String?
-}
-
-/// A slot as the status shows it.
-struct FleetSlotStatusDTO: Codable, Sendable, Equatable {
-    var name: String
-    var generation: Int
-    var active: FleetModelStatusDTO?
-    var staged: FleetModelStatusDTO?
-    var standby: FleetModelStatusDTO?
-}
 
 /// The fleet document this device admitted last.
 struct FleetDocumentStatusDTO: Codable, Sendable, Equatable {
@@ -44,13 +24,14 @@ struct FleetDesiredStatusDTO: Codable, Sendable, Equatable {
 
 /// `<prefix>/<device>/status` (retained). `state` is `online`, or `offline` (published on a clean stop, and by the
 /// broker as the last will when the connection is lost); an offline status has only `device`, `state` and `time`.
-struct FleetStatusDTO: Codable, Sendable, Equatable {
+/// The slots are as `GET /v1/slots` shows them.
+struct FleetStatusDTO: Encodable, Sendable {
     var device: String
     var state: String
     var time: Date?
     var group: String?
     var client_id: String?
-    var slots: [FleetSlotStatusDTO]?
+    var slots: [SlotDTO]?
     var desired: FleetDesiredStatusDTO?
     var fleet_document: FleetDocumentStatusDTO?
     /// Sections added by `FleetStatusContributor`s (a release's progress), by name.
@@ -58,16 +39,6 @@ struct FleetStatusDTO: Codable, Sendable, Equatable {
 
     static func offline(device: String, time: Date?) -> FleetStatusDTO {
         FleetStatusDTO(device: device, state: "offline", time: time)
-    }
-}
-
-extension FleetModelStatusDTO {
-    init(_ model: ModelInstance, repository: ModelRepository) {
-        id = model.identity.id
-        path = repository.relative(model.identity.path)
-        version = model.identity.version
-        sha256 = model.identity.sha256
-        signature_key_id = model.signatureKeyID
     }
 }
 
