@@ -7,7 +7,7 @@ IMAGES ?= models/images/bus.jpg models/images/zidane.jpg models/images/dog.jpg m
           models/images/horses.jpg models/images/eagle.jpg models/images/giraffe.jpg models/images/kite.jpg
 
 .PHONY: all setup build build-debug run detect-samples test test-asan test-hostile hostile-models chaos faults bench \
-	bench-configmap bench-release fuzz fuzz-build fuzz-smoke fuzz-seeds test-console clean
+	bench-configmap bench-release bench-mqtt fuzz fuzz-build fuzz-smoke fuzz-seeds test-console clean
 
 all: build
 
@@ -117,6 +117,11 @@ bench-configmap: build-debug
 # Performance): alternating blocks without and with the release, p50/p99 and the mirror's shed counts.
 bench-release: build
 	.build/release/yoloswap bench-release --requests 200 --rounds 3 --saturation 6
+# Time for a three-device MQTT fleet to converge on a new retained group document (README → Running at scale), against
+# a real Mosquitto broker: ROLLOUTS rollouts, alternating two models. With ROLLOUTS=500 it is the fleet's soak run.
+ROLLOUTS ?= 20
+bench-mqtt: build-debug
+	YOLOSWAP_MQTT_ROLLOUTS=$(ROLLOUTS) $(SWIFT) test --skip-build --filter MQTTFleetBenchmark
 
 clean:
 	rm -rf .build .build-tsan .build-asan .build-fuzz out

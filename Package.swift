@@ -37,6 +37,10 @@ let package = Package(
         /// libjpeg's decompression API (jpeglib.h, Debian's libjpeg62-turbo-dev) behind a small C shim that turns its
         /// longjmp error exits into return codes, which Swift cannot do itself. Used for decoding a JPEG in two bands.
         .target(name: "CJPEG", path: "Sources/CJPEG", linkerSettings: [.linkedLibrary("jpeg")]),
+        /// libmosquitto, the Eclipse Mosquitto project's MQTT client library.
+        .systemLibrary(
+            name: "CMosquitto", path: "Sources/CMosquitto", pkgConfig: "libmosquitto",
+            providers: [.apt(["libmosquitto-dev"])]),
 
         // MARK: Libraries (each imports only what it declares; the graph runs one way, top to bottom)
         /// What every module may share: `Locked`, the hex codec, streaming SHA-256 of a file, `Duration` helpers,
@@ -49,6 +53,9 @@ let package = Package(
         /// Linux inotify (Glibc) behind a small Swift type: a directory watched on its own thread, debounced changes
         /// of named entries as an `AsyncStream` (a ConfigMap volume's atomic swaps, an editor's rename).
         .target(name: "FileWatch", dependencies: ["Primitives"]),
+        /// An MQTT 3.1.1 / 5 client over libmosquitto: TLS, credentials, QoS 1, persistent sessions, reconnection with
+        /// backoff, last will; its network loop on a thread of its own, messages and events as `AsyncStream`s.
+        .target(name: "MQTT", dependencies: ["CMosquitto", "Primitives"]),
         /// Pure-Swift YOLO pipeline: letterbox, model schema, output decoders, NMS, drawing. No ORT types.
         .target(name: "YOLO", dependencies: ["ImageCodecs", "Primitives"]),
         /// Slots, verified background loads, atomic switch, drain-then-release, rollback, persisted state. Defines
@@ -75,6 +82,11 @@ let package = Package(
         /// COCO-format ground truth and COCO's detection metrics (mAP@[.5:.95], per-class AP), as pycocotools
         /// computes them; golden sets (a data set a `Detector` is run on and scored).
         .target(name: "Evaluation", dependencies: ["YOLO", "Primitives"]),
+        /// The fleet's wire protocol over MQTT: topics, operator-signed envelopes (Ed25519, ModelSigning's key files),
+        /// commands, desired-state documents and results, and the guard against stale and replayed messages.
+        .target(
+            name: "Fleet",
+            dependencies: ["ModelSigning", "Primitives", .product(name: "Crypto", package: "swift-crypto")]),
         /// Tamper-evident audit log: hash-chained rows in SQLite.
         .target(
             name: "AuditLog",
@@ -95,7 +107,8 @@ let package = Package(
         .target(
             name: "Server",
             dependencies: [
-                "HotSwap", "YOLO", "ImageCodecs", "AuditLog", "Primitives", "FileWatch", "Releases",
+                "HotSwap", "YOLO", "ImageCodecs", "AuditLog", "Primitives", "FileWatch", "Releases", "MQTT", "Fleet",
+                "ModelSigning",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -132,7 +145,7 @@ let package = Package(
             name: "yoloswap",
             dependencies: [
                 "YOLO", "ORTBackend", "ONNXRuntime", "ImageCodecs", "HotSwap", "ModelSigning", "AuditLog", "Server",
-                "Primitives", "Evaluation", "Releases",
+                "Primitives", "Evaluation", "Releases", "Fleet", "MQTT",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -160,13 +173,17 @@ let package = Package(
             ]),
         .testTarget(name: "AuditLogTests", dependencies: ["AuditLog", "TestSupport"]),
         .testTarget(name: "FileWatchTests", dependencies: ["FileWatch", "Primitives", "TestSupport"]),
+        /// The MQTT client against a real Mosquitto broker the tests start (TLS, password file).
+        .testTarget(name: "MQTTTests", dependencies: ["MQTT", "TestSupport"]),
+        .testTarget(name: "FleetTests", dependencies: ["Fleet", "ModelSigning"]),
         .testTarget(
             name: "ReleasesTests",
             dependencies: ["Releases", "HotSwap", "HotSwapTesting", "YOLO", "Primitives", "TestSupport"]),
         .testTarget(
             name: "ServerTests",
             dependencies: [
-                "Server", "HotSwap", "HotSwapTesting", "AuditLog", "Primitives", "TestSupport", "Releases",
+                "Server", "HotSwap", "HotSwapTesting", "AuditLog", "Primitives", "TestSupport", "Releases", "MQTT",
+                "Fleet", "ModelSigning",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),

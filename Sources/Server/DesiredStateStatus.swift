@@ -10,20 +10,24 @@ public enum DesiredStateSource: Sendable, Equatable {
     case http(token: String)
     /// The watched file (a ConfigMap key), with the SHA-256 of the content read.
     case configMap(path: String)
+    /// A signed MQTT message (a group's retained document, an `apply-desired` command), received by this client.
+    case mqtt(clientID: String)
 
-    /// `http:<token name>` or `configmap:<path>@<content sha256>`.
+    /// `http:<token name>`, `configmap:<path>@<content sha256>` or `mqtt:<client id>`.
     func actor(contentSHA256: String) -> String {
         switch self {
         case .http(let token): "http:\(token)"
         case .configMap(let path): "configmap:\(path)@\(contentSHA256)"
+        case .mqtt(let clientID): "mqtt:\(clientID)"
         }
     }
 
-    /// The metric label: `http` or `configmap`.
+    /// The metric label: `http`, `configmap` or `mqtt`.
     var kind: String {
         switch self {
         case .http: "http"
         case .configMap: "configmap"
+        case .mqtt: "mqtt"
         }
     }
 }

@@ -24,6 +24,7 @@ import Yams
 ///   binary, the package's `.ort/lib`, the system; the flag wins over this key)
 /// - `routes`: `{product or work order: slot}`
 /// - `desired_state` (none): a desired-state document to apply and watch (`serve --desired-state`; a ConfigMap key)
+/// - `mqtt` (none): this instance as a device of an MQTT fleet; keys in ``FleetSettings``
 /// - `trusted_keys`: public key files; `require_signature` (false)
 /// - `hotswap`: `serving_threads` (2), `queue_capacity` (64), `intra_op_threads` (1), `warmup_runs` (3),
 ///   `warmup_timeout_s` (30), `standby` (`keep` | `release` | seconds to keep), `standby_during_load` (`release`:
@@ -112,6 +113,8 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var ortLibrary: String?
     /// The desired-state file applied at start and on every change (`desired_state`), if any.
     public var desiredStatePath: String?
+    /// The MQTT fleet this instance belongs to (`mqtt`), if any.
+    public var mqtt: FleetSettings?
 
     /// Defaults, with paths relative to `base` (the working directory when nil).
     public init(base: String? = nil) {
@@ -149,6 +152,7 @@ public struct ServerConfiguration: Sendable, Equatable {
         if let library = raw.ort_library { config.ortLibrary = resolve(library, against: base) }
         if let hotswap = raw.hotswap { try config.apply(hotswap, fail: fail) }
         try config.applySlots(raw, base: base, fail: fail)
+        if let mqtt = raw.mqtt { config.mqtt = try FleetSettings.parse(mqtt, base: base, fail: fail) }
         return config
     }
 
@@ -449,4 +453,5 @@ private struct RawConfiguration: Decodable {
     var require_signature: Bool?
     var hotswap: HotSwap?
     var ort_library: String?
+    var mqtt: RawFleetSettings?
 }

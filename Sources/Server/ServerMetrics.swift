@@ -36,7 +36,9 @@ enum ServerMetrics {
         for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
             if line.hasPrefix("# TYPE ") {
                 let name = line.dropFirst(7).split(separator: " ").first.map(String.init) ?? ""
-                if let help = helpTexts[name] ?? DesiredMetrics.helpTexts[name] ?? ReleaseMetrics.helpTexts[name] {
+                if let help = helpTexts[name] ?? DesiredMetrics.helpTexts[name] ?? ReleaseMetrics.helpTexts[name]
+                    ?? FleetMetrics.helpTexts[name]
+                {
                     out += "# HELP \(name) \(help)\n"
                 }
             }

@@ -106,8 +106,8 @@ struct ServeCommand: AsyncParsableCommand {
                     """
                 FileHandle.standardOutput.write(Data(banner.utf8))
             })
-        // Services stop in reverse order: the desired-state watcher and the sampler, then the HTTP server (draining
-        // its requests), then the slots.
+        // Services stop in reverse order: the MQTT fleet agent (publishing `offline`), the desired-state watcher and
+        // the sampler, then the HTTP server (draining its requests), then the slots.
         var groupServices: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: SlotService(control: control, configuration: configuration, logger: logger)),
             .init(service: app), .init(service: MetricsSampler(manager: manager)),
@@ -115,6 +115,10 @@ struct ServeCommand: AsyncParsableCommand {
         if let path = configuration.desiredStatePath {
             groupServices.append(.init(service: DesiredStateFileService(path: path, reconciler: desired,
                 logger: logger)))
+        }
+        if let mqtt = configuration.mqtt {
+            groupServices.append(.init(service: try FleetAgent(settings: mqtt, control: control, reconciler: desired,
+                stateDirectory: configuration.stateDirectory, logger: logger)))
         }
         let group = ServiceGroup(configuration: .init(
             services: groupServices,

@@ -1,0 +1,135 @@
+import Foundation
+import Primitives
+
+/// Refuses stale and replayed fleet messages, and remembers what it admitted across restarts.
+///
+/// Commands are one-shot: one is admitted when it was issued within `maxClockSkew` of now (either way), its nonce has
+/// not been seen and its id has not been used by another message. Every admitted command is remembered until it is
+/// older than the skew allows, after which its age alone refuses it; so memory stays bounded by the commands of one
+/// skew window (and by `capacity`).
+///
+/// Desired-state documents are retained state, delivered again on every subscription and to devices that start days
+/// later, so their age does not matter: a group's document is admitted when it was issued after the last one admitted
+/// for that topic. The same document again (same nonce and content) is `.alreadyApplied`; an older or different one
+/// with the same time is refused as a replay, so a captured old document cannot roll a group back.
+///
+/// `snapshot()` / `init(restoring:)` carry the memory across restarts (the service keeps it in its state folder), so
+/// a restart does not reopen the window for a replay.
+///
+/// Thread-safety: all members may be used from any thread.
+public final class ReplayGuard: Sendable {
+    public struct Settings: Sendable, Equatable {
+        /// How far a command's `issued_at` may be from this machine's clock, either way.
+        public var maxClockSkew: Duration = .seconds(300)
+        /// Commands remembered at most (the oldest are forgotten first; they are then refused by age soon after).
+        public var capacity = 10_000
+
+        public init(maxClockSkew: Duration = .seconds(300), capacity: Int = 10_000) {
+            self.maxClockSkew = maxClockSkew
+            self.capacity = capacity
+        }
+    }
+
+    /// What is remembered, as stored.
+    public struct Memory: Codable, Sendable, Equatable {
+        public struct Command: Codable, Sendable, Equatable {
+            public var id: String
+            public var nonce: String
+            public var issuedAt: Int64
+            /// SHA-256 of the envelope as received.
+            public var digest: String
+        }
+        public struct Document: Codable, Sendable, Equatable {
+            public var issuedAt: Int64
+            public var nonce: String
+            public var digest: String
+        }
+        public var commands: [Command] = []
+        /// By topic.
+        public var documents: [String: Document] = [:]
+
+        public init() {}
+    }
+
+    /// Whether a desired-state document is new.
+    public enum DocumentAdmission: Sendable, Equatable {
+        case new
+        case alreadyApplied
+    }
+
+    let settings: Settings
+    private let memory: Locked<Memory>
+
+    public init(settings: Settings = Settings(), restoring memory: Memory = Memory()) {
+        self.settings = settings
+        self.memory = Locked(memory)
+    }
+
+    /// Reads a memory written by `snapshot()`; a missing or unreadable file is an empty memory.
+    public static func readMemory(from path: String) -> Memory {
+        guard let data = try? RegularFile(openingForReading: path).readAll(limit: 16 << 20),
+              let memory = try? JSONDecoder().decode(Memory.self, from: data)
+        else { return Memory() }
+        return memory
+    }
+
+    /// The memory as JSON, to be written where `readMemory` finds it.
+    public func snapshot() -> Data {
+        let memory = self.memory.value
+        return (try? JSONEncoder().encode(memory)) ?? Data("{}".utf8)
+    }
+
+    /// Admits a command or refuses it.
+    /// - Parameters:
+    ///   - digest: SHA-256 of the envelope as received.
+    ///   - now: this machine's time (Unix seconds).
+    /// - Returns: nil when admitted (it is now remembered); the earlier command when this one repeats it byte for
+    ///   byte (a QoS 1 redelivery, or a replay within the window) — the caller refuses it and repeats that command's
+    ///   result.
+    /// - Throws: `FleetRefusal` `.stale`, `.replayed` (a known nonce in another message), `.duplicateID`.
+    public func admit(_ command: FleetCommand, digest: String, now: Int64) throws(FleetRefusal) -> Memory.Command? {
+        let skew = settings.maxClockSkew.components.seconds
+        let age = now - command.issued_at
+        guard age <= skew else {
+            throw FleetRefusal(.stale, "issued \(age) s ago; at most \(skew) s of clock skew or delay are accepted")
+        }
+        guard -age <= skew else {
+            throw FleetRefusal(.stale, "issued \(-age) s in the future; at most \(skew) s of clock skew are accepted")
+        }
+        return try memory.withLock { (m: inout Memory) throws(FleetRefusal) -> Memory.Command? in
+            m.commands.removeAll { now - $0.issuedAt > skew }
+            if let earlier = m.commands.first(where: { $0.nonce == command.nonce }) {
+                if earlier.digest == digest { return earlier }
+                throw FleetRefusal(.replayed, "nonce \(command.nonce) was used by command '\(earlier.id)'")
+            }
+            if let earlier = m.commands.first(where: { $0.id == command.id }) {
+                throw FleetRefusal(.duplicateID, "command id '\(command.id)' was used by another message (nonce "
+                    + "\(earlier.nonce))")
+            }
+            m.commands.append(Memory.Command(id: command.id, nonce: command.nonce, issuedAt: command.issued_at,
+                digest: digest))
+            if m.commands.count > settings.capacity { m.commands.removeFirst(m.commands.count - settings.capacity) }
+            return nil
+        }
+    }
+
+    /// Admits a group's desired-state document or refuses it (see the type's documentation).
+    /// - Throws: `FleetRefusal.replayed` for a document issued before (or with the time of) the one last admitted.
+    public func admit(_ document: FleetDesiredDocument, digest: String) throws(FleetRefusal) -> DocumentAdmission {
+        try memory.withLock { (m: inout Memory) throws(FleetRefusal) -> DocumentAdmission in
+            if let last = m.documents[document.topic] {
+                if last.nonce == document.nonce && last.digest == digest { return .alreadyApplied }
+                guard document.issued_at > last.issuedAt else {
+                    throw FleetRefusal(.replayed, "issued at \(document.issued_at), not after the document applied "
+                        + "last (issued at \(last.issuedAt), nonce \(last.nonce))")
+                }
+            }
+            m.documents[document.topic] = Memory.Document(issuedAt: document.issued_at, nonce: document.nonce,
+                digest: digest)
+            return .new
+        }
+    }
+
+    /// The document last admitted for a topic.
+    public func lastDocument(topic: String) -> Memory.Document? { memory.withLock { $0.documents[topic] } }
+}

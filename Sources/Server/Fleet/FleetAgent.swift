@@ -1,0 +1,279 @@
+import Crypto
+import Fleet
+import Foundation
+import HotSwap
+import Logging
+import ModelSigning
+import MQTT
+import Primitives
+import ServiceLifecycle
+
+/// A command action beyond the built-in ones (`load`, `switch`, `rollback`, `discard`, `apply-desired`, `status`).
+/// The service registers handlers by action name (`FleetAgent(handlers:)`): the releases API adds its actions this
+/// way. A handler runs after the command has been verified (signature, topic, freshness, replay) and admitted.
+public protocol FleetCommandHandler: Sendable {
+    /// Runs the command through the control plane, as `principal`.
+    /// - Parameter payload: the verified payload's bytes, for fields `FleetCommand` does not name.
+    /// - Returns: the output published with the result.
+    /// - Throws: any error; the result is then `failed` with its description (a `Problem`'s detail).
+    func run(_ command: FleetCommand, payload: [UInt8], by principal: Principal, control: ControlPlane) async throws
+        -> FleetJSON?
+}
+
+/// Adds a section to the device's status (the releases API reports a release's progress this way): called each time
+/// the status is published; its value goes under `extensions.<name>`.
+public typealias FleetStatusContributor = @Sendable () async -> FleetJSON?
+
+/// This instance as a device of an MQTT fleet (`mqtt:` in the configuration).
+///
+/// It subscribes to its command topic and its group's retained desired-state topic (`FleetTopics`), with a persistent
+/// session (QoS 1 commands sent while it is away wait at the broker). Every message must be a `SignedEnvelope` by a
+/// key in `mqtt.trusted_keys`, signed for the topic it arrives on; commands must be fresh and unseen, documents newer
+/// than the last one applied (`ReplayGuard`, whose memory is kept in `<state_dir>/mqtt-replay-guard.json`). Refusals
+/// are audited (action `mqtt.command` / `mqtt.desired`, result `refused`), counted and, for commands, answered on the
+/// result topic; a repeated command (a QoS 1 redelivery or a replay) is not run again, and its earlier result is
+/// published again.
+///
+/// Admitted messages go through the same paths as the HTTP API: commands through `ControlPlane` (the same verifying
+/// load pipeline, per-slot serialization and audit, with actor `mqtt:<client id>`), documents through
+/// `DesiredStateReconciler` (source `mqtt:<client id>`). They run one at a time, in arrival order.
+///
+/// It publishes its status (retained) on every change, on every (re)connection and every `status_interval_s`, swap
+/// events as they happen, and `offline` on a clean stop; the broker publishes `offline` as the will otherwise.
+///
+/// Thread-safety: a `Service`, run once by the service group.
+public struct FleetAgent: Service {
+    let settings: FleetSettings
+    let control: ControlPlane
+    let reconciler: DesiredStateReconciler
+    let keys: [VerificationKey]
+    let handlers: [String: any FleetCommandHandler]
+    let statusContributors: [String: FleetStatusContributor]
+    let memoryPath: String
+    let logger: Logger
+
+    /// - Parameters:
+    ///   - handlers: command actions beyond the built-in ones, by action name.
+    ///   - statusContributors: sections added to the status, by name.
+    /// - Throws: `KeyFileError` when a trusted key file cannot be read.
+    public init(settings: FleetSettings, control: ControlPlane, reconciler: DesiredStateReconciler,
+                stateDirectory: String, handlers: [String: any FleetCommandHandler] = [:],
+                statusContributors: [String: FleetStatusContributor] = [:], logger: Logger) throws {
+        self.settings = settings
+        self.control = control
+        self.reconciler = reconciler
+        self.keys = try settings.trustedKeys.map { try VerificationKey(contentsOf: $0) }
+        self.handlers = handlers
+        self.statusContributors = statusContributors
+        self.memoryPath = URL(fileURLWithPath: stateDirectory).appendingPathComponent("mqtt-replay-guard.json").path
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        let session = try FleetSession(agent: self)
+        await session.run()
+    }
+}
+
+/// One run of the agent: the MQTT client, the replay guard and the results kept for repeated commands.
+///
+/// Thread-safety: all members may be used from any task (mutable state is in `Locked` values).
+final class FleetSession: Sendable {
+    let agent: FleetAgent
+    let client: MQTTClient
+    let replayGuard: ReplayGuard
+    let principal: Principal
+    let commandTopic: String
+    let desiredTopic: String?
+    /// Results by command id, oldest first, for repeating them; the newest 1000 are kept.
+    private let results = Locked<[(id: String, result: FleetCommandResult)]>([])
+    private let statusRequests: AsyncStream<Void>.Continuation
+    private let statusStream: AsyncStream<Void>
+    private let writer = BlockingQueue(label: "yoloswap.mqtt-state")
+
+    var settings: FleetSettings { agent.settings }
+    var control: ControlPlane { agent.control }
+    var logger: Logger { agent.logger }
+
+    init(agent: FleetAgent) throws {
+        self.agent = agent
+        let settings = agent.settings
+        client = try MQTTClient(configuration: settings.clientConfiguration(
+            will: FleetJSONCoding.encode(FleetStatusDTO.offline(device: settings.device, time: nil))))
+        replayGuard = ReplayGuard(settings: .init(maxClockSkew: .seconds(settings.maxClockSkewSeconds)),
+            restoring: ReplayGuard.readMemory(from: agent.memoryPath))
+        principal = Principal(name: "mqtt:\(settings.clientID)", role: .operator)
+        commandTopic = settings.topics.command(device: settings.device)
+        desiredTopic = settings.group.map { settings.topics.fleetDesired(group: $0) }
+        (statusStream, statusRequests) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+    }
+
+    func run() async {
+        client.subscribe(commandTopic)
+        if let desiredTopic { client.subscribe(desiredTopic) }
+        client.start()
+        logger.info("joining the MQTT fleet", metadata: ["broker": "\(settings.host):\(settings.port)",
+            "device": "\(settings.device)", "group": "\(settings.group ?? "-")", "client_id": "\(settings.clientID)"])
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                await withTaskGroup(of: Void.self) { group in
+                    group.addTask { await self.watchConnection() }
+                    group.addTask { await self.publishStatusOnRequest() }
+                    group.addTask { await self.forwardSwapEvents() }
+                    group.addTask { await self.requestStatusPeriodically() }
+                    await receive()
+                    group.cancelAll()
+                }
+            } onGracefulShutdown: {
+                Task { await self.leave() }
+            }
+        } onCancel: {
+            Task { await self.client.stop() }
+        }
+        logger.info("left the MQTT fleet", metadata: ["device": "\(settings.device)"])
+    }
+
+    /// Publishes `offline` (retained), then disconnects cleanly; `receive()` ends with the client.
+    private func leave() async {
+        let offline = FleetJSONCoding.encode(FleetStatusDTO.offline(device: settings.device, time: Date()))
+        await send(settings.topics.status(device: settings.device), offline, retain: true, within: .seconds(2))
+        await client.stop()
+    }
+
+    // MARK: Loops
+
+    /// Handles messages one at a time, once the slots have been brought up.
+    private func receive() async {
+        while !control.hasStarted {
+            if Task.isCancelled || Task.isShuttingDownGracefully { return }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        for await message in client.messages {
+            if message.topic == commandTopic {
+                await handleCommand(message.payload)
+            } else if message.topic == desiredTopic {
+                await handleDocument(message.payload)
+            }
+        }
+    }
+
+    private func watchConnection() async {
+        for await event in client.events {
+            switch event {
+            case .connected(let sessionPresent):
+                logger.info("MQTT connected", metadata: ["session_present": "\(sessionPresent)"])
+                FleetMetrics.connected(true)
+                requestStatus()
+            case .disconnected(let reason):
+                logger.warning("MQTT connection lost; reconnecting", metadata: ["reason": "\(reason)"])
+                FleetMetrics.connected(false)
+            case .connectFailed(let reason):
+                logger.warning("MQTT connection failed; retrying", metadata: ["reason": "\(reason)"])
+            case .messageDropped(let topic, let reason):
+                logger.warning("MQTT message dropped", metadata: ["topic": "\(topic)", "reason": "\(reason)"])
+            }
+        }
+        FleetMetrics.connected(false)
+    }
+
+    func requestStatus() { statusRequests.yield() }
+
+    /// Publishes the newest status on each request; requests made meanwhile collapse into one.
+    private func publishStatusOnRequest() async {
+        for await _ in statusStream {
+            await send(settings.topics.status(device: settings.device), FleetJSONCoding.encode(await status()),
+                retain: true, within: .seconds(30))
+        }
+    }
+
+    private func requestStatusPeriodically() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(settings.statusIntervalSeconds))
+            requestStatus()
+        }
+    }
+
+    private func forwardSwapEvents() async {
+        let topic = settings.topics.events(device: settings.device)
+        for await event in control.manager.events() {
+            let bytes = FleetJSONCoding.encode(event.mappingPaths(control.repository.hidingRoot))
+            Task { await send(topic, bytes, retain: false, within: .seconds(30)) }
+            requestStatus()
+        }
+    }
+
+    /// Publishes with QoS 1 and waits for the acknowledgement at most `timeout` (the message may still go out later:
+    /// it stays in the session). Failures are logged: a status or event that cannot be sent now is replaced by the
+    /// next one.
+    func send(_ topic: String, _ payload: [UInt8], retain: Bool, within timeout: Duration) async {
+        let client = self.client
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await client.publish(topic, payload: payload, qos: .atLeastOnce, retain: retain) }
+                group.addTask {
+                    try await Task.sleep(for: timeout)
+                    throw CancellationError()
+                }
+                try await group.next()
+                group.cancelAll()
+            }
+        } catch {
+            logger.debug("MQTT publish not acknowledged", metadata: ["topic": "\(topic)", "error": "\(error)"])
+        }
+    }
+
+    // MARK: Status
+
+    func status() async -> FleetStatusDTO {
+        var slots: [SlotDTO] = []
+        for name in control.manager.slotNames.sorted() {
+            if let slot = try? await control.slotDTO(name) { slots.append(slot) }
+        }
+        let document = desiredTopic.flatMap { topic in
+            replayGuard.lastDocument(topic: topic).map {
+                FleetDocumentStatusDTO(topic: topic, issued_at: $0.issuedAt, nonce: $0.nonce)
+            }
+        }
+        var extensions: [String: FleetJSON] = [:]
+        for (name, contributor) in agent.statusContributors { extensions[name] = await contributor() }
+        return FleetStatusDTO(device: settings.device, state: "online", time: Date(), group: settings.group,
+            client_id: settings.clientID, slots: slots, desired: FleetDesiredStatusDTO(agent.reconciler.status),
+            fleet_document: document, extensions: extensions.isEmpty ? nil : extensions)
+    }
+
+    // MARK: Results and the guard's memory
+
+    func remember(_ result: FleetCommandResult) {
+        guard let id = result.id else { return }
+        results.withLock { list in
+            list.append((id, result))
+            if list.count > 1000 { list.removeFirst(list.count - 1000) }
+        }
+    }
+
+    func earlierResult(id: String) -> FleetCommandResult? {
+        results.withLock { list in list.last { $0.id == id }?.result }
+    }
+
+    func publish(_ result: FleetCommandResult) {
+        let bytes = FleetJSONCoding.encode(result)
+        let topic = settings.topics.commandResult(device: settings.device)
+        Task { await send(topic, bytes, retain: false, within: .seconds(30)) }
+    }
+
+    /// Writes the replay guard's memory (atomically, off the cooperative pool). Best effort: a failed write is
+    /// logged; the memory in this process still refuses replays.
+    func persistGuard() async {
+        let data = replayGuard.snapshot()
+        let path = agent.memoryPath
+        let written: String? = await writer.run {
+            do {
+                try data.write(to: URL(fileURLWithPath: path), options: .atomic)
+                return nil
+            } catch { return "\(error)" }
+        }
+        if let written { logger.error("cannot keep the MQTT replay memory", metadata: ["error": "\(written)"]) }
+    }
+
+    static func digest(_ bytes: [UInt8]) -> String { Hex.string(SHA256.hash(data: bytes)) }
+}

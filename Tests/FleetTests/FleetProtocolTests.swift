@@ -1,0 +1,127 @@
+import Fleet
+import Foundation
+import ModelSigning
+import Testing
+
+/// Signed envelopes, payload checks and the replay guard, without a broker.
+@Suite("Fleet protocol: envelopes, payloads, replay guard")
+struct FleetProtocolTests {
+    static let topic = "yoloswap/v1/line-a-01/command"
+
+    static func command(id: String = "c1", nonce: String = "00112233445566778899aabbccddeeff", issuedAt: Int64 = 1000)
+        -> FleetCommand
+    {
+        FleetCommand(topic: topic, issuedAt: issuedAt, nonce: nonce, id: id, action: "switch")
+    }
+
+    static func bytes<T: Encodable>(_ value: T) throws -> [UInt8] { Array(try JSONEncoder().encode(value)) }
+
+    @Test("a sealed payload opens with the signer's key and yields the same bytes and key id")
+    func roundTrip() throws {
+        let key = SigningKey()
+        let payload = try Self.bytes(Self.command())
+        let envelope = try SignedEnvelope.seal(payload, with: key)
+        let opened = try SignedEnvelope.open(envelope, trusting: [SigningKey().verificationKey, key.verificationKey])
+        #expect(opened.payload == payload)
+        #expect(opened.keyID == key.keyID)
+    }
+
+    @Test("unsigned, untrusted, tampered and oversized messages are refused with their reason")
+    func refusals() throws {
+        let key = SigningKey()
+        let payload = try Self.bytes(Self.command())
+        func reason(_ bytes: [UInt8], _ keys: [VerificationKey]) -> FleetRefusal.Reason? {
+            do { _ = try SignedEnvelope.open(bytes, trusting: keys) } catch { return error.reason }
+            return nil
+        }
+        #expect(reason(payload, [key.verificationKey]) == .unsigned)
+        let envelope = try SignedEnvelope.seal(payload, with: key)
+        #expect(reason(envelope, [SigningKey().verificationKey]) == .untrustedKey)
+        // Another payload under the same signature: the signature no longer matches.
+        var decoded = try JSONDecoder().decode(SignedEnvelope.self, from: Data(envelope))
+        decoded.payload = Data(try Self.bytes(Self.command(id: "c2"))).base64EncodedString()
+        #expect(reason(try Self.bytes(decoded), [key.verificationKey]) == .badSignature)
+        // A signature by an untrusted key presented under a trusted key's id.
+        let forged = try JSONDecoder().decode(SignedEnvelope.self, from: Data(try SignedEnvelope.seal(payload,
+            with: SigningKey())))
+        decoded = try JSONDecoder().decode(SignedEnvelope.self, from: Data(envelope))
+        decoded.signature = forged.signature
+        #expect(reason(try Self.bytes(decoded), [key.verificationKey]) == .badSignature)
+        #expect(reason([UInt8](repeating: 0x20, count: SignedEnvelope.maximumByteCount + 1), [key.verificationKey])
+            == .malformed)
+    }
+
+    @Test("payload checks: kind, topic binding, nonce and id bounds")
+    func payloadChecks() throws {
+        func reason(_ command: FleetCommand, topic: String = Self.topic) -> FleetRefusal.Reason? {
+            do {
+                let decoded = try FleetPayload.decode(FleetCommand.self, try! Self.bytes(command), kind: "command",
+                    topic: topic)
+                try FleetPayload.check(decoded)
+            } catch { return error.reason }
+            return nil
+        }
+        #expect(reason(Self.command()) == nil)
+        #expect(reason(Self.command(), topic: "yoloswap/v1/line-a-02/command") == .wrongTopic)
+        #expect(reason(Self.command(nonce: "short")) == .malformed)
+        #expect(reason(Self.command(id: "has space")) == .malformed)
+        var document = Self.command()
+        document.kind = "desired"
+        #expect(reason(document) == .malformed)
+        do {
+            _ = try FleetPayload.decode(FleetCommand.self, Array("[1,2]".utf8), kind: "command", topic: Self.topic)
+            Issue.record("a JSON array was accepted as a command")
+        } catch { #expect(error.reason == .malformed) }
+    }
+
+    @Test("commands: stale and future ones refused, a nonce or id used twice refused, a repeat returns the first")
+    func commandReplay() throws {
+        let guardian = ReplayGuard(settings: .init(maxClockSkew: .seconds(60)))
+        func reason(_ body: () throws -> Void) -> FleetRefusal.Reason? {
+            do { try body() } catch { return (error as? FleetRefusal)?.reason }
+            return nil
+        }
+        #expect(reason { _ = try guardian.admit(Self.command(issuedAt: 1000), digest: "d1", now: 1061) } == .stale)
+        #expect(reason { _ = try guardian.admit(Self.command(issuedAt: 1000), digest: "d1", now: 939) } == .stale)
+        #expect(try guardian.admit(Self.command(issuedAt: 1000), digest: "d1", now: 1030) == nil)
+        // The same message again (a QoS 1 redelivery): not admitted, the first one returned.
+        #expect(try guardian.admit(Self.command(issuedAt: 1000), digest: "d1", now: 1031)?.id == "c1")
+        #expect(reason { _ = try guardian.admit(Self.command(id: "c2"), digest: "d2", now: 1030) } == .replayed)
+        #expect(reason {
+            _ = try guardian.admit(Self.command(nonce: "ffeeddccbbaa99887766554433221100"), digest: "d3", now: 1030)
+        } == .duplicateID)
+
+        // The memory survives a restart.
+        let restored = ReplayGuard(settings: .init(maxClockSkew: .seconds(60)), restoring: try JSONDecoder().decode(
+            ReplayGuard.Memory.self, from: guardian.snapshot()))
+        #expect(reason { _ = try restored.admit(Self.command(id: "c2"), digest: "d2", now: 1040) } == .replayed)
+    }
+
+    @Test("documents: newer admitted, the same one already applied, older or same-time others refused")
+    func documentReplay() throws {
+        let guardian = ReplayGuard()
+        let topic = "yoloswap/v1/fleet/line-a/desired"
+        func document(_ issuedAt: Int64, _ nonce: String) -> FleetDesiredDocument {
+            FleetDesiredDocument(topic: topic, issuedAt: issuedAt, nonce: nonce, document: "slots: {}")
+        }
+        #expect(try guardian.admit(document(100, "aaaaaaaaaaaaaaaa"), digest: "a") == .new)
+        #expect(try guardian.admit(document(100, "aaaaaaaaaaaaaaaa"), digest: "a") == .alreadyApplied)
+        #expect(throws: FleetRefusal.self) { try guardian.admit(document(99, "bbbbbbbbbbbbbbbb"), digest: "b") }
+        #expect(throws: FleetRefusal.self) { try guardian.admit(document(100, "cccccccccccccccc"), digest: "c") }
+        // Days later is fine for a retained document: only the order matters.
+        #expect(try guardian.admit(document(100 + 86_400 * 30, "dddddddddddddddd"), digest: "d") == .new)
+        #expect(guardian.lastDocument(topic: topic)?.nonce == "dddddddddddddddd")
+    }
+
+    @Test("topic names: one level, no wildcards, not 'fleet'")
+    func names() {
+        #expect(FleetTopics.isValidName("line-a_01.cam"))
+        for bad in ["", "a/b", "a+", "#", "fleet", String(repeating: "x", count: 65), "é"] {
+            #expect(!FleetTopics.isValidName(bad), "\(bad)")
+        }
+        #expect(FleetTopics.isValidPrefix("plant/yoloswap/v1"))
+        #expect(!FleetTopics.isValidPrefix("a//b"))
+        #expect(!FleetTopics.isValidPrefix("a/#"))
+        #expect(FleetTopics().fleetDesired(group: "g") == "yoloswap/v1/fleet/g/desired")
+    }
+}

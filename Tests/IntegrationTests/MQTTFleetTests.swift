@@ -1,0 +1,111 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// `yoloswap serve` processes as devices of an MQTT fleet, against a real Mosquitto broker (TLS, password file) and
+/// paho-mqtt as the operator's client.
+@Suite("MQTT fleet: real broker, three devices, signed commands", .serialized, .timeLimit(.minutes(6)))
+struct MQTTFleetTests {
+    @Test("a retained group document converges the fleet; a broker restart mid-rollout is survived; a late device converges from the retained document; a killed device is marked offline by its will")
+    func fleetConverges() async throws {
+        let fleet = try MQTTFleet()
+        let devices = [try await fleet.device("dev-1"), try await fleet.device("dev-2", protocol: "5")]
+        defer { for device in devices { device.stop() } }
+
+        // Generation 1: the retained document reaches both devices; each reports it converged on its status topic.
+        let first = try fleet.signDocument(MQTTFleet.small, generation: 1)
+        let published = try fleet.publish(["--topic", fleet.desiredTopic, "--retain", first])
+        #expect(published.status == 0, "\(published.stderr)")
+        let statuses = try fleet.waitConverged(["dev-1", "dev-2"], generation: 1, model: MQTTFleet.small)
+        let status = statuses["dev-1"] as? [String: Any] ?? [:]
+        #expect((status["desired"] as? [String: Any])?["source"] as? String == "mqtt:dev-1")
+        #expect(status["group"] as? String == MQTTFleet.group)
+        for device in devices {
+            let entries = try await device.auditEntries()
+            #expect(entries.contains { ($0["actor"] as? String)?.hasPrefix("mqtt:dev-") == true
+                && $0["action"] as? String == "switch" && $0["result"] as? String == "succeeded" })
+        }
+
+        // Generation 2, with the broker restarted while the devices roll it out: they reconnect and finish.
+        let second = try fleet.signDocument(MQTTFleet.large, generation: 2)
+        #expect(try fleet.peer(["publish", fleet.desiredTopic, second, "--retain"]).status == 0)
+        try fleet.broker.restart()
+        _ = try fleet.waitConverged(["dev-1", "dev-2"], generation: 2, model: MQTTFleet.large)
+        for device in devices {
+            #expect(device.log.contains("MQTT connection lost; reconnecting"), "\(device.log.suffix(3000))")
+        }
+
+        // A device that joins now converges from the retained document alone.
+        let late = try await fleet.device("dev-3")
+        defer { late.stop() }
+        _ = try fleet.waitConverged(["dev-1", "dev-2", "dev-3"], generation: 2, model: MQTTFleet.large)
+
+        // A command published with the CLI, which waits for its result.
+        let statusCommand = try fleet.sign("status.json", ["--device", "dev-3", "--action", "status", "--id", "st-1"])
+        let answered = try fleet.publish(["--topic", "yoloswap/v1/dev-3/command", "--wait-result", "60", statusCommand])
+        #expect(answered.status == 0, "\(answered.stdout)\(answered.stderr)")
+        #expect(answered.stdout.contains(#""id":"st-1""#) && answered.stdout.contains(#""status":"succeeded""#))
+
+        // Killed without a goodbye: the broker publishes its will, `offline`, on its status topic.
+        late.stop(signal: SIGKILL)
+        let offline = try fleet.peer(["wait-status", "--devices", "dev-3", "--state", "offline"], timeout: 60)
+        #expect(offline.status == 0, "\(offline.stdout)")
+    }
+
+    @Test("unsigned, untrusted, tampered, stale, misaddressed and replayed commands are refused and audited; a repeated command runs once; a signed command runs through the control plane")
+    func commandSecurity() async throws {
+        let fleet = try MQTTFleet()
+        let device = try await fleet.device("dev-s")
+        defer { device.stop() }
+        let topic = "yoloswap/v1/dev-s/command"
+        let load = ["--device", "dev-s", "--action", "load", "--slot", "default", "--model", MQTTFleet.small,
+                    "--activate"]
+        let good = try fleet.sign("good.json", load + ["--id", "load-1"])
+        let unsigned = fleet.folder.file("unsigned.json")
+        try #"{"kind":"command","id":"raw-1","action":"rollback","slot":"default"}"#
+            .write(toFile: unsigned, atomically: true, encoding: .utf8)
+        let stranger = try fleet.sign("stranger.json", load + ["--id", "stranger-1"], key: fleet.strangerKey)
+        let stale = try fleet.sign("stale.json", load + ["--id", "stale-1", "--issued-at",
+            "\(Int(Date().timeIntervalSince1970) - 3600)"])
+        let elsewhere = try fleet.sign("elsewhere.json", ["--device", "dev-other", "--action", "rollback", "--slot",
+            "default", "--id", "elsewhere-1"])
+        // A valid signature over another payload: the payload swapped in, the signature kept.
+        let tampered = fleet.folder.file("tampered.json")
+        var envelope = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: good)))
+            as? [String: Any] ?? [:]
+        let other = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: try fleet.sign(
+            "other.json", ["--device", "dev-s", "--action", "rollback", "--slot", "default", "--id", "tampered-1"]))))
+            as? [String: Any] ?? [:]
+        envelope["payload"] = other["payload"]
+        try JSONSerialization.data(withJSONObject: envelope).write(to: URL(fileURLWithPath: tampered))
+
+        let sent = [unsigned, stranger, tampered, stale, elsewhere, good, good]
+        let exchange = try fleet.peer(["exchange", "--subscribe", "\(topic)/result", "--count", "\(sent.count)"]
+            + sent.flatMap { ["--publish", topic, $0] }, timeout: 120)
+        #expect(exchange.status == 0, "\(exchange.stdout)\(exchange.stderr)")
+        let results = (try? JSONSerialization.jsonObject(with: Data(exchange.stdout.utf8))) as? [[String: Any]] ?? []
+        func reasons(_ status: String) -> [String] {
+            results.filter { $0["status"] as? String == status }.compactMap { $0["reason"] as? String }.sorted()
+        }
+        #expect(reasons("refused") == ["bad_signature", "stale", "unsigned", "untrusted_key", "wrong_topic"],
+            "\(results)")
+        let loads = results.filter { $0["id"] as? String == "load-1" }
+        #expect(loads.count == 2)
+        #expect(loads.allSatisfy { $0["status"] as? String == "succeeded" }, "\(loads)")
+        #expect(loads.filter { $0["duplicate"] as? Bool == true }.count == 1)
+
+        // The load ran once, through the control plane, as mqtt:<client id>; the refusals are in the audit log.
+        let (_, slot) = try await device.json("GET", "/v1/slots/default", token: ServerProcess.viewerToken)
+        #expect((slot["active"] as? [String: Any])?["sha256"] as? String == (try MQTTFleet.sha(MQTTFleet.small)))
+        let entries = try await device.auditEntries()
+        let mine = entries.filter { $0["actor"] as? String == "mqtt:dev-s" }
+        #expect(mine.filter { $0["action"] as? String == "load" && $0["result"] as? String == "intent" }.count == 1)
+        let refused = mine.filter { $0["result"] as? String == "refused" }.compactMap { $0["reason"] as? String }
+        for reason in ["unsigned", "untrusted_key", "bad_signature", "stale", "wrong_topic", "replayed"] {
+            #expect(refused.contains { $0.hasPrefix(reason) }, "\(reason) not in \(refused)")
+        }
+        let (_, metrics) = try await device.request("GET", "/metrics")
+        #expect(String(decoding: metrics, as: UTF8.self)
+            .contains(#"yoloswap_mqtt_refused_total{kind="command",reason="replayed"} 1"#))
+    }
+}

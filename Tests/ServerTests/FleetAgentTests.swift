@@ -1,0 +1,120 @@
+import Fleet
+import Foundation
+import Logging
+import ModelSigning
+import MQTT
+import Primitives
+import Server
+import TestSupport
+import Testing
+
+/// The fleet agent in process (real slots over fake backends, a real broker): the extension points another API
+/// plugs into — a command action of its own and a section of the status.
+@Suite("Fleet agent: command handlers and status sections", .serialized, .timeLimit(.minutes(2)))
+struct FleetAgentTests {
+    /// A command action beyond the built-in ones: answers with the slot, a field of its own and the caller.
+    struct EchoHandler: FleetCommandHandler {
+        func run(_ command: FleetCommand, payload: [UInt8], by principal: Principal, control: ControlPlane)
+            async throws -> FleetJSON?
+        {
+            let fields = try JSONSerialization.jsonObject(with: Data(payload)) as? [String: Any] ?? [:]
+            guard control.manager.slot(command.slot ?? "") != nil else { throw CancellationError() }
+            return .object(["slot": .string(command.slot ?? ""), "percent": .number(fields["percent"] as? Double ?? -1),
+                            "by": .string(principal.name)])
+        }
+    }
+
+    /// Collects every message a client receives, for polling with a deadline.
+    final class Inbox: Sendable {
+        let messages = Locked<[MQTTMessage]>([])
+
+        func first(on topic: String, timeout: Duration = .seconds(30), where matches: ([String: Any]) -> Bool) async
+            -> [String: Any]?
+        {
+            let deadline = ContinuousClock.now + timeout
+            while ContinuousClock.now < deadline {
+                let found = messages.value.lazy.filter { $0.topic == topic }
+                    .compactMap { (try? JSONSerialization.jsonObject(with: Data($0.payload))) as? [String: Any] }
+                    .first(where: matches)
+                if let found { return found }
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+            return nil
+        }
+    }
+
+    @Test("a registered action runs with the payload's own fields as mqtt:<client id>; an unregistered one is refused; contributed status sections are published")
+    func extensionPoints() async throws {
+        let broker = try MosquittoBroker()
+        let harness = try await ServerHarness()
+        let folder = try TemporaryDirectory(prefix: "fleet-agent")
+        let key = SigningKey()
+        try key.verificationKey.write(to: folder.file("operator.pub"))
+        try MosquittoBroker.password.write(toFile: folder.file("password"), atomically: true, encoding: .utf8)
+        var settings = try #require(try ServerConfiguration.parse("""
+            mqtt:
+              host: 127.0.0.1
+              port: \(broker.port)
+              device: dev-x
+              tls: {ca_file: \(broker.caFile)}
+              username: \(MosquittoBroker.username)
+              password_file: password
+              trusted_keys: [operator.pub]
+              reconnect_max_s: 1
+            """, base: folder.path).mqtt)
+        settings.clientID = "dev-x-client"
+        let agent = try FleetAgent(settings: settings, control: harness.control,
+            reconciler: DesiredStateReconciler(control: harness.control), stateDirectory: folder.path,
+            handlers: ["release.start": EchoHandler()],
+            statusContributors: ["release": { .object(["progress": .number(42)]) }], logger: Logger(label: "test"))
+        let running = Task { try await agent.run() }
+
+        var peerConfiguration = MQTTClientConfiguration(host: "127.0.0.1", port: broker.port, clientID: "operator")
+        peerConfiguration.username = MosquittoBroker.username
+        peerConfiguration.password = MosquittoBroker.password
+        peerConfiguration.tls = .init(caFile: broker.caFile)
+        let peer = try MQTTClient(configuration: peerConfiguration)
+        let inbox = Inbox()
+        let topics = FleetTopics()
+        peer.subscribe(topics.commandResult(device: "dev-x"))
+        peer.subscribe(topics.status(device: "dev-x"))
+        let collecting = Task { for await message in peer.messages { inbox.messages.withLock { $0.append(message) } } }
+        peer.start()
+
+        // The retained status carries the contributed section (and says the agent is up and subscribed).
+        let status = await inbox.first(on: topics.status(device: "dev-x")) { $0["state"] as? String == "online" }
+        let extensions = status?["extensions"] as? [String: Any]
+        #expect((extensions?["release"] as? [String: Any])?["progress"] as? Double == 42, "\(status ?? [:])")
+
+        func send(id: String, action: String, extra: [String: Any]) async throws {
+            var command = FleetCommand(topic: topics.command(device: "dev-x"),
+                issuedAt: Int64(Date().timeIntervalSince1970), nonce: UUID().uuidString.replacingOccurrences(
+                    of: "-", with: ""), id: id, action: action)
+            command.slot = "line2"
+            var fields = try JSONSerialization.jsonObject(with: JSONEncoder().encode(command)) as? [String: Any] ?? [:]
+            fields.merge(extra) { $1 }
+            let payload = try JSONSerialization.data(withJSONObject: fields)
+            try await peer.publish(topics.command(device: "dev-x"),
+                payload: try SignedEnvelope.seal([UInt8](payload), with: key))
+        }
+        try await send(id: "r1", action: "release.start", extra: ["percent": 10])
+        try await send(id: "r2", action: "release.nope", extra: [:])
+        let resultTopic = topics.commandResult(device: "dev-x")
+        let started = await inbox.first(on: resultTopic) { $0["id"] as? String == "r1" }
+        #expect(started?["status"] as? String == "succeeded", "\(started ?? [:])")
+        let output = started?["output"] as? [String: Any]
+        #expect(output?["slot"] as? String == "line2")
+        #expect(output?["percent"] as? Double == 10)
+        #expect(output?["by"] as? String == "mqtt:dev-x-client")
+        let unknown = await inbox.first(on: resultTopic) { $0["id"] as? String == "r2" }
+        #expect(unknown?["status"] as? String == "refused")
+        #expect(unknown?["reason"] as? String == "unknown_action")
+        #expect((unknown?["detail"] as? String)?.contains("release.start") == true)
+
+        running.cancel()
+        _ = try? await running.value
+        await peer.stop()
+        collecting.cancel()
+        await harness.cleanUp()
+    }
+}
