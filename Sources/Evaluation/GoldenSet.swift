@@ -18,10 +18,17 @@ public struct GoldenSet: Sendable {
     public static let detectionOptions = DetectionOptions(confidence: 0.001, iou: 0.7, maxDetections: 100)
 
     /// Reads the instances file; images are looked up under `imagesRoot`, the file's folder by default.
-    public init(contentsOf path: String, imagesRoot: String? = nil) throws(COCODatasetError) {
+    /// - Parameter confined: refuse image names that are absolute or contain `..` (a file from a repository that
+    ///   must not make the service read elsewhere).
+    public init(contentsOf path: String, imagesRoot: String? = nil, confined: Bool = false) throws(COCODatasetError) {
         dataset = try COCODataset.load(contentsOf: path)
         self.path = path
         self.imagesRoot = imagesRoot ?? URL(fileURLWithPath: path).deletingLastPathComponent().path
+        if confined, let image = dataset.images.first(where: {
+            $0.fileName.hasPrefix("/") || $0.fileName.split(separator: "/").contains("..")
+        }) {
+            throw .invalidFile(path: path, reason: "image \(image.id)'s file_name leaves the data set's folder")
+        }
     }
 
     /// What scoring a model gave.

@@ -91,6 +91,15 @@ public final class ModelInstance: Sendable {
     /// Requests running on this model now.
     public var inFlightCount: Int { inFlight.current }
 
+    /// Runs `body` with this model counted in flight, so that the releaser cannot free it meanwhile: for work on the
+    /// model outside its slot's workers (a release's golden-set evaluation). Call it only while the model holds a
+    /// role in its slot — a request's lease is taken under the slot's lock for the same reason.
+    public func whileCountedInFlight<T>(_ body: () throws -> T) rethrows -> T {
+        inFlight.increment()
+        defer { inFlight.decrement() }
+        return try body()
+    }
+
     init(identity: ModelIdentity, detector: Detector, memoryBytes: Int, signatureKeyID: String?,
          execution: ModelExecution = .init(), deviceMemoryBytes: Int = 0,
          onRelease: @escaping @Sendable (ModelRelease) -> Void) {

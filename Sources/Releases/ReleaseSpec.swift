@@ -50,8 +50,21 @@ public struct ReleaseSpec: Sendable, Equatable, Codable {
     public var disagreements_kept: Int?
     /// Let the candidate's class names or layout differ from the baseline's (default false; input size may always).
     public var allow_schema_change: Bool?
-    /// A labelled set the candidate must pass before it takes traffic (see `CandidateGate`); stored as given.
+    /// A labelled set the candidate must pass before it takes traffic (see `CandidateGate`): a COCO instances file,
+    /// relative to the model repository; its images relative to the file's folder.
     public var golden_set: String?
+    /// The golden-set gate's rules (AP@[.5:.95] on the set); without them the set is scored and reported only.
+    public var golden_gate: GoldenGate?
+
+    /// `min_map`: the candidate's AP@[.5:.95] at least this; `max_drop_vs_baseline`: at most this below the
+    /// baseline's on the same set (absolute).
+    public struct GoldenGate: Sendable, Equatable, Codable {
+        public var min_map: Double?
+        public var max_drop_vs_baseline: Double?
+        public init(min_map: Double? = nil, max_drop_vs_baseline: Double? = nil) {
+            (self.min_map, self.max_drop_vs_baseline) = (min_map, max_drop_vs_baseline)
+        }
+    }
 
     public init(model: String, strategy: Strategy) {
         self.model = model
@@ -146,6 +159,16 @@ public struct ReleaseSpec: Sendable, Equatable, Codable {
         }
         if let disagreements_kept, !(0...Self.maxDisagreementsKept).contains(disagreements_kept) {
             throw fail("disagreements_kept must be in [0, \(Self.maxDisagreementsKept)]")
+        }
+        if let golden_gate {
+            guard golden_set != nil else { throw fail("golden_gate needs a golden_set") }
+            for (name, value) in [("min_map", golden_gate.min_map), ("max_drop_vs_baseline",
+                golden_gate.max_drop_vs_baseline)] {
+                if let value, !(value.isFinite && (0...1).contains(value)) { throw fail("golden_gate.\(name) must be in [0, 1]") }
+            }
+        }
+        if let golden_set, golden_set.isEmpty || golden_set.utf8.count > 4096 {
+            throw fail("golden_set must be a path of 1 to 4096 bytes")
         }
         try rules?.validate()
     }

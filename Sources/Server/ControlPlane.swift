@@ -23,8 +23,8 @@ public final class ControlPlane: Sendable {
     private let started = Locked(false)
     /// Each slot's release, the latest one (see `ControlPlane+Releases.swift`).
     let releaseRuns = Locked<[String: ReleaseRun]>([:])
-    /// Checks a candidate before it takes traffic (the golden-set gate); none by default.
-    let candidateGate = Locked<(any CandidateGate)?>(nil)
+    /// Checks a candidate before it takes traffic: the golden-set gate by default (a no-op without `golden_set`).
+    let candidateGate: Locked<(any CandidateGate)?>
     /// Where release records persist: `<state_dir>/releases` (nothing persists without a state directory).
     let releaseStore: ReleaseStore
 
@@ -36,6 +36,7 @@ public final class ControlPlane: Sendable {
         self.audit = audit
         self.logger = logger
         self.releaseStore = ReleaseStore(directory: repository.stateDirectory.map { $0 + "/releases" })
+        self.candidateGate = Locked(GoldenSetGate(repository: repository, logger: logger))
     }
 
     /// Whether the slots have been brought up (`YOLOSwapServer.startSlots` has finished): `/readyz` is 503 before.
