@@ -61,6 +61,7 @@ struct FleetAgentTests {
               password_file: password
               trusted_keys: [operator.pub]
               reconnect_max_s: 1
+              status_interval_s: 1
             """, base: folder.path).mqtt)
         settings.clientID = "dev-x-client"
         let agent = try FleetAgent(settings: settings, control: harness.control,
@@ -110,6 +111,29 @@ struct FleetAgentTests {
         #expect(unknown?["status"] as? String == "refused")
         #expect(unknown?["reason"] as? String == "unknown_action")
         #expect((unknown?["detail"] as? String)?.contains("release.start") == true)
+
+        // The releases API's own actions are built in: a canary started, shown in the status, aborted.
+        try await send(id: "r3", action: "release-start", extra: [
+            "slot": "default", "release": [
+                "model": "synthetic/yolov5-nc80-320-identity.onnx", "strategy": "canary", "steps": [["percent": 50]],
+            ],
+        ])
+        let release = await inbox.first(on: resultTopic) { $0["id"] as? String == "r3" }
+        #expect(release?["status"] as? String == "succeeded", "\(release ?? [:])")
+        #expect((release?["output"] as? [String: Any])?["phase"] as? String == "running")
+        #expect((release?["output"] as? [String: Any])?["started_by"] as? String == "mqtt:dev-x-client")
+        let withRelease = await inbox.first(on: topics.status(device: "dev-x")) {
+            (($0["extensions"] as? [String: Any])?["releases"] as? [String: Any])?["default"] != nil
+        }
+        let shown = ((withRelease?["extensions"] as? [String: Any])?["releases"] as? [String: Any])?["default"]
+        #expect((shown as? [String: Any])?["phase"] as? String == "running", "\(withRelease ?? [:])")
+        #expect((shown as? [String: Any])?["candidate_percent"] as? Double == 50)
+        try await send(id: "r4", action: "release-abort", extra: ["slot": "default"])
+        let aborted = await inbox.first(on: resultTopic) { $0["id"] as? String == "r4" }
+        #expect((aborted?["output"] as? [String: Any])?["phase"] as? String == "aborted", "\(aborted ?? [:])")
+        try await send(id: "r5", action: "release-start", extra: ["slot": "default"])
+        let malformed = await inbox.first(on: resultTopic) { $0["id"] as? String == "r5" }
+        #expect(malformed?["status"] as? String == "refused", "\(malformed ?? [:])")
 
         running.cancel()
         _ = try? await running.value

@@ -9,8 +9,8 @@ import Primitives
 import ServiceLifecycle
 
 /// A command action beyond the built-in ones (`load`, `switch`, `rollback`, `discard`, `apply-desired`, `status`).
-/// The service registers handlers by action name (`FleetAgent(handlers:)`): the releases API adds its actions this
-/// way. A handler runs after the command has been verified (signature, topic, freshness, replay) and admitted.
+/// The service registers handlers by action name (`FleetAgent(handlers:)`): the releases API's `release-*` actions are
+/// added this way (`ReleaseFleetCommand`). A handler runs after the command has been verified (signature, topic, freshness, replay) and admitted.
 public protocol FleetCommandHandler: Sendable {
     /// Runs the command through the control plane, as `principal`.
     /// - Parameter payload: the verified payload's bytes, for fields `FleetCommand` does not name.
@@ -63,8 +63,10 @@ public struct FleetAgent: Service {
         self.control = control
         self.reconciler = reconciler
         self.keys = try settings.trustedKeys.map { try VerificationKey(contentsOf: $0) }
-        self.handlers = handlers
-        self.statusContributors = statusContributors
+        // The releases API's actions and status section are built in (`ReleaseFleetCommand`); given ones win.
+        self.handlers = ReleaseFleetCommand.handlers.merging(handlers) { _, given in given }
+        self.statusContributors = ["releases": ReleaseFleetCommand.status(control)]
+            .merging(statusContributors) { _, given in given }
         self.memoryPath = URL(fileURLWithPath: stateDirectory).appendingPathComponent("mqtt-replay-guard.json").path
         self.logger = logger
     }

@@ -1,0 +1,69 @@
+import Fleet
+import Foundation
+import Releases
+
+/// The releases API over MQTT: the `release-*` command actions and the `releases` section of the device's status.
+///
+/// - `release-start` with `slot` and `release` (the body of `POST /v1/slots/{slot}/release`); its result comes once the
+///   candidate is up and taking traffic, or refused (the golden-set gate, a failed load) — the outcome as
+///   `GET .../release` shows it.
+/// - `release-promote`, `release-pause`, `release-resume`, `release-abort` with `slot`; `release-status` reads it.
+///
+/// Each runs through `ControlPlane` with the command's principal (`mqtt:<client id>`), so it is checked, serialized and
+/// audited as over HTTP. Thread-safety: stateless.
+struct ReleaseFleetCommand: FleetCommandHandler {
+    let action: String
+
+    /// Every release action, by name, for `FleetAgent(handlers:)`.
+    static var handlers: [String: any FleetCommandHandler] {
+        Dictionary(uniqueKeysWithValues: ["start", "promote", "pause", "resume", "abort", "status"].map {
+            ("release-\($0)", ReleaseFleetCommand(action: $0) as any FleetCommandHandler)
+        })
+    }
+
+    /// The `releases` status section: each slot's current or last release, its phase and the candidate's share.
+    static func status(_ control: ControlPlane) -> FleetStatusContributor {
+        { @Sendable in
+            let releases = control.manager.slotNames.compactMap { name -> (String, FleetJSON)? in
+                guard let status = try? control.releaseStatus(slot: name) else { return nil }
+                return (name, .object([
+                    "id": .string(status.record.id), "phase": .string(status.record.phase.rawValue),
+                    "strategy": .string(status.record.spec.strategy.rawValue),
+                    "candidate_percent": .number(status.candidate_percent),
+                    "candidate_sha256": status.record.candidate.map { .string($0.sha256) } ?? .null,
+                ]))
+            }
+            return releases.isEmpty ? nil : .object(Dictionary(uniqueKeysWithValues: releases))
+        }
+    }
+
+    /// The fields of a `release-start` payload beyond `FleetCommand`'s.
+    private struct StartBody: Decodable { var release: ReleaseSpec? }
+
+    func run(_ command: FleetCommand, payload: [UInt8], by principal: Principal, control: ControlPlane) async throws
+        -> FleetJSON?
+    {
+        guard let slot = command.slot else { throw FleetRefusal(.malformed, "release-\(action) needs a slot") }
+        let status: ReleaseStatus
+        switch action {
+        case "start":
+            guard let spec = (try? JSONDecoder().decode(StartBody.self, from: Data(payload)))?.release else {
+                throw FleetRefusal(.malformed, "release-start needs a release object (the body of POST .../release)")
+            }
+            let run = try await control.startRelease(slot: slot, spec: spec, by: principal, from: nil)
+            await run.bringUp.withLock({ $0 })?.value
+            status = try control.releaseStatus(slot: slot)
+            if status.record.phase == .failed {
+                throw ReleaseError.refused(status.record.reason ?? "the release failed before taking traffic")
+            }
+        case "promote": status = try await control.promoteRelease(slot: slot, by: principal, from: nil)
+        case "abort": status = try await control.abortRelease(slot: slot, by: principal, from: nil)
+        case "pause", "resume":
+            status = try await control.pauseRelease(slot: slot, by: principal, from: nil, pause: action == "pause")
+        default: status = try control.releaseStatus(slot: slot)
+        }
+        let run = control.releaseRun(slot)
+        return FleetJSON.from(ReleaseDTO(status, disagreements: run?.disagreements.ids ?? [],
+            repository: control.repository))
+    }
+}
