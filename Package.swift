@@ -48,6 +48,9 @@ let package = Package(
         /// Linux inotify (Glibc) behind a small Swift type: a directory watched on its own thread, debounced changes
         /// of named entries as an `AsyncStream` (a ConfigMap volume's atomic swaps, an editor's rename).
         .target(name: "FileWatch", dependencies: ["Primitives"]),
+        /// Video decoding by the `ffmpeg` program as a child process: RGB24 frames over a pipe, each frame's size and
+        /// pts from its `showinfo` filter; sources (files, network, V4L2), bounded frame sizes, the child always reaped.
+        .target(name: "VideoDecoding", dependencies: ["ImageCodecs", "Primitives"]),
         /// Pure-Swift YOLO pipeline: letterbox, model schema, output decoders, NMS, drawing. No ORT types.
         .target(name: "YOLO", dependencies: ["ImageCodecs", "Primitives"]),
         /// Slots, verified background loads, atomic switch, drain-then-release, rollback, persisted state. Defines
@@ -67,6 +70,15 @@ let package = Package(
                 "HotSwap", "YOLO", "ONNXRuntime", "Primitives",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
+        /// Video streams detected frame by frame on a slot's active model through swaps: the runner, back-pressure,
+        /// reconnects, the source policy, results and preview subscriptions.
+        .target(
+            name: "Streams",
+            dependencies: [
+                "HotSwap", "YOLO", "ImageCodecs", "VideoDecoding", "Primitives",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]),
         /// Ed25519 model signatures: key files, `MODEL.sig`, and a verifier of a model file's digest.
         .target(
             name: "ModelSigning",
@@ -83,7 +95,7 @@ let package = Package(
         .target(
             name: "Server",
             dependencies: [
-                "HotSwap", "YOLO", "ImageCodecs", "AuditLog", "Primitives", "FileWatch",
+                "HotSwap", "YOLO", "ImageCodecs", "AuditLog", "Primitives", "FileWatch", "Streams",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -105,7 +117,7 @@ let package = Package(
             name: "yoloswap",
             dependencies: [
                 "YOLO", "ORTBackend", "ONNXRuntime", "ImageCodecs", "HotSwap", "ModelSigning", "AuditLog", "Server",
-                "Primitives",
+                "Primitives", "Streams", "VideoDecoding",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -149,6 +161,13 @@ let package = Package(
             dependencies: [
                 "ORTBackend", "HotSwap", "HotSwapTesting", "ONNXRuntime", "YOLO", "ImageCodecs", "Primitives",
                 "TestSupport",
+            ]),
+        /// Streams on real video (ffmpeg-generated) and real ONNX Runtime sessions swapped while they run.
+        .testTarget(
+            name: "StreamsTests",
+            dependencies: [
+                "Streams", "VideoDecoding", "ORTBackend", "HotSwap", "ONNXRuntime", "YOLO", "ImageCodecs",
+                "Primitives", "TestSupport",
             ]),
         .testTarget(
             name: "IntegrationTests",

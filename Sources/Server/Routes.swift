@@ -4,6 +4,7 @@ import HotSwap
 import Hummingbird
 import NIOCore
 import Primitives
+import Streams
 import YOLO
 
 /// The HTTP API. Handlers parse, authorize and call the `ControlPlane`; nothing else.
@@ -14,6 +15,7 @@ struct APIRoutes: Sendable {
     let metricsText: (@Sendable () -> String)?
     let configuredSlots: [String]
     let desired: DesiredStateReconciler
+    let streams: StreamRegistry
 
     static let productHeaders = [HTTPField.Name("X-Product")!, HTTPField.Name("X-Work-Order")!]
     /// The largest JSON request body (load, routes).
@@ -27,6 +29,7 @@ struct APIRoutes: Sendable {
         registerOperations(on: v1)
         registerRoutesEventsAudit(on: v1)
         registerDesired(on: v1)
+        StreamRoutes(api: self, registry: streams).register(on: v1)
     }
 
     /// `/healthz`, `/readyz`, `/metrics`.
@@ -256,7 +259,7 @@ struct APIRoutes: Sendable {
         return principal
     }
 
-    private func decode<T: Decodable>(_ type: T.Type, _ request: Request, _ context: YOLOSwapRequestContext)
+    func decode<T: Decodable>(_ type: T.Type, _ request: Request, _ context: YOLOSwapRequestContext)
         async throws -> T
     {
         var buffer: ByteBuffer

@@ -34,6 +34,7 @@ struct YOLOSwapCommand: AsyncParsableCommand {
         subcommands: [
             ServeCommand.self, ModelsCommand.self, DetectCommand.self, InspectCommand.self, BenchCommand.self,
             SwapCommand.self, BenchSwapCommand.self, OptimizeModelCommand.self, KeygenCommand.self, SignCommand.self,
-            VerifyCommand.self, AuditCommand.self, ApplyCommand.self, DiffCommand.self,
+            VerifyCommand.self, AuditCommand.self, ApplyCommand.self, DiffCommand.self, StreamCommand.self,
+            BenchStreamCommand.self,
         ])
 }
