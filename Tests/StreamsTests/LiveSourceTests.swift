@@ -23,8 +23,9 @@ extension StreamSuite {
                 process.standardError = FileHandle.nullDevice
                 try process.run()
             }
+            /// Kills the publisher (SIGKILL: a publisher that vanishes, as a camera that loses power does).
             func stop() {
-                if process.isRunning { process.terminate() }
+                if process.isRunning { kill(process.processIdentifier, SIGKILL) }
                 process.waitUntilExit()
             }
         }

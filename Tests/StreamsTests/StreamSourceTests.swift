@@ -29,9 +29,18 @@ extension StreamSuite {
 
         @Test("a frame over the pixel limit, a file that is not a video, a missing ffmpeg: the stream fails with the reason")
         func failures() async throws {
+            // FFmpeg's decoders are held to the limit too (`-max_pixels`): whichever check sees the frame first ends it.
             let overLimit = try FFmpegDecoder(source: .file(path: TestVideos.mjpeg), maxPixels: 320 * 239)
-            #expect(throws: VideoDecodeError.frameTooLarge(source: TestVideos.mjpeg, width: 320, height: 240,
-                maxPixels: 320 * 239)) { _ = try overLimit.nextFrame() }
+            do {
+                _ = try overLimit.nextFrame()
+                Issue.record("a frame over the limit was decoded")
+            } catch {
+                switch error {
+                case .frameTooLarge(_, 320, 240, 320 * 239): break
+                case .ffmpegFailed(_, _, let log): #expect(log.contains("video_size"), "\(log)")
+                default: Issue.record("\(error)")
+                }
+            }
 
             let folder = try TemporaryDirectory()
             let garbage = folder.file("garbage.mp4")
