@@ -30,14 +30,14 @@ struct BenchStreamCommand: AsyncParsableCommand {
             result["python_latency_p50_ms"] = python["latency_p50_ms"]
             result["python_latency_p99_ms"] = python["latency_p99_ms"]
         }
-        let steady = try await stream(withSwaps: false)
+        let steady = try await stream(withSwaps: false, frames: 300)
         result["frames"] = steady.frames
         result["fps"] = steady.fps
         result["steady_latency_p50_ms"] = percentile(steady.latencies, 50)
         result["steady_latency_p99_ms"] = percentile(steady.latencies, 99)
         if let pythonFPS = result["python_fps"] as? Double, pythonFPS > 0 { result["fps_ratio"] = steady.fps / pythonFPS }
 
-        let swapped = try await stream(withSwaps: true)
+        let swapped = try await stream(withSwaps: true, frames: steady.frames)
         // The 5 frames around each switch point: the two before it, the first of the new model, the two after.
         let window = Set(swapped.switchFrames.flatMap { ($0 - 2)...($0 + 2) })
         let around = swapped.latencies.enumerated().filter { window.contains($0.offset) }.map(\.element)
@@ -68,8 +68,8 @@ struct BenchStreamCommand: AsyncParsableCommand {
         var failures: [String]
     }
 
-    /// Streams the video once (block back-pressure) and, with swaps, swaps and rolls back spread over its frames.
-    private func stream(withSwaps: Bool) async throws -> Run {
+    /// Streams the video once (block back-pressure) and, with swaps, swaps and rolls back spread over its `frames`.
+    private func stream(withSwaps: Bool, frames: Int) async throws -> Run {
         let manager = try StreamSlot.makeManager(modelOptions: modelOptions)
         let slot = try await manager.createSlot("stream")
         _ = try await manager.loadAndActivate(LoadRequest(slot: "stream", path: modelOptions.model))
@@ -80,7 +80,7 @@ struct BenchStreamCommand: AsyncParsableCommand {
         let copy = folder.appendingPathComponent("copy.onnx").path
         try FileManager.default.copyItem(atPath: modelOptions.model, toPath: copy)
         let operations = withSwaps ? swaps + rollbacks : 0
-        let every = max(8, 300 / (operations + 1))
+        let every = max(8, frames / (operations + 1))
         let driver = SwapSchedule(manager: manager, models: [modelOptions.model, copy], swaps: swaps,
             rollbacks: rollbacks)
         let latencies = Locked<[Double]>([])
