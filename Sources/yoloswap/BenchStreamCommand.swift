@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import HotSwap
+import ORTBackend
 import Primitives
 import Streams
 import VideoDecoding
@@ -70,13 +71,16 @@ struct BenchStreamCommand: AsyncParsableCommand {
 
     /// Streams the video once (block back-pressure) and, with swaps, swaps and rolls back spread over its `frames`.
     private func stream(withSwaps: Bool, frames: Int) async throws -> Run {
-        let manager = try StreamSlot.makeManager(modelOptions: modelOptions)
-        let slot = try await manager.createSlot("stream")
-        _ = try await manager.loadAndActivate(LoadRequest(slot: "stream", path: modelOptions.model))
-        // The second model is a copy of the first: every swap loads a new session of the same cost.
+        // The second model is a copy of the first: every swap loads a new session of the same cost. Loads go through
+        // an optimized-model cache (a fresh one per run, its misses optimized in a child process), as the service's do.
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("yoloswap-bench-\(UUID())")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: folder) }
+        let cache = try OptimizedModelCache.yoloswap(directory: folder.appendingPathComponent("cache").path,
+            persistentSecret: false)
+        let manager = try StreamSlot.makeManager(modelOptions: modelOptions, cache: cache)
+        let slot = try await manager.createSlot("stream")
+        _ = try await manager.loadAndActivate(LoadRequest(slot: "stream", path: modelOptions.model))
         let copy = folder.appendingPathComponent("copy.onnx").path
         try FileManager.default.copyItem(atPath: modelOptions.model, toPath: copy)
         let operations = withSwaps ? swaps + rollbacks : 0

@@ -71,7 +71,10 @@ extension BackPressure: ExpressibleByArgument {}
 
 /// The one-slot manager the stream commands run on.
 enum StreamSlot {
-    static func makeManager(modelOptions: ModelOptions, servingThreads: Int = 1) throws -> ModelManager {
+    /// - Parameter cache: the optimized-model cache loads go through (as the service's do), if any.
+    static func makeManager(modelOptions: ModelOptions, servingThreads: Int = 1, cache: OptimizedModelCache? = nil)
+        throws -> ModelManager
+    {
         let options = try modelOptions.sessionOptions()
         var configuration = HotSwapConfiguration(servingThreads: servingThreads,
             intraOpThreads: options.intraOpThreads)
@@ -80,6 +83,6 @@ enum StreamSlot {
             ?? .cpu)]
         let library = try ORTLibrary.load(explicitPath: modelOptions.ortLibrary)
         return ModelManager(configuration: configuration,
-            loader: ORTModelLoader(environment: try ORTEnvironment(library: library), options: options))
+            loader: ORTModelLoader(environment: try ORTEnvironment(library: library), options: options, cache: cache))
     }
 }
