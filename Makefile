@@ -7,7 +7,7 @@ IMAGES ?= models/images/bus.jpg models/images/zidane.jpg models/images/dog.jpg m
           models/images/horses.jpg models/images/eagle.jpg models/images/giraffe.jpg models/images/kite.jpg
 
 .PHONY: all setup build build-debug run detect-samples test test-asan test-hostile hostile-models chaos faults bench \
-	bench-configmap bench-release bench-mqtt fuzz fuzz-build fuzz-smoke fuzz-seeds test-console clean
+	bench-configmap bench-release bench-mqtt bench-stream fuzz fuzz-build fuzz-smoke fuzz-seeds test-console clean
 
 all: build
 
@@ -122,6 +122,21 @@ bench-release: build
 ROLLOUTS ?= 20
 bench-mqtt: build-debug
 	YOLOSWAP_MQTT_ROLLOUTS=$(ROLLOUTS) $(SWIFT) test --skip-build --filter MQTTFleetBenchmark
+# A video stream end to end (README → Performance): the 300-frame test video (made here by ffmpeg from a sample photo)
+# with yolov3-tiny 416, against the Python cv2.VideoCapture + reference pipeline + ORT loop in the same run; then the
+# frame latency around SWAPS swaps and ROLLBACKS rollbacks against steady state.
+STREAM_VIDEO ?= out/stream-bench.mp4
+STREAM_THREADS ?= 2
+ROLLBACKS ?= 5
+$(STREAM_VIDEO):
+	@mkdir -p $(dir $@)
+	ffmpeg -nostdin -hide_banner -loglevel error -y -framerate 30 -loop 1 -i models/images/bus.jpg \
+		-vf "scale=810:1080,crop=640:480:x='min(n,170)':y='min(n,600)',drawtext=text='%{frame_num}':x=10:y=10:fontsize=40:fontcolor=white:box=1:boxcolor=black" \
+		-frames:v 300 -c:v libx264 -pix_fmt yuv420p $@
+
+bench-stream: build $(STREAM_VIDEO)
+	.build/release/yoloswap bench-stream --video $(STREAM_VIDEO) --model $(MODEL) --threads $(STREAM_THREADS) \
+		--swaps 10 --rollbacks $(ROLLBACKS)
 
 clean:
 	rm -rf .build .build-tsan .build-asan .build-fuzz out

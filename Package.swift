@@ -56,6 +56,9 @@ let package = Package(
         /// An MQTT 3.1.1 / 5 client over libmosquitto: TLS, credentials, QoS 1, persistent sessions, reconnection with
         /// backoff, last will; its network loop on a thread of its own, messages and events as `AsyncStream`s.
         .target(name: "MQTT", dependencies: ["CMosquitto", "Primitives"]),
+        /// Video decoding by the `ffmpeg` program as a child process: RGB24 frames over a pipe, each frame's size and
+        /// pts from its `showinfo` filter; sources (files, network, V4L2), bounded frame sizes, the child always reaped.
+        .target(name: "VideoDecoding", dependencies: ["ImageCodecs", "Primitives"]),
         /// Pure-Swift YOLO pipeline: letterbox, model schema, output decoders, NMS, drawing. No ORT types.
         .target(name: "YOLO", dependencies: ["ImageCodecs", "Primitives"]),
         /// Slots, verified background loads, atomic switch, drain-then-release, rollback, persisted state. Defines
@@ -74,6 +77,15 @@ let package = Package(
             dependencies: [
                 "HotSwap", "YOLO", "ONNXRuntime", "Primitives",
                 .product(name: "Crypto", package: "swift-crypto"),
+            ]),
+        /// Video streams detected frame by frame on a slot's active model through swaps: the runner, back-pressure,
+        /// reconnects, the source policy, results and preview subscriptions.
+        .target(
+            name: "Streams",
+            dependencies: [
+                "HotSwap", "YOLO", "ImageCodecs", "VideoDecoding", "Primitives",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ]),
         /// Ed25519 model signatures: key files, `MODEL.sig`, and a verifier of a model file's digest.
         .target(
@@ -108,7 +120,7 @@ let package = Package(
             name: "Server",
             dependencies: [
                 "HotSwap", "YOLO", "ImageCodecs", "AuditLog", "Primitives", "FileWatch", "Releases", "Evaluation",
-                "MQTT", "Fleet", "ModelSigning",
+                "MQTT", "Fleet", "ModelSigning", "Streams",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -145,7 +157,7 @@ let package = Package(
             name: "yoloswap",
             dependencies: [
                 "YOLO", "ORTBackend", "ONNXRuntime", "ImageCodecs", "HotSwap", "ModelSigning", "AuditLog", "Server",
-                "Primitives", "Evaluation", "Releases", "Fleet", "MQTT",
+                "Primitives", "Evaluation", "Releases", "Fleet", "MQTT", "Streams", "VideoDecoding",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -199,6 +211,13 @@ let package = Package(
             ]),
         .testTarget(name: "EvaluationTests", dependencies: ["Evaluation", "TestSupport"]),
         .testTarget(name: "FuzzReplayTests", dependencies: ["FuzzHarnesses", "Primitives", "TestSupport"]),
+        /// Streams on real video (ffmpeg-generated) and real ONNX Runtime sessions swapped while they run.
+        .testTarget(
+            name: "StreamsTests",
+            dependencies: [
+                "Streams", "VideoDecoding", "ORTBackend", "HotSwap", "ONNXRuntime", "YOLO", "ImageCodecs",
+                "Primitives", "TestSupport",
+            ]),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["YOLO", "ImageCodecs", "ONNXRuntime", "ORTBackend", "HotSwap", "TestSupport"]),

@@ -153,13 +153,38 @@ public final class ModelSlot: Sendable {
     /// - Throws: `SlotError` (overloaded, unavailable, shut down), `DetectionError` (bad image, inference failure).
     public func detect(imageBytes: [UInt8], options: DetectionOptions = .init(), context: RoutingContext = .init(),
                        deadline: ContinuousClock.Instant? = nil) async throws -> SlotDetection {
+        try await detect(context: context, deadline: deadline) { [self] detector throws(DetectionError) in
+            // The two-thread JPEG decode only while this is the slot's one request (nothing else running or queued):
+            // under load the second thread would only take a core from another request.
+            try detector.detect(imageBytes: imageBytes, options: options,
+                decodeInParallel: !executor.hasWorkBesidesOne)
+        }
+    }
+
+    /// Detects objects in a decoded image (a video frame) on the model the router picks, on a worker thread.
+    ///
+    /// The model is chosen when the frame's lease is taken: a stream calling this once per frame, in order, reads the
+    /// slot's model at each frame boundary, and its generations never go down.
+    /// - Throws: as `detect(imageBytes:)`.
+    public func detect(image: RGBImage, options: DetectionOptions = .init(), context: RoutingContext = .init(),
+                       deadline: ContinuousClock.Instant? = nil) async throws -> SlotDetection {
+        try await detect(context: context, deadline: deadline) { detector throws(DetectionError) in
+            try detector.detect(image: image, options: options)
+        }
+    }
+
+    /// Runs `work` with a leased model's detector on a worker thread, waiting for a model first.
+    private func detect(context: RoutingContext, deadline: ContinuousClock.Instant?,
+                        work: @escaping @Sendable (Detector) throws(DetectionError) -> DetectionResult)
+        async throws -> SlotDetection
+    {
         let enqueued = ContinuousClock.now
         while true {
             try await waitForModel(deadline: deadline, since: enqueued)
             let outcome: (Result<SlotDetection, DetectionError>, InFlightCounter, String?)?
             do {
                 outcome = try await executor.run(deadline: deadline) { [self] in
-                    self.runLeased(imageBytes: imageBytes, options: options, context: context, since: enqueued)
+                    self.runLeased(work, context: context, since: enqueued)
                 }
             } catch let error as ExecutorError {
                 throw map(error, since: enqueued)
@@ -180,7 +205,7 @@ public final class ModelSlot: Sendable {
     /// Takes a lease, runs the detection, and returns the counter to decrement. The model reference dies with this
     /// function's frame, before the caller counts the request down — so the releaser can never see a zero count
     /// while a request still holds the model.
-    private func runLeased(imageBytes: [UInt8], options: DetectionOptions, context: RoutingContext,
+    private func runLeased(_ work: (Detector) throws(DetectionError) -> DetectionResult, context: RoutingContext,
                            since enqueued: ContinuousClock.Instant)
         -> (Result<SlotDetection, DetectionError>, InFlightCounter, String?)?
     {
@@ -189,10 +214,7 @@ public final class ModelSlot: Sendable {
         let stamp = ModelStamp(slot: name, identity: model.identity, generation: generation,
             target: model.execution.target)
         let result = Result { () throws(DetectionError) in
-            // The two-thread JPEG decode only while this is the slot's one request (nothing else running or queued):
-            // under load the second thread would only take a core from another request.
-            let result = try model.detector.detect(imageBytes: imageBytes, options: options,
-                decodeInParallel: !executor.hasWorkBesidesOne)
+            let result = try work(model.detector)
             return SlotDetection(result: result, model: stamp, variant: variant,
                 queueMilliseconds: (started - enqueued).milliseconds)
         }

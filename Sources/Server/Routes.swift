@@ -4,6 +4,7 @@ import HotSwap
 import Hummingbird
 import NIOCore
 import Primitives
+import Streams
 import YOLO
 
 /// The HTTP API. Handlers parse, authorize and call the `ControlPlane`; nothing else.
@@ -16,6 +17,7 @@ struct APIRoutes: Sendable {
     let desired: DesiredStateReconciler
     /// Per-slot request rate and latency for `GET /v1/stats` (the console).
     let stats: RequestStats
+    let streams: StreamRegistry
 
     static let productHeaders = [HTTPField.Name("X-Product")!, HTTPField.Name("X-Work-Order")!]
     /// The largest JSON request body (load, routes).
@@ -32,6 +34,7 @@ struct APIRoutes: Sendable {
         registerDesired(on: v1)
         registerConsoleAPI(on: v1)
         registerConsole(on: router)
+        StreamRoutes(api: self, registry: streams).register(on: v1)
     }
 
     /// `/healthz`, `/readyz`, `/metrics`.

@@ -1,5 +1,6 @@
 import Foundation
 import HotSwap
+import Streams
 import Yams
 
 /// The service's configuration: a YAML file (`--config`), then environment variables, then flags.
@@ -25,6 +26,9 @@ import Yams
 /// - `routes`: `{product or work order: slot}`
 /// - `desired_state` (none): a desired-state document to apply and watch (`serve --desired-state`; a ConfigMap key)
 /// - `mqtt` (none): this instance as a device of an MQTT fleet; keys in ``FleetSettings``
+/// - `streams`: `media_dir` (none: no file sources; file sources are relative to it), `allowed_urls` (prefixes a
+///   network source must start with), `allowed_devices` (V4L2 devices), `output_dir` (none: no JSON-lines files),
+///   `max_streams` (16); see `Streams.SourcePolicy`
 /// - `trusted_keys`: public key files; `require_signature` (false)
 /// - `hotswap`: `serving_threads` (2), `queue_capacity` (64), `intra_op_threads` (1), `warmup_runs` (3),
 ///   `warmup_timeout_s` (30), `standby` (`keep` | `release` | seconds to keep), `standby_during_load` (`release`:
@@ -115,6 +119,11 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var desiredStatePath: String?
     /// The MQTT fleet this instance belongs to (`mqtt`), if any.
     public var mqtt: FleetSettings?
+    /// What video streams may read and write (`streams.media_dir`, `allowed_urls`, `allowed_devices`, `output_dir`;
+    /// by default nothing: no stream can be created).
+    public var streamPolicy = SourcePolicy()
+    /// Streams kept at once (`streams.max_streams`, 1…256, default 16).
+    public var maxStreams = 16
 
     /// Defaults, with paths relative to `base` (the working directory when nil).
     public init(base: String? = nil) {
@@ -153,6 +162,15 @@ public struct ServerConfiguration: Sendable, Equatable {
         if let hotswap = raw.hotswap { try config.apply(hotswap, fail: fail) }
         try config.applySlots(raw, base: base, fail: fail)
         if let mqtt = raw.mqtt { config.mqtt = try FleetSettings.parse(mqtt, base: base, fail: fail) }
+        if let streams = raw.streams {
+            config.streamPolicy = SourcePolicy(mediaDirectory: streams.media_dir.map { resolve($0, against: base) },
+                allowedURLPrefixes: streams.allowed_urls ?? [], allowedDevices: streams.allowed_devices ?? [],
+                outputDirectory: streams.output_dir.map { resolve($0, against: base) })
+            if let max = streams.max_streams {
+                guard (1...256).contains(max) else { throw fail("streams.max_streams must lie in 1...256, got \(max)") }
+                config.maxStreams = max
+            }
+        }
         return config
     }
 
@@ -451,7 +469,16 @@ private struct RawConfiguration: Decodable {
     var routes: [String: String]?
     var trusted_keys: [String]?
     var require_signature: Bool?
+    /// `streams`: what video streams may read and write.
+    struct Streams: Decodable {
+        var media_dir: String?
+        var output_dir: String?
+        var allowed_urls: [String]?
+        var allowed_devices: [String]?
+        var max_streams: Int?
+    }
     var hotswap: HotSwap?
     var ort_library: String?
     var mqtt: RawFleetSettings?
+    var streams: Streams?
 }

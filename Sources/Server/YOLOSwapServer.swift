@@ -5,15 +5,19 @@ import HummingbirdCore
 import Logging
 import Primitives
 import ServiceLifecycle
+import Streams
 
 /// Builds the HTTP application and the services that run beside it.
 public enum YOLOSwapServer {
     /// The Hummingbird application: problem-details errors, bearer authentication, the API routes.
-    /// - Parameter desired: the reconciler behind `/v1/desired` (shared with the desired-state file watcher); a new
-    ///   one when nil.
+    /// - Parameters:
+    ///   - desired: the reconciler behind `/v1/desired` (shared with the desired-state file watcher); a new one when
+    ///     nil.
+    ///   - streams: the video streams behind `/v1/streams`; a new registry under the configuration's stream policy
+    ///     when nil.
     public static func makeApplication(
         control: ControlPlane, configuration: ServerConfiguration, metricsText: (@Sendable () -> String)?,
-        logger: Logger, desired: DesiredStateReconciler? = nil,
+        logger: Logger, desired: DesiredStateReconciler? = nil, streams: StreamRegistry? = nil,
         onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
         let router = Router(context: YOLOSwapRequestContext.self)
@@ -22,7 +26,9 @@ public enum YOLOSwapServer {
         router.add(middleware: AuthMiddleware(authenticator: authenticator, control: control))
         APIRoutes(control: control, configuration: configuration, authenticator: authenticator,
             metricsText: metricsText, configuredSlots: configuration.slots.keys.sorted(),
-            desired: desired ?? DesiredStateReconciler(control: control), stats: RequestStats()).register(on: router)
+            desired: desired ?? DesiredStateReconciler(control: control), stats: RequestStats(),
+            streams: streams ?? StreamRegistry(policy: configuration.streamPolicy, maxStreams: configuration.maxStreams,
+                logger: logger, slots: { [manager = control.manager] in manager.slot($0) })).register(on: router)
         return Application(
             router: router,
             // A connection that sends nothing for this long is closed, and so is one whose request, once begun, does

@@ -35,6 +35,6 @@ struct YOLOSwapCommand: AsyncParsableCommand {
             ServeCommand.self, ModelsCommand.self, DetectCommand.self, InspectCommand.self, BenchCommand.self,
             SwapCommand.self, BenchSwapCommand.self, OptimizeModelCommand.self, KeygenCommand.self, SignCommand.self,
             VerifyCommand.self, AuditCommand.self, ApplyCommand.self, DiffCommand.self, EvalCommand.self,
-            BenchReleaseCommand.self, FleetCommandGroup.self,
+            BenchReleaseCommand.self, FleetCommandGroup.self, StreamCommand.self, BenchStreamCommand.self,
         ])
 }

@@ -167,6 +167,13 @@ final class RawConnection {
         return .nothing
     }
 
+    /// The next bytes, waiting for them; empty once the peer has closed.
+    func receiveBytes() -> [UInt8] {
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        return n > 0 ? Array(buffer[..<n]) : []
+    }
+
     /// Whether the server has closed the connection (data it sent first is read and dropped).
     func isClosedByPeer() -> Bool {
         while true {

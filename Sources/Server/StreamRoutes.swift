@@ -1,0 +1,145 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import ImageCodecs
+import NIOCore
+import Primitives
+import Streams
+import YOLO
+
+/// `POST /v1/streams`'s body.
+struct StreamBody: Decodable {
+    struct Outputs: Decodable {
+        /// A JSON-lines file inside `streams.output_dir`.
+        var file: String?
+    }
+    var source: String
+    var slot: String?
+    var fps_cap: Double?
+    /// `block` | `latest` (default: `block` for files, `latest` for live sources).
+    var back_pressure: BackPressure?
+    var outputs: Outputs?
+    var conf: Float?
+    var iou: Float?
+}
+
+struct StreamListDTO: Encodable { var streams: [StreamStatus] }
+
+/// Video streams: create, list, read, stop; their results (server-sent events) and annotated preview (MJPEG).
+///
+/// A results or preview viewer never slows its stream: each has its own bounded buffer that drops the oldest when
+/// the viewer lags.
+struct StreamRoutes: Sendable {
+    let api: APIRoutes
+    let registry: StreamRegistry
+    /// JPEG encoding of preview frames, off the cooperative pool.
+    private let encoder = BlockingQueue(label: "yoloswap.preview-encode")
+
+    init(api: APIRoutes, registry: StreamRegistry) {
+        self.api = api
+        self.registry = registry
+    }
+
+    func register(on v1: RouterGroup<YOLOSwapRequestContext>) {
+        v1.post("streams") { request, context in
+            _ = try await api.requireOperator(request, context)
+            let body = try await api.decode(StreamBody.self, request, context)
+            let slot = try api.control.slotName(explicit: body.slot, product: nil)
+            do {
+                let stream = try registry.create(StreamRegistry.Request(source: body.source, slot: slot,
+                    fpsCap: body.fps_cap, backPressure: body.back_pressure, outputFile: body.outputs?.file,
+                    confidence: body.conf, iou: body.iou))
+                return try api.json(stream.currentStatus, status: .created)
+            } catch {
+                throw Self.problem(error)
+            }
+        }
+        v1.get("streams") { _, context in
+            _ = try api.require(.viewer, context)
+            return try api.json(StreamListDTO(streams: registry.all.map(\.currentStatus)), status: .ok)
+        }
+        v1.get("streams/:id") { _, context in
+            _ = try api.require(.viewer, context)
+            return try api.json(try stream(context).currentStatus, status: .ok)
+        }
+        v1.delete("streams/:id") { request, context in
+            _ = try await api.requireOperator(request, context)
+            let id = try context.parameters.require("id")
+            guard let status = await registry.remove(id) else { throw Problem.notFound("no stream '\(id)'") }
+            return try api.json(status, status: .ok)
+        }
+        v1.get("streams/:id/results") { _, context in
+            _ = try api.require(.viewer, context)
+            return results(try stream(context))
+        }
+        v1.get("streams/:id/preview.mjpeg") { _, context in
+            _ = try api.require(.viewer, context)
+            return preview(try stream(context))
+        }
+    }
+
+    private func stream(_ context: YOLOSwapRequestContext) throws -> VideoStream {
+        let id = try context.parameters.require("id")
+        guard let stream = registry.stream(id) else { throw Problem.notFound("no stream '\(id)'") }
+        return stream
+    }
+
+    /// Server-sent events: `event: frame` with a result line, `event: switch|reconnect|ended|failed` with an event.
+    private func results(_ stream: VideoStream) -> Response {
+        let messages = stream.subscribe(buffer: 256)
+        return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-store"],
+            body: ResponseBody { writer in
+                let encoder = JSONEncoder.yoloswap
+                for await message in messages {
+                    let (name, data): (String, Data)
+                    switch message {
+                    case .frame(let result): (name, data) = ("frame", try encoder.encode(result))
+                    case .event(let event): (name, data) = (event.type.rawValue, try encoder.encode(event))
+                    }
+                    var buffer = ByteBuffer(string: "event: \(name)\ndata: ")
+                    buffer.writeBytes(data)
+                    buffer.writeString("\n\n")
+                    try await writer.write(buffer)
+                }
+                try await writer.finish(nil)
+            })
+    }
+
+    /// `multipart/x-mixed-replace`: the newest frame with its boxes drawn, as a JPEG per part.
+    private func preview(_ stream: VideoStream) -> Response {
+        let frames = stream.previewFrames()
+        let encoder = self.encoder
+        return Response(status: .ok,
+            headers: [.contentType: "multipart/x-mixed-replace; boundary=frame", .cacheControl: "no-store"],
+            body: ResponseBody { writer in
+                for await frame in frames {
+                    let jpeg = try await encoder.run { try Self.annotatedJPEG(frame) }
+                    var buffer = ByteBuffer(string: "--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                        + "\(jpeg.count)\r\nX-Frame: \(frame.frame)\r\n\r\n")
+                    buffer.writeBytes(jpeg)
+                    buffer.writeString("\r\n")
+                    try await writer.write(buffer)
+                }
+                try await writer.finish(nil)
+            })
+    }
+
+    /// The frame with each detection's box and label drawn, as a JPEG.
+    static func annotatedJPEG(_ frame: PreviewFrame) throws -> [UInt8] {
+        var canvas = frame.image
+        Annotator.draw(frame.detections.map {
+            Annotation(x1: $0.box.x1, y1: $0.box.y1, x2: $0.box.x2, y2: $0.box.y2,
+                label: "\($0.className) \(String(format: "%.2f", $0.confidence))", classID: $0.classID)
+        }, on: &canvas)
+        return try ImageEncoder.jpeg(canvas, quality: 80)
+    }
+
+    private static func problem(_ error: any Error) -> any Error {
+        guard let error = error as? StreamError else { return error }
+        switch error {
+        case .sourceNotAllowed, .outputNotAllowed, .invalid: return Problem.badRequest(error.description)
+        case .tooManyStreams: return Problem(.tooManyRequests, "Too Many Requests", detail: error.description)
+        case .unknownSlot: return Problem.notFound(error.description)
+        }
+    }
+}

@@ -1,0 +1,120 @@
+import Foundation
+import VideoDecoding
+
+/// Which sources and output files a stream may use, checked like model paths: a file must lie inside the media
+/// folder, a URL must start with one of the allowed prefixes, a device must be allowed by name.
+///
+/// Keys (`streams` in the service's YAML) and defaults:
+/// - `media_dir` (none: no file sources): files are given relative to it and may not leave it (symlinks resolved).
+/// - `allowed_urls` (`[]`): prefixes a network source must start with, e.g. `udp://127.0.0.1:`, `rtsp://cam-`.
+/// - `allowed_devices` (`[]`): V4L2 devices, e.g. `/dev/video0`.
+/// - `output_dir` (none: no file outputs): JSON-lines outputs are written inside it.
+///
+/// Thread-safety: a value.
+public struct SourcePolicy: Sendable, Equatable {
+    public var mediaDirectory: String?
+    public var allowedURLPrefixes: [String]
+    public var allowedDevices: [String]
+    public var outputDirectory: String?
+    /// The local user of the CLI: any path, URL or device.
+    public var allowsAnything: Bool
+
+    public init(mediaDirectory: String? = nil, allowedURLPrefixes: [String] = [], allowedDevices: [String] = [],
+                outputDirectory: String? = nil, allowsAnything: Bool = false) {
+        self.mediaDirectory = mediaDirectory
+        self.allowedURLPrefixes = allowedURLPrefixes
+        self.allowedDevices = allowedDevices
+        self.outputDirectory = outputDirectory
+        self.allowsAnything = allowsAnything
+    }
+
+    /// What the CLI uses: everything the user running it can reach.
+    public static let unrestricted = SourcePolicy(allowsAnything: true)
+
+    /// Turns what a caller wrote into a source, or says why not.
+    /// - Throws: `StreamError.sourceNotAllowed` with the reason.
+    public func resolve(_ text: String) throws(StreamError) -> VideoSource {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        guard !trimmed.isEmpty, trimmed.count <= 4096, !trimmed.contains("\0") else {
+            throw .sourceNotAllowed(source: text, reason: "empty or malformed")
+        }
+        if let colon = trimmed.firstIndex(of: ":"), trimmed[colon...].hasPrefix("://") {
+            let scheme = trimmed[..<colon].lowercased()
+            guard VideoSource.networkSchemes.contains(scheme) else {
+                throw .sourceNotAllowed(source: text,
+                    reason: "scheme '\(scheme)' is not one of \(VideoSource.networkSchemes.joined(separator: ", "))")
+            }
+            guard allowsAnything || allowedURLPrefixes.contains(where: { trimmed.hasPrefix($0) }) else {
+                throw .sourceNotAllowed(source: text, reason: "the URL matches no streams.allowed_urls prefix")
+            }
+            return .network(url: trimmed)
+        }
+        if trimmed.hasPrefix("/dev/") {
+            guard allowsAnything || allowedDevices.contains(trimmed) else {
+                throw .sourceNotAllowed(source: text, reason: "the device is not in streams.allowed_devices")
+            }
+            return .device(path: trimmed)
+        }
+        if allowsAnything { return .file(path: try regularFile(trimmed, shownAs: text)) }
+        guard let root = mediaDirectory else {
+            throw .sourceNotAllowed(source: text, reason: "no streams.media_dir is configured for file sources")
+        }
+        let path = try Self.inside(root, trimmed, shownAs: text)
+        return .file(path: try regularFile(path, shownAs: text))
+    }
+
+    /// The absolute path of a JSON-lines output file inside the output folder.
+    /// - Throws: `StreamError.outputNotAllowed` when none is configured or the path leaves it.
+    public func resolveOutput(_ text: String) throws(StreamError) -> String {
+        if allowsAnything { return text }
+        guard let root = outputDirectory else {
+            throw .outputNotAllowed(path: text, reason: "no streams.output_dir is configured for file outputs")
+        }
+        do { return try Self.inside(root, text, shownAs: text) } catch {
+            throw .outputNotAllowed(path: text, reason: "it lies outside streams.output_dir")
+        }
+    }
+
+    /// `relative` resolved against `root` (symlinks of existing parts resolved), refused if it leaves `root`.
+    private static func inside(_ root: String, _ relative: String, shownAs text: String) throws(StreamError) -> String {
+        guard !relative.hasPrefix("/") else {
+            throw .sourceNotAllowed(source: text, reason: "give a path relative to the media folder")
+        }
+        let base = URL(fileURLWithPath: root).resolvingSymlinksInPath().standardizedFileURL.path
+        let candidate = URL(fileURLWithPath: base).appendingPathComponent(relative).standardizedFileURL
+            .resolvingSymlinksInPath().path
+        guard candidate.hasPrefix(base.hasSuffix("/") ? base : base + "/") else {
+            throw .sourceNotAllowed(source: text, reason: "it lies outside the folder")
+        }
+        return candidate
+    }
+
+    /// Only a regular file is read (a FIFO or a device would block or never end).
+    private func regularFile(_ path: String, shownAs text: String) throws(StreamError) -> String {
+        var info = stat()
+        guard stat(path, &info) == 0 else { throw .sourceNotAllowed(source: text, reason: "no such file") }
+        guard (info.st_mode & S_IFMT) == S_IFREG else {
+            throw .sourceNotAllowed(source: text, reason: "not a regular file")
+        }
+        return path
+    }
+}
+
+/// Errors of creating or running a stream.
+public enum StreamError: Error, Equatable, CustomStringConvertible {
+    case sourceNotAllowed(source: String, reason: String)
+    case outputNotAllowed(path: String, reason: String)
+    case invalid(String)
+    case tooManyStreams(limit: Int)
+    case unknownSlot(String)
+
+    public var description: String {
+        switch self {
+        case .sourceNotAllowed(let source, let reason): "source '\(source)' is not allowed: \(reason)"
+        case .outputNotAllowed(let path, let reason): "output '\(path)' is not allowed: \(reason)"
+        case .invalid(let reason): reason
+        case .tooManyStreams(let limit): "at most \(limit) streams may run at once"
+        case .unknownSlot(let slot): "no slot '\(slot)'"
+        }
+    }
+}

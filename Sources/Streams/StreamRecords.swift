@@ -1,0 +1,90 @@
+import Foundation
+import HotSwap
+import ImageCodecs
+import YOLO
+
+/// One JSON line of a stream's results: one per detected frame.
+///
+/// `detections` is the detection JSON of `POST /v1/detect` and `yoloswap detect`; `model` is the stamp of the model
+/// that answered the frame (its `generation` never goes down along a stream).
+///
+/// Thread-safety: a value.
+public struct StreamFrameResult: Sendable, Codable, Equatable {
+    public struct Image: Sendable, Codable, Equatable { public var width: Int; public var height: Int }
+    /// Stage timings of the detection, the wait for a worker, and the frame's latency from decoded to answered.
+    public struct Timings: Sendable, Codable, Equatable {
+        public var decode: Double
+        public var preprocess: Double
+        public var inference: Double
+        public var postprocess: Double
+        public var queue: Double
+        /// From the frame's last byte arriving from FFmpeg to its detections (milliseconds).
+        public var latency: Double
+    }
+    public var stream: String
+    /// 0-based index of the frame among those decoded (frames dropped under `latest` leave gaps).
+    public var frame: Int
+    /// Presentation time in seconds (null when the source gave none).
+    public var pts: Double?
+    public var model: ModelStamp
+    public var image: Image
+    public var detections: [Detection]
+    public var timings_ms: Timings
+}
+
+/// Something that happened to a stream: the model changed between two frames, the source was reconnected, the
+/// stream ended.
+///
+/// Thread-safety: a value.
+public struct StreamEvent: Sendable, Codable, Equatable {
+    public enum Kind: String, Sendable, Codable { case switched = "switch", reconnect, ended, failed }
+    public var stream: String
+    public var type: Kind
+    public var time: Date
+    /// For a switch: the first frame answered by the new generation.
+    public var frame: Int?
+    public var from: ModelStamp?
+    public var to: ModelStamp?
+    public var message: String?
+}
+
+/// What a results subscriber receives: a frame's result or an event.
+public enum StreamMessage: Sendable {
+    case frame(StreamFrameResult)
+    case event(StreamEvent)
+}
+
+/// The newest frame with its detections, for the annotated preview.
+public struct PreviewFrame: Sendable {
+    public var frame: Int
+    public var image: RGBImage
+    public var detections: [Detection]
+}
+
+/// A stream's state as `GET /v1/streams/{id}` shows it.
+///
+/// Thread-safety: a value.
+public struct StreamStatus: Sendable, Codable, Equatable {
+    public enum State: String, Sendable, Codable { case starting, running, reconnecting, ended, failed, stopped }
+    public var id: String
+    public var source: String
+    public var slot: String
+    public var back_pressure: BackPressure
+    public var fps_cap: Double?
+    public var state: State
+    public var live: Bool
+    /// Frames decoded, detected, dropped under `latest`.
+    public var frames_decoded: Int
+    public var frames_detected: Int
+    public var frames_dropped: Int
+    /// Results a slow results subscriber did not get (the stream never waits for a viewer).
+    public var viewer_drops: Int
+    public var reconnects: Int
+    public var model: ModelStamp?
+    public var last_pts: Double?
+    public var last_error: String?
+    /// The most recent model switches seen on the stream (at most 100).
+    public var switches: [StreamEvent]
+    public var started_at: Date
+    public var outputs: [String]
+}

@@ -1,0 +1,131 @@
+import Foundation
+import HotSwap
+import Logging
+import Primitives
+
+/// The service's running streams by id: created from a request checked against the ``SourcePolicy``, listed,
+/// stopped. Ended streams stay listed (with their final status) until deleted, up to the limit.
+///
+/// Thread-safety: all members may be used from any thread or task.
+public final class StreamRegistry: Sendable {
+    /// A stream to create, as the API takes it.
+    public struct Request: Sendable {
+        public var source: String
+        public var slot: String
+        public var fpsCap: Double?
+        public var backPressure: BackPressure?
+        /// A JSON-lines file inside the output folder, one line per frame.
+        public var outputFile: String?
+        public var confidence: Float?
+        public var iou: Float?
+
+        public init(source: String, slot: String, fpsCap: Double? = nil, backPressure: BackPressure? = nil,
+                    outputFile: String? = nil, confidence: Float? = nil, iou: Float? = nil) {
+            self.source = source
+            self.slot = slot
+            self.fpsCap = fpsCap
+            self.backPressure = backPressure
+            self.outputFile = outputFile
+            self.confidence = confidence
+            self.iou = iou
+        }
+    }
+
+    public let policy: SourcePolicy
+    public let maxStreams: Int
+    private let slots: @Sendable (String) -> ModelSlot?
+    private let logger: Logger
+    private let streams = Locked<[String: VideoStream]>([:])
+    /// Writes JSON-lines outputs off the cooperative pool.
+    private let writer = BlockingQueue(label: "yoloswap.stream-output")
+
+    /// - Parameter slots: finds a slot by name.
+    public init(policy: SourcePolicy, maxStreams: Int = 16, logger: Logger = Logger(label: "yoloswap.streams"),
+                slots: @escaping @Sendable (String) -> ModelSlot?) {
+        self.policy = policy
+        self.maxStreams = maxStreams
+        self.logger = logger
+        self.slots = slots
+    }
+
+    /// Checks the request, starts the stream and returns it.
+    /// - Throws: `StreamError` (source or output not allowed, unknown slot, bad numbers, too many streams).
+    public func create(_ request: Request) throws(StreamError) -> VideoStream {
+        let source = try policy.resolve(request.source)
+        guard let slot = slots(request.slot) else { throw .unknownSlot(request.slot) }
+        if let cap = request.fpsCap, !(cap > 0 && cap <= 1000) { throw .invalid("fps_cap must lie in (0, 1000]") }
+        var configuration = StreamConfiguration(source: source, slot: request.slot, backPressure: request.backPressure,
+            fpsCap: request.fpsCap)
+        for (name, value) in [("conf", request.confidence), ("iou", request.iou)] {
+            if let value, !(0...1).contains(value) { throw .invalid("\(name) must lie in [0, 1]") }
+        }
+        if let conf = request.confidence { configuration.detection.confidence = conf }
+        if let iou = request.iou { configuration.detection.iou = iou }
+        var outputs = ["results", "preview"]
+        var sink: (@Sendable (StreamFrameResult) async -> Void)?
+        if let file = request.outputFile {
+            let path = try policy.resolveOutput(file)
+            guard let output = JSONLinesFile(path: path) else {
+                throw .outputNotAllowed(path: file, reason: "it cannot be created")
+            }
+            outputs.append("file:\(file)")
+            sink = { [writer] result in await writer.run { output.append(result) } }
+        }
+        let id = String(UUID().uuidString.prefix(8)).lowercased()
+        let stream = VideoStream(id: id, configuration: configuration, slot: slot, outputs: outputs, logger: logger,
+            sink: sink)
+        try streams.withLock { (s: inout [String: VideoStream]) throws(StreamError) in
+            if s.count >= maxStreams {
+                // Room is made by forgetting an ended stream; running ones are never displaced.
+                guard let ended = s.first(where: { $0.value.isFinished })?.key else {
+                    throw .tooManyStreams(limit: maxStreams)
+                }
+                s.removeValue(forKey: ended)
+            }
+            s[id] = stream
+        }
+        logger.info("stream started", metadata: ["stream": "\(id)", "source": "\(source)", "slot": "\(request.slot)",
+            "back_pressure": "\(configuration.backPressure.rawValue)"])
+        stream.start()
+        return stream
+    }
+
+    /// Every stream, by id.
+    public var all: [VideoStream] { streams.withLock { Array($0.values) }.sorted { $0.id < $1.id } }
+
+    public func stream(_ id: String) -> VideoStream? { streams.withLock { $0[id] } }
+
+    /// Stops a stream and forgets it; nil when there is none.
+    public func remove(_ id: String) async -> StreamStatus? {
+        guard let stream = streams.withLock({ $0.removeValue(forKey: id) }) else { return nil }
+        await stream.stop()
+        return stream.currentStatus
+    }
+
+    /// Stops every stream (shutdown).
+    public func stopAll() async {
+        for stream in streams.withLock({ Array($0.values) }) { await stream.stop() }
+    }
+}
+
+/// A JSON-lines file a stream's results are appended to.
+///
+/// Thread-safety: `append` is called from one serial queue.
+final class JSONLinesFile: @unchecked Sendable {
+    // @unchecked: the handle is used only from the registry's serial writer queue.
+    private let handle: FileHandle
+
+    init?(path: String) {
+        guard FileManager.default.createFile(atPath: path, contents: nil),
+            let handle = FileHandle(forWritingAtPath: path)
+        else { return nil }
+        self.handle = handle
+    }
+
+    deinit { try? handle.close() }
+
+    func append(_ result: StreamFrameResult) {
+        guard let line = try? JSONEncoder.yoloswap.encode(result) else { return }
+        try? handle.write(contentsOf: line + Data("\n".utf8))
+    }
+}

@@ -1,0 +1,368 @@
+import Foundation
+import HotSwap
+import Logging
+import Metrics
+import Primitives
+import VideoDecoding
+import YOLO
+
+/// How one stream runs.
+///
+/// Thread-safety: a value.
+public struct StreamConfiguration: Sendable {
+    public var source: VideoSource
+    public var slot: String
+    public var backPressure: BackPressure
+    /// At most this many detections per second (nil: as fast as the model answers). Under `block` the decoder waits;
+    /// under `latest` the frames in between are dropped.
+    public var fpsCap: Double?
+    public var detection: DetectionOptions
+    /// Largest frame accepted (width × height).
+    public var maxPixels: Int
+    /// Reconnect backoff of a live source: the first wait, doubled per failed attempt up to the maximum.
+    public var reconnectInitial: Duration
+    public var reconnectMaximum: Duration
+    /// A live source that delivers no frame for this long is restarted.
+    public var stallTimeout: Duration
+    /// The program run to decode.
+    public var ffmpeg: String
+
+    public init(source: VideoSource, slot: String, backPressure: BackPressure? = nil, fpsCap: Double? = nil,
+                detection: DetectionOptions = .init(), maxPixels: Int = 8192 * 8192,
+                reconnectInitial: Duration = .milliseconds(250), reconnectMaximum: Duration = .seconds(10),
+                stallTimeout: Duration = .seconds(5), ffmpeg: String = "ffmpeg") {
+        self.source = source
+        self.slot = slot
+        self.backPressure = backPressure ?? (source.isLive ? .latest : .block)
+        self.fpsCap = fpsCap
+        self.detection = detection
+        self.maxPixels = maxPixels
+        self.reconnectInitial = reconnectInitial
+        self.reconnectMaximum = reconnectMaximum
+        self.stallTimeout = stallTimeout
+        self.ffmpeg = ffmpeg
+    }
+}
+
+/// A video stream detected frame by frame on a slot's active model, through any number of swaps.
+///
+/// Two halves joined by a ``FrameMailbox``: a dedicated decoder thread runs FFmpeg (restarting a live source that
+/// ends, fails or stalls, with backoff) and hands frames over; a task takes them in decode order and detects each on
+/// the slot (`ModelSlot.detect(image:)`, on the slot's worker threads), which leases the slot's model at that frame
+/// boundary — so one frame is one detection on one model generation, and the generations seen never go down. A
+/// change of generation between two frames is reported as a `switch` event naming the first frame of the new one.
+///
+/// Results go to the `sink` (in order, awaited: a file writer or stdout), to results subscribers (each with its own
+/// bounded buffer: a slow one loses the oldest results, the stream never waits for it), and to preview subscribers
+/// (the newest frame only).
+///
+/// Thread-safety: all members may be used from any thread or task.
+public final class VideoStream: Sendable {
+    public let id: String
+    public let configuration: StreamConfiguration
+    private let slot: ModelSlot
+    private let logger: Logger
+    private let sink: (@Sendable (StreamFrameResult) async -> Void)?
+    private let outputs: [String]
+    private let mailbox: FrameMailbox
+    private let status: Locked<StreamStatus>
+    private let decoder = Locked<FFmpegDecoder?>(nil)
+    private let stopping = Locked(false)
+    private let subscribers = Locked<[UUID: AsyncStream<StreamMessage>.Continuation]>([:])
+    private let previews = Locked<[UUID: AsyncStream<PreviewFrame>.Continuation]>([:])
+    private let finished = Locked<(done: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+    private let lastFrameAt = Locked(ContinuousClock.now)
+    /// The decoder thread is waiting for the detection loop (`block`): not a stalled source.
+    private let waitingForConsumer = Locked(false)
+    private let dropCounter: Counter
+    private let frameCounter: Counter
+
+    /// - Parameters:
+    ///   - sink: gets every result in order; the stream waits for it (its back-pressure applies).
+    ///   - outputs: what the status lists as the stream's outputs.
+    public init(id: String, configuration: StreamConfiguration, slot: ModelSlot, outputs: [String] = [],
+                logger: Logger = Logger(label: "yoloswap.stream"),
+                sink: (@Sendable (StreamFrameResult) async -> Void)? = nil) {
+        self.id = id
+        self.configuration = configuration
+        self.slot = slot
+        self.logger = logger
+        self.sink = sink
+        self.outputs = outputs
+        mailbox = FrameMailbox(policy: configuration.backPressure)
+        status = Locked(StreamStatus(id: id, source: configuration.source.description, slot: configuration.slot,
+            back_pressure: configuration.backPressure, fps_cap: configuration.fpsCap, state: .starting,
+            live: configuration.source.isLive, frames_decoded: 0, frames_detected: 0, frames_dropped: 0,
+            viewer_drops: 0, reconnects: 0, model: nil, last_pts: nil, last_error: nil, switches: [],
+            started_at: Date(), outputs: outputs))
+        dropCounter = Counter(label: "yoloswap_stream_frames_dropped_total", dimensions: [("stream", id)])
+        frameCounter = Counter(label: "yoloswap_stream_frames_total", dimensions: [("stream", id)])
+    }
+
+    /// The stream's state now.
+    public var currentStatus: StreamStatus {
+        var s = status.value
+        s.frames_dropped = mailbox.dropped
+        return s
+    }
+
+    /// Whether the stream has ended (end of file, failure or stop).
+    public var isFinished: Bool { finished.withLock { $0.done } }
+
+    /// Starts decoding and detecting.
+    public func start() {
+        let thread = Thread { [self] in decodeLoop() }
+        thread.name = "yoloswap.stream-decode"
+        thread.start()
+        Task.detached { [self] in await detectLoop() }
+    }
+
+    /// Stops the stream: FFmpeg is killed and reaped, queued frames are discarded; returns once the detection loop
+    /// has ended.
+    public func stop() async {
+        stopping.withLock { $0 = true }
+        mailbox.close()
+        decoder.withLock { $0 }?.close()
+        await waitUntilFinished()
+    }
+
+    /// Returns once the stream has ended.
+    public func waitUntilFinished() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let done = finished.withLock { f -> Bool in
+                if !f.done { f.waiters.append(continuation) }
+                return f.done
+            }
+            if done { continuation.resume() }
+        }
+    }
+
+    /// Results and events from now on. The subscriber's buffer holds `buffer` messages; when it lags further, the
+    /// oldest are dropped (counted in `viewer_drops`). The sequence ends with the stream.
+    public func subscribe(buffer: Int = 256) -> AsyncStream<StreamMessage> {
+        let (messages, continuation) = AsyncStream.makeStream(of: StreamMessage.self,
+            bufferingPolicy: .bufferingNewest(max(1, buffer)))
+        let key = UUID()
+        continuation.onTermination = { [weak self] _ in _ = self?.subscribers.withLock { $0.removeValue(forKey: key) } }
+        subscribers.withLock { $0[key] = continuation }
+        // A stream that ended meanwhile may have missed it: finishing twice is harmless.
+        if isFinished { subscribers.withLock { $0.removeValue(forKey: key) }?.finish() }
+        return messages
+    }
+
+    /// The newest detected frame with its detections, as frames are detected (frames a slow viewer missed are
+    /// skipped). Frames are kept for previews only while someone subscribes.
+    public func previewFrames() -> AsyncStream<PreviewFrame> {
+        let (frames, continuation) = AsyncStream.makeStream(of: PreviewFrame.self, bufferingPolicy: .bufferingNewest(1))
+        let key = UUID()
+        continuation.onTermination = { [weak self] _ in _ = self?.previews.withLock { $0.removeValue(forKey: key) } }
+        previews.withLock { $0[key] = continuation }
+        if isFinished { previews.withLock { $0.removeValue(forKey: key) }?.finish() }
+        return frames
+    }
+
+    // MARK: Decoding (its own thread: FFmpeg's pipe reads block)
+
+    private func decodeLoop() {
+        var failures = 0
+        var nextIndex = 0
+        let watchdog = configuration.source.isLive ? startWatchdog() : nil
+        defer { watchdog?.cancel() }
+        while !stopping.value {
+            let started: FFmpegDecoder
+            do {
+                started = try FFmpegDecoder(source: configuration.source, ffmpeg: configuration.ffmpeg,
+                    maxPixels: configuration.maxPixels)
+            } catch {
+                fail("\(error)")
+                return
+            }
+            decoder.withLock { $0 = started }
+            lastFrameAt.withLock { $0 = .now }
+            if stopping.value { started.close() }
+            var delivered = 0
+            var endError: String?
+            do {
+                while var frame = try started.nextFrame() {
+                    frame.index = nextIndex
+                    nextIndex += 1
+                    delivered += 1
+                    lastFrameAt.withLock { $0 = .now }
+                    status.withLock { s in
+                        s.frames_decoded = nextIndex
+                        if s.state == .starting || s.state == .reconnecting { s.state = .running }
+                    }
+                    waitingForConsumer.withLock { $0 = true }
+                    let accepted = mailbox.push(frame)
+                    waitingForConsumer.withLock { $0 = false }
+                    lastFrameAt.withLock { $0 = .now }
+                    guard accepted else { break }
+                }
+            } catch {
+                endError = "\(error)"
+            }
+            started.close()
+            decoder.withLock { $0 = nil }
+            if stopping.value { break }
+            guard configuration.source.isLive else {
+                if let endError { fail(endError) } else { mailbox.finish() }
+                return
+            }
+            // A live source that ended, failed or stalled: reconnect after a backoff that resets once frames flowed.
+            failures = delivered > 0 ? 0 : failures + 1
+            let wait = min(configuration.reconnectMaximum, configuration.reconnectInitial * (1 << min(failures, 16)))
+            status.withLock { s in
+                s.state = .reconnecting
+                s.reconnects += 1
+                if let endError { s.last_error = endError }
+            }
+            Counter(label: "yoloswap_stream_reconnects_total", dimensions: [("stream", id)]).increment()
+            logger.warning("stream source stopped; reconnecting", metadata: ["stream": "\(id)",
+                "source": "\(configuration.source)", "error": "\(endError ?? "end of stream")", "wait": "\(wait)"])
+            broadcast(.event(StreamEvent(stream: id, type: .reconnect, time: Date(), message: endError)))
+            Thread.sleep(forTimeInterval: wait.seconds)
+        }
+        mailbox.finish()
+    }
+
+    /// Restarts FFmpeg when a live source delivers no frame within the stall timeout.
+    private func startWatchdog() -> DispatchSourceTimer {
+        let timer = DispatchSource.makeTimerSource(queue: .global(qos: .utility))
+        let period = min(configuration.stallTimeout.seconds / 4, 0.5)
+        timer.schedule(deadline: .now() + period, repeating: period)
+        timer.setEventHandler { [self] in
+            guard !waitingForConsumer.value, ContinuousClock.now - lastFrameAt.value > configuration.stallTimeout
+            else { return }
+            lastFrameAt.withLock { $0 = .now }
+            status.withLock { $0.last_error = "no frame for \(configuration.stallTimeout)" }
+            decoder.withLock { $0 }?.close()
+        }
+        timer.resume()
+        return timer
+    }
+
+    private func fail(_ message: String) {
+        logger.error("stream failed", metadata: ["stream": "\(id)", "error": "\(message)"])
+        status.withLock { s in
+            s.state = .failed
+            s.last_error = message
+        }
+        mailbox.finish()
+    }
+
+    // MARK: Detection (a task: awaits the slot's workers)
+
+    private func detectLoop() async {
+        var previous: ModelStamp?
+        var lastStart: ContinuousClock.Instant?
+        let minimumInterval = configuration.fpsCap.map { Duration.seconds(1 / $0) }
+        while let frame = await mailbox.next() {
+            if let minimumInterval, let lastStart {
+                try? await Task.sleep(until: lastStart + minimumInterval, clock: .continuous)
+            }
+            lastStart = .now
+            guard let detection = await detect(frame) else { break }
+            let stamp = detection.model
+            if let previous, previous.generation != stamp.generation || previous.sha256 != stamp.sha256 {
+                let event = StreamEvent(stream: id, type: .switched, time: Date(), frame: frame.index, from: previous,
+                    to: stamp)
+                status.withLock { s in
+                    s.switches.append(event)
+                    if s.switches.count > 100 { s.switches.removeFirst() }
+                }
+                logger.info("stream switched model", metadata: ["stream": "\(id)", "frame": "\(frame.index)",
+                    "from": "\(previous.id)#\(previous.generation)", "to": "\(stamp.id)#\(stamp.generation)"])
+                broadcast(.event(event))
+            }
+            previous = stamp
+            let t = detection.result.timings
+            let result = StreamFrameResult(stream: id, frame: frame.index, pts: frame.pts, model: stamp,
+                image: .init(width: frame.image.width, height: frame.image.height),
+                detections: detection.result.detections,
+                timings_ms: .init(decode: t.decode, preprocess: t.preprocess, inference: t.inference,
+                    postprocess: t.postprocess, queue: detection.queueMilliseconds,
+                    latency: (ContinuousClock.now - frame.decodedAt).milliseconds))
+            status.withLock { s in
+                s.frames_detected += 1
+                s.model = stamp
+                s.last_pts = frame.pts
+            }
+            frameCounter.increment()
+            let dropped = mailbox.dropped
+            let counted = status.withLock { s -> Int in
+                defer { s.frames_dropped = dropped }
+                return s.frames_dropped
+            }
+            if dropped > counted { dropCounter.increment(by: dropped - counted) }
+            await sink?(result)
+            broadcast(.frame(result))
+            let viewers = previews.withLock { Array($0.values) }
+            if !viewers.isEmpty {
+                let preview = PreviewFrame(frame: frame.index, image: frame.image, detections: result.detections)
+                viewers.forEach { $0.yield(preview) }
+            }
+        }
+        end()
+    }
+
+    /// Detects one frame; under `block` an overloaded slot is retried (never dropping the frame). Nil when the
+    /// stream must end (the slot shut down, or the stream is stopping).
+    ///
+    /// During a release the stream's id is the sticky key: one camera's frames go to one variant while the share is
+    /// unchanged, so its results do not flicker between models. A frame the candidate fails is detected again on the
+    /// active model (as `POST /v1/detect` answers from the baseline), so a failing candidate does not end the stream.
+    private func detect(_ frame: VideoFrame) async -> SlotDetection? {
+        var context = RoutingContext(key: id)
+        while !stopping.value {
+            do {
+                return try await slot.detect(image: frame.image, options: configuration.detection, context: context)
+            } catch SlotError.overloaded(_, _, let retryAfter) {
+                try? await Task.sleep(for: retryAfter)
+            } catch let routed as RoutedDetectionError where !context.preferActive {
+                if case .decode = routed.error { return nil }
+                context.preferActive = true
+            } catch {
+                fail("frame \(frame.index): \(error)")
+                mailbox.close()
+                decoder.withLock { $0 }?.close()
+                return nil
+            }
+        }
+        return nil
+    }
+
+    private func broadcast(_ message: StreamMessage) {
+        let targets = subscribers.withLock { Array($0.values) }
+        var lost = 0
+        for continuation in targets {
+            if case .dropped = continuation.yield(message) { lost += 1 }
+        }
+        if lost > 0 { status.withLock { $0.viewer_drops += lost } }
+    }
+
+    private func end() {
+        let final = status.withLock { s -> StreamStatus in
+            if s.state != .failed { s.state = stopping.value ? .stopped : .ended }
+            return s
+        }
+        broadcast(.event(StreamEvent(stream: id, type: final.state == .failed ? .failed : .ended, time: Date(),
+            message: final.last_error)))
+        // Finished outside the locks: `finish` runs the termination handlers, which take them.
+        let results = subscribers.withLock { s in
+            defer { s.removeAll() }
+            return Array(s.values)
+        }
+        results.forEach { $0.finish() }
+        let viewers = previews.withLock { p in
+            defer { p.removeAll() }
+            return Array(p.values)
+        }
+        viewers.forEach { $0.finish() }
+        let waiters = finished.withLock { f -> [CheckedContinuation<Void, Never>] in
+            f.done = true
+            defer { f.waiters.removeAll() }
+            return f.waiters
+        }
+        waiters.forEach { $0.resume() }
+    }
+}

@@ -1,0 +1,122 @@
+import Foundation
+import Primitives
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A child program with its stdout and stderr on pipes, killed and reaped exactly once.
+///
+/// Started with `posix_spawn` (no fork of a multi-threaded process); the pipes are close-on-exec, so no other child
+/// keeps them open and a reader waiting after this child died. The child is reaped in two steps:
+/// `waitid(WNOWAIT)` waits for its exit while leaving the zombie in place, so that a concurrent `kill` never reaches a
+/// reused pid; the zombie is then reaped under the lock that `kill` takes.
+///
+/// Thread-safety: `terminate` and `waitForExit` may be called from any thread, any number of times; the output
+/// handles are meant for one reader each, and the reader of `stderr` must close it.
+final class ChildProcess: Sendable {
+    let pid: pid_t
+    /// The parent's read ends of the child's stdout and stderr.
+    let stdout: Int32
+    let stderr: Int32
+
+    private struct State {
+        var exitStatus: Int32?
+        var reaped = false
+    }
+    private let state = Locked(State())
+
+    /// Starts `arguments[0]` (looked up on `PATH`) with the rest as its arguments; stdin is /dev/null.
+    /// - Throws: `VideoDecodeError.cannotStart` with the errno's text.
+    init(_ arguments: [String]) throws(VideoDecodeError) {
+        guard let program = arguments.first else { throw .cannotStart(program: "", reason: "empty command") }
+        var outPipe: [Int32] = [-1, -1], errPipe: [Int32] = [-1, -1]
+        guard pipe(&outPipe) == 0 else { throw .cannotStart(program: program, reason: Self.errnoText) }
+        guard pipe(&errPipe) == 0 else {
+            close(outPipe[0]); close(outPipe[1])
+            throw .cannotStart(program: program, reason: Self.errnoText)
+        }
+        // Glibc's module does not export pipe2: close-on-exec is set right after (a program another thread spawns in
+        // between could inherit the ends until it execs; posix_spawn-based spawners close them there).
+        for fd in outPipe + errPipe { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        // dup2 onto 1 and 2 clears close-on-exec on the child's copies only.
+        posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+        let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var child: pid_t = 0
+        let status = posix_spawnp(&child, program, &actions, nil, argv, environ)
+        close(outPipe[1])
+        close(errPipe[1])
+        guard status == 0 else {
+            close(outPipe[0]); close(errPipe[0])
+            throw .cannotStart(program: program, reason: String(cString: strerror(status)))
+        }
+        pid = child
+        stdout = outPipe[0]
+        stderr = errPipe[0]
+    }
+
+    /// Kills and reaps the child, and closes stdout. Stderr is left to its reader, which closes it at its end of
+    /// file (the child is dead by then): closing it under a reader blocked in `read` could hand the number to a new
+    /// file that the reader would then read.
+    deinit {
+        terminate()
+        _ = waitForExit()
+        close(stdout)
+    }
+
+    /// Sends SIGKILL unless the child has already been reaped.
+    func terminate() {
+        state.withLock { s in
+            if !s.reaped { kill(pid, SIGKILL) }
+        }
+    }
+
+    /// Blocks until the child has exited and reaps it; returns its wait status (as `waitpid` reports it).
+    @discardableResult
+    func waitForExit() -> Int32 {
+        if let status = state.withLock({ $0.exitStatus }) { return status }
+        var info = siginfo_t()
+        // Waits without reaping: the pid stays the child's until the reap below, so `terminate` stays safe.
+        while waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT) != 0 && errno == EINTR {}
+        return state.withLock { s in
+            if let status = s.exitStatus { return status }
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+            s.exitStatus = status
+            s.reaped = true
+            return status
+        }
+    }
+
+    /// A wait status in words: "exit status 1", "killed by signal 9".
+    static func describe(_ status: Int32) -> String {
+        let signal = status & 0x7f
+        return signal == 0 ? "exit status \((status >> 8) & 0xff)" : "killed by signal \(signal)"
+    }
+
+    /// Whether a wait status is a clean exit (status 0).
+    static func succeeded(_ status: Int32) -> Bool { status == 0 }
+
+    private static var errnoText: String { String(cString: strerror(errno)) }
+}
+
+/// Reads exactly `count` bytes from `fd` into `buffer` starting at `offset`; returns how many arrived before end of
+/// file (less than `count` only at the end).
+func readFully(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, count: Int) -> Int {
+    var done = 0
+    while done < count {
+        let n = read(fd, buffer.baseAddress! + done, count - done)
+        if n > 0 {
+            done += n
+        } else if n == 0 || errno != EINTR {
+            break
+        }
+    }
+    return done
+}

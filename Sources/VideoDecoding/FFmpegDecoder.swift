@@ -1,0 +1,276 @@
+import Foundation
+import ImageCodecs
+import Primitives
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// One decoded frame: its pixels and its presentation time.
+///
+/// Thread-safety: a value.
+public struct VideoFrame: Sendable {
+    /// 0-based index of the frame among those this decoder produced.
+    public var index: Int
+    /// Presentation time in seconds, as the source stamped it (nil where the source gave none).
+    public var pts: Double?
+    public var image: RGBImage
+    /// When the frame's pixels had all arrived from FFmpeg.
+    public var decodedAt: ContinuousClock.Instant
+}
+
+/// What ends a decode other than the end of the source.
+public enum VideoDecodeError: Error, Equatable, CustomStringConvertible {
+    case cannotStart(program: String, reason: String)
+    /// FFmpeg exited without a frame, or with an error status; `log` is the tail of what it printed.
+    case ffmpegFailed(source: String, status: String, log: String)
+    /// A frame's size is outside the limit (or its byte count would overflow).
+    case frameTooLarge(source: String, width: Int, height: Int, maxPixels: Int)
+    /// FFmpeg's frame report and its pixels disagree (a truncated frame, an unparsable report).
+    case protocolError(source: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case .cannotStart(let program, let reason): "cannot start \(program): \(reason)"
+        case .ffmpegFailed(let source, let status, let log):
+            "ffmpeg failed on \(source) (\(status))" + (log.isEmpty ? "" : ": \(log)")
+        case .frameTooLarge(let source, let width, let height, let maxPixels):
+            "\(source): a \(width)x\(height) frame is over the limit of \(maxPixels) pixels"
+        case .protocolError(let source, let reason): "\(source): \(reason)"
+        }
+    }
+}
+
+/// Decodes a video source with the `ffmpeg` program, run as a child process: RGB24 frames on its stdout, each
+/// frame's size and pts on its stderr (the `showinfo` filter), read in lockstep.
+///
+/// `showinfo` sits last in the filter chain and logs each frame before the frame is written to the output pipe, so
+/// when a frame's report has been read its pixels follow on stdout; the report gives the size, so a change of
+/// resolution mid-stream is followed, and every size is checked against `maxPixels` (and for overflow) before a
+/// byte of pixels is allocated. FFmpeg's own decoders are limited to the same pixel count (`-max_pixels`).
+///
+/// A crash of FFmpeg on hostile media ends the decode with an error, never the service. `close()` (or `deinit`)
+/// kills and reaps the child.
+///
+/// Thread-safety: `nextFrame()` is for one thread at a time; `close()` may be called from any thread, also while
+/// `nextFrame()` blocks (it then returns nil).
+public final class FFmpegDecoder: Sendable {
+    public let source: VideoSource
+    public let maxPixels: Int
+    private let child: ChildProcess
+    private let reports: ReportQueue
+    private let produced = Locked(0)
+    private let closed = Locked(false)
+
+    /// Starts FFmpeg on `source`.
+    /// - Parameters:
+    ///   - ffmpeg: the program (looked up on `PATH`).
+    ///   - maxPixels: the largest frame accepted (width × height).
+    /// - Throws: `VideoDecodeError.cannotStart` when the program cannot be run.
+    public init(source: VideoSource, ffmpeg: String = "ffmpeg", maxPixels: Int = 8192 * 8192)
+        throws(VideoDecodeError)
+    {
+        self.source = source
+        self.maxPixels = maxPixels
+        let arguments = [ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "info",
+            "-max_pixels", String(maxPixels)]
+            + source.ffmpegInput
+            + ["-map", "0:v:0", "-an", "-sn", "-dn", "-fps_mode", "passthrough",
+               "-vf", "format=rgb24,showinfo=checksum=0", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+        child = try ChildProcess(arguments)
+        let reports = ReportQueue()
+        self.reports = reports
+        let fd = child.stderr
+        // Ends at FFmpeg's end of stderr: when it exits or is killed.
+        let thread = Thread { Self.readReports(fd: fd, into: reports) }
+        thread.name = "yoloswap.ffmpeg-log"
+        thread.start()
+    }
+
+    deinit { close() }
+
+    /// The next frame, or nil at the end of the source (or after `close()`).
+    /// - Throws: `VideoDecodeError` when FFmpeg failed, a frame is over the limit, or its pixels are short.
+    public func nextFrame() throws(VideoDecodeError) -> VideoFrame? {
+        guard let report = reports.next() else { return try finish() }
+        let (width, height) = (report.width, report.height)
+        guard width > 0, height > 0, width <= maxPixels, height <= maxPixels,
+            case let (pixels, overflow) = width.multipliedReportingOverflow(by: height), !overflow,
+            pixels <= maxPixels, case let (bytes, overflow3) = pixels.multipliedReportingOverflow(by: 3), !overflow3
+        else {
+            close()
+            throw .frameTooLarge(source: source.description, width: width, height: height, maxPixels: maxPixels)
+        }
+        var got = 0
+        let buffer = [UInt8](unsafeUninitializedCapacity: bytes) { raw, count in
+            got = readFully(child.stdout, into: UnsafeMutableRawBufferPointer(raw), count: bytes)
+            count = got
+        }
+        guard got == bytes else {
+            if closed.value { return nil }
+            _ = try finish()
+            throw .protocolError(source: source.description,
+                reason: "frame \(produced.value) ended after \(got) of \(bytes) bytes")
+        }
+        let index = produced.withLock { n in
+            defer { n += 1 }
+            return n
+        }
+        return VideoFrame(index: index, pts: report.pts, image: RGBImage(width: width, height: height, pixels: buffer),
+            decodedAt: .now)
+    }
+
+    /// Kills FFmpeg (if still running) and reaps it. Idempotent.
+    public func close() {
+        closed.withLock { $0 = true }
+        child.terminate()
+        child.waitForExit()
+    }
+
+    /// The end of the frame reports: a clean end (nil) or FFmpeg's failure.
+    private func finish() throws(VideoDecodeError) -> VideoFrame? {
+        let status = child.waitForExit()
+        if closed.value || ChildProcess.succeeded(status) { return nil }
+        throw .ffmpegFailed(source: source.description, status: ChildProcess.describe(status),
+            log: reports.logTail)
+    }
+
+    /// Splits FFmpeg's stderr into lines: frame reports go to the queue, the rest is kept as the log's tail.
+    private static func readReports(fd: Int32, into queue: ReportQueue) {
+        var pending: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 16 * 1024)
+        // showinfo's input time base (`config in time_base: 1/15360`): pts × time base is exact where `pts_time`
+        // is rounded to 6 digits.
+        var timeBase: (Int, Int)?
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { break }
+            pending.append(contentsOf: chunk[0..<n])
+            while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                let line = String(decoding: pending[..<newline], as: UTF8.self)
+                pending.removeSubrange(...newline)
+                if var report = FrameReport(parsing: line) {
+                    if let (num, den) = timeBase, let pts = report.rawPTS { report.pts = Double(pts) * Double(num) / Double(den) }
+                    queue.push(report)
+                } else if let base = FrameReport.timeBase(parsing: line) {
+                    timeBase = base
+                } else {
+                    queue.log(line)
+                }
+            }
+            // A line longer than this is no report of ours: keep memory bounded.
+            if pending.count > 64 * 1024 { pending.removeAll(keepingCapacity: true) }
+        }
+        Glibc.close(fd)
+        queue.finish()
+    }
+}
+
+/// A frame as `showinfo` reports it: `[Parsed_showinfo_1 @ 0x…] n:   0 pts:      0 pts_time:0  … s:640x480 …`.
+struct FrameReport: Equatable {
+    var width: Int
+    var height: Int
+    var pts: Double?
+    /// The integer pts in the filter's time base.
+    var rawPTS: Int?
+
+    init(width: Int, height: Int, pts: Double?, rawPTS: Int? = nil) {
+        self.width = width
+        self.height = height
+        self.pts = pts
+        self.rawPTS = rawPTS
+    }
+
+    /// Parses showinfo's `config in time_base: 1/15360, …` line.
+    static func timeBase(parsing line: String) -> (Int, Int)? {
+        guard line.contains("Parsed_showinfo"), let range = line.range(of: "config in time_base: ") else { return nil }
+        let text = line[range.upperBound...].prefix { $0 != "," }
+        let parts = text.split(separator: "/")
+        guard parts.count == 2, let num = Int(parts[0]), let den = Int(parts[1]), num > 0, den > 0 else { return nil }
+        return (num, den)
+    }
+
+    /// Parses a showinfo frame line; nil for any other line (its configuration lines, FFmpeg's other messages).
+    init?(parsing line: String) {
+        guard line.contains("Parsed_showinfo"), line.contains(" n:"), line.contains("pts_time:") else { return nil }
+        // `key:value` pairs; showinfo pads some values (`pts:      0`), which then follow as the next token.
+        var fields: [Substring: Substring] = [:]
+        let tokens = line.split(separator: " ")
+        var i = 0
+        while i < tokens.count {
+            let token = tokens[i]
+            i += 1
+            guard let colon = token.firstIndex(of: ":") else { continue }
+            var value = token[token.index(after: colon)...]
+            if value.isEmpty, i < tokens.count, !tokens[i].contains(":") {
+                value = tokens[i]
+                i += 1
+            }
+            fields[token[..<colon]] = value
+        }
+        guard let size = fields["s"] else { return nil }
+        let parts = size.split(separator: "x")
+        guard parts.count == 2, let width = Int(parts[0]), let height = Int(parts[1]) else { return nil }
+        self.width = width
+        self.height = height
+        // "NOPTS" (no timestamp) parses as nil.
+        pts = fields["pts_time"].flatMap { Double($0) }.flatMap { $0.isFinite ? $0 : nil }
+        rawPTS = pts == nil ? nil : fields["pts"].flatMap { Int($0) }
+    }
+}
+
+/// Frame reports handed from the stderr thread to the decoding thread, and the tail of FFmpeg's other messages.
+///
+/// Thread-safety: all members may be used from any thread.
+final class ReportQueue: @unchecked Sendable {
+    // @unchecked: every stored property is read and written with `condition` locked.
+    private let condition = NSCondition()
+    private var reports: [FrameReport] = []
+    private var head = 0
+    private var finished = false
+    private var tail: [String] = []
+
+    func push(_ report: FrameReport) {
+        condition.lock()
+        reports.append(report)
+        condition.signal()
+        condition.unlock()
+    }
+
+    func log(_ line: String) {
+        condition.lock()
+        tail.append(String(line.prefix(500)))
+        if tail.count > 8 { tail.removeFirst() }
+        condition.unlock()
+    }
+
+    func finish() {
+        condition.lock()
+        finished = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// The next report, waiting for it; nil once FFmpeg's stderr has ended and every report was taken.
+    func next() -> FrameReport? {
+        condition.lock()
+        defer { condition.unlock() }
+        while head == reports.count && !finished { condition.wait() }
+        guard head < reports.count else { return nil }
+        let report = reports[head]
+        head += 1
+        if head > 256 {
+            reports.removeFirst(head)
+            head = 0
+        }
+        return report
+    }
+
+    /// FFmpeg's last few lines other than frame reports.
+    var logTail: String {
+        condition.lock()
+        defer { condition.unlock() }
+        return tail.filter { !$0.contains("Parsed_showinfo") }.suffix(4).joined(separator: " | ")
+    }
+}

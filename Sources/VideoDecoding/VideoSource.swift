@@ -1,0 +1,56 @@
+/// Where a stream's frames come from, as FFmpeg is to open it.
+///
+/// A source is built by a ``SourcePolicy`` from what a caller wrote, so that a file lies inside the configured media
+/// folder and a URL or device is one the configuration allows; nothing here checks that again.
+///
+/// Thread-safety: a value.
+public enum VideoSource: Sendable, Equatable, CustomStringConvertible {
+    /// A video file (an absolute, resolved path). Ends at its last frame.
+    case file(path: String)
+    /// A live network source: `udp://`, `rtp://`, `rtsp://`, `http(s)://` (MJPEG or anything FFmpeg reads over it).
+    case network(url: String)
+    /// A V4L2 capture device (`/dev/videoN`).
+    case device(path: String)
+
+    /// A live source has no end: it is reconnected when it stops, and `latest` back-pressure suits it.
+    public var isLive: Bool {
+        if case .file = self { return false }
+        return true
+    }
+
+    public var description: String {
+        switch self {
+        case .file(let path): path
+        case .network(let url): url
+        case .device(let path): "v4l2:\(path)"
+        }
+    }
+
+    /// The URL schemes a network source may use.
+    public static let networkSchemes = ["udp", "rtp", "rtsp", "http", "https"]
+
+    /// FFmpeg's input options and input for this source, in order (what comes before and after `-i`).
+    ///
+    /// A file may only be read through the `file` protocol (a playlist inside the media folder cannot reach the
+    /// network); RTSP is read over TCP (no UDP ports to open); live sources skip FFmpeg's input buffering so the newest
+    /// frame arrives first.
+    var ffmpegInput: [String] {
+        switch self {
+        case .file(let path):
+            return ["-protocol_whitelist", "file", "-i", "file:" + path]
+        case .network(let url):
+            let scheme = url.split(separator: ":", maxSplits: 1).first.map { $0.lowercased() } ?? ""
+            // At most a second of probing: a live source starts (and restarts) within it.
+            var options = ["-fflags", "nobuffer", "-analyzeduration", "1000000"]
+            switch scheme {
+            case "rtsp": options += ["-rtsp_transport", "tcp", "-protocol_whitelist", "rtsp,rtp,tcp,udp"]
+            case "udp": options += ["-protocol_whitelist", "udp"]
+            case "rtp": options += ["-protocol_whitelist", "rtp,udp"]
+            default: options += ["-protocol_whitelist", "http,https,tcp,tls"]
+            }
+            return options + ["-i", url]
+        case .device(let path):
+            return ["-f", "v4l2", "-i", path]
+        }
+    }
+}

@@ -1,0 +1,190 @@
+import ArgumentParser
+import Foundation
+import HotSwap
+import ORTBackend
+import Primitives
+import Streams
+import VideoDecoding
+
+/// `yoloswap bench-stream`: a video end to end against the Python loop an integrator writes today, and the frame
+/// latency around swaps against steady state.
+struct BenchStreamCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench-stream",
+        abstract: "Measure a stream: fps vs a Python cv2 + ONNX Runtime loop, and frame latency around swaps.")
+
+    @Option(help: "The video (make bench-stream generates one).") var video: String
+    @OptionGroup var modelOptions: ModelOptions
+    @Option(help: "Swaps (loads that activate) during the swap run.") var swaps = 10
+    @Option(help: "Rollbacks to the warm standby during the swap run.") var rollbacks = 5
+    @Option(help: "Python interpreter for the reference loop (empty: skip it).") var python = ".venv/bin/python"
+    @Option(help: "The reference loop.") var reference = "tools/stream_reference.py"
+    @Flag(help: "Print one JSON object.") var json = false
+
+    func run() async throws {
+        // The Python loop first, then the two stream runs, in the same process run: the ratio compares like with like.
+        var result: [String: Any] = ["video": video, "model": modelOptions.model, "threads": modelOptions.threads]
+        if !python.isEmpty {
+            let python = try Self.runPython(python, [reference, "--model", modelOptions.model, "--threads",
+                String(modelOptions.threads), video])
+            result["python_fps"] = python["fps"]
+            result["python_latency_p50_ms"] = python["latency_p50_ms"]
+            result["python_latency_p99_ms"] = python["latency_p99_ms"]
+        }
+        let steady = try await stream(withSwaps: false, frames: 300)
+        result["frames"] = steady.frames
+        result["fps"] = steady.fps
+        result["steady_latency_p50_ms"] = percentile(steady.latencies, 50)
+        result["steady_latency_p99_ms"] = percentile(steady.latencies, 99)
+        if let pythonFPS = result["python_fps"] as? Double, pythonFPS > 0 { result["fps_ratio"] = steady.fps / pythonFPS }
+
+        let swapped = try await stream(withSwaps: true, frames: steady.frames)
+        // The 5 frames around each switch point: the two before it, the first of the new model, the two after.
+        let window = Set(swapped.switchFrames.flatMap { ($0 - 2)...($0 + 2) })
+        let around = swapped.latencies.enumerated().filter { window.contains($0.offset) }.map(\.element)
+        let outside = swapped.latencies.enumerated().filter { !window.contains($0.offset) }.map(\.element)
+        result["swap_run_fps"] = swapped.fps
+        result["swap_run_switches"] = swapped.switchFrames.count
+        result["swap_run_steady_latency_p50_ms"] = percentile(outside, 50)
+        result["swap_run_steady_latency_p99_ms"] = percentile(outside, 99)
+        result["swap_window_latency_p50_ms"] = percentile(around, 50)
+        result["swap_window_latency_p99_ms"] = percentile(around, 99)
+        if percentile(outside, 99) > 0 { result["swap_window_p99_ratio"] = percentile(around, 99) / percentile(outside, 99) }
+        result["swap_failures"] = swapped.failures
+        if json {
+            let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            for (key, value) in result.sorted(by: { $0.key < $1.key }) { print("\(key): \(value)") }
+        }
+        if !swapped.failures.isEmpty { throw ExitCode(1) }
+    }
+
+    private struct Run {
+        var frames: Int
+        var fps: Double
+        /// Per frame, in frame order: decoded → answered, in milliseconds.
+        var latencies: [Double]
+        var switchFrames: [Int]
+        var failures: [String]
+    }
+
+    /// Streams the video once (block back-pressure) and, with swaps, swaps and rolls back spread over its `frames`.
+    private func stream(withSwaps: Bool, frames: Int) async throws -> Run {
+        // The second model is a copy of the first: every swap loads a new session of the same cost. Loads go through
+        // an optimized-model cache (a fresh one per run, its misses optimized in a child process), as the service's do.
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("yoloswap-bench-\(UUID())")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let cache = try OptimizedModelCache.yoloswap(directory: folder.appendingPathComponent("cache").path,
+            persistentSecret: false)
+        let manager = try StreamSlot.makeManager(modelOptions: modelOptions, cache: cache)
+        let slot = try await manager.createSlot("stream")
+        _ = try await manager.loadAndActivate(LoadRequest(slot: "stream", path: modelOptions.model))
+        let copy = folder.appendingPathComponent("copy.onnx").path
+        try FileManager.default.copyItem(atPath: modelOptions.model, toPath: copy)
+        let operations = withSwaps ? swaps + rollbacks : 0
+        let every = max(8, frames / (operations + 1))
+        let driver = SwapSchedule(manager: manager, models: [modelOptions.model, copy], swaps: swaps,
+            rollbacks: rollbacks)
+        let latencies = Locked<[Double]>([])
+        let stream = VideoStream(id: "bench", configuration: StreamConfiguration(source: .file(path: video),
+            slot: "stream", backPressure: .block), slot: slot, sink: { result in
+                latencies.withLock { $0.append(result.timings_ms.latency) }
+                if operations > 0, result.frame > 0, result.frame % every == 0 { await driver.startNext() }
+            })
+        let start = ContinuousClock.now
+        stream.start()
+        await stream.waitUntilFinished()
+        let elapsed = (ContinuousClock.now - start).seconds
+        await driver.waitForAll()
+        let status = stream.currentStatus
+        await manager.shutdown()
+        guard status.state == .ended else {
+            throw ValidationError("the stream ended \(status.state.rawValue): \(status.last_error ?? "")")
+        }
+        return Run(frames: status.frames_detected, fps: Double(status.frames_detected) / elapsed,
+            latencies: latencies.value, switchFrames: status.switches.compactMap(\.frame), failures: driver.failures)
+    }
+
+    private static func runPython(_ python: String, _ arguments: [String]) throws -> [String: Any] {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: python)
+        process.arguments = arguments
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0,
+            let object = try JSONSerialization.jsonObject(with: data) as? [String: Any]
+        else { throw ValidationError("the Python loop failed (status \(process.terminationStatus))") }
+        return object
+    }
+}
+
+private func percentile(_ values: [Double], _ p: Double) -> Double {
+    guard !values.isEmpty else { return 0 }
+    let sorted = values.sorted()
+    let rank = Int((p / 100 * Double(sorted.count - 1)).rounded())
+    return sorted[min(sorted.count - 1, max(0, rank))]
+}
+
+/// Swaps (loads that activate, to whichever model is not active) and rollbacks, interleaved, one at a time; the next
+/// starts when the stream asks and the previous one has finished.
+final class SwapSchedule: Sendable {
+    private let manager: ModelManager
+    private let models: [String]
+    private let plan: [Bool]  // true: swap, false: rollback
+    private let state = Locked<(next: Int, running: Task<Void, Never>?, failures: [String])>((0, nil, []))
+
+    init(manager: ModelManager, models: [String], swaps: Int, rollbacks: Int) {
+        self.manager = manager
+        self.models = models
+        // Rollbacks spread between the swaps; a rollback needs a standby, so none comes first.
+        var plan: [Bool] = []
+        var rollbacksLeft = rollbacks
+        let every = max(1, swaps / max(1, rollbacks))
+        for i in 0..<swaps {
+            plan.append(true)
+            if rollbacksLeft > 0, (i + 1) % every == 0 {
+                plan.append(false)
+                rollbacksLeft -= 1
+            }
+        }
+        plan += Array(repeating: false, count: rollbacksLeft)
+        self.plan = plan
+    }
+
+    var failures: [String] { state.value.failures }
+
+    func startNext() async {
+        guard let previous = state.withLock({ s -> Task<Void, Never>?? in s.next < plan.count ? .some(s.running) : nil })
+        else { return }
+        await previous?.value
+        let index = state.withLock { s -> Int in
+            defer { s.next += 1 }
+            return s.next
+        }
+        let isSwap = plan[index]
+        let task = Task { [manager, models] in
+            do {
+                if isSwap {
+                    let active = manager.slot("stream")?.roles.active?.identity.path
+                    let target = active == models[0] ? models[1] : models[0]
+                    let status = try await manager.loadAndActivate(LoadRequest(slot: "stream", path: target))
+                    if status.stage != .ready { self.fail("swap \(index): \(status.failure.map { "\($0)" } ?? "")") }
+                } else {
+                    _ = try await manager.rollback(slot: "stream")
+                }
+            } catch {
+                self.fail("operation \(index): \(error)")
+            }
+        }
+        state.withLock { $0.running = task }
+    }
+
+    func waitForAll() async { await state.withLock { $0.running }?.value }
+
+    private func fail(_ message: String) { state.withLock { $0.failures.append(message) } }
+}

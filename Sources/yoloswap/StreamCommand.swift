@@ -1,0 +1,88 @@
+import ArgumentParser
+import Foundation
+import HotSwap
+import ONNXRuntime
+import ORTBackend
+import Primitives
+import Streams
+import VideoDecoding
+import YOLO
+
+/// `yoloswap stream`: detects every frame of a video source and prints one JSON object per frame, no server.
+struct StreamCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "stream",
+        abstract: "Detect objects in a video (file, udp://, rtp://, rtsp://, http:// or /dev/videoN), frame by frame.",
+        discussion: """
+            Prints one JSON object per detected frame on stdout: stream, frame (0-based), pts (seconds), model (the \
+            stamp), image, detections (the detect JSON) and timings_ms. Events (reconnects, the end) go to stderr.
+            """)
+
+    @Option(help: "The video source: a file path, a URL or a V4L2 device.") var source: String
+    @OptionGroup var modelOptions: ModelOptions
+    @Option(help: "Confidence threshold.") var conf: Float = 0.25
+    @Option(help: "NMS IoU threshold.") var iou: Float = 0.7
+    @Option(help: "block (never drop; default for files) or latest (keep the newest; default for live sources).")
+    var backPressure: BackPressure?
+    @Option(help: "At most this many detections per second.") var fpsCap: Double?
+    @Option(help: "Refuse frames with more pixels than this.") var maxPixels: Int = 50_000_000
+    @Option(help: "The ffmpeg program.") var ffmpeg = "ffmpeg"
+    @Flag(help: "Print no per-frame JSON; a summary at the end instead.") var summary = false
+
+    func validate() throws {
+        guard (0...1).contains(conf), (0...1).contains(iou) else { throw ValidationError("--conf and --iou lie in [0, 1]") }
+        if let fpsCap, !(fpsCap > 0 && fpsCap <= 1000) { throw ValidationError("--fps-cap lies in (0, 1000]") }
+        guard maxPixels > 0 else { throw ValidationError("--max-pixels must be positive") }
+    }
+
+    func run() async throws {
+        let videoSource: VideoSource
+        do { videoSource = try SourcePolicy.unrestricted.resolve(source) } catch { throw ValidationError("\(error)") }
+        let manager = try StreamSlot.makeManager(modelOptions: modelOptions)
+        let slot = try await manager.createSlot("stream")
+        _ = try await manager.loadAndActivate(LoadRequest(slot: "stream", path: modelOptions.model))
+        var configuration = StreamConfiguration(source: videoSource, slot: "stream", backPressure: backPressure,
+            fpsCap: fpsCap, maxPixels: maxPixels, ffmpeg: ffmpeg)
+        configuration.detection = DetectionOptions(confidence: conf, iou: iou)
+        let printFrames = !summary
+        let stream = VideoStream(id: "cli", configuration: configuration, slot: slot, sink: { result in
+            guard printFrames, let line = try? JSONEncoder.yoloswap.encode(result) else { return }
+            FileHandle.standardOutput.write(line + Data("\n".utf8))
+        })
+        let events = stream.subscribe(buffer: 1024)
+        let printer = Task {
+            for await message in events {
+                if case .event(let event) = message, let line = try? JSONEncoder.yoloswap.encode(event) {
+                    printError(String(decoding: line, as: UTF8.self))
+                }
+            }
+        }
+        stream.start()
+        await stream.waitUntilFinished()
+        await printer.value
+        let status = stream.currentStatus
+        if summary, let line = try? JSONEncoder.yoloswap.encode(status) { print(String(decoding: line, as: UTF8.self)) }
+        await manager.shutdown()
+        if status.state == .failed { throw ExitCode(1) }
+    }
+}
+
+extension BackPressure: ExpressibleByArgument {}
+
+/// The one-slot manager the stream commands run on.
+enum StreamSlot {
+    /// - Parameter cache: the optimized-model cache loads go through (as the service's do), if any.
+    static func makeManager(modelOptions: ModelOptions, servingThreads: Int = 1, cache: OptimizedModelCache? = nil)
+        throws -> ModelManager
+    {
+        let options = try modelOptions.sessionOptions()
+        var configuration = HotSwapConfiguration(servingThreads: servingThreads,
+            intraOpThreads: options.intraOpThreads)
+        configuration.warmupRuns = 1
+        configuration.slotExecution = ["stream": SlotExecution(target: ExecutionTarget(parsing: modelOptions.provider)
+            ?? .cpu)]
+        let library = try ORTLibrary.load(explicitPath: modelOptions.ortLibrary)
+        return ModelManager(configuration: configuration,
+            loader: ORTModelLoader(environment: try ORTEnvironment(library: library), options: options, cache: cache))
+    }
+}

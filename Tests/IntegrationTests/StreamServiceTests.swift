@@ -1,0 +1,204 @@
+import Foundation
+import ImageCodecs
+import TestSupport
+import Testing
+import YOLO
+
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// Video streams in the real service: creation checked like model paths, a JSON-lines file, the MJPEG preview with
+/// boxes drawn, and results endpoint viewers that read slowly or not at all.
+@Suite("Stream service", .serialized)
+struct StreamServiceTests {
+    @Test("POST /v1/streams: sources and outputs are checked, the preview is JPEG frames with boxes, a stalled results viewer does not hold the stream")
+    func streamEndToEnd() async throws {
+        // The 60-frame MJPEG video (the H.264 one goes through swaps in StreamsTests).
+        let media = URL(fileURLWithPath: TestVideos.mjpeg).deletingLastPathComponent().path
+        let output = try TemporaryDirectory()
+        let server = try await ServerProcess(yaml: """
+            \(ServerProcess.demoTokens)
+            slots:
+              default: { model: yolov3-tiny-coco-320.onnx }
+            hotswap: { warmup_runs: 1 }
+            streams: { media_dir: "\(media)", output_dir: "\(output.path)", allowed_urls: ["udp://127.0.0.1:"] }
+            """)
+        defer { server.stop() }
+        let op = ServerProcess.operatorToken
+
+        // Refusals: a viewer, a file outside the media folder, a URL and a device not allowed, an output outside.
+        #expect(try await server.json("POST", "/v1/streams", token: ServerProcess.viewerToken,
+            body: ["source": "pan.avi"]).0 == 403)
+        for body: [String: Any] in [["source": "../pan.avi"], ["source": "/etc/passwd"],
+                                    ["source": "rtsp://10.0.0.1/cam"], ["source": "/dev/video0"],
+                                    ["source": "pan.avi", "outputs": ["file": "../escape.jsonl"]],
+                                    ["source": "pan.avi", "fps_cap": 0]] {
+            let (status, problem) = try await server.json("POST", "/v1/streams", token: op, body: body)
+            #expect(status == 400, "\(body): \(problem)")
+        }
+
+        // A stalled viewer: connects to the results, reads the head, then reads nothing more.
+        let (created, stream) = try await server.json("POST", "/v1/streams", token: op, body: [
+            "source": "pan.avi", "fps_cap": 30, "outputs": ["file": "cam.jsonl"],
+        ])
+        #expect(created == 201, "\(stream)")
+        let id = try #require(stream["id"] as? String)
+        let stalled = try StalledReader(port: server.port, path: "/v1/streams/\(id)/results",
+            token: ServerProcess.viewerToken)
+        #expect(stalled.head.contains("200 OK") && stalled.head.contains("text/event-stream"))
+
+        // The preview: multipart parts, each a JPEG of the frame.
+        let previews = try await previewParts(server: server, id: id, count: 3)
+        #expect(previews.count == 3)
+        for part in previews {
+            let image = try ImageDecoder.decode(part.jpeg)
+            #expect(image.width == 320 && image.height == 240)
+        }
+
+        // The stream runs to its end although the stalled viewer read nothing.
+        #expect(await eventually(timeout: .seconds(120)) {
+            let status = (try? syncJSON(server: server, path: "/v1/streams/\(id)", token: op)) ?? [:]
+            return status["state"] as? String == "ended"
+        })
+        let (_, final) = try await server.json("GET", "/v1/streams/\(id)", token: op)
+        #expect(final["frames_detected"] as? Int == 60 && final["frames_dropped"] as? Int == 0, "\(final)")
+        stalled.close()
+
+        // The JSON-lines file: frames 0…59 once each, in order; the preview's boxes are where its results say.
+        let lines = try String(contentsOfFile: output.file("cam.jsonl"), encoding: .utf8).split(separator: "\n")
+        let results = try lines.map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        #expect(results.map { $0["frame"] as? Int ?? -1 } == Array(0..<60))
+        for part in previews {
+            let detections = try JSONDecoder().decode([Detection].self, from: JSONSerialization.data(
+                withJSONObject: results[part.frame]["detections"] as? [Any] ?? []))
+            let image = try ImageDecoder.decode(part.jpeg)
+            let drawn = detections.contains { d in
+                let (r, g, b) = Annotator.color(forClass: d.classID)
+                let x = min(max(Int(d.box.x1.rounded()) + 1, 0), 319)
+                let y = min(max(Int(((d.box.y1 + d.box.y2) / 2).rounded()), 0), 239)
+                let i = (y * 320 + x) * 3
+                return abs(Int(image.pixels[i]) - Int(r)) < 60 && abs(Int(image.pixels[i + 1]) - Int(g)) < 60
+                    && abs(Int(image.pixels[i + 2]) - Int(b)) < 60
+            }
+            #expect(detections.isEmpty || drawn, "frame \(part.frame): no box outline in its class colour")
+        }
+
+        #expect(try await server.json("DELETE", "/v1/streams/\(id)", token: op).0 == 200)
+        #expect(try await server.json("GET", "/v1/streams/\(id)", token: op).0 == 404)
+    }
+
+    /// Reads `count` parts of the MJPEG preview.
+    private func previewParts(server: ServerProcess, id: String, count: Int) async throws -> [(frame: Int, jpeg: [UInt8])] {
+        let reader = try StalledReader(port: server.port, path: "/v1/streams/\(id)/preview.mjpeg",
+            token: ServerProcess.viewerToken)
+        defer { reader.close() }
+        #expect(reader.head.contains("multipart/x-mixed-replace; boundary=frame"))
+        var parts: [(Int, [UInt8])] = []
+        var buffer = reader.rest
+        while parts.count < count {
+            // A part: --frame CRLF headers CRLF CRLF jpeg CRLF.
+            if let headerEnd = find([13, 10, 13, 10], in: buffer) {
+                let headers = String(decoding: buffer[..<headerEnd], as: UTF8.self)
+                let length = headers.split(separator: "\r\n").first { $0.hasPrefix("Content-Length: ") }
+                    .flatMap { Int($0.dropFirst(16)) }
+                let frame = headers.split(separator: "\r\n").first { $0.hasPrefix("X-Frame: ") }
+                    .flatMap { Int($0.dropFirst(9)) }
+                let length_ = try #require(length, "\(headers)")
+                #expect(headers.hasPrefix("--frame\r\nContent-Type: image/jpeg"))
+                if buffer.count >= headerEnd + 4 + length_ + 2 {
+                    let jpeg = Array(buffer[(headerEnd + 4)..<(headerEnd + 4 + length_)])
+                    #expect(jpeg.prefix(2) == [0xFF, 0xD8] && jpeg.suffix(2) == [0xFF, 0xD9])
+                    parts.append((frame ?? -1, jpeg))
+                    buffer.removeFirst(headerEnd + 4 + length_ + 2)
+                    continue
+                }
+            }
+            let more = reader.read()
+            guard !more.isEmpty else { break }
+            buffer += more
+        }
+        return parts
+    }
+}
+
+private func find(_ needle: [UInt8], in haystack: [UInt8]) -> Int? {
+    guard haystack.count >= needle.count else { return nil }
+    for i in 0...(haystack.count - needle.count) where haystack[i..<(i + needle.count)].elementsEqual(needle) {
+        return i
+    }
+    return nil
+}
+
+/// GET on a plain socket: reads the response head (and whatever came with it), then reads only when asked; the
+/// body's chunked transfer coding is undone.
+final class StalledReader: @unchecked Sendable {
+    // @unchecked: used from the test's task only.
+    private let connection: RawConnection
+    private(set) var head = ""
+    private(set) var rest: [UInt8] = []
+    /// Raw body bytes not yet de-chunked, and the bytes left in the current chunk.
+    private var raw: [UInt8] = []
+    private var chunkLeft = 0
+
+    init(port: Int, path: String, token: String) throws {
+        connection = try RawConnection(port: port)
+        try connection.send("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(token)\r\n\r\n")
+        var received: [UInt8] = []
+        while find([13, 10, 13, 10], in: received) == nil {
+            let chunk = connection.receiveBytes()
+            guard !chunk.isEmpty else { break }
+            received += chunk
+        }
+        let end = find([13, 10, 13, 10], in: received) ?? received.count
+        head = String(decoding: received[..<end], as: UTF8.self)
+        raw = Array(received.dropFirst(min(end + 4, received.count)))
+        rest = dechunk()
+    }
+
+    /// The next body bytes (empty at the end).
+    func read() -> [UInt8] {
+        while true {
+            let chunk = connection.receiveBytes()
+            guard !chunk.isEmpty else { return [] }
+            raw += chunk
+            let body = dechunk()
+            if !body.isEmpty { return body }
+        }
+    }
+
+
+    /// Takes what complete chunk data `raw` holds: `size CRLF data CRLF`, repeated.
+    private func dechunk() -> [UInt8] {
+        var out: [UInt8] = []
+        while true {
+            if chunkLeft > 0 {
+                let n = min(chunkLeft, raw.count)
+                out += raw.prefix(n)
+                raw.removeFirst(n)
+                chunkLeft -= n
+                if chunkLeft > 0 { return out }
+                chunkLeft = -2  // the CRLF after the data
+            }
+            if chunkLeft == -2 {
+                guard raw.count >= 2 else { return out }
+                raw.removeFirst(2)
+                chunkLeft = 0
+            }
+            guard let lineEnd = find([13, 10], in: raw) else { return out }
+            let size = Int(String(decoding: raw[..<lineEnd], as: UTF8.self).split(separator: ";").first ?? "", radix: 16) ?? 0
+            raw.removeFirst(lineEnd + 2)
+            guard size > 0 else { return out }
+            chunkLeft = size
+        }
+    }
+
+    func close() { connection.close() }
+}
+
+/// GET and decode a JSON object, blocking (for `eventually`'s synchronous condition).
+private func syncJSON(server: ServerProcess, path: String, token: String) throws -> [String: Any] {
+    let result = try runProcess("/usr/bin/curl", ["-s", "-H", "Authorization: Bearer \(token)",
+        server.base.absoluteString + path])
+    return (try JSONSerialization.jsonObject(with: Data(result.stdout.utf8))) as? [String: Any] ?? [:]
+}

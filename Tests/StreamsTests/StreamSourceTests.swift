@@ -1,0 +1,94 @@
+import Foundation
+import HotSwap
+import Primitives
+import Streams
+import TestSupport
+import Testing
+@testable import VideoDecoding
+import YOLO
+
+extension StreamSuite {
+    @Suite("Sources, decoding and the CLI")
+    struct SourceTests {
+        static let model = Repository.path("models/yolov3-tiny-coco-320.onnx")
+
+        @Test("`yoloswap stream` on an MJPEG video prints frames 0…59 in order, with pts, model stamp and detections")
+        func cliOnMJPEG() throws {
+            let cli = try runProcess(yoloswapBinary, ["stream", "--source", TestVideos.mjpeg, "--model", Self.model,
+                "--threads", "1"])
+            #expect(cli.status == 0, "\(cli.stderr)")
+            let lines = cli.stdout.split(separator: "\n")
+            let results = try lines.map { try JSONDecoder().decode(StreamFrameResult.self, from: Data($0.utf8)) }
+            #expect(results.map(\.frame) == Array(0..<60))
+            #expect(results.allSatisfy { abs(($0.pts ?? -1) - Double($0.frame) / 30) < 1e-9 })
+            #expect(results.allSatisfy { $0.image.width == 320 && $0.image.height == 240 })
+            #expect(Set(results.map(\.model.sha256)) == [try Fixtures.sha256(Self.model)])
+            #expect(results.contains { !$0.detections.isEmpty })
+            #expect(cli.stderr.contains("\"type\":\"ended\""))
+        }
+
+        @Test("a frame over the pixel limit, a file that is not a video, a missing ffmpeg: the stream fails with the reason")
+        func failures() async throws {
+            // FFmpeg's decoders are held to the limit too (`-max_pixels`): whichever check sees the frame first ends it.
+            let overLimit = try FFmpegDecoder(source: .file(path: TestVideos.mjpeg), maxPixels: 320 * 239)
+            do {
+                _ = try overLimit.nextFrame()
+                Issue.record("a frame over the limit was decoded")
+            } catch {
+                switch error {
+                case .frameTooLarge(_, 320, 240, 320 * 239): break
+                case .ffmpegFailed(_, _, let log): #expect(log.contains("video_size"), "\(log)")
+                default: Issue.record("\(error)")
+                }
+            }
+
+            let folder = try TemporaryDirectory()
+            let garbage = folder.file("garbage.mp4")
+            try Data((0..<100_000).map { UInt8(truncatingIfNeeded: $0 &* 7919) }).write(to: URL(fileURLWithPath: garbage))
+            let decoder = try FFmpegDecoder(source: .file(path: garbage))
+            do {
+                _ = try decoder.nextFrame()
+                Issue.record("a garbage file decoded")
+            } catch {
+                guard case .ffmpegFailed(_, let status, _) = error else { throw error }
+                #expect(status.hasPrefix("exit status"))
+            }
+            #expect(throws: VideoDecodeError.self) {
+                _ = try FFmpegDecoder(source: .file(path: garbage), ffmpeg: "/nonexistent/ffmpeg")
+            }
+        }
+
+        @Test("showinfo lines parse, padded values included; other lines do not")
+        func reportParsing() {
+            let line = "[Parsed_showinfo_1 @ 0x55c9] n:  12 pts:   6144 pts_time:0.4 pos:  1234 fmt:rgb24 sar:1/1 "
+                + "s:320x240 i:P iskey:0 type:P checksum:5DA94BC2"
+            let report = FrameReport(parsing: line)
+            #expect(report == FrameReport(width: 320, height: 240, pts: 0.4, rawPTS: 6144))
+            #expect(FrameReport(parsing: "[Parsed_showinfo_1 @ 0x1] n: 3 pts: NOPTS pts_time:NOPTS s:2x2")?.pts == nil)
+            #expect(FrameReport(parsing: "Input #0, mov,mp4, from 'x.mp4':") == nil)
+            #expect(FrameReport.timeBase(parsing: "[Parsed_showinfo_1 @ 0x1] config in time_base: 1/15360, frame_rate: 30/1")
+                ?? (0, 0) == (1, 15360))
+        }
+
+        @Test("sources are checked like model paths: inside the media folder, allowed URL prefixes and devices only")
+        func sourcePolicy() throws {
+            let media = try TemporaryDirectory()
+            try Data("x".utf8).write(to: URL(fileURLWithPath: media.file("clip.mp4")))
+            try makeFIFO(at: media.file("fifo.mp4"))
+            let policy = SourcePolicy(mediaDirectory: media.path, allowedURLPrefixes: ["udp://127.0.0.1:"],
+                allowedDevices: ["/dev/video0"])
+            #expect(try policy.resolve("clip.mp4") == .file(path: URL(fileURLWithPath: media.file("clip.mp4"))
+                .resolvingSymlinksInPath().path))
+            for refused in ["../clip.mp4", "/etc/passwd", "fifo.mp4", "missing.mp4", "udp://10.0.0.1:5000",
+                            "file:///etc/passwd", "gopher://x", "/dev/video1", "rtsp://cam/stream", ""] {
+                #expect(throws: StreamError.self, "\(refused)") { _ = try policy.resolve(refused) }
+            }
+            #expect(try policy.resolve("udp://127.0.0.1:5000") == .network(url: "udp://127.0.0.1:5000"))
+            #expect(try policy.resolve("/dev/video0") == .device(path: "/dev/video0"))
+            #expect(throws: StreamError.self) { _ = try policy.resolveOutput("out.jsonl") }
+            let withOutput = SourcePolicy(outputDirectory: media.path)
+            #expect(throws: StreamError.self) { _ = try withOutput.resolveOutput("../out.jsonl") }
+            #expect(try withOutput.resolveOutput("out.jsonl").hasSuffix("/out.jsonl"))
+        }
+    }
+}
