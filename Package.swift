@@ -79,11 +79,15 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRDB", package: "GRDB.swift"),
             ]),
+        /// The Open Inference Protocol (KServe v2 / Triton) over the slots, free of any transport: tensors, the two
+        /// input conventions (raw tensor, encoded image), metadata, configuration, statistics. HTTP (`Server`) and gRPC
+        /// speak it.
+        .target(name: "OpenInference", dependencies: ["HotSwap", "YOLO", "Primitives"]),
         /// The HTTP service: Hummingbird app, routes, DTOs, auth, audit and metrics wiring, error → HTTP mapping.
         .target(
             name: "Server",
             dependencies: [
-                "HotSwap", "YOLO", "ImageCodecs", "AuditLog", "Primitives", "FileWatch",
+                "HotSwap", "YOLO", "ImageCodecs", "AuditLog", "Primitives", "FileWatch", "OpenInference",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),

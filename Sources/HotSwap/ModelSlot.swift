@@ -33,6 +33,21 @@ public struct SlotRoles: Sendable {
     public var generation: Int
 }
 
+extension SlotRoles {
+    /// The active, staged or standby model whose version is `version`, looked for in that order.
+    public func model(version: String) -> ModelInstance? {
+        [active, staged, standby].lazy.compactMap { $0 }.first { $0.identity.version == version }
+    }
+}
+
+/// Which of a slot's models a request runs on.
+public enum ModelChoice: Sendable {
+    /// The model the slot's router picks (the active model unless a release routes elsewhere).
+    case routed(RoutingContext)
+    /// The active, staged or standby model with this version label, looked for in that order.
+    case version(String)
+}
+
 /// A detection and the model that produced it.
 public struct SlotDetection: Sendable {
     public var result: DetectionResult
@@ -47,6 +62,8 @@ public enum SlotError: Error, Equatable, CustomStringConvertible {
     case unavailable(slot: String, waited: Duration)
     /// The slot's queue is full; retry after the hint.
     case overloaded(slot: String, queueDepth: Int, retryAfter: Duration)
+    /// No model of the slot (active, staged or standby) has the version a request named.
+    case noSuchVersion(slot: String, version: String)
     /// The slot is shutting down.
     case shutDown(slot: String)
 
@@ -58,6 +75,8 @@ public enum SlotError: Error, Equatable, CustomStringConvertible {
             "slot '\(slot)' is overloaded (\(depth) requests queued); retry after "
                 + retry.formatted(.units(allowed: [.milliseconds]))
         case .shutDown(let slot): "slot '\(slot)' is shutting down"
+        case .noSuchVersion(let slot, let version):
+            "slot '\(slot)' has no active, staged or standby model with version '\(version)'"
         }
     }
 }
@@ -113,51 +132,78 @@ public final class ModelSlot: Sendable {
     /// - Throws: `SlotError` (overloaded, unavailable, shut down), `DetectionError` (bad image, inference failure).
     public func detect(imageBytes: [UInt8], options: DetectionOptions = .init(), context: RoutingContext = .init(),
                        deadline: ContinuousClock.Instant? = nil) async throws -> SlotDetection {
+        let executor = self.executor
+        let run = try await withModel(.routed(context), deadline: deadline) { model in
+            // The two-thread JPEG decode only while this is the slot's one request (nothing else running or queued):
+            // under load the second thread would only take a core from another request.
+            try model.detector.detect(imageBytes: imageBytes, options: options,
+                decodeInParallel: !executor.hasWorkBesidesOne)
+        }
+        return SlotDetection(result: run.value, model: run.model, queueMilliseconds: run.queueMilliseconds)
+    }
+
+    /// Runs `work` on one of the slot's models, on a worker thread, under a lease: the model cannot be released
+    /// while `work` runs. For requests other than a detection on encoded bytes (the Open Inference Protocol's raw
+    /// tensors, a detection on a model named by version).
+    ///
+    /// `work` must not keep the model beyond its return (its result must not hold it): the request is counted out
+    /// once `work` has returned and its reference is gone.
+    /// - Parameters:
+    ///   - choice: the model the router picks (waiting for an active model, as `detect` does), or the active, staged
+    ///     or standby model with a given version.
+    ///   - deadline: the latest time the request may start (waiting in the queue or for a model); nil = no limit.
+    /// - Returns: what `work` returned, the stamp of the model it ran on, and the time spent waiting for a worker.
+    /// - Throws: `SlotError` (overloaded, unavailable, shut down, no model with that version); what `work` threw.
+    public func withModel<T: Sendable>(
+        _ choice: ModelChoice, deadline: ContinuousClock.Instant? = nil,
+        _ work: @escaping @Sendable (ModelInstance) throws -> T
+    ) async throws -> (value: T, model: ModelStamp, queueMilliseconds: Double) {
         let enqueued = ContinuousClock.now
         while true {
-            try await waitForModel(deadline: deadline, since: enqueued)
-            let outcome: (Result<SlotDetection, DetectionError>, InFlightCounter)?
+            if case .routed = choice { try await waitForModel(deadline: deadline, since: enqueued) }
+            let outcome: (Result<(T, ModelStamp, Double), any Error>, InFlightCounter)?
             do {
                 outcome = try await executor.run(deadline: deadline) { [self] in
-                    self.runLeased(imageBytes: imageBytes, options: options, context: context, since: enqueued)
+                    self.runLeased(choice, since: enqueued, work)
                 }
             } catch let error as ExecutorError {
                 throw map(error, since: enqueued)
             }
             if let (result, counter) = outcome {
                 counter.decrement()
-                return try result.get()
+                let (value, stamp, queue) = try result.get()
+                return (value, stamp, queue)
             }
             // The model went away between the wait and the worker (resource-preserving swap): wait again.
+            if case .version(let version) = choice { throw SlotError.noSuchVersion(slot: name, version: version) }
         }
     }
 
-    /// Takes a lease, runs the detection, and returns the counter to decrement. The model reference dies with this
+    /// Takes a lease, runs `work`, and returns the counter to decrement. The model reference dies with this
     /// function's frame, before the caller counts the request down — so the releaser can never see a zero count
     /// while a request still holds the model.
-    private func runLeased(imageBytes: [UInt8], options: DetectionOptions, context: RoutingContext,
-                           since enqueued: ContinuousClock.Instant)
-        -> (Result<SlotDetection, DetectionError>, InFlightCounter)?
-    {
+    private func runLeased<T: Sendable>(
+        _ choice: ModelChoice, since enqueued: ContinuousClock.Instant,
+        _ work: @Sendable (ModelInstance) throws -> T
+    ) -> (Result<(T, ModelStamp, Double), any Error>, InFlightCounter)? {
         let started = ContinuousClock.now
-        guard let (model, generation) = lease(context) else { return nil }
+        guard let (model, generation) = lease(choice) else { return nil }
         let stamp = ModelStamp(slot: name, identity: model.identity, generation: generation,
             target: model.execution.target)
-        let result = Result { () throws(DetectionError) in
-            // The two-thread JPEG decode only while this is the slot's one request (nothing else running or queued):
-            // under load the second thread would only take a core from another request.
-            let result = try model.detector.detect(imageBytes: imageBytes, options: options,
-                decodeInParallel: !executor.hasWorkBesidesOne)
-            return SlotDetection(result: result, model: stamp, queueMilliseconds: (started - enqueued).milliseconds)
-        }
+        let result = Result { (try work(model), stamp, (started - enqueued).milliseconds) }
         return (result, model.inFlight)
     }
 
     /// Picks the model under the lock and counts the request in.
-    private func lease(_ context: RoutingContext) -> (ModelInstance, Int)? {
+    private func lease(_ choice: ModelChoice) -> (ModelInstance, Int)? {
         let router = self.router.withLock { $0 }
         return state.withLock { s in
-            guard let model = router.route(s.roles, request: context) else { return nil }
+            let picked: ModelInstance? =
+                switch choice {
+                case .routed(let context): router.route(s.roles, request: context)
+                case .version(let version): s.roles.model(version: version)
+                }
+            guard let model = picked else { return nil }
             model.inFlight.increment()
             return (model, s.roles.generation)
         }

@@ -201,7 +201,7 @@ public final class ControlPlane: Sendable {
     /// (503) before anything happens.
     /// - Parameter model: the model the change is about (the staged model a switch activates, the standby a rollback
     ///   activates, the staged model a discard drops), when the slot has one.
-    private func audited(_ action: String, _ slot: String, model: ModelIdentity?, _ principal: Principal,
+    func audited(_ action: String, _ slot: String, model: ModelIdentity?, _ principal: Principal,
                          _ remote: String?, _ body: () async throws -> SwapEvent) async throws -> SwapEvent {
         let started = Date()
         let path = model.map { repository.relative($0.path) }

@@ -4,6 +4,7 @@ import HotSwap
 import Hummingbird
 import ImageCodecs
 import NIOCore
+import OpenInference
 import YOLO
 
 /// An error answered as RFC 9457 problem details: `application/problem+json` with type, title, status, detail.
@@ -23,7 +24,15 @@ public struct Problem: HTTPResponseError, CustomStringConvertible {
 
     public var description: String { "\(status.code) \(title): \(detail)" }
 
+    /// The answer: problem details, or under `/v2` the Open Inference Protocol's `{"error": "<detail>"}` (what
+    /// `tritonclient` reads), with the same status.
     public func response(from request: Request, context: some RequestContext) throws -> Response {
+        if request.uri.path == "/v2" || request.uri.path.hasPrefix("/v2/") {
+            let data = try JSONSerialization.data(withJSONObject: ["error": detail], options: [.withoutEscapingSlashes])
+            var headers: HTTPFields = [.contentType: "application/json"]
+            if let retryAfter { headers[.retryAfter] = String(retryAfter) }
+            return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        }
         let body: [String: Any] = [
             "type": "about:blank", "title": title, "status": Int(status.code), "detail": detail,
             "instance": request.uri.path,
@@ -63,6 +72,12 @@ public struct Problem: HTTPResponseError, CustomStringConvertible {
                 return Problem(.serviceUnavailable, "Overloaded", detail: error.description, retryAfter: seconds)
             case .unavailable, .shutDown:
                 return Problem(.serviceUnavailable, "Unavailable", detail: error.description, retryAfter: 1)
+            case .noSuchVersion: return notFound(error.description)
+            }
+        case let error as InferError:
+            switch error.kind {
+            case .invalidArgument: return badRequest(error.message)
+            case .notFound: return notFound(error.message)
             }
         case let error as ControlError:
             switch error {

@@ -20,6 +20,8 @@ import Yams
 /// - `ort_library`: path of `libonnxruntime.so` (default: `--ort-library`, else `ORT_DYLIB_PATH`, else beside the
 ///   binary, the package's `.ort/lib`, the system; the flag wins over this key)
 /// - `routes`: `{product or work order: slot}`
+/// - `grpc` (none: no gRPC endpoint): `port` (required; 0 picks a free one), `host` (`server.host`), `tls_cert` and
+///   `tls_key` (PEM files, both or neither: TLS instead of plaintext) — the Open Inference Protocol over gRPC
 /// - `desired_state` (none): a desired-state document to apply and watch (`serve --desired-state`; a ConfigMap key)
 /// - `trusted_keys`: public key files; `require_signature` (false)
 /// - `hotswap`: `serving_threads` (2), `queue_capacity` (64), `intra_op_threads` (1), `warmup_runs` (3),
@@ -103,6 +105,23 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var ortLibrary: String?
     /// The desired-state file applied at start and on every change (`desired_state`), if any.
     public var desiredStatePath: String?
+    /// The gRPC endpoint (`grpc`), if any.
+    public var grpc: GRPCSettings?
+
+    /// Where the Open Inference Protocol's gRPC service listens, and its TLS files (PEM; nil: plaintext).
+    public struct GRPCSettings: Sendable, Equatable {
+        public var host: String
+        public var port: Int
+        public var tlsCertificate: String?
+        public var tlsKey: String?
+
+        public init(host: String, port: Int, tlsCertificate: String? = nil, tlsKey: String? = nil) {
+            self.host = host
+            self.port = port
+            self.tlsCertificate = tlsCertificate
+            self.tlsKey = tlsKey
+        }
+    }
 
     /// Defaults, with paths relative to `base` (the working directory when nil).
     public init(base: String? = nil) {
@@ -140,6 +159,16 @@ public struct ServerConfiguration: Sendable, Equatable {
         if let library = raw.ort_library { config.ortLibrary = resolve(library, against: base) }
         if let hotswap = raw.hotswap { try config.apply(hotswap, fail: fail) }
         try config.applySlots(raw, base: base, fail: fail)
+        if let grpc = raw.grpc {
+            guard let port = grpc.port else { throw fail("grpc.port is required to serve gRPC") }
+            guard (grpc.tls_cert == nil) == (grpc.tls_key == nil) else {
+                throw fail("grpc.tls_cert and grpc.tls_key go together (TLS needs both, plaintext neither)")
+            }
+            config.grpc = GRPCSettings(host: grpc.host ?? config.host,
+                port: try Limits.check(port, "grpc.port", Limits.port, fail: fail),
+                tlsCertificate: grpc.tls_cert.map { resolve($0, against: base) },
+                tlsKey: grpc.tls_key.map { resolve($0, against: base) })
+        }
         return config
     }
 
@@ -411,7 +440,14 @@ private struct RawConfiguration: Decodable {
         var policy: String?
         var request_timeout_ms: Int?
     }
+    struct GRPC: Decodable {
+        var host: String?
+        var port: Int?
+        var tls_cert: String?
+        var tls_key: String?
+    }
     var server: Server?
+    var grpc: GRPC?
     var model_repository: String?
     var desired_state: String?
     var state_dir: String?

@@ -3,26 +3,33 @@ import HotSwap
 import Hummingbird
 import HummingbirdCore
 import Logging
+import OpenInference
 import Primitives
 import ServiceLifecycle
 
 /// Builds the HTTP application and the services that run beside it.
 public enum YOLOSwapServer {
     /// The Hummingbird application: problem-details errors, bearer authentication, the API routes.
-    /// - Parameter desired: the reconciler behind `/v1/desired` (shared with the desired-state file watcher); a new
-    ///   one when nil.
+    /// - Parameters:
+    ///   - desired: the reconciler behind `/v1/desired` (shared with the desired-state file watcher); a new one when
+    ///     nil.
+    ///   - engine: the Open Inference Protocol behind `/v2` (shared with the gRPC service, for one set of statistics); a
+    ///     new one when nil.
     public static func makeApplication(
         control: ControlPlane, configuration: ServerConfiguration, metricsText: (@Sendable () -> String)?,
-        logger: Logger, desired: DesiredStateReconciler? = nil,
+        logger: Logger, desired: DesiredStateReconciler? = nil, engine: OpenInferenceEngine? = nil,
         onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
         let router = Router(context: YOLOSwapRequestContext.self)
         let authenticator = TokenAuthenticator(configuration.tokens)
         router.add(middleware: ProblemMiddleware())
         router.add(middleware: AuthMiddleware(authenticator: authenticator, control: control))
-        APIRoutes(control: control, configuration: configuration, authenticator: authenticator,
+        let api = APIRoutes(control: control, configuration: configuration, authenticator: authenticator,
             metricsText: metricsText, configuredSlots: configuration.slots.keys.sorted(),
-            desired: desired ?? DesiredStateReconciler(control: control)).register(on: router)
+            desired: desired ?? DesiredStateReconciler(control: control))
+        api.register(on: router)
+        V2Routes(api: api, engine: engine ?? OpenInferenceEngine(manager: control.manager,
+            requestTimeout: .milliseconds(configuration.requestTimeoutMilliseconds))).register(on: router)
         return Application(
             router: router,
             // A connection that sends nothing for this long is closed, and so is one whose request, once begun, does
