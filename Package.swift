@@ -23,6 +23,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         .package(url: "https://github.com/vapor/multipart-kit", from: "4.7.1"),
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
         // MARK: C modules (headers only; nothing third-party is committed)
@@ -100,6 +104,21 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "MultipartKit", package: "multipart-kit"),
             ]),
+        /// The Open Inference Protocol over gRPC (`inference.GRPCInferenceService`, wire-compatible with Triton's
+        /// grpc_service.proto): generated messages and service (Generated/, from scripts/generate-grpc), the service
+        /// over `OpenInference` and the `Server`'s control plane, its server as a `Service`. The HTTP service does not
+        /// depend on it.
+        .target(
+            name: "OpenInferenceGRPC",
+            dependencies: [
+                "OpenInference", "Server", "HotSwap",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         /// Test doubles for the layers above ONNX Runtime: a fake backend and loader, gates, a slow state store.
         /// Lets the HotSwap, Server and ModelSigning tests build and run without ORT.
         .target(name: "HotSwapTesting", dependencies: ["HotSwap", "YOLO", "Primitives"]),
@@ -109,7 +128,7 @@ let package = Package(
             name: "yoloswap",
             dependencies: [
                 "YOLO", "ORTBackend", "ONNXRuntime", "ImageCodecs", "HotSwap", "ModelSigning", "AuditLog", "Server",
-                "Primitives",
+                "Primitives", "OpenInference", "OpenInferenceGRPC",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),

@@ -271,6 +271,25 @@ def run_checks(args, kind, client_module, url, auth_header):
     stats()
 
 
+def tls_checks(args):
+    """The gRPC endpoint with TLS: a client that trusts the certificate is served; a plaintext one is not."""
+    import tritonclient.grpc as grpc_client
+    viewer = {"authorization": f"Bearer {args.viewer_token}"}
+
+    @check("grpc+tls: a client trusting the certificate is served")
+    def trusted():
+        client = grpc_client.InferenceServerClient(url=args.grpc_url, ssl=True, root_certificates=args.tls_root)
+        assert client.is_server_live(headers=viewer)
+        assert client.get_model_metadata("default", headers=viewer).name == "default"
+    trusted()
+
+    @check("grpc+tls: a plaintext client is refused")
+    def plaintext():
+        client = grpc_client.InferenceServerClient(url=args.grpc_url)
+        expect_error(lambda: client.is_server_live(headers=viewer, client_timeout=10))
+    plaintext()
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", required=True, help="host:port of the HTTP service")
@@ -280,13 +299,17 @@ def main():
                    help="the same file, relative to the model repository")
     p.add_argument("--other-model", default="yolov3-tiny-coco-320.onnx", help="a second model, in the repository")
     p.add_argument("--image", required=True)
+    p.add_argument("--tls-root", help="with --grpc-url: only check gRPC over TLS, trusting this PEM certificate")
     p.add_argument("--viewer-token", required=True)
     p.add_argument("--operator-token", required=True)
     args = p.parse_args()
 
-    import tritonclient.http as http_client
-    run_checks(args, "http", http_client, args.url, "Authorization")
-    if args.grpc_url:
+    if args.tls_root:
+        tls_checks(args)
+    else:
+        import tritonclient.http as http_client
+        run_checks(args, "http", http_client, args.url, "Authorization")
+    if args.grpc_url and not args.tls_root:
         import tritonclient.grpc as grpc_client
         run_checks(args, "grpc", grpc_client, args.grpc_url, "authorization")
     passed = sum(RESULTS)

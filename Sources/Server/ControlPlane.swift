@@ -192,7 +192,7 @@ public final class ControlPlane: Sendable {
 
     /// Records a refused management call (no token, an unknown token, too low a role). Best effort: a refusal that
     /// cannot be recorded is still a refusal.
-    func auditRefusal(_ principal: Principal?, _ remote: String?, action: String, reason: String) async {
+    package func auditRefusal(_ principal: Principal?, _ remote: String?, action: String, reason: String) async {
         try? await audit(principal ?? Principal(name: "unauthenticated", role: .viewer), remote, action, nil,
             result: "refused", reason: reason, started: Date())
     }

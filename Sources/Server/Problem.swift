@@ -48,7 +48,7 @@ public struct Problem: HTTPResponseError, CustomStringConvertible {
     static func conflict(_ detail: String) -> Problem { Problem(.conflict, "Conflict", detail: detail) }
 
     /// The one place errors of the layers below become HTTP statuses.
-    static func from(_ error: any Error) -> Problem {
+    package static func from(_ error: any Error) -> Problem {
         switch error {
         case let problem as Problem:
             return problem

@@ -13,20 +13,39 @@ struct OpenInferenceProtocolTests {
         hotswap: { warmup_runs: 1 }
         """
 
-    @Test("tritonclient.http: health, metadata, config, both infer conventions, load/unload, auth, statistics")
-    func tritonClientHTTP() async throws {
-        let server = try await ServerProcess(yaml: Self.yaml)
-        defer { server.stop() }
+    /// The server with a gRPC endpoint (`grpc` settings added to `yaml`'s), and its gRPC port once it listens.
+    func startWithGRPC(_ grpc: String, in scratch: TemporaryDirectory) async throws -> (ServerProcess, Int) {
+        let portFile = scratch.url.appendingPathComponent("grpc.port")
+        let server = try await ServerProcess(yaml: Self.yaml + "\ngrpc: { \(grpc) }",
+            arguments: ["--grpc-port-file", portFile.path])
+        func port() -> Int? { (try? String(contentsOf: portFile, encoding: .utf8)).flatMap { Int($0.trimmed) } }
+        #expect(await eventually(timeout: .seconds(30)) { port() != nil }, "no gRPC port: \(server.log.suffix(2000))")
+        return (server, try #require(port()))
+    }
+
+    /// tools/oip_check.py against the server, with `arguments` added; every FAIL line is recorded as an issue.
+    func check(_ server: ServerProcess, grpcPort: Int, _ arguments: [String] = []) throws -> ProcessResult {
         let r = try runProcess(Repo.python, [
             Repository.path("tools/oip_check.py"), "--url", "127.0.0.1:\(server.port)",
+            "--grpc-url", "127.0.0.1:\(grpcPort)",
             "--model", Repo.model("yolov3-tiny-coco-416.onnx"), "--image", Repo.image("bus.jpg"),
             "--viewer-token", ServerProcess.viewerToken, "--operator-token", ServerProcess.operatorToken,
-        ])
-        let lines = r.stdout.split(separator: "\n").map(String.init)
-        for failure in lines where failure.hasPrefix("FAIL") { Issue.record("\(failure)") }
+        ] + arguments)
+        for failure in r.stdout.split(separator: "\n") where failure.hasPrefix("FAIL") { Issue.record("\(failure)") }
         #expect(r.status == 0, "\(r.stdout.suffix(3000))\(r.stderr.suffix(3000))\n\(server.log.suffix(2000))")
+        return r
+    }
+
+    @Test("tritonclient.http and .grpc: health, metadata, config, both infer conventions, load/unload, auth, stats")
+    func tritonClient() async throws {
+        let scratch = try TemporaryDirectory()
+        let (server, grpcPort) = try await startWithGRPC("port: 0", in: scratch)
+        defer { server.stop() }
+        let r = try check(server, grpcPort: grpcPort)
+        let lines = r.stdout.split(separator: "\n").map(String.init)
         // Every check ran (a crash of the script would leave some out).
-        #expect(lines.filter { $0.hasPrefix("ok ") }.count >= 14, "\(r.stdout)")
+        #expect(lines.filter { $0.hasPrefix("ok http") }.count >= 14, "\(r.stdout)")
+        #expect(lines.filter { $0.hasPrefix("ok grpc") }.count >= 11, "\(r.stdout)")
         // The load and the refused unload went to the audit log like any other change.
         let (status, audit) = try await server.json("GET", "/v1/audit?limit=100", token: ServerProcess.operatorToken)
         #expect(status == 200)
@@ -36,6 +55,22 @@ struct OpenInferenceProtocolTests {
         #expect(entries.contains { ($0["action"] as? String) == "unload default" && ($0["result"] as? String)
             == "refused" }, "\(actions)")
         #expect(actions.contains("load succeeded"), "\(actions)")
+    }
+
+    @Test("gRPC over TLS (grpc.tls_cert / tls_key): a client trusting the certificate is served, plaintext is not")
+    func grpcTLS() async throws {
+        let scratch = try TemporaryDirectory()
+        let cert = scratch.url.appendingPathComponent("cert.pem").path
+        let key = scratch.url.appendingPathComponent("key.pem").path
+        let openssl = try runProcess("/usr/bin/openssl", [
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", key, "-out", cert,
+        ])
+        try #require(openssl.status == 0, "\(openssl.stderr)")
+        let (server, grpcPort) = try await startWithGRPC("port: 0, tls_cert: \(cert), tls_key: \(key)", in: scratch)
+        defer { server.stop() }
+        let r = try check(server, grpcPort: grpcPort, ["--tls-root", cert])
+        #expect(r.stdout.contains("2 passed, 0 failed"), "\(r.stdout)")
     }
 
     @Test("hostile v2 bodies: sizes that overflow or do not add up, bad JSON, wrong shapes → 4xx with an error")
