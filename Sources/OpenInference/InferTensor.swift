@@ -71,10 +71,11 @@ public struct InferTensor: Sendable, Equatable {
                     + (overflow ? "more bytes than can be counted" : "\(bytes) bytes") + ", got \(raw.count)")
             }
         } else {
-            let elements = try Self.splitBytes(raw, name: name)
-            guard elements.count == count else {
+            var elements = 0
+            try Self.forEachBytesElement(raw, name: name) { _ in elements += 1 }
+            guard elements == count else {
                 throw .invalid("input '\(name)': shape \(shape) has \(count) elements, the BYTES data holds "
-                    + "\(elements.count)")
+                    + "\(elements)")
             }
         }
         self.name = name
@@ -113,6 +114,12 @@ public struct InferTensor: Sendable, Equatable {
     /// Splits `BYTES` contents (4-byte little-endian length, then the bytes, per element).
     public static func splitBytes(_ raw: [UInt8], name: String) throws(InferError) -> [[UInt8]] {
         var elements: [[UInt8]] = []
+        try forEachBytesElement(raw, name: name) { elements.append(Array(raw[$0])) }
+        return elements
+    }
+
+    /// Calls `body` with where each element of `BYTES` contents lies, each checked against the contents' end.
+    static func forEachBytesElement(_ raw: [UInt8], name: String, _ body: (Range<Int>) -> Void) throws(InferError) {
         var offset = 0
         while offset < raw.count {
             guard raw.count - offset >= 4 else {
@@ -124,10 +131,9 @@ public struct InferTensor: Sendable, Equatable {
             guard length <= raw.count - offset else {
                 throw .invalid("input '\(name)': a BYTES element of \(length) bytes runs past the data's end")
             }
-            elements.append(Array(raw[offset..<offset + length]))
+            body(offset..<offset + length)
             offset += length
         }
-        return elements
     }
 
     /// Joins elements into `BYTES` contents.
