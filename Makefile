@@ -7,7 +7,8 @@ IMAGES ?= models/images/bus.jpg models/images/zidane.jpg models/images/dog.jpg m
           models/images/horses.jpg models/images/eagle.jpg models/images/giraffe.jpg models/images/kite.jpg
 
 .PHONY: all setup build build-debug run detect-samples test test-asan test-hostile hostile-models chaos faults bench \
-	bench-configmap bench-release bench-mqtt bench-stream fuzz fuzz-build fuzz-smoke fuzz-seeds test-console clean
+	bench-configmap bench-release bench-mqtt bench-stream bench-oip grpc-generate fuzz fuzz-build fuzz-smoke \
+	fuzz-seeds test-console clean
 
 all: build
 
@@ -137,6 +138,15 @@ $(STREAM_VIDEO):
 bench-stream: build $(STREAM_VIDEO)
 	.build/release/yoloswap bench-stream --video $(STREAM_VIDEO) --model $(MODEL) --threads $(STREAM_THREADS) \
 		--swaps 10 --rollbacks $(ROLLBACKS)
+# The Open Inference Protocol's throughput as a client sees it (README → Performance): the same closed loop through
+# POST /v1/detect and through tritonclient (HTTP: BYTES image and raw tensor; gRPC), against the release binary.
+bench-oip: build
+	bash scripts/bench-oip
+
+# Regenerates the committed gRPC code (Sources/OpenInferenceGRPC/Generated) from tritonclient's descriptors; builds
+# the protoc plugins first (slow the first time).
+grpc-generate: setup
+	bash scripts/generate-grpc
 
 clean:
 	rm -rf .build .build-tsan .build-asan .build-fuzz out

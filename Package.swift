@@ -24,6 +24,10 @@ let package = Package(
         .package(url: "https://github.com/vapor/multipart-kit", from: "4.7.1"),
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
         // MARK: C modules (headers only; nothing third-party is committed)
@@ -115,12 +119,16 @@ let package = Package(
                 "HotSwap", "YOLO", "Primitives",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]),
+        /// The Open Inference Protocol (KServe v2 / Triton) over the slots, free of any transport: tensors, the two
+        /// input conventions (raw tensor, encoded image), metadata, configuration, statistics. HTTP (`Server`) and gRPC
+        /// speak it.
+        .target(name: "OpenInference", dependencies: ["HotSwap", "YOLO", "Primitives"]),
         /// The HTTP service: Hummingbird app, routes, DTOs, auth, audit and metrics wiring, error → HTTP mapping.
         .target(
             name: "Server",
             dependencies: [
                 "HotSwap", "YOLO", "ImageCodecs", "AuditLog", "Primitives", "FileWatch", "Releases", "Evaluation",
-                "MQTT", "Fleet", "ModelSigning", "Streams",
+                "MQTT", "Fleet", "ModelSigning", "Streams", "OpenInference",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -137,6 +145,21 @@ let package = Package(
             resources: [
                 .embedInCode("Console/index.html"), .embedInCode("Console/console.js"),
                 .embedInCode("Console/console.css"),
+            ]),
+        /// The Open Inference Protocol over gRPC (`inference.GRPCInferenceService`, wire-compatible with Triton's
+        /// grpc_service.proto): generated messages and service (Generated/, from scripts/generate-grpc), the service
+        /// over `OpenInference` and the `Server`'s control plane, its server as a `Service`. The HTTP service does not
+        /// depend on it.
+        .target(
+            name: "OpenInferenceGRPC",
+            dependencies: [
+                "OpenInference", "Server", "HotSwap",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
             ]),
         /// Test doubles for the layers above ONNX Runtime: a fake backend and loader, gates, a slow state store.
         /// Lets the HotSwap, Server and ModelSigning tests build and run without ORT.
@@ -157,7 +180,8 @@ let package = Package(
             name: "yoloswap",
             dependencies: [
                 "YOLO", "ORTBackend", "ONNXRuntime", "ImageCodecs", "HotSwap", "ModelSigning", "AuditLog", "Server",
-                "Primitives", "Evaluation", "Releases", "Fleet", "MQTT", "Streams", "VideoDecoding",
+                "Primitives", "Evaluation", "Releases", "Fleet", "MQTT", "Streams", "VideoDecoding", "OpenInference",
+                "OpenInferenceGRPC",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),

@@ -62,6 +62,21 @@ public struct SlotRoles: Sendable {
     public var generation: Int
 }
 
+extension SlotRoles {
+    /// The active, staged or standby model whose version is `version`, looked for in that order.
+    public func model(version: String) -> ModelInstance? {
+        [active, staged, standby].lazy.compactMap { $0 }.first { $0.identity.version == version }
+    }
+}
+
+/// Which of a slot's models a request runs on.
+public enum ModelChoice: Sendable {
+    /// The model the slot's router picks (the active model unless a release routes elsewhere).
+    case routed(RoutingContext)
+    /// The active, staged or standby model with this version label, looked for in that order.
+    case version(String)
+}
+
 /// A detection and the model that produced it.
 public struct SlotDetection: Sendable {
     public var result: DetectionResult
@@ -87,6 +102,8 @@ public enum SlotError: Error, Equatable, CustomStringConvertible {
     case unavailable(slot: String, waited: Duration)
     /// The slot's queue is full; retry after the hint.
     case overloaded(slot: String, queueDepth: Int, retryAfter: Duration)
+    /// No model of the slot (active, staged or standby) has the version a request named.
+    case noSuchVersion(slot: String, version: String)
     /// The slot is shutting down.
     case shutDown(slot: String)
 
@@ -98,6 +115,8 @@ public enum SlotError: Error, Equatable, CustomStringConvertible {
             "slot '\(slot)' is overloaded (\(depth) requests queued); retry after "
                 + retry.formatted(.units(allowed: [.milliseconds]))
         case .shutDown(let slot): "slot '\(slot)' is shutting down"
+        case .noSuchVersion(let slot, let version):
+            "slot '\(slot)' has no active, staged or standby model with version '\(version)'"
         }
     }
 }
@@ -153,7 +172,8 @@ public final class ModelSlot: Sendable {
     /// - Throws: `SlotError` (overloaded, unavailable, shut down), `DetectionError` (bad image, inference failure).
     public func detect(imageBytes: [UInt8], options: DetectionOptions = .init(), context: RoutingContext = .init(),
                        deadline: ContinuousClock.Instant? = nil) async throws -> SlotDetection {
-        try await detect(context: context, deadline: deadline) { [self] detector throws(DetectionError) in
+        let executor = self.executor
+        return try await detection(context: context, deadline: deadline) { detector throws(DetectionError) in
             // The two-thread JPEG decode only while this is the slot's one request (nothing else running or queued):
             // under load the second thread would only take a core from another request.
             try detector.detect(imageBytes: imageBytes, options: options,
@@ -168,23 +188,47 @@ public final class ModelSlot: Sendable {
     /// - Throws: as `detect(imageBytes:)`.
     public func detect(image: RGBImage, options: DetectionOptions = .init(), context: RoutingContext = .init(),
                        deadline: ContinuousClock.Instant? = nil) async throws -> SlotDetection {
-        try await detect(context: context, deadline: deadline) { detector throws(DetectionError) in
+        try await detection(context: context, deadline: deadline) { detector throws(DetectionError) in
             try detector.detect(image: image, options: options)
         }
     }
 
-    /// Runs `work` with a leased model's detector on a worker thread, waiting for a model first.
-    private func detect(context: RoutingContext, deadline: ContinuousClock.Instant?,
-                        work: @escaping @Sendable (Detector) throws(DetectionError) -> DetectionResult)
-        async throws -> SlotDetection
-    {
+    /// A detection on the routed model, as `withModel` runs it, with the variant that answered.
+    /// - Throws: a `DetectionError` wrapped in `RoutedDetectionError` when a release's variant answered.
+    private func detection(
+        context: RoutingContext, deadline: ContinuousClock.Instant?,
+        _ detect: @escaping @Sendable (Detector) throws(DetectionError) -> DetectionResult
+    ) async throws -> SlotDetection {
+        let run = try await withModel(.routed(context), deadline: deadline) { model in try detect(model.detector) }
+        return SlotDetection(result: run.value, model: run.model, variant: run.variant,
+            queueMilliseconds: run.queueMilliseconds)
+    }
+
+    /// Runs `work` on one of the slot's models, on a worker thread, under a lease: the model cannot be released
+    /// while `work` runs. Detections go through it; so do requests of other kinds (the Open Inference Protocol's raw
+    /// tensors, a detection on a model named by version).
+    ///
+    /// `work` must not keep the model beyond its return (its result must not hold it): the request is counted out
+    /// once `work` has returned and its reference is gone.
+    /// - Parameters:
+    ///   - choice: the model the router picks (waiting for an active model, as `detect` does), or the active, staged
+    ///     or standby model with a given version.
+    ///   - deadline: the latest time the request may start (waiting in the queue or for a model); nil = no limit.
+    /// - Returns: what `work` returned, the stamp of the model it ran on, the release variant it stands for (routed
+    ///   requests during a release), and the time spent waiting for a worker.
+    /// - Throws: `SlotError` (overloaded, unavailable, shut down, no model with that version); what `work` threw — a
+    ///   `DetectionError` wrapped in `RoutedDetectionError` when a release's variant ran it.
+    public func withModel<T: Sendable>(
+        _ choice: ModelChoice, deadline: ContinuousClock.Instant? = nil,
+        _ work: @escaping @Sendable (ModelInstance) throws -> T
+    ) async throws -> (value: T, model: ModelStamp, variant: String?, queueMilliseconds: Double) {
         let enqueued = ContinuousClock.now
         while true {
-            try await waitForModel(deadline: deadline, since: enqueued)
-            let outcome: (Result<SlotDetection, DetectionError>, InFlightCounter, String?)?
+            if case .routed = choice { try await waitForModel(deadline: deadline, since: enqueued) }
+            let outcome: (Result<(T, ModelStamp, Double), any Error>, InFlightCounter, String?)?
             do {
                 outcome = try await executor.run(deadline: deadline) { [self] in
-                    self.runLeased(work, context: context, since: enqueued)
+                    self.runLeased(choice, since: enqueued, work)
                 }
             } catch let error as ExecutorError {
                 throw map(error, since: enqueued)
@@ -192,42 +236,45 @@ public final class ModelSlot: Sendable {
             if let (result, counter, variant) = outcome {
                 counter.decrement()
                 switch result {
-                case .success(let detection): return detection
-                case .failure(let error):
-                    if let variant { throw RoutedDetectionError(variant: variant, error: error) }
-                    throw error
+                case .success(let (value, stamp, queue)): return (value, stamp, variant, queue)
+                case .failure(let error as DetectionError) where variant != nil:
+                    throw RoutedDetectionError(variant: variant!, error: error)
+                case .failure(let error): throw error
                 }
             }
             // The model went away between the wait and the worker (resource-preserving swap): wait again.
+            if case .version(let version) = choice { throw SlotError.noSuchVersion(slot: name, version: version) }
         }
     }
 
-    /// Takes a lease, runs the detection, and returns the counter to decrement. The model reference dies with this
+    /// Takes a lease, runs `work`, and returns the counter to decrement. The model reference dies with this
     /// function's frame, before the caller counts the request down — so the releaser can never see a zero count
     /// while a request still holds the model.
-    private func runLeased(_ work: (Detector) throws(DetectionError) -> DetectionResult, context: RoutingContext,
-                           since enqueued: ContinuousClock.Instant)
-        -> (Result<SlotDetection, DetectionError>, InFlightCounter, String?)?
-    {
+    private func runLeased<T: Sendable>(
+        _ choice: ModelChoice, since enqueued: ContinuousClock.Instant,
+        _ work: @Sendable (ModelInstance) throws -> T
+    ) -> (Result<(T, ModelStamp, Double), any Error>, InFlightCounter, String?)? {
         let started = ContinuousClock.now
-        guard let (model, variant, generation) = lease(context) else { return nil }
+        guard let (model, variant, generation) = lease(choice) else { return nil }
         let stamp = ModelStamp(slot: name, identity: model.identity, generation: generation,
             target: model.execution.target)
-        let result = Result { () throws(DetectionError) in
-            let result = try work(model.detector)
-            return SlotDetection(result: result, model: stamp, variant: variant,
-                queueMilliseconds: (started - enqueued).milliseconds)
-        }
+        let result = Result { (try work(model), stamp, (started - enqueued).milliseconds) }
         return (result, model.inFlight, variant)
     }
 
-    /// Picks the model under the lock and counts the request in.
-    private func lease(_ context: RoutingContext) -> (ModelInstance, String?, Int)? {
+    /// Picks the model under the lock and counts the request in: the router's choice (and its release variant), or
+    /// the model with the version asked for.
+    private func lease(_ choice: ModelChoice) -> (ModelInstance, String?, Int)? {
         let router = self.router.withLock { $0 }
         return state.withLock { s in
-            guard let choice = router.choose(s.roles, request: context) else { return nil }
-            choice.model.inFlight.increment()
-            return (choice.model, choice.variant, s.roles.generation)
+            let picked: RoutedModel? =
+                switch choice {
+                case .routed(let context): router.choose(s.roles, request: context)
+                case .version(let version): s.roles.model(version: version).map { RoutedModel(model: $0, variant: nil) }
+                }
+            guard let picked else { return nil }
+            picked.model.inFlight.increment()
+            return (picked.model, picked.variant, s.roles.generation)
         }
     }
 

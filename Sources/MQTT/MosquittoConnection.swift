@@ -139,7 +139,6 @@ final class MosquittoConnection: @unchecked Sendable {
 
     private func runLoop() {
         var delay = configuration.reconnectDelay
-        var connectParametersSet = false
         var needsConnect = true
         var flushDeadline: ContinuousClock.Instant?
         while true {
@@ -158,8 +157,10 @@ final class MosquittoConnection: @unchecked Sendable {
                 if flushDeadline == nil { flushDeadline = ContinuousClock.now + .seconds(1) }
             }
             if needsConnect {
-                let rc = connectParametersSet ? mosquitto_reconnect(handle) : connectFirstTime()
-                connectParametersSet = connectParametersSet || rc != Int32(MOSQ_ERR_INVAL.rawValue)
+                // Every attempt is a full connect, the MQTT 5 properties given again, rather than
+                // `mosquitto_reconnect` with what libmosquitto kept: in a CI run under load, after a first MQTT 5
+                // attempt failed in the TLS handshake, the broker refused every later CONNECT as a protocol error.
+                let rc = connect()
                 guard rc == Int32(MOSQ_ERR_SUCCESS.rawValue) else {
                     events.yield(.connectFailed(reason: MQTTError.message(rc)))
                     backoff(&delay)
@@ -183,9 +184,9 @@ final class MosquittoConnection: @unchecked Sendable {
         finish()
     }
 
-    /// The first connection: sets the broker's address (kept for `mosquitto_reconnect`) and, with MQTT 5, the
-    /// CONNECT properties (session expiry, the largest packet this client takes).
-    private func connectFirstTime() -> Int32 {
+    /// One connection attempt: the broker's address and, with MQTT 5, the CONNECT properties (session expiry, the
+    /// largest packet this client takes).
+    private func connect() -> Int32 {
         let c = configuration
         let keepAlive = Int32(clamping: c.keepAliveSeconds)
         guard c.protocolVersion == .v5 else {

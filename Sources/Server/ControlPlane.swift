@@ -205,7 +205,7 @@ public final class ControlPlane: Sendable {
 
     /// Records a refused management call (no token, an unknown token, too low a role). Best effort: a refusal that
     /// cannot be recorded is still a refusal.
-    func auditRefusal(_ principal: Principal?, _ remote: String?, action: String, reason: String) async {
+    package func auditRefusal(_ principal: Principal?, _ remote: String?, action: String, reason: String) async {
         try? await audit(principal ?? Principal(name: "unauthenticated", role: .viewer), remote, action, nil,
             result: "refused", reason: reason, started: Date())
     }
@@ -214,7 +214,7 @@ public final class ControlPlane: Sendable {
     /// (503) before anything happens.
     /// - Parameter model: the model the change is about (the staged model a switch activates, the standby a rollback
     ///   activates, the staged model a discard drops), when the slot has one.
-    private func audited(_ action: String, _ slot: String, model: ModelIdentity?, _ principal: Principal,
+    func audited(_ action: String, _ slot: String, model: ModelIdentity?, _ principal: Principal,
                          _ remote: String?, _ body: () async throws -> SwapEvent) async throws -> SwapEvent {
         let started = Date()
         let path = model.map { repository.relative($0.path) }

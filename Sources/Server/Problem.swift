@@ -5,6 +5,7 @@ import Hummingbird
 import ImageCodecs
 import NIOCore
 import Releases
+import OpenInference
 import YOLO
 
 /// An error answered as RFC 9457 problem details: `application/problem+json` with type, title, status, detail.
@@ -24,7 +25,15 @@ public struct Problem: HTTPResponseError, CustomStringConvertible {
 
     public var description: String { "\(status.code) \(title): \(detail)" }
 
+    /// The answer: problem details, or under `/v2` the Open Inference Protocol's `{"error": "<detail>"}` (what
+    /// `tritonclient` reads), with the same status.
     public func response(from request: Request, context: some RequestContext) throws -> Response {
+        if request.uri.path == "/v2" || request.uri.path.hasPrefix("/v2/") {
+            let data = try JSONSerialization.data(withJSONObject: ["error": detail], options: [.withoutEscapingSlashes])
+            var headers: HTTPFields = [.contentType: "application/json"]
+            if let retryAfter { headers[.retryAfter] = String(retryAfter) }
+            return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        }
         let body: [String: Any] = [
             "type": "about:blank", "title": title, "status": Int(status.code), "detail": detail,
             "instance": request.uri.path,
@@ -40,7 +49,7 @@ public struct Problem: HTTPResponseError, CustomStringConvertible {
     static func conflict(_ detail: String) -> Problem { Problem(.conflict, "Conflict", detail: detail) }
 
     /// The one place errors of the layers below become HTTP statuses.
-    static func from(_ error: any Error) -> Problem {
+    package static func from(_ error: any Error) -> Problem {
         switch error {
         case let problem as Problem:
             return problem
@@ -73,6 +82,12 @@ public struct Problem: HTTPResponseError, CustomStringConvertible {
                 return Problem(.serviceUnavailable, "Overloaded", detail: error.description, retryAfter: seconds)
             case .unavailable, .shutDown:
                 return Problem(.serviceUnavailable, "Unavailable", detail: error.description, retryAfter: 1)
+            case .noSuchVersion: return notFound(error.description)
+            }
+        case let error as InferError:
+            switch error.kind {
+            case .invalidArgument: return badRequest(error.message)
+            case .notFound: return notFound(error.message)
             }
         case let error as ControlError:
             switch error {

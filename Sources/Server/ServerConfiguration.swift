@@ -24,6 +24,8 @@ import Yams
 /// - `ort_library`: path of `libonnxruntime.so` (default: `--ort-library`, else `ORT_DYLIB_PATH`, else beside the
 ///   binary, the package's `.ort/lib`, the system; the flag wins over this key)
 /// - `routes`: `{product or work order: slot}`
+/// - `grpc` (none: no gRPC endpoint): `port` (required; 0 picks a free one), `host` (`server.host`), `tls_cert` and
+///   `tls_key` (PEM files, both or neither: TLS instead of plaintext) — the Open Inference Protocol over gRPC
 /// - `desired_state` (none): a desired-state document to apply and watch (`serve --desired-state`; a ConfigMap key)
 /// - `mqtt` (none): this instance as a device of an MQTT fleet; keys in ``FleetSettings``
 /// - `streams`: `media_dir` (none: no file sources; file sources are relative to it), `allowed_urls` (prefixes a
@@ -124,6 +126,23 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var streamPolicy = SourcePolicy()
     /// Streams kept at once (`streams.max_streams`, 1…256, default 16).
     public var maxStreams = 16
+    /// The gRPC endpoint (`grpc`), if any.
+    public var grpc: GRPCSettings?
+
+    /// Where the Open Inference Protocol's gRPC service listens, and its TLS files (PEM; nil: plaintext).
+    public struct GRPCSettings: Sendable, Equatable {
+        public var host: String
+        public var port: Int
+        public var tlsCertificate: String?
+        public var tlsKey: String?
+
+        public init(host: String, port: Int, tlsCertificate: String? = nil, tlsKey: String? = nil) {
+            self.host = host
+            self.port = port
+            self.tlsCertificate = tlsCertificate
+            self.tlsKey = tlsKey
+        }
+    }
 
     /// Defaults, with paths relative to `base` (the working directory when nil).
     public init(base: String? = nil) {
@@ -170,6 +189,16 @@ public struct ServerConfiguration: Sendable, Equatable {
                 guard (1...256).contains(max) else { throw fail("streams.max_streams must lie in 1...256, got \(max)") }
                 config.maxStreams = max
             }
+        }
+        if let grpc = raw.grpc {
+            guard let port = grpc.port else { throw fail("grpc.port is required to serve gRPC") }
+            guard (grpc.tls_cert == nil) == (grpc.tls_key == nil) else {
+                throw fail("grpc.tls_cert and grpc.tls_key go together (TLS needs both, plaintext neither)")
+            }
+            config.grpc = GRPCSettings(host: grpc.host ?? config.host,
+                port: try Limits.check(port, "grpc.port", Limits.port, fail: fail),
+                tlsCertificate: grpc.tls_cert.map { resolve($0, against: base) },
+                tlsKey: grpc.tls_key.map { resolve($0, against: base) })
         }
         return config
     }
@@ -459,7 +488,14 @@ private struct RawConfiguration: Decodable {
         var policy: String?
         var request_timeout_ms: Int?
     }
+    struct GRPC: Decodable {
+        var host: String?
+        var port: Int?
+        var tls_cert: String?
+        var tls_key: String?
+    }
     var server: Server?
+    var grpc: GRPC?
     var model_repository: String?
     var desired_state: String?
     var state_dir: String?

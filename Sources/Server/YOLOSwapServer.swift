@@ -3,6 +3,7 @@ import HotSwap
 import Hummingbird
 import HummingbirdCore
 import Logging
+import OpenInference
 import Primitives
 import ServiceLifecycle
 import Streams
@@ -15,20 +16,26 @@ public enum YOLOSwapServer {
     ///     nil.
     ///   - streams: the video streams behind `/v1/streams`; a new registry under the configuration's stream policy
     ///     when nil.
+    ///   - engine: the Open Inference Protocol behind `/v2` (shared with the gRPC service, for one set of statistics); a
+    ///     new one when nil.
     public static func makeApplication(
         control: ControlPlane, configuration: ServerConfiguration, metricsText: (@Sendable () -> String)?,
         logger: Logger, desired: DesiredStateReconciler? = nil, streams: StreamRegistry? = nil,
+        engine: OpenInferenceEngine? = nil,
         onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
         let router = Router(context: YOLOSwapRequestContext.self)
         let authenticator = TokenAuthenticator(configuration.tokens)
         router.add(middleware: ProblemMiddleware())
         router.add(middleware: AuthMiddleware(authenticator: authenticator, control: control))
-        APIRoutes(control: control, configuration: configuration, authenticator: authenticator,
+        let api = APIRoutes(control: control, configuration: configuration, authenticator: authenticator,
             metricsText: metricsText, configuredSlots: configuration.slots.keys.sorted(),
             desired: desired ?? DesiredStateReconciler(control: control), stats: RequestStats(),
             streams: streams ?? StreamRegistry(policy: configuration.streamPolicy, maxStreams: configuration.maxStreams,
-                logger: logger, slots: { [manager = control.manager] in manager.slot($0) })).register(on: router)
+                logger: logger, slots: { [manager = control.manager] in manager.slot($0) }))
+        api.register(on: router)
+        V2Routes(api: api, engine: engine ?? OpenInferenceEngine(manager: control.manager,
+            requestTimeout: .milliseconds(configuration.requestTimeoutMilliseconds))).register(on: router)
         return Application(
             router: router,
             // A connection that sends nothing for this long is closed, and so is one whose request, once begun, does

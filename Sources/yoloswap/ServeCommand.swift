@@ -6,6 +6,8 @@ import Hummingbird
 import Logging
 import Metrics
 import ONNXRuntime
+import OpenInference
+import OpenInferenceGRPC
 import Primitives
 import Prometheus
 import Server
@@ -26,6 +28,8 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Desired-state document to apply and watch (a ConfigMap key; overrides desired_state).")
     var desiredState: String?
     @Option(help: "Write the bound port to this file once listening (for scripts and tests).") var portFile: String?
+    @Option(help: "Write the gRPC endpoint's bound port to this file once listening (with a grpc section).")
+    var grpcPortFile: String?
 
     func validate() throws {
         if let port, !ServerConfiguration.Limits.port.contains(port) {
@@ -92,9 +96,12 @@ struct ServeCommand: AsyncParsableCommand {
         let desired = DesiredStateReconciler(control: control)
         let portFile = self.portFile
         let host = configuration.host
+        // One engine for /v2 and gRPC: one set of Triton statistics.
+        let engine = OpenInferenceEngine(manager: manager,
+            requestTimeout: .milliseconds(configuration.requestTimeoutMilliseconds))
         let app = YOLOSwapServer.makeApplication(
             control: control, configuration: configuration,
-            metricsText: { registry.emitToString() }, logger: logger, desired: desired,
+            metricsText: { registry.emitToString() }, logger: logger, desired: desired, engine: engine,
             onServerRunning: { port in
                 if let portFile { try? "\(port)\n".write(toFile: portFile, atomically: true, encoding: .utf8) }
                 let banner = """
@@ -112,6 +119,16 @@ struct ServeCommand: AsyncParsableCommand {
             .init(service: SlotService(control: control, configuration: configuration, logger: logger)),
             .init(service: app), .init(service: MetricsSampler(manager: manager)),
         ]
+        if let settings = configuration.grpc {
+            let grpcPortFile = self.grpcPortFile
+            groupServices.insert(.init(service: GRPCInferenceServer(
+                settings: settings,
+                service: InferenceService(engine: engine, control: control, configuration: configuration),
+                maxMessageBytes: configuration.maxBodyBytes, logger: logger,
+                onListening: { port in
+                    if let grpcPortFile { try? "\(port)\n".write(toFile: grpcPortFile, atomically: true, encoding: .utf8) }
+                })), at: 2)
+        }
         if let path = configuration.desiredStatePath {
             groupServices.append(.init(service: DesiredStateFileService(path: path, reconciler: desired,
                 logger: logger)))

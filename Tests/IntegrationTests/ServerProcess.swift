@@ -27,7 +27,8 @@ final class ServerProcess: @unchecked Sendable {
 
     /// Starts the server with `yaml` (model_repository and state_dir are filled in unless given) and waits until
     /// /readyz answers 200.
-    init(yaml: String, stateDirectory: URL? = nil, waitReady: Bool = true) async throws {
+    /// - Parameter arguments: more arguments for `serve`.
+    init(yaml: String, stateDirectory: URL? = nil, waitReady: Bool = true, arguments: [String] = []) async throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("serve-\(UUID())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let state = stateDirectory ?? directory.appendingPathComponent("var")
@@ -43,6 +44,7 @@ final class ServerProcess: @unchecked Sendable {
         }
         process.executableURL = URL(fileURLWithPath: Repo.binary)
         process.arguments = ["serve", "--config", configPath.path, "--port", "0", "--port-file", portFile.path]
+            + arguments
         process.currentDirectoryURL = Repository.root
         let log = try FileHandle(forWritingTo: logFile)
         process.standardOutput = log

@@ -1,0 +1,115 @@
+/// An inference request in the protocol's terms, whichever transport carried it.
+///
+/// Thread-safety: a value.
+public struct InferRequest: Sendable {
+    /// An output the client asks for, with its parameters (the HTTP transport reads `binary_data`).
+    public struct RequestedOutput: Sendable {
+        public var name: String
+        public var parameters: [String: InferParameter]
+        public init(name: String, parameters: [String: InferParameter] = [:]) {
+            self.name = name
+            self.parameters = parameters
+        }
+    }
+
+    public var id: String?
+    public var inputs: [InferTensor]
+    /// The outputs asked for; empty: all of them.
+    public var outputs: [RequestedOutput]
+    /// `conf`, `iou`, `max_det` for the image convention; others are ignored.
+    public var parameters: [String: InferParameter]
+
+    public init(id: String? = nil, inputs: [InferTensor], outputs: [RequestedOutput] = [],
+                parameters: [String: InferParameter] = [:]) {
+        self.id = id
+        self.inputs = inputs
+        self.outputs = outputs
+        self.parameters = parameters
+    }
+}
+
+/// An inference response: the model (slot) and version that ran, the model stamp as parameters, the outputs.
+///
+/// Thread-safety: a value.
+public struct InferResponse: Sendable {
+    public var modelName: String
+    public var modelVersion: String
+    public var id: String?
+    /// The model stamp: `slot`, `model_id`, `sha256`, `generation`, `provider`, `device`, and `queue_ms`.
+    public var parameters: [(key: String, value: InferParameter)]
+    public var outputs: [InferTensor]
+}
+
+/// A model's metadata (`GET /v2/models/{model}`, gRPC `ModelMetadata`).
+///
+/// Thread-safety: a value.
+public struct ModelMetadata: Sendable, Encodable {
+    public struct Tensor: Sendable, Encodable {
+        public var name: String
+        public var datatype: String
+        public var shape: [Int]
+    }
+    public var name: String
+    public var versions: [String]
+    public var platform: String
+    public var inputs: [Tensor]
+    public var outputs: [Tensor]
+}
+
+/// The subset of Triton's model configuration a client reads (`GET /v2/models/{model}/config`): tensors with their
+/// `TYPE_*` names and dims, both input conventions marked optional, and the model stamp as parameters.
+///
+/// Thread-safety: a value.
+public struct ModelConfig: Sendable, Encodable {
+    public struct Tensor: Sendable, Encodable {
+        public var name: String
+        public var data_type: String
+        public var dims: [Int]
+        public var optional: Bool?
+    }
+    public struct Parameter: Sendable, Encodable { public var string_value: String }
+    public struct VersionPolicy: Sendable, Encodable {
+        public struct Specific: Sendable, Encodable { public var versions: [String] }
+        public var specific: Specific
+    }
+    public var name: String
+    public var platform: String
+    public var backend: String
+    public var max_batch_size: Int
+    public var input: [Tensor]
+    public var output: [Tensor]
+    public var parameters: [String: Parameter]
+    public var version_policy: VersionPolicy
+}
+
+/// Triton's per-model statistics (`GET /v2/models/{model}/stats`), counted since the service started.
+///
+/// Thread-safety: a value.
+public struct ModelStatistics: Sendable, Encodable {
+    public struct Duration: Sendable, Encodable {
+        public var count: Int = 0
+        public var ns: Int = 0
+        mutating func add(_ nanoseconds: Int) {
+            count += 1
+            ns += nanoseconds
+        }
+    }
+    public struct InferenceStats: Sendable, Encodable {
+        public var success = Duration()
+        public var fail = Duration()
+        public var queue = Duration()
+        public var compute_input = Duration()
+        public var compute_infer = Duration()
+        public var compute_output = Duration()
+        public var cache_hit = Duration()
+        public var cache_miss = Duration()
+    }
+    public var name: String
+    public var version: String
+    /// Milliseconds since the epoch of the last inference (0: none).
+    public var last_inference: Int = 0
+    public var inference_count: Int = 0
+    public var execution_count: Int = 0
+    public var inference_stats = InferenceStats()
+    public var batch_stats: [String] = []
+}

@@ -1,0 +1,27 @@
+import HotSwap
+
+extension ControlPlane {
+    /// Unloads a slot's models, audited like every change (intent, then outcome; a refused unload is recorded too).
+    ///
+    /// Without `force` only a slot that serves nothing may be unloaded (its staged and standby models, if any, are
+    /// released); with `force` the active model goes too and the slot serves nothing until the next load — see
+    /// `ModelManager.unload(slot:includingActive:)`.
+    /// - Throws: `Problem` 409 for a slot with an active model without `force`; `ControlError.unknownSlot`.
+    func unload(slot: String, force: Bool, by principal: Principal, from remote: String?) async throws -> UnloadResult {
+        guard let roles = manager.slot(slot)?.roles else { throw ControlError.unknownSlot(slot) }
+        if let active = roles.active, !force {
+            let reason = "slot '\(slot)' serves \(active.identity.id); unloading it would stop serving: pass the "
+                + "parameter force=true to unload it anyway"
+            await auditRefusal(principal, remote, action: "unload \(slot)", reason: "409 \(reason)")
+            throw Problem.conflict(reason)
+        }
+        var result: UnloadResult?
+        _ = try await audited("unload", slot, model: roles.active?.identity, principal, remote) {
+            let unloaded = try await manager.unload(slot: slot, includingActive: force)
+            result = unloaded
+            return unloaded.events.first
+                ?? SwapEvent(slot: slot, operation: .release, result: .succeeded, reason: "nothing was loaded")
+        }
+        return result ?? UnloadResult(events: [])
+    }
+}

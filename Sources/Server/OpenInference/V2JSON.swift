@@ -1,0 +1,149 @@
+import Foundation
+import OpenInference
+
+/// A JSON value of a v2 request: a parameter's value, or one element of a tensor's `data`.
+enum V2Scalar: Decodable, Sendable {
+    case bool(Bool)
+    case int(Int64)
+    case double(Double)
+    case string(String)
+
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if let b = try? c.decode(Bool.self) { self = .bool(b) }
+        else if let i = try? c.decode(Int64.self) { self = .int(i) }
+        else if let d = try? c.decode(Double.self) { self = .double(d) }
+        else if let s = try? c.decode(String.self) { self = .string(s) }
+        else {
+            throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath,
+                debugDescription: "expected a bool, number or string"))
+        }
+    }
+
+    var parameter: InferParameter {
+        switch self {
+        case .bool(let v): .bool(v)
+        case .int(let v): .int(v)
+        case .double(let v): .double(v)
+        case .string(let v): .string(v)
+        }
+    }
+}
+
+/// A tensor's `data`: row-major elements, flat or nested in arrays (nesting at most `InferTensor.maxRank` deep).
+struct V2TensorData: Decodable, Sendable {
+    var elements: [V2Scalar] = []
+
+    init(from decoder: any Decoder) throws {
+        var container = try decoder.unkeyedContainer()
+        try Self.flatten(&container, into: &elements, depth: 1)
+    }
+
+    private static func flatten(_ container: inout any UnkeyedDecodingContainer, into elements: inout [V2Scalar],
+                                depth: Int) throws {
+        while !container.isAtEnd {
+            if var nested = try? container.nestedUnkeyedContainer() {
+                guard depth < InferTensor.maxRank else {
+                    throw DecodingError.dataCorrupted(.init(codingPath: container.codingPath,
+                        debugDescription: "data is nested deeper than \(InferTensor.maxRank) levels"))
+                }
+                try flatten(&nested, into: &elements, depth: depth + 1)
+            } else {
+                elements.append(try container.decode(V2Scalar.self))
+            }
+        }
+    }
+}
+
+/// The JSON part of `POST /v2/models/{model}/infer`.
+struct V2InferRequestJSON: Decodable {
+    struct Input: Decodable {
+        var name: String
+        var shape: [Int]
+        var datatype: String
+        var parameters: [String: V2Scalar]?
+        var data: V2TensorData?
+    }
+    struct Output: Decodable {
+        var name: String
+        var parameters: [String: V2Scalar]?
+    }
+    var id: String?
+    var parameters: [String: V2Scalar]?
+    var inputs: [Input]
+    var outputs: [Output]?
+}
+
+extension V2TensorData {
+    /// The elements as raw little-endian bytes of `datatype`, each checked to fit it.
+    func raw(_ datatype: InferDataType, name: String) throws(InferError) -> [UInt8] {
+        func bad(_ index: Int) -> InferError {
+            .invalid("input '\(name)': element \(index) of data is not a valid \(datatype.rawValue)")
+        }
+        func integer(_ index: Int, _ range: ClosedRange<Int64>) throws(InferError) -> Int64 {
+            switch elements[index] {
+            case .int(let v) where range.contains(v): return v
+            case .double(let d) where d == d.rounded() && Double(range.lowerBound) <= d && d <= Double(range.upperBound):
+                return Int64(d)
+            default: throw bad(index)
+            }
+        }
+        func number(_ index: Int) throws(InferError) -> Double {
+            switch elements[index] {
+            case .int(let v): return Double(v)
+            case .double(let d): return d
+            default: throw bad(index)
+            }
+        }
+        var out: [UInt8] = []
+        func append<T: BitwiseCopyable>(_ value: T) { withUnsafeBytes(of: value) { out += $0 } }
+        out.reserveCapacity(elements.count * (datatype.elementSize ?? 8))
+        switch datatype {
+        case .bytes:
+            var strings: [[UInt8]] = []
+            for i in elements.indices {
+                guard case .string(let s) = elements[i] else { throw bad(i) }
+                strings.append(Array(s.utf8))
+            }
+            return InferTensor.joinBytes(strings)
+        case .bool:
+            for i in elements.indices {
+                guard case .bool(let b) = elements[i] else { throw bad(i) }
+                out.append(b ? 1 : 0)
+            }
+        case .fp32: for i in elements.indices { append(Float(try number(i))) }
+        case .fp16: for i in elements.indices { append(Float16(try number(i))) }
+        case .fp64: for i in elements.indices { append(try number(i)) }
+        case .int8: for i in elements.indices { append(Int8(try integer(i, -128...127))) }
+        case .int16: for i in elements.indices { append(Int16(try integer(i, Int64(Int16.min)...Int64(Int16.max)))) }
+        case .int32: for i in elements.indices { append(Int32(try integer(i, Int64(Int32.min)...Int64(Int32.max)))) }
+        case .int64: for i in elements.indices { append(try integer(i, Int64.min...Int64.max)) }
+        case .uint8: for i in elements.indices { append(UInt8(try integer(i, 0...255))) }
+        case .uint16: for i in elements.indices { append(UInt16(try integer(i, 0...Int64(UInt16.max)))) }
+        case .uint32: for i in elements.indices { append(UInt32(try integer(i, 0...Int64(UInt32.max)))) }
+        case .uint64: for i in elements.indices { append(UInt64(try integer(i, 0...Int64.max))) }
+        }
+        return out
+    }
+}
+
+extension InferTensor {
+    /// The elements as JSON values (for an output sent as JSON, not as binary data).
+    var jsonElements: [Any] {
+        switch datatype {
+        case .bytes: return byteElements.map { String(decoding: $0, as: UTF8.self) }
+        case .bool: return raw.map { $0 != 0 }
+        case .fp32: return Self.load(raw, as: Float.self).map { Double($0) }
+        case .fp16: return Self.load(raw, as: Float16.self).map { Double($0) }
+        case .fp64: return Self.load(raw, as: Double.self)
+        case .int8: return Self.load(raw, as: Int8.self).map { Int($0) }
+        case .int16: return Self.load(raw, as: Int16.self).map { Int($0) }
+        case .int32: return Self.load(raw, as: Int32.self).map { Int($0) }
+        case .int64: return Self.load(raw, as: Int64.self).map { Int($0) }
+        case .uint8: return raw.map { Int($0) }
+        case .uint16: return Self.load(raw, as: UInt16.self).map { Int($0) }
+        case .uint32: return Self.load(raw, as: UInt32.self).map { Int($0) }
+        case .uint64: return Self.load(raw, as: UInt64.self).map { NSNumber(value: $0) }
+        }
+    }
+}

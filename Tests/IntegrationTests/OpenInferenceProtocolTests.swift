@@ -1,0 +1,130 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// The Open Inference Protocol (KServe v2 / Triton) against the real binary: `tritonclient` from PyPI, unchanged
+/// (tools/oip_check.py), and hostile v2 requests that must end in a clear 4xx.
+@Suite("Open Inference Protocol (real binary, tritonclient)", .serialized)
+struct OpenInferenceProtocolTests {
+    static let yaml = """
+        \(ServerProcess.demoTokens)
+        slots:
+          default: { model: yolov3-tiny-coco-416.onnx }
+        hotswap: { warmup_runs: 1 }
+        """
+
+    /// The server with a gRPC endpoint (`grpc` settings added to `yaml`'s), and its gRPC port once it listens.
+    func startWithGRPC(_ grpc: String, in scratch: TemporaryDirectory) async throws -> (ServerProcess, Int) {
+        let portFile = scratch.url.appendingPathComponent("grpc.port")
+        let server = try await ServerProcess(yaml: Self.yaml + "\ngrpc: { \(grpc) }",
+            arguments: ["--grpc-port-file", portFile.path])
+        func port() -> Int? { (try? String(contentsOf: portFile, encoding: .utf8)).flatMap { Int($0.trimmed) } }
+        #expect(await eventually(timeout: .seconds(30)) { port() != nil }, "no gRPC port: \(server.log.suffix(2000))")
+        return (server, try #require(port()))
+    }
+
+    /// tools/oip_check.py against the server, with `arguments` added; every FAIL line is recorded as an issue.
+    func check(_ server: ServerProcess, grpcPort: Int, _ arguments: [String] = []) throws -> ProcessResult {
+        let r = try runProcess(Repo.python, [
+            Repository.path("tools/oip_check.py"), "--url", "127.0.0.1:\(server.port)",
+            "--grpc-url", "127.0.0.1:\(grpcPort)",
+            "--model", Repo.model("yolov3-tiny-coco-416.onnx"), "--image", Repo.image("bus.jpg"),
+            "--viewer-token", ServerProcess.viewerToken, "--operator-token", ServerProcess.operatorToken,
+        ] + arguments)
+        for failure in r.stdout.split(separator: "\n") where failure.hasPrefix("FAIL") { Issue.record("\(failure)") }
+        #expect(r.status == 0, "\(r.stdout.suffix(3000))\(r.stderr.suffix(3000))\n\(server.log.suffix(2000))")
+        return r
+    }
+
+    @Test("tritonclient.http and .grpc: health, metadata, config, both infer conventions, load/unload, auth, stats")
+    func tritonClient() async throws {
+        let scratch = try TemporaryDirectory()
+        let (server, grpcPort) = try await startWithGRPC("port: 0", in: scratch)
+        defer { server.stop() }
+        let r = try check(server, grpcPort: grpcPort)
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        // Every check ran (a crash of the script would leave some out).
+        #expect(lines.filter { $0.hasPrefix("ok http") }.count >= 14, "\(r.stdout)")
+        #expect(lines.filter { $0.hasPrefix("ok grpc") }.count >= 11, "\(r.stdout)")
+        // The load and the refused unload went to the audit log like any other change.
+        let (status, audit) = try await server.json("GET", "/v1/audit?limit=100", token: ServerProcess.operatorToken)
+        #expect(status == 200)
+        let entries = audit["entries"] as? [[String: Any]] ?? []
+        let actions = Set(entries.compactMap { "\($0["action"] ?? "") \($0["result"] ?? "")" })
+        #expect(actions.contains("unload intent") && actions.contains("unload succeeded"), "\(actions)")
+        #expect(entries.contains { ($0["action"] as? String) == "unload default" && ($0["result"] as? String)
+            == "refused" }, "\(actions)")
+        #expect(actions.contains("load succeeded"), "\(actions)")
+    }
+
+    @Test("gRPC over TLS (grpc.tls_cert / tls_key): a client trusting the certificate is served, plaintext is not")
+    func grpcTLS() async throws {
+        let scratch = try TemporaryDirectory()
+        let cert = scratch.url.appendingPathComponent("cert.pem").path
+        let key = scratch.url.appendingPathComponent("key.pem").path
+        let openssl = try runProcess("/usr/bin/openssl", [
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", key, "-out", cert,
+        ])
+        try #require(openssl.status == 0, "\(openssl.stderr)")
+        let (server, grpcPort) = try await startWithGRPC("port: 0, tls_cert: \(cert), tls_key: \(key)", in: scratch)
+        defer { server.stop() }
+        let r = try check(server, grpcPort: grpcPort, ["--tls-root", cert])
+        #expect(r.stdout.contains("2 passed, 0 failed"), "\(r.stdout)")
+    }
+
+    @Test("hostile v2 bodies: sizes that overflow or do not add up, bad JSON, wrong shapes → 4xx with an error")
+    func hostileRequests() async throws {
+        let server = try await ServerProcess(yaml: Self.yaml)
+        defer { server.stop() }
+        let viewer = ServerProcess.viewerToken
+        func infer(_ json: String, binary: [UInt8] = [], headerLength: Int? = nil) async throws -> (Int, String) {
+            var body = Data(json.utf8)
+            body.append(contentsOf: binary)
+            var headers: [String: String] = [:]
+            if let headerLength { headers["Inference-Header-Content-Length"] = String(headerLength) }
+            let (status, data) = try await server.request("POST", "/v2/models/default/infer", token: viewer,
+                body: body, contentType: "application/octet-stream", headers: headers)
+            let error = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any]
+            return (status, error?["error"] as? String ?? "<no error field: \(String(decoding: data, as: UTF8.self))>")
+        }
+        let huge = "[1, 3, 4611686018427387904, 4611686018427387904]"
+        let cases: [(String, [UInt8], Int?, Int, String)] = [
+            (#"{"inputs":[{"name":"images","datatype":"FP32","shape":\#(huge),"data":[1]}]}"#, [], nil, 400,
+             "too many elements"),
+            (#"{"inputs":[{"name":"images","datatype":"FP32","shape":[1,3,416,416],"parameters":{"binary_data_size":9223372036854775807}}]}"#,
+             [0, 0, 0, 0], nil, 400, "binary_data_size"),
+            (#"{"inputs":[{"name":"images","datatype":"FP32","shape":[-1,3,416,416],"data":[]}]}"#, [], nil, 400,
+             "negative"),
+            (#"{"inputs":[{"name":"image","datatype":"BYTES","shape":[1],"parameters":{"binary_data_size":8}}]}"#,
+             [255, 255, 255, 127, 1, 2, 3, 4], nil, 400, "past the data's end"),
+            (#"{"inputs":[{"name":"images","datatype":"FP32","shape":[1,3,2,2],"data":[1,2,3]}]}"#, [], nil, 400,
+             "12 elements"),
+            (#"{"inputs":[{"name":"images","datatype":"FP32","shape":[1],"parameters":{"binary_data_size":4}}]}"#,
+             [0, 0, 0, 0, 9], nil, 400, "do not add up"),
+            (#"{"inputs":[{"name":"images","datatype":"COMPLEX","shape":[1],"data":[1]}]}"#, [], nil, 400,
+             "unknown datatype"),
+            (#"{"inputs":["#, [], nil, 400, "invalid inference request JSON"),
+            (#"{"inputs":[]}"#, [], 1_000_000, 400, "Inference-Header-Content-Length"),
+            (#"{"inputs":[{"name":"images","datatype":"FP32","shape":[1,3,2,2],"data":[[[[1,2],[3,4]]]]}]}"#, [], nil,
+             400, "12 elements"),
+            (#"{"inputs":[{"name":"image","datatype":"BYTES","shape":[1],"data":["bm90IGFuIGltYWdl"]}]}"#, [], nil,
+             400, "unsupported image format"),
+        ]
+        for (json, binary, headerLength, expected, fragment) in cases {
+            let jsonLength = binary.isEmpty && headerLength == nil ? nil : headerLength ?? json.utf8.count
+            let (status, error) = try await infer(json, binary: binary, headerLength: jsonLength)
+            #expect(status == expected, "\(json.prefix(120)): \(status) \(error)")
+            #expect(error.contains(fragment), "\(json.prefix(120)): \(error)")
+        }
+        // Unknown model and version: 404, in the protocol's error shape.
+        let (status, data) = try await server.request("GET", "/v2/models/default/versions/nope", token: viewer)
+        #expect(status == 404)
+        #expect(((try? JSONSerialization.jsonObject(with: data)) as? [String: Any])?["error"] is String)
+        let (missing, _) = try await server.request("GET", "/v2/models/nope/ready", token: viewer)
+        #expect(missing == 404)
+        // The server still serves.
+        let (ready, _) = try await server.request("GET", "/v2/health/ready")
+        #expect(ready == 200)
+    }
+}

@@ -1,0 +1,112 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import NIOCore
+import Server
+import Testing
+
+/// `/v2` in process, over fake backends: versions (active, staged, standby), the binary tensor framing both ways,
+/// roles, unload and load through the control plane, the audit trail. tritonclient against the real binary is in
+/// IntegrationTests (OpenInferenceProtocolTests).
+@Suite("Open Inference Protocol routes (in process)")
+struct OpenInferenceRoutesTests {
+    static let inferenceHeader = HTTPField.Name("Inference-Header-Content-Length")!
+
+    /// A binary-framed raw-tensor request for an `size`² model: JSON header, then the zero tensor's bytes.
+    static func rawRequest(size: Int) -> (ByteBuffer, HTTPFields) {
+        let bytes = 3 * size * size * 4
+        let header = #"{"inputs":[{"name":"images","datatype":"FP32","shape":[1,3,\#(size),\#(size)],"#
+            + #""parameters":{"binary_data_size":\#(bytes)}}],"parameters":{"binary_data_output":true}}"#
+        var buffer = ByteBuffer(string: header)
+        buffer.writeRepeatingByte(0, count: bytes)
+        var headers = ServerHarness.headers(token: "carol-token", contentType: "application/octet-stream")
+        headers[inferenceHeader] = String(header.utf8.count)
+        return (buffer, headers)
+    }
+
+    static func parameters(_ values: [String: Any]) -> ByteBuffer {
+        ByteBuffer(bytes: try! JSONSerialization.data(withJSONObject: ["parameters": values]))
+    }
+
+    @Test("a staged model answers to its version, with its own stamp; an unknown version is 404")
+    func versions() async throws {
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        try await harness.test { client in
+            let alice = ServerHarness.headers(token: "alice-token", contentType: "application/json")
+            try await client.execute(uri: "/v2/repository/models/default/load", method: .post, headers: alice,
+                body: Self.parameters(["model": "synthetic/yolov5-nc80-320-identity.onnx", "version": "staged-1",
+                    "activate": false])) { #expect($0.status == .ok, "\(String(buffer: $0.body))") }
+            let viewer = ServerHarness.headers(token: "carol-token")
+            try await client.execute(uri: "/v2/models/default", method: .get, headers: viewer) { response in
+                let versions = try ServerHarness.json(response)["versions"] as? [String] ?? []
+                #expect(versions.count == 2 && versions.last == "staged-1", "\(versions)")
+            }
+            let (body, headers) = Self.rawRequest(size: 320)
+            try await client.execute(uri: "/v2/models/default/versions/staged-1/infer", method: .post,
+                headers: headers, body: body) { response in
+                #expect(response.status == .ok)
+                let length = try #require(response.headers[Self.inferenceHeader].flatMap { Int($0) })
+                var payload = response.body
+                let header = payload.readData(length: length) ?? Data()
+                let json = try #require(try JSONSerialization.jsonObject(with: header) as? [String: Any])
+                #expect(json["model_version"] as? String == "staged-1")
+                let outputs = json["outputs"] as? [[String: Any]] ?? []
+                #expect(outputs.first?["shape"] as? [Int] == [1, 16, 85])
+                // The fake backend's first row: a box at the centre of the 320 input, objectness 0.9.
+                let values = payload.readBytes(length: 6 * 4).map { bytes in
+                    bytes.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+                }
+                #expect(values == [160, 160, 80, 80, 0.9, 0.8])
+                #expect(payload.readableBytes == (16 * 85 - 6) * 4)
+            }
+            // The active model takes 416, not 320: a clear 400; an unknown version: 404.
+            try await client.execute(uri: "/v2/models/default/infer", method: .post, headers: headers, body: body) {
+                #expect($0.status == .badRequest)
+                #expect(String(buffer: $0.body).contains("must have shape [1, 3, 416, 416]"))
+            }
+            try await client.execute(uri: "/v2/models/default/versions/nope/infer", method: .post, headers: headers,
+                body: body) { #expect($0.status == .notFound) }
+        }
+    }
+
+    @Test("roles and audit: tokens as /v1; unload refused while serving unless forced; load brings the slot back")
+    func repository() async throws {
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        try await harness.test { client in
+            let (body, _) = Self.rawRequest(size: 416)
+            try await client.execute(uri: "/v2/models/default/infer", method: .post, body: body) { response in
+                #expect(response.status == .unauthorized)
+                let error = try ServerHarness.json(response)["error"] as? String
+                #expect(error == "this endpoint needs a bearer token")
+            }
+            let carol = ServerHarness.headers(token: "carol-token")
+            let alice = ServerHarness.headers(token: "alice-token")
+            try await client.execute(uri: "/v2/repository/models/default/unload", method: .post, headers: carol) {
+                #expect($0.status == .forbidden)
+            }
+            try await client.execute(uri: "/v2/repository/models/default/unload", method: .post, headers: alice) {
+                #expect($0.status == .conflict)
+                #expect(String(buffer: $0.body).contains("force=true"))
+            }
+            try await client.execute(uri: "/v2/repository/models/default/unload?force=true", method: .post,
+                headers: alice) { #expect($0.status == .ok) }
+            try await client.execute(uri: "/v2/models/default/ready", method: .get, headers: carol) {
+                #expect($0.status == .badRequest)
+            }
+            try await client.execute(uri: "/v2/health/ready", method: .get) { #expect($0.status == .badRequest) }
+            // No model named: the slot's configured one comes back.
+            try await client.execute(uri: "/v2/repository/models/default/load", method: .post, headers: alice) {
+                #expect($0.status == .ok, "\(String(buffer: $0.body))")
+            }
+            try await client.execute(uri: "/v2/models/default/ready", method: .get, headers: carol) {
+                #expect($0.status == .ok)
+            }
+        }
+        let entries = try await harness.auditEntries().map { "\($0.action) \($0.result)" }
+        #expect(entries.contains("unload default refused") && entries.contains("unload intent")
+            && entries.contains("unload succeeded") && entries.contains("load succeeded"), "\(entries)")
+    }
+}
