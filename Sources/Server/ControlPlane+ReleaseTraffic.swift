@@ -36,9 +36,9 @@ extension ControlPlane {
         }
     }
 
-    /// Detects on the slot during (or outside) a release (what `POST /v1/detect` and `bench-release` run): counts the answer for its variant, mirrors it to a shadow
-    /// candidate, and answers a request the candidate failed from the baseline (the failure is the release's to count,
-    /// not the client's).
+    /// Detects on the slot during (or outside) a release (what `POST /v1/detect` and `bench-release` run): counts the
+    /// answer for its variant, mirrors it to a shadow candidate, and answers a request the candidate failed from the
+    /// baseline (the failure is the release's to count, not the client's).
     public func detect(on slot: ModelSlot, bytes: [UInt8], options: DetectionOptions, context: RoutingContext,
                        deadline: ContinuousClock.Instant?) async throws -> SlotDetection {
         let slotName = slot.name
