@@ -5,9 +5,10 @@ import YOLO
 ///
 /// Matching is greedy per class (by class name, so that models with other class tables compare), COCO-style: within
 /// each class, the candidate's detections in descending confidence (ties: in order) each take the still unmatched
-/// baseline detection with the highest IoU (ties: the first), if that IoU is at least the threshold. Unmatched boxes are then paired across classes the same way (a candidate box
-/// on a baseline box of another class, IoU ≥ threshold) to fill the confusion of unmatched boxes; what remains is
-/// counted against `(none)`. `tools/release_agreement.py` re-computes exactly this.
+/// baseline detection with the highest IoU (ties: the first), if that IoU is at least the threshold. Unmatched boxes
+/// are then paired across classes the same way (a candidate box on a baseline box of another class, IoU ≥ threshold) to
+/// fill the confusion of unmatched boxes; what remains is counted against `(none)`. `tools/release_agreement.py`
+/// re-computes exactly this.
 ///
 /// Thread-safety: a value.
 public struct PairComparison: Sendable, Equatable {

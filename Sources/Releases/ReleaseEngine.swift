@@ -50,7 +50,15 @@ public final class ReleaseEngine: ModelRouter, Sendable {
         var shedSaturated = 0
         var mirrorFailures = 0
         let countersSince: Date
+        /// Ground-truth feedback per variant.
+        var feedback: [String: FeedbackTotals] = [:]
+        /// The last answers that can still get feedback: request id → (variant, detections), oldest overwritten.
+        var answers: [String: (String, [Detection])] = [:]
+        var answerIDs: [String] = []
+        var nextAnswer = 0
     }
+    /// How many answers are kept for feedback.
+    public static let feedbackAnswersKept = 10_000
     private let state: Locked<State>
 
     public init(record: ReleaseRecord, clock: any ReleaseClock = SystemReleaseClock()) {
@@ -164,6 +172,34 @@ public final class ReleaseEngine: ModelRouter, Sendable {
         }
     }
 
+    // MARK: Ground-truth feedback
+
+    /// Keeps an answer for later feedback and returns the id the client quotes with it.
+    public func rememberAnswer(variant: String, detections: [Detection]) -> String {
+        let id = UUID().uuidString.lowercased()
+        state.withLock { s in
+            if s.answerIDs.count < Self.feedbackAnswersKept {
+                s.answerIDs.append(id)
+            } else {
+                s.answers[s.answerIDs[s.nextAnswer]] = nil
+                s.answerIDs[s.nextAnswer] = id
+            }
+            s.nextAnswer = (s.nextAnswer + 1) % Self.feedbackAnswersKept
+            s.answers[id] = (variant, detections)
+        }
+        return id
+    }
+
+    /// Counts an inspector's verdict on an answer (once per answer); nil when the id is unknown or already judged.
+    public func feedback(requestID: String, truths: [TrueBox]) -> FeedbackOutcome? {
+        state.withLock { s in
+            guard let (variant, detections) = s.answers.removeValue(forKey: requestID) else { return nil }
+            let (tp, fp, fn) = s.feedback[variant, default: FeedbackTotals()].add(detections: detections,
+                truths: truths)
+            return FeedbackOutcome(variant: variant, true_positives: tp, false_positives: fp, false_negatives: fn)
+        }
+    }
+
     /// Judges the time-based conditions (a canary step's hold, `promote_after.min_s`): call it now and then.
     public func tick() -> [ReleaseDecision] { state.withLock { judge(&$0) } }
 
@@ -269,7 +305,8 @@ public final class ReleaseEngine: ModelRouter, Sendable {
                 variants: [s.record.spec.baselineName: s.baseline.status(now: now),
                     s.record.spec.candidateName: s.candidate.status(now: now)],
                 window: s.window.summary, agreement: agreement, mirror: mirror,
-                energy: EnergyStatus(reading: energy, inferences: inferences))
+                energy: EnergyStatus(reading: energy, inferences: inferences),
+                feedback: s.feedback.mapValues(\.status))
         }
     }
 }

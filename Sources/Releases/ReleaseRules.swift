@@ -5,11 +5,11 @@ import Foundation
 /// Codable as `{"window"?: 200, "min_samples"?: 50, "rollback_if"?: {"error_rate"?: 0.01, "p99_ratio"?: 1.5,
 /// "agreement_f1"?: 0.9, "detections_per_image_drift"?: 0.3, "non_finite_outputs"?: 0}, "promote_after"?:
 /// {"steps_complete"?: true, "min_s"?: 0, "min_requests"?: 0}}`. Each `rollback_if` figure is a limit: the release
-/// rolls back when the candidate's `error_rate`, `p99_ratio` (its p99 over the baseline's), `detections_per_image_drift`
-/// (|Δ mean detections per image| over the baseline's) or `non_finite_outputs` is above it, or its `agreement_f1` is
-/// below it — each judged on the last `window` samples of each variant once both have `min_samples`.
-/// `promote_after` promotes the candidate once its conditions hold with no rule breached; without it only an operator
-/// promotes.
+/// rolls back when the candidate's `error_rate`, `p99_ratio` (its p99 over the baseline's),
+/// `detections_per_image_drift` (|Δ mean detections per image| over the baseline's) or `non_finite_outputs` is above
+/// it, or its `agreement_f1` is below it — each judged on the last `window` samples of each variant once both have
+/// `min_samples`. `promote_after` promotes the candidate once its conditions hold with no rule breached; without it
+/// only an operator promotes.
 ///
 /// Thread-safety: a value.
 public struct ReleaseRules: Sendable, Equatable, Codable {

@@ -18,6 +18,8 @@ public struct ReleaseStatus: Sendable, Codable {
     public var agreement: AgreementStatus?
     public var mirror: MirrorStatus?
     public var energy: EnergyStatus
+    /// Per variant, from `POST /v1/feedback`.
+    public var feedback: [String: FeedbackStatus]
 }
 
 /// Shadow agreement of the candidate with the baseline over the mirrored pairs.

@@ -36,9 +36,9 @@ extension ControlPlane {
         }
     }
 
-    /// Detects on the slot during (or outside) a release (what `POST /v1/detect` and `bench-release` run): counts the answer for its variant, mirrors it to a shadow
-    /// candidate, and answers a request the candidate failed from the baseline (the failure is the release's to count,
-    /// not the client's).
+    /// Detects on the slot during (or outside) a release (what `POST /v1/detect` and `bench-release` run): counts the
+    /// answer for its variant, mirrors it to a shadow candidate, and answers a request the candidate failed from the
+    /// baseline (the failure is the release's to count, not the client's).
     public func detect(on slot: ModelSlot, bytes: [UInt8], options: DetectionOptions, context: RoutingContext,
                        deadline: ContinuousClock.Instant?) async throws -> SlotDetection {
         let slotName = slot.name
@@ -91,7 +91,8 @@ extension ControlPlane {
         ReleaseMetrics.mirror(slot: slot.name, outcome: "mirrored")
         ReleaseMetrics.answer(slot: slot.name, variant: engine.spec.candidateName, failed: false,
             milliseconds: candidate.result.timings.total)
-        if !pair.agrees {
+        // A copy that finished after the release ended is not kept: it is no longer the release's figures.
+        if !pair.agrees, !engine.phase.isTerminal {
             let id = UUID().uuidString.lowercased()
             run.disagreements.add(Disagreement(id: id, time: Date(), content_type: Self.contentType(imageBytes),
                 image_bytes: imageBytes.count, baseline: baseline.detections,
@@ -106,5 +107,25 @@ extension ControlPlane {
         if bytes.starts(with: [0xFF, 0xD8]) { return "image/jpeg" }
         if bytes.starts(with: [0x89, 0x50, 0x4E, 0x47]) { return "image/png" }
         return "application/octet-stream"
+    }
+
+    // MARK: Ground-truth feedback
+
+    /// Keeps a release's answer for feedback; the id the answer carries (nil outside a release).
+    func rememberForFeedback(slot: String, _ detection: SlotDetection) -> String? {
+        guard let variant = detection.variant, let run = releaseRun(slot), !run.engine.phase.isTerminal else {
+            return nil
+        }
+        return run.engine.rememberAnswer(variant: variant, detections: detection.result.detections)
+    }
+
+    /// Counts an inspector's true boxes for an answer given during a release.
+    /// - Throws: `ReleaseError.notFound` when no release keeps that answer (unknown, judged already, or forgotten).
+    func feedback(requestID: String, truths: [TrueBox]) throws -> FeedbackOutcome {
+        for run in releaseRuns.withLock({ Array($0.values) }) {
+            if let outcome = run.engine.feedback(requestID: requestID, truths: truths) { return outcome }
+        }
+        throw ReleaseError.notFound("no release keeps an answer '\(requestID)' awaiting feedback (the last "
+            + "\(ReleaseEngine.feedbackAnswersKept) answers of a release are kept, each judged once)")
     }
 }

@@ -191,8 +191,8 @@ extension ControlPlane {
 
     // MARK: Manual actions
 
-    /// Starts a release as `actor` (an admin principal; for tools such as `bench-release`) and waits until the candidate
-    /// takes traffic or has failed.
+    /// Starts a release as `actor` (an admin principal; for tools such as `bench-release`) and waits until the
+    /// candidate takes traffic or has failed.
     public func startRelease(slot: String, spec: ReleaseSpec, actor: String) async throws -> ReleaseStatus {
         let run = try await startRelease(slot: slot, spec: spec, by: Principal(name: actor, role: .admin), from: nil)
         await run.bringUp.withLock({ $0 })?.value

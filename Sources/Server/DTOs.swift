@@ -134,6 +134,8 @@ struct DetectResponseDTO: ResponseEncodable {
     var model: ModelStamp
     /// During a release: the variant that answered (`baseline`, `candidate`, an A/B name).
     var variant: String?
+    /// During a release: the id to quote in `POST /v1/feedback`.
+    var request_id: String?
     var image: Image
     var detections: [Detection]
     var timings_ms: Timings

@@ -44,6 +44,12 @@ extension APIRoutes {
                 return try json(releaseDTO(slot: slot, run: control.releaseRun(slot)!), status: .ok)
             }
         }
+        v1.post("feedback") { request, context in
+            _ = try await requireOperator(request, context)
+            let body = try await decode(FeedbackBody.self, request, context)
+            try body.validate()
+            return try json(try control.feedback(requestID: body.request_id, truths: body.boxes), status: .ok)
+        }
         v1.get("slots/:slot/release/disagreements/:id") { request, context in
             // Images from the line: for the people who run the service.
             _ = try require(.operator, context)
@@ -94,6 +100,7 @@ struct ReleaseDTO: Encodable {
     var agreement: AgreementStatus?
     var mirror: MirrorStatus?
     var energy: EnergyStatus
+    var feedback: [String: FeedbackStatus]
     var counters_since: Date
     var disagreements: [String]
     var history: [ReleaseTransition]
@@ -125,9 +132,26 @@ struct ReleaseDTO: Encodable {
         agreement = s.agreement
         mirror = s.mirror
         energy = s.energy
+        feedback = s.feedback
         counters_since = s.counters_since
         self.disagreements = disagreements
         history = r.history
+    }
+}
+
+/// `POST /v1/feedback`: an inspector's true boxes for an answer given during a release.
+struct FeedbackBody: Decodable {
+    var request_id: String
+    var boxes: [TrueBox]
+
+    func validate() throws {
+        guard boxes.count <= 10_000 else { throw Problem.badRequest("boxes: at most 10000 true boxes") }
+        for (i, b) in boxes.enumerated() {
+            let c = [b.box.x1, b.box.y1, b.box.x2, b.box.y2]
+            guard c.allSatisfy(\.isFinite), b.box.x2 >= b.box.x1, b.box.y2 >= b.box.y1, !b.class_name.isEmpty else {
+                throw Problem.badRequest("boxes[\(i)]: a class_name and finite x1 <= x2, y1 <= y2 are needed")
+            }
+        }
     }
 }
 

@@ -202,7 +202,9 @@ struct APIRoutes: Sendable {
             let t = result.result.timings
             ServerMetrics.stages(slot: slotName, preprocess: t.preprocess, inference: t.inference,
                 postprocess: t.postprocess, queue: result.queueMilliseconds)
-            return try json(DetectResponseDTO(result, totalMilliseconds: total), status: .ok)
+            var answer = DetectResponseDTO(result, totalMilliseconds: total)
+            answer.request_id = control.rememberForFeedback(slot: slotName, result)
+            return try json(answer, status: .ok)
         } catch {
             ServerMetrics.failedRequest(slot: slotName, status: Int(Problem.from(error).status.code))
             stats.record(slot: slotName, milliseconds: (ContinuousClock.now - started).milliseconds, succeeded: false)

@@ -58,11 +58,15 @@ struct BenchReleaseCommand: AsyncParsableCommand {
         let manager = ModelManager(configuration: configuration,
             loader: ORTModelLoader(environment: try ORTEnvironment(library: library)))
         let logger = Logger(label: "bench-release")
-        let control = ControlPlane(manager: manager, repository: ModelRepository(root: cwd), routes: [:],
+        // The candidate's own folder is the repository (the models folder may be a link elsewhere).
+        let candidateFile = URL(fileURLWithPath: candidate, relativeTo: URL(fileURLWithPath: cwd + "/"))
+            .standardizedFileURL.resolvingSymlinksInPath()
+        let control = ControlPlane(manager: manager,
+            repository: ModelRepository(root: candidateFile.deletingLastPathComponent().path), routes: [:],
             audit: nil, logger: logger)
         let slot = try await manager.createSlot("bench")
         _ = try await manager.loadAndActivate(LoadRequest(slot: "bench", path: baseline))
-        var spec = ReleaseSpec(model: candidate, strategy: .shadow)
+        var spec = ReleaseSpec(model: candidateFile.lastPathComponent, strategy: .shadow)
         spec.mirror_percent = 100
         spec.disagreements_kept = 0
 

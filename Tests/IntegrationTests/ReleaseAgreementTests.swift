@@ -90,5 +90,20 @@ struct ReleaseAgreementTests {
             as? [String: Any])
         #expect(recomputed["matched"] as? Int == matched.reduce(0, +))
         #expect(recomputed["disagreeing"] as? Int == kept.count)
+
+        // The CLI reads and ends the same release.
+        let connection = ["--server", server.base.absoluteString]
+        let status = try runProcess(Repo.binary, ["models", "release", "status"] + connection
+            + ["--token", ServerProcess.viewerToken, "default"])
+        #expect(status.status == 0, "\(status.stderr)")
+        #expect(status.stdout.contains("\"running\""))
+        let abort = try runProcess(Repo.binary, ["models", "release", "abort"] + connection
+            + ["--token", ServerProcess.operatorToken, "default"])
+        #expect(abort.status == 0, "\(abort.stderr)")
+        #expect(abort.stdout.contains("\"aborted\""))
+        let again = try runProcess(Repo.binary, ["models", "release", "abort"] + connection
+            + ["--token", ServerProcess.operatorToken, "default"])
+        #expect(again.status == 1)
+        #expect(again.stderr.contains("409"))
     }
 }

@@ -331,4 +331,24 @@ struct ReleaseEngineTests {
         let none = EnergyMeter(root: dir.file("absent"))
         #expect(none.reading().joules == nil && none.reading().unavailable != nil)
     }
+
+    @Test("ground-truth feedback: per-variant precision, recall and mAP@0.5 (101-point), each answer judged once")
+    func feedback() {
+        let engine = ReleaseEngine(record: record(Self.canary([.init(percent: 50)]), at: Self.start),
+            clock: ManualClock(Self.start))
+        let answer = [detection("bolt", 0, 0, conf: 0.9), detection("bolt", 50, 50, conf: 0.8)]
+        let id = engine.rememberAnswer(variant: "candidate", detections: answer)
+        let truths = [TrueBox(class_name: "bolt", box: Box(x1: 1, y1: 0, x2: 11, y2: 10)),
+            TrueBox(class_name: "bolt", box: Box(x1: 80, y1: 80, x2: 90, y2: 90))]
+        #expect(engine.feedback(requestID: id, truths: truths) == FeedbackOutcome(variant: "candidate",
+            true_positives: 1, false_positives: 1, false_negatives: 1))
+        #expect(engine.feedback(requestID: id, truths: truths) == nil)
+        #expect(engine.feedback(requestID: "unknown", truths: truths) == nil)
+        let figures = engine.status().feedback["candidate"]
+        #expect(figures?.images == 1)
+        #expect(figures?.precision == 0.5 && figures?.recall == 0.5)
+        // Recall 0.5 at precision 1, then no more recall: 51 of the 101 recall points have precision 1.
+        #expect(abs((figures?.map50 ?? 0) - 51.0 / 101) < 1e-12)
+        #expect(engine.status().feedback["baseline"] == nil)
+    }
 }

@@ -107,6 +107,27 @@ struct ReleaseAPITests {
             #expect(variants["baseline"]?["requests"] as? Int == 12)
             #expect(variants["candidate"]?["requests"] as? Int == mirror["mirrored"])
 
+            // Ground-truth feedback on an answer given during the release.
+            let answer = try await client.execute(uri: "/v1/detect", method: .post,
+                headers: H.headers(token: Self.operatorToken, contentType: "image/jpeg"), body: H.busJPEG) {
+                try H.json($0)
+            }
+            let requestID = try #require(answer["request_id"] as? String)
+            let boxes = try #require(answer["detections"] as? [[String: Any]]).map {
+                ["class_name": $0["class_name"]!, "box": $0["box"]!]
+            }
+            let (feedbackCode, outcome) = try await Self.post(client, "/v1/feedback",
+                ["request_id": requestID, "boxes": boxes])
+            #expect(feedbackCode == .ok)
+            #expect(outcome["variant"] as? String == "baseline")
+            #expect(outcome["false_positives"] as? Int == 0 && outcome["false_negatives"] as? Int == 0)
+            #expect(try await Self.post(client, "/v1/feedback", ["request_id": requestID, "boxes": boxes]).0
+                == .notFound)
+            let judged = try await Self.status(client)
+            let feedback = (judged["feedback"] as? [String: [String: Any]])?["baseline"]
+            #expect(feedback?["images"] as? Int == 1)
+            #expect(feedback?["map50"] as? Double == 1)
+
             let (abortCode, aborted) = try await Self.post(client, "/v1/slots/default/release/abort")
             #expect(abortCode == .ok)
             #expect(aborted["phase"] as? String == "aborted")
@@ -151,7 +172,7 @@ struct ReleaseAPITests {
             #expect((breach["value"] as? Double ?? 1) < 0.9)
             let kept = try #require(release["disagreements"] as? [String])
             #expect((1...3).contains(kept.count))
-            let id = try #require(kept.first)
+            let id = try #require(kept.last)
             try await client.execute(uri: "/v1/slots/line2/release/disagreements/\(id)", method: .get,
                 headers: H.headers(token: Self.operatorToken)) { response in
                 #expect(response.status == .ok)
