@@ -34,9 +34,12 @@ detect-samples: build
 # reference; the hot-swap suites (fake backends and real ONNX Runtime) and the two-thread JPEG decode then run again
 # under ThreadSanitizer (its own build folder).
 test: build-debug
-	$(SWIFT) test --skip-build --skip ORTBackendTests
+	$(SWIFT) test --skip-build --skip 'ORTBackendTests|MQTTClientTests'
 	# Apart: its tests measure the process's memory, which the other suites, running in parallel, would move.
 	$(SWIFT) test --skip-build --filter ORTBackendTests
+	# Apart, and bounded: in one CI run beside the other suites, an MQTT 5 client's CONNECT was refused by the broker
+	# as a protocol error for minutes and the test never ended; alone it passes (see README → Tests). Open.
+	timeout 300 $(SWIFT) test --skip-build --filter MQTTClientTests
 	$(SWIFT) build --sanitize=thread --scratch-path .build-tsan --build-tests
 	TSAN_OPTIONS="suppressions=$(CURDIR)/tsan.supp halt_on_error=1" \
 		$(SWIFT) test --sanitize=thread --scratch-path .build-tsan --skip-build --filter HotSwapTests
