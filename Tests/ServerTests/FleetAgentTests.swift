@@ -122,8 +122,10 @@ struct FleetAgentTests {
         #expect(release?["status"] as? String == "succeeded", "\(release ?? [:])")
         #expect((release?["output"] as? [String: Any])?["phase"] as? String == "running")
         #expect((release?["output"] as? [String: Any])?["started_by"] as? String == "mqtt:dev-x-client")
+        // The status is published every second: one taken after the release started shows it running.
         let withRelease = await inbox.first(on: topics.status(device: "dev-x")) {
-            (($0["extensions"] as? [String: Any])?["releases"] as? [String: Any])?["default"] != nil
+            ((($0["extensions"] as? [String: Any])?["releases"] as? [String: Any])?["default"] as? [String: Any])?[
+                "phase"] as? String == "running"
         }
         let shown = ((withRelease?["extensions"] as? [String: Any])?["releases"] as? [String: Any])?["default"]
         #expect((shown as? [String: Any])?["phase"] as? String == "running", "\(withRelease ?? [:])")
