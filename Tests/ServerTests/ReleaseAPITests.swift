@@ -190,6 +190,10 @@ struct ReleaseAPITests {
                 #expect(response.body.readableBytes == H.busJPEG.readableBytes)
             }
         }
+        // The flip comes first (the next request must see it); its audit entry is written right after.
+        #expect(await eventuallyAsync(timeout: .seconds(30)) {
+            (try? await harness.auditEntries().contains { $0.action == "release.rollback" }) == true
+        })
         let rollback = try await harness.auditEntries().first { $0.action == "release.rollback" }
         #expect(rollback?.actor == "system")
         #expect(rollback?.reason?.contains("agreement_f1") == true)
