@@ -35,7 +35,7 @@ import Testing
         let collector = Collector(watcher)
 
         try volume.publish("second")
-        #expect(await eventually { collector.count >= 1 })
+        #expect(await eventually(timeout: .seconds(30)) { collector.count >= 1 })
         // The whole swap (a folder made, `..data_tmp` made and renamed, the old folder removed) is one burst.
         try await Task.sleep(for: .milliseconds(500))
         #expect(collector.count == 1)
@@ -64,7 +64,7 @@ import Testing
 
         // The watcher is alive: a relevant change after the unrelated ones is the first thing reported.
         try volume.publish("second")
-        #expect(await eventually { collector.count == 1 })
+        #expect(await eventually(timeout: .seconds(30)) { collector.count == 1 })
         #expect(collector.events.withLock { $0.first } == ["..data"])
     }
 
@@ -77,13 +77,13 @@ import Testing
 
         try "second".write(toFile: folder.file(".desired.yaml.swp"), atomically: false, encoding: .utf8)
         #expect(rename(folder.file(".desired.yaml.swp"), folder.file("desired.yaml")) == 0)
-        #expect(await eventually { collector.count >= 1 })
+        #expect(await eventually(timeout: .seconds(30)) { collector.count >= 1 })
         #expect(collector.events.withLock { $0.first } == ["desired.yaml"])
 
         // An in-place write (closed after writing) is reported too.
         let before = collector.count
         try "third".write(toFile: folder.file("desired.yaml"), atomically: false, encoding: .utf8)
-        #expect(await eventually { collector.count > before })
+        #expect(await eventually(timeout: .seconds(30)) { collector.count > before })
     }
 
     @Test func aBurstIsDebounced() async throws {
@@ -94,7 +94,7 @@ import Testing
         for i in 0..<20 {
             try "v\(i)".write(toFile: folder.file("desired.yaml"), atomically: true, encoding: .utf8)
         }
-        #expect(await eventually { collector.count >= 1 })
+        #expect(await eventually(timeout: .seconds(30)) { collector.count >= 1 })
         try await Task.sleep(for: .milliseconds(500))
         // Twenty back-to-back replacements: far fewer reports (one when the machine keeps up).
         #expect(collector.count < 20)
@@ -106,7 +106,7 @@ import Testing
         let watcher = try DirectoryWatcher(directory: folder.path, names: ["desired.yaml"])
         let collector = Collector(watcher)
         watcher.stop()
-        #expect(await eventually { collector.finished.withLock { $0 } })
+        #expect(await eventually(timeout: .seconds(30)) { collector.finished.withLock { $0 } })
     }
 
     @Test func aMissingFolderIsAnErrorNamingIt() throws {
