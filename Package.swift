@@ -195,7 +195,7 @@ let package = Package(
         /// photos, temporary directories, running a program to completion, polling with a deadline.
         .target(name: "TestSupport", dependencies: ["Primitives"], path: "Tests/TestSupport"),
         .testTarget(name: "ImageCodecsTests", dependencies: ["ImageCodecs", "TestSupport"], exclude: ["Fixtures"]),
-        .testTarget(name: "ONNXRuntimeTests", dependencies: ["ONNXRuntime", "TestSupport"]),
+        .testTarget(name: "ONNXRuntimeTests", dependencies: ["ONNXRuntime", "Primitives", "TestSupport"]),
         .testTarget(name: "YOLOTests", dependencies: ["YOLO", "ImageCodecs", "Primitives", "TestSupport"]),
         // HotSwap, ModelSigning, AuditLog and Server tests build and run without ONNX Runtime.
         .testTarget(
@@ -219,7 +219,7 @@ let package = Package(
             name: "ServerTests",
             dependencies: [
                 "Server", "HotSwap", "HotSwapTesting", "AuditLog", "Primitives", "TestSupport", "Releases", "MQTT",
-                "Fleet", "ModelSigning",
+                "Fleet", "ModelSigning", "Streams",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),

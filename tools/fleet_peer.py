@@ -12,6 +12,10 @@ Connection options come first, then one command:
       Waits until each device's retained status topic says STATE and, online, that its desired state has generation
       G, converged (and, with --sha256, that slot `default` serves that model); prints the statuses as JSON, exit 0.
       Prints the last statuses seen and exits 1 at the timeout.
+  collect --subscribe FILTER --ready FILE --until-event TYPE
+      Subscribes with QoS 1 (and waits for the SUBACK), creates FILE, then collects the JSON messages received until
+      one on an `.../events` topic has that `type` (a video stream's `ended`); prints them as a JSON list of
+      {"topic", "message"}. Exits 1 at the timeout, printing what it received.
   rollout --devices D1,D2 --topic TOPIC --files F1,F2,... --sha256s S1,S2,...
       For the benchmark: publishes each retained document in turn and waits until every device reports it
       (generation i+1, converged, slot `default` serving S_i); prints each rollout's seconds as a JSON list.
@@ -131,6 +135,10 @@ def main():
     p.add_argument("--generation", type=int)
     p.add_argument("--sha256")
     p.add_argument("--state", default="online")
+    p = commands.add_parser("collect")
+    p.add_argument("--subscribe", required=True)
+    p.add_argument("--ready", required=True)
+    p.add_argument("--until-event", required=True)
     p = commands.add_parser("rollout")
     p.add_argument("--devices", required=True)
     p.add_argument("--topic", required=True)
@@ -162,6 +170,25 @@ def main():
         print(json.dumps(received))
         if len(received) < args.count:
             sys.exit(f"fleet_peer: {len(received)} of {args.count} messages")
+    elif args.command == "collect":
+        received = []
+        arrived = threading.Condition()
+        ended = threading.Event()
+
+        def on_message(c, u, message):
+            payload = json.loads(message.payload)
+            with arrived:
+                received.append({"topic": message.topic, "message": payload})
+            if message.topic.endswith("/events") and payload.get("type") == args.until_event:
+                ended.set()
+        client.on_message = on_message
+        subscribe(client, [args.subscribe], args.timeout)
+        open(args.ready, "w").close()
+        finished = ended.wait(max(deadline - time.monotonic(), 0.01))
+        with arrived:
+            print(json.dumps(received))
+        if not finished:
+            sys.exit(f"fleet_peer: no '{args.until_event}' event in {len(received)} messages")
     elif args.command == "wait-status":
         devices = args.devices.split(",")
         board = StatusBoard(client, args.prefix, devices)

@@ -6,6 +6,8 @@
 /// - `<prefix>/<device>/events`: device → all, swap events as they happen
 /// - `<prefix>/fleet/<group>/desired`: operator → group, retained: a signed desired-state document
 ///   (`FleetDesiredDocument`)
+/// - `<prefix>/<device>/streams/<stream>/results` and `…/events`: device → all, a video stream's frame results and
+///   events (switch, reconnect, ended, failed), when the stream asks for the `mqtt` output
 ///
 /// Thread-safety: a value.
 public struct FleetTopics: Sendable, Equatable {
@@ -18,6 +20,8 @@ public struct FleetTopics: Sendable, Equatable {
     public func status(device: String) -> String { "\(prefix)/\(device)/status" }
     public func events(device: String) -> String { "\(prefix)/\(device)/events" }
     public func fleetDesired(group: String) -> String { "\(prefix)/fleet/\(group)/desired" }
+    public func streamResults(device: String, stream: String) -> String { "\(prefix)/\(device)/streams/\(stream)/results" }
+    public func streamEvents(device: String, stream: String) -> String { "\(prefix)/\(device)/streams/\(stream)/events" }
 
     /// Whether `name` may be a device id or group name: 1…64 of `A-Z a-z 0-9 . _ -`, so that it is one topic level
     /// with no wildcard (`+`, `#`) or separator in it, and not `fleet` (which would collide with the group topics).

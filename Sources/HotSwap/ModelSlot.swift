@@ -85,6 +85,36 @@ public struct SlotDetection: Sendable {
     public var variant: String?
     /// Time spent waiting for a worker thread (and for a model during a resource-preserving swap).
     public var queueMilliseconds: Double
+
+    public init(result: DetectionResult, model: ModelStamp, variant: String?, queueMilliseconds: Double) {
+        self.result = result
+        self.model = model
+        self.variant = variant
+        self.queueMilliseconds = queueMilliseconds
+    }
+}
+
+/// What a detection runs on: encoded image bytes (an API request) or a decoded image (a video frame).
+public enum DetectionInput: Sendable {
+    case encoded([UInt8])
+    case decoded(RGBImage)
+}
+
+/// Told of routed detections made outside the service's `POST /v1/detect` path — a video stream's frames, the Open
+/// Inference Protocol's images — so that a release counts them for the variant that answered (and mirrors them to a
+/// shadow candidate) like any other request.
+///
+/// Thread-safety: implementations are called from any task, concurrently, and must not block.
+public protocol DetectionObserver: Sendable {
+    /// `detection` was answered on `slot`, by its `variant` (nil outside a release).
+    /// - Parameter key: the request's sticky key (a stream's id), if any.
+    func answered(slot: String, input: DetectionInput, options: DetectionOptions, key: String?,
+                  detection: SlotDetection)
+
+    /// A detection by the release variant `variant` failed.
+    /// - Returns: whether to detect again on the active model (the variant was the release's candidate: its failure is
+    ///   the release's to count, not the client's); false when the active model failed.
+    func failed(slot: String, variant: String, error: DetectionError) -> Bool
 }
 
 /// A detection that failed on the model a release's router chose: the variant, and the pipeline's error. Thrown only
@@ -283,7 +313,7 @@ public final class ModelSlot: Sendable {
     /// Runs a copy of a request on the staged model (a release's shadow candidate) on `executor` — a separate,
     /// lower-priority pool — and never waits for a model: nil when nothing is staged.
     /// - Throws: `ExecutorError` (the mirror pool is full: the caller sheds the copy), `DetectionError`.
-    public func detectOnStaged(imageBytes: [UInt8], options: DetectionOptions, executor: InferenceExecutor)
+    public func detectOnStaged(_ input: DetectionInput, options: DetectionOptions, executor: InferenceExecutor)
         async throws -> SlotDetection?
     {
         let enqueued = ContinuousClock.now
@@ -298,8 +328,12 @@ public final class ModelSlot: Sendable {
             let stamp = ModelStamp(slot: name, identity: model.identity, generation: generation,
                 target: model.execution.target)
             let result = Result { () throws(DetectionError) in
-                let result = try model.detector.detect(imageBytes: imageBytes, options: options,
-                    decodeInParallel: false)
+                let result =
+                    switch input {
+                    case .encoded(let bytes):
+                        try model.detector.detect(imageBytes: bytes, options: options, decodeInParallel: false)
+                    case .decoded(let image): try model.detector.detect(image: image, options: options)
+                    }
                 return SlotDetection(result: result, model: stamp, variant: "candidate",
                     queueMilliseconds: (started - enqueued).milliseconds)
             }

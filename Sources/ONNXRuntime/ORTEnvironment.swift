@@ -12,8 +12,11 @@ public final class ORTEnvironment: @unchecked Sendable {
     /// ORT's own log level (its messages go to stderr).
     public enum LogLevel: Int, Sendable { case verbose = 0, info, warning, error, fatal }
 
+    /// Also starts the thread that sessions' pool threads are started from (``PoolThreads``), if not yet running: it
+    /// takes the calling thread's scheduling priority, so create the first environment on a thread of normal priority.
     public init(library: ORTLibrary, logLevel: LogLevel = .error, logID: String = "yoloswap") throws(ORTError) {
         self.library = library
+        _ = PoolThreads.spawner
         var env: OpaquePointer?
         try library.check(
             library.api.pointee.CreateEnv!(OrtLoggingLevel(UInt32(logLevel.rawValue)), logID, &env),

@@ -125,6 +125,11 @@ final class NativeSessionOptions {
         self.handle = handle!
         try library.check(api.SetIntraOpNumThreads!(handle, Int32(options.intraOpThreads)), "setting intra-op threads")
         try library.check(api.SetInterOpNumThreads!(handle, Int32(options.interOpThreads)), "setting inter-op threads")
+        // Pool threads start at the process's normal priority, not the creating load worker's (`PoolThreads`).
+        try library.check(api.SessionOptionsSetCustomCreateThreadFn!(handle, PoolThreads.create),
+            "setting the pool threads' creation")
+        try library.check(api.SessionOptionsSetCustomJoinThreadFn!(handle, PoolThreads.join),
+            "setting the pool threads' join")
         try library.check(
             api.SetSessionGraphOptimizationLevel!(handle, options.optimization.ortValue), "setting optimization level")
         if !options.cpuMemoryArena {

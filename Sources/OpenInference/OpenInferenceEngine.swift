@@ -19,15 +19,18 @@ public final class OpenInferenceEngine: Sendable {
     public let manager: ModelManager
     /// How long a request may wait for a worker (or, during a resource-preserving swap, for a model).
     public let requestTimeout: Duration
+    /// Told of every image detection routed during a release, and of a variant's failures (the release counts them).
+    private let observer: (any DetectionObserver)?
     private let statistics = Locked<[String: ModelStatistics]>([:])
 
     public static let platform = "onnxruntime_onnx"
     public static let imageInput = "image"
     public static let detectionOutputs = ["boxes", "scores", "classes", "class_names"]
 
-    public init(manager: ModelManager, requestTimeout: Duration) {
+    public init(manager: ModelManager, requestTimeout: Duration, observer: (any DetectionObserver)? = nil) {
         self.manager = manager
         self.requestTimeout = requestTimeout
+        self.observer = observer
     }
 
     // MARK: Models
@@ -125,7 +128,6 @@ public final class OpenInferenceEngine: Sendable {
             throw InferError.invalid("send exactly one input: the model's input tensor (FP32 [1,3,H,W]) or "
                 + "'\(Self.imageInput)' (BYTES, one encoded image); got \(request.inputs.count)")
         }
-        let choice: ModelChoice = version.map { .version($0) } ?? .routed(RoutingContext())
         let deadline = started + requestTimeout
         var servedVersion: String?
         do {
@@ -133,14 +135,14 @@ public final class OpenInferenceEngine: Sendable {
             if input.datatype == .bytes {
                 let options = try Self.detectionOptions(request.parameters)
                 let image = try Self.imageBytes(input)
-                let executor = slot.executor
-                let run = try await slot.withModel(choice, deadline: deadline) { model in
-                    let result = try model.detector.detect(imageBytes: image, options: options,
-                        decodeInParallel: !executor.hasWorkBesidesOne)
-                    return Self.detectionTensors(result.detections)
-                }
-                (outputs, stamp, queue) = (run.value, run.model, run.queueMilliseconds)
+                let detection = try await detect(image, options: options, on: slot, version: version,
+                    deadline: deadline)
+                (outputs, stamp, queue) = (Self.detectionTensors(detection.result.detections), detection.model,
+                    detection.queueMilliseconds)
             } else {
+                // A raw tensor is shaped for the active model (its metadata): during a release it is not routed to a
+                // candidate, whose input size may differ.
+                let choice: ModelChoice = version.map { .version($0) } ?? .routed(RoutingContext(preferActive: true))
                 let run = try await slot.withModel(choice, deadline: deadline) { model in
                     try Self.runRaw(input, on: model)
                 }
@@ -160,6 +162,37 @@ public final class OpenInferenceEngine: Sendable {
             record(name, servedVersion ?? version ?? slot.roles.active?.identity.version ?? "",
                 started: started, queueMilliseconds: nil, failed: true)
             throw error
+        }
+    }
+
+    /// Detects objects in an encoded image on the routed model (or the one with `version`). During a release the
+    /// answer is counted for its variant (and mirrored to a shadow candidate) through the observer, and an image the
+    /// candidate failed is detected again on the active model, as `POST /v1/detect` does.
+    private func detect(_ image: [UInt8], options: DetectionOptions, on slot: ModelSlot, version: String?,
+                        deadline: ContinuousClock.Instant) async throws -> SlotDetection {
+        var context = RoutingContext()
+        let executor = slot.executor
+        while true {
+            let choice: ModelChoice = version.map { .version($0) } ?? .routed(context)
+            do {
+                let run = try await slot.withModel(choice, deadline: deadline) { model in
+                    try model.detector.detect(imageBytes: image, options: options,
+                        decodeInParallel: !executor.hasWorkBesidesOne)
+                }
+                let detection = SlotDetection(result: run.value, model: run.model, variant: run.variant,
+                    queueMilliseconds: run.queueMilliseconds)
+                if run.variant != nil {
+                    observer?.answered(slot: slot.name, input: .encoded(image), options: options, key: nil,
+                        detection: detection)
+                }
+                return detection
+            } catch let routed as RoutedDetectionError {
+                // An image that cannot be decoded is the client's error, whichever variant saw it.
+                if case .decode = routed.error { throw routed.error }
+                let retry = observer?.failed(slot: slot.name, variant: routed.variant, error: routed.error) ?? false
+                guard retry, !context.preferActive else { throw routed.error }
+                context.preferActive = true
+            }
         }
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import HotSwap
+import ImageCodecs
 import Releases
 import YOLO
 
@@ -16,7 +17,7 @@ extension ControlPlane {
 
     /// Counts an answer of a release's variant, mirrors it to a shadow candidate when chosen (never waiting for it),
     /// and carries out what the gates decide.
-    func observeRelease(slot: String, detection: SlotDetection, imageBytes: [UInt8], options: DetectionOptions,
+    func observeRelease(slot: String, detection: SlotDetection, input: DetectionInput, options: DetectionOptions,
                         key: String?) {
         guard let variant = detection.variant, let run = releaseRun(slot) else { return }
         let engine = run.engine
@@ -32,7 +33,7 @@ extension ControlPlane {
         }
         let baseline = detection.result
         Task.detached(priority: .background) { [self] in
-            await mirrorRun(run, slot: slotRef, baseline: baseline, imageBytes: imageBytes, options: options)
+            await mirrorRun(run, slot: slotRef, baseline: baseline, input: input, options: options)
         }
     }
 
@@ -45,7 +46,7 @@ extension ControlPlane {
         do {
             let result = try await slot.detect(imageBytes: bytes, options: options, context: context,
                 deadline: deadline)
-            observeRelease(slot: slotName, detection: result, imageBytes: bytes, options: options,
+            observeRelease(slot: slotName, detection: result, input: .encoded(bytes), options: options,
                 key: context.key)
             return result
         } catch let routed as RoutedDetectionError {
@@ -69,12 +70,12 @@ extension ControlPlane {
         ReleaseMetrics.answer(slot: slot, variant: variant, failed: true, milliseconds: nil)
     }
 
-    private func mirrorRun(_ run: ReleaseRun, slot: ModelSlot, baseline: DetectionResult, imageBytes: [UInt8],
+    private func mirrorRun(_ run: ReleaseRun, slot: ModelSlot, baseline: DetectionResult, input: DetectionInput,
                            options: DetectionOptions) async {
         let engine = run.engine
         let candidate: SlotDetection?
         do {
-            candidate = try await slot.detectOnStaged(imageBytes: imageBytes, options: options,
+            candidate = try await slot.detectOnStaged(input, options: options,
                 executor: run.mirror)
         } catch is ExecutorError {
             engine.recordShed(saturated: false)
@@ -92,7 +93,7 @@ extension ControlPlane {
         ReleaseMetrics.answer(slot: slot.name, variant: engine.spec.candidateName, failed: false,
             milliseconds: candidate.result.timings.total)
         // A copy that finished after the release ended is not kept: it is no longer the release's figures.
-        if !pair.agrees, !engine.phase.isTerminal {
+        if !pair.agrees, !engine.phase.isTerminal, let imageBytes = Self.reviewableImage(input) {
             let id = UUID().uuidString.lowercased()
             run.disagreements.add(Disagreement(id: id, time: Date(), content_type: Self.contentType(imageBytes),
                 image_bytes: imageBytes.count, baseline: baseline.detections,
@@ -101,6 +102,15 @@ extension ControlPlane {
         }
         ReleaseMetrics.agreement(slot: slot.name, f1: engine.status().agreement?.f1)
         handle(decisions, of: run)
+    }
+
+    /// The image a disagreement keeps for review: the request's own bytes, or a video frame as a JPEG (nil when it
+    /// cannot be encoded: the pair is still counted, only not kept).
+    static func reviewableImage(_ input: DetectionInput) -> [UInt8]? {
+        switch input {
+        case .encoded(let bytes): bytes
+        case .decoded(let image): try? ImageEncoder.jpeg(image, quality: 90)
+        }
     }
 
     static func contentType(_ bytes: [UInt8]) -> String {
@@ -127,5 +137,19 @@ extension ControlPlane {
         }
         throw ReleaseError.notFound("no release keeps an answer '\(requestID)' awaiting feedback (the last "
             + "\(ReleaseEngine.feedbackAnswersKept) answers of a release are kept, each judged once)")
+    }
+}
+
+/// Video streams and the Open Inference Protocol report their detections here: a release counts them and mirrors them
+/// as it does `POST /v1/detect`'s.
+extension ControlPlane: DetectionObserver {
+    public func answered(slot: String, input: DetectionInput, options: DetectionOptions, key: String?,
+                         detection: SlotDetection) {
+        observeRelease(slot: slot, detection: detection, input: input, options: options, key: key)
+    }
+
+    public func failed(slot: String, variant: String, error: DetectionError) -> Bool {
+        observeReleaseFailure(slot: slot, variant: variant, error: error)
+        return variant == releaseRun(slot)?.engine.spec.candidateName
     }
 }

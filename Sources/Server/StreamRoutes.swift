@@ -12,6 +12,8 @@ struct StreamBody: Decodable {
     struct Outputs: Decodable {
         /// A JSON-lines file inside `streams.output_dir`.
         var file: String?
+        /// Publish results and events over the service's MQTT connection (`mqtt:` in the configuration).
+        var mqtt: Bool?
     }
     var source: String
     var slot: String?
@@ -42,17 +44,23 @@ struct StreamRoutes: Sendable {
 
     func register(on v1: RouterGroup<YOLOSwapRequestContext>) {
         v1.post("streams") { request, context in
-            _ = try await api.requireOperator(request, context)
+            let principal = try await api.requireOperator(request, context)
             let body = try await api.decode(StreamBody.self, request, context)
             let slot = try api.control.slotName(explicit: body.slot, product: nil)
+            let stream: VideoStream
             do {
-                let stream = try registry.create(StreamRegistry.Request(source: body.source, slot: slot,
+                stream = try registry.create(StreamRegistry.Request(source: body.source, slot: slot,
                     fpsCap: body.fps_cap, backPressure: body.back_pressure, outputFile: body.outputs?.file,
-                    confidence: body.conf, iou: body.iou))
-                return try api.json(stream.currentStatus, status: .created)
+                    mqtt: body.outputs?.mqtt ?? false, confidence: body.conf, iou: body.iou))
             } catch {
-                throw Self.problem(error)
+                let problem = Self.problem(error)
+                try? await api.control.audit(principal, context.remoteAddress, "stream.start", slot, result: "refused",
+                    reason: "\(error)", started: Date())
+                throw problem
             }
+            await api.control.auditStream("stream.start", stream.currentStatus, by: principal,
+                from: context.remoteAddress)
+            return try api.json(stream.currentStatus, status: .created)
         }
         v1.get("streams") { _, context in
             _ = try api.require(.viewer, context)
@@ -63,9 +71,10 @@ struct StreamRoutes: Sendable {
             return try api.json(try stream(context).currentStatus, status: .ok)
         }
         v1.delete("streams/:id") { request, context in
-            _ = try await api.requireOperator(request, context)
+            let principal = try await api.requireOperator(request, context)
             let id = try context.parameters.require("id")
             guard let status = await registry.remove(id) else { throw Problem.notFound("no stream '\(id)'") }
+            await api.control.auditStream("stream.stop", status, by: principal, from: context.remoteAddress)
             return try api.json(status, status: .ok)
         }
         v1.get("streams/:id/results") { _, context in

@@ -31,11 +31,11 @@ public enum YOLOSwapServer {
         let api = APIRoutes(control: control, configuration: configuration, authenticator: authenticator,
             metricsText: metricsText, configuredSlots: configuration.slots.keys.sorted(),
             desired: desired ?? DesiredStateReconciler(control: control), stats: RequestStats(),
-            streams: streams ?? StreamRegistry(policy: configuration.streamPolicy, maxStreams: configuration.maxStreams,
-                logger: logger, slots: { [manager = control.manager] in manager.slot($0) }))
+            streams: streams ?? makeStreamRegistry(control: control, configuration: configuration, logger: logger))
         api.register(on: router)
         V2Routes(api: api, engine: engine ?? OpenInferenceEngine(manager: control.manager,
-            requestTimeout: .milliseconds(configuration.requestTimeoutMilliseconds))).register(on: router)
+            requestTimeout: .milliseconds(configuration.requestTimeoutMilliseconds), observer: control))
+            .register(on: router)
         return Application(
             router: router,
             // A connection that sends nothing for this long is closed, and so is one whose request, once begun, does
@@ -51,6 +51,15 @@ public enum YOLOSwapServer {
                 availableConnectionsDelegate: MaximumAvailableConnections(configuration.maxConnections, logger: logger)),
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? configuration.port) },
             logger: logger)
+    }
+
+    /// The video streams behind `/v1/streams`, under the configuration's stream policy: their frames count in the
+    /// slots' releases (`ControlPlane` observes them); `publisher` is the `mqtt` output (the fleet agent's
+    /// `streamOutput`), if the service has an MQTT connection.
+    public static func makeStreamRegistry(control: ControlPlane, configuration: ServerConfiguration, logger: Logger,
+                                          publisher: (any StreamPublisher)? = nil) -> StreamRegistry {
+        StreamRegistry(policy: configuration.streamPolicy, maxStreams: configuration.maxStreams, logger: logger,
+            observer: control, publisher: publisher, slots: { [manager = control.manager] in manager.slot($0) })
     }
 
     /// Brings every slot up: the committed state is restored (re-verified by SHA-256); configured slots without a
@@ -121,6 +130,31 @@ public struct SlotService: Service {
         await control.stopReleases()
         await manager.shutdown()
         await control.drain()
+    }
+}
+
+/// The video streams' lifetime as a service: at graceful shutdown every stream is stopped (FFmpeg killed and reaped,
+/// each recorded in the audit log as `stream.stop` by `system`), which also ends their results and preview viewers'
+/// responses, so that the HTTP server can drain.
+///
+/// Put it after the HTTP application and the MQTT fleet agent in the `ServiceGroup`: services stop in reverse order,
+/// so the streams stop first, while their outputs can still deliver the final events.
+public struct StreamService: Service {
+    let registry: StreamRegistry
+    let control: ControlPlane
+
+    public init(registry: StreamRegistry, control: ControlPlane) {
+        self.registry = registry
+        self.control = control
+    }
+
+    public func run() async throws {
+        try? await gracefulShutdown()
+        for stream in registry.all where !stream.isFinished {
+            await stream.stop()
+            await control.auditStream("stream.stop", stream.currentStatus, by: ControlPlane.system, from: nil,
+                reason: "shutting down")
+        }
     }
 }
 

@@ -87,4 +87,36 @@ public struct StreamStatus: Sendable, Codable, Equatable {
     public var switches: [StreamEvent]
     public var started_at: Date
     public var outputs: [String]
+    /// What each output that publishes over the network (`mqtt`) delivered, by output.
+    public var deliveries: [String: StreamDelivery]
+}
+
+/// What one stream output has delivered: messages published, failed (not acknowledged or refused), and the last
+/// failure's reason. Messages the output could not take in time (it lags behind the stream) count in `viewer_drops`.
+///
+/// Thread-safety: a value.
+public struct StreamDelivery: Sendable, Codable, Equatable {
+    public var target: String
+    public var published: Int
+    public var failed: Int
+    public var last_error: String?
+
+    public init(target: String, published: Int = 0, failed: Int = 0, last_error: String? = nil) {
+        self.target = target
+        self.published = published
+        self.failed = failed
+        self.last_error = last_error
+    }
+}
+
+/// Where a stream's results and events go when it asks for the `mqtt` output: the service's MQTT connection (its
+/// fleet agent's client).
+///
+/// Thread-safety: called from any task, concurrently.
+public protocol StreamPublisher: Sendable {
+    /// The topic a stream's frame results (`events == false`) or events go to.
+    func topic(stream: String, events: Bool) -> String
+    /// Publishes one message; returns once the broker has taken it.
+    /// - Throws: when it was refused or the connection is not running.
+    func publish(_ topic: String, payload: [UInt8]) async throws
 }

@@ -16,16 +16,19 @@ public final class StreamRegistry: Sendable {
         public var backPressure: BackPressure?
         /// A JSON-lines file inside the output folder, one line per frame.
         public var outputFile: String?
+        /// Publish the results and events over the service's MQTT connection (`StreamPublisher`).
+        public var mqtt: Bool
         public var confidence: Float?
         public var iou: Float?
 
         public init(source: String, slot: String, fpsCap: Double? = nil, backPressure: BackPressure? = nil,
-                    outputFile: String? = nil, confidence: Float? = nil, iou: Float? = nil) {
+                    outputFile: String? = nil, mqtt: Bool = false, confidence: Float? = nil, iou: Float? = nil) {
             self.source = source
             self.slot = slot
             self.fpsCap = fpsCap
             self.backPressure = backPressure
             self.outputFile = outputFile
+            self.mqtt = mqtt
             self.confidence = confidence
             self.iou = iou
         }
@@ -34,17 +37,25 @@ public final class StreamRegistry: Sendable {
     public let policy: SourcePolicy
     public let maxStreams: Int
     private let slots: @Sendable (String) -> ModelSlot?
+    private let observer: (any DetectionObserver)?
+    private let publisher: (any StreamPublisher)?
     private let logger: Logger
     private let streams = Locked<[String: VideoStream]>([:])
     /// Writes JSON-lines outputs off the cooperative pool.
     private let writer = BlockingQueue(label: "yoloswap.stream-output")
 
-    /// - Parameter slots: finds a slot by name.
+    /// - Parameters:
+    ///   - observer: told of every frame's detection (the service's releases count them).
+    ///   - publisher: the `mqtt` output; without it a stream asking for that output is refused.
+    ///   - slots: finds a slot by name.
     public init(policy: SourcePolicy, maxStreams: Int = 16, logger: Logger = Logger(label: "yoloswap.streams"),
+                observer: (any DetectionObserver)? = nil, publisher: (any StreamPublisher)? = nil,
                 slots: @escaping @Sendable (String) -> ModelSlot?) {
         self.policy = policy
         self.maxStreams = maxStreams
         self.logger = logger
+        self.observer = observer
+        self.publisher = publisher
         self.slots = slots
     }
 
@@ -72,8 +83,16 @@ public final class StreamRegistry: Sendable {
             sink = { [writer] result in await writer.run { output.append(result) } }
         }
         let id = String(UUID().uuidString.prefix(8)).lowercased()
+        var publisher: (any StreamPublisher)?
+        if request.mqtt {
+            guard let configured = self.publisher else {
+                throw .outputNotAllowed(path: "mqtt", reason: "the service has no MQTT connection (configure `mqtt:`)")
+            }
+            publisher = configured
+            outputs.append("mqtt:\(configured.topic(stream: id, events: false))")
+        }
         let stream = VideoStream(id: id, configuration: configuration, slot: slot, outputs: outputs, logger: logger,
-            sink: sink)
+            observer: observer, sink: sink)
         try streams.withLock { (s: inout [String: VideoStream]) throws(StreamError) in
             if s.count >= maxStreams {
                 // Room is made by forgetting an ended stream; running ones are never displaced.
@@ -86,8 +105,36 @@ public final class StreamRegistry: Sendable {
         }
         logger.info("stream started", metadata: ["stream": "\(id)", "source": "\(source)", "slot": "\(request.slot)",
             "back_pressure": "\(configuration.backPressure.rawValue)"])
+        // Subscribed before the first frame, so that the output misses nothing.
+        if let publisher { publish(stream, to: publisher) }
         stream.start()
         return stream
+    }
+
+    /// Publishes the stream's results and events, in order, until it ends. The output is a results subscriber: when
+    /// the broker is slower than the stream for longer than its buffer (1024 messages), the oldest are dropped
+    /// (`viewer_drops`); the stream never waits for it.
+    private func publish(_ stream: VideoStream, to publisher: any StreamPublisher) {
+        let messages = stream.subscribe(buffer: 1024)
+        let results = publisher.topic(stream: stream.id, events: false)
+        let events = publisher.topic(stream: stream.id, events: true)
+        Task.detached {
+            let encoder = JSONEncoder.yoloswap
+            for await message in messages {
+                let topic: String
+                let payload: Data
+                do {
+                    switch message {
+                    case .frame(let result): (topic, payload) = (results, try encoder.encode(result))
+                    case .event(let event): (topic, payload) = (events, try encoder.encode(event))
+                    }
+                    try await publisher.publish(topic, payload: [UInt8](payload))
+                    stream.recordDelivery(output: "mqtt", target: results, error: nil)
+                } catch {
+                    stream.recordDelivery(output: "mqtt", target: results, error: "\(error)")
+                }
+            }
+        }
     }
 
     /// Every stream, by id.

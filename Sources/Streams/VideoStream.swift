@@ -63,6 +63,7 @@ public final class VideoStream: Sendable {
     private let slot: ModelSlot
     private let logger: Logger
     private let sink: (@Sendable (StreamFrameResult) async -> Void)?
+    private let observer: (any DetectionObserver)?
     private let outputs: [String]
     private let mailbox: FrameMailbox
     private let status: Locked<StreamStatus>
@@ -80,21 +81,24 @@ public final class VideoStream: Sendable {
     /// - Parameters:
     ///   - sink: gets every result in order; the stream waits for it (its back-pressure applies).
     ///   - outputs: what the status lists as the stream's outputs.
+    ///   - observer: told of every frame's detection and of a release variant's failures (the service counts them
+    ///     in the slot's release).
     public init(id: String, configuration: StreamConfiguration, slot: ModelSlot, outputs: [String] = [],
-                logger: Logger = Logger(label: "yoloswap.stream"),
+                logger: Logger = Logger(label: "yoloswap.stream"), observer: (any DetectionObserver)? = nil,
                 sink: (@Sendable (StreamFrameResult) async -> Void)? = nil) {
         self.id = id
         self.configuration = configuration
         self.slot = slot
         self.logger = logger
         self.sink = sink
+        self.observer = observer
         self.outputs = outputs
         mailbox = FrameMailbox(policy: configuration.backPressure)
         status = Locked(StreamStatus(id: id, source: configuration.source.description, slot: configuration.slot,
             back_pressure: configuration.backPressure, fps_cap: configuration.fpsCap, state: .starting,
             live: configuration.source.isLive, frames_decoded: 0, frames_detected: 0, frames_dropped: 0,
             viewer_drops: 0, reconnects: 0, model: nil, last_pts: nil, last_error: nil, switches: [],
-            started_at: Date(), outputs: outputs))
+            started_at: Date(), outputs: outputs, deliveries: [:]))
         dropCounter = Counter(label: "yoloswap_stream_frames_dropped_total", dimensions: [("stream", id)])
         frameCounter = Counter(label: "yoloswap_stream_frames_total", dimensions: [("stream", id)])
     }
@@ -148,6 +152,20 @@ public final class VideoStream: Sendable {
         // A stream that ended meanwhile may have missed it: finishing twice is harmless.
         if isFinished { subscribers.withLock { $0.removeValue(forKey: key) }?.finish() }
         return messages
+    }
+
+    /// Counts a message an output (`mqtt`) delivered to `target`, or failed to with `error`.
+    public func recordDelivery(output: String, target: String, error: String?) {
+        status.withLock { s in
+            var delivery = s.deliveries[output] ?? StreamDelivery(target: target)
+            if let error {
+                delivery.failed += 1
+                delivery.last_error = error
+            } else {
+                delivery.published += 1
+            }
+            s.deliveries[output] = delivery
+        }
     }
 
     /// The newest detected frame with its detections, as frames are detected (frames a slow viewer missed are
@@ -311,24 +329,40 @@ public final class VideoStream: Sendable {
     /// During a release the stream's id is the sticky key: one camera's frames go to one variant while the share is
     /// unchanged, so its results do not flicker between models. A frame the candidate fails is detected again on the
     /// active model (as `POST /v1/detect` answers from the baseline), so a failing candidate does not end the stream.
+    /// Both outcomes are told to the observer: the release counts them, and mirrors the frame to a shadow candidate.
     private func detect(_ frame: VideoFrame) async -> SlotDetection? {
         var context = RoutingContext(key: id)
+        let options = configuration.detection
         while !stopping.value {
             do {
-                return try await slot.detect(image: frame.image, options: configuration.detection, context: context)
+                let detection = try await slot.detect(image: frame.image, options: options, context: context)
+                observer?.answered(slot: configuration.slot, input: .decoded(frame.image), options: options, key: id,
+                    detection: detection)
+                return detection
             } catch SlotError.overloaded(_, _, let retryAfter) {
                 try? await Task.sleep(for: retryAfter)
             } catch let routed as RoutedDetectionError where !context.preferActive {
                 if case .decode = routed.error { return nil }
+                // Without an observer (the CLI has no releases) any variant's failure is retried once.
+                let retry = observer?.failed(slot: configuration.slot, variant: routed.variant, error: routed.error)
+                guard retry ?? true else {
+                    abort("frame \(frame.index): \(routed)")
+                    return nil
+                }
                 context.preferActive = true
             } catch {
-                fail("frame \(frame.index): \(error)")
-                mailbox.close()
-                decoder.withLock { $0 }?.close()
+                abort("frame \(frame.index): \(error)")
                 return nil
             }
         }
         return nil
+    }
+
+    /// Fails the stream from the detection loop: the decoder is stopped and queued frames are discarded.
+    private func abort(_ message: String) {
+        fail(message)
+        mailbox.close()
+        decoder.withLock { $0 }?.close()
     }
 
     private func broadcast(_ message: StreamMessage) {

@@ -98,10 +98,17 @@ struct ServeCommand: AsyncParsableCommand {
         let host = configuration.host
         // One engine for /v2 and gRPC: one set of Triton statistics.
         let engine = OpenInferenceEngine(manager: manager,
-            requestTimeout: .milliseconds(configuration.requestTimeoutMilliseconds))
+            requestTimeout: .milliseconds(configuration.requestTimeoutMilliseconds), observer: control)
+        let fleetAgent = try configuration.mqtt.map { mqtt in
+            try FleetAgent(settings: mqtt, control: control, reconciler: desired,
+                stateDirectory: configuration.stateDirectory, logger: logger)
+        }
+        let streams = YOLOSwapServer.makeStreamRegistry(control: control, configuration: configuration,
+            logger: logger, publisher: fleetAgent?.streamOutput)
         let app = YOLOSwapServer.makeApplication(
             control: control, configuration: configuration,
-            metricsText: { registry.emitToString() }, logger: logger, desired: desired, engine: engine,
+            metricsText: { registry.emitToString() }, logger: logger, desired: desired, streams: streams,
+            engine: engine,
             onServerRunning: { port in
                 if let portFile { try? "\(port)\n".write(toFile: portFile, atomically: true, encoding: .utf8) }
                 let banner = """
@@ -113,8 +120,8 @@ struct ServeCommand: AsyncParsableCommand {
                     """
                 FileHandle.standardOutput.write(Data(banner.utf8))
             })
-        // Services stop in reverse order: the MQTT fleet agent (publishing `offline`), the desired-state watcher and
-        // the sampler, then the HTTP server (draining its requests), then the slots.
+        // Services stop in reverse order: the video streams, the MQTT fleet agent (publishing `offline`), the
+        // desired-state watcher and the sampler, then the HTTP server (draining its requests), then the slots.
         var groupServices: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: SlotService(control: control, configuration: configuration, logger: logger)),
             .init(service: app), .init(service: MetricsSampler(manager: manager)),
@@ -133,10 +140,9 @@ struct ServeCommand: AsyncParsableCommand {
             groupServices.append(.init(service: DesiredStateFileService(path: path, reconciler: desired,
                 logger: logger)))
         }
-        if let mqtt = configuration.mqtt {
-            groupServices.append(.init(service: try FleetAgent(settings: mqtt, control: control, reconciler: desired,
-                stateDirectory: configuration.stateDirectory, logger: logger)))
-        }
+        if let fleetAgent { groupServices.append(.init(service: fleetAgent)) }
+        // Last, so first to stop: the streams end (and their viewers' responses with them) before anything else.
+        groupServices.append(.init(service: StreamService(registry: streams, control: control)))
         let group = ServiceGroup(configuration: .init(
             services: groupServices,
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

@@ -30,8 +30,9 @@ final class MQTTFleet: @unchecked Sendable {
     }
 
     /// Starts a device (`yoloswap serve` with an `mqtt:` section) and waits until it is ready.
-    func device(_ name: String, protocol version: String = "3.1.1", stateDirectory: URL? = nil) async throws
-        -> ServerProcess
+    /// - Parameter extra: more of the configuration (a `streams:` section).
+    func device(_ name: String, protocol version: String = "3.1.1", stateDirectory: URL? = nil, extra: String = "")
+        async throws -> ServerProcess
     {
         try await ServerProcess(yaml: """
             \(ServerProcess.demoTokens)
@@ -50,6 +51,7 @@ final class MQTTFleet: @unchecked Sendable {
               keepalive_s: 5
               reconnect_max_s: 1
               status_interval_s: 5
+            \(extra)
             """, stateDirectory: stateDirectory)
     }
 

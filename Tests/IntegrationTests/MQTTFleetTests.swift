@@ -52,6 +52,58 @@ struct MQTTFleetTests {
         #expect(offline.status == 0, "\(offline.stdout)")
     }
 
+    @Test("a video stream with the mqtt output publishes every frame's result in order and its end, acknowledged by the broker")
+    func streamResultsOverMQTT() async throws {
+        let fleet = try MQTTFleet()
+        let media = URL(fileURLWithPath: TestVideos.mjpeg).deletingLastPathComponent().path
+        let device = try await fleet.device("dev-v", extra: "streams: { media_dir: \"\(media)\" }")
+        defer { device.stop() }
+
+        // paho subscribes to the device's stream topics first (QoS 1), then the stream starts.
+        let ready = fleet.folder.file("collect.ready")
+        let output = fleet.folder.file("collect.json")
+        let peer = Process()
+        peer.executableURL = URL(fileURLWithPath: Repo.python)
+        peer.arguments = [Repository.path("tools/fleet_peer.py"), "--port", "\(fleet.broker.port)", "--cafile",
+            fleet.broker.caFile, "--username", MosquittoBroker.username, "--password", MosquittoBroker.password,
+            "--timeout", "120", "collect", "--subscribe", "yoloswap/v1/dev-v/streams/#", "--ready", ready,
+            "--until-event", "ended"]
+        FileManager.default.createFile(atPath: output, contents: nil)
+        peer.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
+        try peer.run()
+        defer { if peer.isRunning { peer.terminate() } }
+        #expect(await eventually(timeout: .seconds(60)) { FileManager.default.fileExists(atPath: ready) })
+
+        let (created, stream) = try await device.json("POST", "/v1/streams", token: ServerProcess.operatorToken,
+            body: ["source": "pan.avi", "outputs": ["mqtt": true]])
+        #expect(created == 201, "\(stream)")
+        let id = try #require(stream["id"] as? String)
+        let topic = "yoloswap/v1/dev-v/streams/\(id)/results"
+        #expect((stream["outputs"] as? [String])?.contains("mqtt:\(topic)") == true, "\(stream)")
+        #expect(await eventually(timeout: .seconds(150)) { !peer.isRunning })
+        #expect(peer.terminationStatus == 0)
+
+        // Frames 0…59 once each, in order, each with its model stamp; then the end on the events topic.
+        let received = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: output)))
+            as? [[String: Any]] ?? []
+        let frames = received.filter { $0["topic"] as? String == topic }.compactMap { $0["message"] as? [String: Any] }
+        #expect(frames.map { $0["frame"] as? Int ?? -1 } == Array(0..<60))
+        #expect(frames.allSatisfy { ($0["model"] as? [String: Any])?["slot"] as? String == "default"
+            && $0["stream"] as? String == id })
+        let events = received.filter { $0["topic"] as? String == "yoloswap/v1/dev-v/streams/\(id)/events" }
+        #expect(events.compactMap { ($0["message"] as? [String: Any])?["type"] as? String } == ["ended"])
+
+        // The stream's status counts what the broker acknowledged: 60 results and the end (the end's PUBACK may
+        // reach the device after paho has the message).
+        func delivery() async -> [String: Any]? {
+            let status = try? await device.json("GET", "/v1/streams/\(id)", token: ServerProcess.operatorToken).1
+            return (status?["deliveries"] as? [String: Any])?["mqtt"] as? [String: Any]
+        }
+        #expect(await eventuallyAsync(timeout: .seconds(30)) { await delivery()?["published"] as? Int == 61 })
+        let figures = await delivery()
+        #expect(figures?["failed"] as? Int == 0 && figures?["target"] as? String == topic, "\(figures ?? [:])")
+    }
+
     @Test("unsigned, untrusted, tampered, stale, misaddressed and replayed commands are refused and audited; a repeated command runs once; a signed command runs through the control plane")
     func commandSecurity() async throws {
         let fleet = try MQTTFleet()

@@ -33,7 +33,9 @@ struct StreamServiceTests {
         for body: [String: Any] in [["source": "../pan.avi"], ["source": "/etc/passwd"],
                                     ["source": "rtsp://10.0.0.1/cam"], ["source": "/dev/video0"],
                                     ["source": "pan.avi", "outputs": ["file": "../escape.jsonl"]],
-                                    ["source": "pan.avi", "fps_cap": 0]] {
+                                    ["source": "pan.avi", "fps_cap": 0],
+                                    // This service has no MQTT connection.
+                                    ["source": "pan.avi", "outputs": ["mqtt": true]]] {
             let (status, problem) = try await server.json("POST", "/v1/streams", token: op, body: body)
             #expect(status == 400, "\(body): \(problem)")
         }
@@ -86,6 +88,65 @@ struct StreamServiceTests {
 
         #expect(try await server.json("DELETE", "/v1/streams/\(id)", token: op).0 == 200)
         #expect(try await server.json("GET", "/v1/streams/\(id)", token: op).0 == 404)
+
+        // The audit log: the start with its source and outputs, the stop with how far the stream got, and the refused
+        // requests with their reasons.
+        let entries = try await server.auditEntries()
+        let mine = entries.filter { ($0["reason"] as? String)?.hasPrefix("stream \(id):") == true }
+        let start = mine.first { $0["action"] as? String == "stream.start" }
+        let stop = mine.first { $0["action"] as? String == "stream.stop" }
+        #expect(start?["actor"] as? String == "alice" && start?["slot"] as? String == "default", "\(mine)")
+        #expect((start?["reason"] as? String)?.contains("outputs results, preview, file:cam.jsonl") == true)
+        #expect((stop?["reason"] as? String)?.contains("60 frames detected, 0 dropped") == true, "\(mine)")
+        let refused = entries.filter { $0["action"] as? String == "stream.start" && $0["result"] as? String == "refused" }
+        #expect(refused.count == 7, "\(refused)")
+        #expect(refused.contains { ($0["reason"] as? String)?.contains("no MQTT connection") == true })
+    }
+
+    @Test("SIGTERM with a stream running and a results viewer reading: the stream stops, the viewer's response ends, the server exits 0, the stop is audited")
+    func shutdownStopsStreams() async throws {
+        let media = URL(fileURLWithPath: TestVideos.mjpeg).deletingLastPathComponent().path
+        let state = try TemporaryDirectory()
+        let yaml = """
+            \(ServerProcess.demoTokens)
+            slots:
+              default: { model: yolov3-tiny-coco-320.onnx }
+            hotswap: { warmup_runs: 1 }
+            streams: { media_dir: "\(media)" }
+            """
+        let server = try await ServerProcess(yaml: yaml, stateDirectory: URL(fileURLWithPath: state.path))
+        defer { server.stop(signal: SIGKILL) }
+        // Two frames a second: the 60 frames would take 30 s.
+        let (created, stream) = try await server.json("POST", "/v1/streams", token: ServerProcess.operatorToken,
+            body: ["source": "pan.avi", "fps_cap": 2])
+        #expect(created == 201, "\(stream)")
+        let id = try #require(stream["id"] as? String)
+        let viewer = try StalledReader(port: server.port, path: "/v1/streams/\(id)/results",
+            token: ServerProcess.viewerToken)
+        var seen = String(decoding: viewer.rest, as: UTF8.self)
+        while !seen.contains("event: frame") {
+            let more = viewer.read()
+            guard !more.isEmpty else { break }
+            seen += String(decoding: more, as: UTF8.self)
+        }
+        #expect(seen.contains("event: frame"))
+
+        #expect(server.stop(signal: SIGTERM, timeout: 30) == 0, "\(server.log.suffix(3000))")
+        // The viewer got the stream's end, then the end of the response.
+        while true {
+            let more = viewer.read()
+            if more.isEmpty { break }
+            seen += String(decoding: more, as: UTF8.self)
+        }
+        #expect(seen.contains("event: ended"), "\(seen.suffix(500))")
+        viewer.close()
+
+        let restarted = try await ServerProcess(yaml: yaml, stateDirectory: URL(fileURLWithPath: state.path))
+        defer { restarted.stop(signal: SIGKILL) }
+        let stop = try await restarted.auditEntries().first { $0["action"] as? String == "stream.stop" }
+        #expect(stop?["actor"] as? String == "system", "\(stop ?? [:])")
+        #expect((stop?["reason"] as? String)?.hasPrefix("stream \(id):") == true)
+        #expect((stop?["reason"] as? String)?.hasSuffix("state stopped; shutting down") == true, "\(stop ?? [:])")
     }
 
     /// Reads `count` parts of the MJPEG preview.

@@ -1,4 +1,5 @@
 import Foundation
+import Primitives
 import TestSupport
 import Testing
 
@@ -102,6 +103,58 @@ struct ONNXRuntimeTests {
         }
         let expected = reference.reduce(0, +)
         #expect(sums.allSatisfy { $0 == expected })
+    }
+
+    @Test("a session created at nice 10 starts its pool threads at the process's priority, and joins them when released")
+    func poolThreadsKeepTheProcessPriority() async throws {
+        let processNice = try #require(Self.nice(task: "self"))
+        let before = Set(Self.poolThreads())
+        // Created on a thread of its own at nice 10, as the service's load workers create sessions.
+        let created = Locked<(session: ORTSession?, creatorNice: Int?, error: String?)>((nil, nil, nil))
+        let thread = Thread {
+            _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
+            let nice = Self.nice(task: "thread-self")
+            do {
+                let session = try ORTSession(bytes: Repository.bytes("models/yolov3-tiny-coco-416.onnx"),
+                    environment: environment, options: SessionOptions(intraOpThreads: 3))
+                created.withLock { $0 = (session, nice, nil) }
+            } catch {
+                created.withLock { $0 = (nil, nice, "\(error)") }
+            }
+        }
+        thread.start()
+        #expect(await eventually(timeout: .seconds(120)) { created.withLock { $0.session != nil || $0.error != nil } })
+        #expect(created.withLock { $0.error } == nil)
+        #expect(created.withLock { $0.creatorNice } == 10, "the creating thread must run at nice 10 for this test")
+        let mine = Set(Self.poolThreads()).subtracting(before)
+        // Three intra-op threads: the caller of Run and two pool threads (other suites' sessions may add more).
+        #expect(mine.count >= 2)
+        for task in mine { #expect(Self.nice(task: "self/task/\(task)") == processNice, "pool thread \(task)") }
+        let outputs = try #require(created.withLock { $0.session })
+            .run(.float([Float](repeating: 0.5, count: 3 * 416 * 416), shape: [1, 3, 416, 416]))
+        #expect(outputs[0].shape == [1, 2535, 85])
+        // Released: ORT ends its pool threads and the join hook waits for them.
+        created.withLock { $0.session = nil }
+        #expect(await eventually(timeout: .seconds(60)) { Set(Self.poolThreads()).isDisjoint(with: mine) })
+    }
+
+    /// The thread ids of the process's ORT pool threads.
+    static func poolThreads() -> [Int] {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+        return tasks.compactMap { task in
+            let comm = (try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8)) ?? ""
+            return comm.trimmingCharacters(in: .whitespacesAndNewlines) == "ort-pool" ? Int(task) : nil
+        }
+    }
+
+    /// A task's nice value (`/proc/<path>/stat`, field 19), nil when it is gone.
+    static func nice(task path: String) -> Int? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(path)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return nil }
+        // Fields after the command name (which may hold spaces) start with field 3, the state.
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        return fields.count > 16 ? Int(fields[16]) : nil
     }
 
     @Test("every spinning policy is taken by ORT and leaves the outputs unchanged")

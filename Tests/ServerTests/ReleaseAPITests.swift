@@ -9,6 +9,7 @@ import Logging
 import NIOCore
 import Primitives
 import Server
+import Streams
 import TestSupport
 import Testing
 import YOLO
@@ -142,6 +143,87 @@ struct ReleaseAPITests {
         #expect(entries[1].sha256?.count == 64)
         let events = harness.control.manager.recentEvents(slot: "default").map(\.operation)
         #expect(events.contains(.releaseStart) && events.contains(.releaseAbort))
+    }
+
+    @Test("a video stream's frames count in the release: a canary takes the stream as one unit, a shadow mirrors its frames")
+    func streamFramesCountInRelease() async throws {
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        var configuration = harness.configuration
+        configuration.streamPolicy = SourcePolicy(
+            mediaDirectory: URL(fileURLWithPath: TestVideos.mjpeg).deletingLastPathComponent().path)
+        let streams = YOLOSwapServer.makeStreamRegistry(control: harness.control, configuration: configuration,
+            logger: Logger(label: "test"))
+        /// Runs the 60-frame video to its end; the model that answered its last frame, and its switches.
+        @Sendable func runStream() async throws -> (model: String?, switches: Int) {
+            let stream = try streams.create(.init(source: "pan.avi", slot: "default"))
+            await stream.waitUntilFinished()
+            let status = stream.currentStatus
+            #expect(status.state == .ended && status.frames_detected == 60, "\(status)")
+            return (status.model?.id, status.switches.count)
+        }
+        try await harness.test { client in
+            // A canary at 100 %: every frame of the stream goes to the candidate, and counts for it.
+            let (code, _) = try await Self.post(client, "/v1/slots/default/release?wait=true",
+                ["model": "synthetic/yolov5-nc80-320-identity.onnx", "strategy": "canary",
+                 "steps": [["percent": 100, "hold_s": 3600]]])
+            #expect(code == .ok)
+            let canaryRun = try await runStream()
+            #expect(canaryRun.model?.hasPrefix("yolov5-nc80-320-identity") == true && canaryRun.switches == 0,
+                "\(canaryRun)")
+            let canary = try #require(try await Self.status(client)["variants"] as? [String: [String: Any]])
+            #expect(canary["candidate"]?["requests"] as? Int == 60, "\(canary)")
+            #expect(canary["baseline"]?["requests"] as? Int ?? 0 == 0)
+            #expect(try await Self.post(client, "/v1/slots/default/release/abort").0 == .ok)
+
+            // A shadow: the baseline answers every frame; each frame is mirrored to the candidate or shed, counted.
+            #expect(try await Self.post(client, "/v1/slots/default/release?wait=true",
+                ["model": "synthetic/yolov5-nc80-320-identity.onnx", "strategy": "shadow", "mirror_percent": 100])
+                .0 == .ok)
+            let shadowRun = try await runStream()
+            #expect(shadowRun.model?.hasPrefix("yolov5-nc80-416-identity") == true && shadowRun.switches == 0,
+                "\(shadowRun)")
+            var release: [String: Any] = [:]
+            #expect(await eventuallyAsync(timeout: .seconds(60)) {
+                release = (try? await Self.status(client)) ?? [:]
+                return (release["mirror"] as? [String: Int] ?? [:]).values.reduce(0, +) == 60
+            }, "\(release)")
+            let variants = try #require(release["variants"] as? [String: [String: Any]])
+            #expect(variants["baseline"]?["requests"] as? Int == 60, "\(variants)")
+            let mirrored = (release["mirror"] as? [String: Int])?["mirrored"] ?? 0
+            #expect(mirrored >= 1 && variants["candidate"]?["requests"] as? Int == mirrored)
+            #expect(try await Self.post(client, "/v1/slots/default/release/abort").0 == .ok)
+        }
+    }
+
+    @Test("/v2 during a canary: an image counts for the candidate that answered it; a raw tensor goes to the active model, whose shape it has")
+    func openInferenceCountsInRelease() async throws {
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        try await harness.test { client in
+            #expect(try await Self.post(client, "/v1/slots/default/release?wait=true",
+                ["model": "synthetic/yolov5-nc80-320-identity.onnx", "strategy": "canary",
+                 "steps": [["percent": 100, "hold_s": 3600]]]).0 == .ok)
+            let image = Data(H.busJPEG.readableBytesView).base64EncodedString()
+            let request = try Self.body(["inputs": [["name": "image", "datatype": "BYTES", "shape": [1],
+                "data": [image]]]])
+            for _ in 0..<3 {
+                try await client.execute(uri: "/v2/models/default/infer", method: .post,
+                    headers: H.headers(token: Self.operatorToken, contentType: "application/json"), body: request) {
+                    #expect($0.status == .ok, "\(String(buffer: $0.body))")
+                    let parameters = (try? H.json($0))?["parameters"] as? [String: Any]
+                    #expect((parameters?["model_id"] as? String)?.hasPrefix("yolov5-nc80-320-identity") == true)
+                }
+            }
+            // The candidate takes 320 inputs; the model's metadata (and this tensor) are the active model's, 416.
+            let (raw, headers) = OpenInferenceRoutesTests.rawRequest(size: 416)
+            try await client.execute(uri: "/v2/models/default/infer", method: .post, headers: headers, body: raw) {
+                #expect($0.status == .ok, "\(String(buffer: $0.body))")
+            }
+            let variants = try #require(try await Self.status(client)["variants"] as? [String: [String: Any]])
+            #expect(variants["candidate"]?["requests"] as? Int == 3, "\(variants)")
+            #expect(variants["baseline"]?["requests"] as? Int ?? 0 == 0)
+        }
     }
 
     @Test("a shadow candidate with a bad class mapping is rolled back by agreement_f1, with the figures audited")

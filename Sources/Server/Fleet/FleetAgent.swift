@@ -51,6 +51,8 @@ public struct FleetAgent: Service {
     let statusContributors: [String: FleetStatusContributor]
     let memoryPath: String
     let logger: Logger
+    /// The `mqtt` output of video streams: it publishes over this agent's client while the agent runs.
+    public let streamOutput: FleetStreamOutput
 
     /// - Parameters:
     ///   - handlers: command actions beyond the built-in ones, by action name.
@@ -69,10 +71,13 @@ public struct FleetAgent: Service {
             .merging(statusContributors) { _, given in given }
         self.memoryPath = URL(fileURLWithPath: stateDirectory).appendingPathComponent("mqtt-replay-guard.json").path
         self.logger = logger
+        self.streamOutput = FleetStreamOutput(topics: settings.topics, device: settings.device)
     }
 
     public func run() async throws {
         let session = try FleetSession(agent: self)
+        streamOutput.attach(session.client)
+        defer { streamOutput.attach(nil) }
         await session.run()
     }
 }

@@ -1,0 +1,19 @@
+import Foundation
+import Streams
+
+// The audit records of video streams: who started or stopped which stream, with what source and outputs, and how far
+// it got. Best effort, as a stream changes no model: an entry that cannot be written is logged, the call goes on.
+extension ControlPlane {
+    /// Records `action` (`stream.start`, `stream.stop`, or `stream.refused` for a request the policy refused) for a
+    /// stream.
+    func auditStream(_ action: String, _ status: StreamStatus, by principal: Principal, from remote: String?,
+                     reason: String? = nil) async {
+        let figures = action == "stream.start"
+            ? "source \(status.source), back_pressure \(status.back_pressure.rawValue), outputs "
+                + status.outputs.joined(separator: ", ")
+            : "\(status.frames_detected) frames detected, \(status.frames_dropped) dropped, "
+                + "\(status.switches.count) switches, state \(status.state.rawValue)"
+        try? await audit(principal, remote, action, status.slot, result: "succeeded",
+            reason: "stream \(status.id): \(figures)" + (reason.map { "; \($0)" } ?? ""), started: status.started_at)
+    }
+}
