@@ -127,10 +127,14 @@ ROLLOUTS ?= 20
 bench-mqtt: build-debug
 	YOLOSWAP_MQTT_ROLLOUTS=$(ROLLOUTS) $(SWIFT) test --skip-build --filter MQTTFleetBenchmark
 # A video stream end to end (README → Performance): the 300-frame test video (made here by ffmpeg from a sample photo)
-# with yolov3-tiny 416, against the Python cv2.VideoCapture + reference pipeline + ORT loop in the same run; then the
-# frame latency around SWAPS swaps and ROLLBACKS rollbacks against steady state.
+# with yolov3-tiny 416, against the Python cv2.VideoCapture + reference pipeline + ORT loop in the same run; then, at
+# a camera's 30 fps, the frame latency around 10 swaps and ROLLBACKS rollbacks against a run with none. The stream
+# detects STREAM_IN_FLIGHT frames at once with STREAM_THREADS intra-op threads each; the Python loop, one frame with
+# PYTHON_THREADS (each at its fastest on 2 cores).
 STREAM_VIDEO ?= out/stream-bench.mp4
-STREAM_THREADS ?= 2
+STREAM_THREADS ?= 1
+STREAM_IN_FLIGHT ?= 2
+PYTHON_THREADS ?= 2
 ROLLBACKS ?= 5
 $(STREAM_VIDEO):
 	@mkdir -p $(dir $@)
@@ -140,7 +144,7 @@ $(STREAM_VIDEO):
 
 bench-stream: build $(STREAM_VIDEO)
 	.build/release/yoloswap bench-stream --video $(STREAM_VIDEO) --model $(MODEL) --threads $(STREAM_THREADS) \
-		--swaps 10 --rollbacks $(ROLLBACKS)
+		--frames-in-flight $(STREAM_IN_FLIGHT) --python-threads $(PYTHON_THREADS) --swaps 10 --rollbacks $(ROLLBACKS)
 # The Open Inference Protocol's throughput as a client sees it (README → Performance): the same closed loop through
 # POST /v1/detect and through tritonclient (HTTP: BYTES image and raw tensor; gRPC), against the release binary.
 bench-oip: build

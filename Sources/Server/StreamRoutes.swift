@@ -18,6 +18,8 @@ struct StreamBody: Decodable {
     var source: String
     var slot: String?
     var fps_cap: Double?
+    /// Frames detected at once (1…8; files under `block` with no `fps_cap`).
+    var frames_in_flight: Int?
     /// `block` | `latest` (default: `block` for files, `latest` for live sources).
     var back_pressure: BackPressure?
     var outputs: Outputs?
@@ -50,7 +52,8 @@ struct StreamRoutes: Sendable {
             let stream: VideoStream
             do {
                 stream = try registry.create(StreamRegistry.Request(source: body.source, slot: slot,
-                    fpsCap: body.fps_cap, backPressure: body.back_pressure, outputFile: body.outputs?.file,
+                    fpsCap: body.fps_cap, framesInFlight: body.frames_in_flight, backPressure: body.back_pressure,
+                    outputFile: body.outputs?.file,
                     mqtt: body.outputs?.mqtt ?? false, confidence: body.conf, iou: body.iou))
             } catch {
                 let problem = Self.problem(error)

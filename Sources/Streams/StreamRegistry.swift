@@ -13,6 +13,8 @@ public final class StreamRegistry: Sendable {
         public var source: String
         public var slot: String
         public var fpsCap: Double?
+        /// Frames detected at once (`StreamConfiguration.framesInFlight`).
+        public var framesInFlight: Int?
         public var backPressure: BackPressure?
         /// A JSON-lines file inside the output folder, one line per frame.
         public var outputFile: String?
@@ -21,11 +23,13 @@ public final class StreamRegistry: Sendable {
         public var confidence: Float?
         public var iou: Float?
 
-        public init(source: String, slot: String, fpsCap: Double? = nil, backPressure: BackPressure? = nil,
+        public init(source: String, slot: String, fpsCap: Double? = nil, framesInFlight: Int? = nil,
+                    backPressure: BackPressure? = nil,
                     outputFile: String? = nil, mqtt: Bool = false, confidence: Float? = nil, iou: Float? = nil) {
             self.source = source
             self.slot = slot
             self.fpsCap = fpsCap
+            self.framesInFlight = framesInFlight
             self.backPressure = backPressure
             self.outputFile = outputFile
             self.mqtt = mqtt
@@ -65,8 +69,11 @@ public final class StreamRegistry: Sendable {
         let source = try policy.resolve(request.source)
         guard let slot = slots(request.slot) else { throw .unknownSlot(request.slot) }
         if let cap = request.fpsCap, !(cap > 0 && cap <= 1000) { throw .invalid("fps_cap must lie in (0, 1000]") }
+        if let n = request.framesInFlight, !(1...StreamConfiguration.maxFramesInFlight).contains(n) {
+            throw .invalid("frames_in_flight must lie in 1...\(StreamConfiguration.maxFramesInFlight)")
+        }
         var configuration = StreamConfiguration(source: source, slot: request.slot, backPressure: request.backPressure,
-            fpsCap: request.fpsCap)
+            fpsCap: request.fpsCap, framesInFlight: request.framesInFlight ?? 1)
         for (name, value) in [("conf", request.confidence), ("iou", request.iou)] {
             if let value, !(0...1).contains(value) { throw .invalid("\(name) must lie in [0, 1]") }
         }

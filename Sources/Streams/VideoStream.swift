@@ -26,11 +26,15 @@ public struct StreamConfiguration: Sendable {
     public var stallTimeout: Duration
     /// The program run to decode.
     public var ffmpeg: String
+    /// Frames detected at once (1…8), on as many of the slot's worker threads, results still handed on in frame
+    /// order: throughput for a file under `block` with no `fpsCap` (otherwise 1). On a machine whose cores one
+    /// inference does not fill (one intra-op thread per model), 2 runs two frames side by side.
+    public var framesInFlight: Int
 
     public init(source: VideoSource, slot: String, backPressure: BackPressure? = nil, fpsCap: Double? = nil,
                 detection: DetectionOptions = .init(), maxPixels: Int = 8192 * 8192,
                 reconnectInitial: Duration = .milliseconds(250), reconnectMaximum: Duration = .seconds(10),
-                stallTimeout: Duration = .seconds(5), ffmpeg: String = "ffmpeg") {
+                stallTimeout: Duration = .seconds(5), ffmpeg: String = "ffmpeg", framesInFlight: Int = 1) {
         self.source = source
         self.slot = slot
         self.backPressure = backPressure ?? (source.isLive ? .latest : .block)
@@ -41,7 +45,10 @@ public struct StreamConfiguration: Sendable {
         self.reconnectMaximum = reconnectMaximum
         self.stallTimeout = stallTimeout
         self.ffmpeg = ffmpeg
+        self.framesInFlight = min(max(framesInFlight, 1), Self.maxFramesInFlight)
     }
+
+    public static let maxFramesInFlight = 8
 }
 
 /// A video stream detected frame by frame on a slot's active model, through any number of swaps.
@@ -270,57 +277,99 @@ public final class VideoStream: Sendable {
 
     // MARK: Detection (a task: awaits the slot's workers)
 
+    /// Takes frames in decode order and detects them, up to `framesInFlight` at once (one when a frame rate is capped
+    /// or under `latest`, where the newest frame matters), and hands the results on in frame order.
+    ///
+    /// With several frames in flight, a later frame may take its model lease before an earlier one: across a swap it
+    /// could answer on the older generation. Such a result is not handed on; the frame is detected again, on the
+    /// model of now, so that generations never go down along the results and each frame is answered once.
     private func detectLoop() async {
         var previous: ModelStamp?
         var lastStart: ContinuousClock.Instant?
         let minimumInterval = configuration.fpsCap.map { Duration.seconds(1 / $0) }
-        while let frame = await mailbox.next() {
-            if let minimumInterval, let lastStart {
-                try? await Task.sleep(until: lastStart + minimumInterval, clock: .continuous)
-            }
-            lastStart = .now
-            guard let detection = await detect(frame) else { break }
-            let stamp = detection.model
-            if let previous, previous.generation != stamp.generation || previous.sha256 != stamp.sha256 {
-                let event = StreamEvent(stream: id, type: .switched, time: Date(), frame: frame.index, from: previous,
-                    to: stamp)
-                status.withLock { s in
-                    s.switches.append(event)
-                    if s.switches.count > 100 { s.switches.removeFirst() }
+        let depth = minimumInterval == nil && configuration.backPressure == .block
+            ? max(1, configuration.framesInFlight) : 1
+        var inFlight: [(frame: VideoFrame, detection: Task<SlotDetection?, Never>)] = []
+        var sourceEnded = false
+        while true {
+            while !sourceEnded, inFlight.count < depth {
+                guard let frame = await mailbox.next() else {
+                    sourceEnded = true
+                    break
                 }
-                logger.info("stream switched model", metadata: ["stream": "\(id)", "frame": "\(frame.index)",
-                    "from": "\(previous.id)#\(previous.generation)", "to": "\(stamp.id)#\(stamp.generation)"])
-                broadcast(.event(event))
+                if let minimumInterval, let lastStart {
+                    try? await Task.sleep(until: lastStart + minimumInterval, clock: .continuous)
+                }
+                lastStart = .now
+                inFlight.append((frame, Task { await self.detect(frame) }))
             }
-            previous = stamp
-            let t = detection.result.timings
-            let result = StreamFrameResult(stream: id, frame: frame.index, pts: frame.pts, model: stamp,
-                image: .init(width: frame.image.width, height: frame.image.height),
-                detections: detection.result.detections,
-                timings_ms: .init(decode: t.decode, preprocess: t.preprocess, inference: t.inference,
-                    postprocess: t.postprocess, queue: detection.queueMilliseconds,
-                    latency: (ContinuousClock.now - frame.decodedAt).milliseconds))
-            status.withLock { s in
-                s.frames_detected += 1
-                s.model = stamp
-                s.last_pts = frame.pts
+            guard !inFlight.isEmpty else { break }
+            let (frame, task) = inFlight.removeFirst()
+            guard var detection = await task.value else { break }
+            if let previous, detection.model.generation < previous.generation {
+                guard let again = await detect(frame) else { break }
+                detection = again
             }
-            frameCounter.increment()
-            let dropped = mailbox.dropped
-            let counted = status.withLock { s -> Int in
-                defer { s.frames_dropped = dropped }
-                return s.frames_dropped
-            }
-            if dropped > counted { dropCounter.increment(by: dropped - counted) }
+            observer?.answered(slot: configuration.slot, input: .decoded(frame.image), options: configuration.detection,
+                key: id, detection: detection)
+            emit(frame, detection, after: &previous)
+            let result = resultLine(frame, detection)
             await sink?(result)
-            broadcast(.frame(result))
-            let viewers = previews.withLock { Array($0.values) }
-            if !viewers.isEmpty {
-                let preview = PreviewFrame(frame: frame.index, image: frame.image, detections: result.detections)
-                viewers.forEach { $0.yield(preview) }
-            }
+            show(result, frame)
         }
+        // The stream ends: frames still in flight finish (or give up, stopping) before it is reported ended.
+        for (_, task) in inFlight { _ = await task.value }
         end()
+    }
+
+    /// Records a frame's answer: a switch event when the model changed since `previous`, the status and counters.
+    private func emit(_ frame: VideoFrame, _ detection: SlotDetection, after previous: inout ModelStamp?) {
+        let stamp = detection.model
+        if let previous, previous.generation != stamp.generation || previous.sha256 != stamp.sha256 {
+            let event = StreamEvent(stream: id, type: .switched, time: Date(), frame: frame.index, from: previous,
+                to: stamp)
+            status.withLock { s in
+                s.switches.append(event)
+                if s.switches.count > 100 { s.switches.removeFirst() }
+            }
+            logger.info("stream switched model", metadata: ["stream": "\(id)", "frame": "\(frame.index)",
+                "from": "\(previous.id)#\(previous.generation)", "to": "\(stamp.id)#\(stamp.generation)"])
+            broadcast(.event(event))
+        }
+        previous = stamp
+        status.withLock { s in
+            s.frames_detected += 1
+            s.model = stamp
+            s.last_pts = frame.pts
+        }
+        frameCounter.increment()
+        let dropped = mailbox.dropped
+        let counted = status.withLock { s -> Int in
+            defer { s.frames_dropped = dropped }
+            return s.frames_dropped
+        }
+        if dropped > counted { dropCounter.increment(by: dropped - counted) }
+    }
+
+    /// The frame's result line.
+    private func resultLine(_ frame: VideoFrame, _ detection: SlotDetection) -> StreamFrameResult {
+        let t = detection.result.timings
+        return StreamFrameResult(stream: id, frame: frame.index, pts: frame.pts, model: detection.model,
+            image: .init(width: frame.image.width, height: frame.image.height),
+            detections: detection.result.detections,
+            timings_ms: .init(decode: t.decode, preprocess: t.preprocess, inference: t.inference,
+                postprocess: t.postprocess, queue: detection.queueMilliseconds,
+                latency: (ContinuousClock.now - frame.decodedAt).milliseconds))
+    }
+
+    /// Hands a result to the results subscribers and, with its frame, to the preview viewers.
+    private func show(_ result: StreamFrameResult, _ frame: VideoFrame) {
+        broadcast(.frame(result))
+        let viewers = previews.withLock { Array($0.values) }
+        if !viewers.isEmpty {
+            let preview = PreviewFrame(frame: frame.index, image: frame.image, detections: result.detections)
+            viewers.forEach { $0.yield(preview) }
+        }
     }
 
     /// Detects one frame; under `block` an overloaded slot is retried (never dropping the frame). Nil when the
@@ -329,16 +378,13 @@ public final class VideoStream: Sendable {
     /// During a release the stream's id is the sticky key: one camera's frames go to one variant while the share is
     /// unchanged, so its results do not flicker between models. A frame the candidate fails is detected again on the
     /// active model (as `POST /v1/detect` answers from the baseline), so a failing candidate does not end the stream.
-    /// Both outcomes are told to the observer: the release counts them, and mirrors the frame to a shadow candidate.
+    /// A variant's failure is told to the observer here; the answer handed on, by the detection loop.
     private func detect(_ frame: VideoFrame) async -> SlotDetection? {
         var context = RoutingContext(key: id)
         let options = configuration.detection
         while !stopping.value {
             do {
-                let detection = try await slot.detect(image: frame.image, options: options, context: context)
-                observer?.answered(slot: configuration.slot, input: .decoded(frame.image), options: options, key: id,
-                    detection: detection)
-                return detection
+                return try await slot.detect(image: frame.image, options: options, context: context)
             } catch SlotError.overloaded(_, _, let retryAfter) {
                 try? await Task.sleep(for: retryAfter)
             } catch let routed as RoutedDetectionError where !context.preferActive {

@@ -17,39 +17,72 @@ struct BenchStreamCommand: AsyncParsableCommand {
     @OptionGroup var modelOptions: ModelOptions
     @Option(help: "Swaps (loads that activate) during the swap run.") var swaps = 10
     @Option(help: "Rollbacks to the warm standby during the swap run.") var rollbacks = 5
+    @Option(help: "Frames the stream detects at once, each on a worker thread of its own.") var framesInFlight = 1
+    @Option(help: "Intra-op threads of the Python loop (default: --threads).") var pythonThreads: Int?
+    @Option(help: ArgumentHelp("The latency runs pace the video at this frame rate, as a camera delivers it.",
+        discussion: "0: as fast as the model answers (a file; the load of a swap then takes its cores from frames)."))
+    var cameraFps: Double = 30
     @Option(help: "Python interpreter for the reference loop (empty: skip it).") var python = ".venv/bin/python"
     @Option(help: "The reference loop.") var reference = "tools/stream_reference.py"
     @Flag(help: "Print one JSON object.") var json = false
 
+    func validate() throws {
+        guard cameraFps >= 0, cameraFps <= 1000 else { throw ValidationError("--camera-fps lies in [0, 1000]") }
+        guard (1...StreamConfiguration.maxFramesInFlight).contains(framesInFlight) else {
+            throw ValidationError("--frames-in-flight lies in 1...\(StreamConfiguration.maxFramesInFlight)")
+        }
+    }
+
     func run() async throws {
         // The Python loop first, then the two stream runs, in the same process run: the ratio compares like with like.
-        var result: [String: Any] = ["video": video, "model": modelOptions.model, "threads": modelOptions.threads]
+        let pythonThreads = self.pythonThreads ?? modelOptions.threads
+        var result: [String: Any] = ["video": video, "model": modelOptions.model, "threads": modelOptions.threads,
+            "frames_in_flight": framesInFlight, "python_threads": pythonThreads]
         if !python.isEmpty {
             let python = try Self.runPython(python, [reference, "--model", modelOptions.model, "--threads",
-                String(modelOptions.threads), video])
+                String(pythonThreads), video])
             result["python_fps"] = python["fps"]
             result["python_latency_p50_ms"] = python["latency_p50_ms"]
             result["python_latency_p99_ms"] = python["latency_p99_ms"]
         }
-        let steady = try await stream(withSwaps: false, frames: 300)
-        result["frames"] = steady.frames
-        result["fps"] = steady.fps
-        result["steady_latency_p50_ms"] = percentile(steady.latencies, 50)
-        result["steady_latency_p99_ms"] = percentile(steady.latencies, 99)
-        if let pythonFPS = result["python_fps"] as? Double, pythonFPS > 0 { result["fps_ratio"] = steady.fps / pythonFPS }
+        // Throughput: the video as fast as it goes, no swap.
+        let throughput = try await stream(withSwaps: false, frames: 300, fpsCap: nil)
+        result["frames"] = throughput.frames
+        result["fps"] = throughput.fps
+        if let pythonFPS = result["python_fps"] as? Double, pythonFPS > 0 {
+            result["fps_ratio"] = throughput.fps / pythonFPS
+        }
 
-        let swapped = try await stream(withSwaps: true, frames: steady.frames)
-        // The 5 frames around each switch point: the two before it, the first of the new model, the two after.
-        let window = Set(swapped.switchFrames.flatMap { ($0 - 2)...($0 + 2) })
-        let around = swapped.latencies.enumerated().filter { window.contains($0.offset) }.map(\.element)
-        let outside = swapped.latencies.enumerated().filter { !window.contains($0.offset) }.map(\.element)
+        // Latency: at the camera's rate, with no swap, then through the swaps and rollbacks.
+        let cap = cameraFps > 0 ? cameraFps : nil
+        result["camera_fps"] = cameraFps
+        let steady = cap == nil ? throughput : try await stream(withSwaps: false, frames: throughput.frames, fpsCap: cap)
+        let swapped = try await stream(withSwaps: true, frames: throughput.frames, fpsCap: cap)
         result["swap_run_fps"] = swapped.fps
         result["swap_run_switches"] = swapped.switchFrames.count
-        result["swap_run_steady_latency_p50_ms"] = percentile(outside, 50)
-        result["swap_run_steady_latency_p99_ms"] = percentile(outside, 99)
-        result["swap_window_latency_p50_ms"] = percentile(around, 50)
-        result["swap_window_latency_p99_ms"] = percentile(around, 99)
-        if percentile(outside, 99) > 0 { result["swap_window_p99_ratio"] = percentile(around, 99) / percentile(outside, 99) }
+        // Two measures per frame: `latency`, from the frame leaving FFmpeg to its answer (under `block` it includes the
+        // wait in the hand-off while the decoder runs ahead), and `service`, from the detection taking the frame to
+        // its answer (worker queue, pre-processing, inference, post-processing).
+        for (name, values) in [("latency", \Run.latencies), ("service", \Run.services)] {
+            let (steadyValues, swapValues) = (steady[keyPath: values], swapped[keyPath: values])
+            // The 5 frames around each switch point: the two before it, the first of the new model, the two after.
+            let window = Set(swapped.switchFrames.flatMap { ($0 - 2)...($0 + 2) })
+            let around = swapValues.enumerated().filter { window.contains($0.offset) }.map(\.element)
+            let outside = swapValues.enumerated().filter { !window.contains($0.offset) }.map(\.element)
+            result["steady_\(name)_p50_ms"] = percentile(steadyValues, 50)
+            result["steady_\(name)_p99_ms"] = percentile(steadyValues, 99)
+            result["swap_run_steady_\(name)_p50_ms"] = percentile(outside, 50)
+            result["swap_run_steady_\(name)_p99_ms"] = percentile(outside, 99)
+            result["swap_window_\(name)_p50_ms"] = percentile(around, 50)
+            result["swap_window_\(name)_p99_ms"] = percentile(around, 99)
+            if percentile(outside, 99) > 0 {
+                result["swap_window_\(name)_p99_vs_swap_run"] = percentile(around, 99) / percentile(outside, 99)
+            }
+            // Against the run with no swap at all (no load in the background either): the goal's ratio.
+            if percentile(steadyValues, 99) > 0 {
+                result["swap_window_\(name)_p99_vs_steady"] = percentile(around, 99) / percentile(steadyValues, 99)
+            }
+        }
         result["swap_failures"] = swapped.failures
         if json {
             let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
@@ -65,12 +98,14 @@ struct BenchStreamCommand: AsyncParsableCommand {
         var fps: Double
         /// Per frame, in frame order: decoded → answered, in milliseconds.
         var latencies: [Double]
+        /// Per frame, in frame order: the detection's own time (queue, pre, inference, post), in milliseconds.
+        var services: [Double]
         var switchFrames: [Int]
         var failures: [String]
     }
 
     /// Streams the video once (block back-pressure) and, with swaps, swaps and rolls back spread over its `frames`.
-    private func stream(withSwaps: Bool, frames: Int) async throws -> Run {
+    private func stream(withSwaps: Bool, frames: Int, fpsCap: Double?) async throws -> Run {
         // The second model is a copy of the first: every swap loads a new session of the same cost. Loads go through
         // an optimized-model cache (a fresh one per run, its misses optimized in a child process), as the service's do.
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("yoloswap-bench-\(UUID())")
@@ -78,7 +113,8 @@ struct BenchStreamCommand: AsyncParsableCommand {
         defer { try? FileManager.default.removeItem(at: folder) }
         let cache = try OptimizedModelCache.yoloswap(directory: folder.appendingPathComponent("cache").path,
             persistentSecret: false)
-        let manager = try StreamSlot.makeManager(modelOptions: modelOptions, cache: cache)
+        let manager = try StreamSlot.makeManager(modelOptions: modelOptions, servingThreads: framesInFlight,
+            cache: cache)
         let slot = try await manager.createSlot("stream")
         _ = try await manager.loadAndActivate(LoadRequest(slot: "stream", path: modelOptions.model))
         let copy = folder.appendingPathComponent("copy.onnx").path
@@ -87,11 +123,16 @@ struct BenchStreamCommand: AsyncParsableCommand {
         let every = max(8, frames / (operations + 1))
         let driver = SwapSchedule(manager: manager, models: [modelOptions.model, copy], swaps: swaps,
             rollbacks: rollbacks)
-        let latencies = Locked<[Double]>([])
+        let latencies = Locked<(end: [Double], service: [Double])>(([], []))
         let stream = VideoStream(id: "bench", configuration: StreamConfiguration(source: .file(path: video),
-            slot: "stream", backPressure: .block), slot: slot, sink: { result in
-                latencies.withLock { $0.append(result.timings_ms.latency) }
-                if operations > 0, result.frame > 0, result.frame % every == 0 { await driver.startNext() }
+            slot: "stream", backPressure: .block, fpsCap: fpsCap, framesInFlight: framesInFlight), slot: slot,
+            sink: { result in
+                let t = result.timings_ms
+                latencies.withLock {
+                    $0.end.append(t.latency)
+                    $0.service.append(t.queue + t.preprocess + t.inference + t.postprocess)
+                }
+                if operations > 0, result.frame > 0, result.frame % every == 0 { driver.startNext() }
             })
         let start = ContinuousClock.now
         stream.start()
@@ -104,7 +145,7 @@ struct BenchStreamCommand: AsyncParsableCommand {
             throw ValidationError("the stream ended \(status.state.rawValue): \(status.last_error ?? "")")
         }
         return Run(frames: status.frames_detected, fps: Double(status.frames_detected) / elapsed,
-            latencies: latencies.value, switchFrames: status.switches.compactMap(\.frame), failures: driver.failures)
+            latencies: latencies.value.end, services: latencies.value.service, switchFrames: status.switches.compactMap(\.frame), failures: driver.failures)
     }
 
     private static func runPython(_ python: String, _ arguments: [String]) throws -> [String: Any] {
@@ -131,7 +172,8 @@ private func percentile(_ values: [Double], _ p: Double) -> Double {
 }
 
 /// Swaps (loads that activate, to whichever model is not active) and rollbacks, interleaved, one at a time; the next
-/// starts when the stream asks and the previous one has finished.
+/// is queued when the stream asks, and starts once the previous one has finished. Asking never waits: a stream that
+/// waited for a load in its result sink would stall its own frames, and the stall would be measured as the swap's.
 final class SwapSchedule: Sendable {
     private let manager: ModelManager
     private let models: [String]
@@ -158,30 +200,31 @@ final class SwapSchedule: Sendable {
 
     var failures: [String] { state.value.failures }
 
-    func startNext() async {
-        guard let previous = state.withLock({ s -> Task<Void, Never>?? in s.next < plan.count ? .some(s.running) : nil })
-        else { return }
-        await previous?.value
-        let index = state.withLock { s -> Int in
-            defer { s.next += 1 }
-            return s.next
-        }
-        let isSwap = plan[index]
-        let task = Task { [manager, models] in
-            do {
-                if isSwap {
-                    let active = manager.slot("stream")?.roles.active?.identity.path
-                    let target = active == models[0] ? models[1] : models[0]
-                    let status = try await manager.loadAndActivate(LoadRequest(slot: "stream", path: target))
-                    if status.stage != .ready { self.fail("swap \(index): \(status.failure.map { "\($0)" } ?? "")") }
-                } else {
-                    _ = try await manager.rollback(slot: "stream")
-                }
-            } catch {
-                self.fail("operation \(index): \(error)")
+    func startNext() {
+        state.withLock { s in
+            guard s.next < plan.count else { return }
+            let (index, previous) = (s.next, s.running)
+            s.next += 1
+            s.running = Task { [manager, models, plan] in
+                await previous?.value
+                await self.run(index, isSwap: plan[index], manager: manager, models: models)
             }
         }
-        state.withLock { $0.running = task }
+    }
+
+    private func run(_ index: Int, isSwap: Bool, manager: ModelManager, models: [String]) async {
+        do {
+            if isSwap {
+                let active = manager.slot("stream")?.roles.active?.identity.path
+                let target = active == models[0] ? models[1] : models[0]
+                let status = try await manager.loadAndActivate(LoadRequest(slot: "stream", path: target))
+                if status.stage != .ready { self.fail("swap \(index): \(status.failure.map { "\($0)" } ?? "")") }
+            } else {
+                _ = try await manager.rollback(slot: "stream")
+            }
+        } catch {
+            self.fail("operation \(index): \(error)")
+        }
     }
 
     func waitForAll() async { await state.withLock { $0.running }?.value }

@@ -27,22 +27,28 @@ struct StreamCommand: AsyncParsableCommand {
     @Option(help: "At most this many detections per second.") var fpsCap: Double?
     @Option(help: "Refuse frames with more pixels than this.") var maxPixels: Int = 50_000_000
     @Option(help: "The ffmpeg program.") var ffmpeg = "ffmpeg"
+    @Option(help: ArgumentHelp("Frames detected at once, each on a worker thread of its own (results in frame order).",
+        discussion: "For a file under block with no --fps-cap; try 2 with --threads 1 on a 2-core machine."))
+    var framesInFlight = 1
     @Flag(help: "Print no per-frame JSON; a summary at the end instead.") var summary = false
 
     func validate() throws {
         guard (0...1).contains(conf), (0...1).contains(iou) else { throw ValidationError("--conf and --iou lie in [0, 1]") }
         if let fpsCap, !(fpsCap > 0 && fpsCap <= 1000) { throw ValidationError("--fps-cap lies in (0, 1000]") }
         guard maxPixels > 0 else { throw ValidationError("--max-pixels must be positive") }
+        guard (1...StreamConfiguration.maxFramesInFlight).contains(framesInFlight) else {
+            throw ValidationError("--frames-in-flight lies in 1...\(StreamConfiguration.maxFramesInFlight)")
+        }
     }
 
     func run() async throws {
         let videoSource: VideoSource
         do { videoSource = try SourcePolicy.unrestricted.resolve(source) } catch { throw ValidationError("\(error)") }
-        let manager = try StreamSlot.makeManager(modelOptions: modelOptions)
+        let manager = try StreamSlot.makeManager(modelOptions: modelOptions, servingThreads: framesInFlight)
         let slot = try await manager.createSlot("stream")
         _ = try await manager.loadAndActivate(LoadRequest(slot: "stream", path: modelOptions.model))
         var configuration = StreamConfiguration(source: videoSource, slot: "stream", backPressure: backPressure,
-            fpsCap: fpsCap, maxPixels: maxPixels, ffmpeg: ffmpeg)
+            fpsCap: fpsCap, maxPixels: maxPixels, ffmpeg: ffmpeg, framesInFlight: framesInFlight)
         configuration.detection = DetectionOptions(confidence: conf, iou: iou)
         let printFrames = !summary
         let stream = VideoStream(id: "cli", configuration: configuration, slot: slot, sink: { result in

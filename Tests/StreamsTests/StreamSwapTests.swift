@@ -19,11 +19,14 @@ extension StreamSuite {
         static let plan: [Operation] = Array(repeating: [Operation.swap, .swap, .rollback], count: 5).flatMap { $0 }
             + [.swap]
 
-        @Test("300 H.264 frames through 11 swaps and 5 rollbacks: each frame once, in order, generations monotone and matching the swap log, detections equal `yoloswap detect`")
-        func framesThroughSwaps() async throws {
+        /// With 2 frames in flight, two frames are detected at once on the slot's two workers: the later one can take
+        /// its lease first, and the stream must still hand on results in order with generations that never go down.
+        @Test("300 H.264 frames through 11 swaps and 5 rollbacks: each frame once, in order, generations monotone and matching the swap log, detections equal `yoloswap detect`",
+            arguments: [1, 2])
+        func framesThroughSwaps(framesInFlight: Int) async throws {
             let video = TestVideos.h264
-            let manager = ModelManager(configuration: HotSwapConfiguration(servingThreads: 1, intraOpThreads: 1,
-                warmupRuns: 1), loader: streamLoader)
+            let manager = ModelManager(configuration: HotSwapConfiguration(servingThreads: framesInFlight,
+                intraOpThreads: 1, warmupRuns: 1), loader: streamLoader)
             let slot = try await manager.createSlot("line")
             _ = try await manager.loadAndActivate(LoadRequest(slot: "line", path: Self.modelA))
 
@@ -32,7 +35,8 @@ extension StreamSuite {
             let log = ResultLog()
             let progress = OperationProgress()
             let stream = VideoStream(id: "cam-1",
-                configuration: StreamConfiguration(source: .file(path: video), slot: "line", backPressure: .block),
+                configuration: StreamConfiguration(source: .file(path: video), slot: "line", backPressure: .block,
+                    framesInFlight: framesInFlight),
                 slot: slot, sink: { result in
                     log.append(result)
                     progress.frameDone(result.frame)
