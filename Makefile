@@ -128,9 +128,9 @@ bench-mqtt: build-debug
 	YOLOSWAP_MQTT_ROLLOUTS=$(ROLLOUTS) $(SWIFT) test --skip-build --filter MQTTFleetBenchmark
 # A video stream end to end (README → Performance): the 300-frame test video (made here by ffmpeg from a sample photo)
 # with yolov3-tiny 416, against the Python cv2.VideoCapture + reference pipeline + ORT loop in the same run; then, at
-# a camera's 30 fps, the frame latency around 10 swaps and ROLLBACKS rollbacks against a run with none. The stream
-# detects STREAM_IN_FLIGHT frames at once with STREAM_THREADS intra-op threads each; the Python loop, one frame with
-# PYTHON_THREADS (each at its fastest on 2 cores).
+# a camera's 30 fps, the frame latency around 10 swaps and ROLLBACKS rollbacks against a run with none. In the
+# throughput run the stream detects STREAM_IN_FLIGHT frames at once (the paced runs, one) with STREAM_THREADS intra-op
+# threads each; the Python loop, one frame with PYTHON_THREADS (each at its fastest on 2 cores).
 STREAM_VIDEO ?= out/stream-bench.mp4
 STREAM_THREADS ?= 1
 STREAM_IN_FLIGHT ?= 2

@@ -1,6 +1,5 @@
 internal import CONNXRuntime
 import Foundation
-import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -17,21 +16,25 @@ import Synchronization
 /// `CAP_SYS_NICE`, so the threads are started from here instead, through ORT's custom thread-creation hooks
 /// (`SessionOptionsSetCustomCreateThreadFn` / `…JoinThreadFn`). Each is named `ort-pool`.
 ///
-/// Thread-safety: the C hooks may be called from any thread; requests are handed to the spawner thread under a lock,
-/// and each caller waits for its own thread's creation.
+/// The price: with more than one intra-op thread, the pool's share of a Run made while the model loads (its warm-up)
+/// or for a shadow copy runs at normal priority too; only the thread calling Run keeps the load's or mirror's nice
+/// value. With one intra-op thread ORT makes no pool, and none of this applies.
+///
+/// Thread-safety: the C hooks may be called from any thread. Requests are handed to the spawner, and the outcome
+/// back, under one `NSCondition` (a pthread mutex, which ThreadSanitizer sees).
 enum PoolThreads {
     /// The spawner, started once, from the first caller's thread (``ORTEnvironment/init(library:logLevel:logID:)``).
     static let spawner = Spawner()
 
     /// One thread to create: ORT's worker function and its argument, and the outcome.
     final class Request: @unchecked Sendable {
-        // @unchecked: `thread` and `failed` are written by the spawner before it signals `done`, and read by the
-        // requester only after waiting for it.
+        // @unchecked: `thread`, `failed` and `done` are written by the spawner and read by the requester, both under
+        // the spawner's condition lock.
         let worker: OrtThreadWorkerFn
         let argument: UnsafeMutableRawPointer?
         var thread = pthread_t()
         var failed: Int32 = 0
-        let done = DispatchSemaphore(value: 0)
+        var done = false
 
         init(worker: OrtThreadWorkerFn, argument: UnsafeMutableRawPointer?) {
             self.worker = worker
@@ -40,9 +43,10 @@ enum PoolThreads {
     }
 
     /// The long-lived thread that creates the pool threads.
-    final class Spawner: Sendable {
-        private let pending = Mutex<[Request]>([])
-        private let wake = DispatchSemaphore(value: 0)
+    final class Spawner: @unchecked Sendable {
+        // @unchecked: `pending` is only touched under `condition`.
+        private let condition = NSCondition()
+        private var pending: [Request] = []
 
         init() {
             let thread = Thread { [self] in loop() }
@@ -52,25 +56,33 @@ enum PoolThreads {
 
         /// Creates a thread running `request.worker(request.argument)`; returns once it exists (or failed).
         func spawn(_ request: Request) {
-            pending.withLock { $0.append(request) }
-            wake.signal()
-            request.done.wait()
+            condition.lock()
+            defer { condition.unlock() }
+            pending.append(request)
+            condition.broadcast()
+            while !request.done { condition.wait() }
         }
 
         private func loop() {
             while true {
-                wake.wait()
-                guard let request = pending.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) else { continue }
+                condition.lock()
+                while pending.isEmpty { condition.wait() }
+                let request = pending.removeFirst()
                 let context = Unmanaged.passRetained(request).toOpaque()
-                request.failed = pthread_create(&request.thread, nil, { context in
+                var thread = pthread_t()
+                let failed = pthread_create(&thread, nil, { context in
                     let request = Unmanaged<Request>.fromOpaque(context!).takeRetainedValue()
                     Thread.current.name = "ort-pool"
                     request.worker(request.argument)
                     return nil
                 }, context)
                 // Not started: the thread's reference was never taken.
-                if request.failed != 0 { Unmanaged<Request>.fromOpaque(context).release() }
-                request.done.signal()
+                if failed != 0 { Unmanaged<Request>.fromOpaque(context).release() }
+                request.thread = thread
+                request.failed = failed
+                request.done = true
+                condition.broadcast()
+                condition.unlock()
             }
         }
     }

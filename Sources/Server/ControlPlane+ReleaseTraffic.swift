@@ -1,6 +1,7 @@
 import Foundation
 import HotSwap
 import ImageCodecs
+import Primitives
 import Releases
 import YOLO
 
@@ -93,7 +94,7 @@ extension ControlPlane {
         ReleaseMetrics.answer(slot: slot.name, variant: engine.spec.candidateName, failed: false,
             milliseconds: candidate.result.timings.total)
         // A copy that finished after the release ended is not kept: it is no longer the release's figures.
-        if !pair.agrees, !engine.phase.isTerminal, let imageBytes = Self.reviewableImage(input) {
+        if !pair.agrees, !engine.phase.isTerminal, let imageBytes = await Self.reviewableImage(input) {
             let id = UUID().uuidString.lowercased()
             run.disagreements.add(Disagreement(id: id, time: Date(), content_type: Self.contentType(imageBytes),
                 image_bytes: imageBytes.count, baseline: baseline.detections,
@@ -104,14 +105,17 @@ extension ControlPlane {
         handle(decisions, of: run)
     }
 
-    /// The image a disagreement keeps for review: the request's own bytes, or a video frame as a JPEG (nil when it
-    /// cannot be encoded: the pair is still counted, only not kept).
-    static func reviewableImage(_ input: DetectionInput) -> [UInt8]? {
+    /// The image a disagreement keeps for review: the request's own bytes, or a video frame as a JPEG, encoded off the
+    /// cooperative pool (nil when it cannot be encoded: the pair is still counted, only not kept).
+    static func reviewableImage(_ input: DetectionInput) async -> [UInt8]? {
         switch input {
         case .encoded(let bytes): bytes
-        case .decoded(let image): try? ImageEncoder.jpeg(image, quality: 90)
+        case .decoded(let image): await reviewEncoder.run { try? ImageEncoder.jpeg(image, quality: 90) }
         }
     }
+
+    /// Encodes disagreeing video frames for review, one at a time.
+    private static let reviewEncoder = BlockingQueue(label: "yoloswap.review-encode")
 
     static func contentType(_ bytes: [UInt8]) -> String {
         if bytes.starts(with: [0xFF, 0xD8]) { return "image/jpeg" }

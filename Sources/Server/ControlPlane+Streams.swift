@@ -4,8 +4,8 @@ import Streams
 // The audit records of video streams: who started or stopped which stream, with what source and outputs, and how far
 // it got. Best effort, as a stream changes no model: an entry that cannot be written is logged, the call goes on.
 extension ControlPlane {
-    /// Records `action` (`stream.start`, `stream.stop`, or `stream.refused` for a request the policy refused) for a
-    /// stream.
+    /// Records `action` (`stream.start`, `stream.stop`) for a stream. (A refused start is recorded by the route, as
+    /// `stream.start` with result `refused` and the reason.)
     func auditStream(_ action: String, _ status: StreamStatus, by principal: Principal, from remote: String?,
                      reason: String? = nil) async {
         let figures = action == "stream.start"

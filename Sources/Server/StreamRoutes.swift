@@ -152,6 +152,7 @@ struct StreamRoutes: Sendable {
         case .sourceNotAllowed, .outputNotAllowed, .invalid: return Problem.badRequest(error.description)
         case .tooManyStreams: return Problem(.tooManyRequests, "Too Many Requests", detail: error.description)
         case .unknownSlot: return Problem.notFound(error.description)
+        case .shuttingDown: return Problem(.serviceUnavailable, "Service Unavailable", detail: error.description)
         }
     }
 }

@@ -133,9 +133,10 @@ public struct SlotService: Service {
     }
 }
 
-/// The video streams' lifetime as a service: at graceful shutdown every stream is stopped (FFmpeg killed and reaped,
-/// each recorded in the audit log as `stream.stop` by `system`), which also ends their results and preview viewers'
-/// responses, so that the HTTP server can drain.
+/// The video streams' lifetime as a service: at graceful shutdown the registry refuses new streams (503), every
+/// stream is stopped (FFmpeg killed and reaped, each recorded in the audit log as `stream.stop` by `system`), which also
+/// ends their results and preview viewers' responses, so that the HTTP server can drain; then the MQTT outputs get
+/// up to 5 s to publish what they hold, the streams' ends included.
 ///
 /// Put it after the HTTP application and the MQTT fleet agent in the `ServiceGroup`: services stop in reverse order,
 /// so the streams stop first, while their outputs can still deliver the final events.
@@ -150,11 +151,13 @@ public struct StreamService: Service {
 
     public func run() async throws {
         try? await gracefulShutdown()
+        registry.close()
         for stream in registry.all where !stream.isFinished {
             await stream.stop()
             await control.auditStream("stream.stop", stream.currentStatus, by: ControlPlane.system, from: nil,
                 reason: "shutting down")
         }
+        await registry.waitForOutputs(within: .seconds(5))
     }
 }
 

@@ -107,6 +107,8 @@ public enum StreamError: Error, Equatable, CustomStringConvertible {
     case invalid(String)
     case tooManyStreams(limit: Int)
     case unknownSlot(String)
+    /// The service is stopping.
+    case shuttingDown
 
     public var description: String {
         switch self {
@@ -115,6 +117,7 @@ public enum StreamError: Error, Equatable, CustomStringConvertible {
         case .invalid(let reason): reason
         case .tooManyStreams(let limit): "at most \(limit) streams may run at once"
         case .unknownSlot(let slot): "no slot '\(slot)'"
+        case .shuttingDown: "the service is shutting down"
         }
     }
 }

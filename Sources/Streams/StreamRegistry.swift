@@ -45,6 +45,10 @@ public final class StreamRegistry: Sendable {
     private let publisher: (any StreamPublisher)?
     private let logger: Logger
     private let streams = Locked<[String: VideoStream]>([:])
+    /// Set at shutdown: no stream is created afterwards.
+    private let closed = Locked(false)
+    /// The MQTT outputs' publishing tasks, by stream id, until they have delivered the stream's end.
+    private let publishing = Locked<[String: Task<Void, Never>]>([:])
     /// Writes JSON-lines outputs off the cooperative pool.
     private let writer = BlockingQueue(label: "yoloswap.stream-output")
 
@@ -64,8 +68,10 @@ public final class StreamRegistry: Sendable {
     }
 
     /// Checks the request, starts the stream and returns it.
-    /// - Throws: `StreamError` (source or output not allowed, unknown slot, bad numbers, too many streams).
+    /// - Throws: `StreamError` (source or output not allowed, unknown slot, bad numbers, too many streams, shutting
+    ///   down).
     public func create(_ request: Request) throws(StreamError) -> VideoStream {
+        if closed.value { throw .shuttingDown }
         let source = try policy.resolve(request.source)
         guard let slot = slots(request.slot) else { throw .unknownSlot(request.slot) }
         if let cap = request.fpsCap, !(cap > 0 && cap <= 1000) { throw .invalid("fps_cap must lie in (0, 1000]") }
@@ -79,6 +85,13 @@ public final class StreamRegistry: Sendable {
         }
         if let conf = request.confidence { configuration.detection.confidence = conf }
         if let iou = request.iou { configuration.detection.iou = iou }
+        if request.mqtt && publisher == nil {
+            throw .outputNotAllowed(path: "mqtt", reason: "the service has no MQTT connection (configure `mqtt:`)")
+        }
+        // Checked again when the stream is added; here, so that a refused request creates no output file.
+        if streams.withLock({ s in s.count >= maxStreams && !s.values.contains { $0.isFinished } }) {
+            throw .tooManyStreams(limit: maxStreams)
+        }
         var outputs = ["results", "preview"]
         var sink: (@Sendable (StreamFrameResult) async -> Void)?
         if let file = request.outputFile {
@@ -90,14 +103,8 @@ public final class StreamRegistry: Sendable {
             sink = { [writer] result in await writer.run { output.append(result) } }
         }
         let id = String(UUID().uuidString.prefix(8)).lowercased()
-        var publisher: (any StreamPublisher)?
-        if request.mqtt {
-            guard let configured = self.publisher else {
-                throw .outputNotAllowed(path: "mqtt", reason: "the service has no MQTT connection (configure `mqtt:`)")
-            }
-            publisher = configured
-            outputs.append("mqtt:\(configured.topic(stream: id, events: false))")
-        }
+        let publisher = request.mqtt ? self.publisher : nil
+        if let publisher { outputs.append("mqtt:\(publisher.topic(stream: id, events: false))") }
         let stream = VideoStream(id: id, configuration: configuration, slot: slot, outputs: outputs, logger: logger,
             observer: observer, sink: sink)
         try streams.withLock { (s: inout [String: VideoStream]) throws(StreamError) in
@@ -125,7 +132,9 @@ public final class StreamRegistry: Sendable {
         let messages = stream.subscribe(buffer: 1024)
         let results = publisher.topic(stream: stream.id, events: false)
         let events = publisher.topic(stream: stream.id, events: true)
-        Task.detached {
+        let id = stream.id
+        let task = Task.detached { [publishing] in
+            defer { _ = publishing.withLock { $0.removeValue(forKey: id) } }
             let encoder = JSONEncoder.yoloswap
             for await message in messages {
                 let topic: String
@@ -142,6 +151,24 @@ public final class StreamRegistry: Sendable {
                 }
             }
         }
+        // Before the stream starts: the task cannot have ended yet.
+        publishing.withLock { $0[id] = task }
+    }
+
+    /// Refuses every later `create` (shutdown): streams started by requests that arrive while the service stops
+    /// would outlive the shutdown's stop of every stream.
+    public func close() { closed.withLock { $0 = true } }
+
+    /// Waits until the MQTT outputs have published what their streams gave them (their end included), at most
+    /// `timeout`; returns whether they all finished.
+    @discardableResult
+    public func waitForOutputs(within timeout: Duration) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if publishing.withLock({ $0.isEmpty }) { return true }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return publishing.withLock { $0.isEmpty }
     }
 
     /// Every stream, by id.
@@ -154,11 +181,6 @@ public final class StreamRegistry: Sendable {
         guard let stream = streams.withLock({ $0.removeValue(forKey: id) }) else { return nil }
         await stream.stop()
         return stream.currentStatus
-    }
-
-    /// Stops every stream (shutdown).
-    public func stopAll() async {
-        for stream in streams.withLock({ Array($0.values) }) { await stream.stop() }
     }
 }
 

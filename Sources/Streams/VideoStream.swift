@@ -388,7 +388,10 @@ public final class VideoStream: Sendable {
             } catch SlotError.overloaded(_, _, let retryAfter) {
                 try? await Task.sleep(for: retryAfter)
             } catch let routed as RoutedDetectionError where !context.preferActive {
-                if case .decode = routed.error { return nil }
+                if case .decode = routed.error {
+                    abort("frame \(frame.index): \(routed.error)")
+                    return nil
+                }
                 // Without an observer (the CLI has no releases) any variant's failure is retried once.
                 let retry = observer?.failed(slot: configuration.slot, variant: routed.variant, error: routed.error)
                 guard retry ?? true else {
@@ -397,6 +400,11 @@ public final class VideoStream: Sendable {
                 }
                 context.preferActive = true
             } catch {
+                // The active model failed the frame (also on a retry after the candidate failed it): the release
+                // counts it, and the stream ends with the reason, as outside a release.
+                if let routed = error as? RoutedDetectionError {
+                    _ = observer?.failed(slot: configuration.slot, variant: routed.variant, error: routed.error)
+                }
                 abort("frame \(frame.index): \(error)")
                 return nil
             }

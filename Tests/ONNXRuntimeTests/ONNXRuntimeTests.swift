@@ -129,7 +129,9 @@ struct ONNXRuntimeTests {
         let mine = Set(Self.poolThreads()).subtracting(before)
         // Three intra-op threads: the caller of Run and two pool threads (other suites' sessions may add more).
         #expect(mine.count >= 2)
-        for task in mine { #expect(Self.nice(task: "self/task/\(task)") == processNice, "pool thread \(task)") }
+        // Threads of other suites' sessions may have ended meanwhile: only the ones still there are read.
+        let read = mine.compactMap { Self.nice(task: "self/task/\($0)") }
+        #expect(read.count >= 2 && read.allSatisfy { $0 == processNice }, "pool threads' nice values: \(read)")
         let outputs = try #require(created.withLock { $0.session })
             .run(.float([Float](repeating: 0.5, count: 3 * 416 * 416), shape: [1, 3, 416, 416]))
         #expect(outputs[0].shape == [1, 2535, 85])

@@ -90,5 +90,29 @@ extension StreamSuite {
             #expect(throws: StreamError.self) { _ = try withOutput.resolveOutput("../out.jsonl") }
             #expect(try withOutput.resolveOutput("out.jsonl").hasSuffix("/out.jsonl"))
         }
+
+        @Test("the registry: a refused request leaves no output file behind; after close() every request is refused")
+        func registryRefusals() async throws {
+            let media = try TemporaryDirectory()
+            try Data("x".utf8).write(to: URL(fileURLWithPath: media.file("clip.mp4")))
+            let manager = ModelManager(configuration: HotSwapConfiguration(servingThreads: 1), loader: streamLoader)
+            defer { Task { await manager.shutdown() } }
+            let slot = try await manager.createSlot("line")
+            let registry = StreamRegistry(policy: SourcePolicy(mediaDirectory: media.path,
+                outputDirectory: media.path), maxStreams: 1, slots: { $0 == "line" ? slot : nil })
+            // The MQTT output without an MQTT connection, and no slot by that name: refused before the file is made.
+            #expect(throws: StreamError.outputNotAllowed(path: "mqtt",
+                reason: "the service has no MQTT connection (configure `mqtt:`)")) {
+                _ = try registry.create(.init(source: "clip.mp4", slot: "line", outputFile: "a.jsonl", mqtt: true))
+            }
+            #expect(throws: StreamError.unknownSlot("line2")) {
+                _ = try registry.create(.init(source: "clip.mp4", slot: "line2", outputFile: "a.jsonl"))
+            }
+            #expect(!FileManager.default.fileExists(atPath: media.file("a.jsonl")))
+            registry.close()
+            #expect(throws: StreamError.shuttingDown) {
+                _ = try registry.create(.init(source: "clip.mp4", slot: "line"))
+            }
+        }
     }
 }
