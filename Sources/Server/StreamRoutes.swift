@@ -14,6 +14,8 @@ struct StreamBody: Decodable {
         var file: String?
         /// Publish results and events over the service's MQTT connection (`mqtt:` in the configuration).
         var mqtt: Bool?
+        /// An annotated video (every frame with its boxes) inside `streams.output_dir`, encoded by FFmpeg.
+        var video: String?
     }
     var source: String
     var slot: String?
@@ -54,7 +56,8 @@ struct StreamRoutes: Sendable {
                 stream = try registry.create(StreamRegistry.Request(source: body.source, slot: slot,
                     fpsCap: body.fps_cap, framesInFlight: body.frames_in_flight, backPressure: body.back_pressure,
                     outputFile: body.outputs?.file,
-                    mqtt: body.outputs?.mqtt ?? false, confidence: body.conf, iou: body.iou))
+                    mqtt: body.outputs?.mqtt ?? false, outputVideo: body.outputs?.video, confidence: body.conf,
+                    iou: body.iou))
             } catch {
                 let problem = Self.problem(error)
                 try? await api.control.audit(principal, context.remoteAddress, "stream.start", slot, result: "refused",
@@ -138,12 +141,7 @@ struct StreamRoutes: Sendable {
 
     /// The frame with each detection's box and label drawn, as a JPEG.
     static func annotatedJPEG(_ frame: PreviewFrame) throws -> [UInt8] {
-        var canvas = frame.image
-        Annotator.draw(frame.detections.map {
-            Annotation(x1: $0.box.x1, y1: $0.box.y1, x2: $0.box.x2, y2: $0.box.y2,
-                label: "\($0.className) \(String(format: "%.2f", $0.confidence))", classID: $0.classID)
-        }, on: &canvas)
-        return try ImageEncoder.jpeg(canvas, quality: 80)
+        try ImageEncoder.jpeg(frame.annotated, quality: 80)
     }
 
     private static func problem(_ error: any Error) -> any Error {

@@ -54,11 +54,22 @@ public enum StreamMessage: Sendable {
     case event(StreamEvent)
 }
 
-/// The newest frame with its detections, for the annotated preview.
+/// A detected frame with its detections: the annotated preview's (the newest one) and the output video's (each one).
 public struct PreviewFrame: Sendable {
     public var frame: Int
+    public var pts: Double?
     public var image: RGBImage
     public var detections: [Detection]
+
+    /// The frame with each detection's box and label (class, confidence) drawn, as `yoloswap detect --save` draws them.
+    public var annotated: RGBImage {
+        var canvas = image
+        Annotator.draw(detections.map {
+            Annotation(x1: $0.box.x1, y1: $0.box.y1, x2: $0.box.x2, y2: $0.box.y2,
+                label: "\($0.className) \(String(format: "%.2f", $0.confidence))", classID: $0.classID)
+        }, on: &canvas)
+        return canvas
+    }
 }
 
 /// A stream's state as `GET /v1/streams/{id}` shows it.

@@ -20,12 +20,15 @@ public final class StreamRegistry: Sendable {
         public var outputFile: String?
         /// Publish the results and events over the service's MQTT connection (`StreamPublisher`).
         public var mqtt: Bool
+        /// An annotated video (every frame with its boxes drawn) inside the output folder, encoded by FFmpeg.
+        public var outputVideo: String?
         public var confidence: Float?
         public var iou: Float?
 
         public init(source: String, slot: String, fpsCap: Double? = nil, framesInFlight: Int? = nil,
                     backPressure: BackPressure? = nil,
-                    outputFile: String? = nil, mqtt: Bool = false, confidence: Float? = nil, iou: Float? = nil) {
+                    outputFile: String? = nil, mqtt: Bool = false, outputVideo: String? = nil,
+                    confidence: Float? = nil, iou: Float? = nil) {
             self.source = source
             self.slot = slot
             self.fpsCap = fpsCap
@@ -33,6 +36,7 @@ public final class StreamRegistry: Sendable {
             self.backPressure = backPressure
             self.outputFile = outputFile
             self.mqtt = mqtt
+            self.outputVideo = outputVideo
             self.confidence = confidence
             self.iou = iou
         }
@@ -47,7 +51,8 @@ public final class StreamRegistry: Sendable {
     private let streams = Locked<[String: VideoStream]>([:])
     /// Set at shutdown: no stream is created afterwards.
     private let closed = Locked(false)
-    /// The MQTT outputs' publishing tasks, by stream id, until they have delivered the stream's end.
+    /// The outputs still delivering: MQTT publishing tasks (by stream id) until they have delivered the stream's end,
+    /// and output videos (`<id>/video`) until their file is complete.
     private let publishing = Locked<[String: Task<Void, Never>]>([:])
     /// Writes JSON-lines outputs off the cooperative pool.
     private let writer = BlockingQueue(label: "yoloswap.stream-output")
@@ -92,6 +97,13 @@ public final class StreamRegistry: Sendable {
         if streams.withLock({ s in s.count >= maxStreams && !s.values.contains { $0.isFinished } }) {
             throw .tooManyStreams(limit: maxStreams)
         }
+        let videoPath = try request.outputVideo.map { file throws(StreamError) in
+            let path = try policy.resolveOutput(file)
+            if let other = request.outputFile, (try? policy.resolveOutput(other)) == path {
+                throw .invalid("outputs.video and outputs.file name the same file")
+            }
+            return path
+        }
         var outputs = ["results", "preview"]
         var sink: (@Sendable (StreamFrameResult) async -> Void)?
         if let file = request.outputFile {
@@ -105,8 +117,23 @@ public final class StreamRegistry: Sendable {
         let id = String(UUID().uuidString.prefix(8)).lowercased()
         let publisher = request.mqtt ? self.publisher : nil
         if let publisher { outputs.append("mqtt:\(publisher.topic(stream: id, events: false))") }
+        // The video's frames are counted in the stream's status, which the sink reaches once the stream exists.
+        let counted = Locked<VideoStream?>(nil)
+        var video: AnnotatedVideoOutput?
+        var frameSink: (@Sendable (PreviewFrame) async -> Void)?
+        if let videoPath, let name = request.outputVideo {
+            let output = AnnotatedVideoOutput(path: videoPath, fallbackFPS: request.fpsCap,
+                ffmpeg: configuration.ffmpeg)
+            video = output
+            outputs.append("video:\(name)")
+            frameSink = { [writer] (frame: PreviewFrame) async in
+                let error: String? = await writer.run { output.append(frame) }
+                counted.value?.recordDelivery(output: "video", target: name, error: error)
+            }
+        }
         let stream = VideoStream(id: id, configuration: configuration, slot: slot, outputs: outputs, logger: logger,
-            observer: observer, sink: sink)
+            observer: observer, sink: sink, frameSink: frameSink)
+        counted.withLock { $0 = stream }
         try streams.withLock { (s: inout [String: VideoStream]) throws(StreamError) in
             if s.count >= maxStreams {
                 // Room is made by forgetting an ended stream; running ones are never displaced.
@@ -121,6 +148,7 @@ public final class StreamRegistry: Sendable {
             "back_pressure": "\(configuration.backPressure.rawValue)"])
         // Subscribed before the first frame, so that the output misses nothing.
         if let publisher { publish(stream, to: publisher) }
+        if let video, let name = request.outputVideo { finishAtEnd(stream, video, name: name) }
         stream.start()
         return stream
     }
@@ -155,12 +183,25 @@ public final class StreamRegistry: Sendable {
         publishing.withLock { $0[id] = task }
     }
 
+    /// Writes the rest of the annotated video once the stream has ended (its last frame written).
+    private func finishAtEnd(_ stream: VideoStream, _ video: AnnotatedVideoOutput, name: String) {
+        let key = stream.id + "/video"
+        let task = Task.detached { [writer, publishing] in
+            defer { _ = publishing.withLock { $0.removeValue(forKey: key) } }
+            await stream.waitUntilFinished()
+            if let error = await writer.run({ video.finish() }) {
+                stream.recordDelivery(output: "video", target: name, error: error)
+            }
+        }
+        publishing.withLock { $0[key] = task }
+    }
+
     /// Refuses every later `create` (shutdown): streams started by requests that arrive while the service stops
     /// would outlive the shutdown's stop of every stream.
     public func close() { closed.withLock { $0 = true } }
 
-    /// Waits until the MQTT outputs have published what their streams gave them (their end included), at most
-    /// `timeout`; returns whether they all finished.
+    /// Waits until the MQTT outputs have published what their streams gave them (their end included) and the output
+    /// videos are written to their end, at most `timeout`; returns whether they all finished.
     @discardableResult
     public func waitForOutputs(within timeout: Duration) async -> Bool {
         let deadline = ContinuousClock.now + timeout

@@ -70,6 +70,7 @@ public final class VideoStream: Sendable {
     private let slot: ModelSlot
     private let logger: Logger
     private let sink: (@Sendable (StreamFrameResult) async -> Void)?
+    private let frameSink: (@Sendable (PreviewFrame) async -> Void)?
     private let observer: (any DetectionObserver)?
     private let outputs: [String]
     private let mailbox: FrameMailbox
@@ -87,17 +88,20 @@ public final class VideoStream: Sendable {
 
     /// - Parameters:
     ///   - sink: gets every result in order; the stream waits for it (its back-pressure applies).
+    ///   - frameSink: gets every detected frame with its detections, in order, after `sink`; the stream waits for it.
     ///   - outputs: what the status lists as the stream's outputs.
     ///   - observer: told of every frame's detection and of a release variant's failures (the service counts them
     ///     in the slot's release).
     public init(id: String, configuration: StreamConfiguration, slot: ModelSlot, outputs: [String] = [],
                 logger: Logger = Logger(label: "yoloswap.stream"), observer: (any DetectionObserver)? = nil,
-                sink: (@Sendable (StreamFrameResult) async -> Void)? = nil) {
+                sink: (@Sendable (StreamFrameResult) async -> Void)? = nil,
+                frameSink: (@Sendable (PreviewFrame) async -> Void)? = nil) {
         self.id = id
         self.configuration = configuration
         self.slot = slot
         self.logger = logger
         self.sink = sink
+        self.frameSink = frameSink
         self.observer = observer
         self.outputs = outputs
         mailbox = FrameMailbox(policy: configuration.backPressure)
@@ -315,6 +319,8 @@ public final class VideoStream: Sendable {
             emit(frame, detection, after: &previous)
             let result = resultLine(frame, detection)
             await sink?(result)
+            await frameSink?(PreviewFrame(frame: frame.index, pts: frame.pts, image: frame.image,
+                detections: result.detections))
             show(result, frame)
         }
         // The stream ends: frames still in flight finish (or give up, stopping) before it is reported ended.
@@ -367,7 +373,8 @@ public final class VideoStream: Sendable {
         broadcast(.frame(result))
         let viewers = previews.withLock { Array($0.values) }
         if !viewers.isEmpty {
-            let preview = PreviewFrame(frame: frame.index, image: frame.image, detections: result.detections)
+            let preview = PreviewFrame(frame: frame.index, pts: frame.pts, image: frame.image,
+                detections: result.detections)
             viewers.forEach { $0.yield(preview) }
         }
     }

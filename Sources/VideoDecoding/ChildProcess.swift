@@ -5,7 +5,7 @@ import Primitives
     import Glibc
 #endif
 
-/// A child program with its stdout and stderr on pipes, killed and reaped exactly once.
+/// A child program with its stdout and stderr on pipes (and its stdin, when asked), killed and reaped exactly once.
 ///
 /// Started with `posix_spawn` (no fork of a multi-threaded process); the pipes are close-on-exec, so no other child
 /// keeps them open and a reader waiting after this child died. The child is reaped in two steps:
@@ -19,30 +19,42 @@ final class ChildProcess: Sendable {
     /// The parent's read ends of the child's stdout and stderr.
     let stdout: Int32
     let stderr: Int32
+    /// The parent's write end of the child's stdin (-1 when stdin is /dev/null); closed by `closeStdin()`.
+    let stdin: Int32
 
     private struct State {
         var exitStatus: Int32?
         var reaped = false
+        var stdinClosed = false
     }
     private let state = Locked(State())
 
-    /// Starts `arguments[0]` (looked up on `PATH`) with the rest as its arguments; stdin is /dev/null.
+    /// Starts `arguments[0]` (looked up on `PATH`) with the rest as its arguments; stdin is /dev/null, or a pipe the
+    /// parent writes (`stdin`) with `writableStdin`.
     /// - Throws: `VideoDecodeError.cannotStart` with the errno's text.
-    init(_ arguments: [String]) throws(VideoDecodeError) {
+    init(_ arguments: [String], writableStdin: Bool = false) throws(VideoDecodeError) {
         guard let program = arguments.first else { throw .cannotStart(program: "", reason: "empty command") }
-        var outPipe: [Int32] = [-1, -1], errPipe: [Int32] = [-1, -1]
+        var outPipe: [Int32] = [-1, -1], errPipe: [Int32] = [-1, -1], inPipe: [Int32] = [-1, -1]
         guard pipe(&outPipe) == 0 else { throw .cannotStart(program: program, reason: Self.errnoText) }
         guard pipe(&errPipe) == 0 else {
             close(outPipe[0]); close(outPipe[1])
             throw .cannotStart(program: program, reason: Self.errnoText)
         }
+        if writableStdin, pipe(&inPipe) != 0 {
+            for fd in outPipe + errPipe { close(fd) }
+            throw .cannotStart(program: program, reason: Self.errnoText)
+        }
         // Glibc's module does not export pipe2: close-on-exec is set right after (a program another thread spawns in
         // between could inherit the ends until it execs; posix_spawn-based spawners close them there).
-        for fd in outPipe + errPipe { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        for fd in outPipe + errPipe + inPipe where fd >= 0 { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        if writableStdin {
+            posix_spawn_file_actions_adddup2(&actions, inPipe[0], 0)
+        } else {
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        }
         // dup2 onto 1 and 2 clears close-on-exec on the child's copies only.
         posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
         posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
@@ -52,22 +64,36 @@ final class ChildProcess: Sendable {
         let status = posix_spawnp(&child, program, &actions, nil, argv, environ)
         close(outPipe[1])
         close(errPipe[1])
+        if writableStdin { close(inPipe[0]) }
         guard status == 0 else {
             close(outPipe[0]); close(errPipe[0])
+            if writableStdin { close(inPipe[1]) }
             throw .cannotStart(program: program, reason: String(cString: strerror(status)))
         }
         pid = child
         stdout = outPipe[0]
         stderr = errPipe[0]
+        stdin = inPipe[1]
     }
 
     /// Kills and reaps the child, and closes stdout. Stderr is left to its reader, which closes it at its end of
     /// file (the child is dead by then): closing it under a reader blocked in `read` could hand the number to a new
     /// file that the reader would then read.
     deinit {
+        closeStdin()
         terminate()
         _ = waitForExit()
         close(stdout)
+    }
+
+    /// Closes the write end of the child's stdin (its end of file). Idempotent.
+    func closeStdin() {
+        guard stdin >= 0 else { return }
+        let first = state.withLock { s -> Bool in
+            defer { s.stdinClosed = true }
+            return !s.stdinClosed
+        }
+        if first { close(stdin) }
     }
 
     /// Sends SIGKILL unless the child has already been reaped.

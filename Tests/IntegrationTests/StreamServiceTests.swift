@@ -34,6 +34,7 @@ struct StreamServiceTests {
                                     ["source": "rtsp://10.0.0.1/cam"], ["source": "/dev/video0"],
                                     ["source": "pan.avi", "outputs": ["file": "../escape.jsonl"]],
                                     ["source": "pan.avi", "fps_cap": 0],
+                                    ["source": "pan.avi", "outputs": ["video": "../escape.mp4"]],
                                     // This service has no MQTT connection.
                                     ["source": "pan.avi", "outputs": ["mqtt": true]]] {
             let (status, problem) = try await server.json("POST", "/v1/streams", token: op, body: body)
@@ -42,7 +43,7 @@ struct StreamServiceTests {
 
         // A stalled viewer: connects to the results, reads the head, then reads nothing more.
         let (created, stream) = try await server.json("POST", "/v1/streams", token: op, body: [
-            "source": "pan.avi", "fps_cap": 30, "outputs": ["file": "cam.jsonl"],
+            "source": "pan.avi", "fps_cap": 30, "outputs": ["file": "cam.jsonl", "video": "cam.mp4"],
         ])
         #expect(created == 201, "\(stream)")
         let id = try #require(stream["id"] as? String)
@@ -65,6 +66,16 @@ struct StreamServiceTests {
         })
         let (_, final) = try await server.json("GET", "/v1/streams/\(id)", token: op)
         #expect(final["frames_detected"] as? Int == 60 && final["frames_dropped"] as? Int == 0, "\(final)")
+
+        // The annotated video: 60 frames of 320x240 at the source's 30 fps, once its file is complete.
+        #expect(await eventually(timeout: .seconds(60)) {
+            let probe = try? runProcess("/usr/bin/ffprobe", ["-v", "error", "-count_frames", "-select_streams", "v:0",
+                "-show_entries", "stream=width,height,r_frame_rate,nb_read_frames", "-of", "csv=p=0",
+                output.file("cam.mp4")])
+            return probe?.stdout.trimmed == "320,240,30/1,60"
+        }, "\((try? runProcess("/usr/bin/ffprobe", ["-v", "error", output.file("cam.mp4")]))?.stderr ?? "")")
+        let video = ((final["deliveries"] as? [String: Any])?["video"] as? [String: Any]) ?? [:]
+        #expect(video["published"] as? Int == 60 && video["failed"] as? Int == 0, "\(video)")
         stalled.close()
 
         // The JSON-lines file: frames 0…59 once each, in order; the preview's boxes are where its results say.
@@ -96,10 +107,11 @@ struct StreamServiceTests {
         let start = mine.first { $0["action"] as? String == "stream.start" }
         let stop = mine.first { $0["action"] as? String == "stream.stop" }
         #expect(start?["actor"] as? String == "alice" && start?["slot"] as? String == "default", "\(mine)")
-        #expect((start?["reason"] as? String)?.contains("outputs results, preview, file:cam.jsonl") == true)
+        #expect((start?["reason"] as? String)?.contains("outputs results, preview, file:cam.jsonl, video:cam.mp4")
+            == true, "\(start ?? [:])")
         #expect((stop?["reason"] as? String)?.contains("60 frames detected, 0 dropped") == true, "\(mine)")
         let refused = entries.filter { $0["action"] as? String == "stream.start" && $0["result"] as? String == "refused" }
-        #expect(refused.count == 7, "\(refused)")
+        #expect(refused.count == 8, "\(refused)")
         #expect(refused.contains { ($0["reason"] as? String)?.contains("no MQTT connection") == true })
     }
 

@@ -1,0 +1,114 @@
+import Foundation
+import ImageCodecs
+import Primitives
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Encodes RGB24 frames into a video file with the `ffmpeg` program, run as a child process that reads them from a
+/// pipe on its stdin: H.264 (`libx264`, `veryfast`, yuv420p) in the container the file's extension names (`.mp4`,
+/// `.mkv`, …). A stream's annotated output video is made this way.
+///
+/// Every frame must have the size given at creation. Writing blocks while FFmpeg is behind (the pipe is full), so a
+/// caller on Swift's cooperative pool writes through a serial queue of its own. Writing after FFmpeg died fails with its
+/// message rather than raising SIGPIPE: creating an encoder sets the process's SIGPIPE to ignored.
+///
+/// Thread-safety: `write` and `finish` are for one thread at a time (one serial queue); `cancel` may be called from
+/// any thread.
+public final class FFmpegEncoder: Sendable {
+    public let path: String
+    public let width: Int
+    public let height: Int
+    private let child: ChildProcess
+    private let log = Locked<[String]>([])
+    private let logDone = DispatchSemaphore(value: 0)
+
+    /// Starts FFmpeg writing `path` (replaced if it exists) at `fps` frames a second.
+    /// - Throws: `VideoDecodeError.cannotStart` when the program cannot be run; `.frameTooLarge` for a size that is
+    ///   not positive or over `maxPixels`. (An odd side is padded by one pixel: yuv420p needs even ones.)
+    public init(path: String, width: Int, height: Int, fps: Double, maxPixels: Int = 8192 * 8192,
+                ffmpeg: String = "ffmpeg") throws(VideoDecodeError) {
+        guard width > 0, height > 0, width <= maxPixels, height <= maxPixels,
+            case let (pixels, overflow) = width.multipliedReportingOverflow(by: height), !overflow, pixels <= maxPixels
+        else { throw .frameTooLarge(source: path, width: width, height: height, maxPixels: maxPixels) }
+        signal(SIGPIPE, SIG_IGN)
+        self.path = path
+        self.width = width
+        self.height = height
+        let rate = fps.isFinite && fps > 0 && fps <= 1000 ? String(format: "%.3f", fps) : "30"
+        child = try ChildProcess([ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-y",
+            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "\(width)x\(height)", "-r", rate, "-i", "pipe:0",
+            "-an", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "file:" + path],
+            writableStdin: true)
+        // FFmpeg's messages, drained (a full stderr pipe would stall it) and kept for an error; ends at its exit.
+        let (fd, log, done) = (child.stderr, log, logDone)
+        let thread = Thread {
+            var chunk = [UInt8](repeating: 0, count: 4096)
+            while true {
+                let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { break }
+                let text = String(decoding: chunk[0..<n], as: UTF8.self)
+                log.withLock { lines in
+                    lines += text.split(separator: "\n").map(String.init)
+                    if lines.count > 20 { lines.removeFirst(lines.count - 20) }
+                }
+            }
+            Glibc.close(fd)
+            done.signal()
+        }
+        thread.name = "yoloswap.ffmpeg-enc"
+        thread.start()
+    }
+
+    deinit { cancel() }
+
+    /// Writes one frame; blocks while FFmpeg is behind.
+    /// - Throws: `VideoDecodeError.protocolError` for a frame of another size; `.ffmpegFailed` when FFmpeg has ended.
+    public func write(_ image: RGBImage) throws(VideoDecodeError) {
+        guard image.width == width, image.height == height, image.pixels.count == width * height * 3 else {
+            throw .protocolError(source: path, reason: "a \(image.width)x\(image.height) frame in a \(width)x\(height) "
+                + "video")
+        }
+        let written = image.pixels.withUnsafeBytes { bytes -> Bool in
+            var done = 0
+            while done < bytes.count {
+                let n = Glibc.write(child.stdin, bytes.baseAddress! + done, bytes.count - done)
+                if n > 0 {
+                    done += n
+                } else if n < 0 && errno == EINTR {
+                    continue
+                } else {
+                    return false
+                }
+            }
+            return true
+        }
+        if !written { throw failure() }
+    }
+
+    /// Ends the file: closes FFmpeg's input and waits for it to write the rest.
+    /// - Throws: `VideoDecodeError.ffmpegFailed` when it exits with an error.
+    public func finish() throws(VideoDecodeError) {
+        child.closeStdin()
+        let status = child.waitForExit()
+        guard ChildProcess.succeeded(status) else { throw failure(status) }
+    }
+
+    /// Kills FFmpeg without finishing the file.
+    public func cancel() {
+        child.closeStdin()
+        child.terminate()
+        child.waitForExit()
+    }
+
+    private func failure(_ status: Int32? = nil) -> VideoDecodeError {
+        child.closeStdin()
+        let status = status ?? child.waitForExit()
+        // Its last messages: the log thread ends at FFmpeg's exit.
+        _ = logDone.wait(timeout: .now() + 2)
+        return .ffmpegFailed(source: path, status: ChildProcess.describe(status),
+            log: log.value.suffix(5).joined(separator: "; "))
+    }
+}
