@@ -77,19 +77,8 @@ public final class StreamRegistry: Sendable {
     ///   down).
     public func create(_ request: Request) throws(StreamError) -> VideoStream {
         if closed.value { throw .shuttingDown }
-        let source = try policy.resolve(request.source)
+        let configuration = try configuration(for: request)
         guard let slot = slots(request.slot) else { throw .unknownSlot(request.slot) }
-        if let cap = request.fpsCap, !(cap > 0 && cap <= 1000) { throw .invalid("fps_cap must lie in (0, 1000]") }
-        if let n = request.framesInFlight, !(1...StreamConfiguration.maxFramesInFlight).contains(n) {
-            throw .invalid("frames_in_flight must lie in 1...\(StreamConfiguration.maxFramesInFlight)")
-        }
-        var configuration = StreamConfiguration(source: source, slot: request.slot, backPressure: request.backPressure,
-            fpsCap: request.fpsCap, framesInFlight: request.framesInFlight ?? 1)
-        for (name, value) in [("conf", request.confidence), ("iou", request.iou)] {
-            if let value, !(0...1).contains(value) { throw .invalid("\(name) must lie in [0, 1]") }
-        }
-        if let conf = request.confidence { configuration.detection.confidence = conf }
-        if let iou = request.iou { configuration.detection.iou = iou }
         if request.mqtt && publisher == nil {
             throw .outputNotAllowed(path: "mqtt", reason: "the service has no MQTT connection (configure `mqtt:`)")
         }
@@ -144,13 +133,30 @@ public final class StreamRegistry: Sendable {
             }
             s[id] = stream
         }
-        logger.info("stream started", metadata: ["stream": "\(id)", "source": "\(source)", "slot": "\(request.slot)",
-            "back_pressure": "\(configuration.backPressure.rawValue)"])
+        logger.info("stream started", metadata: ["stream": "\(id)", "source": "\(configuration.source)",
+            "slot": "\(request.slot)", "back_pressure": "\(configuration.backPressure.rawValue)"])
         // Subscribed before the first frame, so that the output misses nothing.
         if let publisher { publish(stream, to: publisher) }
         if let video, let name = request.outputVideo { finishAtEnd(stream, video, name: name) }
         stream.start()
         return stream
+    }
+
+    /// The request's source (checked by the policy) and settings (checked for range).
+    private func configuration(for request: Request) throws(StreamError) -> StreamConfiguration {
+        let source = try policy.resolve(request.source)
+        if let cap = request.fpsCap, !(cap > 0 && cap <= 1000) { throw .invalid("fps_cap must lie in (0, 1000]") }
+        if let n = request.framesInFlight, !(1...StreamConfiguration.maxFramesInFlight).contains(n) {
+            throw .invalid("frames_in_flight must lie in 1...\(StreamConfiguration.maxFramesInFlight)")
+        }
+        var configuration = StreamConfiguration(source: source, slot: request.slot, backPressure: request.backPressure,
+            fpsCap: request.fpsCap, framesInFlight: request.framesInFlight ?? 1)
+        for (name, value) in [("conf", request.confidence), ("iou", request.iou)] {
+            if let value, !(0...1).contains(value) { throw .invalid("\(name) must lie in [0, 1]") }
+        }
+        if let conf = request.confidence { configuration.detection.confidence = conf }
+        if let iou = request.iou { configuration.detection.iou = iou }
+        return configuration
     }
 
     /// Publishes the stream's results and events, in order, until it ends. The output is a results subscriber: when
