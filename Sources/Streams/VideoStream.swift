@@ -165,7 +165,7 @@ public final class VideoStream: Sendable {
         return messages
     }
 
-    /// Counts a message an output (`mqtt`) delivered to `target`, or failed to with `error`.
+    /// Counts a message (`mqtt`) or frame (`video`) an output delivered to `target`, or failed to with `error`.
     public func recordDelivery(output: String, target: String, error: String?) {
         status.withLock { s in
             var delivery = s.deliveries[output] ?? StreamDelivery(target: target)
