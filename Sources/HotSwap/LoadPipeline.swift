@@ -194,7 +194,8 @@ struct LoadPipeline: Sendable {
     static func validateOutput(_ detector: Detector, image: RGBImage, cancellation: RunCancellation, path: String)
         throws
     {
-        let (tensor, _) = detector.preprocess(image)
+        // One thread: the letterbox's second one would run at normal priority, beside the serving threads.
+        let (tensor, _) = detector.preprocess(image, inParallel: false)
         let output = try detector.backend.run(tensor, cancellation: cancellation)
         let schema = detector.schema
         let declared = schema.output.shape

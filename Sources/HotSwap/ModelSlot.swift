@@ -218,8 +218,11 @@ public final class ModelSlot: Sendable {
     /// - Throws: as `detect(imageBytes:)`.
     public func detect(image: RGBImage, options: DetectionOptions = .init(), context: RoutingContext = .init(),
                        deadline: ContinuousClock.Instant? = nil) async throws -> SlotDetection {
-        try await detection(context: context, deadline: deadline) { detector throws(DetectionError) in
-            try detector.detect(image: image, options: options)
+        let executor = self.executor
+        return try await detection(context: context, deadline: deadline) { detector throws(DetectionError) in
+            // The letterbox's second thread only while this is the slot's one request: a stream with frames in flight
+            // keeps both cores busy, and a frame would wait for that thread's rows.
+            try detector.detect(image: image, options: options, resizeInParallel: !executor.hasWorkBesidesOne)
         }
     }
 
@@ -332,7 +335,8 @@ public final class ModelSlot: Sendable {
                     switch input {
                     case .encoded(let bytes):
                         try model.detector.detect(imageBytes: bytes, options: options, decodeInParallel: false)
-                    case .decoded(let image): try model.detector.detect(image: image, options: options)
+                    case .decoded(let image):
+                        try model.detector.detect(image: image, options: options, resizeInParallel: false)
                     }
                 return SlotDetection(result: result, model: stamp, variant: "candidate",
                     queueMilliseconds: (started - enqueued).milliseconds)

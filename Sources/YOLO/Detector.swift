@@ -75,7 +75,7 @@ public struct Detector: Sendable {
     /// (``LetterboxTransform/tensor(fromJPEG:options:)``, the same tensor as decoding then letterboxing); other images,
     /// or without it, are decoded, then letterboxed.
     /// - Parameter decodeInParallel: worth it only when a core is idle: on a fully loaded server the second thread
-    ///   competes with other requests for the cores.
+    ///   competes with other requests for the cores. Without it the letterbox of a decoded image takes one thread too.
     public func detect(imageBytes: [UInt8], options: DetectionOptions = .init(), decodeInParallel: Bool = true)
         throws(DetectionError) -> DetectionResult
     {
@@ -100,7 +100,7 @@ public struct Detector: Sendable {
             throw .decode(error)
         }
         let decodeTime = clock.now - start
-        var result = try detect(image: image, options: options)
+        var result = try detect(image: image, options: options, resizeInParallel: decodeInParallel)
         result.timings.decode = decodeTime.milliseconds
         if decodeOptions.minimumDecodedSize != nil, let full = try? ImageDecoder.header(imageBytes),
             full.width != image.width || full.height != image.height
@@ -118,10 +118,14 @@ public struct Detector: Sendable {
 
     /// Detects objects in a decoded image.
     ///
+    /// - Parameter resizeInParallel: the letterbox resizes part of the image on a second thread (Dispatch's global
+    ///   queue). Worth it only when a core is idle: when other detections keep the cores busy, that thread waits for
+    ///   a core while the calling thread waits for its rows, and a frame's pre-processing can take many times its
+    ///   own work.
     /// - Throws: `.decode(.invalidDimensions)` for an image with no pixels (nothing to map boxes back to); the
     ///   errors of inference and output decoding.
-    public func detect(image: RGBImage, options: DetectionOptions = .init(), cancellation: RunCancellation? = nil)
-        throws(DetectionError) -> DetectionResult
+    public func detect(image: RGBImage, options: DetectionOptions = .init(), resizeInParallel: Bool = true,
+                       cancellation: RunCancellation? = nil) throws(DetectionError) -> DetectionResult
     {
         guard image.width > 0, image.height > 0 else {
             throw .decode(.invalidDimensions(width: image.width, height: image.height))
@@ -129,7 +133,7 @@ public struct Detector: Sendable {
         let clock = ContinuousClock()
         var timings = StageTimings()
         let t = clock.now
-        let (tensor, geometry) = preprocess(image)
+        let (tensor, geometry) = preprocess(image, inParallel: resizeInParallel)
         timings.preprocess = (clock.now - t).milliseconds
         return try detect(tensor, geometry: geometry, timings: timings, options: options, cancellation: cancellation)
     }
@@ -151,8 +155,11 @@ public struct Detector: Sendable {
         return DetectionResult(imageSize: geometry.source, detections: detections, timings: timings)
     }
 
-    /// Letterboxes an image into the model's input tensor.
-    public func preprocess(_ image: RGBImage) -> (InputTensor, LetterboxGeometry) {
+    /// Letterboxes an image into the model's input tensor, on one thread or (`inParallel`) on the letterbox's default
+    /// parallelism.
+    public func preprocess(_ image: RGBImage, inParallel: Bool = true) -> (InputTensor, LetterboxGeometry) {
+        var letterbox = self.letterbox
+        if !inParallel { letterbox.parallelism = 1 }
         let (values, geometry) = letterbox.tensor(from: image)
         return (InputTensor(values: values, shape: inputShape), geometry)
     }

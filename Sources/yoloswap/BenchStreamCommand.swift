@@ -22,12 +22,16 @@ struct BenchStreamCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("The latency runs pace the video at this frame rate, as a camera delivers it.",
         discussion: "0: as fast as the model answers (a file; the load of a swap then takes its cores from frames)."))
     var cameraFps: Double = 30
+    @Option(help: ArgumentHelp("Pairs of latency runs (no swap, then swaps), their frames pooled.",
+        discussion: "A p99 over one run's ~75 window frames is close to their maximum: one frame decides it."))
+    var trials = 1
     @Option(help: "Python interpreter for the reference loop (empty: skip it).") var python = ".venv/bin/python"
     @Option(help: "The reference loop.") var reference = "tools/stream_reference.py"
     @Flag(help: "Print one JSON object.") var json = false
 
     func validate() throws {
         guard cameraFps >= 0, cameraFps <= 1000 else { throw ValidationError("--camera-fps lies in [0, 1000]") }
+        guard (1...20).contains(trials) else { throw ValidationError("--trials lies in 1...20") }
         guard (1...StreamConfiguration.maxFramesInFlight).contains(framesInFlight) else {
             throw ValidationError("--frames-in-flight lies in 1...\(StreamConfiguration.maxFramesInFlight)")
         }
@@ -53,44 +57,79 @@ struct BenchStreamCommand: AsyncParsableCommand {
             result["fps_ratio"] = throughput.fps / pythonFPS
         }
 
-        // Latency: at the camera's rate, with no swap, then through the swaps and rollbacks.
+        // Latency: at the camera's rate, with no swap, then through the swaps and rollbacks; `trials` such pairs, one
+        // after the other (so drifts of the shared machine fall on both), their frames pooled.
         let cap = cameraFps > 0 ? cameraFps : nil
         result["camera_fps"] = cameraFps
-        let steady = cap == nil ? throughput : try await stream(withSwaps: false, frames: throughput.frames, fpsCap: cap)
-        let swapped = try await stream(withSwaps: true, frames: throughput.frames, fpsCap: cap)
-        result["swap_run_fps"] = swapped.fps
-        result["swap_run_switches"] = swapped.switchFrames.count
+        result["trials"] = trials
+        var steadyRuns: [Run] = [], swapRuns: [Run] = []
+        var steal = (steady: 0.0, swapped: 0.0)
+        for _ in 0..<trials {
+            if cap == nil {
+                steadyRuns.append(throughput)
+            } else {
+                let before = HostSteal.milliseconds()
+                steadyRuns.append(try await stream(withSwaps: false, frames: throughput.frames, fpsCap: cap))
+                steal.steady += HostSteal.milliseconds() - before
+            }
+            let before = HostSteal.milliseconds()
+            swapRuns.append(try await stream(withSwaps: true, frames: throughput.frames, fpsCap: cap))
+            steal.swapped += HostSteal.milliseconds() - before
+        }
+        // CPU time the hypervisor gave to other guests while this one's vCPUs wanted to run (/proc/stat): on a shared
+        // host, a frame that loses its vCPU for a few milliseconds is slower for reasons outside the process.
+        result["host_steal_ms_no_swap_runs"] = steal.steady
+        result["host_steal_ms_swap_runs"] = steal.swapped
+        result["swap_run_fps"] = swapRuns.map(\.fps).reduce(0, +) / Double(trials)
+        result["swap_run_switches"] = swapRuns.map(\.switchFrames.count).reduce(0, +)
         // Two measures per frame: `latency`, from the frame leaving FFmpeg to its answer (under `block` it includes the
         // wait in the hand-off while the decoder runs ahead), and `service`, from the detection taking the frame to
         // its answer (worker queue, pre-processing, inference, post-processing).
         for (name, values) in [("latency", \Run.latencies), ("service", \Run.services)] {
-            let (steadyValues, swapValues) = (steady[keyPath: values], swapped[keyPath: values])
-            // The 5 frames around each switch point: the two before it, the first of the new model, the two after.
-            let window = Set(swapped.switchFrames.flatMap { ($0 - 2)...($0 + 2) })
-            let around = swapValues.enumerated().filter { window.contains($0.offset) }.map(\.element)
-            let outside = swapValues.enumerated().filter { !window.contains($0.offset) }.map(\.element)
+            let steadyValues = steadyRuns.flatMap { $0[keyPath: values] }
+            let split = swapRuns.map { $0.aroundSwitches(values) }
+            let (around, outside) = (split.flatMap(\.around), split.flatMap(\.outside))
             result["steady_\(name)_p50_ms"] = percentile(steadyValues, 50)
             result["steady_\(name)_p99_ms"] = percentile(steadyValues, 99)
             result["swap_run_steady_\(name)_p50_ms"] = percentile(outside, 50)
             result["swap_run_steady_\(name)_p99_ms"] = percentile(outside, 99)
             result["swap_window_\(name)_p50_ms"] = percentile(around, 50)
             result["swap_window_\(name)_p99_ms"] = percentile(around, 99)
+            result["swap_window_\(name)_frames"] = around.count
             if percentile(outside, 99) > 0 {
                 result["swap_window_\(name)_p99_vs_swap_run"] = percentile(around, 99) / percentile(outside, 99)
             }
-            // Against the run with no swap at all (no load in the background either): the goal's ratio.
+            // Against the runs with no swap at all (no load in the background either): the goal's ratio, pooled and
+            // for each pair of runs on its own.
             if percentile(steadyValues, 99) > 0 {
                 result["swap_window_\(name)_p99_vs_steady"] = percentile(around, 99) / percentile(steadyValues, 99)
             }
+            // Where in the window the time goes: the p99 at each offset from the switch point (0: the first frame of
+            // the new model; the frames before it run beside the load's warm-up and the flip).
+            var byOffset: [String: Double] = [:]
+            for offset in -2...2 {
+                let atOffset = swapRuns.flatMap { run in
+                    let frames = run[keyPath: values]
+                    return run.switchFrames.compactMap { frames.indices.contains($0 + offset) ? frames[$0 + offset] : nil }
+                }
+                byOffset[String(offset)] = percentile(atOffset, 99)
+            }
+            result["swap_window_\(name)_p99_ms_by_offset"] = byOffset
+            if trials > 1 {
+                result["swap_window_\(name)_p99_vs_steady_per_trial"] = zip(steadyRuns, split).map { steady, split in
+                    percentile(split.around, 99) / max(percentile(steady[keyPath: values], 99), .leastNonzeroMagnitude)
+                }
+            }
         }
-        result["swap_failures"] = swapped.failures
+        let failures = swapRuns.flatMap(\.failures)
+        result["swap_failures"] = failures
         if json {
             let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
         } else {
             for (key, value) in result.sorted(by: { $0.key < $1.key }) { print("\(key): \(value)") }
         }
-        if !swapped.failures.isEmpty { throw ExitCode(1) }
+        if !failures.isEmpty { throw ExitCode(1) }
     }
 
     private struct Run {
@@ -102,6 +141,15 @@ struct BenchStreamCommand: AsyncParsableCommand {
         var services: [Double]
         var switchFrames: [Int]
         var failures: [String]
+
+        /// The frames' `values` split into the 5 frames around each switch point (the two before it, the first of the
+        /// new model, the two after) and the others.
+        func aroundSwitches(_ values: KeyPath<Run, [Double]>) -> (around: [Double], outside: [Double]) {
+            let window = Set(switchFrames.flatMap { ($0 - 2)...($0 + 2) })
+            let all = self[keyPath: values].enumerated()
+            return (all.filter { window.contains($0.offset) }.map(\.element),
+                all.filter { !window.contains($0.offset) }.map(\.element))
+        }
     }
 
     /// Streams the video once (block back-pressure) and, with swaps, swaps and rolls back spread over its `frames`.
@@ -161,6 +209,20 @@ struct BenchStreamCommand: AsyncParsableCommand {
             let object = try JSONSerialization.jsonObject(with: data) as? [String: Any]
         else { throw ValidationError("the Python loop failed (status \(process.terminationStatus))") }
         return object
+    }
+}
+
+/// The host's steal time (`/proc/stat`, all CPUs), in milliseconds; 0 where it cannot be read. Read between runs
+/// (a `/proc` file is generated in memory: the read does not wait on a disk).
+enum HostSteal {
+    static func milliseconds() -> Double {
+        guard let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+            let line = text.split(separator: "\n").first(where: { $0.hasPrefix("cpu ") })
+        else { return 0 }
+        // cpu user nice system idle iowait irq softirq steal …, in clock ticks (USER_HZ).
+        let fields = line.split(separator: " ").dropFirst().compactMap { Double($0) }
+        guard fields.count > 7 else { return 0 }
+        return fields[7] * 1000 / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 }
 

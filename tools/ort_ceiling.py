@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""How many frames a second ONNX Runtime alone can give on this machine: the ceiling of any stream loop around it.
+
+Runs the model on a fixed random input, with nothing else (no decoding, letterbox or NMS), in the two ways a 2-core
+machine can use both cores: one Run at a time on `--threads` intra-op threads (what the Python loop does), and
+`--threads` Runs side by side with one intra-op thread each (what the stream's frames in flight do). Prints one JSON
+object: {"single_thread_run_ms" (median), "one_run_fps", "side_by_side_fps", "ratio", "threads", "model"}.
+
+Usage:
+  python tools/ort_ceiling.py --model models/yolov3-tiny-coco-416.onnx --threads 2 --runs 120
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import threading
+import time
+
+import numpy as np
+import onnxruntime as ort
+
+
+def session(model: str, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--threads", type=int, default=2, help="cores to fill (intra-op threads, or Runs at once)")
+    parser.add_argument("--runs", type=int, default=120, help="Runs per measurement, after 5 warm-up Runs")
+    args = parser.parse_args(argv)
+    if args.threads < 1 or args.runs < 1:
+        parser.error("--threads and --runs must be at least 1")
+
+    single = session(args.model, 1)
+    spec = single.get_inputs()[0]
+    shape = [d if isinstance(d, int) and d > 0 else 1 for d in spec.shape]
+    feed = {spec.name: np.random.default_rng(0).random(shape, dtype=np.float32)}
+
+    def run_many(s: ort.InferenceSession, n: int, times: list[float] | None = None) -> None:
+        for _ in range(n):
+            start = time.perf_counter()
+            s.run(None, feed)
+            if times is not None:
+                times.append(time.perf_counter() - start)
+
+    run_many(single, 5)
+    times: list[float] = []
+    run_many(single, args.runs, times)
+
+    wide = session(args.model, args.threads)
+    run_many(wide, 5)
+    start = time.perf_counter()
+    run_many(wide, args.runs)
+    one_run_fps = args.runs / (time.perf_counter() - start)
+
+    # One session, several Runs at once (ORT sessions allow concurrent Run calls; numpy and ORT release the GIL).
+    workers = [threading.Thread(target=run_many, args=(single, args.runs)) for _ in range(args.threads)]
+    start = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    side_by_side_fps = args.threads * args.runs / (time.perf_counter() - start)
+
+    print(json.dumps({
+        "model": args.model, "threads": args.threads,
+        "single_thread_run_ms": round(statistics.median(times) * 1000, 2),
+        "one_run_fps": round(one_run_fps, 1), "side_by_side_fps": round(side_by_side_fps, 1),
+        "ratio": round(side_by_side_fps / one_run_fps, 3),
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
