@@ -6,8 +6,12 @@ machine can use both cores: one Run at a time on `--threads` intra-op threads (w
 `--threads` Runs side by side with one intra-op thread each (what the stream's frames in flight do). Prints one JSON
 object: {"single_thread_run_ms" (median), "one_run_fps", "side_by_side_fps", "ratio", "threads", "model"}.
 
+Session options can be tried on the same measurement: `--optimization` (ORT's graph optimization level) and
+`--config KEY=VALUE` (a session config entry, repeatable), e.g. `--config session.set_denormal_as_zero=1`.
+
 Usage:
   python tools/ort_ceiling.py --model models/yolov3-tiny-coco-416.onnx --threads 2 --runs 120
+  python tools/ort_ceiling.py --model models/yolov3-tiny-coco-416.onnx --optimization extended
 """
 
 from __future__ import annotations
@@ -22,10 +26,21 @@ import numpy as np
 import onnxruntime as ort
 
 
-def session(model: str, threads: int) -> ort.InferenceSession:
+LEVELS = {
+    "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+def session(model: str, threads: int, optimization: str, config: list[tuple[str, str]]) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    options.graph_optimization_level = LEVELS[optimization]
+    for key, value in config:
+        options.add_session_config_entry(key, value)
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
@@ -34,13 +49,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True)
     parser.add_argument("--threads", type=int, default=2, help="cores to fill (intra-op threads, or Runs at once)")
     parser.add_argument("--runs", type=int, default=120, help="Runs per measurement, after 5 warm-up Runs")
+    parser.add_argument("--imgsz", type=int, default=640, help="height and width where the model's are dynamic")
+    parser.add_argument("--optimization", choices=sorted(LEVELS), default="all", help="graph optimization level")
+    parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
+                        help="a session config entry (repeatable)")
     args = parser.parse_args(argv)
-    if args.threads < 1 or args.runs < 1:
-        parser.error("--threads and --runs must be at least 1")
+    if args.threads < 1 or args.runs < 1 or args.imgsz < 1:
+        parser.error("--threads, --runs and --imgsz must be at least 1")
+    config = []
+    for entry in args.config:
+        key, sep, value = entry.partition("=")
+        if not sep or not key:
+            parser.error(f"--config takes KEY=VALUE, not {entry!r}")
+        config.append((key, value))
 
-    single = session(args.model, 1)
+    single = session(args.model, 1, args.optimization, config)
     spec = single.get_inputs()[0]
-    shape = [d if isinstance(d, int) and d > 0 else 1 for d in spec.shape]
+    if spec.type != "tensor(float)" or len(spec.shape) != 4:
+        parser.error(f"the model's input {spec.name} is {spec.type} {spec.shape}, not a float32 NCHW image")
+    # A dynamic batch is 1, dynamic channels 3, a dynamic height or width --imgsz.
+    defaults = [1, 3, args.imgsz, args.imgsz]
+    shape = [d if isinstance(d, int) and d > 0 else defaults[i] for i, d in enumerate(spec.shape)]
     feed = {spec.name: np.random.default_rng(0).random(shape, dtype=np.float32)}
 
     def run_many(s: ort.InferenceSession, n: int, times: list[float] | None = None) -> None:
@@ -54,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     times: list[float] = []
     run_many(single, args.runs, times)
 
-    wide = session(args.model, args.threads)
+    wide = session(args.model, args.threads, args.optimization, config)
     run_many(wide, 5)
     start = time.perf_counter()
     run_many(wide, args.runs)
@@ -70,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     side_by_side_fps = args.threads * args.runs / (time.perf_counter() - start)
 
     print(json.dumps({
-        "model": args.model, "threads": args.threads,
+        "model": args.model, "threads": args.threads, "optimization": args.optimization, "config": args.config,
         "single_thread_run_ms": round(statistics.median(times) * 1000, 2),
         "one_run_fps": round(one_run_fps, 1), "side_by_side_fps": round(side_by_side_fps, 1),
         "ratio": round(side_by_side_fps / one_run_fps, 3),

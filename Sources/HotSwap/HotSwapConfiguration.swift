@@ -26,9 +26,8 @@ public enum StandbyRetention: Sendable, Equatable {
 /// - `queueCapacity`: requests waiting per slot before new ones fail fast as overloaded (64).
 /// - `intraOpThreads`: ORT threads inside one inference, per model (1: parallelism comes from the workers).
 /// - `loadThreads`: background threads for verify/load/warm-up, shared by all slots, at lowered OS priority (1).
-/// - `warmupRuns`: inferences a new model must pass before it is ready (3). Fewer than 3 leave part of a session's
-///   first-Run allocations (ORT's arena growing, its memory pattern allocated from the second Run on) to the first
-///   requests the model serves: with 1, bench-stream saw the first frame on a new model 2–5× slower now and then.
+/// - `warmupRuns`: inferences a new model must pass before it is ready (3). With 1, the first request on a new model
+///   was at times much slower than the rest (README → Performance, video streams).
 /// - `warmupTimeout`: a warm-up that takes longer aborts the load (30 s).
 /// - `warmupImage`: encoded image bytes to warm up on; nil = a synthetic grey image of the model's input size.
 /// - `standbyRetention`: what happens to the previous model after a switch (`.keep`).

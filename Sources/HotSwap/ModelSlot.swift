@@ -214,7 +214,8 @@ public final class ModelSlot: Sendable {
     /// Detects objects in a decoded image (a video frame) on the model the router picks, on a worker thread.
     ///
     /// The model is chosen when the frame's lease is taken: a stream calling this once per frame, in order, reads the
-    /// slot's model at each frame boundary, and its generations never go down.
+    /// slot's model at each frame boundary, and its generations never go down. The letterbox takes a second thread
+    /// only while this is the slot's one request (this slot's: a load or another slot's work is not counted).
     /// - Throws: as `detect(imageBytes:)`.
     public func detect(image: RGBImage, options: DetectionOptions = .init(), context: RoutingContext = .init(),
                        deadline: ContinuousClock.Instant? = nil) async throws -> SlotDetection {

@@ -23,7 +23,10 @@ struct BenchStreamCommand: AsyncParsableCommand {
         discussion: "0: as fast as the model answers (a file; the load of a swap then takes its cores from frames)."))
     var cameraFps: Double = 30
     @Option(help: ArgumentHelp("Pairs of latency runs (no swap, then swaps), their frames pooled.",
-        discussion: "A p99 over one run's ~75 window frames is close to their maximum: one frame decides it."))
+        discussion: """
+            A p99 over one run's ~75 window frames is close to their maximum: one frame decides it. With \
+            --camera-fps 0 every pair's no-swap run is the throughput run.
+            """))
     var trials = 1
     @Option(help: "Python interpreter for the reference loop (empty: skip it).") var python = ".venv/bin/python"
     @Option(help: "The reference loop.") var reference = "tools/stream_reference.py"
@@ -63,23 +66,16 @@ struct BenchStreamCommand: AsyncParsableCommand {
         result["camera_fps"] = cameraFps
         result["trials"] = trials
         var steadyRuns: [Run] = [], swapRuns: [Run] = []
-        var steal = (steady: 0.0, swapped: 0.0)
         for _ in 0..<trials {
-            if cap == nil {
-                steadyRuns.append(throughput)
-            } else {
-                let before = HostSteal.milliseconds()
-                steadyRuns.append(try await stream(withSwaps: false, frames: throughput.frames, fpsCap: cap))
-                steal.steady += HostSteal.milliseconds() - before
-            }
-            let before = HostSteal.milliseconds()
+            steadyRuns.append(cap == nil ? throughput
+                : try await stream(withSwaps: false, frames: throughput.frames, fpsCap: cap))
             swapRuns.append(try await stream(withSwaps: true, frames: throughput.frames, fpsCap: cap))
-            steal.swapped += HostSteal.milliseconds() - before
         }
-        // CPU time the hypervisor gave to other guests while this one's vCPUs wanted to run (/proc/stat): on a shared
-        // host, a frame that loses its vCPU for a few milliseconds is slower for reasons outside the process.
-        result["host_steal_ms_no_swap_runs"] = steal.steady
-        result["host_steal_ms_swap_runs"] = steal.swapped
+        // CPU time the hypervisor gave to other guests while this one's vCPUs wanted to run (/proc/stat), from the
+        // stream's start to its end: a frame that loses its vCPU for a few milliseconds is slower for reasons outside
+        // the process. It accrues only while a vCPU has work, so busier runs (a load beside the frames) see more.
+        if cap != nil { result["host_steal_ms_no_swap_runs"] = steadyRuns.map(\.stealMilliseconds).reduce(0, +) }
+        result["host_steal_ms_swap_runs"] = swapRuns.map(\.stealMilliseconds).reduce(0, +)
         result["swap_run_fps"] = swapRuns.map(\.fps).reduce(0, +) / Double(trials)
         result["swap_run_switches"] = swapRuns.map(\.switchFrames.count).reduce(0, +)
         // Two measures per frame: `latency`, from the frame leaving FFmpeg to its answer (under `block` it includes the
@@ -104,21 +100,21 @@ struct BenchStreamCommand: AsyncParsableCommand {
             if percentile(steadyValues, 99) > 0 {
                 result["swap_window_\(name)_p99_vs_steady"] = percentile(around, 99) / percentile(steadyValues, 99)
             }
-            // Where in the window the time goes: the p99 at each offset from the switch point (0: the first frame of
-            // the new model; the frames before it run beside the load's warm-up and the flip).
-            var byOffset: [String: Double] = [:]
-            for offset in -2...2 {
-                let atOffset = swapRuns.flatMap { run in
+            // Where in the window the time goes: the slowest frame at each offset from the switch points, -2...+2 (0:
+            // the first frame of the new model; the frames before it run beside the load's warm-up and the flip). Two
+            // switches less than 5 frames apart put a frame under two offsets.
+            result["swap_window_\(name)_max_ms_by_offset"] = (-2...2).map { offset in
+                swapRuns.flatMap { run in
                     let frames = run[keyPath: values]
-                    return run.switchFrames.compactMap { frames.indices.contains($0 + offset) ? frames[$0 + offset] : nil }
-                }
-                byOffset[String(offset)] = percentile(atOffset, 99)
+                    return run.switchFrames.map { $0 + offset }.filter(frames.indices.contains).map { frames[$0] }
+                }.max() ?? 0
             }
-            result["swap_window_\(name)_p99_ms_by_offset"] = byOffset
             if trials > 1 {
-                result["swap_window_\(name)_p99_vs_steady_per_trial"] = zip(steadyRuns, split).map { steady, split in
-                    percentile(split.around, 99) / max(percentile(steady[keyPath: values], 99), .leastNonzeroMagnitude)
-                }
+                // nil (JSON null) for a pair whose runs give no ratio (no frame, or no switch).
+                result["swap_window_\(name)_p99_vs_steady_per_trial"] = zip(steadyRuns, split).map { steady, window in
+                    let (around, base) = (percentile(window.around, 99), percentile(steady[keyPath: values], 99))
+                    return around > 0 && base > 0 ? around / base : nil
+                } as [Double?]
             }
         }
         let failures = swapRuns.flatMap(\.failures)
@@ -141,6 +137,8 @@ struct BenchStreamCommand: AsyncParsableCommand {
         var services: [Double]
         var switchFrames: [Int]
         var failures: [String]
+        /// The host's steal time from the stream's start to its end (`HostSteal`).
+        var stealMilliseconds: Double
 
         /// The frames' `values` split into the 5 frames around each switch point (the two before it, the first of the
         /// new model, the two after) and the others.
@@ -183,8 +181,10 @@ struct BenchStreamCommand: AsyncParsableCommand {
                 if operations > 0, result.frame > 0, result.frame % every == 0 { driver.startNext() }
             })
         let start = ContinuousClock.now
+        let stealBefore = HostSteal.milliseconds()
         stream.start()
         await stream.waitUntilFinished()
+        let steal = HostSteal.milliseconds() - stealBefore
         let elapsed = (ContinuousClock.now - start).seconds
         await driver.waitForAll()
         let status = stream.currentStatus
@@ -193,7 +193,8 @@ struct BenchStreamCommand: AsyncParsableCommand {
             throw ValidationError("the stream ended \(status.state.rawValue): \(status.last_error ?? "")")
         }
         return Run(frames: status.frames_detected, fps: Double(status.frames_detected) / elapsed,
-            latencies: latencies.value.end, services: latencies.value.service, switchFrames: status.switches.compactMap(\.frame), failures: driver.failures)
+            latencies: latencies.value.end, services: latencies.value.service,
+            switchFrames: status.switches.compactMap(\.frame), failures: driver.failures, stealMilliseconds: steal)
     }
 
     private static func runPython(_ python: String, _ arguments: [String]) throws -> [String: Any] {

@@ -82,11 +82,9 @@ enum StreamSlot {
         throws -> ModelManager
     {
         let options = try modelOptions.sessionOptions()
+        // The service's defaults, warm-up included (see `HotSwapConfiguration.warmupRuns`).
         var configuration = HotSwapConfiguration(servingThreads: servingThreads,
             intraOpThreads: options.intraOpThreads)
-        // The service's warm-up (3 runs), not 1: with one, the first frame on a new model was now and then 2–5× slower
-        // than the others (bench-stream, README → Performance) — a session's first Runs still allocate (ORT's arena
-        // grows; its memory pattern, planned in the first Run, is allocated from the second).
         configuration.slotExecution = ["stream": SlotExecution(target: ExecutionTarget(parsing: modelOptions.provider)
             ?? .cpu)]
         let library = try ORTLibrary.load(explicitPath: modelOptions.ortLibrary)

@@ -145,6 +145,20 @@ struct FusedLetterboxTests {
         #expect(sequential.detections == result.detections && sequential.imageSize == result.imageSize)
     }
 
+    @Test("A decoded image's tensor is the same letterboxed on one thread as on two", .enabled(if: havePhotos))
+    func detectorResizeThreadsDoNotMatter() throws {
+        let image = try ImageDecoder.decode(Repository.bytes("models/images/zidane.jpg"))
+        let backend = RecordingBackend()
+        let detector = try Detector(backend: backend)
+        let parallel = try detector.detect(image: image, resizeInParallel: true)
+        let single = try detector.detect(image: image, resizeInParallel: false)
+        let seen = backend.inputsSeen
+        #expect(seen.count == 2)
+        #expect(seen.first.map(\.count) == 3 * 416 * 416)
+        #expect(seen.first?.elementsEqual(seen.last ?? []) { $0.bitPattern == $1.bitPattern } == true)
+        #expect(single.detections == parallel.detections && single.imageSize == parallel.imageSize)
+    }
+
     func gradientWithNoise(width: Int, height: Int) -> RGBImage {
         var generator = SystemRandomNumberGenerator()
         var pixels: [UInt8] = []
