@@ -49,10 +49,11 @@ public final class ORTSession: @unchecked Sendable {
     ///   - label: names the model in error messages (a path or id).
     /// - Throws: `ORTError` with ORT's message (invalid model, unsupported operator, provider not available, tensor
     ///   data in external files, ...).
-    public convenience init(bytes: [UInt8], environment: ORTEnvironment, options: SessionOptions = .init(),
-                            label: String = "model") throws(ORTError) {
+    public convenience init(bytes: some ContiguousBytes, environment: ORTEnvironment,
+                            options: SessionOptions = .init(), label: String = "model") throws(ORTError) {
+        let count = bytes.withUnsafeBytes { $0.count }
         try self.init(environment: environment, options: options, label: label,
-            operation: "creating a session for \(label) from \(bytes.count) bytes") { api, env, native, session in
+            operation: "creating a session for \(label) from \(count) bytes") { api, env, native, session in
             bytes.withUnsafeBytes { raw in
                 api.CreateSessionFromArray!(env, raw.baseAddress, raw.count, native, &session)
             }

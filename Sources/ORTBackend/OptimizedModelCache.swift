@@ -214,7 +214,9 @@ public struct OptimizedModelCache: Sendable {
             let bytes = try? RegularFile(openingForReading: entry).readAll(limit: recorded.optimized_byte_count),
             bytes.count == recorded.optimized_byte_count,
             SHA256.hash(data: bytes).hexString == recorded.optimized_sha256,
-            let session = try? ORTSession(bytes: [UInt8](bytes), environment: environment, options: options,
+            // The bytes read and hashed, not a copy of them: a second copy would add the model's size to the
+            // load's peak while ORT parses it.
+            let session = try? ORTSession(bytes: bytes, environment: environment, options: options,
                 label: label)
         else {
             remove(entry, manifest)

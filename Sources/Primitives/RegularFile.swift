@@ -69,6 +69,7 @@ public final class RegularFile {
         let tooLarge = FileReadError(path: path, reason: "it is larger than the limit of \(limit) bytes")
         guard byteCount <= limit else { throw tooLarge }
         var content = Data()
+        content.reserveCapacity(byteCount)  // one buffer, not a doubling series of copies
         try readChunks(chunkSize: min(limit + 1, 1 << 16)) { chunk throws(FileReadError) in
             content.append(chunk)
             if content.count > limit { throw tooLarge }

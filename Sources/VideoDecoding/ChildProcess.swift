@@ -31,6 +31,7 @@ final class ChildProcess: Sendable {
 
     /// Starts `arguments[0]` (looked up on `PATH`) with the rest as its arguments; stdin is /dev/null, or a pipe the
     /// parent writes (`stdin`) with `writableStdin`.
+    /// The pipe that carries frames (stdin when writable, else stdout) is widened to ``framePipeBytes``.
     /// - Throws: `VideoDecodeError.cannotStart` with the errno's text.
     init(_ arguments: [String], writableStdin: Bool = false) throws(VideoDecodeError) {
         guard let program = arguments.first else { throw .cannotStart(program: "", reason: "empty command") }
@@ -47,6 +48,7 @@ final class ChildProcess: Sendable {
         // Glibc's module does not export pipe2: close-on-exec is set right after (a program another thread spawns in
         // between could inherit the ends until it execs; posix_spawn-based spawners close them there).
         for fd in outPipe + errPipe + inPipe where fd >= 0 { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        Self.widen(pipe: writableStdin ? inPipe[1] : outPipe[0], to: Self.framePipeBytes)
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -130,6 +132,22 @@ final class ChildProcess: Sendable {
     static func succeeded(_ status: Int32) -> Bool { status == 0 }
 
     private static var errnoText: String { String(cString: strerror(errno)) }
+
+    /// The frame pipe's capacity asked for by default: 1 MiB, Linux's default ceiling for an unprivileged process
+    /// (`/proc/sys/fs/pipe-max-size`), and a whole 640×480 RGB frame. With the default 64 KiB a frame crosses the pipe
+    /// in pieces, and the writer and the reader wake each other for every piece.
+    static let framePipeBytes = 1 << 20
+
+    /// Asks the kernel to grow a pipe to `bytes` (`F_SETPIPE_SZ`), halving the request down to the default 64 KiB
+    /// while it is refused (a lower `pipe-max-size`, or the user's pipe-memory quota). The pipe works either way; its
+    /// size only changes how many wake-ups a frame costs.
+    static func widen(pipe fd: Int32, to bytes: Int) {
+        #if os(Linux)
+            // F_SETPIPE_SZ is Linux's 1031 (F_LINUX_SPECIFIC_BASE + 7); Swift's Glibc module does not export it.
+            var size = bytes
+            while size > 65536, fcntl(fd, 1031, Int32(size)) < 0 { size /= 2 }
+        #endif
+    }
 }
 
 /// Reads exactly `count` bytes from `fd` into `buffer` starting at `offset`; returns how many arrived before end of

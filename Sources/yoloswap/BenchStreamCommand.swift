@@ -123,9 +123,15 @@ struct BenchStreamCommand: AsyncParsableCommand {
             let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
         } else {
-            for (key, value) in result.sorted(by: { $0.key < $1.key }) { print("\(key): \(value)") }
+            for (key, value) in result.sorted(by: { $0.key < $1.key }) { print("\(key): \(Self.text(value))") }
         }
         if !failures.isEmpty { throw ExitCode(1) }
+    }
+
+    /// A figure as text, an undefined ratio as `null` (as in the JSON) rather than Swift's `Optional(…)` wrapping.
+    private static func text(_ value: Any) -> String {
+        guard let values = value as? [Double?] else { return "\(value)" }
+        return "[" + values.map { $0.map { "\($0)" } ?? "null" }.joined(separator: ", ") + "]"
     }
 
     private struct Run {

@@ -70,6 +70,23 @@ extension StreamSuite {
                 ?? (0, 0) == (1, 15360))
         }
 
+        @Test("the pipe that carries frames is widened to hold a whole 640×480 frame, as far as the system allows")
+        func framePipeWidened() throws {
+            // F_GETPIPE_SZ (Linux's 1032): the capacity the kernel gave the pipe.
+            let ceiling = (try? String(contentsOfFile: "/proc/sys/fs/pipe-max-size", encoding: .utf8))
+                .flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 65536
+            let expected = ceiling >= ChildProcess.framePipeBytes ? ChildProcess.framePipeBytes : 65536
+            let decoderSide = try ChildProcess(["sleep", "30"])
+            #expect(Int(fcntl(decoderSide.stdout, 1032)) >= expected)
+            let encoderSide = try ChildProcess(["sleep", "30"], writableStdin: true)
+            #expect(Int(fcntl(encoderSide.stdin, 1032)) >= expected)
+            #expect(ChildProcess.framePipeBytes >= 640 * 480 * 3)
+            for child in [decoderSide, encoderSide] {
+                child.terminate()
+                child.waitForExit()
+            }
+        }
+
         @Test("sources are checked like model paths: inside the media folder, allowed URL prefixes and devices only")
         func sourcePolicy() throws {
             let media = try TemporaryDirectory()
