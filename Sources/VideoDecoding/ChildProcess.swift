@@ -31,7 +31,6 @@ final class ChildProcess: Sendable {
 
     /// Starts `arguments[0]` (looked up on `PATH`) with the rest as its arguments; stdin is /dev/null, or a pipe the
     /// parent writes (`stdin`) with `writableStdin`.
-    /// The pipe that carries frames (stdin when writable, else stdout) is widened to ``framePipeBytes``.
     /// - Throws: `VideoDecodeError.cannotStart` with the errno's text.
     init(_ arguments: [String], writableStdin: Bool = false) throws(VideoDecodeError) {
         guard let program = arguments.first else { throw .cannotStart(program: "", reason: "empty command") }
@@ -48,7 +47,6 @@ final class ChildProcess: Sendable {
         // Glibc's module does not export pipe2: close-on-exec is set right after (a program another thread spawns in
         // between could inherit the ends until it execs; posix_spawn-based spawners close them there).
         for fd in outPipe + errPipe + inPipe where fd >= 0 { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
-        Self.widen(pipe: writableStdin ? inPipe[1] : outPipe[0], to: Self.framePipeBytes)
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -133,19 +131,30 @@ final class ChildProcess: Sendable {
 
     private static var errnoText: String { String(cString: strerror(errno)) }
 
-    /// The frame pipe's capacity asked for by default: 1 MiB, Linux's default ceiling for an unprivileged process
-    /// (`/proc/sys/fs/pipe-max-size`), and a whole 640×480 RGB frame. With the default 64 KiB a frame crosses the pipe
-    /// in pieces, and the writer and the reader wake each other for every piece.
-    static let framePipeBytes = 1 << 20
+    /// The most a frame pipe is widened to: 1 MiB, Linux's default ceiling for an unprivileged process
+    /// (`/proc/sys/fs/pipe-max-size`), and a whole 640×480 RGB frame.
+    static let maxFramePipeBytes = 1 << 20
 
-    /// Asks the kernel to grow a pipe to `bytes` (`F_SETPIPE_SZ`), halving the request down to the default 64 KiB
-    /// while it is refused (a lower `pipe-max-size`, or the user's pipe-memory quota). The pipe works either way; its
-    /// size only changes how many wake-ups a frame costs.
-    static func widen(pipe fd: Int32, to bytes: Int) {
+    /// Asks the kernel to grow a pipe to hold one frame of `frameBytes` (`F_SETPIPE_SZ`): the next power of two, at
+    /// most ``maxFramePipeBytes``, halving the request while it is refused. With the default 64 KiB a frame crosses
+    /// the pipe in pieces, and the writer and the reader wake each other for every piece.
+    ///
+    /// Best effort: the pipe works at any size, which only changes how many wake-ups a frame costs. Each pipe's pages
+    /// count against the user's pipe quota (`/proc/sys/fs/pipe-user-pages-soft`, 64 MiB by default); past it the
+    /// kernel refuses to widen, and gives the user's new pipes 8 KiB. Hence one frame, not the ceiling, per pipe.
+    /// - Returns: the pipe's capacity afterwards (`F_GETPIPE_SZ`), or nil where that cannot be read.
+    @discardableResult
+    static func widen(pipe fd: Int32, toHold frameBytes: Int) -> Int? {
         #if os(Linux)
-            // F_SETPIPE_SZ is Linux's 1031 (F_LINUX_SPECIFIC_BASE + 7); Swift's Glibc module does not export it.
-            var size = bytes
+            // F_SETPIPE_SZ and F_GETPIPE_SZ are Linux's 1031 and 1032 (F_LINUX_SPECIFIC_BASE + 7 and + 8); Swift's
+            // Glibc module does not export them.
+            var size = 65536
+            while size < frameBytes, size < maxFramePipeBytes { size *= 2 }
             while size > 65536, fcntl(fd, 1031, Int32(size)) < 0 { size /= 2 }
+            let capacity = fcntl(fd, 1032)
+            return capacity > 0 ? Int(capacity) : nil
+        #else
+            return nil
         #endif
     }
 }

@@ -101,6 +101,7 @@ public final class FFmpegDecoder: Sendable {
             close()
             throw .frameTooLarge(source: source.description, width: width, height: height, maxPixels: maxPixels)
         }
+        if produced.value == 0 { ChildProcess.widen(pipe: child.stdout, toHold: bytes) }
         var got = 0
         let buffer = [UInt8](unsafeUninitializedCapacity: bytes) { raw, count in
             got = readFully(child.stdout, into: UnsafeMutableRawBufferPointer(raw), count: bytes)

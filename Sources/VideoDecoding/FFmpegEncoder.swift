@@ -41,6 +41,7 @@ public final class FFmpegEncoder: Sendable {
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "\(width)x\(height)", "-r", rate, "-i", "pipe:0",
             "-an", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "file:" + path],
             writableStdin: true)
+        ChildProcess.widen(pipe: child.stdin, toHold: min(pixels, ChildProcess.maxFramePipeBytes) * 3)
         // FFmpeg's messages, drained (a full stderr pipe would stall it) and kept for an error; ends at its exit.
         let (fd, log, done) = (child.stderr, log, logDone)
         let thread = Thread {

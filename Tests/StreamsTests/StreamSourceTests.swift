@@ -70,20 +70,21 @@ extension StreamSuite {
                 ?? (0, 0) == (1, 15360))
         }
 
-        @Test("the pipe that carries frames is widened to hold a whole 640×480 frame, as far as the system allows")
+        @Test("a frame pipe is widened to hold one frame (a power of two, 64 KiB to 1 MiB), as far as the system allows")
         func framePipeWidened() throws {
-            // F_GETPIPE_SZ (Linux's 1032): the capacity the kernel gave the pipe.
             let ceiling = (try? String(contentsOfFile: "/proc/sys/fs/pipe-max-size", encoding: .utf8))
                 .flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 65536
-            let expected = ceiling >= ChildProcess.framePipeBytes ? ChildProcess.framePipeBytes : 65536
-            let decoderSide = try ChildProcess(["sleep", "30"])
-            #expect(Int(fcntl(decoderSide.stdout, 1032)) >= expected)
-            let encoderSide = try ChildProcess(["sleep", "30"], writableStdin: true)
-            #expect(Int(fcntl(encoderSide.stdin, 1032)) >= expected)
-            #expect(ChildProcess.framePipeBytes >= 640 * 480 * 3)
-            for child in [decoderSide, encoderSide] {
-                child.terminate()
-                child.waitForExit()
+            let cases = [(640 * 480 * 3, 1 << 20), (320 * 240 * 3, 1 << 18), (1920 * 1080 * 3, 1 << 20), (100, 1 << 16)]
+            for (frameBytes, wanted) in cases {
+                var ends: [Int32] = [-1, -1]
+                try #require(pipe(&ends) == 0)
+                defer { ends.forEach { close($0) } }
+                let capacity = ChildProcess.widen(pipe: ends[0], toHold: frameBytes)
+                if ceiling >= wanted {
+                    #expect(capacity == wanted, "a frame of \(frameBytes) bytes")
+                } else {
+                    #expect((capacity ?? 0) >= 65536, "a frame of \(frameBytes) bytes")
+                }
             }
         }
 
