@@ -43,7 +43,9 @@ struct StreamServiceTests {
 
         // A stalled viewer: connects to the results, reads the head, then reads nothing more.
         let (created, stream) = try await server.json("POST", "/v1/streams", token: op, body: [
-            "source": "pan.avi", "fps_cap": 30, "outputs": ["file": "cam.jsonl", "video": "cam.mp4"],
+            // 10 fps: the stream lasts 6 s, so that the preview viewer below connects before it ends even on a loaded
+            // machine (at 30 fps a CI run once connected at frame 48 of 60).
+            "source": "pan.avi", "fps_cap": 10, "outputs": ["file": "cam.jsonl", "video": "cam.mp4"],
         ])
         #expect(created == 201, "\(stream)")
         let id = try #require(stream["id"] as? String)
@@ -52,9 +54,10 @@ struct StreamServiceTests {
         #expect(stalled.head.contains("200 OK") && stalled.head.contains("text/event-stream"))
 
         // The preview: multipart parts, each a JPEG of the frame.
-        // Read until a frame from the second half arrives: the pan's first frames have nothing to detect.
+        // Read until a frame from the second half arrives: the pan's first frames have nothing to detect. The viewer may
+        // connect late or skip frames (a viewer drops, the stream does not), so the parts are not counted.
         let previews = try await previewParts(server: server, id: id, untilFrame: 30)
-        #expect(previews.count >= 3 && (previews.last?.frame ?? -1) >= 30, "\(previews.map(\.frame))")
+        #expect((previews.last?.frame ?? -1) >= 30, "\(previews.map(\.frame))")
         for part in previews {
             let image = try ImageDecoder.decode(part.jpeg)
             #expect(image.width == 320 && image.height == 240)
