@@ -135,15 +135,18 @@ public final class FakeLoader: ModelLoader {
     }
 
     private let delay: Duration?
+    private let gate: Gate?
     private let backend: @Sendable (_ label: String) -> FakeBackend
     private let log = Locked<[Call]>([])
 
     /// - Parameters:
     ///   - delay: how long each `makeBackend` sleeps (a slow session creation).
+    ///   - gate: where each `makeBackend` waits first (a session creation held until the test lets it go).
     ///   - backend: the backend for a model, by label (file path).
-    public init(delay: Duration? = nil,
+    public init(delay: Duration? = nil, gate: Gate? = nil,
          backend: @escaping @Sendable (_ label: String) -> FakeBackend = { _ in FakeBackend() }) {
         self.delay = delay
+        self.gate = gate
         self.backend = backend
     }
 
@@ -154,6 +157,7 @@ public final class FakeLoader: ModelLoader {
         -> any InferenceBackend
     {
         log.withLock { $0.append(Call(label: label, execution: execution, startedAt: Date())) }
+        gate?.pass()
         if let delay { Thread.sleep(forTimeInterval: delay.seconds) }
         return backend(label)
     }

@@ -23,13 +23,16 @@ extension HotSwapSuite {
 
         @Test("concurrent loads of the same model share one operation")
         func concurrentIdenticalLoadsShare() async throws {
-            let loader = FakeLoader(delay: .milliseconds(200))
+            // The session creation is held until all five loads were asked for.
+            let gate = Gate(open: false)
+            let loader = FakeLoader(gate: gate)
             let (manager, slot) = try await makeManager(loader: loader)
             let request = LoadRequest(slot: "default", path: Self.pathA, activate: true)
             let operations = try await withThrowingTaskGroup(of: LoadOperation.self) { group in
                 for _ in 0..<5 { group.addTask { try await manager.load(request) } }
                 return try await group.reduce(into: []) { $0.append($1) }
             }
+            gate.open()
             #expect(Set(operations.map(\.id)).count == 1)
             #expect(operations.allSatisfy { $0 === operations[0] })
             let status = await operations[0].wait()
@@ -41,13 +44,16 @@ extension HotSwapSuite {
 
         @Test("a newer load supersedes an older one still in progress")
         func newerLoadSupersedes() async throws {
-            let loader = FakeLoader(delay: .milliseconds(300))
+            // The older load's session creation is held until the newer load was asked for.
+            let gate = Gate(open: false)
+            let loader = FakeLoader(gate: gate)
             let (manager, slot) = try await makeManager(loader: loader)
             let events = EventRecorder(await manager.events())
             let older = try await manager.load(LoadRequest(slot: "default", path: Self.pathA))
-            #expect(await eventually { older.status.stage == .loading })
+            #expect(await eventually { gate.waitingCount == 1 && older.status.stage == .loading })
             let newer = try await manager.load(LoadRequest(slot: "default", path: Self.pathB))
             #expect(newer.id != older.id)
+            gate.open()
 
             let olderStatus = await older.wait()
             #expect(olderStatus.stage == .cancelled)
@@ -70,9 +76,16 @@ extension HotSwapSuite {
 
         @Test("operations on one slot run in order: a switch waits for the load queued before it")
         func operationsOnOneSlotSerialize() async throws {
-            let (manager, slot) = try await makeManager(loader: FakeLoader(delay: .milliseconds(300)))
+            let gate = Gate()
+            let (manager, slot) = try await makeManager(loader: FakeLoader(gate: gate))
             _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Self.pathA))
+            // B's session creation is held, then let go 300 ms later — meanwhile the switch below is issued.
+            gate.close()
             let op = try await manager.load(LoadRequest(slot: "default", path: Self.pathB))
+            Task {
+                try await Task.sleep(for: .milliseconds(300))
+                gate.open()
+            }
             #expect(!op.status.stage.isTerminal)
             // Issued while the load is still in progress: without serialization there is nothing to switch to.
             let event = try await manager.switchStaged(slot: "default")

@@ -118,10 +118,10 @@ extension HotSwapSuite {
             let original = try await slot.detect(imageBytes: Fixtures.busJPEG).model
 
             let op = try await manager.load(LoadRequest(slot: "default", path: fifo, activate: true))
-            let ended = await eventually(timeout: .seconds(5)) { op.status.stage.isTerminal }
+            let ended = await eventually(timeout: .seconds(20)) { op.status.stage.isTerminal }
             // Past the deadline, a writer lets the blocked open return so that the suite goes on.
             if !ended { releaseFIFOReaders(at: fifo) }
-            #expect(ended, "the load of a FIFO was still \(op.status.stage) after 5 s")
+            #expect(ended, "the load of a FIFO was still \(op.status.stage) after 20 s")
             let status = await op.wait()
             guard case .unreadable(let path, let reason) = status.failure else {
                 Issue.record("expected unreadable, got \(String(describing: status.failure))")

@@ -108,7 +108,7 @@ struct InferenceExecutorTests {
                 group.addTask {
                     try await executor.run {
                         arrivals.withLock { $0 += 1 }
-                        let deadline = Date().addingTimeInterval(10)
+                        let deadline = Date().addingTimeInterval(30)
                         while arrivals.current < 2, Date() < deadline { Thread.sleep(forTimeInterval: 0.001) }
                         if arrivals.current == 2 { met.withLock { $0 += 1 } }
                     }
@@ -259,7 +259,7 @@ struct InferenceExecutorTests {
         #expect(executor.queueDepth == 0 && executor.running == 0)
         #expect(throws: ExecutorError.shutDown) { try executor.runBlocking { 0 } }
         // Its thread has left its loop; the OS thread itself ends a moment later.
-        try await waitUntil(timeout: .seconds(1)) { Self.threadCount(named: "t-drain-0") == 0 }
+        try await waitUntil(timeout: .seconds(10)) { Self.threadCount(named: "t-drain-0") == 0 }
         await executor.shutdown()  // a second call returns at once
     }
 

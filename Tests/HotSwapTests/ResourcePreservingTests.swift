@@ -10,22 +10,26 @@ extension HotSwapSuite {
     struct ResourcePreservingTests {
         @Test("requests in the gap wait for the new model up to their deadline; a short deadline ends unavailable")
         func requestsWaitInTheGap() async throws {
-            // Every session takes 400 ms to create: the gap between the old model's release and the new one's flip.
-            let loader = FakeLoader(delay: .milliseconds(400))
+            // The new session's creation is held at a gate: the gap between the old model's release and the new one's
+            // flip lasts until the requests below were made and the hasty one has failed.
+            let gate = Gate()
+            let loader = FakeLoader(gate: gate)
             let releases = ReleaseRecorder()
             let manager = ModelManager(configuration: HotSwapConfiguration.testing(queueCapacity: 16), loader: loader, releaseObserver: releases.observer)
             let slot = try await manager.createSlot("default")
             _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity416))
             let modelA = try #require(slot.roles.active?.identity)
 
+            gate.close()
             let op = try await manager.load(LoadRequest(slot: "default", path: Fixtures.identity320, activate: true,
                 policy: .resourcePreserving))
-            #expect(await eventually { slot.roles.active == nil }, "the old model was never taken out")
+            #expect(await eventually { slot.roles.active == nil && gate.waitingCount == 1 },
+                "the old model was never taken out")
 
             // Requests arriving in the gap.
             let patient = (0..<4).map { _ in
                 Task { () -> Result<SlotDetection, any Error> in
-                    let deadline = ContinuousClock.now + .seconds(5)
+                    let deadline = ContinuousClock.now + .seconds(60)
                     do { return .success(try await slot.detect(imageBytes: Fixtures.busJPEG, deadline: deadline)) } catch {
                         return .failure(error)
                     }
@@ -39,6 +43,9 @@ extension HotSwapSuite {
                 } catch { return error }
             }
 
+            let error = await hasty.value
+            let failedAt = ContinuousClock.now
+            gate.open()
             let status = await op.wait()
             #expect(status.stage == .ready)
             let modelB = try #require(status.identity)
@@ -51,8 +58,6 @@ extension HotSwapSuite {
                     Issue.record("a request in the gap failed before its deadline: \(error)")
                 }
             }
-            let error = await hasty.value
-            let failedAt = ContinuousClock.now
             guard case .unavailable(let slotName, _) = error as? SlotError else {
                 Issue.record("expected SlotError.unavailable, got \(String(describing: error))")
                 return

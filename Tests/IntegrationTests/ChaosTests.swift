@@ -146,10 +146,10 @@ struct ChaosTests {
                 "\(context): statuses \(Set(answers.map(\.status)))")
             #expect(answers.allSatisfy { $0.sha256 == nil || allowed.contains($0.sha256!) }, "\(context)")
 
-            // The killed server's children end with it (a child optimizer notices within 50 ms); what they wrote goes
-            // with them.
+            // The killed server's children end with it (a child optimizer notices within 50 ms, given a CPU: 10 s on
+            // a loaded machine); what they wrote goes with them.
             var orphans = world.processesUsingState()
-            for _ in 0..<40 where !orphans.isEmpty {
+            for _ in 0..<200 where !orphans.isEmpty {
                 try await Task.sleep(for: .milliseconds(50))
                 orphans = world.processesUsingState()
             }
@@ -168,7 +168,7 @@ struct ChaosTests {
             if done.answered, done.target != nil { #expect(changed == done.succeeded, "\(context): answered \(done)") }
 
             // The audit chain verifies and still holds the head seen before the kill.
-            let verify = try runProcess(Repo.binary, ["audit", "verify", "--state-dir", world.state.path,
+            let verify = try await runProcess(Repo.binary, ["audit", "verify", "--state-dir", world.state.path,
                 "--expect-head", "\(head.id):\(head.hash)"])
             #expect(verify.status == 0, "\(context): \(verify.stdout)\(verify.stderr)")
 

@@ -11,31 +11,35 @@ struct ConsoleBrowserTests {
 
     @Test("page, detections, live timeline, load/discard/rollback, viewer and bad token, in one browser session")
     func browser() async throws {
+        // The 60-frame 320x240 MJPEG video, for the Streams panel.
+        let media = URL(fileURLWithPath: TestVideos.mjpeg)
         let server = try await ServerProcess(yaml: """
             \(ServerProcess.demoTokens)
             slots:
               default: { model: yolov3-tiny-coco-416.onnx }
             hotswap: { warmup_runs: 1 }
+            streams: { media_dir: "\(media.deletingLastPathComponent().path)" }
             """)
         defer { server.stop() }
         try? FileManager.default.removeItem(atPath: Self.artifacts)
-        let result = try runProcess(Repo.python, [
+        let result = try await runProcess(Repo.python, [
             Repository.path("tools/console_browser_check.py"), "--base", server.base.absoluteString,
             "--operator-token", ServerProcess.operatorToken, "--viewer-token", ServerProcess.viewerToken,
             "--image", Repo.image("bus.jpg"), "--switch-model", "yolov3-tiny-coco-320.onnx",
-            "--load-model", "yolov3-tiny-coco-608.onnx", "--out", Self.artifacts,
+            "--load-model", "yolov3-tiny-coco-608.onnx", "--stream-source", media.lastPathComponent,
+            "--stream-size", "320x240", "--stream-fps", "3", "--out", Self.artifacts,
         ])
         let line = try #require(result.stdout.split(separator: "\n").last { $0.hasPrefix("{") },
             "no report from the browser check: \(result.stderr)")
         let report = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
         let checks = try #require(report["checks"] as? [String: [String: Any]])
-        for name in ["page", "detect", "timeline", "operator", "viewer", "bad_token"] {
+        for name in ["page", "detect", "timeline", "operator", "streams", "viewer", "bad_token"] {
             let check = try #require(checks[name], "check \(name) did not run")
             #expect(check["ok"] as? Bool == true, "\(name): \(check["detail"] ?? "")")
         }
         #expect(result.status == 0, "\(result.stderr)")
-        for name in ["console-operator", "console-detect", "console-timeline", "console-load", "console-viewer",
-            "console-bad-token"]
+        for name in ["console-operator", "console-detect", "console-timeline", "console-load", "console-streams",
+            "console-viewer", "console-bad-token"]
         {
             let path = Self.artifacts + "/\(name).png"
             let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0

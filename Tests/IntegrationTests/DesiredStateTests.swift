@@ -126,34 +126,24 @@ struct DesiredStateTests {
         try Self.document(Self.small).write(toFile: file, atomically: true, encoding: .utf8)
         let connection = ["--server", server.base.absoluteString, "--token", ServerProcess.operatorToken]
 
-        let diff = try runProcess(Repo.binary, ["diff", "-f", file] + connection)
+        let diff = try await runProcess(Repo.binary, ["diff", "-f", file] + connection)
         #expect(diff.status == 1, "\(diff.stderr)")
         #expect(diff.stdout.contains("would load+switch default"))
         #expect(diff.stdout.contains("+ \(Self.small)"))
         #expect(try await Self.activeSHA(server) == (try Self.sha(Self.large)))
 
-        let apply = try runProcess(Repo.binary, ["apply", "-f", file] + connection)
+        let apply = try await runProcess(Repo.binary, ["apply", "-f", file] + connection)
         #expect(apply.status == 0, "\(apply.stdout)\(apply.stderr)")
         #expect(apply.stdout.contains("slot default: Converged"))
         #expect(try await Self.activeSHA(server) == (try Self.sha(Self.small)))
 
-        let again = try runProcess(Repo.binary, ["diff", "-f", file] + connection)
+        let again = try await runProcess(Repo.binary, ["diff", "-f", file] + connection)
         #expect(again.status == 0, "\(again.stdout)\(again.stderr)")
         #expect(again.stdout.contains("no changes"))
 
         try Self.document("../etc/passwd").write(toFile: file, atomically: true, encoding: .utf8)
-        let refused = try runProcess(Repo.binary, ["apply", "-f", file] + connection)
+        let refused = try await runProcess(Repo.binary, ["apply", "-f", file] + connection)
         #expect(refused.status == 1)
         #expect(refused.stderr.contains("slots.default.model"))
     }
-}
-
-/// Polls an async condition until it holds or `timeout` passes.
-func eventuallyAsync(timeout: Duration = .seconds(20), _ condition: () async -> Bool) async -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if await condition() { return true }
-        try? await Task.sleep(for: .milliseconds(10))
-    }
-    return false
 }

@@ -43,7 +43,7 @@ struct KubernetesManifestTests {
         // Flags: each is one `yoloswap serve` has.
         let args = try #require(container["args"] as? [String])
         #expect(args.first == "serve")
-        let help = try runProcess(Repo.binary, ["serve", "--help"])
+        let help = try await runProcess(Repo.binary, ["serve", "--help"])
         for flag in args where flag.hasPrefix("--") { #expect(help.stdout.contains(flag), "unknown flag \(flag)") }
         func argument(_ flag: String) throws -> String {
             let index = try #require(args.firstIndex(of: flag))

@@ -62,7 +62,7 @@ struct OpenInferenceProtocolTests {
         let scratch = try TemporaryDirectory()
         let cert = scratch.url.appendingPathComponent("cert.pem").path
         let key = scratch.url.appendingPathComponent("key.pem").path
-        let openssl = try runProcess("/usr/bin/openssl", [
+        let openssl = try await runProcess("/usr/bin/openssl", [
             "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
             "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", key, "-out", cert,
         ])

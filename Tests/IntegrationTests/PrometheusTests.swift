@@ -11,7 +11,7 @@ import Glibc
 
 /// The real binary scraped by the real Prometheus server (Debian package `prometheus`, installed by scripts/setup):
 /// `/metrics` passes `promtool check metrics`, and a swap made through the API shows up in Prometheus' query API.
-@Suite("Prometheus scraping the real server", .serialized, .timeLimit(.minutes(1)))
+@Suite("Prometheus scraping the real server", .serialized, .timeLimit(.minutes(3)))
 struct PrometheusTests {
     static let prometheus = "/usr/bin/prometheus"
     static let promtool = "/usr/bin/promtool"

@@ -44,7 +44,7 @@ struct ReleaseAgreementTests {
         try #require(mirror["mirrored"] == Self.photos.count, "\(mirror)")
         let ours = try #require(release["agreement"] as? [String: Any])
 
-        let python = try runProcess(Repo.python, [Repository.path("tools/release_agreement.py"),
+        let python = try await runProcess(Repo.python, [Repository.path("tools/release_agreement.py"),
             "--baseline", Repo.model("yolov3-tiny-coco-416.onnx"),
             "--candidate", Repo.model("yolov3-tiny-coco-320.onnx")] + Self.photos.map(Repo.image))
         try #require(python.status == 0, "\(python.stderr)")
@@ -84,7 +84,7 @@ struct ReleaseAgreementTests {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("pairs-\(UUID()).jsonl").path
         defer { try? FileManager.default.removeItem(atPath: file) }
         try lines.joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
-        let exact = try runProcess(Repo.python, [Repository.path("tools/release_agreement.py"), "--pairs", file])
+        let exact = try await runProcess(Repo.python, [Repository.path("tools/release_agreement.py"), "--pairs", file])
         try #require(exact.status == 0, "\(exact.stderr)")
         let recomputed = try #require(try JSONSerialization.jsonObject(with: Data(exact.stdout.utf8))
             as? [String: Any])
@@ -93,15 +93,15 @@ struct ReleaseAgreementTests {
 
         // The CLI reads and ends the same release.
         let connection = ["--server", server.base.absoluteString]
-        let status = try runProcess(Repo.binary, ["models", "release", "status"] + connection
+        let status = try await runProcess(Repo.binary, ["models", "release", "status"] + connection
             + ["--token", ServerProcess.viewerToken, "default"])
         #expect(status.status == 0, "\(status.stderr)")
         #expect(status.stdout.contains("\"running\""))
-        let abort = try runProcess(Repo.binary, ["models", "release", "abort"] + connection
+        let abort = try await runProcess(Repo.binary, ["models", "release", "abort"] + connection
             + ["--token", ServerProcess.operatorToken, "default"])
         #expect(abort.status == 0, "\(abort.stderr)")
         #expect(abort.stdout.contains("\"aborted\""))
-        let again = try runProcess(Repo.binary, ["models", "release", "abort"] + connection
+        let again = try await runProcess(Repo.binary, ["models", "release", "abort"] + connection
             + ["--token", ServerProcess.operatorToken, "default"])
         #expect(again.status == 1)
         #expect(again.stderr.contains("409"))

@@ -13,7 +13,7 @@ struct SignedModelsAuditTests {
         try FileManager.default.createDirectory(at: repo, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let key = dir.appendingPathComponent("release.key").path
-        let keygen = try runProcess(Repo.binary, ["keygen", "--out", key])
+        let keygen = try await runProcess(Repo.binary, ["keygen", "--out", key])
         try #require(keygen.status == 0, "\(keygen.stderr)")
 
         let a = Repo.model("synthetic/yolov5-nc80-416-identity.onnx")
@@ -22,14 +22,14 @@ struct SignedModelsAuditTests {
             try FileManager.default.copyItem(atPath: source, toPath: repo.appendingPathComponent(name).path)
         }
         for name in ["signed.onnx", "signed-b.onnx"] {
-            let sign = try runProcess(Repo.binary, ["sign", repo.appendingPathComponent(name).path, "--key", key,
+            let sign = try await runProcess(Repo.binary, ["sign", repo.appendingPathComponent(name).path, "--key", key,
                 "--version", "1.0"])
             try #require(sign.status == 0, "\(sign.stderr)")
         }
         // A signature made for other bytes.
         try FileManager.default.copyItem(atPath: repo.appendingPathComponent("signed.onnx.sig").path,
             toPath: repo.appendingPathComponent("tampered.onnx.sig").path)
-        let verify = try runProcess(Repo.binary, ["verify", repo.appendingPathComponent("signed.onnx").path,
+        let verify = try await runProcess(Repo.binary, ["verify", repo.appendingPathComponent("signed.onnx").path,
             "--pub", key + ".pub"])
         #expect(verify.status == 0 && verify.stdout.contains("OK"))
 
@@ -74,7 +74,7 @@ struct SignedModelsAuditTests {
         #expect(sequence == entries.compactMap { $0["id"] as? Int }.max())
         #expect(server.stop() == 0)
 
-        let intact = try runProcess(Repo.binary, ["audit", "verify", "--state-dir", state.path,
+        let intact = try await runProcess(Repo.binary, ["audit", "verify", "--state-dir", state.path,
             "--expect-head", "\(sequence):\(headHash)"])
         #expect(intact.status == 0, "\(intact.stdout)\(intact.stderr)")
         #expect(intact.stdout.contains("OK") && intact.stdout.contains("expected head \(sequence) present"))
@@ -84,7 +84,7 @@ struct SignedModelsAuditTests {
         let copy = state.deletingLastPathComponent().appendingPathComponent("cut-\(UUID())")
         try FileManager.default.copyItem(at: state, to: copy)
         defer { try? FileManager.default.removeItem(at: copy) }
-        let cut = try runProcess("/usr/bin/python3", ["-c", """
+        let cut = try await runProcess("/usr/bin/python3", ["-c", """
             import sqlite3, sys
             db = sqlite3.connect(sys.argv[1])
             last = db.execute("select max(id) from audit_entry").fetchone()[0]
@@ -94,14 +94,14 @@ struct SignedModelsAuditTests {
             db.commit()
             """, copy.appendingPathComponent("audit.sqlite").path])
         try #require(cut.status == 0, "\(cut.stderr)")
-        let chainOnly = try runProcess(Repo.binary, ["audit", "verify", "--state-dir", copy.path])
+        let chainOnly = try await runProcess(Repo.binary, ["audit", "verify", "--state-dir", copy.path])
         #expect(chainOnly.status == 0, "a consistent cut is invisible to the chain alone: \(chainOnly.stdout)")
-        let anchored = try runProcess(Repo.binary, ["audit", "verify", "--state-dir", copy.path,
+        let anchored = try await runProcess(Repo.binary, ["audit", "verify", "--state-dir", copy.path,
             "--expect-head", "\(sequence):\(headHash)"])
         #expect(anchored.status == 1)
         #expect(anchored.stdout.contains("before the expected head #\(sequence)"), "\(anchored.stdout)")
         // Edit one row behind the log's back.
-        let edit = try runProcess("/usr/bin/python3", ["-c", """
+        let edit = try await runProcess("/usr/bin/python3", ["-c", """
             import sqlite3, sys
             db = sqlite3.connect(sys.argv[1])
             tables = [r[0] for r in db.execute("select name from sqlite_master where type='table'")]
@@ -112,7 +112,7 @@ struct SignedModelsAuditTests {
             print(row)
             """, state.appendingPathComponent("audit.sqlite").path])
         try #require(edit.status == 0, "\(edit.stderr)")
-        let broken = try runProcess(Repo.binary, ["audit", "verify", "--state-dir", state.path])
+        let broken = try await runProcess(Repo.binary, ["audit", "verify", "--state-dir", state.path])
         #expect(broken.status == 1)
         #expect((broken.stdout + broken.stderr).contains("BROKEN at entry #\(edit.stdout.trimmed)"),
             "\(broken.stdout)\(broken.stderr)")

@@ -32,7 +32,7 @@ struct StorageFaultTests {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("diskfull-\(UUID())")
         let state = root.appendingPathComponent("var")
         try FileManager.default.createDirectory(at: state, withIntermediateDirectories: true)
-        let mount = try runProcess("/bin/mount", ["-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", state.path])
+        let mount = try await runProcess("/bin/mount", ["-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", state.path])
         try #require(mount.status == 0, "mount: \(mount.stderr)")
         defer {
             _ = try? runProcess("/bin/umount", ["-l", state.path])
@@ -199,7 +199,7 @@ struct StorageFaultTests {
             "\(context): serves \(String(describing: view.active)), committed \(committed)")
         let (status, served) = await server.detectModel(Self.image)
         #expect(status == 200 && served == committed.active.sha256, "\(context)")
-        let verify = try runProcess(Repo.binary, ["audit", "verify", "--state-dir", world.state.path,
+        let verify = try await runProcess(Repo.binary, ["audit", "verify", "--state-dir", world.state.path,
             "--expect-head", "\(since.id):\(since.hash)"])
         #expect(verify.status == 0, "\(context): \(verify.stdout)\(verify.stderr)")
         let records = try await server.auditRecords().filter { $0.id > since.id }

@@ -49,14 +49,21 @@ struct StreamServiceTests {
         ])
         #expect(created == 201, "\(stream)")
         let id = try #require(stream["id"] as? String)
-        let stalled = try StalledReader(port: server.port, path: "/v1/streams/\(id)/results",
-            token: ServerProcess.viewerToken)
+        // The preview viewer connects first, before the stream can end.
+        let (port, viewer) = (server.port, ServerProcess.viewerToken)
+        let preview = try await onOwnThread {
+            try StalledReader(port: port, path: "/v1/streams/\(id)/preview.mjpeg", token: viewer)
+        }
+        defer { preview.close() }
+        let stalled = try await onOwnThread {
+            try StalledReader(port: port, path: "/v1/streams/\(id)/results", token: viewer)
+        }
         #expect(stalled.head.contains("200 OK") && stalled.head.contains("text/event-stream"))
 
-        // The preview: multipart parts, each a JPEG of the frame.
-        // Read until a frame from the second half arrives: the pan's first frames have nothing to detect. The viewer may
-        // connect late or skip frames (a viewer drops, the stream does not), so the parts are not counted.
-        let previews = try await previewParts(server: server, id: id, untilFrame: 30)
+        // The preview: multipart parts, each a JPEG of the frame. Read until a frame from the second half arrives: the
+        // pan's first frames have nothing to detect. A viewer may skip frames (a viewer drops, the stream does not), so
+        // the parts are not counted.
+        let previews = try await previewParts(preview, untilFrame: 30)
         #expect((previews.last?.frame ?? -1) >= 30, "\(previews.map(\.frame))")
         for part in previews {
             let image = try ImageDecoder.decode(part.jpeg)
@@ -72,12 +79,15 @@ struct StreamServiceTests {
         #expect(final["frames_detected"] as? Int == 60 && final["frames_dropped"] as? Int == 0, "\(final)")
 
         // The annotated video: 60 frames of 320x240 at the source's 30 fps, once its file is complete.
-        #expect(await eventually(timeout: .seconds(60)) {
+        let videoComplete = await eventually(timeout: .seconds(60)) {
             let probe = try? runProcess("/usr/bin/ffprobe", ["-v", "error", "-count_frames", "-select_streams", "v:0",
                 "-show_entries", "stream=width,height,r_frame_rate,nb_read_frames", "-of", "csv=p=0",
                 output.file("cam.mp4")])
             return probe?.stdout.trimmed == "320,240,30/1,60"
-        }, "\((try? runProcess("/usr/bin/ffprobe", ["-v", "error", output.file("cam.mp4")]))?.stderr ?? "")")
+        }
+        let probeErrors = videoComplete ? ""
+            : (try? await runProcess("/usr/bin/ffprobe", ["-v", "error", output.file("cam.mp4")]))?.stderr ?? ""
+        #expect(videoComplete, "\(probeErrors)")
         let video = ((final["deliveries"] as? [String: Any])?["video"] as? [String: Any]) ?? [:]
         #expect(video["published"] as? Int == 60 && video["failed"] as? Int == 0, "\(video)")
         stalled.close()
@@ -183,12 +193,9 @@ struct StreamServiceTests {
 
     /// Reads `count` parts of the MJPEG preview.
     /// The preview's parts as they come, until one of frame `untilFrame` or later (or the response's end).
-    private func previewParts(server: ServerProcess, id: String, untilFrame: Int) async throws
-        -> [(frame: Int, jpeg: [UInt8])]
-    {
-        let reader = try StalledReader(port: server.port, path: "/v1/streams/\(id)/preview.mjpeg",
-            token: ServerProcess.viewerToken)
-        defer { reader.close() }
+    /// Reads a preview's parts until one of frame `untilFrame` or later (or the end); the socket is read on a thread
+    /// of its own, not the concurrency pool's.
+    private func previewParts(_ reader: StalledReader, untilFrame: Int) async throws -> [(frame: Int, jpeg: [UInt8])] {
         #expect(reader.head.contains("multipart/x-mixed-replace; boundary=frame"))
         var parts: [(Int, [UInt8])] = []
         var buffer = reader.rest
@@ -210,7 +217,7 @@ struct StreamServiceTests {
                     continue
                 }
             }
-            let more = reader.read()
+            let more = try await onOwnThread { reader.read() }
             guard !more.isEmpty else { break }
             buffer += more
         }

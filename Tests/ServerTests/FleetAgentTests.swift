@@ -10,7 +10,7 @@ import Testing
 
 /// The fleet agent in process (real slots over fake backends, a real broker): the extension points another API
 /// plugs into — a command action of its own and a section of the status.
-@Suite("Fleet agent: command handlers and status sections", .serialized, .timeLimit(.minutes(2)))
+@Suite("Fleet agent: command handlers and status sections", .serialized, .timeLimit(.minutes(5)))
 struct FleetAgentTests {
     /// A command action beyond the built-in ones: answers with the slot, a field of its own and the caller.
     struct EchoHandler: FleetCommandHandler {

@@ -124,7 +124,7 @@ extension StreamSuite {
                 let png = folder.file("frame-\(sample.frame).png")
                 try TestVideos.extractPNG(video, frame: sample.frame, to: png)
                 let model = sample.model.sha256 == (try Fixtures.sha256(Self.modelA)) ? Self.modelA : Self.modelB
-                let cli = try runProcess(yoloswapBinary, ["detect", "--model", model, "--threads", "1",
+                let cli = try await runProcess(yoloswapBinary, ["detect", "--model", model, "--threads", "1",
                     "--format", "json", png])
                 #expect(cli.status == 0, "\(cli.stderr)")
                 let record = try JSONDecoder().decode(DetectRecord.self, from: Data(cli.stdout.utf8))

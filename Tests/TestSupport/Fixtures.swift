@@ -23,8 +23,9 @@ public enum Fixtures {
     }
 }
 
-/// Polls an async `condition` every few milliseconds until it holds or `timeout` passes; returns its last value.
-public func eventuallyAsync(timeout: Duration = .seconds(10), _ condition: () async -> Bool) async -> Bool {
+/// Polls an async `condition` every few milliseconds until it holds or `timeout` passes; returns its last value. The
+/// default bound is generous: it is only reached when the condition never holds, and a loaded CI machine is slow.
+public func eventuallyAsync(timeout: Duration = .seconds(30), _ condition: () async -> Bool) async -> Bool {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
         if await condition() { return true }

@@ -55,6 +55,27 @@ public func runProcess(
         stderr: String(decoding: errors.data.withLock { $0 }, as: UTF8.self))
 }
 
+/// `runProcess` for async callers: the program is run and waited for on a thread of its own. Swift's concurrency pool
+/// has one thread per core (two on CI), and every test of the process shares it: a test that waited for a
+/// 40-second child on one of them held back every other test's tasks (CI saw a stream's viewer connect 1.6 s late).
+public func runProcess(
+    _ executable: String, _ arguments: [String], environment: [String: String]? = nil,
+    in directory: URL = Repository.root
+) async throws -> ProcessResult {
+    try await onOwnThread {
+        let blocking: (String, [String], [String: String]?, URL) throws -> ProcessResult = runProcess
+        return try blocking(executable, arguments, environment, directory)
+    }
+}
+
+/// Runs blocking work (waiting for a child, reading a socket) on a new thread, and resumes the caller when it is
+/// done, so that the concurrency pool's threads stay free for the other tests' tasks.
+public func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread.detachNewThread { continuation.resume(with: Result { try body() }) }
+    }
+}
+
 /// Bytes handed from the thread that drains standard error to the caller.
 private final class Collected: Sendable {
     let data = Mutex(Data())

@@ -19,6 +19,8 @@ const state = {
   stream: null,           // AbortController of the event stream
   timers: [],
   cards: new Map(),       // slot name -> card elements
+  streamRows: new Map(),  // stream id -> its table row's elements
+  preview: null,          // the stream preview shown: {id, controller, url}
   session: 0,             // bumped at each sign-in and sign-out: answers to an earlier session's calls are dropped
 };
 
@@ -129,6 +131,8 @@ function signedOut() {
   $("stream-state").textContent = "not connected";
   $("releases-panel").hidden = true;
   $("streams-panel").hidden = true;
+  $("streams").tBodies[0].replaceChildren();
+  state.streamRows.clear();
   updateControls();
 }
 
@@ -149,6 +153,7 @@ async function start() {
   state.timers.push(setInterval(refreshStats, 2000));
   state.timers.push(setInterval(refreshSlots, 5000));
   state.timers.push(setInterval(probeOptionalPanels, 10000));
+  state.timers.push(setInterval(() => { if (!$("streams-panel").hidden) refreshStreams(); }, 2000));
   runStream();
 }
 
@@ -163,6 +168,7 @@ function stop() {
   state.lastEventId = null;
   state.events = [];
   state.seenEvents.clear();
+  closePreview();
 }
 
 // MARK: Event stream (server-sent events over fetch, so that the token goes in a header)
@@ -321,10 +327,11 @@ async function refreshSlots() {
   for (const [name, card] of state.cards) {
     if (!state.slots.some((s) => s.name === name)) { card.root.remove(); state.cards.delete(name); }
   }
-  const select = $("try-slot");
-  const chosen = select.value;
-  select.replaceChildren(...state.slots.map((s) => el("option", {value: s.name}, s.name)));
-  if (state.slots.some((s) => s.name === chosen)) select.value = chosen;
+  for (const select of [$("try-slot"), $("stream-slot")]) {
+    const chosen = select.value;
+    select.replaceChildren(...state.slots.map((s) => el("option", {value: s.name}, s.name)));
+    if (state.slots.some((s) => s.name === chosen)) select.value = chosen;
+  }
   updateControls();
 }
 
@@ -418,6 +425,10 @@ function updateControls() {
       c.title = operator ? "" : "Needs an operator token";
     });
   }
+  $("streams-panel").querySelectorAll(".op-control").forEach((c) => {
+    c.disabled = !operator;
+    c.title = operator ? "" : "Needs an operator token";
+  });
 }
 
 function setStatus(card, text, kind = "info") {
@@ -683,11 +694,204 @@ async function probeOptionalPanels() {
   $("releases").replaceChildren(...releases.map(([name, body]) => el("div", {}, el("h3", {}, name),
     renderJSON(body))));
   $("releases-panel").hidden = releases.length === 0;
-  const streams = await api("GET", "/v1/streams");
+  await refreshStreams();
   if (!current(session)) return;
-  $("streams-panel").hidden = streams.status !== 200 || !streams.body;
-  if (streams.status === 200 && streams.body) $("streams").replaceChildren(renderJSON(streams.body));
   document.body.dataset.optionalPanels = "probed";
+}
+
+// MARK: Streams: shown where the service runs them (GET /v1/streams answers 200)
+
+async function refreshStreams() {
+  const session = state.session;
+  const result = await api("GET", "/v1/streams");
+  if (!current(session)) return;
+  const streams = result.status === 200 && result.body && Array.isArray(result.body.streams) ? result.body.streams
+    : null;
+  $("streams-panel").hidden = streams === null;
+  if (streams !== null) renderStreams(streams);
+}
+
+const finished = (stream) => ["ended", "failed", "stopped"].includes(stream.state);
+const stampText = (model) =>
+  model.id.split("@")[0] + " · " + model.sha256.slice(0, 12) + " · gen " + model.generation;
+
+/// Updates the table in place, one row per stream (rows and their buttons are kept, so a click is never lost to a
+/// refresh that replaced the button under the pointer).
+function renderStreams(streams) {
+  const body = $("streams").tBodies[0];
+  body.querySelector("tr.empty")?.remove();
+  for (const [id, row] of state.streamRows) {
+    if (!streams.some((s) => s.id === id)) { row.root.remove(); state.streamRows.delete(id); }
+  }
+  for (const stream of streams) {
+    let row = state.streamRows.get(stream.id);
+    if (!row) {
+      const cells = Array.from({length: 7}, () => el("td"));
+      const watch = el("button", {type: "button", class: "stream-watch"});
+      watch.addEventListener("click", () => {
+        if (state.preview && state.preview.id === stream.id) closePreview(); else openPreview(stream.id);
+      });
+      const stop = el("button", {type: "button", class: "op-control stream-stop"});
+      stop.addEventListener("click", () => stopStream(stream.id, stop));
+      const root = el("tr", {dataset: {stream: stream.id}}, ...cells, el("td", {}, watch, " ", stop));
+      row = {root, cells, watch, stop};
+      cells[0].className = "mono";
+      body.append(row.root);
+      state.streamRows.set(stream.id, row);
+    }
+    const last = stream.switches.length ? stream.switches[stream.switches.length - 1] : null;
+    Object.assign(row.root.dataset, {state: stream.state, framesDetected: stream.frames_detected,
+      framesDropped: stream.frames_dropped});
+    const texts = [
+      stream.id,
+      // A file by its name (the whole path is the cell's title), a URL or device as given.
+      (stream.source.includes("://") ? stream.source : stream.source.split("/").pop())
+        + (stream.live ? " (live)" : ""),
+      stream.slot,
+      stream.state + (stream.reconnects ? ", " + stream.reconnects + " reconnects" : ""),
+      stream.frames_detected + " / " + stream.frames_dropped
+        + (stream.viewer_drops ? " (" + stream.viewer_drops + " not sent to slow viewers)" : ""),
+      stream.model ? stampText(stream.model) : "—",
+      last ? "frame " + last.frame + ": gen " + (last.from ? last.from.generation : "?") + " → "
+        + (last.to ? last.to.generation : "?") : "—",
+    ];
+    texts.forEach((text, i) => { if (row.cells[i].textContent !== text) row.cells[i].textContent = text; });
+    row.cells[1].title = stream.source;
+    row.cells[3].title = stream.last_error || "";
+    row.cells[5].title = stream.model ? stream.model.sha256 : "";
+    row.watch.textContent = state.preview && state.preview.id === stream.id ? "Hide preview" : "Preview";
+    row.stop.textContent = finished(stream) ? "Remove" : "Stop";
+  }
+  if (streams.length === 0) {
+    body.append(el("tr", {class: "empty"}, el("td", {colspan: "8", class: "hint"}, "No streams.")));
+  }
+  if (state.preview && !state.streamRows.has(state.preview.id)) closePreview();
+  updateControls();
+}
+
+async function startStream() {
+  const request = {source: $("stream-source").value.trim(), slot: $("stream-slot").value || undefined};
+  const fps = $("stream-fps").value;
+  if (fps !== "") request.fps_cap = Number(fps);
+  if ($("stream-policy").value) request.back_pressure = $("stream-policy").value;
+  const button = $("stream-start-button");
+  button.disabled = true;
+  const result = await api("POST", "/v1/streams", {json: request});
+  button.disabled = !canAct();
+  if (result.status !== 201) {
+    showMessage("The stream was not started: " + problem(result));
+    return;
+  }
+  showMessage("Stream " + result.body.id + " started on " + result.body.source + ".", "info");
+  await refreshStreams();
+  openPreview(result.body.id);
+}
+
+async function stopStream(id, button) {
+  button.disabled = true;
+  const result = await api("DELETE", "/v1/streams/" + encodeURIComponent(id));
+  if (result.status === 200) {
+    showMessage("Stream " + id + " stopped: " + result.body.frames_detected + " frames detected, "
+      + result.body.frames_dropped + " dropped.", "info");
+  } else {
+    showMessage("Stream " + id + " was not stopped: " + problem(result));
+  }
+  await refreshStreams();
+}
+
+function closePreview() {
+  const preview = state.preview;
+  if (!preview) return;
+  state.preview = null;
+  preview.controller.abort();
+  if (preview.url) URL.revokeObjectURL(preview.url);
+  const image = $("stream-preview");
+  image.removeAttribute("src");
+  delete image.dataset.frame;
+  delete image.dataset.stream;
+  $("stream-preview-figure").hidden = true;
+  for (const row of state.streamRows.values()) row.watch.textContent = "Preview";
+}
+
+/// Shows a stream's annotated preview. The MJPEG is fetched with the token in a header (an <img src> cannot send
+/// one) and each part's JPEG is handed to the <img> as a blob URL.
+async function openPreview(id) {
+  closePreview();
+  const preview = {id, controller: new AbortController(), url: null};
+  state.preview = preview;
+  const image = $("stream-preview");
+  const caption = $("stream-preview-caption");
+  image.dataset.stream = id;
+  $("stream-preview-figure").hidden = false;
+  caption.textContent = id + ": connecting…";
+  const row = state.streamRows.get(id);
+  if (row) row.watch.textContent = "Hide preview";
+  let lastFrame = null;
+  try {
+    const response = await fetch("/v1/streams/" + encodeURIComponent(id) + "/preview.mjpeg",
+      {headers: {Authorization: "Bearer " + state.token}, signal: preview.controller.signal, cache: "no-store"});
+    if (!response.ok) {
+      caption.textContent = id + ": no preview (HTTP " + response.status + ")";
+      return;
+    }
+    for await (const part of mjpegParts(response.body.getReader())) {
+      if (state.preview !== preview) return;
+      const url = URL.createObjectURL(new Blob([part.jpeg], {type: "image/jpeg"}));
+      if (preview.url) URL.revokeObjectURL(preview.url);
+      preview.url = url;
+      image.src = url;
+      image.dataset.frame = String(part.frame);
+      lastFrame = part.frame;
+      caption.textContent = id + ": frame " + part.frame;
+    }
+    if (state.preview === preview) {
+      caption.textContent = id + ": the stream has ended"
+        + (lastFrame === null ? "" : " (last frame " + lastFrame + ")");
+    }
+  } catch (error) {
+    if (state.preview === preview && error.name !== "AbortError") caption.textContent = id + ": " + error.message;
+  }
+}
+
+const MJPEG_HEADER_LIMIT = 8192;
+const MJPEG_PART_LIMIT = 64 << 20;
+
+/// The parts of a multipart/x-mixed-replace body as the service writes them (`--frame`, headers with Content-Length
+/// and X-Frame, the JPEG, CRLF): yields {frame, jpeg}. Headers without a length, or sizes past the limits, end it with
+/// an error rather than buffering without bound.
+async function* mjpegParts(reader) {
+  let buffer = new Uint8Array(0);
+  for (;;) {
+    const end = indexOfCRLFCRLF(buffer);
+    if (end < 0 && buffer.length > MJPEG_HEADER_LIMIT) throw new Error("malformed preview: no part header");
+    if (end >= 0) {
+      const headers = new TextDecoder().decode(buffer.subarray(0, end));
+      const length = Number((/\r\nContent-Length: *(\d+)/i.exec(headers) || [])[1]);
+      const frame = Number((/\r\nX-Frame: *(\d+)/i.exec(headers) || [])[1]);
+      if (!Number.isSafeInteger(length) || length > MJPEG_PART_LIMIT) {
+        throw new Error("malformed preview: a part without a usable Content-Length");
+      }
+      const total = end + 4 + length + 2;
+      if (buffer.length >= total) {
+        yield {frame: Number.isSafeInteger(frame) ? frame : null, jpeg: buffer.slice(end + 4, end + 4 + length)};
+        buffer = buffer.slice(total);
+        continue;
+      }
+    }
+    const {value, done} = await reader.read();
+    if (done) return;
+    const joined = new Uint8Array(buffer.length + value.length);
+    joined.set(buffer);
+    joined.set(value, buffer.length);
+    buffer = joined;
+  }
+}
+
+function indexOfCRLFCRLF(bytes) {
+  for (let i = 0; i + 3 < bytes.length; i++) {
+    if (bytes[i] === 13 && bytes[i + 1] === 10 && bytes[i + 2] === 13 && bytes[i + 3] === 10) return i;
+  }
+  return -1;
 }
 
 /// A defensive rendering of any JSON value: objects as key/value tables, arrays of objects as tables with the union
@@ -730,6 +934,7 @@ function wire() {
     showMessage("Signed out.", "info");
   });
   $("image-input").addEventListener("change", (event) => tryImage(event.target.files[0]));
+  $("stream-start").addEventListener("submit", (event) => { event.preventDefault(); startStream(); });
   const zone = $("drop-zone");
   zone.addEventListener("dragover", (event) => { event.preventDefault(); zone.classList.add("over"); });
   zone.addEventListener("dragleave", () => zone.classList.remove("over"));
