@@ -25,6 +25,7 @@ extension HotSwapSuite {
         func concurrentIdenticalLoadsShare() async throws {
             // The session creation is held until all five loads were asked for.
             let gate = Gate(open: false)
+            defer { gate.open() }
             let loader = FakeLoader(gate: gate)
             let (manager, slot) = try await makeManager(loader: loader)
             let request = LoadRequest(slot: "default", path: Self.pathA, activate: true)
@@ -46,6 +47,7 @@ extension HotSwapSuite {
         func newerLoadSupersedes() async throws {
             // The older load's session creation is held until the newer load was asked for.
             let gate = Gate(open: false)
+            defer { gate.open() }
             let loader = FakeLoader(gate: gate)
             let (manager, slot) = try await makeManager(loader: loader)
             let events = EventRecorder(await manager.events())

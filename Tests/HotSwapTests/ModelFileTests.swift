@@ -36,11 +36,11 @@ extension HotSwapSuite {
         }
 
         @Test("a regular file and a link to one still hash to the bytes' SHA-256")
-        func regularFiles() throws {
+        func regularFiles() async throws {
             let dir = try TemporaryDirectory()
             try Data("model bytes".utf8).write(to: URL(fileURLWithPath: dir.file("model.onnx")))
             try FileManager.default.createSymbolicLink(atPath: dir.file("link.onnx"), withDestinationPath: "model.onnx")
-            let expected = String(try runProcess("/usr/bin/sha256sum", [dir.file("model.onnx")]).stdout.prefix(64))
+            let expected = String(try await runProcess("/usr/bin/sha256sum", [dir.file("model.onnx")]).stdout.prefix(64))
             for path in [dir.file("model.onnx"), dir.file("link.onnx")] {
                 let file = try ModelFile(verifying: path)
                 #expect(file.sha256 == expected)

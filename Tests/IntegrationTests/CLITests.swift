@@ -9,8 +9,8 @@ struct CLITests {
     let model = Repo.model("yolov3-tiny-coco-416.onnx")
 
     @Test("detect --format json: one object per image with model, image, detections, timings")
-    func detectJSON() throws {
-        let r = try runProcess(Repo.binary, ["detect", "--model", model, "--format", "json", "--threads", "1",
+    func detectJSON() async throws {
+        let r = try await runProcess(Repo.binary, ["detect", "--model", model, "--format", "json", "--threads", "1",
             Repo.image("bus.jpg"), Repo.image("zidane.jpg")])
         try #require(r.status == 0, "\(r.stderr)")
         let lines = r.stdout.split(separator: "\n")
@@ -31,7 +31,7 @@ struct CLITests {
     }
 
     @Test("bad images are reported per file with a clear message and a non-zero exit; good ones still print")
-    func badImages() throws {
+    func badImages() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cli-\(UUID())")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -42,7 +42,7 @@ struct CLITests {
         let bus = Data(Repository.bytes("models/images/bus.jpg"))
         FileManager.default.createFile(atPath: truncated, contents: bus.prefix(bus.count / 2))
         FileManager.default.createFile(atPath: text, contents: Data("hello, not an image".utf8))
-        let r = try runProcess(Repo.binary, ["detect", "--model", model, "--format", "json", empty, truncated,
+        let r = try await runProcess(Repo.binary, ["detect", "--model", model, "--format", "json", empty, truncated,
             Repo.image("dog.jpg"), text, dir.appendingPathComponent("missing.jpg").path])
         #expect(r.status == 1)
         #expect(try decodeJSONLines(r.stdout).count == 1)
@@ -54,10 +54,10 @@ struct CLITests {
     }
 
     @Test("--save writes annotated JPEGs of the original size")
-    func save() throws {
+    func save() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("save-\(UUID())").path
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let r = try runProcess(Repo.binary, ["detect", "--model", model, "--save", dir, Repo.image("bus.jpg")])
+        let r = try await runProcess(Repo.binary, ["detect", "--model", model, "--save", dir, Repo.image("bus.jpg")])
         try #require(r.status == 0, "\(r.stderr)")
         let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: dir + "/bus.jpg")))
         let annotated = try ImageDecoder.decode(bytes)
@@ -69,8 +69,8 @@ struct CLITests {
     }
 
     @Test("inspect prints the signature")
-    func inspect() throws {
-        let r = try runProcess(Repo.binary, ["inspect", "--model", Repo.model("nudenet-320n.onnx")])
+    func inspect() async throws {
+        let r = try await runProcess(Repo.binary, ["inspect", "--model", Repo.model("nudenet-320n.onnx")])
         try #require(r.status == 0, "\(r.stderr)")
         #expect(r.stdout.contains("format:        yolov8"))
         #expect(r.stdout.contains("classes:       18"))
@@ -79,8 +79,8 @@ struct CLITests {
     }
 
     @Test("bench --json reports every stage and the end-to-end / raw ratio")
-    func bench() throws {
-        let r = try runProcess(Repo.binary, ["bench", "--model", model, "--runs", "3", "--warmup", "1", "--json",
+    func bench() async throws {
+        let r = try await runProcess(Repo.binary, ["bench", "--model", model, "--runs", "3", "--warmup", "1", "--json",
             Repo.image("bus.jpg")])
         try #require(r.status == 0, "\(r.stderr)")
         let object = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
@@ -96,23 +96,23 @@ struct CLITests {
         let ratio = try #require(object["end_to_end_over_raw"] as? Double)
         #expect(abs(ratio - medians["end_to_end"]! / medians["raw_run"]!) <= 1e-9 * ratio)
         #expect(object["spin"] as? String == "during-run")
-        let never = try runProcess(Repo.binary, ["bench", "--model", model, "--runs", "2", "--warmup", "0", "--json",
+        let never = try await runProcess(Repo.binary, ["bench", "--model", model, "--runs", "2", "--warmup", "0", "--json",
             "--threads", "2", "--spin", "never", Repo.image("bus.jpg")])
         try #require(never.status == 0, "\(never.stderr)")
         #expect(never.stdout.contains("\"spin\":\"never\""))
     }
 
     @Test("usage errors and a missing model exit non-zero with a message")
-    func errors() throws {
-        let missing = try runProcess(Repo.binary, ["detect", "--model", "/nonexistent.onnx", Repo.image("bus.jpg")])
+    func errors() async throws {
+        let missing = try await runProcess(Repo.binary, ["detect", "--model", "/nonexistent.onnx", Repo.image("bus.jpg")])
         #expect(missing.status != 0)
         #expect(missing.stderr.contains("/nonexistent.onnx"))
-        let badImgsz = try runProcess(Repo.binary, ["detect", "--model", model, "--imgsz", "abc", Repo.image("bus.jpg")])
+        let badImgsz = try await runProcess(Repo.binary, ["detect", "--model", model, "--imgsz", "abc", Repo.image("bus.jpg")])
         #expect(badImgsz.status != 0 && badImgsz.stderr.contains("--imgsz"))
-        let badProvider = try runProcess(Repo.binary, ["detect", "--model", model, "--provider", "cuda",
+        let badProvider = try await runProcess(Repo.binary, ["detect", "--model", model, "--provider", "cuda",
             Repo.image("bus.jpg")])
         #expect(badProvider.status != 0 && badProvider.stderr.contains("not available"))
-        let badSpin = try runProcess(Repo.binary, ["bench", "--model", model, "--spin", "sometimes",
+        let badSpin = try await runProcess(Repo.binary, ["bench", "--model", model, "--spin", "sometimes",
             Repo.image("bus.jpg")])
         #expect(badSpin.status != 0 && badSpin.stderr.contains("--spin") && badSpin.stderr.contains("during-run"))
     }
@@ -148,7 +148,7 @@ struct CLITests {
     /// Whoever can write above the working directory must not get code run in the service: the library planted there
     /// is a working ONNX Runtime, so a lookup that tried it would load it and print its path.
     @Test("a library planted above the working directory is never tried")
-    func libraryAboveWorkingDirectory() throws {
+    func libraryAboveWorkingDirectory() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("planted-\(UUID())")
         let bin = dir.appendingPathComponent("bin"), untrusted = dir.appendingPathComponent("untrusted")
         let planted = untrusted.appendingPathComponent(".ort/lib")
@@ -163,7 +163,7 @@ struct CLITests {
         try FileManager.default.copyItem(atPath: Repo.binary, toPath: copy)
         var env = ProcessInfo.processInfo.environment
         env["ORT_DYLIB_PATH"] = nil
-        let result = try runProcess(copy, ["inspect", "--model", model], environment: env, in: work)
+        let result = try await runProcess(copy, ["inspect", "--model", model], environment: env, in: work)
         #expect(!result.stdout.contains(untrusted.path), "\(result.stdout)")
         #expect(!result.stderr.contains(untrusted.path), "\(result.stderr)")
         // A system-wide libonnxruntime.so.1 would make this load; this machine has none (setup installs none).
@@ -172,8 +172,8 @@ struct CLITests {
     }
 
     @Test("our Darknet converter matches OpenCV's Darknet reader within 1e-4")
-    func converterMatchesOpenCV() throws {
-        let r = try runProcess(Repo.python, [Repository.path("tools/check_converter.py")])
+    func converterMatchesOpenCV() async throws {
+        let r = try await runProcess(Repo.python, [Repository.path("tools/check_converter.py")])
         #expect(r.status == 0, "check_converter.py: \(r.stdout)\n\(r.stderr)")
     }
 }

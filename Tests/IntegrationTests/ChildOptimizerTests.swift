@@ -117,14 +117,14 @@ struct ChildOptimizerTests {
     }
 
     @Test("`yoloswap optimize-model` refuses an unknown level and a file that is not a model, exiting non-zero")
-    func commandErrors() throws {
+    func commandErrors() async throws {
         let directory = try TemporaryDirectory()
-        let badLevel = try runProcess(Repo.binary, ["optimize-model", "--input", model, "--output",
+        let badLevel = try await runProcess(Repo.binary, ["optimize-model", "--input", model, "--output",
             directory.file("out.onnx"), "--optimization", "maximal"])
         #expect(badLevel.status != 0 && badLevel.stderr.contains("--optimization must be one of"))
         let notModel = directory.file("not-a-model.onnx")
         try Data("hello".utf8).write(to: URL(fileURLWithPath: notModel))
-        let refused = try runProcess(Repo.binary, ["optimize-model", "--input", notModel, "--output",
+        let refused = try await runProcess(Repo.binary, ["optimize-model", "--input", notModel, "--output",
             directory.file("out.onnx")])
         #expect(refused.status != 0 && refused.stderr.contains(notModel))
         #expect(!FileManager.default.fileExists(atPath: directory.file("out.onnx")))

@@ -67,7 +67,7 @@ struct CrashRecoveryTests {
     }
 
     @Test("a completed switch survives a restart, with the previous model as standby")
-    func completedSwitch() throws {
+    func completedSwitch() async throws {
         let dir = try freshStateDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         _ = try swap(dir, ["--initial", initial])
@@ -82,7 +82,7 @@ struct CrashRecoveryTests {
         #expect(rolledBack?.active?.path == initial)
         #expect(rolledBack?.generation == 3)
         // Each change is in the audit log, intent then outcome, by the command's user.
-        let list = try runProcess(Repo.binary, ["audit", "list", "--state-dir", dir, "--json"])
+        let list = try await runProcess(Repo.binary, ["audit", "list", "--state-dir", dir, "--json"])
         try #require(list.status == 0, "\(list.stderr)")
         let entries = list.stdout.split(separator: "\n").compactMap {
             try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]

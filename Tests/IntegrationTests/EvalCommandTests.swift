@@ -9,11 +9,11 @@ struct EvalCommandTests {
     let dataset = Repository.path("models/datasets/labelme-coco/annotations.json")
 
     @Test("yolov3-tiny on the labelme set: the figures pycocotools gives for the same detections")
-    func labelme() throws {
+    func labelme() async throws {
         let directory = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let saved = directory.appendingPathComponent("detections.json").path
-        let r = try runProcess(Repo.binary, [
+        let r = try await runProcess(Repo.binary, [
             "eval", "--model", Repo.model("yolov3-tiny-coco-416.onnx"), "--dataset", dataset, "--threads", "1",
             "--json", "--save-detections", saved,
         ])
@@ -33,7 +33,7 @@ struct EvalCommandTests {
         #expect(scored.allSatisfy { $0.ap50 != nil })
         #expect((report.figures["AP50"] ?? nil).map { $0 > 0.2 } == true, "a real detector finds people and buses")
 
-        let reference = try runProcess(Repo.python, ["tools/coco_eval.py", dataset, saved])
+        let reference = try await runProcess(Repo.python, ["tools/coco_eval.py", dataset, saved])
         try #require(reference.status == 0, "\(reference.stderr)")
         struct Output: Decodable { var stats: [Double] }
         let stats = try JSONDecoder().decode(Output.self, from: Data(reference.stdout.utf8)).stats
@@ -47,15 +47,15 @@ struct EvalCommandTests {
     }
 
     @Test("a broken data set or an unmatched class map is a clear error")
-    func badInput() throws {
+    func badInput() async throws {
         let directory = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let broken = directory.appendingPathComponent("broken.json").path
         FileManager.default.createFile(atPath: broken, contents: Data(#"{"images": [], "categories": 3}"#.utf8))
         let model = Repo.model("yolov3-tiny-coco-416.onnx")
-        let r = try runProcess(Repo.binary, ["eval", "--model", model, "--dataset", broken])
+        let r = try await runProcess(Repo.binary, ["eval", "--model", model, "--dataset", broken])
         #expect(r.status != 0 && r.stderr.contains("not a COCO instances file"), "\(r.stderr)")
-        let m = try runProcess(Repo.binary, ["eval", "--model", model, "--dataset", dataset, "--class-map", "cat=zebra"])
+        let m = try await runProcess(Repo.binary, ["eval", "--model", model, "--dataset", dataset, "--class-map", "cat=zebra"])
         #expect(m.status != 0 && m.stderr.contains("class map cat=zebra"), "\(m.stderr)")
     }
 }

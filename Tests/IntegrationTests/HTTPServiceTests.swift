@@ -257,8 +257,8 @@ struct HTTPServiceTests {
     }
 
     @Test("openapi.yaml is a valid OpenAPI document")
-    func openAPIValid() throws {
-        let r = try runProcess(Repository.path(".venv/bin/openapi-spec-validator"), [Repository.path("openapi.yaml")])
+    func openAPIValid() async throws {
+        let r = try await runProcess(Repository.path(".venv/bin/openapi-spec-validator"), [Repository.path("openapi.yaml")])
         #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
     }
 

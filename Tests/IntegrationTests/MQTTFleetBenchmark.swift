@@ -23,7 +23,7 @@ struct MQTTFleetBenchmark {
         let files = try models.enumerated().map {
             try fleet.signDocument($0.element, generation: $0.offset + 1, issuedAt: start + $0.offset)
         }
-        let result = try fleet.peer(["rollout", "--devices", names.joined(separator: ","), "--topic",
+        let result = try await fleet.peer(["rollout", "--devices", names.joined(separator: ","), "--topic",
             fleet.desiredTopic, "--files", files.joined(separator: ","), "--sha256s",
             try models.map(MQTTFleet.sha).joined(separator: ",")], timeout: 120)
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")

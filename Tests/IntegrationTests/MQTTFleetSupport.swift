@@ -89,23 +89,23 @@ final class MQTTFleet: @unchecked Sendable {
     }
 
     /// Runs `tools/fleet_peer.py` with the broker's connection options.
-    func peer(_ arguments: [String], timeout: Int = 90) throws -> ProcessResult {
-        try runProcess(Repo.python, [Repository.path("tools/fleet_peer.py"), "--port", "\(broker.port)",
+    func peer(_ arguments: [String], timeout: Int = 90) async throws -> ProcessResult {
+        try await runProcess(Repo.python, [Repository.path("tools/fleet_peer.py"), "--port", "\(broker.port)",
             "--cafile", broker.caFile, "--username", MosquittoBroker.username, "--password", MosquittoBroker.password,
             "--timeout", "\(timeout)"] + arguments)
     }
 
     /// Runs `yoloswap fleet publish` against the broker.
-    func publish(_ arguments: [String]) throws -> ProcessResult {
-        try runProcess(Repo.binary, ["fleet", "publish", "--port", "\(broker.port)", "--ca-file", broker.caFile,
+    func publish(_ arguments: [String]) async throws -> ProcessResult {
+        try await runProcess(Repo.binary, ["fleet", "publish", "--port", "\(broker.port)", "--ca-file", broker.caFile,
             "--username", MosquittoBroker.username, "--password-file", passwordFile] + arguments)
     }
 
     /// Waits until every device reports `generation`, converged, serving `model` in slot `default`.
-    func waitConverged(_ devices: [String], generation: Int, model: String, timeout: Int = 120) throws
+    func waitConverged(_ devices: [String], generation: Int, model: String, timeout: Int = 120) async throws
         -> [String: Any]
     {
-        let result = try peer(["wait-status", "--devices", devices.joined(separator: ","), "--generation",
+        let result = try await peer(["wait-status", "--devices", devices.joined(separator: ","), "--generation",
             "\(generation)", "--sha256", try Self.sha(model)], timeout: timeout)
         let statuses = (try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8))) as? [String: Any] ?? [:]
         #expect(result.status == 0, "statuses: \(result.stdout) \(result.stderr)")

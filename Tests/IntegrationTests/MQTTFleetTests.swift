@@ -14,9 +14,9 @@ struct MQTTFleetTests {
 
         // Generation 1: the retained document reaches both devices; each reports it converged on its status topic.
         let first = try fleet.signDocument(MQTTFleet.small, generation: 1)
-        let published = try fleet.publish(["--topic", fleet.desiredTopic, "--retain", first])
+        let published = try await fleet.publish(["--topic", fleet.desiredTopic, "--retain", first])
         #expect(published.status == 0, "\(published.stderr)")
-        let statuses = try fleet.waitConverged(["dev-1", "dev-2"], generation: 1, model: MQTTFleet.small)
+        let statuses = try await fleet.waitConverged(["dev-1", "dev-2"], generation: 1, model: MQTTFleet.small)
         let status = statuses["dev-1"] as? [String: Any] ?? [:]
         #expect((status["desired"] as? [String: Any])?["source"] as? String == "mqtt:dev-1")
         #expect(status["group"] as? String == MQTTFleet.group)
@@ -28,9 +28,9 @@ struct MQTTFleetTests {
 
         // Generation 2, with the broker restarted while the devices roll it out: they reconnect and finish.
         let second = try fleet.signDocument(MQTTFleet.large, generation: 2)
-        #expect(try fleet.peer(["publish", fleet.desiredTopic, second, "--retain"]).status == 0)
+        #expect(try await fleet.peer(["publish", fleet.desiredTopic, second, "--retain"]).status == 0)
         try fleet.broker.restart()
-        _ = try fleet.waitConverged(["dev-1", "dev-2"], generation: 2, model: MQTTFleet.large)
+        _ = try await fleet.waitConverged(["dev-1", "dev-2"], generation: 2, model: MQTTFleet.large)
         for device in devices {
             #expect(device.log.contains("MQTT connection lost; reconnecting"), "\(device.log.suffix(3000))")
         }
@@ -38,17 +38,17 @@ struct MQTTFleetTests {
         // A device that joins now converges from the retained document alone.
         let late = try await fleet.device("dev-3")
         defer { late.stop() }
-        _ = try fleet.waitConverged(["dev-1", "dev-2", "dev-3"], generation: 2, model: MQTTFleet.large)
+        _ = try await fleet.waitConverged(["dev-1", "dev-2", "dev-3"], generation: 2, model: MQTTFleet.large)
 
         // A command published with the CLI, which waits for its result.
         let statusCommand = try fleet.sign("status.json", ["--device", "dev-3", "--action", "status", "--id", "st-1"])
-        let answered = try fleet.publish(["--topic", "yoloswap/v1/dev-3/command", "--wait-result", "60", statusCommand])
+        let answered = try await fleet.publish(["--topic", "yoloswap/v1/dev-3/command", "--wait-result", "60", statusCommand])
         #expect(answered.status == 0, "\(answered.stdout)\(answered.stderr)")
         #expect(answered.stdout.contains(#""id":"st-1""#) && answered.stdout.contains(#""status":"succeeded""#))
 
         // Killed without a goodbye: the broker publishes its will, `offline`, on its status topic.
         late.stop(signal: SIGKILL)
-        let offline = try fleet.peer(["wait-status", "--devices", "dev-3", "--state", "offline"], timeout: 60)
+        let offline = try await fleet.peer(["wait-status", "--devices", "dev-3", "--state", "offline"], timeout: 60)
         #expect(offline.status == 0, "\(offline.stdout)")
     }
 
@@ -132,7 +132,7 @@ struct MQTTFleetTests {
         try JSONSerialization.data(withJSONObject: envelope).write(to: URL(fileURLWithPath: tampered))
 
         let sent = [unsigned, stranger, tampered, stale, elsewhere, good, good]
-        let exchange = try fleet.peer(["exchange", "--subscribe", "\(topic)/result", "--count", "\(sent.count)"]
+        let exchange = try await fleet.peer(["exchange", "--subscribe", "\(topic)/result", "--count", "\(sent.count)"]
             + sent.flatMap { ["--publish", topic, $0] }, timeout: 120)
         #expect(exchange.status == 0, "\(exchange.stdout)\(exchange.stderr)")
         let results = (try? JSONSerialization.jsonObject(with: Data(exchange.stdout.utf8))) as? [[String: Any]] ?? []

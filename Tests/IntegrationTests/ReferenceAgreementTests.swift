@@ -26,11 +26,11 @@ struct ReferenceAgreementTests {
     ]
 
     @Test("same detections as the reference: class, IoU ≥ 0.95, |Δconfidence| ≤ 0.01", arguments: cases)
-    func agreement(_ testCase: Case) throws {
+    func agreement(_ testCase: Case) async throws {
         let conf = 0.25
         let model = try Runtime.load(testCase.model)
         let paths = testCase.images.map(Repo.image)
-        let reference = try runProcess(Repo.python, [Repository.path("tools/reference.py"), "--model", Repo.model(testCase.model),
+        let reference = try await runProcess(Repo.python, [Repository.path("tools/reference.py"), "--model", Repo.model(testCase.model),
             "--threads", "1"] + paths)
         try #require(reference.status == 0, "reference.py failed: \(reference.stderr)")
         let expected = try decodeJSONLines(reference.stdout)

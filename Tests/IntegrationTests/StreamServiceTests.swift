@@ -71,16 +71,16 @@ struct StreamServiceTests {
         }
 
         // The stream runs to its end although the stalled viewer read nothing.
-        #expect(await eventually(timeout: .seconds(120)) {
-            let status = (try? syncJSON(server: server, path: "/v1/streams/\(id)", token: op)) ?? [:]
+        #expect(await eventuallyAsync(timeout: .seconds(120)) {
+            let status = (try? await server.json("GET", "/v1/streams/\(id)", token: op))?.1 ?? [:]
             return status["state"] as? String == "ended"
         })
         let (_, final) = try await server.json("GET", "/v1/streams/\(id)", token: op)
         #expect(final["frames_detected"] as? Int == 60 && final["frames_dropped"] as? Int == 0, "\(final)")
 
         // The annotated video: 60 frames of 320x240 at the source's 30 fps, once its file is complete.
-        let videoComplete = await eventually(timeout: .seconds(60)) {
-            let probe = try? runProcess("/usr/bin/ffprobe", ["-v", "error", "-count_frames", "-select_streams", "v:0",
+        let videoComplete = await eventuallyAsync(timeout: .seconds(60)) {
+            let probe = try? await runProcess("/usr/bin/ffprobe", ["-v", "error", "-count_frames", "-select_streams", "v:0",
                 "-show_entries", "stream=width,height,r_frame_rate,nb_read_frames", "-of", "csv=p=0",
                 output.file("cam.mp4")])
             return probe?.stdout.trimmed == "320,240,30/1,60"
@@ -191,8 +191,6 @@ struct StreamServiceTests {
         #expect((stop?["reason"] as? String)?.hasSuffix("state stopped; shutting down") == true, "\(stop ?? [:])")
     }
 
-    /// Reads `count` parts of the MJPEG preview.
-    /// The preview's parts as they come, until one of frame `untilFrame` or later (or the response's end).
     /// Reads a preview's parts until one of frame `untilFrame` or later (or the end); the socket is read on a thread
     /// of its own, not the concurrency pool's.
     private func previewParts(_ reader: StalledReader, untilFrame: Int) async throws -> [(frame: Int, jpeg: [UInt8])] {
@@ -236,7 +234,7 @@ private func find(_ needle: [UInt8], in haystack: [UInt8]) -> Int? {
 /// GET on a plain socket: reads the response head (and whatever came with it), then reads only when asked; the
 /// body's chunked transfer coding is undone.
 final class StalledReader: @unchecked Sendable {
-    // @unchecked: used from the test's task only.
+    // @unchecked: used by one test at a time, its reads on a thread of their own (`onOwnThread`) one after another.
     private let connection: RawConnection
     private(set) var head = ""
     private(set) var rest: [UInt8] = []
@@ -299,9 +297,3 @@ final class StalledReader: @unchecked Sendable {
     func close() { connection.close() }
 }
 
-/// GET and decode a JSON object, blocking (for `eventually`'s synchronous condition).
-private func syncJSON(server: ServerProcess, path: String, token: String) throws -> [String: Any] {
-    let result = try runProcess("/usr/bin/curl", ["-s", "-H", "Authorization: Bearer \(token)",
-        server.base.absoluteString + path])
-    return (try JSONSerialization.jsonObject(with: Data(result.stdout.utf8))) as? [String: Any] ?? [:]
-}

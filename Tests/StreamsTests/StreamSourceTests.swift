@@ -13,8 +13,8 @@ extension StreamSuite {
         static let model = Repository.path("models/yolov3-tiny-coco-320.onnx")
 
         @Test("`yoloswap stream` on an MJPEG video prints frames 0…59 in order, with pts, model stamp and detections")
-        func cliOnMJPEG() throws {
-            let cli = try runProcess(yoloswapBinary, ["stream", "--source", TestVideos.mjpeg, "--model", Self.model,
+        func cliOnMJPEG() async throws {
+            let cli = try await runProcess(yoloswapBinary, ["stream", "--source", TestVideos.mjpeg, "--model", Self.model,
                 "--threads", "1"])
             #expect(cli.status == 0, "\(cli.stderr)")
             let lines = cli.stdout.split(separator: "\n")

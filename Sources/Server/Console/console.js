@@ -429,6 +429,8 @@ function updateControls() {
     c.disabled = !operator;
     c.title = operator ? "" : "Needs an operator token";
   });
+  if (startingStream) $("stream-start-button").disabled = true;
+  for (const row of state.streamRows.values()) if (row.busy) row.stop.disabled = true;
 }
 
 function setStatus(card, text, kind = "info") {
@@ -701,14 +703,21 @@ async function probeOptionalPanels() {
 
 // MARK: Streams: shown where the service runs them (GET /v1/streams answers 200)
 
+/// Each list request is numbered: an answer older than the one last drawn is dropped (the 2 s timer, the panel probe
+/// and a start or stop all ask, and their answers may cross).
+let streamListAsked = 0;
+let streamListDrawn = 0;
+
 async function refreshStreams() {
   const session = state.session;
+  const asked = ++streamListAsked;
   const result = await api("GET", "/v1/streams");
-  if (!current(session)) return;
+  if (!current(session) || asked < streamListDrawn) return;
+  streamListDrawn = asked;
   const streams = result.status === 200 && result.body && Array.isArray(result.body.streams) ? result.body.streams
     : null;
   $("streams-panel").hidden = streams === null;
-  if (streams !== null) renderStreams(streams);
+  if (streams !== null) renderStreams(streams); else closePreview();
 }
 
 const finished = (stream) => ["ended", "failed", "stopped"].includes(stream.state);
@@ -732,9 +741,9 @@ function renderStreams(streams) {
         if (state.preview && state.preview.id === stream.id) closePreview(); else openPreview(stream.id);
       });
       const stop = el("button", {type: "button", class: "op-control stream-stop"});
-      stop.addEventListener("click", () => stopStream(stream.id, stop));
       const root = el("tr", {dataset: {stream: stream.id}}, ...cells, el("td", {}, watch, " ", stop));
-      row = {root, cells, watch, stop};
+      row = {root, cells, watch, stop, busy: false};
+      stop.addEventListener("click", () => stopStream(stream.id, row));
       cells[0].className = "mono";
       body.append(row.root);
       state.streamRows.set(stream.id, row);
@@ -769,27 +778,38 @@ function renderStreams(streams) {
   updateControls();
 }
 
+let startingStream = false;
+
 async function startStream() {
+  if (startingStream) return;
+  const session = state.session;
   const request = {source: $("stream-source").value.trim(), slot: $("stream-slot").value || undefined};
   const fps = $("stream-fps").value;
   if (fps !== "") request.fps_cap = Number(fps);
   if ($("stream-policy").value) request.back_pressure = $("stream-policy").value;
-  const button = $("stream-start-button");
-  button.disabled = true;
+  startingStream = true;
+  updateControls();
   const result = await api("POST", "/v1/streams", {json: request});
-  button.disabled = !canAct();
+  startingStream = false;
+  if (!current(session)) return;
+  updateControls();
   if (result.status !== 201) {
     showMessage("The stream was not started: " + problem(result));
     return;
   }
   showMessage("Stream " + result.body.id + " started on " + result.body.source + ".", "info");
   await refreshStreams();
-  openPreview(result.body.id);
+  if (current(session) && state.streamRows.has(result.body.id)) openPreview(result.body.id);
 }
 
-async function stopStream(id, button) {
-  button.disabled = true;
+async function stopStream(id, row) {
+  if (row.busy) return;
+  const session = state.session;
+  row.busy = true;
+  updateControls();
   const result = await api("DELETE", "/v1/streams/" + encodeURIComponent(id));
+  row.busy = false;
+  if (!current(session)) return;
   if (result.status === 200) {
     showMessage("Stream " + id + " stopped: " + result.body.frames_detected + " frames detected, "
       + result.body.frames_dropped + " dropped.", "info");
@@ -850,48 +870,100 @@ async function openPreview(id) {
     }
   } catch (error) {
     if (state.preview === preview && error.name !== "AbortError") caption.textContent = id + ": " + error.message;
+  } finally {
+    preview.controller.abort();  // a malformed body ends the preview: nothing more is downloaded
   }
 }
 
 const MJPEG_HEADER_LIMIT = 8192;
 const MJPEG_PART_LIMIT = 64 << 20;
+const MJPEG_BOUNDARY = "--frame\r\n";
 
-/// The parts of a multipart/x-mixed-replace body as the service writes them (`--frame`, headers with Content-Length
-/// and X-Frame, the JPEG, CRLF): yields {frame, jpeg}. Headers without a length, or sizes past the limits, end it with
-/// an error rather than buffering without bound.
+/// The parts of a multipart/x-mixed-replace body as the service writes them (`--frame` CRLF, headers with
+/// Content-Length and X-Frame, CRLF CRLF, the JPEG, CRLF): yields {frame, jpeg}. A part that does not start with the
+/// boundary, has no usable length, headers past 8 KiB, a JPEG past 64 MiB or no CRLF after it ends the preview with an
+/// error rather than buffering without bound. Chunks are kept as they arrive and joined once per part.
 async function* mjpegParts(reader) {
-  let buffer = new Uint8Array(0);
-  for (;;) {
-    const end = indexOfCRLFCRLF(buffer);
-    if (end < 0 && buffer.length > MJPEG_HEADER_LIMIT) throw new Error("malformed preview: no part header");
-    if (end >= 0) {
-      const headers = new TextDecoder().decode(buffer.subarray(0, end));
-      const length = Number((/\r\nContent-Length: *(\d+)/i.exec(headers) || [])[1]);
-      const frame = Number((/\r\nX-Frame: *(\d+)/i.exec(headers) || [])[1]);
-      if (!Number.isSafeInteger(length) || length > MJPEG_PART_LIMIT) {
-        throw new Error("malformed preview: a part without a usable Content-Length");
-      }
-      const total = end + 4 + length + 2;
-      if (buffer.length >= total) {
-        yield {frame: Number.isSafeInteger(frame) ? frame : null, jpeg: buffer.slice(end + 4, end + 4 + length)};
-        buffer = buffer.slice(total);
-        continue;
-      }
-    }
+  const pending = new ByteQueue();
+  const fill = async () => {
     const {value, done} = await reader.read();
-    if (done) return;
-    const joined = new Uint8Array(buffer.length + value.length);
-    joined.set(buffer);
-    joined.set(value, buffer.length);
-    buffer = joined;
+    if (!done) pending.push(value);
+    return !done;
+  };
+  for (;;) {
+    let end = pending.indexOfCRLFCRLF();
+    while (end < 0) {
+      if (pending.length > MJPEG_HEADER_LIMIT) throw new Error("malformed preview: no part header");
+      if (!(await fill())) {
+        if (pending.length === 0) return;
+        throw new Error("malformed preview: the body ends inside a part header");
+      }
+      end = pending.indexOfCRLFCRLF();
+    }
+    const headers = new TextDecoder().decode(pending.take(end + 4));
+    if (!headers.startsWith(MJPEG_BOUNDARY)) throw new Error("malformed preview: a part without the boundary");
+    const length = Number((/\r\nContent-Length: *(\d+)\r\n/i.exec(headers) || [])[1]);
+    const frame = Number((/\r\nX-Frame: *(\d+)\r\n/i.exec(headers) || [])[1]);
+    if (!Number.isSafeInteger(length) || length > MJPEG_PART_LIMIT) {
+      throw new Error("malformed preview: a part without a usable Content-Length");
+    }
+    while (pending.length < length + 2) {
+      if (!(await fill())) throw new Error("malformed preview: the body ends inside a part");
+    }
+    const jpeg = pending.take(length);
+    const tail = pending.take(2);
+    if (tail[0] !== 13 || tail[1] !== 10) throw new Error("malformed preview: no CRLF after a part");
+    yield {frame: Number.isSafeInteger(frame) ? frame : null, jpeg};
   }
 }
 
-function indexOfCRLFCRLF(bytes) {
-  for (let i = 0; i + 3 < bytes.length; i++) {
-    if (bytes[i] === 13 && bytes[i + 1] === 10 && bytes[i + 2] === 13 && bytes[i + 3] === 10) return i;
+/// Bytes received and not yet parsed, as the chunks they came in (no copy per chunk).
+class ByteQueue {
+  constructor() { this.chunks = []; this.length = 0; }
+
+  push(chunk) {
+    if (chunk.length === 0) return;
+    this.chunks.push(chunk);
+    this.length += chunk.length;
   }
-  return -1;
+
+  /// The offset of the first CRLF CRLF, or -1; looks at the first 8 KiB + 4 bytes at most.
+  indexOfCRLFCRLF() {
+    const window = this.peek(Math.min(this.length, MJPEG_HEADER_LIMIT + 4));
+    for (let i = 0; i + 3 < window.length; i++) {
+      if (window[i] === 13 && window[i + 1] === 10 && window[i + 2] === 13 && window[i + 3] === 10) return i;
+    }
+    return -1;
+  }
+
+  peek(count) {
+    const out = new Uint8Array(count);
+    let filled = 0;
+    for (const chunk of this.chunks) {
+      if (filled === count) break;
+      const part = chunk.subarray(0, Math.min(chunk.length, count - filled));
+      out.set(part, filled);
+      filled += part.length;
+    }
+    return out;
+  }
+
+  take(count) {
+    const out = this.peek(count);
+    let left = count;
+    while (left > 0) {
+      const chunk = this.chunks[0];
+      if (chunk.length <= left) {
+        this.chunks.shift();
+        left -= chunk.length;
+      } else {
+        this.chunks[0] = chunk.subarray(left);
+        left = 0;
+      }
+    }
+    this.length -= count;
+    return out;
+  }
 }
 
 /// A defensive rendering of any JSON value: objects as key/value tables, arrays of objects as tables with the union
