@@ -198,6 +198,11 @@ struct BenchSwapCommand: AsyncParsableCommand {
             "optimizer": optimizeInProcess ? "in-process" : "child",
             "standby_during_load": keepStandbyDuringLoad ? "keep" : "release",
             "rss_cycle_200_mb": driver.rssCycle200.map { mb($0) as Any } ?? NSNull(),
+            // Every 100th cycle: whether RSS keeps growing or levels off. Part of it is the benchmark's own: one
+            // record per request (below) and the manager's histories, bounded but filling (500 operations, 1000
+            // events, 1000 releases).
+            "rss_by_cycle_mb": Dictionary(uniqueKeysWithValues: driver.rssByCycle.map { ("\($0.key)", mb($0.value)) }),
+            "request_records_mb": mb(samples.count * MemoryLayout<Sample>.stride),
         ]
     }
 

@@ -16,9 +16,11 @@ struct SwapDriver {
     private(set) var flips: [Double] = []
     private(set) var failures: [String] = []
     private(set) var rollbacksDone = 0
-    /// RSS after the first and the 200th swap cycle (A → B → A), once the retired model is released.
-    private(set) var rssFirstCycle: Int?
-    private(set) var rssCycle200: Int?
+    /// RSS after the first swap cycle (A → B → A) and after every 100th, once the retired model is released: cycle →
+    /// bytes.
+    private(set) var rssByCycle: [Int: Int] = [:]
+    var rssFirstCycle: Int? { rssByCycle[1] }
+    var rssCycle200: Int? { rssByCycle[200] }
     /// Peak RSS within each swap, split by whether the model had been loaded before in this run (a warm
     /// optimized-model cache) or not (a cold miss: ORT optimizes the graph); overall and per load stage.
     private(set) var coldPeak = 0
@@ -42,11 +44,10 @@ struct SwapDriver {
             let target = slot.roles.active?.identity.path == modelA ? modelB : modelA
             let firstLoad = loadedBefore.insert(target).inserted
             try await swap(to: target, manager: manager, shared: shared, firstLoad: firstLoad)
-            if i % 2 == 1, (i + 1) / 2 == 1 || (i + 1) / 2 == 200 {
+            if i % 2 == 1, (i + 1) / 2 == 1 || (i + 1) / 2 % 100 == 0 {
                 while manager.releaser.pendingCount > 0 { try await Task.sleep(for: .milliseconds(5)) }
                 ProcessMemory.trim()
-                let rss = ProcessMemory.residentBytes()
-                if (i + 1) / 2 == 1 { rssFirstCycle = rss } else { rssCycle200 = rss }
+                rssByCycle[(i + 1) / 2] = ProcessMemory.residentBytes()
             }
             // "Old + new": from the first cycle on, both models are resident between operations; the pauses (traffic,
             // no operation, freed memory trimmed when the load ended) give the RSS of the pair under the same load.
