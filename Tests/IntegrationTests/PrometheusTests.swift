@@ -65,7 +65,7 @@ struct PrometheusTests {
         #expect(lint.status == 0, "promtool check metrics failed (exit \(lint.status)):\n\(lint.output)")
 
         // Prometheus, scraping the service every second.
-        let prometheusPort = try Self.freeLoopbackPort()
+        let prometheusPort = try LoopbackPort.free()
         let scrapeConfig = temp.appendingPathComponent("prometheus.yml")
         try """
             global: { scrape_interval: 1s, evaluation_interval: 1s }
@@ -194,25 +194,6 @@ struct PrometheusTests {
         }
         guard case .text(let value)? = series?.value.last else { return nil }
         return Double(value)
-    }
-
-    /// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, read back, closed).
-    static func freeLoopbackPort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        try #require(fd >= 0, "socket() failed: errno \(errno)")
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = 0
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0
-            }
-        }
-        try #require(bound, "bind/getsockname on 127.0.0.1:0 failed: errno \(errno)")
-        return Int(UInt16(bigEndian: address.sin_port))
     }
 }
 

@@ -36,7 +36,8 @@ public final class MosquittoBroker: @unchecked Sendable {
         try Self.run("/usr/bin/mosquitto_passwd", ["-c", "-b", d.file("passwd"), Self.username, Self.password])
         var attempt = 1
         while true {
-            let port = try Self.freePort()
+            // Outside the ephemeral range, so that no outgoing connection takes it while `restart()` rebinds it.
+            let port = try LoopbackPort.free()
             try Self.configuration(port: port, in: d).write(toFile: d.file("mosquitto.conf"), atomically: true,
                 encoding: .utf8)
             do {
@@ -139,26 +140,6 @@ public final class MosquittoBroker: @unchecked Sendable {
         }
     }
 
-    /// A port no one listens on now (the system's pick for a socket bound to port 0).
-    public static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw BrokerError("socket: errno \(errno)") }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
-        }
-        guard bound == 0 else { throw BrokerError("bind: errno \(errno)") }
-        let named = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        guard named == 0 else { throw BrokerError("getsockname: errno \(errno)") }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
 
     /// Whether something accepts TCP connections on the loopback port.
     static func accepts(port: Int) -> Bool {
