@@ -161,6 +161,19 @@ struct FleetPublishCommand: AsyncParsableCommand {
         if waitResult > 0 { client.subscribe(topic + "/result") }
         client.start()
         defer { Task { await client.stop() } }
+        if waitResult > 0 {
+            // The result subscription goes out when the connection is accepted. A command published before that (a
+            // QoS 1 message is sent as soon as the socket is up) can be answered before the broker has the
+            // subscription, and the answer is lost: publish once connected, after the SUBSCRIBE in the same queue.
+            let connected = await Self.within(.seconds(timeout)) { () async -> Bool in
+                for await event in client.events { if case .connected = event { return true } }
+                return false
+            } ?? false
+            guard connected else {
+                printError("fleet publish: cannot connect to \(host):\(port) within \(timeout) s")
+                throw ExitCode(2)
+            }
+        }
         let published = await Self.within(.seconds(timeout)) {
             try await client.publish(topic, payload: envelope, qos: .atLeastOnce, retain: retain)
         }

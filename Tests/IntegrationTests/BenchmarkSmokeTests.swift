@@ -1,0 +1,86 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// `make test`'s short runs of the benchmark commands that have make targets of their own (`make bench`'s
+/// `bench-swap`, `make bench-stream`, `make bench-release`; `bench` itself is in CLITests): each runs on a few
+/// requests, frames and swaps and must finish without a failure and print every figure its target reports, consistent
+/// with each other. The figures' values are the make targets' business (measured alone on the machine), not a test's.
+@Suite("Benchmarks: smoke runs", .serialized)
+struct BenchmarkSmokeTests {
+    private static func json(_ result: ProcessResult) throws -> [String: Any] {
+        try #require(result.status == 0, "exit \(result.status): \(result.stderr.suffix(2000))")
+        let line = try #require(result.stdout.split(separator: "\n").last { $0.hasPrefix("{") }, "\(result.stdout)")
+        return try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+    }
+
+    @Test("bench-swap: swaps and a rollback under requests, no failure, RSS by cycle, every figure printed")
+    func benchSwap() async throws {
+        let result = try await runProcess(Repo.binary, ["bench-swap", "--model-a", Fixtures.identity416,
+            "--model-b", Fixtures.identity320, "--swaps", "4", "--rollbacks", "1", "--concurrency", "2",
+            "--interval-ms", "50", "--json"])
+        let figures = try Self.json(result)
+        let requests = try #require(figures["requests"] as? Int)
+        #expect(requests > 0)
+        #expect(figures["failures"] as? Int == 0 && figures["swap_failures"] as? Int == 0, "\(figures)")
+        #expect(figures["swaps"] as? Int == 4 && figures["rollbacks"] as? Int == 1)
+        #expect((figures["steady_requests"] as? Int ?? -1) + (figures["swap_requests"] as? Int ?? -1) == requests)
+        // Five operations; every displaced model but the last standby is released by the end.
+        #expect((figures["models_released"] as? Int ?? 0) >= 3, "\(figures["models_released"] ?? "none")")
+        #expect((figures["flip_p99_us"] as? Double ?? 0) > 0)
+        // Two cycles (A → B → A): RSS after the first; none of 100 yet.
+        let byCycle = try #require(figures["rss_by_cycle_mb"] as? [String: Double])
+        #expect(Array(byCycle.keys) == ["1"] && byCycle["1"] == figures["rss_first_cycle_mb"] as? Double)
+        #expect(figures["rss_cycle_200_mb"] is NSNull)
+        #expect((figures["request_records_mb"] as? Double ?? -1) >= 0)
+        for key in ["steady_p99_ms", "swap_p99_ms", "rss_peak_mb", "rss_peak_warm_mb", "rss_steady_pair_mb"] {
+            #expect((figures[key] as? Double ?? 0) > 0, "\(key)")
+        }
+    }
+
+    @Test("bench-stream: the Python loop, the throughput run and a pair of paced runs with swaps on the 60-frame video")
+    func benchStream() async throws {
+        let result = try await runProcess(Repo.binary, ["bench-stream", "--video", TestVideos.mjpeg,
+            "--model", Repo.model("yolov3-tiny-coco-320.onnx"), "--threads", "1", "--frames-in-flight", "2",
+            "--python-threads", "1", "--swaps", "2", "--rollbacks", "1", "--trials", "1", "--json"])
+        let figures = try Self.json(result)
+        #expect(figures["frames"] as? Int == 60, "\(figures)")
+        let fps = try #require(figures["fps"] as? Double)
+        let pythonFPS = try #require(figures["python_fps"] as? Double)
+        #expect(fps > 0 && pythonFPS > 0)
+        #expect(abs((figures["fps_ratio"] as? Double ?? 0) - fps / pythonFPS) <= 1e-9 * fps / pythonFPS)
+        #expect((figures["swap_failures"] as? [Any])?.isEmpty == true, "\(figures["swap_failures"] ?? "none")")
+        // The operations start at frames 15, 30 and 45 (every 15th of 60): at least the first switches before the end.
+        #expect((figures["swap_run_switches"] as? Int ?? 0) >= 1)
+        #expect((figures["swap_window_service_frames"] as? Int ?? 0) > 0)
+        for name in ["latency", "service"] {
+            for key in ["steady_\(name)_p99_ms", "swap_run_steady_\(name)_p99_ms", "swap_window_\(name)_p99_ms",
+                        "swap_window_\(name)_p99_vs_steady"] {
+                #expect((figures[key] as? Double ?? 0) > 0, "\(key): \(figures[key] ?? "none")")
+            }
+            #expect((figures["swap_window_\(name)_max_ms_by_offset"] as? [Double])?.count == 5)
+        }
+    }
+
+    @Test("bench-release: shadow on and off at headroom and saturation, every request answered, mirrors counted")
+    func benchRelease() async throws {
+        let result = try await runProcess(Repo.binary, ["bench-release", "--baseline", Fixtures.identity416,
+            "--candidate", Fixtures.identity320, "--image", Repo.image("bus.jpg"), "--requests", "20", "--rounds", "1",
+            "--saturation", "2", "--json"])
+        let figures = try Self.json(result)
+        #expect((figures["service_ms"] as? Double ?? 0) > 0)
+        for condition in ["headroom", "saturation"] {
+            let block = try #require(figures[condition] as? [String: Any], "\(condition): \(figures)")
+            #expect(block["requests"] as? Int == 20, "\(condition): \(block)")
+            for key in ["off_p99_ms", "shadow_p99_ms", "p99_ratio"] {
+                #expect((block[key] as? Double ?? 0) > 0, "\(condition).\(key)")
+            }
+            // Each answered request was mirrored to the candidate or counted as shed; never more than were sent.
+            let mirrored = block["mirrored"] as? Int ?? -1
+            let shed = (block["shed_queue_full"] as? Int ?? 0) + (block["shed_saturated"] as? Int ?? 0)
+            #expect(mirrored >= 0 && mirrored + shed <= 20, "\(condition): \(block)")
+        }
+        // With one request at a time there is room to mirror.
+        #expect(((figures["headroom"] as? [String: Any])?["mirrored"] as? Int ?? 0) > 0)
+    }
+}
