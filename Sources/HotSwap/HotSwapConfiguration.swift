@@ -26,8 +26,10 @@ public enum StandbyRetention: Sendable, Equatable {
 /// - `queueCapacity`: requests waiting per slot before new ones fail fast as overloaded (64).
 /// - `intraOpThreads`: ORT threads inside one inference, per model (1: parallelism comes from the workers).
 /// - `loadThreads`: background threads for verify/load/warm-up, shared by all slots, at lowered OS priority (1).
-/// - `warmupRuns`: inferences a new model must pass before it is ready (3). With 1, the first request on a new model
-///   was at times much slower than the rest (README → Performance, video streams).
+/// - `warmupRuns`: inferences a new model must pass before it is ready, one after another (3). With 1, the first
+///   request on a new model was at times much slower than the rest (README → Performance, video streams).
+/// - `warmupConcurrency`: after those, one round of this many inferences at once, as the slot's workers will run them
+///   (nil: `servingThreads`; 1: none). A session grows its memory for Runs that overlap at the first ones that do.
 /// - `warmupTimeout`: a warm-up that takes longer aborts the load (30 s).
 /// - `warmupImage`: encoded image bytes to warm up on; nil = a synthetic grey image of the model's input size.
 /// - `standbyRetention`: what happens to the previous model after a switch (`.keep`).
@@ -46,6 +48,7 @@ public struct HotSwapConfiguration: Sendable, Equatable {
     public var intraOpThreads: Int
     public var loadThreads: Int
     public var warmupRuns: Int
+    public var warmupConcurrency: Int?
     public var warmupTimeout: Duration
     public var warmupImage: [UInt8]?
     public var standbyRetention: StandbyRetention
@@ -57,7 +60,8 @@ public struct HotSwapConfiguration: Sendable, Equatable {
 
     public init(
         servingThreads: Int = 2, queueCapacity: Int = 64, intraOpThreads: Int = 1, loadThreads: Int = 1,
-        warmupRuns: Int = 3, warmupTimeout: Duration = .seconds(30), warmupImage: [UInt8]? = nil,
+        warmupRuns: Int = 3, warmupConcurrency: Int? = nil, warmupTimeout: Duration = .seconds(30),
+        warmupImage: [UInt8]? = nil,
         standbyRetention: StandbyRetention = .keep, releaseStandbyBeforeLoad: Bool = true,
         memoryBudgetBytes: Int? = nil, policy: SwapPolicy = .availabilityPreserving,
         gpuMemoryBudgets: [Int: Int] = [:], slotExecution: [String: SlotExecution] = [:]
@@ -67,6 +71,7 @@ public struct HotSwapConfiguration: Sendable, Equatable {
         self.intraOpThreads = intraOpThreads
         self.loadThreads = loadThreads
         self.warmupRuns = warmupRuns
+        self.warmupConcurrency = warmupConcurrency
         self.warmupTimeout = warmupTimeout
         self.warmupImage = warmupImage
         self.standbyRetention = standbyRetention

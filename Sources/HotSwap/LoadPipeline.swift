@@ -131,11 +131,18 @@ struct LoadPipeline: Sendable {
             execution: execution, deviceMemoryBytes: deviceCost, onRelease: onRelease)
     }
 
-    /// Runs the warm-up inferences on the background executor, racing the timeout; a timeout aborts the Run in
+    /// Runs the warm-up inferences on the background executor, racing the timeout; a timeout aborts the Runs in
     /// flight through ORT's terminate flag.
+    ///
+    /// `warmupRuns` Runs one after another, then, where the slot serves on more than one worker, one round of as many
+    /// Runs at once as it has workers (`warmupConcurrency`). A session sizes its memory for a Run (ORT's arena, the
+    /// planned memory pattern) by the Runs it has seen: warmed up one Run at a time, it grew again at the first Runs
+    /// that overlapped, and the first requests served side by side on a new model were slower than the rest (README →
+    /// Performance, Hot swap).
     private func warmUp(_ detector: Detector, op: LoadOperation) async throws(LoadFailure) {
         let path = op.request.path
         let runs = configuration.warmupRuns
+        let concurrent = runs > 0 ? max(1, configuration.warmupConcurrency ?? configuration.servingThreads) : 0
         let sample = configuration.warmupImage
         // The warm-up's own signal: a timeout aborts the Run without marking the load cancelled (which would report
         // it as superseded instead of timed out); cancelling the load still aborts the Run.
@@ -150,6 +157,11 @@ struct LoadPipeline: Sendable {
                         let image = Self.warmupImage(sample, for: detector)
                         for _ in 0..<runs {
                             try Self.validateOutput(detector, image: image, cancellation: cancellation, path: path)
+                        }
+                        if concurrent > 1 {
+                            try Self.atOnce(concurrent) {
+                                try Self.validateOutput(detector, image: image, cancellation: cancellation, path: path)
+                            }
                         }
                     }
                     return .success(())
@@ -179,6 +191,36 @@ struct LoadPipeline: Sendable {
             if op.isCancelled { throw .cancelled(path: path, reason: "superseded or cancelled") }
             throw failure
         }
+    }
+
+    /// Runs `body` on `count` threads at once — the calling thread and `count - 1` new ones at its nice value —
+    /// and returns when all have finished; throws the first error. Blocking: runs on the load executor.
+    static func atOnce(_ count: Int, _ body: @escaping @Sendable () throws -> Void) throws {
+        let firstError = Locked<(any Error)?>(nil)
+        let finished = DispatchSemaphore(value: 0)
+        let run: @Sendable () -> Void = {
+            do { try body() } catch { firstError.withLock { if $0 == nil { $0 = error } } }
+        }
+        #if os(Linux)
+            // Linux keeps a nice value per thread; a new thread starts at its creator's, set here explicitly so that
+            // the helpers stay below the serving threads whatever Foundation does when it creates a thread.
+            errno = 0
+            let nice = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
+            let niceKnown = errno == 0
+        #endif
+        for _ in 1..<count {
+            let thread = Thread {
+                #if os(Linux)
+                    if niceKnown { _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, nice) }
+                #endif
+                run()
+                finished.signal()
+            }
+            thread.start()
+        }
+        run()
+        for _ in 1..<count { finished.wait() }
+        if let error = firstError.value { throw error }
     }
 
     /// The image to warm up on: the configured sample, else (or when it does not decode) a grey image of the model's

@@ -24,6 +24,8 @@ struct BenchSwapCommand: AsyncParsableCommand {
     @Option(help: "Steady-state pause between operations, in milliseconds.") var intervalMs = 150
     @Option(help: "Worker threads of the slot.") var servingThreads = 2
     @Option(help: "Intra-op threads per model.") var threads = 1
+    @Option(help: "Runs at once in the warm-up's last round (default: --serving-threads; 1: none).")
+    var warmupConcurrency: Int?
     @Option(help: "Memory budget in MiB (for --policy auto).") var memoryBudgetMb: Int?
     @Option(help: "Path to libonnxruntime.so.") var ortLibrary: String?
     @Flag(inversion: .prefixedNo, help: "ORT's CPU memory arena (faster reuse; holds memory until release).")
@@ -42,6 +44,9 @@ struct BenchSwapCommand: AsyncParsableCommand {
     func validate() throws {
         guard concurrency > 0, swaps >= 0, rollbacks >= 0, !image.isEmpty else {
             throw ValidationError("--concurrency must be positive, --swaps and --rollbacks non-negative")
+        }
+        if let warmupConcurrency, !(1...256).contains(warmupConcurrency) {
+            throw ValidationError("--warmup-concurrency lies in [1, 256]")
         }
         guard SwapPolicy(rawValue: policy) != nil else {
             let policies = SwapPolicy.allCases.map(\.rawValue).joined(separator: ", ")
@@ -117,6 +122,7 @@ struct BenchSwapCommand: AsyncParsableCommand {
         configuration.memoryBudgetBytes = memoryBudgetMb.map { $0 << 20 }
         configuration.queueCapacity = max(64, concurrency * 2)
         configuration.releaseStandbyBeforeLoad = !keepStandbyDuringLoad
+        configuration.warmupConcurrency = warmupConcurrency
         let library = try ORTLibrary.load(explicitPath: ortLibrary)
         return ModelManager(configuration: configuration,
             loader: ORTModelLoader(environment: try ORTEnvironment(library: library),
@@ -169,6 +175,13 @@ struct BenchSwapCommand: AsyncParsableCommand {
         let steady = samples.filter { s in !windows.contains { s.start < $0.1 && s.end > $0.0 } }
         func ms(_ list: [Sample]) -> [Double] { list.map { ($0.end - $0.start).milliseconds } }
         let steadyP = Percentiles(ms(steady.isEmpty ? samples : steady))
+        // The new model's first requests: after each swap, the first `concurrency` requests to start (one per loop,
+        // as many at once as the loops keep in flight).
+        let byStart = samples.sorted { $0.start < $1.start }
+        let afterSwitch = driver.switched.flatMap { instant in
+            byStart.lazy.filter { $0.start >= instant }.prefix(concurrency)
+        }
+        let afterP = Percentiles(ms(afterSwitch.isEmpty ? samples : afterSwitch))
         let swapP = Percentiles(ms(overlapping.isEmpty ? samples : overlapping))
         let flipP = Percentiles(driver.flips.isEmpty ? [0] : driver.flips)
         let steadyPeak = shared.steadyPeak.load(ordering: .relaxed)
@@ -186,6 +199,10 @@ struct BenchSwapCommand: AsyncParsableCommand {
             "steady_p50_ms": steadyP.median, "steady_p99_ms": steadyP.p99,
             "swap_p50_ms": swapP.median, "swap_p99_ms": swapP.p99,
             "swap_over_steady_p99": swapP.p99 / steadyP.p99,
+            "after_switch_requests": afterSwitch.count,
+            "after_switch_p50_ms": afterP.median, "after_switch_p99_ms": afterP.p99,
+            "after_switch_over_steady_p50": afterP.median / steadyP.median,
+            "warmup_concurrency": warmupConcurrency ?? servingThreads,
             "flip_p99_us": flipP.p99, "flip_max_us": driver.flips.max() ?? 0,
             "rss_peak_mb": mb(shared.peak.load(ordering: .relaxed)),
             "rss_peak_cold_mb": mb(driver.coldPeak), "rss_peak_warm_mb": mb(driver.warmPeak),

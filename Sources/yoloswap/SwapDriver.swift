@@ -13,6 +13,9 @@ struct SwapDriver {
 
     /// When each operation ran: requests overlapping one of these count as "during a swap".
     private(set) var windows: [(ContinuousClock.Instant, ContinuousClock.Instant)] = []
+    /// When each swap's load had switched (a rollback's standby has served before: not counted). The requests that
+    /// start next are the new model's first.
+    private(set) var switched: [ContinuousClock.Instant] = []
     private(set) var flips: [Double] = []
     private(set) var failures: [String] = []
     private(set) var rollbacksDone = 0
@@ -70,6 +73,7 @@ struct SwapDriver {
         shared.watch(operation)
         let status = await operation.wait()
         windows.append((start, .now))
+        switched.append(.now)
         let windowPeak = max(shared.windowPeak.load(ordering: .relaxed), ProcessMemory.residentBytes() ?? 0)
         let stagePeaks = shared.watch(nil)
         if firstLoad {

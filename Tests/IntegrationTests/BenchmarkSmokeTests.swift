@@ -3,9 +3,9 @@ import TestSupport
 import Testing
 
 /// `make test`'s short runs of the benchmark commands that have make targets of their own (`make bench`'s
-/// `bench-swap`, `make bench-stream`, `make bench-release`; `bench` itself is in CLITests): each runs on a few
-/// requests, frames and swaps and must finish without a failure and print every figure its target reports, consistent
-/// with each other. The figures' values are the make targets' business (measured alone on the machine), not a test's.
+/// `bench-swap`, `make bench-stream`, `make bench-release`, `make bench-oip`; `bench` itself is in CLITests): each runs
+/// on a few requests, frames and swaps and must finish without a failure and print every figure its target reports,
+/// consistent with each other. The figures' values are the make targets' business (measured alone on the machine), not a test's.
 @Suite("Benchmarks: smoke runs", .serialized)
 struct BenchmarkSmokeTests {
     private static func json(_ result: ProcessResult) throws -> [String: Any] {
@@ -33,9 +33,14 @@ struct BenchmarkSmokeTests {
         #expect(Array(byCycle.keys) == ["1"] && byCycle["1"] == figures["rss_first_cycle_mb"] as? Double)
         #expect(figures["rss_cycle_200_mb"] is NSNull)
         #expect((figures["request_records_mb"] as? Double ?? -1) >= 0)
-        for key in ["steady_p99_ms", "swap_p99_ms", "rss_peak_mb", "rss_peak_warm_mb", "rss_steady_pair_mb"] {
+        for key in ["steady_p99_ms", "swap_p99_ms", "rss_peak_mb", "rss_peak_warm_mb", "rss_steady_pair_mb",
+                    "after_switch_p50_ms", "after_switch_p99_ms"] {
             #expect((figures[key] as? Double ?? 0) > 0, "\(key)")
         }
+        // The new model's first requests: at most one per loop after each of the 4 swaps (rollbacks not counted).
+        let afterSwitch = figures["after_switch_requests"] as? Int ?? -1
+        #expect(afterSwitch > 0 && afterSwitch <= 4 * 2, "\(afterSwitch) requests after a switch")
+        #expect(figures["warmup_concurrency"] as? Int == 2, "the slot's 2 workers by default")
     }
 
     @Test("bench-stream: the Python loop, the throughput run and a pair of paced runs with swaps on the 60-frame video")
@@ -85,5 +90,27 @@ struct BenchmarkSmokeTests {
         }
         // With one request at a time there is room to mirror.
         #expect(((figures["headroom"] as? [String: Any])?["mirrored"] as? Int ?? 0) > 0)
+    }
+
+    @Test("bench-oip: the four loops (v1, tritonclient HTTP with JPEG bytes and with a tensor, gRPC) on a few requests")
+    func benchOIP() async throws {
+        var environment = ProcessInfo.processInfo.environment
+        environment["REQUESTS"] = "5"
+        environment["WARMUP"] = "1"
+        environment["BIN"] = Repo.binary
+        let result = try await runProcess("/bin/bash", ["scripts/bench-oip"], environment: environment)
+        try #require(result.status == 0, "exit \(result.status): \(result.stderr.suffix(2000))")
+        // One row per loop: name, requests/s, p50 ms, p99 ms, requests/s relative to v1's (two decimals).
+        let rows = result.stdout.split(separator: "\n").dropFirst().map { $0.split(separator: " ") }
+        #expect(rows.map { $0.first.map(String.init) } == ["v1", "v2-http", "v2-raw", "v2-grpc"], "\(result.stdout)")
+        let base = try #require(rows.first.flatMap { Double($0[1]) })
+        for row in rows {
+            let figures = row.dropFirst().compactMap { Double($0) }
+            try #require(figures.count == 4, "\(row)")
+            #expect(figures[0] > 0 && figures[1] > 0 && figures[2] >= figures[1], "\(row)")
+            // The ratio is printed (to 0.01) from unrounded rates (printed to 0.1): within those roundings.
+            let rounding = 0.0051 + figures[3] * (0.051 / figures[0] + 0.051 / base)
+            #expect(abs(figures[3] - figures[0] / base) <= rounding, "\(row)")
+        }
     }
 }

@@ -180,6 +180,8 @@ struct ConfigurationTests {
         ("hotswap: { queue_capacity: 100000000 }", "hotswap.queue_capacity", "1...100000"),
         ("hotswap: { warmup_runs: 1000000 }", "hotswap.warmup_runs", "0...100"),
         ("hotswap: { warmup_runs: -1 }", "hotswap.warmup_runs", "0...100"),
+        ("hotswap: { warmup_concurrency: 0 }", "hotswap.warmup_concurrency", "1...256"),
+        ("hotswap: { warmup_concurrency: 257 }", "hotswap.warmup_concurrency", "1...256"),
         ("hotswap: { warmup_timeout_s: 1e300 }", "hotswap.warmup_timeout_s", "(0, 86400]"),
         ("hotswap: { standby: 1e300 }", "hotswap.standby", "(0, 31536000]"),
         ("hotswap: { standby: .inf }", "hotswap.standby", "(0, 31536000]"),
@@ -202,7 +204,7 @@ struct ConfigurationTests {
         let yaml = """
             server: { max_body_mb: 1024, read_timeout_s: 3600, max_connections: 1000000 }
             hotswap: { serving_threads: 256, intra_op_threads: 256, queue_capacity: 100000, warmup_runs: 100,
-                       request_timeout_ms: 3600000, memory_budget_mb: 1048576, warmup_timeout_s: 86400,
+                       warmup_concurrency: 256, request_timeout_ms: 3600000, memory_budget_mb: 1048576, warmup_timeout_s: 86400,
                        standby: 31536000 }
             """
         let config = try ServerConfiguration.parse(yaml, base: "/srv")
@@ -210,6 +212,7 @@ struct ConfigurationTests {
         #expect(config.readTimeoutSeconds == 3600 && config.maxConnections == 1_000_000)
         #expect(config.hotSwap.servingThreads == 256 && config.hotSwap.intraOpThreads == 256)
         #expect(config.hotSwap.queueCapacity == 100_000 && config.hotSwap.warmupRuns == 100)
+        #expect(config.hotSwap.warmupConcurrency == 256)
         #expect(config.requestTimeoutMilliseconds == 3_600_000)
         #expect(config.hotSwap.memoryBudgetBytes == 1 << 40)
         #expect(config.hotSwap.warmupTimeout == .seconds(86_400))

@@ -1,0 +1,112 @@
+import Foundation
+import HotSwap
+import HotSwapTesting
+import Primitives
+import TestSupport
+import Testing
+import YOLO
+
+extension HotSwapSuite {
+    /// The warm-up's shape: `warmupRuns` Runs one after another, then one round of as many at once as the slot's
+    /// workers, on threads below the serving threads' priority.
+    @Suite("Warm-up")
+    struct WarmUpTests {
+        /// Records every Run of the models it makes: how many overlapped at most, and each Run thread's nice value.
+        /// The Runs after the first `sequential` wait (up to 30 s) until `overlapping` have been in flight together,
+        /// so that a slow thread start on a loaded machine cannot hide a round that was meant to run at once (a round
+        /// that is not at once waits out the test's 20-second warm-up timeout and fails the load).
+        final class ProbeLoader: ModelLoader {
+            let sequential: Int
+            let overlapping: Int
+            private let state = Locked<(calls: Int, inFlight: Int, maxInFlight: Int, nice: [Int32])>((0, 0, 0, []))
+
+            init(sequential: Int, overlapping: Int) {
+                self.sequential = sequential
+                self.overlapping = overlapping
+            }
+
+            var runs: Int { state.value.calls }
+            var maxInFlight: Int { state.value.maxInFlight }
+            var niceValues: [Int32] { state.value.nice }
+
+            func makeBackend(for file: ModelFile, label: String, execution: ModelExecution) throws
+                -> any InferenceBackend
+            {
+                ProbeBackend(inner: FakeBackend(), loader: self)
+            }
+
+            /// Runs `body` as one of the model's Runs; blocks (a load thread, not the test's) while it waits.
+            func run(_ body: () throws -> any OutputTensorView) rethrows -> any OutputTensorView {
+                errno = 0
+                let nice = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
+                let niceKnown = errno == 0
+                let call = state.withLock { s -> Int in
+                    s.calls += 1
+                    s.inFlight += 1
+                    s.maxInFlight = max(s.maxInFlight, s.inFlight)
+                    s.nice.append(niceKnown ? nice : Int32.min)
+                    return s.calls
+                }
+                defer { state.withLock { $0.inFlight -= 1 } }
+                if call > sequential {
+                    let deadline = ContinuousClock.now + .seconds(30)
+                    // Until `overlapping` Runs have been in flight together (the first to arrive may finish first).
+                    while state.value.maxInFlight < overlapping, ContinuousClock.now < deadline {
+                        Thread.sleep(forTimeInterval: 0.002)
+                    }
+                }
+                return try body()
+            }
+        }
+
+        struct ProbeBackend: InferenceBackend {
+            let inner: FakeBackend
+            let loader: ProbeLoader
+            var inputs: [TensorSpec] { inner.inputs }
+            var outputs: [TensorSpec] { inner.outputs }
+            var metadata: [String: String] { inner.metadata }
+            func run(_ input: InputTensor, cancellation: RunCancellation?) throws -> any OutputTensorView {
+                try loader.run { try inner.run(input, cancellation: cancellation) }
+            }
+        }
+
+        @Test("after the sequential Runs, one round of as many Runs at once as the slot has workers, at nice 10")
+        func concurrentRound() async throws {
+            let loader = ProbeLoader(sequential: 2, overlapping: 3)
+            let manager = ModelManager(
+                configuration: HotSwapConfiguration.testing(servingThreads: 3, warmupRuns: 2), loader: loader)
+            _ = try await manager.createSlot("default")
+            let status = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity416))
+            #expect(status.stage == .ready)
+            #expect(loader.runs == 2 + 3, "the warm-up ran \(loader.runs) Runs")
+            #expect(loader.maxInFlight == 3, "at most \(loader.maxInFlight) Runs overlapped")
+            #if os(Linux)
+                // The load executor runs at nice 10 (or above, in a process started at a higher one), and so do the
+                // threads it starts for the round.
+                let nice = loader.niceValues
+                #expect(nice.count == 5 && Set(nice).count == 1 && nice[0] >= 10, "nice values \(nice)")
+            #endif
+            await manager.shutdown()
+        }
+
+        @Test("warmupConcurrency 1 keeps the warm-up sequential; warmupRuns 0 runs none")
+        func sequentialOnly() async throws {
+            var configuration = HotSwapConfiguration.testing(servingThreads: 3, warmupRuns: 2)
+            configuration.warmupConcurrency = 1
+            let loader = ProbeLoader(sequential: 2, overlapping: 1)
+            let manager = ModelManager(configuration: configuration, loader: loader)
+            _ = try await manager.createSlot("default")
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity416))
+            #expect(loader.runs == 2 && loader.maxInFlight == 1, "\(loader.runs) Runs, \(loader.maxInFlight) at once")
+            await manager.shutdown()
+
+            let none = ProbeLoader(sequential: 0, overlapping: 1)
+            let unwarmed = ModelManager(
+                configuration: HotSwapConfiguration.testing(servingThreads: 3, warmupRuns: 0), loader: none)
+            _ = try await unwarmed.createSlot("default")
+            _ = try await unwarmed.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity416))
+            #expect(none.runs == 0, "\(none.runs) warm-up Runs with warmupRuns 0")
+            await unwarmed.shutdown()
+        }
+    }
+}
