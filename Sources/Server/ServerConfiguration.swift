@@ -30,16 +30,17 @@ import Yams
 /// - `mqtt` (none): this instance as a device of an MQTT fleet; keys in ``FleetSettings``
 /// - `streams`: `media_dir` (none: no file sources; file sources are relative to it), `allowed_urls` (prefixes a
 ///   network source must start with), `allowed_devices` (V4L2 devices), `output_dir` (none: no JSON-lines files),
-///   `max_streams` (16); see `Streams.SourcePolicy`
+///   `max_streams` (16), `run` (streams started with the service: each as `POST /v1/streams` takes it, `name`
+///   required); see `Streams.SourcePolicy`
 /// - `trusted_keys`: public key files; `require_signature` (false)
 /// - `hotswap`: `serving_threads` (2), `queue_capacity` (64), `intra_op_threads` (1), `warmup_runs` (3),
-///   `warmup_timeout_s` (30), `standby` (`keep` | `release` | seconds to keep), `standby_during_load` (`release`:
-///   a switching load frees the standby it will displace before creating its session | `keep`),
-///   `optimized_cache` (true: graph-optimized models kept in `<state_dir>/optimized-models`), `optimizer` (`child`: a
-///   cache miss has ORT optimize the model in a child process | `in-process`), `memory_budget_mb` (none),
-///   `gpu_memory_budget_mb` (`{gpu id: MiB}`, none: GPUs are not limited), `policy` (`availability-preserving` |
-///   `resource-preserving` | `auto`), `request_timeout_ms` (10000: how long a request may wait for a worker or,
-///   during a resource-preserving swap, for a model)
+///   `warmup_concurrency` (`serving_threads`: Runs at once in the warm-up's last round), `warmup_timeout_s` (30),
+///   `standby` (`keep` | `release` | seconds to keep), `standby_during_load` (`release`: a switching load frees the
+///   standby it will displace before creating its session | `keep`), `optimized_cache` (true: graph-optimized models
+///   kept in `<state_dir>/optimized-models`), `optimizer` (`child`: a cache miss has ORT optimize the model in a child
+///   process | `in-process`), `memory_budget_mb` (none), `gpu_memory_budget_mb` (`{gpu id: MiB}`, none: GPUs are not
+///   limited), `policy` (`availability-preserving` | `resource-preserving` | `auto`), `request_timeout_ms` (10000: how
+///   long a request may wait for a worker or, during a resource-preserving swap, for a model)
 ///
 /// Every number is range-checked when parsed (``Limits`` gives each key's range and why it ends there); a value outside
 /// is refused with the key and the range, never stored to overflow or exhaust something later.
@@ -126,6 +127,9 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var streamPolicy = SourcePolicy()
     /// Streams kept at once (`streams.max_streams`, 1…256, default 16).
     public var maxStreams = 16
+    /// Streams the service starts each time it starts, once its slots are up (`streams.run`): each named, checked
+    /// against the policy when the configuration is read; its slot is checked when it starts.
+    public var configuredStreams: [StreamSpec] = []
     /// The gRPC endpoint (`grpc`), if any.
     public var grpc: GRPCSettings?
 
@@ -189,6 +193,7 @@ public struct ServerConfiguration: Sendable, Equatable {
                 guard (1...256).contains(max) else { throw fail("streams.max_streams must lie in 1...256, got \(max)") }
                 config.maxStreams = max
             }
+            try config.applyConfiguredStreams(streams.run ?? [], mqtt: config.mqtt != nil, fail: fail)
         }
         if let grpc = raw.grpc {
             guard let port = grpc.port else { throw fail("grpc.port is required to serve gRPC") }
@@ -269,6 +274,30 @@ public struct ServerConfiguration: Sendable, Equatable {
         }
     }
 
+    /// `streams.run`: every entry named (its id in the API), names unique, no more than `max_streams`, and each one
+    /// allowed by the policy as `POST /v1/streams` would check it.
+    private mutating func applyConfiguredStreams(_ specs: [StreamSpec], mqtt: Bool,
+                                                 fail: (String) -> ConfigurationError) throws {
+        guard specs.count <= maxStreams else {
+            throw fail("streams.run lists \(specs.count) streams; streams.max_streams allows \(maxStreams)")
+        }
+        var names = Set<String>()
+        for (index, spec) in specs.enumerated() {
+            let key = "streams.run[\(index)]"
+            guard let name = spec.name else {
+                throw fail("\(key).name is required: a configured stream is addressed by its name")
+            }
+            guard names.insert(name).inserted else { throw fail("\(key).name '\(name)' names two streams") }
+            do {
+                _ = try StreamRegistry.check(spec.request(slot: spec.slot ?? ""), policy: streamPolicy,
+                    mqttAvailable: mqtt)
+            } catch {
+                throw fail("\(key) ('\(name)'): \(error)")
+            }
+        }
+        configuredStreams = specs
+    }
+
     private mutating func apply(_ h: RawConfiguration.HotSwap, fail: (String) -> ConfigurationError) throws {
         if let v = h.serving_threads {
             hotSwap.servingThreads = try Limits.check(v, "hotswap.serving_threads", Limits.threads, fail: fail)
@@ -281,6 +310,10 @@ public struct ServerConfiguration: Sendable, Equatable {
         }
         if let v = h.warmup_runs {
             hotSwap.warmupRuns = try Limits.check(v, "hotswap.warmup_runs", Limits.warmupRuns, fail: fail)
+        }
+        if let v = h.warmup_concurrency {
+            hotSwap.warmupConcurrency =
+                try Limits.check(v, "hotswap.warmup_concurrency", Limits.threads, fail: fail)
         }
         if let v = h.warmup_timeout_s {
             guard v.isFinite, v > 0, v <= Limits.warmupTimeoutSeconds else {
@@ -420,8 +453,9 @@ extension ServerConfiguration {
         /// memory per request; a gigabyte is far past any image the detector can take, and far from overflowing
         /// the conversion to bytes.
         public static let maxBodyMB = 1...1024
-        /// `hotswap.serving_threads` and `hotswap.intra_op_threads`: each is an OS thread (per slot, per model)
-        /// with its own stack; more threads than the largest machines have cores only adds contention.
+        /// `hotswap.serving_threads`, `hotswap.intra_op_threads` and `hotswap.warmup_concurrency`: each is an OS
+        /// thread (per slot, per model, per warm-up) with its own stack; more threads than the largest machines have
+        /// cores only adds contention.
         public static let threads = 1...256
         /// `hotswap.queue_capacity`: requests waiting per slot, each holding its body; beyond this a client waits
         /// longer than any request timeout allows, so failing fast as overloaded is the better answer.
@@ -478,6 +512,7 @@ private struct RawConfiguration: Decodable {
         var queue_capacity: Int?
         var intra_op_threads: Int?
         var warmup_runs: Int?
+        var warmup_concurrency: Int?
         var warmup_timeout_s: Double?
         var standby: String?
         var standby_during_load: String?
@@ -512,6 +547,7 @@ private struct RawConfiguration: Decodable {
         var allowed_urls: [String]?
         var allowed_devices: [String]?
         var max_streams: Int?
+        var run: [StreamSpec]?
     }
     var hotswap: HotSwap?
     var ort_library: String?

@@ -7,26 +7,35 @@ import Primitives
 import Streams
 import YOLO
 
-/// `POST /v1/streams`'s body.
-struct StreamBody: Decodable {
-    struct Outputs: Decodable {
+/// A stream as `POST /v1/streams` takes it and as `streams.run` in the configuration lists it.
+public struct StreamSpec: Sendable, Decodable, Equatable {
+    public struct Outputs: Sendable, Decodable, Equatable {
         /// A JSON-lines file inside `streams.output_dir`.
-        var file: String?
+        public var file: String?
         /// Publish results and events over the service's MQTT connection (`mqtt:` in the configuration).
-        var mqtt: Bool?
+        public var mqtt: Bool?
         /// An annotated video (every frame with its boxes) inside `streams.output_dir`, encoded by FFmpeg.
-        var video: String?
+        public var video: String?
     }
-    var source: String
-    var slot: String?
-    var fps_cap: Double?
+    /// The stream's id (required in `streams.run`); none: a random one.
+    public var name: String?
+    public var source: String
+    public var slot: String?
+    public var fps_cap: Double?
     /// Frames detected at once (1…8; files under `block` with no `fps_cap`).
-    var frames_in_flight: Int?
+    public var frames_in_flight: Int?
     /// `block` | `latest` (default: `block` for files, `latest` for live sources).
-    var back_pressure: BackPressure?
-    var outputs: Outputs?
-    var conf: Float?
-    var iou: Float?
+    public var back_pressure: BackPressure?
+    public var outputs: Outputs?
+    public var conf: Float?
+    public var iou: Float?
+
+    /// The registry's request for this stream on `slot`.
+    func request(slot: String) -> StreamRegistry.Request {
+        StreamRegistry.Request(source: source, slot: slot, fpsCap: fps_cap, framesInFlight: frames_in_flight,
+            backPressure: back_pressure, outputFile: outputs?.file, mqtt: outputs?.mqtt ?? false,
+            outputVideo: outputs?.video, confidence: conf, iou: iou, name: name)
+    }
 }
 
 struct StreamListDTO: Encodable { var streams: [StreamStatus] }
@@ -49,15 +58,11 @@ struct StreamRoutes: Sendable {
     func register(on v1: RouterGroup<YOLOSwapRequestContext>) {
         v1.post("streams") { request, context in
             let principal = try await api.requireOperator(request, context)
-            let body = try await api.decode(StreamBody.self, request, context)
+            let body = try await api.decode(StreamSpec.self, request, context)
             let slot = try api.control.slotName(explicit: body.slot, product: nil)
             let stream: VideoStream
             do {
-                stream = try registry.create(StreamRegistry.Request(source: body.source, slot: slot,
-                    fpsCap: body.fps_cap, framesInFlight: body.frames_in_flight, backPressure: body.back_pressure,
-                    outputFile: body.outputs?.file,
-                    mqtt: body.outputs?.mqtt ?? false, outputVideo: body.outputs?.video, confidence: body.conf,
-                    iou: body.iou))
+                stream = try registry.create(body.request(slot: slot))
             } catch {
                 let problem = Self.problem(error)
                 try? await api.control.audit(principal, context.remoteAddress, "stream.start", slot, result: "refused",
@@ -150,6 +155,7 @@ struct StreamRoutes: Sendable {
         case .sourceNotAllowed, .outputNotAllowed, .invalid: return Problem.badRequest(error.description)
         case .tooManyStreams: return Problem(.tooManyRequests, "Too Many Requests", detail: error.description)
         case .unknownSlot: return Problem.notFound(error.description)
+        case .nameTaken: return Problem.conflict(error.description)
         case .shuttingDown: return Problem(.serviceUnavailable, "Service Unavailable", detail: error.description)
         }
     }

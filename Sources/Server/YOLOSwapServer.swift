@@ -62,6 +62,26 @@ public enum YOLOSwapServer {
             observer: control, publisher: publisher, slots: { [manager = control.manager] in manager.slot($0) })
     }
 
+    /// Starts the streams of `streams.run`, each audited as `stream.start` by `system`. One that cannot start (its
+    /// slot does not exist, its file has gone) is logged and audited as refused; the others start regardless.
+    public static func startConfiguredStreams(_ specs: [StreamSpec], registry: StreamRegistry, control: ControlPlane,
+                                              logger: Logger) async {
+        for spec in specs {
+            let name = spec.name ?? "-"
+            do {
+                let slot = try control.slotName(explicit: spec.slot, product: nil)
+                let stream = try registry.create(spec.request(slot: slot))
+                await control.auditStream("stream.start", stream.currentStatus, by: ControlPlane.system, from: nil,
+                    reason: "configured in streams.run")
+            } catch {
+                let reason = (error as? StreamError)?.description ?? Problem.from(error).detail
+                logger.error("configured stream not started", metadata: ["stream": "\(name)", "error": "\(reason)"])
+                try? await control.audit(ControlPlane.system, nil, "stream.start", spec.slot, result: "refused",
+                    reason: "stream \(name) (configured in streams.run): \(reason)", started: Date())
+            }
+        }
+    }
+
     /// Brings every slot up: the committed state is restored (re-verified by SHA-256); configured slots without a
     /// committed state load their configured model. Failures are logged and leave the slot not ready.
     public static func startSlots(control: ControlPlane, configuration: ServerConfiguration, logger: Logger) async {
@@ -109,17 +129,23 @@ public struct SlotService: Service {
     let control: ControlPlane
     let configuration: ServerConfiguration
     let logger: Logger
+    let afterStart: (@Sendable () async -> Void)?
 
-    public init(control: ControlPlane, configuration: ServerConfiguration, logger: Logger) {
+    /// - Parameter afterStart: runs once the slots are up, unless the service is already stopping (the configured
+    ///   streams start there).
+    public init(control: ControlPlane, configuration: ServerConfiguration, logger: Logger,
+                afterStart: (@Sendable () async -> Void)? = nil) {
         self.control = control
         self.configuration = configuration
         self.logger = logger
+        self.afterStart = afterStart
     }
 
     public func run() async throws {
         let manager = control.manager
         await withGracefulShutdownHandler {
             await YOLOSwapServer.startSlots(control: control, configuration: configuration, logger: logger)
+            if !Task.isShuttingDownGracefully, let afterStart { await afterStart() }
         } onGracefulShutdown: {
             // A signal only: loads under way (restores, configured models) end cancelled and the start-up returns;
             // `shutdown()` below cancels again and waits.

@@ -107,6 +107,8 @@ public enum StreamError: Error, Equatable, CustomStringConvertible {
     case invalid(String)
     case tooManyStreams(limit: Int)
     case unknownSlot(String)
+    /// A stream of that name is running.
+    case nameTaken(String)
     /// The service is stopping.
     case shuttingDown
 
@@ -117,6 +119,7 @@ public enum StreamError: Error, Equatable, CustomStringConvertible {
         case .invalid(let reason): reason
         case .tooManyStreams(let limit): "at most \(limit) streams may run at once"
         case .unknownSlot(let slot): "no slot '\(slot)'"
+        case .nameTaken(let name): "a stream named '\(name)' is running (stop it first)"
         case .shuttingDown: "the service is shutting down"
         }
     }

@@ -24,11 +24,14 @@ public final class StreamRegistry: Sendable {
         public var outputVideo: String?
         public var confidence: Float?
         public var iou: Float?
+        /// The stream's id (``StreamRegistry/checkName(_:)``); nil: a random one.
+        public var name: String?
 
         public init(source: String, slot: String, fpsCap: Double? = nil, framesInFlight: Int? = nil,
                     backPressure: BackPressure? = nil,
                     outputFile: String? = nil, mqtt: Bool = false, outputVideo: String? = nil,
-                    confidence: Float? = nil, iou: Float? = nil) {
+                    confidence: Float? = nil, iou: Float? = nil, name: String? = nil) {
+            self.name = name
             self.source = source
             self.slot = slot
             self.fpsCap = fpsCap
@@ -73,26 +76,20 @@ public final class StreamRegistry: Sendable {
     }
 
     /// Checks the request, starts the stream and returns it.
-    /// - Throws: `StreamError` (source or output not allowed, unknown slot, bad numbers, too many streams, shutting
-    ///   down).
+    /// - Throws: `StreamError` (source or output not allowed, unknown slot, bad numbers or name, a running stream
+    ///   of that name, too many streams, shutting down).
     public func create(_ request: Request) throws(StreamError) -> VideoStream {
         if closed.value { throw .shuttingDown }
-        let configuration = try configuration(for: request)
+        let configuration = try Self.check(request, policy: policy, mqttAvailable: publisher != nil)
         guard let slot = slots(request.slot) else { throw .unknownSlot(request.slot) }
-        if request.mqtt && publisher == nil {
-            throw .outputNotAllowed(path: "mqtt", reason: "the service has no MQTT connection (configure `mqtt:`)")
-        }
         // Checked again when the stream is added; here, so that a refused request creates no output file.
-        if streams.withLock({ s in s.count >= maxStreams && !s.values.contains { $0.isFinished } }) {
-            throw .tooManyStreams(limit: maxStreams)
-        }
-        let videoPath = try request.outputVideo.map { file throws(StreamError) in
-            let path = try policy.resolveOutput(file)
-            if let other = request.outputFile, (try? policy.resolveOutput(other)) == path {
-                throw .invalid("outputs.video and outputs.file name the same file")
+        try streams.withLock { (s: inout [String: VideoStream]) throws(StreamError) in
+            if let name = request.name, let running = s[name], !running.isFinished { throw .nameTaken(name) }
+            if s.count >= maxStreams && !s.values.contains(where: \.isFinished) {
+                throw .tooManyStreams(limit: maxStreams)
             }
-            return path
         }
+        let videoPath = try request.outputVideo.map { file throws(StreamError) in try policy.resolveOutput(file) }
         var outputs = ["results", "preview"]
         var sink: (@Sendable (StreamFrameResult) async -> Void)?
         if let file = request.outputFile {
@@ -103,7 +100,7 @@ public final class StreamRegistry: Sendable {
             outputs.append("file:\(file)")
             sink = { [writer] result in await writer.run { output.append(result) } }
         }
-        let id = String(UUID().uuidString.prefix(8)).lowercased()
+        let id = request.name ?? String(UUID().uuidString.prefix(8)).lowercased()
         let publisher = request.mqtt ? self.publisher : nil
         if let publisher { outputs.append("mqtt:\(publisher.topic(stream: id, events: false))") }
         // The video's frames are counted in the stream's status, which the sink reaches once the stream exists.
@@ -124,6 +121,12 @@ public final class StreamRegistry: Sendable {
             observer: observer, sink: sink, frameSink: frameSink)
         counted.withLock { $0 = stream }
         try streams.withLock { (s: inout [String: VideoStream]) throws(StreamError) in
+            if let previous = s[id] {
+                // A name is reused once its stream has ended (that one's final status is forgotten); a random id
+                // that met a name is refused like a taken name (one in 2^32).
+                guard previous.isFinished else { throw .nameTaken(id) }
+                s.removeValue(forKey: id)
+            }
             if s.count >= maxStreams {
                 // Room is made by forgetting an ended stream; running ones are never displaced.
                 guard let ended = s.first(where: { $0.value.isFinished })?.key else {
@@ -142,8 +145,47 @@ public final class StreamRegistry: Sendable {
         return stream
     }
 
+    /// Checks what a request asks for without starting anything: its name, source and outputs against the policy,
+    /// its numbers' ranges, and MQTT output only where the service has a connection (`mqttAvailable`). The slot, the
+    /// number of streams and the name's being free are checked by `create`. Returns the stream's settings.
+    public static func check(_ request: Request, policy: SourcePolicy, mqttAvailable: Bool)
+        throws(StreamError) -> StreamConfiguration
+    {
+        if let name = request.name { try checkName(name) }
+        let configuration = try configuration(for: request, policy: policy)
+        if request.mqtt && !mqttAvailable {
+            throw .outputNotAllowed(path: "mqtt", reason: "the service has no MQTT connection (configure `mqtt:`)")
+        }
+        if let file = request.outputFile { _ = try policy.resolveOutput(file) }
+        if let video = request.outputVideo {
+            let path = try policy.resolveOutput(video)
+            if let other = request.outputFile, (try? policy.resolveOutput(other)) == path {
+                throw .invalid("outputs.video and outputs.file name the same file")
+            }
+        }
+        return configuration
+    }
+
+    /// A stream's name is its id in every URL and topic: 1…64 ASCII letters, digits, `.`, `_` or `-`, starting with a
+    /// letter or digit.
+    public static func checkName(_ name: String) throws(StreamError) {
+        let bytes = Array(name.utf8)
+        func allowed(_ b: UInt8) -> Bool {
+            (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A)
+        }
+        guard (1...64).contains(bytes.count), allowed(bytes[0]),
+            bytes.allSatisfy({ allowed($0) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "_")
+                || $0 == UInt8(ascii: "-") })
+        else {
+            throw .invalid("name '\(name.prefix(80))' must be 1 to 64 letters, digits, '.', '_' or '-', starting with a "
+                + "letter or digit")
+        }
+    }
+
     /// The request's source (checked by the policy) and settings (checked for range).
-    private func configuration(for request: Request) throws(StreamError) -> StreamConfiguration {
+    private static func configuration(for request: Request, policy: SourcePolicy)
+        throws(StreamError) -> StreamConfiguration
+    {
         let source = try policy.resolve(request.source)
         if let cap = request.fpsCap, !(cap > 0 && cap <= 1000) { throw .invalid("fps_cap must lie in (0, 1000]") }
         if let n = request.framesInFlight, !(1...StreamConfiguration.maxFramesInFlight).contains(n) {

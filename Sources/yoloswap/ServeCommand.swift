@@ -123,7 +123,11 @@ struct ServeCommand: AsyncParsableCommand {
         // Services stop in reverse order: the video streams, the MQTT fleet agent (publishing `offline`), the
         // desired-state watcher and the sampler, then the HTTP server (draining its requests), then the slots.
         var groupServices: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: SlotService(control: control, configuration: configuration, logger: logger)),
+            .init(service: SlotService(control: control, configuration: configuration, logger: logger,
+                afterStart: { [configured = configuration.configuredStreams, logger] in
+                    await YOLOSwapServer.startConfiguredStreams(configured, registry: streams, control: control,
+                        logger: logger)
+                })),
             .init(service: app), .init(service: MetricsSampler(manager: manager)),
         ]
         if let settings = configuration.grpc {

@@ -12,18 +12,25 @@ import FoundationNetworking
 /// boxes drawn, and results endpoint viewers that read slowly or not at all.
 @Suite("Stream service", .serialized)
 struct StreamServiceTests {
+    /// The folder of the test videos, and a service on yolov3-tiny 320 whose `streams:` section is `streams`.
+    private static let media = URL(fileURLWithPath: TestVideos.mjpeg).deletingLastPathComponent().path
+    private static func yaml(streams: String) -> String {
+        """
+        \(ServerProcess.demoTokens)
+        slots:
+          default: { model: yolov3-tiny-coco-320.onnx }
+        hotswap: { warmup_runs: 1 }
+        streams: \(streams)
+        """
+    }
+
     @Test("POST /v1/streams: sources and outputs are checked, the preview is JPEG frames with boxes, a stalled results viewer does not hold the stream")
     func streamEndToEnd() async throws {
         // The 60-frame MJPEG video (the H.264 one goes through swaps in StreamsTests).
-        let media = URL(fileURLWithPath: TestVideos.mjpeg).deletingLastPathComponent().path
         let output = try TemporaryDirectory()
-        let server = try await ServerProcess(yaml: """
-            \(ServerProcess.demoTokens)
-            slots:
-              default: { model: yolov3-tiny-coco-320.onnx }
-            hotswap: { warmup_runs: 1 }
-            streams: { media_dir: "\(media)", output_dir: "\(output.path)", allowed_urls: ["udp://127.0.0.1:"] }
-            """)
+        let server = try await ServerProcess(yaml: Self.yaml(streams: """
+            { media_dir: "\(Self.media)", output_dir: "\(output.path)", allowed_urls: ["udp://127.0.0.1:"] }
+            """))
         defer { server.stop() }
         let op = ServerProcess.operatorToken
 
@@ -147,15 +154,8 @@ struct StreamServiceTests {
 
     @Test("SIGTERM with a stream running and a results viewer reading: the stream stops, the viewer's response ends, the server exits 0, the stop is audited")
     func shutdownStopsStreams() async throws {
-        let media = URL(fileURLWithPath: TestVideos.mjpeg).deletingLastPathComponent().path
         let state = try TemporaryDirectory()
-        let yaml = """
-            \(ServerProcess.demoTokens)
-            slots:
-              default: { model: yolov3-tiny-coco-320.onnx }
-            hotswap: { warmup_runs: 1 }
-            streams: { media_dir: "\(media)" }
-            """
+        let yaml = Self.yaml(streams: "{ media_dir: \"\(Self.media)\" }")
         let server = try await ServerProcess(yaml: yaml, stateDirectory: URL(fileURLWithPath: state.path))
         defer { server.stop(signal: SIGKILL) }
         // Two frames a second: the 60 frames would take 30 s.
@@ -189,6 +189,60 @@ struct StreamServiceTests {
         #expect(stop?["actor"] as? String == "system", "\(stop ?? [:])")
         #expect((stop?["reason"] as? String)?.hasPrefix("stream \(id):") == true)
         #expect((stop?["reason"] as? String)?.hasSuffix("state stopped; shutting down") == true, "\(stop ?? [:])")
+    }
+
+    @Test("streams.run: started by the service once its slots are up, under their names, each time it starts; names are ids, a running one's is taken")
+    func configuredStreams() async throws {
+        let state = try TemporaryDirectory()
+        // `line-a` runs the 60-frame video at 20 fps (3 s); `ghost` names a slot that does not exist.
+        let yaml = Self.yaml(streams: """
+            { media_dir: "\(Self.media)", run: [{ name: line-a, source: pan.avi, fps_cap: 20 },
+                                                { name: ghost, source: pan.avi, slot: nope }] }
+            """)
+        let op = ServerProcess.operatorToken
+        for run in 1...2 {
+            let server = try await ServerProcess(yaml: yaml, stateDirectory: URL(fileURLWithPath: state.path))
+            defer { server.stop() }
+            // Ready means the slots are up; the configured streams start right after.
+            #expect(await eventuallyAsync {
+                let status = (try? await server.json("GET", "/v1/streams/line-a", token: op))?.1 ?? [:]
+                return status["state"] as? String == "ended"
+            }, "run \(run)")
+            let (_, line) = try await server.json("GET", "/v1/streams/line-a", token: op)
+            #expect(line["frames_detected"] as? Int == 60 && line["slot"] as? String == "default", "\(line)")
+            #expect(try await server.json("GET", "/v1/streams/ghost", token: op).0 == 404)
+
+            // Each start is audited by `system`: line-a as started, ghost as refused with the reason.
+            let entries = try await server.auditEntries().filter { $0["action"] as? String == "stream.start" }
+            let started = entries.filter { $0["result"] as? String == "succeeded" }
+            let refused = entries.filter { $0["result"] as? String == "refused" }
+            #expect(started.count == run && refused.count == run, "run \(run): \(entries)")
+            #expect(started.allSatisfy { $0["actor"] as? String == "system"
+                && ($0["reason"] as? String)?.hasPrefix("stream line-a:") == true
+                && ($0["reason"] as? String)?.hasSuffix("configured in streams.run") == true }, "\(started)")
+            #expect(refused.allSatisfy { $0["actor"] as? String == "system"
+                && ($0["reason"] as? String)?.contains("stream ghost (configured in streams.run): no slot 'nope'")
+                    == true }, "\(refused)")
+            guard run == 2 else { continue }
+
+            // A name given to POST is the id; while that stream runs the name is taken, once it is gone it is free.
+            let body: [String: Any] = ["name": "cam-1", "source": "pan.avi", "fps_cap": 2]
+            let (created, stream) = try await server.json("POST", "/v1/streams", token: op, body: body)
+            #expect(created == 201 && stream["id"] as? String == "cam-1", "\(stream)")
+            let (taken, problem) = try await server.json("POST", "/v1/streams", token: op, body: body)
+            #expect(taken == 409 && (problem["detail"] as? String)?.contains("'cam-1' is running") == true,
+                "\(problem)")
+            let (badName, _) = try await server.json("POST", "/v1/streams", token: op,
+                body: ["name": "cam/1", "source": "pan.avi"])
+            #expect(badName == 400)
+            #expect(try await server.json("DELETE", "/v1/streams/cam-1", token: op).0 == 200)
+            let (again, _) = try await server.json("POST", "/v1/streams", token: op, body: body)
+            #expect(again == 201)
+            // The name of an ended stream is reused: its final status gives way.
+            let (reused, restarted) = try await server.json("POST", "/v1/streams", token: op,
+                body: ["name": "line-a", "source": "pan.avi", "fps_cap": 2])
+            #expect(reused == 201 && restarted["state"] as? String != "ended", "\(restarted)")
+        }
     }
 
     /// Reads a preview's parts until one of frame `untilFrame` or later (or the end); the socket is read on a thread

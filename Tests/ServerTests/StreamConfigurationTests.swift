@@ -1,0 +1,85 @@
+import Foundation
+import Server
+import Streams
+import TestSupport
+import Testing
+
+/// `streams.run`: the streams the service starts with itself, read and checked with the configuration.
+@Suite("Configured streams")
+struct StreamConfigurationTests {
+    /// A media folder holding `line-a.mp4` (only its existence matters here) and the `streams:` section's keys that
+    /// allow it, indented as the section's.
+    private static func media() throws -> (TemporaryDirectory, String) {
+        let folder = try TemporaryDirectory()
+        try Data("not a video".utf8).write(to: URL(fileURLWithPath: folder.path + "/line-a.mp4"))
+        return (folder, """
+              media_dir: "\(folder.path)"
+              output_dir: "\(folder.path)"
+              allowed_urls: ["udp://127.0.0.1:"]
+            """)
+    }
+
+    @Test("entries are read as POST /v1/streams takes them, names and all")
+    func parsed() throws {
+        let (folder, head) = try Self.media()
+        defer { withExtendedLifetime(folder) {} }
+        let config = try ServerConfiguration.parse("""
+            streams:
+            \(head)
+              run:
+                - { name: line-a, source: line-a.mp4, slot: default, fps_cap: 15, back_pressure: block,
+                    frames_in_flight: 2, outputs: { file: line-a.jsonl }, conf: 0.4 }
+                - { name: cam.2, source: "udp://127.0.0.1:5000" }
+            """, base: "/srv")
+        #expect(config.configuredStreams.map(\.name) == ["line-a", "cam.2"])
+        let first = try #require(config.configuredStreams.first)
+        #expect(first.source == "line-a.mp4" && first.slot == "default" && first.fps_cap == 15)
+        #expect(first.back_pressure == .block && first.frames_in_flight == 2 && first.conf == 0.4)
+        #expect(first.outputs?.file == "line-a.jsonl")
+        #expect(config.configuredStreams.last?.slot == nil, "no slot: the default one, chosen at start")
+        #expect(try ServerConfiguration.parse("streams:\n\(head)", base: "/srv").configuredStreams.isEmpty)
+    }
+
+    @Test("refused with the entry's key and the reason", arguments: [
+        ("- { source: line-a.mp4 }", "streams.run[0].name is required"),
+        ("- { name: a, source: line-a.mp4 }\n    - { name: a, source: line-a.mp4 }", "streams.run[1].name 'a' names two"),
+        ("- { name: \"two words\", source: line-a.mp4 }", "streams.run[0] ('two words'): name 'two words' must be"),
+        ("- { name: -lead, source: line-a.mp4 }", "starting with a letter or digit"),
+        ("- { name: a, source: missing.mp4 }", "streams.run[0] ('a'): source 'missing.mp4' is not allowed"),
+        ("- { name: a, source: ../escape.mp4 }", "streams.run[0] ('a'): source '../escape.mp4' is not allowed"),
+        ("- { name: a, source: \"rtsp://10.0.0.1/cam\" }", "matches no streams.allowed_urls prefix"),
+        ("- { name: a, source: /dev/video0 }", "not in streams.allowed_devices"),
+        ("- { name: a, source: line-a.mp4, fps_cap: 0 }", "fps_cap must lie in (0, 1000]"),
+        ("- { name: a, source: line-a.mp4, frames_in_flight: 9 }", "frames_in_flight must lie in 1...8"),
+        ("- { name: a, source: line-a.mp4, outputs: { file: ../out.jsonl } }", "output '../out.jsonl' is not allowed"),
+        ("- { name: a, source: line-a.mp4, outputs: { file: x.out, video: x.out } }", "name the same file"),
+        ("- { name: a, source: line-a.mp4, outputs: { mqtt: true } }", "no MQTT connection"),
+    ])
+    func refused(entries: String, message: String) throws {
+        let (folder, head) = try Self.media()
+        defer { withExtendedLifetime(folder) {} }
+        let yaml = """
+            streams:
+            \(head)
+              run:
+                \(entries)
+            """
+        let error = #expect(throws: ConfigurationError.self) { try ServerConfiguration.parse(yaml, base: "/srv") }
+        #expect(error?.message.contains(message) == true, "\(String(describing: error))")
+    }
+
+    @Test("no more configured streams than streams.max_streams")
+    func overLimit() throws {
+        let (folder, head) = try Self.media()
+        defer { withExtendedLifetime(folder) {} }
+        let yaml = """
+            streams:
+            \(head)
+              max_streams: 1
+              run: [{ name: a, source: line-a.mp4 }, { name: b, source: line-a.mp4 }]
+            """
+        let error = #expect(throws: ConfigurationError.self) { try ServerConfiguration.parse(yaml, base: "/srv") }
+        #expect(error?.message == "streams.run lists 2 streams; streams.max_streams allows 1",
+            "\(String(describing: error))")
+    }
+}
