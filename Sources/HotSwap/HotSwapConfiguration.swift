@@ -26,10 +26,11 @@ public enum StandbyRetention: Sendable, Equatable {
 /// - `queueCapacity`: requests waiting per slot before new ones fail fast as overloaded (64).
 /// - `intraOpThreads`: ORT threads inside one inference, per model (1: parallelism comes from the workers).
 /// - `loadThreads`: background threads for verify/load/warm-up, shared by all slots, at lowered OS priority (1).
-/// - `warmupRuns`: inferences a new model must pass before it is ready, one after another (3). With 1, the first
-///   request on a new model was at times much slower than the rest (README → Performance, video streams).
-/// - `warmupConcurrency`: after those, one round of this many inferences at once, as the slot's workers will run them
-///   (nil: `servingThreads`; 1: none). A session grows its memory for Runs that overlap at the first ones that do.
+/// - `warmupRuns`: inferences a new model must pass before it is ready (3). With 1, the first request on a new model
+///   was at times much slower than the rest (README → Performance, video streams).
+/// - `warmupConcurrency`: how many of those run at once, the last ones, as the slot's workers will run them (nil:
+///   `servingThreads`; 1: one after another). A session grows its memory for Runs that overlap at the first ones
+///   that do.
 /// - `warmupTimeout`: a warm-up that takes longer aborts the load (30 s).
 /// - `warmupImage`: encoded image bytes to warm up on; nil = a synthetic grey image of the model's input size.
 /// - `standbyRetention`: what happens to the previous model after a switch (`.keep`).

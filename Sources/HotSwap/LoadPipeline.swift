@@ -134,15 +134,17 @@ struct LoadPipeline: Sendable {
     /// Runs the warm-up inferences on the background executor, racing the timeout; a timeout aborts the Runs in
     /// flight through ORT's terminate flag.
     ///
-    /// `warmupRuns` Runs one after another, then, where the slot serves on more than one worker, one round of as many
-    /// Runs at once as it has workers (`warmupConcurrency`). A session sizes its memory for a Run (ORT's arena, the
-    /// planned memory pattern) by the Runs it has seen: warmed up one Run at a time, it grew again at the first Runs
-    /// that overlapped, and the first requests served side by side on a new model were slower than the rest (README →
-    /// Performance, Hot swap).
+    /// `warmupRuns` Runs, the last `warmupConcurrency` of them at once (by default as many as the slot has workers;
+    /// all one after another when that is 1, all at once when `warmupRuns` is smaller): the same CPU as Runs one
+    /// after another, which matters for a slow model on a busy machine, where the load threads' nice 10 leaves them
+    /// little. A session sizes its memory for a Run (ORT's arena, the planned memory pattern) by the Runs it has
+    /// seen, so the round leaves it sized for Runs that overlap, as the workers' will (README → Performance, Hot
+    /// swap).
     private func warmUp(_ detector: Detector, op: LoadOperation) async throws(LoadFailure) {
         let path = op.request.path
         let runs = configuration.warmupRuns
-        let concurrent = runs > 0 ? max(1, configuration.warmupConcurrency ?? configuration.servingThreads) : 0
+        // The last round: 0 only when there are no Runs at all.
+        let concurrent = min(runs, max(1, configuration.warmupConcurrency ?? configuration.servingThreads))
         let sample = configuration.warmupImage
         // The warm-up's own signal: a timeout aborts the Run without marking the load cancelled (which would report
         // it as superseded instead of timed out); cancelling the load still aborts the Run.
@@ -155,10 +157,10 @@ struct LoadPipeline: Sendable {
                 do {
                     try await executor.run {
                         let image = Self.warmupImage(sample, for: detector)
-                        for _ in 0..<runs {
+                        for _ in 0..<(runs - concurrent) {
                             try Self.validateOutput(detector, image: image, cancellation: cancellation, path: path)
                         }
-                        if concurrent > 1 {
+                        if concurrent > 0 {
                             try Self.atOnce(concurrent) {
                                 try Self.validateOutput(detector, image: image, cancellation: cancellation, path: path)
                             }
@@ -193,33 +195,54 @@ struct LoadPipeline: Sendable {
         }
     }
 
-    /// Runs `body` on `count` threads at once — the calling thread and `count - 1` new ones at its nice value —
-    /// and returns when all have finished; throws the first error. Blocking: runs on the load executor.
-    static func atOnce(_ count: Int, _ body: @escaping @Sendable () throws -> Void) throws {
+    /// Runs `body` on `count` threads at once — the calling thread and `count - 1` new ones (8 MiB stacks, named
+    /// `warm-up`, at the caller's nice value) — and returns when all have finished; throws the first error. Blocking:
+    /// runs on the load executor.
+    ///
+    /// A thread the system will not create (a process or container at its thread limit) costs its Run's overlap, not
+    /// the Run: that body runs on the calling thread afterwards, so the round always ends.
+    private static func atOnce(_ count: Int, _ body: @escaping @Sendable () throws -> Void) throws {
+        precondition(count >= 1, "a round of \(count) Runs")
         let firstError = Locked<(any Error)?>(nil)
-        let finished = DispatchSemaphore(value: 0)
         let run: @Sendable () -> Void = {
             do { try body() } catch { firstError.withLock { if $0 == nil { $0 = error } } }
         }
         #if os(Linux)
-            // Linux keeps a nice value per thread; a new thread starts at its creator's, set here explicitly so that
-            // the helpers stay below the serving threads whatever Foundation does when it creates a thread.
+            // Linux keeps a nice value per thread: the helpers take the loader's, below the serving threads'.
             errno = 0
             let nice = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
             let niceKnown = errno == 0
         #endif
+        let helper: @Sendable () -> Void = {
+            #if os(Linux)
+                Thread.current.name = "warm-up"
+                if niceKnown { _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, nice) }
+            #endif
+            run()
+        }
+        var attributes = pthread_attr_t()
+        pthread_attr_init(&attributes)
+        defer { pthread_attr_destroy(&attributes) }
+        pthread_attr_setstacksize(&attributes, 8 << 20)
+        var threads: [pthread_t] = []
+        var notCreated = 0
         for _ in 1..<count {
-            let thread = Thread {
-                #if os(Linux)
-                    if niceKnown { _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, nice) }
-                #endif
-                run()
-                finished.signal()
+            let context = Unmanaged.passRetained(ThreadBody(helper)).toOpaque()
+            var thread = pthread_t()
+            let created = pthread_create(&thread, &attributes, { raw in
+                Unmanaged<ThreadBody>.fromOpaque(raw!).takeRetainedValue().body()
+                return nil
+            }, context)
+            if created == 0 {
+                threads.append(thread)
+            } else {
+                Unmanaged<ThreadBody>.fromOpaque(context).release()
+                notCreated += 1
             }
-            thread.start()
         }
         run()
-        for _ in 1..<count { finished.wait() }
+        for _ in 0..<notCreated { run() }
+        for thread in threads { pthread_join(thread, nil) }
         if let error = firstError.value { throw error }
     }
 
@@ -276,4 +299,10 @@ struct LoadPipeline: Sendable {
             }
         }
     }
+}
+
+/// A helper thread's work, handed through `pthread_create`'s context pointer.
+private final class ThreadBody: Sendable {
+    let body: @Sendable () -> Void
+    init(_ body: @escaping @Sendable () -> Void) { self.body = body }
 }

@@ -34,7 +34,7 @@ import Yams
 ///   required); see `Streams.SourcePolicy`
 /// - `trusted_keys`: public key files; `require_signature` (false)
 /// - `hotswap`: `serving_threads` (2), `queue_capacity` (64), `intra_op_threads` (1), `warmup_runs` (3),
-///   `warmup_concurrency` (`serving_threads`: Runs at once in the warm-up's last round), `warmup_timeout_s` (30),
+///   `warmup_concurrency` (`serving_threads`: how many of them, the last, run at once), `warmup_timeout_s` (30),
 ///   `standby` (`keep` | `release` | seconds to keep), `standby_during_load` (`release`: a switching load frees the
 ///   standby it will displace before creating its session | `keep`), `optimized_cache` (true: graph-optimized models
 ///   kept in `<state_dir>/optimized-models`), `optimizer` (`child`: a cache miss has ORT optimize the model in a child
@@ -276,14 +276,20 @@ public struct ServerConfiguration: Sendable, Equatable {
 
     /// `streams.run`: every entry named (its id in the API), names unique, no more than `max_streams`, and each one
     /// allowed by the policy as `POST /v1/streams` would check it.
-    private mutating func applyConfiguredStreams(_ specs: [StreamSpec], mqtt: Bool,
+    private mutating func applyConfiguredStreams(_ entries: [ConfiguredStreamEntry], mqtt: Bool,
                                                  fail: (String) -> ConfigurationError) throws {
-        guard specs.count <= maxStreams else {
-            throw fail("streams.run lists \(specs.count) streams; streams.max_streams allows \(maxStreams)")
+        guard entries.count <= maxStreams else {
+            throw fail("streams.run lists \(entries.count) streams; streams.max_streams allows \(maxStreams)")
         }
         var names = Set<String>()
-        for (index, spec) in specs.enumerated() {
+        var outputs: [String: String] = [:]
+        for (index, entry) in entries.enumerated() {
             let key = "streams.run[\(index)]"
+            let spec = entry.spec
+            if let unknown = entry.unknownKeys.first {
+                let known = StreamSpec.CodingKeys.allCases.map(\.rawValue).joined(separator: ", ")
+                throw fail("\(key).\(unknown) is not a key of a stream (\(known); outputs: file, video, mqtt)")
+            }
             guard let name = spec.name else {
                 throw fail("\(key).name is required: a configured stream is addressed by its name")
             }
@@ -291,11 +297,18 @@ public struct ServerConfiguration: Sendable, Equatable {
             do {
                 _ = try StreamRegistry.check(spec.request(slot: spec.slot ?? ""), policy: streamPolicy,
                     mqttAvailable: mqtt)
+                // Two configured streams writing one file would interleave their lines or frames.
+                for file in [spec.outputs?.file, spec.outputs?.video].compactMap({ $0 }) {
+                    let path = try streamPolicy.resolveOutput(file)
+                    if let other = outputs.updateValue(name, forKey: path) {
+                        throw StreamError.outputNotAllowed(path: file, reason: "stream '\(other)' writes it too")
+                    }
+                }
             } catch {
                 throw fail("\(key) ('\(name)'): \(error)")
             }
         }
-        configuredStreams = specs
+        configuredStreams = entries.map(\.spec)
     }
 
     private mutating func apply(_ h: RawConfiguration.HotSwap, fail: (String) -> ConfigurationError) throws {
@@ -547,7 +560,7 @@ private struct RawConfiguration: Decodable {
         var allowed_urls: [String]?
         var allowed_devices: [String]?
         var max_streams: Int?
-        var run: [StreamSpec]?
+        var run: [ConfiguredStreamEntry]?
     }
     var hotswap: HotSwap?
     var ort_library: String?

@@ -7,37 +7,6 @@ import Primitives
 import Streams
 import YOLO
 
-/// A stream as `POST /v1/streams` takes it and as `streams.run` in the configuration lists it.
-public struct StreamSpec: Sendable, Decodable, Equatable {
-    public struct Outputs: Sendable, Decodable, Equatable {
-        /// A JSON-lines file inside `streams.output_dir`.
-        public var file: String?
-        /// Publish results and events over the service's MQTT connection (`mqtt:` in the configuration).
-        public var mqtt: Bool?
-        /// An annotated video (every frame with its boxes) inside `streams.output_dir`, encoded by FFmpeg.
-        public var video: String?
-    }
-    /// The stream's id (required in `streams.run`); none: a random one.
-    public var name: String?
-    public var source: String
-    public var slot: String?
-    public var fps_cap: Double?
-    /// Frames detected at once (1…8; files under `block` with no `fps_cap`).
-    public var frames_in_flight: Int?
-    /// `block` | `latest` (default: `block` for files, `latest` for live sources).
-    public var back_pressure: BackPressure?
-    public var outputs: Outputs?
-    public var conf: Float?
-    public var iou: Float?
-
-    /// The registry's request for this stream on `slot`.
-    func request(slot: String) -> StreamRegistry.Request {
-        StreamRegistry.Request(source: source, slot: slot, fpsCap: fps_cap, framesInFlight: frames_in_flight,
-            backPressure: back_pressure, outputFile: outputs?.file, mqtt: outputs?.mqtt ?? false,
-            outputVideo: outputs?.video, confidence: conf, iou: iou, name: name)
-    }
-}
-
 struct StreamListDTO: Encodable { var streams: [StreamStatus] }
 
 /// Video streams: create, list, read, stop; their results (server-sent events) and annotated preview (MJPEG).

@@ -73,6 +73,10 @@ public enum YOLOSwapServer {
                 let stream = try registry.create(spec.request(slot: slot))
                 await control.auditStream("stream.start", stream.currentStatus, by: ControlPlane.system, from: nil,
                     reason: "configured in streams.run")
+            } catch StreamError.shuttingDown {
+                // The service began to stop while its slots came up: nothing to start, nothing refused.
+                logger.info("configured stream not started: shutting down", metadata: ["stream": "\(name)"])
+                return
             } catch {
                 let reason = (error as? StreamError)?.description ?? Problem.from(error).detail
                 logger.error("configured stream not started", metadata: ["stream": "\(name)", "error": "\(reason)"])
@@ -131,8 +135,8 @@ public struct SlotService: Service {
     let logger: Logger
     let afterStart: (@Sendable () async -> Void)?
 
-    /// - Parameter afterStart: runs once the slots are up, unless the service is already stopping (the configured
-    ///   streams start there).
+    /// - Parameter afterStart: runs once the slots are up, unless this service has been told to stop (the configured
+    ///   streams start there; the services after it in the group may already be stopping).
     public init(control: ControlPlane, configuration: ServerConfiguration, logger: Logger,
                 afterStart: (@Sendable () async -> Void)? = nil) {
         self.control = control

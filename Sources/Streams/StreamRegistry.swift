@@ -4,7 +4,8 @@ import Logging
 import Primitives
 
 /// The service's running streams by id: created from a request checked against the ``SourcePolicy``, listed,
-/// stopped. Ended streams stay listed (with their final status) until deleted, up to the limit.
+/// stopped. Ended streams stay listed (with their final status) until deleted, replaced by a new stream of their
+/// name, or forgotten to make room under the limit.
 ///
 /// Thread-safety: all members may be used from any thread or task.
 public final class StreamRegistry: Sendable {
@@ -51,12 +52,28 @@ public final class StreamRegistry: Sendable {
     private let observer: (any DetectionObserver)?
     private let publisher: (any StreamPublisher)?
     private let logger: Logger
-    private let streams = Locked<[String: VideoStream]>([:])
-    /// Set at shutdown: no stream is created afterwards.
-    private let closed = Locked(false)
-    /// The outputs still delivering: MQTT publishing tasks (by stream id) until they have delivered the stream's end,
-    /// and output videos (`<id>/video`) until their file is complete.
-    private let publishing = Locked<[String: Task<Void, Never>]>([:])
+    /// The streams by id, the output files each writes, and the creations under way (their ids and output files
+    /// reserved, so that two requests cannot both take a name or a file), behind one lock; and, set at shutdown,
+    /// `closed`: no stream is created afterwards.
+    private struct Table {
+        var streams: [String: VideoStream] = [:]
+        var outputPaths: [String: [String]] = [:]
+        var creating: [String: [String]] = [:]
+        var closed = false
+
+        /// The id of a running stream or a creation under way that writes `path`.
+        func writer(of path: String) -> String? {
+            if let id = creating.first(where: { $0.value.contains(path) })?.key { return id }
+            return outputPaths.first { id, paths in
+                paths.contains(path) && streams[id].map { !$0.isFinished } == true
+            }?.key
+        }
+    }
+    private let table = Locked(Table())
+    /// The outputs still delivering, each under a key of its own: MQTT publishing tasks until they have delivered
+    /// their stream's end, and output videos until their file is complete. (Not by stream id: a name is reused once
+    /// its stream has ended, while that stream's outputs may still be delivering.)
+    private let publishing = Locked<[UUID: Task<Void, Never>]>([:])
     /// Writes JSON-lines outputs off the cooperative pool.
     private let writer = BlockingQueue(label: "yoloswap.stream-output")
 
@@ -76,31 +93,30 @@ public final class StreamRegistry: Sendable {
     }
 
     /// Checks the request, starts the stream and returns it.
-    /// - Throws: `StreamError` (source or output not allowed, unknown slot, bad numbers or name, a running stream
-    ///   of that name, too many streams, shutting down).
+    /// - Throws: `StreamError` (source or output not allowed, an output file another stream writes, unknown slot,
+    ///   bad numbers or name, a running stream of that name, too many streams, shutting down).
     public func create(_ request: Request) throws(StreamError) -> VideoStream {
-        if closed.value { throw .shuttingDown }
         let configuration = try Self.check(request, policy: policy, mqttAvailable: publisher != nil)
         guard let slot = slots(request.slot) else { throw .unknownSlot(request.slot) }
-        // Checked again when the stream is added; here, so that a refused request creates no output file.
-        try streams.withLock { (s: inout [String: VideoStream]) throws(StreamError) in
-            if let name = request.name, let running = s[name], !running.isFinished { throw .nameTaken(name) }
-            if s.count >= maxStreams && !s.values.contains(where: \.isFinished) {
-                throw .tooManyStreams(limit: maxStreams)
-            }
+        // The output files as the request names them and as resolved.
+        var files: [(shown: String, path: String)] = []
+        for file in [request.outputFile, request.outputVideo].compactMap({ $0 }) {
+            files.append((file, try policy.resolveOutput(file)))
         }
-        let videoPath = try request.outputVideo.map { file throws(StreamError) in try policy.resolveOutput(file) }
+        let paths = files.map(\.path)
+        let videoPath = request.outputVideo == nil ? nil : paths.last
+        let id = try reserve(name: request.name, files: files)
+        defer { _ = table.withLock { $0.creating.removeValue(forKey: id) } }
+
         var outputs = ["results", "preview"]
         var sink: (@Sendable (StreamFrameResult) async -> Void)?
-        if let file = request.outputFile {
-            let path = try policy.resolveOutput(file)
+        if let file = request.outputFile, let path = paths.first {
             guard let output = JSONLinesFile(path: path) else {
                 throw .outputNotAllowed(path: file, reason: "it cannot be created")
             }
             outputs.append("file:\(file)")
             sink = { [writer] result in await writer.run { output.append(result) } }
         }
-        let id = request.name ?? String(UUID().uuidString.prefix(8)).lowercased()
         let publisher = request.mqtt ? self.publisher : nil
         if let publisher { outputs.append("mqtt:\(publisher.topic(stream: id, events: false))") }
         // The video's frames are counted in the stream's status, which the sink reaches once the stream exists.
@@ -120,21 +136,26 @@ public final class StreamRegistry: Sendable {
         let stream = VideoStream(id: id, configuration: configuration, slot: slot, outputs: outputs, logger: logger,
             observer: observer, sink: sink, frameSink: frameSink)
         counted.withLock { $0 = stream }
-        try streams.withLock { (s: inout [String: VideoStream]) throws(StreamError) in
-            if let previous = s[id] {
-                // A name is reused once its stream has ended (that one's final status is forgotten); a random id
-                // that met a name is refused like a taken name (one in 2^32).
-                guard previous.isFinished else { throw .nameTaken(id) }
-                s.removeValue(forKey: id)
+        try table.withLock { (t: inout Table) throws(StreamError) in
+            // Checked under the same lock as the insertion: a stream is either refused here or listed for the
+            // shutdown's stop of every stream, which closes the table first.
+            if t.closed { throw .shuttingDown }
+            // A name is reused once its stream has ended: that one's final status is forgotten.
+            if t.streams[id] != nil {
+                t.streams.removeValue(forKey: id)
+                t.outputPaths.removeValue(forKey: id)
             }
-            if s.count >= maxStreams {
-                // Room is made by forgetting an ended stream; running ones are never displaced.
-                guard let ended = s.first(where: { $0.value.isFinished })?.key else {
+            if t.streams.count >= maxStreams {
+                // Room is made by forgetting an ended stream; running ones are never displaced (the reservation
+                // counted them, so one has ended).
+                guard let ended = t.streams.first(where: { $0.value.isFinished })?.key else {
                     throw .tooManyStreams(limit: maxStreams)
                 }
-                s.removeValue(forKey: ended)
+                t.streams.removeValue(forKey: ended)
+                t.outputPaths.removeValue(forKey: ended)
             }
-            s[id] = stream
+            t.streams[id] = stream
+            t.outputPaths[id] = paths
         }
         logger.info("stream started", metadata: ["stream": "\(id)", "source": "\(configuration.source)",
             "slot": "\(request.slot)", "back_pressure": "\(configuration.backPressure.rawValue)"])
@@ -143,6 +164,34 @@ public final class StreamRegistry: Sendable {
         if let video, let name = request.outputVideo { finishAtEnd(stream, video, name: name) }
         stream.start()
         return stream
+    }
+
+    /// Reserves the stream's id (its name, or a random one) and its output files for a creation under way; returns
+    /// the id. Refused when the service is stopping, a running stream or another creation has the name or writes one
+    /// of the files, or the running streams and creations under way already number `maxStreams`.
+    private func reserve(name: String?, files: [(shown: String, path: String)]) throws(StreamError) -> String {
+        try table.withLock { (t: inout Table) throws(StreamError) -> String in
+            if t.closed { throw .shuttingDown }
+            var id = name ?? ""
+            if let name {
+                if t.creating[name] != nil || t.streams[name].map({ !$0.isFinished }) == true {
+                    throw .nameTaken(name)
+                }
+            } else {
+                repeat { id = String(UUID().uuidString.prefix(8)).lowercased() }
+                    while t.creating[id] != nil || t.streams[id] != nil
+            }
+            for file in files {
+                if let other = t.writer(of: file.path) {
+                    throw .outputNotAllowed(path: file.shown, reason: "stream '\(other)' writes it")
+                }
+            }
+            if t.streams.values.count(where: { !$0.isFinished }) + t.creating.count >= maxStreams {
+                throw .tooManyStreams(limit: maxStreams)
+            }
+            t.creating[id] = files.map(\.path)
+            return id
+        }
     }
 
     /// Checks what a request asks for without starting anything: its name, source and outputs against the policy,
@@ -177,8 +226,8 @@ public final class StreamRegistry: Sendable {
             bytes.allSatisfy({ allowed($0) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "_")
                 || $0 == UInt8(ascii: "-") })
         else {
-            throw .invalid("name '\(name.prefix(80))' must be 1 to 64 letters, digits, '.', '_' or '-', starting with a "
-                + "letter or digit")
+            throw .invalid("name '\(name.prefix(80))' must be 1 to 64 letters, digits, '.', '_' or '-', "
+                + "starting with a letter or digit")
         }
     }
 
@@ -208,9 +257,9 @@ public final class StreamRegistry: Sendable {
         let messages = stream.subscribe(buffer: 1024)
         let results = publisher.topic(stream: stream.id, events: false)
         let events = publisher.topic(stream: stream.id, events: true)
-        let id = stream.id
+        let key = UUID()
         let task = Task.detached { [publishing] in
-            defer { _ = publishing.withLock { $0.removeValue(forKey: id) } }
+            defer { _ = publishing.withLock { $0.removeValue(forKey: key) } }
             let encoder = JSONEncoder.yoloswap
             for await message in messages {
                 let topic: String
@@ -228,12 +277,12 @@ public final class StreamRegistry: Sendable {
             }
         }
         // Before the stream starts: the task cannot have ended yet.
-        publishing.withLock { $0[id] = task }
+        publishing.withLock { $0[key] = task }
     }
 
     /// Writes the rest of the annotated video once the stream has ended (its last frame written).
     private func finishAtEnd(_ stream: VideoStream, _ video: AnnotatedVideoOutput, name: String) {
-        let key = stream.id + "/video"
+        let key = UUID()
         let task = Task.detached { [writer, publishing] in
             defer { _ = publishing.withLock { $0.removeValue(forKey: key) } }
             await stream.waitUntilFinished()
@@ -246,7 +295,7 @@ public final class StreamRegistry: Sendable {
 
     /// Refuses every later `create` (shutdown): streams started by requests that arrive while the service stops
     /// would outlive the shutdown's stop of every stream.
-    public func close() { closed.withLock { $0 = true } }
+    public func close() { table.withLock { $0.closed = true } }
 
     /// Waits until the MQTT outputs have published what their streams gave them (their end included) and the output
     /// videos are written to their end, at most `timeout`; returns whether they all finished.
@@ -261,13 +310,17 @@ public final class StreamRegistry: Sendable {
     }
 
     /// Every stream, by id.
-    public var all: [VideoStream] { streams.withLock { Array($0.values) }.sorted { $0.id < $1.id } }
+    public var all: [VideoStream] { table.withLock { Array($0.streams.values) }.sorted { $0.id < $1.id } }
 
-    public func stream(_ id: String) -> VideoStream? { streams.withLock { $0[id] } }
+    public func stream(_ id: String) -> VideoStream? { table.withLock { $0.streams[id] } }
 
     /// Stops a stream and forgets it; nil when there is none.
     public func remove(_ id: String) async -> StreamStatus? {
-        guard let stream = streams.withLock({ $0.removeValue(forKey: id) }) else { return nil }
+        let removed = table.withLock { t -> VideoStream? in
+            t.outputPaths.removeValue(forKey: id)
+            return t.streams.removeValue(forKey: id)
+        }
+        guard let stream = removed else { return nil }
         await stream.stop()
         return stream.currentStatus
     }

@@ -58,6 +58,8 @@ struct BenchSwapCommand: AsyncParsableCommand {
         var start: ContinuousClock.Instant
         var end: ContinuousClock.Instant
         var failed: Bool
+        /// The request loop that sent it.
+        var loop: Int
     }
 
     func run() async throws {
@@ -158,7 +160,7 @@ struct BenchSwapCommand: AsyncParsableCommand {
                         failed = true
                         printError("yoloswap: request failed: \(error)")
                     }
-                    samples.append(Sample(start: start, end: .now, failed: failed))
+                    samples.append(Sample(start: start, end: .now, failed: failed, loop: index))
                     i += 1
                 }
                 return samples
@@ -175,11 +177,21 @@ struct BenchSwapCommand: AsyncParsableCommand {
         let steady = samples.filter { s in !windows.contains { s.start < $0.1 && s.end > $0.0 } }
         func ms(_ list: [Sample]) -> [Double] { list.map { ($0.end - $0.start).milliseconds } }
         let steadyP = Percentiles(ms(steady.isEmpty ? samples : steady))
-        // The new model's first requests: after each swap, the first `concurrency` requests to start (one per loop,
-        // as many at once as the loops keep in flight).
+        // The new model's first requests: after each swap, each loop's first request to start (as many at once as
+        // the loops keep in flight).
         let byStart = samples.sorted { $0.start < $1.start }
-        let afterSwitch = driver.switched.flatMap { instant in
-            byStart.lazy.filter { $0.start >= instant }.prefix(concurrency)
+        var afterSwitch: [Sample] = []
+        for instant in driver.switched {
+            // The first request to start at or after the switch (binary search), then each loop's first.
+            var low = 0, high = byStart.count
+            while low < high {
+                let middle = (low + high) / 2
+                if byStart[middle].start < instant { low = middle + 1 } else { high = middle }
+            }
+            var loops = Set<Int>()
+            for sample in byStart[low...] where loops.count < concurrency && loops.insert(sample.loop).inserted {
+                afterSwitch.append(sample)
+            }
         }
         let afterP = Percentiles(ms(afterSwitch.isEmpty ? samples : afterSwitch))
         let swapP = Percentiles(ms(overlapping.isEmpty ? samples : overlapping))

@@ -13,8 +13,8 @@ struct SwapDriver {
 
     /// When each operation ran: requests overlapping one of these count as "during a swap".
     private(set) var windows: [(ContinuousClock.Instant, ContinuousClock.Instant)] = []
-    /// When each swap's load had switched (a rollback's standby has served before: not counted). The requests that
-    /// start next are the new model's first.
+    /// When each swap's load had switched (a failed one did not; a rollback's standby has served before: not
+    /// counted). The requests that start next are the new model's first.
     private(set) var switched: [ContinuousClock.Instant] = []
     private(set) var flips: [Double] = []
     private(set) var failures: [String] = []
@@ -73,7 +73,7 @@ struct SwapDriver {
         shared.watch(operation)
         let status = await operation.wait()
         windows.append((start, .now))
-        switched.append(.now)
+        if status.failure == nil { switched.append(.now) }
         let windowPeak = max(shared.windowPeak.load(ordering: .relaxed), ProcessMemory.residentBytes() ?? 0)
         let stagePeaks = shared.watch(nil)
         if firstLoad {

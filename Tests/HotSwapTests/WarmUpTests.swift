@@ -12,9 +12,10 @@ extension HotSwapSuite {
     @Suite("Warm-up")
     struct WarmUpTests {
         /// Records every Run of the models it makes: how many overlapped at most, and each Run thread's nice value.
-        /// The Runs after the first `sequential` wait (up to 30 s) until `overlapping` have been in flight together,
-        /// so that a slow thread start on a loaded machine cannot hide a round that was meant to run at once (a round
-        /// that is not at once waits out the test's 20-second warm-up timeout and fails the load).
+        /// The Runs after the first `sequential` wait (up to 30 s, or until the warm-up is cancelled) until
+        /// `overlapping` have been in flight together, so that a slow thread start on a loaded machine cannot hide a
+        /// round that was meant to run at once (a round that is not at once waits out the test's 20-second warm-up
+        /// timeout and fails the load).
         final class ProbeLoader: ModelLoader {
             let sequential: Int
             let overlapping: Int
@@ -26,6 +27,7 @@ extension HotSwapSuite {
             }
 
             var runs: Int { state.value.calls }
+            var inFlight: Int { state.value.inFlight }
             var maxInFlight: Int { state.value.maxInFlight }
             var niceValues: [Int32] { state.value.nice }
 
@@ -36,7 +38,9 @@ extension HotSwapSuite {
             }
 
             /// Runs `body` as one of the model's Runs; blocks (a load thread, not the test's) while it waits.
-            func run(_ body: () throws -> any OutputTensorView) rethrows -> any OutputTensorView {
+            func run(cancellation: RunCancellation?, _ body: () throws -> any OutputTensorView) rethrows
+                -> any OutputTensorView
+            {
                 errno = 0
                 let nice = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
                 let niceKnown = errno == 0
@@ -51,7 +55,8 @@ extension HotSwapSuite {
                 if call > sequential {
                     let deadline = ContinuousClock.now + .seconds(30)
                     // Until `overlapping` Runs have been in flight together (the first to arrive may finish first).
-                    while state.value.maxInFlight < overlapping, ContinuousClock.now < deadline {
+                    while state.value.maxInFlight < overlapping, ContinuousClock.now < deadline,
+                        cancellation?.isCancelled != true {
                         Thread.sleep(forTimeInterval: 0.002)
                     }
                 }
@@ -66,19 +71,19 @@ extension HotSwapSuite {
             var outputs: [TensorSpec] { inner.outputs }
             var metadata: [String: String] { inner.metadata }
             func run(_ input: InputTensor, cancellation: RunCancellation?) throws -> any OutputTensorView {
-                try loader.run { try inner.run(input, cancellation: cancellation) }
+                try loader.run(cancellation: cancellation) { try inner.run(input, cancellation: cancellation) }
             }
         }
 
-        @Test("after the sequential Runs, one round of as many Runs at once as the slot has workers, at nice 10")
+        @Test("warmupRuns Runs, the last as many at once as the slot has workers, all at nice 10")
         func concurrentRound() async throws {
             let loader = ProbeLoader(sequential: 2, overlapping: 3)
             let manager = ModelManager(
-                configuration: HotSwapConfiguration.testing(servingThreads: 3, warmupRuns: 2), loader: loader)
+                configuration: HotSwapConfiguration.testing(servingThreads: 3, warmupRuns: 5), loader: loader)
             _ = try await manager.createSlot("default")
             let status = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity416))
             #expect(status.stage == .ready)
-            #expect(loader.runs == 2 + 3, "the warm-up ran \(loader.runs) Runs")
+            #expect(loader.runs == 5, "the warm-up ran \(loader.runs) Runs")
             #expect(loader.maxInFlight == 3, "at most \(loader.maxInFlight) Runs overlapped")
             #if os(Linux)
                 // The load executor runs at nice 10 (or above, in a process started at a higher one), and so do the
@@ -89,24 +94,36 @@ extension HotSwapSuite {
             await manager.shutdown()
         }
 
-        @Test("warmupConcurrency 1 keeps the warm-up sequential; warmupRuns 0 runs none")
-        func sequentialOnly() async throws {
-            var configuration = HotSwapConfiguration.testing(servingThreads: 3, warmupRuns: 2)
-            configuration.warmupConcurrency = 1
-            let loader = ProbeLoader(sequential: 2, overlapping: 1)
+        @Test("fewer Runs than workers: all at once; warmupConcurrency 1: one after another; warmupRuns 0: none",
+              arguments: [(runs: 2, concurrency: nil as Int?, overlapping: 2), (3, 1, 1), (1, nil, 1), (0, nil, 0)])
+        func otherShapes(runs: Int, concurrency: Int?, overlapping: Int) async throws {
+            var configuration = HotSwapConfiguration.testing(servingThreads: 3, warmupRuns: runs)
+            configuration.warmupConcurrency = concurrency
+            let loader = ProbeLoader(sequential: runs - overlapping, overlapping: overlapping)
             let manager = ModelManager(configuration: configuration, loader: loader)
             _ = try await manager.createSlot("default")
-            _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity416))
-            #expect(loader.runs == 2 && loader.maxInFlight == 1, "\(loader.runs) Runs, \(loader.maxInFlight) at once")
+            let status = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity416))
+            #expect(status.stage == .ready)
+            #expect(loader.runs == runs && loader.maxInFlight == overlapping,
+                "\(loader.runs) Runs, \(loader.maxInFlight) at once")
             await manager.shutdown()
+        }
 
-            let none = ProbeLoader(sequential: 0, overlapping: 1)
-            let unwarmed = ModelManager(
-                configuration: HotSwapConfiguration.testing(servingThreads: 3, warmupRuns: 0), loader: none)
-            _ = try await unwarmed.createSlot("default")
-            _ = try await unwarmed.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity416))
-            #expect(none.runs == 0, "\(none.runs) warm-up Runs with warmupRuns 0")
-            await unwarmed.shutdown()
+        @Test("a round that cannot finish is aborted by the warm-up timeout: the load fails as timed out, no Run is left")
+        func roundTimesOut() async throws {
+            // The probe waits for 4 Runs at once; the round has 3, so each waits until the timeout cancels it.
+            let loader = ProbeLoader(sequential: 0, overlapping: 4)
+            let manager = ModelManager(configuration: HotSwapConfiguration.testing(servingThreads: 3, warmupRuns: 3,
+                warmupTimeout: .seconds(1)), loader: loader)
+            _ = try await manager.createSlot("default")
+            let started = ContinuousClock.now
+            let status = await (try manager.load(LoadRequest(slot: "default", path: Fixtures.identity416,
+                activate: true))).wait()
+            #expect(status.failure == .warmupTimeout(path: Fixtures.identity416, after: .seconds(1)), "\(status)")
+            // The load ends once every Run of the round has (the probe would hold them for 30 s).
+            #expect(ContinuousClock.now - started < .seconds(20))
+            #expect(loader.runs == 3 && loader.inFlight == 0, "\(loader.runs) Runs, \(loader.inFlight) in flight")
+            await manager.shutdown()
         }
     }
 }

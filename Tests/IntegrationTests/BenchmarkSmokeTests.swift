@@ -5,7 +5,8 @@ import Testing
 /// `make test`'s short runs of the benchmark commands that have make targets of their own (`make bench`'s
 /// `bench-swap`, `make bench-stream`, `make bench-release`, `make bench-oip`; `bench` itself is in CLITests): each runs
 /// on a few requests, frames and swaps and must finish without a failure and print every figure its target reports,
-/// consistent with each other. The figures' values are the make targets' business (measured alone on the machine), not a test's.
+/// consistent with each other. The figures' values are the make targets' business (measured alone on the machine),
+/// not a test's.
 @Suite("Benchmarks: smoke runs", .serialized)
 struct BenchmarkSmokeTests {
     private static func json(_ result: ProcessResult) throws -> [String: Any] {

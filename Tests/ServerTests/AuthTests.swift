@@ -204,8 +204,8 @@ struct ConfigurationTests {
         let yaml = """
             server: { max_body_mb: 1024, read_timeout_s: 3600, max_connections: 1000000 }
             hotswap: { serving_threads: 256, intra_op_threads: 256, queue_capacity: 100000, warmup_runs: 100,
-                       warmup_concurrency: 256, request_timeout_ms: 3600000, memory_budget_mb: 1048576, warmup_timeout_s: 86400,
-                       standby: 31536000 }
+                       warmup_concurrency: 256, request_timeout_ms: 3600000, memory_budget_mb: 1048576,
+                       warmup_timeout_s: 86400, standby: 31536000 }
             """
         let config = try ServerConfiguration.parse(yaml, base: "/srv")
         #expect(config.maxBodyBytes == 1024 << 20)

@@ -33,8 +33,8 @@ struct StreamConfigurationTests {
             """, base: "/srv")
         #expect(config.configuredStreams.map(\.name) == ["line-a", "cam.2"])
         let first = try #require(config.configuredStreams.first)
-        #expect(first.source == "line-a.mp4" && first.slot == "default" && first.fps_cap == 15)
-        #expect(first.back_pressure == .block && first.frames_in_flight == 2 && first.conf == 0.4)
+        #expect(first.source == "line-a.mp4" && first.slot == "default" && first.fpsCap == 15)
+        #expect(first.backPressure == .block && first.framesInFlight == 2 && first.confidence == 0.4)
         #expect(first.outputs?.file == "line-a.jsonl")
         #expect(config.configuredStreams.last?.slot == nil, "no slot: the default one, chosen at start")
         #expect(try ServerConfiguration.parse("streams:\n\(head)", base: "/srv").configuredStreams.isEmpty)
@@ -42,7 +42,8 @@ struct StreamConfigurationTests {
 
     @Test("refused with the entry's key and the reason", arguments: [
         ("- { source: line-a.mp4 }", "streams.run[0].name is required"),
-        ("- { name: a, source: line-a.mp4 }\n    - { name: a, source: line-a.mp4 }", "streams.run[1].name 'a' names two"),
+        ("- { name: a, source: line-a.mp4 }\n    - { name: a, source: line-a.mp4 }",
+            "streams.run[1].name 'a' names two"),
         ("- { name: \"two words\", source: line-a.mp4 }", "streams.run[0] ('two words'): name 'two words' must be"),
         ("- { name: -lead, source: line-a.mp4 }", "starting with a letter or digit"),
         ("- { name: a, source: missing.mp4 }", "streams.run[0] ('a'): source 'missing.mp4' is not allowed"),
@@ -54,6 +55,10 @@ struct StreamConfigurationTests {
         ("- { name: a, source: line-a.mp4, outputs: { file: ../out.jsonl } }", "output '../out.jsonl' is not allowed"),
         ("- { name: a, source: line-a.mp4, outputs: { file: x.out, video: x.out } }", "name the same file"),
         ("- { name: a, source: line-a.mp4, outputs: { mqtt: true } }", "no MQTT connection"),
+        ("- { name: a, source: line-a.mp4, fps: 10 }", "streams.run[0].fps is not a key of a stream"),
+        ("- { name: a, source: line-a.mp4, outputs: { fle: x.jsonl } }", "streams.run[0].outputs.fle is not a key"),
+        ("- { name: a, source: line-a.mp4, outputs: { file: x.jsonl } }\n    - { name: b, source: line-a.mp4, "
+            + "outputs: { video: x.jsonl } }", "streams.run[1] ('b'): output 'x.jsonl' is not allowed: stream 'a'"),
     ])
     func refused(entries: String, message: String) throws {
         let (folder, head) = try Self.media()

@@ -132,5 +132,38 @@ extension StreamSuite {
                 _ = try registry.create(.init(source: "clip.mp4", slot: "line"))
             }
         }
+
+        @Test("the registry: a running stream's name and output file are its own until it is gone; at most maxStreams run")
+        func registryReservations() async throws {
+            let media = try TemporaryDirectory()
+            try FileManager.default.copyItem(atPath: TestVideos.mjpeg, toPath: media.file("clip.avi"))
+            let manager = ModelManager(configuration: HotSwapConfiguration(servingThreads: 1, warmupRuns: 1),
+                loader: streamLoader)
+            let slot = try await manager.createSlot("line")
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "line", path: Self.model))
+            let registry = StreamRegistry(policy: SourcePolicy(mediaDirectory: media.path,
+                outputDirectory: media.path), maxStreams: 2, slots: { $0 == "line" ? slot : nil })
+            // One frame a second: each stream runs for a minute unless removed.
+            func request(_ name: String?, file: String? = nil) -> StreamRegistry.Request {
+                .init(source: "clip.avi", slot: "line", fpsCap: 1, outputFile: file, name: name)
+            }
+            let cam = try registry.create(request("cam", file: "cam.jsonl"))
+            #expect(cam.id == "cam")
+            #expect(throws: StreamError.nameTaken("cam")) { _ = try registry.create(request("cam")) }
+            #expect(throws: StreamError.outputNotAllowed(path: "cam.jsonl", reason: "stream 'cam' writes it")) {
+                _ = try registry.create(request(nil, file: "cam.jsonl"))
+            }
+            #expect(throws: StreamError.self) { _ = try registry.create(request("cam/1")) }
+            let other = try registry.create(request(nil))
+            #expect(other.id.count == 8 && other.id != "cam")
+            #expect(throws: StreamError.tooManyStreams(limit: 2)) { _ = try registry.create(request("third")) }
+
+            // Once removed, the name and the file are free again.
+            #expect(await registry.remove("cam") != nil)
+            let again = try registry.create(request("cam", file: "cam.jsonl"))
+            #expect(again.id == "cam" && registry.all.count == 2)
+            for stream in registry.all { _ = await registry.remove(stream.id) }
+            await manager.shutdown()
+        }
     }
 }
