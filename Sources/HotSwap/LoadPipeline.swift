@@ -196,7 +196,7 @@ struct LoadPipeline: Sendable {
     }
 
     /// Runs `body` on `count` threads at once — the calling thread and `count - 1` new ones (8 MiB stacks, named
-    /// `warm-up`, at the caller's nice value) — and returns when all have finished; throws the first error. Blocking:
+    /// `warm-up` and at the caller's nice value on Linux) — and returns when all have finished; throws the first error. Blocking:
     /// runs on the load executor.
     ///
     /// A thread the system will not create (a process or container at its thread limit) costs its Run's overlap, not
@@ -208,7 +208,8 @@ struct LoadPipeline: Sendable {
             do { try body() } catch { firstError.withLock { if $0 == nil { $0 = error } } }
         }
         #if os(Linux)
-            // Linux keeps a nice value per thread: the helpers take the loader's, below the serving threads'.
+            // Linux keeps a nice value per thread, and a new thread starts at its creator's; set again as a safeguard
+            // (the helpers must stay below the serving threads whatever created them).
             errno = 0
             let nice = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0)
             let niceKnown = errno == 0
@@ -241,7 +242,8 @@ struct LoadPipeline: Sendable {
             }
         }
         run()
-        for _ in 0..<notCreated { run() }
+        // Not when a Run has failed already: the round has, and each of these would cost a whole Run.
+        for _ in 0..<notCreated where firstError.value == nil { run() }
         for thread in threads { pthread_join(thread, nil) }
         if let error = firstError.value { throw error }
     }

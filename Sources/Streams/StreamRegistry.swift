@@ -52,18 +52,19 @@ public final class StreamRegistry: Sendable {
     private let observer: (any DetectionObserver)?
     private let publisher: (any StreamPublisher)?
     private let logger: Logger
-    /// The streams by id, the output files each writes, and the creations under way (their ids and output files
-    /// reserved, so that two requests cannot both take a name or a file), behind one lock; and, set at shutdown,
-    /// `closed`: no stream is created afterwards.
+    /// The streams by id, the output files each writes, and the ids and output files `reserved` by creations under
+    /// way and by streams being stopped (so that two requests cannot both take a name or a file, nor a new stream a
+    /// file the stream it replaces still writes), behind one lock; and, set at shutdown, `closed`: no stream is
+    /// created afterwards.
     private struct Table {
         var streams: [String: VideoStream] = [:]
         var outputPaths: [String: [String]] = [:]
-        var creating: [String: [String]] = [:]
+        var reserved: [String: [String]] = [:]
         var closed = false
 
         /// The id of a running stream or a creation under way that writes `path`.
         func writer(of path: String) -> String? {
-            if let id = creating.first(where: { $0.value.contains(path) })?.key { return id }
+            if let id = reserved.first(where: { $0.value.contains(path) })?.key { return id }
             return outputPaths.first { id, paths in
                 paths.contains(path) && streams[id].map { !$0.isFinished } == true
             }?.key
@@ -106,7 +107,9 @@ public final class StreamRegistry: Sendable {
         let paths = files.map(\.path)
         let videoPath = request.outputVideo == nil ? nil : paths.last
         let id = try reserve(name: request.name, files: files)
-        defer { _ = table.withLock { $0.creating.removeValue(forKey: id) } }
+        // Once inserted, the stream holds its name and files itself; until then (and on any refusal) the reservation.
+        var inserted = false
+        defer { if !inserted { _ = table.withLock { $0.reserved.removeValue(forKey: id) } } }
 
         var outputs = ["results", "preview"]
         var sink: (@Sendable (StreamFrameResult) async -> Void)?
@@ -156,7 +159,9 @@ public final class StreamRegistry: Sendable {
             }
             t.streams[id] = stream
             t.outputPaths[id] = paths
+            t.reserved.removeValue(forKey: id)
         }
+        inserted = true
         logger.info("stream started", metadata: ["stream": "\(id)", "source": "\(configuration.source)",
             "slot": "\(request.slot)", "back_pressure": "\(configuration.backPressure.rawValue)"])
         // Subscribed before the first frame, so that the output misses nothing.
@@ -174,22 +179,22 @@ public final class StreamRegistry: Sendable {
             if t.closed { throw .shuttingDown }
             var id = name ?? ""
             if let name {
-                if t.creating[name] != nil || t.streams[name].map({ !$0.isFinished }) == true {
+                if t.reserved[name] != nil || t.streams[name].map({ !$0.isFinished }) == true {
                     throw .nameTaken(name)
                 }
             } else {
                 repeat { id = String(UUID().uuidString.prefix(8)).lowercased() }
-                    while t.creating[id] != nil || t.streams[id] != nil
+                    while t.reserved[id] != nil || t.streams[id] != nil
             }
             for file in files {
                 if let other = t.writer(of: file.path) {
                     throw .outputNotAllowed(path: file.shown, reason: "stream '\(other)' writes it")
                 }
             }
-            if t.streams.values.count(where: { !$0.isFinished }) + t.creating.count >= maxStreams {
+            if t.streams.values.count(where: { !$0.isFinished }) + t.reserved.count >= maxStreams {
                 throw .tooManyStreams(limit: maxStreams)
             }
-            t.creating[id] = files.map(\.path)
+            t.reserved[id] = files.map(\.path)
             return id
         }
     }
@@ -314,14 +319,17 @@ public final class StreamRegistry: Sendable {
 
     public func stream(_ id: String) -> VideoStream? { table.withLock { $0.streams[id] } }
 
-    /// Stops a stream and forgets it; nil when there is none.
+    /// Stops a stream and forgets it; nil when there is none. Its name and output files stay reserved until it has
+    /// stopped.
     public func remove(_ id: String) async -> StreamStatus? {
         let removed = table.withLock { t -> VideoStream? in
-            t.outputPaths.removeValue(forKey: id)
-            return t.streams.removeValue(forKey: id)
+            guard let stream = t.streams.removeValue(forKey: id) else { return nil }
+            t.reserved[id] = t.outputPaths.removeValue(forKey: id) ?? []
+            return stream
         }
         guard let stream = removed else { return nil }
         await stream.stop()
+        _ = table.withLock { $0.reserved.removeValue(forKey: id) }
         return stream.currentStatus
     }
 }

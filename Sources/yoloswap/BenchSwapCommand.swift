@@ -181,16 +181,19 @@ struct BenchSwapCommand: AsyncParsableCommand {
         // the loops keep in flight).
         let byStart = samples.sorted { $0.start < $1.start }
         var afterSwitch: [Sample] = []
-        for instant in driver.switched {
-            // The first request to start at or after the switch (binary search), then each loop's first.
+        for (index, instant) in driver.switched.enumerated() {
+            // From the first request to start at or after the switch (binary search) until the next switch: each
+            // loop's first.
             var low = 0, high = byStart.count
             while low < high {
                 let middle = (low + high) / 2
                 if byStart[middle].start < instant { low = middle + 1 } else { high = middle }
             }
+            let next = index + 1 < driver.switched.count ? driver.switched[index + 1] : nil
             var loops = Set<Int>()
-            for sample in byStart[low...] where loops.count < concurrency && loops.insert(sample.loop).inserted {
-                afterSwitch.append(sample)
+            for sample in byStart[low...] {
+                if loops.count == concurrency || next.map({ sample.start >= $0 }) == true { break }
+                if loops.insert(sample.loop).inserted { afterSwitch.append(sample) }
             }
         }
         let afterP = Percentiles(ms(afterSwitch.isEmpty ? samples : afterSwitch))

@@ -7,8 +7,8 @@ import Testing
 import YOLO
 
 extension HotSwapSuite {
-    /// The warm-up's shape: `warmupRuns` Runs one after another, then one round of as many at once as the slot's
-    /// workers, on threads below the serving threads' priority.
+    /// The warm-up's shape: `warmupRuns` Runs, the last as many at once as the slot has workers, on threads below the
+    /// serving threads' priority.
     @Suite("Warm-up")
     struct WarmUpTests {
         /// Records every Run of the models it makes: how many overlapped at most, and each Run thread's nice value.

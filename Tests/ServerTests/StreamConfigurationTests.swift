@@ -29,14 +29,16 @@ struct StreamConfigurationTests {
               run:
                 - { name: line-a, source: line-a.mp4, slot: default, fps_cap: 15, back_pressure: block,
                     frames_in_flight: 2, outputs: { file: line-a.jsonl }, conf: 0.4 }
-                - { name: cam.2, source: "udp://127.0.0.1:5000" }
+                - { name: cam.2, source: "udp://127.0.0.1:5000", outputs: ~ }
+                - { name: cam-3, source: "udp://127.0.0.1:5001", outputs: {} }
             """, base: "/srv")
-        #expect(config.configuredStreams.map(\.name) == ["line-a", "cam.2"])
+        #expect(config.configuredStreams.map(\.name) == ["line-a", "cam.2", "cam-3"])
         let first = try #require(config.configuredStreams.first)
         #expect(first.source == "line-a.mp4" && first.slot == "default" && first.fpsCap == 15)
         #expect(first.backPressure == .block && first.framesInFlight == 2 && first.confidence == 0.4)
         #expect(first.outputs?.file == "line-a.jsonl")
         #expect(config.configuredStreams.last?.slot == nil, "no slot: the default one, chosen at start")
+        #expect(config.configuredStreams.dropFirst().allSatisfy { $0.outputs?.file == nil && $0.outputs?.video == nil })
         #expect(try ServerConfiguration.parse("streams:\n\(head)", base: "/srv").configuredStreams.isEmpty)
     }
 
