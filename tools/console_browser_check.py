@@ -11,7 +11,8 @@ One browser session, all checks in it, in this order:
               timeline: only the event stream can bring it), without a reload
   operator    through the page: a model from the repository list loaded and staged (its load stages shown as they
               pass), the staged model discarded, the slot rolled back
-  streams     through the page: a stream of --stream-source started from the Streams form, its annotated preview
+  streams     through the page: a stream of --stream-source started from the Streams form under a name (its id then),
+              its annotated preview
               shown (JPEG parts of the video's size decoded by the browser, frame numbers rising), its row showing
               the active model, then stopped with the row's button: the row and the preview go, the API answers 404
   viewer      signed in with a viewer token, every operator control is disabled (the Streams form's too)
@@ -233,7 +234,10 @@ class Run:
         args, driver = self.args, self.driver
         self.wait(lambda d: d.find_element(By.ID, "streams-panel").is_displayed())
         before = {r.get_attribute("data-stream") for r in driver.find_elements(By.CSS_SELECTOR, "#streams tr[data-stream]")}
-        for field, value in (("stream-source", args.stream_source), ("stream-fps", str(args.stream_fps))):
+        # Named from the form: the stream's id is the name.
+        name = f"console-{int(time.time() * 1000) % 100000}"
+        for field, value in (("stream-source", args.stream_source), ("stream-fps", str(args.stream_fps)),
+                             ("stream-name", name)):
             driver.find_element(By.ID, field).clear()
             driver.find_element(By.ID, field).send_keys(value)
         driver.find_element(By.ID, "stream-start-button").click()
@@ -271,11 +275,12 @@ class Run:
         width, height = (int(v) for v in args.stream_size.split("x"))
         frames = [f for f, _, _ in seen]
         self.figures["stream_preview_frames"] = frames
-        self.check("streams", len(seen) >= 3 and frames == sorted(frames) and frames[-1] < (detected or 0)
+        self.check("streams", stream_id == name and len(seen) >= 3 and frames == sorted(frames)
+                   and frames[-1] < (detected or 0)
                    and all(w == width and h == height for _, w, h in seen)
                    and slot["active"]["sha256"][:12] in model_cell and status == 404 and preview_closed
                    and f"Stream {stream_id} stopped" in message,
-                   f"preview {seen}, {detected} frames detected then; model cell '{model_cell}'; after Stop: "
+                   f"stream {stream_id} (named {name}); preview {seen}, {detected} frames detected then; model cell '{model_cell}'; after Stop: "
                    f"GET {status}, preview closed {preview_closed}, message '{message}'")
 
     def viewer(self):

@@ -784,6 +784,8 @@ async function startStream() {
   if (startingStream) return;
   const session = state.session;
   const request = {source: $("stream-source").value.trim(), slot: $("stream-slot").value || undefined};
+  const name = $("stream-name").value.trim();
+  if (name !== "") request.name = name;
   const fps = $("stream-fps").value;
   if (fps !== "") request.fps_cap = Number(fps);
   if ($("stream-policy").value) request.back_pressure = $("stream-policy").value;
