@@ -62,7 +62,7 @@ public final class StreamRegistry: Sendable {
         var reserved: [String: [String]] = [:]
         var closed = false
 
-        /// The id of a running stream or a creation under way that writes `path`.
+        /// The id of a running stream, a creation under way or a stream being stopped that writes `path`.
         func writer(of path: String) -> String? {
             if let id = reserved.first(where: { $0.value.contains(path) })?.key { return id }
             return outputPaths.first { id, paths in
