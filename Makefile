@@ -7,7 +7,7 @@ IMAGES ?= models/images/bus.jpg models/images/zidane.jpg models/images/dog.jpg m
           models/images/horses.jpg models/images/eagle.jpg models/images/giraffe.jpg models/images/kite.jpg
 
 .PHONY: all setup build build-debug run detect-samples test test-asan test-hostile hostile-models chaos faults bench \
-	bench-configmap bench-release bench-mqtt bench-stream bench-oip grpc-generate fuzz fuzz-build fuzz-smoke \
+	bench-configmap bench-release bench-mqtt bench-stream bench-oip grpc-generate fuzz fuzz-build fuzz-smoke test-v4l2 \
 	fuzz-seeds test-console clean
 
 all: build
@@ -54,6 +54,13 @@ test: build-debug
 	TSAN_OPTIONS="suppressions=$(CURDIR)/tsan.supp halt_on_error=1" \
 		$(SWIFT) test --sanitize=thread --scratch-path .build-tsan --skip-build \
 		--filter 'PipelinedJPEGDecodingTests|FusedLetterboxTests'
+	# A stream from a V4L2 camera: a virtual machine whose kernel's vivid driver is the camera runs the debug
+	# yoloswap built above (scripts/v4l2-check; about 3 minutes under software emulation).
+	bash scripts/v4l2-check .build/debug/yoloswap
+
+# The same V4L2 check with the release build (about 2 minutes).
+test-v4l2: build
+	bash scripts/v4l2-check
 
 # The whole suite under AddressSanitizer (its own build folder; not part of `make test`: the build alone takes longer
 # than the rest of CI), the integration tests' server and CLI processes included (they run the yoloswap built beside

@@ -5,6 +5,7 @@ import ONNXRuntime
 import ORTBackend
 import Primitives
 import Streams
+import Synchronization
 import VideoDecoding
 import YOLO
 
@@ -15,7 +16,8 @@ struct StreamCommand: AsyncParsableCommand {
         abstract: "Detect objects in a video (file, udp://, rtp://, rtsp://, http:// or /dev/videoN), frame by frame.",
         discussion: """
             Prints one JSON object per detected frame on stdout: stream, frame (0-based), pts (seconds), model (the \
-            stamp), image, detections (the detect JSON) and timings_ms. Events (reconnects, the end) go to stderr.
+            stamp), image, detections (the detect JSON) and timings_ms. Events (reconnects, the end) go to stderr. \
+            A file ends at its last frame; --max-frames, SIGINT or SIGTERM stop any source cleanly.
             """)
 
     @Option(help: "The video source: a file path, a URL or a V4L2 device.") var source: String
@@ -31,11 +33,15 @@ struct StreamCommand: AsyncParsableCommand {
         discussion: "For a file under block with no --fps-cap; try 2 with --threads 1 on a 2-core machine."))
     var framesInFlight = 1
     @Flag(help: "Print no per-frame JSON; a summary at the end instead.") var summary = false
+    @Option(help: ArgumentHelp("Stop after this many frames have been detected.",
+        discussion: "A live source otherwise runs until SIGINT or SIGTERM, which stop it the same way."))
+    var maxFrames: Int?
 
     func validate() throws {
         guard (0...1).contains(conf), (0...1).contains(iou) else { throw ValidationError("--conf and --iou lie in [0, 1]") }
         if let fpsCap, !(fpsCap > 0 && fpsCap <= 1000) { throw ValidationError("--fps-cap lies in (0, 1000]") }
         guard maxPixels > 0 else { throw ValidationError("--max-pixels must be positive") }
+        if let maxFrames, maxFrames <= 0 { throw ValidationError("--max-frames must be positive") }
         guard (1...StreamConfiguration.maxFramesInFlight).contains(framesInFlight) else {
             throw ValidationError("--frames-in-flight lies in 1...\(StreamConfiguration.maxFramesInFlight)")
         }
@@ -51,10 +57,31 @@ struct StreamCommand: AsyncParsableCommand {
             fpsCap: fpsCap, maxPixels: maxPixels, ffmpeg: ffmpeg, framesInFlight: framesInFlight)
         configuration.detection = DetectionOptions(confidence: conf, iou: iou)
         let printFrames = !summary
+        // A stop is requested by the --max-frames-th result or by a signal, and carried out by one task below.
+        let (stopRequests, requestStop) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        let limit = maxFrames
+        let answered = Mutex(0)
         let stream = VideoStream(id: "cli", configuration: configuration, slot: slot, sink: { result in
-            guard printFrames, let line = try? JSONEncoder.yoloswap.encode(result) else { return }
-            FileHandle.standardOutput.write(line + Data("\n".utf8))
+            // Results come one at a time, in frame order; those past the limit (frames that were already in flight
+            // when it was reached) are not printed.
+            let count = answered.withLock { count -> Int in
+                count += 1
+                return count
+            }
+            if let limit, count > limit { return }
+            if printFrames, let line = try? JSONEncoder.yoloswap.encode(result) {
+                FileHandle.standardOutput.write(line + Data("\n".utf8))
+            }
+            if count == limit { requestStop.yield() }
         })
+        let signals = Self.stopOnSignals(requestStop)
+        defer { signals.forEach { $0.cancel() } }
+        let stopper = Task {
+            for await _ in stopRequests {
+                await stream.stop()
+                return
+            }
+        }
         let events = stream.subscribe(buffer: 1024)
         let printer = Task {
             for await message in events {
@@ -65,11 +92,33 @@ struct StreamCommand: AsyncParsableCommand {
         }
         stream.start()
         await stream.waitUntilFinished()
+        requestStop.finish()
+        await stopper.value
         await printer.value
         let status = stream.currentStatus
         if summary, let line = try? JSONEncoder.yoloswap.encode(status) { print(String(decoding: line, as: UTF8.self)) }
         await manager.shutdown()
         if status.state == .failed { throw ExitCode(1) }
+    }
+
+    /// SIGINT and SIGTERM request a clean stop (FFmpeg reaped, the summary printed); a second one exits at once, for a
+    /// stop that does not come.
+    private static func stopOnSignals(_ requestStop: AsyncStream<Void>.Continuation) -> [any DispatchSourceSignal] {
+        let received = Mutex(0)
+        return [SIGINT, SIGTERM].map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler {
+                let count = received.withLock { count -> Int in
+                    count += 1
+                    return count
+                }
+                if count > 1 { Foundation.exit(128 + number) }
+                requestStop.yield()
+            }
+            source.resume()
+            return source
+        }
     }
 }
 

@@ -27,6 +27,28 @@ extension StreamSuite {
             #expect(cli.stderr.contains("\"type\":\"ended\""))
         }
 
+        @Test("`yoloswap stream --max-frames N` prints frames 0…N-1 and stops cleanly, frames in flight or not")
+        func cliMaxFrames() async throws {
+            let common = ["stream", "--source", TestVideos.mjpeg, "--model", Self.model, "--threads", "1"]
+            // Two frames in flight: the frame after the limit may already be detected; it is not printed.
+            let cli = try await runProcess(yoloswapBinary, common + ["--frames-in-flight", "2", "--max-frames", "7"])
+            #expect(cli.status == 0, "\(cli.stderr)")
+            let frames = try cli.stdout.split(separator: "\n").map {
+                try JSONDecoder().decode(StreamFrameResult.self, from: Data($0.utf8)).frame
+            }
+            #expect(frames == Array(0..<7))
+
+            let summary = try await runProcess(yoloswapBinary, common + ["--summary", "--max-frames", "3"])
+            #expect(summary.status == 0, "\(summary.stderr)")
+            let status = try JSONDecoder.yoloswap.decode(StreamStatus.self, from: Data(summary.stdout.utf8))
+            #expect(status.state == .stopped)
+            #expect(status.frames_detected >= 3 && status.frames_detected < 60, "\(status.frames_detected)")
+
+            let refused = try await runProcess(yoloswapBinary, common + ["--max-frames", "0"])
+            #expect(refused.status != 0)
+            #expect(refused.stderr.contains("--max-frames must be positive"), "\(refused.stderr)")
+        }
+
         @Test("a frame over the pixel limit, a file that is not a video, a missing ffmpeg: the stream fails with the reason")
         func failures() async throws {
             // FFmpeg's decoders are held to the limit too (`-max_pixels`): whichever check sees the frame first ends it.
