@@ -55,10 +55,10 @@ test: build-debug
 		$(SWIFT) test --sanitize=thread --scratch-path .build-tsan --skip-build \
 		--filter 'PipelinedJPEGDecodingTests|FusedLetterboxTests'
 	# A stream from a V4L2 camera: a virtual machine whose kernel's vivid driver is the camera runs the debug
-	# yoloswap built above (scripts/v4l2-check; about 3 minutes under software emulation).
+	# yoloswap built above (scripts/v4l2-check, under software emulation; its time is in the README).
 	bash scripts/v4l2-check .build/debug/yoloswap
 
-# The same V4L2 check with the release build (about 2 minutes).
+# The same V4L2 check with the release build.
 test-v4l2: build
 	bash scripts/v4l2-check
 

@@ -30,6 +30,9 @@ public struct StreamConfiguration: Sendable {
     /// order: throughput for a file under `block` with no `fpsCap` (otherwise 1). On a machine whose cores one
     /// inference does not fill (one intra-op thread per model), 2 runs two frames side by side.
     public var framesInFlight: Int
+    /// The stream ends (`ended`) once this many frames have been answered, no frame more detected (nil: at the end
+    /// of a file, or when stopped).
+    public var maxFrames: Int?
 
     public init(source: VideoSource, slot: String, backPressure: BackPressure? = nil, fpsCap: Double? = nil,
                 detection: DetectionOptions = .init(), maxPixels: Int = 8192 * 8192,
@@ -77,6 +80,8 @@ public final class VideoStream: Sendable {
     private let status: Locked<StreamStatus>
     private let decoder = Locked<FFmpegDecoder?>(nil)
     private let stopping = Locked(false)
+    /// Set with `stopping` when `maxFrames` frames have been answered: the stream then ends as `ended`, not `stopped`.
+    private let reachedLimit = Locked(false)
     private let subscribers = Locked<[UUID: AsyncStream<StreamMessage>.Continuation]>([:])
     private let previews = Locked<[UUID: AsyncStream<PreviewFrame>.Continuation]>([:])
     private let finished = Locked<(done: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
@@ -135,10 +140,15 @@ public final class VideoStream: Sendable {
     /// Stops the stream: FFmpeg is killed and reaped, queued frames are discarded; returns once the detection loop
     /// has ended.
     public func stop() async {
+        halt()
+        await waitUntilFinished()
+    }
+
+    /// Kills FFmpeg and discards the queued frames; the decoder thread and the detection loop then end.
+    private func halt() {
         stopping.withLock { $0 = true }
         mailbox.close()
         decoder.withLock { $0 }?.close()
-        await waitUntilFinished()
     }
 
     /// Returns once the stream has ended.
@@ -295,8 +305,11 @@ public final class VideoStream: Sendable {
             ? max(1, configuration.framesInFlight) : 1
         var inFlight: [(frame: VideoFrame, detection: Task<SlotDetection?, Never>)] = []
         var sourceEnded = false
+        var answered = 0
+        let limit = configuration.maxFrames ?? .max
         while true {
-            while !sourceEnded, inFlight.count < depth {
+            // No frame is taken beyond the limit, so none is detected in vain.
+            while !sourceEnded, inFlight.count < depth, answered + inFlight.count < limit {
                 guard let frame = await mailbox.next() else {
                     sourceEnded = true
                     break
@@ -322,6 +335,12 @@ public final class VideoStream: Sendable {
             await frameSink?(PreviewFrame(frame: frame.index, pts: frame.pts, image: frame.image,
                 detections: result.detections))
             show(result, frame)
+            answered += 1
+            if answered == limit {
+                reachedLimit.withLock { $0 = true }
+                halt()
+                break
+            }
         }
         // The stream ends: frames still in flight finish (or give up, stopping) before it is reported ended.
         for (_, task) in inFlight { _ = await task.value }
@@ -437,7 +456,7 @@ public final class VideoStream: Sendable {
 
     private func end() {
         let final = status.withLock { s -> StreamStatus in
-            if s.state != .failed { s.state = stopping.value ? .stopped : .ended }
+            if s.state != .failed { s.state = stopping.value && !reachedLimit.value ? .stopped : .ended }
             return s
         }
         broadcast(.event(StreamEvent(stream: id, type: final.state == .failed ? .failed : .ended, time: Date(),

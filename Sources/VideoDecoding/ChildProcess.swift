@@ -7,8 +7,9 @@ import Primitives
 
 /// A child program with its stdout and stderr on pipes (and its stdin, when asked), killed and reaped exactly once.
 ///
-/// Started with `posix_spawn` (no fork of a multi-threaded process); the pipes are close-on-exec, so no other child
-/// keeps them open and a reader waiting after this child died. The child is reaped in two steps:
+/// Started with `posix_spawn` (no fork of a multi-threaded process), in a process group of its own with default signal
+/// dispositions; the pipes are close-on-exec, so no other child keeps them open and a reader waiting after this child
+/// died. The child is reaped in two steps:
 /// `waitid(WNOWAIT)` waits for its exit while leaving the zombie in place, so that a concurrent `kill` never reaches a
 /// reused pid; the zombie is then reaped under the lock that `kill` takes.
 ///
@@ -58,10 +59,25 @@ final class ChildProcess: Sendable {
         // dup2 onto 1 and 2 clears close-on-exec on the child's copies only.
         posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
         posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+        // A process group of its own: a Ctrl-C typed at a terminal reaches this process, which stops the stream, not
+        // FFmpeg behind its back. The signals this process traps or ignores get their default dispositions back (an
+        // ignored one would stay ignored across exec) and none is blocked.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var defaults = sigset_t(), unblocked = sigset_t()
+        sigemptyset(&defaults)
+        for number in [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE] { sigaddset(&defaults, number) }
+        sigemptyset(&unblocked)
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setsigmask(&attributes, &unblocked)
+        posix_spawnattr_setpgroup(&attributes, 0)
+        posix_spawnattr_setflags(&attributes,
+            Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
         let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
         var child: pid_t = 0
-        let status = posix_spawnp(&child, program, &actions, nil, argv, environ)
+        let status = posix_spawnp(&child, program, &actions, &attributes, argv, environ)
         close(outPipe[1])
         close(errPipe[1])
         if writableStdin { close(inPipe[0]) }

@@ -5,7 +5,7 @@ import ONNXRuntime
 import ORTBackend
 import Primitives
 import Streams
-import Synchronization
+import UnixSignals
 import VideoDecoding
 import YOLO
 
@@ -33,8 +33,8 @@ struct StreamCommand: AsyncParsableCommand {
         discussion: "For a file under block with no --fps-cap; try 2 with --threads 1 on a 2-core machine."))
     var framesInFlight = 1
     @Flag(help: "Print no per-frame JSON; a summary at the end instead.") var summary = false
-    @Option(help: ArgumentHelp("Stop after this many frames have been detected.",
-        discussion: "A live source otherwise runs until SIGINT or SIGTERM, which stop it the same way."))
+    @Option(help: ArgumentHelp("End after this many frames have been detected.",
+        discussion: "A live source otherwise runs until SIGINT or SIGTERM, which stop it cleanly."))
     var maxFrames: Int?
 
     func validate() throws {
@@ -56,32 +56,14 @@ struct StreamCommand: AsyncParsableCommand {
         var configuration = StreamConfiguration(source: videoSource, slot: "stream", backPressure: backPressure,
             fpsCap: fpsCap, maxPixels: maxPixels, ffmpeg: ffmpeg, framesInFlight: framesInFlight)
         configuration.detection = DetectionOptions(confidence: conf, iou: iou)
+        configuration.maxFrames = maxFrames
         let printFrames = !summary
-        // A stop is requested by the --max-frames-th result or by a signal, and carried out by one task below.
-        let (stopRequests, requestStop) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-        let limit = maxFrames
-        let answered = Mutex(0)
         let stream = VideoStream(id: "cli", configuration: configuration, slot: slot, sink: { result in
-            // Results come one at a time, in frame order; those past the limit (frames that were already in flight
-            // when it was reached) are not printed.
-            let count = answered.withLock { count -> Int in
-                count += 1
-                return count
-            }
-            if let limit, count > limit { return }
-            if printFrames, let line = try? JSONEncoder.yoloswap.encode(result) {
-                FileHandle.standardOutput.write(line + Data("\n".utf8))
-            }
-            if count == limit { requestStop.yield() }
+            guard printFrames, let line = try? JSONEncoder.yoloswap.encode(result) else { return }
+            FileHandle.standardOutput.write(line + Data("\n".utf8))
         })
-        let signals = Self.stopOnSignals(requestStop)
-        defer { signals.forEach { $0.cancel() } }
-        let stopper = Task {
-            for await _ in stopRequests {
-                await stream.stop()
-                return
-            }
-        }
+        let signals = Task { await Self.stopOnSignals(stream) }
+        defer { signals.cancel() }
         let events = stream.subscribe(buffer: 1024)
         let printer = Task {
             for await message in events {
@@ -92,8 +74,6 @@ struct StreamCommand: AsyncParsableCommand {
         }
         stream.start()
         await stream.waitUntilFinished()
-        requestStop.finish()
-        await stopper.value
         await printer.value
         let status = stream.currentStatus
         if summary, let line = try? JSONEncoder.yoloswap.encode(status) { print(String(decoding: line, as: UTF8.self)) }
@@ -101,23 +81,18 @@ struct StreamCommand: AsyncParsableCommand {
         if status.state == .failed { throw ExitCode(1) }
     }
 
-    /// SIGINT and SIGTERM request a clean stop (FFmpeg reaped, the summary printed); a second one exits at once, for a
-    /// stop that does not come.
-    private static func stopOnSignals(_ requestStop: AsyncStream<Void>.Continuation) -> [any DispatchSourceSignal] {
-        let received = Mutex(0)
-        return [SIGINT, SIGTERM].map { number in
-            signal(number, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
-            source.setEventHandler {
-                let count = received.withLock { count -> Int in
-                    count += 1
-                    return count
-                }
-                if count > 1 { Foundation.exit(128 + number) }
-                requestStop.yield()
+    /// SIGINT and SIGTERM stop the stream cleanly (FFmpeg reaped, the summary printed). One that comes while a stop
+    /// is already under way, or after the stream has finished (a shutdown that does not end), ends the process as
+    /// that signal would have.
+    private static func stopOnSignals(_ stream: VideoStream) async {
+        var stopping = false
+        for await received in await UnixSignalsSequence(trapping: .sigint, .sigterm) {
+            if stopping || stream.isFinished {
+                signal(received.rawValue, SIG_DFL)
+                raise(received.rawValue)
             }
-            source.resume()
-            return source
+            stopping = true
+            Task { await stream.stop() }
         }
     }
 }
