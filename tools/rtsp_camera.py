@@ -32,9 +32,10 @@ def main():
     server.set_address("127.0.0.1")
     server.set_service(str(args.port))
     factory = GstRtspServer.RTSPMediaFactory()
-    # The photo decoded once and repeated as a live source at the frame rate (imagefreeze stamps each frame with the
-    # clock's time, as a camera does), encoded again with the standard Huffman tables that RTP/JPEG assumes. One
-    # pipeline for all clients (shared): a client that reconnects joins the running stream.
+    # The photo decoded once and repeated as a live source at the frame rate (imagefreeze stamps the frames on the
+    # frame-rate grid, and the server sends each at its time, as a camera does), encoded again with the standard
+    # Huffman tables that RTP/JPEG assumes. One pipeline for all clients (shared): a client that reconnects joins the
+    # running stream.
     factory.set_launch(
         f'( filesrc location="{args.photo}" ! jpegdec ! imagefreeze is-live=true '
         f"! video/x-raw,framerate={args.fps}/1 ! jpegenc quality=95 ! rtpjpegpay name=pay0 pt=26 )")

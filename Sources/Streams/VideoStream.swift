@@ -30,14 +30,15 @@ public struct StreamConfiguration: Sendable {
     /// order: throughput for a file under `block` with no `fpsCap` (otherwise 1). On a machine whose cores one
     /// inference does not fill (one intra-op thread per model), 2 runs two frames side by side.
     public var framesInFlight: Int
-    /// The stream ends (`ended`) once this many frames have been answered, no frame more detected (nil: at the end
-    /// of a file, or when stopped).
+    /// The stream ends (`ended`) once this many frames (at least 1) have been answered, no frame more detected (nil:
+    /// at the end of a file, or when stopped).
     public var maxFrames: Int?
 
     public init(source: VideoSource, slot: String, backPressure: BackPressure? = nil, fpsCap: Double? = nil,
                 detection: DetectionOptions = .init(), maxPixels: Int = 8192 * 8192,
                 reconnectInitial: Duration = .milliseconds(250), reconnectMaximum: Duration = .seconds(10),
-                stallTimeout: Duration = .seconds(5), ffmpeg: String = "ffmpeg", framesInFlight: Int = 1) {
+                stallTimeout: Duration = .seconds(5), ffmpeg: String = "ffmpeg", framesInFlight: Int = 1,
+                maxFrames: Int? = nil) {
         self.source = source
         self.slot = slot
         self.backPressure = backPressure ?? (source.isLive ? .latest : .block)
@@ -49,6 +50,7 @@ public struct StreamConfiguration: Sendable {
         self.stallTimeout = stallTimeout
         self.ffmpeg = ffmpeg
         self.framesInFlight = min(max(framesInFlight, 1), Self.maxFramesInFlight)
+        self.maxFrames = maxFrames
     }
 
     public static let maxFramesInFlight = 8
@@ -80,7 +82,8 @@ public final class VideoStream: Sendable {
     private let status: Locked<StreamStatus>
     private let decoder = Locked<FFmpegDecoder?>(nil)
     private let stopping = Locked(false)
-    /// Set with `stopping` when `maxFrames` frames have been answered: the stream then ends as `ended`, not `stopped`.
+    /// Set with `stopping` when `maxFrames` frames have been answered: the stream then ends as `ended`, not `stopped`
+    /// (also when a `stop()` comes at the same moment).
     private let reachedLimit = Locked(false)
     private let subscribers = Locked<[UUID: AsyncStream<StreamMessage>.Continuation]>([:])
     private let previews = Locked<[UUID: AsyncStream<PreviewFrame>.Continuation]>([:])
@@ -250,11 +253,16 @@ public final class VideoStream: Sendable {
             // A live source that ended, failed or stalled: reconnect after a backoff that resets once frames flowed.
             failures = delivered > 0 ? 0 : failures + 1
             let wait = min(configuration.reconnectMaximum, configuration.reconnectInitial * (1 << min(failures, 16)))
-            status.withLock { s in
+            // Checked again under the status lock: a stop (or the frame limit) that came since must not be followed by
+            // a reconnecting state after the stream has reported its end.
+            let reconnecting = status.withLock { s -> Bool in
+                guard !stopping.value else { return false }
                 s.state = .reconnecting
                 s.reconnects += 1
                 if let endError { s.last_error = endError }
+                return true
             }
+            guard reconnecting else { break }
             Counter(label: "yoloswap_stream_reconnects_total", dimensions: [("stream", id)]).increment()
             logger.warning("stream source stopped; reconnecting", metadata: ["stream": "\(id)",
                 "source": "\(configuration.source)", "error": "\(endError ?? "end of stream")", "wait": "\(wait)"])
@@ -306,7 +314,7 @@ public final class VideoStream: Sendable {
         var inFlight: [(frame: VideoFrame, detection: Task<SlotDetection?, Never>)] = []
         var sourceEnded = false
         var answered = 0
-        let limit = configuration.maxFrames ?? .max
+        let limit = configuration.maxFrames.map { max($0, 1) } ?? .max
         while true {
             // No frame is taken beyond the limit, so none is detected in vain.
             while !sourceEnded, inFlight.count < depth, answered + inFlight.count < limit {

@@ -8,8 +8,9 @@ import Primitives
 /// A child program with its stdout and stderr on pipes (and its stdin, when asked), killed and reaped exactly once.
 ///
 /// Started with `posix_spawn` (no fork of a multi-threaded process), in a process group of its own with default signal
-/// dispositions; the pipes are close-on-exec, so no other child keeps them open and a reader waiting after this child
-/// died. The child is reaped in two steps:
+/// dispositions: should this process die without killing it (SIGKILL), the child lives on until it next writes to its
+/// broken pipe (SIGPIPE) — at once for a file, at the next frame for a live source. The pipes are close-on-exec, so no
+/// other child keeps them open and a reader waiting after this child died. The child is reaped in two steps:
 /// `waitid(WNOWAIT)` waits for its exit while leaving the zombie in place, so that a concurrent `kill` never reaches a
 /// reused pid; the zombie is then reaped under the lock that `kill` takes.
 ///
@@ -69,11 +70,15 @@ final class ChildProcess: Sendable {
         sigemptyset(&defaults)
         for number in [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE] { sigaddset(&defaults, number) }
         sigemptyset(&unblocked)
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        posix_spawnattr_setsigmask(&attributes, &unblocked)
-        posix_spawnattr_setpgroup(&attributes, 0)
-        posix_spawnattr_setflags(&attributes,
-            Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
+        let set = [posix_spawnattr_setsigdefault(&attributes, &defaults),
+                   posix_spawnattr_setsigmask(&attributes, &unblocked),
+                   posix_spawnattr_setpgroup(&attributes, 0),
+                   posix_spawnattr_setflags(&attributes,
+                       Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))]
+        if let failed = set.first(where: { $0 != 0 }) {
+            for fd in outPipe + errPipe + inPipe where fd >= 0 { close(fd) }
+            throw .cannotStart(program: program, reason: String(cString: strerror(failed)))
+        }
         let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
         var child: pid_t = 0

@@ -17,7 +17,7 @@ struct StreamCommand: AsyncParsableCommand {
         discussion: """
             Prints one JSON object per detected frame on stdout: stream, frame (0-based), pts (seconds), model (the \
             stamp), image, detections (the detect JSON) and timings_ms. Events (reconnects, the end) go to stderr. \
-            A file ends at its last frame; --max-frames, SIGINT or SIGTERM stop any source cleanly.
+            A file ends at its last frame, any source after --max-frames frames; SIGINT or SIGTERM stop it cleanly.
             """)
 
     @Option(help: "The video source: a file path, a URL or a V4L2 device.") var source: String
@@ -62,7 +62,9 @@ struct StreamCommand: AsyncParsableCommand {
             guard printFrames, let line = try? JSONEncoder.yoloswap.encode(result) else { return }
             FileHandle.standardOutput.write(line + Data("\n".utf8))
         })
-        let signals = Task { await Self.stopOnSignals(stream) }
+        // Trapped before the stream starts; handled by a task of their own.
+        let trapped = await UnixSignalsSequence(trapping: .sigint, .sigterm)
+        let signals = Task { await Self.stop(stream, on: trapped) }
         defer { signals.cancel() }
         let events = stream.subscribe(buffer: 1024)
         let printer = Task {
@@ -84,16 +86,25 @@ struct StreamCommand: AsyncParsableCommand {
     /// SIGINT and SIGTERM stop the stream cleanly (FFmpeg reaped, the summary printed). One that comes while a stop
     /// is already under way, or after the stream has finished (a shutdown that does not end), ends the process as
     /// that signal would have.
-    private static func stopOnSignals(_ stream: VideoStream) async {
+    private static func stop(_ stream: VideoStream, on signals: UnixSignalsSequence) async {
         var stopping = false
-        for await received in await UnixSignalsSequence(trapping: .sigint, .sigterm) {
-            if stopping || stream.isFinished {
-                signal(received.rawValue, SIG_DFL)
-                raise(received.rawValue)
-            }
+        for await received in signals {
+            if stopping || stream.isFinished { terminate(by: received.rawValue) }
             stopping = true
             Task { await stream.stop() }
         }
+    }
+
+    /// Dies of `number` with its default action. Dispatch receives trapped signals with them blocked on its threads,
+    /// so the signal is unblocked on this one before it is raised; should it still not end the process, `_exit` does.
+    private static func terminate(by number: Int32) -> Never {
+        signal(number, SIG_DFL)
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, number)
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+        raise(number)
+        _exit(128 + number)
     }
 }
 

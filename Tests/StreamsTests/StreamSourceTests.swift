@@ -30,14 +30,14 @@ extension StreamSuite {
         @Test("`yoloswap stream --max-frames N` detects and prints frames 0…N-1 and ends, frames in flight or not")
         func cliMaxFrames() async throws {
             let common = ["stream", "--source", TestVideos.mjpeg, "--model", Self.model, "--threads", "1"]
-            // Two frames in flight: the frame after the limit may already be detected; it is not printed.
-            let cli = try await runProcess(yoloswapBinary, common + ["--frames-in-flight", "2", "--max-frames", "7"])
+            let cli = try await runProcess(yoloswapBinary, common + ["--frames-in-flight", "1", "--max-frames", "7"])
             #expect(cli.status == 0, "\(cli.stderr)")
             let frames = try cli.stdout.split(separator: "\n").map {
                 try JSONDecoder().decode(StreamFrameResult.self, from: Data($0.utf8)).frame
             }
             #expect(frames == Array(0..<7))
 
+            // Two frames in flight: the stream takes no frame past the limit.
             let summary = try await runProcess(yoloswapBinary,
                 common + ["--frames-in-flight", "2", "--summary", "--max-frames", "3"])
             #expect(summary.status == 0, "\(summary.stderr)")
@@ -49,6 +49,32 @@ extension StreamSuite {
             let refused = try await runProcess(yoloswapBinary, common + ["--max-frames", "0"])
             #expect(refused.status != 0)
             #expect(refused.stderr.contains("--max-frames must be positive"), "\(refused.stderr)")
+        }
+
+        @Test("`yoloswap stream`: SIGINT stops it; a second one, while that stop waits for a slow detection, kills it")
+        func secondSignal() async throws {
+            let folder = try TemporaryDirectory()
+            let process = Process()
+            // `env --default-signal`: the test process blocks SIGINT, and a child would inherit that.
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = ["--default-signal=INT", yoloswapBinary, "stream", "--source", TestVideos.mjpeg,
+                "--model", Repository.path("models/synthetic/slow.onnx"), "--threads", "1"]
+            _ = FileManager.default.createFile(atPath: folder.file("out"), contents: nil)
+            process.standardOutput = FileHandle(forWritingAtPath: folder.file("out"))
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+            // Each Run of the slow model takes over a second: once frame 0 is printed, frame 1 is being detected.
+            #expect(await eventually(timeout: .seconds(120)) {
+                ((try? String(contentsOfFile: folder.file("out"), encoding: .utf8)) ?? "").contains("\n")
+            })
+            kill(process.processIdentifier, SIGINT)
+            // Apart, so that the two are not merged into one pending signal.
+            try await Task.sleep(for: .milliseconds(150))
+            kill(process.processIdentifier, SIGINT)
+            #expect(await eventually(timeout: .seconds(30)) { !process.isRunning })
+            #expect(process.terminationReason == .uncaughtSignal && process.terminationStatus == SIGINT,
+                "\(process.terminationReason) \(process.terminationStatus)")
         }
 
         @Test("a frame over the pixel limit, a file that is not a video, a missing ffmpeg: the stream fails with the reason")
