@@ -27,8 +27,11 @@ final class ServerProcess: @unchecked Sendable {
 
     /// Starts the server with `yaml` (model_repository and state_dir are filled in unless given) and waits until
     /// /readyz answers 200.
-    /// - Parameter arguments: more arguments for `serve`.
-    init(yaml: String, stateDirectory: URL? = nil, waitReady: Bool = true, arguments: [String] = []) async throws {
+    /// - Parameters:
+    ///   - readyWithin: how long /readyz may take to answer 200.
+    ///   - arguments: more arguments for `serve`.
+    init(yaml: String, stateDirectory: URL? = nil, waitReady: Bool = true, readyWithin: Duration = .seconds(60),
+         arguments: [String] = []) async throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("serve-\(UUID())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let state = stateDirectory ?? directory.appendingPathComponent("var")
@@ -66,7 +69,8 @@ final class ServerProcess: @unchecked Sendable {
         }
         self.port = port
         if waitReady {
-            for _ in 0..<600 {
+            let deadline = ContinuousClock.now + readyWithin
+            while ContinuousClock.now < deadline {
                 if let (status, _) = try? await request("GET", "/readyz"), status == 200 { return }
                 try await Task.sleep(for: .milliseconds(100))
             }
