@@ -10,7 +10,7 @@ import Primitives
 /// Started with `posix_spawn` (no fork of a multi-threaded process), in a process group of its own with default signal
 /// dispositions: should this process die without killing it (SIGKILL), the child lives on until it next writes to its
 /// broken pipe (SIGPIPE) — at once for a file, at the next frame for a live source. The pipes are close-on-exec, so no
-/// other child keeps them open and a reader waiting after this child died. The child is reaped in two steps:
+/// other child keeps them open and a reader waiting after this child died; the child gets no descriptor but its three. The child is reaped in two steps:
 /// `waitid(WNOWAIT)` waits for its exit while leaving the zombie in place, so that a concurrent `kill` never reaches a
 /// reused pid; the zombie is then reaped under the lock that `kill` takes.
 ///
@@ -60,6 +60,12 @@ final class ChildProcess: Sendable {
         // dup2 onto 1 and 2 clears close-on-exec on the child's copies only.
         posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
         posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+        // Nothing else of this process reaches FFmpeg: a descriptor some library opened without close-on-exec (a
+        // client's socket, a file being written) would otherwise stay open for as long as the stream runs.
+        if let addCloseFrom = Self.addCloseFrom, case let failed = addCloseFrom(&actions, 3), failed != 0 {
+            for fd in outPipe + errPipe + inPipe where fd >= 0 { close(fd) }
+            throw .cannotStart(program: program, reason: String(cString: strerror(failed)))
+        }
         // A process group of its own: a Ctrl-C typed at a terminal reaches this process, which stops the stream, not
         // FFmpeg behind its back. The signals this process traps or ignores get their default dispositions back (an
         // ignored one would stay ignored across exec) and none is blocked.
@@ -96,6 +102,14 @@ final class ChildProcess: Sendable {
         stderr = errPipe[0]
         stdin = inPipe[1]
     }
+
+    /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34 and later; Swift's Glibc module does not export it),
+    /// looked up once; without it the child inherits what is not close-on-exec, as before.
+    private typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+    private static let addCloseFrom: AddCloseFrom? =
+        dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np").map {
+            unsafeBitCast($0, to: AddCloseFrom.self)
+        }
 
     /// Kills and reaps the child, and closes stdout. Stderr is left to its reader, which closes it at its end of
     /// file (the child is dead by then): closing it under a reader blocked in `read` could hand the number to a new

@@ -118,27 +118,19 @@ struct CLITests {
     }
 
     @Test("without any ONNX Runtime library the error names every path tried")
-    func missingLibrary() throws {
+    func missingLibrary() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("nolib-\(UUID())")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let copy = dir.appendingPathComponent("yoloswap").path
-        try FileManager.default.copyItem(atPath: Repo.binary, toPath: copy)
+        try copyExecutable(from: Repo.binary, to: copy)
         var env = ProcessInfo.processInfo.environment
         env["ORT_DYLIB_PATH"] = "/nonexistent/libonnxruntime.so"
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: copy)
-        process.arguments = ["inspect", "--model", model, "--ort-library", "/also/missing.so"]
-        process.currentDirectoryURL = dir
-        process.environment = env
-        let err = Pipe()
-        process.standardError = err
-        process.standardOutput = Pipe()
-        try process.run()
-        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
+        let result = try await runProcess(copy, ["inspect", "--model", model, "--ort-library", "/also/missing.so"],
+            environment: env, in: dir)
+        let stderr = result.stderr
         // A system-wide libonnxruntime.so.1 would make this load; this machine has none (setup installs none).
-        #expect(process.terminationStatus != 0)
+        #expect(result.status != 0)
         #expect(stderr.contains("/also/missing.so"))
         #expect(stderr.contains("/nonexistent/libonnxruntime.so"))
         #expect(stderr.contains(dir.path + "/libonnxruntime.so.1"))
@@ -160,7 +152,7 @@ struct CLITests {
         try FileManager.default.createSymbolicLink(atPath: planted.appendingPathComponent("libonnxruntime.so.1").path,
             withDestinationPath: Repository.path(".ort/lib/libonnxruntime.so.1"))
         let copy = bin.appendingPathComponent("yoloswap").path
-        try FileManager.default.copyItem(atPath: Repo.binary, toPath: copy)
+        try copyExecutable(from: Repo.binary, to: copy)
         var env = ProcessInfo.processInfo.environment
         env["ORT_DYLIB_PATH"] = nil
         let result = try await runProcess(copy, ["inspect", "--model", model], environment: env, in: work)

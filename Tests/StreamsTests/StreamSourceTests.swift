@@ -135,6 +135,21 @@ extension StreamSuite {
                 ?? (0, 0) == (1, 15360))
         }
 
+        @Test("a child (FFmpeg) gets no descriptor of this process but its stdin, stdout and stderr")
+        func childInheritsNothing() throws {
+            // Opened without close-on-exec, as a library's file or socket might be: the child must not get it.
+            let planted = open("/etc/hostname", O_RDONLY)
+            try #require(planted >= 3)
+            defer { close(planted) }
+            // `; true` keeps the shell from exec'ing ls, so the listing is the shell's own descriptors.
+            let child = try ChildProcess(["sh", "-c", "ls /proc/$$/fd; true"])
+            let output = FileHandle(fileDescriptor: child.stdout, closeOnDealloc: false).readDataToEndOfFile()
+            let stderr = FileHandle(fileDescriptor: child.stderr, closeOnDealloc: true).readDataToEndOfFile()
+            #expect(child.waitForExit() == 0, "\(String(decoding: stderr, as: UTF8.self))")
+            let descriptors = String(decoding: output, as: UTF8.self).split(whereSeparator: \.isWhitespace)
+            #expect(descriptors.sorted() == ["0", "1", "2"], "planted \(planted)")
+        }
+
         @Test("a frame pipe is widened to hold one frame (a power of two, 64 KiB to 1 MiB), as far as the system allows")
         func framePipeWidened() throws {
             let ceiling = (try? String(contentsOfFile: "/proc/sys/fs/pipe-max-size", encoding: .utf8))

@@ -27,16 +27,19 @@ public func runProcess(
     _ executable: String, _ arguments: [String], environment: [String: String]? = nil,
     in directory: URL = Repository.root
 ) throws -> ProcessResult {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    process.currentDirectoryURL = directory
-    if let environment { process.environment = environment }
     let out = Pipe()
     let err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    try process.run()
+    let process = try startRetryingBusyText {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.currentDirectoryURL = directory
+        if let environment { process.environment = environment }
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        return process
+    }
     // Read both pipes while the program runs, so that neither fills up and blocks it.
     let errors = Collected()
     let group = DispatchGroup()
@@ -65,6 +68,54 @@ public func runProcess(
     try await onOwnThread {
         let blocking: (String, [String], [String: String]?, URL) throws -> ProcessResult = runProcess
         return try blocking(executable, arguments, environment, directory)
+    }
+}
+
+/// Starts a program, trying again for up to 10 s while `execve` answers ETXTBSY ("Text file busy").
+///
+/// A program a test has just copied can be busy for a moment although the copy is closed: another test's child forked
+/// while the copy was open for writing holds that descriptor until it execs (CI saw this once, with Foundation's
+/// `copyItem`, whose descriptor is not close-on-exec, so a long-lived child held it). `copyExecutable` closes the window
+/// down to a fork-to-exec; this closes the rest.
+public func startRetryingBusyText(_ start: () throws -> Process) throws -> Process {
+    let deadline = Date().addingTimeInterval(10)
+    while true {
+        do {
+            return try start()
+        } catch let error as NSError where isBusyText(error) && Date() < deadline {
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+    }
+}
+
+private func isBusyText(_ error: NSError) -> Bool {
+    if error.domain == NSPOSIXErrorDomain { return error.code == Int(ETXTBSY) }
+    guard let underlying = error.userInfo[NSUnderlyingErrorKey] as? NSError else { return false }
+    return isBusyText(underlying)
+}
+
+/// Copies a program to `destination` (which must not exist) with mode 0755, through a descriptor opened close-on-exec
+/// so that no child another test starts meanwhile keeps the copy open for writing (which makes running it fail with
+/// ETXTBSY for as long as that child lives).
+public func copyExecutable(from source: String, to destination: String) throws {
+    let data = try Data(contentsOf: URL(fileURLWithPath: source))
+    let fd = open(destination, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o755)
+    guard fd >= 0 else {
+        throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: destination,
+            NSUnderlyingErrorKey: NSError(domain: NSPOSIXErrorDomain, code: Int(errno))])
+    }
+    defer { close(fd) }
+    try data.withUnsafeBytes { bytes in
+        var written = 0
+        while written < bytes.count {
+            let n = write(fd, bytes.baseAddress! + written, bytes.count - written)
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: destination,
+                    NSUnderlyingErrorKey: NSError(domain: NSPOSIXErrorDomain, code: Int(errno))])
+            }
+            written += n
+        }
     }
 }
 
