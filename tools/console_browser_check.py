@@ -269,6 +269,12 @@ class Run:
         detected = api(args.base, "GET", f"/v1/streams/{stream_id}", args.operator_token)[1].get("frames_detected")
         row.find_element(By.CSS_SELECTOR, ".stream-stop").click()
         self.wait(lambda d: not d.find_elements(By.CSS_SELECTOR, f'#streams tr[data-stream="{stream_id}"]'))
+        # The row can go before the DELETE's answer comes (the panel's 2 s refresh no longer lists a stream being
+        # stopped); the message follows that answer.
+        try:
+            self.wait(lambda d: f"Stream {stream_id} stopped" in d.find_element(By.ID, "message").text, timeout=15)
+        except Exception:
+            pass  # judged below, with the message shown
         status, _ = api(args.base, "GET", f"/v1/streams/{stream_id}", args.operator_token)
         message = driver.find_element(By.ID, "message").text
         preview_closed = not driver.find_element(By.ID, "stream-preview-figure").is_displayed()

@@ -353,6 +353,8 @@ public final class ModelSlot: Sendable {
         deadline: ContinuousClock.Instant?, since enqueued: ContinuousClock.Instant
     ) async throws {
         if state.withLock({ $0.roles.active != nil }) { return }
+        // A slot that is shutting down gets no model again: waiting would never end.
+        if executor.isShuttingDown { throw SlotError.shutDown(slot: name) }
         let id = UUID()
         let timeout: Task<Void, Never>? = deadline.map { deadline in
             Task { [self] in
@@ -363,13 +365,16 @@ public final class ModelSlot: Sendable {
         defer { timeout?.cancel() }
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let ready = state.withLock { s -> Bool in
-                if s.roles.active != nil { return true }
+                // Checked under the lock `retireAll` wakes the waiters under: a shutdown that began since is seen.
+                if s.roles.active != nil || executor.isShuttingDown { return true }
                 s.waiters[id] = continuation
                 return false
             }
             if ready { continuation.resume() }
         }
-        if state.withLock({ $0.roles.active == nil }), let deadline, ContinuousClock.now >= deadline {
+        guard state.withLock({ $0.roles.active == nil }) else { return }
+        if executor.isShuttingDown { throw SlotError.shutDown(slot: name) }
+        if let deadline, ContinuousClock.now >= deadline {
             throw SlotError.unavailable(slot: name, waited: ContinuousClock.now - enqueued)
         }
     }
@@ -493,10 +498,15 @@ public final class ModelSlot: Sendable {
 
     /// Retires every model (shutdown).
     func retireAll() {
-        let all = state.withLock { s -> [ModelInstance] in
-            defer { s.roles = SlotRoles(generation: s.roles.generation) }
-            return [s.roles.active, s.roles.staged, s.roles.standby].compactMap { $0 }
+        let (all, waiters) = state.withLock { s -> ([ModelInstance], [CheckedContinuation<Void, Never>]) in
+            defer {
+                s.roles = SlotRoles(generation: s.roles.generation)
+                s.waiters.removeAll()
+            }
+            return ([s.roles.active, s.roles.staged, s.roles.standby].compactMap { $0 }, Array(s.waiters.values))
         }
         all.forEach(releaser.retire)
+        // Requests waiting for a model learn that none will come (the executor is shutting down by now).
+        waiters.forEach { $0.resume() }
     }
 }

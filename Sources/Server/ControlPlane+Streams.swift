@@ -12,7 +12,7 @@ extension ControlPlane {
             ? "source \(status.source), back_pressure \(status.back_pressure.rawValue), outputs "
                 + status.outputs.joined(separator: ", ")
             : "\(status.frames_detected) frames detected, \(status.frames_dropped) dropped, "
-                + "\(status.switches.count) switches, state \(status.state.rawValue)"
+                + "\(status.switch_count) switches, state \(status.state.rawValue)"
         try? await audit(principal, remote, action, status.slot, result: "succeeded",
             reason: "stream \(status.id): \(figures)" + (reason.map { "; \($0)" } ?? ""), started: status.started_at)
     }

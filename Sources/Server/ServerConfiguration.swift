@@ -30,8 +30,8 @@ import Yams
 /// - `mqtt` (none): this instance as a device of an MQTT fleet; keys in ``FleetSettings``
 /// - `streams`: `media_dir` (none: no file sources; file sources are relative to it), `allowed_urls` (prefixes a
 ///   network source must start with), `allowed_devices` (V4L2 devices), `output_dir` (none: no JSON-lines files),
-///   `max_streams` (16), `run` (streams started with the service: each as `POST /v1/streams` takes it, `name`
-///   required); see `Streams.SourcePolicy`
+///   `max_streams` (16), `max_pixels` (50 000 000: a larger frame ends its stream), `run` (streams started with the
+///   service: each as `POST /v1/streams` takes it, `name` required); see `Streams.SourcePolicy`
 /// - `trusted_keys`: public key files; `require_signature` (false)
 /// - `hotswap`: `serving_threads` (2), `queue_capacity` (64), `intra_op_threads` (1), `warmup_runs` (3),
 ///   `warmup_concurrency` (`serving_threads`: how many of them, the last, run at once), `warmup_timeout_s` (30),
@@ -127,6 +127,9 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var streamPolicy = SourcePolicy()
     /// Streams kept at once (`streams.max_streams`, 1…256, default 16).
     public var maxStreams = 16
+    /// The largest frame a stream takes, width × height (`streams.max_pixels`, 1…8192², default 50 000 000 as an
+    /// image of `POST /v1/detect`): a stream can hold about a dozen frames at once (queued, in flight, drawn).
+    public var streamMaxPixels = StreamConfiguration.defaultMaxPixels
     /// Streams the service starts each time it starts, once its slots are up (`streams.run`): each named, checked
     /// against the policy when the configuration is read; its slot is checked when it starts.
     public var configuredStreams: [StreamSpec] = []
@@ -192,6 +195,12 @@ public struct ServerConfiguration: Sendable, Equatable {
             if let max = streams.max_streams {
                 guard (1...256).contains(max) else { throw fail("streams.max_streams must lie in 1...256, got \(max)") }
                 config.maxStreams = max
+            }
+            if let pixels = streams.max_pixels {
+                guard (1...(8192 * 8192)).contains(pixels) else {
+                    throw fail("streams.max_pixels must lie in 1...\(8192 * 8192), got \(pixels)")
+                }
+                config.streamMaxPixels = pixels
             }
             try config.applyConfiguredStreams(streams.run ?? [], mqtt: config.mqtt != nil, fail: fail)
         }
@@ -560,6 +569,7 @@ private struct RawConfiguration: Decodable {
         var allowed_urls: [String]?
         var allowed_devices: [String]?
         var max_streams: Int?
+        var max_pixels: Int?
         var run: [ConfiguredStreamEntry]?
     }
     var hotswap: HotSwap?

@@ -58,7 +58,8 @@ public enum YOLOSwapServer {
     /// `streamOutput`), if the service has an MQTT connection.
     public static func makeStreamRegistry(control: ControlPlane, configuration: ServerConfiguration, logger: Logger,
                                           publisher: (any StreamPublisher)? = nil) -> StreamRegistry {
-        StreamRegistry(policy: configuration.streamPolicy, maxStreams: configuration.maxStreams, logger: logger,
+        StreamRegistry(policy: configuration.streamPolicy, maxStreams: configuration.maxStreams,
+            maxPixels: configuration.streamMaxPixels, logger: logger,
             observer: control, publisher: publisher, slots: { [manager = control.manager] in manager.slot($0) })
     }
 
@@ -182,10 +183,15 @@ public struct StreamService: Service {
     public func run() async throws {
         try? await gracefulShutdown()
         registry.close()
-        for stream in registry.all where !stream.isFinished {
-            await stream.stop()
-            await control.auditStream("stream.stop", stream.currentStatus, by: ControlPlane.system, from: nil,
-                reason: "shutting down")
+        // All at once: a shutdown waits for the slowest stream's stop, not for the sum of them.
+        await withTaskGroup(of: Void.self) { group in
+            for stream in registry.all where !stream.isFinished {
+                group.addTask {
+                    await stream.stop()
+                    await control.auditStream("stream.stop", stream.currentStatus, by: ControlPlane.system, from: nil,
+                        reason: "shutting down")
+                }
+            }
         }
         await registry.waitForOutputs(within: .seconds(5))
     }

@@ -6,7 +6,10 @@ import VideoDecoding
 ///
 /// Keys (`streams` in the service's YAML) and defaults:
 /// - `media_dir` (none: no file sources): files are given relative to it and may not leave it (symlinks resolved).
-/// - `allowed_urls` (`[]`): prefixes a network source must start with, e.g. `udp://127.0.0.1:`, `rtsp://cam-`.
+/// - `allowed_urls` (`[]`): prefixes a network source must start with, e.g. `udp://127.0.0.1:`, `rtsp://cam-`. Both
+///   are compared without user-info (`user:password@`, as FFmpeg splits it: up to the authority's last `@`), so that
+///   `rtsp://cam-a@elsewhere/` is not taken for a `cam-` host; credentials in the source are fine. A prefix that
+///   ends with `/` or `:` pins the whole host name.
 /// - `allowed_devices` (`[]`): V4L2 devices, e.g. `/dev/video0`.
 /// - `output_dir` (none: no file outputs): JSON-lines outputs are written inside it.
 ///
@@ -44,7 +47,9 @@ public struct SourcePolicy: Sendable, Equatable {
                 throw .sourceNotAllowed(source: text,
                     reason: "scheme '\(scheme)' is not one of \(VideoSource.networkSchemes.joined(separator: ", "))")
             }
-            guard allowsAnything || allowedURLPrefixes.contains(where: { trimmed.hasPrefix($0) }) else {
+            let host = Self.withoutUserInfo(trimmed)
+            guard allowsAnything || allowedURLPrefixes.contains(where: { host.hasPrefix(Self.withoutUserInfo($0)) })
+            else {
                 throw .sourceNotAllowed(source: text, reason: "the URL matches no streams.allowed_urls prefix")
             }
             return .network(url: trimmed)
@@ -61,6 +66,17 @@ public struct SourcePolicy: Sendable, Equatable {
         }
         let path = try Self.inside(root, trimmed, shownAs: text)
         return .file(path: try regularFile(path, shownAs: text))
+    }
+
+    /// `url` without the user-info of its authority: the authority runs from `://` to the first `/`, `?` or `#`, and
+    /// its user-info up to its last `@` (FFmpeg's `av_url_split`), so what is left starts with the host FFmpeg
+    /// connects to.
+    static func withoutUserInfo(_ url: String) -> String {
+        guard let separator = url.range(of: "://") else { return url }
+        let rest = url[separator.upperBound...]
+        let authorityEnd = rest.firstIndex(where: { "/?#".contains($0) }) ?? rest.endIndex
+        guard let at = rest[..<authorityEnd].lastIndex(of: "@") else { return url }
+        return String(url[..<separator.upperBound] + rest[rest.index(after: at)...])
     }
 
     /// The absolute path of a JSON-lines output file inside the output folder.

@@ -94,6 +94,8 @@ public struct StreamStatus: Sendable, Codable, Equatable {
     public var model: ModelStamp?
     public var last_pts: Double?
     public var last_error: String?
+    /// Model switches seen on the stream, all of them.
+    public var switch_count: Int
     /// The most recent model switches seen on the stream (at most 100).
     public var switches: [StreamEvent]
     public var started_at: Date

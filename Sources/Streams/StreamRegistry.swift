@@ -48,6 +48,8 @@ public final class StreamRegistry: Sendable {
 
     public let policy: SourcePolicy
     public let maxStreams: Int
+    /// The largest frame a stream takes (width × height); a larger one ends it.
+    public let maxPixels: Int
     private let slots: @Sendable (String) -> ModelSlot?
     private let observer: (any DetectionObserver)?
     private let publisher: (any StreamPublisher)?
@@ -75,18 +77,18 @@ public final class StreamRegistry: Sendable {
     /// their stream's end, and output videos until their file is complete. (Not by stream id: a name is reused once
     /// its stream has ended, while that stream's outputs may still be delivering.)
     private let publishing = Locked<[UUID: Task<Void, Never>]>([:])
-    /// Writes JSON-lines outputs off the cooperative pool.
-    private let writer = BlockingQueue(label: "yoloswap.stream-output")
 
     /// - Parameters:
     ///   - observer: told of every frame's detection (the service's releases count them).
     ///   - publisher: the `mqtt` output; without it a stream asking for that output is refused.
     ///   - slots: finds a slot by name.
-    public init(policy: SourcePolicy, maxStreams: Int = 16, logger: Logger = Logger(label: "yoloswap.streams"),
+    public init(policy: SourcePolicy, maxStreams: Int = 16, maxPixels: Int = StreamConfiguration.defaultMaxPixels,
+                logger: Logger = Logger(label: "yoloswap.streams"),
                 observer: (any DetectionObserver)? = nil, publisher: (any StreamPublisher)? = nil,
                 slots: @escaping @Sendable (String) -> ModelSlot?) {
         self.policy = policy
         self.maxStreams = maxStreams
+        self.maxPixels = maxPixels
         self.logger = logger
         self.observer = observer
         self.publisher = publisher
@@ -97,7 +99,8 @@ public final class StreamRegistry: Sendable {
     /// - Throws: `StreamError` (source or output not allowed, an output file another stream writes, unknown slot,
     ///   bad numbers or name, a running stream of that name, too many streams, shutting down).
     public func create(_ request: Request) throws(StreamError) -> VideoStream {
-        let configuration = try Self.check(request, policy: policy, mqttAvailable: publisher != nil)
+        var configuration = try Self.check(request, policy: policy, mqttAvailable: publisher != nil)
+        configuration.maxPixels = maxPixels
         guard let slot = slots(request.slot) else { throw .unknownSlot(request.slot) }
         // The output files as the request names them and as resolved.
         var files: [(shown: String, path: String)] = []
@@ -112,6 +115,9 @@ public final class StreamRegistry: Sendable {
         defer { if !inserted { _ = table.withLock { $0.reserved.removeValue(forKey: id) } } }
 
         var outputs = ["results", "preview"]
+        // Each stream's files are written off the cooperative pool on a serial queue of its own: one stream's slow
+        // disk or busy encoder holds back that stream only.
+        let writer = BlockingQueue(label: "yoloswap.stream-output.\(id)")
         var sink: (@Sendable (StreamFrameResult) async -> Void)?
         if let file = request.outputFile, let path = paths.first {
             guard let output = JSONLinesFile(path: path) else {
@@ -132,8 +138,12 @@ public final class StreamRegistry: Sendable {
             video = output
             outputs.append("video:\(name)")
             frameSink = { [writer] (frame: PreviewFrame) async in
-                let error: String? = await writer.run { output.append(frame) }
-                counted.value?.recordDelivery(output: "video", target: name, error: error)
+                // Frames after the output ended are not counted: `published` is what the file holds.
+                switch await writer.run({ output.append(frame) }) {
+                case .written: counted.value?.recordDelivery(output: "video", target: name, error: nil)
+                case .failed(let error): counted.value?.recordDelivery(output: "video", target: name, error: error)
+                case .skipped: break
+                }
             }
         }
         let stream = VideoStream(id: id, configuration: configuration, slot: slot, outputs: outputs, logger: logger,
@@ -166,7 +176,7 @@ public final class StreamRegistry: Sendable {
             "slot": "\(request.slot)", "back_pressure": "\(configuration.backPressure.rawValue)"])
         // Subscribed before the first frame, so that the output misses nothing.
         if let publisher { publish(stream, to: publisher) }
-        if let video, let name = request.outputVideo { finishAtEnd(stream, video, name: name) }
+        if let video, let name = request.outputVideo { finishAtEnd(stream, video, name: name, writer: writer) }
         stream.start()
         return stream
     }
@@ -241,7 +251,9 @@ public final class StreamRegistry: Sendable {
         throws(StreamError) -> StreamConfiguration
     {
         let source = try policy.resolve(request.source)
-        if let cap = request.fpsCap, !(cap > 0 && cap <= 1000) { throw .invalid("fps_cap must lie in (0, 1000]") }
+        if let cap = request.fpsCap, !StreamConfiguration.fpsCapRange.contains(cap) {
+            throw .invalid("fps_cap must lie in \(StreamConfiguration.fpsCapRange)")
+        }
         if let n = request.framesInFlight, !(1...StreamConfiguration.maxFramesInFlight).contains(n) {
             throw .invalid("frames_in_flight must lie in 1...\(StreamConfiguration.maxFramesInFlight)")
         }
@@ -286,7 +298,8 @@ public final class StreamRegistry: Sendable {
     }
 
     /// Writes the rest of the annotated video once the stream has ended (its last frame written).
-    private func finishAtEnd(_ stream: VideoStream, _ video: AnnotatedVideoOutput, name: String) {
+    private func finishAtEnd(_ stream: VideoStream, _ video: AnnotatedVideoOutput, name: String,
+                             writer: BlockingQueue) {
         let key = UUID()
         let task = Task.detached { [writer, publishing] in
             defer { _ = publishing.withLock { $0.removeValue(forKey: key) } }
@@ -338,7 +351,7 @@ public final class StreamRegistry: Sendable {
 ///
 /// Thread-safety: `append` is called from one serial queue.
 final class JSONLinesFile: @unchecked Sendable {
-    // @unchecked: the handle is used only from the registry's serial writer queue.
+    // @unchecked: the handle is used only from its stream's serial writer queue.
     private let handle: FileHandle
 
     init?(path: String) {

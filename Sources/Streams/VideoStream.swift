@@ -13,11 +13,11 @@ public struct StreamConfiguration: Sendable {
     public var source: VideoSource
     public var slot: String
     public var backPressure: BackPressure
-    /// At most this many detections per second (nil: as fast as the model answers). Under `block` the decoder waits;
-    /// under `latest` the frames in between are dropped.
+    /// At most this many detections per second (nil: as fast as the model answers; clamped to `fpsCapRange`). Under
+    /// `block` the decoder waits; under `latest` the frames in between are dropped.
     public var fpsCap: Double?
     public var detection: DetectionOptions
-    /// Largest frame accepted (width × height).
+    /// Largest frame accepted (width × height); a larger one ends the stream, live or not.
     public var maxPixels: Int
     /// Reconnect backoff of a live source: the first wait, doubled per failed attempt up to the maximum.
     public var reconnectInitial: Duration
@@ -35,14 +35,16 @@ public struct StreamConfiguration: Sendable {
     public var maxFrames: Int?
 
     public init(source: VideoSource, slot: String, backPressure: BackPressure? = nil, fpsCap: Double? = nil,
-                detection: DetectionOptions = .init(), maxPixels: Int = 8192 * 8192,
+                detection: DetectionOptions = .init(), maxPixels: Int = Self.defaultMaxPixels,
                 reconnectInitial: Duration = .milliseconds(250), reconnectMaximum: Duration = .seconds(10),
                 stallTimeout: Duration = .seconds(5), ffmpeg: String = "ffmpeg", framesInFlight: Int = 1,
                 maxFrames: Int? = nil) {
         self.source = source
         self.slot = slot
         self.backPressure = backPressure ?? (source.isLive ? .latest : .block)
-        self.fpsCap = fpsCap
+        self.fpsCap = fpsCap.flatMap { cap in
+            cap.isNaN ? nil : min(max(cap, Self.fpsCapRange.lowerBound), Self.fpsCapRange.upperBound)
+        }
         self.detection = detection
         self.maxPixels = maxPixels
         self.reconnectInitial = reconnectInitial
@@ -54,6 +56,10 @@ public struct StreamConfiguration: Sendable {
     }
 
     public static let maxFramesInFlight = 8
+    /// The frame rates a cap may set: from one frame in 1000 s to 1000 a second.
+    public static let fpsCapRange: ClosedRange<Double> = 0.001...1000
+    /// The largest frame by default: the limit `POST /v1/detect` puts on an image (50 M pixels).
+    public static let defaultMaxPixels = 50_000_000
 }
 
 /// A video stream detected frame by frame on a slot's active model, through any number of swaps.
@@ -116,7 +122,7 @@ public final class VideoStream: Sendable {
         status = Locked(StreamStatus(id: id, source: configuration.source.description, slot: configuration.slot,
             back_pressure: configuration.backPressure, fps_cap: configuration.fpsCap, state: .starting,
             live: configuration.source.isLive, frames_decoded: 0, frames_detected: 0, frames_dropped: 0,
-            viewer_drops: 0, reconnects: 0, model: nil, last_pts: nil, last_error: nil, switches: [],
+            viewer_drops: 0, reconnects: 0, model: nil, last_pts: nil, last_error: nil, switch_count: 0, switches: [],
             started_at: Date(), outputs: outputs, deliveries: [:]))
         dropCounter = Counter(label: "yoloswap_stream_frames_dropped_total", dimensions: [("stream", id)])
         frameCounter = Counter(label: "yoloswap_stream_frames_total", dimensions: [("stream", id)])
@@ -147,11 +153,12 @@ public final class VideoStream: Sendable {
         await waitUntilFinished()
     }
 
-    /// Kills FFmpeg and discards the queued frames; the decoder thread and the detection loop then end.
+    /// Kills FFmpeg and discards the queued frames; the decoder thread (which reaps FFmpeg) and the detection loop
+    /// then end. Never blocks: it is called from tasks.
     private func halt() {
         stopping.withLock { $0 = true }
         mailbox.close()
-        decoder.withLock { $0 }?.close()
+        decoder.withLock { $0 }?.terminate()
     }
 
     /// Returns once the stream has ended.
@@ -224,6 +231,7 @@ public final class VideoStream: Sendable {
             if stopping.value { started.close() }
             var delivered = 0
             var endError: String?
+            var tooLarge = false
             do {
                 while var frame = try started.nextFrame() {
                     frame.index = nextIndex
@@ -242,11 +250,13 @@ public final class VideoStream: Sendable {
                 }
             } catch {
                 endError = "\(error)"
+                if case .frameTooLarge = error { tooLarge = true }
             }
             started.close()
             decoder.withLock { $0 = nil }
             if stopping.value { break }
-            guard configuration.source.isLive else {
+            // A frame over the limit ends a live stream too: the camera would send it again after a reconnect.
+            guard configuration.source.isLive, !tooLarge else {
                 if let endError { fail(endError) } else { mailbox.finish() }
                 return
             }
@@ -278,11 +288,13 @@ public final class VideoStream: Sendable {
         let period = min(configuration.stallTimeout.seconds / 4, 0.5)
         timer.schedule(deadline: .now() + period, repeating: period)
         timer.setEventHandler { [self] in
-            guard !waitingForConsumer.value, ContinuousClock.now - lastFrameAt.value > configuration.stallTimeout
+            // No decoder: between two FFmpeg runs (a reconnect's backoff), which is no stall; its error stays shown.
+            guard !waitingForConsumer.value, ContinuousClock.now - lastFrameAt.value > configuration.stallTimeout,
+                let running = decoder.value
             else { return }
             lastFrameAt.withLock { $0 = .now }
             status.withLock { $0.last_error = "no frame for \(configuration.stallTimeout)" }
-            decoder.withLock { $0 }?.close()
+            running.terminate()
         }
         timer.resume()
         return timer
@@ -318,12 +330,12 @@ public final class VideoStream: Sendable {
         while true {
             // No frame is taken beyond the limit, so none is detected in vain.
             while !sourceEnded, inFlight.count < depth, answered + inFlight.count < limit {
+                // The cap's wait comes before the frame is taken, so that under `latest` the frame detected is the
+                // newest when the wait ends (a cap sets depth 1).
+                if let minimumInterval, let lastStart { await pause(until: lastStart + minimumInterval) }
                 guard let frame = await mailbox.next() else {
                     sourceEnded = true
                     break
-                }
-                if let minimumInterval, let lastStart {
-                    try? await Task.sleep(until: lastStart + minimumInterval, clock: .continuous)
                 }
                 lastStart = .now
                 inFlight.append((frame, Task { await self.detect(frame) }))
@@ -355,6 +367,14 @@ public final class VideoStream: Sendable {
         end()
     }
 
+    /// Sleeps until `deadline` or until the stream is stopping, whichever comes first (a cap of one frame in 1000 s
+    /// must not hold a stop back).
+    private func pause(until deadline: ContinuousClock.Instant) async {
+        while !stopping.value, ContinuousClock.now < deadline {
+            try? await Task.sleep(until: min(deadline, .now + .milliseconds(50)), clock: .continuous)
+        }
+    }
+
     /// Records a frame's answer: a switch event when the model changed since `previous`, the status and counters.
     private func emit(_ frame: VideoFrame, _ detection: SlotDetection, after previous: inout ModelStamp?) {
         let stamp = detection.model
@@ -362,6 +382,7 @@ public final class VideoStream: Sendable {
             let event = StreamEvent(stream: id, type: .switched, time: Date(), frame: frame.index, from: previous,
                 to: stamp)
             status.withLock { s in
+                s.switch_count += 1
                 s.switches.append(event)
                 if s.switches.count > 100 { s.switches.removeFirst() }
             }
@@ -446,11 +467,11 @@ public final class VideoStream: Sendable {
         return nil
     }
 
-    /// Fails the stream from the detection loop: the decoder is stopped and queued frames are discarded.
+    /// Fails the stream from the detection loop: the decoder is stopped and queued frames are discarded. The state
+    /// stays `failed`; `stopping` keeps a live source from reconnecting.
     private func abort(_ message: String) {
         fail(message)
-        mailbox.close()
-        decoder.withLock { $0 }?.close()
+        halt()
     }
 
     private func broadcast(_ message: StreamMessage) {

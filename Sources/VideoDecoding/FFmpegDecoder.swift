@@ -44,10 +44,17 @@ public enum VideoDecodeError: Error, Equatable, CustomStringConvertible {
 /// Decodes a video source with the `ffmpeg` program, run as a child process: RGB24 frames on its stdout, each
 /// frame's size and pts on its stderr (the `showinfo` filter), read in lockstep.
 ///
-/// `showinfo` sits last in the filter chain and logs each frame before the frame is written to the output pipe, so
-/// when a frame's report has been read its pixels follow on stdout; the report gives the size, so a change of
-/// resolution mid-stream is followed, and every size is checked against `maxPixels` (and for overflow) before a
-/// byte of pixels is allocated. FFmpeg's own decoders are limited to the same pixel count (`-max_pixels`).
+/// `showinfo` sits last in the filter chain and logs each frame before the frame is written to the output pipe, so when
+/// a frame's report has been read its pixels follow on stdout; the report gives the size, so a change of resolution
+/// mid-stream is followed (`-autoscale 0`: FFmpeg would otherwise scale every later frame to the first one's size after
+/// `showinfo` reported it, and the reports and pixels would part), and every size is checked against `maxPixels` (and
+/// for overflow) before a byte of pixels is allocated. FFmpeg's own decoders are limited to the same pixel count
+/// (`-max_pixels`).
+///
+/// The reports share stderr with what FFmpeg prints of the source itself, metadata included, which the media controls
+/// and which can hold line breaks: a title could imitate a report and put the pixels out of step. So the `showinfo`
+/// instance is named with a random tag (`showinfo@<tag>`, which FFmpeg prints in each of its lines) that no media can
+/// know, and only lines with that tag are taken as reports.
 ///
 /// A crash of FFmpeg on hostile media ends the decode with an error, never the service. `close()` (or `deinit`)
 /// kills and reaps the child.
@@ -59,6 +66,8 @@ public final class FFmpegDecoder: Sendable {
     public let maxPixels: Int
     private let child: ChildProcess
     private let reports: ReportQueue
+    /// The `showinfo` instance's secret name.
+    private let tag: String
     private let produced = Locked(0)
     private let closed = Locked(false)
 
@@ -72,17 +81,19 @@ public final class FFmpegDecoder: Sendable {
     {
         self.source = source
         self.maxPixels = maxPixels
+        let tag = FrameReport.randomTag()
+        self.tag = tag
         let arguments = [ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "info",
             "-max_pixels", String(maxPixels)]
             + source.ffmpegInput
             + ["-map", "0:v:0", "-an", "-sn", "-dn", "-fps_mode", "passthrough",
-               "-vf", "format=rgb24,showinfo=checksum=0", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+               "-vf", "format=rgb24,showinfo@\(tag)=checksum=0", "-autoscale", "0", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
         child = try ChildProcess(arguments)
         let reports = ReportQueue()
         self.reports = reports
         let fd = child.stderr
         // Ends at FFmpeg's end of stderr: when it exits or is killed.
-        let thread = Thread { Self.readReports(fd: fd, into: reports) }
+        let thread = Thread { Self.readReports(fd: fd, tag: tag, into: reports) }
         thread.name = "yoloswap.ffmpeg-log"
         thread.start()
     }
@@ -123,21 +134,31 @@ public final class FFmpegDecoder: Sendable {
 
     /// Kills FFmpeg (if still running) and reaps it. Idempotent.
     public func close() {
-        closed.withLock { $0 = true }
-        child.terminate()
+        terminate()
         child.waitForExit()
     }
 
-    /// The end of the frame reports: a clean end (nil) or FFmpeg's failure.
+    /// Kills FFmpeg (if still running) without waiting for it: `nextFrame()` then returns nil, and whoever calls it
+    /// closes the decoder. Never blocks, so it may be called from Swift's cooperative pool.
+    public func terminate() {
+        closed.withLock { $0 = true }
+        child.terminate()
+    }
+
+    /// The end of the frame reports: a clean end (nil) or FFmpeg's failure — `frameTooLarge` when its decoder refused
+    /// a frame over `-max_pixels`, so that a frame over the limit reads the same whichever check saw it first.
     private func finish() throws(VideoDecodeError) -> VideoFrame? {
         let status = child.waitForExit()
         if closed.value || ChildProcess.succeeded(status) { return nil }
+        if let (width, height) = reports.refusedSize {
+            throw .frameTooLarge(source: source.description, width: width, height: height, maxPixels: maxPixels)
+        }
         throw .ffmpegFailed(source: source.description, status: ChildProcess.describe(status),
             log: reports.logTail)
     }
 
     /// Splits FFmpeg's stderr into lines: frame reports go to the queue, the rest is kept as the log's tail.
-    private static func readReports(fd: Int32, into queue: ReportQueue) {
+    private static func readReports(fd: Int32, tag: String, into queue: ReportQueue) {
         var pending: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 16 * 1024)
         // showinfo's input time base (`config in time_base: 1/15360`): pts × time base is exact where `pts_time`
@@ -151,12 +172,13 @@ public final class FFmpegDecoder: Sendable {
             while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
                 let line = String(decoding: pending[..<newline], as: UTF8.self)
                 pending.removeSubrange(...newline)
-                if var report = FrameReport(parsing: line) {
+                if var report = FrameReport(parsing: line, tag: tag) {
                     if let (num, den) = timeBase, let pts = report.rawPTS { report.pts = Double(pts) * Double(num) / Double(den) }
                     queue.push(report)
-                } else if let base = FrameReport.timeBase(parsing: line) {
+                } else if let base = FrameReport.timeBase(parsing: line, tag: tag) {
                     timeBase = base
                 } else {
+                    if let size = FrameReport.refusedSize(parsing: line) { queue.refuse(size) }
                     queue.log(line)
                 }
             }
@@ -168,7 +190,7 @@ public final class FFmpegDecoder: Sendable {
     }
 }
 
-/// A frame as `showinfo` reports it: `[Parsed_showinfo_1 @ 0x…] n:   0 pts:      0 pts_time:0  … s:640x480 …`.
+/// A frame as `showinfo@<tag>` reports it: `[showinfo@<tag> @ 0x…] n:   0 pts:      0 pts_time:0  … s:640x480 …`.
 struct FrameReport: Equatable {
     var width: Int
     var height: Int
@@ -183,18 +205,39 @@ struct FrameReport: Equatable {
         self.rawPTS = rawPTS
     }
 
-    /// Parses showinfo's `config in time_base: 1/15360, …` line.
-    static func timeBase(parsing line: String) -> (Int, Int)? {
-        guard line.contains("Parsed_showinfo"), let range = line.range(of: "config in time_base: ") else { return nil }
+    /// A new secret name for a `showinfo` instance: 128 random bits in hex.
+    static func randomTag() -> String {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<2).map { _ in String(generator.next() as UInt64, radix: 16) }.joined(separator: "x")
+    }
+
+    /// What FFmpeg prints at the start of each line of the `showinfo@<tag>` instance.
+    static func prefix(_ tag: String) -> String { "[showinfo@\(tag) @ " }
+
+    /// Parses the `showinfo@<tag>` instance's `config in time_base: 1/15360, …` line.
+    static func timeBase(parsing line: String, tag: String) -> (Int, Int)? {
+        guard line.contains(prefix(tag)), let range = line.range(of: "config in time_base: ") else { return nil }
         let text = line[range.upperBound...].prefix { $0 != "," }
         let parts = text.split(separator: "/")
         guard parts.count == 2, let num = Int(parts[0]), let den = Int(parts[1]), num > 0, den > 0 else { return nil }
         return (num, den)
     }
 
-    /// Parses a showinfo frame line; nil for any other line (its configuration lines, FFmpeg's other messages).
-    init?(parsing line: String) {
-        guard line.contains("Parsed_showinfo"), line.contains(" n:"), line.contains("pts_time:") else { return nil }
+    /// The size in FFmpeg's refusal of a frame over `-max_pixels`: `[IMGUTILS @ 0x…] Picture size 320x240 exceeds
+    /// specified max pixel count 76000, …`.
+    static func refusedSize(parsing line: String) -> (Int, Int)? {
+        guard line.contains("exceeds specified max pixel count"), let range = line.range(of: "Picture size ") else {
+            return nil
+        }
+        let parts = line[range.upperBound...].prefix { $0 != " " }.split(separator: "x")
+        guard parts.count == 2, let width = Int(parts[0]), let height = Int(parts[1]) else { return nil }
+        return (width, height)
+    }
+
+    /// Parses a frame line of the `showinfo@<tag>` instance; nil for any other line (its configuration lines,
+    /// FFmpeg's other messages, anything without the tag).
+    init?(parsing line: String, tag: String) {
+        guard line.contains(Self.prefix(tag)), line.contains(" n:"), line.contains("pts_time:") else { return nil }
         // `key:value` pairs; showinfo pads some values (`pts:      0`), which then follow as the next token.
         var fields: [Substring: Substring] = [:]
         let tokens = line.split(separator: " ")
@@ -231,6 +274,7 @@ final class ReportQueue: @unchecked Sendable {
     private var head = 0
     private var finished = false
     private var tail: [String] = []
+    private var refused: (Int, Int)?
 
     func push(_ report: FrameReport) {
         condition.lock()
@@ -244,6 +288,20 @@ final class ReportQueue: @unchecked Sendable {
         tail.append(String(line.prefix(500)))
         if tail.count > 8 { tail.removeFirst() }
         condition.unlock()
+    }
+
+    /// Notes FFmpeg's refusal of a frame over its pixel limit (the first one).
+    func refuse(_ size: (Int, Int)) {
+        condition.lock()
+        if refused == nil { refused = size }
+        condition.unlock()
+    }
+
+    /// The size of the first frame FFmpeg refused as over its pixel limit, if any.
+    var refusedSize: (Int, Int)? {
+        condition.lock()
+        defer { condition.unlock() }
+        return refused
     }
 
     func finish() {
@@ -272,6 +330,6 @@ final class ReportQueue: @unchecked Sendable {
     var logTail: String {
         condition.lock()
         defer { condition.unlock() }
-        return tail.filter { !$0.contains("Parsed_showinfo") }.suffix(4).joined(separator: " | ")
+        return tail.filter { !$0.contains("[showinfo@") }.suffix(4).joined(separator: " | ")
     }
 }

@@ -93,7 +93,7 @@ struct BenchSwapCommand: AsyncParsableCommand {
         try await driver.run(manager: manager, slot: slot, shared: shared)
         shared.stop.store(true, ordering: .relaxed)
         var samples: [Sample] = []
-        for loop in loops { samples += await loop.value }
+        for loop in loops { samples += await loop.value.samples }
         let duration = (ContinuousClock.now - loopsStarted).milliseconds / 1000
         await sampler.value
         while manager.releaser.pendingCount > 0 { try await Task.sleep(for: .milliseconds(10)) }
@@ -145,13 +145,35 @@ struct BenchSwapCommand: AsyncParsableCommand {
         }
     }
 
+    /// One request loop's records, in chunks of a fixed size that are allocated once and never copied or freed while
+    /// the benchmark runs: their memory grows by exactly one chunk at a time (counted in `recordBytes`), so that RSS
+    /// by cycle can be told apart from it. A growing array would double and copy, its old buffers left to the
+    /// allocator (whether a step in RSS was the benchmark's or the service's was not known).
+    struct SampleLog: Sendable {
+        private static let chunkSize = 16_384
+        private var chunks: [[Sample]] = []
+
+        /// Appends `sample`, adding the bytes of a new chunk to `shared.recordBytes` when it takes one.
+        mutating func append(_ sample: Sample, counting shared: SharedCounters) {
+            if chunks.last.map({ $0.count == Self.chunkSize }) ?? true {
+                var chunk: [Sample] = []
+                chunk.reserveCapacity(Self.chunkSize)
+                chunks.append(chunk)
+                shared.recordBytes.add(chunk.capacity * MemoryLayout<Sample>.stride, ordering: .relaxed)
+            }
+            chunks[chunks.count - 1].append(sample)
+        }
+
+        var samples: [Sample] { chunks.flatMap { $0 } }
+    }
+
     /// `count` request loops cycling through the images until the benchmark stops; each returns its samples.
     private static func startLoops(_ count: Int, slot: ModelSlot, images: [[UInt8]], shared: SharedCounters)
-        -> [Task<[Sample], Never>]
+        -> [Task<SampleLog, Never>]
     {
         (0..<count).map { index in
-            Task.detached { () -> [Sample] in
-                var samples: [Sample] = []
+            Task.detached { () -> SampleLog in
+                var samples = SampleLog()
                 var i = index
                 while !shared.stop.load(ordering: .relaxed) {
                     let start = ContinuousClock.now
@@ -160,7 +182,8 @@ struct BenchSwapCommand: AsyncParsableCommand {
                         failed = true
                         printError("yoloswap: request failed: \(error)")
                     }
-                    samples.append(Sample(start: start, end: .now, failed: failed, loop: index))
+                    samples.append(Sample(start: start, end: .now, failed: failed, loop: index),
+                        counting: shared)
                     i += 1
                 }
                 return samples
@@ -231,10 +254,16 @@ struct BenchSwapCommand: AsyncParsableCommand {
             "standby_during_load": keepStandbyDuringLoad ? "keep" : "release",
             "rss_cycle_200_mb": driver.rssCycle200.map { mb($0) as Any } ?? NSNull(),
             // Every 100th cycle: whether RSS keeps growing or levels off. Part of it is the benchmark's own: one
-            // record per request (below) and the manager's histories, bounded but filling (500 operations, 1000
-            // events, 1000 releases).
+            // record per request (the records' allocated bytes by cycle, below, and RSS less them) and the
+            // manager's histories, bounded but filling (500 operations, 1000 events, 1000 releases).
             "rss_by_cycle_mb": Dictionary(uniqueKeysWithValues: driver.rssByCycle.map { ("\($0.key)", mb($0.value)) }),
-            "request_records_mb": mb(samples.count * MemoryLayout<Sample>.stride),
+            "request_records_by_cycle_mb": Dictionary(uniqueKeysWithValues: driver.recordsByCycle.map {
+                ("\($0.key)", mb($0.value))
+            }),
+            "rss_less_records_by_cycle_mb": Dictionary(uniqueKeysWithValues: driver.rssByCycle.map {
+                ("\($0.key)", mb($0.value - (driver.recordsByCycle[$0.key] ?? 0)))
+            }),
+            "request_records_mb": mb(shared.recordBytes.load(ordering: .relaxed)),
         ]
     }
 

@@ -39,7 +39,9 @@ struct StreamCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard (0...1).contains(conf), (0...1).contains(iou) else { throw ValidationError("--conf and --iou lie in [0, 1]") }
-        if let fpsCap, !(fpsCap > 0 && fpsCap <= 1000) { throw ValidationError("--fps-cap lies in (0, 1000]") }
+        if let fpsCap, !StreamConfiguration.fpsCapRange.contains(fpsCap) {
+            throw ValidationError("--fps-cap lies in \(StreamConfiguration.fpsCapRange)")
+        }
         guard maxPixels > 0 else { throw ValidationError("--max-pixels must be positive") }
         if let maxFrames, maxFrames <= 0 { throw ValidationError("--max-frames must be positive") }
         guard (1...StreamConfiguration.maxFramesInFlight).contains(framesInFlight) else {
@@ -54,9 +56,8 @@ struct StreamCommand: AsyncParsableCommand {
         let slot = try await manager.createSlot("stream")
         _ = try await manager.loadAndActivate(LoadRequest(slot: "stream", path: modelOptions.model))
         var configuration = StreamConfiguration(source: videoSource, slot: "stream", backPressure: backPressure,
-            fpsCap: fpsCap, maxPixels: maxPixels, ffmpeg: ffmpeg, framesInFlight: framesInFlight)
-        configuration.detection = DetectionOptions(confidence: conf, iou: iou)
-        configuration.maxFrames = maxFrames
+            fpsCap: fpsCap, detection: DetectionOptions(confidence: conf, iou: iou), maxPixels: maxPixels,
+            ffmpeg: ffmpeg, framesInFlight: framesInFlight, maxFrames: maxFrames)
         let printFrames = !summary
         let stream = VideoStream(id: "cli", configuration: configuration, slot: slot, sink: { result in
             guard printFrames, let line = try? JSONEncoder.yoloswap.encode(result) else { return }

@@ -22,6 +22,8 @@ struct SwapDriver {
     /// RSS after the first swap cycle (A → B → A) and after every 100th, once the retired model is released: cycle →
     /// bytes.
     private(set) var rssByCycle: [Int: Int] = [:]
+    /// The bytes of the benchmark's own request records at the same moments (part of that RSS).
+    private(set) var recordsByCycle: [Int: Int] = [:]
     var rssFirstCycle: Int? { rssByCycle[1] }
     var rssCycle200: Int? { rssByCycle[200] }
     /// Peak RSS within each swap, split by whether the model had been loaded before in this run (a warm
@@ -51,6 +53,7 @@ struct SwapDriver {
                 while manager.releaser.pendingCount > 0 { try await Task.sleep(for: .milliseconds(5)) }
                 ProcessMemory.trim()
                 rssByCycle[(i + 1) / 2] = ProcessMemory.residentBytes()
+                recordsByCycle[(i + 1) / 2] = shared.recordBytes.load(ordering: .relaxed)
             }
             // "Old + new": from the first cycle on, both models are resident between operations; the pauses (traffic,
             // no operation, freed memory trimmed when the load ended) give the RSS of the pair under the same load.
@@ -108,6 +111,8 @@ final class SharedCounters: Sendable {
     /// state under the same traffic, and its peak.
     let steadyWithPair = Atomic<Bool>(false)
     let steadyPeak = Atomic<Int>(0)
+    /// The bytes the request loops' records take (`SampleLog`: allocated, never copied or freed during the run).
+    let recordBytes = Atomic<Int>(0)
     /// The swap being watched and the peak RSS seen in each of its stages (where in a swap the peak happens).
     private let stages = Mutex<(operation: LoadOperation?, peaks: [String: Int])>((nil, [:]))
 

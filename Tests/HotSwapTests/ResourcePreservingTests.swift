@@ -81,6 +81,31 @@ extension HotSwapSuite {
             await manager.shutdown()
         }
 
+        @Test("requests waiting for a model when the slot shuts down fail with shutDown, as does one made after")
+        func waitersLearnOfShutdown() async throws {
+            let manager = ModelManager(configuration: HotSwapConfiguration.testing(queueCapacity: 16),
+                loader: FakeLoader())
+            let slot = try await manager.createSlot("default")
+            // No model was ever loaded: with no deadline these would wait for one for ever.
+            let waiting = (0..<3).map { _ in
+                Task { () -> (any Error)? in
+                    do {
+                        _ = try await slot.detect(imageBytes: Fixtures.busJPEG)
+                        return nil
+                    } catch { return error }
+                }
+            }
+            try await Task.sleep(for: .milliseconds(100))
+            await manager.shutdown()
+            for task in waiting {
+                let error = await task.value
+                #expect(error as? SlotError == .shutDown(slot: "default"), "\(String(describing: error))")
+            }
+            await #expect(throws: SlotError.shutDown(slot: "default")) {
+                _ = try await slot.detect(imageBytes: Fixtures.busJPEG)
+            }
+        }
+
         @Test("a failed resource-preserving load brings the previous model back")
         func failedLoadRestoresThePrevious() async throws {
             let releases = ReleaseRecorder()

@@ -52,7 +52,7 @@ struct StreamConfigurationTests {
         ("- { name: a, source: ../escape.mp4 }", "streams.run[0] ('a'): source '../escape.mp4' is not allowed"),
         ("- { name: a, source: \"rtsp://10.0.0.1/cam\" }", "matches no streams.allowed_urls prefix"),
         ("- { name: a, source: /dev/video0 }", "not in streams.allowed_devices"),
-        ("- { name: a, source: line-a.mp4, fps_cap: 0 }", "fps_cap must lie in (0, 1000]"),
+        ("- { name: a, source: line-a.mp4, fps_cap: 0 }", "fps_cap must lie in 0.001...1000.0"),
         ("- { name: a, source: line-a.mp4, frames_in_flight: 9 }", "frames_in_flight must lie in 1...8"),
         ("- { name: a, source: line-a.mp4, outputs: { file: ../out.jsonl } }", "output '../out.jsonl' is not allowed"),
         ("- { name: a, source: line-a.mp4, outputs: { file: x.out, video: x.out } }", "name the same file"),
@@ -88,5 +88,27 @@ struct StreamConfigurationTests {
         let error = #expect(throws: ConfigurationError.self) { try ServerConfiguration.parse(yaml, base: "/srv") }
         #expect(error?.message == "streams.run lists 2 streams; streams.max_streams allows 1",
             "\(String(describing: error))")
+    }
+
+    @Test("streams.max_pixels: the detect limit by default, set within 1...8192², refused outside; a tiny fps_cap too")
+    func maxPixelsAndCap() throws {
+        let (folder, head) = try Self.media()
+        defer { withExtendedLifetime(folder) {} }
+        #expect(try ServerConfiguration.parse("streams:\n\(head)", base: "/srv").streamMaxPixels == 50_000_000)
+        let set = try ServerConfiguration.parse("streams:\n\(head)\n  max_pixels: 2073600", base: "/srv")
+        #expect(set.streamMaxPixels == 1920 * 1080)
+        for bad in ["0", "67108865", "-5"] {
+            let error = #expect(throws: ConfigurationError.self) {
+                try ServerConfiguration.parse("streams:\n\(head)\n  max_pixels: \(bad)", base: "/srv")
+            }
+            #expect(error?.message.contains("streams.max_pixels must lie in 1...67108864") == true,
+                "\(String(describing: error))")
+        }
+        // A cap of one frame in 10^30 s would overflow the stream's wait: refused with the entry's key.
+        let error = #expect(throws: ConfigurationError.self) {
+            try ServerConfiguration.parse("streams:\n\(head)\n  run: [{ name: a, source: line-a.mp4, fps_cap: 1e-30 }]",
+                base: "/srv")
+        }
+        #expect(error?.message.contains("fps_cap must lie in 0.001...1000.0") == true, "\(String(describing: error))")
     }
 }

@@ -118,6 +118,37 @@ extension StreamSuite {
             await manager.shutdown()
         }
 
+        @Test("a live stream that fails stays failed: no reconnect after a frame over the limit, nor once its slot shut down")
+        func failedLiveStreamStaysFailed() async throws {
+            let port = Int.random(in: 20_000...32_000)
+            let (manager, slot, configuration) = try await Self.liveSetUp(url: "udp://127.0.0.1:\(port)",
+                model: "models/yolov3-tiny-coco-320.onnx")
+            let publisher = try Self.udpPublisher(port: port)
+            defer { publisher.stop() }
+
+            // The source's 320x240 frames are over this stream's limit: it fails with the size, and stays failed.
+            var small = configuration
+            small.maxPixels = 320 * 239
+            let refused = VideoStream(id: "too-large", configuration: small, slot: slot)
+            refused.start()
+            #expect(await eventually(timeout: .seconds(60)) { refused.isFinished }, "\(refused.currentStatus)")
+            try await Task.sleep(for: .milliseconds(1500))
+            let r = refused.currentStatus
+            #expect(r.state == .failed && r.reconnects == 0 && (r.last_error ?? "").contains("320x240"), "\(r)")
+
+            // The slot goes away under a running stream: the stream fails, and its source is not reconnected.
+            let stream = VideoStream(id: "udp", configuration: configuration, slot: slot)
+            stream.start()
+            #expect(await eventually(timeout: .seconds(60)) { stream.currentStatus.frames_detected >= 3 },
+                "\(stream.currentStatus)")
+            await manager.shutdown()
+            #expect(await eventually(timeout: .seconds(30)) { stream.isFinished }, "\(stream.currentStatus)")
+            let reconnects = stream.currentStatus.reconnects
+            try await Task.sleep(for: .milliseconds(1500))
+            let s = stream.currentStatus
+            #expect(s.state == .failed && s.reconnects == reconnects, "\(s)")
+        }
+
         @Test("an RTSP camera (RTSP over TCP, MJPEG): frames at its rate with their pts and the photo's detections; the camera restarts, the stream reconnects")
         func rtspCamera() async throws {
             // Below the kernel's ephemeral range (32768…), which any outgoing connection could be given.

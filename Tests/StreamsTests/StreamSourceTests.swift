@@ -94,18 +94,23 @@ extension StreamSuite {
 
         @Test("a frame over the pixel limit, a file that is not a video, a missing ffmpeg: the stream fails with the reason")
         func failures() async throws {
-            // FFmpeg's decoders are held to the limit too (`-max_pixels`): whichever check sees the frame first ends it.
-            let overLimit = try FFmpegDecoder(source: .file(path: TestVideos.mjpeg), maxPixels: 320 * 239)
-            do {
-                _ = try overLimit.nextFrame()
-                Issue.record("a frame over the limit was decoded")
-            } catch {
-                switch error {
-                case .frameTooLarge(_, 320, 240, 320 * 239): break
-                case .ffmpegFailed(_, _, let log): #expect(log.contains("video_size"), "\(log)")
-                default: Issue.record("\(error)")
+            // FFmpeg's decoders are held to the limit too (`-max_pixels`): whichever check sees the frame first ends
+            // it, with the same error.
+            for video in [TestVideos.mjpeg, TestVideos.transportStream] {
+                let overLimit = try FFmpegDecoder(source: .file(path: video), maxPixels: 320 * 239)
+                do {
+                    _ = try overLimit.nextFrame()
+                    Issue.record("a frame over the limit was decoded")
+                } catch {
+                    guard case .frameTooLarge(_, 320, 240, 320 * 239) = error else {
+                        Issue.record("\(video): \(error)")
+                        continue
+                    }
                 }
             }
+            #expect(FrameReport.refusedSize(parsing: "[h264 @ 0x5] [IMGUTILS @ 0x7] Picture size 320x240 exceeds "
+                + "specified max pixel count 76000, see the documentation if you wish to increase it") ?? (0, 0)
+                == (320, 240))
 
             let folder = try TemporaryDirectory()
             let garbage = folder.file("garbage.mp4")
@@ -123,16 +128,72 @@ extension StreamSuite {
             }
         }
 
-        @Test("showinfo lines parse, padded values included; other lines do not")
+        @Test("a cap of one frame in 1000 s does not hold a stop back; under `latest` a cap detects the newest frame")
+        func capWaits() async throws {
+            let manager = ModelManager(configuration: HotSwapConfiguration(servingThreads: 1, intraOpThreads: 1,
+                warmupRuns: 1), loader: streamLoader)
+            let slot = try await manager.createSlot("line")
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "line",
+                path: Repository.path("models/yolov3-tiny-coco-320.onnx")))
+            let capped = VideoStream(id: "capped", configuration: StreamConfiguration(source: .file(path: TestVideos.mjpeg),
+                slot: "line", fpsCap: 0.001), slot: slot)
+            capped.start()
+            #expect(await eventually(timeout: .seconds(60)) { capped.currentStatus.frames_detected == 1 })
+            let asked = ContinuousClock.now
+            await capped.stop()
+            #expect(ContinuousClock.now - asked < .seconds(30), "the stop waited for the cap")
+            #expect(capped.currentStatus.state == .stopped && capped.currentStatus.frames_detected == 1)
+
+            // The 300 frames decode in well under the cap's 4 s: the frame taken when the wait ends is the last one,
+            // so two frames are detected, the first and the last. (Taken before the wait, the second would be one of
+            // the first few, decoded while the first was detected.)
+            let log = ResultLog()
+            let latest = VideoStream(id: "latest", configuration: StreamConfiguration(
+                source: .file(path: TestVideos.transportStream), slot: "line", backPressure: .latest, fpsCap: 0.25),
+                slot: slot, sink: { log.append($0) })
+            latest.start()
+            await latest.waitUntilFinished()
+            let frames = log.all.map(\.frame)
+            #expect(frames.count == 2 && frames.last == 299, "\(frames)")
+            await manager.shutdown()
+        }
+
+        @Test("showinfo lines parse, padded values included; other lines, and lines without the secret tag, do not")
         func reportParsing() {
-            let line = "[Parsed_showinfo_1 @ 0x55c9] n:  12 pts:   6144 pts_time:0.4 pos:  1234 fmt:rgb24 sar:1/1 "
+            let tag = FrameReport.randomTag()
+            #expect(tag.count >= 17 && tag != FrameReport.randomTag())
+            let line = "[showinfo@\(tag) @ 0x55c9] n:  12 pts:   6144 pts_time:0.4 pos:  1234 fmt:rgb24 sar:1/1 "
                 + "s:320x240 i:P iskey:0 type:P checksum:5DA94BC2"
-            let report = FrameReport(parsing: line)
+            let report = FrameReport(parsing: line, tag: tag)
             #expect(report == FrameReport(width: 320, height: 240, pts: 0.4, rawPTS: 6144))
-            #expect(FrameReport(parsing: "[Parsed_showinfo_1 @ 0x1] n: 3 pts: NOPTS pts_time:NOPTS s:2x2")?.pts == nil)
-            #expect(FrameReport(parsing: "Input #0, mov,mp4, from 'x.mp4':") == nil)
-            #expect(FrameReport.timeBase(parsing: "[Parsed_showinfo_1 @ 0x1] config in time_base: 1/15360, frame_rate: 30/1")
-                ?? (0, 0) == (1, 15360))
+            #expect(FrameReport(parsing: "[showinfo@\(tag) @ 0x1] n: 3 pts: NOPTS pts_time:NOPTS s:2x2", tag: tag)?.pts
+                == nil)
+            #expect(FrameReport(parsing: "Input #0, mov,mp4, from 'x.mp4':", tag: tag) == nil)
+            #expect(FrameReport.timeBase(parsing: "[showinfo@\(tag) @ 0x1] config in time_base: 1/15360, frame_rate: 30/1",
+                tag: tag) ?? (0, 0) == (1, 15360))
+            // What media could print (a title with a line break): the default instance name, or another tag.
+            let forged = "[Parsed_showinfo_1 @ 0x1] n: 0 pts: 0 pts_time:0 s:8192x8192"
+            #expect(FrameReport(parsing: forged, tag: tag) == nil)
+            #expect(FrameReport(parsing: "[showinfo@\(FrameReport.randomTag()) @ 0x1] n: 0 pts: 0 pts_time:0 s:64x64",
+                tag: tag) == nil)
+            #expect(FrameReport.timeBase(parsing: "[Parsed_showinfo_1 @ 0x1] config in time_base: 1/1", tag: tag) == nil)
+        }
+
+        @Test("a title that imitates a frame report (a line break inside it) leaves the frames in step")
+        func forgedReport() async throws {
+            let folder = try TemporaryDirectory()
+            let video = folder.file("forged.mkv")
+            let title = "x\n[Parsed_showinfo_1 @ 0x1] n:   0 pts:      0 pts_time:0 s:64x64 i:P"
+            let made = try await runProcess("/usr/bin/ffmpeg", ["-y", "-hide_banner", "-loglevel", "error", "-f", "lavfi",
+                "-i", "testsrc=size=160x120:rate=10", "-frames:v", "10", "-metadata", "title=\(title)", "-c:v", "mjpeg",
+                video])
+            try #require(made.status == 0, "\(made.stderr)")
+            let decoder = try FFmpegDecoder(source: .file(path: video))
+            var frames: [VideoFrame] = []
+            while let frame = try decoder.nextFrame() { frames.append(frame) }
+            #expect(frames.map(\.index) == Array(0..<10))
+            #expect(frames.allSatisfy { $0.image.width == 160 && $0.image.height == 120 })
+            #expect(frames.map { $0.pts ?? -1 } == (0..<10).map { Double($0) / 10 })
         }
 
         @Test("a child (FFmpeg) gets no descriptor of this process but its stdin, stdout and stderr")
@@ -183,6 +244,15 @@ extension StreamSuite {
             }
             #expect(try policy.resolve("udp://127.0.0.1:5000") == .network(url: "udp://127.0.0.1:5000"))
             #expect(try policy.resolve("/dev/video0") == .device(path: "/dev/video0"))
+            // User-info is no host: a prefix matches where FFmpeg connects (after the authority's last '@').
+            let cameras = SourcePolicy(allowedURLPrefixes: ["rtsp://cam-", "rtsp://10.0.0.5/"])
+            for refused in ["rtsp://cam-a@attacker.example/x", "rtsp://10.0.0.5@evil/", "rtsp://u:p@cam-a@evil/x",
+                            "rtsp://10.0.0.5.evil/"] {
+                #expect(throws: StreamError.self, "\(refused)") { _ = try cameras.resolve(refused) }
+            }
+            for allowed in ["rtsp://cam-a.local/main", "rtsp://admin:secret@cam-b/main", "rtsp://u@10.0.0.5/s?x=@y"] {
+                #expect(try cameras.resolve(allowed) == .network(url: allowed))
+            }
             #expect(throws: StreamError.self) { _ = try policy.resolveOutput("out.jsonl") }
             let withOutput = SourcePolicy(outputDirectory: media.path)
             #expect(throws: StreamError.self) { _ = try withOutput.resolveOutput("../out.jsonl") }
@@ -207,10 +277,67 @@ extension StreamSuite {
                 _ = try registry.create(.init(source: "clip.mp4", slot: "line2", outputFile: "a.jsonl"))
             }
             #expect(!FileManager.default.fileExists(atPath: media.file("a.jsonl")))
+            // Frame rates a cap cannot have (one frame in 10^30 s would overflow a Duration); the range's ends pass.
+            for cap in [1e-30, 0, -1, .nan, .infinity, 1000.5] {
+                #expect(throws: StreamError.self, "fps_cap \(cap)") {
+                    _ = try StreamRegistry.check(.init(source: "clip.mp4", slot: "line", fpsCap: cap),
+                        policy: registry.policy, mqttAvailable: false)
+                }
+            }
+            for cap in [0.001, 1000] {
+                _ = try StreamRegistry.check(.init(source: "clip.mp4", slot: "line", fpsCap: cap),
+                    policy: registry.policy, mqttAvailable: false)
+            }
+            #expect(StreamConfiguration(source: .file(path: "x"), slot: "s", fpsCap: 1e-30).fpsCap == 0.001)
+            #expect(StreamConfiguration(source: .file(path: "x"), slot: "s", fpsCap: .nan).fpsCap == nil)
             registry.close()
             #expect(throws: StreamError.shuttingDown) {
                 _ = try registry.create(.init(source: "clip.mp4", slot: "line"))
             }
+        }
+
+        @Test("an annotated video whose source changes size is ended properly: the frames before the change play")
+        func videoOutputSizeChange() async throws {
+            let media = try TemporaryDirectory()
+            // One MPEG-TS stream: 20 frames of 320x240, then 20 of 160x120 (a camera back in another mode).
+            var bytes = Data()
+            for (index, size) in ["320x240", "160x120"].enumerated() {
+                let part = media.file("part\(index).ts")
+                let made = try await runProcess("/usr/bin/ffmpeg", ["-y", "-hide_banner", "-loglevel", "error", "-f",
+                    "lavfi", "-i", "testsrc=size=\(size):rate=10", "-frames:v", "20", "-c:v", "libx264", "-pix_fmt",
+                    "yuv420p", "-f", "mpegts", part])
+                try #require(made.status == 0, "\(made.stderr)")
+                bytes += try Data(contentsOf: URL(fileURLWithPath: part))
+            }
+            try bytes.write(to: URL(fileURLWithPath: media.file("changed.ts")))
+            // The decoder follows the change: each frame in its own size (not scaled to the first one's).
+            let decoder = try FFmpegDecoder(source: .file(path: media.file("changed.ts")))
+            var sizes: [String] = []
+            while let frame = try decoder.nextFrame() { sizes.append("\(frame.image.width)x\(frame.image.height)") }
+            #expect(sizes == Array(repeating: "320x240", count: 20) + Array(repeating: "160x120", count: 20))
+            let manager = ModelManager(configuration: HotSwapConfiguration(servingThreads: 1, intraOpThreads: 1,
+                warmupRuns: 1), loader: streamLoader)
+            let slot = try await manager.createSlot("line")
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "line",
+                path: Repository.path("models/yolov3-tiny-coco-320.onnx")))
+            let registry = StreamRegistry(policy: SourcePolicy(mediaDirectory: media.path, outputDirectory: media.path),
+                slots: { $0 == "line" ? slot : nil })
+            let stream = try registry.create(.init(source: "changed.ts", slot: "line", outputVideo: "out.mp4"))
+            await stream.waitUntilFinished()
+            let status = stream.currentStatus
+            #expect(status.state == .ended && status.frames_detected == 40, "\(status)")
+            // Finished once the stream ended: the file plays, with the 20 frames of the first size.
+            let complete = await eventuallyAsync(timeout: .seconds(60)) {
+                let probe = try? await runProcess("/usr/bin/ffprobe", ["-v", "error", "-count_frames", "-select_streams",
+                    "v:0", "-show_entries", "stream=width,height,nb_read_frames", "-of", "csv=p=0", media.file("out.mp4")])
+                return probe?.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "320,240,20"
+            }
+            #expect(complete)
+            let video = stream.currentStatus.deliveries["video"]
+            #expect(video?.published == 20 && video?.failed == 1 && (video?.last_error ?? "").contains("160x120"),
+                "\(String(describing: video))")
+            await registry.waitForOutputs(within: .seconds(5))
+            await manager.shutdown()
         }
 
         @Test("the registry: a running stream's name and output file are its own until it is gone; at most maxStreams run")

@@ -102,6 +102,7 @@ extension StreamSuite {
             let changes = zip(results, results.dropFirst()).filter { $0.model.generation != $1.model.generation }
             #expect(changes.map(\.1.frame) == switches.map { $0.frame ?? -1 })
             #expect(switches.count >= Self.plan.count, "\(switches.count) switches seen")
+            #expect(status.switch_count == switches.count && status.switches == switches)
             let swapLog = manager.recentEvents(slot: "line", limit: 1000).filter { $0.result == .succeeded }
             let byGeneration = Dictionary(swapLog.compactMap { e in e.generation.map { ($0, e) } },
                 uniquingKeysWith: { first, _ in first })

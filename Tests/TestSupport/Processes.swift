@@ -74,9 +74,9 @@ public func runProcess(
 /// Starts a program, trying again for up to 10 s while `execve` answers ETXTBSY ("Text file busy").
 ///
 /// A program a test has just copied can be busy for a moment although the copy is closed: another test's child forked
-/// while the copy was open for writing holds that descriptor until it execs (CI saw this once, with Foundation's
-/// `copyItem`, whose descriptor is not close-on-exec, so a long-lived child held it). `copyExecutable` closes the window
-/// down to a fork-to-exec; this closes the rest.
+/// while the copy was open for writing holds that descriptor until it execs (CI saw this once: Foundation's `copyItem`
+/// opens the copy without close-on-exec, and a long-lived FFmpeg child held it). `copyExecutable` narrows the window
+/// to a fork-to-exec; this closes the rest.
 public func startRetryingBusyText(_ start: () throws -> Process) throws -> Process {
     let deadline = Date().addingTimeInterval(10)
     while true {
