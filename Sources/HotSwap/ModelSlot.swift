@@ -365,8 +365,10 @@ public final class ModelSlot: Sendable {
         defer { timeout?.cancel() }
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let ready = state.withLock { s -> Bool in
-                // Checked under the lock `retireAll` wakes the waiters under: a shutdown that began since is seen.
+                // Checked under the lock `retireAll` and the timeout wake the waiters under: a shutdown that began
+                // since is seen, and so is a deadline whose timeout fired before this waiter was registered.
                 if s.roles.active != nil || executor.isShuttingDown { return true }
+                if let deadline, ContinuousClock.now >= deadline { return true }
                 s.waiters[id] = continuation
                 return false
             }

@@ -23,65 +23,72 @@ final class AnnotatedVideoOutput: @unchecked Sendable {
         self.ffmpeg = ffmpeg
     }
 
-    /// What became of a frame.
-    enum Outcome: Equatable {
-        /// Written (or held to be written with the next one).
-        case written
-        /// The output ended on this frame, for this reason.
-        case failed(String)
-        /// The output had ended before: the frame was not written.
-        case skipped
+    /// What a call did: the frames that went into the file with it, and why the output ended, if it ended with it.
+    struct Outcome: Equatable, Sendable {
+        /// Frames written by this call: 0 while the first frame is held (the encoder starts with the second), 2 when
+        /// the encoder starts, 0 once the output has ended.
+        var written = 0
+        /// Why the output ended with this call (reported once).
+        var error: String?
     }
 
     /// Adds a frame.
     func append(_ frame: PreviewFrame) -> Outcome {
-        guard !failed else { return .skipped }
-        let error: String?
-        if let encoder {
-            error = write(frame, to: encoder)
-        } else if let first {
-            let interval = (frame.pts ?? .nan) - (first.pts ?? .nan)
-            error = start(with: [first, frame], fps: interval > 0 && interval <= 10 ? 1 / interval : fallbackFPS)
-        } else {
+        guard !failed else { return Outcome() }
+        if let encoder { return write([frame], to: encoder) }
+        guard let first else {
             first = frame
-            error = nil
+            return Outcome()
         }
-        return error.map(Outcome.failed) ?? .written
+        let interval = (frame.pts ?? .nan) - (first.pts ?? .nan)
+        return start(with: [first, frame], fps: interval > 0 && interval <= 10 ? 1 / interval : fallbackFPS)
     }
 
-    /// Writes the rest of the file; returns the error, if any.
-    func finish() -> String? {
-        if encoder == nil, let first { if let error = start(with: [first], fps: fallbackFPS) { return error } }
-        guard let encoder, !failed else { return nil }
+    /// Writes the rest of the file (a held first frame included).
+    func finish() -> Outcome {
+        var outcome = Outcome()
+        if encoder == nil, let first {
+            outcome = start(with: [first], fps: fallbackFPS)
+            if outcome.error != nil { return outcome }
+        }
+        guard let encoder, !failed else { return outcome }
         do { try encoder.finish() } catch {
             failed = true
-            return "\(error)"
+            outcome.error = "\(error)"
         }
-        return nil
+        return outcome
     }
 
-    private func start(with frames: [PreviewFrame], fps: Double) -> String? {
+    private func start(with frames: [PreviewFrame], fps: Double) -> Outcome {
         first = nil
         do {
             let made = try FFmpegEncoder(path: path, width: frames[0].image.width, height: frames[0].image.height,
                 fps: fps, ffmpeg: ffmpeg)
             encoder = made
-            for frame in frames { if let error = write(frame, to: made) { return error } }
-            return nil
+            return write(frames, to: made)
         } catch {
             failed = true
-            return "\(error)"
+            return Outcome(error: "\(error)")
         }
     }
 
-    private func write(_ frame: PreviewFrame, to encoder: FFmpegEncoder) -> String? {
-        do { try encoder.write(frame.annotated) } catch {
-            failed = true
-            // A frame of another size: FFmpeg is fine, and finishing writes the file's index (an MP4 killed without
-            // it does not play). Otherwise FFmpeg has died, and cancelling only reaps it.
-            if case .protocolError = error { try? encoder.finish() } else { encoder.cancel() }
-            return "\(error)"
+    private func write(_ frames: [PreviewFrame], to encoder: FFmpegEncoder) -> Outcome {
+        var outcome = Outcome()
+        for frame in frames {
+            do { try encoder.write(frame.annotated) } catch {
+                failed = true
+                outcome.error = "\(error)"
+                // A frame of another size: FFmpeg is fine, and finishing writes the file's index (an MP4 killed
+                // without it does not play). Otherwise FFmpeg has died, and cancelling only reaps it.
+                if case .protocolError = error {
+                    do { try encoder.finish() } catch { outcome.error! += "; finishing the file failed too: \(error)" }
+                } else {
+                    encoder.cancel()
+                }
+                return outcome
+            }
+            outcome.written += 1
         }
-        return nil
+        return outcome
     }
 }

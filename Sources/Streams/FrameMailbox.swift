@@ -95,6 +95,13 @@ final class FrameMailbox: @unchecked Sendable {
         waiter?.resume(returning: nil)
     }
 
+    /// Whether the producer has finished (or the mailbox was closed) and no frame is left: `next` would return nil.
+    var isDrained: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return finished && frames.isEmpty
+    }
+
     /// The next frame in decode order; nil at the end.
     func next() async -> VideoFrame? {
         await withCheckedContinuation { (continuation: CheckedContinuation<VideoFrame?, Never>) in

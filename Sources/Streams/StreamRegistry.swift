@@ -138,12 +138,9 @@ public final class StreamRegistry: Sendable {
             video = output
             outputs.append("video:\(name)")
             frameSink = { [writer] (frame: PreviewFrame) async in
-                // Frames after the output ended are not counted: `published` is what the file holds.
-                switch await writer.run({ output.append(frame) }) {
-                case .written: counted.value?.recordDelivery(output: "video", target: name, error: nil)
-                case .failed(let error): counted.value?.recordDelivery(output: "video", target: name, error: error)
-                case .skipped: break
-                }
+                // `published` counts the frames in the file: a held first frame once written, none after the end.
+                let outcome = await writer.run { output.append(frame) }
+                counted.value.map { Self.record(outcome, of: name, in: $0) }
             }
         }
         let stream = VideoStream(id: id, configuration: configuration, slot: slot, outputs: outputs, logger: logger,
@@ -297,6 +294,12 @@ public final class StreamRegistry: Sendable {
         publishing.withLock { $0[key] = task }
     }
 
+    /// Counts what a call of the annotated video did in its stream's `deliveries.video`.
+    private static func record(_ outcome: AnnotatedVideoOutput.Outcome, of name: String, in stream: VideoStream) {
+        for _ in 0..<outcome.written { stream.recordDelivery(output: "video", target: name, error: nil) }
+        if let error = outcome.error { stream.recordDelivery(output: "video", target: name, error: error) }
+    }
+
     /// Writes the rest of the annotated video once the stream has ended (its last frame written).
     private func finishAtEnd(_ stream: VideoStream, _ video: AnnotatedVideoOutput, name: String,
                              writer: BlockingQueue) {
@@ -304,9 +307,7 @@ public final class StreamRegistry: Sendable {
         let task = Task.detached { [writer, publishing] in
             defer { _ = publishing.withLock { $0.removeValue(forKey: key) } }
             await stream.waitUntilFinished()
-            if let error = await writer.run({ video.finish() }) {
-                stream.recordDelivery(output: "video", target: name, error: error)
-            }
+            Self.record(await writer.run { video.finish() }, of: name, in: stream)
         }
         publishing.withLock { $0[key] = task }
     }

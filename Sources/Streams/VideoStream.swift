@@ -55,6 +55,14 @@ public struct StreamConfiguration: Sendable {
         self.maxFrames = maxFrames
     }
 
+    /// The wait between two detections that `fpsCap` asks for (clamped to `fpsCapRange` here too: the property may
+    /// have been set after the init).
+    var minimumInterval: Duration? {
+        fpsCap.flatMap { cap in
+            cap.isNaN ? nil : .seconds(1 / min(max(cap, Self.fpsCapRange.lowerBound), Self.fpsCapRange.upperBound))
+        }
+    }
+
     public static let maxFramesInFlight = 8
     /// The frame rates a cap may set: from one frame in 1000 s to 1000 a second.
     public static let fpsCapRange: ClosedRange<Double> = 0.001...1000
@@ -93,7 +101,12 @@ public final class VideoStream: Sendable {
     private let reachedLimit = Locked(false)
     private let subscribers = Locked<[UUID: AsyncStream<StreamMessage>.Continuation]>([:])
     private let previews = Locked<[UUID: AsyncStream<PreviewFrame>.Continuation]>([:])
-    private let finished = Locked<(done: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+    /// Opened when the detection loop has ended and the final state is written.
+    private let finished = Latch()
+    /// Opened when the decoder thread has ended (its last FFmpeg reaped).
+    private let decoderEnded = Latch()
+    /// Cuts a reconnect's backoff short when the stream stops.
+    private let wake = DispatchSemaphore(value: 0)
     private let lastFrameAt = Locked(ContinuousClock.now)
     /// The decoder thread is waiting for the detection loop (`block`): not a stalled source.
     private let waitingForConsumer = Locked(false)
@@ -136,7 +149,7 @@ public final class VideoStream: Sendable {
     }
 
     /// Whether the stream has ended (end of file, failure or stop).
-    public var isFinished: Bool { finished.withLock { $0.done } }
+    public var isFinished: Bool { finished.isOpen }
 
     /// Starts decoding and detecting.
     public func start() {
@@ -146,11 +159,12 @@ public final class VideoStream: Sendable {
         Task.detached { [self] in await detectLoop() }
     }
 
-    /// Stops the stream: FFmpeg is killed and reaped, queued frames are discarded; returns once the detection loop
-    /// has ended.
+    /// Stops the stream: FFmpeg is killed, queued frames are discarded; returns once the detection loop has ended and
+    /// FFmpeg has been reaped (a device it held is free again).
     public func stop() async {
         halt()
         await waitUntilFinished()
+        await decoderEnded.wait()
     }
 
     /// Kills FFmpeg and discards the queued frames; the decoder thread (which reaps FFmpeg) and the detection loop
@@ -159,17 +173,12 @@ public final class VideoStream: Sendable {
         stopping.withLock { $0 = true }
         mailbox.close()
         decoder.withLock { $0 }?.terminate()
+        wake.signal()
     }
 
     /// Returns once the stream has ended.
     public func waitUntilFinished() async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let done = finished.withLock { f -> Bool in
-                if !f.done { f.waiters.append(continuation) }
-                return f.done
-            }
-            if done { continuation.resume() }
-        }
+        await finished.wait()
     }
 
     /// Results and events from now on. The subscriber's buffer holds `buffer` messages; when it lags further, the
@@ -216,7 +225,10 @@ public final class VideoStream: Sendable {
         var failures = 0
         var nextIndex = 0
         let watchdog = configuration.source.isLive ? startWatchdog() : nil
-        defer { watchdog?.cancel() }
+        defer {
+            watchdog?.cancel()
+            decoderEnded.open()
+        }
         while !stopping.value {
             let started: FFmpegDecoder
             do {
@@ -226,8 +238,9 @@ public final class VideoStream: Sendable {
                 fail("\(error)")
                 return
             }
-            decoder.withLock { $0 = started }
+            // The clock first: a watchdog tick in between would take the new FFmpeg for a stalled one.
             lastFrameAt.withLock { $0 = .now }
+            decoder.withLock { $0 = started }
             if stopping.value { started.close() }
             var delivered = 0
             var endError: String?
@@ -277,7 +290,7 @@ public final class VideoStream: Sendable {
             logger.warning("stream source stopped; reconnecting", metadata: ["stream": "\(id)",
                 "source": "\(configuration.source)", "error": "\(endError ?? "end of stream")", "wait": "\(wait)"])
             broadcast(.event(StreamEvent(stream: id, type: .reconnect, time: Date(), message: endError)))
-            Thread.sleep(forTimeInterval: wait.seconds)
+            _ = wake.wait(timeout: .now() + wait.seconds)
         }
         mailbox.finish()
     }
@@ -320,7 +333,7 @@ public final class VideoStream: Sendable {
     private func detectLoop() async {
         var previous: ModelStamp?
         var lastStart: ContinuousClock.Instant?
-        let minimumInterval = configuration.fpsCap.map { Duration.seconds(1 / $0) }
+        let minimumInterval = configuration.minimumInterval
         let depth = minimumInterval == nil && configuration.backPressure == .block
             ? max(1, configuration.framesInFlight) : 1
         var inFlight: [(frame: VideoFrame, detection: Task<SlotDetection?, Never>)] = []
@@ -370,7 +383,8 @@ public final class VideoStream: Sendable {
     /// Sleeps until `deadline` or until the stream is stopping, whichever comes first (a cap of one frame in 1000 s
     /// must not hold a stop back).
     private func pause(until deadline: ContinuousClock.Instant) async {
-        while !stopping.value, ContinuousClock.now < deadline {
+        // Nor the end of a file: once the decoder has finished and every frame is taken, there is nothing to wait for.
+        while !stopping.value, !mailbox.isDrained, ContinuousClock.now < deadline {
             try? await Task.sleep(until: min(deadline, .now + .milliseconds(50)), clock: .continuous)
         }
     }
@@ -470,8 +484,9 @@ public final class VideoStream: Sendable {
     /// Fails the stream from the detection loop: the decoder is stopped and queued frames are discarded. The state
     /// stays `failed`; `stopping` keeps a live source from reconnecting.
     private func abort(_ message: String) {
-        fail(message)
+        // `stopping` first: a decoder thread between its checks then cannot write `reconnecting` after `failed`.
         halt()
+        fail(message)
     }
 
     private func broadcast(_ message: StreamMessage) {
@@ -501,11 +516,6 @@ public final class VideoStream: Sendable {
             return Array(p.values)
         }
         viewers.forEach { $0.finish() }
-        let waiters = finished.withLock { f -> [CheckedContinuation<Void, Never>] in
-            f.done = true
-            defer { f.waiters.removeAll() }
-            return f.waiters
-        }
-        waiters.forEach { $0.resume() }
+        finished.open()
     }
 }

@@ -83,17 +83,23 @@ public final class FFmpegDecoder: Sendable {
         self.maxPixels = maxPixels
         let tag = FrameReport.randomTag()
         self.tag = tag
+        // FFmpeg's decoders check the width rounded up to their stride alignment (up to 64): with an eighth more than
+        // the limit they never refuse a frame within it, and this decoder's own check (exact) refuses the rest.
+        let (slack, overflow) = maxPixels.addingReportingOverflow(maxPixels / 8)
         let arguments = [ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "info",
-            "-max_pixels", String(maxPixels)]
+            "-max_pixels", String(overflow ? Int.max : slack)]
             + source.ffmpegInput
             + ["-map", "0:v:0", "-an", "-sn", "-dn", "-fps_mode", "passthrough",
                "-vf", "format=rgb24,showinfo@\(tag)=checksum=0", "-autoscale", "0", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
         child = try ChildProcess(arguments)
         let reports = ReportQueue()
         self.reports = reports
-        let fd = child.stderr
-        // Ends at FFmpeg's end of stderr: when it exits or is killed.
-        let thread = Thread { Self.readReports(fd: fd, tag: tag, into: reports) }
+        let (fd, started) = (child.stderr, child)
+        // Ends at FFmpeg's end of stderr: when it exits or is killed. A frame FFmpeg refused as over its limit ends
+        // the decode at once (a live source would otherwise run on, refusing every frame).
+        let thread = Thread {
+            Self.readReports(fd: fd, tag: tag, into: reports, onRefusal: { started.terminate() })
+        }
         thread.name = "yoloswap.ffmpeg-log"
         thread.start()
     }
@@ -146,19 +152,21 @@ public final class FFmpegDecoder: Sendable {
     }
 
     /// The end of the frame reports: a clean end (nil) or FFmpeg's failure — `frameTooLarge` when its decoder refused
-    /// a frame over `-max_pixels`, so that a frame over the limit reads the same whichever check saw it first.
+    /// a frame over `-max_pixels` (whether FFmpeg then exited, skipped it, or was killed for it), so that a frame over
+    /// the limit reads the same whichever check saw it first. (FFmpeg logs the width rounded up to its alignment.)
     private func finish() throws(VideoDecodeError) -> VideoFrame? {
         let status = child.waitForExit()
-        if closed.value || ChildProcess.succeeded(status) { return nil }
         if let (width, height) = reports.refusedSize {
             throw .frameTooLarge(source: source.description, width: width, height: height, maxPixels: maxPixels)
         }
+        if closed.value || ChildProcess.succeeded(status) { return nil }
         throw .ffmpegFailed(source: source.description, status: ChildProcess.describe(status),
             log: reports.logTail)
     }
 
     /// Splits FFmpeg's stderr into lines: frame reports go to the queue, the rest is kept as the log's tail.
-    private static func readReports(fd: Int32, tag: String, into queue: ReportQueue) {
+    private static func readReports(fd: Int32, tag: String, into queue: ReportQueue,
+                                    onRefusal: @Sendable () -> Void) {
         var pending: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 16 * 1024)
         // showinfo's input time base (`config in time_base: 1/15360`): pts × time base is exact where `pts_time`
@@ -178,7 +186,10 @@ public final class FFmpegDecoder: Sendable {
                 } else if let base = FrameReport.timeBase(parsing: line, tag: tag) {
                     timeBase = base
                 } else {
-                    if let size = FrameReport.refusedSize(parsing: line) { queue.refuse(size) }
+                    if let size = FrameReport.refusedSize(parsing: line) {
+                        queue.refuse(size)
+                        onRefusal()
+                    }
                     queue.log(line)
                 }
             }

@@ -176,7 +176,9 @@ struct BenchStreamCommand: AsyncParsableCommand {
         let every = max(8, frames / (operations + 1))
         let driver = SwapSchedule(manager: manager, models: [modelOptions.model, copy], swaps: swaps,
             rollbacks: rollbacks)
-        let latencies = Locked<(end: [Double], service: [Double])>(([], []))
+        // Per frame, in order: latency, service time; and the frames where the generation changed (all of them: the
+        // status keeps the last 100 switches only).
+        let latencies = Locked<(end: [Double], service: [Double], generation: Int?, switches: [Int])>(([], [], nil, []))
         let stream = VideoStream(id: "bench", configuration: StreamConfiguration(source: .file(path: video),
             slot: "stream", backPressure: .block, fpsCap: fpsCap, framesInFlight: framesInFlight), slot: slot,
             sink: { result in
@@ -184,6 +186,10 @@ struct BenchStreamCommand: AsyncParsableCommand {
                 latencies.withLock {
                     $0.end.append(t.latency)
                     $0.service.append(t.queue + t.preprocess + t.inference + t.postprocess)
+                    if let previous = $0.generation, previous != result.model.generation {
+                        $0.switches.append(result.frame)
+                    }
+                    $0.generation = result.model.generation
                 }
                 if operations > 0, result.frame > 0, result.frame % every == 0 { driver.startNext() }
             })
@@ -201,7 +207,7 @@ struct BenchStreamCommand: AsyncParsableCommand {
         }
         return Run(frames: status.frames_detected, fps: Double(status.frames_detected) / elapsed,
             latencies: latencies.value.end, services: latencies.value.service,
-            switchFrames: status.switches.compactMap(\.frame), failures: driver.failures, stealMilliseconds: steal)
+            switchFrames: latencies.value.switches, failures: driver.failures, stealMilliseconds: steal)
     }
 
     private static func runPython(_ python: String, _ arguments: [String]) throws -> [String: Any] {

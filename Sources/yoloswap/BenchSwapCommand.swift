@@ -146,22 +146,23 @@ struct BenchSwapCommand: AsyncParsableCommand {
     }
 
     /// One request loop's records, in chunks of a fixed size that are allocated once and never copied or freed while
-    /// the benchmark runs: their memory grows by exactly one chunk at a time (counted in `recordBytes`), so that RSS
-    /// by cycle can be told apart from it. A growing array would double and copy, its old buffers left to the
-    /// allocator (whether a step in RSS was the benchmark's or the service's was not known).
+    /// the benchmark runs: their resident memory is the records written (counted in `recordBytes`; a chunk's pages
+    /// become resident as they are filled), so that RSS by cycle can be told apart from it. A growing array would
+    /// double and copy, its old buffers left to the allocator (whether a step in RSS was the benchmark's or the
+    /// service's was not known).
     struct SampleLog: Sendable {
         private static let chunkSize = 16_384
         private var chunks: [[Sample]] = []
 
-        /// Appends `sample`, adding the bytes of a new chunk to `shared.recordBytes` when it takes one.
+        /// Appends `sample`, counting its bytes in `shared.recordBytes`.
         mutating func append(_ sample: Sample, counting shared: SharedCounters) {
             if chunks.last.map({ $0.count == Self.chunkSize }) ?? true {
                 var chunk: [Sample] = []
                 chunk.reserveCapacity(Self.chunkSize)
                 chunks.append(chunk)
-                shared.recordBytes.add(chunk.capacity * MemoryLayout<Sample>.stride, ordering: .relaxed)
             }
             chunks[chunks.count - 1].append(sample)
+            shared.recordBytes.add(MemoryLayout<Sample>.stride, ordering: .relaxed)
         }
 
         var samples: [Sample] { chunks.flatMap { $0 } }

@@ -111,7 +111,7 @@ final class SharedCounters: Sendable {
     /// state under the same traffic, and its peak.
     let steadyWithPair = Atomic<Bool>(false)
     let steadyPeak = Atomic<Int>(0)
-    /// The bytes the request loops' records take (`SampleLog`: allocated, never copied or freed during the run).
+    /// The bytes of the request loops' records written so far (`SampleLog`: never copied or freed during the run).
     let recordBytes = Atomic<Int>(0)
     /// The swap being watched and the peak RSS seen in each of its stages (where in a swap the peak happens).
     private let stages = Mutex<(operation: LoadOperation?, peaks: [String: Int])>((nil, [:]))

@@ -126,15 +126,19 @@ extension StreamSuite {
             let publisher = try Self.udpPublisher(port: port)
             defer { publisher.stop() }
 
-            // The source's 320x240 frames are over this stream's limit: it fails with the size, and stays failed.
-            var small = configuration
-            small.maxPixels = 320 * 239
-            let refused = VideoStream(id: "too-large", configuration: small, slot: slot)
-            refused.start()
-            #expect(await eventually(timeout: .seconds(60)) { refused.isFinished }, "\(refused.currentStatus)")
-            try await Task.sleep(for: .milliseconds(1500))
-            let r = refused.currentStatus
-            #expect(r.state == .failed && r.reconnects == 0 && (r.last_error ?? "").contains("320x240"), "\(r)")
+            // The source's 320x240 frames are over this stream's limit: it fails with the size, and stays failed —
+            // just over the limit (this decoder's check) and far over it (FFmpeg's).
+            for limit in [320 * 239, 160 * 120] {
+                var small = configuration
+                small.maxPixels = limit
+                let refused = VideoStream(id: "too-large", configuration: small, slot: slot)
+                refused.start()
+                #expect(await eventually(timeout: .seconds(60)) { refused.isFinished }, "\(refused.currentStatus)")
+                try await Task.sleep(for: .milliseconds(1500))
+                let r = refused.currentStatus
+                #expect(r.state == .failed && r.reconnects == 0 && (r.last_error ?? "").contains("320x240"),
+                    "limit \(limit): \(r)")
+            }
 
             // The slot goes away under a running stream: the stream fails, and its source is not reconnected.
             let stream = VideoStream(id: "udp", configuration: configuration, slot: slot)
