@@ -66,8 +66,6 @@ public final class FFmpegDecoder: Sendable {
     public let maxPixels: Int
     private let child: ChildProcess
     private let reports: ReportQueue
-    /// The `showinfo` instance's secret name.
-    private let tag: String
     private let produced = Locked(0)
     private let closed = Locked(false)
 
@@ -81,8 +79,8 @@ public final class FFmpegDecoder: Sendable {
     {
         self.source = source
         self.maxPixels = maxPixels
+        // The `showinfo` instance's secret name.
         let tag = FrameReport.randomTag()
-        self.tag = tag
         // FFmpeg's decoders check the width rounded up to their stride alignment (up to 64): with an eighth more than
         // the limit they never refuse a frame within it, and this decoder's own check (exact) refuses the rest.
         let (slack, overflow) = maxPixels.addingReportingOverflow(maxPixels / 8)
@@ -90,7 +88,8 @@ public final class FFmpegDecoder: Sendable {
             "-max_pixels", String(overflow ? Int.max : slack)]
             + source.ffmpegInput
             + ["-map", "0:v:0", "-an", "-sn", "-dn", "-fps_mode", "passthrough",
-               "-vf", "format=rgb24,showinfo@\(tag)=checksum=0", "-autoscale", "0", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+               "-vf", "format=rgb24,showinfo@\(tag)=checksum=0", "-autoscale", "0",
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
         child = try ChildProcess(arguments)
         let reports = ReportQueue()
         self.reports = reports
