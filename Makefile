@@ -30,9 +30,10 @@ detect-samples: build
 	.build/release/yoloswap detect --model $(MODEL) --save out $(IMAGES)
 	@echo "annotated images written to out/"
 
-# The whole suite (Swift Testing), after set-up, in two runs. Integration tests run the real binary and the Python
-# reference; the hot-swap suites (fake backends and real ONNX Runtime) and the two-thread JPEG decode then run again
-# under ThreadSanitizer (its own build folder).
+# The whole suite (Swift Testing), after set-up: the main run, then three groups apart (each says why). Integration
+# tests run the real binary and the Python reference; the hot-swap suites (fake backends and real ONNX Runtime) and
+# the two-thread JPEG decode then run again under ThreadSanitizer (its own build folder, three runs); last, the V4L2
+# camera check in a virtual machine.
 test: build-debug
 	$(SWIFT) test --skip-build --skip 'ORTBackendTests|MQTTClientTests|ProcessMemoryTests|ReleaserTests'
 	# Apart: its tests measure the process's memory, which the other suites, running in parallel, would move.

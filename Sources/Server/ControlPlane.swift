@@ -275,7 +275,7 @@ public final class ControlPlane: Sendable {
         guard let slot = manager.slot(name) else { throw ControlError.unknownSlot(name) }
         let roles = slot.roles
         let op = await manager.latestOperation(slot: name)
-        let lastFailure = await manager.recentEvents(slot: name, limit: 50).first { $0.result == .failed }
+        let lastFailure = manager.recentEvents(slot: name, limit: 50).first { $0.result == .failed }
         func model(_ m: ModelInstance?) -> ModelDTO? { m.map { ModelDTO($0, repository: repository) } }
         let inFlight = [roles.active, roles.staged, roles.standby].compactMap { $0?.inFlightCount }.reduce(0, +)
         return SlotDTO(

@@ -28,6 +28,10 @@ struct BenchStreamCommand: AsyncParsableCommand {
             --camera-fps 0 every pair's no-swap run is the throughput run.
             """))
     var trials = 1
+    @Option(help: ArgumentHelp(
+        "Warm-up Runs of a swap's new model that run at once, the last ones (default: --frames-in-flight).",
+        discussion: "1: one after another, so a swap's warm-up takes one core beside the frames, never both."))
+    var warmupConcurrency: Int?
     @Option(help: "Python interpreter for the reference loop (empty: skip it).") var python = ".venv/bin/python"
     @Option(help: "The reference loop.") var reference = "tools/stream_reference.py"
     @Flag(help: "Print one JSON object.") var json = false
@@ -39,13 +43,17 @@ struct BenchStreamCommand: AsyncParsableCommand {
         guard (1...StreamConfiguration.maxFramesInFlight).contains(framesInFlight) else {
             throw ValidationError("--frames-in-flight lies in 1...\(StreamConfiguration.maxFramesInFlight)")
         }
+        if let warmupConcurrency, !(1...3).contains(warmupConcurrency) {
+            throw ValidationError("--warmup-concurrency lies in 1...3 (a swap warms up with 3 Runs)")
+        }
     }
 
     func run() async throws {
         // The Python loop first, then the two stream runs, in the same process run: the ratio compares like with like.
         let pythonThreads = self.pythonThreads ?? modelOptions.threads
         var result: [String: Any] = ["video": video, "model": modelOptions.model, "threads": modelOptions.threads,
-            "frames_in_flight": framesInFlight, "python_threads": pythonThreads]
+            "frames_in_flight": framesInFlight, "python_threads": pythonThreads,
+            "warmup_concurrency": warmupConcurrency ?? framesInFlight]
         if !python.isEmpty {
             let python = try Self.runPython(python, [reference, "--model", modelOptions.model, "--threads",
                 String(pythonThreads), video])
@@ -167,7 +175,7 @@ struct BenchStreamCommand: AsyncParsableCommand {
         let cache = try OptimizedModelCache.yoloswap(directory: folder.appendingPathComponent("cache").path,
             persistentSecret: false)
         let manager = try StreamSlot.makeManager(modelOptions: modelOptions, servingThreads: framesInFlight,
-            cache: cache)
+            warmupConcurrency: warmupConcurrency, cache: cache)
         let slot = try await manager.createSlot("stream")
         _ = try await manager.loadAndActivate(LoadRequest(slot: "stream", path: modelOptions.model))
         let copy = folder.appendingPathComponent("copy.onnx").path

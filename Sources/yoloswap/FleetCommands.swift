@@ -174,7 +174,7 @@ struct FleetPublishCommand: AsyncParsableCommand {
                 throw ExitCode(2)
             }
         }
-        let published = await Self.within(.seconds(timeout)) {
+        let published: Void? = await Self.within(.seconds(timeout)) {
             try await client.publish(topic, payload: envelope, qos: .atLeastOnce, retain: retain)
         }
         guard published != nil else {

@@ -38,7 +38,9 @@ struct StreamCommand: AsyncParsableCommand {
     var maxFrames: Int?
 
     func validate() throws {
-        guard (0...1).contains(conf), (0...1).contains(iou) else { throw ValidationError("--conf and --iou lie in [0, 1]") }
+        guard (0...1).contains(conf), (0...1).contains(iou) else {
+            throw ValidationError("--conf and --iou lie in [0, 1]")
+        }
         if let fpsCap, !StreamConfiguration.fpsCapRange.contains(fpsCap) {
             throw ValidationError("--fps-cap lies in \(StreamConfiguration.fpsCapRange)")
         }
@@ -55,7 +57,7 @@ struct StreamCommand: AsyncParsableCommand {
         let manager = try StreamSlot.makeManager(modelOptions: modelOptions, servingThreads: framesInFlight)
         let slot = try await manager.createSlot("stream")
         _ = try await manager.loadAndActivate(LoadRequest(slot: "stream", path: modelOptions.model))
-        var configuration = StreamConfiguration(source: videoSource, slot: "stream", backPressure: backPressure,
+        let configuration = StreamConfiguration(source: videoSource, slot: "stream", backPressure: backPressure,
             fpsCap: fpsCap, detection: DetectionOptions(confidence: conf, iou: iou), maxPixels: maxPixels,
             ffmpeg: ffmpeg, framesInFlight: framesInFlight, maxFrames: maxFrames)
         let printFrames = !summary
@@ -113,14 +115,17 @@ extension BackPressure: ExpressibleByArgument {}
 
 /// The one-slot manager the stream commands run on.
 enum StreamSlot {
-    /// - Parameter cache: the optimized-model cache loads go through (as the service's do), if any.
-    static func makeManager(modelOptions: ModelOptions, servingThreads: Int = 1, cache: OptimizedModelCache? = nil)
-        throws -> ModelManager
+    /// - Parameters:
+    ///   - warmupConcurrency: the warm-up Runs of a new model that run at once (nil: `servingThreads`).
+    ///   - cache: the optimized-model cache loads go through (as the service's do), if any.
+    static func makeManager(modelOptions: ModelOptions, servingThreads: Int = 1, warmupConcurrency: Int? = nil,
+        cache: OptimizedModelCache? = nil) throws -> ModelManager
     {
         let options = try modelOptions.sessionOptions()
         // The service's defaults, warm-up included (see `HotSwapConfiguration.warmupRuns`).
         var configuration = HotSwapConfiguration(servingThreads: servingThreads,
             intraOpThreads: options.intraOpThreads)
+        configuration.warmupConcurrency = warmupConcurrency
         configuration.slotExecution = ["stream": SlotExecution(target: ExecutionTarget(parsing: modelOptions.provider)
             ?? .cpu)]
         let library = try ORTLibrary.load(explicitPath: modelOptions.ortLibrary)

@@ -55,9 +55,11 @@ struct BenchmarkSmokeTests {
         // real model's load at 30 fps outlasted the 2-second video, and no switch was seen.
         let result = try await runProcess(Repo.binary, ["bench-stream", "--video", TestVideos.mjpeg,
             "--model", Fixtures.identity320, "--threads", "1", "--frames-in-flight", "2", "--python-threads", "1",
-            "--swaps", "2", "--rollbacks", "1", "--trials", "1", "--camera-fps", "5", "--json"])
+            "--swaps", "2", "--rollbacks", "1", "--trials", "1", "--camera-fps", "5", "--warmup-concurrency", "1",
+            "--json"])
         let figures = try Self.json(result)
         #expect(figures["frames"] as? Int == 60, "\(figures)")
+        #expect(figures["warmup_concurrency"] as? Int == 1)
         let fps = try #require(figures["fps"] as? Double)
         let pythonFPS = try #require(figures["python_fps"] as? Double)
         #expect(fps > 0 && pythonFPS > 0)

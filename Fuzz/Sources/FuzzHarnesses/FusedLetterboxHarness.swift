@@ -4,7 +4,7 @@ import YOLO
 /// The fused JPEG decode + letterbox (`LetterboxTransform.tensor(fromJPEG:)`, two threads) as `Detector` runs it on
 /// a detect request's body, with the plain decode-then-letterbox path for what it declines, into a small input.
 ///
-/// The first byte picks the model input's side (32…543, so the tensor stays small) and whether EXIF orientation is
+/// The first byte picks the model input's side (32…540, so the tensor stays small) and whether EXIF orientation is
 /// applied; the rest is the file. The tensor must be the letterbox's size, every value in 0…1 (pixels / 255, or the
 /// grey padding), and the geometry must map onto the source image.
 public enum FusedLetterboxHarness {
