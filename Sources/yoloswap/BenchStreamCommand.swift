@@ -29,12 +29,18 @@ struct BenchStreamCommand: AsyncParsableCommand {
             """))
     var trials = 1
     @Option(help: ArgumentHelp(
-        "Warm-up Runs of a swap's new model that run at once, the last ones (default: --frames-in-flight).",
-        discussion: "1: one after another, so a swap's warm-up takes one core beside the frames, never both."))
+        "Warm-up Runs of a swap's new model run at once, the last ones (default: --frames-in-flight).",
+        discussion: """
+            1...\(Self.warmupRuns), the Runs of a warm-up; the default is capped there too. 1: one after another, so a \
+            swap's warm-up runs one Run beside the frames, never two.
+            """))
     var warmupConcurrency: Int?
     @Option(help: "Python interpreter for the reference loop (empty: skip it).") var python = ".venv/bin/python"
     @Option(help: "The reference loop.") var reference = "tools/stream_reference.py"
     @Flag(help: "Print one JSON object.") var json = false
+
+    /// The warm-up Runs of every new model (the service's default), the bound of `--warmup-concurrency`.
+    private static let warmupRuns = HotSwapConfiguration().warmupRuns
 
     func validate() throws {
         guard cameraFps >= 0, cameraFps <= 1000 else { throw ValidationError("--camera-fps lies in [0, 1000]") }
@@ -43,8 +49,9 @@ struct BenchStreamCommand: AsyncParsableCommand {
         guard (1...StreamConfiguration.maxFramesInFlight).contains(framesInFlight) else {
             throw ValidationError("--frames-in-flight lies in 1...\(StreamConfiguration.maxFramesInFlight)")
         }
-        if let warmupConcurrency, !(1...3).contains(warmupConcurrency) {
-            throw ValidationError("--warmup-concurrency lies in 1...3 (a swap warms up with 3 Runs)")
+        if let warmupConcurrency, !(1...Self.warmupRuns).contains(warmupConcurrency) {
+            throw ValidationError("--warmup-concurrency lies in 1...\(Self.warmupRuns) (a swap warms up with "
+                + "\(Self.warmupRuns) Runs)")
         }
     }
 
@@ -53,7 +60,7 @@ struct BenchStreamCommand: AsyncParsableCommand {
         let pythonThreads = self.pythonThreads ?? modelOptions.threads
         var result: [String: Any] = ["video": video, "model": modelOptions.model, "threads": modelOptions.threads,
             "frames_in_flight": framesInFlight, "python_threads": pythonThreads,
-            "warmup_concurrency": warmupConcurrency ?? framesInFlight]
+            "warmup_concurrency": min(Self.warmupRuns, warmupConcurrency ?? framesInFlight)]
         if !python.isEmpty {
             let python = try Self.runPython(python, [reference, "--model", modelOptions.model, "--threads",
                 String(pythonThreads), video])
