@@ -42,7 +42,8 @@ test: build-debug
 	# spinning on sched_yield for its whole run, which beside the other suites took 120-310 s and starved their tasks.
 	$(SWIFT) test --skip-build --no-parallel --filter 'ProcessMemoryTests|ReleaserTests'
 	# Apart, and bounded: in one CI run beside the other suites, an MQTT 5 client's CONNECT was refused by the broker
-	# as a protocol error for minutes and the test never ended; alone it passes (see README → Tests). Open.
+	# as a protocol error for minutes and the test never ended; alone it passes (see README → Tests). A cause found
+	# since (a publication written ahead of the CONNECT) is fixed; apart until it has passed beside the others.
 	timeout 300 $(SWIFT) test --skip-build --filter MQTTClientTests
 	$(SWIFT) build --sanitize=thread --scratch-path .build-tsan --build-tests
 	TSAN_OPTIONS="suppressions=$(CURDIR)/tsan.supp halt_on_error=1" \

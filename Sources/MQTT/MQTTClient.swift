@@ -61,11 +61,15 @@ public final class MQTTClient: Sendable {
         connection.subscribe(filter, qos: qos)
     }
 
-    /// Publishes a message. With QoS 1 or 2 it returns once the broker has acknowledged it; while the client is
-    /// disconnected the message waits in the session and is sent (again) when the connection resumes. With QoS 0 it
-    /// returns once the message is queued.
-    /// - Throws: `MQTTError` (payload over the bound, too many awaiting acknowledgement, stopped, or refused by
-    ///   libmosquitto), `CancellationError` when the task is cancelled while waiting (the message may still go out).
+    /// Publishes a message. With QoS 1 or 2 it returns once the broker has acknowledged it. Nothing is sent before the
+    /// broker has accepted the connection (a PUBLISH ahead of the CONNECT would make it drop the connection): until
+    /// then, and while the client is disconnected, the message waits in the client and goes out, in order, after the
+    /// subscriptions, once the connection is accepted; one that was sent and not acknowledged when the connection
+    /// broke is sent again when it resumes. With QoS 0 it returns once the message is queued; it fails until the
+    /// client is connected and the waiting publications are handed over.
+    /// - Throws: `MQTTError` (payload over the bound, too many waiting or awaiting acknowledgement, stopped, not
+    ///   connected for QoS 0, or refused by libmosquitto), `CancellationError` when the task is cancelled while waiting
+    ///   (the message still goes out, and counts as waiting until it is acknowledged).
     public func publish(_ topic: String, payload: [UInt8], qos: MQTTQoS = .atLeastOnce, retain: Bool = false)
         async throws
     {

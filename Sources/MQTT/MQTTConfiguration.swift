@@ -67,7 +67,8 @@ public struct MQTTClientConfiguration: Sendable, Equatable {
     public var maxPayloadBytes = 1 << 20
     /// Received messages held for the consumer of `messages`; beyond it new ones are dropped (and counted).
     public var messageBufferCapacity = 1024
-    /// QoS 1 publications awaiting their PUBACK at once; a further `publish` fails with `.tooManyInFlight`.
+    /// QoS 1/2 publications awaiting their acknowledgement or the connection at once (those whose `publish` call was
+    /// cancelled included); a further `publish` fails with `.tooManyInFlight`.
     public var maxPendingPublications = 4096
 
     public init(host: String, port: Int = 1883, clientID: String) {

@@ -7,7 +7,7 @@ public struct MQTTError: Error, Equatable, CustomStringConvertible {
         case library(code: Int32)
         /// The payload is larger than the configured bound.
         case payloadTooLarge
-        /// Too many QoS 1 publications await their acknowledgement.
+        /// Too many QoS 1/2 publications await their acknowledgement (or the connection).
         case tooManyInFlight
         /// The client has been stopped.
         case stopped

@@ -14,6 +14,15 @@ import Primitives
 /// Callbacks run on the network thread, with `self` as libmosquitto's user data: the thread's closure holds `self`
 /// for as long as it runs, and no callback is made outside the thread's calls into libmosquitto.
 ///
+/// Nothing is handed to libmosquitto before the broker has accepted the connection (its CONNACK): libmosquitto writes
+/// a publication queued while its socket is open but its CONNECT not yet queued (the TLS handshake running) ahead of
+/// the CONNECT, and the broker then drops the connection as a protocol error — with publications arriving all the
+/// time (a stream's results), at every attempt. QoS 1/2 publications made meanwhile wait in the `outbox` and go out,
+/// in order, once the connection is accepted; `publish` and `subscribe` call libmosquitto with `state` locked, so
+/// the network thread cannot begin a new connection in between. (Lock order: `state`, then libmosquitto's mutexes;
+/// libmosquitto calls back without holding the mutexes `mosquitto_publish` and `mosquitto_subscribe` take; the calls
+/// that connect, loop or disconnect make callbacks, which take `state`, so they are never made with it locked.)
+///
 /// Thread-safety: all members may be used from any thread (see above for `handle`; the rest is in `state`, a lock,
 /// or immutable).
 final class MosquittoConnection: @unchecked Sendable {
@@ -29,21 +38,38 @@ final class MosquittoConnection: @unchecked Sendable {
 
     struct State {
         var started = false
+        /// The broker has accepted the current connection (CONNACK), until it is lost.
         var connected = false
+        /// Publications go straight to libmosquitto: connected, and the outbox handed over.
+        var publishing = false
         var stopping = false
         var finished = false
         /// Set by a successful CONNACK: the next backoff starts from the first delay again.
         var resetBackoff = false
         var subscriptions: [String: MQTTQoS] = [:]
-        var publications: [Int32: Publication] = [:]
+        /// QoS 1/2 publications made while not `publishing`, oldest first.
+        var outbox: [Publication] = []
+        /// QoS 1/2 publications handed to libmosquitto, by message id, until their acknowledgement.
+        var unacknowledged: [Int32: Publication] = [:]
+        var nextKey = 0
         var stopWaiters: [CheckedContinuation<Void, Never>] = []
         var droppedMessages = 0
+
+        var pendingPublications: Int { outbox.count + unacknowledged.count }
     }
 
-    /// A QoS 1/2 publication by message id: its `publish` call waiting, or its acknowledgement having come first.
-    enum Publication {
-        case waiting(CheckedContinuation<Void, any Error>)
-        case acknowledged
+    /// A QoS 1/2 publication and its `publish` call, waiting.
+    struct Publication {
+        /// Finds the publication when its task is cancelled.
+        let key: Int
+        let topic: String
+        /// Emptied once handed to libmosquitto, which keeps its own copy.
+        var payload: [UInt8]
+        let qos: MQTTQoS
+        let retain: Bool
+        /// Nil once the call was cancelled: the message still goes out (it stays counted until acknowledged, so what
+        /// cancelled callers leave behind stays bounded too), nobody waits for it.
+        var continuation: CheckedContinuation<Void, any Error>?
     }
 
     /// `mosquitto_lib_init`, once per process.
@@ -114,9 +140,15 @@ final class MosquittoConnection: @unchecked Sendable {
 
     /// Asks the network thread to disconnect and end, without waiting.
     func requestStop() {
-        let running = state.withLock { s in
+        let (running, unsent) = state.withLock { s in
             s.stopping = true
-            return s.started && !s.finished
+            // Never started: no network thread will fail what waits for a connection.
+            defer { if !s.started { s.outbox = [] } }
+            return (s.started && !s.finished, s.started ? [] : s.outbox)
+        }
+        for publication in unsent {
+            publication.continuation?.resume(throwing: MQTTError(.stopped, operation: "publish to \(publication.topic)",
+                reason: "the client stopped before it connected"))
         }
         guard running else { return }
         _ = mosquitto_disconnect(handle)
@@ -157,9 +189,8 @@ final class MosquittoConnection: @unchecked Sendable {
                 if flushDeadline == nil { flushDeadline = ContinuousClock.now + .seconds(1) }
             }
             if needsConnect {
-                // Every attempt is a full connect, the MQTT 5 properties given again, rather than
-                // `mosquitto_reconnect` with what libmosquitto kept: in a CI run under load, after a first MQTT 5
-                // attempt failed in the TLS handshake, the broker refused every later CONNECT as a protocol error.
+                // Every attempt is a full connect: `mosquitto_reconnect` would send the CONNECT without the MQTT 5
+                // properties (it passes none).
                 let rc = connect()
                 guard rc == Int32(MOSQ_ERR_SUCCESS.rawValue) else {
                     events.yield(.connectFailed(reason: MQTTError.message(rc)))
@@ -172,7 +203,10 @@ final class MosquittoConnection: @unchecked Sendable {
             guard rc == Int32(MOSQ_ERR_SUCCESS.rawValue) else {
                 needsConnect = true
                 let (wasConnected, stoppingNow) = state.withLock { s in
-                    defer { s.connected = false }
+                    defer {
+                        s.connected = false
+                        s.publishing = false
+                    }
                     return (s.connected, s.stopping)
                 }
                 if stoppingNow { break }
@@ -180,8 +214,22 @@ final class MosquittoConnection: @unchecked Sendable {
                 backoff(&delay)
                 continue
             }
+            handOverOutbox()
         }
         finish()
+    }
+
+    /// Once the broker has accepted the connection (the CONNACK was handled in the loop turn that just ended, after
+    /// libmosquitto's own resends): hands the outbox to libmosquitto in order and lets `publish` hand its publications
+    /// over directly from now on.
+    private func handOverOutbox() {
+        let failures = state.withLock { s -> [(Publication, MQTTError)] in
+            guard s.connected, !s.publishing else { return [] }
+            s.publishing = true
+            defer { s.outbox = [] }
+            return s.outbox.compactMap { publication in hand(publication, in: &s).map { (publication, $0) } }
+        }
+        for (publication, error) in failures { publication.continuation?.resume(throwing: error) }
     }
 
     /// One connection attempt: the broker's address and, with MQTT 5, the CONNECT properties (session expiry, the
@@ -216,15 +264,17 @@ final class MosquittoConnection: @unchecked Sendable {
         let (waiters, publications) = state.withLock { s in
             s.finished = true
             s.connected = false
+            s.publishing = false
             defer {
                 s.stopWaiters = []
-                s.publications = [:]
+                s.outbox = []
+                s.unacknowledged = [:]
             }
-            return (s.stopWaiters, s.publications)
+            return (s.stopWaiters, s.outbox + s.unacknowledged.values)
         }
-        for case .waiting(let continuation) in publications.values {
-            continuation.resume(throwing: MQTTError(.stopped, operation: "publish", reason: "the client stopped "
-                + "before the broker acknowledged the message"))
+        for publication in publications {
+            publication.continuation?.resume(throwing: MQTTError(.stopped, operation: "publish to \(publication.topic)",
+                reason: "the client stopped before the broker acknowledged the message"))
         }
         messages.finish()
         events.finish()
@@ -234,11 +284,11 @@ final class MosquittoConnection: @unchecked Sendable {
     // MARK: Subscribing and publishing (any thread)
 
     func subscribe(_ filter: String, qos: MQTTQoS) {
-        let connected = state.withLock { s in
+        state.withLock { s in
             s.subscriptions[filter] = qos
-            return s.connected
+            // Locked: the network thread cannot start another connection meanwhile (see the type's comment).
+            if s.connected { _ = mosquitto_subscribe(handle, nil, filter, qos.rawValue) }
         }
-        if connected { _ = mosquitto_subscribe(handle, nil, filter, qos.rawValue) }
     }
 
     func publish(_ topic: String, payload: [UInt8], qos: MQTTQoS, retain: Bool) async throws {
@@ -247,47 +297,77 @@ final class MosquittoConnection: @unchecked Sendable {
             throw MQTTError(.payloadTooLarge, operation: operation, reason: "the payload has \(payload.count) bytes; "
                 + "at most \(configuration.maxPayloadBytes) are sent")
         }
-        let (stopped, pending) = state.withLock { s in
-            (s.finished || s.stopping, s.publications.values.count { if case .waiting = $0 { true } else { false } })
-        }
-        if stopped { throw MQTTError(.stopped, operation: operation, reason: "the client is stopping") }
-        if qos != .atMostOnce && pending >= configuration.maxPendingPublications {
-            throw MQTTError(.tooManyInFlight, operation: operation, reason: "\(pending) publications await their "
-                + "acknowledgement already")
-        }
-        var messageID: Int32 = 0
-        let rc = payload.withUnsafeBytes {
-            mosquitto_publish(handle, &messageID, topic, Int32(payload.count), $0.baseAddress, qos.rawValue, retain)
-        }
-        // Disconnected, libmosquitto keeps a QoS 1/2 message in the session (numbered) and sends it on reconnection,
-        // but still reports MOSQ_ERR_NO_CONN: that message is on its way, so wait for its acknowledgement.
-        let queuedWhileAway = rc == Int32(MOSQ_ERR_NO_CONN.rawValue) && qos != .atMostOnce && messageID != 0
-        if !queuedWhileAway { try MQTTError.check(rc, operation) }
-        let mid = messageID
+        let stopped = MQTTError(.stopped, operation: operation, reason: "the client is stopping")
         if qos == .atMostOnce {
-            state.withLock { _ = $0.publications.removeValue(forKey: mid) }
+            let rc = try state.withLock { s throws(MQTTError) -> Int32 in
+                if s.finished || s.stopping { throw stopped }
+                guard s.publishing else { return Int32(MOSQ_ERR_NO_CONN.rawValue) }
+                return payload.withUnsafeBytes {
+                    mosquitto_publish(handle, nil, topic, Int32(payload.count), $0.baseAddress, qos.rawValue, retain)
+                }
+            }
+            try MQTTError.check(rc, operation)
             return
+        }
+        let key = state.withLock { s in
+            s.nextKey += 1
+            return s.nextKey
         }
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                let acknowledged = state.withLock { s in
-                    if case .acknowledged = s.publications[mid] {
-                        s.publications[mid] = nil
-                        return true
+                let publication = Publication(key: key, topic: topic, payload: payload, qos: qos, retain: retain,
+                    continuation: continuation)
+                let failure = state.withLock { s -> (any Error)? in
+                    if s.finished || s.stopping { return stopped }
+                    // Cancelled before this point, the cancellation handler found nothing to cancel.
+                    if Task.isCancelled { return CancellationError() }
+                    guard s.pendingPublications < configuration.maxPendingPublications else {
+                        return MQTTError(.tooManyInFlight, operation: operation, reason: "\(s.pendingPublications) "
+                            + "publications await their acknowledgement already")
                     }
-                    s.publications[mid] = .waiting(continuation)
-                    return false
+                    guard s.publishing else {
+                        s.outbox.append(publication)
+                        return nil
+                    }
+                    return hand(publication, in: &s)
                 }
-                if acknowledged { continuation.resume() }
+                if let failure { continuation.resume(throwing: failure) }
             }
         } onCancel: {
-            let waiting = state.withLock { s -> CheckedContinuation<Void, any Error>? in
-                guard case .waiting(let continuation) = s.publications[mid] else { return nil }
-                s.publications[mid] = nil
-                return continuation
+            // The message stays where it is and still goes out; only the call stops waiting.
+            let cancelled = state.withLock { s -> CheckedContinuation<Void, any Error>? in
+                if let index = s.outbox.firstIndex(where: { $0.key == key }) {
+                    defer { s.outbox[index].continuation = nil }
+                    return s.outbox[index].continuation
+                }
+                guard let mid = s.unacknowledged.first(where: { $0.value.key == key })?.key else { return nil }
+                defer { s.unacknowledged[mid]?.continuation = nil }
+                return s.unacknowledged[mid]?.continuation
             }
-            waiting?.resume(throwing: CancellationError())
+            cancelled?.resume(throwing: CancellationError())
         }
+    }
+
+    /// Hands a QoS 1/2 publication to libmosquitto and files it under its message id until the acknowledgement, or
+    /// returns why libmosquitto refused it. Called with `state` locked and `publishing` set: no acknowledgement can be
+    /// handled before the publication is filed.
+    private func hand(_ publication: Publication, in s: inout State) -> MQTTError? {
+        var mid: Int32 = 0
+        let rc = publication.payload.withUnsafeBytes {
+            mosquitto_publish(handle, &mid, publication.topic, Int32(publication.payload.count), $0.baseAddress,
+                publication.qos.rawValue, publication.retain)
+        }
+        // Disconnected meanwhile, libmosquitto keeps a QoS 1/2 message in the session (numbered) and sends it after
+        // the next CONNACK, but still reports MOSQ_ERR_NO_CONN: that message is on its way, so wait for its
+        // acknowledgement.
+        guard rc == Int32(MOSQ_ERR_SUCCESS.rawValue) || (rc == Int32(MOSQ_ERR_NO_CONN.rawValue) && mid != 0) else {
+            return MQTTError(.library(code: rc), operation: "publish to \(publication.topic)",
+                reason: MQTTError.message(rc))
+        }
+        var filed = publication
+        filed.payload = []
+        s.unacknowledged[mid] = filed
+        return nil
     }
 
     // MARK: Callbacks (the network thread)
@@ -299,20 +379,22 @@ final class MosquittoConnection: @unchecked Sendable {
             events.yield(.connectFailed(reason: "the broker refused the connection: \(reason)"))
             return
         }
-        let subscriptions = state.withLock { s in
+        state.withLock { s in
             s.connected = true
             s.resetBackoff = true
-            return s.subscriptions
-        }
-        for (filter, qos) in subscriptions.sorted(by: { $0.key < $1.key }) {
-            _ = mosquitto_subscribe(handle, nil, filter, qos.rawValue)
+            for (filter, qos) in s.subscriptions.sorted(by: { $0.key < $1.key }) {
+                _ = mosquitto_subscribe(handle, nil, filter, qos.rawValue)
+            }
         }
         events.yield(.connected(sessionPresent: flags & 1 != 0))
     }
 
     fileprivate func disconnected(rc: Int32) {
         let wasConnected = state.withLock { s in
-            defer { s.connected = false }
+            defer {
+                s.connected = false
+                s.publishing = false
+            }
             return s.connected
         }
         guard wasConnected else { return }
@@ -320,19 +402,8 @@ final class MosquittoConnection: @unchecked Sendable {
     }
 
     fileprivate func published(mid: Int32) {
-        let waiting = state.withLock { s -> CheckedContinuation<Void, any Error>? in
-            if case .waiting(let continuation) = s.publications[mid] {
-                s.publications[mid] = nil
-                return continuation
-            }
-            // QoS 0 sends and acknowledgements that overtake their `publish` call land here; keep the table bounded.
-            if s.publications.count >= 2 * configuration.maxPendingPublications {
-                s.publications = s.publications.filter { if case .waiting = $0.value { true } else { false } }
-            }
-            s.publications[mid] = .acknowledged
-            return nil
-        }
-        waiting?.resume()
+        // QoS 0 sends are not filed.
+        state.withLock { $0.unacknowledged.removeValue(forKey: mid) }?.continuation?.resume()
     }
 
     fileprivate func received(_ message: UnsafePointer<mosquitto_message>) {

@@ -162,9 +162,9 @@ struct FleetPublishCommand: AsyncParsableCommand {
         client.start()
         defer { Task { await client.stop() } }
         if waitResult > 0 {
-            // The result subscription goes out when the connection is accepted. A command published before that (a
-            // QoS 1 message is sent as soon as the socket is up) can be answered before the broker has the
-            // subscription, and the answer is lost: publish once connected, after the SUBSCRIBE in the same queue.
+            // The result subscription goes out when the connection is accepted, and the client hands the command
+            // over only after it, on the same connection, so the broker has the subscription before the command.
+            // Waiting here too gives a clear error when no connection comes.
             let connected = await Self.within(.seconds(timeout)) { () async -> Bool in
                 for await event in client.events { if case .connected = event { return true } }
                 return false

@@ -103,7 +103,7 @@ struct MQTTClientTests {
         await again.stop()
     }
 
-    @Test("a broker restart: the client reconnects by itself, re-subscribes, and a publication made meanwhile arrives")
+    @Test("broker restart: the client reconnects, re-subscribes; publications made meanwhile arrive, a cancelled one too")
     func brokerRestart() async throws {
         let broker = try MosquittoBroker()
         let client = try MQTTClient(configuration: Self.configuration(broker, id: "survivor", version: .v311))
@@ -117,17 +117,61 @@ struct MQTTClientTests {
 
         broker.stop()
         #expect(await Self.next(&events) { if case .disconnected = $0 { true } else { false } } != nil)
-        // Published while the broker is down: kept in the session, sent once the client is back.
+        // Published while the broker is down: kept in the client, sent once the client is back, in order — also one
+        // whose caller stopped waiting.
+        let impatient = Task { try await client.publish("restart/topic", payload: Array("given up on".utf8)) }
+        try await Task.sleep(for: .milliseconds(200))
+        impatient.cancel()
+        await #expect(throws: CancellationError.self) { try await impatient.value }
         async let during: Void = client.publish("restart/topic", payload: Array("during".utf8))
         try broker.start()
         #expect(await Self.next(&events, where: Self.connected) != nil, "\(broker.log)")
         try await during
         // QoS 1 is at least once: the broker may deliver "before" again after its restart (it restores in-flight
-        // messages from its persistence file), but nothing else comes before "during".
+        // messages from its persistence file), but nothing else comes before the two.
         var received = await messages.next()
         while received?.payload == Array("before".utf8) { received = await messages.next() }
-        #expect(received?.payload == Array("during".utf8))
+        #expect(received?.payload == Array("given up on".utf8))
+        #expect(await messages.next()?.payload == Array("during".utf8))
         await client.stop()
+    }
+
+    @Test("publications made while connecting wait for the CONNACK: no protocol error, one connection a broker start",
+          arguments: [MQTTClientConfiguration.ProtocolVersion.v311, .v5])
+    func publishingWhileConnecting(version: MQTTClientConfiguration.ProtocolVersion) async throws {
+        let broker = try MosquittoBroker()
+        let client = try MQTTClient(configuration: Self.configuration(broker, id: "busy", version: version))
+        var events = client.events.makeAsyncIterator()
+        // As a device's streams and status do: publications all the time, before, during and after each connection.
+        // The QoS 0 one publishes every 200 µs, so some of its calls fall into each TLS handshake.
+        let publishers = (0..<4).map { n in
+            Task {
+                var accepted = 0
+                while !Task.isCancelled {
+                    let qos: MQTTQoS = n == 0 ? .atMostOnce : .atLeastOnce
+                    if (try? await client.publish("busy/\(n)", payload: [UInt8](repeating: 7, count: 200), qos: qos))
+                        != nil { accepted += 1 }
+                    if n == 0 { try? await Task.sleep(for: .microseconds(200)) }
+                }
+                return accepted
+            }
+        }
+        client.start()
+        #expect(await Self.next(&events, timeout: .seconds(20), where: Self.connected) != nil, "\(broker.log)")
+        try await Task.sleep(for: .milliseconds(300))
+        broker.stop()
+        try broker.start()
+        #expect(await Self.next(&events, timeout: .seconds(20), where: Self.connected) != nil, "\(broker.log)")
+        try await Task.sleep(for: .milliseconds(300))
+        for publisher in publishers { publisher.cancel() }
+        await client.stop()
+        var accepted: [Int] = []
+        for publisher in publishers { accepted.append(await publisher.value) }
+        let log = broker.log.split(separator: "\n")
+        // A PUBLISH ahead of the CONNECT: "Client <unknown> disconnected due to protocol error.", and another attempt.
+        #expect(log.filter { $0.contains("protocol error") }.isEmpty, "\(broker.log)")
+        #expect(log.count { $0.contains("New client connected") && $0.contains(" as busy ") } == 2, "\(broker.log)")
+        #expect(accepted.allSatisfy { $0 > 0 }, "\(accepted)")
     }
 
     @Test("payload bounds: too large to publish is refused; too large a message received is dropped and reported")

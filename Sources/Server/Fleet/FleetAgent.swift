@@ -209,8 +209,8 @@ final class FleetSession: Sendable {
         }
     }
 
-    /// Publishes with QoS 1 and waits for the acknowledgement at most `timeout` (the message may still go out later:
-    /// it stays in the session). Failures are logged: a status or event that cannot be sent now is replaced by the
+    /// Publishes with QoS 1 and waits for the acknowledgement at most `timeout` (the message still goes out later: it
+    /// stays queued in the client). Failures are logged: a status or event that cannot be sent now is replaced by the
     /// next one.
     func send(_ topic: String, _ payload: [UInt8], retain: Bool, within timeout: Duration) async {
         let client = self.client

@@ -24,7 +24,7 @@ public final class FleetStreamOutput: StreamPublisher {
         events ? topics.streamEvents(device: device, stream: stream) : topics.streamResults(device: device, stream: stream)
     }
 
-    /// Returns on the broker's acknowledgement; while the client is away the message waits in its session.
+    /// Returns on the broker's acknowledgement; while the client is away the message waits in the client.
     public func publish(_ topic: String, payload: [UInt8]) async throws {
         guard let client = client.value else {
             throw MQTTError(.stopped, operation: "publish to \(topic)", reason: "the MQTT fleet agent is not running")
