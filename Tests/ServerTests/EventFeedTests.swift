@@ -27,6 +27,11 @@ struct EventFeedTests {
             path: harness.repository.appendingPathComponent("synthetic/yolov5-nc80-320-identity.onnx").path,
             activate: true, allowSchemaChange: true))
         #expect(await load.wait().stage == .ready)
+        // The load's own event is recorded just after its operation ends: wait for it, or it could come after `head`.
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !manager.recentEvents().contains(where: { $0.operationID == load.id }), ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(5))
+        }
         // Two clients that read nothing while the events happen: one with room for them all, one with room for 4.
         let slow = Self.feed(harness, buffer: 4)
         let roomy = Self.feed(harness, buffer: 64)
