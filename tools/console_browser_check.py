@@ -11,11 +11,15 @@ One browser session, all checks in it, in this order:
               timeline: only the event stream can bring it), without a reload
   operator    through the page: a model from the repository list loaded and staged (its load stages shown as they
               pass), the staged model discarded, the slot rolled back
+  releases    a shadow release of --load-model started through the API appears as a card without a reload, its
+              baseline row counting the requests and its agreement line the mirrored pairs; the card's buttons pause,
+              resume and promote it (the slot's active model is then the candidate, the buttons disabled)
   streams     through the page: a stream of --stream-source started from the Streams form under a name (its id then),
               its annotated preview
               shown (JPEG parts of the video's size decoded by the browser, frame numbers rising), its row showing
               the active model, then stopped with the row's button: the row and the preview go, the API answers 404
-  viewer      signed in with a viewer token, every operator control is disabled (the Streams form's too)
+  viewer      signed in with a viewer token, every operator control is disabled (the Streams form's and the release
+              card's too)
   bad_token   a wrong token is refused with a clear message, and nothing is stored
 
 Prints one JSON object: {"checks": {name: {"ok": bool, "detail": str}}, "figures": {...}, "screenshots": [...]}; exits
@@ -230,6 +234,45 @@ class Run:
                    f"stages seen {seen}, final {stages}; staged {staged.get('path')}; active after rollback "
                    f"{after['active']['id']}")
 
+    def releases(self):
+        """A shadow release started through the API appears as a card; its figures fill as requests come; the
+        card's buttons pause, resume and promote it."""
+        args, driver = self.args, self.driver
+        slot = self.slot_names()[0]
+        card = f'article.release[data-slot="{slot}"]'
+        find = lambda css: driver.find_element(By.CSS_SELECTOR, card + " " + css)  # noqa: E731
+        started, release = api(args.base, "POST", f"/v1/slots/{slot}/release?wait=true", args.operator_token,
+                               {"model": args.load_model, "strategy": "shadow"})
+        # No reload: the release's event makes the page look (or its 10 s probe does).
+        self.wait(lambda d: d.find_elements(By.CSS_SELECTOR, card + '[data-phase="running"]'))
+        with open(args.image, "rb") as f:
+            image = f.read()
+        answered = [api(args.base, "POST", "/v1/detect", args.operator_token, image, "image/jpeg")[0]
+                    for _ in range(4)]
+        # Refreshed every 2 s: the baseline's row counts the requests, the mirrored pairs are compared.
+        self.wait(lambda d: d.find_elements(By.CSS_SELECTOR, card + ' tr[data-variant="baseline"][data-requests="4"]')
+                  and "agreement over" in find(".release-agreement").text)
+        agreement = find(".release-agreement").text
+        phases = []
+        for button, phase in ((".release-toggle", "paused"), (".release-toggle", "running"),
+                              (".release-promote", "promoted")):
+            self.wait(lambda d: find(button).is_enabled())
+            find(button).click()
+            self.wait(lambda d: d.find_elements(By.CSS_SELECTOR, card + f'[data-phase="{phase}"]'))
+            phases.append(phase)
+        after = api(args.base, "GET", "/v1/slots/" + slot, args.operator_token)[1]
+        status = api(args.base, "GET", f"/v1/slots/{slot}/release", args.operator_token)[1]
+        buttons = [find(b).is_enabled() for b in (".release-toggle", ".release-promote", ".release-abort")]
+        message = driver.find_element(By.ID, "message").text
+        self.shot("console-releases")
+        self.figures["release_phases_clicked"] = phases
+        self.check("releases", started == 200 and answered == [200] * 4 and status["phase"] == "promoted"
+                   and after["active"]["sha256"] == (status.get("candidate") or {}).get("sha256")
+                   and not any(buttons) and f"Release on {slot} promoted" in message,
+                   f"started {started} ({release.get('phase') if release else None}), detect {answered}, "
+                   f"'{agreement}', phases {phases}, final {status['phase']}, active {after['active']['id']}, "
+                   f"buttons enabled after {buttons}, message '{message}'")
+
     def streams(self):
         args, driver = self.args, self.driver
         self.wait(lambda d: d.find_element(By.ID, "streams-panel").is_displayed())
@@ -316,8 +359,8 @@ class Run:
             f"message '{text}', stored {stored!r}, other browser errors {errors}")
 
     def run(self):
-        for step in (self.page, self.detect, self.timeline, self.operator, self.streams, self.viewer,
-                     self.bad_token):
+        for step in (self.page, self.detect, self.timeline, self.operator, self.releases, self.streams,
+                     self.viewer, self.bad_token):
             try:
                 step()
             except Exception as error:  # a step that cannot finish fails; the others still run

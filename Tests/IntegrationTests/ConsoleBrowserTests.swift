@@ -9,7 +9,7 @@ struct ConsoleBrowserTests {
     /// Screenshots are kept here (gitignored) as the test's artifacts.
     static let artifacts = Repository.path("out/console")
 
-    @Test("page, detections, live timeline, load/discard/rollback, viewer and bad token, in one browser session")
+    @Test("page, detections, live timeline, load/discard/rollback, a release, viewer and bad token, in one session")
     func browser() async throws {
         // The 60-frame 320x240 MJPEG video, for the Streams panel.
         let media = URL(fileURLWithPath: TestVideos.mjpeg)
@@ -33,13 +33,13 @@ struct ConsoleBrowserTests {
             "no report from the browser check: \(result.stderr)")
         let report = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
         let checks = try #require(report["checks"] as? [String: [String: Any]])
-        for name in ["page", "detect", "timeline", "operator", "streams", "viewer", "bad_token"] {
+        for name in ["page", "detect", "timeline", "operator", "releases", "streams", "viewer", "bad_token"] {
             let check = try #require(checks[name], "check \(name) did not run")
             #expect(check["ok"] as? Bool == true, "\(name): \(check["detail"] ?? "")")
         }
         #expect(result.status == 0, "\(result.stderr)")
-        for name in ["console-operator", "console-detect", "console-timeline", "console-load", "console-streams",
-            "console-viewer", "console-bad-token"]
+        for name in ["console-operator", "console-detect", "console-timeline", "console-load", "console-releases",
+            "console-streams", "console-viewer", "console-bad-token"]
         {
             let path = Self.artifacts + "/\(name).png"
             let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0

@@ -20,6 +20,7 @@ const state = {
   timers: [],
   cards: new Map(),       // slot name -> card elements
   streamRows: new Map(),  // stream id -> its table row's elements
+  releaseCards: new Map(), // slot name -> its release card's elements
   preview: null,          // the stream preview shown: {id, controller, url}
   session: 0,             // bumped at each sign-in and sign-out: answers to an earlier session's calls are dropped
 };
@@ -130,6 +131,8 @@ function signedOut() {
   setBadge($("connection"), "offline", "offline");
   $("stream-state").textContent = "not connected";
   $("releases-panel").hidden = true;
+  $("releases").replaceChildren();
+  state.releaseCards.clear();
   $("streams-panel").hidden = true;
   $("streams").tBodies[0].replaceChildren();
   state.streamRows.clear();
@@ -154,6 +157,7 @@ async function start() {
   state.timers.push(setInterval(refreshSlots, 5000));
   state.timers.push(setInterval(probeOptionalPanels, 10000));
   state.timers.push(setInterval(() => { if (!$("streams-panel").hidden) refreshStreams(); }, 2000));
+  state.timers.push(setInterval(() => { if (!$("releases-panel").hidden) refreshReleases(); }, 2000));
   runStream();
 }
 
@@ -259,6 +263,7 @@ function scheduleRefresh() {
     refreshPending = null;
     refreshSlots();
     refreshAudit();
+    refreshReleases();
   }, 150);
 }
 
@@ -424,6 +429,15 @@ function updateControls() {
     card.root.querySelectorAll(".op-control").forEach((c) => {
       c.title = operator ? "" : "Needs an operator token";
     });
+  }
+  for (const card of state.releaseCards.values()) {
+    const phase = card.release ? card.release.phase : "";
+    const steerable = ["running", "paused"].includes(phase);
+    card.toggle.textContent = phase === "paused" ? "Resume" : "Pause";
+    card.toggle.disabled = !operator || card.busy || !steerable;
+    card.promote.disabled = !operator || card.busy || !steerable;
+    card.abort.disabled = !operator || card.busy || !(steerable || phase === "loading");
+    for (const c of [card.toggle, card.promote, card.abort]) c.title = operator ? "" : "Needs an operator token";
   }
   $("streams-panel").querySelectorAll(".op-control").forEach((c) => {
     c.disabled = !operator;
@@ -686,19 +700,126 @@ function drawDetections(bitmap, image, detections, model) {
 
 async function probeOptionalPanels() {
   const session = state.session;
-  const releases = [];
-  for (const slot of state.slots) {
-    if (!current(session)) return;
-    const result = await api("GET", "/v1/slots/" + encodeURIComponent(slot.name) + "/release");
-    if (result.status === 200 && result.body) releases.push([slot.name, result.body]);
-  }
+  await refreshReleases();
   if (!current(session)) return;
-  $("releases").replaceChildren(...releases.map(([name, body]) => el("div", {}, el("h3", {}, name),
-    renderJSON(body))));
-  $("releases-panel").hidden = releases.length === 0;
   await refreshStreams();
   if (!current(session)) return;
   document.body.dataset.optionalPanels = "probed";
+}
+
+// MARK: Releases: a card for each slot whose GET /v1/slots/{slot}/release answers (its release running or the last one)
+
+/// Numbered as the stream list's requests are: an answer older than the one last drawn is dropped.
+let releaseListAsked = 0;
+let releaseListDrawn = 0;
+
+async function refreshReleases() {
+  const session = state.session;
+  const asked = ++releaseListAsked;
+  const releases = [];
+  for (const slot of state.slots) {
+    const result = await api("GET", "/v1/slots/" + encodeURIComponent(slot.name) + "/release");
+    if (!current(session)) return;
+    if (result.status === 200 && result.body && result.body.slot === slot.name) releases.push(result.body);
+  }
+  if (asked < releaseListDrawn) return;
+  releaseListDrawn = asked;
+  for (const [slot, card] of state.releaseCards) {
+    if (!releases.some((r) => r.slot === slot)) { card.root.remove(); state.releaseCards.delete(slot); }
+  }
+  for (const release of releases) {
+    let card = state.releaseCards.get(release.slot);
+    if (!card) {
+      card = makeReleaseCard(release.slot);
+      $("releases").append(card.root);
+      state.releaseCards.set(release.slot, card);
+    }
+    fillReleaseCard(card, release);
+  }
+  $("releases-panel").hidden = releases.length === 0;
+  updateControls();
+}
+
+const VARIANT_COLUMNS = ["variant", "requests", "errors", "p50 ms", "p99 ms", "detections / image",
+  "mean confidence"];
+const fixed = (value, digits) => (typeof value === "number" && Number.isFinite(value) ? value.toFixed(digits) : "—");
+const releaseModel = (model) => (model ? model.id.split("@")[0] + " · " + model.sha256.slice(0, 12) : "—");
+
+/// The card's elements are made once and kept (a click is never lost to a refresh; the details stay open).
+function makeReleaseCard(slot) {
+  const button = (name, text) => el("button", {type: "button", class: "op-control release-" + name}, text);
+  const card = {
+    slot, busy: false, release: null,
+    title: el("h3"), models: el("p", {class: "release-models"}), step: el("p", {class: "release-step"}),
+    reason: el("p", {class: "release-reason"}), variants: el("tbody"),
+    agreement: el("p", {class: "release-agreement"}),
+    toggle: button("toggle", "Pause"), promote: button("promote", "Promote"), abort: button("abort", "Abort"),
+    figures: el("div"),
+  };
+  card.toggle.addEventListener("click", () =>
+    releaseAction(card, card.release && card.release.phase === "paused" ? "resume" : "pause"));
+  card.promote.addEventListener("click", () => releaseAction(card, "promote"));
+  card.abort.addEventListener("click", () => releaseAction(card, "abort"));
+  card.root = el("article", {class: "release", dataset: {slot}}, card.title, card.models, card.step, card.reason,
+    el("table", {class: "release-variants"},
+      el("thead", {}, el("tr", {}, ...VARIANT_COLUMNS.map((name) => el("th", {}, name)))), card.variants),
+    card.agreement, el("div", {class: "actions"}, card.toggle, card.promote, card.abort),
+    el("details", {}, el("summary", {}, "All figures"), card.figures));
+  return card;
+}
+
+function fillReleaseCard(card, release) {
+  const r = release;
+  card.release = r;
+  Object.assign(card.root.dataset, {phase: r.phase, strategy: r.strategy, candidatePercent: r.candidate_percent});
+  card.title.replaceChildren(r.slot + " · " + r.strategy + " ",
+    el("span", {class: "badge", dataset: {state: r.phase}}, r.phase.replace("_", " ")));
+  card.models.replaceChildren("candidate ",
+    el("span", {class: "mono"}, r.candidate ? releaseModel(r.candidate) : r.model),
+    " against baseline ", el("span", {class: "mono"}, releaseModel(r.baseline)));
+  const share = fixed(r.candidate_percent, 1) + " % of requests to the candidate";
+  card.step.textContent = (r.step ? "step " + (r.step.index + 1) + " of " + r.step.count + ", " : "") + share
+    + " · started by " + r.started_by + " at " + new Date(r.created_at).toLocaleString();
+  card.reason.textContent = r.reason || "";
+  card.reason.dataset.kind = ["rolled_back", "aborted", "failed"].includes(r.phase) ? "error" : "info";
+  card.reason.hidden = !r.reason;
+  card.variants.replaceChildren(...Object.keys(r.variants).sort().map((name) => {
+    const v = r.variants[name];
+    return el("tr", {dataset: {variant: name, requests: v.requests}}, el("td", {}, name), el("td", {}, v.requests),
+      el("td", {}, v.errors + (v.requests ? " (" + fixed(100 * v.error_rate, 1) + " %)" : "")),
+      el("td", {}, fixed(v.p50_ms, 1)), el("td", {}, fixed(v.p99_ms, 1)),
+      el("td", {}, fixed(v.detections_per_image, 2)), el("td", {}, fixed(v.mean_confidence, 3)));
+  }));
+  const a = r.agreement;
+  const m = r.mirror;
+  card.agreement.textContent = [
+    a ? "agreement over " + a.pairs + " pairs (" + a.disagreeing + " disagreeing): F1 " + fixed(a.f1, 3)
+      + ", precision " + fixed(a.precision, 3) + ", recall " + fixed(a.recall, 3) + ", mean IoU "
+      + fixed(a.mean_iou, 3) + ", latency ratio " + fixed(a.latency_ratio, 2) : null,
+    m ? "mirrored " + m.mirrored + ", shed " + (m.shed_queue_full + m.shed_saturated) + ", failed " + m.failed : null,
+  ].filter(Boolean).join(" · ");
+  card.agreement.hidden = !a && !m;
+  card.figures.replaceChildren(renderJSON(r));
+}
+
+const RELEASE_DONE = {pause: "paused", resume: "resumed", promote: "promoted", abort: "aborted"};
+
+async function releaseAction(card, action) {
+  const session = state.session;
+  card.busy = true;
+  updateControls();
+  const result = await api("POST", "/v1/slots/" + encodeURIComponent(card.slot) + "/release/" + action);
+  if (!current(session)) return;
+  card.busy = false;
+  if (result.status === 200 && result.body) {
+    fillReleaseCard(card, result.body);
+    showMessage("Release on " + card.slot + " " + RELEASE_DONE[action] + " (now " + result.body.phase.replace("_", " ")
+      + ").", "info");
+  } else {
+    showMessage("Cannot " + action + " the release on " + card.slot + ": " + problem(result));
+  }
+  updateControls();
+  scheduleRefresh();
 }
 
 // MARK: Streams: shown where the service runs them (GET /v1/streams answers 200)
