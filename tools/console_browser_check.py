@@ -12,14 +12,14 @@ One browser session, all checks in it, in this order:
   operator    through the page: a model from the repository list loaded and staged (its load stages shown as they
               pass), the staged model discarded, the slot rolled back
   releases    a shadow release of --load-model started through the API appears as a card without a reload, its
-              baseline row counting the requests and its agreement line the mirrored pairs; the card's buttons pause,
-              resume and promote it (the slot's active model is then the candidate, the buttons disabled)
+              baseline row counting the 4 requests sent and its agreement line the 4 mirrored pairs; the card's
+              buttons pause, resume and promote it, each click's answer reported (the release's history has the three
+              steps in order, the slot's active model is then the candidate, the buttons disabled)
   streams     through the page: a stream of --stream-source started from the Streams form under a name (its id then),
               its annotated preview
               shown (JPEG parts of the video's size decoded by the browser, frame numbers rising), its row showing
               the active model, then stopped with the row's button: the row and the preview go, the API answers 404
-  viewer      signed in with a viewer token, every operator control is disabled (the Streams form's and the release
-              card's too)
+  viewer      signed in with a viewer token, every operator control is disabled (the Streams form's too)
   bad_token   a wrong token is refused with a clear message, and nothing is stored
 
 Prints one JSON object: {"checks": {name: {"ok": bool, "detail": str}}, "figures": {...}, "screenshots": [...]}; exits
@@ -243,35 +243,42 @@ class Run:
         find = lambda css: driver.find_element(By.CSS_SELECTOR, card + " " + css)  # noqa: E731
         started, release = api(args.base, "POST", f"/v1/slots/{slot}/release?wait=true", args.operator_token,
                                {"model": args.load_model, "strategy": "shadow"})
+        if started != 200:
+            raise RuntimeError(f"the release did not start: {started} {release}")
         # No reload: the release's event makes the page look (or its 10 s probe does).
         self.wait(lambda d: d.find_elements(By.CSS_SELECTOR, card + '[data-phase="running"]'))
         with open(args.image, "rb") as f:
             image = f.read()
         answered = [api(args.base, "POST", "/v1/detect", args.operator_token, image, "image/jpeg")[0]
                     for _ in range(4)]
-        # Refreshed every 2 s: the baseline's row counts the requests, the mirrored pairs are compared.
+        # Refreshed every 2 s: the baseline's row counts the requests, all 4 mirrored pairs compared.
         self.wait(lambda d: d.find_elements(By.CSS_SELECTOR, card + ' tr[data-variant="baseline"][data-requests="4"]')
-                  and "agreement over" in find(".release-agreement").text)
+                  and d.find_elements(By.CSS_SELECTOR, card + ' .release-agreement[data-pairs="4"]'))
         agreement = find(".release-agreement").text
-        phases = []
-        for button, phase in ((".release-toggle", "paused"), (".release-toggle", "running"),
-                              (".release-promote", "promoted")):
+        steps = []
+        for button, phase, said in ((".release-toggle", "paused", "paused"), (".release-toggle", "running", "resumed"),
+                                    (".release-promote", "promoted", "promoted")):
             self.wait(lambda d: find(button).is_enabled())
             find(button).click()
             self.wait(lambda d: d.find_elements(By.CSS_SELECTOR, card + f'[data-phase="{phase}"]'))
-            phases.append(phase)
+            # The action's own answer, not a refresh, says what happened.
+            message = self.wait(lambda d: d.find_element(By.ID, "message").text
+                                if f"Release on {slot} {said}." in d.find_element(By.ID, "message").text
+                                else None, timeout=15)
+            steps.append((phase, message))
         after = api(args.base, "GET", "/v1/slots/" + slot, args.operator_token)[1]
         status = api(args.base, "GET", f"/v1/slots/{slot}/release", args.operator_token)[1]
+        actions = [t["action"] for t in status.get("history", [])]
+        in_order = [a for a in actions if a in ("pause", "resume", "promote")] == ["pause", "resume", "promote"]
         buttons = [find(b).is_enabled() for b in (".release-toggle", ".release-promote", ".release-abort")]
-        message = driver.find_element(By.ID, "message").text
         self.shot("console-releases")
-        self.figures["release_phases_clicked"] = phases
-        self.check("releases", started == 200 and answered == [200] * 4 and status["phase"] == "promoted"
+        self.figures["release_steps"] = [phase for phase, _ in steps]
+        self.check("releases", answered == [200] * 4 and status["phase"] == "promoted"
+                   and status["agreement"]["pairs"] == 4 and in_order
                    and after["active"]["sha256"] == (status.get("candidate") or {}).get("sha256")
-                   and not any(buttons) and f"Release on {slot} promoted" in message,
-                   f"started {started} ({release.get('phase') if release else None}), detect {answered}, "
-                   f"'{agreement}', phases {phases}, final {status['phase']}, active {after['active']['id']}, "
-                   f"buttons enabled after {buttons}, message '{message}'")
+                   and not any(buttons),
+                   f"detect {answered}, '{agreement}', steps {steps}, history {actions}, final {status['phase']}, "
+                   f"active {after['active']['id']}, buttons enabled after {buttons}")
 
     def streams(self):
         args, driver = self.args, self.driver

@@ -32,6 +32,7 @@ struct EventFeedTests {
         while !manager.recentEvents().contains(where: { $0.operationID == load.id }), ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(5))
         }
+        try #require(manager.recentEvents().contains { $0.operationID == load.id }, "the load's event never came")
         // Two clients that read nothing while the events happen: one with room for them all, one with room for 4.
         let slow = Self.feed(harness, buffer: 4)
         let roomy = Self.feed(harness, buffer: 64)

@@ -700,7 +700,7 @@ function drawDetections(bitmap, image, detections, model) {
 
 async function probeOptionalPanels() {
   const session = state.session;
-  await refreshReleases();
+  try { await refreshReleases(); } catch (error) { console.error("releases panel:", error); }
   if (!current(session)) return;
   await refreshStreams();
   if (!current(session)) return;
@@ -709,25 +709,44 @@ async function probeOptionalPanels() {
 
 // MARK: Releases: a card for each slot whose GET /v1/slots/{slot}/release answers (its release running or the last one)
 
-/// Numbered as the stream list's requests are: an answer older than the one last drawn is dropped.
+/// Numbered as the stream list's requests are: an answer older than the one last drawn is dropped (an action's own
+/// answer counts as drawn). One refresh at a time: a timer tick while one runs is skipped.
 let releaseListAsked = 0;
 let releaseListDrawn = 0;
+let releaseRefreshRunning = false;
+
+const isRelease = (body) => body && typeof body === "object" && typeof body.slot === "string"
+  && typeof body.phase === "string" && typeof body.strategy === "string" && body.variants
+  && typeof body.variants === "object";
 
 async function refreshReleases() {
+  if (releaseRefreshRunning) return;
+  releaseRefreshRunning = true;
+  try { await refreshReleasesOnce(); } finally { releaseRefreshRunning = false; }
+}
+
+async function refreshReleasesOnce() {
   const session = state.session;
   const asked = ++releaseListAsked;
-  const releases = [];
+  const found = new Map();   // slot -> its release, or null where the slot has none (404)
   for (const slot of state.slots) {
     const result = await api("GET", "/v1/slots/" + encodeURIComponent(slot.name) + "/release");
     if (!current(session)) return;
-    if (result.status === 200 && result.body && result.body.slot === slot.name) releases.push(result.body);
+    if (result.status === 200 && isRelease(result.body) && result.body.slot === slot.name) {
+      found.set(slot.name, result.body);
+    } else if (result.status === 404) {
+      found.set(slot.name, null);
+    }
+    // Anything else (unreachable, 5xx): that slot's card stays as it was until an answer says otherwise.
   }
   if (asked < releaseListDrawn) return;
   releaseListDrawn = asked;
+  const slots = new Set(state.slots.map((slot) => slot.name));
   for (const [slot, card] of state.releaseCards) {
-    if (!releases.some((r) => r.slot === slot)) { card.root.remove(); state.releaseCards.delete(slot); }
+    if (!slots.has(slot) || found.get(slot) === null) { card.root.remove(); state.releaseCards.delete(slot); }
   }
-  for (const release of releases) {
+  for (const release of found.values()) {
+    if (!release) continue;
     let card = state.releaseCards.get(release.slot);
     if (!card) {
       card = makeReleaseCard(release.slot);
@@ -736,20 +755,20 @@ async function refreshReleases() {
     }
     fillReleaseCard(card, release);
   }
-  $("releases-panel").hidden = releases.length === 0;
+  $("releases-panel").hidden = state.releaseCards.size === 0;
   updateControls();
 }
 
 const VARIANT_COLUMNS = ["variant", "requests", "errors", "p50 ms", "p99 ms", "detections / image",
   "mean confidence"];
 const fixed = (value, digits) => (typeof value === "number" && Number.isFinite(value) ? value.toFixed(digits) : "—");
-const releaseModel = (model) => (model ? model.id.split("@")[0] + " · " + model.sha256.slice(0, 12) : "—");
+const releaseModel = (model) => (model ? (model.name || model.id) + " · " + model.sha256.slice(0, 12) : "—");
 
 /// The card's elements are made once and kept (a click is never lost to a refresh; the details stay open).
 function makeReleaseCard(slot) {
   const button = (name, text) => el("button", {type: "button", class: "op-control release-" + name}, text);
   const card = {
-    slot, busy: false, release: null,
+    slot, busy: false, release: null, figuresJSON: "",
     title: el("h3"), models: el("p", {class: "release-models"}), step: el("p", {class: "release-step"}),
     reason: el("p", {class: "release-reason"}), variants: el("tbody"),
     agreement: el("p", {class: "release-agreement"}),
@@ -799,10 +818,18 @@ function fillReleaseCard(card, release) {
     m ? "mirrored " + m.mirrored + ", shed " + (m.shed_queue_full + m.shed_saturated) + ", failed " + m.failed : null,
   ].filter(Boolean).join(" · ");
   card.agreement.hidden = !a && !m;
-  card.figures.replaceChildren(renderJSON(r));
+  card.agreement.dataset.pairs = a ? a.pairs : "";
+  // Rebuilt only when a figure changed (a text selection in it survives the refreshes in between).
+  const figuresJSON = JSON.stringify(r);
+  if (figuresJSON !== card.figuresJSON) {
+    card.figuresJSON = figuresJSON;
+    card.figures.replaceChildren(renderJSON(r));
+  }
 }
 
+/// What each action is said to have done, and the phase it leads to.
 const RELEASE_DONE = {pause: "paused", resume: "resumed", promote: "promoted", abort: "aborted"};
+const RELEASE_PHASE_AFTER = {pause: "paused", resume: "running", promote: "promoted", abort: "aborted"};
 
 async function releaseAction(card, action) {
   const session = state.session;
@@ -811,10 +838,18 @@ async function releaseAction(card, action) {
   const result = await api("POST", "/v1/slots/" + encodeURIComponent(card.slot) + "/release/" + action);
   if (!current(session)) return;
   card.busy = false;
-  if (result.status === 200 && result.body) {
-    fillReleaseCard(card, result.body);
-    showMessage("Release on " + card.slot + " " + RELEASE_DONE[action] + " (now " + result.body.phase.replace("_", " ")
-      + ").", "info");
+  if (result.status === 200 && isRelease(result.body)) {
+    // Newer than any list request already sent: their answers must not draw the phase before this action.
+    releaseListDrawn = ++releaseListAsked;
+    const r = result.body;
+    fillReleaseCard(card, r);
+    if (r.phase === RELEASE_PHASE_AFTER[action]) {
+      showMessage("Release on " + card.slot + " " + RELEASE_DONE[action] + ".", "info");
+    } else {
+      // A promotion that failed leaves the release running, and the answer says why.
+      showMessage("The release on " + card.slot + " was not " + RELEASE_DONE[action] + ": it is "
+        + r.phase.replace("_", " ") + (r.reason ? " (" + r.reason + ")" : "") + ".");
+    }
   } else {
     showMessage("Cannot " + action + " the release on " + card.slot + ": " + problem(result));
   }
