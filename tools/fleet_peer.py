@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """An MQTT peer for the fleet tests and benchmark, on paho-mqtt (an independent client: the devices use libmosquitto).
 
-Connection options come first, then one command:
+Connection options come first (--client-id ID: a fixed id with a persistent session, which the broker keeps across
+the peer's and its own restarts), then one command:
 
   publish TOPIC FILE [--retain]
       Publishes FILE's bytes with QoS 1 and waits for the broker's PUBACK.
@@ -33,8 +34,12 @@ import paho.mqtt.client as mqtt
 
 def connect(args):
     protocol = mqtt.MQTTv5 if args.protocol == "5" else mqtt.MQTTv311
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"peer-{uuid.uuid4().hex[:12]}",
-                         protocol=protocol)
+    if args.client_id and protocol != mqtt.MQTTv311:
+        sys.exit("fleet_peer: --client-id (a persistent session) is for MQTT 3.1.1")
+    # With --client-id, a persistent session: the broker keeps the subscriptions and queues QoS 1 messages while the
+    # peer is away (a broker restart included, with the broker's persistence), and paho reconnects by itself.
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=args.client_id or f"peer-{uuid.uuid4().hex[:12]}",
+                         protocol=protocol, clean_session=False if args.client_id else None)
     if args.cafile:
         client.tls_set(ca_certs=args.cafile, cert_reqs=ssl.CERT_REQUIRED)
     if args.username:
@@ -121,6 +126,7 @@ def main():
     parser.add_argument("--protocol", default="3.1.1")
     parser.add_argument("--prefix", default="yoloswap/v1")
     parser.add_argument("--timeout", type=float, default=60)
+    parser.add_argument("--client-id", help="a fixed client id with a persistent session (MQTT 3.1.1)")
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("publish")
     p.add_argument("topic")

@@ -57,6 +57,26 @@ struct MQTTFleetTests {
         #expect(offline.status == 0, "\(offline.stdout)")
     }
 
+    /// paho (`tools/fleet_peer.py collect`) subscribed to a device's stream topics, its SUBACK received; it writes what
+    /// it received to the returned file once a stream's `ended` event came (or at the timeout).
+    static func collector(_ fleet: MQTTFleet, device: String, timeout: Int, clientID: String? = nil) async throws
+        -> (Process, output: String)
+    {
+        let ready = fleet.folder.file("collect.ready")
+        let output = fleet.folder.file("collect.json")
+        let peer = Process()
+        peer.executableURL = URL(fileURLWithPath: Repo.python)
+        peer.arguments = [Repository.path("tools/fleet_peer.py"), "--port", "\(fleet.broker.port)", "--cafile",
+            fleet.broker.caFile, "--username", MosquittoBroker.username, "--password", MosquittoBroker.password]
+            + (clientID.map { ["--client-id", $0] } ?? []) + ["--timeout", "\(timeout)", "collect", "--subscribe",
+            "yoloswap/v1/\(device)/streams/#", "--ready", ready, "--until-event", "ended"]
+        FileManager.default.createFile(atPath: output, contents: nil)
+        peer.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
+        try peer.run()
+        #expect(await eventually(timeout: .seconds(60)) { FileManager.default.fileExists(atPath: ready) })
+        return (peer, output)
+    }
+
     @Test("a video stream with the mqtt output publishes every frame's result in order and its end, acknowledged by the broker")
     func streamResultsOverMQTT() async throws {
         let fleet = try MQTTFleet()
@@ -65,19 +85,8 @@ struct MQTTFleetTests {
         defer { device.stop() }
 
         // paho subscribes to the device's stream topics first (QoS 1), then the stream starts.
-        let ready = fleet.folder.file("collect.ready")
-        let output = fleet.folder.file("collect.json")
-        let peer = Process()
-        peer.executableURL = URL(fileURLWithPath: Repo.python)
-        peer.arguments = [Repository.path("tools/fleet_peer.py"), "--port", "\(fleet.broker.port)", "--cafile",
-            fleet.broker.caFile, "--username", MosquittoBroker.username, "--password", MosquittoBroker.password,
-            "--timeout", "120", "collect", "--subscribe", "yoloswap/v1/dev-v/streams/#", "--ready", ready,
-            "--until-event", "ended"]
-        FileManager.default.createFile(atPath: output, contents: nil)
-        peer.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: output))
-        try peer.run()
+        let (peer, output) = try await Self.collector(fleet, device: "dev-v", timeout: 120)
         defer { if peer.isRunning { peer.terminate() } }
-        #expect(await eventually(timeout: .seconds(60)) { FileManager.default.fileExists(atPath: ready) })
 
         let (created, stream) = try await device.json("POST", "/v1/streams", token: ServerProcess.operatorToken,
             body: ["source": "pan.avi", "outputs": ["mqtt": true]])
@@ -107,6 +116,57 @@ struct MQTTFleetTests {
         #expect(await eventuallyAsync(timeout: .seconds(30)) { await delivery()?["published"] as? Int == 61 })
         let figures = await delivery()
         #expect(figures?["failed"] as? Int == 0 && figures?["target"] as? String == topic, "\(figures ?? [:])")
+    }
+
+    @Test("a stream's MQTT results through a broker restart: every frame's result arrives, in order, none failed")
+    func streamResultsThroughBrokerRestart() async throws {
+        let fleet = try MQTTFleet()
+        let media = URL(fileURLWithPath: TestVideos.mjpeg).deletingLastPathComponent().path
+        let device = try await fleet.device("dev-r", extra: "streams: { media_dir: \"\(media)\" }")
+        defer { device.stop() }
+
+        // A collector with a persistent session: the broker keeps its subscription and what comes for it across the
+        // restart (the test broker persists its state at a clean stop).
+        let (peer, output) = try await Self.collector(fleet, device: "dev-r", timeout: 150, clientID: "collector-r")
+        defer { if peer.isRunning { peer.terminate() } }
+
+        // 60 frames at 6 a second: the restart comes in the middle of the stream.
+        let (created, stream) = try await device.json("POST", "/v1/streams", token: ServerProcess.operatorToken,
+            body: ["source": "pan.avi", "fps_cap": 6, "outputs": ["mqtt": true]])
+        #expect(created == 201, "\(stream)")
+        let id = try #require(stream["id"] as? String)
+        let topic = "yoloswap/v1/dev-r/streams/\(id)/results"
+        func status() async -> [String: Any] {
+            (try? await device.json("GET", "/v1/streams/\(id)", token: ServerProcess.operatorToken).1) ?? [:]
+        }
+        func mqtt() async -> [String: Any] {
+            ((await status())["deliveries"] as? [String: Any])?["mqtt"] as? [String: Any] ?? [:]
+        }
+        #expect(await eventuallyAsync(timeout: .seconds(60)) { await mqtt()["published"] as? Int ?? 0 >= 15 })
+        try fleet.broker.restart()
+        let detectedAtRestart = await status()["frames_detected"] as? Int ?? -1
+        #expect(await eventually(timeout: .seconds(150)) { !peer.isRunning })
+        #expect(peer.terminationStatus == 0)
+
+        // Every frame once at least (QoS 1 may repeat one), first seen in order; then the end.
+        let received = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: output)))
+            as? [[String: Any]] ?? []
+        let frames = received.filter { $0["topic"] as? String == topic }
+            .compactMap { ($0["message"] as? [String: Any])?["frame"] as? Int }
+        var firstSeen: [Int] = []
+        for frame in frames where !firstSeen.contains(frame) { firstSeen.append(frame) }
+        #expect(firstSeen == Array(0..<60), "\(frames)")
+        let events = received.filter { $0["topic"] as? String == "yoloswap/v1/dev-r/streams/\(id)/events" }
+        #expect(events.contains { ($0["message"] as? [String: Any])?["type"] as? String == "ended" })
+        // The stream ended with every frame detected, none dropped.
+        let final = await status()
+        #expect(final["state"] as? String == "ended" && final["frames_detected"] as? Int == 60
+            && final["frames_dropped"] as? Int == 0, "\(final)")
+        #expect(await eventuallyAsync(timeout: .seconds(30)) { await mqtt()["published"] as? Int == 61 })
+        let delivered = await mqtt()
+        #expect(delivered["failed"] as? Int == 0, "\(delivered)")
+        #expect(detectedAtRestart > 0 && detectedAtRestart < 60, "the restart ended at frame \(detectedAtRestart)")
+        #expect(device.log.contains("MQTT connection lost; reconnecting"), "\(device.log.suffix(3000))")
     }
 
     @Test("unsigned, untrusted, tampered, stale, misaddressed and replayed commands are refused and audited; a repeated command runs once; a signed command runs through the control plane")
