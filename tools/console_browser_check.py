@@ -12,9 +12,10 @@ One browser session, all checks in it, in this order:
   operator    through the page: a model from the repository list loaded and staged (its load stages shown as they
               pass), the staged model discarded, the slot rolled back
   releases    a shadow release of --load-model started through the API appears as a card without a reload, its
-              baseline row counting the 4 requests sent and its agreement line the 4 mirrored pairs; the card's
-              buttons pause, resume and promote it, each click's answer reported (the release's history has the three
-              steps in order, the slot's active model is then the candidate, the buttons disabled)
+              baseline row counting the 4 requests sent and its agreement line every copy for the candidate
+              (compared, or shed by the mirror's full queue) and as many pairs as the API; the card's buttons pause,
+              resume and promote it, each click's answer reported (the release's history has the three steps in
+              order, the slot's active model is then the candidate, the buttons disabled)
   streams     through the page: a stream of --stream-source started from the Streams form under a name (its id then),
               its annotated preview
               shown (JPEG parts of the video's size decoded by the browser, frame numbers rising), its row showing
@@ -81,8 +82,10 @@ class Run:
         self.driver.save_screenshot(path)
         self.screenshots.append(path)
 
-    def wait(self, condition, timeout=30):
-        return WebDriverWait(self.driver, timeout, poll_frequency=0.05).until(condition)
+    def wait(self, condition, timeout=30, what=""):
+        """Polls `condition` until it is truthy; a timeout names `what` was awaited."""
+        message = f"{what} (not within {timeout} s)" if what else ""
+        return WebDriverWait(self.driver, timeout, poll_frequency=0.05).until(condition, message)
 
     def browser_errors(self, allowed=()):
         """Log entries at SEVERE (errors), less the network errors of `allowed` URL fragments."""
@@ -246,25 +249,33 @@ class Run:
         if started != 200:
             raise RuntimeError(f"the release did not start: {started} {release}")
         # No reload: the release's event makes the page look (or its 10 s probe does).
-        self.wait(lambda d: d.find_elements(By.CSS_SELECTOR, card + '[data-phase="running"]'))
+        self.wait(lambda d: d.find_elements(By.CSS_SELECTOR, card + '[data-phase="running"]'), 60,
+                  "the release's card, running")
         with open(args.image, "rb") as f:
             image = f.read()
         answered = [api(args.base, "POST", "/v1/detect", args.operator_token, image, "image/jpeg")[0]
                     for _ in range(4)]
-        # Refreshed every 2 s: the baseline's row counts the requests, all 4 mirrored pairs compared.
+        # Refreshed every 2 s: the baseline's row counts the requests, and each of the 4 copies for the candidate is
+        # accounted for — compared, or shed when the mirror's queue was full (the candidate, yolov3-tiny 608, runs
+        # slower than the requests come), or failed.
         self.wait(lambda d: d.find_elements(By.CSS_SELECTOR, card + ' tr[data-variant="baseline"][data-requests="4"]')
-                  and d.find_elements(By.CSS_SELECTOR, card + ' .release-agreement[data-pairs="4"]'))
+                  and d.find_elements(By.CSS_SELECTOR, card + ' .release-agreement[data-mirror-accounted="4"]'), 120,
+                  "4 requests and 4 mirror copies accounted for on the card")
+        pairs = api(args.base, "GET", f"/v1/slots/{slot}/release", args.operator_token)[1]["agreement"]["pairs"]
+        self.wait(lambda d: find(".release-agreement").get_attribute("data-pairs") == str(pairs), 10,
+                  f"the card's agreement over the API's {pairs} pairs")
         agreement = find(".release-agreement").text
         steps = []
         for button, phase, said in ((".release-toggle", "paused", "paused"), (".release-toggle", "running", "resumed"),
                                     (".release-promote", "promoted", "promoted")):
-            self.wait(lambda d: find(button).is_enabled())
+            self.wait(lambda d: find(button).is_enabled(), 60, f"{button} enabled")
             find(button).click()
-            self.wait(lambda d: d.find_elements(By.CSS_SELECTOR, card + f'[data-phase="{phase}"]'))
+            self.wait(lambda d: d.find_elements(By.CSS_SELECTOR, card + f'[data-phase="{phase}"]'), 60,
+                      f"the card {phase} after {button}")
             # The action's own answer, not a refresh, says what happened.
             message = self.wait(lambda d: d.find_element(By.ID, "message").text
                                 if f"Release on {slot} {said}." in d.find_element(By.ID, "message").text
-                                else None, timeout=15)
+                                else None, 60, f"the message 'Release on {slot} {said}.'")
             steps.append((phase, message))
         after = api(args.base, "GET", "/v1/slots/" + slot, args.operator_token)[1]
         status = api(args.base, "GET", f"/v1/slots/{slot}/release", args.operator_token)[1]
@@ -273,11 +284,13 @@ class Run:
         buttons = [find(b).is_enabled() for b in (".release-toggle", ".release-promote", ".release-abort")]
         self.shot("console-releases")
         self.figures["release_steps"] = [phase for phase, _ in steps]
+        mirror = status["mirror"]
         self.check("releases", answered == [200] * 4 and status["phase"] == "promoted"
-                   and status["agreement"]["pairs"] == 4 and in_order
+                   and status["agreement"]["pairs"] == pairs == mirror["mirrored"] >= 1 and in_order
                    and after["active"]["sha256"] == (status.get("candidate") or {}).get("sha256")
                    and not any(buttons),
-                   f"detect {answered}, '{agreement}', steps {steps}, history {actions}, final {status['phase']}, "
+                   f"detect {answered}, '{agreement}', mirror {mirror}, steps {steps}, history {actions}, "
+                   f"final {status['phase']}, "
                    f"active {after['active']['id']}, buttons enabled after {buttons}")
 
     def streams(self):

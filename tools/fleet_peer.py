@@ -2,7 +2,8 @@
 """An MQTT peer for the fleet tests and benchmark, on paho-mqtt (an independent client: the devices use libmosquitto).
 
 Connection options come first (--client-id ID: a fixed id with a persistent session, which the broker keeps across
-the peer's and its own restarts), then one command:
+the peer's reconnections and, with its persistence, its own restarts; `collect` then fails if a reconnection finds
+the session gone), then one command:
 
   publish TOPIC FILE [--retain]
       Publishes FILE's bytes with QoS 1 and waits for the broker's PUBACK.
@@ -45,7 +46,13 @@ def connect(args):
     if args.username:
         client.username_pw_set(args.username, args.password)
     connected = threading.Event()
-    client.on_connect = lambda c, u, flags, reason, props: connected.set()
+    # Whether the broker still had the session, at each connection (the first one's is not checked).
+    client.sessions_present = []
+
+    def on_connect(c, u, flags, reason, props):
+        c.sessions_present.append(bool(flags.session_present))
+        connected.set()
+    client.on_connect = on_connect
     client.connect(args.host, args.port, keepalive=30)
     client.loop_start()
     if not connected.wait(args.timeout):
@@ -195,6 +202,8 @@ def main():
             print(json.dumps(received))
         if not finished:
             sys.exit(f"fleet_peer: no '{args.until_event}' event in {len(received)} messages")
+        if args.client_id and not all(client.sessions_present[1:]):
+            sys.exit(f"fleet_peer: a reconnection found no session (session present: {client.sessions_present})")
     elif args.command == "wait-status":
         devices = args.devices.split(",")
         board = StatusBoard(client, args.prefix, devices)

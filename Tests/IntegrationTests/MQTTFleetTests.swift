@@ -165,7 +165,7 @@ struct MQTTFleetTests {
         #expect(await eventuallyAsync(timeout: .seconds(30)) { await mqtt()["published"] as? Int == 61 })
         let delivered = await mqtt()
         #expect(delivered["failed"] as? Int == 0, "\(delivered)")
-        #expect(detectedAtRestart > 0 && detectedAtRestart < 60, "the restart ended at frame \(detectedAtRestart)")
+        #expect(detectedAtRestart < 60, "the stream had ended before the broker was back")
         #expect(device.log.contains("MQTT connection lost; reconnecting"), "\(device.log.suffix(3000))")
     }
 

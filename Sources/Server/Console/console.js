@@ -819,6 +819,8 @@ function fillReleaseCard(card, release) {
   ].filter(Boolean).join(" · ");
   card.agreement.hidden = !a && !m;
   card.agreement.dataset.pairs = a ? a.pairs : "";
+  // Every request chosen for mirroring ends up run, shed or failed.
+  card.agreement.dataset.mirrorAccounted = m ? m.mirrored + m.shed_queue_full + m.shed_saturated + m.failed : "";
   // Rebuilt only when a figure changed (a text selection in it survives the refreshes in between).
   const figuresJSON = JSON.stringify(r);
   if (figuresJSON !== card.figuresJSON) {
