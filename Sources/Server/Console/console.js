@@ -848,7 +848,7 @@ async function releaseAction(card, action) {
     if (r.phase === RELEASE_PHASE_AFTER[action]) {
       showMessage("Release on " + card.slot + " " + RELEASE_DONE[action] + ".", "info");
     } else {
-      // A promotion that failed leaves the release running, and the answer says why.
+      // A promotion that failed leaves the release running (why is in the event and the audit log).
       showMessage("The release on " + card.slot + " was not " + RELEASE_DONE[action] + ": it is "
         + r.phase.replace("_", " ") + (r.reason ? " (" + r.reason + ")" : "") + ".");
     }
