@@ -160,7 +160,8 @@ public final class LoadOperation: Sendable {
         public var finishedAt: Date?
     }
 
-    private let state: Locked<(status: Status, waiters: [CheckedContinuation<Status, Never>])>
+    /// `recorded`: the manager has recorded the outcome (`markRecorded`); `wait()` returns only then.
+    private let state: Locked<(status: Status, recorded: Bool, waiters: [CheckedContinuation<Status, Never>])>
     /// Set by whichever comes first: a cancellation, or the model being switched in (`beginActivation`).
     private let settled = Locked(false)
     /// Cancels a warm-up run in flight when the load is cancelled or times out.
@@ -172,7 +173,7 @@ public final class LoadOperation: Sendable {
         self.id = UUID().uuidString.lowercased()
         self.request = request
         self.createdAt = Date()
-        state = Locked((Status(stage: .queued, timings: LoadTimings()), []))
+        state = Locked((Status(stage: .queued, timings: LoadTimings()), false, []))
     }
 
     public var status: Status { state.withLock { $0.status } }
@@ -183,11 +184,13 @@ public final class LoadOperation: Sendable {
         (state.withLock { $0.status.finishedAt } ?? Date()).timeIntervalSince(createdAt)
     }
 
-    /// Suspends until the load has ended; returns its final status.
+    /// Suspends until the load has ended and the manager has recorded how (its event is in the event log and the
+    /// state store); returns its final status. A load cancelled while queued is recorded when its turn in the slot's
+    /// queue comes.
     public func wait() async -> Status {
         await withCheckedContinuation { continuation in
             let done = state.withLock { s -> Status? in
-                if s.status.stage.isTerminal { return s.status }
+                if s.status.stage.isTerminal && s.recorded { return s.status }
                 s.waiters.append(continuation)
                 return nil
             }
@@ -246,10 +249,23 @@ public final class LoadOperation: Sendable {
             s.status.failure = failure
             s.status.finishedAt = Date()
             s.status.timings.total = Date().timeIntervalSince(createdAt) * 1000
+            guard s.recorded else { return ([], s.status) }
             defer { s.waiters = [] }
             return (s.waiters, s.status)
         }
         waiters.forEach { $0.resume(returning: status) }
         notifyStage()
+    }
+
+    /// Lets `wait()` return: called by the manager once the outcome is recorded (after `finish`), so that whoever
+    /// waited for the load finds its event already there.
+    func markRecorded() {
+        let (waiters, status) = state.withLock { s -> ([CheckedContinuation<Status, Never>], Status) in
+            s.recorded = true
+            guard s.status.stage.isTerminal else { return ([], s.status) }
+            defer { s.waiters = [] }
+            return (s.waiters, s.status)
+        }
+        waiters.forEach { $0.resume(returning: status) }
     }
 }

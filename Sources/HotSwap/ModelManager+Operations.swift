@@ -5,9 +5,16 @@ import YOLO
 // The operations behind `ModelManager`'s API. Each runs in its slot's operation queue (see `serialized`), so two of
 // them never overlap on one slot.
 extension ModelManager {
+    /// Runs a load to its end and records its event; only then can `op.wait()` return.
     func performLoad(_ op: LoadOperation, slot: ModelSlot, operation: SwapEvent.Operation = .load) async
         -> SwapEvent
     {
+        let event = await runLoad(op, slot: slot, operation: operation)
+        op.markRecorded()
+        return event
+    }
+
+    private func runLoad(_ op: LoadOperation, slot: ModelSlot, operation: SwapEvent.Operation) async -> SwapEvent {
         let request = op.request
         // Only what is needed of the active model: holding the instance here would keep it alive (and delay its
         // release) after it leaves every role.
@@ -187,10 +194,11 @@ extension ModelManager {
         return await performLoad(op, slot: slot, operation: .restore)
     }
 
-    /// Brings a committed standby back (best effort: a failure is logged), then commits what came back.
+    /// Brings a committed standby back (best effort: a failure is logged, no event), then commits what came back.
     func performRestoreStandby(_ standby: ModelRecord, slot: ModelSlot) async {
         let op = LoadOperation(request: LoadRequest(slot: slot.name, path: standby.path, version: standby.version,
             expectedSHA256: standby.sha256, allowSchemaChange: true))
+        defer { op.markRecorded() }
         restoring[slot.name] = op
         defer { restoring[slot.name] = nil }
         if isShuttingDown { op.cancel(reason: "shutting down") }

@@ -166,7 +166,8 @@ public final class FakeLoader: ModelLoader {
 // MARK: - State store
 
 /// A `SlotStateStore` in front of a real one whose commits block the calling thread — at a gate, or for a delay —
-/// the way a slow or stalled disk would, or fail, the way a full disk would. Reads and appends pass straight through.
+/// the way a slow or stalled disk would, or fail, the way a full disk would; appends (events) may be delayed too.
+/// Reads pass straight through.
 ///
 /// Thread-safety: all members may be used from any thread; the wrapped store's guarantees apply.
 public final class SlowStateStore: SlotStateStore {
@@ -174,6 +175,7 @@ public final class SlowStateStore: SlotStateStore {
     /// Commits pass this gate first (nil: none).
     public let commitGate: Gate?
     private let delay: Locked<Duration?>
+    private let eventDelay = Locked<Duration?>(nil)
     private let failing = Locked(false)
     private let commits = Locked(0)
     private let started = Locked(0)
@@ -201,6 +203,13 @@ public final class SlowStateStore: SlotStateStore {
         set { delay.withLock { $0 = newValue } }
     }
 
+    /// How long each event append blocks its thread before it is written (nil: not at all); may be changed at any
+    /// time.
+    public var appendDelay: Duration? {
+        get { eventDelay.value }
+        set { eventDelay.withLock { $0 = newValue } }
+    }
+
     /// Commits written so far.
     public var commitCount: Int { commits.value }
 
@@ -224,5 +233,8 @@ public final class SlowStateStore: SlotStateStore {
         commits.withLock { $0 += 1 }
     }
 
-    public func append(_ event: SwapEvent) throws { try inner.append(event) }
+    public func append(_ event: SwapEvent) throws {
+        if let delay = eventDelay.value { Thread.sleep(forTimeInterval: delay.seconds) }
+        try inner.append(event)
+    }
 }

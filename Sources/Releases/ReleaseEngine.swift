@@ -49,6 +49,9 @@ public final class ReleaseEngine: ModelRouter, Sendable {
         var shedQueueFull = 0
         var shedSaturated = 0
         var mirrorFailures = 0
+        /// Promotions that failed in a row, and when the next automatic one may be tried (`promotionFailed`).
+        var promotionFailures = 0
+        var nextPromotionAt: Date?
         let countersSince: Date
         /// Ground-truth feedback per variant.
         var feedback: [String: FeedbackTotals] = [:]
@@ -238,7 +241,9 @@ public final class ReleaseEngine: ModelRouter, Sendable {
             let stepsDone = s.record.spec.strategy != .canary || !(p.steps_complete ?? true) || s.record.stepsComplete
             let held = now.timeIntervalSince(since) >= (p.min_s ?? 0)
             let enough = s.candidate.requests >= (p.min_requests ?? 0)
-            if stepsDone, held, enough {
+            let due = s.nextPromotionAt.map { now >= $0 } ?? true
+            if stepsDone, held, enough, due {
+                s.record.promotedFrom = .running
                 s.record.phase = .promoting
                 var figures = s.window.summary
                 figures["candidate_requests"] = Double(s.candidate.requests)
@@ -250,6 +255,22 @@ public final class ReleaseEngine: ModelRouter, Sendable {
     }
 
     // MARK: Phase changes (by the controller)
+
+    /// Longest wait between automatic promotions that keep failing.
+    public static let maximumPromotionBackoff: TimeInterval = 300
+
+    /// Told that a promotion failed (the flip could not be committed): the next automatic one is tried after 5 s,
+    /// doubling with each failure in a row up to `maximumPromotionBackoff`, rather than at every tick.
+    /// - Returns: the seconds until the next automatic try.
+    @discardableResult
+    public func promotionFailed() -> TimeInterval {
+        state.withLock { s in
+            let wait = min(Self.maximumPromotionBackoff, 5 * pow(2, Double(min(s.promotionFailures, 16))))
+            s.promotionFailures += 1
+            s.nextPromotionAt = clock.now.addingTimeInterval(wait)
+            return wait
+        }
+    }
 
     /// Applies `change` to the record under the lock and returns the new record.
     @discardableResult
@@ -275,6 +296,7 @@ public final class ReleaseEngine: ModelRouter, Sendable {
                 // The time spent paused does not count towards the step's hold.
                 s.record.stepStartedAt = step.addingTimeInterval(now.timeIntervalSince(pausedAt))
             }
+            if phase == .promoting { s.record.promotedFrom = s.record.phase }
             s.record.phase = phase
             if phase.isTerminal { s.record.endedAt = now }
             if let detail, phase.isTerminal { s.record.reason = detail }

@@ -62,6 +62,9 @@ public struct ReleaseRecord: Sendable, Codable, Equatable {
     public var endedAt: Date?
     public var reason: String?
     public var breach: RuleBreach?
+    /// The phase the last promotion started from (`running` or `paused`): where a promotion that fails, or that a
+    /// restart interrupted, goes back to. Set by the engine as the release enters `promoting`.
+    public var promotedFrom: ReleasePhase?
     /// The last 100 transitions.
     public var history: [ReleaseTransition]
 

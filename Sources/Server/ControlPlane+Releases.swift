@@ -185,7 +185,8 @@ extension ControlPlane {
                 from: nil, reason: "automatic rollback: " + breach.text, started: started)
         case .promote(let reason, let figures):
             let text = RuleBreach(rule: reason, value: figures["candidate_requests"] ?? 0, figures: figures).text
-            await promote(run, by: Self.system, from: nil, reason: "automatic promotion: " + text, started: started)
+            _ = await promote(run, by: Self.system, from: nil, reason: "automatic promotion: " + text,
+                started: started, automatic: true)
         }
     }
 
@@ -208,10 +209,11 @@ extension ControlPlane {
     func promoteRelease(slot: String, by principal: Principal, from remote: String?) async throws -> ReleaseStatus {
         let (run, started) = try await manualStep(slot, "promote", by: principal, from: remote,
             phases: [.running, .paused], to: .promoting, detail: nil)
-        try await run.actions.run { [self] in
+        let failure = try await run.actions.run { [self] in
             await promote(run, by: principal, from: remote, reason: "promoted by \(principal.name)",
                 started: started)
         }
+        if let failure { throw failure }
         return run.engine.status(energy: run.energy.reading())
     }
 
@@ -291,27 +293,42 @@ extension ControlPlane {
 
     // MARK: Endings
 
-    /// Promotion: the candidate becomes active and the baseline the warm standby (committed first).
+    /// Promotion: the candidate becomes active and the baseline the warm standby (committed first). A promotion that
+    /// fails changes nothing: the release goes back to the phase it was promoted from (a paused one stays paused), and
+    /// the failure is returned with the status its cause has (409 when the candidate left the staged role, 503 when
+    /// the state store cannot record the flip). The next automatic promotion waits for a backoff
+    /// (`ReleaseEngine.promotionFailed`), rather than failing again at every tick.
     private func promote(_ run: ReleaseRun, by principal: Principal, from remote: String?, reason: String,
-                         started: Date) async {
+                         started: Date, automatic: Bool = false) async -> Problem? {
         let record = run.engine.record
         do {
             _ = try await manager.promoteStaged(slot: record.slot)
         } catch {
-            // Nothing changed: the release goes on as it was.
-            run.engine.update { $0.phase = .running }
-            let detail = repository.hidingRoot(Problem.from(error).detail)
+            var problem = Problem.from(error)
+            var detail = repository.hidingRoot(problem.detail)
+            // Before the phase changes back, so that no tick in between decides to promote again at once.
+            let wait = run.engine.promotionFailed()
+            if automatic { detail += "; the next automatic promotion in \(Int(wait)) s" }
+            // Nothing else leaves `promoting` (pause and abort refuse it): the transition is ours.
+            let phase = record.promotedFrom ?? .running
+            run.engine.transition(from: [.promoting], to: phase, action: "promote-failed", by: principal.name,
+                detail: detail)
+            let back = run.engine.record
+            persist(back)
+            ReleaseMetrics.phase(back)
             await manager.record(SwapEvent(slot: record.slot, operation: .releasePromote, result: .failed,
                 reason: detail, from: record.baseline, to: record.candidate))
             try? await audit(principal, remote, "release.promote", record.slot, sha256: record.candidate?.sha256,
                 result: "failed", reason: detail, started: started)
-            return
+            problem.detail = "the promotion failed and the release went back to \(phase.rawValue): \(detail)"
+            return problem
         }
         run.engine.transition(from: [.promoting], to: .promoted, action: "promoted", by: principal.name,
             detail: reason)
         manager.slot(record.slot)?.setRouter(ActiveModelRouter())
         await finish(run, operation: .releasePromote, result: .succeeded, reason: reason, by: principal,
             from: remote, action: "release.promote", started: started)
+        return nil
     }
 
     /// Rollback or abort: the engine routes to the baseline already; the candidate is dropped and the router reset.
@@ -365,7 +382,7 @@ extension ControlPlane {
                     "slot": "\(record.slot)"])
                 continue
             }
-            if record.phase == .promoting { record.phase = .running }
+            if record.phase == .promoting { record.phase = record.promotedFrom ?? .running }
             guard let run = try? installRun(record, clock: clock) else { continue }
             try? await audit(Self.system, nil, "release.resume", record.slot,
                 modelPath: repository.relative(record.candidatePath), version: record.candidate?.version,

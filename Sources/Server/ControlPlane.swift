@@ -19,7 +19,7 @@ public final class ControlPlane: Sendable {
     public let audit: AuditTrail?
     let logger: Logger
     private let routeTable: Locked<[String: String]>
-    private let pendingAudits = Locked<[UUID: Task<Void, Never>]>([:])
+    private let pendingAudits = Locked<[UUID: Task<LoadOperation.Status, Never>]>([:])
     private let started = Locked(false)
     /// Each slot's release, the latest one (see `ControlPlane+Releases.swift`).
     let releaseRuns = Locked<[String: ReleaseRun]>([:])
@@ -90,7 +90,7 @@ public final class ControlPlane: Sendable {
     /// Starts a load. Its intent is recorded before the load starts (a load that cannot be recorded is refused), its
     /// outcome when it ends, by a task kept until the entry is written (see `drain()`).
     func load(slot: String, body: LoadBody, by principal: Principal, from remote: String?) async throws
-        -> LoadOperation
+        -> AuditedLoad
     {
         let started = Date()
         let path: String
@@ -132,17 +132,20 @@ public final class ControlPlane: Sendable {
             throw error
         }
         let id = UUID()
-        pendingAudits.withLock { pending in
-            pending[id] = Task { [self] in
+        let outcome = pendingAudits.withLock { pending in
+            let task = Task { [self] in
                 let status = await op.wait()
                 try? await audit(principal, remote, "load", slot, modelPath: body.model, version: body.version,
                     sha256: status.identity?.sha256 ?? body.sha256, keyID: status.signatureKeyID,
                     result: status.stage == .ready ? "succeeded" : status.stage.rawValue,
                     reason: status.failure.map { repository.hidingRoot($0.description) }, started: started)
                 pendingAudits.withLock { _ = $0.removeValue(forKey: id) }
+                return status
             }
+            pending[id] = task
+            return task
         }
-        return op
+        return AuditedLoad(operation: op, audited: outcome)
     }
 
     func switchStaged(slot: String, by principal: Principal, from remote: String?) async throws -> SwapEvent {
@@ -285,4 +288,14 @@ public final class ControlPlane: Sendable {
             last_failure: lastFailure.map { FailureDTO(time: $0.time, operation: $0.operation.rawValue,
                 reason: repository.hidingRoot($0.reason ?? "")) })
     }
+}
+
+/// A load started through the control plane: its operation, and its outcome once that is audited.
+struct AuditedLoad: Sendable {
+    let operation: LoadOperation
+    fileprivate let audited: Task<LoadOperation.Status, Never>
+
+    /// Suspends until the load has ended, its event is recorded and its outcome is in the audit log (when there is
+    /// one): whoever is answered after it finds both there. Returns the load's final status.
+    func outcome() async -> LoadOperation.Status { await audited.value }
 }

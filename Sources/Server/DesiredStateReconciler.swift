@@ -285,8 +285,7 @@ public final class DesiredStateReconciler: Sendable {
         let body = LoadBody(model: slot.model, version: slot.version, sha256: slot.sha256, activate: false,
             allow_schema_change: slot.allow_schema_change)
         do {
-            let op = try await control.load(slot: name, body: body, by: principal, from: nil)
-            let status = await op.wait()
+            let status = try await control.load(slot: name, body: body, by: principal, from: nil).outcome()
             guard status.stage == .ready else {
                 let reason = status.failure.map { control.repository.hidingRoot($0.description) } ?? status.stage
                     .rawValue

@@ -65,13 +65,13 @@ struct APIRoutes: Sendable {
             let principal = try await requireOperator(request, context)
             let slot = try context.parameters.require("slot")
             let body = try await decode(LoadBody.self, request, context)
-            let op = try await control.load(slot: slot, body: body, by: principal, from: context.remoteAddress)
+            let load = try await control.load(slot: slot, body: body, by: principal, from: context.remoteAddress)
+            let dto = { OperationDTO(load.operation, repository: control.repository) }
             if request.uri.queryParameters.get("wait") == "true" {
-                _ = await op.wait()
-                let dto = OperationDTO(op, repository: control.repository)
-                return try json(dto, status: op.status.stage == .ready ? .ok : .unprocessableContent)
+                let status = await load.outcome()
+                return try json(dto(), status: status.stage == .ready ? .ok : .unprocessableContent)
             }
-            return try json(OperationDTO(op, repository: control.repository), status: .accepted)
+            return try json(dto(), status: .accepted)
         }
         v1.get("operations/:id") { _, context in
             _ = try require(.viewer, context)

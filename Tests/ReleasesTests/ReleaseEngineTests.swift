@@ -96,6 +96,22 @@ struct ReleaseEngineTests {
         #expect(engine.tick() == [.advanced(index: 1, percent: 50)])
     }
 
+    @Test("entering promoting records the phase it came from: paused after a manual pause, else running")
+    func promotedFrom() {
+        let engine = ReleaseEngine(record: record(Self.canary([.init(percent: 5)]), at: Self.start),
+            clock: ManualClock(Self.start))
+        for (from, action) in [(ReleasePhase.running, "resume"), (.paused, "pause"), (.running, "resume")] {
+            if engine.phase != from {
+                #expect(engine.transition(from: [.running, .paused], to: from, action: action, by: "op") != nil)
+            }
+            #expect(engine.transition(from: [.running, .paused], to: .promoting, action: "promote", by: "op") != nil)
+            #expect(engine.record.promotedFrom == from)
+            let back = engine.record.promotedFrom ?? .running
+            #expect(engine.transition(from: [.promoting], to: back, action: "promote-failed", by: "op") != nil)
+            #expect(engine.phase == from)
+        }
+    }
+
     @Test("abort returns all traffic to the baseline at once")
     func abortReturnsTraffic() async throws {
         let models = try await TwoModels.make()
@@ -225,6 +241,37 @@ struct ReleaseEngineTests {
         #expect(bad.phase == .rolledBack)
         #expect(bad.record.breach?.rule == "agreement_f1 < 0.9")
         #expect(bad.status().agreement?.unmatched_confusion == ["bolt → washer": 5])
+    }
+
+    @Test("an automatic promotion that fails is tried again after 5 s, then 10 s, not at every tick")
+    func failedAutomaticPromotionBacksOff() {
+        var spec = ReleaseSpec(model: "c.onnx", strategy: .shadow)
+        spec.rules = ReleaseRules(window: 50, min_samples: 5, promote_after: .init(min_requests: 2))
+        let clock = ManualClock(Self.start)
+        let engine = ReleaseEngine(record: record(spec, at: Self.start), clock: clock)
+        let base = result([detection("bolt", 10, 10)])
+        _ = engine.recordPair(baseline: base, candidate: base)
+        let promoting = engine.recordPair(baseline: base, candidate: base).1
+        #expect(promoting.contains { if case .promote = $0 { true } else { false } })
+        #expect(engine.record.promotedFrom == .running)
+        func promotes() -> Bool { engine.tick().contains { if case .promote = $0 { true } else { false } } }
+        // What the controller does when the flip cannot be committed.
+        func fail(backoff: TimeInterval) {
+            #expect(engine.promotionFailed() == backoff)
+            #expect(engine.transition(from: [.promoting], to: .running, action: "promote-failed", by: "system")
+                != nil)
+        }
+        fail(backoff: 5)
+        clock.advance(by: 4)
+        #expect(!promotes(), "promoted again before the backoff ended")
+        clock.advance(by: 1)
+        #expect(promotes())
+        fail(backoff: 10)
+        clock.advance(by: 9)
+        #expect(!promotes())
+        clock.advance(by: 1)
+        #expect(promotes())
+        #expect(engine.phase == .promoting)
     }
 
     @Test("p99 ratio and detections drift rules compare the variants' windows")

@@ -1,5 +1,7 @@
 import Foundation
 import HTTPTypes
+import HotSwap
+import HotSwapTesting
 import Hummingbird
 import HummingbirdTesting
 import NIOCore
@@ -220,6 +222,38 @@ struct APITests {
         #expect(actions.contains("rollback:succeeded") && actions.contains("load:succeeded"))
         #expect(actions.contains("load:failed"))
         #expect(entries.allSatisfy { $0.actor == "alice" })
+    }
+
+    @Test("load?wait=true answers once the load's event is in /v1/events and its outcome in the audit log")
+    func loadWaitAnswersAfterRecording() async throws {
+        let store = SlowStateStore(try StateStore(inMemory: ()))
+        let harness = try await ServerHarness(store: store)
+        defer { Task { await harness.cleanUp() } }
+        // Each event takes 300 ms to be stored (an fsync on a slow disk): an answer sent when the load ended, before
+        // its event was recorded, would find neither the event nor the audit entry (written after it).
+        store.appendDelay = .milliseconds(300)
+        let alice = H.headers(token: "alice-token", contentType: "application/json")
+        try await harness.test { client in
+            for (model, expected, result) in [
+                ("synthetic/yolov5-nc80-320-identity.onnx", HTTPResponse.Status.ok, "succeeded"),
+                ("synthetic/nan.onnx", .unprocessableContent, "failed"),  // fails its warm-up
+            ] {
+                let load = try JSONSerialization.data(withJSONObject: ["model": model, "activate": true])
+                let id = try await client.execute(uri: "/v1/slots/default/load?wait=true", method: .post,
+                    headers: alice, body: ByteBuffer(bytes: load)) { response in
+                    #expect(response.status == expected, "\(model)")
+                    return try #require(try H.json(response)["id"] as? String)
+                }
+                // The audit log read as it is, not after `drain()`.
+                let entries = try await harness.audit.entries(slot: nil, since: nil, limit: 100)
+                #expect(entries.contains { $0.action == "load" && $0.result == result && $0.modelPath == model },
+                    "\(model): no audit outcome yet: \(entries.map { "\($0.action):\($0.result)" })")
+                try await client.execute(uri: "/v1/events?slot=default&limit=50", method: .get, headers: alice) {
+                    let events = try #require(try H.json($0)["events"] as? [[String: Any]])
+                    #expect(events.contains { $0["operation_id"] as? String == id }, "\(model): no event yet")
+                }
+            }
+        }
     }
 
     @Test("a rollback whose reload fails answers with repository-relative paths, in the answer and the audit")

@@ -351,6 +351,76 @@ struct ReleaseAPITests {
         #expect(promote?.result == "succeeded" && promote?.actor == "system")
     }
 
+    @Test("a promotion that cannot be recorded answers 503 and leaves a paused release paused; a retry promotes it")
+    func failedPromotionKeepsPhase() async throws {
+        let store = SlowStateStore(try StateStore(inMemory: ()))
+        let harness = try await ServerHarness(store: store)
+        defer { Task { await harness.cleanUp() } }
+        let baseline = try #require(harness.control.manager.slot("default")?.roles.active?.identity)
+        try await harness.test { client in
+            let (code, _) = try await Self.post(client, "/v1/slots/default/release?wait=true", [
+                "model": "synthetic/yolov5-nc80-320-identity.onnx", "strategy": "canary",
+                "steps": [["percent": 10, "hold_s": 3600]]])
+            #expect(code == .ok)
+            #expect(try await Self.post(client, "/v1/slots/default/release/pause").0 == .ok)
+
+            store.failCommits = true  // a full disk: the flip cannot be committed
+            let (failed, problem) = try await Self.post(client, "/v1/slots/default/release/promote")
+            #expect(failed == .serviceUnavailable)
+            let detail = problem["detail"] as? String ?? ""
+            #expect(detail.contains("the promotion failed and the release went back to paused"), "\(detail)")
+            #expect(!detail.contains(harness.repository.path), "\(detail)")
+            let release = try await Self.status(client)
+            #expect(release["phase"] as? String == "paused")
+            let history = (release["history"] as? [[String: Any]] ?? []).compactMap { $0["action"] as? String }
+            #expect(Array(history.suffix(3)) == ["pause", "promote", "promote-failed"], "\(history)")
+            #expect(harness.control.manager.slot("default")?.roles.active?.identity == baseline)
+            let event = harness.control.manager.recentEvents(slot: "default").last { $0.operation == .releasePromote }
+            #expect(event?.result == .failed)
+            let audited = try await harness.auditEntries().last { $0.action == "release.promote" }
+            #expect(audited?.result == "failed")
+
+            // Once the disk is back, the same promotion from the paused phase goes through.
+            store.failCommits = false
+            #expect(try await Self.post(client, "/v1/slots/default/release/promote").0 == .ok)
+            #expect(try await Self.status(client)["phase"] as? String == "promoted")
+        }
+        let roles = try #require(harness.control.manager.slot("default")?.roles)
+        #expect(roles.active?.identity.path.hasSuffix("yolov5-nc80-320-identity.onnx") == true)
+        #expect(roles.standby?.identity == baseline)
+    }
+
+    @Test("an automatic promotion that cannot be recorded is retried after a backoff, and promotes once it can")
+    func failedAutomaticPromotionRetried() async throws {
+        let store = SlowStateStore(try StateStore(inMemory: ()))
+        let harness = try await ServerHarness(store: store)
+        defer { Task { await harness.cleanUp() } }
+        let manager = harness.control.manager
+        @Sendable func failedPromotions() -> [SwapEvent] {
+            manager.recentEvents(slot: "default").filter { $0.operation == .releasePromote && $0.result == .failed }
+        }
+        try await harness.test { client in
+            store.failCommits = true
+            let (code, _) = try await Self.post(client, "/v1/slots/default/release?wait=true", [
+                "model": "synthetic/yolov5-nc80-320-identity.onnx", "strategy": "shadow",
+                "rules": ["min_samples": 2, "promote_after": ["min_requests": 2]]])
+            #expect(code == .ok)
+            for _ in 0..<4 { #expect(try await Self.detect(client).0 == .ok) }
+            #expect(await eventually(timeout: .seconds(30)) { !failedPromotions().isEmpty })
+            let first = try #require(failedPromotions().first)
+            #expect(first.reason?.contains("the next automatic promotion in 5 s") == true, "\(first.reason ?? "")")
+            // The rules are judged every second: without the backoff, three more would fail in these 3 s.
+            try await Task.sleep(for: .seconds(3))
+            #expect(failedPromotions().count == 1)
+            #expect(try await Self.status(client)["phase"] as? String == "running")
+            store.failCommits = false
+            #expect(await eventuallyAsync {
+                (try? await Self.status(client)["phase"] as? String) == "promoted"
+            })
+        }
+        #expect(manager.slot("default")?.roles.active?.identity.path.hasSuffix("320-identity.onnx") == true)
+    }
+
     @Test("conflicts and refusals: a second release, loads during a release, unknown slots, bad bodies")
     func conflicts() async throws {
         let harness = try await ServerHarness()
@@ -384,7 +454,7 @@ struct ReleaseAPITests {
         }
     }
 
-    @Test("a restart resumes the release in its phase and step: the candidate is verified, loaded and routed again")
+    @Test("a restart resumes the release in its phase and step (one cut off while promoting, in the phase it was promoted from): the candidate is verified, loaded and routed again")
     func resumeAfterRestart() async throws {
         let harness = try await ServerHarness()
         defer { Task { await harness.cleanUp() } }
@@ -417,6 +487,13 @@ struct ReleaseAPITests {
         }
         await first.stopReleases()
         await first.manager.shutdown()
+        // As if the process died while an operator's promotion of the paused release was being committed.
+        let file = URL(fileURLWithPath: state + "/releases/default.json")
+        var persisted = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: file)) as? [String: Any])
+        #expect(persisted["phase"] as? String == "paused")
+        persisted["phase"] = "promoting"
+        persisted["promotedFrom"] = "paused"
+        try JSONSerialization.data(withJSONObject: persisted).write(to: file)
 
         let second = await boot()
         defer { Task { await second.manager.shutdown() } }

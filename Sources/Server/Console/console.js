@@ -848,7 +848,7 @@ async function releaseAction(card, action) {
     if (r.phase === RELEASE_PHASE_AFTER[action]) {
       showMessage("Release on " + card.slot + " " + RELEASE_DONE[action] + ".", "info");
     } else {
-      // A promotion that failed leaves the release running (why is in the event and the audit log).
+      // Answered, but not in the phase the action leads to: a rule or another operator got there first.
       showMessage("The release on " + card.slot + " was not " + RELEASE_DONE[action] + ": it is "
         + r.phase.replace("_", " ") + (r.reason ? " (" + r.reason + ")" : "") + ".");
     }

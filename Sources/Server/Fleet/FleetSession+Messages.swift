@@ -101,10 +101,11 @@ extension FleetSession {
         switch command.action {
         case "load":
             guard let model = command.model else { throw FleetRefusal(.malformed, "load needs a model") }
-            let op = try await control.load(slot: try slot(), body: LoadBody(model: model, version: command.version,
-                sha256: command.sha256, activate: command.activate ?? false), by: principal, from: nil)
-            let status = await op.wait()
-            let output = FleetJSON.from(OperationDTO(op, repository: control.repository))
+            let load = try await control.load(slot: try slot(), body: LoadBody(model: model,
+                version: command.version, sha256: command.sha256, activate: command.activate ?? false),
+                by: principal, from: nil)
+            let status = await load.outcome()
+            let output = FleetJSON.from(OperationDTO(load.operation, repository: control.repository))
             guard status.stage == .ready else {
                 return result("failed", status.failure.map { hide($0.description) } ?? status.stage.rawValue, nil,
                     output)

@@ -54,8 +54,7 @@ package struct OpenInferenceRepository: Sendable {
     package func load(slot: String, parameters: [String: InferParameter], by principal: Principal,
                       from remote: String?) async throws {
         guard let body = try loadBody(slot: slot, parameters) else { return }
-        let op = try await control.load(slot: slot, body: body, by: principal, from: remote)
-        let status = await op.wait()
+        let status = try await control.load(slot: slot, body: body, by: principal, from: remote).outcome()
         guard status.stage == .ready else {
             let reason = status.failure.map { control.repository.hidingRoot($0.description) } ?? status.stage.rawValue
             throw Problem(.badRequest, "Load Failed", detail: "load of '\(body.model)' into '\(slot)' failed: \(reason)")
