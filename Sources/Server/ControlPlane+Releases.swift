@@ -371,15 +371,23 @@ extension ControlPlane {
 
     /// Resumes the releases a previous run left unfinished, each in the phase and step it had: the candidate is loaded
     /// again (its recorded sha256 verified) and routing starts once it is back. Called once the slots are up.
+    /// A release whose promotion was committed (the slot's active model is the candidate) but whose end was not
+    /// recorded before the process ended is recorded as promoted instead.
     func resumeReleases(clock: any ReleaseClock = SystemReleaseClock()) async {
         let (records, unreadable) = releaseStore.load()
         for name in unreadable {
             logger.error("release record unreadable: skipped", metadata: ["file": "\(name)"])
         }
         for var record in records where !record.phase.isTerminal {
-            guard manager.slot(record.slot)?.roles.active != nil else {
+            guard let active = manager.slot(record.slot)?.roles.active?.identity else {
                 logger.warning("release not resumed: its slot has no active model", metadata: [
                     "slot": "\(record.slot)"])
+                continue
+            }
+            // Loads and switches are refused while a release runs: only its promotion makes the candidate active.
+            if let candidate = record.candidate, candidate.sha256 != record.baseline?.sha256,
+               active.sha256 == candidate.sha256 {
+                await recordInterruptedPromotion(record, clock: clock)
                 continue
             }
             if record.phase == .promoting { record.phase = record.promotedFrom ?? .running }
@@ -392,6 +400,15 @@ extension ControlPlane {
             run.bringUp.withLock { $0 = task }
             run.keep(task)
         }
+    }
+
+    private func recordInterruptedPromotion(_ record: ReleaseRecord, clock: any ReleaseClock) async {
+        guard let run = try? installRun(record, clock: clock) else { return }
+        let reason = "promoted before a restart: the slot's committed active model is the candidate"
+        run.engine.transition(from: [.loading, .running, .paused, .promoting], to: .promoted, action: "promoted",
+            by: Self.system.name, detail: reason)
+        await finish(run, operation: .releasePromote, result: .succeeded, reason: reason, by: Self.system, from: nil,
+            action: "release.promote", started: Date())
     }
 
     /// Stops every release's ticker and mirror pool and waits for the work under way (at shutdown; the records stay

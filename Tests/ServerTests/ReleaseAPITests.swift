@@ -73,6 +73,28 @@ struct ReleaseAPITests {
         }
     }
 
+    /// What a restart of the service builds: a fresh manager (over `store`, if any) and control plane over the
+    /// harness's repository and the state directory `state`, its slots brought up and its releases resumed.
+    static func boot(_ harness: ServerHarness, state: String, store: (any SlotStateStore)? = nil) async
+        -> ControlPlane
+    {
+        let manager = ModelManager(configuration: harness.configuration.hotSwap, loader: ServerHarness.loader,
+            store: store)
+        let control = ControlPlane(manager: manager,
+            repository: ModelRepository(root: harness.repository.path, stateDirectory: state), routes: [:],
+            audit: nil, logger: Logger(label: "test"))
+        await YOLOSwapServer.startSlots(control: control, configuration: harness.configuration,
+            logger: Logger(label: "t"))
+        return control
+    }
+
+    /// Serves `control`'s API in process to `body`.
+    static func serve(_ harness: ServerHarness, _ control: ControlPlane,
+                      _ body: @Sendable (any TestClientProtocol) async throws -> Void) async throws {
+        try await YOLOSwapServer.makeApplication(control: control, configuration: harness.configuration,
+            metricsText: nil, logger: Logger(label: "test")).test(.router, body)
+    }
+
     @Test("shadow with the same model: answers from the baseline, agreement 1.0, no disagreement; abort ends it")
     func shadowSameModel() async throws {
         let harness = try await ServerHarness()
@@ -454,23 +476,58 @@ struct ReleaseAPITests {
         }
     }
 
+    @Test("a restart after a promotion was committed, before the release's end was recorded, records it as promoted")
+    func promotionCommittedBeforeRestart() async throws {
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        let state = harness.repository.appendingPathComponent("state").path
+        @Sendable func boot() async throws -> ControlPlane {
+            await Self.boot(harness, state: state, store: try StateStore(directory: state))
+        }
+        let file = URL(fileURLWithPath: state + "/releases/default.json")
+        let first = try await boot()
+        let baseline = try #require(first.manager.slot("default")?.roles.active?.identity)
+        let running = Locked<Data?>(nil)
+        try await Self.serve(harness, first) { client in
+            let (code, _) = try await Self.post(client, "/v1/slots/default/release?wait=true", [
+                "model": "synthetic/yolov5-nc80-320-identity.onnx", "strategy": "canary",
+                "steps": [["percent": 10, "hold_s": 3600]]])
+            #expect(code == .ok)
+            running.withLock { $0 = try? Data(contentsOf: file) }
+            #expect(try await Self.post(client, "/v1/slots/default/release/promote").0 == .ok)
+        }
+        await first.stopReleases()
+        await first.manager.shutdown()
+        // As if the process had died between the flip's commit and the release record's update.
+        let record = try #require(running.value)
+        #expect(String(decoding: record, as: UTF8.self).contains("\"phase\":\"running\""))
+        try record.write(to: file)
+
+        let second = try await boot()
+        defer { Task { await second.manager.shutdown() } }
+        try await Self.serve(harness, second) { client in
+            let release = try await Self.status(client)
+            #expect(release["phase"] as? String == "promoted")
+            let last = (release["history"] as? [[String: Any]])?.last
+            #expect(last?["action"] as? String == "promoted" && last?["by"] as? String == "system")
+            #expect((last?["detail"] as? String)?.contains("before a restart") == true, "\(String(describing: last))")
+        }
+        let roles = try #require(second.manager.slot("default")?.roles)
+        #expect(roles.active?.identity.path.hasSuffix("yolov5-nc80-320-identity.onnx") == true)
+        #expect(roles.active?.identity.sha256 != baseline.sha256)
+        #expect(roles.staged == nil, "the candidate was loaded again as if the release still ran")
+        let event = second.manager.recentEvents(slot: "default").last { $0.operation == .releasePromote }
+        #expect(event?.result == .succeeded)
+        await second.stopReleases()
+    }
+
     @Test("a restart resumes the release in its phase and step (one cut off while promoting, in the phase it was promoted from): the candidate is verified, loaded and routed again")
     func resumeAfterRestart() async throws {
         let harness = try await ServerHarness()
         defer { Task { await harness.cleanUp() } }
         let state = harness.repository.appendingPathComponent("state").path
-        let configuration = harness.configuration
-        @Sendable func boot() async -> ControlPlane {
-            let manager = ModelManager(configuration: configuration.hotSwap, loader: ServerHarness.loader)
-            let control = ControlPlane(manager: manager,
-                repository: ModelRepository(root: harness.repository.path, stateDirectory: state), routes: [:],
-                audit: nil, logger: Logger(label: "test"))
-            await YOLOSwapServer.startSlots(control: control, configuration: configuration, logger: Logger(label: "t"))
-            return control
-        }
-        let first = await boot()
-        try await YOLOSwapServer.makeApplication(control: first, configuration: configuration, metricsText: nil,
-            logger: Logger(label: "test")).test(.router) { client in
+        let first = await Self.boot(harness, state: state)
+        try await Self.serve(harness, first) { client in
             let (code, _) = try await Self.post(client, "/v1/slots/default/release?wait=true", [
                 "model": "synthetic/yolov5-nc80-320-identity.onnx", "strategy": "canary",
                 "sticky_header": "X-Camera-Id",
@@ -495,10 +552,9 @@ struct ReleaseAPITests {
         persisted["promotedFrom"] = "paused"
         try JSONSerialization.data(withJSONObject: persisted).write(to: file)
 
-        let second = await boot()
+        let second = await Self.boot(harness, state: state)
         defer { Task { await second.manager.shutdown() } }
-        try await YOLOSwapServer.makeApplication(control: second, configuration: configuration, metricsText: nil,
-            logger: Logger(label: "test")).test(.router) { client in
+        try await Self.serve(harness, second) { client in
             var release: [String: Any] = [:]
             let deadline = ContinuousClock.now + .seconds(30)
             while ContinuousClock.now < deadline {
