@@ -19,8 +19,15 @@ extension ControlPlane {
     /// The slot's current (or last) release.
     func releaseRun(_ slot: String) -> ReleaseRun? { releaseRuns.withLock { $0[slot] } }
 
-    /// 409 when the slot has a release that is not over: its roles belong to the release until then.
+    /// 503 while the service starts (until `markStarted`: the committed models are being restored and the releases
+    /// resumed, so which slot belongs to a release is not known yet); 409 when the slot has a release that is not
+    /// over: its roles belong to the release until then.
     func refuseDuringRelease(_ slot: String, _ action: String) throws {
+        guard hasStarted else {
+            throw Problem(.serviceUnavailable, "Starting", detail: "the service is bringing its slots up (restoring "
+                + "the committed models, resuming releases); ask for the \(action) again once /readyz answers 200",
+                retryAfter: 1)
+        }
         if let run = releaseRun(slot), !run.engine.phase.isTerminal {
             throw ReleaseError.conflict("slot '\(slot)' has a release in progress (\(run.engine.phase.rawValue)); "
                 + "promote or abort it before a \(action)")
@@ -386,7 +393,7 @@ extension ControlPlane {
             }
             // Loads and switches are refused while a release runs: only its promotion makes the candidate active.
             if let candidate = record.candidate, candidate.sha256 != record.baseline?.sha256,
-               active.sha256 == candidate.sha256 {
+               active.sha256 == candidate.sha256, active.path == record.candidatePath {
                 await recordInterruptedPromotion(record, clock: clock)
                 continue
             }

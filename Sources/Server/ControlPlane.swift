@@ -42,7 +42,9 @@ public final class ControlPlane: Sendable {
     /// Whether the slots have been brought up (`YOLOSwapServer.startSlots` has finished): `/readyz` is 503 before.
     public var hasStarted: Bool { started.value }
 
-    func markStarted() { started.withLock { $0 = true } }
+    /// Says the slots are up: until then changes to them are refused with 503 (`refuseDuringRelease`).
+    /// `YOLOSwapServer.startSlots` calls it at its end; a tool that brings its slots up itself calls it once they are.
+    public func markStarted() { started.withLock { $0 = true } }
 
     /// Waits until every load outcome still to be audited has been written.
     public func drain() async {

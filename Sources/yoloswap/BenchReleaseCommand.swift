@@ -66,6 +66,7 @@ struct BenchReleaseCommand: AsyncParsableCommand {
             audit: nil, logger: logger)
         let slot = try await manager.createSlot("bench")
         _ = try await manager.loadAndActivate(LoadRequest(slot: "bench", path: baseline))
+        control.markStarted()
         var spec = ReleaseSpec(model: candidateFile.lastPathComponent, strategy: .shadow)
         spec.mirror_percent = 100
         spec.disagreements_kept = 0

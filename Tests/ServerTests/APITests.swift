@@ -27,7 +27,7 @@ struct APITests {
         }
     }
 
-    @Test("/readyz answers 503 \"starting\" until the slots have been brought up")
+    @Test("/readyz answers 503 \"starting\", and changes to the slots 503 too, until the slots have been brought up")
     func readinessWhileStarting() async throws {
         let harness = try await ServerHarness()
         defer { Task { await harness.cleanUp() } }
@@ -43,7 +43,23 @@ struct APITests {
                 #expect(body["status"] as? String == "starting")
             }
             try await client.execute(uri: "/healthz", method: .get) { #expect($0.status == .ok) }
+            // Changes wait until the committed models are back and the releases resumed (which slot belongs to a
+            // release is not known before).
+            let load = try JSONSerialization.data(withJSONObject: ["model": "synthetic/yolov5-nc80-320-identity.onnx"])
+            for (uri, body) in [("/v1/slots/default/load", load), ("/v1/slots/default/rollback", nil),
+                                ("/v1/slots/default/release", try JSONSerialization.data(withJSONObject: [
+                                    "model": "synthetic/yolov5-nc80-320-identity.onnx", "strategy": "shadow"]))] {
+                try await client.execute(uri: uri, method: .post,
+                    headers: H.headers(token: "alice-token", contentType: "application/json"),
+                    body: body.map { ByteBuffer(bytes: $0) }) { response in
+                    #expect(response.status == .serviceUnavailable, "\(uri)")
+                    #expect(response.headers[.retryAfter] == "1", "\(uri)")
+                    let detail = try H.json(response)["detail"] as? String
+                    #expect(detail?.contains("/readyz") == true, "\(uri)")
+                }
+            }
         }
+        #expect(harness.control.manager.slot("default")?.roles.staged == nil)
     }
 
     @Test("detect: raw JPEG and multipart, stamped with the model; routing by product header")

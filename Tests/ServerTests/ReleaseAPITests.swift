@@ -75,14 +75,14 @@ struct ReleaseAPITests {
 
     /// What a restart of the service builds: a fresh manager (over `store`, if any) and control plane over the
     /// harness's repository and the state directory `state`, its slots brought up and its releases resumed.
-    static func boot(_ harness: ServerHarness, state: String, store: (any SlotStateStore)? = nil) async
-        -> ControlPlane
+    static func boot(_ harness: ServerHarness, state: String, store: (any SlotStateStore)? = nil,
+                     audit: AuditTrail? = nil) async -> ControlPlane
     {
         let manager = ModelManager(configuration: harness.configuration.hotSwap, loader: ServerHarness.loader,
             store: store)
         let control = ControlPlane(manager: manager,
             repository: ModelRepository(root: harness.repository.path, stateDirectory: state), routes: [:],
-            audit: nil, logger: Logger(label: "test"))
+            audit: audit, logger: Logger(label: "test"))
         await YOLOSwapServer.startSlots(control: control, configuration: harness.configuration,
             logger: Logger(label: "t"))
         return control
@@ -465,6 +465,8 @@ struct ReleaseAPITests {
                 ["model": "synthetic/yolov5-nc80-320-identity.onnx", "strategy": "shadow"]).0 == .conflict)
             #expect(try await Self.post(client, "/v1/slots/default/load",
                 ["model": "synthetic/yolov5-nc80-320-identity.onnx"]).0 == .conflict)
+            // Not even forced: the release's candidate and baseline would go with the slot's models.
+            #expect(try await Self.post(client, "/v2/repository/models/default/unload?force=true").0 == .conflict)
             #expect(try await client.execute(uri: "/v1/slots/default/release/pause", method: .post,
                 headers: H.headers(token: "carol-token")) { $0.status } == .forbidden)
             #expect(await eventually(timeout: .seconds(30)) {
@@ -482,7 +484,7 @@ struct ReleaseAPITests {
         defer { Task { await harness.cleanUp() } }
         let state = harness.repository.appendingPathComponent("state").path
         @Sendable func boot() async throws -> ControlPlane {
-            await Self.boot(harness, state: state, store: try StateStore(directory: state))
+            await Self.boot(harness, state: state, store: try StateStore(directory: state), audit: harness.audit)
         }
         let file = URL(fileURLWithPath: state + "/releases/default.json")
         let first = try await boot()
@@ -516,9 +518,12 @@ struct ReleaseAPITests {
         #expect(roles.active?.identity.path.hasSuffix("yolov5-nc80-320-identity.onnx") == true)
         #expect(roles.active?.identity.sha256 != baseline.sha256)
         #expect(roles.staged == nil, "the candidate was loaded again as if the release still ran")
-        let event = second.manager.recentEvents(slot: "default").last { $0.operation == .releasePromote }
+        let event = second.manager.recentEvents(slot: "default").first { $0.operation == .releasePromote }
         #expect(event?.result == .succeeded)
         await second.stopReleases()
+        let audited = try await harness.auditEntries().last { $0.action == "release.promote" }
+        #expect(audited?.actor == "system" && audited?.result == "succeeded")
+        #expect(audited?.reason?.contains("before a restart") == true)
     }
 
     @Test("a restart resumes the release in its phase and step (one cut off while promoting, in the phase it was promoted from): the candidate is verified, loaded and routed again")
