@@ -20,13 +20,13 @@ extension ControlPlane {
     func releaseRun(_ slot: String) -> ReleaseRun? { releaseRuns.withLock { $0[slot] } }
 
     /// 503 while the service starts (until `markStarted`: the committed models are being restored and the releases
-    /// resumed, so which slot belongs to a release is not known yet); 409 when the slot has a release that is not
-    /// over: its roles belong to the release until then.
+    /// resumed, so which slot belongs to a release is not known yet, nor whether a slot exists); 409 when the slot
+    /// has a release that is not over: its roles belong to the release until then.
     func refuseDuringRelease(_ slot: String, _ action: String) throws {
         guard hasStarted else {
             throw Problem(.serviceUnavailable, "Starting", detail: "the service is bringing its slots up (restoring "
-                + "the committed models, resuming releases); ask for the \(action) again once /readyz answers 200",
-                retryAfter: 1)
+                + "the committed models, resuming releases); ask for the \(action) again once /readyz no longer "
+                + "answers \"starting\"", retryAfter: 1)
         }
         if let run = releaseRun(slot), !run.engine.phase.isTerminal {
             throw ReleaseError.conflict("slot '\(slot)' has a release in progress (\(run.engine.phase.rawValue)); "
@@ -46,8 +46,8 @@ extension ControlPlane {
         let baseline: ModelInstance
         do {
             try spec.validate()
-            guard let slotRef = manager.slot(slot) else { throw ControlError.unknownSlot(slot) }
             try refuseDuringRelease(slot, "new release")
+            guard let slotRef = manager.slot(slot) else { throw ControlError.unknownSlot(slot) }
             guard let active = slotRef.roles.active else {
                 throw ReleaseError.conflict("slot '\(slot)' has no active model to compare a candidate with")
             }

@@ -9,13 +9,13 @@ extension ControlPlane {
     /// - Throws: `Problem` 409 for a slot with an active model without `force` or with a release in progress, 503
     ///   while the service starts; `ControlError.unknownSlot`.
     func unload(slot: String, force: Bool, by principal: Principal, from remote: String?) async throws -> UnloadResult {
-        guard let roles = manager.slot(slot)?.roles else { throw ControlError.unknownSlot(slot) }
         do { try refuseDuringRelease(slot, "unload") } catch {
             let problem = Problem.from(error)
             await auditRefusal(principal, remote, action: "unload \(slot)", reason: "\(problem.status.code) "
                 + problem.detail)
             throw error
         }
+        guard let roles = manager.slot(slot)?.roles else { throw ControlError.unknownSlot(slot) }
         if let active = roles.active, !force {
             let reason = "slot '\(slot)' serves \(active.identity.id); unloading it would stop serving: pass the "
                 + "parameter force=true to unload it anyway"
