@@ -42,10 +42,13 @@ struct ServerHarness {
 
     /// A model repository in a temp folder with copies of the synthetic models, plus a symlink that escapes it.
     /// - Parameters:
+    ///   - requestTimeoutMilliseconds: each request's deadline; a minute, not the service's 10 s: at the start of a CI
+    ///     run the synchronous tests that run Python hold the cooperative pool for about half a minute, and a request
+    ///     answered 503 for waiting that long would hide what a test checks (none of them tests this deadline).
     ///   - store: where the manager commits (nil: nothing persisted).
     ///   - slotExecution: providers and settings per slot (none: every slot on the CPU).
     init(tokens: [ServerConfiguration.Token] = Self.tokens, anonymousDetect: Bool = false,
-         maxBodyBytes: Int = 20 << 20, requestTimeoutMilliseconds: Int = 10_000,
+         maxBodyBytes: Int = 20 << 20, requestTimeoutMilliseconds: Int = 60_000,
          store: (any SlotStateStore)? = nil, slotExecution: [String: SlotExecution] = [:],
          loader: (any ModelLoader)? = nil, extraModels: [String] = []) async throws {
         let repo = FileManager.default.temporaryDirectory.appendingPathComponent("repo-\(UUID())")
