@@ -22,8 +22,12 @@ public struct StreamConfiguration: Sendable {
     /// Reconnect backoff of a live source: the first wait, doubled per failed attempt up to the maximum.
     public var reconnectInitial: Duration
     public var reconnectMaximum: Duration
-    /// A live source that delivers no frame for this long is restarted.
+    /// A live source that delivers no frame for this long is restarted, once it has delivered its first.
     public var stallTimeout: Duration
+    /// A live source's FFmpeg that delivers no first frame for this long is restarted. Longer than the stall timeout:
+    /// starting FFmpeg, opening the camera or connection, probing the stream and waiting for its next key frame all
+    /// come before the first frame (under emulation FFmpeg alone took longer than 5 s to start).
+    public var openTimeout: Duration
     /// The program run to decode.
     public var ffmpeg: String
     /// Frames detected at once (1…8), on as many of the slot's worker threads, results still handed on in frame
@@ -37,8 +41,8 @@ public struct StreamConfiguration: Sendable {
     public init(source: VideoSource, slot: String, backPressure: BackPressure? = nil, fpsCap: Double? = nil,
                 detection: DetectionOptions = .init(), maxPixels: Int = Self.defaultMaxPixels,
                 reconnectInitial: Duration = .milliseconds(250), reconnectMaximum: Duration = .seconds(10),
-                stallTimeout: Duration = .seconds(5), ffmpeg: String = "ffmpeg", framesInFlight: Int = 1,
-                maxFrames: Int? = nil) {
+                stallTimeout: Duration = .seconds(5), openTimeout: Duration = .seconds(30), ffmpeg: String = "ffmpeg",
+                framesInFlight: Int = 1, maxFrames: Int? = nil) {
         self.source = source
         self.slot = slot
         self.backPressure = backPressure ?? (source.isLive ? .latest : .block)
@@ -50,6 +54,7 @@ public struct StreamConfiguration: Sendable {
         self.reconnectInitial = reconnectInitial
         self.reconnectMaximum = reconnectMaximum
         self.stallTimeout = stallTimeout
+        self.openTimeout = openTimeout
         self.ffmpeg = ffmpeg
         self.framesInFlight = min(max(framesInFlight, 1), Self.maxFramesInFlight)
         self.maxFrames = maxFrames
@@ -108,6 +113,8 @@ public final class VideoStream: Sendable {
     /// Cuts a reconnect's backoff short when the stream stops.
     private let wake = DispatchSemaphore(value: 0)
     private let lastFrameAt = Locked(ContinuousClock.now)
+    /// The running FFmpeg has delivered no frame yet: the watchdog allows it the open timeout.
+    private let awaitingFirstFrame = Locked(true)
     /// The decoder thread is waiting for the detection loop (`block`): not a stalled source.
     private let waitingForConsumer = Locked(false)
     private let dropCounter: Counter
@@ -240,6 +247,7 @@ public final class VideoStream: Sendable {
             }
             // The clock first: a watchdog tick in between would take the new FFmpeg for a stalled one.
             lastFrameAt.withLock { $0 = .now }
+            awaitingFirstFrame.withLock { $0 = true }
             decoder.withLock { $0 = started }
             if stopping.value { started.close() }
             var delivered = 0
@@ -251,6 +259,7 @@ public final class VideoStream: Sendable {
                     nextIndex += 1
                     delivered += 1
                     lastFrameAt.withLock { $0 = .now }
+                    awaitingFirstFrame.withLock { $0 = false }
                     status.withLock { s in
                         s.frames_decoded = nextIndex
                         if s.state == .starting || s.state == .reconnecting { s.state = .running }
@@ -295,18 +304,21 @@ public final class VideoStream: Sendable {
         mailbox.finish()
     }
 
-    /// Restarts FFmpeg when a live source delivers no frame within the stall timeout.
+    /// Restarts FFmpeg when a live source delivers no first frame within the open timeout, or no further frame within
+    /// the stall timeout.
     private func startWatchdog() -> DispatchSourceTimer {
         let timer = DispatchSource.makeTimerSource(queue: .global(qos: .utility))
-        let period = min(configuration.stallTimeout.seconds / 4, 0.5)
+        let period = min(min(configuration.stallTimeout, configuration.openTimeout).seconds / 4, 0.5)
         timer.schedule(deadline: .now() + period, repeating: period)
         timer.setEventHandler { [self] in
+            let opening = awaitingFirstFrame.value
+            let limit = opening ? configuration.openTimeout : configuration.stallTimeout
             // No decoder: between two FFmpeg runs (a reconnect's backoff), which is no stall; its error stays shown.
-            guard !waitingForConsumer.value, ContinuousClock.now - lastFrameAt.value > configuration.stallTimeout,
+            guard !waitingForConsumer.value, ContinuousClock.now - lastFrameAt.value > limit,
                 let running = decoder.value
             else { return }
             lastFrameAt.withLock { $0 = .now }
-            status.withLock { $0.last_error = "no frame for \(configuration.stallTimeout)" }
+            status.withLock { $0.last_error = opening ? "no first frame within \(limit)" : "no frame for \(limit)" }
             running.terminate()
         }
         timer.resume()

@@ -153,6 +153,39 @@ extension StreamSuite {
             #expect(s.state == .failed && s.reconnects == reconnects, "\(s)")
         }
 
+        @Test("a live source has the open timeout for its first frame, the stall timeout between frames")
+        func openTimeoutThenStallTimeout() async throws {
+            let port = Int.random(in: 20_000...32_000)
+            let (manager, slot, live) = try await Self.liveSetUp(url: "udp://127.0.0.1:\(port)",
+                model: "models/yolov3-tiny-coco-320.onnx")
+            var configuration = live
+            configuration.stallTimeout = .seconds(2)
+            configuration.openTimeout = .seconds(6)
+            // Nothing published yet: a camera still opening. The stall timeout alone would have restarted it by now.
+            let stream = VideoStream(id: "opening", configuration: configuration, slot: slot)
+            stream.start()
+            try await Task.sleep(for: .seconds(4))
+            #expect(stream.currentStatus.reconnects == 0, "\(stream.currentStatus)")
+            // Past the open timeout it is restarted, the reason saying which limit ran out.
+            #expect(await eventually(timeout: .seconds(30)) { stream.currentStatus.reconnects >= 1 },
+                "\(stream.currentStatus)")
+            #expect(stream.currentStatus.last_error == "no first frame within 6.0 seconds", "\(stream.currentStatus)")
+
+            // Once frames flowed, a silent source is a stall: the stall timeout's reason.
+            let publisher = try Self.udpPublisher(port: port)
+            defer { publisher.stop() }
+            #expect(await eventually(timeout: .seconds(60)) { stream.currentStatus.frames_detected >= 3 },
+                "\(stream.currentStatus)")
+            let reconnects = stream.currentStatus.reconnects
+            publisher.stop()
+            #expect(await eventually(timeout: .seconds(30)) {
+                let s = stream.currentStatus
+                return s.reconnects > reconnects && s.last_error == "no frame for 2.0 seconds"
+            }, "\(stream.currentStatus)")
+            await stream.stop()
+            await manager.shutdown()
+        }
+
         @Test("an RTSP camera (RTSP over TCP, MJPEG): frames at its rate with their pts and the photo's detections; the camera restarts, the stream reconnects")
         func rtspCamera() async throws {
             // Below the kernel's ephemeral range (32768…), which any outgoing connection could be given.
