@@ -311,12 +311,13 @@ public final class VideoStream: Sendable {
         let period = min(min(configuration.stallTimeout, configuration.openTimeout).seconds / 4, 0.5)
         timer.schedule(deadline: .now() + period, repeating: period)
         timer.setEventHandler { [self] in
+            // The decoder first: the decoder thread sets the clock and the first-frame flag before it installs a new
+            // FFmpeg, so a tick that sees the new one also sees them (not the clock of before the backoff). No decoder:
+            // between two FFmpeg runs (a reconnect's backoff), which is no stall; its error stays shown.
+            guard let running = decoder.value, !stopping.value else { return }
             let opening = awaitingFirstFrame.value
             let limit = opening ? configuration.openTimeout : configuration.stallTimeout
-            // No decoder: between two FFmpeg runs (a reconnect's backoff), which is no stall; its error stays shown.
-            guard !waitingForConsumer.value, ContinuousClock.now - lastFrameAt.value > limit,
-                let running = decoder.value
-            else { return }
+            guard !waitingForConsumer.value, ContinuousClock.now - lastFrameAt.value > limit else { return }
             lastFrameAt.withLock { $0 = .now }
             status.withLock { $0.last_error = opening ? "no first frame within \(limit)" : "no frame for \(limit)" }
             running.terminate()

@@ -50,10 +50,10 @@ struct AuditChainTests {
     }
 
     @Test("the stored hashes follow the documented encoding (recomputed by an independent Python script)")
-    func documentedEncoding() async throws {
+    func documentedEncoding() throws {
         let dir = try TemporaryDirectory()
         try Self.fill(try AuditLog(directory: dir.path), count: 12)
-        let lines = try await ExternalSQLite.run(dir.database, "check").split(separator: "\n")
+        let lines = try ExternalSQLite.run(dir.database, "check").split(separator: "\n")
         #expect(lines.count == 12)
         #expect(lines.allSatisfy { $0.hasSuffix(" ok") })
     }
@@ -79,11 +79,11 @@ struct AuditChainTests {
             "UPDATE audit_entry SET hash = '" + String(repeating: "f", count: 64) + "' WHERE id = 17",
             "UPDATE audit_entry SET time_us = 'yesterday' WHERE id = 17",
         ])
-    func editedRow(sql: String) async throws {
+    func editedRow(sql: String) throws {
         let dir = try TemporaryDirectory()
         let log = try AuditLog(directory: dir.path)
         try Self.fill(log, count: 40)
-        try await ExternalSQLite.execute(dir.database, sql)
+        try ExternalSQLite.execute(dir.database, sql)
 
         guard case .broken(let chainBreak) = try log.verify() else {
             Issue.record("tampering went unnoticed: \(sql)")
@@ -96,12 +96,12 @@ struct AuditChainTests {
     }
 
     @Test("an edited row whose hash was recomputed breaks the link to the next row")
-    func editedAndRehashed() async throws {
+    func editedAndRehashed() throws {
         let dir = try TemporaryDirectory()
         let log = try AuditLog(directory: dir.path)
         try Self.fill(log, count: 30)
-        try await ExternalSQLite.execute(dir.database, "UPDATE audit_entry SET result = 'succeeded' WHERE id = 15")
-        try await ExternalSQLite.run(dir.database, "rehash", "15")
+        try ExternalSQLite.execute(dir.database, "UPDATE audit_entry SET result = 'succeeded' WHERE id = 15")
+        try ExternalSQLite.run(dir.database, "rehash", "15")
 
         guard case .broken(let chainBreak) = try log.verify() else {
             Issue.record("a re-hashed edit went unnoticed")
@@ -113,11 +113,11 @@ struct AuditChainTests {
     }
 
     @Test("a deleted row in the middle is reported at the entry after it")
-    func deletedMiddleRow() async throws {
+    func deletedMiddleRow() throws {
         let dir = try TemporaryDirectory()
         let log = try AuditLog(directory: dir.path)
         try Self.fill(log, count: 30)
-        try await ExternalSQLite.execute(dir.database, "DELETE FROM audit_entry WHERE id = 12")
+        try ExternalSQLite.execute(dir.database, "DELETE FROM audit_entry WHERE id = 12")
 
         let outcome = try log.verify()
         #expect(
@@ -130,11 +130,11 @@ struct AuditChainTests {
     }
 
     @Test("deleted rows renumbered to hide the gap break the link")
-    func deletedAndRenumbered() async throws {
+    func deletedAndRenumbered() throws {
         let dir = try TemporaryDirectory()
         let log = try AuditLog(directory: dir.path)
         try Self.fill(log, count: 10)
-        try await ExternalSQLite.execute(
+        try ExternalSQLite.execute(
             dir.database,
             """
             DELETE FROM audit_entry WHERE id = 5;
@@ -149,11 +149,11 @@ struct AuditChainTests {
     }
 
     @Test("the first row deleted: reported at entry #2")
-    func deletedFirstRow() async throws {
+    func deletedFirstRow() throws {
         let dir = try TemporaryDirectory()
         let log = try AuditLog(directory: dir.path)
         try Self.fill(log, count: 5)
-        try await ExternalSQLite.execute(dir.database, "DELETE FROM audit_entry WHERE id = 1")
+        try ExternalSQLite.execute(dir.database, "DELETE FROM audit_entry WHERE id = 1")
         guard case .broken(let chainBreak) = try log.verify() else {
             Issue.record("deletion went unnoticed")
             return
@@ -163,11 +163,11 @@ struct AuditChainTests {
     }
 
     @Test("rows deleted from the end are reported through the head record, and stay reported after new appends")
-    func truncatedTail() async throws {
+    func truncatedTail() throws {
         let dir = try TemporaryDirectory()
         let log = try AuditLog(directory: dir.path)
         try Self.fill(log, count: 20)
-        try await ExternalSQLite.execute(dir.database, "DELETE FROM audit_entry WHERE id >= 19")
+        try ExternalSQLite.execute(dir.database, "DELETE FROM audit_entry WHERE id >= 19")
 
         let outcome = try log.verify()
         guard case .broken(let chainBreak) = outcome else {
@@ -190,18 +190,18 @@ struct AuditChainTests {
     }
 
     @Test("a deleted or edited head record is reported")
-    func headTampering() async throws {
+    func headTampering() throws {
         let dir = try TemporaryDirectory()
         let log = try AuditLog(directory: dir.path)
         try Self.fill(log, count: 8)
-        try await ExternalSQLite.execute(dir.database, "UPDATE audit_head SET hash = 'x'")
+        try ExternalSQLite.execute(dir.database, "UPDATE audit_head SET hash = 'x'")
         guard case .broken(let edited) = try log.verify() else {
             Issue.record("an edited head went unnoticed")
             return
         }
         #expect(edited.kind == .headMismatch)
 
-        try await ExternalSQLite.execute(dir.database, "DELETE FROM audit_head")
+        try ExternalSQLite.execute(dir.database, "DELETE FROM audit_head")
         guard case .broken(let deleted) = try log.verify() else {
             Issue.record("a deleted head went unnoticed")
             return
@@ -211,11 +211,11 @@ struct AuditChainTests {
     }
 
     @Test("every row deleted is reported as truncation")
-    func everythingDeleted() async throws {
+    func everythingDeleted() throws {
         let dir = try TemporaryDirectory()
         let log = try AuditLog(directory: dir.path)
         try Self.fill(log, count: 3)
-        try await ExternalSQLite.execute(dir.database, "DELETE FROM audit_entry")
+        try ExternalSQLite.execute(dir.database, "DELETE FROM audit_entry")
         guard case .broken(let chainBreak) = try log.verify() else {
             Issue.record("deleting everything went unnoticed")
             return

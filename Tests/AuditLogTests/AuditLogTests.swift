@@ -123,9 +123,9 @@ struct AuditLogTests {
     }
 
     @Test("a database without the audit table is not an audit log")
-    func notAnAuditLog() async throws {
+    func notAnAuditLog() throws {
         let dir = try TemporaryDirectory()
-        try await ExternalSQLite.execute(dir.database, "CREATE TABLE other(x)")
+        try ExternalSQLite.execute(dir.database, "CREATE TABLE other(x)")
         #expect(throws: AuditLogError.self) { try AuditLog(directory: dir.path, readOnly: true) }
     }
 }

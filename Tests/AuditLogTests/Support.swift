@@ -44,13 +44,13 @@ enum ExternalSQLite {
 
     /// Runs the script; returns its standard output.
     @discardableResult
-    static func run(_ database: String, _ arguments: String...) async throws -> String {
-        let result = try await runProcess("/usr/bin/python3", ["-c", script, database] + arguments)
+    static func run(_ database: String, _ arguments: String...) throws -> String {
+        let result = try runProcess("/usr/bin/python3", ["-c", script, database] + arguments)
         guard result.status == 0 else { throw ScriptFailed(message: result.stderr) }
         return result.stdout
     }
 
-    static func execute(_ database: String, _ sql: String) async throws { try await run(database, "execute", sql) }
+    static func execute(_ database: String, _ sql: String) throws { try run(database, "execute", sql) }
 
     struct ScriptFailed: Error { let message: String }
 }

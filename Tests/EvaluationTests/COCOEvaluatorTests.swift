@@ -13,7 +13,7 @@ struct COCOEvaluatorTests {
     static let tolerance = 1e-4
 
     /// pycocotools' figures for a data set and detections, written to files as the Swift types encode them.
-    static func reference(_ dataset: COCODataset, _ detections: [COCODetection]) async throws
+    static func reference(_ dataset: COCODataset, _ detections: [COCODetection]) throws
         -> (stats: [Double], perCategory: [String: [Double]?])
     {
         let directory = try Fixtures.temporaryDirectory()
@@ -21,7 +21,7 @@ struct COCOEvaluatorTests {
         let gt = directory.appendingPathComponent("gt.json"), dt = directory.appendingPathComponent("dt.json")
         try JSONEncoder().encode(dataset).write(to: gt)
         try JSONEncoder().encode(detections).write(to: dt)
-        let result = try await runProcess(Repository.path(".venv/bin/python"), ["tools/coco_eval.py", gt.path, dt.path])
+        let result = try runProcess(Repository.path(".venv/bin/python"), ["tools/coco_eval.py", gt.path, dt.path])
         try #require(result.status == 0, "coco_eval.py: \(result.stderr)")
         struct Output: Decodable {
             var stats: [Double]
@@ -31,9 +31,9 @@ struct COCOEvaluatorTests {
         return (output.stats, output.per_category)
     }
 
-    static func expectAgreement(_ dataset: COCODataset, _ detections: [COCODetection], _ label: String) async throws {
+    static func expectAgreement(_ dataset: COCODataset, _ detections: [COCODetection], _ label: String) throws {
         let ours = try COCOEvaluator.evaluate(detections, on: dataset)
-        let theirs = try await reference(dataset, detections)
+        let theirs = try reference(dataset, detections)
         #expect(ours.stats.count == 12 && theirs.stats.count == 12)
         for (i, (mine, reference)) in zip(ours.stats, theirs.stats).enumerated() {
             let name = COCOEvaluation.statNames[i]
@@ -102,33 +102,33 @@ struct COCOEvaluatorTests {
     }
 
     @Test("random data sets: the same twelve figures and per-category AP as pycocotools",
-        .serialized, arguments: [1, 2, 3, 4, 5] as [UInt64])
-    func agreesWithPycocotools(seed: UInt64) async throws {
+        arguments: [1, 2, 3, 4, 5] as [UInt64])
+    func agreesWithPycocotools(seed: UInt64) throws {
         let (dataset, detections) = try Self.generated(seed: seed)
-        try await Self.expectAgreement(dataset, detections, "seed \(seed)")
+        try Self.expectAgreement(dataset, detections, "seed \(seed)")
     }
 
     @Test("no detections, perfect detections, and an annotation id 0: as pycocotools")
-    func edgeCases() async throws {
+    func edgeCases() throws {
         let (dataset, _) = try Self.generated(seed: 9)
-        try await Self.expectAgreement(dataset, [], "no detections")
+        try Self.expectAgreement(dataset, [], "no detections")
         let perfect = dataset.annotations.filter { !$0.isCrowd }.map {
             COCODetection(imageID: $0.imageID, categoryID: $0.categoryID, bbox: $0.bbox, score: 1)
         }
-        try await Self.expectAgreement(dataset, perfect, "perfect")
+        try Self.expectAgreement(dataset, perfect, "perfect")
         // 1 up to COCOeval's ε in the precision's denominator.
         #expect(try COCOEvaluator.evaluate(perfect, on: dataset).map.map { abs($0 - 1) < 1e-9 } == true)
         // pycocotools' quirk, followed on purpose: a match to annotation id 0 is stored as "no match".
         var zero = dataset
         zero.annotations[0].id = 0
-        try await Self.expectAgreement(zero, perfect, "annotation id 0")
+        try Self.expectAgreement(zero, perfect, "annotation id 0")
         let evaluation = try COCOEvaluator.evaluate(perfect, on: zero)
         #expect(evaluation.map! < 1)
         #expect(evaluation.warnings.contains { $0.contains("id 0") })
     }
 
     @Test("the labelme set: 3 photos, 12 instances; its own boxes score 1, and agree with pycocotools")
-    func labelmeFixture() async throws {
+    func labelmeFixture() throws {
         let dataset = try COCODataset.load(contentsOf: Repository.path("models/datasets/labelme-coco/annotations.json"))
         #expect(dataset.images.count == 3 && dataset.annotations.count == 12)
         #expect(Set(dataset.annotations.compactMap { a in dataset.categories.first { $0.id == a.categoryID }?.name })
@@ -137,14 +137,14 @@ struct COCOEvaluatorTests {
             COCODetection(imageID: $0.imageID, categoryID: $0.categoryID, bbox: $0.bbox, score: 0.9)
         }
         #expect(try COCOEvaluator.evaluate(own, on: dataset).map.map { abs($0 - 1) < 1e-9 } == true)
-        try await Self.expectAgreement(dataset, own, "labelme, own boxes")
+        try Self.expectAgreement(dataset, own, "labelme, own boxes")
         // The file as shipped numbers annotations from 0: the person with id 0 is never counted as found.
         let shipped = try COCODataset.load(
             contentsOf: Repository.path("models/datasets/labelme-coco/annotations.as-shipped.json"))
         let shippedOwn = shipped.annotations.map {
             COCODetection(imageID: $0.imageID, categoryID: $0.categoryID, bbox: $0.bbox, score: 0.9)
         }
-        try await Self.expectAgreement(shipped, shippedOwn, "labelme as shipped")
+        try Self.expectAgreement(shipped, shippedOwn, "labelme as shipped")
     }
 
     @Test("hostile or broken input is a clear error, never a crash")

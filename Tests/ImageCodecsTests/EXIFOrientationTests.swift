@@ -105,13 +105,12 @@ struct EXIFOrientationTests {
 
     @Test(
         "Tagged JPEGs decode exactly as cv2.imread applies the orientation",
-        .enabled(if: TestSupport.hasOpenCV, "no .venv with OpenCV: run scripts/setup"), .serialized, arguments: 1...8)
-    func matchesOpenCV(_ value: Int) async throws {
+        .enabled(if: TestSupport.hasOpenCV, "no .venv with OpenCV: run scripts/setup"), arguments: 1...8)
+    func matchesOpenCV(_ value: Int) throws {
         let jpeg = try ImageEncoder.jpeg(TestSupport.gradient(width: 24, height: 16), quality: 95)
         let tagged = Self.splice(Self.exifSegment(orientation: UInt8(value), bigEndian: value % 2 == 0), into: jpeg)
         let url = try TestSupport.writeTemporary(tagged, suffix: "jpg")
         defer { try? FileManager.default.removeItem(at: url) }
-        let reference = try await TestSupport.openCVDecode(url)
-        #expect(try ImageDecoder.decode(tagged) == reference)
+        #expect(try ImageDecoder.decode(tagged) == TestSupport.openCVDecode(url))
     }
 }

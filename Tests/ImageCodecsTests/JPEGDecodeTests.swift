@@ -8,12 +8,12 @@ struct JPEGDecodeTests {
         "Real photos decode at their size and match cv2.imread exactly",
         .enabled(if: TestSupport.hasPhoto("bus.jpg"), "models/images missing: run scripts/setup"),
         arguments: [("bus.jpg", 810, 1080), ("zidane.jpg", 1280, 720)])
-    func matchesOpenCV(name: String, width: Int, height: Int) async throws {
+    func matchesOpenCV(name: String, width: Int, height: Int) throws {
         let image = try ImageDecoder.decode(TestSupport.photo(name))
         #expect(image.width == width && image.height == height)
         #expect(image.pixels.count == width * height * 3)
         try #require(TestSupport.hasOpenCV, "no .venv with OpenCV: run scripts/setup")
-        let reference = try await TestSupport.openCVDecode(TestSupport.photoURL(name))
+        let reference = try TestSupport.openCVDecode(TestSupport.photoURL(name))
         #expect(reference.width == width && reference.height == height)
         let difference = TestSupport.maxAbsDifference(image, reference)
         print("\(name): max |ImageCodecs - cv2.imread| = \(difference)")
@@ -29,7 +29,7 @@ struct JPEGDecodeTests {
     @Test(
         "minimumDecodedSize picks the smallest DCT scale still at least that big, like IMREAD_REDUCED_COLOR_4",
         .enabled(if: TestSupport.hasPhoto("bus.jpg")))
-    func dctScaling() async throws {
+    func dctScaling() throws {
         let bytes = try TestSupport.photo("bus.jpg")
         // 810x1080: 1/8 gives 102x135 (too small), 1/4 gives 203x270.
         let quarter = try ImageDecoder.decode(bytes, options: .init(minimumDecodedSize: (200, 200)))
@@ -42,7 +42,7 @@ struct JPEGDecodeTests {
         #expect(eighth.width == 102 && eighth.height == 135)
 
         try #require(TestSupport.hasOpenCV)
-        let reference = try await TestSupport.openCVDecode(
+        let reference = try TestSupport.openCVDecode(
             TestSupport.photoURL("bus.jpg"), flags: "cv2.IMREAD_REDUCED_COLOR_4")
         #expect(reference.width == 203 && reference.height == 270)
         #expect(TestSupport.maxAbsDifference(quarter, reference) == 0)

@@ -23,7 +23,7 @@ enum TestSupport {
     }
 
     /// What `cv2.imread(path, flags)` returns, as RGB: the reference our decoder must match.
-    static func openCVDecode(_ path: URL, flags: String = "cv2.IMREAD_COLOR") async throws -> RGBImage {
+    static func openCVDecode(_ path: URL, flags: String = "cv2.IMREAD_COLOR") throws -> RGBImage {
         let output = FileManager.default.temporaryDirectory
             .appendingPathComponent("opencv-ref-\(UUID().uuidString).rgb")
         defer { try? FileManager.default.removeItem(at: output) }
@@ -34,18 +34,16 @@ enum TestSupport {
             open(sys.argv[2], "wb").write(cv2.cvtColor(im, cv2.COLOR_BGR2RGB).tobytes())
             print(im.shape[1], im.shape[0])
             """
-        let printed = try await runPython(script, arguments: [path.path, output.path])
+        let printed = try runPython(script, arguments: [path.path, output.path])
         let size = printed.split(separator: " ").compactMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
         guard size.count == 2 else { throw PythonFailed(description: "unexpected output: \(printed)") }
         return RGBImage(width: size[0], height: size[1], pixels: [UInt8](try Data(contentsOf: output)))
     }
 
-    /// Runs a Python script with the repository venv; returns its stdout. Async, and the script run on a thread of its
-    /// own (`runProcess`): a test waiting for Python on one of the cooperative pool's threads holds back every other
-    /// test's tasks.
+    /// Runs a Python script with the repository venv; returns its stdout.
     @discardableResult
-    static func runPython(_ script: String, arguments: [String] = []) async throws -> String {
-        let result = try await runProcess(python.path, ["-c", script] + arguments)
+    static func runPython(_ script: String, arguments: [String] = []) throws -> String {
+        let result = try runProcess(python.path, ["-c", script] + arguments)
         guard result.status == 0 else {
             throw PythonFailed(description: "python exited \(result.status): \(result.stderr)")
         }

@@ -15,13 +15,13 @@ struct CrashRecoveryTests {
         var standby: Model?
     }
 
-    func swap(_ stateDir: String, _ arguments: [String]) async throws -> (ProcessResult, SlotState?) {
-        let r = try await runProcess(Repo.binary, ["swap", "--state-dir", stateDir] + arguments)
+    func swap(_ stateDir: String, _ arguments: [String]) throws -> (ProcessResult, SlotState?) {
+        let r = try runProcess(Repo.binary, ["swap", "--state-dir", stateDir] + arguments)
         return (r, try? JSONDecoder().decode(SlotState.self, from: Data(r.stdout.utf8)))
     }
 
     /// Starts `yoloswap swap`, waits until its stderr contains `marker`, then kills it with SIGKILL.
-    func killWhen(_ marker: String, stateDir: String, _ arguments: [String]) async throws {
+    func killWhen(_ marker: String, stateDir: String, _ arguments: [String]) throws {
         let log = FileManager.default.temporaryDirectory.appendingPathComponent("swap-\(UUID()).log")
         FileManager.default.createFile(atPath: log.path, contents: nil)
         defer { try? FileManager.default.removeItem(at: log) }
@@ -36,7 +36,7 @@ struct CrashRecoveryTests {
         var seen = false
         while Date() < deadline, process.isRunning {
             if (try? String(contentsOf: log, encoding: .utf8))?.contains(marker) == true { seen = true; break }
-            try await Task.sleep(for: .milliseconds(20))
+            Thread.sleep(forTimeInterval: 0.02)
         }
         kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
@@ -52,14 +52,14 @@ struct CrashRecoveryTests {
     }
 
     @Test("killed mid-load (during warm-up of a slow model): restarts into the committed model")
-    func midLoad() async throws {
+    func midLoad() throws {
         let dir = try freshStateDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let (first, before) = try await swap(dir, ["--initial", initial])
+        let (first, before) = try swap(dir, ["--initial", initial])
         try #require(first.status == 0, "\(first.stderr)")
         let committed = try #require(before?.active)
-        try await killWhen("warming", stateDir: dir, ["--load", Repo.model("synthetic/slow.onnx"), "--activate"])
-        let (restart, after) = try await swap(dir, [])
+        try killWhen("warming", stateDir: dir, ["--load", Repo.model("synthetic/slow.onnx"), "--activate"])
+        let (restart, after) = try swap(dir, [])
         #expect(restart.status == 0, "\(restart.stderr)")
         #expect(after?.active?.sha256 == committed.sha256)
         #expect(after?.generation == 1)
@@ -70,15 +70,15 @@ struct CrashRecoveryTests {
     func completedSwitch() async throws {
         let dir = try freshStateDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        _ = try await swap(dir, ["--initial", initial])
-        let (switched, state) = try await swap(dir, ["--load", other, "--activate"])
+        _ = try swap(dir, ["--initial", initial])
+        let (switched, state) = try swap(dir, ["--load", other, "--activate"])
         try #require(switched.status == 0, "\(switched.stderr)")
         #expect(state?.active?.path == other)
-        let (_, restarted) = try await swap(dir, [])
+        let (_, restarted) = try swap(dir, [])
         #expect(restarted?.active?.path == other)
         #expect(restarted?.standby?.path == initial)
         #expect(restarted?.generation == 2)
-        let (_, rolledBack) = try await swap(dir, ["--rollback"])
+        let (_, rolledBack) = try swap(dir, ["--rollback"])
         #expect(rolledBack?.active?.path == initial)
         #expect(rolledBack?.generation == 3)
         // Each change is in the audit log, intent then outcome, by the command's user.
@@ -93,16 +93,16 @@ struct CrashRecoveryTests {
     }
 
     @Test("a committed model whose file changed on disk is refused at restart (sha256 re-verified)")
-    func tamperedModel() async throws {
+    func tamperedModel() throws {
         let dir = try freshStateDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let copy = dir + "/model.onnx"
         try FileManager.default.copyItem(atPath: initial, toPath: copy)
-        let (first, _) = try await swap(dir, ["--initial", copy])
+        let (first, _) = try swap(dir, ["--initial", copy])
         try #require(first.status == 0, "\(first.stderr)")
         try FileManager.default.removeItem(atPath: copy)
         try FileManager.default.copyItem(atPath: other, toPath: copy)
-        let (restart, state) = try await swap(dir, [])
+        let (restart, state) = try swap(dir, [])
         #expect(restart.status != 0)
         #expect(restart.stderr.contains("sha256 mismatch"))
         #expect(state?.active == nil)

@@ -143,14 +143,12 @@ struct HostileModelServerTests {
         #expect(server.process.isRunning && server.process.processIdentifier == pid)
     }
 
-    // Serialized: the cases await their programs without holding a thread of the pool, so unserialized they would all
-    // start at once — two dozen debug binaries loading ONNX Runtime together on CI's two cores.
     @Test("the CLI on each hostile model exits with a message naming the problem, never by a signal",
-        .serialized, arguments: entries.filter { $0.expect != "baseline" })
-    func cli(_ entry: Manifest.Entry) async throws {
+        arguments: entries.filter { $0.expect != "baseline" })
+    func cli(_ entry: Manifest.Entry) throws {
         let (directory, _) = try Self.generated.get()
         let model = directory.file(entry.file)
-        let inspect = try await runProcess(Repo.binary, ["inspect", "--model", model])
+        let inspect = try runProcess(Repo.binary, ["inspect", "--model", model])
         #expect(!inspect.killedBySignal, "inspect \(entry.file): signal \(inspect.status)")
         if entry.refused_at == "load" {
             #expect(inspect.status != 0, "inspect \(entry.file) succeeded")
@@ -158,7 +156,7 @@ struct HostileModelServerTests {
         } else {
             // Only a run shows what is wrong: the schema is fine.
             #expect(inspect.status == 0, "inspect \(entry.file): \(inspect.stderr)")
-            let detect = try await runProcess(Repo.binary, ["detect", "--model", model, Repo.image("bus.jpg")])
+            let detect = try runProcess(Repo.binary, ["detect", "--model", model, Repo.image("bus.jpg")])
             #expect(!detect.killedBySignal, "detect \(entry.file): signal \(detect.status): \(detect.stderr)")
             #expect(detect.status == 0 || !detect.stderr.isEmpty, "detect \(entry.file) failed silently")
         }

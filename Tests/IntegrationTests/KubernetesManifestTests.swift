@@ -8,12 +8,12 @@ import Testing
 @Suite("Kubernetes base renders and agrees with the code", .serialized, .timeLimit(.minutes(3)))
 struct KubernetesManifestTests {
     /// The rendered objects, by kind.
-    static func render() async throws -> [String: [String: Any]] {
-        let rendered = try await runProcess("/usr/bin/kubectl", ["kustomize", Repository.path("deploy/kubernetes")])
+    static func render() throws -> [String: [String: Any]] {
+        let rendered = try runProcess("/usr/bin/kubectl", ["kustomize", Repository.path("deploy/kubernetes")])
         try #require(rendered.status == 0, "\(rendered.stderr)")
         let folder = try TemporaryDirectory(prefix: "kustomize")
         try rendered.stdout.write(toFile: folder.file("rendered.yaml"), atomically: true, encoding: .utf8)
-        let json = try await runProcess(Repo.python, ["-c",
+        let json = try runProcess(Repo.python, ["-c",
             "import sys, json, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))",
             folder.file("rendered.yaml")])
         try #require(json.status == 0, "\(json.stderr)")
@@ -29,7 +29,7 @@ struct KubernetesManifestTests {
 
     @Test("every object is there; the Deployment's flags, mounts, probes, ports and selectors agree with the code")
     func renderedBaseAgreesWithTheCode() async throws {
-        let objects = try await Self.render()
+        let objects = try Self.render()
         #expect(Set(objects.keys) == ["Deployment", "Service", "ConfigMap", "Secret", "PodDisruptionBudget",
             "HorizontalPodAutoscaler", "ServiceMonitor", "NetworkPolicy"])
         let deployment = try #require(objects["Deployment"])

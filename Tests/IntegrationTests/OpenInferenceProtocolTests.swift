@@ -24,8 +24,8 @@ struct OpenInferenceProtocolTests {
     }
 
     /// tools/oip_check.py against the server, with `arguments` added; every FAIL line is recorded as an issue.
-    func check(_ server: ServerProcess, grpcPort: Int, _ arguments: [String] = []) async throws -> ProcessResult {
-        let r = try await runProcess(Repo.python, [
+    func check(_ server: ServerProcess, grpcPort: Int, _ arguments: [String] = []) throws -> ProcessResult {
+        let r = try runProcess(Repo.python, [
             Repository.path("tools/oip_check.py"), "--url", "127.0.0.1:\(server.port)",
             "--grpc-url", "127.0.0.1:\(grpcPort)",
             "--model", Repo.model("yolov3-tiny-coco-416.onnx"), "--image", Repo.image("bus.jpg"),
@@ -41,7 +41,7 @@ struct OpenInferenceProtocolTests {
         let scratch = try TemporaryDirectory()
         let (server, grpcPort) = try await startWithGRPC("port: 0", in: scratch)
         defer { server.stop() }
-        let r = try await check(server, grpcPort: grpcPort)
+        let r = try check(server, grpcPort: grpcPort)
         let lines = r.stdout.split(separator: "\n").map(String.init)
         // Every check ran (a crash of the script would leave some out).
         #expect(lines.filter { $0.hasPrefix("ok http") }.count >= 14, "\(r.stdout)")
@@ -69,7 +69,7 @@ struct OpenInferenceProtocolTests {
         try #require(openssl.status == 0, "\(openssl.stderr)")
         let (server, grpcPort) = try await startWithGRPC("port: 0, tls_cert: \(cert), tls_key: \(key)", in: scratch)
         defer { server.stop() }
-        let r = try await check(server, grpcPort: grpcPort, ["--tls-root", cert])
+        let r = try check(server, grpcPort: grpcPort, ["--tls-root", cert])
         #expect(r.stdout.contains("2 passed, 0 failed"), "\(r.stdout)")
     }
 

@@ -11,7 +11,7 @@ import Glibc
 
 /// The real binary scraped by the real Prometheus server (Debian package `prometheus`, installed by scripts/setup):
 /// `/metrics` passes `promtool check metrics`, and a swap made through the API shows up in Prometheus' query API.
-@Suite("Prometheus scraping the real server", .serialized, .timeLimit(.minutes(3)))
+@Suite("Prometheus scraping the real server", .serialized, .timeLimit(.minutes(5)))
 struct PrometheusTests {
     static let prometheus = "/usr/bin/prometheus"
     static let promtool = "/usr/bin/promtool"
@@ -48,13 +48,13 @@ struct PrometheusTests {
             ["serve", "--config", config.path, "--port", "0", "--port-file", portFile],
             log: temp.appendingPathComponent("yoloswap.log"))
         defer { server.stop() }
-        let port = try await waitFor("the port file \(portFile)", seconds: 30, process: server) {
+        let port = try await waitFor("the port file \(portFile)", seconds: 60, process: server) {
             (try? String(contentsOfFile: portFile, encoding: .utf8)).flatMap {
                 Int($0.trimmingCharacters(in: .whitespacesAndNewlines))
             }
         }
         let base = "http://127.0.0.1:\(port)"
-        _ = try await waitFor("\(base)/readyz to answer 200", seconds: 30, process: server) {
+        _ = try await waitFor("\(base)/readyz to answer 200", seconds: 120, process: server) {
             try? await Self.get("\(base)/readyz").status == 200 ? true : nil
         }
 
@@ -82,7 +82,7 @@ struct PrometheusTests {
         ], log: temp.appendingPathComponent("prometheus.log"))
         defer { prometheus.stop() }
         let prometheusBase = "http://127.0.0.1:\(prometheusPort)"
-        _ = try await waitFor("Prometheus to be ready", seconds: 20, process: prometheus) {
+        _ = try await waitFor("Prometheus to be ready", seconds: 60, process: prometheus) {
             try? await Self.get("\(prometheusBase)/-/ready").status == 200 ? true : nil
         }
 
