@@ -160,8 +160,10 @@ public final class LoadOperation: Sendable {
         public var finishedAt: Date?
     }
 
-    /// `recorded`: the manager has recorded the outcome (`markRecorded`); `wait()` returns only then.
-    private let state: Locked<(status: Status, recorded: Bool, waiters: [CheckedContinuation<Status, Never>])>
+    /// `recorded`: the manager has recorded the outcome (`markRecorded`); `wait()` returns only then. `shown`: what
+    /// `shownStatus` answers.
+    private let state: Locked<(status: Status, recorded: Bool, waiters: [CheckedContinuation<Status, Never>],
+        shown: Status)>
     /// Set by whichever comes first: a cancellation, or the model being switched in (`beginActivation`).
     private let settled = Locked(false)
     /// Cancels a warm-up run in flight when the load is cancelled or times out.
@@ -173,10 +175,16 @@ public final class LoadOperation: Sendable {
         self.id = UUID().uuidString.lowercased()
         self.request = request
         self.createdAt = Date()
-        state = Locked((Status(stage: .queued, timings: LoadTimings()), false, []))
+        let queued = Status(stage: .queued, timings: LoadTimings())
+        state = Locked((queued, false, [], queued))
     }
 
     public var status: Status { state.withLock { $0.status } }
+
+    /// The status as clients are shown it (`GET /v1/operations/{id}`, a slot's operation, the load progress stream): a
+    /// terminal stage only once the manager has recorded the outcome, until then the stage before it — so that a client
+    /// that sees `ready` (or `failed`) finds the load's event in the event log, as `wait()` guarantees its callers.
+    public var shownStatus: Status { state.withLock { $0.shown } }
     public var isCancelled: Bool { state.withLock { $0.status.stage == .cancelled } || runCancellation.isCancelled }
 
     /// Seconds since the operation was created (or until it finished).
@@ -224,6 +232,7 @@ public final class LoadOperation: Sendable {
         state.withLock { s in
             guard !s.status.stage.isTerminal else { return }
             body(&s.status)
+            s.shown = s.status
         }
     }
 
@@ -243,29 +252,34 @@ public final class LoadOperation: Sendable {
     }
 
     func finish(_ stage: LoadStage, failure: LoadFailure? = nil) {
-        let (waiters, status) = state.withLock { s -> ([CheckedContinuation<Status, Never>], Status) in
-            guard !s.status.stage.isTerminal else { return ([], s.status) }
+        let (waiters, status, shown) = state.withLock { s -> ([CheckedContinuation<Status, Never>], Status, Bool) in
+            guard !s.status.stage.isTerminal else { return ([], s.status, false) }
             s.status.stage = stage
             s.status.failure = failure
             s.status.finishedAt = Date()
             s.status.timings.total = Date().timeIntervalSince(createdAt) * 1000
-            guard s.recorded else { return ([], s.status) }
+            guard s.recorded else { return ([], s.status, false) }
+            s.shown = s.status
             defer { s.waiters = [] }
-            return (s.waiters, s.status)
+            return (s.waiters, s.status, true)
         }
         waiters.forEach { $0.resume(returning: status) }
-        notifyStage()
+        // The end is shown (and told to the progress observer) once it is recorded: here, or in `markRecorded`.
+        if shown { notifyStage() }
     }
 
     /// Lets `wait()` return: called by the manager once the outcome is recorded (after `finish`), so that whoever
     /// waited for the load finds its event already there.
     func markRecorded() {
-        let (waiters, status) = state.withLock { s -> ([CheckedContinuation<Status, Never>], Status) in
+        let (waiters, status, shown) = state.withLock { s -> ([CheckedContinuation<Status, Never>], Status, Bool) in
             s.recorded = true
-            guard s.status.stage.isTerminal else { return ([], s.status) }
+            guard s.status.stage.isTerminal else { return ([], s.status, false) }
+            let newlyShown = !s.shown.stage.isTerminal
+            s.shown = s.status
             defer { s.waiters = [] }
-            return (s.waiters, s.status)
+            return (s.waiters, s.status, newlyShown)
         }
         waiters.forEach { $0.resume(returning: status) }
+        if shown { notifyStage() }
     }
 }

@@ -55,7 +55,7 @@ struct OperationDTO: ResponseEncodable {
     var policy: PolicyDecision?
 
     init(_ op: LoadOperation, repository: ModelRepository) {
-        let status = op.status
+        let status = op.shownStatus
         id = op.id
         slot = op.request.slot
         model = repository.relative(op.request.path)

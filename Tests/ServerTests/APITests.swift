@@ -272,6 +272,40 @@ struct APITests {
         }
     }
 
+    @Test("GET /v1/operations/{id} shows a load ended only once its event is recorded")
+    func operationShownEndedAfterRecording() async throws {
+        let store = SlowStateStore(try StateStore(inMemory: ()))
+        let harness = try await ServerHarness(store: store)
+        defer { Task { await harness.cleanUp() } }
+        // Each event takes 300 ms to be stored: a poller that saw `ready` while it was being stored would not find it.
+        store.appendDelay = .milliseconds(300)
+        let alice = H.headers(token: "alice-token", contentType: "application/json")
+        try await harness.test { client in
+            for (model, final) in [
+                ("synthetic/yolov5-nc80-320-identity.onnx", "ready"), ("synthetic/nan.onnx", "failed"),
+            ] {
+                let load = try JSONSerialization.data(withJSONObject: ["model": model, "activate": true])
+                let id = try await client.execute(uri: "/v1/slots/default/load", method: .post, headers: alice,
+                    body: ByteBuffer(bytes: load)) { response in
+                    #expect(response.status == .accepted, "\(model)")
+                    return try #require(try H.json(response)["id"] as? String)
+                }
+                var state = ""
+                let deadline = ContinuousClock.now + .seconds(60)
+                while !["ready", "failed", "cancelled"].contains(state), ContinuousClock.now < deadline {
+                    state = try await client.execute(uri: "/v1/operations/\(id)", method: .get, headers: alice) {
+                        try #require(try H.json($0)["state"] as? String)
+                    }
+                }
+                #expect(state == final, "\(model)")
+                try await client.execute(uri: "/v1/events?slot=default&limit=50", method: .get, headers: alice) {
+                    let events = try #require(try H.json($0)["events"] as? [[String: Any]])
+                    #expect(events.contains { $0["operation_id"] as? String == id }, "\(model): shown \(state), no event")
+                }
+            }
+        }
+    }
+
     @Test("a rollback whose reload fails answers with repository-relative paths, in the answer and the audit")
     func failedRollbackHidesRoot() async throws {
         let harness = try await ServerHarness()

@@ -24,8 +24,9 @@ public enum Fixtures {
 }
 
 /// Polls an async `condition` every few milliseconds until it holds or `timeout` passes; returns its last value. The
-/// default bound is generous: it is only reached when the condition never holds, and a loaded CI machine is slow.
-public func eventuallyAsync(timeout: Duration = .seconds(30), _ condition: () async -> Bool) async -> Bool {
+/// default bound is generous: it is only reached when the condition never holds, and a loaded CI machine is slow (in
+/// the first half minute of a CI run, while every test starts at once, a test's tasks can wait 30 s for a thread).
+public func eventuallyAsync(timeout: Duration = .seconds(60), _ condition: () async -> Bool) async -> Bool {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
         if await condition() { return true }
@@ -34,8 +35,9 @@ public func eventuallyAsync(timeout: Duration = .seconds(30), _ condition: () as
     return await condition()
 }
 
-/// Polls `condition` every few milliseconds until it holds or `timeout` passes; returns its last value.
-public func eventually(timeout: Duration = .seconds(10), _ condition: () -> Bool) async -> Bool {
+/// Polls `condition` every few milliseconds until it holds or `timeout` passes; returns its last value. The default
+/// bound is as generous as `eventuallyAsync`'s, for the same reason.
+public func eventually(timeout: Duration = .seconds(60), _ condition: () -> Bool) async -> Bool {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
         if condition() { return true }
