@@ -240,14 +240,21 @@ struct APITests {
         #expect(entries.allSatisfy { $0.actor == "alice" })
     }
 
-    @Test("load?wait=true answers once the load's event is in /v1/events and its outcome in the audit log")
-    func loadWaitAnswersAfterRecording() async throws {
+    /// A harness whose state store, once it is up, takes 300 ms to store each event (an fsync on a slow disk), so that
+    /// an answer given before a load's event is recorded shows.
+    static func slowEventsHarness() async throws -> ServerHarness {
         let store = SlowStateStore(try StateStore(inMemory: ()))
         let harness = try await ServerHarness(store: store)
-        defer { Task { await harness.cleanUp() } }
-        // Each event takes 300 ms to be stored (an fsync on a slow disk): an answer sent when the load ended, before
-        // its event was recorded, would find neither the event nor the audit entry (written after it).
         store.appendDelay = .milliseconds(300)
+        return harness
+    }
+
+    @Test("load?wait=true answers once the load's event is in /v1/events and its outcome in the audit log")
+    func loadWaitAnswersAfterRecording() async throws {
+        // An answer sent when the load ended, before its event was recorded, would find neither the event nor the
+        // audit entry (written after it).
+        let harness = try await Self.slowEventsHarness()
+        defer { Task { await harness.cleanUp() } }
         let alice = H.headers(token: "alice-token", contentType: "application/json")
         try await harness.test { client in
             for (model, expected, result) in [
@@ -274,11 +281,9 @@ struct APITests {
 
     @Test("GET /v1/operations/{id} shows a load ended only once its event is recorded")
     func operationShownEndedAfterRecording() async throws {
-        let store = SlowStateStore(try StateStore(inMemory: ()))
-        let harness = try await ServerHarness(store: store)
+        // A poller shown `ready` while the event was being stored would not find it.
+        let harness = try await Self.slowEventsHarness()
         defer { Task { await harness.cleanUp() } }
-        // Each event takes 300 ms to be stored: a poller that saw `ready` while it was being stored would not find it.
-        store.appendDelay = .milliseconds(300)
         let alice = H.headers(token: "alice-token", contentType: "application/json")
         try await harness.test { client in
             for (model, final) in [
