@@ -279,7 +279,8 @@ public final class LoadOperation: Sendable {
             defer { s.waiters = [] }
             return (s.waiters, s.status, newlyShown)
         }
-        waiters.forEach { $0.resume(returning: status) }
+        // The observer first: a waiter that answers at once finds the end already handed to the progress stream.
         if shown { notifyStage() }
+        waiters.forEach { $0.resume(returning: status) }
     }
 }

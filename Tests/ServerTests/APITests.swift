@@ -301,6 +301,7 @@ struct APITests {
                     state = try await client.execute(uri: "/v1/operations/\(id)", method: .get, headers: alice) {
                         try #require(try H.json($0)["state"] as? String)
                     }
+                    try await Task.sleep(for: .milliseconds(10))
                 }
                 #expect(state == final, "\(model)")
                 try await client.execute(uri: "/v1/events?slot=default&limit=50", method: .get, headers: alice) {

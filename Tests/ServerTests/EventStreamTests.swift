@@ -52,7 +52,7 @@ struct EventStreamTests {
             try await client.execute(uri: "/v1/slots/default/switch", method: .post,
                 headers: H.headers(token: "alice-token")) { #expect($0.status == .ok) }
             #expect(await stream.read(until: { $0.contains("\"operation\":\"switch\"") }))
-            // The load's progress came first, stage by stage, without ids.
+            // The load's progress, stage by stage, without ids (its end once its swap event was recorded).
             let loads = stream.messages.filter { $0.event == "load" }
             #expect(loads.allSatisfy { $0.id == nil })
             #expect(loads.contains { $0.data.contains("\"state\":\"warming\"") })
