@@ -292,11 +292,14 @@ public final class ReleaseEngine: ModelRouter, Sendable {
             let before = s.record
             let now = clock.now
             if s.record.phase == .paused, phase == .running, let step = s.record.stepStartedAt,
-               let pausedAt = s.record.history.last(where: { $0.action == "pause" })?.time {
+               // A record written before `pausedAt` existed: its history's last pause.
+               let pausedAt = s.record.pausedAt ?? s.record.history.last(where: { $0.action == "pause" })?.time {
                 // The time spent paused does not count towards the step's hold.
                 s.record.stepStartedAt = step.addingTimeInterval(now.timeIntervalSince(pausedAt))
             }
             if phase == .promoting { s.record.promotedFrom = s.record.phase }
+            if phase == .paused, s.record.phase == .running { s.record.pausedAt = now }
+            if phase == .running || phase.isTerminal { s.record.pausedAt = nil }
             s.record.phase = phase
             if phase.isTerminal { s.record.endedAt = now }
             if let detail, phase.isTerminal { s.record.reason = detail }

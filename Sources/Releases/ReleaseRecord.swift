@@ -65,6 +65,9 @@ public struct ReleaseRecord: Sendable, Codable, Equatable {
     /// The phase the last promotion started from (`running` or `paused`): where a promotion that fails, or that a
     /// restart interrupted, goes back to. Set by the engine as the release enters `promoting`.
     public var promotedFrom: ReleasePhase?
+    /// When the running release was paused, while it is paused (a failed promotion of it keeps it): the current
+    /// step's hold does not count the time since.
+    public var pausedAt: Date?
     /// The last 100 transitions.
     public var history: [ReleaseTransition]
 

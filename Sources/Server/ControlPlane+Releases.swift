@@ -308,6 +308,10 @@ extension ControlPlane {
     private func promote(_ run: ReleaseRun, by principal: Principal, from remote: String?, reason: String,
                          started: Date, automatic: Bool = false) async -> Problem? {
         let record = run.engine.record
+        // Recorded before the flip: a restart that finds the release `promoting` and the candidate committed active
+        // knows the promotion got that far (`resumeReleases`); any other change of the active model while the
+        // service was down is not this release's doing.
+        persist(record)
         do {
             _ = try await manager.promoteStaged(slot: record.slot)
         } catch {
@@ -378,8 +382,13 @@ extension ControlPlane {
 
     /// Resumes the releases a previous run left unfinished, each in the phase and step it had: the candidate is loaded
     /// again (its recorded sha256 verified) and routing starts once it is back. Called once the slots are up.
-    /// A release whose promotion was committed (the slot's active model is the candidate) but whose end was not
-    /// recorded before the process ended is recorded as promoted instead.
+    ///
+    /// A release is resumed only beside the model it was started beside. Two other cases:
+    /// - recorded `promoting` with the candidate committed active: the process ended between the promotion's flip and
+    ///   the release's end being recorded; recorded as promoted.
+    /// - any other active model (changed while the service was down: an offline `yoloswap swap`, or a restore that
+    ///   failed and fell back to the configured model): its figures would compare the candidate with a model that is
+    ///   not its baseline, so it is not resumed but recorded as failed, saying which model is active.
     func resumeReleases(clock: any ReleaseClock = SystemReleaseClock()) async {
         let (records, unreadable) = releaseStore.load()
         for name in unreadable {
@@ -391,10 +400,14 @@ extension ControlPlane {
                     "slot": "\(record.slot)"])
                 continue
             }
-            // Loads and switches are refused while a release runs: only its promotion makes the candidate active.
-            if let candidate = record.candidate, candidate.sha256 != record.baseline?.sha256,
-               active.sha256 == candidate.sha256, active.path == record.candidatePath {
+            if record.phase == .promoting, let candidate = record.candidate,
+               candidate.sha256 != record.baseline?.sha256, active.sha256 == candidate.sha256,
+               active.path == record.candidatePath {
                 await recordInterruptedPromotion(record, clock: clock)
+                continue
+            }
+            if let baseline = record.baseline, active.sha256 != baseline.sha256 {
+                await recordBaselineGone(record, active: active, clock: clock)
                 continue
             }
             if record.phase == .promoting { record.phase = record.promotedFrom ?? .running }
@@ -416,6 +429,19 @@ extension ControlPlane {
             by: Self.system.name, detail: reason)
         await finish(run, operation: .releasePromote, result: .succeeded, reason: reason, by: Self.system, from: nil,
             action: "release.promote", started: Date())
+    }
+
+    private func recordBaselineGone(_ record: ReleaseRecord, active: ModelIdentity, clock: any ReleaseClock) async {
+        guard let run = try? installRun(record, clock: clock) else { return }
+        let which = record.candidate.map { active.sha256 == $0.sha256 } == true
+            ? "the release's candidate, which it had not promoted" : "not the release's candidate either"
+        let reason = "not resumed after a restart: the slot's active model changed while the service was down; it is "
+            + "\(active.id) (sha256 \(active.sha256)), \(which), and the release was started beside "
+            + "\(record.baseline?.id ?? "?") (sha256 \(record.baseline?.sha256 ?? "?"))"
+        run.engine.transition(from: [.loading, .running, .paused, .promoting], to: .failed, action: "failed",
+            by: Self.system.name, detail: reason)
+        await finish(run, operation: .releaseStart, result: .failed, reason: reason, by: Self.system, from: nil,
+            action: "release.resume", started: Date())
     }
 
     /// Stops every release's ticker and mirror pool and waits for the work under way (at shutdown; the records stay

@@ -80,16 +80,27 @@ struct ReleaseEngineTests {
         #expect(engine.record.stepsComplete)
     }
 
-    @Test("a paused canary holds its step, and the pause does not count towards the hold")
-    func pauseHolds() {
+    /// With 60 failed promotions of the paused release (120 transitions) the pause itself is no longer in the
+    /// 100-entry history: the record's `pausedAt` still says when it began.
+    @Test("a paused canary holds its step, and the pause does not count towards the hold (also once failed promotions pushed it out of the history)",
+          arguments: [0, 60])
+    func pauseHolds(failedPromotions: Int) {
         let clock = ManualClock(Self.start)
         let engine = ReleaseEngine(record: record(Self.canary([.init(percent: 5, hold_s: 100),
             .init(percent: 50)]), at: Self.start), clock: clock)
         clock.advance(by: 50)
         #expect(engine.transition(from: [.running], to: .paused, action: "pause", by: "op") != nil)
+        let pausedAt = clock.now
         clock.advance(by: 500)
         #expect(engine.tick().isEmpty)
+        for _ in 0..<failedPromotions {
+            #expect(engine.transition(from: [.paused], to: .promoting, action: "promote", by: "op") != nil)
+            #expect(engine.transition(from: [.promoting], to: .paused, action: "promote-failed", by: "op") != nil)
+        }
+        #expect(engine.record.history.contains { $0.action == "pause" } == (failedPromotions == 0))
+        #expect(engine.record.pausedAt == pausedAt)
         #expect(engine.transition(from: [.paused], to: .running, action: "resume", by: "op") != nil)
+        #expect(engine.record.pausedAt == nil)
         clock.advance(by: 49)
         #expect(engine.tick().isEmpty)
         clock.advance(by: 1)

@@ -483,29 +483,35 @@ struct ReleaseAPITests {
         let harness = try await ServerHarness()
         defer { Task { await harness.cleanUp() } }
         let state = harness.repository.appendingPathComponent("state").path
-        @Sendable func boot() async throws -> ControlPlane {
-            await Self.boot(harness, state: state, store: try StateStore(directory: state), audit: harness.audit)
-        }
         let file = URL(fileURLWithPath: state + "/releases/default.json")
-        let first = try await boot()
+        // The flip's commit waits at the gate: what the release record says then is what a process killed right
+        // after that commit leaves behind.
+        let gate = Gate()
+        let first = await Self.boot(harness, state: state,
+            store: SlowStateStore(try StateStore(directory: state), commitGate: gate), audit: harness.audit)
         let baseline = try #require(first.manager.slot("default")?.roles.active?.identity)
-        let running = Locked<Data?>(nil)
+        let atFlip = Locked<Data?>(nil)
         try await Self.serve(harness, first) { client in
             let (code, _) = try await Self.post(client, "/v1/slots/default/release?wait=true", [
                 "model": "synthetic/yolov5-nc80-320-identity.onnx", "strategy": "canary",
                 "steps": [["percent": 10, "hold_s": 3600]]])
             #expect(code == .ok)
-            running.withLock { $0 = try? Data(contentsOf: file) }
-            #expect(try await Self.post(client, "/v1/slots/default/release/promote").0 == .ok)
+            gate.close()
+            async let promoted = Self.post(client, "/v1/slots/default/release/promote")
+            #expect(await eventually { gate.waitingCount == 1 })
+            atFlip.withLock { $0 = try? Data(contentsOf: file) }
+            gate.open()
+            #expect(try await promoted.0 == .ok)
         }
         await first.stopReleases()
         await first.manager.shutdown()
         // As if the process had died between the flip's commit and the release record's update.
-        let record = try #require(running.value)
-        #expect(String(decoding: record, as: UTF8.self).contains("\"phase\":\"running\""))
+        let record = try #require(atFlip.value)
+        #expect(String(decoding: record, as: UTF8.self).contains("\"phase\":\"promoting\""))
         try record.write(to: file)
 
-        let second = try await boot()
+        let second = await Self.boot(harness, state: state, store: try StateStore(directory: state),
+            audit: harness.audit)
         defer { Task { await second.manager.shutdown() } }
         try await Self.serve(harness, second) { client in
             let release = try await Self.status(client)
@@ -524,6 +530,53 @@ struct ReleaseAPITests {
         let audited = try await harness.auditEntries().last { $0.action == "release.promote" }
         #expect(audited?.actor == "system" && audited?.result == "succeeded")
         #expect(audited?.reason?.contains("before a restart") == true)
+    }
+
+    @Test("a release whose baseline was replaced while the service was down is not resumed: failed, saying which model is active — also when it is the candidate")
+    func baselineChangedWhileDown() async throws {
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        let state = harness.repository.appendingPathComponent("state").path
+        let first = await Self.boot(harness, state: state, store: try StateStore(directory: state),
+            audit: harness.audit)
+        try await Self.serve(harness, first) { client in
+            let (code, _) = try await Self.post(client, "/v1/slots/default/release?wait=true", [
+                "model": "synthetic/yolov5-nc80-320-identity.onnx", "strategy": "canary",
+                "steps": [["percent": 10, "hold_s": 3600]]])
+            #expect(code == .ok)
+        }
+        let candidate = try #require(first.manager.slot("default")?.roles.staged?.identity)
+        await first.stopReleases()
+        await first.manager.shutdown()
+        // What an offline `yoloswap swap` to the candidate's file commits (or a failed restore's fallback to a
+        // configuration naming it): the candidate active, though the release never promoted it.
+        let store = try StateStore(directory: state)
+        var committed = try #require(try store.committedSlots().first { $0.slot == "default" })
+        committed.standby = committed.active
+        committed.active = ModelRecord(path: candidate.path, sha256: candidate.sha256)
+        committed.generation += 1
+        try store.commit(committed)
+
+        let second = await Self.boot(harness, state: state, store: store, audit: harness.audit)
+        defer { Task { await second.manager.shutdown() } }
+        try await Self.serve(harness, second) { client in
+            let release = try await Self.status(client)
+            #expect(release["phase"] as? String == "failed")
+            let last = (release["history"] as? [[String: Any]])?.last
+            #expect(last?["action"] as? String == "failed" && last?["by"] as? String == "system")
+            let detail = last?["detail"] as? String ?? ""
+            #expect(detail.contains("not resumed") && detail.contains("the release's candidate, which it had not promoted")
+                && detail.contains(candidate.sha256), "\(detail)")
+        }
+        let roles = try #require(second.manager.slot("default")?.roles)
+        #expect(roles.active?.identity.sha256 == candidate.sha256)
+        #expect(roles.staged == nil, "the candidate was loaded again beside itself")
+        let events = second.manager.recentEvents(slot: "default")
+        #expect(!events.contains { $0.operation == .releasePromote })
+        #expect(events.first { $0.operation == .releaseStart }?.result == .failed)
+        await second.stopReleases()
+        let audited = try await harness.auditEntries().last { $0.action == "release.resume" }
+        #expect(audited?.actor == "system" && audited?.result == "failed")
     }
 
     @Test("a restart resumes the release in its phase and step (one cut off while promoting, in the phase it was promoted from): the candidate is verified, loaded and routed again")
