@@ -66,6 +66,40 @@ public enum PrivateFiles {
         close(descriptor)
     }
 
+    /// Replaces the file at `path` with `bytes`, durably: written to a new owner-only (0600) file beside it, flushed
+    /// to disk, renamed over `path`, and the folder flushed, so that after a crash or a power loss `path` holds either
+    /// the old contents or the new, and a write that returned survives. Blocks for the flushes (milliseconds; more on a
+    /// slow disk): call it off Swift's cooperative pool.
+    /// - Throws: `FileCreationError` naming the file and the system's reason.
+    public static func replaceDurably(atPath path: String, with bytes: [UInt8]) throws(FileCreationError) {
+        let folder = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        let temporary = "\(path).\(UInt64.random(in: 0...UInt64.max)).tmp"
+        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else { throw FileCreationError(path: temporary, reason: reason(errno)) }
+        var failure: String?
+        var offset = 0
+        while failure == nil, offset < bytes.count {
+            let written = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress! + offset, $0.count - offset) }
+            if written > 0 { offset += written } else if written < 0, errno == EINTR { continue } else {
+                failure = written < 0 ? reason(errno) : "short write"
+            }
+        }
+        if failure == nil, fsync(descriptor) != 0 { failure = reason(errno) }
+        close(descriptor)
+        if failure == nil, rename(temporary, path) != 0 { failure = reason(errno) }
+        if let failure {
+            unlink(temporary)
+            throw FileCreationError(path: path, reason: failure)
+        }
+        // The rename is durable once the folder's entry is.
+        let folderDescriptor = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard folderDescriptor >= 0 else { throw FileCreationError(path: folder, reason: reason(errno)) }
+        defer { close(folderDescriptor) }
+        guard fsync(folderDescriptor) == 0 else { throw FileCreationError(path: folder, reason: reason(errno)) }
+    }
+
+    private static func reason(_ code: Int32) -> String { String(cString: strerror(code)) }
+
     /// Gives the file at `path` mode 0600: for a file that other code created with the umask's mode (ONNX Runtime
     /// writing an optimized model), before it gets its final name.
     /// - Returns: whether the mode was set.

@@ -212,6 +212,7 @@ public final class ReleaseEngine: ModelRouter, Sendable {
         let now = clock.now
         if let breach = s.record.spec.rules?.breach(s.window) {
             s.record.phase = .rolledBack
+            s.record.pausedAt = nil
             s.record.breach = breach
             s.record.endedAt = now
             s.record.reason = "rule breached: " + breach.text

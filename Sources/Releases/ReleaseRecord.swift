@@ -16,7 +16,8 @@ public enum ReleasePhase: String, Sendable, Codable {
     /// A rule was breached: the baseline serves again.
     case rolledBack = "rolled_back"
     case aborted
-    /// The candidate never took traffic (load failure, gate refusal).
+    /// The candidate never took traffic (load failure, gate refusal), or a restart could not resume the release (its
+    /// baseline was no longer the active model).
     case failed
 
     /// Whether the release is over.

@@ -183,10 +183,12 @@ public enum ReleaseError: Error, Equatable, CustomStringConvertible {
     case notFound(String)
     /// The candidate was refused before it took traffic (load failure, golden-set gate) (422).
     case refused(String)
+    /// A change that must be recorded first could not be (503).
+    case notRecorded(String)
 
     public var description: String {
         switch self {
-        case .invalid(let m), .conflict(let m), .notFound(let m), .refused(let m): m
+        case .invalid(let m), .conflict(let m), .notFound(let m), .refused(let m), .notRecorded(let m): m
         }
     }
 }

@@ -1,11 +1,11 @@
 import Foundation
 import Primitives
 
-/// Keeps each slot's release record in a folder (`<slot>.json`, written atomically, owner-only), so that a restart
-/// resumes it; without a folder nothing persists.
+/// Keeps each slot's release record in a folder (`<slot>.json`, replaced atomically and durably, owner-only), so that a
+/// restart resumes it; without a folder nothing persists.
 ///
-/// Thread-safety: all members may be called from any thread; they block on the file system (call them off the
-/// cooperative pool, or accept a short block for a small file).
+/// Thread-safety: all members may be called from any thread; they block on the file system (`save` for an fsync of
+/// the file and of the folder): call them off the cooperative pool.
 public struct ReleaseStore: Sendable {
     public let directory: String?
 
@@ -28,9 +28,7 @@ public struct ReleaseStore: Sendable {
     public func save(_ record: ReleaseRecord) throws {
         guard let directory else { return }
         let data = try JSONEncoder.yoloswap.encode(record)
-        let path = "\(directory)/\(Self.fileName(record.slot)).json"
-        try data.write(to: URL(fileURLWithPath: path), options: .atomic)
-        _ = PrivateFiles.restrict(fileAtPath: path)
+        try PrivateFiles.replaceDurably(atPath: "\(directory)/\(Self.fileName(record.slot)).json", with: [UInt8](data))
     }
 
     /// Every record kept (one per slot); an unreadable file is skipped and reported.

@@ -68,7 +68,7 @@ extension ControlPlane {
         var record = ReleaseRecord(slot: slot, spec: spec, candidatePath: path, startedBy: principal.name,
             createdAt: clock.now)
         record.baseline = baseline.identity
-        let run = try installRun(record, clock: clock)
+        let run = try await installRun(record, clock: clock)
         let task = Task { [self] in await bringUp(run, by: principal, from: remote, started: started, resumed: false) }
         run.bringUp.withLock { $0 = task }
         run.keep(task)
@@ -76,7 +76,7 @@ extension ControlPlane {
     }
 
     /// Registers a new run for the slot (refused when another is not over) and persists its record.
-    private func installRun(_ record: ReleaseRecord, clock: any ReleaseClock) throws -> ReleaseRun {
+    private func installRun(_ record: ReleaseRecord, clock: any ReleaseClock) async throws -> ReleaseRun {
         let folder = releaseStore.folder(slot: record.slot).map { $0 + "-disagreements" }
         let engine = ReleaseEngine(record: record, clock: clock)
         let run = ReleaseRun(engine: engine, disagreementsFolder: folder)
@@ -91,7 +91,7 @@ extension ControlPlane {
             // A new release's disagreements replace the last one's.
             Task { await previous.stop() }
         }
-        persist(record)
+        await persist(run)
         return run
     }
 
@@ -101,6 +101,8 @@ extension ControlPlane {
         let record = run.engine.record
         let spec = record.spec
         let slot = record.slot
+        // The outcome closes the intent: `release.start`'s, or at a restart `release.resume`'s.
+        let action = resumed ? "release.resume" : "release.start"
         guard let slotRef = manager.slot(slot) else { return }
         let failure: String?
         do {
@@ -128,7 +130,7 @@ extension ControlPlane {
                 _ = try? await manager.discardStaged(slot: slot)
             }
             await finish(run, operation: .releaseStart, result: .failed, reason: failure, by: principal,
-                from: remote, action: "release.start", started: started)
+                from: remote, action: action, started: started)
             return
         }
         let candidate = slotRef.roles.staged?.identity
@@ -142,14 +144,14 @@ extension ControlPlane {
         }
         if updated.phase.isTerminal { return }  // aborted while loading
         slotRef.setRouter(run.engine)
-        persist(updated)
+        await persist(run)
         ReleaseMetrics.phase(updated)
         let reason = "\(spec.strategy.rawValue) release of \(candidate?.id ?? spec.model) (sha256 "
             + "\(candidate?.sha256 ?? "?")) beside \(updated.baseline?.id ?? "?") (sha256 "
             + "\(updated.baseline?.sha256 ?? "?"))" + (resumed ? ", resumed after a restart" : "")
         await manager.record(SwapEvent(slot: slot, operation: .releaseStart, result: .succeeded, reason: reason,
             from: updated.baseline, to: candidate))
-        try? await auditOutcome(principal, remote, "release.start", slot,
+        try? await auditOutcome(principal, remote, action, slot,
             modelPath: repository.relative(record.candidatePath), version: candidate?.version,
             sha256: candidate?.sha256, result: "succeeded", reason: reason, started: started)
         run.keep(Task { [self, weak run] in
@@ -178,7 +180,7 @@ extension ControlPlane {
         let started = Date()
         switch decision {
         case .advanced(let index, let percent):
-            persist(record)
+            await persist(run)
             ReleaseMetrics.phase(record)
             let reason = "step \(index + 1) of \(record.spec.canarySteps.count): the candidate answers "
                 + "\(percent) % (the previous step held)"
@@ -242,7 +244,7 @@ extension ControlPlane {
         let (run, started) = try await manualStep(slot, action, by: principal, from: remote,
             phases: [pause ? .running : .paused], to: pause ? .paused : .running, detail: nil)
         let record = run.engine.record
-        persist(record)
+        await persist(run)
         ReleaseMetrics.phase(record)
         let reason = "\(pause ? "paused" : "resumed") by \(principal.name) at step \(record.stepIndex + 1)"
         await manager.record(SwapEvent(slot: slot, operation: pause ? .releasePause : .releaseResume,
@@ -308,11 +310,13 @@ extension ControlPlane {
     private func promote(_ run: ReleaseRun, by principal: Principal, from remote: String?, reason: String,
                          started: Date, automatic: Bool = false) async -> Problem? {
         let record = run.engine.record
-        // Recorded before the flip: a restart that finds the release `promoting` and the candidate committed active
-        // knows the promotion got that far (`resumeReleases`); any other change of the active model while the
-        // service was down is not this release's doing.
-        persist(record)
         do {
+            // Recorded before the flip, or no flip: a restart that finds the release `promoting` and the candidate
+            // committed active knows the promotion got that far (`resumeReleases`); any other change of the active
+            // model while the service was down is not this release's doing.
+            do { try await persistOrThrow(run) } catch {
+                throw ReleaseError.notRecorded("the release record could not be written before the flip: \(error)")
+            }
             _ = try await manager.promoteStaged(slot: record.slot)
         } catch {
             var problem = Problem.from(error)
@@ -325,7 +329,7 @@ extension ControlPlane {
             run.engine.transition(from: [.promoting], to: phase, action: "promote-failed", by: principal.name,
                 detail: detail)
             let back = run.engine.record
-            persist(back)
+            await persist(run)
             ReleaseMetrics.phase(back)
             await manager.record(SwapEvent(slot: record.slot, operation: .releasePromote, result: .failed,
                 reason: detail, from: record.baseline, to: record.candidate))
@@ -361,7 +365,7 @@ extension ControlPlane {
                         reason: String, by principal: Principal, from remote: String?, action: String,
                         started: Date) async {
         let record = run.engine.record
-        persist(record)
+        await persist(run)
         ReleaseMetrics.phase(record)
         await manager.record(SwapEvent(slot: record.slot, operation: operation, result: result,
             reason: repository.hidingRoot(reason), from: record.baseline, to: record.candidate))
@@ -374,10 +378,18 @@ extension ControlPlane {
 
     // MARK: Persistence and restart
 
-    func persist(_ record: ReleaseRecord) {
-        do { try releaseStore.save(record) } catch {
-            logger.error("cannot persist the release", metadata: ["slot": "\(record.slot)", "error": "\(error)"])
+    /// Writes the release's record as it is when the write's turn comes (the writes run one at a time, so the last one
+    /// written is the latest state, whichever caller came last); a failure is logged.
+    func persist(_ run: ReleaseRun) async {
+        do { try await persistOrThrow(run) } catch {
+            logger.error("cannot persist the release", metadata: ["slot": "\(run.engine.record.slot)",
+                "error": "\(error)"])
         }
+    }
+
+    /// `persist`, throwing what the store threw.
+    func persistOrThrow(_ run: ReleaseRun) async throws {
+        try await releaseWrites.run { [releaseStore] in try releaseStore.save(run.engine.record) }
     }
 
     /// Resumes the releases a previous run left unfinished, each in the phase and step it had: the candidate is loaded
@@ -400,9 +412,10 @@ extension ControlPlane {
                     "slot": "\(record.slot)"])
                 continue
             }
-            if record.phase == .promoting, let candidate = record.candidate,
-               candidate.sha256 != record.baseline?.sha256, active.sha256 == candidate.sha256,
-               active.path == record.candidatePath {
+            if record.phase == .promoting, let candidate = record.candidate, active.sha256 == candidate.sha256,
+               active.path == record.candidatePath,
+               // A candidate with the baseline's bytes is told apart by its file.
+               candidate.sha256 != record.baseline?.sha256 || record.candidatePath != record.baseline?.path {
                 await recordInterruptedPromotion(record, clock: clock)
                 continue
             }
@@ -411,7 +424,7 @@ extension ControlPlane {
                 continue
             }
             if record.phase == .promoting { record.phase = record.promotedFrom ?? .running }
-            guard let run = try? installRun(record, clock: clock) else { continue }
+            guard let run = try? await installRun(record, clock: clock) else { continue }
             try? await audit(Self.system, nil, "release.resume", record.slot,
                 modelPath: repository.relative(record.candidatePath), version: record.candidate?.version,
                 sha256: record.candidate?.sha256, result: "intent",
@@ -423,7 +436,7 @@ extension ControlPlane {
     }
 
     private func recordInterruptedPromotion(_ record: ReleaseRecord, clock: any ReleaseClock) async {
-        guard let run = try? installRun(record, clock: clock) else { return }
+        guard let run = try? await installRun(record, clock: clock) else { return }
         let reason = "promoted before a restart: the slot's committed active model is the candidate"
         run.engine.transition(from: [.loading, .running, .paused, .promoting], to: .promoted, action: "promoted",
             by: Self.system.name, detail: reason)
@@ -432,16 +445,22 @@ extension ControlPlane {
     }
 
     private func recordBaselineGone(_ record: ReleaseRecord, active: ModelIdentity, clock: any ReleaseClock) async {
-        guard let run = try? installRun(record, clock: clock) else { return }
-        let which = record.candidate.map { active.sha256 == $0.sha256 } == true
-            ? "the release's candidate, which it had not promoted" : "not the release's candidate either"
+        guard let run = try? await installRun(record, clock: clock) else { return }
+        let started = Date()
+        try? await audit(Self.system, nil, "release.resume", record.slot,
+            modelPath: repository.relative(record.candidatePath), version: record.candidate?.version,
+            sha256: record.candidate?.sha256, result: "intent",
+            reason: "resuming the \(record.phase.rawValue) release after a restart", started: started)
+        let isCandidate = active.path == record.candidatePath || active.sha256 == record.candidate?.sha256
+        let which = isCandidate ? "the release's candidate, though no promotion of it was recorded"
+            : "not the release's candidate either"
         let reason = "not resumed after a restart: the slot's active model changed while the service was down; it is "
             + "\(active.id) (sha256 \(active.sha256)), \(which), and the release was started beside "
             + "\(record.baseline?.id ?? "?") (sha256 \(record.baseline?.sha256 ?? "?"))"
         run.engine.transition(from: [.loading, .running, .paused, .promoting], to: .failed, action: "failed",
             by: Self.system.name, detail: reason)
         await finish(run, operation: .releaseStart, result: .failed, reason: reason, by: Self.system, from: nil,
-            action: "release.resume", started: Date())
+            action: "release.resume", started: started)
     }
 
     /// Stops every release's ticker and mirror pool and waits for the work under way (at shutdown; the records stay

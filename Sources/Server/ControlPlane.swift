@@ -27,6 +27,8 @@ public final class ControlPlane: Sendable {
     let candidateGate: Locked<(any CandidateGate)?>
     /// Where release records persist: `<state_dir>/releases` (nothing persists without a state directory).
     let releaseStore: ReleaseStore
+    /// Runs the release store's blocking writes (an fsync each), one at a time, off the cooperative pool.
+    let releaseWrites = BlockingQueue(label: "yoloswap.releases")
 
     public init(manager: ModelManager, repository: ModelRepository, routes: [String: String],
                 audit: AuditTrail?, logger: Logger) {

@@ -63,6 +63,7 @@ public struct Problem: HTTPResponseError, CustomStringConvertible {
             case .notFound(let m): return .notFound(m)
             case .conflict(let m): return Problem(.conflict, "Conflict", detail: m)
             case .refused(let m): return Problem(.unprocessableContent, "Unprocessable Content", detail: m)
+            case .notRecorded(let m): return Problem(.serviceUnavailable, "Not Committed", detail: m, retryAfter: 1)
             }
         case let error as DetectionError:
             switch error {

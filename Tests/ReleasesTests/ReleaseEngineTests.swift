@@ -186,6 +186,30 @@ struct ReleaseEngineTests {
         #expect(variant(restarted) == "v8s")
     }
 
+    @Test("the store replaces a record whole, owner-only, leaving no temporary file; a write that fails says where and keeps the last record")
+    func storeReplacesRecord() throws {
+        let folder = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let store = ReleaseStore(directory: folder.path)
+        var first = record(Self.canary([.init(percent: 5)]), at: Self.start)
+        try store.save(first)
+        first.stepIndex = 1
+        try store.save(first)
+        #expect(store.load().records == [first])
+        let file = folder.path + "/\(first.slot).json"
+        let mode = try FileManager.default.attributesOfItem(atPath: file)[.posixPermissions] as? Int
+        #expect(mode == 0o600)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path) == ["\(first.slot).json"])
+        // A folder named like the record's file: the rename over it fails.
+        var other = first
+        other.slot = "other"
+        try FileManager.default.createDirectory(atPath: folder.path + "/other.json", withIntermediateDirectories: false)
+        #expect { try store.save(other) } throws: { "\($0)".contains("/other.json") }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path).sorted()
+            == ["\(first.slot).json", "other.json"])
+        #expect(store.load().records == [first])
+    }
+
     @Test("A/B rotation every 30 minutes flips exactly at the edges, the same after a restart")
     func abRotation() async throws {
         let models = try await TwoModels.make()

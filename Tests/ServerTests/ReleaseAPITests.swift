@@ -532,8 +532,9 @@ struct ReleaseAPITests {
         #expect(audited?.reason?.contains("before a restart") == true)
     }
 
-    @Test("a release whose baseline was replaced while the service was down is not resumed: failed, saying which model is active — also when it is the candidate")
-    func baselineChangedWhileDown() async throws {
+    @Test("a release whose baseline was replaced while the service was down is not resumed: failed, saying which model is active (the candidate too)",
+          arguments: ["synthetic/yolov5-nc80-320-identity.onnx", "synthetic/yolov5-nc80-320-other-names.onnx"])
+    func baselineChangedWhileDown(activeModel: String) async throws {
         let harness = try await ServerHarness()
         defer { Task { await harness.cleanUp() } }
         let state = harness.repository.appendingPathComponent("state").path
@@ -545,15 +546,16 @@ struct ReleaseAPITests {
                 "steps": [["percent": 10, "hold_s": 3600]]])
             #expect(code == .ok)
         }
-        let candidate = try #require(first.manager.slot("default")?.roles.staged?.identity)
         await first.stopReleases()
         await first.manager.shutdown()
-        // What an offline `yoloswap swap` to the candidate's file commits (or a failed restore's fallback to a
-        // configuration naming it): the candidate active, though the release never promoted it.
+        // What an offline `yoloswap swap` commits (or a failed restore's fallback to a configuration naming the file):
+        // here the candidate's file, which the release never promoted, or a third model.
+        let path = harness.repository.appendingPathComponent(activeModel).path
+        let sha256 = try Fixtures.sha256(path)
         let store = try StateStore(directory: state)
         var committed = try #require(try store.committedSlots().first { $0.slot == "default" })
         committed.standby = committed.active
-        committed.active = ModelRecord(path: candidate.path, sha256: candidate.sha256)
+        committed.active = ModelRecord(path: path, sha256: sha256)
         committed.generation += 1
         try store.commit(committed)
 
@@ -565,18 +567,55 @@ struct ReleaseAPITests {
             let last = (release["history"] as? [[String: Any]])?.last
             #expect(last?["action"] as? String == "failed" && last?["by"] as? String == "system")
             let detail = last?["detail"] as? String ?? ""
-            #expect(detail.contains("not resumed") && detail.contains("the release's candidate, which it had not promoted")
-                && detail.contains(candidate.sha256), "\(detail)")
+            let which = activeModel.hasSuffix("320-identity.onnx")
+                ? "the release's candidate, though no promotion of it was recorded"
+                : "not the release's candidate either"
+            #expect(detail.contains("not resumed") && detail.contains(which) && detail.contains(sha256), "\(detail)")
         }
         let roles = try #require(second.manager.slot("default")?.roles)
-        #expect(roles.active?.identity.sha256 == candidate.sha256)
-        #expect(roles.staged == nil, "the candidate was loaded again beside itself")
+        #expect(roles.active?.identity.sha256 == sha256)
+        #expect(roles.staged == nil, "the candidate was loaded again")
         let events = second.manager.recentEvents(slot: "default")
         #expect(!events.contains { $0.operation == .releasePromote })
         #expect(events.first { $0.operation == .releaseStart }?.result == .failed)
         await second.stopReleases()
-        let audited = try await harness.auditEntries().last { $0.action == "release.resume" }
-        #expect(audited?.actor == "system" && audited?.result == "failed")
+        // The resume's intent is closed by its outcome (a restart would otherwise mark it interrupted).
+        let resumes = try await harness.auditEntries().filter { $0.action == "release.resume" }
+        #expect(resumes.map(\.result) == ["intent", "failed"] && resumes.allSatisfy { $0.actor == "system" })
+    }
+
+    @Test("a promotion whose release record cannot be written first answers 503 and flips nothing")
+    func promotionNotRecordedFirst() async throws {
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        let state = harness.repository.appendingPathComponent("state").path
+        let control = await Self.boot(harness, state: state)
+        defer { Task { await control.manager.shutdown() } }
+        let baseline = try #require(control.manager.slot("default")?.roles.active?.identity)
+        let file = state + "/releases/default.json"
+        try await Self.serve(harness, control) { client in
+            let (code, _) = try await Self.post(client, "/v1/slots/default/release?wait=true", [
+                "model": "synthetic/yolov5-nc80-320-identity.onnx", "strategy": "canary",
+                "steps": [["percent": 10, "hold_s": 3600]]])
+            #expect(code == .ok)
+            // A folder where the record goes: its replacement fails (also for root, whom permissions do not stop).
+            try FileManager.default.removeItem(atPath: file)
+            try FileManager.default.createDirectory(atPath: file, withIntermediateDirectories: false)
+            let (refused, problem) = try await Self.post(client, "/v1/slots/default/release/promote")
+            #expect(refused == .serviceUnavailable)
+            #expect((problem["detail"] as? String)?.contains("could not be written before the flip") == true,
+                "\(problem)")
+            #expect(control.manager.slot("default")?.roles.active?.identity == baseline)
+            let release = try await Self.status(client)
+            #expect(release["phase"] as? String == "running")
+            #expect((release["history"] as? [[String: Any]])?.last?["action"] as? String == "promote-failed")
+
+            try FileManager.default.removeItem(atPath: file)
+            #expect(try await Self.post(client, "/v1/slots/default/release/promote").0 == .ok)
+            #expect(control.manager.slot("default")?.roles.active?.identity.path.hasSuffix("320-identity.onnx")
+                == true)
+        }
+        await control.stopReleases()
     }
 
     @Test("a restart resumes the release in its phase and step (one cut off while promoting, in the phase it was promoted from): the candidate is verified, loaded and routed again")
@@ -584,7 +623,7 @@ struct ReleaseAPITests {
         let harness = try await ServerHarness()
         defer { Task { await harness.cleanUp() } }
         let state = harness.repository.appendingPathComponent("state").path
-        let first = await Self.boot(harness, state: state)
+        let first = await Self.boot(harness, state: state, audit: harness.audit)
         try await Self.serve(harness, first) { client in
             let (code, _) = try await Self.post(client, "/v1/slots/default/release?wait=true", [
                 "model": "synthetic/yolov5-nc80-320-identity.onnx", "strategy": "canary",
@@ -610,7 +649,7 @@ struct ReleaseAPITests {
         persisted["promotedFrom"] = "paused"
         try JSONSerialization.data(withJSONObject: persisted).write(to: file)
 
-        let second = await Self.boot(harness, state: state)
+        let second = await Self.boot(harness, state: state, audit: harness.audit)
         defer { Task { await second.manager.shutdown() } }
         try await Self.serve(harness, second) { client in
             var release: [String: Any] = [:]
@@ -633,5 +672,7 @@ struct ReleaseAPITests {
             #expect(answers.contains("candidate") && answers.contains("baseline"))
         }
         await second.stopReleases()
+        let resumes = try await harness.auditEntries().filter { $0.action == "release.resume" && $0.actor == "system" }
+        #expect(resumes.map(\.result) == ["intent", "succeeded"], "the resume's outcome closes its intent")
     }
 }
