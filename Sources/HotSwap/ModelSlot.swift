@@ -199,7 +199,9 @@ public final class ModelSlot: Sendable {
     /// Detects objects in encoded image bytes on the model the router picks, on a worker thread.
     /// - Parameters:
     ///   - deadline: the latest time the request may start (waiting in the queue or for a model); nil = no limit.
-    /// - Throws: `SlotError` (overloaded, unavailable, shut down), `DetectionError` (bad image, inference failure).
+    /// - Throws: `SlotError` (overloaded, unavailable, shut down), `DetectionError` (bad image, inference failure),
+    ///   `CancellationError` when the calling task is cancelled before the work starts (in the queue, or waiting for a
+    ///   model).
     public func detect(imageBytes: [UInt8], options: DetectionOptions = .init(), context: RoutingContext = .init(),
                        deadline: ContinuousClock.Instant? = nil) async throws -> SlotDetection {
         let executor = self.executor
@@ -250,7 +252,8 @@ public final class ModelSlot: Sendable {
     ///   - deadline: the latest time the request may start (waiting in the queue or for a model); nil = no limit.
     /// - Returns: what `work` returned, the stamp of the model it ran on, the release variant it stands for (routed
     ///   requests during a release), and the time spent waiting for a worker.
-    /// - Throws: `SlotError` (overloaded, unavailable, shut down, no model with that version); what `work` threw — a
+    /// - Throws: `SlotError` (overloaded, unavailable, shut down, no model with that version); `CancellationError`
+    ///   when the calling task is cancelled before `work` starts; what `work` threw — a
     ///   `DetectionError` wrapped in `RoutedDetectionError` when a release's variant ran it.
     public func withModel<T: Sendable>(
         _ choice: ModelChoice, deadline: ContinuousClock.Instant? = nil,
@@ -363,18 +366,24 @@ public final class ModelSlot: Sendable {
             }
         }
         defer { timeout?.cancel() }
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let ready = state.withLock { s -> Bool in
-                // Checked under the lock `retireAll` and the timeout wake the waiters under: a shutdown that began
-                // since is seen, and so is a deadline whose timeout fired before this waiter was registered.
-                if s.roles.active != nil || executor.isShuttingDown { return true }
-                if let deadline, ContinuousClock.now >= deadline { return true }
-                s.waiters[id] = continuation
-                return false
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let ready = state.withLock { s -> Bool in
+                    // Checked under the lock `retireAll`, the timeout and a cancellation wake the waiters under: a
+                    // shutdown that began since is seen, and so are a deadline whose timeout fired and a cancellation
+                    // that came before this waiter was registered.
+                    if s.roles.active != nil || executor.isShuttingDown || Task.isCancelled { return true }
+                    if let deadline, ContinuousClock.now >= deadline { return true }
+                    s.waiters[id] = continuation
+                    return false
+                }
+                if ready { continuation.resume() }
             }
-            if ready { continuation.resume() }
+        } onCancel: {
+            state.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
         }
         guard state.withLock({ $0.roles.active == nil }) else { return }
+        try Task.checkCancellation()
         if executor.isShuttingDown { throw SlotError.shutDown(slot: name) }
         if let deadline, ContinuousClock.now >= deadline {
             throw SlotError.unavailable(slot: name, waited: ContinuousClock.now - enqueued)

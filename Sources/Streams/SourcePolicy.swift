@@ -91,18 +91,44 @@ public struct SourcePolicy: Sendable, Equatable {
         }
     }
 
-    /// `relative` resolved against `root` (symlinks of existing parts resolved), refused if it leaves `root`.
+    /// `relative` resolved against `root`, refused if it leaves `root`: the longest part of it that exists is resolved
+    /// by `realpath(3)` (every symbolic link in it followed), the rest appended as named. A part that is a symbolic
+    /// link leading nowhere is refused (a file created through it would land where it points). What is returned is
+    /// what was checked: the caller opens that path.
     private static func inside(_ root: String, _ relative: String, shownAs text: String) throws(StreamError) -> String {
         guard !relative.hasPrefix("/") else {
             throw .sourceNotAllowed(source: text, reason: "give a path relative to the media folder")
         }
-        let base = URL(fileURLWithPath: root).resolvingSymlinksInPath().standardizedFileURL.path
-        let candidate = URL(fileURLWithPath: base).appendingPathComponent(relative).standardizedFileURL
-            .resolvingSymlinksInPath().path
+        guard let base = realPath(root) else {
+            throw .sourceNotAllowed(source: text, reason: "the folder \(root) does not exist")
+        }
+        var existing = URL(fileURLWithPath: base).appendingPathComponent(relative).standardizedFileURL
+        var missing: [String] = []
+        var resolved: String?
+        while resolved == nil {
+            resolved = realPath(existing.path)
+            guard resolved == nil else { break }
+            var info = stat()
+            if lstat(existing.path, &info) == 0 {
+                throw .sourceNotAllowed(source: text, reason: "it goes through a symbolic link that leads nowhere")
+            }
+            missing.insert(existing.lastPathComponent, at: 0)
+            let parent = existing.deletingLastPathComponent()
+            guard parent.path != existing.path else { break }
+            existing = parent
+        }
+        let candidate = ([resolved ?? "/"] + missing).joined(separator: "/").replacingOccurrences(of: "//", with: "/")
         guard candidate.hasPrefix(base.hasSuffix("/") ? base : base + "/") else {
             throw .sourceNotAllowed(source: text, reason: "it lies outside the folder")
         }
         return candidate
+    }
+
+    /// `path` with every symbolic link resolved, or nil when some part of it does not exist.
+    private static func realPath(_ path: String) -> String? {
+        guard let resolved = realpath(path, nil) else { return nil }
+        defer { free(resolved) }
+        return String(cString: resolved)
     }
 
     /// Only a regular file is read (a FIFO or a device would block or never end).

@@ -54,22 +54,35 @@ public final class StreamRegistry: Sendable {
     private let observer: (any DetectionObserver)?
     private let publisher: (any StreamPublisher)?
     private let logger: Logger
-    /// The streams by id, the output files each writes, and the ids and output files `reserved` by creations under
-    /// way and by streams being stopped (so that two requests cannot both take a name or a file, nor a new stream a
-    /// file the stream it replaces still writes), behind one lock; and, set at shutdown, `closed`: no stream is
-    /// created afterwards.
+    /// The streams by id and the output files each writes; the ids and output files `reserved` by creations under way;
+    /// those of streams being stopped (`stopping`: the name and the files stay taken until the stream has stopped) and
+    /// the files of annotated videos still being finished (`finishing`: an ended stream's name is free again, its
+    /// video file only once it is complete), each under a key of its own; behind one lock. And, set at shutdown,
+    /// `closed`: no stream is created afterwards.
     private struct Table {
         var streams: [String: VideoStream] = [:]
         var outputPaths: [String: [String]] = [:]
         var reserved: [String: [String]] = [:]
+        var stopping: [UUID: (id: String, paths: [String])] = [:]
+        var finishing: [UUID: (id: String, paths: [String])] = [:]
         var closed = false
 
-        /// The id of a running stream, a creation under way or a stream being stopped that writes `path`.
+        /// The id of a running stream, a creation under way, a stream being stopped or a video being finished that
+        /// writes `path`.
         func writer(of path: String) -> String? {
             if let id = reserved.first(where: { $0.value.contains(path) })?.key { return id }
+            if let held = (Array(stopping.values) + finishing.values).first(where: { $0.paths.contains(path) }) {
+                return held.id
+            }
             return outputPaths.first { id, paths in
                 paths.contains(path) && streams[id].map { !$0.isFinished } == true
             }?.key
+        }
+
+        /// Whether `name` is held: by a running stream, a creation under way or a stream being stopped.
+        func holds(_ name: String) -> Bool {
+            reserved[name] != nil || streams[name].map({ !$0.isFinished }) == true
+                || stopping.values.contains { $0.id == name }
         }
     }
     private let table = Locked(Table())
@@ -146,12 +159,16 @@ public final class StreamRegistry: Sendable {
         let stream = VideoStream(id: id, configuration: configuration, slot: slot, outputs: outputs, logger: logger,
             observer: observer, sink: sink, frameSink: frameSink)
         counted.withLock { $0 = stream }
+        // Holds the video's file from the insertion until the file is complete (`finishAtEnd`).
+        let videoKey = UUID()
         try table.withLock { (t: inout Table) throws(StreamError) in
             // Checked under the same lock as the insertion: a stream is either refused here or listed for the
             // shutdown's stop of every stream, which closes the table first.
             if t.closed { throw .shuttingDown }
-            // A name is reused once its stream has ended: that one's final status is forgotten.
-            if t.streams[id] != nil {
+            // A name is reused once its stream has ended: that one's final status is forgotten. (A running one
+            // cannot be here: the reservation held the name.)
+            if let previous = t.streams[id] {
+                guard previous.isFinished else { throw .nameTaken(id) }
                 t.streams.removeValue(forKey: id)
                 t.outputPaths.removeValue(forKey: id)
             }
@@ -167,13 +184,16 @@ public final class StreamRegistry: Sendable {
             t.streams[id] = stream
             t.outputPaths[id] = paths
             t.reserved.removeValue(forKey: id)
+            if let videoPath { t.finishing[videoKey] = (id, [videoPath]) }
         }
         inserted = true
         logger.info("stream started", metadata: ["stream": "\(id)", "source": "\(configuration.source)",
             "slot": "\(request.slot)", "back_pressure": "\(configuration.backPressure.rawValue)"])
         // Subscribed before the first frame, so that the output misses nothing.
         if let publisher { publish(stream, to: publisher) }
-        if let video, let name = request.outputVideo { finishAtEnd(stream, video, name: name, writer: writer) }
+        if let video, let name = request.outputVideo {
+            finishAtEnd(stream, video, name: name, writer: writer, key: videoKey)
+        }
         stream.start()
         return stream
     }
@@ -186,19 +206,17 @@ public final class StreamRegistry: Sendable {
             if t.closed { throw .shuttingDown }
             var id = name ?? ""
             if let name {
-                if t.reserved[name] != nil || t.streams[name].map({ !$0.isFinished }) == true {
-                    throw .nameTaken(name)
-                }
+                if t.holds(name) { throw .nameTaken(name) }
             } else {
                 repeat { id = String(UUID().uuidString.prefix(8)).lowercased() }
-                    while t.reserved[id] != nil || t.streams[id] != nil
+                    while t.holds(id) || t.streams[id] != nil
             }
             for file in files {
                 if let other = t.writer(of: file.path) {
                     throw .outputNotAllowed(path: file.shown, reason: "stream '\(other)' writes it")
                 }
             }
-            if t.streams.values.count(where: { !$0.isFinished }) + t.reserved.count >= maxStreams {
+            if t.streams.values.count(where: { !$0.isFinished }) + t.reserved.count + t.stopping.count >= maxStreams {
                 throw .tooManyStreams(limit: maxStreams)
             }
             t.reserved[id] = files.map(\.path)
@@ -301,11 +319,15 @@ public final class StreamRegistry: Sendable {
     }
 
     /// Writes the rest of the annotated video once the stream has ended (its last frame written).
+    /// The video's file stays taken (`Table.finishing[key]`) until then.
     private func finishAtEnd(_ stream: VideoStream, _ video: AnnotatedVideoOutput, name: String,
-                             writer: BlockingQueue) {
-        let key = UUID()
-        let task = Task.detached { [writer, publishing] in
-            defer { _ = publishing.withLock { $0.removeValue(forKey: key) } }
+                             writer: BlockingQueue, key: UUID) {
+        let task = Task.detached { [writer, publishing, table] in
+            defer {
+                // Counted done before the file is given back: whoever gets the file finds this output done.
+                _ = publishing.withLock { $0.removeValue(forKey: key) }
+                _ = table.withLock { $0.finishing.removeValue(forKey: key) }
+            }
             await stream.waitUntilFinished()
             Self.record(await writer.run { video.finish() }, of: name, in: stream)
         }
@@ -336,14 +358,16 @@ public final class StreamRegistry: Sendable {
     /// Stops a stream and forgets it; nil when there is none. Its name and output files stay reserved until it has
     /// stopped.
     public func remove(_ id: String) async -> StreamStatus? {
+        // Under a key of its own: a creation of the same name (the stream had ended) keeps its reservation.
+        let key = UUID()
         let removed = table.withLock { t -> VideoStream? in
             guard let stream = t.streams.removeValue(forKey: id) else { return nil }
-            t.reserved[id] = t.outputPaths.removeValue(forKey: id) ?? []
+            t.stopping[key] = (id, t.outputPaths.removeValue(forKey: id) ?? [])
             return stream
         }
         guard let stream = removed else { return nil }
         await stream.stop()
-        _ = table.withLock { $0.reserved.removeValue(forKey: id) }
+        _ = table.withLock { $0.stopping.removeValue(forKey: key) }
         return stream.currentStatus
     }
 }
@@ -355,11 +379,12 @@ final class JSONLinesFile: @unchecked Sendable {
     // @unchecked: the handle is used only from its stream's serial writer queue.
     private let handle: FileHandle
 
+    /// Creates (or empties) the file; nil when it cannot be, or when the name is a symbolic link (a link planted in
+    /// the output folder since the path was checked must not redirect the write).
     init?(path: String) {
-        guard FileManager.default.createFile(atPath: path, contents: nil),
-            let handle = FileHandle(forWritingAtPath: path)
-        else { return nil }
-        self.handle = handle
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else { return nil }
+        self.handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
     }
 
     deinit { try? handle.close() }

@@ -104,8 +104,11 @@ public final class VideoStream: Sendable {
     /// Set with `stopping` when `maxFrames` frames have been answered: the stream then ends as `ended`, not `stopped`
     /// (also when a `stop()` comes at the same moment).
     private let reachedLimit = Locked(false)
-    private let subscribers = Locked<[UUID: AsyncStream<StreamMessage>.Continuation]>([:])
-    private let previews = Locked<[UUID: AsyncStream<PreviewFrame>.Continuation]>([:])
+    private let subscribers = ViewerSet<StreamMessage>()
+    private let previews = ViewerSet<PreviewFrame>()
+    /// The detection loop's task: `halt()` cancels it, and with it the frames in flight, so that a frame waiting for
+    /// a model (its slot has none active) does not hold a stop back.
+    private let loop = Locked<Task<Void, Never>?>(nil)
     /// Opened when the detection loop has ended and the final state is written.
     private let finished = Latch()
     /// Opened when the decoder thread has ended (its last FFmpeg reaped).
@@ -163,7 +166,10 @@ public final class VideoStream: Sendable {
         let thread = Thread { [self] in decodeLoop() }
         thread.name = "yoloswap.stream-decode"
         thread.start()
-        Task.detached { [self] in await detectLoop() }
+        let task = Task.detached { [self] in await detectLoop() }
+        loop.withLock { $0 = task }
+        // A stop that came before the task was kept.
+        if stopping.value { task.cancel() }
     }
 
     /// Stops the stream: FFmpeg is killed, queued frames are discarded; returns once the detection loop has ended and
@@ -181,6 +187,7 @@ public final class VideoStream: Sendable {
         mailbox.close()
         decoder.withLock { $0 }?.terminate()
         wake.signal()
+        loop.withLock { $0 }?.cancel()
     }
 
     /// Returns once the stream has ended.
@@ -191,14 +198,7 @@ public final class VideoStream: Sendable {
     /// Results and events from now on. The subscriber's buffer holds `buffer` messages; when it lags further, the
     /// oldest are dropped (counted in `viewer_drops`). The sequence ends with the stream.
     public func subscribe(buffer: Int = 256) -> AsyncStream<StreamMessage> {
-        let (messages, continuation) = AsyncStream.makeStream(of: StreamMessage.self,
-            bufferingPolicy: .bufferingNewest(max(1, buffer)))
-        let key = UUID()
-        continuation.onTermination = { [weak self] _ in _ = self?.subscribers.withLock { $0.removeValue(forKey: key) } }
-        subscribers.withLock { $0[key] = continuation }
-        // A stream that ended meanwhile may have missed it: finishing twice is harmless.
-        if isFinished { subscribers.withLock { $0.removeValue(forKey: key) }?.finish() }
-        return messages
+        subscribers.subscribe(buffer: buffer)
     }
 
     /// Counts a message (`mqtt`) or frame (`video`) an output delivered to `target`, or failed to with `error`.
@@ -218,12 +218,7 @@ public final class VideoStream: Sendable {
     /// The newest detected frame with its detections, as frames are detected (frames a slow viewer missed are
     /// skipped). Frames are kept for previews only while someone subscribes.
     public func previewFrames() -> AsyncStream<PreviewFrame> {
-        let (frames, continuation) = AsyncStream.makeStream(of: PreviewFrame.self, bufferingPolicy: .bufferingNewest(1))
-        let key = UUID()
-        continuation.onTermination = { [weak self] _ in _ = self?.previews.withLock { $0.removeValue(forKey: key) } }
-        previews.withLock { $0[key] = continuation }
-        if isFinished { previews.withLock { $0.removeValue(forKey: key) }?.finish() }
-        return frames
+        previews.subscribe(buffer: 1)
     }
 
     // MARK: Decoding (its own thread: FFmpeg's pipe reads block)
@@ -368,7 +363,8 @@ public final class VideoStream: Sendable {
             }
             guard !inFlight.isEmpty else { break }
             let (frame, task) = inFlight.removeFirst()
-            guard var detection = await task.value else { break }
+            guard var detection = await withTaskCancellationHandler(operation: { await task.value },
+                onCancel: { task.cancel() }) else { break }
             if let previous, detection.model.generation < previous.generation {
                 guard let again = await detect(frame) else { break }
                 detection = again
@@ -388,8 +384,11 @@ public final class VideoStream: Sendable {
                 break
             }
         }
-        // The stream ends: frames still in flight finish (or give up, stopping) before it is reported ended.
-        for (_, task) in inFlight { _ = await task.value }
+        // The stream ends: frames still in flight finish (or, stopping, give up) before it is reported ended.
+        for (_, task) in inFlight {
+            if Task.isCancelled { task.cancel() }
+            _ = await task.value
+        }
         end()
     }
 
@@ -446,7 +445,7 @@ public final class VideoStream: Sendable {
     /// Hands a result to the results subscribers and, with its frame, to the preview viewers.
     private func show(_ result: StreamFrameResult, _ frame: VideoFrame) {
         broadcast(.frame(result))
-        let viewers = previews.withLock { Array($0.values) }
+        let viewers = previews.current
         if !viewers.isEmpty {
             let preview = PreviewFrame(frame: frame.index, pts: frame.pts, image: frame.image,
                 detections: result.detections)
@@ -467,6 +466,9 @@ public final class VideoStream: Sendable {
         while !stopping.value {
             do {
                 return try await slot.detect(image: frame.image, options: options, context: context)
+            } catch _ where stopping.value {
+                // Given up, stopping (cancelled while waiting for a worker or a model).
+                return nil
             } catch SlotError.overloaded(_, _, let retryAfter) {
                 try? await Task.sleep(for: retryAfter)
             } catch let routed as RoutedDetectionError where !context.preferActive {
@@ -503,7 +505,7 @@ public final class VideoStream: Sendable {
     }
 
     private func broadcast(_ message: StreamMessage) {
-        let targets = subscribers.withLock { Array($0.values) }
+        let targets = subscribers.current
         var lost = 0
         for continuation in targets {
             if case .dropped = continuation.yield(message) { lost += 1 }
@@ -518,17 +520,45 @@ public final class VideoStream: Sendable {
         }
         broadcast(.event(StreamEvent(stream: id, type: final.state == .failed ? .failed : .ended, time: Date(),
             message: final.last_error)))
-        // Finished outside the locks: `finish` runs the termination handlers, which take them.
-        let results = subscribers.withLock { s in
-            defer { s.removeAll() }
-            return Array(s.values)
+        subscribers.close()
+        previews.close()
+        finished.open()
+    }
+}
+
+/// The continuations of a stream's viewers (results subscribers or preview viewers), closed once when the stream ends:
+/// a viewer that comes after that is finished at once, so that none waits for an end that already came.
+///
+/// Thread-safety: all members may be used from any thread.
+final class ViewerSet<Element: Sendable>: Sendable {
+    private let state = Locked<(viewers: [UUID: AsyncStream<Element>.Continuation], closed: Bool)>(([:], false))
+
+    /// A new viewer's sequence, holding up to `buffer` elements (the oldest dropped when it lags further).
+    func subscribe(buffer: Int) -> AsyncStream<Element> {
+        let (elements, continuation) = AsyncStream.makeStream(of: Element.self,
+            bufferingPolicy: .bufferingNewest(max(1, buffer)))
+        let key = UUID()
+        continuation.onTermination = { [weak self] _ in _ = self?.state.withLock { $0.viewers.removeValue(forKey: key) } }
+        let added = state.withLock { s -> Bool in
+            guard !s.closed else { return false }
+            s.viewers[key] = continuation
+            return true
         }
-        results.forEach { $0.finish() }
-        let viewers = previews.withLock { p in
-            defer { p.removeAll() }
-            return Array(p.values)
+        // Outside the lock: `finish` runs the termination handler, which takes it.
+        if !added { continuation.finish() }
+        return elements
+    }
+
+    /// The viewers now.
+    var current: [AsyncStream<Element>.Continuation] { state.withLock { Array($0.viewers.values) } }
+
+    /// Finishes every viewer; later ones are finished as they come.
+    func close() {
+        let viewers = state.withLock { s -> [AsyncStream<Element>.Continuation] in
+            s.closed = true
+            defer { s.viewers.removeAll() }
+            return Array(s.viewers.values)
         }
         viewers.forEach { $0.finish() }
-        finished.open()
     }
 }

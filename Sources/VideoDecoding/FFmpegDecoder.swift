@@ -234,14 +234,25 @@ struct FrameReport: Equatable {
     }
 
     /// The size in FFmpeg's refusal of a frame over `-max_pixels`: `[IMGUTILS @ 0x…] Picture size 320x240 exceeds
-    /// specified max pixel count 76000, …`.
+    /// specified max pixel count 76000, …`, after the contexts it was logged from (`[h264 @ 0x…] `). Only a line that
+    /// starts so: the input's metadata, which FFmpeg prints too (indented), is the source's to choose, and a title
+    /// that reads like the refusal must not end a live stream for good.
     static func refusedSize(parsing line: String) -> (Int, Int)? {
-        guard line.contains("exceeds specified max pixel count"), let range = line.range(of: "Picture size ") else {
-            return nil
+        var rest = Substring(line)
+        while rest.hasPrefix("["), let close = rest.firstIndex(of: "]") {
+            let context = rest[rest.index(after: rest.startIndex)..<close]
+            rest = rest[rest.index(after: close)...]
+            guard context.contains(" @ 0x"), rest.hasPrefix(" ") else { return nil }
+            rest = rest.dropFirst()
+            guard context.hasPrefix("IMGUTILS @ ") else { continue }
+            guard rest.hasPrefix("Picture size "), rest.contains(" exceeds specified max pixel count") else {
+                return nil
+            }
+            let parts = rest.dropFirst("Picture size ".count).prefix { $0 != " " }.split(separator: "x")
+            guard parts.count == 2, let width = Int(parts[0]), let height = Int(parts[1]) else { return nil }
+            return (width, height)
         }
-        let parts = line[range.upperBound...].prefix { $0 != " " }.split(separator: "x")
-        guard parts.count == 2, let width = Int(parts[0]), let height = Int(parts[1]) else { return nil }
-        return (width, height)
+        return nil
     }
 
     /// Parses a frame line of the `showinfo@<tag>` instance; nil for any other line (its configuration lines,

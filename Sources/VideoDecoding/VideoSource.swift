@@ -29,11 +29,16 @@ public enum VideoSource: Sendable, Equatable, CustomStringConvertible {
     /// The URL schemes a network source may use.
     public static let networkSchemes = ["udp", "rtp", "rtsp", "http", "https"]
 
+    /// Demuxers of a live stream of packets (no playlist among them): MPEG-TS, raw H.264/HEVC, MJPEG.
+    static let streamFormats = "mpegts,h264,hevc,mjpeg"
+
     /// FFmpeg's input options and input for this source, in order (what comes before and after `-i`).
     ///
     /// A file may only be read through the `file` protocol (a playlist inside the media folder cannot reach the
     /// network); RTSP is read over TCP (no UDP ports to open); live sources skip FFmpeg's input buffering so the newest
-    /// frame arrives first.
+    /// frame arrives first. A network source is read only by the demuxers its scheme carries (`-format_whitelist`): an
+    /// allowed HTTP endpoint that answers a playlist (HLS, DASH, concat), which would have FFmpeg fetch from hosts
+    /// `allowed_urls` never named, is refused. (FFmpeg's HTTP client still follows redirects.)
     var ffmpegInput: [String] {
         switch self {
         case .file(let path):
@@ -43,10 +48,14 @@ public enum VideoSource: Sendable, Equatable, CustomStringConvertible {
             // At most a second of probing: a live source starts (and restarts) within it.
             var options = ["-fflags", "nobuffer", "-analyzeduration", "1000000"]
             switch scheme {
-            case "rtsp": options += ["-rtsp_transport", "tcp", "-protocol_whitelist", "rtsp,rtp,tcp,udp"]
-            case "udp": options += ["-protocol_whitelist", "udp"]
-            case "rtp": options += ["-protocol_whitelist", "rtp,udp"]
-            default: options += ["-protocol_whitelist", "http,https,tcp,tls"]
+            case "rtsp":
+                options += ["-rtsp_transport", "tcp", "-protocol_whitelist", "rtsp,rtp,tcp,udp",
+                    "-format_whitelist", "rtsp"]
+            case "udp": options += ["-protocol_whitelist", "udp", "-format_whitelist", Self.streamFormats]
+            case "rtp": options += ["-protocol_whitelist", "rtp,udp", "-format_whitelist", "rtp"]
+            default:
+                options += ["-protocol_whitelist", "http,https,tcp,tls", "-format_whitelist",
+                    Self.streamFormats + ",mpjpeg,flv,matroska,mov"]
             }
             return options + ["-i", url]
         case .device(let path):

@@ -1,7 +1,7 @@
 import Foundation
 import HotSwap
 import Primitives
-import Streams
+@testable import Streams
 import TestSupport
 import Testing
 @testable import VideoDecoding
@@ -114,6 +114,12 @@ extension StreamSuite {
             #expect(FrameReport.refusedSize(parsing: "[h264 @ 0x5] [IMGUTILS @ 0x7] Picture size 320x240 exceeds "
                 + "specified max pixel count 76000, see the documentation if you wish to increase it") ?? (0, 0)
                 == (320, 240))
+            // The refusal's words in the input's metadata (a title the source chose), as FFmpeg's dump prints it.
+            for spoof in ["    service_name    : Picture size 1x1 exceeds specified max pixel count",
+                          "    title           : [IMGUTILS @ 0x7] Picture size 1x1 exceeds specified max pixel count",
+                          "[mpegts @ 0x5] Picture size 1x1 exceeds specified max pixel count"] {
+                #expect(FrameReport.refusedSize(parsing: spoof) == nil, "\(spoof)")
+            }
 
             let folder = try TemporaryDirectory()
             let garbage = folder.file("garbage.mp4")
@@ -199,6 +205,49 @@ extension StreamSuite {
             #expect(frames.map { $0.pts ?? -1 } == (0..<10).map { Double($0) / 10 })
         }
 
+        @Test("an HTTP source is read by stream demuxers only: MPEG-TS over HTTP decodes, a playlist (which would reach other hosts) is refused")
+        func httpPlaylistRefused() async throws {
+            let folder = try TemporaryDirectory()
+            // A live MPEG-TS over HTTP (FFmpeg serving one client at the video's rate)...
+            let livePort = try LoopbackPort.free()
+            let live = try LiveSourceTests.SourceProcess("/usr/bin/ffmpeg", ["-nostdin", "-hide_banner", "-loglevel",
+                "error", "-re", "-stream_loop", "-1", "-i", TestVideos.transportStream, "-c", "copy", "-f", "mpegts",
+                "-listen", "1", "http://127.0.0.1:\(livePort)/live.ts"])
+            defer { live.stop() }
+            // ...and a playlist on a web server, naming a segment anywhere (here: that live stream).
+            let webPort = try LoopbackPort.free()
+            try "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nhttp://127.0.0.1:\(livePort)/live.ts\n#EXT-X-ENDLIST\n"
+                .write(toFile: folder.file("play.m3u8"), atomically: true, encoding: .utf8)
+            let web = try LiveSourceTests.SourceProcess("/usr/bin/python3", ["-m", "http.server", "\(webPort)", "--bind",
+                "127.0.0.1", "--directory", folder.path])
+            defer { web.stop() }
+            #expect(await eventually { LoopbackPort.accepts(port: webPort) }, "the web server did not start")
+
+            let playlist = try FFmpegDecoder(source: .network(url: "http://127.0.0.1:\(webPort)/play.m3u8"))
+            do {
+                let frame = try playlist.nextFrame()
+                Issue.record("the playlist was read: \(String(describing: frame))")
+            } catch {
+                #expect("\(error)".contains("not on whitelist"), "\(error)")
+            }
+            // Connecting to FFmpeg's server before it listens would fail: the decoder is made once it does. (A
+            // probe connection would take its one client's place.)
+            #expect(await eventually { Self.listens(port: livePort) }, "FFmpeg's HTTP server did not start")
+            let direct = try FFmpegDecoder(source: .network(url: "http://127.0.0.1:\(livePort)/live.ts"))
+            defer { direct.close() }
+            for index in 0..<5 {
+                let frame = try direct.nextFrame()
+                #expect(frame?.index == index && frame?.image.width == 320, "\(String(describing: frame))")
+            }
+        }
+
+        /// Whether a TCP socket listens on the loopback port (`/proc/net/tcp`, state 0A), without connecting to it.
+        static func listens(port: Int) -> Bool {
+            let hex = String(format: ":%04X ", port)
+            let table = (try? String(contentsOfFile: "/proc/net/tcp", encoding: .utf8)) ?? ""
+            return table.split(separator: "\n").contains { $0.contains(hex) && $0.contains(" 0A ") }
+        }
+
         @Test("a child (FFmpeg) gets no descriptor of this process but its stdin, stdout and stderr")
         func childInheritsNothing() throws {
             // Opened without close-on-exec, as a library's file or socket might be: the child must not get it.
@@ -260,6 +309,21 @@ extension StreamSuite {
             let withOutput = SourcePolicy(outputDirectory: media.path)
             #expect(throws: StreamError.self) { _ = try withOutput.resolveOutput("../out.jsonl") }
             #expect(try withOutput.resolveOutput("out.jsonl").hasSuffix("/out.jsonl"))
+            // Symbolic links in the output folder: to a folder outside (the file beneath it does not exist yet), one
+            // leading nowhere (outside), and one to a folder inside, which is fine.
+            let outside = try TemporaryDirectory()
+            try FileManager.default.createSymbolicLink(atPath: media.file("away"), withDestinationPath: outside.path)
+            try FileManager.default.createSymbolicLink(atPath: media.file("dangling.mp4"),
+                withDestinationPath: outside.file("nothing-yet.mp4"))
+            try FileManager.default.createDirectory(atPath: media.file("real"), withIntermediateDirectories: false)
+            try FileManager.default.createSymbolicLink(atPath: media.file("here"), withDestinationPath: media.file("real"))
+            for refused in ["away/new.jsonl", "away/deeper/new.jsonl", "dangling.mp4", "real/../away/x.jsonl"] {
+                #expect(throws: StreamError.self, "\(refused)") { _ = try withOutput.resolveOutput(refused) }
+            }
+            let real = URL(fileURLWithPath: media.file("real")).resolvingSymlinksInPath().path
+            #expect(try withOutput.resolveOutput("here/new.jsonl") == real + "/new.jsonl")
+            #expect(try withOutput.resolveOutput("real/not/yet.jsonl") == real + "/not/yet.jsonl")
+            #expect(!FileManager.default.fileExists(atPath: outside.file("nothing-yet.mp4")))
         }
 
         @Test("the registry: a refused request leaves no output file behind; after close() every request is refused")
@@ -340,6 +404,72 @@ extension StreamSuite {
             #expect(video?.published == 20 && video?.failed == 1 && (video?.last_error ?? "").contains("160x120"),
                 "\(String(describing: video))")
             await registry.waitForOutputs(within: .seconds(5))
+            await manager.shutdown()
+        }
+
+        @Test("a stream on a slot with no active model stops at once: the frame waiting for a model gives up")
+        func stopWithoutModel() async throws {
+            let manager = ModelManager(configuration: HotSwapConfiguration(servingThreads: 1, warmupRuns: 1),
+                loader: streamLoader)
+            let slot = try await manager.createSlot("empty")
+            let stream = VideoStream(id: "waiting", configuration: StreamConfiguration(
+                source: .file(path: TestVideos.mjpeg), slot: "empty"), slot: slot)
+            stream.start()
+            #expect(await eventually(timeout: .seconds(60)) { stream.currentStatus.frames_decoded >= 2 })
+            // Not awaited: without the cancellation the stop waits for a model that never comes (until the manager
+            // shuts down, below).
+            let stopped = Locked(false)
+            let stop = Task {
+                await stream.stop()
+                stopped.withLock { $0 = true }
+            }
+            #expect(await eventually(timeout: .seconds(60)) { stopped.value }, "the stop did not return")
+            #expect(stream.currentStatus.state == .stopped && stream.currentStatus.frames_detected == 0,
+                "\(stream.currentStatus)")
+            await manager.shutdown()
+            await stop.value
+        }
+
+        @Test("a viewer that comes after the stream's end is ended at once")
+        func viewerAfterEnd() async {
+            let viewers = ViewerSet<Int>()
+            var early = viewers.subscribe(buffer: 4).makeAsyncIterator()
+            viewers.current.forEach { $0.yield(1) }
+            viewers.close()
+            #expect(await early.next() == 1)
+            #expect(await early.next() == nil)
+            var late = viewers.subscribe(buffer: 4).makeAsyncIterator()
+            #expect(await late.next() == nil)
+            #expect(viewers.current.isEmpty)
+        }
+
+        @Test("the registry: an annotated video's file stays taken after its stream ended, until the file is complete")
+        func videoFileHeldUntilComplete() async throws {
+            let media = try TemporaryDirectory()
+            try FileManager.default.copyItem(atPath: TestVideos.mjpeg, toPath: media.file("clip.avi"))
+            let manager = ModelManager(configuration: HotSwapConfiguration(servingThreads: 1, warmupRuns: 1),
+                loader: streamLoader)
+            let slot = try await manager.createSlot("line")
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "line", path: Self.model))
+            let registry = StreamRegistry(policy: SourcePolicy(mediaDirectory: media.path,
+                outputDirectory: media.path), slots: { $0 == "line" ? slot : nil })
+            let first = try registry.create(.init(source: "clip.avi", slot: "line", outputVideo: "out.mp4", name: "a"))
+            await first.waitUntilFinished()
+            // A JSON-lines file of the same name (it has no output still delivering of its own): refused, naming the
+            // ended stream, until its video is complete — then the only output left is gone too.
+            var accepted: VideoStream?
+            let deadline = ContinuousClock.now + .seconds(60)
+            while accepted == nil, ContinuousClock.now < deadline {
+                do {
+                    accepted = try registry.create(.init(source: "clip.avi", slot: "line", outputFile: "out.mp4"))
+                    #expect(await registry.waitForOutputs(within: .zero), "taken before the video was complete")
+                } catch {
+                    #expect(error == .outputNotAllowed(path: "out.mp4", reason: "stream 'a' writes it"))
+                    try await Task.sleep(for: .milliseconds(5))
+                }
+            }
+            #expect(accepted != nil)
+            for stream in registry.all { _ = await registry.remove(stream.id) }
             await manager.shutdown()
         }
 

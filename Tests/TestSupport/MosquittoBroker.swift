@@ -89,7 +89,7 @@ public final class MosquittoBroker: @unchecked Sendable {
         try process.run()
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline {
-            if runningLines(logFile) > startsBefore, process.isRunning, accepts(port: port) { return process }
+            if runningLines(logFile) > startsBefore, process.isRunning, LoopbackPort.accepts(port: port) { return process }
             guard process.isRunning else { break }
             Thread.sleep(forTimeInterval: 0.05)
         }
@@ -137,23 +137,6 @@ public final class MosquittoBroker: @unchecked Sendable {
         let result = try runProcess(tool, arguments)
         guard result.status == 0 else {
             throw BrokerError("\(tool) failed (\(result.status)): \(result.stderr)")
-        }
-    }
-
-
-    /// Whether something accepts TCP connections on the loopback port.
-    static func accepts(port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        return withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
-            }
         }
     }
 }
