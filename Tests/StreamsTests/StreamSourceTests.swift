@@ -443,8 +443,11 @@ extension StreamSuite {
             #expect(viewers.current.isEmpty)
         }
 
-        @Test("the registry: an annotated video's file stays taken after its stream ended, until the file is complete")
-        func videoFileHeldUntilComplete() async throws {
+        /// A registry over a media and output folder holding the MJPEG test video as `clip.avi`, and a slot `line`
+        /// with the model active.
+        static func registrySetUp(maxStreams: Int) async throws
+            -> (media: TemporaryDirectory, manager: ModelManager, registry: StreamRegistry)
+        {
             let media = try TemporaryDirectory()
             try FileManager.default.copyItem(atPath: TestVideos.mjpeg, toPath: media.file("clip.avi"))
             let manager = ModelManager(configuration: HotSwapConfiguration(servingThreads: 1, warmupRuns: 1),
@@ -452,7 +455,14 @@ extension StreamSuite {
             let slot = try await manager.createSlot("line")
             _ = try await manager.loadAndActivate(LoadRequest(slot: "line", path: Self.model))
             let registry = StreamRegistry(policy: SourcePolicy(mediaDirectory: media.path,
-                outputDirectory: media.path), slots: { $0 == "line" ? slot : nil })
+                outputDirectory: media.path), maxStreams: maxStreams, slots: { $0 == "line" ? slot : nil })
+            return (media, manager, registry)
+        }
+
+        @Test("the registry: an annotated video's file stays taken after its stream ended, until the file is complete")
+        func videoFileHeldUntilComplete() async throws {
+            let (media, manager, registry) = try await Self.registrySetUp(maxStreams: 16)
+            defer { withExtendedLifetime(media) {} }
             let first = try registry.create(.init(source: "clip.avi", slot: "line", outputVideo: "out.mp4", name: "a"))
             await first.waitUntilFinished()
             // A JSON-lines file of the same name (it has no output still delivering of its own): refused, naming the
@@ -475,14 +485,8 @@ extension StreamSuite {
 
         @Test("the registry: a running stream's name and output file are its own until it is gone; at most maxStreams run")
         func registryReservations() async throws {
-            let media = try TemporaryDirectory()
-            try FileManager.default.copyItem(atPath: TestVideos.mjpeg, toPath: media.file("clip.avi"))
-            let manager = ModelManager(configuration: HotSwapConfiguration(servingThreads: 1, warmupRuns: 1),
-                loader: streamLoader)
-            let slot = try await manager.createSlot("line")
-            _ = try await manager.loadAndActivate(LoadRequest(slot: "line", path: Self.model))
-            let registry = StreamRegistry(policy: SourcePolicy(mediaDirectory: media.path,
-                outputDirectory: media.path), maxStreams: 2, slots: { $0 == "line" ? slot : nil })
+            let (media, manager, registry) = try await Self.registrySetUp(maxStreams: 2)
+            defer { withExtendedLifetime(media) {} }
             // One frame a second: each stream runs for a minute unless removed.
             func request(_ name: String?, file: String? = nil) -> StreamRegistry.Request {
                 .init(source: "clip.avi", slot: "line", fpsCap: 1, outputFile: file, name: name)
