@@ -161,7 +161,8 @@ public final class StreamRegistry: Sendable {
         counted.withLock { $0 = stream }
         // Holds the video's file from the insertion until the file is complete (`finishAtEnd`).
         let videoKey = UUID()
-        try table.withLock { (t: inout Table) throws(StreamError) in
+        let forgotten = try table.withLock { (t: inout Table) throws(StreamError) -> [VideoStream] in
+            var forgotten: [VideoStream] = []
             // Checked under the same lock as the insertion: a stream is either refused here or listed for the
             // shutdown's stop of every stream, which closes the table first.
             if t.closed { throw .shuttingDown }
@@ -171,6 +172,7 @@ public final class StreamRegistry: Sendable {
                 guard previous.isFinished else { throw .nameTaken(id) }
                 t.streams.removeValue(forKey: id)
                 t.outputPaths.removeValue(forKey: id)
+                forgotten.append(previous)
             }
             if t.streams.count >= maxStreams {
                 // Room is made by forgetting an ended stream; running ones are never displaced (the reservation
@@ -178,15 +180,17 @@ public final class StreamRegistry: Sendable {
                 guard let ended = t.streams.first(where: { $0.value.isFinished })?.key else {
                     throw .tooManyStreams(limit: maxStreams)
                 }
-                t.streams.removeValue(forKey: ended)
+                t.streams.removeValue(forKey: ended).map { forgotten.append($0) }
                 t.outputPaths.removeValue(forKey: ended)
             }
             t.streams[id] = stream
             t.outputPaths[id] = paths
             t.reserved.removeValue(forKey: id)
             if let videoPath { t.finishing[videoKey] = (id, [videoPath]) }
+            return forgotten
         }
         inserted = true
+        forgotten.forEach { $0.releaseMetrics() }
         logger.info("stream started", metadata: ["stream": "\(id)", "source": "\(configuration.source)",
             "slot": "\(request.slot)", "back_pressure": "\(configuration.backPressure.rawValue)"])
         // Subscribed before the first frame, so that the output misses nothing.
@@ -367,6 +371,7 @@ public final class StreamRegistry: Sendable {
         }
         guard let stream = removed else { return nil }
         await stream.stop()
+        stream.releaseMetrics()
         _ = table.withLock { $0.stopping.removeValue(forKey: key) }
         return stream.currentStatus
     }

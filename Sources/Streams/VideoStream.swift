@@ -161,6 +161,16 @@ public final class VideoStream: Sendable {
     /// Whether the stream has ended (end of file, failure or stop).
     public var isFinished: Bool { finished.isOpen }
 
+    /// Removes the stream's series from the metrics (`/metrics`), once it has ended and is forgotten (deleted,
+    /// replaced by a stream of its name, or dropped to make room): streams come and go, often under random ids, and
+    /// their series must not pile up. A stream of the same name later starts its series again from zero (a counter
+    /// reset, which Prometheus's `rate` and `increase` take in their stride).
+    public func releaseMetrics() {
+        dropCounter.destroy()
+        frameCounter.destroy()
+        Counter(label: "yoloswap_stream_reconnects_total", dimensions: [("stream", id)]).destroy()
+    }
+
     /// Starts decoding and detecting.
     public func start() {
         let thread = Thread { [self] in decodeLoop() }

@@ -134,8 +134,14 @@ struct StreamServiceTests {
         }
         #expect(annotatedParts > 0, "no preview frame had detections: \(previews.map(\.frame))")
 
+        // The stream's series are in /metrics until it is deleted, then gone (random ids must not pile series up).
+        let series = "yoloswap_stream_frames_total{stream=\"\(id)\"}"
+        let before = String(decoding: try await server.request("GET", "/metrics").1, as: UTF8.self)
+        #expect(before.contains(series + " 60"), "\(before.split(separator: "\n").filter { $0.contains("stream") })")
         #expect(try await server.json("DELETE", "/v1/streams/\(id)", token: op).0 == 200)
         #expect(try await server.json("GET", "/v1/streams/\(id)", token: op).0 == 404)
+        let after = String(decoding: try await server.request("GET", "/metrics").1, as: UTF8.self)
+        #expect(!after.contains("stream=\"\(id)\""), "\(after.split(separator: "\n").filter { $0.contains(id) })")
 
         // The audit log: the start with its source and outputs, the stop with how far the stream got, and the refused
         // requests with their reasons.
