@@ -16,6 +16,7 @@ enum GRPCStatusMapping {
             case 408: .deadlineExceeded
             case 409: .failedPrecondition
             case 413: .resourceExhausted
+            case 499: .cancelled
             case 503: .unavailable
             default: .internalError
             }

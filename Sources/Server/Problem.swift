@@ -53,6 +53,11 @@ public struct Problem: HTTPResponseError, CustomStringConvertible {
         switch error {
         case let problem as Problem:
             return problem
+        case is CancellationError:
+            // The caller gave up (a cancelled task: an RPC whose client cancelled or whose deadline passed) before the
+            // work ran: nginx's 499, not a failure of the service.
+            return Problem(HTTPResponse.Status(code: 499, reasonPhrase: "Client Closed Request"), "Cancelled",
+                detail: "the request was cancelled before it ran")
         case let error as HTTPError:
             return Problem(error.status, error.status.reasonPhrase, detail: error.body ?? error.status.reasonPhrase)
         case let routed as RoutedDetectionError:

@@ -87,7 +87,10 @@ public struct SourcePolicy: Sendable, Equatable {
             throw .outputNotAllowed(path: text, reason: "no streams.output_dir is configured for file outputs")
         }
         do { return try Self.inside(root, text, shownAs: text) } catch {
-            throw .outputNotAllowed(path: text, reason: "it lies outside streams.output_dir")
+            guard case .sourceNotAllowed(_, let reason) = error, reason != Self.outside else {
+                throw .outputNotAllowed(path: text, reason: "it lies outside streams.output_dir")
+            }
+            throw .outputNotAllowed(path: text, reason: reason)
         }
     }
 
@@ -110,7 +113,9 @@ public struct SourcePolicy: Sendable, Equatable {
             guard resolved == nil else { break }
             var info = stat()
             if lstat(existing.path, &info) == 0 {
-                throw .sourceNotAllowed(source: text, reason: "it goes through a symbolic link that leads nowhere")
+                let link = (info.st_mode & S_IFMT) == S_IFLNK
+                throw .sourceNotAllowed(source: text, reason: link
+                    ? "it goes through a symbolic link that leads nowhere" : "a part of it cannot be resolved")
             }
             missing.insert(existing.lastPathComponent, at: 0)
             let parent = existing.deletingLastPathComponent()
@@ -119,10 +124,12 @@ public struct SourcePolicy: Sendable, Equatable {
         }
         let candidate = ([resolved ?? "/"] + missing).joined(separator: "/").replacingOccurrences(of: "//", with: "/")
         guard candidate.hasPrefix(base.hasSuffix("/") ? base : base + "/") else {
-            throw .sourceNotAllowed(source: text, reason: "it lies outside the folder")
+            throw .sourceNotAllowed(source: text, reason: Self.outside)
         }
         return candidate
     }
+
+    private static let outside = "it lies outside the folder"
 
     /// `path` with every symbolic link resolved, or nil when some part of it does not exist.
     private static func realPath(_ path: String) -> String? {

@@ -161,8 +161,7 @@ public final class StreamRegistry: Sendable {
         counted.withLock { $0 = stream }
         // Holds the video's file from the insertion until the file is complete (`finishAtEnd`).
         let videoKey = UUID()
-        let forgotten = try table.withLock { (t: inout Table) throws(StreamError) -> [VideoStream] in
-            var forgotten: [VideoStream] = []
+        try table.withLock { (t: inout Table) throws(StreamError) in
             // Checked under the same lock as the insertion: a stream is either refused here or listed for the
             // shutdown's stop of every stream, which closes the table first.
             if t.closed { throw .shuttingDown }
@@ -170,9 +169,9 @@ public final class StreamRegistry: Sendable {
             // cannot be here: the reservation held the name.)
             if let previous = t.streams[id] {
                 guard previous.isFinished else { throw .nameTaken(id) }
+                // Its series stay: they are the new stream's too (the same name), counting on.
                 t.streams.removeValue(forKey: id)
                 t.outputPaths.removeValue(forKey: id)
-                forgotten.append(previous)
             }
             if t.streams.count >= maxStreams {
                 // Room is made by forgetting an ended stream; running ones are never displaced (the reservation
@@ -180,17 +179,15 @@ public final class StreamRegistry: Sendable {
                 guard let ended = t.streams.first(where: { $0.value.isFinished })?.key else {
                     throw .tooManyStreams(limit: maxStreams)
                 }
-                t.streams.removeValue(forKey: ended).map { forgotten.append($0) }
+                t.streams.removeValue(forKey: ended).map { Self.releaseMetrics(of: $0, in: t) }
                 t.outputPaths.removeValue(forKey: ended)
             }
             t.streams[id] = stream
             t.outputPaths[id] = paths
             t.reserved.removeValue(forKey: id)
             if let videoPath { t.finishing[videoKey] = (id, [videoPath]) }
-            return forgotten
         }
         inserted = true
-        forgotten.forEach { $0.releaseMetrics() }
         logger.info("stream started", metadata: ["stream": "\(id)", "source": "\(configuration.source)",
             "slot": "\(request.slot)", "back_pressure": "\(configuration.backPressure.rawValue)"])
         // Subscribed before the first frame, so that the output misses nothing.
@@ -338,6 +335,15 @@ public final class StreamRegistry: Sendable {
         publishing.withLock { $0[key] = task }
     }
 
+    /// Removes a forgotten stream's series from the metrics, unless its name is taken again (a stream of that name
+    /// created, or being created, since): the series are per name, and that stream's counters are the same objects.
+    /// Called under the table's lock, so that no creation of the name can come between the check and the removal.
+    private static func releaseMetrics(of stream: VideoStream, in t: Table) {
+        guard t.reserved[stream.id] == nil, t.streams[stream.id] == nil,
+              !t.stopping.values.contains(where: { $0.id == stream.id }) else { return }
+        stream.releaseMetrics()
+    }
+
     /// Refuses every later `create` (shutdown): streams started by requests that arrive while the service stops
     /// would outlive the shutdown's stop of every stream.
     public func close() { table.withLock { $0.closed = true } }
@@ -371,8 +377,10 @@ public final class StreamRegistry: Sendable {
         }
         guard let stream = removed else { return nil }
         await stream.stop()
-        stream.releaseMetrics()
-        _ = table.withLock { $0.stopping.removeValue(forKey: key) }
+        table.withLock { t in
+            t.stopping.removeValue(forKey: key)
+            Self.releaseMetrics(of: stream, in: t)
+        }
         return stream.currentStatus
     }
 }

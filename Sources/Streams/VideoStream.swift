@@ -161,10 +161,11 @@ public final class VideoStream: Sendable {
     /// Whether the stream has ended (end of file, failure or stop).
     public var isFinished: Bool { finished.isOpen }
 
-    /// Removes the stream's series from the metrics (`/metrics`), once it has ended and is forgotten (deleted,
-    /// replaced by a stream of its name, or dropped to make room): streams come and go, often under random ids, and
-    /// their series must not pile up. A stream of the same name later starts its series again from zero (a counter
-    /// reset, which Prometheus's `rate` and `increase` take in their stride).
+    /// Removes the stream's series from the metrics (`/metrics`), once it has ended and is forgotten (deleted, or
+    /// dropped to make room) and no stream has its name (`StreamRegistry` checks): streams come and go, often under
+    /// random ids, and their series must not pile up. A stream of the same name later starts its series again from
+    /// zero (a counter reset, which Prometheus's `rate` and `increase` take in their stride); one that replaces an
+    /// ended stream of its name counts on in the same series.
     public func releaseMetrics() {
         dropCounter.destroy()
         frameCounter.destroy()

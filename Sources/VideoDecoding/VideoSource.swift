@@ -29,8 +29,9 @@ public enum VideoSource: Sendable, Equatable, CustomStringConvertible {
     /// The URL schemes a network source may use.
     public static let networkSchemes = ["udp", "rtp", "rtsp", "http", "https"]
 
-    /// Demuxers of a live stream of packets (no playlist among them): MPEG-TS, raw H.264/HEVC, MJPEG.
-    static let streamFormats = "mpegts,h264,hevc,mjpeg"
+    /// Demuxers of a live stream of packets (no playlist among them): MPEG-TS, raw H.264/HEVC, MJPEG (which FFmpeg's
+    /// probe mostly takes for `jpeg_pipe`, JPEG images one after another).
+    static let streamFormats = "mpegts,h264,hevc,mjpeg,jpeg_pipe"
 
     /// FFmpeg's input options and input for this source, in order (what comes before and after `-i`).
     ///

@@ -142,6 +142,18 @@ struct StreamServiceTests {
         #expect(try await server.json("GET", "/v1/streams/\(id)", token: op).0 == 404)
         let after = String(decoding: try await server.request("GET", "/metrics").1, as: UTF8.self)
         #expect(!after.contains("stream=\"\(id)\""), "\(after.split(separator: "\n").filter { $0.contains(id) })")
+        // A named stream run twice, the second replacing the ended first: one series, counting on (120).
+        for _ in 0..<2 {
+            #expect(try await server.json("POST", "/v1/streams", token: op,
+                body: ["source": "pan.avi", "name": "twice"]).0 == 201)
+            #expect(await eventuallyAsync(timeout: .seconds(120)) {
+                let status = (try? await server.json("GET", "/v1/streams/twice", token: op))?.1 ?? [:]
+                return status["state"] as? String == "ended"
+            })
+        }
+        let twice = String(decoding: try await server.request("GET", "/metrics").1, as: UTF8.self)
+        #expect(twice.contains("yoloswap_stream_frames_total{stream=\"twice\"} 120"),
+            "\(twice.split(separator: "\n").filter { $0.contains("twice") })")
 
         // The audit log: the start with its source and outputs, the stop with how far the stream got, and the refused
         // requests with their reasons.

@@ -41,4 +41,10 @@ struct ProblemTests {
         #expect(!problem.detail.contains("CodingKeys"), "\(problem.detail)")
         #expect(!problem.detail.contains("Context("), "\(problem.detail)")
     }
+
+    @Test("a cancelled request (its caller gave up) is 499, not a failure of the service")
+    func cancelled() {
+        let problem = Problem.from(CancellationError())
+        #expect(problem.status.code == 499 && problem.title == "Cancelled", "\(problem)")
+    }
 }
