@@ -1,5 +1,10 @@
 import Foundation
+import Primitives
 import VideoDecoding
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// A stream's annotated output video: every detected frame with its boxes drawn, encoded by FFmpeg into a file
 /// (`FFmpegEncoder`). The frame rate comes from the first two frames' pts (else the stream's `fps_cap`, else 30), so
@@ -7,20 +12,36 @@ import VideoDecoding
 /// ends the output; the stream goes on. A change of size (a camera that reconnected in another mode) ends the file
 /// properly, so that what was recorded until then plays.
 ///
+/// The file is opened when the stream is created (``LinkFreePath``, as the output policy resolved it), so that a
+/// refusal is the creation's, and FFmpeg writes through that descriptor: a link planted in the output folder since the
+/// check cannot redirect the video. A stream that ends without a frame leaves the file empty.
+///
 /// Thread-safety: used from one serial queue (its stream's writer), never concurrently.
 final class AnnotatedVideoOutput: @unchecked Sendable {
     // @unchecked: all state is touched only from its stream's serial writer queue.
     let path: String
     private let fallbackFPS: Double
     private let ffmpeg: String
+    /// The open file, until FFmpeg has its own copy (or the output ends without one).
+    private var file: Int32?
     private var first: PreviewFrame?
     private var encoder: FFmpegEncoder?
     private var failed = false
 
-    init(path: String, fallbackFPS: Double?, ffmpeg: String) {
+    /// Creates (or empties) the file at `path`, which must hold no symbolic link.
+    /// - Throws: `FileOpenError` when it cannot be opened that way.
+    init(path: String, fallbackFPS: Double?, ffmpeg: String) throws(FileOpenError) {
         self.path = path
         self.fallbackFPS = fallbackFPS ?? 30
         self.ffmpeg = ffmpeg
+        file = try LinkFreePath.open(path, flags: O_WRONLY | O_CREAT | O_TRUNC)
+    }
+
+    deinit { closeFile() }
+
+    private func closeFile() {
+        if let file { close(file) }
+        file = nil
     }
 
     /// What a call did: the frames that went into the file with it, and why the output ended, if it ended with it.
@@ -51,6 +72,7 @@ final class AnnotatedVideoOutput: @unchecked Sendable {
             outcome = start(with: [first], fps: fallbackFPS)
             if outcome.error != nil { return outcome }
         }
+        closeFile()  // no frame came: the file stays empty
         guard let encoder, !failed else { return outcome }
         do { try encoder.finish() } catch {
             failed = true
@@ -61,9 +83,11 @@ final class AnnotatedVideoOutput: @unchecked Sendable {
 
     private func start(with frames: [PreviewFrame], fps: Double) -> Outcome {
         first = nil
+        defer { closeFile() }
+        guard let file else { return Outcome() }
         do {
-            let made = try FFmpegEncoder(path: path, width: frames[0].image.width, height: frames[0].image.height,
-                fps: fps, ffmpeg: ffmpeg)
+            let made = try FFmpegEncoder(file: file, path: path, width: frames[0].image.width,
+                height: frames[0].image.height, fps: fps, ffmpeg: ffmpeg)
             encoder = made
             return write(frames, to: made)
         } catch {

@@ -60,7 +60,11 @@ public struct SourcePolicy: Sendable, Equatable {
             }
             return .device(path: trimmed)
         }
-        if allowsAnything { return .file(path: try regularFile(trimmed, shownAs: text)) }
+        if allowsAnything {
+            // Resolved: the decoder opens a path with no link in it.
+            guard let path = Self.realPath(trimmed) else { throw .sourceNotAllowed(source: text, reason: "no such file") }
+            return .file(path: try regularFile(path, shownAs: text))
+        }
         guard let root = mediaDirectory else {
             throw .sourceNotAllowed(source: text, reason: "no streams.media_dir is configured for file sources")
         }
@@ -79,10 +83,17 @@ public struct SourcePolicy: Sendable, Equatable {
         return String(url[..<separator.upperBound] + rest[rest.index(after: at)...])
     }
 
-    /// The absolute path of a JSON-lines output file inside the output folder.
+    /// The absolute path, with no symbolic link in it, of an output file inside the output folder (the file is then
+    /// opened with ``LinkFreePath``).
     /// - Throws: `StreamError.outputNotAllowed` when none is configured or the path leaves it.
     public func resolveOutput(_ text: String) throws(StreamError) -> String {
-        if allowsAnything { return text }
+        if allowsAnything {
+            let absolute = URL(fileURLWithPath: text).standardizedFileURL
+            do { return try Self.resolved(absolute, shownAs: text) } catch {
+                guard case .sourceNotAllowed(_, let reason) = error else { throw error }
+                throw .outputNotAllowed(path: text, reason: reason)
+            }
+        }
         guard let root = outputDirectory else {
             throw .outputNotAllowed(path: text, reason: "no streams.output_dir is configured for file outputs")
         }
@@ -97,7 +108,7 @@ public struct SourcePolicy: Sendable, Equatable {
     /// `relative` resolved against `root`, refused if it leaves `root`: the longest part of it that exists is resolved
     /// by `realpath(3)` (every symbolic link in it followed), the rest appended as named. A part that is a symbolic
     /// link leading nowhere is refused (a file created through it would land where it points). What is returned is
-    /// what was checked: the caller opens that path.
+    /// what was checked: the caller opens that path with `LinkFreePath`, so that a link planted since fails the open.
     private static func inside(_ root: String, _ relative: String, shownAs text: String) throws(StreamError) -> String {
         guard !relative.hasPrefix("/") else {
             throw .sourceNotAllowed(source: text, reason: "give a path relative to the media folder")
@@ -105,7 +116,18 @@ public struct SourcePolicy: Sendable, Equatable {
         guard let base = realPath(root) else {
             throw .sourceNotAllowed(source: text, reason: "the folder \(root) does not exist")
         }
-        var existing = URL(fileURLWithPath: base).appendingPathComponent(relative).standardizedFileURL
+        let candidate = try resolved(URL(fileURLWithPath: base).appendingPathComponent(relative).standardizedFileURL,
+            shownAs: text)
+        guard candidate.hasPrefix(base.hasSuffix("/") ? base : base + "/") else {
+            throw .sourceNotAllowed(source: text, reason: Self.outside)
+        }
+        return candidate
+    }
+
+    /// An absolute, standardized `url`'s path with the longest part of it that exists resolved by `realpath(3)`, the
+    /// rest appended as named. A part that is a symbolic link leading nowhere is refused.
+    private static func resolved(_ url: URL, shownAs text: String) throws(StreamError) -> String {
+        var existing = url
         var missing: [String] = []
         var resolved: String?
         while resolved == nil {
@@ -122,11 +144,7 @@ public struct SourcePolicy: Sendable, Equatable {
             guard parent.path != existing.path else { break }
             existing = parent
         }
-        let candidate = ([resolved ?? "/"] + missing).joined(separator: "/").replacingOccurrences(of: "//", with: "/")
-        guard candidate.hasPrefix(base.hasSuffix("/") ? base : base + "/") else {
-            throw .sourceNotAllowed(source: text, reason: Self.outside)
-        }
-        return candidate
+        return ([resolved ?? "/"] + missing).joined(separator: "/").replacingOccurrences(of: "//", with: "/")
     }
 
     private static let outside = "it lies outside the folder"

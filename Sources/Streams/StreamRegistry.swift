@@ -2,6 +2,7 @@ import Foundation
 import HotSwap
 import Logging
 import Primitives
+import VideoDecoding
 
 /// The service's running streams by id: created from a request checked against the ``SourcePolicy``, listed,
 /// stopped. Ended streams stay listed (with their final status) until deleted, replaced by a new stream of their
@@ -63,17 +64,16 @@ public final class StreamRegistry: Sendable {
         var streams: [String: VideoStream] = [:]
         var outputPaths: [String: [String]] = [:]
         var reserved: [String: [String]] = [:]
-        var stopping: [UUID: (id: String, paths: [String])] = [:]
-        var finishing: [UUID: (id: String, paths: [String])] = [:]
+        var stopping: [UUID: (id: String, paths: [String], stream: VideoStream)] = [:]
+        var finishing: [UUID: (id: String, paths: [String], stream: VideoStream)] = [:]
         var closed = false
 
         /// The id of a running stream, a creation under way, a stream being stopped or a video being finished that
         /// writes `path`.
         func writer(of path: String) -> String? {
             if let id = reserved.first(where: { $0.value.contains(path) })?.key { return id }
-            if let held = (Array(stopping.values) + finishing.values).first(where: { $0.paths.contains(path) }) {
-                return held.id
-            }
+            if let held = stopping.values.first(where: { $0.paths.contains(path) }) { return held.id }
+            if let held = finishing.values.first(where: { $0.paths.contains(path) }) { return held.id }
             return outputPaths.first { id, paths in
                 paths.contains(path) && streams[id].map { !$0.isFinished } == true
             }?.key
@@ -133,8 +133,9 @@ public final class StreamRegistry: Sendable {
         let writer = BlockingQueue(label: "yoloswap.stream-output.\(id)")
         var sink: (@Sendable (StreamFrameResult) async -> Void)?
         if let file = request.outputFile, let path = paths.first {
-            guard let output = JSONLinesFile(path: path) else {
-                throw .outputNotAllowed(path: file, reason: "it cannot be created")
+            let output: JSONLinesFile
+            do { output = try JSONLinesFile(path: path) } catch {
+                throw .outputNotAllowed(path: file, reason: "it cannot be created: \(error.reason)")
             }
             outputs.append("file:\(file)")
             sink = { [writer] result in await writer.run { output.append(result) } }
@@ -146,8 +147,13 @@ public final class StreamRegistry: Sendable {
         var video: AnnotatedVideoOutput?
         var frameSink: (@Sendable (PreviewFrame) async -> Void)?
         if let videoPath, let name = request.outputVideo {
-            let output = AnnotatedVideoOutput(path: videoPath, fallbackFPS: request.fpsCap,
-                ffmpeg: configuration.ffmpeg)
+            let output: AnnotatedVideoOutput
+            do {
+                output = try AnnotatedVideoOutput(path: videoPath, fallbackFPS: request.fpsCap,
+                    ffmpeg: configuration.ffmpeg)
+            } catch {
+                throw .outputNotAllowed(path: name, reason: "it cannot be created: \(error.reason)")
+            }
             video = output
             outputs.append("video:\(name)")
             frameSink = { [writer] (frame: PreviewFrame) async in
@@ -185,7 +191,7 @@ public final class StreamRegistry: Sendable {
             t.streams[id] = stream
             t.outputPaths[id] = paths
             t.reserved.removeValue(forKey: id)
-            if let videoPath { t.finishing[videoKey] = (id, [videoPath]) }
+            if let videoPath { t.finishing[videoKey] = (id, [videoPath], stream) }
         }
         inserted = true
         logger.info("stream started", metadata: ["stream": "\(id)", "source": "\(configuration.source)",
@@ -201,7 +207,8 @@ public final class StreamRegistry: Sendable {
 
     /// Reserves the stream's id (its name, or a random one) and its output files for a creation under way; returns
     /// the id. Refused when the service is stopping, a running stream or another creation has the name or writes one
-    /// of the files, or the running streams and creations under way already number `maxStreams`.
+    /// of the files, or the running streams, creations under way and ended streams' videos still being finished
+    /// already number `maxStreams`.
     private func reserve(name: String?, files: [(shown: String, path: String)]) throws(StreamError) -> String {
         try table.withLock { (t: inout Table) throws(StreamError) -> String in
             if t.closed { throw .shuttingDown }
@@ -217,7 +224,13 @@ public final class StreamRegistry: Sendable {
                     throw .outputNotAllowed(path: file.shown, reason: "stream '\(other)' writes it")
                 }
             }
-            if t.streams.values.count(where: { !$0.isFinished }) + t.reserved.count + t.stopping.count >= maxStreams {
+            // An ended stream whose annotated video FFmpeg is still finishing counts until the file is complete: its
+            // encoder runs on, and streams ended one after another must not pile encoders up.
+            let running = t.streams.values.count(where: { !$0.isFinished }) + t.reserved.count + t.stopping.count
+                + t.finishing.values.count { video in
+                    video.stream.isFinished && !t.stopping.values.contains { $0.stream === video.stream }
+                }
+            if running >= maxStreams {
                 throw .tooManyStreams(limit: maxStreams)
             }
             t.reserved[id] = files.map(\.path)
@@ -238,6 +251,10 @@ public final class StreamRegistry: Sendable {
         }
         if let file = request.outputFile { _ = try policy.resolveOutput(file) }
         if let video = request.outputVideo {
+            guard FFmpegEncoder.muxer(forFileName: video) != nil else {
+                throw .outputNotAllowed(path: video, reason: "a video's name must end in "
+                    + FFmpegEncoder.muxers.keys.sorted().map { "." + $0 }.joined(separator: ", "))
+            }
             let path = try policy.resolveOutput(video)
             if let other = request.outputFile, (try? policy.resolveOutput(other)) == path {
                 throw .invalid("outputs.video and outputs.file name the same file")
@@ -372,7 +389,7 @@ public final class StreamRegistry: Sendable {
         let key = UUID()
         let removed = table.withLock { t -> VideoStream? in
             guard let stream = t.streams.removeValue(forKey: id) else { return nil }
-            t.stopping[key] = (id, t.outputPaths.removeValue(forKey: id) ?? [])
+            t.stopping[key] = (id, t.outputPaths.removeValue(forKey: id) ?? [], stream)
             return stream
         }
         guard let stream = removed else { return nil }
@@ -392,11 +409,11 @@ final class JSONLinesFile: @unchecked Sendable {
     // @unchecked: the handle is used only from its stream's serial writer queue.
     private let handle: FileHandle
 
-    /// Creates (or empties) the file; nil when it cannot be, or when the name is a symbolic link (a link planted in
-    /// the output folder since the path was checked must not redirect the write).
-    init?(path: String) {
-        let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o644)
-        guard descriptor >= 0 else { return nil }
+    /// Creates (or empties) the file at `path`, which must hold no symbolic link (``LinkFreePath``): a link planted
+    /// in the output folder since the path was checked must not redirect the write.
+    /// - Throws: `FileOpenError` when it cannot be opened that way.
+    init(path: String) throws(FileOpenError) {
+        let descriptor = try LinkFreePath.open(path, flags: O_WRONLY | O_CREAT | O_TRUNC)
         self.handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
     }
 

@@ -11,7 +11,7 @@ import Primitives
 /// dispositions: should this process die without killing it (SIGKILL), the child lives on until it next writes to its
 /// broken pipe (SIGPIPE) — at once for a file, at the next frame for a live source. The pipes are close-on-exec, so no
 /// other child keeps them open and a reader waiting after this child died; the child gets no descriptor but its
-/// three. The child is reaped in two steps: `waitid(WNOWAIT)` waits for its exit while leaving the zombie in place, so
+/// three (and a file passed to it as its fourth). The child is reaped in two steps: `waitid(WNOWAIT)` waits for its exit while leaving the zombie in place, so
 /// that a concurrent `kill` never reaches a reused pid; the zombie is then reaped under the lock that `kill` takes.
 ///
 /// Thread-safety: `terminate` and `waitForExit` may be called from any thread, any number of times; the output
@@ -32,10 +32,20 @@ final class ChildProcess: Sendable {
     private let state = Locked(State())
 
     /// Starts `arguments[0]` (looked up on `PATH`) with the rest as its arguments; stdin is /dev/null, or a pipe the
-    /// parent writes (`stdin`) with `writableStdin`.
+    /// parent writes (`stdin`) with `writableStdin`. A `file` descriptor becomes the child's descriptor 3 (the
+    /// parent's stays open: the caller closes it), so that the child reaches a file the parent opened and checked
+    /// rather than opening a path again (`/proc/self/fd/3` names it for a program that wants a path).
     /// - Throws: `VideoDecodeError.cannotStart` with the errno's text.
-    init(_ arguments: [String], writableStdin: Bool = false) throws(VideoDecodeError) {
+    init(_ arguments: [String], writableStdin: Bool = false, file: Int32? = nil) throws(VideoDecodeError) {
         guard let program = arguments.first else { throw .cannotStart(program: "", reason: "empty command") }
+        // A descriptor that is 3 already is given a number above 3 first: dup2 onto itself would leave it
+        // close-on-exec.
+        var passed = file
+        if let given = file, given <= 3 {
+            passed = fcntl(given, F_DUPFD_CLOEXEC, 4)
+            guard let copy = passed, copy >= 0 else { throw .cannotStart(program: program, reason: Self.errnoText) }
+        }
+        defer { if let passed, passed != file { close(passed) } }
         var outPipe: [Int32] = [-1, -1], errPipe: [Int32] = [-1, -1], inPipe: [Int32] = [-1, -1]
         guard pipe(&outPipe) == 0 else { throw .cannotStart(program: program, reason: Self.errnoText) }
         guard pipe(&errPipe) == 0 else {
@@ -60,9 +70,12 @@ final class ChildProcess: Sendable {
         // dup2 onto 1 and 2 clears close-on-exec on the child's copies only.
         posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
         posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+        if let passed { posix_spawn_file_actions_adddup2(&actions, passed, 3) }
         // Nothing else of this process reaches FFmpeg: a descriptor some library opened without close-on-exec (a
         // client's socket, a file being written) would otherwise stay open for as long as the stream runs.
-        if let addCloseFrom = Self.addCloseFrom, case let failed = addCloseFrom(&actions, 3), failed != 0 {
+        if let addCloseFrom = Self.addCloseFrom, case let failed = addCloseFrom(&actions, passed == nil ? 3 : 4),
+            failed != 0
+        {
             for fd in outPipe + errPipe + inPipe where fd >= 0 { close(fd) }
             throw .cannotStart(program: program, reason: String(cString: strerror(failed)))
         }

@@ -22,6 +22,8 @@ public struct VideoFrame: Sendable {
 /// What ends a decode other than the end of the source.
 public enum VideoDecodeError: Error, Equatable, CustomStringConvertible {
     case cannotStart(program: String, reason: String)
+    /// A file source could not be opened: missing, not a regular file, or a symbolic link on its path.
+    case cannotOpen(source: String, reason: String)
     /// FFmpeg exited without a frame, or with an error status; `log` is the tail of what it printed.
     case ffmpegFailed(source: String, status: String, log: String)
     /// A frame's size is outside the limit (or its byte count would overflow).
@@ -32,6 +34,7 @@ public enum VideoDecodeError: Error, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .cannotStart(let program, let reason): "cannot start \(program): \(reason)"
+        case .cannotOpen(let source, let reason): "cannot open \(source): \(reason)"
         case .ffmpegFailed(let source, let status, let log):
             "ffmpeg failed on \(source) (\(status))" + (log.isEmpty ? "" : ": \(log)")
         case .frameTooLarge(let source, let width, let height, let maxPixels):
@@ -73,12 +76,16 @@ public final class FFmpegDecoder: Sendable {
     /// - Parameters:
     ///   - ffmpeg: the program (looked up on `PATH`).
     ///   - maxPixels: the largest frame accepted (width × height).
-    /// - Throws: `VideoDecodeError.cannotStart` when the program cannot be run.
+    /// - Throws: `VideoDecodeError.cannotStart` when the program cannot be run; `.cannotOpen` for a file source that
+    ///   is missing, not a regular file, or reached through a symbolic link (one planted since its path was checked).
     public init(source: VideoSource, ffmpeg: String = "ffmpeg", maxPixels: Int = 8192 * 8192)
         throws(VideoDecodeError)
     {
         self.source = source
         self.maxPixels = maxPixels
+        // A file is opened here and handed to FFmpeg, which never opens the path: what is read is what was checked.
+        let file = try Self.open(source)
+        defer { if let file { Glibc.close(file) } }
         // The `showinfo` instance's secret name.
         let tag = FrameReport.randomTag()
         // FFmpeg's decoders check the width rounded up to their stride alignment (up to 64): with an eighth more than
@@ -90,7 +97,7 @@ public final class FFmpegDecoder: Sendable {
             + ["-map", "0:v:0", "-an", "-sn", "-dn", "-fps_mode", "passthrough",
                "-vf", "format=rgb24,showinfo@\(tag)=checksum=0", "-autoscale", "0",
                "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
-        child = try ChildProcess(arguments)
+        child = try ChildProcess(arguments, file: file)
         let reports = ReportQueue()
         self.reports = reports
         let (fd, started) = (child.stderr, child)
@@ -104,6 +111,23 @@ public final class FFmpegDecoder: Sendable {
     }
 
     deinit { close() }
+
+    /// The descriptor of a file source, opened for reading without following a link; nil for other sources. Opened
+    /// non-blocking (a FIFO would block the open), and refused unless it is a regular file (a FIFO or a device would
+    /// block or never end).
+    private static func open(_ source: VideoSource) throws(VideoDecodeError) -> Int32? {
+        guard case .file(let path) = source else { return nil }
+        let file: Int32
+        do { file = try LinkFreePath.open(path, flags: O_RDONLY | O_NONBLOCK) } catch {
+            throw .cannotOpen(source: path, reason: error.reason)
+        }
+        var info = stat()
+        guard fstat(file, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
+            Glibc.close(file)
+            throw .cannotOpen(source: path, reason: "not a regular file")
+        }
+        return file
+    }
 
     /// The next frame, or nil at the end of the source (or after `close()`).
     /// - Throws: `VideoDecodeError` when FFmpeg failed, a frame is over the limit, or its pixels are short.

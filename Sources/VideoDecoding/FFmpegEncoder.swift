@@ -8,7 +8,10 @@ import Primitives
 
 /// Encodes RGB24 frames into a video file with the `ffmpeg` program, run as a child process that reads them from a
 /// pipe on its stdin: H.264 (`libx264`, `veryfast`, yuv420p) in the container the file's extension names (`.mp4`,
-/// `.mkv`, …). A stream's annotated output video is made this way.
+/// `.mkv`, …: ``muxer(forFileName:)``). A stream's annotated output video is made this way.
+///
+/// The file is one the caller opened (and checked): FFmpeg writes it through the descriptor it is handed (as
+/// `/proc/self/fd/3`, so that the MP4 muxer can seek back to write its index), never by opening the path itself.
 ///
 /// Every frame must have the size given at creation. Writing blocks while FFmpeg is behind (the pipe is full), so a
 /// caller on Swift's cooperative pool writes through a serial queue of its own. Writing after FFmpeg died fails with its
@@ -17,6 +20,7 @@ import Primitives
 /// Thread-safety: `write` and `finish` are for one thread at a time (one serial queue); `cancel` may be called from
 /// any thread.
 public final class FFmpegEncoder: Sendable {
+    /// The file as shown in errors.
     public let path: String
     public let width: Int
     public let height: Int
@@ -24,14 +28,31 @@ public final class FFmpegEncoder: Sendable {
     private let log = Locked<[String]>([])
     private let logDone = DispatchSemaphore(value: 0)
 
-    /// Starts FFmpeg writing `path` (replaced if it exists) at `fps` frames a second.
-    /// - Throws: `VideoDecodeError.cannotStart` when the program cannot be run; `.frameTooLarge` for a size that is
-    ///   not positive or over `maxPixels`. (An odd side is padded by one pixel: yuv420p needs even ones.)
-    public init(path: String, width: Int, height: Int, fps: Double, maxPixels: Int = 8192 * 8192,
+    /// The containers a file may be written in, by its extension (lower case), with FFmpeg's muxer for each.
+    public static let muxers = ["mp4": "mp4", "m4v": "mp4", "mov": "mov", "mkv": "matroska", "avi": "avi",
+                                "ts": "mpegts"]
+
+    /// FFmpeg's muxer for a file of that name, by its extension; nil for one not in ``muxers``.
+    public static func muxer(forFileName name: String) -> String? {
+        let dot = name.lastIndex(of: ".").map { name.index(after: $0) }
+        guard let dot, !name[dot...].contains("/") else { return nil }
+        return muxers[name[dot...].lowercased()]
+    }
+
+    /// Starts FFmpeg writing the open, writable `file` (shown in errors as `path`, its container chosen by the name's
+    /// extension) at `fps` frames a second. The caller keeps `file` and closes it: FFmpeg has its own copy.
+    /// - Throws: `VideoDecodeError.cannotStart` when the program cannot be run or the name has no known extension;
+    ///   `.frameTooLarge` for a size that is not positive or over `maxPixels`. (An odd side is padded by one pixel:
+    ///   yuv420p needs even ones.)
+    public init(file: Int32, path: String, width: Int, height: Int, fps: Double, maxPixels: Int = 8192 * 8192,
                 ffmpeg: String = "ffmpeg") throws(VideoDecodeError) {
         guard width > 0, height > 0, width <= maxPixels, height <= maxPixels,
             case let (pixels, overflow) = width.multipliedReportingOverflow(by: height), !overflow, pixels <= maxPixels
         else { throw .frameTooLarge(source: path, width: width, height: height, maxPixels: maxPixels) }
+        guard let muxer = Self.muxer(forFileName: path) else {
+            throw .cannotStart(program: ffmpeg, reason: "\(path): the name ends in none of "
+                + Self.muxers.keys.sorted().map { "." + $0 }.joined(separator: ", "))
+        }
         signal(SIGPIPE, SIG_IGN)
         self.path = path
         self.width = width
@@ -39,8 +60,9 @@ public final class FFmpegEncoder: Sendable {
         let rate = fps.isFinite && fps > 0 && fps <= 1000 ? String(format: "%.3f", fps) : "30"
         child = try ChildProcess([ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-y",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "\(width)x\(height)", "-r", rate, "-i", "pipe:0",
-            "-an", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "file:" + path],
-            writableStdin: true)
+            "-an", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+            "-f", muxer, "file:/proc/self/fd/3"],
+            writableStdin: true, file: file)
         ChildProcess.widen(pipe: child.stdin, toHold: min(pixels, ChildProcess.maxFramePipeBytes) * 3)
         // FFmpeg's messages, drained (a full stderr pipe would stall it) and kept for an error; ends at its exit.
         let (fd, log, done) = (child.stderr, log, logDone)

@@ -5,7 +5,8 @@
 ///
 /// Thread-safety: a value.
 public enum VideoSource: Sendable, Equatable, CustomStringConvertible {
-    /// A video file (an absolute, resolved path). Ends at its last frame.
+    /// A video file (an absolute path with no symbolic link in it: the decoder opens it with ``LinkFreePath``). Ends
+    /// at its last frame.
     case file(path: String)
     /// A live network source: `udp://`, `rtp://`, `rtsp://`, `http(s)://` (MJPEG or anything FFmpeg reads over it).
     case network(url: String)
@@ -35,15 +36,15 @@ public enum VideoSource: Sendable, Equatable, CustomStringConvertible {
 
     /// FFmpeg's input options and input for this source, in order (what comes before and after `-i`).
     ///
-    /// A file may only be read through the `file` protocol (a playlist inside the media folder cannot reach the
-    /// network); RTSP is read over TCP (no UDP ports to open); live sources skip FFmpeg's input buffering so the newest
+    /// A file is read from the descriptor the decoder opened (FFmpeg's descriptor 3, `/proc/self/fd/3`), only through
+    /// the `file` protocol (a playlist inside the media folder cannot reach the network); RTSP is read over TCP (no UDP ports to open); live sources skip FFmpeg's input buffering so the newest
     /// frame arrives first. A network source is read only by the demuxers its scheme carries (`-format_whitelist`): an
     /// allowed HTTP endpoint that answers a playlist (HLS, DASH, concat), which would have FFmpeg fetch from hosts
     /// `allowed_urls` never named, is refused. (FFmpeg's HTTP client still follows redirects.)
     var ffmpegInput: [String] {
         switch self {
-        case .file(let path):
-            return ["-protocol_whitelist", "file", "-i", "file:" + path]
+        case .file:
+            return ["-protocol_whitelist", "file", "-i", "file:/proc/self/fd/3"]
         case .network(let url):
             let scheme = url.split(separator: ":", maxSplits: 1).first.map { $0.lowercased() } ?? ""
             // At most a second of probing: a live source starts (and restarts) within it.

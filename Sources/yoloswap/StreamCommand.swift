@@ -61,9 +61,12 @@ struct StreamCommand: AsyncParsableCommand {
             fpsCap: fpsCap, detection: DetectionOptions(confidence: conf, iou: iou), maxPixels: maxPixels,
             ffmpeg: ffmpeg, framesInFlight: framesInFlight, maxFrames: maxFrames)
         let printFrames = !summary
+        // Stdout is written off the cooperative pool: a reader that falls behind (a full pipe) blocks that thread, and
+        // the stream waits for it as it waits for any sink.
+        let stdout = BlockingQueue(label: "yoloswap.stream-stdout")
         let stream = VideoStream(id: "cli", configuration: configuration, slot: slot, sink: { result in
             guard printFrames, let line = try? JSONEncoder.yoloswap.encode(result) else { return }
-            FileHandle.standardOutput.write(line + Data("\n".utf8))
+            await stdout.run { FileHandle.standardOutput.write(line + Data("\n".utf8)) }
         })
         // Trapped before the stream starts; handled by a task of their own.
         let trapped = await UnixSignalsSequence(trapping: .sigint, .sigterm)

@@ -263,6 +263,86 @@ extension StreamSuite {
             #expect(descriptors.sorted() == ["0", "1", "2"], "planted \(planted)")
         }
 
+        @Test("a file handed to a child is its descriptor 3, and nothing else is")
+        func childGetsPassedFile() throws {
+            let planted = open("/etc/hostname", O_RDONLY)
+            try #require(planted >= 3)
+            defer { close(planted) }
+            let passed = open("/etc/os-release", O_RDONLY | O_CLOEXEC)
+            try #require(passed >= 0)
+            defer { close(passed) }
+            let child = try ChildProcess(["sh", "-c", "ls /proc/$$/fd; cat <&3"], file: passed)
+            let output = FileHandle(fileDescriptor: child.stdout, closeOnDealloc: false).readDataToEndOfFile()
+            _ = FileHandle(fileDescriptor: child.stderr, closeOnDealloc: true).readDataToEndOfFile()
+            #expect(child.waitForExit() == 0)
+            let text = String(decoding: output, as: UTF8.self)
+            let release = try String(contentsOfFile: "/etc/os-release", encoding: .utf8)
+            #expect(text.hasSuffix(release))
+            let descriptors = text.dropLast(release.count).split(whereSeparator: \.isWhitespace)
+            #expect(descriptors.sorted() == ["0", "1", "2", "3"], "planted \(planted), passed \(passed)")
+        }
+
+        @Test("files are opened with no symbolic link on the way: a link planted after the check fails the open")
+        func linkPlantedAfterCheck() throws {
+            let media = try TemporaryDirectory(), outside = try TemporaryDirectory()
+            let root = try #require(realpath(media.path, nil).map { pointer in
+                defer { free(pointer) }
+                return String(cString: pointer)
+            })
+            try FileManager.default.createDirectory(atPath: root + "/sub", withIntermediateDirectories: false)
+            try FileManager.default.copyItem(atPath: TestVideos.mjpeg, toPath: root + "/sub/clip.avi")
+            try FileManager.default.copyItem(atPath: TestVideos.mjpeg, toPath: outside.file("clip.avi"))
+            let policy = SourcePolicy(mediaDirectory: root, outputDirectory: root)
+            // Checked while the folder is real: the paths the policy gives back.
+            let source = try policy.resolve("sub/clip.avi")
+            let outputs = try ["sub/out.jsonl", "sub/out.mp4"].map { try policy.resolveOutput($0) }
+            #expect(source == .file(path: root + "/sub/clip.avi"))
+            let opened = try LinkFreePath.open(outputs[0], flags: O_WRONLY | O_CREAT | O_TRUNC)
+            close(opened)
+            #expect(try FFmpegDecoder(source: source).nextFrame()?.index == 0)
+
+            // The folder swapped for a link to a folder outside: every open is refused, naming the link.
+            try FileManager.default.moveItem(atPath: root + "/sub", toPath: root + "/was-sub")
+            try FileManager.default.createSymbolicLink(atPath: root + "/sub", withDestinationPath: outside.path)
+            let reason = "\(root)/sub is a symbolic link"
+            #expect(throws: FileOpenError(path: outputs[0], reason: reason)) { _ = try JSONLinesFile(path: outputs[0]) }
+            #expect(throws: FileOpenError(path: outputs[1], reason: reason)) {
+                _ = try AnnotatedVideoOutput(path: outputs[1], fallbackFPS: nil, ffmpeg: "ffmpeg")
+            }
+            #expect(throws: VideoDecodeError.cannotOpen(source: root + "/sub/clip.avi", reason: reason)) {
+                _ = try FFmpegDecoder(source: source)
+            }
+            #expect(try FileManager.default.contentsOfDirectory(atPath: outside.path) == ["clip.avi"])
+
+            // The file itself a link (to a file inside), a FIFO, a missing folder, paths that are not resolved ones.
+            try FileManager.default.removeItem(atPath: root + "/sub")
+            try FileManager.default.createSymbolicLink(atPath: root + "/link.avi", withDestinationPath: root + "/was-sub/clip.avi")
+            #expect(throws: VideoDecodeError.cannotOpen(source: root + "/link.avi",
+                reason: "\(root)/link.avi is a symbolic link")) {
+                _ = try FFmpegDecoder(source: .file(path: root + "/link.avi"))
+            }
+            try makeFIFO(at: root + "/fifo.avi")
+            #expect(throws: VideoDecodeError.cannotOpen(source: root + "/fifo.avi", reason: "not a regular file")) {
+                _ = try FFmpegDecoder(source: .file(path: root + "/fifo.avi"))
+            }
+            #expect(throws: FileOpenError(path: root + "/none/out.jsonl",
+                reason: "the folder \(root)/none does not exist")) {
+                _ = try JSONLinesFile(path: root + "/none/out.jsonl")
+            }
+            for path in ["relative/out.jsonl", root + "/was-sub/../out.jsonl", root + "/./out.jsonl", "/"] {
+                #expect(throws: FileOpenError.self, "\(path)") { _ = try LinkFreePath.open(path, flags: O_RDONLY) }
+            }
+            // Through the registry's check: a video's container comes from its name.
+            for name in ["out.webm", "out", "out.mp4/"] {
+                #expect(throws: StreamError.self, "\(name)") {
+                    _ = try StreamRegistry.check(.init(source: "was-sub/clip.avi", slot: "line", outputVideo: name),
+                        policy: policy, mqttAvailable: false)
+                }
+            }
+            _ = try StreamRegistry.check(.init(source: "was-sub/clip.avi", slot: "line", outputVideo: "out.MKV"),
+                policy: policy, mqttAvailable: false)
+        }
+
         @Test("a frame pipe is widened to hold one frame (a power of two, 64 KiB to 1 MiB), as far as the system allows")
         func framePipeWidened() throws {
             let ceiling = (try? String(contentsOfFile: "/proc/sys/fs/pipe-max-size", encoding: .utf8))
@@ -459,12 +539,31 @@ extension StreamSuite {
             return (media, manager, registry)
         }
 
-        @Test("the registry: an annotated video's file stays taken after its stream ended, until the file is complete")
+        @Test("the registry: an annotated video's file stays taken after its stream ended, until the file is complete, and counts against maxStreams")
         func videoFileHeldUntilComplete() async throws {
-            let (media, manager, registry) = try await Self.registrySetUp(maxStreams: 16)
+            let (media, manager, registry) = try await Self.registrySetUp(maxStreams: 1)
             defer { withExtendedLifetime(media) {} }
             let first = try registry.create(.init(source: "clip.avi", slot: "line", outputVideo: "out.mp4", name: "a"))
             await first.waitUntilFinished()
+            // Its encoder still runs: with room for one stream, a stream with no file is refused until it is done (or
+            // accepted once it is).
+            var refusedForRoom = 0, roomMade = false
+            let roomDeadline = ContinuousClock.now + .seconds(60)
+            while !roomMade, ContinuousClock.now < roomDeadline {
+                do {
+                    let other = try registry.create(.init(source: "clip.avi", slot: "line", name: "b"))
+                    #expect(await registry.waitForOutputs(within: .zero), "room made before the video was complete")
+                    _ = await registry.remove(other.id)
+                    roomMade = true
+                } catch {
+                    #expect(error == .tooManyStreams(limit: 1))
+                    refusedForRoom += 1
+                    try await Task.sleep(for: .milliseconds(1))
+                }
+            }
+            #expect(roomMade && refusedForRoom > 0, "\(refusedForRoom) refusals")
+            let second = try registry.create(.init(source: "clip.avi", slot: "line", outputVideo: "out.mp4", name: "a"))
+            await second.waitUntilFinished()
             // A JSON-lines file of the same name (it has no output still delivering of its own): refused, naming the
             // ended stream, until its video is complete — then the only output left is gone too.
             var accepted: VideoStream?

@@ -1,0 +1,76 @@
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Why a file could not be opened by ``LinkFreePath``.
+public struct FileOpenError: Error, Equatable, CustomStringConvertible {
+    public var path: String
+    /// The system's words, or which part of the path is a symbolic link.
+    public var reason: String
+
+    public init(path: String, reason: String) {
+        self.path = path
+        self.reason = reason
+    }
+
+    public var description: String { "cannot open \(path): \(reason)" }
+}
+
+/// Opens a file by an absolute path that must hold no symbolic link at all: each folder on the way is opened from the
+/// one before it without following a link (`O_NOFOLLOW | O_DIRECTORY`), and so is the file itself.
+///
+/// This closes the gap between checking a path and opening it. A caller resolves what it was given (`realpath(3)`,
+/// which leaves no link in it), checks that the result lies where it may, and later opens the result here: a link
+/// planted on the way in between — a folder swapped for a link to `/etc`, a file name made a link — makes the open
+/// fail, where a plain `open` would follow it. (`openat2`'s `RESOLVE_NO_SYMLINKS` does the same in one call; this
+/// works on every kernel and under seccomp profiles that refuse `openat2`.)
+///
+/// Thread-safety: stateless.
+public enum LinkFreePath {
+    /// Opens `path` with `flags` (`O_NOFOLLOW` and `O_CLOEXEC` are added) and `mode` for a file it creates; returns the
+    /// descriptor, which the caller closes.
+    /// - Throws: `FileOpenError` for a relative path or one with `.` or `..` parts, a part that is a symbolic link
+    ///   ("`/a/b` is a symbolic link"), or the system's refusal.
+    public static func open(_ path: String, flags: Int32, mode: mode_t = 0o644) throws(FileOpenError) -> Int32 {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
+        guard path.hasPrefix("/"), let name = parts.last else {
+            throw FileOpenError(path: path, reason: "not an absolute path to a file")
+        }
+        guard !parts.contains(where: { $0 == "." || $0 == ".." }) else {
+            throw FileOpenError(path: path, reason: "it has a '.' or '..' part")
+        }
+        var folder = Glibc.open("/", pathOnly | O_DIRECTORY | O_CLOEXEC)
+        guard folder >= 0 else { throw FileOpenError(path: path, reason: errnoText) }
+        defer { close(folder) }
+        for (index, part) in parts.dropLast().enumerated() {
+            let next = openat(folder, part, pathOnly | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            guard next >= 0 else {
+                throw failure(path, at: "/" + parts[...index].joined(separator: "/"), part, in: folder)
+            }
+            close(folder)
+            folder = next
+        }
+        let descriptor = openat(folder, name, flags | O_NOFOLLOW | O_CLOEXEC, mode)
+        guard descriptor >= 0 else { throw failure(path, at: path, name, in: folder) }
+        return descriptor
+    }
+
+    /// Linux's `O_PATH` (`010000000`; Swift's Glibc module does not export it): a folder opened only to look names up
+    /// in, which needs no read permission on it.
+    private static let pathOnly: Int32 = 0o10000000
+
+    /// Why opening `part` (at `shown`) in `folder` failed: a link says so; anything else in the system's words.
+    private static func failure(_ path: String, at shown: String, _ part: String, in folder: Int32) -> FileOpenError {
+        let code = errno
+        var info = stat()
+        if fstatat(folder, part, &info, AT_SYMLINK_NOFOLLOW) == 0, (info.st_mode & S_IFMT) == S_IFLNK {
+            return FileOpenError(path: path, reason: "\(shown) is a symbolic link")
+        }
+        return FileOpenError(path: path, reason: code == ENOENT && shown != path
+            ? "the folder \(shown) does not exist" : String(cString: strerror(code)))
+    }
+
+    private static var errnoText: String { String(cString: strerror(errno)) }
+}
