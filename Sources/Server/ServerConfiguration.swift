@@ -30,7 +30,8 @@ import Yams
 /// - `mqtt` (none): this instance as a device of an MQTT fleet; keys in ``FleetSettings``
 /// - `streams`: `media_dir` (none: no file sources; file sources are relative to it), `allowed_urls` (prefixes a
 ///   network source must start with), `allowed_devices` (V4L2 devices), `output_dir` (none: no JSON-lines files),
-///   `max_streams` (16), `max_pixels` (50 000 000: a larger frame ends its stream), `run` (streams started with the
+///   `max_streams` (16), `max_pixels` (50 000 000: a larger frame ends its stream), `keep_alive_s` (15: a results
+///   viewer gets a keep-alive comment after that long without a message), `run` (streams started with the
 ///   service: each as `POST /v1/streams` takes it, `name` required); see `Streams.SourcePolicy`
 /// - `trusted_keys`: public key files; `require_signature` (false)
 /// - `hotswap`: `serving_threads` (2), `queue_capacity` (64), `intra_op_threads` (1), `warmup_runs` (3),
@@ -130,6 +131,9 @@ public struct ServerConfiguration: Sendable, Equatable {
     /// The largest frame a stream takes, width × height (`streams.max_pixels`, 1…8192², default 50 000 000 as an
     /// image of `POST /v1/detect`): a stream can hold about a dozen frames at once (queued, in flight, drawn).
     public var streamMaxPixels = StreamConfiguration.defaultMaxPixels
+    /// A stream's results viewers get a keep-alive comment after this long without a frame or event
+    /// (`streams.keep_alive_s`, 0.1…3600, default 15): shorter than a proxy's idle timeout.
+    public var streamKeepAlive: Duration = .seconds(15)
     /// Streams the service starts each time it starts, once its slots are up (`streams.run`): each named, checked
     /// against the policy when the configuration is read; its slot is checked when it starts.
     public var configuredStreams: [StreamSpec] = []
@@ -201,6 +205,12 @@ public struct ServerConfiguration: Sendable, Equatable {
                     throw fail("streams.max_pixels must lie in 1...\(8192 * 8192), got \(pixels)")
                 }
                 config.streamMaxPixels = pixels
+            }
+            if let seconds = streams.keep_alive_s {
+                guard seconds.isFinite, (0.1...3600).contains(seconds) else {
+                    throw fail("streams.keep_alive_s must lie in 0.1...3600, got \(seconds)")
+                }
+                config.streamKeepAlive = .milliseconds(Int64((seconds * 1000).rounded()))
             }
             try config.applyConfiguredStreams(streams.run ?? [], mqtt: config.mqtt != nil, fail: fail)
         }
@@ -570,6 +580,7 @@ private struct RawConfiguration: Decodable {
         var allowed_devices: [String]?
         var max_streams: Int?
         var max_pixels: Int?
+        var keep_alive_s: Double?
         var run: [ConfiguredStreamEntry]?
     }
     var hotswap: HotSwap?

@@ -73,7 +73,8 @@ struct StreamRoutes: Sendable {
         return stream
     }
 
-    /// Server-sent events: `event: frame` with a result line, `event: switch|reconnect|ended|failed` with an event.
+    /// Server-sent events: `event: frame` with a result line, `event: switch|reconnect|ended|failed` with an event, and
+    /// a `: keep-alive` comment after 15 s without either.
     private func results(_ stream: VideoStream) -> Response {
         let messages = stream.subscribe(buffer: 256)
         return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-store"],
@@ -84,6 +85,10 @@ struct StreamRoutes: Sendable {
                     switch message {
                     case .frame(let result): (name, data) = ("frame", try encoder.encode(result))
                     case .event(let event): (name, data) = (event.type.rawValue, try encoder.encode(event))
+                    case .keepAlive:
+                        // A comment line, which event-stream clients ignore.
+                        try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                        continue
                     }
                     var buffer = ByteBuffer(string: "event: \(name)\ndata: ")
                     buffer.writeBytes(data)

@@ -59,7 +59,7 @@ public enum YOLOSwapServer {
     public static func makeStreamRegistry(control: ControlPlane, configuration: ServerConfiguration, logger: Logger,
                                           publisher: (any StreamPublisher)? = nil) -> StreamRegistry {
         StreamRegistry(policy: configuration.streamPolicy, maxStreams: configuration.maxStreams,
-            maxPixels: configuration.streamMaxPixels, logger: logger,
+            maxPixels: configuration.streamMaxPixels, keepAliveInterval: configuration.streamKeepAlive, logger: logger,
             observer: control, publisher: publisher, slots: { [manager = control.manager] in manager.slot($0) })
     }
 

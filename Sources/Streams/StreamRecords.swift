@@ -48,10 +48,14 @@ public struct StreamEvent: Sendable, Codable, Equatable {
     public var message: String?
 }
 
-/// What a results subscriber receives: a frame's result or an event.
+/// What a results subscriber receives: a frame's result, an event, or a keep-alive.
 public enum StreamMessage: Sendable {
     case frame(StreamFrameResult)
     case event(StreamEvent)
+    /// Nothing else was sent for the stream's `keepAliveInterval` (a live source reconnecting, a paced stream): a
+    /// viewer over HTTP writes something its client ignores, so that a proxy's idle timeout does not cut it and a
+    /// viewer that went away is noticed (its write fails) rather than held until the next frame.
+    case keepAlive
 }
 
 /// A detected frame with its detections: the annotated preview's (the newest one) and the output video's (each one).

@@ -51,6 +51,8 @@ public final class StreamRegistry: Sendable {
     public let maxStreams: Int
     /// The largest frame a stream takes (width × height); a larger one ends it.
     public let maxPixels: Int
+    /// Each stream's `keepAliveInterval`.
+    public let keepAliveInterval: Duration
     private let slots: @Sendable (String) -> ModelSlot?
     private let observer: (any DetectionObserver)?
     private let publisher: (any StreamPublisher)?
@@ -96,12 +98,13 @@ public final class StreamRegistry: Sendable {
     ///   - publisher: the `mqtt` output; without it a stream asking for that output is refused.
     ///   - slots: finds a slot by name.
     public init(policy: SourcePolicy, maxStreams: Int = 16, maxPixels: Int = StreamConfiguration.defaultMaxPixels,
-                logger: Logger = Logger(label: "yoloswap.streams"),
+                keepAliveInterval: Duration = .seconds(15), logger: Logger = Logger(label: "yoloswap.streams"),
                 observer: (any DetectionObserver)? = nil, publisher: (any StreamPublisher)? = nil,
                 slots: @escaping @Sendable (String) -> ModelSlot?) {
         self.policy = policy
         self.maxStreams = maxStreams
         self.maxPixels = maxPixels
+        self.keepAliveInterval = keepAliveInterval
         self.logger = logger
         self.observer = observer
         self.publisher = publisher
@@ -114,6 +117,7 @@ public final class StreamRegistry: Sendable {
     public func create(_ request: Request) throws(StreamError) -> VideoStream {
         var configuration = try Self.check(request, policy: policy, mqttAvailable: publisher != nil)
         configuration.maxPixels = maxPixels
+        configuration.keepAliveInterval = keepAliveInterval
         guard let slot = slots(request.slot) else { throw .unknownSlot(request.slot) }
         // The output files as the request names them and as resolved.
         var files: [(shown: String, path: String)] = []
@@ -318,6 +322,7 @@ public final class StreamRegistry: Sendable {
                     switch message {
                     case .frame(let result): (topic, payload) = (results, try encoder.encode(result))
                     case .event(let event): (topic, payload) = (events, try encoder.encode(event))
+                    case .keepAlive: continue  // the broker's connection has keep-alives of its own
                     }
                     try await publisher.publish(topic, payload: [UInt8](payload))
                     stream.recordDelivery(output: "mqtt", target: results, error: nil)

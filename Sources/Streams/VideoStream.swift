@@ -37,6 +37,8 @@ public struct StreamConfiguration: Sendable {
     /// The stream ends (`ended`) once this many frames (at least 1) have been answered, no frame more detected (nil:
     /// at the end of a file, or when stopped).
     public var maxFrames: Int?
+    /// Results subscribers get a `keepAlive` message when nothing else was sent to them for this long (at least 10 ms).
+    public var keepAliveInterval: Duration = .seconds(15)
 
     public init(source: VideoSource, slot: String, backPressure: BackPressure? = nil, fpsCap: Double? = nil,
                 detection: DetectionOptions = .init(), maxPixels: Int = Self.defaultMaxPixels,
@@ -122,6 +124,10 @@ public final class VideoStream: Sendable {
     private let waitingForConsumer = Locked(false)
     private let dropCounter: Counter
     private let frameCounter: Counter
+    /// When a message was last sent to the results subscribers.
+    private let lastBroadcastAt = Locked(ContinuousClock.now)
+    /// Sends `keepAlive` to the results subscribers while the stream runs; cancelled at its end.
+    private let keepAlive = Locked<Task<Void, Never>?>(nil)
 
     /// - Parameters:
     ///   - sink: gets every result in order; the stream waits for it (its back-pressure applies).
@@ -181,6 +187,20 @@ public final class VideoStream: Sendable {
         loop.withLock { $0 = task }
         // A stop that came before the task was kept.
         if stopping.value { task.cancel() }
+        let interval = max(configuration.keepAliveInterval, .milliseconds(10))
+        let keeper = Task.detached { [self] in
+            while !isFinished {
+                let quietUntil = lastBroadcastAt.value + interval
+                if ContinuousClock.now >= quietUntil {
+                    broadcast(.keepAlive)
+                } else {
+                    do { try await Task.sleep(until: quietUntil) } catch { return }
+                }
+            }
+        }
+        keepAlive.withLock { $0 = keeper }
+        // The stream may have ended already (a source that failed at once): `end()` found no task to cancel.
+        if isFinished { keeper.cancel() }
     }
 
     /// Stops the stream: FFmpeg is killed, queued frames are discarded; returns once the detection loop has ended and
@@ -516,6 +536,7 @@ public final class VideoStream: Sendable {
     }
 
     private func broadcast(_ message: StreamMessage) {
+        lastBroadcastAt.withLock { $0 = .now }
         let targets = subscribers.current
         var lost = 0
         for continuation in targets {
@@ -534,6 +555,7 @@ public final class VideoStream: Sendable {
         subscribers.close()
         previews.close()
         finished.open()
+        keepAlive.withLock { $0 }?.cancel()
     }
 }
 

@@ -29,7 +29,8 @@ struct StreamServiceTests {
         // The 60-frame MJPEG video (the H.264 one goes through swaps in StreamsTests).
         let output = try TemporaryDirectory()
         let server = try await ServerProcess(yaml: Self.yaml(streams: """
-            { media_dir: "\(Self.media)", output_dir: "\(output.path)", allowed_urls: ["udp://127.0.0.1:"] }
+            { media_dir: "\(Self.media)", output_dir: "\(output.path)", allowed_urls: ["udp://127.0.0.1:"],
+              keep_alive_s: 0.5 }
             """))
         defer { server.stop() }
         let op = ServerProcess.operatorToken
@@ -168,6 +169,35 @@ struct StreamServiceTests {
         let refused = entries.filter { $0["action"] as? String == "stream.start" && $0["result"] as? String == "refused" }
         #expect(refused.count == 8, "\(refused)")
         #expect(refused.contains { ($0["reason"] as? String)?.contains("no MQTT connection") == true })
+
+        // A quiet stream (a UDP camera that sends nothing): its results viewer gets a keep-alive comment every
+        // `keep_alive_s` and nothing else. (Should none come, the stream is deleted after a minute, which ends the
+        // response and the read.)
+        let silent = Int.random(in: 20_000...32_000)
+        #expect(try await server.json("POST", "/v1/streams", token: op,
+            body: ["source": "udp://127.0.0.1:\(silent)", "name": "quiet"]).0 == 201)
+        let quietViewer = try await onOwnThread {
+            try StalledReader(port: port, path: "/v1/streams/quiet/results", token: viewer)
+        }
+        defer { quietViewer.close() }
+        let watchdog = Task {
+            try await Task.sleep(for: .seconds(60))
+            _ = try? await server.json("DELETE", "/v1/streams/quiet", token: op)
+        }
+        let comment = ": keep-alive\n\n"
+        let quietText = try await onOwnThread { () -> String in
+            var received = quietViewer.rest
+            while String(decoding: received, as: UTF8.self).components(separatedBy: comment).count <= 3 {
+                let more = quietViewer.read()
+                if more.isEmpty { break }
+                received += more
+            }
+            return String(decoding: received, as: UTF8.self)
+        }
+        watchdog.cancel()
+        #expect(quietText.hasPrefix(comment + comment + comment)
+            && quietText.replacingOccurrences(of: comment, with: "").isEmpty, "\(quietText)")
+        #expect(try await server.json("DELETE", "/v1/streams/quiet", token: op).0 == 200)
     }
 
     @Test("SIGTERM with a stream running and a results viewer reading: the stream stops, the viewer's response ends, the server exits 0, the stop is audited")

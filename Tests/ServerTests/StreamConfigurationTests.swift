@@ -55,12 +55,14 @@ struct StreamConfigurationTests {
         ("- { name: a, source: line-a.mp4, fps_cap: 0 }", "fps_cap must lie in 0.001...1000.0"),
         ("- { name: a, source: line-a.mp4, frames_in_flight: 9 }", "frames_in_flight must lie in 1...8"),
         ("- { name: a, source: line-a.mp4, outputs: { file: ../out.jsonl } }", "output '../out.jsonl' is not allowed"),
-        ("- { name: a, source: line-a.mp4, outputs: { file: x.out, video: x.out } }", "name the same file"),
+        ("- { name: a, source: line-a.mp4, outputs: { file: x.mkv, video: x.mkv } }", "name the same file"),
+        ("- { name: a, source: line-a.mp4, outputs: { video: x.webm } }",
+            "output 'x.webm' is not allowed: a video's name must end in .avi, .m4v, .mkv, .mov, .mp4, .ts"),
         ("- { name: a, source: line-a.mp4, outputs: { mqtt: true } }", "no MQTT connection"),
         ("- { name: a, source: line-a.mp4, fps: 10 }", "streams.run[0].fps is not a key of a stream"),
         ("- { name: a, source: line-a.mp4, outputs: { fle: x.jsonl } }", "streams.run[0].outputs.fle is not a key"),
-        ("- { name: a, source: line-a.mp4, outputs: { file: x.jsonl } }\n    - { name: b, source: line-a.mp4, "
-            + "outputs: { video: x.jsonl } }", "streams.run[1] ('b'): output 'x.jsonl' is not allowed: stream 'a'"),
+        ("- { name: a, source: line-a.mp4, outputs: { file: x.ts } }\n    - { name: b, source: line-a.mp4, "
+            + "outputs: { video: x.ts } }", "streams.run[1] ('b'): output 'x.ts' is not allowed: stream 'a'"),
     ])
     func refused(entries: String, message: String) throws {
         let (folder, head) = try Self.media()
@@ -110,5 +112,21 @@ struct StreamConfigurationTests {
                 base: "/srv")
         }
         #expect(error?.message.contains("fps_cap must lie in 0.001...1000.0") == true, "\(String(describing: error))")
+    }
+
+    @Test("streams.keep_alive_s: 15 s by default, set within 0.1...3600, refused outside")
+    func keepAlive() throws {
+        let (folder, head) = try Self.media()
+        defer { withExtendedLifetime(folder) {} }
+        #expect(try ServerConfiguration.parse("streams:\n\(head)", base: "/srv").streamKeepAlive == .seconds(15))
+        let set = try ServerConfiguration.parse("streams:\n\(head)\n  keep_alive_s: 2.5", base: "/srv")
+        #expect(set.streamKeepAlive == .milliseconds(2500))
+        for bad in ["0", "0.05", "3601", "-1", ".nan", ".inf"] {
+            let error = #expect(throws: ConfigurationError.self) {
+                try ServerConfiguration.parse("streams:\n\(head)\n  keep_alive_s: \(bad)", base: "/srv")
+            }
+            #expect(error?.message.contains("streams.keep_alive_s must lie in 0.1...3600") == true,
+                "\(bad): \(String(describing: error))")
+        }
     }
 }

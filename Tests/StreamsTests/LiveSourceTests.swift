@@ -154,6 +154,42 @@ extension StreamSuite {
             #expect(s.state == .failed && s.reconnects == reconnects, "\(s)")
         }
 
+        @Test("a results subscriber gets a keep-alive after each quiet interval (none sooner), and none after the stream's end")
+        func keepAlive() async throws {
+            let port = Int.random(in: 20_000...32_000)
+            let (manager, slot, live) = try await Self.liveSetUp(url: "udp://127.0.0.1:\(port)",
+                model: "models/yolov3-tiny-coco-320.onnx")
+            var configuration = live
+            configuration.keepAliveInterval = .milliseconds(300)
+            // Nothing is published: a camera still opening, so nothing but keep-alives is sent.
+            let stream = VideoStream(id: "quiet", configuration: configuration, slot: slot)
+            var messages = stream.subscribe(buffer: 64).makeAsyncIterator()
+            var last = ContinuousClock.now
+            stream.start()
+            for index in 0..<4 {
+                let message = await messages.next()
+                guard case .keepAlive = message else {
+                    Issue.record("message \(index): \(String(describing: message))")
+                    break
+                }
+                let now = ContinuousClock.now
+                #expect(now - last >= .milliseconds(290), "keep-alive \(index) after \(now - last)")
+                last = now
+            }
+            await stream.stop()
+            var rest: [StreamMessage] = []
+            while let message = await messages.next() { rest.append(message) }
+            // The stop's event ends the sequence; a keep-alive may have come just before it.
+            guard case .event(let event)? = rest.last else {
+                Issue.record("the sequence did not end with the stop's event: \(rest)")
+                await manager.shutdown()
+                return
+            }
+            #expect(event.type == .ended)
+            #expect(rest.dropLast().allSatisfy { if case .keepAlive = $0 { true } else { false } }, "\(rest)")
+            await manager.shutdown()
+        }
+
         @Test("a live source has the open timeout for its first frame, the stall timeout between frames")
         func openTimeoutThenStallTimeout() async throws {
             let port = Int.random(in: 20_000...32_000)
