@@ -47,13 +47,39 @@ public enum LinkFreePath {
         for (index, part) in parts.dropLast().enumerated() {
             let next = openat(folder, part, pathOnly | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             guard next >= 0 else {
-                throw failure(path, at: "/" + parts[...index].joined(separator: "/"), part, in: folder)
+                let code = errno
+                throw failure(path, at: "/" + parts[...index].joined(separator: "/"), part, in: folder, errno: code)
             }
             close(folder)
             folder = next
         }
         let descriptor = openat(folder, name, flags | O_NOFOLLOW | O_CLOEXEC, mode)
-        guard descriptor >= 0 else { throw failure(path, at: path, name, in: folder) }
+        guard descriptor >= 0 else {
+            let code = errno
+            throw failure(path, at: path, name, in: folder, errno: code)
+        }
+        return descriptor
+    }
+
+    /// Opens `path` for writing as ``open(_:flags:mode:)`` does, creating the file if it is missing but not emptying
+    /// it (the caller truncates it once it commits to writing), and only if it is a regular file with no other hard
+    /// link: a FIFO planted there would block the open (it is opened non-blocking, then set back to blocking), a
+    /// device would take the writes, and a hard link would have them land in a file elsewhere.
+    /// - Throws: `FileOpenError` as `open` does, or saying what the file is instead.
+    public static func openRegularFileForWriting(_ path: String, mode: mode_t = 0o644) throws(FileOpenError) -> Int32 {
+        let descriptor = try open(path, flags: O_WRONLY | O_CREAT | O_NONBLOCK, mode: mode)
+        var info = stat()
+        let reason: String? =
+            if fstat(descriptor, &info) != 0 { String(cString: strerror(errno)) }
+            else if (info.st_mode & S_IFMT) != S_IFREG { "not a regular file" }
+            else if info.st_nlink != 1 { "it has another hard link" }
+            else if fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) & ~O_NONBLOCK) != 0 {
+                String(cString: strerror(errno))
+            } else { nil }
+        if let reason {
+            close(descriptor)
+            throw FileOpenError(path: path, reason: reason)
+        }
         return descriptor
     }
 
@@ -62,8 +88,9 @@ public enum LinkFreePath {
     private static let pathOnly: Int32 = 0o10000000
 
     /// Why opening `part` (at `shown`) in `folder` failed: a link says so; anything else in the system's words.
-    private static func failure(_ path: String, at shown: String, _ part: String, in folder: Int32) -> FileOpenError {
-        let code = errno
+    private static func failure(_ path: String, at shown: String, _ part: String, in folder: Int32, errno code: Int32)
+        -> FileOpenError
+    {
         var info = stat()
         if fstatat(folder, part, &info, AT_SYMLINK_NOFOLLOW) == 0, (info.st_mode & S_IFMT) == S_IFLNK {
             return FileOpenError(path: path, reason: "\(shown) is a symbolic link")

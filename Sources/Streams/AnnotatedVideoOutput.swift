@@ -12,8 +12,8 @@ import VideoDecoding
 /// ends the output; the stream goes on. A change of size (a camera that reconnected in another mode) ends the file
 /// properly, so that what was recorded until then plays.
 ///
-/// The file is opened when the stream is created (``LinkFreePath``, as the output policy resolved it), so that a
-/// refusal is the creation's, and FFmpeg writes through that descriptor: a link planted in the output folder since the
+/// The file is opened when the stream is created (``LinkFreePath``, as the output policy resolved it; emptied once the
+/// stream is in the registry), so that a refusal is the creation's, and FFmpeg writes through that descriptor: a link planted in the output folder since the
 /// check cannot redirect the video. A stream that ends without a frame leaves the file empty.
 ///
 /// Thread-safety: used from one serial queue (its stream's writer), never concurrently.
@@ -28,13 +28,20 @@ final class AnnotatedVideoOutput: @unchecked Sendable {
     private var encoder: FFmpegEncoder?
     private var failed = false
 
-    /// Creates (or empties) the file at `path`, which must hold no symbolic link.
+    /// Opens the file at `path`, which must hold no symbolic link and be a regular file if it exists
+    /// (``LinkFreePath/openRegularFileForWriting(_:mode:)``); creates it if missing, and leaves what it holds until
+    /// `truncate()`.
     /// - Throws: `FileOpenError` when it cannot be opened that way.
     init(path: String, fallbackFPS: Double?, ffmpeg: String) throws(FileOpenError) {
         self.path = path
         self.fallbackFPS = fallbackFPS ?? 30
         self.ffmpeg = ffmpeg
-        file = try LinkFreePath.open(path, flags: O_WRONLY | O_CREAT | O_TRUNC)
+        file = try LinkFreePath.openRegularFileForWriting(path)
+    }
+
+    /// Empties the file: its stream has been created. (FFmpeg empties it again when it starts.)
+    func truncate() {
+        if let file { _ = ftruncate(file, 0) }
     }
 
     deinit { closeFile() }

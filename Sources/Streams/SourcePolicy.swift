@@ -172,7 +172,8 @@ public enum StreamError: Error, Equatable, CustomStringConvertible {
     case sourceNotAllowed(source: String, reason: String)
     case outputNotAllowed(path: String, reason: String)
     case invalid(String)
-    case tooManyStreams(limit: Int)
+    /// `finishingVideos` of the streams counted have ended, their annotated video still being finished.
+    case tooManyStreams(limit: Int, finishingVideos: Int = 0)
     case unknownSlot(String)
     /// A stream of that name is running.
     case nameTaken(String)
@@ -184,7 +185,9 @@ public enum StreamError: Error, Equatable, CustomStringConvertible {
         case .sourceNotAllowed(let source, let reason): "source '\(source)' is not allowed: \(reason)"
         case .outputNotAllowed(let path, let reason): "output '\(path)' is not allowed: \(reason)"
         case .invalid(let reason): reason
-        case .tooManyStreams(let limit): "at most \(limit) streams may run at once"
+        case .tooManyStreams(let limit, let finishing):
+            "at most \(limit) streams may run at once"
+                + (finishing == 0 ? "" : " (\(finishing) of them ended, their annotated video still being finished)")
         case .unknownSlot(let slot): "no slot '\(slot)'"
         case .nameTaken(let name): "a stream named '\(name)' is running (stop it first)"
         case .shuttingDown: "the service is shutting down"

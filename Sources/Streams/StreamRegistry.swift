@@ -136,12 +136,16 @@ public final class StreamRegistry: Sendable {
         // disk or busy encoder holds back that stream only.
         let writer = BlockingQueue(label: "yoloswap.stream-output.\(id)")
         var sink: (@Sendable (StreamFrameResult) async -> Void)?
+        var jsonLines: JSONLinesFile?
         if let file = request.outputFile, let path = paths.first {
             let output: JSONLinesFile
             do { output = try JSONLinesFile(path: path) } catch {
+                // Not emptied before the stream is in the table: a creation refused after the open leaves the file
+                // as it was.
                 throw .outputNotAllowed(path: file, reason: "it cannot be created: \(error.reason)")
             }
             outputs.append("file:\(file)")
+            jsonLines = output
             sink = { [writer] result in await writer.run { output.append(result) } }
         }
         let publisher = request.mqtt ? self.publisher : nil
@@ -198,6 +202,9 @@ public final class StreamRegistry: Sendable {
             if let videoPath { t.finishing[videoKey] = (id, [videoPath], stream) }
         }
         inserted = true
+        // The files are the stream's now: emptied before its first frame (an I/O error here meets the writes too).
+        jsonLines?.truncate()
+        video?.truncate()
         logger.info("stream started", metadata: ["stream": "\(id)", "source": "\(configuration.source)",
             "slot": "\(request.slot)", "back_pressure": "\(configuration.backPressure.rawValue)"])
         // Subscribed before the first frame, so that the output misses nothing.
@@ -230,12 +237,12 @@ public final class StreamRegistry: Sendable {
             }
             // An ended stream whose annotated video FFmpeg is still finishing counts until the file is complete: its
             // encoder runs on, and streams ended one after another must not pile encoders up.
+            let finishing = t.finishing.values.count { video in
+                video.stream.isFinished && !t.stopping.values.contains { $0.stream === video.stream }
+            }
             let running = t.streams.values.count(where: { !$0.isFinished }) + t.reserved.count + t.stopping.count
-                + t.finishing.values.count { video in
-                    video.stream.isFinished && !t.stopping.values.contains { $0.stream === video.stream }
-                }
-            if running >= maxStreams {
-                throw .tooManyStreams(limit: maxStreams)
+            if running + finishing >= maxStreams {
+                throw .tooManyStreams(limit: maxStreams, finishingVideos: finishing)
             }
             t.reserved[id] = files.map(\.path)
             return id
@@ -255,11 +262,12 @@ public final class StreamRegistry: Sendable {
         }
         if let file = request.outputFile { _ = try policy.resolveOutput(file) }
         if let video = request.outputVideo {
-            guard FFmpegEncoder.muxer(forFileName: video) != nil else {
+            let path = try policy.resolveOutput(video)
+            // The container comes from the name FFmpeg's file has: the resolved one (an existing link's target).
+            guard FFmpegEncoder.muxer(forFileName: path) != nil else {
                 throw .outputNotAllowed(path: video, reason: "a video's name must end in "
                     + FFmpegEncoder.muxers.keys.sorted().map { "." + $0 }.joined(separator: ", "))
             }
-            let path = try policy.resolveOutput(video)
             if let other = request.outputFile, (try? policy.resolveOutput(other)) == path {
                 throw .invalid("outputs.video and outputs.file name the same file")
             }
@@ -414,15 +422,20 @@ final class JSONLinesFile: @unchecked Sendable {
     // @unchecked: the handle is used only from its stream's serial writer queue.
     private let handle: FileHandle
 
-    /// Creates (or empties) the file at `path`, which must hold no symbolic link (``LinkFreePath``): a link planted
-    /// in the output folder since the path was checked must not redirect the write.
+    /// Opens the file at `path`, creating it if missing, without emptying it (`truncate()` does, once the stream is
+    /// created): the path must hold no symbolic link, and the file must be a regular one with no other hard link
+    /// (``LinkFreePath/openRegularFileForWriting(_:mode:)``), so that nothing planted in the output folder since the
+    /// path was checked redirects or blocks the write.
     /// - Throws: `FileOpenError` when it cannot be opened that way.
     init(path: String) throws(FileOpenError) {
-        let descriptor = try LinkFreePath.open(path, flags: O_WRONLY | O_CREAT | O_TRUNC)
+        let descriptor = try LinkFreePath.openRegularFileForWriting(path)
         self.handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
     }
 
     deinit { try? handle.close() }
+
+    /// Empties the file (before the first line).
+    func truncate() { _ = ftruncate(handle.fileDescriptor, 0) }
 
     func append(_ result: StreamFrameResult) {
         guard let line = try? JSONEncoder.yoloswap.encode(result) else { return }

@@ -83,7 +83,8 @@ public final class FFmpegDecoder: Sendable {
     {
         self.source = source
         self.maxPixels = maxPixels
-        // A file is opened here and handed to FFmpeg, which never opens the path: what is read is what was checked.
+        // A file is opened here and handed to FFmpeg, which never opens the path (and reads no other file: no
+        // playlist demuxer), so what is read is what was checked.
         let file = try Self.open(source)
         defer { if let file { Glibc.close(file) } }
         // The `showinfo` instance's secret name.
@@ -122,9 +123,13 @@ public final class FFmpegDecoder: Sendable {
             throw .cannotOpen(source: path, reason: error.reason)
         }
         var info = stat()
-        guard fstat(file, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
+        let reason: String? =
+            if fstat(file, &info) != 0 { String(cString: strerror(errno)) }
+            else if (info.st_mode & S_IFMT) != S_IFREG { "not a regular file" }
+            else { nil }
+        if let reason {
             Glibc.close(file)
-            throw .cannotOpen(source: path, reason: "not a regular file")
+            throw .cannotOpen(source: path, reason: reason)
         }
         return file
     }

@@ -34,17 +34,23 @@ public enum VideoSource: Sendable, Equatable, CustomStringConvertible {
     /// probe mostly takes for `jpeg_pipe`, JPEG images one after another).
     static let streamFormats = "mpegts,h264,hevc,mjpeg,jpeg_pipe"
 
+    /// Demuxers of a file source: single-file containers and raw streams, no playlist (HLS, DASH, concat, image
+    /// sequences), which would have FFmpeg open other files — or hosts — than the one checked.
+    static let fileFormats = "mov,matroska,avi,mpegts,flv,asf,ogg,nut,ivf,dv,mpeg,mpegvideo,m4v,h264,hevc,mjpeg,"
+        + "jpeg_pipe,gif,yuv4mpegpipe"
+
     /// FFmpeg's input options and input for this source, in order (what comes before and after `-i`).
     ///
-    /// A file is read from the descriptor the decoder opened (FFmpeg's descriptor 3, `/proc/self/fd/3`), only through
-    /// the `file` protocol (a playlist inside the media folder cannot reach the network); RTSP is read over TCP (no UDP ports to open); live sources skip FFmpeg's input buffering so the newest
-    /// frame arrives first. A network source is read only by the demuxers its scheme carries (`-format_whitelist`): an
+    /// A file is read from the descriptor the decoder opened (FFmpeg's descriptor 3, `/proc/self/fd/3`: FFmpeg needs
+    /// `/proc`), through the `file` protocol only and by the demuxers of `fileFormats` only, so FFmpeg reads that one
+    /// file and nothing it names; its container is told by its content (FFmpeg does not see the name). RTSP is read
+    /// over TCP (no UDP ports to open); live sources skip FFmpeg's input buffering so the newest frame arrives first. A network source is read only by the demuxers its scheme carries (`-format_whitelist`): an
     /// allowed HTTP endpoint that answers a playlist (HLS, DASH, concat), which would have FFmpeg fetch from hosts
     /// `allowed_urls` never named, is refused. (FFmpeg's HTTP client still follows redirects.)
     var ffmpegInput: [String] {
         switch self {
         case .file:
-            return ["-protocol_whitelist", "file", "-i", "file:/proc/self/fd/3"]
+            return ["-protocol_whitelist", "file", "-format_whitelist", Self.fileFormats, "-i", "file:/proc/self/fd/3"]
         case .network(let url):
             let scheme = url.split(separator: ":", maxSplits: 1).first.map { $0.lowercased() } ?? ""
             // At most a second of probing: a live source starts (and restarts) within it.

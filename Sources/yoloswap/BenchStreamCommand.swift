@@ -194,7 +194,10 @@ struct BenchStreamCommand: AsyncParsableCommand {
         // Per frame, in order: latency, service time; and the frames where the generation changed (all of them: the
         // status keeps the last 100 switches only).
         let latencies = Locked<(end: [Double], service: [Double], generation: Int?, switches: [Int])>(([], [], nil, []))
-        let stream = VideoStream(id: "bench", configuration: StreamConfiguration(source: .file(path: video),
+        // Resolved as `stream --source` resolves it: the decoder opens a path with no symbolic link in it.
+        let source: VideoSource
+        do { source = try SourcePolicy.unrestricted.resolve(video) } catch { throw ValidationError("\(error)") }
+        let stream = VideoStream(id: "bench", configuration: StreamConfiguration(source: source,
             slot: "stream", backPressure: .block, fpsCap: fpsCap, framesInFlight: framesInFlight), slot: slot,
             sink: { result in
                 let t = result.timings_ms

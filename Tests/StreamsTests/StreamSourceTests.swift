@@ -280,6 +280,15 @@ extension StreamSuite {
             #expect(text.hasSuffix(release))
             let descriptors = text.dropLast(release.count).split(whereSeparator: \.isWhitespace)
             #expect(descriptors.sorted() == ["0", "1", "2", "3"], "planted \(planted), passed \(passed)")
+            // A descriptor numbered 3 or below (this process's stdin): copied above 3 first, then given as 3. (A
+            // closed stdin is opened on /dev/null, the lowest free number.)
+            if fcntl(0, F_GETFD) < 0 { _ = open("/dev/null", O_RDONLY) }
+            let own = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/0")
+            let low = try ChildProcess(["sh", "-c", "readlink /proc/self/fd/3"], file: 0)
+            let target = FileHandle(fileDescriptor: low.stdout, closeOnDealloc: false).readDataToEndOfFile()
+            _ = FileHandle(fileDescriptor: low.stderr, closeOnDealloc: true).readDataToEndOfFile()
+            #expect(low.waitForExit() == 0)
+            #expect(String(decoding: target, as: UTF8.self).trimmingCharacters(in: .newlines) == own)
         }
 
         @Test("files are opened with no symbolic link on the way: a link planted after the check fails the open")
@@ -332,8 +341,45 @@ extension StreamSuite {
             for path in ["relative/out.jsonl", root + "/was-sub/../out.jsonl", root + "/./out.jsonl", "/"] {
                 #expect(throws: FileOpenError.self, "\(path)") { _ = try LinkFreePath.open(path, flags: O_RDONLY) }
             }
+            // An output that is a FIFO (whose open would block the creation) or a hard link to a file elsewhere.
+            try makeFIFO(at: root + "/fifo.jsonl")
+            #expect(throws: FileOpenError.self) { _ = try JSONLinesFile(path: root + "/fifo.jsonl") }
+            try makeFIFO(at: root + "/fifo.mp4")
+            #expect(throws: FileOpenError.self) {
+                _ = try AnnotatedVideoOutput(path: root + "/fifo.mp4", fallbackFPS: nil, ffmpeg: "ffmpeg")
+            }
+            try FileManager.default.linkItem(atPath: root + "/was-sub/clip.avi", toPath: root + "/hard.jsonl")
+            #expect(throws: FileOpenError(path: root + "/hard.jsonl", reason: "it has another hard link")) {
+                _ = try JSONLinesFile(path: root + "/hard.jsonl")
+            }
+            #expect(FileManager.default.contents(atPath: root + "/hard.jsonl")?.count
+                == FileManager.default.contents(atPath: TestVideos.mjpeg)?.count)
+
+            // FFmpeg reads and writes the descriptor it is handed, not the path: a stand-in that reports its fd 3.
+            let standIn = media.file("ffmpeg")
+            try "#!/bin/sh\necho \"fd3=$(readlink /proc/self/fd/3)\" >&2\nexit 1\n".write(toFile: standIn,
+                atomically: true, encoding: .utf8)
+            _ = chmod(standIn, 0o755)
+            do {
+                _ = try FFmpegDecoder(source: .file(path: root + "/was-sub/clip.avi"), ffmpeg: standIn).nextFrame()
+                Issue.record("the stand-in decoded")
+            } catch {
+                guard case .ffmpegFailed(_, _, let log) = error else { throw error }
+                #expect(log.contains("fd3=\(root)/was-sub/clip.avi"), "\(log)")
+            }
+            let video = try LinkFreePath.openRegularFileForWriting(root + "/was-sub/out.mp4")
+            defer { close(video) }
+            let encoder = try FFmpegEncoder(file: video, path: root + "/was-sub/out.mp4", width: 4, height: 4, fps: 1,
+                ffmpeg: standIn)
+            do {
+                try encoder.finish()
+                Issue.record("the stand-in encoded")
+            } catch {
+                guard case .ffmpegFailed(_, _, let log) = error else { throw error }
+                #expect(log.contains("fd3=\(root)/was-sub/out.mp4"), "\(log)")
+            }
             // Through the registry's check: a video's container comes from its name.
-            for name in ["out.webm", "out", "out.mp4/"] {
+            for name in ["out.webm", "out", "sub"] {
                 #expect(throws: StreamError.self, "\(name)") {
                     _ = try StreamRegistry.check(.init(source: "was-sub/clip.avi", slot: "line", outputVideo: name),
                         policy: policy, mqttAvailable: false)
@@ -424,6 +470,13 @@ extension StreamSuite {
                 _ = try registry.create(.init(source: "clip.mp4", slot: "line2", outputFile: "a.jsonl"))
             }
             #expect(!FileManager.default.fileExists(atPath: media.file("a.jsonl")))
+            // Refused after the results file was opened (the video's folder is missing): the file keeps its lines.
+            try Data("kept\n".utf8).write(to: URL(fileURLWithPath: media.file("kept.jsonl")))
+            #expect(throws: StreamError.self) {
+                _ = try registry.create(.init(source: "clip.mp4", slot: "line", outputFile: "kept.jsonl",
+                    outputVideo: "missing/v.mp4"))
+            }
+            #expect(FileManager.default.contents(atPath: media.file("kept.jsonl")) == Data("kept\n".utf8))
             // Frame rates a cap cannot have (one frame in 10^30 s would overflow a Duration); the range's ends pass.
             for cap in [1e-30, 0, -1, .nan, .infinity, 1000.5] {
                 #expect(throws: StreamError.self, "fps_cap \(cap)") {
@@ -556,7 +609,7 @@ extension StreamSuite {
                     _ = await registry.remove(other.id)
                     roomMade = true
                 } catch {
-                    #expect(error == .tooManyStreams(limit: 1))
+                    #expect(error == .tooManyStreams(limit: 1, finishingVideos: 1))
                     refusedForRoom += 1
                     try await Task.sleep(for: .milliseconds(1))
                 }

@@ -22,7 +22,9 @@ public enum TestVideos {
             "-framerate", "30", "-loop", "1", "-i", Repository.path("models/images/bus.jpg"), "-vf", filter,
             "-frames:v", String(frames)] + codec + [out])
         precondition(result.status == 0, "ffmpeg could not make \(name): \(result.stderr)")
-        return out
+        // Resolved: a stream's decoder opens a file source by a path with no symbolic link in it (a temporary folder
+        // may lie under one).
+        return URL(fileURLWithPath: out).resolvingSymlinksInPath().path
     }
 
     /// Frame `index` of `video` as a PNG, extracted by ffmpeg.
