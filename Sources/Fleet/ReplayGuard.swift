@@ -89,7 +89,12 @@ public final class ReplayGuard: Sendable {
     /// - Throws: `FleetRefusal` `.stale`, `.replayed` (a known nonce in another message), `.duplicateID`.
     public func admit(_ command: FleetCommand, digest: String, now: Int64) throws(FleetRefusal) -> Memory.Command? {
         let skew = settings.maxClockSkew.components.seconds
-        let age = now - command.issued_at
+        // Overflow-checked: `issued_at` is the sender's, and a signed command with an absurd time must be refused,
+        // not trap.
+        let (age, overflow) = now.subtractingReportingOverflow(command.issued_at)
+        guard !overflow, age != .min else {
+            throw FleetRefusal(.stale, "issued at \(command.issued_at), no time this machine can compare with its own")
+        }
         guard age <= skew else {
             throw FleetRefusal(.stale, "issued \(age) s ago; at most \(skew) s of clock skew or delay are accepted")
         }

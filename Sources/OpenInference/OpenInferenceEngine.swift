@@ -159,8 +159,10 @@ public final class OpenInferenceEngine: Sendable {
                     ("queue_ms", .double(queue))],
                 outputs: selected)
         } catch {
-            record(name, servedVersion ?? version ?? slot.roles.active?.identity.version ?? "",
-                started: started, queueMilliseconds: nil, failed: true)
+            // Under a version the slot has: a version from the request alone would add an entry per string sent.
+            let roles = slot.roles
+            record(name, servedVersion ?? version.flatMap { roles.model(version: $0)?.identity.version }
+                ?? roles.active?.identity.version ?? "", started: started, queueMilliseconds: nil, failed: true)
             throw error
         }
     }
@@ -210,6 +212,10 @@ public final class OpenInferenceEngine: Sendable {
             throw InferError.invalid("input '\(input.name)' must have shape \(expected), got \(input.shape)")
         }
         let values = try input.floats()
+        // NaN or infinity in the input would come back in the outputs, which JSON cannot carry.
+        if let index = values.firstIndex(where: { !$0.isFinite }) {
+            throw InferError.invalid("input '\(input.name)': element \(index) is \(values[index]), not a finite number")
+        }
         let outputSpec = backend.outputs.first
         do {
             let output = try backend.run(InputTensor(values: values, shape: expected))

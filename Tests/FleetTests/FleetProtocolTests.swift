@@ -83,6 +83,11 @@ struct FleetProtocolTests {
         }
         #expect(reason { _ = try guardian.admit(Self.command(issuedAt: 1000), digest: "d1", now: 1061) } == .stale)
         #expect(reason { _ = try guardian.admit(Self.command(issuedAt: 1000), digest: "d1", now: 939) } == .stale)
+        // Times whose difference from now overflows (a signed command from a broken clock or tool): refused, no trap.
+        for issuedAt in [Int64.min, Int64.min + 500, Int64.max] {
+            #expect(reason { _ = try guardian.admit(Self.command(issuedAt: issuedAt), digest: "dx", now: 1030) }
+                == .stale, "\(issuedAt)")
+        }
         #expect(try guardian.admit(Self.command(issuedAt: 1000), digest: "d1", now: 1030) == nil)
         // The same message again (a QoS 1 redelivery): not admitted, the first one returned.
         #expect(try guardian.admit(Self.command(issuedAt: 1000), digest: "d1", now: 1031)?.id == "c1")

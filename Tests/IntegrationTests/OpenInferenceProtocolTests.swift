@@ -123,6 +123,14 @@ struct OpenInferenceProtocolTests {
         #expect(((try? JSONSerialization.jsonObject(with: data)) as? [String: Any])?["error"] is String)
         let (missing, _) = try await server.request("GET", "/v2/models/nope/ready", token: viewer)
         #expect(missing == 404)
+        // Inference on a model no slot serves is counted under slot "unknown", not under the name sent (each name
+        // would be a series of its own).
+        let (unknown, _) = try await server.request("POST", "/v2/models/made-up-model/infer", token: viewer,
+            body: Data(#"{"inputs":[]}"#.utf8), contentType: "application/json")
+        #expect(unknown == 404)
+        let metrics = String(decoding: try await server.request("GET", "/metrics").1, as: UTF8.self)
+        #expect(!metrics.contains("made-up-model") && metrics.contains(#"slot="unknown""#),
+            "\(metrics.split(separator: "\n").filter { $0.contains("requests_total") })")
         // The server still serves.
         let (ready, _) = try await server.request("GET", "/v2/health/ready")
         #expect(ready == 200)

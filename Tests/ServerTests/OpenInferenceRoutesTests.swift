@@ -71,6 +71,67 @@ struct OpenInferenceRoutesTests {
         }
     }
 
+    @Test("hostile values: integers past Int64, non-finite floats, NaN in a raw tensor → 400; unknown versions and slots leave no statistics, a load into an unknown slot is 404")
+    func hostileValues() async throws {
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        try await harness.test { client in
+            let viewer = ServerHarness.headers(token: "carol-token", contentType: "application/json")
+            func infer(_ datatype: String, _ data: String, model: String = "default") -> ByteBuffer {
+                ByteBuffer(string: #"{"inputs":[{"name":"x","shape":[1],"datatype":"\#(datatype)","data":[\#(data)]}]}"#)
+            }
+            // 2^63 as INT64 (it trapped: Double(Int64.max) rounds up to it); 1e39 as FP32, 70000 as FP16 (not finite
+            // in their type); -1 and 2^64 as UINT64.
+            for (datatype, data) in [("INT64", "9223372036854775808"), ("INT64", "9.3e18"), ("FP32", "1e39"),
+                                     ("FP16", "70000"), ("UINT64", "-1"), ("UINT64", "18446744073709551616")] {
+                try await client.execute(uri: "/v2/models/default/infer", method: .post, headers: viewer,
+                    body: infer(datatype, data)) { response in
+                    #expect(response.status == .badRequest, "\(datatype) \(data)")
+                    #expect(String(buffer: response.body).contains("element 0 of data is not a valid \(datatype)"),
+                        "\(datatype) \(data): \(String(buffer: response.body))")
+                }
+            }
+            // 2^64 − 1 is a UINT64 (refused before as over Int64.max): the parse takes it, the model does not.
+            try await client.execute(uri: "/v2/models/default/infer", method: .post, headers: viewer,
+                body: infer("UINT64", "18446744073709551615")) { response in
+                #expect(response.status == .badRequest)
+                #expect(!String(buffer: response.body).contains("not a valid UINT64"), "\(String(buffer: response.body))")
+            }
+            // NaN in a raw tensor of the right shape.
+            let bytes = 3 * 416 * 416 * 4
+            let header = #"{"inputs":[{"name":"images","datatype":"FP32","shape":[1,3,416,416],"#
+                + #""parameters":{"binary_data_size":\#(bytes)}}]}"#
+            var raw = ByteBuffer(string: header)
+            raw.writeInteger(Float.nan.bitPattern, endianness: .little)
+            raw.writeRepeatingByte(0, count: bytes - 4)
+            var headers = ServerHarness.headers(token: "carol-token", contentType: "application/octet-stream")
+            headers[Self.inferenceHeader] = String(header.utf8.count)
+            try await client.execute(uri: "/v2/models/default/infer", method: .post, headers: headers, body: raw) {
+                #expect($0.status == .badRequest)
+                #expect(String(buffer: $0.body).contains("element 0 is nan, not a finite number"),
+                    "\(String(buffer: $0.body))")
+            }
+            // Versions no slot has, and slots that do not exist: 404, and no statistics under their names.
+            for version in ["made-up-1", "made-up-2"] {
+                try await client.execute(uri: "/v2/models/default/versions/\(version)/infer", method: .post,
+                    headers: headers, body: raw) { #expect($0.status == .notFound) }
+            }
+            try await client.execute(uri: "/v2/models/nosuch/infer", method: .post, headers: headers, body: raw) {
+                #expect($0.status == .notFound)
+            }
+            try await client.execute(uri: "/v2/models/stats", method: .get, headers: viewer) { response in
+                let stats = try ServerHarness.json(response)["model_stats"] as? [[String: Any]] ?? []
+                let versions = stats.compactMap { $0["version"] as? String }
+                #expect(!versions.contains { $0.hasPrefix("made-up") } && stats.allSatisfy {
+                    $0["name"] as? String == "default"
+                }, "\(stats)")
+            }
+            let alice = ServerHarness.headers(token: "alice-token", contentType: "application/json")
+            try await client.execute(uri: "/v2/repository/models/nosuch/load", method: .post, headers: alice,
+                body: Self.parameters([:])) { #expect($0.status == .notFound, "\(String(buffer: $0.body))") }
+        }
+    }
+
     @Test("roles and audit: tokens as /v1; unload refused while serving unless forced; load brings the slot back")
     func repository() async throws {
         let harness = try await ServerHarness()

@@ -50,9 +50,12 @@ package struct OpenInferenceRepository: Sendable {
     /// `allow_device_change`; or from the `parameters` of the Triton model configuration passed as the parameter
     /// `config` (what `tritonclient`'s `load_model(config=...)` sends; its `default_model_filename` names the model
     /// too). Without a model: nothing to do when the slot serves, else the slot's configured model is loaded.
-    /// - Throws: `Problem` (400 for bad parameters or a failed load), what `ControlPlane.load` throws.
+    /// - Throws: `Problem` (404 for an unknown slot, 400 for bad parameters or a failed load), what
+    ///   `ControlPlane.load` throws.
     package func load(slot: String, parameters: [String: InferParameter], by principal: Principal,
                       from remote: String?) async throws {
+        // Checked first: without a `model` parameter an unknown slot would otherwise be "nothing to do".
+        guard control.manager.slot(slot) != nil else { throw Problem.notFound("unknown model (slot) '\(slot)'") }
         guard let body = try loadBody(slot: slot, parameters) else { return }
         let status = try await control.load(slot: slot, body: body, by: principal, from: remote).outcome()
         guard status.stage == .ready else {

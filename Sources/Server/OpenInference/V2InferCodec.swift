@@ -84,7 +84,12 @@ enum V2InferCodec {
                 entry["parameters"] = ["binary_data_size": output.raw.count]
                 binary += output.raw
             } else {
-                entry["data"] = output.jsonElements
+                let elements = output.jsonElements
+                if elements.contains(where: { ($0 as? Double)?.isFinite == false }) {
+                    throw Problem(.internalServerError, "Internal Server Error", detail: "output '\(output.name)' "
+                        + "holds NaN or infinity, which JSON cannot carry: ask for it as binary data (binary_data)")
+                }
+                entry["data"] = elements
             }
             outputs.append(entry)
         }

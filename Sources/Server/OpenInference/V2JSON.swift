@@ -5,6 +5,8 @@ import OpenInference
 enum V2Scalar: Decodable, Sendable {
     case bool(Bool)
     case int(Int64)
+    /// An integer above `Int64.max` (a UINT64 element).
+    case uint(UInt64)
     case double(Double)
     case string(String)
 
@@ -12,6 +14,7 @@ enum V2Scalar: Decodable, Sendable {
         let c = try decoder.singleValueContainer()
         if let b = try? c.decode(Bool.self) { self = .bool(b) }
         else if let i = try? c.decode(Int64.self) { self = .int(i) }
+        else if let u = try? c.decode(UInt64.self) { self = .uint(u) }
         else if let d = try? c.decode(Double.self) { self = .double(d) }
         else if let s = try? c.decode(String.self) { self = .string(s) }
         else {
@@ -24,6 +27,7 @@ enum V2Scalar: Decodable, Sendable {
         switch self {
         case .bool(let v): .bool(v)
         case .int(let v): .int(v)
+        case .uint(let v): .double(Double(v))
         case .double(let v): .double(v)
         case .string(let v): .string(v)
         }
@@ -80,20 +84,36 @@ extension V2TensorData {
         func bad(_ index: Int) -> InferError {
             .invalid("input '\(name)': element \(index) of data is not a valid \(datatype.rawValue)")
         }
+        // A number written with a fraction or exponent (`3.0`, `1e3`) counts as an integer when it is one exactly;
+        // `Int64(exactly:)` also refuses 2^63, which `Double(Int64.max)` rounds up to.
         func integer(_ index: Int, _ range: ClosedRange<Int64>) throws(InferError) -> Int64 {
             switch elements[index] {
             case .int(let v) where range.contains(v): return v
-            case .double(let d) where d == d.rounded() && Double(range.lowerBound) <= d && d <= Double(range.upperBound):
-                return Int64(d)
-            default: throw bad(index)
+            case .double(let d): if let v = Int64(exactly: d), range.contains(v) { return v }
+            default: break
             }
+            throw bad(index)
         }
-        func number(_ index: Int) throws(InferError) -> Double {
+        func unsigned(_ index: Int) throws(InferError) -> UInt64 {
             switch elements[index] {
-            case .int(let v): return Double(v)
-            case .double(let d): return d
+            case .int(let v) where v >= 0: return UInt64(v)
+            case .uint(let v): return v
+            case .double(let d): if let v = UInt64(exactly: d) { return v }
+            default: break
+            }
+            throw bad(index)
+        }
+        // A floating-point element must stay finite in its type: 1e39 is no FP32, 70000 no FP16.
+        func number<F: BinaryFloatingPoint>(_ index: Int, as: F.Type) throws(InferError) -> F {
+            let value: F
+            switch elements[index] {
+            case .int(let v): value = F(v)
+            case .uint(let v): value = F(v)
+            case .double(let d): value = F(d)
             default: throw bad(index)
             }
+            guard value.isFinite else { throw bad(index) }
+            return value
         }
         var out: [UInt8] = []
         func append<T: BitwiseCopyable>(_ value: T) { withUnsafeBytes(of: value) { out += $0 } }
@@ -111,9 +131,9 @@ extension V2TensorData {
                 guard case .bool(let b) = elements[i] else { throw bad(i) }
                 out.append(b ? 1 : 0)
             }
-        case .fp32: for i in elements.indices { append(Float(try number(i))) }
-        case .fp16: for i in elements.indices { append(Float16(try number(i))) }
-        case .fp64: for i in elements.indices { append(try number(i)) }
+        case .fp32: for i in elements.indices { append(try number(i, as: Float.self)) }
+        case .fp16: for i in elements.indices { append(try number(i, as: Float16.self)) }
+        case .fp64: for i in elements.indices { append(try number(i, as: Double.self)) }
         case .int8: for i in elements.indices { append(Int8(try integer(i, -128...127))) }
         case .int16: for i in elements.indices { append(Int16(try integer(i, Int64(Int16.min)...Int64(Int16.max)))) }
         case .int32: for i in elements.indices { append(Int32(try integer(i, Int64(Int32.min)...Int64(Int32.max)))) }
@@ -121,7 +141,7 @@ extension V2TensorData {
         case .uint8: for i in elements.indices { append(UInt8(try integer(i, 0...255))) }
         case .uint16: for i in elements.indices { append(UInt16(try integer(i, 0...Int64(UInt16.max)))) }
         case .uint32: for i in elements.indices { append(UInt32(try integer(i, 0...Int64(UInt32.max)))) }
-        case .uint64: for i in elements.indices { append(UInt64(try integer(i, 0...Int64.max))) }
+        case .uint64: for i in elements.indices { append(try unsigned(i)) }
         }
         return out
     }
