@@ -74,9 +74,9 @@ struct StreamRoutes: Sendable {
     }
 
     /// Server-sent events: `event: frame` with a result line, `event: switch|reconnect|ended|failed` with an event, and
-    /// a `: keep-alive` comment after 15 s without either.
+    /// a `: keep-alive` comment after `streams.keep_alive_s` without either.
     private func results(_ stream: VideoStream) -> Response {
-        let messages = stream.subscribe(buffer: 256)
+        let messages = stream.subscribe(buffer: 256, keepAlive: true)
         return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-store"],
             body: ResponseBody { writer in
                 let encoder = JSONEncoder.yoloswap

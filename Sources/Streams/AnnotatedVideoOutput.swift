@@ -39,9 +39,11 @@ final class AnnotatedVideoOutput: @unchecked Sendable {
         file = try LinkFreePath.openRegularFileForWriting(path)
     }
 
-    /// Empties the file: its stream has been created. (FFmpeg empties it again when it starts.)
-    func truncate() {
-        if let file { _ = ftruncate(file, 0) }
+    /// Empties the file: its stream has been created. (FFmpeg empties it again when it starts.) Returns whether it
+    /// could (`errno` says why not).
+    func truncate() -> Bool {
+        guard let file else { return true }
+        return ftruncate(file, 0) == 0
     }
 
     deinit { closeFile() }

@@ -54,8 +54,14 @@ public enum StreamMessage: Sendable {
     case event(StreamEvent)
     /// Nothing else was sent for the stream's `keepAliveInterval` (a live source reconnecting, a paced stream): a
     /// viewer over HTTP writes something its client ignores, so that a proxy's idle timeout does not cut it and a
-    /// viewer that went away is noticed (its write fails) rather than held until the next frame.
+    /// viewer that went away is noticed (its write fails) rather than held until the next frame. Sent only to
+    /// subscribers that ask for it (`VideoStream.subscribe(buffer:keepAlive:)`).
     case keepAlive
+
+    public var isKeepAlive: Bool {
+        if case .keepAlive = self { return true }
+        return false
+    }
 }
 
 /// A detected frame with its detections: the annotated preview's (the newest one) and the output video's (each one).

@@ -202,9 +202,13 @@ public final class StreamRegistry: Sendable {
             if let videoPath { t.finishing[videoKey] = (id, [videoPath], stream) }
         }
         inserted = true
-        // The files are the stream's now: emptied before its first frame (an I/O error here meets the writes too).
-        jsonLines?.truncate()
-        video?.truncate()
+        // The files are the stream's now: emptied before its first frame.
+        let emptied = [(request.outputFile, jsonLines?.truncate() ?? true ? nil : errno),
+                       (request.outputVideo, video?.truncate() ?? true ? nil : errno)]
+        for case let (file?, code?) in emptied {
+            logger.warning("output file not emptied: what it held stays before the stream's output",
+                metadata: ["stream": "\(id)", "file": "\(file)", "error": "\(String(cString: strerror(code)))"])
+        }
         logger.info("stream started", metadata: ["stream": "\(id)", "source": "\(configuration.source)",
             "slot": "\(request.slot)", "back_pressure": "\(configuration.backPressure.rawValue)"])
         // Subscribed before the first frame, so that the output misses nothing.
@@ -330,7 +334,7 @@ public final class StreamRegistry: Sendable {
                     switch message {
                     case .frame(let result): (topic, payload) = (results, try encoder.encode(result))
                     case .event(let event): (topic, payload) = (events, try encoder.encode(event))
-                    case .keepAlive: continue  // the broker's connection has keep-alives of its own
+                    case .keepAlive: continue  // not asked for: the broker's connection has keep-alives of its own
                     }
                     try await publisher.publish(topic, payload: [UInt8](payload))
                     stream.recordDelivery(output: "mqtt", target: results, error: nil)
@@ -434,8 +438,8 @@ final class JSONLinesFile: @unchecked Sendable {
 
     deinit { try? handle.close() }
 
-    /// Empties the file (before the first line).
-    func truncate() { _ = ftruncate(handle.fileDescriptor, 0) }
+    /// Empties the file (before the first line); returns whether it could (`errno` says why not).
+    func truncate() -> Bool { ftruncate(handle.fileDescriptor, 0) == 0 }
 
     func append(_ result: StreamFrameResult) {
         guard let line = try? JSONEncoder.yoloswap.encode(result) else { return }

@@ -126,7 +126,7 @@ public final class VideoStream: Sendable {
     private let frameCounter: Counter
     /// When a message was last sent to the results subscribers.
     private let lastBroadcastAt = Locked(ContinuousClock.now)
-    /// Sends `keepAlive` to the results subscribers while the stream runs; cancelled at its end.
+    /// Sends `keepAlive` to the results subscribers that asked for it while the stream runs; cancelled at its end.
     private let keepAlive = Locked<Task<Void, Never>?>(nil)
 
     /// - Parameters:
@@ -187,6 +187,7 @@ public final class VideoStream: Sendable {
         loop.withLock { $0 = task }
         // A stop that came before the task was kept.
         if stopping.value { task.cancel() }
+        lastBroadcastAt.withLock { $0 = .now }
         let interval = max(configuration.keepAliveInterval, .milliseconds(10))
         let keeper = Task.detached { [self] in
             while !isFinished {
@@ -226,10 +227,11 @@ public final class VideoStream: Sendable {
         await finished.wait()
     }
 
-    /// Results and events from now on. The subscriber's buffer holds `buffer` messages; when it lags further, the
-    /// oldest are dropped (counted in `viewer_drops`). The sequence ends with the stream.
-    public func subscribe(buffer: Int = 256) -> AsyncStream<StreamMessage> {
-        subscribers.subscribe(buffer: buffer)
+    /// Results and events from now on, and with `keepAlive` a `.keepAlive` after each `keepAliveInterval` without
+    /// either. The subscriber's buffer holds `buffer` messages; when it lags further, the oldest are dropped (counted
+    /// in `viewer_drops`, keep-alives not). The sequence ends with the stream's last event.
+    public func subscribe(buffer: Int = 256, keepAlive: Bool = false) -> AsyncStream<StreamMessage> {
+        subscribers.subscribe(buffer: buffer, keepAlive: keepAlive)
     }
 
     /// Counts a message (`mqtt`) or frame (`video`) an output delivered to `target`, or failed to with `error`.
@@ -476,11 +478,9 @@ public final class VideoStream: Sendable {
     /// Hands a result to the results subscribers and, with its frame, to the preview viewers.
     private func show(_ result: StreamFrameResult, _ frame: VideoFrame) {
         broadcast(.frame(result))
-        let viewers = previews.current
-        if !viewers.isEmpty {
-            let preview = PreviewFrame(frame: frame.index, pts: frame.pts, image: frame.image,
-                detections: result.detections)
-            viewers.forEach { $0.yield(preview) }
+        if !previews.isEmpty {
+            previews.yield(PreviewFrame(frame: frame.index, pts: frame.pts, image: frame.image,
+                detections: result.detections))
         }
     }
 
@@ -537,11 +537,12 @@ public final class VideoStream: Sendable {
 
     private func broadcast(_ message: StreamMessage) {
         lastBroadcastAt.withLock { $0 = .now }
-        let targets = subscribers.current
-        var lost = 0
-        for continuation in targets {
-            if case .dropped = continuation.yield(message) { lost += 1 }
-        }
+        count(lost: subscribers.yield(message, keepAliveOnly: message.isKeepAlive))
+    }
+
+    /// Counts in `viewer_drops` the messages lagging viewers lost: results and events, not keep-alives.
+    private func count(lost: [StreamMessage]) {
+        let lost = lost.count { !$0.isKeepAlive }
         if lost > 0 { status.withLock { $0.viewer_drops += lost } }
     }
 
@@ -550,9 +551,9 @@ public final class VideoStream: Sendable {
             if s.state != .failed { s.state = stopping.value && !reachedLimit.value ? .stopped : .ended }
             return s
         }
-        broadcast(.event(StreamEvent(stream: id, type: final.state == .failed ? .failed : .ended, time: Date(),
-            message: final.last_error)))
-        subscribers.close()
+        // The last message: handed out with the close, so no keep-alive can follow it.
+        count(lost: subscribers.close(final: .event(StreamEvent(stream: id, type: final.state == .failed ? .failed : .ended,
+            time: Date(), message: final.last_error))))
         previews.close()
         finished.open()
         keepAlive.withLock { $0 }?.cancel()
@@ -560,21 +561,28 @@ public final class VideoStream: Sendable {
 }
 
 /// The continuations of a stream's viewers (results subscribers or preview viewers), closed once when the stream ends:
-/// a viewer that comes after that is finished at once, so that none waits for an end that already came.
+/// a viewer that comes after that is finished at once, so that none waits for an end that already came. Elements are
+/// handed out under the same lock as the close, so none follows the final one.
 ///
 /// Thread-safety: all members may be used from any thread.
 final class ViewerSet<Element: Sendable>: Sendable {
-    private let state = Locked<(viewers: [UUID: AsyncStream<Element>.Continuation], closed: Bool)>(([:], false))
+    private struct Viewer {
+        var continuation: AsyncStream<Element>.Continuation
+        /// Whether it is sent keep-alives (`yield(_:keepAliveOnly:)`).
+        var keepAlive: Bool
+    }
+    private let state = Locked<(viewers: [UUID: Viewer], closed: Bool)>(([:], false))
 
-    /// A new viewer's sequence, holding up to `buffer` elements (the oldest dropped when it lags further).
-    func subscribe(buffer: Int) -> AsyncStream<Element> {
+    /// A new viewer's sequence, holding up to `buffer` elements (the oldest dropped when it lags further); with
+    /// `keepAlive` it is also sent what is yielded to keep-alive viewers only.
+    func subscribe(buffer: Int, keepAlive: Bool = false) -> AsyncStream<Element> {
         let (elements, continuation) = AsyncStream.makeStream(of: Element.self,
             bufferingPolicy: .bufferingNewest(max(1, buffer)))
         let key = UUID()
         continuation.onTermination = { [weak self] _ in _ = self?.state.withLock { $0.viewers.removeValue(forKey: key) } }
         let added = state.withLock { s -> Bool in
             guard !s.closed else { return false }
-            s.viewers[key] = continuation
+            s.viewers[key] = Viewer(continuation: continuation, keepAlive: keepAlive)
             return true
         }
         // Outside the lock: `finish` runs the termination handler, which takes it.
@@ -582,16 +590,37 @@ final class ViewerSet<Element: Sendable>: Sendable {
         return elements
     }
 
-    /// The viewers now.
-    var current: [AsyncStream<Element>.Continuation] { state.withLock { Array($0.viewers.values) } }
+    /// Whether nobody views.
+    var isEmpty: Bool { state.withLock { $0.viewers.isEmpty } }
 
-    /// Finishes every viewer; later ones are finished as they come.
-    func close() {
-        let viewers = state.withLock { s -> [AsyncStream<Element>.Continuation] in
+    /// Hands `element` to every viewer (with `keepAliveOnly`, to those that asked for keep-alives), unless closed;
+    /// returns the elements the viewers' buffers dropped to take it (each the oldest of a viewer that lags).
+    @discardableResult
+    func yield(_ element: Element, keepAliveOnly: Bool = false) -> [Element] {
+        state.withLock { s in
+            guard !s.closed else { return [] }
+            var dropped: [Element] = []
+            for viewer in s.viewers.values where viewer.keepAlive || !keepAliveOnly {
+                if case .dropped(let old) = viewer.continuation.yield(element) { dropped.append(old) }
+            }
+            return dropped
+        }
+    }
+
+    /// Hands every viewer `final` (if any), then finishes them; later viewers are finished as they come, and nothing
+    /// is handed out any more. Returns the elements the viewers' buffers dropped to take `final`.
+    @discardableResult
+    func close(final: Element? = nil) -> [Element] {
+        let (viewers, dropped) = state.withLock { s -> ([AsyncStream<Element>.Continuation], [Element]) in
             s.closed = true
             defer { s.viewers.removeAll() }
-            return Array(s.viewers.values)
+            var dropped: [Element] = []
+            for viewer in s.viewers.values {
+                if let final, case .dropped(let old) = viewer.continuation.yield(final) { dropped.append(old) }
+            }
+            return (s.viewers.values.map(\.continuation), dropped)
         }
         viewers.forEach { $0.finish() }
+        return dropped
     }
 }

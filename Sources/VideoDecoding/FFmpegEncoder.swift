@@ -31,7 +31,7 @@ public final class FFmpegEncoder: Sendable {
     /// The containers a file may be written in, by its extension (lower case), with FFmpeg's muxer for each.
     public static let muxers = ["mp4": "mp4", "m4v": "mp4", "mov": "mov", "3gp": "3gp", "mkv": "matroska",
                                 "avi": "avi", "ts": "mpegts", "m2ts": "mpegts", "mts": "mpegts", "flv": "flv",
-                                "nut": "nut", "h264": "h264", "264": "h264"]
+                                "nut": "nut"]
 
     /// FFmpeg's muxer for a file of that name, by its extension; nil for one not in ``muxers``.
     public static func muxer(forFileName name: String) -> String? {

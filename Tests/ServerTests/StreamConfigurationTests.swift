@@ -57,7 +57,7 @@ struct StreamConfigurationTests {
         ("- { name: a, source: line-a.mp4, outputs: { file: ../out.jsonl } }", "output '../out.jsonl' is not allowed"),
         ("- { name: a, source: line-a.mp4, outputs: { file: x.mkv, video: x.mkv } }", "name the same file"),
         ("- { name: a, source: line-a.mp4, outputs: { video: x.webm } }",
-            "output 'x.webm' is not allowed: a video's name must end in .264, .3gp, .avi"),
+            "output 'x.webm' is not allowed: a video's name must end in .3gp, .avi, .flv"),
         ("- { name: a, source: line-a.mp4, outputs: { mqtt: true } }", "no MQTT connection"),
         ("- { name: a, source: line-a.mp4, fps: 10 }", "streams.run[0].fps is not a key of a stream"),
         ("- { name: a, source: line-a.mp4, outputs: { fle: x.jsonl } }", "streams.run[0].outputs.fle is not a key"),

@@ -163,7 +163,9 @@ extension StreamSuite {
             configuration.keepAliveInterval = .milliseconds(300)
             // Nothing is published: a camera still opening, so nothing but keep-alives is sent.
             let stream = VideoStream(id: "quiet", configuration: configuration, slot: slot)
-            var messages = stream.subscribe(buffer: 64).makeAsyncIterator()
+            var messages = stream.subscribe(buffer: 64, keepAlive: true).makeAsyncIterator()
+            // A subscriber that did not ask for keep-alives (the MQTT output) gets none.
+            var plain = stream.subscribe(buffer: 64).makeAsyncIterator()
             var last = ContinuousClock.now
             stream.start()
             for index in 0..<4 {
@@ -187,6 +189,10 @@ extension StreamSuite {
             }
             #expect(event.type == .ended)
             #expect(rest.dropLast().allSatisfy { if case .keepAlive = $0 { true } else { false } }, "\(rest)")
+            var plainMessages: [StreamMessage] = []
+            while let message = await plain.next() { plainMessages.append(message) }
+            #expect(plainMessages.count == 1 && !plainMessages[0].isKeepAlive, "\(plainMessages)")
+            #expect(stream.currentStatus.viewer_drops == 0)
             await manager.shutdown()
         }
 

@@ -563,17 +563,26 @@ extension StreamSuite {
             await stop.value
         }
 
-        @Test("a viewer that comes after the stream's end is ended at once")
+        @Test("viewers: keep-alives only to those that ask, drops returned, the final element last; a viewer after the end is ended at once")
         func viewerAfterEnd() async {
             let viewers = ViewerSet<Int>()
             var early = viewers.subscribe(buffer: 4).makeAsyncIterator()
-            viewers.current.forEach { $0.yield(1) }
-            viewers.close()
-            #expect(await early.next() == 1)
-            #expect(await early.next() == nil)
+            var keeping = viewers.subscribe(buffer: 2, keepAlive: true).makeAsyncIterator()
+            #expect(viewers.yield(1).isEmpty)
+            #expect(viewers.yield(0, keepAliveOnly: true).isEmpty)
+            // `keeping` holds 1 and 0: taking 2 drops its oldest; the final 9 drops the 0.
+            #expect(viewers.yield(2) == [1])
+            #expect(viewers.close(final: 9) == [0])
+            #expect(viewers.yield(5).isEmpty && viewers.yield(0, keepAliveOnly: true).isEmpty)
+            var got: [Int] = []
+            while let value = await early.next() { got.append(value) }
+            #expect(got == [1, 2, 9])
+            got = []
+            while let value = await keeping.next() { got.append(value) }
+            #expect(got == [2, 9])
             var late = viewers.subscribe(buffer: 4).makeAsyncIterator()
             #expect(await late.next() == nil)
-            #expect(viewers.current.isEmpty)
+            #expect(viewers.isEmpty)
         }
 
         /// A registry over a media and output folder holding the MJPEG test video as `clip.avi`, and a slot `line`
