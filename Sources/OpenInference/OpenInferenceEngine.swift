@@ -159,10 +159,13 @@ public final class OpenInferenceEngine: Sendable {
                     ("queue_ms", .double(queue))],
                 outputs: selected)
         } catch {
-            // Under a version the slot has: a version from the request alone would add an entry per string sent.
+            // Under a version the slot has; none for a version it does not have (a version from the request alone
+            // would add an entry per string sent).
             let roles = slot.roles
-            record(name, servedVersion ?? version.flatMap { roles.model(version: $0)?.identity.version }
-                ?? roles.active?.identity.version ?? "", started: started, queueMilliseconds: nil, failed: true)
+            if let counted = servedVersion ?? (version == nil ? roles.active?.identity.version
+                : version.flatMap { roles.model(version: $0)?.identity.version }) {
+                record(name, counted, started: started, queueMilliseconds: nil, failed: true)
+            }
             throw error
         }
     }

@@ -82,8 +82,10 @@ struct OpenInferenceRoutesTests {
             }
             // 2^63 as INT64 (it trapped: Double(Int64.max) rounds up to it); 1e39 as FP32, 70000 as FP16 (not finite
             // in their type); -1 and 2^64 as UINT64.
+            // Past 2^53 a number with a fraction or exponent may have been rounded: −2^63 − 1 is not Int64.min.
             for (datatype, data) in [("INT64", "9223372036854775808"), ("INT64", "9.3e18"), ("FP32", "1e39"),
-                                     ("FP16", "70000"), ("UINT64", "-1"), ("UINT64", "18446744073709551616")] {
+                                     ("FP16", "70000"), ("UINT64", "-1"), ("UINT64", "18446744073709551616"),
+                                     ("INT64", "-9223372036854775809"), ("UINT64", "18446744073709550000.5")] {
                 try await client.execute(uri: "/v2/models/default/infer", method: .post, headers: viewer,
                     body: infer(datatype, data)) { response in
                     #expect(response.status == .badRequest, "\(datatype) \(data)")
@@ -111,7 +113,20 @@ struct OpenInferenceRoutesTests {
                 #expect(String(buffer: $0.body).contains("element 0 is nan, not a finite number"),
                     "\(String(buffer: $0.body))")
             }
-            // Versions no slot has, and slots that do not exist: 404, and no statistics under their names.
+            // Versions no slot has, and slots that do not exist: 404, and no statistics under their names, nor
+            // failures counted for the active version.
+            func failures() async throws -> [String: Int] {
+                var counts: [String: Int] = [:]
+                try await client.execute(uri: "/v2/models/stats", method: .get, headers: viewer) { response in
+                    for entry in try ServerHarness.json(response)["model_stats"] as? [[String: Any]] ?? [] {
+                        let fail = (entry["inference_stats"] as? [String: Any])?["fail"] as? [String: Any]
+                        counts[entry["version"] as? String ?? "?"] = fail?["count"] as? Int ?? -1
+                    }
+                }
+                return counts
+            }
+            let failedBefore = try await failures()
+            #expect(!failedBefore.isEmpty)
             for version in ["made-up-1", "made-up-2"] {
                 try await client.execute(uri: "/v2/models/default/versions/\(version)/infer", method: .post,
                     headers: headers, body: raw) { #expect($0.status == .notFound) }
@@ -126,10 +141,14 @@ struct OpenInferenceRoutesTests {
                     $0["name"] as? String == "default"
                 }, "\(stats)")
             }
+            #expect(try await failures() == failedBefore)
             let alice = ServerHarness.headers(token: "alice-token", contentType: "application/json")
             try await client.execute(uri: "/v2/repository/models/nosuch/load", method: .post, headers: alice,
                 body: Self.parameters([:])) { #expect($0.status == .notFound, "\(String(buffer: $0.body))") }
         }
+        let entries = try await harness.auditEntries()
+        #expect(entries.contains { $0.action == "load" && $0.slot == "nosuch" && $0.result == "rejected" },
+            "\(entries.map { "\($0.action) \($0.slot ?? "-") \($0.result)" })")
     }
 
     @Test("roles and audit: tokens as /v1; unload refused while serving unless forced; load brings the slot back")

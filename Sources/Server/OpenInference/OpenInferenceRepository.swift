@@ -54,8 +54,14 @@ package struct OpenInferenceRepository: Sendable {
     ///   `ControlPlane.load` throws.
     package func load(slot: String, parameters: [String: InferParameter], by principal: Principal,
                       from remote: String?) async throws {
-        // Checked first: without a `model` parameter an unknown slot would otherwise be "nothing to do".
-        guard control.manager.slot(slot) != nil else { throw Problem.notFound("unknown model (slot) '\(slot)'") }
+        // Checked first: without a `model` parameter an unknown slot would otherwise be "nothing to do". Audited as
+        // `ControlPlane.load` audits its refusals.
+        guard control.manager.slot(slot) != nil else {
+            let problem = Problem.notFound("unknown model (slot) '\(slot)'")
+            try? await control.audit(principal, remote, "load", slot, result: "rejected", reason: problem.detail,
+                started: Date())
+            throw problem
+        }
         guard let body = try loadBody(slot: slot, parameters) else { return }
         let status = try await control.load(slot: slot, body: body, by: principal, from: remote).outcome()
         guard status.stage == .ready else {

@@ -12,10 +12,14 @@ enum V2Scalar: Decodable, Sendable {
 
     init(from decoder: any Decoder) throws {
         let c = try decoder.singleValueContainer()
+        // UInt64 is tried only for an integer past Int64's range (fractional elements would pay a failed decode
+        // each otherwise).
         if let b = try? c.decode(Bool.self) { self = .bool(b) }
         else if let i = try? c.decode(Int64.self) { self = .int(i) }
-        else if let u = try? c.decode(UInt64.self) { self = .uint(u) }
-        else if let d = try? c.decode(Double.self) { self = .double(d) }
+        else if let d = try? c.decode(Double.self) {
+            if d >= 0x1p63, d == d.rounded(), let u = try? c.decode(UInt64.self) { self = .uint(u) }
+            else { self = .double(d) }
+        }
         else if let s = try? c.decode(String.self) { self = .string(s) }
         else {
             throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath,
@@ -84,12 +88,14 @@ extension V2TensorData {
         func bad(_ index: Int) -> InferError {
             .invalid("input '\(name)': element \(index) of data is not a valid \(datatype.rawValue)")
         }
-        // A number written with a fraction or exponent (`3.0`, `1e3`) counts as an integer when it is one exactly;
-        // `Int64(exactly:)` also refuses 2^63, which `Double(Int64.max)` rounds up to.
+        // A number written with a fraction or exponent (`3.0`, `1e3`) counts as an integer when it is one exactly and
+        // below 2^53, where a double holds every integer (past it, what was written may have been rounded; every
+        // integer that fits is decoded as one in the first place).
+        func exactInteger(_ d: Double) -> Int64? { d.magnitude < 0x1p53 ? Int64(exactly: d) : nil }
         func integer(_ index: Int, _ range: ClosedRange<Int64>) throws(InferError) -> Int64 {
             switch elements[index] {
             case .int(let v) where range.contains(v): return v
-            case .double(let d): if let v = Int64(exactly: d), range.contains(v) { return v }
+            case .double(let d): if let v = exactInteger(d), range.contains(v) { return v }
             default: break
             }
             throw bad(index)
@@ -98,7 +104,7 @@ extension V2TensorData {
             switch elements[index] {
             case .int(let v) where v >= 0: return UInt64(v)
             case .uint(let v): return v
-            case .double(let d): if let v = UInt64(exactly: d) { return v }
+            case .double(let d): if let v = exactInteger(d), v >= 0 { return UInt64(v) }
             default: break
             }
             throw bad(index)

@@ -23,10 +23,12 @@ struct V2Routes: Sendable {
 
     static let extensions = ["binary_tensor_data", "model_repository", "model_configuration", "statistics"]
 
-    /// Inference bodies are parsed here, one at a time, off the cooperative pool: a body's JSON `data` takes about a
-    /// second and ten times its size in memory to parse (20 MiB of `0,` are 10 million elements), which on the pool
-    /// would stall every other request on its thread, and side by side would multiply the memory.
+    /// Large inference bodies are parsed here, one at a time, off the cooperative pool: a body's JSON `data` takes
+    /// about a second and ten times its size in memory to parse (20 MiB of `0,` are 10 million elements), which on the
+    /// pool would stall every other request on its thread, and side by side would multiply the memory. Bodies up to
+    /// `inlineParseBytes` (a binary tensor's JSON header, an image) are parsed where they arrive.
     private static let parsing = BlockingQueue(label: "yoloswap.v2-parse")
+    private static let inlineParseBytes = 256 * 1024
 
     func register(on router: Router<YOLOSwapRequestContext>) {
         let v2 = router.group("v2")
@@ -95,18 +97,36 @@ struct V2Routes: Sendable {
                 + "request timeout of \(configuration.requestTimeoutMilliseconds) ms")
         }
         do {
-            let headers = request.headers
-            let parsed = try await Self.parsing.run { try V2InferCodec.parse(body: body, headers: headers) }
+            // An unknown model is answered before its body is parsed.
+            _ = try engine.slot(model)
+            let parsed = try await parse(body, headers: request.headers, deadline: deadline)
             let result = try await engine.infer(model: model, version: version, parsed.request)
+            let response = try V2InferCodec.response(result, for: parsed)
             let modelID = result.parameters.first { $0.key == "model_id" }?.value.text ?? model
             ServerMetrics.request(slot: model, model: modelID, status: 200,
                 seconds: (ContinuousClock.now - started).milliseconds / 1000)
-            return try V2InferCodec.response(result, for: parsed)
+            return response
         } catch {
             // Labelled by the slot only when there is one: a name from the URL would add a series per name sent.
             ServerMetrics.failedRequest(slot: (try? engine.slot(model)) == nil ? "unknown" : model,
                 status: Int(Problem.from(error).status.code))
             throw error
+        }
+    }
+
+    /// Parses a body inline when small, else on the parse queue, where one whose deadline passed while it waited is
+    /// answered 503 unparsed (its client has given up).
+    private func parse(_ body: [UInt8], headers: HTTPFields, deadline: ContinuousClock.Instant) async throws
+        -> V2InferCodec.Parsed
+    {
+        if body.count <= Self.inlineParseBytes { return try V2InferCodec.parse(body: body, headers: headers) }
+        let timeout = configuration.requestTimeoutMilliseconds
+        return try await Self.parsing.run {
+            guard ContinuousClock.now < deadline else {
+                throw Problem(.serviceUnavailable, "Service Unavailable", detail: "the request waited past its "
+                    + "deadline (\(timeout) ms) for other large bodies to be parsed")
+            }
+            return try V2InferCodec.parse(body: body, headers: headers)
         }
     }
 
