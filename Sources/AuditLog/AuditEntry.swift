@@ -83,7 +83,11 @@ public struct AuditEntry: Sendable, Codable, Equatable {
     /// `time` as stored: whole microseconds since 1970-01-01 UTC.
     public var timeMicroseconds: Int64 { Self.microseconds(time) }
 
-    static func microseconds(_ date: Date) -> Int64 { Int64((date.timeIntervalSince1970 * 1_000_000).rounded()) }
+    /// Clamped to Int64's range: a query's `since` comes from outside, and a year past about 292 000 would trap.
+    static func microseconds(_ date: Date) -> Int64 {
+        let value = (date.timeIntervalSince1970 * 1_000_000).rounded()
+        return Int64(exactly: value) ?? (value < 0 ? .min : .max)
+    }
 
     static func date(microseconds: Int64) -> Date { Date(timeIntervalSince1970: Double(microseconds) / 1_000_000) }
 

@@ -53,9 +53,13 @@ public struct LoadRequest: Sendable, Equatable {
         self.allowDeviceChange = allowDeviceChange
     }
 
-    /// Loads of the same slot, file, expected digest and target share one operation.
+    /// Loads asking for the same thing share one operation: the same slot, file, name, version, expected digest,
+    /// activation, target, policy, warm-up timeout and permissions (one that forbids a schema or device change must
+    /// not get what a load permitting it made).
     var sharingKey: String {
-        "\(slot)|\(path)|\(expectedSHA256 ?? "")|\(version ?? "")|\(activate)|\(target?.description ?? "")"
+        [slot, path, name ?? "", version ?? "", expectedSHA256 ?? "", "\(activate)", target?.description ?? "",
+         policy?.rawValue ?? "", warmupTimeout.map { "\($0)" } ?? "", "\(allowSchemaChange)", "\(allowDeviceChange)"]
+            .joined(separator: "|")
     }
 }
 

@@ -251,11 +251,16 @@ extension ModelManager {
             if previousModels[slot.name]!.count > 10 { previousModels[slot.name]!.removeFirst() }
             if case .keepFor(let duration) = configuration.standbyRetention {
                 // A timer, not work that must finish: weak, so that a standby replaced or released before the time
-                // is up is not kept alive by it.
-                Task { [weak slot, weak previous] in
+                // is up is not kept alive by it. The drop takes its turn among the slot's operations: a rollback
+                // between committing the standby as active and flipping to it must find it there.
+                let name = slot.name
+                Task { [weak self, weak slot, weak previous] in
                     try? await Task.sleep(for: duration)
-                    guard let previous else { return }
-                    slot?.dropStandby(only: previous)
+                    guard previous != nil, let self else { return }
+                    await self.serialized(name) { [weak slot, weak previous] _ in
+                        guard let previous else { return }
+                        slot?.dropStandby(only: previous)
+                    }
                 }
             }
         }

@@ -8,6 +8,8 @@ public enum ControlError: Error, Equatable, CustomStringConvertible {
     case unknownSlot(String)
     case slotExists(String)
     case nothingStaged(slot: String)
+    /// The staged model is not the one the caller staged (another load replaced it): nothing was switched.
+    case stagedChanged(slot: String, expected: String)
     case nothingToRollBackTo(slot: String)
     case loadFailed(slot: String, LoadFailure)
     /// The state store could not record the change: nothing was changed.
@@ -18,6 +20,8 @@ public enum ControlError: Error, Equatable, CustomStringConvertible {
         case .unknownSlot(let slot): "unknown slot '\(slot)'"
         case .slotExists(let slot): "slot '\(slot)' already exists"
         case .nothingStaged(let slot): "slot '\(slot)' has no staged model to switch to"
+        case .stagedChanged(let slot, let expected):
+            "slot '\(slot)' has another staged model than \(expected), which another load replaced: nothing switched"
         case .nothingToRollBackTo(let slot): "slot '\(slot)' has no standby and no previous model to roll back to"
         case .loadFailed(let slot, let failure): "slot '\(slot)': \(failure)"
         case .notCommitted(let slot, let reason):
@@ -177,9 +181,17 @@ public actor ModelManager {
 
     /// Switches the staged model in.
     /// - Throws: `ControlError.nothingStaged` when nothing is staged.
-    public func switchStaged(slot name: String) async throws -> SwapEvent {
+    /// - Parameter expecting: the staged model the caller means (its load's identity): checked in the slot's turn,
+    ///   so that a load another caller finished meanwhile is not switched in instead (`.stagedChanged`).
+    public func switchStaged(slot name: String, expecting: ModelIdentity? = nil) async throws -> SwapEvent {
         guard let slot = slot(name) else { throw ControlError.unknownSlot(name) }
-        return try await serialized(name) { manager in try await manager.performSwitch(slot) }
+        return try await serialized(name) { manager in
+            if let expecting, let staged = slot.roles.staged?.identity,
+               staged.sha256 != expecting.sha256 || staged.path != expecting.path || staged.version != expecting.version {
+                throw ControlError.stagedChanged(slot: name, expected: "\(expecting.path) (\(expecting.sha256.prefix(12)))")
+            }
+            return try await manager.performSwitch(slot)
+        }
     }
 
     /// Promotes the staged model (a release's candidate): it becomes active and the previous active model the warm

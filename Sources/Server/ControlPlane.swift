@@ -21,6 +21,8 @@ public final class ControlPlane: Sendable {
     private let routeTable: Locked<[String: String]>
     private let pendingAudits = Locked<[UUID: Task<LoadOperation.Status, Never>]>([:])
     private let started = Locked(false)
+    /// How many refusals the audit log has taken this second (`auditRefusal`).
+    private let refusals = Locked(RefusalLimiter())
     /// Each slot's release, the latest one (see `ControlPlane+Releases.swift`).
     let releaseRuns = Locked<[String: ReleaseRun]>([:])
     /// Checks a candidate before it takes traffic: the golden-set gate by default (a no-op without `golden_set`).
@@ -93,10 +95,17 @@ public final class ControlPlane: Sendable {
 
     /// Starts a load. Its intent is recorded before the load starts (a load that cannot be recorded is refused), its
     /// outcome when it ends, by a task kept until the entry is written (see `drain()`).
-    func load(slot: String, body: LoadBody, by principal: Principal, from remote: String?) async throws
+    func load(slot: String, body given: LoadBody, by principal: Principal, from remote: String?) async throws
         -> AuditedLoad
     {
         let started = Date()
+        let body: LoadBody
+        do { body = try given.checked() } catch {
+            try? await audit(principal, remote, "load", slot, modelPath: given.auditedModel,
+                version: given.auditedVersion, sha256: given.auditedSHA256, result: "rejected",
+                reason: Problem.from(error).detail, started: started)
+            throw error
+        }
         let path: String
         var target: ExecutionTarget?
         var policy: SwapPolicy?
@@ -152,11 +161,14 @@ public final class ControlPlane: Sendable {
         return AuditedLoad(operation: op, audited: outcome)
     }
 
-    func switchStaged(slot: String, by principal: Principal, from remote: String?) async throws -> SwapEvent {
+    /// - Parameter expecting: the staged model the caller loaded; another one staged meanwhile is not switched in.
+    func switchStaged(slot: String, expecting: ModelIdentity? = nil, by principal: Principal, from remote: String?)
+        async throws -> SwapEvent
+    {
         try refuseDuringRelease(slot, "switch")
-        let staged = manager.slot(slot)?.roles.staged?.identity
+        let staged = expecting ?? manager.slot(slot)?.roles.staged?.identity
         return try await audited("switch", slot, model: staged, principal, remote) {
-            try await manager.switchStaged(slot: slot)
+            try await manager.switchStaged(slot: slot, expecting: expecting)
         }
     }
 
@@ -213,8 +225,17 @@ public final class ControlPlane: Sendable {
     /// Records a refused management call (no token, an unknown token, too low a role). Best effort: a refusal that
     /// cannot be recorded is still a refusal.
     package func auditRefusal(_ principal: Principal?, _ remote: String?, action: String, reason: String) async {
-        try? await audit(principal ?? Principal(name: "unauthenticated", role: .viewer), remote, action, nil,
-            result: "refused", reason: reason, started: Date())
+        // Bounded: refusals need no token, and each entry is a synced write on the queue every change's intent waits
+        // in. Beyond the limit they are counted, and the count goes into the next refusal recorded.
+        guard let skipped = refusals.withLock({ $0.admit(now: .now) }) else {
+            ServerMetrics.refusalNotAudited()
+            return
+        }
+        let note = skipped == 0 ? "" : " (\(skipped) refusals before this one were not recorded one by one: more than "
+            + "\(RefusalLimiter.perSecond) a second)"
+        try? await audit(principal ?? Principal(name: "unauthenticated", role: .viewer), remote,
+            String(action.prefix(256)), nil, result: "refused", reason: String(reason.prefix(1024)) + note,
+            started: Date())
     }
 
     /// Records the intent, makes the change, records the outcome. A change whose intent cannot be recorded is refused
@@ -302,4 +323,31 @@ struct AuditedLoad: Sendable {
     /// Suspends until the load has ended, its event is recorded and its outcome is in the audit log (when there is
     /// one): whoever is answered after it finds both there. Returns the load's final status.
     func outcome() async -> LoadOperation.Status { await audited.value }
+}
+
+/// At most `perSecond` refusals a second go into the audit log; the others are counted and the count is handed to the
+/// next one admitted.
+///
+/// Thread-safety: a value, kept behind a lock.
+struct RefusalLimiter {
+    static let perSecond = 20
+    private var windowStart: ContinuousClock.Instant?
+    private var admitted = 0
+    private var skipped = 0
+
+    /// Whether a refusal at `now` is recorded: nil when not; otherwise how many were skipped before it.
+    mutating func admit(now: ContinuousClock.Instant) -> Int? {
+        if let start = windowStart, now - start < .seconds(1) {
+            guard admitted < Self.perSecond else {
+                skipped += 1
+                return nil
+            }
+        } else {
+            windowStart = now
+            admitted = 0
+        }
+        admitted += 1
+        defer { skipped = 0 }
+        return skipped
+    }
 }

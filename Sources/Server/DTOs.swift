@@ -111,6 +111,35 @@ struct LoadBody: Decodable {
     var allow_device_change: Bool?
     /// `availability-preserving` | `resource-preserving` | `auto` (default: `hotswap.policy`).
     var policy: String?
+
+    /// The body with its strings within the bounds a desired-state document has (`DesiredState.Limits`: a model
+    /// path of at most 1024 bytes, a version of at most 128, a sha256 of 64 hex digits, taken in lower case): they go
+    /// into audit entries, events and metric labels.
+    /// - Throws: `Problem` 400 naming the field.
+    func checked() throws -> LoadBody {
+        var body = self
+        guard !model.isEmpty, model.utf8.count <= DesiredState.Limits.pathLength else {
+            throw Problem.badRequest("model must be a path of 1 to \(DesiredState.Limits.pathLength) bytes")
+        }
+        if let version, version.isEmpty || version.utf8.count > DesiredState.Limits.versionLength {
+            throw Problem.badRequest("version must be 1 to \(DesiredState.Limits.versionLength) bytes")
+        }
+        if let digest = sha256 {
+            guard digest.utf8.count == 64, digest.allSatisfy(\.isHexDigit) else {
+                throw Problem.badRequest("sha256 must be 64 hex digits (the SHA-256 of the model file)")
+            }
+            body.sha256 = digest.lowercased()
+        }
+        for (name, value) in [("provider", provider), ("policy", policy)] {
+            if let value, value.utf8.count > 64 { throw Problem.badRequest("\(name) is too long") }
+        }
+        return body
+    }
+
+    /// The fields as an audit entry keeps them when the body was refused: cut to their bounds.
+    var auditedModel: String { String(model.prefix(DesiredState.Limits.pathLength)) }
+    var auditedVersion: String? { version.map { String($0.prefix(DesiredState.Limits.versionLength)) } }
+    var auditedSHA256: String? { sha256.map { String($0.prefix(64)) } }
 }
 
 /// `POST /v1/detect`'s answer; `detections` and the stage timings are the detection JSON the CLI writes too.

@@ -296,7 +296,9 @@ public final class DesiredStateReconciler: Sendable {
                 return .failed(reason: "SignatureRequired",
                     message: "'\(slot.model)' has no signature by a trusted key (require_signature is set)")
             }
-            _ = try await control.switchStaged(slot: name, by: principal, from: nil)
+            // Only the model this load staged: one another caller staged meanwhile is not switched in under this
+            // document's name (nor counted as converged).
+            _ = try await control.switchStaged(slot: name, expecting: status.identity, by: principal, from: nil)
             return .converged
         } catch {
             let detail = control.repository.hidingRoot(Problem.from(error).detail)

@@ -138,7 +138,10 @@ struct APIRoutes: Sendable {
             let limit = try intParameter(q.get("limit"), name: "limit", default: 100, range: 1...10_000)
             var since: Date?
             if let text = q.get("since") {
-                guard let date = ISO8601DateFormatter().date(from: text) else {
+                // Years 1…9999 (the audit log's own times lie well within).
+                guard let date = ISO8601DateFormatter().date(from: text),
+                    (-62_135_596_800...253_402_300_799).contains(date.timeIntervalSince1970)
+                else {
                     throw Problem.badRequest("since must be an ISO 8601 time such as 2026-01-31T12:00:00Z")
                 }
                 since = date

@@ -68,6 +68,11 @@ enum ServerMetrics {
             .recordMilliseconds(queue)
     }
 
+    /// A refused call the audit log did not take one by one (over the refusals' rate limit).
+    static func refusalNotAudited() {
+        Counter(label: "yoloswap_audit_refusals_not_recorded_total").increment()
+    }
+
     static func failedRequest(slot: String, status: Int) {
         Counter(label: "yoloswap_requests_total",
             dimensions: [("slot", slot), ("model", ""), ("status", String(status))]).increment()

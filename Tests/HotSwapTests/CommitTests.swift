@@ -100,6 +100,31 @@ extension HotSwapSuite {
             await manager.shutdown()
         }
 
+        @Test("a standby whose retention ends while a rollback to it is being committed is rolled back to, then kept")
+        func retentionEndsDuringRollback() async throws {
+            let gate = Gate()
+            let store = SlowStateStore(try StateStore(inMemory: ()), commitGate: gate)
+            var configuration = HotSwapConfiguration.testing()
+            configuration.standbyRetention = .keepFor(.milliseconds(300))
+            let manager = ModelManager(configuration: configuration, loader: FakeLoader(), store: store)
+            let slot = try await manager.createSlot("line")
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity416))
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity320))
+            #expect(slot.roles.standby?.identity.path == Fixtures.identity416)
+
+            // The rollback's commit is held past the standby's time: its drop must wait for the rollback.
+            gate.close()
+            let rollback = Task { try await manager.rollback(slot: "line") }
+            #expect(await eventually { gate.waitingCount == 1 })
+            try await Task.sleep(for: .milliseconds(600))
+            gate.open()
+            let event = try await rollback.value
+            #expect(event.result == .succeeded && event.to?.path == Fixtures.identity416)
+            #expect(slot.roles.active?.identity.path == Fixtures.identity416)
+            #expect(try store.committedSlots().first?.active.path == Fixtures.identity416)
+            await manager.shutdown()
+        }
+
         @Test("restore refuses a committed model the caller refuses (a path outside the repository): its slot stays empty")
         func restoreRefusal() async throws {
             let directory = try Fixtures.temporaryDirectory()

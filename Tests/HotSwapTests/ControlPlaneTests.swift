@@ -43,6 +43,48 @@ extension HotSwapSuite {
             await manager.shutdown()
         }
 
+        @Test("loads of one file that ask for different things do not share: a schema change allowed, a policy, a version")
+        func differingLoadsDoNotShare() async throws {
+            let gate = Gate(open: false)
+            defer { gate.open() }
+            let (manager, _) = try await makeManager(loader: FakeLoader(gate: gate))
+            let base = LoadRequest(slot: "default", path: Self.pathA, activate: true)
+            let first = try await manager.load(base)
+            #expect(try await manager.load(base) === first)
+            var variants = [base, base, base]
+            variants[0].allowSchemaChange = true
+            variants[1].policy = .resourcePreserving
+            variants[2].version = "2"
+            var previous = first
+            for variant in variants {
+                let next = try await manager.load(variant)
+                #expect(next !== previous, "\(variant)")
+                previous = next
+            }
+            gate.open()
+            #expect(await first.wait().stage == .cancelled)
+            await manager.shutdown()
+        }
+
+        @Test("a switch that expects the model its load staged refuses one another load staged meanwhile")
+        func switchExpectingStaged() async throws {
+            let (manager, slot) = try await makeManager()
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Self.pathA))
+            let mine = try #require(await manager.load(LoadRequest(slot: "default", path: Self.pathB)).wait().identity)
+            // Another caller stages a model of its own before the switch.
+            let theirs = try #require(await manager.load(LoadRequest(slot: "default", path: Self.pathA, version: "x"))
+                .wait().identity)
+            #expect(slot.roles.staged?.identity == theirs)
+            await #expect(throws: ControlError.stagedChanged(slot: "default",
+                expected: "\(mine.path) (\(mine.sha256.prefix(12)))")) {
+                _ = try await manager.switchStaged(slot: "default", expecting: mine)
+            }
+            #expect(slot.roles.active?.identity.path == Self.pathA && slot.roles.generation == 1)
+            let event = try await manager.switchStaged(slot: "default", expecting: theirs)
+            #expect(event.to == theirs && slot.roles.generation == 2)
+            await manager.shutdown()
+        }
+
         @Test("a newer load supersedes an older one still in progress")
         func newerLoadSupersedes() async throws {
             // The older load's session creation is held until the newer load was asked for.

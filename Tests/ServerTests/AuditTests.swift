@@ -4,6 +4,7 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import NIOCore
+import Primitives
 @testable import Server
 import TestSupport
 import Testing
@@ -99,6 +100,75 @@ struct AuditTests {
         let discard = try #require(entries.last { $0.action == "discard" && $0.result == "succeeded" })
         #expect(discard.modelPath == "synthetic/yolov5-nc80-320-identity.onnx")
         #expect(discard.sha256?.count == 64)
+    }
+
+    @Test("refusals, which need no token, go into the log at most 20 a second; the rest are counted into the next one")
+    func refusalsBounded() async throws {
+        var limiter = RefusalLimiter()
+        let start = ContinuousClock.now
+        for _ in 0..<RefusalLimiter.perSecond { #expect(limiter.admit(now: start) == 0) }
+        for offset in 1...5 { #expect(limiter.admit(now: start + .milliseconds(offset * 100)) == nil) }
+        #expect(limiter.admit(now: start + .milliseconds(1001)) == 5)
+        #expect(limiter.admit(now: start + .milliseconds(1002)) == 0)
+
+        // Through the API: 60 unauthenticated calls in a burst, then one more a second later carrying the count.
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        try await harness.test { client in
+            let burst = ContinuousClock.now
+            for _ in 0..<60 {
+                try await client.execute(uri: "/v1/slots/default/rollback", method: .post) {
+                    #expect($0.status == .unauthorized)
+                }
+            }
+            let spent = ContinuousClock.now - burst
+            try await Task.sleep(for: .milliseconds(1100))
+            try await client.execute(uri: "/v1/slots/default/rollback", method: .post) {
+                #expect($0.status == .unauthorized)
+            }
+            let refusals = try await harness.auditEntries().filter { $0.result == "refused" }
+            // Each started second takes at most 20; the burst's refusals not taken are counted in a later entry.
+            let windows = Int(spent / .seconds(1)) + 1
+            #expect(refusals.count <= RefusalLimiter.perSecond * (windows + 1), "\(refusals.count) in \(spent)")
+            if windows == 1 {
+                #expect(refusals.count == RefusalLimiter.perSecond + 1)
+                #expect(refusals.last?.reason?.contains("(40 refusals before this one were not recorded one by one")
+                    == true, "\(refusals.last?.reason ?? "")")
+            }
+        }
+    }
+
+    @Test("a load body's fields are bounded (path, version, sha256) and refused with 400, audited cut to their bounds; an upper-case sha256 is taken; an audit query past year 9999 is 400")
+    func loadBodyBounds() async throws {
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        try await harness.test { client in
+            for (field, value) in [("model", String(repeating: "m", count: 5000)), ("version", String(repeating: "v", count: 200)),
+                                   ("sha256", "xyz"), ("model", "")] {
+                var body: [String: Any] = ["model": "synthetic/yolov5-nc80-320-identity.onnx"]
+                body[field] = value
+                try await client.execute(uri: "/v1/slots/default/load", method: .post, headers: Self.alice,
+                    body: ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: body))) { response in
+                    #expect(response.status == .badRequest, "\(field)")
+                    #expect(String(buffer: response.body).contains(field), "\(String(buffer: response.body))")
+                }
+            }
+            let path = try harness.control.repository.resolve("synthetic/yolov5-nc80-320-identity.onnx")
+            let digest = try FileDigest.sha256(ofFileAt: path).sha256.uppercased()
+            try await client.execute(uri: "/v1/slots/default/load?wait=true", method: .post, headers: Self.alice,
+                body: ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: [
+                    "model": "synthetic/yolov5-nc80-320-identity.onnx", "sha256": digest]))) { response in
+                #expect(response.status == .ok, "\(String(buffer: response.body))")
+            }
+            for since in ["300000-01-01T00:00:00Z", "2026-01-31T12:00:00Z"] {
+                try await client.execute(uri: "/v1/audit?since=\(since)", method: .get, headers: Self.alice) {
+                    #expect($0.status == (since.hasPrefix("3") ? .badRequest : .ok), "\(since)")
+                }
+            }
+        }
+        let rejected = try await harness.auditEntries().filter { $0.action == "load" && $0.result == "rejected" }
+        #expect(rejected.count == 4 && rejected.allSatisfy { ($0.modelPath?.utf8.count ?? 0) <= 1024 },
+            "\(rejected.map { $0.modelPath?.count ?? -1 })")
     }
 
     @Test("an intent a previous run left without an outcome is closed at start-up as interrupted")
