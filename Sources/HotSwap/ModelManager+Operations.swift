@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Primitives
 import YOLO
 
 // The operations behind `ModelManager`'s API. Each runs in its slot's operation queue (see `serialized`), so two of
@@ -79,23 +80,28 @@ extension ModelManager {
         return await emit(event(for: op, operation: operation, from: previous?.identity))
     }
 
-    /// Drain and release the old model first, then load; on failure, bring the old model back.
+    /// Verify the new file, then drain and release the old model, then load; on failure after the release, bring
+    /// the old model back. A file that fails its digest or signature check leaves the old model serving.
     private func performResourcePreservingLoad(
         _ op: LoadOperation, slot: ModelSlot, execution: ModelExecution,
         previous: (identity: ModelIdentity, schema: ModelSchema, execution: ModelExecution),
         operation: SwapEvent.Operation
     ) async -> SwapEvent {
         let previousRecord = previous.identity
-        slot.dropStandby()
-        slot.discardStaged()
-        guard let drained = slot.deactivate() else {
-            op.finish(.failed, failure: .cancelled(path: op.request.path, reason: "the active model vanished"))
-            return await emit(event(for: op, operation: operation, from: previousRecord))
-        }
-        // Hand over this last reference: the releaser frees the model only once it holds the only one.
-        await releaser.retireAndWait(consume drained)
+        // Set once the old model has left the slot (the pipeline's hook between verifying and loading).
+        let released = Locked(false)
         do throws(LoadFailure) {
-            let model = try await pipeline.run(op, execution: execution, active: previous.schema)
+            let model = try await pipeline.run(op, execution: execution, active: previous.schema) { [self] in
+                slot.dropStandby()
+                if let staged = slot.discardStaged() {
+                    _ = await emit(SwapEvent(slot: slot.name, operation: .discard, result: .succeeded,
+                        reason: "discarded to make room for the resource-preserving load of \(op.request.path)",
+                        from: staged))
+                }
+                released.withLock { $0 = true }
+                // Hand over this last reference: the releaser frees the model only once it holds the only one.
+                if let drained = slot.deactivate() { await releaser.retireAndWait(consume drained) }
+            }
             guard op.beginActivation() else {
                 releaser.retire(model)
                 throw LoadFailure.cancelled(path: op.request.path, reason: "superseded or cancelled")
@@ -114,6 +120,8 @@ extension ModelManager {
         } catch {
             op.finish(error.isCancellation ? .cancelled : .failed, failure: error)
             var failed = event(for: op, operation: operation, from: previousRecord)
+            // Refused before the old model left (its digest, its signature, a cancellation): it still serves.
+            guard released.value else { return await emit(failed) }
             // Bring the previous model back through the same verified pipeline, where it ran.
             let restore = LoadOperation(request: LoadRequest(slot: slot.name, path: previousRecord.path,
                 name: previousRecord.name, version: previousRecord.version, expectedSHA256: previousRecord.sha256,

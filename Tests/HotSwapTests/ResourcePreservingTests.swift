@@ -106,24 +106,48 @@ extension HotSwapSuite {
             }
         }
 
-        @Test("a failed resource-preserving load brings the previous model back")
+        @Test("a resource-preserving load that fails after the old model left brings it back (a model that fails its warm-up)")
         func failedLoadRestoresThePrevious() async throws {
             let releases = ReleaseRecorder()
+            // The 320 model's outputs are NaN: refused at its warm-up, after the old model was released.
+            let loader = FakeLoader { label in
+                label == Fixtures.identity320 ? FakeBackend(inputSize: 320, nonFinite: true) : FakeBackend()
+            }
             let manager = ModelManager(configuration: HotSwapConfiguration.testing(policy: .resourcePreserving),
-                loader: FakeLoader(), releaseObserver: releases.observer)
+                loader: loader, releaseObserver: releases.observer)
             let slot = try await manager.createSlot("default")
             _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity416))
             let modelA = try #require(slot.roles.active?.identity)
-            let wrong = String(repeating: "f", count: 64)
-            let op = try await manager.load(
-                LoadRequest(slot: "default", path: Fixtures.identity320, expectedSHA256: wrong, activate: true))
+            let op = try await manager.load(LoadRequest(slot: "default", path: Fixtures.identity320, activate: true))
             let status = await op.wait()
+            #expect(status.stage == .failed, "\(String(describing: status.failure))")
+            let answer = try await slot.detect(imageBytes: Fixtures.busJPEG)
+            #expect(answer.model.sha256 == modelA.sha256)
+            #expect(slot.roles.generation == 2, "released, then restored")
+            await manager.shutdown()
+        }
+
+        @Test("a resource-preserving load whose file fails its digest check leaves the old model serving, and its staged model")
+        func refusedFileLeavesTheOldModel() async throws {
+            let manager = ModelManager(configuration: HotSwapConfiguration.testing(policy: .resourcePreserving),
+                loader: FakeLoader())
+            let slot = try await manager.createSlot("default")
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity416))
+            let staged = try #require(await manager.load(LoadRequest(slot: "default", path: Fixtures.identity320))
+                .wait().identity)
+            // Identities only: a test holding the instances would hold up their release.
+            let (activeBefore, generationBefore) = (slot.roles.active?.identity, slot.roles.generation)
+            let wrong = String(repeating: "f", count: 64)
+            let status = try await manager.load(LoadRequest(slot: "default", path: Fixtures.identity320,
+                expectedSHA256: wrong, activate: true)).wait()
             guard case .digestMismatch = status.failure else {
                 Issue.record("expected digestMismatch, got \(String(describing: status.failure))")
                 return
             }
-            let answer = try await slot.detect(imageBytes: Fixtures.busJPEG)
-            #expect(answer.model.sha256 == modelA.sha256)
+            // Never out of service: the same model, the same generation, the staged model still there.
+            #expect(slot.roles.active?.identity == activeBefore)
+            #expect(slot.roles.generation == generationBefore)
+            #expect(slot.roles.staged?.identity == staged)
             await manager.shutdown()
         }
     }
