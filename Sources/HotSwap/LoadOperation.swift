@@ -56,10 +56,21 @@ public struct LoadRequest: Sendable, Equatable {
     /// Loads asking for the same thing share one operation: the same slot, file, name, version, expected digest,
     /// activation, target, policy, warm-up timeout and permissions (one that forbids a schema or device change must
     /// not get what a load permitting it made).
-    var sharingKey: String {
-        [slot, path, name ?? "", version ?? "", expectedSHA256 ?? "", "\(activate)", target?.description ?? "",
-         policy?.rawValue ?? "", warmupTimeout.map { "\($0)" } ?? "", "\(allowSchemaChange)", "\(allowDeviceChange)"]
-            .joined(separator: "|")
+    var sharingKey: SharingKey {
+        SharingKey(slot: slot, path: path, name: name, version: version, expectedSHA256: expectedSHA256,
+            activate: activate, target: target?.description, policy: policy, warmupTimeout: warmupTimeout,
+            allowSchemaChange: allowSchemaChange, allowDeviceChange: allowDeviceChange)
+    }
+
+    /// The fields as they are (no joined string, in which one field's text could pass for another's).
+    struct SharingKey: Hashable {
+        var slot, path: String
+        var name, version, expectedSHA256: String?
+        var activate: Bool
+        var target: String?
+        var policy: SwapPolicy?
+        var warmupTimeout: Duration?
+        var allowSchemaChange, allowDeviceChange: Bool
     }
 }
 

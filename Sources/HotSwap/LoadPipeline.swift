@@ -15,8 +15,9 @@ struct LoadPipeline: Sendable {
     let onRelease: @Sendable (ModelRelease) -> Void
     /// Throws `LoadFailure.overMemoryBudget` / `.overDeviceMemoryBudget` when a model of this digest and size does
     /// not fit on the devices `execution` needs.
-    let checkBudget: @Sendable (_ sha256: String, _ byteCount: Int, _ execution: ModelExecution, _ path: String)
-        throws(LoadFailure) -> Void
+    /// Checks the memory budget for the model, counting `freed` (per device) as free already.
+    let checkBudget: @Sendable (_ sha256: String, _ byteCount: Int, _ execution: ModelExecution, _ path: String,
+                                _ freed: [ComputeDevice: Int]) throws(LoadFailure) -> Void
     /// Records the measured host memory cost of a digest run on a target.
     let recordCost: @Sendable (_ sha256: String, _ target: ExecutionTarget, _ bytes: Int) -> Void
 
@@ -27,8 +28,11 @@ struct LoadPipeline: Sendable {
     ///   - active: the schema of the slot's active model, to check compatibility against (nil: none).
     ///   - beforeLoading: runs once the model has passed verification, before the budget check and the session
     ///     (the manager releases a standby that the switch would displace, so that memory is free first).
+    ///   - freedBeforeLoading: what `beforeLoading` frees, per device, when it is known: the budget is then checked
+    ///     before the hook too, counting that as free, so that a model that cannot fit even then is refused before
+    ///     the hook takes anything away.
     func run(_ op: LoadOperation, execution: ModelExecution, active: ModelSchema?,
-             beforeLoading: @Sendable () async -> Void = {})
+             freedBeforeLoading: [ComputeDevice: Int]? = nil, beforeLoading: @Sendable () async -> Void = {})
         async throws(LoadFailure) -> ModelInstance
     {
         let request = op.request
@@ -74,8 +78,11 @@ struct LoadPipeline: Sendable {
             $0.timings.verify = (clock.now - t).milliseconds
         }
         try check()
+        if let freedBeforeLoading { try checkBudget(digest, file.byteCount, execution, path, freedBeforeLoading) }
         await beforeLoading()
-        try checkBudget(digest, file.byteCount, execution, path)
+        // Superseded while the hook ran (a drain can take a while): not worth a session.
+        try check()
+        try checkBudget(digest, file.byteCount, execution, path, [:])
 
         // loading: a new session (its own inference context) for the verified file.
         op.enter(.loading)

@@ -91,7 +91,9 @@ extension ModelManager {
         // Set once the old model has left the slot (the pipeline's hook between verifying and loading).
         let released = Locked(false)
         do throws(LoadFailure) {
-            let model = try await pipeline.run(op, execution: execution, active: previous.schema) { [self] in
+            // What the hook frees (this slot's models): a model that does not fit even then is refused first.
+            let model = try await pipeline.run(op, execution: execution, active: previous.schema,
+                freedBeforeLoading: slot.memoryByDevice) { [self] in
                 slot.dropStandby()
                 if let staged = slot.discardStaged() {
                     _ = await emit(SwapEvent(slot: slot.name, operation: .discard, result: .succeeded,

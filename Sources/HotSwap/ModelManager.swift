@@ -103,9 +103,9 @@ public actor ModelManager {
                     "thread": "\(release.threadName)"])
                 releaseObserver?(release)
             },
-            checkBudget: { sha, size, execution, path throws(LoadFailure) in
+            checkBudget: { sha, size, execution, path, freed throws(LoadFailure) in
                 let estimate = ledger.estimate(sha256: sha, byteCount: size, execution: execution)
-                let inUse = ModelManager.memoryHeld(in: registry)
+                let inUse = ModelManager.memoryHeld(in: registry).merging(freed.mapValues { -$0 }, uniquingKeysWith: +)
                 try MemoryLedger.check(ledger.figures(estimate: estimate, inUse: inUse), path: path)
             },
             recordCost: { sha, target, bytes in ledger.record(sha256: sha, target: target, bytes: bytes) })
@@ -186,11 +186,17 @@ public actor ModelManager {
     public func switchStaged(slot name: String, expecting: ModelIdentity? = nil) async throws -> SwapEvent {
         guard let slot = slot(name) else { throw ControlError.unknownSlot(name) }
         return try await serialized(name) { manager in
-            if let expecting, let staged = slot.roles.staged?.identity,
-               staged.sha256 != expecting.sha256 || staged.path != expecting.path || staged.version != expecting.version {
-                throw ControlError.stagedChanged(slot: name, expected: "\(expecting.path) (\(expecting.sha256.prefix(12)))")
-            }
+            try Self.check(slot, stages: expecting)
             return try await manager.performSwitch(slot)
+        }
+    }
+
+    /// Throws `.stagedChanged` unless `slot` stages the model `expected` names (its file, digest and version), if
+    /// any is expected. A load of the same file, digest and version by another caller passes: it is the same model.
+    private static func check(_ slot: ModelSlot, stages expected: ModelIdentity?) throws {
+        guard let expected, let staged = slot.roles.staged?.identity else { return }
+        if staged.sha256 != expected.sha256 || staged.path != expected.path || staged.version != expected.version {
+            throw ControlError.stagedChanged(slot: slot.name, expected: "\(expected.path) (\(expected.sha256.prefix(12)))")
         }
     }
 
@@ -215,9 +221,12 @@ public actor ModelManager {
     }
 
     /// Discards the staged model.
-    public func discardStaged(slot name: String) async throws -> SwapEvent {
+    /// - Parameter expecting: the staged model the caller means; another one staged meanwhile is left staged
+    ///   (`.stagedChanged`).
+    public func discardStaged(slot name: String, expecting: ModelIdentity? = nil) async throws -> SwapEvent {
         guard let slot = slot(name) else { throw ControlError.unknownSlot(name) }
         return try await serialized(name) { manager in
+            try Self.check(slot, stages: expecting)
             guard let identity = slot.discardStaged() else { throw ControlError.nothingStaged(slot: name) }
             return await manager.emit(SwapEvent(slot: name, operation: .discard, result: .succeeded, from: identity))
         }

@@ -180,11 +180,14 @@ public final class ControlPlane: Sendable {
         }
     }
 
-    func discardStaged(slot: String, by principal: Principal, from remote: String?) async throws -> SwapEvent {
+    /// - Parameter expecting: the staged model the caller loaded; another one staged meanwhile is left staged.
+    func discardStaged(slot: String, expecting: ModelIdentity? = nil, by principal: Principal, from remote: String?)
+        async throws -> SwapEvent
+    {
         try refuseDuringRelease(slot, "discard")
-        let staged = manager.slot(slot)?.roles.staged?.identity
+        let staged = expecting ?? manager.slot(slot)?.roles.staged?.identity
         return try await audited("discard", slot, model: staged, principal, remote) {
-            try await manager.discardStaged(slot: slot)
+            try await manager.discardStaged(slot: slot, expecting: expecting)
         }
     }
 
@@ -225,16 +228,22 @@ public final class ControlPlane: Sendable {
     /// Records a refused management call (no token, an unknown token, too low a role). Best effort: a refusal that
     /// cannot be recorded is still a refusal.
     package func auditRefusal(_ principal: Principal?, _ remote: String?, action: String, reason: String) async {
-        // Bounded: refusals need no token, and each entry is a synced write on the queue every change's intent waits
-        // in. Beyond the limit they are counted, and the count goes into the next refusal recorded.
-        guard let skipped = refusals.withLock({ $0.admit(now: .now) }) else {
-            ServerMetrics.refusalNotAudited()
-            return
+        // Bounded where no token is needed (no principal): each entry is a synced write on the queue every change's
+        // intent waits in. Beyond the limit they are counted, and the count goes into the next one recorded. A known
+        // principal's refusals are all recorded, so an anonymous flood cannot hide them.
+        var note = ""
+        if principal == nil {
+            guard let skipped = refusals.withLock({ $0.admit(now: .now) }) else {
+                ServerMetrics.refusalNotAudited()
+                return
+            }
+            if skipped > 0 {
+                note = " (\(skipped) unauthenticated refusals before this one were not recorded one by one: more than "
+                    + "\(RefusalLimiter.perSecond) a second)"
+            }
         }
-        let note = skipped == 0 ? "" : " (\(skipped) refusals before this one were not recorded one by one: more than "
-            + "\(RefusalLimiter.perSecond) a second)"
         try? await audit(principal ?? Principal(name: "unauthenticated", role: .viewer), remote,
-            String(action.prefix(256)), nil, result: "refused", reason: String(reason.prefix(1024)) + note,
+            action.prefix(utf8Bytes: 256), nil, result: "refused", reason: reason.prefix(utf8Bytes: 1024) + note,
             started: Date())
     }
 

@@ -125,7 +125,7 @@ struct LoadBody: Decodable {
             throw Problem.badRequest("version must be 1 to \(DesiredState.Limits.versionLength) bytes")
         }
         if let digest = sha256 {
-            guard digest.utf8.count == 64, digest.allSatisfy(\.isHexDigit) else {
+            guard digest.isASCIIHex(count: 64) else {
                 throw Problem.badRequest("sha256 must be 64 hex digits (the SHA-256 of the model file)")
             }
             body.sha256 = digest.lowercased()
@@ -137,9 +137,9 @@ struct LoadBody: Decodable {
     }
 
     /// The fields as an audit entry keeps them when the body was refused: cut to their bounds.
-    var auditedModel: String { String(model.prefix(DesiredState.Limits.pathLength)) }
-    var auditedVersion: String? { version.map { String($0.prefix(DesiredState.Limits.versionLength)) } }
-    var auditedSHA256: String? { sha256.map { String($0.prefix(64)) } }
+    var auditedModel: String { model.prefix(utf8Bytes: DesiredState.Limits.pathLength) }
+    var auditedVersion: String? { version.map { $0.prefix(utf8Bytes: DesiredState.Limits.versionLength) } }
+    var auditedSHA256: String? { sha256.map { $0.prefix(utf8Bytes: 64) } }
 }
 
 /// `POST /v1/detect`'s answer; `detections` and the stage timings are the detection JSON the CLI writes too.

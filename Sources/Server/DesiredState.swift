@@ -202,7 +202,7 @@ private struct DocumentReader {
         var sha256: String?
         if let node = fields["sha256"] {
             let digest = try string(node, "\(field).sha256")
-            guard digest.utf8.count == 64, digest.allSatisfy(\.isHexDigit) else {
+            guard digest.isASCIIHex(count: 64) else {
                 throw Failure(field: "\(field).sha256", reason: "must be 64 hex digits (the SHA-256 of the model file)")
             }
             sha256 = digest.lowercased()

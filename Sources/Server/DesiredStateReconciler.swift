@@ -292,7 +292,7 @@ public final class DesiredStateReconciler: Sendable {
                 return .failed(reason: "LoadFailed", message: reason)
             }
             if slot.require_signature && status.signatureKeyID == nil {
-                _ = try? await control.discardStaged(slot: name, by: principal, from: nil)
+                _ = try? await control.discardStaged(slot: name, expecting: status.identity, by: principal, from: nil)
                 return .failed(reason: "SignatureRequired",
                     message: "'\(slot.model)' has no signature by a trusted key (require_signature is set)")
             }

@@ -1,5 +1,5 @@
 import Foundation
-import HotSwap
+@testable import HotSwap
 import HotSwapTesting
 import TestSupport
 import Testing
@@ -63,6 +63,13 @@ extension HotSwapSuite {
             }
             gate.open()
             #expect(await first.wait().stage == .cancelled)
+            // A field's text passing for another's: two different loads, two keys.
+            var left = LoadRequest(slot: "default", path: "/m/x|", version: "v")
+            var right = LoadRequest(slot: "default", path: "/m/x", version: "|v")
+            #expect(left.sharingKey != right.sharingKey)
+            (left.path, right.path) = ("/m/x", "/m/x")
+            (left.version, right.version) = ("v", "v")
+            #expect(left.sharingKey == right.sharingKey)
             await manager.shutdown()
         }
 

@@ -116,14 +116,21 @@ extension HotSwapSuite {
             let manager = ModelManager(configuration: HotSwapConfiguration.testing(policy: .resourcePreserving),
                 loader: loader, releaseObserver: releases.observer)
             let slot = try await manager.createSlot("default")
+            let events = EventRecorder(await manager.events())
             _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity416))
             let modelA = try #require(slot.roles.active?.identity)
+            // A staged model, which the load discards to make room, saying so.
+            let staged = try #require(await manager.load(LoadRequest(slot: "default", path: Fixtures.identity416,
+                version: "staged")).wait().identity)
             let op = try await manager.load(LoadRequest(slot: "default", path: Fixtures.identity320, activate: true))
             let status = await op.wait()
             #expect(status.stage == .failed, "\(String(describing: status.failure))")
             let answer = try await slot.detect(imageBytes: Fixtures.busJPEG)
             #expect(answer.model.sha256 == modelA.sha256)
             #expect(slot.roles.generation == 2, "released, then restored")
+            #expect(await eventually { events.events.contains { $0.operation == .discard && $0.from == staged } })
+            let discard = events.events.first { $0.operation == .discard }
+            #expect(discard?.reason?.contains("resource-preserving load of \(Fixtures.identity320)") == true)
             await manager.shutdown()
         }
 
@@ -148,6 +155,23 @@ extension HotSwapSuite {
             #expect(slot.roles.active?.identity == activeBefore)
             #expect(slot.roles.generation == generationBefore)
             #expect(slot.roles.staged?.identity == staged)
+
+            // A model that would not fit the budget even with this slot's models gone: refused before they go.
+            let budgeted = ModelManager(configuration: HotSwapConfiguration.testing(memoryBudgetBytes: 256 << 10,
+                policy: .resourcePreserving), loader: FakeLoader())
+            let small = try await budgeted.createSlot("default")
+            _ = try await budgeted.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity416))
+            let kept = try #require(await budgeted.load(LoadRequest(slot: "default", path: Fixtures.identity320))
+                .wait().identity)
+            let over = try await budgeted.load(LoadRequest(slot: "default", path: Fixtures.yolov3Tiny416,
+                activate: true)).wait()
+            guard case .overMemoryBudget = over.failure else {
+                Issue.record("expected overMemoryBudget, got \(String(describing: over.failure))")
+                return
+            }
+            #expect(small.roles.generation == 1 && small.roles.staged?.identity == kept)
+            #expect(small.roles.active?.identity.path == Fixtures.identity416)
+            await budgeted.shutdown()
             await manager.shutdown()
         }
     }

@@ -122,17 +122,24 @@ struct AuditTests {
                 }
             }
             let spent = ContinuousClock.now - burst
+            // A known caller's refusals (a viewer's token) are all recorded, whatever the anonymous ones did.
+            for _ in 0..<25 {
+                try await client.execute(uri: "/v1/slots/default/rollback", method: .post,
+                    headers: H.headers(token: "carol-token")) { #expect($0.status == .forbidden) }
+            }
             try await Task.sleep(for: .milliseconds(1100))
             try await client.execute(uri: "/v1/slots/default/rollback", method: .post) {
                 #expect($0.status == .unauthorized)
             }
-            let refusals = try await harness.auditEntries().filter { $0.result == "refused" }
+            let all = try await harness.auditEntries().filter { $0.result == "refused" }
+            #expect(all.count { $0.actor == "carol" } == 25)
+            let refusals = all.filter { $0.actor == "unauthenticated" }
             // Each started second takes at most 20; the burst's refusals not taken are counted in a later entry.
             let windows = Int(spent / .seconds(1)) + 1
             #expect(refusals.count <= RefusalLimiter.perSecond * (windows + 1), "\(refusals.count) in \(spent)")
             if windows == 1 {
                 #expect(refusals.count == RefusalLimiter.perSecond + 1)
-                #expect(refusals.last?.reason?.contains("(40 refusals before this one were not recorded one by one")
+                #expect(refusals.last?.reason?.contains("(40 unauthenticated refusals before this one were not recorded")
                     == true, "\(refusals.last?.reason ?? "")")
             }
         }
@@ -143,8 +150,12 @@ struct AuditTests {
         let harness = try await ServerHarness()
         defer { Task { await harness.cleanUp() } }
         try await harness.test { client in
+            // A path of 1000 Characters, each with 20 combining marks (bounded in bytes, not Characters), and a sha256
+            // of 63 ASCII hex digits and a fullwidth one (64 Characters, not 64 ASCII hex digits).
+            let heavy = String(repeating: "m" + String(repeating: "\u{0301}", count: 20), count: 1000)
             for (field, value) in [("model", String(repeating: "m", count: 5000)), ("version", String(repeating: "v", count: 200)),
-                                   ("sha256", "xyz"), ("model", "")] {
+                                   ("sha256", "xyz"), ("model", ""), ("model", heavy),
+                                   ("sha256", String(repeating: "a", count: 63) + "\u{FF21}")] {
                 var body: [String: Any] = ["model": "synthetic/yolov5-nc80-320-identity.onnx"]
                 body[field] = value
                 try await client.execute(uri: "/v1/slots/default/load", method: .post, headers: Self.alice,
@@ -167,8 +178,11 @@ struct AuditTests {
             }
         }
         let rejected = try await harness.auditEntries().filter { $0.action == "load" && $0.result == "rejected" }
-        #expect(rejected.count == 4 && rejected.allSatisfy { ($0.modelPath?.utf8.count ?? 0) <= 1024 },
-            "\(rejected.map { $0.modelPath?.count ?? -1 })")
+        #expect(rejected.count == 6 && rejected.allSatisfy { ($0.modelPath?.utf8.count ?? 0) <= 1024 },
+            "\(rejected.map { $0.modelPath?.utf8.count ?? -1 })")
+        // 1, 2, 3 and 4 bytes: cut only between scalars.
+        #expect("aé€😀".prefix(utf8Bytes: 5) == "aé" && "aé€😀".prefix(utf8Bytes: 9) == "aé€"
+            && "aé€😀".prefix(utf8Bytes: 10) == "aé€😀" && "abc".prefix(utf8Bytes: 5) == "abc")
     }
 
     @Test("an intent a previous run left without an outcome is closed at start-up as interrupted")

@@ -1,0 +1,23 @@
+extension String {
+    /// At most the first `maxBytes` bytes of the string's UTF-8, cut at a Unicode scalar's boundary: a bound on what
+    /// is stored or logged of a string from outside, which counting Characters is not (one Character can hold any
+    /// number of combining scalars).
+    public func prefix(utf8Bytes maxBytes: Int) -> String {
+        guard utf8.count > maxBytes else { return self }
+        var end = unicodeScalars.startIndex
+        var bytes = 0
+        for index in unicodeScalars.indices {
+            let size = UTF8.width(unicodeScalars[index])
+            guard bytes + size <= maxBytes else { break }
+            bytes += size
+            end = unicodeScalars.index(after: index)
+        }
+        return String(unicodeScalars[..<end])
+    }
+
+    /// Whether the string is exactly `count` ASCII hex digits (`0-9`, `a-f`, `A-F`; no other script's digits).
+    public func isASCIIHex(count: Int) -> Bool {
+        utf8.count == count && utf8.allSatisfy { (0x30...0x39).contains($0) || (0x41...0x46).contains($0)
+            || (0x61...0x66).contains($0) }
+    }
+}
