@@ -196,7 +196,8 @@ public actor ModelManager {
     private static func check(_ slot: ModelSlot, stages expected: ModelIdentity?) throws {
         guard let expected, let staged = slot.roles.staged?.identity else { return }
         if staged.sha256 != expected.sha256 || staged.path != expected.path || staged.version != expected.version {
-            throw ControlError.stagedChanged(slot: slot.name, expected: "\(expected.path) (\(expected.sha256.prefix(12)))")
+            throw ControlError.stagedChanged(slot: slot.name,
+                expected: "\(expected.path) (\(expected.sha256.prefix(12)))")
         }
     }
 

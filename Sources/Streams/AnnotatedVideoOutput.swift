@@ -13,8 +13,9 @@ import VideoDecoding
 /// properly, so that what was recorded until then plays.
 ///
 /// The file is opened when the stream is created (``LinkFreePath``, as the output policy resolved it; emptied once the
-/// stream is in the registry), so that a refusal is the creation's, and FFmpeg writes through that descriptor: a link planted in the output folder since the
-/// check cannot redirect the video. A stream that ends without a frame leaves the file empty.
+/// stream is in the registry), so that a refusal is the creation's, and FFmpeg writes through that descriptor: a link
+/// planted in the output folder since the check cannot redirect the video. A stream that ends without a frame leaves
+/// the file empty.
 ///
 /// Thread-safety: used from one serial queue (its stream's writer), never concurrently.
 final class AnnotatedVideoOutput: @unchecked Sendable {

@@ -62,7 +62,9 @@ public struct SourcePolicy: Sendable, Equatable {
         }
         if allowsAnything {
             // Resolved: the decoder opens a path with no link in it.
-            guard let path = Self.realPath(trimmed) else { throw .sourceNotAllowed(source: text, reason: "no such file") }
+            guard let path = Self.realPath(trimmed) else {
+                throw .sourceNotAllowed(source: text, reason: "no such file")
+            }
             return .file(path: try regularFile(path, shownAs: text))
         }
         guard let root = mediaDirectory else {

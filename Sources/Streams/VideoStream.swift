@@ -552,8 +552,9 @@ public final class VideoStream: Sendable {
             return s
         }
         // The last message: handed out with the close, so no keep-alive can follow it.
-        count(lost: subscribers.close(final: .event(StreamEvent(stream: id, type: final.state == .failed ? .failed : .ended,
-            time: Date(), message: final.last_error))))
+        let last = StreamEvent(stream: id, type: final.state == .failed ? .failed : .ended, time: Date(),
+            message: final.last_error)
+        count(lost: subscribers.close(final: .event(last)))
         previews.close()
         finished.open()
         keepAlive.withLock { $0 }?.cancel()

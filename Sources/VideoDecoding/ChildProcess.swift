@@ -10,9 +10,10 @@ import Primitives
 /// Started with `posix_spawn` (no fork of a multi-threaded process), in a process group of its own with default signal
 /// dispositions: should this process die without killing it (SIGKILL), the child lives on until it next writes to its
 /// broken pipe (SIGPIPE) — at once for a file, at the next frame for a live source. The pipes are close-on-exec, so no
-/// other child keeps them open and a reader waiting after this child died; the child gets no descriptor but its
-/// three (and a file passed to it as its fourth). The child is reaped in two steps: `waitid(WNOWAIT)` waits for its exit while leaving the zombie in place, so
-/// that a concurrent `kill` never reaches a reused pid; the zombie is then reaped under the lock that `kill` takes.
+/// other child keeps them open and a reader waiting after this child died; the child gets no descriptor but its three
+/// (and a file passed to it as its fourth). The child is reaped in two steps: `waitid(WNOWAIT)` waits for its exit
+/// while leaving the zombie in place, so that a concurrent `kill` never reaches a reused pid; the zombie is then reaped
+/// under the lock that `kill` takes.
 ///
 /// Thread-safety: `terminate` and `waitForExit` may be called from any thread, any number of times; the output
 /// handles are meant for one reader each, and the reader of `stderr` must close it.

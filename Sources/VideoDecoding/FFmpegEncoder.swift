@@ -61,8 +61,8 @@ public final class FFmpegEncoder: Sendable {
         let rate = fps.isFinite && fps > 0 && fps <= 1000 ? String(format: "%.3f", fps) : "30"
         child = try ChildProcess([ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "error", "-y",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "\(width)x\(height)", "-r", rate, "-i", "pipe:0",
-            "-an", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
-            "-f", muxer, "file:/proc/self/fd/3"],
+            "-an", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264", "-preset", "veryfast",
+            "-pix_fmt", "yuv420p", "-f", muxer, "file:/proc/self/fd/3"],
             writableStdin: true, file: file)
         ChildProcess.widen(pipe: child.stdin, toHold: min(pixels, ChildProcess.maxFramePipeBytes) * 3)
         // FFmpeg's messages, drained (a full stderr pipe would stall it) and kept for an error; ends at its exit.

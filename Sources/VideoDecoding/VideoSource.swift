@@ -44,9 +44,10 @@ public enum VideoSource: Sendable, Equatable, CustomStringConvertible {
     /// A file is read from the descriptor the decoder opened (FFmpeg's descriptor 3, `/proc/self/fd/3`: FFmpeg needs
     /// `/proc`), through the `file` protocol only and by the demuxers of `fileFormats` only, so FFmpeg reads that one
     /// file and nothing it names; its container is told by its content (FFmpeg does not see the name). RTSP is read
-    /// over TCP (no UDP ports to open); live sources skip FFmpeg's input buffering so the newest frame arrives first. A network source is read only by the demuxers its scheme carries (`-format_whitelist`): an
-    /// allowed HTTP endpoint that answers a playlist (HLS, DASH, concat), which would have FFmpeg fetch from hosts
-    /// `allowed_urls` never named, is refused. (FFmpeg's HTTP client still follows redirects.)
+    /// over TCP (no UDP ports to open); live sources skip FFmpeg's input buffering so the newest frame arrives first. A
+    /// network source is read only by the demuxers its scheme carries (`-format_whitelist`): an allowed HTTP endpoint
+    /// that answers a playlist (HLS, DASH, concat), which would have FFmpeg fetch from hosts `allowed_urls` never
+    /// named, is refused. (FFmpeg's HTTP client still follows redirects.)
     var ffmpegInput: [String] {
         switch self {
         case .file:

@@ -153,7 +153,8 @@ struct AuditTests {
             // A path of 1000 Characters, each with 20 combining marks (bounded in bytes, not Characters), and a sha256
             // of 63 ASCII hex digits and a fullwidth one (64 Characters, not 64 ASCII hex digits).
             let heavy = String(repeating: "m" + String(repeating: "\u{0301}", count: 20), count: 1000)
-            for (field, value) in [("model", String(repeating: "m", count: 5000)), ("version", String(repeating: "v", count: 200)),
+            for (field, value) in [("model", String(repeating: "m", count: 5000)),
+                                   ("version", String(repeating: "v", count: 200)),
                                    ("sha256", "xyz"), ("model", ""), ("model", heavy),
                                    ("sha256", String(repeating: "a", count: 63) + "\u{FF21}")] {
                 var body: [String: Any] = ["model": "synthetic/yolov5-nc80-320-identity.onnx"]

@@ -325,7 +325,8 @@ extension StreamSuite {
 
             // The file itself a link (to a file inside), a FIFO, a missing folder, paths that are not resolved ones.
             try FileManager.default.removeItem(atPath: root + "/sub")
-            try FileManager.default.createSymbolicLink(atPath: root + "/link.avi", withDestinationPath: root + "/was-sub/clip.avi")
+            try FileManager.default.createSymbolicLink(atPath: root + "/link.avi",
+                withDestinationPath: root + "/was-sub/clip.avi")
             #expect(throws: VideoDecodeError.cannotOpen(source: root + "/link.avi",
                 reason: "\(root)/link.avi is a symbolic link")) {
                 _ = try FFmpegDecoder(source: .file(path: root + "/link.avi"))
