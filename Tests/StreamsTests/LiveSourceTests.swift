@@ -166,17 +166,18 @@ extension StreamSuite {
             var messages = stream.subscribe(buffer: 64, keepAlive: true).makeAsyncIterator()
             // A subscriber that did not ask for keep-alives (the MQTT output) gets none.
             var plain = stream.subscribe(buffer: 64).makeAsyncIterator()
-            var last = ContinuousClock.now
+            let started = ContinuousClock.now
             stream.start()
-            for index in 0..<4 {
+            // Each is sent an interval after the one before (the first, after the start): the k-th cannot arrive
+            // sooner than k intervals after the start, however late the ones before it were read.
+            for index in 1...4 {
                 let message = await messages.next()
                 guard case .keepAlive = message else {
                     Issue.record("message \(index): \(String(describing: message))")
                     break
                 }
-                let now = ContinuousClock.now
-                #expect(now - last >= .milliseconds(290), "keep-alive \(index) after \(now - last)")
-                last = now
+                let elapsed = ContinuousClock.now - started
+                #expect(elapsed >= .milliseconds(300) * index, "keep-alive \(index) after \(elapsed)")
             }
             await stream.stop()
             var rest: [StreamMessage] = []
