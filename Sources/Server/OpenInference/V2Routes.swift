@@ -23,10 +23,10 @@ struct V2Routes: Sendable {
 
     static let extensions = ["binary_tensor_data", "model_repository", "model_configuration", "statistics"]
 
-    /// Large inference bodies are parsed here, one at a time, off the cooperative pool: a body's JSON `data` takes
-    /// about a second and ten times its size in memory to parse (20 MiB of `0,` are 10 million elements), which on the
-    /// pool would stall every other request on its thread, and side by side would multiply the memory. Bodies up to
-    /// `inlineParseBytes` (a binary tensor's JSON header, an image) are parsed where they arrive.
+    /// Large inference bodies are parsed here, one at a time, off the cooperative pool: a body's JSON `data` is
+    /// decoded to one value per element (20 MiB of `0,` are 10 million), which on the pool would stall every other
+    /// request on its thread, and side by side would multiply the memory. Bodies up to `inlineParseBytes` (a binary
+    /// tensor's JSON header, an image) are parsed where they arrive.
     private static let parsing = BlockingQueue(label: "yoloswap.v2-parse")
     private static let inlineParseBytes = 256 * 1024
 
