@@ -164,7 +164,14 @@ public final class AuditLog: Sendable {
         try attempt("append entry") {
             try database.writeWithoutTransaction { db in
                 try db.inTransaction(.immediate) {
-                    let head = try Self.head(db) ?? Self.lastEntry(db)
+                    let head = try Self.head(db)
+                    // Entries but no head: it was deleted (with the rows after it, maybe). Chaining on from the
+                    // last row would write a new head and `verify` would find the log whole again.
+                    if head == nil, let last = try Self.lastEntry(db) {
+                        throw AuditLogError(operation: "append entry", path: path, reason: "the head record is "
+                            + "missing while the log holds entries (the last is \(last.entryID)): the log was altered; "
+                            + "nothing is appended until it is repaired (see `yoloswap audit verify`)")
+                    }
                     entry.id = (head?.entryID ?? 0) + 1
                     entry.previousHash = head?.hash ?? AuditEntry.genesisHash
                     entry.hash = entry.computedHash

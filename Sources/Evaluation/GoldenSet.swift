@@ -95,8 +95,10 @@ public struct GoldenSetRules: Sendable, Codable, Equatable {
         case maxDropVsBaseline = "max_drop_vs_baseline"
     }
 
-    /// nil when the candidate passes; else the rule it breaks, with the figures.
+    /// nil when the candidate passes; else the rule it breaks, with the figures. With no rule set (a set scored and
+    /// logged only), nothing is a breach, an undefined mAP included.
     public func breach(candidate: COCOEvaluation, baseline: COCOEvaluation?) -> String? {
+        guard minMAP != nil || maxDropVsBaseline != nil else { return nil }
         guard let map = candidate.map else { return "the candidate's mAP is undefined (no ground truth it could find)" }
         if let minMAP, map < minMAP {
             return String(format: "mAP %.4f is below min_map %.4f", map, minMAP)

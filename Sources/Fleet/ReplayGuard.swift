@@ -118,6 +118,12 @@ public final class ReplayGuard: Sendable {
         }
     }
 
+    /// Forgets an admitted command that was never run (the device stopped before its turn), so that the same message
+    /// sent again is admitted rather than refused as a replay.
+    public func forget(_ command: FleetCommand) {
+        memory.withLock { m in m.commands.removeAll { $0.nonce == command.nonce && $0.id == command.id } }
+    }
+
     /// Admits a group's desired-state document or refuses it (see the type's documentation).
     /// - Throws: `FleetRefusal.replayed` for a document issued before (or with the time of) the one last admitted.
     public func admit(_ document: FleetDesiredDocument, digest: String) throws(FleetRefusal) -> DocumentAdmission {

@@ -94,6 +94,8 @@ public struct FleetRefusal: Error, Equatable, CustomStringConvertible {
         case duplicateID = "duplicate_id"
         /// An action no handler takes.
         case unknownAction = "unknown_action"
+        /// Verified, but too many admitted messages are already waiting their turn: send it again later.
+        case busy
     }
 
     public var reason: Reason

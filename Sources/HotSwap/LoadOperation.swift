@@ -35,11 +35,14 @@ public struct LoadRequest: Sendable, Equatable {
     /// Accept a target whose provider or device differs from the active model's (moving the slot); without it such a
     /// load is refused before anything is loaded.
     public var allowDeviceChange: Bool
+    /// Refuse the model in the verifying stage unless a trusted key signed it, whatever the manager's verifier
+    /// requires of every load (a desired-state slot's `require_signature`); with no verifier, every model is refused.
+    public var requireSignature: Bool
 
     public init(slot: String, path: String, name: String? = nil, version: String? = nil,
                 expectedSHA256: String? = nil, activate: Bool = false, allowSchemaChange: Bool = false,
                 policy: SwapPolicy? = nil, warmupTimeout: Duration? = nil, target: ExecutionTarget? = nil,
-                allowDeviceChange: Bool = false) {
+                allowDeviceChange: Bool = false, requireSignature: Bool = false) {
         self.slot = slot
         self.path = path
         self.name = name
@@ -51,15 +54,17 @@ public struct LoadRequest: Sendable, Equatable {
         self.warmupTimeout = warmupTimeout
         self.target = target
         self.allowDeviceChange = allowDeviceChange
+        self.requireSignature = requireSignature
     }
 
     /// Loads asking for the same thing share one operation: the same slot, file, name, version, expected digest,
-    /// activation, target, policy, warm-up timeout and permissions (one that forbids a schema or device change must
-    /// not get what a load permitting it made).
+    /// activation, target, policy, warm-up timeout, permissions and signature requirement (one that forbids a schema
+    /// or device change, or needs a signature, must not get what a load without that made).
     var sharingKey: SharingKey {
         SharingKey(slot: slot, path: path, name: name, version: version, expectedSHA256: expectedSHA256,
             activate: activate, target: target?.description, policy: policy, warmupTimeout: warmupTimeout,
-            allowSchemaChange: allowSchemaChange, allowDeviceChange: allowDeviceChange)
+            allowSchemaChange: allowSchemaChange, allowDeviceChange: allowDeviceChange,
+            requireSignature: requireSignature)
     }
 
     /// The fields as they are (no joined string, in which one field's text could pass for another's).
@@ -70,7 +75,7 @@ public struct LoadRequest: Sendable, Equatable {
         var target: String?
         var policy: SwapPolicy?
         var warmupTimeout: Duration?
-        var allowSchemaChange, allowDeviceChange: Bool
+        var allowSchemaChange, allowDeviceChange, requireSignature: Bool
     }
 }
 

@@ -66,6 +66,10 @@ struct LoadPipeline: Sendable {
                 do { keyID = try verifier.verify(path: path, sha256: file.sha256, version: request.version) }
                 catch { throw LoadFailure.signatureRejected(path: path, reason: "\(error)") }
             }
+            if request.requireSignature && keyID == nil {
+                throw LoadFailure.signatureRejected(path: path,
+                    reason: "not signed by a trusted key, and this load requires a signature")
+            }
             return (file, keyID)
         }
         let digest = file.sha256

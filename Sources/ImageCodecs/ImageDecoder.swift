@@ -37,8 +37,10 @@ public enum ImageDecoder {
     /// applied, so a portrait phone photo reports its upright size), read from the header only. For PNG only an
     /// eXIf chunk placed before the image data is seen here (decoding also sees one placed after it).
     ///
+    /// - Parameter applyingEXIFOrientation: false for the size as stored, as decoding with
+    ///   `applyEXIFOrientation: false` returns it.
     /// - Throws: ``ImageDecodeError`` as for decoding, except that the pixel limit is not applied.
-    public static func header(_ bytes: [UInt8]) throws(ImageDecodeError) -> (
+    public static func header(_ bytes: [UInt8], applyingEXIFOrientation: Bool = true) throws(ImageDecodeError) -> (
         format: ImageFormat, width: Int, height: Int
     ) {
         let format = try format(of: bytes)
@@ -46,14 +48,14 @@ public enum ImageDecoder {
             switch format {
             case .jpeg:
                 let (width, height) = try JPEGDecompressor().header(data)
-                let upright = EXIFOrientation.inJPEG(data).swapsAxes
+                let upright = applyingEXIFOrientation && EXIFOrientation.inJPEG(data).swapsAxes
                 return (.jpeg, upright ? height : width, upright ? width : height)
             case .png:
                 let context = try PNGDecoderContext(data: data, maxDimension: Int(Int32.max))
                 let (width, height) = try context.header()
                 // libspng reads the chunks before the image data here; an eXIf placed after it is not seen.
                 let orientation = context.exif().map { $0.withUnsafeBufferPointer { EXIFOrientation.inTIFF($0) } }
-                let upright = orientation?.swapsAxes ?? false
+                let upright = applyingEXIFOrientation && orientation?.swapsAxes ?? false
                 return (.png, upright ? height : width, upright ? width : height)
             }
         }
@@ -75,7 +77,7 @@ public enum ImageDecoder {
         let (_, width, height) = try header(bytes)
         let byteCount = try checkSize(width: width, height: height, options: options)
         var failure: ImageDecodeError?
-        var decoded = false
+        var decoded: (width: Int, height: Int)?
         let pixels = [UInt8](unsafeUninitializedCapacity: byteCount) { buffer, count in
             count = buffer.count  // UInt8 needs no initialisation; the array is dropped unless every row is decoded
             do throws(ImageDecodeError) {
@@ -88,14 +90,16 @@ public enum ImageDecoder {
                     throw error
                 }
                 try decoding.decodeRemainingRows()
-                decoded = true
+                // The rows as decoded: the header's size is upright, and these are not when the orientation is not
+                // applied (the same byte count, the axes swapped).
+                decoded = (decoding.width, decoding.height)
             } catch {
                 failure = error
             }
         }
         if let failure { throw failure }
-        guard decoded else { return try decode(bytes, options: options) }
-        return RGBImage(width: width, height: height, pixels: pixels)
+        guard let decoded else { return try decode(bytes, options: options) }
+        return RGBImage(width: decoded.width, height: decoded.height, pixels: pixels)
     }
 
     // MARK: - Formats

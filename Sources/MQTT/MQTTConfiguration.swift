@@ -111,4 +111,6 @@ public enum MQTTConnectionEvent: Sendable, Equatable {
     case disconnected(reason: String)
     /// A received message was dropped: larger than `maxPayloadBytes`, or the buffer was full.
     case messageDropped(topic: String, reason: String)
+    /// The broker refused a subscription (its ACL grants no read access, say): nothing arrives on that filter.
+    case subscriptionRefused(filter: String, reason: String)
 }

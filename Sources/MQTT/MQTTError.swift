@@ -11,6 +11,9 @@ public struct MQTTError: Error, Equatable, CustomStringConvertible {
         case tooManyInFlight
         /// The client has been stopped.
         case stopped
+        /// The broker acknowledged the publication with a failure (MQTT 5 reason code ≥ 0x80: 0x87 not authorized,
+        /// 0x97 quota exceeded, …): it was not delivered.
+        case refused(reasonCode: Int32)
     }
 
     public var kind: Kind

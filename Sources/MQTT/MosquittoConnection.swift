@@ -47,6 +47,8 @@ final class MosquittoConnection: @unchecked Sendable {
         /// Set by a successful CONNACK: the next backoff starts from the first delay again.
         var resetBackoff = false
         var subscriptions: [String: MQTTQoS] = [:]
+        /// Subscriptions sent and not yet answered (SUBACK), by message id.
+        var subscribing: [Int32: String] = [:]
         /// QoS 1/2 publications made while not `publishing`, oldest first.
         var outbox: [Publication] = []
         /// QoS 1/2 publications handed to libmosquitto, by message id, until their acknowledgement.
@@ -96,7 +98,10 @@ final class MosquittoConnection: @unchecked Sendable {
         mosquitto_user_data_set(handle, Unmanaged.passUnretained(self).toOpaque())
         mosquitto_connect_with_flags_callback_set(handle, onConnect)
         mosquitto_disconnect_callback_set(handle, onDisconnect)
-        mosquitto_publish_callback_set(handle, onPublish)
+        // The v5 callback carries the acknowledgement's reason code (always 0 under 3.1.1): libmosquitto reports a
+        // refused MQTT 5 publication (0x87, not authorized by the broker's ACL) as published too.
+        mosquitto_publish_v5_callback_set(handle, onPublish)
+        mosquitto_subscribe_callback_set(handle, onSubscribe)
         mosquitto_message_callback_set(handle, onMessage)
     }
 
@@ -206,6 +211,7 @@ final class MosquittoConnection: @unchecked Sendable {
                     defer {
                         s.connected = false
                         s.publishing = false
+                        s.subscribing = [:]
                     }
                     return (s.connected, s.stopping)
                 }
@@ -287,7 +293,7 @@ final class MosquittoConnection: @unchecked Sendable {
         state.withLock { s in
             s.subscriptions[filter] = qos
             // Locked: the network thread cannot start another connection meanwhile (see the type's comment).
-            if s.connected { _ = mosquitto_subscribe(handle, nil, filter, qos.rawValue) }
+            if s.connected { send(filter, qos, in: &s) }
         }
     }
 
@@ -382,9 +388,7 @@ final class MosquittoConnection: @unchecked Sendable {
         state.withLock { s in
             s.connected = true
             s.resetBackoff = true
-            for (filter, qos) in s.subscriptions.sorted(by: { $0.key < $1.key }) {
-                _ = mosquitto_subscribe(handle, nil, filter, qos.rawValue)
-            }
+            for (filter, qos) in s.subscriptions.sorted(by: { $0.key < $1.key }) { send(filter, qos, in: &s) }
         }
         events.yield(.connected(sessionPresent: flags & 1 != 0))
     }
@@ -394,6 +398,7 @@ final class MosquittoConnection: @unchecked Sendable {
             defer {
                 s.connected = false
                 s.publishing = false
+                s.subscribing = [:]  // sent again, under new ids, on the next connection
             }
             return s.connected
         }
@@ -401,9 +406,37 @@ final class MosquittoConnection: @unchecked Sendable {
         events.yield(.disconnected(reason: rc == 0 ? "disconnected by the client" : MQTTError.message(rc)))
     }
 
-    fileprivate func published(mid: Int32) {
+    /// Sends a SUBSCRIBE and files its message id for the answer; one libmosquitto refuses is reported now.
+    /// Called with `state` locked.
+    private func send(_ filter: String, _ qos: MQTTQoS, in s: inout State) {
+        var mid: Int32 = 0
+        let rc = mosquitto_subscribe(handle, &mid, filter, qos.rawValue)
+        if rc == Int32(MOSQ_ERR_SUCCESS.rawValue) {
+            s.subscribing[mid] = filter
+        } else {
+            events.yield(.subscriptionRefused(filter: filter, reason: MQTTError.message(rc)))
+        }
+    }
+
+    fileprivate func subscribed(mid: Int32, granted: [Int32]) {
+        guard let filter = state.withLock({ $0.subscribing.removeValue(forKey: mid) }) else { return }
+        // A granted QoS of 0x80 or more is a refusal (an ACL without read access): nothing will arrive on it.
+        if let code = granted.first(where: { $0 >= 0x80 }) {
+            events.yield(.subscriptionRefused(filter: filter, reason: configuration.protocolVersion == .v5
+                ? String(cString: mosquitto_reason_string(code)) : "the broker refused it (SUBACK 0x80)"))
+        }
+    }
+
+    fileprivate func published(mid: Int32, reasonCode: Int32) {
         // QoS 0 sends are not filed.
-        state.withLock { $0.unacknowledged.removeValue(forKey: mid) }?.continuation?.resume()
+        let continuation = state.withLock { $0.unacknowledged.removeValue(forKey: mid) }?.continuation
+        guard reasonCode < 0x80 else {
+            continuation?.resume(throwing: MQTTError(.refused(reasonCode: reasonCode), operation: "publish",
+                reason: "the broker refused it: \(String(cString: mosquitto_reason_string(reasonCode))) "
+                    + "(reason code 0x\(String(reasonCode, radix: 16)))"))
+            return
+        }
+        continuation?.resume()
     }
 
     fileprivate func received(_ message: UnsafePointer<mosquitto_message>) {
@@ -440,8 +473,13 @@ private let onDisconnect: @convention(c) (OpaquePointer?, UnsafeMutableRawPointe
     _, user, rc in connection(user)?.disconnected(rc: rc)
 }
 
-private let onPublish: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?, Int32) -> Void = {
-    _, user, mid in connection(user)?.published(mid: mid)
+private let onPublish: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?, Int32, Int32, OpaquePointer?)
+    -> Void = { _, user, mid, reasonCode, _ in connection(user)?.published(mid: mid, reasonCode: reasonCode) }
+
+private let onSubscribe: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?, Int32, Int32,
+                                         UnsafePointer<Int32>?) -> Void = { _, user, mid, count, granted in
+    let codes = granted.map { Array(UnsafeBufferPointer(start: $0, count: Int(max(count, 0)))) } ?? []
+    connection(user)?.subscribed(mid: mid, granted: codes)
 }
 
 private let onMessage: @convention(c) (OpaquePointer?, UnsafeMutableRawPointer?, UnsafePointer<mosquitto_message>?)

@@ -254,12 +254,13 @@ private struct Introspection {
                 }
                 var type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED
                 var dimCount = 0
-                _ = api.GetTensorElementType!(tensorInfo, &type)
-                _ = api.GetDimensionsCount!(tensorInfo, &dimCount)
+                let reading = "reading '\(name)' tensor info (\(label))"
+                try library.check(api.GetTensorElementType!(tensorInfo, &type), reading)
+                try library.check(api.GetDimensionsCount!(tensorInfo, &dimCount), reading)
                 var dims = [Int64](repeating: 0, count: dimCount)
-                _ = api.GetDimensions!(tensorInfo, &dims, dimCount)
+                try library.check(api.GetDimensions!(tensorInfo, &dims, dimCount), reading)
                 var symbolic = [UnsafePointer<CChar>?](repeating: nil, count: dimCount)
-                _ = api.GetSymbolicDimensions!(tensorInfo, &symbolic, dimCount)
+                try library.check(api.GetSymbolicDimensions!(tensorInfo, &symbolic, dimCount), reading)
                 let info = TensorInfo(
                     name: name, elementType: TensorElementType(type), shape: dims.map { Int($0) },
                     symbolicShape: symbolic.map { $0.map { String(cString: $0) } ?? "" })
@@ -270,11 +271,17 @@ private struct Introspection {
         var meta: OpaquePointer?
         try library.check(api.SessionGetModelMetadata!(session, &meta), "reading model metadata (\(label))")
         defer { api.ReleaseModelMetadata!(meta) }
+        // Optional fields: one that cannot be read is left empty (its status released, not leaked).
+        func succeeded(_ status: OpaquePointer?) -> Bool {
+            guard let status else { return true }
+            api.ReleaseStatus!(status)
+            return false
+        }
         var text: UnsafeMutablePointer<CChar>?
-        if api.ModelMetadataGetProducerName!(meta, allocator, &text) == nil { metadata.producer = take(text) }
-        if api.ModelMetadataGetGraphName!(meta, allocator, &text) == nil { metadata.graphName = take(text) }
-        if api.ModelMetadataGetDescription!(meta, allocator, &text) == nil { metadata.description = take(text) }
-        _ = api.ModelMetadataGetVersion!(meta, &metadata.version)
+        if succeeded(api.ModelMetadataGetProducerName!(meta, allocator, &text)) { metadata.producer = take(text) }
+        if succeeded(api.ModelMetadataGetGraphName!(meta, allocator, &text)) { metadata.graphName = take(text) }
+        if succeeded(api.ModelMetadataGetDescription!(meta, allocator, &text)) { metadata.description = take(text) }
+        if !succeeded(api.ModelMetadataGetVersion!(meta, &metadata.version)) { metadata.version = 0 }
         var keys: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?
         var keyCount: Int64 = 0
         try library.check(
@@ -283,7 +290,7 @@ private struct Introspection {
             for i in 0..<Int(keyCount) {
                 let key = take(keys[i])
                 var value: UnsafeMutablePointer<CChar>?
-                if api.ModelMetadataLookupCustomMetadataMap!(meta, allocator, key, &value) == nil {
+                if succeeded(api.ModelMetadataLookupCustomMetadataMap!(meta, allocator, key, &value)) {
                     metadata.custom[key] = take(value)
                 }
             }

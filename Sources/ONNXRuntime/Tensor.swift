@@ -98,12 +98,19 @@ public final class TensorOutput: @unchecked Sendable {
         var dimCount = 0
         var elementCount = 0
         var raw: UnsafeMutableRawPointer?
-        _ = api.GetTensorElementType!(info, &type)
-        _ = api.GetDimensionsCount!(info, &dimCount)
-        var dims = [Int64](repeating: 0, count: dimCount)
-        _ = api.GetDimensions!(info, &dims, dimCount)
-        _ = api.GetTensorShapeElementCount!(info, &elementCount)
-        _ = api.GetTensorMutableData!(value, &raw)
+        var dims: [Int64] = []
+        do {
+            let reading = "reading output '\(name)'"
+            try library.check(api.GetTensorElementType!(info, &type), reading)
+            try library.check(api.GetDimensionsCount!(info, &dimCount), reading)
+            dims = [Int64](repeating: 0, count: dimCount)
+            try library.check(api.GetDimensions!(info, &dims, dimCount), reading)
+            try library.check(api.GetTensorShapeElementCount!(info, &elementCount), reading)
+            try library.check(api.GetTensorMutableData!(value, &raw), reading)
+        } catch {
+            api.ReleaseValue!(value)
+            throw error
+        }
         // Checked before the last stored property is set: `deinit` (which releases the value) does not run then.
         guard elementCount == 0 || raw != nil else {
             api.ReleaseValue!(value)

@@ -24,7 +24,9 @@ import Primitives
 /// optimized file's digest and size, the ORT version, the optimization level and the CPU fingerprint; someone who can
 /// write the cache folder but not read the secret cannot make another graph pass for a verified model's. Before every
 /// use the entry is read once into memory, its digest and the manifest's code are checked, and the session is created
-/// from those bytes, never by re-opening the path (which may name another file by then). An entry that does not
+/// from those bytes, never by re-opening the path (which may name another file by then). Entries are only written in a
+/// folder this user owns and nobody else may write (a miss in any other is loaded from the verified bytes): writing
+/// one reads and writes files by path. An entry that does not
 /// match, or that ORT cannot load, is removed and rebuilt from the verified source. Any cache problem (a read-only
 /// directory, a full disk) falls back to an ordinary load from the verified bytes: the cache never makes a load fail.
 /// What the cache creates only this user may open: folders 0700, files 0600 (`PrivateFiles`).
@@ -110,7 +112,12 @@ public struct OptimizedModelCache: Sendable {
         }
         var writing = options
         writing.optimizedModelPath = temporary
-        if (try? PrivateFiles.createDirectory(atPath: directory)) != nil {
+        // Only in a folder nobody else may write: ORT reads the copy and writes the optimized file by path, and the
+        // entry's code is made for what is read back, so someone who could replace either file in between (or
+        // rename the folder's entries) would have their own graph vouched for as the verified model's.
+        if (try? PrivateFiles.createDirectory(atPath: directory)) != nil,
+            PrivateFiles.isPrivateDirectory(atPath: directory)
+        {
             do { try file.copyVerified(to: sourceCopy) } catch {
                 if case .changedSinceVerification = error { throw .file(error) }
             }

@@ -122,6 +122,14 @@ public final class OpenInferenceEngine: Sendable {
     /// - Throws: `InferError` (the request's mistakes, unknown model or version), `SlotError` (overloaded,
     ///   unavailable), `DetectionError` (an undecodable image, a failed run).
     public func infer(model name: String, version: String?, _ request: InferRequest) async throws -> InferResponse {
+        try await infer(model: name, version: version, request) { $0 }
+    }
+
+    /// Runs one request and turns the response into the caller's answer (the HTTP body, say) before counting it: a
+    /// response the answer cannot carry (a non-finite output value in JSON) is counted as a failure, not a success.
+    /// - Throws: as `infer(model:version:_:)`, and what `answer` throws.
+    public func infer<Answer>(model name: String, version: String?, _ request: InferRequest,
+                              answer: (InferResponse) throws -> Answer) async throws -> Answer {
         let started = ContinuousClock.now
         let slot = try slot(name)
         guard request.inputs.count == 1, let input = request.inputs.first else {
@@ -150,14 +158,15 @@ public final class OpenInferenceEngine: Sendable {
             }
             servedVersion = stamp.version
             let selected = try Self.select(outputs, request.outputs)
-            record(name, stamp.version, started: started, queueMilliseconds: queue, failed: false)
-            return InferResponse(
+            let answered = try answer(InferResponse(
                 modelName: name, modelVersion: stamp.version, id: request.id,
                 parameters: [("slot", .string(stamp.slot)), ("model_id", .string(stamp.id)),
                     ("sha256", .string(stamp.sha256)), ("generation", .int(Int64(stamp.generation))),
                     ("provider", .string(stamp.provider)), ("device", .string(stamp.device)),
                     ("queue_ms", .double(queue))],
-                outputs: selected)
+                outputs: selected))
+            record(name, stamp.version, started: started, queueMilliseconds: queue, failed: false)
+            return answered
         } catch {
             // Under a version the slot has; none for a version it does not have (a version from the request alone
             // would add an entry per string sent).

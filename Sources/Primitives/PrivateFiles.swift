@@ -52,6 +52,14 @@ public enum PrivateFiles {
         _ = chmod(url.path, 0o700)
     }
 
+    /// Whether `path` is a folder (not a link to one) that this user owns and nobody else may write: nobody else can
+    /// then replace or rename what is in it between two of our calls.
+    public static func isPrivateDirectory(atPath path: String) -> Bool {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return false }
+        return info.st_mode & S_IFMT == S_IFDIR && info.st_uid == geteuid() && info.st_mode & 0o022 == 0
+    }
+
     /// Creates an empty file at `path` with mode 0600, unless something is there already (which is left as it is):
     /// what SQLite opens next keeps the mode, and gives it to its `-wal` and `-shm` files.
     /// - Throws: `FileCreationError` when the file cannot be created.

@@ -46,10 +46,16 @@ struct FeedbackTotals: Sendable {
     var falseNegatives = 0
     /// Per class: each detection's confidence and whether it matched; the number of true boxes.
     var perClass: [String: (scored: [(Float, Bool)], truths: Int)] = [:]
-    /// The most scored detections kept in all (the oldest are not dropped: feedback past this is counted in the
-    /// precision and recall only).
+    /// The most scored detections kept in all, in whole images: past it an image's detections and its true boxes
+    /// count in the precision and recall only (true boxes counted without their detections would pull every class's
+    /// AP down with each image after).
     static let maxScored = 200_000
+    /// The most classes the AP is kept for (the names come from the feedback, each one a key).
+    static let maxClasses = 4096
     private var scoredCount = 0
+    /// Set by the first image that did not fit: no later one counts in the AP, not even one with no detection
+    /// (whose true boxes alone would pull the AP down, as the images left out cannot balance them).
+    private var capped = false
 
     /// Matches `detections` against `truths` and counts the outcome.
     mutating func add(detections: [Detection], truths: [TrueBox]) -> (tp: Int, fp: Int, fn: Int) {
@@ -57,6 +63,8 @@ struct FeedbackTotals: Sendable {
         let order = detections.indices.sorted { detections[$0].confidence > detections[$1].confidence ||
             (detections[$0].confidence == detections[$1].confidence && $0 < $1) }
         var tp = 0
+        var scored: [(className: String, confidence: Float, matched: Bool)] = []
+        scored.reserveCapacity(detections.count)
         for d in order {
             var best = -1, bestIoU = 0.5
             for t in truths.indices where !used[t] && truths[t].class_name == detections[d].className {
@@ -70,12 +78,17 @@ struct FeedbackTotals: Sendable {
                 used[best] = true
                 tp += 1
             }
-            if scoredCount < Self.maxScored {
-                perClass[detections[d].className, default: ([], 0)].scored.append((detections[d].confidence, best >= 0))
-                scoredCount += 1
-            }
+            scored.append((detections[d].className, detections[d].confidence, best >= 0))
         }
-        for t in truths { perClass[t.class_name, default: ([], 0)].truths += 1 }
+        if !capped && scoredCount + scored.count > Self.maxScored { capped = true }
+        if !capped {
+            scoredCount += scored.count
+            func admits(_ name: String) -> Bool { perClass[name] != nil || perClass.count < Self.maxClasses }
+            for entry in scored where admits(entry.className) {
+                perClass[entry.className, default: ([], 0)].scored.append((entry.confidence, entry.matched))
+            }
+            for t in truths where admits(t.class_name) { perClass[t.class_name, default: ([], 0)].truths += 1 }
+        }
         images += 1
         truePositives += tp
         falsePositives += detections.count - tp

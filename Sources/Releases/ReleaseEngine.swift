@@ -203,6 +203,10 @@ public final class ReleaseEngine: ModelRouter, Sendable {
         }
     }
 
+    /// The shadow's agreement F1 over every pair so far (nil before the first): the figure alone, without building
+    /// the whole `status()` (percentiles, the window's figures, the feedback's AP) under the lock every pair takes.
+    public var agreementF1: Double? { state.withLock { $0.agreement.pairs > 0 ? $0.agreement.f1 : nil } }
+
     /// Judges the time-based conditions (a canary step's hold, `promote_after.min_s`): call it now and then.
     public func tick() -> [ReleaseDecision] { state.withLock { judge(&$0) } }
 
@@ -243,7 +247,9 @@ public final class ReleaseEngine: ModelRouter, Sendable {
             let held = now.timeIntervalSince(since) >= (p.min_s ?? 0)
             let enough = s.candidate.requests >= (p.min_requests ?? 0)
             let due = s.nextPromotionAt.map { now >= $0 } ?? true
-            if stepsDone, held, enough, due {
+            let judged = s.record.spec.rules?.judgeable(s.window, shadow: s.record.spec.strategy == .shadow,
+                baselineServed: s.record.spec.strategy == .shadow || s.record.candidatePercent(at: now) < 100) ?? true
+            if stepsDone, held, enough, due, judged {
                 s.record.promotedFrom = .running
                 s.record.phase = .promoting
                 var figures = s.window.summary

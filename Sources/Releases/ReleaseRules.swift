@@ -58,7 +58,9 @@ public struct ReleaseRules: Sendable, Equatable, Codable {
 
     public static let maxWindow = 100_000
     public var windowSize: Int { window ?? 500 }
-    public var minSamples: Int { min_samples ?? 50 }
+    /// 50 by default, or the whole window when it is smaller: a window that can never hold `minSamples` would leave
+    /// every rule but `non_finite_outputs` unjudged.
+    public var minSamples: Int { min_samples ?? min(50, windowSize) }
 
     func validate() throws(ReleaseError) {
         if let window, !(1...Self.maxWindow).contains(window) {
@@ -79,28 +81,44 @@ public struct ReleaseRules: Sendable, Equatable, Codable {
         }
     }
 
+    /// Whether every rule set can be judged on the window, each having its minimum samples (`non_finite_outputs`
+    /// needs none). An automatic promotion waits for it: a rule that never saw a sample — a shadow whose copies were
+    /// all shed, a canary that failed every one of fewer than `min_samples` requests — has not held.
+    /// Rules the release cannot feed are left out: `agreement_f1` outside a shadow (no pairs), and the rules that
+    /// compare with the baseline while the candidate takes every request (`baselineServed` false: a canary's last
+    /// step at 100 %, an A/B with the baseline's weight 0).
+    func judgeable(_ w: WindowFigures, shadow: Bool, baselineServed: Bool) -> Bool {
+        guard let r = rollback_if else { return true }
+        let enough = w.candidate.count >= minSamples
+        let bothEnough = enough && w.baseline.count >= minSamples
+        if r.error_rate != nil && !enough { return false }
+        if shadow && r.agreement_f1 != nil && w.agreementPairs < minSamples { return false }
+        if baselineServed && (r.p99_ratio != nil || r.detections_per_image_drift != nil) && !bothEnough { return false }
+        return true
+    }
+
     /// The first rule the window breaches, with the figures it was judged on; nil when none.
     func breach(_ w: WindowFigures) -> RuleBreach? {
         guard let r = rollback_if else { return nil }
         let enough = w.candidate.count >= minSamples
         let bothEnough = enough && w.baseline.count >= minSamples
-        let figures = w.summary
+        // Sorting the window for the figures is the costly part: only for a breach.
         if let limit = r.non_finite_outputs, w.candidate.nonFinite > 0, Double(w.candidate.nonFinite) > limit {
             // Non-finite outputs need no sample count: one is one too many past the limit.
             return RuleBreach(rule: "non_finite_outputs > \(limit)", value: Double(w.candidate.nonFinite),
-                figures: figures)
+                figures: w.summary)
         }
         if let limit = r.error_rate, enough, w.candidate.errorRate > limit {
-            return RuleBreach(rule: "error_rate > \(limit)", value: w.candidate.errorRate, figures: figures)
+            return RuleBreach(rule: "error_rate > \(limit)", value: w.candidate.errorRate, figures: w.summary)
         }
         if let limit = r.agreement_f1, w.agreementPairs >= minSamples, let f1 = w.agreementF1, f1 < limit {
-            return RuleBreach(rule: "agreement_f1 < \(limit)", value: f1, figures: figures)
+            return RuleBreach(rule: "agreement_f1 < \(limit)", value: f1, figures: w.summary)
         }
         if let limit = r.p99_ratio, bothEnough, let ratio = w.p99Ratio, ratio > limit {
-            return RuleBreach(rule: "p99_ratio > \(limit)", value: ratio, figures: figures)
+            return RuleBreach(rule: "p99_ratio > \(limit)", value: ratio, figures: w.summary)
         }
         if let limit = r.detections_per_image_drift, bothEnough, let drift = w.detectionsDrift, drift > limit {
-            return RuleBreach(rule: "detections_per_image_drift > \(limit)", value: drift, figures: figures)
+            return RuleBreach(rule: "detections_per_image_drift > \(limit)", value: drift, figures: w.summary)
         }
         return nil
     }

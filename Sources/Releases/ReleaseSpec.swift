@@ -148,8 +148,11 @@ public struct ReleaseSpec: Sendable, Equatable, Codable {
             }
             if let weights {
                 guard Set(weights.keys).isSubset(of: Set(names)),
-                      weights.values.allSatisfy({ $0.isFinite && $0 >= 0 }), weights.values.reduce(0, +) > 0 else {
-                    throw fail("weights must give the variants \(names) weights ≥ 0 that are not all 0")
+                      weights.values.allSatisfy({ $0.isFinite && $0 >= 0 }), weights.values.reduce(0, +) > 0,
+                      weights.values.reduce(0, +).isFinite else {
+                    // A sum past Double's range made the share inf/inf = NaN, and the status unencodable.
+                    throw fail("weights must give the variants \(names) weights ≥ 0 that are not all 0, and add "
+                        + "up to a finite number")
                 }
             }
             try schedule?.validate(variants: names)

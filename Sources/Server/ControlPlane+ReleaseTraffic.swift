@@ -65,9 +65,8 @@ extension ControlPlane {
     /// Counts a failed answer of a variant.
     func observeReleaseFailure(slot: String, variant: String, error: DetectionError) {
         guard let run = releaseRun(slot) else { return }
-        let nonFinite = "\(error)".localizedCaseInsensitiveContains("nan")
-            || "\(error)".localizedCaseInsensitiveContains("finite")
-        handle(run.engine.record(variant: variant, .failure(nonFinite: nonFinite)), of: run)
+        // Typed, not read from the message: a model file named "…nano…" is no NaN.
+        handle(run.engine.record(variant: variant, .failure(nonFinite: error.isNonFiniteOutput)), of: run)
         ReleaseMetrics.answer(slot: slot, variant: variant, failed: true, milliseconds: nil)
     }
 
@@ -83,7 +82,7 @@ extension ControlPlane {
             ReleaseMetrics.mirror(slot: slot.name, outcome: "shed_queue_full")
             return
         } catch {
-            let nonFinite = "\(error)".localizedCaseInsensitiveContains("nan")
+            let nonFinite = (error as? DetectionError)?.isNonFiniteOutput ?? false
             handle(engine.recordMirrorFailure(nonFinite: nonFinite), of: run)
             ReleaseMetrics.mirror(slot: slot.name, outcome: "failed")
             return
@@ -101,7 +100,7 @@ extension ControlPlane {
                 candidate: candidate.result.detections, matched: pair.matched,
                 unmatched_confusion: pair.confusion), image: imageBytes)
         }
-        ReleaseMetrics.agreement(slot: slot.name, f1: engine.status().agreement?.f1)
+        ReleaseMetrics.agreement(slot: slot.name, f1: engine.agreementF1)
         handle(decisions, of: run)
     }
 

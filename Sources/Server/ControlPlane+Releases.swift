@@ -56,7 +56,7 @@ extension ControlPlane {
                     + "(a release's candidate takes the staged role)")
             }
             baseline = active
-            path = try repository.resolve(spec.model)
+            path = try await repository.resolve(spec.model)
         } catch {
             try? await audit(principal, remote, "release.start", slot, modelPath: spec.model, version: spec.version,
                 sha256: spec.sha256, result: "rejected", reason: Problem.from(error).detail, started: started)
@@ -68,18 +68,33 @@ extension ControlPlane {
         var record = ReleaseRecord(slot: slot, spec: spec, candidatePath: path, startedBy: principal.name,
             createdAt: clock.now)
         record.baseline = baseline.identity
-        let run = try await installRun(record, clock: clock)
-        let task = Task { [self] in await bringUp(run, by: principal, from: remote, started: started, resumed: false) }
+        let run: ReleaseRun
+        do { run = try await installRun(record, clock: clock, fresh: true) } catch {
+            // Another start got in while the intent was written: the intent gets its outcome.
+            try? await audit(principal, remote, "release.start", slot, modelPath: spec.model, version: spec.version,
+                sha256: spec.sha256, result: "rejected", reason: Problem.from(error).detail, started: started)
+            throw error
+        }
+        let task = Task { [self] in
+            await bringUp(run, by: principal, from: remote, started: started, resumedIn: nil)
+        }
         run.bringUp.withLock { $0 = task }
         run.keep(task)
         return run
     }
 
     /// Registers a new run for the slot (refused when another is not over) and persists its record.
-    private func installRun(_ record: ReleaseRecord, clock: any ReleaseClock) async throws -> ReleaseRun {
-        let folder = releaseStore.folder(slot: record.slot).map { $0 + "-disagreements" }
+    /// - Parameter fresh: a release just started, whose slot's earlier disagreements go (a resumed one keeps its own).
+    private func installRun(_ record: ReleaseRecord, clock: any ReleaseClock, fresh: Bool = false) async throws
+        -> ReleaseRun
+    {
+        // A folder per release: a new one does not take the last one's files for its own, nor lose its own to the
+        // last one's mirror still writing.
+        let slotFolder = releaseStore.folder(slot: record.slot).map { $0 + "-disagreements" }
+        let safeID = record.id.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") } && !record.id
+            .isEmpty ? record.id : "release"
         let engine = ReleaseEngine(record: record, clock: clock)
-        let run = ReleaseRun(engine: engine, disagreementsFolder: folder)
+        let run = ReleaseRun(engine: engine, disagreementsFolder: slotFolder.map { "\($0)/\(safeID)" })
         let previous = try releaseRuns.withLock { runs -> ReleaseRun? in
             if let current = runs[record.slot], !current.engine.phase.isTerminal {
                 throw ReleaseError.conflict("slot '\(record.slot)' has a release in progress")
@@ -91,13 +106,23 @@ extension ControlPlane {
             // A new release's disagreements replace the last one's.
             Task { await previous.stop() }
         }
+        if fresh, let slotFolder {
+            // Only once this run holds the slot (a start refused as a conflict must not touch the running one's):
+            // everything but this run's own folder — the last release's, and files of the one-folder layout before.
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: slotFolder)) ?? [] where name != safeID {
+                try? FileManager.default.removeItem(atPath: "\(slotFolder)/\(name)")
+            }
+        }
         await persist(run)
         return run
     }
 
     /// Loads the candidate into the staged role, checks it, and starts routing.
+    /// - Parameter phase: for a release resumed after a restart, the phase it goes back to once its candidate is up
+    ///   again (it waits in `loading` meanwhile, where no rule or promotion is judged).
     private func bringUp(_ run: ReleaseRun, by principal: Principal, from remote: String?, started: Date,
-                         resumed: Bool) async {
+                         resumedIn phase: ReleasePhase?) async {
+        let resumed = phase != nil
         let record = run.engine.record
         let spec = record.spec
         let slot = record.slot
@@ -105,12 +130,14 @@ extension ControlPlane {
         let action = resumed ? "release.resume" : "release.start"
         guard let slotRef = manager.slot(slot) else { return }
         let failure: String?
+        var loaded: ModelIdentity?
         do {
             let op = try await manager.load(LoadRequest(
                 slot: slot, path: record.candidatePath, version: spec.version,
                 expectedSHA256: record.candidate?.sha256 ?? spec.sha256, activate: false,
                 allowSchemaChange: spec.allow_schema_change ?? false))
             let status = await op.wait()
+            loaded = status.identity
             if let reason = status.failure {
                 failure = "the candidate did not load: " + repository.hidingRoot(reason.description)
             } else if let staged = slotRef.roles.staged, staged.identity.sha256 == status.identity?.sha256 {
@@ -125,7 +152,12 @@ extension ControlPlane {
         }
         if let failure {
             guard run.engine.transition(from: [.loading, .running, .paused], to: .failed, action: "failed",
-                by: "system", detail: failure) != nil else { return }
+                by: "system", detail: failure) != nil
+            else {
+                // Aborted meanwhile: the gate's refusal left it staged.
+                await discardCandidate(loaded, of: run, in: slotRef)
+                return
+            }
             if slotRef.roles.staged?.identity.path == record.candidatePath {
                 _ = try? await manager.discardStaged(slot: slot)
             }
@@ -137,12 +169,16 @@ extension ControlPlane {
         let now = run.engine.clock.now
         let updated = run.engine.update { r in
             r.candidate = candidate
-            if r.phase == .loading { r.phase = .running }
+            if r.phase == .loading { r.phase = phase ?? .running }
             r.trafficSince = r.trafficSince ?? now
             r.stepStartedAt = r.stepStartedAt ?? now
             r.note(resumed ? "resumed-after-restart" : "traffic", by: "system", at: now, candidate?.id)
         }
-        if updated.phase.isTerminal { return }  // aborted while loading
+        if updated.phase.isTerminal {
+            // Aborted while loading: the abort found no candidate to drop (it had none yet); this one is.
+            await discardCandidate(loaded, of: run, in: slotRef)
+            return
+        }
         slotRef.setRouter(run.engine)
         await persist(run)
         ReleaseMetrics.phase(updated)
@@ -161,6 +197,13 @@ extension ControlPlane {
                 try? await Task.sleep(for: .seconds(1))
             }
         })
+    }
+
+    /// Discards the model this run's load staged, while this run is still the slot's release (a later release's
+    /// candidate of the same file is not this one's to drop).
+    private func discardCandidate(_ loaded: ModelIdentity?, of run: ReleaseRun, in slot: ModelSlot) async {
+        guard let loaded, releaseRuns.withLock({ $0[slot.name] === run }) else { return }
+        _ = try? await manager.discardStaged(slot: slot.name, expecting: loaded)
     }
 
     // MARK: Automatic decisions
@@ -424,12 +467,19 @@ extension ControlPlane {
                 continue
             }
             if record.phase == .promoting { record.phase = record.promotedFrom ?? .running }
+            // One cut off while loading goes on as a new one would (to running once its candidate is up).
+            let phase = record.phase == .loading ? nil : record.phase
             guard let run = try? await installRun(record, clock: clock) else { continue }
+            // Not judged until its candidate is loaded and checked again: a promotion due while the service was down
+            // would otherwise flip in a candidate the golden set has not passed yet (the record keeps its phase).
+            run.engine.update { $0.phase = .loading }
             try? await audit(Self.system, nil, "release.resume", record.slot,
                 modelPath: repository.relative(record.candidatePath), version: record.candidate?.version,
                 sha256: record.candidate?.sha256, result: "intent",
                 reason: "resuming the \(record.phase.rawValue) release after a restart", started: Date())
-            let task = Task { [self] in await bringUp(run, by: Self.system, from: nil, started: Date(), resumed: true) }
+            let task = Task { [self] in
+                await bringUp(run, by: Self.system, from: nil, started: Date(), resumedIn: phase)
+            }
             run.bringUp.withLock { $0 = task }
             run.keep(task)
         }

@@ -111,7 +111,7 @@ public final class ControlPlane: Sendable {
         var policy: SwapPolicy?
         do {
             try refuseDuringRelease(slot, "load")
-            path = try repository.resolve(body.model)
+            path = try await repository.resolve(body.model)
             if let provider = body.provider {
                 guard let parsed = ExecutionTarget(parsing: provider) else {
                     throw Problem.badRequest("provider '\(provider)' is not cpu, cuda[:id] or tensorrt[:id]")
@@ -135,10 +135,14 @@ public final class ControlPlane: Sendable {
             started: started)
         let op: LoadOperation
         do {
+            // Again: a release may have started while the intent was written, and this load would supersede its
+            // candidate's.
+            try refuseDuringRelease(slot, "load")
             op = try await manager.load(LoadRequest(
                 slot: slot, path: path, version: body.version, expectedSHA256: body.sha256,
                 activate: body.activate ?? false, allowSchemaChange: body.allow_schema_change ?? false,
-                policy: policy, target: target, allowDeviceChange: body.allow_device_change ?? false))
+                policy: policy, target: target, allowDeviceChange: body.allow_device_change ?? false,
+                requireSignature: body.require_signature ?? false))
         } catch {
             try? await audit(principal, remote, "load", slot, modelPath: body.model, version: body.version,
                 sha256: body.sha256, result: "rejected", reason: Problem.from(error).detail, started: started)

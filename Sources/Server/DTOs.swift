@@ -111,6 +111,8 @@ struct LoadBody: Decodable {
     var allow_device_change: Bool?
     /// `availability-preserving` | `resource-preserving` | `auto` (default: `hotswap.policy`).
     var policy: String?
+    /// Refuse the model before it is parsed unless a trusted key signed it (default: `require_signature`'s setting).
+    var require_signature: Bool?
 
     /// The body with its strings within the bounds a desired-state document has (`DesiredState.Limits`: a model
     /// path of at most 1024 bytes, a version of at most 128, a sha256 of 64 hex digits, taken in lower case): they go

@@ -14,7 +14,9 @@ import ServiceLifecycle
 /// is read is a complete document, old or new). Content whose SHA-256 is the one last read is not applied again: a
 /// no-op change (kubelet rewriting the same data, a `touch`) does nothing.
 ///
-/// The first apply waits until the slots have been brought up. File reads run off the cooperative pool.
+/// The file is also read every `rescanInterval` (what a watch misses, such as a swapped symbolic link to the folder,
+/// is applied then), and a folder that goes away is watched again once it is back, so the service runs until the
+/// server stops. The first apply waits until the slots have been brought up. File reads run off the cooperative pool.
 ///
 /// Thread-safety: a `Service`, run once by the service group.
 public struct DesiredStateFileService: Service {
@@ -29,22 +31,70 @@ public struct DesiredStateFileService: Service {
         self.logger = logger
     }
 
+    /// How often the file is read even without an event: a change the watch cannot see (the folder reached through a
+    /// symbolic link that a deploy swapped, a network file system) is still applied, at most this late. A read of the
+    /// same content does nothing.
+    static let rescanInterval: Duration = .seconds(10)
+
     public func run() async throws {
         let url = URL(fileURLWithPath: path)
-        let watcher = try DirectoryWatcher(directory: url.deletingLastPathComponent().path,
-            names: [url.lastPathComponent, "..data"])
-        defer { watcher.stop() }
+        let folder = url.deletingLastPathComponent().path
+        let names: Set<String> = [url.lastPathComponent, "..data"]
+        // The first watch must work (a wrong path fails the start); later ones are retried.
+        let first = try DirectoryWatcher(directory: folder, names: names)
+        let current = Locked<DirectoryWatcher?>(first)
         logger.info("watching the desired state", metadata: ["path": "\(path)"])
         while !reconciler.control.hasStarted {
             try? await Task.sleep(for: .milliseconds(50))
-            if Task.isShuttingDownGracefully || Task.isCancelled { return }
+            if Task.isShuttingDownGracefully || Task.isCancelled {
+                first.stop()
+                return
+            }
         }
-        await withGracefulShutdownHandler {
-            var last = await applyIfChanged(after: nil)
-            for await _ in watcher.changes { last = await applyIfChanged(after: last) }
-        } onGracefulShutdown: {
-            watcher.stop()
+        let (wakeups, wake) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let logger = self.logger
+        // Events, and a new watch whenever the folder goes away (removed, or moved aside by a deploy that puts
+        // another in its place): the service goes on, where returning would stop the whole service group.
+        let watching = Task {
+            var watcher: DirectoryWatcher? = first
+            while !Task.isCancelled {
+                if let watcher {
+                    for await _ in watcher.changes { wake.yield() }
+                    if Task.isCancelled { break }
+                    logger.warning("the desired state's folder went away; watching for it to come back",
+                        metadata: ["folder": "\(folder)"])
+                    wake.yield()
+                }
+                try? await Task.sleep(for: .seconds(1))
+                if Task.isCancelled { break }
+                watcher = try? DirectoryWatcher(directory: folder, names: names)
+                current.withLock { $0 = watcher }
+                if watcher != nil { wake.yield() }
+            }
         }
+        let rescanning = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: Self.rescanInterval)
+                wake.yield()
+            }
+        }
+        @Sendable func stop() {
+            watching.cancel()
+            rescanning.cancel()
+            current.withLock { $0?.stop() }
+            wake.finish()
+        }
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                var last = await applyIfChanged(after: nil)
+                for await _ in wakeups { last = await applyIfChanged(after: last) }
+            } onGracefulShutdown: {
+                stop()
+            }
+        } onCancel: {
+            stop()
+        }
+        stop()
     }
 
     /// Reads the file and applies it unless it reads as it did last time.

@@ -122,7 +122,7 @@ public final class DesiredStateReconciler: Sendable {
         let resolved: [String: String]
         do throws(DesiredStateError) {
             document = try DesiredState.parse(bytes)
-            resolved = try check(document)
+            resolved = try await check(document)
         } catch {
             if !dryRun { await reject(error, sha: sha, source: source, actor: actor) }
             throw Problem(.unprocessableContent, "Invalid Desired State", detail: error.description)
@@ -220,7 +220,7 @@ public final class DesiredStateReconciler: Sendable {
     /// Checks a parsed document against this server.
     /// - Returns: each slot's model path, resolved inside the repository.
     /// - Throws: `DesiredStateError` naming the field.
-    private func check(_ document: DesiredState) throws(DesiredStateError) -> [String: String] {
+    private func check(_ document: DesiredState) async throws(DesiredStateError) -> [String: String] {
         let manager = control.manager
         var resolved: [String: String] = [:]
         for (name, slot) in document.slots.sorted(by: { $0.key < $1.key }) {
@@ -228,7 +228,7 @@ public final class DesiredStateReconciler: Sendable {
                 throw DesiredStateError(field: "slots.\(name)", reason: "no such slot on this server (slots: "
                     + manager.slotNames.joined(separator: ", ") + ")")
             }
-            do { resolved[name] = try control.repository.resolve(slot.model) } catch {
+            do { resolved[name] = try await control.repository.resolve(slot.model) } catch {
                 throw DesiredStateError(field: "slots.\(name).model",
                     reason: control.repository.hidingRoot(Problem.from(error).detail))
             }
@@ -280,21 +280,20 @@ public final class DesiredStateReconciler: Sendable {
         case failed(reason: String, message: String)
     }
 
-    /// Stages the slot's model through the control plane, checks the signature requirement, switches it in.
+    /// Stages the slot's model through the control plane (an unsigned model refused in its verifying stage when the
+    /// slot requires a signature: never parsed nor warmed up), then switches it in.
     private func converge(_ name: String, to slot: DesiredState.Slot, by principal: Principal) async -> Outcome {
         let body = LoadBody(model: slot.model, version: slot.version, sha256: slot.sha256, activate: false,
-            allow_schema_change: slot.allow_schema_change)
+            allow_schema_change: slot.allow_schema_change, require_signature: slot.require_signature)
         do {
             let status = try await control.load(slot: name, body: body, by: principal, from: nil).outcome()
             guard status.stage == .ready else {
                 let reason = status.failure.map { control.repository.hidingRoot($0.description) } ?? status.stage
                     .rawValue
+                if slot.require_signature, case .signatureRejected? = status.failure {
+                    return .failed(reason: "SignatureRequired", message: reason)
+                }
                 return .failed(reason: "LoadFailed", message: reason)
-            }
-            if slot.require_signature && status.signatureKeyID == nil {
-                _ = try? await control.discardStaged(slot: name, expecting: status.identity, by: principal, from: nil)
-                return .failed(reason: "SignatureRequired",
-                    message: "'\(slot.model)' has no signature by a trusted key (require_signature is set)")
             }
             // Only the model this load staged: one another caller staged meanwhile is not switched in under this
             // document's name (nor counted as converged).

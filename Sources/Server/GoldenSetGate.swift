@@ -26,7 +26,7 @@ struct GoldenSetGate: CandidateGate {
     func refusal(candidate: ModelInstance, baseline: ModelInstance?, spec: ReleaseSpec) async -> String? {
         guard let relative = spec.golden_set else { return nil }
         let path: String
-        do { path = try repository.resolve(relative) } catch {
+        do { path = try await repository.resolve(relative) } catch {
             return "golden set: \(Problem.from(error).detail)"
         }
         let rules = GoldenSetRules(

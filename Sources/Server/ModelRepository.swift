@@ -41,7 +41,16 @@ public struct ModelRepository: Sendable {
     /// still decides what may be loaded.
     /// - Throws: `Problem` 400 for a path that leaves the repository or names something other than a regular file,
     ///   404 for a missing file or a folder.
-    public func resolve(_ relative: String) throws -> String {
+    public func resolve(_ relative: String) async throws -> String {
+        try await Self.files.run { [self] in try resolveBlocking(relative) }
+    }
+
+    /// The file-system calls of `resolve`, one call at a time: a repository on a network share that stops answering
+    /// holds the callers waiting here, not the cooperative pool's threads (the requests of every other route).
+    private static let files = BlockingQueue(label: "yoloswap.model-repository")
+
+    /// `resolve` on the calling thread, which may block in `realpath` and `open` (for a thread that may wait).
+    public func resolveBlocking(_ relative: String) throws -> String {
         guard !relative.isEmpty else { throw Problem.badRequest("model path is empty") }
         guard !relative.hasPrefix("/") else {
             throw Problem.badRequest("model path '\(relative)' must be relative to the model repository")

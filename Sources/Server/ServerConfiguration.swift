@@ -1,5 +1,6 @@
 import Foundation
 import HotSwap
+import Primitives
 import Streams
 import Yams
 
@@ -261,9 +262,16 @@ public struct ServerConfiguration: Sendable, Equatable {
     private mutating func applyAccess(_ raw: RawConfiguration, base: String, fail: (String) -> ConfigurationError)
         throws
     {
+        // ASCII digits only: `Character.isHexDigit` also takes fullwidth forms, which `Hex.bytes` then refuses, and
+        // the authenticator would drop the token without a word.
+        var owners: [String: String] = [:]
         for token in raw.tokens ?? [] {
-            guard token.sha256.count == 64, token.sha256.allSatisfy(\.isHexDigit) else {
+            guard token.sha256.isASCIIHex(count: 64) else {
                 throw fail("token '\(token.name)': sha256 must be 64 hex digits (the SHA-256 of the token)")
+            }
+            // Two names for one token: the caller would be either, and the audit log would name one at random.
+            if let other = owners.updateValue(token.name, forKey: token.sha256.lowercased()) {
+                throw fail("tokens '\(other)' and '\(token.name)' have the same sha256 (one token, two names)")
             }
         }
         tokens = raw.tokens ?? []

@@ -107,7 +107,7 @@ public enum YOLOSwapServer {
             if manager.slot(name)?.roles.active != nil { continue }
             if manager.slot(name) == nil { _ = try? await manager.createSlot(name) }
             do {
-                let path = try control.repository.resolve(slot.model)
+                let path = try await control.repository.resolve(slot.model)
                 _ = try await manager.loadAndActivate(LoadRequest(slot: name, path: path, version: slot.version,
                     expectedSHA256: slot.sha256, allowSchemaChange: true))
             } catch {

@@ -45,6 +45,11 @@ public enum DetectionError: Error, CustomStringConvertible {
         case .output(let e): "output decode failed: \(e)"
         }
     }
+
+    /// Whether the model's output held a NaN or an infinity where the decoding needed a number.
+    public var isNonFiniteOutput: Bool {
+        if case .output(let e) = self { e.nonFinite } else { false }
+    }
 }
 
 /// The YOLO pipeline for one model: decode → letterbox → run → decode output → NMS → map boxes back.
@@ -102,8 +107,12 @@ public struct Detector: Sendable {
         let decodeTime = clock.now - start
         var result = try detect(image: image, options: options, resizeInParallel: decodeInParallel)
         result.timings.decode = decodeTime.milliseconds
-        if decodeOptions.minimumDecodedSize != nil, let full = try? ImageDecoder.header(imageBytes),
-            full.width != image.width || full.height != image.height
+        // Only a JPEG is decoded at a DCT scale; its full size is taken in the decoded image's orientation (a PNG's
+        // eXIf after its pixels, which the header does not see, would otherwise pass for a scale).
+        if decodeOptions.minimumDecodedSize != nil,
+            let full = try? ImageDecoder.header(imageBytes,
+                applyingEXIFOrientation: decodeOptions.applyEXIFOrientation),
+            full.format == .jpeg, full.width != image.width || full.height != image.height
         {
             // Decoded at a reduced DCT scale: report boxes and size in the original image's pixels.
             let sx = Double(full.width) / Double(image.width), sy = Double(full.height) / Double(image.height)
@@ -190,8 +199,8 @@ public struct Detector: Sendable {
         }
         if format == .yolov10 {
             candidates.sort { $0.score > $1.score }
-            if candidates.count > options.maxDetections {
-                candidates.removeLast(candidates.count - options.maxDetections)
+            if candidates.count > max(0, options.maxDetections) {
+                candidates.removeLast(candidates.count - max(0, options.maxDetections))
             }
         } else {
             candidates = NonMaxSuppression.apply(candidates, iou: options.iou, maxDetections: options.maxDetections,

@@ -2,10 +2,16 @@ import Foundation
 
 /// Parses Ultralytics-style `metadata_props` values (Python reprs).
 enum MetadataParser {
+    /// The most text `names` reads: 65 536 names of up to 60-odd bytes each.
+    static let maxNamesBytes = 4 << 20
+
     /// Parses `{0: 'person', 1: 'bicycle', ...}` (or a JSON object / list) into names ordered by index.
     static func names(_ text: String) -> [String]? {
+        // The schema allows 65 536 classes; names past this much text are not a model's (they come from its file).
+        guard text.utf8.count <= maxNamesBytes else { return nil }
         let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
         if trimmed.hasPrefix("[") {
+            guard trimmed.hasSuffix("]") else { return nil }
             return listItems(trimmed).map(unquote)
         }
         guard trimmed.hasPrefix("{"), trimmed.hasSuffix("}") else { return nil }

@@ -108,7 +108,7 @@ public struct ModelSchema: Sendable, Equatable {
         }
         let names = metadata["names"].flatMap(MetadataParser.names) ?? []
         let dynamic = input.shape[2] < 0 || input.shape[3] < 0
-        let size: ImageSize
+        var size: ImageSize
         let origin: String
         if !dynamic {
             size = ImageSize(width: input.shape[3], height: input.shape[2])
@@ -125,6 +125,11 @@ public struct ModelSchema: Sendable, Equatable {
             origin = "from metadata imgsz '\(text)'"
         } else {
             throw ModelSchemaError.missingInputSize
+        }
+        // Half dynamic ([1, 3, 640, -1]): the declared side stands, every run would fail with another.
+        if dynamic, input.shape[2] > 0 || input.shape[3] > 0 {
+            size = ImageSize(width: input.shape[3] > 0 ? input.shape[3] : size.width,
+                height: input.shape[2] > 0 ? input.shape[2] : size.height)
         }
         guard (1...maxInputSide).contains(size.width), (1...maxInputSide).contains(size.height) else {
             throw ModelSchemaError.invalidInputSize(

@@ -24,6 +24,8 @@ public struct OutputDecodeError: Error, Equatable, CustomStringConvertible {
     public var format: OutputFormat
     public var shape: [Int]
     public var reason: String
+    /// Whether a value the decoding needed was NaN or an infinity (a release's `non_finite_outputs` counts these).
+    public var nonFinite = false
     public var description: String { "cannot decode output \(shape) as \(format.rawValue): \(reason)" }
 }
 
@@ -66,9 +68,10 @@ public enum OutputDecoder {
                 var bestClass = 0
                 for c in 0..<(width - 5) {
                     let s = objectness * values[base + 5 + c]
-                    if s > best, options.classes?.contains(c) ?? true { best = s; bestClass = c }
+                    if s > best { best = s; bestClass = c }
                 }
-                guard best > threshold else { continue }
+                // As Ultralytics: the box's class is its best over all classes; the filter then drops the box.
+                guard best > threshold, options.classes?.contains(bestClass) ?? true else { continue }
                 let candidate = fromCenter(values[base], values[base + 1], values[base + 2], values[base + 3],
                     best, bestClass)
                 if candidate.isFinite { out.append(candidate) }
@@ -85,14 +88,14 @@ public enum OutputDecoder {
             // Class-major layout: scan each class row, keeping the best per anchor.
             var best = [Float](repeating: -.infinity, count: anchors)
             var bestClass = [Int32](repeating: 0, count: anchors)
-            for c in 0..<(channels - 4) where options.classes?.contains(c) ?? true {
+            for c in 0..<(channels - 4) {
                 let base = (4 + c) * anchors
                 for a in 0..<anchors {
                     let s = values[base + a]
                     if s > best[a] { best[a] = s; bestClass[a] = Int32(c) }
                 }
             }
-            for a in 0..<anchors where best[a] > threshold {
+            for a in 0..<anchors where best[a] > threshold && options.classes?.contains(Int(bestClass[a])) ?? true {
                 let candidate = fromCenter(values[a], values[anchors + a], values[2 * anchors + a],
                     values[3 * anchors + a], best[a], Int(bestClass[a]))
                 if candidate.isFinite { out.append(candidate) }
@@ -111,7 +114,8 @@ public enum OutputDecoder {
                 guard let cls = Int(exactly: values[b + 5].rounded(.towardZero)) else {
                     throw OutputDecodeError(
                         format: format, shape: shape,
-                        reason: "row \(r) holds class \(values[b + 5]), not a class index")
+                        reason: "row \(r) holds class \(values[b + 5]), not a class index",
+                        nonFinite: !values[b + 5].isFinite)
                 }
                 guard options.classes?.contains(cls) ?? true else { continue }
                 let candidate = Candidate(x1: values[b], y1: values[b + 1], x2: values[b + 2], y2: values[b + 3],
@@ -182,6 +186,7 @@ public enum NonMaxSuppression {
         var suppressed = [Bool](repeating: false, count: sorted.count)
         var kept: [Candidate] = []
         for i in sorted.indices where !suppressed[i] {
+            guard kept.count < maxDetections else { break }
             kept.append(sorted[i])
             if kept.count >= maxDetections { break }
             let a = boxes[i]

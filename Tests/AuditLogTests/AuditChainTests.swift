@@ -208,6 +208,15 @@ struct AuditChainTests {
         }
         #expect(deleted.kind == .headMismatch)
         #expect(deleted.entryID == 8)
+        // An append does not write a new head over the gap (verify then found the log whole): it is refused.
+        let error = #expect(throws: AuditLogError.self) {
+            try log.append(actor: "x", action: "load", result: "intent")
+        }
+        #expect(error?.reason.contains("head record is missing") == true, "\(String(describing: error))")
+        guard case .broken = try log.verify() else {
+            Issue.record("the deleted head was healed by an append")
+            return
+        }
     }
 
     @Test("every row deleted is reported as truncation")

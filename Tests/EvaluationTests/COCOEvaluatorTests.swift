@@ -205,6 +205,8 @@ struct GoldenSetRulesTests {
         #expect(drop?.contains("0.0500 below the baseline's 0.4000") == true)
         #expect(rules.breach(candidate: Self.evaluation(map: nil), baseline: nil)?.contains("undefined") == true)
         #expect(GoldenSetRules().breach(candidate: Self.evaluation(map: 0.01), baseline: Self.evaluation(map: 0.9)) == nil)
+        // Scored and logged only: an undefined mAP (no ground truth found) does not refuse the candidate either.
+        #expect(GoldenSetRules().breach(candidate: Self.evaluation(map: nil), baseline: nil) == nil)
     }
 
     @Test("the rules' JSON uses the release API's names")

@@ -95,6 +95,12 @@ struct FleetProtocolTests {
         #expect(reason {
             _ = try guardian.admit(Self.command(nonce: "ffeeddccbbaa99887766554433221100"), digest: "d3", now: 1030)
         } == .duplicateID)
+        // A command admitted but never run (the device stopped first) is forgotten: sent again, it is admitted.
+        let unrun = Self.command(id: "c9", nonce: "99887766554433221100ffeeddccbbaa")
+        #expect(try guardian.admit(unrun, digest: "d9", now: 1030) == nil)
+        guardian.forget(unrun)
+        #expect(try guardian.admit(unrun, digest: "d9", now: 1031) == nil)
+        #expect(try guardian.admit(unrun, digest: "d9", now: 1032)?.id == "c9")
 
         // The memory survives a restart.
         let restored = ReplayGuard(settings: .init(maxClockSkew: .seconds(60)), restoring: try JSONDecoder().decode(

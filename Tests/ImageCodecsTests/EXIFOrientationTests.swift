@@ -62,8 +62,13 @@ struct EXIFOrientationTests {
         let decoded = try ImageDecoder.decode(tagged)
         #expect(decoded == Self.expected(plain, orientation: value))
         #expect(try ImageDecoder.decode(tagged, options: .init(applyEXIFOrientation: false)) == plain)
+        // The two-thread decoder too: the rows as stored, labelled with the stored size (it was labelled with the
+        // upright one, the axes swapped for 5...8).
+        #expect(try ImageDecoder.decodeOnTwoThreads(tagged, options: .init(applyEXIFOrientation: false)) == plain)
         let header = try ImageDecoder.header(tagged)
         #expect(header.width == decoded.width && header.height == decoded.height)
+        let stored = try ImageDecoder.header(tagged, applyingEXIFOrientation: false)
+        #expect(stored.width == plain.width && stored.height == plain.height)
     }
 
     @Test("Malformed EXIF is ignored, never fatal")

@@ -93,6 +93,16 @@ struct DesiredStateTests {
         // Back to a good document: converges again.
         try volume.publish(Self.document(Self.large, sha256: largeSHA))
         #expect(await eventuallyAsync(timeout: .seconds(60)) { (try? await Self.activeSHA(server)) == largeSHA })
+
+        // The whole folder moved aside and another put in its place (a deploy): the watch is set up again and the
+        // new folder's document applied. Before, the watcher's end stopped the service, and the server with it.
+        let aside = folder.path + "-aside"
+        try FileManager.default.moveItem(atPath: folder.path, toPath: aside)
+        defer { try? FileManager.default.removeItem(atPath: aside) }
+        try FileManager.default.createDirectory(atPath: folder.path, withIntermediateDirectories: false)
+        try ConfigMapVolume(directory: folder.path).publish(Self.document(Self.small, sha256: smallSHA))
+        #expect(await eventuallyAsync(timeout: .seconds(60)) { (try? await Self.activeSHA(server)) == smallSHA })
+        #expect(server.process.isRunning, "\(server.log.suffix(2000))")
     }
 
     @Test("two replicas watching one ConfigMap both converge and report the document's generation")

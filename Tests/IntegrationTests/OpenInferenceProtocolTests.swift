@@ -117,6 +117,30 @@ struct OpenInferenceProtocolTests {
             #expect(status == expected, "\(json.prefix(120)): \(status) \(error)")
             #expect(error.contains(fragment), "\(json.prefix(120)): \(error)")
         }
+        // A finite input whose output is not (3e38 everywhere: every value of yolov3-tiny's output is NaN) cannot be
+        // answered in JSON: 500 saying so, counted by the statistics as a failure, not a success.
+        func counts() async throws -> (success: Int, fail: Int) {
+            let (_, data) = try await server.request("GET", "/v2/models/default/stats", token: viewer)
+            let stats = ((try JSONSerialization.jsonObject(with: data)) as? [String: Any])?["model_stats"]
+                as? [[String: Any]] ?? []
+            func count(_ kind: String) -> Int {
+                stats.reduce(0) { total, entry in
+                    let figures = (entry["inference_stats"] as? [String: Any])?[kind] as? [String: Any]
+                    return total + (figures?["count"] as? Int ?? 0)
+                }
+            }
+            return (count("success"), count("fail"))
+        }
+        let before = try await counts()
+        let size = 3 * 416 * 416 * 4
+        let header = #"{"inputs":[{"name":"images","datatype":"FP32","shape":[1,3,416,416],"#
+            + #""parameters":{"binary_data_size":\#(size)}}]}"#
+        let large = withUnsafeBytes(of: Float(3e38).bitPattern.littleEndian) { Array($0) }
+        let (nonFinite, message) = try await infer(header,
+            binary: Array([[UInt8]](repeating: large, count: size / 4).joined()), headerLength: header.utf8.count)
+        #expect(nonFinite == 500 && message.contains("ask for it as binary data"), "\(nonFinite) \(message)")
+        let after = try await counts()
+        #expect(after.success == before.success && after.fail == before.fail + 1, "\(before) → \(after)")
         // Unknown model and version: 404, in the protocol's error shape.
         let (status, data) = try await server.request("GET", "/v2/models/default/versions/nope", token: viewer)
         #expect(status == 404)

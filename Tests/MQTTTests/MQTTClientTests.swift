@@ -59,6 +59,24 @@ struct MQTTClientTests {
         #expect(!subscriber.isConnected)
     }
 
+    /// libmosquitto reports an MQTT 5 PUBACK carrying a failure code as published: the client must tell, or a device
+    /// would say "published" for what the broker dropped. (Under 3.1.1 mosquitto acknowledges and drops: nothing a
+    /// client can see.)
+    @Test("an MQTT 5 publication the broker does not authorize fails the publish, with the reason code")
+    func brokerRefusesPublication() async throws {
+        let broker = try MosquittoBroker(acl: "user \(MosquittoBroker.username)\ntopic readwrite open/#\n")
+        let client = try MQTTClient(configuration: Self.configuration(broker, id: "acl", version: .v5))
+        var events = client.events.makeAsyncIterator()
+        client.start()
+        #expect(await Self.next(&events, where: Self.connected) != nil, "\(broker.log)")
+        try await client.publish("open/a", payload: [1], qos: .atLeastOnce, retain: false)
+        let error = await #expect(throws: MQTTError.self) {
+            try await client.publish("closed/a", payload: [1], qos: .atLeastOnce, retain: false)
+        }
+        #expect(error?.kind == .refused(reasonCode: 0x87), "\(String(describing: error))\n\(broker.log)")
+        await client.stop()
+    }
+
     @Test("a wrong password is refused by the broker, reported, and retried without connecting")
     func wrongPassword() async throws {
         let broker = try MosquittoBroker()

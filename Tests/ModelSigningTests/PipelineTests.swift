@@ -23,13 +23,14 @@ struct PipelineTests {
         }
     }
 
-    private func load(_ model: String, verifier: SignatureVerifier, version: String? = nil) async throws
-        -> (LoadOperation.Status, Int)
+    private func load(_ model: String, verifier: SignatureVerifier?, version: String? = nil,
+                      requireSignature: Bool = false) async throws -> (LoadOperation.Status, Int)
     {
         let loader = CountingLoader()
         let manager = ModelManager(loader: loader, verifier: verifier)
         try await manager.createSlot("default")
-        let status = await (try await manager.load(LoadRequest(slot: "default", path: model, version: version))).wait()
+        let status = await (try await manager.load(LoadRequest(slot: "default", path: model, version: version,
+            requireSignature: requireSignature))).wait()
         await manager.shutdown()
         return (status, loader.calls.load(ordering: .relaxed))
     }
@@ -84,6 +85,30 @@ struct PipelineTests {
         guard case .runtime? = status.failure else {  // the fake loader's own failure, after verifying
             Issue.record("expected the fake loader's failure, got \(String(describing: status.failure))")
             return
+        }
+    }
+
+    /// A desired-state slot's `require_signature`: one load asks for a signature where the verifier (the server's
+    /// `require_signature: false`) lets unsigned models through, or where there is no verifier at all.
+    @Test("a load that requires a signature refuses an unsigned model before loading, whatever the verifier's setting")
+    func loadRequiresSignature() async throws {
+        let f = try SignatureTests.Fixture(requireSignature: false)
+        let (signed, signedCalls) = try await load(f.model, verifier: f.verifier, requireSignature: true)
+        #expect(signedCalls == 1)
+        #expect(signed.signatureKeyID == f.key.keyID)
+
+        try FileManager.default.removeItem(atPath: f.signaturePath)
+        let (lenient, lenientCalls) = try await load(f.model, verifier: f.verifier)
+        #expect(lenientCalls == 1, "without the requirement an unsigned model reaches the loader")
+        #expect(lenient.signatureKeyID == nil)
+        for verifier in [f.verifier, nil] {
+            let (status, calls) = try await load(f.model, verifier: verifier, requireSignature: true)
+            #expect(calls == 0)
+            guard case .signatureRejected(_, let reason)? = status.failure else {
+                Issue.record("expected signatureRejected, got \(String(describing: status.failure))")
+                continue
+            }
+            #expect(reason.contains("requires a signature"))
         }
     }
 }

@@ -215,6 +215,23 @@ extension ORTSwapSuite {
             #expect(session.outputs.first?.shape == [1, 1500, 85])
         }
 
+        @Test("a cache folder others may write is not written: a miss is a plain load")
+        func sharedFolderBypasses() throws {
+            let directory = try Fixtures.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(at: directory) }
+            // Whoever may write the folder could replace the copy ORT optimizes, or its output, between our calls.
+            try FileManager.default.setAttributes([.posixPermissions: 0o777], ofItemAtPath: directory.path)
+            let cache = OptimizedModelCache(directory: directory.path, secret: secret)
+            let (session, outcome) = try cache.session(for: try ModelFile(verifying: model), environment: environment,
+                options: .init(), label: model)
+            #expect(outcome == .bypassed)
+            #expect(session.outputs.first?.shape == [1, 1500, 85])
+            #expect(try entries(directory).isEmpty)
+            try FileManager.default.setAttributes([.posixPermissions: 0o700], ofItemAtPath: directory.path)
+            #expect(try cache.session(for: try ModelFile(verifying: model), environment: environment, options: .init(),
+                label: model).1 == .miss)
+        }
+
         @Test("entries are per optimization level; a disabled level bypasses the cache")
         func keyedByOptions() throws {
             let directory = try Fixtures.temporaryDirectory()

@@ -249,6 +249,20 @@ struct ReleaseEngineTests {
         #expect(engine.record.reason?.contains("error_rate") == true)
     }
 
+    @Test("a window smaller than the default minimum samples is judged once full (it never was)")
+    func smallWindowJudged() {
+        var spec = Self.canary([.init(percent: 50)])
+        spec.rules = ReleaseRules(window: 20, rollback_if: .init(error_rate: 0.2))
+        #expect(spec.rules?.minSamples == 20)
+        let engine = ReleaseEngine(record: record(spec, at: Self.start), clock: ManualClock(Self.start))
+        for _ in 0..<19 { #expect(engine.record(variant: "candidate", .failure()).isEmpty) }
+        guard case .rolledBack(let breach) = engine.record(variant: "candidate", .failure()).first else {
+            Issue.record("expected a rollback once the window of 20 was full")
+            return
+        }
+        #expect(breach.rule == "error_rate > 0.2")
+    }
+
     @Test("a candidate whose detections disagree rolls back on agreement_f1; promote_after promotes a good one")
     func agreementGate() {
         var spec = ReleaseSpec(model: "c.onnx", strategy: .shadow)
@@ -276,6 +290,35 @@ struct ReleaseEngineTests {
         #expect(bad.phase == .rolledBack)
         #expect(bad.record.breach?.rule == "agreement_f1 < 0.9")
         #expect(bad.status().agreement?.unmatched_confusion == ["bolt → washer": 5])
+    }
+
+    @Test("promote_after waits until every rule has its minimum samples (it promoted on no evidence)")
+    func promotionNeedsJudgedRules() {
+        var spec = ReleaseSpec(model: "c.onnx", strategy: .shadow)
+        spec.rules = ReleaseRules(window: 50, min_samples: 5, rollback_if: .init(agreement_f1: 0.9),
+            promote_after: .init(min_requests: 1))
+        let engine = ReleaseEngine(record: record(spec, at: Self.start), clock: ManualClock(Self.start))
+        let base = result([detection("bolt", 10, 10)])
+        for i in 0..<5 {
+            let (_, decisions) = engine.recordPair(baseline: base, candidate: base)
+            let promoted = decisions.contains { if case .promote = $0 { true } else { false } }
+            #expect(promoted == (i == 4), "pair \(i + 1): \(decisions)")
+        }
+    }
+
+    @Test("rules a release cannot feed do not hold promotion back: p99_ratio at a 100 % step, agreement_f1 in a canary")
+    func promotionWithUnfedRules() {
+        var spec = Self.canary([.init(percent: 100)])
+        spec.rules = ReleaseRules(window: 50, min_samples: 5,
+            rollback_if: .init(p99_ratio: 1.5, agreement_f1: 0.9),
+            promote_after: .init(steps_complete: false, min_requests: 1))
+        let engine = ReleaseEngine(record: record(spec, at: Self.start), clock: ManualClock(Self.start))
+        var promoted = false
+        for _ in 0..<5 {
+            let decisions = engine.record(variant: "candidate", VariantSample(result([detection("bolt", 0, 0)])))
+            promoted = promoted || decisions.contains { if case .promote = $0 { true } else { false } }
+        }
+        #expect(promoted, "the baseline serves nothing to compare with, and a canary has no pairs")
     }
 
     @Test("an automatic promotion that fails is tried again after 5 s, then 10 s, not at every tick")
@@ -389,6 +432,8 @@ struct ReleaseEngineTests {
         #"{"model": "m.onnx", "strategy": "ab", "schedule": {"windows": [{"from": "25:00", "to": "08:00", "variant": "baseline"}]}}"#,
         #"{"model": "m.onnx", "strategy": "ab", "schedule": {"time_zone": "Mars/Olympus", "rotate_every_min": 5}}"#,
         #"{"model": "m.onnx", "strategy": "ab", "weights": {"nobody": 1}}"#,
+        // Each finite, their sum not: the share was inf/inf.
+        #"{"model": "m.onnx", "strategy": "ab", "weights": {"baseline": 1.7e308, "candidate": 1e307}}"#,
         #"{"model": "m.onnx", "strategy": "shadow", "sticky_header": "X Bad"}"#,
         #"{"model": "m.onnx", "strategy": "shadow", "rules": {"window": 10, "min_samples": 11}}"#,
         #"{"model": "m.onnx", "strategy": "shadow", "iou_threshold": 0}"#,
@@ -432,5 +477,30 @@ struct ReleaseEngineTests {
         // Recall 0.5 at precision 1, then no more recall: 51 of the 101 recall points have precision 1.
         #expect(abs((figures?.map50 ?? 0) - 51.0 / 101) < 1e-12)
         #expect(engine.status().feedback["baseline"] == nil)
+    }
+
+    /// Past the cap on scored detections whole images are left out of the AP: their true boxes were still counted
+    /// while their detections were not, and every class's AP fell with each image after.
+    @Test("feedback past the scored-detection cap leaves the mAP where it was, precision and recall still counted")
+    func feedbackPastTheCap() {
+        let engine = ReleaseEngine(record: record(Self.canary([.init(percent: 50)]), at: Self.start),
+            clock: ManualClock(Self.start))
+        let bolt = TrueBox(class_name: "bolt", box: Box(x1: 0, y1: 0, x2: 10, y2: 10))
+        // One matched bolt, and unmatched nuts up to the cap (no nut truths: nuts get no AP).
+        var first = [detection("bolt", 0, 0)]
+        first += (1..<200_000).map { detection("nut", Double($0 % 1000) * 20, 500, conf: 0.5) }
+        let id = engine.rememberAnswer(variant: "candidate", detections: first)
+        #expect(engine.feedback(requestID: id, truths: [bolt])?.true_positives == 1)
+        #expect(engine.status().feedback["candidate"]?.map50 == 1)
+        let next = engine.rememberAnswer(variant: "candidate", detections: [detection("bolt", 0, 0)])
+        #expect(engine.feedback(requestID: next, truths: [bolt])?.true_positives == 1)
+        var figures = engine.status().feedback["candidate"]
+        #expect(figures?.images == 2 && figures?.recall == 1)
+        #expect(figures?.map50 == 1, "the second image's bolt counted without its detection")
+        // Nor later images with no detection at all: their bolts alone would pull the AP down.
+        let empty = engine.rememberAnswer(variant: "candidate", detections: [])
+        #expect(engine.feedback(requestID: empty, truths: [bolt])?.false_negatives == 1)
+        figures = engine.status().feedback["candidate"]
+        #expect(figures?.images == 3 && figures?.map50 == 1)
     }
 }

@@ -165,7 +165,7 @@ struct AuditTests {
                     #expect(String(buffer: response.body).contains(field), "\(String(buffer: response.body))")
                 }
             }
-            let path = try harness.control.repository.resolve("synthetic/yolov5-nc80-320-identity.onnx")
+            let path = try await harness.control.repository.resolve("synthetic/yolov5-nc80-320-identity.onnx")
             let digest = try FileDigest.sha256(ofFileAt: path).sha256.uppercased()
             try await client.execute(uri: "/v1/slots/default/load?wait=true", method: .post, headers: Self.alice,
                 body: ByteBuffer(bytes: try JSONSerialization.data(withJSONObject: [

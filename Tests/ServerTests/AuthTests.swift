@@ -165,6 +165,23 @@ struct ConfigurationTests {
         #expect(throws: (any Error).self) { try ServerConfiguration.parse(yaml) }
     }
 
+    /// A digest the authenticator cannot use, or one token under two names, stops the parse instead of leaving a
+    /// token that never matches or a caller who is either of two principals.
+    @Test("token digests: ASCII hex only, one name per digest", arguments: [
+        // 64 characters that are all hex digits to `Character.isHexDigit`, the last a fullwidth Ａ.
+        ("tokens: [{ name: a, role: operator, sha256: \(String(repeating: "0", count: 63))Ａ }]", "64 hex digits"),
+        // The same digest in either case.
+        ("tokens: [{ name: a, role: operator, sha256: \(String(repeating: "ab", count: 32)) },"
+            + " { name: b, role: admin, sha256: \(String(repeating: "AB", count: 32)) }]", "'a' and 'b' have the same"),
+    ])
+    func tokenDigests(yaml: String, message: String) throws {
+        let error = #expect(throws: ConfigurationError.self) { try ServerConfiguration.parse(yaml) }
+        #expect(error?.message.contains(message) == true, "\(String(describing: error))")
+        // Both parse once the digest is ASCII and the second token's differs.
+        let fixed = yaml.replacingOccurrences(of: "Ａ", with: "a").replacingOccurrences(of: "AB", with: "cd")
+        #expect(try ServerConfiguration.parse(fixed).tokens.count == yaml.components(separatedBy: "name:").count - 1)
+    }
+
     /// Numbers that would overflow later arithmetic (`<< 20`, a deadline in nanoseconds) or start a million threads.
     @Test("out-of-range numbers are refused with the key and its allowed range", arguments: [
         ("server: { max_body_mb: 17592186044416 }", "server.max_body_mb", "1...1024"),

@@ -262,6 +262,11 @@ private typealias H = ServerHarness
         }
         #expect(harness.control.manager.slot("default")?.roles.active?.identity == active)
         #expect(harness.control.manager.slot("default")?.roles.staged == nil)
+        // The unsigned model was refused in its load's verifying stage: never staged, so nothing to discard.
+        let entries = try await harness.auditEntries()
+        #expect(!entries.contains { $0.action == "discard" })
+        #expect(entries.contains { $0.action == "load" && $0.result == "failed"
+            && $0.reason?.contains("requires a signature") == true })
     }
 
     @Test("a document that left a slot failed is applied again, with growing delays, until it converges")

@@ -4,9 +4,11 @@ import Logging
 import ModelSigning
 import MQTT
 import Primitives
-import Server
+import Synchronization
 import TestSupport
 import Testing
+
+@testable import Server
 
 /// The fleet agent in process (real slots over fake backends, a real broker): the extension points another API
 /// plugs into — a command action of its own and a section of the status.
@@ -45,42 +47,9 @@ struct FleetAgentTests {
 
     @Test("a registered action runs with the payload's own fields as mqtt:<client id>; an unregistered one is refused; contributed status sections are published")
     func extensionPoints() async throws {
-        let broker = try MosquittoBroker()
-        let harness = try await ServerHarness()
-        let folder = try TemporaryDirectory(prefix: "fleet-agent")
-        let key = SigningKey()
-        try key.verificationKey.write(to: folder.file("operator.pub"))
-        try MosquittoBroker.password.write(toFile: folder.file("password"), atomically: true, encoding: .utf8)
-        var settings = try #require(try ServerConfiguration.parse("""
-            mqtt:
-              host: 127.0.0.1
-              port: \(broker.port)
-              device: dev-x
-              tls: {ca_file: \(broker.caFile)}
-              username: \(MosquittoBroker.username)
-              password_file: password
-              trusted_keys: [operator.pub]
-              reconnect_max_s: 1
-              status_interval_s: 1
-            """, base: folder.path).mqtt)
-        settings.clientID = "dev-x-client"
-        let agent = try FleetAgent(settings: settings, control: harness.control,
-            reconciler: DesiredStateReconciler(control: harness.control), stateDirectory: folder.path,
-            handlers: ["release.start": EchoHandler()],
-            statusContributors: ["release": { .object(["progress": .number(42)]) }], logger: Logger(label: "test"))
-        let running = Task { try await agent.run() }
-
-        var peerConfiguration = MQTTClientConfiguration(host: "127.0.0.1", port: broker.port, clientID: "operator")
-        peerConfiguration.username = MosquittoBroker.username
-        peerConfiguration.password = MosquittoBroker.password
-        peerConfiguration.tls = .init(caFile: broker.caFile)
-        let peer = try MQTTClient(configuration: peerConfiguration)
-        let inbox = Inbox()
-        let topics = FleetTopics()
-        peer.subscribe(topics.commandResult(device: "dev-x"))
-        peer.subscribe(topics.status(device: "dev-x"))
-        let collecting = Task { for await message in peer.messages { inbox.messages.withLock { $0.append(message) } } }
-        peer.start()
+        let rig = try await Rig(handlers: ["release.start": EchoHandler()],
+            statusContributors: ["release": { .object(["progress": .number(42)]) }])
+        let (inbox, topics) = (rig.inbox, rig.topics)
 
         // The retained status carries the contributed section (and says the agent is up and subscribed).
         let status = await inbox.first(on: topics.status(device: "dev-x")) { $0["state"] as? String == "online" }
@@ -88,15 +57,7 @@ struct FleetAgentTests {
         #expect((extensions?["release"] as? [String: Any])?["progress"] as? Double == 42, "\(status ?? [:])")
 
         func send(id: String, action: String, extra: [String: Any]) async throws {
-            var command = FleetCommand(topic: topics.command(device: "dev-x"),
-                issuedAt: Int64(Date().timeIntervalSince1970), nonce: UUID().uuidString.replacingOccurrences(
-                    of: "-", with: ""), id: id, action: action)
-            command.slot = "line2"
-            var fields = try JSONSerialization.jsonObject(with: JSONEncoder().encode(command)) as? [String: Any] ?? [:]
-            fields.merge(extra) { $1 }
-            let payload = try JSONSerialization.data(withJSONObject: fields)
-            try await peer.publish(topics.command(device: "dev-x"),
-                payload: try SignedEnvelope.seal([UInt8](payload), with: key))
+            try await rig.send(id: id, action: action, extra: extra)
         }
         try await send(id: "r1", action: "release.start", extra: ["percent": 10])
         try await send(id: "r2", action: "release.nope", extra: [:])
@@ -137,6 +98,150 @@ struct FleetAgentTests {
         let malformed = await inbox.first(on: resultTopic) { $0["id"] as? String == "r5" }
         #expect(malformed?["status"] as? String == "refused", "\(malformed ?? [:])")
 
+        await rig.stop()
+    }
+
+    /// A command that holds its turn (a long load, say) while more than the client's buffer of messages that fail
+    /// verification arrive, then a signed command: the junk is refused as it arrives, at most
+    /// `RefusalLimiter.perSecond` a second recorded, and the signed command is not pushed out — it runs once the
+    /// first is done, in order.
+    @Test("a long command and a flood of unverifiable messages do not push signed commands out; refusals are bounded")
+    func floodDuringLongCommand() async throws {
+        let hold = HoldHandler()
+        let rig = try await Rig(handlers: ["release.start": EchoHandler(), "hold": hold])
+        let resultTopic = rig.topics.commandResult(device: "dev-x")
+        #expect(await rig.inbox.first(on: rig.topics.status(device: "dev-x")) { $0["state"] as? String == "online" }
+            != nil)
+        let started = ContinuousClock.now
+        try await rig.send(id: "long", action: "hold", extra: [:])
+        #expect(await eventually(timeout: .seconds(30)) { hold.running.load(ordering: .sequentiallyConsistent) })
+        // More junk than the client buffers (1024), in bursts: before, the agent handled messages one at a time,
+        // so all of it waited behind the held command and the client dropped what did not fit — the signed command
+        // last of all.
+        let junk = 1500
+        for burst in stride(from: 0, to: junk, by: 250) {
+            for index in burst..<min(burst + 250, junk) {
+                try await rig.peer.publish(rig.topics.command(device: "dev-x"), payload: Array("junk \(index)".utf8))
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        try await rig.send(id: "after", action: "release.start", extra: ["percent": 5])
+        try await Task.sleep(for: .milliseconds(500))
+        func answered() -> [String] {
+            rig.inbox.messages.value.filter { $0.topic == resultTopic }
+                .compactMap { (try? JSONSerialization.jsonObject(with: Data($0.payload))) as? [String: Any] }
+                .compactMap { $0["id"] as? String }
+        }
+        #expect(!answered().contains("after"), "the second command ran before the first was done")
+        hold.release()
+        let long = await rig.inbox.first(on: resultTopic) { $0["id"] as? String == "long" }
+        let after = await rig.inbox.first(on: resultTopic) { $0["id"] as? String == "after" }
+        #expect(long?["status"] as? String == "succeeded", "\(long ?? [:])")
+        #expect(after?["status"] as? String == "succeeded", "\(after ?? [:])")
+        let order = answered()
+        #expect(order.firstIndex(of: "long") ?? .max < order.firstIndex(of: "after") ?? -1, "\(order)")
+        // Refusals recorded: at most the limit per second of the run (a window per second, one more for its edge).
+        let seconds = Int((ContinuousClock.now - started).components.seconds) + 2
+        let refused = try await rig.harness.auditEntries().filter {
+            $0.action == "mqtt.command" && $0.result == "refused"
+        }
+        #expect(!refused.isEmpty && refused.count <= RefusalLimiter.perSecond * seconds,
+            "\(refused.count) refusals recorded in about \(seconds) s")
+        #expect(refused.contains { $0.reason?.contains("were not recorded or answered one by one") == true })
+        // Each refusal recorded is answered (without an id: junk has none), none beyond; answers are published by
+        // tasks of their own, so the last may still be on its way.
+        func refusalsAnswered() -> Int {
+            rig.inbox.messages.value.filter { $0.topic == resultTopic }
+                .compactMap { (try? JSONSerialization.jsonObject(with: Data($0.payload))) as? [String: Any] }
+                .filter { $0["status"] as? String == "refused" }.count
+        }
+        #expect(await eventually(timeout: .seconds(10)) { refusalsAnswered() == refused.count },
+            "\(refusalsAnswered()) answered, \(refused.count) recorded")
+        await rig.stop()
+    }
+}
+
+/// A command action that holds its turn until the test lets it go.
+final class HoldHandler: FleetCommandHandler {
+    let running = Atomic(false)
+    private let released = Atomic(false)
+
+    func release() { released.store(true, ordering: .sequentiallyConsistent) }
+
+    func run(_ command: FleetCommand, payload: [UInt8], by principal: Principal, control: ControlPlane) async throws
+        -> FleetJSON?
+    {
+        running.store(true, ordering: .sequentiallyConsistent)
+        while !released.load(ordering: .sequentiallyConsistent) { try await Task.sleep(for: .milliseconds(10)) }
+        return nil
+    }
+}
+
+/// A broker, a server over fake backends, an agent for device `dev-x` trusting one operator key, and a peer client
+/// subscribed to the device's results and status.
+struct Rig {
+    let broker: MosquittoBroker
+    let harness: ServerHarness
+    let folder: TemporaryDirectory
+    let key = SigningKey()
+    let peer: MQTTClient
+    let inbox = FleetAgentTests.Inbox()
+    let topics = FleetTopics()
+    let running: Task<Void, any Error>
+    let collecting: Task<Void, Never>
+
+    init(handlers: [String: any FleetCommandHandler], statusContributors: [String: FleetStatusContributor] = [:])
+        async throws
+    {
+        broker = try MosquittoBroker()
+        harness = try await ServerHarness()
+        folder = try TemporaryDirectory(prefix: "fleet-agent")
+        try key.verificationKey.write(to: folder.file("operator.pub"))
+        try MosquittoBroker.password.write(toFile: folder.file("password"), atomically: true, encoding: .utf8)
+        var settings = try #require(try ServerConfiguration.parse("""
+            mqtt:
+              host: 127.0.0.1
+              port: \(broker.port)
+              device: dev-x
+              tls: {ca_file: \(broker.caFile)}
+              username: \(MosquittoBroker.username)
+              password_file: password
+              trusted_keys: [operator.pub]
+              reconnect_max_s: 1
+              status_interval_s: 1
+            """, base: folder.path).mqtt)
+        settings.clientID = "dev-x-client"
+        let agent = try FleetAgent(settings: settings, control: harness.control,
+            reconciler: DesiredStateReconciler(control: harness.control), stateDirectory: folder.path,
+            handlers: handlers, statusContributors: statusContributors, logger: Logger(label: "test"))
+        running = Task { try await agent.run() }
+
+        var peerConfiguration = MQTTClientConfiguration(host: "127.0.0.1", port: broker.port, clientID: "operator")
+        peerConfiguration.username = MosquittoBroker.username
+        peerConfiguration.password = MosquittoBroker.password
+        peerConfiguration.tls = .init(caFile: broker.caFile)
+        peer = try MQTTClient(configuration: peerConfiguration)
+        peer.subscribe(topics.commandResult(device: "dev-x"))
+        peer.subscribe(topics.status(device: "dev-x"))
+        let (peer, inbox) = (peer, inbox)
+        collecting = Task { for await message in peer.messages { inbox.messages.withLock { $0.append(message) } } }
+        peer.start()
+    }
+
+    /// Publishes a command signed by the operator key, for slot `line2` unless `extra` says otherwise.
+    func send(id: String, action: String, extra: [String: Any]) async throws {
+        var command = FleetCommand(topic: topics.command(device: "dev-x"),
+            issuedAt: Int64(Date().timeIntervalSince1970), nonce: UUID().uuidString.replacingOccurrences(
+                of: "-", with: ""), id: id, action: action)
+        command.slot = "line2"
+        var fields = try JSONSerialization.jsonObject(with: JSONEncoder().encode(command)) as? [String: Any] ?? [:]
+        fields.merge(extra) { $1 }
+        let payload = try JSONSerialization.data(withJSONObject: fields)
+        try await peer.publish(topics.command(device: "dev-x"),
+            payload: try SignedEnvelope.seal([UInt8](payload), with: key))
+    }
+
+    func stop() async {
         running.cancel()
         _ = try? await running.value
         await peer.stop()

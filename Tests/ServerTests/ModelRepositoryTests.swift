@@ -21,7 +21,7 @@ struct ModelRepositoryTests {
 
         /// What `resolve` answers for `relative`, within a deadline: nil when it had not answered by then.
         func resolve(_ relative: String) async -> Result<String, any Error>? {
-            await finishing(within: .seconds(5)) { [repository] in Result { try repository.resolve(relative) } }
+            await finishing(within: .seconds(5)) { [repository] in Result { try repository.resolveBlocking(relative) } }
         }
     }
 

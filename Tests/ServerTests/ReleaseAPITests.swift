@@ -443,6 +443,35 @@ struct ReleaseAPITests {
         #expect(manager.slot("default")?.roles.active?.identity.path.hasSuffix("320-identity.onnx") == true)
     }
 
+    @Test("a release aborted while its candidate loads leaves nothing staged; the next release can start")
+    func abortWhileLoading() async throws {
+        let gate = Gate(open: false)
+        let loader = FakeLoader(backend: { label in
+            if label.hasSuffix("/synthetic/held.onnx") { gate.pass() }
+            return ServerHarness.models.first { label.hasSuffix("/" + $0.key) }?.value ?? FakeBackend()
+        })
+        let harness = try await ServerHarness(loader: loader, extraModels: ["synthetic/held.onnx"])
+        defer { Task { await harness.cleanUp() } }
+        defer { gate.open() }
+        try await harness.test { client in
+            let (code, started) = try await Self.post(client, "/v1/slots/default/release",
+                ["model": "synthetic/held.onnx", "strategy": "shadow"])
+            #expect(code == .accepted && started["phase"] as? String == "loading", "\(started)")
+            #expect(await eventually(timeout: .seconds(30)) { gate.waitingCount == 1 })
+            #expect(try await Self.post(client, "/v1/slots/default/release/abort").0 == .ok)
+            gate.open()
+            // Before, the candidate stayed staged once its load finished, and every later release answered 409.
+            let load = try #require(await harness.control.manager.latestOperation(slot: "default"))
+            #expect(await load.wait().stage == .ready)
+            let slot = try #require(harness.control.manager.slot("default"))
+            #expect(await eventually(timeout: .seconds(10)) { slot.roles.staged == nil })
+            let (next, body) = try await Self.post(client, "/v1/slots/default/release?wait=true",
+                ["model": "synthetic/yolov5-nc80-416-identity.onnx", "strategy": "shadow"])
+            #expect(next == .ok, "\(body)")
+            #expect(try await Self.post(client, "/v1/slots/default/release/abort").0 == .ok)
+        }
+    }
+
     @Test("conflicts and refusals: a second release, loads during a release, unknown slots, bad bodies")
     func conflicts() async throws {
         let harness = try await ServerHarness()

@@ -27,9 +27,11 @@ public final class MosquittoBroker: @unchecked Sendable {
     /// The port is free when it is picked but not reserved: another test's server or broker may bind it before
     /// mosquitto does, and mosquitto then exits ("Address already in use"). The broker is started again on another
     /// port, up to five times.
-    public init() throws {
+    /// - Parameter acl: the text of an `acl_file` (nil: every authenticated client may read and write every topic).
+    public init(acl: String? = nil) throws {
         directory = try TemporaryDirectory(prefix: "mosquitto")
         let d = directory
+        if let acl { try acl.write(toFile: d.file("acl"), atomically: true, encoding: .utf8) }
         try Self.run("/usr/bin/openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
             "-nodes", "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
             "-keyout", d.file("broker.key"), "-out", d.file("broker.crt")])
@@ -38,7 +40,8 @@ public final class MosquittoBroker: @unchecked Sendable {
         while true {
             // Outside the ephemeral range, so that no outgoing connection takes it while `restart()` rebinds it.
             let port = try LoopbackPort.free()
-            try Self.configuration(port: port, in: d).write(toFile: d.file("mosquitto.conf"), atomically: true,
+            try (Self.configuration(port: port, in: d) + (acl == nil ? "" : "\nacl_file \(d.file("acl"))"))
+                .write(toFile: d.file("mosquitto.conf"), atomically: true,
                 encoding: .utf8)
             do {
                 process = try Self.start(port: port, directory: d)

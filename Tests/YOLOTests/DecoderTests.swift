@@ -49,15 +49,40 @@ struct DecoderTests {
         #expect(only2.map(\.classID) == [2])
     }
 
-    @Test("class filter and confidence threshold are strict")
+    @Test("confidence threshold is strict; the class filter drops a box whose best class is not asked for")
     func thresholds() throws {
         let values: [Float] = [10, 10, 2, 2, 1.0, 0.25, 0.6]
         let atThreshold = try OutputDecoder.candidates(
             values.span, shape: [1, 1, 7], format: .yolov5, options: .init(confidence: 0.6))
         #expect(atThreshold.isEmpty)
-        let filtered = try OutputDecoder.candidates(
-            values.span, shape: [1, 1, 7], format: .yolov5, options: .init(confidence: 0.2, classes: [0]))
-        #expect(filtered.first?.classID == 0)
+        // Ultralytics: the best class over all (1, at 0.6), then the filter — not the best among the classes asked
+        // for (which made the box a class 0 at 0.25).
+        for format in [OutputFormat.yolov5, .yolov8] {
+            // YOLOv8's layout is class-major with no objectness: [x, y, w, h, cls0, cls1] as rows of one anchor.
+            let row: [Float] = format == .yolov5 ? values : [10, 10, 2, 2, 0.25, 0.6]
+            let shape = format == .yolov5 ? [1, 1, 7] : [1, 6, 1]
+            let other = try OutputDecoder.candidates(
+                row.span, shape: shape, format: format, options: .init(confidence: 0.2, classes: [0]))
+            #expect(other.isEmpty, "\(format)")
+            let asked = try OutputDecoder.candidates(
+                row.span, shape: shape, format: format, options: .init(confidence: 0.2, classes: [1]))
+            #expect(asked.map(\.classID) == [1] && asked.map(\.score) == [0.6], "\(format)")
+        }
+    }
+
+    @Test("a YOLOv10 class that is NaN or infinite is a non-finite output, by type (a release counts those)")
+    func nonFiniteClass() {
+        for bad in [Float.nan, .infinity, 1e30] {
+            let values: [Float] = [0, 0, 10, 10, 0.9, bad]
+            let error = #expect(throws: OutputDecodeError.self) {
+                try OutputDecoder.candidates(values.span, shape: [1, 1, 6], format: .yolov10, options: .init())
+            }
+            #expect(error?.nonFinite == !bad.isFinite, "\(bad)")
+            #expect(error.map { DetectionError.output($0).isNonFiniteOutput } == !bad.isFinite)
+        }
+        // An error whose text says "nan" is not one (it was counted as one: a model named "…nano…").
+        struct Named: Error, CustomStringConvertible { var description: String { "yolo11-nano.onnx: run failed" } }
+        #expect(!DetectionError.inference(Named()).isNonFiniteOutput)
     }
 
     @Test("a shape that does not fit the data is an error, not a crash")
@@ -95,6 +120,12 @@ struct DecoderTests {
         let input = [box(0, 0.9), box(5, 0.8)]
         #expect(NonMaxSuppression.apply(input, iou: 1.0 / 3.0, maxDetections: 300, agnostic: false).count == 2)
         #expect(NonMaxSuppression.apply(input, iou: 0.33, maxDetections: 300, agnostic: false).count == 1)
+    }
+
+    @Test("NMS with max_det 0 keeps nothing (it kept one)")
+    func nmsNone() {
+        #expect(NonMaxSuppression.apply([box(0, 0.9), box(50, 0.8)], iou: 0.7, maxDetections: 0, agnostic: false)
+            .isEmpty)
     }
 
     @Test("NMS honours max_det and empty input")

@@ -34,6 +34,14 @@ struct HostileModelTests {
         #expect(error?.description.contains("imgsz '\(text)'") == true, "\(String(describing: error))")
     }
 
+    @Test("a half-dynamic input keeps its declared side; imgsz gives only the other")
+    func halfDynamicInput() throws {
+        #expect(try schema(input: [1, 3, 640, -1], imgsz: ImageSize(width: 480, height: 480)).inputSize
+            == ImageSize(width: 480, height: 640))
+        #expect(try schema(input: [1, 3, -1, 320], metadata: ["imgsz": "[640, 640]"]).inputSize
+            == ImageSize(width: 320, height: 640))
+    }
+
     @Test("metadata imgsz within 1...8192 is taken as before")
     func goodMetadataImgsz() throws {
         #expect(try schema(metadata: ["imgsz": "[640, 480]"]).inputSize == ImageSize(width: 480, height: 640))

@@ -20,6 +20,9 @@ struct SignatureTests {
         #expect(MetadataParser.names(Self.coco3) == ["person", "bicycle", "car"])
         #expect(MetadataParser.names("{0: \"it's\", 1: 'a, b'}") == ["it's", "a, b"])
         #expect(MetadataParser.names("['x', 'y']") == ["x", "y"])
+        // A list without its closing bracket is not a list (its last name lost a character).
+        #expect(MetadataParser.names("['x', 'y'") == nil)
+        #expect(MetadataParser.names("[" + String(repeating: "'n', ", count: 1 << 20) + "]") == nil)
         #expect(MetadataParser.names("{1: 'gap'}") == nil)
         #expect(MetadataParser.imageSize("[640, 480]") == ImageSize(width: 480, height: 640))
         #expect(MetadataParser.imageSize("320") == ImageSize(width: 320, height: 320))

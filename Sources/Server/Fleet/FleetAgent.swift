@@ -36,7 +36,11 @@ public typealias FleetStatusContributor = @Sendable () async -> FleetJSON?
 ///
 /// Admitted messages go through the same paths as the HTTP API: commands through `ControlPlane` (the same verifying
 /// load pipeline, per-slot serialization and audit, with actor `mqtt:<client id>`), documents through
-/// `DesiredStateReconciler` (source `mqtt:<client id>`). They run one at a time, in arrival order.
+/// `DesiredStateReconciler` (source `mqtt:<client id>`). They run one at a time, in arrival order, while messages
+/// go on being verified as they arrive: neither a long command nor a flood of messages that fail verification fills
+/// the client's buffer, where signed commands would be dropped. At most `maxWaiting` admitted messages wait their
+/// turn (beyond, refused `busy`), and at most `RefusalLimiter.perSecond` refusals a second are audited, logged and
+/// answered (the others are counted, and the count goes into the next one recorded).
 ///
 /// It publishes its status (retained) on every change, on every (re)connection and every `status_interval_s`, swap
 /// events as they happen, and `offline` on a clean stop; the broker publishes `offline` as the will otherwise.
@@ -97,6 +101,26 @@ final class FleetSession: Sendable {
     private let statusRequests: AsyncStream<Void>.Continuation
     private let statusStream: AsyncStream<Void>
     private let writer = BlockingQueue(label: "yoloswap.mqtt-state")
+    /// Admitted messages waiting their turn (and the one running), in arrival order.
+    private let admitted: AsyncStream<Admitted>
+    private let admit: AsyncStream<Admitted>.Continuation
+    /// How many are in `admitted` or running; whether the agent has stopped taking new ones.
+    /// How many are in `admitted` or running; the command ids with a repeat among them; whether the agent has
+    /// stopped taking new ones.
+    private let turns = Locked((waiting: 0, repeats: Set<String>(), stopped: false))
+    let refusals = Locked(RefusalLimiter())
+
+    /// The most admitted messages that wait their turn: each holds a verified payload (at most the client's message
+    /// size), and a sender told `busy` sends again later.
+    static let maxWaiting = 1024
+
+    /// A verified, admitted message waiting its turn.
+    enum Admitted: Sendable {
+        case command(FleetCommand, payload: [UInt8], keyID: String)
+        /// A command received before: answered, once the first has run, with the first one's result.
+        case repeated(FleetCommand, earlier: ReplayGuard.Memory.Command)
+        case document(FleetDesiredDocument, keyID: String, admission: ReplayGuard.DocumentAdmission)
+    }
 
     var settings: FleetSettings { agent.settings }
     var control: ControlPlane { agent.control }
@@ -113,6 +137,7 @@ final class FleetSession: Sendable {
         commandTopic = settings.topics.command(device: settings.device)
         desiredTopic = settings.group.map { settings.topics.fleetDesired(group: $0) }
         (statusStream, statusRequests) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        (admitted, admit) = AsyncStream<Admitted>.makeStream()
     }
 
     func run() async {
@@ -128,10 +153,16 @@ final class FleetSession: Sendable {
                     group.addTask { await self.publishStatusOnRequest() }
                     group.addTask { await self.forwardSwapEvents() }
                     group.addTask { await self.requestStatusPeriodically() }
+                    async let ran: Void = runAdmitted()
                     await receive()
+                    turns.withLock { $0.stopped = true }
+                    admit.finish()
+                    await ran
                     group.cancelAll()
                 }
             } onGracefulShutdown: {
+                // First: nothing queued starts once the shutdown has begun (its result could not be published).
+                self.turns.withLock { $0.stopped = true }
                 Task { await self.leave() }
             }
         } onCancel: {
@@ -149,7 +180,7 @@ final class FleetSession: Sendable {
 
     // MARK: Loops
 
-    /// Handles messages one at a time, once the slots have been brought up.
+    /// Verifies and admits (or refuses) messages as they arrive, once the slots have been brought up.
     private func receive() async {
         while !control.hasStarted {
             if Task.isCancelled || Task.isShuttingDownGracefully { return }
@@ -157,10 +188,72 @@ final class FleetSession: Sendable {
         }
         for await message in client.messages {
             if message.topic == commandTopic {
-                await handleCommand(message.payload)
+                await admitCommand(message.payload)
             } else if message.topic == desiredTopic {
-                await handleDocument(message.payload)
+                await admitDocument(message.payload)
             }
+        }
+    }
+
+    /// Runs admitted messages one at a time, in arrival order. Those still waiting when the agent stops are not run
+    /// (each is logged and audited as such).
+    private func runAdmitted() async {
+        for await item in admitted {
+            if turns.withLock({ $0.stopped }) {
+                if case .repeated(let command, _) = item { turns.withLock { _ = $0.repeats.remove(command.id) } }
+                await notRun(item)
+            } else {
+                switch item {
+                case .command(let command, let payload, let keyID):
+                    let result = await execute(command, payload: payload, keyID: keyID)
+                    remember(result)
+                    publish(result)
+                    requestStatus()
+                case .repeated(let command, let earlier):
+                    turns.withLock { _ = $0.repeats.remove(command.id) }
+                    await repeated(command, earlier: earlier)
+                case .document(let document, let keyID, let admission):
+                    await apply(document, keyID: keyID, admission: admission)
+                }
+            }
+            turns.withLock { $0.waiting -= 1 }
+        }
+    }
+
+    /// Takes a turn for a message about to be admitted; false when `maxWaiting` are waiting, or the agent stopped.
+    func takeTurn() -> Bool {
+        turns.withLock { turns in
+            guard turns.waiting < Self.maxWaiting, !turns.stopped else { return false }
+            turns.waiting += 1
+            return true
+        }
+    }
+
+    /// Takes a turn for a repeat of `id` whose original has not been answered yet: at most one waits per command (a
+    /// replayed message, sent any number of times, takes one turn at most), and none when the agent stopped.
+    func takeRepeatTurn(id: String) -> Bool {
+        turns.withLock { turns in
+            guard !turns.stopped, turns.waiting < Self.maxWaiting, turns.repeats.insert(id).inserted else {
+                return false
+            }
+            turns.waiting += 1
+            return true
+        }
+    }
+
+    /// Whether the agent has stopped taking messages (a shutdown has begun).
+    var isStopping: Bool { turns.withLock { $0.stopped } }
+
+    /// Gives back a turn taken for a message that was not admitted after all.
+    func giveBackTurn() { turns.withLock { $0.waiting -= 1 } }
+
+    /// Queues an admitted message, whose turn is taken. Once the queue has ended (the agent's task cancelled) the
+    /// message is handled as one the agent stopped before running.
+    func enqueue(_ item: Admitted) async {
+        if case .terminated = admit.yield(item) {
+            giveBackTurn()
+            if case .repeated(let command, _) = item { turns.withLock { _ = $0.repeats.remove(command.id) } }
+            await notRun(item)
         }
     }
 
@@ -178,6 +271,10 @@ final class FleetSession: Sendable {
                 logger.warning("MQTT connection failed; retrying", metadata: ["reason": "\(reason)"])
             case .messageDropped(let topic, let reason):
                 logger.warning("MQTT message dropped", metadata: ["topic": "\(topic)", "reason": "\(reason)"])
+            case .subscriptionRefused(let filter, let reason):
+                // The device stays online but deaf on that topic: an error for whoever reads the log.
+                logger.error("MQTT subscription refused: no commands or documents arrive on it",
+                    metadata: ["filter": "\(filter)", "reason": "\(reason)"])
             }
         }
         FleetMetrics.connected(false)
@@ -213,6 +310,11 @@ final class FleetSession: Sendable {
     /// stays queued in the client). Failures are logged: a status or event that cannot be sent now is replaced by the
     /// next one.
     func send(_ topic: String, _ payload: [UInt8], retain: Bool, within timeout: Duration) async {
+        // An empty retained message would delete the topic's retained one (the device's status) at the broker.
+        guard !payload.isEmpty else {
+            logger.error("MQTT message not published: it could not be encoded", metadata: ["topic": "\(topic)"])
+            return
+        }
         let client = self.client
         do {
             try await withThrowingTaskGroup(of: Void.self) { group in

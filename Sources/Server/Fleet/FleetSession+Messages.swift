@@ -8,8 +8,8 @@ import HotSwap
 extension FleetSession {
     // MARK: Commands
 
-    /// Verifies a command, admits it or refuses it, runs it, publishes and remembers its result.
-    func handleCommand(_ bytes: [UInt8]) async {
+    /// Verifies a command and admits it (queued for its turn) or refuses it.
+    func admitCommand(_ bytes: [UInt8]) async {
         let digest = Self.digest(bytes)
         var command: FleetCommand?
         do throws(FleetRefusal) {
@@ -18,27 +18,41 @@ extension FleetSession {
             command = decoded
             try FleetPayload.check(decoded)
             if let earlier = try replayGuard.admit(decoded, digest: digest, now: Int64(Date().timeIntervalSince1970)) {
-                await repeated(decoded, earlier: earlier)
+                // A repeat takes no turn once its original has been answered (it is answered now), and at most one
+                // while the original waits or runs: replaying a captured message cannot fill the queue.
+                if earlierResult(id: decoded.id) != nil {
+                    await repeated(decoded, earlier: earlier)
+                } else if takeRepeatTurn(id: decoded.id) {
+                    await enqueue(.repeated(decoded, earlier: earlier))
+                } else {
+                    FleetMetrics.refused(kind: "command", reason: .replayed)  // one repeat already waits
+                }
                 return
+            }
+            guard takeTurn() else {
+                // Not remembered: the sender may send it again as it is.
+                replayGuard.forget(decoded)
+                throw busy()
             }
             await persistGuard()
             FleetMetrics.received(kind: "command", outcome: "admitted")
-            let result = await execute(decoded, payload: payload, keyID: keyID)
-            remember(result)
-            publish(result)
-            requestStatus()
+            await enqueue(.command(decoded, payload: payload, keyID: keyID))
         } catch {
             await refuse(error, kind: "command", id: command?.id, action: command?.action)
         }
     }
 
-    /// A command received again byte for byte: refused (audited), and its earlier result published again.
-    private func repeated(_ command: FleetCommand, earlier: ReplayGuard.Memory.Command) async {
+    func busy() -> FleetRefusal {
+        isStopping ? FleetRefusal(.busy, "the device is stopping; send it again once it is back")
+            : FleetRefusal(.busy, "\(Self.maxWaiting) admitted messages are waiting their turn; send it again later")
+    }
+
+    /// A command received again byte for byte: refused (audited), and its earlier result published again (it has
+    /// run by now: it was admitted first, and admitted messages run in order).
+    func repeated(_ command: FleetCommand, earlier: ReplayGuard.Memory.Command) async {
         let refusal = FleetRefusal(.replayed, "command '\(command.id)' was received before (a redelivery or a "
             + "replay); it is not run again")
-        await audit("mqtt.command", result: "refused", reason: "\(refusal) (topic \(commandTopic))")
-        FleetMetrics.refused(kind: "command", reason: .replayed)
-        logger.warning("MQTT command refused", metadata: ["id": "\(command.id)", "reason": "\(refusal)"])
+        guard await record(refusal, kind: "command", about: "command '\(command.id)'") else { return }
         var result = earlierResult(id: command.id) ?? FleetCommandResult(id: command.id, device: settings.device,
             action: command.action, status: "refused", detail: refusal.detail, reason: refusal.reason.rawValue)
         result.duplicate = true
@@ -51,19 +65,56 @@ extension FleetSession {
     {
         let about = [id.map { "command '\($0)'" }, action.map { "action \($0)" }].compactMap { $0 }
             .joined(separator: ", ")
-        let topic = kind == "command" ? commandTopic : (desiredTopic ?? "")
-        await audit("mqtt.\(kind)", result: "refused",
-            reason: "\(refusal) (topic \(topic)\(about.isEmpty ? "" : ", \(about)"))")
-        FleetMetrics.refused(kind: kind, reason: refusal.reason)
-        logger.warning("MQTT \(kind) refused", metadata: ["reason": "\(refusal)", "id": "\(id ?? "-")"])
+        // `answer: false` comes from running an admitted command: once per fresh signed message.
+        guard await record(refusal, kind: kind, about: about, limited: answer) else { return }
         if kind == "command" && answer {
             publish(FleetCommandResult(id: id, device: settings.device, action: action, status: "refused",
                 detail: refusal.detail, reason: refusal.reason.rawValue))
         }
     }
 
+    /// Counts a refusal and audits and logs it: always one only a key holder's fresh message gets (`busy`, or a
+    /// refusal while running: an unknown action), within the refusals' rate limit any other — unsigned junk, replays
+    /// and stale copies of captured messages, which anyone who can publish on the topic could send by the thousand.
+    /// - Returns: whether it was recorded (and may be answered).
+    private func record(_ refusal: FleetRefusal, kind: String, about: String, limited: Bool = true) async -> Bool {
+        FleetMetrics.refused(kind: kind, reason: refusal.reason)
+        var skipped = 0
+        if limited && refusal.reason != .busy {
+            guard let admitted = refusals.withLock({ $0.admit(now: .now) }) else {
+                FleetMetrics.refusalNotRecorded()
+                return false
+            }
+            skipped = admitted
+        }
+        let note = skipped == 0 ? "" : "; \(skipped) refusals before this one were not recorded or answered one by "
+            + "one: more than \(RefusalLimiter.perSecond) a second"
+        let topic = kind == "command" ? commandTopic : (desiredTopic ?? "")
+        await audit("mqtt.\(kind)", result: "refused",
+            reason: "\(refusal) (topic \(topic)\(about.isEmpty ? "" : ", \(about)")\(note))")
+        logger.warning("MQTT \(kind) refused", metadata: ["reason": "\(refusal)", "about": "\(about)",
+            "not_recorded_before": "\(skipped)"])
+        return true
+    }
+
+    /// An admitted message the agent stopped before running: logged and audited (its sender gets no result), and a
+    /// command forgotten by the replay guard, so that the sender may send it again as it was.
+    func notRun(_ item: Admitted) async {
+        if case .command(let command, _, _) = item {
+            replayGuard.forget(command)
+            await persistGuard()
+        }
+        let (kind, about): (String, String) = switch item {
+        case .command(let command, _, _), .repeated(let command, _): ("command", "command '\(command.id)'")
+        case .document(let document, _, _): ("desired", "document issued at \(document.issued_at)")
+        }
+        logger.warning("MQTT \(kind) not run: the agent stopped before its turn", metadata: ["about": "\(about)"])
+        await audit("mqtt.\(kind)", result: "cancelled", reason: "\(about) was admitted, but the agent stopped "
+            + "before its turn")
+    }
+
     /// Runs an admitted command through the control plane (or a registered handler).
-    private func execute(_ command: FleetCommand, payload: [UInt8], keyID: String) async -> FleetCommandResult {
+    func execute(_ command: FleetCommand, payload: [UInt8], keyID: String) async -> FleetCommandResult {
         func result(_ status: String, detail: String? = nil, reason: String? = nil, output: FleetJSON? = nil)
             -> FleetCommandResult
         {
@@ -144,34 +195,51 @@ extension FleetSession {
 
     // MARK: Desired-state documents
 
-    /// Verifies a group's document and, when it is newer than the last one (or this process has not applied it
-    /// yet), applies it through the reconciler.
-    func handleDocument(_ bytes: [UInt8]) async {
+    /// Verifies a group's document and admits it (queued for its turn) or refuses it.
+    func admitDocument(_ bytes: [UInt8]) async {
         guard let desiredTopic else { return }
         do throws(FleetRefusal) {
             let (payload, keyID) = try SignedEnvelope.open(bytes, trusting: agent.keys)
             let document = try FleetPayload.decode(FleetDesiredDocument.self, payload, kind: "desired",
                 topic: desiredTopic)
-            let admission = try replayGuard.admit(document, digest: Self.digest(bytes))
-            let contentSHA = Self.digest(Array(document.document.utf8))
-            if admission == .alreadyApplied && agent.reconciler.appliedContentSHA256 == contentSHA { return }
-            if admission == .new { await persistGuard() }
-            FleetMetrics.received(kind: "desired", outcome: "admitted")
-            logger.info("fleet desired state received", metadata: ["topic": "\(desiredTopic)", "key_id": "\(keyID)",
-                "issued_at": "\(document.issued_at)", "sha256": "\(contentSHA)"])
-            do {
-                let applied = try await agent.reconciler.apply(Array(document.document.utf8),
-                    from: .mqtt(clientID: settings.clientID))
-                logger.info("fleet desired state applied", metadata: ["generation": "\(applied.generation)",
-                    "converged": "\(applied.converged)"])
-            } catch {
-                // The reconciler has recorded the refusal (status, metric, audit).
-                logger.warning("fleet desired state not applied", metadata: ["error": "\(error)"])
+            guard takeTurn() else { throw busy() }
+            let admission: ReplayGuard.DocumentAdmission
+            do { admission = try replayGuard.admit(document, digest: Self.digest(bytes)) } catch {
+                giveBackTurn()
+                throw error
             }
-            requestStatus()
+            // The document applied last, delivered again (a reconnection, a replay): nothing to queue.
+            if admission == .alreadyApplied
+                && agent.reconciler.appliedContentSHA256 == Self.digest(Array(document.document.utf8))
+            {
+                giveBackTurn()
+                return
+            }
+            if admission == .new { await persistGuard() }
+            await enqueue(.document(document, keyID: keyID, admission: admission))
         } catch {
             await refuse(error, kind: "desired", id: nil, action: nil)
         }
+    }
+
+    /// Applies an admitted document through the reconciler, unless it is the one applied last (the retained
+    /// document delivered again on a reconnection).
+    func apply(_ document: FleetDesiredDocument, keyID: String, admission: ReplayGuard.DocumentAdmission) async {
+        let contentSHA = Self.digest(Array(document.document.utf8))
+        if admission == .alreadyApplied && agent.reconciler.appliedContentSHA256 == contentSHA { return }
+        FleetMetrics.received(kind: "desired", outcome: "admitted")
+        logger.info("fleet desired state received", metadata: ["topic": "\(desiredTopic ?? "-")",
+            "key_id": "\(keyID)", "issued_at": "\(document.issued_at)", "sha256": "\(contentSHA)"])
+        do {
+            let applied = try await agent.reconciler.apply(Array(document.document.utf8),
+                from: .mqtt(clientID: settings.clientID))
+            logger.info("fleet desired state applied", metadata: ["generation": "\(applied.generation)",
+                "converged": "\(applied.converged)"])
+        } catch {
+            // The reconciler has recorded the refusal (status, metric, audit).
+            logger.warning("fleet desired state not applied", metadata: ["error": "\(error)"])
+        }
+        requestStatus()
     }
 
     // MARK: Audit

@@ -56,7 +56,8 @@ extension FleetDesiredStatusDTO {
     }
 }
 
-/// JSON as the fleet topics carry it: sorted keys, ISO 8601 dates.
+/// JSON as the fleet topics carry it: sorted keys, ISO 8601 dates. A value that cannot be encoded (a number that is
+/// not finite) comes out empty, which `FleetSession.send` does not publish.
 enum FleetJSONCoding {
     static func encode<T: Encodable>(_ value: T) -> [UInt8] {
         let encoder = JSONEncoder()
@@ -75,6 +76,8 @@ enum FleetMetrics {
         "yoloswap_mqtt_messages_total": "Fleet messages received, by kind (command, desired) and outcome.",
         "yoloswap_mqtt_refused_total":
             "Fleet messages refused, by kind and reason (unsigned, bad_signature, stale, ...).",
+        "yoloswap_mqtt_refusals_not_recorded_total":
+            "Fleet refusals over the rate limit: counted, but not audited, logged or answered one by one.",
     ]
 
     static func connected(_ up: Bool) {
@@ -89,4 +92,6 @@ enum FleetMetrics {
         Counter(label: "yoloswap_mqtt_refused_total", dimensions: [("kind", kind), ("reason", reason.rawValue)])
             .increment()
     }
+
+    static func refusalNotRecorded() { Counter(label: "yoloswap_mqtt_refusals_not_recorded_total").increment() }
 }

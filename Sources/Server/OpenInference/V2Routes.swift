@@ -100,10 +100,10 @@ struct V2Routes: Sendable {
             // An unknown model is answered before its body is parsed.
             _ = try engine.slot(model)
             let parsed = try await parse(body, headers: request.headers, deadline: deadline)
-            let result = try await engine.infer(model: model, version: version, parsed.request)
-            let response = try V2InferCodec.response(result, for: parsed)
-            let modelID = result.parameters.first { $0.key == "model_id" }?.value.text ?? model
-            ServerMetrics.request(slot: model, model: modelID, status: 200,
+            let (response, modelID) = try await engine.infer(model: model, version: version, parsed.request) {
+                (try V2InferCodec.response($0, for: parsed), $0.parameters.first { $0.key == "model_id" }?.value.text)
+            }
+            ServerMetrics.request(slot: model, model: modelID ?? model, status: 200,
                 seconds: (ContinuousClock.now - started).milliseconds / 1000)
             return response
         } catch {

@@ -103,6 +103,9 @@ public enum Annotator {
         let textColor = textColor(on: color)
         var originX = x + padding
         for scalar in text.unicodeScalars {
+            // Past the right edge nothing more shows: a label of megabytes (class names come from the model) costs
+            // no more than one as wide as the image.
+            guard originX < canvas.width else { break }
             let mask = BitmapFont.glyph(for: scalar)
             for row in 0..<BitmapFont.glyphHeight {
                 for column in 0..<BitmapFont.glyphWidth where BitmapFont.isInk(mask, row: row, column: column) {
