@@ -200,7 +200,6 @@ final class FleetSession: Sendable {
     private func runAdmitted() async {
         for await item in admitted {
             if turns.withLock({ $0.stopped }) {
-                if case .repeated(let command, _) = item { turns.withLock { _ = $0.repeats.remove(command.id) } }
                 await notRun(item)
             } else {
                 switch item {
@@ -210,13 +209,12 @@ final class FleetSession: Sendable {
                     publish(result)
                     requestStatus()
                 case .repeated(let command, let earlier):
-                    turns.withLock { _ = $0.repeats.remove(command.id) }
                     await repeated(command, earlier: earlier)
                 case .document(let document, let keyID, let admission):
                     await apply(document, keyID: keyID, admission: admission)
                 }
             }
-            turns.withLock { $0.waiting -= 1 }
+            endTurn(of: item)
         }
     }
 
@@ -247,12 +245,19 @@ final class FleetSession: Sendable {
     /// Gives back a turn taken for a message that was not admitted after all.
     func giveBackTurn() { turns.withLock { $0.waiting -= 1 } }
 
+    /// Ends a queued message's turn: run, or not run.
+    private func endTurn(of item: Admitted) {
+        turns.withLock { turns in
+            turns.waiting -= 1
+            if case .repeated(let command, _) = item { turns.repeats.remove(command.id) }
+        }
+    }
+
     /// Queues an admitted message, whose turn is taken. Once the queue has ended (the agent's task cancelled) the
     /// message is handled as one the agent stopped before running.
     func enqueue(_ item: Admitted) async {
         if case .terminated = admit.yield(item) {
-            giveBackTurn()
-            if case .repeated(let command, _) = item { turns.withLock { _ = $0.repeats.remove(command.id) } }
+            endTurn(of: item)
             await notRun(item)
         }
     }
