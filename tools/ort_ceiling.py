@@ -9,16 +9,24 @@ object: {"single_thread_run_ms" (median), "one_run_fps", "side_by_side_fps", "ra
 Session options can be tried on the same measurement: `--optimization` (ORT's graph optimization level) and
 `--config KEY=VALUE` (a session config entry, repeatable), e.g. `--config session.set_denormal_as_zero=1`.
 
+`--batch N` also asks whether N frames in one Run cost less per frame than one: a copy of a model whose batch is
+fixed at 1 is made with a symbolic batch (its Reshape targets' leading 1 made 0, "as the input"), and one-thread
+Runs of the two — N frames, then one — alternate; it adds {"batch", "batch_frame_ms" (median per frame, batch N),
+"frame_ms" (median, batch 1), "batch_ratio"}.
+
 Usage:
   python tools/ort_ceiling.py --model models/yolov3-tiny-coco-416.onnx --threads 2 --runs 120
   python tools/ort_ceiling.py --model models/yolov3-tiny-coco-416.onnx --optimization extended
+  python tools/ort_ceiling.py --model models/yolov3-tiny-coco-416.onnx --batch 2 --runs 60
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import tempfile
 import threading
 import time
 
@@ -44,6 +52,34 @@ def session(model: str, threads: int, optimization: str, config: list[tuple[str,
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
+def batched_copy(model: str, directory: str) -> str:
+    """The model with a symbolic batch dimension: inputs' and outputs' first dimension named, intermediate shapes
+    dropped (ORT infers them again), and every constant Reshape target whose first entry is 1 given 0 (copy the
+    input's batch)."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(model)
+    for value in list(m.graph.input) + list(m.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "N"
+    del m.graph.value_info[:]
+    initializers = {i.name: i for i in m.graph.initializer}
+    constants = {n.output[0]: n.attribute[0].t for n in m.graph.node if n.op_type == "Constant"}
+    for node in m.graph.node:
+        if node.op_type != "Reshape":
+            continue
+        tensor = initializers.get(node.input[1]) or constants.get(node.input[1])
+        if tensor is None:
+            continue
+        target = numpy_helper.to_array(tensor).copy()
+        if target.size and target[0] == 1:
+            target[0] = 0
+            tensor.CopyFrom(numpy_helper.from_array(target, tensor.name))
+    path = os.path.join(directory, "batched.onnx")
+    onnx.save(m, path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
@@ -53,9 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--optimization", choices=sorted(LEVELS), default="all", help="graph optimization level")
     parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
                         help="a session config entry (repeatable)")
+    parser.add_argument("--batch", type=int, default=1, help="also time N frames in one Run against one (N > 1)")
     args = parser.parse_args(argv)
-    if args.threads < 1 or args.runs < 1 or args.imgsz < 1:
-        parser.error("--threads, --runs and --imgsz must be at least 1")
+    if args.threads < 1 or args.runs < 1 or args.imgsz < 1 or args.batch < 1:
+        parser.error("--threads, --runs, --imgsz and --batch must be at least 1")
     config = []
     for entry in args.config:
         key, sep, value = entry.partition("=")
@@ -98,12 +135,33 @@ def main(argv: list[str] | None = None) -> int:
         worker.join()
     side_by_side_fps = args.threads * args.runs / (time.perf_counter() - start)
 
-    print(json.dumps({
+    report = {
         "model": args.model, "threads": args.threads, "optimization": args.optimization, "config": args.config,
         "single_thread_run_ms": round(statistics.median(times) * 1000, 2),
         "one_run_fps": round(one_run_fps, 1), "side_by_side_fps": round(side_by_side_fps, 1),
         "ratio": round(side_by_side_fps / one_run_fps, 3),
-    }))
+    }
+    if args.batch > 1:
+        with tempfile.TemporaryDirectory() as directory:
+            batched = session(batched_copy(args.model, directory), 1, args.optimization, config)
+            many = {spec.name: np.random.default_rng(1).random([args.batch] + shape[1:], dtype=np.float32)}
+            for _ in range(3):
+                batched.run(None, many)
+            per_frame: list[float] = []
+            one: list[float] = []
+            for _ in range(args.runs):
+                start = time.perf_counter()
+                batched.run(None, many)
+                per_frame.append((time.perf_counter() - start) / args.batch)
+                start = time.perf_counter()
+                single.run(None, feed)
+                one.append(time.perf_counter() - start)
+        report.update({
+            "batch": args.batch, "batch_frame_ms": round(statistics.median(per_frame) * 1000, 2),
+            "frame_ms": round(statistics.median(one) * 1000, 2),
+            "batch_ratio": round(statistics.median(per_frame) / statistics.median(one), 3),
+        })
+    print(json.dumps(report))
     return 0
 
 
