@@ -76,7 +76,7 @@ extension ControlPlane {
             throw error
         }
         let task = Task { [self] in
-            await bringUp(run, by: principal, from: remote, started: started, resumedIn: nil)
+            await bringUp(run, by: principal, from: remote, started: started, resumed: false, restoring: nil)
         }
         run.bringUp.withLock { $0 = task }
         run.keep(task)
@@ -118,11 +118,12 @@ extension ControlPlane {
     }
 
     /// Loads the candidate into the staged role, checks it, and starts routing.
-    /// - Parameter phase: for a release resumed after a restart, the phase it goes back to once its candidate is up
-    ///   again (it waits in `loading` meanwhile, where no rule or promotion is judged).
+    /// - Parameters:
+    ///   - resumed: after a restart (the outcome closes `release.resume`'s intent).
+    ///   - phase: the phase it goes back to once its candidate is up again, when not running (a resumed release waits
+    ///     in `loading` meanwhile, where no rule or promotion is judged).
     private func bringUp(_ run: ReleaseRun, by principal: Principal, from remote: String?, started: Date,
-                         resumedIn phase: ReleasePhase?) async {
-        let resumed = phase != nil
+                         resumed: Bool, restoring phase: ReleasePhase?) async {
         let record = run.engine.record
         let spec = record.spec
         let slot = record.slot
@@ -478,7 +479,7 @@ extension ControlPlane {
                 sha256: record.candidate?.sha256, result: "intent",
                 reason: "resuming the \(record.phase.rawValue) release after a restart", started: Date())
             let task = Task { [self] in
-                await bringUp(run, by: Self.system, from: nil, started: Date(), resumedIn: phase)
+                await bringUp(run, by: Self.system, from: nil, started: Date(), resumed: true, restoring: phase)
             }
             run.bringUp.withLock { $0 = task }
             run.keep(task)
