@@ -35,12 +35,15 @@ detect-samples: build
 # the two-thread JPEG decode then run again under ThreadSanitizer (its own build folder, three runs); last, the V4L2
 # camera check in a virtual machine.
 test: build-debug
-	$(SWIFT) test --skip-build --skip 'ORTBackendTests|MQTTClientTests|ProcessMemoryTests|ReleaserTests'
+	$(SWIFT) test --skip-build --skip 'ORTBackendTests|MQTTClientTests|ProcessMemoryTests|ReleaserTests|BenchmarkSmokeTests/benchStream'
 	# Apart: its tests measure the process's memory, which the other suites, running in parallel, would move.
 	$(SWIFT) test --skip-build --filter ORTBackendTests
 	# Apart and one at a time: ProcessMemoryTests measures the process's RSS too; ReleaserTests keeps eight threads
 	# spinning on sched_yield for its whole run, which beside the other suites took 120-310 s and starved their tasks.
 	$(SWIFT) test --skip-build --no-parallel --filter 'ProcessMemoryTests|ReleaserTests'
+	# Apart: bench-stream's swaps load at nice 10, below every other process; beside the main run's suites one
+	# warm-up took over 9 s and the 12-second paced run saw no switch.
+	$(SWIFT) test --skip-build --filter 'BenchmarkSmokeTests/benchStream'
 	# Apart, and bounded: in one CI run beside the other suites, an MQTT 5 client's CONNECT was refused by the broker
 	# as a protocol error for minutes and the test never ended; alone it passes (see README → Tests). A cause found
 	# since (a publication written ahead of the CONNECT) is fixed; apart until it has passed beside the others.

@@ -135,6 +135,7 @@ struct BenchStreamCommand: AsyncParsableCommand {
         }
         let failures = swapRuns.flatMap(\.failures)
         result["swap_failures"] = failures
+        result["swap_operations"] = swapRuns.flatMap(\.operations).map(\.json)
         if json {
             let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
@@ -159,6 +160,8 @@ struct BenchStreamCommand: AsyncParsableCommand {
         var services: [Double]
         var switchFrames: [Int]
         var failures: [String]
+        /// The swaps' and rollbacks' durations (`SwapSchedule.timings`).
+        var operations: [SwapSchedule.OperationTiming]
         /// The host's steal time from the stream's start to its end (`HostSteal`).
         var stealMilliseconds: Double
 
@@ -225,7 +228,8 @@ struct BenchStreamCommand: AsyncParsableCommand {
         }
         return Run(frames: status.frames_detected, fps: Double(status.frames_detected) / elapsed,
             latencies: latencies.value.end, services: latencies.value.service,
-            switchFrames: latencies.value.switches, failures: driver.failures, stealMilliseconds: steal)
+            switchFrames: latencies.value.switches, failures: driver.failures, operations: driver.timings,
+            stealMilliseconds: steal)
     }
 
     private static func runPython(_ python: String, _ arguments: [String]) throws -> [String: Any] {
@@ -272,7 +276,8 @@ final class SwapSchedule: Sendable {
     private let manager: ModelManager
     private let models: [String]
     private let plan: [Bool]  // true: swap, false: rollback
-    private let state = Locked<(next: Int, running: Task<Void, Never>?, failures: [String])>((0, nil, []))
+    private let state = Locked<(next: Int, running: Task<Void, Never>?, failures: [String], timings: [OperationTiming])>(
+        (0, nil, [], []))
 
     init(manager: ModelManager, models: [String], swaps: Int, rollbacks: Int) {
         self.manager = manager
@@ -293,6 +298,24 @@ final class SwapSchedule: Sendable {
     }
 
     var failures: [String] { state.value.failures }
+    /// Per operation, in order: its kind, and how long it took from its start (`total_ms`; a swap's stages too).
+    var timings: [OperationTiming] { state.value.timings }
+
+    /// One operation's duration from its start, and a swap's load stages.
+    struct OperationTiming: Sendable {
+        var isSwap: Bool
+        var totalMilliseconds: Double
+        var stages: LoadTimings?
+
+        var json: [String: Any] {
+            var record: [String: Any] = ["operation": isSwap ? "swap" : "rollback", "total_ms": totalMilliseconds]
+            for (key, value) in [("verify_ms", stages?.verify), ("load_ms", stages?.load),
+                                 ("validate_ms", stages?.validate), ("warmup_ms", stages?.warmup)] {
+                record[key] = value
+            }
+            return record
+        }
+    }
 
     func startNext() {
         state.withLock { s in
@@ -307,15 +330,21 @@ final class SwapSchedule: Sendable {
     }
 
     private func run(_ index: Int, isSwap: Bool, manager: ModelManager, models: [String]) async {
+        let start = ContinuousClock.now
         do {
+            var stages: LoadTimings?
             if isSwap {
                 let active = manager.slot("stream")?.roles.active?.identity.path
                 let target = active == models[0] ? models[1] : models[0]
                 let status = try await manager.loadAndActivate(LoadRequest(slot: "stream", path: target))
                 if status.stage != .ready { self.fail("swap \(index): \(status.failure.map { "\($0)" } ?? "")") }
+                stages = status.timings
             } else {
                 _ = try await manager.rollback(slot: "stream")
             }
+            let timing = OperationTiming(isSwap: isSwap, totalMilliseconds: (ContinuousClock.now - start).seconds * 1000,
+                stages: stages)
+            state.withLock { $0.timings.append(timing) }
         } catch {
             self.fail("operation \(index): \(error)")
         }
