@@ -113,6 +113,8 @@ extension ModelManager {
                 releaser.retire(model)
                 throw LoadFailure.notCommitted(path: op.request.path, reason: "\(error)")
             }
+            // The flip found the slot empty (the old model left in the hook): record it here, for a rollback.
+            rememberPrevious(previousRecord.record, target: previous.execution.target, in: slot)
             op.update {
                 $0.timings.flipMicroseconds = flip.microseconds
                 $0.generation = flip.generation
@@ -166,8 +168,13 @@ extension ModelManager {
             do { try await commit(state) } catch {
                 throw ControlError.notCommitted(slot: slot.name, reason: "\(error)")
             }
-            guard let flip = slot.flipToStandby().map(Flip.init) else {
-                throw ControlError.nothingToRollBackTo(slot: slot.name)
+            guard let result = slot.flipToStandby() else { throw ControlError.nothingToRollBackTo(slot: slot.name) }
+            let flip = Flip(result)
+            // The model flipped out is now the standby, and the latest previous model (should the standby be
+            // released, a rollback reloads it).
+            if let displaced = result.previous {
+                rememberPrevious(displaced.identity.record, target: displaced.execution.target, in: slot)
+                armRetention(of: displaced, in: slot)
             }
             var timings = LoadTimings()
             timings.flipMicroseconds = flip.microseconds
@@ -215,11 +222,15 @@ extension ModelManager {
         do {
             // The standby comes back beside the active model, on its device.
             let execution = try resolveExecution(op.request, slot: slot, current: slot.roles.active?.execution.target)
-            slot.setStandby(try await pipeline.run(op, execution: execution, active: nil))
+            let standby = try await pipeline.run(op, execution: execution, active: nil)
+            slot.setStandby(standby)
+            armRetention(of: standby, in: slot)
             op.finish(.ready)
         } catch {
             op.finish(error.isCancellation ? .cancelled : .failed, failure: error)
             logger.warning("standby not restored", metadata: ["slot": "\(slot.name)", "error": "\(error)"])
+            // Cut off (a shutdown during the start): the store keeps it for the next start.
+            if error.isCancellation { return }
             // The store should no longer offer it for a rollback after a restart.
             let roles = slot.roles
             guard let active = roles.active else { return }
@@ -257,24 +268,45 @@ extension ModelManager {
     func flip(_ model: ModelInstance, in slot: ModelSlot, keepStandby: Bool) -> Flip {
         let flip = slot.activate(model, keepStandby: keepStandby)
         if let previous = flip.previous {
-            previousModels[slot.name, default: []].append((previous.identity.record, previous.execution.target))
-            if previousModels[slot.name]!.count > 10 { previousModels[slot.name]!.removeFirst() }
-            if case .keepFor(let duration) = configuration.standbyRetention {
-                // A timer, not work that must finish: weak, so that a standby replaced or released before the time
-                // is up is not kept alive by it. The drop takes its turn among the slot's operations: a rollback
-                // between committing the standby as active and flipping to it must find it there.
-                let name = slot.name
-                Task { [weak self, weak slot, weak previous] in
-                    try? await Task.sleep(for: duration)
-                    guard previous != nil, let self else { return }
-                    await self.serialized(name) { [weak slot, weak previous] _ in
-                        guard let previous else { return }
-                        slot?.dropStandby(only: previous)
-                    }
-                }
-            }
+            rememberPrevious(previous.identity.record, target: previous.execution.target, in: slot)
+            if keepStandby { armRetention(of: previous, in: slot) }
         }
         return Flip(flip)
+    }
+
+    /// Whether `token` names the slot's latest retention timer (which then ends).
+    private func endRetention(of slot: String, token: UUID) -> Bool {
+        guard retentionTimers[slot] == token else { return false }
+        retentionTimers[slot] = nil
+        return true
+    }
+
+    /// Records a model that was active as the slot's latest previous one (up to 10 kept): what a rollback without
+    /// a standby reloads.
+    func rememberPrevious(_ record: ModelRecord, target: ExecutionTarget, in slot: ModelSlot) {
+        previousModels[slot.name, default: []].append((record, target))
+        if previousModels[slot.name]!.count > 10 { previousModels[slot.name]!.removeFirst() }
+    }
+
+    /// Under `keepFor`, releases `standby` once the retention has passed since it became the slot's standby — by a
+    /// flip, a rollback or a restore — unless it has left that role or become the standby again since (a later
+    /// timer then decides).
+    func armRetention(of standby: ModelInstance, in slot: ModelSlot) {
+        guard case .keepFor(let duration) = configuration.standbyRetention else { return }
+        let name = slot.name
+        let token = UUID()
+        retentionTimers[name] = token
+        // A timer, not work that must finish: weak, so that a standby replaced or released before the time is up is
+        // not kept alive by it. The drop takes its turn among the slot's operations: a rollback between committing
+        // the standby as active and flipping to it must find it there.
+        Task { [weak self, weak slot, weak standby] in
+            try? await Task.sleep(for: duration)
+            guard standby != nil, let self else { return }
+            await self.serialized(name) { [weak slot, weak standby] manager in
+                guard let standby, await manager.endRetention(of: name, token: token) else { return }
+                slot?.dropStandby(only: standby)
+            }
+        }
     }
 
     /// Writes `state` to the store on the manager's I/O queue (nothing without a store); durable when it returns.

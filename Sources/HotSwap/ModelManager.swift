@@ -69,6 +69,9 @@ public actor ModelManager {
     /// Per slot, the models that were active before and where they ran (newest last, up to 10): what a rollback
     /// without a standby reloads.
     var previousModels: [String: [(record: ModelRecord, target: ExecutionTarget)]] = [:]
+    /// Per slot, the standby retention timer that may still release the standby (`armRetention`): an older timer
+    /// finds another token here and leaves the standby alone.
+    var retentionTimers: [String: UUID] = [:]
     /// Restores under way (not superseded by other loads; cancelled only by shutdown).
     var restoring: [String: LoadOperation] = [:]
     /// Set by `cancelLoads`/`shutdown`: no new restore starts.

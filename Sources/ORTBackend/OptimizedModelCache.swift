@@ -115,9 +115,7 @@ public struct OptimizedModelCache: Sendable {
         // Only in a folder nobody else may write: ORT reads the copy and writes the optimized file by path, and the
         // entry's code is made for what is read back, so someone who could replace either file in between (or
         // rename the folder's entries) would have their own graph vouched for as the verified model's.
-        if (try? PrivateFiles.createDirectory(atPath: directory)) != nil,
-            PrivateFiles.isPrivateDirectory(atPath: directory)
-        {
+        if whyEntriesCannotBeWritten() == nil {
             do { try file.copyVerified(to: sourceCopy) } catch {
                 if case .changedSinceVerification = error { throw .file(error) }
             }
@@ -133,6 +131,20 @@ public struct OptimizedModelCache: Sendable {
             }
         }
         return (try fromBytes(try verifiedBytes(), options: options), .bypassed)
+    }
+
+    /// Why no entry can be written (every miss is then a plain load from the verified bytes, `.bypassed`), or nil
+    /// when they can: the folder cannot be created, or is not one this user owns and nobody else may write. Creates
+    /// the folder when it is missing. A service calls it at its start to say so in its log.
+    public func whyEntriesCannotBeWritten() -> String? {
+        do { try PrivateFiles.createDirectory(atPath: directory) } catch {
+            return "\(error)"
+        }
+        guard PrivateFiles.isPrivateDirectory(atPath: directory) else {
+            return "\(directory) is not a folder this user owns and nobody else may write (a link, another owner, "
+                + "or group or others may write it)"
+        }
+        return nil
     }
 
     /// Has ORT optimize the model at `path` and write the result to `options.optimizedModelPath`, with the configured

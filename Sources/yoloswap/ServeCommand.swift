@@ -84,10 +84,15 @@ struct ServeCommand: AsyncParsableCommand {
         let store = try StateStore(directory: configuration.stateDirectory)
         let services = try ServiceWiring.make(configuration: configuration, logger: logger)
         let library = try ORTLibrary.load(explicitPath: ortLibrary ?? configuration.ortLibrary)
-        let loader = ORTModelLoader(environment: try ORTEnvironment(library: library),
-            cache: try configuration.optimizedCacheDirectory.map {
-                try OptimizedModelCache.yoloswap(directory: $0, inChild: configuration.optimizeInChild)
-            })
+        let cache = try configuration.optimizedCacheDirectory.map {
+            try OptimizedModelCache.yoloswap(directory: $0, inChild: configuration.optimizeInChild)
+        }
+        if let reason = cache?.whyEntriesCannotBeWritten() {
+            // Not fatal (every load still works, from the model file), but slower and costlier in memory.
+            logger.warning("the optimized-model cache writes no entry: every load optimizes the model itself",
+                metadata: ["reason": "\(reason)"])
+        }
+        let loader = ORTModelLoader(environment: try ORTEnvironment(library: library), cache: cache)
         let manager = ModelManager(configuration: configuration.hotSwap, loader: loader, verifier: services.verifier,
             store: store, logger: logger)
         let control = ControlPlane(manager: manager,

@@ -146,5 +146,78 @@ extension HotSwapSuite {
             #expect(restarted.slot("line")?.roles.active == nil)
             await restarted.shutdown()
         }
-    }
+    
+        @Test("a rollback to the standby records the model it flips out: once that standby is gone, a rollback reloads it")
+        func rollbackRecordsTheDisplaced() async throws {
+            let manager = ModelManager(configuration: .testing(), loader: FakeLoader())
+            let slot = try await manager.createSlot("line")
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity416))
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity320))
+            _ = try await manager.rollback(slot: "line")  // 416 active, 320 the standby
+            #expect(slot.roles.standby?.identity.path == Fixtures.identity320)
+            _ = try await manager.unload(slot: "line", includingActive: false)
+            #expect(slot.roles.standby == nil)
+            let event = try await manager.rollback(slot: "line")
+            #expect(event.from?.path == Fixtures.identity416 && event.to?.path == Fixtures.identity320, "\(event)")
+            await manager.shutdown()
+        }
+
+        @Test("keep_for counts from when a model became the standby, by a rollback too; an earlier term's timer leaves it")
+        func retentionPerStandbyTerm() async throws {
+            var configuration = HotSwapConfiguration.testing()
+            configuration.standbyRetention = .keepFor(.seconds(2))
+            let manager = ModelManager(configuration: configuration, loader: FakeLoader())
+            let slot = try await manager.createSlot("line")
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity416))
+            let clock = ContinuousClock()
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity320))
+            let firstTerm = clock.now  // 416 the standby: its timer ends at about firstTerm + 2 s
+            try await Task.sleep(for: .seconds(1))
+            _ = try await manager.rollback(slot: "line")  // 320 the standby, by a rollback
+            _ = try await manager.rollback(slot: "line")  // 416 the standby again, a new term
+            let secondTerm = clock.now
+            #expect(slot.roles.standby?.identity.path == Fixtures.identity416)
+            // Past the first term's end, before the second's: the first term's timer must leave it.
+            try await Task.sleep(until: firstTerm + .milliseconds(2400))
+            let checked = clock.now
+            if checked < secondTerm + .seconds(2) {
+                #expect(slot.roles.standby?.identity.path == Fixtures.identity416)
+            }
+            // The second term's timer releases it.
+            #expect(await eventually(timeout: .seconds(10)) { slot.roles.standby == nil })
+
+            // A standby made by a rollback has a term of its own.
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity416, version: "c"))
+            _ = try await manager.rollback(slot: "line")
+            #expect(slot.roles.standby?.identity.version == "c")
+            #expect(await eventually(timeout: .seconds(10)) { slot.roles.standby == nil })
+            await manager.shutdown()
+        }
+
+        @Test("a standby restore cut off by a shutdown leaves the committed standby for the next start")
+        func cancelledStandbyRestoreKeepsIt() async throws {
+            let store = try StateStore(inMemory: ())
+            let first = ModelManager(configuration: .testing(), loader: FakeLoader(), store: store)
+            try await first.createSlot("line")
+            _ = try await first.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity416))
+            _ = try await first.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity320))
+            await first.shutdown()
+            #expect(try store.committedSlots().first?.standby?.path == Fixtures.identity416)
+
+            // The standby's session creation is held until the shutdown has begun.
+            let gate = Gate(open: false)
+            let restarted = ModelManager(configuration: .testing(), loader: FakeLoader { label in
+                if label == Fixtures.identity416 { gate.pass() }
+                return FakeBackend()
+            }, store: store)
+            _ = await restarted.restore(standbysInBackground: true)
+            #expect(await eventually { gate.waitingCount == 1 })
+            let shutdown = Task { await restarted.shutdown() }
+            #expect(await eventuallyAsync { await restarted.isShuttingDown })
+            gate.open()
+            await shutdown.value
+            #expect(try store.committedSlots().first?.standby?.path == Fixtures.identity416)
+            #expect(try store.committedSlots().first?.active.path == Fixtures.identity320)
+        }
+}
 }

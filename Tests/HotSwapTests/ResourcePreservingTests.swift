@@ -176,5 +176,29 @@ extension HotSwapSuite {
             await budgeted.shutdown()
             await manager.shutdown()
         }
-    }
+    
+        @Test("a rollback after a resource-preserving swap reloads the model it replaced (also after a mixed history)")
+        func rollbackAfterResourcePreserving() async throws {
+            let manager = ModelManager(configuration: .testing(), loader: FakeLoader())
+            let slot = try await manager.createSlot("default")
+            func load(_ path: String, version: String? = nil, _ policy: SwapPolicy) async throws {
+                _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: path, version: version,
+                    activate: true, policy: policy))
+            }
+            try await load(Fixtures.identity416, .availabilityPreserving)
+            try await load(Fixtures.identity320, .resourcePreserving)
+            #expect(slot.roles.standby == nil)
+            let back = try await manager.rollback(slot: "default")
+            #expect(back.to?.path == Fixtures.identity416, "\(back)")
+            #expect(slot.roles.active?.identity.path == Fixtures.identity416)
+
+            // A (416, active) → B (320, availability-preserving: A is the standby) → C (resource-preserving: A and B
+            // leave). The rollback goes to B, the model C replaced, not to A.
+            try await load(Fixtures.identity320, version: "b", .availabilityPreserving)
+            try await load(Fixtures.identity416, version: "c", .resourcePreserving)
+            let toB = try await manager.rollback(slot: "default")
+            #expect(toB.to?.path == Fixtures.identity320 && toB.to?.version == "b", "\(toB)")
+            await manager.shutdown()
+        }
+}
 }

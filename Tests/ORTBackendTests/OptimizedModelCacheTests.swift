@@ -222,12 +222,19 @@ extension ORTSwapSuite {
             // Whoever may write the folder could replace the copy ORT optimizes, or its output, between our calls.
             try FileManager.default.setAttributes([.posixPermissions: 0o777], ofItemAtPath: directory.path)
             let cache = OptimizedModelCache(directory: directory.path, secret: secret)
+            #expect(cache.whyEntriesCannotBeWritten()?.contains("nobody else may write") == true)
             let (session, outcome) = try cache.session(for: try ModelFile(verifying: model), environment: environment,
                 options: .init(), label: model)
             #expect(outcome == .bypassed)
             #expect(session.outputs.first?.shape == [1, 1500, 85])
             #expect(try entries(directory).isEmpty)
             try FileManager.default.setAttributes([.posixPermissions: 0o700], ofItemAtPath: directory.path)
+            #expect(cache.whyEntriesCannotBeWritten() == nil)
+            // A folder that cannot be made (its parent is a file) says why.
+            let blocked = OptimizedModelCache(directory: directory.appendingPathComponent("model-file/cache").path,
+                secret: secret)
+            try Data().write(to: directory.appendingPathComponent("model-file"))
+            #expect(blocked.whyEntriesCannotBeWritten()?.hasPrefix("cannot create") == true)
             #expect(try cache.session(for: try ModelFile(verifying: model), environment: environment, options: .init(),
                 label: model).1 == .miss)
         }
