@@ -12,16 +12,26 @@ import ServiceLifecycle
 /// the other.
 public struct GRPCInferenceServer: Service {
     let settings: ServerConfiguration.GRPCSettings
+    let host: String
     let service: InferenceService
     let maxMessageBytes: Int
+    let limits: GRPCConnectionLimits
     let logger: Logger
     let onListening: @Sendable (Int) async -> Void
+    /// The connections open now (for tests and diagnostics).
+    let connections = ConnectionCount()
 
-    public init(settings: ServerConfiguration.GRPCSettings, service: InferenceService, maxMessageBytes: Int,
-                logger: Logger, onListening: @escaping @Sendable (Int) async -> Void = { _ in }) {
+    /// - Parameters:
+    ///   - host: where to listen, an IP address or `localhost` (`ServerConfiguration.grpcHost`).
+    ///   - limits: connections, streams and timeouts (`GRPCConnectionLimits`).
+    public init(settings: ServerConfiguration.GRPCSettings, host: String, service: InferenceService,
+                maxMessageBytes: Int, limits: GRPCConnectionLimits, logger: Logger,
+                onListening: @escaping @Sendable (Int) async -> Void = { _ in }) {
         self.settings = settings
+        self.host = host
         self.service = service
         self.maxMessageBytes = maxMessageBytes
+        self.limits = limits
         self.logger = logger
         self.onListening = onListening
     }
@@ -33,9 +43,12 @@ public struct GRPCInferenceServer: Service {
             } else {
                 .plaintext
             }
-        var config = HTTP2ServerTransport.Posix.Config.defaults
+        var config = limits.apply(to: .defaults, connections: connections)
         config.rpc.maxRequestPayloadSize = maxMessageBytes
-        let host = settings.host == "localhost" ? "127.0.0.1" : settings.host
+        guard ServerConfiguration.GRPCSettings.isListenable(self.host) else {
+            throw GRPCHostError(host: self.host)
+        }
+        let host = self.host == "localhost" ? "127.0.0.1" : self.host
         let address: GRPCNIOTransportCore.SocketAddress =
             host.contains(":") ? .ipv6(host: host, port: settings.port) : .ipv4(host: host, port: settings.port)
         let transport = HTTP2ServerTransport.Posix(address: address, transportSecurity: security, config: config)
@@ -52,5 +65,13 @@ public struct GRPCInferenceServer: Service {
         } onGracefulShutdown: {
             server.beginGracefulShutdown()
         }
+    }
+}
+
+/// The gRPC endpoint's host is not an IP address (the transport takes no name but `localhost`).
+public struct GRPCHostError: Error, CustomStringConvertible {
+    public var host: String
+    public var description: String {
+        "the gRPC endpoint cannot listen on \(host): give grpc.host (or server.host) as an IP address or localhost"
     }
 }

@@ -143,18 +143,23 @@ public struct ServerConfiguration: Sendable, Equatable {
 
     /// Where the Open Inference Protocol's gRPC service listens, and its TLS files (PEM; nil: plaintext).
     public struct GRPCSettings: Sendable, Equatable {
-        public var host: String
+        /// An IP address (or `localhost`); nil: the HTTP server's host (`server.host`, `--host`, `YOLOSWAP_HOST`), as
+        /// it is when the service starts.
+        public var host: String?
         public var port: Int
         public var tlsCertificate: String?
         public var tlsKey: String?
 
-        public init(host: String, port: Int, tlsCertificate: String? = nil, tlsKey: String? = nil) {
+        public init(host: String? = nil, port: Int, tlsCertificate: String? = nil, tlsKey: String? = nil) {
             self.host = host
             self.port = port
             self.tlsCertificate = tlsCertificate
             self.tlsKey = tlsKey
         }
     }
+
+    /// Where the gRPC endpoint listens: its own host, else the HTTP server's.
+    public var grpcHost: String? { grpc.map { $0.host ?? host } }
 
     /// Defaults, with paths relative to `base` (the working directory when nil).
     public init(base: String? = nil) {
@@ -220,7 +225,10 @@ public struct ServerConfiguration: Sendable, Equatable {
             guard (grpc.tls_cert == nil) == (grpc.tls_key == nil) else {
                 throw fail("grpc.tls_cert and grpc.tls_key go together (TLS needs both, plaintext neither)")
             }
-            config.grpc = GRPCSettings(host: grpc.host ?? config.host,
+            if let host = grpc.host, !GRPCSettings.isListenable(host) {
+                throw fail("grpc.host must be an IP address or localhost, got \(host)")
+            }
+            config.grpc = GRPCSettings(host: grpc.host,
                 port: try Limits.check(port, "grpc.port", Limits.port, fail: fail),
                 tlsCertificate: grpc.tls_cert.map { resolve($0, against: base) },
                 tlsKey: grpc.tls_key.map { resolve($0, against: base) })
@@ -595,4 +603,14 @@ private struct RawConfiguration: Decodable {
     var ort_library: String?
     var mqtt: RawFleetSettings?
     var streams: Streams?
+}
+
+extension ServerConfiguration.GRPCSettings {
+    /// Whether the gRPC transport can listen on `host`: an IPv4 or IPv6 address, or `localhost` (it takes no other
+    /// name).
+    public static func isListenable(_ host: String) -> Bool {
+        if host == "localhost" { return true }
+        var v4 = in_addr(), v6 = in6_addr()
+        return inet_pton(AF_INET, host, &v4) == 1 || inet_pton(AF_INET6, host, &v6) == 1
+    }
 }

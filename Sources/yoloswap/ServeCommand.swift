@@ -138,9 +138,13 @@ struct ServeCommand: AsyncParsableCommand {
         if let settings = configuration.grpc {
             let grpcPortFile = self.grpcPortFile
             groupServices.insert(.init(service: GRPCInferenceServer(
-                settings: settings,
+                settings: settings, host: configuration.grpcHost ?? configuration.host,
                 service: InferenceService(engine: engine, control: control, configuration: configuration),
-                maxMessageBytes: configuration.maxBodyBytes, logger: logger,
+                maxMessageBytes: configuration.maxBodyBytes,
+                limits: GRPCConnectionLimits(maxConnections: configuration.maxConnections,
+                    requestReadTimeout: .seconds(configuration.readTimeoutSeconds),
+                    idleTimeout: .seconds(configuration.idleTimeoutSeconds)),
+                logger: logger,
                 onListening: { port in
                     if let grpcPortFile { try? "\(port)\n".write(toFile: grpcPortFile, atomically: true, encoding: .utf8) }
                 })), at: 2)

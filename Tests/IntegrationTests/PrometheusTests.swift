@@ -92,7 +92,9 @@ struct PrometheusTests {
         load.setValue("Bearer \(Self.aliceToken)", forHTTPHeaderField: "Authorization")
         load.setValue("application/json", forHTTPHeaderField: "Content-Type")
         load.httpBody = Data(#"{"model":"yolov3-tiny-coco-320.onnx","activate":true}"#.utf8)
-        let swap = try await Self.send(load)
+        // The load's threads run at nice 10, below everything else on the machine: on a saturated one (a CI rehearsal
+        // with a build beside it) the answer took over 30 s.
+        let swap = try await Self.send(load, timeout: 180)
         try #require(swap.status == 200, "load + activate answered \(swap.status): \(swap.body)")
         #expect(swap.body.contains(#""state":"ready""#), "\(swap.body)")
 
@@ -135,9 +137,9 @@ struct PrometheusTests {
         try await send(URLRequest(url: URL(string: url)!))
     }
 
-    static func send(_ request: URLRequest) async throws -> (status: Int, body: String) {
+    static func send(_ request: URLRequest, timeout: TimeInterval = 30) async throws -> (status: Int, body: String) {
         var request = request
-        request.timeoutInterval = 30
+        request.timeoutInterval = timeout
         let (data, response) = try await URLSession.shared.data(for: request)
         return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
     }

@@ -156,6 +156,24 @@ final class RawConnection {
         }
     }
 
+    func send(bytes: [UInt8]) throws {
+        var sent = 0
+        while sent < bytes.count {
+            let n = bytes[sent...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard n > 0 else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+            sent += n
+        }
+    }
+
+    /// What has arrived, without waiting: bytes, [] when nothing has, nil once the peer has closed.
+    func receiveAvailableBytes() -> [UInt8]? {
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+        if n > 0 { return Array(buffer[..<n]) }
+        if n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK) { return nil }
+        return []
+    }
+
     enum Received { case data(String), closed, nothing }
 
     /// What has arrived, without waiting.
@@ -207,4 +225,138 @@ final class RawConnection {
     }
 
     deinit { close() }
+}
+
+/// The gRPC endpoint's bounds, spoken to in raw HTTP/2 (frames written and read by hand): a client can leave a
+/// request unfinished or a connection idle, or open many, which a gRPC library would not do.
+@Suite("Slow clients and the connection limit on the gRPC endpoint (real binary)", .serialized)
+struct GRPCSlowClientTests {
+    @Test("past max_connections a gRPC connection is closed; a stalled request is reset after read_timeout_s; an idle connection gets GOAWAY and is closed, its PING unanswered")
+    func limits() async throws {
+        let scratch = try TemporaryDirectory()
+        let portFile = scratch.url.appendingPathComponent("grpc.port")
+        let server = try await ServerProcess(yaml: """
+            server: { max_connections: 3, read_timeout_s: 2, idle_timeout_s: 2 }
+            slots:
+              default: { model: synthetic/yolov5-nc80-320-identity.onnx }
+            grpc: { port: 0 }
+            """, arguments: ["--grpc-port-file", portFile.path])
+        defer { server.stop() }
+        func port() -> Int? { (try? String(contentsOf: portFile, encoding: .utf8)).flatMap { Int($0.trimmed) } }
+        #expect(await eventually(timeout: .seconds(30)) { port() != nil }, "no gRPC port: \(server.log.suffix(2000))")
+        let grpcPort = try #require(port())
+
+        // Three connections, each past the HTTP/2 handshake (the server's SETTINGS read).
+        var connections: [HTTP2Peer] = []
+        defer { connections.forEach { $0.connection.close() } }
+        for _ in 0..<3 {
+            let peer = try HTTP2Peer(port: grpcPort)
+            let settings = try await peer.next { $0.type == 4 }
+            #expect(settings != nil, "no SETTINGS from the server")
+            connections.append(peer)
+        }
+        // The fourth is closed by the server.
+        let fourth = try HTTP2Peer(port: grpcPort)
+        defer { fourth.connection.close() }
+        #expect(try await fourth.next { $0.type == 4 } == nil, "a connection past max_connections was served")
+
+        // A ModelInfer whose message never arrives whole: reset after read_timeout_s.
+        let stalled = connections[0]
+        let started = ContinuousClock.now
+        try stalled.connection.send(bytes: HTTP2Peer.frame(type: 1, flags: 0x4, stream: 1, payload: HTTP2Peer.headers([
+            (":method", "POST"), (":scheme", "http"), (":path", "/inference.GRPCInferenceService/ModelInfer"),
+            (":authority", "127.0.0.1"), ("content-type", "application/grpc"), ("te", "trailers"),
+        ])))
+        // A message announced as 1 MiB, of which 100 bytes come.
+        try stalled.connection.send(bytes: HTTP2Peer.frame(type: 0, flags: 0, stream: 1,
+            payload: [0, 0, 0x10, 0, 0] + [UInt8](repeating: 7, count: 100)))
+        let reset = try await stalled.next { $0.type == 3 && $0.stream == 1 }
+        let waited = ContinuousClock.now - started
+        #expect(reset != nil, "the stalled stream was not reset")
+        #expect(waited >= .milliseconds(1900), "reset after \(waited), before read_timeout_s")
+
+        // An idle connection is told to go away, then closed.
+        let idle = connections[1]
+        #expect(try await idle.next { $0.type == 7 } != nil, "no GOAWAY on an idle connection")
+        #expect(await idle.closed(), "the idle connection stayed open")
+        // Connections that closed no longer count: a new one is served.
+        let later = try HTTP2Peer(port: grpcPort)
+        defer { later.connection.close() }
+        #expect(try await later.next { $0.type == 4 } != nil, "a connection after others closed was not served")
+        #expect(server.process.isRunning)
+    }
+}
+
+/// A raw HTTP/2 client: the connection preface and an empty SETTINGS sent at once, then frames as the test writes
+/// them; frames read as they come.
+final class HTTP2Peer {
+    struct Frame { var type: UInt8, flags: UInt8, stream: UInt32, payload: [UInt8] }
+
+    let connection: RawConnection
+    private var pending: [UInt8] = []
+    private var peerClosed = false
+
+    init(port: Int) throws {
+        connection = try RawConnection(port: port)
+        try connection.send(bytes: Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8) + Self.frame(type: 4, flags: 0,
+            stream: 0, payload: []))
+    }
+
+    static func frame(type: UInt8, flags: UInt8, stream: UInt32, payload: [UInt8]) -> [UInt8] {
+        let n = UInt32(payload.count)
+        var header: [UInt8] = []
+        for shift in [16, 8, 0] as [UInt32] { header.append(UInt8(truncatingIfNeeded: n >> shift)) }
+        header += [type, flags]
+        for shift in [24, 16, 8, 0] as [UInt32] { header.append(UInt8(truncatingIfNeeded: stream >> shift)) }
+        header[5] &= 0x7f
+        return header + payload
+    }
+
+    /// An HPACK header block of literal fields without indexing, new names, no Huffman coding (names and values
+    /// shorter than 127 bytes).
+    static func headers(_ fields: [(String, String)]) -> [UInt8] {
+        var block: [UInt8] = []
+        for (name, value) in fields {
+            block.append(0x00)
+            block.append(UInt8(name.utf8.count))
+            block.append(contentsOf: name.utf8)
+            block.append(UInt8(value.utf8.count))
+            block.append(contentsOf: value.utf8)
+        }
+        return block
+    }
+
+    /// The next frame that `matches` (others are read and dropped), or nil once the peer closed or 30 s passed.
+    func next(_ matches: (Frame) -> Bool) async throws -> Frame? {
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
+            while let frame = parse() {
+                // The server's SETTINGS are acknowledged, as HTTP/2 requires.
+                if frame.type == 4, frame.flags & 1 == 0 {
+                    try? connection.send(bytes: Self.frame(type: 4, flags: 1, stream: 0, payload: []))
+                }
+                if matches(frame) { return frame }
+            }
+            if peerClosed { return nil }
+            guard let more = connection.receiveAvailableBytes() else {
+                peerClosed = true
+                continue
+            }
+            if more.isEmpty { try await Task.sleep(for: .milliseconds(20)) } else { pending += more }
+        }
+        return nil
+    }
+
+    /// Whether the peer closes the connection within 30 s (frames meanwhile dropped).
+    func closed() async -> Bool { ((try? await next { _ in false }) ?? nil) == nil && peerClosed }
+
+    private func parse() -> Frame? {
+        guard pending.count >= 9 else { return nil }
+        let length = pending[0..<3].reduce(0) { $0 << 8 | Int($1) }
+        guard pending.count >= 9 + length else { return nil }
+        let stream = pending[5..<9].reduce(UInt32(0)) { $0 << 8 | UInt32($1) } & 0x7fff_ffff
+        let frame = Frame(type: pending[3], flags: pending[4], stream: stream, payload: Array(pending[9..<9 + length]))
+        pending.removeFirst(9 + length)
+        return frame
+    }
 }
