@@ -265,7 +265,8 @@ public final class OpenInferenceEngine: Sendable {
         }
     }
 
-    /// The one image of a `BYTES` input named `image`: the file's bytes, or their base64 text.
+    /// The one image of a `BYTES` input named `image`: the file's bytes, or their base64 text (line breaks and
+    /// other white space in it, as `base64` writes every 76 characters, are skipped).
     static func imageBytes(_ input: InferTensor) throws(InferError) -> [UInt8] {
         guard input.name == imageInput else {
             throw .invalid("a BYTES input must be named '\(imageInput)' (an encoded image), got '\(input.name)'")
@@ -276,7 +277,8 @@ public final class OpenInferenceEngine: Sendable {
         }
         let jpeg = bytes.starts(with: [0xFF, 0xD8]), png = bytes.starts(with: [0x89, 0x50, 0x4E, 0x47])
         if !jpeg, !png, let text = String(validating: bytes, as: UTF8.self),
-            let decoded = Data(base64Encoded: text.trimmingCharacters(in: .whitespacesAndNewlines))
+            let decoded = Data(base64Encoded: text.contains(where: \.isWhitespace)
+                ? String(text.unicodeScalars.filter { !CharacterSet.whitespacesAndNewlines.contains($0) }) : text)
         {
             return [UInt8](decoded)
         }

@@ -225,6 +225,16 @@ public struct InferenceService: Inference_GRPCInferenceService.ServiceProtocol {
 
     /// The caller, authenticated from `authorization: Bearer <token>`, with at least `role` (none needed: nil).
     private func principal(_ metadata: Metadata, needs role: Role?) throws -> Principal? {
+        let principal = try authenticated(metadata, needs: role)
+        if let role, let principal, principal.role < role {
+            throw RPCError(code: .permissionDenied,
+                message: "'\(principal.name)' has role \(principal.role.rawValue); this needs \(role.rawValue)")
+        }
+        return principal
+    }
+
+    /// The caller named by a valid bearer token, whatever its role; nil without a token when none is needed.
+    private func authenticated(_ metadata: Metadata, needs role: Role?) throws -> Principal? {
         guard let header = metadata[stringValues: "authorization"].first(where: { _ in true }) else {
             guard let role else { return nil }
             if authenticator.isEmpty {
@@ -237,10 +247,6 @@ public struct InferenceService: Inference_GRPCInferenceService.ServiceProtocol {
         guard parts.count == 2, parts[0].lowercased() == "bearer",
             let principal = authenticator.authenticate(token: parts[1].trimmingCharacters(in: .whitespaces))
         else { throw RPCError(code: .unauthenticated, message: "unknown or malformed bearer token") }
-        if let role, principal.role < role {
-            throw RPCError(code: .permissionDenied,
-                message: "'\(principal.name)' has role \(principal.role.rawValue); this needs \(role.rawValue)")
-        }
         return principal
     }
 
@@ -254,8 +260,9 @@ public struct InferenceService: Inference_GRPCInferenceService.ServiceProtocol {
             }
             return principal
         } catch let error as RPCError {
-            await control.auditRefusal(nil, remote(context), action: "gRPC \(action)",
-                reason: "\(error.code) \(error.message)")
+            // Recorded under the caller's name when its token is valid (a viewer's), as over HTTP.
+            await control.auditRefusal((try? authenticated(metadata, needs: nil)) ?? nil, remote(context),
+                action: "gRPC \(action)", reason: "\(error.code) \(error.message)")
             throw error
         }
     }

@@ -9,8 +9,10 @@ import Primitives
 
 /// The server's access to the hash-chained audit log.
 ///
-/// Every append and read runs on one serial `BlockingQueue` (SQLite with an fsync per append must not hold a thread
-/// of Swift's cooperative pool), in the order the calls were made. Each append publishes the chain's new head — in
+/// Every append runs on one serial `BlockingQueue` (SQLite with an fsync per append must not hold a thread of Swift's
+/// cooperative pool), in the order the calls were made; reads (the head, entries, a walk of the whole chain) on
+/// another, so that a verification of a long log does not hold up the intents every change waits for (the log's
+/// reads see a consistent snapshot beside its writes). Each append publishes the chain's new head — in
 /// the log and as the `yoloswap_audit_head_sequence` metric — so that a log cut back behind it can be shown later
 /// (`yoloswap audit verify --expect-head SEQ:HASH`).
 ///
@@ -18,6 +20,7 @@ import Primitives
 public final class AuditTrail: Sendable {
     public let log: AuditLog
     private let queue = BlockingQueue(label: "yoloswap.audit")
+    private let reads = BlockingQueue(label: "yoloswap.audit-read")
     private let logger: Logger
 
     public init(log: AuditLog, logger: Logger = Logger(label: "yoloswap.audit")) {
@@ -55,19 +58,19 @@ public final class AuditTrail: Sendable {
     /// The chain's head: the latest entry's sequence number and hash (nil for an empty log).
     public func head() async throws -> AuditHead? {
         let log = self.log
-        return try await queue.run { try log.head() }
+        return try await reads.run { try log.head() }
     }
 
     /// Walks the whole chain (see `AuditLog.verify`).
     public func verify() async throws -> AuditVerification {
         let log = self.log
-        return try await queue.run { try log.verify() }
+        return try await reads.run { try log.verify() }
     }
 
     /// Entries, newest first (see `AuditLog.entries`).
     public func entries(slot: String?, since: Date?, limit: Int) async throws -> [AuditEntry] {
         let log = self.log
-        return try await queue.run { try log.entries(slot: slot, since: since, limit: limit) }
+        return try await reads.run { try log.entries(slot: slot, since: since, limit: limit) }
     }
 }
 

@@ -21,8 +21,9 @@ public final class ControlPlane: Sendable {
     private let routeTable: Locked<[String: String]>
     private let pendingAudits = Locked<[UUID: Task<LoadOperation.Status, Never>]>([:])
     private let started = Locked(false)
-    /// How many refusals the audit log has taken this second (`auditRefusal`).
-    private let refusals = Locked(RefusalLimiter())
+    /// How many refusals the audit log has taken this second (`auditRefusal`), per caller: each token's name, and
+    /// "" for callers without a valid token (at most one entry per configured token, and that one).
+    private let refusals = Locked<[String: RefusalLimiter]>([:])
     /// Each slot's release, the latest one (see `ControlPlane+Releases.swift`).
     let releaseRuns = Locked<[String: ReleaseRun]>([:])
     /// Checks a candidate before it takes traffic: the golden-set gate by default (a no-op without `golden_set`).
@@ -232,19 +233,20 @@ public final class ControlPlane: Sendable {
     /// Records a refused management call (no token, an unknown token, too low a role). Best effort: a refusal that
     /// cannot be recorded is still a refusal.
     package func auditRefusal(_ principal: Principal?, _ remote: String?, action: String, reason: String) async {
-        // Bounded where no token is needed (no principal): each entry is a synced write on the queue every change's
-        // intent waits in. Beyond the limit they are counted, and the count goes into the next one recorded. A known
-        // principal's refusals are all recorded, so an anonymous flood cannot hide them.
+        // Bounded per caller: each entry is a synced write on the queue every change's intent waits in, and a viewer
+        // looping on a change it may not make would otherwise grow the log as fast as it can send. Beyond the limit
+        // they are counted, and the count goes into the caller's next one recorded. Callers have limits of their own,
+        // so an anonymous flood cannot hide a known caller's refusals, nor one caller's another's.
+        let caller = principal?.name ?? ""
+        guard let skipped = refusals.withLock({ $0[caller, default: RefusalLimiter()].admit(now: .now) }) else {
+            ServerMetrics.refusalNotAudited()
+            return
+        }
         var note = ""
-        if principal == nil {
-            guard let skipped = refusals.withLock({ $0.admit(now: .now) }) else {
-                ServerMetrics.refusalNotAudited()
-                return
-            }
-            if skipped > 0 {
-                note = " (\(skipped) unauthenticated refusals before this one were not recorded one by one: more than "
-                    + "\(RefusalLimiter.perSecond) a second)"
-            }
+        if skipped > 0 {
+            let whose = principal.map { "\($0.name)'s" } ?? "unauthenticated"
+            note = " (\(skipped) \(whose) refusals before this one were not recorded one by one: more than "
+                + "\(RefusalLimiter.perSecond) a second)"
         }
         try? await audit(principal ?? Principal(name: "unauthenticated", role: .viewer), remote,
             action.prefix(utf8Bytes: 256), nil, result: "refused", reason: reason.prefix(utf8Bytes: 1024) + note,

@@ -368,7 +368,8 @@ public struct ServerConfiguration: Sendable, Equatable {
                 throw fail("hotswap.warmup_timeout_s must be a number of seconds in "
                     + "(0, \(Int(Limits.warmupTimeoutSeconds))], got \(v)")
             }
-            hotSwap.warmupTimeout = .milliseconds(Int(v * 1000))
+            // Whole milliseconds, rounded up: 0.0004 s is 1 ms, not a timeout of 0 that fails every warm-up.
+            hotSwap.warmupTimeout = .milliseconds(Int((v * 1000).rounded(.up)))
         }
         if let v = h.memory_budget_mb {
             hotSwap.memoryBudgetBytes =
@@ -440,7 +441,7 @@ public struct ServerConfiguration: Sendable, Equatable {
                 throw fail("hotswap.standby must be keep, release or a number of seconds in "
                     + "(0, \(Int(Limits.standbySeconds))], got '\(text)'")
             }
-            return .keepFor(.milliseconds(Int(seconds * 1000)))
+            return .keepFor(.milliseconds(Int((seconds * 1000).rounded(.up))))
         }
     }
 

@@ -55,6 +55,13 @@ struct OpenInferenceProtocolTests {
         #expect(entries.contains { ($0["action"] as? String) == "unload default" && ($0["result"] as? String)
             == "refused" }, "\(actions)")
         #expect(actions.contains("load succeeded"), "\(actions)")
+        // The viewer's refused gRPC load and unload are recorded under its name, as over HTTP.
+        let grpcRefusals = entries.filter {
+            ($0["action"] as? String)?.hasPrefix("gRPC ") == true && ($0["result"] as? String) == "refused"
+        }
+        #expect(Set(grpcRefusals.compactMap { $0["action"] as? String }) == ["gRPC load", "gRPC unload"],
+            "\(grpcRefusals)")
+        #expect(grpcRefusals.allSatisfy { ($0["actor"] as? String) == "carol" }, "\(grpcRefusals)")
     }
 
     @Test("gRPC over TLS (grpc.tls_cert / tls_key): a client trusting the certificate is served, plaintext is not")
@@ -117,6 +124,13 @@ struct OpenInferenceProtocolTests {
             #expect(status == expected, "\(json.prefix(120)): \(status) \(error)")
             #expect(error.contains(fragment), "\(json.prefix(120)): \(error)")
         }
+        // base64 as `base64` writes it, a line break every 76 characters, is an image.
+        let wrapped = try Data(contentsOf: URL(fileURLWithPath: Repo.image("bus.jpg")))
+            .base64EncodedString(options: [.lineLength76Characters, .endLineWithLineFeed])
+        #expect(wrapped.contains("\n"))
+        let (wrappedStatus, wrappedAnswer) = try await infer(#"{"inputs":[{"name":"image","datatype":"BYTES","shape":[1],"data":[""#
+            + wrapped.replacingOccurrences(of: "\n", with: "\\n") + #""]}]}"#)
+        #expect(wrappedStatus == 200, "\(wrappedAnswer)")
         // A finite input whose output is not (3e38 everywhere: every value of yolov3-tiny's output is NaN) cannot be
         // answered in JSON: 500 saying so, counted by the statistics as a failure, not a success.
         func counts() async throws -> (success: Int, fail: Int) {

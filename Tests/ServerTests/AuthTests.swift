@@ -236,6 +236,13 @@ struct ConfigurationTests {
         #expect(config.hotSwap.standbyRetention == .keepFor(.seconds(31_536_000)))
     }
 
+    @Test("times under a millisecond are rounded up to one, not down to none")
+    func subMillisecondTimes() throws {
+        let config = try ServerConfiguration.parse("hotswap: { warmup_timeout_s: 0.0004, standby: '0.0004' }")
+        #expect(config.hotSwap.warmupTimeout == .milliseconds(1))
+        #expect(config.hotSwap.standbyRetention == .keepFor(.milliseconds(1)))
+    }
+
     @Test("environment overrides")
     func environment() throws {
         var config = ServerConfiguration(base: "/x")
