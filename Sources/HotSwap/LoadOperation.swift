@@ -101,7 +101,8 @@ public struct LoadTimings: Sendable, Equatable, Codable {
     public init() {}
 }
 
-/// Why a load failed; the slot's active model is untouched in every case.
+/// Why a load failed. The slot's active model is untouched, except by a resource-preserving load that failed after
+/// the old model left: that one is brought back (or, if that fails too, the slot is left without a model).
 public enum LoadFailure: Error, Equatable, CustomStringConvertible {
     case unreadable(path: String, reason: String)
     case digestMismatch(path: String, expected: String, actual: String)

@@ -18,6 +18,10 @@ struct LoadPipeline: Sendable {
     /// Checks the memory budget for the model, counting `freed` (per device) as free already.
     let checkBudget: @Sendable (_ sha256: String, _ byteCount: Int, _ execution: ModelExecution, _ path: String,
                                 _ freed: [ComputeDevice: Int]) throws(LoadFailure) -> Void
+    /// Checks the budget as `checkBudget` does with nothing freed, counting what other loads under way have reserved,
+    /// and reserves the model's estimate until the returned reservation is released.
+    let reserveBudget: @Sendable (_ sha256: String, _ byteCount: Int, _ execution: ModelExecution, _ path: String)
+        throws(LoadFailure) -> MemoryReservation
     /// Records the measured host memory cost of a digest run on a target.
     let recordCost: @Sendable (_ sha256: String, _ target: ExecutionTarget, _ bytes: Int) -> Void
 
@@ -43,6 +47,7 @@ struct LoadPipeline: Sendable {
         }
         func background<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws(LoadFailure) -> T {
             do { return try await executor.run(work) } catch let failure as LoadFailure { throw failure } catch {
+                if case .shutDown = error as? ExecutorError { throw .cancelled(path: path, reason: "shutting down") }
                 throw .runtime(path: path, reason: "\(error)")
             }
         }
@@ -86,7 +91,10 @@ struct LoadPipeline: Sendable {
         await beforeLoading()
         // Superseded while the hook ran (a drain can take a while): not worth a session.
         try check()
-        try checkBudget(digest, file.byteCount, execution, path, [:])
+        // Held until the load ends (ready, failed or cancelled): until its model takes a role (and counts as in use),
+        // other loads count the reservation instead.
+        let reservation = try reserveBudget(digest, file.byteCount, execution, path)
+        defer { reservation.release() }
 
         // loading: a new session (its own inference context) for the verified file.
         op.enter(.loading)
@@ -128,8 +136,11 @@ struct LoadPipeline: Sendable {
         op.update { $0.timings.warmup = (clock.now - t).milliseconds }
         try check()
 
+        let byteCount = file.byteCount
         let cost: Int = try await background {
-            let cost = max(0, (ProcessMemory.residentBytes() ?? 0) - rssBefore)
+            // RSS growth, but never less than the file: other slots' releases over the same window can make the
+            // growth read as nothing, and the session holds at least its weights.
+            let cost = max(byteCount, (ProcessMemory.residentBytes() ?? 0) - rssBefore)
             // What the load allocated and freed (file chunks, ORT's load-time buffers, warm-up inputs) goes back to
             // the OS now rather than at the next release, so RSS between swaps is the models' own.
             ProcessMemory.trim()
@@ -163,10 +174,14 @@ struct LoadPipeline: Sendable {
         op.runCancellation.onCancel { cancellation.cancel() }
         let timeout = op.request.warmupTimeout ?? configuration.warmupTimeout
         let executor = self.executor
+        // The timeout counts from the warm-up's start on a load thread, not from its queueing: behind another slot's
+        // long load, a model that warms up in milliseconds would otherwise time out without a Run.
+        let (started, starting) = AsyncStream<Void>.makeStream()
         let outcome: Result<Void, LoadFailure> = await withTaskGroup(of: Result<Void, LoadFailure>?.self) { group in
             group.addTask {
                 do {
                     try await executor.run {
+                        starting.finish()
                         let image = Self.warmupImage(sample, for: detector)
                         for _ in 0..<(runs - concurrent) {
                             try Self.validateOutput(detector, image: image, cancellation: cancellation, path: path)
@@ -187,6 +202,7 @@ struct LoadPipeline: Sendable {
                 }
             }
             group.addTask {
+                for await _ in started {}  // ends once the warm-up starts, or this task is cancelled
                 try? await Task.sleep(for: timeout)
                 return Task.isCancelled ? nil : .failure(.warmupTimeout(path: path, after: timeout))
             }

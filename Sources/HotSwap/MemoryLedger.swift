@@ -14,6 +14,9 @@ final class MemoryLedger: Sendable {
     /// Budgets by device; a device without one is not limited.
     let budgets: [ComputeDevice: Int]
     private let measured = Locked<[Key: Int]>([:])
+    /// What loads under way are expected to take, per load, from their budget check until they end: a model that
+    /// is loading or warming up holds memory but no role in a slot yet.
+    private let reservations = Locked<[UUID: [ComputeDevice: Int]]>([:])
     /// A model not measured yet is assumed to cost this many times its file size (weights plus ORT's buffers).
     static let unknownCostFactor = 2
 
@@ -66,6 +69,31 @@ final class MemoryLedger: Sendable {
         }
     }
 
+    /// What the loads under way have reserved, per device.
+    var reserved: [ComputeDevice: Int] {
+        reservations.withLock { $0.values.reduce(into: [:]) { $0.merge($1, uniquingKeysWith: +) } }
+    }
+
+    /// Checks `estimate` against the budgets, counting `inUse` and what other loads have reserved, and reserves it
+    /// in the same step: two loads checked at once cannot both pass on memory only one of them fits in. The
+    /// reservation ends with `MemoryReservation.release()`.
+    /// - Throws: as `check`, reserving nothing.
+    func reserve(_ estimate: [ComputeDevice: Int], inUse: [ComputeDevice: Int], path: String)
+        throws(LoadFailure) -> MemoryReservation
+    {
+        let id = UUID()
+        let failure: LoadFailure? = reservations.withLock { table in
+            let others = table.values.reduce(into: inUse) { $0.merge($1, uniquingKeysWith: +) }
+            do throws(LoadFailure) { try Self.check(figures(estimate: estimate, inUse: others), path: path) } catch {
+                return error
+            }
+            table[id] = estimate
+            return nil
+        }
+        if let failure { throw failure }
+        return MemoryReservation { [reservations] in _ = reservations.withLock { $0.removeValue(forKey: id) } }
+    }
+
     /// Throws for the first device whose budget the figures exceed.
     /// - Throws: `LoadFailure.overMemoryBudget` (the host) or `.overDeviceMemoryBudget` (a GPU).
     static func check(_ figures: [DeviceMemoryFigures], path: String) throws(LoadFailure) {
@@ -82,4 +110,15 @@ final class MemoryLedger: Sendable {
     static func fileSize(_ path: String) -> Int {
         (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
     }
+}
+
+/// A load's reserved memory (`MemoryLedger.reserve`), held until `release()` (idempotent).
+///
+/// Thread-safety: `release` may be called from any thread.
+final class MemoryReservation: Sendable {
+    private let end: Locked<(@Sendable () -> Void)?>
+
+    init(_ end: @escaping @Sendable () -> Void) { self.end = Locked(end) }
+
+    func release() { end.withLock { e in defer { e = nil }; return e }?() }
 }

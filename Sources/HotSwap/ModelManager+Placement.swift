@@ -39,7 +39,8 @@ extension ModelManager {
             ledger.estimate(sha256: request.expectedSHA256, byteCount: MemoryLedger.fileSize(request.path),
                 execution: execution)
         }
-        let figures = ledger.figures(estimate: estimate, inUse: memoryInUse)
+        let figures = ledger.figures(estimate: estimate,
+            inUse: memoryInUse.merging(ledger.reserved, uniquingKeysWith: +))
         let compared = figures.map(\.summary).joined(separator: "; ")
         if let over = figures.first(where: { !$0.fits }) {
             return PolicyDecision(policy: .resourcePreserving, requested: requested,

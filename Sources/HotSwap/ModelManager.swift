@@ -109,7 +109,12 @@ public actor ModelManager {
             checkBudget: { sha, size, execution, path, freed throws(LoadFailure) in
                 let estimate = ledger.estimate(sha256: sha, byteCount: size, execution: execution)
                 let inUse = ModelManager.memoryHeld(in: registry).merging(freed.mapValues { -$0 }, uniquingKeysWith: +)
+                    .merging(ledger.reserved, uniquingKeysWith: +)
                 try MemoryLedger.check(ledger.figures(estimate: estimate, inUse: inUse), path: path)
+            },
+            reserveBudget: { sha, size, execution, path throws(LoadFailure) in
+                try ledger.reserve(ledger.estimate(sha256: sha, byteCount: size, execution: execution),
+                    inUse: ModelManager.memoryHeld(in: registry), path: path)
             },
             recordCost: { sha, target, bytes in ledger.record(sha256: sha, target: target, bytes: bytes) })
     }
@@ -136,6 +141,10 @@ public actor ModelManager {
 
     /// Measured memory cost per model digest (models run on the CPU), in bytes.
     public nonisolated var memoryCosts: [String: Int] { ledger.costs }
+
+    /// Memory reserved by loads under way, per device (bytes): their models' estimates, from their budget check until
+    /// they end; empty when none runs.
+    public nonisolated var memoryReserved: [ComputeDevice: Int] { ledger.reserved }
 
     /// Memory the models of every slot hold now, per device (bytes): measured on the host, estimated on GPUs.
     public nonisolated var memoryInUse: [ComputeDevice: Int] { Self.memoryHeld(in: registry) }

@@ -130,6 +130,8 @@ public struct RoutedDetectionError: Error, CustomStringConvertible {
 public enum SlotError: Error, Equatable, CustomStringConvertible {
     /// No model became active before the request's deadline (e.g. during a resource-preserving swap).
     case unavailable(slot: String, waited: Duration)
+    /// The request waited in the slot's queue past its deadline (the slot has a model; its workers were busy).
+    case timedOutInQueue(slot: String, waited: Duration)
     /// The slot's queue is full; retry after the hint.
     case overloaded(slot: String, queueDepth: Int, retryAfter: Duration)
     /// No model of the slot (active, staged or standby) has the version a request named.
@@ -141,6 +143,9 @@ public enum SlotError: Error, Equatable, CustomStringConvertible {
         switch self {
         case .unavailable(let slot, let waited):
             "slot '\(slot)' has no active model (waited \(waited.formatted(.units(allowed: [.milliseconds]))))"
+        case .timedOutInQueue(let slot, let waited):
+            "slot '\(slot)' did not start the request before its deadline (waited "
+                + "\(waited.formatted(.units(allowed: [.milliseconds]))) for a worker)"
         case .overloaded(let slot, let depth, let retry):
             "slot '\(slot)' is overloaded (\(depth) requests queued); retry after "
                 + retry.formatted(.units(allowed: [.milliseconds]))
@@ -352,6 +357,9 @@ public final class ModelSlot: Sendable {
         return try result.get()
     }
 
+    /// Requests waiting for the slot to have an active model (at most the queue's capacity).
+    public var waitingForModel: Int { state.withLock { $0.waiters.count } }
+
     private func waitForModel(
         deadline: ContinuousClock.Instant?, since enqueued: ContinuousClock.Instant
     ) async throws {
@@ -366,6 +374,8 @@ public final class ModelSlot: Sendable {
             }
         }
         defer { timeout?.cancel() }
+        // Requests waiting for a model are bounded as the queue is: each holds its image until its deadline.
+        let full = Locked<Int?>(nil)
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 let ready = state.withLock { s -> Bool in
@@ -374,6 +384,10 @@ public final class ModelSlot: Sendable {
                     // that came before this waiter was registered.
                     if s.roles.active != nil || executor.isShuttingDown || Task.isCancelled { return true }
                     if let deadline, ContinuousClock.now >= deadline { return true }
+                    if s.waiters.count >= executor.queueCapacity {
+                        full.withLock { $0 = s.waiters.count }
+                        return true
+                    }
                     s.waiters[id] = continuation
                     return false
                 }
@@ -381,6 +395,9 @@ public final class ModelSlot: Sendable {
             }
         } onCancel: {
             state.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
+        }
+        if let waiting = full.value {
+            throw SlotError.overloaded(slot: name, queueDepth: waiting, retryAfter: .seconds(1))
         }
         guard state.withLock({ $0.roles.active == nil }) else { return }
         try Task.checkCancellation()
@@ -393,7 +410,7 @@ public final class ModelSlot: Sendable {
     private func map(_ error: ExecutorError, since enqueued: ContinuousClock.Instant) -> any Error {
         switch error {
         case .overloaded(let depth, let retry): SlotError.overloaded(slot: name, queueDepth: depth, retryAfter: retry)
-        case .deadlineExceeded: SlotError.unavailable(slot: name, waited: ContinuousClock.now - enqueued)
+        case .deadlineExceeded: SlotError.timedOutInQueue(slot: name, waited: ContinuousClock.now - enqueued)
         case .shutDown: SlotError.shutDown(slot: name)
         }
     }

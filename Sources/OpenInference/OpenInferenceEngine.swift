@@ -129,7 +129,7 @@ public final class OpenInferenceEngine: Sendable {
     /// response the answer cannot carry (a non-finite output value in JSON) is counted as a failure, not a success.
     /// - Throws: as `infer(model:version:_:)`, and what `answer` throws.
     public func infer<Answer>(model name: String, version: String?, _ request: InferRequest,
-                              answer: (InferResponse) throws -> Answer) async throws -> Answer {
+                              answer: (InferResponse) async throws -> Answer) async throws -> Answer {
         let started = ContinuousClock.now
         let slot = try slot(name)
         guard request.inputs.count == 1, let input = request.inputs.first else {
@@ -158,7 +158,7 @@ public final class OpenInferenceEngine: Sendable {
             }
             servedVersion = stamp.version
             let selected = try Self.select(outputs, request.outputs)
-            let answered = try answer(InferResponse(
+            let answered = try await answer(InferResponse(
                 modelName: name, modelVersion: stamp.version, id: request.id,
                 parameters: [("slot", .string(stamp.slot)), ("model_id", .string(stamp.id)),
                     ("sha256", .string(stamp.sha256)), ("generation", .int(Int64(stamp.generation))),

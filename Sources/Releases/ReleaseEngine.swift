@@ -55,13 +55,26 @@ public final class ReleaseEngine: ModelRouter, Sendable {
         let countersSince: Date
         /// Ground-truth feedback per variant.
         var feedback: [String: FeedbackTotals] = [:]
-        /// The last answers that can still get feedback: request id → (variant, detections), oldest overwritten.
+        /// The last answers that can still get feedback: request id → (variant, detections); the oldest go first
+        /// (`answerOrder` from `answerHead`), while the release runs.
         var answers: [String: (String, [Detection])] = [:]
-        var answerIDs: [String] = []
-        var nextAnswer = 0
+        var answerOrder: [String] = []
+        var answerHead = 0
+        /// Detections held in `answers`.
+        var answerDetections = 0
+
+        mutating func dropAnswers() {
+            answers = [:]
+            answerOrder = []
+            answerHead = 0
+            answerDetections = 0
+        }
     }
     /// How many answers are kept for feedback.
     public static let feedbackAnswersKept = 10_000
+    /// How many detections those answers may hold together (a few tens of MB): `max_det` answers of 1000 boxes
+    /// each would otherwise keep 10 million.
+    public static let feedbackDetectionsKept = 500_000
     private let state: Locked<State>
 
     public init(record: ReleaseRecord, clock: any ReleaseClock = SystemReleaseClock()) {
@@ -177,18 +190,28 @@ public final class ReleaseEngine: ModelRouter, Sendable {
 
     // MARK: Ground-truth feedback
 
-    /// Keeps an answer for later feedback and returns the id the client quotes with it.
+    /// Keeps an answer for later feedback (while the release runs: not once it has ended) and returns the id the
+    /// client quotes with it. The oldest answers are forgotten past `feedbackAnswersKept` answers or
+    /// `feedbackDetectionsKept` detections.
     public func rememberAnswer(variant: String, detections: [Detection]) -> String {
         let id = UUID().uuidString.lowercased()
         state.withLock { s in
-            if s.answerIDs.count < Self.feedbackAnswersKept {
-                s.answerIDs.append(id)
-            } else {
-                s.answers[s.answerIDs[s.nextAnswer]] = nil
-                s.answerIDs[s.nextAnswer] = id
-            }
-            s.nextAnswer = (s.nextAnswer + 1) % Self.feedbackAnswersKept
+            guard !s.record.phase.isTerminal else { return }
             s.answers[id] = (variant, detections)
+            s.answerOrder.append(id)
+            s.answerDetections += detections.count
+            while s.answerHead < s.answerOrder.count, s.answers.count > Self.feedbackAnswersKept
+                || s.answerDetections > Self.feedbackDetectionsKept
+            {
+                let oldest = s.answerOrder[s.answerHead]
+                s.answerHead += 1
+                if let (_, dropped) = s.answers.removeValue(forKey: oldest) { s.answerDetections -= dropped.count }
+            }
+            // Ids judged or forgotten are passed over; the array is compacted once mostly passed.
+            if s.answerHead > 1024, s.answerHead * 2 > s.answerOrder.count {
+                s.answerOrder.removeFirst(s.answerHead)
+                s.answerHead = 0
+            }
         }
         return id
     }
@@ -197,6 +220,7 @@ public final class ReleaseEngine: ModelRouter, Sendable {
     public func feedback(requestID: String, truths: [TrueBox]) -> FeedbackOutcome? {
         state.withLock { s in
             guard let (variant, detections) = s.answers.removeValue(forKey: requestID) else { return nil }
+            s.answerDetections -= detections.count
             let (tp, fp, fn) = s.feedback[variant, default: FeedbackTotals()].add(detections: detections,
                 truths: truths)
             return FeedbackOutcome(variant: variant, true_positives: tp, false_positives: fp, false_negatives: fn)
@@ -216,6 +240,7 @@ public final class ReleaseEngine: ModelRouter, Sendable {
         let now = clock.now
         if let breach = s.record.spec.rules?.breach(s.window) {
             s.record.phase = .rolledBack
+            s.dropAnswers()
             s.record.pausedAt = nil
             s.record.breach = breach
             s.record.endedAt = now
@@ -286,6 +311,7 @@ public final class ReleaseEngine: ModelRouter, Sendable {
             let step = s.record.stepIndex
             change(&s.record)
             if s.record.stepIndex != step { s.stepSamples = 0 }
+            if s.record.phase.isTerminal { s.dropAnswers() }
             return s.record
         }
     }
@@ -308,7 +334,10 @@ public final class ReleaseEngine: ModelRouter, Sendable {
             if phase == .paused, s.record.phase == .running { s.record.pausedAt = now }
             if phase == .running || phase.isTerminal { s.record.pausedAt = nil }
             s.record.phase = phase
-            if phase.isTerminal { s.record.endedAt = now }
+            if phase.isTerminal {
+                s.record.endedAt = now
+                s.dropAnswers()  // an ended release takes no more feedback
+            }
             if let detail, phase.isTerminal { s.record.reason = detail }
             s.record.note(action, by: by, at: now, detail)
             return before

@@ -95,10 +95,12 @@ extension ControlPlane {
         // A copy that finished after the release ended is not kept: it is no longer the release's figures.
         if !pair.agrees, !engine.phase.isTerminal, let imageBytes = await Self.reviewableImage(input) {
             let id = UUID().uuidString.lowercased()
-            run.disagreements.add(Disagreement(id: id, time: Date(), content_type: Self.contentType(imageBytes),
+            let disagreement = Disagreement(id: id, time: Date(), content_type: Self.contentType(imageBytes),
                 image_bytes: imageBytes.count, baseline: baseline.detections,
                 candidate: candidate.result.detections, matched: pair.matched,
-                unmatched_confusion: pair.confusion), image: imageBytes)
+                unmatched_confusion: pair.confusion)
+            // The store writes its files under its lock: off the cooperative pool.
+            await Self.disagreementFiles.run { run.disagreements.add(disagreement, image: imageBytes) }
         }
         ReleaseMetrics.agreement(slot: slot.name, f1: engine.agreementF1)
         handle(decisions, of: run)
@@ -115,6 +117,8 @@ extension ControlPlane {
 
     /// Encodes disagreeing video frames for review, one at a time.
     private static let reviewEncoder = BlockingQueue(label: "yoloswap.review-encode")
+    /// Where the disagreement stores' file writes and reads run.
+    static let disagreementFiles = BlockingQueue(label: "yoloswap.disagreements")
 
     static func contentType(_ bytes: [UInt8]) -> String {
         if bytes.starts(with: [0xFF, 0xD8]) { return "image/jpeg" }
@@ -138,8 +142,9 @@ extension ControlPlane {
         for run in releaseRuns.withLock({ Array($0.values) }) {
             if let outcome = run.engine.feedback(requestID: requestID, truths: truths) { return outcome }
         }
-        throw ReleaseError.notFound("no release keeps an answer '\(requestID)' awaiting feedback (the last "
-            + "\(ReleaseEngine.feedbackAnswersKept) answers of a release are kept, each judged once)")
+        throw ReleaseError.notFound("no release keeps an answer '\(requestID)' awaiting feedback (a running "
+            + "release keeps its last \(ReleaseEngine.feedbackAnswersKept) answers, up to "
+            + "\(ReleaseEngine.feedbackDetectionsKept) detections together, each judged once)")
     }
 }
 

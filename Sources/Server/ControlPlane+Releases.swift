@@ -330,9 +330,9 @@ extension ControlPlane {
         return run.engine.status(energy: run.energy.reading())
     }
 
-    func disagreement(slot: String, id: String) throws -> (Disagreement, [UInt8]) {
+    func disagreement(slot: String, id: String) async throws -> (Disagreement, [UInt8]) {
         guard let run = releaseRun(slot) else { throw ReleaseError.notFound("slot '\(slot)' has had no release") }
-        guard let found = run.disagreements.get(id) else {
+        guard let found = await Self.disagreementFiles.run({ run.disagreements.get(id) }) else {
             throw ReleaseError.notFound("no disagreement '\(id)' is kept for slot '\(slot)'")
         }
         return found

@@ -77,6 +77,16 @@ public final class ControlPlane: Sendable {
     /// Replaces the routes; every target must be an existing slot.
     func replaceRoutes(_ routes: [String: String], by principal: Principal, from remote: String?) async throws {
         let started = Date()
+        // Bounded as a desired-state document's routes: the table goes into the audit log whole.
+        let malformed = routes.keys.sorted().first { DesiredState.productProblem($0) != nil }
+        if routes.count > DesiredState.Limits.routes || malformed != nil {
+            let reason = malformed.map { "product '\($0.prefix(64).debugDescription.dropFirst().dropLast())' "
+                + (DesiredState.productProblem($0) ?? "") }
+                ?? "\(routes.count) routes; at most \(DesiredState.Limits.routes) are accepted"
+            try await audit(principal, remote, "routes.replace", nil, result: "rejected", reason: reason,
+                started: started)
+            throw Problem.badRequest(reason)
+        }
         let described = routes.map { "\($0.key) → \($0.value)" }.sorted().joined(separator: ", ")
         let unknown = routes.filter { manager.slot($0.value) == nil }
         guard unknown.isEmpty else {

@@ -69,6 +69,23 @@ extension DesiredState {
         public static let nesting = 256
     }
 
+    /// Whether `name` can name a slot (or a document): 1 to `Limits.nameLength` of A-Z a-z 0-9 . _ - (it goes into
+    /// URL paths, metric labels and MQTT topics).
+    public static func isName(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.count <= Limits.nameLength
+            && name.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0)
+                || "._-".unicodeScalars.contains($0)) }
+    }
+
+    /// Why `product` cannot be a route's product name (empty, longer than `Limits.productLength` bytes, or holding a
+    /// control character), or nil when it can: the same rule for a document, `PUT /v1/routes` and the configuration.
+    public static func productProblem(_ product: String) -> String? {
+        guard !product.isEmpty, product.utf8.count <= Limits.productLength,
+              !product.unicodeScalars.contains(where: { CharacterSet.controlCharacters.contains($0) })
+        else { return "is not a product name: 1 to \(Limits.productLength) bytes without control characters" }
+        return nil
+    }
+
     /// Parses and validates a document (YAML or JSON). Nothing is checked against a server here: see
     /// `DesiredStateReconciler` for slots, paths and routes.
     /// - Throws: `DesiredStateError` naming the first bad field; unknown keys are refused.
@@ -259,10 +276,7 @@ private struct DocumentReader {
 
     /// Slot names: what the rest of the API accepts in a URL path segment.
     private func checkName(_ name: String, _ field: String, what: String) throws {
-        guard !name.isEmpty, name.utf8.count <= DesiredState.Limits.nameLength,
-              name.unicodeScalars.allSatisfy({ $0.isASCII && (CharacterSet.alphanumerics.contains($0)
-                  || "._-".unicodeScalars.contains($0)) })
-        else {
+        guard DesiredState.isName(name) else {
             throw Failure(field: field, reason: "'\(name.prefix(64))' is not \(what): 1 to "
                 + "\(DesiredState.Limits.nameLength) of A-Z a-z 0-9 . _ -")
         }

@@ -86,7 +86,7 @@ public struct Problem: HTTPResponseError, CustomStringConvertible {
                 let seconds = max(1, Int(
                     (Double(retry.components.seconds) + Double(retry.components.attoseconds) / 1e18).rounded(.up)))
                 return Problem(.serviceUnavailable, "Overloaded", detail: error.description, retryAfter: seconds)
-            case .unavailable, .shutDown:
+            case .unavailable, .timedOutInQueue, .shutDown:
                 return Problem(.serviceUnavailable, "Unavailable", detail: error.description, retryAfter: 1)
             case .noSuchVersion: return notFound(error.description)
             }

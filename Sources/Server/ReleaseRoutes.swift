@@ -54,7 +54,7 @@ extension APIRoutes {
             // Images from the line: for the people who run the service.
             _ = try require(.operator, context)
             let slot = try context.parameters.require("slot")
-            let (meta, image) = try control.disagreement(slot: slot, id: try context.parameters.require("id"))
+            let (meta, image) = try await control.disagreement(slot: slot, id: try context.parameters.require("id"))
             if request.uri.queryParameters.get("part") == "image" {
                 return Response(status: .ok, headers: [.contentType: meta.content_type],
                     body: .init(byteBuffer: ByteBuffer(bytes: image)))

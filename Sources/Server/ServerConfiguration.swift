@@ -297,6 +297,10 @@ public struct ServerConfiguration: Sendable, Equatable {
         if let slots = raw.slots {
             guard !slots.isEmpty else { throw fail("slots: at least one slot is needed") }
             self.slots = slots
+            for name in slots.keys.sorted() where !DesiredState.isName(name) {
+                throw fail("slots: '\(name.prefix(64))' is not a slot name: 1 to \(DesiredState.Limits.nameLength) "
+                    + "of A-Z a-z 0-9 . _ -")
+            }
             for (name, slot) in slots {
                 hotSwap.slotExecution[name] = try Self.execution(of: slot, named: name, base: base, fail: fail)
             }
@@ -304,6 +308,12 @@ public struct ServerConfiguration: Sendable, Equatable {
         if let routes = raw.routes {
             for (product, slot) in routes where slots[slot] == nil {
                 throw fail("routes: '\(product)' points to unknown slot '\(slot)'")
+            }
+            if routes.count > DesiredState.Limits.routes {
+                throw fail("routes: \(routes.count) routes; at most \(DesiredState.Limits.routes) are accepted")
+            }
+            for product in routes.keys.sorted() {
+                if let problem = DesiredState.productProblem(product) { throw fail("routes: '\(product.prefix(64))' \(problem)") }
             }
             self.routes = routes
         }

@@ -41,7 +41,8 @@ public struct StreamEvent: Sendable, Codable, Equatable {
     public var stream: String
     public var type: Kind
     public var time: Date
-    /// For a switch: the first frame answered by the new generation.
+    /// For a switch: the first frame answered by the new generation. For a reconnect: the index the first frame
+    /// after it will have (the source's pts may start again there).
     public var frame: Int?
     public var from: ModelStamp?
     public var to: ModelStamp?

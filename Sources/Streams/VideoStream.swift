@@ -326,7 +326,8 @@ public final class VideoStream: Sendable {
             Counter(label: "yoloswap_stream_reconnects_total", dimensions: [("stream", id)]).increment()
             logger.warning("stream source stopped; reconnecting", metadata: ["stream": "\(id)",
                 "source": "\(configuration.source)", "error": "\(endError ?? "end of stream")", "wait": "\(wait)"])
-            broadcast(.event(StreamEvent(stream: id, type: .reconnect, time: Date(), message: endError)))
+            broadcast(.event(StreamEvent(stream: id, type: .reconnect, time: Date(), frame: nextIndex,
+                message: endError)))
             _ = wake.wait(timeout: .now() + wait.seconds)
         }
         mailbox.finish()

@@ -133,5 +133,79 @@ extension HotSwapSuite {
             #expect(try await slot.detect(imageBytes: Fixtures.busJPEG).model == original)
             await manager.shutdown()
         }
-    }
+    
+        @Test("two loads in two slots at once cannot both pass the budget on memory that fits one: the first reserves it")
+        func concurrentLoadsReserve() async throws {
+            // An unmeasured model is estimated at twice its file's size: the budget holds one estimate, not two.
+            let size = try #require(try FileManager.default.attributesOfItem(atPath: Fixtures.identity416)[.size] as? Int)
+            var configuration = HotSwapConfiguration.testing(memoryBudgetBytes: size * 3)
+            configuration.loadThreads = 2  // both loads verify while the first one's session is held
+            let gate = Gate(open: false)
+            let manager = ModelManager(configuration: configuration, loader: FakeLoader(gate: gate))
+            try await manager.createSlot("a")
+            try await manager.createSlot("b")
+            let first = try await manager.load(LoadRequest(slot: "a", path: Fixtures.identity416, activate: true))
+            #expect(await eventually { gate.waitingCount == 1 }, "the first load never reached its session")
+            let second = try await manager.load(LoadRequest(slot: "b", path: Fixtures.identity416, activate: true))
+            // Refused at its check, or (without the reservation) held at the gate beside the first.
+            #expect(await eventually { second.status.stage == .failed || gate.waitingCount == 2 })
+            #expect(gate.waitingCount == 1, "the second load passed the budget check")
+            if gate.waitingCount == 2 { gate.open() }
+            let refused = await second.wait()
+            guard case .overMemoryBudget(_, let needed, let budget, let inUse) = refused.failure else {
+                Issue.record("expected overMemoryBudget, got \(String(describing: refused.failure))")
+                gate.open()
+                await manager.shutdown()
+                return
+            }
+            #expect(needed == size * 2 && budget == size * 3 && inUse >= size * 2, "\(needed) \(budget) \(inUse)")
+            gate.open()
+            #expect(await first.wait().stage == .ready)
+            // The first load's reservation ended with it; what it holds is its model's own measured cost now.
+            #expect(await eventually { manager.memoryReserved.isEmpty })
+            await manager.shutdown()
+        }
+
+        @Test("a request that waited for a busy worker past its deadline says so, not that the slot has no model")
+        func queueDeadline() async throws {
+            let gate = Gate()
+            let manager = ModelManager(configuration: .testing(servingThreads: 1),
+                loader: FakeLoader { _ in FakeBackend(gate: gate) })
+            let slot = try await manager.createSlot("default")
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity416))
+            gate.close()
+            let busy = Task { try await slot.detect(imageBytes: Fixtures.busJPEG) }
+            #expect(await eventually { gate.waitingCount == 1 })
+            let opener = Task {
+                try? await Task.sleep(for: .milliseconds(300))
+                gate.open()
+            }
+            do {
+                _ = try await slot.detect(imageBytes: Fixtures.busJPEG, deadline: .now + .milliseconds(100))
+                Issue.record("a request past its deadline was served")
+            } catch let error as SlotError {
+                guard case .timedOutInQueue(let name, _) = error else {
+                    Issue.record("expected timedOutInQueue, got \(error)")
+                    return
+                }
+                #expect(name == "default" && error.description.contains("for a worker"), "\(error)")
+            }
+            await opener.value
+            _ = try await busy.value
+            await manager.shutdown()
+        }
+
+        @Test("a model's measured cost is never less than its file (RSS may read as no growth when others free memory)")
+        func costAtLeastTheFile() async throws {
+            let size = try #require(try FileManager.default.attributesOfItem(atPath: Fixtures.yolov3Tiny416)[.size] as? Int)
+            let manager = ModelManager(configuration: .testing(), loader: FakeLoader())
+            let slot = try await manager.createSlot("default")
+            // A fake backend allocates next to nothing: without the floor its cost would read as about 0.
+            let status = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.yolov3Tiny416))
+            let sha = try #require(status.identity?.sha256)
+            #expect((manager.memoryCosts[sha] ?? 0) >= size, "\(manager.memoryCosts)")
+            #expect((slot.roles.active?.memoryBytes ?? 0) >= size)
+            await manager.shutdown()
+        }
+}
 }

@@ -200,5 +200,35 @@ extension HotSwapSuite {
             #expect(toB.to?.path == Fixtures.identity320 && toB.to?.version == "b", "\(toB)")
             await manager.shutdown()
         }
+
+        @Test("requests waiting in the gap are bounded by the queue's capacity: past it, overloaded at once")
+        func waitersBounded() async throws {
+            let gate = Gate()
+            let manager = ModelManager(configuration: HotSwapConfiguration.testing(queueCapacity: 2),
+                loader: FakeLoader(gate: gate))
+            let slot = try await manager.createSlot("default")
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity416))
+            gate.close()
+            let safety = Task {
+                try? await Task.sleep(for: .seconds(30))
+                gate.open()
+            }
+            defer { safety.cancel() }
+            let op = try await manager.load(LoadRequest(slot: "default", path: Fixtures.identity320, activate: true,
+                policy: .resourcePreserving))
+            #expect(await eventually { slot.roles.active == nil && gate.waitingCount == 1 })
+            let deadline = ContinuousClock.now + .seconds(60)
+            let waiting = (0..<2).map { _ in
+                Task { try await slot.detect(imageBytes: Fixtures.busJPEG, deadline: deadline) }
+            }
+            #expect(await eventually { slot.waitingForModel == 2 })
+            await #expect(throws: SlotError.overloaded(slot: "default", queueDepth: 2, retryAfter: .seconds(1))) {
+                _ = try await slot.detect(imageBytes: Fixtures.busJPEG, deadline: deadline)
+            }
+            gate.open()
+            #expect(await op.wait().stage == .ready)
+            for task in waiting { _ = try await task.value }
+            await manager.shutdown()
+        }
 }
 }

@@ -1,5 +1,5 @@
 import Foundation
-import HotSwap
+@testable import HotSwap
 import HotSwapTesting
 import Primitives
 import TestSupport
@@ -125,5 +125,23 @@ extension HotSwapSuite {
             #expect(loader.runs == 3 && loader.inFlight == 0, "\(loader.runs) Runs, \(loader.inFlight) in flight")
             await manager.shutdown()
         }
-    }
+    
+        @Test("the warm-up timeout counts from the warm-up's start, not from its wait for a load thread")
+        func timeoutCountsFromStart() async throws {
+            let gate = Gate(open: false)
+            let manager = ModelManager(configuration: HotSwapConfiguration.testing(warmupTimeout: .milliseconds(300)),
+                loader: FakeLoader(gate: gate))
+            try await manager.createSlot("default")
+            let op = try await manager.load(LoadRequest(slot: "default", path: Fixtures.identity416, activate: true))
+            #expect(await eventually { gate.waitingCount == 1 })  // the session's creation holds the load thread
+            // Work queued on the load thread before the warm-up (another slot's long load): a second.
+            let blocker = Task { try await manager.loadExecutor.run { Thread.sleep(forTimeInterval: 1) } }
+            #expect(await eventually { manager.loadExecutor.queueDepth == 1 })
+            gate.open()
+            let status = await op.wait()
+            #expect(status.stage == .ready, "\(String(describing: status.failure))")
+            try await blocker.value
+            await manager.shutdown()
+        }
+}
 }

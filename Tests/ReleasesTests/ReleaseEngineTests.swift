@@ -503,4 +503,26 @@ struct ReleaseEngineTests {
         figures = engine.status().feedback["candidate"]
         #expect(figures?.images == 3 && figures?.map50 == 1)
     }
+
+    @Test("answers kept for feedback are bounded by their detections too; an ended release keeps none and takes none")
+    func feedbackAnswersBounded() {
+        let engine = ReleaseEngine(record: record(Self.canary([.init(percent: 50)]), at: Self.start),
+            clock: ManualClock(Self.start))
+        let bolt = TrueBox(class_name: "bolt", box: Box(x1: 0, y1: 0, x2: 10, y2: 10))
+        let big = (0..<(ReleaseEngine.feedbackDetectionsKept / 2)).map {
+            detection("nut", Double($0 % 1000) * 20, 500, conf: 0.5)
+        }
+        let first = engine.rememberAnswer(variant: "candidate", detections: big)
+        let second = engine.rememberAnswer(variant: "candidate", detections: big)
+        // A third answer of that size puts the total past the bound: the oldest goes.
+        let third = engine.rememberAnswer(variant: "candidate", detections: big)
+        #expect(engine.feedback(requestID: first, truths: [bolt]) == nil)
+        #expect(engine.feedback(requestID: second, truths: [bolt]) != nil)
+        let kept = engine.rememberAnswer(variant: "candidate", detections: [detection("bolt", 0, 0)])
+        engine.transition(from: [.loading, .running], to: .aborted, action: "abort", by: "op")
+        #expect(engine.feedback(requestID: third, truths: [bolt]) == nil)
+        #expect(engine.feedback(requestID: kept, truths: [bolt]) == nil)
+        let after = engine.rememberAnswer(variant: "candidate", detections: [detection("bolt", 0, 0)])
+        #expect(engine.feedback(requestID: after, truths: [bolt]) == nil)
+    }
 }

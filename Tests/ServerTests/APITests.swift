@@ -341,7 +341,7 @@ struct APITests {
         #expect(rollback.reason?.contains(harness.repository.path) == false)
     }
 
-    @Test("routes: read, replace, unknown slots refused")
+    @Test("routes: read, replace, unknown slots and malformed products refused")
     func routes() async throws {
         let harness = try await ServerHarness()
         defer { Task { await harness.cleanUp() } }
@@ -359,6 +359,21 @@ struct APITests {
             try await client.execute(uri: "/v1/routes", method: .put,
                 headers: H.headers(token: "alice-token", contentType: "application/json"), body: ByteBuffer(bytes: bad)) {
                 #expect($0.status == .notFound)
+            }
+            // Bounded as a desired-state document's routes: a product with a control character, or too long, or
+            // more routes than a document takes, is 400 and changes nothing.
+            var many: [String: String] = [:]
+            for i in 0...4096 { many["product-\(i)"] = "default" }
+            for routes in [["line\nbreak": "default"], [String(repeating: "p", count: 257): "default"], ["": "default"],
+                           many] {
+                let body = try JSONSerialization.data(withJSONObject: ["routes": routes])
+                try await client.execute(uri: "/v1/routes", method: .put,
+                    headers: H.headers(token: "alice-token", contentType: "application/json"),
+                    body: ByteBuffer(bytes: body)) { response in
+                    #expect(response.status == .badRequest, "\(routes.count) routes")
+                    let detail = String(buffer: response.body)
+                    #expect(detail.contains("product name") || detail.contains("at most 4096"), "\(detail)")
+                }
             }
             try await client.execute(uri: "/v1/routes", method: .get, headers: H.headers(token: "carol-token")) {
                 let json = try H.json($0)

@@ -182,6 +182,16 @@ struct ConfigurationTests {
         #expect(try ServerConfiguration.parse(fixed).tokens.count == yaml.components(separatedBy: "name:").count - 1)
     }
 
+    @Test("slot names and route products are checked as a desired-state document's", arguments: [
+        ("slots: { 'line/2': { model: m.onnx } }", "is not a slot name"),
+        ("slots: { 'line 2': { model: m.onnx } }", "is not a slot name"),
+        ("slots: { default: { model: m.onnx } }\nroutes: { \"a\\tb\": default }", "is not a product name"),
+    ])
+    func slotAndProductNames(yaml: String, message: String) throws {
+        let error = #expect(throws: ConfigurationError.self) { try ServerConfiguration.parse(yaml) }
+        #expect(error?.message.contains(message) == true, "\(String(describing: error))")
+    }
+
     /// Numbers that would overflow later arithmetic (`<< 20`, a deadline in nanoseconds) or start a million threads.
     @Test("out-of-range numbers are refused with the key and its allowed range", arguments: [
         ("server: { max_body_mb: 17592186044416 }", "server.max_body_mb", "1...1024"),

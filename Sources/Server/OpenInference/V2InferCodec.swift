@@ -14,7 +14,7 @@ enum V2InferCodec {
     static let headerLength = HTTPField.Name("Inference-Header-Content-Length")!
 
     /// A parsed request and which outputs go back as binary data.
-    struct Parsed {
+    struct Parsed: Sendable {
         var request: InferRequest
         var binaryByDefault: Bool
     }

@@ -100,8 +100,9 @@ struct V2Routes: Sendable {
             // An unknown model is answered before its body is parsed.
             _ = try engine.slot(model)
             let parsed = try await parse(body, headers: request.headers, deadline: deadline)
-            let (response, modelID) = try await engine.infer(model: model, version: version, parsed.request) {
-                (try V2InferCodec.response($0, for: parsed), $0.parameters.first { $0.key == "model_id" }?.value.text)
+            let (response, modelID) = try await engine.infer(model: model, version: version, parsed.request) { result in
+                (try await Self.encode(result, for: parsed),
+                 result.parameters.first { $0.key == "model_id" }?.value.text)
             }
             ServerMetrics.request(slot: model, model: modelID ?? model, status: 200,
                 seconds: (ContinuousClock.now - started).milliseconds / 1000)
@@ -112,6 +113,14 @@ struct V2Routes: Sendable {
                 status: Int(Problem.from(error).status.code))
             throw error
         }
+    }
+
+    /// The answer's body: encoded inline when its outputs are small, else on the parse queue — a raw output in JSON
+    /// is one formatted number per element (yolov8's 84 × 8400), which on the pool would stall other requests.
+    private static func encode(_ result: InferResponse, for parsed: V2InferCodec.Parsed) async throws -> Response {
+        let bytes = result.outputs.reduce(0) { $0 + $1.raw.count }
+        if bytes <= inlineParseBytes { return try V2InferCodec.response(result, for: parsed) }
+        return try await parsing.run { try V2InferCodec.response(result, for: parsed) }
     }
 
     /// Parses a body inline when small, else on the parse queue, where one whose deadline passed while it waited is
