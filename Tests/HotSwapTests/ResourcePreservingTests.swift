@@ -8,6 +8,23 @@ extension HotSwapSuite {
     /// The resource-preserving policy: release the old model first, then load; requests in the gap wait.
     @Suite("Resource-preserving policy")
     struct ResourcePreservingTests {
+        /// Starts a resource-preserving load of the 320 model whose session is held at `gate`, and returns once the
+        /// old model has left (the gap), with a task that opens the gate after 30 s (cancel it once done).
+        static func openGap(_ manager: ModelManager, _ slot: ModelSlot, _ gate: Gate) async throws
+            -> (LoadOperation, Task<Void, Never>)
+        {
+            gate.close()
+            let safety = Task {
+                try? await Task.sleep(for: .seconds(30))
+                gate.open()
+            }
+            let op = try await manager.load(LoadRequest(slot: "default", path: Fixtures.identity320, activate: true,
+                policy: .resourcePreserving))
+            #expect(await eventually { slot.roles.active == nil && gate.waitingCount == 1 },
+                "the old model was never taken out")
+            return (op, safety)
+        }
+
         @Test("requests in the gap wait for the new model up to their deadline; a short deadline ends unavailable")
         func requestsWaitInTheGap() async throws {
             // The new session's creation is held at a gate: the gap between the old model's release and the new one's
@@ -20,18 +37,10 @@ extension HotSwapSuite {
             _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity416))
             let modelA = try #require(slot.roles.active?.identity)
 
-            gate.close()
             // Should the hasty request wait for the new model (the bug this test is for), the gate opens after 30 s
             // and the test fails below rather than hanging.
-            let safety = Task {
-                try? await Task.sleep(for: .seconds(30))
-                gate.open()
-            }
+            let (op, safety) = try await Self.openGap(manager, slot, gate)
             defer { safety.cancel() }
-            let op = try await manager.load(LoadRequest(slot: "default", path: Fixtures.identity320, activate: true,
-                policy: .resourcePreserving))
-            #expect(await eventually { slot.roles.active == nil && gate.waitingCount == 1 },
-                "the old model was never taken out")
 
             // Requests arriving in the gap.
             let patient = (0..<4).map { _ in
@@ -208,15 +217,8 @@ extension HotSwapSuite {
                 loader: FakeLoader(gate: gate))
             let slot = try await manager.createSlot("default")
             _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity416))
-            gate.close()
-            let safety = Task {
-                try? await Task.sleep(for: .seconds(30))
-                gate.open()
-            }
+            let (op, safety) = try await Self.openGap(manager, slot, gate)
             defer { safety.cancel() }
-            let op = try await manager.load(LoadRequest(slot: "default", path: Fixtures.identity320, activate: true,
-                policy: .resourcePreserving))
-            #expect(await eventually { slot.roles.active == nil && gate.waitingCount == 1 })
             let deadline = ContinuousClock.now + .seconds(60)
             let waiting = (0..<2).map { _ in
                 Task { try await slot.detect(imageBytes: Fixtures.busJPEG, deadline: deadline) }
