@@ -19,7 +19,8 @@ extension ModelManager {
     }
 
     /// The policy a load runs with, and why. `auto` compares, on each device the new model needs (the host, and its
-    /// GPU), the memory every slot's models hold now plus the new model's estimate against that device's budget:
+    /// GPU), the memory every slot's models hold now (less this slot's standby when an availability-preserving load
+    /// would release it first, `releaseStandbyBeforeLoad`) plus the new model's estimate against that device's budget:
     /// availability-preserving when it fits everywhere, else resource-preserving (the active model is unloaded
     /// first).
     func decidePolicy(for request: LoadRequest, execution: ModelExecution, hasActive: Bool) async -> PolicyDecision {
@@ -39,8 +40,11 @@ extension ModelManager {
             ledger.estimate(sha256: request.expectedSHA256, byteCount: MemoryLedger.fileSize(request.path),
                 execution: execution)
         }
+        let freedFirst = configuration.releaseStandbyBeforeLoad
+            ? (slot(request.slot)?.standbyMemoryByDevice ?? [:]) : [:]
         let figures = ledger.figures(estimate: estimate,
-            inUse: memoryInUse.merging(ledger.reserved, uniquingKeysWith: +))
+            inUse: memoryInUse.merging(ledger.reserved, uniquingKeysWith: +)
+                .merging(freedFirst.mapValues { -$0 }, uniquingKeysWith: +))
         let compared = figures.map(\.summary).joined(separator: "; ")
         if let over = figures.first(where: { !$0.fits }) {
             return PolicyDecision(policy: .resourcePreserving, requested: requested,

@@ -364,8 +364,15 @@ extension ModelSlot {
     /// model's estimated cost on its GPU.
     var memoryByDevice: [ComputeDevice: Int] {
         let roles = self.roles
+        return Self.memory(of: [roles.active, roles.staged, roles.standby].compactMap { $0 })
+    }
+
+    /// Memory of the slot's standby alone, per device (empty without one).
+    var standbyMemoryByDevice: [ComputeDevice: Int] { Self.memory(of: roles.standby.map { [$0] } ?? []) }
+
+    private static func memory(of models: [ModelInstance]) -> [ComputeDevice: Int] {
         var bytes: [ComputeDevice: Int] = [:]
-        for model in [roles.active, roles.staged, roles.standby].compactMap({ $0 }) {
+        for model in models {
             bytes[.host, default: 0] += model.memoryBytes
             let device = model.execution.target.device
             if device != .host { bytes[device, default: 0] += model.deviceMemoryBytes }

@@ -14,10 +14,13 @@ extension HotSwapSuite {
 
         /// A manager whose slot `line` runs on `cuda:0` with a 100 MiB arena cap and may be asked for `targets`.
         static func manager(targets: [String] = [], gpuBudgets: [Int: Int] = [:], policy: SwapPolicy = .auto,
-                            standby: StandbyRetention = .keep) -> (ModelManager, FakeLoader) {
+                            standby: StandbyRetention = .keep, releaseStandbyBeforeLoad: Bool = true)
+            -> (ModelManager, FakeLoader)
+        {
             let loader = FakeLoader()
             var configuration = HotSwapConfiguration.testing(standbyRetention: standby, policy: policy)
             configuration.gpuMemoryBudgets = gpuBudgets
+            configuration.releaseStandbyBeforeLoad = releaseStandbyBeforeLoad
             configuration.slotExecution["line"] = SlotExecution(
                 target: ExecutionTarget(provider: .cuda, deviceID: 0),
                 allowedTargets: targets.map { ExecutionTarget(parsing: $0)! }, intraOpThreads: 3,
@@ -145,10 +148,28 @@ extension HotSwapSuite {
             await manager.shutdown()
         }
 
+        @Test("auto does not count the slot's standby when the load releases it first (the default)")
+        func autoLeavesOutTheStandbyReleasedFirst() async throws {
+            let (manager, _) = Self.manager(gpuBudgets: [0: 250 * Self.mib])
+            let slot = try await manager.createSlot("line")
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity416))
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity320))
+            #expect(slot.roles.standby != nil && manager.memoryInUse[.gpu(0)] == 200 * Self.mib)
+            // 200 held, but the standby goes before the new session exists: 100 + 100 ≤ 250, nothing unloaded first.
+            let third = await (try await manager.load(LoadRequest(slot: "line", path: Fixtures.identity416,
+                version: "third", activate: true))).wait()
+            let decision = try #require(third.policy)
+            #expect(decision.policy == .availabilityPreserving, "\(decision.reason)")
+            #expect(decision.figures?.first { $0.device == .gpu(0) }?.inUseBytes == 100 * Self.mib)
+            #expect(slot.roles.standby?.identity.path == Fixtures.identity320)
+            await manager.shutdown()
+        }
+
         @Test("auto chooses each policy from the figures per device, and says so in the operation and the event")
         func autoChoosesEachPolicy() async throws {
-            // gpu:0 may hold 250 MiB; every model there is taken to hold its 100 MiB arena cap.
-            let (manager, _) = Self.manager(gpuBudgets: [0: 250 * Self.mib])
+            // gpu:0 may hold 250 MiB; every model there is taken to hold its 100 MiB arena cap. The standby is kept
+            // through a load (`standby_during_load: keep`), so it counts.
+            let (manager, _) = Self.manager(gpuBudgets: [0: 250 * Self.mib], releaseStandbyBeforeLoad: false)
             let events = EventRecorder(manager.events())
             let slot = try await manager.createSlot("line")
             let first = try await manager.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity416))
