@@ -94,8 +94,10 @@ extension ModelManager {
             // What the hook frees (this slot's models): a model that does not fit even then is refused first.
             let model = try await pipeline.run(op, execution: execution, active: previous.schema,
                 freedBeforeLoading: slot.memoryByDevice) { [self] in
-                slot.dropStandby()
-                if let staged = slot.discardStaged() {
+                // Each freed before the new session is made (the budget counted them as free): a standby or staged
+                // model serving a request by version is released once that request ends.
+                await slot.releaseStandbyAndWait()
+                if let staged = await slot.discardStagedAndWait() {
                     _ = await emit(SwapEvent(slot: slot.name, operation: .discard, result: .succeeded,
                         reason: "discarded to make room for the resource-preserving load of \(op.request.path)",
                         from: staged))

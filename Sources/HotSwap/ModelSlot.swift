@@ -431,6 +431,17 @@ public final class ModelSlot: Sendable {
         return staged.identity
     }
 
+    /// Drops the staged model, if any, and returns its identity once its memory is freed (after its last request).
+    func discardStagedAndWait() async -> ModelIdentity? {
+        guard let staged = state.withLock({ s -> ModelInstance? in
+            defer { s.roles.staged = nil }
+            return s.roles.staged
+        }) else { return nil }
+        let identity = staged.identity
+        await releaser.retireAndWait(consume staged)
+        return identity
+    }
+
     /// Flips `model` in as the active model. The previous active model becomes the standby when `keepStandby`,
     /// otherwise it is retired; a replaced standby is retired. Requests waiting for a model are resumed.
     func activate(_ model: ModelInstance, keepStandby: Bool) -> FlipResult {

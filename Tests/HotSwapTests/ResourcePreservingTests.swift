@@ -232,5 +232,37 @@ extension HotSwapSuite {
             for task in waiting { _ = try await task.value }
             await manager.shutdown()
         }
+
+        @Test("a resource-preserving load makes its session only once the standby is freed, after a request it serves")
+        func standbyFreedFirst() async throws {
+            let gate = Gate()
+            let loader = FakeLoader { label in label == Fixtures.identity416 ? FakeBackend(gate: gate) : FakeBackend() }
+            let releases = ReleaseRecorder()
+            let manager = ModelManager(configuration: .testing(), loader: loader, releaseObserver: releases.observer)
+            let slot = try await manager.createSlot("default")
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity416, version: "a"))
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity320))
+            #expect(slot.roles.standby?.identity.version == "a")
+            // A request by version runs on the standby and is held there.
+            gate.close()
+            let held = Task {
+                try await slot.withModel(.version("a")) { model in
+                    try model.detector.detect(imageBytes: Fixtures.busJPEG, options: .init(), decodeInParallel: false)
+                }
+            }
+            #expect(await eventually { gate.waitingCount == 1 })
+            let op = try await manager.load(LoadRequest(slot: "default", path: Fixtures.yolov3Tiny416, activate: true,
+                policy: .resourcePreserving))
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(!loader.calls.contains { $0.label == Fixtures.yolov3Tiny416 },
+                "the new session was made while the standby still held memory")
+            gate.open()
+            _ = try await held.value
+            #expect(await op.wait().stage == .ready)
+            let standbyFreed = try #require(releases.all.first { $0.identity.version == "a" })
+            let newSession = try #require(loader.calls.last { $0.label == Fixtures.yolov3Tiny416 })
+            #expect(standbyFreed.releasedAt <= newSession.startedAt)
+            await manager.shutdown()
+        }
 }
 }
