@@ -267,6 +267,8 @@ public actor ModelManager {
         for entry in committed where !isShuttingDown {
             guard let slot = self.slot(entry.slot) ?? (try? createSlot(entry.slot)) else { continue }
             if let reason = refusal(entry.active) {
+                // Generations stay monotone across restarts: the next activation follows the committed one.
+                slot.setGeneration(entry.generation)
                 events.append(await emit(SwapEvent(slot: entry.slot, operation: .restore, result: .failed,
                     reason: "committed model \(entry.active.path) refused: \(reason)")))
                 continue

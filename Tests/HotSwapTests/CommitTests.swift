@@ -144,6 +144,9 @@ extension HotSwapSuite {
             #expect(events.map(\.result) == [.failed])
             #expect(events.first?.reason?.contains("outside the model repository") == true)
             #expect(restarted.slot("line")?.roles.active == nil)
+            // The next activation's generation follows the committed one (1): generations never go back.
+            let next = try await restarted.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity320))
+            #expect(next.generation == 2)
             await restarted.shutdown()
         }
     
