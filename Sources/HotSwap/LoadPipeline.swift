@@ -91,10 +91,9 @@ struct LoadPipeline: Sendable {
         await beforeLoading()
         // Superseded while the hook ran (a drain can take a while): not worth a session.
         try check()
-        // Held until the load ends (ready, failed or cancelled): until its model takes a role (and counts as in use),
-        // other loads count the reservation instead.
+        // Held by the model until it takes a role in its slot (and counts as in use there); a failed load frees it
+        // as it returns. Meanwhile other loads' checks count the reservation.
         let reservation = try reserveBudget(digest, file.byteCount, execution, path)
-        defer { reservation.release() }
 
         // loading: a new session (its own inference context) for the verified file.
         op.enter(.loading)
@@ -136,11 +135,12 @@ struct LoadPipeline: Sendable {
         op.update { $0.timings.warmup = (clock.now - t).milliseconds }
         try check()
 
-        let byteCount = file.byteCount
+        // A CPU session holds at least its weights in this process: its cost is never less than the file, which RSS
+        // growth can read as when other slots free memory over the same window. (A GPU session's weights are on the
+        // GPU: no floor.)
+        let floor = execution.target.device == .host ? file.byteCount : 0
         let cost: Int = try await background {
-            // RSS growth, but never less than the file: other slots' releases over the same window can make the
-            // growth read as nothing, and the session holds at least its weights.
-            let cost = max(byteCount, (ProcessMemory.residentBytes() ?? 0) - rssBefore)
+            let cost = max(floor, (ProcessMemory.residentBytes() ?? 0) - rssBefore)
             // What the load allocated and freed (file chunks, ORT's load-time buffers, warm-up inputs) goes back to
             // the OS now rather than at the next release, so RSS between swaps is the models' own.
             ProcessMemory.trim()
@@ -150,7 +150,7 @@ struct LoadPipeline: Sendable {
         let deviceCost = execution.target.device == .host ? 0
             : MemoryLedger.deviceCost(byteCount: file.byteCount, execution: execution)
         return ModelInstance(identity: identity, detector: detector, memoryBytes: cost, signatureKeyID: keyID,
-            execution: execution, deviceMemoryBytes: deviceCost, onRelease: onRelease)
+            execution: execution, deviceMemoryBytes: deviceCost, reservation: reservation, onRelease: onRelease)
     }
 
     /// Runs the warm-up inferences on the background executor, racing the timeout; a timeout aborts the Runs in

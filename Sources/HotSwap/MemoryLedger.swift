@@ -78,12 +78,14 @@ final class MemoryLedger: Sendable {
     /// in the same step: two loads checked at once cannot both pass on memory only one of them fits in. The
     /// reservation ends with `MemoryReservation.release()`.
     /// - Throws: as `check`, reserving nothing.
-    func reserve(_ estimate: [ComputeDevice: Int], inUse: [ComputeDevice: Int], path: String)
+    /// - Parameter inUse: what the slots' models hold, read under the reservations' lock: a model that took its role
+    ///   (and ended its reservation) since another check read it is counted one way or the other.
+    func reserve(_ estimate: [ComputeDevice: Int], inUse: () -> [ComputeDevice: Int], path: String)
         throws(LoadFailure) -> MemoryReservation
     {
         let id = UUID()
         let failure: LoadFailure? = reservations.withLock { table in
-            let others = table.values.reduce(into: inUse) { $0.merge($1, uniquingKeysWith: +) }
+            let others = table.values.reduce(into: inUse()) { $0.merge($1, uniquingKeysWith: +) }
             do throws(LoadFailure) { try Self.check(figures(estimate: estimate, inUse: others), path: path) } catch {
                 return error
             }
@@ -112,7 +114,8 @@ final class MemoryLedger: Sendable {
     }
 }
 
-/// A load's reserved memory (`MemoryLedger.reserve`), held until `release()` (idempotent).
+/// A load's reserved memory (`MemoryLedger.reserve`), held until `release()` (idempotent) or until it is freed — a
+/// load that fails, or a model dropped before it took a role.
 ///
 /// Thread-safety: `release` may be called from any thread.
 final class MemoryReservation: Sendable {
@@ -121,4 +124,6 @@ final class MemoryReservation: Sendable {
     init(_ end: @escaping @Sendable () -> Void) { self.end = Locked(end) }
 
     func release() { end.withLock { e in defer { e = nil }; return e }?() }
+
+    deinit { release() }
 }

@@ -86,6 +86,9 @@ public final class ModelInstance: Sendable {
     public let loadedAt: Date
     let inFlight = InFlightCounter()
     private let onRelease: @Sendable (ModelRelease) -> Void
+    /// The memory its load reserved in the budget, until the model takes a role in its slot (and counts as in use
+    /// there) or is freed without one.
+    let reservation: MemoryReservation?
 
     public var schema: ModelSchema { detector.schema }
     /// Requests running on this model now.
@@ -101,8 +104,9 @@ public final class ModelInstance: Sendable {
     }
 
     init(identity: ModelIdentity, detector: Detector, memoryBytes: Int, signatureKeyID: String?,
-         execution: ModelExecution = .init(), deviceMemoryBytes: Int = 0,
+         execution: ModelExecution = .init(), deviceMemoryBytes: Int = 0, reservation: MemoryReservation? = nil,
          onRelease: @escaping @Sendable (ModelRelease) -> Void) {
+        self.reservation = reservation
         self.identity = identity
         self.detector = detector
         self.memoryBytes = memoryBytes

@@ -114,7 +114,7 @@ public actor ModelManager {
             },
             reserveBudget: { sha, size, execution, path throws(LoadFailure) in
                 try ledger.reserve(ledger.estimate(sha256: sha, byteCount: size, execution: execution),
-                    inUse: ModelManager.memoryHeld(in: registry), path: path)
+                    inUse: { ModelManager.memoryHeld(in: registry) }, path: path)
             },
             recordCost: { sha, target, bytes in ledger.record(sha256: sha, target: target, bytes: bytes) })
     }

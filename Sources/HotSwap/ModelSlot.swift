@@ -399,7 +399,13 @@ public final class ModelSlot: Sendable {
         if let waiting = full.value {
             throw SlotError.overloaded(slot: name, queueDepth: waiting, retryAfter: .seconds(1))
         }
-        guard state.withLock({ $0.roles.active == nil }) else { return }
+        guard state.withLock({ $0.roles.active == nil }) else {
+            // A model came, but only at or past the deadline: the time went to waiting for it, not for a worker.
+            if let deadline, ContinuousClock.now >= deadline {
+                throw SlotError.unavailable(slot: name, waited: ContinuousClock.now - enqueued)
+            }
+            return
+        }
         try Task.checkCancellation()
         if executor.isShuttingDown { throw SlotError.shutDown(slot: name) }
         if let deadline, ContinuousClock.now >= deadline {
@@ -468,6 +474,7 @@ public final class ModelSlot: Sendable {
             s.waiters.removeAll()
         }
         let elapsed = clock.now - start
+        model.reservation?.release()  // counted as the slot's now
         waiters.forEach { $0.resume() }
         displaced.forEach(releaser.retire)
         return FlipResult(generation: generation, microseconds: elapsed.milliseconds * 1000, previous: previous)
@@ -510,6 +517,7 @@ public final class ModelSlot: Sendable {
             defer { s.roles[keyPath: role] = model }
             return s.roles[keyPath: role]
         }
+        model.reservation?.release()  // counted as the slot's now
         if let replaced, replaced !== model { releaser.retire(replaced) }
     }
 

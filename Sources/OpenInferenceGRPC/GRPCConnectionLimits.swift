@@ -22,11 +22,11 @@ public struct GRPCConnectionLimits: Sendable, Equatable {
         self.idleTimeout = idleTimeout
     }
 
-    /// `config` with these limits applied; `connections` counts the open connections.
     /// How long a connection told to go away (GOAWAY) for idleness may take to close: gRPC's own handler closes it
     /// only once the client acknowledges its PING, which a client that never speaks never does.
     static let idleGrace = TimeAmount.seconds(5)
 
+    /// `config` with these limits applied; `connections` counts the open connections.
     func apply(to config: HTTP2ServerTransport.Posix.Config, connections: ConnectionCount)
         -> HTTP2ServerTransport.Posix.Config
     {

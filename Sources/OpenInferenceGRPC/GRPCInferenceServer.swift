@@ -71,6 +71,7 @@ public struct GRPCInferenceServer: Service {
 /// The gRPC endpoint's host is not an IP address (the transport takes no name but `localhost`).
 public struct GRPCHostError: Error, CustomStringConvertible {
     public var host: String
+    public init(host: String) { self.host = host }
     public var description: String {
         "the gRPC endpoint cannot listen on \(host): give grpc.host (or server.host) as an IP address or localhost"
     }

@@ -200,8 +200,10 @@ public final class ReleaseEngine: ModelRouter, Sendable {
             s.answers[id] = (variant, detections)
             s.answerOrder.append(id)
             s.answerDetections += detections.count
+            // Bounded three ways: answers, their detections, and ids (answers judged leave their id behind).
             while s.answerHead < s.answerOrder.count, s.answers.count > Self.feedbackAnswersKept
                 || s.answerDetections > Self.feedbackDetectionsKept
+                || s.answerOrder.count - s.answerHead > 2 * Self.feedbackAnswersKept
             {
                 let oldest = s.answerOrder[s.answerHead]
                 s.answerHead += 1
@@ -214,6 +216,11 @@ public final class ReleaseEngine: ModelRouter, Sendable {
             }
         }
         return id
+    }
+
+    /// What the feedback store holds: answers, and ids in its order (judged answers' included until passed).
+    var feedbackStoreSize: (answers: Int, ids: Int) {
+        state.withLock { ($0.answers.count, $0.answerOrder.count - $0.answerHead) }
     }
 
     /// Counts an inspector's verdict on an answer (once per answer); nil when the id is unknown or already judged.

@@ -58,13 +58,20 @@ struct ServeCommand: AsyncParsableCommand {
             URL(fileURLWithPath: cwd + "/")).standardizedFileURL.path }
         if let desiredState { configuration.desiredStatePath = URL(fileURLWithPath: desiredState, relativeTo:
             URL(fileURLWithPath: cwd + "/")).standardizedFileURL.path }
+        // The gRPC endpoint's host, which `--host` may have set: an address it can listen on, checked before anything
+        // starts.
+        if let grpcHost = configuration.grpcHost, !ServerConfiguration.GRPCSettings.isListenable(grpcHost) {
+            throw ValidationError(GRPCHostError(host: grpcHost).description)
+        }
         // Each connection is a descriptor: make room for the limit beside what the process itself keeps open
         // (models, databases, logs, the optimizer child's pipes), or keep the connections within the room there is.
+        // The gRPC endpoint counts its connections apart, up to the same limit.
         let reserved = 256
-        if let room = OpenFileLimit.raise(toAtLeast: configuration.maxConnections + reserved),
-           room - reserved < configuration.maxConnections
+        let endpoints = configuration.grpc == nil ? 1 : 2
+        if let room = OpenFileLimit.raise(toAtLeast: configuration.maxConnections * endpoints + reserved),
+           (room - reserved) / endpoints < configuration.maxConnections
         {
-            let fitting = max(room - reserved, 1)
+            let fitting = max((room - reserved) / endpoints, 1)
             logger.warning("server.max_connections lowered to fit the open-file limit (RLIMIT_NOFILE)", metadata: [
                 "configured": "\(configuration.maxConnections)", "limit": "\(room)", "max_connections": "\(fitting)"])
             configuration.maxConnections = fitting

@@ -168,22 +168,22 @@ extension HotSwapSuite {
         @Test("keep_for counts from when a model became the standby, by a rollback too; an earlier term's timer leaves it")
         func retentionPerStandbyTerm() async throws {
             var configuration = HotSwapConfiguration.testing()
-            configuration.standbyRetention = .keepFor(.seconds(2))
+            configuration.standbyRetention = .keepFor(.seconds(3))
             let manager = ModelManager(configuration: configuration, loader: FakeLoader())
             let slot = try await manager.createSlot("line")
             _ = try await manager.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity416))
             let clock = ContinuousClock()
             _ = try await manager.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity320))
-            let firstTerm = clock.now  // 416 the standby: its timer ends at about firstTerm + 2 s
+            let firstTerm = clock.now  // 416 the standby: its timer ends at about firstTerm + 3 s
             try await Task.sleep(for: .seconds(1))
             _ = try await manager.rollback(slot: "line")  // 320 the standby, by a rollback
             _ = try await manager.rollback(slot: "line")  // 416 the standby again, a new term
             let secondTerm = clock.now
             #expect(slot.roles.standby?.identity.path == Fixtures.identity416)
             // Past the first term's end, before the second's: the first term's timer must leave it.
-            try await Task.sleep(until: firstTerm + .milliseconds(2400))
+            try await Task.sleep(until: firstTerm + .milliseconds(3400))
             let checked = clock.now
-            if checked < secondTerm + .seconds(2) {
+            if checked < secondTerm + .seconds(3) {
                 #expect(slot.roles.standby?.identity.path == Fixtures.identity416)
             }
             // The second term's timer releases it.

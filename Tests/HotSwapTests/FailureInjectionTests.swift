@@ -176,12 +176,14 @@ extension HotSwapSuite {
             gate.close()
             let busy = Task { try await slot.detect(imageBytes: Fixtures.busJPEG) }
             #expect(await eventually { gate.waitingCount == 1 })
-            let opener = Task {
-                try? await Task.sleep(for: .milliseconds(300))
-                gate.open()
-            }
+            // Queued behind the held request; the worker comes free only once its deadline has passed.
+            let deadline = ContinuousClock.now + .milliseconds(100)
+            let late = Task { try await slot.detect(imageBytes: Fixtures.busJPEG, deadline: deadline) }
+            #expect(await eventually { slot.executor.queueDepth == 1 || ContinuousClock.now > deadline })
+            try await Task.sleep(until: deadline + .milliseconds(100))
+            gate.open()
             do {
-                _ = try await slot.detect(imageBytes: Fixtures.busJPEG, deadline: .now + .milliseconds(100))
+                _ = try await late.value
                 Issue.record("a request past its deadline was served")
             } catch let error as SlotError {
                 guard case .timedOutInQueue(let name, _) = error else {
@@ -190,7 +192,6 @@ extension HotSwapSuite {
                 }
                 #expect(name == "default" && error.description.contains("for a worker"), "\(error)")
             }
-            await opener.value
             _ = try await busy.value
             await manager.shutdown()
         }

@@ -129,13 +129,15 @@ extension HotSwapSuite {
         @Test("the warm-up timeout counts from the warm-up's start, not from its wait for a load thread")
         func timeoutCountsFromStart() async throws {
             let gate = Gate(open: false)
-            let manager = ModelManager(configuration: HotSwapConfiguration.testing(warmupTimeout: .milliseconds(300)),
+            // A timeout a warm-up of the fake model keeps well within even at nice 10 on a busy machine, and a wait
+            // in the queue twice as long.
+            let manager = ModelManager(configuration: HotSwapConfiguration.testing(warmupTimeout: .seconds(3)),
                 loader: FakeLoader(gate: gate))
             try await manager.createSlot("default")
             let op = try await manager.load(LoadRequest(slot: "default", path: Fixtures.identity416, activate: true))
             #expect(await eventually { gate.waitingCount == 1 })  // the session's creation holds the load thread
-            // Work queued on the load thread before the warm-up (another slot's long load): a second.
-            let blocker = Task { try await manager.loadExecutor.run { Thread.sleep(forTimeInterval: 1) } }
+            // Work queued on the load thread before the warm-up (another slot's long load): six seconds.
+            let blocker = Task { try await manager.loadExecutor.run { Thread.sleep(forTimeInterval: 6) } }
             #expect(await eventually { manager.loadExecutor.queueDepth == 1 })
             gate.open()
             let status = await op.wait()

@@ -246,25 +246,11 @@ struct GRPCSlowClientTests {
         #expect(await eventually(timeout: .seconds(30)) { port() != nil }, "no gRPC port: \(server.log.suffix(2000))")
         let grpcPort = try #require(port())
 
-        // Three connections, each past the HTTP/2 handshake (the server's SETTINGS read).
-        var connections: [HTTP2Peer] = []
-        defer { connections.forEach { $0.connection.close() } }
-        for _ in 0..<3 {
-            let peer = try HTTP2Peer(port: grpcPort)
-            let settings = try await peer.next { $0.type == 4 }
-            #expect(settings != nil, "no SETTINGS from the server")
-            connections.append(peer)
-        }
-        // The fourth is closed by the server — unless one of the three was closed meanwhile, for its idle time (15 s
-        // with the grace) passed on a machine that slow, which the check tells apart.
-        let fourth = try HTTP2Peer(port: grpcPort)
-        defer { fourth.connection.close() }
-        let fourthServed = try await fourth.next { $0.type == 4 } != nil
-        let stillOpen = connections.filter { !$0.hasClosed() }.count
-        #expect(!fourthServed || stillOpen < 3, "a connection past max_connections was served")
-
-        // A ModelInfer whose message never arrives whole: reset after read_timeout_s.
-        let stalled = connections[0]
+        // A ModelInfer whose message never arrives whole, on a new connection (its idle time has not run: a
+        // connection idle for idle_timeout_s is told to go away, and takes no new stream): reset after read_timeout_s.
+        let stalled = try HTTP2Peer(port: grpcPort)
+        defer { stalled.connection.close() }
+        #expect(try await stalled.next { $0.type == 4 } != nil, "no SETTINGS from the server")
         let started = ContinuousClock.now
         try stalled.connection.send(bytes: HTTP2Peer.frame(type: 1, flags: 0x4, stream: 1, payload: HTTP2Peer.headers([
             (":method", "POST"), (":scheme", "http"), (":path", "/inference.GRPCInferenceService/ModelInfer"),
@@ -276,7 +262,25 @@ struct GRPCSlowClientTests {
         let reset = try await stalled.next { $0.type == 3 && $0.stream == 1 }
         let waited = ContinuousClock.now - started
         #expect(reset != nil, "the stalled stream was not reset")
-        #expect(waited >= .milliseconds(1900), "reset after \(waited), before read_timeout_s")
+        #expect(waited >= .milliseconds(1900),
+            "reset after \(waited), before read_timeout_s (error code \(reset?.payload ?? []))")
+
+        // Two more connections make three, each past the HTTP/2 handshake (the server's SETTINGS read).
+        var connections: [HTTP2Peer] = [stalled]
+        for _ in 0..<2 {
+            let peer = try HTTP2Peer(port: grpcPort)
+            let settings = try await peer.next { $0.type == 4 }
+            #expect(settings != nil, "no SETTINGS from the server")
+            connections.append(peer)
+        }
+        defer { connections.dropFirst().forEach { $0.connection.close() } }
+        // The fourth is closed by the server — unless one of the three was closed meanwhile, for its idle time (15 s
+        // with the grace) passed on a machine that slow, which the check tells apart.
+        let fourth = try HTTP2Peer(port: grpcPort)
+        defer { fourth.connection.close() }
+        let fourthServed = try await fourth.next { $0.type == 4 } != nil
+        let stillOpen = connections.filter { !$0.hasClosed() }.count
+        #expect(!fourthServed || stillOpen < 3, "a connection past max_connections was served")
 
         // An idle connection is told to go away, then closed.
         let idle = connections[1]

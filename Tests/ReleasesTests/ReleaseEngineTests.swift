@@ -1,6 +1,6 @@
 import Foundation
 import HotSwap
-import Releases
+@testable import Releases
 import TestSupport
 import Testing
 import YOLO
@@ -524,5 +524,17 @@ struct ReleaseEngineTests {
         #expect(engine.feedback(requestID: kept, truths: [bolt]) == nil)
         let after = engine.rememberAnswer(variant: "candidate", detections: [detection("bolt", 0, 0)])
         #expect(engine.feedback(requestID: after, truths: [bolt]) == nil)
+        #expect(engine.feedbackStoreSize == (0, 0))
+
+        // A line that judges every answer: the ids judged answers leave behind are bounded too.
+        let judged = ReleaseEngine(record: record(Self.canary([.init(percent: 50)]), at: Self.start),
+            clock: ManualClock(Self.start))
+        for _ in 0..<(ReleaseEngine.feedbackAnswersKept * 5) {
+            let id = judged.rememberAnswer(variant: "candidate", detections: [detection("bolt", 0, 0)])
+            _ = judged.feedback(requestID: id, truths: [bolt])
+        }
+        #expect(judged.feedbackStoreSize.answers == 0)
+        #expect(judged.feedbackStoreSize.ids <= 2 * ReleaseEngine.feedbackAnswersKept,
+            "\(judged.feedbackStoreSize.ids) ids kept")
     }
 }

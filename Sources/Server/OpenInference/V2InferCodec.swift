@@ -72,6 +72,14 @@ enum V2InferCodec {
             binaryByDefault: parameters["binary_data_output"]?.flag ?? false)
     }
 
+    /// Bytes of the outputs the answer carries as JSON numbers (not as binary data): what encoding it costs.
+    static func jsonOutputBytes(_ response: InferResponse, for parsed: Parsed) -> Int {
+        response.outputs.reduce(0) { total, output in
+            let asked = parsed.request.outputs.first { $0.name == output.name }
+            return total + (asked?.parameters["binary_data"]?.flag ?? parsed.binaryByDefault ? 0 : output.raw.count)
+        }
+    }
+
     /// The HTTP answer to a request.
     static func response(_ response: InferResponse, for parsed: Parsed) throws -> Response {
         var binary: [UInt8] = []

@@ -115,13 +115,16 @@ struct V2Routes: Sendable {
         }
     }
 
-    /// The answer's body: encoded inline when its outputs are small, else on the parse queue — a raw output in JSON
-    /// is one formatted number per element (yolov8's 84 × 8400), which on the pool would stall other requests.
+    /// The answer's body: encoded inline when what goes into JSON is small (binary outputs are copied, not encoded),
+    /// else on a queue of its own — a raw output in JSON is one formatted number per element (yolov8's 84 × 8400),
+    /// which on the pool would stall other requests.
     private static func encode(_ result: InferResponse, for parsed: V2InferCodec.Parsed) async throws -> Response {
-        let bytes = result.outputs.reduce(0) { $0 + $1.raw.count }
-        if bytes <= inlineParseBytes { return try V2InferCodec.response(result, for: parsed) }
-        return try await parsing.run { try V2InferCodec.response(result, for: parsed) }
+        if V2InferCodec.jsonOutputBytes(result, for: parsed) <= inlineParseBytes {
+            return try V2InferCodec.response(result, for: parsed)
+        }
+        return try await encoding.run { try V2InferCodec.response(result, for: parsed) }
     }
+    private static let encoding = BlockingQueue(label: "yoloswap.v2-encode")
 
     /// Parses a body inline when small, else on the parse queue, where one whose deadline passed while it waited is
     /// answered 503 unparsed (its client has given up).
