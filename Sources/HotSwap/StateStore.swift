@@ -238,13 +238,21 @@ public final class StateStore: SlotStateStore {
 
     // MARK: Events
 
-    /// Appends an event to the log.
+    /// Events the log keeps, the newest: a service running for years swaps without end (the audit log is the full
+    /// record).
+    public static let eventsKept = 10_000
+
+    /// Appends an event to the log, dropping those older than the last `eventsKept`.
     public func append(_ event: SwapEvent) throws {
         try attempt("append \(event.operation.rawValue) event for slot '\(event.slot)'") {
             let json = String(decoding: try JSONEncoder.yoloswap.encode(event), as: UTF8.self)
             try database.write { db in
                 try EventRow(id: nil, time: event.time.timeIntervalSinceReferenceDate, slot: event.slot, json: json)
                     .insert(db)
+                let id = db.lastInsertedRowID
+                if id > Int64(Self.eventsKept) {
+                    try db.execute(sql: "DELETE FROM event WHERE id <= ?", arguments: [id - Int64(Self.eventsKept)])
+                }
             }
         }
     }

@@ -14,7 +14,7 @@ extension APIRoutes {
         }
         v1.put("desired") { request, context in
             let principal = try await requireOperator(request, context)
-            let dryRun = request.uri.queryParameters.get("dry_run") == "true"
+            let dryRun = try boolParameter(request, "dry_run")
             var buffer: ByteBuffer
             do {
                 buffer = try await request.body.collect(upTo: DesiredState.Limits.bytes)

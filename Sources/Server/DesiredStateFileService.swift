@@ -115,7 +115,10 @@ public struct DesiredStateFileService: Service {
             let accepted = await reconciler.applyFile(bytes, path: path)
             logger.info("desired state read", metadata: ["path": "\(path)", "sha256": "\(sha)",
                 "accepted": "\(accepted)"])
-            return sha
+            // A refused document is applied again at the next read (the rescan's, at the latest): what refused it
+            // may pass by then, a model file whose copy had not finished, an audit log that could not be written.
+            // The same refusal is recorded once.
+            return accepted ? sha : "refused " + sha
         case .failure(let error):
             let reason = error.description
             if reason != last { await reconciler.refuseUnreadableFile(path: path, reason: reason) }

@@ -117,6 +117,9 @@ public final class DesiredStateReconciler: Sendable {
     {
         let started = Date()
         let sha = Hex.string(SHA256.hash(data: bytes))
+        // A retry whose document is no longer the one in force (another was accepted while it waited for its turn)
+        // must not bring the older one back.
+        if attempt > 0, state.withLock({ $0.contentSHA256 }) != sha { throw CancellationError() }
         let actor = source.actor(contentSHA256: sha)
         let document: DesiredState
         let resolved: [String: String]
@@ -130,13 +133,16 @@ public final class DesiredStateReconciler: Sendable {
         let plan = self.plan(document, resolved: resolved)
         let current = state.withLock { ($0.contentSHA256, $0.generation) }
         let generation = current.0 == sha ? current.1 : (document.metadata?.generation ?? current.1 + 1)
-        if !dryRun { cancelRetry() }
         if dryRun || (current.0 == sha && plan.isEmpty) {
+            if !dryRun { cancelRetry() }
             return DesiredApplyDTO(changed: !plan.isEmpty, dry_run: dryRun, converged: plan.isEmpty,
                 generation: generation, content_sha256: sha, plan: plan, status: status)
         }
         try await record(actor, result: "intent", reason: (attempt > 0 ? "retry \(attempt), " : "")
             + "generation \(generation): " + (plan.isEmpty ? "no change" : plan.map(Self.describe).joined(separator: "; ")), started: started)
+        // Only once this document is taking over: one refused before (its intent not recorded) leaves the last
+        // one's retry in place.
+        cancelRetry()
         let planned = Set(plan.compactMap(\.slot))
         state.withLock { s in
             s.document = document
@@ -324,11 +330,17 @@ public final class DesiredStateReconciler: Sendable {
     // MARK: Refusals, audit, serialization
 
     private func reject(_ error: DesiredStateError, sha: String, source: DesiredStateSource, actor: String) async {
-        control.logger.warning("desired state refused", metadata: ["source": "\(actor)", "reason": "\(error)"])
-        state.withLock {
-            $0.lastRejection = DesiredRejectionDTO(time: Date(), source: actor, content_sha256: sha,
+        // The same document refused for the same reason again (the watched file read again until it is accepted):
+        // recorded once.
+        let repeated = state.withLock { s -> Bool in
+            let same = s.lastRejection.map { $0.content_sha256 == sha && $0.reason == error.description
+                && $0.source == actor } ?? false
+            s.lastRejection = DesiredRejectionDTO(time: Date(), source: actor, content_sha256: sha,
                 reason: error.description)
+            return same
         }
+        if repeated { return }
+        control.logger.warning("desired state refused", metadata: ["source": "\(actor)", "reason": "\(error)"])
         DesiredMetrics.rejected(source: source)
         try? await record(actor, result: "rejected", reason: error.description, started: Date())
     }

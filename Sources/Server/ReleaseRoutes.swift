@@ -13,10 +13,11 @@ extension APIRoutes {
         v1.post("slots/:slot/release") { request, context in
             let principal = try await requireOperator(request, context)
             let slot = try context.parameters.require("slot")
+            let wait = try boolParameter(request, "wait")
             let spec = try await decode(ReleaseSpec.self, request, context)
             let run = try await control.startRelease(slot: slot, spec: spec, by: principal,
                 from: context.remoteAddress)
-            if request.uri.queryParameters.get("wait") == "true" {
+            if wait {
                 await run.bringUp.withLock({ $0 })?.value
                 let dto = releaseDTO(slot: slot, run: run)
                 return try json(dto, status: dto.phase == ReleasePhase.failed.rawValue ? .unprocessableContent : .ok)

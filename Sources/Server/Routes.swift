@@ -64,10 +64,11 @@ struct APIRoutes: Sendable {
         v1.post("slots/:slot/load") { request, context in
             let principal = try await requireOperator(request, context)
             let slot = try context.parameters.require("slot")
+            let wait = try boolParameter(request, "wait")  // a bad value refused before anything starts
             let body = try await decode(LoadBody.self, request, context)
             let load = try await control.load(slot: slot, body: body, by: principal, from: context.remoteAddress)
             let dto = { OperationDTO(load.operation, repository: control.repository) }
-            if request.uri.queryParameters.get("wait") == "true" {
+            if wait {
                 let status = await load.outcome()
                 return try json(dto(), status: status.stage == .ready ? .ok : .unprocessableContent)
             }
@@ -301,6 +302,17 @@ struct APIRoutes: Sendable {
             throw Problem.badRequest("\(name) must be a number in [0, 1], got '\(text)'")
         }
         return parsed
+    }
+
+    /// A boolean query parameter: `true`/`false`, `1`/`0` in any case; absent: `false`. Anything else is 400 — a
+    /// `dry_run=True` taken as false would apply what the caller meant only to plan.
+    func boolParameter(_ request: Request, _ name: String) throws -> Bool {
+        guard let text = request.uri.queryParameters.get(name) else { return false }
+        switch text.lowercased() {
+        case "true", "1": return true
+        case "false", "0", "": return false
+        default: throw Problem.badRequest("\(name) must be true or false (or 1 or 0), got '\(text.prefix(64))'")
+        }
     }
 
     func intParameter(_ text: String?, name: String, default value: Int, range: ClosedRange<Int>) throws

@@ -37,6 +37,8 @@ struct DiffCommand: AsyncParsableCommand {
     func run() async throws {
         let answer: [String: Any]
         do { answer = try await DesiredDocumentUpload(file: file, connection: connection).send(dryRun: true) } catch {
+            // What went wrong is printed (a refusal, an unreachable server print their own).
+            if !(error is ExitCode) { printError("yoloswap diff: \(error)") }
             throw ExitCode(2)
         }
         DesiredDocumentUpload.printPlan(answer, dryRun: true)

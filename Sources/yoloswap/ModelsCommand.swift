@@ -15,13 +15,23 @@ struct ModelsCommand: AsyncParsableCommand {
     struct Connection: ParsableArguments {
         @Option(help: "Server URL.") var server = "http://127.0.0.1:8080"
         @Option(help: "Bearer token (default: $YOLOSWAP_TOKEN).") var token: String?
+        @Option(help: ArgumentHelp("Seconds to wait for the server's answer.",
+            discussion: "A load with --wait, a release with --wait and apply answer once their loads have ended."))
+        var timeout: Double = 600
+
+        func validate() throws {
+            guard timeout.isFinite, timeout > 0, timeout <= 86_400 else {
+                throw ValidationError("--timeout lies in (0, 86400] seconds")
+            }
+        }
 
         var client: APIClient {
             get throws {
                 guard let url = URL(string: server), url.scheme != nil else {
                     throw ValidationError("--server must be a URL such as http://127.0.0.1:8080")
                 }
-                return APIClient(base: url, token: token ?? ProcessInfo.processInfo.environment["YOLOSWAP_TOKEN"])
+                return APIClient(base: url, token: token ?? ProcessInfo.processInfo.environment["YOLOSWAP_TOKEN"],
+                    timeout: timeout)
             }
         }
     }
@@ -131,6 +141,9 @@ struct ModelsCommand: AsyncParsableCommand {
 struct APIClient {
     let base: URL
     let token: String?
+    /// Seconds a request may wait for its answer (URLSession's default of 60 would cut off a load that takes longer,
+    /// which the server finishes anyway).
+    var timeout: Double = 600
 
     func json(_ method: String, _ path: String, body: [String: Any]? = nil) async throws -> [String: Any] {
         try await json(method, path, data: try body.map { try JSONSerialization.data(withJSONObject: $0) },
@@ -166,6 +179,7 @@ struct APIClient {
         guard let url = components?.url else { throw ValidationError("cannot form a URL for \(path)") }
         var request = URLRequest(url: url)
         request.httpMethod = method
+        request.timeoutInterval = timeout
         if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
         if let body {
             request.httpBody = body

@@ -110,6 +110,17 @@ struct StateStoreTests {
         #expect(try store.recentEvents(limit: 1) == [minimal])
     }
 
+    @Test("the event log keeps the newest eventsKept events")
+    func eventsBounded() throws {
+        let store = try StateStore(inMemory: ())
+        for index in 0..<(StateStore.eventsKept + 25) {
+            try store.append(SwapEvent(slot: "a", operation: .switch, result: .succeeded, reason: "\(index)"))
+        }
+        let all = try store.recentEvents(limit: StateStore.eventsKept * 2)
+        #expect(all.count == StateStore.eventsKept)
+        #expect(all.first?.reason == "\(StateStore.eventsKept + 24)" && all.last?.reason == "25")
+    }
+
     // MARK: Durability
 
     @Test("state persists across re-opening the directory, in WAL mode with synchronous FULL")

@@ -105,6 +105,43 @@ struct DesiredStateTests {
         #expect(server.process.isRunning, "\(server.log.suffix(2000))")
     }
 
+    @Test("a document refused because its model's file is not there yet is applied once the file is (the rescan), refused and audited once meanwhile")
+    func modelArrivesLater() async throws {
+        let folder = try TemporaryDirectory(prefix: "configmap")
+        let models = try TemporaryDirectory(prefix: "models")
+        try FileManager.default.copyItem(atPath: Repo.model(Self.large), toPath: models.file(Self.large))
+        let volume = ConfigMapVolume(directory: folder.path)
+        try volume.publish(Self.document(Self.large))
+        let server = try await ServerProcess(yaml: """
+            \(ServerProcess.demoTokens)
+            model_repository: \(models.path)
+            slots: {default: {model: \(Self.large)}}
+            desired_state: \(volume.keyPath)
+            hotswap: {warmup_runs: 1, standby: release}
+            """)
+        defer { server.stop() }
+        #expect(await eventuallyAsync { (try? await Self.status(server))?["observed_generation"] as? Int == 1 })
+        // The ConfigMap names a model the deploy has not copied yet: refused.
+        try volume.publish(Self.document("later.onnx"))
+        #expect(await eventuallyAsync {
+            let reason = ((try? await Self.status(server))?["last_rejection"] as? [String: Any])?["reason"] as? String
+            return reason?.contains("later.onnx") == true
+        })
+        // Read again at the rescans meanwhile (every 10 s): the same refusal is audited once.
+        try await Task.sleep(for: .seconds(12))
+        let (_, audit) = try await server.json("GET", "/v1/audit?limit=100", token: ServerProcess.operatorToken)
+        let refusals = (audit["entries"] as? [[String: Any]] ?? []).filter {
+            $0["action"] as? String == "desired.apply" && $0["result"] as? String == "rejected"
+        }
+        #expect(refusals.count == 1, "\(refusals)")
+        // The copy lands (written aside, then renamed, as rsync does): the next rescan applies the document.
+        try FileManager.default.copyItem(atPath: Repo.model(Self.small), toPath: models.file(".later.onnx.tmp"))
+        try FileManager.default.moveItem(atPath: models.file(".later.onnx.tmp"), toPath: models.file("later.onnx"))
+        let smallSHA = try Self.sha(Self.small)
+        #expect(await eventuallyAsync(timeout: .seconds(60)) { (try? await Self.activeSHA(server)) == smallSHA })
+        #expect(await eventuallyAsync { (try? await Self.status(server))?["observed_generation"] as? Int == 2 })
+    }
+
     @Test("two replicas watching one ConfigMap both converge and report the document's generation")
     func replicasConverge() async throws {
         let folder = try TemporaryDirectory(prefix: "configmap")

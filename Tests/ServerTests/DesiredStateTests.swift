@@ -5,7 +5,7 @@ import Hummingbird
 import HummingbirdTesting
 import NIOCore
 import Primitives
-import Server
+@testable import Server
 import TestSupport
 import Testing
 
@@ -161,14 +161,24 @@ private typealias H = ServerHarness
         defer { Task { await harness.cleanUp() } }
         let before = try await harness.auditEntries().count
         try await harness.test { client in
-            try await client.execute(uri: "/v1/desired?dry_run=true", method: .put,
+            // As clients spell it (Python's requests sends `True`): a dry run each time, never an apply.
+            for spelling in ["true", "True", "1"] {
+                try await client.execute(uri: "/v1/desired?dry_run=\(spelling)", method: .put,
+                    headers: H.headers(token: "alice-token"),
+                    body: Self.document(Self.m320, routes: "routes: {metal-case: default}")) { response in
+                    #expect(response.status == .ok)
+                    let body = try H.json(response)
+                    #expect(body["dry_run"] as? Bool == true, "\(spelling)")
+                    let actions = (body["plan"] as? [[String: Any]])?.compactMap { $0["action"] as? String }
+                    #expect(actions == ["load+switch", "routes.replace"])
+                }
+            }
+            // Neither true nor false: refused, not taken as false.
+            try await client.execute(uri: "/v1/desired?dry_run=yes", method: .put,
                 headers: H.headers(token: "alice-token"),
                 body: Self.document(Self.m320, routes: "routes: {metal-case: default}")) { response in
-                #expect(response.status == .ok)
-                let body = try H.json(response)
-                #expect(body["dry_run"] as? Bool == true)
-                let actions = (body["plan"] as? [[String: Any]])?.compactMap { $0["action"] as? String }
-                #expect(actions == ["load+switch", "routes.replace"])
+                #expect(response.status == .badRequest)
+                #expect(String(buffer: response.body).contains("dry_run must be true or false"))
             }
             let viewer = H.headers(token: "carol-token")
             try await client.execute(uri: "/v1/desired/status", method: .get, headers: viewer) { response in
@@ -320,6 +330,28 @@ private typealias H = ServerHarness
         let retries = try await harness.auditEntries().filter { $0.reason?.hasPrefix("retry") == true }
         #expect(retries.isEmpty, "\(retries)")
         #expect(slot.roles.active?.identity == before)
+    }
+
+    @Test("a retry that comes after a newer document was accepted does not bring the older one back")
+    func staleRetryDropped() async throws {
+        let harness = try await H()
+        defer { Task { await harness.cleanUp() } }
+        let reconciler = DesiredStateReconciler(control: harness.control, retryDelay: .seconds(3600),
+            maxRetryDelay: .seconds(3600))
+        let slot = try #require(harness.control.manager.slot("default"))
+        let failing = Array(Self.document("synthetic/nan.onnx").readableBytesView)
+        #expect(await reconciler.applyFile(failing, path: "/etc/yoloswap/desired.yaml"))
+        let newer = Array(Self.document(Self.m320).readableBytesView)
+        #expect(await reconciler.applyFile(newer, path: "/etc/yoloswap/desired.yaml"))
+        let served = slot.roles.active?.identity
+        let newerSHA = reconciler.status.content_sha256
+        #expect(served?.path.hasSuffix("320-identity.onnx") == true)
+        // The failing document's retry, as its timer would run it had it fired while the newer one was checked.
+        _ = try? await reconciler.apply(failing, from: .configMap(path: "/etc/yoloswap/desired.yaml"), attempt: 1)
+        #expect(slot.roles.active?.identity == served)
+        #expect(reconciler.status.content_sha256 == newerSHA && newerSHA != nil)
+        let retries = try await harness.auditEntries().filter { $0.reason?.hasPrefix("retry") == true }
+        #expect(retries.isEmpty, "\(retries)")
     }
 
     @Test("PUT needs the operator role; reading needs a viewer")

@@ -289,8 +289,9 @@ function addEvent(event, id, fresh) {
   const key = eventKey(event);
   if (state.seenEvents.has(key)) return;
   state.seenEvents.add(key);
-  state.events.unshift({id, event});
-  if (state.events.length > TIMELINE_LIMIT) state.events.pop();
+  state.events.unshift({id, event, key});
+  // The keys go with the events they stand for: a dashboard left open for months keeps TIMELINE_LIMIT of each.
+  if (state.events.length > TIMELINE_LIMIT) state.seenEvents.delete(state.events.pop().key);
   const from = describeModel(event.from);
   const to = describeModel(event.to);
   const change = from && to ? from + " → " + to : (to || from || "");

@@ -168,7 +168,7 @@ struct V2Routes: Sendable {
         v2.post("repository/models/:model/unload") { request, context in
             let principal = try await api.requireOperator(request, context)
             let body = try await parameters(request)
-            let force = request.uri.queryParameters.get("force") == "true" || body.values["force"]?.flag == true
+            let force = try api.boolParameter(request, "force") || body.values["force"]?.flag == true
             try await repository.unload(slot: try context.parameters.require("model"), force: force, by: principal,
                 from: context.remoteAddress)
             return Response(status: .ok)
