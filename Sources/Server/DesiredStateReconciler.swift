@@ -134,7 +134,19 @@ public final class DesiredStateReconciler: Sendable {
         let current = state.withLock { ($0.contentSHA256, $0.generation) }
         let generation = current.0 == sha ? current.1 : (document.metadata?.generation ?? current.1 + 1)
         if dryRun || (current.0 == sha && plan.isEmpty) {
-            if !dryRun { cancelRetry() }
+            if !dryRun {
+                cancelRetry()
+                // Nothing to do: every slot the document names serves what it asks (one that failed may have been
+                // put right by hand since), which the status says.
+                state.withLock { s in
+                    for name in document.slots.keys where s.slots[name]?.phase != .converged {
+                        let previous = s.slots[name]
+                        s.slots[name] = DesiredSlotState(phase: .converged, reason: "ModelActive", message: nil,
+                            generation: generation, since: started, lastError: previous?.lastError)
+                    }
+                }
+                for name in document.slots.keys { DesiredMetrics.condition(slot: name, .converged) }
+            }
             return DesiredApplyDTO(changed: !plan.isEmpty, dry_run: dryRun, converged: plan.isEmpty,
                 generation: generation, content_sha256: sha, plan: plan, status: status)
         }
@@ -150,6 +162,11 @@ public final class DesiredStateReconciler: Sendable {
             s.source = actor
             s.appliedAt = started
             s.generation = generation
+            // Slots an earlier document named and this one does not: no longer this document's to report.
+            for name in s.slots.keys where document.slots[name] == nil {
+                s.slots[name] = nil
+                DesiredMetrics.forget(slot: name)
+            }
             for name in document.slots.keys {
                 let phase: DesiredSlotState.Phase = planned.contains(name) ? .progressing : .converged
                 let previous = s.slots[name]

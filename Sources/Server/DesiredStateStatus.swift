@@ -157,6 +157,14 @@ enum DesiredMetrics {
         }
     }
 
+    /// A slot the document in force no longer names: no condition.
+    static func forget(slot: String) {
+        for type in [DesiredSlotState.Phase.converged, .progressing, .failed] {
+            Gauge(label: "yoloswap_desired_slot_condition", dimensions: [("slot", slot), ("condition", type.rawValue)])
+                .record(0)
+        }
+    }
+
     static func rejected(source: DesiredStateSource) {
         Counter(label: "yoloswap_desired_rejected_total", dimensions: [("source", source.kind)]).increment()
     }

@@ -1,6 +1,7 @@
 import AuditLog
 import Foundation
 import HTTPTypes
+import HotSwap
 import Hummingbird
 import HummingbirdTesting
 import NIOCore
@@ -330,6 +331,36 @@ private typealias H = ServerHarness
         let retries = try await harness.auditEntries().filter { $0.reason?.hasPrefix("retry") == true }
         #expect(retries.isEmpty, "\(retries)")
         #expect(slot.roles.active?.identity == before)
+    }
+
+    @Test("the status follows the document in force: a failed slot put right by hand is Converged at the next apply; slots an earlier document named are gone")
+    func statusFollowsTheDocument() async throws {
+        let harness = try await H()
+        defer { Task { await harness.cleanUp() } }
+        let reconciler = DesiredStateReconciler(control: harness.control, retryDelay: .seconds(3600),
+            maxRetryDelay: .seconds(3600))
+        func phase(_ slot: String) -> String? {
+            reconciler.status.slots[slot]?.conditions.first { $0.status == "True" }?.type
+        }
+        // The file a document pins (the 320 model's digest) still holds the 416 model: the load fails.
+        let file = harness.repository.appendingPathComponent("later.onnx")
+        try FileManager.default.copyItem(at: harness.repository.appendingPathComponent(Self.m416), to: file)
+        let sha320 = try Self.sha(Self.m320, in: harness)
+        let pinned = Array(Self.document("later.onnx", extra: "    sha256: \(sha320)\n  line2:\n    model: \(Self.m416)")
+            .readableBytesView)
+        #expect(await reconciler.applyFile(pinned, path: "/etc/yoloswap/desired.yaml"))
+        #expect(phase("default") == "Failed" && phase("line2") == "Converged")
+        // Put right by hand: the right bytes, loaded by an operator.
+        try FileManager.default.removeItem(at: file)
+        try FileManager.default.copyItem(at: harness.repository.appendingPathComponent(Self.m320), to: file)
+        _ = try await harness.control.manager.loadAndActivate(LoadRequest(slot: "default", path: file.path,
+            expectedSHA256: sha320))
+        #expect(await reconciler.applyFile(pinned, path: "/etc/yoloswap/desired.yaml"))
+        #expect(phase("default") == "Converged")
+        // A document naming only `default`: `line2` is no longer reported.
+        let single = Array(Self.document(Self.m416).readableBytesView)
+        #expect(await reconciler.applyFile(single, path: "/etc/yoloswap/desired.yaml"))
+        #expect(reconciler.status.slots["line2"] == nil && phase("default") == "Converged")
     }
 
     @Test("a retry that comes after a newer document was accepted does not bring the older one back")
