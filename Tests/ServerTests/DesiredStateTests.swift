@@ -333,12 +333,16 @@ private typealias H = ServerHarness
         #expect(slot.roles.active?.identity == before)
     }
 
+    /// A reconciler whose retries come only when a test runs one (an hour away).
+    static func withoutTimedRetries(_ harness: ServerHarness) -> DesiredStateReconciler {
+        DesiredStateReconciler(control: harness.control, retryDelay: .seconds(3600), maxRetryDelay: .seconds(3600))
+    }
+
     @Test("the status follows the document in force: a failed slot put right by hand is Converged at the next apply; slots an earlier document named are gone")
     func statusFollowsTheDocument() async throws {
         let harness = try await H()
         defer { Task { await harness.cleanUp() } }
-        let reconciler = DesiredStateReconciler(control: harness.control, retryDelay: .seconds(3600),
-            maxRetryDelay: .seconds(3600))
+        let reconciler = Self.withoutTimedRetries(harness)
         func phase(_ slot: String) -> String? {
             reconciler.status.slots[slot]?.conditions.first { $0.status == "True" }?.type
         }
@@ -367,8 +371,7 @@ private typealias H = ServerHarness
     func staleRetryDropped() async throws {
         let harness = try await H()
         defer { Task { await harness.cleanUp() } }
-        let reconciler = DesiredStateReconciler(control: harness.control, retryDelay: .seconds(3600),
-            maxRetryDelay: .seconds(3600))
+        let reconciler = Self.withoutTimedRetries(harness)
         let slot = try #require(harness.control.manager.slot("default"))
         let failing = Array(Self.document("synthetic/nan.onnx").readableBytesView)
         #expect(await reconciler.applyFile(failing, path: "/etc/yoloswap/desired.yaml"))
