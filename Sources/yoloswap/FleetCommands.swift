@@ -153,8 +153,12 @@ struct FleetPublishCommand: AsyncParsableCommand {
         c.tls = caFile.map { .init(caFile: $0) }
         c.maxPayloadBytes = SignedEnvelope.maximumByteCount
         if let passwordFile {
-            c.password = (try? String(contentsOfFile: passwordFile, encoding: .utf8))?
-                .trimmingCharacters(in: .newlines)
+            // Unreadable is an error here, not "no password": the broker's refusal would read as a timeout.
+            guard let text = try? String(contentsOfFile: passwordFile, encoding: .utf8) else {
+                printError("fleet publish: cannot read the password file \(passwordFile)")
+                throw ExitCode.failure
+            }
+            c.password = text.trimmingCharacters(in: .newlines)
         }
         let client = try MQTTClient(configuration: c)
         let id = Self.commandID(envelope)
@@ -174,12 +178,23 @@ struct FleetPublishCommand: AsyncParsableCommand {
                 throw ExitCode(2)
             }
         }
-        let published: Void? = await Self.within(.seconds(timeout)) {
-            try await client.publish(topic, payload: envelope, qos: .atLeastOnce, retain: retain)
+        // A publication the broker refuses (MQTT 5: not authorized, …) or the client cannot send fails at once, with
+        // its reason; only silence is a timeout.
+        let published: Result<Void, any Error>? = await Self.within(.seconds(timeout)) {
+            do {
+                try await client.publish(topic, payload: envelope, qos: .atLeastOnce, retain: retain)
+                return .success(())
+            } catch { return .failure(error) }
         }
-        guard published != nil else {
+        switch published {
+        case nil:
             printError("fleet publish: no acknowledgement from \(host):\(port) within \(timeout) s")
             throw ExitCode(2)
+        case .failure(let error)?:
+            await client.stop()
+            printError("fleet publish: \(error)")
+            throw ExitCode.failure
+        case .success?: break
         }
         printError("published to \(topic)\(retain ? " (retained)" : "")")
         guard waitResult > 0 else {

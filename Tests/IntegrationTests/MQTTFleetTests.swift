@@ -77,6 +77,28 @@ struct MQTTFleetTests {
         return (peer, output)
     }
 
+    @Test("fleet publish: a publication the broker refuses (MQTT 5) exits 1 with the reason, not as a timeout; an unreadable password file exits 1")
+    func publishRefused() async throws {
+        let broker = try MosquittoBroker(acl: "user \(MosquittoBroker.username)\ntopic readwrite open/#\n")
+        let folder = try TemporaryDirectory()
+        let password = folder.file("password")
+        try MosquittoBroker.password.write(toFile: password, atomically: true, encoding: .utf8)
+        let envelope = folder.file("envelope.json")
+        try "{}".write(toFile: envelope, atomically: true, encoding: .utf8)
+        func publish(_ topic: String, passwordFile: String = password) async throws -> ProcessResult {
+            try await runProcess(Repo.binary, ["fleet", "publish", "--port", "\(broker.port)", "--ca-file",
+                broker.caFile, "--username", MosquittoBroker.username, "--password-file", passwordFile,
+                "--protocol", "5", "--timeout", "60", "--topic", topic, envelope])
+        }
+        #expect(try await publish("open/a").status == 0)
+        let refused = try await publish("closed/a")
+        #expect(refused.status == 1, "\(refused.stderr)\n\(broker.log)")
+        #expect(refused.stderr.contains("reason code 0x87"), "\(refused.stderr)")
+        let noPassword = try await publish("open/a", passwordFile: folder.file("missing"))
+        #expect(noPassword.status == 1 && noPassword.stderr.contains("cannot read the password file"),
+            "\(noPassword.stderr)")
+    }
+
     @Test("a video stream with the mqtt output publishes every frame's result in order and its end, acknowledged by the broker")
     func streamResultsOverMQTT() async throws {
         let fleet = try MQTTFleet()
