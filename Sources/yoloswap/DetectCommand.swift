@@ -49,6 +49,8 @@ struct DetectCommand: ParsableCommand {
         if let save { try FileManager.default.createDirectory(atPath: save, withIntermediateDirectories: true) }
         let encoder = JSONEncoder.yoloswap
         var failures = 0
+        // Output names given this run: two images with one base name (a/1.jpg, b/1.png) get 1.jpg and 1-2.jpg.
+        var savedNames = Set<String>()
         for path in images {
             do {
                 guard let data = FileManager.default.contents(atPath: path) else {
@@ -67,7 +69,7 @@ struct DetectCommand: ParsableCommand {
                     var full = DecodeOptions()
                     full.maxPixels = maxPixels
                     let image = try ImageDecoder.decode(bytes, options: full)
-                    try saveAnnotated(image: image, result: result, path: path, folder: save)
+                    try saveAnnotated(image: image, result: result, path: path, folder: save, taken: &savedNames)
                 }
             } catch {
                 failures += 1
@@ -98,7 +100,8 @@ struct DetectCommand: ParsableCommand {
         }
     }
 
-    private func saveAnnotated(image: RGBImage, result: DetectionResult, path: String, folder: String) throws {
+    private func saveAnnotated(image: RGBImage, result: DetectionResult, path: String, folder: String,
+                               taken: inout Set<String>) throws {
         var canvas = image
         let annotations = result.detections.map {
             Annotation(
@@ -106,7 +109,14 @@ struct DetectCommand: ParsableCommand {
                 label: String(format: "%@ %.2f", $0.className as NSString, $0.confidence), classID: $0.classID)
         }
         Annotator.draw(annotations, on: &canvas)
-        let name = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent + ".jpg"
+        let base = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
+        var name = base + ".jpg"
+        var n = 1
+        while taken.contains(name) {
+            n += 1
+            name = "\(base)-\(n).jpg"
+        }
+        taken.insert(name)
         let out = URL(fileURLWithPath: folder).appendingPathComponent(name).path
         let jpeg = try ImageEncoder.jpeg(canvas, quality: 90)
         guard FileManager.default.createFile(atPath: out, contents: Data(jpeg)) else {

@@ -53,7 +53,7 @@ struct CLITests {
         #expect(!r.stderr.contains("Fatal error"))
     }
 
-    @Test("--save writes annotated JPEGs of the original size")
+    @Test("--save writes annotated JPEGs of the original size, one per image even when two share a base name")
     func save() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("save-\(UUID())").path
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -66,6 +66,18 @@ struct CLITests {
         // Boxes and labels were drawn: a sizeable share of pixels changed beyond JPEG noise.
         let changed = zip(annotated.pixels, original.pixels).filter { abs(Int($0) - Int($1)) > 60 }.count
         #expect(changed > 10_000)
+
+        // Two images with one base name (bus.jpg and a copy of zidane.jpg named bus.png's base): two files.
+        let other = FileManager.default.temporaryDirectory.appendingPathComponent("other-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: other, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: other) }
+        try FileManager.default.copyItem(atPath: Repo.image("zidane.jpg"), toPath: other + "/bus.jpg")
+        let both = try await runProcess(Repo.binary, ["detect", "--model", model, "--save", dir,
+            Repo.image("bus.jpg"), other + "/bus.jpg"])
+        try #require(both.status == 0, "\(both.stderr)")
+        let first = try ImageDecoder.decode([UInt8](try Data(contentsOf: URL(fileURLWithPath: dir + "/bus.jpg"))))
+        let second = try ImageDecoder.decode([UInt8](try Data(contentsOf: URL(fileURLWithPath: dir + "/bus-2.jpg"))))
+        #expect(first.width == 810 && second.width == 1280, "\(first.width) \(second.width)")
     }
 
     @Test("inspect prints the signature")
