@@ -55,12 +55,23 @@ struct SwapCommand: AsyncParsableCommand {
             printError("yoloswap: restore \(event.slot): \(event.result.rawValue)"
                 + (event.to.map { " \($0.id) (\($0.sha256.prefix(12)))" } ?? "")
                 + (event.reason.map { ": \($0)" } ?? ""))
-            failed = failed || event.result != .succeeded
+            // Another slot's restore is shown, but this command is about --slot.
+            failed = failed || (event.slot == slot && event.result != .succeeded)
         }
         if manager.slot(slot) == nil {
             try await manager.createSlot(slot)
             if let initial {
-                _ = try await manager.loadAndActivate(LoadRequest(slot: slot, path: initial))
+                // A change like any other: its intent recorded first, its outcome after.
+                try await audit.record("load", "intent", path: initial, reason: "activate (--initial)")
+                let status = await ProgressReporter.follow(try await manager.load(LoadRequest(slot: slot,
+                    path: initial, activate: true)))
+                try await audit.record("load", status.stage == .ready ? "succeeded" : status.stage.rawValue,
+                    path: initial, sha256: status.identity?.sha256, reason: status.failure?.description)
+                if status.stage != .ready {
+                    printError("yoloswap: --initial \(initial): \(status.failure.map { "\($0)" } ?? "not loaded")")
+                    await manager.shutdown()
+                    throw ExitCode(1)
+                }
             }
         }
         if let load {
