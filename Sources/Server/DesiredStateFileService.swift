@@ -112,17 +112,43 @@ public struct DesiredStateFileService: Service {
         case .success(let bytes):
             let sha = Hex.string(SHA256.hash(data: bytes))
             guard sha != last else { return sha }
-            let accepted = await reconciler.applyFile(bytes, path: path)
-            logger.info("desired state read", metadata: ["path": "\(path)", "sha256": "\(sha)",
-                "accepted": "\(accepted)"])
-            // A refused document is applied again at the next read (the rescan's, at the latest): what refused it
-            // may pass by then, a model file whose copy had not finished, an audit log that could not be written.
-            // The same refusal is recorded once.
-            return accepted ? sha : "refused " + sha
+            // A refused document is applied again at the next read (the rescan's, at the latest): what refused it may
+            // pass by then, a model file whose copy had not finished, an audit log that could not be written; the
+            // same refusal is recorded once. Not once another document has been accepted since (over HTTP or MQTT):
+            // the file, unchanged, would then override it.
+            let refusedBefore = last.map(RefusedRead.init) ?? nil
+            let reread = refusedBefore?.sha256 == sha
+            if reread, refusedBefore?.inForce != reconciler.inForceSHA256 { return sha }
+            let inForce = reconciler.inForceSHA256
+            let accepted = await reconciler.applyFile(bytes, path: path, reread: reread)
+            logger.log(level: reread && !accepted ? .debug : .info, "desired state read", metadata: [
+                "path": "\(path)", "sha256": "\(sha)", "accepted": "\(accepted)"])
+            return accepted ? sha : RefusedRead(sha256: sha, inForce: inForce).text
         case .failure(let error):
             let reason = error.description
             if reason != last { await reconciler.refuseUnreadableFile(path: path, reason: reason) }
             return reason
         }
     }
+}
+
+/// What the watcher remembers of a read whose document was refused: its SHA-256 and the document in force then.
+private struct RefusedRead {
+    var sha256: String
+    var inForce: String?
+
+    init(sha256: String, inForce: String?) {
+        self.sha256 = sha256
+        self.inForce = inForce
+    }
+
+    /// Parses `text`; nil for anything else (an accepted document's SHA-256, a read error).
+    init?(_ text: String) {
+        let parts = text.split(separator: " ", omittingEmptySubsequences: false)
+        guard parts.count == 3, parts[0] == "refused" else { return nil }
+        sha256 = String(parts[1])
+        inForce = parts[2].isEmpty ? nil : String(parts[2])
+    }
+
+    var text: String { "refused \(sha256) \(inForce ?? "")" }
 }

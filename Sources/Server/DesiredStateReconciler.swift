@@ -45,6 +45,9 @@ public final class DesiredStateReconciler: Sendable {
         var slots: [String: DesiredSlotState] = [:]
         var routesConverged: Bool?
         var lastRejection: DesiredRejectionDTO?
+        /// The watched file's refusal recorded last (its content's SHA-256 and the reason): the same one found again
+        /// when the watcher reads the file again is not recorded again. Cleared when a document is accepted.
+        var recordedFileRefusal: String?
         var retry: DesiredRetryDTO?
     }
 
@@ -86,11 +89,16 @@ public final class DesiredStateReconciler: Sendable {
 
     /// Checks a document and, unless `dryRun`, brings the server to it; returns once every step has ended.
     /// - Throws: `Problem` 422 for a refused document (naming the field), 503 when the audit log cannot be written.
-    func apply(_ bytes: [UInt8], from source: DesiredStateSource, dryRun: Bool = false, attempt: Int = 0)
-        async throws -> DesiredApplyDTO
+    /// - Parameter reread: the watcher reading an unchanged file again after its refusal: the same refusal is not
+    ///   recorded again.
+    func apply(_ bytes: [UInt8], from source: DesiredStateSource, dryRun: Bool = false, attempt: Int = 0,
+               reread: Bool = false) async throws -> DesiredApplyDTO
     {
         let result: Result<DesiredApplyDTO, Problem> = await serialized { [self] in
-            do { return .success(try await applyNow(bytes, from: source, dryRun: dryRun, attempt: attempt)) } catch {
+            do {
+                return .success(try await applyNow(bytes, from: source, dryRun: dryRun, attempt: attempt,
+                    reread: reread))
+            } catch {
                 return .failure(Problem.from(error))
             }
         }
@@ -98,11 +106,16 @@ public final class DesiredStateReconciler: Sendable {
     }
 
     /// Applies the document a file holds (the ConfigMap watcher's entry point): a refusal is in the status.
+    /// - Parameter reread: the file is read again, unchanged, after it was refused (its refusal, if the same, is not
+    ///   recorded again).
     /// - Returns: whether the document was accepted.
     @discardableResult
-    public func applyFile(_ bytes: [UInt8], path: String) async -> Bool {
-        (try? await apply(bytes, from: .configMap(path: path))) != nil
+    public func applyFile(_ bytes: [UInt8], path: String, reread: Bool = false) async -> Bool {
+        (try? await apply(bytes, from: .configMap(path: path), reread: reread)) != nil
     }
+
+    /// The SHA-256 of the document in force (the last accepted), if any.
+    public var inForceSHA256: String? { state.withLock { $0.contentSHA256 } }
 
     /// Records that the watched file could not be read (missing, too large, not a regular file) as a refusal.
     public func refuseUnreadableFile(path: String, reason: String) async {
@@ -112,14 +125,17 @@ public final class DesiredStateReconciler: Sendable {
         }
     }
 
-    private func applyNow(_ bytes: [UInt8], from source: DesiredStateSource, dryRun: Bool, attempt: Int)
-        async throws -> DesiredApplyDTO
+    private func applyNow(_ bytes: [UInt8], from source: DesiredStateSource, dryRun: Bool, attempt: Int,
+                          reread: Bool) async throws -> DesiredApplyDTO
     {
         let started = Date()
         let sha = Hex.string(SHA256.hash(data: bytes))
         // A retry whose document is no longer the one in force (another was accepted while it waited for its turn)
         // must not bring the older one back.
-        if attempt > 0, state.withLock({ $0.contentSHA256 }) != sha { throw CancellationError() }
+        if attempt > 0, state.withLock({ $0.contentSHA256 }) != sha {
+            return DesiredApplyDTO(changed: false, dry_run: false, converged: false, generation: status.observed_generation,
+                content_sha256: sha, plan: [], status: status)
+        }
         let actor = source.actor(contentSHA256: sha)
         let document: DesiredState
         let resolved: [String: String]
@@ -127,7 +143,7 @@ public final class DesiredStateReconciler: Sendable {
             document = try DesiredState.parse(bytes)
             resolved = try await check(document)
         } catch {
-            if !dryRun { await reject(error, sha: sha, source: source, actor: actor) }
+            if !dryRun { await reject(error, sha: sha, source: source, actor: actor, reread: reread) }
             throw Problem(.unprocessableContent, "Invalid Desired State", detail: error.description)
         }
         let plan = self.plan(document, resolved: resolved)
@@ -139,6 +155,7 @@ public final class DesiredStateReconciler: Sendable {
                 // Nothing to do: every slot the document names serves what it asks (one that failed may have been
                 // put right by hand since), which the status says.
                 state.withLock { s in
+                    if document.routes != nil { s.routesConverged = true }
                     for name in document.slots.keys where s.slots[name]?.phase != .converged {
                         let previous = s.slots[name]
                         s.slots[name] = DesiredSlotState(phase: .converged, reason: "ModelActive", message: nil,
@@ -156,16 +173,18 @@ public final class DesiredStateReconciler: Sendable {
         // one's retry in place.
         cancelRetry()
         let planned = Set(plan.compactMap(\.slot))
+        var forgotten: [String] = []
         state.withLock { s in
             s.document = document
             s.contentSHA256 = sha
             s.source = actor
             s.appliedAt = started
             s.generation = generation
+            s.recordedFileRefusal = nil
             // Slots an earlier document named and this one does not: no longer this document's to report.
             for name in s.slots.keys where document.slots[name] == nil {
                 s.slots[name] = nil
-                DesiredMetrics.forget(slot: name)
+                forgotten.append(name)
             }
             for name in document.slots.keys {
                 let phase: DesiredSlotState.Phase = planned.contains(name) ? .progressing : .converged
@@ -177,6 +196,7 @@ public final class DesiredStateReconciler: Sendable {
             s.routesConverged = document.routes == nil ? nil : !plan.contains { $0.action == "routes.replace" }
         }
         DesiredMetrics.generation(generation)
+        forgotten.forEach(DesiredMetrics.forget)
         for name in document.slots.keys {
             DesiredMetrics.condition(slot: name, planned.contains(name) ? .progressing : .converged)
         }
@@ -225,7 +245,11 @@ public final class DesiredStateReconciler: Sendable {
             try? await Task.sleep(for: delay)
             guard !Task.isCancelled, let self else { return }
             control.logger.info("desired state: retrying failed slots", metadata: ["attempt": "\(attempt)"])
-            _ = try? await apply(bytes, from: source, attempt: attempt)
+            // A retry that could not run (its intent not recorded: the audit log unavailable; or refused now) is
+            // tried again later, as a failed one is: retries go on until the document converges or is replaced.
+            do { _ = try await apply(bytes, from: source, attempt: attempt) } catch {
+                if !Task.isCancelled { scheduleRetry(bytes, from: source, attempt: attempt + 1) }
+            }
         }
         pendingRetry.withLock { previous in
             previous?.cancel()
@@ -346,14 +370,16 @@ public final class DesiredStateReconciler: Sendable {
 
     // MARK: Refusals, audit, serialization
 
-    private func reject(_ error: DesiredStateError, sha: String, source: DesiredStateSource, actor: String) async {
-        // The same document refused for the same reason again (the watched file read again until it is accepted):
-        // recorded once.
+    private func reject(_ error: DesiredStateError, sha: String, source: DesiredStateSource, actor: String,
+                        reread: Bool = false) async {
+        // The watched file read again, unchanged, until it is accepted: the same refusal is recorded once. Any other
+        // refusal (a PUT, an MQTT message, the file's first read) is recorded each time.
+        let key = sha + "\n" + error.description
         let repeated = state.withLock { s -> Bool in
-            let same = s.lastRejection.map { $0.content_sha256 == sha && $0.reason == error.description
-                && $0.source == actor } ?? false
+            let same = reread && s.recordedFileRefusal == key
             s.lastRejection = DesiredRejectionDTO(time: Date(), source: actor, content_sha256: sha,
                 reason: error.description)
+            if case .configMap = source { s.recordedFileRefusal = key }
             return same
         }
         if repeated { return }

@@ -157,11 +157,12 @@ enum DesiredMetrics {
         }
     }
 
-    /// A slot the document in force no longer names: no condition.
+    /// A slot the document in force no longer names: its condition series go (an alert on `Converged != 1` would
+    /// otherwise fire for it forever).
     static func forget(slot: String) {
         for type in [DesiredSlotState.Phase.converged, .progressing, .failed] {
             Gauge(label: "yoloswap_desired_slot_condition", dimensions: [("slot", slot), ("condition", type.rawValue)])
-                .record(0)
+                .destroy()
         }
     }
 

@@ -304,13 +304,14 @@ struct APIRoutes: Sendable {
         return parsed
     }
 
-    /// A boolean query parameter: `true`/`false`, `1`/`0` in any case; absent: `false`. Anything else is 400 — a
-    /// `dry_run=True` taken as false would apply what the caller meant only to plan.
+    /// A boolean query parameter: `true`/`false`, `1`/`0` in any case, and the bare name (`?dry_run`) for true;
+    /// absent: `false`. Anything else is 400 — a `dry_run=True` taken as false would apply what the caller meant
+    /// only to plan.
     func boolParameter(_ request: Request, _ name: String) throws -> Bool {
         guard let text = request.uri.queryParameters.get(name) else { return false }
         switch text.lowercased() {
-        case "true", "1": return true
-        case "false", "0", "": return false
+        case "true", "1", "": return true
+        case "false", "0": return false
         default: throw Problem.badRequest("\(name) must be true or false (or 1 or 0), got '\(text.prefix(64))'")
         }
     }

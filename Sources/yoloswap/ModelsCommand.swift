@@ -16,13 +16,11 @@ struct ModelsCommand: AsyncParsableCommand {
         @Option(help: "Server URL.") var server = "http://127.0.0.1:8080"
         @Option(help: "Bearer token (default: $YOLOSWAP_TOKEN).") var token: String?
         @Option(help: ArgumentHelp("Seconds to wait for the server's answer.",
-            discussion: "A load with --wait, a release with --wait and apply answer once their loads have ended."))
-        var timeout: Double = 600
+            discussion: "apply and release start --wait answer once their loads have ended."))
+        var timeout = 600
 
         func validate() throws {
-            guard timeout.isFinite, timeout > 0, timeout <= 86_400 else {
-                throw ValidationError("--timeout lies in (0, 86400] seconds")
-            }
+            guard (1...86_400).contains(timeout) else { throw ValidationError("--timeout lies in 1...86400 seconds") }
         }
 
         var client: APIClient {
@@ -31,7 +29,7 @@ struct ModelsCommand: AsyncParsableCommand {
                     throw ValidationError("--server must be a URL such as http://127.0.0.1:8080")
                 }
                 return APIClient(base: url, token: token ?? ProcessInfo.processInfo.environment["YOLOSWAP_TOKEN"],
-                    timeout: timeout)
+                    timeout: Double(timeout))
             }
         }
     }

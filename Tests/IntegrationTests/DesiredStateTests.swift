@@ -140,6 +140,21 @@ struct DesiredStateTests {
         let smallSHA = try Self.sha(Self.small)
         #expect(await eventuallyAsync(timeout: .seconds(60)) { (try? await Self.activeSHA(server)) == smallSHA })
         #expect(await eventuallyAsync { (try? await Self.status(server))?["observed_generation"] as? Int == 2 })
+        // Refused again (another missing model), then a document accepted over HTTP: the file, unchanged when its
+        // model lands, no longer overrides what is in force.
+        try volume.publish(Self.document("later2.onnx"))
+        #expect(await eventuallyAsync {
+            let reason = ((try? await Self.status(server))?["last_rejection"] as? [String: Any])?["reason"] as? String
+            return reason?.contains("later2.onnx") == true
+        })
+        let largeSHA = try Self.sha(Self.large)
+        let (put, _) = try await server.request("PUT", "/v1/desired", token: ServerProcess.operatorToken,
+            body: Data(Self.document(Self.large, sha256: largeSHA).utf8), contentType: "application/yaml")
+        #expect(put == 200)
+        #expect(try await Self.activeSHA(server) == largeSHA)
+        try FileManager.default.copyItem(atPath: Repo.model(Self.small), toPath: models.file("later2.onnx"))
+        try await Task.sleep(for: .seconds(12))
+        #expect(try await Self.activeSHA(server) == largeSHA, "the refused file overrode the document put since")
     }
 
     @Test("two replicas watching one ConfigMap both converge and report the document's generation")

@@ -361,6 +361,13 @@ private typealias H = ServerHarness
             expectedSHA256: sha320))
         #expect(await reconciler.applyFile(pinned, path: "/etc/yoloswap/desired.yaml"))
         #expect(phase("default") == "Converged")
+        // A refusal over HTTP is recorded each time, the same document or not.
+        let before = try await harness.auditEntries().filter { $0.result == "rejected" }.count
+        for _ in 0..<2 {
+            _ = try? await reconciler.apply(Array(Self.document("missing.onnx").readableBytesView),
+                from: .http(token: "alice"))
+        }
+        #expect(try await harness.auditEntries().filter { $0.result == "rejected" }.count == before + 2)
         // A document naming only `default`: `line2` is no longer reported.
         let single = Array(Self.document(Self.m416).readableBytesView)
         #expect(await reconciler.applyFile(single, path: "/etc/yoloswap/desired.yaml"))
