@@ -72,12 +72,15 @@ enum V2InferCodec {
             binaryByDefault: parameters["binary_data_output"]?.flag ?? false)
     }
 
+    /// Whether `output` goes into the answer as binary data (asked for by name, else the request's default).
+    private static func isBinary(_ output: InferTensor, for parsed: Parsed) -> Bool {
+        let asked = parsed.request.outputs.first { $0.name == output.name }
+        return asked?.parameters["binary_data"]?.flag ?? parsed.binaryByDefault
+    }
+
     /// Bytes of the outputs the answer carries as JSON numbers (not as binary data): what encoding it costs.
     static func jsonOutputBytes(_ response: InferResponse, for parsed: Parsed) -> Int {
-        response.outputs.reduce(0) { total, output in
-            let asked = parsed.request.outputs.first { $0.name == output.name }
-            return total + (asked?.parameters["binary_data"]?.flag ?? parsed.binaryByDefault ? 0 : output.raw.count)
-        }
+        response.outputs.reduce(0) { $0 + (isBinary($1, for: parsed) ? 0 : $1.raw.count) }
     }
 
     /// The HTTP answer to a request.
@@ -85,10 +88,9 @@ enum V2InferCodec {
         var binary: [UInt8] = []
         var outputs: [[String: Any]] = []
         for output in response.outputs {
-            let asked = parsed.request.outputs.first { $0.name == output.name }
             var entry: [String: Any] = ["name": output.name, "datatype": output.datatype.rawValue,
                 "shape": output.shape]
-            if asked?.parameters["binary_data"]?.flag ?? parsed.binaryByDefault {
+            if isBinary(output, for: parsed) {
                 entry["parameters"] = ["binary_data_size": output.raw.count]
                 binary += output.raw
             } else {
