@@ -245,16 +245,17 @@ public actor ModelManager {
         }
     }
 
-    /// Restores every committed slot from the store, each through its operation queue like any other operation: the
-    /// active model re-verified against its recorded digest; then, queued behind every active model, the standby
-    /// (best effort).
+    /// Restores every committed slot from the store (or those `only` names), each through its operation queue like
+    /// any other operation: the active model re-verified against its recorded digest; then, queued behind every active
+    /// model, the standby (best effort).
     /// - Parameters:
+    ///   - only: the slots to restore; nil restores all. The others' committed state is left as it is.
     ///   - standbysInBackground: return once the active models are back (a service is ready then), leaving the
     ///     standbys to come back in their slots' queues; else return once they are back too.
     ///   - refusal: why a committed model may not be loaded (e.g. its path now lies outside the model repository),
     ///     or nil when it may: a refused active model leaves its slot empty, a refused standby is dropped.
     /// - Returns: one event per slot (the active model's restore).
-    public func restore(standbysInBackground: Bool = false,
+    public func restore(only: Set<String>? = nil, standbysInBackground: Bool = false,
                         refusal: @Sendable (ModelRecord) -> String? = { _ in nil }) async -> [SwapEvent] {
         guard let store else { return [] }
         let committed: [CommittedSlot]
@@ -264,7 +265,7 @@ public actor ModelManager {
         }
         var events: [SwapEvent] = []
         var standbys: [(ModelSlot, ModelRecord)] = []
-        for entry in committed where !isShuttingDown {
+        for entry in committed where !isShuttingDown && only.map({ $0.contains(entry.slot) }) ?? true {
             guard let slot = self.slot(entry.slot) ?? (try? createSlot(entry.slot)) else { continue }
             if let reason = refusal(entry.active) {
                 // Generations stay monotone across restarts: the next activation follows the committed one.

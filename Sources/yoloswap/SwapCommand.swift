@@ -51,12 +51,12 @@ struct SwapCommand: AsyncParsableCommand {
         let manager = ModelManager(configuration: configuration, loader: loader, store: store)
         let audit = CommandAudit(trail: AuditTrail(log: try AuditLog(directory: stateDir)), slot: slot)
         var failed = false
-        for event in await manager.restore() {
+        // Only --slot: another slot's models are neither loaded nor their committed state touched.
+        for event in await manager.restore(only: [slot]) {
             printError("yoloswap: restore \(event.slot): \(event.result.rawValue)"
                 + (event.to.map { " \($0.id) (\($0.sha256.prefix(12)))" } ?? "")
                 + (event.reason.map { ": \($0)" } ?? ""))
-            // Another slot's restore is shown, but this command is about --slot.
-            failed = failed || (event.slot == slot && event.result != .succeeded)
+            failed = failed || event.result != .succeeded
         }
         if manager.slot(slot) == nil {
             try await manager.createSlot(slot)

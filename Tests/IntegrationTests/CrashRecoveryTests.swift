@@ -109,4 +109,29 @@ struct CrashRecoveryTests {
         #expect(restart.stderr.contains("sha256 mismatch"))
         #expect(state?.active == nil)
     }
+
+    @Test("swap --slot restores only that slot: another slot's models are not loaded, its state not touched")
+    func otherSlotLeftAlone() throws {
+        let dir = try freshStateDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let copy = dir + "/model.onnx"
+        try FileManager.default.copyItem(atPath: initial, toPath: copy)
+        let (first, _) = try swap(dir, ["--initial", copy])
+        try #require(first.status == 0, "\(first.stderr)")
+        // The default slot's model changes on disk: restoring it would fail.
+        try FileManager.default.removeItem(atPath: copy)
+        try FileManager.default.copyItem(atPath: other, toPath: copy)
+        let (second, b) = try swap(dir, ["--slot", "b", "--initial", initial])
+        #expect(second.status == 0, "\(second.stderr)")
+        #expect(!second.stderr.contains("restore default"), "\(second.stderr)")
+        #expect(b?.active?.path == initial)
+        let (third, again) = try swap(dir, ["--slot", "b"])
+        #expect(third.status == 0, "\(third.stderr)")
+        #expect(third.stderr.contains("restore b: succeeded"), "\(third.stderr)")
+        #expect(again?.generation == 1)
+        // The default slot's committed state is still there, and still refused.
+        let (fourth, _) = try swap(dir, [])
+        #expect(fourth.status != 0)
+        #expect(fourth.stderr.contains("sha256 mismatch"), "\(fourth.stderr)")
+    }
 }
