@@ -94,16 +94,21 @@ struct CrashRecoveryTests {
         #expect(entries.allSatisfy { ($0["actor"] as? String)?.hasPrefix("cli:") == true })
     }
 
-    @Test("a committed model whose file changed on disk is refused at restart (sha256 re-verified)")
-    func tamperedModel() throws {
-        let dir = try freshStateDir()
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+    /// Commits a copy of `initial` as the default slot's model in `dir`, then replaces the copy's bytes with `other`'s.
+    func commitThenTamper(_ dir: String) throws {
         let copy = dir + "/model.onnx"
         try FileManager.default.copyItem(atPath: initial, toPath: copy)
         let (first, _) = try swap(dir, ["--initial", copy])
         try #require(first.status == 0, "\(first.stderr)")
         try FileManager.default.removeItem(atPath: copy)
         try FileManager.default.copyItem(atPath: other, toPath: copy)
+    }
+
+    @Test("a committed model whose file changed on disk is refused at restart (sha256 re-verified)")
+    func tamperedModel() throws {
+        let dir = try freshStateDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try commitThenTamper(dir)
         let (restart, state) = try swap(dir, [])
         #expect(restart.status != 0)
         #expect(restart.stderr.contains("sha256 mismatch"))
@@ -114,13 +119,8 @@ struct CrashRecoveryTests {
     func otherSlotLeftAlone() throws {
         let dir = try freshStateDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let copy = dir + "/model.onnx"
-        try FileManager.default.copyItem(atPath: initial, toPath: copy)
-        let (first, _) = try swap(dir, ["--initial", copy])
-        try #require(first.status == 0, "\(first.stderr)")
         // The default slot's model changes on disk: restoring it would fail.
-        try FileManager.default.removeItem(atPath: copy)
-        try FileManager.default.copyItem(atPath: other, toPath: copy)
+        try commitThenTamper(dir)
         let (second, b) = try swap(dir, ["--slot", "b", "--initial", initial])
         #expect(second.status == 0, "\(second.stderr)")
         #expect(!second.stderr.contains("restore default"), "\(second.stderr)")
