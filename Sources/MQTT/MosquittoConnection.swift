@@ -6,10 +6,11 @@ import Primitives
 /// Owns one libmosquitto client handle, runs its network loop on a thread of its own, and receives its callbacks.
 ///
 /// libmosquitto's own `mosquitto_loop_start` thread gives up for good after some errors (a TLS failure, a protocol
-/// error), which a device that must ride out broker restarts cannot afford; so the thread here runs `mosquitto_loop`
-/// itself and reconnects after every failure, with backoff. `mosquitto_threaded_set(true)` tells libmosquitto that
+/// error), which a device that must ride out broker restarts cannot afford; so the thread here runs the loop itself
+/// (`yoloswap_mosquitto_loop_poll`: `mosquitto_loop` on poll(2), which, unlike its select(2), takes descriptors
+/// numbered 1024 and up) and reconnects after every failure, with backoff. `mosquitto_threaded_set(true)` tells libmosquitto that
 /// other threads call it meanwhile: it then guards its state with its own mutexes, and a publication from another
-/// thread is queued and the loop woken instead of being written from the caller's thread.
+/// thread is queued instead of being written from the caller's thread; the caller then wakes the loop (`loopWake`).
 ///
 /// Callbacks run on the network thread, with `self` as libmosquitto's user data: the thread's closure holds `self`
 /// for as long as it runs, and no callback is made outside the thread's calls into libmosquitto.
@@ -35,6 +36,9 @@ final class MosquittoConnection: @unchecked Sendable {
     private let events: AsyncStream<MQTTConnectionEvent>.Continuation
     /// Signalled to cut a backoff wait short when stopping.
     private let wake = DispatchSemaphore(value: 0)
+    /// An eventfd that ends the network loop's wait for its socket: signalled after each call from another thread
+    /// that queues a packet (a publication, a subscription, the DISCONNECT).
+    private let loopWake: Int32
 
     struct State {
         var started = false
@@ -46,6 +50,8 @@ final class MosquittoConnection: @unchecked Sendable {
         var finished = false
         /// Set by a successful CONNACK: the next backoff starts from the first delay again.
         var resetBackoff = false
+        /// The current attempt's failure was reported (a refused CONNACK), so its end is not reported again.
+        var attemptFailureReported = false
         var subscriptions: [String: MQTTQoS] = [:]
         /// Subscriptions sent and not yet answered (SUBACK), by message id.
         var subscribing: [Int32: String] = [:]
@@ -83,18 +89,24 @@ final class MosquittoConnection: @unchecked Sendable {
     init(configuration: MQTTClientConfiguration, messages: AsyncStream<MQTTMessage>.Continuation,
          events: AsyncStream<MQTTConnectionEvent>.Continuation) throws(MQTTError) {
         _ = Self.libraryInitialized
+        let loopWake = yoloswap_mosquitto_wake_fd()
+        guard loopWake >= 0 else {
+            throw MQTTError(.library(code: Int32(MOSQ_ERR_ERRNO.rawValue)), operation: "create a client",
+                reason: "eventfd failed: \(String(cString: strerror(errno)))")
+        }
         guard let handle = mosquitto_new(configuration.clientID, configuration.cleanSession, nil) else {
+            close(loopWake)
             throw MQTTError(.library(code: Int32(MOSQ_ERR_INVAL.rawValue)), operation: "create a client",
                 reason: "mosquitto_new failed (an empty client id with a persistent session, or out of memory)")
         }
         self.handle = handle
+        self.loopWake = loopWake
         self.configuration = configuration
         self.messages = messages
         self.events = events
-        do throws(MQTTError) { try configure() } catch {
-            mosquitto_destroy(handle)
-            throw error
-        }
+        // Every stored property is set: if this throws, `deinit` runs and destroys the handle (destroying it here too
+        // was a double free).
+        try configure()
         mosquitto_user_data_set(handle, Unmanaged.passUnretained(self).toOpaque())
         mosquitto_connect_with_flags_callback_set(handle, onConnect)
         mosquitto_disconnect_callback_set(handle, onDisconnect)
@@ -105,7 +117,10 @@ final class MosquittoConnection: @unchecked Sendable {
         mosquitto_message_callback_set(handle, onMessage)
     }
 
-    deinit { mosquitto_destroy(handle) }
+    deinit {
+        mosquitto_destroy(handle)
+        close(loopWake)
+    }
 
     private func configure() throws(MQTTError) {
         let c = configuration
@@ -157,6 +172,7 @@ final class MosquittoConnection: @unchecked Sendable {
         }
         guard running else { return }
         _ = mosquitto_disconnect(handle)
+        yoloswap_mosquitto_wake(loopWake)
         wake.signal()
     }
 
@@ -204,19 +220,26 @@ final class MosquittoConnection: @unchecked Sendable {
                 }
                 needsConnect = false
             }
-            let rc = mosquitto_loop(handle, 250, 1)
+            let rc = yoloswap_mosquitto_loop_poll(handle, loopWake, 250)
             guard rc == Int32(MOSQ_ERR_SUCCESS.rawValue) else {
                 needsConnect = true
-                let (wasConnected, stoppingNow) = state.withLock { s in
+                let (wasConnected, reported, stoppingNow) = state.withLock { s in
                     defer {
                         s.connected = false
                         s.publishing = false
                         s.subscribing = [:]
+                        s.attemptFailureReported = false
                     }
-                    return (s.connected, s.stopping)
+                    return (s.connected, s.attemptFailureReported, s.stopping)
                 }
                 if stoppingNow { break }
-                if wasConnected { events.yield(.disconnected(reason: MQTTError.message(rc))) }
+                if wasConnected {
+                    events.yield(.disconnected(reason: MQTTError.message(rc)))
+                } else if !reported {
+                    // Before any CONNACK (the broker closed the connection, TLS failed): a failed attempt, said so.
+                    events.yield(.connectFailed(reason: "the connection ended before the broker accepted it: "
+                        + MQTTError.message(rc)))
+                }
                 backoff(&delay)
                 continue
             }
@@ -308,6 +331,7 @@ final class MosquittoConnection: @unchecked Sendable {
             let rc = try state.withLock { s throws(MQTTError) -> Int32 in
                 if s.finished || s.stopping { throw stopped }
                 guard s.publishing else { return Int32(MOSQ_ERR_NO_CONN.rawValue) }
+                defer { yoloswap_mosquitto_wake(loopWake) }
                 return payload.withUnsafeBytes {
                     mosquitto_publish(handle, nil, topic, Int32(payload.count), $0.baseAddress, qos.rawValue, retain)
                 }
@@ -359,6 +383,7 @@ final class MosquittoConnection: @unchecked Sendable {
     /// handled before the publication is filed.
     private func hand(_ publication: Publication, in s: inout State) -> MQTTError? {
         var mid: Int32 = 0
+        defer { yoloswap_mosquitto_wake(loopWake) }
         let rc = publication.payload.withUnsafeBytes {
             mosquitto_publish(handle, &mid, publication.topic, Int32(publication.payload.count), $0.baseAddress,
                 publication.qos.rawValue, publication.retain)
@@ -382,6 +407,7 @@ final class MosquittoConnection: @unchecked Sendable {
         guard rc == 0 else {
             let reason = configuration.protocolVersion == .v5
                 ? String(cString: mosquitto_reason_string(rc)) : MQTTError.connackMessage(rc)
+            state.withLock { $0.attemptFailureReported = true }
             events.yield(.connectFailed(reason: "the broker refused the connection: \(reason)"))
             return
         }
@@ -411,6 +437,7 @@ final class MosquittoConnection: @unchecked Sendable {
     private func send(_ filter: String, _ qos: MQTTQoS, in s: inout State) {
         var mid: Int32 = 0
         let rc = mosquitto_subscribe(handle, &mid, filter, qos.rawValue)
+        yoloswap_mosquitto_wake(loopWake)
         if rc == Int32(MOSQ_ERR_SUCCESS.rawValue) {
             s.subscribing[mid] = filter
         } else {

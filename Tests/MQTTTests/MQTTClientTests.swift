@@ -92,6 +92,37 @@ struct MQTTClientTests {
         await client.stop()
     }
 
+    /// A service with thousands of connections gives the client's socket a number past select(2)'s FD_SETSIZE (1024),
+    /// where libmosquitto's own `mosquitto_loop` fails every turn: the client never came up, and said nothing.
+    @Test("descriptors numbered past 1024: the client connects, publishes and receives")
+    func highDescriptors() async throws {
+        var limit = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        let raised = rlimit(rlim_cur: max(limit.rlim_cur, min(limit.rlim_max, 4096)), rlim_max: limit.rlim_max)
+        setrlimit(Int32(RLIMIT_NOFILE.rawValue), [raised])
+        defer { setrlimit(Int32(RLIMIT_NOFILE.rawValue), [limit]) }
+        var held: [Int32] = []
+        defer { for fd in held { close(fd) } }
+        // Every number up to 1100 taken: the clients' sockets get higher ones (the lowest free number is used).
+        repeat {
+            let fd = open("/dev/null", O_RDONLY | O_CLOEXEC)
+            try #require(fd >= 0, "open: \(errno) (limit \(raised.rlim_cur))")
+            held.append(fd)
+        } while held[held.count - 1] < 1100
+        try await publishSubscribe(version: .v311)
+    }
+
+    /// The client freed its libmosquitto handle twice when its configuration was refused (a CA file that does not
+    /// exist): glibc does not always notice, AddressSanitizer does (`make test-asan` runs this suite).
+    @Test("a refused TLS configuration throws, and frees the client once")
+    func refusedConfiguration() throws {
+        var c = MQTTClientConfiguration(host: "127.0.0.1", port: 1, clientID: "tls")
+        c.tls = .init(caFile: "/nonexistent/ca.pem")
+        for _ in 0..<3 {
+            #expect(throws: MQTTError.self) { _ = try MQTTClient(configuration: c) }
+        }
+    }
+
     @Test("persistent session: QoS 1 messages published while the client is away are delivered when it returns",
           arguments: [MQTTClientConfiguration.ProtocolVersion.v311, .v5])
     func persistentSession(version: MQTTClientConfiguration.ProtocolVersion) async throws {
