@@ -89,6 +89,11 @@ public struct SourcePolicy: Sendable, Equatable {
     /// opened with ``LinkFreePath``).
     /// - Throws: `StreamError.outputNotAllowed` when none is configured or the path leaves it.
     public func resolveOutput(_ text: String) throws(StreamError) -> String {
+        // No path the system opens is longer (PATH_MAX); the walk up a missing path is bounded by it too.
+        guard !text.isEmpty, text.utf8.count <= Self.maxPathBytes, !text.contains("\0") else {
+            throw .outputNotAllowed(path: String(text.prefix(64)),
+                reason: "empty, longer than \(Self.maxPathBytes) bytes, or holding a NUL")
+        }
         if allowsAnything {
             let absolute = URL(fileURLWithPath: text).standardizedFileURL
             do { return try Self.resolved(absolute, shownAs: text) } catch {
@@ -141,15 +146,18 @@ public struct SourcePolicy: Sendable, Equatable {
                 throw .sourceNotAllowed(source: text, reason: link
                     ? "it goes through a symbolic link that leads nowhere" : "a part of it cannot be resolved")
             }
-            missing.insert(existing.lastPathComponent, at: 0)
+            missing.append(existing.lastPathComponent)
             let parent = existing.deletingLastPathComponent()
             guard parent.path != existing.path else { break }
             existing = parent
         }
-        return ([resolved ?? "/"] + missing).joined(separator: "/").replacingOccurrences(of: "//", with: "/")
+        return ([resolved ?? "/"] + missing.reversed()).joined(separator: "/")
+            .replacingOccurrences(of: "//", with: "/")
     }
 
     private static let outside = "it lies outside the folder"
+    /// Linux's PATH_MAX.
+    static let maxPathBytes = 4096
 
     /// `path` with every symbolic link resolved, or nil when some part of it does not exist.
     private static func realPath(_ path: String) -> String? {

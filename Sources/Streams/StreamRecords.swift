@@ -111,7 +111,7 @@ public struct StreamStatus: Sendable, Codable, Equatable {
     public var switches: [StreamEvent]
     public var started_at: Date
     public var outputs: [String]
-    /// What each output that publishes over the network (`mqtt`) delivered, by output.
+    /// What each delivering output (`mqtt`, `video`, `file`) delivered, by output.
     public var deliveries: [String: StreamDelivery]
 }
 

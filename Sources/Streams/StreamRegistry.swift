@@ -135,6 +135,10 @@ public final class StreamRegistry: Sendable {
         // Each stream's files are written off the cooperative pool on a serial queue of its own: one stream's slow
         // disk or busy encoder holds back that stream only.
         let writer = BlockingQueue(label: "yoloswap.stream-output.\(id)")
+        // The outputs' deliveries are counted in the stream's status, which the sinks reach once the stream exists —
+        // weakly: the stream holds the sinks, and a strong reference back kept every such stream (its queue, its
+        // files' descriptors, its encoder's pipe) for the life of the process.
+        let counted = Locked(WeakStream())
         var sink: (@Sendable (StreamFrameResult) async -> Void)?
         var jsonLines: JSONLinesFile?
         if let file = request.outputFile, let path = paths.first {
@@ -146,12 +150,14 @@ public final class StreamRegistry: Sendable {
             }
             outputs.append("file:\(file)")
             jsonLines = output
-            sink = { [writer] result in await writer.run { output.append(result) } }
+            sink = { [writer] result in
+                // A failed write (a full disk) is counted and said in the status; the lines after it are still tried.
+                let error = await writer.run { output.append(result) }
+                counted.value.stream?.recordDelivery(output: "file", target: file, error: error)
+            }
         }
         let publisher = request.mqtt ? self.publisher : nil
         if let publisher { outputs.append("mqtt:\(publisher.topic(stream: id, events: false))") }
-        // The video's frames are counted in the stream's status, which the sink reaches once the stream exists.
-        let counted = Locked<VideoStream?>(nil)
         var video: AnnotatedVideoOutput?
         var frameSink: (@Sendable (PreviewFrame) async -> Void)?
         if let videoPath, let name = request.outputVideo {
@@ -167,12 +173,12 @@ public final class StreamRegistry: Sendable {
             frameSink = { [writer] (frame: PreviewFrame) async in
                 // `published` counts the frames in the file: a held first frame once written, none after the end.
                 let outcome = await writer.run { output.append(frame) }
-                counted.value.map { Self.record(outcome, of: name, in: $0) }
+                counted.value.stream.map { Self.record(outcome, of: name, in: $0) }
             }
         }
         let stream = VideoStream(id: id, configuration: configuration, slot: slot, outputs: outputs, logger: logger,
             observer: observer, sink: sink, frameSink: frameSink)
-        counted.withLock { $0 = stream }
+        counted.withLock { $0.stream = stream }
         // Holds the video's file from the insertion until the file is complete (`finishAtEnd`).
         let videoKey = UUID()
         try table.withLock { (t: inout Table) throws(StreamError) in
@@ -419,6 +425,11 @@ public final class StreamRegistry: Sendable {
     }
 }
 
+/// A stream, not kept alive by this reference.
+struct WeakStream: Sendable {
+    weak var stream: VideoStream?
+}
+
 /// A JSON-lines file a stream's results are appended to.
 ///
 /// Thread-safety: `append` is called from one serial queue.
@@ -441,8 +452,13 @@ final class JSONLinesFile: @unchecked Sendable {
     /// Empties the file (before the first line); returns whether it could (`errno` says why not).
     func truncate() -> Bool { ftruncate(handle.fileDescriptor, 0) == 0 }
 
-    func append(_ result: StreamFrameResult) {
-        guard let line = try? JSONEncoder.yoloswap.encode(result) else { return }
-        try? handle.write(contentsOf: line + Data("\n".utf8))
+    /// Appends the result's line; returns why it could not, or nil.
+    func append(_ result: StreamFrameResult) -> String? {
+        do {
+            try handle.write(contentsOf: try JSONEncoder.yoloswap.encode(result) + Data("\n".utf8))
+            return nil
+        } catch {
+            return "\(error)"
+        }
     }
 }

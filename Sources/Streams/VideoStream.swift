@@ -457,9 +457,16 @@ public final class VideoStream: Sendable {
             s.last_pts = frame.pts
         }
         frameCounter.increment()
+        countDrops()
+    }
+
+    /// Brings the status's and Prometheus' dropped frames up to the mailbox's count: after each detection, and at
+    /// the end (frames dropped after the last detection, or while the slot had no model, count too).
+    private func countDrops() {
         let dropped = mailbox.dropped
+        // Two frames' detections may get here in either order: the count only goes up.
         let counted = status.withLock { s -> Int in
-            defer { s.frames_dropped = dropped }
+            defer { s.frames_dropped = max(s.frames_dropped, dropped) }
             return s.frames_dropped
         }
         if dropped > counted { dropCounter.increment(by: dropped - counted) }
@@ -548,6 +555,7 @@ public final class VideoStream: Sendable {
     }
 
     private func end() {
+        countDrops()
         let final = status.withLock { s -> StreamStatus in
             if s.state != .failed { s.state = stopping.value && !reachedLimit.value ? .stopped : .ended }
             return s

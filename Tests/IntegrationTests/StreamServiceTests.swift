@@ -98,6 +98,9 @@ struct StreamServiceTests {
         #expect(videoComplete, "\(probeErrors)")
         let video = ((final["deliveries"] as? [String: Any])?["video"] as? [String: Any]) ?? [:]
         #expect(video["published"] as? Int == 60 && video["failed"] as? Int == 0, "\(video)")
+        let file = ((final["deliveries"] as? [String: Any])?["file"] as? [String: Any]) ?? [:]
+        #expect(file["published"] as? Int == 60 && file["failed"] as? Int == 0 && file["target"] as? String == "cam.jsonl",
+            "\(file)")
         stalled.close()
 
         // The JSON-lines file: frames 0…59 once each, in order; the preview's boxes are where its results say.

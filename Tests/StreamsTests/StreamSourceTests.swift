@@ -451,6 +451,15 @@ extension StreamSuite {
             #expect(try withOutput.resolveOutput("here/new.jsonl") == real + "/new.jsonl")
             #expect(try withOutput.resolveOutput("real/not/yet.jsonl") == real + "/not/yet.jsonl")
             #expect(!FileManager.default.fileExists(atPath: outside.file("nothing-yet.mp4")))
+            // Longer than any path the system opens: refused at once (the walk up half a million missing folders,
+            // which a 1 MiB body allows, took minutes), and a path of 4096 bytes is still resolved.
+            #expect(throws: StreamError.outputNotAllowed(path: String(repeating: "a/", count: 32),
+                reason: "empty, longer than 4096 bytes, or holding a NUL")) {
+                _ = try withOutput.resolveOutput(String(repeating: "a/", count: 500_000) + "x.jsonl")
+            }
+            let longest = String(repeating: "a/", count: 2044) + "x.jsonl"
+            #expect(longest.utf8.count <= 4096)
+            #expect(try withOutput.resolveOutput(longest).hasSuffix("/a/a/x.jsonl"))
         }
 
         @Test("the registry: a refused request leaves no output file behind; after close() every request is refused")
@@ -642,6 +651,26 @@ extension StreamSuite {
             }
             #expect(accepted != nil)
             for stream in registry.all { _ = await registry.remove(stream.id) }
+            await manager.shutdown()
+        }
+
+        @Test("the registry: a stream with an annotated video is freed once removed and its video complete")
+        func videoStreamFreed() async throws {
+            let (media, manager, registry) = try await Self.registrySetUp(maxStreams: 1)
+            defer { withExtendedLifetime(media) {} }
+            weak var freed: VideoStream?
+            do {
+                let stream = try registry.create(.init(source: "clip.avi", slot: "line", outputVideo: "out.mp4",
+                    name: "a"))
+                freed = stream
+                await stream.waitUntilFinished()
+            }
+            #expect(await registry.waitForOutputs(within: .seconds(60)))
+            _ = await registry.remove("a")
+            // Its tasks may hold it for a moment after their end.
+            let deadline = ContinuousClock.now + .seconds(10)
+            while freed != nil, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+            #expect(freed == nil, "the stream (its queue, files, encoder pipe) is still held")
             await manager.shutdown()
         }
 
