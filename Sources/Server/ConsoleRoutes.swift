@@ -21,7 +21,8 @@ extension APIRoutes {
         v1.get("events/stream") { request, context in
             _ = try require(.viewer, context)
             let lastEventID = request.headers[HTTPField.Name("Last-Event-ID")!]
-            return stream.response(lastEventID: lastEventID, slot: request.uri.queryParameters.get("slot"))
+            return stream.response(lastEventID: lastEventID, slot: request.uri.queryParameters.get("slot"),
+                viewer: viewerDeadline(context))
         }
         v1.get("stats") { request, context in
             _ = try require(.viewer, context)

@@ -135,7 +135,8 @@ struct EventStream: Sendable {
     /// - Parameters:
     ///   - lastEventID: the `Last-Event-ID` header, if any.
     ///   - slot: only this slot's events (all when nil).
-    func response(lastEventID: String?, slot: String?) -> Response {
+    ///   - viewer: closes the connection when a write waits too long (the client stopped reading).
+    func response(lastEventID: String?, slot: String?, viewer: ViewerDeadline) -> Response {
         let feed = open(lastEventID: lastEventID, slot: slot)
         let (run, continuation) = (feed.subscription.run, feed.continuation)
         let repository = repository
@@ -157,7 +158,7 @@ struct EventStream: Sendable {
                 for event in feed.replayed { text += try Self.format(event, run: run, hidePaths) }
                 text += Self.format(name: "ready", id: feed.ready.head,
                     data: try JSONEncoder.yoloswap.encode(feed.ready))
-                try await writer.write(ByteBuffer(string: text))
+                try await viewer.write(ByteBuffer(string: text), to: &writer)
                 for await item in feed.items {
                     let message: String
                     switch item {
@@ -167,7 +168,7 @@ struct EventStream: Sendable {
                             data: try JSONEncoder.yoloswap.encode(OperationDTO(operation, repository: repository)))
                     case .keepAlive: message = ": keep-alive\n\n"
                     }
-                    try await writer.write(ByteBuffer(string: message))
+                    try await viewer.write(ByteBuffer(string: message), to: &writer)
                 }
             } onGracefulShutdown: {
                 continuation.finish()

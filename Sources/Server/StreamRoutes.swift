@@ -12,7 +12,8 @@ struct StreamListDTO: Encodable { var streams: [StreamStatus] }
 /// Video streams: create, list, read, stop; their results (server-sent events) and annotated preview (MJPEG).
 ///
 /// A results or preview viewer never slows its stream: each has its own bounded buffer that drops the oldest when
-/// the viewer lags.
+/// the viewer lags. A viewer that takes none of a write for `server.idle_timeout_s` has its connection closed
+/// (`ViewerDeadline`).
 struct StreamRoutes: Sendable {
     let api: APIRoutes
     let registry: StreamRegistry
@@ -59,11 +60,11 @@ struct StreamRoutes: Sendable {
         }
         v1.get("streams/:id/results") { _, context in
             _ = try api.require(.viewer, context)
-            return results(try stream(context))
+            return results(try stream(context), viewer: api.viewerDeadline(context))
         }
         v1.get("streams/:id/preview.mjpeg") { _, context in
             _ = try api.require(.viewer, context)
-            return preview(try stream(context))
+            return preview(try stream(context), viewer: api.viewerDeadline(context))
         }
     }
 
@@ -75,7 +76,7 @@ struct StreamRoutes: Sendable {
 
     /// Server-sent events: `event: frame` with a result line, `event: switch|reconnect|ended|failed` with an event, and
     /// a `: keep-alive` comment after `streams.keep_alive_s` without either.
-    private func results(_ stream: VideoStream) -> Response {
+    private func results(_ stream: VideoStream, viewer: ViewerDeadline) -> Response {
         let messages = stream.subscribe(buffer: 256, keepAlive: true)
         return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-store"],
             body: ResponseBody { writer in
@@ -87,20 +88,20 @@ struct StreamRoutes: Sendable {
                     case .event(let event): (name, data) = (event.type.rawValue, try encoder.encode(event))
                     case .keepAlive:
                         // A comment line, which event-stream clients ignore.
-                        try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                        try await viewer.write(ByteBuffer(string: ": keep-alive\n\n"), to: &writer)
                         continue
                     }
                     var buffer = ByteBuffer(string: "event: \(name)\ndata: ")
                     buffer.writeBytes(data)
                     buffer.writeString("\n\n")
-                    try await writer.write(buffer)
+                    try await viewer.write(buffer, to: &writer)
                 }
                 try await writer.finish(nil)
             })
     }
 
     /// `multipart/x-mixed-replace`: the newest frame with its boxes drawn, as a JPEG per part.
-    private func preview(_ stream: VideoStream) -> Response {
+    private func preview(_ stream: VideoStream, viewer: ViewerDeadline) -> Response {
         let frames = stream.previewFrames()
         let encoder = self.encoder
         return Response(status: .ok,
@@ -112,7 +113,7 @@ struct StreamRoutes: Sendable {
                         + "\(jpeg.count)\r\nX-Frame: \(frame.frame)\r\n\r\n")
                     buffer.writeBytes(jpeg)
                     buffer.writeString("\r\n")
-                    try await writer.write(buffer)
+                    try await viewer.write(buffer, to: &writer)
                 }
                 try await writer.finish(nil)
             })

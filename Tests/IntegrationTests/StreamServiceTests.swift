@@ -24,6 +24,41 @@ struct StreamServiceTests {
         """
     }
 
+    /// A viewer that keeps its connection but stops reading: TCP never times it out, and Hummingbird's idle timeout
+    /// does not run during a response, so its task, frames and connection were held for good — and so was the
+    /// service's shutdown, which waits for every connection.
+    @Test("a preview viewer that stops reading is cut off after server.idle_timeout_s: the service's shutdown does not wait for it")
+    func stalledViewerCutOff() async throws {
+        _ = try await onOwnThread { TestVideos.h264 }
+        let server = try await ServerProcess(yaml: Self.yaml(streams: "{ media_dir: \"\(Self.media)\" }")
+            + "\nserver: { idle_timeout_s: 2 }\n")
+        defer { server.stop() }
+        let op = ServerProcess.operatorToken
+        // 300 frames of 320x240: some 5 MB of JPEG parts if the viewer took them all.
+        let (created, stream) = try await server.json("POST", "/v1/streams", token: op, body: ["source": "pan.mp4"])
+        #expect(created == 201, "\(stream)")
+        let id = try #require(stream["id"] as? String)
+        let (port, viewer) = (server.port, ServerProcess.viewerToken)
+        // A receive buffer of a few KB: the server's writes to it wait within a few frames.
+        let stalled = try await onOwnThread {
+            try StalledReader(port: port, path: "/v1/streams/\(id)/preview.mjpeg", token: viewer, receiveBuffer: 4096)
+        }
+        defer { stalled.close() }
+        #expect(stalled.head.contains("200 OK"), "\(stalled.head)")
+        #expect(await eventuallyAsync(timeout: .seconds(120)) {
+            let status = (try? await server.json("GET", "/v1/streams/\(id)", token: op))?.1 ?? [:]
+            return status["state"] as? String == "ended"
+        })
+        // Its last write waits (the viewer reads nothing): past idle_timeout_s the server closes the connection, so a
+        // SIGTERM now ends the service at once. (Reading here would let the write through, and the response end.)
+        try await Task.sleep(for: .seconds(4))
+        let clock = ContinuousClock()
+        let stopping = clock.now
+        let status = server.stop(timeout: 30)
+        #expect(status == 0, "exit status \(status) after \(clock.now - stopping) (9: killed, still waiting)")
+        #expect(await eventuallyAsync(timeout: .seconds(10)) { stalled.isClosedByServer() })
+    }
+
     @Test("POST /v1/streams: sources and outputs are checked, the preview is JPEG frames with boxes, a stalled results viewer does not hold the stream")
     func streamEndToEnd() async throws {
         // The 60-frame MJPEG video (the H.264 one goes through swaps in StreamsTests).
@@ -348,8 +383,8 @@ final class StalledReader: @unchecked Sendable {
     private var raw: [UInt8] = []
     private var chunkLeft = 0
 
-    init(port: Int, path: String, token: String) throws {
-        connection = try RawConnection(port: port)
+    init(port: Int, path: String, token: String, receiveBuffer: Int32? = nil) throws {
+        connection = try RawConnection(port: port, receiveBuffer: receiveBuffer)
         try connection.send("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(token)\r\n\r\n")
         var received: [UInt8] = []
         while find([13, 10, 13, 10], in: received) == nil {
@@ -398,6 +433,14 @@ final class StalledReader: @unchecked Sendable {
             guard size > 0 else { return out }
             chunkLeft = size
         }
+    }
+
+    /// Whether the server has closed the connection, once what it sent before is read and dropped.
+    func isClosedByServer() -> Bool {
+        while let bytes = connection.receiveAvailableBytes() {
+            if bytes.isEmpty { return false }
+        }
+        return true
     }
 
     func close() { connection.close() }

@@ -1,0 +1,28 @@
+import Hummingbird
+import NIOCore
+
+/// Closes a long response's connection (a stream's results or preview, the console's event stream) when a write to it
+/// has not completed within `timeout`: the write then fails, and the response ends. A viewer that keeps its connection
+/// open but stops reading is never timed out by TCP, and Hummingbird's idle timeout does not run while a response is
+/// being written: it would hold its task, what was buffered for it and its connection — and the service's shutdown,
+/// which waits for every connection — for good.
+///
+/// Thread-safety: a value; `write` is called by the response's task.
+struct ViewerDeadline: Sendable {
+    let channel: any Channel
+    let timeout: TimeAmount
+
+    func write(_ buffer: ByteBuffer, to writer: inout any ResponseBodyWriter) async throws {
+        let channel = self.channel
+        let expiry = channel.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
+        defer { expiry.cancel() }
+        try await writer.write(buffer)
+    }
+}
+
+extension APIRoutes {
+    /// The request's connection, closed when a write waits `server.idle_timeout_s`.
+    func viewerDeadline(_ context: YOLOSwapRequestContext) -> ViewerDeadline {
+        ViewerDeadline(channel: context.channel, timeout: .seconds(Int64(configuration.idleTimeoutSeconds)))
+    }
+}
