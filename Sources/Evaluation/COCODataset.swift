@@ -149,7 +149,19 @@ public struct COCODataset: Sendable, Codable {
         }
     }
 
+    /// At most this many categories (LVIS has 1203): the evaluator keeps some 100 KB of figures per category, and
+    /// works per image and category.
+    public static let maxCategories = 4096
+    /// At most this many images.
+    public static let maxImages = 100_000
+
     private func validate() throws(COCODatasetError) {
+        guard categories.count <= Self.maxCategories else {
+            throw .invalid("\(categories.count) categories: at most \(Self.maxCategories) are evaluated")
+        }
+        guard images.count <= Self.maxImages else {
+            throw .invalid("\(images.count) images: at most \(Self.maxImages) are evaluated")
+        }
         func unique(_ ids: [Int], _ what: String) throws(COCODatasetError) {
             var seen = Set<Int>()
             for id in ids where !seen.insert(id).inserted { throw .invalid("two \(what) have the id \(id)") }

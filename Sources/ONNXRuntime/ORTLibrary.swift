@@ -120,8 +120,14 @@ public final class ORTLibrary: @unchecked Sendable {
         var list: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?
         var count: Int32 = 0
         try check(api.pointee.GetAvailableProviders!(&list, &count), "listing execution providers")
-        defer { _ = api.pointee.ReleaseAvailableProviders!(list, count) }
+        defer { ignore(api.pointee.ReleaseAvailableProviders!(list, count)) }
         return (0..<Int(count)).compactMap { i in list?[i].map { String(cString: $0) } }
+    }
+
+    /// Releases the status of a call whose failure changes nothing for the caller (a free): a status left unreleased
+    /// leaks.
+    func ignore(_ status: OpaquePointer?) {
+        if let status { api.pointee.ReleaseStatus!(status) }
     }
 
     /// The one place an `OrtStatus` becomes a Swift error: releases the status and throws ORT's message.

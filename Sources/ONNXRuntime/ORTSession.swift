@@ -200,7 +200,7 @@ public final class RunTerminator: @unchecked Sendable {
 
     /// Asks the run using this terminator to stop as soon as possible.
     public func terminate() {
-        _ = library.api.pointee.RunOptionsSetTerminate!(handle).map { library.api.pointee.ReleaseStatus!($0) }
+        library.ignore(library.api.pointee.RunOptionsSetTerminate!(handle))
     }
 
     deinit { library.api.pointee.ReleaseRunOptions!(handle) }
@@ -227,7 +227,7 @@ private struct Introspection {
         try library.check(api.GetAllocatorWithDefaultOptions!(&allocator), "getting the default allocator")
         func take(_ pointer: UnsafeMutablePointer<CChar>?) -> String {
             guard let pointer else { return "" }
-            defer { _ = api.AllocatorFree!(allocator, pointer) }
+            defer { library.ignore(api.AllocatorFree!(allocator, pointer)) }
             return String(cString: pointer)
         }
 
@@ -294,7 +294,7 @@ private struct Introspection {
                     metadata.custom[key] = take(value)
                 }
             }
-            _ = api.AllocatorFree!(allocator, keys)
+            library.ignore(api.AllocatorFree!(allocator, keys))
         }
     }
 }

@@ -135,8 +135,10 @@ public struct ModelSchema: Sendable, Equatable {
             throw ModelSchemaError.invalidInputSize(
                 reason: "\(size), \(origin): each side must lie in 1...\(maxInputSide)")
         }
-        guard output.shape.count == 3 else {
-            throw ModelSchemaError.unsupportedOutput(shape: output.shape, reason: "expected a rank-3 output")
+        // One image's boxes: any other batch (a static 2, or 0) passed the warm-up's shape check and failed every
+        // request's decoding.
+        guard output.shape.count == 3, output.shape[0] == 1 || output.shape[0] < 0 else {
+            throw ModelSchemaError.unsupportedOutput(shape: output.shape, reason: "expected a rank-3 output [1, A, B]")
         }
         guard output.dataType != .other else {
             throw ModelSchemaError.unsupportedOutput(

@@ -187,6 +187,14 @@ struct COCOEvaluatorTests {
             [.init(imageID: 1, categoryID: 1, bbox: .init(x: .nan, y: 0, width: 1, height: 1), score: 1)], on: dataset)
         #expect(nan.warnings.contains { $0.contains("non-finite") })
         #expect(nan.map == nil)  // no ground truth: nothing to average, as pycocotools' -1
+        // 100 000 categories in a 2 MB file would take some 10 GB to evaluate: refused, saying why.
+        let many = (0...COCODataset.maxCategories).map { COCODataset.Category(id: $0, name: "c\($0)") }
+        #expect(throws: COCODatasetError.invalid("4097 categories: at most 4096 are evaluated")) {
+            _ = try COCODataset(images: [], annotations: [], categories: many)
+        }
+        #expect(throws: Never.self) {
+            _ = try COCODataset(images: [], annotations: [], categories: Array(many.dropLast()))
+        }
     }
 }
 

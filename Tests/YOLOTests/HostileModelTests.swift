@@ -104,8 +104,16 @@ struct HostileModelTests {
             }
             #expect(error?.description.contains("no boxes") == true, "\(String(describing: error))")
         }
+        // An output batch other than 1: every request's decoding would fail.
+        for batch in [2, 0] {
+            error = #expect(throws: ModelSchemaError.self) {
+                try schema(input: [1, 3, 64, 64], output: [batch, 7, 100], format: .yolov8)
+            }
+            #expect(error?.description.contains("[\(batch), 7, 100]") == true, "\(String(describing: error))")
+        }
         // Dynamic batch and box counts stay accepted.
         #expect(throws: Never.self) { try schema(input: [-1, 3, 64, 64], output: [1, 7, -1], format: .yolov8) }
+        #expect(throws: Never.self) { try schema(input: [-1, 3, 64, 64], output: [-1, 7, -1], format: .yolov8) }
     }
 
     @Test("a bad model fails when the detector is made from its backend, before any run")
