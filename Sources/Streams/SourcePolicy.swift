@@ -43,14 +43,16 @@ public struct SourcePolicy: Sendable, Equatable {
         }
         if let colon = trimmed.firstIndex(of: ":"), trimmed[colon...].hasPrefix("://") {
             let scheme = trimmed[..<colon].lowercased()
+            // Its credentials are not repeated in the refusal (which the audit log records).
+            let shown = VideoSource.network(url: trimmed).description
             guard VideoSource.networkSchemes.contains(scheme) else {
-                throw .sourceNotAllowed(source: text,
+                throw .sourceNotAllowed(source: shown,
                     reason: "scheme '\(scheme)' is not one of \(VideoSource.networkSchemes.joined(separator: ", "))")
             }
             let host = Self.withoutUserInfo(trimmed)
             guard allowsAnything || allowedURLPrefixes.contains(where: { host.hasPrefix(Self.withoutUserInfo($0)) })
             else {
-                throw .sourceNotAllowed(source: text, reason: "the URL matches no streams.allowed_urls prefix")
+                throw .sourceNotAllowed(source: shown, reason: "the URL matches no streams.allowed_urls prefix")
             }
             return .network(url: trimmed)
         }
@@ -78,11 +80,8 @@ public struct SourcePolicy: Sendable, Equatable {
     /// its user-info up to its last `@` (FFmpeg's `av_url_split`), so what is left starts with the host FFmpeg
     /// connects to.
     static func withoutUserInfo(_ url: String) -> String {
-        guard let separator = url.range(of: "://") else { return url }
-        let rest = url[separator.upperBound...]
-        let authorityEnd = rest.firstIndex(where: { "/?#".contains($0) }) ?? rest.endIndex
-        guard let at = rest[..<authorityEnd].lastIndex(of: "@") else { return url }
-        return String(url[..<separator.upperBound] + rest[rest.index(after: at)...])
+        guard let userInfo = VideoSource.userInfo(of: url) else { return url }
+        return String(url[..<userInfo.lowerBound] + url[url.index(after: userInfo.upperBound)...])
     }
 
     /// The absolute path, with no symbolic link in it, of an output file inside the output folder (the file is then

@@ -189,7 +189,7 @@ public final class FFmpegDecoder: Sendable {
         }
         if closed.value || ChildProcess.succeeded(status) { return nil }
         throw .ffmpegFailed(source: source.description, status: ChildProcess.describe(status),
-            log: reports.logTail)
+            log: source.redacting(reports.logTail))
     }
 
     /// Splits FFmpeg's stderr into lines: frame reports go to the queue, the rest is kept as the log's tail.

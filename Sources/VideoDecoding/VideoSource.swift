@@ -19,12 +19,33 @@ public enum VideoSource: Sendable, Equatable, CustomStringConvertible {
         return true
     }
 
+    /// What is shown of the source (its status, logs, the audit log, errors): a network URL with its password
+    /// replaced by `***` (the whole user-info when it has no password, a token perhaps), so that a camera's
+    /// credentials reach no viewer, log or audit record.
     public var description: String {
         switch self {
         case .file(let path): path
-        case .network(let url): url
+        case .network(let url): redacting(url)
         case .device(let path): "v4l2:\(path)"
         }
+    }
+
+    /// The user-info of a URL's authority: the authority runs from `://` to the first `/`, `?` or `#`, and its
+    /// user-info up to its last `@` (FFmpeg's `av_url_split`). Nil when there is none.
+    public static func userInfo(of url: String) -> Range<String.Index>? {
+        guard let separator = url.range(of: "://") else { return nil }
+        let rest = url[separator.upperBound...]
+        let authorityEnd = rest.firstIndex(where: { "/?#".contains($0) }) ?? rest.endIndex
+        guard let at = rest[..<authorityEnd].lastIndex(of: "@") else { return nil }
+        return separator.upperBound..<at
+    }
+
+    /// `text` (a URL, FFmpeg's log) with this network source's credentials replaced as `description` shows them.
+    public func redacting(_ text: String) -> String {
+        guard case .network(let url) = self, let range = Self.userInfo(of: url), !range.isEmpty else { return text }
+        let userInfo = url[range]
+        let shown = userInfo.firstIndex(of: ":").map { userInfo[..<$0] + ":***" } ?? "***"
+        return text.replacingOccurrences(of: userInfo + "@", with: shown + "@")
     }
 
     /// The URL schemes a network source may use.

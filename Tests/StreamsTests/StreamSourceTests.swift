@@ -432,6 +432,15 @@ extension StreamSuite {
             for allowed in ["rtsp://cam-a.local/main", "rtsp://admin:secret@cam-b/main", "rtsp://u@10.0.0.5/s?x=@y"] {
                 #expect(try cameras.resolve(allowed) == .network(url: allowed))
             }
+            // What is shown of a source (status, logs, audit, errors) keeps a camera's credentials out; FFmpeg gets them.
+            #expect(VideoSource.network(url: "rtsp://admin:secret@cam-b/main").description
+                == "rtsp://admin:***@cam-b/main")
+            #expect(VideoSource.network(url: "rtsp://token@10.0.0.5/s?x=@y").description == "rtsp://***@10.0.0.5/s?x=@y")
+            #expect(VideoSource.network(url: "udp://127.0.0.1:5000?a=@b").description == "udp://127.0.0.1:5000?a=@b")
+            #expect(VideoSource.network(url: "rtsp://u:p@cam/x").redacting("[tcp] rtsp://u:p@cam/x: Connection refused")
+                == "[tcp] rtsp://u:***@cam/x: Connection refused")
+            let refusal = #expect(throws: StreamError.self) { _ = try cameras.resolve("rtsp://u:hunter2@evil/x") }
+            #expect(refusal.map { !"\($0)".contains("hunter2") } == true, "\(String(describing: refusal))")
             #expect(throws: StreamError.self) { _ = try policy.resolveOutput("out.jsonl") }
             let withOutput = SourcePolicy(outputDirectory: media.path)
             #expect(throws: StreamError.self) { _ = try withOutput.resolveOutput("../out.jsonl") }
