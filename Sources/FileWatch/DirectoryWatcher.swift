@@ -10,9 +10,15 @@ import Primitives
 /// over it. The directory itself is watched, not the file: a watch on a file follows its inode, which a rename
 /// replaces. Events for other names (unrelated files, kubelet's timestamped folders) are ignored.
 ///
+/// A file written in place (`curl -o`, a shell redirect) is reported once written: from its creation as a regular file
+/// or its first modification until it is closed (`IN_CLOSE_WRITE`), renamed or removed, it is being written
+/// (`isBeingWritten`), and a burst holding it is not reported — a read meanwhile could find a truncated document that
+/// still parses. A writer that neither writes nor closes for `writeTimeout` is taken to be done.
+///
 /// Events are read by a dedicated thread blocked in `poll(2)`, never on Swift's cooperative pool. A burst (the
 /// several renames of one swap, an editor's write-then-rename) is reported once: after the first relevant event the
-/// thread waits until `quiet` passes with no further relevant event, but never longer than `maximumDelay`.
+/// thread waits until `quiet` passes with no further relevant event, but never longer than `maximumDelay` (unless a
+/// file in it is being written).
 ///
 /// Thread-safety: all members may be used from any thread. `changes` is meant for one consumer.
 public final class DirectoryWatcher: Sendable {
@@ -31,16 +37,21 @@ public final class DirectoryWatcher: Sendable {
     /// overflow, when what changed is unknown). Finishes when the watcher stops or the directory goes away.
     public let changes: AsyncStream<Set<String>>
     private let descriptors: Descriptors
+    private let writes: Writes
 
     /// Starts watching.
     /// - Parameters:
     ///   - directory: the folder holding the entries.
     ///   - names: the entry names to report (e.g. `["desired.yaml", "..data"]`).
     ///   - quiet: how long a burst must stay silent before it is reported.
-    ///   - maximumDelay: the longest a burst is held back, however long it goes on.
+    ///   - maximumDelay: the longest a burst is held back, however long it goes on, unless a file in it is being
+    ///     written.
+    ///   - writeTimeout: how long a file being written may go without an event before it is taken to be done.
     /// - Throws: `WatchError` when inotify cannot be set up or the directory cannot be watched.
     public init(directory: String, names: Set<String>, quiet: Duration = .milliseconds(50),
-                maximumDelay: Duration = .milliseconds(300)) throws(WatchError) {
+                maximumDelay: Duration = .milliseconds(300), writeTimeout: Duration = .seconds(30))
+        throws(WatchError)
+    {
         self.directory = directory
         let inotify = inotify_init1(Int32(IN_CLOEXEC))
         guard inotify >= 0 else { throw WatchError(directory: directory, call: "inotify_init1", errno: errno) }
@@ -52,16 +63,19 @@ public final class DirectoryWatcher: Sendable {
         }
         for end in pipeEnds { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
         let descriptors = Descriptors(inotify: inotify, wakeReader: pipeEnds[0], wakeWriter: pipeEnds[1])
-        let mask = UInt32(IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_CLOSE_WRITE | IN_DELETE | IN_ATTRIB
+        let mask = UInt32(IN_CREATE | IN_MODIFY | IN_MOVED_TO | IN_MOVED_FROM | IN_CLOSE_WRITE | IN_DELETE | IN_ATTRIB
             | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
         guard inotify_add_watch(inotify, directory, mask) >= 0 else {
             throw WatchError(directory: directory, call: "inotify_add_watch", errno: errno)
         }
         self.descriptors = descriptors
+        let writes = Writes(timeout: writeTimeout)
+        self.writes = writes
         let (stream, continuation) = AsyncStream.makeStream(of: Set<String>.self, bufferingPolicy: .bufferingNewest(1))
         changes = stream
-        let reader = EventReader(descriptors: descriptors, names: names, quietMilliseconds: Int(quiet.milliseconds),
-            maximumMilliseconds: Int(maximumDelay.milliseconds), continuation: continuation)
+        let reader = EventReader(descriptors: descriptors, directory: directory, names: names, writes: writes,
+            quietMilliseconds: Int(quiet.milliseconds), maximumMilliseconds: Int(maximumDelay.milliseconds),
+            continuation: continuation)
         let thread = Thread { reader.run() }
         thread.name = "yoloswap.filewatch"
         thread.start()
@@ -69,6 +83,10 @@ public final class DirectoryWatcher: Sendable {
 
     /// Stops the reading thread and finishes `changes`. Idempotent.
     public func stop() { descriptors.wakeReader() }
+
+    /// Whether the watched entry `name` is a file being written in place (created or modified, not yet closed), as
+    /// the events read so far tell: a read now could find it cut short.
+    public func isBeingWritten(_ name: String) -> Bool { writes.contains(name) }
 
     deinit { descriptors.wakeReader() }
 }
@@ -103,6 +121,32 @@ final class Descriptors: Sendable {
     }
 }
 
+// MARK: - Writes in progress
+
+/// The watched files being written in place, each with its last event's time.
+///
+/// Thread-safety: all members may be used from any thread (a lock).
+final class Writes: Sendable {
+    private let open = Locked<[String: ContinuousClock.Instant]>([:])
+    let timeout: Duration
+
+    init(timeout: Duration) { self.timeout = timeout }
+
+    func began(_ name: String) { open.withLock { $0[name] = .now } }
+    func ended(_ name: String) { _ = open.withLock { $0.removeValue(forKey: name) } }
+
+    func contains(_ name: String) -> Bool {
+        open.withLock { $0[name].map { ContinuousClock.now - $0 < timeout } ?? false }
+    }
+
+    /// Whether any of `names` is being written, and when the soonest of those writes times out.
+    func pending(among names: Set<String>) -> ContinuousClock.Instant? {
+        open.withLock { open in
+            names.compactMap { open[$0] }.map { $0 + timeout }.filter { $0 > .now }.min()
+        }
+    }
+}
+
 // MARK: - Reader
 
 /// The reading loop, run on the watcher's own thread.
@@ -110,7 +154,9 @@ final class Descriptors: Sendable {
 /// Thread-safety: used by that one thread only (`Sendable` to be handed to it; all its fields are immutable).
 private struct EventReader: Sendable {
     let descriptors: Descriptors
+    let directory: String
     let names: Set<String>
+    let writes: Writes
     let quietMilliseconds: Int
     let maximumMilliseconds: Int
     let continuation: AsyncStream<Set<String>>.Continuation
@@ -122,7 +168,11 @@ private struct EventReader: Sendable {
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
         while true {
             var timeout: Int32 = -1
-            if let burstStart {
+            // A burst with a file being written waits for its close (or its write's timeout), however long.
+            let writing = burstStart == nil ? nil : writes.pending(among: pending)
+            if let writing {
+                timeout = Int32(min(60_000, max(1, (writing - .now).milliseconds + 1)))
+            } else if let burstStart {
                 let held = Int((ContinuousClock.now - burstStart).milliseconds)
                 timeout = Int32(max(0, min(quietMilliseconds, maximumMilliseconds - held)))
             }
@@ -134,12 +184,14 @@ private struct EventReader: Sendable {
                 return
             }
             if fds[1].revents != 0 { return }
-            if ready == 0 || (burstStart.map { Int((ContinuousClock.now - $0).milliseconds) >= maximumMilliseconds }
-                ?? false)
-            {
-                if !pending.isEmpty { continuation.yield(pending) }
-                pending = []
-                burstStart = nil
+            let overdue = burstStart.map { Int((ContinuousClock.now - $0).milliseconds) >= maximumMilliseconds }
+                ?? false
+            if ready == 0 || overdue {
+                if writes.pending(among: pending) == nil {
+                    if !pending.isEmpty { continuation.yield(pending) }
+                    pending = []
+                    burstStart = nil
+                }
                 if ready == 0 { continue }
             }
             guard fds[0].revents & Int16(POLLIN) != 0 else { return }
@@ -153,6 +205,14 @@ private struct EventReader: Sendable {
                 if !pending.isEmpty { continuation.yield(pending) }
                 return
             }
+            for (name, mask) in parsed.events where names.contains(name) {
+                if mask & UInt32(IN_CLOSE_WRITE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO) != 0 {
+                    writes.ended(name)
+                } else if mask & UInt32(IN_MODIFY) != 0 || (mask & UInt32(IN_CREATE) != 0 && isRegularFile(name)) {
+                    // A symbolic link (a ConfigMap's key) is created whole; a regular file is written after.
+                    writes.began(name)
+                }
+            }
             let relevant = parsed.overflowed ? names : parsed.names.intersection(names)
             if !relevant.isEmpty {
                 pending.formUnion(relevant)
@@ -161,10 +221,18 @@ private struct EventReader: Sendable {
         }
     }
 
-    /// The names in a buffer of `struct inotify_event` records, and whether the queue overflowed or the watched
-    /// directory was removed or moved.
-    static func parse(_ buffer: [UInt8], count: Int) -> (names: Set<String>, overflowed: Bool, directoryGone: Bool) {
+    private func isRegularFile(_ name: String) -> Bool {
+        var info = stat()
+        return lstat(directory + "/" + name, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG
+    }
+
+    /// The names in a buffer of `struct inotify_event` records, each event's name and mask in order, and whether the
+    /// queue overflowed or the watched directory was removed or moved.
+    static func parse(_ buffer: [UInt8], count: Int)
+        -> (names: Set<String>, events: [(String, UInt32)], overflowed: Bool, directoryGone: Bool)
+    {
         var names: Set<String> = []
+        var events: [(String, UInt32)] = []
         var overflowed = false
         var gone = false
         let header = MemoryLayout<inotify_event>.size
@@ -178,11 +246,13 @@ private struct EventReader: Sendable {
                 if mask & UInt32(IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED) != 0 { gone = true }
                 if length > 0 {
                     let bytes = raw[(offset + header)..<end].prefix { $0 != 0 }
-                    names.insert(String(decoding: bytes, as: UTF8.self))
+                    let name = String(decoding: bytes, as: UTF8.self)
+                    names.insert(name)
+                    events.append((name, mask))
                 }
                 offset += header + length
             }
         }
-        return (names, overflowed, gone)
+        return (names, events, overflowed, gone)
     }
 }

@@ -86,8 +86,12 @@ public struct DesiredStateFileService: Service {
         }
         await withTaskCancellationHandler {
             await withGracefulShutdownHandler {
-                var last = await applyIfChanged(after: nil)
-                for await _ in wakeups { last = await applyIfChanged(after: last) }
+                // Not while the file is being written in place (the rescan's read could find it cut short, and a
+                // document cut at a line's end may still parse): its close wakes this again.
+                let name = url.lastPathComponent
+                func writing() -> Bool { current.value?.isBeingWritten(name) ?? false }
+                var last = writing() ? nil : await applyIfChanged(after: nil)
+                for await _ in wakeups where !writing() { last = await applyIfChanged(after: last) }
             } onGracefulShutdown: {
                 stop()
             }

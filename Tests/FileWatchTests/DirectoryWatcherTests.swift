@@ -101,6 +101,46 @@ import Testing
         #expect(collector.events.withLock { $0.allSatisfy { $0 == ["desired.yaml"] } })
     }
 
+    /// A file written in place (`curl -o`, a shell redirect) was reported at its creation, 300 ms into a slow write:
+    /// a read then could find a document cut at a line's end, which still parses.
+    @Test func aFileWrittenInPlaceIsReportedOnceClosed() async throws {
+        let folder = try TemporaryDirectory(prefix: "inplace")
+        let watcher = try DirectoryWatcher(directory: folder.path, names: ["desired.yaml"])
+        defer { watcher.stop() }
+        let collector = Collector(watcher)
+        func put(_ fd: Int32, _ text: String) { _ = text.withCString { write(fd, $0, strlen($0)) } }
+        for (round, flags) in [O_CREAT, O_TRUNC].enumerated() {
+            let fd = open(folder.file("desired.yaml"), O_WRONLY | flags | O_CLOEXEC, 0o644)
+            try #require(fd >= 0)
+            // Two pauses longer than the longest a burst is held (300 ms).
+            put(fd, "slots:\n")
+            try await Task.sleep(for: .milliseconds(700))
+            #expect(collector.count == round)
+            #expect(watcher.isBeingWritten("desired.yaml"))
+            put(fd, "  default: { model: a.onnx }\n")
+            try await Task.sleep(for: .milliseconds(700))
+            #expect(collector.count == round)
+            close(fd)
+            #expect(await eventually(timeout: .seconds(30)) { collector.count == round + 1 })
+            #expect(!watcher.isBeingWritten("desired.yaml"))
+        }
+        #expect(collector.events.withLock { $0.allSatisfy { $0 == ["desired.yaml"] } })
+    }
+
+    @Test func aWriterThatNeitherWritesNorClosesIsTakenToBeDone() async throws {
+        let folder = try TemporaryDirectory(prefix: "inplace")
+        let watcher = try DirectoryWatcher(directory: folder.path, names: ["desired.yaml"],
+            writeTimeout: .milliseconds(500))
+        defer { watcher.stop() }
+        let collector = Collector(watcher)
+        let fd = open(folder.file("desired.yaml"), O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+        try #require(fd >= 0)
+        defer { close(fd) }
+        _ = "slots: {}\n".withCString { write(fd, $0, strlen($0)) }
+        #expect(await eventually(timeout: .seconds(30)) { collector.count == 1 })
+        #expect(!watcher.isBeingWritten("desired.yaml"))
+    }
+
     @Test func stoppingFinishesTheStream() async throws {
         let folder = try TemporaryDirectory(prefix: "stop")
         let watcher = try DirectoryWatcher(directory: folder.path, names: ["desired.yaml"])

@@ -161,14 +161,21 @@ final class FleetSession: Sendable {
                     group.cancelAll()
                 }
             } onGracefulShutdown: {
-                // First: nothing queued starts once the shutdown has begun (its result could not be published).
-                self.turns.withLock { $0.stopped = true }
-                Task { await self.leave() }
+                self.beginLeaving()
             }
         } onCancel: {
-            Task { await self.client.stop() }
+            // Cancelled (another service of the group failed): leaving as at a shutdown. A bare disconnect is clean,
+            // so the broker would drop the will, and the retained status would say `online` after the process ended.
+            self.beginLeaving()
         }
         logger.info("left the MQTT fleet", metadata: ["device": "\(settings.device)"])
+    }
+
+    /// Stops admitting messages — nothing queued starts once the agent is leaving (its result could not be
+    /// published) — and leaves.
+    private func beginLeaving() {
+        turns.withLock { $0.stopped = true }
+        Task { await leave() }
     }
 
     /// Publishes `offline` (retained), then disconnects cleanly; `receive()` ends with the client.
@@ -331,8 +338,13 @@ final class FleetSession: Sendable {
                 try await group.next()
                 group.cancelAll()
             }
+        } catch is CancellationError {
+            // Not acknowledged in time (offline): libmosquitto still sends it once connected, if it can.
+            logger.debug("MQTT publish not acknowledged", metadata: ["topic": "\(topic)", "timeout": "\(timeout)"])
         } catch {
-            logger.debug("MQTT publish not acknowledged", metadata: ["topic": "\(topic)", "error": "\(error)"])
+            // Refused for good (too large, not authorized by the broker's ACL, too many in flight): say so, or a
+            // command's result or the status would vanish without a trace on the device.
+            logger.warning("MQTT message not published", metadata: ["topic": "\(topic)", "error": "\(error)"])
         }
     }
 
