@@ -265,22 +265,30 @@ public final class VideoStream: Sendable {
             decoderEnded.open()
         }
         while !stopping.value {
+            var delivered = 0
+            var endError: String?
+            var tooLarge = false
             let started: FFmpegDecoder
             do {
                 started = try FFmpegDecoder(source: configuration.source, ffmpeg: configuration.ffmpeg,
                     maxPixels: configuration.maxPixels)
             } catch {
-                fail("\(error)")
-                return
+                // A live source rides out a shortage (descriptors, processes, memory) as it rides out a disconnect;
+                // anything else (no such program) ends the stream.
+                guard configuration.source.isLive, Self.isShortage(error) else {
+                    fail("\(error)")
+                    return
+                }
+                guard let wait = reconnectWait(after: "\(error)", delivered: 0, failures: &failures,
+                    nextIndex: nextIndex) else { break }
+                _ = wake.wait(timeout: .now() + wait.seconds)
+                continue
             }
             // The clock first: a watchdog tick in between would take the new FFmpeg for a stalled one.
             lastFrameAt.withLock { $0 = .now }
             awaitingFirstFrame.withLock { $0 = true }
             decoder.withLock { $0 = started }
             if stopping.value { started.close() }
-            var delivered = 0
-            var endError: String?
-            var tooLarge = false
             do {
                 while var frame = try started.nextFrame() {
                     frame.index = nextIndex
@@ -310,27 +318,43 @@ public final class VideoStream: Sendable {
                 if let endError { fail(endError) } else { mailbox.finish() }
                 return
             }
-            // A live source that ended, failed or stalled: reconnect after a backoff that resets once frames flowed.
-            failures = delivered > 0 ? 0 : failures + 1
-            let wait = min(configuration.reconnectMaximum, configuration.reconnectInitial * (1 << min(failures, 16)))
-            // Checked again under the status lock: a stop (or the frame limit) that came since must not be followed by
-            // a reconnecting state after the stream has reported its end.
-            let reconnecting = status.withLock { s -> Bool in
-                guard !stopping.value else { return false }
-                s.state = .reconnecting
-                s.reconnects += 1
-                if let endError { s.last_error = endError }
-                return true
-            }
-            guard reconnecting else { break }
-            Counter(label: "yoloswap_stream_reconnects_total", dimensions: [("stream", id)]).increment()
-            logger.warning("stream source stopped; reconnecting", metadata: ["stream": "\(id)",
-                "source": "\(configuration.source)", "error": "\(endError ?? "end of stream")", "wait": "\(wait)"])
-            broadcast(.event(StreamEvent(stream: id, type: .reconnect, time: Date(), frame: nextIndex,
-                message: endError)))
+            guard let wait = reconnectWait(after: endError, delivered: delivered, failures: &failures,
+                nextIndex: nextIndex) else { break }
             _ = wake.wait(timeout: .now() + wait.seconds)
         }
         mailbox.finish()
+    }
+
+    /// A live source that ended, failed or stalled (or whose FFmpeg could not start): reports the reconnect and
+    /// returns the backoff to wait, which resets once frames flowed; nil when the stream is stopping.
+    private func reconnectWait(after endError: String?, delivered: Int, failures: inout Int, nextIndex: Int)
+        -> Duration?
+    {
+        failures = delivered > 0 ? 0 : failures + 1
+        let wait = min(configuration.reconnectMaximum, configuration.reconnectInitial * (1 << min(failures, 16)))
+        // Checked again under the status lock: a stop (or the frame limit) that came since must not be followed by a
+        // reconnecting state after the stream has reported its end.
+        let reconnecting = status.withLock { s -> Bool in
+            guard !stopping.value else { return false }
+            s.state = .reconnecting
+            s.reconnects += 1
+            if let endError { s.last_error = endError }
+            return true
+        }
+        guard reconnecting else { return nil }
+        Counter(label: "yoloswap_stream_reconnects_total", dimensions: [("stream", id)]).increment()
+        logger.warning("stream source stopped; reconnecting", metadata: ["stream": "\(id)",
+            "source": "\(configuration.source)", "error": "\(endError ?? "end of stream")", "wait": "\(wait)"])
+        broadcast(.event(StreamEvent(stream: id, type: .reconnect, time: Date(), frame: nextIndex,
+            message: endError)))
+        return wait
+    }
+
+    /// Whether FFmpeg could not start for want of something that may be free again later: descriptors (EMFILE,
+    /// ENFILE), processes (EAGAIN), memory (ENOMEM).
+    static func isShortage(_ error: VideoDecodeError) -> Bool {
+        guard case .cannotStart(_, let reason) = error else { return false }
+        return [EMFILE, ENFILE, EAGAIN, ENOMEM].contains { String(cString: strerror($0)) == reason }
     }
 
     /// Restarts FFmpeg when a live source delivers no first frame within the open timeout, or no further frame within

@@ -439,6 +439,11 @@ extension StreamSuite {
             #expect(VideoSource.network(url: "udp://127.0.0.1:5000?a=@b").description == "udp://127.0.0.1:5000?a=@b")
             #expect(VideoSource.network(url: "rtsp://u:p@cam/x").redacting("[tcp] rtsp://u:p@cam/x: Connection refused")
                 == "[tcp] rtsp://u:***@cam/x: Connection refused")
+            // FFmpeg that cannot start for want of descriptors or processes: a live stream retries; no program: it ends.
+            for code in [EMFILE, ENFILE, EAGAIN, ENOMEM] {
+                #expect(VideoStream.isShortage(.cannotStart(program: "ffmpeg", reason: String(cString: strerror(code)))))
+            }
+            #expect(!VideoStream.isShortage(.cannotStart(program: "ffmpeg", reason: String(cString: strerror(ENOENT)))))
             let refusal = #expect(throws: StreamError.self) { _ = try cameras.resolve("rtsp://u:hunter2@evil/x") }
             #expect(refusal.map { !"\($0)".contains("hunter2") } == true, "\(String(describing: refusal))")
             #expect(throws: StreamError.self) { _ = try policy.resolveOutput("out.jsonl") }
