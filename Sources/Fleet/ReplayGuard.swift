@@ -65,12 +65,17 @@ public final class ReplayGuard: Sendable {
         self.memory = Locked(memory)
     }
 
-    /// Reads a memory written by `snapshot()`; a missing or unreadable file is an empty memory.
-    public static func readMemory(from path: String) -> Memory {
-        guard let data = try? RegularFile(openingForReading: path).readAll(limit: 16 << 20),
-              let memory = try? JSONDecoder().decode(Memory.self, from: data)
-        else { return Memory() }
-        return memory
+    /// Reads a memory written by `snapshot()`. A missing file is an empty memory (the first start); an unreadable or
+    /// damaged one is an empty memory too, with the reason, which the caller reports: replays within the clock skew
+    /// are then admitted once.
+    public static func readMemory(from path: String) -> (memory: Memory, problem: String?) {
+        guard FileManager.default.fileExists(atPath: path) else { return (Memory(), nil) }
+        do {
+            let data = try RegularFile(openingForReading: path).readAll(limit: 16 << 20)
+            return (try JSONDecoder().decode(Memory.self, from: data), nil)
+        } catch {
+            return (Memory(), "\(error)")
+        }
     }
 
     /// The memory as JSON, to be written where `readMemory` finds it.

@@ -106,6 +106,19 @@ struct FleetProtocolTests {
         let restored = ReplayGuard(settings: .init(maxClockSkew: .seconds(60)), restoring: try JSONDecoder().decode(
             ReplayGuard.Memory.self, from: guardian.snapshot()))
         #expect(reason { _ = try restored.admit(Self.command(id: "c2"), digest: "d2", now: 1040) } == .replayed)
+
+        // Read back from its file; a missing file is the first start, a damaged one is said (and empty).
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("replay-\(UUID()).json").path
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let missing = ReplayGuard.readMemory(from: file)
+        #expect(missing.problem == nil)
+        try guardian.snapshot().write(to: URL(fileURLWithPath: file))
+        let read = ReplayGuard.readMemory(from: file)
+        #expect(read.problem == nil)
+        let reread = ReplayGuard(settings: .init(maxClockSkew: .seconds(60)), restoring: read.memory)
+        #expect(reason { _ = try reread.admit(Self.command(id: "c2"), digest: "d2", now: 1040) } == .replayed)
+        try Data().write(to: URL(fileURLWithPath: file))
+        #expect(ReplayGuard.readMemory(from: file).problem != nil)
     }
 
     @Test("documents: newer admitted, the same one already applied, older or same-time others refused")

@@ -131,8 +131,14 @@ final class FleetSession: Sendable {
         let settings = agent.settings
         client = try MQTTClient(configuration: settings.clientConfiguration(
             will: FleetJSONCoding.encode(FleetStatusDTO.offline(device: settings.device, time: nil))))
+        let (memory, problem) = ReplayGuard.readMemory(from: agent.memoryPath)
+        if let problem {
+            // Messages within the clock skew could then be replayed once.
+            agent.logger.error("the MQTT replay memory could not be read; starting without it",
+                metadata: ["path": "\(agent.memoryPath)", "error": "\(problem)"])
+        }
         replayGuard = ReplayGuard(settings: .init(maxClockSkew: .seconds(settings.maxClockSkewSeconds)),
-            restoring: ReplayGuard.readMemory(from: agent.memoryPath))
+            restoring: memory)
         principal = Principal(name: "mqtt:\(settings.clientID)", role: .operator)
         commandTopic = settings.topics.command(device: settings.device)
         desiredTopic = settings.group.map { settings.topics.fleetDesired(group: $0) }
@@ -387,14 +393,15 @@ final class FleetSession: Sendable {
         Task { await send(topic, bytes, retain: false, within: .seconds(30)) }
     }
 
-    /// Writes the replay guard's memory (atomically, off the cooperative pool). Best effort: a failed write is
+    /// Writes the replay guard's memory (atomically and durably, off the cooperative pool). Best effort: a failed write is
     /// logged; the memory in this process still refuses replays.
     func persistGuard() async {
         let data = replayGuard.snapshot()
         let path = agent.memoryPath
         let written: String? = await writer.run {
+            // Durably (the file, then its folder, synced): a power cut must not leave an empty memory.
             do {
-                try data.write(to: URL(fileURLWithPath: path), options: .atomic)
+                try PrivateFiles.replaceDurably(atPath: path, with: [UInt8](data))
                 return nil
             } catch { return "\(error)" }
         }
