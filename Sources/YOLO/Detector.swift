@@ -197,12 +197,8 @@ public struct Detector: Sendable {
         } catch {
             throw .inference(error)
         }
-        if format == .yolov10 {
-            candidates.sort { $0.score > $1.score }
-            if candidates.count > max(0, options.maxDetections) {
-                candidates.removeLast(candidates.count - max(0, options.maxDetections))
-            }
-        } else {
+        // An end-to-end model's rows come filtered and cut to `maxDetections` by the decoder, in the model's order.
+        if format != .yolov10 {
             candidates = NonMaxSuppression.apply(candidates, iou: options.iou, maxDetections: options.maxDetections,
                 agnostic: options.agnostic)
         }

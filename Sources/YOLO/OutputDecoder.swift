@@ -105,10 +105,16 @@ public enum OutputDecoder {
             guard width == 6 else {
                 throw OutputDecodeError(format: format, shape: shape, reason: "expected 6 columns")
             }
+            // As Ultralytics: the first `maxDetections` rows over the threshold in the model's order (its own top-k),
+            // then the class filter — the top 100 rows of any class, then the persons among them, not the top 100
+            // persons.
+            var taken = 0
             for r in 0..<rows {
                 let b = r * 6
                 let score = values[b + 4]
                 guard score > threshold else { continue }
+                guard taken < options.maxDetections else { break }
+                taken += 1
                 // The class column is a float, truncated to the model's integer class; NaN, an infinity or a value
                 // past Int's range is no class at all.
                 guard let cls = Int(exactly: values[b + 5].rounded(.towardZero)) else {
@@ -117,7 +123,11 @@ public enum OutputDecoder {
                         reason: "row \(r) holds class \(values[b + 5]), not a class index",
                         nonFinite: !values[b + 5].isFinite)
                 }
-                guard options.classes?.contains(cls) ?? true else { continue }
+                // Compared as Ultralytics compares (the column equal to a wanted class): 2.7 is shown as class 2
+                // but is no class 2 to the filter.
+                if let classes = options.classes {
+                    guard Float(cls) == values[b + 5], classes.contains(cls) else { continue }
+                }
                 let candidate = Candidate(x1: values[b], y1: values[b + 1], x2: values[b + 2], y2: values[b + 3],
                     score: score, classID: cls)
                 if candidate.isFinite { out.append(candidate) }

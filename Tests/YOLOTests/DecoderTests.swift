@@ -49,6 +49,22 @@ struct DecoderTests {
         #expect(only2.map(\.classID) == [2])
     }
 
+    @Test("YOLOv10 as Ultralytics: the first max_det rows over the threshold in model order, then the exact class filter")
+    func yolov10MaxDetectionsThenClasses() throws {
+        // Rows: class 0 at 0.9, class 2 at 0.8, class 0 at 0.7, class 2.7 at 0.6.
+        let values: [Float] = [0, 0, 1, 1, 0.9, 0, 0, 0, 2, 2, 0.8, 2, 0, 0, 3, 3, 0.7, 0, 0, 0, 4, 4, 0.6, 2.7]
+        func decode(_ options: DetectionOptions) throws -> [Candidate] {
+            try OutputDecoder.candidates(values.span, shape: [1, 4, 6], format: .yolov10, options: options)
+        }
+        // The top two rows of any class, then the persons among them: one, not the top two persons.
+        #expect(try decode(.init(maxDetections: 2, classes: [0])).map(\.score) == [0.9])
+        #expect(try decode(.init(maxDetections: 3)).map(\.score) == [0.9, 0.8, 0.7])
+        // 2.7 is shown as class 2, but the filter wants a 2.
+        #expect(try decode(.init()).last?.classID == 2)
+        #expect(try decode(.init(classes: [2])).map(\.score) == [0.8])
+        #expect(try decode(.init(maxDetections: 0)).isEmpty)
+    }
+
     @Test("confidence threshold is strict; the class filter drops a box whose best class is not asked for")
     func thresholds() throws {
         let values: [Float] = [10, 10, 2, 2, 1.0, 0.25, 0.6]
