@@ -48,8 +48,9 @@ final class MosquittoConnection: @unchecked Sendable {
         var publishing = false
         var stopping = false
         var finished = false
-        /// Set by a successful CONNACK: the next backoff starts from the first delay again.
-        var resetBackoff = false
+        /// When the broker accepted the current connection: one that lasted `stableConnection` starts the next
+        /// backoff from the first delay again.
+        var connectedAt: ContinuousClock.Instant?
         /// The current attempt's failure was reported (a refused CONNACK), so its end is not reported again.
         var attemptFailureReported = false
         var subscriptions: [String: MQTTQoS] = [:]
@@ -79,6 +80,9 @@ final class MosquittoConnection: @unchecked Sendable {
         /// cancelled callers leave behind stays bounded too), nobody waits for it.
         var continuation: CheckedContinuation<Void, any Error>?
     }
+
+    /// How long a connection must last for the next reconnect to start from the first delay again.
+    static let stableConnection: Duration = .seconds(10)
 
     /// `mosquitto_lib_init`, once per process.
     private static let libraryInitialized: Bool = {
@@ -195,13 +199,7 @@ final class MosquittoConnection: @unchecked Sendable {
         var needsConnect = true
         var flushDeadline: ContinuousClock.Instant?
         while true {
-            let stopping = state.withLock { s in
-                if s.resetBackoff {
-                    s.resetBackoff = false
-                    delay = configuration.reconnectDelay
-                }
-                return s.stopping
-            }
+            let stopping = state.withLock { $0.stopping }
             if stopping {
                 // Not connected: nothing to flush. Connected: the DISCONNECT queued by `requestStop` goes out within
                 // the next loop turns; a second at most.
@@ -223,14 +221,20 @@ final class MosquittoConnection: @unchecked Sendable {
             let rc = yoloswap_mosquitto_loop_poll(handle, loopWake, 250)
             guard rc == Int32(MOSQ_ERR_SUCCESS.rawValue) else {
                 needsConnect = true
-                let (wasConnected, reported, stoppingNow) = state.withLock { s in
+                let (wasConnected, reported, stoppingNow, connectedAt) = state.withLock { s in
                     defer {
                         s.connected = false
                         s.publishing = false
                         s.subscribing = [:]
                         s.attemptFailureReported = false
+                        s.connectedAt = nil
                     }
-                    return (s.connected, s.attemptFailureReported, s.stopping)
+                    return (s.connected, s.attemptFailureReported, s.stopping, s.connectedAt)
+                }
+                // Only a connection that held resets the backoff: one taken over at once (another client with the same
+                // id) would otherwise reconnect every first delay, for good.
+                if let connectedAt, ContinuousClock.now - connectedAt >= Self.stableConnection {
+                    delay = configuration.reconnectDelay
                 }
                 if stoppingNow { break }
                 if wasConnected {
@@ -413,7 +417,7 @@ final class MosquittoConnection: @unchecked Sendable {
         }
         state.withLock { s in
             s.connected = true
-            s.resetBackoff = true
+            s.connectedAt = .now
             for (filter, qos) in s.subscriptions.sorted(by: { $0.key < $1.key }) { send(filter, qos, in: &s) }
         }
         events.yield(.connected(sessionPresent: flags & 1 != 0))

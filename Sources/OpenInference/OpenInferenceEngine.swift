@@ -239,14 +239,15 @@ public final class OpenInferenceEngine: Sendable {
         }
     }
 
-    /// The detection outputs.
+    /// The detection outputs. A class id past INT32's range (a YOLOv10 class column of 2^32, say) is clamped: wrapped,
+    /// it would read as class 0.
     static func detectionTensors(_ detections: [Detection]) -> [InferTensor] {
         let n = detections.count
         return [
             .floats("boxes", detections.flatMap { d in [d.box.x1, d.box.y1, d.box.x2, d.box.y2].map { Float($0) } },
                 shape: [n, 4]),
             .floats("scores", detections.map(\.confidence), shape: [n]),
-            .int32s("classes", detections.map { Int32(truncatingIfNeeded: $0.classID) }, shape: [n]),
+            .int32s("classes", detections.map { Int32(clamping: $0.classID) }, shape: [n]),
             .strings("class_names", detections.map(\.className), shape: [n]),
         ]
     }
