@@ -35,7 +35,9 @@ static inline int yoloswap_mosquitto_loop_poll(struct mosquitto *mosq, int wake_
         {.fd = wake_fd, .events = POLLIN},
     };
     if (poll(fds, 2, timeout_ms) < 0) return errno == EINTR ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ERRNO;
-    if (fds[0].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)) {
+    // A writable socket reads too: during a TLS handshake `mosquitto_loop_read` drives it (`mosquitto_loop` calls
+    // the handshake on a writable socket), and otherwise it finds nothing to read (EAGAIN, success).
+    if (fds[0].revents & (POLLIN | POLLOUT | POLLHUP | POLLERR | POLLNVAL)) {
         int rc = mosquitto_loop_read(mosq, 1);
         if (rc != MOSQ_ERR_SUCCESS || mosquitto_socket(mosq) < 0) return rc;
     }

@@ -299,6 +299,10 @@ struct LoadPipeline: Sendable {
             throw LoadFailure.warmupFailed(
                 path: path, reason: "output shape \(output.shape) differs from declared \(declared)")
         }
+        // One image's boxes, whatever the declared (dynamic) batch: any other fails every request's decoding.
+        guard output.shape.first == 1 else {
+            throw LoadFailure.warmupFailed(path: path, reason: "output shape \(output.shape): a batch other than 1")
+        }
         try output.withFloats { values in
             let b = output.shape[2]
             for i in 0..<values.count where !values[i].isFinite {

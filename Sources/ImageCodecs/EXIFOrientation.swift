@@ -68,8 +68,9 @@ enum EXIFOrientation: Int, Sendable {
             let at = ifd + 2 + entry * 12
             guard let tag = u16(at) else { return .up }
             guard tag == 0x0112 else { continue }
-            // Type SHORT (3), count 1: the value sits in the first two bytes of the value field.
-            guard u16(at + 2) == 3, u32(at + 4) == 1, let value = u16(at + 8) else { return .up }
+            // The first two bytes of the value field, whatever the entry's type and count say: OpenCV's
+            // `ExifReader::getOrientation` reads them so (the first Orientation entry of IFD0).
+            guard let value = u16(at + 8) else { return .up }
             return EXIFOrientation(rawValue: value) ?? .up
         }
         return .up

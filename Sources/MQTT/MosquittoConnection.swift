@@ -430,6 +430,8 @@ final class MosquittoConnection: @unchecked Sendable {
                 s.publishing = false
                 s.subscribing = [:]  // sent again, under new ids, on the next connection
             }
+            // Reported here: the loop's failure that follows is no failed attempt to report as well.
+            if s.connected { s.attemptFailureReported = true }
             return s.connected
         }
         guard wasConnected else { return }

@@ -90,8 +90,10 @@ public struct DesiredStateFileService: Service {
                 // document cut at a line's end may still parse): its close wakes this again.
                 let name = url.lastPathComponent
                 func writing() -> Bool { current.value?.isBeingWritten(name) ?? false }
-                var last = writing() ? nil : await applyIfChanged(after: nil)
-                for await _ in wakeups where !writing() { last = await applyIfChanged(after: last) }
+                var last = writing() ? nil : await applyIfChanged(after: nil, unlessWriting: writing)
+                for await _ in wakeups where !writing() {
+                    last = await applyIfChanged(after: last, unlessWriting: writing)
+                }
             } onGracefulShutdown: {
                 stop()
             }
@@ -102,9 +104,12 @@ public struct DesiredStateFileService: Service {
     }
 
     /// Reads the file and applies it unless it reads as it did last time.
-    /// - Parameter last: what the previous read found (the content's SHA-256, or the read error).
-    /// - Returns: what this read found.
-    private func applyIfChanged(after last: String?) async -> String {
+    /// - Parameters:
+    ///   - last: what the previous read found (the content's SHA-256, or the read error).
+    ///   - writing: whether the file is being written in place: asked again after the read, which a write that began
+    ///     meanwhile could have cut short (that write's close wakes the caller again).
+    /// - Returns: what this read found (`last` when the read was dropped).
+    private func applyIfChanged(after last: String?, unlessWriting writing: () -> Bool) async -> String? {
         let path = self.path
         let read: Result<[UInt8], FileReadError> = await reader.run {
             do throws(FileReadError) {
@@ -112,6 +117,7 @@ public struct DesiredStateFileService: Service {
                     .readAll(limit: DesiredState.Limits.bytes)))
             } catch { return .failure(error) }
         }
+        if writing() { return last }
         switch read {
         case .success(let bytes):
             let sha = Hex.string(SHA256.hash(data: bytes))

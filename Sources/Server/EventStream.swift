@@ -173,7 +173,7 @@ struct EventStream: Sendable {
             } onGracefulShutdown: {
                 continuation.finish()
             }
-            try await writer.finish(nil)
+            try await viewer.finish(writer)
         })
     }
 

@@ -96,7 +96,7 @@ struct StreamRoutes: Sendable {
                     buffer.writeString("\n\n")
                     try await viewer.write(buffer, to: &writer)
                 }
-                try await writer.finish(nil)
+                try await viewer.finish(writer)
             })
     }
 
@@ -115,7 +115,7 @@ struct StreamRoutes: Sendable {
                     buffer.writeString("\r\n")
                     try await viewer.write(buffer, to: &writer)
                 }
-                try await writer.finish(nil)
+                try await viewer.finish(writer)
             })
     }
 

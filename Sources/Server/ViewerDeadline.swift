@@ -13,10 +13,21 @@ struct ViewerDeadline: Sendable {
     let timeout: TimeAmount
 
     func write(_ buffer: ByteBuffer, to writer: inout any ResponseBodyWriter) async throws {
-        let channel = self.channel
-        let expiry = channel.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
+        let expiry = closeUnlessCancelled()
         defer { expiry.cancel() }
         try await writer.write(buffer)
+    }
+
+    /// Ends the response: the end waits for the channel as a write does.
+    func finish(_ writer: consuming any ResponseBodyWriter) async throws {
+        let expiry = closeUnlessCancelled()
+        defer { expiry.cancel() }
+        try await writer.finish(nil)
+    }
+
+    private func closeUnlessCancelled() -> Scheduled<Void> {
+        let channel = self.channel
+        return channel.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
     }
 }
 

@@ -39,7 +39,9 @@ public struct SourcePolicy: Sendable, Equatable {
     public func resolve(_ text: String) throws(StreamError) -> VideoSource {
         let trimmed = text.trimmingCharacters(in: .whitespaces)
         guard !trimmed.isEmpty, trimmed.count <= 4096, !trimmed.contains("\0") else {
-            throw .sourceNotAllowed(source: text, reason: "empty or malformed")
+            // Shown without credentials, and not all of it.
+            throw .sourceNotAllowed(source: String(VideoSource.network(url: trimmed).description.prefix(200)),
+                reason: "empty or malformed")
         }
         if let colon = trimmed.firstIndex(of: ":"), trimmed[colon...].hasPrefix("://") {
             let scheme = trimmed[..<colon].lowercased()

@@ -99,7 +99,7 @@ public final class FFmpegDecoder: Sendable {
                "-vf", "format=rgb24,showinfo@\(tag)=checksum=0", "-autoscale", "0",
                "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
         child = try ChildProcess(arguments, file: file)
-        let reports = ReportQueue()
+        let reports = ReportQueue(redact: source.redacting)
         self.reports = reports
         let (fd, started) = (child.stderr, child)
         // Ends at FFmpeg's end of stderr: when it exits or is killed. A frame FFmpeg refused as over its limit ends
@@ -189,7 +189,7 @@ public final class FFmpegDecoder: Sendable {
         }
         if closed.value || ChildProcess.succeeded(status) { return nil }
         throw .ffmpegFailed(source: source.description, status: ChildProcess.describe(status),
-            log: source.redacting(reports.logTail))
+            log: reports.logTail)
     }
 
     /// Splits FFmpeg's stderr into lines: frame reports go to the queue, the rest is kept as the log's tail.
@@ -325,6 +325,10 @@ final class ReportQueue: @unchecked Sendable {
     private var finished = false
     private var tail: [String] = []
     private var refused: (Int, Int)?
+    /// Applied to each log line before it is cut to length: a source's credentials never reach the tail whole.
+    private let redact: @Sendable (String) -> String
+
+    init(redact: @escaping @Sendable (String) -> String) { self.redact = redact }
 
     func push(_ report: FrameReport) {
         condition.lock()
@@ -335,7 +339,7 @@ final class ReportQueue: @unchecked Sendable {
 
     func log(_ line: String) {
         condition.lock()
-        tail.append(String(line.prefix(500)))
+        tail.append(String(redact(line).prefix(500)))
         if tail.count > 8 { tail.removeFirst() }
         condition.unlock()
     }

@@ -5,11 +5,12 @@ import Testing
 @Suite("EXIF orientation")
 struct EXIFOrientationTests {
     /// A JPEG APP1 segment holding a TIFF with one IFD0 entry: Orientation (0x0112) = `value`.
-    static func exifSegment(orientation value: UInt8, bigEndian: Bool) -> [UInt8] {
+    /// (The entry's type is SHORT and its count 1 unless given.)
+    static func exifSegment(orientation value: UInt8, bigEndian: Bool, type: UInt8 = 3, count: UInt8 = 1) -> [UInt8] {
         let tiff: [UInt8] =
             bigEndian
-            ? [0x4D, 0x4D, 0, 42, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, value, 0, 0, 0, 0, 0, 0]
-            : [0x49, 0x49, 42, 0, 8, 0, 0, 0, 1, 0, 0x12, 0x01, 3, 0, 1, 0, 0, 0, value, 0, 0, 0, 0, 0, 0, 0]
+            ? [0x4D, 0x4D, 0, 42, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, type, 0, 0, 0, count, 0, value, 0, 0, 0, 0, 0, 0]
+            : [0x49, 0x49, 42, 0, 8, 0, 0, 0, 1, 0, 0x12, 0x01, type, 0, count, 0, 0, 0, value, 0, 0, 0, 0, 0, 0, 0]
         let payload: [UInt8] = Array("Exif".utf8) + [0, 0] + tiff
         let length = payload.count + 2
         return [0xFF, 0xE1, UInt8(length >> 8), UInt8(length & 0xFF)] + payload
@@ -117,5 +118,23 @@ struct EXIFOrientationTests {
         let url = try TestSupport.writeTemporary(tagged, suffix: "jpg")
         defer { try? FileManager.default.removeItem(at: url) }
         #expect(try ImageDecoder.decode(tagged) == TestSupport.openCVDecode(url))
+    }
+
+    /// OpenCV reads the two bytes at the value whatever the entry's type and count; the decoder refused anything but
+    /// one SHORT, and left such an image as stored.
+    @Test(
+        "An Orientation entry of another type or count reads as cv2.imread reads it",
+        .enabled(if: TestSupport.hasOpenCV, "no .venv with OpenCV: run scripts/setup"),
+        arguments: [(UInt8(4), UInt8(1), UInt8(6), false), (3, 2, 8, false), (1, 1, 3, false), (4, 1, 6, true)])
+    func otherTypesAsOpenCV(type: UInt8, count: UInt8, value: UInt8, bigEndian: Bool) throws {
+        let jpeg = try ImageEncoder.jpeg(TestSupport.gradient(width: 24, height: 16), quality: 95)
+        let tagged = Self.splice(Self.exifSegment(orientation: value, bigEndian: bigEndian, type: type, count: count),
+            into: jpeg)
+        let url = try TestSupport.writeTemporary(tagged, suffix: "jpg")
+        defer { try? FileManager.default.removeItem(at: url) }
+        let opencv = try TestSupport.openCVDecode(url)
+        #expect(try ImageDecoder.decode(tagged) == opencv)
+        // The LONG little-endian 6: rotated (24x16 stored).
+        if type == 4, !bigEndian { #expect(opencv.width == 16 && opencv.height == 24) }
     }
 }

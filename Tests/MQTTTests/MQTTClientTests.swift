@@ -98,6 +98,7 @@ struct MQTTClientTests {
     func highDescriptors() async throws {
         var limit = rlimit()
         getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        try #require(limit.rlim_max >= 1200, "the hard open-file limit (\(limit.rlim_max)) is too low for this test")
         let raised = rlimit(rlim_cur: max(limit.rlim_cur, min(limit.rlim_max, 4096)), rlim_max: limit.rlim_max)
         setrlimit(Int32(RLIMIT_NOFILE.rawValue), [raised])
         defer { setrlimit(Int32(RLIMIT_NOFILE.rawValue), [limit]) }
@@ -109,7 +110,25 @@ struct MQTTClientTests {
             try #require(fd >= 0, "open: \(errno) (limit \(raised.rlim_cur))")
             held.append(fd)
         } while held[held.count - 1] < 1100
-        try await publishSubscribe(version: .v311)
+        let broker = try MosquittoBroker()
+        let subscriber = try MQTTClient(configuration: Self.configuration(broker, id: "sub", version: .v311))
+        let publisher = try MQTTClient(configuration: Self.configuration(broker, id: "pub", version: .v311))
+        subscriber.subscribe("test/+/data")
+        var events = subscriber.events.makeAsyncIterator()
+        subscriber.start()
+        publisher.start()
+        #expect(await Self.next(&events, where: Self.connected) != nil, "\(broker.log)")
+        var messages = subscriber.messages.makeAsyncIterator()
+        try await publisher.publish("test/a/data", payload: [1, 2, 3], qos: .atLeastOnce, retain: true)
+        #expect(await messages.next()?.payload == [1, 2, 3])
+        // The clients' sockets are numbered past the descriptors held (another test freeing low numbers meanwhile
+        // would leave this test testing nothing).
+        let sockets = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").compactMap(Int32.init)
+            .filter { $0 > 1100 && (try? FileManager.default.destinationOfSymbolicLink(
+                atPath: "/proc/self/fd/\($0)"))?.hasPrefix("socket:") == true }
+        #expect(sockets.count >= 2, "\(sockets)")
+        await publisher.stop()
+        await subscriber.stop()
     }
 
     /// The client freed its libmosquitto handle twice when its configuration was refused (a CA file that does not

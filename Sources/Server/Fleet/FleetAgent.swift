@@ -108,6 +108,8 @@ final class FleetSession: Sendable {
     /// How many are in `admitted` or running; the command ids with a repeat among them; whether the agent has
     /// stopped taking new ones.
     private let turns = Locked((waiting: 0, repeats: Set<String>(), stopped: false))
+    /// Whether the agent has begun to leave (publish `offline`, disconnect).
+    private let leaving = Locked(false)
     let refusals = Locked(RefusalLimiter())
 
     /// The most admitted messages that wait their turn: each holds a verified payload (at most the client's message
@@ -181,7 +183,12 @@ final class FleetSession: Sendable {
     /// published) — and leaves.
     private func beginLeaving() {
         turns.withLock { $0.stopped = true }
-        Task { await leave() }
+        // Once: a graceful shutdown followed by a cancellation leaves once.
+        let first = leaving.withLock { leaving in
+            defer { leaving = true }
+            return !leaving
+        }
+        if first { Task { await leave() } }
     }
 
     /// Publishes `offline` (retained), then disconnects cleanly; `receive()` ends with the client.
@@ -347,6 +354,9 @@ final class FleetSession: Sendable {
         } catch is CancellationError {
             // Not acknowledged in time (offline): libmosquitto still sends it once connected, if it can.
             logger.debug("MQTT publish not acknowledged", metadata: ["topic": "\(topic)", "timeout": "\(timeout)"])
+        } catch let error as MQTTError where error.kind == .stopped {
+            // The agent is leaving: what was still in flight goes with it.
+            logger.debug("MQTT publish dropped at the stop", metadata: ["topic": "\(topic)"])
         } catch {
             // Refused for good (too large, not authorized by the broker's ACL, too many in flight): say so, or a
             // command's result or the status would vanish without a trace on the device.
