@@ -38,6 +38,14 @@ struct MQTTClientTests {
         MQTTClientConfiguration.ProtocolVersion.v311, .v5,
     ])
     func publishSubscribe(version: MQTTClientConfiguration.ProtocolVersion) async throws {
+        try await exchange(version)
+    }
+
+    /// A subscriber and a publisher connect; one retained QoS 1 message goes from one to the other; `whileConnected`
+    /// runs before they stop.
+    func exchange(_ version: MQTTClientConfiguration.ProtocolVersion, whileConnected: () throws -> Void = {})
+        async throws
+    {
         let broker = try MosquittoBroker()
         let subscriber = try MQTTClient(configuration: Self.configuration(broker, id: "sub", version: version))
         let publisher = try MQTTClient(configuration: Self.configuration(broker, id: "pub", version: version))
@@ -54,6 +62,7 @@ struct MQTTClientTests {
         #expect(received?.topic == "test/a/data")
         #expect(received?.payload == payload)
         #expect(received?.qos == .atLeastOnce)
+        try whileConnected()
         await publisher.stop()
         await subscriber.stop()
         #expect(!subscriber.isConnected)
@@ -110,25 +119,14 @@ struct MQTTClientTests {
             try #require(fd >= 0, "open: \(errno) (limit \(raised.rlim_cur))")
             held.append(fd)
         } while held[held.count - 1] < 1100
-        let broker = try MosquittoBroker()
-        let subscriber = try MQTTClient(configuration: Self.configuration(broker, id: "sub", version: .v311))
-        let publisher = try MQTTClient(configuration: Self.configuration(broker, id: "pub", version: .v311))
-        subscriber.subscribe("test/+/data")
-        var events = subscriber.events.makeAsyncIterator()
-        subscriber.start()
-        publisher.start()
-        #expect(await Self.next(&events, where: Self.connected) != nil, "\(broker.log)")
-        var messages = subscriber.messages.makeAsyncIterator()
-        try await publisher.publish("test/a/data", payload: [1, 2, 3], qos: .atLeastOnce, retain: true)
-        #expect(await messages.next()?.payload == [1, 2, 3])
-        // The clients' sockets are numbered past the descriptors held (another test freeing low numbers meanwhile
-        // would leave this test testing nothing).
-        let sockets = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").compactMap(Int32.init)
-            .filter { $0 > 1100 && (try? FileManager.default.destinationOfSymbolicLink(
-                atPath: "/proc/self/fd/\($0)"))?.hasPrefix("socket:") == true }
-        #expect(sockets.count >= 2, "\(sockets)")
-        await publisher.stop()
-        await subscriber.stop()
+        try await exchange(.v311) {
+            // The clients' sockets are numbered past the descriptors held (another test freeing low numbers
+            // meanwhile would leave this test testing nothing).
+            let sockets = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").compactMap(Int32.init)
+                .filter { $0 > 1100 && (try? FileManager.default.destinationOfSymbolicLink(
+                    atPath: "/proc/self/fd/\($0)"))?.hasPrefix("socket:") == true }
+            #expect(sockets.count >= 2, "\(sockets)")
+        }
     }
 
     /// The client freed its libmosquitto handle twice when its configuration was refused (a CA file that does not
