@@ -73,6 +73,9 @@ public struct FleetDesiredDocument: FleetSignedPayload, Equatable {
 /// unknown action, …). `duplicate` is true when this repeats the result of a command already received (a QoS 1
 /// redelivery or a replay), which was not run again.
 public struct FleetCommandResult: Codable, Sendable, Equatable {
+    /// The hex SHA-256 of a message's bytes, as `message_sha256` gives it.
+    public static func messageSHA256(_ message: [UInt8]) -> String { SignedEnvelope.sha256Hex(message) }
+
     public var id: String?
     public var device: String
     public var action: String?
@@ -81,6 +84,9 @@ public struct FleetCommandResult: Codable, Sendable, Equatable {
     /// The refusal's reason (`FleetRefusal.Reason`), for refusals.
     public var reason: String?
     public var duplicate: Bool?
+    /// The SHA-256 (hex) of the message refused, for a refusal: the sender matches a refusal made before the command's
+    /// id could be read (unsigned, a bad signature, malformed) by it.
+    public var message_sha256: String?
     public var time: Date
     /// What the operation produced (the swap event, the load's outcome, the desired state's status), as JSON.
     public var output: FleetJSON?

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import ModelSigning
+import Primitives
 
 /// A fleet message as it travels over MQTT: a payload and an operator's Ed25519 signature over it.
 ///
@@ -107,4 +108,9 @@ public struct FleetRefusal: Error, Equatable, CustomStringConvertible {
     }
 
     public var description: String { "\(reason.rawValue): \(detail)" }
+}
+
+extension SignedEnvelope {
+    /// The hex SHA-256 of `bytes`.
+    static func sha256Hex(_ bytes: [UInt8]) -> String { Hex.string(SHA256.hash(data: bytes)) }
 }

@@ -169,13 +169,22 @@ struct FleetPublishCommand: AsyncParsableCommand {
             // The result subscription goes out when the connection is accepted, and the client hands the command
             // over only after it, on the same connection, so the broker has the subscription before the command.
             // Waiting here too gives a clear error when no connection comes.
-            let connected = await Self.within(.seconds(timeout)) { () async -> Bool in
-                for await event in client.events { if case .connected = event { return true } }
-                return false
-            } ?? false
-            guard connected else {
+            // A broker that refuses the connection (a wrong password) answers at once: exit 1 with its reason.
+            let connected = await Self.within(.seconds(timeout)) { () async -> String? in
+                for await event in client.events {
+                    if case .connected = event { return nil }
+                    if case .connectFailed(let reason) = event, reason.hasPrefix("the broker refused") { return reason }
+                }
+                return "the client stopped"
+            }
+            switch connected {
+            case nil:
                 printError("fleet publish: cannot connect to \(host):\(port) within \(timeout) s")
                 throw ExitCode(2)
+            case let reason??:
+                printError("fleet publish: \(host):\(port): \(reason)")
+                throw ExitCode.failure
+            case .some(nil): break
             }
         }
         // A publication the broker refuses (MQTT 5: not authorized, …) or the client cannot send fails at once, with
@@ -201,10 +210,13 @@ struct FleetPublishCommand: AsyncParsableCommand {
             await client.stop()
             return
         }
+        // Its result, or a refusal made before its id could be read (matched by the message's SHA-256).
+        let sha256 = FleetCommandResult.messageSHA256(envelope)
         let result = await Self.within(.seconds(waitResult)) { () async throws -> [UInt8]? in
             for await message in client.messages where message.topic == topic + "/result" {
                 let fields = (try? JSONSerialization.jsonObject(with: Data(message.payload))) as? [String: Any]
                 if let id, fields?["id"] as? String == id { return message.payload }
+                if fields?["message_sha256"] as? String == sha256 { return message.payload }
             }
             return nil
         } ?? nil

@@ -50,6 +50,14 @@ struct MQTTFleetTests {
             the broker's log: \(fleet.broker.log.suffix(6000))
             """)
         #expect(answered.stdout.contains(#""id":"st-1""#) && answered.stdout.contains(#""status":"succeeded""#))
+        // A message the device cannot read (no signed envelope): its refusal carries no command id, and is matched by
+        // the message's SHA-256 — exit 1 with it, where the CLI waited out --wait-result and exited 2.
+        let junk = fleet.folder.file("junk.json")
+        try #"{"not": "signed"}"#.write(toFile: junk, atomically: true, encoding: .utf8)
+        let refused = try await fleet.publish(["--topic", "yoloswap/v1/dev-3/command", "--wait-result", "60", junk])
+        #expect(refused.status == 1, "\(refused.stdout)\(refused.stderr)")
+        #expect(refused.stdout.contains(#""status":"refused""#) && refused.stdout.contains("message_sha256"),
+            "\(refused.stdout)")
 
         // Killed without a goodbye: the broker publishes its will, `offline`, on its status topic.
         late.stop(signal: SIGKILL)
@@ -94,6 +102,13 @@ struct MQTTFleetTests {
         let refused = try await publish("closed/a")
         #expect(refused.status == 1, "\(refused.stderr)\n\(broker.log)")
         #expect(refused.stderr.contains("reason code 0x87"), "\(refused.stderr)")
+        // A wrong password, waiting for a result: the broker's refusal, exit 1 at once (not a 60 s wait, exit 2).
+        let wrong = folder.file("wrong")
+        try "not-the-password".write(toFile: wrong, atomically: true, encoding: .utf8)
+        let denied = try await runProcess(Repo.binary, ["fleet", "publish", "--port", "\(broker.port)", "--ca-file",
+            broker.caFile, "--username", MosquittoBroker.username, "--password-file", wrong, "--timeout", "60",
+            "--wait-result", "60", "--topic", "open/a", envelope])
+        #expect(denied.status == 1 && denied.stderr.contains("refused"), "\(denied.stderr)")
         let noPassword = try await publish("open/a", passwordFile: folder.file("missing"))
         #expect(noPassword.status == 1 && noPassword.stderr.contains("cannot read the password file"),
             "\(noPassword.stderr)")

@@ -38,7 +38,7 @@ extension FleetSession {
             FleetMetrics.received(kind: "command", outcome: "admitted")
             await enqueue(.command(decoded, payload: payload, keyID: keyID))
         } catch {
-            await refuse(error, kind: "command", id: command?.id, action: command?.action)
+            await refuse(error, kind: "command", id: command?.id, action: command?.action, message: digest)
         }
     }
 
@@ -60,16 +60,20 @@ extension FleetSession {
     }
 
     /// Records a refusal and, for a command unless `answer` is false, publishes it as the command's result.
-    private func refuse(_ refusal: FleetRefusal, kind: String, id: String?, action: String?, answer: Bool = true)
-        async
+    /// - Parameter message: the refused message's SHA-256, answered with the refusal (its sender matches it by that
+    ///   when the command's id could not be read).
+    private func refuse(_ refusal: FleetRefusal, kind: String, id: String?, action: String?, answer: Bool = true,
+                        message: String? = nil) async
     {
         let about = [id.map { "command '\($0)'" }, action.map { "action \($0)" }].compactMap { $0 }
             .joined(separator: ", ")
         // `answer: false` comes from running an admitted command: once per fresh signed message.
         guard await record(refusal, kind: kind, about: about, limited: answer) else { return }
         if kind == "command" && answer {
-            publish(FleetCommandResult(id: id, device: settings.device, action: action, status: "refused",
-                detail: refusal.detail, reason: refusal.reason.rawValue))
+            var result = FleetCommandResult(id: id, device: settings.device, action: action, status: "refused",
+                detail: refusal.detail, reason: refusal.reason.rawValue)
+            result.message_sha256 = message
+            publish(result)
         }
     }
 
