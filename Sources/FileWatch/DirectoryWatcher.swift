@@ -205,8 +205,6 @@ private struct EventReader: Sendable {
                 if !pending.isEmpty { continuation.yield(pending) }
                 return
             }
-            // Events were lost (a close perhaps): no file is known to be still being written.
-            if parsed.overflowed { for name in names { writes.ended(name) } }
             for (name, mask) in parsed.events where names.contains(name) {
                 if mask & UInt32(IN_CLOSE_WRITE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO) != 0 {
                     writes.ended(name)
@@ -215,6 +213,9 @@ private struct EventReader: Sendable {
                     writes.began(name)
                 }
             }
+            // Events were lost (a close perhaps): no file is known to be still being written. After the events read
+            // with the overflow, which the kernel queues last.
+            if parsed.overflowed { for name in names { writes.ended(name) } }
             let relevant = parsed.overflowed ? names : parsed.names.intersection(names)
             if !relevant.isEmpty {
                 pending.formUnion(relevant)

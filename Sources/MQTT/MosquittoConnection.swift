@@ -412,7 +412,12 @@ final class MosquittoConnection: @unchecked Sendable {
             let reason = configuration.protocolVersion == .v5
                 ? String(cString: mosquitto_reason_string(rc)) : MQTTError.connackMessage(rc)
             state.withLock { $0.attemptFailureReported = true }
-            events.yield(.connectFailed(reason: "the broker refused the connection: \(reason)"))
+            // A refusal for now (the broker unavailable or busy, a quota or rate, a server moved) is said so: a caller
+            // that gives up at "refused" (a wrong password) retries these.
+            let passing = configuration.protocolVersion == .v5
+                ? [0x88, 0x89, 0x97, 0x9C, 0x9D, 0x9F].contains(rc) : rc == 3
+            events.yield(.connectFailed(reason: (passing ? "the broker turned the connection away for now: "
+                : "the broker refused the connection: ") + reason))
             return
         }
         state.withLock { s in

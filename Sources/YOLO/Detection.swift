@@ -49,7 +49,8 @@ public struct Detection: Sendable, Equatable, Codable {
 ///
 /// - `confidence`: keep candidates scoring strictly above this (0.25).
 /// - `iou`: suppress a box whose IoU with a kept box of the same class is strictly above this (0.7).
-/// - `maxDetections`: keep at most this many, best first (300).
+/// - `maxDetections`: keep at most this many, best first (300); of a YOLOv10 end-to-end output, the first this many
+///   rows over the threshold in the model's order, before the class filter (as Ultralytics).
 /// - `classes`: keep only these class ids (nil = all).
 /// - `agnostic`: suppress across classes.
 public struct DetectionOptions: Sendable, Equatable {

@@ -165,11 +165,11 @@ struct FleetPublishCommand: AsyncParsableCommand {
         if waitResult > 0 { client.subscribe(topic + "/result") }
         client.start()
         defer { Task { await client.stop() } }
-        if waitResult > 0 {
-            // The result subscription goes out when the connection is accepted, and the client hands the command
-            // over only after it, on the same connection, so the broker has the subscription before the command.
-            // Waiting here too gives a clear error when no connection comes.
-            // A broker that refuses the connection (a wrong password) answers at once: exit 1 with its reason.
+        // The result subscription goes out when the connection is accepted, and the client hands the command over only
+        // after it, on the same connection, so the broker has the subscription before the command. Waiting for the
+        // connection gives a clear error when none comes; a broker that refuses it (a wrong password) answers at
+        // once: exit 1 with its reason (a refusal for now, the broker busy, is retried until the timeout).
+        do {
             let connected = await Self.within(.seconds(timeout)) { () async -> String? in
                 for await event in client.events {
                     if case .connected = event { return nil }
