@@ -88,6 +88,10 @@ public final class DirectoryWatcher: Sendable {
     /// the events read so far tell: a read now could find it cut short.
     public func isBeingWritten(_ name: String) -> Bool { writes.contains(name) }
 
+    /// How many in-place write events of watched entries (a write's beginning, each modification, its end) the events
+    /// read so far tell of: a read taken between two equal counts (and no write in progress) saw no write at all.
+    public var writeEvents: Int { writes.events }
+
     deinit { descriptors.wakeReader() }
 }
 
@@ -127,22 +131,36 @@ final class Descriptors: Sendable {
 ///
 /// Thread-safety: all members may be used from any thread (a lock).
 final class Writes: Sendable {
-    private let open = Locked<[String: ContinuousClock.Instant]>([:])
+    private let open = Locked<(files: [String: ContinuousClock.Instant], events: Int)>(([:], 0))
     let timeout: Duration
 
     init(timeout: Duration) { self.timeout = timeout }
 
-    func began(_ name: String) { open.withLock { $0[name] = .now } }
-    func ended(_ name: String) { _ = open.withLock { $0.removeValue(forKey: name) } }
+    func began(_ name: String) {
+        open.withLock { o in
+            o.files[name] = .now
+            o.events += 1
+        }
+    }
+
+    func ended(_ name: String) {
+        open.withLock { o in
+            if o.files.removeValue(forKey: name) != nil { o.events += 1 }
+        }
+    }
+
+    /// How many write events (a beginning, each modification, an end) there have been: a read between two equal
+    /// counts saw no write.
+    var events: Int { open.withLock { $0.events } }
 
     func contains(_ name: String) -> Bool {
-        open.withLock { $0[name].map { ContinuousClock.now - $0 < timeout } ?? false }
+        open.withLock { $0.files[name].map { ContinuousClock.now - $0 < timeout } ?? false }
     }
 
     /// Whether any of `names` is being written, and when the soonest of those writes times out.
     func pending(among names: Set<String>) -> ContinuousClock.Instant? {
         open.withLock { open in
-            names.compactMap { open[$0] }.map { $0 + timeout }.filter { $0 > .now }.min()
+            names.compactMap { open.files[$0] }.map { $0 + timeout }.filter { $0 > .now }.min()
         }
     }
 }

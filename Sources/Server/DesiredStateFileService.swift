@@ -90,9 +90,11 @@ public struct DesiredStateFileService: Service {
                 // document cut at a line's end may still parse): its close wakes this again.
                 let name = url.lastPathComponent
                 func writing() -> Bool { current.value?.isBeingWritten(name) ?? false }
-                var last = writing() ? nil : await applyIfChanged(after: nil, unlessWriting: writing)
+                func writeEvents() -> Int { current.value?.writeEvents ?? 0 }
+                var last = writing() ? nil
+                    : await applyIfChanged(after: nil, writing: writing, writeEvents: writeEvents)
                 for await _ in wakeups where !writing() {
-                    last = await applyIfChanged(after: last, unlessWriting: writing)
+                    last = await applyIfChanged(after: last, writing: writing, writeEvents: writeEvents)
                 }
             } onGracefulShutdown: {
                 stop()
@@ -106,10 +108,12 @@ public struct DesiredStateFileService: Service {
     /// Reads the file and applies it unless it reads as it did last time.
     /// - Parameters:
     ///   - last: what the previous read found (the content's SHA-256, or the read error).
-    ///   - writing: whether the file is being written in place: asked again after the read, which a write that began
-    ///     meanwhile could have cut short (that write's close wakes the caller again).
+    ///   - writing: whether the file is being written in place, and `writeEvents` how many write events there have
+    ///     been: asked again after the read, which a write that began (or began and ended) meanwhile could have cut
+    ///     short — the read is then dropped (that write's close wakes the caller again).
     /// - Returns: what this read found (`last` when the read was dropped).
-    private func applyIfChanged(after last: String?, unlessWriting writing: () -> Bool) async -> String? {
+    private func applyIfChanged(after last: String?, writing: () -> Bool, writeEvents: () -> Int) async -> String? {
+        let eventsBefore = writeEvents()
         let path = self.path
         let read: Result<[UInt8], FileReadError> = await reader.run {
             do throws(FileReadError) {
@@ -117,7 +121,7 @@ public struct DesiredStateFileService: Service {
                     .readAll(limit: DesiredState.Limits.bytes)))
             } catch { return .failure(error) }
         }
-        if writing() { return last }
+        if writing() || writeEvents() != eventsBefore { return last }
         switch read {
         case .success(let bytes):
             let sha = Hex.string(SHA256.hash(data: bytes))
