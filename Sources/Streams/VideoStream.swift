@@ -275,7 +275,7 @@ public final class VideoStream: Sendable {
             } catch {
                 // A live source rides out a shortage (descriptors, processes, memory) as it rides out a disconnect;
                 // anything else (no such program) ends the stream.
-                guard configuration.source.isLive, Self.isShortage(error) else {
+                guard configuration.source.isLive, error.isShortage else {
                     fail("\(error)")
                     return
                 }
@@ -348,13 +348,6 @@ public final class VideoStream: Sendable {
         broadcast(.event(StreamEvent(stream: id, type: .reconnect, time: Date(), frame: nextIndex,
             message: endError)))
         return wait
-    }
-
-    /// Whether FFmpeg could not start for want of something that may be free again later: descriptors (EMFILE,
-    /// ENFILE), processes (EAGAIN), memory (ENOMEM).
-    static func isShortage(_ error: VideoDecodeError) -> Bool {
-        guard case .cannotStart(_, let reason) = error else { return false }
-        return [EMFILE, ENFILE, EAGAIN, ENOMEM].contains { String(cString: strerror($0)) == reason }
     }
 
     /// Restarts FFmpeg when a live source delivers no first frame within the open timeout, or no further frame within

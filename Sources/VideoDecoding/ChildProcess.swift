@@ -36,7 +36,7 @@ final class ChildProcess: Sendable {
     /// parent writes (`stdin`) with `writableStdin`. A `file` descriptor becomes the child's descriptor 3 (the
     /// parent's stays open: the caller closes it), so that the child reaches a file the parent opened and checked
     /// rather than opening a path again (`/proc/self/fd/3` names it for a program that wants a path).
-    /// - Throws: `VideoDecodeError.cannotStart` with the errno's text.
+    /// - Throws: `VideoDecodeError.cannotStart` with the errno and its text.
     init(_ arguments: [String], writableStdin: Bool = false, file: Int32? = nil) throws(VideoDecodeError) {
         guard let program = arguments.first else { throw .cannotStart(program: "", reason: "empty command") }
         // A descriptor that is 3 already is given a number above 3 first: dup2 onto itself would leave it
@@ -44,18 +44,18 @@ final class ChildProcess: Sendable {
         var passed = file
         if let given = file, given <= 3 {
             passed = fcntl(given, F_DUPFD_CLOEXEC, 4)
-            guard let copy = passed, copy >= 0 else { throw .cannotStart(program: program, reason: Self.errnoText) }
+            guard let copy = passed, copy >= 0 else { throw Self.failure(program, errno) }
         }
         defer { if let passed, passed != file { close(passed) } }
         var outPipe: [Int32] = [-1, -1], errPipe: [Int32] = [-1, -1], inPipe: [Int32] = [-1, -1]
-        guard pipe(&outPipe) == 0 else { throw .cannotStart(program: program, reason: Self.errnoText) }
+        guard pipe(&outPipe) == 0 else { throw Self.failure(program, errno) }
         guard pipe(&errPipe) == 0 else {
             close(outPipe[0]); close(outPipe[1])
-            throw .cannotStart(program: program, reason: Self.errnoText)
+            throw Self.failure(program, errno)
         }
         if writableStdin, pipe(&inPipe) != 0 {
             for fd in outPipe + errPipe { close(fd) }
-            throw .cannotStart(program: program, reason: Self.errnoText)
+            throw Self.failure(program, errno)
         }
         // Glibc's module does not export pipe2: close-on-exec is set right after (a program another thread spawns in
         // between could inherit the ends until it execs; posix_spawn-based spawners close them there).
@@ -78,7 +78,7 @@ final class ChildProcess: Sendable {
             failed != 0
         {
             for fd in outPipe + errPipe + inPipe where fd >= 0 { close(fd) }
-            throw .cannotStart(program: program, reason: String(cString: strerror(failed)))
+            throw Self.failure(program, failed)
         }
         // A process group of its own: a Ctrl-C typed at a terminal reaches this process, which stops the stream, not
         // FFmpeg behind its back. The signals this process traps or ignores get their default dispositions back (an
@@ -97,7 +97,7 @@ final class ChildProcess: Sendable {
                        Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))]
         if let failed = set.first(where: { $0 != 0 }) {
             for fd in outPipe + errPipe + inPipe where fd >= 0 { close(fd) }
-            throw .cannotStart(program: program, reason: String(cString: strerror(failed)))
+            throw Self.failure(program, failed)
         }
         let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
@@ -109,7 +109,7 @@ final class ChildProcess: Sendable {
         guard status == 0 else {
             close(outPipe[0]); close(errPipe[0])
             if writableStdin { close(inPipe[1]) }
-            throw .cannotStart(program: program, reason: String(cString: strerror(status)))
+            throw Self.failure(program, status)
         }
         pid = child
         stdout = outPipe[0]
@@ -178,7 +178,10 @@ final class ChildProcess: Sendable {
     /// Whether a wait status is a clean exit (status 0).
     static func succeeded(_ status: Int32) -> Bool { status == 0 }
 
-    private static var errnoText: String { String(cString: strerror(errno)) }
+    /// A failed start with the system's error number and its text.
+    private static func failure(_ program: String, _ code: Int32) -> VideoDecodeError {
+        .cannotStart(program: program, reason: String(cString: strerror(code)), code: code)
+    }
 
     /// The most a frame pipe is widened to: 1 MiB, Linux's default ceiling for an unprivileged process
     /// (`/proc/sys/fs/pipe-max-size`), and a whole 640×480 RGB frame.

@@ -21,7 +21,8 @@ public struct VideoFrame: Sendable {
 
 /// What ends a decode other than the end of the source.
 public enum VideoDecodeError: Error, Equatable, CustomStringConvertible {
-    case cannotStart(program: String, reason: String)
+    /// `code` is the errno where a system call failed (nil for a refusal of ours, such as an unknown extension).
+    case cannotStart(program: String, reason: String, code: Int32? = nil)
     /// A file source could not be opened: missing, not a regular file, or a symbolic link on its path.
     case cannotOpen(source: String, reason: String)
     /// FFmpeg exited without a frame, or with an error status; `log` is the tail of what it printed.
@@ -33,7 +34,7 @@ public enum VideoDecodeError: Error, Equatable, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case .cannotStart(let program, let reason): "cannot start \(program): \(reason)"
+        case .cannotStart(let program, let reason, _): "cannot start \(program): \(reason)"
         case .cannotOpen(let source, let reason): "cannot open \(source): \(reason)"
         case .ffmpegFailed(let source, let status, let log):
             "ffmpeg failed on \(source) (\(status))" + (log.isEmpty ? "" : ": \(log)")
@@ -41,6 +42,13 @@ public enum VideoDecodeError: Error, Equatable, CustomStringConvertible {
             "\(source): a \(width)x\(height) frame is over the limit of \(maxPixels) pixels"
         case .protocolError(let source, let reason): "\(source): \(reason)"
         }
+    }
+
+    /// Whether the program could not start for want of something that may be free again later: descriptors (EMFILE,
+    /// ENFILE), processes (EAGAIN), memory (ENOMEM).
+    public var isShortage: Bool {
+        guard case .cannotStart(_, _, let code?) = self else { return false }
+        return [EMFILE, ENFILE, EAGAIN, ENOMEM].contains(code)
     }
 }
 

@@ -441,9 +441,18 @@ extension StreamSuite {
                 == "[tcp] rtsp://u:***@cam/x: Connection refused")
             // FFmpeg that cannot start for want of descriptors or processes: a live stream retries; no program: it ends.
             for code in [EMFILE, ENFILE, EAGAIN, ENOMEM] {
-                #expect(VideoStream.isShortage(.cannotStart(program: "ffmpeg", reason: String(cString: strerror(code)))))
+                #expect(VideoDecodeError.cannotStart(program: "ffmpeg", reason: "", code: code).isShortage)
             }
-            #expect(!VideoStream.isShortage(.cannotStart(program: "ffmpeg", reason: String(cString: strerror(ENOENT)))))
+            #expect(!VideoDecodeError.cannotStart(program: "ffmpeg", reason: "", code: ENOENT).isShortage)
+            #expect(!VideoDecodeError.cannotStart(program: "ffmpeg", reason: String(cString: strerror(EMFILE))).isShortage)
+            // A real start carries its errno: no such program is no shortage.
+            let missing = #expect(throws: VideoDecodeError.self) {
+                _ = try FFmpegDecoder(source: .network(url: "udp://127.0.0.1:9"), ffmpeg: "/nonexistent/ffmpeg")
+            }
+            #expect(missing.map { error in
+                guard case .cannotStart(_, _, let code) = error else { return false }
+                return code == ENOENT && !error.isShortage
+            } == true, "\(String(describing: missing))")
             let refusal = #expect(throws: StreamError.self) { _ = try cameras.resolve("rtsp://u:hunter2@evil/x") }
             #expect(refusal.map { !"\($0)".contains("hunter2") } == true, "\(String(describing: refusal))")
             #expect(throws: StreamError.self) { _ = try policy.resolveOutput("out.jsonl") }
