@@ -17,7 +17,8 @@ struct StreamListDTO: Encodable { var streams: [StreamStatus] }
 struct StreamRoutes: Sendable {
     let api: APIRoutes
     let registry: StreamRegistry
-    /// JPEG encoding of preview frames, off the cooperative pool.
+    /// JPEG encoding of preview frames, off the cooperative pool: one queue for every stream's viewers (previews take
+    /// at most one core from detection), each frame encoded once for all who view it (`PreviewFrame.encoded`).
     private let encoder = BlockingQueue(label: "yoloswap.preview-encode")
 
     init(api: APIRoutes, registry: StreamRegistry) {
@@ -108,7 +109,7 @@ struct StreamRoutes: Sendable {
             headers: [.contentType: "multipart/x-mixed-replace; boundary=frame", .cacheControl: "no-store"],
             body: ResponseBody { writer in
                 for await frame in frames {
-                    let jpeg = try await encoder.run { try Self.annotatedJPEG(frame) }
+                    let jpeg = try await encoder.run { try frame.encoded.value { try Self.annotatedJPEG(frame) } }
                     var buffer = ByteBuffer(string: "--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
                         + "\(jpeg.count)\r\nX-Frame: \(frame.frame)\r\n\r\n")
                     buffer.writeBytes(jpeg)

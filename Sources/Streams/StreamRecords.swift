@@ -1,6 +1,7 @@
 import Foundation
 import HotSwap
 import ImageCodecs
+import Primitives
 import YOLO
 
 /// One JSON line of a stream's results: one per detected frame.
@@ -67,10 +68,20 @@ public enum StreamMessage: Sendable {
 
 /// A detected frame with its detections: the annotated preview's (the newest one) and the output video's (each one).
 public struct PreviewFrame: Sendable {
-    public var frame: Int
-    public var pts: Double?
-    public var image: RGBImage
-    public var detections: [Detection]
+    public let frame: Int
+    public let pts: Double?
+    public let image: RGBImage
+    public let detections: [Detection]
+    /// The preview's encoding of this frame (its JPEG), made by the first viewer that shows it and shared with the
+    /// others: every viewer of a stream is handed the same frame, and encodes it once between them.
+    public let encoded = Memo<[UInt8]>()
+
+    public init(frame: Int, pts: Double?, image: RGBImage, detections: [Detection]) {
+        self.frame = frame
+        self.pts = pts
+        self.image = image
+        self.detections = detections
+    }
 
     /// The frame with each detection's box and label (class, confidence) drawn, as `yoloswap detect --save` draws them.
     public var annotated: RGBImage {

@@ -167,6 +167,44 @@ extension StreamSuite {
             await manager.shutdown()
         }
 
+        @Test("preview viewers of a stream are handed the same frames, whose encoding is made once between them")
+        func previewEncodedOnce() async throws {
+            let manager = ModelManager(configuration: HotSwapConfiguration(servingThreads: 1, intraOpThreads: 1,
+                warmupRuns: 1), loader: streamLoader)
+            let slot = try await manager.createSlot("line")
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "line",
+                path: Repository.path("models/yolov3-tiny-coco-320.onnx")))
+            let stream = VideoStream(id: "previewed", configuration: StreamConfiguration(
+                source: .file(path: TestVideos.mjpeg), slot: "line"), slot: slot)
+            let viewers = [stream.previewFrames(), stream.previewFrames()].map { frames in
+                Task { () -> [Int: PreviewFrame] in
+                    var seen: [Int: PreviewFrame] = [:]
+                    for await frame in frames { seen[frame.frame] = frame }
+                    return seen
+                }
+            }
+            stream.start()
+            await stream.waitUntilFinished()
+            let (first, second) = (await viewers[0].value, await viewers[1].value)
+            // Each viewer keeps only the newest frame it has not read: both have the last one at least.
+            let shared = Set(first.keys).intersection(second.keys)
+            #expect(shared.contains(59), "\(first.keys.sorted()) / \(second.keys.sorted())")
+            for frame in shared {
+                let (a, b) = (try #require(first[frame]), try #require(second[frame]))
+                #expect(a.encoded === b.encoded, "frame \(frame)")
+            }
+            let last = try #require(first[59])
+            let encodings = Locked(0)
+            let make = { () -> [UInt8] in encodings.withLock { $0 += 1 }; return [UInt8](repeating: 7, count: 3) }
+            // A failed encoding is not kept: the next viewer makes it again; once made, it is everyone's.
+            struct Failed: Error {}
+            #expect(throws: Failed.self) { try last.encoded.value { () throws(Failed) -> [UInt8] in throw Failed() } }
+            #expect(last.encoded.value(make) == [7, 7, 7])
+            #expect(try #require(second[59]).encoded.value(make) == [7, 7, 7])
+            #expect(encodings.value == 1)
+            await manager.shutdown()
+        }
+
         @Test("showinfo lines parse, padded values included; other lines, and lines without the secret tag, do not")
         func reportParsing() {
             let tag = FrameReport.randomTag()
