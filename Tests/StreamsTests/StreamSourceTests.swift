@@ -137,13 +137,19 @@ extension StreamSuite {
             }
         }
 
-        @Test("a cap of one frame in 1000 s does not hold a stop back; under `latest` a cap detects the newest frame")
-        func capWaits() async throws {
+        /// A manager with a slot `line` serving yolov3-tiny 320 on one worker, one intra-op thread.
+        static func lineSlot() async throws -> (ModelManager, ModelSlot) {
             let manager = ModelManager(configuration: HotSwapConfiguration(servingThreads: 1, intraOpThreads: 1,
                 warmupRuns: 1), loader: streamLoader)
             let slot = try await manager.createSlot("line")
             _ = try await manager.loadAndActivate(LoadRequest(slot: "line",
                 path: Repository.path("models/yolov3-tiny-coco-320.onnx")))
+            return (manager, slot)
+        }
+
+        @Test("a cap of one frame in 1000 s does not hold a stop back; under `latest` a cap detects the newest frame")
+        func capWaits() async throws {
+            let (manager, slot) = try await Self.lineSlot()
             let capped = VideoStream(id: "capped", configuration: StreamConfiguration(source: .file(path: TestVideos.mjpeg),
                 slot: "line", fpsCap: 0.001), slot: slot)
             capped.start()
@@ -169,11 +175,7 @@ extension StreamSuite {
 
         @Test("preview viewers of a stream are handed the same frames, whose encoding is made once between them")
         func previewEncodedOnce() async throws {
-            let manager = ModelManager(configuration: HotSwapConfiguration(servingThreads: 1, intraOpThreads: 1,
-                warmupRuns: 1), loader: streamLoader)
-            let slot = try await manager.createSlot("line")
-            _ = try await manager.loadAndActivate(LoadRequest(slot: "line",
-                path: Repository.path("models/yolov3-tiny-coco-320.onnx")))
+            let (manager, slot) = try await Self.lineSlot()
             let stream = VideoStream(id: "previewed", configuration: StreamConfiguration(
                 source: .file(path: TestVideos.mjpeg), slot: "line"), slot: slot)
             let viewers = [stream.previewFrames(), stream.previewFrames()].map { frames in
@@ -586,11 +588,7 @@ extension StreamSuite {
             var sizes: [String] = []
             while let frame = try decoder.nextFrame() { sizes.append("\(frame.image.width)x\(frame.image.height)") }
             #expect(sizes == Array(repeating: "320x240", count: 20) + Array(repeating: "160x120", count: 20))
-            let manager = ModelManager(configuration: HotSwapConfiguration(servingThreads: 1, intraOpThreads: 1,
-                warmupRuns: 1), loader: streamLoader)
-            let slot = try await manager.createSlot("line")
-            _ = try await manager.loadAndActivate(LoadRequest(slot: "line",
-                path: Repository.path("models/yolov3-tiny-coco-320.onnx")))
+            let (manager, slot) = try await Self.lineSlot()
             let registry = StreamRegistry(policy: SourcePolicy(mediaDirectory: media.path, outputDirectory: media.path),
                 slots: { $0 == "line" ? slot : nil })
             let stream = try registry.create(.init(source: "changed.ts", slot: "line", outputVideo: "out.mp4"))
