@@ -20,7 +20,11 @@ import Primitives
 public final class AuditTrail: Sendable {
     public let log: AuditLog
     private let queue = BlockingQueue(label: "yoloswap.audit")
-    private let reads = BlockingQueue(label: "yoloswap.audit-read")
+    let reads = BlockingQueue(label: "yoloswap.audit-read")
+    /// The chain walk under way and the one queued behind it (`verify()`), and how many callers and walks there were.
+    private let walks = Locked<(running: Task<AuditVerification, any Error>?,
+        queued: Task<AuditVerification, any Error>?)>((nil, nil))
+    let walkCounts = Locked((callers: 0, walks: 0))
     private let logger: Logger
 
     public init(log: AuditLog, logger: Logger = Logger(label: "yoloswap.audit")) {
@@ -62,9 +66,29 @@ public final class AuditTrail: Sendable {
     }
 
     /// Walks the whole chain (see `AuditLog.verify`).
+    ///
+    /// Callers share walks, so that any number of consoles asking at once cost one walk at a time: a caller joins the
+    /// walk queued behind the running one (it has not started, so it covers every entry appended before the caller
+    /// asked), or queues one. No caller joins a walk that is already running: it might miss an entry appended just
+    /// before the caller asked.
     public func verify() async throws -> AuditVerification {
-        let log = self.log
-        return try await reads.run { try log.verify() }
+        try await walks.withLock { walks -> Task<AuditVerification, any Error> in
+            walkCounts.withLock { $0.callers += 1 }
+            if let queued = walks.queued { return queued }
+            walkCounts.withLock { $0.walks += 1 }
+            let (log, reads, state) = (self.log, self.reads, self.walks)
+            let before = walks.running
+            let walk = Task {
+                if let before {
+                    _ = await before.result
+                    // This walk was the queued one until now: later callers queue the next.
+                    state.withLock { $0.running = $0.queued; $0.queued = nil }
+                }
+                return try await reads.run { try log.verify() }
+            }
+            if before == nil { walks.running = walk } else { walks.queued = walk }
+            return walk
+        }.value
     }
 
     /// Entries, newest first (see `AuditLog.entries`).

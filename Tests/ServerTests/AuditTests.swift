@@ -224,3 +224,36 @@ struct AuditTests {
         #expect(again.map(\.action) == ["switch", "rollback"])
     }
 }
+
+@Suite("Audit chain walks")
+struct AuditWalkTests {
+    @Test("callers share chain walks: one walk at a time, whatever their number, and each answer covers what was appended before its caller asked")
+    func sharedWalks() async throws {
+        let directory = try TemporaryDirectory()
+        let trail = AuditTrail(log: try AuditLog(directory: directory.path))
+        for i in 0..<20 { try await trail.record(AuditEntry(actor: "test", action: "entry-\(i)", result: "ok")) }
+        // The reads queue held, as by a long walk: the first caller's walk waits behind it, the others queue one.
+        let gate = DispatchSemaphore(value: 0)
+        let held = Task { try await trail.reads.run { gate.wait() } }
+        let callers = (0..<50).map { _ in Task { try await trail.verify() } }
+        #expect(await eventually(timeout: .seconds(30)) { trail.walkCounts.value.callers == 50 })
+        // Appended after those callers asked, before this one does: its answer must count it.
+        try await trail.record(AuditEntry(actor: "test", action: "late", result: "ok"))
+        let late = Task { try await trail.verify() }
+        #expect(await eventually(timeout: .seconds(30)) { trail.walkCounts.value.callers == 51 })
+        gate.signal()
+        try await held.value
+        var results: [AuditVerification] = []
+        for caller in callers + [late] { results.append(try await caller.value) }
+        #expect(trail.walkCounts.value.walks == 2)
+        guard case .intact(let entries, _) = try #require(results.last) else {
+            Issue.record("\(results.last.map(String.init(describing:)) ?? "")")
+            return
+        }
+        #expect(entries == 21)
+        #expect(results.allSatisfy { $0.isIntact })
+        // Once both are done, the next caller walks again.
+        #expect(try await trail.verify() == results.last)
+        #expect(trail.walkCounts.value.walks == 3)
+    }
+}
