@@ -37,7 +37,8 @@ public struct StreamConfiguration: Sendable {
     /// The stream ends (`ended`) once this many frames (at least 1) have been answered, no frame more detected (nil:
     /// at the end of a file, or when stopped).
     public var maxFrames: Int?
-    /// Results subscribers get a `keepAlive` message when nothing else was sent to them for this long (at least 10 ms).
+    /// Results subscribers get a `keepAlive` message when nothing else was sent to them for this long (at least 10 ms),
+    /// and preview viewers the newest frame again (see `previewFrames()`).
     public var keepAliveInterval: Duration = .seconds(15)
 
     public init(source: VideoSource, slot: String, backPressure: BackPressure? = nil, fpsCap: Double? = nil,
@@ -126,6 +127,8 @@ public final class VideoStream: Sendable {
     private let frameCounter: Counter
     /// When a message was last sent to the results subscribers.
     private let lastBroadcastAt = Locked(ContinuousClock.now)
+    /// The newest frame shown to preview viewers (kept only while someone views), and when it was last shown.
+    private let lastPreview = Locked<(frame: PreviewFrame?, at: ContinuousClock.Instant)>((nil, .now))
     /// Sends `keepAlive` to the results subscribers that asked for it while the stream runs; cancelled at its end.
     private let keepAlive = Locked<Task<Void, Never>?>(nil)
 
@@ -195,7 +198,8 @@ public final class VideoStream: Sendable {
                 if ContinuousClock.now >= quietUntil {
                     broadcast(.keepAlive)
                 } else {
-                    do { try await Task.sleep(until: quietUntil) } catch { return }
+                    let previewDue = showPreviewAgain(after: interval)
+                    do { try await Task.sleep(until: min(quietUntil, previewDue)) } catch { return }
                 }
             }
         }
@@ -249,7 +253,9 @@ public final class VideoStream: Sendable {
     }
 
     /// The newest detected frame with its detections, as frames are detected (frames a slow viewer missed are
-    /// skipped). Frames are kept for previews only while someone subscribes.
+    /// skipped), and again after each `keepAliveInterval` without a new one (a live source reconnecting, a slow cap):
+    /// an MJPEG response that sends nothing for long is cut as idle by proxies. Frames are kept for previews only
+    /// while someone subscribes.
     public func previewFrames() -> AsyncStream<PreviewFrame> {
         previews.subscribe(buffer: 1)
     }
@@ -504,8 +510,29 @@ public final class VideoStream: Sendable {
     private func show(_ result: StreamFrameResult, _ frame: VideoFrame) {
         broadcast(.frame(result))
         if !previews.isEmpty {
-            previews.yield(PreviewFrame(frame: frame.index, pts: frame.pts, image: frame.image,
-                detections: result.detections))
+            let preview = PreviewFrame(frame: frame.index, pts: frame.pts, image: frame.image,
+                detections: result.detections)
+            // Handed out under the lock the keep-alive takes too: it never shows an older frame after this one.
+            lastPreview.withLock {
+                $0 = (preview, .now)
+                previews.yield(preview)
+            }
+        }
+    }
+
+    /// Shows the newest preview frame again when none was shown for `interval`; returns when that is due next. The
+    /// frame is let go once nobody views.
+    private func showPreviewAgain(after interval: Duration) -> ContinuousClock.Instant {
+        let now = ContinuousClock.now
+        return lastPreview.withLock { last in
+            guard let frame = last.frame, !previews.isEmpty else {
+                last.frame = nil
+                return now + interval
+            }
+            guard now >= last.at + interval else { return last.at + interval }
+            last.at = now
+            previews.yield(frame)
+            return now + interval
         }
     }
 
@@ -582,6 +609,7 @@ public final class VideoStream: Sendable {
             message: final.last_error)
         count(lost: subscribers.close(final: .event(last)))
         previews.close()
+        lastPreview.withLock { $0.frame = nil }
         finished.open()
         keepAlive.withLock { $0 }?.cancel()
     }

@@ -207,6 +207,23 @@ extension StreamSuite {
             await manager.shutdown()
         }
 
+        @Test("a preview viewer is shown the newest frame again after each keep-alive interval without a new one")
+        func previewKeptAlive() async throws {
+            let (manager, slot) = try await Self.lineSlot()
+            var configuration = StreamConfiguration(source: .file(path: TestVideos.mjpeg), slot: "line", fpsCap: 0.001)
+            configuration.keepAliveInterval = .milliseconds(200)
+            let capped = VideoStream(id: "capped", configuration: configuration, slot: slot)
+            var frames = capped.previewFrames().makeAsyncIterator()
+            capped.start()
+            // One frame detected, the next held for 1000 s by the cap: the first is shown three times.
+            var shown: [Int] = []
+            for _ in 0..<3 { if let frame = await frames.next() { shown.append(frame.frame) } }
+            #expect(shown == [0, 0, 0] && capped.currentStatus.frames_detected == 1, "\(shown)")
+            await capped.stop()
+            #expect(await frames.next() == nil)
+            await manager.shutdown()
+        }
+
         @Test("showinfo lines parse, padded values included; other lines, and lines without the secret tag, do not")
         func reportParsing() {
             let tag = FrameReport.randomTag()
