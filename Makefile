@@ -153,11 +153,13 @@ STREAM_IN_FLIGHT ?= 2
 PYTHON_THREADS ?= 2
 ROLLBACKS ?= 5
 STREAM_TRIALS ?= 3
-$(STREAM_VIDEO):
+# After setup (ffmpeg and the photo), even under make -j; written beside and renamed, so a failed run leaves no video.
+$(STREAM_VIDEO): | setup
 	@mkdir -p $(dir $@)
 	ffmpeg -nostdin -hide_banner -loglevel error -y -framerate 30 -loop 1 -i models/images/bus.jpg \
 		-vf "scale=810:1080,crop=640:480:x='min(n,170)':y='min(n,600)',drawtext=text='%{frame_num}':x=10:y=10:fontsize=40:fontcolor=white:box=1:boxcolor=black" \
-		-frames:v 300 -c:v libx264 -pix_fmt yuv420p $@
+		-frames:v 300 -c:v libx264 -pix_fmt yuv420p -f mp4 $@.part
+	mv $@.part $@
 
 bench-stream: build $(STREAM_VIDEO)
 	.build/release/yoloswap bench-stream --video $(STREAM_VIDEO) --model $(MODEL) --threads $(STREAM_THREADS) \
