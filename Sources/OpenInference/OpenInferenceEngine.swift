@@ -136,6 +136,12 @@ public final class OpenInferenceEngine: Sendable {
             throw InferError.invalid("send exactly one input: the model's input tensor (FP32 [1,3,H,W]) or "
                 + "'\(Self.imageInput)' (BYTES, one encoded image); got \(request.inputs.count)")
         }
+        // Each output named once: a name repeated would copy the tensor into the answer once per repeat (a 20 MiB body
+        // can name one 340 000 times), and before the model runs.
+        var named = Set<String>()
+        if let repeated = request.outputs.first(where: { !named.insert($0.name).inserted }) {
+            throw InferError.invalid("output '\(repeated.name)' is asked for more than once")
+        }
         let deadline = started + requestTimeout
         var servedVersion: String?
         do {

@@ -125,6 +125,19 @@ struct OpenInferenceRoutesTests {
                 }
                 return counts
             }
+            // An output named twice: refused before the model runs (each repeat would copy the tensor into the answer).
+            let twice = #"{"inputs":[{"name":"images","datatype":"FP32","shape":[1,3,416,416],"#
+                + #""parameters":{"binary_data_size":\#(bytes)}}],"outputs":[{"name":"output0"},{"name":"output0"}]}"#
+            var repeated = ByteBuffer(string: twice)
+            repeated.writeRepeatingByte(0, count: bytes)
+            var twiceHeaders = headers
+            twiceHeaders[Self.inferenceHeader] = String(twice.utf8.count)
+            try await client.execute(uri: "/v2/models/default/infer", method: .post, headers: twiceHeaders,
+                body: repeated) {
+                #expect($0.status == .badRequest)
+                #expect(String(buffer: $0.body).contains("output 'output0' is asked for more than once"),
+                    "\(String(buffer: $0.body))")
+            }
             let failedBefore = try await failures()
             #expect(!failedBefore.isEmpty)
             for version in ["made-up-1", "made-up-2"] {
