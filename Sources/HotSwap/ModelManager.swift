@@ -14,6 +14,8 @@ public enum ControlError: Error, Equatable, CustomStringConvertible {
     case loadFailed(slot: String, LoadFailure)
     /// The state store could not record the change: nothing was changed.
     case notCommitted(slot: String, reason: String)
+    /// Another load of the slot is in progress, and this one was asked not to supersede it.
+    case loadInProgress(slot: String, path: String)
 
     public var description: String {
         switch self {
@@ -26,6 +28,8 @@ public enum ControlError: Error, Equatable, CustomStringConvertible {
         case .loadFailed(let slot, let failure): "slot '\(slot)': \(failure)"
         case .notCommitted(let slot, let reason):
             "slot '\(slot)' is unchanged: the state store could not record the change (\(reason))"
+        case .loadInProgress(let slot, let path):
+            "slot '\(slot)' has a load of \(URL(fileURLWithPath: path).lastPathComponent) in progress: wait for it"
         }
     }
 }
@@ -160,12 +164,14 @@ public actor ModelManager {
     /// Starts loading a model into a slot in the background and returns the operation at once.
     ///
     /// A load of the same slot, file and digest already in progress is returned instead of starting another; a
-    /// different load in progress for the slot is cancelled (superseded).
-    /// - Throws: `ControlError.unknownSlot`.
-    public func load(_ request: LoadRequest) throws -> LoadOperation {
+    /// different load in progress for the slot is cancelled (superseded), or with `supersede: false` left alone and
+    /// this one refused (a release's candidate must not cancel an operator's load).
+    /// - Throws: `ControlError.unknownSlot`, `.loadInProgress`.
+    public func load(_ request: LoadRequest, supersede: Bool = true) throws -> LoadOperation {
         guard let slot = slot(request.slot) else { throw ControlError.unknownSlot(request.slot) }
         if let current = currentLoad[request.slot], !current.status.stage.isTerminal {
             if current.request.sharingKey == request.sharingKey { return current }
+            guard supersede else { throw ControlError.loadInProgress(slot: request.slot, path: current.request.path) }
             current.cancel(reason: "superseded by a newer load of \(request.path)")
         }
         let op = LoadOperation(request: request)

@@ -1,4 +1,5 @@
 import Foundation
+import Primitives
 
 /// What an operator asks for when starting a release: the candidate, the strategy and the rules.
 ///
@@ -101,11 +102,23 @@ public struct ReleaseSpec: Sendable, Equatable, Codable {
     public static let maxSteps = 100
     public static let maxWindows = 48
     public static let maxDisagreementsKept = 1000
+    /// The longest model path and version (bytes), as a load's: they go into audit entries, events, every answer's
+    /// model stamp and metric labels.
+    public static let maxModelLength = 1024
+    public static let maxVersionLength = 128
 
     /// Checks every field; the message names the field and the rule.
     public func validate() throws(ReleaseError) {
         func fail(_ message: String) -> ReleaseError { .invalid(message) }
-        if model.isEmpty { throw fail("model must name a file in the model repository") }
+        guard !model.isEmpty, model.utf8.count <= Self.maxModelLength else {
+            throw fail("model must name a file in the model repository (a path of 1 to \(Self.maxModelLength) bytes)")
+        }
+        if let version, version.isEmpty || version.utf8.count > Self.maxVersionLength {
+            throw fail("version must be 1 to \(Self.maxVersionLength) bytes")
+        }
+        if let sha256, !sha256.isASCIIHex(count: 64) {
+            throw fail("sha256 must be 64 hex digits (the SHA-256 of the model file)")
+        }
         if let sticky_header {
             let allowed = sticky_header.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || ($0 | 0x20 >= 0x61 &&
                 $0 | 0x20 <= 0x7a) || $0 == 0x2d || $0 == 0x5f }

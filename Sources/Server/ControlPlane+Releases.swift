@@ -36,12 +36,24 @@ extension ControlPlane {
 
     // MARK: Start
 
+    /// Records a refused release start, its request's strings cut to their bounds (they may be what was refused).
+    private func auditRejectedStart(_ spec: ReleaseSpec, _ slot: String, _ error: any Error, by principal: Principal,
+                                    from remote: String?, started: Date) async throws {
+        try await audit(principal, remote, "release.start", slot,
+            modelPath: spec.model.prefix(utf8Bytes: ReleaseSpec.maxModelLength),
+            version: spec.version?.prefix(utf8Bytes: ReleaseSpec.maxVersionLength),
+            sha256: spec.sha256?.prefix(utf8Bytes: 64), result: "rejected", reason: Problem.from(error).detail,
+            started: started)
+    }
+
     /// Starts a release: validates, records the intent, and brings the candidate up in the background (load,
     /// verify, warm up, the candidate gate), after which the strategy routes traffic.
     /// - Returns: the run (its engine's phase is `loading`).
-    func startRelease(slot: String, spec: ReleaseSpec, by principal: Principal, from remote: String?,
+    func startRelease(slot: String, spec asked: ReleaseSpec, by principal: Principal, from remote: String?,
                       clock: any ReleaseClock = SystemReleaseClock()) async throws -> ReleaseRun {
         let started = Date()
+        var spec = asked
+        spec.sha256 = spec.sha256?.lowercased()
         let path: String
         let baseline: ModelInstance
         do {
@@ -55,11 +67,13 @@ extension ControlPlane {
                 throw ReleaseError.conflict("slot '\(slot)' has a staged model: switch it in or discard it first "
                     + "(a release's candidate takes the staged role)")
             }
+            if let load = await manager.latestOperation(slot: slot), !load.status.stage.isTerminal {
+                throw ControlError.loadInProgress(slot: slot, path: load.request.path)
+            }
             baseline = active
             path = try await repository.resolve(spec.model)
         } catch {
-            try? await audit(principal, remote, "release.start", slot, modelPath: spec.model, version: spec.version,
-                sha256: spec.sha256, result: "rejected", reason: Problem.from(error).detail, started: started)
+            try? await auditRejectedStart(spec, slot, error, by: principal, from: remote, started: started)
             throw error
         }
         try await audit(principal, remote, "release.start", slot, modelPath: spec.model, version: spec.version,
@@ -71,8 +85,7 @@ extension ControlPlane {
         let run: ReleaseRun
         do { run = try await installRun(record, clock: clock, fresh: true) } catch {
             // Another start got in while the intent was written: the intent gets its outcome.
-            try? await audit(principal, remote, "release.start", slot, modelPath: spec.model, version: spec.version,
-                sha256: spec.sha256, result: "rejected", reason: Problem.from(error).detail, started: started)
+            try? await auditRejectedStart(spec, slot, error, by: principal, from: remote, started: started)
             throw error
         }
         let task = Task { [self] in
@@ -133,10 +146,11 @@ extension ControlPlane {
         let failure: String?
         var loaded: ModelIdentity?
         do {
+            // Not over an operator's load that got in after the start's checks: the release fails instead.
             let op = try await manager.load(LoadRequest(
                 slot: slot, path: record.candidatePath, version: spec.version,
                 expectedSHA256: record.candidate?.sha256 ?? spec.sha256, activate: false,
-                allowSchemaChange: spec.allow_schema_change ?? false))
+                allowSchemaChange: spec.allow_schema_change ?? false), supersede: false)
             let status = await op.wait()
             loaded = status.identity
             if let reason = status.failure {

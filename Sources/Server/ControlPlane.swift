@@ -180,7 +180,6 @@ public final class ControlPlane: Sendable {
     func switchStaged(slot: String, expecting: ModelIdentity? = nil, by principal: Principal, from remote: String?)
         async throws -> SwapEvent
     {
-        try refuseDuringRelease(slot, "switch")
         let staged = expecting ?? manager.slot(slot)?.roles.staged?.identity
         return try await audited("switch", slot, model: staged, principal, remote) {
             try await manager.switchStaged(slot: slot, expecting: expecting)
@@ -188,7 +187,6 @@ public final class ControlPlane: Sendable {
     }
 
     func rollback(slot: String, by principal: Principal, from remote: String?) async throws -> SwapEvent {
-        try refuseDuringRelease(slot, "rollback")
         let standby = manager.slot(slot)?.roles.standby?.identity
         return try await audited("rollback", slot, model: standby, principal, remote) {
             try await manager.rollback(slot: slot)
@@ -199,7 +197,6 @@ public final class ControlPlane: Sendable {
     func discardStaged(slot: String, expecting: ModelIdentity? = nil, by principal: Principal, from remote: String?)
         async throws -> SwapEvent
     {
-        try refuseDuringRelease(slot, "discard")
         let staged = expecting ?? manager.slot(slot)?.roles.staged?.identity
         return try await audited("discard", slot, model: staged, principal, remote) {
             try await manager.discardStaged(slot: slot, expecting: expecting)
@@ -264,17 +261,32 @@ public final class ControlPlane: Sendable {
     }
 
     /// Records the intent, makes the change, records the outcome. A change whose intent cannot be recorded is refused
-    /// (503) before anything happens.
+    /// (503) before anything happens; one refused while the slot has a release (409) is recorded as rejected, checked
+    /// before the intent and again after it (a release may start while the intent is written).
     /// - Parameter model: the model the change is about (the staged model a switch activates, the standby a rollback
     ///   activates, the staged model a discard drops), when the slot has one.
     func audited(_ action: String, _ slot: String, model: ModelIdentity?, _ principal: Principal,
                          _ remote: String?, _ body: () async throws -> SwapEvent) async throws -> SwapEvent {
         let started = Date()
         let path = model.map { repository.relative($0.path) }
+        do { try refuseDuringRelease(slot, action) } catch {
+            try? await audit(principal, remote, action, slot, modelPath: path, version: model?.version,
+                sha256: model?.sha256, result: "rejected", reason: Problem.from(error).detail, started: started)
+            throw error
+        }
         try await audit(principal, remote, action, slot, modelPath: path, version: model?.version,
             sha256: model?.sha256, result: "intent", reason: nil, started: started)
         let event: SwapEvent
-        do { event = try await body() } catch {
+        do {
+            // Again: a release may have started while the intent was written, and this change would move the model
+            // it compares against.
+            try refuseDuringRelease(slot, action)
+            event = try await body()
+        } catch let refusal as ReleaseError {
+            try? await audit(principal, remote, action, slot, modelPath: path, version: model?.version,
+                sha256: model?.sha256, result: "rejected", reason: Problem.from(refusal).detail, started: started)
+            throw refusal
+        } catch {
             // Errors name model files (a rollback whose reload failed): show them relative to the repository.
             var problem = Problem.from(error)
             problem.detail = repository.hidingRoot(problem.detail)

@@ -98,7 +98,8 @@ public struct Problem: HTTPResponseError, CustomStringConvertible {
         case let error as ControlError:
             switch error {
             case .unknownSlot: return notFound(error.description)
-            case .slotExists, .nothingStaged, .nothingToRollBackTo, .stagedChanged: return conflict(error.description)
+            case .slotExists, .nothingStaged, .nothingToRollBackTo, .stagedChanged, .loadInProgress:
+                return conflict(error.description)
             case .loadFailed(_, let failure): return from(failure)
             case .notCommitted: return Problem(.serviceUnavailable, "Not Committed", detail: error.description)
             }

@@ -472,6 +472,53 @@ struct ReleaseAPITests {
         }
     }
 
+    @Test("a release start leaves an operator's load in progress alone (409, audited); during a release a rollback is refused and audited; a release's version and sha256 are bounded as a load's")
+    func releaseBesideOperatorChanges() async throws {
+        let gate = Gate(open: false)
+        let loader = FakeLoader(backend: { label in
+            if label.hasSuffix("/synthetic/held.onnx") { gate.pass() }
+            return ServerHarness.models.first { label.hasSuffix("/" + $0.key) }?.value ?? FakeBackend()
+        })
+        let harness = try await ServerHarness(loader: loader, extraModels: ["synthetic/held.onnx"])
+        defer { Task { await harness.cleanUp() } }
+        defer { gate.open() }
+        let candidate = "synthetic/yolov5-nc80-320-identity.onnx"
+        try await harness.test { client in
+            #expect(try await Self.post(client, "/v1/slots/default/load", ["model": "synthetic/held.onnx"]).0
+                == .accepted)
+            #expect(await eventually(timeout: .seconds(30)) { gate.waitingCount == 1 })
+            let (refused, problem) = try await Self.post(client, "/v1/slots/default/release",
+                ["model": candidate, "strategy": "shadow"])
+            #expect(refused == .conflict && "\(problem)".contains("held.onnx in progress"), "\(problem)")
+            gate.open()
+            // Before, the release's candidate load cancelled it as superseded.
+            let load = try #require(await harness.control.manager.latestOperation(slot: "default"))
+            #expect(await load.wait().stage == .ready)
+            #expect(load.request.path.hasSuffix("held.onnx"))
+            #expect(try await client.execute(uri: "/v1/slots/default/staged", method: .delete,
+                headers: H.headers(token: Self.operatorToken)) { $0.status } == .ok)
+
+            for (field, value) in [("version", String(repeating: "v", count: 300)), ("sha256", "ABC"),
+                                   ("model", String(repeating: "m", count: 2000) + ".onnx")] {
+                var body: [String: Any] = ["model": candidate, "strategy": "shadow"]
+                body[field] = value
+                let (code, problem) = try await Self.post(client, "/v1/slots/default/release", body)
+                #expect(code == .badRequest && "\(problem)".contains(field), "\(field): \(problem)")
+            }
+            let (started, body) = try await Self.post(client, "/v1/slots/default/release?wait=true",
+                ["model": candidate, "strategy": "shadow"])
+            #expect(started == .ok, "\(body)")
+            #expect(try await Self.post(client, "/v1/slots/default/rollback").0 == .conflict)
+            #expect(try await Self.post(client, "/v1/slots/default/release/abort").0 == .ok)
+        }
+        let entries = try await harness.auditEntries()
+        let starts = entries.filter { $0.action == "release.start" && $0.result == "rejected" }
+        #expect(starts.count == 4, "\(starts.map { "\($0.reason ?? "")" })")
+        #expect(starts.allSatisfy { ($0.version?.utf8.count ?? 0) <= 128 && ($0.modelPath?.utf8.count ?? 0) <= 1024 })
+        #expect(entries.contains { $0.action == "rollback" && $0.result == "rejected" }, "\(entries.map(\.action))")
+        #expect(!entries.contains { $0.action == "rollback" && $0.result == "intent" })
+    }
+
     @Test("conflicts and refusals: a second release, loads during a release, unknown slots, bad bodies")
     func conflicts() async throws {
         let harness = try await ServerHarness()
