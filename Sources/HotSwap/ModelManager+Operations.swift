@@ -210,7 +210,11 @@ extension ModelManager {
         // The activation adds one: the restored model comes back with its committed generation, in the same flip
         // that makes the slot ready.
         slot.setGeneration(max(0, entry.generation - 1))
-        return await performLoad(op, slot: slot, operation: .restore)
+        let event = await performLoad(op, slot: slot, operation: .restore)
+        // Not restored: the slot's next activation follows the committed generation (it would repeat it otherwise,
+        // for another model).
+        if op.status.stage != .ready { slot.setGeneration(max(slot.roles.generation, entry.generation)) }
+        return event
     }
 
     /// Brings a committed standby back (best effort: a failure is logged, no event), then commits what came back.

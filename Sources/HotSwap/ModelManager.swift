@@ -16,6 +16,8 @@ public enum ControlError: Error, Equatable, CustomStringConvertible {
     case notCommitted(slot: String, reason: String)
     /// Another load of the slot is in progress, and this one was asked not to supersede it.
     case loadInProgress(slot: String, path: String)
+    /// The state store could not be read at a restore: what is committed is unknown.
+    case stateUnreadable(reason: String)
 
     public var description: String {
         switch self {
@@ -28,6 +30,8 @@ public enum ControlError: Error, Equatable, CustomStringConvertible {
         case .loadFailed(let slot, let failure): "slot '\(slot)': \(failure)"
         case .notCommitted(let slot, let reason):
             "slot '\(slot)' is unchanged: the state store could not record the change (\(reason))"
+        case .stateUnreadable(let reason):
+            "the committed state cannot be read (\(reason)): nothing restored; fix or move the state store aside"
         case .loadInProgress(let slot, let path):
             "slot '\(slot)' has a load of \(URL(fileURLWithPath: path).lastPathComponent) in progress: wait for it"
         }
@@ -261,13 +265,17 @@ public actor ModelManager {
     ///   - refusal: why a committed model may not be loaded (e.g. its path now lies outside the model repository),
     ///     or nil when it may: a refused active model leaves its slot empty, a refused standby is dropped.
     /// - Returns: one event per slot (the active model's restore).
+    /// - Throws: `ControlError.stateUnreadable` when the store cannot be read: nothing is restored, and the caller
+    ///   must not take that for a store with nothing committed (loading other models would overwrite the state).
     public func restore(only: Set<String>? = nil, standbysInBackground: Bool = false,
-                        refusal: @Sendable (ModelRecord) -> String? = { _ in nil }) async -> [SwapEvent] {
+                        refusal: @Sendable (ModelRecord) -> String? = { _ in nil }) async throws(ControlError)
+        -> [SwapEvent]
+    {
         guard let store else { return [] }
         let committed: [CommittedSlot]
         do { committed = try await ioQueue.run { try store.committedSlots() } } catch {
             logger.error("cannot read committed state", metadata: ["error": "\(error)"])
-            return []
+            throw .stateUnreadable(reason: "\(error)")
         }
         var events: [SwapEvent] = []
         var standbys: [(ModelSlot, ModelRecord)] = []

@@ -153,6 +153,8 @@ extension ControlPlane {
                 allowSchemaChange: spec.allow_schema_change ?? false), supersede: false)
             let status = await op.wait()
             loaded = status.identity
+            // Cut off by the shutdown: the record stays as it is, and the next start resumes the release.
+            if status.stage == .cancelled, isShuttingDown { return }
             if let reason = status.failure {
                 failure = "the candidate did not load: " + repository.hidingRoot(reason.description)
             } else if let staged = slotRef.roles.staged, staged.identity.sha256 == status.identity?.sha256 {

@@ -21,6 +21,7 @@ public final class ControlPlane: Sendable {
     private let routeTable: Locked<[String: String]>
     private let pendingAudits = Locked<[UUID: Task<LoadOperation.Status, Never>]>([:])
     private let started = Locked(false)
+    private let stopping = Locked(false)
     /// How many refusals the audit log has taken this second (`auditRefusal`), per caller: each token's name, and
     /// "" for callers without a valid token (at most one entry per configured token, and that one).
     private let refusals = Locked<[String: RefusalLimiter]>([:])
@@ -50,6 +51,11 @@ public final class ControlPlane: Sendable {
     /// Says the slots are up: until then changes to them are refused with 503 (`refuseDuringRelease`).
     /// `YOLOSwapServer.startSlots` calls it at its end; a tool that brings its slots up itself calls it once they are.
     public func markStarted() { started.withLock { $0 = true } }
+
+    /// Says the service is shutting down: a release whose candidate load ends cancelled from now on is left as its
+    /// record says (resumed at the next start), not failed.
+    public func beginShutdown() { stopping.withLock { $0 = true } }
+    var isShuttingDown: Bool { stopping.value }
 
     /// Waits until every load outcome still to be audited has been written.
     public func drain() async {
@@ -230,6 +236,15 @@ public final class ControlPlane: Sendable {
 
     /// Records a slot brought back at start-up (actor `system`). Best effort: the restore changes nothing that was
     /// not committed, and recorded, before.
+    /// Records a configured model's load at start (a slot with no committed state, or whose committed model could not
+    /// be restored), as `system`. Best effort, like the restore entries.
+    func auditConfiguredLoad(slot: String, model: String, version: String?, sha256: String?, result: String,
+                             reason: String?, started: Date) async {
+        try? await audit(Principal(name: "system", role: .admin), nil, "load", slot, modelPath: model,
+            version: version, sha256: sha256, result: result, reason: reason.map(repository.hidingRoot),
+            started: started)
+    }
+
     func auditRestore(_ event: SwapEvent) async {
         try? await audit(Principal(name: "system", role: .admin), nil, "restore", event.slot,
             modelPath: event.to.map { repository.relative($0.path) }, version: event.to?.version,

@@ -101,7 +101,8 @@ public struct Problem: HTTPResponseError, CustomStringConvertible {
             case .slotExists, .nothingStaged, .nothingToRollBackTo, .stagedChanged, .loadInProgress:
                 return conflict(error.description)
             case .loadFailed(_, let failure): return from(failure)
-            case .notCommitted: return Problem(.serviceUnavailable, "Not Committed", detail: error.description)
+            case .notCommitted, .stateUnreadable:
+                return Problem(.serviceUnavailable, "Not Committed", detail: error.description)
             }
         case let failure as LoadFailure:
             switch failure {

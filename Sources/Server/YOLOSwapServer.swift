@@ -88,13 +88,18 @@ public enum YOLOSwapServer {
     }
 
     /// Brings every slot up: the committed state is restored (re-verified by SHA-256); configured slots without a
-    /// committed state load their configured model. Failures are logged and leave the slot not ready.
-    public static func startSlots(control: ControlPlane, configuration: ServerConfiguration, logger: Logger) async {
+    /// committed state load their configured model (audited as a `load` by `system`). Failures are logged and leave
+    /// the slot not ready.
+    /// - Throws: `ControlError.stateUnreadable` when the committed state cannot be read: no model is loaded (the
+    ///   configured ones would overwrite it), and the service does not start.
+    public static func startSlots(control: ControlPlane, configuration: ServerConfiguration, logger: Logger)
+        async throws
+    {
         let manager = control.manager
         let startedAt = Date()
         // Ready once the active models are back; the standbys follow in their slots' queues.
         let repository = control.repository
-        let restored = await manager.restore(standbysInBackground: true) { record in
+        let restored = try await manager.restore(standbysInBackground: true) { record in
             repository.contains(record.path) ? nil : "it lies outside the model repository"
         }
         for event in restored {
@@ -106,13 +111,23 @@ public enum YOLOSwapServer {
             if await manager.isShuttingDown { break }
             if manager.slot(name)?.roles.active != nil { continue }
             if manager.slot(name) == nil { _ = try? await manager.createSlot(name) }
+            // A change like any other: a first start's model, or the one that replaces a committed model that could
+            // not be restored, is in the audit log.
+            let started = Date()
+            await control.auditConfiguredLoad(slot: name, model: slot.model, version: slot.version,
+                sha256: slot.sha256, result: "intent", reason: "activate the configured model", started: started)
             do {
                 let path = try await control.repository.resolve(slot.model)
-                _ = try await manager.loadAndActivate(LoadRequest(slot: name, path: path, version: slot.version,
-                    expectedSHA256: slot.sha256, allowSchemaChange: true))
+                let status = try await manager.loadAndActivate(LoadRequest(slot: name, path: path,
+                    version: slot.version, expectedSHA256: slot.sha256, allowSchemaChange: true))
+                await control.auditConfiguredLoad(slot: name, model: slot.model, version: status.identity?.version,
+                    sha256: status.identity?.sha256, result: "succeeded", reason: nil, started: started)
             } catch {
+                let reason = Problem.from(error).detail
+                await control.auditConfiguredLoad(slot: name, model: slot.model, version: slot.version,
+                    sha256: slot.sha256, result: "failed", reason: reason, started: started)
                 logger.error("slot has no model", metadata: ["slot": "\(name)", "model": "\(slot.model)",
-                    "error": "\(Problem.from(error).detail)"])
+                    "error": "\(reason)"])
             }
         }
         await control.resumeReleases()
@@ -148,8 +163,8 @@ public struct SlotService: Service {
 
     public func run() async throws {
         let manager = control.manager
-        await withGracefulShutdownHandler {
-            await YOLOSwapServer.startSlots(control: control, configuration: configuration, logger: logger)
+        try await withGracefulShutdownHandler {
+            try await YOLOSwapServer.startSlots(control: control, configuration: configuration, logger: logger)
             if !Task.isShuttingDownGracefully, let afterStart { await afterStart() }
         } onGracefulShutdown: {
             // A signal only: loads under way (restores, configured models) end cancelled and the start-up returns;
@@ -158,6 +173,10 @@ public struct SlotService: Service {
         }
         try? await gracefulShutdown()
         logger.info("releasing models")
+        // A release's candidate still loading (or in its golden-set gate) is cut off, not waited for; its record is
+        // left as it was, to be resumed at the next start.
+        control.beginShutdown()
+        await manager.cancelLoads(reason: "shutting down")
         await control.stopReleases()
         await manager.shutdown()
         await control.drain()

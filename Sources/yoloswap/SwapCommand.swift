@@ -52,7 +52,7 @@ struct SwapCommand: AsyncParsableCommand {
         let audit = CommandAudit(trail: AuditTrail(log: try AuditLog(directory: stateDir)), slot: slot)
         var failed = false
         // Only --slot: another slot's models are neither loaded nor their committed state touched.
-        for event in await manager.restore(only: [slot]) {
+        for event in try await manager.restore(only: [slot]) {
             printError("yoloswap: restore \(event.slot): \(event.result.rawValue)"
                 + (event.to.map { " \($0.id) (\($0.sha256.prefix(12)))" } ?? "")
                 + (event.reason.map { ": \($0)" } ?? ""))

@@ -31,7 +31,7 @@ extension HotSwapSuite {
             // A fresh process on the same state directory: the last committed model comes back.
             let restarted = ModelManager(configuration: .testing(), loader: FakeLoader(),
                 store: try StateStore(directory: state))
-            let events = await restarted.restore()
+            let events = try await restarted.restore()
             #expect(events.map(\.result) == [.succeeded])
             let restored = try #require(restarted.slot("line")?.roles.active?.identity)
             #expect(restored == committed.identity)
@@ -125,6 +125,50 @@ extension HotSwapSuite {
             await manager.shutdown()
         }
 
+        @Test("a committed model that fails its restore (its file changed) leaves the committed generation: the next activation follows it")
+        func failedRestoreKeepsGeneration() async throws {
+            let directory = try Fixtures.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let state = directory.appendingPathComponent("state").path
+            let copy = directory.appendingPathComponent("model.onnx").path
+            try FileManager.default.copyItem(atPath: Fixtures.identity416, toPath: copy)
+            let first = ModelManager(configuration: .testing(), loader: FakeLoader(),
+                store: try StateStore(directory: state))
+            try await first.createSlot("line")
+            _ = try await first.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity320))
+            #expect(try await first.loadAndActivate(LoadRequest(slot: "line", path: copy)).generation == 2)
+            await first.shutdown()
+            let handle = try #require(FileHandle(forWritingAtPath: copy))
+            try handle.seekToEnd()
+            try handle.write(contentsOf: Data([0]))
+            try handle.close()
+
+            let restarted = ModelManager(configuration: .testing(), loader: FakeLoader(),
+                store: try StateStore(directory: state))
+            let events = try await restarted.restore()
+            #expect(events.map(\.result) == [.failed], "\(events)")
+            // Before, the next activation was stamped 2 again, for another model.
+            let next = try await restarted.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity320))
+            #expect(next.generation == 3)
+            await restarted.shutdown()
+        }
+
+        /// A store whose committed state cannot be read (a damaged page, an I/O error).
+        struct UnreadableStore: SlotStateStore {
+            struct Damaged: Error {}
+            func committedSlots() throws -> [CommittedSlot] { throw Damaged() }
+            func commit(_ state: CommittedSlot) throws {}
+            func append(_ event: SwapEvent) throws {}
+        }
+
+        @Test("a store that cannot be read is not taken for an empty one: restore throws, and nothing is loaded")
+        func unreadableStore() async throws {
+            let manager = ModelManager(configuration: .testing(), loader: FakeLoader(), store: UnreadableStore())
+            await #expect(throws: ControlError.self) { _ = try await manager.restore() }
+            #expect(manager.slotNames.isEmpty)
+            await manager.shutdown()
+        }
+
         @Test("restore refuses a committed model the caller refuses (a path outside the repository): its slot stays empty")
         func restoreRefusal() async throws {
             let directory = try Fixtures.temporaryDirectory()
@@ -138,7 +182,7 @@ extension HotSwapSuite {
 
             let restarted = ModelManager(configuration: .testing(), loader: FakeLoader(),
                 store: try StateStore(directory: state))
-            let events = await restarted.restore { record in
+            let events = try await restarted.restore { record in
                 record.path == Fixtures.identity416 ? "outside the model repository" : nil
             }
             #expect(events.map(\.result) == [.failed])
@@ -213,7 +257,7 @@ extension HotSwapSuite {
                 if label == Fixtures.identity416 { gate.pass() }
                 return FakeBackend()
             }, store: store)
-            _ = await restarted.restore(standbysInBackground: true)
+            _ = try await restarted.restore(standbysInBackground: true)
             #expect(await eventually { gate.waitingCount == 1 })
             let shutdown = Task { await restarted.shutdown() }
             #expect(await eventuallyAsync { await restarted.isShuttingDown })

@@ -48,7 +48,7 @@ extension ORTSwapSuite {
             let (a, b) = try await setup.commitAThenB()
 
             let restarted = try setup.makeManager()
-            let events = await restarted.restore()
+            let events = try await restarted.restore()
             #expect(events.map(\.operation) == [.restore])
             #expect(events.map(\.result) == [.succeeded])
             let slot = try #require(restarted.slot("line"))
@@ -77,7 +77,7 @@ extension ORTSwapSuite {
             try Data(bytes).write(to: URL(fileURLWithPath: setup.pathB))
 
             let restarted = try setup.makeManager()
-            let events = await restarted.restore()
+            let events = try await restarted.restore()
             #expect(events.map(\.result) == [.failed])
             let event = try #require(events.first)
             let operationID = try #require(event.operationID)

@@ -257,3 +257,16 @@ struct AuditWalkTests {
         #expect(trail.walkCounts.value.walks == 3)
     }
 }
+
+@Suite("Audit of the start")
+struct StartAuditTests {
+    @Test("a configured model activated at start (no committed state) is recorded as a load by system, intent then outcome")
+    func configuredLoadAudited() async throws {
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        let loads = try await harness.auditEntries().filter { $0.action == "load" && $0.slot == "default" }
+        #expect(loads.map(\.result) == ["intent", "succeeded"], "\(loads)")
+        #expect(loads.allSatisfy { $0.actor == "system" })
+        #expect(loads.last?.sha256 == harness.control.manager.slot("default")?.roles.active?.identity.sha256)
+    }
+}

@@ -76,14 +76,14 @@ struct ReleaseAPITests {
     /// What a restart of the service builds: a fresh manager (over `store`, if any) and control plane over the
     /// harness's repository and the state directory `state`, its slots brought up and its releases resumed.
     static func boot(_ harness: ServerHarness, state: String, store: (any SlotStateStore)? = nil,
-                     audit: AuditTrail? = nil) async -> ControlPlane
+                     audit: AuditTrail? = nil) async throws -> ControlPlane
     {
         let manager = ModelManager(configuration: harness.configuration.hotSwap, loader: ServerHarness.loader,
             store: store)
         let control = ControlPlane(manager: manager,
             repository: ModelRepository(root: harness.repository.path, stateDirectory: state), routes: [:],
             audit: audit, logger: Logger(label: "test"))
-        await YOLOSwapServer.startSlots(control: control, configuration: harness.configuration,
+        try await YOLOSwapServer.startSlots(control: control, configuration: harness.configuration,
             logger: Logger(label: "t"))
         return control
     }
@@ -363,14 +363,21 @@ struct ReleaseAPITests {
             }
             #expect(phase == "promoted")
         }
+        // The phase shows `promoted` before the promotion's event and audit outcome are written.
+        #expect(await eventually(timeout: .seconds(30)) {
+            harness.control.manager.recentEvents(slot: "default").contains { $0.operation == .releasePromote }
+        })
         let roles = try #require(harness.control.manager.slot("default")?.roles)
         #expect(roles.active?.identity.path.hasSuffix("yolov5-nc80-320-identity.onnx") == true)
         #expect(roles.standby?.identity == baseline)
         #expect(roles.staged == nil)
         let events = harness.control.manager.recentEvents(slot: "default").map(\.operation)
         #expect(events.contains(.releaseStep) && events.contains(.releasePromote))
-        let promote = try await harness.auditEntries().last { $0.action == "release.promote" }
-        #expect(promote?.result == "succeeded" && promote?.actor == "system")
+        // The outcome is written after the phase shows `promoted`.
+        #expect(await eventuallyAsync(timeout: .seconds(30)) {
+            let promote = try? await harness.auditEntries().last { $0.action == "release.promote" }
+            return promote?.result == "succeeded" && promote?.actor == "system"
+        })
     }
 
     @Test("a promotion that cannot be recorded answers 503 and leaves a paused release paused; a retry promotes it")
@@ -563,7 +570,7 @@ struct ReleaseAPITests {
         // The flip's commit waits at the gate: what the release record says then is what a process killed right
         // after that commit leaves behind.
         let gate = Gate()
-        let first = await Self.boot(harness, state: state,
+        let first = try await Self.boot(harness, state: state,
             store: SlowStateStore(try StateStore(directory: state), commitGate: gate), audit: harness.audit)
         let baseline = try #require(first.manager.slot("default")?.roles.active?.identity)
         let atFlip = Locked<Data?>(nil)
@@ -586,7 +593,7 @@ struct ReleaseAPITests {
         #expect(String(decoding: record, as: UTF8.self).contains("\"phase\":\"promoting\""))
         try record.write(to: file)
 
-        let second = await Self.boot(harness, state: state, store: try StateStore(directory: state),
+        let second = try await Self.boot(harness, state: state, store: try StateStore(directory: state),
             audit: harness.audit)
         defer { Task { await second.manager.shutdown() } }
         try await Self.serve(harness, second) { client in
@@ -614,7 +621,7 @@ struct ReleaseAPITests {
         let harness = try await ServerHarness()
         defer { Task { await harness.cleanUp() } }
         let state = harness.repository.appendingPathComponent("state").path
-        let first = await Self.boot(harness, state: state, store: try StateStore(directory: state),
+        let first = try await Self.boot(harness, state: state, store: try StateStore(directory: state),
             audit: harness.audit)
         try await Self.serve(harness, first) { client in
             let (code, _) = try await Self.post(client, "/v1/slots/default/release?wait=true", [
@@ -635,7 +642,7 @@ struct ReleaseAPITests {
         committed.generation += 1
         try store.commit(committed)
 
-        let second = await Self.boot(harness, state: state, store: store, audit: harness.audit)
+        let second = try await Self.boot(harness, state: state, store: store, audit: harness.audit)
         defer { Task { await second.manager.shutdown() } }
         try await Self.serve(harness, second) { client in
             let release = try await Self.status(client)
@@ -665,7 +672,7 @@ struct ReleaseAPITests {
         let harness = try await ServerHarness()
         defer { Task { await harness.cleanUp() } }
         let state = harness.repository.appendingPathComponent("state").path
-        let control = await Self.boot(harness, state: state)
+        let control = try await Self.boot(harness, state: state)
         defer { Task { await control.manager.shutdown() } }
         let baseline = try #require(control.manager.slot("default")?.roles.active?.identity)
         let file = state + "/releases/default.json"
@@ -699,7 +706,7 @@ struct ReleaseAPITests {
         let harness = try await ServerHarness()
         defer { Task { await harness.cleanUp() } }
         let state = harness.repository.appendingPathComponent("state").path
-        let first = await Self.boot(harness, state: state, audit: harness.audit)
+        let first = try await Self.boot(harness, state: state, audit: harness.audit)
         try await Self.serve(harness, first) { client in
             let (code, _) = try await Self.post(client, "/v1/slots/default/release?wait=true", [
                 "model": "synthetic/yolov5-nc80-320-identity.onnx", "strategy": "canary",
@@ -725,7 +732,7 @@ struct ReleaseAPITests {
         persisted["promotedFrom"] = "paused"
         try JSONSerialization.data(withJSONObject: persisted).write(to: file)
 
-        let second = await Self.boot(harness, state: state, audit: harness.audit)
+        let second = try await Self.boot(harness, state: state, audit: harness.audit)
         defer { Task { await second.manager.shutdown() } }
         try await Self.serve(harness, second) { client in
             var release: [String: Any] = [:]

@@ -77,7 +77,7 @@ struct ServerHarness {
         let manager = ModelManager(configuration: config.hotSwap, loader: loader ?? Self.loader, store: store)
         control = ControlPlane(manager: manager, repository: ModelRepository(root: repo.path), routes: config.routes,
             audit: audit, logger: Logger(label: "test"))
-        await YOLOSwapServer.startSlots(control: control, configuration: config, logger: Logger(label: "test"))
+        try await YOLOSwapServer.startSlots(control: control, configuration: config, logger: Logger(label: "test"))
     }
 
     func cleanUp() async {
