@@ -119,6 +119,7 @@ let package = Package(
             dependencies: [
                 "HotSwap", "YOLO", "Primitives",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ]),
         /// The Open Inference Protocol (KServe v2 / Triton) over the slots, free of any transport: tensors, the two
         /// input conventions (raw tensor, encoded image), metadata, configuration, statistics. HTTP (`Server`) and gRPC

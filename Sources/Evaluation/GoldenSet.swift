@@ -124,13 +124,15 @@ public enum GoldenSetError: Error, Equatable, CustomStringConvertible {
     }
 }
 
-/// Which data-set category a model class counts as: the same name (case, spaces and punctuation aside), or VOC's
-/// name for a COCO class, or what the user maps.
+/// Which data-set category a model class counts as: the same name (case, spaces and punctuation aside), or the
+/// other spelling of the same class in COCO and VOC (either way: a model with Darknet's VOC-style names against COCO's
+/// categories too), or what the user maps.
 public struct CategoryMatcher: Sendable {
-    /// VOC's category names (labelme's examples and many plant data sets use them) for COCO's class names.
+    /// COCO's and VOC's names for the same classes (labelme's examples and many plant data sets use VOC's; Darknet's
+    /// coco.names, hence the yolov3-tiny models, says aeroplane, motorbike, sofa, tvmonitor).
     public static let aliases = [
-        "airplane": ["aeroplane"], "motorcycle": ["motorbike"], "couch": ["sofa"], "tv": ["tvmonitor", "tv/monitor"],
-        "dining table": ["diningtable"], "potted plant": ["pottedplant"],
+        ["airplane", "aeroplane"], ["motorcycle", "motorbike"], ["couch", "sofa"], ["tv", "tvmonitor", "tv/monitor"],
+        ["dining table", "diningtable"], ["potted plant", "pottedplant"],
     ]
 
     private let byClass: [Int: Int]
@@ -146,9 +148,11 @@ public struct CategoryMatcher: Sendable {
             guard parts.count == 2, categories[key(parts[1])] != nil else { throw CategoryMapError(entry: entry) }
             mapped[key(parts[0])] = parts[1]
         }
+        var spellings: [String: [String]] = [:]
+        for group in Self.aliases { for name in group { spellings[key(name)] = group } }
         var byClass: [Int: Int] = [:], unmatched: [String] = []
         for (id, name) in modelClasses.enumerated() {
-            let candidates = [mapped[key(name)], name].compactMap { $0 } + (Self.aliases[name] ?? [])
+            let candidates = [mapped[key(name)], name].compactMap { $0 } + (spellings[key(name)] ?? [])
             if let category = candidates.lazy.compactMap({ categories[key($0)] }).first {
                 byClass[id] = category
             } else {

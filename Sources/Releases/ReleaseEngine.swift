@@ -143,7 +143,8 @@ public final class ReleaseEngine: ModelRouter, Sendable {
             if variant == s.record.spec.candidateName {
                 s.candidate.add(sample)
                 s.window.candidate.add(sample)
-                s.stepSamples += 1
+                // A step's minimum counts answers: a failed run (retried on the baseline) is none.
+                if !sample.failed { s.stepSamples += 1 }
             } else {
                 s.baseline.add(sample)
                 s.window.baseline.add(sample)
@@ -277,7 +278,8 @@ public final class ReleaseEngine: ModelRouter, Sendable {
         if let p = s.record.spec.rules?.promote_after, let since = s.record.trafficSince {
             let stepsDone = s.record.spec.strategy != .canary || !(p.steps_complete ?? true) || s.record.stepsComplete
             let held = now.timeIntervalSince(since) >= (p.min_s ?? 0)
-            let enough = s.candidate.requests >= (p.min_requests ?? 0)
+            // Answers, not attempts: a candidate that fails every run never reaches its minimum.
+            let enough = s.candidate.requests - s.candidate.errors >= (p.min_requests ?? 0)
             let due = s.nextPromotionAt.map { now >= $0 } ?? true
             let judged = s.record.spec.rules?.judgeable(s.window, shadow: s.record.spec.strategy == .shadow,
                 baselineServed: s.record.spec.strategy == .shadow || s.record.candidatePercent(at: now) < 100) ?? true

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Primitives
 
@@ -14,12 +15,22 @@ public struct ReleaseStore: Sendable {
         if let directory { try? PrivateFiles.createDirectory(atPath: directory) }
     }
 
-    /// The file name part for a slot: the name itself when it is plain, its hex otherwise.
+    /// The file name part for a slot, one per slot name: the name itself when it is plain (letters, digits, `-`, `_`,
+    /// at most 100 bytes, not starting with `x-`), else `x-` and the SHA-256 of the name in hex.
     static func fileName(_ slot: String) -> String {
-        let plain = !slot.isEmpty && slot.utf8.count <= 100 && slot.utf8.allSatisfy {
+        isPlain(slot) && !slot.hasPrefix("x-") ? slot : "x-" + Hex.string(Array(SHA256.hash(data: Array(slot.utf8))))
+    }
+
+    /// The name earlier versions gave: the name when plain (`x-` prefix or not), else the hex of its first 100 bytes
+    /// (two names could share it).
+    static func legacyFileName(_ slot: String) -> String {
+        isPlain(slot) ? slot : "x-" + Hex.string(Array(slot.utf8).prefix(100))
+    }
+
+    private static func isPlain(_ slot: String) -> Bool {
+        !slot.isEmpty && slot.utf8.count <= 100 && slot.utf8.allSatisfy {
             ($0 >= 0x30 && $0 <= 0x39) || ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x7a) || $0 == 0x2d || $0 == 0x5f
         }
-        return plain ? slot : "x-" + Hex.string(Array(slot.utf8).prefix(100))
     }
 
     /// The folder for a slot's release files (its disagreements).
@@ -28,7 +39,15 @@ public struct ReleaseStore: Sendable {
     public func save(_ record: ReleaseRecord) throws {
         guard let directory else { return }
         let data = try JSONEncoder.yoloswap.encode(record)
-        try PrivateFiles.replaceDurably(atPath: "\(directory)/\(Self.fileName(record.slot)).json", with: [UInt8](data))
+        let name = Self.fileName(record.slot)
+        try PrivateFiles.replaceDurably(atPath: "\(directory)/\(name).json", with: [UInt8](data))
+        // The record under an earlier version's name is this one's now: removed, so that a restart does not find two
+        // (only when it is this slot's: another slot's record may have had that name).
+        let legacy = "\(directory)/\(Self.legacyFileName(record.slot)).json"
+        if Self.legacyFileName(record.slot) != name, let old = FileManager.default.contents(atPath: legacy),
+           (try? JSONDecoder.yoloswap.decode(ReleaseRecord.self, from: old))?.slot == record.slot {
+            try? FileManager.default.removeItem(atPath: legacy)
+        }
     }
 
     /// Every record kept (one per slot); an unreadable file is skipped and reported.

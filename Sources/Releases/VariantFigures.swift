@@ -105,6 +105,10 @@ public struct VariantStatus: Sendable, Codable, Equatable {
 
 /// The last `capacity` samples of one variant, for the gates.
 ///
+/// Every figure is kept up to date as samples come and go (running counts and sums, the latencies kept sorted), so that
+/// judging the gates on each request costs no pass over the window: it is judged under the engine's lock, which the
+/// slot's routing takes for every request.
+///
 /// Thread-safety: a value.
 struct SampleWindow: Sendable {
     private var latencies: [Double?] = []
@@ -113,6 +117,13 @@ struct SampleWindow: Sendable {
     private var nonFiniteRing: [Int] = []
     private var next = 0
     let capacity: Int
+    /// The window's finite latencies in ascending order (inserted and removed by binary search).
+    private var sortedLatencies: [Double] = []
+    private var failures = 0
+    private(set) var nonFinite = 0
+    /// Detections of the samples that did not fail, and their number.
+    private var answeredDetections = 0
+    private var answered = 0
 
     init(capacity: Int) { self.capacity = max(1, capacity) }
 
@@ -125,27 +136,48 @@ struct SampleWindow: Sendable {
             detections.append(s.detections)
             nonFiniteRing.append(s.nonFinite)
         } else {
+            forget(latency: latencies[next], failed: failed[next], detections: detections[next],
+                nonFinite: nonFiniteRing[next])
             latencies[next] = s.milliseconds
             failed[next] = s.failed
             detections[next] = s.detections
             nonFiniteRing[next] = s.nonFinite
         }
+        if let ms = s.milliseconds, ms.isFinite {
+            sortedLatencies.insert(ms, at: Self.firstIndex(notBelow: ms, in: sortedLatencies))
+        }
+        if s.failed { failures += 1 } else { answered += 1; answeredDetections += s.detections }
+        nonFinite += s.nonFinite
         next = (next + 1) % capacity
     }
 
-    var errorRate: Double { count > 0 ? Double(failed.filter { $0 }.count) / Double(count) : 0 }
-    var nonFinite: Int { nonFiniteRing.reduce(0, +) }
+    private mutating func forget(latency: Double?, failed: Bool, detections: Int, nonFinite: Int) {
+        if let latency, latency.isFinite {
+            let index = Self.firstIndex(notBelow: latency, in: sortedLatencies)
+            if index < sortedLatencies.count, sortedLatencies[index] == latency { sortedLatencies.remove(at: index) }
+        }
+        if failed { failures -= 1 } else { answered -= 1; answeredDetections -= detections }
+        self.nonFinite -= nonFinite
+    }
+
+    /// The first index whose value is not below `value` (the end when there is none).
+    private static func firstIndex(notBelow value: Double, in sorted: [Double]) -> Int {
+        var (low, high) = (0, sorted.count)
+        while low < high {
+            let middle = (low + high) / 2
+            if sorted[middle] < value { low = middle + 1 } else { high = middle }
+        }
+        return low
+    }
+
+    var errorRate: Double { count > 0 ? Double(failures) / Double(count) : 0 }
     var p99: Double? {
-        let sorted = latencies.compactMap { $0 }.sorted()
-        guard !sorted.isEmpty else { return nil }
+        guard !sortedLatencies.isEmpty else { return nil }
         // Nearest rank.
-        let rank = Int((0.99 * Double(sorted.count)).rounded(.up))
-        return sorted[max(0, min(sorted.count - 1, rank - 1))]
+        let rank = Int((0.99 * Double(sortedLatencies.count)).rounded(.up))
+        return sortedLatencies[max(0, min(sortedLatencies.count - 1, rank - 1))]
     }
-    var detectionsPerImage: Double? {
-        let ok = zip(failed, detections).filter { !$0.0 }.map(\.1)
-        return ok.isEmpty ? nil : Double(ok.reduce(0, +)) / Double(ok.count)
-    }
+    var detectionsPerImage: Double? { answered == 0 ? nil : Double(answeredDetections) / Double(answered) }
 }
 
 /// The sliding windows the gates judge: both variants' last samples and the last mirrored pairs' agreement.
@@ -155,6 +187,8 @@ struct WindowFigures {
     /// Per mirrored pair: (matched, baseline detections, candidate detections).
     var pairs: [(Int, Int, Int)] = []
     var nextPair = 0
+    /// The pairs' sums of each, kept as pairs come and go.
+    private var pairTotals = (matched: 0, baseline: 0, candidate: 0)
 
     init(capacity: Int) {
         baseline = SampleWindow(capacity: capacity)
@@ -163,14 +197,21 @@ struct WindowFigures {
 
     mutating func addPair(_ p: PairComparison) {
         let entry = (p.matched, p.baselineCount, p.candidateCount)
-        if pairs.count < baseline.capacity { pairs.append(entry) } else { pairs[nextPair] = entry }
+        if pairs.count < baseline.capacity {
+            pairs.append(entry)
+        } else {
+            let old = pairs[nextPair]
+            pairTotals = (pairTotals.matched - old.0, pairTotals.baseline - old.1, pairTotals.candidate - old.2)
+            pairs[nextPair] = entry
+        }
+        pairTotals = (pairTotals.matched + entry.0, pairTotals.baseline + entry.1, pairTotals.candidate + entry.2)
         nextPair = (nextPair + 1) % baseline.capacity
     }
 
     var agreementPairs: Int { pairs.count }
     var agreementF1: Double? {
         guard !pairs.isEmpty else { return nil }
-        let m = pairs.reduce(0) { $0 + $1.0 }, b = pairs.reduce(0) { $0 + $1.1 }, c = pairs.reduce(0) { $0 + $1.2 }
+        let (m, b, c) = pairTotals
         if b == 0 && c == 0 { return 1 }
         let p = c > 0 ? Double(m) / Double(c) : 0, r = b > 0 ? Double(m) / Double(b) : 0
         return p + r > 0 ? 2 * p * r / (p + r) : 0

@@ -411,6 +411,8 @@ extension ControlPlane {
                                  by principal: Principal, from remote: String?, reason: String,
                                  started: Date) async {
         let record = run.engine.record
+        // The end first on disk: a crash once the candidate is gone must not resume the release (and load it again).
+        await persist(run)
         if let slot = manager.slot(record.slot) {
             slot.setRouter(ActiveModelRouter())
             if let candidate = record.candidate, slot.roles.staged?.identity == candidate {

@@ -16,6 +16,9 @@ package enum MultipartError: Error, CustomStringConvertible {
     case fieldEmpty(String)
     /// The part named `field` is not closed by a delimiter before the body ends.
     case fieldUnterminated(String)
+    /// A part's headers run past `limit` bytes from `from` (multipart-kit keeps a header whole, and copies it again
+    /// at every chunk).
+    case headersTooLong(field: String, from: Int, limit: Int)
 
     package var description: String {
         switch self {
@@ -33,6 +36,9 @@ package enum MultipartError: Error, CustomStringConvertible {
             return "multipart/form-data with an empty field '\(field)': it must hold the image"
         case .fieldUnterminated(let field):
             return "multipart/form-data whose field '\(field)' is not closed by a delimiter: the body is truncated"
+        case .headersTooLong(let field, let from, let limit):
+            return "multipart/form-data (looking for the field '\(field)') with part headers longer than \(limit) "
+                + "bytes, from byte \(from)"
         }
     }
 }
@@ -95,6 +101,10 @@ package final class MultipartFieldReader {
             piece.readableBytes > 0
         {
             if let offset = headerNames.firstTrap(in: piece) {
+                if headerNames.headersTooLong {
+                    throw .headersTooLong(field: field, from: fed + offset - HeaderNameGuard.maxHeaderBytes,
+                        limit: HeaderNameGuard.maxHeaderBytes)
+                }
                 throw .malformed(field: field, from: fed + offset, to: fed + offset + 1)
             }
             do { try parser.execute(piece) } catch {
@@ -144,9 +154,15 @@ package final class MultipartFieldReader {
 /// followed as the parser reads them: token bytes until a colon, the value until CR, LF, the next name; CR at the
 /// start of a name ends the block; what would make the parser throw ends that path (the parser stops there anyway).
 ///
+/// It also bounds a header block: more than `maxHeaderBytes` bytes in a row during which the parser could be reading
+/// headers end the body (multipart-kit keeps a header whole until its end, copying it again at every chunk, and then
+/// hands it over as strings in one call, which a 20 MiB header makes a long one).
+///
 /// Linear: each byte is looked at once, with a Knuth–Morris–Pratt search for the delimiter and at most six states.
 /// Thread-safety: none, a value owned by its reader.
 struct HeaderNameGuard {
+    /// The longest header block (a part's headers, from its delimiter to the blank line) accepted.
+    static let maxHeaderBytes = 16 << 10
     /// The states, as bits of a set.
     private enum Bit {
         static let expectCR: UInt8 = 1, expectLF: UInt8 = 2, emptyName: UInt8 = 4, name: UInt8 = 8, value: UInt8 = 16,
@@ -158,6 +174,11 @@ struct HeaderNameGuard {
     private let fallback: [Int]
     private var matched = 0
     private var states: UInt8 = 0
+    /// Bytes in a row with a header path alive (`states` not empty).
+    private var headerBytes = 0
+
+    /// Whether the trap reported was a header block over `maxHeaderBytes`.
+    var headersTooLong: Bool { headerBytes > Self.maxHeaderBytes }
 
     init(boundary: String) {
         delimiter = Array("--\(boundary)".utf8)
@@ -177,6 +198,8 @@ struct HeaderNameGuard {
         bytes.withUnsafeReadableBytes { raw in
             for (offset, byte) in raw.enumerated() {
                 if advance(byte) { return offset }
+                headerBytes = states == 0 ? 0 : headerBytes + 1
+                if headersTooLong { return offset }
             }
             return nil
         }

@@ -28,7 +28,7 @@ struct BenchCommand: ParsableCommand {
     func run() throws {
         let (file, loadedDetector, environment) = try modelOptions.load()
         guard let data = FileManager.default.contents(atPath: image) else {
-            throw ValidationError("cannot read image \(image)")
+            throw failure("cannot read image \(image)")
         }
         let bytes = [UInt8](data)
         var detector = loadedDetector

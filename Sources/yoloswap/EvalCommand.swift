@@ -13,7 +13,7 @@ struct EvalCommand: ParsableCommand {
         discussion: """
             The data set is a COCO instances file; its images are read from the file's folder (or --images). A model
             class counts as a data-set category of the same name; VOC's names (aeroplane, motorbike, sofa, tvmonitor,
-            diningtable, pottedplant) also match COCO's, and --class-map NAME=CATEGORY adds more. Detections use COCO's
+            diningtable, pottedplant) and COCO's match each other, either way, and --class-map NAME=CATEGORY adds more. Detections use COCO's
             evaluation settings by default: confidence 0.001, at most 100 per image.
             """)
 
@@ -44,7 +44,7 @@ struct EvalCommand: ParsableCommand {
     func run() throws {
         let golden: GoldenSet
         do { golden = try GoldenSet(contentsOf: dataset, imagesRoot: images) } catch {
-            throw ValidationError("\(error)")
+            throw failure("\(error)")
         }
         let (file, detector, _) = try modelOptions.load()
         let result: GoldenSet.Result
@@ -52,11 +52,11 @@ struct EvalCommand: ParsableCommand {
             result = try golden.evaluate(
                 detector, options: DetectionOptions(confidence: conf, iou: iou, maxDetections: maxDet),
                 classMap: classMap)
-        } catch { throw ValidationError("\(error)") }
+        } catch { throw failure("\(error)") }
         if let saveDetections {
             let encoded = try JSONEncoder.yoloswap.encode(result.detections)
             guard FileManager.default.createFile(atPath: saveDetections, contents: encoded) else {
-                throw ValidationError("cannot write \(saveDetections)")
+                throw failure("cannot write \(saveDetections)")
             }
         }
         let evaluation = result.evaluation
@@ -86,6 +86,10 @@ struct EvalCommand: ParsableCommand {
                 + String(format: " %4d %5d  ", c.groundTruth, c.detections) + figure(c.ap) + "  " + figure(c.ap50))
         }
         for warning in evaluation.warnings { printError("eval: warning: \(warning)") }
+        if report.unmatchedClasses > 0 {
+            printError("eval: warning: \(report.unmatchedClasses) of the model's classes match no category of the data "
+                + "set (their detections are not counted; --class-map NAME=CATEGORY maps them)")
+        }
     }
 }
 

@@ -83,3 +83,10 @@ extension IntraOpSpinning: ExpressibleByArgument {}
 func printError(_ message: String) {
     FileHandle.standardError.write(Data((message + "\n").utf8))
 }
+
+/// Says why a command failed (not how it was called: that is a `ValidationError`, exit 64 with the usage) and gives
+/// the exit status 1 to throw.
+func failure(_ message: String) -> ExitCode {
+    printError("yoloswap: \(message)")
+    return .failure
+}

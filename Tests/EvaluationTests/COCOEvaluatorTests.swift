@@ -223,3 +223,24 @@ struct GoldenSetRulesTests {
         #expect(rules == GoldenSetRules(minMAP: 0.2, maxDropVsBaseline: 0.01))
     }
 }
+
+@Suite("Category matching")
+struct CategoryMatcherTests {
+    @Test("COCO's and VOC's names for a class match each other, either way; a user's map comes first; others stay unmatched")
+    func aliasesBothWays() throws {
+        let coco = try COCODataset(images: [], annotations: [], categories: [
+            .init(id: 1, name: "motorcycle"), .init(id: 2, name: "airplane"), .init(id: 3, name: "couch"),
+            .init(id: 4, name: "tv"), .init(id: 5, name: "dining table"), .init(id: 6, name: "person")])
+        // Darknet's coco.names (the yolov3-tiny models) against COCO's categories.
+        let darknet = try CategoryMatcher(dataset: coco,
+            modelClasses: ["motorbike", "aeroplane", "sofa", "tvmonitor", "diningtable", "person", "zebra"])
+        #expect((0..<6).map { darknet.category(forClass: $0) } == [1, 2, 3, 4, 5, 6])
+        #expect(darknet.unmatchedModelClasses == ["zebra"])
+        // COCO's names against VOC's categories.
+        let voc = try COCODataset(images: [], annotations: [], categories: [
+            .init(id: 7, name: "motorbike"), .init(id: 8, name: "tvmonitor"), .init(id: 9, name: "pottedplant")])
+        let ultralytics = try CategoryMatcher(dataset: voc, modelClasses: ["motorcycle", "tv", "potted plant"],
+            extra: ["tv=pottedplant"])
+        #expect((0..<3).map { ultralytics.category(forClass: $0) } == [7, 9, 9])
+    }
+}

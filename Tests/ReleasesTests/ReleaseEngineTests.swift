@@ -1,5 +1,6 @@
 import Foundation
 import HotSwap
+import Primitives
 @testable import Releases
 import TestSupport
 import Testing
@@ -210,6 +211,30 @@ struct ReleaseEngineTests {
         #expect(store.load().records == [first])
     }
 
+    @Test("each slot name has its own record file: a dotted name and a plain one spelling its old hex, two long dotted names alike in their first 100 bytes; a record under the old name is moved")
+    func storeFileNamesDistinct() throws {
+        let folder = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let store = ReleaseStore(directory: folder.path)
+        let long = String(repeating: "a", count: 100)
+        let names = ["a.b", "x-612e62", long + ".one", long + ".two", "line-1"]
+        #expect(Set(names.map(ReleaseStore.fileName)).count == names.count)
+        #expect(ReleaseStore.fileName("line-1") == "line-1")
+        // A record an earlier version saved for "a.b" (under the hex of its name), and one of the plain slot that
+        // spells it: saving "a.b" replaces its own old record only.
+        var dotted = record(Self.canary([.init(percent: 5)]), at: Self.start)
+        dotted.slot = "a.b"
+        try JSONEncoder.yoloswap.encode(dotted).write(to: URL(fileURLWithPath: folder.path + "/x-612e62.json"))
+        dotted.stepIndex = 1
+        try store.save(dotted)
+        #expect(store.load().records == [dotted])
+        var plain = dotted
+        plain.slot = "x-612e62"
+        try store.save(plain)
+        try store.save(dotted)
+        #expect(Set(store.load().records.map(\.slot)) == ["a.b", "x-612e62"])
+    }
+
     @Test("A/B rotation every 30 minutes flips exactly at the edges, the same after a restart")
     func abRotation() async throws {
         let models = try await TwoModels.make()
@@ -290,6 +315,22 @@ struct ReleaseEngineTests {
         #expect(bad.phase == .rolledBack)
         #expect(bad.record.breach?.rule == "agreement_f1 < 0.9")
         #expect(bad.status().agreement?.unmatched_confusion == ["bolt → washer": 5])
+    }
+
+    @Test("failed candidate runs are no answers: they count towards neither a step's minimum nor promote_after's min_requests")
+    func failuresAreNoAnswers() {
+        let clock = ManualClock(Self.start)
+        var spec = Self.canary([.init(percent: 5, hold_s: 0, min_requests: 3), .init(percent: 100)])
+        spec.rules = ReleaseRules(promote_after: .init(steps_complete: false, min_requests: 3))
+        let engine = ReleaseEngine(record: record(spec, at: Self.start), clock: clock)
+        var decisions: [ReleaseDecision] = []
+        for _ in 0..<10 { decisions += engine.record(variant: "candidate", .failure()) }
+        decisions += engine.tick()
+        #expect(decisions.isEmpty, "\(decisions)")
+        #expect(engine.record.stepIndex == 0 && engine.record.phase == .running)
+        for _ in 0..<3 { decisions += engine.record(variant: "candidate", VariantSample(result([]))) }
+        #expect(decisions.contains(.advanced(index: 1, percent: 100)), "\(decisions)")
+        #expect(decisions.contains { if case .promote = $0 { true } else { false } }, "\(decisions)")
     }
 
     @Test("promote_after waits until every rule has its minimum samples (it promoted on no evidence)")
@@ -536,5 +577,37 @@ struct ReleaseEngineTests {
         #expect(judged.feedbackStoreSize.answers == 0)
         #expect(judged.feedbackStoreSize.ids <= 2 * ReleaseEngine.feedbackAnswersKept,
             "\(judged.feedbackStoreSize.ids) ids kept")
+    }
+}
+
+@Suite("Sample windows")
+struct SampleWindowTests {
+    @Test("a window's running figures equal the figures recomputed from its last samples, as samples come and go",
+          arguments: [1, 7, 50])
+    func runningFiguresMatch(capacity: Int) {
+        var random = SeededGenerator(seed: UInt64(capacity))
+        var window = SampleWindow(capacity: capacity)
+        var all: [VariantSample] = []
+        for _ in 0..<500 {
+            let failed = Int.random(in: 0..<10, using: &random) == 0
+            // Repeated values too (whole milliseconds), and now and then none or a non-finite one.
+            let choices: [Double] = [Double(Int.random(in: 1...30, using: &random)), .nan, .infinity]
+            let pick = Int.random(in: 0..<20, using: &random) == 0 ? Int.random(in: 1...2, using: &random) : 0
+            let ms: Double? = failed ? nil : choices[pick]
+            let sample = VariantSample(milliseconds: ms, failed: failed, detections: Int.random(in: 0...5, using: &random),
+                confidenceSum: 0, nonFinite: Int.random(in: 0..<30, using: &random) == 0 ? 1 : 0, classCounts: [:])
+            window.add(sample)
+            all.append(sample)
+            let last = all.suffix(capacity)
+            #expect(window.count == last.count)
+            #expect(window.errorRate == Double(last.count { $0.failed }) / Double(last.count))
+            #expect(window.nonFinite == last.reduce(0) { $0 + $1.nonFinite })
+            let answered = last.filter { !$0.failed }
+            #expect(window.detectionsPerImage == (answered.isEmpty ? nil
+                : Double(answered.reduce(0) { $0 + $1.detections }) / Double(answered.count)))
+            let sorted = last.compactMap(\.milliseconds).filter(\.isFinite).sorted()
+            let rank = Int((0.99 * Double(sorted.count)).rounded(.up))
+            #expect(window.p99 == (sorted.isEmpty ? nil : sorted[max(0, min(sorted.count - 1, rank - 1))]))
+        }
     }
 }

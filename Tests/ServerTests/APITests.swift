@@ -237,7 +237,9 @@ struct APITests {
         #expect(actions.contains("switch:failed") && actions.contains("switch:succeeded"))
         #expect(actions.contains("rollback:succeeded") && actions.contains("load:succeeded"))
         #expect(actions.contains("load:failed"))
-        #expect(entries.allSatisfy { $0.actor == "alice" })
+        // Alice's, and the configured models' loads at start (by system).
+        #expect(entries.allSatisfy { $0.actor == "alice" || ($0.actor == "system" && $0.action == "load") })
+        #expect(entries.count { $0.actor == "system" } == 4)
     }
 
     /// A harness whose state store, once it is up, takes 300 ms to store each event (an fsync on a slow disk), so that

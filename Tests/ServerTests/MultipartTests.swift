@@ -100,6 +100,29 @@ struct MultipartTests {
         }
     }
 
+    @Test("a part's headers over 16 KiB are refused as too long, in one piece or in chunks; 16 KiB of headers pass",
+          arguments: [1 << 20, 4096])
+    func longHeaders(chunk: Int) async throws {
+        func feed(_ body: [UInt8]) async throws -> [UInt8] {
+            let reader = try MultipartFieldReader(contentType: "multipart/form-data; boundary=XyZ", field: "image")
+            var offset = 0
+            while offset < body.count {
+                let end = min(body.count, offset + chunk)
+                try await reader.feed(ByteBuffer(bytes: body[offset..<end]))
+                offset = end
+            }
+            return try reader.content()
+        }
+        func body(padding: Int) -> [UInt8] {
+            Array(("--XyZ\r\nContent-Disposition: form-data" + String(repeating: ";", count: padding)
+                + "; name=\"image\"\r\n\r\nJPEG\r\n--XyZ--").utf8)
+        }
+        // The block: "--XyZ" (its last byte starts it), CRLF, the header line, CRLF and the blank line's CR.
+        #expect(try await feed(body(padding: 16_000)) == Array("JPEG".utf8))
+        let error = await #expect(throws: MultipartError.self) { _ = try await feed(body(padding: 4 << 20)) }
+        #expect("\(error.map { "\($0)" } ?? "")".contains("part headers longer than 16384 bytes"), "\(String(describing: error))")
+    }
+
     @Test("each shape is accepted by POST /v1/detect", arguments: shapes.prefix(3))
     func detects(_ shape: Shape) async throws {
         let harness = try await ServerHarness()
