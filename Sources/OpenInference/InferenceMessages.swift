@@ -26,6 +26,24 @@ public struct InferRequest: Sendable {
         self.outputs = outputs
         self.parameters = parameters
     }
+
+    /// The request with an image sent as base64 text (the one element of a `BYTES` input named `image`) decoded to
+    /// its bytes, as the engine would decode it: for a transport that parses large bodies off the cooperative pool to
+    /// do this there too (a 20 MiB text is decoded in tens of milliseconds). Anything else is left as it is.
+    public func decodingImageText() -> InferRequest {
+        guard inputs.count == 1, let input = inputs.first, input.datatype == .bytes,
+              input.name == OpenInferenceEngine.imageInput, case let elements = input.byteElements,
+              elements.count == 1, let text = elements.first
+        else { return self }
+        let bytes = OpenInferenceEngine.decodedImage(text)
+        guard bytes != text, let count = UInt32(exactly: bytes.count),
+              let decoded = try? InferTensor(name: input.name, datatype: .bytes, shape: input.shape,
+                  raw: withUnsafeBytes(of: count.littleEndian, Array.init) + bytes)
+        else { return self }
+        var request = self
+        request.inputs = [decoded]
+        return request
+    }
 }
 
 /// An inference response: the model (slot) and version that ran, the model stamp as parameters, the outputs.

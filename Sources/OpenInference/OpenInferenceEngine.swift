@@ -282,6 +282,11 @@ public final class OpenInferenceEngine: Sendable {
         guard elements.count == 1, let bytes = elements.first else {
             throw .invalid("input '\(imageInput)' must hold exactly one encoded image, got \(elements.count)")
         }
+        return decodedImage(bytes)
+    }
+
+    /// An image's bytes as sent: the file itself (JPEG, PNG), or its base64 text decoded.
+    static func decodedImage(_ bytes: [UInt8]) -> [UInt8] {
         let jpeg = bytes.starts(with: [0xFF, 0xD8]), png = bytes.starts(with: [0x89, 0x50, 0x4E, 0x47])
         if !jpeg, !png, let text = String(validating: bytes, as: UTF8.self),
             let decoded = Data(base64Encoded: text.contains(where: \.isWhitespace)

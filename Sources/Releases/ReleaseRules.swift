@@ -102,7 +102,6 @@ public struct ReleaseRules: Sendable, Equatable, Codable {
         guard let r = rollback_if else { return nil }
         let enough = w.candidate.count >= minSamples
         let bothEnough = enough && w.baseline.count >= minSamples
-        // Sorting the window for the figures is the costly part: only for a breach.
         if let limit = r.non_finite_outputs, w.candidate.nonFinite > 0, Double(w.candidate.nonFinite) > limit {
             // Non-finite outputs need no sample count: one is one too many past the limit.
             return RuleBreach(rule: "non_finite_outputs > \(limit)", value: Double(w.candidate.nonFinite),

@@ -187,6 +187,13 @@ public struct ReleaseSpec: Sendable, Equatable, Codable {
             throw fail("golden_set must be a path of 1 to 4096 bytes")
         }
         try rules?.validate()
+        if strategy == .shadow, rules?.rollback_if?.p99_ratio != nil {
+            // Measured: a byte-identical candidate's mirrored copies came out at 1.5× the baseline's p99 (lowered
+            // priority, one image at a time, beside the serving threads).
+            throw fail("rules.rollback_if.p99_ratio applies to canary and A/B releases, where both variants serve: in "
+                + "shadow the candidate runs mirrored copies at lowered priority, so its latency says how much spare "
+                + "capacity there was, not how fast it is (its p99 is shown; gate latency with a canary)")
+        }
     }
 }
 

@@ -107,7 +107,9 @@ extension ControlPlane {
         let safeID = record.id.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") } && !record.id
             .isEmpty ? record.id : "release"
         let engine = ReleaseEngine(record: record, clock: clock)
-        let run = ReleaseRun(engine: engine, disagreementsFolder: slotFolder.map { "\($0)/\(safeID)" })
+        // Its disagreement store reads the folder's files (up to 1000 at a restart): off the cooperative pool.
+        let folder = slotFolder.map { "\($0)/\(safeID)" }
+        let run = await Self.disagreementFiles.run { ReleaseRun(engine: engine, disagreementsFolder: folder) }
         let previous = try releaseRuns.withLock { runs -> ReleaseRun? in
             if let current = runs[record.slot], !current.engine.phase.isTerminal {
                 throw ReleaseError.conflict("slot '\(record.slot)' has a release in progress")
@@ -121,9 +123,13 @@ extension ControlPlane {
         }
         if fresh, let slotFolder {
             // Only once this run holds the slot (a start refused as a conflict must not touch the running one's):
-            // everything but this run's own folder — the last release's, and files of the one-folder layout before.
-            for name in (try? FileManager.default.contentsOfDirectory(atPath: slotFolder)) ?? [] where name != safeID {
-                try? FileManager.default.removeItem(atPath: "\(slotFolder)/\(name)")
+            // everything but this run's own folder — the last release's, and files of the one-folder layout before
+            // (up to 1000 images: off the cooperative pool).
+            await Self.disagreementFiles.run {
+                for name in (try? FileManager.default.contentsOfDirectory(atPath: slotFolder)) ?? []
+                where name != safeID {
+                    try? FileManager.default.removeItem(atPath: "\(slotFolder)/\(name)")
+                }
             }
         }
         await persist(run)
@@ -208,9 +214,13 @@ extension ControlPlane {
             modelPath: repository.relative(record.candidatePath), version: candidate?.version,
             sha256: candidate?.sha256, result: "succeeded", reason: reason, started: started)
         run.keep(Task { [self, weak run] in
-            // The time-based conditions (a step's hold, promote_after.min_s) are judged every second.
+            // The time-based conditions (a step's hold, promote_after.min_s) are judged every second; the energy
+            // counters are read every minute, well within the tens of minutes they take to wrap.
+            var ticks = 0
             while !Task.isCancelled, let run, !run.engine.phase.isTerminal {
                 handle(run.engine.tick(), of: run)
+                ticks += 1
+                if ticks % 60 == 0 { try? await releaseWrites.run { run.energy.sample() } }
                 try? await Task.sleep(for: .seconds(1))
             }
         })
@@ -464,7 +474,8 @@ extension ControlPlane {
     ///   failed and fell back to the configured model): its figures would compare the candidate with a model that is
     ///   not its baseline, so it is not resumed but recorded as failed, saying which model is active.
     func resumeReleases(clock: any ReleaseClock = SystemReleaseClock()) async {
-        let (records, unreadable) = releaseStore.load()
+        let store = releaseStore
+        let (records, unreadable) = await releaseWrites.run { store.load() }
         for name in unreadable {
             logger.error("release record unreadable: skipped", metadata: ["file": "\(name)"])
         }

@@ -216,26 +216,27 @@ public final class ControlPlane: Sendable {
     @discardableResult
     func reconcileInterruptedIntents(before startedAt: Date) async -> Int {
         guard let audit, let entries = try? await audit.entries(slot: nil, since: nil, limit: 10_000) else { return 0 }
+        // An intent and its outcome carry the same time (the call's start), which another call's entries do not: a
+        // refusal of another call, or the outcome of an overlapping one, does not close it.
         var open: [String: AuditEntry] = [:]
         for entry in entries.reversed() where entry.time < startedAt {
-            let key = "\(entry.action)|\(entry.slot ?? "")|\(entry.actor)"
+            let key = "\(entry.action)|\(entry.slot ?? "")|\(entry.actor)|\(entry.time.timeIntervalSince1970)"
             if entry.result == "intent" { open[key] = entry } else { open[key] = nil }
         }
         for intent in open.values.sorted(by: { ($0.id ?? 0) < ($1.id ?? 0) }) {
             let serving = intent.slot.flatMap { manager.slot($0)?.roles.active?.identity }
             let now = serving.map { "slot '\(intent.slot ?? "")' serves \($0.id) (\($0.sha256.prefix(12)))" }
                 ?? "nothing is served by its slot"
-            _ = try? await audit.record(AuditEntry(
+            // Its time is the intent's, as every outcome's is (the call's start; the duration says when it came).
+            _ = try? await audit.record(AuditEntry(time: intent.time,
                 actor: intent.actor, remoteAddress: intent.remoteAddress, action: intent.action, slot: intent.slot,
                 modelPath: intent.modelPath, version: intent.version, sha256: intent.sha256, result: "interrupted",
                 reason: "the process ended before the outcome of entry #\(intent.id ?? 0) was recorded; after the "
-                    + "restart " + now))
+                    + "restart " + now, durationMs: Date().timeIntervalSince(intent.time) * 1000))
         }
         return open.count
     }
 
-    /// Records a slot brought back at start-up (actor `system`). Best effort: the restore changes nothing that was
-    /// not committed, and recorded, before.
     /// Records a configured model's load at start (a slot with no committed state, or whose committed model could not
     /// be restored), as `system`. Best effort, like the restore entries.
     func auditConfiguredLoad(slot: String, model: String, version: String?, sha256: String?, result: String,
@@ -245,6 +246,8 @@ public final class ControlPlane: Sendable {
             started: started)
     }
 
+    /// Records a slot brought back at start-up (actor `system`). Best effort: the restore changes nothing that was
+    /// not committed, and recorded, before.
     func auditRestore(_ event: SwapEvent) async {
         try? await audit(Principal(name: "system", role: .admin), nil, "restore", event.slot,
             modelPath: event.to.map { repository.relative($0.path) }, version: event.to?.version,

@@ -13,8 +13,9 @@ extension APIRoutes {
         v1.post("slots/:slot/release") { request, context in
             let principal = try await requireOperator(request, context)
             let slot = try context.parameters.require("slot")
-            let wait = try boolParameter(request, "wait")
-            let spec = try await decode(ReleaseSpec.self, request, context)
+            let (wait, spec) = try await parsedChange(request, context) {
+                (try boolParameter(request, "wait"), try await decode(ReleaseSpec.self, request, context))
+            }
             let run = try await control.startRelease(slot: slot, spec: spec, by: principal,
                 from: context.remoteAddress)
             if wait {

@@ -64,8 +64,10 @@ struct APIRoutes: Sendable {
         v1.post("slots/:slot/load") { request, context in
             let principal = try await requireOperator(request, context)
             let slot = try context.parameters.require("slot")
-            let wait = try boolParameter(request, "wait")  // a bad value refused before anything starts
-            let body = try await decode(LoadBody.self, request, context)
+            // A bad value refused before anything starts.
+            let (wait, body) = try await parsedChange(request, context) {
+                (try boolParameter(request, "wait"), try await decode(LoadBody.self, request, context))
+            }
             let load = try await control.load(slot: slot, body: body, by: principal, from: context.remoteAddress)
             let dto = { OperationDTO(load.operation, repository: control.repository) }
             if wait {
@@ -113,7 +115,7 @@ struct APIRoutes: Sendable {
         }
         v1.put("routes") { request, context in
             let principal = try await requireOperator(request, context)
-            let body = try await decode(RoutesDTO.self, request, context)
+            let body = try await parsedChange(request, context) { try await decode(RoutesDTO.self, request, context) }
             try await control.replaceRoutes(body.routes, by: principal, from: context.remoteAddress)
             return RoutesDTO(routes: control.routes)
         }
@@ -257,6 +259,20 @@ struct APIRoutes: Sendable {
                 action: "\(request.method.rawValue) \(request.uri.path)",
                 reason: "\(problem.status.code) \(problem.detail)")
             throw problem
+        }
+    }
+
+    /// Takes an operator's change request apart (`parse`: its query parameters, its body); a request refused as
+    /// malformed (400, 413) is recorded in the audit log as a refused call, as a refused role is.
+    func parsedChange<T>(_ request: Request, _ context: YOLOSwapRequestContext, _ parse: () async throws -> T)
+        async throws -> T
+    {
+        do { return try await parse() } catch {
+            let problem = Problem.from(error)
+            await control.auditRefusal(context.principal, context.remoteAddress,
+                action: "\(request.method.rawValue) \(request.uri.path)",
+                reason: "\(problem.status.code) \(problem.detail)")
+            throw error
         }
     }
 

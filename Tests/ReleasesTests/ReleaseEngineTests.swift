@@ -478,6 +478,10 @@ struct ReleaseEngineTests {
         #"{"model": "m.onnx", "strategy": "shadow", "sticky_header": "X Bad"}"#,
         #"{"model": "m.onnx", "strategy": "shadow", "rules": {"window": 10, "min_samples": 11}}"#,
         #"{"model": "m.onnx", "strategy": "shadow", "iou_threshold": 0}"#,
+        // Mirrored copies run at lowered priority: their latency is no measure of the candidate's.
+        #"{"model": "m.onnx", "strategy": "shadow", "rules": {"rollback_if": {"p99_ratio": 1.5}}}"#,
+        #"{"model": "m.onnx", "strategy": "shadow", "version": "\#(String(repeating: "v", count: 129))"}"#,
+        #"{"model": "m.onnx", "strategy": "shadow", "sha256": "0123"}"#,
     ])
     func validation(_ body: String) throws {
         let spec = try JSONDecoder().decode(ReleaseSpec.self, from: Data(body.utf8))
@@ -496,6 +500,11 @@ struct ReleaseEngineTests {
         #expect(meter.reading().joules == 2.5)
         try "500000\n".write(toFile: zone + "/energy_uj", atomically: true, encoding: .utf8)
         #expect(meter.reading().joules == 9.5)
+        // Each reading counts from the one before: a counter that wraps again between two readings is counted.
+        try "9000000\n".write(toFile: zone + "/energy_uj", atomically: true, encoding: .utf8)
+        #expect(meter.reading().joules == 18)
+        try "2000000\n".write(toFile: zone + "/energy_uj", atomically: true, encoding: .utf8)
+        #expect(meter.reading().joules == 21)
         let none = EnergyMeter(root: dir.file("absent"))
         #expect(none.reading().joules == nil && none.reading().unavailable != nil)
     }

@@ -208,6 +208,9 @@ struct AuditTests {
             try await harness.audit.record(AuditEntry(time: earlier, actor: "alice", action: "switch",
                 slot: "default", result: result))
         }
+        // And another of alice's switches, refused while that one was under way: it closes nothing.
+        try await harness.audit.record(AuditEntry(time: earlier.addingTimeInterval(0.5), actor: "alice",
+            action: "switch", slot: "default", result: "rejected"))
         // A call of this run, still in progress: not interrupted.
         try await harness.audit.record(AuditEntry(actor: "alice", action: "rollback", slot: "line2", result: "intent"))
         let closed = await harness.control.reconcileInterruptedIntents(before: Date().addingTimeInterval(-1))
@@ -268,5 +271,27 @@ struct StartAuditTests {
         #expect(loads.map(\.result) == ["intent", "succeeded"], "\(loads)")
         #expect(loads.allSatisfy { $0.actor == "system" })
         #expect(loads.last?.sha256 == harness.control.manager.slot("default")?.roles.active?.identity.sha256)
+    }
+}
+
+@Suite("Audit of malformed changes")
+struct MalformedChangeAuditTests {
+    @Test("an operator's change refused as malformed (a bad query parameter, a body that is not the JSON asked for) is recorded as refused")
+    func malformedChangesAudited() async throws {
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        let alice = ServerHarness.headers(token: "alice-token", contentType: "application/json")
+        try await harness.test { client in
+            for (uri, body) in [("/v1/slots/default/load", "{not json"), ("/v1/slots/default/load?wait=maybe", "{}"),
+                                ("/v1/slots/default/release", #"{"model": 7}"#)] {
+                try await client.execute(uri: uri, method: .post, headers: alice, body: ByteBuffer(string: body)) {
+                    #expect($0.status == .badRequest, "\(uri)")
+                }
+            }
+        }
+        let refused = try await harness.auditEntries().filter { $0.result == "refused" && $0.actor == "alice" }
+        #expect(refused.map(\.action) == ["POST /v1/slots/default/load", "POST /v1/slots/default/load",
+            "POST /v1/slots/default/release"], "\(refused)")
+        #expect(refused.allSatisfy { $0.reason?.hasPrefix("400 ") == true })
     }
 }

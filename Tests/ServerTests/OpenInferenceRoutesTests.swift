@@ -71,6 +71,30 @@ struct OpenInferenceRoutesTests {
         }
     }
 
+    @Test("an image sent as base64 text in a body over 256 KiB (parsed off the pool, decoded there) is detected as one in a small body")
+    func largeBase64Body() async throws {
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        let image = Data(ServerHarness.busJPEG.readableBytesView)
+            .base64EncodedString(options: [.lineLength76Characters, .endLineWithLineFeed])
+        let json = #"{"inputs":[{"name":"image","datatype":"BYTES","shape":[1],"data":["# + "\""
+            + image.replacingOccurrences(of: "\n", with: "\\n") + "\"]}]}"
+        let viewer = ServerHarness.headers(token: "carol-token", contentType: "application/json")
+        try await harness.test { client in
+            var answers: [String] = []
+            // The same request, then with 300 KiB of white space before it: parsed inline, then off the pool.
+            for body in [json, String(repeating: " ", count: 300 << 10) + json] {
+                try await client.execute(uri: "/v2/models/default/infer", method: .post, headers: viewer,
+                    body: ByteBuffer(string: body)) { response in
+                    #expect(response.status == .ok, "\(String(buffer: response.body))")
+                    let outputs = try ServerHarness.json(response)["outputs"] as? [[String: Any]] ?? []
+                    answers.append("\(outputs.map { "\($0["name"] ?? ""): \($0["data"] ?? "")" })")
+                }
+            }
+            #expect(answers.count == 2 && answers[0] == answers[1] && answers[0].contains("boxes"), "\(answers)")
+        }
+    }
+
     @Test("hostile values: integers past Int64, non-finite floats, NaN in a raw tensor → 400; unknown versions and slots leave no statistics, a load into an unknown slot is 404")
     func hostileValues() async throws {
         let harness = try await ServerHarness()

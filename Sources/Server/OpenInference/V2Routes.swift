@@ -138,7 +138,9 @@ struct V2Routes: Sendable {
                 throw Problem(.serviceUnavailable, "Service Unavailable", detail: "the request waited past its "
                     + "deadline (\(timeout) ms) for other large bodies to be parsed")
             }
-            return try V2InferCodec.parse(body: body, headers: headers)
+            var parsed = try V2InferCodec.parse(body: body, headers: headers)
+            parsed.request = parsed.request.decodingImageText()
+            return parsed
         }
     }
 
