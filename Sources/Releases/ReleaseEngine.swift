@@ -357,7 +357,9 @@ public final class ReleaseEngine: ModelRouter, Sendable {
 
     /// The live status: the record plus every figure.
     public func status(energy: EnergyReading? = nil) -> ReleaseStatus {
-        state.withLock { s in
+        // The feedback's figures (AP per class: sorts of up to `feedbackDetectionsKept` detections) are computed on
+        // a copy, outside the lock that every request's routing takes.
+        let (status, feedback) = state.withLock { s -> (ReleaseStatus, [String: FeedbackTotals]) in
             let now = clock.now
             let a = s.agreement
             let agreement = s.record.spec.strategy == .shadow ? AgreementStatus(
@@ -369,14 +371,18 @@ public final class ReleaseEngine: ModelRouter, Sendable {
             let mirror = s.record.spec.strategy == .shadow ? MirrorStatus(mirrored: s.mirrored,
                 shed_queue_full: s.shedQueueFull, shed_saturated: s.shedSaturated, failed: s.mirrorFailures) : nil
             let inferences = s.baseline.requests + s.candidate.requests
-            return ReleaseStatus(
+            let status = ReleaseStatus(
                 record: s.record, candidate_percent: s.record.candidatePercent(at: now),
                 step_samples: s.stepSamples, counters_since: s.countersSince,
                 variants: [s.record.spec.baselineName: s.baseline.status(now: now),
                     s.record.spec.candidateName: s.candidate.status(now: now)],
                 window: s.window.summary, agreement: agreement, mirror: mirror,
                 energy: EnergyStatus(reading: energy, inferences: inferences),
-                feedback: s.feedback.mapValues(\.status))
+                feedback: [:])
+            return (status, s.feedback)
         }
+        var withFeedback = status
+        withFeedback.feedback = feedback.mapValues(\.status)
+        return withFeedback
     }
 }
