@@ -20,6 +20,8 @@ struct StreamRoutes: Sendable {
     /// JPEG encoding of preview frames, off the cooperative pool: one queue for every stream's viewers (previews take
     /// at most one core from detection), each frame encoded once for all who view it (`PreviewFrame.encoded`).
     private let encoder = BlockingQueue(label: "yoloswap.preview-encode")
+    /// Stream creation (paths resolved, files opened, an encoder started), off the cooperative pool.
+    private static let creating = BlockingQueue(label: "yoloswap.stream-create")
 
     init(api: APIRoutes, registry: StreamRegistry) {
         self.api = api
@@ -35,7 +37,9 @@ struct StreamRoutes: Sendable {
             let slot = try api.control.slotName(explicit: body.slot, product: nil)
             let stream: VideoStream
             do {
-                stream = try registry.create(body.request(slot: slot))
+                // Off the cooperative pool: it resolves paths, opens the output files and may start FFmpeg.
+                let (registry, created) = (registry, body.request(slot: slot))
+                stream = try await Self.creating.run { try registry.create(created) }
             } catch {
                 let problem = Self.problem(error)
                 try? await api.control.audit(principal, context.remoteAddress, "stream.start", slot, result: "refused",
