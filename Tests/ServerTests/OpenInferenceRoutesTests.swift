@@ -208,6 +208,9 @@ struct OpenInferenceRoutesTests {
                 #expect($0.status == .conflict)
                 #expect(String(buffer: $0.body).contains("force=true"))
             }
+            try await client.execute(uri: "/v2/repository/models/nosuch/unload", method: .post, headers: alice) {
+                #expect($0.status == .notFound)
+            }
             try await client.execute(uri: "/v2/repository/models/default/unload?force=true", method: .post,
                 headers: alice) { #expect($0.status == .ok) }
             try await client.execute(uri: "/v2/models/default/ready", method: .get, headers: carol) {
@@ -223,7 +226,8 @@ struct OpenInferenceRoutesTests {
             }
         }
         let entries = try await harness.auditEntries().map { "\($0.action) \($0.result)" }
-        #expect(entries.contains("unload default refused") && entries.contains("unload intent")
+        #expect(entries.contains("unload default refused") && entries.contains("unload nosuch refused")
+            && entries.contains("unload intent")
             && entries.contains("unload succeeded") && entries.contains("load succeeded"), "\(entries)")
     }
 }

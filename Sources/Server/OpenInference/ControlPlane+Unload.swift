@@ -15,7 +15,11 @@ extension ControlPlane {
                 + problem.detail)
             throw error
         }
-        guard let roles = manager.slot(slot)?.roles else { throw ControlError.unknownSlot(slot) }
+        guard let roles = manager.slot(slot)?.roles else {
+            let error = ControlError.unknownSlot(slot)
+            await auditRefusal(principal, remote, action: "unload \(slot)", reason: "404 \(error)")
+            throw error
+        }
         if let active = roles.active, !force {
             let reason = "slot '\(slot)' serves \(active.identity.id); unloading it would stop serving: pass the "
                 + "parameter force=true to unload it anyway"
