@@ -132,11 +132,13 @@ public struct COCODataset: Sendable, Codable {
     /// The largest annotation file read (COCO 2017's val instances are 25 MB, train's 450 MB).
     public static let maxFileBytes = 1 << 30
 
-    /// Reads an instances file.
-    public static func load(contentsOf path: String) throws(COCODatasetError) -> COCODataset {
+    /// Reads an instances file of at most `maxBytes` (decoding takes about five times the file's size).
+    public static func load(contentsOf path: String, maxBytes: Int = maxFileBytes) throws(COCODatasetError)
+        -> COCODataset
+    {
         let data: Data
         do {
-            data = try RegularFile(openingForReading: path).readAll(limit: maxFileBytes)
+            data = try RegularFile(openingForReading: path).readAll(limit: maxBytes)
         } catch {
             throw .unreadable(path: path, reason: "\(error)")
         }

@@ -18,10 +18,13 @@ public struct GoldenSet: Sendable {
     public static let detectionOptions = DetectionOptions(confidence: 0.001, iou: 0.7, maxDetections: 100)
 
     /// Reads the instances file; images are looked up under `imagesRoot`, the file's folder by default.
-    /// - Parameter confined: refuse image names that are absolute or contain `..` (a file from a repository that
-    ///   must not make the service read elsewhere).
-    public init(contentsOf path: String, imagesRoot: String? = nil, confined: Bool = false) throws(COCODatasetError) {
-        dataset = try COCODataset.load(contentsOf: path)
+    /// - Parameters:
+    ///   - confined: refuse image names that are absolute or contain `..` (a file from a repository that must not
+    ///     make the service read elsewhere).
+    ///   - maxFileBytes: the largest instances file read (a service reading a golden set bounds its memory with it).
+    public init(contentsOf path: String, imagesRoot: String? = nil, confined: Bool = false,
+                maxFileBytes: Int = COCODataset.maxFileBytes) throws(COCODatasetError) {
+        dataset = try COCODataset.load(contentsOf: path, maxBytes: maxFileBytes)
         self.path = path
         self.imagesRoot = imagesRoot ?? URL(fileURLWithPath: path).deletingLastPathComponent().path
         if confined, let image = dataset.images.first(where: {

@@ -17,6 +17,9 @@ struct GoldenSetGate: CandidateGate {
     let repository: ModelRepository
     let logger: Logger
     private let queue = BlockingQueue(label: "golden-set-gate")
+    /// The largest golden set read in the serving process (decoding takes about five times the file's size);
+    /// `yoloswap eval` reads up to `COCODataset.maxFileBytes`.
+    static let maxFileBytes = 64 << 20
 
     init(repository: ModelRepository, logger: Logger) {
         self.repository = repository
@@ -34,7 +37,7 @@ struct GoldenSetGate: CandidateGate {
         let scoreBaseline = rules.maxDropVsBaseline != nil ? baseline : nil
         let outcome: Result<(GoldenSet.Result, GoldenSet.Result?), any Error> = await queue.run {
             Result {
-                let set = try GoldenSet(contentsOf: path, confined: true)
+                let set = try GoldenSet(contentsOf: path, confined: true, maxFileBytes: Self.maxFileBytes)
                 return (try Self.score(candidate, on: set), try scoreBaseline.map { try Self.score($0, on: set) })
             }
         }

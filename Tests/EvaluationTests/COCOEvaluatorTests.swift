@@ -129,7 +129,12 @@ struct COCOEvaluatorTests {
 
     @Test("the labelme set: 3 photos, 12 instances; its own boxes score 1, and agree with pycocotools")
     func labelmeFixture() throws {
-        let dataset = try COCODataset.load(contentsOf: Repository.path("models/datasets/labelme-coco/annotations.json"))
+        let path = Repository.path("models/datasets/labelme-coco/annotations.json")
+        let dataset = try COCODataset.load(contentsOf: path)
+        // A reader's own limit (the service's golden-set gate has one): a larger file is refused before it is read.
+        #expect { _ = try GoldenSet(contentsOf: path, maxFileBytes: 1000) } throws: {
+            "\($0)".contains("larger than the limit of 1000 bytes")
+        }
         #expect(dataset.images.count == 3 && dataset.annotations.count == 12)
         #expect(Set(dataset.annotations.compactMap { a in dataset.categories.first { $0.id == a.categoryID }?.name })
             == ["person", "bus", "car", "bottle", "chair", "sofa"])
