@@ -48,6 +48,9 @@ final class MosquittoConnection: @unchecked Sendable {
         var publishing = false
         var stopping = false
         var finished = false
+        /// The network thread is in `mosquitto_connect`, which blocks (name lookup, TCP handshake: a broker that drops
+        /// SYNs holds it about two minutes) and cannot be cut short: a stop does not wait for it.
+        var connecting = false
         /// When the broker accepted the current connection: one that lasted `stableConnection` starts the next
         /// backoff from the first delay again.
         var connectedAt: ContinuousClock.Instant?
@@ -180,11 +183,13 @@ final class MosquittoConnection: @unchecked Sendable {
         wake.signal()
     }
 
+    /// Stops and waits for the network thread to end — unless it is in a blocking connect, which ends on its own
+    /// (the thread then sees the stop and ends; a service's shutdown must not wait minutes for a broker that is away).
     func stop() async {
         requestStop()
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let done = state.withLock { s in
-                if s.finished || !s.started { return true }
+                if s.finished || !s.started || s.connecting { return true }
                 s.stopWaiters.append(continuation)
                 return false
             }
@@ -199,7 +204,12 @@ final class MosquittoConnection: @unchecked Sendable {
         var needsConnect = true
         var flushDeadline: ContinuousClock.Instant?
         while true {
-            let stopping = state.withLock { $0.stopping }
+            // Marked under the same lock as the stop is read: a stop either comes before (and the loop ends) or sees
+            // the connect under way.
+            let stopping = state.withLock { s in
+                if !s.stopping, needsConnect { s.connecting = true }
+                return s.stopping
+            }
             if stopping {
                 // Not connected: nothing to flush. Connected: the DISCONNECT queued by `requestStop` goes out within
                 // the next loop turns; a second at most.
@@ -211,6 +221,7 @@ final class MosquittoConnection: @unchecked Sendable {
                 // Every attempt is a full connect: `mosquitto_reconnect` would send the CONNECT without the MQTT 5
                 // properties (it passes none).
                 let rc = connect()
+                state.withLock { $0.connecting = false }
                 guard rc == Int32(MOSQ_ERR_SUCCESS.rawValue) else {
                     events.yield(.connectFailed(reason: MQTTError.message(rc)))
                     backoff(&delay)

@@ -137,6 +137,52 @@ struct MQTTClientTests {
 
     /// The client freed its libmosquitto handle twice when its configuration was refused (a CA file that does not
     /// exist): glibc does not always notice, AddressSanitizer does (`make test-asan` runs this suite).
+    /// A broker that is away can hold `mosquitto_connect` for minutes (a host that drops the handshake: about two
+    /// minutes of SYN retries); a service's shutdown waited for it.
+    @Test("a stop while the connect blocks (the handshake dropped by a full listen queue) returns without waiting for it")
+    func stopDuringBlockingConnect() async throws {
+        // A listening socket with a backlog of 0, its queue filled by connections nobody accepts: further SYNs are
+        // dropped, and a connect blocks on its retries.
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        try #require(listener >= 0)
+        defer { close(listener) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) == 0
+                && listen(listener, 0) == 0 && getsockname(listener, $0, &length) == 0 }
+        }
+        try #require(bound)
+        var fillers: [Int32] = []
+        defer { fillers.forEach { close($0) } }
+        for _ in 0..<4 {
+            let filler = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+            _ = withUnsafePointer(to: &address) { pointer in
+                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(filler, $0, length) }
+            }
+            fillers.append(filler)
+        }
+        // Another handshake to it is still unanswered after a second: the listener drops it, as it will the client's.
+        let probe = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        defer { close(probe) }
+        _ = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(probe, $0, length) }
+        }
+        var writable = pollfd(fd: probe, events: Int16(POLLOUT), revents: 0)
+        try #require(poll(&writable, 1, 1000) == 0, "the test's listener did not drop the handshake")
+        var configuration = MQTTClientConfiguration(host: "127.0.0.1", port: Int(UInt16(bigEndian: address.sin_port)),
+            clientID: "blocked")
+        configuration.reconnectDelay = .milliseconds(100)
+        let client = try MQTTClient(configuration: configuration)
+        client.start()
+        try await Task.sleep(for: .seconds(1))
+        let asked = ContinuousClock.now
+        await client.stop()
+        #expect(ContinuousClock.now - asked < .seconds(20), "the stop waited for the blocked connect")
+    }
+
     @Test("a refused TLS configuration throws, and frees the client once")
     func refusedConfiguration() throws {
         var c = MQTTClientConfiguration(host: "127.0.0.1", port: 1, clientID: "tls")
