@@ -1,4 +1,5 @@
 import Foundation
+import Primitives
 import Yams
 
 /// A desired-state document: what each slot should serve, and the product → slot routes.
@@ -50,7 +51,12 @@ public struct DesiredStateError: Error, Equatable, CustomStringConvertible {
         self.field = field
         self.reason = reason
     }
-    public var description: String { field.isEmpty ? reason : "\(field): \(reason)" }
+    /// Cut to 256 bytes of field and 1024 of reason: it goes into the audit log, the log and the status, and a field
+    /// is named by the document's own keys (a 250 KB slot name made each refusal a 500 KB entry).
+    public var description: String {
+        let reason = reason.prefix(utf8Bytes: 1024)
+        return field.isEmpty ? reason : "\(field.prefix(utf8Bytes: 256)): \(reason)"
+    }
 }
 
 // MARK: - Parsing
@@ -102,12 +108,16 @@ extension DesiredState {
         }
         let root: Node
         do {
-            guard let node = try Yams.compose(yaml: text) else {
+            // Checked before anything is read from it: numbers that would trap Yams, a tree too large to walk.
+            guard let node = try YAMLInput.compose(text) else {
                 throw DesiredStateError(field: "", reason: "the document is empty")
             }
+            try YAMLInput.check(node)
             root = node
         } catch let error as DesiredStateError {
             throw error
+        } catch let refusal as YAMLInput.Refusal {
+            throw DesiredStateError(field: refusal.path, reason: refusal.reason)
         } catch {
             throw DesiredStateError(field: "", reason: "not valid YAML or JSON: \(error)")
         }

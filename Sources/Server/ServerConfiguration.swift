@@ -72,7 +72,7 @@ public struct ServerConfiguration: Sendable, Equatable {
         public var cudaMemLimitMB: Int?
         public var trtEngineCache: String?
 
-        enum CodingKeys: String, CodingKey {
+        enum CodingKeys: String, CodingKey, CaseIterable {
             case model, version, sha256, provider, providers
             case intraOpThreads = "intra_op_threads"
             case cudaMemLimitMB = "cuda_mem_limit_mb"
@@ -184,11 +184,19 @@ public struct ServerConfiguration: Sendable, Equatable {
     {
         let base = base ?? FileManager.default.currentDirectoryPath
         var config = ServerConfiguration(base: base)
-        let raw: RawConfiguration
-        do { raw = try YAMLDecoder().decode(RawConfiguration.self, from: text.isEmpty ? "{}" : text) } catch {
-            throw ConfigurationError(file: file, message: "\(error)")
-        }
         func fail(_ message: String) -> ConfigurationError { ConfigurationError(file: file, message: message) }
+        let raw: RawConfiguration
+        do {
+            // Checked before it is decoded: keys the configuration does not have (a misspelt setting would not be in
+            // force), numbers that would trap Yams (see `YAMLInput`).
+            let node = try YAMLInput.compose(text) ?? .mapping(.init([]))
+            try YAMLInput.check(node, schema: RawConfiguration.schema)
+            raw = try YAMLDecoder().decode(RawConfiguration.self, from: node)
+        } catch let refusal as YAMLInput.Refusal {
+            throw fail(refusal.description)
+        } catch {
+            throw fail(YAMLInput.describe(error))
+        }
         if let server = raw.server { try config.apply(server, fail: fail) }
         if let repo = raw.model_repository { config.modelRepository = resolve(repo, against: base) }
         if let state = raw.state_dir { config.stateDirectory = resolve(state, against: base) }
@@ -614,6 +622,23 @@ private struct RawConfiguration: Decodable {
     var ort_library: String?
     var mqtt: RawFleetSettings?
     var streams: Streams?
+
+    /// The keys of each section, read off the types that decode them (every stored property is a key; a slot's keys
+    /// are its `CodingKeys`); `streams.run` entries check their own (`ConfiguredStreamEntry`).
+    static let schema: YAMLInput.Schema = keys(of: RawConfiguration(), nested: [
+        "server": keys(of: Server()), "grpc": keys(of: GRPC()), "hotswap": keys(of: HotSwap()),
+        "streams": keys(of: Streams()),
+        "mqtt": keys(of: RawFleetSettings(), nested: ["tls": keys(of: RawFleetSettings.TLS())]),
+        "tokens": .elements(keys(of: ServerConfiguration.Token(name: "", role: .viewer, sha256: ""))),
+        "slots": .values(.keys(Dictionary(uniqueKeysWithValues:
+            ServerConfiguration.SlotModel.CodingKeys.allCases.map { ($0.rawValue, .any) }))),
+    ])
+
+    private static func keys(of value: Any, nested: [String: YAMLInput.Schema] = [:]) -> YAMLInput.Schema {
+        .keys(Dictionary(uniqueKeysWithValues: Mirror(reflecting: value).children.compactMap(\.label).map {
+            ($0, nested[$0] ?? .any)
+        }))
+    }
 }
 
 extension ServerConfiguration.GRPCSettings {

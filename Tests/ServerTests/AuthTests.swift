@@ -112,6 +112,33 @@ struct AuthTests {
 
 @Suite("Configuration")
 struct ConfigurationTests {
+    @Test("unknown keys are refused, named with where they are and what the section takes; numbers that trapped Yams and malformed YAML are refused without quoting the line")
+    func refusedConfigurations() throws {
+        for (yaml, expected) in [
+            ("require_signatures: true", "require_signatures: unknown key (the top level takes "),
+            ("server: {metrics_require_tokens: true}", "server.metrics_require_tokens: unknown key (server takes "),
+            ("slots: {default: {model: m.onnx, sha_256: abc}}", "slots.default.sha_256: unknown key"),
+            ("slots: {default: {model: m.onnx, provder: cuda}}", "slots.default.provder: unknown key"),
+            ("hotswap: {memory_budget: 10}", "hotswap.memory_budget: unknown key"),
+            ("mqt: {host: broker}", "mqt: unknown key"),
+            ("mqtt: {host: b, device: d, tls: {ca: x}}", "mqtt.tls.ca: unknown key"),
+            ("tokens: [{name: a, role: viewer, sha256: '\(String(repeating: "0", count: 64))', token: x}]",
+             "tokens[0].token: unknown key"),
+            // Base 60 (YAML 1.1) past Int: Yams' arithmetic trapped and killed the process at start.
+            ("hotswap: {queue_capacity: 1:0:0:0:0:0:0:0:0:0:0}", "hotswap.queue_capacity: '1:0:0:0:0:0:0:0:0:0:0' reads as a base-60"),
+            ("server: {port: 9223372036854775807:0}", "server.port: '9223372036854775807:0' reads as a base-60"),
+        ] {
+            let error = #expect(throws: ConfigurationError.self) { _ = try ServerConfiguration.parse(yaml) }
+            #expect("\(error.map { "\($0)" } ?? "")".contains(expected), "\(yaml): \(String(describing: error))")
+        }
+        // A base-60 number that fits is still a number: 1:30 is 90.
+        #expect(try ServerConfiguration.parse("hotswap: {queue_capacity: 1:30}").hotSwap.queueCapacity == 90)
+        // Yams quotes the line it could not scan; a password on it must not reach the log.
+        #expect { _ = try ServerConfiguration.parse("mqtt:\n  password: @SuperSecret123\n") } throws: {
+            !"\($0)".contains("SuperSecret") && "\($0)".contains("line 2")
+        }
+    }
+
     @Test("the issue's YAML works as is; relative paths resolve against the file's folder")
     func issueYAML() throws {
         let yaml = """

@@ -80,6 +80,9 @@ private typealias H = ServerHarness
          "routes.x"),
         ("apiVersion: yoloswap/v1\nkind: DesiredState\nslots: [a]", "slots"),
         ("apiVersion: yoloswap/v1\nkind: DesiredState\nmetadata: {generation: -3}\nslots: {}", "metadata.generation"),
+        // A base-60 number past Int (YAML 1.1): Yams' arithmetic trapped on it and killed the service.
+        ("apiVersion: yoloswap/v1\nkind: DesiredState\nmetadata: {generation: 1:0:0:0:0:0:0:0:0:0:0}\nslots: {}",
+         "metadata.generation"),
     ])
     func refusesNamingTheField(text: String, field: String) {
         #expect(throws: DesiredStateError.self) { try DesiredState.parse(Array(text.utf8)) }
@@ -94,11 +97,19 @@ private typealias H = ServerHarness
         let deepFlow = header + "slots: " + String(repeating: "[", count: 100_000)
         let deepBlock = header + "slots:\n" + String(repeating: "- ", count: 50_000) + "x"
         let aliases = header + "a: &a [x, x, x, x]\nb: &b [*a, *a, *a, *a]\nslots: {default: *b}"
-        for text in [huge, many, deepFlow, deepBlock, aliases] {
+        // Aliases of aliases: 16^6 values once expanded, refused before they are walked.
+        let laughs = header + "a: &a [x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x]\n"
+            + (1...6).map { "l\($0): &l\($0) [" + Array(repeating: $0 == 1 ? "*a" : "*l\($0 - 1)", count: 16)
+                .joined(separator: ", ") + "]" }.joined(separator: "\n") + "\nslots: {}"
+        for text in [huge, many, deepFlow, deepBlock, aliases, laughs] {
             #expect(throws: DesiredStateError.self) { try DesiredState.parse(Array(text.utf8)) }
         }
         #expect(throws: DesiredStateError.self) { try DesiredState.parse([0xff, 0xfe, 0x00]) }
         #expect(throws: DesiredStateError.self) { try DesiredState.parse([]) }
+        // A refusal names the document's own keys: what is shown of it is bounded.
+        let longName = header + "slots: {'" + String(repeating: "n", count: 200_000) + "': {model: a.onnx}}"
+        let refusal = #expect(throws: DesiredStateError.self) { try DesiredState.parse(Array(longName.utf8)) }
+        #expect((refusal?.description.utf8.count ?? .max) <= 256 + 2 + 1024, "\(refusal?.description.count ?? 0)")
     }
 
     // MARK: Reconciling over HTTP

@@ -44,7 +44,7 @@ struct FleetSettingsTests {
         #expect(client.cleanSession == false)
         #expect(client.will?.topic == "plant/yoloswap/line-a-01/status")
         #expect(client.will?.retain == true)
-        #expect(try ServerConfiguration.parse("port: 1").mqtt == nil)
+        #expect(try ServerConfiguration.parse("server: {port: 1234}").mqtt == nil)
     }
 
     @Test("a section that cannot work is refused with the key", arguments: [
