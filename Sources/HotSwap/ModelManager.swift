@@ -82,7 +82,7 @@ public actor ModelManager {
     var retentionTimers: [String: UUID] = [:]
     /// Restores under way (not superseded by other loads; cancelled only by shutdown).
     var restoring: [String: LoadOperation] = [:]
-    /// Set by `cancelLoads`/`shutdown`: no new restore starts.
+    /// Set by `cancelLoads`/`shutdown`: no new restore starts, and a load asked for is cancelled at once.
     public private(set) var isShuttingDown = false
 
     /// - Parameters:
@@ -182,6 +182,8 @@ public actor ModelManager {
         op.observeStages { [loadProgress] in loadProgress.record($0) }
         remember(op)
         currentLoad[request.slot] = op
+        // Asked for after `cancelLoads`: cancelled before it starts, as the loads under way were.
+        if isShuttingDown { op.cancel(reason: "shutting down") }
         enqueue(request.slot) { manager in _ = await manager.performLoad(op, slot: slot) }
         return op
     }

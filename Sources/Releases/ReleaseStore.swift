@@ -50,19 +50,28 @@ public struct ReleaseStore: Sendable {
         }
     }
 
-    /// Every record kept (one per slot); an unreadable file is skipped and reported.
+    /// Every record kept (one per slot); an unreadable file is skipped and reported. A slot's record under an earlier
+    /// version's name beside one under its own (a crash between the write and the removal in `save`) is the older:
+    /// it is removed, not resumed.
     public func load() -> (records: [ReleaseRecord], unreadable: [String]) {
         guard let directory,
               let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return ([], []) }
-        var records: [ReleaseRecord] = [], unreadable: [String] = []
+        var bySlot: [String: (name: String, record: ReleaseRecord)] = [:], unreadable: [String] = []
         for name in names.sorted() where name.hasSuffix(".json") {
             guard let data = FileManager.default.contents(atPath: "\(directory)/\(name)"),
                   let record = try? JSONDecoder.yoloswap.decode(ReleaseRecord.self, from: data) else {
                 unreadable.append(name)
                 continue
             }
-            records.append(record)
+            let current = Self.fileName(record.slot) + ".json"
+            if let kept = bySlot[record.slot] {
+                let keepEarlier = kept.name == current
+                try? FileManager.default.removeItem(atPath: "\(directory)/\(keepEarlier ? name : kept.name)")
+                if !keepEarlier { bySlot[record.slot] = (name, record) }
+            } else {
+                bySlot[record.slot] = (name, record)
+            }
         }
-        return (records, unreadable)
+        return (bySlot.values.map(\.record).sorted { $0.slot < $1.slot }, unreadable)
     }
 }

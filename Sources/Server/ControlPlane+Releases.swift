@@ -159,10 +159,17 @@ extension ControlPlane {
                 allowSchemaChange: spec.allow_schema_change ?? false), supersede: false)
             let status = await op.wait()
             loaded = status.identity
-            // Cut off by the shutdown: the record stays as it is, and the next start resumes the release.
-            if status.stage == .cancelled, isShuttingDown { return }
+            // Cut off by a shutdown (at any time: during the start too): the record stays as it is, and the next
+            // start resumes the release.
+            if status.stage == .cancelled, await manager.isShuttingDown { return }
             if let reason = status.failure {
                 failure = "the candidate did not load: " + repository.hidingRoot(reason.description)
+            } else if let active = slotRef.roles.active?.identity, active.sha256 != record.baseline?.sha256 {
+                // A switch or rollback that passed its checks before this release was installed ran before the
+                // candidate's load (the slot's operations run in order): the figures would compare against another
+                // model than the one recorded.
+                failure = "the active model changed while the release started (\(active.id) instead of "
+                    + "\(record.baseline?.id ?? "?")): start the release again"
             } else if let staged = slotRef.roles.staged, staged.identity.sha256 == status.identity?.sha256 {
                 let gate = candidateGate.withLock { $0 }
                 failure = await gate?.refusal(candidate: staged, baseline: slotRef.roles.active, spec: spec)
@@ -173,6 +180,9 @@ extension ControlPlane {
         } catch {
             failure = Problem.from(error).detail
         }
+        // A shutdown came while the gate scored the candidate (it runs to its end): nothing changes now; the next
+        // start resumes the release.
+        if await manager.isShuttingDown { return }
         if let failure {
             guard run.engine.transition(from: [.loading, .running, .paused], to: .failed, action: "failed",
                 by: "system", detail: failure) != nil

@@ -21,7 +21,6 @@ public final class ControlPlane: Sendable {
     private let routeTable: Locked<[String: String]>
     private let pendingAudits = Locked<[UUID: Task<LoadOperation.Status, Never>]>([:])
     private let started = Locked(false)
-    private let stopping = Locked(false)
     /// How many refusals the audit log has taken this second (`auditRefusal`), per caller: each token's name, and
     /// "" for callers without a valid token (at most one entry per configured token, and that one).
     private let refusals = Locked<[String: RefusalLimiter]>([:])
@@ -51,11 +50,6 @@ public final class ControlPlane: Sendable {
     /// Says the slots are up: until then changes to them are refused with 503 (`refuseDuringRelease`).
     /// `YOLOSwapServer.startSlots` calls it at its end; a tool that brings its slots up itself calls it once they are.
     public func markStarted() { started.withLock { $0 = true } }
-
-    /// Says the service is shutting down: a release whose candidate load ends cancelled from now on is left as its
-    /// record says (resumed at the next start), not failed.
-    public func beginShutdown() { stopping.withLock { $0 = true } }
-    var isShuttingDown: Bool { stopping.value }
 
     /// Waits until every load outcome still to be audited has been written.
     public func drain() async {
@@ -216,23 +210,20 @@ public final class ControlPlane: Sendable {
     @discardableResult
     func reconcileInterruptedIntents(before startedAt: Date) async -> Int {
         guard let audit, let entries = try? await audit.entries(slot: nil, since: nil, limit: 10_000) else { return 0 }
-        // An intent and its outcome carry the same time (the call's start), which another call's entries do not: a
-        // refusal of another call, or the outcome of an overlapping one, does not close it.
         var open: [String: AuditEntry] = [:]
         for entry in entries.reversed() where entry.time < startedAt {
-            let key = "\(entry.action)|\(entry.slot ?? "")|\(entry.actor)|\(entry.time.timeIntervalSince1970)"
+            let key = "\(entry.action)|\(entry.slot ?? "")|\(entry.actor)"
             if entry.result == "intent" { open[key] = entry } else { open[key] = nil }
         }
         for intent in open.values.sorted(by: { ($0.id ?? 0) < ($1.id ?? 0) }) {
             let serving = intent.slot.flatMap { manager.slot($0)?.roles.active?.identity }
             let now = serving.map { "slot '\(intent.slot ?? "")' serves \($0.id) (\($0.sha256.prefix(12)))" }
                 ?? "nothing is served by its slot"
-            // Its time is the intent's, as every outcome's is (the call's start; the duration says when it came).
-            _ = try? await audit.record(AuditEntry(time: intent.time,
+            _ = try? await audit.record(AuditEntry(
                 actor: intent.actor, remoteAddress: intent.remoteAddress, action: intent.action, slot: intent.slot,
                 modelPath: intent.modelPath, version: intent.version, sha256: intent.sha256, result: "interrupted",
                 reason: "the process ended before the outcome of entry #\(intent.id ?? 0) was recorded; after the "
-                    + "restart " + now, durationMs: Date().timeIntervalSince(intent.time) * 1000))
+                    + "restart " + now))
         }
         return open.count
     }
@@ -279,8 +270,9 @@ public final class ControlPlane: Sendable {
     }
 
     /// Records the intent, makes the change, records the outcome. A change whose intent cannot be recorded is refused
-    /// (503) before anything happens; one refused while the slot has a release (409) is recorded as rejected, checked
-    /// before the intent and again after it (a release may start while the intent is written).
+    /// (503) before anything happens; one refused while the slot has a release (409) is recorded as a refused call,
+    /// or, refused by the check made again once its intent is written (a release may start meanwhile), as its
+    /// intent's outcome, `rejected`.
     /// - Parameter model: the model the change is about (the staged model a switch activates, the standby a rollback
     ///   activates, the staged model a discard drops), when the slot has one.
     func audited(_ action: String, _ slot: String, model: ModelIdentity?, _ principal: Principal,
@@ -288,8 +280,10 @@ public final class ControlPlane: Sendable {
         let started = Date()
         let path = model.map { repository.relative($0.path) }
         do { try refuseDuringRelease(slot, action) } catch {
-            try? await audit(principal, remote, action, slot, modelPath: path, version: model?.version,
-                sha256: model?.sha256, result: "rejected", reason: Problem.from(error).detail, started: started)
+            // Before any intent: a refused call, recorded as every refused call is (at most 20 a second a caller).
+            let problem = Problem.from(error)
+            await auditRefusal(principal, remote, action: "\(action) \(slot)",
+                reason: "\(problem.status.code) \(problem.detail)")
             throw error
         }
         try await audit(principal, remote, action, slot, modelPath: path, version: model?.version,

@@ -173,9 +173,8 @@ public struct SlotService: Service {
         }
         try? await gracefulShutdown()
         logger.info("releasing models")
-        // A release's candidate still loading (or in its golden-set gate) is cut off, not waited for; its record is
-        // left as it was, to be resumed at the next start.
-        control.beginShutdown()
+        // A release's candidate still loading is cut off, not waited for (one in its golden-set gate is waited for:
+        // scoring cannot be cut short); either way its record is left as it was, to be resumed at the next start.
         await manager.cancelLoads(reason: "shutting down")
         await control.stopReleases()
         await manager.shutdown()

@@ -72,7 +72,7 @@ struct ModelOptions: ParsableArguments {
             let detector = try Detector(backend: backend, imgsz: try parsedImageSize(), format: try parsedFormat())
             return (file, detector, environment)
         } catch let error as ModelSchemaError {
-            throw ValidationError("model \(model) is not a supported YOLO detector: \(error)")
+            throw failure("model \(model) is not a supported YOLO detector: \(error)")
         }
     }
 }

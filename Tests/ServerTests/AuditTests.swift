@@ -208,9 +208,6 @@ struct AuditTests {
             try await harness.audit.record(AuditEntry(time: earlier, actor: "alice", action: "switch",
                 slot: "default", result: result))
         }
-        // And another of alice's switches, refused while that one was under way: it closes nothing.
-        try await harness.audit.record(AuditEntry(time: earlier.addingTimeInterval(0.5), actor: "alice",
-            action: "switch", slot: "default", result: "rejected"))
         // A call of this run, still in progress: not interrupted.
         try await harness.audit.record(AuditEntry(actor: "alice", action: "rollback", slot: "line2", result: "intent"))
         let closed = await harness.control.reconcileInterruptedIntents(before: Date().addingTimeInterval(-1))
@@ -237,7 +234,15 @@ struct AuditWalkTests {
         for i in 0..<20 { try await trail.record(AuditEntry(actor: "test", action: "entry-\(i)", result: "ok")) }
         // The reads queue held, as by a long walk: the first caller's walk waits behind it, the others queue one.
         let gate = DispatchSemaphore(value: 0)
-        let held = Task { try await trail.reads.run { gate.wait() } }
+        let holding = Locked(false)
+        let held = Task {
+            try await trail.reads.run {
+                holding.withLock { $0 = true }
+                gate.wait()
+            }
+        }
+        // Held before any caller asks: a walk ahead of it would end at once, and later callers walk again.
+        #expect(await eventually(timeout: .seconds(30)) { holding.value })
         let callers = (0..<50).map { _ in Task { try await trail.verify() } }
         #expect(await eventually(timeout: .seconds(30)) { trail.walkCounts.value.callers == 50 })
         // Appended after those callers asked, before this one does: its answer must count it.

@@ -522,7 +522,8 @@ struct ReleaseAPITests {
         let starts = entries.filter { $0.action == "release.start" && $0.result == "rejected" }
         #expect(starts.count == 4, "\(starts.map { "\($0.reason ?? "")" })")
         #expect(starts.allSatisfy { ($0.version?.utf8.count ?? 0) <= 128 && ($0.modelPath?.utf8.count ?? 0) <= 1024 })
-        #expect(entries.contains { $0.action == "rollback" && $0.result == "rejected" }, "\(entries.map(\.action))")
+        #expect(entries.contains { $0.action == "rollback default" && $0.result == "refused" && $0.actor == "alice" },
+            "\(entries.map(\.action))")
         #expect(!entries.contains { $0.action == "rollback" && $0.result == "intent" })
     }
 
