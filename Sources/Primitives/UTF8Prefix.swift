@@ -15,6 +15,14 @@ extension String {
         return String(unicodeScalars[..<end])
     }
 
+    /// Whether the string's UTF-8 begins with `prefix`'s, byte for byte — the comparison a path needs: `hasPrefix`
+    /// takes canonically equivalent Unicode for equal (`é` composed and decomposed), which a file system does not, so
+    /// a folder spelt the other way passed for the one checked.
+    public func hasBytePrefix(_ prefix: String) -> Bool { utf8.starts(with: prefix.utf8) }
+
+    /// Whether both strings have the same UTF-8 bytes (`==` compares canonical equivalence).
+    public func isByteEqual(to other: String) -> Bool { utf8.elementsEqual(other.utf8) }
+
     /// Whether the string is exactly `count` ASCII hex digits (`0-9`, `a-f`, `A-F`; no other script's digits).
     public func isASCIIHex(count: Int) -> Bool {
         utf8.count == count && utf8.allSatisfy { (0x30...0x39).contains($0) || (0x41...0x46).contains($0)

@@ -311,7 +311,7 @@ public final class DesiredStateReconciler: Sendable {
 
     /// Whether the active model is the document's: the same file, and the digest, version and signature asked for.
     static func serves(_ active: ModelInstance, _ slot: DesiredState.Slot, path: String) -> Bool {
-        active.identity.path == path && (slot.sha256 == nil || slot.sha256 == active.identity.sha256)
+        active.identity.path.isByteEqual(to: path) && (slot.sha256 == nil || slot.sha256 == active.identity.sha256)
             && (slot.version == nil || slot.version == active.identity.version)
             && (!slot.require_signature || active.signatureKeyID != nil)
     }

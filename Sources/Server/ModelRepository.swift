@@ -73,7 +73,8 @@ public struct ModelRepository: Sendable {
     }
 
     /// Whether `path`, absolute and free of links already, lies inside the repository.
-    private func holds(_ path: String) -> Bool { path == root || path.hasPrefix(root + "/") }
+    /// Compared byte for byte: a folder whose name is canonically equivalent to the root's is another folder.
+    private func holds(_ path: String) -> Bool { path.isByteEqual(to: root) || path.hasBytePrefix(root + "/") }
 
     /// Text (an error message) with the repository's absolute location replaced by paths relative to it, and the state
     /// directory's by `state_dir/` (`state_dir/audit.sqlite`: which database, not where), so answers do not reveal
@@ -89,10 +90,11 @@ public struct ModelRepository: Sendable {
     public func contains(_ absolute: String) -> Bool {
         let real = URL(fileURLWithPath: absolute).standardizedFileURL.resolvingSymlinksInPath().path
         let realRoot = URL(fileURLWithPath: root).resolvingSymlinksInPath().path
-        return real.hasPrefix(realRoot + "/")
+        return real.hasBytePrefix(realRoot + "/")
     }
 
     public func relative(_ absolute: String) -> String {
-        absolute.hasPrefix(root + "/") ? String(absolute.dropFirst(root.count + 1)) : absolute
+        guard absolute.hasBytePrefix(root + "/") else { return absolute }
+        return String(decoding: absolute.utf8.dropFirst(root.utf8.count + 1), as: UTF8.self)
     }
 }

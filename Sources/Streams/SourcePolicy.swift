@@ -1,4 +1,5 @@
 import Foundation
+import Primitives
 import VideoDecoding
 
 /// Which sources and output files a stream may use, checked like model paths: a file must lie inside the media
@@ -126,7 +127,8 @@ public struct SourcePolicy: Sendable, Equatable {
         }
         let candidate = try resolved(URL(fileURLWithPath: base).appendingPathComponent(relative).standardizedFileURL,
             shownAs: text)
-        guard candidate.hasPrefix(base.hasSuffix("/") ? base : base + "/") else {
+        // Byte for byte (`hasPrefix` takes a canonically equivalent folder name for the same folder).
+        guard candidate.hasBytePrefix(base.hasSuffix("/") ? base : base + "/") else {
             throw .sourceNotAllowed(source: text, reason: Self.outside)
         }
         return candidate

@@ -54,3 +54,27 @@ struct ModelRepositoryTests {
         }
     }
 }
+
+@Suite("Model repository: names compared byte for byte")
+struct ModelRepositoryUnicodeTests {
+    @Test("a link to a sibling folder whose name is the repository's in another Unicode form leaves the repository")
+    func canonicallyEquivalentSibling() async throws {
+        let dir = try TemporaryDirectory(prefix: "unicode-repository")
+        // "modèles" composed (NFC, the repository) and decomposed (NFD, a different folder to the file system).
+        let composed = dir.file("mod\u{E8}les"), decomposed = dir.file("mode\u{300}les")
+        #expect(composed == decomposed, "Swift takes them for equal: what the comparison must not do")
+        for folder in [composed, decomposed] {
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).count == 2)
+        try Data("outside".utf8).write(to: URL(fileURLWithPath: decomposed + "/outside.onnx"))
+        try Data("inside".utf8).write(to: URL(fileURLWithPath: composed + "/inside.onnx"))
+        try FileManager.default.createSymbolicLink(atPath: composed + "/link.onnx",
+            withDestinationPath: "../mode\u{300}les/outside.onnx")
+        let repository = ModelRepository(root: composed)
+        #expect(try repository.resolveBlocking("inside.onnx").hasSuffix("/inside.onnx"))
+        #expect { _ = try repository.resolveBlocking("link.onnx") } throws: { "\($0)".contains("leaves the model repository") }
+        #expect(!repository.contains(decomposed + "/outside.onnx"))
+        #expect(repository.relative(decomposed + "/outside.onnx") == decomposed + "/outside.onnx")
+    }
+}
