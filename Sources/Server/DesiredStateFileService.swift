@@ -112,7 +112,13 @@ public struct DesiredStateFileService: Service {
     ///     been: asked again after the read, which a write that began (or began and ended) meanwhile could have cut
     ///     short — the read is then dropped (that write's close wakes the caller again).
     /// - Returns: what this read found (`last` when the read was dropped).
-    private func applyIfChanged(after last: String?, writing: () -> Bool, writeEvents: () -> Int) async -> String? {
+    private func applyIfChanged(after remembered: String?, writing: () -> Bool, writeEvents: () -> Int) async
+        -> String?
+    {
+        // After a failed read, what was remembered before it: the file readable again, unchanged, is not a new
+        // document (applied again, it would override one accepted since over HTTP or MQTT).
+        let failedBefore = remembered.flatMap(FailedRead.init)
+        let last = failedBefore.map(\.before) ?? remembered
         let eventsBefore = writeEvents()
         let path = self.path
         let read: Result<[UInt8], FileReadError> = await reader.run {
@@ -121,7 +127,7 @@ public struct DesiredStateFileService: Service {
                     .readAll(limit: DesiredState.Limits.bytes)))
             } catch { return .failure(error) }
         }
-        if writing() || writeEvents() != eventsBefore { return last }
+        if writing() || writeEvents() != eventsBefore { return remembered }
         switch read {
         case .success(let bytes):
             let sha = Hex.string(SHA256.hash(data: bytes))
@@ -140,10 +146,30 @@ public struct DesiredStateFileService: Service {
             return accepted ? sha : RefusedRead(sha256: sha, inForce: inForce).text
         case .failure(let error):
             let reason = error.description
-            if reason != last { await reconciler.refuseUnreadableFile(path: path, reason: reason) }
-            return reason
+            if reason != failedBefore?.reason { await reconciler.refuseUnreadableFile(path: path, reason: reason) }
+            return FailedRead(reason: reason, before: last).text
         }
     }
+}
+
+/// What the watcher remembers of a read that failed: why, and what it remembered before.
+private struct FailedRead {
+    var reason: String
+    var before: String?
+
+    init(reason: String, before: String?) {
+        (self.reason, self.before) = (reason, before)
+    }
+
+    /// Parses `text`; nil for anything else.
+    init?(_ text: String) {
+        let parts = text.split(separator: "\u{0}", maxSplits: 2, omittingEmptySubsequences: false)
+        guard parts.count == 3, parts[0] == "failed" else { return nil }
+        reason = String(parts[1])
+        before = parts[2].isEmpty ? nil : String(parts[2])
+    }
+
+    var text: String { "failed\u{0}\(reason)\u{0}\(before ?? "")" }
 }
 
 /// What the watcher remembers of a read whose document was refused: its SHA-256 and the document in force then.

@@ -107,6 +107,11 @@ public struct FleetSettings: Sendable, Equatable {
         }
         if let tls = raw.tls {
             guard let ca = tls.ca_file else { throw fail("mqtt.tls.ca_file is required with mqtt.tls") }
+            // A client certificate goes with its key: libmosquitto refuses one without the other only once the
+            // service has started.
+            guard (tls.cert_file == nil) == (tls.key_file == nil) else {
+                throw fail("mqtt.tls.cert_file and mqtt.tls.key_file go together: give both or neither")
+            }
             settings.tls = .init(caFile: ServerConfiguration.resolve(ca, against: base),
                 certificateFile: tls.cert_file.map { ServerConfiguration.resolve($0, against: base) },
                 keyFile: tls.key_file.map { ServerConfiguration.resolve($0, against: base) })

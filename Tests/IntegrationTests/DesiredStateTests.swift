@@ -155,6 +155,16 @@ struct DesiredStateTests {
         try FileManager.default.copyItem(atPath: Repo.model(Self.small), toPath: models.file("later2.onnx"))
         try await Task.sleep(for: .seconds(12))
         #expect(try await Self.activeSHA(server) == largeSHA, "the refused file overrode the document put since")
+        // Nor after a read that failed in between (the volume's data briefly gone), the file back unchanged.
+        let unchanged = try String(contentsOfFile: volume.keyPath, encoding: .utf8)
+        try FileManager.default.removeItem(atPath: folder.file("..data"))
+        #expect(await eventuallyAsync {
+            let reason = ((try? await Self.status(server))?["last_rejection"] as? [String: Any])?["reason"] as? String
+            return reason?.contains("later2.onnx") == false
+        })
+        try volume.publish(unchanged)
+        try await Task.sleep(for: .seconds(12))
+        #expect(try await Self.activeSHA(server) == largeSHA, "the file, unchanged after a failed read, overrode it")
     }
 
     @Test("two replicas watching one ConfigMap both converge and report the document's generation")

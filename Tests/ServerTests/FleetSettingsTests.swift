@@ -58,6 +58,8 @@ struct FleetSettingsTests {
         ("{host: h, device: d, trusted_keys: [k.pub], group: 'a+b'}", "mqtt.group 'a+b'"),
         ("{host: h, device: d, trusted_keys: [k.pub], topic_prefix: 'a/#'}", "mqtt.topic_prefix 'a/#'"),
         ("{host: h, device: d, trusted_keys: [k.pub], tls: {}}", "mqtt.tls.ca_file is required"),
+        ("{host: h, device: d, trusted_keys: [k.pub], tls: {ca_file: ca, cert_file: c}}", "go together"),
+        ("{host: h, device: d, trusted_keys: [k.pub], tls: {ca_file: ca, key_file: k}}", "go together"),
         ("{host: h, device: d, trusted_keys: [k.pub], password: p, password_file: f}", "not both"),
         ("{host: h, device: d, trusted_keys: [k.pub], password_file: /nonexistent/pw}", "mqtt.password_file"),
         ("{host: h, device: d, trusted_keys: [k.pub], keepalive_s: 1}", "mqtt.keepalive_s must be in 5...3600"),
