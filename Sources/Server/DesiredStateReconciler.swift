@@ -212,10 +212,21 @@ public final class DesiredStateReconciler: Sendable {
             }
         }
         if let routes = document.routes, plan.contains(where: { $0.action == "routes.replace" }) {
-            do {
-                try await control.replaceRoutes(routes, by: principal, from: nil)
-                state.withLock { $0.routesConverged = true }
-            } catch {
+            // Not onto a slot of the document that failed to take its model: that product's requests would go to a
+            // slot serving something else, or nothing. The retry replaces them once it has converged.
+            let failedTargets = state.withLock { s in
+                Set(routes.values).filter { document.slots[$0] != nil && s.slots[$0]?.phase == .failed }
+            }
+            if failedTargets.isEmpty {
+                do {
+                    try await control.replaceRoutes(routes, by: principal, from: nil)
+                    state.withLock { $0.routesConverged = true }
+                } catch {
+                    state.withLock { $0.routesConverged = false }
+                }
+            } else {
+                control.logger.warning("desired routes held back: slots they point to failed", metadata: [
+                    "slots": "\(failedTargets.sorted().joined(separator: ", "))"])
                 state.withLock { $0.routesConverged = false }
             }
         }

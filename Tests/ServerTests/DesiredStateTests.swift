@@ -303,17 +303,22 @@ private typealias H = ServerHarness
         let finished = harness.repository.appendingPathComponent("finished.onnx")
         try final.write(to: finished)
         let digest = try Self.sha("finished.onnx", in: harness)
-        let document = Array(Self.document(Self.m320, extra: "    sha256: \(digest)").readableBytesView)
+        let document = Array(Self.document(Self.m320, extra: "    sha256: \(digest)",
+            routes: "routes: {new-product: default}").readableBytesView)
         let slot = try #require(harness.control.manager.slot("default"))
         let before = slot.roles.active?.identity
         #expect(await reconciler.applyFile(document, path: "/etc/yoloswap/desired.yaml"))
         #expect(slot.roles.active?.identity == before)
+        // Its routes wait for the slot they point to: its requests would go to a slot serving something else.
+        #expect(harness.control.routes["new-product"] == nil)
+        #expect(reconciler.status.routes_converged == false)
         // Retries keep failing while the file is wrong, then converge once it is right; nobody applies again.
         #expect(await eventuallyAsync(timeout: .seconds(20)) {
             (try? await harness.auditEntries().contains { $0.reason?.hasPrefix("retry 2,") == true }) == true
         })
         try final.write(to: file)
         #expect(await eventually(timeout: .seconds(20)) { slot.roles.active?.identity.sha256 == digest })
+        #expect(await eventually(timeout: .seconds(20)) { harness.control.routes["new-product"] == "default" })
         let retries = try await harness.auditEntries().filter {
             $0.action == "desired.apply" && $0.result == "intent" && $0.reason?.hasPrefix("retry") == true
         }
