@@ -65,12 +65,16 @@ public final class DesiredStateReconciler: Sendable {
     // MARK: Reading
 
     var status: DesiredStatusDTO {
-        state.withLock { s in
-            DesiredStatusDTO(observed_generation: s.generation, content_sha256: s.contentSHA256, source: s.source,
-                applied_at: s.appliedAt, slots: s.slots.mapValues(\.dto), routes_converged: s.routesConverged,
-                last_rejection: s.lastRejection, retry: s.retry)
-        }
+        // What the slots serve is read outside the lock (the slots' own locks are not taken inside this one).
+        let s = state.withLock { $0 }
+        return DesiredStatusDTO(observed_generation: s.generation, content_sha256: s.contentSHA256, source: s.source,
+            applied_at: s.appliedAt, slots: Dictionary(uniqueKeysWithValues: s.slots.map { name, slot in
+                (name, slot.dto(serving: served(name)))
+            }), routes_converged: s.routesConverged, last_rejection: s.lastRejection, retry: s.retry)
     }
+
+    /// What the slot serves now, recorded with its converged state.
+    private func served(_ name: String) -> String? { control.manager.slot(name)?.roles.active?.identity.sha256 }
 
     var document: DesiredDocumentDTO? {
         state.withLock { s in
@@ -154,12 +158,14 @@ public final class DesiredStateReconciler: Sendable {
                 cancelRetry()
                 // Nothing to do: every slot the document names serves what it asks (one that failed may have been
                 // put right by hand since), which the status says.
+                let serving = Dictionary(uniqueKeysWithValues: document.slots.keys.map { ($0, served($0)) })
                 state.withLock { s in
                     if document.routes != nil { s.routesConverged = true }
                     for name in document.slots.keys where s.slots[name]?.phase != .converged {
                         let previous = s.slots[name]
                         s.slots[name] = DesiredSlotState(phase: .converged, reason: "ModelActive", message: nil,
-                            generation: generation, since: started, lastError: previous?.lastError)
+                            generation: generation, since: started, lastError: previous?.lastError,
+                            servedSHA256: serving[name] ?? nil)
                     }
                 }
                 for name in document.slots.keys { DesiredMetrics.condition(slot: name, .converged) }
@@ -174,6 +180,7 @@ public final class DesiredStateReconciler: Sendable {
         cancelRetry()
         let planned = Set(plan.compactMap(\.slot))
         var forgotten: [String] = []
+        let serving = Dictionary(uniqueKeysWithValues: document.slots.keys.map { ($0, served($0)) })
         state.withLock { s in
             s.document = document
             s.contentSHA256 = sha
@@ -191,7 +198,8 @@ public final class DesiredStateReconciler: Sendable {
                 let previous = s.slots[name]
                 s.slots[name] = DesiredSlotState(phase: phase,
                     reason: phase == .progressing ? "Loading" : "ModelActive", message: nil, generation: generation,
-                    since: previous?.phase == phase ? previous!.since : started, lastError: previous?.lastError)
+                    since: previous?.phase == phase ? previous!.since : started, lastError: previous?.lastError,
+                    servedSHA256: phase == .converged ? serving[name] ?? nil : nil)
             }
             s.routesConverged = document.routes == nil ? nil : !plan.contains { $0.action == "routes.replace" }
         }
@@ -369,8 +377,10 @@ public final class DesiredStateReconciler: Sendable {
         switch outcome {
         case .converged:
             phase = .converged
+            let sha = served(name)
             state.withLock { $0.slots[name] = DesiredSlotState(phase: .converged, reason: "ModelActive",
-                message: nil, generation: generation, since: now, lastError: $0.slots[name]?.lastError) }
+                message: nil, generation: generation, since: now, lastError: $0.slots[name]?.lastError,
+                servedSHA256: sha) }
         case .failed(let reason, let message):
             phase = .failed
             state.withLock { $0.slots[name] = DesiredSlotState(phase: .failed, reason: reason, message: message,

@@ -123,6 +123,9 @@ struct DesiredSlotState: Sendable, Equatable {
     var generation: Int
     var since: Date
     var lastError: String?
+    /// The SHA-256 of the model the slot served when it converged: one changed since (a switch or rollback by hand)
+    /// is shown as no longer converged.
+    var servedSHA256: String?
 
     var dto: DesiredSlotStatusDTO {
         let types: [Phase] = [.converged, .progressing, .failed]
@@ -133,6 +136,24 @@ struct DesiredSlotState: Sendable, Equatable {
                     last_transition_time: since)
             },
             last_error: lastError)
+    }
+
+    /// The status when the slot now serves `active` (its SHA-256): a converged slot that serves another model than
+    /// it converged to is Converged False, reason `ModelChanged`, until the next apply brings it back.
+    func dto(serving active: String?) -> DesiredSlotStatusDTO {
+        guard phase == .converged, let servedSHA256, active != servedSHA256 else { return dto }
+        var changed = dto
+        changed.conditions = changed.conditions.map { condition in
+            var condition = condition
+            condition.status = "False"
+            if condition.type == Phase.converged.rawValue {
+                condition.reason = "ModelChanged"
+                condition.message = "the slot serves " + (active.map { "the model with sha256 \($0.prefix(12))" }
+                    ?? "nothing") + " since it converged, not the document's; the next apply brings it back"
+            }
+            return condition
+        }
+        return changed
     }
 }
 

@@ -291,6 +291,25 @@ private typealias H = ServerHarness
             && $0.reason?.contains("requires a signature") == true })
     }
 
+    @Test("a slot changed by hand since it converged is shown as not converged (ModelChanged) until the next apply")
+    func driftShown() async throws {
+        let harness = try await H()
+        defer { Task { await harness.cleanUp() } }
+        let reconciler = DesiredStateReconciler(control: harness.control)
+        let document = Array(Self.document(Self.m320).readableBytesView)
+        #expect(await reconciler.applyFile(document, path: "/etc/yoloswap/desired.yaml"))
+        func converged() -> DesiredConditionDTO? {
+            reconciler.status.slots["default"]?.conditions.first { $0.type == "Converged" }
+        }
+        #expect(converged()?.status == "True")
+        // Rolled back by hand: the slot no longer serves the document's model, and the status says so.
+        _ = try await harness.control.manager.rollback(slot: "default")
+        #expect(converged()?.status == "False" && converged()?.reason == "ModelChanged", "\(String(describing: converged()))")
+        // The next apply brings it back.
+        #expect(await reconciler.applyFile(document, path: "/etc/yoloswap/desired.yaml"))
+        #expect(converged()?.status == "True" && converged()?.reason == "ModelActive")
+    }
+
     @Test("a document that left a slot failed is applied again, with growing delays, until it converges")
     func retryUntilConverged() async throws {
         let harness = try await H()
