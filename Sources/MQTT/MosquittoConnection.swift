@@ -64,7 +64,8 @@ final class MosquittoConnection: @unchecked Sendable {
         /// QoS 1/2 publications handed to libmosquitto, by message id, until their acknowledgement.
         var unacknowledged: [Int32: Publication] = [:]
         var nextKey = 0
-        var stopWaiters: [CheckedContinuation<Void, Never>] = []
+        /// `stop()` calls waiting for the thread's end (resumed with false: not cut short by a blocked connect).
+        var stopWaiters: [CheckedContinuation<Bool, Never>] = []
         var droppedMessages = 0
 
         var pendingPublications: Int { outbox.count + unacknowledged.count }
@@ -187,14 +188,18 @@ final class MosquittoConnection: @unchecked Sendable {
     /// (the thread then sees the stop and ends; a service's shutdown must not wait minutes for a broker that is away).
     func stop() async {
         requestStop()
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let done = state.withLock { s in
-                if s.finished || !s.started || s.connecting { return true }
+        let blocked = await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+            let (done, blocked) = state.withLock { s -> (Bool, Bool) in
+                if s.finished || !s.started { return (true, false) }
+                if s.connecting { return (true, true) }
                 s.stopWaiters.append(continuation)
-                return false
+                return (false, false)
             }
-            if done { continuation.resume() }
+            if done { continuation.resume(returning: blocked) }
         }
+        // Ended for its users now — its messages and events end, what waits to be published fails — as the thread
+        // will end it once the connect returns (a second `finish` changes nothing).
+        if blocked { finish() }
     }
 
     // MARK: The network thread
@@ -221,7 +226,9 @@ final class MosquittoConnection: @unchecked Sendable {
                 // Every attempt is a full connect: `mosquitto_reconnect` would send the CONNECT without the MQTT 5
                 // properties (it passes none).
                 let rc = connect()
-                state.withLock { $0.connecting = false }
+                // Stopped while it blocked: nothing more (no turn of the loop: no outbox handed over, no message
+                // taken from a persistent session for a client that is leaving).
+                if state.withLock({ s in s.connecting = false; return s.stopping }) { break }
                 guard rc == Int32(MOSQ_ERR_SUCCESS.rawValue) else {
                     events.yield(.connectFailed(reason: MQTTError.message(rc)))
                     backoff(&delay)
@@ -322,7 +329,7 @@ final class MosquittoConnection: @unchecked Sendable {
         }
         messages.finish()
         events.finish()
-        for waiter in waiters { waiter.resume() }
+        for waiter in waiters { waiter.resume(returning: false) }
     }
 
     // MARK: Subscribing and publishing (any thread)

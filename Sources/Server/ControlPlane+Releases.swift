@@ -191,7 +191,7 @@ extension ControlPlane {
                 await discardCandidate(loaded, of: run, in: slotRef)
                 return
             }
-            if slotRef.roles.staged?.identity.path == record.candidatePath {
+            if slotRef.roles.staged?.identity.path.isByteEqual(to: record.candidatePath) == true {
                 _ = try? await manager.discardStaged(slot: slot)
             }
             await finish(run, operation: .releaseStart, result: .failed, reason: failure, by: principal,
@@ -496,9 +496,9 @@ extension ControlPlane {
                 continue
             }
             if record.phase == .promoting, let candidate = record.candidate, active.sha256 == candidate.sha256,
-               active.path == record.candidatePath,
+               active.path.isByteEqual(to: record.candidatePath),
                // A candidate with the baseline's bytes is told apart by its file.
-               candidate.sha256 != record.baseline?.sha256 || record.candidatePath != record.baseline?.path {
+               candidate.sha256 != record.baseline?.sha256 || !record.candidatePath.isByteEqual(to: record.baseline?.path ?? "") {
                 await recordInterruptedPromotion(record, clock: clock)
                 continue
             }
@@ -541,7 +541,7 @@ extension ControlPlane {
             modelPath: repository.relative(record.candidatePath), version: record.candidate?.version,
             sha256: record.candidate?.sha256, result: "intent",
             reason: "resuming the \(record.phase.rawValue) release after a restart", started: started)
-        let isCandidate = active.path == record.candidatePath || active.sha256 == record.candidate?.sha256
+        let isCandidate = active.path.isByteEqual(to: record.candidatePath) || active.sha256 == record.candidate?.sha256
         let which = isCandidate ? "the release's candidate, though no promotion of it was recorded"
             : "not the release's candidate either"
         let reason = "not resumed after a restart: the slot's active model changed while the service was down; it is "

@@ -1,3 +1,4 @@
+import Primitives
 import Yams
 
 /// YAML the service is given — its configuration, desired-state documents — composed into a node tree and checked
@@ -8,15 +9,17 @@ import Yams
 ///   process. A scalar whose base-60 value does not fit an `Int` is refused, naming where it is.
 /// - Unknown keys: a mapping given a `Schema` refuses keys it does not list, so that a misspelt
 ///   `require_signatures: true` is an error rather than a setting silently not in force.
-/// - Size: the walk visits at most `maxNodes` nodes (an alias counts each time it is reached), so a document of
-///   aliases of aliases is refused rather than walked for ever.
+/// - Size: the walk visits at most `maxNodes` nodes and `maxScalarBytes` bytes of scalars (an alias counts each time
+///   it is reached), so a document of aliases of aliases, or of one long value aliased thousands of times, is
+///   refused rather than walked for ever; paths are spelt out only for a refusal.
 /// - Errors: Yams' own messages quote the offending line, which may hold a password; `describe` keeps the position
 ///   and the problem only.
 ///
 /// Thread-safety: stateless.
 enum YAMLInput {
-    /// The largest tree walked.
+    /// The largest tree walked, and the most bytes of scalars read in it.
     static let maxNodes = 200_000
+    static let maxScalarBytes = 16 << 20
 
     /// Which keys a mapping may have.
     indirect enum Schema: Sendable {
@@ -61,11 +64,32 @@ enum YAMLInput {
         }
     }
 
-    /// Checks the tree: base-60 numbers that fit, keys the schema lists, at most `maxNodes` nodes.
+    /// Checks the tree: base-60 numbers that fit, keys the schema lists, at most `maxNodes` nodes and `maxScalarBytes`
+    /// bytes of scalars (an alias counted each time it is reached). A node's path is kept as a link to its parent and
+    /// spelt out only for a refusal.
     static func check(_ root: Node, schema: Schema = .any) throws(Refusal) {
-        var pending: [(node: Node, path: String, schema: Schema)] = [(root, "", schema)]
-        var visited = 0
-        while let (node, path, schema) = pending.popLast() {
+        var steps: [(parent: Int, component: Component)] = []
+        var pending: [(node: Node, step: Int?, schema: Schema)] = [(root, nil, schema)]
+        var (visited, scalarBytes) = (0, 0)
+        func path(_ step: Int?) -> String {
+            var components: [Component] = []
+            var at = step
+            while let index = at {
+                components.append(steps[index].component)
+                at = steps[index].parent < 0 ? nil : steps[index].parent
+            }
+            return components.reversed().reduce(into: "") { text, component in
+                switch component {
+                case .key(let name): text += (text.isEmpty ? "" : ".") + name.prefix(utf8Bytes: 128)
+                case .index(let index): text += "[\(index)]"
+                }
+            }
+        }
+        func child(of step: Int?, _ component: Component) -> Int {
+            steps.append((step ?? -1, component))
+            return steps.count - 1
+        }
+        while let (node, step, schema) = pending.popLast() {
             visited += 1
             guard visited <= maxNodes else {
                 throw Refusal(path: "", reason: "the document has more than \(maxNodes) values (counting each use "
@@ -73,16 +97,23 @@ enum YAMLInput {
             }
             switch node {
             case .scalar(let scalar):
-                if let reason = overflowingBase60(scalar) { throw Refusal(path: path, reason: reason) }
+                scalarBytes += scalar.string.utf8.count
+                guard scalarBytes <= maxScalarBytes else {
+                    throw Refusal(path: "", reason: "the document's values come to more than \(maxScalarBytes) bytes "
+                        + "(counting each use of an alias)")
+                }
+                if let reason = overflowingBase60(scalar) { throw Refusal(path: path(step), reason: reason) }
             case .mapping(let mapping):
                 for (key, value) in mapping {
                     let name = key.string ?? "\(key)"
-                    let at = path.isEmpty ? name : "\(path).\(name)"
+                    let at = child(of: step, .key(name))
                     switch schema {
                     case .keys(let allowed):
                         guard let inner = allowed[name] else {
-                            throw Refusal(path: at, reason: "unknown key (\(path.isEmpty ? "the top level" : path) "
-                                + "takes " + allowed.keys.sorted().joined(separator: ", ") + ")")
+                            let section = path(step)
+                            throw Refusal(path: path(at), reason: "unknown key ("
+                                + (section.isEmpty ? "the top level" : section) + " takes "
+                                + allowed.keys.sorted().joined(separator: ", ") + ")")
                         }
                         pending.append((value, at, inner))
                     case .values(let inner):
@@ -94,35 +125,58 @@ enum YAMLInput {
                 }
             case .sequence(let sequence):
                 let inner: Schema = if case .elements(let element) = schema { element } else { .any }
-                for (index, element) in sequence.enumerated() { pending.append((element, "\(path)[\(index)]", inner)) }
+                for (index, element) in sequence.enumerated() {
+                    pending.append((element, child(of: step, .index(index)), inner))
+                }
             case .alias:
                 break
             }
         }
     }
 
+    /// A step of a node's path.
+    private enum Component {
+        case key(String)
+        case index(Int)
+    }
+
     /// Why a plain scalar, read as an integer, would trap in Yams' base-60 arithmetic; nil when it would not (not
     /// base-60, not an integer, or a value that fits). Follows Yams 6's `FixedWidthInteger` construction: `_`
-    /// removed, a sign, `0x`/`0b`/`0o`/`0` prefixes read as other radixes (no base 60), then each `:`-separated
-    /// part an integer, the value the sum of part × 60^k, the base multiplied by 60 after every part.
+    /// removed; one sign taken off to look for a `0x`/`0b`/`0o`/`0` prefix (another radix, no base 60); then, in
+    /// `sexagesimal()`, one sign taken off again and each `:`-separated part read as a signed integer, the value the
+    /// sum of part × 60^k with the base multiplied by 60 after every part, and finally multiplied by the sign.
     static func overflowingBase60(_ scalar: Node.Scalar) -> String? {
-        guard scalar.style == .plain || scalar.style == .any, scalar.string.contains(":") else { return nil }
-        var text = Substring(scalar.string.replacingOccurrences(of: "_", with: ""))
-        if text.hasPrefix("-") || text.hasPrefix("+") { text = text.dropFirst() }
+        guard scalar.style == .plain || scalar.style == .any else { return nil }
+        let string = scalar.string
+        // Cheap refusals of what cannot be an integer at all (most strings): Yams reads each part with
+        // `Int(_:radix: 10)`, which takes digits and a leading sign only.
+        guard string.utf8.contains(UInt8(ascii: ":")), string.utf8.allSatisfy({ byte in
+            (0x30...0x39).contains(byte) || byte == UInt8(ascii: ":") || byte == UInt8(ascii: "_")
+                || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "+")
+        }) else { return nil }
+        var text = Substring(string.replacingOccurrences(of: "_", with: ""))
+        var sign = 1
+        if text.hasPrefix("-") {
+            sign = -1
+            text = text.dropFirst()
+        } else if text.hasPrefix("+") {
+            text = text.dropFirst()
+        }
         guard !text.hasPrefix("0") else { return nil }
-        let parts = text.split(separator: ":", omittingEmptySubsequences: false).map { Int($0, radix: 10) }
-        guard parts.allSatisfy({ $0 != nil }) else { return nil }
         var (base, value) = (1, 0)
-        for part in parts.reversed() {
-            let (product, overflowA) = part!.multipliedReportingOverflow(by: base)
-            let (sum, overflowB) = value.addingReportingOverflow(product)
-            let (next, overflowC) = base.multipliedReportingOverflow(by: 60)
-            if overflowA || overflowB || overflowC {
-                return "'\(scalar.string.prefix(64))' reads as a base-60 number too large for an integer (YAML 1.1); "
-                    + "quote it for a string, or write the number in decimal"
-            }
+        var overflow = false
+        for part in text.split(separator: ":", omittingEmptySubsequences: false).reversed() {
+            guard let digit = Int(part, radix: 10) else { return nil }
+            let (product, a) = digit.multipliedReportingOverflow(by: base)
+            let (sum, b) = value.addingReportingOverflow(product)
+            let (next, c) = base.multipliedReportingOverflow(by: 60)
+            // Every part must parse for Yams to compute at all: keep reading the rest before answering.
+            if a || b || c { overflow = true }
             (base, value) = (next, sum)
         }
-        return nil
+        if !overflow { overflow = value.multipliedReportingOverflow(by: sign).overflow }
+        guard overflow else { return nil }
+        return "'\(string.prefix(utf8Bytes: 64))' reads as a base-60 number too large for an integer (YAML 1.1); "
+            + "quote it for a string, or write the number in decimal"
     }
 }

@@ -181,6 +181,10 @@ struct MQTTClientTests {
         let asked = ContinuousClock.now
         await client.stop()
         #expect(ContinuousClock.now - asked < .seconds(20), "the stop waited for the blocked connect")
+        // Ended for its users too: a fleet agent reading its messages is not held until the connect returns.
+        var messages = client.messages.makeAsyncIterator()
+        #expect(await messages.next() == nil)
+        #expect(ContinuousClock.now - asked < .seconds(20), "the messages went on until the connect returned")
     }
 
     @Test("a refused TLS configuration throws, and frees the client once")

@@ -127,6 +127,8 @@ struct ConfigurationTests {
             // Base 60 (YAML 1.1) past Int: Yams' arithmetic trapped and killed the process at start.
             ("hotswap: {queue_capacity: 1:0:0:0:0:0:0:0:0:0:0}", "hotswap.queue_capacity: '1:0:0:0:0:0:0:0:0:0:0' reads as a base-60"),
             ("server: {port: 9223372036854775807:0}", "server.port: '9223372036854775807:0' reads as a base-60"),
+            // Exactly Int.min with a sign of its own: Yams' last step, sign × value, trapped.
+            ("server: {port: --1:-9223372036854775748}", "server.port: '--1:-9223372036854775748' reads as a base-60"),
         ] {
             let error = #expect(throws: ConfigurationError.self) { _ = try ServerConfiguration.parse(yaml) }
             #expect("\(error.map { "\($0)" } ?? "")".contains(expected), "\(yaml): \(String(describing: error))")

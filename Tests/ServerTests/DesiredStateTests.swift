@@ -83,6 +83,8 @@ private typealias H = ServerHarness
         // A base-60 number past Int (YAML 1.1): Yams' arithmetic trapped on it and killed the service.
         ("apiVersion: yoloswap/v1\nkind: DesiredState\nmetadata: {generation: 1:0:0:0:0:0:0:0:0:0:0}\nslots: {}",
          "metadata.generation"),
+        ("apiVersion: yoloswap/v1\nkind: DesiredState\nmetadata: {generation: --1:-9223372036854775748}\nslots: {}",
+         "metadata.generation"),
     ])
     func refusesNamingTheField(text: String, field: String) {
         #expect(throws: DesiredStateError.self) { try DesiredState.parse(Array(text.utf8)) }
@@ -101,6 +103,11 @@ private typealias H = ServerHarness
         let laughs = header + "a: &a [x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x]\n"
             + (1...6).map { "l\($0): &l\($0) [" + Array(repeating: $0 == 1 ? "*a" : "*l\($0 - 1)", count: 16)
                 .joined(separator: ", ") + "]" }.joined(separator: "\n") + "\nslots: {}"
+        // One long value aliased 200 times: 24 MB of values to read (and to check) from a 120 KB document.
+        let long = header + "v: &v " + String(repeating: "x", count: 120_000) + "\n"
+            + "l: [" + Array(repeating: "*v", count: 200).joined(separator: ", ") + "]\nslots: {}"
+        let walked = #expect(throws: DesiredStateError.self) { try DesiredState.parse(Array(long.utf8)) }
+        #expect(walked?.reason.contains("values come to more than") == true, "\(String(describing: walked))")
         for text in [huge, many, deepFlow, deepBlock, aliases, laughs] {
             #expect(throws: DesiredStateError.self) { try DesiredState.parse(Array(text.utf8)) }
         }
