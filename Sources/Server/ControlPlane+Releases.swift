@@ -37,13 +37,16 @@ extension ControlPlane {
     // MARK: Start
 
     /// Records a refused release start, its request's strings cut to their bounds (they may be what was refused).
+    /// - Parameter afterIntent: the outcome of a recorded intent (always written); else a refusal before any intent,
+    ///   recorded as refused calls are (at most 20 a second a caller).
     private func auditRejectedStart(_ spec: ReleaseSpec, _ slot: String, _ error: any Error, by principal: Principal,
-                                    from remote: String?, started: Date) async throws {
+                                    from remote: String?, started: Date, afterIntent: Bool = false) async throws {
+        guard let note = afterIntent ? "" : admitRefusal(principal) else { return }
         try await audit(principal, remote, "release.start", slot,
             modelPath: spec.model.prefix(utf8Bytes: ReleaseSpec.maxModelLength),
             version: spec.version?.prefix(utf8Bytes: ReleaseSpec.maxVersionLength),
-            sha256: spec.sha256?.prefix(utf8Bytes: 64), result: "rejected", reason: Problem.from(error).detail,
-            started: started)
+            sha256: spec.sha256?.prefix(utf8Bytes: 64), result: "rejected",
+            reason: Problem.from(error).detail.prefix(utf8Bytes: 1024) + note, started: started)
     }
 
     /// Starts a release: validates, records the intent, and brings the candidate up in the background (load,
@@ -85,7 +88,8 @@ extension ControlPlane {
         let run: ReleaseRun
         do { run = try await installRun(record, clock: clock, fresh: true) } catch {
             // Another start got in while the intent was written: the intent gets its outcome.
-            try? await auditRejectedStart(spec, slot, error, by: principal, from: remote, started: started)
+            try? await auditRejectedStart(spec, slot, error, by: principal, from: remote, started: started,
+                afterIntent: true)
             throw error
         }
         let task = Task { [self] in

@@ -112,9 +112,9 @@ public final class ControlPlane: Sendable {
         let started = Date()
         let body: LoadBody
         do { body = try given.checked() } catch {
-            try? await audit(principal, remote, "load", slot, modelPath: given.auditedModel,
-                version: given.auditedVersion, sha256: given.auditedSHA256, result: "rejected",
-                reason: Problem.from(error).detail, started: started)
+            await auditRejectedLoad(principal, remote, slot, model: given.auditedModel,
+                version: given.auditedVersion, sha256: given.auditedSHA256, reason: Problem.from(error).detail,
+                started: started)
             throw error
         }
         let path: String
@@ -137,8 +137,8 @@ public final class ControlPlane: Sendable {
                 policy = parsed
             }
         } catch {
-            try? await audit(principal, remote, "load", slot, modelPath: body.model, version: body.version,
-                sha256: body.sha256, result: "rejected", reason: Problem.from(error).detail, started: started)
+            await auditRejectedLoad(principal, remote, slot, model: body.model, version: body.version,
+                sha256: body.sha256, reason: Problem.from(error).detail, started: started)
             throw error
         }
         try await audit(principal, remote, "load", slot, modelPath: body.model, version: body.version,
@@ -249,24 +249,36 @@ public final class ControlPlane: Sendable {
     /// Records a refused management call (no token, an unknown token, too low a role). Best effort: a refusal that
     /// cannot be recorded is still a refusal.
     package func auditRefusal(_ principal: Principal?, _ remote: String?, action: String, reason: String) async {
-        // Bounded per caller: each entry is a synced write on the queue every change's intent waits in, and a viewer
-        // looping on a change it may not make would otherwise grow the log as fast as it can send. Beyond the limit
-        // they are counted, and the count goes into the caller's next one recorded. Callers have limits of their own,
-        // so an anonymous flood cannot hide a known caller's refusals, nor one caller's another's.
-        let caller = principal?.name ?? ""
-        guard let skipped = refusals.withLock({ $0[caller, default: RefusalLimiter()].admit(now: .now) }) else {
-            ServerMetrics.refusalNotAudited()
-            return
-        }
-        var note = ""
-        if skipped > 0 {
-            let whose = principal.map { "\($0.name)'s" } ?? "unauthenticated"
-            note = " (\(skipped) \(whose) refusals before this one were not recorded one by one: more than "
-                + "\(RefusalLimiter.perSecond) a second)"
-        }
+        guard let note = admitRefusal(principal) else { return }
         try? await audit(principal ?? Principal(name: "unauthenticated", role: .viewer), remote,
             action.prefix(utf8Bytes: 256), nil, result: "refused", reason: reason.prefix(utf8Bytes: 1024) + note,
             started: Date())
+    }
+
+    /// Whether a refusal of the caller's is recorded now, with the note to add to it (empty, or how many were not
+    /// recorded one by one before it); nil when it is not (it is counted). Bounded per caller: each entry is a synced
+    /// write on the queue every change's intent waits in, and a caller looping on a change it may not make would
+    /// otherwise grow the log as fast as it can send. Callers have limits of their own, so an anonymous flood cannot
+    /// hide a known caller's refusals, nor one caller's another's.
+    func admitRefusal(_ principal: Principal?) -> String? {
+        let caller = principal?.name ?? ""
+        guard let skipped = refusals.withLock({ $0[caller, default: RefusalLimiter()].admit(now: .now) }) else {
+            ServerMetrics.refusalNotAudited()
+            return nil
+        }
+        guard skipped > 0 else { return "" }
+        let whose = principal.map { "\($0.name)'s" } ?? "unauthenticated"
+        return " (\(skipped) \(whose) refusals before this one were not recorded one by one: more than "
+            + "\(RefusalLimiter.perSecond) a second)"
+    }
+
+    /// Records a load refused before its intent (`rejected`, with the request's fields cut to their bounds), as the
+    /// refused calls are: at most `RefusalLimiter.perSecond` a second a caller.
+    func auditRejectedLoad(_ principal: Principal, _ remote: String?, _ slot: String, model: String?,
+                           version: String?, sha256: String?, reason: String, started: Date) async {
+        guard let note = admitRefusal(principal) else { return }
+        try? await audit(principal, remote, "load", slot, modelPath: model, version: version, sha256: sha256,
+            result: "rejected", reason: reason.prefix(utf8Bytes: 1024) + note, started: started)
     }
 
     /// Records the intent, makes the change, records the outcome. A change whose intent cannot be recorded is refused

@@ -300,3 +300,31 @@ struct MalformedChangeAuditTests {
         #expect(refused.allSatisfy { $0.reason?.hasPrefix("400 ") == true })
     }
 }
+
+@Suite("Audit of refused loads")
+struct RefusedLoadAuditTests {
+    @Test("loads refused before their intent are recorded as refused calls are: at most 20 a second a caller, the rest counted")
+    func refusedLoadsLimited() async throws {
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        let alice = ServerHarness.headers(token: "alice-token", contentType: "application/json")
+        let started = ContinuousClock.now
+        try await harness.test { client in
+            for _ in 0..<200 {
+                try await client.execute(uri: "/v1/slots/default/load", method: .post, headers: alice,
+                    body: ByteBuffer(string: #"{"model": "../escape.onnx"}"#)) { #expect($0.status == .badRequest) }
+            }
+        }
+        let seconds = Int((ContinuousClock.now - started).components.seconds) + 1
+        // The next one recorded, in a later window, says how many were not.
+        try await Task.sleep(for: .milliseconds(1100))
+        try await harness.test { client in
+            try await client.execute(uri: "/v1/slots/default/load", method: .post, headers: alice,
+                body: ByteBuffer(string: #"{"model": "../escape.onnx"}"#)) { #expect($0.status == .badRequest) }
+        }
+        let rejected = try await harness.auditEntries().filter { $0.action == "load" && $0.result == "rejected" }
+        // Windows of a second, 20 recorded in each (about 5 s here: at most 120 of the 200).
+        #expect(rejected.count >= 21 && rejected.count <= 20 * (seconds + 1) + 1, "\(rejected.count) in \(seconds) s")
+        #expect(rejected.count == 201 || rejected.last?.reason?.contains("not recorded one by one") == true)
+    }
+}

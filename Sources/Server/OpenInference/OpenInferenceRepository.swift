@@ -58,8 +58,8 @@ package struct OpenInferenceRepository: Sendable {
         // `ControlPlane.load` audits its refusals.
         guard control.manager.slot(slot) != nil else {
             let problem = Problem.notFound("unknown model (slot) '\(slot)'")
-            try? await control.audit(principal, remote, "load", slot, result: "rejected", reason: problem.detail,
-                started: Date())
+            await control.auditRejectedLoad(principal, remote, slot, model: nil, version: nil, sha256: nil,
+                reason: problem.detail, started: Date())
             throw problem
         }
         guard let body = try loadBody(slot: slot, parameters) else { return }
