@@ -450,14 +450,19 @@ struct ReleaseAPITests {
         #expect(manager.slot("default")?.roles.active?.identity.path.hasSuffix("320-identity.onnx") == true)
     }
 
-    @Test("a release aborted while its candidate loads leaves nothing staged; the next release can start")
-    func abortWhileLoading() async throws {
+    /// A harness whose model `synthetic/held.onnx` loads only once `gate` opens.
+    static func heldHarness() async throws -> (ServerHarness, Gate) {
         let gate = Gate(open: false)
         let loader = FakeLoader(backend: { label in
             if label.hasSuffix("/synthetic/held.onnx") { gate.pass() }
             return ServerHarness.models.first { label.hasSuffix("/" + $0.key) }?.value ?? FakeBackend()
         })
-        let harness = try await ServerHarness(loader: loader, extraModels: ["synthetic/held.onnx"])
+        return (try await ServerHarness(loader: loader, extraModels: ["synthetic/held.onnx"]), gate)
+    }
+
+    @Test("a release aborted while its candidate loads leaves nothing staged; the next release can start")
+    func abortWhileLoading() async throws {
+        let (harness, gate) = try await Self.heldHarness()
         defer { Task { await harness.cleanUp() } }
         defer { gate.open() }
         try await harness.test { client in
@@ -481,12 +486,7 @@ struct ReleaseAPITests {
 
     @Test("a release start leaves an operator's load in progress alone (409, audited); during a release a rollback is refused and audited; a release's version and sha256 are bounded as a load's")
     func releaseBesideOperatorChanges() async throws {
-        let gate = Gate(open: false)
-        let loader = FakeLoader(backend: { label in
-            if label.hasSuffix("/synthetic/held.onnx") { gate.pass() }
-            return ServerHarness.models.first { label.hasSuffix("/" + $0.key) }?.value ?? FakeBackend()
-        })
-        let harness = try await ServerHarness(loader: loader, extraModels: ["synthetic/held.onnx"])
+        let (harness, gate) = try await Self.heldHarness()
         defer { Task { await harness.cleanUp() } }
         defer { gate.open() }
         let candidate = "synthetic/yolov5-nc80-320-identity.onnx"
