@@ -123,6 +123,14 @@ public enum LoadFailure: Error, Equatable, CustomStringConvertible {
     /// The model was ready but the state store could not record the switch: nothing was switched.
     case notCommitted(path: String, reason: String)
 
+    /// Refused because a memory budget had no room for the model (on the host or a GPU).
+    public var isOverBudget: Bool {
+        switch self {
+        case .overMemoryBudget, .overDeviceMemoryBudget: true
+        default: false
+        }
+    }
+
     public var description: String {
         switch self {
         case .unreadable(let path, let reason): "cannot read \(path): \(reason)"

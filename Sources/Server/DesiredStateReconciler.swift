@@ -11,7 +11,8 @@ import Primitives
 /// document changes nothing; the refusal is kept in the status, counted and audited.
 ///
 /// An accepted document becomes a plan: for each slot whose active model differs from the document's, `load+switch`
-/// (a load that stages the model through the full pipeline — digest, signature, warm-up — then a switch), and
+/// (a load that stages the model through the full pipeline — digest, signature, warm-up — then a switch; an
+/// activating load when the memory budget has no room for both and the policy may unload first), and
 /// `routes.replace` when the document has routes that differ. The steps run through `ControlPlane` exactly as the
 /// HTTP calls do — the same verification, the same per-slot serialization, audit entries whose actor is the source
 /// (`http:<token>`, `configmap:<path>@<sha256>`) — different slots at once. A slot that already serves the document's
@@ -71,6 +72,17 @@ public final class DesiredStateReconciler: Sendable {
             applied_at: s.appliedAt, slots: Dictionary(uniqueKeysWithValues: s.slots.map { name, slot in
                 (name, slot.dto(serving: served(name)))
             }), routes_converged: s.routesConverged, last_rejection: s.lastRejection, retry: s.retry)
+    }
+
+    /// Brings `yoloswap_desired_slot_condition` to what the status shows now: a slot changed by hand since it
+    /// converged has every condition 0 (the others are set as their state changes). Called before each scrape.
+    func refreshMetrics() {
+        let slots = state.withLock { $0.slots }
+        for (name, slot) in slots where slot.phase == .converged {
+            let phase: DesiredSlotState.Phase? = slot.isChanged(serving: served(name)) ? nil : .converged
+            // Set only while the slot's state is still the one read: an apply that changed it since sets its own.
+            state.withLock { if $0.slots[name] == slot { DesiredMetrics.condition(slot: name, phase) } }
+        }
     }
 
     /// What the slot serves now, recorded with its converged state.
@@ -348,19 +360,25 @@ public final class DesiredStateReconciler: Sendable {
 
     /// Stages the slot's model through the control plane (an unsigned model refused in its verifying stage when the
     /// slot requires a signature: never parsed nor warmed up), then switches it in.
+    ///
+    /// Staging needs room for the active model and the new one together. When the memory budget has no room for
+    /// both and the configured policy may unload the active model first (`resource-preserving`, `auto`), the model
+    /// is loaded again as an activating load, which that policy runs as it would run an operator's: the slot's
+    /// models are unloaded, then the new one is loaded and switched in. Under `availability-preserving` the slot
+    /// stays failed, as an operator's load would.
     private func converge(_ name: String, to slot: DesiredState.Slot, by principal: Principal) async -> Outcome {
-        let body = LoadBody(model: slot.model, version: slot.version, sha256: slot.sha256, activate: false,
+        var body = LoadBody(model: slot.model, version: slot.version, sha256: slot.sha256, activate: false,
             allow_schema_change: slot.allow_schema_change, require_signature: slot.require_signature)
         do {
-            let status = try await control.load(slot: name, body: body, by: principal, from: nil).outcome()
-            guard status.stage == .ready else {
-                let reason = status.failure.map { control.repository.hidingRoot($0.description) } ?? status.stage
-                    .rawValue
-                if slot.require_signature, case .signatureRejected? = status.failure {
-                    return .failed(reason: "SignatureRequired", message: reason)
-                }
-                return .failed(reason: "LoadFailed", message: reason)
+            var status = try await control.load(slot: name, body: body, by: principal, from: nil).outcome()
+            if status.stage != .ready, status.failure?.isOverBudget == true,
+               control.manager.configuration.policy != .availabilityPreserving
+            {
+                body.activate = true
+                status = try await control.load(slot: name, body: body, by: principal, from: nil).outcome()
+                return status.stage == .ready ? .converged : failed(status, slot)
             }
+            guard status.stage == .ready else { return failed(status, slot) }
             // Only the model this load staged: one another caller staged meanwhile is not switched in under this
             // document's name (nor counted as converged).
             _ = try await control.switchStaged(slot: name, expecting: status.identity, by: principal, from: nil)
@@ -369,6 +387,14 @@ public final class DesiredStateReconciler: Sendable {
             let detail = control.repository.hidingRoot(Problem.from(error).detail)
             return .failed(reason: "OperationFailed", message: detail)
         }
+    }
+
+    private func failed(_ status: LoadOperation.Status, _ slot: DesiredState.Slot) -> Outcome {
+        let reason = status.failure.map { control.repository.hidingRoot($0.description) } ?? status.stage.rawValue
+        if slot.require_signature, case .signatureRejected? = status.failure {
+            return .failed(reason: "SignatureRequired", message: reason)
+        }
+        return .failed(reason: "LoadFailed", message: reason)
     }
 
     private func finish(_ name: String, _ outcome: Outcome, generation: Int) {

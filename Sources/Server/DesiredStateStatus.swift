@@ -127,6 +127,11 @@ struct DesiredSlotState: Sendable, Equatable {
     /// is shown as no longer converged.
     var servedSHA256: String?
 
+    /// Whether the slot converged and serves another model since (`active`, its SHA-256): no condition holds.
+    func isChanged(serving active: String?) -> Bool {
+        phase == .converged && servedSHA256 != nil && active != servedSHA256
+    }
+
     var dto: DesiredSlotStatusDTO {
         let types: [Phase] = [.converged, .progressing, .failed]
         return DesiredSlotStatusDTO(observed_generation: generation,
@@ -141,7 +146,7 @@ struct DesiredSlotState: Sendable, Equatable {
     /// The status when the slot now serves `active` (its SHA-256): a converged slot that serves another model than
     /// it converged to is Converged False, reason `ModelChanged`, until the next apply brings it back.
     func dto(serving active: String?) -> DesiredSlotStatusDTO {
-        guard phase == .converged, let servedSHA256, active != servedSHA256 else { return dto }
+        guard isChanged(serving: active) else { return dto }
         var changed = dto
         changed.conditions = changed.conditions.map { condition in
             var condition = condition
@@ -171,7 +176,9 @@ enum DesiredMetrics {
         Gauge(label: "yoloswap_desired_observed_generation").record(value)
     }
 
-    static func condition(slot: String, _ phase: DesiredSlotState.Phase) {
+    /// Sets the slot's condition series: 1 for `phase`, 0 for the others (all 0 for nil: a converged slot changed by
+    /// hand since, whose status shows every condition False).
+    static func condition(slot: String, _ phase: DesiredSlotState.Phase?) {
         for type in [DesiredSlotState.Phase.converged, .progressing, .failed] {
             Gauge(label: "yoloswap_desired_slot_condition", dimensions: [("slot", slot), ("condition", type.rawValue)])
                 .record(type == phase ? 1 : 0)

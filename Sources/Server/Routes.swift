@@ -44,6 +44,7 @@ struct APIRoutes: Sendable {
         router.get("metrics") { _, context in
             if configuration.metricsRequireToken { _ = try require(.viewer, context) }
             guard let metricsText else { throw Problem.notFound("metrics are not enabled") }
+            desired.refreshMetrics()
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                 body: .init(byteBuffer: ByteBuffer(string: ServerMetrics.addingHelp(to: metricsText()))))
         }

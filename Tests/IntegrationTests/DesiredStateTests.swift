@@ -81,6 +81,18 @@ struct DesiredStateTests {
         #expect(metrics.contains("yoloswap_desired_observed_generation 2"))
         #expect(metrics.contains("yoloswap_desired_slot_condition{slot=\"default\",condition=\"Converged\"} 1"))
 
+        // Changed by hand: no condition holds, in the status and the metric, until the slot serves the document's
+        // model again.
+        for (model, converged) in [(Self.large, 0), (Self.small, 1)] {
+            let (status, body) = try await server.json("POST", "/v1/slots/default/load?wait=true",
+                token: ServerProcess.operatorToken, body: ["model": model, "activate": true])
+            try #require(status == 200, "\(body)")
+            let (_, scraped) = try await server.request("GET", "/metrics")
+            let text = String(decoding: scraped, as: UTF8.self)
+            #expect(text.contains("yoloswap_desired_slot_condition{slot=\"default\",condition=\"Converged\"} \(converged)"))
+            #expect(text.contains("yoloswap_desired_slot_condition{slot=\"default\",condition=\"Failed\"} 0"))
+        }
+
         // Unrelated files in the volume's folder: no read, no apply, nothing audited.
         let (_, before) = try await server.json("GET", "/v1/audit/head", token: ServerProcess.viewerToken)
         try "x".write(toFile: folder.file("other.yaml"), atomically: true, encoding: .utf8)

@@ -317,6 +317,48 @@ private typealias H = ServerHarness
         #expect(converged()?.status == "True" && converged()?.reason == "ModelActive")
     }
 
+    @Test("with no room for two models, a resource-preserving or auto policy converges by unloading first; availability-preserving stays failed", arguments: [SwapPolicy.auto, .resourcePreserving, .availabilityPreserving])
+    func tightBudget(policy: SwapPolicy) async throws {
+        // Two models of 64 MiB each (sparse files), estimated at twice their size until measured and at least their
+        // size once loaded: a 160 MiB budget holds one load's estimate, not the active model beside it. The slot
+        // starts on the first, loaded into an empty slot.
+        let size: UInt64 = 64 << 20
+        let harness = try await H { config in
+            for name in ["big-a.onnx", "big-b.onnx"] {
+                let path = config.modelRepository + "/" + name
+                #expect(FileManager.default.createFile(atPath: path, contents: Data(name.utf8)))
+                let file = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+                try file.truncate(atOffset: size)
+                try file.close()
+            }
+            config.slots = ["default": .init(model: "big-a.onnx")]
+            config.routes = [:]
+            config.hotSwap.memoryBudgetBytes = Int(size) * 5 / 2
+            config.hotSwap.policy = policy
+        }
+        defer { Task { await harness.cleanUp() } }
+        let reconciler = Self.withoutTimedRetries(harness)
+        func phase() -> String? {
+            reconciler.status.slots["default"]?.conditions.first { $0.status == "True" }?.type
+        }
+        #expect(harness.control.manager.slot("default")?.roles.active?.identity.path.hasSuffix("/big-a.onnx") == true)
+        let second = Array(Self.document("big-b.onnx").readableBytesView)
+        #expect(await reconciler.applyFile(second, path: "/etc/yoloswap/desired.yaml"))
+        let active = harness.control.manager.slot("default")?.roles.active?.identity.path
+        if policy == .availabilityPreserving {
+            #expect(phase() == "Failed", "\(reconciler.status.slots)")
+            #expect(reconciler.status.slots["default"]?.last_error?.contains("budget") == true)
+            #expect(active?.hasSuffix("/big-a.onnx") == true, "\(String(describing: active))")
+        } else {
+            #expect(phase() == "Converged", "\(reconciler.status.slots)")
+            #expect(active?.hasSuffix("/big-b.onnx") == true, "\(String(describing: active))")
+            let entries = try await harness.auditEntries()
+            let loads = entries.filter { $0.action == "load" && $0.modelPath == "big-b.onnx" }
+            #expect(loads.map(\.result) == ["intent", "failed", "intent", "succeeded"],
+                "\(loads.map { "\($0.result) \($0.reason ?? "")" })")
+        }
+    }
+
     @Test("a document that left a slot failed is applied again, with growing delays, until it converges")
     func retryUntilConverged() async throws {
         let harness = try await H()

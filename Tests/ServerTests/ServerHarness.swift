@@ -47,10 +47,13 @@ struct ServerHarness {
     ///     answered 503 for waiting that long would hide what a test checks (none of them tests this deadline).
     ///   - store: where the manager commits (nil: nothing persisted).
     ///   - slotExecution: providers and settings per slot (none: every slot on the CPU).
+    ///   - configure: changes to the configuration (its slots, budget, policy) and files added to the repository
+    ///     (`modelRepository`) before the server starts.
     init(tokens: [ServerConfiguration.Token] = Self.tokens, anonymousDetect: Bool = false,
          maxBodyBytes: Int = 20 << 20, requestTimeoutMilliseconds: Int = 60_000,
          store: (any SlotStateStore)? = nil, slotExecution: [String: SlotExecution] = [:],
-         loader: (any ModelLoader)? = nil, extraModels: [String] = []) async throws {
+         loader: (any ModelLoader)? = nil, extraModels: [String] = [],
+         configure: (inout ServerConfiguration) throws -> Void = { _ in }) async throws {
         let repo = FileManager.default.temporaryDirectory.appendingPathComponent("repo-\(UUID())")
         try FileManager.default.createDirectory(at: repo.appendingPathComponent("synthetic"),
             withIntermediateDirectories: true)
@@ -72,6 +75,7 @@ struct ServerHarness {
         config.hotSwap.warmupRuns = 1
         config.hotSwap.servingThreads = 2
         config.hotSwap.slotExecution = slotExecution
+        try configure(&config)
         configuration = config
         audit = AuditTrail(log: try AuditLog(directory: repo.appendingPathComponent("state").path))
         let manager = ModelManager(configuration: config.hotSwap, loader: loader ?? Self.loader, store: store)
