@@ -87,11 +87,8 @@ def run_checks(args, kind, client_module, url, auth_header):
     @check(f"{kind}: is_model_ready for the slot, and not for an unknown model or version")
     def ready():
         assert client.is_model_ready(slot, headers=dict(viewer_headers))
-        if kind == "http":
-            assert not client.is_model_ready("no-such-slot", headers=dict(viewer_headers))
-            assert not client.is_model_ready(slot, "no-such-version", headers=dict(viewer_headers))
-        else:
-            expect_error(lambda: client.is_model_ready("no-such-slot", headers=dict(viewer_headers)))
+        assert not client.is_model_ready("no-such-slot", headers=dict(viewer_headers))
+        assert not client.is_model_ready(slot, "no-such-version", headers=dict(viewer_headers))
     ready()
 
     @check(f"{kind}: get_model_metadata names the slot, its version and both input conventions")
@@ -271,6 +268,70 @@ def run_checks(args, kind, client_module, url, auth_header):
     stats()
 
 
+def grpc_hostile_checks(args):
+    """Messages a hostile client could send, as raw bytes: refused before (or without) decoding them whole."""
+    import grpc
+    from tritonclient.grpc import service_pb2
+
+    channel = grpc.insecure_channel(args.grpc_url, options=[("grpc.max_send_message_length", 64 << 20),
+                                                            ("grpc.max_receive_message_length", 64 << 20)])
+    viewer = (("authorization", f"Bearer {args.viewer_token}"),)
+
+    def call(method, payload, metadata=()):
+        """The RPC's status code name and details."""
+        stub = channel.unary_unary(f"/inference.GRPCInferenceService/{method}",
+                                   request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        try:
+            stub(payload, metadata=metadata, timeout=120)
+            return "OK", ""
+        except grpc.RpcError as e:
+            return e.code().name, e.details() or ""
+
+    # 18 MiB of empty `inputs` entries (field 5, length 0): 2 bytes each on the wire, over a hundred decoded.
+    empty_inputs = b"\x2a\x00" * (9 << 20)
+
+    @check("grpc hostile: ModelInfer without a token is refused before its message is decoded")
+    def unauthenticated():
+        code, details = call("ModelInfer", empty_inputs)
+        assert code == "UNAUTHENTICATED", (code, details)
+    unauthenticated()
+
+    @check("grpc hostile: ModelInfer with millions of empty inputs is refused, naming the field")
+    def many_inputs():
+        code, details = call("ModelInfer", empty_inputs, viewer)
+        assert code == "INVALID_ARGUMENT" and "inputs has more than" in details, (code, details)
+        # Millions of shape dimensions in one input, packed.
+        shape = b"\x1a" + encode_varint(8 << 20) + b"\x01" * (8 << 20)
+        code, details = call("ModelInfer", b"\x2a" + encode_varint(len(shape)) + shape, viewer)
+        assert code == "INVALID_ARGUMENT" and "inputs.shape has more than" in details, (code, details)
+        # A length that runs past the message's end.
+        code, details = call("ModelInfer", b"\x2a\xff\xff\x03", viewer)
+        assert code == "INVALID_ARGUMENT" and "malformed" in details, (code, details)
+    many_inputs()
+
+    @check("grpc hostile: methods not served are refused unread; an unknown model is not ready")
+    def unserved():
+        code, _ = call("TraceSetting", b"\x0a\x00" * (1 << 20), viewer)
+        assert code == "UNIMPLEMENTED", code
+        ready = service_pb2.ModelReadyRequest(name="x" * 100_000).SerializeToString()
+        code, details = call("ModelReady", ready, viewer)
+        assert code == "OK", (code, details)
+        code, details = call("ModelMetadata", service_pb2.ModelMetadataRequest(name="x" * 100_000)
+                             .SerializeToString(), viewer)
+        assert code == "NOT_FOUND" and len(details.encode()) <= 1024, (code, len(details))
+    unserved()
+
+
+def encode_varint(value):
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
 def tls_checks(args):
     """The gRPC endpoint with TLS: a client that trusts the certificate is served; a plaintext one is not."""
     import tritonclient.grpc as grpc_client
@@ -312,6 +373,7 @@ def main():
     if args.grpc_url and not args.tls_root:
         import tritonclient.grpc as grpc_client
         run_checks(args, "grpc", grpc_client, args.grpc_url, "authorization")
+        grpc_hostile_checks(args)
     passed = sum(RESULTS)
     print(f"{passed} passed, {len(RESULTS) - passed} failed")
     return 0 if passed == len(RESULTS) else 1

@@ -29,7 +29,8 @@ public struct InferRequest: Sendable {
 
     /// The request with an image sent as base64 text (the one element of a `BYTES` input named `image`) decoded to
     /// its bytes, as the engine would decode it: for a transport that parses large bodies off the cooperative pool to
-    /// do this there too (a 20 MiB text is decoded in tens of milliseconds). Anything else is left as it is.
+    /// do this there too (decoding a 20 MiB text would hold a thread of the pool for a long while). Anything else is
+    /// left as it is.
     public func decodingImageText() -> InferRequest {
         guard inputs.count == 1, let input = inputs.first, input.datatype == .bytes,
               input.name == OpenInferenceEngine.imageInput, case let elements = input.byteElements,

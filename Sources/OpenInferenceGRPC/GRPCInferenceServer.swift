@@ -52,7 +52,8 @@ public struct GRPCInferenceServer: Service {
         let address: GRPCNIOTransportCore.SocketAddress =
             host.contains(":") ? .ipv6(host: host, port: settings.port) : .ipv4(host: host, port: settings.port)
         let transport = HTTP2ServerTransport.Posix(address: address, transportSecurity: security, config: config)
-        let server = GRPCServer(transport: transport, services: [service])
+        let server = GRPCServer(transport: transport, services: [BoundedInferenceService(service: service)],
+            interceptors: [AuthorizingInterceptor(service: service)])
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { try await server.serve() }

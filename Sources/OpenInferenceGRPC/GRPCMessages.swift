@@ -151,10 +151,22 @@ extension Inference_ModelConfig {
             p.stringValue = value.string_value
             parameters[key] = p
         }
+        // The proto's versions are integers; a slot's are strings (by default a digest's first 12 hex digits). Named
+        // specifically only when each is an integer written as one (`012` would name version 12); else all of the
+        // slot's versions are served, and named in the `versions` parameter.
+        let versions = config.version_policy.specific.versions
+        let numbers = versions.compactMap { v in Int64(v).flatMap { String($0) == v ? $0 : nil } }
         var policy = Inference_ModelVersionPolicy()
-        var specific = Inference_ModelVersionPolicy.Specific()
-        specific.versions = config.version_policy.specific.versions.compactMap { Int64($0) }
-        policy.specific = specific
+        if numbers.count == versions.count {
+            var specific = Inference_ModelVersionPolicy.Specific()
+            specific.versions = numbers
+            policy.specific = specific
+        } else {
+            policy.all = Inference_ModelVersionPolicy.All()
+            var p = Inference_ModelParameter()
+            p.stringValue = versions.joined(separator: ",")
+            parameters["versions"] = p
+        }
         versionPolicy = policy
     }
 

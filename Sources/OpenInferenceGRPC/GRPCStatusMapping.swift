@@ -1,9 +1,13 @@
 import GRPCCore
+import Primitives
 import Server
 
 /// The one place errors become gRPC statuses: every error is first described as the HTTP API would
 /// (`Problem.from`, with its client-facing detail), then its HTTP status picks the code Triton would answer with.
 enum GRPCStatusMapping {
+    /// The longest status message sent, in UTF-8 bytes.
+    static let maxMessageBytes = 1024
+
     static func rpcError(_ error: any Error) -> RPCError {
         if let error = error as? RPCError { return error }
         let problem = Problem.from(error)
@@ -20,6 +24,8 @@ enum GRPCStatusMapping {
             case 503: .unavailable
             default: .internalError
             }
-        return RPCError(code: code, message: problem.detail)
+        // Cut: the message goes into the `grpc-message` trailer, and details quote names the client sent (any length
+        // up to a message's size); clients refuse trailers much over 8 KiB.
+        return RPCError(code: code, message: problem.detail.prefix(utf8Bytes: maxMessageBytes))
     }
 }

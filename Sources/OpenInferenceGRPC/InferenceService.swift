@@ -1,7 +1,9 @@
 import Foundation
 import GRPCCore
 import HotSwap
+import Logging
 import OpenInference
+import Primitives
 import Server
 
 /// The Open Inference Protocol over gRPC: `inference.GRPCInferenceService`, wire-compatible with Triton's
@@ -20,8 +22,11 @@ public struct InferenceService: Inference_GRPCInferenceService.ServiceProtocol {
     let configuration: ServerConfiguration
     let authenticator: TokenAuthenticator
     let repository: OpenInferenceRepository
+    let logger: Logger
 
-    public init(engine: OpenInferenceEngine, control: ControlPlane, configuration: ServerConfiguration) {
+    public init(engine: OpenInferenceEngine, control: ControlPlane, configuration: ServerConfiguration,
+                logger: Logger = Logger(label: "yoloswap.grpc")) {
+        self.logger = logger
         self.engine = engine
         self.control = control
         self.configuration = configuration
@@ -53,7 +58,7 @@ public struct InferenceService: Inference_GRPCInferenceService.ServiceProtocol {
     {
         try await rpc {
             try requireInference(request.metadata)
-            _ = try engine.slot(request.message.name)
+            // A model that is not there is not ready (as Triton answers: clients poll this until a model is).
             var m = Inference_ModelReadyResponse()
             m.ready = engine.isReady(request.message.name, version: version(request.message.version))
             return m
@@ -110,20 +115,49 @@ public struct InferenceService: Inference_GRPCInferenceService.ServiceProtocol {
     public func modelInfer(request: ServerRequest<Inference_ModelInferRequest>, context: ServerContext) async throws
         -> ServerResponse<Inference_ModelInferResponse>
     {
-        try await rpc {
+        let arrived = ContinuousClock.now
+        return try await rpc {
             try requireInference(request.metadata)
             let message = request.message
             let response = try await engine.infer(model: message.modelName, version: version(message.modelVersion),
-                try InferRequest(message))
+                try await inferRequest(message, arrived: arrived))
             return Inference_ModelInferResponse(response)
+        }
+    }
+
+    /// Messages whose tensors hold more than this are converted (and a base64 image decoded) on `parsing`.
+    static let inlineTensorBytes = 256 * 1024
+    /// Converts large messages one at a time, off the cooperative pool (a 20 MiB base64 image takes a second or two
+    /// to decode), as `/v2` parses its large bodies: side by side they would multiply the memory.
+    private static let parsing = BlockingQueue(label: "yoloswap.grpc-parse")
+
+    /// The request a message carries, with a base64 image decoded; a large message converted on `parsing`, where one
+    /// whose deadline passed while it waited is refused unconverted (its client has given up).
+    private func inferRequest(_ message: Inference_ModelInferRequest, arrived: ContinuousClock.Instant) async throws
+        -> InferRequest
+    {
+        let tensorBytes = message.rawInputContents.reduce(0) { $0 + $1.count }
+            + message.inputs.reduce(0) { $0 + $1.contents.bytesContents.reduce(0) { $0 + $1.count } }
+        guard tensorBytes > Self.inlineTensorBytes else { return try InferRequest(message) }
+        let timeout = configuration.requestTimeoutMilliseconds
+        let deadline = arrived + .milliseconds(timeout)
+        return try await Self.parsing.run {
+            guard ContinuousClock.now < deadline else {
+                throw RPCError(code: .unavailable, message: "the request waited past its deadline (\(timeout) ms) "
+                    + "for other large messages to be converted")
+            }
+            return try InferRequest(message).decodingImageText()
         }
     }
 
     public func modelStreamInfer(
         request: StreamingServerRequest<Inference_ModelInferRequest>, context: ServerContext
     ) async throws -> StreamingServerResponse<Inference_ModelStreamInferResponse> {
-        throw RPCError(code: .unimplemented, message: "streaming inference is not served; use ModelInfer")
+        throw Self.streamingUnimplemented
     }
+
+    static let streamingUnimplemented = RPCError(code: .unimplemented,
+        message: "streaming inference is not served; use ModelInfer")
 
     // MARK: Repository
 
@@ -206,11 +240,35 @@ public struct InferenceService: Inference_GRPCInferenceService.ServiceProtocol {
     static let unimplemented = RPCError(code: .unimplemented,
         message: "shared memory, trace and log settings are not served by yoloswap")
 
+    // MARK: Authorization
+
+    /// What each method needs, checked from the metadata before the message is read (`AuthorizingInterceptor`);
+    /// the handlers check again, for the caller's name. Methods not served are refused here, unread.
+    func authorize(_ method: MethodDescriptor, metadata: Metadata, context: ServerContext) async throws {
+        guard method.service == Inference_GRPCInferenceService.descriptor else { return }
+        switch method.method {
+        case "ServerLive", "ServerReady", "ServerMetadata": return
+        case "ModelReady", "ModelMetadata", "ModelConfig", "ModelInfer": try requireInference(metadata)
+        case "ModelStatistics", "RepositoryIndex": _ = try principal(metadata, needs: .viewer)
+        case "RepositoryModelLoad": _ = try await requireOperator(metadata, action: "load", context: context)
+        case "RepositoryModelUnload": _ = try await requireOperator(metadata, action: "unload", context: context)
+        case "ModelStreamInfer": throw Self.streamingUnimplemented
+        default: throw Self.unimplemented
+        }
+    }
+
     // MARK: Helpers
 
-    /// Runs an RPC's body; its errors become gRPC statuses (`GRPCStatusMapping`).
+    /// Runs an RPC's body; its errors become gRPC statuses (`GRPCStatusMapping`), and an internal one is logged
+    /// (its status tells the client the log has the details).
     private func rpc<M: Sendable>(_ body: () async throws -> M) async throws -> ServerResponse<M> {
-        do { return ServerResponse(message: try await body()) } catch { throw GRPCStatusMapping.rpcError(error) }
+        do { return ServerResponse(message: try await body()) } catch {
+            let mapped = GRPCStatusMapping.rpcError(error)
+            if mapped.code == .internalError {
+                logger.error("gRPC call failed", metadata: ["error": "\(String(describing: error).prefix(utf8Bytes: 4096))"])
+            }
+            throw mapped
+        }
     }
 
     /// An empty version is none (the active model).

@@ -27,6 +27,11 @@ public final class AuditTrail: Sendable {
     let walkCounts = Locked((callers: 0, walks: 0))
     private let logger: Logger
 
+    /// The longest name, path, version or digest an entry records, in UTF-8 bytes (a model path's bound, 1024).
+    public static let maxFieldBytes = 1024
+    /// The longest reason an entry records, in UTF-8 bytes.
+    public static let maxReasonBytes = 8192
+
     public init(log: AuditLog, logger: Logger = Logger(label: "yoloswap.audit")) {
         self.log = log
         self.logger = logger
@@ -34,19 +39,28 @@ public final class AuditTrail: Sendable {
 
     /// Appends an entry (its id and hashes are assigned by the log) and returns it as stored.
     ///
-    /// Request-supplied text may hold NUL characters, which the log refuses: they are recorded visibly as `\0`.
+    /// Request-supplied text may hold NUL characters, which the log refuses: they are recorded visibly as `\0`. Each
+    /// field is cut to its bound (`maxFieldBytes`, `maxReasonBytes`), saying how long it was: callers bound what
+    /// they record, and this is the last line that keeps a request's text (an unknown slot's name, a refused route
+    /// table) from making entries of megabytes that every listing and walk then reads.
     /// - Throws: `AuditLogError` when the log cannot be written.
     @discardableResult
     public func record(_ draft: AuditEntry) async throws -> AuditEntry {
         var entry = draft
-        func clean(_ text: String?) -> String? { text?.replacingOccurrences(of: "\u{0}", with: "\\0") }
+        func clean(_ text: String?, max: Int = Self.maxFieldBytes) -> String? {
+            guard let text else { return nil }
+            let cleaned = text.replacingOccurrences(of: "\u{0}", with: "\\0")
+            guard cleaned.utf8.count > max else { return cleaned }
+            return cleaned.prefix(utf8Bytes: max) + "… (cut: \(cleaned.utf8.count) bytes)"
+        }
         entry.actor = clean(entry.actor) ?? ""
+        entry.action = clean(entry.action) ?? ""
         entry.remoteAddress = clean(entry.remoteAddress)
         entry.slot = clean(entry.slot)
         entry.modelPath = clean(entry.modelPath)
         entry.version = clean(entry.version)
         entry.sha256 = clean(entry.sha256)
-        entry.reason = clean(entry.reason)
+        entry.reason = clean(entry.reason, max: Self.maxReasonBytes)
         if let duration = entry.durationMs, !duration.isFinite { entry.durationMs = nil }
         let log = self.log
         let toStore = entry

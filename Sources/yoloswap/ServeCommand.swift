@@ -146,7 +146,8 @@ struct ServeCommand: AsyncParsableCommand {
             let grpcPortFile = self.grpcPortFile
             groupServices.insert(.init(service: GRPCInferenceServer(
                 settings: settings, host: configuration.grpcHost ?? configuration.host,
-                service: InferenceService(engine: engine, control: control, configuration: configuration),
+                service: InferenceService(engine: engine, control: control, configuration: configuration,
+                    logger: logger),
                 maxMessageBytes: configuration.maxBodyBytes,
                 limits: GRPCConnectionLimits(maxConnections: configuration.maxConnections,
                     requestReadTimeout: .seconds(configuration.readTimeoutSeconds),

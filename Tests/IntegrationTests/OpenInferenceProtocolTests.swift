@@ -1,4 +1,5 @@
 import Foundation
+import HotSwap
 import TestSupport
 import Testing
 
@@ -46,6 +47,10 @@ struct OpenInferenceProtocolTests {
         // Every check ran (a crash of the script would leave some out).
         #expect(lines.filter { $0.hasPrefix("ok http") }.count >= 14, "\(r.stdout)")
         #expect(lines.filter { $0.hasPrefix("ok grpc") }.count >= 11, "\(r.stdout)")
+        #expect(lines.filter { $0.hasPrefix("ok grpc hostile") }.count == 3, "\(r.stdout)")
+        // The hostile messages were refused before they were decoded: 18 MiB of empty inputs decode into gigabytes.
+        let peak = try #require(ProcessMemory.peakResidentBytes(pid: server.process.processIdentifier))
+        #expect(peak < 1 << 30, "the server's peak resident memory was \(peak >> 20) MiB")
         // The load and the refused unload went to the audit log like any other change.
         let (status, audit) = try await server.json("GET", "/v1/audit?limit=100", token: ServerProcess.operatorToken)
         #expect(status == 200)

@@ -227,6 +227,27 @@ struct AuditTests {
 
 @Suite("Audit chain walks")
 struct AuditWalkTests {
+    @Test("an entry's text fields are cut to their bounds, saying how long they were; the chain stays intact")
+    func fieldsCut() async throws {
+        let directory = try TemporaryDirectory()
+        let trail = AuditTrail(log: try AuditLog(directory: directory.path))
+        let long = String(repeating: "é", count: 100_000)
+        let stored = try await trail.record(AuditEntry(actor: long, action: long, slot: long, modelPath: long,
+            version: long, result: "rejected", reason: long + "\u{0}"))
+        for field in [stored.actor, stored.action, stored.slot, stored.modelPath, stored.version] {
+            let text = try #require(field)
+            #expect(text.utf8.count <= AuditTrail.maxFieldBytes + 40 && text.hasSuffix("(cut: 200000 bytes)"),
+                "\(text.utf8.count)")
+        }
+        let reason = try #require(stored.reason)
+        #expect(reason.utf8.count <= AuditTrail.maxReasonBytes + 40 && reason.hasSuffix("(cut: 200002 bytes)"),
+            "\(reason.suffix(40))")
+        let short = try await trail.record(AuditEntry(actor: "alice", action: "load", slot: "default",
+            result: "ok", reason: "fine"))
+        #expect(short.actor == "alice" && short.slot == "default" && short.reason == "fine")
+        #expect(try await trail.verify().isIntact)
+    }
+
     @Test("callers share chain walks: one walk at a time, whatever their number, and each answer covers what was appended before its caller asked")
     func sharedWalks() async throws {
         let directory = try TemporaryDirectory()
