@@ -34,8 +34,11 @@ public enum LinkFreePath {
     /// - Throws: `FileOpenError` for a relative path or one with `.` or `..` parts, a part that is a symbolic link
     ///   ("`/a/b` is a symbolic link"), or the system's refusal.
     public static func open(_ path: String, flags: Int32, mode: mode_t = 0o644) throws(FileOpenError) -> Int32 {
-        let parts = path.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
-        guard path.hasPrefix("/"), let name = parts.last else {
+        // Split by bytes: a '/' followed by a combining mark is one character for Swift, and a part holding it would
+        // have `openat` walk (and follow links in) more than one folder.
+        let parts = path.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true)
+            .map { String(decoding: $0, as: UTF8.self) }
+        guard path.utf8.first == UInt8(ascii: "/"), let name = parts.last else {
             throw FileOpenError(path: path, reason: "not an absolute path to a file")
         }
         guard !parts.contains(where: { $0 == "." || $0 == ".." }) else {

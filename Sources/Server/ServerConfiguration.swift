@@ -215,8 +215,8 @@ public struct ServerConfiguration: Sendable, Equatable {
                 config.maxStreams = max
             }
             if let pixels = streams.max_pixels {
-                guard (1...(8192 * 8192)).contains(pixels) else {
-                    throw fail("streams.max_pixels must lie in 1...\(8192 * 8192), got \(pixels)")
+                guard (1...StreamConfiguration.maxPixelsLimit).contains(pixels) else {
+                    throw fail("streams.max_pixels must lie in 1...\(StreamConfiguration.maxPixelsLimit), got \(pixels)")
                 }
                 config.streamMaxPixels = pixels
             }

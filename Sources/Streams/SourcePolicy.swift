@@ -52,8 +52,14 @@ public struct SourcePolicy: Sendable, Equatable {
                 throw .sourceNotAllowed(source: shown,
                     reason: "scheme '\(scheme)' is not one of \(VideoSource.networkSchemes.joined(separator: ", "))")
             }
+            // Printable ASCII only (anything else percent-encoded): what is checked here is then what FFmpeg parses.
+            guard trimmed.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
+                throw .sourceNotAllowed(source: shown, reason: "a URL must be printable ASCII without spaces "
+                    + "(percent-encode other characters)")
+            }
             let host = Self.withoutUserInfo(trimmed)
-            guard allowsAnything || allowedURLPrefixes.contains(where: { host.hasPrefix(Self.withoutUserInfo($0)) })
+            guard allowsAnything
+                || allowedURLPrefixes.contains(where: { host.hasBytePrefix(Self.withoutUserInfo($0)) })
             else {
                 throw .sourceNotAllowed(source: shown, reason: "the URL matches no streams.allowed_urls prefix")
             }
@@ -84,7 +90,8 @@ public struct SourcePolicy: Sendable, Equatable {
     /// connects to.
     static func withoutUserInfo(_ url: String) -> String {
         guard let userInfo = VideoSource.userInfo(of: url) else { return url }
-        return String(url[..<userInfo.lowerBound] + url[url.index(after: userInfo.upperBound)...])
+        // After the `@`, by bytes (a character would take the marks that follow it too).
+        return String(url[..<userInfo.lowerBound] + url[url.utf8.index(after: userInfo.upperBound)...])
     }
 
     /// The absolute path, with no symbolic link in it, of an output file inside the output folder (the file is then

@@ -74,6 +74,9 @@ public struct StreamConfiguration: Sendable {
     public static let maxFramesInFlight = 8
     /// The frame rates a cap may set: from one frame in 1000 s to 1000 a second.
     public static let fpsCapRange: ClosedRange<Double> = 0.001...1000
+    /// The largest pixel limit a stream may set: 8192² (FFmpeg's `-max_pixels`, given an eighth more, takes at most
+    /// a 32-bit int).
+    public static let maxPixelsLimit = 8192 * 8192
     /// The largest frame by default: the limit `POST /v1/detect` puts on an image (50 M pixels).
     public static let defaultMaxPixels = 50_000_000
 }

@@ -111,7 +111,8 @@ public final class FFmpegDecoder: Sendable {
         self.reports = reports
         let (fd, started) = (child.stderr, child)
         // Ends at FFmpeg's end of stderr: when it exits or is killed. A frame FFmpeg refused as over its limit ends
-        // the decode at once (a live source would otherwise run on, refusing every frame).
+        // the decode (a live source would otherwise run on, refusing every frame): at once after the first frame,
+        // after `ReportQueue.probingGrace` before it (the refusal may be of another stream, read while probing).
         let thread = Thread {
             Self.readReports(fd: fd, tag: tag, into: reports, onRefusal: { started.terminate() })
         }
@@ -222,10 +223,7 @@ public final class FFmpegDecoder: Sendable {
                 } else if let base = FrameReport.timeBase(parsing: line, tag: tag) {
                     timeBase = base
                 } else {
-                    if let size = FrameReport.refusedSize(parsing: line) {
-                        queue.refuse(size)
-                        onRefusal()
-                    }
+                    if let size = FrameReport.refusedSize(parsing: line), queue.refuse(size) { onRefusal() }
                     queue.log(line)
                 }
             }
@@ -333,6 +331,10 @@ final class ReportQueue: @unchecked Sendable {
     private var finished = false
     private var tail: [String] = []
     private var refused: (Int, Int)?
+    /// A refusal before the first frame, and when it came: FFmpeg holds every stream's decoder to `-max_pixels` while
+    /// it probes the input, so it may be another stream's frame, not one of the mapped stream's.
+    private var refusedEarly: (size: (Int, Int), at: ContinuousClock.Instant)?
+    private var framesReported = 0
     /// Applied to each log line before it is cut to length: a source's credentials never reach the tail whole.
     private let redact: @Sendable (String) -> String
 
@@ -340,6 +342,14 @@ final class ReportQueue: @unchecked Sendable {
 
     func push(_ report: FrameReport) {
         condition.lock()
+        framesReported += 1
+        if let early = refusedEarly {
+            // Frames came after it: another stream's, refused while FFmpeg probed the input.
+            tail.append("(before the first frame FFmpeg refused a \(early.size.0)x\(early.size.1) frame over the "
+                + "pixel limit: another stream's, read while probing the input)")
+            if tail.count > 8 { tail.removeFirst() }
+            refusedEarly = nil
+        }
         reports.append(report)
         condition.signal()
         condition.unlock()
@@ -352,18 +362,33 @@ final class ReportQueue: @unchecked Sendable {
         condition.unlock()
     }
 
-    /// Notes FFmpeg's refusal of a frame over its pixel limit (the first one).
-    func refuse(_ size: (Int, Int)) {
+    /// How long refusals before the first frame may go on before FFmpeg is stopped for them: its probing of the
+    /// input is over within it, and a live source whose own frames are over the limit is refused frame after frame.
+    static let probingGrace: Duration = .seconds(5)
+
+    /// Notes FFmpeg's refusal of a frame over its pixel limit; returns whether FFmpeg is to be stopped now. After the
+    /// first frame, at once (the mapped stream's frame: a live source would otherwise run on, refusing every frame);
+    /// before it, once refusals have gone on for `probingGrace` with no frame.
+    func refuse(_ size: (Int, Int), now: ContinuousClock.Instant = .now) -> Bool {
         condition.lock()
-        if refused == nil { refused = size }
-        condition.unlock()
+        defer { condition.unlock() }
+        guard framesReported == 0 else {
+            if refused == nil { refused = size }
+            return true
+        }
+        guard let early = refusedEarly else {
+            refusedEarly = (size, now)
+            return false
+        }
+        return now - early.at >= Self.probingGrace
     }
 
-    /// The size of the first frame FFmpeg refused as over its pixel limit, if any.
+    /// The size of the first frame FFmpeg refused as over its pixel limit since the first frame, or before it when
+    /// no frame came after: nil when none was refused, or only while probing, before frames that came.
     var refusedSize: (Int, Int)? {
         condition.lock()
         defer { condition.unlock() }
-        return refused
+        return refused ?? refusedEarly?.size
     }
 
     func finish() {

@@ -32,11 +32,16 @@ public enum VideoSource: Sendable, Equatable, CustomStringConvertible {
 
     /// The user-info of a URL's authority: the authority runs from `://` to the first `/`, `?` or `#`, and its
     /// user-info up to its last `@` (FFmpeg's `av_url_split`). Nil when there is none.
+    ///
+    /// Found byte by byte, as FFmpeg finds it: Swift's characters join a combining mark (or U+0600, which joins what
+    /// follows it) with the `@` or `/` beside it, which would then be found in another place than FFmpeg's.
     public static func userInfo(of url: String) -> Range<String.Index>? {
-        guard let separator = url.range(of: "://") else { return nil }
-        let rest = url[separator.upperBound...]
-        let authorityEnd = rest.firstIndex(where: { "/?#".contains($0) }) ?? rest.endIndex
-        guard let at = rest[..<authorityEnd].lastIndex(of: "@") else { return nil }
+        let utf8 = url.utf8
+        guard let separator = utf8.firstRange(of: "://".utf8) else { return nil }
+        let rest = utf8[separator.upperBound...]
+        let authorityEnd = rest.firstIndex { $0 == UInt8(ascii: "/") || $0 == UInt8(ascii: "?") || $0 == UInt8(ascii: "#") }
+            ?? rest.endIndex
+        guard let at = rest[..<authorityEnd].lastIndex(of: UInt8(ascii: "@")) else { return nil }
         return separator.upperBound..<at
     }
 

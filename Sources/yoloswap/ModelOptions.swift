@@ -81,7 +81,8 @@ extension IntraOpSpinning: ExpressibleByArgument {}
 
 /// Writes a line to standard error.
 func printError(_ message: String) {
-    FileHandle.standardError.write(Data((message + "\n").utf8))
+    // Not `write(_:)`, which traps when the write fails (a closed pipe, a full disk).
+    try? FileHandle.standardError.write(contentsOf: Data((message + "\n").utf8))
 }
 
 /// Says why a command failed (not how it was called: that is a `ValidationError`, exit 64 with the usage) and gives

@@ -44,7 +44,9 @@ struct StreamCommand: AsyncParsableCommand {
         if let fpsCap, !StreamConfiguration.fpsCapRange.contains(fpsCap) {
             throw ValidationError("--fps-cap lies in \(StreamConfiguration.fpsCapRange)")
         }
-        guard maxPixels > 0 else { throw ValidationError("--max-pixels must be positive") }
+        guard (1...StreamConfiguration.maxPixelsLimit).contains(maxPixels) else {
+            throw ValidationError("--max-pixels lies in 1...\(StreamConfiguration.maxPixelsLimit)")
+        }
         if let maxFrames, maxFrames <= 0 { throw ValidationError("--max-frames must be positive") }
         guard (1...StreamConfiguration.maxFramesInFlight).contains(framesInFlight) else {
             throw ValidationError("--frames-in-flight lies in 1...\(StreamConfiguration.maxFramesInFlight)")
@@ -64,10 +66,24 @@ struct StreamCommand: AsyncParsableCommand {
         // Stdout is written off the cooperative pool: a reader that falls behind (a full pipe) blocks that thread, and
         // the stream waits for it as it waits for any sink.
         let stdout = BlockingQueue(label: "yoloswap.stream-stdout")
+        // A write that fails (a closed pipe, a full disk) stops the stream: there is no one to tell its frames to.
+        let writeFailure = Locked<String?>(nil)
+        let streamToStop = Locked<VideoStream?>(nil)
         let stream = VideoStream(id: "cli", configuration: configuration, slot: slot, sink: { result in
-            guard printFrames, let line = try? JSONEncoder.yoloswap.encode(result) else { return }
-            await stdout.run { FileHandle.standardOutput.write(line + Data("\n".utf8)) }
+            guard printFrames, writeFailure.value == nil, let line = try? JSONEncoder.yoloswap.encode(result)
+            else { return }
+            let failed = await stdout.run { () -> String? in
+                do { try FileHandle.standardOutput.write(contentsOf: line + Data("\n".utf8)) } catch {
+                    return "\(error)"
+                }
+                return nil
+            }
+            if let failed, writeFailure.withLock({ first in defer { first = first ?? failed }; return first == nil }) {
+                // Stopped from a task of its own: a stop waits for the sink, which is this call.
+                Task { await streamToStop.value?.stop() }
+            }
         })
+        streamToStop.withLock { $0 = stream }
         // Trapped before the stream starts; handled by a task of their own.
         let trapped = await UnixSignalsSequence(trapping: .sigint, .sigterm)
         let signals = Task { await Self.stop(stream, on: trapped) }
@@ -86,6 +102,7 @@ struct StreamCommand: AsyncParsableCommand {
         let status = stream.currentStatus
         if summary, let line = try? JSONEncoder.yoloswap.encode(status) { print(String(decoding: line, as: UTF8.self)) }
         await manager.shutdown()
+        if let reason = writeFailure.value { throw failure("cannot write to standard output: \(reason)") }
         if status.state == .failed { throw ExitCode(1) }
     }
 

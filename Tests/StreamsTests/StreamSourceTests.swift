@@ -49,6 +49,15 @@ extension StreamSuite {
             let refused = try await runProcess(yoloswapBinary, common + ["--max-frames", "0"])
             #expect(refused.status != 0)
             #expect(refused.stderr.contains("--max-frames must be positive"), "\(refused.stderr)")
+            // Past what FFmpeg's `-max_pixels` takes: refused with the range, not a failed decode.
+            let tooMany = try await runProcess(yoloswapBinary, common + ["--max-pixels", "3000000000"])
+            #expect(tooMany.status == 64 && tooMany.stderr.contains("--max-pixels lies in"), "\(tooMany.stderr)")
+
+            // Standard output that cannot be written (a full disk): the stream stops and says so; it used to trap.
+            let full = try await runProcess("/bin/sh", ["-c", ([yoloswapBinary] + common + ["--max-frames", "30"])
+                .map { "'\($0)'" }.joined(separator: " ") + " > /dev/full"])
+            #expect(full.status == 1 && full.stderr.contains("cannot write to standard output"),
+                "\(full.status) \(full.stderr.suffix(500))")
         }
 
         @Test("`yoloswap stream`: a second SIGINT, while the first one's stop waits on a stdout nobody reads, kills it")
@@ -111,6 +120,18 @@ extension StreamSuite {
                     }
                 }
             }
+            // A frame over the limit in a stream that is not decoded (a second, larger track): FFmpeg refuses it while
+            // probing the input, then decodes the first video stream's frames, all of them.
+            let tracks = try TemporaryDirectory()
+            let twoTracks = tracks.file("two.mkv")
+            let made = try await runProcess("/usr/bin/ffmpeg", ["-nostdin", "-loglevel", "error", "-f", "lavfi", "-i",
+                "testsrc=size=64x64:rate=5:duration=1", "-f", "lavfi", "-i", "testsrc=size=640x480:rate=5:duration=1",
+                "-map", "0", "-map", "1", "-c:v", "mjpeg", twoTracks])
+            try #require(made.status == 0, "\(made.stderr)")
+            let small = try FFmpegDecoder(source: .file(path: twoTracks), maxPixels: 5000)
+            var indices: [Int] = []
+            while let frame = try small.nextFrame() { indices.append(frame.index) }
+            #expect(indices == Array(0..<5))
             #expect(FrameReport.refusedSize(parsing: "[h264 @ 0x5] [IMGUTILS @ 0x7] Picture size 320x240 exceeds "
                 + "specified max pixel count 76000, see the documentation if you wish to increase it") ?? (0, 0)
                 == (320, 240))
@@ -379,6 +400,11 @@ extension StreamSuite {
                 _ = try FFmpegDecoder(source: source)
             }
             #expect(try FileManager.default.contentsOfDirectory(atPath: outside.path) == ["clip.avi"])
+            // A '/' followed by a combining mark is one character for Swift but still a separator: the link is refused
+            // (it was handed to `openat` inside one part, which followed it and created the file outside).
+            let marked = root + "/sub/\u{301}x.jsonl"
+            #expect(throws: FileOpenError(path: marked, reason: reason)) { _ = try JSONLinesFile(path: marked) }
+            #expect(try FileManager.default.contentsOfDirectory(atPath: outside.path) == ["clip.avi"])
 
             // The file itself a link (to a file inside), a FIFO, a missing folder, paths that are not resolved ones.
             try FileManager.default.removeItem(atPath: root + "/sub")
@@ -486,6 +512,15 @@ extension StreamSuite {
                             "rtsp://10.0.0.5.evil/"] {
                 #expect(throws: StreamError.self, "\(refused)") { _ = try cameras.resolve(refused) }
             }
+            // A character Swift joins with the '@' (U+0600 joins what follows it; a combining mark joins what precedes
+            // it) hid the user-info from the check, while FFmpeg connected to the host after the '@'.
+            let hidden = ["rtsp://cam-\u{600}@169.254.169.254/x", "rtsp://cam-a\u{301}@evil/x", "rtsp://cam-a/ x",
+                          "rtsp://cam-\u{600}/x"]
+            for refused in hidden {
+                #expect(throws: StreamError.self, "\(refused)") { _ = try cameras.resolve(refused) }
+            }
+            #expect(SourcePolicy.withoutUserInfo("rtsp://cam-\u{600}@169.254.169.254/x") == "rtsp://169.254.169.254/x")
+            #expect(VideoSource.network(url: "rtsp://u:p\u{600}@cam/x").description == "rtsp://u:***@cam/x")
             for allowed in ["rtsp://cam-a.local/main", "rtsp://admin:secret@cam-b/main", "rtsp://u@10.0.0.5/s?x=@y"] {
                 #expect(try cameras.resolve(allowed) == .network(url: allowed))
             }
