@@ -7,12 +7,14 @@
 #include <string.h>
 
 #include <jpeglib.h>
+#include <jerror.h>
 
 struct cjpeg_decoder {
     struct jpeg_decompress_struct info;
     struct jpeg_error_mgr errors;  // libjpeg's standard manager, with the three hooks below
     int created;
     int has_warning;
+    int data_missing;  // a warning, first or not, that the data ran out or a scan's data ended early
     char message[JMSG_LENGTH_MAX];         // the input side's (and every single-threaded call's) fatal error
     char output_message[JMSG_LENGTH_MAX];  // the output side's, in buffered-image mode
     char warning[JMSG_LENGTH_MAX];
@@ -28,10 +30,12 @@ static void on_error_exit(j_common_ptr info) {
     longjmp(*escape, 1);
 }
 
-// Keeps the first warning (msg_level -1) and drops trace messages; never prints.
+// Keeps the first warning (msg_level -1) and whether any said data is missing; drops trace messages; never prints.
 static void on_emit_message(j_common_ptr info, int level) {
     cjpeg_decoder *decoder = (cjpeg_decoder *)info->client_data;
     if (level >= 0) return;
+    int code = info->err->msg_code;
+    if (code == JWRN_JPEG_EOF || code == JWRN_HIT_MARKER) decoder->data_missing = 1;
     if (!decoder->has_warning) {
         (*info->err->format_message)(info, decoder->warning);
         decoder->has_warning = 1;
@@ -144,6 +148,8 @@ int cjpeg_finish_buffered(cjpeg_decoder *decoder) {
 const char *cjpeg_message(const cjpeg_decoder *decoder) { return decoder->message; }
 
 const char *cjpeg_output_message(const cjpeg_decoder *decoder) { return decoder->output_message; }
+
+int cjpeg_data_missing(const cjpeg_decoder *decoder) { return decoder->data_missing; }
 
 const char *cjpeg_first_warning(const cjpeg_decoder *decoder) {
     return decoder->has_warning ? decoder->warning : NULL;

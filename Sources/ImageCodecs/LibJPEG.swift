@@ -67,10 +67,16 @@ final class LibJPEGDecoder {
         try check(cjpeg_finish_buffered(decoder), doing: "decoding the JPEG")
     }
 
-    /// Judges the image's first warning as ``JPEGDecompressor`` judges TurboJPEG's (the same rule, the same messages).
+    /// Judges the image's first warning as ``JPEGDecompressor`` judges TurboJPEG's (the same rule, the same messages),
+    /// and any later one that said data was missing as the first would have been.
     func checkWarnings(doing what: String) throws(ImageDecodeError) {
         guard let warning = cjpeg_first_warning(decoder) else { return }
-        try JPEGDecompressor.judge(message: String(cString: warning), isWarning: true, doing: what)
+        let message = String(cString: warning)
+        try JPEGDecompressor.judge(message: message, isWarning: true, doing: what)
+        if cjpeg_data_missing(decoder) != 0 {
+            throw .truncated(format: .jpeg, reason: "\(what): the data ended before the image did (libjpeg's first "
+                + "warning: \(message))")
+        }
     }
 
     /// The one place a CJPEG status becomes a Swift error: a fatal libjpeg error is `.corrupt` (or `.truncated`).

@@ -36,12 +36,14 @@ final class JPEGDecompressor {
     /// and fancy upsampling, the libjpeg-turbo defaults that OpenCV's `imread` uses too. With `TJFLAG_LIMITSCANS`:
     /// a progressive file of more scans than TurboJPEG's limit fails as `.corrupt` instead of being read, since every
     /// scan makes libjpeg pass over the whole image's coefficients again, and a crafted file of thousands of cheap
-    /// scans would hold the decoding thread for as long as it takes to read them all.
+    /// scans would hold the decoding thread for as long as it takes to read them all; and before it, the passes the
+    /// scans ask for are counted (`JPEGScanBudget`: fewer scans over a large image do the same).
     func decodeRGB(_ data: UnsafeBufferPointer<UInt8>, width: Int, height: Int) throws(ImageDecodeError) -> [UInt8] {
         // The caller checked the header size (`ImageDecoder.checkSize`); a DCT-scaled size is no larger.
         guard let byteCount = RGBImage.byteCount(width: width, height: height) else {
             throw .invalidDimensions(width: width, height: height)
         }
+        let cutShort = try JPEGScanBudget.check(data)
         var status: Int32 = 0
         let pixels = [UInt8](unsafeUninitializedCapacity: byteCount) { buffer, count in
             status = tjDecompress2(
@@ -52,6 +54,12 @@ final class JPEGDecompressor {
             count = buffer.count
         }
         try check(status, doing: "decoding the JPEG")
+        // libjpeg records only an image's first warning: one it accepts ("extraneous bytes before marker") hid the
+        // "Premature end of JPEG file" of a file cut short after it, and the rows it never read came back grey.
+        if status != 0, cutShort {
+            throw .truncated(format: .jpeg, reason: "decoding the JPEG: the file ends before its end-of-image marker "
+                + "(libjpeg's first warning: \(String(cString: tjGetErrorStr2(handle))))")
+        }
         return pixels
     }
 
@@ -131,8 +139,8 @@ final class JPEGCompressor {
 
     deinit { tjDestroy(handle) }
 
-    /// Baseline JPEG, 4:2:0 chroma subsampling, written into a worst-case-sized array then trimmed.
-    func encode(_ image: RGBImage, quality: Int) throws(ImageEncodeError) -> [UInt8] {
+    /// Baseline (or progressive) JPEG, 4:2:0 chroma subsampling, written into a worst-case-sized array then trimmed.
+    func encode(_ image: RGBImage, quality: Int, progressive: Bool) throws(ImageEncodeError) -> [UInt8] {
         let capacity = Int(tjBufSize(Int32(image.width), Int32(image.height), Int32(TJSAMP_420.rawValue)))
         var status: Int32 = 0
         let jpeg = image.pixels.withUnsafeBufferPointer { source in
@@ -142,7 +150,7 @@ final class JPEGCompressor {
                 status = tjCompress2(
                     handle, source.baseAddress, Int32(image.width), 0, Int32(image.height),
                     Int32(TJPF_RGB.rawValue), &destination, &size, Int32(TJSAMP_420.rawValue), Int32(quality),
-                    TJFLAG_NOREALLOC)
+                    TJFLAG_NOREALLOC | (progressive ? TJFLAG_PROGRESSIVE : 0))
                 count = status == 0 ? Int(size) : 0
             }
         }

@@ -49,6 +49,34 @@ struct HostileImageTests {
         #expect(try PipelinedJPEGDecoding(jpeg) == nil)
     }
 
+    @Test("A progressive JPEG whose few hundred scans each refine the whole image is .corrupt before it is decoded; camera-style progressive files decode")
+    func refinementScans() throws {
+        // 499 scans (under TurboJPEG's limit of 500) over 1024 × 1024: each a pass over all 16384 blocks.
+        let bomb = HostileImages.refinementScansJPEG(side: 1024, scans: 499)
+        #expect(bomb.count < 20_000)
+        let errors = [
+            #expect(throws: ImageDecodeError.self) { try ImageDecoder.decode(bomb) },
+            #expect(throws: ImageDecodeError.self) { try ImageDecoder.decodeOnTwoThreads(bomb) },
+        ]
+        for error in errors {
+            guard case .corrupt(.jpeg, let reason) = error else {
+                Issue.record("expected .corrupt(.jpeg, _), got \(String(describing: error))")
+                continue
+            }
+            #expect(reason.contains("passes over every block"), "\(reason)")
+        }
+        // A few such scans are within the budget: the file is valid, and decodes.
+        #expect(try ImageDecoder.decode(HostileImages.refinementScansJPEG(side: 1024, scans: 8)).width == 1024)
+        // libjpeg's standard progression (what TurboJPEG writes), of a photo: decodes as its baseline twin nearly does.
+        let photo = try ImageDecoder.decode(try TestSupport.photo("bus.jpg"))
+        let progressive = try ImageEncoder.jpeg(photo, quality: 95, progressive: true)
+        let baseline = try ImageEncoder.jpeg(photo, quality: 95)
+        #expect(progressive != baseline)
+        let decoded = try ImageDecoder.decode(progressive)
+        #expect(decoded.width == photo.width && decoded.height == photo.height)
+        #expect(try ImageDecoder.decodeOnTwoThreads(progressive) == decoded)
+    }
+
     @Test("A baseline JPEG with a scan its header does not announce is .corrupt on the two-thread path too")
     func unannouncedScan() throws {
         let baseline = try ImageEncoder.jpeg(RGBImage(width: 64, height: 48, fill: (10, 200, 30)))

@@ -59,6 +59,26 @@ struct JPEGDecodeTests {
         }
     }
 
+    @Test("A JPEG cut short after a warning libjpeg accepts (a stray byte before a marker) is .truncated too", .enabled(if: TestSupport.hasPhoto("bus.jpg")))
+    func truncatedAfterWarning() throws {
+        let bytes = try TestSupport.photo("bus.jpg")
+        // One stray byte before the first DHT marker: libjpeg warns "extraneous bytes before marker", and records no
+        // other warning of the image.
+        let dht = try #require((2..<bytes.count - 1).first { bytes[$0] == 0xFF && bytes[$0 + 1] == 0xC4 })
+        let stray = Array(bytes[..<dht]) + [0x00] + Array(bytes[dht...])
+        let whole = try ImageDecoder.decode(stray)
+        #expect(whole == (try ImageDecoder.decode(bytes)))
+        let cut = Array(stray.prefix(stray.count / 3))
+        for decode in [{ try ImageDecoder.decode(cut) }, { try ImageDecoder.decodeOnTwoThreads(cut) }] {
+            #expect {
+                _ = try decode()
+            } throws: { error in
+                guard case .truncated(.jpeg, let reason) = error as? ImageDecodeError else { return false }
+                return ["end-of-image", "ended before the image did", "Premature end"].contains { reason.contains($0) }
+            }
+        }
+    }
+
     @Test("A JPEG with a mangled frame header is .corrupt", .enabled(if: TestSupport.hasPhoto("bus.jpg")))
     func corruptHeader() throws {
         var bytes = try TestSupport.photo("bus.jpg")

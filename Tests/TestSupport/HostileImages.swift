@@ -25,6 +25,40 @@ public enum HostileImages {
         return jpeg + [0xFF, 0xD9]  // EOI
     }
 
+    /// A grey `side` × `side` progressive JPEG (one component) of `scans` scans, each refining every AC coefficient of
+    /// every block (Ss 1, Se 63) with one end-of-band run: a few hundred bytes a scan, each a pass of libjpeg over the
+    /// whole image's coefficients. `side` × `side` / 64 blocks must lie in 16384...32767 (one run covers them).
+    public static func refinementScansJPEG(side: Int, scans: Int) -> [UInt8] {
+        let blocks = ((side + 7) / 8) * ((side + 7) / 8)
+        precondition((16384...32767).contains(blocks), "one end-of-band run of 14 bits covers 16384...32767 blocks")
+        func segment(_ marker: UInt8, _ payload: [UInt8]) -> [UInt8] {
+            let length = payload.count + 2
+            return [0xFF, marker, UInt8(length >> 8), UInt8(length & 0xFF)] + payload
+        }
+        var jpeg: [UInt8] = [0xFF, 0xD8]
+        jpeg += segment(0xDB, [0] + [UInt8](repeating: 1, count: 64))
+        jpeg += segment(0xC2, [8, UInt8(side >> 8), UInt8(side & 0xFF), UInt8(side >> 8), UInt8(side & 0xFF), 1, 1,
+            0x11, 0])
+        // AC table 0: the code "0" (1 bit) for EOB14 (0xE0), "10" (2 bits) for EOB13 (0xD0).
+        jpeg += segment(0xC4, [0x10, 1, 1] + [UInt8](repeating: 0, count: 14) + [0xE0, 0xD0])
+        // One EOB14 run of `blocks`: "0", then blocks − 16384 in 14 bits, padded with ones to a byte.
+        var bits = "0" + (0..<14).reversed().map { (blocks - 16384) >> $0 & 1 == 1 ? "1" : "0" }.joined()
+        bits += String(repeating: "1", count: (8 - bits.count % 8) % 8)
+        var data: [UInt8] = []
+        var index = bits.startIndex
+        while index < bits.endIndex {
+            let next = bits.index(index, offsetBy: 8)
+            let byte = UInt8(bits[index..<next], radix: 2) ?? 0
+            data.append(byte)
+            if byte == 0xFF { data.append(0) }
+            index = next
+        }
+        for scan in 0..<scans {
+            jpeg += segment(0xDA, [1, 1, 0x00, 1, 63, scan == 0 ? 0x00 : 0x10]) + data
+        }
+        return jpeg + [0xFF, 0xD9]
+    }
+
     /// `jpeg` (a baseline file, as `ImageEncoder.jpeg` writes it) with a second scan of component 1 spliced in before
     /// its EOI: more scans than its header announces.
     public static func baselineWithSecondScan(_ jpeg: [UInt8]) -> [UInt8] {

@@ -78,3 +78,7 @@ const char *cjpeg_output_message(const cjpeg_decoder *decoder);
 const char *cjpeg_message(const cjpeg_decoder *decoder);
 /// The first warning libjpeg emitted for this image, or NULL when none.
 const char *cjpeg_first_warning(const cjpeg_decoder *decoder);
+/// 1 when a warning, the first or a later one, said the data ran out ("Premature end of JPEG file") or a scan's
+/// data ended early ("premature end of data segment"): libjpeg padded what it did not read. libjpeg keeps only the
+/// first warning's text, and an accepted one ("extraneous bytes before marker") would hide these.
+int cjpeg_data_missing(const cjpeg_decoder *decoder);
