@@ -215,7 +215,7 @@ let package = Package(
         .testTarget(name: "AuditLogTests", dependencies: ["AuditLog", "TestSupport"]),
         .testTarget(name: "FileWatchTests", dependencies: ["FileWatch", "Primitives", "TestSupport"]),
         /// The MQTT client against a real Mosquitto broker the tests start (TLS, password file).
-        .testTarget(name: "MQTTTests", dependencies: ["MQTT", "TestSupport"]),
+        .testTarget(name: "MQTTTests", dependencies: ["MQTT", "Primitives", "TestSupport"]),
         .testTarget(name: "FleetTests", dependencies: ["Fleet", "ModelSigning"]),
         .testTarget(
             name: "ReleasesTests",

@@ -11,7 +11,8 @@ import Primitives
 /// Desired-state documents are retained state, delivered again on every subscription and to devices that start days
 /// later, so their age does not matter: a group's document is admitted when it was issued after the last one admitted
 /// for that topic. The same document again (same nonce and content) is `.alreadyApplied`; an older or different one
-/// with the same time is refused as a replay, so a captured old document cannot roll a group back.
+/// with the same time is refused as a replay, so a captured old document cannot roll back a device that admitted a
+/// newer one (a device with no memory of the topic — new, or its memory lost — admits any signed document).
 ///
 /// `snapshot()` / `init(restoring:)` carry the memory across restarts (the service keeps it in its state folder), so
 /// a restart does not reopen the window for a replay.
@@ -107,7 +108,11 @@ public final class ReplayGuard: Sendable {
             throw FleetRefusal(.stale, "issued \(-age) s in the future; at most \(skew) s of clock skew are accepted")
         }
         return try memory.withLock { (m: inout Memory) throws(FleetRefusal) -> Memory.Command? in
-            m.commands.removeAll { now - $0.issuedAt > skew }
+            // Overflow-checked too: the memory is read back from a file, which may have been damaged.
+            m.commands.removeAll {
+                let (age, overflow) = now.subtractingReportingOverflow($0.issuedAt)
+                return overflow || age > skew
+            }
             if let earlier = m.commands.first(where: { $0.nonce == command.nonce }) {
                 if earlier.digest == digest { return earlier }
                 throw FleetRefusal(.replayed, "nonce \(command.nonce) was used by command '\(earlier.id)'")

@@ -59,10 +59,10 @@ public struct SignedEnvelope: Sendable, Equatable, Codable {
                 + "signature)")
         }
         guard envelope.format == format else {
-            throw FleetRefusal(.malformed, "envelope format '\(envelope.format.prefix(64))' is not \(format)")
+            throw FleetRefusal(.malformed, "envelope format '\(envelope.format.prefix(utf8Bytes: 64))' is not \(format)")
         }
         guard let key = keys.first(where: { $0.keyID == envelope.keyID }) else {
-            throw FleetRefusal(.untrustedKey, "key \(envelope.keyID.prefix(64)) is not in mqtt.trusted_keys")
+            throw FleetRefusal(.untrustedKey, "key \(envelope.keyID.prefix(utf8Bytes: 64)) is not in mqtt.trusted_keys")
         }
         guard let payload = Data(base64Encoded: envelope.payload), let signature = Data(base64Encoded:
             envelope.signature)
@@ -102,9 +102,13 @@ public struct FleetRefusal: Error, Equatable, CustomStringConvertible {
     public var reason: Reason
     public var detail: String
 
+    /// The longest detail kept, in UTF-8 bytes: details quote what a message said, and go into the audit log, the
+    /// log and the result published back.
+    public static let maxDetailBytes = 1024
+
     public init(_ reason: Reason, _ detail: String) {
         self.reason = reason
-        self.detail = detail
+        self.detail = detail.prefix(utf8Bytes: Self.maxDetailBytes)
     }
 
     public var description: String { "\(reason.rawValue): \(detail)" }

@@ -76,7 +76,10 @@ public final class MQTTClient: Sendable {
         try await connection.publish(topic, payload: payload, qos: qos, retain: retain)
     }
 
-    /// Disconnects cleanly (the broker then drops the will) and waits until the network thread has ended. Messages
-    /// not acknowledged by then stay unacknowledged: their `publish` calls fail with `.stopped`.
+    /// Disconnects cleanly (the broker then drops the will) and waits until the network thread has ended — unless it
+    /// is in a connect that blocks (a broker that never answers the handshake), which it does not wait for: the
+    /// thread ends once the connect returns. Either way `messages` and `events` have ended when it returns (for a
+    /// client never started too). Messages not acknowledged by then stay unacknowledged: their `publish` calls fail
+    /// with `.stopped`.
     public func stop() async { await connection.stop() }
 }

@@ -156,9 +156,11 @@ final class MosquittoConnection: @unchecked Sendable {
     // MARK: Starting and stopping
 
     func start() {
-        let first = state.withLock { s in
-            defer { s.started = true }
-            return !s.started && !s.stopping
+        // Started only when a thread is: after a stop, `started` stays false (a later stop has no thread to wait for).
+        let first = state.withLock { s -> Bool in
+            guard !s.started, !s.stopping else { return false }
+            s.started = true
+            return true
         }
         guard first else { return }
         let thread = Thread { [self] in runLoop() }
@@ -190,7 +192,9 @@ final class MosquittoConnection: @unchecked Sendable {
         requestStop()
         let blocked = await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
             let (done, blocked) = state.withLock { s -> (Bool, Bool) in
-                if s.finished || !s.started { return (true, false) }
+                if s.finished { return (true, false) }
+                // Never started: no thread will end the streams; they end here (as for a blocked connect).
+                if !s.started { return (true, true) }
                 if s.connecting { return (true, true) }
                 s.stopWaiters.append(continuation)
                 return (false, false)
@@ -198,7 +202,7 @@ final class MosquittoConnection: @unchecked Sendable {
             if done { continuation.resume(returning: blocked) }
         }
         // Ended for its users now — its messages and events end, what waits to be published fails — as the thread
-        // will end it once the connect returns (a second `finish` changes nothing).
+        // will end it once the connect returns (a second `finish` changes nothing); a client never started, too.
         if blocked { finish() }
     }
 

@@ -49,6 +49,15 @@ struct FleetProtocolTests {
         #expect(reason(try Self.bytes(decoded), [key.verificationKey]) == .badSignature)
         #expect(reason([UInt8](repeating: 0x20, count: SignedEnvelope.maximumByteCount + 1), [key.verificationKey])
             == .malformed)
+        // Fields quoted in a refusal are cut in bytes, not characters: one character may be any number of bytes (a
+        // letter followed by 200 000 combining marks), and the detail goes to the audit log.
+        let marks = "a" + String(repeating: "\u{301}", count: 200_000)
+        for (format, keyID) in [(marks, "k"), (SignedEnvelope.format, marks)] {
+            let hostile = try JSONEncoder().encode(["format": format, "key_id": keyID, "payload": "", "signature": ""])
+            do { _ = try SignedEnvelope.open([UInt8](hostile), trusting: [key.verificationKey]) } catch {
+                #expect(error.detail.utf8.count <= 200, "\(error.detail.utf8.count)")
+            }
+        }
     }
 
     @Test("payload checks: kind, topic binding, nonce and id bounds")
@@ -89,6 +98,13 @@ struct FleetProtocolTests {
                 == .stale, "\(issuedAt)")
         }
         #expect(try guardian.admit(Self.command(issuedAt: 1000), digest: "d1", now: 1030) == nil)
+        // A memory read back damaged (a time whose difference from now overflows): forgotten, no trap.
+        let damaged = try JSONDecoder().decode(ReplayGuard.Memory.self, from: Data("""
+            {"commands": [{"id": "old", "nonce": "old-nonce", "issuedAt": \(Int64.min), "digest": "d0"}],
+             "documents": {}}
+            """.utf8))
+        let repaired = ReplayGuard(settings: .init(maxClockSkew: .seconds(60)), restoring: damaged)
+        #expect(try repaired.admit(Self.command(issuedAt: 1000), digest: "d1", now: 1030) == nil)
         // The same message again (a QoS 1 redelivery): not admitted, the first one returned.
         #expect(try guardian.admit(Self.command(issuedAt: 1000), digest: "d1", now: 1031)?.id == "c1")
         #expect(reason { _ = try guardian.admit(Self.command(id: "c2"), digest: "d2", now: 1030) } == .replayed)

@@ -13,7 +13,10 @@ struct MQTTFleetTests {
         defer { for device in devices { device.stop() } }
 
         // Generation 1: the retained document reaches both devices; each reports it converged on its status topic.
-        let first = try fleet.signDocument(MQTTFleet.small, generation: 1)
+        // Issued a second apart: both may be signed within one second (whole seconds), and a device applies only a
+        // document issued after the one it applied last (this test once failed so, gen 2 refused as a replay).
+        let issued = Int(Date().timeIntervalSince1970)
+        let first = try fleet.signDocument(MQTTFleet.small, generation: 1, issuedAt: issued)
         let published = try await fleet.publish(["--topic", fleet.desiredTopic, "--retain", first])
         #expect(published.status == 0, "\(published.stderr)")
         let statuses = try await fleet.waitConverged(["dev-1", "dev-2"], generation: 1, model: MQTTFleet.small)
@@ -27,7 +30,7 @@ struct MQTTFleetTests {
         }
 
         // Generation 2, with the broker restarted while the devices roll it out: they reconnect and finish.
-        let second = try fleet.signDocument(MQTTFleet.large, generation: 2)
+        let second = try fleet.signDocument(MQTTFleet.large, generation: 2, issuedAt: issued + 1)
         #expect(try await fleet.peer(["publish", fleet.desiredTopic, second, "--retain"]).status == 0)
         try fleet.broker.restart()
         _ = try await fleet.waitConverged(["dev-1", "dev-2"], generation: 2, model: MQTTFleet.large)
@@ -35,10 +38,36 @@ struct MQTTFleetTests {
             #expect(device.log.contains("MQTT connection lost; reconnecting"), "\(device.log.suffix(3000))")
         }
 
+        // dev-2 pinned back to the small model by hand over HTTP: another broker restart, which delivers the retained
+        // document again on the reconnection, does not undo that (it used to apply the group's document again).
+        let pinned = Data(try MQTTFleet.document(MQTTFleet.small, generation: 7).utf8)
+        let (put, putBody) = try await devices[1].request("PUT", "/v1/desired", token: ServerProcess.operatorToken,
+            body: pinned, contentType: "application/yaml")
+        #expect(put == 200, "\(String(decoding: putBody, as: UTF8.self))")
+        let smallSHA = try MQTTFleet.sha(MQTTFleet.small)
+        func served(_ device: ServerProcess) async -> String? {
+            let slot = try? await device.json("GET", "/v1/slots/default", token: ServerProcess.viewerToken).1
+            return (slot?["active"] as? [String: Any])?["sha256"] as? String
+        }
+        #expect(await served(devices[1]) == smallSHA)
+        let lost = { (device: ServerProcess) in device.log.components(separatedBy: "MQTT connection lost").count }
+        let before = lost(devices[1])
+        try fleet.broker.restart()
+        #expect(await eventuallyAsync(timeout: .seconds(60)) { lost(devices[1]) > before })
+        // Reconnected and subscribed again (its status published anew), then time for the retained document's apply.
+        let since = devices[1].log.count
+        #expect(await eventuallyAsync(timeout: .seconds(60)) {
+            devices[1].log.dropFirst(since).contains("MQTT connected")
+        }, "\(devices[1].log.suffix(3000))")
+        try await Task.sleep(for: .seconds(8))
+        #expect(await served(devices[1]) == smallSHA, "\(devices[1].log.suffix(3000))")
+        #expect(await served(devices[0]) == (try MQTTFleet.sha(MQTTFleet.large)),
+            "running: \(devices[0].process.isRunning); \(devices[0].log.suffix(6000))")
+
         // A device that joins now converges from the retained document alone.
         let late = try await fleet.device("dev-3")
         defer { late.stop() }
-        _ = try await fleet.waitConverged(["dev-1", "dev-2", "dev-3"], generation: 2, model: MQTTFleet.large)
+        _ = try await fleet.waitConverged(["dev-1", "dev-3"], generation: 2, model: MQTTFleet.large)
 
         // A command published with the CLI, which waits for its result.
         let statusCommand = try fleet.sign("status.json", ["--device", "dev-3", "--action", "status", "--id", "st-1"])

@@ -1,5 +1,6 @@
 import Foundation
 import MQTT
+import Primitives
 import TestSupport
 import Testing
 
@@ -185,6 +186,22 @@ struct MQTTClientTests {
         var messages = client.messages.makeAsyncIterator()
         #expect(await messages.next() == nil)
         #expect(ContinuousClock.now - asked < .seconds(20), "the messages went on until the connect returned")
+    }
+
+    @Test("a client never started ends its streams when stopped; started after a stop, a second stop does not wait forever")
+    func stopWithoutStart() async throws {
+        let client = try MQTTClient(configuration: MQTTClientConfiguration(host: "127.0.0.1", port: 1,
+            clientID: "never-started"))
+        await client.stop()
+        var messages = client.messages.makeAsyncIterator()
+        #expect(await messages.next() == nil)
+        var events = client.events.makeAsyncIterator()
+        #expect(await events.next() == nil)
+        client.start()  // after the stop: no thread
+        // Answered at once (it used to wait for a thread that was never started, for ever).
+        let returned = Locked(false)
+        Task { await client.stop(); returned.withLock { $0 = true } }
+        #expect(await eventually(timeout: .seconds(10)) { returned.value }, "the second stop did not return")
     }
 
     @Test("a refused TLS configuration throws, and frees the client once")

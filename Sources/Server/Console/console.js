@@ -153,12 +153,24 @@ async function start() {
   refreshAudit();
   refreshStats();
   probeOptionalPanels();
-  state.timers.push(setInterval(refreshStats, 2000));
-  state.timers.push(setInterval(refreshSlots, 5000));
-  state.timers.push(setInterval(probeOptionalPanels, 10000));
-  state.timers.push(setInterval(() => { if (!$("streams-panel").hidden) refreshStreams(); }, 2000));
-  state.timers.push(setInterval(() => { if (!$("releases-panel").hidden) refreshReleases(); }, 2000));
+  state.timers.push(setInterval(ticking(refreshStats), 2000));
+  state.timers.push(setInterval(ticking(refreshSlots), 5000));
+  state.timers.push(setInterval(ticking(probeOptionalPanels), 10000));
+  state.timers.push(setInterval(ticking(() => $("streams-panel").hidden ? null : refreshStreams()), 2000));
+  state.timers.push(setInterval(ticking(() => $("releases-panel").hidden ? null : refreshReleases()), 2000));
   runStream();
+}
+
+// A refresher for a timer: a tick is skipped while the page is hidden (another tab in front) and while the call the
+// tick before made still waits — a slow server would otherwise get one more of the same request every tick, each
+// holding one of the few connections a browser opens to a server.
+function ticking(refresh) {
+  let running = false;
+  return async () => {
+    if (running || document.hidden) return;
+    running = true;
+    try { await refresh(); } finally { running = false; }
+  };
 }
 
 function stop() {
@@ -464,18 +476,26 @@ async function act(card, method, path, done) {
   await refreshSlots();
 }
 
+// The load's stages: those passed done, the current one marked. A failed or cancelled load has no stage of its own
+// (its state is the outcome): the stages before the last one shown for it are done, that one failed, none after it
+// (not "ready"); with none shown before (a page opened after the load), none is marked done.
 function showStages(card, stage, reason) {
   card.stages.hidden = false;
   const failed = stage === "failed" || stage === "cancelled";
-  let reached = true;
+  if (!failed) card.lastStage = stage;
+  const upTo = failed ? (STAGES.includes(card.lastStage) && card.lastStage !== "ready" ? card.lastStage : null) : stage;
+  let reached = upTo !== null;
   card.stages.replaceChildren(...STAGES.map((name) => {
     let itemState = "todo";
-    if (name === stage) { itemState = "current"; reached = false; }
+    if (name === upTo) { itemState = failed ? "failed" : "current"; reached = false; }
     else if (reached) itemState = "done";
     if (stage === "ready" && name === "ready") itemState = "done";
     return el("li", {dataset: {stage: name, state: itemState}}, name);
   }));
-  if (failed) card.stages.append(el("li", {dataset: {stage, state: "failed"}}, stage));
+  if (failed) {
+    card.lastStage = null;
+    card.stages.append(el("li", {dataset: {stage, state: "failed"}}, stage));
+  }
   if (failed && reason) setStatus(card, reason, "error");
 }
 

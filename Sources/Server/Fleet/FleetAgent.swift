@@ -96,20 +96,21 @@ final class FleetSession: Sendable {
     let principal: Principal
     let commandTopic: String
     let desiredTopic: String?
-    /// Results by command id, oldest first, for repeating them; the newest 1000 are kept.
-    private let results = Locked<[(id: String, result: FleetCommandResult)]>([])
+    /// Results by command nonce, oldest first, for repeating them; the newest 1000 are kept.
+    private let results = Locked<[(nonce: String, result: FleetCommandResult)]>([])
     private let statusRequests: AsyncStream<Void>.Continuation
     private let statusStream: AsyncStream<Void>
     private let writer = BlockingQueue(label: "yoloswap.mqtt-state")
     /// Admitted messages waiting their turn (and the one running), in arrival order.
     private let admitted: AsyncStream<Admitted>
     private let admit: AsyncStream<Admitted>.Continuation
-    /// How many are in `admitted` or running; whether the agent has stopped taking new ones.
     /// How many are in `admitted` or running; the command ids with a repeat among them; whether the agent has
     /// stopped taking new ones.
     private let turns = Locked((waiting: 0, repeats: Set<String>(), stopped: false))
-    /// Whether the agent has begun to leave (publish `offline`, disconnect).
-    private let leaving = Locked(false)
+    /// Whether the agent has begun to leave (publish `offline`, disconnect), and the statuses being sent: `offline`
+    /// goes out once those have been handed over, and no status starts after it (the retained status would say
+    /// `online` after a clean stop, whose will the broker drops).
+    private let leaving = Locked((started: false, statusSends: 0))
     let refusals = Locked(RefusalLimiter())
 
     /// The most admitted messages that wait their turn: each holds a verified payload (at most the client's message
@@ -151,7 +152,9 @@ final class FleetSession: Sendable {
     func run() async {
         client.subscribe(commandTopic)
         if let desiredTopic { client.subscribe(desiredTopic) }
-        client.start()
+        // The client connects in `receive()`, once the slots are up: connected before, it would take messages (a
+        // persistent session's backlog, a flood) that nothing reads for as long as the models load, acknowledged to
+        // the broker and held in its buffer, and drop signed ones once the buffer was full of others.
         logger.info("joining the MQTT fleet", metadata: ["broker": "\(settings.host):\(settings.port)",
             "device": "\(settings.device)", "group": "\(settings.group ?? "-")", "client_id": "\(settings.clientID)"])
         await withTaskCancellationHandler {
@@ -185,14 +188,19 @@ final class FleetSession: Sendable {
         turns.withLock { $0.stopped = true }
         // Once: a graceful shutdown followed by a cancellation leaves once.
         let first = leaving.withLock { leaving in
-            defer { leaving = true }
-            return !leaving
+            defer { leaving.started = true }
+            return !leaving.started
         }
         if first { Task { await leave() } }
     }
 
     /// Publishes `offline` (retained), then disconnects cleanly; `receive()` ends with the client.
     private func leave() async {
+        // The statuses under way first (each within its own timeout; a few seconds at most here).
+        let deadline = ContinuousClock.now + .seconds(5)
+        while leaving.withLock({ $0.statusSends }) > 0, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
         let offline = FleetJSONCoding.encode(FleetStatusDTO.offline(device: settings.device, time: Date()))
         await send(settings.topics.status(device: settings.device), offline, retain: true, within: .seconds(2))
         await client.stop()
@@ -200,12 +208,13 @@ final class FleetSession: Sendable {
 
     // MARK: Loops
 
-    /// Verifies and admits (or refuses) messages as they arrive, once the slots have been brought up.
+    /// Connects once the slots have been brought up, then verifies and admits (or refuses) messages as they arrive.
     private func receive() async {
         while !control.hasStarted {
             if Task.isCancelled || Task.isShuttingDownGracefully { return }
             try? await Task.sleep(for: .milliseconds(50))
         }
+        client.start()
         for await message in client.messages {
             if message.topic == commandTopic {
                 await admitCommand(message.payload)
@@ -225,7 +234,7 @@ final class FleetSession: Sendable {
                 switch item {
                 case .command(let command, let payload, let keyID):
                     let result = await execute(command, payload: payload, keyID: keyID)
-                    remember(result)
+                    remember(result, of: command)
                     publish(result)
                     requestStatus()
                 case .repeated(let command, let earlier):
@@ -310,8 +319,15 @@ final class FleetSession: Sendable {
     /// Publishes the newest status on each request; requests made meanwhile collapse into one.
     private func publishStatusOnRequest() async {
         for await _ in statusStream {
-            await send(settings.topics.status(device: settings.device), FleetJSONCoding.encode(await status()),
-                retain: true, within: .seconds(30))
+            let payload = FleetJSONCoding.encode(await status())
+            // Not once leaving has begun: `offline` is, or is about to be, the last status.
+            guard leaving.withLock({ l -> Bool in
+                if l.started { return false }
+                l.statusSends += 1
+                return true
+            }) else { return }
+            await send(settings.topics.status(device: settings.device), payload, retain: true, within: .seconds(3))
+            leaving.withLock { $0.statusSends -= 1 }
         }
     }
 
@@ -385,16 +401,18 @@ final class FleetSession: Sendable {
 
     // MARK: Results and the guard's memory
 
-    func remember(_ result: FleetCommandResult) {
-        guard let id = result.id else { return }
+    /// Keeps a command's result for its repeats, by its nonce: an id may be used again by a later command once the
+    /// first is past the clock skew, and a repeat of that one must not be answered with the first one's result.
+    func remember(_ result: FleetCommandResult, of command: FleetCommand) {
         results.withLock { list in
-            list.append((id, result))
+            list.append((command.nonce, result))
             if list.count > 1000 { list.removeFirst(list.count - 1000) }
         }
     }
 
-    func earlierResult(id: String) -> FleetCommandResult? {
-        results.withLock { list in list.last { $0.id == id }?.result }
+    /// The result of the command with this nonce, if it has run (and is among the newest 1000).
+    func earlierResult(nonce: String) -> FleetCommandResult? {
+        results.withLock { list in list.last { $0.nonce == nonce }?.result }
     }
 
     func publish(_ result: FleetCommandResult) {

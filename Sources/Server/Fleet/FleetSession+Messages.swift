@@ -20,7 +20,7 @@ extension FleetSession {
             if let earlier = try replayGuard.admit(decoded, digest: digest, now: Int64(Date().timeIntervalSince1970)) {
                 // A repeat takes no turn once its original has been answered (it is answered now), and at most one
                 // while the original waits or runs: replaying a captured message cannot fill the queue.
-                if earlierResult(id: decoded.id) != nil {
+                if earlierResult(nonce: earlier.nonce) != nil {
                     await repeated(decoded, earlier: earlier)
                 } else if takeRepeatTurn(id: decoded.id) {
                     await enqueue(.repeated(decoded, earlier: earlier))
@@ -53,7 +53,7 @@ extension FleetSession {
         let refusal = FleetRefusal(.replayed, "command '\(command.id)' was received before (a redelivery or a "
             + "replay); it is not run again")
         guard await record(refusal, kind: "command", about: "command '\(command.id)'") else { return }
-        var result = earlierResult(id: command.id) ?? FleetCommandResult(id: command.id, device: settings.device,
+        var result = earlierResult(nonce: earlier.nonce) ?? FleetCommandResult(id: command.id, device: settings.device,
             action: command.action, status: "refused", detail: refusal.detail, reason: refusal.reason.rawValue)
         result.duplicate = true
         publish(result)
@@ -77,14 +77,15 @@ extension FleetSession {
         }
     }
 
-    /// Counts a refusal and audits and logs it: always one only a key holder's fresh message gets (`busy`, or a
-    /// refusal while running: an unknown action), within the refusals' rate limit any other — unsigned junk, replays
-    /// and stale copies of captured messages, which anyone who can publish on the topic could send by the thousand.
+    /// Counts a refusal and audits and logs it: always one only a key holder's fresh message gets (a command's
+    /// `busy`, or a refusal while running: an unknown action), within the refusals' rate limit any other — unsigned
+    /// junk, replays and stale copies of captured messages, which anyone who can publish on the topic could send by
+    /// the thousand, and a document's `busy` (the group's document is retained: anyone subscribed can send it again).
     /// - Returns: whether it was recorded (and may be answered).
     private func record(_ refusal: FleetRefusal, kind: String, about: String, limited: Bool = true) async -> Bool {
         FleetMetrics.refused(kind: kind, reason: refusal.reason)
         var skipped = 0
-        if limited && refusal.reason != .busy {
+        if limited && (refusal.reason != .busy || kind != "command") {
             guard let admitted = refusals.withLock({ $0.admit(now: .now) }) else {
                 FleetMetrics.refusalNotRecorded()
                 return false
@@ -212,10 +213,10 @@ extension FleetSession {
                 giveBackTurn()
                 throw error
             }
-            // The document applied last, delivered again (a reconnection, a replay): nothing to queue.
-            if admission == .alreadyApplied
-                && agent.reconciler.appliedContentSHA256 == Self.digest(Array(document.document.utf8))
-            {
+            // The document applied last, delivered again (a reconnection, a replay): nothing to queue, unless the
+            // reconciler holds no document (this process has not applied it: a restart). One it holds, this one or
+            // another accepted since (over HTTP, from the watched file), is not overridden by a delivery again.
+            if admission == .alreadyApplied && agent.reconciler.appliedContentSHA256 != nil {
                 giveBackTurn()
                 return
             }
@@ -230,7 +231,7 @@ extension FleetSession {
     /// document delivered again on a reconnection).
     func apply(_ document: FleetDesiredDocument, keyID: String, admission: ReplayGuard.DocumentAdmission) async {
         let contentSHA = Self.digest(Array(document.document.utf8))
-        if admission == .alreadyApplied && agent.reconciler.appliedContentSHA256 == contentSHA { return }
+        if admission == .alreadyApplied && agent.reconciler.appliedContentSHA256 != nil { return }
         FleetMetrics.received(kind: "desired", outcome: "admitted")
         logger.info("fleet desired state received", metadata: ["topic": "\(desiredTopic ?? "-")",
             "key_id": "\(keyID)", "issued_at": "\(document.issued_at)", "sha256": "\(contentSHA)"])

@@ -52,10 +52,17 @@ struct ReleaseFleetCommand: FleetCommandHandler {
             }
             let run = try await control.startRelease(slot: slot, spec: spec, by: principal, from: nil)
             await run.bringUp.withLock({ $0 })?.value
-            status = try control.releaseStatus(slot: slot)
-            if status.record.phase == .failed {
-                throw ReleaseError.refused(status.record.reason ?? "the release failed before taking traffic")
+            // This release's own status (the slot's may be another's by now); a start succeeded only when its release
+            // takes traffic — one aborted while loading, or left loading by a shutdown, did not.
+            status = run.engine.status(energy: run.energy.reading())
+            switch status.record.phase {
+            case .running, .paused, .promoting, .promoted: break
+            default:
+                throw ReleaseError.refused(status.record.reason
+                    ?? "the release is \(status.record.phase.rawValue), not taking traffic")
             }
+            return FleetJSON.from(ReleaseDTO(status, disagreements: run.disagreements.ids,
+                repository: control.repository))
         case "promote": status = try await control.promoteRelease(slot: slot, by: principal, from: nil)
         case "abort": status = try await control.abortRelease(slot: slot, by: principal, from: nil)
         case "pause", "resume":
