@@ -212,7 +212,7 @@ let package = Package(
                 "ModelSigning", "HotSwap", "YOLO", "TestSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
             ]),
-        .testTarget(name: "AuditLogTests", dependencies: ["AuditLog", "TestSupport"]),
+        .testTarget(name: "AuditLogTests", dependencies: ["AuditLog", "Primitives", "TestSupport"]),
         .testTarget(name: "FileWatchTests", dependencies: ["FileWatch", "Primitives", "TestSupport"]),
         /// The MQTT client against a real Mosquitto broker the tests start (TLS, password file).
         .testTarget(name: "MQTTTests", dependencies: ["MQTT", "Primitives", "TestSupport"]),

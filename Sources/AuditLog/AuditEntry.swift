@@ -19,12 +19,15 @@ import Primitives
 ///
 /// The one shape of an audit record: what the server records (a draft: `id` nil, hashes empty, until
 /// `AuditLog.append(_:)` returns the stored entry), what the log stores and verifies, and — Codable with the
-/// snake_case keys below — what `GET /v1/audit` and `yoloswap audit list` print.
+/// snake_case keys below — what `GET /v1/audit` and `yoloswap audit list` print. Encoded, an entry has its time twice:
+/// `time` (ISO 8601, for reading; the API prints milliseconds) and `time_us`, the microseconds the hash covers, so
+/// that anyone can recompute an entry's hash from what the API returns; decoded, `time_us` wins when present.
 ///
 /// Thread-safety: a value.
 public struct AuditEntry: Sendable, Codable, Equatable {
     enum CodingKeys: String, CodingKey {
         case id, time, actor, action, slot, version, sha256, result, reason, hash
+        case timeMicroseconds = "time_us"
         case remoteAddress = "remote_address"
         case modelPath = "model_path"
         case signatureKeyID = "signature_key_id"
@@ -79,6 +82,49 @@ public struct AuditEntry: Sendable, Codable, Equatable {
 
     /// `previousHash` of the first entry.
     public static let genesisHash = String(repeating: "0", count: 64)
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        id = try c.decodeIfPresent(Int64.self, forKey: .id)
+        if let microseconds = try c.decodeIfPresent(Int64.self, forKey: .timeMicroseconds) {
+            time = Self.date(microseconds: microseconds)
+        } else {
+            time = try c.decode(Date.self, forKey: .time)
+        }
+        actor = try c.decode(String.self, forKey: .actor)
+        remoteAddress = try c.decodeIfPresent(String.self, forKey: .remoteAddress)
+        action = try c.decode(String.self, forKey: .action)
+        slot = try c.decodeIfPresent(String.self, forKey: .slot)
+        modelPath = try c.decodeIfPresent(String.self, forKey: .modelPath)
+        version = try c.decodeIfPresent(String.self, forKey: .version)
+        sha256 = try c.decodeIfPresent(String.self, forKey: .sha256)
+        signatureKeyID = try c.decodeIfPresent(String.self, forKey: .signatureKeyID)
+        result = try c.decode(String.self, forKey: .result)
+        reason = try c.decodeIfPresent(String.self, forKey: .reason)
+        durationMs = try c.decodeIfPresent(Double.self, forKey: .durationMs)
+        previousHash = try c.decode(String.self, forKey: .previousHash)
+        hash = try c.decode(String.self, forKey: .hash)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encodeIfPresent(id, forKey: .id)
+        try c.encode(time, forKey: .time)
+        try c.encode(timeMicroseconds, forKey: .timeMicroseconds)
+        try c.encode(actor, forKey: .actor)
+        try c.encodeIfPresent(remoteAddress, forKey: .remoteAddress)
+        try c.encode(action, forKey: .action)
+        try c.encodeIfPresent(slot, forKey: .slot)
+        try c.encodeIfPresent(modelPath, forKey: .modelPath)
+        try c.encodeIfPresent(version, forKey: .version)
+        try c.encodeIfPresent(sha256, forKey: .sha256)
+        try c.encodeIfPresent(signatureKeyID, forKey: .signatureKeyID)
+        try c.encode(result, forKey: .result)
+        try c.encodeIfPresent(reason, forKey: .reason)
+        try c.encodeIfPresent(durationMs, forKey: .durationMs)
+        try c.encode(previousHash, forKey: .previousHash)
+        try c.encode(hash, forKey: .hash)
+    }
 
     /// `time` as stored: whole microseconds since 1970-01-01 UTC.
     public var timeMicroseconds: Int64 { Self.microseconds(time) }

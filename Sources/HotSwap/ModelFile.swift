@@ -58,7 +58,10 @@ public struct ModelFile: Sendable, Equatable {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(byteCount)
         let digest: String
-        do { digest = try FileDigest.sha256(ofFileAt: path) { bytes.append(contentsOf: $0) }.sha256 } catch {
+        // No further than the verified size (the memory budget reserved for it): a file grown since is not read whole.
+        do {
+            digest = try FileDigest.sha256(ofFileAt: path, maxBytes: byteCount) { bytes.append(contentsOf: $0) }.sha256
+        } catch {
             throw ModelFileError(error)
         }
         guard digest == sha256 else { throw .changedSinceVerification(path: path, verified: sha256, now: digest) }
@@ -79,7 +82,7 @@ public struct ModelFile: Sendable, Equatable {
         let digest: String
         do {
             defer { try? output.close() }
-            digest = try FileDigest.sha256(ofFileAt: path) { chunk in
+            digest = try FileDigest.sha256(ofFileAt: path, maxBytes: byteCount) { chunk in
                 guard writeError == nil else { return }
                 do { try output.write(contentsOf: chunk) } catch { writeError = error }
             }.sha256

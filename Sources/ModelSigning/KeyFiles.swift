@@ -191,6 +191,13 @@ public struct SigningKey: Sendable {
                     reason: "the file exists; refusing to overwrite a key")
             }
         } else {
+            // Only a file (or a link) is replaced: `removeItem` would delete a folder given by mistake, with what is in
+            // it — other keys perhaps.
+            var status = stat()
+            if lstat(path, &status) == 0, status.st_mode & S_IFMT != S_IFREG, status.st_mode & S_IFMT != S_IFLNK {
+                throw KeyFileError(operation: "write key", path: path,
+                    reason: "it exists and is not a file; refusing to replace it")
+            }
             try? FileManager.default.removeItem(atPath: path)
         }
         let contents = KeyFileContents(

@@ -1,3 +1,4 @@
+import Foundation
 import HotSwap
 import ONNXRuntime
 import YOLO
@@ -26,8 +27,17 @@ public struct ORTModelLoader: ModelLoader {
         var options = self.options
         options.intraOpThreads = execution.intraOpThreads
         options.provider = ExecutionProvider(execution.target)
-        options.providerOptions = Self.providerOptions(execution)
+        options.providerOptions = Self.providerOptions(execution, sha256: file.sha256)
+        if let folder = options.providerOptions["trt_engine_cache_path"] {
+            try Self.makePrivateFolder(folder)
+        }
         return try makeBackend(for: file, label: label, options: options)
+    }
+
+    /// Creates the folder (and those above it) readable by this user only, if missing.
+    static func makePrivateFolder(_ path: String) throws {
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true,
+            attributes: [.posixPermissions: 0o700])
     }
 
     /// A backend with `options` as given (provider included) and `intraOpThreads`: what the CLI loads with.
@@ -40,7 +50,12 @@ public struct ORTModelLoader: ModelLoader {
     /// ORT's provider options for the settings that matter for swaps: the CUDA arena's cap (`gpu_mem_limit`, with
     /// `arena_extend_strategy` `kSameAsRequested` so that the arena does not round its growth up past what a model
     /// needs) and TensorRT's engine cache, which lets a swap back to a model reuse the engine built for it.
-    static func providerOptions(_ execution: ModelExecution) -> [String: String] {
+    ///
+    /// The engine cache is a folder per model digest (`<trt_engine_cache>/<sha256>`): ORT names a cached engine by the
+    /// graph's input and node names and the versions in use, not its weights, and a session made from bytes has no
+    /// path to add — so a retrained model with the same graph would otherwise be served the engine built for the
+    /// model before it, weights and all, under the new model's verified digest.
+    static func providerOptions(_ execution: ModelExecution, sha256: String) -> [String: String] {
         var options: [String: String] = [:]
         switch execution.target.provider {
         case .cpu:
@@ -53,7 +68,7 @@ public struct ORTModelLoader: ModelLoader {
         case .tensorrt:
             if let directory = execution.tensorRTEngineCacheDirectory {
                 options["trt_engine_cache_enable"] = "1"
-                options["trt_engine_cache_path"] = directory
+                options["trt_engine_cache_path"] = (directory as NSString).appendingPathComponent(sha256)
             }
         }
         return options

@@ -22,19 +22,26 @@ public struct FileReadError: Error, Equatable, CustomStringConvertible {
 /// Thread-safety: stateless.
 public enum FileDigest {
     /// The digest of the file at `path`.
-    /// - Parameter forEachChunk: also called with each chunk, in order, as it is hashed (to copy or keep the bytes
-    ///   that were hashed, without reading the file twice).
+    /// - Parameters:
+    ///   - maxBytes: read no further once past this many bytes (a file verified at one size and grown since: what is
+    ///     read is not the verified content, and is not worth reading to its end); the count returned is over it then,
+    ///     and the chunk that went past is hashed but not handed to `forEachChunk`.
+    ///   - forEachChunk: also called with each chunk, in order, as it is hashed (to copy or keep the bytes that were
+    ///     hashed, without reading the file twice).
     /// - Returns: the lower-case hex SHA-256 and the number of bytes hashed.
     /// - Throws: `FileReadError` with the path and the system's reason.
-    public static func sha256(ofFileAt path: String, forEachChunk: (Data) -> Void = { _ in })
+    public static func sha256(ofFileAt path: String, maxBytes: Int = .max, forEachChunk: (Data) -> Void = { _ in })
         throws(FileReadError) -> (sha256: String, byteCount: Int)
     {
         var hasher = SHA256()
         var count = 0
-        try readChunks(of: path) { chunk in
+        let file = try RegularFile(openingForReading: path)
+        while count <= maxBytes {
+            let chunk = try file.read(upToCount: 1 << 20)
+            if chunk.isEmpty { break }
             hasher.update(data: chunk)
             count += chunk.count
-            forEachChunk(chunk)
+            if count <= maxBytes { forEachChunk(chunk) }
         }
         return (hasher.finalize().hexString, count)
     }

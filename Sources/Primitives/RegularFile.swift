@@ -93,7 +93,7 @@ public final class RegularFile {
     }
 
     /// Reads at most `count` bytes at the current offset; empty at the end of the file.
-    private func read(upToCount count: Int) throws(FileReadError) -> Data {
+    func read(upToCount count: Int) throws(FileReadError) -> Data {
         var chunk = Data(count: count)
         while true {
             let got = chunk.withUnsafeMutableBytes { buffer in

@@ -1,4 +1,5 @@
 import Foundation
+import Primitives
 import TestSupport
 import Testing
 
@@ -47,6 +48,13 @@ struct AuditChainTests {
         #expect(read == appended.reversed())
         #expect(read.allSatisfy { $0.computedHash == $0.hash })
         #expect(try reopened.verify().isIntact)
+        // As the API prints them (`time` to the millisecond) and a client decodes them: `time_us` carries the
+        // microseconds the hash covers, so every hash can be recomputed off the machine.
+        let printed = try JSONEncoder.yoloswap.encode(read)
+        #expect(String(decoding: printed, as: UTF8.self).contains("\"time_us\""))
+        let decoded = try JSONDecoder.yoloswap.decode([AuditEntry].self, from: printed)
+        #expect(decoded == read)
+        #expect(decoded.allSatisfy { $0.computedHash == $0.hash })
     }
 
     @Test("the stored hashes follow the documented encoding (recomputed by an independent Python script)")

@@ -1,5 +1,6 @@
 import Foundation
 import HotSwap
+import Primitives
 import TestSupport
 import Testing
 
@@ -47,6 +48,31 @@ extension HotSwapSuite {
                 #expect(file.byteCount == 11)
                 #expect(try file.readVerifiedBytes() == Array("model bytes".utf8))
             }
+        }
+
+        @Test("a file grown since it was verified is refused as changed, read no further than a chunk past its size")
+        func grownSinceVerification() throws {
+            let dir = try TemporaryDirectory()
+            let path = dir.file("model.onnx")
+            try Data("model bytes".utf8).write(to: URL(fileURLWithPath: path))
+            let file = try ModelFile(verifying: path)
+            // Replaced by a much larger file (sparse: 4 GiB that would be read to its end, and buffered, before).
+            try Data("model bytes".utf8).write(to: URL(fileURLWithPath: path))
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+            try handle.truncate(atOffset: 4 << 30)
+            try handle.close()
+            #expect { _ = try file.readVerifiedBytes() } throws: { error in
+                guard case .changedSinceVerification = error as? ModelFileError else { return false }
+                return true
+            }
+            #expect { try file.copyVerified(to: dir.file("copy.onnx")) } throws: { error in
+                guard case .changedSinceVerification = error as? ModelFileError else { return false }
+                return true
+            }
+            #expect(!FileManager.default.fileExists(atPath: dir.file("copy.onnx")))
+            // What is read of it: the verified size and no more than a chunk past it (4 GiB before, buffered whole).
+            let (_, count) = try FileDigest.sha256(ofFileAt: path, maxBytes: 11)
+            #expect(count > 11 && count <= 11 + (1 << 20))
         }
     }
 }

@@ -65,6 +65,13 @@ struct KeyFileTests {
         try second.write(to: path, overwrite: true)
         #expect(try SigningKey(contentsOf: path).keyID == second.keyID)
         #expect(try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int == 0o600)
+
+        // A folder given as the key's path (`keygen --out ./keys --force`): refused, the folder and what is in it kept.
+        let folder = dir.file("keys")
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: false)
+        try first.write(to: folder + "/other")
+        #expect(throws: KeyFileError.self) { try SigningKey().write(to: folder, overwrite: true) }
+        #expect(try SigningKey(contentsOf: folder + "/other").keyID == first.keyID)
     }
 
     @Test("malformed key files are rejected with the reason")

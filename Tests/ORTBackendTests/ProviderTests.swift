@@ -32,8 +32,9 @@ extension ORTSwapSuite {
             #expect(!message.isEmpty)
 
             var configuration = HotSwapConfiguration.testing()
+            let engines = try TemporaryDirectory()
             configuration.slotExecution["default"] = SlotExecution(target: .cpu, allowedTargets: [target],
-                gpuMemoryLimitBytes: 256 << 20, tensorRTEngineCacheDirectory: NSTemporaryDirectory())
+                gpuMemoryLimitBytes: 256 << 20, tensorRTEngineCacheDirectory: engines.path)
             let manager = ModelManager(configuration: configuration, loader: ortLoader)
             let events = EventRecorder(manager.events())
             let slot = try await manager.createSlot("default")
@@ -57,6 +58,17 @@ extension ORTSwapSuite {
                 #expect(status.policy?.policy == policy)
                 let answer = try await slot.detect(imageBytes: Fixtures.busJPEG).model
                 #expect(answer.sha256 == original.sha256 && answer.provider == "cpu")
+            }
+            // TensorRT's engines are kept per model digest, in a folder of this user's only: ORT names an engine by
+            // the graph's names, not its weights, and would serve a retrained model the engine of the one before.
+            let folders = try FileManager.default.contentsOfDirectory(atPath: engines.path)
+            if target.provider == .tensorrt {
+                #expect(folders == [try Fixtures.sha256(Fixtures.identity320)])
+                let mode = try FileManager.default.attributesOfItem(atPath: engines.file(folders.first ?? "-"))[
+                    .posixPermissions] as? Int
+                #expect(mode == 0o700)
+            } else {
+                #expect(folders.isEmpty)
             }
             let failed = await events.waitFor(3).filter { $0.result == .failed }
             #expect(failed.count == 2)
