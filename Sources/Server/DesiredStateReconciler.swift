@@ -430,9 +430,13 @@ public final class DesiredStateReconciler: Sendable {
             return same
         }
         if repeated { return }
-        control.logger.warning("desired state refused", metadata: ["source": "\(actor)", "reason": "\(error)"])
         DesiredMetrics.rejected(source: source)
-        try? await record(actor, result: "rejected", reason: error.description, started: Date())
+        // At most `RefusalLimiter.perSecond` a second a source are recorded and logged, as refused calls are (a
+        // caller looping on a bad document would otherwise grow the log as fast as it sends); the next one recorded
+        // says how many were not.
+        guard let note = control.admitRefusal(Principal(name: actor, role: .viewer)) else { return }
+        control.logger.warning("desired state refused", metadata: ["source": "\(actor)", "reason": "\(error)"])
+        try? await record(actor, result: "rejected", reason: error.description + note, started: Date())
     }
 
     /// Appends a `desired.apply` entry. A log that cannot be written refuses the apply (503) before any change.

@@ -479,6 +479,33 @@ private typealias H = ServerHarness
         #expect(retries.isEmpty, "\(retries)")
     }
 
+    @Test("refused documents go into the audit log at most 20 a second a source; the next one recorded says how many were not")
+    func refusalsBounded() async throws {
+        let harness = try await H()
+        defer { Task { await harness.cleanUp() } }
+        try await harness.test { client in
+            let burst = ContinuousClock.now
+            for _ in 0..<40 {
+                try await client.execute(uri: "/v1/desired", method: .put, headers: H.headers(token: "alice-token"),
+                    body: Self.document(extra: "    replicas: 3")) { #expect($0.status == .unprocessableContent) }
+            }
+            let spent = ContinuousClock.now - burst
+            try await Task.sleep(for: .milliseconds(1100))
+            try await client.execute(uri: "/v1/desired", method: .put, headers: H.headers(token: "alice-token"),
+                body: Self.document(extra: "    replicas: 3")) { #expect($0.status == .unprocessableContent) }
+            let refused = try await harness.auditEntries().filter {
+                $0.action == "desired.apply" && $0.result == "rejected"
+            }
+            let windows = Int(spent / .seconds(1)) + 1
+            #expect(refused.count <= RefusalLimiter.perSecond * windows + 1, "\(refused.count) in \(spent)")
+            if windows == 1 {
+                #expect(refused.count == RefusalLimiter.perSecond + 1)
+                #expect(refused.last?.reason?.contains("20 http:alice's refusals before this one were not recorded")
+                    == true, "\(refused.last?.reason ?? "")")
+            }
+        }
+    }
+
     @Test("PUT needs the operator role; reading needs a viewer")
     func roles() async throws {
         let harness = try await H()
