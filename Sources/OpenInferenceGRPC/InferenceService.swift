@@ -119,9 +119,19 @@ public struct InferenceService: Inference_GRPCInferenceService.ServiceProtocol {
         return try await rpc {
             try requireInference(request.metadata)
             let message = request.message
-            let response = try await engine.infer(model: message.modelName, version: version(message.modelVersion),
-                try await inferRequest(message, arrived: arrived))
-            return Inference_ModelInferResponse(response)
+            // Counted as `/v1/detect` and `/v2` count theirs (the request metrics, the console's request panel).
+            let slot = engine.manager.slot(message.modelName) == nil ? "unknown" : message.modelName
+            do {
+                let response = try await engine.infer(model: message.modelName,
+                    version: version(message.modelVersion), try await inferRequest(message, arrived: arrived))
+                control.recordRequest(slot: slot, model: response.parameters.first { $0.key == "model_id" }?.value.text,
+                    status: 200, milliseconds: (ContinuousClock.now - arrived).milliseconds)
+                return Inference_ModelInferResponse(response)
+            } catch {
+                control.recordRequest(slot: slot, model: nil, status: Int(Problem.from(error).status.code),
+                    milliseconds: (ContinuousClock.now - arrived).milliseconds)
+                throw error
+            }
         }
     }
 

@@ -28,7 +28,7 @@ extension APIRoutes {
             _ = try require(.viewer, context)
             let window = try intParameter(request.uri.queryParameters.get("window"), name: "window", default: 60,
                 range: 1...RequestStats.capacity)
-            return try json(stats.snapshot(window: window), status: .ok)
+            return try json(control.requestStats.snapshot(window: window), status: .ok)
         }
         let repository = control.repository
         let listing = BlockingQueue(label: "yoloswap.repository")

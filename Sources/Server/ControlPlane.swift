@@ -32,6 +32,9 @@ public final class ControlPlane: Sendable {
     let releaseStore: ReleaseStore
     /// Runs the release store's blocking writes (an fsync each), one at a time, off the cooperative pool.
     let releaseWrites = BlockingQueue(label: "yoloswap.releases")
+    /// Every detection request's outcome, whichever transport it came by (`/v1/detect`, `/v2`, gRPC): what the
+    /// console's request panel shows (`GET /v1/stats`).
+    let requestStats = RequestStats()
 
     public init(manager: ModelManager, repository: ModelRepository, routes: [String: String],
                 audit: AuditTrail?, logger: Logger) {
@@ -50,6 +53,19 @@ public final class ControlPlane: Sendable {
     /// Says the slots are up: until then changes to them are refused with 503 (`refuseDuringRelease`).
     /// `YOLOSwapServer.startSlots` calls it at its end; a tool that brings its slots up itself calls it once they are.
     public func markStarted() { started.withLock { $0 = true } }
+
+    /// Counts a detection request that ended (answered 200, or failed with `status`) in the request metrics and the
+    /// request statistics, whichever transport it came by. `slot` is the slot's name, or `unknown` for a name that
+    /// is no slot (a name from a request never makes a series of its own).
+    public func recordRequest(slot: String, model: String?, status: Int, milliseconds: Double) {
+        if status == 200 {
+            ServerMetrics.request(slot: slot, model: model ?? slot, status: status, seconds: milliseconds / 1000)
+        } else {
+            ServerMetrics.failedRequest(slot: slot, status: status)
+        }
+        guard manager.slot(slot) != nil else { return }
+        requestStats.record(slot: slot, milliseconds: milliseconds, succeeded: status == 200)
+    }
 
     /// Waits until every load outcome still to be audited has been written.
     public func drain() async {

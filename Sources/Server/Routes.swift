@@ -15,8 +15,6 @@ struct APIRoutes: Sendable {
     let metricsText: (@Sendable () -> String)?
     let configuredSlots: [String]
     let desired: DesiredStateReconciler
-    /// Per-slot request rate and latency for `GET /v1/stats` (the console).
-    let stats: RequestStats
     let streams: StreamRegistry
 
     static let productHeaders = [HTTPField.Name("X-Product")!, HTTPField.Name("X-Work-Order")!]
@@ -204,8 +202,7 @@ struct APIRoutes: Sendable {
             let result = try await control.detect(on: slot, bytes: bytes, options: options,
                 context: RoutingContext(product: product, key: key), deadline: deadline)
             let total = (ContinuousClock.now - started).milliseconds
-            ServerMetrics.request(slot: slotName, model: result.model.id, status: 200, seconds: total / 1000)
-            stats.record(slot: slotName, milliseconds: total, succeeded: true)
+            control.recordRequest(slot: slotName, model: result.model.id, status: 200, milliseconds: total)
             let t = result.result.timings
             ServerMetrics.stages(slot: slotName, preprocess: t.preprocess, inference: t.inference,
                 postprocess: t.postprocess, queue: result.queueMilliseconds)
@@ -213,8 +210,8 @@ struct APIRoutes: Sendable {
             answer.request_id = control.rememberForFeedback(slot: slotName, result)
             return try json(answer, status: .ok)
         } catch {
-            ServerMetrics.failedRequest(slot: slotName, status: Int(Problem.from(error).status.code))
-            stats.record(slot: slotName, milliseconds: (ContinuousClock.now - started).milliseconds, succeeded: false)
+            control.recordRequest(slot: slotName, model: nil, status: Int(Problem.from(error).status.code),
+                milliseconds: (ContinuousClock.now - started).milliseconds)
             throw error
         }
     }

@@ -30,7 +30,7 @@ public enum YOLOSwapServer {
         router.add(middleware: AuthMiddleware(authenticator: authenticator, control: control))
         let api = APIRoutes(control: control, configuration: configuration, authenticator: authenticator,
             metricsText: metricsText, configuredSlots: configuration.slots.keys.sorted(),
-            desired: desired ?? DesiredStateReconciler(control: control), stats: RequestStats(),
+            desired: desired ?? DesiredStateReconciler(control: control),
             streams: streams ?? makeStreamRegistry(control: control, configuration: configuration, logger: logger))
         api.register(on: router)
         V2Routes(api: api, engine: engine ?? OpenInferenceEngine(manager: control.manager,

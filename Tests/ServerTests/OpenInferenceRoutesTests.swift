@@ -92,6 +92,13 @@ struct OpenInferenceRoutesTests {
                 }
             }
             #expect(answers.count == 2 && answers[0] == answers[1] && answers[0].contains("boxes"), "\(answers)")
+            // Counted in the console's request panel as `/v1/detect`'s are (it showed none of /v2's or gRPC's).
+            try await client.execute(uri: "/v1/stats?window=30", method: .get,
+                headers: ServerHarness.headers(token: "carol-token")) { response in
+                let slots = try ServerHarness.json(response)["slots"] as? [[String: Any]] ?? []
+                let main = slots.first { $0["slot"] as? String == "default" }
+                #expect(main?["requests"] as? Int == 2 && main?["errors"] as? Int == 0, "\(slots)")
+            }
         }
     }
 

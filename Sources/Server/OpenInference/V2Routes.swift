@@ -104,13 +104,13 @@ struct V2Routes: Sendable {
                 (try await Self.encode(result, for: parsed),
                  result.parameters.first { $0.key == "model_id" }?.value.text)
             }
-            ServerMetrics.request(slot: model, model: modelID ?? model, status: 200,
-                seconds: (ContinuousClock.now - started).milliseconds / 1000)
+            api.control.recordRequest(slot: model, model: modelID, status: 200,
+                milliseconds: (ContinuousClock.now - started).milliseconds)
             return response
         } catch {
             // Labelled by the slot only when there is one: a name from the URL would add a series per name sent.
-            ServerMetrics.failedRequest(slot: (try? engine.slot(model)) == nil ? "unknown" : model,
-                status: Int(Problem.from(error).status.code))
+            api.control.recordRequest(slot: (try? engine.slot(model)) == nil ? "unknown" : model, model: nil,
+                status: Int(Problem.from(error).status.code), milliseconds: (ContinuousClock.now - started).milliseconds)
             throw error
         }
     }
