@@ -137,14 +137,17 @@ struct EventStream: Sendable {
     ///   - slot: only this slot's events (all when nil).
     ///   - viewer: closes the connection when a write waits too long (the client stopped reading).
     func response(lastEventID: String?, slot: String?, viewer: ViewerDeadline) -> Response {
-        let feed = open(lastEventID: lastEventID, slot: slot)
-        let (run, continuation) = (feed.subscription.run, feed.continuation)
         let repository = repository
         let hidePaths: @Sendable (String) -> String = { repository.hidingRoot($0) }
         let keepAlive = keepAlive
         var headers: HTTPFields = [.contentType: "text/event-stream; charset=utf-8", .cacheControl: "no-store"]
         headers[HTTPField.Name("X-Accel-Buffering")!] = "no"
-        return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+        return Response(status: .ok, headers: headers, body: ResponseBody { [self] writer in
+            // Subscribed here, where it is also cancelled: the body runs only once the head is written, and a client
+            // gone before that would have left a subscription made with the response behind, fed under the event
+            // log's lock for every event.
+            let feed = open(lastEventID: lastEventID, slot: slot)
+            let (run, continuation) = (feed.subscription.run, feed.continuation)
             defer { feed.cancel() }
             let ticker = Task {
                 while !Task.isCancelled {
