@@ -309,7 +309,7 @@ def grpc_hostile_checks(args):
         assert code == "INVALID_ARGUMENT" and "malformed" in details, (code, details)
     many_inputs()
 
-    @check("grpc hostile: methods not served are refused unread; an unknown model is not ready")
+    @check("grpc hostile: methods not served are refused (UNIMPLEMENTED); an unknown model is not ready")
     def unserved():
         code, _ = call("TraceSetting", b"\x0a\x00" * (1 << 20), viewer)
         assert code == "UNIMPLEMENTED", code

@@ -108,10 +108,11 @@ public final class ReplayGuard: Sendable {
             throw FleetRefusal(.stale, "issued \(-age) s in the future; at most \(skew) s of clock skew are accepted")
         }
         return try memory.withLock { (m: inout Memory) throws(FleetRefusal) -> Memory.Command? in
-            // Overflow-checked too: the memory is read back from a file, which may have been damaged.
+            // Overflow-checked too: the memory is read back from a file, which may have been damaged (and a time far
+            // in the future, which no command admitted has, would otherwise never be forgotten).
             m.commands.removeAll {
                 let (age, overflow) = now.subtractingReportingOverflow($0.issuedAt)
-                return overflow || age > skew
+                return overflow || age > skew || -age > skew
             }
             if let earlier = m.commands.first(where: { $0.nonce == command.nonce }) {
                 if earlier.digest == digest { return earlier }

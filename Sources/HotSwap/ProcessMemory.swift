@@ -20,12 +20,11 @@ public enum ProcessMemory {
         return residentPages * pageSize
     }
 
-    /// Peak resident set size of this process, or of the process `pid`, in bytes (`VmHWM` from `/proc/…/status`).
+    /// Peak resident set size of this process in bytes (`VmHWM` from `/proc/self/status`).
     ///
     /// - Returns: `nil` where `/proc` is unavailable or has no `VmHWM` line.
-    public static func peakResidentBytes(pid: Int32? = nil) -> Int? {
-        let path = "/proc/\(pid.map(String.init) ?? "self")/status"
-        guard let status = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+    public static func peakResidentBytes() -> Int? {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return nil }
         for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
             // "VmHWM:\t  123456 kB"
             let parts = line.dropFirst("VmHWM:".count).split(whereSeparator: { $0 == " " || $0 == "\t" })

@@ -2,21 +2,18 @@
 ///
 /// Thread-safe: every call creates and frees its own codec handle.
 public enum ImageEncoder {
-    /// Baseline JPEG with 4:2:0 chroma subsampling (or progressive, by libjpeg's standard scan script).
+    /// Baseline JPEG with 4:2:0 chroma subsampling.
     ///
     /// - Parameters:
     ///   - image: a non-empty image.
     ///   - quality: 1...100 (libjpeg's scale; 90 keeps annotations crisp).
-    ///   - progressive: write a progressive file (the kind cameras and browsers also make) instead of a baseline one.
     /// - Throws: ``ImageEncodeError``.
-    public static func jpeg(_ image: RGBImage, quality: Int = 90, progressive: Bool = false) throws(ImageEncodeError)
-        -> [UInt8]
-    {
+    public static func jpeg(_ image: RGBImage, quality: Int = 90) throws(ImageEncodeError) -> [UInt8] {
         try validate(image)
         guard (1...100).contains(quality) else {
             throw .invalidInput(reason: "JPEG quality must be in 1...100, got \(quality)")
         }
-        return try JPEGCompressor().encode(image, quality: quality, progressive: progressive)
+        return try JPEGCompressor().encode(image, quality: quality)
     }
 
     /// Lossless 8-bit truecolour PNG.

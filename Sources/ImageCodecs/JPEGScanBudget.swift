@@ -7,9 +7,10 @@
 /// Each scan makes libjpeg pass over every block of its components, once per coefficient position it covers
 /// (`Se − Ss + 1`), whatever the scan holds: a refinement scan of one end-of-band run costs as much as a full one. A
 /// baseline file makes one pass of 64 positions over each block, libjpeg's standard progressive script about three;
-/// a crafted 37 KB file of 500 identical refinement scans over a 7000 × 7000 image made 500 and held a thread for
-/// 16 s — TurboJPEG's scan limit (`TJFLAG_LIMITSCANS`, 500) bounds the count, not the work, and libjpeg only warns of
-/// such a progression. So the passes are counted first, in one pass over the file's bytes, and a file asking for
+/// a crafted file of a few hundred identical refinement scans over a large image makes hundreds (the README has what
+/// one cost) — TurboJPEG's scan limit (`TJFLAG_LIMITSCANS`, 500) bounds the count, not the work, and libjpeg only
+/// warns of such a progression. The markers are followed as libjpeg follows them (stray bytes and stuffed zeros
+/// between segments skipped, a segment length under 2 read past), so that no byte libjpeg passes over hides a scan. So the passes are counted first, in one pass over the file's bytes, and a file asking for
 /// more than `maxPassesPerBlock` is refused undecoded.
 ///
 /// Thread-safety: stateless.
@@ -40,12 +41,18 @@ enum JPEGScanBudget {
             offset += 1
             switch marker {
             case 0xD9: return false  // EOI
-            case 0x01, 0xD0...0xD8: continue  // no length
+            // No length: TEM, restarts, SOI; and 0x00, a stuffed byte outside a scan, which libjpeg skips as it
+            // skips any byte that is no marker.
+            case 0x00, 0x01, 0xD0...0xD8: continue
             default: break
             }
             guard offset + 2 <= data.count else { return true }
             let length = Int(data[offset]) << 8 | Int(data[offset + 1])
-            guard length >= 2 else { return false }
+            // A length under 2 (an empty APPn or COM written as 0): libjpeg reads on after its two bytes.
+            guard length >= 2 else {
+                offset += 2
+                continue
+            }
             guard offset + length <= data.count else { return true }
             let segment = UnsafeBufferPointer(rebasing: data[(offset + 2)..<(offset + length)])
             offset += length

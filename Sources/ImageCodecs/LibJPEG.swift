@@ -79,6 +79,17 @@ final class LibJPEGDecoder {
         }
     }
 
+    /// Reads `data`'s coefficients to its end (no pixels) and judges its warnings, the later ones too: for a file
+    /// TurboJPEG decoded with a warning, of which it keeps only the first.
+    static func checkWarnings(of data: UnsafeBufferPointer<UInt8>, doing what: String) throws(ImageDecodeError) {
+        let decoder = LibJPEGDecoder(data)
+        _ = try decoder.header()
+        let layout = try decoder.startBufferedRGB()
+        // Each call reads an iMCU row of a scan, or ends a scan: bounded by rows × TurboJPEG's scan limit.
+        for _ in 0..<(layout.imcuRows + 2) * 1000 where try decoder.consume().finished { break }
+        try decoder.checkWarnings(doing: what)
+    }
+
     /// The one place a CJPEG status becomes a Swift error: a fatal libjpeg error is `.corrupt` (or `.truncated`).
     private func check(_ status: Int32, doing what: String) throws(ImageDecodeError) {
         guard status != 0 else { return }  // CJPEG_OK

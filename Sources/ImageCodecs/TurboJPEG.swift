@@ -56,9 +56,14 @@ final class JPEGDecompressor {
         try check(status, doing: "decoding the JPEG")
         // libjpeg records only an image's first warning: one it accepts ("extraneous bytes before marker") hid the
         // "Premature end of JPEG file" of a file cut short after it, and the rows it never read came back grey.
-        if status != 0, cutShort {
-            throw .truncated(format: .jpeg, reason: "decoding the JPEG: the file ends before its end-of-image marker "
-                + "(libjpeg's first warning: \(String(cString: tjGetErrorStr2(handle))))")
+        if status != 0 {
+            if cutShort {
+                throw .truncated(format: .jpeg, reason: "decoding the JPEG: the file ends before its end-of-image "
+                    + "marker (libjpeg's first warning: \(String(cString: tjGetErrorStr2(handle))))")
+            }
+            // Ended with an EOI, and still data may have been missing inside (a cut file with an EOI put after it):
+            // libjpeg through CJPEG, which notes every warning, reads it again (only a file with a warning).
+            try LibJPEGDecoder.checkWarnings(of: data, doing: "decoding the JPEG")
         }
         return pixels
     }
@@ -139,8 +144,8 @@ final class JPEGCompressor {
 
     deinit { tjDestroy(handle) }
 
-    /// Baseline (or progressive) JPEG, 4:2:0 chroma subsampling, written into a worst-case-sized array then trimmed.
-    func encode(_ image: RGBImage, quality: Int, progressive: Bool) throws(ImageEncodeError) -> [UInt8] {
+    /// Baseline JPEG, 4:2:0 chroma subsampling, written into a worst-case-sized array then trimmed.
+    func encode(_ image: RGBImage, quality: Int) throws(ImageEncodeError) -> [UInt8] {
         let capacity = Int(tjBufSize(Int32(image.width), Int32(image.height), Int32(TJSAMP_420.rawValue)))
         var status: Int32 = 0
         let jpeg = image.pixels.withUnsafeBufferPointer { source in
@@ -150,7 +155,7 @@ final class JPEGCompressor {
                 status = tjCompress2(
                     handle, source.baseAddress, Int32(image.width), 0, Int32(image.height),
                     Int32(TJPF_RGB.rawValue), &destination, &size, Int32(TJSAMP_420.rawValue), Int32(quality),
-                    TJFLAG_NOREALLOC | (progressive ? TJFLAG_PROGRESSIVE : 0))
+                    TJFLAG_NOREALLOC)
                 count = status == 0 ? Int(size) : 0
             }
         }

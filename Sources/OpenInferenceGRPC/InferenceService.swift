@@ -135,10 +135,18 @@ public struct InferenceService: Inference_GRPCInferenceService.ServiceProtocol {
         }
     }
 
+    /// What typed contents hold once converted to raw bytes.
+    private static func tensorBytes(_ c: Inference_InferTensorContents) -> Int {
+        let elements: Int = c.bytesContents.reduce(0) { $0 + $1.count } + c.boolContents.count
+        let narrow: Int = 4 * (c.intContents.count + c.uintContents.count + c.fp32Contents.count)
+        let wide: Int = 8 * (c.int64Contents.count + c.uint64Contents.count + c.fp64Contents.count)
+        return elements + narrow + wide
+    }
+
     /// Messages whose tensors hold more than this are converted (and a base64 image decoded) on `parsing`.
     static let inlineTensorBytes = 256 * 1024
-    /// Converts large messages one at a time, off the cooperative pool (a 20 MiB base64 image takes a second or two
-    /// to decode), as `/v2` parses its large bodies: side by side they would multiply the memory.
+    /// Converts large messages one at a time, off the cooperative pool (decoding a 20 MiB base64 image would hold a
+    /// pool thread for long), as `/v2` parses its large bodies: side by side they would multiply the memory.
     private static let parsing = BlockingQueue(label: "yoloswap.grpc-parse")
 
     /// The request a message carries, with a base64 image decoded; a large message converted on `parsing`, where one
@@ -146,8 +154,9 @@ public struct InferenceService: Inference_GRPCInferenceService.ServiceProtocol {
     private func inferRequest(_ message: Inference_ModelInferRequest, arrived: ContinuousClock.Instant) async throws
         -> InferRequest
     {
+        // Raw contents, BYTES elements, and typed numbers (at their decoded width: converted to raw bytes here).
         let tensorBytes = message.rawInputContents.reduce(0) { $0 + $1.count }
-            + message.inputs.reduce(0) { $0 + $1.contents.bytesContents.reduce(0) { $0 + $1.count } }
+            + message.inputs.reduce(0) { $0 + Self.tensorBytes($1.contents) }
         guard tensorBytes > Self.inlineTensorBytes else { return try InferRequest(message) }
         let timeout = configuration.requestTimeoutMilliseconds
         let deadline = arrived + .milliseconds(timeout)

@@ -20,6 +20,30 @@ extension String {
     /// a folder spelt the other way passed for the one checked.
     public func hasBytePrefix(_ prefix: String) -> Bool { utf8.starts(with: prefix.utf8) }
 
+    /// The string with every occurrence of `target`'s UTF-8 bytes replaced by `replacement`'s — found byte by byte,
+    /// where `replacingOccurrences` compares characters and misses a target whose last character a following
+    /// combining mark joins (a password before `@` + U+0301 stayed in the text it was to be taken out of).
+    public func replacingBytes(of target: String, with replacement: String) -> String {
+        let needle = Array(target.utf8)
+        guard !needle.isEmpty else { return self }
+        let bytes = Array(utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count)
+        var index = 0
+        while index < bytes.count {
+            if bytes[index] == needle[0], bytes.count - index >= needle.count,
+               bytes[index..<index + needle.count].elementsEqual(needle)
+            {
+                out += replacement.utf8
+                index += needle.count
+            } else {
+                out.append(bytes[index])
+                index += 1
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
     /// Whether both strings have the same UTF-8 bytes (`==` compares canonical equivalence).
     public func isByteEqual(to other: String) -> Bool { utf8.elementsEqual(other.utf8) }
 

@@ -50,6 +50,9 @@ public final class DesiredStateReconciler: Sendable {
         /// when the watcher reads the file again is not recorded again. Cleared when a document is accepted.
         var recordedFileRefusal: String?
         var retry: DesiredRetryDTO?
+        /// Slots (`<content sha256>\n<slot>`) whose activating load, under a policy that unloads first, failed: a
+        /// retry does not take the slot's model out again (see `converge`).
+        var activatingFailed: Set<String> = []
     }
 
     /// - Parameters:
@@ -226,7 +229,7 @@ public final class DesiredStateReconciler: Sendable {
             for step in plan where step.action == "load+switch" {
                 guard let name = step.slot, let slot = document.slots[name] else { continue }
                 group.addTask { [self] in
-                    let outcome = await converge(name, to: slot, by: principal)
+                    let outcome = await converge(name, to: slot, by: principal, document: sha, attempt: attempt)
                     finish(name, outcome, generation: generation)
                 }
             }
@@ -365,18 +368,27 @@ public final class DesiredStateReconciler: Sendable {
     /// both and the configured policy may unload the active model first (`resource-preserving`, `auto`), the model
     /// is loaded again as an activating load, which that policy runs as it would run an operator's: the slot's
     /// models are unloaded, then the new one is loaded and switched in. Under `availability-preserving` the slot
-    /// stays failed, as an operator's load would.
-    private func converge(_ name: String, to slot: DesiredState.Slot, by principal: Principal) async -> Outcome {
+    /// stays failed, as an operator's load would. An activating load that failed (after the unload: the old model
+    /// is brought back, but the slot served nothing meanwhile) is not tried again by the document's retries, only by
+    /// a new apply (`attempt` 0): a model that fails its warm-up would otherwise take the slot down at every retry.
+    private func converge(_ name: String, to slot: DesiredState.Slot, by principal: Principal, document: String,
+                          attempt: Int) async -> Outcome {
         var body = LoadBody(model: slot.model, version: slot.version, sha256: slot.sha256, activate: false,
             allow_schema_change: slot.allow_schema_change, require_signature: slot.require_signature)
         do {
             var status = try await control.load(slot: name, body: body, by: principal, from: nil).outcome()
+            let key = document + "\n" + name
             if status.stage != .ready, status.failure?.isOverBudget == true,
-               control.manager.configuration.policy != .availabilityPreserving
+               control.manager.configuration.policy != .availabilityPreserving,
+               attempt == 0 || !state.withLock({ $0.activatingFailed.contains(key) })
             {
                 body.activate = true
                 status = try await control.load(slot: name, body: body, by: principal, from: nil).outcome()
-                return status.stage == .ready ? .converged : failed(status, slot)
+                let ready = status.stage == .ready
+                state.withLock { s in
+                    if ready { s.activatingFailed.remove(key) } else { s.activatingFailed.insert(key) }
+                }
+                return ready ? .converged : failed(status, slot)
             }
             guard status.stage == .ready else { return failed(status, slot) }
             // Only the model this load staged: one another caller staged meanwhile is not switched in under this

@@ -53,9 +53,10 @@ public struct SourcePolicy: Sendable, Equatable {
                     reason: "scheme '\(scheme)' is not one of \(VideoSource.networkSchemes.joined(separator: ", "))")
             }
             // Printable ASCII only (anything else percent-encoded): what is checked here is then what FFmpeg parses.
+            // Refused showing its scheme only: where its user-info ends is what cannot be told for certain.
             guard trimmed.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
-                throw .sourceNotAllowed(source: shown, reason: "a URL must be printable ASCII without spaces "
-                    + "(percent-encode other characters)")
+                throw .sourceNotAllowed(source: "\(scheme)://…", reason: "a URL must be printable ASCII without "
+                    + "spaces (percent-encode other characters)")
             }
             let host = Self.withoutUserInfo(trimmed)
             guard allowsAnything

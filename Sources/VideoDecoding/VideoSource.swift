@@ -48,9 +48,10 @@ public enum VideoSource: Sendable, Equatable, CustomStringConvertible {
     /// `text` (a URL, FFmpeg's log) with this network source's credentials replaced as `description` shows them.
     public func redacting(_ text: String) -> String {
         guard case .network(let url) = self, let range = Self.userInfo(of: url), !range.isEmpty else { return text }
-        let userInfo = url[range]
-        let shown = userInfo.firstIndex(of: ":").map { userInfo[..<$0] + ":***" } ?? "***"
-        return text.replacingOccurrences(of: userInfo + "@", with: shown + "@")
+        let userInfo = String(url[range])
+        // By bytes (see `userInfo(of:)`): the user-info may end in a character that what follows joins.
+        let shown = userInfo.utf8.firstIndex(of: UInt8(ascii: ":")).map { String(userInfo[..<$0]) + ":***" } ?? "***"
+        return text.replacingBytes(of: userInfo + "@", with: shown + "@")
     }
 
     /// The URL schemes a network source may use.

@@ -69,7 +69,10 @@ struct JPEGDecodeTests {
         let whole = try ImageDecoder.decode(stray)
         #expect(whole == (try ImageDecoder.decode(bytes)))
         let cut = Array(stray.prefix(stray.count / 3))
-        for decode in [{ try ImageDecoder.decode(cut) }, { try ImageDecoder.decodeOnTwoThreads(cut) }] {
+        // Cut, and cut with an end-of-image marker put after it: both paths refuse both.
+        let closed = cut + [0xFF, 0xD9]
+        for decode in [{ try ImageDecoder.decode(cut) }, { try ImageDecoder.decodeOnTwoThreads(cut) },
+                       { try ImageDecoder.decode(closed) }, { try ImageDecoder.decodeOnTwoThreads(closed) }] {
             #expect {
                 _ = try decode()
             } throws: { error in

@@ -1,5 +1,4 @@
 import Foundation
-import HotSwap
 import TestSupport
 import Testing
 
@@ -37,6 +36,16 @@ struct OpenInferenceProtocolTests {
         return r
     }
 
+    /// A process's peak resident memory (`VmHWM` in `/proc/<pid>/status`), in bytes.
+    static func peakResidentBytes(pid: Int32) -> Int? {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+              let kilobytes = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first
+                .flatMap({ Int($0) })
+        else { return nil }
+        return kilobytes * 1024
+    }
+
     @Test("tritonclient.http and .grpc: health, metadata, config, both infer conventions, load/unload, auth, stats")
     func tritonClient() async throws {
         let scratch = try TemporaryDirectory()
@@ -49,7 +58,7 @@ struct OpenInferenceProtocolTests {
         #expect(lines.filter { $0.hasPrefix("ok grpc") }.count >= 11, "\(r.stdout)")
         #expect(lines.filter { $0.hasPrefix("ok grpc hostile") }.count == 3, "\(r.stdout)")
         // The hostile messages were refused before they were decoded: 18 MiB of empty inputs decode into gigabytes.
-        let peak = try #require(ProcessMemory.peakResidentBytes(pid: server.process.processIdentifier))
+        let peak = try #require(Self.peakResidentBytes(pid: server.process.processIdentifier))
         #expect(peak < 1 << 30, "the server's peak resident memory was \(peak >> 20) MiB")
         // The load and the refused unload went to the audit log like any other change.
         let (status, audit) = try await server.json("GET", "/v1/audit?limit=100", token: ServerProcess.operatorToken)

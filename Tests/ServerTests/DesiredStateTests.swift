@@ -324,9 +324,10 @@ private typealias H = ServerHarness
         // starts on the first, loaded into an empty slot.
         let size: UInt64 = 64 << 20
         let harness = try await H { config in
-            for name in ["big-a.onnx", "big-b.onnx"] {
+            // big-b, and a model as large that fails its warm-up (NaN outputs).
+            for name in ["big-a.onnx", "big-b.onnx", "synthetic/nan.onnx"] {
                 let path = config.modelRepository + "/" + name
-                #expect(FileManager.default.createFile(atPath: path, contents: Data(name.utf8)))
+                #expect(FileManager.default.createFile(atPath: path, contents: Data((name + "-big").utf8)))
                 let file = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
                 try file.truncate(atOffset: size)
                 try file.close()
@@ -356,6 +357,24 @@ private typealias H = ServerHarness
             let loads = entries.filter { $0.action == "load" && $0.modelPath == "big-b.onnx" }
             #expect(loads.map(\.result) == ["intent", "failed", "intent", "succeeded"],
                 "\(loads.map { "\($0.result) \($0.reason ?? "")" })")
+
+            // A model that fails its warm-up: the activating load unloads the slot's model, fails, brings it back —
+            // once. The document's retries do not take the slot down again; the slot serves big-b throughout.
+            let failing = Array(Self.document("synthetic/nan.onnx").readableBytesView)
+            #expect(await reconciler.applyFile(failing, path: "/etc/yoloswap/desired.yaml"))
+            #expect(phase() == "Failed", "\(reconciler.status.slots)")
+            for attempt in 1...2 {
+                _ = try? await reconciler.apply(failing, from: .configMap(path: "/etc/yoloswap/desired.yaml"),
+                    attempt: attempt)
+            }
+            #expect(phase() == "Failed", "\(reconciler.status.slots)")
+            #expect(harness.control.manager.slot("default")?.roles.active?.identity.path.hasSuffix("/big-b.onnx")
+                == true)
+            let activating = try await harness.auditEntries().filter {
+                $0.action == "load" && $0.modelPath == "synthetic/nan.onnx" && $0.result == "intent"
+                    && $0.reason == "activate"
+            }
+            #expect(activating.count == 1, "\(activating.count) activating loads")
         }
     }
 

@@ -492,10 +492,9 @@ function showStages(card, stage, reason) {
     if (stage === "ready" && name === "ready") itemState = "done";
     return el("li", {dataset: {stage: name, state: itemState}}, name);
   }));
-  if (failed) {
-    card.lastStage = null;
-    card.stages.append(el("li", {dataset: {stage, state: "failed"}}, stage));
-  }
+  // The last stage is kept after the outcome (the slots' refresh draws the same failed load again); a new load's
+  // "queued" replaces it.
+  if (failed) card.stages.append(el("li", {dataset: {stage, state: "failed"}}, stage));
   if (failed && reason) setStatus(card, reason, "error");
 }
 

@@ -96,6 +96,8 @@ final class FleetSession: Sendable {
     let principal: Principal
     let commandTopic: String
     let desiredTopic: String?
+    /// The nonce of the group's document this run applied last (accepted by the reconciler).
+    let appliedDocument = Locked<String?>(nil)
     /// Results by command nonce, oldest first, for repeating them; the newest 1000 are kept.
     private let results = Locked<[(nonce: String, result: FleetCommandResult)]>([])
     private let statusRequests: AsyncStream<Void>.Continuation

@@ -213,10 +213,11 @@ extension FleetSession {
                 giveBackTurn()
                 throw error
             }
-            // The document applied last, delivered again (a reconnection, a replay): nothing to queue, unless the
-            // reconciler holds no document (this process has not applied it: a restart). One it holds, this one or
-            // another accepted since (over HTTP, from the watched file), is not overridden by a delivery again.
-            if admission == .alreadyApplied && agent.reconciler.appliedContentSHA256 != nil {
+            // The document applied last, delivered again (a reconnection, a replay): nothing to queue once this
+            // process has applied it — a document accepted since (over HTTP, from the watched file) is not undone by
+            // a delivery again. After a restart it is applied again, and one refused (its model not copied yet) is
+            // tried again at each delivery.
+            if admission == .alreadyApplied && appliedDocument.value == document.nonce {
                 giveBackTurn()
                 return
             }
@@ -231,13 +232,14 @@ extension FleetSession {
     /// document delivered again on a reconnection).
     func apply(_ document: FleetDesiredDocument, keyID: String, admission: ReplayGuard.DocumentAdmission) async {
         let contentSHA = Self.digest(Array(document.document.utf8))
-        if admission == .alreadyApplied && agent.reconciler.appliedContentSHA256 != nil { return }
+        if admission == .alreadyApplied && appliedDocument.value == document.nonce { return }
         FleetMetrics.received(kind: "desired", outcome: "admitted")
         logger.info("fleet desired state received", metadata: ["topic": "\(desiredTopic ?? "-")",
             "key_id": "\(keyID)", "issued_at": "\(document.issued_at)", "sha256": "\(contentSHA)"])
         do {
             let applied = try await agent.reconciler.apply(Array(document.document.utf8),
                 from: .mqtt(clientID: settings.clientID))
+            appliedDocument.withLock { $0 = document.nonce }
             logger.info("fleet desired state applied", metadata: ["generation": "\(applied.generation)",
                 "converged": "\(applied.converged)"])
         } catch {
