@@ -145,6 +145,21 @@ int cjpeg_finish_buffered(cjpeg_decoder *decoder) {
     return CJPEG_OK;
 }
 
+int cjpeg_read_through(cjpeg_decoder *decoder) {
+    GUARDED(decoder, {
+        jpeg_start_decompress(&decoder->info);
+        JDIMENSION height = decoder->info.output_height;
+        // All rows but the last skipped (skipping them all would skip the entropy data too), the last one read into a
+        // row from the decompressor's own pool (freed with it, also when an error escapes).
+        if (height > 1) jpeg_skip_scanlines(&decoder->info, height - 1);
+        JSAMPARRAY row = (*decoder->info.mem->alloc_sarray)((j_common_ptr)&decoder->info, JPOOL_IMAGE,
+            decoder->info.output_width * (JDIMENSION)decoder->info.output_components, 1);
+        jpeg_read_scanlines(&decoder->info, row, 1);
+        jpeg_finish_decompress(&decoder->info);
+    });
+    return CJPEG_OK;
+}
+
 const char *cjpeg_message(const cjpeg_decoder *decoder) { return decoder->message; }
 
 const char *cjpeg_output_message(const cjpeg_decoder *decoder) { return decoder->output_message; }

@@ -108,11 +108,12 @@ public final class ReplayGuard: Sendable {
             throw FleetRefusal(.stale, "issued \(-age) s in the future; at most \(skew) s of clock skew are accepted")
         }
         return try memory.withLock { (m: inout Memory) throws(FleetRefusal) -> Memory.Command? in
-            // Overflow-checked too: the memory is read back from a file, which may have been damaged (and a time far
-            // in the future, which no command admitted has, would otherwise never be forgotten).
+            // Overflow-checked too: the memory is read back from a file, which may have been damaged. (A time far in
+            // the future is kept: a command admitted before the clock stepped back has one, and forgetting it would let
+            // it be replayed; `capacity` bounds what is kept.)
             m.commands.removeAll {
                 let (age, overflow) = now.subtractingReportingOverflow($0.issuedAt)
-                return overflow || age > skew || -age > skew
+                return overflow || age > skew
             }
             if let earlier = m.commands.first(where: { $0.nonce == command.nonce }) {
                 if earlier.digest == digest { return earlier }

@@ -57,14 +57,14 @@ public struct ModelFile: Sendable, Equatable {
     public func readVerifiedBytes() throws(ModelFileError) -> [UInt8] {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(byteCount)
-        let digest: String
+        let read: (sha256: String, byteCount: Int)
         // No further than the verified size (the memory budget reserved for it): a file grown since is not read whole.
         do {
-            digest = try FileDigest.sha256(ofFileAt: path, maxBytes: byteCount) { bytes.append(contentsOf: $0) }.sha256
+            read = try FileDigest.sha256(ofFileAt: path, maxBytes: byteCount) { bytes.append(contentsOf: $0) }
         } catch {
             throw ModelFileError(error)
         }
-        guard digest == sha256 else { throw .changedSinceVerification(path: path, verified: sha256, now: digest) }
+        try check(read)
         return bytes
     }
 
@@ -79,13 +79,13 @@ public struct ModelFile: Sendable, Equatable {
             let output = FileHandle(forWritingAtPath: destination)
         else { throw .unreadable(path: destination, reason: "cannot create the file") }
         var writeError: (any Error)?
-        let digest: String
+        let read: (sha256: String, byteCount: Int)
         do {
             defer { try? output.close() }
-            digest = try FileDigest.sha256(ofFileAt: path, maxBytes: byteCount) { chunk in
+            read = try FileDigest.sha256(ofFileAt: path, maxBytes: byteCount) { chunk in
                 guard writeError == nil else { return }
                 do { try output.write(contentsOf: chunk) } catch { writeError = error }
-            }.sha256
+            }
         } catch {
             try? FileManager.default.removeItem(atPath: destination)
             throw ModelFileError(error)
@@ -94,9 +94,21 @@ public struct ModelFile: Sendable, Equatable {
             try? FileManager.default.removeItem(atPath: destination)
             throw .unreadable(path: destination, reason: "cannot write: \(writeError)")
         }
-        guard digest == sha256 else {
+        do throws(ModelFileError) { try check(read) } catch {
             try? FileManager.default.removeItem(atPath: destination)
-            throw .changedSinceVerification(path: path, verified: sha256, now: digest)
+            throw error
+        }
+    }
+
+    /// Whether what was read is the verified content. A file read past its verified size has no digest to report
+    /// (only a prefix of it was hashed): it is said to be longer.
+    private func check(_ read: (sha256: String, byteCount: Int)) throws(ModelFileError) {
+        guard read.byteCount <= byteCount else {
+            throw .changedSinceVerification(path: path, verified: sha256,
+                now: "a file longer than the \(byteCount) bytes verified")
+        }
+        guard read.sha256 == sha256 else {
+            throw .changedSinceVerification(path: path, verified: sha256, now: read.sha256)
         }
     }
 }

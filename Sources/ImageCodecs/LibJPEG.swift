@@ -79,14 +79,13 @@ final class LibJPEGDecoder {
         }
     }
 
-    /// Reads `data`'s coefficients to its end (no pixels) and judges its warnings, the later ones too: for a file
-    /// TurboJPEG decoded with a warning, of which it keeps only the first.
+    /// Reads `data` through to its end, keeping no pixels (``cjpeg_read_through``: no whole-image buffer for a
+    /// single-scan file), and judges its warnings, the later ones too: for a file TurboJPEG decoded with a warning, of
+    /// which it keeps only the first.
     static func checkWarnings(of data: UnsafeBufferPointer<UInt8>, doing what: String) throws(ImageDecodeError) {
         let decoder = LibJPEGDecoder(data)
         _ = try decoder.header()
-        let layout = try decoder.startBufferedRGB()
-        // Each call reads an iMCU row of a scan, or ends a scan: bounded by rows × TurboJPEG's scan limit.
-        for _ in 0..<(layout.imcuRows + 2) * 1000 where try decoder.consume().finished { break }
+        try decoder.check(cjpeg_read_through(decoder.decoder), doing: what)
         try decoder.checkWarnings(doing: what)
     }
 

@@ -162,8 +162,9 @@ public struct InferenceService: Inference_GRPCInferenceService.ServiceProtocol {
         let deadline = arrived + .milliseconds(timeout)
         return try await Self.parsing.run {
             guard ContinuousClock.now < deadline else {
-                throw RPCError(code: .unavailable, message: "the request waited past its deadline (\(timeout) ms) "
-                    + "for other large messages to be converted")
+                // A Problem (503), as `/v2` answers: counted as 503 in the request metrics, UNAVAILABLE to the client.
+                throw Problem(.serviceUnavailable, "Service Unavailable", detail: "the request waited past its "
+                    + "deadline (\(timeout) ms) for other large messages to be converted")
             }
             return try InferRequest(message).decodingImageText()
         }

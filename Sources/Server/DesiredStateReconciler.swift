@@ -50,9 +50,10 @@ public final class DesiredStateReconciler: Sendable {
         /// when the watcher reads the file again is not recorded again. Cleared when a document is accepted.
         var recordedFileRefusal: String?
         var retry: DesiredRetryDTO?
-        /// Slots (`<content sha256>\n<slot>`) whose activating load, under a policy that unloads first, failed: a
-        /// retry does not take the slot's model out again (see `converge`).
-        var activatingFailed: Set<String> = []
+        /// Slots (`<content sha256>\n<slot>`) whose activating load, under a policy that unloads first, failed, and
+        /// why: a retry does not take the slot's model out again, nor stage it to be refused over budget again (see
+        /// `converge`).
+        var activatingFailed: [String: String] = [:]
     }
 
     /// - Parameters:
@@ -375,20 +376,24 @@ public final class DesiredStateReconciler: Sendable {
                           attempt: Int) async -> Outcome {
         var body = LoadBody(model: slot.model, version: slot.version, sha256: slot.sha256, activate: false,
             allow_schema_change: slot.allow_schema_change, require_signature: slot.require_signature)
+        let key = document + "\n" + name
+        // A retry after the activating load failed: nothing is loaded, the slot keeps its reason.
+        if attempt > 0, let reason = state.withLock({ $0.activatingFailed[key] }) {
+            return .failed(reason: "LoadFailed", message: reason)
+        }
         do {
             var status = try await control.load(slot: name, body: body, by: principal, from: nil).outcome()
-            let key = document + "\n" + name
             if status.stage != .ready, status.failure?.isOverBudget == true,
-               control.manager.configuration.policy != .availabilityPreserving,
-               attempt == 0 || !state.withLock({ $0.activatingFailed.contains(key) })
+               control.manager.configuration.policy != .availabilityPreserving
             {
                 body.activate = true
                 status = try await control.load(slot: name, body: body, by: principal, from: nil).outcome()
-                let ready = status.stage == .ready
+                let outcome = status.stage == .ready ? Outcome.converged : failed(status, slot)
                 state.withLock { s in
-                    if ready { s.activatingFailed.remove(key) } else { s.activatingFailed.insert(key) }
+                    if case .failed(_, let message) = outcome { s.activatingFailed[key] = message }
+                    else { s.activatingFailed[key] = nil }
                 }
-                return ready ? .converged : failed(status, slot)
+                return outcome
             }
             guard status.stage == .ready else { return failed(status, slot) }
             // Only the model this load staged: one another caller staged meanwhile is not switched in under this
@@ -446,7 +451,7 @@ public final class DesiredStateReconciler: Sendable {
         // At most `RefusalLimiter.perSecond` a second a source are recorded and logged, as refused calls are (a
         // caller looping on a bad document would otherwise grow the log as fast as it sends); the next one recorded
         // says how many were not.
-        guard let note = control.admitRefusal(Principal(name: actor, role: .viewer)) else { return }
+        guard let note = control.admitRefusal(Principal(name: source.sender, role: .viewer)) else { return }
         control.logger.warning("desired state refused", metadata: ["source": "\(actor)", "reason": "\(error)"])
         try? await record(actor, result: "rejected", reason: error.description + note, started: Date())
     }

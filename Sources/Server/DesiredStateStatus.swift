@@ -22,6 +22,16 @@ public enum DesiredStateSource: Sendable, Equatable {
         }
     }
 
+    /// Who sends documents from this source, whatever their content: `http:<token name>`, `configmap:<path>` or
+    /// `mqtt:<client id>` (the key its refusals are rate-limited by).
+    var sender: String {
+        switch self {
+        case .http(let token): "http:\(token)"
+        case .configMap(let path): "configmap:\(path)"
+        case .mqtt(let clientID): "mqtt:\(clientID)"
+        }
+    }
+
     /// The metric label: `http`, `configmap` or `mqtt`.
     var kind: String {
         switch self {

@@ -375,6 +375,12 @@ private typealias H = ServerHarness
                     && $0.reason == "activate"
             }
             #expect(activating.count == 1, "\(activating.count) activating loads")
+            // The retries loaded nothing (no staging refused over budget either), and the reason shown is still why
+            // the activating load failed.
+            #expect(try await harness.auditEntries().filter { $0.action == "load" && $0.modelPath == "synthetic/nan.onnx"
+                && $0.result == "intent" }.count == 2)
+            let reason = reconciler.status.slots["default"]?.last_error ?? ""
+            #expect(reason.contains("warm") && !reason.contains("budget"), "\(reason)")
         }
     }
 

@@ -70,6 +70,9 @@ int cjpeg_consume(cjpeg_decoder *decoder, int *imcu_rows, int *finished);
 int cjpeg_read_output_rows(cjpeg_decoder *decoder, unsigned char *out, size_t stride, int rows, int *read);
 /// jpeg_finish_output and jpeg_finish_decompress, once the input side has finished and every row has been read.
 int cjpeg_finish_buffered(cjpeg_decoder *decoder);
+/// After cjpeg_read_header: reads the image through to its end without keeping its pixels (every row but the last
+/// skipped, no whole-image buffer for a single-scan file), so that every warning is emitted and noted.
+int cjpeg_read_through(cjpeg_decoder *decoder);
 
 /// libjpeg's message for the output side's last fatal error in buffered-image mode, or "" when none.
 const char *cjpeg_output_message(const cjpeg_decoder *decoder);
