@@ -180,7 +180,8 @@ public struct SigningKey: Sendable {
     /// Writes the private key to `path` (created with mode 0600) and the public key to `path + ".pub"`.
     ///
     /// The private key file is created exclusively: an existing file is never overwritten unless `overwrite`,
-    /// in which case it is removed first (so the new file is created 0600 rather than inheriting a mode).
+    /// in which case the new key is written beside it (created 0600, not inheriting the old file's mode) and renamed
+    /// over it; a folder at `path` is refused.
     /// - Throws: `KeyFileError` when a file exists (without `overwrite`) or cannot be written.
     public func write(to path: String, overwrite: Bool = false) throws(KeyFileError) {
         let publicPath = path + ".pub"
@@ -198,12 +199,24 @@ public struct SigningKey: Sendable {
                 throw KeyFileError(operation: "write key", path: path,
                     reason: "it exists and is not a file; refusing to replace it")
             }
-            try? FileManager.default.removeItem(atPath: path)
         }
         let contents = KeyFileContents(
             type: KeyFileContents.privateType, keyID: keyID,
             key: key.rawRepresentation.base64EncodedString())
-        try Self.createPrivateFile(path, contents: contents.encoded())
+        if overwrite {
+            // Written beside it, then renamed over it: the old key is replaced only once the new one is on disk (a
+            // full disk leaves the old key, not none).
+            let temporary = path + ".new-\(getpid())"
+            try? FileManager.default.removeItem(atPath: temporary)
+            try Self.createPrivateFile(temporary, contents: contents.encoded())
+            guard rename(temporary, path) == 0 else {
+                let reason = String(cString: strerror(errno))
+                try? FileManager.default.removeItem(atPath: temporary)
+                throw KeyFileError(operation: "write private key", path: path, reason: reason)
+            }
+        } else {
+            try Self.createPrivateFile(path, contents: contents.encoded())
+        }
         try verificationKey.write(to: publicPath)
     }
 
