@@ -94,6 +94,38 @@ struct MQTTFleetTests {
         #expect(offline.status == 0, "\(offline.stdout)")
     }
 
+    @Test("a group document refused because its model is not copied yet is applied again on a timer, and converges once the file lands, without a reconnection")
+    func documentRetried() async throws {
+        let fleet = try MQTTFleet()
+        let models = try TemporaryDirectory(prefix: "models")
+        try FileManager.default.copyItem(atPath: Repo.model(MQTTFleet.large), toPath: models.file(MQTTFleet.large))
+        let device = try await fleet.device("dev-r", extra: "model_repository: \(models.path)")
+        defer { device.stop() }
+        let document = fleet.folder.file("later.yaml")
+        try """
+            apiVersion: yoloswap/v1
+            kind: DesiredState
+            metadata: {name: \(MQTTFleet.group), generation: 1}
+            slots:
+              default:
+                model: later.onnx
+                sha256: \(try MQTTFleet.sha(MQTTFleet.small))
+            """.write(toFile: document, atomically: true, encoding: .utf8)
+        let signed = try fleet.sign("later.json", ["--group", MQTTFleet.group, "--desired", document])
+        #expect(try await fleet.publish(["--topic", fleet.desiredTopic, "--retain", signed]).status == 0)
+        // Refused (no such file), then applied again after 10 s: refused again while the file is missing.
+        #expect(await eventuallyAsync(timeout: .seconds(60)) {
+            device.log.components(separatedBy: "fleet desired state not applied").count > 2
+        }, "\(device.log.suffix(3000))")
+        // The copy lands: a later retry applies it; the device has not reconnected.
+        try FileManager.default.copyItem(atPath: Repo.model(MQTTFleet.small), toPath: models.file("later.onnx"))
+        #expect(await eventuallyAsync(timeout: .seconds(90)) {
+            let slot = try? await device.json("GET", "/v1/slots/default", token: ServerProcess.viewerToken).1
+            return (slot?["active"] as? [String: Any])?["sha256"] as? String == (try? MQTTFleet.sha(MQTTFleet.small))
+        }, "\(device.log.suffix(3000))")
+        #expect(!device.log.contains("MQTT connection lost"))
+    }
+
     /// paho (`tools/fleet_peer.py collect`) subscribed to a device's stream topics, its SUBACK received; it writes what
     /// it received to the returned file once a stream's `ended` event came (or at the timeout).
     static func collector(_ fleet: MQTTFleet, device: String, timeout: Int, clientID: String? = nil) async throws

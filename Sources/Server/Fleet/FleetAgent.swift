@@ -98,6 +98,8 @@ final class FleetSession: Sendable {
     let desiredTopic: String?
     /// The nonce of the group's document this run applied last (accepted by the reconciler).
     let appliedDocument = Locked<String?>(nil)
+    /// The refused group document applied again on a timer, and how many times (`scheduleRetry`).
+    let documentRetry = Locked<(nonce: String, attempt: Int)?>(nil)
     /// Results by command nonce, oldest first, for repeating them; the newest 1000 are kept.
     private let results = Locked<[(nonce: String, result: FleetCommandResult)]>([])
     private let statusRequests: AsyncStream<Void>.Continuation

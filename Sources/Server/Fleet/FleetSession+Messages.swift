@@ -221,7 +221,10 @@ extension FleetSession {
                 giveBackTurn()
                 return
             }
-            if admission == .new { await persistGuard() }
+            if admission == .new {
+                documentRetry.withLock { $0 = nil }  // a newer document: the older one's retry stops
+                await persistGuard()
+            }
             await enqueue(.document(document, keyID: keyID, admission: admission))
         } catch {
             await refuse(error, kind: "desired", id: nil, action: nil)
@@ -245,8 +248,34 @@ extension FleetSession {
         } catch {
             // The reconciler has recorded the refusal (status, metric, audit).
             logger.warning("fleet desired state not applied", metadata: ["error": "\(error)"])
+            scheduleRetry(document, keyID: keyID)
         }
         requestStatus()
+    }
+
+    /// Applies a group document the reconciler refused (its model not copied yet, the audit log unavailable) again
+    /// after 10 s, then after twice that, up to 10 min, while it is the group's newest document admitted and the agent
+    /// runs — as the watched file is read again — rather than only at its next delivery (a reconnection, days away).
+    func scheduleRetry(_ document: FleetDesiredDocument, keyID: String) {
+        let attempt = documentRetry.withLock { retry -> Int in
+            let next = retry?.nonce == document.nonce ? (retry?.attempt ?? 0) + 1 : 1
+            retry = (document.nonce, next)
+            return next
+        }
+        let delay = min(Duration.seconds(10 * (1 << min(attempt - 1, 6))), .seconds(600))
+        logger.info("fleet desired state: applying it again later", metadata: ["attempt": "\(attempt)",
+            "delay_s": "\(delay.components.seconds)"])
+        Task { [self] in
+            try? await Task.sleep(for: delay)
+            guard !isStopping, documentRetry.value?.nonce == document.nonce,
+                  appliedDocument.value != document.nonce
+            else { return }
+            guard takeTurn() else {
+                scheduleRetry(document, keyID: keyID)  // busy: later
+                return
+            }
+            await enqueue(.document(document, keyID: keyID, admission: .new))
+        }
     }
 
     // MARK: Audit
