@@ -59,7 +59,8 @@ public struct SignedEnvelope: Sendable, Equatable, Codable {
                 + "signature)")
         }
         guard envelope.format == format else {
-            throw FleetRefusal(.malformed, "envelope format '\(envelope.format.prefix(utf8Bytes: 64))' is not \(format)")
+            throw FleetRefusal(.malformed,
+                "envelope format '\(envelope.format.prefix(utf8Bytes: 64))' is not \(format)")
         }
         guard let key = keys.first(where: { $0.keyID == envelope.keyID }) else {
             throw FleetRefusal(.untrustedKey, "key \(envelope.keyID.prefix(utf8Bytes: 64)) is not in mqtt.trusted_keys")

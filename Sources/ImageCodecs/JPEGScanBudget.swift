@@ -9,9 +9,10 @@
 /// baseline file makes one pass of 64 positions over each block, libjpeg's standard progressive script about three;
 /// a crafted file of a few hundred identical refinement scans over a large image makes hundreds (the README has what
 /// one cost) — TurboJPEG's scan limit (`TJFLAG_LIMITSCANS`, 500) bounds the count, not the work, and libjpeg only
-/// warns of such a progression. The markers are followed as libjpeg follows them (stray bytes and stuffed zeros
-/// between segments skipped, a segment length under 2 read past), so that no byte libjpeg passes over hides a scan. So the passes are counted first, in one pass over the file's bytes, and a file asking for
-/// more than `maxPassesPerBlock` is refused undecoded.
+/// warns of such a progression. So the passes are counted first, in one pass over the file's bytes, and a file
+/// asking for more than `maxPassesPerBlock` is refused undecoded. The markers are followed as libjpeg follows them
+/// (stray bytes and stuffed zeros between segments skipped, a segment length under 2 read past), so that no byte
+/// libjpeg passes over hides a scan.
 ///
 /// Thread-safety: stateless.
 enum JPEGScanBudget {

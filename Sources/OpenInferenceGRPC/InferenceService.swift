@@ -285,7 +285,8 @@ public struct InferenceService: Inference_GRPCInferenceService.ServiceProtocol {
         do { return ServerResponse(message: try await body()) } catch {
             let mapped = GRPCStatusMapping.rpcError(error)
             if mapped.code == .internalError {
-                logger.error("gRPC call failed", metadata: ["error": "\(String(describing: error).prefix(utf8Bytes: 4096))"])
+                let described = String(describing: error).prefix(utf8Bytes: 4096)
+                logger.error("gRPC call failed", metadata: ["error": "\(described)"])
             }
             throw mapped
         }

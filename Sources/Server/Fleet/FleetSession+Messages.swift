@@ -257,6 +257,7 @@ extension FleetSession {
     /// after 10 s, then after twice that, up to 10 min, while it is the group's newest document admitted and the agent
     /// runs — as the watched file is read again — rather than only at its next delivery (a reconnection, days away).
     func scheduleRetry(_ document: FleetDesiredDocument, keyID: String) {
+        // One timer at a time: a later failure (of a delivery's apply) replaces the timer set before it.
         let attempt = documentRetry.withLock { retry -> Int in
             let next = retry?.nonce == document.nonce ? (retry?.attempt ?? 0) + 1 : 1
             retry = (document.nonce, next)
@@ -267,8 +268,8 @@ extension FleetSession {
             "delay_s": "\(delay.components.seconds)"])
         Task { [self] in
             try? await Task.sleep(for: delay)
-            guard !isStopping, documentRetry.value?.nonce == document.nonce,
-                  appliedDocument.value != document.nonce
+            guard !isStopping, let retry = documentRetry.value, retry.nonce == document.nonce,
+                  retry.attempt == attempt, appliedDocument.value != document.nonce
             else { return }
             guard takeTurn() else {
                 scheduleRetry(document, keyID: keyID)  // busy: later
