@@ -87,10 +87,30 @@ public struct ABSchedule: Sendable, Equatable, Codable {
             return order[(index + order.count) % order.count]
         }
         let minuteOfDay = Int(floor(local / 60)) % 1440
-        let m = (minuteOfDay + 1440) % 1440
-        for w in windows ?? [] {
-            guard let from = Self.minutes(w.from), let to = Self.minutes(w.to) else { continue }
-            let inside = from <= to ? (m >= from && m < to) : (m >= from || m < to)
+        return variant(atMinute: (minuteOfDay + 1440) % 1440, windows: parsedWindows, variants: variants)
+    }
+
+    /// Whether `name` serves at some time: a rotation's order names it, or some minute of the day falls to it.
+    /// - Parameter variants: the baseline's and the candidate's names, in that order.
+    public func everServes(_ name: String, variants: [String]) -> Bool {
+        if rotate_every_min != nil { return (order ?? variants).contains(name) }
+        let windows = parsedWindows
+        return (0..<1440).contains { variant(atMinute: $0, windows: windows, variants: variants) == name }
+    }
+
+    private var parsedWindows: [(from: Int, to: Int, variant: String)] {
+        (windows ?? []).compactMap { w in
+            guard let from = Self.minutes(w.from), let to = Self.minutes(w.to) else { return nil }
+            return (from, to, w.variant)
+        }
+    }
+
+    /// The variant of the first window holding minute `m` of the day, or the default.
+    private func variant(atMinute m: Int, windows: [(from: Int, to: Int, variant: String)], variants: [String])
+        -> String
+    {
+        for w in windows {
+            let inside = w.from <= w.to ? (m >= w.from && m < w.to) : (m >= w.from || m < w.to)
             if inside { return w.variant }
         }
         return `default` ?? variants[0]

@@ -76,9 +76,17 @@ public final class ReleaseEngine: ModelRouter, Sendable {
     /// each would otherwise keep 10 million.
     public static let feedbackDetectionsKept = 500_000
     private let state: Locked<State>
+    /// A scheduled A/B's: whether the schedule gives the baseline some time of day (nil without a schedule). Its
+    /// rules that compare with the baseline then wait for both windows even while the candidate has every request
+    /// (the baseline's hours fill its window), as they do for a weighted share below 100 %.
+    private let scheduleServesBaseline: Bool?
 
     public init(record: ReleaseRecord, clock: any ReleaseClock = SystemReleaseClock()) {
         self.clock = clock
+        let spec = record.spec
+        scheduleServesBaseline = spec.schedule.map {
+            $0.everServes(spec.baselineName, variants: [spec.baselineName, spec.candidateName])
+        }
         let now = clock.now
         state = Locked(State(record: record, baseline: VariantTotals(since: now), candidate: VariantTotals(since: now),
             window: WindowFigures(capacity: record.spec.rules?.windowSize ?? 500), countersSince: now))
@@ -282,7 +290,8 @@ public final class ReleaseEngine: ModelRouter, Sendable {
             let enough = s.candidate.requests - s.candidate.errors >= (p.min_requests ?? 0)
             let due = s.nextPromotionAt.map { now >= $0 } ?? true
             let judged = s.record.spec.rules?.judgeable(s.window, shadow: s.record.spec.strategy == .shadow,
-                baselineServed: s.record.spec.strategy == .shadow || s.record.candidatePercent(at: now) < 100) ?? true
+                baselineServed: s.record.spec.strategy == .shadow
+                    || (scheduleServesBaseline ?? (s.record.candidatePercent(at: now) < 100))) ?? true
             if stepsDone, held, enough, due, judged {
                 s.record.promotedFrom = .running
                 s.record.phase = .promoting

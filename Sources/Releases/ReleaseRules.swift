@@ -86,7 +86,7 @@ public struct ReleaseRules: Sendable, Equatable, Codable {
     /// all shed, a canary that failed every one of fewer than `min_samples` requests — has not held.
     /// Rules the release cannot feed are left out: `agreement_f1` outside a shadow (no pairs), and the rules that
     /// compare with the baseline while the candidate takes every request (`baselineServed` false: a canary's last
-    /// step at 100 %, an A/B with the baseline's weight 0).
+    /// step at 100 %, an A/B with the baseline's weight 0 or a schedule that never gives it an hour).
     func judgeable(_ w: WindowFigures, shadow: Bool, baselineServed: Bool) -> Bool {
         guard let r = rollback_if else { return true }
         let enough = w.candidate.count >= minSamples

@@ -93,7 +93,9 @@ public struct ReleaseSpec: Sendable, Equatable, Codable {
     public var abCandidatePercent: Double {
         guard let weights, !weights.isEmpty else { return 50 }
         let b = weights[baselineName] ?? 0, c = weights[candidateName] ?? 0
-        return b + c > 0 ? 100 * c / (b + c) : 0
+        // The fraction first: `100 * c` overflows to inf for weights near Double's largest, which `validate` lets
+        // through (their sum is finite).
+        return b + c > 0 ? c / (b + c) * 100 : 0
     }
 
     // MARK: Validation

@@ -168,12 +168,13 @@ extension ControlPlane {
             if status.stage == .cancelled, await manager.isShuttingDown { return }
             if let reason = status.failure {
                 failure = "the candidate did not load: " + repository.hidingRoot(reason.description)
-            } else if let active = slotRef.roles.active?.identity, active.sha256 != record.baseline?.sha256 {
-                // A switch or rollback that passed its checks before this release was installed ran before the
-                // candidate's load (the slot's operations run in order): the figures would compare against another
-                // model than the one recorded.
-                failure = "the active model changed while the release started (\(active.id) instead of "
-                    + "\(record.baseline?.id ?? "?")): start the release again"
+            } else if slotRef.roles.active?.identity.sha256 != record.baseline?.sha256 {
+                // A switch, rollback or forced unload that passed its checks before this release was installed ran
+                // before the candidate's load (the slot's operations run in order): the figures would compare against
+                // another model than the one recorded, or the release would run with no baseline at all.
+                failure = "the active model changed while the release started ("
+                    + "\(slotRef.roles.active?.identity.id ?? "none") instead of \(record.baseline?.id ?? "?")): "
+                    + "start the release again"
             } else if let staged = slotRef.roles.staged, staged.identity.sha256 == status.identity?.sha256 {
                 let gate = candidateGate.withLock { $0 }
                 failure = await gate?.refusal(candidate: staged, baseline: slotRef.roles.active, spec: spec)
@@ -205,8 +206,10 @@ extension ControlPlane {
         let candidate = slotRef.roles.staged?.identity
         let now = run.engine.clock.now
         let updated = run.engine.update { r in
+            // An abort while the gate scored the candidate ended the release: its record keeps no traffic it never had.
+            guard r.phase == .loading else { return }
             r.candidate = candidate
-            if r.phase == .loading { r.phase = phase ?? .running }
+            r.phase = phase ?? .running
             r.trafficSince = r.trafficSince ?? now
             r.stepStartedAt = r.stepStartedAt ?? now
             r.note(resumed ? "resumed-after-restart" : "traffic", by: "system", at: now, candidate?.id)

@@ -97,9 +97,9 @@ struct SlotListDTO: ResponseEncodable { var slots: [SlotDTO] }
 
 struct EventListDTO: Encodable { var events: [SwapEvent] }
 
-struct RoutesDTO: ResponseEncodable, Decodable { var routes: [String: String] }
+struct RoutesDTO: ResponseEncodable, Codable { var routes: [String: String] }
 
-struct LoadBody: Decodable {
+struct LoadBody: Codable {
     var model: String
     var version: String?
     var sha256: String?

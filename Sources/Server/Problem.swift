@@ -6,6 +6,7 @@ import ImageCodecs
 import NIOCore
 import Releases
 import OpenInference
+import Primitives
 import YOLO
 
 /// An error answered as RFC 9457 problem details: `application/problem+json` with type, title, status, detail.
@@ -133,6 +134,7 @@ public struct Problem: HTTPResponseError, CustomStringConvertible {
         case DecodingError.typeMismatch(_, let c), DecodingError.valueNotFound(_, let c):
             "wrong type at '\(c.codingPath.map(\.stringValue).joined(separator: "."))'"
         case DecodingError.dataCorrupted(let c): c.debugDescription
+        case let unknown as StrictJSON.UnknownKeys: unknown.description
         default: "malformed JSON"
         }
     }

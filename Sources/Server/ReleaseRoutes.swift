@@ -142,16 +142,22 @@ struct ReleaseDTO: Encodable {
 }
 
 /// `POST /v1/feedback`: an inspector's true boxes for an answer given during a release.
-struct FeedbackBody: Decodable {
+struct FeedbackBody: Codable {
     var request_id: String
     var boxes: [TrueBox]
+
+    /// The longest class name taken: the figures keep every name they see (up to 4096 a variant) and every release
+    /// status shows them.
+    static let maxClassNameBytes = 256
 
     func validate() throws {
         guard boxes.count <= 10_000 else { throw Problem.badRequest("boxes: at most 10000 true boxes") }
         for (i, b) in boxes.enumerated() {
             let c = [b.box.x1, b.box.y1, b.box.x2, b.box.y2]
-            guard c.allSatisfy(\.isFinite), b.box.x2 >= b.box.x1, b.box.y2 >= b.box.y1, !b.class_name.isEmpty else {
-                throw Problem.badRequest("boxes[\(i)]: a class_name and finite x1 <= x2, y1 <= y2 are needed")
+            guard c.allSatisfy(\.isFinite), b.box.x2 >= b.box.x1, b.box.y2 >= b.box.y1, !b.class_name.isEmpty,
+                  b.class_name.utf8.count <= Self.maxClassNameBytes else {
+                throw Problem.badRequest("boxes[\(i)]: a class_name of 1 to \(Self.maxClassNameBytes) bytes and finite "
+                    + "x1 <= x2, y1 <= y2 are needed")
             }
         }
     }

@@ -289,18 +289,34 @@ struct APIRoutes: Sendable {
         return principal
     }
 
-    func decode<T: Decodable>(_ type: T.Type, _ request: Request, _ context: YOLOSwapRequestContext)
+    /// A JSON body decoded as `T`, keys `T` does not know refused (`StrictJSON`): a misspelt option is an error, not a
+    /// default.
+    func decode<T: Codable>(_ type: T.Type, _ request: Request, _ context: YOLOSwapRequestContext)
         async throws -> T
     {
+        let data = try await jsonBody(request)
+        do { return try StrictJSON.decode(T.self, from: data) } catch {
+            throw Problem.badRequest("invalid JSON body: \(Problem.describe(error))")
+        }
+    }
+
+    /// A JSON body decoded as `T`, a type that refuses unknown keys itself (`StreamSpec`, which names them).
+    func decode<T: Decodable>(checkingItsOwnKeys type: T.Type, _ request: Request, _ context: YOLOSwapRequestContext)
+        async throws -> T
+    {
+        let data = try await jsonBody(request)
+        do { return try JSONDecoder().decode(T.self, from: data) } catch {
+            throw Problem.badRequest("invalid JSON body: \(Problem.describe(error))")
+        }
+    }
+
+    private func jsonBody(_ request: Request) async throws -> Data {
         var buffer: ByteBuffer
         do { buffer = try await request.body.collect(upTo: Self.maxJSONBytes) } catch is NIOTooManyBytesError {
             throw Problem(.contentTooLarge, "Content Too Large",
                 detail: "a JSON body may have at most \(Self.maxJSONBytes) bytes")
         }
-        let data = Data(buffer.readBytes(length: buffer.readableBytes) ?? [])
-        do { return try JSONDecoder().decode(T.self, from: data) } catch {
-            throw Problem.badRequest("invalid JSON body: \(Problem.describe(error))")
-        }
+        return Data(buffer.readBytes(length: buffer.readableBytes) ?? [])
     }
 
     /// A JSON answer written by the project's one encoder.

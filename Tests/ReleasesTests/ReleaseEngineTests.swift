@@ -368,6 +368,61 @@ struct ReleaseEngineTests {
         #expect(promoted, "the baseline serves nothing to compare with, and a canary has no pairs")
     }
 
+    @Test("a schedule that gives the baseline other hours holds promotion until its rules have both windows, though the candidate serves now")
+    func scheduledPromotionWaitsForBaseline() {
+        // 09:00 in Berlin, inside the candidate's window: the baseline serves from 20:00 to 08:00.
+        let clock = ManualClock(Self.berlin(9, 0))
+        var spec = Self.ab(ABSchedule(timeZone: "Europe/Berlin",
+            windows: [.init(from: "08:00", to: "20:00", variant: "v10n")]))
+        spec.rules = ReleaseRules(window: 50, min_samples: 5, rollback_if: .init(p99_ratio: 1.2),
+            promote_after: .init(min_requests: 5))
+        let engine = ReleaseEngine(record: record(spec, at: clock.now), clock: clock)
+        func promotes(_ variant: String) -> Bool {
+            engine.record(variant: variant, VariantSample(result([detection("bolt", 0, 0)])))
+                .contains { if case .promote = $0 { true } else { false } }
+        }
+        // It promoted here, the p99 rule never judged: the candidate's hours made the baseline count as unserved.
+        #expect(!(0..<20).contains { _ in promotes("v10n") })
+        clock.set(Self.berlin(21, 0))
+        #expect((0..<5).contains { _ in promotes("v8s") }, "both windows full, no rule breached")
+        // A schedule whose windows leave the baseline no minute of the day promotes without it, as a 100 % step does.
+        var always = Self.ab(ABSchedule(windows: [.init(from: "00:00", to: "24:00", variant: "v10n")]))
+        always.rules = spec.rules
+        let alone = ReleaseEngine(record: record(always, at: clock.now), clock: clock)
+        #expect((0..<5).contains { _ in
+            alone.record(variant: "v10n", VariantSample(result([detection("bolt", 0, 0)])))
+                .contains { if case .promote = $0 { true } else { false } }
+        })
+    }
+
+    @Test("A/B weights near Double's largest give the share their ratio (it was inf: every request to the candidate, the status unencodable)")
+    func hugeWeights() async throws {
+        var spec = ReleaseSpec(model: "cand.onnx", strategy: .ab)
+        spec.weights = ["baseline": 1e307, "candidate": 1e307]
+        try spec.validate()
+        #expect(spec.abCandidatePercent == 50)
+        spec.weights = ["baseline": 1e307, "candidate": 3e307]
+        #expect(spec.abCandidatePercent == 75)
+        let engine = ReleaseEngine(record: record(spec, at: Self.start), clock: ManualClock(Self.start))
+        #expect(throws: Never.self) { try JSONEncoder.yoloswap.encode(engine.status(energy: nil)) }
+    }
+
+    @Test("a release body's unknown keys are refused with their paths (a misspelt gate was dropped without a word)")
+    func unknownKeysRefused() throws {
+        let body = #"{"model": "m.onnx", "strategy": "canary", "steps": [{"percent": 5, "hold": 60}], "rules": "#
+            + #"{"rollbackIf": {"error_rate": 0.01}, "promote_after": {"min_s": 600}}, "golden_gate": null}"#
+        #expect(throws: StrictJSON.UnknownKeys(paths: ["rules.rollbackIf", "steps[0].hold"])) {
+            try StrictJSON.decode(ReleaseSpec.self, from: Data(body.utf8))
+        }
+        // Every known key, some of them null, with dictionaries of free keys: accepted, equal to a plain decode.
+        let good = #"{"model": "m.onnx", "strategy": "ab", "weights": {"A": 1, "B": 3}, "variant_names": "#
+            + #"{"baseline": "A", "candidate": "B"}, "rules": {"window": 10, "rollback_if": {"p99_ratio": 2}}, "#
+            + #""version": null, "iou_threshold": 0.6}"#
+        let spec = try StrictJSON.decode(ReleaseSpec.self, from: Data(good.utf8))
+        #expect(spec == (try JSONDecoder().decode(ReleaseSpec.self, from: Data(good.utf8))))
+        #expect(spec.abCandidatePercent == 75)
+    }
+
     @Test("an automatic promotion that fails is tried again after 5 s, then 10 s, not at every tick")
     func failedAutomaticPromotionBacksOff() {
         var spec = ReleaseSpec(model: "c.onnx", strategy: .shadow)

@@ -97,6 +97,13 @@ struct FleetAgentTests {
         try await send(id: "r5", action: "release-start", extra: ["slot": "default"])
         let malformed = await inbox.first(on: resultTopic) { $0["id"] as? String == "r5" }
         #expect(malformed?["status"] as? String == "refused", "\(malformed ?? [:])")
+        // A misspelt gate is refused, named, as over HTTP.
+        try await send(id: "r6", action: "release-start", extra: ["slot": "default", "release": [
+            "model": "synthetic/yolov5-nc80-320-identity.onnx", "strategy": "canary", "rules": ["rollbackIf": [:]],
+        ]])
+        let typo = await inbox.first(on: resultTopic) { $0["id"] as? String == "r6" }
+        #expect(typo?["status"] as? String == "refused", "\(typo ?? [:])")
+        #expect(typo?["detail"] as? String == "release: unknown key: rules.rollbackIf", "\(typo ?? [:])")
 
         await rig.stop()
     }

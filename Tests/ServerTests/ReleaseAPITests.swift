@@ -541,6 +541,18 @@ struct ReleaseAPITests {
                 ["model": "synthetic/yolov5-nc80-320-identity.onnx", "strategy": "shadow"]).0 == .notFound)
             #expect(try await Self.post(client, "/v1/slots/default/release",
                 ["model": "escape.onnx", "strategy": "shadow"]).0 != .accepted)
+            // A misspelt key is refused, naming it: the gate it meant was dropped without a word.
+            let (typo, refusal) = try await Self.post(client, "/v1/slots/default/release",
+                ["model": "synthetic/yolov5-nc80-320-identity.onnx", "strategy": "canary",
+                 "rules": ["rollbackIf": ["error_rate": 0.01], "promote_after": ["min_s": 600]]])
+            #expect(typo == .badRequest)
+            #expect(refusal["detail"] as? String == "invalid JSON body: unknown key: rules.rollbackIf")
+            #expect(try await Self.post(client, "/v1/slots/default/load",
+                ["model": "synthetic/yolov5-nc80-320-identity.onnx", "activate": false, "alow_schema_change": true])
+                .0 == .badRequest)
+            // A class name is bounded: the figures keep every name they see and every status shows them.
+            #expect(try await Self.post(client, "/v1/feedback", ["request_id": "r", "boxes": [["class_name":
+                String(repeating: "c", count: 257), "box": ["x1": 0, "y1": 0, "x2": 1, "y2": 1]]]]).0 == .badRequest)
             let (code, started) = try await Self.post(client, "/v1/slots/default/release",
                 ["model": "synthetic/yolov5-nc80-320-identity.onnx", "strategy": "shadow"])
             #expect(code == .accepted)

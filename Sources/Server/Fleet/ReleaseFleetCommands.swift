@@ -1,5 +1,6 @@
 import Fleet
 import Foundation
+import Primitives
 import Releases
 
 /// The releases API over MQTT: the `release-*` command actions and the `releases` section of the device's status.
@@ -37,8 +38,20 @@ struct ReleaseFleetCommand: FleetCommandHandler {
         }
     }
 
-    /// The fields of a `release-start` payload beyond `FleetCommand`'s.
-    private struct StartBody: Decodable { var release: ReleaseSpec? }
+    /// The `release` object of a `release-start` payload (the payload's other fields are `FleetCommand`'s), decoded
+    /// as the HTTP body is: unknown keys refused.
+    private static func releaseSpec(in payload: [UInt8]) throws -> ReleaseSpec {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(payload)) as? [String: Any],
+              let release = object["release"], release is [String: Any],
+              let data = try? JSONSerialization.data(withJSONObject: release) else {
+            throw FleetRefusal(.malformed, "release-start needs a release object (the body of POST .../release)")
+        }
+        do { return try StrictJSON.decode(ReleaseSpec.self, from: data) } catch let unknown as StrictJSON.UnknownKeys {
+            throw FleetRefusal(.malformed, "release: \(unknown)")
+        } catch {
+            throw FleetRefusal(.malformed, "release: not a release object (the body of POST .../release)")
+        }
+    }
 
     func run(_ command: FleetCommand, payload: [UInt8], by principal: Principal, control: ControlPlane) async throws
         -> FleetJSON?
@@ -47,9 +60,7 @@ struct ReleaseFleetCommand: FleetCommandHandler {
         let status: ReleaseStatus
         switch action {
         case "start":
-            guard let spec = (try? JSONDecoder().decode(StartBody.self, from: Data(payload)))?.release else {
-                throw FleetRefusal(.malformed, "release-start needs a release object (the body of POST .../release)")
-            }
+            let spec = try Self.releaseSpec(in: payload)
             let run = try await control.startRelease(slot: slot, spec: spec, by: principal, from: nil)
             await run.bringUp.withLock({ $0 })?.value
             // This release's own status (the slot's may be another's by now); a start succeeded only when its release
