@@ -6,7 +6,8 @@ decoder, letterbox, NMS and box scaling can be checked against numbers produced 
 
   decode       cv2.imread(path, IMREAD_COLOR): BGR uint8, EXIF orientation applied
   preprocess   ultralytics.data.augment.LetterBox(auto=False, center=True, scaleup=True):
-                 r = min(H/h, W/w); new_unpad = (round(w*r), round(h*r)); dw, dh = (W-new_w)/2, (H-new_h)/2
+                 r = min(H/h, W/w); new_unpad = (max(round(w*r), 1), max(round(h*r), 1));
+                 dw, dh = (W-new_w)/2, (H-new_h)/2
                  cv2.resize(..., INTER_LINEAR) if the size changes;
                  top, bottom = round(dh-0.1), round(dh+0.1); left, right = round(dw-0.1), round(dw+0.1)
                  cv2.copyMakeBorder(..., BORDER_CONSTANT, 114)
@@ -21,8 +22,9 @@ decoder, letterbox, NMS and box scaling can be checked against numbers produced 
                score > conf; xywh -> xyxy; boxes offset by class * 7680 unless --agnostic; greedy NMS with
                torchvision.ops.nms semantics (score-descending, stable on ties; suppress IoU > iou, strictly);
                at most 30000 candidates into NMS and --max-det out.
-               ultralytics.utils.ops.scale_boxes: gain = min(H/h, W/w),
-                 pad = (round((W - w*gain)/2 - 0.1), round((H - h*gain)/2 - 0.1)); (box - pad) / gain; clip to image.
+               ultralytics.utils.ops.scale_boxes (8.4.190): gain = min(H/h, W/w), new_w, new_h as the letterbox's,
+                 pad = (round((W - new_w)/2 - 0.1), round((H - new_h)/2 - 0.1)); x: (x - pad_x) / (new_w / w),
+                 y: (y - pad_y) / (new_h / h); clip to image.
   Input size: the model's static input dims, else metadata imgsz, else --imgsz (default 640).
 
 Output, one JSON object per image and line (the schema of `yoloswap detect --format json`):
@@ -65,7 +67,7 @@ def letterbox(image: np.ndarray, new_shape: tuple[int, int]) -> np.ndarray:
     """Ultralytics LetterBox(auto=False, scaleup=True, center=True) on a BGR uint8 HWC image; new_shape is (h, w)."""
     shape = image.shape[:2]
     r = min(new_shape[0] / shape[0], new_shape[1] / shape[1])
-    new_unpad = (int(round(shape[1] * r)), int(round(shape[0] * r)))
+    new_unpad = (max(int(round(shape[1] * r)), 1), max(int(round(shape[0] * r)), 1))
     dw, dh = (new_shape[1] - new_unpad[0]) / 2, (new_shape[0] - new_unpad[1]) / 2
     if shape[::-1] != new_unpad:
         image = cv2.resize(image, new_unpad, interpolation=cv2.INTER_LINEAR)
@@ -209,12 +211,14 @@ def scale_boxes(boxes: np.ndarray, letterbox_shape: tuple[int, int], image_shape
     h1, w1 = letterbox_shape
     h0, w0 = image_shape
     gain = min(h1 / h0, w1 / w0)
-    pad_x = round((w1 - w0 * gain) / 2 - 0.1)
-    pad_y = round((h1 - h0 * gain) / 2 - 0.1)
+    new_h, new_w = (max(round(x * gain), 1) for x in (h0, w0))
+    pad_x = round((w1 - new_w) / 2 - 0.1)
+    pad_y = round((h1 - new_h) / 2 - 0.1)
     out = boxes.astype(np.float32).copy()
     out[:, [0, 2]] -= pad_x
     out[:, [1, 3]] -= pad_y
-    out /= np.float32(gain)
+    out[:, [0, 2]] /= np.float32(new_w / w0)
+    out[:, [1, 3]] /= np.float32(new_h / h0)
     out[:, [0, 2]] = out[:, [0, 2]].clip(0, w0)
     out[:, [1, 3]] = out[:, [1, 3]].clip(0, h0)
     return out

@@ -16,9 +16,10 @@ public struct ImageSize: Sendable, Equatable, Hashable, CustomStringConvertible,
 
 /// The geometry of Ultralytics' `LetterBox(auto=False, center=True)`: scale to fit, keep aspect ratio, pad evenly.
 ///
-/// r = min(H/h, W/w); the unpadded size is (round(w·r), round(h·r)); the padding (d = (W − w')/2) is split as
-/// round(d − 0.1) before and round(d + 0.1) after, Python's round-half-to-even included. An empty source or target
-/// (a side under 1), which has no such ratio, gets r = 0: the image is not drawn and the result is all padding.
+/// r = min(H/h, W/w); the unpadded size is (max(round(w·r), 1), max(round(h·r), 1)) — a thin image keeps a pixel —;
+/// the padding (d = (W − w')/2) is split as round(d − 0.1) before and round(d + 0.1) after, Python's
+/// round-half-to-even included. An empty source or target (a side under 1), which has no such ratio, gets r = 0: the
+/// image is not drawn and the result is all padding. (Ultralytics 8.4.190, `LetterBox.get_params`.)
 public struct LetterboxGeometry: Sendable, Equatable {
     public var source: ImageSize
     public var target: ImageSize
@@ -34,9 +35,10 @@ public struct LetterboxGeometry: Sendable, Equatable {
         } else {
             ratio = min(Double(target.height) / Double(source.height), Double(target.width) / Double(source.width))
         }
+        let least = ratio > 0 ? 1 : 0
         resized = ImageSize(
-            width: Int((Double(source.width) * ratio).rounded(.toNearestOrEven)),
-            height: Int((Double(source.height) * ratio).rounded(.toNearestOrEven)))
+            width: max(Int((Double(source.width) * ratio).rounded(.toNearestOrEven)), least),
+            height: max(Int((Double(source.height) * ratio).rounded(.toNearestOrEven)), least))
         let dw = Double(target.width - resized.width) / 2
         let dh = Double(target.height - resized.height) / 2
         left = Int((dw - 0.1).rounded(.toNearestOrEven))
@@ -45,16 +47,18 @@ public struct LetterboxGeometry: Sendable, Equatable {
         bottom = Int((dh + 0.1).rounded(.toNearestOrEven))
     }
 
-    /// Maps a box from network-input pixels back to the source image, as Ultralytics' `scale_boxes`
-    /// (gain and padding recomputed from the two shapes), clipped to the image.
+    /// Maps a box from network-input pixels back to the source image, as Ultralytics 8.4.190's `scale_boxes`: less the
+    /// padding before the image, over each axis's own gain (the rounded size over the source's), clipped to the image.
+    /// (Before 8.4 it recomputed the padding from the unrounded size, one gain for both axes: up to a pixel off in
+    /// the input, where rounding moved the image.)
     public func mapToSource(_ box: Box) -> Box {
-        let gain = min(Double(target.height) / Double(source.height), Double(target.width) / Double(source.width))
-        let padX = ((Double(target.width) - Double(source.width) * gain) / 2 - 0.1).rounded(.toNearestOrEven)
-        let padY = ((Double(target.height) - Double(source.height) * gain) / 2 - 0.1).rounded(.toNearestOrEven)
         let w = Double(source.width), h = Double(source.height)
+        guard resized.width > 0, resized.height > 0 else { return Box(x1: 0, y1: 0, x2: 0, y2: 0) }
+        let gainX = Double(resized.width) / w, gainY = Double(resized.height) / h
+        let padX = Double(left), padY = Double(top)
         return Box(
-            x1: min(max((box.x1 - padX) / gain, 0), w), y1: min(max((box.y1 - padY) / gain, 0), h),
-            x2: min(max((box.x2 - padX) / gain, 0), w), y2: min(max((box.y2 - padY) / gain, 0), h))
+            x1: min(max((box.x1 - padX) / gainX, 0), w), y1: min(max((box.y1 - padY) / gainY, 0), h),
+            x2: min(max((box.x2 - padX) / gainX, 0), w), y2: min(max((box.y2 - padY) / gainY, 0), h))
     }
 }
 

@@ -184,7 +184,11 @@ public struct ModelSchema: Sendable, Equatable {
     /// Detects the output layout from its shape `[1, A, B]`.
     static func detectFormat(shape: [Int], classCount: Int?, endToEnd: Bool) throws(ModelSchemaError) -> OutputFormat {
         let (a, b) = (shape[1], shape[2])
-        if b == 6, endToEnd || (classCount.map { $0 != 1 } ?? (a <= 300)) { return .yolov10 }
+        // Six columns are an end-to-end head's (Ultralytics takes every `[…, 6]` output for one) unless the model
+        // may have one class and has more rows than an end-to-end head keeps (`max_det`, 300): YOLOv5's one-class
+        // layout. A one-class end-to-end export without the `end2end` key (older YOLOv10s) was read as YOLOv5, its
+        // class column (0) zeroing every score.
+        if b == 6, endToEnd || a <= 300 || (classCount.map { $0 != 1 } ?? false) { return .yolov10 }
         if let nc = classCount {
             if b == nc + 5 { return .yolov5 }
             if a == nc + 4 { return .yolov8 }

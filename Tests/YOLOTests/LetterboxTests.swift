@@ -53,6 +53,33 @@ struct LetterboxTests {
         #expect(outside.x1 == 0 && outside.y1 == 0 && outside.x2 == 810 && outside.y2 == 1080)
     }
 
+    @Test("the letterboxed image's edges map back to the source's, where rounding moved the image (Ultralytics 8.4.190's scale_boxes)",
+          arguments: [
+        // 999x1330 → 481x640: the image starts at x 79; the padding from the unrounded width was 80 (1 px left,
+        // the right edge mapped to 997.5).
+        (ImageSize(width: 999, height: 1330), ImageSize(width: 640, height: 640)),
+        (ImageSize(width: 1330, height: 999), ImageSize(width: 640, height: 640)),
+        (ImageSize(width: 810, height: 1080), ImageSize(width: 416, height: 416)),
+        (ImageSize(width: 333, height: 777), ImageSize(width: 1024, height: 512)),
+    ])
+    func edgesMapBack(source: ImageSize, target: ImageSize) {
+        let g = LetterboxGeometry(source: source, target: target)
+        let drawn = Box(x1: Double(g.left), y1: Double(g.top), x2: Double(g.left + g.resized.width),
+            y2: Double(g.top + g.resized.height))
+        let back = g.mapToSource(drawn)
+        #expect(abs(back.x1) < 1e-9 && abs(back.y1) < 1e-9, "\(back)")
+        #expect(abs(back.x2 - Double(source.width)) < 1e-9 && abs(back.y2 - Double(source.height)) < 1e-9, "\(back)")
+    }
+
+    @Test("a thin image keeps a pixel across (Ultralytics: max(round(w·r), 1)); its box maps back inside it")
+    func thinImage() {
+        let g = LetterboxGeometry(source: ImageSize(width: 1, height: 3000), target: ImageSize(width: 416, height: 416))
+        #expect(g.resized == ImageSize(width: 1, height: 416))
+        #expect(g.left + 1 + g.right == 416)
+        let back = g.mapToSource(Box(x1: Double(g.left), y1: 0, x2: Double(g.left + 1), y2: 416))
+        #expect(back.x1 == 0 && back.x2 == 1 && back.y2 == 3000)
+    }
+
     @Test("tensor layout: planar RGB, /255, pad 114/255")
     func tensorLayout() {
         // A 2x1 image, red then blue, into a 4x4 input: resized 4x2, two pad rows above? r = min(4/1, 4/2) = 2.
