@@ -1,6 +1,7 @@
 import Foundation
 import HotSwap
 import ONNXRuntime
+import Primitives
 import YOLO
 
 /// Loads models into ONNX Runtime sessions, through the optimized-model cache when one is given.
@@ -34,10 +35,16 @@ public struct ORTModelLoader: ModelLoader {
         return try makeBackend(for: file, label: label, options: options)
     }
 
-    /// Creates the folder (and those above it) readable by this user only, if missing.
+    /// Creates a model's engine folder (and those above it) readable by this user only, if missing, and checks
+    /// that it and the cache folder above it are this user's alone: ORT loads any engine it finds there, unverified,
+    /// and a model's digest — its folder's name — is no secret.
+    /// - Throws: `FileCreationError`, or `ModelLoadError.engineCacheNotPrivate` naming the folder.
     static func makePrivateFolder(_ path: String) throws {
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true,
-            attributes: [.posixPermissions: 0o700])
+        try PrivateFiles.createDirectory(atPath: path)
+        for folder in [path, (path as NSString).deletingLastPathComponent]
+        where !PrivateFiles.isPrivateDirectory(atPath: folder) {
+            throw ModelLoadError.engineCacheNotPrivate(folder: folder)
+        }
     }
 
     /// A backend with `options` as given (provider included) and `intraOpThreads`: what the CLI loads with.

@@ -75,6 +75,15 @@ extension ORTSwapSuite {
             #expect(failed.allSatisfy { $0.provider == provider && $0.reason?.contains(message) == true })
             // The resource-preserving load had unloaded the CPU model first: it was brought back.
             #expect(failed.last?.reason?.contains("restored") == true)
+            if target.provider == .tensorrt, let folder = folders.first {
+                // A model's folder others can write (made before, by someone else perhaps: digests are no secret)
+                // is refused before ORT could read an engine from it.
+                try FileManager.default.setAttributes([.posixPermissions: 0o777], ofItemAtPath: engines.file(folder))
+                let refused = await (try await manager.load(LoadRequest(slot: "default", path: Fixtures.identity320,
+                    activate: false, target: target, allowDeviceChange: true))).wait()
+                #expect(refused.failure?.description.contains("engine cache folder \(engines.file(folder)) is "
+                    + "not private") == true, "\(String(describing: refused.failure))")
+            }
             await manager.shutdown()
         }
     }
