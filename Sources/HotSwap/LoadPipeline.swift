@@ -46,10 +46,7 @@ struct LoadPipeline: Sendable {
             if op.isCancelled { throw .cancelled(path: path, reason: "superseded or cancelled") }
         }
         func background<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws(LoadFailure) -> T {
-            do { return try await executor.run(work) } catch let failure as LoadFailure { throw failure } catch {
-                if case .shutDown = error as? ExecutorError { throw .cancelled(path: path, reason: "shutting down") }
-                throw .runtime(path: path, reason: "\(error)")
-            }
+            try await offPool(path, work)
         }
 
         // verifying: the file's digest (streamed: no whole-file buffer), checked before any ORT allocation. The
@@ -98,7 +95,7 @@ struct LoadPipeline: Sendable {
         // loading: a new session (its own inference context) for the verified file.
         op.enter(.loading)
         t = clock.now
-        let (detector, rssBefore): (Detector, Int) = try await background { [loader] in
+        let (loaded, rssBefore): (PendingDetector, Int) = try await background { [loader] in
             let rssBefore = ProcessMemory.residentBytes() ?? 0
             let backend: any InferenceBackend
             do { backend = try loader.makeBackend(for: file, label: path, execution: execution) } catch {
@@ -114,7 +111,41 @@ struct LoadPipeline: Sendable {
             // What creating the session freed (the parsed graph, ORT's load-time buffers) goes back to the OS before
             // the warm-up grows the new session's arena on top of it.
             ProcessMemory.trim()
-            return (detector, rssBefore)
+            return (PendingDetector(detector), rssBefore)
+        }
+        do {
+            return try await finish(op, loaded, rssBefore: rssBefore, identity: identity, file: file, keyID: keyID,
+                execution: execution, active: active, reservation: reservation, since: t)
+        } catch {
+            // The session goes with the failure: freed on a load thread (ORT's ReleaseSession joins its threads and
+            // frees its arena), not on Swift's cooperative pool where the last reference would otherwise drop.
+            do { try await executor.run { loaded.release() } } catch { loaded.release() }
+            throw error
+        }
+    }
+
+    /// `work` on a load thread; its `LoadFailure` as it is, an executor shut down as the load cancelled.
+    private func offPool<T: Sendable>(_ path: String, _ work: @escaping @Sendable () throws -> T)
+        async throws(LoadFailure) -> T
+    {
+        do { return try await executor.run(work) } catch let failure as LoadFailure { throw failure } catch {
+            if case .shutDown = error as? ExecutorError { throw .cancelled(path: path, reason: "shutting down") }
+            throw .runtime(path: path, reason: "\(error)")
+        }
+    }
+
+    /// The load from its session on: validating, warming, the measured cost; the model made of it.
+    private func finish(_ op: LoadOperation, _ loaded: PendingDetector, rssBefore: Int, identity: ModelIdentity,
+                        file: ModelFile, keyID: String?, execution: ModelExecution, active: ModelSchema?,
+                        reservation: MemoryReservation, since start: ContinuousClock.Instant)
+        async throws(LoadFailure) -> ModelInstance
+    {
+        let request = op.request
+        let path = request.path
+        let clock = ContinuousClock()
+        var t = start
+        func check() throws(LoadFailure) {
+            if op.isCancelled { throw .cancelled(path: path, reason: "superseded or cancelled") }
         }
         op.update { $0.timings.load = (clock.now - t).milliseconds }
         try check()
@@ -123,7 +154,7 @@ struct LoadPipeline: Sendable {
         op.enter(.validating)
         t = clock.now
         if let active, !request.allowSchemaChange {
-            let differences = detector.schema.incompatibilities(replacing: active)
+            let differences = loaded.detector.schema.incompatibilities(replacing: active)
             if !differences.isEmpty { throw .incompatible(path: path, differences: differences.map(\.description)) }
         }
         op.update { $0.timings.validate = (clock.now - t).milliseconds }
@@ -131,7 +162,7 @@ struct LoadPipeline: Sendable {
         // warming: N inferences that must produce well-formed outputs, within the timeout.
         op.enter(.warming)
         t = clock.now
-        try await warmUp(detector, op: op)
+        try await warmUp(loaded.detector, op: op)
         op.update { $0.timings.warmup = (clock.now - t).milliseconds }
         try check()
 
@@ -139,17 +170,17 @@ struct LoadPipeline: Sendable {
         // growth can read as when other slots free memory over the same window. (A GPU session's weights are on the
         // GPU: no floor.)
         let floor = execution.target.device == .host ? file.byteCount : 0
-        let cost: Int = try await background {
+        let cost: Int = try await offPool(path) {
             let cost = max(floor, (ProcessMemory.residentBytes() ?? 0) - rssBefore)
             // What the load allocated and freed (file chunks, ORT's load-time buffers, warm-up inputs) goes back to
             // the OS now rather than at the next release, so RSS between swaps is the models' own.
             ProcessMemory.trim()
             return cost
         }
-        recordCost(digest, execution.target, cost)
+        recordCost(identity.sha256, execution.target, cost)
         let deviceCost = execution.target.device == .host ? 0
             : MemoryLedger.deviceCost(byteCount: file.byteCount, execution: execution)
-        return ModelInstance(identity: identity, detector: detector, memoryBytes: cost, signatureKeyID: keyID,
+        return ModelInstance(identity: identity, detector: loaded.take(), memoryBytes: cost, signatureKeyID: keyID,
             execution: execution, deviceMemoryBytes: deviceCost, reservation: reservation, onRelease: onRelease)
     }
 
@@ -338,4 +369,36 @@ struct LoadPipeline: Sendable {
 private final class ThreadBody: Sendable {
     let body: @Sendable () -> Void
     init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+}
+
+/// A load's detector from its session's creation until the model takes it or the load fails: held here, not in a
+/// local, so that a failed load can drop the last reference — and free the session — on a load thread.
+///
+/// Thread-safety: behind a lock.
+final class PendingDetector: Sendable {
+    private let held: Locked<Detector?>
+
+    init(_ detector: Detector) { held = Locked(detector) }
+
+    /// The detector, while held (a load uses it only before `take` or `release`).
+    var detector: Detector {
+        guard let detector = held.withLock({ $0 }) else { preconditionFailure("the pending detector was released") }
+        return detector
+    }
+
+    /// The detector, no longer held here.
+    func take() -> Detector {
+        let detector = self.detector
+        release()
+        return detector
+    }
+
+    /// Drops the detector: its session is freed here, when no one else holds it.
+    func release() {
+        let detector = held.withLock { held in
+            defer { held = nil }
+            return held
+        }
+        _ = detector  // released at the end of this scope, outside the lock
+    }
 }

@@ -218,7 +218,8 @@ extension ModelManager {
     }
 
     /// Brings a committed standby back (best effort: a failure is logged, no event), then commits what came back.
-    func performRestoreStandby(_ standby: ModelRecord, slot: ModelSlot) async {
+    func performRestoreStandby(_ record: ModelRecord, slot: ModelSlot) async {
+        let standby = record
         let op = LoadOperation(request: LoadRequest(slot: slot.name, path: standby.path, version: standby.version,
             expectedSHA256: standby.sha256, allowSchemaChange: true))
         defer { op.markRecorded() }
@@ -230,6 +231,9 @@ extension ModelManager {
             let execution = try resolveExecution(op.request, slot: slot, current: slot.roles.active?.execution.target)
             let standby = try await pipeline.run(op, execution: execution, active: nil)
             slot.setStandby(standby)
+            // It was the active model before the restart: a rollback reloads it once the standby is gone, as it
+            // would had there been no restart.
+            rememberPrevious(record, target: execution.target, in: slot)
             armRetention(of: standby, in: slot)
             op.finish(.ready)
         } catch {

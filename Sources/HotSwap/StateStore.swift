@@ -312,6 +312,9 @@ private struct CommittedSlotRow: Codable, FetchableRecord, PersistableRecord {
     var generation: Int
     var updatedAt: Double
 
+    /// Far beyond any slot's swaps (one a microsecond for 29 000 years), far below `Int.max`.
+    static let maxGeneration = 1 << 60
+
     init(_ value: CommittedSlot) {
         slot = value.slot
         activePath = value.active.path
@@ -329,9 +332,12 @@ private struct CommittedSlotRow: Codable, FetchableRecord, PersistableRecord {
         if let standbyPath, let standbySHA256 {
             standby = ModelRecord(path: standbyPath, sha256: standbySHA256, version: standbyVersion)
         }
+        // A damaged row's generation (Int.min, Int.max) would trap the next `- 1` or `+ 1`, at every start: kept
+        // within what a slot can reach, so that the slot starts and its generations still go up.
         return CommittedSlot(
             slot: slot, active: ModelRecord(path: activePath, sha256: activeSHA256, version: activeVersion),
-            standby: standby, generation: generation, updatedAt: Date(timeIntervalSinceReferenceDate: updatedAt))
+            standby: standby, generation: min(max(generation, 0), Self.maxGeneration),
+            updatedAt: Date(timeIntervalSinceReferenceDate: updatedAt))
     }
 }
 

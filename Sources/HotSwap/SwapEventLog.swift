@@ -65,7 +65,8 @@ final class SwapEventLog: Sendable {
     /// The most recent events, newest first.
     func recent(slot: String?, limit: Int) -> [SwapEvent] {
         let recent = state.withLock { $0.recent }
-        return Array(recent.reversed().lazy.map(\.event).filter { slot == nil || $0.slot == slot }.prefix(limit))
+        return Array(recent.reversed().lazy.map(\.event).filter { slot == nil || $0.slot == slot }
+            .prefix(max(0, limit)))
     }
 
     /// A stream of every event recorded from now on (the newest 1000 are buffered for a slow reader).

@@ -92,9 +92,20 @@ public struct FakeBackend: InferenceBackend {
     public let runDelay: Duration?
     /// Makes every output value NaN (a broken model that warm-up must refuse).
     public let nonFinite: Bool
+    /// Told the name of the thread that drops the backend's last copy (where a real session would be freed).
+    private let releaseProbe: ReleaseProbe?
+
+    /// Calls `onRelease` with the thread's name when the last copy of the backend that made it is dropped.
+    final class ReleaseProbe: Sendable {
+        let onRelease: @Sendable (String) -> Void
+        init(_ onRelease: @escaping @Sendable (String) -> Void) { self.onRelease = onRelease }
+        deinit { onRelease(Thread.current.name ?? "unnamed") }
+    }
 
     public init(inputSize: Int = 416, rows: Int = 16, names: [String] = Self.cocoNames, gate: Gate? = nil,
-                runDelay: Duration? = nil, nonFinite: Bool = false) {
+                runDelay: Duration? = nil, nonFinite: Bool = false,
+                onRelease: (@Sendable (_ threadName: String) -> Void)? = nil) {
+        self.releaseProbe = onRelease.map(ReleaseProbe.init)
         self.inputSize = inputSize
         self.rows = rows
         self.classCount = names.count

@@ -241,6 +241,45 @@ extension HotSwapSuite {
             await manager.shutdown()
         }
 
+        @Test("after a restart, the restored standby is the model a rollback reloads once that standby is gone")
+        func restoredStandbyStaysRollbackTarget() async throws {
+            let store = try StateStore(inMemory: ())
+            let first = ModelManager(configuration: .testing(), loader: FakeLoader(), store: store)
+            try await first.createSlot("line")
+            _ = try await first.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity416))
+            _ = try await first.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity320))
+            await first.shutdown()
+
+            let restarted = ModelManager(configuration: .testing(), loader: FakeLoader(), store: store)
+            _ = try await restarted.restore()
+            let slot = try #require(restarted.slot("line"))
+            #expect(slot.roles.standby?.identity.path == Fixtures.identity416)
+            _ = try await restarted.unload(slot: "line", includingActive: false)
+            #expect(slot.roles.standby == nil)
+            // It was nothingToRollBackTo: the restored standby was never recorded as the model before the active one.
+            let event = try await restarted.rollback(slot: "line")
+            #expect(event.from?.path == Fixtures.identity320 && event.to?.path == Fixtures.identity416, "\(event)")
+            #expect(slot.roles.active?.identity.path == Fixtures.identity416)
+            await restarted.shutdown()
+        }
+
+        @Test("a damaged generation in the store (Int.min, Int.max) neither traps the start nor the next swap")
+        func damagedGeneration() async throws {
+            for damaged in [Int.min, Int.max] {
+                let store = try StateStore(inMemory: ())
+                try store.commit(CommittedSlot(slot: "line", active: ModelRecord(path: Fixtures.identity416,
+                    sha256: try Fixtures.sha256(Fixtures.identity416), version: nil), generation: damaged))
+                let manager = ModelManager(configuration: .testing(), loader: FakeLoader(), store: store)
+                let events = try await manager.restore()
+                #expect(events.map(\.result) == [.succeeded], "\(events)")
+                let restored = try #require(manager.slot("line")?.roles.generation)
+                let next = try await manager.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity320))
+                #expect(next.generation == restored + 1)
+                #expect(manager.recentEvents(limit: -1).isEmpty)
+                await manager.shutdown()
+            }
+        }
+
         @Test("a standby restore cut off by a shutdown leaves the committed standby for the next start")
         func cancelledStandbyRestoreKeepsIt() async throws {
             let store = try StateStore(inMemory: ())

@@ -1,6 +1,7 @@
 import Foundation
 import HotSwap
 import HotSwapTesting
+import Primitives
 import TestSupport
 import Testing
 
@@ -53,6 +54,35 @@ extension HotSwapSuite {
             #expect(requestThread.hasPrefix("slot-default"))
             #expect(release.threadName != requestThread)
             #expect(manager.releaser.pendingCount == 0)
+            await manager.shutdown()
+        }
+
+        @Test("a load that fails after its session was made frees the session on a load thread (warm-up refused, schema incompatible), not on the cooperative pool")
+        func failedLoadFreedOffPool() async throws {
+            let freedOn = Locked<[String: [String]]>([:])
+            let incompatible = Fixtures.synthetic("yolov5-nc2-416.onnx")
+            let loader = FakeLoader { label in
+                let record: @Sendable (String) -> Void = { thread in
+                    freedOn.withLock { $0[label, default: []].append(thread) }
+                }
+                switch label {
+                case Fixtures.identity320: return FakeBackend(inputSize: 320, nonFinite: true, onRelease: record)
+                case incompatible: return FakeBackend(names: ["bolt"], onRelease: record)
+                default: return FakeBackend(onRelease: record)
+                }
+            }
+            let manager = ModelManager(configuration: HotSwapConfiguration.testing(), loader: loader)
+            _ = try await manager.createSlot("default")
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity416))
+            for path in [Fixtures.identity320, incompatible] {
+                let status = await (try await manager.load(LoadRequest(slot: "default", path: path, activate: true)))
+                    .wait()
+                #expect(status.stage == .failed, "\(path): \(status)")
+                #expect(await eventually { freedOn.withLock { $0[path] } != nil })
+                let threads = freedOn.withLock { $0[path] ?? [] }
+                #expect(threads.count == 1 && threads.allSatisfy { $0.hasPrefix("yoloswap.load") },
+                    "\(path) freed on \(threads)")
+            }
             await manager.shutdown()
         }
 
