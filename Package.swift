@@ -230,6 +230,7 @@ let package = Package(
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
             ]),
         /// Hot swapping real ONNX Runtime sessions, and the optimized-model cache.
         .testTarget(

@@ -9,6 +9,7 @@ import Primitives
 @testable import Server
 import TestSupport
 import Testing
+import Yams
 
 private typealias H = ServerHarness
 
@@ -117,6 +118,32 @@ private typealias H = ServerHarness
         let longName = header + "slots: {'" + String(repeating: "n", count: 200_000) + "': {model: a.onnx}}"
         let refusal = #expect(throws: DesiredStateError.self) { try DesiredState.parse(Array(longName.utf8)) }
         #expect((refusal?.description.utf8.count ?? .max) <= 256 + 2 + 1024, "\(refusal?.description.count ?? 0)")
+    }
+
+    @Test("keys that are aliases, collections or explicit '?' keys are refused before Yams composes (hashing an aliased key took minutes and gigabytes); keys look-alikes in quotes, comments and block scalars are not")
+    func complexKeys() throws {
+        let header = "apiVersion: yoloswap/v1\nkind: DesiredState\nslots: {default: {model: a.onnx}}\n"
+        // 10^7 values behind one key, in 400 bytes: Yams' duplicate-key check hashed them all.
+        let levels = "routes:\n  l0: &l0 [x, x, x, x, x, x, x, x, x, x]\n" + (1...6).map { level in
+            "  l\(level): &l\(level) [" + Array(repeating: "*l\(level - 1)", count: 10).joined(separator: ", ") + "]"
+        }.joined(separator: "\n")
+        let clock = ContinuousClock()
+        for hostile in [levels + "\n  ? *l6\n  : default\n", levels + "\n  *l6 : default\n",
+                        levels + "\n  *l6: default\n", header.replacingOccurrences(of: "slots: {", with:
+                            "x: &k [a]\nslots: {[*k]: 1, ") , "a: &k {b: c}\n{*k: d}: e\n"] {
+            let started = clock.now
+            let refusal = #expect(throws: DesiredStateError.self) { try DesiredState.parse(Array((header + hostile).utf8)) }
+            #expect(refusal?.reason.contains("not a plain value") == true, "\(String(describing: refusal))")
+            #expect(clock.now - started < .seconds(5))
+        }
+        // What only looks like such a key: in quotes, a comment, a block scalar; an alias as a value.
+        let benign = "labels:\n    note: '*x: y ]: z'\n    other: \"? a {b}: c\"\n    # *k: v\n    text: |\n"
+            + "      *k: v\n      [a]: b\n    after: &v value\n    alias: *v\n    list: [a, b]\n    map: {a: [1]}\n"
+        let node = try #require(try YAMLInput.compose(benign))
+        try YAMLInput.check(node)
+        #expect(node["labels"]?["text"]?.string == "*k: v\n[a]: b\n")
+        #expect(node["labels"]?["alias"]?.string == "value")
+        #expect(node["labels"]?["note"]?.string == "*x: y ]: z")
     }
 
     // MARK: Reconciling over HTTP
