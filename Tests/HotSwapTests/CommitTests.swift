@@ -241,14 +241,20 @@ extension HotSwapSuite {
             await manager.shutdown()
         }
 
-        @Test("after a restart, the restored standby is the model a rollback reloads once that standby is gone")
-        func restoredStandbyStaysRollbackTarget() async throws {
+        /// A store whose slot `line` committed 320 active and 416 its standby, by a manager since shut down.
+        static func committedWithStandby() async throws -> StateStore {
             let store = try StateStore(inMemory: ())
             let first = ModelManager(configuration: .testing(), loader: FakeLoader(), store: store)
             try await first.createSlot("line")
             _ = try await first.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity416))
             _ = try await first.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity320))
             await first.shutdown()
+            return store
+        }
+
+        @Test("after a restart, the restored standby is the model a rollback reloads once that standby is gone")
+        func restoredStandbyStaysRollbackTarget() async throws {
+            let store = try await Self.committedWithStandby()
 
             let restarted = ModelManager(configuration: .testing(), loader: FakeLoader(), store: store)
             _ = try await restarted.restore()
@@ -282,12 +288,7 @@ extension HotSwapSuite {
 
         @Test("a standby restore cut off by a shutdown leaves the committed standby for the next start")
         func cancelledStandbyRestoreKeepsIt() async throws {
-            let store = try StateStore(inMemory: ())
-            let first = ModelManager(configuration: .testing(), loader: FakeLoader(), store: store)
-            try await first.createSlot("line")
-            _ = try await first.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity416))
-            _ = try await first.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity320))
-            await first.shutdown()
+            let store = try await Self.committedWithStandby()
             #expect(try store.committedSlots().first?.standby?.path == Fixtures.identity416)
 
             // The standby's session creation is held until the shutdown has begun.
