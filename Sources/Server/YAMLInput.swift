@@ -9,14 +9,12 @@ import Yams
 ///   process. A scalar whose base-60 value does not fit an `Int` is refused, naming where it is.
 /// - Unknown keys: a mapping given a `Schema` refuses keys it does not list, so that a misspelt
 ///   `require_signatures: true` is an error rather than a setting silently not in force.
-/// - Size: the walk visits at most `maxNodes` nodes and `maxScalarBytes` bytes of scalars (an alias counts each time
-///   it is reached), so a document of aliases of aliases, or of one long value aliased thousands of times, is
-///   refused rather than walked for ever; paths are spelt out only for a refusal.
-/// - Keys: plain values only. Yams hashes every key of a mapping while it composes (to find duplicates), walking the
-///   whole of a key that is an alias of a sequence of aliases …: 600 bytes took minutes and gigabytes before any
-///   check of ours could count it. The text is scanned first (`refuseComplexKeys`), and a key that is an alias, a
-///   sequence or a mapping, or an explicit `?` key, is refused before Yams composes anything; `check` refuses any
-///   non-scalar key left.
+/// - Size: the walk visits at most `maxNodes` nodes and `maxScalarBytes` bytes of scalars (an alias would count each
+///   time it is reached: a second guard, behind the refusal of aliases); paths are spelt out only for a refusal.
+/// - Aliases: refused before Yams composes anything (`refuseAliases`). Yams hashes every key of a mapping while it
+///   composes (to find duplicates), walking the whole of a key that is an alias of a sequence of aliases …: 600
+///   bytes took minutes and gigabytes before any check of ours could count them. `check` refuses keys that are not
+///   plain values (a sequence or a mapping: its size bounded by the text's then).
 /// - Errors: Yams' own messages quote the offending line, which may hold a password; `describe` keeps the position
 ///   and the problem only.
 ///
@@ -48,7 +46,7 @@ enum YAMLInput {
     /// Composes `text`; nil for an empty document.
     /// - Throws: `Refusal` with Yams' problem and position (not the text around it).
     static func compose(_ text: String) throws(Refusal) -> Node? {
-        try refuseComplexKeys(text)
+        try refuseAliases(text)
         do { return try Yams.compose(yaml: text) } catch {
             throw Refusal(path: "", reason: "not valid YAML: \(describe(error))")
         }
@@ -148,100 +146,31 @@ enum YAMLInput {
         case index(Int)
     }
 
-    static let complexKey = "a key that is not a plain value (an alias, a sequence, a mapping, an explicit '?' key): "
-        + "keys here are names"
+    static let complexKey = "a key that is not a plain value (a sequence or a mapping): keys here are names"
 
-    /// Refuses, before Yams composes the text, a mapping key that is an alias (`*a: x`), a sequence or a mapping
-    /// (`[a]: x`, `{a: b}: x`) or an explicit `? ` key — what Yams would hash whole, aliases expanded.
+    /// Refuses, before Yams composes the text, any alias (`*name`): Yams hashes every mapping key while it composes
+    /// (to find duplicates), the whole of a key that is an alias of a sequence of aliases, expanded — 600 bytes took
+    /// minutes and gigabytes. Configuration and desired state need no aliases.
     ///
-    /// A scan of the bytes, not a parser: quoted scalars, comments and block scalars (`|`, `>`: the lines indented
-    /// past the line that starts one) are skipped; elsewhere an indicator counts where a token may start (after a
-    /// space, a line break or `[ { ,`). It refuses nothing Yams would compose into scalar keys but an alias or
-    /// flow collection followed by `: ` inside a plain scalar, which no setting here has.
-    static func refuseComplexKeys(_ text: String) throws(Refusal) {
+    /// The bytes are read as they are, with no notion of quotes, comments or block scalars (a scan that skipped them
+    /// could be led to skip a real alias: a `'` inside a plain value looks like a quote's start). A `*` followed by a
+    /// name's character (libyaml's letters, digits, `-`, `_`) where a YAML token may start (the text's start, after
+    /// a space, a tab, a line break, `[`, `{`, `,`, `?`, `:`, `]` or `}`) is refused — in a quoted value or a comment too, which
+    /// the message says.
+    static func refuseAliases(_ text: String) throws(Refusal) {
         let bytes = Array(text.utf8)
-        let n = bytes.count
-        func isSpace(_ i: Int) -> Bool { i >= n || [0x20, 0x09, 0x0A, 0x0D].contains(bytes[i]) }
-        func isTokenStart(_ i: Int) -> Bool {
-            i == 0 || [0x20, 0x09, 0x0A, 0x0D, UInt8(ascii: "["), UInt8(ascii: "{"), UInt8(ascii: ",")]
-                .contains(bytes[i - 1])
+        let starts: Set<UInt8> = [0x20, 0x09, 0x0A, 0x0D, UInt8(ascii: "["), UInt8(ascii: "{"), UInt8(ascii: ","),
+            UInt8(ascii: "?"), UInt8(ascii: ":"), UInt8(ascii: "]"), UInt8(ascii: "}")]
+        func isNameByte(_ byte: UInt8) -> Bool {
+            (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte)
+                || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_")
         }
-        /// Whether a `:` that separates a key from its value follows position `i` (spaces skipped).
-        func keyFollows(_ i: Int) -> Bool {
-            var j = i
-            while j < n, bytes[j] == 0x20 || bytes[j] == 0x09 { j += 1 }
-            guard j < n, bytes[j] == UInt8(ascii: ":") else { return false }
-            return isSpace(j + 1) || [UInt8(ascii: ","), UInt8(ascii: "]"), UInt8(ascii: "}")].contains(bytes[j + 1])
-        }
-        func line(_ i: Int) -> Int { bytes[..<min(i, n)].reduce(1) { $1 == 0x0A ? $0 + 1 : $0 } }
-        func indentation(ofLineAt start: Int) -> Int {
-            var j = start
-            while j < n, bytes[j] == 0x20 { j += 1 }
-            return j - start
-        }
-        var i = 0
-        var lineStart = 0
-        var blockIndent: Int?  // inside a block scalar: the indentation of the line that started it
-        while i < n {
-            let byte = bytes[i]
-            if let parent = blockIndent {
-                // At a line's start: skip it while it is blank or indented past the block's parent line.
-                var end = i
-                while end < n, bytes[end] != 0x0A { end += 1 }
-                let blank = bytes[i..<end].allSatisfy { $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }
-                if blank || indentation(ofLineAt: i) > parent {
-                    i = end + 1
-                    lineStart = i
-                    continue
-                }
-                blockIndent = nil
-            }
-            switch byte {
-            case 0x0A:
-                lineStart = i + 1
-            case UInt8(ascii: "#") where isTokenStart(i):
-                while i < n, bytes[i] != 0x0A { i += 1 }
-                continue
-            case UInt8(ascii: "'") where isTokenStart(i):
-                i += 1
-                while i < n {
-                    if bytes[i] == UInt8(ascii: "'") {
-                        if i + 1 < n, bytes[i + 1] == UInt8(ascii: "'") { i += 2; continue }
-                        break
-                    }
-                    i += 1
-                }
-            case UInt8(ascii: "\"") where isTokenStart(i):
-                i += 1
-                while i < n, bytes[i] != UInt8(ascii: "\"") { i += bytes[i] == UInt8(ascii: "\\") ? 2 : 1 }
-            case UInt8(ascii: "|"), UInt8(ascii: ">"):
-                guard isTokenStart(i) else { break }
-                var j = i + 1
-                while j < n, bytes[j] == UInt8(ascii: "+") || bytes[j] == UInt8(ascii: "-")
-                    || (0x30...0x39).contains(bytes[j]) { j += 1 }
-                while j < n, bytes[j] == 0x20 || bytes[j] == 0x09 { j += 1 }
-                if j >= n || bytes[j] == 0x0A || bytes[j] == 0x0D || bytes[j] == UInt8(ascii: "#") {
-                    blockIndent = indentation(ofLineAt: lineStart)
-                    while j < n, bytes[j] != 0x0A { j += 1 }
-                    i = j + 1
-                    lineStart = i
-                    continue
-                }
-            case UInt8(ascii: "?") where isTokenStart(i) && isSpace(i + 1):
-                throw Refusal(path: "", reason: "line \(line(i)): \(complexKey)")
-            case UInt8(ascii: "*") where isTokenStart(i):
-                var j = i + 1
-                // An anchor's name: libyaml's letters, digits, '-' and '_'.
-                while j < n, (0x30...0x39).contains(bytes[j]) || (0x41...0x5A).contains(bytes[j])
-                    || (0x61...0x7A).contains(bytes[j]) || bytes[j] == UInt8(ascii: "-")
-                    || bytes[j] == UInt8(ascii: "_") { j += 1 }
-                if j > i + 1, keyFollows(j) { throw Refusal(path: "", reason: "line \(line(i)): \(complexKey)") }
-            case UInt8(ascii: "]"), UInt8(ascii: "}"):
-                if keyFollows(i + 1) { throw Refusal(path: "", reason: "line \(line(i)): \(complexKey)") }
-            default:
-                break
-            }
-            i += 1
+        for i in bytes.indices where bytes[i] == UInt8(ascii: "*") && i + 1 < bytes.count && isNameByte(bytes[i + 1])
+            && (i == 0 || starts.contains(bytes[i - 1])) {
+            let line = bytes[..<i].reduce(1) { $1 == 0x0A ? $0 + 1 : $0 }
+            throw Refusal(path: "", reason: "line \(line): YAML aliases (`*name`) are not accepted here (Yams expands "
+                + "them whole where they are keys); write the value out — a `*` followed by a name after a space reads "
+                + "as one even in quotes or a comment")
         }
     }
 
