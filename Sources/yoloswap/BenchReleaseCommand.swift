@@ -33,6 +33,10 @@ struct BenchReleaseCommand: AsyncParsableCommand {
         guard requests > 0, rounds > 0, saturation > 0, servingThreads > 0, !image.isEmpty else {
             throw ValidationError("--requests, --rounds, --saturation and --serving-threads must be positive")
         }
+        for (flag, value) in [("--threads", threads), ("--serving-threads", servingThreads)]
+        where !(1...ModelOptions.maxThreads).contains(value) {
+            throw ValidationError("\(flag) lies in 1...\(ModelOptions.maxThreads)")
+        }
     }
 
     /// The latencies of one condition, and what the mirror did.

@@ -45,6 +45,9 @@ struct BenchStreamCommand: AsyncParsableCommand {
     func validate() throws {
         guard cameraFps >= 0, cameraFps <= 1000 else { throw ValidationError("--camera-fps lies in [0, 1000]") }
         guard (1...20).contains(trials) else { throw ValidationError("--trials lies in 1...20") }
+        if let pythonThreads, !(0...ModelOptions.maxThreads).contains(pythonThreads) {
+            throw ValidationError("--python-threads lies in 0...\(ModelOptions.maxThreads)")
+        }
         guard swaps >= 0, rollbacks >= 0 else { throw ValidationError("--swaps and --rollbacks cannot be negative") }
         guard (1...StreamConfiguration.maxFramesInFlight).contains(framesInFlight) else {
             throw ValidationError("--frames-in-flight lies in 1...\(StreamConfiguration.maxFramesInFlight)")

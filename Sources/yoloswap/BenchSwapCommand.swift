@@ -41,9 +41,19 @@ struct BenchSwapCommand: AsyncParsableCommand {
     var keepStandbyDuringLoad = false
     @Flag(help: "Print one JSON object at the end.") var json = false
 
+    /// The most clients at once: each is a task with an image in flight.
+    static let maxConcurrency = 4096
+
     func validate() throws {
         guard concurrency > 0, swaps >= 0, rollbacks >= 0, !image.isEmpty else {
             throw ValidationError("--concurrency must be positive, --swaps and --rollbacks non-negative")
+        }
+        let threadFlags = [("--threads", threads), ("--serving-threads", servingThreads)]
+        for (flag, value) in threadFlags where !(1...ModelOptions.maxThreads).contains(value) {
+            throw ValidationError("\(flag) lies in 1...\(ModelOptions.maxThreads)")
+        }
+        guard concurrency <= Self.maxConcurrency else {
+            throw ValidationError("--concurrency lies in 1...\(Self.maxConcurrency)")
         }
         if let warmupConcurrency, !(1...256).contains(warmupConcurrency) {
             throw ValidationError("--warmup-concurrency lies in [1, 256]")

@@ -84,7 +84,7 @@ struct FleetSignCommand: ParsableCommand {
             if let out {
                 try Data(envelope).write(to: URL(fileURLWithPath: out), options: .atomic)
             } else {
-                FileHandle.standardOutput.write(Data(envelope + [UInt8(ascii: "\n")]))
+                try FileHandle.standardOutput.write(contentsOf: Data(envelope + [UInt8(ascii: "\n")]))
             }
             printError("topic: \(topic)")
         } catch {
@@ -225,7 +225,10 @@ struct FleetPublishCommand: AsyncParsableCommand {
             printError("fleet publish: no result for command '\(id ?? "?")' within \(waitResult) s")
             throw ExitCode(2)
         }
-        FileHandle.standardOutput.write(Data(result + [UInt8(ascii: "\n")]))
+        do { try FileHandle.standardOutput.write(contentsOf: Data(result + [UInt8(ascii: "\n")])) } catch {
+            printError("fleet publish: cannot write the result to standard output: \(error)")
+            throw ExitCode.failure
+        }
         let status = ((try? JSONSerialization.jsonObject(with: Data(result))) as? [String: Any])?["status"] as? String
         if status != "succeeded" { throw ExitCode.failure }
     }

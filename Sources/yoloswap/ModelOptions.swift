@@ -32,6 +32,16 @@ struct ModelOptions: ParsableArguments {
         valueName: "when"))
     var spin: IntraOpSpinning = .duringRun
 
+    /// The most threads a thread flag takes: the service's own bound (`serving_threads`, `intra_op_threads`). A
+    /// hundred thousand made a thread each, 16 GB of stacks, before the first Run.
+    static let maxThreads = 256
+
+    func validate() throws {
+        guard (0...Self.maxThreads).contains(threads) else {
+            throw ValidationError("--threads lies in 0...\(Self.maxThreads) (0: one per core)")
+        }
+    }
+
     func parsedImageSize() throws -> ImageSize? {
         guard let imgsz else { return nil }
         let parts = imgsz.lowercased().split(separator: "x").compactMap { Int($0) }
@@ -54,7 +64,7 @@ struct ModelOptions: ParsableArguments {
         guard let provider = ExecutionTarget(parsing: provider).map(ExecutionProvider.init) else {
             throw ValidationError("--provider must be cpu, cuda[:id] or tensorrt[:id]; got '\(self.provider)'")
         }
-        guard threads >= 0 else { throw ValidationError("--threads must be 0 or more") }
+        try validate()
         return SessionOptions(intraOpThreads: threads, provider: provider, spinning: spin)
     }
 

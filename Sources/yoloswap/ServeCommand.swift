@@ -130,7 +130,8 @@ struct ServeCommand: AsyncParsableCommand {
                       health:  http://\(host):\(port)/healthz   ready: /readyz   metrics: /metrics   slots: /v1/slots
 
                     """
-                FileHandle.standardOutput.write(Data(banner.utf8))
+                // Not the service's business: a banner nobody can read (stdout closed, a full disk) is dropped.
+                try? FileHandle.standardOutput.write(contentsOf: Data(banner.utf8))
             })
         // Services stop in reverse order: the video streams, the MQTT fleet agent (publishing `offline`), the
         // desired-state watcher and the sampler, then the HTTP server (draining its requests), then the slots.

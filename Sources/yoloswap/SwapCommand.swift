@@ -31,6 +31,9 @@ struct SwapCommand: AsyncParsableCommand {
     @Option(help: "Path to libonnxruntime.so.") var ortLibrary: String?
 
     func validate() throws {
+        guard (1...ModelOptions.maxThreads).contains(threads) else {
+            throw ValidationError("--threads lies in 1...\(ModelOptions.maxThreads)")
+        }
         let operations = [load != nil, switchStaged, rollback].filter { $0 }.count
         guard operations <= 1 else { throw ValidationError("give at most one of --load, --switch, --rollback") }
         if let policy, SwapPolicy(rawValue: policy) == nil {

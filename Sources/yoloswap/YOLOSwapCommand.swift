@@ -26,6 +26,12 @@ struct YOLOSwapCommand: AsyncParsableCommand {
         } catch {
             exit(withError: error)
         }
+        // What `print` buffered is written now: a command whose results could not be written (a full disk, a closed
+        // stdout) fails, rather than exiting 0 with its output lost.
+        if StandardOutput.failed() {
+            printError("yoloswap: cannot write to standard output: \(String(cString: strerror(errno)))")
+            Foundation.exit(1)
+        }
     }
 
     static let configuration = CommandConfiguration(

@@ -129,6 +129,31 @@ struct CLITests {
         #expect(badSpin.status != 0 && badSpin.stderr.contains("--spin") && badSpin.stderr.contains("during-run"))
     }
 
+    @Test("results that cannot be written (a full disk) fail the command, which exited 0 (detect, keygen) or trapped (fleet sign); thread flags are bounded")
+    func unwritableOutput() async throws {
+        func toFull(_ arguments: [String]) async throws -> ProcessResult {
+            try await runProcess("/bin/sh", ["-c", ([Repo.binary] + arguments).map { "'\($0)'" }.joined(separator: " ")
+                + " > /dev/full"])
+        }
+        let detect = try await toFull(["detect", "--model", model, "--format", "json", "--threads", "1",
+            Repo.image("bus.jpg")])
+        #expect(detect.status == 1 && detect.stderr.contains("cannot write to standard output"), "\(detect.stderr)")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("cli-\(UUID())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let key = dir.appendingPathComponent("op.key").path
+        let keygen = try await toFull(["keygen", "--out", key])
+        #expect(keygen.status == 1 && keygen.stderr.contains("cannot write to standard output"), "\(keygen.stderr)")
+        let sign = try await toFull(["fleet", "sign", "--key", key, "--device", "d1", "--action", "status"])
+        #expect(sign.status == 1 && sign.stderr.contains("fleet sign failed"), "\(sign.status) \(sign.stderr)")
+        // A hundred thousand threads were made, 16 GB of stacks, before the first Run.
+        let threads = try await runProcess(Repo.binary, ["detect", "--model", model, "--threads", "100000",
+            Repo.image("bus.jpg")])
+        #expect(threads.status == 64 && threads.stderr.contains("--threads lies in 0...256"), "\(threads.stderr)")
+        let swapThreads = try await runProcess(Repo.binary, ["swap", "--state-dir", dir.path, "--threads=-1"])
+        #expect(swapThreads.status == 64 && swapThreads.stderr.contains("--threads lies in 1...256"))
+    }
+
     @Test("without any ONNX Runtime library the error names every path tried")
     func missingLibrary() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("nolib-\(UUID())")
