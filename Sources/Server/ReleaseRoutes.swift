@@ -48,7 +48,9 @@ extension APIRoutes {
         }
         v1.post("feedback") { request, context in
             _ = try await requireOperator(request, context)
-            let body = try await decode(FeedbackBody.self, request, context)
+            // Extra keys taken: an inspector may send boxes copied from an answer (`class_id`, `confidence`); every
+            // field the feedback needs is required, so a misspelt one is refused as missing.
+            let body = try await decode(skippingUnknownKeys: FeedbackBody.self, request, context)
             try body.validate()
             return try json(try control.feedback(requestID: body.request_id, truths: body.boxes), status: .ok)
         }

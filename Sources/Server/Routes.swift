@@ -300,8 +300,9 @@ struct APIRoutes: Sendable {
         }
     }
 
-    /// A JSON body decoded as `T`, a type that refuses unknown keys itself (`StreamSpec`, which names them).
-    func decode<T: Decodable>(checkingItsOwnKeys type: T.Type, _ request: Request, _ context: YOLOSwapRequestContext)
+    /// A JSON body decoded as `T`, unknown keys skipped: for a type that refuses them itself (`StreamSpec`, which
+    /// names them), or whose every field is required (`FeedbackBody`: a misspelt key is a missing one).
+    func decode<T: Decodable>(skippingUnknownKeys type: T.Type, _ request: Request, _ context: YOLOSwapRequestContext)
         async throws -> T
     {
         let data = try await jsonBody(request)

@@ -32,7 +32,7 @@ struct StreamRoutes: Sendable {
         v1.post("streams") { request, context in
             let principal = try await api.requireOperator(request, context)
             let body = try await api.parsedChange(request, context) {
-                try await api.decode(checkingItsOwnKeys: StreamSpec.self, request, context)
+                try await api.decode(skippingUnknownKeys: StreamSpec.self, request, context)
             }
             let slot = try api.control.slotName(explicit: body.slot, product: nil)
             let stream: VideoStream

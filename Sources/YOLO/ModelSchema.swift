@@ -185,10 +185,11 @@ public struct ModelSchema: Sendable, Equatable {
     static func detectFormat(shape: [Int], classCount: Int?, endToEnd: Bool) throws(ModelSchemaError) -> OutputFormat {
         let (a, b) = (shape[1], shape[2])
         // Six columns are an end-to-end head's (Ultralytics takes every `[…, 6]` output for one) unless the model
-        // may have one class and has more rows than an end-to-end head keeps (`max_det`, 300): YOLOv5's one-class
-        // layout. A one-class end-to-end export without the `end2end` key (older YOLOv10s) was read as YOLOv5, its
-        // class column (0) zeroing every score.
-        if b == 6, endToEnd || a <= 300 || (classCount.map { $0 != 1 } ?? false) { return .yolov10 }
+        // has one class and more rows than an end-to-end head keeps (`max_det`, 300), or a dynamic count of them:
+        // YOLOv5's one-class layout (its `--dynamic` export too). A one-class end-to-end export without the `end2end`
+        // key (older YOLOv10s) was read as YOLOv5, its class column (0) zeroing every score.
+        let fewRows = a > 0 && a <= 300
+        if b == 6, endToEnd || fewRows || (classCount.map { $0 != 1 } ?? (a <= 300)) { return .yolov10 }
         if let nc = classCount {
             if b == nc + 5 { return .yolov5 }
             if a == nc + 4 { return .yolov8 }

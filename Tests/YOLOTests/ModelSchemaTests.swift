@@ -38,6 +38,7 @@ struct SignatureTests {
         // One class: end-to-end at up to 300 rows (no `end2end` key: older YOLOv10 exports), YOLOv5 past them.
         #expect(try make(output: [1, 300, 6], names: "{0: 'person'}").outputFormat == .yolov10)
         #expect(try make(output: [1, 25200, 6], names: "{0: 'person'}").outputFormat == .yolov5)
+        #expect(try make(output: [1, -1, 6], names: "{0: 'person'}").outputFormat == .yolov5)
         #expect(try make(output: [1, 84, 8400], names: nil).classCount == 80)
         #expect(try make(output: [1, 25200, 85], names: nil).outputFormat == .yolov5)
         #expect(throws: ModelSchemaError.self) { try make(output: [1, 10, 10]) }
