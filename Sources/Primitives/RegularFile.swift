@@ -50,6 +50,27 @@ public final class RegularFile {
 
     deinit { close(descriptor) }
 
+    /// Whether some descriptor — another process's, typically — has the file open for writing now: Linux grants a
+    /// read lease only when none has. Nil when that cannot be told (a file of another user's, without `CAP_LEASE`; a
+    /// file system without leases; not Linux).
+    ///
+    /// The lease is let go at once. Were a writer to open the file meanwhile, the kernel would signal this process:
+    /// with `SIGURG`, set here, which is ignored unless handled (the default, `SIGIO`, ends the process).
+    public var isOpenForWriting: Bool? {
+        #if os(Linux)
+            // F_SETSIG and F_SETLEASE (Linux's fcntl.h, not in Swift's Glibc module).
+            let setSignal: Int32 = 10, setLease: Int32 = 1024
+            guard fcntl(descriptor, setSignal, SIGURG) == 0 else { return nil }
+            if fcntl(descriptor, setLease, Int32(F_RDLCK)) == 0 {
+                _ = fcntl(descriptor, setLease, Int32(F_UNLCK))
+                return false
+            }
+            return errno == EAGAIN ? true : nil
+        #else
+            return nil
+        #endif
+    }
+
     /// Calls `body` with the file's content in order, in chunks of at most `chunkSize` bytes.
     /// - Throws: `FileReadError` when a read fails.
     public func readChunks(chunkSize: Int = 1 << 20, _ body: (Data) throws(FileReadError) -> Void)

@@ -121,15 +121,24 @@ public struct DesiredStateFileService: Service {
         let last = failedBefore.map(\.before) ?? remembered
         let eventsBefore = writeEvents()
         let path = self.path
-        let read: Result<[UInt8], FileReadError> = await reader.run {
+        // nil: another process has the file open for writing — one that began before this watch, at a start or
+        // after the folder came back, whose write events it never saw. Its close wakes the caller again.
+        let read: Result<[UInt8]?, FileReadError> = await reader.run {
             do throws(FileReadError) {
-                return .success([UInt8](try RegularFile(openingForReading: path)
-                    .readAll(limit: DesiredState.Limits.bytes)))
+                let file = try RegularFile(openingForReading: path)
+                if file.isOpenForWriting == true { return .success(nil) }
+                return .success([UInt8](try file.readAll(limit: DesiredState.Limits.bytes)))
             } catch { return .failure(error) }
         }
         if writing() || writeEvents() != eventsBefore { return remembered }
+        if case .success(nil) = read {
+            logger.info("the desired-state file is open for writing: read once it is closed", metadata: [
+                "path": "\(path)"])
+            return remembered
+        }
         switch read {
-        case .success(let bytes):
+        case .success(let read):
+            guard let bytes = read else { return remembered }
             let sha = Hex.string(SHA256.hash(data: bytes))
             guard sha != last else { return sha }
             // A refused document is applied again at the next read (the rescan's, at the latest): what refused it may

@@ -117,6 +117,33 @@ struct DesiredStateTests {
         #expect(server.process.isRunning, "\(server.log.suffix(2000))")
     }
 
+    @Test("a file another process still writes when the service starts is read once it is closed (the part written was applied as the whole document)")
+    func fileOpenForWritingAtStart() async throws {
+        let folder = try TemporaryDirectory(prefix: "desired-write")
+        let path = folder.file("desired.yaml")
+        let head = Self.document(Self.large) + "\nroutes:\n  metal-case: default\n"
+        try #require(FileManager.default.createFile(atPath: path, contents: Data(head.utf8)))
+        // The writer holds the file open, the document's end still to come, while the service starts.
+        let writer = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try writer.seekToEnd()
+        let server = try await ServerProcess(yaml: """
+            \(ServerProcess.demoTokens)
+            slots: {default: {model: \(Self.large)}}
+            desired_state: \(path)
+            hotswap: {warmup_runs: 1, standby: release}
+            """)
+        defer { server.stop() }
+        #expect(await eventuallyAsync { server.log.contains("open for writing") }, "\(server.log.suffix(2000))")
+        let (_, early) = try await server.json("GET", "/v1/routes", token: ServerProcess.viewerToken)
+        #expect((early["routes"] as? [String: Any])?["metal-case"] == nil, "the part written was applied: \(early)")
+        try writer.write(contentsOf: Data("  wood-case: default\n".utf8))
+        try writer.close()
+        #expect(await eventuallyAsync {
+            let routes = (try? await server.json("GET", "/v1/routes", token: ServerProcess.viewerToken))?.1["routes"]
+            return (routes as? [String: Any])?.keys.sorted() == ["metal-case", "wood-case"]
+        })
+    }
+
     @Test("a document refused because its model's file is not there yet is applied once the file is (the rescan), refused and audited once meanwhile")
     func modelArrivesLater() async throws {
         let folder = try TemporaryDirectory(prefix: "configmap")
