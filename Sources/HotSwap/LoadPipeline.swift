@@ -13,15 +13,12 @@ struct LoadPipeline: Sendable {
     let executor: InferenceExecutor
     let configuration: HotSwapConfiguration
     let onRelease: @Sendable (ModelRelease) -> Void
-    /// Throws `LoadFailure.overMemoryBudget` / `.overDeviceMemoryBudget` when a model of this digest and size does
-    /// not fit on the devices `execution` needs.
-    /// Checks the memory budget for the model, counting `freed` (per device) as free already.
-    let checkBudget: @Sendable (_ sha256: String, _ byteCount: Int, _ execution: ModelExecution, _ path: String,
-                                _ freed: [ComputeDevice: Int]) throws(LoadFailure) -> Void
-    /// Checks the budget as `checkBudget` does with nothing freed, counting what other loads under way have reserved,
+    /// Checks the memory budget for a model of this digest and size on the devices `execution` needs, counting what
+    /// other loads under way have reserved and `freed` (per device: what the load's hook is about to free) as free,
     /// and reserves the model's estimate until the returned reservation is released.
-    let reserveBudget: @Sendable (_ sha256: String, _ byteCount: Int, _ execution: ModelExecution, _ path: String)
-        throws(LoadFailure) -> MemoryReservation
+    /// Throws `LoadFailure.overMemoryBudget` / `.overDeviceMemoryBudget` when it does not fit.
+    let reserveBudget: @Sendable (_ sha256: String, _ byteCount: Int, _ execution: ModelExecution, _ path: String,
+                                  _ freed: [ComputeDevice: Int]) throws(LoadFailure) -> MemoryReservation
     /// Records the measured host memory cost of a digest run on a target.
     let recordCost: @Sendable (_ sha256: String, _ target: ExecutionTarget, _ bytes: Int) -> Void
 
@@ -33,8 +30,8 @@ struct LoadPipeline: Sendable {
     ///   - beforeLoading: runs once the model has passed verification, before the budget check and the session
     ///     (the manager releases a standby that the switch would displace, so that memory is free first).
     ///   - freedBeforeLoading: what `beforeLoading` frees, per device, when it is known: the budget is then checked
-    ///     before the hook too, counting that as free, so that a model that cannot fit even then is refused before
-    ///     the hook takes anything away.
+    ///     and the model's memory reserved before the hook, counting that as free, so that a model that cannot fit
+    ///     even then is refused before the hook takes anything away, and what it frees stays this load's.
     func run(_ op: LoadOperation, execution: ModelExecution, active: ModelSchema?,
              freedBeforeLoading: [ComputeDevice: Int]? = nil, beforeLoading: @Sendable () async -> Void = {})
         async throws(LoadFailure) -> ModelInstance
@@ -84,13 +81,19 @@ struct LoadPipeline: Sendable {
             $0.timings.verify = (clock.now - t).milliseconds
         }
         try check()
-        if let freedBeforeLoading { try checkBudget(digest, file.byteCount, execution, path, freedBeforeLoading) }
+        // Held by the model until it takes a role in its slot (and counts as in use there); a failed load frees it
+        // as it returns. Meanwhile other loads' checks count the reservation. A load whose hook frees memory first
+        // reserves before the hook, counting that memory as free: reserved after it, the memory the hook freed could
+        // go to another slot's load meanwhile — the old model gone, the new one refused, the slot left empty.
+        var early: MemoryReservation?
+        if let freed = freedBeforeLoading { early = try reserveBudget(digest, file.byteCount, execution, path, freed) }
         await beforeLoading()
         // Superseded while the hook ran (a drain can take a while): not worth a session.
         try check()
-        // Held by the model until it takes a role in its slot (and counts as in use there); a failed load frees it
-        // as it returns. Meanwhile other loads' checks count the reservation.
-        let reservation = try reserveBudget(digest, file.byteCount, execution, path)
+        let reservation: MemoryReservation
+        if let early { reservation = early } else {
+            reservation = try reserveBudget(digest, file.byteCount, execution, path, [:])
+        }
 
         // loading: a new session (its own inference context) for the verified file.
         op.enter(.loading)

@@ -114,15 +114,10 @@ public actor ModelManager {
                     "thread": "\(release.threadName)"])
                 releaseObserver?(release)
             },
-            checkBudget: { sha, size, execution, path, freed throws(LoadFailure) in
-                let estimate = ledger.estimate(sha256: sha, byteCount: size, execution: execution)
-                let inUse = ModelManager.memoryHeld(in: registry).merging(freed.mapValues { -$0 }, uniquingKeysWith: +)
-                    .merging(ledger.reserved, uniquingKeysWith: +)
-                try MemoryLedger.check(ledger.figures(estimate: estimate, inUse: inUse), path: path)
-            },
-            reserveBudget: { sha, size, execution, path throws(LoadFailure) in
-                try ledger.reserve(ledger.estimate(sha256: sha, byteCount: size, execution: execution),
-                    inUse: { ModelManager.memoryHeld(in: registry) }, path: path)
+            reserveBudget: { sha, size, execution, path, freed throws(LoadFailure) in
+                try ledger.reserve(ledger.estimate(sha256: sha, byteCount: size, execution: execution), inUse: {
+                    ModelManager.memoryHeld(in: registry).merging(freed.mapValues { -$0 }, uniquingKeysWith: +)
+                }, path: path)
             },
             recordCost: { sha, target, bytes in ledger.record(sha256: sha, target: target, bytes: bytes) })
     }
