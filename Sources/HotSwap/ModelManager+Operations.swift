@@ -132,6 +132,11 @@ extension ModelManager {
             let restore = LoadOperation(request: LoadRequest(slot: slot.name, path: previousRecord.path,
                 name: previousRecord.name, version: previousRecord.version, expectedSHA256: previousRecord.sha256,
                 allowSchemaChange: true, target: previous.execution.target, allowDeviceChange: true))
+            // Cut short by a shutdown as a restore is (the store still holds the previous model: the next start
+            // brings it back), not waited for through a whole warm-up.
+            restoring[slot.name] = restore
+            defer { restoring[slot.name] = nil }
+            if isShuttingDown { restore.cancel(reason: "shutting down") }
             do {
                 let model = try await pipeline.run(restore, execution: previous.execution, active: nil)
                 // The store still holds the previous model's state: flip it back even if recording fails again.
@@ -193,6 +198,10 @@ extension ModelManager {
             expectedSHA256: record.sha256, activate: true, allowSchemaChange: true, target: previous.target,
             allowDeviceChange: true))
         remember(op)
+        // Cancelled by a shutdown as a restore is: a reload's warm-up would hold the shutdown up.
+        restoring[slot.name] = op
+        defer { restoring[slot.name] = nil }
+        if isShuttingDown { op.cancel(reason: "shutting down") }
         let event = await performLoad(op, slot: slot, operation: .rollback)
         if let failure = op.status.failure { throw ControlError.loadFailed(slot: slot.name, failure) }
         return event

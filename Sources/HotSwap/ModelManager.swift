@@ -80,7 +80,8 @@ public actor ModelManager {
     /// Per slot, the standby retention timer that may still release the standby (`armRetention`): an older timer
     /// finds another token here and leaves the standby alone.
     var retentionTimers: [String: UUID] = [:]
-    /// Restores under way (not superseded by other loads; cancelled only by shutdown).
+    /// Restores under way — at a start, a rollback's reload, a failed resource-preserving load's previous model
+    /// brought back — not superseded by other loads; cancelled only by shutdown.
     var restoring: [String: LoadOperation] = [:]
     /// Set by `cancelLoads`/`shutdown`: no new restore starts, and a load asked for is cancelled at once.
     public private(set) var isShuttingDown = false

@@ -1,6 +1,7 @@
 import Foundation
 import HotSwap
 import HotSwapTesting
+import Primitives
 import TestSupport
 import Testing
 
@@ -284,6 +285,31 @@ extension HotSwapSuite {
                 #expect(manager.recentEvents(limit: -1).isEmpty)
                 await manager.shutdown()
             }
+        }
+
+        @Test("a rollback's reload under way when the shutdown begins is cancelled, not run through its warm-up and switched in")
+        func rollbackReloadCancelledByShutdown() async throws {
+            let gate = Gate(open: true)
+            let sessions = Locked(0)
+            let manager = ModelManager(configuration: .testing(), loader: FakeLoader { label in
+                // The second session of 416 (the rollback's reload) is held until the shutdown has begun.
+                if label == Fixtures.identity416, sessions.withLock({ $0 += 1; return $0 }) == 2 { gate.pass() }
+                return FakeBackend()
+            })
+            try await manager.createSlot("line")
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity416))
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity320))
+            _ = try await manager.unload(slot: "line", includingActive: false)  // no standby: a rollback reloads 416
+            gate.close()
+            let rollback = Task { try await manager.rollback(slot: "line") }
+            #expect(await eventually { gate.waitingCount == 1 })
+            let shutdown = Task { await manager.shutdown() }
+            #expect(await eventuallyAsync { await manager.isShuttingDown })
+            gate.open()
+            await shutdown.value
+            let outcome = await rollback.result
+            // It used to run on through its warm-up and switch 416 in during the shutdown.
+            #expect(throws: ControlError.self) { try outcome.get() }
         }
 
         @Test("a standby restore cut off by a shutdown leaves the committed standby for the next start")
