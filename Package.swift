@@ -239,7 +239,7 @@ let package = Package(
                 "ORTBackend", "HotSwap", "HotSwapTesting", "ONNXRuntime", "YOLO", "ImageCodecs", "Primitives",
                 "TestSupport",
             ]),
-        .testTarget(name: "EvaluationTests", dependencies: ["Evaluation", "TestSupport"]),
+        .testTarget(name: "EvaluationTests", dependencies: ["Evaluation", "TestSupport", "YOLO", "HotSwapTesting"]),
         .testTarget(name: "FuzzReplayTests", dependencies: ["FuzzHarnesses", "Primitives", "TestSupport"]),
         /// Streams on real video (ffmpeg-generated) and real ONNX Runtime sessions swapped while they run.
         .testTarget(

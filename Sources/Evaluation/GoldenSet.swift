@@ -44,9 +44,12 @@ public struct GoldenSet: Sendable {
     }
 
     /// Runs `detector` on every image and scores its detections.
-    /// - Parameter classMap: extra `NAME=CATEGORY` pairs (see `CategoryMatcher`).
-    public func evaluate(_ detector: Detector, options: DetectionOptions = detectionOptions, classMap: [String] = [])
-        throws(GoldenSetError) -> Result
+    /// - Parameters:
+    ///   - classMap: extra `NAME=CATEGORY` pairs (see `CategoryMatcher`).
+    ///   - isCancelled: asked before each image; true ends the scoring (`GoldenSetError.cancelled`) — a release
+    ///     aborted while its candidate is scored, which would otherwise run through every image.
+    public func evaluate(_ detector: Detector, options: DetectionOptions = detectionOptions, classMap: [String] = [],
+                         isCancelled: () -> Bool = { false }) throws(GoldenSetError) -> Result
     {
         let categories: CategoryMatcher
         do {
@@ -57,7 +60,8 @@ public struct GoldenSet: Sendable {
         }
         let started = ContinuousClock.now
         var detections: [COCODetection] = []
-        for image in dataset.images {
+        for (index, image) in dataset.images.enumerated() {
+            if isCancelled() { throw .cancelled(path: path, imagesScored: index) }
             let file = URL(fileURLWithPath: imagesRoot).appendingPathComponent(image.fileName).path
             let result: DetectionResult
             do {
@@ -118,11 +122,14 @@ public struct GoldenSetRules: Sendable, Codable, Equatable {
 public enum GoldenSetError: Error, Equatable, CustomStringConvertible {
     case noMatchingClasses(path: String, reason: String)
     case image(id: Int, path: String, reason: String)
+    /// The scoring was cut short after `imagesScored` images.
+    case cancelled(path: String, imagesScored: Int)
 
     public var description: String {
         switch self {
         case .noMatchingClasses(let path, let reason): "golden set \(path): \(reason)"
         case .image(let id, let path, let reason): "golden set image \(id) (\(path)): \(reason)"
+        case .cancelled(let path, let count): "golden set \(path): scoring cancelled after \(count) images"
         }
     }
 }

@@ -177,8 +177,9 @@ extension ControlPlane {
                     + "start the release again"
             } else if let staged = slotRef.roles.staged, staged.identity.sha256 == status.identity?.sha256 {
                 let gate = candidateGate.withLock { $0 }
-                failure = await gate?.refusal(candidate: staged, baseline: slotRef.roles.active, spec: spec)
-                    .map { "the candidate gate refused it: \($0)" }
+                let engine = run.engine
+                failure = await gate?.refusal(candidate: staged, baseline: slotRef.roles.active, spec: spec,
+                    isCancelled: { engine.phase.isTerminal }).map { "the candidate gate refused it: \($0)" }
             } else {
                 failure = "the candidate left the staged role before it took traffic"
             }

@@ -11,7 +11,7 @@ import Releases
 /// without `golden_set` passes untouched. The figures are logged either way.
 ///
 /// Thread-safety: stateless; the scoring runs on its own queue (it reads images and runs the models), one gate at a
-/// time, never on the cooperative pool. The models are counted in-flight while they are scored, so neither can be
+/// time, never on the cooperative pool; a release aborted meanwhile stops it at the next image. The models are counted in-flight while they are scored, so neither can be
 /// released under it.
 struct GoldenSetGate: CandidateGate {
     let repository: ModelRepository
@@ -26,7 +26,8 @@ struct GoldenSetGate: CandidateGate {
         self.logger = logger
     }
 
-    func refusal(candidate: ModelInstance, baseline: ModelInstance?, spec: ReleaseSpec) async -> String? {
+    func refusal(candidate: ModelInstance, baseline: ModelInstance?, spec: ReleaseSpec,
+                 isCancelled: @escaping @Sendable () -> Bool) async -> String? {
         guard let relative = spec.golden_set else { return nil }
         let path: String
         do { path = try await repository.resolve(relative) } catch {
@@ -38,7 +39,8 @@ struct GoldenSetGate: CandidateGate {
         let outcome: Result<(GoldenSet.Result, GoldenSet.Result?), any Error> = await queue.run {
             Result {
                 let set = try GoldenSet(contentsOf: path, confined: true, maxFileBytes: Self.maxFileBytes)
-                return (try Self.score(candidate, on: set), try scoreBaseline.map { try Self.score($0, on: set) })
+                return (try Self.score(candidate, on: set, isCancelled),
+                    try scoreBaseline.map { try Self.score($0, on: set, isCancelled) })
             }
         }
         switch outcome {
@@ -57,8 +59,10 @@ struct GoldenSetGate: CandidateGate {
     }
 
     /// Scores one model, counted in-flight meanwhile.
-    private static func score(_ model: ModelInstance, on set: GoldenSet) throws -> GoldenSet.Result {
-        try model.whileCountedInFlight { try set.evaluate(model.detector) }
+    private static func score(_ model: ModelInstance, on set: GoldenSet, _ isCancelled: () -> Bool) throws
+        -> GoldenSet.Result
+    {
+        try model.whileCountedInFlight { try set.evaluate(model.detector, isCancelled: isCancelled) }
     }
 
     private static func format(_ value: Double?) -> String {
