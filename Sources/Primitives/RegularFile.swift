@@ -21,6 +21,8 @@ public final class RegularFile {
     public let path: String
     /// The file's size when it was opened.
     public let byteCount: Int
+    /// When the file's content last changed, as of its opening (its mtime).
+    public let modifiedAt: Date
     private let descriptor: Int32
 
     /// Opens the file at `path` (following symbolic links) and checks that what was opened is a regular file.
@@ -46,6 +48,12 @@ public final class RegularFile {
         self.path = path
         self.descriptor = descriptor
         self.byteCount = Int(status.st_size)
+        #if canImport(Glibc)
+            let time = status.st_mtim
+        #else
+            let time = status.st_mtimespec
+        #endif
+        self.modifiedAt = Date(timeIntervalSince1970: Double(time.tv_sec) + Double(time.tv_nsec) / 1e9)
     }
 
     deinit { close(descriptor) }

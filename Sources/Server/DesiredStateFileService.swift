@@ -35,6 +35,11 @@ public struct DesiredStateFileService: Service {
     /// symbolic link that a deploy swapped, a network file system) is still applied, at most this late. A read of the
     /// same content does nothing.
     static let rescanInterval: Duration = .seconds(10)
+    /// Whether the last read found the file held open by a writer (logged when it starts).
+    private let heldOpen = Locked(false)
+    /// How long a writer that holds the file open may go without changing it before it is taken to be done (the
+    /// watch's `writeTimeout`).
+    static let quietWriter: Duration = .seconds(30)
 
     public func run() async throws {
         let url = URL(fileURLWithPath: path)
@@ -122,20 +127,31 @@ public struct DesiredStateFileService: Service {
         let eventsBefore = writeEvents()
         let path = self.path
         // nil: another process has the file open for writing — one that began before this watch, at a start or
-        // after the folder came back, whose write events it never saw. Its close wakes the caller again.
+        // after the folder came back, whose write events it never saw. Its close wakes the caller again. A writer
+        // silent for `quietWriter` is taken to be done, as the watch takes it — and a network file system that
+        // grants no lease (NFS without a delegation, SMB without an oplock) answers as if one wrote.
+        let quiet = Self.quietWriter.timeInterval
         let read: Result<[UInt8]?, FileReadError> = await reader.run {
             do throws(FileReadError) {
                 let file = try RegularFile(openingForReading: path)
-                if file.isOpenForWriting == true { return .success(nil) }
+                if -file.modifiedAt.timeIntervalSinceNow < quiet, file.isOpenForWriting == true { return .success(nil) }
                 return .success([UInt8](try file.readAll(limit: DesiredState.Limits.bytes)))
             } catch { return .failure(error) }
         }
         if writing() || writeEvents() != eventsBefore { return remembered }
         if case .success(nil) = read {
-            logger.info("the desired-state file is open for writing: read once it is closed", metadata: [
-                "path": "\(path)"])
+            // Said once while it lasts (the rescan finds it again every 10 s).
+            let reported = heldOpen.withLock { held in
+                defer { held = true }
+                return held
+            }
+            if !reported {
+                logger.info("the desired-state file is open for writing: read once it is closed or quiet",
+                    metadata: ["path": "\(path)", "quiet_after": "\(Self.quietWriter)"])
+            }
             return remembered
         }
+        heldOpen.withLock { $0 = false }
         switch read {
         case .success(let read):
             guard let bytes = read else { return remembered }

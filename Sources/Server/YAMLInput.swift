@@ -165,12 +165,22 @@ enum YAMLInput {
             (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte)
                 || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_")
         }
+        /// Whether a token may start at `i`: after one of `starts`, or after a character libyaml also takes for a
+        /// line break or leaves before a token — NEL (C2 85), LS and PS (E2 80 A8/A9), a byte-order mark (EF BB BF).
+        func isTokenStart(_ i: Int) -> Bool {
+            if i == 0 || starts.contains(bytes[i - 1]) { return true }
+            if i >= 2, bytes[i - 2] == 0xC2, bytes[i - 1] == 0x85 { return true }
+            guard i >= 3 else { return false }
+            let three = (bytes[i - 3], bytes[i - 2], bytes[i - 1])
+            return three == (0xE2, 0x80, 0xA8) || three == (0xE2, 0x80, 0xA9) || three == (0xEF, 0xBB, 0xBF)
+        }
         for i in bytes.indices where bytes[i] == UInt8(ascii: "*") && i + 1 < bytes.count && isNameByte(bytes[i + 1])
-            && (i == 0 || starts.contains(bytes[i - 1])) {
+            && isTokenStart(i) {
             let line = bytes[..<i].reduce(1) { $1 == 0x0A ? $0 + 1 : $0 }
-            throw Refusal(path: "", reason: "line \(line): YAML aliases (`*name`) are not accepted here (Yams expands "
-                + "them whole where they are keys); write the value out — a `*` followed by a name after a space reads "
-                + "as one even in quotes or a comment")
+            throw Refusal(path: "", reason: "line \(line): YAML aliases (`*name`) are not accepted (an aliased key is "
+                + "expanded whole while the text is read); write the value out — a `*` followed by a name, after a "
+                + "space, a line break or one of [ { , ? : ] }, reads as one even in quotes or a comment (a password "
+                + "with one goes in a file: mqtt.password_file)")
         }
     }
 

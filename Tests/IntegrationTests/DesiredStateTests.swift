@@ -117,7 +117,7 @@ struct DesiredStateTests {
         #expect(server.process.isRunning, "\(server.log.suffix(2000))")
     }
 
-    @Test("a file another process still writes when the service starts is read once it is closed (the part written was applied as the whole document)")
+    @Test("a file another process still writes when the service starts is read once it is closed (the part written was applied as the whole document), or once its writer has been quiet for 30 s")
     func fileOpenForWritingAtStart() async throws {
         let folder = try TemporaryDirectory(prefix: "desired-write")
         let path = folder.file("desired.yaml")
@@ -142,6 +142,19 @@ struct DesiredStateTests {
             let routes = (try? await server.json("GET", "/v1/routes", token: ServerProcess.viewerToken))?.1["routes"]
             return (routes as? [String: Any])?.keys.sorted() == ["metal-case", "wood-case"]
         })
+        // A writer that holds the file open but has not changed it for longer than the watch's 30 s (or a network
+        // file system that grants no lease, which answers the same) is taken to be done: the document is applied.
+        let next = folder.file("next.yaml")
+        let document = Self.document(Self.large) + "\nroutes:\n  glass-case: default\n"
+        try #require(FileManager.default.createFile(atPath: next, contents: Data(document.utf8)))
+        try FileManager.default.setAttributes([.modificationDate: Date().addingTimeInterval(-60)], ofItemAtPath: next)
+        let holder = try FileHandle(forWritingTo: URL(fileURLWithPath: next))
+        defer { try? holder.close() }
+        try #require(rename(next, path) == 0)  // over the document: the held descriptor follows it
+        #expect(await eventuallyAsync(timeout: .seconds(30)) {
+            let routes = (try? await server.json("GET", "/v1/routes", token: ServerProcess.viewerToken))?.1["routes"]
+            return (routes as? [String: Any])?.keys.sorted() == ["glass-case"]
+        }, "a quiet writer's file was never read")
     }
 
     @Test("a document refused because its model's file is not there yet is applied once the file is (the rescan), refused and audited once meanwhile")

@@ -131,7 +131,9 @@ private typealias H = ServerHarness
         let clock = ContinuousClock()
         for key in ["  ? *l6\n  : default\n", "  *l6 : default\n", "  *l6: default\n", "x: {*l6}\n", "x: {a: 1, *l6}\n",
                     "x: {*l6:x}\n", "x: [*l6:x]\n", "x: {[*l6]:x}\n", "x: {?*l6: x}\n", "x: [?[*l6]]\n",
-                    "x: {\n *l6\n}\n", "- a: |\n    text\n  *l6: x\n", "  a: rock 'n roll\n  *l6: default\n  b: end'\n"] {
+                    "x: {\n *l6\n}\n", "- a: |\n    text\n  *l6: x\n", "  a: rock 'n roll\n  *l6: default\n  b: end'\n",
+                    // Line breaks libyaml takes that are not ASCII (NEL, LS, PS), and a byte-order mark.
+                    "x: [\u{85}*l6]\n", "x: [\u{2028}*l6]\n", "x: [\u{2029}*l6]\n", "x: [\u{FEFF}*l6]\n"] {
             let started = clock.now
             let refusal = #expect(throws: DesiredStateError.self) {
                 try DesiredState.parse(Array((header + levels + key).utf8))
