@@ -52,7 +52,7 @@ extension ModelManager {
             // Cancelled after the pipeline's last check: the model never takes a role. Past `beginActivation` the
             // load can no longer be cancelled (it ends ready with the model switched in and committed).
             guard request.activate ? op.beginActivation() : !op.isCancelled else {
-                releaser.retire(model)
+                retireUnused(model)
                 throw LoadFailure.cancelled(path: request.path, reason: "superseded or cancelled")
             }
             if request.activate {
@@ -62,7 +62,7 @@ extension ModelManager {
                     flip = self.flip(model, in: slot, keepStandby: false)
                 } else {
                     do { flip = try await activate(model, in: slot) } catch {
-                        releaser.retire(model)
+                        retireUnused(model)
                         throw LoadFailure.notCommitted(path: request.path, reason: "\(error)")
                     }
                 }
@@ -107,12 +107,12 @@ extension ModelManager {
                 if let drained = slot.deactivate() { await releaser.retireAndWait(consume drained) }
             }
             guard op.beginActivation() else {
-                releaser.retire(model)
+                retireUnused(model)
                 throw LoadFailure.cancelled(path: op.request.path, reason: "superseded or cancelled")
             }
             let flip: Flip
             do { flip = try await activate(model, in: slot, keepStandby: false) } catch {
-                releaser.retire(model)
+                retireUnused(model)
                 throw LoadFailure.notCommitted(path: op.request.path, reason: "\(error)")
             }
             // The flip found the slot empty (the old model left in the hook): record it here, for a rollback.
@@ -302,6 +302,14 @@ extension ModelManager {
 
     /// Records a model that was active as the slot's latest previous one (up to 10 kept): what a rollback without
     /// a standby reloads.
+    /// Hands a loaded model that never took a role to the releaser, its memory reservation ended first: the model's
+    /// release waits for the releaser's thread, and the restore of the previous model that may follow must not find
+    /// the reservation still counted.
+    func retireUnused(_ model: ModelInstance) {
+        model.reservation?.release()
+        releaser.retire(model)
+    }
+
     func rememberPrevious(_ record: ModelRecord, target: ExecutionTarget, in slot: ModelSlot) {
         previousModels[slot.name, default: []].append((record, target))
         if previousModels[slot.name]!.count > 10 { previousModels[slot.name]!.removeFirst() }

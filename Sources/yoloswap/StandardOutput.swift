@@ -1,6 +1,10 @@
 // C's `stdout` is a mutable global, which Swift 6 refuses to read outside an isolation domain; imported with
 // `@preconcurrency`, it is read here, once a command is done and no other thread writes to it.
-@preconcurrency import Glibc
+#if canImport(Glibc)
+    @preconcurrency import Glibc
+#elseif canImport(Darwin)
+    @preconcurrency import Darwin
+#endif
 
 /// What `print` wrote: whether all of it reached standard output.
 enum StandardOutput {
