@@ -52,7 +52,7 @@ extension ModelManager {
             // Cancelled after the pipeline's last check: the model never takes a role. Past `beginActivation` the
             // load can no longer be cancelled (it ends ready with the model switched in and committed).
             guard request.activate ? op.beginActivation() : !op.isCancelled else {
-                retireUnused(model)
+                releaser.retire(model)
                 throw LoadFailure.cancelled(path: request.path, reason: "superseded or cancelled")
             }
             if request.activate {
@@ -62,7 +62,7 @@ extension ModelManager {
                     flip = self.flip(model, in: slot, keepStandby: false)
                 } else {
                     do { flip = try await activate(model, in: slot) } catch {
-                        retireUnused(model)
+                        releaser.retire(model)
                         throw LoadFailure.notCommitted(path: request.path, reason: "\(error)")
                     }
                 }
@@ -144,6 +144,11 @@ extension ModelManager {
                     _ = flip(model, in: slot, keepStandby: false)
                 }
                 failed.reason = (failed.reason ?? "") + "; previous model \(previousRecord.id) restored"
+            } catch where error.isCancellation {
+                // A shutdown: the store still names the previous model, which the next start brings back.
+                failed.reason = (failed.reason ?? "") + "; \(previousRecord.id) is left for the next start to restore"
+                logger.warning("slot left without a model by a shutdown; the next start restores it",
+                    metadata: ["slot": "\(slot.name)", "model": "\(previousRecord.id)"])
             } catch {
                 failed.reason = (failed.reason ?? "") + "; restoring \(previousRecord.id) failed too: \(error)"
                 logger.critical("slot has no active model", metadata: ["slot": "\(slot.name)"])
@@ -300,15 +305,17 @@ extension ModelManager {
         return true
     }
 
-    /// Records a model that was active as the slot's latest previous one (up to 10 kept): what a rollback without
-    /// a standby reloads.
-    /// Hands a loaded model that never took a role to the releaser, its memory reservation ended first: the model's
-    /// release waits for the releaser's thread, and the restore of the previous model that may follow must not find
-    /// the reservation still counted.
+    /// Hands a loaded model that never took a role, in a resource-preserving load that failed after its hook, to the
+    /// releaser with its memory reservation ended first: the model's release waits for the releaser's thread, and the
+    /// restore of the previous model that follows must not find the reservation still counted. (Elsewhere the
+    /// reservation ends with the model, so that its memory stays counted until it is freed.)
     func retireUnused(_ model: ModelInstance) {
         model.reservation?.release()
         releaser.retire(model)
     }
+
+    /// Records a model that was active as the slot's latest previous one (up to 10 kept): what a rollback without
+    /// a standby reloads.
 
     func rememberPrevious(_ record: ModelRecord, target: ExecutionTarget, in slot: ModelSlot) {
         previousModels[slot.name, default: []].append((record, target))

@@ -35,8 +35,8 @@ public struct DesiredStateFileService: Service {
     /// symbolic link that a deploy swapped, a network file system) is still applied, at most this late. A read of the
     /// same content does nothing.
     static let rescanInterval: Duration = .seconds(10)
-    /// Whether the last read found the file held open by a writer (logged when it starts).
-    private let heldOpen = Locked(false)
+    /// While reads find the file held open by a writer: what the file was and since when (this machine's clock).
+    private let heldOpen = Locked(HeldOpen())
     /// How long a writer that holds the file open may go without changing it before it is taken to be done (the
     /// watch's `writeTimeout`).
     static let quietWriter: Duration = .seconds(30)
@@ -128,30 +128,28 @@ public struct DesiredStateFileService: Service {
         let path = self.path
         // nil: another process has the file open for writing — one that began before this watch, at a start or
         // after the folder came back, whose write events it never saw. Its close wakes the caller again. A writer
-        // silent for `quietWriter` is taken to be done, as the watch takes it — and a network file system that
-        // grants no lease (NFS without a delegation, SMB without an oplock) answers as if one wrote.
-        let quiet = Self.quietWriter.timeInterval
+        // that leaves the file as it is (size, mtime) for `quietWriter` of this machine's time is taken to be done,
+        // as the watch takes a silent one — and so is a network file system that grants no lease (NFS without a
+        // delegation, SMB without an oplock), which answers as if one wrote. The file's mtime itself is not compared
+        // with the clock: another host's clock, or a stamp from a restore, may be anywhere.
+        let heldOpen = self.heldOpen
         let read: Result<[UInt8]?, FileReadError> = await reader.run {
             do throws(FileReadError) {
                 let file = try RegularFile(openingForReading: path)
-                if -file.modifiedAt.timeIntervalSinceNow < quiet, file.isOpenForWriting == true { return .success(nil) }
+                if file.isOpenForWriting == true, !heldOpen.withLock({ $0.isQuiet(file) }) { return .success(nil) }
                 return .success([UInt8](try file.readAll(limit: DesiredState.Limits.bytes)))
             } catch { return .failure(error) }
         }
         if writing() || writeEvents() != eventsBefore { return remembered }
         if case .success(nil) = read {
             // Said once while it lasts (the rescan finds it again every 10 s).
-            let reported = heldOpen.withLock { held in
-                defer { held = true }
-                return held
-            }
-            if !reported {
-                logger.info("the desired-state file is open for writing: read once it is closed or quiet",
+            if heldOpen.withLock({ $0.report() }) {
+                logger.info("the desired-state file is open for writing: read once it is closed or left alone",
                     metadata: ["path": "\(path)", "quiet_after": "\(Self.quietWriter)"])
             }
             return remembered
         }
-        heldOpen.withLock { $0 = false }
+        heldOpen.withLock { $0 = HeldOpen() }
         switch read {
         case .success(let read):
             guard let bytes = read else { return remembered }
@@ -174,6 +172,29 @@ public struct DesiredStateFileService: Service {
             if reason != failedBefore?.reason { await reconciler.refuseUnreadableFile(path: path, reason: reason) }
             return FailedRead(reason: reason, before: last).text
         }
+    }
+}
+
+/// The file as reads find it held open by a writer: its size and mtime, since when they have been so (by this
+/// machine's monotonic clock), and whether that was logged.
+private struct HeldOpen {
+    var seen: (byteCount: Int, modifiedAt: Date, since: ContinuousClock.Instant)?
+    var reported = false
+
+    /// Whether `file` has been as it is now for `quietWriter`; starts the count when it changed or was not held.
+    mutating func isQuiet(_ file: RegularFile) -> Bool {
+        let now = ContinuousClock.now
+        if let seen, seen.byteCount == file.byteCount, seen.modifiedAt == file.modifiedAt {
+            return now - seen.since >= DesiredStateFileService.quietWriter
+        }
+        seen = (file.byteCount, file.modifiedAt, now)
+        return false
+    }
+
+    /// True the first time it is asked while the file is held.
+    mutating func report() -> Bool {
+        defer { reported = true }
+        return !reported
     }
 }
 

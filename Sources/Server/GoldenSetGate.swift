@@ -11,8 +11,8 @@ import Releases
 /// without `golden_set` passes untouched. The figures are logged either way.
 ///
 /// Thread-safety: stateless; the scoring runs on its own queue (it reads images and runs the models), one gate at a
-/// time, never on the cooperative pool; a release aborted meanwhile stops it at the next image. The models are counted in-flight while they are scored, so neither can be
-/// released under it.
+/// time, never on the cooperative pool; a release aborted meanwhile stops it at the next image. The models are counted
+/// in-flight while they are scored, so neither can be released under it.
 struct GoldenSetGate: CandidateGate {
     let repository: ModelRepository
     let logger: Logger

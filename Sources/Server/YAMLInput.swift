@@ -155,8 +155,8 @@ enum YAMLInput {
     /// The bytes are read as they are, with no notion of quotes, comments or block scalars (a scan that skipped them
     /// could be led to skip a real alias: a `'` inside a plain value looks like a quote's start). A `*` followed by a
     /// name's character (libyaml's letters, digits, `-`, `_`) where a YAML token may start (the text's start, after
-    /// a space, a tab, a line break, `[`, `{`, `,`, `?`, `:`, `]` or `}`) is refused — in a quoted value or a comment too, which
-    /// the message says.
+    /// a space, a tab, a line break — NEL, LS and PS too —, a byte-order mark, `[`, `{`, `,`, `?`, `:`, `]` or `}`)
+    /// is refused — in a quoted value or a comment too, which the message says.
     static func refuseAliases(_ text: String) throws(Refusal) {
         let bytes = Array(text.utf8)
         let starts: Set<UInt8> = [0x20, 0x09, 0x0A, 0x0D, UInt8(ascii: "["), UInt8(ascii: "{"), UInt8(ascii: ","),

@@ -16,7 +16,7 @@ public struct ImageSize: Sendable, Equatable, Hashable, CustomStringConvertible,
 
 /// The geometry of Ultralytics' `LetterBox(auto=False, center=True)`: scale to fit, keep aspect ratio, pad evenly.
 ///
-/// r = min(H/h, W/w); the unpadded size is (max(round(w·r), 1), max(round(h·r), 1)) — a thin image keeps a pixel —;
+/// r = min(H/h, W/w); the unpadded size is (max(round(w·r), 1), max(round(h·r), 1)): a thin image keeps a pixel;
 /// the padding (d = (W − w')/2) is split as round(d − 0.1) before and round(d + 0.1) after, Python's
 /// round-half-to-even included. An empty source or target (a side under 1), which has no such ratio, gets r = 0: the
 /// image is not drawn and the result is all padding. (Ultralytics 8.4.190, `LetterBox.get_params`.)
