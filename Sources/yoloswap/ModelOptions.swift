@@ -32,8 +32,8 @@ struct ModelOptions: ParsableArguments {
         valueName: "when"))
     var spin: IntraOpSpinning = .duringRun
 
-    /// The most threads a thread flag takes: the service's own bound (`serving_threads`, `intra_op_threads`). A
-    /// hundred thousand made a thread each, 16 GB of stacks, before the first Run.
+    /// The most threads a thread flag takes: the service's own bound (`serving_threads`, `intra_op_threads`). ORT
+    /// makes every intra-op thread asked for, each with its stack, before the first Run.
     static let maxThreads = 256
 
     func validate() throws {
