@@ -178,23 +178,26 @@ extension ControlPlane {
             } else if let staged = slotRef.roles.staged, staged.identity.sha256 == status.identity?.sha256 {
                 let gate = candidateGate.withLock { $0 }
                 let engine = run.engine
+                // An abort, or a shutdown (which stops the run), cuts the scoring short at the next image.
                 failure = await gate?.refusal(candidate: staged, baseline: slotRef.roles.active, spec: spec,
-                    isCancelled: { engine.phase.isTerminal }).map { "the candidate gate refused it: \($0)" }
+                    isCancelled: { engine.phase.isTerminal || run.isStopping })
+                    .map { "the candidate gate refused it: \($0)" }
             } else {
                 failure = "the candidate left the staged role before it took traffic"
             }
         } catch {
             failure = Problem.from(error).detail
         }
-        // A shutdown came while the gate scored the candidate (it runs to its end): nothing changes now; the next
-        // start resumes the release.
+        // A shutdown came while the gate scored the candidate (its scoring was cut short): nothing changes now; the
+        // next start resumes the release.
         if await manager.isShuttingDown { return }
         if let failure {
             guard run.engine.transition(from: [.loading, .running, .paused], to: .failed, action: "failed",
                 by: "system", detail: failure) != nil
             else {
                 // Aborted meanwhile: the gate's refusal left it staged.
-                await discardCandidate(loaded, of: run, in: slotRef)
+                await endAborted(run, loaded: loaded, in: slotRef, by: principal, from: remote, action: action,
+                    started: started)
                 return
             }
             if slotRef.roles.staged?.identity.path.isByteEqual(to: record.candidatePath) == true {
@@ -217,7 +220,8 @@ extension ControlPlane {
         }
         if updated.phase.isTerminal {
             // Aborted while loading: the abort found no candidate to drop (it had none yet); this one is.
-            await discardCandidate(loaded, of: run, in: slotRef)
+            await endAborted(run, loaded: loaded, in: slotRef, by: principal, from: remote, action: action,
+                started: started)
             return
         }
         slotRef.setRouter(run.engine)
@@ -242,6 +246,18 @@ extension ControlPlane {
                 try? await Task.sleep(for: .seconds(1))
             }
         })
+    }
+
+    /// A release aborted while its candidate was brought up: the model its load staged goes, and the start's (or
+    /// resume's) intent gets its outcome, `aborted` (the abort has its own entries).
+    private func endAborted(_ run: ReleaseRun, loaded: ModelIdentity?, in slot: ModelSlot, by principal: Principal,
+                            from remote: String?, action: String, started: Date) async {
+        await discardCandidate(loaded, of: run, in: slot)
+        let record = run.engine.record
+        try? await auditOutcome(principal, remote, action, record.slot,
+            modelPath: repository.relative(record.candidatePath), version: loaded?.version, sha256: loaded?.sha256,
+            result: "aborted", reason: (record.reason ?? "aborted") + " before the candidate took traffic",
+            started: started)
     }
 
     /// Discards the model this run's load staged, while this run is still the slot's release (a later release's

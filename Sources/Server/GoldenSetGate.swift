@@ -11,7 +11,7 @@ import Releases
 /// without `golden_set` passes untouched. The figures are logged either way.
 ///
 /// Thread-safety: stateless; the scoring runs on its own queue (it reads images and runs the models), one gate at a
-/// time, never on the cooperative pool; a release aborted meanwhile stops it at the next image. The models are counted
+/// time, never on the cooperative pool; a release aborted meanwhile, or stopped by a shutdown, stops it at the next image. The models are counted
 /// in-flight while they are scored, so neither can be released under it.
 struct GoldenSetGate: CandidateGate {
     let repository: ModelRepository

@@ -19,6 +19,9 @@ final class ReleaseRun: Sendable {
     let bringUp = Locked<Task<Void, Never>?>(nil)
     /// Serializes the carrying-out of decisions and manual actions of this release (commit, audit, event).
     let actions = ActionChain()
+    private let stopping = Locked(false)
+    /// Set by `stop()` (a shutdown, or a newer release replacing this finished one): work under way ends early.
+    var isStopping: Bool { stopping.withLock { $0 } }
 
     init(engine: ReleaseEngine, disagreementsFolder: String?) {
         self.engine = engine
@@ -38,6 +41,7 @@ final class ReleaseRun: Sendable {
 
     /// Stops the ticker and waits for the work under way.
     func stop() async {
+        stopping.withLock { $0 = true }
         let list = tasks.withLock { $0 }
         list.forEach { $0.cancel() }
         for task in list { await task.value }

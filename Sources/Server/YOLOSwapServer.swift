@@ -173,8 +173,8 @@ public struct SlotService: Service {
         }
         try? await gracefulShutdown()
         logger.info("releasing models")
-        // A release's candidate still loading is cut off, not waited for (one in its golden-set gate is waited for:
-        // scoring cannot be cut short); either way its record is left as it was, to be resumed at the next start.
+        // A release's candidate still loading is cut off, not waited for (one in its golden-set gate stops scoring at
+        // the next image); either way its record is left as it was, to be resumed at the next start.
         await manager.cancelLoads(reason: "shutting down")
         await control.stopReleases()
         await manager.shutdown()

@@ -8,6 +8,7 @@ import HummingbirdTesting
 import Logging
 import NIOCore
 import Primitives
+import Releases
 import Server
 import Streams
 import TestSupport
@@ -481,7 +482,49 @@ struct ReleaseAPITests {
                 ["model": "synthetic/yolov5-nc80-416-identity.onnx", "strategy": "shadow"])
             #expect(next == .ok, "\(body)")
             #expect(try await Self.post(client, "/v1/slots/default/release/abort").0 == .ok)
+            // The aborted start's intent has its outcome (before, it stayed open until a restart closed it as
+            // `interrupted`).
+            let heldStart = try await harness.auditEntries().filter {
+                $0.action == "release.start" && $0.modelPath == "synthetic/held.onnx"
+            }
+            #expect(heldStart.map(\.result) == ["intent", "aborted"], "\(heldStart)")
+            #expect(heldStart.last?.reason == "aborted by alice before the candidate took traffic")
         }
+    }
+
+    /// A candidate gate that scores until it is told to stop (or a minute passes), and says whether it was told.
+    final class EndlessGate: CandidateGate {
+        let scoring = Locked(false)
+        let cutShort = Locked<Bool?>(nil)
+        func refusal(candidate: ModelInstance, baseline: ModelInstance?, spec: ReleaseSpec,
+                     isCancelled: @escaping @Sendable () -> Bool) async -> String? {
+            scoring.withLock { $0 = true }
+            let deadline = ContinuousClock.now + .seconds(60)
+            while !isCancelled() && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(20)) }
+            cutShort.withLock { $0 = isCancelled() }
+            return nil
+        }
+    }
+
+    @Test("a shutdown cuts the candidate gate's scoring short and leaves the release loading, to be resumed")
+    func shutdownStopsGate() async throws {
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        let gate = EndlessGate()
+        harness.control.setCandidateGate(gate)
+        let control = harness.control
+        let starting = Task {
+            try await control.startRelease(slot: "default",
+                spec: ReleaseSpec(model: "synthetic/yolov5-nc80-320-identity.onnx", strategy: .shadow), actor: "alice")
+        }
+        #expect(await eventually(timeout: .seconds(30)) { gate.scoring.withLock { $0 } })
+        // The server's shutdown order: loads cancelled, then the releases stopped (before, the gate scored on).
+        await harness.control.manager.cancelLoads(reason: "shutting down")
+        await harness.control.stopReleases()
+        #expect(gate.cutShort.withLock { $0 } == true)
+        #expect(try await starting.value.record.phase == .loading)
+        let start = try await harness.auditEntries().filter { $0.action == "release.start" }.map(\.result)
+        #expect(start == ["intent"], "the next start closes it: \(start)")
     }
 
     @Test("a release start leaves an operator's load in progress alone (409, audited); during a release a rollback is refused and audited; a release's version and sha256 are bounded as a load's")
