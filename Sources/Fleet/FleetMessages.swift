@@ -1,4 +1,5 @@
 import Foundation
+import Primitives
 
 /// What every signed fleet payload starts with: its kind, the topic it was signed for, when it was issued and a
 /// nonce. Binding the topic into the signed bytes keeps a command signed for one device from being replayed to
@@ -139,6 +140,36 @@ public enum FleetPayload {
             if let value, value.utf8.count > 1024 {
                 throw FleetRefusal(.malformed, "\(name) has \(value.utf8.count) bytes; at most 1024")
             }
+        }
+    }
+
+    /// The fields every command has.
+    public static let commonFields: Set<String> = ["kind", "topic", "issued_at", "nonce", "id", "action"]
+
+    /// The fields each built-in action reads beside the common ones.
+    public static let builtInFields: [String: Set<String>] = [
+        "load": ["slot", "model", "version", "sha256", "activate"],
+        "switch": ["slot"], "rollback": ["slot"], "discard": ["slot"],
+        "apply-desired": ["document"], "status": [],
+    ]
+
+    /// Refuses a command whose payload has a field, other than null, outside the common ones and `fields`: a field
+    /// spelt wrong would otherwise be dropped without a word (a load's `"actvate": false` switched the model in).
+    /// - Parameter payload: the verified payload, a JSON object (it decoded as a `FleetCommand`).
+    /// - Throws: `FleetRefusal` (`.malformed`) naming up to 8 of the fields.
+    public static func refuseUnknownFields(_ payload: [UInt8], of action: String, allowed fields: Set<String>)
+        throws(FleetRefusal)
+    {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(payload)) as? [String: Any] else {
+            throw FleetRefusal(.malformed, "not a JSON object")
+        }
+        let unknown = object.filter { !($0.value is NSNull) && !commonFields.contains($0.key)
+            && !fields.contains($0.key) }.keys.sorted()
+        guard unknown.isEmpty else {
+            let named = unknown.prefix(8).map { "'\($0.prefix(utf8Bytes: 64))'" }.joined(separator: ", ")
+            throw FleetRefusal(.malformed, "\(action) does not take the field\(unknown.count == 1 ? "" : "s") "
+                + "\(named)\(unknown.count > 8 ? " (\(unknown.count) in all)" : "") (it takes: "
+                + "\((commonFields.union(fields)).sorted().joined(separator: ", ")))")
         }
     }
 

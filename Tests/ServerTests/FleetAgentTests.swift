@@ -105,6 +105,24 @@ struct FleetAgentTests {
         #expect(typo?["status"] as? String == "refused", "\(typo ?? [:])")
         #expect(typo?["detail"] as? String == "release: unknown key: rules.rollbackIf", "\(typo ?? [:])")
 
+        // A field the action does not read is refused, named, before anything runs (before, this load ran with the
+        // misspelt `activate` dropped: switched in where it was to be staged); an explicit null counts as absent.
+        let manager = rig.harness.control.manager
+        let lastLoad = await manager.latestOperation(slot: "line2")?.id
+        try await send(id: "r7", action: "load", extra: [
+            "model": "synthetic/yolov5-nc80-416-identity.onnx", "actvate": false, "version": NSNull(),
+        ])
+        let misspelt = await inbox.first(on: resultTopic) { $0["id"] as? String == "r7" }
+        #expect(misspelt?["status"] as? String == "refused" && misspelt?["reason"] as? String == "malformed",
+            "\(misspelt ?? [:])")
+        #expect((misspelt?["detail"] as? String)?.hasPrefix("load does not take the field 'actvate' (it takes: "
+            + "action, activate, id,") == true, "\(misspelt ?? [:])")
+        #expect(await manager.latestOperation(slot: "line2")?.id == lastLoad)
+        try await send(id: "r8", action: "release-abort", extra: ["slot": "default", "force": true, "why": "x"])
+        let extra = await inbox.first(on: resultTopic) { $0["id"] as? String == "r8" }
+        #expect(extra?["detail"] as? String == "release-abort does not take the fields 'force', 'why' (it takes: "
+            + "action, id, issued_at, kind, nonce, slot, topic)", "\(extra ?? [:])")
+
         await rig.stop()
     }
 

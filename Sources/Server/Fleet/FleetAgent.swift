@@ -18,6 +18,13 @@ public protocol FleetCommandHandler: Sendable {
     /// - Throws: any error; the result is then `failed` with its description (a `Problem`'s detail).
     func run(_ command: FleetCommand, payload: [UInt8], by principal: Principal, control: ControlPlane) async throws
         -> FleetJSON?
+    /// The payload fields the action reads beside the common ones (`FleetPayload.commonFields`): a command with any
+    /// other is refused before it runs. Nil (the default): the handler checks its own.
+    var fields: Set<String>? { get }
+}
+
+extension FleetCommandHandler {
+    public var fields: Set<String>? { nil }
 }
 
 /// Adds a section to the device's status (the releases API reports a release's progress this way): called each time

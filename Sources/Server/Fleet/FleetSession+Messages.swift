@@ -154,6 +154,9 @@ extension FleetSession {
             return slot
         }
         let hide = control.repository.hidingRoot
+        if let fields = FleetPayload.builtInFields[command.action] ?? agent.handlers[command.action]?.fields {
+            try FleetPayload.refuseUnknownFields(payload, of: command.action, allowed: fields)
+        }
         switch command.action {
         case "load":
             guard let model = command.model else { throw FleetRefusal(.malformed, "load needs a model") }

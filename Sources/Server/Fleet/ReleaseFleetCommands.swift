@@ -14,6 +14,7 @@ import Releases
 /// audited as over HTTP. Thread-safety: stateless.
 struct ReleaseFleetCommand: FleetCommandHandler {
     let action: String
+    var fields: Set<String>? { action == "start" ? ["slot", "release"] : ["slot"] }
 
     /// Every release action, by name, for `FleetAgent(handlers:)`.
     static var handlers: [String: any FleetCommandHandler] {
