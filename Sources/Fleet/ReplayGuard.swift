@@ -12,7 +12,9 @@ import Primitives
 /// later, so their age does not matter: a group's document is admitted when it was issued after the last one admitted
 /// for that topic. The same document again (same nonce and content) is `.alreadyApplied`; an older or different one
 /// with the same time is refused as a replay, so a captured old document cannot roll back a device that admitted a
-/// newer one (a device with no memory of the topic — new, or its memory lost — admits any signed document).
+/// newer one (a device with no memory of the topic — new, or its memory lost — admits any signed document). One issued
+/// more than `maxClockSkew` ahead of this machine's clock is refused as stale: admitted, its time would refuse every
+/// later document of the group for as long as the clock takes to pass it (milliseconds given for seconds: for ever).
 ///
 /// `snapshot()` / `init(restoring:)` carry the memory across restarts (the service keeps it in its state folder), so
 /// a restart does not reopen the window for a replay.
@@ -137,11 +139,23 @@ public final class ReplayGuard: Sendable {
     }
 
     /// Admits a group's desired-state document or refuses it (see the type's documentation).
-    /// - Throws: `FleetRefusal.replayed` for a document issued before (or with the time of) the one last admitted.
-    public func admit(_ document: FleetDesiredDocument, digest: String) throws(FleetRefusal) -> DocumentAdmission {
+    /// - Parameter now: this machine's time (Unix seconds).
+    /// - Throws: `FleetRefusal.replayed` for a document issued before (or with the time of) the one last admitted,
+    ///   `.stale` for one issued more than the clock skew ahead of `now`.
+    public func admit(_ document: FleetDesiredDocument, digest: String, now: Int64) throws(FleetRefusal)
+        -> DocumentAdmission
+    {
         try memory.withLock { (m: inout Memory) throws(FleetRefusal) -> DocumentAdmission in
-            if let last = m.documents[document.topic] {
-                if last.nonce == document.nonce && last.digest == digest { return .alreadyApplied }
+            let last = m.documents[document.topic]
+            if let last, last.nonce == document.nonce && last.digest == digest { return .alreadyApplied }
+            let skew = settings.maxClockSkew.components.seconds
+            let (ahead, overflow) = document.issued_at.subtractingReportingOverflow(now)
+            guard !overflow, ahead <= skew else {
+                throw FleetRefusal(.stale, "issued at \(document.issued_at), "
+                    + (overflow ? "no time this machine can compare with its own" : "\(ahead) s in the future")
+                    + "; at most \(skew) s of clock skew are accepted")
+            }
+            if let last {
                 guard document.issued_at > last.issuedAt else {
                     throw FleetRefusal(.replayed, "issued at \(document.issued_at), not after the document applied "
                         + "last (issued at \(last.issuedAt), nonce \(last.nonce))")

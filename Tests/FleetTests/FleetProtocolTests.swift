@@ -137,20 +137,34 @@ struct FleetProtocolTests {
         #expect(ReplayGuard.readMemory(from: file).problem != nil)
     }
 
-    @Test("documents: newer admitted, the same one already applied, older or same-time others refused")
+    @Test("documents: newer admitted, the same one already applied, older or same-time others refused, and one from the future")
     func documentReplay() throws {
         let guardian = ReplayGuard()
         let topic = "yoloswap/v1/fleet/line-a/desired"
         func document(_ issuedAt: Int64, _ nonce: String) -> FleetDesiredDocument {
             FleetDesiredDocument(topic: topic, issuedAt: issuedAt, nonce: nonce, document: "slots: {}")
         }
-        #expect(try guardian.admit(document(100, "aaaaaaaaaaaaaaaa"), digest: "a") == .new)
-        #expect(try guardian.admit(document(100, "aaaaaaaaaaaaaaaa"), digest: "a") == .alreadyApplied)
-        #expect(throws: FleetRefusal.self) { try guardian.admit(document(99, "bbbbbbbbbbbbbbbb"), digest: "b") }
-        #expect(throws: FleetRefusal.self) { try guardian.admit(document(100, "cccccccccccccccc"), digest: "c") }
+        let now: Int64 = 100 + 86_400 * 30 + 5
+        #expect(try guardian.admit(document(100, "aaaaaaaaaaaaaaaa"), digest: "a", now: now) == .new)
+        #expect(try guardian.admit(document(100, "aaaaaaaaaaaaaaaa"), digest: "a", now: now) == .alreadyApplied)
+        #expect(throws: FleetRefusal.self) { try guardian.admit(document(99, "bbbbbbbbbbbbbbbb"), digest: "b", now: now) }
+        #expect(throws: FleetRefusal.self) { try guardian.admit(document(100, "cccccccccccccccc"), digest: "c", now: now) }
         // Days later is fine for a retained document: only the order matters.
-        #expect(try guardian.admit(document(100 + 86_400 * 30, "dddddddddddddddd"), digest: "d") == .new)
+        #expect(try guardian.admit(document(100 + 86_400 * 30, "dddddddddddddddd"), digest: "d", now: now) == .new)
         #expect(guardian.lastDocument(topic: topic)?.nonce == "dddddddddddddddd")
+        // Ahead of this clock by more than the skew (milliseconds given for seconds, a damaged or hostile time): stale,
+        // and the group's next document is still admitted (before, the first of these refused every later one).
+        for (issuedAt, words) in [(now + 301, "301 s in the future"), (now * 1000, "s in the future"),
+                                  (.max, "\(Int64.max - now) s in the future"),
+                                  (.min, "no time this machine can compare")] {
+            do throws(FleetRefusal) {
+                _ = try guardian.admit(document(issuedAt, "eeeeeeeeeeeeeeee"), digest: "e", now: now)
+                Issue.record("admitted \(issuedAt)")
+            } catch {
+                #expect(error.reason == .stale && error.detail.contains(words), "\(error)")
+            }
+        }
+        #expect(try guardian.admit(document(now + 300, "ffffffffffffffff"), digest: "f", now: now) == .new)
     }
 
     @Test("topic names: one level, no wildcards, not 'fleet'")

@@ -190,6 +190,40 @@ struct FleetAgentTests {
     }
 }
 
+extension FleetAgentTests {
+    @Test("a group document superseded while it waited for its turn is not applied over the newer one")
+    func supersededDocumentSkipped() async throws {
+        let hold = HoldHandler()
+        let rig = try await Rig(handlers: ["hold": hold], group: "line-a")
+        #expect(await rig.inbox.first(on: rig.topics.status(device: "dev-x")) { $0["state"] as? String == "online" }
+            != nil)
+        try await rig.send(id: "long", action: "hold", extra: [:])
+        #expect(await eventually(timeout: .seconds(30)) { hold.running.load(ordering: .sequentiallyConsistent) })
+        // Both documents arrive while the command holds the turn: the first names a model not copied yet, the
+        // second puts it right.
+        let now = Int64(Date().timeIntervalSince1970)
+        let head = "apiVersion: yoloswap/v1\nkind: DesiredState\nslots:\n  line2: { model: synthetic/"
+        try await rig.sendDocument(head + "not-copied-yet.onnx }\n", issuedAt: now - 1)
+        let good = head + "yolov5-nc80-416-identity.onnx }\n"
+        let newer = try await rig.sendDocument(good, issuedAt: now)
+        let memory = rig.folder.file("mqtt-replay-guard.json")
+        #expect(await eventually(timeout: .seconds(30)) {
+            (try? String(contentsOfFile: memory, encoding: .utf8))?.contains(newer) == true
+        })
+        hold.release()
+        let goodSHA = FleetCommandResult.messageSHA256(Array(good.utf8))
+        #expect(await eventually(timeout: .seconds(30)) { rig.reconciler.inForceSHA256 == goodSHA })
+        // Before, the older document was applied first: refused (its model missing), with a retry armed that
+        // applied it again over the newer one — every 10 s, and once its model was copied, for good.
+        let rejected = try await rig.harness.auditEntries().filter {
+            $0.action == "desired.apply" && $0.result == "rejected"
+        }
+        #expect(rejected.isEmpty, "\(rejected.map { $0.reason ?? "" })")
+        #expect(rig.reconciler.inForceSHA256 == goodSHA)
+        await rig.stop()
+    }
+}
+
 /// A command action that holds its turn until the test lets it go.
 final class HoldHandler: FleetCommandHandler {
     let running = Atomic(false)
@@ -218,10 +252,13 @@ struct Rig {
     let topics = FleetTopics()
     let running: Task<Void, any Error>
     let collecting: Task<Void, Never>
+    let reconciler: DesiredStateReconciler
+    let group: String?
 
-    init(handlers: [String: any FleetCommandHandler], statusContributors: [String: FleetStatusContributor] = [:])
-        async throws
+    init(handlers: [String: any FleetCommandHandler], statusContributors: [String: FleetStatusContributor] = [:],
+         group: String? = nil) async throws
     {
+        self.group = group
         broker = try MosquittoBroker()
         harness = try await ServerHarness()
         folder = try TemporaryDirectory(prefix: "fleet-agent")
@@ -238,10 +275,11 @@ struct Rig {
               trusted_keys: [operator.pub]
               reconnect_max_s: 1
               status_interval_s: 1
-            """, base: folder.path).mqtt)
+            """ + (group.map { "\n  group: \($0)" } ?? ""), base: folder.path).mqtt)
         settings.clientID = "dev-x-client"
+        reconciler = DesiredStateReconciler(control: harness.control)
         let agent = try FleetAgent(settings: settings, control: harness.control,
-            reconciler: DesiredStateReconciler(control: harness.control), stateDirectory: folder.path,
+            reconciler: reconciler, stateDirectory: folder.path,
             handlers: handlers, statusContributors: statusContributors, logger: Logger(label: "test"))
         running = Task { try await agent.run() }
 
@@ -268,6 +306,18 @@ struct Rig {
         let payload = try JSONSerialization.data(withJSONObject: fields)
         try await peer.publish(topics.command(device: "dev-x"),
             payload: try SignedEnvelope.seal([UInt8](payload), with: key))
+    }
+
+    /// Publishes the group's desired-state document, signed by the operator key.
+    /// - Returns: its nonce.
+    @discardableResult
+    func sendDocument(_ text: String, issuedAt: Int64) async throws -> String {
+        let nonce = UUID().uuidString.replacingOccurrences(of: "-", with: "")
+        let topic = topics.fleetDesired(group: try #require(group))
+        let document = FleetDesiredDocument(topic: topic, issuedAt: issuedAt, nonce: nonce, document: text)
+        try await peer.publish(topic, payload: try SignedEnvelope.seal([UInt8](JSONEncoder().encode(document)),
+            with: key))
+        return nonce
     }
 
     func stop() async {

@@ -435,9 +435,10 @@ final class FleetSession: Sendable {
     /// Writes the replay guard's memory (atomically and durably, off the cooperative pool). Best effort: a failed write is
     /// logged; the memory in this process still refuses replays.
     func persistGuard() async {
-        let data = replayGuard.snapshot()
-        let path = agent.memoryPath
+        let (replayGuard, path) = (replayGuard, agent.memoryPath)
         let written: String? = await writer.run {
+            // Taken in the write's turn, so that the last write is the latest memory whichever caller came last.
+            let data = replayGuard.snapshot()
             // Durably (the file, then its folder, synced): a power cut must not leave an empty memory.
             do {
                 try PrivateFiles.replaceDurably(atPath: path, with: [UInt8](data))

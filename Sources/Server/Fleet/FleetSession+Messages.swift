@@ -212,7 +212,10 @@ extension FleetSession {
                 topic: desiredTopic)
             guard takeTurn() else { throw busy() }
             let admission: ReplayGuard.DocumentAdmission
-            do { admission = try replayGuard.admit(document, digest: Self.digest(bytes)) } catch {
+            do {
+                admission = try replayGuard.admit(document, digest: Self.digest(bytes),
+                    now: Int64(Date().timeIntervalSince1970))
+            } catch {
                 giveBackTurn()
                 throw error
             }
@@ -239,6 +242,13 @@ extension FleetSession {
     func apply(_ document: FleetDesiredDocument, keyID: String, admission: ReplayGuard.DocumentAdmission) async {
         let contentSHA = Self.digest(Array(document.document.utf8))
         if admission == .alreadyApplied && appliedDocument.value == document.nonce { return }
+        // A newer document admitted since (queued behind this one, or applied already while this one waited for a
+        // retry) is the group's: this one must not undo it.
+        guard isNewestDocument(document) else {
+            logger.info("fleet desired state superseded before its turn: not applied", metadata: [
+                "issued_at": "\(document.issued_at)", "sha256": "\(contentSHA)"])
+            return
+        }
         FleetMetrics.received(kind: "desired", outcome: "admitted")
         logger.info("fleet desired state received", metadata: ["topic": "\(desiredTopic ?? "-")",
             "key_id": "\(keyID)", "issued_at": "\(document.issued_at)", "sha256": "\(contentSHA)"])
@@ -257,8 +267,9 @@ extension FleetSession {
     }
 
     /// Applies a group document the reconciler refused (its model not copied yet, the audit log unavailable) again
-    /// after 10 s, then after twice that, up to 10 min, while it is the group's newest document admitted and the agent
-    /// runs — as the watched file is read again — rather than only at its next delivery (a reconnection, days away).
+    /// after 10 s, then after twice that, up to 10 min, while it is the group's newest document admitted, no other
+    /// document was accepted since, and the agent runs — as the watched file is read again — rather than only at its
+    /// next delivery (a reconnection, days away).
     func scheduleRetry(_ document: FleetDesiredDocument, keyID: String) {
         // One timer at a time: a later failure (of a delivery's apply) replaces the timer set before it.
         let attempt = documentRetry.withLock { retry -> Int in
@@ -267,12 +278,15 @@ extension FleetSession {
             return next
         }
         let delay = min(Duration.seconds(10 * (1 << min(attempt - 1, 6))), .seconds(600))
+        // A document the reconciler accepts meanwhile (over HTTP, from the file, a command) is not undone by a retry.
+        let inForce = agent.reconciler.inForceSHA256
         logger.info("fleet desired state: applying it again later", metadata: ["attempt": "\(attempt)",
             "delay_s": "\(delay.components.seconds)"])
         Task { [self] in
             try? await Task.sleep(for: delay)
             guard !isStopping, let retry = documentRetry.value, retry.nonce == document.nonce,
-                  retry.attempt == attempt, appliedDocument.value != document.nonce
+                  retry.attempt == attempt, appliedDocument.value != document.nonce, isNewestDocument(document),
+                  agent.reconciler.inForceSHA256 == inForce
             else { return }
             guard takeTurn() else {
                 scheduleRetry(document, keyID: keyID)  // busy: later
@@ -280,6 +294,11 @@ extension FleetSession {
             }
             await enqueue(.document(document, keyID: keyID, admission: .new))
         }
+    }
+
+    /// Whether `document` is the group's document admitted last.
+    private func isNewestDocument(_ document: FleetDesiredDocument) -> Bool {
+        replayGuard.lastDocument(topic: document.topic)?.nonce == document.nonce
     }
 
     // MARK: Audit
