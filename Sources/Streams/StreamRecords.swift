@@ -83,6 +83,11 @@ public struct PreviewFrame: Sendable {
         self.detections = detections
     }
 
+    /// Shown before the stream's first detected frame (frame -1: a grey 160×90 image), so that a preview response
+    /// writes something while it waits: a viewer that left is found out only by a write.
+    public static let waiting = PreviewFrame(frame: -1, pts: nil,
+        image: RGBImage(width: 160, height: 90, fill: (128, 128, 128)), detections: [])
+
     /// The frame with each detection's box and label (class, confidence) drawn, as `yoloswap detect --save` draws them.
     public var annotated: RGBImage {
         var canvas = image

@@ -257,8 +257,8 @@ public final class VideoStream: Sendable {
 
     /// The newest detected frame with its detections, as frames are detected (frames a slow viewer missed are
     /// skipped), and again after each `keepAliveInterval` without a new one (a live source reconnecting, a slow cap):
-    /// an MJPEG response that sends nothing for long is cut as idle by proxies. Frames are kept for previews only
-    /// while someone subscribes.
+    /// an MJPEG response that sends nothing for long is cut as idle by proxies. Before the first frame,
+    /// `PreviewFrame.waiting` at that interval. Frames are kept for previews only while someone subscribes.
     public func previewFrames() -> AsyncStream<PreviewFrame> {
         previews.subscribe(buffer: 1)
     }
@@ -523,18 +523,20 @@ public final class VideoStream: Sendable {
         }
     }
 
-    /// Shows the newest preview frame again when none was shown for `interval`; returns when that is due next. The
-    /// frame is let go once nobody views.
+    /// Shows the newest preview frame again when none was shown for `interval` — before the first one,
+    /// `PreviewFrame.waiting` (a response that never writes is never closed: Hummingbird finds a viewer gone only by
+    /// a write, and a source reconnecting for hours would keep every abandoned viewer's connection) —; returns when
+    /// that is due next. The frame is let go once nobody views.
     private func showPreviewAgain(after interval: Duration) -> ContinuousClock.Instant {
         let now = ContinuousClock.now
         return lastPreview.withLock { last in
-            guard let frame = last.frame, !previews.isEmpty else {
+            guard !previews.isEmpty else {
                 last.frame = nil
                 return now + interval
             }
             guard now >= last.at + interval else { return last.at + interval }
             last.at = now
-            previews.yield(frame)
+            previews.yield(last.frame ?? .waiting)
             return now + interval
         }
     }

@@ -154,7 +154,7 @@ extension StreamSuite {
             #expect(s.state == .failed && s.reconnects == reconnects, "\(s)")
         }
 
-        @Test("a results subscriber gets a keep-alive after each quiet interval (none sooner), and none after the stream's end")
+        @Test("a results subscriber gets a keep-alive after each quiet interval (none sooner), and none after the stream's end; a preview viewer, the placeholder frame")
         func keepAlive() async throws {
             let port = Int.random(in: 20_000...32_000)
             let (manager, slot, live) = try await Self.liveSetUp(url: "udp://127.0.0.1:\(port)",
@@ -166,6 +166,7 @@ extension StreamSuite {
             var messages = stream.subscribe(buffer: 64, keepAlive: true).makeAsyncIterator()
             // A subscriber that did not ask for keep-alives (the MQTT output) gets none.
             var plain = stream.subscribe(buffer: 64).makeAsyncIterator()
+            var previews = stream.previewFrames().makeAsyncIterator()
             let started = ContinuousClock.now
             stream.start()
             // Each is sent an interval after the one before (the first, after the start): the k-th cannot arrive
@@ -194,6 +195,11 @@ extension StreamSuite {
             while let message = await plain.next() { plainMessages.append(message) }
             #expect(plainMessages.count == 1 && !plainMessages[0].isKeepAlive, "\(plainMessages)")
             #expect(stream.currentStatus.viewer_drops == 0)
+            // A preview viewer was shown the grey placeholder meanwhile (before, nothing at all until a first frame:
+            // a viewer that left was never found out, its connection kept).
+            let placeholder = await previews.next()
+            #expect(placeholder?.frame == -1 && placeholder?.detections.isEmpty == true
+                && placeholder?.image.width == 160, "\(String(describing: placeholder?.frame))")
             await manager.shutdown()
         }
 
