@@ -392,8 +392,9 @@ public final class VideoStream: Sendable {
 
     // MARK: Detection (a task: awaits the slot's workers)
 
-    /// Takes frames in decode order and detects them, up to `framesInFlight` at once (one when a frame rate is capped
-    /// or under `latest`, where the newest frame matters), and hands the results on in frame order.
+    /// Takes frames in decode order and detects them, up to `framesInFlight` at once (one for a live source, when a
+    /// frame rate is capped or under `latest`, where the newest frame matters), and hands the results on in frame
+    /// order.
     ///
     /// With several frames in flight, a later frame may take its model lease before an earlier one: across a swap it
     /// could answer on the older generation. Such a result is not handed on; the frame is detected again, on the
@@ -402,7 +403,9 @@ public final class VideoStream: Sendable {
         var previous: ModelStamp?
         var lastStart: ContinuousClock.Instant?
         let minimumInterval = configuration.minimumInterval
-        let depth = minimumInterval == nil && configuration.backPressure == .block
+        // Only for a file: a live source's frames come at the camera's pace, and the results of the frames in flight
+        // would wait for the frames after them (through an outage, for as long as it lasts).
+        let depth = minimumInterval == nil && configuration.backPressure == .block && !configuration.source.isLive
             ? max(1, configuration.framesInFlight) : 1
         var inFlight: [(frame: VideoFrame, detection: Task<SlotDetection?, Never>)] = []
         var sourceEnded = false

@@ -103,7 +103,8 @@ public final class FFmpegDecoder: Sendable {
         let arguments = [ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "info",
             "-max_pixels", String(overflow ? Int.max : slack)]
             + source.ffmpegInput
-            + ["-map", "0:v:0", "-an", "-sn", "-dn", "-fps_mode", "passthrough",
+            // `V`: the first video stream that is not a picture (cover art, a thumbnail), which an MP4 may put first.
+            + ["-map", "0:V:0", "-an", "-sn", "-dn", "-fps_mode", "passthrough",
                "-vf", "format=rgb24,showinfo@\(tag)=checksum=0", "-autoscale", "0",
                "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
         child = try ChildProcess(arguments, file: file)

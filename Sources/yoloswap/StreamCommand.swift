@@ -74,7 +74,9 @@ struct StreamCommand: AsyncParsableCommand {
             else { return }
             let failed = await stdout.run { () -> String? in
                 do { try FileHandle.standardOutput.write(contentsOf: line + Data("\n".utf8)) } catch {
-                    return "\(error)"
+                    // Foundation wraps the errno (EPIPE, ENOSPC) in a Cocoa error: its text says what happened.
+                    let posix = (error as NSError).userInfo[NSUnderlyingErrorKey] as? NSError
+                    return posix.map { String(cString: strerror(Int32($0.code))) } ?? "\(error)"
                 }
                 return nil
             }

@@ -10,6 +10,9 @@ struct YOLOSwapCommand: AsyncParsableCommand {
     static func main() async {
         // Fewer malloc arenas keep RSS flat across model swaps (see ProcessMemory.limitAllocatorArenas).
         ProcessMemory.limitAllocatorArenas(2)
+        // A closed stdout or stderr (a reader such as `head` gone, the journal restarted under a running service) is a
+        // failed write, which each command handles — not SIGPIPE, which would end the process unannounced.
+        signal(SIGPIPE, SIG_IGN)
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = ProcessInfo.processInfo.environment["YOLOSWAP_LOG_LEVEL"]

@@ -119,6 +119,29 @@ extension StreamSuite {
             await manager.shutdown()
         }
 
+        @Test("a live source under block with frames in flight hands each result on as it is detected, not once later frames arrive")
+        func liveBlockHoldsNoResults() async throws {
+            let port = Int.random(in: 20_000...32_000)
+            var (manager, slot, configuration) = try await Self.liveSetUp(url: "udp://127.0.0.1:\(port)",
+                model: "models/yolov3-tiny-coco-320.onnx")
+            configuration.backPressure = .block
+            configuration.framesInFlight = 8
+            let stream = VideoStream(id: "udp-block", configuration: configuration, slot: slot)
+            let publisher = try Self.udpPublisher(port: port)
+            stream.start()
+            #expect(await eventually(timeout: .seconds(60)) { stream.currentStatus.frames_detected >= 10 },
+                "\(stream.currentStatus)")
+            // The camera goes away: every frame it sent is detected and handed on while it is down (before, the last
+            // seven waited in flight for frames after them, until it came back).
+            publisher.stop()
+            #expect(await eventually(timeout: .seconds(20)) {
+                let s = stream.currentStatus
+                return s.frames_detected == s.frames_decoded && s.reconnects > 0
+            }, "\(stream.currentStatus)")
+            await stream.stop()
+            await manager.shutdown()
+        }
+
         @Test("a live stream that fails stays failed: no reconnect after a frame over the limit, nor once its slot shut down")
         func failedLiveStreamStaysFailed() async throws {
             let port = Int.random(in: 20_000...32_000)

@@ -58,6 +58,11 @@ extension StreamSuite {
                 .map { "'\($0)'" }.joined(separator: " ") + " > /dev/full"])
             #expect(full.status == 1 && full.stderr.contains("cannot write to standard output"),
                 "\(full.status) \(full.stderr.suffix(500))")
+            // A reader that leaves (`head`): the same, where SIGPIPE ended the process unannounced (status 141).
+            let closed = try await runProcess("/bin/bash", ["-c", ([yoloswapBinary] + common)
+                .map { "'\($0)'" }.joined(separator: " ") + " | head -c 1 > /dev/null; exit ${PIPESTATUS[0]}"])
+            #expect(closed.status == 1 && closed.stderr.contains("cannot write to standard output: Broken pipe"),
+                "\(closed.status) \(closed.stderr.suffix(500))")
         }
 
         @Test("`yoloswap stream`: a second SIGINT, while the first one's stop waits on a stdout nobody reads, kills it")
