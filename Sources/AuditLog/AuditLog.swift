@@ -172,7 +172,13 @@ public final class AuditLog: Sendable {
                             + "missing while the log holds entries (the last is \(last.entryID)): the log was altered; "
                             + "nothing is appended until it is repaired (see `yoloswap audit verify`)")
                     }
-                    entry.id = (head?.entryID ?? 0) + 1
+                    let (id, overflow) = (head?.entryID ?? 0).addingReportingOverflow(1)
+                    guard !overflow else {
+                        throw AuditLogError(operation: "append entry", path: path, reason: "the head record names "
+                            + "entry #\(Int64.max), after which no id is left: the log was altered; nothing is "
+                            + "appended until it is repaired (see `yoloswap audit verify`)")
+                    }
+                    entry.id = id
                     entry.previousHash = head?.hash ?? AuditEntry.genesisHash
                     entry.hash = entry.computedHash
                     try Self.insert(entry, db)
@@ -283,8 +289,9 @@ public final class AuditLog: Sendable {
 
     /// Walks the chain in id order, in one snapshot, and reports the first broken link.
     ///
-    /// For each entry, in this order: its stored hash must match its content (else it was edited); its id must
-    /// follow the previous one (else entries before it were deleted); its `previous_hash` must be the previous
+    /// For each entry, in this order: its text columns must hold exactly their text's bytes, and its stored hash must
+    /// match its content (else it was edited); its id must follow the previous one (else entries before it were
+    /// deleted; one below 1, inserted); its `previous_hash` must be the previous
     /// entry's hash, or 64 zeros for entry #1 (else its predecessor was edited and re-hashed, or replaced).
     /// Finally the last entry must be the recorded head (else entries were deleted from the end).
     public func verify() throws -> AuditVerification {
@@ -297,7 +304,8 @@ public final class AuditLog: Sendable {
                 func broken(_ id: Int64, _ kind: ChainBreak.Kind, _ reason: String) -> AuditVerification {
                     .broken(ChainBreak(entryID: id, kind: kind, reason: reason, verifiedEntries: verified))
                 }
-                let rows = try Row.fetchCursor(db, sql: "SELECT * FROM audit_entry ORDER BY id")
+                let bytes = Self.textColumns.map { "CAST(\($0) AS BLOB) AS \($0)_bytes" }.joined(separator: ", ")
+                let rows = try Row.fetchCursor(db, sql: "SELECT *, \(bytes) FROM audit_entry ORDER BY id")
                 while let row = try rows.next() {
                     let entry: AuditEntry
                     do { entry = try AuditEntry(row: row) } catch {
@@ -305,10 +313,21 @@ public final class AuditLog: Sendable {
                         return broken(id, .contentMismatch, "the row cannot be decoded (the row was edited): \(error)")
                     }
                     let id = entry.id ?? 0
+                    if let column = Self.textColumns.first(where: { name in
+                        (row[name + "_bytes"] as Data?) != (row[name] as String?).map { Data($0.utf8) }
+                    }) {
+                        return broken(id, .contentMismatch, "the row's \(column) holds bytes its text does not (a NUL "
+                            + "or invalid UTF-8: the row was edited)")
+                    }
                     if entry.computedHash != entry.hash {
                         return broken(
                             id, .contentMismatch,
                             "the row's content does not match its hash (the row was edited)")
+                    }
+                    if id < expectedID {
+                        // Only before the first row: ids are unique and walked in order.
+                        return broken(id, .missingEntries, "ids start at 1, this row's is \(id) (the row was "
+                            + "inserted)")
                     }
                     if id != expectedID {
                         let missing =
@@ -364,6 +383,13 @@ public final class AuditLog: Sendable {
             throw AuditLogError(operation: operation, path: path, reason: "\(error)")
         }
     }
+}
+
+extension AuditLog {
+    /// The text columns of `audit_entry`. GRDB reads a text up to its first NUL and replaces invalid UTF-8, so `verify`
+    /// compares each with its stored bytes: a value with bytes after a NUL would otherwise verify as the text before it.
+    static let textColumns = ["actor", "remote_address", "action", "slot", "model_path", "version", "sha256",
+                              "signature_key_id", "result", "reason", "previous_hash", "hash"]
 }
 
 extension AuditEntry {

@@ -64,9 +64,13 @@ public final class AuditTrail: Sendable {
         if let duration = entry.durationMs, !duration.isFinite { entry.durationMs = nil }
         let log = self.log
         let toStore = entry
-        let stored = try await queue.run { try log.append(toStore) }
+        let stored = try await queue.run {
+            let stored = try log.append(toStore)
+            // In the append's turn: set after the await, two appends' gauges could be set out of order.
+            if let id = stored.id { Gauge(label: "yoloswap_audit_head_sequence").record(id) }
+            return stored
+        }
         if let id = stored.id {
-            Gauge(label: "yoloswap_audit_head_sequence").record(id)
             logger.info("audit", metadata: ["head": "\(id):\(stored.hash)", "action": "\(stored.action)",
                 "result": "\(stored.result)", "actor": "\(stored.actor)"])
         }

@@ -274,6 +274,9 @@ public struct ServerConfiguration: Sendable, Equatable {
         }
     }
 
+    /// Names the service writes in the audit log as the actor of its own steps and of callers without a token.
+    static let reservedTokenNames: Set<String> = ["system", "anonymous", "unauthenticated"]
+
     /// `tokens`, `anonymous_detect`, `trusted_keys`, `require_signature`.
     private mutating func applyAccess(_ raw: RawConfiguration, base: String, fail: (String) -> ConfigurationError)
         throws
@@ -282,6 +285,16 @@ public struct ServerConfiguration: Sendable, Equatable {
         // the authenticator would drop the token without a word.
         var owners: [String: String] = [:]
         for token in raw.tokens ?? [] {
+            // The name is the actor in the audit log and a caller's key for the refusals' rate limit: not empty (the
+            // anonymous callers' key), nor one the service writes as itself, nor `http:…`/`mqtt:…` forms.
+            guard (1...64).contains(token.name.utf8.count), token.name.utf8.allSatisfy({ byte in
+                      (0x30...0x39).contains(byte) || (0x41...0x5a).contains(byte) || (0x61...0x7a).contains(byte)
+                          || [0x2d, 0x2e, 0x40, 0x5f].contains(byte)  // - . @ _
+                  }), !Self.reservedTokenNames.contains(token.name)
+            else {
+                throw fail("token name '\(token.name.prefix(utf8Bytes: 64))' must be 1…64 of A-Z a-z 0-9 . _ - @, and "
+                    + "not \(Self.reservedTokenNames.sorted().joined(separator: ", ")) (the service's own names)")
+            }
             guard token.sha256.isASCIIHex(count: 64) else {
                 throw fail("token '\(token.name)': sha256 must be 64 hex digits (the SHA-256 of the token)")
             }

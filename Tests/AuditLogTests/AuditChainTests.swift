@@ -241,3 +241,50 @@ struct AuditChainTests {
         #expect(chainBreak.kind == .truncated)
     }
 }
+
+extension AuditChainTests {
+    @Test("bytes hidden after a NUL, or invalid UTF-8 read as the replacement character, are reported as edits")
+    func bytesTheTextHides() throws {
+        let dir = try TemporaryDirectory()
+        let log = try AuditLog(directory: dir.path)
+        try Self.fill(log, count: 10)
+        try log.append(actor: "x\u{FFFD}", action: "load", result: "succeeded", reason: "")
+        #expect(try log.verify() == .intact(entries: 11, headHash: try #require(log.entries(limit: 1).first?.hash)))
+        // Entry #8 has a reason: the same text, then a NUL and more (read back, the text stops at the NUL, and the
+        // hash matched: before, the log verified intact).
+        try ExternalSQLite.execute(dir.database, "UPDATE audit_entry SET reason = reason || X'00' || 'x' WHERE id = 8")
+        guard case .broken(let hidden) = try log.verify() else {
+            Issue.record("bytes after a NUL went unnoticed")
+            return
+        }
+        #expect(hidden.entryID == 8 && hidden.kind == .contentMismatch && hidden.reason.contains("reason"))
+
+        let other = try TemporaryDirectory()
+        let second = try AuditLog(directory: other.path)
+        try second.append(actor: "x\u{FFFD}", action: "load", result: "succeeded")
+        try ExternalSQLite.execute(other.database, "UPDATE audit_entry SET actor = CAST(X'78FF' AS TEXT)")
+        guard case .broken(let invalid) = try second.verify() else {
+            Issue.record("invalid UTF-8 read as U+FFFD went unnoticed")
+            return
+        }
+        #expect(invalid.entryID == 1 && invalid.reason.contains("actor"), "\(invalid)")
+    }
+
+    @Test("ids at the ends of Int64 in a tampered log are reported and refused, not trapped on")
+    func extremeIDs() throws {
+        let dir = try TemporaryDirectory()
+        let log = try AuditLog(directory: dir.path)
+        try Self.fill(log, count: 3)
+        // A row given the smallest id, its hash recomputed: walked first.
+        try ExternalSQLite.execute(dir.database, "UPDATE audit_entry SET id = -9223372036854775808 WHERE id = 1")
+        try ExternalSQLite.run(dir.database, "rehash", "-9223372036854775808")
+        guard case .broken(let inserted) = try log.verify() else {
+            Issue.record("a row with id Int64.min went unnoticed")
+            return
+        }
+        #expect(inserted.entryID == .min && inserted.kind == .missingEntries, "\(inserted)")
+        // A head at the largest id: the next append is refused (it trapped).
+        try ExternalSQLite.execute(dir.database, "UPDATE audit_head SET last_id = 9223372036854775807")
+        #expect(throws: AuditLogError.self) { try log.append(actor: "a", action: "load", result: "succeeded") }
+    }
+}

@@ -211,6 +211,17 @@ struct ConfigurationTests {
         #expect(try ServerConfiguration.parse(fixed).tokens.count == yaml.components(separatedBy: "name:").count - 1)
     }
 
+    /// A token's name is the actor in the audit log and its caller's key in the refusals' rate limit.
+    @Test("token names: not the service's own (system, anonymous, unauthenticated), not empty (the anonymous callers' key), no http:/mqtt: forms",
+          arguments: ["system", "anonymous", "unauthenticated", "", "mqtt:dev-1", "a b", String(repeating: "x", count: 65)])
+    func tokenNames(name: String) throws {
+        let yaml = "tokens: [{ name: '\(name)', role: operator, sha256: \(String(repeating: "0", count: 64)) }]"
+        let error = #expect(throws: ConfigurationError.self) { try ServerConfiguration.parse(yaml) }
+        #expect(error?.message.contains("must be 1…64 of A-Z a-z 0-9 . _ - @") == true, "\(String(describing: error))")
+        let fine = yaml.replacingOccurrences(of: "'\(name)'", with: "ops-bot@line.a_2")
+        #expect(try ServerConfiguration.parse(fine).tokens.first?.name == "ops-bot@line.a_2")
+    }
+
     @Test("slot names and route products are checked as a desired-state document's", arguments: [
         ("slots: { 'line/2': { model: m.onnx } }", "is not a slot name"),
         ("slots: { 'line 2': { model: m.onnx } }", "is not a slot name"),
