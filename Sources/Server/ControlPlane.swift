@@ -19,7 +19,7 @@ public final class ControlPlane: Sendable {
     public let audit: AuditTrail?
     let logger: Logger
     private let routeTable: Locked<[String: String]>
-    private let pendingAudits = Locked<[UUID: Task<LoadOperation.Status, Never>]>([:])
+    private let pendingAudits = Locked<[UUID: Task<(LoadOperation.Status, Problem?), Never>]>([:])
     private let started = Locked(false)
     /// How many refusals the audit log has taken this second (`auditRefusal`), per caller: each token's name, and
     /// "" for callers without a valid token (at most one entry per configured token, and that one).
@@ -177,14 +177,17 @@ public final class ControlPlane: Sendable {
         }
         let id = UUID()
         let outcome = pendingAudits.withLock { pending in
-            let task = Task { [self] in
+            let task = Task { [self] () -> (LoadOperation.Status, Problem?) in
                 let status = await op.wait()
-                try? await audit(principal, remote, "load", slot, modelPath: body.model, version: body.version,
-                    sha256: status.identity?.sha256 ?? body.sha256, keyID: status.signatureKeyID,
-                    result: status.stage == .ready ? "succeeded" : status.stage.rawValue,
-                    reason: status.failure.map { repository.hidingRoot($0.description) }, started: started)
+                var unrecorded: Problem?
+                do {
+                    try await auditOutcome(principal, remote, "load", slot, modelPath: body.model,
+                        version: body.version, sha256: status.identity?.sha256 ?? body.sha256,
+                        keyID: status.signatureKeyID, result: status.stage == .ready ? "succeeded" : status.stage.rawValue,
+                        reason: status.failure.map { repository.hidingRoot($0.description) }, started: started)
+                } catch { unrecorded = Problem.from(error) }
                 pendingAudits.withLock { _ = $0.removeValue(forKey: id) }
-                return status
+                return (status, unrecorded)
             }
             pending[id] = task
             return task
@@ -346,10 +349,10 @@ public final class ControlPlane: Sendable {
     /// the caller is told so, with 503.
     func auditOutcome(_ principal: Principal, _ remote: String?, _ action: String, _ slot: String?,
                               modelPath: String? = nil, version: String? = nil, sha256: String? = nil,
-                              result: String, reason: String?, started: Date) async throws {
+                              keyID: String? = nil, result: String, reason: String?, started: Date) async throws {
         do {
             try await audit(principal, remote, action, slot, modelPath: modelPath, version: version, sha256: sha256,
-                result: result, reason: reason, started: started)
+                keyID: keyID, result: result, reason: reason, started: started)
         } catch var problem as Problem {
             problem.detail = "the \(action) was made and its intent recorded, but its outcome was not: "
                 + problem.detail
@@ -395,11 +398,19 @@ public final class ControlPlane: Sendable {
 /// A load started through the control plane: its operation, and its outcome once that is audited.
 struct AuditedLoad: Sendable {
     let operation: LoadOperation
-    fileprivate let audited: Task<LoadOperation.Status, Never>
+    fileprivate let audited: Task<(LoadOperation.Status, Problem?), Never>
 
     /// Suspends until the load has ended, its event is recorded and its outcome is in the audit log (when there is
     /// one): whoever is answered after it finds both there. Returns the load's final status.
-    func outcome() async -> LoadOperation.Status { await audited.value }
+    func outcome() async -> LoadOperation.Status { await audited.value.0 }
+
+    /// `outcome()` for a caller that answers a client: a load whose outcome could not be recorded throws (503, "the
+    /// load was made and its intent recorded, but its outcome was not"), as switches and rollbacks answer.
+    func recordedOutcome() async throws -> LoadOperation.Status {
+        let (status, unrecorded) = await audited.value
+        if let unrecorded { throw unrecorded }
+        return status
+    }
 }
 
 /// At most `perSecond` refusals a second go into the audit log; the others are counted and the count is handed to the

@@ -70,7 +70,7 @@ struct APIRoutes: Sendable {
             let load = try await control.load(slot: slot, body: body, by: principal, from: context.remoteAddress)
             let dto = { OperationDTO(load.operation, repository: control.repository) }
             if wait {
-                let status = await load.outcome()
+                let status = try await load.recordedOutcome()
                 return try json(dto(), status: status.stage == .ready ? .ok : .unprocessableContent)
             }
             return try json(dto(), status: .accepted)

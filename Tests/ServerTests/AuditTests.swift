@@ -75,6 +75,33 @@ struct AuditTests {
         #expect(!entries.contains("switch:failed"))
     }
 
+    @Test("a waited-for load whose outcome cannot be recorded answers 503 saying it was made (it answered 200, its outcome missing)")
+    func loadOutcomeNotRecorded() async throws {
+        let (harness, gate) = try await ReleaseAPITests.heldHarness()
+        defer { Task { await harness.cleanUp() } }
+        defer { gate.open() }
+        let slot = try #require(harness.control.manager.slot("default"))
+        try await harness.test { client in
+            let loading = Task { () -> (HTTPResponse.Status, String) in
+                try await client.execute(uri: "/v1/slots/default/load?wait=true", method: .post, headers: Self.alice,
+                    body: ByteBuffer(string: #"{"model": "synthetic/held.onnx"}"#)) { response in
+                    (response.status, (try? H.json(response))?["detail"] as? String ?? "")
+                }
+            }
+            // The intent is written and the model loading: the log is locked before its outcome.
+            #expect(await eventually(timeout: .seconds(30)) { gate.waitingCount == 1 })
+            let holder = try WriteLockHolder(database: harness.audit.log.path)
+            gate.open()
+            let (status, detail) = try await loading.value
+            holder.release()
+            #expect(status == .serviceUnavailable, "\(detail)")
+            #expect(detail.contains("the load was made and its intent recorded, but its outcome was not"), "\(detail)")
+            #expect(slot.roles.staged?.identity.path.hasSuffix("synthetic/held.onnx") == true)
+        }
+        let entries = try await harness.auditEntries().map { "\($0.action):\($0.result)" }
+        #expect(entries.last == "load:intent", "\(entries)")
+    }
+
     @Test("refused management calls are recorded; a discard records the model it dropped")
     func refusalsAndDiscards() async throws {
         let harness = try await ServerHarness()

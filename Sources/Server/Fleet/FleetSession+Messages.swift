@@ -163,7 +163,7 @@ extension FleetSession {
             let load = try await control.load(slot: try slot(), body: LoadBody(model: model,
                 version: command.version, sha256: command.sha256, activate: command.activate ?? false),
                 by: principal, from: nil)
-            let status = await load.outcome()
+            let status = try await load.recordedOutcome()
             let output = FleetJSON.from(OperationDTO(load.operation, repository: control.repository))
             guard status.stage == .ready else {
                 return result("failed", status.failure.map { hide($0.description) } ?? status.stage.rawValue, nil,

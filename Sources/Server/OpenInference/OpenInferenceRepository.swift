@@ -63,7 +63,7 @@ package struct OpenInferenceRepository: Sendable {
             throw problem
         }
         guard let body = try loadBody(slot: slot, parameters) else { return }
-        let status = try await control.load(slot: slot, body: body, by: principal, from: remote).outcome()
+        let status = try await control.load(slot: slot, body: body, by: principal, from: remote).recordedOutcome()
         guard status.stage == .ready else {
             let reason = status.failure.map { control.repository.hidingRoot($0.description) } ?? status.stage.rawValue
             throw Problem(.badRequest, "Load Failed", detail: "load of '\(body.model)' into '\(slot)' failed: \(reason)")
