@@ -18,6 +18,9 @@ public struct InferRequest: Sendable {
     public var outputs: [RequestedOutput]
     /// `conf`, `iou`, `max_det` for the image convention; others are ignored.
     public var parameters: [String: InferParameter]
+    /// Set by `decodingImageText()`: the image input is as the engine takes it, not to be decoded again (the text of
+    /// a text would be, on the cooperative pool, and an image sent base64-encoded twice detected in a large body only).
+    var imageTextDecoded = false
 
     public init(id: String? = nil, inputs: [InferTensor], outputs: [RequestedOutput] = [],
                 parameters: [String: InferParameter] = [:]) {
@@ -36,12 +39,13 @@ public struct InferRequest: Sendable {
               input.name == OpenInferenceEngine.imageInput, case let elements = input.byteElements,
               elements.count == 1, let text = elements.first
         else { return self }
+        var request = self
+        request.imageTextDecoded = true
         let bytes = OpenInferenceEngine.decodedImage(text)
         guard bytes != text, let count = UInt32(exactly: bytes.count),
               let decoded = try? InferTensor(name: input.name, datatype: .bytes, shape: input.shape,
                   raw: withUnsafeBytes(of: count.littleEndian, Array.init) + bytes)
-        else { return self }
-        var request = self
+        else { return request }
         request.inputs = [decoded]
         return request
     }

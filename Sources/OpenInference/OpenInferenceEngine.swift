@@ -148,7 +148,7 @@ public final class OpenInferenceEngine: Sendable {
             let (outputs, stamp, queue): ([InferTensor], ModelStamp, Double)
             if input.datatype == .bytes {
                 let options = try Self.detectionOptions(request.parameters)
-                let image = try Self.imageBytes(input)
+                let image = try Self.imageBytes(input, decoded: request.imageTextDecoded)
                 let detection = try await detect(image, options: options, on: slot, version: version,
                     deadline: deadline)
                 (outputs, stamp, queue) = (Self.detectionTensors(detection.result.detections), detection.model,
@@ -274,7 +274,8 @@ public final class OpenInferenceEngine: Sendable {
 
     /// The one image of a `BYTES` input named `image`: the file's bytes, or their base64 text (line breaks and
     /// other white space in it, as `base64` writes every 76 characters, are skipped).
-    static func imageBytes(_ input: InferTensor) throws(InferError) -> [UInt8] {
+    /// - Parameter decoded: the text was decoded already (`InferRequest.decodingImageText()`).
+    static func imageBytes(_ input: InferTensor, decoded: Bool = false) throws(InferError) -> [UInt8] {
         guard input.name == imageInput else {
             throw .invalid("a BYTES input must be named '\(imageInput)' (an encoded image), got '\(input.name)'")
         }
@@ -282,19 +283,17 @@ public final class OpenInferenceEngine: Sendable {
         guard elements.count == 1, let bytes = elements.first else {
             throw .invalid("input '\(imageInput)' must hold exactly one encoded image, got \(elements.count)")
         }
-        return decodedImage(bytes)
+        return decoded ? bytes : decodedImage(bytes)
     }
 
-    /// An image's bytes as sent: the file itself (JPEG, PNG), or its base64 text decoded.
+    /// An image's bytes as sent: the file itself (JPEG, PNG), or its base64 text decoded (ASCII white space skipped,
+    /// as `base64` writes a line break every 76 characters; base64 has no other).
     static func decodedImage(_ bytes: [UInt8]) -> [UInt8] {
         let jpeg = bytes.starts(with: [0xFF, 0xD8]), png = bytes.starts(with: [0x89, 0x50, 0x4E, 0x47])
-        if !jpeg, !png, let text = String(validating: bytes, as: UTF8.self),
-            let decoded = Data(base64Encoded: text.contains(where: \.isWhitespace)
-                ? String(text.unicodeScalars.filter { !CharacterSet.whitespacesAndNewlines.contains($0) }) : text)
-        {
-            return [UInt8](decoded)
-        }
-        return bytes
+        guard !jpeg, !png else { return bytes }
+        let isSpace: (UInt8) -> Bool = { $0 == 0x20 || (0x09...0x0D).contains($0) }
+        let text = bytes.contains(where: isSpace) ? bytes.filter { !isSpace($0) } : bytes
+        return Data(base64Encoded: Data(text)).map { [UInt8]($0) } ?? bytes
     }
 
     /// `conf`, `iou` and `max_det`, checked as `/v1/detect` checks them.

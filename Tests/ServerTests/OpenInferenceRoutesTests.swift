@@ -92,12 +92,22 @@ struct OpenInferenceRoutesTests {
                 }
             }
             #expect(answers.count == 2 && answers[0] == answers[1] && answers[0].contains("boxes"), "\(answers)")
+            // Its base64 text sent base64-encoded again is decoded once in either body, and refused alike (the large
+            // one was decoded twice, on the cooperative pool the second time, and detected).
+            let twice = Data(image.utf8).base64EncodedString()
+            let twiceJSON = json.replacingOccurrences(of: image.replacingOccurrences(of: "\n", with: "\\n"), with: twice)
+            for body in [twiceJSON, String(repeating: " ", count: 300 << 10) + twiceJSON] {
+                try await client.execute(uri: "/v2/models/default/infer", method: .post, headers: viewer,
+                    body: ByteBuffer(string: body)) { response in
+                    #expect(response.status == .badRequest, "\(body.utf8.count) bytes: \(response.status)")
+                }
+            }
             // Counted in the console's request panel as `/v1/detect`'s are (it showed none of /v2's or gRPC's).
             try await client.execute(uri: "/v1/stats?window=30", method: .get,
                 headers: ServerHarness.headers(token: "carol-token")) { response in
                 let slots = try ServerHarness.json(response)["slots"] as? [[String: Any]] ?? []
                 let main = slots.first { $0["slot"] as? String == "default" }
-                #expect(main?["requests"] as? Int == 2 && main?["errors"] as? Int == 0, "\(slots)")
+                #expect(main?["requests"] as? Int == 4 && main?["errors"] as? Int == 2, "\(slots)")
             }
         }
     }
@@ -230,6 +240,17 @@ struct OpenInferenceRoutesTests {
             }
             try await client.execute(uri: "/v2/models/default/ready", method: .get, headers: carol) {
                 #expect($0.status == .ok)
+            }
+            // Serving again: a load without a model changes nothing (200), but one with settings for a load and no
+            // model is refused (it answered 200 with the settings dropped).
+            try await client.execute(uri: "/v2/repository/models/default/load", method: .post, headers: alice) {
+                #expect($0.status == .ok, "\(String(buffer: $0.body))")
+            }
+            try await client.execute(uri: "/v2/repository/models/default/load", method: .post, headers: alice,
+                body: ByteBuffer(string: #"{"parameters": {"config": "{\"parameters\": {\"provider\": {\"string_value\": \"cuda\"}}}", "sha256": "00"}}"#)) {
+                #expect($0.status == .badRequest, "\(String(buffer: $0.body))")
+                #expect(String(buffer: $0.body).contains("'sha256', 'provider' given without 'model'"),
+                    "\(String(buffer: $0.body))")
             }
         }
         let entries = try await harness.auditEntries().map { "\($0.action) \($0.result)" }

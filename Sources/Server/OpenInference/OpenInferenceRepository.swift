@@ -97,7 +97,17 @@ package struct OpenInferenceRepository: Sendable {
                 }
             }
         }
-        guard let model = string("model") ?? configuredModel(slot) else { return nil }
+        let settings = ["version", "sha256", "activate", "allow_schema_change", "provider", "allow_device_change",
+                        "policy"].filter { values[$0] != nil }
+        guard let model = string("model") ?? configuredModel(slot) else {
+            // A serving slot loaded again without a model is left as it is (Triton's load of a loaded model); with
+            // settings for a load, that would drop them without a word and answer success.
+            guard settings.isEmpty else {
+                throw Problem.badRequest("'\(settings.joined(separator: "', '"))' given without 'model': slot '\(slot)' "
+                    + "serves a model already; name the model to load with them")
+            }
+            return nil
+        }
         return LoadBody(model: model, version: string("version"), sha256: string("sha256"),
             activate: values["activate"]?.flag ?? true, allow_schema_change: values["allow_schema_change"]?.flag,
             provider: string("provider"), allow_device_change: values["allow_device_change"]?.flag,
