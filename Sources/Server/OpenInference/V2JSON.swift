@@ -12,14 +12,15 @@ enum V2Scalar: Decodable, Sendable {
 
     init(from decoder: any Decoder) throws {
         let c = try decoder.singleValueContainer()
-        // UInt64 is tried only for an integer past Int64's range (fractional elements would pay a failed decode
-        // each otherwise).
-        if let b = try? c.decode(Bool.self) { self = .bool(b) }
-        else if let i = try? c.decode(Int64.self) { self = .int(i) }
-        else if let d = try? c.decode(Double.self) {
-            if d >= 0x1p63, d == d.rounded(), let u = try? c.decode(UInt64.self) { self = .uint(u) }
+        // A failed decode builds an error (its coding path, its text): a tensor's data has up to millions of elements,
+        // so the common kinds are tried first, and the exact integer types only for an integral number (Double reads
+        // any number; Int64 and UInt64 keep integers past 2^53 exact).
+        if let d = try? c.decode(Double.self) {
+            if d == d.rounded(), let i = try? c.decode(Int64.self) { self = .int(i) }
+            else if d >= 0x1p63, d == d.rounded(), let u = try? c.decode(UInt64.self) { self = .uint(u) }
             else { self = .double(d) }
         }
+        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
         else if let s = try? c.decode(String.self) { self = .string(s) }
         else {
             throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath,
@@ -49,8 +50,14 @@ struct V2TensorData: Decodable, Sendable {
 
     private static func flatten(_ container: inout any UnkeyedDecodingContainer, into elements: inout [V2Scalar],
                                 depth: Int) throws {
+        // What the last element was is tried first (a failed try costs an error's construction; an array holds
+        // scalars or arrays, seldom both). A failed decode leaves the container where it was.
+        var scalars = false
         while !container.isAtEnd {
-            if var nested = try? container.nestedUnkeyedContainer() {
+            if scalars, let scalar = try? container.decode(V2Scalar.self) {
+                elements.append(scalar)
+            } else if var nested = try? container.nestedUnkeyedContainer() {
+                scalars = false
                 guard depth < InferTensor.maxRank else {
                     throw DecodingError.dataCorrupted(.init(codingPath: container.codingPath,
                         debugDescription: "data is nested deeper than \(InferTensor.maxRank) levels"))
@@ -58,6 +65,7 @@ struct V2TensorData: Decodable, Sendable {
                 try flatten(&nested, into: &elements, depth: depth + 1)
             } else {
                 elements.append(try container.decode(V2Scalar.self))
+                scalars = true
             }
         }
     }
