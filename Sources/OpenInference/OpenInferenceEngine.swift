@@ -121,16 +121,20 @@ public final class OpenInferenceEngine: Sendable {
     /// Runs one request on the slot's routed model, or on the model with `version`.
     /// - Throws: `InferError` (the request's mistakes, unknown model or version), `SlotError` (overloaded,
     ///   unavailable), `DetectionError` (an undecodable image, a failed run).
-    public func infer(model name: String, version: String?, _ request: InferRequest) async throws -> InferResponse {
-        try await infer(model: name, version: version, request) { $0 }
+    /// - Parameter arrived: when the request arrived (default: now); its deadline, `requestTimeout` later, counts
+    ///   from then — the time its body took to arrive and be parsed is spent.
+    public func infer(model name: String, version: String?, _ request: InferRequest,
+                      arrived: ContinuousClock.Instant? = nil) async throws -> InferResponse {
+        try await infer(model: name, version: version, request, arrived: arrived) { $0 }
     }
 
     /// Runs one request and turns the response into the caller's answer (the HTTP body, say) before counting it: a
     /// response the answer cannot carry (a non-finite output value in JSON) is counted as a failure, not a success.
     /// - Throws: as `infer(model:version:_:)`, and what `answer` throws.
     public func infer<Answer>(model name: String, version: String?, _ request: InferRequest,
+                              arrived: ContinuousClock.Instant? = nil,
                               answer: (InferResponse) async throws -> Answer) async throws -> Answer {
-        let started = ContinuousClock.now
+        let started = arrived ?? ContinuousClock.now
         let slot = try slot(name)
         guard request.inputs.count == 1, let input = request.inputs.first else {
             throw InferError.invalid("send exactly one input: the model's input tensor (FP32 [1,3,H,W]) or "

@@ -123,7 +123,8 @@ public struct InferenceService: Inference_GRPCInferenceService.ServiceProtocol {
             let slot = engine.manager.slot(message.modelName) == nil ? "unknown" : message.modelName
             do {
                 let response = try await engine.infer(model: message.modelName,
-                    version: version(message.modelVersion), try await inferRequest(message, arrived: arrived))
+                    version: version(message.modelVersion), try await inferRequest(message, arrived: arrived),
+                    arrived: arrived)
                 control.recordRequest(slot: slot, model: response.parameters.first { $0.key == "model_id" }?.value.text,
                     status: 200, milliseconds: (ContinuousClock.now - arrived).milliseconds)
                 return Inference_ModelInferResponse(response)

@@ -100,7 +100,8 @@ struct V2Routes: Sendable {
             // An unknown model is answered before its body is parsed.
             _ = try engine.slot(model)
             let parsed = try await parse(body, headers: request.headers, deadline: deadline)
-            let (response, modelID) = try await engine.infer(model: model, version: version, parsed.request) { result in
+            let (response, modelID) = try await engine.infer(model: model, version: version, parsed.request,
+                arrived: started) { result in
                 (try await Self.encode(result, for: parsed),
                  result.parameters.first { $0.key == "model_id" }?.value.text)
             }
