@@ -170,11 +170,28 @@ struct APIRoutes: Sendable {
 
     private func detect(_ request: Request, _ context: YOLOSwapRequestContext) async throws -> Response {
         let started = ContinuousClock.now
+        // Every request that ends is counted, refused ones too (no token, an unknown route, a bad body, a body too
+        // large or too late): under its slot once that is known, else under "unknown" (a name from the request
+        // would add a series per name sent).
+        var slotLabel = "unknown"
+        do {
+            return try await detect(request, context, started: started) { slotLabel = $0 }
+        } catch {
+            control.recordRequest(slot: slotLabel, model: nil, status: Int(Problem.from(error).status.code),
+                milliseconds: (ContinuousClock.now - started).milliseconds)
+            throw error
+        }
+    }
+
+    /// `detect` once counted: `resolved` is told the slot's name once it is known.
+    private func detect(_ request: Request, _ context: YOLOSwapRequestContext, started: ContinuousClock.Instant,
+                        resolved: (String) -> Void) async throws -> Response {
         if context.principal == nil, !configuration.anonymousDetect { _ = try require(.viewer, context) }
         let q = request.uri.queryParameters
         let product = Self.productHeaders.lazy.compactMap { request.headers[$0] }.first
         let slotName = try control.slotName(explicit: q.get("slot"), product: product)
         guard let slot = control.manager.slot(slotName) else { throw ControlError.unknownSlot(slotName) }
+        resolved(slotName)
         var options = DetectionOptions()
         options.confidence = Float(try doubleParameter(q.get("conf"), name: "conf", default: 0.25))
         options.iou = Float(try doubleParameter(q.get("iou"), name: "iou", default: 0.7))
@@ -196,24 +213,18 @@ struct APIRoutes: Sendable {
             throw Problem(.requestTimeout, "Request Timeout", detail: "the request body did not arrive within the "
                 + "request timeout of \(configuration.requestTimeoutMilliseconds) ms")
         }
-        do {
-            let key = control.releaseStickyHeader(slot: slotName).flatMap { HTTPField.Name($0) }
-                .flatMap { request.headers[$0] }
-            let result = try await control.detect(on: slot, bytes: bytes, options: options,
-                context: RoutingContext(product: product, key: key), deadline: deadline)
-            let total = (ContinuousClock.now - started).milliseconds
-            control.recordRequest(slot: slotName, model: result.model.id, status: 200, milliseconds: total)
-            let t = result.result.timings
-            ServerMetrics.stages(slot: slotName, preprocess: t.preprocess, inference: t.inference,
-                postprocess: t.postprocess, queue: result.queueMilliseconds)
-            var answer = DetectResponseDTO(result, totalMilliseconds: total)
-            answer.request_id = control.rememberForFeedback(slot: slotName, result)
-            return try json(answer, status: .ok)
-        } catch {
-            control.recordRequest(slot: slotName, model: nil, status: Int(Problem.from(error).status.code),
-                milliseconds: (ContinuousClock.now - started).milliseconds)
-            throw error
-        }
+        let key = control.releaseStickyHeader(slot: slotName).flatMap { HTTPField.Name($0) }
+            .flatMap { request.headers[$0] }
+        let result = try await control.detect(on: slot, bytes: bytes, options: options,
+            context: RoutingContext(product: product, key: key), deadline: deadline)
+        let total = (ContinuousClock.now - started).milliseconds
+        control.recordRequest(slot: slotName, model: result.model.id, status: 200, milliseconds: total)
+        let t = result.result.timings
+        ServerMetrics.stages(slot: slotName, preprocess: t.preprocess, inference: t.inference,
+            postprocess: t.postprocess, queue: result.queueMilliseconds)
+        var answer = DetectResponseDTO(result, totalMilliseconds: total)
+        answer.request_id = control.rememberForFeedback(slot: slotName, result)
+        return try json(answer, status: .ok)
     }
 
     /// The image: the raw body (image/jpeg, image/png, application/octet-stream) or the multipart field `image`.

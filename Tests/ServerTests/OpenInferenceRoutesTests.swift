@@ -102,12 +102,16 @@ struct OpenInferenceRoutesTests {
                     #expect(response.status == .badRequest, "\(body.utf8.count) bytes: \(response.status)")
                 }
             }
+            // A request refused before its detection is counted too (a body of the wrong type was not).
+            try await client.execute(uri: "/v1/detect", method: .post,
+                headers: ServerHarness.headers(token: "carol-token", contentType: "text/plain"),
+                body: ByteBuffer(string: "not an image")) { #expect($0.status == .unsupportedMediaType) }
             // Counted in the console's request panel as `/v1/detect`'s are (it showed none of /v2's or gRPC's).
             try await client.execute(uri: "/v1/stats?window=30", method: .get,
                 headers: ServerHarness.headers(token: "carol-token")) { response in
                 let slots = try ServerHarness.json(response)["slots"] as? [[String: Any]] ?? []
                 let main = slots.first { $0["slot"] as? String == "default" }
-                #expect(main?["requests"] as? Int == 4 && main?["errors"] as? Int == 2, "\(slots)")
+                #expect(main?["requests"] as? Int == 5 && main?["errors"] as? Int == 3, "\(slots)")
             }
         }
     }

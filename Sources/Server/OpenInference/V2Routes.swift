@@ -85,20 +85,23 @@ struct V2Routes: Sendable {
 
     private func infer(_ request: Request, _ context: YOLOSwapRequestContext) async throws -> Response {
         let started = ContinuousClock.now
-        try requireInferencePermission(context)
-        let (model, version) = try names(context)
-        // The deadline counts from the request's arrival: reading the body spends it too.
-        let deadline = started + .milliseconds(configuration.requestTimeoutMilliseconds)
-        let body: [UInt8]
+        // Labelled by the slot only when there is one: a name from the URL would add a series per name sent.
+        var slotLabel = "unknown"
         do {
-            body = try await withDeadline(deadline) { [self] in try await collect(request) }
-        } catch is DeadlineExceeded {
-            throw Problem(.requestTimeout, "Request Timeout", detail: "the request body did not arrive within the "
-                + "request timeout of \(configuration.requestTimeoutMilliseconds) ms")
-        }
-        do {
-            // An unknown model is answered before its body is parsed.
+            try requireInferencePermission(context)
+            let (model, version) = try names(context)
+            // An unknown model is answered before its body is read.
             _ = try engine.slot(model)
+            slotLabel = model
+            // The deadline counts from the request's arrival: reading the body spends it too.
+            let deadline = started + .milliseconds(configuration.requestTimeoutMilliseconds)
+            let body: [UInt8]
+            do {
+                body = try await withDeadline(deadline) { [self] in try await collect(request) }
+            } catch is DeadlineExceeded {
+                throw Problem(.requestTimeout, "Request Timeout", detail: "the request body did not arrive within the "
+                    + "request timeout of \(configuration.requestTimeoutMilliseconds) ms")
+            }
             let parsed = try await parse(body, headers: request.headers, deadline: deadline)
             let (response, modelID) = try await engine.infer(model: model, version: version, parsed.request,
                 arrived: started) { result in
@@ -109,9 +112,8 @@ struct V2Routes: Sendable {
                 milliseconds: (ContinuousClock.now - started).milliseconds)
             return response
         } catch {
-            // Labelled by the slot only when there is one: a name from the URL would add a series per name sent.
-            api.control.recordRequest(slot: (try? engine.slot(model)) == nil ? "unknown" : model, model: nil,
-                status: Int(Problem.from(error).status.code), milliseconds: (ContinuousClock.now - started).milliseconds)
+            api.control.recordRequest(slot: slotLabel, model: nil, status: Int(Problem.from(error).status.code),
+                milliseconds: (ContinuousClock.now - started).milliseconds)
             throw error
         }
     }
