@@ -77,13 +77,13 @@ public final class StreamRegistry: Sendable {
             if let held = stopping.values.first(where: { $0.paths.contains(path) }) { return held.id }
             if let held = finishing.values.first(where: { $0.paths.contains(path) }) { return held.id }
             return outputPaths.first { id, paths in
-                paths.contains(path) && streams[id].map { !$0.isFinished } == true
+                paths.contains(path) && streams[id].map { !$0.isReleased } == true
             }?.key
         }
 
         /// Whether `name` is held: by a running stream, a creation under way or a stream being stopped.
         func holds(_ name: String) -> Bool {
-            reserved[name] != nil || streams[name].map({ !$0.isFinished }) == true
+            reserved[name] != nil || streams[name].map({ !$0.isReleased }) == true
                 || stopping.values.contains { $0.id == name }
         }
     }
@@ -141,6 +141,7 @@ public final class StreamRegistry: Sendable {
         let counted = Locked(WeakStream())
         var sink: (@Sendable (StreamFrameResult) async -> Void)?
         var jsonLines: JSONLinesFile?
+        defer { if !inserted { jsonLines?.discardIfCreated() } }
         if let file = request.outputFile, let path = paths.first {
             let output: JSONLinesFile
             do { output = try JSONLinesFile(path: path) } catch {
@@ -222,6 +223,14 @@ public final class StreamRegistry: Sendable {
         if let video, let name = request.outputVideo {
             finishAtEnd(stream, video, name: name, writer: writer, key: videoKey)
         }
+        if let jsonLines {
+            // Closed after the last line (the writer's queue is serial): an ended stream stays listed, and kept its
+            // descriptor open (a deleted file's space not freed) until it was forgotten.
+            Task { [writer] in
+                await stream.waitUntilFinished()
+                await writer.run { jsonLines.close() }
+            }
+        }
         stream.start()
         return stream
     }
@@ -250,7 +259,7 @@ public final class StreamRegistry: Sendable {
             let finishing = t.finishing.values.count { video in
                 video.stream.isFinished && !t.stopping.values.contains { $0.stream === video.stream }
             }
-            let running = t.streams.values.count(where: { !$0.isFinished }) + t.reserved.count + t.stopping.count
+            let running = t.streams.values.count(where: { !$0.isReleased }) + t.reserved.count + t.stopping.count
             if running + finishing >= maxStreams {
                 throw .tooManyStreams(limit: maxStreams, finishingVideos: finishing)
             }
@@ -436,6 +445,9 @@ struct WeakStream: Sendable {
 final class JSONLinesFile: @unchecked Sendable {
     // @unchecked: the handle is used only from its stream's serial writer queue.
     private let handle: FileHandle
+    private let path: String
+    /// Whether no file was at the path before this opened it.
+    private let created: Bool
 
     /// Opens the file at `path`, creating it if missing, without emptying it (`truncate()` does, once the stream is
     /// created): the path must hold no symbolic link, and the file must be a regular one with no other hard link
@@ -443,11 +455,25 @@ final class JSONLinesFile: @unchecked Sendable {
     /// path was checked redirects or blocks the write.
     /// - Throws: `FileOpenError` when it cannot be opened that way.
     init(path: String) throws(FileOpenError) {
+        var before = stat()
+        created = lstat(path, &before) != 0 && errno == ENOENT
         let descriptor = try LinkFreePath.openRegularFileForWriting(path)
         self.handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
+        self.path = path
+    }
+
+    /// Removes the file when this opened it new and nothing was written (a creation refused after the open): a
+    /// refused request leaves no file behind. One that was there before is left as it was.
+    func discardIfCreated() {
+        var now = stat()
+        guard created, fstat(handle.fileDescriptor, &now) == 0, now.st_size == 0 else { return }
+        unlink(path)
     }
 
     deinit { try? handle.close() }
+
+    /// Closes the file; a line appended after it fails (its error counted as a write's).
+    func close() { try? handle.close() }
 
     /// Empties the file (before the first line); returns whether it could (`errno` says why not).
     func truncate() -> Bool { ftruncate(handle.fileDescriptor, 0) == 0 }

@@ -172,6 +172,9 @@ public final class VideoStream: Sendable {
 
     /// Whether the stream has ended (end of file, failure or stop).
     public var isFinished: Bool { finished.isOpen }
+    /// Whether the stream has ended and its FFmpeg has been reaped: a device it read, a file it wrote, are free again
+    /// (a stream that fails or reaches its frame limit ends before its decoder thread has reaped FFmpeg).
+    public var isReleased: Bool { finished.isOpen && decoderEnded.isOpen }
 
     /// Removes the stream's series from the metrics (`/metrics`), once it has ended and is forgotten (deleted, or
     /// dropped to make room) and no stream has its name (`StreamRegistry` checks): streams come and go, often under
@@ -257,8 +260,9 @@ public final class VideoStream: Sendable {
 
     /// The newest detected frame with its detections, as frames are detected (frames a slow viewer missed are
     /// skipped), and again after each `keepAliveInterval` without a new one (a live source reconnecting, a slow cap):
-    /// an MJPEG response that sends nothing for long is cut as idle by proxies. Before the first frame,
-    /// `PreviewFrame.waiting` at that interval. Frames are kept for previews only while someone subscribes.
+    /// an MJPEG response that sends nothing for long is cut as idle by proxies. With no frame to show (none detected
+    /// since the viewer came), `PreviewFrame.waiting` at that interval. Frames are kept for previews only while someone
+    /// subscribes.
     public func previewFrames() -> AsyncStream<PreviewFrame> {
         previews.subscribe(buffer: 1)
     }
@@ -392,9 +396,9 @@ public final class VideoStream: Sendable {
 
     // MARK: Detection (a task: awaits the slot's workers)
 
-    /// Takes frames in decode order and detects them, up to `framesInFlight` at once (one for a live source, when a
-    /// frame rate is capped or under `latest`, where the newest frame matters), and hands the results on in frame
-    /// order.
+    /// Takes frames in decode order and detects them, up to `framesInFlight` at once (one when a frame rate is capped
+    /// or under `latest`, where the newest frame matters; from a live source, beside the first, only frames already
+    /// waiting), and hands the results on in frame order.
     ///
     /// With several frames in flight, a later frame may take its model lease before an earlier one: across a swap it
     /// could answer on the older generation. Such a result is not handed on; the frame is detected again, on the
@@ -403,10 +407,11 @@ public final class VideoStream: Sendable {
         var previous: ModelStamp?
         var lastStart: ContinuousClock.Instant?
         let minimumInterval = configuration.minimumInterval
-        // Only for a file: a live source's frames come at the camera's pace, and the results of the frames in flight
-        // would wait for the frames after them (through an outage, for as long as it lasts).
-        let depth = minimumInterval == nil && configuration.backPressure == .block && !configuration.source.isLive
+        let depth = minimumInterval == nil && configuration.backPressure == .block
             ? max(1, configuration.framesInFlight) : 1
+        // A live source's frames come at the camera's pace: with frames in flight, only frames already waiting are
+        // taken, so that a result does not wait for the frames after it (through an outage, for as long as it lasts).
+        let live = configuration.source.isLive
         var inFlight: [(frame: VideoFrame, detection: Task<SlotDetection?, Never>)] = []
         var sourceEnded = false
         var answered = 0
@@ -417,7 +422,14 @@ public final class VideoStream: Sendable {
                 // The cap's wait comes before the frame is taken, so that under `latest` the frame detected is the
                 // newest when the wait ends (a cap sets depth 1).
                 if let minimumInterval, let lastStart { await pause(until: lastStart + minimumInterval) }
-                guard let frame = await mailbox.next() else {
+                let frame: VideoFrame?
+                if live && !inFlight.isEmpty {
+                    guard let waiting = mailbox.poll() else { break }
+                    frame = waiting
+                } else {
+                    frame = await mailbox.next()
+                }
+                guard let frame else {
                     sourceEnded = true
                     break
                 }
@@ -526,15 +538,16 @@ public final class VideoStream: Sendable {
         }
     }
 
-    /// Shows the newest preview frame again when none was shown for `interval` — before the first one,
-    /// `PreviewFrame.waiting` (a response that never writes is never closed: Hummingbird finds a viewer gone only by
-    /// a write, and a source reconnecting for hours would keep every abandoned viewer's connection) —; returns when
-    /// that is due next. The frame is let go once nobody views.
+    /// Shows the newest preview frame again when none was shown for `interval` — `PreviewFrame.waiting` when no frame
+    /// is kept (none detected yet, or none since a viewer joined: a response that never writes is never closed,
+    /// Hummingbird finds a viewer gone only by a write, and a source reconnecting for hours would keep every abandoned
+    /// viewer's connection) —; returns when that is due next. The frame is let go once nobody views.
     private func showPreviewAgain(after interval: Duration) -> ContinuousClock.Instant {
         let now = ContinuousClock.now
         return lastPreview.withLock { last in
             guard !previews.isEmpty else {
-                last.frame = nil
+                // Counted from now: a viewer who joins a running stream is shown its frames, not a placeholder at once.
+                last = (nil, now)
                 return now + interval
             }
             guard now >= last.at + interval else { return last.at + interval }

@@ -110,7 +110,9 @@ struct StreamServiceTests {
         #expect((previews.last?.frame ?? -1) >= 30, "\(previews.map(\.frame))")
         for part in previews {
             let image = try ImageDecoder.decode(part.jpeg)
-            #expect(image.width == 320 && image.height == 240)
+            // The grey placeholder, while no frame had come yet (X-Frame -1), or a frame of the video.
+            #expect(part.frame == -1 ? image.width == 160 && image.height == 90
+                : image.width == 320 && image.height == 240, "frame \(part.frame): \(image.width)x\(image.height)")
         }
 
         // The stream runs to its end although the stalled viewer read nothing.

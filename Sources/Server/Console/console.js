@@ -1036,6 +1036,11 @@ async function openPreview(id) {
     }
     for await (const part of mjpegParts(response.body.getReader())) {
       if (state.preview !== preview) return;
+      // The service's placeholder while it has no frame to show (X-Frame -1): said, not drawn over the last frame.
+      if (part.frame === -1) {
+        if (lastFrame === null) caption.textContent = id + ": waiting for a frame";
+        continue;
+      }
       const url = URL.createObjectURL(new Blob([part.jpeg], {type: "image/jpeg"}));
       if (preview.url) URL.revokeObjectURL(preview.url);
       preview.url = url;
@@ -1083,7 +1088,7 @@ async function* mjpegParts(reader) {
     const headers = new TextDecoder().decode(pending.take(end + 4));
     if (!headers.startsWith(MJPEG_BOUNDARY)) throw new Error("malformed preview: a part without the boundary");
     const length = Number((/\r\nContent-Length: *(\d+)\r\n/i.exec(headers) || [])[1]);
-    const frame = Number((/\r\nX-Frame: *(\d+)\r\n/i.exec(headers) || [])[1]);
+    const frame = Number((/\r\nX-Frame: *(-?\d+)\r\n/i.exec(headers) || [])[1]);
     if (!Number.isSafeInteger(length) || length > MJPEG_PART_LIMIT) {
       throw new Error("malformed preview: a part without a usable Content-Length");
     }
