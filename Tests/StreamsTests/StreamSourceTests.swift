@@ -782,6 +782,27 @@ extension StreamSuite {
             await manager.shutdown()
         }
 
+        @Test("the registry: an ended stream stays listed with its results file closed")
+        func endedStreamClosesFile() async throws {
+            let (media, manager, registry) = try await Self.registrySetUp(maxStreams: 2)
+            defer { withExtendedLifetime(media) {} }
+            let stream = try registry.create(.init(source: "clip.avi", slot: "line", outputFile: "lines.jsonl",
+                name: "a"))
+            await stream.waitUntilFinished()
+            let path = URL(fileURLWithPath: media.file("lines.jsonl")).resolvingSymlinksInPath().path
+            func heldOpen() -> Bool {
+                ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []).contains {
+                    (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\($0)")) == path
+                }
+            }
+            // Before, its descriptor stayed open until the stream was removed or forgotten.
+            #expect(await eventually(timeout: .seconds(10)) { !heldOpen() })
+            #expect(registry.all.contains { $0.id == "a" })
+            let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
+            #expect(lines.count == stream.currentStatus.frames_detected && !lines.isEmpty)
+            await manager.shutdown()
+        }
+
         @Test("the registry: a stream with an annotated video is freed once removed and its video complete")
         func videoStreamFreed() async throws {
             let (media, manager, registry) = try await Self.registrySetUp(maxStreams: 1)
