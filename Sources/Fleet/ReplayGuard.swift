@@ -13,8 +13,7 @@ import Primitives
 /// for that topic. The same document again (same nonce and content) is `.alreadyApplied`; an older or different one
 /// with the same time is refused as a replay, so a captured old document cannot roll back a device that admitted a
 /// newer one (a device with no memory of the topic — new, or its memory lost — admits any signed document). One issued
-/// more than `maxClockSkew` ahead of this machine's clock is refused as stale: admitted, its time would refuse every
-/// later document of the group for as long as the clock takes to pass it (milliseconds given for seconds: for ever).
+/// beyond `documentHorizon` ahead of this machine's clock is refused as stale (see there).
 ///
 /// `snapshot()` / `init(restoring:)` carry the memory across restarts (the service keeps it in its state folder), so
 /// a restart does not reopen the window for a replay.
@@ -141,19 +140,17 @@ public final class ReplayGuard: Sendable {
     /// Admits a group's desired-state document or refuses it (see the type's documentation).
     /// - Parameter now: this machine's time (Unix seconds).
     /// - Throws: `FleetRefusal.replayed` for a document issued before (or with the time of) the one last admitted,
-    ///   `.stale` for one issued more than the clock skew ahead of `now`.
+    ///   `.stale` for one issued beyond `documentHorizon` (see `isBeyondHorizon`).
     public func admit(_ document: FleetDesiredDocument, digest: String, now: Int64) throws(FleetRefusal)
         -> DocumentAdmission
     {
         try memory.withLock { (m: inout Memory) throws(FleetRefusal) -> DocumentAdmission in
-            let last = m.documents[document.topic]
+            // A time remembered beyond the horizon (admitted before it was checked) binds nothing.
+            let last = m.documents[document.topic].flatMap { Self.isBeyondHorizon($0.issuedAt, now: now) ? nil : $0 }
             if let last, last.nonce == document.nonce && last.digest == digest { return .alreadyApplied }
-            let skew = settings.maxClockSkew.components.seconds
-            let (ahead, overflow) = document.issued_at.subtractingReportingOverflow(now)
-            guard !overflow, ahead <= skew else {
-                throw FleetRefusal(.stale, "issued at \(document.issued_at), "
-                    + (overflow ? "no time this machine can compare with its own" : "\(ahead) s in the future")
-                    + "; at most \(skew) s of clock skew are accepted")
+            guard !Self.isBeyondHorizon(document.issued_at, now: now) else {
+                throw FleetRefusal(.stale, "issued at \(document.issued_at), more than ten years ahead of this "
+                    + "machine's clock (milliseconds given for seconds?)")
             }
             if let last {
                 guard document.issued_at > last.issuedAt else {
@@ -165,6 +162,21 @@ public final class ReplayGuard: Sendable {
                 digest: digest)
             return .new
         }
+    }
+
+    /// How far ahead of this machine's clock a document may be issued: a retained document's age does not matter,
+    /// and a device's clock may be far behind (one without a real-time clock boots at the time it last shut down, or
+    /// in 1970, until NTP answers); but a time far ahead, admitted, would refuse every later document of the group
+    /// until the clock passed it — milliseconds given for seconds, for ever.
+    public static let documentHorizon: Int64 = 10 * 366 * 86_400
+    /// The earliest "now" a horizon counts from (2026-01-01): a clock reset to 1970 does not make this year's
+    /// documents look decades ahead.
+    static let earliestNow: Int64 = 1_767_225_600
+
+    /// Whether `issuedAt` lies more than `documentHorizon` ahead of `now` (or of `earliestNow`, if later).
+    static func isBeyondHorizon(_ issuedAt: Int64, now: Int64) -> Bool {
+        let (ahead, overflow) = issuedAt.subtractingReportingOverflow(max(now, earliestNow))
+        return overflow ? issuedAt > 0 : ahead > documentHorizon
     }
 
     /// The document last admitted for a topic.

@@ -40,13 +40,17 @@ public struct InferRequest: Sendable {
               elements.count == 1, let text = elements.first
         else { return self }
         var request = self
-        request.imageTextDecoded = true
         let bytes = OpenInferenceEngine.decodedImage(text)
-        guard bytes != text, let count = UInt32(exactly: bytes.count),
+        if bytes == text {
+            request.imageTextDecoded = true
+            return request
+        }
+        guard let count = UInt32(exactly: bytes.count),
               let decoded = try? InferTensor(name: input.name, datatype: .bytes, shape: input.shape,
                   raw: withUnsafeBytes(of: count.littleEndian, Array.init) + bytes)
-        else { return request }
+        else { return self }
         request.inputs = [decoded]
+        request.imageTextDecoded = true
         return request
     }
 }

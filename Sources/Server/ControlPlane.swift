@@ -404,11 +404,12 @@ struct AuditedLoad: Sendable {
     /// one): whoever is answered after it finds both there. Returns the load's final status.
     func outcome() async -> LoadOperation.Status { await audited.value.0 }
 
-    /// `outcome()` for a caller that answers a client: a load whose outcome could not be recorded throws (503, "the
-    /// load was made and its intent recorded, but its outcome was not"), as switches and rollbacks answer.
+    /// `outcome()` for a caller that answers a client: a load made whose outcome could not be recorded throws (503,
+    /// "the load was made and its intent recorded, but its outcome was not"), as switches and rollbacks answer; a
+    /// failed one changed nothing and is answered with its failure.
     func recordedOutcome() async throws -> LoadOperation.Status {
         let (status, unrecorded) = await audited.value
-        if let unrecorded { throw unrecorded }
+        if let unrecorded, status.stage == .ready { throw unrecorded }
         return status
     }
 }

@@ -286,14 +286,14 @@ public struct ServerConfiguration: Sendable, Equatable {
         var owners: [String: String] = [:]
         for token in raw.tokens ?? [] {
             // The name is the actor in the audit log and a caller's key for the refusals' rate limit: not empty (the
-            // anonymous callers' key), nor one the service writes as itself, nor `http:…`/`mqtt:…` forms.
-            guard (1...64).contains(token.name.utf8.count), token.name.utf8.allSatisfy({ byte in
-                      (0x30...0x39).contains(byte) || (0x41...0x5a).contains(byte) || (0x61...0x7a).contains(byte)
-                          || [0x2d, 0x2e, 0x40, 0x5f].contains(byte)  // - . @ _
-                  }), !Self.reservedTokenNames.contains(token.name)
+            // anonymous callers' key), nor one the service writes as itself, nor `http:…`/`mqtt:…` forms (no ':').
+            guard (1...128).contains(token.name.utf8.count), !token.name.contains(":"),
+                  !token.name.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }),
+                  !Self.reservedTokenNames.contains(token.name)
             else {
-                throw fail("token name '\(token.name.prefix(utf8Bytes: 64))' must be 1…64 of A-Z a-z 0-9 . _ - @, and "
-                    + "not \(Self.reservedTokenNames.sorted().joined(separator: ", ")) (the service's own names)")
+                throw fail("token name '\(token.name.prefix(utf8Bytes: 64))' must be 1…128 bytes without ':' or control "
+                    + "characters, and not \(Self.reservedTokenNames.sorted().joined(separator: ", ")) (the service's own "
+                    + "names)")
             }
             guard token.sha256.isASCIIHex(count: 64) else {
                 throw fail("token '\(token.name)': sha256 must be 64 hex digits (the SHA-256 of the token)")

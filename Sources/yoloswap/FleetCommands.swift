@@ -53,6 +53,16 @@ struct FleetSignCommand: ParsableCommand {
         for name in [device, group].compactMap({ $0 }) where !FleetTopics.isValidName(name) {
             throw ValidationError("'\(name)' is not a device or group name (1…64 of A-Z a-z 0-9 . _ -)")
         }
+        // A built-in action refuses a field it does not read: said here rather than by the device.
+        if let action, let allowed = FleetPayload.builtInFields[action] {
+            let given = [("slot", slot != nil), ("model", model != nil), ("version", version != nil),
+                         ("sha256", sha256 != nil), ("activate", activate), ("document", document != nil)]
+            if let extra = given.first(where: { $0.1 && !allowed.contains($0.0) })?.0 {
+                throw ValidationError("--\(extra) is not read by action \(action) (it takes: "
+                    + (allowed.isEmpty ? "nothing more" : allowed.sorted().map { "--\($0)" }.joined(separator: ", "))
+                    + ")")
+            }
+        }
     }
 
     func run() throws {

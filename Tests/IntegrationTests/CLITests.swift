@@ -146,6 +146,10 @@ struct CLITests {
         #expect(keygen.status == 1 && keygen.stderr.contains("cannot write to standard output"), "\(keygen.stderr)")
         let sign = try await toFull(["fleet", "sign", "--key", key, "--device", "d1", "--action", "status"])
         #expect(sign.status == 1 && sign.stderr.contains("fleet sign failed"), "\(sign.status) \(sign.stderr)")
+        // A flag the action does not read: refused before signing (the device would refuse the command).
+        let extra = try await runProcess(Repo.binary, ["fleet", "sign", "--key", key, "--device", "d1", "--action",
+            "status", "--slot", "default"])
+        #expect(extra.status == 64 && extra.stderr.contains("--slot is not read by action status"), "\(extra.stderr)")
         // A hundred thousand threads were made, 16 GB of stacks, before the first Run.
         let threads = try await runProcess(Repo.binary, ["detect", "--model", model, "--threads", "100000",
             Repo.image("bus.jpg")])

@@ -253,7 +253,8 @@ struct OpenInferenceRoutesTests {
             try await client.execute(uri: "/v2/repository/models/default/load", method: .post, headers: alice,
                 body: ByteBuffer(string: #"{"parameters": {"config": "{\"parameters\": {\"provider\": {\"string_value\": \"cuda\"}}}", "sha256": "00"}}"#)) {
                 #expect($0.status == .badRequest, "\(String(buffer: $0.body))")
-                #expect(String(buffer: $0.body).contains("'sha256', 'provider' given without 'model'"),
+                #expect(String(buffer: $0.body).contains("'sha256', 'provider' given without 'model': name the model "
+                    + "to load with them (slot 'default' serves a model already)"),
                     "\(String(buffer: $0.body))")
             }
         }

@@ -103,8 +103,9 @@ package struct OpenInferenceRepository: Sendable {
             // A serving slot loaded again without a model is left as it is (Triton's load of a loaded model); with
             // settings for a load, that would drop them without a word and answer success.
             guard settings.isEmpty else {
-                throw Problem.badRequest("'\(settings.joined(separator: "', '"))' given without 'model': slot '\(slot)' "
-                    + "serves a model already; name the model to load with them")
+                throw Problem.badRequest("'\(settings.joined(separator: "', '"))' given without 'model': name the model "
+                    + "to load with them (slot '\(slot)' " + (control.manager.slot(slot)?.roles.active == nil
+                        ? "has no configured model)" : "serves a model already)"))
             }
             return nil
         }
