@@ -232,6 +232,12 @@ struct OpenInferenceRoutesTests {
             try await client.execute(uri: "/v2/repository/models/nosuch/unload", method: .post, headers: alice) {
                 #expect($0.status == .notFound)
             }
+            // A staged model beside the active one: the forced unload releases both, and its outcome names both.
+            try await client.execute(uri: "/v1/slots/default/load?wait=true", method: .post,
+                headers: ServerHarness.headers(token: "alice-token", contentType: "application/json"),
+                body: ByteBuffer(string: #"{"model": "synthetic/yolov5-nc80-320-identity.onnx"}"#)) {
+                #expect($0.status == .ok, "\(String(buffer: $0.body))")
+            }
             try await client.execute(uri: "/v2/repository/models/default/unload?force=true", method: .post,
                 headers: alice) { #expect($0.status == .ok) }
             try await client.execute(uri: "/v2/models/default/ready", method: .get, headers: carol) {
@@ -257,8 +263,16 @@ struct OpenInferenceRoutesTests {
                     + "to load with them (slot 'default' serves a model already)"),
                     "\(String(buffer: $0.body))")
             }
+            // A malformed body is refused and audited, as `/v1`'s are (it was not recorded).
+            try await client.execute(uri: "/v2/repository/models/default/unload", method: .post, headers: alice,
+                body: ByteBuffer(string: "{")) { #expect($0.status == .badRequest) }
         }
         let entries = try await harness.auditEntries().map { "\($0.action) \($0.result)" }
+        #expect(entries.contains("POST /v2/repository/models/default/unload refused")
+            && entries.contains("load rejected"), "\(entries)")
+        let unloaded = try await harness.auditEntries().last { $0.action == "unload" && $0.result == "succeeded" }
+        #expect(unloaded?.reason?.contains("active yolov5-nc80-416-identity") == true
+            && unloaded?.reason?.contains("staged yolov5-nc80-320-identity") == true, "\(unloaded?.reason ?? "-")")
         #expect(entries.contains("unload default refused") && entries.contains("unload nosuch refused")
             && entries.contains("unload intent")
             && entries.contains("unload succeeded") && entries.contains("load succeeded"), "\(entries)")

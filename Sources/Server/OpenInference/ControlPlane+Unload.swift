@@ -30,8 +30,14 @@ extension ControlPlane {
         _ = try await audited("unload", slot, model: roles.active?.identity, principal, remote) {
             let unloaded = try await manager.unload(slot: slot, includingActive: force)
             result = unloaded
-            return unloaded.events.first
-                ?? SwapEvent(slot: slot, operation: .release, result: .succeeded, reason: "nothing was loaded")
+            guard var event = unloaded.events.first else {
+                return SwapEvent(slot: slot, operation: .release, result: .succeeded, reason: "nothing was loaded")
+            }
+            // The outcome names every model released (the first event's alone left the others out of the log).
+            let released = [("active", unloaded.active), ("staged", unloaded.staged), ("standby", unloaded.standby)]
+                .compactMap { role, model in model.map { "\(role) \($0.id) (sha256 \($0.sha256))" } }
+            event.reason = "released " + released.joined(separator: ", ")
+            return event
         }
         return result ?? UnloadResult(events: [])
     }

@@ -56,13 +56,16 @@ package struct OpenInferenceRepository: Sendable {
                       from remote: String?) async throws {
         // Checked first: without a `model` parameter an unknown slot would otherwise be "nothing to do". Audited as
         // `ControlPlane.load` audits its refusals.
-        guard control.manager.slot(slot) != nil else {
-            let problem = Problem.notFound("unknown model (slot) '\(slot)'")
+        let body: LoadBody?
+        do {
+            guard control.manager.slot(slot) != nil else { throw Problem.notFound("unknown model (slot) '\(slot)'") }
+            body = try loadBody(slot: slot, parameters)
+        } catch {
             await control.auditRejectedLoad(principal, remote, slot, model: nil, version: nil, sha256: nil,
-                reason: problem.detail, started: Date())
-            throw problem
+                reason: Problem.from(error).detail, started: Date())
+            throw error
         }
-        guard let body = try loadBody(slot: slot, parameters) else { return }
+        guard let body else { return }
         let status = try await control.load(slot: slot, body: body, by: principal, from: remote).recordedOutcome()
         guard status.stage == .ready else {
             let reason = status.failure.map { control.repository.hidingRoot($0.description) } ?? status.stage.rawValue

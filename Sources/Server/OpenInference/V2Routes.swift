@@ -166,14 +166,18 @@ struct V2Routes: Sendable {
         }
         v2.post("repository/models/:model/load") { request, context in
             let principal = try await api.requireOperator(request, context)
-            try await repository.load(slot: try context.parameters.require("model"),
-                parameters: try await parameters(request).values, by: principal, from: context.remoteAddress)
+            // A malformed body is refused and audited, as `/v1`'s are.
+            let values = try await api.parsedChange(request, context) { try await parameters(request).values }
+            try await repository.load(slot: try context.parameters.require("model"), parameters: values,
+                by: principal, from: context.remoteAddress)
             return Response(status: .ok)
         }
         v2.post("repository/models/:model/unload") { request, context in
             let principal = try await api.requireOperator(request, context)
-            let body = try await parameters(request)
-            let force = try api.boolParameter(request, "force") || body.values["force"]?.flag == true
+            let force = try await api.parsedChange(request, context) {
+                let body = try await parameters(request)
+                return try api.boolParameter(request, "force") || body.values["force"]?.flag == true
+            }
             try await repository.unload(slot: try context.parameters.require("model"), force: force, by: principal,
                 from: context.remoteAddress)
             return Response(status: .ok)
