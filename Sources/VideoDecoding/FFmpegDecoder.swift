@@ -215,9 +215,12 @@ public final class FFmpegDecoder: Sendable {
             if n < 0 && errno == EINTR { continue }
             guard n > 0 else { break }
             pending.append(contentsOf: chunk[0..<n])
-            while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
-                let line = String(decoding: pending[..<newline], as: UTF8.self)
-                pending.removeSubrange(...newline)
+            // Lines are taken from `start` on, and what they held removed once a read: removing each line as it was
+            // taken moved the rest of the buffer every time (a read of short lines, quadratic).
+            var start = pending.startIndex
+            while let newline = pending[start...].firstIndex(of: UInt8(ascii: "\n")) {
+                let line = String(decoding: pending[start..<newline], as: UTF8.self)
+                start = newline + 1
                 if var report = FrameReport(parsing: line, tag: tag) {
                     if let (num, den) = timeBase, let pts = report.rawPTS { report.pts = Double(pts) * Double(num) / Double(den) }
                     queue.push(report)
@@ -228,6 +231,7 @@ public final class FFmpegDecoder: Sendable {
                     queue.log(line)
                 }
             }
+            pending.removeSubrange(..<start)
             // A line longer than this is no report of ours: keep memory bounded.
             if pending.count > 64 * 1024 { pending.removeAll(keepingCapacity: true) }
         }
