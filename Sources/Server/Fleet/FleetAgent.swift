@@ -349,13 +349,21 @@ final class FleetSession: Sendable {
         }
     }
 
+    /// Publishes the swap events in the order they happened: one sender hands them to the client one after another
+    /// (a task per event handed them over in whatever order the tasks ran: a switch could arrive before its load).
+    /// It waits at most 2 s for each acknowledgement (an event not acknowledged still goes out, in its place, once
+    /// connected); while the broker is away, the newest 1024 not yet handed over wait.
     private func forwardSwapEvents() async {
         let topic = settings.topics.events(device: settings.device)
+        let (outgoing, pending) = AsyncStream.makeStream(of: [UInt8].self, bufferingPolicy: .bufferingNewest(1024))
+        let sender = Task { for await bytes in outgoing { await send(topic, bytes, retain: false, within: .seconds(2)) } }
         for await event in control.manager.events() {
-            let bytes = FleetJSONCoding.encode(event.mappingPaths(control.repository.hidingRoot))
-            Task { await send(topic, bytes, retain: false, within: .seconds(30)) }
+            pending.yield(FleetJSONCoding.encode(event.mappingPaths(control.repository.hidingRoot)))
             requestStatus()
         }
+        // The agent is stopping: what was not handed over goes with it (waiting 2 s each could hold the stop long).
+        pending.finish()
+        sender.cancel()
     }
 
     /// Publishes with QoS 1 and waits for the acknowledgement at most `timeout` (the message still goes out later: it
