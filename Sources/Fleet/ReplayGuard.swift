@@ -148,7 +148,9 @@ public final class ReplayGuard: Sendable {
             // A time remembered beyond the horizon (admitted before it was checked) binds nothing.
             let last = m.documents[document.topic].flatMap { Self.isBeyondHorizon($0.issuedAt, now: now) ? nil : $0 }
             if let last, last.nonce == document.nonce && last.digest == digest { return .alreadyApplied }
-            guard !Self.isBeyondHorizon(document.issued_at, now: now) else {
+            // Counted from the latest of this clock and the last document's time: a clock reset to 1970 still
+            // admits the documents that follow the last one, whatever the year.
+            guard !Self.isBeyondHorizon(document.issued_at, now: max(now, last?.issuedAt ?? now)) else {
                 throw FleetRefusal(.stale, "issued at \(document.issued_at), more than ten years ahead of this "
                     + "machine's clock (milliseconds given for seconds?)")
             }

@@ -134,7 +134,8 @@ public final class OpenInferenceEngine: Sendable {
     public func infer<Answer>(model name: String, version: String?, _ request: InferRequest,
                               arrived: ContinuousClock.Instant? = nil,
                               answer: (InferResponse) async throws -> Answer) async throws -> Answer {
-        let started = arrived ?? ContinuousClock.now
+        // The statistics count from now (queue and compute, as Triton's); the deadline from the arrival.
+        let started = ContinuousClock.now
         let slot = try slot(name)
         guard request.inputs.count == 1, let input = request.inputs.first else {
             throw InferError.invalid("send exactly one input: the model's input tensor (FP32 [1,3,H,W]) or "
@@ -146,7 +147,7 @@ public final class OpenInferenceEngine: Sendable {
         if let repeated = request.outputs.first(where: { !named.insert($0.name).inserted }) {
             throw InferError.invalid("output '\(repeated.name)' is asked for more than once")
         }
-        let deadline = started + requestTimeout
+        let deadline = (arrived ?? started) + requestTimeout
         var servedVersion: String?
         do {
             let (outputs, stamp, queue): ([InferTensor], ModelStamp, Double)

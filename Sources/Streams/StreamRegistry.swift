@@ -197,7 +197,8 @@ public final class StreamRegistry: Sendable {
             if t.streams.count >= maxStreams {
                 // Room is made by forgetting an ended stream; running ones are never displaced (the reservation
                 // counted them, so one has ended).
-                guard let ended = t.streams.first(where: { $0.value.isFinished })?.key else {
+                guard let ended = (t.streams.first { $0.value.isReleased } ?? t.streams.first { $0.value.isFinished })?
+                    .key else {
                     throw .tooManyStreams(limit: maxStreams)
                 }
                 t.streams.removeValue(forKey: ended).map { Self.releaseMetrics(of: $0, in: t) }

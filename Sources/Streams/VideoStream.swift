@@ -264,7 +264,9 @@ public final class VideoStream: Sendable {
     /// since the viewer came), `PreviewFrame.waiting` at that interval. Frames are kept for previews only while someone
     /// subscribes.
     public func previewFrames() -> AsyncStream<PreviewFrame> {
-        previews.subscribe(buffer: 1)
+        // With no frame kept, the placeholder's interval counts from this viewer's coming.
+        lastPreview.withLock { if $0.frame == nil { $0.at = .now } }
+        return previews.subscribe(buffer: 1)
     }
 
     // MARK: Decoding (its own thread: FFmpeg's pipe reads block)

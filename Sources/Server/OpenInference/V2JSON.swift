@@ -20,6 +20,8 @@ enum V2Scalar: Decodable, Sendable {
             else if d >= 0x1p63, d == d.rounded(), let u = try? c.decode(UInt64.self) { self = .uint(u) }
             else { self = .double(d) }
         }
+        // A number too small for a Double (1e-400): Double refuses it, Int64 reads it as 0, as it did when tried first.
+        else if let i = try? c.decode(Int64.self) { self = .int(i) }
         else if let b = try? c.decode(Bool.self) { self = .bool(b) }
         else if let s = try? c.decode(String.self) { self = .string(s) }
         else {
