@@ -34,15 +34,23 @@ public struct ModelFile: Sendable, Equatable {
     public let sha256: String
     public let byteCount: Int
 
-    /// Hashes the file at `path`.
-    /// - Throws: `ModelFileError.unreadable` with the path and the system's reason.
+    /// The largest model file read: a protobuf ONNX Runtime can parse is under 2 GiB, and external data is refused,
+    /// so nothing loadable is larger — and a larger file would be hashed whole, copied to the optimized-model cache
+    /// and held in memory before ONNX Runtime refused it.
+    public static let maxBytes = 2 << 30
+
+    /// Hashes the file at `path`, reading no further than `maxBytes` (and a little).
+    /// - Throws: `ModelFileError.unreadable` with the path and the system's reason, or for a file over `maxBytes`.
     public init(verifying path: String) throws(ModelFileError) {
-        do {
-            let (sha256, count) = try FileDigest.sha256(ofFileAt: path)
-            self.init(path: path, sha256: sha256, byteCount: count)
-        } catch {
+        let (sha256, count): (String, Int)
+        do { (sha256, count) = try FileDigest.sha256(ofFileAt: path, maxBytes: Self.maxBytes) } catch {
             throw ModelFileError(error)
         }
+        guard count <= Self.maxBytes else {
+            throw .unreadable(path: path, reason: "it is larger than \(Self.maxBytes >> 30) GiB, the most an ONNX model "
+                + "can be without external data (which is refused)")
+        }
+        self.init(path: path, sha256: sha256, byteCount: count)
     }
 
     public init(path: String, sha256: String, byteCount: Int) {

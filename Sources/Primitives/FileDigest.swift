@@ -25,7 +25,8 @@ public enum FileDigest {
     /// - Parameters:
     ///   - maxBytes: read no further once past this many bytes (a file verified at one size and grown since: what is
     ///     read is not the verified content, and is not worth reading to its end); the count returned is over it then,
-    ///     and the chunk that went past is hashed but not handed to `forEachChunk`.
+    ///     and the chunk that went past is hashed but not handed to `forEachChunk`. A file already over it when opened
+    ///     is not read at all: its size is returned, with an empty digest.
     ///   - forEachChunk: also called with each chunk, in order, as it is hashed (to copy or keep the bytes that were
     ///     hashed, without reading the file twice).
     /// - Returns: the lower-case hex SHA-256 and the number of bytes hashed.
@@ -36,6 +37,7 @@ public enum FileDigest {
         var hasher = SHA256()
         var count = 0
         let file = try RegularFile(openingForReading: path)
+        guard file.byteCount <= maxBytes else { return ("", file.byteCount) }
         while count <= maxBytes {
             let chunk = try file.read(upToCount: 1 << 20)
             if chunk.isEmpty { break }

@@ -36,6 +36,23 @@ extension HotSwapSuite {
             }
         }
 
+        @Test("a file over 2 GiB is refused at once, unread (it was hashed whole, copied and held in memory)")
+        func tooLarge() async throws {
+            let dir = try TemporaryDirectory()
+            let path = dir.file("huge.onnx")
+            // Sparse: 200 GB that take no disk.
+            try #require(FileManager.default.createFile(atPath: path, contents: nil))
+            try #require(truncate(path, 200_000_000_000) == 0)
+            let outcome = await finishing(within: .seconds(5)) {
+                Result { () throws(ModelFileError) -> ModelFile in try ModelFile(verifying: path) }
+            }
+            guard case .failure(.unreadable(_, let reason))? = outcome else {
+                Issue.record("expected a refusal within 5 s, got \(String(describing: outcome))")
+                return
+            }
+            #expect(reason.contains("larger than 2 GiB"), "\(reason)")
+        }
+
         @Test("a regular file and a link to one still hash to the bytes' SHA-256")
         func regularFiles() async throws {
             let dir = try TemporaryDirectory()
@@ -70,9 +87,9 @@ extension HotSwapSuite {
                 return true
             }
             #expect(!FileManager.default.fileExists(atPath: dir.file("copy.onnx")))
-            // What is read of it: the verified size and no more than a chunk past it (4 GiB before, buffered whole).
-            let (_, count) = try FileDigest.sha256(ofFileAt: path, maxBytes: 11)
-            #expect(count > 11 && count <= 11 + (1 << 20))
+            // What is read of it: nothing, its size already over the verified one (4 GiB before, buffered whole).
+            let (digest, count) = try FileDigest.sha256(ofFileAt: path, maxBytes: 11)
+            #expect(count == 4 << 30 && digest.isEmpty)
         }
     }
 }
