@@ -42,6 +42,8 @@ public enum SignatureError: Error, Equatable, CustomStringConvertible {
             "\(path): bad signature: it does not verify with key \(keyID) (the signature file was altered or forged)"
         case .digestMismatch(let model, let signed, let actual):
             "\(model) was modified after signing: its sha256 is \(actual) but the signature covers \(signed)"
+        case .versionMismatch(let model, let signed, let requested) where signed.isEmpty:
+            "\(model) is signed without a version but version '\(requested)' was requested"
         case .versionMismatch(let model, let signed, let requested):
             "\(model) is signed as version '\(signed)' but version '\(requested)' was requested"
         case .signingFailed(let reason):

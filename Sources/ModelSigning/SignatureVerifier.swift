@@ -75,13 +75,18 @@ public struct SignatureVerifier: Sendable {
 
     /// Reads and checks a model file and its signature, which must exist whatever `requireSignature` says
     /// (`yoloswap verify`).
-    /// - Parameter version: when given, the signed version must be this.
+    /// - Parameter version: when given, the signed version must be this — a signature without a version does not
+    ///   vouch for it (a load, `check`, takes an unversioned signature for any version).
     /// - Throws: `SignatureError`.
     public func verifyModel(at path: String, version: String? = nil) throws(SignatureError) -> VerifiedModel {
         let signaturePath = SignatureFile.path(forModel: path)
         let document = try SignatureFile(contentsOf: signaturePath, model: path)
         let digest = try ModelDigest.sha256(ofFileAt: path)
-        return try check(document, signaturePath: signaturePath, model: path, sha256: digest, version: version)
+        let verified = try check(document, signaturePath: signaturePath, model: path, sha256: digest, version: version)
+        if let version, document.version == nil {
+            throw .versionMismatch(model: path, signed: "", requested: version)
+        }
+        return verified
     }
 
     /// Checks a decoded signature document against the model's digest and the requested version.

@@ -182,6 +182,9 @@ struct SignatureTests {
 
         let g = try Fixture(version: nil)
         #expect(try g.verifyAsLoaded(version: "anything") == g.key.keyID)
+        // `yoloswap verify --version` asks more: an unversioned signature does not vouch for a version (it said OK).
+        let unversioned = #expect(throws: SignatureError.self) { try g.verifier.verifyModel(at: g.model, version: "2") }
+        #expect(unversioned?.description.contains("is signed without a version but version '2' was requested") == true)
     }
 
     @Test("a .sig that is not a signature, or of another format, is rejected with the reason")
