@@ -33,6 +33,18 @@ struct ModelRepositoryTests {
         #expect(try await f.resolve("alias.onnx")?.get() == real)
     }
 
+    @Test("'..' is found by bytes: one followed by a combining mark is refused as '..' (as Characters it was not)")
+    func dotDotByBytes() async throws {
+        let f = try Fixture()
+        for path in ["../x.onnx", "sub/../../x.onnx", "../\u{301}x.onnx"] {
+            guard case .failure(let error)? = await f.resolve(path) else {
+                Issue.record("\(path) was not refused")
+                continue
+            }
+            #expect("\(error)".contains("may not contain '..'"), "\(path): \(error)")
+        }
+    }
+
     @Test("a FIFO, a link to /dev/zero and a folder are refused at once, naming the path")
     func refusesWhatIsNotARegularFile() async throws {
         let f = try Fixture()
