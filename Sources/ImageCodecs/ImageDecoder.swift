@@ -157,13 +157,18 @@ public enum ImageDecoder {
         return orientation.apply(to: RGBImage(width: outWidth, height: outHeight, pixels: pixels))
     }
 
+    /// The largest PNG width or height decoded (OpenCV's `CV_IO_MAX_IMAGE_WIDTH`).
+    static let maxPNGDimension = 1 << 20
+
     private static func decodePNG(_ data: UnsafeBufferPointer<UInt8>, options: DecodeOptions)
         throws(ImageDecodeError) -> RGBImage
     {
         // Check the declared size ourselves first so a bomb gets `.tooLarge` with its dimensions.
         let (width, height) = try pngDimensions(data)
         try checkSize(width: width, height: height, options: options)
-        let context = try PNGDecoderContext(data: data, maxDimension: options.maxPixels)
+        // Width and height at most 2^20, as OpenCV takes them: libspng holds two rows of the file's width (16-bit
+        // RGBA: 8 bytes a pixel), so a 50 000 000 × 1 image took 800 MB where `maxPixels` counted 150.
+        let context = try PNGDecoderContext(data: data, maxDimension: min(options.maxPixels, Self.maxPNGDimension))
         _ = try context.header()
         let pixels = try context.decodeRGB(width: width, height: height)
         let image = RGBImage(width: width, height: height, pixels: pixels)

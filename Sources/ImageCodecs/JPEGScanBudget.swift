@@ -64,7 +64,9 @@ enum JPEGScanBudget {
                 guard let frame, let cost = frame.scanCost(segment) else { return false }
                 passes += cost
                 scans += 1
-                let budget = frame.totalBlocks * 64 * maxPassesPerBlock
+                // Counted as at least a 512 × 512 image's: a small one costs little whatever its scans (TurboJPEG's
+                // limit of 500 bounds them), and a valid file of many short scans decodes.
+                let budget = max(frame.totalBlocks, 4096) * 64 * maxPassesPerBlock
                 guard passes <= budget else {
                     throw .corrupt(format: .jpeg, reason: "its first \(scans) scans ask libjpeg for more than "
                         + "\(maxPassesPerBlock) passes over every block of the image (a progression crafted to "
@@ -134,6 +136,9 @@ enum JPEGScanBudget {
 
         var totalBlocks: Int { sampling.keys.reduce(0) { $0 + (blocks(of: $1) ?? 0) } }
 
+        /// The least a scan is counted per block, in coefficient positions.
+        static let minimumPositionsPerScan = 16
+
         /// Blocks × coefficient positions of a scan header; nil for one that cannot be read (libjpeg refuses it).
         func scanCost(_ segment: UnsafeBufferPointer<UInt8>) -> Int? {
             guard segment.count >= 1 else { return nil }
@@ -145,7 +150,10 @@ enum JPEGScanBudget {
                 blocks += componentBlocks
             }
             let (start, end) = (Int(segment[1 + 2 * count]), Int(segment[2 + 2 * count]))
-            let positions = min(64, max(1, end - start + 1))
+            // At least a quarter pass: a scan costs libjpeg a fixed work per block (its MCU bookkeeping, a restart
+            // resync per MCU with an interval of 1) whatever positions it covers — 500 empty DC scans, counted one
+            // position each, took 17 times what the budget allows (libjpeg's standard progression stays near 4).
+            let positions = min(64, max(Self.minimumPositionsPerScan, end - start + 1))
             return blocks * positions
         }
     }

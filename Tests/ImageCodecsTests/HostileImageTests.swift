@@ -77,6 +77,53 @@ struct HostileImageTests {
         #expect(try ImageDecoder.decode(HostileImages.refinementScansJPEG(side: 1024, scans: 8)).width == 1024)
     }
 
+    @Test("A PNG wider than 2^20 pixels is refused, as OpenCV refuses it (its rows took memory maxPixels did not count)")
+    func widePNG() throws {
+        // One grey row (the encoder here writes at most 65535 columns): Python's zlib writes the file.
+        func png(width: Int) throws -> [UInt8] {
+            let folder = try TemporaryDirectory()
+            let made = try runProcess("/usr/bin/python3", ["-c", """
+                import struct, sys, zlib
+                w = int(sys.argv[1])
+                def chunk(kind, data):
+                    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+                header = struct.pack(">IIBBBBB", w, 1, 8, 0, 0, 0, 0)
+                with open(sys.argv[2], "wb") as out:
+                    out.write(b"\\x89PNG\\r\\n\\x1a\\n" + chunk(b"IHDR", header)
+                              + chunk(b"IDAT", zlib.compress(b"\\x00" + b"\\x80" * w)) + chunk(b"IEND", b""))
+                """, "\(width)", folder.file("wide.png")])
+            try #require(made.status == 0, "\(made.stderr)")
+            return [UInt8](try Data(contentsOf: URL(fileURLWithPath: folder.file("wide.png"))))
+        }
+        let error = #expect(throws: ImageDecodeError.self) { try ImageDecoder.decode(try png(width: (1 << 20) + 1)) }
+        guard case .corrupt(.png, _)? = error else {
+            Issue.record("expected .corrupt(.png, _), got \(String(describing: error))")
+            return
+        }
+        // At the limit it decodes.
+        #expect(try ImageDecoder.decode(try png(width: 1 << 20)).width == 1 << 20)
+    }
+
+    @Test("A progressive JPEG of a hundred DC scans is refused by the budget: each scan counts at least a quarter pass")
+    func dcScans() throws {
+        func segment(_ marker: UInt8, _ payload: [UInt8]) -> [UInt8] {
+            [0xFF, marker, UInt8((payload.count + 2) >> 8), UInt8((payload.count + 2) & 0xFF)] + payload
+        }
+        // 1024 × 1024, one component; a hundred DC-only scans (Ss = Se = 0), each counted one position per block
+        // before: 100 of 1024 positions allowed per block.
+        var jpeg: [UInt8] = [0xFF, 0xD8] + segment(0xDB, [0] + [UInt8](repeating: 1, count: 64))
+        jpeg += segment(0xC2, [8, 4, 0, 4, 0, 1, 1, 0x11, 0])
+        jpeg += segment(0xC4, [0x00, 1] + [UInt8](repeating: 0, count: 15) + [0])
+        for _ in 0..<100 { jpeg += segment(0xDA, [1, 1, 0x00, 0, 0, 0x00]) + [0x00] }
+        jpeg += [0xFF, 0xD9]
+        let error = #expect(throws: ImageDecodeError.self) { try ImageDecoder.decode(jpeg) }
+        guard case .corrupt(.jpeg, let reason)? = error else {
+            Issue.record("expected .corrupt(.jpeg, _), got \(String(describing: error))")
+            return
+        }
+        #expect(reason.contains("passes over every block"), "\(reason)")
+    }
+
     @Test("A progressive photo (libjpeg's standard progression, as OpenCV writes it) is within the scan budget and decodes",
           .enabled(if: TestSupport.hasOpenCV))
     func progressivePhoto() throws {
