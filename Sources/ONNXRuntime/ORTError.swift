@@ -33,8 +33,8 @@ public struct ORTError: Error, CustomStringConvertible, Sendable {
                 + tried.map { "  - \($0)" }.joined(separator: "\n")
                 + "\nRun scripts/setup, or pass --ort-library / set ORT_DYLIB_PATH."
         case .apiVersionUnsupported(let required, let version):
-            return "ONNX Runtime \(version) does not provide C API version \(required) (\(operation)); "
-                + "a library of 1.\(required) or newer is needed"
+            return "ONNX Runtime \(version) is not supported (\(operation)): a library of 1.\(required) or newer is "
+                + "needed" + (message.isEmpty ? "" : " — \(message)")
         case .runtime(let code):
             return "ONNX Runtime error \(code) while \(operation): \(message)"
         case .providerUnavailable(let requested, let available):

@@ -34,6 +34,18 @@ public final class ORTLibrary: @unchecked Sendable {
     public let version: String
     /// The C API version this binary requested (the header's `ORT_API_VERSION`).
     public static let requiredAPIVersion = Int(ORT_API_VERSION)
+    /// The oldest release loaded (1.`minimumMinorVersion`): older ones offer the C API but load a model's external
+    /// data from an absolute path, or from a memory address the model names (`_ORT_MEM_ADDR_`), whatever the session
+    /// options — bytes the verified digest does not cover (a key file read into a tensor; a crash). The hostile-model
+    /// checks pass from 1.32.0 (the version setup fetches).
+    public static let minimumMinorVersion = 32
+
+    /// Whether `version` ("1.32.0", "1.33.0-dev") is 1.`minimumMinorVersion` or newer; false when it cannot be read.
+    static func isSupported(version: String) -> Bool {
+        let parts = version.split(separator: ".", maxSplits: 2).map { $0.prefix { $0.isASCII && $0.isNumber } }
+        guard parts.count >= 2, let major = Int(parts[0]), let minor = Int(parts[1]) else { return false }
+        return major > 1 || (major == 1 && minor >= minimumMinorVersion)
+    }
 
     private init(handle: UnsafeMutableRawPointer, api: UnsafePointer<OrtApi>, path: String, version: String) {
         self.handle = handle
@@ -68,6 +80,12 @@ public final class ORTLibrary: @unchecked Sendable {
                 continue
             }
             let version = base.pointee.GetVersionString.flatMap { $0() }.map { String(cString: $0) } ?? "unknown"
+            guard isSupported(version: version) else {
+                throw ORTError(
+                    .apiVersionUnsupported(required: minimumMinorVersion, libraryVersion: version),
+                    operation: "loading \(candidate)", message: "releases before 1.\(minimumMinorVersion).0 load external "
+                        + "data a model names outside it (absolute paths, memory addresses)")
+            }
             guard let api = base.pointee.GetApi?(UInt32(ORT_API_VERSION)) else {
                 throw ORTError(
                     .apiVersionUnsupported(required: Int(ORT_API_VERSION), libraryVersion: version),

@@ -19,6 +19,21 @@ struct ONNXRuntimeTests {
         #expect(try library.availableProviders().contains("CPUExecutionProvider"))
     }
 
+    /// Older releases offer the C API but load external data a model names outside itself (an absolute path, a memory
+    /// address) whatever the session options: 1.21.0 read a key file into a tensor, and crashed on a bad address.
+    @Test("releases before 1.32 are refused; 1.32 and later, development builds included, are taken")
+    func minimumVersion() {
+        for version in ["1.21.0", "1.31.1", "0.99.0", "unknown", "", "1", "x.40.0"] {
+            #expect(!ORTLibrary.isSupported(version: version), "\(version)")
+        }
+        for version in ["1.32.0", "1.33.0-dev", "1.40.2", "2.0.0"] {
+            #expect(ORTLibrary.isSupported(version: version), "\(version)")
+        }
+        let error = ORTError(.apiVersionUnsupported(required: 32, libraryVersion: "1.21.0"), operation: "loading x",
+            message: "releases before 1.32.0 load external data a model names outside it")
+        #expect(error.description.contains("ONNX Runtime 1.21.0 is not supported (loading x): a library of 1.32 or newer"))
+    }
+
     @Test("a missing library names every path tried")
     func missingLibrary() {
         do {
