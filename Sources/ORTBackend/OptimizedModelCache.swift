@@ -85,7 +85,11 @@ public struct OptimizedModelCache: Sendable {
         func verifiedBytes() throws(ModelLoadError) -> [UInt8] {
             do { return try file.readVerifiedBytes() } catch { throw .file(error) }
         }
-        guard options.provider == .cpu, options.optimization != .disabled, options.optimizedModelPath == nil else {
+        // Entries are read, as written, only from a folder nobody else could have put them in (see
+        // `whyEntriesCannotBeWritten`).
+        guard options.provider == .cpu, options.optimization != .disabled, options.optimizedModelPath == nil,
+              whyEntriesCannotBeWritten() == nil
+        else {
             return (try fromBytes(try verifiedBytes(), options: options), .bypassed)
         }
         let key = Self.key(sourceSHA256: file.sha256, ortVersion: environment.library.version,
@@ -115,7 +119,7 @@ public struct OptimizedModelCache: Sendable {
         // Only in a folder nobody else may write: ORT reads the copy and writes the optimized file by path, and the
         // entry's code is made for what is read back, so someone who could replace either file in between (or
         // rename the folder's entries) would have their own graph vouched for as the verified model's.
-        if whyEntriesCannotBeWritten() == nil {
+        do {
             do { try file.copyVerified(to: sourceCopy) } catch {
                 if case .changedSinceVerification = error { throw .file(error) }
             }
@@ -133,9 +137,10 @@ public struct OptimizedModelCache: Sendable {
         return (try fromBytes(try verifiedBytes(), options: options), .bypassed)
     }
 
-    /// Why no entry can be written (every miss is then a plain load from the verified bytes, `.bypassed`), or nil
-    /// when they can: the folder cannot be created, or is not one this user owns and nobody else may write. Creates
-    /// the folder when it is missing. A service calls it at its start to say so in its log.
+    /// Why no entry can be written or read (every load is then a plain load from the verified bytes, `.bypassed`), or
+    /// nil when they can: the folder cannot be created, or is not one this user owns and nobody else may write, or
+    /// the folder above it lets someone else replace it (see `PrivateFiles.isSafeParentDirectory`). Creates the
+    /// folder when it is missing. A service calls it at its start to say so in its log.
     public func whyEntriesCannotBeWritten() -> String? {
         do { try PrivateFiles.createDirectory(atPath: directory) } catch {
             return "\(error)"
@@ -143,6 +148,11 @@ public struct OptimizedModelCache: Sendable {
         guard PrivateFiles.isPrivateDirectory(atPath: directory) else {
             return "\(directory) is not a folder this user owns and nobody else may write (a link, another owner, "
                 + "or group or others may write it)"
+        }
+        let parent = URL(fileURLWithPath: directory).deletingLastPathComponent().path
+        guard PrivateFiles.isSafeParentDirectory(atPath: parent) else {
+            return "\(parent), the folder above the cache, lets others replace it (another owner, or group or others "
+                + "may write it without the sticky bit)"
         }
         return nil
     }

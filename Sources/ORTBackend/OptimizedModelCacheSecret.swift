@@ -54,7 +54,14 @@ extension OptimizedModelCache {
         /// none. Concurrent first calls agree on one key: the new file gets its name only if none is there yet.
         /// - Throws: `CacheSecretError` when the file cannot be read or created, or does not hold a key.
         public static func loadOrCreate(atPath path: String) throws(CacheSecretError) -> Secret {
-            if !FileManager.default.fileExists(atPath: path) { try create(atPath: path) }
+            var info = stat()
+            if lstat(path, &info) != 0 { try create(atPath: path) }
+            // Whoever could read the key could vouch for their own graph as a verified model's; whoever could replace
+            // it (a link, another owner), choose the key.
+            guard PrivateFiles.isPrivateFile(atPath: path) else {
+                throw CacheSecretError(path: path, reason: "it must be a file (not a link) this user owns that nobody "
+                    + "else may read or write (mode 0600)")
+            }
             let bytes: Data
             do { bytes = try RegularFile(openingForReading: path).readAll(limit: byteCount) } catch {
                 throw CacheSecretError(path: path, reason: error.reason)

@@ -60,6 +60,23 @@ public enum PrivateFiles {
         return info.st_mode & S_IFMT == S_IFDIR && info.st_uid == geteuid() && info.st_mode & 0o022 == 0
     }
 
+    /// Whether `path` is a folder (not a link) in which nobody but this user (or root) can replace or rename this
+    /// user's entries: owned by this user or root, and writable by nobody else — or sticky, as `/tmp` is, where
+    /// others may add entries but not rename or remove ours.
+    public static func isSafeParentDirectory(atPath path: String) -> Bool {
+        var info = stat()
+        guard lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFDIR else { return false }
+        guard info.st_uid == geteuid() || info.st_uid == 0 else { return false }
+        return info.st_mode & 0o022 == 0 || info.st_mode & S_ISVTX != 0
+    }
+
+    /// Whether `path` is a regular file (not a link) this user owns that nobody else may read or write (a key).
+    public static func isPrivateFile(atPath path: String) -> Bool {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return false }
+        return info.st_mode & S_IFMT == S_IFREG && info.st_uid == geteuid() && info.st_mode & 0o077 == 0
+    }
+
     /// Creates an empty file at `path` with mode 0600, unless something is there already (which is left as it is):
     /// what SQLite opens next keeps the mode, and gives it to its `-wal` and `-shm` files.
     /// - Throws: `FileCreationError` when the file cannot be created.

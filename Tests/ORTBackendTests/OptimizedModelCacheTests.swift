@@ -173,6 +173,37 @@ extension ORTSwapSuite {
                 _ = try OptimizedModelCache.Secret.loadOrCreate(atPath: path)
             }
             #expect(error?.path == path)
+
+            // Readable by others (who could then vouch for their own graph), or a link: refused, saying why.
+            chmod(path, 0o644)
+            let readable = #expect(throws: CacheSecretError.self) {
+                _ = try OptimizedModelCache.Secret.loadOrCreate(atPath: path)
+            }
+            #expect(readable?.reason.contains("nobody else may read or write") == true)
+            let link = state.appendingPathComponent("link.key").path
+            try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: path)
+            chmod(path, 0o600)
+            #expect(throws: CacheSecretError.self) { _ = try OptimizedModelCache.Secret.loadOrCreate(atPath: link) }
+        }
+
+        @Test("entries are neither read nor written when the folder above the cache lets others replace it")
+        func unsafeParentBypassed() throws {
+            let state = try Fixtures.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(at: state) }
+            let options = SessionOptions(intraOpThreads: 1)
+            let file = try ModelFile(verifying: model)
+            let cache = OptimizedModelCache(directory: state.appendingPathComponent("optimized-models").path,
+                secret: secret)
+            #expect(try cache.session(for: file, environment: environment, options: options, label: model).1 == .miss)
+            #expect(try cache.session(for: file, environment: environment, options: options, label: model).1 == .hit)
+            // Group-writable, not sticky: a group member could put a folder of their own entries in the cache's place.
+            chmod(state.path, 0o775)
+            #expect(try cache.session(for: file, environment: environment, options: options, label: model).1
+                == .bypassed)
+            #expect(cache.whyEntriesCannotBeWritten()?.contains("the folder above the cache") == true)
+            // Sticky, as /tmp is: others cannot rename or remove this user's folder.
+            chmod(state.path, 0o1777)
+            #expect(try cache.session(for: file, environment: environment, options: options, label: model).1 == .hit)
         }
 
         @Test("temporary files of a writer that is gone are removed; a live writer's, and recent unnamed ones, are kept")
