@@ -28,6 +28,8 @@ final class AnnotatedVideoOutput: @unchecked Sendable {
     private var first: PreviewFrame?
     private var encoder: FFmpegEncoder?
     private var failed = false
+    /// Whether no file was at the path before this opened it.
+    private let created: Bool
 
     /// Opens the file at `path`, which must hold no symbolic link and be a regular file if it exists
     /// (``LinkFreePath/openRegularFileForWriting(_:mode:)``); creates it if missing, and leaves what it holds until
@@ -37,7 +39,13 @@ final class AnnotatedVideoOutput: @unchecked Sendable {
         self.path = path
         self.fallbackFPS = fallbackFPS ?? 30
         self.ffmpeg = ffmpeg
+        created = NewOutputFile.isMissing(path)
         file = try LinkFreePath.openRegularFileForWriting(path)
+    }
+
+    /// Removes the file when this opened it new and it is still empty (a creation refused after the open).
+    func discardIfCreated() {
+        if created, let file { NewOutputFile.removeIfEmpty(path, descriptor: file) }
     }
 
     /// Empties the file: its stream has been created. (FFmpeg empties it again when it starts.) Returns whether it

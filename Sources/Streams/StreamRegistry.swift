@@ -160,6 +160,7 @@ public final class StreamRegistry: Sendable {
         let publisher = request.mqtt ? self.publisher : nil
         if let publisher { outputs.append("mqtt:\(publisher.topic(stream: id, events: false))") }
         var video: AnnotatedVideoOutput?
+        defer { if !inserted { video?.discardIfCreated() } }
         var frameSink: (@Sendable (PreviewFrame) async -> Void)?
         if let videoPath, let name = request.outputVideo {
             let output: AnnotatedVideoOutput
@@ -443,6 +444,23 @@ struct WeakStream: Sendable {
 /// A JSON-lines file a stream's results are appended to.
 ///
 /// Thread-safety: `append` is called from one serial queue.
+/// An output file a stream's creation opens: made new or found, and removed again by a refused creation that made it.
+enum NewOutputFile {
+    /// Whether nothing is at `path` (before it is opened).
+    static func isMissing(_ path: String) -> Bool {
+        var info = stat()
+        return lstat(path, &info) != 0 && errno == ENOENT
+    }
+
+    /// Removes the file at `path` when it is still the one open as `descriptor` (same device and inode) and empty.
+    static func removeIfEmpty(_ path: String, descriptor: Int32) {
+        var open = stat(), named = stat()
+        guard fstat(descriptor, &open) == 0, open.st_size == 0, lstat(path, &named) == 0,
+              named.st_dev == open.st_dev, named.st_ino == open.st_ino else { return }
+        unlink(path)
+    }
+}
+
 final class JSONLinesFile: @unchecked Sendable {
     // @unchecked: the handle is used only from its stream's serial writer queue.
     private let handle: FileHandle
@@ -456,8 +474,7 @@ final class JSONLinesFile: @unchecked Sendable {
     /// path was checked redirects or blocks the write.
     /// - Throws: `FileOpenError` when it cannot be opened that way.
     init(path: String) throws(FileOpenError) {
-        var before = stat()
-        created = lstat(path, &before) != 0 && errno == ENOENT
+        created = NewOutputFile.isMissing(path)
         let descriptor = try LinkFreePath.openRegularFileForWriting(path)
         self.handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
         self.path = path
@@ -466,9 +483,7 @@ final class JSONLinesFile: @unchecked Sendable {
     /// Removes the file when this opened it new and nothing was written (a creation refused after the open): a
     /// refused request leaves no file behind. One that was there before is left as it was.
     func discardIfCreated() {
-        var now = stat()
-        guard created, fstat(handle.fileDescriptor, &now) == 0, now.st_size == 0 else { return }
-        unlink(path)
+        if created { NewOutputFile.removeIfEmpty(path, descriptor: handle.fileDescriptor) }
     }
 
     deinit { try? handle.close() }

@@ -619,6 +619,7 @@ extension StreamSuite {
                     outputVideo: "missing/v.mp4"))
             }
             #expect(!FileManager.default.fileExists(atPath: media.file("new.jsonl")))
+
             // Frame rates a cap cannot have (one frame in 10^30 s would overflow a Duration); the range's ends pass.
             for cap in [1e-30, 0, -1, .nan, .infinity, 1000.5] {
                 #expect(throws: StreamError.self, "fps_cap \(cap)") {
