@@ -145,8 +145,12 @@ public final class ReplayGuard: Sendable {
         -> DocumentAdmission
     {
         try memory.withLock { (m: inout Memory) throws(FleetRefusal) -> DocumentAdmission in
-            // A time remembered beyond the horizon (admitted before it was checked) binds nothing.
-            let last = m.documents[document.topic].flatMap { Self.isBeyondHorizon($0.issuedAt, now: now) ? nil : $0 }
+            // A time remembered beyond twice the horizon (admitted before it was checked: milliseconds for seconds)
+            // binds nothing. Twice: a document may be admitted a horizon past the last one, itself up to a horizon
+            // ahead (a clock far behind); forgetting that one would let a captured older document back in.
+            let last = m.documents[document.topic].flatMap {
+                Self.isBeyondHorizon($0.issuedAt, now: now, horizons: 2) ? nil : $0
+            }
             if let last, last.nonce == document.nonce && last.digest == digest { return .alreadyApplied }
             // Counted from the latest of this clock and the last document's time: a clock reset to 1970 still
             // admits the documents that follow the last one, whatever the year.
@@ -175,10 +179,11 @@ public final class ReplayGuard: Sendable {
     /// documents look decades ahead.
     static let earliestNow: Int64 = 1_767_225_600
 
-    /// Whether `issuedAt` lies more than `documentHorizon` ahead of `now` (or of `earliestNow`, if later).
-    static func isBeyondHorizon(_ issuedAt: Int64, now: Int64) -> Bool {
+    /// Whether `issuedAt` lies more than `horizons` × `documentHorizon` ahead of `now` (or of `earliestNow`, if
+    /// later).
+    static func isBeyondHorizon(_ issuedAt: Int64, now: Int64, horizons: Int64 = 1) -> Bool {
         let (ahead, overflow) = issuedAt.subtractingReportingOverflow(max(now, earliestNow))
-        return overflow ? issuedAt > 0 : ahead > documentHorizon
+        return overflow ? issuedAt > 0 : ahead > documentHorizon * horizons
     }
 
     /// The document last admitted for a topic.

@@ -137,7 +137,7 @@ enum JPEGScanBudget {
         var totalBlocks: Int { sampling.keys.reduce(0) { $0 + (blocks(of: $1) ?? 0) } }
 
         /// The least a scan is counted per block, in coefficient positions.
-        static let minimumPositionsPerScan = 16
+        static let minimumPositionsPerScan = 36
 
         /// Blocks × coefficient positions of a scan header; nil for one that cannot be read (libjpeg refuses it).
         func scanCost(_ segment: UnsafeBufferPointer<UInt8>) -> Int? {
@@ -150,9 +150,10 @@ enum JPEGScanBudget {
                 blocks += componentBlocks
             }
             let (start, end) = (Int(segment[1 + 2 * count]), Int(segment[2 + 2 * count]))
-            // At least a quarter pass: a scan costs libjpeg a fixed work per block (its MCU bookkeeping, a restart
+            // At least 36 of 64 positions: a scan costs libjpeg a fixed work per block (its MCU bookkeeping, a restart
             // resync per MCU with an interval of 1) whatever positions it covers — 500 empty DC scans, counted one
-            // position each, took 17 times what the budget allows (libjpeg's standard progression stays near 4).
+            // position each, took 17 times what the budget allows, about 35 positions a scan (libjpeg's standard
+            // progression counts about 4 passes so).
             let positions = min(64, max(Self.minimumPositionsPerScan, end - start + 1))
             return blocks * positions
         }

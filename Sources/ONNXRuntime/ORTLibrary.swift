@@ -8,8 +8,8 @@ import Glibc
 
 /// The ONNX Runtime shared library, loaded at run time with `dlopen`, and its C API table.
 ///
-/// The package builds without the library (only ORT's header is needed), and one binary works with any ORT whose
-/// C API version is at least the header's `ORT_API_VERSION`. Lookup order (first that loads wins):
+/// The package builds without the library (only ORT's header is needed), and one binary works with any ORT of release
+/// 1.`minimumMinorVersion` or newer (see there) whose C API version is at least the header's `ORT_API_VERSION`. Lookup order (first that loads wins):
 /// 1. an explicit path (`--ort-library`),
 /// 2. `ORT_DYLIB_PATH`,
 /// 3. `libonnxruntime.so.1` beside the executable,
@@ -80,11 +80,11 @@ public final class ORTLibrary: @unchecked Sendable {
                 continue
             }
             let version = base.pointee.GetVersionString.flatMap { $0() }.map { String(cString: $0) } ?? "unknown"
+            // Listed with the other paths tried (a mistyped path before an old system library says both).
             guard isSupported(version: version) else {
-                throw ORTError(
-                    .apiVersionUnsupported(required: minimumMinorVersion, libraryVersion: version),
-                    operation: "loading \(candidate)", message: "releases before 1.\(minimumMinorVersion).0 load external "
-                        + "data a model names outside it (absolute paths, memory addresses)")
+                tried.append("\(candidate): ONNX Runtime \(version) is older than 1.\(minimumMinorVersion).0, whose "
+                    + "releases load external data a model names outside it (absolute paths, memory addresses)")
+                continue
             }
             guard let api = base.pointee.GetApi?(UInt32(ORT_API_VERSION)) else {
                 throw ORTError(

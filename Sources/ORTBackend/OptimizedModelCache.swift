@@ -85,11 +85,7 @@ public struct OptimizedModelCache: Sendable {
         func verifiedBytes() throws(ModelLoadError) -> [UInt8] {
             do { return try file.readVerifiedBytes() } catch { throw .file(error) }
         }
-        // Entries are read, as written, only from a folder nobody else could have put them in (see
-        // `whyEntriesCannotBeWritten`).
-        guard options.provider == .cpu, options.optimization != .disabled, options.optimizedModelPath == nil,
-              whyEntriesCannotBeWritten() == nil
-        else {
+        guard options.provider == .cpu, options.optimization != .disabled, options.optimizedModelPath == nil else {
             return (try fromBytes(try verifiedBytes(), options: options), .bypassed)
         }
         let key = Self.key(sourceSHA256: file.sha256, ortVersion: environment.library.version,
@@ -119,7 +115,7 @@ public struct OptimizedModelCache: Sendable {
         // Only in a folder nobody else may write: ORT reads the copy and writes the optimized file by path, and the
         // entry's code is made for what is read back, so someone who could replace either file in between (or
         // rename the folder's entries) would have their own graph vouched for as the verified model's.
-        do {
+        if whyEntriesCannotBeWritten() == nil {
             do { try file.copyVerified(to: sourceCopy) } catch {
                 if case .changedSinceVerification = error { throw .file(error) }
             }
@@ -137,10 +133,12 @@ public struct OptimizedModelCache: Sendable {
         return (try fromBytes(try verifiedBytes(), options: options), .bypassed)
     }
 
-    /// Why no entry can be written or read (every load is then a plain load from the verified bytes, `.bypassed`), or
-    /// nil when they can: the folder cannot be created, or is not one this user owns and nobody else may write, or
-    /// the folder above it lets someone else replace it (see `PrivateFiles.isSafeParentDirectory`). Creates the
-    /// folder when it is missing. A service calls it at its start to say so in its log.
+    /// Why no entry can be written (every miss is then a plain load from the verified bytes, `.bypassed`; entries are
+    /// read whatever the folder: each is read once into memory and checked against its manifest's code), or nil when
+    /// they can: the folder cannot be created, or is not one this user owns and nobody else may write, or the folder
+    /// above it (its links resolved) lets someone else replace it while ORT writes there by path (see
+    /// `PrivateFiles.isSafeParentDirectory`). Creates the folder when it is missing. A service calls it at its start
+    /// to say so in its log.
     public func whyEntriesCannotBeWritten() -> String? {
         do { try PrivateFiles.createDirectory(atPath: directory) } catch {
             return "\(error)"
@@ -149,7 +147,7 @@ public struct OptimizedModelCache: Sendable {
             return "\(directory) is not a folder this user owns and nobody else may write (a link, another owner, "
                 + "or group or others may write it)"
         }
-        let parent = URL(fileURLWithPath: directory).deletingLastPathComponent().path
+        let parent = URL(fileURLWithPath: directory).deletingLastPathComponent().resolvingSymlinksInPath().path
         guard PrivateFiles.isSafeParentDirectory(atPath: parent) else {
             return "\(parent), the folder above the cache, lets others replace it (another owner, or group or others "
                 + "may write it without the sticky bit)"

@@ -56,11 +56,17 @@ extension OptimizedModelCache {
         public static func loadOrCreate(atPath path: String) throws(CacheSecretError) -> Secret {
             var info = stat()
             if lstat(path, &info) != 0 { try create(atPath: path) }
-            // Whoever could read the key could vouch for their own graph as a verified model's; whoever could replace
-            // it (a link, another owner), choose the key.
-            guard PrivateFiles.isPrivateFile(atPath: path) else {
-                throw CacheSecretError(path: path, reason: "it must be a file (not a link) this user owns that nobody "
-                    + "else may read or write (mode 0600)")
+            // Whoever could replace the key (a link, another owner's file) would choose it: refused. One of ours that
+            // others may read (a volume whose group Kubernetes sets again at each start: 0660) is made 0600 again.
+            let descriptor = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+            guard descriptor >= 0 else { throw CacheSecretError(path: path, reason: Self.reason(errno)) }
+            defer { close(descriptor) }
+            guard fstat(descriptor, &info) == 0, info.st_mode & S_IFMT == S_IFREG, info.st_uid == geteuid() else {
+                throw CacheSecretError(path: path, reason: "it must be a file (not a link) this user owns")
+            }
+            if info.st_mode & 0o077 != 0, fchmod(descriptor, 0o600) != 0 {
+                throw CacheSecretError(path: path, reason: "others may read it, and it cannot be made 0600: "
+                    + Self.reason(errno))
             }
             let bytes: Data
             do { bytes = try RegularFile(openingForReading: path).readAll(limit: byteCount) } catch {

@@ -217,7 +217,8 @@ private struct DocumentReader {
         guard !model.hasPrefix("/") else {
             throw Failure(field: "\(field).model", reason: "'\(model)' must be relative to the model repository")
         }
-        guard !model.split(separator: "/").contains("..") else {
+        // By bytes: as Characters, a "/" followed by a combining mark hides the ".." after it.
+        guard !model.utf8.split(separator: UInt8(ascii: "/")).contains(where: { $0.elementsEqual("..".utf8) }) else {
             throw Failure(field: "\(field).model", reason: "'\(model)' may not contain '..'")
         }
         var version: String?

@@ -264,8 +264,9 @@ public final class VideoStream: Sendable {
     /// since the viewer came), `PreviewFrame.waiting` at that interval. Frames are kept for previews only while someone
     /// subscribes.
     public func previewFrames() -> AsyncStream<PreviewFrame> {
-        // With no frame kept, the placeholder's interval counts from this viewer's coming.
-        lastPreview.withLock { if $0.frame == nil { $0.at = .now } }
+        // With no frame kept, the placeholder's interval counts from the first viewer's coming (not from each one's:
+        // viewers coming and going would hold it off for the others).
+        lastPreview.withLock { if $0.frame == nil && previews.isEmpty { $0.at = .now } }
         return previews.subscribe(buffer: 1)
     }
 

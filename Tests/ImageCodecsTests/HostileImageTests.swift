@@ -104,7 +104,7 @@ struct HostileImageTests {
         #expect(try ImageDecoder.decode(try png(width: 1 << 20)).width == 1 << 20)
     }
 
-    @Test("A progressive JPEG of a hundred DC scans is refused by the budget: each scan counts at least a quarter pass")
+    @Test("A progressive JPEG of a hundred DC scans is refused by the budget: each scan counts at least 36 of 64 positions")
     func dcScans() throws {
         func segment(_ marker: UInt8, _ payload: [UInt8]) -> [UInt8] {
             [0xFF, marker, UInt8((payload.count + 2) >> 8), UInt8((payload.count + 2) & 0xFF)] + payload

@@ -145,7 +145,8 @@ struct StreamServiceTests {
         let results = try lines.map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
         #expect(results.map { $0["frame"] as? Int ?? -1 } == Array(0..<60))
         var annotatedParts = 0
-        for part in previews {
+        // Not the placeholder (frame -1), shown while no frame had come.
+        for part in previews where part.frame >= 0 {
             let detections = try JSONDecoder().decode([Detection].self, from: JSONSerialization.data(
                 withJSONObject: results[part.frame]["detections"] as? [Any] ?? []))
             if detections.isEmpty { continue }

@@ -174,36 +174,41 @@ extension ORTSwapSuite {
             }
             #expect(error?.path == path)
 
-            // Readable by others (who could then vouch for their own graph), or a link: refused, saying why.
-            chmod(path, 0o644)
-            let readable = #expect(throws: CacheSecretError.self) {
-                _ = try OptimizedModelCache.Secret.loadOrCreate(atPath: path)
-            }
-            #expect(readable?.reason.contains("nobody else may read or write") == true)
+            // Readable by others (a volume whose group Kubernetes sets again at each start): made 0600 again, and read
+            // (it was used as it was). A link to a valid key: refused (it was followed).
+            let other = state.appendingPathComponent("other.key").path
+            _ = try OptimizedModelCache.Secret.loadOrCreate(atPath: other)
+            let bytes = try Data(contentsOf: URL(fileURLWithPath: other))
+            chmod(other, 0o660)
+            _ = try OptimizedModelCache.Secret.loadOrCreate(atPath: other)
+            #expect(try permissions(of: other) == 0o600)
+            #expect(try Data(contentsOf: URL(fileURLWithPath: other)) == bytes)
             let link = state.appendingPathComponent("link.key").path
-            try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: path)
-            chmod(path, 0o600)
+            try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: other)
             #expect(throws: CacheSecretError.self) { _ = try OptimizedModelCache.Secret.loadOrCreate(atPath: link) }
         }
 
-        @Test("entries are neither read nor written when the folder above the cache lets others replace it")
+        @Test("entries are not written when the folder above the cache lets others replace it; those there are read, checked")
         func unsafeParentBypassed() throws {
             let state = try Fixtures.temporaryDirectory()
             defer { try? FileManager.default.removeItem(at: state) }
+            chmod(state.path, 0o700)
             let options = SessionOptions(intraOpThreads: 1)
-            let file = try ModelFile(verifying: model)
+            let (file, second) = (try ModelFile(verifying: model), try ModelFile(verifying: Fixtures.yolov3Tiny416))
             let cache = OptimizedModelCache(directory: state.appendingPathComponent("optimized-models").path,
                 secret: secret)
             #expect(try cache.session(for: file, environment: environment, options: options, label: model).1 == .miss)
-            #expect(try cache.session(for: file, environment: environment, options: options, label: model).1 == .hit)
-            // Group-writable, not sticky: a group member could put a folder of their own entries in the cache's place.
+            // Group-writable, not sticky: a group member could swap the cache folder while ORT writes in it by path.
             chmod(state.path, 0o775)
-            #expect(try cache.session(for: file, environment: environment, options: options, label: model).1
+            #expect(try cache.session(for: second, environment: environment, options: options, label: model).1
                 == .bypassed)
             #expect(cache.whyEntriesCannotBeWritten()?.contains("the folder above the cache") == true)
+            // An entry written before is still read (read once into memory, checked against its manifest's code).
+            #expect(try cache.session(for: file, environment: environment, options: options, label: model).1 == .hit)
             // Sticky, as /tmp is: others cannot rename or remove this user's folder.
             chmod(state.path, 0o1777)
-            #expect(try cache.session(for: file, environment: environment, options: options, label: model).1 == .hit)
+            #expect(try cache.session(for: second, environment: environment, options: options, label: model).1
+                == .miss)
         }
 
         @Test("temporary files of a writer that is gone are removed; a live writer's, and recent unnamed ones, are kept")
