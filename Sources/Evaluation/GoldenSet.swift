@@ -28,9 +28,7 @@ public struct GoldenSet: Sendable {
         self.path = path
         self.imagesRoot = imagesRoot ?? URL(fileURLWithPath: path).deletingLastPathComponent().path
         if confined, let image = dataset.images.first(where: {
-            // By bytes: as Characters, a "/" followed by a combining mark hides the ".." after it.
-            $0.fileName.hasPrefix("/")
-                || $0.fileName.utf8.split(separator: UInt8(ascii: "/")).contains { $0.elementsEqual("..".utf8) }
+            $0.fileName.hasPrefix("/") || $0.fileName.hasParentPart
         }) {
             throw .invalidFile(path: path, reason: "image \(image.id)'s file_name leaves the data set's folder")
         }

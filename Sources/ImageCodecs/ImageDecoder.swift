@@ -167,7 +167,7 @@ public enum ImageDecoder {
         let (width, height) = try pngDimensions(data)
         try checkSize(width: width, height: height, options: options)
         // Width and height at most 2^20, as OpenCV takes them: libspng holds two rows of the file's width (16-bit
-        // RGBA: 8 bytes a pixel), so a 50 000 000 × 1 image took 800 MB where `maxPixels` counted 150.
+        // RGBA: 8 bytes a pixel), memory `maxPixels` does not count (the README has what a wide file took).
         let context = try PNGDecoderContext(data: data, maxDimension: min(options.maxPixels, Self.maxPNGDimension))
         _ = try context.header()
         let pixels = try context.decodeRGB(width: width, height: height)

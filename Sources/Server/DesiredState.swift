@@ -217,8 +217,7 @@ private struct DocumentReader {
         guard !model.hasPrefix("/") else {
             throw Failure(field: "\(field).model", reason: "'\(model)' must be relative to the model repository")
         }
-        // By bytes: as Characters, a "/" followed by a combining mark hides the ".." after it.
-        guard !model.utf8.split(separator: UInt8(ascii: "/")).contains(where: { $0.elementsEqual("..".utf8) }) else {
+        guard !model.hasParentPart else {
             throw Failure(field: "\(field).model", reason: "'\(model)' may not contain '..'")
         }
         var version: String?

@@ -55,9 +55,7 @@ public struct ModelRepository: Sendable {
         guard !relative.hasPrefix("/") else {
             throw Problem.badRequest("model path '\(relative)' must be relative to the model repository")
         }
-        // By bytes: split as Characters, "/" followed by a combining mark is one character, and "../\u{301}x" had no
-        // ".." component to find (the kernel resolves it all the same).
-        guard !relative.utf8.split(separator: UInt8(ascii: "/")).contains(where: { $0.elementsEqual("..".utf8) }) else {
+        guard !relative.hasParentPart else {
             throw Problem.badRequest("model path '\(relative)' may not contain '..'")
         }
         let leaves = Problem.badRequest("model path '\(relative)' leaves the model repository")

@@ -102,15 +102,6 @@ final class FrameMailbox: @unchecked Sendable {
         return finished && frames.isEmpty
     }
 
-    /// The next frame if one is waiting now (nil if none: the end, or none decoded yet); never suspends.
-    func poll() -> VideoFrame? {
-        condition.lock()
-        defer { condition.unlock() }
-        guard !frames.isEmpty else { return nil }
-        condition.signal()
-        return frames.removeFirst()
-    }
-
     /// The next frame in decode order; nil at the end.
     func next() async -> VideoFrame? {
         await withCheckedContinuation { (continuation: CheckedContinuation<VideoFrame?, Never>) in

@@ -399,9 +399,9 @@ public final class VideoStream: Sendable {
 
     // MARK: Detection (a task: awaits the slot's workers)
 
-    /// Takes frames in decode order and detects them, up to `framesInFlight` at once (one when a frame rate is capped
-    /// or under `latest`, where the newest frame matters; from a live source, beside the first, only frames already
-    /// waiting), and hands the results on in frame order.
+    /// Takes frames in decode order and detects them, up to `framesInFlight` at once (one for a live source, when a
+    /// frame rate is capped or under `latest`, where the newest frame matters), and hands the results on in frame
+    /// order.
     ///
     /// With several frames in flight, a later frame may take its model lease before an earlier one: across a swap it
     /// could answer on the older generation. Such a result is not handed on; the frame is detected again, on the
@@ -410,11 +410,10 @@ public final class VideoStream: Sendable {
         var previous: ModelStamp?
         var lastStart: ContinuousClock.Instant?
         let minimumInterval = configuration.minimumInterval
-        let depth = minimumInterval == nil && configuration.backPressure == .block
+        // Only for a file: a live source's frames come at the camera's pace, and the results of the frames in flight
+        // would wait for the frames after them (through an outage, for as long as it lasts).
+        let depth = minimumInterval == nil && configuration.backPressure == .block && !configuration.source.isLive
             ? max(1, configuration.framesInFlight) : 1
-        // A live source's frames come at the camera's pace: with frames in flight, only frames already waiting are
-        // taken, so that a result does not wait for the frames after it (through an outage, for as long as it lasts).
-        let live = configuration.source.isLive
         var inFlight: [(frame: VideoFrame, detection: Task<SlotDetection?, Never>)] = []
         var sourceEnded = false
         var answered = 0
@@ -425,14 +424,7 @@ public final class VideoStream: Sendable {
                 // The cap's wait comes before the frame is taken, so that under `latest` the frame detected is the
                 // newest when the wait ends (a cap sets depth 1).
                 if let minimumInterval, let lastStart { await pause(until: lastStart + minimumInterval) }
-                let frame: VideoFrame?
-                if live && !inFlight.isEmpty {
-                    guard let waiting = mailbox.poll() else { break }
-                    frame = waiting
-                } else {
-                    frame = await mailbox.next()
-                }
-                guard let frame else {
+                guard let frame = await mailbox.next() else {
                     sourceEnded = true
                     break
                 }
