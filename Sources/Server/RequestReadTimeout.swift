@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTPTypes
+import Primitives
 
 /// Closes a connection whose request does not arrive in full within a time limit, counted from its head.
 ///
@@ -47,5 +48,15 @@ final class RequestReadTimeoutHandler: ChannelDuplexHandler, RemovableChannelHan
         timer?.cancel()
         timer = nil
         context.fireChannelInactive()
+    }
+}
+
+/// Reads a request's body by `deadline` (counted from the request's arrival: reading the body spends it too); a body
+/// that has not arrived by then is answered 408.
+func readBody<T: Sendable>(by deadline: ContinuousClock.Instant, timeoutMilliseconds: Int,
+                           _ read: @escaping @Sendable () async throws -> T) async throws -> T {
+    do { return try await withDeadline(deadline, read) } catch is DeadlineExceeded {
+        throw Problem(.requestTimeout, "Request Timeout", detail: "the request body did not arrive within the request "
+            + "timeout of \(timeoutMilliseconds) ms")
     }
 }

@@ -206,12 +206,8 @@ struct APIRoutes: Sendable {
         }
         // The deadline counts from the request's arrival: reading the body spends it too.
         let deadline = started + .milliseconds(configuration.requestTimeoutMilliseconds)
-        let bytes: [UInt8]
-        do {
-            bytes = try await withDeadline(deadline) { [self] in try await imageBytes(request) }
-        } catch is DeadlineExceeded {
-            throw Problem(.requestTimeout, "Request Timeout", detail: "the request body did not arrive within the "
-                + "request timeout of \(configuration.requestTimeoutMilliseconds) ms")
+        let bytes = try await readBody(by: deadline, timeoutMilliseconds: configuration.requestTimeoutMilliseconds) {
+            [self] in try await imageBytes(request)
         }
         let key = control.releaseStickyHeader(slot: slotName).flatMap { HTTPField.Name($0) }
             .flatMap { request.headers[$0] }

@@ -95,12 +95,8 @@ struct V2Routes: Sendable {
             slotLabel = model
             // The deadline counts from the request's arrival: reading the body spends it too.
             let deadline = started + .milliseconds(configuration.requestTimeoutMilliseconds)
-            let body: [UInt8]
-            do {
-                body = try await withDeadline(deadline) { [self] in try await collect(request) }
-            } catch is DeadlineExceeded {
-                throw Problem(.requestTimeout, "Request Timeout", detail: "the request body did not arrive within the "
-                    + "request timeout of \(configuration.requestTimeoutMilliseconds) ms")
+            let body = try await readBody(by: deadline, timeoutMilliseconds: configuration.requestTimeoutMilliseconds) {
+                [self] in try await collect(request)
             }
             let parsed = try await parse(body, headers: request.headers, deadline: deadline)
             let (response, modelID) = try await engine.infer(model: model, version: version, parsed.request,
