@@ -224,10 +224,71 @@ extension FleetAgentTests {
     }
 }
 
-/// A command action that holds its turn until the test lets it go.
+extension FleetAgentTests {
+    @Test("a command still running when the agent stops has its result published, before offline")
+    func resultAtStop() async throws {
+        let hold = HoldHandler(throughCancellation: true)
+        let rig = try await Rig(handlers: ["hold": hold])
+        let (status, results) = (rig.topics.status(device: "dev-x"), rig.topics.commandResult(device: "dev-x"))
+        #expect(await rig.inbox.first(on: status) { $0["state"] as? String == "online" } != nil)
+        try await rig.send(id: "long", action: "hold", extra: [:])
+        #expect(await eventually(timeout: .seconds(30)) { hold.running.load(ordering: .sequentiallyConsistent) })
+        // The agent leaves (as when another service fails) while the command runs; it ends a moment later.
+        rig.running.cancel()
+        try await Task.sleep(for: .milliseconds(500))
+        hold.release()
+        // Before, `offline` went out at once and the client stopped: the result was refused by it, never sent.
+        let result = await rig.inbox.first(on: results, timeout: .seconds(20)) { $0["id"] as? String == "long" }
+        #expect(result?["status"] as? String == "succeeded", "\(result ?? [:])")
+        #expect(await rig.inbox.first(on: status, timeout: .seconds(20)) { $0["state"] as? String == "offline" }
+            != nil)
+        let order = rig.inbox.messages.value.compactMap { message -> String? in
+            let fields = (try? JSONSerialization.jsonObject(with: Data(message.payload))) as? [String: Any]
+            if message.topic == results { return fields?["id"] as? String }
+            return fields?["state"] as? String == "offline" ? "offline" : nil
+        }
+        #expect(order.firstIndex(of: "long") ?? .max < order.firstIndex(of: "offline") ?? -1, "\(order)")
+        await rig.stop()
+    }
+
+    @Test("no status waits in the client while the broker is away: none from the outage arrives at the reconnection")
+    func noStaleStatuses() async throws {
+        let rig = try await Rig(handlers: [:])
+        let status = rig.topics.status(device: "dev-x")
+        #expect(await rig.inbox.first(on: status) { $0["state"] as? String == "online" } != nil)
+        rig.broker.stop()
+        let stopped = Date()
+        try await Task.sleep(for: .seconds(7))
+        let restarted = Date()
+        try rig.broker.start()
+        // A status taken after the reconnection arrives (times are whole seconds).
+        let fresh = await rig.inbox.first(on: status, timeout: .seconds(60)) {
+            ($0["time"] as? String).flatMap(Self.time).map { $0 >= restarted.addingTimeInterval(-1) } == true
+                && $0["state"] as? String == "online"
+        }
+        #expect(fresh != nil)
+        try await Task.sleep(for: .seconds(2))
+        // Before, a status was queued every few seconds of the outage (status_interval_s is 1) and all of them came
+        // in a burst at the reconnection, the broker's session for the peer keeping them through the restart.
+        let stale = rig.inbox.messages.value.filter { $0.topic == status }
+            .compactMap { (try? JSONSerialization.jsonObject(with: Data($0.payload))) as? [String: Any] }
+            .compactMap { ($0["time"] as? String).flatMap(Self.time) }
+            .filter { $0 > stopped.addingTimeInterval(2) && $0 < restarted.addingTimeInterval(-1) }
+        #expect(stale.isEmpty, "\(stale.count) statuses taken during the outage were published")
+        await rig.stop()
+    }
+
+    static func time(_ text: String) -> Date? { ISO8601DateFormatter().date(from: text) }
+}
+
+/// A command action that holds its turn until the test lets it go — through a cancellation too if asked, as work
+/// that cannot be cut short (a model load) goes on past a stop.
 final class HoldHandler: FleetCommandHandler {
     let running = Atomic(false)
     private let released = Atomic(false)
+    private let throughCancellation: Bool
+
+    init(throughCancellation: Bool = false) { self.throughCancellation = throughCancellation }
 
     func release() { released.store(true, ordering: .sequentiallyConsistent) }
 
@@ -235,8 +296,14 @@ final class HoldHandler: FleetCommandHandler {
         -> FleetJSON?
     {
         running.store(true, ordering: .sequentiallyConsistent)
-        while !released.load(ordering: .sequentiallyConsistent) { try await Task.sleep(for: .milliseconds(10)) }
-        return nil
+        while !released.load(ordering: .sequentiallyConsistent) {
+            if throughCancellation {
+                try? await Task.sleep(for: .milliseconds(10))
+            } else {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+        }
+        return .object(["held": .bool(true)])
     }
 }
 

@@ -116,12 +116,16 @@ final class FleetSession: Sendable {
     private let admitted: AsyncStream<Admitted>
     private let admit: AsyncStream<Admitted>.Continuation
     /// How many are in `admitted` or running; the command ids with a repeat among them; whether the agent has
-    /// stopped taking new ones.
-    private let turns = Locked((waiting: 0, repeats: Set<String>(), stopped: false))
-    /// Whether the agent has begun to leave (publish `offline`, disconnect), and the statuses being sent: `offline`
-    /// goes out once those have been handed over, and no status starts after it (the retained status would say
-    /// `online` after a clean stop, whose will the broker drops).
-    private let leaving = Locked((started: false, statusSends: 0))
+    /// stopped taking new ones; whether one is running (`leave()` waits for it).
+    private let turns = Locked((waiting: 0, repeats: Set<String>(), stopped: false, running: false))
+    /// Whether the agent has begun to leave (publish `offline`, disconnect), and the statuses and command results
+    /// being sent: `offline` goes out once those have been handed over, and no status starts after it (the retained
+    /// status would say `online` after a clean stop, whose will the broker drops).
+    private let leaving = Locked((started: false, statusSends: 0, resultSends: 0))
+    /// The longest `leave()` waits for the command running and the messages being sent: a command's result is the
+    /// only word its sender gets of it (a load that went on past a shutdown), within a usual termination grace
+    /// (Kubernetes gives 30 s).
+    static let leavingGrace: Duration = .seconds(10)
     let refusals = Locked(RefusalLimiter())
 
     /// The most admitted messages that wait their turn: each holds a verified payload (at most the client's message
@@ -207,10 +211,17 @@ final class FleetSession: Sendable {
 
     /// Publishes `offline` (retained), then disconnects cleanly; `receive()` ends with the client.
     private func leave() async {
-        // The statuses under way first (each within its own timeout; a few seconds at most here).
-        let deadline = ContinuousClock.now + .seconds(5)
-        while leaving.withLock({ $0.statusSends }) > 0, ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(10))
+        // The command running, its result and the statuses under way first (each send within its own timeout),
+        // `leavingGrace` at most: before, a command that ended during the stop had its result refused by the
+        // stopped client, and its sender never learnt whether it ran.
+        let deadline = ContinuousClock.now + Self.leavingGrace
+        func busy() -> Bool {
+            turns.withLock { $0.running } || leaving.withLock { $0.statusSends > 0 || $0.resultSends > 0 }
+        }
+        while busy(), ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(10)) }
+        if busy() {
+            logger.warning("leaving the MQTT fleet with a command still running or its result not acknowledged",
+                metadata: ["waited": "\(Self.leavingGrace)"])
         }
         let offline = FleetJSONCoding.encode(FleetStatusDTO.offline(device: settings.device, time: Date()))
         await send(settings.topics.status(device: settings.device), offline, retain: true, within: .seconds(2))
@@ -239,7 +250,12 @@ final class FleetSession: Sendable {
     /// (each is logged and audited as such).
     private func runAdmitted() async {
         for await item in admitted {
-            if turns.withLock({ $0.stopped }) {
+            // Checked and marked in one step: `leave()`, which starts once `stopped` is set, sees this one running.
+            let runs = turns.withLock { turns in
+                if !turns.stopped { turns.running = true }
+                return turns.running
+            }
+            if !runs {
                 await notRun(item)
             } else {
                 switch item {
@@ -289,6 +305,7 @@ final class FleetSession: Sendable {
     private func endTurn(of item: Admitted) {
         turns.withLock { turns in
             turns.waiting -= 1
+            turns.running = false
             if case .repeated(let command, _) = item { turns.repeats.remove(command.id) }
         }
     }
@@ -327,9 +344,12 @@ final class FleetSession: Sendable {
 
     func requestStatus() { statusRequests.yield() }
 
-    /// Publishes the newest status on each request; requests made meanwhile collapse into one.
+    /// Publishes the newest status on each request; requests made meanwhile collapse into one. None while the client
+    /// is not connected: each would wait in its outbox, stale, sent in a burst at the reconnection (a broker away for
+    /// days filled the outbox, and command results were then refused); the connection requests a fresh one.
     private func publishStatusOnRequest() async {
         for await _ in statusStream {
+            guard client.isConnected else { continue }
             let payload = FleetJSONCoding.encode(await status())
             // Not once leaving has begun: `offline` is, or is about to be, the last status.
             guard leaving.withLock({ l -> Bool in
@@ -434,10 +454,15 @@ final class FleetSession: Sendable {
         results.withLock { list in list.last { $0.nonce == nonce }?.result }
     }
 
+    /// Publishes a command's result (or refusal) in a task of its own; `leave()` waits for it.
     func publish(_ result: FleetCommandResult) {
         let bytes = FleetJSONCoding.encode(result)
         let topic = settings.topics.commandResult(device: settings.device)
-        Task { await send(topic, bytes, retain: false, within: .seconds(30)) }
+        leaving.withLock { $0.resultSends += 1 }
+        Task {
+            await send(topic, bytes, retain: false, within: .seconds(30))
+            leaving.withLock { $0.resultSends -= 1 }
+        }
     }
 
     /// Writes the replay guard's memory (atomically and durably, off the cooperative pool). Best effort: a failed write is
