@@ -22,7 +22,9 @@ struct BenchCommand: ParsableCommand {
     @Argument(help: "A JPEG or PNG image.") var image: String
 
     func validate() throws {
-        guard runs > 0, warmup >= 0 else { throw ValidationError("--runs must be positive, --warmup non-negative") }
+        guard (1...1_000_000).contains(runs), (0...1_000_000).contains(warmup) else {
+            throw ValidationError("--runs lies in 1...1000000, --warmup in 0...1000000")
+        }
     }
 
     func run() throws {
@@ -98,11 +100,15 @@ struct Percentiles {
     var median: Double, p90: Double, p99: Double
     init(_ samples: [Double]) {
         let sorted = samples.sorted()
-        func rank(_ q: Double) -> Double {
-            sorted[min(sorted.count - 1, max(0, Int((q * Double(sorted.count)).rounded(.up)) - 1))]
-        }
-        median = rank(0.5)
-        p90 = rank(0.9)
-        p99 = rank(0.99)
+        median = Self.rank(sorted, 0.5)
+        p90 = Self.rank(sorted, 0.9)
+        p99 = Self.rank(sorted, 0.99)
+    }
+
+    /// The nearest-rank `q`-quantile of sorted samples — the smallest with at least `q` of them at or below it (the
+    /// p99 of 60 is their slowest) — and 0 for none (each benchmark prints its sample count beside it).
+    static func rank(_ sorted: [Double], _ q: Double) -> Double {
+        guard !sorted.isEmpty else { return 0 }
+        return sorted[min(sorted.count - 1, max(0, Int((q * Double(sorted.count)).rounded(.up)) - 1))]
     }
 }

@@ -33,6 +33,10 @@ struct BenchReleaseCommand: AsyncParsableCommand {
         guard requests > 0, rounds > 0, saturation > 0, servingThreads > 0, !image.isEmpty else {
             throw ValidationError("--requests, --rounds, --saturation and --serving-threads must be positive")
         }
+        for (flag, value, most) in [("--requests", requests, 1_000_000), ("--rounds", rounds, 1000),
+                                    ("--saturation", saturation, 4096)] where value > most {
+            throw ValidationError("\(flag) lies in 1...\(most)")
+        }
         for (flag, value) in [("--threads", threads), ("--serving-threads", servingThreads)]
         where !(1...ModelOptions.maxThreads).contains(value) {
             throw ValidationError("\(flag) lies in 1...\(ModelOptions.maxThreads)")
@@ -50,7 +54,7 @@ struct BenchReleaseCommand: AsyncParsableCommand {
     func run() async throws {
         let images = try image.map { path -> [UInt8] in
             guard let data = FileManager.default.contents(atPath: path) else {
-                throw ValidationError("cannot read image \(path)")
+                throw failure("cannot read image \(path)")
             }
             return [UInt8](data)
         }
@@ -89,7 +93,7 @@ struct BenchReleaseCommand: AsyncParsableCommand {
                 off.latencies += try await load(control, slot, images, loops: loops, pauseMs: pause)
                 let status = try await control.startRelease(slot: "bench", spec: spec, actor: "bench-release")
                 guard status.record.phase == .running else {
-                    throw ValidationError("the shadow release did not start: \(status.record.reason ?? "?")")
+                    throw failure("the shadow release did not start: \(status.record.reason ?? "?")")
                 }
                 on.latencies += try await load(control, slot, images, loops: loops, pauseMs: pause)
                 // Let the mirror finish what it queued before counting.

@@ -39,6 +39,9 @@ struct BenchStreamCommand: AsyncParsableCommand {
     @Option(help: "The reference loop.") var reference = "tools/stream_reference.py"
     @Flag(help: "Print one JSON object.") var json = false
 
+    /// The most swaps, and rollbacks, a run spreads over the video's frames (one every 8 frames at most anyway).
+    static let maxOperations = 1000
+
     /// The warm-up Runs of every new model (the service's default), the bound of `--warmup-concurrency`.
     private static let warmupRuns = HotSwapConfiguration().warmupRuns
 
@@ -48,7 +51,12 @@ struct BenchStreamCommand: AsyncParsableCommand {
         if let pythonThreads, !(0...ModelOptions.maxThreads).contains(pythonThreads) {
             throw ValidationError("--python-threads lies in 0...\(ModelOptions.maxThreads)")
         }
-        guard swaps >= 0, rollbacks >= 0 else { throw ValidationError("--swaps and --rollbacks cannot be negative") }
+        guard (0...Self.maxOperations).contains(swaps), (0...Self.maxOperations).contains(rollbacks) else {
+            throw ValidationError("--swaps and --rollbacks lie in 0...\(Self.maxOperations)")
+        }
+        // A rollback needs a model to go back to: only a swap leaves one (before, each failed, exit 1).
+        guard swaps > 0 || rollbacks == 0 else { throw ValidationError("--rollbacks needs --swaps (at least 1)") }
+        try modelOptions.refuseDetectorOverrides(command: "bench-stream")
         guard (1...StreamConfiguration.maxFramesInFlight).contains(framesInFlight) else {
             throw ValidationError("--frames-in-flight lies in 1...\(StreamConfiguration.maxFramesInFlight)")
         }
@@ -227,7 +235,7 @@ struct BenchStreamCommand: AsyncParsableCommand {
         let status = stream.currentStatus
         await manager.shutdown()
         guard status.state == .ended else {
-            throw ValidationError("the stream ended \(status.state.rawValue): \(status.last_error ?? "")")
+            throw failure("the stream ended \(status.state.rawValue): \(status.last_error ?? "")")
         }
         return Run(frames: status.frames_detected, fps: Double(status.frames_detected) / elapsed,
             latencies: latencies.value.end, services: latencies.value.service,
@@ -246,7 +254,7 @@ struct BenchStreamCommand: AsyncParsableCommand {
         process.waitUntilExit()
         guard process.terminationStatus == 0,
             let object = try JSONSerialization.jsonObject(with: data) as? [String: Any]
-        else { throw ValidationError("the Python loop failed (status \(process.terminationStatus))") }
+        else { throw failure("the Python loop failed (status \(process.terminationStatus))") }
         return object
     }
 }
@@ -265,11 +273,9 @@ enum HostSteal {
     }
 }
 
+/// The benchmarks' one percentile: nearest rank (`Percentiles.rank`).
 private func percentile(_ values: [Double], _ p: Double) -> Double {
-    guard !values.isEmpty else { return 0 }
-    let sorted = values.sorted()
-    let rank = Int((p / 100 * Double(sorted.count - 1)).rounded())
-    return sorted[min(sorted.count - 1, max(0, rank))]
+    Percentiles.rank(values.sorted(), p / 100)
 }
 
 /// Swaps (loads that activate, to whichever model is not active) and rollbacks, interleaved, one at a time; the next

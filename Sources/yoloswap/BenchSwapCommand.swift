@@ -41,12 +41,21 @@ struct BenchSwapCommand: AsyncParsableCommand {
     var keepStandbyDuringLoad = false
     @Flag(help: "Print one JSON object at the end.") var json = false
 
+    /// `hotswap.memory_budget_mb`'s bound in the service's configuration.
+    static let memoryBudgetRange = 1...1_048_576
+
     /// The most clients at once: each is a task with an image in flight.
     static let maxConcurrency = 4096
 
     func validate() throws {
-        guard concurrency > 0, swaps >= 0, rollbacks >= 0, !image.isEmpty else {
-            throw ValidationError("--concurrency must be positive, --swaps and --rollbacks non-negative")
+        guard concurrency > 0, (0...10_000).contains(swaps), (0...10_000).contains(rollbacks), !image.isEmpty else {
+            throw ValidationError("--concurrency must be positive, --swaps and --rollbacks lie in 0...10000")
+        }
+        // Rollbacks go between swaps: without one, none would be done (before, silently skipped).
+        guard swaps > 0 || rollbacks == 0 else { throw ValidationError("--rollbacks needs --swaps (at least 1)") }
+        guard (0...600_000).contains(intervalMs) else { throw ValidationError("--interval-ms lies in 0...600000") }
+        if let memoryBudgetMb, !Self.memoryBudgetRange.contains(memoryBudgetMb) {
+            throw ValidationError("--memory-budget-mb lies in \(Self.memoryBudgetRange) (the service's bound)")
         }
         let threadFlags = [("--threads", threads), ("--serving-threads", servingThreads)]
         for (flag, value) in threadFlags where !(1...ModelOptions.maxThreads).contains(value) {
@@ -251,7 +260,7 @@ struct BenchSwapCommand: AsyncParsableCommand {
             "after_switch_requests": afterSwitch.count,
             "after_switch_p50_ms": afterP.median, "after_switch_p99_ms": afterP.p99,
             "after_switch_over_steady_p50": afterP.median / steadyP.median,
-            "warmup_concurrency": warmupConcurrency ?? servingThreads,
+            "warmup_concurrency": min(HotSwapConfiguration().warmupRuns, warmupConcurrency ?? servingThreads),
             "flip_p99_us": flipP.p99, "flip_max_us": driver.flips.max() ?? 0,
             "rss_peak_mb": mb(shared.peak.load(ordering: .relaxed)),
             "rss_peak_cold_mb": mb(driver.coldPeak), "rss_peak_warm_mb": mb(driver.warmPeak),

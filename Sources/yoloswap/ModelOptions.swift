@@ -44,11 +44,21 @@ struct ModelOptions: ParsableArguments {
 
     func parsedImageSize() throws -> ImageSize? {
         guard let imgsz else { return nil }
-        let parts = imgsz.lowercased().split(separator: "x").compactMap { Int($0) }
+        // Every part a number: `640xfoo` or `640x` is refused, not read as 640.
+        let parts = imgsz.lowercased().split(separator: "x", omittingEmptySubsequences: false).map { Int($0) ?? 0 }
         switch parts.count {
         case 1 where parts[0] > 0: return ImageSize(width: parts[0], height: parts[0])
         case 2 where parts[0] > 0 && parts[1] > 0: return ImageSize(width: parts[1], height: parts[0])
         default: throw ValidationError("--imgsz must be N or HxW with positive integers, got '\(imgsz)'")
+        }
+    }
+
+    /// Refuses `--imgsz` and `--output-format` for a command that loads its model as the service does (through the
+    /// slot's load pipeline, which reads both from the model): given, they would be dropped without a word.
+    func refuseDetectorOverrides(command: String) throws {
+        for (flag, value) in [("--imgsz", imgsz), ("--output-format", outputFormat)] where value != nil {
+            throw ValidationError("\(command) loads the model as the service does, whose input size and output "
+                + "format come from the model: \(flag) is not taken")
         }
     }
 

@@ -80,7 +80,7 @@ struct ModelsCommand: AsyncParsableCommand {
             if allowDeviceChange { body["allow_device_change"] = true }
             if let policy { body["policy"] = policy }
             var op = try await client.json("POST", "/v1/slots/\(slot.pathEscaped)/load", body: body)
-            guard let id = op["id"] as? String else { throw ValidationError("the server answered without an id") }
+            guard let id = op["id"] as? String else { throw failure("the server answered without an id") }
             var last = ""
             while true {
                 let state = op["state"] as? String ?? "?"

@@ -12,7 +12,7 @@ struct ReleaseCommand: AsyncParsableCommand {
             abstract: "Start a release of a candidate beside the slot's active model (prints its status).")
         @OptionGroup var connection: ModelsCommand.Connection
         @Option(help: "Slot name.") var slot = "default"
-        @Option(help: "shadow, canary or ab.") var strategy = "shadow"
+        @Option(help: "shadow, canary or ab (default: the spec's, else shadow).") var strategy: String?
         @Option(help: "Version label.") var version: String?
         @Option(help: "Expected SHA-256 of the candidate file.") var sha256: String?
         @Option(help: "Assign variants by this request header (sticky), e.g. X-Work-Order.") var stickyHeader: String?
@@ -38,7 +38,8 @@ struct ReleaseCommand: AsyncParsableCommand {
                 body = object
             }
             if let model { body["model"] = model }
-            if body["strategy"] == nil || spec == nil { body["strategy"] = strategy }
+            // Given, the flag wins over the spec file's strategy, as the other options do (before, it was dropped).
+            if let strategy { body["strategy"] = strategy } else if body["strategy"] == nil { body["strategy"] = "shadow" }
             if let version { body["version"] = version }
             if let sha256 { body["sha256"] = sha256 }
             if let stickyHeader { body["sticky_header"] = stickyHeader }

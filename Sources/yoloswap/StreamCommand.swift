@@ -48,6 +48,7 @@ struct StreamCommand: AsyncParsableCommand {
             throw ValidationError("--max-pixels lies in 1...\(StreamConfiguration.maxPixelsLimit)")
         }
         if let maxFrames, maxFrames <= 0 { throw ValidationError("--max-frames must be positive") }
+        try modelOptions.refuseDetectorOverrides(command: "stream")
         guard (1...StreamConfiguration.maxFramesInFlight).contains(framesInFlight) else {
             throw ValidationError("--frames-in-flight lies in 1...\(StreamConfiguration.maxFramesInFlight)")
         }

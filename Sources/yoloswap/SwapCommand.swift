@@ -36,6 +36,12 @@ struct SwapCommand: AsyncParsableCommand {
         }
         let operations = [load != nil, switchStaged, rollback].filter { $0 }.count
         guard operations <= 1 else { throw ValidationError("give at most one of --load, --switch, --rollback") }
+        // They qualify the model --load loads (before, dropped without a word otherwise).
+        let loadFlags = [("--sha256", sha256 != nil), ("--version", version != nil), ("--activate", activate),
+                         ("--allow-schema-change", allowSchemaChange)]
+        if load == nil, let (flag, _) = loadFlags.first(where: \.1) {
+            throw ValidationError("\(flag) qualifies the model --load loads: give --load")
+        }
         if let policy, SwapPolicy(rawValue: policy) == nil {
             throw ValidationError(
                 "--policy must be one of \(SwapPolicy.allCases.map(\.rawValue).joined(separator: ", "))")

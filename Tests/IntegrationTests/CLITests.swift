@@ -129,6 +129,36 @@ struct CLITests {
         #expect(badSpin.status != 0 && badSpin.stderr.contains("--spin") && badSpin.stderr.contains("during-run"))
     }
 
+    @Test("flags a command would drop, misread or overflow on are usage errors (exit 64, the flag named)")
+    func refusedFlags() async throws {
+        let state = try TemporaryDirectory(prefix: "cli-flags")
+        let cases: [(arguments: [String], says: String)] = [
+            // Loaded through the slot's pipeline, which reads both from the model: the flags were dropped.
+            (["stream", "--source", "/nonexistent.mp4", "--model", model, "--imgsz", "640"], "--imgsz is not taken"),
+            (["bench-stream", "--video", "/nonexistent.mp4", "--model", model, "--output-format", "yolov8"],
+             "--output-format is not taken"),
+            // Five rollbacks with no swap before them: each failed, exit 1, after the whole Python loop.
+            (["bench-stream", "--video", "/nonexistent.mp4", "--model", model, "--swaps", "0"], "--rollbacks needs"),
+            (["bench-swap", "--swaps", "0", "--image", "/nonexistent.jpg"], "--rollbacks needs"),
+            // Shifted by 20 bits, it wrapped to a budget of 0.
+            (["bench-swap", "--memory-budget-mb", "17592186044416", "--image", "/nonexistent.jpg"],
+             "--memory-budget-mb lies in"),
+            // warmup + runs trapped after the model was loaded.
+            (["bench", "--model", model, "--warmup", "9223372036854775807", Repo.image("bus.jpg")], "--warmup in"),
+            // Read as 640: every part must be a number.
+            (["detect", "--model", model, "--imgsz", "640xfoo", Repo.image("bus.jpg")], "--imgsz must be"),
+            (["detect", "--model", model, "--imgsz", "640x", Repo.image("bus.jpg")], "--imgsz must be"),
+            // Without --load there is nothing for them to qualify: they were dropped.
+            (["swap", "--state-dir", state.path, "--switch", "--sha256", String(repeating: "0", count: 64)],
+             "--sha256 qualifies the model --load loads"),
+        ]
+        for (arguments, says) in cases {
+            let result = try await runProcess(Repo.binary, arguments)
+            #expect(result.status == 64 && !result.killedBySignal && result.stderr.contains(says),
+                "\(arguments): status \(result.status)\n\(result.stderr.prefix(400))")
+        }
+    }
+
     @Test("results that cannot be written (a full disk) fail the command, which exited 0 (detect, keygen) or trapped (fleet sign); thread flags are bounded")
     func unwritableOutput() async throws {
         func toFull(_ arguments: [String]) async throws -> ProcessResult {
