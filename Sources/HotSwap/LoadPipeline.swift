@@ -32,8 +32,10 @@ struct LoadPipeline: Sendable {
     ///   - freedBeforeLoading: what `beforeLoading` frees, per device, when it is known: the budget is then checked
     ///     and the model's memory reserved before the hook, counting that as free, so that a model that cannot fit
     ///     even then is refused before the hook takes anything away, and what it frees stays this load's.
+    ///   - reserved: memory already reserved for this load (`MemoryLedger.hold`), used instead of a budget check.
     func run(_ op: LoadOperation, execution: ModelExecution, active: ModelSchema?,
-             freedBeforeLoading: [ComputeDevice: Int]? = nil, beforeLoading: @Sendable () async -> Void = {})
+             freedBeforeLoading: [ComputeDevice: Int]? = nil, reserved: MemoryReservation? = nil,
+             beforeLoading: @Sendable () async -> Void = {})
         async throws(LoadFailure) -> ModelInstance
     {
         let request = op.request
@@ -85,8 +87,10 @@ struct LoadPipeline: Sendable {
         // as it returns. Meanwhile other loads' checks count the reservation. A load whose hook frees memory first
         // reserves before the hook, counting that memory as free: reserved after it, the memory the hook freed could
         // go to another slot's load meanwhile — the old model gone, the new one refused, the slot left empty.
-        var early: MemoryReservation?
-        if let freed = freedBeforeLoading { early = try reserveBudget(digest, file.byteCount, execution, path, freed) }
+        var early = reserved
+        if early == nil, let freed = freedBeforeLoading {
+            early = try reserveBudget(digest, file.byteCount, execution, path, freed)
+        }
         await beforeLoading()
         // Superseded while the hook ran (a drain can take a while): not worth a session.
         try check()

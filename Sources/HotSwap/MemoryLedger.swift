@@ -96,6 +96,14 @@ final class MemoryLedger: Sendable {
         return MemoryReservation { [reservations] in _ = reservations.withLock { $0.removeValue(forKey: id) } }
     }
 
+    /// Reserves `amounts` without checking them against the budgets: memory a load already had and gives back (a
+    /// failed resource-preserving swap restoring the model it released), which no other load may take meanwhile.
+    func hold(_ amounts: [ComputeDevice: Int]) -> MemoryReservation {
+        let id = UUID()
+        reservations.withLock { $0[id] = amounts }
+        return MemoryReservation { [reservations] in _ = reservations.withLock { $0.removeValue(forKey: id) } }
+    }
+
     /// Throws for the first device whose budget the figures exceed.
     /// - Throws: `LoadFailure.overMemoryBudget` (the host) or `.overDeviceMemoryBudget` (a GPU).
     static func check(_ figures: [DeviceMemoryFigures], path: String) throws(LoadFailure) {

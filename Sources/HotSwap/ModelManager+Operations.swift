@@ -88,6 +88,8 @@ extension ModelManager {
         operation: SwapEvent.Operation
     ) async -> SwapEvent {
         let previousRecord = previous.identity
+        // What the active model holds: held for it again should the new one fail after it left (`restore` below).
+        let previousMemory = slot.activeMemoryByDevice
         // Set once the old model has left the slot (the pipeline's hook between verifying and loading).
         let released = Locked(false)
         do throws(LoadFailure) {
@@ -128,6 +130,10 @@ extension ModelManager {
             var failed = event(for: op, operation: operation, from: previousRecord)
             // Refused before the old model left (its digest, its signature, a cancellation): it still serves.
             guard released.value else { return await emit(failed) }
+            // The memory the previous model held stays this slot's while it is verified and loaded again: reserved
+            // only after its digest (before), another slot's load could take it meanwhile, and the restore was then
+            // refused over the budget — the slot left with no model.
+            let held = ledger.hold(previousMemory)
             // Bring the previous model back through the same verified pipeline, where it ran.
             let restore = LoadOperation(request: LoadRequest(slot: slot.name, path: previousRecord.path,
                 name: previousRecord.name, version: previousRecord.version, expectedSHA256: previousRecord.sha256,
@@ -138,7 +144,8 @@ extension ModelManager {
             defer { restoring[slot.name] = nil }
             if isShuttingDown { restore.cancel(reason: "shutting down") }
             do {
-                let model = try await pipeline.run(restore, execution: previous.execution, active: nil)
+                let model = try await pipeline.run(restore, execution: previous.execution, active: nil,
+                    reserved: held)
                 // The store still holds the previous model's state: flip it back even if recording fails again.
                 if (try? await activate(model, in: slot, keepStandby: false)) == nil {
                     _ = flip(model, in: slot, keepStandby: false)

@@ -382,6 +382,9 @@ extension ModelSlot {
         return Self.memory(of: [roles.active, roles.staged, roles.standby].compactMap { $0 })
     }
 
+    /// Memory of the slot's active model alone, per device (empty without one).
+    var activeMemoryByDevice: [ComputeDevice: Int] { Self.memory(of: roles.active.map { [$0] } ?? []) }
+
     /// Memory of the slot's standby alone, per device (empty without one).
     var standbyMemoryByDevice: [ComputeDevice: Int] { Self.memory(of: roles.standby.map { [$0] } ?? []) }
 

@@ -1,6 +1,7 @@
 import Foundation
 import HotSwap
 import HotSwapTesting
+import Primitives
 import TestSupport
 import Testing
 
@@ -265,4 +266,70 @@ extension HotSwapSuite {
             await manager.shutdown()
         }
 }
+}
+
+extension HotSwapSuite.ResourcePreservingTests {
+    /// Verifies every file, holding the `from`-th verification of `path` (and those after it) at `gate`.
+    final class GatedVerifier: ModelVerifier {
+        let path: String, from: Int, gate: Gate
+        private let count = Locked(0)
+
+        init(path: String, from: Int, gate: Gate) {
+            (self.path, self.from, self.gate) = (path, from, gate)
+        }
+
+        func verify(path: String, sha256: String, version: String?) throws -> String? {
+            guard path == self.path else { return nil }
+            if count.withLock({ $0 += 1; return $0 }) >= from { gate.pass() }
+            return nil
+        }
+    }
+
+    @Test("a resource-preserving load that fails keeps the memory of the model it restores: another slot cannot take it meanwhile")
+    func restoreKeepsItsMemory() async throws {
+        let gate = Gate()
+        // The second verification of the 416 model is the restore's: held while another slot loads.
+        let verifier = GatedVerifier(path: Fixtures.identity416, from: 2, gate: gate)
+        let loader = FakeLoader { label in
+            label == Fixtures.identity320 ? FakeBackend(inputSize: 320, nonFinite: true) : FakeBackend()
+        }
+        // Room for the other slot's model (not measured yet: twice its file) and half the 416 model's file, which
+        // its measured cost is never below: the two do not fit together.
+        let other = Fixtures.synthetic("slow.onnx")
+        func size(_ path: String) throws -> Int {
+            try #require(FileManager.default.attributesOfItem(atPath: path)[.size] as? Int)
+        }
+        let budget = 2 * (try size(other)) + (try size(Fixtures.identity416)) / 2
+        var configuration = HotSwapConfiguration.testing(memoryBudgetBytes: budget, policy: .resourcePreserving)
+        // Two load threads: the other slot's load runs beside the held restore (with one, it runs in the window
+        // when its verification was queued behind the failing warm-up).
+        configuration.loadThreads = 2
+        let manager = ModelManager(configuration: configuration, loader: loader, verifier: verifier)
+        let slot = try await manager.createSlot("a")
+        _ = try await manager.createSlot("b")
+        _ = try await manager.loadAndActivate(LoadRequest(slot: "a", path: Fixtures.identity416))
+        let original = try #require(slot.roles.active?.identity)
+        gate.close()
+        let safety = Task {
+            try? await Task.sleep(for: .seconds(30))
+            gate.open()
+        }
+        defer { safety.cancel() }
+        // Refused at its warm-up once the 416 model has left: the restore begins, and waits at its verification.
+        let op = try await manager.load(LoadRequest(slot: "a", path: Fixtures.identity320, activate: true))
+        #expect(await eventually { gate.waitingCount == 1 }, "the restore never began")
+        // Before, nothing was reserved for the restore until its digest was checked: this load took the memory, and
+        // the restore could then be refused over the budget, the slot left with no model.
+        let taking = try await manager.load(LoadRequest(slot: "b", path: other, activate: true)).wait()
+        if case .overMemoryBudget = taking.failure {} else {
+            Issue.record("expected overMemoryBudget, got \(taking.stage) \(String(describing: taking.failure))")
+        }
+        gate.open()
+        let status = await op.wait()
+        #expect(status.stage == .failed)
+        #expect(slot.roles.active?.identity == original)
+        // The hold ended once the restored model took its role.
+        #expect(manager.memoryReserved.values.allSatisfy { $0 == 0 }, "\(manager.memoryReserved)")
+        await manager.shutdown()
+    }
 }
