@@ -57,8 +57,20 @@ struct FeedbackTotals: Sendable {
     /// (whose true boxes alone would pull the AP down, as the images left out cannot balance them).
     private var capped = false
 
+    /// An answer's detections matched against an inspector's true boxes (`match`), to be counted (`add`).
+    struct Matched: Sendable {
+        var scored: [(className: String, confidence: Float, matched: Bool)]
+        var truthClasses: [String]
+        var truePositives: Int
+    }
+
     /// Matches `detections` against `truths` and counts the outcome.
     mutating func add(detections: [Detection], truths: [TrueBox]) -> (tp: Int, fp: Int, fn: Int) {
+        add(Self.match(detections: detections, truths: truths))
+    }
+
+    /// Matches `detections` against `truths` (up to detections × truths IoUs: done outside any lock).
+    static func match(detections: [Detection], truths: [TrueBox]) -> Matched {
         var used = [Bool](repeating: false, count: truths.count)
         let order = detections.indices.sorted { detections[$0].confidence > detections[$1].confidence ||
             (detections[$0].confidence == detections[$1].confidence && $0 < $1) }
@@ -80,6 +92,13 @@ struct FeedbackTotals: Sendable {
             }
             scored.append((detections[d].className, detections[d].confidence, best >= 0))
         }
+        return Matched(scored: scored, truthClasses: truths.map(\.class_name), truePositives: tp)
+    }
+
+    /// Counts a matched answer.
+    mutating func add(_ matched: Matched) -> (tp: Int, fp: Int, fn: Int) {
+        let (scored, tp) = (matched.scored, matched.truePositives)
+        let detections = scored.count, truths = matched.truthClasses.count
         if !capped && scoredCount + scored.count > Self.maxScored { capped = true }
         if !capped {
             scoredCount += scored.count
@@ -87,13 +106,13 @@ struct FeedbackTotals: Sendable {
             for entry in scored where admits(entry.className) {
                 perClass[entry.className, default: ([], 0)].scored.append((entry.confidence, entry.matched))
             }
-            for t in truths where admits(t.class_name) { perClass[t.class_name, default: ([], 0)].truths += 1 }
+            for name in matched.truthClasses where admits(name) { perClass[name, default: ([], 0)].truths += 1 }
         }
         images += 1
         truePositives += tp
-        falsePositives += detections.count - tp
-        falseNegatives += truths.count - tp
-        return (tp, detections.count - tp, truths.count - tp)
+        falsePositives += detections - tp
+        falseNegatives += truths - tp
+        return (tp, detections - tp, truths - tp)
     }
 
     var status: FeedbackStatus {

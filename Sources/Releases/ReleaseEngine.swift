@@ -165,9 +165,11 @@ public final class ReleaseEngine: ModelRouter, Sendable {
     public func recordPair(baseline: DetectionResult, candidate: DetectionResult) -> (PairComparison,
         [ReleaseDecision])
     {
-        state.withLock { s in
-            let pair = PairComparison(baseline: baseline.detections, candidate: candidate.detections,
-                iouThreshold: s.record.spec.iouThreshold)
+        // Matched outside the lock, which every request routed on the slot takes (`choose`, under the slot's own
+        // lock): up to detections² IoUs a pair, which before held the serving workers up behind the shadow's work.
+        let pair = PairComparison(baseline: baseline.detections, candidate: candidate.detections,
+            iouThreshold: state.withLock { $0.record.spec.iouThreshold })
+        return state.withLock { s in
             guard !s.record.phase.isTerminal else { return (pair, []) }
             let sample = VariantSample(candidate)
             s.candidate.add(sample)
@@ -234,13 +236,17 @@ public final class ReleaseEngine: ModelRouter, Sendable {
 
     /// Counts an inspector's verdict on an answer (once per answer); nil when the id is unknown or already judged.
     public func feedback(requestID: String, truths: [TrueBox]) -> FeedbackOutcome? {
-        state.withLock { s in
+        // Taken (once) under the lock, matched outside it (up to detections × truths IoUs, which the requests routed
+        // on the slot would otherwise wait for), counted under it again.
+        let taken: (variant: String, detections: [Detection])? = state.withLock { s in
             guard let (variant, detections) = s.answers.removeValue(forKey: requestID) else { return nil }
             s.answerDetections -= detections.count
-            let (tp, fp, fn) = s.feedback[variant, default: FeedbackTotals()].add(detections: detections,
-                truths: truths)
-            return FeedbackOutcome(variant: variant, true_positives: tp, false_positives: fp, false_negatives: fn)
+            return (variant, detections)
         }
+        guard let taken else { return nil }
+        let matched = FeedbackTotals.match(detections: taken.detections, truths: truths)
+        let (tp, fp, fn) = state.withLock { $0.feedback[taken.variant, default: FeedbackTotals()].add(matched) }
+        return FeedbackOutcome(variant: taken.variant, true_positives: tp, false_positives: fp, false_negatives: fn)
     }
 
     /// The shadow's agreement F1 over every pair so far (nil before the first): the figure alone, without building
