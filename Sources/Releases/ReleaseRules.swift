@@ -74,6 +74,10 @@ public struct ReleaseRules: Sendable, Equatable, Codable {
         guard limits.allSatisfy({ $0.isFinite && $0 >= 0 }) else {
             throw .invalid("rules.rollback_if limits must be finite numbers ≥ 0")
         }
+        // Fractions: `error_rate: 5` (meant as 5 %) could never trip, `agreement_f1: 90` tripped at once.
+        for (name, limit) in [("error_rate", rollback_if?.error_rate), ("agreement_f1", rollback_if?.agreement_f1)] {
+            if let limit, limit > 1 { throw .invalid("rules.rollback_if.\(name) is a fraction in [0, 1], got \(limit)") }
+        }
         if let p = promote_after {
             guard (p.min_s ?? 0).isFinite, (p.min_s ?? 0) >= 0, (p.min_requests ?? 0) >= 0 else {
                 throw .invalid("rules.promote_after: min_s and min_requests must be ≥ 0")

@@ -135,8 +135,9 @@ public struct ReleaseSpec: Sendable, Equatable, Codable {
             }
             var last = 0.0
             for (i, step) in steps.enumerated() {
-                guard step.percent.isFinite, step.percent > 0, step.percent <= 100, step.percent >= last else {
-                    throw fail("steps[\(i)].percent must be in (0, 100] and not below the step before")
+                // The split's resolution is 0.01 % (10 000 buckets): 0.001 was served as 0.01, ten times the share.
+                guard step.percent.isFinite, step.percent >= 0.01, step.percent <= 100, step.percent >= last else {
+                    throw fail("steps[\(i)].percent must be in [0.01, 100] and not below the step before")
                 }
                 last = step.percent
                 guard (step.hold_s ?? 0).isFinite, (0...(366 * 86_400)).contains(step.hold_s ?? 0) else {
@@ -149,8 +150,9 @@ public struct ReleaseSpec: Sendable, Equatable, Codable {
         }
         if let mirror_percent {
             guard strategy == .shadow else { throw fail("mirror_percent applies to the shadow strategy only") }
-            guard mirror_percent.isFinite, (0...100).contains(mirror_percent) else {
-                throw fail("mirror_percent must be in [0, 100]")
+            // 0 mirrors nothing: no evidence, and a release gated by `non_finite_outputs` alone promoted on none.
+            guard mirror_percent.isFinite, mirror_percent >= 0.01, mirror_percent <= 100 else {
+                throw fail("mirror_percent must be in [0.01, 100]")
             }
         }
         if weights != nil || variant_names != nil || schedule != nil {
@@ -168,6 +170,12 @@ public struct ReleaseSpec: Sendable, Equatable, Codable {
                     // A sum past Double's range made the share inf/inf = NaN, and the status unencodable.
                     throw fail("weights must give the variants \(names) weights ≥ 0 that are not all 0, and add "
                         + "up to a finite number")
+                }
+                // Without a schedule the weights are the split: a candidate weighted 0 is never served, judged on
+                // nothing (and promoted on nothing where only sample-free rules are set).
+                guard schedule != nil || (weights[candidateName] ?? 0) > 0 else {
+                    throw fail("weights must give the candidate '\(candidateName)' a weight above 0: it would never "
+                        + "serve")
                 }
             }
             try schedule?.validate(variants: names)
@@ -189,6 +197,11 @@ public struct ReleaseSpec: Sendable, Equatable, Codable {
             throw fail("golden_set must be a path of 1 to 4096 bytes")
         }
         try rules?.validate()
+        if strategy != .shadow, rules?.rollback_if?.agreement_f1 != nil {
+            // Pairs come from mirrored copies only: the rule was never judged, and the release promoted past it.
+            throw fail("rules.rollback_if.agreement_f1 applies to shadow releases, whose mirrored copies are compared "
+                + "with the baseline's answers: a \(strategy.rawValue) release makes no pairs to judge it on")
+        }
         if strategy == .shadow, rules?.rollback_if?.p99_ratio != nil {
             // Measured: a byte-identical candidate's mirrored copies came out at 1.5× the baseline's p99 (lowered
             // priority, one image at a time, beside the serving threads).

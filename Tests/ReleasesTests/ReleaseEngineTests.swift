@@ -543,6 +543,17 @@ struct ReleaseEngineTests {
         #"{"model": "m.onnx", "strategy": "shadow", "rules": {"rollback_if": {"p99_ratio": 1.5}}}"#,
         #"{"model": "m.onnx", "strategy": "shadow", "version": "\#(String(repeating: "v", count: 129))"}"#,
         #"{"model": "m.onnx", "strategy": "shadow", "sha256": "0123"}"#,
+        // Never judged outside a shadow (no pairs): the release promoted past it.
+        #"{"model": "m.onnx", "strategy": "canary", "rules": {"rollback_if": {"agreement_f1": 0.9}}}"#,
+        #"{"model": "m.onnx", "strategy": "ab", "rules": {"rollback_if": {"agreement_f1": 0.9}}}"#,
+        // Fractions: 5 % written as 5 never trips; 90 trips at once.
+        #"{"model": "m.onnx", "strategy": "canary", "rules": {"rollback_if": {"error_rate": 5}}}"#,
+        #"{"model": "m.onnx", "strategy": "shadow", "rules": {"rollback_if": {"agreement_f1": 90}}}"#,
+        // No evidence at all: nothing mirrored, a candidate never served; a share below the split's resolution.
+        #"{"model": "m.onnx", "strategy": "shadow", "mirror_percent": 0}"#,
+        #"{"model": "m.onnx", "strategy": "ab", "weights": {"baseline": 1, "candidate": 0}}"#,
+        #"{"model": "m.onnx", "strategy": "ab", "weights": {"baseline": 1}}"#,
+        #"{"model": "m.onnx", "strategy": "canary", "steps": [{"percent": 0.001}]}"#,
     ])
     func validation(_ body: String) throws {
         let spec = try JSONDecoder().decode(ReleaseSpec.self, from: Data(body.utf8))
