@@ -493,9 +493,15 @@ extension ControlPlane {
         }
     }
 
-    /// `persist`, throwing what the store threw.
+    /// `persist`, throwing what the store threw. Nothing is written for a run no longer the slot's: every run of a
+    /// slot writes the same file, and an ended release's last write (its outcome recorded after the slot was free)
+    /// came after the next release's first, which a restart then never resumed.
     func persistOrThrow(_ run: ReleaseRun) async throws {
-        try await releaseWrites.run { [releaseStore] in try releaseStore.save(run.engine.record) }
+        let slot = run.engine.record.slot
+        try await releaseWrites.run { [releaseStore, releaseRuns] in
+            guard releaseRuns.withLock({ $0[slot] }) === run else { return }
+            try releaseStore.save(run.engine.record)
+        }
     }
 
     /// Resumes the releases a previous run left unfinished, each in the phase and step it had: the candidate is loaded

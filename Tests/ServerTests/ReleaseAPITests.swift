@@ -9,7 +9,7 @@ import Logging
 import NIOCore
 import Primitives
 import Releases
-import Server
+@testable import Server
 import Streams
 import TestSupport
 import Testing
@@ -490,6 +490,27 @@ struct ReleaseAPITests {
             #expect(heldStart.map(\.result) == ["intent", "aborted"], "\(heldStart)")
             #expect(heldStart.last?.reason == "aborted by alice before the candidate took traffic")
         }
+    }
+
+    @Test("an ended release's write that comes after the next release started leaves the next one's record")
+    func lateWriteOfEndedRelease() async throws {
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        let state = try TemporaryDirectory(prefix: "release-store")
+        let control = ControlPlane(manager: harness.control.manager, repository: ModelRepository(
+            root: harness.repository.path, stateDirectory: state.path), routes: [:], audit: nil,
+            logger: Logger(label: "test"))
+        control.markStarted()
+        let spec = ReleaseSpec(model: "synthetic/yolov5-nc80-416-identity.onnx", strategy: .shadow)
+        _ = try await control.startRelease(slot: "default", spec: spec, actor: "test")
+        let first = try #require(control.releaseRun("default"))
+        _ = try await control.abortRelease(slot: "default", actor: "test")
+        let second = try await control.startRelease(slot: "default", spec: spec, actor: "test")
+        // The first run's last write, its turn come late (a slow disk): before, it replaced the second's record, and
+        // a restart then found only the aborted release — the running one never resumed.
+        await control.persist(first)
+        #expect(control.releaseStore.load().records.map(\.id) == [second.record.id])
+        _ = try await control.abortRelease(slot: "default", actor: "test")
     }
 
     /// A candidate gate that scores until it is told to stop (or a minute passes), and says whether it was told.
