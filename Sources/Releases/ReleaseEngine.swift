@@ -18,6 +18,9 @@ public struct SystemReleaseClock: ReleaseClock {
 public enum ReleaseDecision: Sendable, Equatable {
     /// A canary moved to step `index` (its share is `percent`).
     case advanced(index: Int, percent: Double)
+    /// A canary's last step held: `promote_after.steps_complete` is met (the caller persists it: a restart would
+    /// otherwise gather the last step's requests again, its history entry lost).
+    case stepsComplete
     /// A rule was breached: the engine already routes everything to the baseline.
     case rolledBack(RuleBreach)
     /// `promote_after` holds: the caller promotes the candidate.
@@ -286,6 +289,7 @@ public final class ReleaseEngine: ModelRouter, Sendable {
                 } else {
                     s.record.stepsComplete = true
                     s.record.note("steps-complete", by: "gate", at: now)
+                    decisions.append(.stepsComplete)
                 }
             }
         }

@@ -293,6 +293,8 @@ extension ControlPlane {
             try? await audit(Self.system, nil, "release.step", record.slot,
                 modelPath: repository.relative(record.candidatePath), version: record.candidate?.version,
                 sha256: record.candidate?.sha256, result: "succeeded", reason: reason, started: started)
+        case .stepsComplete:
+            await persist(run)
         case .rolledBack(let breach):
             await endWithBaseline(run, operation: .releaseRollback, action: "release.rollback", by: Self.system,
                 from: nil, reason: "automatic rollback: " + breach.text, started: started)

@@ -77,8 +77,10 @@ struct ReleaseEngineTests {
         #expect(engine.tick().isEmpty)
         #expect(!engine.record.stepsComplete)
         clock.advance(by: 1)
-        #expect(engine.tick().isEmpty)
+        // A decision of its own, which the controller persists (before, none: a restart forgot it).
+        #expect(engine.tick() == [.stepsComplete])
         #expect(engine.record.stepsComplete)
+        #expect(engine.tick().isEmpty)
     }
 
     /// With 60 failed promotions of the paused release (120 transitions) the pause itself is no longer in the
@@ -267,7 +269,8 @@ struct ReleaseEngineTests {
         var spec = Self.canary([.init(percent: 50)])
         spec.rules = ReleaseRules(window: 20, min_samples: 10, rollback_if: .init(error_rate: 0.2))
         let engine = ReleaseEngine(record: record(spec, at: Self.start), clock: ManualClock(Self.start))
-        for _ in 0..<9 { #expect(engine.record(variant: "candidate", .failure()).isEmpty) }
+        // The one step (no hold) completes at the first sample; no rollback before the minimum.
+        for _ in 0..<9 { #expect(!engine.record(variant: "candidate", .failure()).contains { $0 != .stepsComplete }) }
         let decisions = engine.record(variant: "candidate", .failure())
         guard case .rolledBack(let breach) = decisions.first else {
             Issue.record("expected a rollback, got \(decisions)")
@@ -286,7 +289,8 @@ struct ReleaseEngineTests {
         spec.rules = ReleaseRules(window: 20, rollback_if: .init(error_rate: 0.2))
         #expect(spec.rules?.minSamples == 20)
         let engine = ReleaseEngine(record: record(spec, at: Self.start), clock: ManualClock(Self.start))
-        for _ in 0..<19 { #expect(engine.record(variant: "candidate", .failure()).isEmpty) }
+        // The one step (no hold) completes at the first sample; no rollback before the minimum.
+        for _ in 0..<19 { #expect(!engine.record(variant: "candidate", .failure()).contains { $0 != .stepsComplete }) }
         guard case .rolledBack(let breach) = engine.record(variant: "candidate", .failure()).first else {
             Issue.record("expected a rollback once the window of 20 was full")
             return
