@@ -122,8 +122,10 @@ public final class ControlPlane: Sendable {
 
     /// Starts a load. Its intent is recorded before the load starts (a load that cannot be recorded is refused), its
     /// outcome when it ends, by a task kept until the entry is written (see `drain()`).
-    func load(slot: String, body given: LoadBody, by principal: Principal, from remote: String?) async throws
-        -> AuditedLoad
+    /// - Parameter supersede: whether a different load under way for the slot is cancelled (else it is refused,
+    ///   `loadInProgress`).
+    func load(slot: String, body given: LoadBody, by principal: Principal, from remote: String?,
+              supersede: Bool = true) async throws -> AuditedLoad
     {
         let started = Date()
         let body: LoadBody
@@ -169,7 +171,7 @@ public final class ControlPlane: Sendable {
                 slot: slot, path: path, version: body.version, expectedSHA256: body.sha256,
                 activate: body.activate ?? false, allowSchemaChange: body.allow_schema_change ?? false,
                 policy: policy, target: target, allowDeviceChange: body.allow_device_change ?? false,
-                requireSignature: body.require_signature ?? false))
+                requireSignature: body.require_signature ?? false), supersede: supersede)
         } catch {
             try? await audit(principal, remote, "load", slot, modelPath: body.model, version: body.version,
                 sha256: body.sha256, result: "rejected", reason: Problem.from(error).detail, started: started)

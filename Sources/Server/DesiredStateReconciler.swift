@@ -72,10 +72,15 @@ public final class DesiredStateReconciler: Sendable {
     var status: DesiredStatusDTO {
         // What the slots serve is read outside the lock (the slots' own locks are not taken inside this one).
         let s = state.withLock { $0 }
+        // Routes replaced by hand since (`PUT /v1/routes`) are not the document's: as a slot changed by hand is not.
+        var routesConverged = s.routesConverged
+        if routesConverged == true, let routes = s.document?.routes, routes != control.routes {
+            routesConverged = false
+        }
         return DesiredStatusDTO(observed_generation: s.generation, content_sha256: s.contentSHA256, source: s.source,
             applied_at: s.appliedAt, slots: Dictionary(uniqueKeysWithValues: s.slots.map { name, slot in
                 (name, slot.dto(serving: served(name)))
-            }), routes_converged: s.routesConverged, last_rejection: s.lastRejection, retry: s.retry)
+            }), routes_converged: routesConverged, last_rejection: s.lastRejection, retry: s.retry)
     }
 
     /// Brings `yoloswap_desired_slot_condition` to what the status shows now: a slot changed by hand since it
@@ -131,7 +136,19 @@ public final class DesiredStateReconciler: Sendable {
     /// - Returns: whether the document was accepted.
     @discardableResult
     public func applyFile(_ bytes: [UInt8], path: String, reread: Bool = false) async -> Bool {
-        (try? await apply(bytes, from: .configMap(path: path), reread: reread)) != nil
+        do {
+            _ = try await apply(bytes, from: .configMap(path: path), reread: reread)
+            return true
+        } catch {
+            // A refused document is in the status and the log already; anything else (its intent could not be
+            // recorded: the audit log unavailable) was said nowhere, the document silently not in force.
+            let problem = Problem.from(error)
+            if problem.status != .unprocessableContent {
+                control.logger.error("desired state file not applied", metadata: ["path": "\(path)",
+                    "error": "\(problem.detail)"])
+            }
+            return false
+        }
     }
 
     /// The SHA-256 of the document in force (the last accepted), if any.
@@ -177,8 +194,14 @@ public final class DesiredStateReconciler: Sendable {
                 let serving = Dictionary(uniqueKeysWithValues: document.slots.keys.map { ($0, served($0)) })
                 state.withLock { s in
                     if document.routes != nil { s.routesConverged = true }
-                    for name in document.slots.keys where s.slots[name]?.phase != .converged {
+                    for name in document.slots.keys {
                         let previous = s.slots[name]
+                        // A converged slot now serving other bytes under the path the document names (a file
+                        // replaced, loaded by hand) converged again: before, it stayed `ModelChanged` for good.
+                        if previous?.phase == .converged {
+                            s.slots[name]?.servedSHA256 = serving[name] ?? nil
+                            continue
+                        }
                         s.slots[name] = DesiredSlotState(phase: .converged, reason: "ModelActive", message: nil,
                             generation: generation, since: started, lastError: previous?.lastError,
                             servedSHA256: serving[name] ?? nil)
@@ -204,6 +227,8 @@ public final class DesiredStateReconciler: Sendable {
             s.appliedAt = started
             s.generation = generation
             s.recordedFileRefusal = nil
+            // Blocks of documents no longer in force go (they are keyed by document: it grew for good).
+            s.activatingFailed = s.activatingFailed.filter { $0.key.hasPrefix(sha + "\n") }
             // Slots an earlier document named and this one does not: no longer this document's to report.
             for name in s.slots.keys where document.slots[name] == nil {
                 s.slots[name] = nil
@@ -261,7 +286,17 @@ public final class DesiredStateReconciler: Sendable {
         try? await record(actor, result: converged ? "succeeded" : "failed",
             reason: "generation \(generation)" + (failed.isEmpty ? "" : ": failed slots "
                 + failed.keys.sorted().joined(separator: ", ")), started: started)
-        if !converged { scheduleRetry(bytes, from: source, attempt: attempt + 1) }
+        // Not when every failed slot failed its activating load: retries do not try that again (see `converge`), so
+        // each would only record two entries and count a retry, every 10 minutes, for as long as the document stands.
+        // (Routes held back for a failed slot wait for that slot.)
+        let retriable = state.withLock { s in
+            failed.isEmpty || failed.keys.contains { s.activatingFailed[sha + "\n" + $0] == nil }
+        }
+        if !converged && retriable {
+            scheduleRetry(bytes, from: source, attempt: attempt + 1)
+        } else if !converged {
+            control.logger.warning("desired state: not retried; the failed slots' activating loads failed (a new apply tries again)", metadata: ["slots": "\(failed.keys.sorted().joined(separator: ", "))"])
+        }
         return DesiredApplyDTO(changed: true, dry_run: false, converged: converged, generation: generation,
             content_sha256: sha, plan: plan, status: status)
     }
@@ -283,7 +318,10 @@ public final class DesiredStateReconciler: Sendable {
             // A retry that could not run (its intent not recorded: the audit log unavailable; or refused now) is
             // tried again later, as a failed one is: retries go on until the document converges or is replaced.
             do { _ = try await apply(bytes, from: source, attempt: attempt) } catch {
-                if !Task.isCancelled { scheduleRetry(bytes, from: source, attempt: attempt + 1) }
+                guard !Task.isCancelled else { return }
+                control.logger.error("desired state: the retry could not run; tried again later", metadata: [
+                    "attempt": "\(attempt)", "error": "\(Problem.from(error).detail)"])
+                scheduleRetry(bytes, from: source, attempt: attempt + 1)
             }
         }
         pendingRetry.withLock { previous in
@@ -381,13 +419,18 @@ public final class DesiredStateReconciler: Sendable {
         if attempt > 0, let reason = state.withLock({ $0.activatingFailed[key] }) {
             return .failed(reason: "LoadFailed", message: reason)
         }
+        // A retry (no one asked for it now) leaves a load under way alone — an operator's fix of the slot — and fails
+        // `loadInProgress`, to be tried again later; before, it cancelled it.
+        let supersede = attempt == 0
         do {
-            var status = try await control.load(slot: name, body: body, by: principal, from: nil).outcome()
+            var status = try await control.load(slot: name, body: body, by: principal, from: nil,
+                supersede: supersede).outcome()
             if status.stage != .ready, status.failure?.isOverBudget == true,
                control.manager.configuration.policy != .availabilityPreserving
             {
                 body.activate = true
-                status = try await control.load(slot: name, body: body, by: principal, from: nil).outcome()
+                status = try await control.load(slot: name, body: body, by: principal, from: nil,
+                    supersede: supersede).outcome()
                 let outcome = status.stage == .ready ? Outcome.converged : failed(status, slot)
                 state.withLock { s in
                     if case .failed(_, let message) = outcome { s.activatingFailed[key] = message }

@@ -259,6 +259,22 @@ private typealias H = ServerHarness
                 let body = try H.json(response)
                 #expect((body["status"] as? [String: Any])?["routes_converged"] as? Bool == true)
             }
+            // Replaced by hand: the document's routes are no longer in force, which the status says (before, it
+            // said converged until the next apply).
+            try await client.execute(uri: "/v1/routes", method: .put, headers: H.headers(token: "alice-token"),
+                body: ByteBuffer(string: #"{"routes": {"metal-case": "line2"}}"#)) { response in
+                #expect(response.status == .ok)
+            }
+            try await client.execute(uri: "/v1/desired/status", method: .get,
+                headers: H.headers(token: "alice-token")) { response in
+                let status = try H.json(response)
+                #expect(status["routes_converged"] as? Bool == false, "\(status)")
+            }
+            try await client.execute(uri: "/v1/desired", method: .put, headers: H.headers(token: "alice-token"),
+                body: Self.document(Self.m416, routes: "routes: {metal-case: default, wood: line2}")) { response in
+                let body = try H.json(response)
+                #expect((body["status"] as? [String: Any])?["routes_converged"] as? Bool == true, "\(body)")
+            }
         }
         #expect(harness.control.routes == ["metal-case": "default", "wood": "line2"])
         #expect(try await harness.auditEntries().contains { $0.action == "routes.replace" && $0.actor == "http:alice" })
@@ -351,6 +367,17 @@ private typealias H = ServerHarness
         // The next apply brings it back.
         #expect(await reconciler.applyFile(document, path: "/etc/yoloswap/desired.yaml"))
         #expect(converged()?.status == "True" && converged()?.reason == "ModelActive")
+
+        // The file under the document's path replaced, and loaded by hand: other bytes than it converged to.
+        let path = harness.repository.appendingPathComponent(Self.m320).path
+        try Data("a new build of \(Self.m320)".utf8).write(to: URL(fileURLWithPath: path))
+        _ = try await harness.control.manager.loadAndActivate(LoadRequest(slot: "default", path: path))
+        #expect(converged()?.reason == "ModelChanged")
+        // The document names no sha256: the slot serves what it asks, and the apply (with nothing to do) says so —
+        // before, the status stayed `ModelChanged` until another document came.
+        #expect(await reconciler.applyFile(document, path: "/etc/yoloswap/desired.yaml"))
+        #expect(converged()?.status == "True" && converged()?.reason == "ModelActive",
+            "\(String(describing: converged()))")
     }
 
     @Test("with no room for two models, a resource-preserving or auto policy converges by unloading first; availability-preserving stays failed", arguments: [SwapPolicy.auto, .resourcePreserving, .availabilityPreserving])
@@ -399,6 +426,9 @@ private typealias H = ServerHarness
             let failing = Array(Self.document("synthetic/nan.onnx").readableBytesView)
             #expect(await reconciler.applyFile(failing, path: "/etc/yoloswap/desired.yaml"))
             #expect(phase() == "Failed", "\(reconciler.status.slots)")
+            // Nothing a retry would try: none is scheduled (before, one every 10 minutes for good, each recording
+            // two entries and loading nothing).
+            #expect(reconciler.status.retry == nil, "\(String(describing: reconciler.status.retry))")
             for attempt in 1...2 {
                 _ = try? await reconciler.apply(failing, from: .configMap(path: "/etc/yoloswap/desired.yaml"),
                     attempt: attempt)
