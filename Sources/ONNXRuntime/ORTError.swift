@@ -12,6 +12,8 @@ public struct ORTError: Error, CustomStringConvertible, Sendable {
         case providerUnavailable(requested: String, available: [String])
         /// A tensor's element type or shape does not fit the call.
         case invalidTensor
+        /// An environment variable would change how ONNX Runtime treats models (refused before it is loaded).
+        case unsafeEnvironment(variable: String)
     }
 
     public var kind: Kind
@@ -43,6 +45,8 @@ public struct ORTError: Error, CustomStringConvertible, Sendable {
                 + (message.isEmpty ? "" : ": \(message)")
         case .invalidTensor:
             return "invalid tensor while \(operation): \(message)"
+        case .unsafeEnvironment(let variable):
+            return "\(variable) is set (\(operation)): \(message)"
         }
     }
 }

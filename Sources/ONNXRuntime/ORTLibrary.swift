@@ -58,8 +58,20 @@ public final class ORTLibrary: @unchecked Sendable {
 
     /// Loads the library (once per resolved path per process) following the lookup order above.
     /// - Parameter explicitPath: a path given by the user; when set, only it and the later fallbacks are tried.
-    /// - Throws: `ORTError` `.libraryNotFound` naming every path tried, or `.apiVersionUnsupported`.
+    /// - Throws: `ORTError` `.libraryNotFound` naming every path tried, `.unsafeEnvironment` when
+    ///   `ORT_LOAD_CONFIG_FROM_MODEL` is set.
+    /// The variable that makes ORT read each session's options from the model (refused by `load`).
+    static let configFromModelVariable = "ORT_LOAD_CONFIG_FROM_MODEL"
+
     public static func load(explicitPath: String? = nil) throws -> ORTLibrary {
+        // With it set, ORT builds every session's options from the model's own `ort_config` metadata, dropping the
+        // ones given — the external-data refusal among them: a model could read files beside the working directory.
+        if let value = getenv(Self.configFromModelVariable), String(cString: value) != "0" {
+            throw ORTError(.unsafeEnvironment(variable: Self.configFromModelVariable),
+                operation: "loading ONNX Runtime", message: "ONNX Runtime would take every session's options from the "
+                    + "model (its `ort_config` metadata), dropping the service's — the refusal of external data among "
+                    + "them; unset it")
+        }
         let candidates = candidatePaths(explicitPath: explicitPath)
         var tried: [String] = []
         for candidate in candidates {
@@ -69,27 +81,33 @@ public final class ORTLibrary: @unchecked Sendable {
                 tried.append("\(candidate): \(reason)")
                 continue
             }
+            // A refused library is closed: left open, a later bare name with its SONAME (`libonnxruntime.so.1`, the
+            // system's fallback) would be given that same library back.
+            func refuse(_ reason: String) {
+                tried.append("\(candidate): \(reason)")
+                dlclose(handle)
+            }
             guard let symbol = dlsym(handle, "OrtGetApiBase") else {
-                tried.append("\(candidate): no OrtGetApiBase symbol")
+                refuse("no OrtGetApiBase symbol")
                 continue
             }
             typealias GetApiBase = @convention(c) () -> UnsafePointer<OrtApiBase>?
             let getApiBase = unsafeBitCast(symbol, to: GetApiBase.self)
             guard let base = getApiBase() else {
-                tried.append("\(candidate): OrtGetApiBase returned NULL")
+                refuse("OrtGetApiBase returned NULL")
                 continue
             }
             let version = base.pointee.GetVersionString.flatMap { $0() }.map { String(cString: $0) } ?? "unknown"
             // Listed with the other paths tried (a mistyped path before an old system library says both).
             guard isSupported(version: version) else {
-                tried.append("\(candidate): ONNX Runtime \(version) is older than 1.\(minimumMinorVersion).0, whose "
-                    + "releases load external data a model names outside it (absolute paths, memory addresses)")
+                refuse("ONNX Runtime \(version) is older than 1.\(minimumMinorVersion).0, whose releases load "
+                    + "external data a model names outside it (absolute paths, memory addresses)")
                 continue
             }
             guard let api = base.pointee.GetApi?(UInt32(ORT_API_VERSION)) else {
-                throw ORTError(
-                    .apiVersionUnsupported(required: Int(ORT_API_VERSION), libraryVersion: version),
-                    operation: "loading \(candidate)", message: "GetApi(\(ORT_API_VERSION)) returned NULL")
+                // A later candidate may serve (a build without this API level: a newer major version).
+                refuse("ONNX Runtime \(version) does not serve C API level \(ORT_API_VERSION) (GetApi returned NULL)")
+                continue
             }
             let library = ORTLibrary(handle: handle, api: api, path: candidate, version: version)
             cache.withLock { $0[candidate] = library }

@@ -83,7 +83,9 @@ public final class ORTSession: @unchecked Sendable {
         let api = library.api.pointee
         let native = try NativeSessionOptions(options, library: library)
         var session: OpaquePointer?
-        do { try library.check(create(api, environment.handle, native.handle, &session), operation) } catch {
+        // Alive until ORT has read it: its last Swift use is reading the handle.
+        let status = withExtendedLifetime(native) { create(api, environment.handle, native.handle, &session) }
+        do { try library.check(status, operation) } catch {
             throw Self.explainingExternalData(error)
         }
         self.handle = session!

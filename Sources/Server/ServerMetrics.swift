@@ -123,6 +123,10 @@ enum ServerMetrics {
                 Gauge(label: "yoloswap_active_model_info", dimensions: dims).record(1)
                 Gauge(label: "yoloswap_slot_generation", dimensions: [("slot", name)]).record(roles.generation)
                 previousInfo[name] = dims
+            } else if let old = previousInfo.removeValue(forKey: name) {
+                // Unloaded (a forced unload over /v2 or gRPC): the model it served is no longer active.
+                Gauge(label: "yoloswap_active_model_info", dimensions: old).record(0)
+                Gauge(label: "yoloswap_slot_generation", dimensions: [("slot", name)]).record(roles.generation)
             }
         }
         if let rss = residentBytes {

@@ -215,6 +215,22 @@ public struct StreamService: Service {
     }
 }
 
+/// Cancels the loads under way as soon as a graceful shutdown begins. Put it last in the `ServiceGroup`, so that it is
+/// told first: the services before it wait for the loads they started (a `load?wait=true` request the HTTP server
+/// drains, a desired-state apply, an MQTT command), and `SlotService`, which cancels them too, is told last — a
+/// shutdown otherwise lasted a whole load and warm-up, past a container's termination grace. A load cancelled so has
+/// its outcome recorded (`cancelled`); the committed state is untouched, and the next start restores it.
+public struct LoadCancellationService: Service {
+    let manager: ModelManager
+
+    public init(manager: ModelManager) { self.manager = manager }
+
+    public func run() async throws {
+        try? await gracefulShutdown()
+        await manager.cancelLoads(reason: "shutting down")
+    }
+}
+
 /// Samples gauges every `interval` and counts swap events, for as long as the service group runs.
 public struct MetricsSampler: Service {
     let manager: ModelManager

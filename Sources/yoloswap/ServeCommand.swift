@@ -165,6 +165,8 @@ struct ServeCommand: AsyncParsableCommand {
         if let fleetAgent { groupServices.append(.init(service: fleetAgent)) }
         // Last, so first to stop: the streams end (and their viewers' responses with them) before anything else.
         groupServices.append(.init(service: StreamService(registry: streams, control: control)))
+        // Last of all, so first to stop: the loads under way end at once, not the shutdown waiting for them.
+        groupServices.append(.init(service: LoadCancellationService(manager: control.manager)))
         let group = ServiceGroup(configuration: .init(
             services: groupServices,
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))

@@ -208,6 +208,16 @@ struct CLITests {
         #expect(stderr.contains("scripts/setup"))
     }
 
+    @Test("ORT_LOAD_CONFIG_FROM_MODEL set: refused before ONNX Runtime is loaded (it would take each session's options from the model)")
+    func configFromModelRefused() async throws {
+        var env = ProcessInfo.processInfo.environment
+        env["ORT_LOAD_CONFIG_FROM_MODEL"] = "1"
+        let result = try await runProcess(Repo.binary, ["inspect", "--model", model], environment: env)
+        #expect(result.status == 1 && result.stderr.contains("ORT_LOAD_CONFIG_FROM_MODEL is set"), "\(result.stderr)")
+        env["ORT_LOAD_CONFIG_FROM_MODEL"] = "0"
+        #expect(try await runProcess(Repo.binary, ["inspect", "--model", model], environment: env).status == 0)
+    }
+
     /// Whoever can write above the working directory must not get code run in the service: the library planted there
     /// is a working ONNX Runtime, so a lookup that tried it would load it and print its path.
     @Test("a library planted above the working directory is never tried")
