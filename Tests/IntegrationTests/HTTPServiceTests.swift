@@ -224,6 +224,39 @@ struct HTTPServiceTests {
         #expect(Date().timeIntervalSince(started) < 10, "shutdown waited for the warm-up")
     }
 
+    @Test("SIGTERM while a load?wait=true warms up: the load is cancelled as the shutdown begins, and the server exits without waiting for it")
+    func sigtermDuringLoad() async throws {
+        let server = try await ServerProcess(yaml: """
+            \(ServerProcess.demoTokens)
+            slots:
+              default: { model: synthetic/yolov5-nc80-416-identity.onnx }
+            hotswap: { warmup_runs: 12, warmup_concurrency: 1, warmup_timeout_s: 120 }
+            """)
+        defer { server.stop(signal: SIGKILL) }
+        // Twelve Runs of over a second each, one after another.
+        let load = Task { () -> (Int, String?) in
+            let (status, op) = try await server.json("POST", "/v1/slots/default/load?wait=true",
+                token: ServerProcess.operatorToken,
+                body: ["model": "synthetic/slow.onnx", "activate": true, "allow_schema_change": true])
+            return (status, op["state"] as? String)
+        }
+        var warming = false
+        for _ in 0..<1500 where !warming {
+            let (_, slot) = try await server.json("GET", "/v1/slots/default", token: ServerProcess.operatorToken)
+            warming = (slot["operation"] as? [String: Any])?["state"] as? String == "warming"
+            if !warming { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        try #require(warming, "the load never warmed up: \(server.log)")
+        let started = Date()
+        kill(server.process.processIdentifier, SIGTERM)
+        server.process.waitUntilExit()
+        #expect(server.process.terminationReason == .exit && server.process.terminationStatus == 0, "\(server.log)")
+        // Before, the HTTP server's drain waited for the request, which waited for the whole warm-up.
+        #expect(Date().timeIntervalSince(started) < 8, "the shutdown waited for the load")
+        let (status, state) = try await load.value
+        #expect(status == 422 && state == "cancelled", "\(status) \(String(describing: state))")
+    }
+
     @Test("a connection that stays silent past server.idle_timeout_s is closed by the server")
     func idleConnectionsClosed() async throws {
         let server = try await ServerProcess(yaml: """
