@@ -163,12 +163,18 @@ public struct SlotService: Service {
 
     public func run() async throws {
         let manager = control.manager
-        try await withGracefulShutdownHandler {
-            try await YOLOSwapServer.startSlots(control: control, configuration: configuration, logger: logger)
-            if !Task.isShuttingDownGracefully, let afterStart { await afterStart() }
-        } onGracefulShutdown: {
-            // A signal only: loads under way (restores, configured models) end cancelled and the start-up returns;
-            // `shutdown()` below cancels again and waits.
+        try await withTaskCancellationHandler {
+            try await withGracefulShutdownHandler {
+                try await YOLOSwapServer.startSlots(control: control, configuration: configuration, logger: logger)
+                if !Task.isShuttingDownGracefully && !Task.isCancelled, let afterStart { await afterStart() }
+            } onGracefulShutdown: {
+                // A signal only: loads under way (restores, configured models) end cancelled and the start-up
+                // returns; `shutdown()` below cancels again and waits.
+                Task { await manager.cancelLoads(reason: "shutting down") }
+            }
+        } onCancel: {
+            // Another service failed (a port taken): the start-up is cut short as at a shutdown — before, every
+            // restore and configured load ran to its end, minutes maybe, before the process exited.
             Task { await manager.cancelLoads(reason: "shutting down") }
         }
         try? await gracefulShutdown()

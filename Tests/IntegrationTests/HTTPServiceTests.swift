@@ -257,6 +257,42 @@ struct HTTPServiceTests {
         #expect(status == 422 && state == "cancelled", "\(status) \(String(describing: state))")
     }
 
+    @Test("a service that fails at start (its port taken) cuts the slots' start-up short: the process exits 1 at once")
+    func failedStartCutsLoadsShort() async throws {
+        // The port, taken.
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        try #require(fd >= 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, length) == 0 && listen(fd, 1) == 0 && getsockname(fd, $0, &length) == 0
+            }
+        }
+        try #require(bound)
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        let dir = try TemporaryDirectory(prefix: "failed-start")
+        let config = dir.file("config.yaml")
+        try """
+            \(ServerProcess.demoTokens)
+            server: { host: 127.0.0.1 }
+            model_repository: \(Repository.path("models"))
+            state_dir: \(dir.file("var"))
+            slots:
+              default: { model: synthetic/slow.onnx }
+            hotswap: { warmup_runs: 12, warmup_concurrency: 1, warmup_timeout_s: 120 }
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let started = Date()
+        // Twelve warm-up Runs of over a second each: before, the process exited only once they were done.
+        let result = try await runProcess(Repo.binary, ["serve", "--config", config, "--port", String(port)])
+        #expect(result.status != 0 && !result.killedBySignal, "\(result.stderr.suffix(2000))")
+        #expect(result.stderr.contains("Address already in use"), "\(result.stderr.suffix(2000))")
+        #expect(Date().timeIntervalSince(started) < 10, "the start-up's load was waited for")
+    }
+
     @Test("a connection that stays silent past server.idle_timeout_s is closed by the server")
     func idleConnectionsClosed() async throws {
         let server = try await ServerProcess(yaml: """
