@@ -46,8 +46,25 @@ extension ModelManager {
         do throws(LoadFailure) {
             // A switch displaces the standby anyway: free it before the new session exists (old + new, not three).
             let releaseStandby = request.activate && configuration.releaseStandbyBeforeLoad
-            let model = try await pipeline.run(op, execution: execution, active: previous?.schema) {
-                if releaseStandby { await slot.releaseStandbyAndWait() }
+            let model: ModelInstance
+            do throws(LoadFailure) {
+                model = try await pipeline.run(op, execution: execution, active: previous?.schema) {
+                    if releaseStandby { await slot.releaseStandbyAndWait() }
+                }
+            } catch where error.isOverBudget && decision.requested == .auto
+                && decision.policy == .availabilityPreserving && request.activate && !op.isCancelled
+            {
+                // `auto` judged by an estimate made before the file's digest was known (twice its size); the
+                // pipeline's check, by the digest's measured cost, says old and new do not both fit after all: the
+                // active model is unloaded first, as `auto` would have chosen (before, the load failed).
+                guard let previous else { throw error }
+                op.update {
+                    $0.policy = PolicyDecision(policy: .resourcePreserving, requested: .auto,
+                        reason: "auto: old and new do not both fit by the model's measured cost (\(error)): the "
+                            + "active model is unloaded first", figures: decision.figures)
+                }
+                return await performResourcePreservingLoad(op, slot: slot, execution: execution,
+                    previous: (previous.identity, previous.schema, previous.execution), operation: operation)
             }
             // Cancelled after the pipeline's last check: the model never takes a role. Past `beginActivation` the
             // load can no longer be cancelled (it ends ready with the model switched in and committed).

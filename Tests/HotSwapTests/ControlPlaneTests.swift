@@ -1,6 +1,7 @@
 import Foundation
 @testable import HotSwap
 import HotSwapTesting
+import Primitives
 import TestSupport
 import Testing
 
@@ -309,3 +310,36 @@ extension HotSwapSuite {
         }
     }
 }
+
+extension HotSwapSuite.ControlPlaneTests {
+    @Test("auto judged by the file size, refused by the measured cost: the load goes on resource-preserving instead of failing")
+    func autoFallsBackOnMeasuredCost() async throws {
+        // Sparse files (a fake backend runs them): a loaded model costs at least its file's size.
+        let folder = try TemporaryDirectory(prefix: "auto-measured")
+        let mib = 1 << 20
+        func sparse(_ name: String, _ bytes: Int) throws -> String {
+            let path = folder.file(name)
+            #expect(FileManager.default.createFile(atPath: path, contents: Data(name.utf8)))
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+            try handle.truncate(atOffset: UInt64(bytes))
+            try handle.close()
+            return path
+        }
+        let (old, new) = (try sparse("old.onnx", 40 * mib), try sparse("new.onnx", 32 * mib))
+        let manager = ModelManager(configuration: .testing(memoryBudgetBytes: 150 * mib, policy: .auto),
+            loader: FakeLoader())
+        let slot = try await manager.createSlot("default")
+        _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: old))
+        // Measured once before at 120 MiB: with the 40 MiB model it does not fit; alone it does. Without the digest
+        // `auto` estimates twice the file (64 MiB), which fits beside it.
+        let digest = try FileDigest.sha256(ofFileAt: new).sha256
+        manager.ledger.record(sha256: digest, target: .cpu, bytes: 120 * mib)
+        let status = try await manager.load(LoadRequest(slot: "default", path: new, activate: true)).wait()
+        #expect(status.stage == .ready, "\(String(describing: status.failure))")
+        #expect(status.policy?.policy == .resourcePreserving, "\(String(describing: status.policy))")
+        #expect(status.policy?.reason.contains("measured cost") == true)
+        #expect(slot.roles.active?.identity.path == new)
+        await manager.shutdown()
+    }
+}
+
