@@ -280,12 +280,18 @@ extension ModelManager {
             // Cut off (a shutdown during the start): the store keeps it for the next start.
             if error.isCancellation { return }
             // The store should no longer offer it for a rollback after a restart.
-            let roles = slot.roles
-            guard let active = roles.active else { return }
-            let state = CommittedSlot(slot: slot.name, active: active.identity.record, generation: roles.generation)
-            do { try await commit(state) } catch {
-                logger.error("cannot commit slot state", metadata: ["slot": "\(slot.name)", "error": "\(error)"])
-            }
+            await commitWithoutStandby(slot)
+        }
+    }
+
+    /// Commits the slot's state with no standby (one no longer held: not restored at the next start, its retention
+    /// started over). A failure is logged: the store then still names the standby.
+    func commitWithoutStandby(_ slot: ModelSlot) async {
+        let roles = slot.roles
+        guard let active = roles.active else { return }
+        let state = CommittedSlot(slot: slot.name, active: active.identity.record, generation: roles.generation)
+        do { try await commit(state) } catch {
+            logger.error("cannot commit slot state", metadata: ["slot": "\(slot.name)", "error": "\(error)"])
         }
     }
 
@@ -361,8 +367,9 @@ extension ModelManager {
             try? await Task.sleep(for: duration)
             guard standby != nil, let self else { return }
             await self.serialized(name) { [weak slot, weak standby] manager in
-                guard let standby, await manager.endRetention(of: name, token: token) else { return }
-                slot?.dropStandby(only: standby)
+                guard let standby, await manager.endRetention(of: name, token: token), let slot else { return }
+                // Committed too: before, a restart restored the released standby, and its retention began again.
+                if slot.dropStandby(only: standby) != nil { await manager.commitWithoutStandby(slot) }
             }
         }
     }

@@ -126,6 +126,24 @@ extension HotSwapSuite {
             await manager.shutdown()
         }
 
+        @Test("a standby released by its retention is committed gone: a restart does not bring it back")
+        func retentionCommitted() async throws {
+            let store = try StateStore(inMemory: ())
+            var configuration = HotSwapConfiguration.testing()
+            configuration.standbyRetention = .keepFor(.milliseconds(200))
+            let manager = ModelManager(configuration: configuration, loader: FakeLoader(), store: store)
+            let slot = try await manager.createSlot("line")
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity416))
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity320))
+            #expect(try store.committedSlots().first?.standby?.path == Fixtures.identity416)
+            #expect(await eventually { slot.roles.standby == nil })
+            // Before, the store still named it, and the next start restored it (its retention begun again).
+            #expect(await eventually { (try? store.committedSlots().first?.standby) == nil },
+                "\(String(describing: try? store.committedSlots()))")
+            #expect(try store.committedSlots().first?.active.path == Fixtures.identity320)
+            await manager.shutdown()
+        }
+
         @Test("a committed model that fails its restore (its file changed) leaves the committed generation: the next activation follows it")
         func failedRestoreKeepsGeneration() async throws {
             let directory = try Fixtures.temporaryDirectory()
