@@ -105,8 +105,12 @@ extension ModelManager {
         operation: SwapEvent.Operation
     ) async -> SwapEvent {
         let previousRecord = previous.identity
-        // What the active model holds: held for it again should the new one fail after it left (`restore` below).
+        // What the active model holds: reserved for it from the moment it leaves until the new model takes its role,
+        // for the restore should the new one fail. Counted beside the new model's reservation meanwhile (the budget
+        // looks fuller to other slots' loads than it is): taken only once the new load had failed, another slot's load
+        // could take the memory in between — the restore then refused over the budget, the slot left with no model.
         let previousMemory = slot.activeMemoryByDevice
+        let held = Locked<MemoryReservation?>(nil)
         // Set once the old model has left the slot (the pipeline's hook between verifying and loading).
         let released = Locked(false)
         do throws(LoadFailure) {
@@ -121,6 +125,7 @@ extension ModelManager {
                         reason: "discarded to make room for the resource-preserving load of \(op.request.path)",
                         from: staged))
                 }
+                held.withLock { $0 = ledger.hold(previousMemory) }
                 released.withLock { $0 = true }
                 // Hand over this last reference: the releaser frees the model only once it holds the only one.
                 if let drained = slot.deactivate() { await releaser.retireAndWait(consume drained) }
@@ -134,6 +139,7 @@ extension ModelManager {
                 retireUnused(model)
                 throw LoadFailure.notCommitted(path: op.request.path, reason: "\(error)")
             }
+            held.withLock { $0?.release() }
             // The flip found the slot empty (the old model left in the hook): record it here, for a rollback.
             rememberPrevious(previousRecord.record, target: previous.execution.target, in: slot)
             op.update {
@@ -147,10 +153,6 @@ extension ModelManager {
             var failed = event(for: op, operation: operation, from: previousRecord)
             // Refused before the old model left (its digest, its signature, a cancellation): it still serves.
             guard released.value else { return await emit(failed) }
-            // The memory the previous model held stays this slot's while it is verified and loaded again: reserved
-            // only after its digest (before), another slot's load could take it meanwhile, and the restore was then
-            // refused over the budget — the slot left with no model.
-            let held = ledger.hold(previousMemory)
             // Bring the previous model back through the same verified pipeline, where it ran.
             let restore = LoadOperation(request: LoadRequest(slot: slot.name, path: previousRecord.path,
                 name: previousRecord.name, version: previousRecord.version, expectedSHA256: previousRecord.sha256,
@@ -162,7 +164,7 @@ extension ModelManager {
             if isShuttingDown { restore.cancel(reason: "shutting down") }
             do {
                 let model = try await pipeline.run(restore, execution: previous.execution, active: nil,
-                    reserved: held)
+                    reserved: held.withLock { $0 })
                 // The store still holds the previous model's state: flip it back even if recording fails again.
                 if (try? await activate(model, in: slot, keepStandby: false)) == nil {
                     _ = flip(model, in: slot, keepStandby: false)

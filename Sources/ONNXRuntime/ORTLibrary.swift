@@ -56,13 +56,13 @@ public final class ORTLibrary: @unchecked Sendable {
 
     private static let cache = Mutex<[String: ORTLibrary]>([:])
 
+    /// The variable that makes ORT read each session's options from the model (refused by `load`).
+    static let configFromModelVariable = "ORT_LOAD_CONFIG_FROM_MODEL"
+
     /// Loads the library (once per resolved path per process) following the lookup order above.
     /// - Parameter explicitPath: a path given by the user; when set, only it and the later fallbacks are tried.
     /// - Throws: `ORTError` `.libraryNotFound` naming every path tried, `.unsafeEnvironment` when
     ///   `ORT_LOAD_CONFIG_FROM_MODEL` is set.
-    /// The variable that makes ORT read each session's options from the model (refused by `load`).
-    static let configFromModelVariable = "ORT_LOAD_CONFIG_FROM_MODEL"
-
     public static func load(explicitPath: String? = nil) throws -> ORTLibrary {
         // With it set, ORT builds every session's options from the model's own `ort_config` metadata, dropping the
         // ones given — the external-data refusal among them: a model could read files beside the working directory.

@@ -286,17 +286,9 @@ public final class DesiredStateReconciler: Sendable {
         try? await record(actor, result: converged ? "succeeded" : "failed",
             reason: "generation \(generation)" + (failed.isEmpty ? "" : ": failed slots "
                 + failed.keys.sorted().joined(separator: ", ")), started: started)
-        // Not when every failed slot failed its activating load: retries do not try that again (see `converge`), so
-        // each would only record two entries and count a retry, every 10 minutes, for as long as the document stands.
-        // (Routes held back for a failed slot wait for that slot.)
-        let retriable = state.withLock { s in
-            failed.isEmpty || failed.keys.contains { s.activatingFailed[sha + "\n" + $0] == nil }
-        }
-        if !converged && retriable {
-            scheduleRetry(bytes, from: source, attempt: attempt + 1)
-        } else if !converged {
-            control.logger.warning("desired state: not retried; the failed slots' activating loads failed (a new apply tries again)", metadata: ["slots": "\(failed.keys.sorted().joined(separator: ", "))"])
-        }
+        // Also when every failed slot failed its activating load, which retries do not try again (see `converge`): a
+        // slot put right by hand meanwhile is found converged by the retry, and routes held back for it go in then.
+        if !converged { scheduleRetry(bytes, from: source, attempt: attempt + 1) }
         return DesiredApplyDTO(changed: true, dry_run: false, converged: converged, generation: generation,
             content_sha256: sha, plan: plan, status: status)
     }
@@ -415,8 +407,11 @@ public final class DesiredStateReconciler: Sendable {
         var body = LoadBody(model: slot.model, version: slot.version, sha256: slot.sha256, activate: false,
             allow_schema_change: slot.allow_schema_change, require_signature: slot.require_signature)
         let key = document + "\n" + name
-        // A retry after the activating load failed: nothing is loaded, the slot keeps its reason.
-        if attempt > 0, let reason = state.withLock({ $0.activatingFailed[key] }) {
+        // A retry after the activating load failed: nothing is loaded, the slot keeps its reason. A new apply tries
+        // again: its block goes (else a staging load failing for another reason left the old one blocking retries).
+        if attempt == 0 {
+            state.withLock { _ = $0.activatingFailed.removeValue(forKey: key) }
+        } else if let reason = state.withLock({ $0.activatingFailed[key] }) {
             return .failed(reason: "LoadFailed", message: reason)
         }
         // A retry (no one asked for it now) leaves a load under way alone — an operator's fix of the slot — and fails

@@ -130,6 +130,9 @@ public enum YOLOSwapServer {
                     "error": "\(reason)"])
             }
         }
+        // Stopping already (its loads cancelled as the shutdown began, `LoadCancellationService`): not started — no
+        // release resumed, /readyz not 200, no configured stream begun while the other services stop.
+        if await manager.isShuttingDown { return }
         await control.resumeReleases()
         let closed = await control.reconcileInterruptedIntents(before: startedAt)
         if closed > 0 {
@@ -163,18 +166,12 @@ public struct SlotService: Service {
 
     public func run() async throws {
         let manager = control.manager
-        try await withTaskCancellationHandler {
-            try await withGracefulShutdownHandler {
-                try await YOLOSwapServer.startSlots(control: control, configuration: configuration, logger: logger)
-                if !Task.isShuttingDownGracefully && !Task.isCancelled, let afterStart { await afterStart() }
-            } onGracefulShutdown: {
-                // A signal only: loads under way (restores, configured models) end cancelled and the start-up
-                // returns; `shutdown()` below cancels again and waits.
-                Task { await manager.cancelLoads(reason: "shutting down") }
-            }
-        } onCancel: {
-            // Another service failed (a port taken): the start-up is cut short as at a shutdown — before, every
-            // restore and configured load ran to its end, minutes maybe, before the process exited.
+        try await withGracefulShutdownHandler {
+            try await YOLOSwapServer.startSlots(control: control, configuration: configuration, logger: logger)
+            if control.hasStarted, !Task.isShuttingDownGracefully, let afterStart { await afterStart() }
+        } onGracefulShutdown: {
+            // A signal only: loads under way (restores, configured models) end cancelled and the start-up returns;
+            // `shutdown()` below cancels again and waits. (`LoadCancellationService` cancels them first.)
             Task { await manager.cancelLoads(reason: "shutting down") }
         }
         try? await gracefulShutdown()

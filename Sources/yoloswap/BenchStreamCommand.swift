@@ -210,7 +210,7 @@ struct BenchStreamCommand: AsyncParsableCommand {
         let latencies = Locked<(end: [Double], service: [Double], generation: Int?, switches: [Int])>(([], [], nil, []))
         // Resolved as `stream --source` resolves it: the decoder opens a path with no symbolic link in it.
         let source: VideoSource
-        do { source = try SourcePolicy.unrestricted.resolve(video) } catch { throw ValidationError("\(error)") }
+        do { source = try SourcePolicy.unrestricted.resolve(video) } catch { throw failure("\(error)") }
         let stream = VideoStream(id: "bench", configuration: StreamConfiguration(source: source,
             slot: "stream", backPressure: .block, fpsCap: fpsCap, framesInFlight: framesInFlight), slot: slot,
             sink: { result in

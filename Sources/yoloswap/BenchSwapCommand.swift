@@ -84,7 +84,7 @@ struct BenchSwapCommand: AsyncParsableCommand {
     func run() async throws {
         let images = try image.map { path -> [UInt8] in
             guard let data = FileManager.default.contents(atPath: path) else {
-                throw ValidationError("cannot read image \(path)")
+                throw failure("cannot read image \(path)")
             }
             return [UInt8](data)
         }

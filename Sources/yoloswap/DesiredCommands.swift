@@ -57,7 +57,7 @@ private struct DesiredDocumentUpload {
             data = FileHandle.standardInput.readDataToEndOfFile()
         } else {
             guard let contents = FileManager.default.contents(atPath: file) else {
-                throw ValidationError("cannot read \(file)")
+                throw failure("cannot read \(file)")
             }
             data = contents
         }

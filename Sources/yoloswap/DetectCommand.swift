@@ -120,7 +120,7 @@ struct DetectCommand: ParsableCommand {
         let out = URL(fileURLWithPath: folder).appendingPathComponent(name).path
         let jpeg = try ImageEncoder.jpeg(canvas, quality: 90)
         guard FileManager.default.createFile(atPath: out, contents: Data(jpeg)) else {
-            throw ValidationError("cannot write \(out)")
+            throw failure("cannot write \(out)")
         }
     }
 }

@@ -133,8 +133,9 @@ struct ServeCommand: AsyncParsableCommand {
                 // Not the service's business: a banner nobody can read (stdout closed, a full disk) is dropped.
                 try? FileHandle.standardOutput.write(contentsOf: Data(banner.utf8))
             })
-        // Services stop in reverse order: the video streams, the MQTT fleet agent (publishing `offline`), the
-        // desired-state watcher and the sampler, then the HTTP server (draining its requests), then the slots.
+        // Services stop in reverse order: the loads under way cancelled, the video streams, the MQTT fleet agent
+        // (publishing `offline`), the desired-state watcher and the sampler, then the HTTP server (draining its
+        // requests), then the slots.
         var groupServices: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: SlotService(control: control, configuration: configuration, logger: logger,
                 afterStart: { [configured = configuration.configuredStreams, logger] in
@@ -163,7 +164,7 @@ struct ServeCommand: AsyncParsableCommand {
                 logger: logger)))
         }
         if let fleetAgent { groupServices.append(.init(service: fleetAgent)) }
-        // Last, so first to stop: the streams end (and their viewers' responses with them) before anything else.
+        // Late, so early to stop: the streams end (and their viewers' responses with them) before the other services.
         groupServices.append(.init(service: StreamService(registry: streams, control: control)))
         // Last of all, so first to stop: the loads under way end at once, not the shutdown waiting for them.
         groupServices.append(.init(service: LoadCancellationService(manager: control.manager)))

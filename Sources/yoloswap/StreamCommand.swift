@@ -56,7 +56,7 @@ struct StreamCommand: AsyncParsableCommand {
 
     func run() async throws {
         let videoSource: VideoSource
-        do { videoSource = try SourcePolicy.unrestricted.resolve(source) } catch { throw ValidationError("\(error)") }
+        do { videoSource = try SourcePolicy.unrestricted.resolve(source) } catch { throw failure("\(error)") }
         let manager = try StreamSlot.makeManager(modelOptions: modelOptions, servingThreads: framesInFlight)
         let slot = try await manager.createSlot("stream")
         _ = try await manager.loadAndActivate(LoadRequest(slot: "stream", path: modelOptions.model))

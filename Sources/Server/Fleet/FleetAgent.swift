@@ -122,6 +122,8 @@ final class FleetSession: Sendable {
     /// being sent: `offline` goes out once those have been handed over, and no status starts after it (the retained
     /// status would say `online` after a clean stop, whose will the broker drops).
     private let leaving = Locked((started: false, statusSends: 0, resultSends: 0))
+    /// The task publishing `offline` and disconnecting, once leaving began: `run()` returns only once it is done.
+    private let departure = Locked<Task<Void, Never>?>(nil)
     /// The longest `leave()` waits for the command running and the messages being sent: a command's result is the
     /// only word its sender gets of it (a load that went on past a shutdown), within a usual termination grace
     /// (Kubernetes gives 30 s).
@@ -194,6 +196,9 @@ final class FleetSession: Sendable {
             // so the broker would drop the will, and the retained status would say `online` after the process ended.
             self.beginLeaving()
         }
+        // Cancelled, the client's stream ended at once and `receive()` returned before `leave()` was done: the process
+        // could end with the running command's result and `offline` still to be sent.
+        await departure.withLock({ $0 })?.value
         logger.info("left the MQTT fleet", metadata: ["device": "\(settings.device)"])
     }
 
@@ -206,7 +211,7 @@ final class FleetSession: Sendable {
             defer { leaving.started = true }
             return !leaving.started
         }
-        if first { Task { await leave() } }
+        if first { departure.withLock { $0 = Task { await leave() } } }
     }
 
     /// Publishes `offline` (retained), then disconnects cleanly; `receive()` ends with the client.
@@ -262,7 +267,7 @@ final class FleetSession: Sendable {
                 case .command(let command, let payload, let keyID):
                     let result = await execute(command, payload: payload, keyID: keyID)
                     remember(result, of: command)
-                    publish(result)
+                    publish(result, awaitedAtStop: true)
                     requestStatus()
                 case .repeated(let command, let earlier):
                     await repeated(command, earlier: earlier)
@@ -454,14 +459,21 @@ final class FleetSession: Sendable {
         results.withLock { list in list.last { $0.nonce == nonce }?.result }
     }
 
-    /// Publishes a command's result (or refusal) in a task of its own; `leave()` waits for it.
-    func publish(_ result: FleetCommandResult) {
+    /// Publishes a command's result (or refusal) in a task of its own.
+    /// - Parameter awaitedAtStop: `leave()` waits for it (a command's own result, the only word its sender gets of
+    ///   whether it ran); refusals are not waited for once leaving began (a sender retrying `busy` would hold the
+    ///   stop for the whole grace).
+    func publish(_ result: FleetCommandResult, awaitedAtStop: Bool = false) {
         let bytes = FleetJSONCoding.encode(result)
         let topic = settings.topics.commandResult(device: settings.device)
-        leaving.withLock { $0.resultSends += 1 }
+        let counted = leaving.withLock { l in
+            guard awaitedAtStop || !l.started else { return false }
+            l.resultSends += 1
+            return true
+        }
         Task {
             await send(topic, bytes, retain: false, within: .seconds(30))
-            leaving.withLock { $0.resultSends -= 1 }
+            if counted { leaving.withLock { $0.resultSends -= 1 } }
         }
     }
 
