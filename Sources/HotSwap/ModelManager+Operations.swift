@@ -314,7 +314,7 @@ extension ModelManager {
     {
         let roles = slot.roles
         var standby = roles.standby === model ? nil : roles.standby?.identity
-        if keepStandby, let previous = roles.active { standby = previous.identity }
+        if let previous = roles.active { standby = keepStandby ? previous.identity : nil }
         return CommittedSlot(slot: slot.name, active: model.identity.record, standby: standby?.record,
             generation: roles.generation + 1)
     }

@@ -449,7 +449,8 @@ public final class ModelSlot: Sendable {
     }
 
     /// Flips `model` in as the active model. The previous active model becomes the standby when `keepStandby`,
-    /// otherwise it is retired; a replaced standby is retired. Requests waiting for a model are resumed.
+    /// otherwise it is retired, and so is any standby; a replaced standby is retired. Requests waiting for a model are
+    /// resumed.
     func activate(_ model: ModelInstance, keepStandby: Bool) -> FlipResult {
         let clock = ContinuousClock()
         var previous: ModelInstance?
@@ -469,6 +470,12 @@ public final class ModelSlot: Sendable {
                 s.roles.standby = previous
             } else if let previous {
                 displaced.append(previous)
+                // Nor a standby already there (kept by a promotion or a rollback under `release`): left, it outlived
+                // the retention for good, and a rollback went to it past the model just replaced.
+                if let old = s.roles.standby {
+                    displaced.append(old)
+                    s.roles.standby = nil
+                }
             }
             waiters = Array(s.waiters.values)
             s.waiters.removeAll()

@@ -278,6 +278,22 @@ extension HotSwapSuite {
             await manager.shutdown()
         }
 
+        @Test("under release retention a switch also releases a standby a promotion kept: a rollback goes to the model just replaced")
+        func releaseRetentionAfterPromotion() async throws {
+            let (manager, slot) = try await makeManager(HotSwapConfiguration.testing(standbyRetention: .release))
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Self.pathA, version: "a"))
+            _ = try await manager.load(LoadRequest(slot: "default", path: Self.pathB, version: "b")).wait()
+            _ = try await manager.promoteStaged(slot: "default")
+            #expect(slot.roles.standby?.identity.version == "a", "a promotion keeps the baseline")
+            _ = try await manager.load(LoadRequest(slot: "default", path: Self.pathA, version: "c")).wait()
+            _ = try await manager.switchStaged(slot: "default")
+            // Before, A stayed the standby for good, and the rollback went to it rather than to B.
+            #expect(slot.roles.standby == nil, "\(String(describing: slot.roles.standby?.identity))")
+            let event = try await manager.rollback(slot: "default")
+            #expect(event.to?.version == "b", "\(String(describing: event.to))")
+            await manager.shutdown()
+        }
+
         @Test("a rollback reload re-verifies the previous model's sha256")
         func rollbackReloadVerifiesTheDigest() async throws {
             let directory = try Fixtures.temporaryDirectory()
