@@ -44,6 +44,21 @@ extension String {
         return String(decoding: out, as: UTF8.self)
     }
 
+    /// The string with each control character (C0, DEL, C1: a newline, an escape sequence) written as `\u{XX}`:
+    /// text from outside quoted in a log line or an audit reason cannot start a line of its own or drive a terminal.
+    public var escapingControlCharacters: String {
+        guard unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else { return self }
+        var out = ""
+        for scalar in unicodeScalars {
+            if scalar.properties.generalCategory == .control {
+                out += "\\u{" + String(scalar.value, radix: 16, uppercase: true) + "}"
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
+    }
+
     /// Whether both strings have the same UTF-8 bytes (`==` compares canonical equivalence).
     public func isByteEqual(to other: String) -> Bool { utf8.elementsEqual(other.utf8) }
 

@@ -52,10 +52,11 @@ public struct DesiredStateError: Error, Equatable, CustomStringConvertible {
         self.reason = reason
     }
     /// Cut to 256 bytes of field and 1024 of reason: it goes into the audit log, the log and the status, and a field
-    /// is named by the document's own keys (a 250 KB slot name made each refusal a 500 KB entry).
+    /// is named by the document's own keys (a 250 KB slot name made each refusal a 500 KB entry). Control characters
+    /// are escaped: a key holding a newline wrote a line of its own into a plain-text log.
     public var description: String {
-        let reason = reason.prefix(utf8Bytes: 1024)
-        return field.isEmpty ? reason : "\(field.prefix(utf8Bytes: 256)): \(reason)"
+        let reason = reason.prefix(utf8Bytes: 1024).escapingControlCharacters
+        return field.isEmpty ? reason : "\(field.prefix(utf8Bytes: 256).escapingControlCharacters): \(reason)"
     }
 }
 

@@ -92,6 +92,22 @@ private typealias H = ServerHarness
         do { _ = try DesiredState.parse(Array(text.utf8)) } catch { #expect(error.field == field, "\(error)") }
     }
 
+    @Test("a refused key's control characters are escaped in the refusal (it goes into the log and the audit reason)")
+    func refusalEscapesControlCharacters() throws {
+        let text = "apiVersion: yoloswap/v1\nkind: DesiredState\nslots: {default: {model: a.onnx}}\n"
+            + "routes: {\"x\\n2026-12-01T00:00:00Z info desired state applied\\u001B[2J\": [1]}"
+        do {
+            _ = try DesiredState.parse(Array(text.utf8))
+            Issue.record("accepted")
+        } catch {
+            // Before, the newline went into the log as it was: a forged line of its own.
+            #expect(!error.description.unicodeScalars.contains { $0.properties.generalCategory == .control },
+                "\(error.description.debugDescription)")
+            #expect(error.description.contains("x\\u{A}2026-12-01") && error.description.contains("\\u{1B}[2J"),
+                "\(error.description)")
+        }
+    }
+
     @Test("hostile documents: too large, too many slots, deep nesting, not UTF-8, aliases — refused, no crash")
     func hostileDocuments() {
         let header = "apiVersion: yoloswap/v1\nkind: DesiredState\n"
