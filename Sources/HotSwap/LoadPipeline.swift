@@ -33,8 +33,12 @@ struct LoadPipeline: Sendable {
     ///     and the model's memory reserved before the hook, counting that as free, so that a model that cannot fit
     ///     even then is refused before the hook takes anything away, and what it frees stays this load's.
     ///   - reserved: memory already reserved for this load (`MemoryLedger.hold`), used instead of a budget check.
+    ///   - onReserved: given the reservation made before the hook (with `freedBeforeLoading`), which the model holds
+    ///     until it takes its role; a failed load's is released as the pipeline returns unless the caller keeps it
+    ///     (a failed resource-preserving load turns it into its restore's, `MemoryReservation.resize`).
     func run(_ op: LoadOperation, execution: ModelExecution, active: ModelSchema?,
              freedBeforeLoading: [ComputeDevice: Int]? = nil, reserved: MemoryReservation? = nil,
+             onReserved: @Sendable (MemoryReservation) -> Void = { _ in },
              beforeLoading: @Sendable () async -> Void = {})
         async throws(LoadFailure) -> ModelInstance
     {
@@ -89,7 +93,9 @@ struct LoadPipeline: Sendable {
         // go to another slot's load meanwhile — the old model gone, the new one refused, the slot left empty.
         var early = reserved
         if early == nil, let freed = freedBeforeLoading {
-            early = try reserveBudget(digest, file.byteCount, execution, path, freed)
+            let reservation = try reserveBudget(digest, file.byteCount, execution, path, freed)
+            onReserved(reservation)
+            early = reservation
         }
         await beforeLoading()
         // Superseded while the hook ran (a drain can take a while): not worth a session.

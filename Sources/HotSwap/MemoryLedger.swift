@@ -39,6 +39,11 @@ final class MemoryLedger: Sendable {
         }
     }
 
+    /// Whether the host cost of a digest run on a target has been measured (its estimate is not the file-size guess).
+    func isMeasured(sha256: String, target: ExecutionTarget) -> Bool {
+        measured.withLock { $0[Key(sha256: sha256, target: target)] != nil }
+    }
+
     func record(sha256: String, target: ExecutionTarget, bytes: Int) {
         measured.withLock { $0[Key(sha256: sha256, target: target)] = bytes }
     }
@@ -93,7 +98,7 @@ final class MemoryLedger: Sendable {
             return nil
         }
         if let failure { throw failure }
-        return MemoryReservation { [reservations] in _ = reservations.withLock { $0.removeValue(forKey: id) } }
+        return MemoryReservation(table: reservations, id: id)
     }
 
     /// Reserves `amounts` without checking them against the budgets: memory a load already had and gives back (a
@@ -101,7 +106,7 @@ final class MemoryLedger: Sendable {
     func hold(_ amounts: [ComputeDevice: Int]) -> MemoryReservation {
         let id = UUID()
         reservations.withLock { $0[id] = amounts }
-        return MemoryReservation { [reservations] in _ = reservations.withLock { $0.removeValue(forKey: id) } }
+        return MemoryReservation(table: reservations, id: id)
     }
 
     /// Throws for the first device whose budget the figures exceed.
@@ -125,13 +130,26 @@ final class MemoryLedger: Sendable {
 /// A load's reserved memory (`MemoryLedger.reserve`), held until `release()` (idempotent) or until it is freed — a
 /// load that fails, or a model dropped before it took a role.
 ///
-/// Thread-safety: `release` may be called from any thread.
+/// Thread-safety: `release` and `resize` may be called from any thread.
 final class MemoryReservation: Sendable {
-    private let end: Locked<(@Sendable () -> Void)?>
+    private let table: Locked<[UUID: [ComputeDevice: Int]]>
+    private let id: UUID
 
-    init(_ end: @escaping @Sendable () -> Void) { self.end = Locked(end) }
+    init(table: Locked<[UUID: [ComputeDevice: Int]]>, id: UUID) {
+        self.table = table
+        self.id = id
+    }
 
-    func release() { end.withLock { e in defer { e = nil }; return e }?() }
+    func release() { _ = table.withLock { $0.removeValue(forKey: id) } }
+
+    /// Reserves `amounts` instead, in one step (no other load's check can come between a release and a new reservation): false when already released.
+    func resize(to amounts: [ComputeDevice: Int]) -> Bool {
+        table.withLock { table in
+            guard table[id] != nil else { return false }
+            table[id] = amounts
+            return true
+        }
+    }
 
     deinit { release() }
 }

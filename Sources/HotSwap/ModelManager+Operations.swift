@@ -46,22 +46,28 @@ extension ModelManager {
         do throws(LoadFailure) {
             // A switch displaces the standby anyway: free it before the new session exists (old + new, not three).
             let releaseStandby = request.activate && configuration.releaseStandbyBeforeLoad
+            let standbyReleased = Locked(false)
             let model: ModelInstance
             do throws(LoadFailure) {
-                model = try await pipeline.run(op, execution: execution, active: previous?.schema) {
-                    if releaseStandby { await slot.releaseStandbyAndWait() }
-                }
-            } catch where error.isOverBudget && decision.requested == .auto
-                && decision.policy == .availabilityPreserving && request.activate && !op.isCancelled
-            {
+                model = try await pipeline.run(op, execution: execution, active: previous?.schema, beforeLoading: {
+                    if releaseStandby, await slot.releaseStandbyAndWait() { standbyReleased.withLock { $0 = true } }
+                })
+            } catch {
+                // Committed gone (a restart restored it otherwise); the load went no further.
+                if standbyReleased.value { await commitWithoutStandby(slot) }
                 // `auto` judged by an estimate made before the file's digest was known (twice its size); the
                 // pipeline's check, by the digest's measured cost, says old and new do not both fit after all: the
-                // active model is unloaded first, as `auto` would have chosen (before, the load failed).
-                guard let previous else { throw error }
+                // active model is unloaded first, as `auto` would have chosen (before, the load failed). Not for an
+                // estimate that was the digest's already: then another load took the room meanwhile.
+                guard error.isOverBudget, decision.requested == .auto, decision.policy == .availabilityPreserving,
+                      request.activate, !op.isCancelled, let previous, request.expectedSHA256 == nil,
+                      let digest = op.status.identity?.sha256,
+                      ledger.isMeasured(sha256: digest, target: execution.target)
+                else { throw error }
                 op.update {
                     $0.policy = PolicyDecision(policy: .resourcePreserving, requested: .auto,
                         reason: "auto: old and new do not both fit by the model's measured cost (\(error)): the "
-                            + "active model is unloaded first", figures: decision.figures)
+                            + "active model is unloaded first", figures: nil)
                 }
                 return await performResourcePreservingLoad(op, slot: slot, execution: execution,
                     previous: (previous.identity, previous.schema, previous.execution), operation: operation)
@@ -105,18 +111,18 @@ extension ModelManager {
         operation: SwapEvent.Operation
     ) async -> SwapEvent {
         let previousRecord = previous.identity
-        // What the active model holds: reserved for it from the moment it leaves until the new model takes its role,
-        // for the restore should the new one fail. Counted beside the new model's reservation meanwhile (the budget
-        // looks fuller to other slots' loads than it is): taken only once the new load had failed, another slot's load
-        // could take the memory in between — the restore then refused over the budget, the slot left with no model.
+        // What the active model holds: should the new model fail after the old one left, the new one's reservation
+        // becomes the old one's in one step (`resize`), for the restore. Reserved anew only after the failure, the
+        // memory could go to another slot's load in between — the restore then refused over the budget, the slot
+        // left with no model.
         let previousMemory = slot.activeMemoryByDevice
-        let held = Locked<MemoryReservation?>(nil)
+        let reserved = Locked<MemoryReservation?>(nil)
         // Set once the old model has left the slot (the pipeline's hook between verifying and loading).
         let released = Locked(false)
         do throws(LoadFailure) {
             // What the hook frees (this slot's models): a model that does not fit even then is refused first.
             let model = try await pipeline.run(op, execution: execution, active: previous.schema,
-                freedBeforeLoading: slot.memoryByDevice) { [self] in
+                freedBeforeLoading: slot.memoryByDevice, onReserved: { r in reserved.withLock { $0 = r } }) { [self] in
                 // Each freed before the new session is made (the budget counted them as free): a standby or staged
                 // model serving a request by version is released once that request ends.
                 await slot.releaseStandbyAndWait()
@@ -125,21 +131,20 @@ extension ModelManager {
                         reason: "discarded to make room for the resource-preserving load of \(op.request.path)",
                         from: staged))
                 }
-                held.withLock { $0 = ledger.hold(previousMemory) }
                 released.withLock { $0 = true }
                 // Hand over this last reference: the releaser frees the model only once it holds the only one.
                 if let drained = slot.deactivate() { await releaser.retireAndWait(consume drained) }
             }
+            // Not `retireUnused`: its reservation stays, to become the restore's below.
             guard op.beginActivation() else {
-                retireUnused(model)
+                releaser.retire(model)
                 throw LoadFailure.cancelled(path: op.request.path, reason: "superseded or cancelled")
             }
             let flip: Flip
             do { flip = try await activate(model, in: slot, keepStandby: false) } catch {
-                retireUnused(model)
+                releaser.retire(model)
                 throw LoadFailure.notCommitted(path: op.request.path, reason: "\(error)")
             }
-            held.withLock { $0?.release() }
             // The flip found the slot empty (the old model left in the hook): record it here, for a rollback.
             rememberPrevious(previousRecord.record, target: previous.execution.target, in: slot)
             op.update {
@@ -153,6 +158,12 @@ extension ModelManager {
             var failed = event(for: op, operation: operation, from: previousRecord)
             // Refused before the old model left (its digest, its signature, a cancellation): it still serves.
             guard released.value else { return await emit(failed) }
+            let held: MemoryReservation
+            if let reservation = reserved.withLock({ $0 }), reservation.resize(to: previousMemory) {
+                held = reservation
+            } else {
+                held = ledger.hold(previousMemory)
+            }
             // Bring the previous model back through the same verified pipeline, where it ran.
             let restore = LoadOperation(request: LoadRequest(slot: slot.name, path: previousRecord.path,
                 name: previousRecord.name, version: previousRecord.version, expectedSHA256: previousRecord.sha256,
@@ -161,10 +172,10 @@ extension ModelManager {
             // brings it back), not waited for through a whole warm-up.
             restoring[slot.name] = restore
             defer { restoring[slot.name] = nil }
-            if isShuttingDown { restore.cancel(reason: "shutting down") }
+            if cancelsRestores { restore.cancel(reason: "shutting down") }
             do {
                 let model = try await pipeline.run(restore, execution: previous.execution, active: nil,
-                    reserved: held.withLock { $0 })
+                    reserved: held)
                 // The store still holds the previous model's state: flip it back even if recording fails again.
                 if (try? await activate(model, in: slot, keepStandby: false)) == nil {
                     _ = flip(model, in: slot, keepStandby: false)

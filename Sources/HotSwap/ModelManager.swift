@@ -85,6 +85,8 @@ public actor ModelManager {
     var restoring: [String: LoadOperation] = [:]
     /// Set by `cancelLoads`/`shutdown`: no new restore starts, and a load asked for is cancelled at once.
     public private(set) var isShuttingDown = false
+    /// Set by `cancelLoads` unless it keeps restores: a failed resource-preserving load's restore is cancelled too.
+    var cancelsRestores = false
 
     /// - Parameters:
     ///   - loader: makes inference backends from verified model files (`ORTBackend.ORTModelLoader` in production).
@@ -313,10 +315,14 @@ public actor ModelManager {
     }
 
     /// Cancels every load and restore in progress (a load already switching its model in completes), and keeps new
-    /// restores from starting.
-    public func cancelLoads(reason: String) {
+    /// loads and restores from starting.
+    /// - Parameter keepingRestores: restores go on, and a failed resource-preserving load still brings its previous
+    ///   model back (as a shutdown begins: the slot serves through the requests' drain; `shutdown()` cancels them).
+    public func cancelLoads(reason: String, keepingRestores: Bool = false) {
         isShuttingDown = true
         currentLoad.values.forEach { $0.cancel(reason: reason) }
+        guard !keepingRestores else { return }
+        cancelsRestores = true
         restoring.values.forEach { $0.cancel(reason: reason) }
     }
 

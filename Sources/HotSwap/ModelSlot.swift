@@ -542,12 +542,15 @@ public final class ModelSlot: Sendable {
     }
 
     /// Releases the standby and returns once its memory is freed (after its last request, if any is still running).
-    func releaseStandbyAndWait() async {
+    /// - Returns: whether there was a standby.
+    @discardableResult
+    func releaseStandbyAndWait() async -> Bool {
         guard let standby = state.withLock({ s -> ModelInstance? in
             defer { s.roles.standby = nil }
             return s.roles.standby
-        }) else { return }
+        }) else { return false }
         await releaser.retireAndWait(consume standby)
+        return true
     }
 
     /// Retires every model (shutdown).

@@ -138,6 +138,8 @@ public enum YOLOSwapServer {
         if closed > 0 {
             logger.warning("audit: intents left open by the previous run closed", metadata: ["count": "\(closed)"])
         }
+        // Again: a shutdown may have begun while the releases resumed.
+        if await manager.isShuttingDown { return }
         control.markStarted()
     }
 }
@@ -168,7 +170,9 @@ public struct SlotService: Service {
         let manager = control.manager
         try await withGracefulShutdownHandler {
             try await YOLOSwapServer.startSlots(control: control, configuration: configuration, logger: logger)
-            if control.hasStarted, !Task.isShuttingDownGracefully, let afterStart { await afterStart() }
+            if control.hasStarted, !Task.isCancelled, await !manager.isShuttingDown, let afterStart {
+                await afterStart()
+            }
         } onGracefulShutdown: {
             // A signal only: loads under way (restores, configured models) end cancelled and the start-up returns;
             // `shutdown()` below cancels again and waits. (`LoadCancellationService` cancels them first.)
@@ -222,7 +226,8 @@ public struct StreamService: Service {
 /// told first: the services before it wait for the loads they started (a `load?wait=true` request the HTTP server
 /// drains, a desired-state apply, an MQTT command), and `SlotService`, which cancels them too, is told last — a
 /// shutdown otherwise lasted a whole load and warm-up, past a container's termination grace. A load cancelled so has
-/// its outcome recorded (`cancelled`); the committed state is untouched, and the next start restores it.
+/// its outcome recorded (`cancelled`); the committed state is untouched, and the next start restores it. Restores go
+/// on (a resource-preserving load cancelled after its old model left brings it back, to serve through the drain).
 public struct LoadCancellationService: Service {
     let manager: ModelManager
 
@@ -230,7 +235,8 @@ public struct LoadCancellationService: Service {
 
     public func run() async throws {
         try? await gracefulShutdown()
-        await manager.cancelLoads(reason: "shutting down")
+        // Restores go on: a slot a failed swap emptied serves again while the requests drain.
+        await manager.cancelLoads(reason: "shutting down", keepingRestores: true)
     }
 }
 

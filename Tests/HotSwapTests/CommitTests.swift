@@ -144,6 +144,27 @@ extension HotSwapSuite {
             await manager.shutdown()
         }
 
+        @Test("a switching load that released the standby before its session and then failed commits the standby gone")
+        func failedLoadCommitsReleasedStandby() async throws {
+            let store = try StateStore(inMemory: ())
+            let loader = FakeLoader { label in
+                label == Fixtures.yolov3Tiny416 ? FakeBackend(nonFinite: true) : FakeBackend()
+            }
+            let manager = ModelManager(configuration: .testing(), loader: loader, store: store)
+            let slot = try await manager.createSlot("line")
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity416))
+            _ = try await manager.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity320))
+            #expect(try store.committedSlots().first?.standby?.path == Fixtures.identity416)
+            // Refused at its warm-up, after the standby was released to make room.
+            let status = try await manager.load(LoadRequest(slot: "line", path: Fixtures.yolov3Tiny416,
+                activate: true, allowSchemaChange: true)).wait()
+            #expect(status.stage == .failed)
+            #expect(slot.roles.standby == nil && slot.roles.active?.identity.path == Fixtures.identity320)
+            // Before, the store still named it: a restart restored a standby the slot no longer had.
+            #expect(try store.committedSlots().first?.standby == nil)
+            await manager.shutdown()
+        }
+
         @Test("a committed model that fails its restore (its file changed) leaves the committed generation: the next activation follows it")
         func failedRestoreKeepsGeneration() async throws {
             let directory = try Fixtures.temporaryDirectory()

@@ -123,7 +123,10 @@ final class FleetSession: Sendable {
     /// status would say `online` after a clean stop, whose will the broker drops).
     private let leaving = Locked((started: false, statusSends: 0, resultSends: 0))
     /// The task publishing `offline` and disconnecting, once leaving began: `run()` returns only once it is done.
+    /// Set under `leaving`'s lock.
     private let departure = Locked<Task<Void, Never>?>(nil)
+    /// Whether `receive()` has started the client (set just before).
+    private let connecting = Locked(false)
     /// The longest `leave()` waits for the command running and the messages being sent: a command's result is the
     /// only word its sender gets of it (a load that went on past a shutdown), within a usual termination grace
     /// (Kubernetes gives 30 s).
@@ -206,12 +209,13 @@ final class FleetSession: Sendable {
     /// published) — and leaves.
     private func beginLeaving() {
         turns.withLock { $0.stopped = true }
-        // Once: a graceful shutdown followed by a cancellation leaves once.
-        let first = leaving.withLock { leaving in
-            defer { leaving.started = true }
-            return !leaving.started
+        // Once: a graceful shutdown followed by a cancellation leaves once. The task is set in the same step, so
+        // that `run()` never finds leaving begun and no task to wait for.
+        leaving.withLock { leaving in
+            guard !leaving.started else { return }
+            leaving.started = true
+            departure.withLock { $0 = Task { await leave() } }
         }
-        if first { departure.withLock { $0 = Task { await leave() } } }
     }
 
     /// Publishes `offline` (retained), then disconnects cleanly; `receive()` ends with the client.
@@ -228,8 +232,11 @@ final class FleetSession: Sendable {
             logger.warning("leaving the MQTT fleet with a command still running or its result not acknowledged",
                 metadata: ["waited": "\(Self.leavingGrace)"])
         }
-        let offline = FleetJSONCoding.encode(FleetStatusDTO.offline(device: settings.device, time: Date()))
-        await send(settings.topics.status(device: settings.device), offline, retain: true, within: .seconds(2))
+        // Not with a client never started (the slots never came up): it would only wait out the timeout.
+        if connecting.value {
+            let offline = FleetJSONCoding.encode(FleetStatusDTO.offline(device: settings.device, time: Date()))
+            await send(settings.topics.status(device: settings.device), offline, retain: true, within: .seconds(2))
+        }
         await client.stop()
     }
 
@@ -241,6 +248,7 @@ final class FleetSession: Sendable {
             if Task.isCancelled || Task.isShuttingDownGracefully { return }
             try? await Task.sleep(for: .milliseconds(50))
         }
+        connecting.withLock { $0 = true }
         client.start()
         for await message in client.messages {
             if message.topic == commandTopic {
