@@ -151,5 +151,13 @@ final class MemoryReservation: Sendable {
         }
     }
 
+    /// Raises the reserved amounts to at least `floor`'s, per device (nothing once released).
+    func raise(toAtLeast floor: [ComputeDevice: Int]) {
+        table.withLock { table in
+            guard let amounts = table[id] else { return }
+            table[id] = amounts.merging(floor, uniquingKeysWith: max)
+        }
+    }
+
     deinit { release() }
 }

@@ -43,23 +43,25 @@ extension ModelManager {
             return await performResourcePreservingLoad(op, slot: slot, execution: execution,
                 previous: (previous.identity, previous.schema, previous.execution), operation: operation)
         }
+        // Set when the load released the standby: committed gone should the load then not switch (a restart restored
+        // it otherwise).
+        let standbyReleased = Locked(false)
         do throws(LoadFailure) {
             // A switch displaces the standby anyway: free it before the new session exists (old + new, not three).
             let releaseStandby = request.activate && configuration.releaseStandbyBeforeLoad
-            let standbyReleased = Locked(false)
             let model: ModelInstance
             do throws(LoadFailure) {
                 model = try await pipeline.run(op, execution: execution, active: previous?.schema, beforeLoading: {
                     if releaseStandby, await slot.releaseStandbyAndWait() { standbyReleased.withLock { $0 = true } }
                 })
             } catch {
-                // Committed gone (a restart restored it otherwise); the load went no further.
-                if standbyReleased.value { await commitWithoutStandby(slot) }
                 // `auto` judged by an estimate made before the file's digest was known (twice its size); the
                 // pipeline's check, by the digest's measured cost, says old and new do not both fit after all: the
                 // active model is unloaded first, as `auto` would have chosen (before, the load failed). Not for an
                 // estimate that was the digest's already: then another load took the room meanwhile.
-                guard error.isOverBudget, decision.requested == .auto, decision.policy == .availabilityPreserving,
+                // Host memory only: a model's GPU cost does not depend on its digest.
+                guard case .overMemoryBudget = error, decision.requested == .auto,
+                      decision.policy == .availabilityPreserving,
                       request.activate, !op.isCancelled, let previous, request.expectedSHA256 == nil,
                       let digest = op.status.identity?.sha256,
                       ledger.isMeasured(sha256: digest, target: execution.target)
@@ -99,6 +101,7 @@ extension ModelManager {
             op.finish(.ready)
         } catch {
             op.finish(error.isCancellation ? .cancelled : .failed, failure: error)
+            if standbyReleased.value { await commitWithoutStandby(slot) }
         }
         return await emit(event(for: op, operation: operation, from: previous?.identity))
     }
@@ -122,7 +125,12 @@ extension ModelManager {
         do throws(LoadFailure) {
             // What the hook frees (this slot's models): a model that does not fit even then is refused first.
             let model = try await pipeline.run(op, execution: execution, active: previous.schema,
-                freedBeforeLoading: slot.memoryByDevice, onReserved: { r in reserved.withLock { $0 = r } }) { [self] in
+                freedBeforeLoading: slot.memoryByDevice, onReserved: { r in
+                    // At least what the old model holds, per device: should the new one (smaller, or on another
+                    // device) fail, its restore needs that much, which no other load may have taken meanwhile.
+                    r.raise(toAtLeast: previousMemory)
+                    reserved.withLock { $0 = r }
+                }) { [self] in
                 // Each freed before the new session is made (the budget counted them as free): a standby or staged
                 // model serving a request by version is released once that request ends.
                 await slot.releaseStandbyAndWait()
@@ -171,7 +179,11 @@ extension ModelManager {
             // Cut short by a shutdown as a restore is (the store still holds the previous model: the next start
             // brings it back), not waited for through a whole warm-up.
             restoring[slot.name] = restore
-            defer { restoring[slot.name] = nil }
+            bringingBack.insert(slot.name)
+            defer {
+                restoring[slot.name] = nil
+                bringingBack.remove(slot.name)
+            }
             if cancelsRestores { restore.cancel(reason: "shutting down") }
             do {
                 let model = try await pipeline.run(restore, execution: previous.execution, active: nil,

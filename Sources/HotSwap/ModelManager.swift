@@ -87,6 +87,8 @@ public actor ModelManager {
     public private(set) var isShuttingDown = false
     /// Set by `cancelLoads` unless it keeps restores: a failed resource-preserving load's restore is cancelled too.
     var cancelsRestores = false
+    /// Slots whose entry in `restoring` brings back the model a failed resource-preserving load released.
+    var bringingBack: Set<String> = []
 
     /// - Parameters:
     ///   - loader: makes inference backends from verified model files (`ORTBackend.ORTModelLoader` in production).
@@ -316,14 +318,26 @@ public actor ModelManager {
 
     /// Cancels every load and restore in progress (a load already switching its model in completes), and keeps new
     /// loads and restores from starting.
-    /// - Parameter keepingRestores: restores go on, and a failed resource-preserving load still brings its previous
-    ///   model back (as a shutdown begins: the slot serves through the requests' drain; `shutdown()` cancels them).
+    /// - Parameter keepingRestores: a failed resource-preserving load still brings its previous model back, and one
+    ///   under way goes on (as a shutdown begins: the slot serves through the requests' drain; `shutdown()` cancels
+    ///   them); every other restore — at a start, a rollback's reload — is cancelled.
     public func cancelLoads(reason: String, keepingRestores: Bool = false) {
         isShuttingDown = true
         currentLoad.values.forEach { $0.cancel(reason: reason) }
-        guard !keepingRestores else { return }
-        cancelsRestores = true
-        restoring.values.forEach { $0.cancel(reason: reason) }
+        if !keepingRestores { cancelsRestores = true }
+        for (slot, op) in restoring where !(keepingRestores && bringingBack.contains(slot)) {
+            op.cancel(reason: reason)
+        }
+    }
+
+    /// Runs `body` unless a shutdown has begun (`cancelLoads`), in one step of the manager's: no shutdown begins in
+    /// between.
+    /// - Returns: whether it ran.
+    @discardableResult
+    public func unlessShuttingDown(_ body: @Sendable () -> Void) -> Bool {
+        guard !isShuttingDown else { return false }
+        body()
+        return true
     }
 
     /// Cancels loads in progress, stops the slots' workers after their queued requests, and releases every model.

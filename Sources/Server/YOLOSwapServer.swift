@@ -138,9 +138,8 @@ public enum YOLOSwapServer {
         if closed > 0 {
             logger.warning("audit: intents left open by the previous run closed", metadata: ["count": "\(closed)"])
         }
-        // Again: a shutdown may have begun while the releases resumed.
-        if await manager.isShuttingDown { return }
-        control.markStarted()
+        // Again, in the manager's turn: a shutdown may have begun while the releases resumed.
+        await manager.unlessShuttingDown { control.markStarted() }
     }
 }
 
@@ -170,7 +169,9 @@ public struct SlotService: Service {
         let manager = control.manager
         try await withGracefulShutdownHandler {
             try await YOLOSwapServer.startSlots(control: control, configuration: configuration, logger: logger)
-            if control.hasStarted, !Task.isCancelled, await !manager.isShuttingDown, let afterStart {
+            if control.hasStarted, !Task.isCancelled, !Task.isShuttingDownGracefully, await !manager.isShuttingDown,
+               let afterStart
+            {
                 await afterStart()
             }
         } onGracefulShutdown: {

@@ -373,6 +373,8 @@ struct RefusedLoadAuditTests {
         let rejected = try await harness.auditEntries().filter { $0.action == "load" && $0.result == "rejected" }
         // Windows of a second, 20 recorded in each (about 5 s here: at most 120 of the 200).
         #expect(rejected.count >= 21 && rejected.count <= 20 * (seconds + 1) + 1, "\(rejected.count) in \(seconds) s")
-        #expect(rejected.count == 201 || rejected.last?.reason?.contains("not recorded one by one") == true)
+        // Which entry carries the count depends on how the calls fell into windows (on a loaded machine the loop's
+        // last second may record every call, the count carried by an earlier entry): one of them does.
+        #expect(rejected.count == 201 || rejected.contains { $0.reason?.contains("not recorded one by one") == true })
     }
 }
