@@ -257,7 +257,7 @@ struct HTTPServiceTests {
         #expect(status == 422 && state == "cancelled", "\(status) \(String(describing: state))")
     }
 
-    @Test("a service that fails at start (its port taken) cuts the slots' start-up short: the process exits 1 at once")
+    @Test("a service that fails at start (its port taken): the process exits non-zero at once, saying why, with a slow warm-up under way")
     func failedStartCutsLoadsShort() async throws {
         // The port, taken.
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
