@@ -166,4 +166,25 @@ public struct AuditEntry: Sendable, Codable, Equatable {
 
     /// SHA-256 of ``canonicalEncoding``, lower-case hex.
     public var computedHash: String { Hex.string(SHA256.hash(data: canonicalEncoding)) }
+
+    /// One line of text for a terminal, as `yoloswap audit list` prints it: id, time, actor, action, the fields
+    /// set, result, reason and duration. Every field is written with its control characters escaped: a path or a
+    /// reason from a refused request (stored verbatim, as the hash needs) cannot start a forged line of its own or
+    /// drive the terminal that shows it.
+    public var textLine: String {
+        func text(_ field: String) -> String { field.escapingControlCharacters }
+        let timeFormat = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+        var line = "#\(id ?? 0)  \(time.formatted(timeFormat))  \(text(actor))"
+        if let remoteAddress { line += "@\(text(remoteAddress))" }
+        line += "  \(text(action))"
+        if let slot { line += "  slot=\(text(slot))" }
+        if let modelPath { line += "  model=\(text(modelPath))" }
+        if let version { line += "  version=\(text(version))" }
+        if let sha256 { line += "  sha256=\(text(String(sha256.prefix(12))))" }
+        if let signatureKeyID { line += "  key=\(text(signatureKeyID))" }
+        line += "  \(text(result))"
+        if let reason { line += ": \(text(reason))" }
+        if let durationMs { line += String(format: "  (%.1f ms)", durationMs) }
+        return line
+    }
 }

@@ -143,7 +143,7 @@ public struct COCODataset: Sendable, Codable {
             throw .unreadable(path: path, reason: "\(error)")
         }
         do {
-            return try JSONDecoder().decode(COCODataset.self, from: data)
+            return try JSONNumbers.decode(COCODataset.self, from: data)
         } catch let error as COCODatasetError {
             throw error.located(at: path)
         } catch {

@@ -1,4 +1,5 @@
 import Foundation
+import Primitives
 
 /// Any JSON value: the output carried in a command result, whatever the operation produced.
 ///
@@ -16,7 +17,7 @@ public enum FleetJSON: Sendable, Equatable, Codable {
         let encoder = JSONEncoder()
         encoder.dateEncodingStrategy = .iso8601
         guard let data = try? encoder.encode(value) else { return nil }
-        return try? JSONDecoder().decode(FleetJSON.self, from: data)
+        return try? JSONNumbers.decode(FleetJSON.self, from: data)
     }
 
     public init(from decoder: any Decoder) throws {

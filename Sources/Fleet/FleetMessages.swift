@@ -113,7 +113,7 @@ public enum FleetPayload {
         throws(FleetRefusal) -> T
     {
         let value: T
-        do { value = try JSONDecoder().decode(T.self, from: Data(bytes)) } catch {
+        do { value = try JSONNumbers.decode(T.self, from: Data(bytes)) } catch {
             throw FleetRefusal(.malformed, "not a \(kind) payload: \(describe(error))")
         }
         guard value.kind == kind else {

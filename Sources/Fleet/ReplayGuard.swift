@@ -6,7 +6,10 @@ import Primitives
 /// Commands are one-shot: one is admitted when it was issued within `maxClockSkew` of now (either way), its nonce has
 /// not been seen and its id has not been used by another message. Every admitted command is remembered until it is
 /// older than the skew allows, after which its age alone refuses it; so memory stays bounded by the commands of one
-/// skew window (and by `capacity`).
+/// skew window (and by `capacity`). What is forgotten leaves a floor behind: the latest `issued_at` of a command
+/// forgotten, at or before which every command is refused as stale — the age alone would not refuse a forgotten
+/// command's copy once this machine's clock stepped back (a board without a real-time clock booting at its last saved
+/// time), nor one forgotten for `capacity` while still within the skew.
 ///
 /// Desired-state documents are retained state, delivered again on every subscription and to devices that start days
 /// later, so their age does not matter: a group's document is admitted when it was issued after the last one admitted
@@ -47,6 +50,8 @@ public final class ReplayGuard: Sendable {
             public var digest: String
         }
         public var commands: [Command] = []
+        /// The latest `issuedAt` of a command forgotten (by age or for capacity; nil: none yet).
+        public var forgottenThrough: Int64?
         /// By topic.
         public var documents: [String: Document] = [:]
 
@@ -112,9 +117,20 @@ public final class ReplayGuard: Sendable {
             // Overflow-checked too: the memory is read back from a file, which may have been damaged. (A time far in
             // the future is kept: a command admitted before the clock stepped back has one, and forgetting it would let
             // it be replayed; `capacity` bounds what is kept.)
+            let forgotten = m.commands.filter {
+                let (age, overflow) = now.subtractingReportingOverflow($0.issuedAt)
+                return !overflow && age > skew
+            }
+            // A time whose difference overflows (a damaged file) is dropped without raising the floor.
             m.commands.removeAll {
                 let (age, overflow) = now.subtractingReportingOverflow($0.issuedAt)
                 return overflow || age > skew
+            }
+            Self.raiseFloor(&m, to: forgotten.map(\.issuedAt).max())
+            if let floor = m.forgottenThrough, command.issued_at <= floor,
+               !m.commands.contains(where: { $0.nonce == command.nonce }) {
+                throw FleetRefusal(.stale, "issued at \(command.issued_at), not after a command this device no longer "
+                    + "remembers (issued at \(floor)): a copy of one it ran cannot be told apart")
             }
             if let earlier = m.commands.first(where: { $0.nonce == command.nonce }) {
                 if earlier.digest == digest { return earlier }
@@ -126,9 +142,19 @@ public final class ReplayGuard: Sendable {
             }
             m.commands.append(Memory.Command(id: command.id, nonce: command.nonce, issuedAt: command.issued_at,
                 digest: digest))
-            if m.commands.count > settings.capacity { m.commands.removeFirst(m.commands.count - settings.capacity) }
+            if m.commands.count > settings.capacity {
+                let evicted = m.commands.prefix(m.commands.count - settings.capacity)
+                Self.raiseFloor(&m, to: evicted.map(\.issuedAt).max())
+                m.commands.removeFirst(evicted.count)
+            }
             return nil
         }
+    }
+
+    /// Raises the floor to `issuedAt` (never lowers it).
+    private static func raiseFloor(_ m: inout Memory, to issuedAt: Int64?) {
+        guard let issuedAt else { return }
+        m.forgottenThrough = max(m.forgottenThrough ?? .min, issuedAt)
     }
 
     /// Forgets an admitted command that was never run (the device stopped before its turn), so that the same message

@@ -54,7 +54,7 @@ public struct SignedEnvelope: Sendable, Equatable, Codable {
             throw FleetRefusal(.malformed, "the message has \(bytes.count) bytes; at most \(maximumByteCount)")
         }
         let envelope: SignedEnvelope
-        do { envelope = try JSONDecoder().decode(SignedEnvelope.self, from: Data(bytes)) } catch {
+        do { envelope = try JSONNumbers.decode(SignedEnvelope.self, from: Data(bytes)) } catch {
             throw FleetRefusal(.unsigned, "not a signed envelope (expected JSON with format, key_id, payload and "
                 + "signature)")
         }

@@ -166,6 +166,7 @@ public enum ImageDecoder {
         // Check the declared size ourselves first so a bomb gets `.tooLarge` with its dimensions.
         let (width, height) = try pngDimensions(data)
         try checkSize(width: width, height: height, options: options)
+        try PNGChunkBudget.check(data)
         // Width and height at most 2^20, as OpenCV takes them: libspng holds two rows of the file's width (16-bit
         // RGBA: 8 bytes a pixel), memory `maxPixels` does not count (the README has what a wide file took).
         let context = try PNGDecoderContext(data: data, maxDimension: min(options.maxPixels, Self.maxPNGDimension))

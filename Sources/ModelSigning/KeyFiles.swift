@@ -63,7 +63,7 @@ struct KeyFileContents: Codable, Equatable {
             throw fail("cannot read the file (\(error.reason))")
         }
         let contents: KeyFileContents
-        do { contents = try JSONDecoder().decode(KeyFileContents.self, from: data) } catch {
+        do { contents = try JSONNumbers.decode(KeyFileContents.self, from: data) } catch {
             throw fail("not a yoloswap key file (expected JSON with type, key_id and key)")
         }
         guard contents.type == type else {

@@ -93,7 +93,7 @@ public struct SignatureFile: Sendable, Equatable, Codable {
             if !FileManager.default.fileExists(atPath: path) { throw .unsigned(model: model, signaturePath: path) }
             throw .unreadable(path: path, reason: error.reason)
         }
-        do { self = try JSONDecoder().decode(SignatureFile.self, from: data) } catch {
+        do { self = try JSONNumbers.decode(SignatureFile.self, from: data) } catch {
             throw .unreadable(
                 path: path,
                 reason: "not a yoloswap signature (expected JSON with format, key_id, "

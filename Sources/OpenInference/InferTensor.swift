@@ -111,6 +111,15 @@ public struct InferTensor: Sendable, Equatable {
     /// The elements of a `BYTES` tensor.
     public var byteElements: [[UInt8]] { (try? Self.splitBytes(raw, name: name)) ?? [] }
 
+    /// The element of `BYTES` contents that hold exactly one, nil for any other count: found from the first length
+    /// alone, without splitting the rest (20 MiB of one-byte elements, refused anyway, would be four million arrays).
+    public var onlyByteElement: [UInt8]? {
+        guard raw.count >= 4 else { return nil }
+        let length = UInt64(raw[0]) | UInt64(raw[1]) << 8 | UInt64(raw[2]) << 16 | UInt64(raw[3]) << 24
+        guard UInt64(raw.count - 4) == length else { return nil }
+        return Array(raw[4...])
+    }
+
     /// Splits `BYTES` contents (4-byte little-endian length, then the bytes, per element).
     public static func splitBytes(_ raw: [UInt8], name: String) throws(InferError) -> [[UInt8]] {
         var elements: [[UInt8]] = []

@@ -22,6 +22,11 @@ public struct InferRequest: Sendable {
     /// a text would be, on the cooperative pool, and an image sent base64-encoded twice detected in a large body only).
     var imageTextDecoded = false
 
+    /// The most inputs, outputs asked for, and parameters (of the request, of an input, of an output) a request may
+    /// carry: what the service can use (one input holding one image, a few outputs and parameters) with room to spare.
+    /// Each transport refuses more before the request reaches the engine.
+    public static let maxInputs = 4, maxOutputs = 16, maxParameters = 32
+
     public init(id: String? = nil, inputs: [InferTensor], outputs: [RequestedOutput] = [],
                 parameters: [String: InferParameter] = [:]) {
         self.id = id
@@ -30,15 +35,20 @@ public struct InferRequest: Sendable {
         self.parameters = parameters
     }
 
+    /// Whether the one input is an encoded image (a `BYTES` input named `image`, one element) sent as text to decode
+    /// (base64) rather than as the file itself (JPEG, PNG), and not decoded yet.
+    public var carriesImageText: Bool {
+        guard !imageTextDecoded, inputs.count == 1, let input = inputs.first, input.datatype == .bytes,
+              input.name == OpenInferenceEngine.imageInput, let element = input.onlyByteElement else { return false }
+        return !OpenInferenceEngine.isImageFile(element)
+    }
+
     /// The request with an image sent as base64 text (the one element of a `BYTES` input named `image`) decoded to
     /// its bytes, as the engine would decode it: for a transport that parses large bodies off the cooperative pool to
     /// do this there too (decoding a 20 MiB text would hold a thread of the pool for a long while). Anything else is
     /// left as it is.
     public func decodingImageText() -> InferRequest {
-        guard inputs.count == 1, let input = inputs.first, input.datatype == .bytes,
-              input.name == OpenInferenceEngine.imageInput, case let elements = input.byteElements,
-              elements.count == 1, let text = elements.first
-        else { return self }
+        guard carriesImageText, let input = inputs.first, let text = input.onlyByteElement else { return self }
         var request = self
         let bytes = OpenInferenceEngine.decodedImage(text)
         if bytes == text {

@@ -147,6 +147,12 @@ public final class OpenInferenceEngine: Sendable {
         if let repeated = request.outputs.first(where: { !named.insert($0.name).inserted }) {
             throw InferError.invalid("output '\(repeated.name)' is asked for more than once")
         }
+        // Triton's classification extension answers scores as "score:index" strings; answered with the raw tensor
+        // instead, a client expecting strings would break later, on data it cannot read.
+        if let asked = request.outputs.first(where: { $0.parameters["classification"] != nil }) {
+            throw InferError.invalid("output '\(asked.name)': the classification extension is not supported (ask "
+                + "for the output without it)")
+        }
         let deadline = (arrived ?? started) + requestTimeout
         var servedVersion: String?
         do {
@@ -154,6 +160,7 @@ public final class OpenInferenceEngine: Sendable {
             if input.datatype == .bytes {
                 let options = try Self.detectionOptions(request.parameters)
                 let image = try Self.imageBytes(input, decoded: request.imageTextDecoded)
+                try Self.checkRequested(request.outputs, produced: Self.detectionOutputs)
                 let detection = try await detect(image, options: options, on: slot, version: version,
                     deadline: deadline)
                 (outputs, stamp, queue) = (Self.detectionTensors(detection.result.detections), detection.model,
@@ -163,7 +170,7 @@ public final class OpenInferenceEngine: Sendable {
                 // candidate, whose input size may differ.
                 let choice: ModelChoice = version.map { .version($0) } ?? .routed(RoutingContext(preferActive: true))
                 let run = try await slot.withModel(choice, deadline: deadline) { model in
-                    try Self.runRaw(input, on: model)
+                    try Self.runRaw(input, on: model, requested: request.outputs)
                 }
                 (outputs, stamp, queue) = (run.value, run.model, run.queueMilliseconds)
             }
@@ -222,13 +229,18 @@ public final class OpenInferenceEngine: Sendable {
     }
 
     /// Runs the model on a raw input tensor; returns its first output.
-    static func runRaw(_ input: InferTensor, on model: ModelInstance) throws -> [InferTensor] {
+    /// - Parameter requested: the outputs asked for, checked before the model runs.
+    static func runRaw(_ input: InferTensor, on model: ModelInstance, requested: [InferRequest.RequestedOutput] = [])
+        throws -> [InferTensor]
+    {
         let backend = model.detector.backend
         let inputName = backend.inputs.first?.name ?? "images"
         guard input.name == inputName else {
             throw InferError.invalid("unknown input '\(input.name)': this model takes '\(inputName)' (its input "
                 + "tensor) or '\(imageInput)' (BYTES, an encoded image)")
         }
+        let outputSpec = backend.outputs.first
+        try checkRequested(requested, produced: [outputSpec?.name ?? "output0"])
         let size = model.schema.inputSize
         let expected = [1, 3, size.height, size.width]
         guard input.shape == expected else {
@@ -239,7 +251,6 @@ public final class OpenInferenceEngine: Sendable {
         if let index = values.firstIndex(where: { !$0.isFinite }) {
             throw InferError.invalid("input '\(input.name)': element \(index) is \(values[index]), not a finite number")
         }
-        let outputSpec = backend.outputs.first
         do {
             let output = try backend.run(InputTensor(values: values, shape: expected))
             let floats = try output.withFloats { span in span.withUnsafeBufferPointer { Array($0) } }
@@ -267,13 +278,17 @@ public final class OpenInferenceEngine: Sendable {
     static func select(_ outputs: [InferTensor], _ requested: [InferRequest.RequestedOutput]) throws(InferError)
         -> [InferTensor]
     {
+        try checkRequested(requested, produced: outputs.map(\.name))
         guard !requested.isEmpty else { return outputs }
-        return try requested.map { (wanted) throws(InferError) in
-            guard let output = outputs.first(where: { $0.name == wanted.name }) else {
-                throw .invalid("unknown output '\(wanted.name)'; this request produces "
-                    + outputs.map { "'\($0.name)'" }.joined(separator: ", "))
-            }
-            return output
+        return requested.compactMap { wanted in outputs.first { $0.name == wanted.name } }
+    }
+
+    /// Refuses an output asked for that the request does not produce — before the model runs (Triton's order): it
+    /// would spend a worker's run, and count a failure against the model, for an answer refused anyway.
+    static func checkRequested(_ requested: [InferRequest.RequestedOutput], produced: [String]) throws(InferError) {
+        if let unknown = requested.first(where: { !produced.contains($0.name) }) {
+            throw .invalid("unknown output '\(unknown.name)'; this request produces "
+                + produced.map { "'\($0)'" }.joined(separator: ", "))
         }
     }
 
@@ -284,9 +299,9 @@ public final class OpenInferenceEngine: Sendable {
         guard input.name == imageInput else {
             throw .invalid("a BYTES input must be named '\(imageInput)' (an encoded image), got '\(input.name)'")
         }
-        let elements = input.byteElements
-        guard elements.count == 1, let bytes = elements.first else {
-            throw .invalid("input '\(imageInput)' must hold exactly one encoded image, got \(elements.count)")
+        guard let bytes = input.onlyByteElement else {
+            let count = (try? InferTensor.elementCount(input.shape, name: input.name)).map(String.init) ?? "more"
+            throw .invalid("input '\(imageInput)' must hold exactly one encoded image, got \(count)")
         }
         return decoded ? bytes : decodedImage(bytes)
     }
@@ -294,11 +309,15 @@ public final class OpenInferenceEngine: Sendable {
     /// An image's bytes as sent: the file itself (JPEG, PNG), or its base64 text decoded (ASCII white space skipped,
     /// as `base64` writes a line break every 76 characters; base64 has no other).
     static func decodedImage(_ bytes: [UInt8]) -> [UInt8] {
-        let jpeg = bytes.starts(with: [0xFF, 0xD8]), png = bytes.starts(with: [0x89, 0x50, 0x4E, 0x47])
-        guard !jpeg, !png else { return bytes }
+        guard !isImageFile(bytes) else { return bytes }
         let isSpace: (UInt8) -> Bool = { $0 == 0x20 || (0x09...0x0D).contains($0) }
         let text = bytes.contains(where: isSpace) ? bytes.filter { !isSpace($0) } : bytes
         return Data(base64Encoded: Data(text)).map { [UInt8]($0) } ?? bytes
+    }
+
+    /// Whether `bytes` start as a JPEG or PNG file does (base64 text cannot: neither starts with a base64 character).
+    static func isImageFile(_ bytes: [UInt8]) -> Bool {
+        bytes.starts(with: [0xFF, 0xD8]) || bytes.starts(with: [0x89, 0x50, 0x4E, 0x47])
     }
 
     /// `conf`, `iou` and `max_det`, checked as `/v1/detect` checks them.

@@ -1,5 +1,6 @@
 import GRPCCore
 import GRPCProtobuf
+import OpenInference
 import SwiftProtobuf
 
 /// What a request message may decode into, checked on its wire bytes before SwiftProtobuf decodes it.
@@ -30,7 +31,7 @@ struct WireBounds: Sendable {
 
     /// A map's entry whose key and value are not looked into (both small once the entries are counted).
     static let mapEntry = WireBounds(fields: [:])
-    static let parameters = Field.message(mapEntry, limit: 32)
+    static let parameters = Field.message(mapEntry, limit: InferRequest.maxParameters)
 
     static let tensorContents = WireBounds(fields: [
         1: ("bool_contents", .numbers(width: 0, limit: maxNumbers)),
@@ -50,8 +51,8 @@ struct WireBounds: Sendable {
             3: ("shape", .numbers(width: 0, limit: 8)),
             4: ("parameters", parameters),
             5: ("contents", .message(tensorContents, limit: 4)),
-        ]), limit: 4)),
-        6: ("outputs", .message(WireBounds(fields: [2: ("parameters", parameters)]), limit: 16)),
+        ]), limit: InferRequest.maxInputs)),
+        6: ("outputs", .message(WireBounds(fields: [2: ("parameters", parameters)]), limit: InferRequest.maxOutputs)),
         7: ("raw_input_contents", .bytes(limit: 4)),
     ])
 

@@ -23,9 +23,9 @@ public enum StrictJSON {
     public static let keysNamed = 8
 
     /// `T` decoded from `data`, refusing unknown keys.
-    /// - Throws: `DecodingError` as `JSONDecoder` does, then `UnknownKeys`.
+    /// - Throws: `JSONNumbers.TooLong`, `DecodingError` as `JSONDecoder` does, then `UnknownKeys`.
     public static func decode<T: Codable>(_ type: T.Type, from data: Data) throws -> T {
-        let value = try JSONDecoder().decode(T.self, from: data)
+        let value = try JSONNumbers.decode(T.self, from: data)
         let original = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])
         let known = try JSONSerialization.jsonObject(with: JSONEncoder().encode(value), options: [.fragmentsAllowed])
         var unknown: [String] = []

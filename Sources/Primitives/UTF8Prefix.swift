@@ -44,13 +44,21 @@ extension String {
         return String(decoding: out, as: UTF8.self)
     }
 
-    /// The string with each control character (C0, DEL, C1: a newline, an escape sequence) written as `\u{XX}`:
-    /// text from outside quoted in a log line or an audit reason cannot start a line of its own or drive a terminal.
+    /// The string with each control character (C0, DEL, C1: a newline, an escape sequence), line or paragraph
+    /// separator (U+2028, U+2029) and bidirectional-text control (U+061C, U+200E–U+200F, U+202A–U+202E,
+    /// U+2066–U+2069: they reorder what a terminal shows) written as `\u{XX}`: text from outside quoted in a log line
+    /// or an audit reason cannot start a line of its own, drive a terminal or hide what follows it.
     public var escapingControlCharacters: String {
-        guard unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else { return self }
+        func escaped(_ scalar: Unicode.Scalar) -> Bool {
+            switch scalar.value {
+            case 0x061C, 0x200E, 0x200F, 0x2028, 0x2029, 0x202A...0x202E, 0x2066...0x2069: true
+            default: scalar.properties.generalCategory == .control
+            }
+        }
+        guard unicodeScalars.contains(where: escaped) else { return self }
         var out = ""
         for scalar in unicodeScalars {
-            if scalar.properties.generalCategory == .control {
+            if escaped(scalar) {
                 out += "\\u{" + String(scalar.value, radix: 16, uppercase: true) + "}"
             } else {
                 out.unicodeScalars.append(scalar)

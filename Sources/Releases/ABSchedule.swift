@@ -66,6 +66,11 @@ public struct ABSchedule: Sendable, Equatable, Codable {
             }
         }
         if let d = `default`, !known.contains(d) { throw fail("default must be one of \(variants)") }
+        // A schedule that never gives the candidate a minute judges it on nothing; with only sample-free rules set
+        // it promoted on none.
+        guard everServes(variants[1], variants: variants) else {
+            throw fail("never serves the candidate '\(variants[1])': give it a place in order or a window")
+        }
     }
 
     /// Minutes since midnight of an `HH:MM` time (00:00–24:00).

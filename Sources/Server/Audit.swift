@@ -13,8 +13,8 @@ import Primitives
 /// cooperative pool), in the order the calls were made; reads (the head, entries, a walk of the whole chain) on
 /// another, so that a verification of a long log does not hold up the intents every change waits for (the log's
 /// reads see a consistent snapshot beside its writes). Each append publishes the chain's new head — in
-/// the log and as the `yoloswap_audit_head_sequence` metric — so that a log cut back behind it can be shown later
-/// (`yoloswap audit verify --expect-head SEQ:HASH`).
+/// the log, its sequence alone as the `yoloswap_audit_head_sequence` metric — so that a log cut back behind it can be
+/// shown later (`yoloswap audit verify --expect-head SEQ:HASH`, the hash from the log or `GET /v1/audit/head`).
 ///
 /// Thread-safety: all members may be used from any task.
 public final class AuditTrail: Sendable {

@@ -65,8 +65,8 @@ public struct TokenAuthenticator: Sendable {
 }
 
 /// Authenticates `Authorization: Bearer <token>` when present; handlers then require a role. An unknown token on a
-/// call that would change the service (any method but GET, other than `POST /v1/detect`) is recorded in the audit
-/// log as refused.
+/// call that would change the service (any method but GET, other than the inferences and reads sent with POST:
+/// `/v1/detect`, `/v2/models/…/infer`, `/v2/repository/index`) is recorded in the audit log as refused.
 struct AuthMiddleware: RouterMiddleware {
     typealias Context = YOLOSwapRequestContext
     let authenticator: TokenAuthenticator
@@ -82,7 +82,7 @@ struct AuthMiddleware: RouterMiddleware {
                 let principal = authenticator.authenticate(token: parts[1].trimmingCharacters(in: .whitespaces))
             else {
                 let problem = Problem(.unauthorized, "Unauthorized", detail: "unknown or malformed bearer token")
-                if request.method != .get, request.uri.path != "/v1/detect" {
+                if request.method != .get, !Self.readsOnly(request.uri.path) {
                     await control.auditRefusal(nil, context.remoteAddress,
                         action: "\(request.method.rawValue) \(request.uri.path)", reason: "401 \(problem.detail)")
                 }
@@ -91,5 +91,13 @@ struct AuthMiddleware: RouterMiddleware {
             context.principal = principal
         }
         return try await next(request, context)
+    }
+
+    /// Whether a POST to `path` only infers or reads: a wrong token there changes nothing, and a misconfigured
+    /// inference client (tritonclient sends a request per frame) would otherwise fill the audit log with refusals and
+    /// crowd out the unauthenticated refusals worth keeping, as the same token over gRPC is not recorded either.
+    static func readsOnly(_ path: String) -> Bool {
+        path == "/v1/detect" || path == "/v2/repository/index"
+            || (path.hasPrefix("/v2/models/") && path.hasSuffix("/infer"))
     }
 }

@@ -545,12 +545,14 @@ extension ControlPlane {
             // Not judged until its candidate is loaded and checked again: a promotion due while the service was down
             // would otherwise flip in a candidate the golden set has not passed yet (the record keeps its phase).
             run.engine.update { $0.phase = .loading }
+            // One time for the intent and its outcome: the outcome names its intent by it.
+            let started = Date()
             try? await audit(Self.system, nil, "release.resume", record.slot,
                 modelPath: repository.relative(record.candidatePath), version: record.candidate?.version,
                 sha256: record.candidate?.sha256, result: "intent",
-                reason: "resuming the \(record.phase.rawValue) release after a restart", started: Date())
+                reason: "resuming the \(record.phase.rawValue) release after a restart", started: started)
             let task = Task { [self] in
-                await bringUp(run, by: Self.system, from: nil, started: Date(), resumed: true, restoring: phase)
+                await bringUp(run, by: Self.system, from: nil, started: started, resumed: true, restoring: phase)
             }
             run.bringUp.withLock { $0 = task }
             run.keep(task)

@@ -4,8 +4,9 @@ import Streams
 // The audit records of video streams: who started or stopped which stream, with what source and outputs, and how far
 // it got. Best effort, as a stream changes no model: an entry that cannot be written is logged, the call goes on.
 extension ControlPlane {
-    /// Records `action` (`stream.start`, `stream.stop`) for a stream. (A refused start is recorded by the route, as
-    /// `stream.start` with result `refused` and the reason.)
+    /// Records `action` (`stream.start`, `stream.stop`) for a stream, at the stream's start for `stream.start` and now
+    /// for `stream.stop` (entries stay in time order, and `GET /v1/audit?since=` finds the stop). (A refused start is
+    /// recorded by the route, as `stream.start` with result `refused` and the reason.)
     func auditStream(_ action: String, _ status: StreamStatus, by principal: Principal, from remote: String?,
                      reason: String? = nil) async {
         let figures = action == "stream.start"
@@ -14,6 +15,6 @@ extension ControlPlane {
             : "\(status.frames_detected) frames detected, \(status.frames_dropped) dropped, "
                 + "\(status.switch_count) switches, state \(status.state.rawValue)"
         try? await audit(principal, remote, action, status.slot, result: "succeeded",
-            reason: "stream \(status.id): \(figures)" + (reason.map { "; \($0)" } ?? ""), started: status.started_at)
+            reason: "stream \(status.id): \(figures)" + (reason.map { "; \($0)" } ?? ""), started: action == "stream.start" ? status.started_at : Date())
     }
 }

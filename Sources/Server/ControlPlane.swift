@@ -227,16 +227,32 @@ public final class ControlPlane: Sendable {
     /// Closes the intents a previous run left without an outcome (it ended between the two): each gets an entry with
     /// result `interrupted`, saying what its slot serves now. Only entries from before `startedAt` count, so calls made
     /// since this process started are never taken for interrupted ones. Best effort, like the restore entries.
+    ///
+    /// An outcome carries its intent's time (both are written with the call's start) and closes that intent: a
+    /// caller's overlapping calls of the same action on the same slot (a load superseding another, each with its own
+    /// outcome) are told apart, and a refusal recorded before any intent (`rejected`, `refused`, at the refusal's own
+    /// time) closes none. An outcome with no intent of its time (an older version's, an `interrupted` entry) closes
+    /// the latest open intent of its action, slot and caller.
     /// - Returns: the intents closed.
     @discardableResult
     func reconcileInterruptedIntents(before startedAt: Date) async -> Int {
         guard let audit, let entries = try? await audit.entries(slot: nil, since: nil, limit: 10_000) else { return 0 }
-        var open: [String: AuditEntry] = [:]
+        var open: [String: [AuditEntry]] = [:]
         for entry in entries.reversed() where entry.time < startedAt {
             let key = "\(entry.action)|\(entry.slot ?? "")|\(entry.actor)"
-            if entry.result == "intent" { open[key] = entry } else { open[key] = nil }
+            if entry.result == "intent" {
+                open[key, default: []].append(entry)
+            } else if var intents = open[key], !intents.isEmpty {
+                if let own = intents.lastIndex(where: { $0.timeMicroseconds == entry.timeMicroseconds }) {
+                    intents.remove(at: own)
+                } else if entry.result != "rejected" && entry.result != "refused" {
+                    intents.removeLast()
+                }
+                open[key] = intents
+            }
         }
-        for intent in open.values.sorted(by: { ($0.id ?? 0) < ($1.id ?? 0) }) {
+        let unclosed = open.values.joined().sorted { ($0.id ?? 0) < ($1.id ?? 0) }
+        for intent in unclosed {
             let serving = intent.slot.flatMap { manager.slot($0)?.roles.active?.identity }
             let now = serving.map { "slot '\(intent.slot ?? "")' serves \($0.id) (\($0.sha256.prefix(12)))" }
                 ?? "nothing is served by its slot"
@@ -246,7 +262,7 @@ public final class ControlPlane: Sendable {
                 reason: "the process ended before the outcome of entry #\(intent.id ?? 0) was recorded; after the "
                     + "restart " + now))
         }
-        return open.count
+        return unclosed.count
     }
 
     /// Records a configured model's load at start (a slot with no committed state, or whose committed model could not

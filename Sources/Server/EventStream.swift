@@ -140,8 +140,7 @@ struct EventStream: Sendable {
         let repository = repository
         let hidePaths: @Sendable (String) -> String = { repository.hidingRoot($0) }
         let keepAlive = keepAlive
-        var headers: HTTPFields = [.contentType: "text/event-stream; charset=utf-8", .cacheControl: "no-store"]
-        headers[HTTPField.Name("X-Accel-Buffering")!] = "no"
+        let headers = HTTPFields.unbuffered(contentType: "text/event-stream; charset=utf-8")
         return Response(status: .ok, headers: headers, body: ResponseBody { [self] writer in
             // Subscribed here, where it is also cancelled: the body runs only once the head is written, and a client
             // gone before that would have left a subscription made with the response behind, fed under the event
@@ -203,5 +202,16 @@ struct EventStream: Sendable {
             text += "data: \(line)\n"
         }
         return text + "\n"
+    }
+}
+
+extension HTTPFields {
+    /// The head of a response that never ends (server-sent events, an MJPEG preview): not cached, and not buffered by
+    /// a proxy in front (nginx holds a response's body until its buffer fills: events and keep-alives would arrive
+    /// late, or never, and the proxy's idle timeout would cut the connection).
+    static func unbuffered(contentType: String) -> HTTPFields {
+        var headers: HTTPFields = [.contentType: contentType, .cacheControl: "no-store"]
+        headers[HTTPField.Name("X-Accel-Buffering")!] = "no"
+        return headers
     }
 }

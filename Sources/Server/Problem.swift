@@ -4,6 +4,7 @@ import HotSwap
 import Hummingbird
 import ImageCodecs
 import NIOCore
+import NIOHTTP1
 import Releases
 import OpenInference
 import Primitives
@@ -118,6 +119,10 @@ public struct Problem: HTTPResponseError, CustomStringConvertible {
             return badRequest("invalid JSON: \(describe(error))")
         case let error as any HTTPResponseError:
             return Problem(error.status, error.status.reasonPhrase, detail: "\(error)")
+        case let error as HTTPParserError:
+            // The client's bytes: a malformed chunk size, a body cut short by a closed connection. Not the service's
+            // failure (it was logged and counted as one, a 500).
+            return badRequest("the request could not be read: \(error)")
         default:
             // An error no layer describes for clients: its text may hold server paths or a Swift dump, so it goes to
             // the log (see `ProblemMiddleware`) and the client gets the request's id to find it there.
@@ -135,6 +140,7 @@ public struct Problem: HTTPResponseError, CustomStringConvertible {
             "wrong type at '\(c.codingPath.map(\.stringValue).joined(separator: "."))'"
         case DecodingError.dataCorrupted(let c): c.debugDescription
         case let unknown as StrictJSON.UnknownKeys: unknown.description
+        case let long as JSONNumbers.TooLong: long.description
         default: "malformed JSON"
         }
     }

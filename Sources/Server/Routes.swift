@@ -199,8 +199,9 @@ struct APIRoutes: Sendable {
             range: 1...DetectionOptions.maxDetectionsLimit)
         if let classes = q.get("classes"), !classes.isEmpty {
             let ids = classes.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
-            guard ids.allSatisfy({ ($0 ?? -1) >= 0 }) else {
-                throw Problem.badRequest("classes must be comma-separated class ids, got '\(classes)'")
+            // `classes=,` has no id: an empty filter would drop every detection, answered 200 with none.
+            guard !ids.isEmpty, ids.allSatisfy({ ($0 ?? -1) >= 0 }) else {
+                throw Problem.badRequest("classes must be comma-separated class ids, got '\(classes.prefix(64))'")
             }
             options.classes = Set(ids.compactMap { $0 })
         }
@@ -231,7 +232,7 @@ struct APIRoutes: Sendable {
         let raw = ["image/jpeg", "image/jpg", "image/png", "application/octet-stream"]
         guard raw.contains(mediaType) || mediaType == "multipart/form-data" else {
             throw Problem(.unsupportedMediaType, "Unsupported Media Type",
-                detail: "send image/jpeg, image/png or multipart/form-data with a field 'image' (got '\(mediaType)')")
+                detail: "send image/jpeg, image/png or multipart/form-data with a field 'image' (got '\(mediaType.prefix(64))')")
         }
         let tooLarge = Problem(.contentTooLarge, "Content Too Large",
             detail: "the body is larger than the limit of \(configuration.maxBodyBytes) bytes")
@@ -307,13 +308,13 @@ struct APIRoutes: Sendable {
         }
     }
 
-    /// A JSON body decoded as `T`, unknown keys skipped: for a type that refuses them itself (`StreamSpec`, which
-    /// names them), or whose every field is required (`FeedbackBody`: a misspelt key is a missing one).
+    /// A JSON body decoded as `T`, unknown keys skipped: for a type that lists them itself (`ConfiguredStreamEntry`,
+    /// whose caller refuses them), or whose every field is required (`FeedbackBody`: a misspelt key is a missing one).
     func decode<T: Decodable>(skippingUnknownKeys type: T.Type, _ request: Request, _ context: YOLOSwapRequestContext)
         async throws -> T
     {
         let data = try await jsonBody(request)
-        do { return try JSONDecoder().decode(T.self, from: data) } catch {
+        do { return try JSONNumbers.decode(T.self, from: data) } catch {
             throw Problem.badRequest("invalid JSON body: \(Problem.describe(error))")
         }
     }
@@ -337,7 +338,7 @@ struct APIRoutes: Sendable {
     private func doubleParameter(_ text: String?, name: String, default value: Double) throws -> Double {
         guard let text else { return value }
         guard let parsed = Double(text), (0...1).contains(parsed) else {
-            throw Problem.badRequest("\(name) must be a number in [0, 1], got '\(text)'")
+            throw Problem.badRequest("\(name) must be a number in [0, 1], got '\(text.prefix(64))'")
         }
         return parsed
     }
@@ -360,7 +361,7 @@ struct APIRoutes: Sendable {
         guard let text else { return value }
         guard let parsed = Int(text), range.contains(parsed) else {
             throw Problem.badRequest(
-                "\(name) must be an integer in \(range.lowerBound)...\(range.upperBound), got '\(text)'")
+                "\(name) must be an integer in \(range.lowerBound)...\(range.upperBound), got '\(text.prefix(64))'")
         }
         return parsed
     }

@@ -32,19 +32,31 @@ struct StreamRoutes: Sendable {
         v1.post("streams") { request, context in
             let principal = try await api.requireOperator(request, context)
             let body = try await api.parsedChange(request, context) {
-                try await api.decode(skippingUnknownKeys: StreamSpec.self, request, context)
+                // Unknown keys refused, as `streams.run` refuses them: a misspelt `back-pressure` or `outputs.vidoe`
+                // ran the stream under `latest`, with no video, without a word.
+                let entry = try await api.decode(skippingUnknownKeys: ConfiguredStreamEntry.self, request, context)
+                guard entry.unknownKeys.isEmpty else {
+                    throw Problem.badRequest("invalid JSON body: " + StrictJSON.UnknownKeys(paths: entry.unknownKeys
+                        .prefix(StrictJSON.keysNamed).map { $0.prefix(utf8Bytes: 64) }).description)
+                }
+                return entry.spec
             }
-            let slot = try api.control.slotName(explicit: body.slot, product: nil)
+            var slot: String?
             let stream: VideoStream
             do {
+                let name = try api.control.slotName(explicit: body.slot, product: nil)
+                slot = name
                 // Off the cooperative pool: it resolves paths, opens the output files and may start FFmpeg.
-                let (registry, created) = (registry, body.request(slot: slot))
+                let (registry, created) = (registry, body.request(slot: name))
                 stream = try await Self.creating.run { try registry.create(created) }
             } catch {
-                let problem = Self.problem(error)
-                try? await api.control.audit(principal, context.remoteAddress, "stream.start", slot, result: "refused",
-                    reason: "\(error)", started: Date())
-                throw problem
+                // As every refused call: at most `RefusalLimiter.perSecond` entries a second a caller.
+                if let note = api.control.admitRefusal(principal) {
+                    try? await api.control.audit(principal, context.remoteAddress, "stream.start",
+                        slot ?? body.slot?.prefix(utf8Bytes: 256), result: "refused",
+                        reason: "\(error)".prefix(utf8Bytes: 1024) + note, started: Date())
+                }
+                throw Self.problem(error)
             }
             await api.control.auditStream("stream.start", stream.currentStatus, by: principal,
                 from: context.remoteAddress)
@@ -85,7 +97,7 @@ struct StreamRoutes: Sendable {
     /// a `: keep-alive` comment after `streams.keep_alive_s` without either.
     private func results(_ stream: VideoStream, viewer: ViewerDeadline) -> Response {
         let messages = stream.subscribe(buffer: 256, keepAlive: true)
-        return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-store"],
+        return Response(status: .ok, headers: .unbuffered(contentType: "text/event-stream"),
             body: ResponseBody { writer in
                 let encoder = JSONEncoder.yoloswap
                 for await message in messages {
@@ -112,7 +124,7 @@ struct StreamRoutes: Sendable {
         let frames = stream.previewFrames()
         let encoder = self.encoder
         return Response(status: .ok,
-            headers: [.contentType: "multipart/x-mixed-replace; boundary=frame", .cacheControl: "no-store"],
+            headers: .unbuffered(contentType: "multipart/x-mixed-replace; boundary=frame"),
             body: ResponseBody { writer in
                 for await frame in frames {
                     let jpeg = try await encoder.run { try frame.encoded.value { try Self.annotatedJPEG(frame) } }

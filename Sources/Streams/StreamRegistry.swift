@@ -68,6 +68,9 @@ public final class StreamRegistry: Sendable {
         var reserved: [String: [String]] = [:]
         var stopping: [UUID: (id: String, paths: [String], stream: VideoStream)] = [:]
         var finishing: [UUID: (id: String, paths: [String], stream: VideoStream)] = [:]
+        /// The video file each stream reads (by id; a stream whose source is not a file has none), from its
+        /// reservation on: an output naming it would empty it under the stream.
+        var sourceFiles: [String: FileIdentity] = [:]
         var closed = false
 
         /// The id of a running stream, a creation under way, a stream being stopped or a video being finished that
@@ -79,6 +82,16 @@ public final class StreamRegistry: Sendable {
             return outputPaths.first { id, paths in
                 paths.contains(path) && streams[id].map { !$0.isReleased } == true
             }?.key
+        }
+
+        /// The id of a running stream, a creation under way or a stream being stopped that reads the file `identity`.
+        func reader(of identity: FileIdentity) -> String? {
+            sourceFiles.first { id, source in source == identity && isActive(id) }?.key
+        }
+
+        /// Whether stream `id` is running, being created or being stopped.
+        func isActive(_ id: String) -> Bool {
+            reserved[id] != nil || streams[id].map { !$0.isReleased } == true || stopping.values.contains { $0.id == id }
         }
 
         /// Whether `name` is held: by a running stream, a creation under way or a stream being stopped.
@@ -126,7 +139,9 @@ public final class StreamRegistry: Sendable {
         }
         let paths = files.map(\.path)
         let videoPath = request.outputVideo == nil ? nil : paths.last
-        let id = try reserve(name: request.name, files: files)
+        var source: FileIdentity?
+        if case .file(let path) = configuration.source { source = FileIdentity(path: path) }
+        let id = try reserve(name: request.name, files: files, source: source)
         // Once inserted, the stream holds its name and files itself; until then (and on any refusal) the reservation.
         var inserted = false
         defer { if !inserted { _ = table.withLock { $0.reserved.removeValue(forKey: id) } } }
@@ -241,7 +256,11 @@ public final class StreamRegistry: Sendable {
     /// the id. Refused when the service is stopping, a running stream or another creation has the name or writes one
     /// of the files, or the running streams, creations under way and ended streams' videos still being finished
     /// already number `maxStreams`.
-    private func reserve(name: String?, files: [(shown: String, path: String)]) throws(StreamError) -> String {
+    /// An output is refused, too, when it is the file this stream or another one reads (`media_dir` and `output_dir`
+    /// may be one folder): it is emptied as the stream starts.
+    private func reserve(name: String?, files: [(shown: String, path: String)], source: FileIdentity?)
+        throws(StreamError) -> String
+    {
         try table.withLock { (t: inout Table) throws(StreamError) -> String in
             if t.closed { throw .shuttingDown }
             var id = name ?? ""
@@ -255,6 +274,13 @@ public final class StreamRegistry: Sendable {
                 if let other = t.writer(of: file.path) {
                     throw .outputNotAllowed(path: file.shown, reason: "stream '\(other)' writes it")
                 }
+                guard let identity = FileIdentity(path: file.path) else { continue }
+                if identity == source {
+                    throw .outputNotAllowed(path: file.shown, reason: "it is the stream's own source")
+                }
+                if let other = t.reader(of: identity) {
+                    throw .outputNotAllowed(path: file.shown, reason: "stream '\(other)' reads it")
+                }
             }
             // An ended stream whose annotated video FFmpeg is still finishing counts until the file is complete: its
             // encoder runs on, and streams ended one after another must not pile encoders up.
@@ -266,6 +292,9 @@ public final class StreamRegistry: Sendable {
                 throw .tooManyStreams(limit: maxStreams, finishingVideos: finishing)
             }
             t.reserved[id] = files.map(\.path)
+            // Only the streams that can still read: an ended stream's entry goes (random ids would pile up).
+            t.sourceFiles = t.sourceFiles.filter { t.isActive($0.key) }
+            t.sourceFiles[id] = source
             return id
         }
     }
@@ -502,5 +531,18 @@ final class JSONLinesFile: @unchecked Sendable {
         } catch {
             return "\(error)"
         }
+    }
+}
+
+/// A file as the kernel knows it (device and inode): the same file whatever path, link or hard link names it.
+struct FileIdentity: Hashable, Sendable {
+    let device: UInt64, inode: UInt64
+
+    /// The identity of the file at `path`; nil when there is none (an output not made yet).
+    init?(path: String) {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        device = UInt64(info.st_dev)
+        inode = UInt64(info.st_ino)
     }
 }

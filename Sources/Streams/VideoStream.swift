@@ -282,6 +282,7 @@ public final class VideoStream: Sendable {
         }
         while !stopping.value {
             var delivered = 0
+            var firstFrameAt: ContinuousClock.Instant?
             var endError: String?
             var tooLarge = false
             let started: FFmpegDecoder
@@ -295,7 +296,7 @@ public final class VideoStream: Sendable {
                     fail("\(error)")
                     return
                 }
-                guard let wait = reconnectWait(after: "\(error)", delivered: 0, failures: &failures,
+                guard let wait = reconnectWait(after: "\(error)", flowedFor: nil, failures: &failures,
                     nextIndex: nextIndex) else { break }
                 _ = wake.wait(timeout: .now() + wait.seconds)
                 continue
@@ -310,6 +311,7 @@ public final class VideoStream: Sendable {
                     frame.index = nextIndex
                     nextIndex += 1
                     delivered += 1
+                    if firstFrameAt == nil { firstFrameAt = .now }
                     lastFrameAt.withLock { $0 = .now }
                     awaitingFirstFrame.withLock { $0 = false }
                     status.withLock { s in
@@ -318,8 +320,10 @@ public final class VideoStream: Sendable {
                     }
                     waitingForConsumer.withLock { $0 = true }
                     let accepted = mailbox.push(frame)
-                    waitingForConsumer.withLock { $0 = false }
+                    // The clock before the flag: a watchdog tick in between would otherwise see a source no longer
+                    // waiting with the clock of before the wait, and restart a live `block` stream that is fine.
                     lastFrameAt.withLock { $0 = .now }
+                    waitingForConsumer.withLock { $0 = false }
                     guard accepted else { break }
                 }
             } catch {
@@ -334,20 +338,25 @@ public final class VideoStream: Sendable {
                 if let endError { fail(endError) } else { mailbox.finish() }
                 return
             }
-            guard let wait = reconnectWait(after: endError, delivered: delivered, failures: &failures,
-                nextIndex: nextIndex) else { break }
+            guard let wait = reconnectWait(after: endError, flowedFor: firstFrameAt.map { .now - $0 },
+                failures: &failures, nextIndex: nextIndex) else { break }
             _ = wake.wait(timeout: .now() + wait.seconds)
         }
         mailbox.finish()
     }
 
     /// A live source that ended, failed or stalled (or whose FFmpeg could not start): reports the reconnect and
-    /// returns the backoff to wait, which resets once frames flowed; nil when the stream is stopping.
-    private func reconnectWait(after endError: String?, delivered: Int, failures: inout Int, nextIndex: Int)
+    /// returns the backoff to wait — `reconnectInitial`, doubled per attempt up to `reconnectMaximum` — which starts
+    /// afresh after a run whose frames flowed for a stall timeout or longer; nil when the stream is stopping.
+    /// - Parameter flowedFor: how long since the run's first frame (nil: it delivered none).
+    private func reconnectWait(after endError: String?, flowedFor: Duration?, failures: inout Int, nextIndex: Int)
         -> Duration?
     {
-        failures = delivered > 0 ? 0 : failures + 1
+        // A few frames are no working connection: a camera that sends some and drops, or a short clip served as a
+        // live source, restarted every 250 ms for good when any frame reset the backoff.
+        if let flowedFor, flowedFor >= configuration.stallTimeout { failures = 0 }
         let wait = min(configuration.reconnectMaximum, configuration.reconnectInitial * (1 << min(failures, 16)))
+        failures += 1
         // Checked again under the status lock: a stop (or the frame limit) that came since must not be followed by a
         // reconnecting state after the stream has reported its end.
         let reconnecting = status.withLock { s -> Bool in

@@ -26,8 +26,9 @@ struct AuditCommand: ParsableCommand {
             abstract: "Walk the hash chain; report the first broken link (exit 1) or OK.")
         @OptionGroup var state: StateDirectory
         @Option(help: ArgumentHelp(
-            "A head recorded earlier (GET /v1/audit/head, the log, the yoloswap_audit_head_sequence metric): the log "
-                + "must still hold that entry with that hash, which shows a log cut back behind it.",
+            "A head recorded earlier (GET /v1/audit/head or the log; the yoloswap_audit_head_sequence metric has only "
+                + "its sequence): the log must still hold that entry with that hash, which shows a log cut back "
+                + "behind it.",
             valueName: "SEQ:HASH"))
         var expectHead: String?
 
@@ -76,25 +77,9 @@ struct AuditCommand: ParsableCommand {
                 printError("audit list failed: \(error)")
                 throw ExitCode.failure
             }
-            let timeFormat = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
             let encoder = JSONEncoder.yoloswap
             for entry in entries {
-                if json {
-                    print(String(decoding: try encoder.encode(entry), as: UTF8.self))
-                    continue
-                }
-                var line = "#\(entry.id ?? 0)  \(entry.time.formatted(timeFormat))  \(entry.actor)"
-                if let remote = entry.remoteAddress { line += "@\(remote)" }
-                line += "  \(entry.action)"
-                if let slot = entry.slot { line += "  slot=\(slot)" }
-                if let model = entry.modelPath { line += "  model=\(model)" }
-                if let version = entry.version { line += "  version=\(version)" }
-                if let sha = entry.sha256 { line += "  sha256=\(sha.prefix(12))" }
-                if let key = entry.signatureKeyID { line += "  key=\(key)" }
-                line += "  \(entry.result)"
-                if let reason = entry.reason { line += ": \(reason)" }
-                if let ms = entry.durationMs { line += String(format: "  (%.1f ms)", ms) }
-                print(line)
+                print(json ? String(decoding: try encoder.encode(entry), as: UTF8.self) : entry.textLine)
             }
         }
     }

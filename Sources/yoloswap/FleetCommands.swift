@@ -3,6 +3,7 @@ import Fleet
 import Foundation
 import ModelSigning
 import MQTT
+import Primitives
 
 /// `yoloswap fleet …`: what an operator of an MQTT fleet runs.
 struct FleetCommandGroup: ParsableCommand {
@@ -144,6 +145,11 @@ struct FleetPublishCommand: AsyncParsableCommand {
             throw ValidationError("--protocol must be 3.1.1 or 5")
         }
         guard (1...65535).contains(port) else { throw ValidationError("--port must be in 1...65535") }
+        // A command is one-shot: retained, the broker would deliver it again at every subscription of the device.
+        guard !(retain && topic.hasSuffix("/command")) else {
+            throw ValidationError("--retain is for a group's desired state: a command published retained would be "
+                + "delivered again at every reconnection of the device")
+        }
     }
 
     func run() async throws {
@@ -225,8 +231,13 @@ struct FleetPublishCommand: AsyncParsableCommand {
         let result = await Self.within(.seconds(waitResult)) { () async throws -> [UInt8]? in
             for await message in client.messages where message.topic == topic + "/result" {
                 let fields = (try? JSONSerialization.jsonObject(with: Data(message.payload))) as? [String: Any]
+                // A refusal names the message it refused: one of another message under this id (a copy of this one
+                // re-wrapped and replayed, a second command signed with the same id) is not this one's result.
+                if let refused = fields?["message_sha256"] as? String {
+                    if refused == sha256 { return message.payload }
+                    continue
+                }
                 if let id, fields?["id"] as? String == id { return message.payload }
-                if fields?["message_sha256"] as? String == sha256 { return message.payload }
             }
             return nil
         } ?? nil
@@ -245,7 +256,7 @@ struct FleetPublishCommand: AsyncParsableCommand {
 
     /// The command id inside an envelope's payload, if it carries one.
     static func commandID(_ envelope: [UInt8]) -> String? {
-        guard let outer = try? JSONDecoder().decode(SignedEnvelope.self, from: Data(envelope)),
+        guard let outer = try? JSONNumbers.decode(SignedEnvelope.self, from: Data(envelope)),
               let payload = Data(base64Encoded: outer.payload),
               let fields = (try? JSONSerialization.jsonObject(with: payload)) as? [String: Any]
         else { return nil }

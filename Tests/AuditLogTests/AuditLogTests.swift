@@ -97,6 +97,22 @@ struct AuditLogTests {
         #expect(try log.verify().isIntact)
     }
 
+    @Test("an entry's text line escapes control characters: a refused request's path cannot forge a line or drive the terminal")
+    func textLineEscapes() throws {
+        let dir = try TemporaryDirectory()
+        let log = try AuditLog(directory: dir.path)
+        let forged = "m.onnx\n#999  2030-01-01T00:00:00.000Z  admin  rollback  slot=default  succeeded"
+        let entry = try log.append(actor: "eve", action: "load", slot: "default", modelPath: forged,
+            version: "v\u{1B}[1A\u{1B}[2K", result: "rejected", reason: "not found\u{2028}hidden \u{202E}txt.exe")
+        // Stored verbatim: the hash covers the bytes as sent.
+        #expect(try log.entries().first?.modelPath == forged)
+        let line = entry.textLine
+        #expect(!line.contains("\n") && !line.unicodeScalars.contains { $0.value == 0x1B || $0.value == 0x2028
+            || $0.value == 0x202E })
+        #expect(line.contains(#"model=m.onnx\u{A}#999"#) && line.contains(#"version=v\u{1B}[1A"#))
+        #expect(line.hasPrefix("#1  ") && line.contains("  eve  load  slot=default  "))
+    }
+
     @Test("fields that could not round-trip are refused")
     func invalidFields() throws {
         let dir = try TemporaryDirectory()

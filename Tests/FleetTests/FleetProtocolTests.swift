@@ -81,6 +81,15 @@ struct FleetProtocolTests {
             _ = try FleetPayload.decode(FleetCommand.self, Array("[1,2]".utf8), kind: "command", topic: Self.topic)
             Issue.record("a JSON array was accepted as a command")
         } catch { #expect(error.reason == .malformed) }
+        // 2^53 + 1 written long as issued_at: JSONDecoder trapped decoding it (the device gone), refused now.
+        let long = "0." + String(repeating: "0", count: 120) + "9007199254740993e136"
+        let text = String(decoding: try Self.bytes(Self.command()), as: UTF8.self)
+            .replacingOccurrences(of: #""issued_at":1000"#, with: #""issued_at":\#(long)"#)
+        #expect(text.contains(long))
+        do {
+            _ = try FleetPayload.decode(FleetCommand.self, Array(text.utf8), kind: "command", topic: Self.topic)
+            Issue.record("a number too long was accepted")
+        } catch { #expect(error.reason == .malformed && error.description.contains("at most 64")) }
     }
 
     @Test("commands: stale and future ones refused, a nonce or id used twice refused, a repeat returns the first")
@@ -137,6 +146,39 @@ struct FleetProtocolTests {
         #expect(ReplayGuard.readMemory(from: file).problem != nil)
     }
 
+    @Test("a command forgotten (by age, or for capacity) is refused when it comes again: after the clock stepped back, or while still within the skew")
+    func forgottenCommandsStayRefused() throws {
+        func reason(_ body: () throws -> Void) -> FleetRefusal.Reason? {
+            do { try body() } catch { return (error as? FleetRefusal)?.reason }
+            return nil
+        }
+        let c = Self.command(id: "c", nonce: "0000000000000000000000000000000c", issuedAt: 1000)
+        let d = Self.command(id: "d", nonce: "0000000000000000000000000000000d", issuedAt: 1100)
+        let guardian = ReplayGuard(settings: .init(maxClockSkew: .seconds(60)))
+        #expect(try guardian.admit(c, digest: "dc", now: 1030) == nil)
+        // d's admission forgets c, by age; then the clock steps back to within c's skew, and a copy of c comes.
+        #expect(try guardian.admit(d, digest: "dd", now: 1100) == nil)
+        #expect(reason { _ = try guardian.admit(c, digest: "dc", now: 1010) } == .stale)
+        // Across a restart too: the floor is in the memory kept.
+        let restored = ReplayGuard(settings: .init(maxClockSkew: .seconds(60)), restoring: try JSONDecoder().decode(
+            ReplayGuard.Memory.self, from: guardian.snapshot()))
+        #expect(reason { _ = try restored.admit(c, digest: "dc", now: 1010) } == .stale)
+        // A redelivery of a command still remembered is answered as before, whatever the floor.
+        #expect(try restored.admit(d, digest: "dd", now: 1101)?.id == "d")
+        // Forgotten for capacity while within the skew (a day's skew, more commands than kept): refused.
+        let small = ReplayGuard(settings: .init(maxClockSkew: .seconds(86_400), capacity: 2))
+        for (i, id) in ["a", "b", "e"].enumerated() {
+            let command = Self.command(id: id, nonce: String(repeating: "0", count: 31) + id,
+                issuedAt: 1000 + Int64(i))
+            #expect(try small.admit(command, digest: "d" + id, now: 1010) == nil)
+        }
+        let a = Self.command(id: "a", nonce: String(repeating: "0", count: 31) + "a", issuedAt: 1000)
+        #expect(reason { _ = try small.admit(a, digest: "da", now: 1011) } == .stale)
+        // A fresh command is admitted.
+        #expect(try small.admit(Self.command(id: "f", nonce: String(repeating: "0", count: 31) + "f",
+            issuedAt: 1011), digest: "df", now: 1011) == nil)
+    }
+
     @Test("documents: newer admitted, the same one already applied, older or same-time others refused, and one more than ten years ahead")
     func documentReplay() throws {
         let guardian = ReplayGuard()
@@ -184,6 +226,11 @@ struct FleetProtocolTests {
         #expect(FleetTopics.isValidPrefix("plant/yoloswap/v1"))
         #expect(!FleetTopics.isValidPrefix("a//b"))
         #expect(!FleetTopics.isValidPrefix("a/#"))
+        // What libmosquitto refuses (control characters: the last will could not be set, and the service stopped),
+        // the broker's own topics and shared subscriptions, and what compares equal to another spelling.
+        for bad in ["plant\tA/v1", "plant\u{85}/v1", "plant a", "$share/g", "$SYS", "caf\u{E9}/v1", "cafe\u{301}/v1"] {
+            #expect(!FleetTopics.isValidPrefix(bad), "\(bad)")
+        }
         #expect(FleetTopics().fleetDesired(group: "g") == "yoloswap/v1/fleet/g/desired")
     }
 }

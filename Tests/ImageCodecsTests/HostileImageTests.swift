@@ -77,6 +77,41 @@ struct HostileImageTests {
         #expect(try ImageDecoder.decode(HostileImages.refinementScansJPEG(side: 1024, scans: 8)).width == 1024)
     }
 
+    @Test("A PNG of many compressed text chunks (each inflated by libspng, a failed one's space given back) is refused undecoded; a few decode")
+    func compressedChunkFlood() throws {
+        // 1×1 RGB; `chunks` zTXt chunks before the image data, each inflating to 1 MiB of zeros with its Adler-32
+        // trailer broken (libspng drops such a chunk and reads on: a thousand of 8 MiB held a worker for 17 s).
+        func png(chunks: Int, broken: Bool) throws -> [UInt8] {
+            let folder = try TemporaryDirectory()
+            let made = try runProcess("/usr/bin/python3", ["-c", """
+                import struct, sys, zlib
+                n, broken = int(sys.argv[1]), sys.argv[2] == "1"
+                def chunk(kind, data):
+                    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+                text = zlib.compress(b"\\x00" * (1 << 20), 9)
+                if broken:
+                    text = text[:-4] + bytes(4)
+                body = b"".join(chunk(b"zTXt", b"k%d\\x00\\x00" % i + text) for i in range(n))
+                header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+                with open(sys.argv[3], "wb") as out:
+                    out.write(b"\\x89PNG\\r\\n\\x1a\\n" + chunk(b"IHDR", header) + body
+                              + chunk(b"IDAT", zlib.compress(b"\\x00\\x10\\x20\\x30")) + chunk(b"IEND", b""))
+                """, "\(chunks)", broken ? "1" : "0", folder.file("text.png")])
+            try #require(made.status == 0, "\(made.stderr)")
+            return [UInt8](try Data(contentsOf: URL(fileURLWithPath: folder.file("text.png"))))
+        }
+        let error = #expect(throws: ImageDecodeError.self) { try ImageDecoder.decode(try png(chunks: 40, broken: true)) }
+        guard case .corrupt(.png, let reason)? = error, reason.contains("compressed ancillary chunks") else {
+            Issue.record("expected .corrupt(.png, …compressed ancillary chunks…), got \(String(describing: error))")
+            return
+        }
+        // Within the budget, broken or not, the image decodes.
+        for broken in [false, true] {
+            let image = try ImageDecoder.decode(try png(chunks: 3, broken: broken))
+            #expect(image.width == 1 && image.pixels == [0x10, 0x20, 0x30], "broken: \(broken)")
+        }
+    }
+
     @Test("A PNG wider than 2^20 pixels is refused, as OpenCV refuses it (its rows took memory maxPixels did not count)")
     func widePNG() throws {
         // One grey row (the encoder here writes at most 65535 columns): Python's zlib writes the file.

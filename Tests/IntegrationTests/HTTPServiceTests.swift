@@ -293,6 +293,24 @@ struct HTTPServiceTests {
         #expect(Date().timeIntervalSince(started) < 10, "the start-up's load was waited for")
     }
 
+    @Test("a body the client garbles (a chunk size that is no number) is answered 400, not logged as a server failure")
+    func malformedChunkedBody() async throws {
+        let server = try await ServerProcess(yaml: """
+            \(ServerProcess.demoTokens)
+            slots:
+              default: { model: synthetic/yolov5-nc80-416-identity.onnx }
+            hotswap: { warmup_runs: 1 }
+            """)
+        defer { server.stop() }
+        let connection = try RawConnection(port: server.port)
+        defer { connection.close() }
+        try connection.send("POST /v1/detect HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer "
+            + "\(ServerProcess.viewerToken)\r\nContent-Type: image/jpeg\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+        let text = try await connection.receiveResponse()
+        #expect(text.hasPrefix("HTTP/1.1 400"), "\(text)")
+        #expect(!server.log.contains("request failed"), "\(server.log.suffix(2000))")
+    }
+
     @Test("a connection that stays silent past server.idle_timeout_s is closed by the server")
     func idleConnectionsClosed() async throws {
         let server = try await ServerProcess(yaml: """

@@ -83,6 +83,16 @@ struct StreamServiceTests {
             let (status, problem) = try await server.json("POST", "/v1/streams", token: op, body: body)
             #expect(status == 400, "\(body): \(problem)")
         }
+        // Keys misspelt: refused, named (they were dropped: the stream ran under `latest`, with no video).
+        for (body, key) in [(["source": "pan.avi", "back-pressure": "block"], "back-pressure"),
+                            (["source": "pan.avi", "outputs": ["vidoe": "a.mp4"]], "outputs.vidoe")] as [([String: Any], String)] {
+            let (status, problem) = try await server.json("POST", "/v1/streams", token: op, body: body)
+            #expect(status == 400 && (problem["detail"] as? String)?.contains("unknown key: \(key)") == true,
+                "\(body): \(problem)")
+        }
+        // A slot the service does not have: refused, and recorded as the others are.
+        #expect(try await server.json("POST", "/v1/streams", token: op,
+            body: ["source": "pan.avi", "slot": "nowhere"]).0 == 404)
 
         // A stalled viewer: connects to the results, reads the head, then reads nothing more.
         let (created, stream) = try await server.json("POST", "/v1/streams", token: op, body: [
@@ -207,8 +217,12 @@ struct StreamServiceTests {
         #expect((start?["reason"] as? String)?.contains("outputs results, preview, file:cam.jsonl, video:cam.mp4")
             == true, "\(start ?? [:])")
         #expect((stop?["reason"] as? String)?.contains("60 frames detected, 0 dropped") == true, "\(mine)")
+        // The stop is recorded when it was made (it carried the start's time: `GET /v1/audit?since=` missed it).
+        let (startTime, stopTime) = (start?["time_us"] as? Int ?? .max, stop?["time_us"] as? Int ?? .min)
+        #expect(stopTime > startTime + 5_000_000, "a 6 s stream: start \(startTime), stop \(stopTime)")
         let refused = entries.filter { $0["action"] as? String == "stream.start" && $0["result"] as? String == "refused" }
-        #expect(refused.count == 8, "\(refused)")
+        #expect(refused.count == 9, "\(refused)")
+        #expect(refused.contains { $0["slot"] as? String == "nowhere" }, "\(refused)")
         #expect(refused.contains { ($0["reason"] as? String)?.contains("no MQTT connection") == true })
 
         // A quiet stream (a UDP camera that sends nothing): its results viewer gets a keep-alive comment every

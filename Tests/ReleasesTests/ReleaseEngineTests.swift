@@ -427,6 +427,25 @@ struct ReleaseEngineTests {
         #expect(spec.abCandidatePercent == 75)
     }
 
+    /// 2^53 + 1 written with 120 zeros after the point: Foundation's `JSONDecoder` traps decoding it as an integer.
+    static let trappingNumber = "0." + String(repeating: "0", count: 120) + "9007199254740993e136"
+
+    @Test("a number token too long for JSONDecoder's integer path (it trapped: a precondition, the process gone) is refused before decoding; long digits in strings pass")
+    func longNumbersRefused() throws {
+        let body = #"{"model": "m.onnx", "strategy": "canary", "rules": {"window": \#(Self.trappingNumber)}}"#
+        #expect(throws: JSONNumbers.TooLong(length: Self.trappingNumber.utf8.count, offset: 62)) {
+            try StrictJSON.decode(ReleaseSpec.self, from: Data(body.utf8))
+        }
+        // 64 characters still pass the guard (a Double's shortest form has at most 24); inside strings, escaped
+        // quotes included, nothing is a number.
+        let longest = "1" + String(repeating: "0", count: 61) + "e0"
+        try JSONNumbers.check(Array(#"[\#(longest), "\#(Self.trappingNumber)", "\"\#(Self.trappingNumber)\""]"#.utf8))
+        #expect(throws: JSONNumbers.TooLong.self) { try JSONNumbers.check(Array("[\(longest)0]".utf8)) }
+        #expect(throws: JSONNumbers.TooLong.self) {
+            try JSONNumbers.check(Array(#"["a\\", \#(Self.trappingNumber)]"#.utf8))
+        }
+    }
+
     @Test("an automatic promotion that fails is tried again after 5 s, then 10 s, not at every tick")
     func failedAutomaticPromotionBacksOff() {
         var spec = ReleaseSpec(model: "c.onnx", strategy: .shadow)
@@ -558,6 +577,10 @@ struct ReleaseEngineTests {
         #"{"model": "m.onnx", "strategy": "ab", "weights": {"baseline": 1, "candidate": 0}}"#,
         #"{"model": "m.onnx", "strategy": "ab", "weights": {"baseline": 1}}"#,
         #"{"model": "m.onnx", "strategy": "canary", "steps": [{"percent": 0.001}]}"#,
+        // Schedules that never give the candidate a minute: a rotation without it, windows all the baseline's.
+        #"{"model": "m.onnx", "strategy": "ab", "schedule": {"rotate_every_min": 60, "order": ["baseline"]}}"#,
+        #"{"model": "m.onnx", "strategy": "ab", "schedule": {"windows": [{"from": "08:00", "to": "20:00", "variant": "baseline"}]}}"#,
+        #"{"model": "m.onnx", "strategy": "ab", "schedule": {"windows": [{"from": "00:00", "to": "24:00", "variant": "baseline"}], "default": "candidate"}}"#,
     ])
     func validation(_ body: String) throws {
         let spec = try JSONDecoder().decode(ReleaseSpec.self, from: Data(body.utf8))

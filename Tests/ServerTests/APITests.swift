@@ -141,6 +141,13 @@ struct APITests {
             try await client.execute(uri: "/v1/slots/default/load", method: .post,
                 headers: H.headers(token: "alice-token", contentType: "application/json"),
                 body: ByteBuffer(string: "{not json")) { #expect($0.status == .badRequest) }
+            // No class id at all: refused (an empty filter answered 200 with no detections).
+            try await client.execute(uri: "/v1/detect?classes=,", method: .post,
+                headers: H.headers(token: "carol-token", contentType: "image/jpeg"), body: ByteBuffer(string: "x")) {
+                response in
+                let detail = try H.json(response)["detail"] as? String
+                #expect(response.status == .badRequest && detail?.hasPrefix("classes must be") == true, "\(detail ?? "")")
+            }
             try await client.execute(uri: "/v1/operations/nope", method: .get, headers: H.headers(token: "carol-token")) {
                 #expect($0.status == .notFound)
             }

@@ -114,6 +114,12 @@ struct AuditTests {
             try await client.execute(uri: "/v1/slots/default/rollback", method: .post) {
                 #expect($0.status == .unauthorized)
             }
+            // Inferences and reads sent with POST change nothing: a wrong token there is refused, not recorded.
+            for uri in ["/v1/detect", "/v2/models/default/infer", "/v2/models/default/versions/1/infer",
+                        "/v2/repository/index"] {
+                try await client.execute(uri: uri, method: .post, headers: H.headers(token: "no-such-token"),
+                    body: ByteBuffer(string: "{}")) { #expect($0.status == .unauthorized, "\(uri)") }
+            }
             try await client.execute(uri: "/v1/slots/default/load?wait=true", method: .post, headers: Self.alice,
                 body: Self.stage) { #expect($0.status == .ok) }
             try await client.execute(uri: "/v1/slots/default/staged", method: .delete, headers: Self.alice) {
@@ -249,6 +255,34 @@ struct AuditTests {
         #expect(await harness.control.reconcileInterruptedIntents(before: Date().addingTimeInterval(1)) == 1)
         let again = try await harness.auditEntries().filter { $0.result == "interrupted" }
         #expect(again.map(\.action) == ["switch", "rollback"])
+    }
+
+    @Test("an outcome closes its own intent: a refusal before any intent, or an overlapping call's outcome, leaves an interrupted one open")
+    func interruptedAmongOverlappingCalls() async throws {
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        let t = Date().addingTimeInterval(-60)
+        let previousRun: [(Date, String, String)] = [
+            // alice's load, killed before its outcome; then a malformed load of hers, refused before any intent.
+            (t, "load", "intent"), (t.addingTimeInterval(1), "load", "rejected"),
+            // Two switches of bob's overlapping: the first's outcome recorded, the second's not.
+            (t.addingTimeInterval(2), "switch", "intent"), (t.addingTimeInterval(3), "switch", "intent"),
+            (t.addingTimeInterval(2), "switch", "failed"),
+        ]
+        for (time, action, result) in previousRun {
+            try await harness.audit.record(AuditEntry(time: time, actor: action == "load" ? "alice" : "bob",
+                action: action, slot: "default", result: result))
+        }
+        #expect(await harness.control.reconcileInterruptedIntents(before: Date().addingTimeInterval(-1)) == 2)
+        let interrupted = try await harness.auditEntries().filter { $0.result == "interrupted" }
+        #expect(Set(interrupted.map { "\($0.actor) \($0.action)" }) == ["alice load", "bob switch"])
+        // The bob's switch closed is the second (entry #4), whose outcome never came.
+        let ids = try await harness.auditEntries().filter { $0.result == "intent" && $0.action == "switch" }
+            .compactMap(\.id).sorted()
+        #expect(interrupted.contains { $0.reason?.contains("entry #\(ids.last ?? 0) ") == true },
+            "\(interrupted.map(\.reason))")
+        // Closed once.
+        #expect(await harness.control.reconcileInterruptedIntents(before: Date().addingTimeInterval(1)) == 0)
     }
 }
 

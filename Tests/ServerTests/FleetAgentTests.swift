@@ -225,6 +225,35 @@ extension FleetAgentTests {
 }
 
 extension FleetAgentTests {
+    @Test("a command published retained runs once, as published; the copy each subscription brings back is refused, not run, not answered")
+    func retainedCommand() async throws {
+        let rig = try await Rig(handlers: ["release.start": EchoHandler()])
+        let (status, results) = (rig.topics.status(device: "dev-x"), rig.topics.commandResult(device: "dev-x"))
+        #expect(await rig.inbox.first(on: status) { $0["state"] as? String == "online" } != nil)
+        try await rig.send(id: "kept", action: "release.start", extra: ["percent": 5], retain: true)
+        let ran = await rig.inbox.first(on: results) { $0["id"] as? String == "kept" }
+        #expect(ran?["status"] as? String == "succeeded" && ran?["duplicate"] == nil, "\(ran ?? [:])")
+        // The broker restarts, its retained messages kept: the agent reconnects and subscribes again, which brings
+        // the retained copy back (it was answered again as a duplicate, at every reconnection, for good).
+        try rig.broker.restart()
+        let refused = await eventuallyAsync(timeout: .seconds(60)) {
+            let entries = (try? await rig.harness.auditEntries()) ?? []
+            return entries.contains { $0.action == "mqtt.command" && $0.result == "refused"
+                && $0.reason?.contains("a retained copy of a command") == true }
+        }
+        #expect(refused)
+        // A command sent after the reconnection is answered; the retained one only the once.
+        try await rig.send(id: "after", action: "release.start", extra: ["percent": 6])
+        let after = await rig.inbox.first(on: results, timeout: .seconds(60)) { $0["id"] as? String == "after" }
+        #expect(after?["status"] as? String == "succeeded", "\(after ?? [:])")
+        let answers = rig.inbox.messages.value.filter { message in
+            message.topic == results && ((try? JSONSerialization.jsonObject(with: Data(message.payload)))
+                as? [String: Any])?["id"] as? String == "kept"
+        }
+        #expect(answers.count == 1, "\(answers.map { String(decoding: $0.payload, as: UTF8.self) })")
+        await rig.stop()
+    }
+
     @Test("a command still running when the agent stops has its result published, before offline")
     func resultAtStop() async throws {
         let hold = HoldHandler(throughCancellation: true)
@@ -363,7 +392,7 @@ struct Rig {
     }
 
     /// Publishes a command signed by the operator key, for slot `line2` unless `extra` says otherwise.
-    func send(id: String, action: String, extra: [String: Any]) async throws {
+    func send(id: String, action: String, extra: [String: Any], retain: Bool = false) async throws {
         var command = FleetCommand(topic: topics.command(device: "dev-x"),
             issuedAt: Int64(Date().timeIntervalSince1970), nonce: UUID().uuidString.replacingOccurrences(
                 of: "-", with: ""), id: id, action: action)
@@ -372,7 +401,7 @@ struct Rig {
         fields.merge(extra) { $1 }
         let payload = try JSONSerialization.data(withJSONObject: fields)
         try await peer.publish(topics.command(device: "dev-x"),
-            payload: try SignedEnvelope.seal([UInt8](payload), with: key))
+            payload: try SignedEnvelope.seal([UInt8](payload), with: key), retain: retain)
     }
 
     /// Publishes the group's desired-state document, signed by the operator key.

@@ -139,6 +139,18 @@ struct OpenInferenceRoutesTests {
                         "\(datatype) \(data): \(String(buffer: response.body))")
                 }
             }
+            // 2^53 + 1 written long, in a shape (an Int) and in INT64 data: JSONDecoder trapped on it — the process
+            // gone — and it is refused now, naming the token.
+            let long = "0." + String(repeating: "0", count: 120) + "9007199254740993e136"
+            for body in [#"{"inputs":[{"name":"x","shape":[\#(long)],"datatype":"INT64","data":[1]}]}"#,
+                         #"{"inputs":[{"name":"x","shape":[1],"datatype":"INT64","data":[\#(long)]}]}"#] {
+                try await client.execute(uri: "/v2/models/default/infer", method: .post, headers: viewer,
+                    body: ByteBuffer(string: body)) { response in
+                    #expect(response.status == .badRequest
+                        && String(buffer: response.body).contains("characters at byte"),
+                        "\(String(buffer: response.body))")
+                }
+            }
             // 2^64 − 1 is a UINT64 (refused before as over Int64.max): the parse takes it, the model does not.
             try await client.execute(uri: "/v2/models/default/infer", method: .post, headers: viewer,
                 body: infer("UINT64", "18446744073709551615")) { response in
@@ -182,6 +194,38 @@ struct OpenInferenceRoutesTests {
                 body: repeated) {
                 #expect($0.status == .badRequest)
                 #expect(String(buffer: $0.body).contains("output 'output0' is asked for more than once"),
+                    "\(String(buffer: $0.body))")
+            }
+            // Refused before the model runs: an output the model does not produce (checked before the NaN in the
+            // input, found only as the tensor is read for the run), Triton's classification extension (answered with
+            // the raw tensor, it broke clients expecting strings), more outputs than a request may name.
+            let refusals: [(String, String)] = [
+                (#""outputs":[{"name":"nope"}]"#, "unknown output 'nope'; this request produces 'output0'"),
+                (#""outputs":[{"name":"output0","parameters":{"classification":3}}]"#,
+                 "the classification extension is not supported"),
+                (#""outputs":["# + (0..<17).map { #"{"name":"o\#($0)"}"# }.joined(separator: ",") + "]",
+                 "17 outputs: at most 16 are accepted"),
+            ]
+            for (outputs, phrase) in refusals {
+                let text = #"{"inputs":[{"name":"images","datatype":"FP32","shape":[1,3,416,416],"#
+                    + #""parameters":{"binary_data_size":\#(bytes)}}],\#(outputs)}"#
+                var body = ByteBuffer(string: text)
+                body.writeInteger(Float.nan.bitPattern, endianness: .little)
+                body.writeRepeatingByte(0, count: bytes - 4)
+                var bodyHeaders = headers
+                bodyHeaders[Self.inferenceHeader] = String(text.utf8.count)
+                try await client.execute(uri: "/v2/models/default/infer", method: .post, headers: bodyHeaders,
+                    body: body) {
+                    #expect($0.status == .badRequest && String(buffer: $0.body).contains(phrase),
+                        "\(phrase): \(String(buffer: $0.body))")
+                }
+            }
+            // An image input holding two images (or four million one-byte elements: each was copied out to count
+            // them): the count, from the shape.
+            try await client.execute(uri: "/v2/models/default/infer", method: .post, headers: viewer,
+                body: ByteBuffer(string: #"{"inputs":[{"name":"image","datatype":"BYTES","shape":[2],"data":["a","b"]}]}"#)) {
+                #expect($0.status == .badRequest
+                    && String(buffer: $0.body).contains("must hold exactly one encoded image, got 2"),
                     "\(String(buffer: $0.body))")
             }
             let failedBefore = try await failures()

@@ -619,6 +619,18 @@ extension StreamSuite {
                     outputVideo: "missing/v.mp4"))
             }
             #expect(!FileManager.default.fileExists(atPath: media.file("new.jsonl")))
+            // The media and output folders are one: an output naming the stream's own source (or a link to it) is
+            // refused, the video left as it was (it was emptied as the stream started).
+            try FileManager.default.createSymbolicLink(atPath: media.file("alias.mp4"),
+                withDestinationPath: media.file("clip.mp4"))
+            for request in [StreamRegistry.Request(source: "clip.mp4", slot: "line", outputFile: "clip.mp4"),
+                            .init(source: "clip.mp4", slot: "line", outputVideo: "clip.mp4"),
+                            .init(source: "clip.mp4", slot: "line", outputVideo: "alias.mp4")] {
+                let refused = #expect(throws: StreamError.self) { _ = try registry.create(request) }
+                #expect("\(String(describing: refused))".contains("it is the stream's own source"),
+                    "\(String(describing: refused))")
+            }
+            #expect(FileManager.default.contents(atPath: media.file("clip.mp4")) == Data("x".utf8))
 
             // Frame rates a cap cannot have (one frame in 10^30 s would overflow a Duration); the range's ends pass.
             for cap in [1e-30, 0, -1, .nan, .infinity, 1000.5] {

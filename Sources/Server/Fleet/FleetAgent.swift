@@ -107,6 +107,9 @@ final class FleetSession: Sendable {
     let appliedDocument = Locked<String?>(nil)
     /// The refused group document applied again on a timer, and how many times (`scheduleRetry`).
     let documentRetry = Locked<(nonce: String, attempt: Int)?>(nil)
+    /// The group's document last refused `busy` (as received), admitted again once a turn ends: the retained
+    /// document comes again only at the next subscription, days later maybe, and the rollout would wait for it.
+    let busyDocument = Locked<[UInt8]?>(nil)
     /// Results by command nonce, oldest first, for repeating them; the newest 1000 are kept.
     private let results = Locked<[(nonce: String, result: FleetCommandResult)]>([])
     private let statusRequests: AsyncStream<Void>.Continuation
@@ -132,6 +135,8 @@ final class FleetSession: Sendable {
     /// (Kubernetes gives 30 s).
     static let leavingGrace: Duration = .seconds(10)
     let refusals = Locked(RefusalLimiter())
+    /// Bounds the log lines of messages the client dropped (its buffer full) as the refusals' are bounded.
+    let droppedLog = Locked(RefusalLimiter())
 
     /// The most admitted messages that wait their turn: each holds a verified payload (at most the client's message
     /// size), and a sender told `busy` sends again later.
@@ -252,6 +257,12 @@ final class FleetSession: Sendable {
         client.start()
         for await message in client.messages {
             if message.topic == commandTopic {
+                // A command is one-shot: a retained copy comes again at every subscription (each reconnection, each
+                // restart), a standing replay. The broker flags it so; the publication itself, delivered live, is not.
+                guard !message.retained else {
+                    await ignoreRetainedCommand()
+                    continue
+                }
                 await admitCommand(message.payload)
             } else if message.topic == desiredTopic {
                 await admitDocument(message.payload)
@@ -284,6 +295,12 @@ final class FleetSession: Sendable {
                 }
             }
             endTurn(of: item)
+            if let bytes = busyDocument.withLock({ (held: inout [UInt8]?) -> [UInt8]? in
+                defer { held = nil }
+                return held
+            }) {
+                await admitDocument(bytes)
+            }
         }
     }
 
@@ -345,7 +362,11 @@ final class FleetSession: Sendable {
             case .connectFailed(let reason):
                 logger.warning("MQTT connection failed; retrying", metadata: ["reason": "\(reason)"])
             case .messageDropped(let topic, let reason):
-                logger.warning("MQTT message dropped", metadata: ["topic": "\(topic)", "reason": "\(reason)"])
+                // A flood that outruns verification drops a message at a time: a line each would be a log line per
+                // message anyone can send. The count not logged goes into the next line.
+                guard let skipped = droppedLog.withLock({ $0.admit(now: .now) }) else { continue }
+                logger.warning("MQTT message dropped", metadata: ["topic": "\(topic)", "reason": "\(reason)",
+                    "dropped_unlogged_before": "\(skipped)"])
             case .subscriptionRefused(let filter, let reason):
                 // The device stays online but deaf on that topic: an error for whoever reads the log.
                 logger.error("MQTT subscription refused: no commands or documents arrive on it",

@@ -42,6 +42,14 @@ extension FleetSession {
         }
     }
 
+    /// A retained copy of a command, delivered at a subscription: not run, not answered (it would be at every
+    /// reconnection), recorded within the refusals' rate limit.
+    func ignoreRetainedCommand() async {
+        let refusal = FleetRefusal(.replayed, "a retained copy of a command, delivered again at the device's "
+            + "subscription; commands run only as published (publish them without retain)")
+        _ = await record(refusal, kind: "command", about: "")
+    }
+
     func busy() -> FleetRefusal {
         isStopping ? FleetRefusal(.busy, "the device is stopping; send it again once it is back")
             : FleetRefusal(.busy, "\(Self.maxWaiting) admitted messages are waiting their turn; send it again later")
@@ -210,7 +218,11 @@ extension FleetSession {
             let (payload, keyID) = try SignedEnvelope.open(bytes, trusting: agent.keys)
             let document = try FleetPayload.decode(FleetDesiredDocument.self, payload, kind: "desired",
                 topic: desiredTopic)
-            guard takeTurn() else { throw busy() }
+            guard takeTurn() else {
+                // Admitted again when a turn ends (not at a stop: the next start has the retained document).
+                if !isStopping { busyDocument.withLock { $0 = bytes } }
+                throw busy()
+            }
             let admission: ReplayGuard.DocumentAdmission
             do {
                 admission = try replayGuard.admit(document, digest: Self.digest(bytes),

@@ -1,6 +1,7 @@
 import Foundation
 import HotSwap
 import OpenInference
+import Primitives
 
 /// Triton's model repository extension mapped to slots, for both transports (HTTP here, gRPC in
 /// `OpenInferenceGRPC`): the index of every slot's models, a load that switches once the model is ready, an unload.
@@ -85,7 +86,8 @@ package struct OpenInferenceRepository: Sendable {
                 + "path (parameter 'model')")
         }
         if let config = values.removeValue(forKey: "config") {
-            guard let text = config.text, let object = try? JSONDecoder().decode(ConfigOverride.self, from: Data(text.utf8))
+            guard let text = config.text, let object = try? JSONNumbers.decode(ConfigOverride.self,
+                      from: Data(text.utf8))
             else { throw Problem.badRequest("parameter 'config' must be a model configuration in JSON") }
             if let file = object.default_model_filename { values["model"] = .string(file) }
             for (key, value) in object.parameters ?? [:] { values[key] = .string(value.string_value) }

@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 import OpenInference
+import Primitives
 
 /// The HTTP framing of v2 inference: a JSON request, or — with the binary tensor data extension — a JSON header of
 /// `Inference-Header-Content-Length` bytes followed by the inputs' raw bytes, each input's size in its
@@ -31,8 +32,22 @@ enum V2InferCodec {
             jsonLength = n
         }
         let json: V2InferRequestJSON
-        do { json = try JSONDecoder().decode(V2InferRequestJSON.self, from: Data(body[0..<jsonLength])) } catch {
+        do { json = try JSONNumbers.decode(V2InferRequestJSON.self, from: Data(body[0..<jsonLength])) } catch {
             throw .invalid("invalid inference request JSON: \(Problem.describe(error))")
+        }
+        // As gRPC's wire bounds: a 20 MiB body names a million outputs, each inserted into a set on the pool later and
+        // the whole request held while it waits for a worker.
+        for (what, count, limit) in [("inputs", json.inputs.count, InferRequest.maxInputs),
+                                     ("outputs", json.outputs?.count ?? 0, InferRequest.maxOutputs),
+                                     ("parameters", json.parameters?.count ?? 0, InferRequest.maxParameters)]
+            where count > limit {
+            throw .invalid("\(count) \(what): at most \(limit) are accepted")
+        }
+        let named = json.inputs.map { ("input", $0.name, $0.parameters?.count ?? 0) }
+            + (json.outputs ?? []).map { ("output", $0.name, $0.parameters?.count ?? 0) }
+        if let (kind, name, count) = named.first(where: { $0.2 > InferRequest.maxParameters }) {
+            throw .invalid("\(kind) '\(name.prefix(64))': \(count) parameters, at most \(InferRequest.maxParameters) "
+                + "are accepted")
         }
         var offset = jsonLength
         var inputs: [InferTensor] = []

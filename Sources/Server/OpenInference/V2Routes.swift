@@ -23,10 +23,11 @@ struct V2Routes: Sendable {
 
     static let extensions = ["binary_tensor_data", "model_repository", "model_configuration", "statistics"]
 
-    /// Large inference bodies are parsed here, one at a time, off the cooperative pool: a body's JSON `data` is
+    /// Large inference bodies' JSON is parsed here, one at a time, off the cooperative pool: a body's JSON `data` is
     /// decoded to one value per element (20 MiB of `0,` are 10 million), which on the pool would stall every other
-    /// request on its thread, and side by side would multiply the memory. Bodies up to `inlineParseBytes` (a binary
-    /// tensor's JSON header, an image) are parsed where they arrive.
+    /// request on its thread, and side by side would multiply the memory. JSON up to `inlineParseBytes` (a binary
+    /// tensor's header, whatever the binary data after it, an image) is parsed where it arrives: a binary request
+    /// queued behind someone's 20 MiB of JSON waited seconds for what is a copy.
     private static let parsing = BlockingQueue(label: "yoloswap.v2-parse")
     private static let inlineParseBytes = 256 * 1024
 
@@ -130,7 +131,18 @@ struct V2Routes: Sendable {
     private func parse(_ body: [UInt8], headers: HTTPFields, deadline: ContinuousClock.Instant) async throws
         -> V2InferCodec.Parsed
     {
-        if body.count <= Self.inlineParseBytes { return try V2InferCodec.parse(body: body, headers: headers) }
+        let jsonBytes = headers[V2InferCodec.headerLength]
+            .flatMap { Int($0.trimmingCharacters(in: .whitespaces)) }.map { min(max($0, 0), body.count) } ?? body.count
+        if jsonBytes <= Self.inlineParseBytes {
+            let parsed = try V2InferCodec.parse(body: body, headers: headers)
+            // An image sent as base64 text in the binary part is decoded on the queue, as in a large JSON body.
+            guard body.count > Self.inlineParseBytes, parsed.request.carriesImageText else { return parsed }
+            return try await Self.parsing.run {
+                var decoded = parsed
+                decoded.request = decoded.request.decodingImageText()
+                return decoded
+            }
+        }
         let timeout = configuration.requestTimeoutMilliseconds
         return try await Self.parsing.run {
             guard ContinuousClock.now < deadline else {
@@ -202,7 +214,7 @@ struct V2Routes: Sendable {
         guard bytes.contains(where: { !($0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09) }) else {
             return ParameterBody()
         }
-        do { return try JSONDecoder().decode(ParameterBody.self, from: Data(bytes)) } catch {
+        do { return try JSONNumbers.decode(ParameterBody.self, from: Data(bytes)) } catch {
             throw Problem.badRequest("invalid JSON body: \(Problem.describe(error))")
         }
     }
