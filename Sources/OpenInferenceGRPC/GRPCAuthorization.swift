@@ -32,7 +32,13 @@ struct BoundedInferenceService: RegistrableRPCService {
         router.registerHandler(forMethod: Methods.ModelInfer.descriptor,
             deserializer: BoundedDeserializer<Inference_ModelInferRequest>(bounds: .modelInfer, method: "ModelInfer"),
             serializer: ProtobufSerializer<Inference_ModelInferResponse>()
-        ) { request, context in try await service.modelInfer(request: request, context: context) }
+        ) { request, context in
+            // Called as the RPC begins, before its message has arrived: a message sent slowly over the stream's read
+            // limit (a minute) got a fresh deadline once it was in, where HTTP counts the upload.
+            let arrived = ContinuousClock.now
+            return StreamingServerResponse(single: try await service.modelInfer(
+                request: ServerRequest(stream: request), context: context, arrived: arrived))
+        }
         router.registerHandler(forMethod: Methods.RepositoryModelLoad.descriptor,
             deserializer: BoundedDeserializer<Inference_RepositoryModelLoadRequest>(bounds: .repositoryModel,
                 method: "RepositoryModelLoad"),

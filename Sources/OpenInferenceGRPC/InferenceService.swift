@@ -115,8 +115,15 @@ public struct InferenceService: Inference_GRPCInferenceService.ServiceProtocol {
     public func modelInfer(request: ServerRequest<Inference_ModelInferRequest>, context: ServerContext) async throws
         -> ServerResponse<Inference_ModelInferResponse>
     {
-        let arrived = ContinuousClock.now
-        return try await rpc {
+        try await modelInfer(request: request, context: context, arrived: .now)
+    }
+
+    /// - Parameter arrived: when the RPC began (its deadline counts from then, as over HTTP from a request's arrival:
+    ///   the message's own upload spends it).
+    func modelInfer(request: ServerRequest<Inference_ModelInferRequest>, context: ServerContext,
+                    arrived: ContinuousClock.Instant) async throws -> ServerResponse<Inference_ModelInferResponse>
+    {
+        try await rpc {
             try requireInference(request.metadata)
             let message = request.message
             // Counted as `/v1/detect` and `/v2` count theirs (the request metrics, the console's request panel).

@@ -641,8 +641,9 @@ public final class VideoStream: Sendable {
 }
 
 /// The continuations of a stream's viewers (results subscribers or preview viewers), closed once when the stream ends:
-/// a viewer that comes after that is finished at once, so that none waits for an end that already came. Elements are
-/// handed out under the same lock as the close, so none follows the final one.
+/// a viewer that comes after that is handed the final element (the `ended` or `failed` event: a client reconnecting
+/// just after the end learns how it ended) and finished at once, so that none waits for an end that already came.
+/// Elements are handed out under the same lock as the close, so none follows the final one.
 ///
 /// Thread-safety: all members may be used from any thread.
 final class ViewerSet<Element: Sendable>: Sendable {
@@ -651,7 +652,7 @@ final class ViewerSet<Element: Sendable>: Sendable {
         /// Whether it is sent keep-alives (`yield(_:keepAliveOnly:)`).
         var keepAlive: Bool
     }
-    private let state = Locked<(viewers: [UUID: Viewer], closed: Bool)>(([:], false))
+    private let state = Locked<(viewers: [UUID: Viewer], closed: Bool, final: Element?)>(([:], false, nil))
 
     /// A new viewer's sequence, holding up to `buffer` elements (the oldest dropped when it lags further); with
     /// `keepAlive` it is also sent what is yielded to keep-alive viewers only.
@@ -660,13 +661,16 @@ final class ViewerSet<Element: Sendable>: Sendable {
             bufferingPolicy: .bufferingNewest(max(1, buffer)))
         let key = UUID()
         continuation.onTermination = { [weak self] _ in _ = self?.state.withLock { $0.viewers.removeValue(forKey: key) } }
-        let added = state.withLock { s -> Bool in
-            guard !s.closed else { return false }
+        let (added, final) = state.withLock { s -> (Bool, Element?) in
+            guard !s.closed else { return (false, s.final) }
             s.viewers[key] = Viewer(continuation: continuation, keepAlive: keepAlive)
-            return true
+            return (true, nil)
         }
         // Outside the lock: `finish` runs the termination handler, which takes it.
-        if !added { continuation.finish() }
+        if !added {
+            if let final { continuation.yield(final) }
+            continuation.finish()
+        }
         return elements
     }
 
@@ -687,12 +691,14 @@ final class ViewerSet<Element: Sendable>: Sendable {
         }
     }
 
-    /// Hands every viewer `final` (if any), then finishes them; later viewers are finished as they come, and nothing
-    /// is handed out any more. Returns the elements the viewers' buffers dropped to take `final`.
+    /// Hands every viewer `final` (if any), then finishes them; later viewers are handed `final` and finished as they
+    /// come, and nothing else is handed out any more. Returns the elements the viewers' buffers dropped to take
+    /// `final`.
     @discardableResult
     func close(final: Element? = nil) -> [Element] {
         let (viewers, dropped) = state.withLock { s -> ([AsyncStream<Element>.Continuation], [Element]) in
             s.closed = true
+            s.final = final
             defer { s.viewers.removeAll() }
             var dropped: [Element] = []
             for viewer in s.viewers.values {

@@ -714,7 +714,7 @@ extension StreamSuite {
             await stop.value
         }
 
-        @Test("viewers: keep-alives only to those that ask, drops returned, the final element last; a viewer after the end is ended at once")
+        @Test("viewers: keep-alives only to those that ask, drops returned, the final element last; a viewer after the end gets the final element and is ended at once")
         func viewerAfterEnd() async {
             let viewers = ViewerSet<Int>()
             var early = viewers.subscribe(buffer: 4).makeAsyncIterator()
@@ -731,9 +731,15 @@ extension StreamSuite {
             got = []
             while let value = await keeping.next() { got.append(value) }
             #expect(got == [2, 9])
+            // A client that comes (back) after the end learns how it ended (it got an empty answer).
             var late = viewers.subscribe(buffer: 4).makeAsyncIterator()
+            #expect(await late.next() == 9)
             #expect(await late.next() == nil)
             #expect(viewers.isEmpty)
+            let quiet = ViewerSet<Int>()
+            quiet.close()
+            var none = quiet.subscribe(buffer: 1).makeAsyncIterator()
+            #expect(await none.next() == nil)
         }
 
         /// A registry over a media and output folder holding the MJPEG test video as `clip.avi`, and a slot `line`
