@@ -34,13 +34,13 @@ public struct FleetTopics: Sendable, Equatable {
             }
     }
 
-    /// Whether `prefix` may prefix the topics: 1…128 bytes of printable ASCII, levels separated by `/`, none empty,
-    /// no wildcard, not starting with `$` (the broker's own topics, `$share/…` a shared subscription). libmosquitto
-    /// refuses control characters in a topic (the last will's, at the start: the agent, and the service with it,
-    /// stopped over a prefix the configuration had accepted), and topics are compared byte for byte.
+    /// Whether `prefix` may prefix the topics: 1…128 bytes, levels separated by `/`, none empty, no wildcard, no
+    /// control character (C0, DEL, C1: libmosquitto refuses them in a topic — the last will's, at the start, so the
+    /// agent, and the service with it, stopped over a prefix the configuration had accepted), not starting with `$`
+    /// (the broker's own topics; `$share/…` a shared subscription, whose messages arrive on another topic).
     public static func isValidPrefix(_ prefix: String) -> Bool {
         (1...128).contains(prefix.utf8.count) && !prefix.hasPrefix("$")
-            && prefix.utf8.allSatisfy { (0x21...0x7E).contains($0) }
+            && !prefix.unicodeScalars.contains { $0.properties.generalCategory == .control }
             && prefix.split(separator: "/", omittingEmptySubsequences: false).allSatisfy { level in
                 !level.isEmpty && !level.contains("+") && !level.contains("#")
             }

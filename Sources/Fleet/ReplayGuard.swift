@@ -142,10 +142,12 @@ public final class ReplayGuard: Sendable {
             }
             m.commands.append(Memory.Command(id: command.id, nonce: command.nonce, issuedAt: command.issued_at,
                 digest: digest))
-            if m.commands.count > settings.capacity {
-                let evicted = m.commands.prefix(m.commands.count - settings.capacity)
-                Self.raiseFloor(&m, to: evicted.map(\.issuedAt).max())
-                m.commands.removeFirst(evicted.count)
+            // The earliest issued go first (not the first admitted): the floor they leave stays below every command
+            // still remembered, so an operator whose clock runs behind another's is not refused.
+            while m.commands.count > settings.capacity,
+                  let earliest = m.commands.indices.min(by: { m.commands[$0].issuedAt < m.commands[$1].issuedAt }) {
+                Self.raiseFloor(&m, to: m.commands[earliest].issuedAt)
+                m.commands.remove(at: earliest)
             }
             return nil
         }

@@ -113,11 +113,13 @@ public struct InferTensor: Sendable, Equatable {
 
     /// The element of `BYTES` contents that hold exactly one, nil for any other count: found from the first length
     /// alone, without splitting the rest (20 MiB of one-byte elements, refused anyway, would be four million arrays).
-    public var onlyByteElement: [UInt8]? {
+    public var onlyByteElement: [UInt8]? { onlyByteElementRange.map { Array(raw[$0]) } }
+
+    /// Where in `raw` the one element of `BYTES` contents that hold exactly one lies (nil for any other count).
+    public var onlyByteElementRange: Range<Int>? {
         guard raw.count >= 4 else { return nil }
         let length = UInt64(raw[0]) | UInt64(raw[1]) << 8 | UInt64(raw[2]) << 16 | UInt64(raw[3]) << 24
-        guard UInt64(raw.count - 4) == length else { return nil }
-        return Array(raw[4...])
+        return UInt64(raw.count - 4) == length ? 4..<raw.count : nil
     }
 
     /// Splits `BYTES` contents (4-byte little-endian length, then the bytes, per element).

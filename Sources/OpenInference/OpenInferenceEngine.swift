@@ -316,7 +316,7 @@ public final class OpenInferenceEngine: Sendable {
     }
 
     /// Whether `bytes` start as a JPEG or PNG file does (base64 text cannot: neither starts with a base64 character).
-    static func isImageFile(_ bytes: [UInt8]) -> Bool {
+    static func isImageFile(_ bytes: some Collection<UInt8>) -> Bool {
         bytes.starts(with: [0xFF, 0xD8]) || bytes.starts(with: [0x89, 0x50, 0x4E, 0x47])
     }
 

@@ -101,8 +101,8 @@ public struct FleetSettings: Sendable, Equatable {
         }
         if let prefix = raw.topic_prefix {
             guard FleetTopics.isValidPrefix(prefix) else {
-                throw fail("mqtt.topic_prefix '\(prefix.escapingControlCharacters)' must be 1…128 printable ASCII "
-                    + "characters (no space), in non-empty levels, without + or #, not starting with $")
+                throw fail("mqtt.topic_prefix '\(prefix.escapingControlCharacters)' must be 1…128 bytes of non-empty "
+                    + "levels without + or # or control characters, not starting with $")
             }
             settings.topicPrefix = prefix
         }

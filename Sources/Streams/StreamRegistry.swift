@@ -89,6 +89,14 @@ public final class StreamRegistry: Sendable {
             sourceFiles.first { id, source in source == identity && isActive(id) }?.key
         }
 
+        /// The id of a stream that writes (or is about to write: its creation under way) the file `identity`.
+        func writer(of identity: FileIdentity) -> String? {
+            let running = outputPaths.filter { streams[$0.key].map { !$0.isReleased } == true }
+            let held = reserved.map { ($0.key, $0.value) } + running.map { ($0.key, $0.value) }
+                + stopping.values.map { ($0.id, $0.paths) } + finishing.values.map { ($0.id, $0.paths) }
+            return held.first { $0.1.contains { FileIdentity(path: $0) == identity } }?.0
+        }
+
         /// Whether stream `id` is running, being created or being stopped.
         func isActive(_ id: String) -> Bool {
             reserved[id] != nil || streams[id].map { !$0.isReleased } == true || stopping.values.contains { $0.id == id }
@@ -139,8 +147,10 @@ public final class StreamRegistry: Sendable {
         }
         let paths = files.map(\.path)
         let videoPath = request.outputVideo == nil ? nil : paths.last
-        var source: FileIdentity?
-        if case .file(let path) = configuration.source { source = FileIdentity(path: path) }
+        var source: (shown: String, identity: FileIdentity)?
+        if case .file(let path) = configuration.source, let identity = FileIdentity(path: path) {
+            source = (request.source, identity)
+        }
         let id = try reserve(name: request.name, files: files, source: source)
         // Once inserted, the stream holds its name and files itself; until then (and on any refusal) the reservation.
         var inserted = false
@@ -257,9 +267,10 @@ public final class StreamRegistry: Sendable {
     /// of the files, or the running streams, creations under way and ended streams' videos still being finished
     /// already number `maxStreams`.
     /// An output is refused, too, when it is the file this stream or another one reads (`media_dir` and `output_dir`
-    /// may be one folder): it is emptied as the stream starts.
-    private func reserve(name: String?, files: [(shown: String, path: String)], source: FileIdentity?)
-        throws(StreamError) -> String
+    /// may be one folder): it is emptied as the stream starts; and a source another stream writes (it is emptied, or
+    /// still being written).
+    private func reserve(name: String?, files: [(shown: String, path: String)],
+                         source: (shown: String, identity: FileIdentity)?) throws(StreamError) -> String
     {
         try table.withLock { (t: inout Table) throws(StreamError) -> String in
             if t.closed { throw .shuttingDown }
@@ -275,7 +286,7 @@ public final class StreamRegistry: Sendable {
                     throw .outputNotAllowed(path: file.shown, reason: "stream '\(other)' writes it")
                 }
                 guard let identity = FileIdentity(path: file.path) else { continue }
-                if identity == source {
+                if identity == source?.identity {
                     throw .outputNotAllowed(path: file.shown, reason: "it is the stream's own source")
                 }
                 if let other = t.reader(of: identity) {
@@ -291,10 +302,13 @@ public final class StreamRegistry: Sendable {
             if running + finishing >= maxStreams {
                 throw .tooManyStreams(limit: maxStreams, finishingVideos: finishing)
             }
+            if let source, let other = t.writer(of: source.identity) {
+                throw .sourceNotAllowed(source: source.shown, reason: "stream '\(other)' writes it")
+            }
             t.reserved[id] = files.map(\.path)
             // Only the streams that can still read: an ended stream's entry goes (random ids would pile up).
             t.sourceFiles = t.sourceFiles.filter { t.isActive($0.key) }
-            t.sourceFiles[id] = source
+            t.sourceFiles[id] = source?.identity
             return id
         }
     }

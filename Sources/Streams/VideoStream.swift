@@ -282,7 +282,8 @@ public final class VideoStream: Sendable {
         }
         while !stopping.value {
             var delivered = 0
-            var firstFrameAt: ContinuousClock.Instant?
+            // When the run's first and last frames came: how long frames flowed (not the stall after them).
+            var (firstFrameAt, lastFrameOfRun): (ContinuousClock.Instant?, ContinuousClock.Instant?) = (nil, nil)
             var endError: String?
             var tooLarge = false
             let started: FFmpegDecoder
@@ -311,7 +312,8 @@ public final class VideoStream: Sendable {
                     frame.index = nextIndex
                     nextIndex += 1
                     delivered += 1
-                    if firstFrameAt == nil { firstFrameAt = .now }
+                    lastFrameOfRun = .now
+                    if firstFrameAt == nil { firstFrameAt = lastFrameOfRun }
                     lastFrameAt.withLock { $0 = .now }
                     awaitingFirstFrame.withLock { $0 = false }
                     status.withLock { s in
@@ -338,8 +340,10 @@ public final class VideoStream: Sendable {
                 if let endError { fail(endError) } else { mailbox.finish() }
                 return
             }
-            guard let wait = reconnectWait(after: endError, flowedFor: firstFrameAt.map { .now - $0 },
-                failures: &failures, nextIndex: nextIndex) else { break }
+            var flowedFor: Duration?
+            if let firstFrameAt, let lastFrameOfRun { flowedFor = lastFrameOfRun - firstFrameAt }
+            guard let wait = reconnectWait(after: endError, flowedFor: flowedFor, failures: &failures,
+                nextIndex: nextIndex) else { break }
             _ = wake.wait(timeout: .now() + wait.seconds)
         }
         mailbox.finish()
@@ -348,7 +352,7 @@ public final class VideoStream: Sendable {
     /// A live source that ended, failed or stalled (or whose FFmpeg could not start): reports the reconnect and
     /// returns the backoff to wait — `reconnectInitial`, doubled per attempt up to `reconnectMaximum` — which starts
     /// afresh after a run whose frames flowed for a stall timeout or longer; nil when the stream is stopping.
-    /// - Parameter flowedFor: how long since the run's first frame (nil: it delivered none).
+    /// - Parameter flowedFor: from the run's first frame to its last (nil: it delivered none).
     private func reconnectWait(after endError: String?, flowedFor: Duration?, failures: inout Int, nextIndex: Int)
         -> Duration?
     {

@@ -105,6 +105,21 @@ struct HostileImageTests {
             Issue.record("expected .corrupt(.png, …compressed ancillary chunks…), got \(String(describing: error))")
             return
         }
+        // iTXt chunks whose text is not compressed are not counted (libspng inflates only compressed ones).
+        let folder = try TemporaryDirectory()
+        let made = try runProcess("/usr/bin/python3", ["-c", """
+            import struct, sys, zlib
+            def chunk(kind, data):
+                return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+            body = b"".join(chunk(b"iTXt", b"k%d\\x00\\x00\\x00\\x00\\x00plain text" % i) for i in range(20))
+            header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+            with open(sys.argv[1], "wb") as out:
+                out.write(b"\\x89PNG\\r\\n\\x1a\\n" + chunk(b"IHDR", header) + body
+                          + chunk(b"IDAT", zlib.compress(b"\\x00\\x10\\x20\\x30")) + chunk(b"IEND", b""))
+            """, folder.file("plain.png")])
+        try #require(made.status == 0, "\(made.stderr)")
+        let plain = try ImageDecoder.decode([UInt8](try Data(contentsOf: URL(fileURLWithPath: folder.file("plain.png")))))
+        #expect(plain.pixels == [0x10, 0x20, 0x30])
         // Within the budget, broken or not, the image decodes.
         for broken in [false, true] {
             let image = try ImageDecoder.decode(try png(chunks: 3, broken: broken))

@@ -27,7 +27,7 @@ enum V2InferCodec {
         if let text = headers[headerLength] {
             guard let n = Int(text.trimmingCharacters(in: .whitespaces)), n >= 0, n <= body.count else {
                 throw .invalid("Inference-Header-Content-Length must be an integer in 0...\(body.count) (the body's "
-                    + "size), got '\(text)'")
+                    + "size), got '\(text.prefix(utf8Bytes: 64))'")
             }
             jsonLength = n
         }

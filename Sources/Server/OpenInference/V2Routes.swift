@@ -126,32 +126,37 @@ struct V2Routes: Sendable {
     }
     private static let encoding = BlockingQueue(label: "yoloswap.v2-encode")
 
-    /// Parses a body inline when small, else on the parse queue, where one whose deadline passed while it waited is
-    /// answered 503 unparsed (its client has given up).
+    /// Parses a body inline when its JSON part is small, else on the parse queue, where one whose deadline passed
+    /// while it waited is answered 503 unparsed (its client has given up).
     private func parse(_ body: [UInt8], headers: HTTPFields, deadline: ContinuousClock.Instant) async throws
         -> V2InferCodec.Parsed
     {
-        let jsonBytes = headers[V2InferCodec.headerLength]
-            .flatMap { Int($0.trimmingCharacters(in: .whitespaces)) }.map { min(max($0, 0), body.count) } ?? body.count
-        if jsonBytes <= Self.inlineParseBytes {
-            let parsed = try V2InferCodec.parse(body: body, headers: headers)
-            // An image sent as base64 text in the binary part is decoded on the queue, as in a large JSON body.
-            guard body.count > Self.inlineParseBytes, parsed.request.carriesImageText else { return parsed }
-            return try await Self.parsing.run {
-                var decoded = parsed
-                decoded.request = decoded.request.decodingImageText()
-                return decoded
+        let timeout = configuration.requestTimeoutMilliseconds
+        func queued(_ work: @escaping @Sendable () throws -> V2InferCodec.Parsed) async throws -> V2InferCodec.Parsed {
+            try await Self.parsing.run {
+                guard ContinuousClock.now < deadline else {
+                    throw Problem(.serviceUnavailable, "Service Unavailable", detail: "the request waited past its "
+                        + "deadline (\(timeout) ms) for other large bodies to be parsed")
+                }
+                return try work()
             }
         }
-        let timeout = configuration.requestTimeoutMilliseconds
-        return try await Self.parsing.run {
-            guard ContinuousClock.now < deadline else {
-                throw Problem(.serviceUnavailable, "Service Unavailable", detail: "the request waited past its "
-                    + "deadline (\(timeout) ms) for other large bodies to be parsed")
+        let jsonBytes = headers[V2InferCodec.headerLength]
+            .flatMap { Int($0.trimmingCharacters(in: .whitespaces)) }.map { min(max($0, 0), body.count) } ?? body.count
+        guard jsonBytes <= Self.inlineParseBytes else {
+            return try await queued {
+                var parsed = try V2InferCodec.parse(body: body, headers: headers)
+                parsed.request = parsed.request.decodingImageText()
+                return parsed
             }
-            var parsed = try V2InferCodec.parse(body: body, headers: headers)
-            parsed.request = parsed.request.decodingImageText()
-            return parsed
+        }
+        let parsed = try V2InferCodec.parse(body: body, headers: headers)
+        // An image sent as base64 text in the binary part is decoded on the queue, as in a large JSON body.
+        guard body.count > Self.inlineParseBytes, parsed.request.carriesImageText else { return parsed }
+        return try await queued {
+            var decoded = parsed
+            decoded.request = decoded.request.decodingImageText()
+            return decoded
         }
     }
 
