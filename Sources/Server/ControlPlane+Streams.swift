@@ -13,8 +13,9 @@ extension ControlPlane {
             ? "source \(status.source), back_pressure \(status.back_pressure.rawValue), outputs "
                 + status.outputs.joined(separator: ", ")
             : "\(status.frames_detected) frames detected, \(status.frames_dropped) dropped, "
-                + "\(status.switch_count) switches, state \(status.state.rawValue), "
-                + String(format: "ran %.1f s", Date().timeIntervalSince(status.started_at))
+                + "\(status.switch_count) switches, "
+                + String(format: "ran %.1f s, ", Date().timeIntervalSince(status.started_at))
+                + "state \(status.state.rawValue)"
         try? await audit(principal, remote, action, status.slot, result: "succeeded",
             reason: "stream \(status.id): \(figures)" + (reason.map { "; \($0)" } ?? ""),
             started: action == "stream.start" ? status.started_at : Date())
