@@ -21,7 +21,7 @@ struct StreamRoutes: Sendable {
     /// at most one core from detection), each frame encoded once for all who view it (`PreviewFrame.encoded`).
     private let encoder = BlockingQueue(label: "yoloswap.preview-encode")
     /// Stream creation (paths resolved, files opened, an encoder started), off the cooperative pool.
-    private static let creating = BlockingQueue(label: "yoloswap.stream-create")
+    static let creating = BlockingQueue(label: "yoloswap.stream-create")
 
     init(api: APIRoutes, registry: StreamRegistry) {
         self.api = api

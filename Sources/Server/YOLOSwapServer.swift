@@ -71,7 +71,9 @@ public enum YOLOSwapServer {
             let name = spec.name ?? "-"
             do {
                 let slot = try control.slotName(explicit: spec.slot, product: nil)
-                let stream = try registry.create(spec.request(slot: slot))
+                // Off the cooperative pool, as the route creates them.
+                let request = spec.request(slot: slot)
+                let stream = try await StreamRoutes.creating.run { try registry.create(request) }
                 await control.auditStream("stream.start", stream.currentStatus, by: ControlPlane.system, from: nil,
                     reason: "configured in streams.run")
             } catch StreamError.shuttingDown {
