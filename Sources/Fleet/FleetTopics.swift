@@ -34,15 +34,19 @@ public struct FleetTopics: Sendable, Equatable {
             }
     }
 
-    /// Whether `prefix` may prefix the topics: 1…128 bytes, levels separated by `/`, none empty, no wildcard, no
-    /// control character (C0, DEL, C1: libmosquitto refuses them in a topic — the last will's, at the start, so the
-    /// agent, and the service with it, stopped over a prefix the configuration had accepted), not starting with `$`
-    /// (the broker's own topics; `$share/…` a shared subscription, whose messages arrive on another topic).
+    /// Whether `prefix` may prefix the topics: 1…128 bytes, levels separated by `/`, none empty, no wildcard, not
+    /// starting with `$` (the broker's own topics; `$share/…` a shared subscription, whose messages arrive on another
+    /// topic), and no character libmosquitto refuses in a topic — a control character (C0, DEL, C1) or a noncharacter
+    /// (U+FDD0–U+FDEF, U+xFFFE, U+xFFFF): it refused the last will's at the start, and the agent, and the service
+    /// with it, stopped over a prefix the configuration had accepted. The structure is checked on the bytes, as the
+    /// broker reads them (a combining mark after `$` or `+` hides it from a check by characters).
     public static func isValidPrefix(_ prefix: String) -> Bool {
-        (1...128).contains(prefix.utf8.count) && !prefix.hasPrefix("$")
-            && !prefix.unicodeScalars.contains { $0.properties.generalCategory == .control }
-            && prefix.split(separator: "/", omittingEmptySubsequences: false).allSatisfy { level in
-                !level.isEmpty && !level.contains("+") && !level.contains("#")
+        let bytes = Array(prefix.utf8)
+        return (1...128).contains(bytes.count) && bytes.first != UInt8(ascii: "$")
+            && !bytes.contains(UInt8(ascii: "+")) && !bytes.contains(UInt8(ascii: "#"))
+            && bytes.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).allSatisfy { !$0.isEmpty }
+            && !prefix.unicodeScalars.contains {
+                $0.properties.generalCategory == .control || $0.properties.isNoncharacterCodePoint
             }
     }
 }

@@ -143,11 +143,14 @@ public final class ReplayGuard: Sendable {
             m.commands.append(Memory.Command(id: command.id, nonce: command.nonce, issuedAt: command.issued_at,
                 digest: digest))
             // The earliest issued go first (not the first admitted): the floor they leave stays below every command
-            // still remembered, so an operator whose clock runs behind another's is not refused.
-            while m.commands.count > settings.capacity,
-                  let earliest = m.commands.indices.min(by: { m.commands[$0].issuedAt < m.commands[$1].issuedAt }) {
-                Self.raiseFloor(&m, to: m.commands[earliest].issuedAt)
-                m.commands.remove(at: earliest)
+            // still remembered, so an operator whose clock runs behind another's is not refused. Never the command
+            // just admitted: its redelivery is to be answered, not refused.
+            let excess = m.commands.count - settings.capacity
+            if excess > 0 {
+                let earliest = Set(m.commands.indices.dropLast()
+                    .sorted { m.commands[$0].issuedAt < m.commands[$1].issuedAt }.prefix(excess))
+                Self.raiseFloor(&m, to: earliest.map { m.commands[$0].issuedAt }.max())
+                m.commands = m.commands.enumerated().filter { !earliest.contains($0.offset) }.map(\.element)
             }
             return nil
         }

@@ -1,8 +1,8 @@
 /// The compressed ancillary chunks of a PNG, counted before libspng reads it.
 ///
-/// libspng inflates every `zTXt`, compressed `iTXt` and `iCCP` chunk as it meets it, each up to the chunk limit (16 MiB), and a
-/// stream that fails at its very end is dropped with the space it took, so the limit on all chunks together never
-/// fills: a file of a thousand 8 KiB chunks, each inflating to 8 MiB, held a worker for 17 s and then decoded. A
+/// libspng inflates every `zTXt`, compressed `iTXt` and `iCCP` chunk as it meets it, each up to the chunk limit (16
+/// MiB), and a stream that fails at its very end is dropped with the space it took, so the limit on all chunks together
+/// never fills: a file of a thousand 8 KiB chunks, each inflating to 8 MiB, held a worker for 17 s and then decoded. A
 /// photo carries a colour profile and a few text chunks; a file with more than `maxCompressedChunks` is refused
 /// undecoded. The chunks are followed by their lengths up to `IEND`; a file whose chunks cannot be followed is left to
 /// libspng, which refuses it with its own message.

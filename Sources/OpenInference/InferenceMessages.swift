@@ -39,7 +39,8 @@ public struct InferRequest: Sendable {
     /// (base64) rather than as the file itself (JPEG, PNG), and not decoded yet.
     public var carriesImageText: Bool {
         guard !imageTextDecoded, inputs.count == 1, let input = inputs.first, input.datatype == .bytes,
-              input.name == OpenInferenceEngine.imageInput, let element = input.onlyByteElementRange else { return false }
+              input.name == OpenInferenceEngine.imageInput, let element = input.onlyByteElementRange
+        else { return false }
         // The first bytes only: the element may be 20 MiB.
         return !OpenInferenceEngine.isImageFile(input.raw[element.prefix(4)])
     }

@@ -171,8 +171,9 @@ public struct InferenceService: Inference_GRPCInferenceService.ServiceProtocol {
         return try await Self.parsing.run {
             guard ContinuousClock.now < deadline else {
                 // A Problem (503), as `/v2` answers: counted as 503 in the request metrics, UNAVAILABLE to the client.
-                throw Problem(.serviceUnavailable, "Service Unavailable", detail: "the request waited past its "
-                    + "deadline (\(timeout) ms) for other large messages to be converted")
+                throw Problem(.serviceUnavailable, "Service Unavailable", detail: "the request's deadline (\(timeout) "
+                    + "ms, from the call's start) passed while its message arrived or waited for other large messages "
+                    + "to be converted")
             }
             return try InferRequest(message).decodingImageText()
         }

@@ -4,10 +4,10 @@ import Foundation
 ///
 /// Foundation's `JSONDecoder` traps — a precondition in its number scanner, not an error — when it decodes a
 /// fixed-width integer (`Int`, `Int64`, `UInt64`) from a number token of some 130 characters or more whose value a
-/// `Double` cannot hold exactly: `0.`, 120 zeros, then `9007199254740993e136` is 2^53 + 1 written long (swift-foundation
-/// issue 812; Swift 6.3's Foundation still traps). One such number in a request body, a shape or a fleet message would
-/// stop the whole service. No number a client means is that long (a `Double`'s shortest form is at most 24
-/// characters), so a token longer than `maxTokenLength` is refused before decoding.
+/// `Double` cannot hold exactly: `0.`, 120 zeros, then `9007199254740993e136` is 2^53 + 1 written long
+/// (swift-foundation issue 812; Swift 6.3's Foundation still traps). One such number in a request body, a shape or a
+/// fleet message would stop the whole service. No number a client means is that long (a `Double`'s shortest form is at
+/// most 24 characters), so a token longer than `maxTokenLength` is refused before decoding.
 ///
 /// Thread-safety: stateless.
 public enum JSONNumbers {

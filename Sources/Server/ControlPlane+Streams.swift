@@ -14,7 +14,7 @@ extension ControlPlane {
                 + status.outputs.joined(separator: ", ")
             : "\(status.frames_detected) frames detected, \(status.frames_dropped) dropped, "
                 + "\(status.switch_count) switches, "
-                + String(format: "ran %.1f s, ", Date().timeIntervalSince(status.started_at))
+                + String(format: "ran %.1f s, ", (status.ended_at ?? Date()).timeIntervalSince(status.started_at))
                 + "state \(status.state.rawValue)"
         try? await audit(principal, remote, action, status.slot, result: "succeeded",
             reason: "stream \(status.id): \(figures)" + (reason.map { "; \($0)" } ?? ""),

@@ -201,7 +201,8 @@ struct APIRoutes: Sendable {
             let ids = classes.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
             // `classes=,` has no id: an empty filter would drop every detection, answered 200 with none.
             guard !ids.isEmpty, ids.allSatisfy({ ($0 ?? -1) >= 0 }) else {
-                throw Problem.badRequest("classes must be comma-separated class ids, got '\(classes.prefix(utf8Bytes: 64))'")
+                throw Problem.badRequest(
+                    "classes must be comma-separated class ids, got '\(classes.prefix(utf8Bytes: 64))'")
             }
             options.classes = Set(ids.compactMap { $0 })
         }
@@ -232,7 +233,8 @@ struct APIRoutes: Sendable {
         let raw = ["image/jpeg", "image/jpg", "image/png", "application/octet-stream"]
         guard raw.contains(mediaType) || mediaType == "multipart/form-data" else {
             throw Problem(.unsupportedMediaType, "Unsupported Media Type",
-                detail: "send image/jpeg, image/png or multipart/form-data with a field 'image' (got '\(mediaType.prefix(utf8Bytes: 64))')")
+                detail: "send image/jpeg, image/png or multipart/form-data with a field 'image' (got "
+                    + "'\(mediaType.prefix(utf8Bytes: 64))')")
         }
         let tooLarge = Problem(.contentTooLarge, "Content Too Large",
             detail: "the body is larger than the limit of \(configuration.maxBodyBytes) bytes")
@@ -351,7 +353,8 @@ struct APIRoutes: Sendable {
         switch text.lowercased() {
         case "true", "1", "": return true
         case "false", "0": return false
-        default: throw Problem.badRequest("\(name) must be true or false (or 1 or 0), got '\(text.prefix(utf8Bytes: 64))'")
+        default:
+            throw Problem.badRequest("\(name) must be true or false (or 1 or 0), got '\(text.prefix(utf8Bytes: 64))'")
         }
     }
 
@@ -361,7 +364,8 @@ struct APIRoutes: Sendable {
         guard let text else { return value }
         guard let parsed = Int(text), range.contains(parsed) else {
             throw Problem.badRequest(
-                "\(name) must be an integer in \(range.lowerBound)...\(range.upperBound), got '\(text.prefix(utf8Bytes: 64))'")
+                "\(name) must be an integer in \(range.lowerBound)...\(range.upperBound), got "
+                    + "'\(text.prefix(utf8Bytes: 64))'")
         }
         return parsed
     }

@@ -126,6 +126,8 @@ public struct StreamStatus: Sendable, Codable, Equatable {
     /// The most recent model switches seen on the stream (at most 100).
     public var switches: [StreamEvent]
     public var started_at: Date
+    /// When it ended, stopped or failed (nil while it runs).
+    public var ended_at: Date? = nil
     public var outputs: [String]
     /// What each delivering output (`mqtt`, `video`, `file`) delivered, by output.
     public var deliveries: [String: StreamDelivery]

@@ -99,7 +99,8 @@ public final class StreamRegistry: Sendable {
 
         /// Whether stream `id` is running, being created or being stopped.
         func isActive(_ id: String) -> Bool {
-            reserved[id] != nil || streams[id].map { !$0.isReleased } == true || stopping.values.contains { $0.id == id }
+            reserved[id] != nil || streams[id].map { !$0.isReleased } == true
+                || stopping.values.contains { $0.id == id }
         }
 
         /// Whether `name` is held: by a running stream, a creation under way or a stream being stopped.

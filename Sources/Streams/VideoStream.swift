@@ -631,6 +631,7 @@ public final class VideoStream: Sendable {
         countDrops()
         let final = status.withLock { s -> StreamStatus in
             if s.state != .failed { s.state = stopping.value && !reachedLimit.value ? .stopped : .ended }
+            s.ended_at = Date()
             return s
         }
         // The last message: handed out with the close, so no keep-alive can follow it.

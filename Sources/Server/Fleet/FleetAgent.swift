@@ -107,9 +107,9 @@ final class FleetSession: Sendable {
     let appliedDocument = Locked<String?>(nil)
     /// The refused group document applied again on a timer, and how many times (`scheduleRetry`).
     let documentRetry = Locked<(nonce: String, attempt: Int)?>(nil)
-    /// The group's document last refused `busy` (as received), admitted again once a turn ends: the retained
+    /// The newest group document refused `busy` (as received), admitted again once a turn ends: the retained
     /// document comes again only at the next subscription, days later maybe, and the rollout would wait for it.
-    let busyDocument = Locked<[UInt8]?>(nil)
+    let busyDocument = Locked<(issuedAt: Int64, bytes: [UInt8])?>(nil)
     /// Results by command nonce, oldest first, for repeating them; the newest 1000 are kept.
     private let results = Locked<[(nonce: String, result: FleetCommandResult)]>([])
     private let statusRequests: AsyncStream<Void>.Continuation
@@ -295,11 +295,11 @@ final class FleetSession: Sendable {
                 }
             }
             endTurn(of: item)
-            if let bytes = busyDocument.withLock({ (held: inout [UInt8]?) -> [UInt8]? in
+            if let held = busyDocument.withLock({ held in
                 defer { held = nil }
                 return held
-            }) {
-                await admitDocument(bytes)
+            }), !isStopping {
+                await admitDocument(held.bytes)
             }
         }
     }

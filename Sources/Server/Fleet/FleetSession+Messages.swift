@@ -219,8 +219,13 @@ extension FleetSession {
             let document = try FleetPayload.decode(FleetDesiredDocument.self, payload, kind: "desired",
                 topic: desiredTopic)
             guard takeTurn() else {
-                // Admitted again when a turn ends (not at a stop: the next start has the retained document).
-                if !isStopping { busyDocument.withLock { $0 = bytes } }
+                // Admitted again when a turn ends (not at a stop: the next start has the retained document); the
+                // newest kept, whatever order copies arrive in.
+                if !isStopping {
+                    busyDocument.withLock { held in
+                        if (held?.issuedAt ?? .min) < document.issued_at { held = (document.issued_at, bytes) }
+                    }
+                }
                 throw busy()
             }
             let admission: ReplayGuard.DocumentAdmission
@@ -241,6 +246,8 @@ extension FleetSession {
             }
             if admission == .new {
                 documentRetry.withLock { $0 = nil }  // a newer document: the older one's retry stops
+                // And one held since a `busy` is no longer the newest.
+                busyDocument.withLock { held in if (held?.issuedAt ?? .max) <= document.issued_at { held = nil } }
                 await persistGuard()
             }
             await enqueue(.document(document, keyID: keyID, admission: admission))
