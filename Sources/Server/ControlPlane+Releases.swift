@@ -272,6 +272,11 @@ extension ControlPlane {
     /// Carries out the engine's decisions in the release's action chain (a rollback has already re-routed traffic).
     func handle(_ decisions: [ReleaseDecision], of run: ReleaseRun) {
         guard !decisions.isEmpty else { return }
+        // A rollback is written at once, not in the chain's turn (behind a promotion's attempt, say): a process that
+        // ended in between resumed the release, and its candidate, whose rule had tripped, took traffic again.
+        if decisions.contains(where: { if case .rolledBack = $0 { true } else { false } }) {
+            run.keep(Task { [self] in await persist(run) })
+        }
         run.keep(Task { [self] in
             for decision in decisions {
                 _ = try? await run.actions.run { [self] in await carryOut(decision, of: run) }
