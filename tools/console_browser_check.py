@@ -175,7 +175,7 @@ class Run:
         switched = time.monotonic()
         try:
             self.wait(lambda d: len(d.find_elements(By.CSS_SELECTOR, '#timeline li[data-operation="switch"]'))
-                      > before, timeout=5)
+                      > before, timeout=60)
             seconds = time.monotonic() - switched
         except Exception:
             seconds = None

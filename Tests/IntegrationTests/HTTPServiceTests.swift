@@ -197,7 +197,9 @@ struct HTTPServiceTests {
         #expect(slot == "slow")
         server.process.waitUntilExit()
         #expect(server.process.terminationStatus == 0, "\(server.log)")
-        #expect(Date().timeIntervalSince(started) < 20)
+        // Bounded, not timed: the slow model's Run in flight finishes first (1.5 s alone; a loaded CI machine took
+        // 30 s for one).
+        #expect(Date().timeIntervalSince(started) < 120)
     }
 
     @Test("SIGTERM during start-up, while a slow model warms up: the load is cancelled and the server exits 0")
@@ -252,7 +254,7 @@ struct HTTPServiceTests {
         server.process.waitUntilExit()
         #expect(server.process.terminationReason == .exit && server.process.terminationStatus == 0, "\(server.log)")
         // Before, the HTTP server's drain waited for the request, which waited for the whole warm-up.
-        #expect(Date().timeIntervalSince(started) < 8, "the shutdown waited for the load")
+        #expect(Date().timeIntervalSince(started) < 30, "the shutdown waited for the load")  // 78 s before
         let (status, state) = try await load.value
         #expect(status == 422 && state == "cancelled", "\(status) \(String(describing: state))")
     }
@@ -290,7 +292,7 @@ struct HTTPServiceTests {
         let result = try await runProcess(Repo.binary, ["serve", "--config", config, "--port", String(port)])
         #expect(result.status != 0 && !result.killedBySignal, "\(result.stderr.suffix(2000))")
         #expect(result.stderr.contains("Address already in use"), "\(result.stderr.suffix(2000))")
-        #expect(Date().timeIntervalSince(started) < 10, "the start-up's load was waited for")
+        #expect(Date().timeIntervalSince(started) < 15, "the start-up's load was waited for")
     }
 
     @Test("a body the client garbles (a chunk size that is no number) is answered 400, not logged as a server failure")
@@ -340,7 +342,7 @@ struct HTTPServiceTests {
         var byte: UInt8 = 0
         let read = recv(fd, &byte, 1, 0)  // blocks until the server closes the connection (0) or 10 s pass (-1)
         #expect(read == 0, "the silent connection was not closed")
-        #expect(Date().timeIntervalSince(started) < 5)
+        #expect(Date().timeIntervalSince(started) < 9)
     }
 
     @Test("openapi.yaml is a valid OpenAPI document")

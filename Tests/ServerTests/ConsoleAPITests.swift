@@ -96,11 +96,12 @@ struct ConsoleAPITests {
             }
             try await client.execute(uri: "/v1/detect?slot=line2", method: .post, headers: jpeg,
                 body: ByteBuffer(string: "not an image")) { #expect($0.status == .badRequest) }
-            try await client.execute(uri: "/v1/stats?window=30", method: .get, headers: H.headers(token: "carol-token"))
+            // The whole window kept: at a CI run's start the requests above can take longer than 30 s.
+            try await client.execute(uri: "/v1/stats?window=300", method: .get, headers: H.headers(token: "carol-token"))
             { response in
                 #expect(response.status == .ok)
                 let body = try H.json(response)
-                #expect(body["window_s"] as? Int == 30)
+                #expect(body["window_s"] as? Int == 300)
                 let slots = try #require(body["slots"] as? [[String: Any]])
                 let byName = Dictionary(uniqueKeysWithValues: slots.map { ($0["slot"] as? String ?? "", $0) })
                 let main = try #require(byName["default"])
@@ -110,7 +111,7 @@ struct ConsoleAPITests {
                 let p99 = try #require(main["p99_ms"] as? Double)
                 #expect(p50 > 0 && p99 >= p50)
                 let series = try #require(main["series"] as? [[String: Any]])
-                #expect(series.count == 30)
+                #expect(series.count == 300)
                 #expect(series.reduce(0) { $0 + ($1["requests"] as? Int ?? 0) } == 3)
                 let line2 = try #require(byName["line2"])
                 #expect(line2["requests"] as? Int == 1 && line2["errors"] as? Int == 1)

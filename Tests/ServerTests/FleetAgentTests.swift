@@ -30,7 +30,7 @@ struct FleetAgentTests {
     final class Inbox: Sendable {
         let messages = Locked<[MQTTMessage]>([])
 
-        func first(on topic: String, timeout: Duration = .seconds(30), where matches: ([String: Any]) -> Bool) async
+        func first(on topic: String, timeout: Duration = .seconds(60), where matches: ([String: Any]) -> Bool) async
             -> [String: Any]?
         {
             let deadline = ContinuousClock.now + timeout
@@ -184,7 +184,7 @@ struct FleetAgentTests {
                 .compactMap { (try? JSONSerialization.jsonObject(with: Data($0.payload))) as? [String: Any] }
                 .filter { $0["status"] as? String == "refused" }.count
         }
-        #expect(await eventually(timeout: .seconds(10)) { refusalsAnswered() == refused.count },
+        #expect(await eventually(timeout: .seconds(60)) { refusalsAnswered() == refused.count },
             "\(refusalsAnswered()) answered, \(refused.count) recorded")
         await rig.stop()
     }
@@ -267,9 +267,9 @@ extension FleetAgentTests {
         try await Task.sleep(for: .milliseconds(500))
         hold.release()
         // Before, `offline` went out at once and the client stopped: the result was refused by it, never sent.
-        let result = await rig.inbox.first(on: results, timeout: .seconds(20)) { $0["id"] as? String == "long" }
+        let result = await rig.inbox.first(on: results, timeout: .seconds(60)) { $0["id"] as? String == "long" }
         #expect(result?["status"] as? String == "succeeded", "\(result ?? [:])")
-        #expect(await rig.inbox.first(on: status, timeout: .seconds(20)) { $0["state"] as? String == "offline" }
+        #expect(await rig.inbox.first(on: status, timeout: .seconds(60)) { $0["state"] as? String == "offline" }
             != nil)
         let order = rig.inbox.messages.value.compactMap { message -> String? in
             let fields = (try? JSONSerialization.jsonObject(with: Data(message.payload))) as? [String: Any]
