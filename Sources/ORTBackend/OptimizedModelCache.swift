@@ -326,7 +326,10 @@ public struct OptimizedModelCache: Sendable {
     /// writing an entry: those whose writing process no longer runs, and those without a process id in their name
     /// once they are an hour old. A writer that is still running keeps its files. Call it when a service starts; every
     /// new entry also calls it.
-    public func removeAbandonedFiles() {
+    /// - Parameter atStart: nothing of this process writes yet, so files under its own process id are a previous
+    ///   process's: a container's entry point is PID 1 at every start, and one killed mid-write (SIGKILL past the
+    ///   grace period, the OOM killer during an optimization) left its files to every later start for good.
+    public func removeAbandonedFiles(atStart: Bool = false) {
         let fm = FileManager.default
         guard let names = try? fm.contentsOfDirectory(atPath: directory) else { return }
         for name in names {
@@ -336,7 +339,7 @@ public struct OptimizedModelCache: Sendable {
             let abandoned: Bool
             if let pid, pid > 0 {
                 // ESRCH: no such process. (EPERM means it runs under another user: it is alive.)
-                abandoned = pid != getpid() && kill(pid, 0) != 0 && errno == ESRCH
+                abandoned = pid == getpid() ? atStart : kill(pid, 0) != 0 && errno == ESRCH
             } else {
                 let modified = (try? fm.attributesOfItem(atPath: path))?[.modificationDate] as? Date ?? .distantPast
                 abandoned = modified < Date(timeIntervalSinceNow: -3600)

@@ -80,8 +80,9 @@ extension OptimizedModelCache {
             // 10 minutes at most; the child ends with this process.
             cache.optimizer = .childProcess(command: [executable, "optimize-model", "--parent-pid", "\(getpid())"])
         }
-        // Temporary files of a previous run killed while it wrote an entry.
-        cache.removeAbandonedFiles()
+        // Temporary files of a previous run killed while it wrote an entry (under this process's id too: a container's
+        // PID 1 is the same at every start).
+        cache.removeAbandonedFiles(atStart: true)
         return cache
     }
 }
