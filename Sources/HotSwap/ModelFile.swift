@@ -89,15 +89,18 @@ public struct ModelFile: Sendable, Equatable {
         var writeError: (any Error)?
         let read: (sha256: String, byteCount: Int)
         do {
-            defer { try? output.close() }
             read = try FileDigest.sha256(ofFileAt: path, maxBytes: byteCount) { chunk in
                 guard writeError == nil else { return }
                 do { try output.write(contentsOf: chunk) } catch { writeError = error }
             }
         } catch {
+            try? output.close()
             try? FileManager.default.removeItem(atPath: destination)
             throw ModelFileError(error)
         }
+        // A network file system may report a failed write only when the file is closed: the copy is what is handed
+        // on, and a damaged one would be optimized and vouched for.
+        do { try output.close() } catch { writeError = writeError ?? error }
         if let writeError {
             try? FileManager.default.removeItem(atPath: destination)
             throw .unreadable(path: destination, reason: "cannot write: \(writeError)")

@@ -68,11 +68,18 @@ extension OptimizedModelCache {
                 throw CacheSecretError(path: path, reason: "others may read it, and it cannot be made 0600: "
                     + Self.reason(errno))
             }
-            let bytes: Data
-            do { bytes = try RegularFile(openingForReading: path).readAll(limit: byteCount) } catch {
-                throw CacheSecretError(path: path, reason: error.reason)
+            // Read from the descriptor checked above, not by the path again (which could be a link by now).
+            var bytes = [UInt8](repeating: 0, count: byteCount + 1)
+            var count = 0
+            while count < bytes.count {
+                let got = bytes.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress! + count, $0.count - count,
+                    off_t(count)) }
+                if got < 0 && errno == EINTR { continue }
+                guard got >= 0 else { throw CacheSecretError(path: path, reason: Self.reason(errno)) }
+                if got == 0 { break }
+                count += got
             }
-            return try Secret(bytes: [UInt8](bytes), source: path)
+            return try Secret(bytes: Array(bytes[..<count]), source: path)
         }
 
         /// Writes a new random key to a private temporary file, then links it to `path` unless a key is there already.

@@ -173,6 +173,12 @@ extension ORTSwapSuite {
                 _ = try OptimizedModelCache.Secret.loadOrCreate(atPath: path)
             }
             #expect(error?.path == path)
+            // Longer than a key (read from the descriptor checked, no further than a byte past the key): refused.
+            try Data(repeating: 7, count: 40).write(to: URL(fileURLWithPath: path))
+            let long = #expect(throws: CacheSecretError.self) {
+                _ = try OptimizedModelCache.Secret.loadOrCreate(atPath: path)
+            }
+            #expect("\(String(describing: long))".contains("33 bytes"), "\(String(describing: long))")
 
             // Readable by others (a volume whose group Kubernetes sets again at each start): made 0600 again, and read
             // (it was used as it was). A link to a valid key: refused (it was followed).
