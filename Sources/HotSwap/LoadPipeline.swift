@@ -111,7 +111,12 @@ struct LoadPipeline: Sendable {
         let (loaded, rssBefore): (PendingDetector, Int) = try await background { [loader] in
             let rssBefore = ProcessMemory.residentBytes() ?? 0
             let backend: any InferenceBackend
-            do { backend = try loader.makeBackend(for: file, label: path, execution: execution) } catch {
+            do {
+                backend = try loader.makeBackend(for: file, label: path, execution: execution,
+                    cancellation: op.runCancellation)
+            } catch {
+                // Whatever the loader threw once the load was cancelled (a killed optimizer) is the cancellation's.
+                if op.isCancelled { throw LoadFailure.cancelled(path: path, reason: "superseded or cancelled") }
                 if case .changedSinceVerification(_, let verified, let now) = error as? ModelFileError {
                     throw LoadFailure.digestMismatch(path: path, expected: verified, actual: now)
                 }

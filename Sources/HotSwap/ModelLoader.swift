@@ -12,6 +12,19 @@ public protocol ModelLoader: Sendable {
     /// - Throws: when the backend cannot be made, with the runtime's own message (a provider the runtime lacks
     ///   included).
     func makeBackend(for file: ModelFile, label: String, execution: ModelExecution) throws -> any InferenceBackend
+
+    /// As `makeBackend(for:label:execution:)`, for a load that `cancellation` may cancel meanwhile (superseded, or the
+    /// service stopping): a loader whose work can be stopped (a child process optimizing the model) stops it then and
+    /// throws. The default ignores `cancellation`.
+    func makeBackend(for file: ModelFile, label: String, execution: ModelExecution, cancellation: RunCancellation)
+        throws -> any InferenceBackend
+}
+
+extension ModelLoader {
+    public func makeBackend(for file: ModelFile, label: String, execution: ModelExecution,
+                            cancellation: RunCancellation) throws -> any InferenceBackend {
+        try makeBackend(for: file, label: label, execution: execution)
+    }
 }
 
 /// Checks a model's authenticity in the verifying stage, before any ORT allocation (the serving layer plugs Ed25519

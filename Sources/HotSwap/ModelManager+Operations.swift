@@ -41,7 +41,8 @@ extension ModelManager {
         }
         if request.activate, decision.policy == .resourcePreserving, let previous {
             return await performResourcePreservingLoad(op, slot: slot, execution: execution,
-                previous: (previous.identity, previous.schema, previous.execution), operation: operation)
+                previous: (previous.identity, previous.schema, previous.execution), operation: operation,
+                standbyReleased: false)
         }
         // Set when the load released the standby: committed gone should the load then not switch (a restart restored
         // it otherwise).
@@ -71,8 +72,10 @@ extension ModelManager {
                         reason: "auto: old and new do not both fit by the model's measured cost (\(error)): the "
                             + "active model is unloaded first", figures: nil)
                 }
+                // The standby this load's hook released is committed gone should that load fail too.
                 return await performResourcePreservingLoad(op, slot: slot, execution: execution,
-                    previous: (previous.identity, previous.schema, previous.execution), operation: operation)
+                    previous: (previous.identity, previous.schema, previous.execution), operation: operation,
+                    standbyReleased: standbyReleased.value)
             }
             // Cancelled after the pipeline's last check: the model never takes a role. Past `beginActivation` the
             // load can no longer be cancelled (it ends ready with the model switched in and committed).
@@ -107,11 +110,14 @@ extension ModelManager {
     }
 
     /// Verify the new file, then drain and release the old model, then load; on failure after the release, bring
-    /// the old model back. A file that fails its digest or signature check leaves the old model serving.
+    /// the old model back. A file that fails its digest or signature check leaves the old model serving, as does a
+    /// load cancelled while the standby or staged model drained.
+    /// - Parameter standbyReleased: whether the slot's standby was released for this load already (an `auto` load
+    ///   that fell back to this policy); a failure then commits it gone, as one after this load's own release does.
     private func performResourcePreservingLoad(
         _ op: LoadOperation, slot: ModelSlot, execution: ModelExecution,
         previous: (identity: ModelIdentity, schema: ModelSchema, execution: ModelExecution),
-        operation: SwapEvent.Operation
+        operation: SwapEvent.Operation, standbyReleased: Bool
     ) async -> SwapEvent {
         let previousRecord = previous.identity
         // What the active model holds: should the new model fail after the old one left, the new one's reservation
@@ -122,6 +128,9 @@ extension ModelManager {
         let reserved = Locked<MemoryReservation?>(nil)
         // Set once the old model has left the slot (the pipeline's hook between verifying and loading).
         let released = Locked(false)
+        // Set once the standby is gone (here or before): committed gone should the load fail with the old model still
+        // active (a restart restored it otherwise).
+        let standbyGone = Locked(standbyReleased)
         do throws(LoadFailure) {
             // What the hook frees (this slot's models): a model that does not fit even then is refused first.
             let model = try await pipeline.run(op, execution: execution, active: previous.schema,
@@ -133,12 +142,15 @@ extension ModelManager {
                 }) { [self] in
                 // Each freed before the new session is made (the budget counted them as free): a standby or staged
                 // model serving a request by version is released once that request ends.
-                await slot.releaseStandbyAndWait()
+                if await slot.releaseStandbyAndWait() { standbyGone.withLock { $0 = true } }
                 if let staged = await slot.discardStagedAndWait() {
                     _ = await emit(SwapEvent(slot: slot.name, operation: .discard, result: .succeeded,
                         reason: "discarded to make room for the resource-preserving load of \(op.request.path)",
                         from: staged))
                 }
+                // Superseded or cancelled while they drained (a shutdown beginning): the old model stays, rather than
+                // leave the slot empty and bring it back through a whole load.
+                guard !op.isCancelled else { return }
                 released.withLock { $0 = true }
                 // Hand over this last reference: the releaser frees the model only once it holds the only one.
                 if let drained = slot.deactivate() { await releaser.retireAndWait(consume drained) }
@@ -165,7 +177,10 @@ extension ModelManager {
             op.finish(error.isCancellation ? .cancelled : .failed, failure: error)
             var failed = event(for: op, operation: operation, from: previousRecord)
             // Refused before the old model left (its digest, its signature, a cancellation): it still serves.
-            guard released.value else { return await emit(failed) }
+            guard released.value else {
+                if standbyGone.value { await commitWithoutStandby(slot) }
+                return await emit(failed)
+            }
             let held: MemoryReservation
             if let reservation = reserved.withLock({ $0 }), reservation.resize(to: previousMemory) {
                 held = reservation

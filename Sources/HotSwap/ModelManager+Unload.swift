@@ -24,7 +24,8 @@ extension ModelManager {
     ///
     /// With the active model gone the slot serves nothing: requests wait for a model until their deadline (503), the
     /// service's readiness reports the slot not ready, and the next load that activates a model serves again. The
-    /// committed state is left as it is, so a restart restores what the slot last served.
+    /// committed state then is left as it is, so a restart restores what the slot last served. A standby unloaded
+    /// while the active model stays is committed gone: a restart does not bring back what was unloaded to free memory.
     /// - Throws: `ControlError.unknownSlot`.
     public func unload(slot name: String, includingActive: Bool) async throws -> UnloadResult {
         guard let slot = slot(name) else { throw ControlError.unknownSlot(name) }
@@ -36,6 +37,7 @@ extension ModelManager {
                 active = model.identity
                 slot.releaser.retire(model)
             }
+            if standby != nil, active == nil { await manager.commitWithoutStandby(slot) }
             var events: [SwapEvent] = []
             for (identity, role) in [(active, "active"), (staged, "staged"), (standby, "standby")] {
                 guard let identity else { continue }

@@ -1,6 +1,7 @@
 import Foundation
 import ONNXRuntime
 import Synchronization
+import YOLO
 
 /// Where ONNX Runtime optimizes a model's graph on an optimized-model cache miss.
 ///
@@ -32,12 +33,16 @@ enum ChildOptimization {
     case crashed(signal: Int32, stderr: String)
     /// It ran past its timeout and was killed. Never retried in process.
     case timedOut(stderr: String)
+    /// The load was cancelled (superseded, or the service is stopping) and the child was killed.
+    case cancelled
 }
 
 extension GraphOptimizer {
-    /// Runs the child optimizer for `input`, writing `output`. Blocks until the child exits.
+    /// Runs the child optimizer for `input`, writing `output`. Blocks until the child exits: at most `timeout`, and
+    /// no longer than `cancellation` takes to be cancelled (the child is killed then).
     static func runChild(_ command: [String], timeout: Duration, input: String, output: String,
-                         optimization: GraphOptimizationLevel, library: String) -> ChildOptimization {
+                         optimization: GraphOptimizationLevel, library: String,
+                         cancellation: RunCancellation? = nil) -> ChildOptimization {
         guard let executable = command.first else { return .notStarted(reason: "empty command") }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
@@ -52,10 +57,11 @@ extension GraphOptimizer {
         process.standardError = stderrFile.handle
         process.standardInput = FileHandle.nullDevice
         do { try process.run() } catch { return .notStarted(reason: "\(executable): \(error)") }
-        // The watchdog kills the child at the deadline and is cancelled as soon as the child has exited. (Only a
-        // deadline falling in the microseconds between the child's exit and the cancel could signal a reused pid.)
+        // The watchdog kills the child at the deadline, and a cancelled load kills it at once (a shutdown would
+        // otherwise wait up to the whole timeout); both stand down as soon as the child has exited. (Only one falling
+        // in the microseconds between the child's exit and `exited` being set could signal a reused pid.)
         let pid = process.processIdentifier
-        let killed = TimeoutFlag()
+        let killed = TimeoutFlag(), cancelled = TimeoutFlag(), exited = TimeoutFlag()
         let watchdog = DispatchWorkItem {
             killed.set()
             kill(pid, SIGKILL)
@@ -63,11 +69,18 @@ extension GraphOptimizer {
         let (seconds, attoseconds) = timeout.components
         DispatchQueue.global().asyncAfter(
             deadline: .now() + Double(seconds) + Double(attoseconds) / 1e18, execute: watchdog)
+        cancellation?.onCancel {
+            guard !exited.isSet else { return }
+            cancelled.set()
+            kill(pid, SIGKILL)
+        }
         process.waitUntilExit()
+        exited.set()
         watchdog.cancel()
         let printed = stdoutFile.contents()
         let stderr = String(decoding: stderrFile.contents().suffix(2000), as: UTF8.self)
             .trimmingCharacters(in: .whitespacesAndNewlines)
+        if cancelled.isSet { return .cancelled }
         if killed.isSet { return .timedOut(stderr: stderr) }
         if process.terminationReason == .uncaughtSignal {
             return .crashed(signal: process.terminationStatus, stderr: stderr)
@@ -100,7 +113,7 @@ private final class ChildOutputFile {
     func contents() -> Data { FileManager.default.contents(atPath: path) ?? Data() }
 }
 
-/// Set once by the watchdog that killed a child optimizer. Thread-safety: atomic.
+/// Set once (the watchdog or a cancellation killed a child optimizer; the child has exited). Thread-safety: atomic.
 private final class TimeoutFlag: Sendable {
     private let value = Atomic<Bool>(false)
     func set() { value.store(true, ordering: .sequentiallyConsistent) }

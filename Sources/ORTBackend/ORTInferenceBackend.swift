@@ -72,6 +72,8 @@ public enum ModelLoadError: Error, CustomStringConvertible {
     case optimizerCrashed(path: String, signal: Int32, detail: String)
     /// The child process optimizing the model's graph ran longer than `timeout` and was killed.
     case optimizerTimedOut(path: String, timeout: Duration, detail: String)
+    /// The load was cancelled while a child process optimized the model's graph; the child was killed.
+    case optimizerCancelled(path: String)
     /// TensorRT's engine cache folder (`folder`: the configured one or a model's inside it) is not this user's
     /// alone: an engine planted there would be served under the model's verified digest.
     case engineCacheNotPrivate(folder: String)
@@ -85,6 +87,8 @@ public enum ModelLoadError: Error, CustomStringConvertible {
         case .optimizerTimedOut(let path, let timeout, let detail):
             "ONNX Runtime's graph optimizer ran longer than \(timeout) on model \(path) and was killed; the model was "
                 + "not loaded" + (detail.isEmpty ? "" : ": \(detail)")
+        case .optimizerCancelled(let path):
+            "the load of model \(path) was cancelled while ONNX Runtime's graph optimizer ran; the optimizer was killed"
         case .engineCacheNotPrivate(let folder):
             "TensorRT's engine cache folder \(folder) is not private (a folder, not a link, owned by this user and "
                 + "writable by no one else): an engine put there would run in place of the verified model; fix its "

@@ -25,6 +25,19 @@ public struct ORTModelLoader: ModelLoader {
     public func makeBackend(for file: ModelFile, label: String, execution: ModelExecution) throws
         -> any InferenceBackend
     {
+        try makeBackend(for: file, label: label, execution: execution, cancellation: nil)
+    }
+
+    /// As `makeBackend(for:label:execution:)`; a child optimizer still running when `cancellation` is cancelled is
+    /// killed (`ModelLoadError.optimizerCancelled`).
+    public func makeBackend(for file: ModelFile, label: String, execution: ModelExecution,
+                            cancellation: RunCancellation) throws -> any InferenceBackend {
+        try makeBackend(for: file, label: label, execution: execution, cancellation: Optional(cancellation))
+    }
+
+    private func makeBackend(for file: ModelFile, label: String, execution: ModelExecution,
+                             cancellation: RunCancellation?) throws -> any InferenceBackend
+    {
         var options = self.options
         options.intraOpThreads = execution.intraOpThreads
         options.provider = ExecutionProvider(execution.target)
@@ -32,7 +45,7 @@ public struct ORTModelLoader: ModelLoader {
         if let folder = options.providerOptions["trt_engine_cache_path"] {
             try Self.makePrivateFolder(folder)
         }
-        return try makeBackend(for: file, label: label, options: options)
+        return try makeBackend(for: file, label: label, options: options, cancellation: cancellation)
     }
 
     /// Creates a model's engine folder (and those above it) readable by this user only, if missing, and checks
@@ -81,8 +94,8 @@ public struct ORTModelLoader: ModelLoader {
         return options
     }
 
-    private func makeBackend(for file: ModelFile, label: String, options: SessionOptions) throws
-        -> any InferenceBackend
+    private func makeBackend(for file: ModelFile, label: String, options: SessionOptions,
+                             cancellation: RunCancellation? = nil) throws -> any InferenceBackend
     {
         guard let cache else {
             let bytes = try file.readVerifiedBytes()
@@ -95,7 +108,7 @@ public struct ORTModelLoader: ModelLoader {
         }
         do {
             let (session, outcome) = try cache.session(for: file, environment: environment, options: options,
-                label: label)
+                label: label, cancellation: cancellation)
             return ORTInferenceBackend(session: session, cacheOutcome: outcome)
         } catch .file(let error) {
             throw error  // the pipeline reports file problems (a changed file) as such

@@ -6,6 +6,7 @@ import Foundation
 import HotSwap
 import ONNXRuntime
 import Primitives
+import YOLO
 
 /// Graph-optimized copies of verified models, written by ONNX Runtime the first time a model is loaded and loaded from
 /// disk on every later load of the same model (a swap back, a rollback that reloads, a restart).
@@ -72,10 +73,12 @@ public struct OptimizedModelCache: Sendable {
     ///   - environment: the ORT environment.
     ///   - options: the session's options; entries exist for CPU sessions with graph optimizations on.
     ///   - label: names the model in errors.
+    ///   - cancellation: the load's; once cancelled, a child optimizer still running is killed.
     /// - Throws: `ModelLoadError` when the model cannot be read or ORT refuses it; `.optimizerCrashed` or
     ///   `.optimizerTimedOut` when a child optimizer was killed by a signal or ran past its timeout (the model is not
-    ///   loaded in this process then).
-    public func session(for file: ModelFile, environment: ORTEnvironment, options: SessionOptions, label: String)
+    ///   loaded in this process then); `.optimizerCancelled` when `cancellation` killed it.
+    public func session(for file: ModelFile, environment: ORTEnvironment, options: SessionOptions, label: String,
+                        cancellation: RunCancellation? = nil)
         throws(ModelLoadError) -> (session: ORTSession, outcome: Outcome)
     {
         func fromBytes(_ bytes: [UInt8], options: SessionOptions) throws(ModelLoadError) -> ORTSession {
@@ -120,7 +123,8 @@ public struct OptimizedModelCache: Sendable {
                 if case .changedSinceVerification = error { throw .file(error) }
             }
             if FileManager.default.fileExists(atPath: sourceCopy),
-                try optimize(sourceCopy, environment: environment, options: writing, label: label),
+                try optimize(sourceCopy, environment: environment, options: writing, label: label,
+                    cancellation: cancellation),
                 store(temporary, as: entry, manifest: manifest, source: file, ortVersion: environment.library.version,
                     optimization: options.optimization),
                 let session = loadEntry(entry, manifest: manifest, source: file, environment: environment,
@@ -157,12 +161,12 @@ public struct OptimizedModelCache: Sendable {
 
     /// Has ORT optimize the model at `path` and write the result to `options.optimizedModelPath`, with the configured
     /// optimizer (a child that cannot be started is replaced by an in-process run). Returns whether it succeeded.
-    private func optimize(_ path: String, environment: ORTEnvironment, options: SessionOptions, label: String)
-        throws(ModelLoadError) -> Bool
+    private func optimize(_ path: String, environment: ORTEnvironment, options: SessionOptions, label: String,
+                          cancellation: RunCancellation?) throws(ModelLoadError) -> Bool
     {
         if case .childProcess(let command, let timeout) = optimizer, let output = options.optimizedModelPath {
             switch GraphOptimizer.runChild(command, timeout: timeout, input: path, output: output,
-                optimization: options.optimization, library: environment.library.path)
+                optimization: options.optimization, library: environment.library.path, cancellation: cancellation)
             {
             case .succeeded(let peak):
                 statistics.recordChild(peakBytes: peak)
@@ -172,6 +176,7 @@ public struct OptimizedModelCache: Sendable {
                 throw .optimizerCrashed(path: label, signal: signal, detail: stderr)
             case .timedOut(let stderr):
                 throw .optimizerTimedOut(path: label, timeout: timeout, detail: stderr)
+            case .cancelled: throw .optimizerCancelled(path: label)
             case .notStarted: break
             }
         }

@@ -9,10 +9,20 @@ public struct FileOpenError: Error, Equatable, CustomStringConvertible {
     public var path: String
     /// The system's words, or which part of the path is a symbolic link.
     public var reason: String
+    /// The system's error number, when the system refused the open (nil for a refusal of this module's own).
+    public var code: Int32?
 
-    public init(path: String, reason: String) {
+    public init(path: String, reason: String, code: Int32? = nil) {
         self.path = path
         self.reason = reason
+        self.code = code
+    }
+
+    /// Whether the system ran short of something of its own (descriptors, disk space or quota, memory, a failing
+    /// disk), not refused the path: the same request may succeed later, and the fault is not the caller's.
+    public var isResourceShortage: Bool {
+        guard let code else { return false }
+        return [EMFILE, ENFILE, ENOSPC, EDQUOT, ENOMEM, EIO].contains(code)
     }
 
     public var description: String { "cannot open \(path): \(reason)" }
@@ -45,7 +55,10 @@ public enum LinkFreePath {
             throw FileOpenError(path: path, reason: "it has a '.' or '..' part")
         }
         var folder = Glibc.open("/", pathOnly | O_DIRECTORY | O_CLOEXEC)
-        guard folder >= 0 else { throw FileOpenError(path: path, reason: errnoText) }
+        guard folder >= 0 else {
+            let code = errno
+            throw FileOpenError(path: path, reason: String(cString: strerror(code)), code: code)
+        }
         defer { close(folder) }
         for (index, part) in parts.dropLast().enumerated() {
             let next = openat(folder, part, pathOnly | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
@@ -72,16 +85,16 @@ public enum LinkFreePath {
     public static func openRegularFileForWriting(_ path: String, mode: mode_t = 0o644) throws(FileOpenError) -> Int32 {
         let descriptor = try open(path, flags: O_WRONLY | O_CREAT | O_NONBLOCK, mode: mode)
         var info = stat()
-        let reason: String? =
-            if fstat(descriptor, &info) != 0 { String(cString: strerror(errno)) }
-            else if (info.st_mode & S_IFMT) != S_IFREG { "not a regular file" }
-            else if info.st_nlink != 1 { "it has another hard link" }
+        let refusal: (reason: String, code: Int32?)? =
+            if fstat(descriptor, &info) != 0 { (String(cString: strerror(errno)), errno) }
+            else if (info.st_mode & S_IFMT) != S_IFREG { ("not a regular file", nil) }
+            else if info.st_nlink != 1 { ("it has another hard link", nil) }
             else if fcntl(descriptor, F_SETFL, fcntl(descriptor, F_GETFL) & ~O_NONBLOCK) != 0 {
-                String(cString: strerror(errno))
+                (String(cString: strerror(errno)), errno)
             } else { nil }
-        if let reason {
+        if let refusal {
             close(descriptor)
-            throw FileOpenError(path: path, reason: reason)
+            throw FileOpenError(path: path, reason: refusal.reason, code: refusal.code)
         }
         return descriptor
     }
@@ -99,8 +112,6 @@ public enum LinkFreePath {
             return FileOpenError(path: path, reason: "\(shown) is a symbolic link")
         }
         return FileOpenError(path: path, reason: code == ENOENT && shown != path
-            ? "the folder \(shown) does not exist" : String(cString: strerror(code)))
+            ? "the folder \(shown) does not exist" : String(cString: strerror(code)), code: code)
     }
-
-    private static var errnoText: String { String(cString: strerror(errno)) }
 }

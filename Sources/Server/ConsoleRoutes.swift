@@ -21,8 +21,9 @@ extension APIRoutes {
         v1.get("events/stream") { request, context in
             _ = try require(.viewer, context)
             let lastEventID = request.headers[HTTPField.Name("Last-Event-ID")!]
-            return stream.response(lastEventID: lastEventID, slot: request.uri.queryParameters.get("slot"),
-                viewer: viewerDeadline(context))
+            let slot = request.uri.queryParameters.get("slot")
+            if let slot { try checkSlotFilter(slot) }
+            return stream.response(lastEventID: lastEventID, slot: slot, viewer: try viewerDeadline(context))
         }
         v1.get("stats") { request, context in
             _ = try require(.viewer, context)
@@ -35,13 +36,22 @@ extension APIRoutes {
         v1.get("repository") { _, context in
             _ = try require(.viewer, context)
             let models = await listing.run { repository.models() }
-            return try json(RepositoryDTO(models: models, truncated: models.count >= ModelRepository.listingLimit),
+            return try json(RepositoryDTO(models: models, truncated: models.count > ModelRepository.listingLimit),
                 status: .ok)
         }
         v1.get("audit/verify") { _, context in
             _ = try require(.operator, context)
             guard let audit = control.audit else { throw Problem.notFound("the audit log is not enabled") }
             return try json(AuditVerificationDTO(try await audit.verify()), status: .ok)
+        }
+    }
+
+    /// Refuses a `slot=` filter that names no slot (400 when empty, 404 when unknown): a typo would otherwise filter
+    /// out every event, an empty answer that looks like a quiet slot.
+    func checkSlotFilter(_ slot: String) throws {
+        guard !slot.isEmpty else { throw Problem.badRequest("slot= is empty: name a slot, or leave the filter out") }
+        guard control.manager.slot(slot) != nil else {
+            throw Problem.notFound("no slot '\(slot.prefix(utf8Bytes: 64))'")
         }
     }
 

@@ -242,7 +242,7 @@ extension ControlPlane {
             while !Task.isCancelled, let run, !run.engine.phase.isTerminal {
                 handle(run.engine.tick(), of: run)
                 ticks += 1
-                if ticks % 60 == 0 { try? await releaseWrites.run { run.energy.sample() } }
+                if ticks % 60 == 0 { await releaseWrites.run { run.energy.sample() } }
                 try? await Task.sleep(for: .seconds(1))
             }
         })

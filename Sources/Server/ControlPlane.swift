@@ -69,7 +69,7 @@ public final class ControlPlane: Sendable {
 
     /// Waits until every load outcome still to be audited has been written.
     public func drain() async {
-        while let task = pendingAudits.withLock({ $0.values.first }) { await task.value }
+        while let task = pendingAudits.withLock({ $0.values.first }) { _ = await task.value }
     }
 
     // MARK: Routes (product / work order → slot)

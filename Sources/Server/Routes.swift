@@ -16,6 +16,8 @@ struct APIRoutes: Sendable {
     let configuredSlots: [String]
     let desired: DesiredStateReconciler
     let streams: StreamRegistry
+    /// The long responses open (event streams, stream results and previews), capped.
+    let viewers: ViewerAdmission
 
     static let productHeaders = [HTTPField.Name("X-Product")!, HTTPField.Name("X-Work-Order")!]
     /// The largest JSON request body (load, routes).
@@ -122,6 +124,7 @@ struct APIRoutes: Sendable {
             _ = try require(.viewer, context)
             let q = request.uri.queryParameters
             let limit = try intParameter(q.get("limit"), name: "limit", default: 100, range: 1...1000)
+            if let slot = q.get("slot") { try checkSlotFilter(slot) }
             let events = control.manager.recentEvents(slot: q.get("slot"), limit: limit)
             let hide = control.repository.hidingRoot
             return try json(EventListDTO(events: events.map { $0.mappingPaths(hide) }), status: .ok)

@@ -102,6 +102,10 @@ public struct ServerConfiguration: Sendable, Equatable {
     public var eventsKeepAliveSeconds = 15
     /// Events buffered per event-stream client before it is dropped as too slow (`server.events_buffer`).
     public var eventsClientBuffer = 256
+    /// Long responses (event streams, stream results and previews) open at once (`server.max_viewers`), and per token
+    /// (`server.max_viewers_per_token`); more are answered 429.
+    public var maxViewers = 256
+    public var maxViewersPerToken = 32
     /// Whether the web console is served at `/` (`server.console`).
     public var console = true
     public var modelRepository: String
@@ -267,6 +271,13 @@ public struct ServerConfiguration: Sendable, Equatable {
         }
         if let count = server.events_buffer {
             eventsClientBuffer = try Limits.check(count, "server.events_buffer", Limits.eventsClientBuffer, fail: fail)
+        }
+        if let count = server.max_viewers {
+            maxViewers = try Limits.check(count, "server.max_viewers", Limits.maxViewers, fail: fail)
+        }
+        if let count = server.max_viewers_per_token {
+            maxViewersPerToken = try Limits.check(
+                count, "server.max_viewers_per_token", Limits.maxViewers, fail: fail)
         }
         if let console = server.console { self.console = console }
         if let mb = server.max_body_mb {
@@ -529,6 +540,9 @@ extension ServerConfiguration {
         /// `server.events_buffer`: events (a kilobyte or so each) held per stream client; past this a reader is
         /// not keeping up, and memory per client stays bounded.
         public static let eventsClientBuffer = 1...100_000
+        /// `server.max_viewers`, `server.max_viewers_per_token`: each viewer is a connection, a task and its buffer;
+        /// no more than the connections a server may hold.
+        public static let maxViewers = 1...1_000_000
         /// `server.max_body_mb`: a request body is held whole in memory while its image is decoded, so the limit is
         /// memory per request; a gigabyte is far past any image the detector can take, and far from overflowing
         /// the conversion to bytes.
@@ -585,6 +599,8 @@ private struct RawConfiguration: Decodable {
         var max_connections: Int?
         var events_keepalive_s: Int?
         var events_buffer: Int?
+        var max_viewers: Int?
+        var max_viewers_per_token: Int?
         var console: Bool?
     }
     struct HotSwap: Decodable {

@@ -79,11 +79,13 @@ struct StreamRoutes: Sendable {
         }
         v1.get("streams/:id/results") { _, context in
             _ = try api.require(.viewer, context)
-            return results(try stream(context), viewer: api.viewerDeadline(context))
+            let stream = try stream(context)
+            return results(stream, viewer: try api.viewerDeadline(context))
         }
         v1.get("streams/:id/preview.mjpeg") { _, context in
             _ = try api.require(.viewer, context)
-            return preview(try stream(context), viewer: api.viewerDeadline(context))
+            let stream = try stream(context)
+            return preview(stream, viewer: try api.viewerDeadline(context))
         }
     }
 
@@ -148,6 +150,8 @@ struct StreamRoutes: Sendable {
         switch error {
         case .sourceNotAllowed, .outputNotAllowed, .invalid: return Problem.badRequest(error.description)
         case .tooManyStreams: return Problem(.tooManyRequests, "Too Many Requests", detail: error.description)
+        case .outputUnavailable:
+            return Problem(.serviceUnavailable, "Service Unavailable", detail: error.description)
         case .unknownSlot: return Problem.notFound(error.description)
         case .nameTaken: return Problem.conflict(error.description)
         case .shuttingDown: return Problem(.serviceUnavailable, "Service Unavailable", detail: error.description)

@@ -7,10 +7,14 @@ import NIOCore
 /// being written: it would hold its task, what was buffered for it and its connection — and the service's shutdown,
 /// which waits for every connection — for good.
 ///
+/// It also holds the viewer's place among those the server lets in (`ViewerAdmission`), given back when the response's
+/// body, which holds this, goes.
+///
 /// Thread-safety: a value; `write` is called by the response's task.
 struct ViewerDeadline: Sendable {
     let channel: any Channel
     let timeout: TimeAmount
+    let ticket: ViewerAdmission.Ticket
 
     func write(_ buffer: ByteBuffer, to writer: inout any ResponseBodyWriter) async throws {
         let expiry = closeUnlessCancelled()
@@ -32,8 +36,12 @@ struct ViewerDeadline: Sendable {
 }
 
 extension APIRoutes {
-    /// The request's connection, closed when a write waits `server.idle_timeout_s`.
-    func viewerDeadline(_ context: YOLOSwapRequestContext) -> ViewerDeadline {
-        ViewerDeadline(channel: context.channel, timeout: .seconds(Int64(configuration.idleTimeoutSeconds)))
+    /// Admits a long response's viewer (the request's principal) and watches its connection, closed when a write
+    /// waits `server.idle_timeout_s`.
+    /// - Throws: `Problem` 429 past `server.max_viewers` or `server.max_viewers_per_token`.
+    func viewerDeadline(_ context: YOLOSwapRequestContext) throws -> ViewerDeadline {
+        let ticket = try viewers.admit(context.principal?.name ?? Principal.anonymous.name)
+        return ViewerDeadline(channel: context.channel, timeout: .seconds(Int64(configuration.idleTimeoutSeconds)),
+            ticket: ticket)
     }
 }

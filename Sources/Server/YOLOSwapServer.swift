@@ -31,7 +31,8 @@ public enum YOLOSwapServer {
         let api = APIRoutes(control: control, configuration: configuration, authenticator: authenticator,
             metricsText: metricsText, configuredSlots: configuration.slots.keys.sorted(),
             desired: desired ?? DesiredStateReconciler(control: control),
-            streams: streams ?? makeStreamRegistry(control: control, configuration: configuration, logger: logger))
+            streams: streams ?? makeStreamRegistry(control: control, configuration: configuration, logger: logger),
+            viewers: ViewerAdmission(total: configuration.maxViewers, perPrincipal: configuration.maxViewersPerToken))
         api.register(on: router)
         V2Routes(api: api, engine: engine ?? OpenInferenceEngine(manager: control.manager,
             requestTimeout: .milliseconds(configuration.requestTimeoutMilliseconds), observer: control))

@@ -192,6 +192,9 @@ public struct SourcePolicy: Sendable, Equatable {
 public enum StreamError: Error, Equatable, CustomStringConvertible {
     case sourceNotAllowed(source: String, reason: String)
     case outputNotAllowed(path: String, reason: String)
+    /// The output could not be created for a want of the service's own (descriptors, disk space): not the request's
+    /// fault, and it may succeed later.
+    case outputUnavailable(path: String, reason: String)
     case invalid(String)
     /// `finishingVideos` of the streams counted have ended, their annotated video still being finished.
     case tooManyStreams(limit: Int, finishingVideos: Int = 0)
@@ -205,6 +208,7 @@ public enum StreamError: Error, Equatable, CustomStringConvertible {
         switch self {
         case .sourceNotAllowed(let source, let reason): "source '\(source)' is not allowed: \(reason)"
         case .outputNotAllowed(let path, let reason): "output '\(path)' is not allowed: \(reason)"
+        case .outputUnavailable(let path, let reason): "output '\(path)' cannot be created now: \(reason)"
         case .invalid(let reason): reason
         case .tooManyStreams(let limit, let finishing):
             "at most \(limit) streams may run at once"

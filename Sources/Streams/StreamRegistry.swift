@@ -173,7 +173,7 @@ public final class StreamRegistry: Sendable {
             do { output = try JSONLinesFile(path: path) } catch {
                 // Not emptied before the stream is in the table: a creation refused after the open leaves the file
                 // as it was.
-                throw .outputNotAllowed(path: file, reason: "it cannot be created: \(error.reason)")
+                throw Self.outputRefusal(file, error)
             }
             outputs.append("file:\(file)")
             jsonLines = output
@@ -194,7 +194,7 @@ public final class StreamRegistry: Sendable {
                 output = try AnnotatedVideoOutput(path: videoPath, fallbackFPS: request.fpsCap,
                     ffmpeg: configuration.ffmpeg)
             } catch {
-                throw .outputNotAllowed(path: name, reason: "it cannot be created: \(error.reason)")
+                throw Self.outputRefusal(name, error)
             }
             video = output
             outputs.append("video:\(name)")
@@ -502,6 +502,16 @@ enum NewOutputFile {
         guard fstat(descriptor, &open) == 0, open.st_size == 0, lstat(path, &named) == 0,
               named.st_dev == open.st_dev, named.st_ino == open.st_ino else { return }
         unlink(path)
+    }
+}
+
+extension StreamRegistry {
+    /// Why an output file that could not be opened is refused: the service's shortage (descriptors, disk space) is
+    /// its own, anything else (a link planted, a folder missing, permissions) the path's.
+    static func outputRefusal(_ shown: String, _ error: FileOpenError) -> StreamError {
+        error.isResourceShortage
+            ? .outputUnavailable(path: shown, reason: error.reason)
+            : .outputNotAllowed(path: shown, reason: "it cannot be created: \(error.reason)")
     }
 }
 

@@ -47,6 +47,29 @@ extension HotSwapSuite {
             await first.shutdown()
         }
 
+        @Test("a standby unloaded while the active model stays is committed gone: a restart does not bring it back")
+        func unloadedStandbyCommitted() async throws {
+            let directory = try Fixtures.temporaryDirectory()
+            defer { try? FileManager.default.removeItem(at: directory) }
+            let state = directory.appendingPathComponent("state").path
+            let first = ModelManager(configuration: .testing(), loader: FakeLoader(),
+                store: try StateStore(directory: state))
+            _ = try await first.createSlot("line")
+            _ = try await first.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity416))
+            _ = try await first.loadAndActivate(LoadRequest(slot: "line", path: Fixtures.identity320))
+            #expect(first.slot("line")?.roles.standby?.identity.path == Fixtures.identity416)
+            let result = try await first.unload(slot: "line", includingActive: false)
+            #expect(result.standby?.path == Fixtures.identity416 && result.active == nil)
+            await first.shutdown()
+
+            let restarted = ModelManager(configuration: .testing(), loader: FakeLoader(),
+                store: try StateStore(directory: state))
+            _ = try await restarted.restore()
+            #expect(restarted.slot("line")?.roles.active?.identity.path == Fixtures.identity320)
+            #expect(restarted.slot("line")?.roles.standby == nil, "the unloaded standby came back")
+            await restarted.shutdown()
+        }
+
         @Test("a change the store cannot record is refused and changes nothing; once the store works, it goes through")
         func failedCommitsChangeNothing() async throws {
             let store = SlowStateStore(try StateStore(inMemory: ()))

@@ -356,3 +356,43 @@ extension HotSwapSuite.ResourcePreservingTests {
         await manager.shutdown()
     }
 }
+
+extension HotSwapSuite.ResourcePreservingTests {
+    @Test("a resource-preserving load cancelled while the standby drains leaves the old model serving, never unloaded and reloaded; the released standby is committed gone")
+    func cancelledWhileDraining() async throws {
+        let directory = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let store = try StateStore(directory: directory.appendingPathComponent("state").path)
+        let gate = Gate()
+        let loader = FakeLoader { label in label == Fixtures.identity416 ? FakeBackend(gate: gate) : FakeBackend() }
+        let manager = ModelManager(configuration: .testing(), loader: loader, store: store)
+        let slot = try await manager.createSlot("default")
+        _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity416, version: "a"))
+        _ = try await manager.loadAndActivate(LoadRequest(slot: "default", path: Fixtures.identity320))
+        #expect(try store.committedSlot("default")?.standby?.version == "a")
+        // A request by version holds the standby, so the load's hook waits for it to drain.
+        gate.close()
+        let held = Task {
+            try await slot.withModel(.version("a")) { model in
+                try model.detector.detect(imageBytes: Fixtures.busJPEG, options: .init(), decodeInParallel: false)
+            }
+        }
+        #expect(await eventually { gate.waitingCount == 1 })
+        let eventsBefore = manager.recentEvents(slot: "default").count
+        let op = try await manager.load(LoadRequest(slot: "default", path: Fixtures.yolov3Tiny416, activate: true,
+            policy: .resourcePreserving))
+        #expect(await eventually { slot.roles.standby == nil }, "the hook never took the standby out")
+        op.cancel(reason: "superseded in the test")
+        gate.open()
+        _ = try await held.value
+        #expect(await eventually { manager.recentEvents(slot: "default").count > eventsBefore },
+            "the cancelled load's event never came")
+        // The old model served throughout: it was neither taken out nor loaded again.
+        #expect(slot.roles.active?.identity.path == Fixtures.identity320)
+        #expect(loader.calls.filter { $0.label == Fixtures.identity320 }.count == 1)
+        #expect(!loader.calls.contains { $0.label == Fixtures.yolov3Tiny416 })
+        let committed = try #require(try store.committedSlot("default"))
+        #expect(committed.active.path == Fixtures.identity320 && committed.standby == nil)
+        await manager.shutdown()
+    }
+}

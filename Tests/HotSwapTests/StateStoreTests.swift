@@ -21,7 +21,7 @@ struct StateStoreTests {
         return try body(directory)
     }
 
-    private static let python: String? = ["/work/main/.venv/bin/python", "/usr/bin/python3"]
+    private static let python: String? = [Repository.path(".venv/bin/python"), "/usr/bin/python3"]
         .first { FileManager.default.isExecutableFile(atPath: $0) }
 
     // MARK: Files

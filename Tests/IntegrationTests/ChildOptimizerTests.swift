@@ -95,6 +95,33 @@ struct ChildOptimizerTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: directory.path).isEmpty)
     }
 
+    @Test("a load cancelled while its child optimizes kills the child: a shutdown does not wait out the timeout")
+    func cancelledLoadKillsChild() async throws {
+        let directory = try TemporaryDirectory(), scratch = try TemporaryDirectory()
+        let pidFile = scratch.file("child.pid")
+        var cache = OptimizedModelCache(directory: directory.path, secret: .random())
+        cache.optimizer = .childProcess(command: ["/bin/sh", "-c", "echo $$ > '\(pidFile)'; exec sleep 300", "sh"])
+        let manager = ModelManager(loader: ORTModelLoader(environment: Runtime.environment, cache: cache))
+        try await manager.createSlot("s")
+        let op = try await manager.load(LoadRequest(slot: "s", path: model, activate: true))
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(120)
+        var pid: pid_t?
+        while pid == nil, clock.now < deadline {
+            pid = (try? String(contentsOfFile: pidFile, encoding: .utf8))
+                .flatMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+            if pid == nil { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        let child = try #require(pid, "the child optimizer never started")
+        let start = clock.now
+        await manager.shutdown()
+        // Before the fix the shutdown waited for the child's 300 s (its timeout being 600 s).
+        #expect(clock.now - start < .seconds(120), "the shutdown waited for the child optimizer")
+        #expect(kill(child, 0) == -1 && errno == ESRCH, "the child optimizer still runs")
+        #expect(op.status.stage == .cancelled)
+        #expect(cache.statistics.inProcessRuns == 0)
+    }
+
     @Test("a child that cannot start is replaced by an in-process optimization")
     func missingExecutableFallsBack() throws {
         let directory = try TemporaryDirectory()

@@ -71,6 +71,61 @@ struct EventStreamTests {
         }
     }
 
+    @Test("long responses are capped per token and in all (429); a closed one gives its place back; slot= names a slot")
+    func viewerCaps() async throws {
+        let harness = try await ServerHarness()
+        defer { Task { await harness.cleanUp() } }
+        var configuration = harness.configuration
+        configuration.eventsKeepAliveSeconds = 1
+        configuration.maxViewers = 3
+        configuration.maxViewersPerToken = 2
+        let app = YOLOSwapServer.makeApplication(control: harness.control, configuration: configuration,
+            metricsText: nil, logger: Logger(label: "test"))
+        try await app.test(.live) { client in
+            let port = try #require(client.port)
+            func open(_ token: String, _ path: String = "/v1/events/stream") throws -> EventStreamClient {
+                try EventStreamClient(port: port, path: path, headers: ["Authorization": "Bearer \(token)"])
+            }
+            let headEnd: @Sendable (String) -> Bool = { $0.contains("\r\n\r\n") }
+            var first: EventStreamClient? = try open("carol-token")
+            let second = try open("carol-token")
+            #expect(await first?.read(until: { $0.contains("event: ready") }) == true)
+            #expect(await second.read(until: { $0.contains("event: ready") }))
+            // The token's third: refused, naming the setting; another token's is let in (the third in all).
+            let refused = try open("carol-token")
+            #expect(await refused.read(until: headEnd))
+            #expect(refused.text.hasPrefix("HTTP/1.1 429"), "\(refused.text)")
+            #expect(refused.text.contains("max_viewers_per_token"))
+            let third = try open("alice-token")
+            #expect(await third.read(until: { $0.contains("event: ready") }))
+            // The fourth in all, whoever asks.
+            let full = try open("alice-token")
+            #expect(await full.read(until: headEnd))
+            #expect(full.text.hasPrefix("HTTP/1.1 429"), "\(full.text)")
+            // Refused streams took no place; a closed one gives its place back once its next keep-alive fails.
+            first = nil
+            var admitted = false
+            let deadline = ContinuousClock.now + .seconds(60)
+            while !admitted, ContinuousClock.now < deadline {
+                let again = try open("carol-token")
+                #expect(await again.read(until: headEnd))
+                admitted = again.text.hasPrefix("HTTP/1.1 200")
+                if !admitted { try await Task.sleep(for: .milliseconds(200)) }
+            }
+            #expect(admitted, "the closed stream's place was not given back")
+            // A slot filter that names no slot: 404 (unknown), 400 (empty), on the stream and the list alike.
+            for (query, status) in [("slot=nope", HTTPResponse.Status.notFound), ("slot=", .badRequest)] {
+                let filtered = try open("alice-token", "/v1/events/stream?\(query)")
+                #expect(await filtered.read(until: headEnd))
+                #expect(filtered.text.hasPrefix("HTTP/1.1 \(status.code)"), "\(query): \(filtered.text)")
+                try await client.execute(uri: "/v1/events?\(query)", method: .get,
+                    headers: H.headers(token: "carol-token")) { #expect($0.status == status, "\(query)") }
+            }
+            try await client.execute(uri: "/v1/events?slot=default", method: .get,
+                headers: H.headers(token: "carol-token")) { #expect($0.status == .ok) }
+        }
+    }
+
     @Test("Last-Event-ID resumes with the events missed; an unknown one is answered resumed: false")
     func resume() async throws {
         let harness = try await ServerHarness()

@@ -425,8 +425,17 @@ extension StreamSuite {
                 _ = try FFmpegDecoder(source: .file(path: root + "/fifo.avi"))
             }
             #expect(throws: FileOpenError(path: root + "/none/out.jsonl",
-                reason: "the folder \(root)/none does not exist")) {
+                reason: "the folder \(root)/none does not exist", code: ENOENT)) {
                 _ = try JSONLinesFile(path: root + "/none/out.jsonl")
+            }
+            // The path's fault is the request's (400); the service's own shortage is not (503: it may succeed later).
+            let missing = FileOpenError(path: root + "/none/out.jsonl", reason: "no such folder", code: ENOENT)
+            #expect(StreamRegistry.outputRefusal("none/out.jsonl", missing)
+                == .outputNotAllowed(path: "none/out.jsonl", reason: "it cannot be created: no such folder"))
+            for code in [EMFILE, ENFILE, ENOSPC, EDQUOT] {
+                let shortage = FileOpenError(path: root + "/out.jsonl", reason: "short", code: code)
+                #expect(StreamRegistry.outputRefusal("out.jsonl", shortage)
+                    == .outputUnavailable(path: "out.jsonl", reason: "short"))
             }
             for path in ["relative/out.jsonl", root + "/was-sub/../out.jsonl", root + "/./out.jsonl", "/"] {
                 #expect(throws: FileOpenError.self, "\(path)") { _ = try LinkFreePath.open(path, flags: O_RDONLY) }

@@ -86,10 +86,17 @@ const problem = (result) => (result.body && (result.body.detail || result.body.t
 
 // MARK: Signing in
 
+// Counts sign-ins: only the latest one's answer counts (a double click, or Enter while the stored token's sign-in
+// still waits, would otherwise start two sessions, the first one's event stream beyond sign-out's reach).
+let signInAttempt = 0;
+
 async function signIn(token, {fromStorage = false} = {}) {
+  const attempt = ++signInAttempt;
   const result = await api("GET", "/v1/whoami", {token});
+  if (attempt !== signInAttempt) return false;
   if (result.status !== 200) {
-    sessionStorage.removeItem(TOKEN_KEY);
+    // Only a refused token is forgotten: a server restarting (503, no answer) keeps the tab's session.
+    if (result.status === 401 || result.status === 403) sessionStorage.removeItem(TOKEN_KEY);
     const why = result.status === 401
       ? "The token was not accepted: " + problem(result) + ". Check it and sign in again."
       : "Cannot sign in: " + problem(result);
@@ -148,8 +155,11 @@ function setBadge(node, stateName, text) {
 
 async function start() {
   stop();
+  const session = state.session;
   await Promise.all([refreshSlots(), refreshRepository()]);
   await loadTimeline();
+  // Signed out, or signed in again, meanwhile: that session's timers and stream are the ones to run.
+  if (!current(session)) return;
   refreshAudit();
   refreshStats();
   probeOptionalPanels();
@@ -158,6 +168,8 @@ async function start() {
   state.timers.push(setInterval(ticking(probeOptionalPanels), 10000));
   state.timers.push(setInterval(ticking(() => $("streams-panel").hidden ? null : refreshStreams()), 2000));
   state.timers.push(setInterval(ticking(() => $("releases-panel").hidden ? null : refreshReleases()), 2000));
+  // The model list too: a model copied into the repository appears without signing in again.
+  state.timers.push(setInterval(ticking(refreshRepository), 10000));
   runStream();
 }
 
@@ -191,6 +203,7 @@ function stop() {
 
 async function runStream() {
   const controller = new AbortController();
+  if (state.stream) state.stream.abort();
   state.stream = controller;
   let retry = 2000;
   while (state.stream === controller) {
@@ -199,6 +212,7 @@ async function runStream() {
     try {
       const response = await fetch("/v1/events/stream", {headers, signal: controller.signal, cache: "no-store"});
       if (response.status === 401) {
+        sessionStorage.removeItem(TOKEN_KEY);
         signedOut();
         showMessage("Your token is no longer accepted; sign in again.");
         return;
@@ -423,6 +437,8 @@ async function refreshRepository() {
   if (!current(session)) return;
   const result = await api("GET", "/v1/repository");
   if (!current(session) || result.status !== 200) return;
+  // Unchanged: the lists are left alone (refilled, an open one would close under the user's pointer).
+  if (JSON.stringify(result.body.models) === JSON.stringify(state.repository)) return;
   state.repository = result.body.models;
   for (const card of state.cards.values()) fillRepository(card);
   updateControls();
