@@ -65,7 +65,8 @@ public final class DirectoryWatcher: Sendable {
         let descriptors = Descriptors(inotify: inotify, wakeReader: pipeEnds[0], wakeWriter: pipeEnds[1])
         let mask = UInt32(IN_CREATE | IN_MODIFY | IN_MOVED_TO | IN_MOVED_FROM | IN_CLOSE_WRITE | IN_DELETE | IN_ATTRIB
             | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
-        guard inotify_add_watch(inotify, directory, mask) >= 0 else {
+        let watch = inotify_add_watch(inotify, directory, mask)
+        guard watch >= 0 else {
             throw WatchError(directory: directory, call: "inotify_add_watch", errno: errno)
         }
         self.descriptors = descriptors
@@ -73,12 +74,13 @@ public final class DirectoryWatcher: Sendable {
         self.writes = writes
         let (stream, continuation) = AsyncStream.makeStream(of: Set<String>.self, bufferingPolicy: .bufferingNewest(1))
         changes = stream
-        let reader = EventReader(descriptors: descriptors, directory: directory, names: names, writes: writes,
-            quietMilliseconds: Int(quiet.milliseconds), maximumMilliseconds: Int(maximumDelay.milliseconds),
+        let reader = EventReader(descriptors: descriptors, directory: directory, watch: watch, mask: mask,
+            names: names, writes: writes, quietMilliseconds: Int(quiet.milliseconds), maximumMilliseconds: Int(maximumDelay.milliseconds),
             continuation: continuation)
-        let thread = Thread { reader.run() }
-        thread.name = "yoloswap.filewatch"
-        thread.start()
+        do { try SystemThread.detach(name: "yoloswap.filewatch") { reader.run() } } catch {
+            descriptors.wakeReader()
+            throw WatchError(directory: directory, call: "pthread_create", errno: error.code)
+        }
     }
 
     /// Stops the reading thread and finishes `changes`. Idempotent.
@@ -173,6 +175,9 @@ final class Writes: Sendable {
 private struct EventReader: Sendable {
     let descriptors: Descriptors
     let directory: String
+    /// The directory's watch, and the events it asks for.
+    let watch: Int32
+    let mask: UInt32
     let names: Set<String>
     let writes: Writes
     let quietMilliseconds: Int
@@ -219,15 +224,20 @@ private struct EventReader: Sendable {
                 return
             }
             let parsed = Self.parse(buffer, count: count)
-            if parsed.directoryGone {
+            // An overflow may have taken the directory's own removal with it: watching the path again answers this
+            // watch only while it is the same directory (another watch for one made anew, none for none).
+            if parsed.directoryGone || (parsed.overflowed && inotify_add_watch(descriptors.inotify, directory, mask)
+                != watch)
+            {
                 if !pending.isEmpty { continuation.yield(pending) }
                 return
             }
             for (name, mask) in parsed.events where names.contains(name) {
                 if mask & UInt32(IN_CLOSE_WRITE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO) != 0 {
                     writes.ended(name)
-                } else if mask & UInt32(IN_MODIFY) != 0 || (mask & UInt32(IN_CREATE) != 0 && isRegularFile(name)) {
-                    // A symbolic link (a ConfigMap's key) is created whole; a regular file is written after.
+                } else if mask & UInt32(IN_MODIFY) != 0 || (mask & UInt32(IN_CREATE) != 0 && isNewFile(name)) {
+                    // A symbolic link (a ConfigMap's key) or a hard link to a file elsewhere (`ln`) is created whole;
+                    // a regular file of its own is written after.
                     writes.began(name)
                 }
             }
@@ -242,9 +252,11 @@ private struct EventReader: Sendable {
         }
     }
 
-    private func isRegularFile(_ name: String) -> Bool {
+    /// Whether `name` is a regular file with no other link: one just created to be written (a hard link made to a
+    /// file that exists is not, and sends no close to end its "write").
+    private func isNewFile(_ name: String) -> Bool {
         var info = stat()
-        return lstat(directory + "/" + name, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG
+        return lstat(directory + "/" + name, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG && info.st_nlink == 1
     }
 
     /// The names in a buffer of `struct inotify_event` records, each event's name and mask in order, and whether the

@@ -194,21 +194,30 @@ public struct SigningKey: Sendable {
         } else {
             // Only a file (or a link) is replaced: `removeItem` would delete a folder given by mistake, with what is in
             // it — other keys perhaps.
-            var status = stat()
-            if lstat(path, &status) == 0, status.st_mode & S_IFMT != S_IFREG, status.st_mode & S_IFMT != S_IFLNK {
-                throw KeyFileError(operation: "write key", path: path,
-                    reason: "it exists and is not a file; refusing to replace it")
+            for existing in [path, publicPath] {
+                var status = stat()
+                if lstat(existing, &status) == 0, status.st_mode & S_IFMT != S_IFREG,
+                    status.st_mode & S_IFMT != S_IFLNK
+                {
+                    throw KeyFileError(operation: "write key", path: existing,
+                        reason: "it exists and is not a file; refusing to replace it")
+                }
             }
         }
         let contents = KeyFileContents(
             type: KeyFileContents.privateType, keyID: keyID,
             key: key.rawRepresentation.base64EncodedString())
         if overwrite {
-            // Written beside it, then renamed over it: the old key is replaced only once the new one is on disk (a
-            // full disk leaves the old key, not none).
+            // Written beside it, then renamed over it once its public key is written too: the old key is replaced
+            // only once the new one is on disk (a full disk leaves the old key, not none), and never left without
+            // its public key (a public key that cannot be written leaves the old pair).
             let temporary = path + ".new-\(getpid())"
             try? FileManager.default.removeItem(atPath: temporary)
             try Self.createPrivateFile(temporary, contents: contents.encoded())
+            do { try verificationKey.write(to: publicPath) } catch {
+                try? FileManager.default.removeItem(atPath: temporary)
+                throw error
+            }
             guard rename(temporary, path) == 0 else {
                 let reason = String(cString: strerror(errno))
                 try? FileManager.default.removeItem(atPath: temporary)
@@ -216,8 +225,8 @@ public struct SigningKey: Sendable {
             }
         } else {
             try Self.createPrivateFile(path, contents: contents.encoded())
+            try verificationKey.write(to: publicPath)
         }
-        try verificationKey.write(to: publicPath)
     }
 
     /// Creates `path` with mode 0600 from the start (`O_CREAT | O_EXCL`), so the key is never readable by others,

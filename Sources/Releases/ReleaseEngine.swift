@@ -296,8 +296,11 @@ public final class ReleaseEngine: ModelRouter, Sendable {
         if let p = s.record.spec.rules?.promote_after, let since = s.record.trafficSince {
             let stepsDone = s.record.spec.strategy != .canary || !(p.steps_complete ?? true) || s.record.stepsComplete
             let held = now.timeIntervalSince(since) >= (p.min_s ?? 0)
-            // Answers, not attempts: a candidate that fails every run never reaches its minimum.
-            let enough = s.candidate.requests - s.candidate.errors >= (p.min_requests ?? 0)
+            // Answers, not attempts: a candidate that fails every run never reaches its minimum. And never fewer than
+            // the rules' minimum samples, whatever `min_requests` says: a candidate that answered nothing (a shadow
+            // whose copies were all shed, a canary that failed every request) has shown nothing to promote on.
+            let floor = s.record.spec.rules?.minSamples ?? 0
+            let enough = s.candidate.requests - s.candidate.errors >= max(p.min_requests ?? 0, floor)
             let due = s.nextPromotionAt.map { now >= $0 } ?? true
             let judged = s.record.spec.rules?.judgeable(s.window, shadow: s.record.spec.strategy == .shadow,
                 baselineServed: s.record.spec.strategy == .shadow

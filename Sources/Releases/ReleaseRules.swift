@@ -98,6 +98,11 @@ public struct ReleaseRules: Sendable, Equatable, Codable {
         if r.error_rate != nil && !enough { return false }
         if shadow && r.agreement_f1 != nil && w.agreementPairs < minSamples { return false }
         if baselineServed && (r.p99_ratio != nil || r.detections_per_image_drift != nil) && !bothEnough { return false }
+        // Samples are not figures: a window of failures has no p99 and no detections to compare, and a rule skipped
+        // for want of its figure has not held.
+        if baselineServed && r.p99_ratio != nil && w.p99Ratio == nil { return false }
+        if baselineServed && r.detections_per_image_drift != nil && w.detectionsDrift == nil { return false }
+        if shadow && r.agreement_f1 != nil && w.agreementF1 == nil { return false }
         return true
     }
 

@@ -35,9 +35,8 @@ extension APIRoutes {
         let listing = BlockingQueue(label: "yoloswap.repository")
         v1.get("repository") { _, context in
             _ = try require(.viewer, context)
-            let models = await listing.run { repository.models() }
-            return try json(RepositoryDTO(models: models, truncated: models.count > ModelRepository.listingLimit),
-                status: .ok)
+            let (models, truncated) = await listing.run { repository.models() }
+            return try json(RepositoryDTO(models: models, truncated: truncated), status: .ok)
         }
         v1.get("audit/verify") { _, context in
             _ = try require(.operator, context)
@@ -145,14 +144,16 @@ extension ModelRepository {
 
     /// The `.onnx` regular files in the repository, sorted by path: hidden entries skipped, symbolic links not
     /// followed (a load resolves and checks its path anyway), at most `listingDepth` folders deep and
-    /// `listingLimit` files. Blocking (reads folders): call it off the cooperative pool.
-    func models() -> [RepositoryModelDTO] {
+    /// `listingLimit` files, and whether a file was left out past that. Blocking (reads folders): call it off the
+    /// cooperative pool.
+    func models() -> (models: [RepositoryModelDTO], truncated: Bool) {
         var found: [RepositoryModelDTO] = []
+        var truncated = false
         let manager = FileManager.default
         func walk(_ folder: String, _ prefix: String, depth: Int) {
             guard let names = try? manager.contentsOfDirectory(atPath: folder) else { return }
             for name in names.sorted() where !name.hasPrefix(".") {
-                guard found.count < Self.listingLimit else { return }
+                guard !truncated else { return }
                 let path = folder + "/" + name
                 guard let attributes = try? manager.attributesOfItem(atPath: path),
                     let type = attributes[.type] as? FileAttributeType
@@ -160,6 +161,11 @@ extension ModelRepository {
                 if type == .typeDirectory, depth < Self.listingDepth {
                     walk(path, prefix + name + "/", depth: depth + 1)
                 } else if type == .typeRegular, name.hasSuffix(".onnx") {
+                    // One past the limit says the listing is cut, without being listed.
+                    guard found.count < Self.listingLimit else {
+                        truncated = true
+                        return
+                    }
                     found.append(RepositoryModelDTO(path: prefix + name,
                         bytes: (attributes[.size] as? NSNumber)?.intValue ?? 0,
                         signed: manager.fileExists(atPath: path + ".sig")))
@@ -167,7 +173,7 @@ extension ModelRepository {
             }
         }
         walk(root, "", depth: 0)
-        return found
+        return (found, truncated)
     }
 }
 

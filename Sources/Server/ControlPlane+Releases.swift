@@ -28,9 +28,12 @@ extension ControlPlane {
                 + "the committed models, resuming releases); ask for the \(action) again once /readyz no longer "
                 + "answers \"starting\"", retryAfter: 1)
         }
-        if let run = releaseRun(slot), !run.engine.phase.isTerminal {
-            throw ReleaseError.conflict("slot '\(slot)' has a release in progress (\(run.engine.phase.rawValue)); "
-                + "promote or abort it before a \(action)")
+        if let run = releaseRun(slot), !run.isOver {
+            let phase = run.engine.phase
+            throw ReleaseError.conflict(phase.isTerminal
+                ? "slot '\(slot)' has a release ending (\(phase.rawValue), its end being carried out); ask for the "
+                    + "\(action) again in a moment"
+                : "slot '\(slot)' has a release in progress (\(phase.rawValue)); promote or abort it before a \(action)")
         }
     }
 
@@ -115,7 +118,7 @@ extension ControlPlane {
         let folder = slotFolder.map { "\($0)/\(safeID)" }
         let run = await Self.disagreementFiles.run { ReleaseRun(engine: engine, disagreementsFolder: folder) }
         let previous = try releaseRuns.withLock { runs -> ReleaseRun? in
-            if let current = runs[record.slot], !current.engine.phase.isTerminal {
+            if let current = runs[record.slot], !current.isOver {
                 throw ReleaseError.conflict("slot '\(record.slot)' has a release in progress")
             }
             defer { runs[record.slot] = run }
@@ -252,6 +255,7 @@ extension ControlPlane {
     /// resume's) intent gets its outcome, `aborted` (the abort has its own entries).
     private func endAborted(_ run: ReleaseRun, loaded: ModelIdentity?, in slot: ModelSlot, by principal: Principal,
                             from remote: String?, action: String, started: Date) async {
+        defer { run.markSettled() }
         await discardCandidate(loaded, of: run, in: slot)
         let record = run.engine.record
         try? await auditOutcome(principal, remote, action, record.slot,
@@ -477,6 +481,8 @@ extension ControlPlane {
     private func finish(_ run: ReleaseRun, operation: SwapEvent.Operation, result: SwapEvent.Outcome,
                         reason: String, by principal: Principal, from remote: String?, action: String,
                         started: Date) async {
+        // Carried out, whatever the recording below makes of it: the slot is free once the outcome is being told.
+        defer { run.markSettled() }
         let record = run.engine.record
         await persist(run)
         ReleaseMetrics.phase(record)

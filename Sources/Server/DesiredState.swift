@@ -128,14 +128,19 @@ extension DesiredState {
     }
 
     /// An upper bound on the document's nesting depth: the longest run of indentation and block markers opening a
-    /// line, plus every flow bracket (in strings too: the bound only has to be high, never low).
+    /// line, plus every flow bracket (in strings too: the bound only has to be high, never low). A line starts after
+    /// every break the YAML parser knows (LF, CR, and NEL, LS, PS, whose UTF-8 ends in 0x85, 0xA8, 0xA9): counted
+    /// after LF only, a document broken by CRs alone nested as deep as it liked. (After any other character ending
+    /// in those bytes too: more line starts only raise the bound.)
     static func nestingBound(_ text: String) -> Int {
         var brackets = 0
         var prefix = 0
         var longestPrefix = 0
         var atLineStart = true
         for byte in text.utf8 {
-            if byte == UInt8(ascii: "\n") {
+            if byte == UInt8(ascii: "\n") || byte == UInt8(ascii: "\r") || byte == 0x85 || byte == 0xA8
+                || byte == 0xA9
+            {
                 atLineStart = true
                 prefix = 0
                 continue

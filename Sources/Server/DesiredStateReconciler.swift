@@ -141,11 +141,12 @@ public final class DesiredStateReconciler: Sendable {
             return true
         } catch {
             // A refused document is in the status and the log already; anything else (its intent could not be
-            // recorded: the audit log unavailable) was said nowhere, the document silently not in force.
+            // recorded: the audit log unavailable) was said nowhere, the document silently not in force. Said once
+            // as an error, not at every rescan's retry of the same file (10 s apart for as long as the cause lasts).
             let problem = Problem.from(error)
             if problem.status != .unprocessableContent {
-                control.logger.error("desired state file not applied", metadata: ["path": "\(path)",
-                    "error": "\(problem.detail)"])
+                control.logger.log(level: reread ? .debug : .error, "desired state file not applied",
+                    metadata: ["path": "\(path)", "error": "\(problem.detail)"])
             }
             return false
         }

@@ -22,9 +22,22 @@ final class ReleaseRun: Sendable {
     private let stopping = Locked(false)
     /// Set by `stop()` (a shutdown, or a newer release replacing this finished one): work under way ends early.
     var isStopping: Bool { stopping.withLock { $0 } }
+    /// Set once the release's end has been carried out (the candidate discarded or promoted, the outcome recorded);
+    /// a run made for a release that had ended already is settled from the start.
+    private let settled: Locked<Bool>
+
+    /// Whether the release is over and its end carried out: only then is its slot free. The engine's phase turns
+    /// terminal at once (a breached rule routes every request to the baseline under the engine's lock), but the
+    /// candidate is discarded afterwards, in the action chain: until then an operator's switch would flip in the very
+    /// candidate whose rule tripped (and the rollback, finding it gone from the staged role, discard nothing).
+    var isOver: Bool { engine.phase.isTerminal && settled.withLock { $0 } }
+
+    /// Marks the release's end carried out.
+    func markSettled() { settled.withLock { $0 = true } }
 
     init(engine: ReleaseEngine, disagreementsFolder: String?) {
         self.engine = engine
+        settled = Locked(engine.phase.isTerminal)
         let slot = engine.record.slot
         mirror = InferenceExecutor(label: "mirror-\(slot)", threads: 1, queueCapacity: 2, priority: .background)
         disagreements = DisagreementStore(directory: disagreementsFolder,

@@ -189,9 +189,12 @@ public final class VideoStream: Sendable {
 
     /// Starts decoding and detecting.
     public func start() {
-        let thread = Thread { [self] in decodeLoop() }
-        thread.name = "yoloswap.stream-decode"
-        thread.start()
+        do { try SystemThread.detach(name: "yoloswap.stream-decode") { [self] in decodeLoop() } } catch {
+            // The stream fails at once (its detection loop ends with the closed mailbox), and nothing waits for a
+            // decoder that never ran.
+            fail("\(error)")
+            decoderEnded.open()
+        }
         let task = Task.detached { [self] in await detectLoop() }
         loop.withLock { $0 = task }
         // A stop that came before the task was kept.

@@ -114,11 +114,17 @@ public final class FFmpegDecoder: Sendable {
         // Ends at FFmpeg's end of stderr: when it exits or is killed. A frame FFmpeg refused as over its limit ends
         // the decode (a live source would otherwise run on, refusing every frame): at once after the first frame,
         // after `ReportQueue.probingGrace` before it (the refusal may be of another stream, read while probing).
-        let thread = Thread {
-            Self.readReports(fd: fd, tag: tag, into: reports, onRefusal: { started.terminate() })
+        do {
+            try SystemThread.detach(name: "yoloswap.ffmpeg-log") {
+                Self.readReports(fd: fd, tag: tag, into: reports, onRefusal: { started.terminate() })
+            }
+        } catch {
+            // Nobody would read FFmpeg's reports (nor its stderr, which would fill and stall it): not started.
+            Glibc.close(fd)
+            reports.finish()
+            terminate()
+            throw .cannotStart(program: ffmpeg, reason: "\(error)", code: error.code)
         }
-        thread.name = "yoloswap.ffmpeg-log"
-        thread.start()
     }
 
     deinit { close() }

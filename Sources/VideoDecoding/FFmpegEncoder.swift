@@ -67,7 +67,7 @@ public final class FFmpegEncoder: Sendable {
         ChildProcess.widen(pipe: child.stdin, toHold: min(pixels, ChildProcess.maxFramePipeBytes) * 3)
         // FFmpeg's messages, drained (a full stderr pipe would stall it) and kept for an error; ends at its exit.
         let (fd, log, done) = (child.stderr, log, logDone)
-        let thread = Thread {
+        let drain: @Sendable () -> Void = {
             var chunk = [UInt8](repeating: 0, count: 4096)
             while true {
                 let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
@@ -82,8 +82,13 @@ public final class FFmpegEncoder: Sendable {
             Glibc.close(fd)
             done.signal()
         }
-        thread.name = "yoloswap.ffmpeg-enc"
-        thread.start()
+        do { try SystemThread.detach(name: "yoloswap.ffmpeg-enc", drain) } catch {
+            // FFmpeg's stderr would fill with nobody reading it, and stall it: not started.
+            Glibc.close(fd)
+            done.signal()
+            child.terminate()
+            throw .cannotStart(program: ffmpeg, reason: "\(error)", code: error.code)
+        }
     }
 
     deinit { cancel() }

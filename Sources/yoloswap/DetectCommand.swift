@@ -110,18 +110,29 @@ struct DetectCommand: ParsableCommand {
         }
         Annotator.draw(annotations, on: &canvas)
         let base = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
-        var name = base + ".jpg"
-        var n = 1
-        while taken.contains(name) {
-            n += 1
-            name = "\(base)-\(n).jpg"
-        }
-        taken.insert(name)
-        let out = URL(fileURLWithPath: folder).appendingPathComponent(name).path
         let jpeg = try ImageEncoder.jpeg(canvas, quality: 90)
-        guard FileManager.default.createFile(atPath: out, contents: Data(jpeg)) else {
-            throw failure("cannot write \(out)")
+        // A new file, never one that exists (an input photo in the folder, an earlier run's output): NAME.jpg, else
+        // NAME-2.jpg, NAME-3.jpg, ...
+        for n in 1...10_000 {
+            let name = n == 1 ? base + ".jpg" : "\(base)-\(n).jpg"
+            guard !taken.contains(name) else { continue }
+            let out = URL(fileURLWithPath: folder).appendingPathComponent(name).path
+            let fd = open(out, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+            guard fd >= 0 else {
+                if errno == EEXIST { continue }
+                throw failure("cannot write \(out): \(String(cString: strerror(errno)))")
+            }
+            taken.insert(name)
+            let handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+            do {
+                try handle.write(contentsOf: jpeg)
+                try handle.close()
+            } catch {
+                throw failure("cannot write \(out): \(error)")
+            }
+            return
         }
+        throw failure("cannot write an annotated copy of \(path): \(base).jpg to \(base)-10000.jpg all exist in \(folder)")
     }
 }
 

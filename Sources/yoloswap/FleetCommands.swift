@@ -145,6 +145,10 @@ struct FleetPublishCommand: AsyncParsableCommand {
             throw ValidationError("--protocol must be 3.1.1 or 5")
         }
         guard (1...65535).contains(port) else { throw ValidationError("--port must be in 1...65535") }
+        guard (1...86_400).contains(timeout) else { throw ValidationError("--timeout must be in 1...86400 seconds") }
+        guard (0...86_400).contains(waitResult) else {
+            throw ValidationError("--wait-result must be in 0...86400 seconds (0: do not wait)")
+        }
         // A command is one-shot: retained, the broker would deliver it again at every subscription of the device.
         guard !(retain && topic.hasSuffix("/command")) else {
             throw ValidationError("--retain is for a group's desired state: a command published retained would be "

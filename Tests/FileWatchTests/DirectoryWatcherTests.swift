@@ -129,6 +129,19 @@ import Testing
         #expect(collector.events.withLock { $0.allSatisfy { $0 == ["desired.yaml"] } })
     }
 
+    /// `ln staged/desired.yaml desired.yaml` sends a creation and nothing after it: the file was taken to be written
+    /// until the write timeout (30 s), and the document applied that much later.
+    @Test func aHardLinkIsReportedAtOnce() async throws {
+        let folder = try TemporaryDirectory(prefix: "hardlink"), staging = try TemporaryDirectory(prefix: "staging")
+        let watcher = try DirectoryWatcher(directory: folder.path, names: ["desired.yaml"])
+        defer { watcher.stop() }
+        let collector = Collector(watcher)
+        try "slots: {}\n".write(toFile: staging.file("desired.yaml"), atomically: false, encoding: .utf8)
+        try #require(link(staging.file("desired.yaml"), folder.file("desired.yaml")) == 0)
+        #expect(await eventually(timeout: .seconds(20)) { collector.count == 1 }, "held back as a write in progress")
+        #expect(!watcher.isBeingWritten("desired.yaml"))
+    }
+
     @Test func aWriterThatNeitherWritesNorClosesIsTakenToBeDone() async throws {
         let folder = try TemporaryDirectory(prefix: "inplace")
         let watcher = try DirectoryWatcher(directory: folder.path, names: ["desired.yaml"],

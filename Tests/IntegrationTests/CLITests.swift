@@ -53,7 +53,7 @@ struct CLITests {
         #expect(!r.stderr.contains("Fatal error"))
     }
 
-    @Test("--save writes annotated JPEGs of the original size, one per image even when two share a base name")
+    @Test("--save writes annotated JPEGs of the original size, one per image even when two share a base name, never over a file that exists")
     func save() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("save-\(UUID())").path
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -72,12 +72,25 @@ struct CLITests {
         try FileManager.default.createDirectory(atPath: other, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: other) }
         try FileManager.default.copyItem(atPath: Repo.image("zidane.jpg"), toPath: other + "/bus.jpg")
-        let both = try await runProcess(Repo.binary, ["detect", "--model", model, "--save", dir,
+        let fresh = dir + "/fresh"
+        let both = try await runProcess(Repo.binary, ["detect", "--model", model, "--save", fresh,
             Repo.image("bus.jpg"), other + "/bus.jpg"])
         try #require(both.status == 0, "\(both.stderr)")
-        let first = try ImageDecoder.decode([UInt8](try Data(contentsOf: URL(fileURLWithPath: dir + "/bus.jpg"))))
-        let second = try ImageDecoder.decode([UInt8](try Data(contentsOf: URL(fileURLWithPath: dir + "/bus-2.jpg"))))
+        let first = try ImageDecoder.decode([UInt8](try Data(contentsOf: URL(fileURLWithPath: fresh + "/bus.jpg"))))
+        let second = try ImageDecoder.decode([UInt8](try Data(contentsOf: URL(fileURLWithPath: fresh + "/bus-2.jpg"))))
         #expect(first.width == 810 && second.width == 1280, "\(first.width) \(second.width)")
+
+        // Saved into the folder of the photo itself, twice: the photo is left as it was (it was written over with
+        // its annotated copy), and each run takes the next free name.
+        let photo = other + "/bus.jpg"
+        let before = try Data(contentsOf: URL(fileURLWithPath: photo))
+        for _ in 0..<2 {
+            let r = try await runProcess(Repo.binary, ["detect", "--model", model, "--save", other, photo])
+            try #require(r.status == 0, "\(r.stderr)")
+        }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: photo)) == before, "the input photo was written over")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: other).sorted()
+            == ["bus-2.jpg", "bus-3.jpg", "bus.jpg"])
     }
 
     @Test("inspect prints the signature")

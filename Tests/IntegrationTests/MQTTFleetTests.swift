@@ -176,6 +176,13 @@ struct MQTTFleetTests {
         let noPassword = try await publish("open/a", passwordFile: folder.file("missing"))
         #expect(noPassword.status == 1 && noPassword.stderr.contains("cannot read the password file"),
             "\(noPassword.stderr)")
+        // Waits out of range: a usage error (64) naming the option (a timeout past Int32's seconds stopped the
+        // program with a signal; 0 or less tried nothing).
+        for (option, value) in [("--timeout", "9223372036854775807"), ("--timeout", "0"), ("--wait-result", "-5")] {
+            let bad = try await runProcess(Repo.binary, ["fleet", "publish", "--port", "\(broker.port)",
+                option, value, "--topic", "open/a", envelope])
+            #expect(bad.status == 64 && bad.stderr.contains(option), "\(option) \(value): \(bad.status) \(bad.stderr)")
+        }
     }
 
     @Test("a video stream with the mqtt output publishes every frame's result in order and its end, acknowledged by the broker")

@@ -72,6 +72,14 @@ struct KeyFileTests {
         try first.write(to: folder + "/other")
         #expect(throws: KeyFileError.self) { try SigningKey().write(to: folder, overwrite: true) }
         #expect(try SigningKey(contentsOf: folder + "/other").keyID == first.keyID)
+
+        // Its public key's path a folder: refused before anything is replaced (the private key was replaced first,
+        // and left without its public key).
+        try FileManager.default.removeItem(atPath: path + ".pub")
+        try FileManager.default.createDirectory(atPath: path + ".pub", withIntermediateDirectories: false)
+        #expect(throws: KeyFileError.self) { try SigningKey().write(to: path, overwrite: true) }
+        #expect(try SigningKey(contentsOf: path).keyID == second.keyID)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted() == ["k", "k.pub", "keys"])
     }
 
     @Test("malformed key files are rejected with the reason")

@@ -331,7 +331,7 @@ struct ReleaseEngineTests {
     func failuresAreNoAnswers() {
         let clock = ManualClock(Self.start)
         var spec = Self.canary([.init(percent: 5, hold_s: 0, min_requests: 3), .init(percent: 100)])
-        spec.rules = ReleaseRules(promote_after: .init(steps_complete: false, min_requests: 3))
+        spec.rules = ReleaseRules(min_samples: 3, promote_after: .init(steps_complete: false, min_requests: 3))
         let engine = ReleaseEngine(record: record(spec, at: Self.start), clock: clock)
         var decisions: [ReleaseDecision] = []
         for _ in 0..<10 { decisions += engine.record(variant: "candidate", .failure()) }
@@ -446,10 +446,45 @@ struct ReleaseEngineTests {
         }
     }
 
+    @Test("no automatic promotion on no evidence: a candidate that fails every request, one whose p99 rule has no figure, a shadow whose copies were all shed — however long they hold")
+    func noPromotionWithoutAnswers() {
+        let clock = ManualClock(Self.start)
+        // A canary at 50 % whose candidate fails every request (each retried on the baseline): 60 s and 50 failures
+        // in, `promote_after: {}` and a p99 rule it never had a figure for promoted it.
+        var canary = Self.canary([.init(percent: 50, hold_s: 60)])
+        canary.rules = ReleaseRules(rollback_if: .init(p99_ratio: 1.5), promote_after: .init())
+        let failing = ReleaseEngine(record: record(canary, at: Self.start), clock: clock)
+        var decisions: [ReleaseDecision] = []
+        for _ in 0..<60 {
+            decisions += failing.record(variant: "candidate", .failure())
+            decisions += failing.record(variant: "baseline", VariantSample(result([])))
+        }
+        clock.advance(by: 3600)
+        decisions += failing.tick()
+        #expect(!decisions.contains { if case .promote = $0 { true } else { false } }, "\(decisions)")
+        #expect(failing.phase == .running)
+        // A shadow whose copies were all shed, with a rule that needs no sample and an hour's hold.
+        var shadow = ReleaseSpec(model: "c.onnx", strategy: .shadow)
+        shadow.rules = ReleaseRules(rollback_if: .init(non_finite_outputs: 0), promote_after: .init(min_s: 600))
+        let shed = ReleaseEngine(record: record(shadow, at: Self.start), clock: clock)
+        for _ in 0..<100 { shed.recordShed(saturated: true) }
+        clock.advance(by: 3600)
+        #expect(!shed.tick().contains { if case .promote = $0 { true } else { false } })
+        #expect(shed.phase == .running)
+        // Given answers, the same shadow is promoted: what held it back was the evidence.
+        let base = result([detection("bolt", 10, 10)])
+        var promoted = false
+        for _ in 0..<60 where !promoted {
+            promoted = shed.recordPair(baseline: base, candidate: base).1
+                .contains { if case .promote = $0 { true } else { false } }
+        }
+        #expect(promoted)
+    }
+
     @Test("an automatic promotion that fails is tried again after 5 s, then 10 s, not at every tick")
     func failedAutomaticPromotionBacksOff() {
         var spec = ReleaseSpec(model: "c.onnx", strategy: .shadow)
-        spec.rules = ReleaseRules(window: 50, min_samples: 5, promote_after: .init(min_requests: 2))
+        spec.rules = ReleaseRules(window: 50, min_samples: 2, promote_after: .init(min_requests: 2))
         let clock = ManualClock(Self.start)
         let engine = ReleaseEngine(record: record(spec, at: Self.start), clock: clock)
         let base = result([detection("bolt", 10, 10)])

@@ -115,6 +115,15 @@ private typealias H = ServerHarness
         let many = header + "slots:\n" + (0..<100).map { "  s\($0): {model: a.onnx}" }.joined(separator: "\n")
         let deepFlow = header + "slots: " + String(repeating: "[", count: 100_000)
         let deepBlock = header + "slots:\n" + String(repeating: "- ", count: 50_000) + "x"
+        // Lines broken by CR alone (or NEL, LS, PS): the bound counted a line's start after LF only.
+        let deepByBreaks = ["\r", "\u{85}", "\u{2028}", "\u{2029}"].map { line in
+            header.replacingOccurrences(of: "\n", with: line) + "slots:" + line
+                + (1...400).map { String(repeating: " ", count: $0) + "-" }.joined(separator: line) + " x"
+        }
+        for text in deepByBreaks {
+            #expect(DesiredState.nestingBound(text) > DesiredState.Limits.nesting)
+            #expect(throws: DesiredStateError.self) { try DesiredState.parse(Array(text.utf8)) }
+        }
         let aliases = header + "a: &a [x, x, x, x]\nb: &b [*a, *a, *a, *a]\nslots: {default: *b}"
         // Aliases of aliases: 16^6 values once expanded, refused before they are walked.
         let laughs = header + "a: &a [x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x]\n"

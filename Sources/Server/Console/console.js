@@ -99,8 +99,10 @@ async function signIn(token, {fromStorage = false} = {}) {
     if (result.status === 401 || result.status === 403) sessionStorage.removeItem(TOKEN_KEY);
     const why = result.status === 401
       ? "The token was not accepted: " + problem(result) + ". Check it and sign in again."
+      : result.status === 0 || result.status >= 500
+      ? "The service cannot be reached (" + problem(result) + "); your token is kept: sign in again once it is back."
       : "Cannot sign in: " + problem(result);
-    showMessage(fromStorage ? "Your session has ended. " + why : why);
+    showMessage(fromStorage && result.status === 401 ? "Your session has ended. " + why : why);
     signedOut();
     return false;
   }
@@ -169,7 +171,7 @@ async function start() {
   state.timers.push(setInterval(ticking(() => $("streams-panel").hidden ? null : refreshStreams()), 2000));
   state.timers.push(setInterval(ticking(() => $("releases-panel").hidden ? null : refreshReleases()), 2000));
   // The model list too: a model copied into the repository appears without signing in again.
-  state.timers.push(setInterval(ticking(refreshRepository), 10000));
+  state.timers.push(setInterval(ticking(refreshRepository), 30000));
   runStream();
 }
 
