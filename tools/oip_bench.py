@@ -10,7 +10,7 @@ keep-alive connection, after --warmup unmeasured ones, for each of
 Prints requests/s and p50/p99 latency of each, and each one's throughput relative to v1 measured in the same run.
 """
 import argparse
-import statistics
+import math
 import time
 
 import numpy as np
@@ -27,8 +27,13 @@ def measure(name, call, warmup, requests):
         latencies.append((time.perf_counter() - t) * 1000)
     elapsed = time.perf_counter() - started
     latencies.sort()
-    return {"name": name, "rps": requests / elapsed, "p50": statistics.median(latencies),
-            "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]}
+    return {"name": name, "rps": requests / elapsed, "p50": nearest_rank(latencies, 0.50),
+            "p99": nearest_rank(latencies, 0.99)}
+
+
+def nearest_rank(ordered, q):
+    """The q-quantile by nearest rank, as the Swift benchmarks report it (p99 of 200: the 198th, not the 199th)."""
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 def main():

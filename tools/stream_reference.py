@@ -64,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         "frames": frames,
         "seconds": seconds,
         "fps": frames / seconds if seconds > 0 else 0.0,
-        "latency_p50_ms": float(np.percentile(latencies, 50)) if latencies else 0.0,
-        "latency_p99_ms": float(np.percentile(latencies, 99)) if latencies else 0.0,
+        # Nearest rank, as the Swift side reports them (numpy's default interpolates between two samples).
+        "latency_p50_ms": float(np.percentile(latencies, 50, method="inverted_cdf")) if latencies else 0.0,
+        "latency_p99_ms": float(np.percentile(latencies, 99, method="inverted_cdf")) if latencies else 0.0,
         "threads": args.threads,
         "model": args.model,
         "video": args.video,

@@ -10,6 +10,15 @@ public struct GoldenSet: Sendable {
     public let dataset: COCODataset
     public let path: String
     public let imagesRoot: String
+    /// Whether the set was read `confined` (by the service, from its model repository).
+    public let confined: Bool
+
+    /// A confined set's most images and most annotations on one image: scoring keeps up to 100 detections per image
+    /// and compares each with every annotation of its image and category, so a 64 MiB file of one image with a
+    /// million boxes (or 100 000 entries naming one photo) took gigabytes and minutes in the serving process. COCO's
+    /// val2017 has 5 000 images and at most 93 annotations on one.
+    public static let maxConfinedImages = 10_000
+    public static let maxConfinedAnnotationsPerImage = 1_000
 
     /// The largest image read.
     public static let maxImageBytes = 256 << 20
@@ -27,10 +36,23 @@ public struct GoldenSet: Sendable {
         dataset = try COCODataset.load(contentsOf: path, maxBytes: maxFileBytes)
         self.path = path
         self.imagesRoot = imagesRoot ?? URL(fileURLWithPath: path).deletingLastPathComponent().path
-        if confined, let image = dataset.images.first(where: {
-            $0.fileName.hasPrefix("/") || $0.fileName.hasParentPart
-        }) {
+        self.confined = confined
+        guard confined else { return }
+        if let image = dataset.images.first(where: { $0.fileName.hasPrefix("/") || $0.fileName.hasParentPart }) {
             throw .invalidFile(path: path, reason: "image \(image.id)'s file_name leaves the data set's folder")
+        }
+        guard dataset.images.count <= Self.maxConfinedImages else {
+            throw .invalidFile(path: path, reason: "\(dataset.images.count) images; a golden set may have at most "
+                + "\(Self.maxConfinedImages)")
+        }
+        var perImage: [Int: Int] = [:]
+        for annotation in dataset.annotations {
+            let count = perImage[annotation.imageID, default: 0] + 1
+            guard count <= Self.maxConfinedAnnotationsPerImage else {
+                throw .invalidFile(path: path, reason: "image \(annotation.imageID) has more than "
+                    + "\(Self.maxConfinedAnnotationsPerImage) annotations")
+            }
+            perImage[annotation.imageID] = count
         }
     }
 
@@ -62,7 +84,16 @@ public struct GoldenSet: Sendable {
         var detections: [COCODetection] = []
         for (index, image) in dataset.images.enumerated() {
             if isCancelled() { throw .cancelled(path: path, imagesScored: index) }
-            let file = URL(fileURLWithPath: imagesRoot).appendingPathComponent(image.fileName).path
+            var file = URL(fileURLWithPath: imagesRoot).appendingPathComponent(image.fileName).path
+            // Confined: a link among the images may not lead out of the set's folder (the service would read, and its
+            // refusal tell of, a file elsewhere).
+            if confined {
+                let root = URL(fileURLWithPath: imagesRoot).resolvingSymlinksInPath().path
+                file = URL(fileURLWithPath: file).resolvingSymlinksInPath().path
+                guard file.hasPrefix(root.hasSuffix("/") ? root : root + "/") else {
+                    throw .image(id: image.id, path: image.fileName, reason: "it leads out of the data set's folder")
+                }
+            }
             let result: DetectionResult
             do {
                 let bytes = [UInt8](try RegularFile(openingForReading: file).readAll(limit: Self.maxImageBytes))

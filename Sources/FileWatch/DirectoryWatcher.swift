@@ -225,10 +225,17 @@ private struct EventReader: Sendable {
             }
             let parsed = Self.parse(buffer, count: count)
             // An overflow may have taken the directory's own removal with it: watching the path again answers this
-            // watch only while it is the same directory (another watch for one made anew, none for none).
-            if parsed.directoryGone || (parsed.overflowed && inotify_add_watch(descriptors.inotify, directory, mask)
-                != watch)
-            {
+            // watch only while it is the same directory (another watch for one made anew — removed again: the
+            // watcher's owner makes a new watcher — none for none).
+            var replaced = false
+            if parsed.overflowed {
+                let again = inotify_add_watch(descriptors.inotify, directory, mask)
+                if again != watch {
+                    replaced = true
+                    if again >= 0 { inotify_rm_watch(descriptors.inotify, again) }
+                }
+            }
+            if parsed.directoryGone || replaced {
                 if !pending.isEmpty { continuation.yield(pending) }
                 return
             }

@@ -227,10 +227,15 @@ public actor ModelManager {
 
     /// Promotes the staged model (a release's candidate): it becomes active and the previous active model the warm
     /// standby, whatever the standby retention, so that an instant manual rollback stays possible.
+    /// - Parameter expecting: the staged model the caller means (a release's candidate); another one staged meanwhile
+    ///   is not promoted (`.stagedChanged`).
     /// - Throws: `ControlError.nothingStaged` when nothing is staged.
-    public func promoteStaged(slot name: String) async throws -> SwapEvent {
+    public func promoteStaged(slot name: String, expecting: ModelIdentity? = nil) async throws -> SwapEvent {
         guard let slot = slot(name) else { throw ControlError.unknownSlot(name) }
-        return try await serialized(name) { manager in try await manager.performSwitch(slot, keepStandby: true) }
+        return try await serialized(name) { manager in
+            try Self.check(slot, stages: expecting)
+            return try await manager.performSwitch(slot, keepStandby: true)
+        }
     }
 
     /// Records an event that another module's operation produced (a release's steps): stored, streamed, logged like

@@ -163,9 +163,15 @@ final class MosquittoConnection: @unchecked Sendable {
             return true
         }
         guard first else { return }
-        let thread = Thread { [self] in runLoop() }
-        thread.name = "mqtt \(configuration.clientID)"
-        thread.start()
+        do { try SystemThread.detach(name: "mqtt \(configuration.clientID)") { [self] in runLoop() } } catch {
+            // No network thread (the process's or its container's thread limit): the client ends at once, as a
+            // stopped one does — what waits to be published fails, its streams end — rather than wait for good;
+            // its users are told why first.
+            events.yield(.connectFailed(reason: "\(error)"))
+            state.withLock { $0.started = false }
+            requestStop()
+            finish()
+        }
     }
 
     /// Asks the network thread to disconnect and end, without waiting.

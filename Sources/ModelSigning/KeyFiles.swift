@@ -208,20 +208,29 @@ public struct SigningKey: Sendable {
             type: KeyFileContents.privateType, keyID: keyID,
             key: key.rawRepresentation.base64EncodedString())
         if overwrite {
-            // Written beside it, then renamed over it once its public key is written too: the old key is replaced
-            // only once the new one is on disk (a full disk leaves the old key, not none), and never left without
-            // its public key (a public key that cannot be written leaves the old pair).
-            let temporary = path + ".new-\(getpid())"
-            try? FileManager.default.removeItem(atPath: temporary)
-            try Self.createPrivateFile(temporary, contents: contents.encoded())
-            do { try verificationKey.write(to: publicPath) } catch {
+            // Both written beside them, then renamed over them, the private key first: the old pair is replaced only
+            // once the new one is on disk (a full disk leaves the old pair, not none, nor half of each).
+            let temporary = path + ".new-\(getpid())", publicTemporary = publicPath + ".new-\(getpid())"
+            let removeTemporaries = {
                 try? FileManager.default.removeItem(atPath: temporary)
+                try? FileManager.default.removeItem(atPath: publicTemporary)
+            }
+            removeTemporaries()
+            try Self.createPrivateFile(temporary, contents: contents.encoded())
+            do { try verificationKey.write(to: publicTemporary) } catch {
+                removeTemporaries()
                 throw error
             }
             guard rename(temporary, path) == 0 else {
                 let reason = String(cString: strerror(errno))
-                try? FileManager.default.removeItem(atPath: temporary)
+                removeTemporaries()
                 throw KeyFileError(operation: "write private key", path: path, reason: reason)
+            }
+            guard rename(publicTemporary, publicPath) == 0 else {
+                let reason = String(cString: strerror(errno))
+                removeTemporaries()
+                throw KeyFileError(operation: "write public key", path: publicPath,
+                    reason: reason + " (the new private key is in place: run keygen --force again)")
             }
         } else {
             try Self.createPrivateFile(path, contents: contents.encoded())

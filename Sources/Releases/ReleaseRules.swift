@@ -34,7 +34,8 @@ public struct ReleaseRules: Sendable, Equatable, Codable {
         public var steps_complete: Bool?
         /// Seconds since the release started taking traffic.
         public var min_s: Double?
-        /// Candidate samples (answers in canary and A/B, mirrored pairs in shadow).
+        /// Candidate samples (answers in canary and A/B, mirrored pairs in shadow) since the release started or
+        /// resumed; an automatic promotion waits for at least `ReleaseRules.minSamples` of them whatever this says.
         public var min_requests: Int?
         public init(steps_complete: Bool? = nil, min_s: Double? = nil, min_requests: Int? = nil) {
             self.steps_complete = steps_complete

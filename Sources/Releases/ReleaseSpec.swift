@@ -177,6 +177,13 @@ public struct ReleaseSpec: Sendable, Equatable, Codable {
                     throw fail("weights must give the candidate '\(candidateName)' a weight above 0: it would never "
                         + "serve")
                 }
+                // And a share the split can serve: its resolution is 0.01 % (10 000 buckets), so 0.001 % was served
+                // as 0.01 %, and a share that underflows to 0 never.
+                // (Within rounding: 0.01 / (99.99 + 0.01) × 100 comes out a hair below 0.01.)
+                guard schedule != nil || abCandidatePercent >= 0.01 * (1 - 1e-9) else {
+                    throw fail("weights give the candidate '\(candidateName)' \(abCandidatePercent) % of the traffic; the "
+                        + "split serves shares of 0.01 % or more")
+                }
             }
             try schedule?.validate(variants: names)
         }

@@ -89,7 +89,7 @@ extension ControlPlane {
             createdAt: clock.now)
         record.baseline = baseline.identity
         let run: ReleaseRun
-        do { run = try await installRun(record, clock: clock, fresh: true) } catch {
+        do { run = try await installRun(record, clock: clock, fresh: true, bringingUp: true) } catch {
             // Another start got in while the intent was written: the intent gets its outcome.
             try? await auditRejectedStart(spec, slot, error, by: principal, from: remote, started: started,
                 afterIntent: true)
@@ -104,9 +104,12 @@ extension ControlPlane {
     }
 
     /// Registers a new run for the slot (refused when another is not over) and persists its record.
-    /// - Parameter fresh: a release just started, whose slot's earlier disagreements go (a resumed one keeps its own).
-    private func installRun(_ record: ReleaseRecord, clock: any ReleaseClock, fresh: Bool = false) async throws
-        -> ReleaseRun
+    /// - Parameters:
+    ///   - fresh: a release just started, whose slot's earlier disagreements go (a resumed one keeps its own).
+    ///   - bringingUp: its candidate is to be brought up: marked so before the run is the slot's, so that an abort in
+    ///     between does not free the slot ahead of the bring-up it has not seen yet.
+    private func installRun(_ record: ReleaseRecord, clock: any ReleaseClock, fresh: Bool = false,
+                            bringingUp: Bool = false) async throws -> ReleaseRun
     {
         // A folder per release: a new one does not take the last one's files for its own, nor lose its own to the
         // last one's mirror still writing.
@@ -121,6 +124,7 @@ extension ControlPlane {
             if let current = runs[record.slot], !current.isOver {
                 throw ReleaseError.conflict("slot '\(record.slot)' has a release in progress")
             }
+            if bringingUp { run.markBringingUp(true) }
             defer { runs[record.slot] = run }
             return runs[record.slot]
         }
@@ -150,6 +154,7 @@ extension ControlPlane {
     ///     in `loading` meanwhile, where no rule or promotion is judged).
     private func bringUp(_ run: ReleaseRun, by principal: Principal, from remote: String?, started: Date,
                          resumed: Bool, restoring phase: ReleasePhase?) async {
+        defer { run.markBringingUp(false) }
         let record = run.engine.record
         let spec = record.spec
         let slot = record.slot
@@ -279,7 +284,7 @@ extension ControlPlane {
         // A rollback is written at once, not in the chain's turn (behind a promotion's attempt, say): a process that
         // ended in between resumed the release, and its candidate, whose rule had tripped, took traffic again.
         if decisions.contains(where: { if case .rolledBack = $0 { true } else { false } }) {
-            run.keep(Task { [self] in await persist(run) })
+            run.keep(Task { [self] in await persistEnd(run) })
         }
         run.keep(Task { [self] in
             for decision in decisions {
@@ -432,7 +437,7 @@ extension ControlPlane {
             do { try await persistOrThrow(run) } catch {
                 throw ReleaseError.notRecorded("the release record could not be written before the flip: \(error)")
             }
-            _ = try await manager.promoteStaged(slot: record.slot)
+            _ = try await manager.promoteStaged(slot: record.slot, expecting: record.candidate)
         } catch {
             var problem = Problem.from(error)
             var detail = repository.hidingRoot(problem.detail)
@@ -471,7 +476,7 @@ extension ControlPlane {
         if let slot = manager.slot(record.slot) {
             slot.setRouter(ActiveModelRouter())
             if let candidate = record.candidate, slot.roles.staged?.identity == candidate {
-                _ = try? await manager.discardStaged(slot: record.slot)
+                _ = try? await manager.discardStaged(slot: record.slot, expecting: candidate)
             }
         }
         await finish(run, operation: operation, result: .succeeded, reason: reason, by: principal, from: remote,
@@ -484,7 +489,7 @@ extension ControlPlane {
         // Carried out, whatever the recording below makes of it: the slot is free once the outcome is being told.
         defer { run.markSettled() }
         let record = run.engine.record
-        await persist(run)
+        await persistEnd(run)
         ReleaseMetrics.phase(record)
         await manager.record(SwapEvent(slot: record.slot, operation: operation, result: result,
             reason: repository.hidingRoot(reason), from: record.baseline, to: record.candidate))
@@ -504,6 +509,28 @@ extension ControlPlane {
             logger.error("cannot persist the release", metadata: ["slot": "\(run.engine.record.slot)",
                 "error": "\(error)"])
         }
+    }
+
+    /// Writes a release's end (a rollback, an abort, a failure, a promotion), and when the store refuses, tries again in
+    /// the background (1 s, 2 s, … up to a minute apart) until it is written: an end the disk refused (full, read-only
+    /// for a while) would otherwise be resumed at the next start — a tripped or aborted candidate serving again.
+    func persistEnd(_ run: ReleaseRun) async {
+        do { return try await persistOrThrow(run) } catch {
+            logger.error("cannot persist the release's end; trying again in the background",
+                metadata: ["slot": "\(run.engine.record.slot)", "error": "\(error)"])
+        }
+        run.keep(Task { [self] in
+            var wait = 1.0
+            while !run.isStopping, !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(wait))
+                do { return try await persistOrThrow(run) } catch {
+                    logger.error("cannot persist the release's end; trying again",
+                        metadata: ["slot": "\(run.engine.record.slot)", "error": "\(error)",
+                            "retry_in_s": "\(Int(min(60, wait * 2)))"])
+                }
+                wait = min(60, wait * 2)
+            }
+        })
     }
 
     /// `persist`, throwing what the store threw. Nothing is written for a run no longer the slot's: every run of a
@@ -549,10 +576,17 @@ extension ControlPlane {
                 await recordBaselineGone(record, active: active, clock: clock)
                 continue
             }
+            // Written by a version that accepted what this one refuses (a share below the split's resolution, a
+            // schedule that never serves the candidate): not resumed on terms a new release could not start on.
+            do { try record.spec.validate() } catch {
+                await failResume(record, reason: "not resumed after a restart: its spec is no longer accepted: "
+                    + error.description, clock: clock)
+                continue
+            }
             if record.phase == .promoting { record.phase = record.promotedFrom ?? .running }
             // One cut off while loading goes on as a new one would (to running once its candidate is up).
             let phase = record.phase == .loading ? nil : record.phase
-            guard let run = try? await installRun(record, clock: clock) else { continue }
+            guard let run = try? await installRun(record, clock: clock, bringingUp: true) else { continue }
             // Not judged until its candidate is loaded and checked again: a promotion due while the service was down
             // would otherwise flip in a candidate the golden set has not passed yet (the record keeps its phase).
             run.engine.update { $0.phase = .loading }
@@ -580,18 +614,24 @@ extension ControlPlane {
     }
 
     private func recordBaselineGone(_ record: ReleaseRecord, active: ModelIdentity, clock: any ReleaseClock) async {
-        guard let run = try? await installRun(record, clock: clock) else { return }
-        let started = Date()
-        try? await audit(Self.system, nil, "release.resume", record.slot,
-            modelPath: repository.relative(record.candidatePath), version: record.candidate?.version,
-            sha256: record.candidate?.sha256, result: "intent",
-            reason: "resuming the \(record.phase.rawValue) release after a restart", started: started)
         let isCandidate = active.path.isByteEqual(to: record.candidatePath) || active.sha256 == record.candidate?.sha256
         let which = isCandidate ? "the release's candidate, though no promotion of it was recorded"
             : "not the release's candidate either"
         let reason = "not resumed after a restart: the slot's active model changed while the service was down; it is "
             + "\(active.id) (sha256 \(active.sha256)), \(which), and the release was started beside "
             + "\(record.baseline?.id ?? "?") (sha256 \(record.baseline?.sha256 ?? "?"))"
+        await failResume(record, reason: reason, clock: clock)
+    }
+
+    /// Ends a release found running at a start that cannot be resumed, failed with `reason` (audited as the resume's
+    /// outcome).
+    private func failResume(_ record: ReleaseRecord, reason: String, clock: any ReleaseClock) async {
+        guard let run = try? await installRun(record, clock: clock) else { return }
+        let started = Date()
+        try? await audit(Self.system, nil, "release.resume", record.slot,
+            modelPath: repository.relative(record.candidatePath), version: record.candidate?.version,
+            sha256: record.candidate?.sha256, result: "intent",
+            reason: "resuming the \(record.phase.rawValue) release after a restart", started: started)
         run.engine.transition(from: [.loading, .running, .paused, .promoting], to: .failed, action: "failed",
             by: Self.system.name, detail: reason)
         await finish(run, operation: .releaseStart, result: .failed, reason: reason, by: Self.system, from: nil,

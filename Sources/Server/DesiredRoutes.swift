@@ -14,15 +14,19 @@ extension APIRoutes {
         }
         v1.put("desired") { request, context in
             let principal = try await requireOperator(request, context)
-            let dryRun = try boolParameter(request, "dry_run")
-            var buffer: ByteBuffer
-            do {
-                buffer = try await request.body.collect(upTo: DesiredState.Limits.bytes)
-            } catch is NIOTooManyBytesError {
-                throw Problem(.contentTooLarge, "Content Too Large",
-                    detail: "a desired-state document may have at most \(DesiredState.Limits.bytes) bytes")
+            // A malformed request (400, 413) is recorded as a refused call, as the other changes' are; a document
+            // that is refused (422) is recorded by the reconciler.
+            let (dryRun, bytes) = try await parsedChange(request, context) { () async throws -> (Bool, [UInt8]) in
+                let dryRun = try boolParameter(request, "dry_run")
+                var buffer: ByteBuffer
+                do {
+                    buffer = try await request.body.collect(upTo: DesiredState.Limits.bytes)
+                } catch is NIOTooManyBytesError {
+                    throw Problem(.contentTooLarge, "Content Too Large",
+                        detail: "a desired-state document may have at most \(DesiredState.Limits.bytes) bytes")
+                }
+                return (dryRun, buffer.readBytes(length: buffer.readableBytes) ?? [])
             }
-            let bytes = buffer.readBytes(length: buffer.readableBytes) ?? []
             let result = try await desired.apply(bytes, from: .http(token: principal.name), dryRun: dryRun)
             return try json(result, status: .ok)
         }

@@ -29,6 +29,8 @@ import Primitives
 public final class DesiredStateReconciler: Sendable {
     let control: ControlPlane
     private let state = Locked(State())
+    /// Why the watched file was last not applied (logged as an error once, then at each rescan's retry as debug).
+    private let lastFileFailure = Locked<String?>(nil)
     /// The apply under way: the next one waits for it.
     private let tail = Locked<Task<Void, Never>?>(nil)
     /// The first delay before a document with failed slots is applied again; it doubles with each retry.
@@ -138,6 +140,7 @@ public final class DesiredStateReconciler: Sendable {
     public func applyFile(_ bytes: [UInt8], path: String, reread: Bool = false) async -> Bool {
         do {
             _ = try await apply(bytes, from: .configMap(path: path), reread: reread)
+            lastFileFailure.withLock { $0 = nil }
             return true
         } catch {
             // A refused document is in the status and the log already; anything else (its intent could not be
@@ -145,7 +148,11 @@ public final class DesiredStateReconciler: Sendable {
             // as an error, not at every rescan's retry of the same file (10 s apart for as long as the cause lasts).
             let problem = Problem.from(error)
             if problem.status != .unprocessableContent {
-                control.logger.log(level: reread ? .debug : .error, "desired state file not applied",
+                let repeated = lastFileFailure.withLock { last in
+                    defer { last = problem.detail }
+                    return reread && last == problem.detail
+                }
+                control.logger.log(level: repeated ? .debug : .error, "desired state file not applied",
                     metadata: ["path": "\(path)", "error": "\(problem.detail)"])
             }
             return false

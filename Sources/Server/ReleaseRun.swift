@@ -26,14 +26,22 @@ final class ReleaseRun: Sendable {
     /// a run made for a release that had ended already is settled from the start.
     private let settled: Locked<Bool>
 
+    /// Set while the candidate is being brought up (its load, verification, warm-up, gate).
+    private let bringingUp = Locked(false)
+
     /// Whether the release is over and its end carried out: only then is its slot free. The engine's phase turns
     /// terminal at once (a breached rule routes every request to the baseline under the engine's lock), but the
     /// candidate is discarded afterwards, in the action chain: until then an operator's switch would flip in the very
-    /// candidate whose rule tripped (and the rollback, finding it gone from the staged role, discard nothing).
-    var isOver: Bool { engine.phase.isTerminal && settled.withLock { $0 } }
+    /// candidate whose rule tripped (and the rollback, finding it gone from the staged role, discard nothing). Nor
+    /// while a bring-up still runs: a release aborted while its candidate loads is settled by the abort, but the load
+    /// then stages the candidate, which the bring-up's end discards.
+    var isOver: Bool { engine.phase.isTerminal && settled.withLock { $0 } && !bringingUp.withLock { $0 } }
 
     /// Marks the release's end carried out.
     func markSettled() { settled.withLock { $0 = true } }
+
+    /// Marks the bring-up begun (before its task is made) and ended (as it returns, whichever way).
+    func markBringingUp(_ running: Bool) { bringingUp.withLock { $0 = running } }
 
     init(engine: ReleaseEngine, disagreementsFolder: String?) {
         self.engine = engine

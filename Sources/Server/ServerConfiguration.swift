@@ -335,6 +335,18 @@ public struct ServerConfiguration: Sendable, Equatable {
             }
             for (name, slot) in slots {
                 hotSwap.slotExecution[name] = try Self.execution(of: slot, named: name, base: base, fail: fail)
+                // As a desired-state document's: a digest that is no digest, or a version past its bound, left the
+                // service running with the slot never ready ("sha256 mismatch … expected nothex").
+                if let sha256 = slot.sha256, !sha256.isASCIIHex(count: 64) {
+                    throw fail("slots.\(name).sha256 must be 64 hex digits (the SHA-256 of the model file)")
+                }
+                if let version = slot.version, version.isEmpty || version.utf8.count > DesiredState.Limits.versionLength {
+                    throw fail("slots.\(name).version must have 1 to \(DesiredState.Limits.versionLength) bytes")
+                }
+                guard !slot.model.isEmpty, slot.model.utf8.count <= 1024 else {
+                    throw fail("slots.\(name).model must be a path of 1 to 1024 bytes")
+                }
+                self.slots[name]?.sha256 = slot.sha256?.lowercased()
             }
         }
         if let routes = raw.routes {
@@ -360,6 +372,14 @@ public struct ServerConfiguration: Sendable, Equatable {
         }
         var names = Set<String>()
         var outputs: [String: String] = [:]
+        // Each file source's resolved path and its stream: an output may be none of them (the registry refused it at
+        // the start, logged only, and the service ran without that camera).
+        var sources: [String: String] = [:]
+        for entry in entries {
+            guard let name = entry.spec.name, case .file(let path)? = try? streamPolicy.resolve(entry.spec.source)
+            else { continue }
+            sources[path] = name
+        }
         for (index, entry) in entries.enumerated() {
             let key = "streams.run[\(index)]"
             let spec = entry.spec
@@ -379,6 +399,10 @@ public struct ServerConfiguration: Sendable, Equatable {
                     let path = try streamPolicy.resolveOutput(file)
                     if let other = outputs.updateValue(name, forKey: path) {
                         throw StreamError.outputNotAllowed(path: file, reason: "stream '\(other)' writes it too")
+                    }
+                    if let reader = sources[path] {
+                        throw StreamError.outputNotAllowed(path: file, reason: reader == name
+                            ? "it is the stream's own source" : "stream '\(reader)' reads it")
                     }
                 }
             } catch {

@@ -48,6 +48,9 @@ public struct ModelSchema: Sendable, Equatable {
     /// output decoders go over every class of every box, so a declared output shape must not be able to make that
     /// unbounded. Detection vocabularies are far smaller.
     public static let maxClassCount = 65_536
+    /// The longest class name accepted, in bytes: a detection carries its class's name into every answer (JSON,
+    /// stream results, MQTT), so a model's names bound the answers' size. COCO's longest is 14; a sentence fits.
+    public static let maxClassNameBytes = 256
 
     public var input: TensorSpec
     public var output: TensorSpec
@@ -107,6 +110,10 @@ public struct ModelSchema: Sendable, Equatable {
             throw ModelSchemaError.unsupportedInput(shape: input.shape, reason: "input must be float32 or float16")
         }
         let names = metadata["names"].flatMap(MetadataParser.names) ?? []
+        if let index = names.firstIndex(where: { $0.utf8.count > Self.maxClassNameBytes }) {
+            throw ModelSchemaError.classNameTooLong(index: index, bytes: names[index].utf8.count,
+                limit: Self.maxClassNameBytes)
+        }
         let dynamic = input.shape[2] < 0 || input.shape[3] < 0
         var size: ImageSize
         let origin: String
@@ -265,6 +272,9 @@ public enum ModelSchemaError: Error, Equatable, CustomStringConvertible {
     /// says which and why.
     case invalidInputSize(reason: String)
     case classCountMismatch(names: Int, output: Int)
+    /// A class name in the metadata is longer than `limit` bytes: each detection carries its class's name, so one
+    /// long name made every answer that long times its detections.
+    case classNameTooLong(index: Int, bytes: Int, limit: Int)
 
     public var description: String {
         switch self {
@@ -277,6 +287,8 @@ public enum ModelSchemaError: Error, Equatable, CustomStringConvertible {
         case .invalidInputSize(let reason): "unusable input size: \(reason)"
         case .classCountMismatch(let names, let output):
             "metadata names \(names) classes but the output holds \(output)"
+        case .classNameTooLong(let index, let bytes, let limit):
+            "metadata names class \(index) with \(bytes) bytes; a class name may have at most \(limit)"
         }
     }
 }

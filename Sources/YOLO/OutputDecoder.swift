@@ -202,6 +202,9 @@ public enum NonMaxSuppression {
             let a = boxes[i]
             guard a.4.isFinite, a.4 > 0, a.0.isFinite, a.1.isFinite, a.2.isFinite, a.3.isFinite else { continue }
             for j in overlapping[next[i]...] where !suppressed[j] {
+                // Boxes of other classes never suppress each other: the offset keeps them apart only while boxes lie
+                // within it (an input side past 7680 px, which the schema allows, let them meet).
+                if !agnostic && sorted[j].classID != sorted[i].classID { continue }
                 iouTests += 1
                 let b = boxes[j]
                 let iw = max(0, min(a.2, b.2) - max(a.0, b.0))

@@ -103,6 +103,10 @@ struct BenchReleaseCommand: AsyncParsableCommand {
                 on.shedQueueFull += mirror?.shed_queue_full ?? 0
                 on.shedSaturated += mirror?.shed_saturated ?? 0
                 try await control.abortRelease(slot: "bench", actor: "bench-release")
+                // The candidate is freed in the background: the next round's "off" block starts once it is gone (its
+                // session's teardown and the heap's trim would otherwise land in the baseline's figures).
+                while control.manager.releaser.pendingCount > 0 { try await Task.sleep(for: .milliseconds(10)) }
+                ProcessMemory.trim()
                 printError("bench-release: \(name) round \(round + 1) of \(rounds) done")
             }
             let a = Percentiles(off.latencies), b = Percentiles(on.latencies)

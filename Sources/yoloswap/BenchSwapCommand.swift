@@ -219,7 +219,15 @@ struct BenchSwapCommand: AsyncParsableCommand {
         let overlapping = samples.filter { s in windows.contains { s.start < $0.1 && s.end > $0.0 } }
         let steady = samples.filter { s in !windows.contains { s.start < $0.1 && s.end > $0.0 } }
         func ms(_ list: [Sample]) -> [Double] { list.map { ($0.end - $0.start).milliseconds } }
-        let steadyP = Percentiles(ms(steady.isEmpty ? samples : steady))
+        // A subset with no request (no swap at all, `--swaps 0`; no request finished) has no figures: null, not the
+        // whole run's passed off as its own, nor 0/0.
+        func percentiles(_ list: [Sample]) -> Percentiles? { list.isEmpty ? nil : Percentiles(ms(list)) }
+        func figure(_ value: Double?) -> Any { value.map { $0 as Any } ?? NSNull() }
+        func quotient(_ a: Double?, _ b: Double?) -> Any {
+            guard let a, let b, b > 0 else { return NSNull() }
+            return a / b
+        }
+        let steadyP = percentiles(steady)
         // The new model's first requests: after each swap, each loop's first request to start (as many at once as
         // the loops keep in flight).
         let byStart = samples.sorted { $0.start < $1.start }
@@ -239,8 +247,8 @@ struct BenchSwapCommand: AsyncParsableCommand {
                 if loops.insert(sample.loop).inserted { afterSwitch.append(sample) }
             }
         }
-        let afterP = Percentiles(ms(afterSwitch.isEmpty ? samples : afterSwitch))
-        let swapP = Percentiles(ms(overlapping.isEmpty ? samples : overlapping))
+        let afterP = percentiles(afterSwitch)
+        let swapP = percentiles(overlapping)
         let flipP = Percentiles(driver.flips.isEmpty ? [0] : driver.flips)
         let steadyPeak = shared.steadyPeak.load(ordering: .relaxed)
         let mb = BenchSwapCommand.megabytes
@@ -254,12 +262,12 @@ struct BenchSwapCommand: AsyncParsableCommand {
             "swap_failures": driver.failures.count, "rollbacks": driver.rollbacksDone, "concurrency": concurrency,
             "policy": policy, "model_a": modelA, "model_b": modelB,
             "steady_requests": steady.count, "swap_requests": overlapping.count,
-            "steady_p50_ms": steadyP.median, "steady_p99_ms": steadyP.p99,
-            "swap_p50_ms": swapP.median, "swap_p99_ms": swapP.p99,
-            "swap_over_steady_p99": swapP.p99 / steadyP.p99,
+            "steady_p50_ms": figure(steadyP?.median), "steady_p99_ms": figure(steadyP?.p99),
+            "swap_p50_ms": figure(swapP?.median), "swap_p99_ms": figure(swapP?.p99),
+            "swap_over_steady_p99": quotient(swapP?.p99, steadyP?.p99),
             "after_switch_requests": afterSwitch.count,
-            "after_switch_p50_ms": afterP.median, "after_switch_p99_ms": afterP.p99,
-            "after_switch_over_steady_p50": afterP.median / steadyP.median,
+            "after_switch_p50_ms": figure(afterP?.median), "after_switch_p99_ms": figure(afterP?.p99),
+            "after_switch_over_steady_p50": quotient(afterP?.median, steadyP?.median),
             "warmup_concurrency": min(HotSwapConfiguration().warmupRuns, warmupConcurrency ?? servingThreads),
             "flip_p99_us": flipP.p99, "flip_max_us": driver.flips.max() ?? 0,
             "rss_peak_mb": mb(shared.peak.load(ordering: .relaxed)),

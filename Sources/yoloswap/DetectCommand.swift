@@ -32,7 +32,10 @@ struct DetectCommand: ParsableCommand {
         guard (0...1).contains(conf), (0...1).contains(iou) else {
             throw ValidationError("--conf and --iou lie in [0, 1]")
         }
-        guard maxDet > 0 else { throw ValidationError("--max-det must be positive") }
+        guard (1...DetectionOptions.maxDetectionsLimit).contains(maxDet) else {
+            throw ValidationError("--max-det lies in 1...\(DetectionOptions.maxDetectionsLimit)")
+        }
+        guard maxPixels > 0 else { throw ValidationError("--max-pixels must be positive") }
     }
 
     func run() throws {
@@ -128,6 +131,7 @@ struct DetectCommand: ParsableCommand {
                 try handle.write(contentsOf: jpeg)
                 try handle.close()
             } catch {
+                unlink(out)  // not left cut short, its name taken from the next run
                 throw failure("cannot write \(out): \(error)")
             }
             return

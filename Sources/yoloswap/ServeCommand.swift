@@ -60,6 +60,18 @@ struct ServeCommand: AsyncParsableCommand {
             URL(fileURLWithPath: cwd + "/")).standardizedFileURL.path }
         // The gRPC endpoint's host, which `--host` may have set: an address it can listen on, checked before anything
         // starts.
+        // A port file that cannot be written would leave whoever polls it waiting for good: refused at the start.
+        if grpcPortFile != nil, configuration.grpc == nil {
+            throw ValidationError("--grpc-port-file needs a grpc section in the configuration (no gRPC endpoint runs)")
+        }
+        for (option, path) in [("--port-file", portFile), ("--grpc-port-file", grpcPortFile)] {
+            guard let path else { continue }
+            let folder = URL(fileURLWithPath: path).deletingLastPathComponent().path
+            guard access(folder, W_OK) == 0 else {
+                throw ValidationError("\(option) \(path): its folder \(folder) cannot be written: "
+                    + String(cString: strerror(errno)))
+            }
+        }
         if let grpcHost = configuration.grpcHost, !ServerConfiguration.GRPCSettings.isListenable(grpcHost) {
             throw ValidationError(GRPCHostError(host: grpcHost).description)
         }
@@ -107,6 +119,7 @@ struct ServeCommand: AsyncParsableCommand {
             routes: configuration.routes, audit: services.audit, logger: logger)
         let desired = DesiredStateReconciler(control: control)
         let portFile = self.portFile
+        let portLogger = logger
         let host = configuration.host
         // One engine for /v2 and gRPC: one set of Triton statistics.
         let engine = OpenInferenceEngine(manager: manager,
@@ -122,7 +135,7 @@ struct ServeCommand: AsyncParsableCommand {
             metricsText: { registry.emitToString() }, logger: logger, desired: desired, streams: streams,
             engine: engine,
             onServerRunning: { port in
-                if let portFile { try? "\(port)\n".write(toFile: portFile, atomically: true, encoding: .utf8) }
+                if let portFile { Self.writePort(port, to: portFile, logger: portLogger) }
                 let banner = """
                     yoloswap serving on http://\(host):\(port)
                       detect:  curl -X POST --data-binary @models/images/bus.jpg -H 'Content-Type: image/jpeg' \
@@ -156,7 +169,7 @@ struct ServeCommand: AsyncParsableCommand {
                     idleTimeout: .seconds(configuration.idleTimeoutSeconds)),
                 logger: logger,
                 onListening: { port in
-                    if let grpcPortFile { try? "\(port)\n".write(toFile: grpcPortFile, atomically: true, encoding: .utf8) }
+                    if let grpcPortFile { Self.writePort(port, to: grpcPortFile, logger: portLogger) }
                 })), at: 2)
         }
         if let path = configuration.desiredStatePath {
@@ -173,5 +186,12 @@ struct ServeCommand: AsyncParsableCommand {
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         logger.info("server stopped")
+    }
+
+    /// Writes the bound port for scripts; a failure is logged (the start checked the folder, but the disk may be full).
+    private static func writePort(_ port: Int, to path: String, logger: Logger) {
+        do { try "\(port)\n".write(toFile: path, atomically: true, encoding: .utf8) } catch {
+            logger.error("cannot write the port file", metadata: ["path": "\(path)", "error": "\(error)"])
+        }
     }
 }

@@ -295,6 +295,14 @@ struct HTTPServiceTests {
         #expect(Date().timeIntervalSince(started) < 15, "the start-up's load was waited for")
     }
 
+    @Test("a port file that could not be written, or a gRPC port file with no gRPC endpoint, is refused at the start (a script polling it waited for good)")
+    func portFilesChecked() async throws {
+        for arguments in [["--port-file", "/nonexistent-yoloswap/port"], ["--grpc-port-file", "/tmp/yoloswap-grpc.port"]] {
+            let result = try await runProcess(Repo.binary, ["serve", "--port", "0"] + arguments)
+            #expect(result.status == 64 && result.stderr.contains(arguments[0]), "\(arguments): \(result.stderr)")
+        }
+    }
+
     @Test("a body the client garbles (a chunk size that is no number) is answered 400, not logged as a server failure")
     func malformedChunkedBody() async throws {
         let server = try await ServerProcess(yaml: """

@@ -409,6 +409,13 @@ struct ReleaseEngineTests {
         #expect(spec.abCandidatePercent == 75)
         let engine = ReleaseEngine(record: record(spec, at: Self.start), clock: ManualClock(Self.start))
         #expect(throws: Never.self) { try JSONEncoder.yoloswap.encode(engine.status(energy: nil)) }
+        // A share below the split's resolution (0.01 %): served as 0.01 % (ten times 0.001), or never (underflowed).
+        for weights in [["baseline": 99.999, "candidate": 0.001], ["baseline": 1e300, "candidate": 1e-30]] {
+            spec.weights = weights
+            #expect(throws: ReleaseError.self, "\(weights)") { try spec.validate() }
+        }
+        spec.weights = ["baseline": 99.99, "candidate": 0.01]
+        #expect(throws: Never.self) { try spec.validate() }
     }
 
     @Test("a release body's unknown keys are refused with their paths (a misspelt gate was dropped without a word)")

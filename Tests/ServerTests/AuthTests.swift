@@ -227,6 +227,10 @@ struct ConfigurationTests {
         ("slots: { 'line/2': { model: m.onnx } }", "is not a slot name"),
         ("slots: { 'line 2': { model: m.onnx } }", "is not a slot name"),
         ("slots: { default: { model: m.onnx } }\nroutes: { \"a\\tb\": default }", "is not a product name"),
+        // A slot's digest and version, as a document's (the service ran with the slot never ready).
+        ("slots: { default: { model: m.onnx, sha256: nothex } }", "slots.default.sha256 must be 64 hex digits"),
+        ("slots: { default: { model: m.onnx, version: '' } }", "slots.default.version must have 1 to 128 bytes"),
+        ("slots: { default: { model: '' } }", "slots.default.model must be a path of 1 to 1024 bytes"),
     ])
     func slotAndProductNames(yaml: String, message: String) throws {
         let error = #expect(throws: ConfigurationError.self) { try ServerConfiguration.parse(yaml) }

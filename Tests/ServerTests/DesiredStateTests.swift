@@ -270,7 +270,11 @@ private typealias H = ServerHarness
             }
         }
         #expect(harness.control.routes == ["metal-case": "line2"])
-        #expect(try await harness.auditEntries().count == before)
+        // Dry runs leave no entry; the malformed request is recorded as a refused call, as other changes' are.
+        let after = try await harness.auditEntries()
+        #expect(after.count == before + 1)
+        #expect(after.filter { $0.result == "refused" }.map(\.action) == ["PUT /v1/desired"],
+            "\(after.map { "\($0.action):\($0.result)" })")
     }
 
     @Test("routes in the document replace the routes")

@@ -476,8 +476,11 @@ struct ReleaseAPITests {
             // Before, the candidate stayed staged once its load finished, and every later release answered 409.
             let load = try #require(await harness.control.manager.latestOperation(slot: "default"))
             #expect(await load.wait().stage == .ready)
+            // The slot is the release's until its bring-up has ended (the candidate discarded).
             let slot = try #require(harness.control.manager.slot("default"))
-            #expect(await eventually(timeout: .seconds(10)) { slot.roles.staged == nil })
+            #expect(await eventually(timeout: .seconds(10)) {
+                slot.roles.staged == nil && harness.control.releaseRun("default")?.isOver == true
+            })
             let (next, body) = try await Self.post(client, "/v1/slots/default/release?wait=true",
                 ["model": "synthetic/yolov5-nc80-416-identity.onnx", "strategy": "shadow"])
             #expect(next == .ok, "\(body)")

@@ -20,7 +20,12 @@ struct ReleaseRunTests {
         #expect(!live.isOver)
         #expect(live.engine.transition(from: [.loading], to: .aborted, action: "abort", by: "alice") != nil)
         #expect(live.engine.phase.isTerminal && !live.isOver, "free before the candidate was discarded")
+        // Aborted while its candidate loads: settled by the abort, not over until the bring-up has ended (its load
+        // stages the candidate, which the bring-up's end discards).
+        live.markBringingUp(true)
         live.markSettled()
+        #expect(!live.isOver)
+        live.markBringingUp(false)
         #expect(live.isOver)
         // Settled early (a bring-up's refusal carried out) but not terminal: still the release's.
         let running = run(record)

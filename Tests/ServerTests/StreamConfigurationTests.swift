@@ -63,6 +63,11 @@ struct StreamConfigurationTests {
         ("- { name: a, source: line-a.mp4, outputs: { fle: x.jsonl } }", "streams.run[0].outputs.fle is not a key"),
         ("- { name: a, source: line-a.mp4, outputs: { file: x.ts } }\n    - { name: b, source: line-a.mp4, "
             + "outputs: { video: x.ts } }", "streams.run[1] ('b'): output 'x.ts' is not allowed: stream 'a'"),
+        // An output that is a source (media_dir and output_dir are one folder here): the stream's own, another's.
+        ("- { name: a, source: line-a.mp4, outputs: { video: line-a.mp4 } }",
+            "output 'line-a.mp4' is not allowed: it is the stream's own source"),
+        ("- { name: a, source: line-a.mp4 }\n    - { name: b, source: \"udp://127.0.0.1:5000\", "
+            + "outputs: { file: line-a.mp4 } }", "streams.run[1] ('b'): output 'line-a.mp4' is not allowed: stream 'a' reads it"),
     ])
     func refused(entries: String, message: String) throws {
         let (folder, head) = try Self.media()

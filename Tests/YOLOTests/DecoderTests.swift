@@ -128,6 +128,11 @@ struct DecoderTests {
         let input = [box(0, 0.9, 0), box(1, 0.8, 1)]
         #expect(NonMaxSuppression.apply(input, iou: 0.7, maxDetections: 300, agnostic: false).count == 2)
         #expect(NonMaxSuppression.apply(input, iou: 0.7, maxDetections: 300, agnostic: true).count == 1)
+        // Past the class offset (7680 px; an input side up to 8192 is allowed): class 1's box at x 20 lands, offset,
+        // on class 0's at x 7700. It was suppressed.
+        let wide = [Candidate(x1: 7700, y1: 7700, x2: 8000, y2: 8000, score: 0.9, classID: 0),
+                    Candidate(x1: 20, y1: 20, x2: 320, y2: 320, score: 0.8, classID: 1)]
+        #expect(NonMaxSuppression.apply(wide, iou: 0.7, maxDetections: 300, agnostic: false).count == 2)
     }
 
     @Test("NMS suppresses only when IoU is strictly above the threshold")

@@ -21,6 +21,20 @@ struct HostileModelTests {
             metadata: ["names": Self.names3].merging(metadata) { $1 }, imgsz: imgsz, format: format)
     }
 
+    // MARK: - Names
+
+    @Test("a class name past 256 bytes is refused, naming the class (every detection carried it: a 4 MB name made each answer gigabytes)")
+    func longClassName() throws {
+        let long = String(repeating: "n", count: 257)
+        let error = #expect(throws: ModelSchemaError.self) {
+            try schema(metadata: ["names": "{0: 'person', 1: '\(long)', 2: 'car'}"], imgsz: ImageSize(width: 64, height: 64))
+        }
+        #expect(error == .classNameTooLong(index: 1, bytes: 257, limit: 256), "\(String(describing: error))")
+        let fits = String(repeating: "é", count: 128)  // 256 bytes
+        #expect(try schema(metadata: ["names": "{0: 'person', 1: '\(fits)', 2: 'car'}"],
+            imgsz: ImageSize(width: 64, height: 64)).classNames[1] == fits)
+    }
+
     // MARK: - Input size
 
     @Test(
